@@ -33,6 +33,8 @@ class MTNetConfig:
         norm_groups: groups of every GroupNorm in the new modules (4).
         attention_reduction: channel-attention MLP reduction ratio (16).
         sa_kernel: spatial-attention kernel size (7 as released, 3 allowed).
+        branches: attention of each decoder branch, in order (CDMA: CBAM, SA, CA). A single
+            entry gives the one-decoder baseline used by the benchmark.
         feature_noise: half-width of the uniform feature noise for branches 2 and 3 during
             training (0 = off, as released; the paper describes 0.3).
     """
@@ -50,6 +52,7 @@ class MTNetConfig:
     norm_groups: int = 4
     attention_reduction: int = 16
     sa_kernel: int = 7
+    branches: Tuple[str, ...] = ("cbam", "sa", "ca")
     feature_noise: float = 0.0
 
     def __post_init__(self) -> None:
@@ -65,6 +68,8 @@ class MTNetConfig:
             raise ValueError("layers and widths need four entries, each layer count >= 1")
         if not 0.0 <= self.feature_noise < 1.0:
             raise ValueError(f"feature_noise must be in [0, 1), got {self.feature_noise}")
+        if not self.branches or any(b not in ("cbam", "sa", "ca") for b in self.branches):
+            raise ValueError(f"branches must be a non-empty sequence of 'cbam', 'sa', 'ca'; got {self.branches!r}")
         for name in ("aspp_channels", "low_level_channels", "decoder_channels", "stem_width"):
             if getattr(self, name) % self.norm_groups:
                 raise ValueError(f"{name} must be divisible by norm_groups={self.norm_groups}")

@@ -22,8 +22,8 @@ class MTNet(nn.Module):
     Args:
         cfg: the structure (see :class:`~src_model.config.MTNetConfig`).
 
-    Call with a float tensor (B, 3, H, W) in [0, 1]; returns a tuple of three logits tensors,
-    each (B, C, H, W): branch 1 (CBAM), 2 (SA), 3 (CA).
+    Call with a float tensor (B, 3, H, W) in [0, 1]; returns a tuple of logits tensors, one per
+    branch, each (B, C, H, W): branch 1 (CBAM), 2 (SA), 3 (CA) by default.
     """
 
     def __init__(self, cfg: MTNetConfig) -> None:
@@ -31,7 +31,7 @@ class MTNet(nn.Module):
         self.config = cfg
         self.encoder = ResNetEncoder(cfg)
         self.aspp = ASPP(self.encoder.high_channels, cfg.aspp_channels, cfg.aspp_dilations, cfg.norm_groups)
-        for i, kind in enumerate(BRANCH_ATTENTIONS, start=1):
+        for i, kind in enumerate(cfg.branches, start=1):
             dec = AttentionDecoder(kind, self.encoder.low_channels, cfg.aspp_channels, cfg.low_level_channels,
                                    cfg.decoder_channels, cfg.num_classes, cfg.norm_groups,
                                    cfg.attention_reduction, cfg.sa_kernel)
@@ -39,8 +39,8 @@ class MTNet(nn.Module):
         self._init_weights()
 
     @property
-    def decoders(self) -> Tuple[nn.Module, nn.Module, nn.Module]:
-        return self.decoder1, self.decoder2, self.decoder3
+    def decoders(self) -> Tuple[nn.Module, ...]:
+        return tuple(getattr(self, f"decoder{i}") for i in range(1, len(self.config.branches) + 1))
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -56,7 +56,7 @@ class MTNet(nn.Module):
         noise = torch.empty_like(x).uniform_(-self.config.feature_noise, self.config.feature_noise)
         return x + x * noise
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         size = x.shape[2:]
         low, high = self.encoder(x)
         feats = self.aspp(high)

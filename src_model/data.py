@@ -1,0 +1,206 @@
+"""GlaS-layout data: split file, labelled/unlabelled split, patch sampling and augmentation.
+
+A data folder holds ``images/<id>.png``, ``masks/<id>.png`` (0 = background, >0 = object) and
+``split.csv`` (``id,split,subset``). Targets are binary: mask > 0.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .io import read_image, read_mask
+from .uncertainty import tissue_mask
+
+Labelled = Tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    id: str
+    split: str
+    subset: str
+
+
+def read_split(data_dir: Path) -> List[SplitRow]:
+    """Rows of ``split.csv``; raises ValueError naming the file if it is missing or malformed."""
+    path = Path(data_dir) / "split.csv"
+    if not path.is_file():
+        raise ValueError(f"{path}: no split.csv in the data folder (expected images/, masks/, split.csv)")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"id", "split"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: needs columns id,split[,subset]")
+        return [SplitRow(r["id"], r["split"], r.get("subset") or r["split"]) for r in reader]
+
+
+def ids_of(rows: Sequence[SplitRow], split: Optional[str] = None, subset: Optional[str] = None) -> List[str]:
+    return [r.id for r in rows if (split is None or r.split == split) and (subset is None or r.subset == subset)]
+
+
+def choose_labelled(train_ids: Sequence[str], fraction: float, seed: int) -> List[str]:
+    """A seeded choice of ``round(fraction * n)`` (at least 1) image ids to use with labels."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    ids = sorted(train_ids)
+    n = max(1, int(round(fraction * len(ids))))
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(ids, size=n, replace=False).tolist())
+
+
+def image_path(data_dir: Path, image_id: str) -> Path:
+    for ext in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".npy"):
+        p = Path(data_dir) / "images" / f"{image_id}{ext}"
+        if p.exists():
+            return p
+    raise ValueError(f"{Path(data_dir) / 'images'}: no image file for id {image_id!r}")
+
+
+def load_pairs(data_dir: Path, ids: Sequence[str]) -> List[Labelled]:
+    """Load ``(image uint8 (H, W, 3), mask (H, W))`` for each id."""
+    out = []
+    for i in ids:
+        img = read_image(image_path(data_dir, i))
+        mask = read_mask(Path(data_dir) / "masks" / f"{i}.png")
+        if mask.shape != img.shape[:2]:
+            raise ValueError(f"{data_dir}/masks/{i}.png: mask shape {mask.shape} != image shape {img.shape[:2]}")
+        out.append((img, mask))
+    return out
+
+
+def load_images(data_dir: Path, ids: Sequence[str]) -> List[np.ndarray]:
+    return [read_image(image_path(data_dir, i)) for i in ids]
+
+
+def write_split_record(path: Path, record: Dict) -> None:
+    """Record which ids were labelled / unlabelled / held out (JSON)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+# ---------------------------------------------------------------- patches and augmentation
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip_p: float = 0.5
+    rot90_p: float = 0.5
+    color_jitter: float = 0.08  # per-channel gain/offset half-width (mild stain variation)
+    noise_p: float = 0.25
+    noise_std: float = 0.04
+
+
+def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return img
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
+    mode = "reflect" if h > ph and w > pw else "edge"
+    return np.pad(img, pad, mode=mode)
+
+
+def random_crop(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray], size: int,
+                tissue: Optional[np.ndarray] = None, min_tissue: float = 0.3, tries: int = 10):
+    """A random ``size`` x ``size`` crop (reflect-padded if the image is smaller).
+
+    With a ``tissue`` mask, retries up to ``tries`` times to find a crop that is mostly tissue,
+    so patches of empty glass are rare.
+    """
+    img = _pad_to(img, size)
+    if mask is not None:
+        mask = _pad_to(mask, size)
+    if tissue is not None:
+        tissue = _pad_to(tissue, size)
+    h, w = img.shape[:2]
+    for _ in range(tries):
+        y = int(rng.integers(0, h - size + 1))
+        x = int(rng.integers(0, w - size + 1))
+        if tissue is None or tissue[y:y + size, x:x + size].mean() >= min_tissue:
+            break
+    crop_m = None if mask is None else mask[y:y + size, x:x + size]
+    return img[y:y + size, x:x + size], crop_m
+
+
+def augment(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray], cfg: AugmentConfig):
+    """Flip, rotate by 90 degrees, colour jitter and noise; returns float32 (3, H, W) in [0, 1] and mask."""
+    x = img.astype(np.float32) / 255.0
+    if rng.random() < cfg.flip_p:
+        axis = int(rng.integers(0, 2))
+        x = np.flip(x, axis)
+        mask = None if mask is None else np.flip(mask, axis)
+    if rng.random() < cfg.rot90_p:
+        k = int(rng.integers(1, 4))
+        x = np.rot90(x, k)
+        mask = None if mask is None else np.rot90(mask, k)
+    if cfg.color_jitter > 0:
+        gain = 1 + rng.uniform(-cfg.color_jitter, cfg.color_jitter, size=3).astype(np.float32)
+        offset = rng.uniform(-cfg.color_jitter, cfg.color_jitter, size=3).astype(np.float32) * 0.5
+        x = x * gain + offset
+    if rng.random() < cfg.noise_p:
+        x = x + rng.normal(0, cfg.noise_std, size=x.shape).astype(np.float32)
+    x = np.clip(x, 0, 1).transpose(2, 0, 1)
+    return np.ascontiguousarray(x), None if mask is None else np.ascontiguousarray(mask)
+
+
+class TwoStreamPatches(torch.utils.data.IterableDataset):
+    """Endless batches of ``n_labelled`` labelled + ``n_unlabelled`` unlabelled patches.
+
+    The labelled stream walks a reshuffled pass over the labelled images (an epoch = one pass);
+    the unlabelled stream is an endlessly reshuffled stream of its own. Each worker of a
+    DataLoader draws from its own generator seeded with (seed, worker id), so augmentation
+    randomness is never repeated across workers.
+
+    Yields:
+        dict with ``image`` float32 (B, 3, P, P) in [0, 1] (labelled first) and ``target`` int64
+        (B, P, P) (zeros for the unlabelled part), ``n_labelled`` int.
+    """
+
+    def __init__(self, labelled: Sequence[Labelled], unlabelled: Sequence[np.ndarray], n_labelled: int,
+                 n_unlabelled: int, patch: int, seed: int = 0, augment_cfg: AugmentConfig = AugmentConfig()):
+        super().__init__()
+        if not labelled:
+            raise ValueError("training needs at least one labelled image")
+        self.labelled = [(img, (np.asarray(m) > 0).astype(np.int64)) for img, m in labelled]
+        self.unlabelled = list(unlabelled) or [img for img, _ in labelled]
+        self.n_labelled, self.n_unlabelled = n_labelled, n_unlabelled
+        self.patch, self.seed, self.augment_cfg = patch, seed, augment_cfg
+        self._tissue_l = [tissue_mask(img) for img, _ in self.labelled]
+        self._tissue_u = [tissue_mask(img) for img in self.unlabelled]
+
+    def _rng(self) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        wid = 0 if info is None else info.id
+        return np.random.default_rng([self.seed, wid])
+
+    @staticmethod
+    def _stream(rng: np.random.Generator, n: int) -> Iterator[int]:
+        while True:
+            yield from rng.permutation(n).tolist()
+
+    def __iter__(self):
+        rng = self._rng()
+        lab = self._stream(rng, len(self.labelled))
+        unl = self._stream(rng, len(self.unlabelled))
+        p = self.patch
+        while True:
+            images, targets = [], []
+            for _ in range(self.n_labelled):
+                i = next(lab)
+                img, m = random_crop(rng, *self.labelled[i], p, self._tissue_l[i])
+                x, m = augment(rng, img, m, self.augment_cfg)
+                images.append(x)
+                targets.append(m)
+            for _ in range(self.n_unlabelled):
+                i = next(unl)
+                img, _ = random_crop(rng, self.unlabelled[i], None, p, self._tissue_u[i])
+                x, _ = augment(rng, img, None, self.augment_cfg)
+                images.append(x)
+                targets.append(np.zeros((p, p), np.int64))
+            yield {"image": torch.from_numpy(np.stack(images)),
+                   "target": torch.from_numpy(np.stack(targets)),
+                   "n_labelled": self.n_labelled}
