@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
+from torch.torch_version import TorchVersion
 
 from .config import MTNetConfig
 from .model import MTNet
@@ -70,7 +71,7 @@ def save_checkpoint(path: PathLike, model: MTNet, *, optimizer: Optional[torch.o
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists; refusing to overwrite a checkpoint")
     prov = {"saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
     prov.update(provenance or {})
     payload = {
         "format": FORMAT,
@@ -97,7 +98,9 @@ def read_checkpoint(path: PathLike, map_location: str = "cpu") -> Dict[str, Any]
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        # TorchVersion (a str subclass) is allowed so files that stored torch.__version__ load.
+        with torch.serialization.safe_globals([TorchVersion]):
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason[:200]})") from exc

@@ -1,0 +1,246 @@
+"""The retraining worker: runs in its own process, started by :class:`~napari_cdma.retrain_job.RetrainJob`.
+
+Usage: ``python -m napari_cdma._retrain_worker JOB.json``
+
+``JOB.json`` keys:
+    store (str): project store path.
+    steps (int): optimiser steps.
+    out_dir (str): where checkpoints go (``final.pt``).
+    seed (int, default 0), device ("auto" | "cpu" | "cuda", default "auto").
+    patch, batch_labelled, batch_unlabelled (int, optional): shortcuts for TrainConfig fields.
+    config (dict, optional): any other TrainConfig field overrides.
+    eval_tile (int, optional): tile size for scoring held-out regions (default 256).
+
+Protocol: one JSON object per line on stdout (flushed); everything else (logging, library
+output, C-level prints) goes to stderr. Events, in order::
+
+    {"event": "started", "model_version", "n_labelled", "n_unlabelled", "n_holdout", "pid"}
+    {"event": "progress", "step", "total", "eta_s", "metrics": {...}}      (per step)
+    {"event": "evaluating", "n_holdout"}
+    {"event": "done", "checkpoint", "old_dice", "new_dice", "better", "n_holdout",
+     "parent_model", "steps_done", "message"}
+  or {"event": "cancelled", "steps_done"}  (SIGTERM: the trainer stops between steps; exit 0)
+  or {"event": "error", "message"}         (exit code 1)
+
+``better`` is ``new_dice > old_dice`` on the pooled foreground pixels of the held-out regions,
+or ``None`` when the store holds no held-out region (``message`` says so).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+logger = logging.getLogger("napari_cdma.retrain_worker")
+
+EXIT_ERROR = 1
+_SHORTCUTS = ("patch", "batch_labelled", "batch_unlabelled")
+
+
+class _Emitter:
+    """Writes protocol events to the real stdout; the process's fd 1 is pointed at stderr."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        self._out: TextIO = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+        os.dup2(2, 1)  # stray prints (Python or C) cannot corrupt the event stream
+        sys.stdout = sys.stderr
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        self._out.write(json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
+        self._out.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+class _CancelFlag:
+    """Set by SIGTERM (or SIGINT); the trainer checks it between steps."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def install(self) -> None:
+        def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+            self.set = True
+            logger.info("signal %d received: stopping after the current step", signum)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _lower_priority_and_threads() -> int:
+    """Be a polite background job: nice 10, and leave one core to the GUI."""
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    threads = max(1, cores - 1)
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
+
+
+def pooled_dice(pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> float:
+    """Foreground Dice pooled over all pixels of all (prediction, truth) pairs; >0 = foreground.
+
+    Returns 1.0 when every mask is empty.
+    """
+    inter = total = 0
+    for pred, gt in pairs:
+        p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
+        inter += int(np.count_nonzero(p & g))
+        total += int(np.count_nonzero(p)) + int(np.count_nonzero(g))
+    return 2.0 * inter / total if total else 1.0
+
+
+def _train_config(job: Dict[str, Any]):
+    from src_model.trainer import TrainConfig
+
+    overrides = dict(job.get("config") or {})
+    for key in _SHORTCUTS:
+        if key in job:
+            overrides[key] = int(job[key])
+    overrides["seed"] = int(job.get("seed", 0))
+    overrides["device"] = str(job.get("device", "auto"))
+    overrides["threads"] = 0  # set once here, politely, not by the trainer
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown training options {unknown}; valid: {', '.join(sorted(known))}")
+    return TrainConfig.finetune(int(job["steps"]), **overrides)
+
+
+def _score(model_path: Path, crops: Sequence[np.ndarray], truths: Sequence[np.ndarray], tile: int,
+           device: str, cancel: Callable[[], bool]) -> Optional[float]:
+    """Pooled Dice of a checkpoint on the held-out crops, or None if cancelled."""
+    from src_model import load_checkpoint
+    from src_model.inference import predict
+
+    model = load_checkpoint(model_path)
+    pairs = []
+    for crop, truth in zip(crops, truths):
+        if cancel():
+            return None
+        pairs.append((predict(model, crop, tile=tile, device=device).labels, truth))
+    return pooled_dice(pairs)
+
+
+def run(job: Dict[str, Any], emit: Callable[..., None], cancel: Callable[[], bool]) -> int:
+    """Fine-tune the store's current model and score it; returns the exit code."""
+    from src_model import load_checkpoint
+    from src_model.progress import drain
+    from src_model.trainer import train
+
+    from .store import ProjectStore
+
+    store = ProjectStore.open(job["store"], create=False)
+    out_dir = Path(job["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parent = store.current_model_version
+    parent_path = store.current_model_path()
+    config = _train_config(job)
+
+    train_records = store.training_regions()
+    holdout_records = store.holdout_regions()
+    if not train_records:
+        raise ValueError("no accepted regions to train on (held-out regions are kept for validation); "
+                         "accept more corrected regions first")
+    labelled: List[Tuple[np.ndarray, np.ndarray]] = []
+    for rec in train_records:
+        crop, corrected, _ = store.load_region(rec.region_id)
+        labelled.append((crop, (corrected > 0).astype(np.uint8)))
+    unlabelled = store.unlabelled_images() + [crop for crop, _ in labelled]
+    held = [store.load_region(rec.region_id) for rec in holdout_records]
+    emit("started", model_version=parent, n_labelled=len(labelled), n_unlabelled=len(unlabelled),
+         n_holdout=len(held), pid=os.getpid(), config=config.to_dict())
+    if cancel():
+        emit("cancelled", steps_done=0)
+        return 0
+
+    model = load_checkpoint(parent_path)
+    import torch
+
+    # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
+    provenance = {"parent_model": parent, "store": str(store.root), "torch": str(torch.__version__),
+                  "regions": [f"{r.region_id}@{r.version}" for r in train_records]}
+
+    def on_progress(p) -> None:
+        emit("progress", step=p.step, total=p.total, eta_s=p.eta_s,
+             metrics={k: float(v) for k, v in p.metrics.items()})
+
+    result = drain(train(model, labelled, unlabelled, config, out_dir, cancel=cancel, provenance=provenance),
+                   on_progress)
+    if result.cancelled or cancel():
+        emit("cancelled", steps_done=result.steps_done)
+        return 0
+
+    emit("evaluating", n_holdout=len(held))
+    tile = int(job.get("eval_tile", 256))
+    device = config.device
+    if held:
+        crops = [c for c, _, _ in held]
+        truths = [t for _, t, _ in held]
+        old = _score(parent_path, crops, truths, tile, device, cancel)
+        new = None if old is None else _score(result.checkpoint, crops, truths, tile, device, cancel)
+        if old is None or new is None:
+            emit("cancelled", steps_done=result.steps_done)
+            return 0
+        better: Optional[bool] = new > old
+        message = f"held-out Dice {old:.3f} -> {new:.3f} on {len(held)} regions"
+    else:
+        old = new = better = None
+        message = "no held-out regions yet: the new model cannot be scored; promote it by hand if wanted"
+    emit("done", checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
+         n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: ``python -m napari_cdma._retrain_worker JOB.json``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    emit = _Emitter()
+    cancel = _CancelFlag()
+    cancel.install()
+    if len(argv) != 1:
+        emit("error", message="usage: python -m napari_cdma._retrain_worker JOB.json")
+        return EXIT_ERROR
+    t0 = time.perf_counter()
+    try:
+        job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        threads = _lower_priority_and_threads()
+        logger.info("retraining with %d torch threads: %s", threads, job)
+        code = run(job, emit, cancel)
+    except Exception as exc:  # report every failure as an event, then exit non-zero
+        logger.exception("retraining failed")
+        emit("error", message=f"{type(exc).__name__}: {exc}")
+        return EXIT_ERROR
+    logger.info("worker finished in %.1f s", time.perf_counter() - t0)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

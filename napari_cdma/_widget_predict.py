@@ -1,0 +1,307 @@
+"""Predict panel: choose image and model, run tiled prediction off the GUI thread, cancel."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generator, List, Optional, Tuple
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                            QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from ._layers import LayerInputError, image_from_layer
+
+REVIEW_TILE = 256
+CHOOSE_FILE = "Choose file..."
+BUNDLED = "bundled"
+
+
+@dataclass
+class PredictResult:
+    """What one Predict run produced, handed to the dock on the GUI thread.
+
+    Attributes:
+        image_name: name of the image layer predicted.
+        image: the uint8 (H, W, 3) input.
+        prediction: ``src_model.inference.Prediction``.
+        ranked: ``[(score, (y0, x0, y1, x1))]`` review tiles, highest first.
+        model_label: the model choice shown to the user ("bundled", a version, a file).
+        model_version: store version of the model, if it came from the store (else None).
+    """
+
+    image_name: str
+    image: np.ndarray
+    prediction: Any
+    ranked: List[Tuple[float, Tuple[int, int, int, int]]]
+    model_label: str
+    model_version: Optional[str]
+
+
+def _predict_job(model_path: str, image: np.ndarray, branches: bool) -> Generator[Any, None, Any]:
+    """Load the model and run tiled prediction; yields engine ``Progress`` events.
+
+    Expected failures (unreadable or foreign checkpoint) are returned as ``("error", message)``
+    rather than raised, so the dock shows one clear message instead of a traceback.
+    """
+    from src_model.checkpoint import CheckpointError  # noqa: PLC0415 - torch loads here, off the GUI thread
+    from src_model.checkpoint import load_model  # noqa: PLC0415
+    from src_model.inference import predict_tiles  # noqa: PLC0415
+    from src_model.uncertainty import rank_tiles, tissue_mask  # noqa: PLC0415
+
+    try:
+        model = load_model(model_path)
+    except (CheckpointError, FileNotFoundError) as exc:
+        return ("error", f"Cannot use this model: {exc}")
+    prediction = yield from predict_tiles(model, image, return_branches=branches)
+    ranked = rank_tiles(np.asarray(prediction.disagreement), tissue_mask(image), tile=REVIEW_TILE)
+    return ("ok", prediction, ranked)
+
+
+class PredictPanel(QWidget):
+    """Image and model choice, Predict / Cancel, progress.
+
+    Args:
+        viewer: the napari viewer.
+        model_path_for: callback mapping a combo entry ``(kind, value)`` to a checkpoint path.
+        parent: parent widget.
+
+    Signals:
+        finished(PredictResult): a run completed.
+        failed(str): a run could not start or failed; the message was shown to the user.
+        idle(): the worker of a run has stopped (finished, failed or cancelled).
+    """
+
+    finished = Signal(object)
+    failed = Signal(str)
+    idle = Signal()
+
+    def __init__(self, viewer: Any, model_path_for: Callable[[Tuple[str, Any]], str],
+                 parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self._model_path_for = model_path_for
+        self._worker = None
+        self._last_model_index = 0
+        self.pixel_limit: Optional[int] = None  # None = the engine's MAX_PIXELS
+        self.last_message = ""
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")
+        for combo in (self.image_combo, self.model_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+        self.entropy_check = QCheckBox("entropy")
+        self.branches_check = QCheckBox("branches")
+        self.branches_check.setToolTip("Also show each decoder branch's foreground probability")
+        self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        extra = QHBoxLayout()
+        extra.addWidget(QLabel("Also show:"))
+        extra.addWidget(self.entropy_check)
+        extra.addWidget(self.branches_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.predict_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addLayout(extra)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+
+        self.set_model_versions([])
+        self.predict_button.clicked.connect(lambda: self.predict())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.model_combo.activated.connect(self._on_model_activated)
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed,
+                   viewer.layers.events.moved):
+            ev.connect(self._refresh_images)
+        self._refresh_images()
+
+    # ----------------------------------------------------------------- choices
+    @property
+    def running(self) -> bool:
+        """True while a prediction runs."""
+        return self._worker is not None
+
+    def _refresh_images(self, event: Any = None) -> None:
+        from napari.layers import Image  # noqa: PLC0415
+
+        current = self.image_combo.currentText()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image)
+                 and not ly.name.endswith((" disagreement", " entropy", " foreground"))]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        elif event is not None and getattr(event, "type", "") == "inserted" and names:
+            self.image_combo.setCurrentText(names[-1])
+        self.image_combo.blockSignals(False)
+
+    def set_image(self, name: str) -> None:
+        """Select the image layer ``name``."""
+        self._refresh_images()
+        self.image_combo.setCurrentText(name)
+
+    def set_model_versions(self, versions: List[str], current: Optional[str] = None) -> None:
+        """Rebuild the model combo: "bundled", project versions, chosen files, "Choose file...".
+
+        Args:
+            versions: project model versions (excluding "bundled").
+            current: entry to select (a version or "bundled"); keeps the selection if None.
+        """
+        keep = self.model_combo.currentData() if current is None else None
+        files = [self.model_combo.itemData(i) for i in range(self.model_combo.count())
+                 if (self.model_combo.itemData(i) or ("",))[0] == "file"]
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItem(BUNDLED, ("version", BUNDLED))
+        for v in versions:
+            if str(v) != BUNDLED:
+                self.model_combo.addItem(f"project {v}", ("version", str(v)))
+        for data in files:
+            self.model_combo.addItem(Path(data[1]).name, data)
+        self.model_combo.addItem(CHOOSE_FILE, ("choose", None))
+        target = ("version", str(current)) if current is not None else keep
+        idx = self._find(target) if target else -1
+        self.model_combo.setCurrentIndex(max(0, idx))
+        self._last_model_index = self.model_combo.currentIndex()
+        self.model_combo.blockSignals(False)
+
+    def _find(self, data: Tuple[str, Any]) -> int:
+        # QComboBox.findData does not compare Python tuples by value.
+        for i in range(self.model_combo.count()):
+            if tuple(self.model_combo.itemData(i) or ()) == tuple(data):
+                return i
+        return -1
+
+    def set_model_file(self, path: str) -> None:
+        """Add a checkpoint file to the model combo and select it."""
+        data = ("file", str(path))
+        idx = self._find(data)
+        if idx < 0:
+            idx = self.model_combo.count() - 1  # before "Choose file..."
+            self.model_combo.insertItem(idx, Path(path).name, data)
+            self.model_combo.setItemData(idx, str(path), 3)  # Qt.ToolTipRole
+        self.model_combo.setCurrentIndex(idx)
+        self._last_model_index = idx
+
+    def _on_model_activated(self, index: int) -> None:
+        data = self.model_combo.itemData(index)
+        if data and data[0] == "choose":
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a napari-cdma checkpoint", "",
+                                                  "Checkpoints (*.pt *.pth);;All files (*)")
+            if path:
+                self.set_model_file(path)
+            else:
+                self.model_combo.setCurrentIndex(self._last_model_index)
+        else:
+            self._last_model_index = index
+
+    def model_choice(self) -> Tuple[str, Any]:
+        """The selected model entry as ``(kind, value)``; kind "version" or "file"."""
+        data = self.model_combo.currentData()
+        return data if data and data[0] != "choose" else ("version", BUNDLED)
+
+    # ----------------------------------------------------------------- running
+    def _fail(self, message: str) -> None:
+        from napari.utils.notifications import show_error  # noqa: PLC0415
+
+        self.last_message = message
+        self.status.setText(message)
+        show_error(message)
+        self.failed.emit(message)
+
+    def predict(self, layer: Any = None) -> bool:
+        """Start a prediction of ``layer`` (default: the chosen image) in a worker thread.
+
+        Returns:
+            True if a run started; False if the input was refused (the reason is shown).
+        """
+        if self._worker is not None:
+            self._fail("A prediction is already running; cancel it first.")
+            return False
+        if layer is None:
+            name = self.image_combo.currentText()
+            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        try:
+            image = image_from_layer(layer, self.pixel_limit)
+        except LayerInputError as exc:
+            self._fail(str(exc))
+            return False
+        choice = self.model_choice()
+        label = self.model_combo.currentText()
+        try:
+            model_path = str(self._model_path_for(choice))
+        except Exception as exc:  # noqa: BLE001 - store errors arrive here as messages
+            self._fail(f"Cannot find the model '{label}': {exc}")
+            return False
+
+        from napari.qt.threading import create_worker  # noqa: PLC0415
+
+        worker = create_worker(_predict_job, model_path, image, self.branches_check.isChecked())
+        name = layer.name
+        version = str(choice[1]) if choice[0] == "version" else None
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda res: self._on_returned(res, name, image, label, version))
+        worker.errored.connect(lambda exc: self._fail(f"Prediction failed: {exc}"))
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.predict_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first tile batch reports
+        self.status.setText(f"Predicting '{name}' with {label}...")
+        worker.start()
+        return True
+
+    def cancel(self) -> None:
+        """Ask the running prediction to stop after the current tile batch."""
+        if self._worker is not None:
+            self.status.setText("Cancelling after this tile batch...")
+            self._worker.quit()
+
+    def _on_progress(self, event: Any) -> None:
+        total = int(getattr(event, "total", 0) or 0)
+        step = int(getattr(event, "step", 0) or 0)
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(step, total))
+
+    def _on_returned(self, result: Any, name: str, image: np.ndarray, label: str,
+                     version: Optional[str]) -> None:
+        if result[0] == "error":
+            self._fail(result[1])
+            return
+        _, prediction, ranked = result
+        self.last_message = f"Predicted '{name}' with {label}."
+        self.status.setText(self.last_message)
+        self.finished.emit(PredictResult(name, image, prediction, ranked, label, version))
+
+    def _on_aborted(self) -> None:
+        self.last_message = "Prediction cancelled."
+        self.status.setText(self.last_message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.predict_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        self.progress.setValue(self.progress.maximum() if self.last_message.startswith("Predicted")
+                               else 0)
+        self.idle.emit()

@@ -1,0 +1,244 @@
+"""Retraining as a child process that the GUI polls: never blocks, never imports torch.
+
+:meth:`RetrainJob.start` writes ``JOB.json`` and starts ``python -m napari_cdma._retrain_worker``
+in its own session (a crash, an out-of-memory kill or a Ctrl-C in the terminal cannot reach
+napari). A daemon thread reads the worker's JSON-lines events into a queue; the widget calls
+:meth:`RetrainJob.poll` from a timer. :func:`finish` adds the result to the store.
+
+Event dicts are those of :mod:`napari_cdma._retrain_worker`, plus the ones this module makes:
+``{"event": "error", "message": "training process exited with code N: <stderr tail>"}`` when the
+process ends without a final event, and ``{"event": "cancelled", "forced": True}`` when a cancel
+had to kill it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from .store import ModelRecord, ProjectStore
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+FINAL_EVENTS = ("done", "cancelled", "error")
+CANCEL_GRACE_S = 10.0
+_STDERR_TAIL_LINES = 15
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
+
+
+class RetrainJob:
+    """A running (or finished) retraining process. Create with :meth:`start`."""
+
+    def __init__(self, proc: subprocess.Popen, out_dir: Path, stderr_path: Path,
+                 cancel_grace_s: float = CANCEL_GRACE_S) -> None:
+        self._proc = proc
+        self.out_dir = out_dir
+        self.stderr_path = stderr_path
+        self.cancel_grace_s = cancel_grace_s
+        self._events: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        self._finished = threading.Event()
+        self._cancel_requested = False
+        self._kill_timer: Optional[threading.Timer] = None
+        self._reader = threading.Thread(target=self._read, name=f"retrain-reader-{proc.pid}", daemon=True)
+        self._reader.start()
+
+    # ------------------------------------------------------------------ start
+    @classmethod
+    def start(cls, store_path: PathLike, steps: int, out_dir: Optional[PathLike] = None, seed: int = 0,
+              python: str = sys.executable, *, device: str = "auto",
+              cancel_grace_s: float = CANCEL_GRACE_S, **options: Any) -> "RetrainJob":
+        """Start retraining the store's current model in a child process; returns at once.
+
+        Args:
+            store_path: the project store.
+            steps: optimiser steps.
+            out_dir: where the run writes (default ``<store>/runs/<UTC time>-<pid>``).
+            seed: training seed.
+            python: interpreter to run the worker with.
+            device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+            cancel_grace_s: seconds between SIGTERM and kill on :meth:`cancel`.
+            **options: extra JOB.json keys (``patch``, ``batch_labelled``, ``batch_unlabelled``,
+                ``config`` (dict of TrainConfig fields), ``eval_tile``).
+        """
+        store_path = Path(store_path).resolve()
+        if out_dir is None:
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            out_dir = store_path / "runs" / f"{stamp}-{os.getpid()}"
+        out_dir = Path(out_dir).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        job = {"store": str(store_path), "steps": int(steps), "out_dir": str(out_dir), "seed": int(seed),
+               "device": device, **options}
+        job_path = out_dir / "JOB.json"
+        job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
+
+        env = dict(os.environ)
+        threads = str(max(1, _cores() - 1))
+        for var in _THREAD_VARS:
+            env[var] = threads
+        env["PYTHONUNBUFFERED"] = "1"
+        kwargs: Dict[str, Any] = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True
+        else:  # pragma: no cover - Windows
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        stderr_path = out_dir / "worker.log"
+        with open(stderr_path, "ab") as err:  # the child keeps its own handle
+            proc = subprocess.Popen([python, "-m", "napari_cdma._retrain_worker", str(job_path)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                    text=True, bufsize=1, encoding="utf-8", errors="replace",
+                                    env=env, **kwargs)
+        logger.info("retraining started: pid %d, %d steps, output in %s", proc.pid, steps, out_dir)
+        return cls(proc, out_dir, stderr_path, cancel_grace_s)
+
+    # ------------------------------------------------------------------ reading
+    def _read(self) -> None:
+        final: Optional[Dict[str, Any]] = None
+        assert self._proc.stdout is not None
+        try:
+            for line in self._proc.stdout:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    logger.debug("retrain worker said: %s", line)
+                    continue
+                if not isinstance(event, dict) or "event" not in event:
+                    continue
+                if event["event"] in FINAL_EVENTS:
+                    final = event
+                self._events.put(event)
+        except (OSError, ValueError):  # pipe closed under us
+            logger.debug("retrain worker pipe closed", exc_info=True)
+        code = self._proc.wait()
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if final is None:
+            if self._cancel_requested:
+                self._events.put({"event": "cancelled", "forced": True, "returncode": code})
+            else:
+                self._events.put({"event": "error", "returncode": code,
+                                  "message": f"training process exited with code {code}: {self._stderr_tail()}"})
+        logger.info("retraining process %d ended with code %s", self._proc.pid, code)
+        self._finished.set()
+
+    def _stderr_tail(self) -> str:
+        try:
+            lines = self.stderr_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        tail = [ln for ln in lines if ln.strip()][-_STDERR_TAIL_LINES:]
+        return "\n".join(tail) if tail else "(no output; killed from outside?)"
+
+    def poll(self) -> List[Dict[str, Any]]:
+        """Events received since the last call, oldest first; never blocks."""
+        out = []
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                return out
+
+    # ------------------------------------------------------------------ state
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True until the process has ended and its final event is queued."""
+        return not self._finished.is_set()
+
+    @property
+    def returncode(self) -> Optional[int]:
+        """Exit code of the worker (negative: killed by that signal), None while it runs."""
+        return self._proc.returncode if self._finished.is_set() else None
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the job has ended (for the CLI and tests, not the GUI); True if it has."""
+        return self._finished.wait(timeout)
+
+    # ------------------------------------------------------------------ cancel
+    def cancel(self) -> None:
+        """Ask the worker to stop after its current step; kill it if it has not after the grace period.
+
+        Returns at once. The queue then receives ``{"event": "cancelled"}``.
+        """
+        if not self.running or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        try:
+            if os.name == "posix":
+                self._proc.send_signal(signal.SIGTERM)
+            else:  # pragma: no cover - Windows: no graceful signal to a console-less child
+                self._proc.terminate()
+        except ProcessLookupError:
+            return
+        timer = threading.Timer(self.cancel_grace_s, self._force_kill)
+        timer.daemon = True
+        self._kill_timer = timer
+        timer.start()
+        logger.info("cancel requested for retraining process %d", self._proc.pid)
+
+    def _force_kill(self) -> None:
+        if self._proc.poll() is not None:
+            return
+        logger.warning("retraining process %d did not stop within %.0f s: killing it",
+                       self._proc.pid, self.cancel_grace_s)
+        try:
+            if os.name == "posix":
+                os.killpg(self._proc.pid, signal.SIGKILL)  # its own group: napari is not in it
+            else:  # pragma: no cover
+                self._proc.kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def finish(store: ProjectStore, result_event: Dict[str, Any], promote: Optional[bool] = None,
+           note: str = "") -> ModelRecord:
+    """Add a finished job's model to the store; it becomes current if better (or if ``promote``).
+
+    Args:
+        store: the project store the job trained from.
+        result_event: the job's ``"done"`` event.
+        promote: None = promote when the new model scored better on the held-out regions (never
+            when there were none); True / False = the user's choice.
+        note: free text kept with the model version.
+
+    Returns:
+        The new model version's record.
+
+    Raises:
+        ValueError: ``result_event`` is not a ``"done"`` event.
+        StoreError: the store could not be written; nothing was changed.
+    """
+    if result_event.get("event") != "done":
+        raise ValueError(f"finish() needs the job's 'done' event, got {result_event.get('event')!r}")
+    better = result_event.get("better")
+    promoted = bool(better) if promote is None else bool(promote)
+    metrics = {k: result_event.get(k) for k in ("old_dice", "new_dice", "n_holdout", "better", "steps_done")}
+    metrics["promoted_by"] = "rule" if promote is None else "user"
+    parent = result_event.get("parent_model") or store.current_model_version
+    if not note:
+        note = result_event.get("message") or ""
+    record = store.add_model(result_event["checkpoint"], parent=parent, metrics=metrics, note=note,
+                             promoted=promoted)
+    logger.info("model %s added (parent %s, promoted=%s)", record.version, parent, promoted)
+    return record

@@ -1,0 +1,78 @@
+"""GlaS data: split, labelled choice, patch sampling away from glass, augmentation, two streams."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src_model.data import (AugmentConfig, TwoStreamPatches, augment, choose_labelled, ids_of, load_pairs,
+                            random_crop, read_split)
+from src_model.uncertainty import tissue_mask
+
+GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
+
+
+def test_official_split_counts():
+    rows = read_split(GLAS)
+    assert len(ids_of(rows, split="train")) == 79
+    assert len(ids_of(rows, subset="testA")) == 60 and len(ids_of(rows, subset="testB")) == 20
+
+
+def test_labelled_choice_is_seeded_and_ten_percent():
+    train = ids_of(read_split(GLAS), split="train")
+    a = choose_labelled(train, 0.1, seed=0)
+    assert a == choose_labelled(train, 0.1, seed=0)
+    assert a != choose_labelled(train, 0.1, seed=1)
+    assert len(a) == 8 and set(a) <= set(train)
+    with pytest.raises(ValueError):
+        choose_labelled(train, 0.0, seed=0)
+
+
+def test_missing_split_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="split.csv"):
+        read_split(tmp_path)
+
+
+def test_patches_avoid_glass():
+    img = np.full((200, 200, 3), 245, np.uint8)
+    img[:, :40] = (150, 60, 140)  # a strip of tissue on the left; the rest is glass
+    tissue = tissue_mask(img)
+    rng = np.random.default_rng(0)
+    fractions = [tissue_mask(random_crop(rng, img, None, 64, tissue, min_tissue=0.3, tries=50)[0]).mean()
+                 for _ in range(20)]
+    assert min(fractions) >= 0.3
+
+
+def test_small_images_are_padded_to_the_patch():
+    img = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    mask = np.zeros((30, 50), np.uint8)
+    crop, m = random_crop(np.random.default_rng(0), img, mask, 64)
+    assert crop.shape == (64, 64, 3) and m.shape == (64, 64)
+
+
+def test_augment_keeps_image_and_mask_aligned():
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:8, :16] = 255
+    mask = (img[..., 0] > 0).astype(np.int64)
+    cfg = AugmentConfig(color_jitter=0.0, noise_p=0.0)
+    for seed in range(8):
+        x, m = augment(np.random.default_rng(seed), img, mask, cfg)
+        assert x.shape == (3, 32, 32) and x.dtype == np.float32
+        assert np.array_equal(x[0] > 0.5, m > 0)
+
+
+def test_two_stream_batches_and_worker_seeding():
+    pairs = load_pairs(GLAS, ["train_1", "train_2"])
+    unl = [p[0] for p in load_pairs(GLAS, ["train_3"])]
+    ds = TwoStreamPatches(pairs, unl, n_labelled=2, n_unlabelled=3, patch=64, seed=5)
+    batch = next(iter(ds))
+    assert batch["image"].shape == (5, 3, 64, 64) and batch["n_labelled"] == 2
+    assert batch["target"].shape == (5, 64, 64) and batch["target"][2:].abs().sum() == 0
+    assert set(batch["target"][:2].unique().tolist()) <= {0, 1}
+    # two workers: each draws its own patches/augmentations (never the same stream twice)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    it = iter(loader)
+    b0, b1 = next(it), next(it)  # batches alternate between worker 0 and worker 1
+    assert not torch.equal(b0["image"], b1["image"])
+    # and reproducible: the same seed gives the same first batch
+    assert torch.equal(next(iter(ds))["image"], batch["image"])

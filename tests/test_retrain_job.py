@@ -1,0 +1,140 @@
+"""RetrainJob: real worker subprocesses on a real store of GlaS crops, tiny lite model, 64 px patches."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_cdma.retrain_job import RetrainJob, finish
+from napari_cdma.store import ProjectStore
+
+GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
+BOXES = [(40, 50, 136, 150), (200, 300, 264, 428), (100, 400, 228, 500), (300, 120, 380, 200),
+         (330, 420, 430, 520)]
+
+
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory):
+    """A store with a random lite model as current and 5 accepted regions (the 5th held out)."""
+    torch = pytest.importorskip("torch")
+    from src_model import build_model
+    from src_model.checkpoint import save_checkpoint
+    from src_model.io import read_image, read_mask
+
+    if not (GLAS / "images" / "testA_1.png").is_file():
+        pytest.skip(f"GlaS data not found at {GLAS}")
+    root = tmp_path_factory.mktemp("retrain") / "store"
+    store = ProjectStore.open(root)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(root.parent / "init.pt", build_model("lite"),
+                           provenance={"torch": str(torch.__version__)})
+    store.add_model(ckpt, parent=None, note="random lite", promoted=True)
+    for i, box in enumerate(BOXES):
+        name = f"testA_{i % 3 + 1}"
+        image, mask = read_image(GLAS / "images" / f"{name}.png"), read_mask(GLAS / "masks" / f"{name}.png")
+        y0, x0, y1, x1 = box
+        gt = mask[y0:y1, x0:x1]
+        store.accept_region(image, box, gt, np.zeros_like(gt), model_version=store.current_model_version,
+                            source_path=name + ".png")
+    assert len(store.holdout_regions()) == 1 and len(store.training_regions()) == 4
+    return root
+
+
+@pytest.fixture
+def store_path(base_store, tmp_path):
+    dst = tmp_path / "store"
+    shutil.copytree(base_store, dst)
+    return dst
+
+
+def _collect(job: RetrainJob, until, timeout: float):
+    """Poll like the widget's timer does until ``until(events)`` or the timeout."""
+    events, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        events += job.poll()
+        if until(events):
+            return events
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s; events: {[e['event'] for e in events]}; "
+                         f"log: {job.stderr_path.read_text()[-2000:]}")
+
+
+def _final(events):
+    return any(e["event"] in ("done", "cancelled", "error") for e in events)
+
+
+def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path):
+    from src_model import load_checkpoint
+
+    job = RetrainJob.start(store_path, steps=3, seed=0, device="cpu", patch=64, batch_labelled=2,
+                           batch_unlabelled=2, eval_tile=128)
+    t0 = time.monotonic()
+    assert job.running and job.returncode is None
+    assert time.monotonic() - t0 < 1.0  # start() does not wait for the worker
+    events = _collect(job, _final, timeout=80)
+    assert job.wait(10) and not job.running and job.returncode == 0
+    kinds = [e["event"] for e in events]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [p["step"] for p in progress] == [1, 2, 3] and all(p["total"] == 3 for p in progress)
+    assert all("loss" in p["metrics"] and "eta_s" in p for p in progress)
+    assert kinds.index("evaluating") > kinds.index("progress") and kinds[-1] == "done"
+    done = events[-1]
+    assert done["n_holdout"] == 1 and done["parent_model"] == "v0001"
+    assert 0.0 <= done["old_dice"] <= 1.0 and 0.0 <= done["new_dice"] <= 1.0
+    assert done["better"] == (done["new_dice"] > done["old_dice"])
+    load_checkpoint(done["checkpoint"])  # the new checkpoint is a valid model
+
+    store = ProjectStore.open(store_path)
+    record = finish(store, done)
+    assert record.version == "v0002" and record.parent == "v0001" and record.promoted == done["better"]
+    assert record.metrics["new_dice"] == done["new_dice"] and record.metrics["n_holdout"] == 1
+    assert store.current_model_version == ("v0002" if done["better"] else "v0001")
+    # the user's override, and the history survives reopening
+    forced = finish(store, done, promote=not done["better"])
+    reopened = ProjectStore.open(store_path)
+    assert reopened.current_model_version == ("v0003" if forced.promoted else "v0002")
+    assert [m.version for m in reopened.models()] == ["v0001", "v0002", "v0003"]
+    with pytest.raises(ValueError, match="done"):
+        finish(store, {"event": "cancelled"})
+
+
+def test_cancel_stops_within_a_step(store_path):
+    job = RetrainJob.start(store_path, steps=100_000, device="cpu", patch=64, batch_labelled=2,
+                           batch_unlabelled=2)
+    _collect(job, lambda ev: any(e["event"] == "progress" for e in ev) or _final(ev), timeout=60)
+    t0 = time.monotonic()
+    job.cancel()
+    events = _collect(job, _final, timeout=15)
+    assert events[-1]["event"] == "cancelled" and not events[-1].get("forced")
+    assert job.wait(5) and job.returncode == 0
+    assert time.monotonic() - t0 < 10
+    store = ProjectStore.open(store_path)
+    assert store.current_model_version == "v0001" and len(store.models()) == 1
+
+
+def test_killed_worker_is_reported_and_store_is_intact(store_path):
+    before = ProjectStore.open(store_path)
+    job = RetrainJob.start(store_path, steps=100_000, device="cpu", patch=64, batch_labelled=2,
+                           batch_unlabelled=2)
+    _collect(job, lambda ev: any(e["event"] == "progress" for e in ev) or _final(ev), timeout=60)
+    os.kill(job.pid, signal.SIGKILL)  # as the OOM killer would
+    events = _collect(job, _final, timeout=15)
+    assert events[-1]["event"] == "error"
+    assert "exited with code -9" in events[-1]["message"]
+    assert job.returncode == -signal.SIGKILL and not job.running
+    after = ProjectStore.open(store_path)
+    assert after.regions() == before.regions() and after.models() == before.models()
+    assert after.current_model_version == "v0001"
+
+
+def test_worker_error_is_an_event(tmp_path):
+    ProjectStore.open(tmp_path / "empty")  # no regions accepted yet
+    job = RetrainJob.start(tmp_path / "empty", steps=3, device="cpu", patch=64)
+    events = _collect(job, _final, timeout=60)
+    assert events[-1]["event"] == "error" and "no accepted regions" in events[-1]["message"]
+    assert job.wait(5) and job.returncode != 0
