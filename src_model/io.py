@@ -1,0 +1,321 @@
+"""Reading images and masks into the arrays the engine uses, and the model's input normalisation.
+
+Every image entering the engine is an RGB ``uint8`` array ``(H, W, 3)``; :func:`to_rgb_uint8`
+states the conversion rule for everything else. The model sees ``image / 255`` as a float
+tensor ``(1, 3, H, W)`` in [0, 1] (:func:`to_model_input`), in training and in inference alike.
+
+Images larger than :data:`MAX_PIXELS` are refused here: they belong to the whole-slide path,
+which reads them lazily tile by tile instead of holding them in memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Tuple, Union
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Largest in-memory image, in pixels (H * W); 400 Mpx is 1.2 GB as RGB uint8.
+MAX_PIXELS = 400_000_000
+
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+NPY_SUFFIXES = (".npy",)
+IMAGE_SUFFIXES = PILLOW_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES
+MASK_SUFFIXES = (".png", ".bmp") + TIFF_SUFFIXES + NPY_SUFFIXES
+
+
+class ImageReadError(ValueError):
+    """An image or mask cannot be read or converted; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------- conversion rules
+
+def _describe(arr: np.ndarray) -> str:
+    return f"shape {tuple(arr.shape)}, dtype {arr.dtype}"
+
+
+def _check_size(h: int, w: int, source: str) -> None:
+    if h * w > MAX_PIXELS:
+        raise ImageReadError(
+            f"{source}: image of {h} x {w} = {h * w / 1e6:.0f} megapixels is larger than the "
+            f"in-memory limit of {MAX_PIXELS / 1e6:.0f} megapixels; use the whole-slide path")
+
+
+def _to_hwc(arr: np.ndarray, source: str) -> np.ndarray:
+    """Bring a 2-D or 3-D array to (H, W, C) with C in {1, 3, 4}."""
+    if arr.ndim == 2:
+        return arr[:, :, None]
+    if arr.ndim == 3:
+        if arr.shape[2] in (1, 3, 4):
+            return arr
+        # channel-first (C, H, W): a small first axis next to two image-sized axes
+        if arr.shape[0] in (1, 3, 4) and arr.shape[1] > 4 and arr.shape[2] > 4:
+            return np.moveaxis(arr, 0, 2)
+    raise ImageReadError(
+        f"{source}: cannot interpret {_describe(arr)} as an image; expected (H, W), (H, W, 1|3|4) "
+        f"or channel-first (1|3|4, H, W)")
+
+
+def _to_uint8_values(arr: np.ndarray, source: str) -> np.ndarray:
+    """Map the values of any supported dtype to uint8 (shape unchanged)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return np.rint(arr / 257.0).astype(np.uint8)  # 0..65535 -> 0..255
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageReadError(f"{source}: float image contains NaN or infinity ({_describe(arr)})")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ImageReadError(
+                f"{source}: float image values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}] "
+                f"({_describe(arr)}); scale it to [0, 1] or convert it to uint8 first")
+        return np.rint(arr.astype(np.float32) * 255.0).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise ImageReadError(
+                f"{source}: integer image values must lie in 0..255 for dtype {arr.dtype} "
+                f"(found {lo}..{hi}); only uint16 is rescaled")
+        return arr.astype(np.uint8)
+    raise ImageReadError(f"{source}: unsupported image dtype ({_describe(arr)})")
+
+
+def to_rgb_uint8(array: np.ndarray, source: str = "array") -> np.ndarray:
+    """Convert an image array to RGB uint8 (H, W, 3), the engine's one image format.
+
+    The rule:
+
+    * dtype: ``uint8`` passes through; ``uint16`` is scaled by 1/257 (the full 16-bit range
+      0..65535 maps onto 0..255), rounded; floats must lie in [0, 1] and become
+      ``round(x * 255)`` (values outside [0, 1], NaN or inf are an error, because their scale is
+      unknown); other integer dtypes are accepted only when every value is in 0..255; ``bool`` is
+      an error (a mask, not an image).
+    * layout: (H, W, 3) passes through; (H, W) and (H, W, 1) grey images are replicated to three
+      channels; (H, W, 4) RGBA is composited over white, ``rgb * a + 255 * (1 - a)`` with
+      ``a = alpha / 255``, so transparent areas read as empty glass; channel-first (C, H, W) with
+      C in {1, 3, 4} and both other axes larger than 4 is transposed first. Anything else (2 or
+      more than 4 channels, 4-D stacks, empty images) is an error.
+
+    Args:
+        array: the image, any array-like.
+        source: name used in error messages (a file path, a layer name).
+
+    Returns:
+        C-contiguous uint8 array (H, W, 3).
+
+    Raises:
+        ImageReadError: (a ``ValueError``) naming ``source``, the shape and the dtype.
+    """
+    arr = np.asarray(array)
+    if arr.dtype == np.bool_:
+        raise ImageReadError(f"{source}: boolean array is a mask, not an image ({_describe(arr)})")
+    if arr.size == 0:
+        raise ImageReadError(f"{source}: empty image ({_describe(arr)})")
+    hwc = _to_hwc(arr, source)
+    _check_size(hwc.shape[0], hwc.shape[1], source)
+    img = _to_uint8_values(hwc, source)
+    channels = img.shape[2]
+    if channels == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif channels == 4:
+        rgb, alpha = img[..., :3], img[..., 3:]
+        if (alpha < 255).any():
+            a = alpha.astype(np.float32) / 255.0
+            img = np.rint(rgb.astype(np.float32) * a + 255.0 * (1.0 - a)).astype(np.uint8)
+        else:
+            img = rgb
+    return np.ascontiguousarray(img)
+
+
+def to_model_input(image_uint8: np.ndarray) -> torch.Tensor:
+    """The model's input normalisation: ``image / 255`` as float (1, 3, H, W) in [0, 1].
+
+    The same scaling is used to train and to predict in this project, so a model trained here
+    expects exactly this tensor.
+
+    Args:
+        image_uint8: RGB uint8 (H, W, 3), e.g. from :func:`read_image` or :func:`to_rgb_uint8`.
+
+    Returns:
+        float32 tensor (1, 3, H, W).
+    """
+    img = np.asarray(image_uint8)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected RGB uint8 (H, W, 3), got {_describe(img)}; use to_rgb_uint8 first")
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+# --------------------------------------------------------------------------- file readers
+
+@contextlib.contextmanager
+def _strict_pillow() -> Iterator[None]:
+    """Pillow settings for one read: truncated files are errors; our own size limit replaces
+    Pillow's decompression-bomb check (it is applied from the header, before decoding).
+
+    Both are module globals of Pillow (another library may have relaxed them), so they are set
+    for the duration of the read and restored afterwards.
+    """
+    from PIL import Image, ImageFile
+
+    old_truncated, old_max = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = old_truncated, old_max
+
+
+def _check_path(path: PathLike, suffixes: Tuple[str, ...], what: str) -> Path:
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in suffixes:
+        raise ImageReadError(f"{p}: unsupported {what} file type {suffix or '(no suffix)'!r}; "
+                             f"supported: {', '.join(suffixes)}")
+    if not p.exists():
+        raise ImageReadError(f"{p}: file does not exist")
+    if not p.is_file():
+        raise ImageReadError(f"{p}: not a file")
+    return p
+
+
+def _read_pillow(p: Path, mask: bool) -> np.ndarray:
+    from PIL import Image
+
+    with _strict_pillow():
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+                _check_size(h, w, str(p))
+                im.load()  # decode now, so truncated data raises here, not later
+                mode = im.mode
+                if mask:
+                    if mode in ("1", "RGBA", "LA"):
+                        im = im.convert("L" if mode != "RGBA" else "RGB")
+                    return np.array(im)
+                if mode == "P":
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+                    im = im.convert("L" if mode == "1" else "RGB")
+                elif mode in ("LA", "PA", "La", "RGBa"):
+                    im = im.convert("RGBA")
+                arr = np.array(im)
+        except ImageReadError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageReadError(f"{p}: cannot decode {p.suffix} file (corrupt or truncated?): {exc}") from exc
+    if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        arr = arr.astype(np.uint16)  # Pillow reads 16-bit grey as mode "I" (int32)
+    return arr
+
+
+def _read_tiff(p: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            if not tif.series:
+                raise ImageReadError(f"{p}: TIFF file holds no image")
+            shape = tif.series[0].shape
+            if len(shape) >= 2:
+                hw = shape[:2] if len(shape) == 2 or shape[-1] in (1, 3, 4) else shape[-2:]
+                _check_size(int(hw[0]), int(hw[1]), str(p))
+            return tif.series[0].asarray()
+    except ImageReadError:
+        raise
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise ImageReadError(f"{p}: cannot decode TIFF file (corrupt or truncated?): {exc}") from exc
+
+
+def _read_npy(p: Path) -> np.ndarray:
+    try:
+        head = np.load(p, mmap_mode="r", allow_pickle=False)
+        if head.ndim >= 2:
+            _check_size(int(head.shape[0]), int(head.shape[1]), str(p))
+        del head
+        return np.load(p, allow_pickle=False)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # ValueError for object arrays / bad headers, EOFError, OSError
+        raise ImageReadError(f"{p}: cannot load .npy file: {exc}") from exc
+
+
+def _read_any(p: Path, mask: bool) -> np.ndarray:
+    suffix = p.suffix.lower()
+    if suffix in NPY_SUFFIXES:
+        return _read_npy(p)
+    if suffix in TIFF_SUFFIXES:
+        return _read_tiff(p)
+    return _read_pillow(p, mask)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3).
+
+    PNG, JPEG and BMP are decoded by Pillow, TIFF by tifffile (first series), ``.npy`` by
+    ``np.load(allow_pickle=False)``; the result goes through :func:`to_rgb_uint8`.
+
+    Args:
+        path: the file.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        ImageReadError: unsupported suffix, missing file, corrupt or truncated data, an array
+            that is not an image, or more than :data:`MAX_PIXELS` pixels; the message names the file.
+    """
+    p = _check_path(path, IMAGE_SUFFIXES, "image")
+    arr = _read_any(p, mask=False)
+    img = to_rgb_uint8(arr, source=str(p))
+    logger.debug("read image %s: %s -> %s", p, _describe(arr), img.shape)
+    return img
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a label mask as an integer array (H, W), values as stored (instance or class ids).
+
+    GlaS masks are mode "L" PNGs: 0 background, 1..N gland instances. Palette PNGs give their
+    palette indices; an RGB mask is accepted only when its three channels are equal.
+
+    Args:
+        path: PNG, BMP, TIFF or ``.npy`` file.
+
+    Returns:
+        integer array (H, W) (uint8, uint16 or int32/int64 as stored; bool becomes uint8).
+
+    Raises:
+        ImageReadError: naming the file, for unreadable files or non-integer / non-2-D data.
+    """
+    p = _check_path(path, MASK_SUFFIXES, "mask")
+    arr = np.asarray(_read_any(p, mask=True))
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        chans = arr[..., :3] if arr.shape[2] >= 3 else arr
+        if not (chans == chans[..., :1]).all():
+            raise ImageReadError(f"{p}: colour mask with differing channels ({_describe(arr)}); "
+                                 f"expected a single-channel label image")
+        arr = chans[..., 0]
+    if arr.ndim != 2 or arr.size == 0:
+        raise ImageReadError(f"{p}: a mask must be a non-empty 2-D label image, got {_describe(arr)}")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any() or arr.min() < 0:
+            raise ImageReadError(f"{p}: mask values must be non-negative integers ({_describe(arr)})")
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ImageReadError(f"{p}: unsupported mask dtype ({_describe(arr)})")
+    return np.ascontiguousarray(arr)
+
+
+__all__ = ["ImageReadError", "MAX_PIXELS", "IMAGE_SUFFIXES", "MASK_SUFFIXES", "read_image", "read_mask",
+           "to_rgb_uint8", "to_model_input"]
