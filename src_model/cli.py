@@ -133,10 +133,14 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model
     from .progress import drain
 
+    from .postprocess import PostprocessConfig
+
     model = load_model(args.model)
     ids = args.ids.split(",") if args.ids else None
+    post = PostprocessConfig(args.min_object_size, fill_holes=True) if args.min_object_size > 0 else None
     try:
-        report = drain(evaluate_model(model, args.data, split=args.split, ids=ids, branch=args.branch),
+        report = drain(evaluate_model(model, args.data, split=args.split, ids=ids, branch=args.branch,
+                                      postprocess=post),
                        _progress_printer(args.progress))
     except ValueError as exc:
         raise UserError(str(exc)) from exc
@@ -221,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="split or subset: test, testA, testB, train")
     e.add_argument("--ids", help="comma-separated image ids instead of a split")
     e.add_argument("--branch", default="mean", type=lambda s: s if s == "mean" else int(s))
+    e.add_argument("--min-object-size", type=int, default=0,
+                   help="drop predicted objects and fill holes smaller than this (pixels); 0 = raw masks")
     e.add_argument("--out", help="write the full report (per image + summary) as JSON")
     e.add_argument("--progress", choices=("text", "json"), default="text")
     e.set_defaults(func=cmd_evaluate)

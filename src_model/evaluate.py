@@ -7,6 +7,7 @@ from typing import Dict, Generator, List, Optional, Sequence, Union
 
 from .data import SplitRow, image_path, read_split
 from .io import read_image, read_mask
+from .postprocess import PostprocessConfig, clean_mask
 from .progress import EtaClock, Progress
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,11 @@ def select_rows(data_dir: Path, split: str = "test", ids: Optional[Sequence[str]
 
 
 def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: Optional[Sequence[str]] = None,
-                   branch: Union[str, int] = "mean", tile: int = 256) -> Generator[Progress, None, Dict]:
+                   branch: Union[str, int] = "mean", tile: int = 256,
+                   postprocess: Optional[PostprocessConfig] = None) -> Generator[Progress, None, Dict]:
     """Predict each image of ``split`` and score it; yields progress, returns the report.
+
+    ``postprocess`` cleans each predicted mask before scoring (none by default).
 
     Returns:
         ``{"per_image": [{"id", "subset", metrics...}], "summary": {subset: aggregate, "all": aggregate}}``
@@ -46,11 +50,15 @@ def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: 
         image = read_image(image_path(data_dir, row.id))
         gt = read_mask(data_dir / "masks" / f"{row.id}.png")
         pred = predict(model, image, tile=tile, branch=branch)
-        scores = evaluate_image(pred.labels > 0, gt)
+        mask = pred.labels > 0
+        if postprocess is not None:
+            mask = clean_mask(mask, postprocess)
+        scores = evaluate_image(mask, gt)
         per_image.append({"id": row.id, "subset": row.subset, **scores})
         yield Progress("evaluate", k, len(rows), {"dice": scores["dice"]}, clock.eta(k))
     summary = {}
     for subset in sorted({r["subset"] for r in per_image}):
         summary[subset] = aggregate([r for r in per_image if r["subset"] == subset])
     summary["all"] = aggregate(per_image)
-    return {"per_image": per_image, "summary": summary, "branch": branch}
+    return {"per_image": per_image, "summary": summary, "branch": branch,
+            "postprocess": None if postprocess is None else vars(postprocess)}

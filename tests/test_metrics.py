@@ -301,3 +301,16 @@ def test_real_glas_masks():
         assert res["f1"] == 1 and res["tp_objects"] == n
         assert 0.9 < res["object_dice"] < 1
         assert 1 <= res["object_hausdorff"] < 10
+
+
+def test_postprocess_drops_specks_and_fills_small_holes():
+    from src_model.postprocess import PostprocessConfig, clean_mask
+
+    mask = np.zeros((60, 60), bool)
+    mask[10:40, 10:40] = True
+    mask[20:23, 20:23] = False          # a 9-pixel hole inside the gland
+    mask[50:52, 50:52] = True           # a 4-pixel speck
+    out = clean_mask(mask, PostprocessConfig(min_size=20, fill_holes=True))
+    assert out[20:23, 20:23].all() and not out[50:, 50:].any()
+    assert out[10:40, 10:40].all() and out.sum() == 900
+    assert np.array_equal(clean_mask(mask, PostprocessConfig()), mask)  # off by default
