@@ -74,7 +74,7 @@ class CdmaWidget(QWidget):
 
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
         self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get)
-        self.retrain_panel = RetrainPanel(lambda: self.store)
+        self.retrain_panel = RetrainPanel(lambda: self.store, before_start=self._add_open_images)
 
         store_row = QHBoxLayout()
         store_row.addWidget(self.store_edit, 1)
@@ -122,6 +122,18 @@ class CdmaWidget(QWidget):
             if self._store is None:
                 raise RuntimeError(self.store_label.text())
         return self._store
+
+    def _add_open_images(self, store: Any) -> None:
+        """Keep every predicted image as unlabelled tissue for the semi-supervised retraining.
+
+        The store skips images it already holds (by content hash) and refuses slide-sized ones,
+        whose tissue around accepted regions it keeps anyway.
+        """
+        for state in self.states.values():
+            try:
+                store.add_unlabelled_image(state.image)
+            except ValueError:
+                pass
 
     def open_store(self, path: os.PathLike, quiet: bool = False) -> Any:
         """Open (or create) a project store and show its regions, versions and current model.

@@ -46,9 +46,11 @@ class RetrainPanel(QWidget):
     model_changed = Signal(str)
     job_event = Signal(dict)
 
-    def __init__(self, get_store: Callable[[], Any], parent: Optional[QWidget] = None) -> None:
+    def __init__(self, get_store: Callable[[], Any], parent: Optional[QWidget] = None,
+                 before_start: Optional[Callable[[Any], None]] = None) -> None:
         super().__init__(parent)
         self._get_store = get_store
+        self._before_start = before_start  # e.g. add the open images to the store as unlabelled tissue
         self.job: Any = None
         self.state = "idle"  # idle | running | evaluating | done | cancelled | error
         self.last_done: Optional[Dict[str, Any]] = None
@@ -133,6 +135,8 @@ class RetrainPanel(QWidget):
                 self._say("Accept at least one corrected region (not held out) before retraining.",
                           error=True)
                 return False
+            if self._before_start is not None:
+                self._before_start(store)
             from .retrain_job import RetrainJob  # noqa: PLC0415 - lazy: pulls in torch tooling
 
             self.job = RetrainJob.start(store.root, int(steps or self.steps_spin.value()), **self.train_kwargs)

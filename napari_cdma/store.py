@@ -32,19 +32,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as _dt
-import errno
 import fractions
 import getpass
 import hashlib
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
+import shutil  # noqa: F401 - kept as store.shutil (tests patch shutil.copyfileobj through it)
 import threading
-import time
-import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,34 +47,25 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-try:  # POSIX only; on other systems the in-process lock is all we have.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from . import _store_io as _io
+# Re-exported: the store's public names. The underscore aliases are the module globals that the
+# store's write paths call (tests replace them to simulate a full disk).
+from ._store_io import INDEX_NAME, STAGING, STORE_FORMAT, STORE_FORMAT_VERSION, StoreError, StoreVersionError
+from ._store_io import atomic_write_json as _atomic_write_json
+from ._store_io import disk_error as _disk_error
+from ._store_io import read_array as _read_array
+from ._store_io import write_array as _write_array
+from ._store_io import write_group as _write_group
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 BBox = Tuple[int, int, int, int]
 
-STORE_FORMAT = "napari-cdma-store"
-STORE_FORMAT_VERSION = 1
 BUNDLED = "bundled"
-INDEX_NAME = "index.json"
-STAGING = ".staging"
 MAX_FULL_IMAGE_PIXELS = 50_000_000
 CONTEXT_MARGIN = 256
 DEFAULT_HOLDOUT_FRACTION = 0.2
-_STALE_STAGING_S = 3600.0
-_CHUNK = 1024
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or written; the message says why and what is still safe."""
-
-
-class StoreVersionError(StoreError):
-    """The store was written by a newer napari-cdma than this one."""
 
 
 @dataclass
@@ -164,67 +150,6 @@ def _is_holdout(n: int, fraction: float) -> bool:
     return math.floor((n + 1) * f) > math.floor(n * f)
 
 
-def _disk_error(exc: OSError, what: str) -> StoreError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreError(f"disk full while {what}; nothing was changed in the store, free some space "
-                          f"and try again ({exc})")
-    return StoreError(f"could not write to the store while {what}; nothing was changed ({exc})")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_json(path: Path, data: Dict[str, Any]) -> None:
-    """Write JSON to a temp file next to ``path``, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _write_array(path: Path, data: np.ndarray) -> None:
-    """Write ``data`` as a zarr v3 array at directory ``path`` (which must not exist yet)."""
-    import zarr
-    from zarr.storage import LocalStore
-
-    chunks = tuple(min(int(s), _CHUNK) if i < 2 else int(s) for i, s in enumerate(data.shape))
-    arr = zarr.create_array(store=LocalStore(str(path)), shape=data.shape, dtype=data.dtype,
-                            chunks=chunks, overwrite=False)
-    arr[...] = data
-
-
-def _write_group(path: Path, attributes: Optional[Dict[str, Any]] = None) -> None:
-    import zarr
-    from zarr.storage import LocalStore
-
-    zarr.open_group(store=LocalStore(str(path)), mode="w", attributes=attributes or {})
-
-
-def _read_array(path: Path) -> np.ndarray:
-    import zarr
-    from zarr.storage import LocalStore
-
-    return np.asarray(zarr.open_array(store=LocalStore(str(path), read_only=True), mode="r")[...])
-
-
 def _label_array(mask: Any, shape: Tuple[int, int], name: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.shape != shape:
@@ -276,9 +201,9 @@ class ProjectStore:
             if not create:
                 raise StoreError(f"{root}: no napari-cdma store here")
             return cls._create(root, holdout_fraction)
-        index = cls._read_index(root)
+        index = _io.read_index(root)
         store = cls(root, index)
-        store._clean_staging()
+        _io.clean_staging(root)
         return store
 
     @classmethod
@@ -313,72 +238,17 @@ class ProjectStore:
         logger.info("created project store %s (holdout fraction %.2f)", root, holdout_fraction)
         return cls(root, index)
 
-    @staticmethod
-    def _read_index(root: Path) -> Dict[str, Any]:
-        meta_path = root / "zarr.json"
-        if not meta_path.is_file():
-            raise StoreError(f"{root} is not a napari-cdma store (no zarr.json) and is not empty; "
-                             f"choose an empty or new folder")
-        try:
-            attrs = json.loads(meta_path.read_text(encoding="utf-8")).get("attributes", {})
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{root}: unreadable store metadata ({exc})") from exc
-        if attrs.get("format") != STORE_FORMAT:
-            raise StoreError(f"{root} is a zarr folder but not a napari-cdma store")
-        ProjectStore._check_version(root, attrs.get("format_version"))
-        try:
-            index = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise StoreError(f"{root}: the store index {INDEX_NAME} is missing") from exc
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{root}: the store index {INDEX_NAME} is unreadable ({exc})") from exc
-        if index.get("format") != STORE_FORMAT:
-            raise StoreError(f"{root}: {INDEX_NAME} is not a napari-cdma store index")
-        ProjectStore._check_version(root, index.get("format_version"))
-        return index
-
-    @staticmethod
-    def _check_version(root: Path, version: Any) -> None:
-        if not isinstance(version, int):
-            raise StoreError(f"{root}: store format version {version!r} is not understood")
-        if version > STORE_FORMAT_VERSION:
-            raise StoreVersionError(
-                f"{root} was written by a newer napari-cdma (store format {version}, this version "
-                f"reads up to {STORE_FORMAT_VERSION}); upgrade napari-cdma to open it. The store was "
-                f"not modified.")
-
     def refresh(self) -> None:
         """Re-read the index from disk (another process may have written to the store)."""
         with self._lock:
-            self._index = self._read_index(self.root)
-
-    def _clean_staging(self) -> None:
-        """Remove staging leftovers of interrupted writes (old enough not to be in progress)."""
-        staging = self.root / STAGING
-        if not staging.is_dir():
-            return
-        for entry in staging.iterdir():
-            try:
-                if time.time() - entry.stat().st_mtime > _STALE_STAGING_S:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            except OSError:
-                logger.debug("could not remove staging leftover %s", entry, exc_info=True)
+            self._index = _io.read_index(self.root)
 
     @contextlib.contextmanager
     def _mutation(self) -> Iterator[Dict[str, Any]]:
         """Lock, re-read the index, yield a copy to change; the caller commits with _commit."""
-        with self._lock:
-            lock_file = None
-            if fcntl is not None:
-                lock_file = open(self.root / ".lock", "a")  # noqa: SIM115 - closed below
-                fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                self._index = self._read_index(self.root)
-                yield copy.deepcopy(self._index)
-            finally:
-                if lock_file is not None:
-                    fcntl.flock(lock_file, fcntl.LOCK_UN)
-                    lock_file.close()
+        with self._lock, _io.process_lock(self.root):
+            self._index = _io.read_index(self.root)
+            yield copy.deepcopy(self._index)
 
     def _commit(self, index: Dict[str, Any]) -> None:
         _atomic_write_json(self.root / INDEX_NAME, index)
@@ -386,11 +256,7 @@ class ProjectStore:
 
     def _staging_dir(self, staged: List[Path]) -> Path:
         """A fresh temporary name under .staging/, remembered in ``staged`` for clean-up."""
-        staging = self.root / STAGING
-        staging.mkdir(exist_ok=True)
-        path = staging / uuid.uuid4().hex
-        staged.append(path)
-        return path
+        return _io.staging_path(self.root, staged)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -496,7 +362,7 @@ class ProjectStore:
                 if image_entry is not None:
                     tmp = self._staging_dir(staged)
                     _write_array(tmp, image_data)
-                    placed.append(self._place(tmp, self.root / image_entry["path"]))
+                    placed.append(_io.place(tmp, self.root / image_entry["path"]))
                 tmp = self._staging_dir(staged)
                 if new_region:  # stage the region group with its first version inside
                     _write_group(tmp, {"region_id": rid})
@@ -508,35 +374,17 @@ class ProjectStore:
                 _write_array(vdir / "corrected", corrected_arr)
                 _write_array(vdir / "predicted", predicted_arr)
                 target = self.root / "regions" / rid
-                placed.append(self._place(tmp, target if new_region else self.root / rel))
+                placed.append(_io.place(tmp, target if new_region else self.root / rel))
                 self._commit(index)
             except OSError as exc:
-                self._undo(placed, staged)
+                _io.undo(placed, staged)
                 raise _disk_error(exc, f"accepting region {rid}") from exc
             except BaseException:
-                self._undo(placed, staged)
+                _io.undo(placed, staged)
                 raise
         logger.info("accepted %s v%d (%s, holdout=%s) by %s", rid, version, (y0, x0, y1, x1),
                     region["holdout"], user)
         return self._record(rid, index["regions"][rid], version)
-
-    def _place(self, tmp: Path, target: Path) -> Path:
-        """Rename a staged directory into place (the target must not exist)."""
-        if target.exists():
-            raise StoreError(f"{target} exists but the index does not name it; refusing to overwrite")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, target)
-        return target
-
-    @staticmethod
-    def _undo(placed: List[Path], staged: List[Path]) -> None:
-        """Remove what a failed mutation renamed into place and what it left in staging."""
-        for path in reversed(placed + staged):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    path.unlink()
 
     def _record(self, rid: str, region: Dict[str, Any], version: Optional[int] = None) -> RegionRecord:
         versions = region["versions"]
@@ -635,13 +483,13 @@ class ProjectStore:
             try:
                 tmp = self._staging_dir(staged)
                 _write_array(tmp, data)
-                placed.append(self._place(tmp, self.root / "images" / digest))
+                placed.append(_io.place(tmp, self.root / "images" / digest))
                 self._commit(index)
             except OSError as exc:
-                self._undo(placed, staged)
+                _io.undo(placed, staged)
                 raise _disk_error(exc, "adding an unlabelled image") from exc
             except BaseException:
-                self._undo(placed, staged)
+                _io.undo(placed, staged)
                 raise
         return digest
 
@@ -695,10 +543,7 @@ class ProjectStore:
             staged: List[Path] = []
             tmp = self._staging_dir(staged)
             try:
-                with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 20)
-                    fout.flush()
-                    os.fsync(fout.fileno())
+                _io.copy_file_synced(src, tmp)
                 if target.exists():
                     raise StoreError(f"{target} exists but the index does not name it; refusing to overwrite")
                 target.parent.mkdir(exist_ok=True)
@@ -706,10 +551,10 @@ class ProjectStore:
                 placed.append(target)
                 self._commit(index)
             except OSError as exc:
-                self._undo(placed, staged)
+                _io.undo(placed, staged)
                 raise _disk_error(exc, f"adding model {version}") from exc
             except BaseException:
-                self._undo(placed, staged)
+                _io.undo(placed, staged)
                 raise
         logger.info("added model %s (parent %s, promoted=%s)", version, parent, promoted)
         return record
