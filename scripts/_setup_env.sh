@@ -38,11 +38,14 @@ ensure_venv() {
     if have_gpu; then
       log "GPU found: installing torch==$TORCH_VERSION (CUDA build)"
       "$PY" -m pip install "torch==$TORCH_VERSION"
-    elif "$PY" -m pip install --no-index "torch==$TORCH_VERSION+cpu" >/dev/null 2>&1; then
+    elif "$PY" -m pip install -q --no-index --no-deps "torch==$TORCH_VERSION+cpu" >/dev/null 2>&1; then
+      # a CPU wheel in pip's local find-links: take it, then its dependencies from the usual index
       log "installed torch==$TORCH_VERSION+cpu from the local wheel cache"
+      "$PY" -m pip install -q "torch==$TORCH_VERSION+cpu"
     else
       log "no GPU: installing the CPU build torch==$TORCH_VERSION+cpu from the PyTorch CPU index"
-      "$PY" -m pip install "torch==$TORCH_VERSION+cpu" --index-url https://download.pytorch.org/whl/cpu
+      "$PY" -m pip install --retries 2 --timeout 30 "torch==$TORCH_VERSION+cpu" \
+        --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
     fi
   fi
   local stamp="$VENV/.napari-cdma-${CDMA_EXTRAS:-none}.stamp"

@@ -1,0 +1,285 @@
+"""Retrain turnaround: 10 accepted regions, the real RetrainJob, lite preset, finetune schedule.
+
+What it simulates: a pathologist accepts ``--regions`` corrected 256 x 256 regions (the expert GlaS
+annotation stands in for the correction, the current model's prediction is what was corrected),
+then presses Retrain. The regions come from the GlaS *validation* images of
+``benchmarks/results/glas_ssl/split.json`` (``"val"``): the bundled model never trained on them and
+they are not the benchmark test set. Two regions per image (the two image corners, of the four,
+with the most gland pixels); the store's rule holds out every 5th region, so 10 regions train on 8
+and score on 2. The whole validation images are added as unlabelled tissue.
+
+It measures, with :class:`napari_cdma.retrain_job.RetrainJob` (a child process, niced, one core
+left free), the wall time from ``start()`` to the ``done`` event, seconds per step, the held-out
+Dice of the old and new model that the worker reports, and whether :func:`finish` promotes the new
+model by the rule. The load average at start is recorded: the machine may be shared.
+
+Usage::
+
+    python benchmarks/bench_retrain.py [--model CKPT] [--steps 150] [--regions 10] [--seed 0] [--append]
+
+Try other fine-tuning settings with ``--patch``, ``--batch``, ``--lr``; ``--append`` adds a row.
+
+Writes ``benchmarks/results/retrain.json`` and ``retrain.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GLAS = Path(os.environ.get("CDMA_GLAS", str(ROOT.parent / "shared" / "data" / "glas")))
+RESULTS = ROOT / "benchmarks" / "results"
+SPLIT = RESULTS / "glas_ssl" / "split.json"
+STAND_IN = ROOT / "runs" / "glas_ssl" / "bundled" / "last.pt"
+REGION = 256
+GOAL_S = 180.0
+
+log = logging.getLogger("bench_retrain")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
+
+
+def starting_model(explicit: Optional[Path], tmp: Path) -> Tuple[Path, str]:
+    """(a private copy of the starting checkpoint, where it came from).
+
+    Order: ``--model``, the bundled model, the ``bundled`` row of the GlaS benchmark (a stand-in
+    that a background run may still be rewriting, hence the copy).
+    """
+    from src_model.checkpoint import bundled_model_path  # noqa: PLC0415
+
+    if explicit is not None:
+        src = explicit
+    elif bundled_model_path().is_file():
+        src = bundled_model_path()
+    elif STAND_IN.is_file():
+        src = STAND_IN
+    else:
+        raise SystemExit(f"no starting model: pass --model (no bundled model, no {STAND_IN})")
+    dst = tmp / "start.pt"
+    shutil.copyfile(src, dst)
+    return dst, str(src)
+
+
+def pick_boxes(mask: np.ndarray, n: int) -> List[Tuple[int, int, int, int]]:
+    """The ``n`` image corners (of 4) whose 256 x 256 box holds the most gland pixels."""
+    h, w = mask.shape
+    corners = [(0, 0), (0, w - REGION), (h - REGION, 0), (h - REGION, w - REGION)]
+    boxes = [(y, x, y + REGION, x + REGION) for y, x in corners]
+    boxes.sort(key=lambda b: -int(np.count_nonzero(mask[b[0]:b[2], b[1]:b[3]])))
+    return sorted(boxes[:n])
+
+
+def fill_store(store: Any, model_path: Path, n_regions: int) -> Dict[str, Any]:
+    """Accept ``n_regions`` regions from the validation images; returns what was accepted."""
+    from src_model import load_checkpoint  # noqa: PLC0415
+    from src_model.inference import predict  # noqa: PLC0415
+    from src_model.io import read_image, read_mask  # noqa: PLC0415
+
+    val = sorted(json.loads(SPLIT.read_text(encoding="utf-8"))["val"], key=lambda s: int(s.split("_")[1]))
+    per_image = 2
+    n_images = -(-n_regions // per_image)
+    if n_images > len(val):
+        raise SystemExit(f"{n_regions} regions need {n_images} validation images, split.json has {len(val)}")
+    model = load_checkpoint(model_path)
+    version = store.current_model_version
+    accepted: List[Dict[str, Any]] = []
+    for image_id in val:
+        path = GLAS / "images" / f"{image_id}.png"
+        image = read_image(path)
+        if len(accepted) < n_regions:
+            mask = read_mask(GLAS / "masks" / f"{image_id}.png")
+            labels = predict(model, image, device="cpu").labels
+            for box in pick_boxes(mask, min(per_image, n_regions - len(accepted))):
+                y0, x0, y1, x1 = box
+                rec = store.accept_region(image, box, (mask[y0:y1, x0:x1] > 0).astype(np.uint8),
+                                          (labels[y0:y1, x0:x1] > 0).astype(np.uint8),
+                                          model_version=version, user="benchmark", source_path=str(path))
+                accepted.append({"region": rec.region_id, "image": image_id, "bbox": list(box),
+                                 "holdout": rec.holdout})
+        store.add_unlabelled_image(image, source_path=str(path))  # no-op for images already kept
+    return {"regions": accepted, "unlabelled_images": val}
+
+
+def run_job(store_path: Path, steps: int, out_dir: Path, options: Dict[str, Any],
+            timeout_s: float) -> Dict[str, Any]:
+    """Start a RetrainJob, poll it every 100 ms as the widget does; returns timings and the final event."""
+    from napari_cdma.retrain_job import RetrainJob  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    job = RetrainJob.start(store_path, steps, out_dir=out_dir, **options)
+    t_first_step = t_started = t_eval = None
+    steps_seen: List[Tuple[int, float]] = []
+    final: Optional[Dict[str, Any]] = None
+    started: Dict[str, Any] = {}
+    while final is None:
+        if time.perf_counter() - t0 > timeout_s:
+            job.cancel()
+            job.wait(60)
+            raise SystemExit(f"retraining did not finish within {timeout_s:.0f} s")
+        for event in job.poll():
+            now = time.perf_counter() - t0
+            kind = event["event"]
+            if kind == "started":
+                t_started, started = now, event
+            elif kind == "progress":
+                t_first_step = now if t_first_step is None else t_first_step
+                steps_seen.append((int(event["step"]), now))
+                if event["step"] % 10 == 0:
+                    log.info("step %d/%d at %.1f s, loss %.3f", event["step"], event["total"], now,
+                             event["metrics"].get("loss", float("nan")))
+            elif kind == "evaluating":
+                t_eval = now
+            elif kind in ("done", "cancelled", "error"):
+                final = dict(event, t=now)
+        time.sleep(0.1)
+    turnaround = final["t"]
+    if final["event"] != "done":
+        raise SystemExit(f"retraining ended with {final}")
+    t_last_step = steps_seen[-1][1] if steps_seen else float("nan")
+    n = len(steps_seen)
+    # s/step from the progress events (the first step also pays for the first batch's set-up).
+    s_per_step = (t_last_step - steps_seen[0][1]) / (n - 1) if n > 1 else float("nan")
+    return {"turnaround_s": turnaround, "started_event_s": t_started, "first_step_s": t_first_step,
+            "last_step_s": t_last_step,
+            "evaluate_s": turnaround - t_eval if t_eval is not None else float("nan"), "s_per_step": s_per_step,
+            "done": final, "config": started.get("config"), "n_labelled": started.get("n_labelled"),
+            "n_unlabelled": started.get("n_unlabelled"), "n_holdout": started.get("n_holdout")}
+
+
+def _row(run: Dict[str, Any]) -> str:
+    j, d, c = run["job"], run["job"]["done"], run["job"]["config"] or {}
+    return (f"| {d['steps_done']} | {c.get('patch')} | {c.get('batch_labelled')} + {c.get('batch_unlabelled')} | "
+            f"{c.get('lr')} | {run['seed']} | {run['start_step']} | {run['loadavg_start'][0]:.2f} | "
+            f"{j['turnaround_s']:.1f} | {j['s_per_step']:.2f} | {j['first_step_s']:.1f} | {j['evaluate_s']:.1f} | "
+            f"{d['old_dice']:.4f} | {d['new_dice']:.4f} | {d['new_dice'] - d['old_dice']:+.4f} | {run['promoted']} |")
+
+
+def write_report(runs: List[Dict[str, Any]], out: Path) -> str:
+    """Write ``retrain.json`` (all runs) and ``retrain.md`` (a table, one row per run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "retrain.json").write_text(json.dumps({"goal_s": GOAL_S, "runs": runs}, indent=1), encoding="utf-8")
+    r = runs[-1]
+    lines = [
+        "# Retrain turnaround (10 accepted regions, lite preset, finetune schedule)", "",
+        f"{r['cores']} CPU cores ({r['cpu']}), torch {r['torch']}. The worker runs niced (10) with "
+        f"{max(1, r['cores'] - 1)} torch thread(s), as in the plugin; the machine was shared with two "
+        "GlaS training runs, so the load average at start (1 min) is in the table: wall times grow with it.", "",
+        f"Regions: {len(r['store']['regions'])} of 256 x 256 from GlaS validation images "
+        f"{sorted({x['image'] for x in r['store']['regions']})} (never trained on by the starting model, not "
+        f"the test set), 2 per image; the expert masks are the corrections; {r['job']['n_labelled']} train, "
+        f"{r['job']['n_holdout']} held out (every 5th), {r['job']['n_unlabelled']} unlabelled images and crops. "
+        f"Starting model: `{r['start_model']}` (training step in the table).", "",
+        "| steps | patch | batch (lab + unl) | lr | seed | start model step | load | turnaround s | s/step | "
+        "start-up s | held-out eval s | old Dice | new Dice | gain | promoted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ] + [_row(run) for run in runs]
+    lines += ["", f"Goal: under {GOAL_S:.0f} s with a Dice gain on the held-out regions. Turnaround = "
+              "`RetrainJob.start()` to the `done` event (process start, torch import, reading the store, training, "
+              "scoring old and new model on the held-out regions); start-up = start() to the first step. "
+              "Held-out Dice is pooled over the pixels of the 2 held-out regions (the worker's score): a noisy "
+              "measure. Promoted = by `finish()`'s rule (new Dice > old Dice).", "",
+              "Commands (in row order):", ""] + [f"    {run['command']}" for run in runs]
+    text = "\n".join(lines) + "\n"
+    (out / "retrain.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the benchmark and write the results."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=None, help="starting checkpoint (default: the bundled model)")
+    p.add_argument("--steps", type=int, default=150, help="optimiser steps")
+    p.add_argument("--regions", type=int, default=10, help="accepted regions (2 per validation image)")
+    p.add_argument("--patch", type=int, default=None, help="patch side (default: the finetune schedule's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the finetune schedule's)")
+    p.add_argument("--batch", type=int, default=None, help="labelled and unlabelled batch size (default: schedule's)")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--append", action="store_true", help="add a row to the existing results instead of replacing them")
+    p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--keep", action="store_true", help="keep the temporary store")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    import torch  # noqa: PLC0415
+
+    from napari_cdma.retrain_job import finish  # noqa: PLC0415
+    from src_model.checkpoint import read_checkpoint  # noqa: PLC0415
+    from napari_cdma.store import ProjectStore  # noqa: PLC0415
+
+    options: Dict[str, Any] = {"device": "cpu"}
+    if args.patch is not None:
+        options["patch"] = args.patch
+    if args.batch is not None:
+        options["batch_labelled"] = options["batch_unlabelled"] = args.batch
+    if args.lr is not None:
+        options["config"] = {"lr": args.lr}
+
+    tmp = Path(tempfile.mkdtemp(prefix="cdma_bench_retrain_"))
+    try:
+        start_ckpt, start_src = starting_model(args.model, tmp)
+        start_step = int(read_checkpoint(start_ckpt).get("step", 0))
+        t0 = time.perf_counter()
+        store = ProjectStore.open(tmp / "project")
+        store.add_model(start_ckpt, parent="bundled", promoted=True, note=f"benchmark start: {start_src}")
+        filled = fill_store(store, start_ckpt, args.regions)
+        setup_s = time.perf_counter() - t0
+        log.info("store ready in %.1f s: %d regions (%d held out)", setup_s, len(filled["regions"]),
+                 sum(r["holdout"] for r in filled["regions"]))
+
+        load_start = os.getloadavg()
+        job = run_job(store.root, args.steps, tmp / "run", dict(options, seed=args.seed), args.timeout)
+        load_end = os.getloadavg()
+        store.refresh()
+        record = finish(store, job["done"])
+        log.info("turnaround %.1f s; held-out Dice %.4f -> %.4f; promoted %s", job["turnaround_s"],
+                 job["done"]["old_dice"], job["done"]["new_dice"], record.promoted)
+        cpu = platform.processor() or platform.machine()
+        try:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        job["done"]["checkpoint"] = Path(job["done"]["checkpoint"]).name  # the temp dir is gone afterwards
+        results = {
+            "command": "python benchmarks/bench_retrain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": _cores(), "cpu": cpu,
+            "platform": platform.platform(), "python": sys.version.split()[0], "torch": str(torch.__version__),
+            "loadavg_start": list(load_start), "loadavg_end": list(load_end),
+            "start_model": start_src, "start_step": start_step, "seed": args.seed, "store_setup_s": setup_s, "options": options, "steps": args.steps,
+            "store": filled, "job": job, "promoted": record.promoted, "model_version": record.version,
+            "goal_s": GOAL_S, "goal_met": job["turnaround_s"] < GOAL_S,
+            "dice_gain": job["done"]["new_dice"] - job["done"]["old_dice"],
+        }
+    finally:
+        if args.keep:
+            log.info("store kept in %s", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    runs = [results]
+    previous = args.out / "retrain.json"
+    if args.append and previous.is_file():
+        runs = json.loads(previous.read_text(encoding="utf-8")).get("runs", []) + runs
+    print(write_report(runs, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
