@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 import logging
 import sys
 from pathlib import Path
@@ -22,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from src_model.checkpoint import bundled_model_path, load_model, read_checkpoint, save_checkpoint  # noqa: E402
 from src_model.evaluate import evaluate_model  # noqa: E402
+from src_model.io import read_mask  # noqa: E402
+from src_model.postprocess import PostprocessConfig  # noqa: E402
 from src_model.progress import drain  # noqa: E402
 
 log = logging.getLogger("make_bundled")
@@ -33,10 +37,21 @@ def fmt(agg: dict) -> str:
     return " | ".join(f"{agg[k]:.4f}" if k != "object_hausdorff" else f"{agg[k]:.2f}" for k in KEYS)
 
 
+def min_gland_size(data: Path, ids) -> int:
+    """5th percentile of the gland areas in the training masks, rounded to 100 px: predicted
+    objects smaller than 95 % of real glands are dropped (and such holes filled)."""
+    areas = []
+    for i in ids:
+        counts = np.bincount(read_mask(data / "masks" / f"{i}.png").ravel())[1:]
+        areas.extend(counts[counts > 0].tolist())
+    return int(round(np.percentile(areas, 5), -2))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("candidates", nargs="+", type=Path)
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--note", default="", help="a line for the model card (e.g. how the run was resumed)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     split = json.loads((ROOT / "benchmarks/results/glas_ssl/split.json").read_text())
@@ -51,11 +66,16 @@ def main(argv=None) -> int:
     data = read_checkpoint(best)
     model = load_model(best)
     test = drain(evaluate_model(model, args.data, split="test"))["summary"]
+    post = PostprocessConfig(min_gland_size(args.data, split["train_all"]), fill_holes=True)
+    val_pp = drain(evaluate_model(model, args.data, ids=split["val"], postprocess=post))["summary"]["all"]
+    test_pp = drain(evaluate_model(model, args.data, split="test", postprocess=post))["summary"]
     prov = dict(data["provenance"])
     prov.pop("train_config", None)
     prov.update({"bundled_from": str(best.relative_to(ROOT)) if best.is_relative_to(ROOT) else str(best),
                  "selection": "best val (pixel Dice + object F1) among: " + ", ".join(str(c) for c in args.candidates),
                  "val_metrics": val, "test_metrics": {k: test[k] for k in test},
+                 "postprocess": vars(post), "val_metrics_postprocessed": val_pp,
+                 "test_metrics_postprocessed": {k: test_pp[k] for k in test_pp},
                  "train_config": data["provenance"].get("train_config"), "step": data["step"]})
     out = bundled_model_path()
     save_checkpoint(out, model, step=data["step"], provenance=prov)
@@ -82,8 +102,18 @@ def main(argv=None) -> int:
 | validation (8 train images) | {fmt(val)} |
 """ + "\n".join(f"| {name} | {fmt(test[name])} |" for name in ("testA", "testB", "all")) + f"""
 
+With post-processing (`cdma evaluate --min-object-size {post.min_size}`): objects and holes smaller
+than {post.min_size} px removed / filled; {post.min_size} px is the 5th percentile of the gland areas in the
+training masks (a rule fixed before looking at test; validation confirmed it helps):
+
+| set | pixel Dice | IoU | object F1 | object Dice | object Hausdorff |
+|---|---|---|---|---|---|
+| validation (8 train images) | {fmt(val_pp)} |
+""" + "\n".join(f"| {name} | {fmt(test_pp[name])} |" for name in ("testA", "testB", "all")) + f"""
+
 Targets of issue 3: pixel Dice >= 0.87 and object F1 >= 0.75 on test (testA+testB).
-Reached: pixel Dice {test['all']['dice']:.4f}, object F1 {test['all']['f1']:.4f}.
+Reached: pixel Dice {test['all']['dice']:.4f} raw / {test_pp['all']['dice']:.4f} post-processed, object F1
+{test['all']['f1']:.4f} raw / {test_pp['all']['f1']:.4f} post-processed.
 
 ## Data terms
 
@@ -98,6 +128,8 @@ Structures in Colon Histology Images", IEEE TMI 2015.
 Trained on 775x522 fields of view of colon H&E at the GlaS magnification; other organs, stains or
 scanners need fine-tuning (the plugin's Retrain). Uncertainty maps come from branch disagreement and
 are not calibrated probabilities.
+
+{args.note}
 
 Reproduce: `python benchmarks/glas_ssl.py --rows bundled --steps {data['step']} --threads 1`, then
 `python benchmarks/make_bundled.py {' '.join(str(c) for c in args.candidates)}`.
