@@ -12,7 +12,7 @@ Measured per preset:
     (weight 1: all three losses), backward, SGD (Nesterov) step; median after a warm-up;
 (b) the same step with ``benchmarks/reference_losses.py`` (checked equal to 1e-5 first), and the
     loss alone (forward + backward from fixed logits), both as ratio ours / reference;
-(c) whole-image tiled inference (``predict``: tile 256, overlap 0.25, all three branches) on a
+(c) whole-image tiled inference (``predict``: default tiling 320/0.2, also 256/0.25 and bf16; all three branches) on a
     real GlaS image, Mpx/s = image pixels / wall time, plus CPU time and the plain (unfolded) model;
 (d) peak resident memory (ru_maxrss) after inference and after training.
 Wall times on a shared machine depend on its load, so the 1-minute load average is recorded.
@@ -124,7 +124,8 @@ def worker(preset: str, quick: bool, threads: int = 0) -> dict:
     n_inf = 1 if paper else (2 if quick else 4)
     if not paper:  # a paper-preset call takes many seconds: one-time costs do not matter there
         predict(model, image)  # warm-up
-    variants = [("mean", {}), ("branch1", {"branch": 1}), ("mean_plain_model", {"fast": False})]
+    variants = [("mean", {}), ("mean_256", {"tile": 256, "overlap": 0.25}), ("mean_bf16", {"precision": "bf16"}),
+                ("branch1", {"branch": 1}), ("mean_plain_model", {"fast": False})]
     for key, kw in variants[:1] if paper else variants:  # paper: one slow call is enough
         walls, cpus = [], []
         for _ in range(n_inf if key == "mean" else max(1, n_inf // 2)):
@@ -209,26 +210,29 @@ def to_markdown(info: dict, results: dict, quick: bool) -> str:
              f"Python {info['python']}, {info['date']}; load average at start {info['load_avg_1_5_15'][0]:.2f} "
              f"(shared machine: wall times grow with load).", "",
              "| preset | params (M) | train step ours (s) | train step reference (s) | ratio | loss only ratio "
-             "| infer mean (Mpx/s) | infer branch 1 (Mpx/s) | infer plain model (Mpx/s) | peak RSS infer / train (MB) "
-             "| load start / end |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| infer mean (Mpx/s) | infer mean, 256/0.25 tiles | infer mean, bf16 | infer branch 1 "
+             "| infer plain model | peak RSS infer / train (MB) | load start / end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset, r in results.items():
         if "error" in r:
-            lines.append(f"| {preset} | error: {r['error']} |" + " |" * 9)
+            lines.append(f"| {preset} | error: {r['error']} |" + " |" * 11)
             continue
         t = r["train_step_s"]
         mpx = {k: (f"{r[k]['mpx_per_s']:.2f}" if k in r else "-")
-               for k in ("infer_mean", "infer_branch1", "infer_mean_plain_model")}
+               for k in ("infer_mean", "infer_mean_256", "infer_mean_bf16", "infer_branch1", "infer_mean_plain_model")}
         lines.append(
             f"| {preset} | {r['parameters_M']:.2f} | {t['ours_median']:.2f} | {t['reference_median']:.2f} "
             f"| {t['ratio_ours_over_reference']:.2f} | {r['loss_only_s']['ratio_ours_over_reference']:.2f} "
-            f"| {mpx['infer_mean']} | {mpx['infer_branch1']} | {mpx['infer_mean_plain_model']} "
+            f"| {mpx['infer_mean']} | {mpx['infer_mean_256']} | {mpx['infer_mean_bf16']} | {mpx['infer_branch1']} "
+            f"| {mpx['infer_mean_plain_model']} "
             f"| {r['peak_rss_mb_after_inference']:.0f} / {r['peak_rss_mb_after_training']:.0f} "
             f"| {r['load_start']:.2f} / {r['load_end']:.2f} |")
     lines += ["", "Training step: 8 labelled + 8 unlabelled 256x256 GlaS patches, all three losses (weight 1), "
               "backward, SGD step; median of interleaved repetitions after one warm-up. Inference: "
-              "`predict()` on testA_1.png (775 x 522), tile 256, overlap 0.25; Mpx/s = image pixels / wall "
-              "time (median). Reference losses agree with src_model.losses to 1e-5 (checked before timing).", ""]
+              "`predict()` on testA_1.png (775 x 522), all three branches, default tiling (320-px tiles, overlap "
+              "0.2), also with the released evaluation tiling (256, 0.25) and with bf16 autocast; Mpx/s = image "
+              "pixels / wall time (median); the lite model is randomly initialised (speed does not depend on "
+              "the weights). Reference losses agree with src_model.losses to 1e-5 (checked before timing).", ""]
     return "\n".join(lines)
 
 

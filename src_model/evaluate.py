@@ -30,9 +30,11 @@ def select_rows(data_dir: Path, split: str = "test", ids: Optional[Sequence[str]
 
 
 def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: Optional[Sequence[str]] = None,
-                   branch: Union[str, int] = "mean", tile: int = 256,
+                   branch: Union[str, int] = "mean", tile: int = 256, overlap: float = 0.25,
                    postprocess: Optional[PostprocessConfig] = None) -> Generator[Progress, None, Dict]:
     """Predict each image of ``split`` and score it; yields progress, returns the report.
+
+    Tiling follows the released evaluation protocol (256-px tiles, overlap 0.25) by default.
 
     ``postprocess`` cleans each predicted mask before scoring (none by default).
 
@@ -49,7 +51,7 @@ def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: 
     for k, row in enumerate(rows, start=1):
         image = read_image(image_path(data_dir, row.id))
         gt = read_mask(data_dir / "masks" / f"{row.id}.png")
-        pred = predict(model, image, tile=tile, branch=branch)
+        pred = predict(model, image, tile=tile, overlap=overlap, branch=branch)
         mask = pred.labels > 0
         if postprocess is not None:
             mask = clean_mask(mask, postprocess)

@@ -52,7 +52,7 @@ def crop():
 
 @pytest.fixture(scope="module")
 def crop_prediction(lite, crop):
-    return predict(lite, crop, return_branches=True)
+    return predict(lite, crop, tile=256, overlap=0.25, return_branches=True)
 
 
 class Pointwise(nn.Module):
@@ -104,7 +104,7 @@ def test_tiny_image_is_padded_and_cropped(lite):
 
 
 def test_progress_counts_up_to_total(lite, crop):
-    gen = predict_tiles(lite, crop, batch_size=4)
+    gen = predict_tiles(lite, crop, tile=256, overlap=0.25, batch_size=4)
     events = []
     while True:
         try:
@@ -155,7 +155,7 @@ def test_no_seams_at_tile_edges(lite, crop, crop_prediction, monkeypatch):
     assert blended < 2.0
     # the statistic does detect seams: plain averaging of tiles (flat window) shows them
     monkeypatch.setattr(inf, "blend_window", lambda tile, floor=0.0: torch.ones(tile, tile))
-    flat = _seam_ratio(predict(lite, crop), crop.shape[1])
+    flat = _seam_ratio(predict(lite, crop, tile=256, overlap=0.25), crop.shape[1])
     assert flat > 3.0 * blended
 
 
@@ -171,7 +171,7 @@ def test_branch_one_uses_only_decoder1(lite, crop_prediction, crop):
     handles = [getattr(lite, f"decoder{i}").register_forward_hook(
         lambda *_, i=i: calls.__setitem__(i, calls[i] + 1)) for i in (1, 2, 3)]
     try:
-        pr = predict(lite, crop, branch=1, return_branches=True)
+        pr = predict(lite, crop, tile=256, overlap=0.25, branch=1, return_branches=True)
     finally:
         for h in handles:
             h.remove()
@@ -203,8 +203,31 @@ def test_fast_model_matches_plain_model(preset_kw):
 def test_fast_and_plain_predictions_agree_and_source_model_untouched(lite, crop_prediction, crop):
     before = {k: v.clone() for k, v in lite.state_dict().items()}
     lite.train()
-    plain = predict(lite, crop, fast=False, return_branches=True)
+    plain = predict(lite, crop, tile=256, overlap=0.25, fast=False, return_branches=True)
     assert lite.training  # the caller's mode is restored
     lite.eval()
     assert np.abs(plain.branch_probs - crop_prediction.branch_probs).max() < 1e-4
     assert all(torch.equal(before[k], v) for k, v in lite.state_dict().items())
+
+
+def test_single_decoder_model_predicts_with_zero_disagreement():
+    torch.manual_seed(0)
+    model = build_model("lite", branches=("cbam",))
+    image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    pred = predict(model, image, tile=64)
+    assert pred.labels.shape == (70, 90)
+    assert float(pred.disagreement.max()) == 0.0
+    with pytest.raises(ValueError):
+        predict(model, image, branch=2)
+
+
+def test_bf16_precision_gives_nearly_the_same_prediction():
+    torch.manual_seed(0)
+    model = build_model("lite")
+    image = read_image(GLAS / "images" / "testA_1.png")[:200, :300]
+    a = predict(model, image, tile=128)
+    b = predict(model, image, tile=128, precision="bf16")
+    assert np.abs(a.probability - b.probability).max() < 0.05
+    assert (a.labels == b.labels).mean() > 0.98
+    with pytest.raises(ValueError):
+        predict(model, image, precision="fp8")
