@@ -107,6 +107,9 @@ def fill_store(store: Any, base: Path, n: int = 6) -> List[Any]:
     return ids
 
 
+from napari_cdma._widget_retrain import UI_REFRESH_S  # noqa: E402
+
+
 def thread_training_worker(store: Any, out_dir: Path):
     """A napari thread_worker running the same fine-tuning in-process (for comparison)."""
     from napari.qt.threading import create_worker  # noqa: PLC0415
@@ -185,6 +188,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             steps: List[Any] = []
             worker = thread_training_worker(store, tmp / "thread_run")
             worker.yielded.connect(steps.append)
+            # same dock updates as the subprocess phase (loss curve, progress, ETA; throttled alike)
+            last_ui = [0.0]
+
+            def show(ev: Any) -> None:
+                panel.loss_plot.add_point(ev.step, float(ev.metrics.get("loss", float("nan"))), repaint=False)
+                if time.monotonic() - last_ui[0] >= UI_REFRESH_S:
+                    panel._show_progress(ev.to_dict())
+                    panel.loss_plot.update()
+                    last_ui[0] = time.monotonic()
+
+            worker.yielded.connect(show)
             worker.start()
             wait_until(lambda: len(steps) > 0, 180)
             n0 = len(steps)

@@ -36,8 +36,8 @@ class LossPlot(QWidget):
         self._values.clear()
         self.update()
 
-    def add_point(self, step: float, value: float) -> None:
-        """Append one (step, loss) point and schedule a repaint.
+    def add_point(self, step: float, value: float, repaint: bool = True) -> None:
+        """Append one (step, loss) point and (unless ``repaint`` is False) schedule a repaint.
 
         Args:
             step: training step.
@@ -50,7 +50,8 @@ class LossPlot(QWidget):
         if len(self._values) > MAX_POINTS:
             self._steps = self._steps[::2]
             self._values = self._values[::2]
-        self.update()
+        if repaint:
+            self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
         """Draw frame, polyline and the last value."""
