@@ -80,14 +80,20 @@ def row_spec(row: str, split: dict, preset: str):
     raise SystemExit(f"unknown row {row!r}; valid: {', '.join(TABLE_ROWS + ('bundled',))}")
 
 
+def run_name(row: str, seed: int) -> str:
+    """Results and run folder name: the row, with ``_seed<k>`` for seeds other than 0."""
+    return row if seed == 0 else f"{row}_seed{seed}"
+
+
 def run_row(row: str, args, split: dict) -> dict:
-    out_json = RESULTS / f"{row}.json"
+    name = run_name(row, args.seed)
+    out_json = RESULTS / f"{name}.json"
     if out_json.exists():
         log.info("%s: already finished (%s)", row, out_json)
         return json.loads(out_json.read_text())
     data_dir = Path(args.data)
     lab_ids, unl_ids, unsup, mcfg = row_spec(row, split, args.preset)
-    run_dir = ROOT / "runs" / "glas_ssl" / row
+    run_dir = ROOT / "runs" / "glas_ssl" / name
     last = run_dir / "last.pt"
     tcfg = TrainConfig(steps=args.steps, batch_labelled=args.batch, batch_unlabelled=args.batch, patch=args.patch,
                        unsupervised=unsup, seed=args.seed, device=args.device, threads=args.threads,
@@ -113,7 +119,7 @@ def run_row(row: str, args, split: dict) -> dict:
     result = drain(train(model, labelled, unlabelled, tcfg, run_dir, provenance=prov, resume=resume), report)
     wall = prior + time.perf_counter() - t0
     model.eval()
-    record = {"row": row, "preset": args.preset, "steps": result.steps_done, "train_wall_s": round(wall, 1),
+    record = {"row": name, "preset": args.preset, "steps": result.steps_done, "train_wall_s": round(wall, 1),
               "params": sum(p.numel() for p in model.parameters()), "n_labelled": len(lab_ids),
               "n_unlabelled": len(unl_ids), "unsupervised": unsup, "seed": args.seed,
               "batch": f"{args.batch}+{args.batch if unsup else 0}", "patch": args.patch,
@@ -157,11 +163,10 @@ def command_for(row: str, args) -> str:
 def write_table() -> Path:
     lines = ["| row | preset | steps | labelled+unlabelled imgs | train wall (s) | pixel Dice | IoU | object F1 | object Dice | object Hausdorff | Dice testA | Dice testB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in TABLE_ROWS:
-        p = RESULTS / f"{row}.json"
-        if not p.exists():
-            continue
-        r = json.loads(p.read_text())
+    names = [p.stem for row in TABLE_ROWS for p in sorted(RESULTS.glob(f"{row}*.json"))
+             if p.stem == row or p.stem.startswith(row + "_seed")]
+    for row in names:
+        r = json.loads((RESULTS / f"{row}.json").read_text())
         for key, label in (("test", row), ("test_branch1", row + " (branch 1)")):
             if key not in r:
                 continue
@@ -171,7 +176,7 @@ def write_table() -> Path:
                          f"{r['train_wall_s']} | {a['dice']:.4f} | {a['iou']:.4f} | {a['f1']:.4f} | "
                          f"{a['object_dice']:.4f} | {a['object_hausdorff']:.2f} | "
                          f"{s.get('testA', {}).get('dice', float('nan')):.4f} | {s.get('testB', {}).get('dice', float('nan')):.4f} |")
-    cmds = [json.loads((RESULTS / f"{r}.json").read_text())["command"] for r in TABLE_ROWS if (RESULTS / f"{r}.json").exists()]
+    cmds = [json.loads((RESULTS / f"{r}.json").read_text())["command"] for r in names]
     out = RESULTS.parent / "glas_ssl.md"
     out.write_text("# GlaS semi-supervised benchmark\n\nTest set = testA (60) + testB (20), whole images, "
                    "tiled inference. Pixel metrics: mean over images.\n\n" + "\n".join(lines) +
@@ -195,7 +200,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     split = make_split(Path(args.data), args.fraction, args.val, args.seed)
-    write_split_record(RESULTS / "split.json", split)
+    write_split_record(RESULTS / ("split.json" if args.seed == 0 else f"split_seed{args.seed}.json"), split)
     for row in args.rows:
         run_row(row, args, split)
     log.info("table: %s", write_table())
