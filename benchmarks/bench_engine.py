@@ -67,8 +67,6 @@ def _batch(n_lab: int, n_unlab: int, size: int, seed: int):
 
 def _check_reference(logits, target, n_lab) -> float:
     """Largest difference between our losses and the reference, in values and logit gradients."""
-    import torch
-
     from reference_losses import reference_cdma_loss
     from src_model.losses import cdma_loss
 
@@ -191,15 +189,9 @@ def worker(preset: str, quick: bool, threads: int = 0) -> dict:
 def machine_info() -> dict:
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+    from _machine import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(), "date": dt.datetime.now().isoformat(timespec="seconds"),
             "load_avg_1_5_15": list(os.getloadavg())}
 

@@ -252,11 +252,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         record = finish(store, job["done"])
         log.info("turnaround %.1f s; held-out Dice %.4f -> %.4f; promoted %s", job["turnaround_s"],
                  job["done"]["old_dice"], job["done"]["new_dice"], record.promoted)
-        cpu = platform.processor() or platform.machine()
-        try:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
+        from _machine import cpu_model  # noqa: PLC0415
+
+        cpu = cpu_model()
         job["done"]["checkpoint"] = Path(job["done"]["checkpoint"]).name  # the temp dir is gone afterwards
         results = {
             "command": "python benchmarks/bench_retrain.py " + " ".join(argv if argv is not None else sys.argv[1:]),

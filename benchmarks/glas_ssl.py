@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -144,15 +143,9 @@ def run_row(row: str, args, split: dict) -> dict:
 def hardware() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} torch threads"
+    from _machine import cpu_model
+
+    return f"{cpu_model()}, {torch.get_num_threads()} torch threads"
 
 
 def command_for(row: str, args) -> str:

@@ -6,7 +6,7 @@ Unknown names raise an error that lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
 ENCODER_NORMS = ("frozen_bn", "batch", "group")

@@ -1,7 +1,6 @@
 """The bundled default model ships, loads by default and segments real GlaS glands."""
 from pathlib import Path
 
-import numpy as np
 
 import src_model
 from src_model.checkpoint import bundled_model_path, read_checkpoint
