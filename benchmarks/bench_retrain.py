@@ -180,8 +180,8 @@ def write_report(runs: List[Dict[str, Any]], out: Path) -> str:
     lines = [
         "# Retrain turnaround (10 accepted regions, lite preset, finetune schedule)", "",
         f"{r['cores']} CPU cores ({r['cpu']}), torch {r['torch']}. The worker runs niced (10) with "
-        f"{max(1, r['cores'] - 1)} torch thread(s), as in the plugin; the machine was shared with two "
-        "GlaS training runs, so the load average at start (1 min) is in the table: wall times grow with it.", "",
+        f"{max(1, r['cores'] - 1)} torch thread(s), as in the plugin; the load average at "
+        "start (1 min) is in the table: wall times grow with it.", "",
         f"Regions: {len(r['store']['regions'])} of 256 x 256 from GlaS validation images "
         f"{sorted({x['image'] for x in r['store']['regions']})} (never trained on by the starting model, not "
         f"the test set), 2 per image; the expert masks are the corrections; {r['job']['n_labelled']} train, "
