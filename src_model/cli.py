@@ -137,7 +137,9 @@ def cmd_evaluate(args) -> int:
 
     model = load_model(args.model)
     ids = args.ids.split(",") if args.ids else None
-    post = PostprocessConfig(args.min_object_size, fill_holes=True) if args.min_object_size > 0 else None
+    post = None
+    if args.min_object_size > 0 or args.split_glands > 0:
+        post = PostprocessConfig(args.min_object_size, fill_holes=True, split_h=args.split_glands)
     try:
         report = drain(evaluate_model(model, args.data, split=args.split, ids=ids, branch=args.branch,
                                       postprocess=post),
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--branch", default="mean", type=lambda s: s if s == "mean" else int(s))
     e.add_argument("--min-object-size", type=int, default=0,
                    help="drop predicted objects and fill holes smaller than this (pixels); 0 = raw masks")
+    e.add_argument("--split-glands", type=float, default=0.0, metavar="H",
+                   help="split touching glands by a distance-transform watershed with h-maxima seeds of height H px")
     e.add_argument("--out", help="write the full report (per image + summary) as JSON")
     e.add_argument("--progress", choices=("text", "json"), default="text")
     e.set_defaults(func=cmd_evaluate)

@@ -7,7 +7,7 @@ from typing import Dict, Generator, List, Optional, Sequence, Union
 
 from .data import SplitRow, image_path, read_split
 from .io import read_image, read_mask
-from .postprocess import PostprocessConfig, clean_mask
+from .postprocess import PostprocessConfig, to_instances
 from .progress import EtaClock, Progress
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: 
         image = read_image(image_path(data_dir, row.id))
         gt = read_mask(data_dir / "masks" / f"{row.id}.png")
         pred = predict(model, image, tile=tile, overlap=overlap, branch=branch)
-        mask = pred.labels > 0
-        if postprocess is not None:
-            mask = clean_mask(mask, postprocess)
-        scores = evaluate_image(mask, gt)
+        if postprocess is None:
+            scores = evaluate_image(pred.labels > 0, gt)
+        else:
+            scores = evaluate_image(to_instances(pred.labels > 0, postprocess), gt, pred_instances=True)
         per_image.append({"id": row.id, "subset": row.subset, **scores})
         yield Progress("evaluate", k, len(rows), {"dice": scores["dice"]}, clock.eta(k))
     summary = {}

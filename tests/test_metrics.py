@@ -314,3 +314,23 @@ def test_postprocess_drops_specks_and_fills_small_holes():
     assert out[20:23, 20:23].all() and not out[50:, 50:].any()
     assert out[10:40, 10:40].all() and out.sum() == 900
     assert np.array_equal(clean_mask(mask, PostprocessConfig()), mask)  # off by default
+
+
+def test_split_touching_separates_two_glands_joined_by_a_neck():
+    from src_model.postprocess import PostprocessConfig, split_touching, to_instances
+
+    mask = np.zeros((60, 120), bool)
+    yy, xx = np.ogrid[:60, :120]
+    mask |= (yy - 30) ** 2 + (xx - 30) ** 2 <= 20 ** 2
+    mask |= (yy - 30) ** 2 + (xx - 90) ** 2 <= 20 ** 2
+    mask[28:33, 30:90] = True                          # a 5-px neck joins the two discs
+    mask[2:6, 110:114] = True                          # a small separate object, too flat to seed
+    lab = split_touching(mask, h=4)
+    assert lab[30, 30] != lab[30, 90] and lab[30, 30] > 0 and lab[30, 90] > 0
+    assert (lab > 0).sum() == mask.sum()               # no foreground pixel is dropped
+    assert lab[3, 111] > 0
+    assert len(np.unique(to_instances(mask, PostprocessConfig()))) - 1 == 2  # off: components only
+    gt = np.zeros((60, 120), np.uint8)
+    gt[(yy - 30) ** 2 + (xx - 30) ** 2 <= 20 ** 2] = 1
+    gt[(yy - 30) ** 2 + (xx - 90) ** 2 <= 20 ** 2] = 2
+    assert evaluate_image(lab, gt, pred_instances=True)["f1"] > evaluate_image(mask, gt)["f1"]
