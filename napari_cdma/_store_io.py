@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -200,6 +200,25 @@ def place(tmp: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.rename(tmp, target)
     return target
+
+
+@contextlib.contextmanager
+def all_or_nothing(what: str) -> Iterator[Tuple[List[Path], List[Path]]]:
+    """Yield the lists a mutation fills with what it stages and places; on any error remove it all.
+
+    An OSError (a full disk, say) becomes a :class:`StoreError` naming ``what``; the index is
+    committed last inside the block, so a failure leaves the store as it was.
+    """
+    placed: List[Path] = []
+    staged: List[Path] = []
+    try:
+        yield placed, staged
+    except OSError as exc:
+        undo(placed, staged)
+        raise disk_error(exc, what) from exc
+    except BaseException:
+        undo(placed, staged)
+        raise
 
 
 def undo(placed: List[Path], staged: List[Path]) -> None:

@@ -356,9 +356,7 @@ class ProjectStore:
                 index["images"][image_key] = image_entry
 
             attrs = {"region_id": rid, "bbox": [y0, x0, y1, x1], "image_hash": digest, **entry}
-            placed: List[Path] = []
-            staged: List[Path] = []
-            try:
+            with _io.all_or_nothing(f"accepting region {rid}") as (placed, staged):
                 if image_entry is not None:
                     tmp = self._staging_dir(staged)
                     _write_array(tmp, image_data)
@@ -376,12 +374,6 @@ class ProjectStore:
                 target = self.root / "regions" / rid
                 placed.append(_io.place(tmp, target if new_region else self.root / rel))
                 self._commit(index)
-            except OSError as exc:
-                _io.undo(placed, staged)
-                raise _disk_error(exc, f"accepting region {rid}") from exc
-            except BaseException:
-                _io.undo(placed, staged)
-                raise
         logger.info("accepted %s v%d (%s, holdout=%s) by %s", rid, version, (y0, x0, y1, x1),
                     region["holdout"], user)
         return self._record(rid, index["regions"][rid], version)
@@ -478,19 +470,11 @@ class ProjectStore:
                                        "shape": list(shape), "path": f"images/{digest}",
                                        "source_path": None if source_path is None else str(source_path),
                                        "added": _now()}
-            placed: List[Path] = []
-            staged: List[Path] = []
-            try:
+            with _io.all_or_nothing("adding an unlabelled image") as (placed, staged):
                 tmp = self._staging_dir(staged)
                 _write_array(tmp, data)
                 placed.append(_io.place(tmp, self.root / "images" / digest))
                 self._commit(index)
-            except OSError as exc:
-                _io.undo(placed, staged)
-                raise _disk_error(exc, "adding an unlabelled image") from exc
-            except BaseException:
-                _io.undo(placed, staged)
-                raise
         return digest
 
     def unlabelled_images(self) -> List[np.ndarray]:
@@ -539,10 +523,8 @@ class ProjectStore:
                 index["current_model"] = version
                 index["current_history"].append({"version": version, "at": created, "user": _default_user()})
             target = self.root / rel
-            placed: List[Path] = []
-            staged: List[Path] = []
-            tmp = self._staging_dir(staged)
-            try:
+            with _io.all_or_nothing(f"adding model {version}") as (placed, staged):
+                tmp = self._staging_dir(staged)
                 _io.copy_file_synced(src, tmp)
                 if target.exists():
                     raise StoreError(f"{target} exists but the index does not name it; refusing to overwrite")
@@ -550,12 +532,6 @@ class ProjectStore:
                 os.replace(tmp, target)
                 placed.append(target)
                 self._commit(index)
-            except OSError as exc:
-                _io.undo(placed, staged)
-                raise _disk_error(exc, f"adding model {version}") from exc
-            except BaseException:
-                _io.undo(placed, staged)
-                raise
         logger.info("added model %s (parent %s, promoted=%s)", version, parent, promoted)
         return record
 
