@@ -11,6 +11,7 @@ from qtpy.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, Q
                             QSpinBox, QVBoxLayout, QWidget)
 
 from ._loss_plot import LossPlot
+from ._messages import show_message
 
 POLL_MS = 100
 UI_REFRESH_S = 1.0
@@ -121,11 +122,7 @@ class RetrainPanel(QWidget):
 
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
-        self.result_label.setText(message)
-        if error:
-            from napari.utils.notifications import show_error  # noqa: PLC0415
-
-            show_error(message)
+        show_message(self.result_label, message, error)
 
     def start(self, steps: Optional[int] = None) -> bool:
         """Start retraining the store's current model in the background.

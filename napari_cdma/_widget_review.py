@@ -8,6 +8,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from ._layers import camera_for_tile, names_for, region_arrays, source_path
+from ._messages import show_message
 
 BBox = Tuple[int, int, int, int]
 
@@ -122,11 +123,7 @@ class ReviewPanel(QWidget):
     # ---------------------------------------------------------------- regions
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
-        self.status.setText(message)
-        if error:
-            from napari.utils.notifications import show_error  # noqa: PLC0415
-
-            show_error(message)
+        show_message(self.status, message, error)
 
     def accept(self, bbox: Optional[BBox] = None) -> Any:
         """Store the corrected mask of ``bbox`` (default: the selected tile) in the project.

@@ -10,6 +10,7 @@ from src_model import build_model
 from src_model import inference as inf
 from src_model.inference import FastMTNet, Prediction, predict, predict_tiles, tile_starts
 from src_model.io import read_image
+from src_model.progress import drain
 from src_model.uncertainty import disagreement, entropy, vote
 
 GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
@@ -104,14 +105,8 @@ def test_tiny_image_is_padded_and_cropped(lite):
 
 
 def test_progress_counts_up_to_total(lite, crop):
-    gen = predict_tiles(lite, crop, tile=256, overlap=0.25, batch_size=4)
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drain(predict_tiles(lite, crop, tile=256, overlap=0.25, batch_size=4), events.append)
     n_tiles = len(tile_starts(300, 256, 0.25)) * len(tile_starts(517, 256, 0.25))
     assert n_tiles == 6
     assert [e.step for e in events] == [4, 6]

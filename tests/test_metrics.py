@@ -15,7 +15,7 @@ from src_model.metrics import (
     aggregate, evaluate_image, evaluate_split, iter_evaluate, label_objects, object_scores,
     pixel_dice, pixel_iou,
 )
-from src_model.progress import Progress
+from src_model.progress import Progress, drain
 
 GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
 
@@ -260,13 +260,7 @@ def test_evaluate_split_groups_subsets_and_pools_objects():
     merged = box((10, 10), 0, 9, 0, 8)  # as in the merge test: TP 1, FP 0, FN 1, F1 2/3
     items = [("a1", "testA", gt > 0, gt), ("a2", "testA", merged, gt), ("b1", "testB", np.zeros_like(gt), gt)]
     events = []
-    gen = iter_evaluate(items)
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            records = stop.value
-            break
+    records = drain(iter_evaluate(items), events.append)
     assert [e.step for e in events] == [1, 2, 3]
     assert all(isinstance(e, Progress) and e.total == 3 for e in events)
     assert [r["image_id"] for r in records] == ["a1", "a2", "b1"]
