@@ -8,7 +8,7 @@ they are not the benchmark test set. Two regions per image (the two image corner
 with the most gland pixels); the store's rule holds out every 5th region, so 10 regions train on 8
 and score on 2. The whole validation images are added as unlabelled tissue.
 
-It measures, with :class:`napari_cdma.retrain_job.RetrainJob` (a child process, niced, one core
+It measures, with :class:`napari_cdma.project.retrain_job.RetrainJob` (a child process, niced, one core
 left free), the wall time from ``start()`` to the ``done`` event, seconds per step, the held-out
 Dice of the old and new model that the worker reports, and whether :func:`finish` promotes the new
 model by the rule. The load average at start is recorded: the machine may be shared.
@@ -121,7 +121,7 @@ def fill_store(store: Any, model_path: Path, n_regions: int) -> Dict[str, Any]:
 def run_job(store_path: Path, steps: int, out_dir: Path, options: Dict[str, Any],
             timeout_s: float) -> Dict[str, Any]:
     """Start a RetrainJob, poll it every 100 ms as the widget does; returns timings and the final event."""
-    from napari_cdma.retrain_job import RetrainJob  # noqa: PLC0415
+    from napari_cdma.project.retrain_job import RetrainJob  # noqa: PLC0415
 
     t0 = time.perf_counter()
     job = RetrainJob.start(store_path, steps, out_dir=out_dir, **options)
@@ -221,9 +221,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch  # noqa: PLC0415
 
-    from napari_cdma.retrain_job import finish  # noqa: PLC0415
+    from napari_cdma.project.retrain_job import finish  # noqa: PLC0415
     from src_model.checkpoint import read_checkpoint  # noqa: PLC0415
-    from napari_cdma.store import ProjectStore  # noqa: PLC0415
+    from napari_cdma.project.store import ProjectStore  # noqa: PLC0415
 
     options: Dict[str, Any] = {"device": "cpu"}
     if args.patch is not None:

@@ -145,7 +145,7 @@ class CdmaWidget(QWidget):
         Returns:
             The ``ProjectStore``, or None if it could not be opened (the reason is shown).
         """
-        from .store import ProjectStore  # noqa: PLC0415
+        from .project.store import ProjectStore  # noqa: PLC0415
 
         path = Path(path).expanduser()
         try:

@@ -35,7 +35,7 @@ def _fmt_dice(value: Any) -> str:
 class RetrainPanel(QWidget):
     """Retrain button, progress, loss curve, result, model versions.
 
-    The training itself runs in another process (``napari_cdma.retrain_job.RetrainJob``); this
+    The training itself runs in another process (``napari_cdma.project.retrain_job.RetrainJob``); this
     panel only calls its non-blocking ``poll()`` from a GUI-thread timer, so the viewer never waits.
 
     Args:
@@ -141,7 +141,7 @@ class RetrainPanel(QWidget):
                 return False
             if self._before_start is not None:
                 self._before_start(store)
-            from .retrain_job import RetrainJob  # noqa: PLC0415 - lazy: pulls in torch tooling
+            from .project.retrain_job import RetrainJob  # noqa: PLC0415 - lazy: pulls in torch tooling
 
             self.job = RetrainJob.start(store.root, int(steps or self.steps_spin.value()), **self.train_kwargs)
         except Exception as exc:  # noqa: BLE001 - store / spawn errors become a message
@@ -253,7 +253,7 @@ class RetrainPanel(QWidget):
             self._say(f"Retraining failed: {ev.get('message', 'unknown error')}", error=True)
 
     def _on_done(self, ev: Dict[str, Any]) -> None:
-        from .retrain_job import finish  # noqa: PLC0415
+        from .project.retrain_job import finish  # noqa: PLC0415
 
         store = self._get_store()
         before = store.current_model_version

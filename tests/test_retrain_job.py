@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_cdma.retrain_job import RetrainJob, finish
-from napari_cdma.store import ProjectStore
+from napari_cdma.project.retrain_job import RetrainJob, finish
+from napari_cdma.project.store import ProjectStore
 
 GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
 BOXES = [(40, 50, 136, 150), (200, 300, 264, 428), (100, 400, 228, 500), (300, 120, 380, 200),

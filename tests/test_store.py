@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_cdma import store as store_mod
-from napari_cdma.store import (
+from napari_cdma.project.store import (
     BUNDLED,
     STORE_FORMAT_VERSION,
     ProjectStore,

@@ -1,6 +1,6 @@
 """Low-level I/O of the project store: atomic files, zarr arrays, the lock, the index, staging.
 
-Nothing here knows about regions or models; :mod:`napari_cdma.store` composes these into its
+Nothing here knows about regions or models; :mod:`napari_cdma.project.store` composes these into its
 mutations. The crash-safety rules they implement are described there.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ try:  # POSIX only; on other systems the in-process lock is all we have.
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-logger = logging.getLogger("napari_cdma.store")  # its messages are the store's
+logger = logging.getLogger("napari_cdma.project.store")  # its messages are the store's
 
 STORE_FORMAT = "napari-cdma-store"
 STORE_FORMAT_VERSION = 1
@@ -43,8 +43,8 @@ class StoreVersionError(StoreError):
     """The store was written by a newer napari-cdma than this one."""
 
 
-# Both are part of napari_cdma.store's public API; they live here so the helpers can raise them.
-StoreError.__module__ = StoreVersionError.__module__ = "napari_cdma.store"
+# Both are part of napari_cdma.project.store's public API; they live here so the helpers can raise them.
+StoreError.__module__ = StoreVersionError.__module__ = "napari_cdma.project.store"
 
 
 def disk_error(exc: OSError, what: str) -> StoreError:

@@ -1,11 +1,11 @@
 """Retraining as a child process that the GUI polls: never blocks, never imports torch.
 
-:meth:`RetrainJob.start` writes ``JOB.json`` and starts ``python -m napari_cdma._retrain_worker``
+:meth:`RetrainJob.start` writes ``JOB.json`` and starts ``python -m napari_cdma.project.retrain_worker``
 in its own session (a crash, an out-of-memory kill or a Ctrl-C in the terminal cannot reach
 napari). A daemon thread reads the worker's JSON-lines events into a queue; the widget calls
 :meth:`RetrainJob.poll` from a timer. :func:`finish` adds the result to the store.
 
-Event dicts are those of :mod:`napari_cdma._retrain_worker`, plus the ones this module makes:
+Event dicts are those of :mod:`napari_cdma.project.retrain_worker`, plus the ones this module makes:
 ``{"event": "error", "message": "training process exited with code N: <stderr tail>"}`` when the
 process ends without a final event, and ``{"event": "cancelled", "forced": True}`` when a cancel
 had to kill it.
@@ -99,7 +99,7 @@ class RetrainJob:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         stderr_path = out_dir / "worker.log"
         with open(stderr_path, "ab") as err:  # the child keeps its own handle
-            proc = subprocess.Popen([python, "-m", "napari_cdma._retrain_worker", str(job_path)],
+            proc = subprocess.Popen([python, "-m", "napari_cdma.project.retrain_worker", str(job_path)],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                                     text=True, bufsize=1, encoding="utf-8", errors="replace",
                                     env=env, **kwargs)

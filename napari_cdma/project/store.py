@@ -47,15 +47,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _store_io as _io
+from . import store_io as _io
 # Re-exported: the store's public names. The underscore aliases are the module globals that the
 # store's write paths call (tests replace them to simulate a full disk).
-from ._store_io import INDEX_NAME, STAGING, STORE_FORMAT, STORE_FORMAT_VERSION, StoreError, StoreVersionError
-from ._store_io import atomic_write_json as _atomic_write_json
-from ._store_io import disk_error as _disk_error
-from ._store_io import read_array as _read_array
-from ._store_io import write_array as _write_array
-from ._store_io import write_group as _write_group
+from .store_io import INDEX_NAME, STAGING, STORE_FORMAT, STORE_FORMAT_VERSION, StoreError, StoreVersionError
+from .store_io import atomic_write_json as _atomic_write_json
+from .store_io import disk_error as _disk_error
+from .store_io import read_array as _read_array
+from .store_io import write_array as _write_array
+from .store_io import write_group as _write_group
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The retraining worker: runs in its own process, started by :class:`~napari_cdma.retrain_job.RetrainJob`.
+"""The retraining worker: runs in its own process, started by :class:`~napari_cdma.project.retrain_job.RetrainJob`.
 
-Usage: ``python -m napari_cdma._retrain_worker JOB.json``
+Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
 
 ``JOB.json`` keys:
     store (str): project store path.
@@ -218,7 +218,7 @@ def run(job: Dict[str, Any], emit: Callable[..., None], cancel: Callable[[], boo
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point: ``python -m napari_cdma._retrain_worker JOB.json``."""
+    """Entry point: ``python -m napari_cdma.project.retrain_worker JOB.json``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -226,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cancel = _CancelFlag()
     cancel.install()
     if len(argv) != 1:
-        emit("error", message="usage: python -m napari_cdma._retrain_worker JOB.json")
+        emit("error", message="usage: python -m napari_cdma.project.retrain_worker JOB.json")
         return EXIT_ERROR
     t0 = time.perf_counter()
     try:
