@@ -20,13 +20,20 @@ SAMPLE_KEY = "glas_testA_1"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m napari_cdma", description=__doc__.splitlines()[0])
-    p.add_argument("--screenshot", type=Path, help="save a PNG of the window (canvas + dock) after Predict")
+    p = argparse.ArgumentParser(
+        prog="python -m napari_cdma",
+        description="Open napari with the GlaS sample image and the CDMA dock, and run Predict with the "
+                    "bundled model. Without a display, run it under xvfb-run with --screenshot and --quit.")
+    p.add_argument("--screenshot", type=Path, metavar="PNG",
+                   help="save a PNG of the window (canvas + dock) after Predict")
     p.add_argument("--quit", action="store_true", help="close napari once done (after the screenshot)")
-    p.add_argument("--model", type=Path, help="checkpoint to predict with (default: the bundled model)")
-    p.add_argument("--project", type=Path, help="project store folder (default: $NAPARI_CDMA_PROJECT "
-                                                  "or ~/napari-cdma-project, opened only if it exists)")
-    p.add_argument("--timeout", type=float, default=300.0, help="give up waiting for Predict after S seconds")
+    p.add_argument("--model", type=Path, metavar="CKPT",
+                   help="checkpoint to predict with (default: the bundled model)")
+    p.add_argument("--project", type=Path, metavar="DIR",
+                   help="project store folder (default: $NAPARI_CDMA_PROJECT or ~/napari-cdma-project, "
+                        "opened only if it exists)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="give up waiting for Predict after S seconds (default: 300)")
     return p
 
 

@@ -17,6 +17,14 @@ BBox = Tuple[int, int, int, int]
 RankedTile = Tuple[float, BBox]
 
 
+ROLE_KEY = "napari_cdma_role"  # layer.metadata key naming a derived layer's role ("prediction", ...)
+
+
+def is_derived(layer: Any) -> bool:
+    """True for layers this plugin made from an image (prediction, uncertainty, tiles, ...)."""
+    return bool((getattr(layer, "metadata", None) or {}).get(ROLE_KEY))
+
+
 class LayerInputError(ValueError):
     """A layer cannot be used as model input; the message says why in user terms."""
 
@@ -123,6 +131,7 @@ def upsert_layer(viewer: Any, name: str, data: np.ndarray, layer_type: str, **kw
     if existing is None:
         add = getattr(viewer, f"add_{layer_type}")
         return add(data, name=name, **kwargs)
+    existing.metadata.update(kwargs.get("metadata") or {})
     if layer_type == "shapes":
         existing.data = []
         if len(data):
@@ -154,6 +163,10 @@ def fading_colormap(base: str = "inferno") -> Any:
     return Colormap(colors, name=f"{base}_fading", display_name=f"{base} (fading)")
 
 
+def _role(role: str) -> Dict[str, str]:
+    return {ROLE_KEY: role}
+
+
 def show_prediction(viewer: Any, image_name: str, prediction: Any, *, entropy: bool = False,
                     branches: bool = False) -> Dict[str, Any]:
     """Add or update the layers of one prediction.
@@ -177,19 +190,22 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, entropy: b
     heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
     out["disagreement"] = upsert_layer(viewer, names["disagreement"],
                                        np.asarray(prediction.disagreement, dtype=np.float32), "image",
-                                       colormap=fading_colormap("inferno"),
+                                       colormap=fading_colormap("inferno"), metadata=_role("disagreement"),
                                        **{**heat, "opacity": 0.85})
     if entropy and getattr(prediction, "entropy", None) is not None:
         out["entropy"] = upsert_layer(viewer, names["entropy"], np.asarray(prediction.entropy, np.float32),
-                                      "image", colormap="magma", visible=True, **heat)
+                                      "image", colormap="magma", visible=True,
+                                      metadata=_role("entropy"), **heat)
     branch_probs = getattr(prediction, "branch_probs", None)
     if branches and branch_probs is not None:
         for k in range(3):
             fg = np.asarray(branch_probs[k][1:].sum(axis=0), dtype=np.float32)
             out[f"branch{k + 1}"] = upsert_layer(viewer, names[f"branch{k + 1}"], fg, "image",
-                                                 colormap="viridis", visible=False, **heat)
+                                                 colormap="viridis", visible=False,
+                                                 metadata=_role(f"branch{k + 1}"), **heat)
     labels = np.asarray(prediction.labels).astype(np.uint8, copy=True)
-    out["prediction"] = upsert_layer(viewer, names["prediction"], labels, "labels", opacity=0.45)
+    out["prediction"] = upsert_layer(viewer, names["prediction"], labels, "labels", opacity=0.45,
+                                     metadata=_role("prediction"))
     return out
 
 
@@ -205,7 +221,7 @@ def show_review_tiles(viewer: Any, image_name: str, tiles: Sequence[RankedTile])
     """Add or update the Shapes layer outlining the ranked review tiles (edges only, no fill)."""
     return upsert_layer(viewer, names_for(image_name)["tiles"], tile_rectangles(tiles), "shapes",
                         shape_type="rectangle", edge_color="cyan", face_color="transparent",
-                        edge_width=4, opacity=0.9)
+                        edge_width=4, opacity=0.9, metadata=_role("tiles"))
 
 
 def camera_for_tile(bbox: BBox, canvas_hw: Tuple[int, int], margin: float = 1.05) -> Tuple[Tuple[float, float], float]:

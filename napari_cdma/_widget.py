@@ -1,8 +1,9 @@
 """The napari-cdma dock: project store, Predict, review / correct / accept, Retrain, versions.
 
 The dock is a composite of small panels (``_widget_predict``, ``_widget_review``,
-``_widget_retrain``); it owns the project store and the per-image state they share, and wires
-them: a prediction fills the layers and the review list; a new current model re-runs Predict.
+``_widget_retrain``, ``_widget_versions``); it owns the project store and the per-image state they
+share, and wires them: a prediction fills the layers and the review list; a new current model
+re-runs Predict.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from ._layers import names_for, show_prediction, show_review_tiles
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel
+from ._widget_versions import VersionsPanel
+from .project.store import ProjectStore
 
 PROJECT_ENV = "NAPARI_CDMA_PROJECT"
 
@@ -59,7 +62,7 @@ class CdmaWidget(QWidget):
                  parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._store: Any = None
+        self._store: Optional[ProjectStore] = None
         self.states: Dict[str, ImageState] = {}
         self.last_image: Optional[str] = None
         self._refresh_after_predict = False
@@ -75,6 +78,7 @@ class CdmaWidget(QWidget):
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
         self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get)
         self.retrain_panel = RetrainPanel(lambda: self.store, before_start=self._add_open_images)
+        self.versions_panel = VersionsPanel(lambda: self.store)
 
         store_row = QHBoxLayout()
         store_row.addWidget(self.store_edit, 1)
@@ -89,7 +93,7 @@ class CdmaWidget(QWidget):
         col = QVBoxLayout(inner)
         col.addWidget(project_box)
         for title, panel in (("Predict", self.predict_panel), ("Review, correct, accept", self.review_panel),
-                             ("Retrain", self.retrain_panel)):
+                             ("Retrain", self.retrain_panel), ("Model versions", self.versions_panel)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(panel)
             col.addWidget(box)
@@ -109,13 +113,14 @@ class CdmaWidget(QWidget):
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
         self.retrain_panel.model_changed.connect(self._on_model_changed)
+        self.versions_panel.model_changed.connect(self._on_model_changed)
 
         if Path(self.store_edit.text()).expanduser().is_dir():
             self.open_store(self.store_edit.text(), quiet=True)
 
     # ------------------------------------------------------------------ store
     @property
-    def store(self) -> Any:
+    def store(self) -> ProjectStore:
         """The open project store, opening (creating) the one named in the path field if needed."""
         if self._store is None:
             self.open_store(self.store_edit.text())
@@ -123,7 +128,7 @@ class CdmaWidget(QWidget):
                 raise RuntimeError(self.store_label.text())
         return self._store
 
-    def _add_open_images(self, store: Any) -> None:
+    def _add_open_images(self, store: ProjectStore) -> None:
         """Keep every predicted image as unlabelled tissue for the semi-supervised retraining.
 
         The store skips images it already holds (by content hash) and refuses slide-sized ones,
@@ -135,7 +140,7 @@ class CdmaWidget(QWidget):
             except ValueError:
                 pass
 
-    def open_store(self, path: os.PathLike, quiet: bool = False) -> Any:
+    def open_store(self, path: os.PathLike, quiet: bool = False) -> Optional[ProjectStore]:
         """Open (or create) a project store and show its regions, versions and current model.
 
         Args:
@@ -145,8 +150,6 @@ class CdmaWidget(QWidget):
         Returns:
             The ``ProjectStore``, or None if it could not be opened (the reason is shown).
         """
-        from .project.store import ProjectStore  # noqa: PLC0415
-
         path = Path(path).expanduser()
         try:
             store = ProjectStore.open(path)
@@ -167,7 +170,7 @@ class CdmaWidget(QWidget):
         versions = [m.version for m in store.models()]
         self.predict_panel.set_model_versions(versions, current=store.current_model_version)
         self.review_panel.refresh_regions()
-        self.retrain_panel.refresh_versions()
+        self.versions_panel.refresh()
         self.store_label.setText(f"{len(store.regions())} accepted region(s), {len(versions)} trained "
                                  f"version(s); current model: {store.current_model_version}")
 

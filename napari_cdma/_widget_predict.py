@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any, Callable, Generator, List, Optional, Tuple
 
 import numpy as np
+from magicgui.widgets import ComboBox, create_widget
+from napari.layers import Image
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                             QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from ._layers import LayerInputError, image_from_layer
+from ._layers import LayerInputError, image_from_layer, is_derived
 
 REVIEW_TILE = 256
 CHOOSE_FILE = "Choose file..."
@@ -86,12 +88,15 @@ class PredictPanel(QWidget):
         self.pixel_limit: Optional[int] = None  # None = the engine's MAX_PIXELS
         self.last_message = ""
 
-        self.image_combo = QComboBox()
+        # magicgui's layer chooser: follows the viewer's image layers by type (not by name); the
+        # plugin's own outputs (disagreement, entropy, ...) are marked in their metadata and left out.
+        self.image_choice: ComboBox = create_widget(annotation=Image, label="Image",
+                                                    options={"choices": self._image_layers})
+        self.image_choice.native.setToolTip("H&E image layer to segment")
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")
-        for combo in (self.image_combo, self.model_combo):
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(12)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(12)
         self.entropy_check = QCheckBox("entropy")
         self.branches_check = QCheckBox("branches")
         self.branches_check.setToolTip("Also show each decoder branch's foreground probability")
@@ -105,7 +110,7 @@ class PredictPanel(QWidget):
         self.status.setWordWrap(True)
 
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
+        form.addRow("Image", self.image_choice.native)
         form.addRow("Model", self.model_combo)
         extra = QHBoxLayout()
         extra.addWidget(QLabel("Also show:"))
@@ -137,25 +142,25 @@ class PredictPanel(QWidget):
         """True while a prediction runs."""
         return self._worker is not None
 
-    def _refresh_images(self, event: Any = None) -> None:
-        from napari.layers import Image  # noqa: PLC0415
+    def _image_layers(self, _widget: Any = None) -> List[Any]:
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and not is_derived(ly)]
 
-        current = self.image_combo.currentText()
-        names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image)
-                 and not ly.name.endswith((" disagreement", " entropy", " foreground"))]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        elif event is not None and getattr(event, "type", "") == "inserted" and names:
-            self.image_combo.setCurrentText(names[-1])
-        self.image_combo.blockSignals(False)
+    def _refresh_images(self, event: Any = None) -> None:
+        self.image_choice.reset_choices()
+        inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if inserted is not None and inserted in self.image_choice.choices:
+            self.image_choice.value = inserted  # a newly opened image becomes the one to predict
+
+    @property
+    def image_layer(self) -> Any:
+        """The chosen image layer, or None."""
+        return self.image_choice.value
 
     def set_image(self, name: str) -> None:
         """Select the image layer ``name``."""
         self._refresh_images()
-        self.image_combo.setCurrentText(name)
+        if name in self.viewer.layers:
+            self.image_choice.value = self.viewer.layers[name]
 
     def set_model_versions(self, versions: List[str], current: Optional[str] = None) -> None:
         """Rebuild the model combo: "bundled", project versions, chosen files, "Choose file...".
@@ -236,8 +241,7 @@ class PredictPanel(QWidget):
             self._fail("A prediction is already running; cancel it first.")
             return False
         if layer is None:
-            name = self.image_combo.currentText()
-            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+            layer = self.image_layer
         try:
             image = image_from_layer(layer, self.pixel_limit)
         except LayerInputError as exc:

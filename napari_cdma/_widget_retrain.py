@@ -1,17 +1,22 @@
 """Retrain panel: one-click background retraining (a separate process, polled by a QTimer),
-live loss / ETA / cancel, promote-if-better result, model versions and roll back."""
+live loss / ETA / cancel, and the promote-if-better result with "keep anyway"."""
 from __future__ import annotations
 
 import time
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
-                            QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ._loss_plot import LossPlot
 from ._messages import show_message
+from .project.events import Cancelled, Done, Evaluating, Failed, Progress, RetrainEvent, Started
+from ._widget_versions import fmt_dice
+from .project.store import ModelRecord, ProjectStore
+
+if TYPE_CHECKING:
+    from .project.retrain_job import RetrainJob  # imported when Retrain starts
 
 POLL_MS = 100
 UI_REFRESH_S = 1.0
@@ -25,15 +30,8 @@ def _fmt_eta(seconds: Optional[float]) -> str:
     return f"ETA {seconds // 60}:{seconds % 60:02d}"
 
 
-def _fmt_dice(value: Any) -> str:
-    try:
-        return f"{float(value):.3f}"
-    except (TypeError, ValueError):
-        return "n/a"
-
-
 class RetrainPanel(QWidget):
-    """Retrain button, progress, loss curve, result, model versions.
+    """Retrain button, progress, loss curve, result.
 
     The training itself runs in another process (``napari_cdma.project.retrain_job.RetrainJob``); this
     panel only calls its non-blocking ``poll()`` from a GUI-thread timer, so the viewer never waits.
@@ -43,26 +41,26 @@ class RetrainPanel(QWidget):
         parent: parent widget.
 
     Signals:
-        model_changed(str): the store's current model changed (promotion, override, roll back).
-        job_event(dict): every event polled from the job (for tests and scripting).
+        model_changed(str): the store's current model changed (promotion or "keep anyway").
+        job_event(RetrainEvent): every event polled from the job (for tests and scripting).
     """
 
     model_changed = Signal(str)
-    job_event = Signal(dict)
+    job_event = Signal(object)
 
-    def __init__(self, get_store: Callable[[], Any], parent: Optional[QWidget] = None,
-                 before_start: Optional[Callable[[Any], None]] = None) -> None:
+    def __init__(self, get_store: Callable[[], ProjectStore], parent: Optional[QWidget] = None,
+                 before_start: Optional[Callable[[ProjectStore], None]] = None) -> None:
         super().__init__(parent)
         self._get_store = get_store
         self._before_start = before_start  # e.g. add the open images to the store as unlabelled tissue
-        self.job: Any = None
+        self.job: Optional["RetrainJob"] = None
         self.state = "idle"  # idle | running | evaluating | done | cancelled | error
-        self.last_done: Optional[Dict[str, Any]] = None
-        self.last_record: Any = None
+        self.last_done: Optional[Done] = None
+        self.last_record: Optional[ModelRecord] = None
         self.last_message = ""
         self._quiet_polls = 0
         self.train_kwargs: Dict[str, Any] = {}  # extra RetrainJob.start arguments (tests, scripts)
-        self._pending_progress: Optional[Dict[str, Any]] = None
+        self._pending_progress: Optional[Progress] = None
         self._last_ui = 0.0
 
         self.steps_spin = QSpinBox()
@@ -83,9 +81,6 @@ class RetrainPanel(QWidget):
         self.result_label.setWordWrap(True)
         self.keep_button = QPushButton("Keep new model anyway")
         self.keep_button.setVisible(False)
-        self.version_list = QListWidget()
-        self.version_list.setMaximumHeight(100)
-        self.rollback_button = QPushButton("Roll back to selected")
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Steps"))
@@ -102,9 +97,6 @@ class RetrainPanel(QWidget):
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.result_label)
         layout.addWidget(self.keep_button)
-        layout.addWidget(QLabel("Model versions (* current):"))
-        layout.addWidget(self.version_list)
-        layout.addWidget(self.rollback_button)
 
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
@@ -112,7 +104,6 @@ class RetrainPanel(QWidget):
         self.retrain_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
         self.keep_button.clicked.connect(self.keep_anyway)
-        self.rollback_button.clicked.connect(lambda: self.roll_back())
 
     # ------------------------------------------------------------------ job
     @property
@@ -172,20 +163,17 @@ class RetrainPanel(QWidget):
         if self.job is None:
             self.timer.stop()
             return
-        try:
-            events = self.job.poll()
-        except Exception as exc:  # noqa: BLE001
-            events = [{"event": "error", "message": str(exc)}]
+        events: List[RetrainEvent] = self.job.poll()
         last_progress = None
         for ev in events:
-            if ev.get("event") == "progress":
-                loss = (ev.get("metrics") or {}).get("loss")
+            if isinstance(ev, Progress):
+                loss = ev.metrics.get("loss")
                 if loss is not None:
-                    self.loss_plot.add_point(int(ev.get("step") or 0), float(loss), repaint=False)
+                    self.loss_plot.add_point(ev.step, float(loss), repaint=False)
                 last_progress = ev
             else:
                 self._handle(ev)
-            self.job_event.emit(dict(ev))
+            self.job_event.emit(ev)
         now = time.monotonic()
         if last_progress is not None:
             self._pending_progress = last_progress
@@ -201,7 +189,7 @@ class RetrainPanel(QWidget):
             # The process ended; give its last queued events a few polls to arrive.
             self._quiet_polls += 1
             if self._quiet_polls > 30:
-                self._handle({"event": "error", "message": "the retraining process ended without a result"})
+                self._handle(Failed(message="the retraining process ended without a result"))
         else:
             self._quiet_polls = 0
 
@@ -215,44 +203,42 @@ class RetrainPanel(QWidget):
         self.retrain_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-    def _show_progress(self, ev: Dict[str, Any]) -> None:
-        total, step = int(ev.get("total") or 0), int(ev.get("step") or 0)
-        if total:
-            if self.progress.maximum() != total:
-                self.progress.setRange(0, total)
-            self.progress.setValue(min(step, total))
-        text = _fmt_eta(ev.get("eta_s"))
+    def _show_progress(self, ev: Progress) -> None:
+        if ev.total:
+            if self.progress.maximum() != ev.total:
+                self.progress.setRange(0, ev.total)
+            self.progress.setValue(min(ev.step, ev.total))
+        text = _fmt_eta(ev.eta_s)
         if self.eta_label.text() != text:
             self.eta_label.setText(text)
 
-    def _handle(self, ev: Dict[str, Any]) -> None:
-        kind = ev.get("event")
-        if kind == "started":
-            self._say(f"Retraining {ev.get('model_version', '')} on {ev.get('n_labelled', '?')} region(s) + "
-                      f"{ev.get('n_unlabelled', '?')} unlabelled image(s); {ev.get('n_holdout', '?')} held out.")
-        elif kind == "evaluating":
+    def _handle(self, ev: RetrainEvent) -> None:
+        if isinstance(ev, Started):
+            self._say(f"Retraining {ev.model_version} on {ev.n_labelled} region(s) + "
+                      f"{ev.n_unlabelled} unlabelled image(s); {ev.n_holdout} held out.")
+        elif isinstance(ev, Evaluating):
             self.state = "evaluating"
             self.progress.setRange(0, 0)
             self._say("Comparing new and old model on the held-out regions...")
-        elif kind == "done":
+        elif isinstance(ev, Done):
             self._end_job()
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self._on_done(ev)
-        elif kind == "cancelled":
+        elif isinstance(ev, Cancelled):
             self._end_job()
             self.state = "cancelled"
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
             self._say("Retraining cancelled; the current model is unchanged.")
-        elif kind == "error":
+        elif isinstance(ev, Failed):
             self._end_job()
             self.state = "error"
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
-            self._say(f"Retraining failed: {ev.get('message', 'unknown error')}", error=True)
+            self._say(f"Retraining failed: {ev.message}", error=True)
 
-    def _on_done(self, ev: Dict[str, Any]) -> None:
+    def _on_done(self, ev: Done) -> None:
         from .project.retrain_job import finish  # noqa: PLC0415
 
         store = self._get_store()
@@ -263,65 +249,28 @@ class RetrainPanel(QWidget):
             self.state = "error"
             self._say(f"Could not register the new model: {exc}", error=True)
             return
-        self.last_done = dict(ev)
+        self.last_done = ev
         self.last_record = record
         self.state = "done"
-        n = ev.get("n_holdout", "?")
         verdict = "promoted: it is now the current model" if record.promoted else \
             "not promoted: the current model stays"
-        self._say(f"{record.version}: held-out Dice {_fmt_dice(ev.get('old_dice'))} -> "
-                  f"{_fmt_dice(ev.get('new_dice'))} on {n} region(s); {verdict}.")
+        self._say(f"{record.version}: held-out Dice {fmt_dice(ev.old_dice)} -> "
+                  f"{fmt_dice(ev.new_dice)} on {ev.n_holdout} region(s); {verdict}.")
         self.keep_button.setVisible(not record.promoted)
-        self.refresh_versions()
         if store.current_model_version != before:
             self.model_changed.emit(store.current_model_version)
 
-    def keep_anyway(self) -> None:
+    def keep_anyway(self) -> bool:
         """Make the last, not promoted, model current anyway (the user's choice)."""
         if self.last_record is None:
-            return
-        self.keep_button.setVisible(False)
-        self.set_current(self.last_record.version)
-
-    # ------------------------------------------------------------- versions
-    def refresh_versions(self) -> None:
-        """Rebuild the version list from the store."""
-        self.version_list.clear()
-        try:
-            store = self._get_store()
-            models: List[Any] = list(store.models())
-            current = store.current_model_version
-        except Exception as exc:  # noqa: BLE001
-            self._say(f"Cannot read the project store: {exc}", error=True)
-            return
-        rows = [("bundled", "shipped model", None)] + [
-            (m.version, f"from {m.parent}{', promoted' if m.promoted else ''}",
-             (m.metrics or {}).get("new_dice")) for m in models]
-        for version, info, dice in rows:
-            mark = "* " if version == current else "  "
-            text = f"{mark}{version}  {info}" + (f"  held-out Dice {_fmt_dice(dice)}" if dice is not None else "")
-            item = QListWidgetItem(text)
-            item.setData(Qt.ItemDataRole.UserRole, version)
-            self.version_list.addItem(item)
-
-    def set_current(self, version: str) -> bool:
-        """Make ``version`` the store's current model and announce it."""
+            return False
+        version = self.last_record.version
         try:
             self._get_store().set_current(version)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
             self._say(f"Could not switch to {version}: {exc}", error=True)
             return False
-        self._say(f"Current model: {version}.")
-        self.refresh_versions()
+        self.keep_button.setVisible(False)
+        self._say(f"Current model: {version} (kept by hand).")
         self.model_changed.emit(version)
         return True
-
-    def roll_back(self, version: Optional[str] = None) -> bool:
-        """Make the selected (or given) version current: roll back or forward by hand."""
-        if version is None:
-            item = self.version_list.currentItem()
-            if item is None:
-                self._say("Select a model version first.", error=True)
-                return False
-            version = item.data(Qt.ItemDataRole.UserRole)
-        return self.set_current(version)

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import getpass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
+from magicgui.widgets import ComboBox, create_widget
+from napari.layers import Labels
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
+                            QVBoxLayout, QWidget)
 
 from ._layers import camera_for_tile, names_for, region_arrays, source_path
 from ._messages import show_message
+from .project.store import ProjectStore, RegionRecord
+
+if TYPE_CHECKING:  # the dock's per-image state; imported for the type only (no cycle at run time)
+    from ._widget import ImageState
 
 BBox = Tuple[int, int, int, int]
 
@@ -32,9 +39,7 @@ class ReviewPanel(QWidget):
     Args:
         viewer: the napari viewer.
         get_store: returns the open ``ProjectStore`` (opening it if needed).
-        get_state: returns the dock's per-image state for an image name (or None): an object with
-            ``image`` (H, W, 3), ``original_labels`` (H, W) and ``model_version`` (the project
-            model that predicted it, or None when it came from a file).
+        get_state: returns the dock's ``ImageState`` for an image name (or None).
         parent: parent widget.
 
     Signals:
@@ -43,8 +48,8 @@ class ReviewPanel(QWidget):
 
     regions_changed = Signal()
 
-    def __init__(self, viewer: Any, get_store: Callable[[], Any], get_state: Callable[[str], Any],
-                 parent: Optional[QWidget] = None) -> None:
+    def __init__(self, viewer: Any, get_store: Callable[[], ProjectStore],
+                 get_state: Callable[[str], Optional["ImageState"]], parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self._get_store = get_store
@@ -53,6 +58,11 @@ class ReviewPanel(QWidget):
         self.tiles: List[Tuple[float, BBox]] = []
         self.last_message = ""
 
+        # The layer holding the corrections: the prediction of the reviewed image by default, or any
+        # other Labels layer of the same size (magicgui follows the viewer's Labels layers).
+        self.labels_choice: ComboBox = create_widget(annotation=Labels, label="Corrections",
+                                                     options={"choices": self._labels_layers})
+        self.labels_choice.native.setToolTip("Labels layer whose corrected mask is stored on Accept")
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(110)
         self.tile_list.setToolTip("Tiles ranked by branch disagreement over tissue (score - (y, x))")
@@ -72,6 +82,9 @@ class ReviewPanel(QWidget):
         nav.addWidget(self.accept_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        form = QFormLayout()
+        form.addRow("Corrections", self.labels_choice.native)
+        layout.addLayout(form)
         layout.addWidget(QLabel("Look here next (most uncertain first):"))
         layout.addWidget(self.tile_list)
         layout.addLayout(nav)
@@ -86,11 +99,21 @@ class ReviewPanel(QWidget):
         self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.accept_button.clicked.connect(lambda: self.accept())
         self.withdraw_button.clicked.connect(lambda: self.withdraw())
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(lambda _e=None: self.labels_choice.reset_choices())
+
+    def _labels_layers(self, _widget: Any = None) -> List[Any]:
+        return [ly for ly in self.viewer.layers if isinstance(ly, Labels)]
 
     # ------------------------------------------------------------------ tiles
     def set_tiles(self, image_name: str, ranked: List[Tuple[float, BBox]]) -> None:
-        """Show the ranked tiles of an image (tiles without tissue, score 0, are left out)."""
+        """Show the ranked tiles of an image (tiles without tissue, score 0, are left out); its
+        prediction layer becomes the layer of corrections."""
         self.image_name = image_name
+        self.labels_choice.reset_choices()
+        prediction = names_for(image_name)["prediction"]
+        if prediction in self.viewer.layers:
+            self.labels_choice.value = self.viewer.layers[prediction]
         useful = [t for t in ranked if t[0] > 0] or list(ranked)
         self.tiles = [(float(s), tuple(int(v) for v in b)) for s, b in useful]
         self.tile_list.clear()
@@ -125,7 +148,7 @@ class ReviewPanel(QWidget):
         self.last_message = message
         show_message(self.status, message, error)
 
-    def accept(self, bbox: Optional[BBox] = None) -> Any:
+    def accept(self, bbox: Optional[BBox] = None) -> Optional[RegionRecord]:
         """Store the corrected mask of ``bbox`` (default: the selected tile) in the project.
 
         Returns:
@@ -136,12 +159,16 @@ class ReviewPanel(QWidget):
         if bbox is None or state is None:
             self._say("Predict an image and select a review tile first.", error=True)
             return None
-        labels_name = names_for(self.image_name)["prediction"]
-        if labels_name not in self.viewer.layers:
-            self._say(f"The label layer '{labels_name}' is gone; predict again.", error=True)
+        labels = self.labels_choice.value
+        if labels is None:
+            self._say(f"No Labels layer holds corrections of '{self.image_name}'; predict again.", error=True)
             return None
-        _, corrected, predicted = region_arrays(
-            state.image, self.viewer.layers[labels_name].data, state.original_labels, bbox)
+        if tuple(labels.data.shape) != state.original_labels.shape:
+            self._say(f"The Labels layer '{labels.name}' is {tuple(labels.data.shape)}, not the size of "
+                      f"'{self.image_name}' {state.original_labels.shape}; choose its prediction layer.",
+                      error=True)
+            return None
+        _, corrected, predicted = region_arrays(state.image, labels.data, state.original_labels, bbox)
         layer = self.viewer.layers[self.image_name] if self.image_name in self.viewer.layers else None
         try:
             store = self._get_store()
@@ -153,7 +180,7 @@ class ReviewPanel(QWidget):
         except Exception as exc:  # noqa: BLE001 - store errors (disk, version) become messages
             self._say(f"Could not store the region: {exc}", error=True)
             return None
-        self._say(f"Accepted region {getattr(record, 'region_id', '')} at {bbox[:2]}.")
+        self._say(f"Accepted region {record.region_id} at {bbox[:2]}.")
         self.refresh_regions()
         self.regions_changed.emit()
         return record
@@ -162,22 +189,18 @@ class ReviewPanel(QWidget):
         """Rebuild the accepted-region list from the store."""
         self.region_list.clear()
         try:
-            store = self._get_store()
-            regions = list(store.regions())
-            held = {getattr(r, "region_id", r) for r in store.holdout_regions()}
-        except Exception as exc:  # noqa: BLE001
+            regions: List[RegionRecord] = self._get_store().regions()
+        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
             self._say(f"Cannot read the project store: {exc}", error=True)
             return
         for r in regions:
-            rid = getattr(r, "region_id", "?")
-            bbox = tuple(getattr(r, "bbox", ()) or ())
-            mark = "  [held out]" if rid in held or getattr(r, "holdout", False) else ""
-            text = f"{rid}  (y, x) = {bbox[:2]}  corrects {getattr(r, 'model_version', '?')}{mark}"
+            mark = "  [held out]" if r.holdout else ""
+            text = f"{r.region_id}  (y, x) = {tuple(r.bbox[:2])}  corrects {r.model_version}{mark}"
             item = QListWidgetItem(text)
-            item.setData(Qt.ItemDataRole.UserRole, rid)
+            item.setData(Qt.ItemDataRole.UserRole, r.region_id)
             self.region_list.addItem(item)
 
-    def withdraw(self, region_id: Any = None) -> bool:
+    def withdraw(self, region_id: Optional[str] = None) -> bool:
         """Withdraw ``region_id`` (default: the selected accepted region) from the project."""
         if region_id is None:
             item = self.region_list.currentItem()

@@ -5,10 +5,9 @@ in its own session (a crash, an out-of-memory kill or a Ctrl-C in the terminal c
 napari). A daemon thread reads the worker's JSON-lines events into a queue; the widget calls
 :meth:`RetrainJob.poll` from a timer. :func:`finish` adds the result to the store.
 
-Event dicts are those of :mod:`napari_cdma.project.retrain_worker`, plus the ones this module makes:
-``{"event": "error", "message": "training process exited with code N: <stderr tail>"}`` when the
-process ends without a final event, and ``{"event": "cancelled", "forced": True}`` when a cancel
-had to kill it.
+Events are the dataclasses of :mod:`napari_cdma.project.events`. Besides the worker's own, this
+module makes ``Failed("training process exited with code N: <log tail>")`` when the process ends
+without a final event, and ``Cancelled(forced=True)`` when a cancel had to kill it.
 """
 from __future__ import annotations
 
@@ -24,12 +23,12 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from .events import FINAL_EVENTS, Cancelled, Done, Failed, RetrainEvent, parse_event
 from .store import ModelRecord, ProjectStore
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-FINAL_EVENTS = ("done", "cancelled", "error")
 CANCEL_GRACE_S = 10.0
 _STDERR_TAIL_LINES = 15
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -51,7 +50,7 @@ class RetrainJob:
         self.out_dir = out_dir
         self.stderr_path = stderr_path
         self.cancel_grace_s = cancel_grace_s
-        self._events: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        self._events: "queue.Queue[RetrainEvent]" = queue.Queue()
         self._finished = threading.Event()
         self._cancel_requested = False
         self._kill_timer: Optional[threading.Timer] = None
@@ -108,7 +107,7 @@ class RetrainJob:
 
     # ------------------------------------------------------------------ reading
     def _read(self) -> None:
-        final: Optional[Dict[str, Any]] = None
+        final: Optional[RetrainEvent] = None
         assert self._proc.stdout is not None
         try:
             for line in self._proc.stdout:
@@ -116,13 +115,12 @@ class RetrainJob:
                 if not line:
                     continue
                 try:
-                    event = json.loads(line)
+                    data = json.loads(line)
+                    event = parse_event(data if isinstance(data, dict) else {})
                 except ValueError:
                     logger.debug("retrain worker said: %s", line)
                     continue
-                if not isinstance(event, dict) or "event" not in event:
-                    continue
-                if event["event"] in FINAL_EVENTS:
+                if isinstance(event, FINAL_EVENTS):
                     final = event
                 self._events.put(event)
         except (OSError, ValueError):  # pipe closed under us
@@ -132,10 +130,10 @@ class RetrainJob:
             self._kill_timer.cancel()
         if final is None:
             if self._cancel_requested:
-                self._events.put({"event": "cancelled", "forced": True, "returncode": code})
+                self._events.put(Cancelled(forced=True, returncode=code))
             else:
-                self._events.put({"event": "error", "returncode": code,
-                                  "message": f"training process exited with code {code}: {self._stderr_tail()}"})
+                self._events.put(Failed(returncode=code,
+                                        message=f"training process exited with code {code}: {self._stderr_tail()}"))
         logger.info("retraining process %d ended with code %s", self._proc.pid, code)
         self._finished.set()
 
@@ -147,7 +145,7 @@ class RetrainJob:
         tail = [ln for ln in lines if ln.strip()][-_STDERR_TAIL_LINES:]
         return "\n".join(tail) if tail else "(no output; killed from outside?)"
 
-    def poll(self) -> List[Dict[str, Any]]:
+    def poll(self) -> List[RetrainEvent]:
         """Events received since the last call, oldest first; never blocks."""
         out = []
         while True:
@@ -179,7 +177,7 @@ class RetrainJob:
     def cancel(self) -> None:
         """Ask the worker to stop after its current step; kill it if it has not after the grace period.
 
-        Returns at once. The queue then receives ``{"event": "cancelled"}``.
+        Returns at once. The queue then receives a ``Cancelled`` event.
         """
         if not self.running or self._cancel_requested:
             return
@@ -211,13 +209,13 @@ class RetrainJob:
             pass
 
 
-def finish(store: ProjectStore, result_event: Dict[str, Any], promote: Optional[bool] = None,
+def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = None,
            note: str = "") -> ModelRecord:
     """Add a finished job's model to the store; it becomes current if better (or if ``promote``).
 
     Args:
         store: the project store the job trained from.
-        result_event: the job's ``"done"`` event.
+        result_event: the job's ``Done`` event.
         promote: None = promote when the new model scored better on the held-out regions (never
             when there were none); True / False = the user's choice.
         note: free text kept with the model version.
@@ -226,19 +224,18 @@ def finish(store: ProjectStore, result_event: Dict[str, Any], promote: Optional[
         The new model version's record.
 
     Raises:
-        ValueError: ``result_event`` is not a ``"done"`` event.
+        TypeError: ``result_event`` is not a ``Done`` event.
         StoreError: the store could not be written; nothing was changed.
     """
-    if result_event.get("event") != "done":
-        raise ValueError(f"finish() needs the job's 'done' event, got {result_event.get('event')!r}")
-    better = result_event.get("better")
-    promoted = bool(better) if promote is None else bool(promote)
-    metrics = {k: result_event.get(k) for k in ("old_dice", "new_dice", "n_holdout", "better", "steps_done")}
-    metrics["promoted_by"] = "rule" if promote is None else "user"
-    parent = result_event.get("parent_model") or store.current_model_version
-    if not note:
-        note = result_event.get("message") or ""
-    record = store.add_model(result_event["checkpoint"], parent=parent, metrics=metrics, note=note,
+    if not isinstance(result_event, Done):
+        raise TypeError(f"finish() needs the job's Done event, got {type(result_event).__name__}")
+    ev = result_event
+    promoted = bool(ev.better) if promote is None else bool(promote)
+    metrics = {"old_dice": ev.old_dice, "new_dice": ev.new_dice, "n_holdout": ev.n_holdout,
+               "better": ev.better, "steps_done": ev.steps_done,
+               "promoted_by": "rule" if promote is None else "user"}
+    parent = ev.parent_model or store.current_model_version
+    record = store.add_model(ev.checkpoint, parent=parent, metrics=metrics, note=note or ev.message,
                              promoted=promoted)
     logger.info("model %s added (parent %s, promoted=%s)", record.version, parent, promoted)
     return record

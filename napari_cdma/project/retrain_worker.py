@@ -11,18 +11,12 @@ Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
     config (dict, optional): any other TrainConfig field overrides.
     eval_tile (int, optional): tile size for scoring held-out regions (default 256).
 
-Protocol: one JSON object per line on stdout (flushed); everything else (logging, library
-output, C-level prints) goes to stderr. Events, in order::
+Protocol: one JSON object per line on stdout (flushed), the events of
+:mod:`napari_cdma.project.events` in order: ``Started``, ``Progress`` (per step), ``Evaluating``,
+then ``Done``, or ``Cancelled`` (SIGTERM: the trainer stops between steps; exit 0) or ``Failed``
+(exit code 1). Everything else (logging, library output, C-level prints) goes to stderr.
 
-    {"event": "started", "model_version", "n_labelled", "n_unlabelled", "n_holdout", "pid"}
-    {"event": "progress", "step", "total", "eta_s", "metrics": {...}}      (per step)
-    {"event": "evaluating", "n_holdout"}
-    {"event": "done", "checkpoint", "old_dice", "new_dice", "better", "n_holdout",
-     "parent_model", "steps_done", "message"}
-  or {"event": "cancelled", "steps_done"}  (SIGTERM: the trainer stops between steps; exit 0)
-  or {"event": "error", "message"}         (exit code 1)
-
-``better`` is ``new_dice > old_dice`` on the pooled foreground pixels of the held-out regions,
+``Done.better`` is ``new_dice > old_dice`` on the pooled foreground pixels of the held-out regions,
 or ``None`` when the store holds no held-out region (``message`` says so).
 """
 from __future__ import annotations
@@ -39,6 +33,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
+from .events import Cancelled, Done, Evaluating, Failed, Progress, RetrainEvent, Started, to_json
+
 logger = logging.getLogger("napari_cdma.retrain_worker")
 
 EXIT_ERROR = 1
@@ -54,17 +50,9 @@ class _Emitter:
         os.dup2(2, 1)  # stray prints (Python or C) cannot corrupt the event stream
         sys.stdout = sys.stderr
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        self._out.write(json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
+    def __call__(self, event: RetrainEvent) -> None:
+        self._out.write(to_json(event) + "\n")
         self._out.flush()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 class _CancelFlag:
@@ -147,7 +135,7 @@ def _score(model_path: Path, crops: Sequence[np.ndarray], truths: Sequence[np.nd
     return pooled_dice(pairs)
 
 
-def run(job: Dict[str, Any], emit: Callable[..., None], cancel: Callable[[], bool]) -> int:
+def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Callable[[], bool]) -> int:
     """Fine-tune the store's current model and score it; returns the exit code."""
     from src_model import load_checkpoint
     from src_model.progress import drain
@@ -173,10 +161,10 @@ def run(job: Dict[str, Any], emit: Callable[..., None], cancel: Callable[[], boo
         labelled.append((crop, (corrected > 0).astype(np.uint8)))
     unlabelled = store.unlabelled_images() + [crop for crop, _ in labelled]
     held = [store.load_region(rec.region_id) for rec in holdout_records]
-    emit("started", model_version=parent, n_labelled=len(labelled), n_unlabelled=len(unlabelled),
-         n_holdout=len(held), pid=os.getpid(), config=config.to_dict())
+    emit(Started(model_version=parent, n_labelled=len(labelled), n_unlabelled=len(unlabelled),
+                 n_holdout=len(held), pid=os.getpid(), config=config.to_dict()))
     if cancel():
-        emit("cancelled", steps_done=0)
+        emit(Cancelled(steps_done=0))
         return 0
 
     model = load_checkpoint(parent_path)
@@ -187,16 +175,16 @@ def run(job: Dict[str, Any], emit: Callable[..., None], cancel: Callable[[], boo
                   "regions": [f"{r.region_id}@{r.version}" for r in train_records]}
 
     def on_progress(p) -> None:
-        emit("progress", step=p.step, total=p.total, eta_s=p.eta_s,
-             metrics={k: float(v) for k, v in p.metrics.items()})
+        emit(Progress(step=p.step, total=p.total, eta_s=p.eta_s,
+                      metrics={k: float(v) for k, v in p.metrics.items()}))
 
     result = drain(train(model, labelled, unlabelled, config, out_dir, cancel=cancel, provenance=provenance),
                    on_progress)
     if result.cancelled or cancel():
-        emit("cancelled", steps_done=result.steps_done)
+        emit(Cancelled(steps_done=result.steps_done))
         return 0
 
-    emit("evaluating", n_holdout=len(held))
+    emit(Evaluating(n_holdout=len(held)))
     tile = int(job.get("eval_tile", 256))
     device = config.device
     if held:
@@ -205,15 +193,15 @@ def run(job: Dict[str, Any], emit: Callable[..., None], cancel: Callable[[], boo
         old = _score(parent_path, crops, truths, tile, device, cancel)
         new = None if old is None else _score(result.checkpoint, crops, truths, tile, device, cancel)
         if old is None or new is None:
-            emit("cancelled", steps_done=result.steps_done)
+            emit(Cancelled(steps_done=result.steps_done))
             return 0
         better: Optional[bool] = new > old
         message = f"held-out Dice {old:.3f} -> {new:.3f} on {len(held)} regions"
     else:
         old = new = better = None
         message = "no held-out regions yet: the new model cannot be scored; promote it by hand if wanted"
-    emit("done", checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
-         n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message)
+    emit(Done(checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
+              n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message))
     return 0
 
 
@@ -226,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cancel = _CancelFlag()
     cancel.install()
     if len(argv) != 1:
-        emit("error", message="usage: python -m napari_cdma.project.retrain_worker JOB.json")
+        emit(Failed(message="usage: python -m napari_cdma.project.retrain_worker JOB.json"))
         return EXIT_ERROR
     t0 = time.perf_counter()
     try:
@@ -236,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = run(job, emit, cancel)
     except Exception as exc:  # report every failure as an event, then exit non-zero
         logger.exception("retraining failed")
-        emit("error", message=f"{type(exc).__name__}: {exc}")
+        emit(Failed(message=f"{type(exc).__name__}: {exc}"))
         return EXIT_ERROR
     logger.info("worker finished in %.1f s", time.perf_counter() - t0)
     return code

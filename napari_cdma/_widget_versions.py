@@ -1,0 +1,99 @@
+"""Model versions panel: the project's models, which one is current, roll back (or forward)."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+
+from ._messages import show_message
+from .project.store import BUNDLED, ModelRecord, ProjectStore
+
+
+def fmt_dice(value: Optional[float]) -> str:
+    """A Dice score for display, or "n/a" when there is none."""
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def version_rows(models: List[ModelRecord], current: str) -> List[Tuple[str, str]]:
+    """``(version, text)`` rows of the version list, the shipped model first; ``*`` marks the current one."""
+    rows = [(BUNDLED, "shipped model", None)] + [
+        (m.version, f"from {m.parent}{', promoted' if m.promoted else ''}", (m.metrics or {}).get("new_dice"))
+        for m in models]
+    out = []
+    for version, info, dice in rows:
+        mark = "* " if version == current else "  "
+        out.append((version, f"{mark}{version}  {info}" + (f"  held-out Dice {fmt_dice(dice)}" if dice is not None
+                                                           else "")))
+    return out
+
+
+class VersionsPanel(QWidget):
+    """The list of model versions and a roll-back button.
+
+    Args:
+        get_store: returns the open ``ProjectStore``.
+        parent: parent widget.
+
+    Signals:
+        model_changed(str): the user made another version current.
+    """
+
+    model_changed = Signal(str)
+
+    def __init__(self, get_store: Callable[[], ProjectStore], parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._get_store = get_store
+        self.last_message = ""
+        self.version_list = QListWidget()
+        self.version_list.setMaximumHeight(100)
+        self.rollback_button = QPushButton("Roll back to selected")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("Model versions (* current):"))
+        layout.addWidget(self.version_list)
+        layout.addWidget(self.rollback_button)
+        layout.addWidget(self.status)
+        self.rollback_button.clicked.connect(lambda: self.roll_back())
+
+    def _say(self, message: str, error: bool = False) -> None:
+        self.last_message = message
+        show_message(self.status, message, error)
+
+    def refresh(self) -> None:
+        """Rebuild the list from the store."""
+        self.version_list.clear()
+        try:
+            store = self._get_store()
+            rows = version_rows(store.models(), store.current_model_version)
+        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
+            self._say(f"Cannot read the project store: {exc}", error=True)
+            return
+        for version, text in rows:
+            item = QListWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, version)
+            self.version_list.addItem(item)
+
+    def set_current(self, version: str) -> bool:
+        """Make ``version`` the store's current model and announce it."""
+        try:
+            self._get_store().set_current(version)
+        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
+            self._say(f"Could not switch to {version}: {exc}", error=True)
+            return False
+        self._say(f"Current model: {version}.")
+        self.refresh()
+        self.model_changed.emit(version)
+        return True
+
+    def roll_back(self, version: Optional[str] = None) -> bool:
+        """Make the selected (or given) version current: roll back or forward by hand."""
+        if version is None:
+            item = self.version_list.currentItem()
+            if item is None:
+                self._say("Select a model version first.", error=True)
+                return False
+            version = item.data(Qt.ItemDataRole.UserRole)
+        return self.set_current(version)

@@ -1,0 +1,106 @@
+"""The retraining protocol: typed events the worker process sends and the dock receives.
+
+The worker writes one JSON object per line on its stdout (``{"event": <kind>, ...fields}``);
+:class:`~napari_cdma.project.retrain_job.RetrainJob` parses each line with :func:`parse_event`
+into one of the dataclasses below, so the GUI never reads bare dicts or tuples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Optional, Type, Union
+
+
+@dataclass(frozen=True)
+class Started:
+    """Training began: what it trains on."""
+
+    kind: ClassVar[str] = "started"
+    model_version: str
+    n_labelled: int
+    n_unlabelled: int
+    n_holdout: int
+    pid: int = 0
+    config: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One optimiser step done; ``metrics`` holds the loss terms."""
+
+    kind: ClassVar[str] = "progress"
+    step: int
+    total: int
+    eta_s: Optional[float] = None
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluating:
+    """Training ended; old and new model are being scored on the held-out regions."""
+
+    kind: ClassVar[str] = "evaluating"
+    n_holdout: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """A new checkpoint exists and was scored. ``better`` is None when nothing was held out."""
+
+    kind: ClassVar[str] = "done"
+    checkpoint: str
+    parent_model: str
+    steps_done: int
+    n_holdout: int
+    old_dice: Optional[float] = None
+    new_dice: Optional[float] = None
+    better: Optional[bool] = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The job stopped on request; ``forced`` when it had to be killed."""
+
+    kind: ClassVar[str] = "cancelled"
+    steps_done: int = 0
+    forced: bool = False
+    returncode: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job failed; ``message`` says why in one line (plus the worker log's tail)."""
+
+    kind: ClassVar[str] = "error"
+    message: str
+    returncode: Optional[int] = None
+
+
+RetrainEvent = Union[Started, Progress, Evaluating, Done, Cancelled, Failed]
+FINAL_EVENTS = (Done, Cancelled, Failed)
+_BY_KIND: Dict[str, Type[Any]] = {c.kind: c for c in (Started, Progress, Evaluating, Done, Cancelled, Failed)}
+
+
+def to_json(event: RetrainEvent) -> str:
+    """One protocol line (without the newline)."""
+    return json.dumps({"event": event.kind, **dataclasses.asdict(event)}, default=str)
+
+
+def parse_event(data: Dict[str, Any]) -> RetrainEvent:
+    """The typed event of a decoded protocol line.
+
+    Unknown fields are ignored, so an older dock can read a newer worker's events.
+
+    Raises:
+        ValueError: ``data`` names no known event kind or lacks a required field.
+    """
+    cls = _BY_KIND.get(str(data.get("event")))
+    if cls is None:
+        raise ValueError(f"unknown retrain event {data.get('event')!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError as exc:
+        raise ValueError(f"malformed {cls.kind!r} event: {exc}") from None
