@@ -92,6 +92,29 @@ class AugmentConfig:
     color_jitter: float = 0.08  # per-channel gain/offset half-width (mild stain variation)
     noise_p: float = 0.25
     noise_std: float = 0.04
+    stain_jitter: float = 0.0  # HED stain jitter half-width (0 = off); see hed_jitter
+
+
+# Ruifrok & Johnston's H&E-DAB stain vectors (rows: haematoxylin, eosin, DAB), as skimage.color.rgb_from_hed
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
+
+
+def hed_jitter(rng: np.random.Generator, x: np.ndarray, sigma: float) -> np.ndarray:
+    """Stain augmentation in HED space (Tellez et al., 2018): the optical density of each stain is
+    scaled by U(1 - sigma, 1 + sigma) and shifted by U(-sigma, sigma).
+
+    Args:
+        x: RGB float (H, W, 3) in [0, 1].
+
+    Returns:
+        float32 (H, W, 3), not clipped.
+    """
+    alpha = 1 + rng.uniform(-sigma, sigma, size=3).astype(np.float32)
+    beta = rng.uniform(-sigma, sigma, size=3).astype(np.float32)
+    od = -np.log(np.maximum(x, 1e-6, dtype=np.float32))
+    hed = (od @ _HED_FROM_RGB) * alpha + beta
+    return np.exp(-(hed @ _RGB_FROM_HED))
 
 
 def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
@@ -127,7 +150,7 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.nda
 
 
 def augment(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray], cfg: AugmentConfig):
-    """Flip, rotate by 90 degrees, colour jitter and noise; returns float32 (3, H, W) in [0, 1] and mask."""
+    """Flip, rotate by 90 degrees, stain and colour jitter and noise; returns float32 (3, H, W) in [0, 1] and mask."""
     x = img.astype(np.float32) / 255.0
     if rng.random() < cfg.flip_p:
         axis = int(rng.integers(0, 2))
@@ -137,6 +160,8 @@ def augment(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray
         k = int(rng.integers(1, 4))
         x = np.rot90(x, k)
         mask = None if mask is None else np.rot90(mask, k)
+    if cfg.stain_jitter > 0:
+        x = hed_jitter(rng, x, cfg.stain_jitter)
     if cfg.color_jitter > 0:
         gain = 1 + rng.uniform(-cfg.color_jitter, cfg.color_jitter, size=3).astype(np.float32)
         offset = rng.uniform(-cfg.color_jitter, cfg.color_jitter, size=3).astype(np.float32) * 0.5
