@@ -2,7 +2,10 @@
 
 Usage::
 
-    python benchmarks/bench_engine.py [--quick] [--presets lite paper]
+    python benchmarks/bench_engine.py [--quick] [--presets lite paper] [--data GLAS]
+
+``--data``: the GlaS folder (images/, masks/, split.csv); default ``$CDMA_GLAS``, else
+``../shared/data/glas`` next to the repository. Without it the benchmark stops at once (exit code 2).
 
 Each preset runs in its own subprocess (so peak memory is per preset). Results go to
 ``benchmarks/results/engine.json`` and ``benchmarks/results/engine.md``.
@@ -20,11 +23,9 @@ Wall times on a shared machine depend on its load, so the 1-minute load average 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,11 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-GLAS = ROOT.parent / "shared" / "data" / "glas"
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import add_data_argument, glas_ids, machine_info, require_glas, write_results
+
 LOG = logging.getLogger("bench_engine")
 
 
@@ -44,7 +42,7 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def _batch(n_lab: int, n_unlab: int, size: int, seed: int):
+def _batch(data: Path, n_lab: int, n_unlab: int, size: int, seed: int):
     """16 random 256x256 crops of GlaS training images; masks binarised (gland > 0)."""
     import numpy as np
     import torch
@@ -52,10 +50,10 @@ def _batch(n_lab: int, n_unlab: int, size: int, seed: int):
     from src_model.io import read_image, read_mask
 
     rng = np.random.default_rng(seed)
-    names = sorted(p.name for p in (GLAS / "images").glob("train_*.png"))[:n_lab + n_unlab]
+    names = [f"{i}.png" for i in glas_ids(data)[:n_lab + n_unlab]]
     xs, ys = [], []
     for name in names:
-        img, mask = read_image(GLAS / "images" / name), read_mask(GLAS / "masks" / name)
+        img, mask = read_image(data / "images" / name), read_mask(data / "masks" / name)
         y0 = rng.integers(0, img.shape[0] - size + 1)
         x0 = rng.integers(0, img.shape[1] - size + 1)
         xs.append(img[y0:y0 + size, x0:x0 + size])
@@ -68,6 +66,7 @@ def _batch(n_lab: int, n_unlab: int, size: int, seed: int):
 def _check_reference(logits, target, n_lab) -> float:
     """Largest difference between our losses and the reference, in values and logit gradients."""
     from reference_losses import reference_cdma_loss
+
     from src_model.losses import cdma_loss
 
     worst = 0.0
@@ -80,7 +79,7 @@ def _check_reference(logits, target, n_lab) -> float:
     (ours, g_ours), (ref, g_ref) = grads
     for key in ("loss", "sup", "cdkd", "ent"):
         worst = max(worst, abs(float(ours[key].detach()) - float(ref[key].detach())))
-    for a, b in zip(g_ours, g_ref):
+    for a, b in zip(g_ours, g_ref, strict=True):
         worst = max(worst, float((a - b).abs().max()) * a[:, 0].numel())  # gradients of pixel means, per pixel
     if worst > 1e-5:
         raise AssertionError(f"reference losses differ from src_model.losses by {worst:.3g} (> 1e-5)")
@@ -96,7 +95,7 @@ def _timeit(fn, reps: int) -> list:
     return out
 
 
-def worker(preset: str, quick: bool, threads: int = 0) -> dict:
+def worker(preset: str, quick: bool, data: Path, threads: int = 0) -> dict:
     """Run all measurements for one preset in this process; return a JSON-able dict."""
     import torch
 
@@ -104,6 +103,7 @@ def worker(preset: str, quick: bool, threads: int = 0) -> dict:
         torch.set_num_threads(threads)
 
     from reference_losses import reference_cdma_loss
+
     from src_model import build_model
     from src_model.inference import predict
     from src_model.io import read_image
@@ -116,7 +116,7 @@ def worker(preset: str, quick: bool, threads: int = 0) -> dict:
     res["parameters_M"] = sum(p.numel() for p in model.parameters()) / 1e6
 
     # (c) inference first, so that the first memory reading is the inference peak
-    image = read_image(GLAS / "images" / "testA_1.png")
+    image = read_image(data / "images" / "testA_1.png")
     npx = image.shape[0] * image.shape[1]
     model.eval()
     n_inf = 1 if paper else (2 if quick else 4)
@@ -141,7 +141,7 @@ def worker(preset: str, quick: bool, threads: int = 0) -> dict:
 
     # (a, b) training steps
     model.train()
-    x, y = _batch(8, 8, 256, seed=0)
+    x, y = _batch(data, 8, 8, 256, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
     with torch.no_grad():
         logits = model(x)
@@ -186,16 +186,6 @@ def worker(preset: str, quick: bool, threads: int = 0) -> dict:
     return res
 
 
-def machine_info() -> dict:
-    import torch
-
-    from _machine import cpu_model
-
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "date": dt.datetime.now().isoformat(timespec="seconds"),
-            "load_avg_1_5_15": list(os.getloadavg())}
-
-
 def to_markdown(info: dict, results: dict, quick: bool) -> str:
     lines = [f"# Engine benchmark{' (quick)' if quick else ''}", "",
              f"CPU: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
@@ -233,15 +223,17 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--presets", nargs="+", default=["lite", "paper"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_data_argument(parser)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    data = require_glas(args.data, parser.prog).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.worker:
-        json.dump(worker(args.worker, args.quick, args.threads), sys.stdout)
+        json.dump(worker(args.worker, args.quick, data, args.threads), sys.stdout)
         return 0
     results = {}
     for preset in args.presets:
-        cmd = [sys.executable, __file__, "--worker", preset, "--threads", str(args.threads)]
+        cmd = [sys.executable, __file__, "--worker", preset, "--threads", str(args.threads), "--data", str(data)]
         cmd += ["--quick"] if args.quick else []
         LOG.info("running %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -253,11 +245,9 @@ def main(argv=None) -> int:
     info = machine_info()
     if args.threads:
         info["torch_threads"] = args.threads
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "engine.json").write_text(json.dumps({"machine": info, "quick": args.quick, "results": results},
-                                                    indent=2))
-    (RESULTS / "engine.md").write_text(to_markdown(info, results, args.quick))
-    LOG.info("wrote %s and %s", RESULTS / "engine.json", RESULTS / "engine.md")
+    paths = write_results("engine", {"machine": info, "quick": args.quick, "data": str(data), "results": results},
+                          to_markdown(info, results, args.quick))
+    LOG.info("wrote %s and %s", *paths)
     return 0
 
 

@@ -11,15 +11,19 @@ A 10 ms QTimer measures its own lateness (actual interval - 10 ms) for ``--secon
 It also times click-to-layers for Predict on a GlaS image (first run includes model loading).
 Writes ``benchmarks/results/responsiveness.json`` and ``.md``.
 
+Usage::
+
+    python benchmarks/bench_responsiveness.py [--seconds 20] [--no-thread] [--data GLAS]
+
+``--data``: the GlaS folder (images/, masks/, split.csv) the regions come from; default ``$CDMA_GLAS``,
+else ``../shared/data/glas`` next to the repository. Without it the benchmark stops at once (exit code 2).
 Run headless with ``xvfb-run -a python benchmarks/bench_responsiveness.py`` (the script re-execs
 itself under ``xvfb-run`` when no display is set).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -28,10 +32,18 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+from _common import (
+    RESULTS,
+    add_data_argument,
+    ensure_display,
+    fill_store,
+    glas_ids,
+    load_average,
+    machine_info,
+    require_glas,
+    write_results,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-GLAS = Path(os.environ.get("CDMA_GLAS", "/work/shared/data/glas"))
-RESULTS = ROOT / "benchmarks" / "results"
 INTERVAL_MS = 10
 TRAIN_OPTS = dict(device="cpu", patch=128, batch_labelled=4, batch_unlabelled=4)
 
@@ -47,7 +59,7 @@ def _stats(lateness_ms: List[float]) -> Dict[str, float]:
 
 def measure(seconds: float) -> Dict[str, float]:
     """Run the Qt event loop for ``seconds`` with a 10 ms timer; return lateness statistics."""
-    from qtpy.QtCore import QEventLoop, QTimer  # noqa: PLC0415
+    from qtpy.QtCore import QEventLoop, QTimer
 
     ticks: List[float] = []
     timer = QTimer()
@@ -58,13 +70,13 @@ def measure(seconds: float) -> Dict[str, float]:
     timer.start()
     loop.exec()
     timer.stop()
-    late = [max(0.0, (b - a) * 1000.0 - INTERVAL_MS) for a, b in zip(ticks, ticks[1:])]
+    late = [max(0.0, (b - a) * 1000.0 - INTERVAL_MS) for a, b in zip(ticks, ticks[1:], strict=False)]
     return _stats(late)
 
 
 def wait_until(pred, timeout_s: float) -> bool:
     """Process events until ``pred()`` or the timeout."""
-    from qtpy.QtWidgets import QApplication  # noqa: PLC0415
+    from qtpy.QtWidgets import QApplication
 
     t0 = time.perf_counter()
     while not pred():
@@ -77,10 +89,10 @@ def wait_until(pred, timeout_s: float) -> bool:
 
 def base_checkpoint(tmp: Path) -> Path:
     """The bundled model if installed and readable, else a random ``lite`` model in ``tmp``."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    import src_model  # noqa: PLC0415
-    from src_model.checkpoint import CheckpointError, bundled_model_path, load_model, save_checkpoint  # noqa: PLC0415
+    import src_model
+    from src_model.checkpoint import CheckpointError, bundled_model_path, load_model, save_checkpoint
 
     try:
         load_model(bundled_model_path())
@@ -92,33 +104,23 @@ def base_checkpoint(tmp: Path) -> Path:
         return path
 
 
-def fill_store(store: Any, base: Path, n: int = 6) -> List[Any]:
-    """Accept ``n`` real GlaS train regions (ground-truth masks as corrections)."""
-    from src_model.io import read_image, read_mask  # noqa: PLC0415
-
+def accept_regions(store: Any, base: Path, data: Path, n: int = 6) -> List[str]:
+    """Accept the top-left 256 x 256 region of the first ``n`` GlaS train images (expert masks as
+    corrections, an empty prediction); returns the image ids."""
     store.add_model(base, parent="bundled", promoted=True)
-    ids = sorted(p.stem for p in (GLAS / "images").glob("train_*.png"))[:n]
-    for i in ids:
-        img, mask = read_image(GLAS / "images" / f"{i}.png"), read_mask(GLAS / "masks" / f"{i}.png")
-        bbox = (0, 0, 256, 256)
-        gt = (mask[:256, :256] > 0).astype(np.uint8)
-        store.accept_region(img, bbox, gt, np.zeros_like(gt), model_version=store.current_model_version,
-                            source_path=str(GLAS / "images" / f"{i}.png"))
-    return ids
-
-
-from napari_cdma._widget_retrain import UI_REFRESH_S  # noqa: E402
+    filled = fill_store(store, data, glas_ids(data)[:n], n, per_image=1, boxes="top-left")
+    return [r["image"] for r in filled["regions"]]
 
 
 def thread_training_worker(store: Any, out_dir: Path):
     """A napari thread_worker running the same fine-tuning in-process (for comparison)."""
-    from napari.qt.threading import create_worker  # noqa: PLC0415
+    from napari.qt.threading import create_worker
 
     def job():
-        import torch  # noqa: PLC0415
+        import torch
 
-        from src_model import load_checkpoint  # noqa: PLC0415
-        from src_model.trainer import TrainConfig, train  # noqa: PLC0415
+        from src_model import load_checkpoint
+        from src_model.trainer import TrainConfig, train
 
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # as RetrainJob does for its child
         labelled = []
@@ -139,16 +141,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="measuring time per phase")
     p.add_argument("--no-thread", action="store_true", help="skip the in-process thread_worker phase")
     p.add_argument("--out", type=Path, default=RESULTS)
+    add_data_argument(p)
     args = p.parse_args(argv)
+    data = require_glas(args.data, p.prog).resolve()
+    ensure_display()
 
-    import napari  # noqa: PLC0415
+    import napari
 
-    from napari_cdma._sample import SAMPLE_NAME  # noqa: PLC0415
+    from napari_cdma._sample import SAMPLE_NAME
+    from napari_cdma._widget_retrain import UI_REFRESH_S
 
     tmp = Path(tempfile.mkdtemp(prefix="cdma_bench_"))
+    # the machine facts (cpu_count, platform, python, ...) join at the top level after the run: collecting
+    # them imports torch, and the first Predict's time is to include that
     results: Dict[str, Any] = {"interval_ms": INTERVAL_MS, "seconds_per_phase": args.seconds,
-                               "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                               "python": sys.version.split()[0], "train_options": TRAIN_OPTS}
+                               "load_avg_1_5_15": load_average(), "data": str(data), "train_options": TRAIN_OPTS}
     viewer = napari.Viewer(title="napari-cdma benchmark")
     try:
         viewer.open_sample("napari-cdma", "glas_testA_1")
@@ -156,16 +163,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         base = base_checkpoint(tmp)
         results["base_model"] = str(base)
         store = widget.open_store(tmp / "project")
-        results["regions"] = fill_store(store, base)
+        results["regions"] = accept_regions(store, base, data)
         widget.open_store(tmp / "project")
 
         # Predict: click-to-layers, twice (the first includes loading torch and the model).
+        results["torch_imported_before_predict"] = "torch" in sys.modules
         times = []
         for _ in range(2):
             before = widget.states.get(SAMPLE_NAME)
             t0 = time.perf_counter()
             widget.predict_panel.predict_button.click()
-            ok = wait_until(lambda: widget.states.get(SAMPLE_NAME) is not before
+            ok = wait_until(lambda before=before: widget.states.get(SAMPLE_NAME) is not before
                             and not widget.predict_panel.running, 300)
             times.append(time.perf_counter() - t0 if ok else float("nan"))
         results["predict_click_to_layers_s"] = {"first": times[0], "second": times[1],
@@ -209,12 +217,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         viewer.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    results["load_avg_end"] = load_average()
+    results.update({k: v for k, v in machine_info().items() if k != "load_avg_1_5_15"})
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "responsiveness.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     lines = ["# Viewer responsiveness (10 ms QTimer lateness)", "",
              f"{results['cpu_count']} CPU cores, {args.seconds:.0f} s per phase, {results['platform']}; "
-             f"training options {TRAIN_OPTS}.", "",
+             f"training options {TRAIN_OPTS}; load average (1 min) {results['load_avg_1_5_15'][0]:.2f} at start, "
+             f"{results['load_avg_end'][0]:.2f} at end.", "",
              "| phase | p50 ms | p99 ms | max ms | > 50 ms | train steps |", "|---|---|---|---|---|---|"]
     for phase in ("idle", "retrain_subprocess", "retrain_thread"):
         s = results.get(phase)
@@ -224,14 +233,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     pt = results["predict_click_to_layers_s"]
     lines += ["", f"Predict click-to-layers on {pt['image']}: first {pt['first']:.2f} s (includes model load), "
               f"second {pt['second']:.2f} s."]
-    (args.out / "responsiveness.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_results("responsiveness", results, "\n".join(lines), args.out, indent=1)
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and shutil.which("xvfb-run") \
-            and not os.environ.get("CDMA_BENCH_NO_XVFB"):
-        os.environ["CDMA_BENCH_NO_XVFB"] = "1"
-        os.execvp("xvfb-run", ["xvfb-run", "-a", sys.executable, *sys.argv])
     sys.exit(main())

@@ -16,8 +16,11 @@ model by the rule. The load average at start is recorded: the machine may be sha
 Usage::
 
     python benchmarks/bench_retrain.py [--model CKPT] [--steps 150] [--regions 10] [--seed 0] [--append]
+                                       [--data GLAS]
 
 Try other fine-tuning settings with ``--patch``, ``--batch``, ``--lr``; ``--append`` adds a row.
+``--data``: the GlaS folder (images/, masks/, split.csv); default ``$CDMA_GLAS``, else
+``../shared/data/glas`` next to the repository. Without it the benchmark stops at once (exit code 2).
 
 Writes ``benchmarks/results/retrain.json`` and ``retrain.md``.
 """
@@ -27,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -35,26 +37,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
+from _common import RESULTS, ROOT, add_data_argument, fill_store, machine_info, require_glas, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-GLAS = Path(os.environ.get("CDMA_GLAS", str(ROOT.parent / "shared" / "data" / "glas")))
-RESULTS = ROOT / "benchmarks" / "results"
 SPLIT = RESULTS / "glas_ssl" / "split.json"
 STAND_IN = ROOT / "runs" / "glas_ssl" / "bundled" / "last.pt"
-REGION = 256
 GOAL_S = 180.0
 
 log = logging.getLogger("bench_retrain")
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 2
 
 
 def starting_model(explicit: Optional[Path], tmp: Path) -> Tuple[Path, str]:
@@ -63,7 +52,7 @@ def starting_model(explicit: Optional[Path], tmp: Path) -> Tuple[Path, str]:
     Order: ``--model``, the bundled model, the ``bundled`` row of the GlaS benchmark (a stand-in
     that a background run may still be rewriting, hence the copy).
     """
-    from src_model.checkpoint import bundled_model_path  # noqa: PLC0415
+    from src_model.checkpoint import bundled_model_path
 
     if explicit is not None:
         src = explicit
@@ -78,50 +67,25 @@ def starting_model(explicit: Optional[Path], tmp: Path) -> Tuple[Path, str]:
     return dst, str(src)
 
 
-def pick_boxes(mask: np.ndarray, n: int) -> List[Tuple[int, int, int, int]]:
-    """The ``n`` image corners (of 4) whose 256 x 256 box holds the most gland pixels."""
-    h, w = mask.shape
-    corners = [(0, 0), (0, w - REGION), (h - REGION, 0), (h - REGION, w - REGION)]
-    boxes = [(y, x, y + REGION, x + REGION) for y, x in corners]
-    boxes.sort(key=lambda b: -int(np.count_nonzero(mask[b[0]:b[2], b[1]:b[3]])))
-    return sorted(boxes[:n])
-
-
-def fill_store(store: Any, model_path: Path, n_regions: int) -> Dict[str, Any]:
-    """Accept ``n_regions`` regions from the validation images; returns what was accepted."""
-    from src_model import load_checkpoint  # noqa: PLC0415
-    from src_model.inference import predict  # noqa: PLC0415
-    from src_model.io import read_image, read_mask  # noqa: PLC0415
+def accept_regions(store: Any, model_path: Path, data: Path, n_regions: int) -> Dict[str, Any]:
+    """Accept ``n_regions`` regions from the validation images, 2 per image (the corners with the most
+    gland pixels; the model's prediction is what was corrected), and keep every validation image as
+    unlabelled tissue; returns what was accepted."""
+    from src_model import load_checkpoint
 
     val = sorted(json.loads(SPLIT.read_text(encoding="utf-8"))["val"], key=lambda s: int(s.split("_")[1]))
     per_image = 2
     n_images = -(-n_regions // per_image)
     if n_images > len(val):
         raise SystemExit(f"{n_regions} regions need {n_images} validation images, split.json has {len(val)}")
-    model = load_checkpoint(model_path)
-    version = store.current_model_version
-    accepted: List[Dict[str, Any]] = []
-    for image_id in val:
-        path = GLAS / "images" / f"{image_id}.png"
-        image = read_image(path)
-        if len(accepted) < n_regions:
-            mask = read_mask(GLAS / "masks" / f"{image_id}.png")
-            labels = predict(model, image, device="cpu").labels
-            for box in pick_boxes(mask, min(per_image, n_regions - len(accepted))):
-                y0, x0, y1, x1 = box
-                rec = store.accept_region(image, box, (mask[y0:y1, x0:x1] > 0).astype(np.uint8),
-                                          (labels[y0:y1, x0:x1] > 0).astype(np.uint8),
-                                          model_version=version, user="benchmark", source_path=str(path))
-                accepted.append({"region": rec.region_id, "image": image_id, "bbox": list(box),
-                                 "holdout": rec.holdout})
-        store.add_unlabelled_image(image, source_path=str(path))  # no-op for images already kept
-    return {"regions": accepted, "unlabelled_images": val}
+    return fill_store(store, data, val, n_regions, per_image=per_image, boxes="most-glands",
+                      model=load_checkpoint(model_path), unlabelled=True, user="benchmark")
 
 
 def run_job(store_path: Path, steps: int, out_dir: Path, options: Dict[str, Any],
             timeout_s: float) -> Dict[str, Any]:
     """Start a RetrainJob, poll it every 100 ms as the widget does; returns timings and the final event."""
-    from napari_cdma.project.retrain_job import RetrainJob  # noqa: PLC0415
+    from napari_cdma.project.retrain_job import RetrainJob
 
     t0 = time.perf_counter()
     job = RetrainJob.start(store_path, steps, out_dir=out_dir, **options)
@@ -174,8 +138,6 @@ def _row(run: Dict[str, Any]) -> str:
 
 def write_report(runs: List[Dict[str, Any]], out: Path) -> str:
     """Write ``retrain.json`` (all runs) and ``retrain.md`` (a table, one row per run)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "retrain.json").write_text(json.dumps({"goal_s": GOAL_S, "runs": runs}, indent=1), encoding="utf-8")
     r = runs[-1]
     lines = [
         "# Retrain turnaround (10 accepted regions, lite preset, finetune schedule)", "",
@@ -198,7 +160,7 @@ def write_report(runs: List[Dict[str, Any]], out: Path) -> str:
               "measure. Promoted = by `finish()`'s rule (new Dice > old Dice).", "",
               "Commands (in row order):", ""] + [f"    {run['command']}" for run in runs]
     text = "\n".join(lines) + "\n"
-    (out / "retrain.md").write_text(text, encoding="utf-8")
+    write_results("retrain", {"goal_s": GOAL_S, "runs": runs}, text, out, indent=1)
     return text
 
 
@@ -216,14 +178,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--keep", action="store_true", help="keep the temporary store")
+    add_data_argument(p)
     args = p.parse_args(argv)
+    data = require_glas(args.data, p.prog).resolve()
+    if not SPLIT.is_file():
+        print(f"{p.prog}: error: no {SPLIT} (the validation images come from it: run benchmarks/glas_ssl.py first)",
+              file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    import torch  # noqa: PLC0415
-
-    from napari_cdma.project.retrain_job import finish  # noqa: PLC0415
-    from src_model.checkpoint import read_checkpoint  # noqa: PLC0415
-    from napari_cdma.project.store import ProjectStore  # noqa: PLC0415
+    from napari_cdma.project.retrain_job import finish
+    from napari_cdma.project.store import ProjectStore
+    from src_model.checkpoint import read_checkpoint
 
     options: Dict[str, Any] = {"device": "cpu"}
     if args.patch is not None:
@@ -240,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         t0 = time.perf_counter()
         store = ProjectStore.open(tmp / "project")
         store.add_model(start_ckpt, parent="bundled", promoted=True, note=f"benchmark start: {start_src}")
-        filled = fill_store(store, start_ckpt, args.regions)
+        filled = accept_regions(store, start_ckpt, data, args.regions)
         setup_s = time.perf_counter() - t0
         log.info("store ready in %.1f s: %d regions (%d held out)", setup_s, len(filled["regions"]),
                  sum(r["holdout"] for r in filled["regions"]))
@@ -252,16 +218,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         record = finish(store, job["done"])
         log.info("turnaround %.1f s; held-out Dice %.4f -> %.4f; promoted %s", job["turnaround_s"],
                  job["done"]["old_dice"], job["done"]["new_dice"], record.promoted)
-        from _machine import cpu_model  # noqa: PLC0415
-
-        cpu = cpu_model()
+        info = machine_info()
         job["done"]["checkpoint"] = Path(job["done"]["checkpoint"]).name  # the temp dir is gone afterwards
         results = {
             "command": "python benchmarks/bench_retrain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": _cores(), "cpu": cpu,
-            "platform": platform.platform(), "python": sys.version.split()[0], "torch": str(torch.__version__),
-            "loadavg_start": list(load_start), "loadavg_end": list(load_end),
-            "start_model": start_src, "start_step": start_step, "seed": args.seed, "store_setup_s": setup_s, "options": options, "steps": args.steps,
+            **{k: info[k] for k in ("date", "cores", "cpu", "platform", "python", "torch")},
+            "loadavg_start": list(load_start), "loadavg_end": list(load_end), "data": str(data),
+            "start_model": start_src, "start_step": start_step, "seed": args.seed, "store_setup_s": setup_s,
+            "options": options, "steps": args.steps,
             "store": filled, "job": job, "promoted": record.promoted, "model_version": record.version,
             "goal_s": GOAL_S, "goal_met": job["turnaround_s"] < GOAL_S,
             "dice_gain": job["done"]["new_dice"] - job["done"]["old_dice"],

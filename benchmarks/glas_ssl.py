@@ -16,31 +16,31 @@ and are not recomputed.
 Usage:
   python benchmarks/glas_ssl.py                       # all table rows, lite preset, CPU budget
   python benchmarks/glas_ssl.py --rows cdma10 --steps 3000 --preset paper --device cuda
+
+``--data``: the GlaS folder (images/, masks/, split.csv); default ``$CDMA_GLAS``, else
+``../shared/data/glas`` next to the repository. Without it the benchmark stops at once (exit code 2).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
+import _common
 import torch
+from _common import ROOT, add_data_argument, cpu_model, require_glas
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from src_model import build_model, get_config  # noqa: E402
-from src_model.checkpoint import read_checkpoint  # noqa: E402
-from src_model.data import choose_labelled, ids_of, load_images, load_pairs, read_split, write_split_record  # noqa: E402
-from src_model.evaluate import evaluate_model  # noqa: E402
-from src_model.progress import drain  # noqa: E402
-from src_model.trainer import TrainConfig, train  # noqa: E402
+from src_model import build_model, get_config
+from src_model.checkpoint import read_checkpoint
+from src_model.data import choose_labelled, ids_of, load_images, load_pairs, read_split, write_split_record
+from src_model.evaluate import evaluate_model
+from src_model.progress import drain
+from src_model.trainer import TrainConfig, train
 
 log = logging.getLogger("glas_ssl")
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "glas"
-RESULTS = ROOT / "benchmarks" / "results" / "glas_ssl"
+RESULTS = _common.RESULTS / "glas_ssl"
 TABLE_ROWS = ("sup10", "cdma10", "full", "single10")
 
 
@@ -143,8 +143,6 @@ def run_row(row: str, args, split: dict) -> dict:
 def hardware() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    from _machine import cpu_model
-
     return f"{cpu_model()}, {torch.get_num_threads()} torch threads"
 
 
@@ -154,7 +152,8 @@ def command_for(row: str, args) -> str:
 
 
 def write_table() -> Path:
-    lines = ["| row | preset | steps | labelled+unlabelled imgs | train wall (s) | pixel Dice | IoU | object F1 | object Dice | object Hausdorff | Dice testA | Dice testB |",
+    lines = ["| row | preset | steps | labelled+unlabelled imgs | train wall (s) | pixel Dice | IoU | object F1 "
+             "| object Dice | object Hausdorff | Dice testA | Dice testB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     names = [p.stem for row in TABLE_ROWS for p in sorted(RESULTS.glob(f"{row}*.json"))
              if p.stem == row or p.stem.startswith(row + "_seed")]
@@ -168,7 +167,8 @@ def write_table() -> Path:
             lines.append(f"| {label} | {r['preset']} | {r['steps']} | {r['n_labelled']}+{r['n_unlabelled']} | "
                          f"{r['train_wall_s']} | {a['dice']:.4f} | {a['iou']:.4f} | {a['f1']:.4f} | "
                          f"{a['object_dice']:.4f} | {a['object_hausdorff']:.2f} | "
-                         f"{s.get('testA', {}).get('dice', float('nan')):.4f} | {s.get('testB', {}).get('dice', float('nan')):.4f} |")
+                         f"{s.get('testA', {}).get('dice', float('nan')):.4f} | "
+                         f"{s.get('testB', {}).get('dice', float('nan')):.4f} |")
     cmds = [json.loads((RESULTS / f"{r}.json").read_text())["command"] for r in names]
     out = RESULTS.parent / "glas_ssl.md"
     out.write_text("# GlaS semi-supervised benchmark\n\nTest set = testA (60) + testB (20), whole images, "
@@ -179,7 +179,7 @@ def write_table() -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    add_data_argument(ap)
     ap.add_argument("--rows", nargs="+", default=list(TABLE_ROWS))
     ap.add_argument("--preset", default="lite")
     ap.add_argument("--steps", type=int, default=600)
@@ -191,6 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
+    require_glas(args.data, ap.prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     split = make_split(Path(args.data), args.fraction, args.val, args.seed)
     write_split_record(RESULTS / ("split.json" if args.seed == 0 else f"split_seed{args.seed}.json"), split)

@@ -7,29 +7,28 @@ test images), the best one is stripped to weights + config + provenance and writ
 the card (after the choice, so they do not influence it).
 
 Usage:
-  python benchmarks/make_bundled.py runs/glas_ssl/bundled/final.pt runs/glas_ssl/full/final.pt
+  python benchmarks/make_bundled.py runs/glas_ssl/bundled/final.pt runs/glas_ssl/full/final.pt [--data GLAS]
+
+``--data``: the GlaS folder (images/, masks/, split.csv); default ``$CDMA_GLAS``, else
+``../shared/data/glas`` next to the repository. Without it the script stops at once (exit code 2).
 """
 from __future__ import annotations
 
 import argparse
 import json
-
-import numpy as np
 import logging
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from _common import RESULTS, ROOT, add_data_argument, require_glas
 
-from src_model.checkpoint import bundled_model_path, load_model, read_checkpoint, save_checkpoint  # noqa: E402
-from src_model.evaluate import evaluate_model  # noqa: E402
-from src_model.io import read_mask  # noqa: E402
-from src_model.postprocess import PostprocessConfig  # noqa: E402
-from src_model.progress import drain  # noqa: E402
+from src_model.checkpoint import bundled_model_path, load_model, read_checkpoint, save_checkpoint
+from src_model.evaluate import evaluate_model
+from src_model.io import read_mask
+from src_model.postprocess import PostprocessConfig
+from src_model.progress import drain
 
 log = logging.getLogger("make_bundled")
-DATA = ROOT.parent / "shared" / "data" / "glas"
 KEYS = ("dice", "iou", "f1", "object_dice", "object_hausdorff")
 
 
@@ -50,13 +49,14 @@ def min_gland_size(data: Path, ids) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("candidates", nargs="+", type=Path)
-    ap.add_argument("--data", type=Path, default=DATA)
+    add_data_argument(ap)
     ap.add_argument("--split-h", type=float, default=16.0,
                     help="h of the gland-splitting watershed (chosen on the validation images among 2-30)")
     ap.add_argument("--note", default="", help="a line for the model card (e.g. how the run was resumed)")
     args = ap.parse_args(argv)
+    require_glas(args.data, ap.prog)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    split = json.loads((ROOT / "benchmarks/results/glas_ssl/split.json").read_text())
+    split = json.loads((RESULTS / "glas_ssl" / "split.json").read_text())
     scored = []
     for path in args.candidates:
         model = load_model(path)
