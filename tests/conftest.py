@@ -1,13 +1,45 @@
-"""GUI test fixtures.
+"""Shared test fixtures: the checked-in test data and small models.
 
 ``make_napari_viewer`` comes from napari's pytest plugin (entry point ``pytest11: napari``), loaded
 automatically once napari is installed.
+
+Test data lives in ``tests/data`` (see the README in each folder) and is served only through the
+``glas_dir`` and ``reference_dir`` fixtures below. Missing data is a failure, never a skip.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+DATA = Path(__file__).resolve().parent / "data"
+GLAS_FILES = ("split.csv", "images/testA_1.png", "masks/testA_1.png")
+REFERENCE_FILES = ("official_mtnet_fixture.npz", "official_mtnet_resnet50_keys.tsv")
+
+
+def _require(folder: Path, names) -> Path:
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        pytest.fail(f"test data missing under {folder}: {', '.join(missing)} "
+                    "(tests/data is part of the repository; restore it from git)", pytrace=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def glas_dir() -> Path:
+    """The checked-in GlaS subset: images/, masks/, split.csv (tests/data/glas/README.md)."""
+    import csv
+
+    folder = _require(DATA / "glas", GLAS_FILES)
+    with (folder / "split.csv").open(newline="") as f:
+        ids = [row["id"] for row in csv.DictReader(f)]
+    return _require(folder, [f"{sub}/{i}.png" for i in ids for sub in ("images", "masks")])
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """Outputs and state-dict keys of the official CDMA implementation (tests/data/reference/README.md)."""
+    return _require(DATA / "reference", REFERENCE_FILES)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,9 @@
 """The bundled default model ships, loads by default and segments real GlaS glands."""
-from pathlib import Path
-
-
 import src_model
 from src_model.checkpoint import bundled_model_path, read_checkpoint
 from src_model.inference import predict
 from src_model.io import read_image, read_mask
 from src_model.metrics import pixel_dice
-
-GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
 
 
 def test_bundled_model_is_small_and_described():
@@ -28,11 +23,11 @@ def test_load_checkpoint_without_a_path_returns_the_bundled_model():
     assert model.checkpoint_path == str(bundled_model_path())
 
 
-def test_bundled_model_segments_unseen_glas_test_images():
+def test_bundled_model_segments_unseen_glas_test_images(glas_dir):
     model = src_model.load_checkpoint()
     for image_id in ("testA_2", "testB_4"):
-        image = read_image(GLAS / "images" / f"{image_id}.png")
-        gt = read_mask(GLAS / "masks" / f"{image_id}.png")
+        image = read_image(glas_dir / "images" / f"{image_id}.png")
+        gt = read_mask(glas_dir / "masks" / f"{image_id}.png")
         pred = predict(model, image)
         assert pixel_dice(pred.labels > 0, gt > 0) > 0.75, image_id
         assert 0 <= pred.disagreement.min() and pred.disagreement.max() <= 1

@@ -1,6 +1,4 @@
 """GlaS data: split, labelled choice, patch sampling away from glass, augmentation, two streams."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -9,23 +7,43 @@ from src_model.data import (AugmentConfig, TwoStreamPatches, augment, choose_lab
                             random_crop, read_split)
 from src_model.uncertainty import tissue_mask
 
-GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
+# the training ids of the full GlaS set as we use it (train_80..85 are not in it)
+FULL_TRAIN_IDS = [f"train_{i}" for i in range(1, 80)]
 
 
-def test_official_split_counts():
-    rows = read_split(GLAS)
-    assert len(ids_of(rows, split="train")) == 79
-    assert len(ids_of(rows, subset="testA")) == 60 and len(ids_of(rows, subset="testB")) == 20
+def test_split_rows_and_selection_by_split_and_subset(glas_dir, tmp_path):
+    # tests/data/glas/split.csv: 5 training crops, 2 Test A and 1 Test B images (see its README)
+    rows = read_split(glas_dir)
+    assert [(r.id, r.split, r.subset) for r in rows] == (
+        [(f"train_{i}", "train", "train") for i in (1, 2, 3, 5, 10)]
+        + [("testA_1", "test", "testA"), ("testA_2", "test", "testA"), ("testB_4", "test", "testB")])
+    assert ids_of(rows, split="train") == ["train_1", "train_2", "train_3", "train_5", "train_10"]
+    assert ids_of(rows, split="test") == ["testA_1", "testA_2", "testB_4"]
+    assert ids_of(rows, subset="testA") == ["testA_1", "testA_2"] and ids_of(rows, subset="testB") == ["testB_4"]
+    assert ids_of(rows, split="test", subset="testB") == ["testB_4"]
+    assert ids_of(rows, split="train", subset="testA") == []
+    assert ids_of(rows) == [r.id for r in rows]
+    # without a subset column the subset is the split; a file without id/split columns is refused
+    (tmp_path / "split.csv").write_text("id,split\na_1,train\nb_1,test\n")
+    assert [(r.id, r.split, r.subset) for r in read_split(tmp_path)] == [("a_1", "train", "train"),
+                                                                          ("b_1", "test", "test")]
+    (tmp_path / "split.csv").write_text("name,fold\na_1,train\n")
+    with pytest.raises(ValueError, match="split.csv"):
+        read_split(tmp_path)
 
 
-def test_labelled_choice_is_seeded_and_ten_percent():
-    train = ids_of(read_split(GLAS), split="train")
+def test_labelled_choice_is_seeded_and_ten_percent(glas_dir):
+    train = FULL_TRAIN_IDS
     a = choose_labelled(train, 0.1, seed=0)
     assert a == choose_labelled(train, 0.1, seed=0)
     assert a != choose_labelled(train, 0.1, seed=1)
     assert len(a) == 8 and set(a) <= set(train)
     with pytest.raises(ValueError):
         choose_labelled(train, 0.0, seed=0)
+    # at least one image, even where 10% rounds to none (5 training images in the test subset)
+    few = ids_of(read_split(glas_dir), split="train")
+    one = choose_labelled(few, 0.1, seed=0)
+    assert len(one) == 1 and set(one) <= set(few)
 
 
 def test_missing_split_file_is_a_clear_error(tmp_path):
@@ -61,9 +79,9 @@ def test_augment_keeps_image_and_mask_aligned():
         assert np.array_equal(x[0] > 0.5, m > 0)
 
 
-def test_two_stream_batches_and_worker_seeding():
-    pairs = load_pairs(GLAS, ["train_1", "train_2"])
-    unl = [p[0] for p in load_pairs(GLAS, ["train_3"])]
+def test_two_stream_batches_and_worker_seeding(glas_dir):
+    pairs = load_pairs(glas_dir, ["train_1", "train_2"])
+    unl = [p[0] for p in load_pairs(glas_dir, ["train_3"])]
     ds = TwoStreamPatches(pairs, unl, n_labelled=2, n_unlabelled=3, patch=64, seed=5)
     batch = next(iter(ds))
     assert batch["image"].shape == (5, 3, 64, 64) and batch["n_labelled"] == 2

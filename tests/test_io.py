@@ -1,6 +1,4 @@
 """Reading images and masks: formats, conversion rules and clear errors naming the file."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
@@ -10,26 +8,24 @@ from PIL import Image
 from src_model import io
 from src_model.io import ImageReadError, read_image, read_mask, to_model_input, to_rgb_uint8
 
-GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
-IMAGE = GLAS / "images" / "testA_1.png"
-MASK = GLAS / "masks" / "testA_1.png"
-needs_glas = pytest.mark.skipif(not IMAGE.exists(), reason="GlaS data not present")
+
+@pytest.fixture
+def image_path(glas_dir):
+    return glas_dir / "images" / "testA_1.png"
 
 
-@needs_glas
-def test_read_real_glas_image_and_mask():
-    img = read_image(IMAGE)
+def test_read_real_glas_image_and_mask(image_path, glas_dir):
+    img = read_image(image_path)
     assert img.dtype == np.uint8 and img.shape == (522, 775, 3)
-    assert np.array_equal(img, np.asarray(Image.open(IMAGE).convert("RGB")))
-    mask = read_mask(MASK)
+    assert np.array_equal(img, np.asarray(Image.open(image_path).convert("RGB")))
+    mask = read_mask(glas_dir / "masks" / "testA_1.png")
     assert mask.shape == (522, 775) and np.issubdtype(mask.dtype, np.integer)
     assert mask.min() == 0 and mask.max() >= 2  # background + several gland instances as stored
 
 
-@needs_glas
 @pytest.mark.parametrize("suffix", [".tif", ".bmp", ".npy", ".jpg"])
-def test_round_trip_formats(tmp_path, suffix):
-    img = read_image(IMAGE)[:64, :80]
+def test_round_trip_formats(tmp_path, suffix, image_path):
+    img = read_image(image_path)[:64, :80]
     path = tmp_path / f"crop{suffix}"
     if suffix == ".tif":
         tifffile.imwrite(path, img)
@@ -45,9 +41,8 @@ def test_round_trip_formats(tmp_path, suffix):
         assert np.abs(out.astype(int) - img).mean() < 10
 
 
-@needs_glas
-def test_truncated_png_is_an_error_naming_the_file(tmp_path):
-    data = IMAGE.read_bytes()
+def test_truncated_png_is_an_error_naming_the_file(tmp_path, image_path):
+    data = image_path.read_bytes()
     bad = tmp_path / "truncated.png"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="truncated.png"):

@@ -4,7 +4,6 @@ Coordinates below are (row, col); "rows 0..9" is inclusive. Distances are betwee
 """
 import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,6 @@ from src_model.metrics import (
     pixel_dice, pixel_iou,
 )
 from src_model.progress import Progress, drain
-
-GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
 
 
 def box(shape, r0, r1, c0, c1, value=1, out=None):
@@ -272,18 +269,17 @@ def test_evaluate_split_groups_subsets_and_pools_objects():
     check(res["test"], f1=(5 / 3) / 3, f1_pooled=6 / 9, recall_pooled=0.5, precision_pooled=1, n_images=3)
 
 
-def _real_masks():
-    if not (GLAS / "split.csv").exists():
-        pytest.skip("GlaS data not available")
+def _real_masks(glas_dir):
     from PIL import Image
 
-    with open(GLAS / "split.csv") as f:
+    with open(glas_dir / "split.csv") as f:
         ids = [r["id"] for r in csv.DictReader(f) if r["subset"] == "testA"][:2]
-    return [np.array(Image.open(GLAS / "masks" / f"{i}.png")) for i in ids]
+    assert len(ids) == 2, f"{glas_dir / 'split.csv'} lists fewer than two testA images"
+    return [np.array(Image.open(glas_dir / "masks" / f"{i}.png")) for i in ids]
 
 
-def test_real_glas_masks():
-    for gt in _real_masks():
+def test_real_glas_masks(glas_dir):
+    for gt in _real_masks(glas_dir):
         n = int(gt.max())
         check(evaluate_image(gt > 0, gt), dice=1, f1=1, object_dice=1, object_hausdorff=0)
         # Each gland shrunk by 2 px on its own: fewer pixels, same glands.

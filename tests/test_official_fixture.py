@@ -8,15 +8,13 @@ import torch
 
 from src_model.official import OfficialCheckpointError, model_from_official
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
-
-def official_state_dict_by_rule():
-    """Rebuild the official-format state dict with the weight rule of shared/reference/README.md."""
+def official_state_dict_by_rule(reference_dir: Path):
+    """Rebuild the official-format state dict with the weight rule of tests/data/reference/README.md."""
     gen = torch.Generator().manual_seed(0)
     sd = {}
     rows = []
-    for line in (REF / "official_mtnet_resnet50_keys.tsv").read_text().splitlines():
+    for line in (reference_dir / "official_mtnet_resnet50_keys.tsv").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         key, shape, _dtype = line.split("\t")
@@ -53,14 +51,12 @@ def official_state_dict_by_rule():
 
 
 @pytest.fixture(scope="module")
-def official_sd():
-    if not (REF / "official_mtnet_fixture.npz").exists():
-        pytest.fail(f"reference fixture missing under {REF}")
-    return official_state_dict_by_rule()
+def official_sd(reference_dir):
+    return official_state_dict_by_rule(reference_dir)
 
 
-def test_official_logits_match_fixture(official_sd):
-    fixture = np.load(REF / "official_mtnet_fixture.npz")
+def test_official_logits_match_fixture(official_sd, reference_dir):
+    fixture = np.load(reference_dir / "official_mtnet_fixture.npz")
     x = torch.rand((2, 3, 128, 128), generator=torch.Generator().manual_seed(1))
     np.testing.assert_allclose(x.numpy(), fixture["x"], atol=0, rtol=0)
     model = model_from_official(official_sd)

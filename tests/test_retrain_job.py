@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,21 +12,20 @@ import pytest
 from napari_cdma.project.retrain_job import RetrainJob, finish
 from napari_cdma.project.store import ProjectStore
 
-GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
 BOXES = [(40, 50, 136, 150), (200, 300, 264, 428), (100, 400, 228, 500), (300, 120, 380, 200),
          (330, 420, 430, 520)]
+SOURCES = ("testA_1", "testA_2", "testB_4")  # whole images in tests/data/glas; region i comes from SOURCES[i % 3]
 
 
 @pytest.fixture(scope="module")
-def base_store(tmp_path_factory):
+def base_store(tmp_path_factory, glas_dir):
     """A store with a random lite model as current and 5 accepted regions (the 5th held out)."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     from src_model import build_model
     from src_model.checkpoint import save_checkpoint
     from src_model.io import read_image, read_mask
 
-    if not (GLAS / "images" / "testA_1.png").is_file():
-        pytest.skip(f"GlaS data not found at {GLAS}")
     root = tmp_path_factory.mktemp("retrain") / "store"
     store = ProjectStore.open(root)
     torch.manual_seed(0)
@@ -35,8 +33,8 @@ def base_store(tmp_path_factory):
                            provenance={"torch": str(torch.__version__)})
     store.add_model(ckpt, parent=None, note="random lite", promoted=True)
     for i, box in enumerate(BOXES):
-        name = f"testA_{i % 3 + 1}"
-        image, mask = read_image(GLAS / "images" / f"{name}.png"), read_mask(GLAS / "masks" / f"{name}.png")
+        name = SOURCES[i % 3]
+        image, mask = read_image(glas_dir / "images" / f"{name}.png"), read_mask(glas_dir / "masks" / f"{name}.png")
         y0, x0, y1, x1 = box
         gt = mask[y0:y1, x0:x1]
         store.accept_region(image, box, gt, np.zeros_like(gt), model_version=store.current_model_version,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_cdma import store as store_mod
+from napari_cdma.project import store as store_mod
 from napari_cdma.project.store import (
     BUNDLED,
     STORE_FORMAT_VERSION,
@@ -19,15 +19,11 @@ from napari_cdma.project.store import (
 )
 from src_model.io import read_image, read_mask
 
-GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
-
 
 @pytest.fixture(scope="module")
-def glas():
+def glas(glas_dir):
     """Two real GlaS images with their instance masks."""
-    if not (GLAS / "images" / "testA_1.png").is_file():
-        pytest.skip(f"GlaS data not found at {GLAS}")
-    return [(read_image(GLAS / "images" / f"{n}.png"), read_mask(GLAS / "masks" / f"{n}.png"))
+    return [(read_image(glas_dir / "images" / f"{n}.png"), read_mask(glas_dir / "masks" / f"{n}.png"))
             for n in ("testA_1", "testA_2")]
 
 

@@ -1,6 +1,4 @@
 """The trainer: overfits real GlaS patches, yields progress, cancels, checkpoints, resumes."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -11,15 +9,14 @@ from src_model.data import AugmentConfig, load_pairs
 from src_model.progress import drain
 from src_model.trainer import TrainConfig, resolve_device, train
 
-GLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glas"
 NO_AUG = AugmentConfig(flip_p=0, rot90_p=0, color_jitter=0, noise_p=0)
 
 
 @pytest.fixture(scope="module")
-def patches():
-    """Four fixed 96x96 crops of real GlaS training images with both classes present."""
+def patches(glas_dir):
+    """Four fixed 96x96 crops of real GlaS training images (tests/data/glas: 320 x 320 top-left crops)."""
     out = []
-    for img, mask in load_pairs(GLAS, ["train_1", "train_2", "train_5", "train_10"]):
+    for img, mask in load_pairs(glas_dir, ["train_1", "train_2", "train_5", "train_10"]):
         out.append((img[100:196, 200:296].copy(), (mask[100:196, 200:296] > 0).astype(np.uint8)))
     return out
 
@@ -109,8 +106,16 @@ def test_supervised_only_ignores_unlabelled_stream(tmp_path, patches):
     assert all(h["w"] == 0 and h["cdkd"] == 0 for h in r.history)
 
 
-def test_device_auto_is_cpu_without_cuda():
-    if not torch.cuda.is_available():
-        assert resolve_device("auto").type == "cpu"
-        with pytest.raises(ValueError):
-            resolve_device("cuda")
+def test_device_auto_is_cpu_without_cuda(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match="CUDA"):
+            resolve_device(name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_auto_is_cuda_when_available():
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("cuda").type == "cuda"
