@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import shutil
 import signal
 import time
@@ -9,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from napari_cdma.project.events import FINAL_EVENTS, Cancelled, Done, Evaluating, Failed, Progress, Started
 from napari_cdma.project.retrain_job import RetrainJob, finish
 from napari_cdma.project.store import ProjectStore
 
@@ -58,12 +60,12 @@ def _collect(job: RetrainJob, until, timeout: float):
         if until(events):
             return events
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s; events: {[e['event'] for e in events]}; "
+    raise AssertionError(f"timed out after {timeout} s; events: {[e.kind for e in events]}; "
                          f"log: {job.stderr_path.read_text()[-2000:]}")
 
 
 def _final(events):
-    return any(e["event"] in ("done", "cancelled", "error") for e in events)
+    return any(isinstance(e, FINAL_EVENTS) for e in events)
 
 
 def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path):
@@ -76,39 +78,46 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     assert time.monotonic() - t0 < 1.0  # start() does not wait for the worker
     events = _collect(job, _final, timeout=80)
     assert job.wait(10) and not job.running and job.returncode == 0
-    kinds = [e["event"] for e in events]
-    progress = [e for e in events if e["event"] == "progress"]
-    assert [p["step"] for p in progress] == [1, 2, 3] and all(p["total"] == 3 for p in progress)
-    assert all("loss" in p["metrics"] and "eta_s" in p for p in progress)
-    assert kinds.index("evaluating") > kinds.index("progress") and kinds[-1] == "done"
+    kinds = [type(e) for e in events]
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [p.step for p in progress] == [1, 2, 3] and all(p.total == 3 for p in progress)
+    assert all("loss" in p.metrics and p.eta_s is not None for p in progress)
+    assert kinds[0] is Started and events[0].n_labelled == 4 and events[0].n_holdout == 1
+    assert kinds.index(Evaluating) > kinds.index(Progress) and kinds[-1] is Done
     done = events[-1]
-    assert done["n_holdout"] == 1 and done["parent_model"] == "v0001"
-    assert 0.0 <= done["old_dice"] <= 1.0 and 0.0 <= done["new_dice"] <= 1.0
-    assert done["better"] == (done["new_dice"] > done["old_dice"])
-    load_checkpoint(done["checkpoint"])  # the new checkpoint is a valid model
+    assert done.n_holdout == 1 and done.parent_model == "v0001"
+    assert 0.0 <= done.old_dice <= 1.0 and 0.0 <= done.new_dice <= 1.0
+    assert done.better == (done.new_dice > done.old_dice)
+    load_checkpoint(done.checkpoint)  # the new checkpoint is a valid model
 
     store = ProjectStore.open(store_path)
-    record = finish(store, done)
-    assert record.version == "v0002" and record.parent == "v0001" and record.promoted == done["better"]
-    assert record.metrics["new_dice"] == done["new_dice"] and record.metrics["n_holdout"] == 1
-    assert store.current_model_version == ("v0002" if done["better"] else "v0001")
-    # the user's override, and the history survives reopening
-    forced = finish(store, done, promote=not done["better"])
-    reopened = ProjectStore.open(store_path)
-    assert reopened.current_model_version == ("v0003" if forced.promoted else "v0002")
-    assert [m.version for m in reopened.models()] == ["v0001", "v0002", "v0003"]
-    with pytest.raises(ValueError, match="done"):
-        finish(store, {"event": "cancelled"})
+    # Both rule outcomes for sure: the same real checkpoint reported worse, then better.
+    worse = finish(store, replace(done, old_dice=0.9, new_dice=0.8, better=False))
+    assert worse.version == "v0002" and worse.parent == "v0001" and not worse.promoted
+    assert worse.metrics["new_dice"] == 0.8 and worse.metrics["n_holdout"] == 1
+    assert worse.metrics["promoted_by"] == "rule" and store.current_model_version == "v0001"
+    better = finish(store, replace(done, old_dice=0.8, new_dice=0.9, better=True))
+    assert better.promoted and store.current_model_version == "v0003"
+    # nothing held out: never promoted by the rule; the user's override wins
+    unscored = replace(done, old_dice=None, new_dice=None, better=None, n_holdout=0)
+    assert not finish(store, unscored).promoted and store.current_model_version == "v0003"
+    forced = finish(store, unscored, promote=True)
+    assert forced.promoted and forced.metrics["promoted_by"] == "user"
+    reopened = ProjectStore.open(store_path)  # the history survives reopening
+    assert reopened.current_model_version == "v0005"
+    assert [m.version for m in reopened.models()] == ["v0001", "v0002", "v0003", "v0004", "v0005"]
+    with pytest.raises(TypeError, match="Done"):
+        finish(store, Cancelled())
 
 
 def test_cancel_stops_within_a_step(store_path):
     job = RetrainJob.start(store_path, steps=100_000, device="cpu", patch=64, batch_labelled=2,
                            batch_unlabelled=2)
-    _collect(job, lambda ev: any(e["event"] == "progress" for e in ev) or _final(ev), timeout=60)
+    _collect(job, lambda ev: any(isinstance(e, Progress) for e in ev) or _final(ev), timeout=60)
     t0 = time.monotonic()
     job.cancel()
     events = _collect(job, _final, timeout=15)
-    assert events[-1]["event"] == "cancelled" and not events[-1].get("forced")
+    assert isinstance(events[-1], Cancelled) and not events[-1].forced
     assert job.wait(5) and job.returncode == 0
     assert time.monotonic() - t0 < 10
     store = ProjectStore.open(store_path)
@@ -119,11 +128,11 @@ def test_killed_worker_is_reported_and_store_is_intact(store_path):
     before = ProjectStore.open(store_path)
     job = RetrainJob.start(store_path, steps=100_000, device="cpu", patch=64, batch_labelled=2,
                            batch_unlabelled=2)
-    _collect(job, lambda ev: any(e["event"] == "progress" for e in ev) or _final(ev), timeout=60)
+    _collect(job, lambda ev: any(isinstance(e, Progress) for e in ev) or _final(ev), timeout=60)
     os.kill(job.pid, signal.SIGKILL)  # as the OOM killer would
     events = _collect(job, _final, timeout=15)
-    assert events[-1]["event"] == "error"
-    assert "exited with code -9" in events[-1]["message"]
+    assert isinstance(events[-1], Failed)
+    assert "exited with code -9" in events[-1].message
     assert job.returncode == -signal.SIGKILL and not job.running
     after = ProjectStore.open(store_path)
     assert after.regions() == before.regions() and after.models() == before.models()
@@ -134,5 +143,5 @@ def test_worker_error_is_an_event(tmp_path):
     ProjectStore.open(tmp_path / "empty")  # no regions accepted yet
     job = RetrainJob.start(tmp_path / "empty", steps=3, device="cpu", patch=64)
     events = _collect(job, _final, timeout=60)
-    assert events[-1]["event"] == "error" and "no accepted regions" in events[-1]["message"]
+    assert isinstance(events[-1], Failed) and "no accepted regions" in events[-1].message
     assert job.wait(5) and job.returncode != 0

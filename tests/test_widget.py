@@ -6,11 +6,14 @@ bad-input test and the Qt-free glue tests are separate.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from napari_cdma._layers import camera_for_tile, names_for, upsert_layer
 from napari_cdma._sample import SAMPLE_NAME, make_sample_data
+from napari_cdma.project.events import Done
 
 PLUGIN = "napari-cdma"
 WIDGET = "CDMA segmentation"
@@ -117,21 +120,36 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     assert retrain.start(steps=3), retrain.last_message
     qtbot.waitUntil(lambda: retrain.state in ("done", "error"), timeout=240_000)
     assert retrain.state == "done", retrain.last_message
-    done, new = retrain.last_done, retrain.last_record
-    assert done["n_holdout"] == 1 and len(retrain.loss_plot.values) >= 1
-    assert new.promoted == (done["new_dice"] > done["old_dice"])
-    assert any(m.version == new.version for m in store.models())
-    if not new.promoted:
-        assert retrain.keep_button.isVisibleTo(retrain)
-        retrain.keep_button.click()
-    assert store.current_model_version == new.version
+    done, trained = retrain.last_done, retrain.last_record
+    assert isinstance(done, Done) and done.n_holdout == 1 and len(retrain.loss_plot.values) >= 1
+    assert trained.promoted == (done.new_dice > done.old_dice)
+    assert any(m.version == trained.version for m in store.models())
+    assert widget.versions_panel.roll_back(first.version)
+    assert store.current_model_version == first.version
+    qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=60_000)
+
+    # Both outcomes, each for sure: the same real checkpoint reported worse, then better.
+    retrain._handle(replace(done, old_dice=0.9, new_dice=0.8, better=False))
+    kept = retrain.last_record
+    assert not kept.promoted and store.current_model_version == first.version
+    assert retrain.keep_button.isVisibleTo(retrain) and "not promoted" in retrain.last_message
+    retrain.keep_button.click()
+    assert store.current_model_version == kept.version and not retrain.keep_button.isVisibleTo(retrain)
+    qtbot.waitUntil(lambda: widget.states[SAMPLE_NAME].model_version == kept.version
+                    and not widget.predict_panel.running, timeout=60_000)
+
+    retrain._handle(replace(done, old_dice=0.8, new_dice=0.9, better=True))
+    new = retrain.last_record
+    assert new.promoted and store.current_model_version == new.version
+    assert not retrain.keep_button.isVisibleTo(retrain) and "promoted" in retrain.last_message
     # The prediction refreshes with the new current model.
     qtbot.waitUntil(lambda: widget.states[SAMPLE_NAME].model_version == new.version
                     and not widget.predict_panel.running, timeout=60_000)
     assert _layer_counts(viewer) == layer_names
+    assert widget.versions_panel.version_list.count() == 1 + len(store.models())
 
     # Roll back to the first version: current model and predictions follow.
-    assert retrain.roll_back(first.version)
+    assert widget.versions_panel.roll_back(first.version)
     assert store.current_model_version == first.version
     qtbot.waitUntil(lambda: widget.states[SAMPLE_NAME].model_version == first.version
                     and not widget.predict_panel.running, timeout=60_000)
@@ -149,7 +167,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
 
     again = CdmaWidget(viewer, store_path=store_path)
     assert again.review_panel.region_list.count() == 5
-    assert again.retrain_panel.version_list.count() == 1 + len(store.models())
+    assert again.versions_panel.version_list.count() == 1 + len(store.models())
     assert again.predict_panel.model_choice() == ("version", first.version)
     again.deleteLater()
 
