@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,7 @@ def test_bad_input_is_refused_with_clear_errors(tmp_path, glas):
     with pytest.raises(ValueError, match="shape"):
         store.accept_region(image, (0, 0, 64, 64), mask[:32, :64], m, model_version=BUNDLED)
     with pytest.raises(ValueError, match="integer"):
-        store.accept_region(image, (0, 0, 64, 64), m.astype(np.float32), m, model_version=BUNDLED)
+        store.accept_region(image, (0, 0, 64, 64), m.astype(np.float32) + 0.5, m, model_version=BUNDLED)
     with pytest.raises(ValueError, match="uint8 RGB"):
         store.accept_region(image[..., 0], (0, 0, 64, 64), m, m, model_version=BUNDLED)
     assert store.regions() == []
@@ -180,10 +181,10 @@ def test_disk_full_leaves_the_store_as_it_was(tmp_path, glas, monkeypatch, fail_
     if fail_at == "pixels":
         real_write = store_mod._write_array
 
-        def failing_write(path, data):
+        def failing_write(path, data, attributes=None):
             if path.name == "corrected":  # the image and the crop are written, the mask is not
                 _enospc()
-            real_write(path, data)
+            real_write(path, data, attributes)
 
         monkeypatch.setattr(store_mod, "_write_array", failing_write)
     else:  # all pixels renamed into place, then the index cannot be written
@@ -217,16 +218,13 @@ def test_large_source_keeps_a_context_crop(tmp_path, glas, monkeypatch):
         store.add_unlabelled_image(image)
 
 
-def _checkpoint(path: Path) -> Path:
-    # A checkpoint-shaped archive: the store copies files and never loads them.
-    import zipfile
+def test_models_add_set_current_rollback_and_reopen(tmp_path, monkeypatch, lite_checkpoint):
+    import shutil
 
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", path.name)
-    return path
+    def _checkpoint(path: Path) -> Path:  # a real, loadable checkpoint (add_model loads it)
+        shutil.copyfile(lite_checkpoint, path)
+        return path
 
-
-def test_models_add_set_current_rollback_and_reopen(tmp_path, monkeypatch):
     root = tmp_path / "st"
     store = ProjectStore.open(root)
     assert store.current_model_version == BUNDLED and store.models() == []
@@ -242,7 +240,7 @@ def test_models_add_set_current_rollback_and_reopen(tmp_path, monkeypatch):
     store.set_current("v0001")  # rollback
     with pytest.raises(KeyError, match="v0009"):
         store.set_current("v0009")
-    with pytest.raises(ValueError, match="not a checkpoint"):
+    with pytest.raises(StoreError, match="no such checkpoint"):
         store.add_model(tmp_path / "nothing.pt", parent=BUNDLED)
 
     monkeypatch.setattr(store_mod.shutil, "copyfileobj", _enospc)
@@ -258,3 +256,310 @@ def test_models_add_set_current_rollback_and_reopen(tmp_path, monkeypatch):
     assert reopened.current_model_version == "v0001"
     reopened.set_current(BUNDLED)
     assert ProjectStore.open(root).current_model_version == BUNDLED
+
+
+# ---------------------------------------------------------------------------- crash safety and integrity
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _index(root: Path) -> dict:
+    return json.loads((root / "index.json").read_text())
+
+
+def test_kill_9_during_accept_model_add_and_withdraw(tmp_path, lite_checkpoint, glas):
+    """A real writer process is killed with SIGKILL at random instants, 10 rounds (a few seconds).
+
+    benchmarks/store_kill_rounds.py forks the writer (accept, accept on a new image, new version,
+    add_model, withdraw in a loop; each write logged after it returned), kills it, reopens the store
+    and checks: it opens, every write that returned is there and reads back identical, everything
+    the index names reads back (nothing half-visible, no unnamed folder left) and a new accept works.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "store_kill_rounds.py"), "--rounds", "10",
+                           "--seed", "1", "--max-delay", "0.3", "--workdir", str(tmp_path),
+                           "--checkpoint", str(lite_checkpoint), "--out", ""],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    totals = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (totals["blocked"], totals["lost"], totals["half_visible"]) == (0, 0, 0)
+    assert totals["writes_returned"] > 0 and totals["regions_in_store"] > 0
+    # and, independently of the script: the store opens, reads back and takes a new accept
+    store = ProjectStore.open(tmp_path / "store", create=False)
+    for rec in store.regions(include_withdrawn=True):
+        assert store.load_region(rec.region_id)[0].shape == (48, 48, 3)
+    image, mask = glas[1]
+    assert _accept(store, image, mask, (0, 0, 64, 64)).version == 1
+    assert not (tmp_path / "store" / "intent.json").exists()
+
+
+def test_interrupted_write_and_orphan_folders_are_repaired_on_open(tmp_path, glas):
+    (image, mask), (image2, mask2) = glas
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    _accept(store, image, mask, _boxes(1)[0])
+    old_index = (root / "index.json").read_bytes()
+    _accept(store, image2, mask2, _boxes(2)[1])  # r0002 and a second stored image
+    new_index = _index(root)
+    records = store.regions()
+
+    # A kill after the intent was written and the image placed, before the region was placed and
+    # the index committed: roll forward.
+    os.rename(root / "regions" / "r0002", root / ".staging" / "killed")
+    (root / "index.json").write_bytes(old_index)
+    key = hash_image(image2)
+    (root / "intent.json").write_text(json.dumps({
+        "what": "accepting region r0002 v1", "index": new_index,
+        "moves": [[".staging/gone", f"images/{key}"], [".staging/killed", "regions/r0002"]]}))
+    reopened = ProjectStore.open(root)
+    assert any("finished an interrupted write" in note for note in reopened.repairs)
+    assert reopened.regions() == records and not (root / "intent.json").exists()
+    np.testing.assert_array_equal(reopened.load_region("r0002")[1], mask2[0:64, 100:164])
+
+    # An intent whose staged data is gone: roll back; what it had placed goes to quarantine/.
+    (root / "regions" / "r0003" / "v0001").mkdir(parents=True)
+    (root / "intent.json").write_text(json.dumps({
+        "what": "accepting region r0003 v1", "index": _index(root),
+        "moves": [[".staging/lost", "images/" + "e" * 64], [".staging/placed", "regions/r0003"]]}))
+    # An orphan an older version left behind (renamed into place, index never written), incomplete.
+    (root / "images" / ("f" * 64)).mkdir()
+    reopened = ProjectStore.open(root)
+    assert any("undid an interrupted write" in note for note in reopened.repairs)
+    assert not (root / "regions" / "r0003").exists() and not (root / "images" / ("f" * 64)).exists()
+    assert len(list((root / "quarantine").glob("*/regions/r0003"))) == 1
+    assert reopened.regions() == records
+
+    # An orphan that appears while the store is open (another process crashed) never blocks an accept
+    # that gets its id: it is moved aside, the accept succeeds.
+    (root / "regions" / "r0003" / "v0001").mkdir(parents=True)
+    (root / "regions" / "r0003" / "v0001" / "zarr.json").write_text("{")
+    rec = _accept(reopened, image, mask, _boxes(3)[2])
+    assert rec.region_id == "r0003"
+    np.testing.assert_array_equal(reopened.load_region("r0003")[1], mask[0:64, 200:264])
+    assert len(list((root / "quarantine").glob("*/regions/r0003"))) == 2
+
+
+def test_old_index_restored_over_newer_files_is_repaired(tmp_path, glas, lite_checkpoint):
+    (image, mask), (image2, mask2) = glas
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    _accept(store, image, mask, _boxes(1)[0])
+    backup = (root / "index.json").read_bytes()  # the backup: one region, no model
+    for box in _boxes(5)[1:]:
+        _accept(store, image, mask, box)  # r0002..r0005 (r0005 held out)
+    _accept(store, image2, mask2, (0, 0, 64, 64))  # r0006, a second image
+    _accept(store, image, mask, _boxes(1)[0], model_version="v0001")  # r0001 v2
+    store.add_model(lite_checkpoint, parent=BUNDLED, promoted=True, metrics={"new_dice": 0.5})
+    store.withdraw("r0002")
+    before = (store.regions(include_withdrawn=True), store.region_versions("r0001"), store.models())
+
+    (root / "index.json").write_bytes(backup)
+    reopened = ProjectStore.open(root)
+    assert (reopened.regions(include_withdrawn=True), reopened.region_versions("r0001"), reopened.models()) == before
+    assert [r.region_id for r in reopened.holdout_regions()] == ["r0005"]
+    assert len(reopened.unlabelled_images()) == 2
+    assert any(note.startswith("adopted region r0006") for note in reopened.repairs)
+    np.testing.assert_array_equal(reopened.load_region("r0006")[1], mask2[:64, :64])
+    assert reopened.model_path("v0001").is_file()
+    assert reopened.current_model_version == BUNDLED  # the pointer is not guessed back; the repair says so
+    assert _accept(reopened, image2, mask2, (100, 100, 164, 164)).region_id == "r0007"
+    assert not (root / "quarantine").exists()
+
+
+def test_missing_or_damaged_files_raise_store_error_naming_them(tmp_path, glas, lite_checkpoint, caplog):
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    for box in _boxes(3):
+        _accept(store, image, mask, box)
+    chunk = Path("corrected", "c", "0", "0")
+    (root / "regions" / "r0001" / "v0001" / chunk).unlink()  # a missing chunk would read as background
+    with pytest.raises(StoreError, match=r"region r0001 v1: chunk file .*corrected/c/0/0 is missing"):
+        store.load_region("r0001")
+    garbage = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    (root / "regions" / "r0002" / "v0001" / chunk).write_bytes(garbage)
+    with pytest.raises(StoreError, match=r"region r0002 v1: chunk file .*corrected/c/0/0 is damaged") as err:
+        store.load_region("r0002")
+    assert "\n" not in str(err.value)
+    # a chunk that decodes but holds other pixels: caught by the checksum
+    (root / "regions" / "r0003" / "v0001" / "predicted").rename(root / "p3")
+    (root / "regions" / "r0003" / "v0001" / "corrected").rename(root / "regions" / "r0003" / "v0001" / "predicted")
+    (root / "p3").rename(root / "regions" / "r0003" / "v0001" / "corrected")
+    with pytest.raises(StoreError, match=r"region r0003 v1: .*does not match its recorded checksum"):
+        store.load_region("r0003")
+    assert store.training_regions()  # listing still works; each region fails alone when read
+
+    image_dir = root / "images" / hash_image(image)
+    next(p for p in image_dir.rglob("c/*/*/*") if p.is_file()).unlink()
+    with pytest.raises(StoreError, match=r"stored image .* is missing"):
+        store.unlabelled_images()
+    assert store.unlabelled_images(skip_damaged=True) == []
+    assert "skipping a damaged image" in caplog.text
+
+    store.add_model(lite_checkpoint, parent=BUNDLED)
+    with (root / "models" / "v0001.pt").open("r+b") as f:
+        f.seek(100)
+        f.write(b"\x00" * 16)
+    with pytest.raises(StoreError, match=r"model v0001: .*v0001.pt does not match its recorded checksum"):
+        store.model_path("v0001")
+
+
+@pytest.mark.parametrize("edit", ["region_id", "version_path", "model_path"])
+def test_index_entries_cannot_leave_the_store(tmp_path, glas, lite_checkpoint, edit):
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    _accept(store, image, mask, _boxes(1)[0])
+    store.add_model(lite_checkpoint, parent=BUNDLED)
+    index = _index(root)
+    if edit == "region_id":
+        region = index["regions"].pop("r0001")
+        region["versions"][0]["path"] = "regions/../../escape/v0001"
+        index["regions"]["../../escape"] = region
+        message = "region id '../../escape' is not of the form r0001"
+    elif edit == "version_path":
+        index["regions"]["r0001"]["versions"][0]["path"] = "regions/r0001/../../../escape"
+        message = "region r0001 version 1 has path"
+    else:
+        index["models"][0]["path"] = "../escape.pt"
+        message = "model entry 'v0001' has an invalid version or path"
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(StoreError, match=message):
+        ProjectStore.open(root)
+    with pytest.raises(StoreError, match=message):
+        _accept(store, image, mask, _boxes(1)[0])  # the open store re-reads the index before a write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
+
+
+def test_a_symlink_out_of_the_store_is_refused(tmp_path, glas):
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    _accept(store, image, mask, _boxes(1)[0])
+    os.rename(root / "regions" / "r0001", tmp_path / "outside")
+    os.symlink(tmp_path / "outside", root / "regions" / "r0001")
+    with pytest.raises(StoreError, match="leaves the store"):
+        store.load_region("r0001")
+    with pytest.raises(StoreError, match="leaves the store"):
+        _accept(store, image, mask, _boxes(1)[0])
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["v0001", "zarr.json"]
+
+
+def test_labels_that_do_not_fit_the_store_are_refused(tmp_path, glas):
+    image, _ = glas[0]
+    store = ProjectStore.open(tmp_path / "st")
+    box = (0, 0, 32, 32)
+    ok = np.zeros((32, 32), np.uint8)
+    cases = [(np.full((32, 32), -1, np.int16), "negative labels"),
+             (np.full((32, 32), 2 ** 32, np.uint64), "does not fit the store's uint32 labels"),
+             (np.full((32, 32), 2.5), "non-integer values"),
+             (np.full((32, 32), np.nan), "NaN")]
+    for labels, message in cases:
+        with pytest.raises(ValueError, match=message):
+            store.accept_region(image, box, labels, ok, model_version=BUNDLED)
+        with pytest.raises(ValueError, match=message):
+            store.accept_region(image, box, ok, labels, model_version=BUNDLED)
+    assert store.regions() == []
+    top = np.full((32, 32), 2 ** 32 - 1, np.int64)
+    store.accept_region(image, box, top, np.full((32, 32), 3.0), model_version=BUNDLED)
+    _, corrected, predicted = store.load_region("r0001")
+    assert corrected.dtype == np.uint32 and int(corrected.max()) == 2 ** 32 - 1
+    assert predicted.dtype == np.uint8 and int(predicted.max()) == 3
+
+
+def test_read_only_store_opens_for_reading_and_says_read_only(tmp_path, glas, monkeypatch, lite_checkpoint):
+    """Writes to a read-only store fail with a StoreError that says "read-only".
+
+    As a normal user the store folder is made read-only with chmod. Tests run as root in CI, where
+    chmod does not stop writes; there os.open is patched to fail with EROFS (read-only file system)
+    for any write under the store, which is what the store's lock and writes see on a read-only mount.
+    """
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    _accept(store, image, mask, _boxes(1)[0])
+    dirs = [root] + [p for p in root.rglob("*") if p.is_dir()]
+    if os.geteuid() != 0:
+        for d in dirs:
+            d.chmod(0o555)
+        (root / ".lock").chmod(0o444)
+    else:
+        real_open = os.open
+        writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+        def read_only_open(path, flags, *args, **kwargs):
+            if flags & writing and str(path).startswith(str(root)):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", read_only_open)
+    try:
+        ro = ProjectStore.open(root)
+        assert ro.read_only and [r.region_id for r in ro.regions()] == ["r0001"]
+        assert ro.load_region("r0001")[0].shape == (64, 64, 3)
+        for write in (lambda: _accept(ro, image, mask, _boxes(2)[1]), lambda: ro.withdraw("r0001"),
+                      lambda: ro.set_current(BUNDLED), lambda: ro.add_model(lite_checkpoint, parent=BUNDLED)):
+            with pytest.raises(StoreError, match="read-only") as err:
+                write()
+            assert "\n" not in str(err.value)
+    finally:
+        monkeypatch.undo()
+        for d in dirs:
+            d.chmod(0o755)
+    assert [r.region_id for r in ProjectStore.open(root).regions()] == ["r0001"]
+
+
+def test_add_model_refuses_files_that_cannot_be_loaded(tmp_path, lite_checkpoint):
+    import torch
+
+    from src_model.checkpoint import read_checkpoint
+
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    npz = tmp_path / "weights.npz"
+    np.savez(npz, w=np.zeros(3))
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    pickled = tmp_path / "pickle.pt"
+    torch.save({"format": "napari-cdma-checkpoint", "payload": Evil()}, pickled)
+
+    data = read_checkpoint(lite_checkpoint)
+    name = next(k for k, v in data["state_dict"].items() if v.ndim == 4)
+    data["state_dict"][name] = torch.zeros(tuple(s + 1 for s in data["state_dict"][name].shape))
+    misfit = tmp_path / "misfit.pt"
+    torch.save(data, misfit)
+
+    for path, reason in [(npz, "not a readable checkpoint"), (pickled, "not a readable checkpoint"),
+                         (misfit, "weights do not fit the stored config")]:
+        with pytest.raises(StoreError, match=f"cannot become a model version: .*{reason}") as err:
+            store.add_model(path, parent=BUNDLED, promoted=True)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert not marker.exists()
+    assert store.models() == [] and store.current_model_version == BUNDLED
+    assert list((root / "models").iterdir()) == [] and list((root / ".staging").iterdir()) == []
+    assert store.add_model(lite_checkpoint, parent=BUNDLED, promoted=True).version == "v0001"
+
+
+def test_retrain_worker_skips_a_damaged_region_with_a_warning(tmp_path, glas, caplog):
+    from napari_cdma.project.events import Cancelled, Started
+    from napari_cdma.project.retrain_worker import run
+
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    for box in _boxes(3):
+        _accept(store, image, mask, box)
+    (root / "regions" / "r0002" / "v0001" / "corrected" / "c" / "0" / "0").unlink()
+    events = []
+    # cancel at once: run() stops right after the Started event, before loading or training a model
+    code = run({"store": str(root), "steps": 1, "out_dir": str(tmp_path / "out"), "device": "cpu"},
+               events.append, lambda: True)
+    assert code == 0 and isinstance(events[0], Started) and isinstance(events[-1], Cancelled)
+    assert events[0].n_labelled == 2
+    assert "skipping damaged region r0002: region r0002 v1: chunk file" in caplog.text

@@ -7,13 +7,30 @@ Layout of a store directory (a zarr v3 hierarchy plus a JSON index)::
       index.json                 the metadata index (regions, versions, models, current model)
       regions/<rid>/v0001/       one group per accepted version: arrays crop, corrected, predicted
       images/<key>               source images kept as unlabelled tissue for retraining
-      models/v0001.pt            model checkpoints
+      models/v0001.pt            model checkpoints (models/v0001.json: their record, for repair)
       .staging/                  temporary names; renamed into place when complete
+      intent.json                only while a write is in progress (see below)
+      quarantine/                data that recovery could neither finish nor adopt, kept for a human
 
 ``index.json`` is the source of truth for metadata: it is small, and written to a temporary file,
 fsynced and renamed over the old one, so a crash or a full disk leaves the previous index whole.
-Pixels are written under ``.staging/`` first and renamed into place only when complete; data that
-the index does not name (an interrupted write) is never read.
+
+Crash safety (a kill -9 or power loss at any instant): every write stages its data under
+``.staging/`` (fsynced), then writes ``intent.json`` naming each staged path, the place it goes and
+the complete new index, then renames the staged data into place, commits the index and removes
+the intent. Before every write and when the store is opened, under the lock, recovery finishes an
+interrupted write whose staged data is all there (roll forward) or moves what it had placed to
+``quarantine/`` (roll back); then any folder the index does not name (a crash of an older version,
+or an older ``index.json`` restored from a backup) is adopted when its own records verify (each
+region version folder carries its region id, box, image hash, version, model version, user, time
+and checksums; each image and model carries its entry) or else moved to ``quarantine/``. Data the
+index does not name never blocks a later write. What recovery did is logged and kept in
+:attr:`ProjectStore.repairs`.
+
+Integrity: the index keeps a sha256 checksum (of shape, dtype and decoded bytes) of every array and
+of every model file; reads verify it, so a missing or damaged chunk raises :class:`StoreError`
+naming the region, image or model and the file (never background pixels). Ids and paths read from
+the index are checked against their patterns and must resolve inside the store.
 
 Held-out regions: the n-th region accepted in the store (n = 0, 1, 2, ...) is held out when
 ``floor((n + 1) * f) > floor(n * f)``, with ``f`` the holdout fraction fixed at creation. For the
@@ -25,7 +42,8 @@ is not copied whole; each accepted region stores instead the full-resolution cro
 around its box, widened by :data:`CONTEXT_MARGIN` pixels on each side, as unlabelled tissue.
 
 Several processes may use one store (napari and the retraining worker): every mutation takes an
-exclusive lock file (POSIX) and re-reads the index first.
+exclusive lock file (POSIX) and re-reads the index first. A read-only store opens for reading;
+writes raise :class:`StoreReadOnlyError` ("read-only").
 """
 from __future__ import annotations
 
@@ -35,25 +53,39 @@ import datetime as _dt
 import fractions
 import getpass
 import hashlib
+import json
 import logging
 import math
 import os
 import shutil  # noqa: F401 - kept as store.shutil (tests patch shutil.copyfileobj through it)
 import threading
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; the store's name for the shipped model
+
 from . import store_io as _io
+
 # Re-exported: the store's public names. The underscore aliases are the module globals that the
 # store's write paths call (tests replace them to simulate a full disk).
-from .store_io import INDEX_NAME, STAGING, STORE_FORMAT, STORE_FORMAT_VERSION, StoreError, StoreVersionError
+from .store_io import (
+    INDEX_NAME,
+    INTENT_NAME,
+    QUARANTINE,
+    STAGING,
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+    StoreError,
+    StoreReadOnlyError,
+)
+from .store_io import (
+    StoreVersionError as StoreVersionError,
+)
 from .store_io import atomic_write_json as _atomic_write_json
 from .store_io import disk_error as _disk_error
-from .store_io import read_array as _read_array
 from .store_io import write_array as _write_array
 from .store_io import write_group as _write_group
 
@@ -62,7 +94,6 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 BBox = Tuple[int, int, int, int]
 
-BUNDLED = "bundled"
 MAX_FULL_IMAGE_PIXELS = 50_000_000
 CONTEXT_MARGIN = 256
 DEFAULT_HOLDOUT_FRACTION = 0.2
@@ -111,6 +142,7 @@ class ModelRecord:
         metrics: e.g. ``{"old_dice": .., "new_dice": .., "n_holdout": ..}``.
         promoted: whether it became the current model when it was added.
         note: free text.
+        sha256: ``"sha256:<hex>"`` of the checkpoint file, verified when its path is asked for.
     """
 
     version: str
@@ -120,6 +152,7 @@ class ModelRecord:
     metrics: Dict[str, Any] = field(default_factory=dict)
     promoted: bool = False
     note: str = ""
+    sha256: str = ""
 
 
 def _now() -> str:
@@ -150,19 +183,93 @@ def _is_holdout(n: int, fraction: float) -> bool:
     return math.floor((n + 1) * f) > math.floor(n * f)
 
 
+LABEL_MAX = int(np.iinfo(np.uint32).max)
+
+
 def _label_array(mask: Any, shape: Tuple[int, int], name: str) -> np.ndarray:
+    """Labels as stored (uint8, or uint32 above 255); refuses values the store cannot keep exactly."""
     mask = np.asarray(mask)
     if mask.shape != shape:
         raise ValueError(f"{name} mask has shape {mask.shape}, the region is {shape}")
     if mask.dtype == bool:
         return mask.astype(np.uint8)
-    if not np.issubdtype(mask.dtype, np.integer):
+    if np.issubdtype(mask.dtype, np.floating):
+        if mask.size and not np.all(np.isfinite(mask)):
+            raise ValueError(f"{name} mask has NaN or infinite values; labels must be whole numbers "
+                             f"0..{LABEL_MAX}")
+        if mask.size and not np.all(mask == np.floor(mask)):
+            odd = mask[mask != np.floor(mask)].flat[0]
+            raise ValueError(f"{name} mask has non-integer values (e.g. {odd}); labels must be whole "
+                             f"numbers (0 = background)")
+    elif not np.issubdtype(mask.dtype, np.integer):
         raise ValueError(f"{name} mask must hold integer labels (0 = background), got dtype {mask.dtype}")
-    if mask.size and int(mask.min()) < 0:
-        raise ValueError(f"{name} mask has negative labels")
-    top = int(mask.max()) if mask.size else 0
+    top = 0
+    if mask.size:
+        low, top = mask.min(), mask.max()
+        if low < 0:
+            raise ValueError(f"{name} mask has negative labels (min {low}); the store keeps labels "
+                             f"0..{LABEL_MAX} (uint32)")
+        if top > LABEL_MAX:
+            raise ValueError(f"{name} mask has label {top}, which does not fit the store's uint32 labels "
+                             f"(max {LABEL_MAX})")
     out_dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint32
     return mask.astype(out_dtype)
+
+
+_HEX64_LEN = 64
+
+
+def _validate_index(root: Path, index: Dict[str, Any]) -> Dict[str, Any]:
+    """Refuse an index whose ids or paths could name anything outside the store's layout."""
+    where = root / INDEX_NAME
+
+    def bad(msg: str) -> StoreError:
+        return StoreError(f"{where}: {msg}; the index was edited or damaged, refusing to use it")
+
+    regions, images, models = index.get("regions"), index.get("images"), index.get("models")
+    if not isinstance(regions, dict) or not isinstance(images, dict) or not isinstance(models, list):
+        raise bad("regions, images or models has the wrong type")
+    if not isinstance(index.get("n_regions"), int):
+        raise bad("n_regions is not an integer")
+    for rid, reg in regions.items():
+        if not _io.REGION_ID.match(str(rid)):
+            raise bad(f"region id {rid!r} is not of the form r0001")
+        if not isinstance(reg, dict) or not isinstance(reg.get("versions"), list) or not reg["versions"]:
+            raise bad(f"region {rid} has no versions")
+        bbox = reg.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int) for v in bbox)):
+            raise bad(f"region {rid} has no valid box")
+        for number, entry in enumerate(reg["versions"], 1):
+            path = entry.get("path") if isinstance(entry, dict) else None
+            if path != f"regions/{rid}/v{number:04d}" or entry.get("version") != number:
+                raise bad(f"region {rid} version {number} has path {path!r}")
+    for key, entry in images.items():
+        if not _io.IMAGE_KEY.match(str(key)) or not isinstance(entry, dict) or entry.get("path") != f"images/{key}":
+            raise bad(f"image entry {key!r} has an invalid key or path")
+    versions = set()
+    for m in models:
+        version = m.get("version") if isinstance(m, dict) else None
+        if not _io.MODEL_VERSION.match(str(version)) or m.get("path") != f"models/{version}.pt":
+            raise bad(f"model entry {version!r} has an invalid version or path")
+        versions.add(version)
+    if index.get("current_model") != BUNDLED and index.get("current_model") not in versions:
+        raise bad(f"the current model {index.get('current_model')!r} is not in the store")
+    return index
+
+
+def _read_index(root: Path) -> Dict[str, Any]:
+    return _validate_index(root, _io.read_index(root))
+
+
+def _check_checkpoint(path: Path, shown: Path) -> None:
+    """Load a checkpoint the way the plugin will (weights only, model built from its config, strict)."""
+    from src_model.checkpoint import model_from_checkpoint_dict, read_checkpoint  # lazy: imports torch
+
+    try:
+        model_from_checkpoint_dict(read_checkpoint(path), str(shown))
+    except Exception as exc:  # CheckpointError, and anything else a foreign file makes torch raise
+        reason = _io.one_line(exc).replace(str(path), str(shown))
+        raise StoreError(f"{shown} cannot become a model version: {reason}") from exc
 
 
 class ProjectStore:
@@ -176,6 +283,11 @@ class ProjectStore:
         self.root = root
         self._index = index
         self._lock = threading.RLock()
+        #: What recovery repaired since this store was opened (one line each; also logged).
+        self.repairs: List[str] = []
+        #: True when the store could only be opened for reading.
+        self.read_only = False
+        self._verified_models: set = set()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -189,9 +301,15 @@ class ProjectStore:
             holdout_fraction: share of regions held out for validation; used only when creating
                 (an existing store keeps the fraction it was created with).
 
+        Opening a writable store runs recovery (see the module docstring): an interrupted write is
+        finished or undone, data the index does not name is adopted or quarantined; what was done
+        is logged and listed in :attr:`repairs`. A read-only store opens for reading
+        (:attr:`read_only`).
+
         Raises:
             StoreVersionError: the store was written by a newer napari-cdma.
-            StoreError: the path is not a napari-cdma store, or it is absent and ``create`` is False.
+            StoreError: the path is not a napari-cdma store, it is absent and ``create`` is False,
+                or its index is unreadable or names ids or paths outside the store layout.
         """
         root = Path(path).expanduser().resolve()
         if root.exists() and not root.is_dir():
@@ -201,9 +319,20 @@ class ProjectStore:
             if not create:
                 raise StoreError(f"{root}: no napari-cdma store here")
             return cls._create(root, holdout_fraction)
-        index = _io.read_index(root)
-        store = cls(root, index)
-        _io.clean_staging(root)
+        store = cls(root, _read_index(root))
+        try:
+            try:
+                with store._lock, _io.process_lock(root):
+                    store._index = _read_index(root)
+                    store._recover(deep=True)
+                    _io.clean_staging(root)
+            except OSError as exc:
+                raise _disk_error(exc, "repairing the store after an interrupted write") from exc
+        except StoreReadOnlyError as exc:
+            store.read_only = True
+            pending = " (an interrupted write is pending: it is finished when the store is writable)" \
+                if (root / INTENT_NAME).exists() else ""
+            logger.warning("opened %s for reading only: %s%s", root, exc, pending)
         return store
 
     @classmethod
@@ -241,18 +370,290 @@ class ProjectStore:
     def refresh(self) -> None:
         """Re-read the index from disk (another process may have written to the store)."""
         with self._lock:
-            self._index = _io.read_index(self.root)
+            self._index = _read_index(self.root)
 
     @contextlib.contextmanager
     def _mutation(self) -> Iterator[Dict[str, Any]]:
-        """Lock, re-read the index, yield a copy to change; the caller commits with _commit."""
+        """Lock, re-read the index, recover, yield a copy to change; the caller commits with _apply/_commit."""
         with self._lock, _io.process_lock(self.root):
-            self._index = _io.read_index(self.root)
+            self._index = _read_index(self.root)
+            try:
+                self._recover(deep=False)
+            except OSError as exc:
+                raise _disk_error(exc, "repairing the store before a write") from exc
             yield copy.deepcopy(self._index)
 
     def _commit(self, index: Dict[str, Any]) -> None:
         _atomic_write_json(self.root / INDEX_NAME, index)
         self._index = index
+
+    def _apply(self, index: Dict[str, Any], moves: List[Tuple[Path, str]], placed: List[Path],
+               what: str) -> None:
+        """Commit a mutation: intent (moves + new index), the moves, the index, then drop the intent.
+
+        Runs inside :func:`store_io.all_or_nothing` (``placed`` is its list): a failure before the
+        index is committed drops the intent and the block undoes the moves.
+        """
+        for src, _ in moves:
+            _io.fsync_tree(src)
+        _io.write_intent(self.root, {"what": what, "created": _now(), "index": index,
+                                     "moves": [[src.relative_to(self.root).as_posix(), dst] for src, dst in moves]})
+        try:
+            for src, dst in moves:
+                placed.append(_io.place(self.root, src, _io.inside(self.root, dst, what)))
+            self._commit(index)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _io.drop_intent(self.root)
+            raise
+        placed.clear()  # committed: nothing to undo any more
+        try:
+            _io.drop_intent(self.root)
+        except OSError as exc:  # harmless: replaying a committed intent rewrites the same index
+            logger.warning("could not remove %s after %s: %s", INTENT_NAME, what, exc)
+
+    # ------------------------------------------------------------------ recovery
+    def _note(self, text: str) -> None:
+        self.repairs.append(text)
+        logger.warning("store %s: %s", self.root, text)
+
+    def _recover(self, deep: bool) -> None:
+        """Under the lock, on a freshly read index: finish or undo an interrupted write, then adopt or
+        quarantine data the index does not name; commits a repaired index. ``deep`` (at open) also
+        merges withdrawals recorded in the region folders (an older index restored from a backup)."""
+        root = self.root
+        index = copy.deepcopy(self._index)
+        changed = False
+        intent = _io.read_intent(root)
+        if intent is not None:
+            replayed = self._replay_intent(intent)
+            if replayed is not None:
+                index, changed = replayed, True
+        for name in _io.remove_temp_files(root):
+            logger.info("removed %s left by an interrupted write", name)
+        changed |= self._adopt_orphans(index, deep)
+        if changed:
+            self._commit(index)
+        if intent is not None:
+            _io.drop_intent(root)
+
+    def _replay_intent(self, intent: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Roll an interrupted write forward (returns its index) or back (returns None)."""
+        root = self.root
+        what = str(intent.get("what", "a write"))[:200]
+        moves, index = intent.get("moves"), intent.get("index")
+        ok = isinstance(moves, list) and isinstance(index, dict) and all(
+            isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and m[0].startswith(STAGING + "/")
+            and isinstance(m[1], str) and _io.PLACEABLE.match(m[1]) for m in moves)
+        if ok:
+            try:
+                _validate_index(root, index)
+                pairs = [(_io.inside(root, s, INTENT_NAME), _io.inside(root, d, INTENT_NAME)) for s, d in moves]
+            except StoreError:
+                ok = False
+        if not ok:
+            _io.quarantine(root, root / INTENT_NAME, "an intent this store did not write")
+            self._note(f"moved an {INTENT_NAME} that is not understood to {QUARANTINE}/")
+            return None
+        states = ["staged" if os.path.lexists(s) else "placed" if os.path.lexists(d) else "lost" for s, d in pairs]
+        if "lost" not in states:
+            for (src, dst), state in zip(pairs, states, strict=True):
+                if state == "staged":
+                    _io.place(root, src, dst)
+            self._note(f"finished an interrupted write ({what})")
+            return index
+        for (_, dst), state in zip(pairs, states, strict=True):
+            if state == "placed":
+                _io.quarantine(root, dst, f"placed by an interrupted write that cannot be finished ({what})")
+        self._note(f"undid an interrupted write whose staged data is gone ({what}); "
+                   f"what it had placed is in {QUARANTINE}/")
+        return None
+
+    def _adopt_orphans(self, index: Dict[str, Any], deep: bool) -> bool:
+        """Adopt verifiable data the index does not name, quarantine the rest; True if index changed."""
+        root = self.root
+        changed = False
+        regions_dir = root / "regions"
+        for entry in sorted(regions_dir.iterdir()) if regions_dir.is_dir() else []:
+            name = entry.name
+            if name == "zarr.json":
+                continue
+            if not _io.REGION_ID.match(name) or not entry.is_dir():
+                _io.quarantine(root, entry, "not a region folder")
+                self._note(f"moved regions/{name} (not a region folder) to {QUARANTINE}/")
+                continue
+            region = index["regions"].get(name)
+            if region is None:
+                changed |= self._adopt_region(index, entry)
+                continue
+            changed |= self._adopt_versions(region, entry)
+            if deep and not region["withdrawn"]:
+                try:
+                    gattrs = _io.read_attributes(entry)
+                except (OSError, ValueError):
+                    gattrs = {}
+                if gattrs.get("withdrawn") is True:
+                    region.update(withdrawn=True, withdrawn_at=gattrs.get("withdrawn_at"),
+                                  withdrawn_by=gattrs.get("withdrawn_by"))
+                    self._note(f"region {name} is withdrawn in its folder but not in the index: withdrawn")
+                    changed = True
+        images_dir = root / "images"
+        for entry in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
+            if entry.name != "zarr.json" and entry.name not in index["images"]:
+                changed |= self._adopt_image(index, entry)
+        models_dir = root / "models"
+        known = {m["version"] for m in index["models"]}
+        for entry in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
+            stem, suffix = entry.stem, entry.suffix
+            if _io.MODEL_VERSION.match(stem) and suffix in (".pt", ".json") and stem in known:
+                continue
+            if suffix == ".json" and _io.MODEL_VERSION.match(stem) and (models_dir / f"{stem}.pt").exists():
+                continue  # handled with its .pt
+            if not os.path.lexists(entry):  # quarantined with its .pt
+                continue
+            changed |= self._adopt_model(index, entry)
+        top = max((int(r[1:]) for r in index["regions"]), default=0)
+        if index["n_regions"] < top:
+            index["n_regions"] = top
+            changed = True
+        return changed
+
+    def _check_version(self, vdir: Path, rid: str, number: int, region: Optional[Dict[str, Any]]
+                       ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """The index entry of a region version folder, from its own attributes, after verifying its arrays."""
+        what = f"region {rid} v{number}"
+        try:
+            attrs = _io.read_attributes(vdir)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{what}: unreadable attributes ({_io.one_line(exc)})") from exc
+        bbox = attrs.get("bbox")
+        if attrs.get("region_id") != rid or attrs.get("version") != number or not (
+                isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int) for v in bbox)):
+            raise StoreError(f"{what}: its attributes name another region, version or no box")
+        if region is not None and (attrs.get("image_hash") != region["image_hash"] or bbox != region["bbox"]):
+            raise StoreError(f"{what}: its image or box differs from the region's")
+        sums = attrs.get("checksums") if isinstance(attrs.get("checksums"), dict) else {}
+        arrays = {n: _io.read_array_verified(vdir / n, sums.get(n), what) for n in ("crop", "corrected", "predicted")}
+        h, w = bbox[2] - bbox[0], bbox[3] - bbox[1]
+        if arrays["crop"].shape != (h, w, 3) or arrays["corrected"].shape != (h, w) \
+                or arrays["predicted"].shape != (h, w):
+            raise StoreError(f"{what}: array shapes do not match its box")
+        entry = {"version": number, "path": f"regions/{rid}/v{number:04d}",
+                 "model_version": str(attrs.get("model_version", "unknown")),
+                 "user": str(attrs.get("user", "unknown")), "created": str(attrs.get("created", "")),
+                 "source_path": attrs.get("source_path"),
+                 "checksums": {n: sums.get(n) or _io.checksum(a) for n, a in arrays.items()}}
+        return entry, attrs
+
+    def _adopt_versions(self, region: Dict[str, Any], rdir: Path) -> bool:
+        """Adopt version folders after the region's last indexed version; quarantine the rest."""
+        rid = rdir.name
+        n = len(region["versions"])
+        extra = sorted(p for p in rdir.iterdir() if p.name != "zarr.json"
+                       and not (_io.VERSION_DIR.match(p.name) and int(p.name[1:]) <= n))
+        changed = False
+        for path in extra:
+            number = len(region["versions"]) + 1
+            if path.name == f"v{number:04d}" and path.is_dir():
+                try:
+                    entry, _ = self._check_version(path, rid, number, region)
+                except StoreError as exc:
+                    reason = str(exc)
+                else:
+                    region["versions"].append(entry)
+                    self._note(f"adopted region {rid} v{number} found on disk but missing from the index")
+                    changed = True
+                    continue
+            else:
+                reason = "not the next version of the region"
+            _io.quarantine(root=self.root, path=path, reason=reason)
+            self._note(f"moved regions/{rid}/{path.name} to {QUARANTINE}/ ({reason})")
+        return changed
+
+    def _adopt_region(self, index: Dict[str, Any], rdir: Path) -> bool:
+        """Adopt a whole region folder the index does not name, or quarantine it."""
+        rid = rdir.name
+        region: Dict[str, Any] = {"versions": []}
+        first_attrs: Dict[str, Any] = {}
+        try:
+            entry, first_attrs = self._check_version(rdir / "v0001", rid, 1, None)
+        except StoreError as exc:
+            _io.quarantine(self.root, rdir, str(exc))
+            self._note(f"moved regions/{rid} to {QUARANTINE}/: not in the index and not verifiable ({exc})")
+            return False
+        try:
+            gattrs = _io.read_attributes(rdir)
+        except (OSError, ValueError):
+            gattrs = {}
+        n = gattrs.get("index") if isinstance(gattrs.get("index"), int) else int(rid[1:]) - 1
+        holdout = gattrs.get("holdout")
+        if not isinstance(holdout, bool):
+            holdout = _is_holdout(n, float(index["holdout_fraction"]))
+        region = {"image_hash": first_attrs["image_hash"], "bbox": first_attrs["bbox"], "index": n,
+                  "holdout": holdout, "withdrawn": gattrs.get("withdrawn") is True, "versions": [entry]}
+        if region["withdrawn"]:
+            region.update(withdrawn_at=gattrs.get("withdrawn_at"), withdrawn_by=gattrs.get("withdrawn_by"))
+        self._adopt_versions(region, rdir)
+        index["regions"][rid] = region
+        index["n_regions"] = max(int(index["n_regions"]), n + 1, int(rid[1:]))
+        self._note(f"adopted region {rid} ({len(region['versions'])} version(s)) found on disk but "
+                   f"missing from the index")
+        return True
+
+    def _adopt_image(self, index: Dict[str, Any], path: Path) -> bool:
+        key = path.name
+        reason = "not a stored image"
+        if _io.IMAGE_KEY.match(key) and path.is_dir():
+            try:
+                meta = _io.read_attributes(path).get("napari_cdma_image")
+                if isinstance(meta, dict) and isinstance(meta.get("checksum"), str):
+                    _io.read_array_verified(path, meta["checksum"], f"stored image {key[:12]}")
+                    entry = dict(meta, path=f"images/{key}")
+                elif "_" not in key:  # written before checksums: verify it against its own hash
+                    data = _io.read_array_verified(path, None, f"stored image {key[:12]}")
+                    if hash_image(data) != key:
+                        raise StoreError("its pixels do not match its name (the image hash)")
+                    entry = {"hash": key, "full": True, "offset": [0, 0], "source_shape": list(data.shape),
+                             "shape": list(data.shape), "path": f"images/{key}", "source_path": None,
+                             "added": _now(), "checksum": _io.checksum(data)}
+                else:
+                    raise StoreError("it carries no record")
+            except (StoreError, OSError, ValueError) as exc:
+                reason = _io.one_line(exc)
+            else:
+                index["images"][key] = entry
+                self._note(f"adopted stored image {key[:12]} found on disk but missing from the index")
+                return True
+        _io.quarantine(self.root, path, reason)
+        self._note(f"moved images/{key} to {QUARANTINE}/ ({reason})")
+        return False
+
+    def _adopt_model(self, index: Dict[str, Any], path: Path) -> bool:
+        stem = path.stem
+        side = path.with_suffix(".json")
+        reason = "not a model file of this store"
+        if _io.MODEL_VERSION.match(stem) and path.suffix == ".pt" and path.is_file():
+            try:
+                record = json.loads(side.read_text(encoding="utf-8")).get("napari_cdma_model")
+                if not isinstance(record, dict) or record.get("version") != stem \
+                        or record.get("path") != f"models/{stem}.pt":
+                    raise ValueError("its record names another version")
+                if _io.file_sha256(path) != record.get("sha256"):
+                    raise ValueError("the file does not match its recorded checksum")
+                ModelRecord(**record)
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                reason = f"no verifiable record ({_io.one_line(exc)})"
+            else:
+                index["models"].append(record)
+                index["models"].sort(key=lambda m: int(m["version"][1:]))
+                self._note(f"adopted model {stem} found on disk but missing from the index "
+                           f"(the current model is still {index['current_model']})")
+                return True
+        for p in (path, side) if path.suffix == ".pt" else (path,):
+            if os.path.lexists(p):
+                _io.quarantine(self.root, p, reason)
+        self._note(f"moved models/{path.name} to {QUARANTINE}/ ({reason})")
+        return False
 
     def _staging_dir(self, staged: List[Path]) -> Path:
         """A fresh temporary name under .staging/, remembered in ``staged`` for clean-up."""
@@ -289,8 +690,9 @@ class ProjectStore:
             The record of the stored version.
 
         Raises:
-            ValueError: bad shapes, dtypes or box.
-            StoreError: the store could not be written (e.g. disk full); nothing was changed.
+            ValueError: bad shapes, dtypes, box, or labels that do not fit the store (negative,
+                non-integer, above 2**32 - 1).
+            StoreError: the store could not be written (e.g. disk full, read-only); nothing was changed.
         """
         shape = tuple(int(s) for s in image.shape)
         if len(shape) != 3 or shape[2] != 3 or np.dtype(image.dtype) != np.uint8:
@@ -333,7 +735,9 @@ class ProjectStore:
             version = len(region["versions"]) + 1
             rel = f"regions/{rid}/v{version:04d}"
             entry = {"version": version, "path": rel, "model_version": str(model_version), "user": user,
-                     "created": created, "source_path": src}
+                     "created": created, "source_path": src,
+                     "checksums": {"crop": _io.checksum(crop), "corrected": _io.checksum(corrected_arr),
+                                   "predicted": _io.checksum(predicted_arr)}}
             region["versions"].append(entry)
 
             # The unlabelled tissue: the whole image once per hash, or a context crop for a big one.
@@ -352,18 +756,23 @@ class ProjectStore:
                 image_entry = {"hash": digest, "full": True, "offset": [0, 0], "source_shape": list(shape)}
             if image_entry is not None:
                 image_entry.update({"path": f"images/{image_key}", "source_path": src,
-                                    "shape": list(image_data.shape), "added": created})
+                                    "shape": list(image_data.shape), "added": created,
+                                    "checksum": _io.checksum(image_data)})
                 index["images"][image_key] = image_entry
 
+            # Each folder carries its own record, so recovery can adopt it if the index misses it.
             attrs = {"region_id": rid, "bbox": [y0, x0, y1, x1], "image_hash": digest, **entry}
-            with _io.all_or_nothing(f"accepting region {rid}") as (placed, staged):
+            what = f"accepting region {rid} v{version}"
+            with _io.all_or_nothing(what) as (placed, staged):
+                moves: List[Tuple[Path, str]] = []
                 if image_entry is not None:
                     tmp = self._staging_dir(staged)
-                    _write_array(tmp, image_data)
-                    placed.append(_io.place(tmp, self.root / image_entry["path"]))
+                    _write_array(tmp, image_data, {"napari_cdma_image": image_entry})
+                    moves.append((tmp, image_entry["path"]))
                 tmp = self._staging_dir(staged)
                 if new_region:  # stage the region group with its first version inside
-                    _write_group(tmp, {"region_id": rid})
+                    _write_group(tmp, {"region_id": rid, "index": region["index"], "holdout": region["holdout"],
+                                       "image_hash": digest, "bbox": [y0, x0, y1, x1], "created": created})
                     vdir = tmp / f"v{version:04d}"
                 else:
                     vdir = tmp
@@ -371,9 +780,8 @@ class ProjectStore:
                 _write_array(vdir / "crop", crop)
                 _write_array(vdir / "corrected", corrected_arr)
                 _write_array(vdir / "predicted", predicted_arr)
-                target = self.root / "regions" / rid
-                placed.append(_io.place(tmp, target if new_region else self.root / rel))
-                self._commit(index)
+                moves.append((tmp, f"regions/{rid}" if new_region else rel))
+                self._apply(index, moves, placed, what)
         logger.info("accepted %s v%d (%s, holdout=%s) by %s", rid, version, (y0, x0, y1, x1),
                     region["holdout"], user)
         return self._record(rid, index["regions"][rid], version)
@@ -405,21 +813,27 @@ class ProjectStore:
 
     def load_region(self, region_id: str, version: Optional[int] = None
                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pixels of a region version (default: the latest).
+        """Pixels of a region version (default: the latest), verified against their checksums.
 
         Returns:
             ``(crop uint8 (h, w, 3), corrected (h, w), predicted (h, w))``.
+
+        Raises:
+            KeyError: no such region or version.
+            StoreError: a file is missing or damaged; the message names the region and the file.
         """
         region = self._region(region_id)
         n = len(region["versions"])
         version = n if version is None else int(version)
         if not 1 <= version <= n:
             raise KeyError(f"region {region_id} has versions 1..{n}, not {version}")
-        base = self.root / region["versions"][version - 1]["path"]
-        try:
-            return _read_array(base / "crop"), _read_array(base / "corrected"), _read_array(base / "predicted")
-        except (OSError, ValueError, KeyError) as exc:
-            raise StoreError(f"{base}: region pixels are unreadable ({exc})") from exc
+        entry = region["versions"][version - 1]
+        what = f"region {region_id} v{version}"
+        base = _io.inside(self.root, entry["path"], what)
+        sums = entry.get("checksums") or {}
+        crop, corrected, predicted = (_io.read_array_verified(base / name, sums.get(name), what)
+                                      for name in ("crop", "corrected", "predicted"))
+        return crop, corrected, predicted
 
     def withdraw(self, region_id: str) -> RegionRecord:
         """Withdraw a region: kept on disk with its versions, excluded from training and validation."""
@@ -427,12 +841,22 @@ class ProjectStore:
             if region_id not in index["regions"]:
                 raise KeyError(f"no region {region_id!r} in the store")
             region = index["regions"][region_id]
-            region["withdrawn"] = True
-            region["withdrawn_at"] = _now()
-            region["withdrawn_by"] = _default_user()
+            mark = {"withdrawn": True, "withdrawn_at": _now(), "withdrawn_by": _default_user()}
+            region.update(mark)
+            # The region folder records it too, so an older index restored from a backup is repaired.
+            folder = _io.inside(self.root, f"regions/{region_id}", f"withdrawing region {region_id}")
+            try:
+                _io.update_attributes(folder, mark)
+                marked = True
+            except (OSError, ValueError) as exc:
+                marked = False
+                logger.warning("region %s: could not record the withdrawal in its folder (%s)", region_id, exc)
             try:
                 self._commit(index)
             except OSError as exc:
+                if marked:
+                    with contextlib.suppress(OSError, ValueError):
+                        _io.update_attributes(folder, {"withdrawn": False})
                 raise _disk_error(exc, f"withdrawing region {region_id}") from exc
         logger.info("withdrew region %s", region_id)
         return self._record(region_id, region)
@@ -466,25 +890,37 @@ class ProjectStore:
         with self._mutation() as index:
             if digest in index["images"]:
                 return digest
-            index["images"][digest] = {"hash": digest, "full": True, "offset": [0, 0], "source_shape": list(shape),
-                                       "shape": list(shape), "path": f"images/{digest}",
-                                       "source_path": None if source_path is None else str(source_path),
-                                       "added": _now()}
+            entry = {"hash": digest, "full": True, "offset": [0, 0], "source_shape": list(shape),
+                     "shape": list(shape), "path": f"images/{digest}",
+                     "source_path": None if source_path is None else str(source_path),
+                     "added": _now(), "checksum": _io.checksum(data)}
+            index["images"][digest] = entry
             with _io.all_or_nothing("adding an unlabelled image") as (placed, staged):
                 tmp = self._staging_dir(staged)
-                _write_array(tmp, data)
-                placed.append(_io.place(tmp, self.root / "images" / digest))
-                self._commit(index)
+                _write_array(tmp, data, {"napari_cdma_image": entry})
+                self._apply(index, [(tmp, entry["path"])], placed, f"adding image {digest[:12]}")
         return digest
 
-    def unlabelled_images(self) -> List[np.ndarray]:
-        """All stored source images (whole images and context crops of large ones), uint8 (H, W, 3)."""
+    def unlabelled_images(self, skip_damaged: bool = False) -> List[np.ndarray]:
+        """All stored source images (whole images and context crops of large ones), uint8 (H, W, 3).
+
+        Args:
+            skip_damaged: log and leave out an image whose files are missing or damaged instead of
+                raising.
+
+        Raises:
+            StoreError: an image is missing or damaged (unless ``skip_damaged``); the message names it.
+        """
         out = []
         for key, entry in sorted(self._index["images"].items()):
+            what = f"stored image {key[:12]}"
             try:
-                out.append(_read_array(self.root / entry["path"]))
-            except (OSError, ValueError, KeyError) as exc:
-                raise StoreError(f"{self.root / entry['path']}: stored image is unreadable ({exc})") from exc
+                out.append(_io.read_array_verified(_io.inside(self.root, entry["path"], what),
+                                                   entry.get("checksum"), what))
+            except StoreError as exc:
+                if not skip_damaged:
+                    raise
+                logger.warning("skipping a damaged image: %s", exc)
         return out
 
     # ------------------------------------------------------------------ models
@@ -492,6 +928,10 @@ class ProjectStore:
                   metrics: Optional[Dict[str, Any]] = None, note: str = "",
                   promoted: bool = False) -> ModelRecord:
         """Copy a checkpoint into the store as the next model version.
+
+        The copy is loaded first the way the plugin loads models (weights only, the model built from
+        the checkpoint's own config, weights loaded strictly), so a file that cannot be loaded never
+        becomes a model version, let alone the current one.
 
         Args:
             checkpoint_path: a napari-cdma checkpoint file.
@@ -501,37 +941,39 @@ class ProjectStore:
             promoted: make it the current model.
 
         Raises:
-            ValueError: the file is missing or not a torch checkpoint archive.
-            StoreError: the store could not be written; nothing was changed.
+            KeyError: ``parent`` is not in the store.
+            StoreError: the file is missing or not a loadable napari-cdma checkpoint (the message
+                says why), or the store could not be written; nothing was changed.
         """
         src = Path(checkpoint_path)
-        if not src.is_file() or not zipfile.is_zipfile(src):
-            raise ValueError(f"{src} is not a checkpoint file")
+        if not src.is_file():
+            raise StoreError(f"{src}: no such checkpoint file; no model was added")
         if parent is not None and parent != BUNDLED and not any(m["version"] == parent for m in self._index["models"]):
             self.refresh()
             if not any(m["version"] == parent for m in self._index["models"]):
                 raise KeyError(f"parent model {parent!r} is not in the store")
-        with self._mutation() as index:
-            number = len(index["models"]) + 1
-            version = f"v{number:04d}"
-            rel = f"models/{version}.pt"
-            created = _now()
-            record = ModelRecord(version=version, path=rel, parent=parent, created=created,
-                                 metrics=dict(metrics or {}), promoted=bool(promoted), note=note)
-            index["models"].append(asdict(record))
-            if promoted:
-                index["current_model"] = version
-                index["current_history"].append({"version": version, "at": created, "user": _default_user()})
-            target = self.root / rel
-            with _io.all_or_nothing(f"adding model {version}") as (placed, staged):
-                tmp = self._staging_dir(staged)
-                _io.copy_file_synced(src, tmp)
-                if target.exists():
-                    raise StoreError(f"{target} exists but the index does not name it; refusing to overwrite")
-                target.parent.mkdir(exist_ok=True)
-                os.replace(tmp, target)
-                placed.append(target)
-                self._commit(index)
+        with _io.all_or_nothing(f"adding the model {src.name}") as (placed, staged):
+            tmp = self._staging_dir(staged)
+            _io.copy_file_synced(src, tmp)
+            _check_checkpoint(tmp, src)  # the copy that goes in, not the file that may change
+            digest = _io.file_sha256(tmp)
+            with self._mutation() as index:
+                number = 1 + max((int(m["version"][1:]) for m in index["models"]), default=0)
+                version = f"v{number:04d}"
+                rel = f"models/{version}.pt"
+                created = _now()
+                record = ModelRecord(version=version, path=rel, parent=parent, created=created,
+                                     metrics=dict(metrics or {}), promoted=bool(promoted), note=note,
+                                     sha256=digest)
+                index["models"].append(asdict(record))
+                if promoted:
+                    index["current_model"] = version
+                    index["current_history"].append({"version": version, "at": created, "user": _default_user()})
+                side = self._staging_dir(staged)
+                side.write_text(json.dumps({"napari_cdma_model": asdict(record)}, indent=1, sort_keys=True),
+                                encoding="utf-8")
+                self._apply(index, [(tmp, rel), (side, f"models/{version}.json")], placed,
+                            f"adding model {version}")
         logger.info("added model %s (parent %s, promoted=%s)", version, parent, promoted)
         return record
 
@@ -561,13 +1003,32 @@ class ProjectStore:
     def model_path(self, version: str) -> Path:
         """Checkpoint path of a model version (``"bundled"``: the model shipped with the package)."""
         if version == BUNDLED:
-            from src_model.checkpoint import bundled_model_path  # lazy: imports torch
+            from src_model.checkpoint import bundled_model_path
 
             return bundled_model_path()
         for m in self._index["models"]:
             if m["version"] == version:
-                return self.root / m["path"]
+                path = _io.inside(self.root, m["path"], f"model {version}")
+                self._verify_model(version, path, m.get("sha256"))
+                return path
         raise KeyError(f"no model {version!r} in the store")
+
+    def _verify_model(self, version: str, path: Path, digest: Optional[str]) -> None:
+        """Raise StoreError if the model file is missing or differs from its recorded checksum."""
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise StoreError(f"model {version}: {path} is missing or unreadable ({_io.one_line(exc)})") from exc
+        key = (str(path), st.st_size, st.st_mtime_ns, digest)
+        if not digest or key in self._verified_models:
+            return
+        try:
+            ok = _io.file_sha256(path) == digest
+        except OSError as exc:
+            raise StoreError(f"model {version}: {path} is unreadable ({_io.one_line(exc)})") from exc
+        if not ok:
+            raise StoreError(f"model {version}: {path} does not match its recorded checksum (damaged file)")
+        self._verified_models.add(key)
 
     def current_model_path(self) -> Path:
         """Checkpoint path of the current model."""

@@ -1,23 +1,28 @@
-"""Low-level I/O of the project store: atomic files, zarr arrays, the lock, the index, staging.
+"""Low-level I/O of the project store: atomic files, zarr arrays, checksums, the lock, the index,
+staging, the write-ahead intent and quarantine.
 
 Nothing here knows about regions or models; :mod:`napari_cdma.project.store` composes these into its
-mutations. The crash-safety rules they implement are described there.
+mutations and its recovery. The crash-safety rules they implement are described there.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
+
+# Re-exported: the engine's crash-safe writes (temp file, fsync, rename, fsync of the folder).
+from src_model.fileio import atomic_write_json, fsync_dir
 
 try:  # POSIX only; on other systems the in-process lock is all we have.
     import fcntl
@@ -31,6 +36,8 @@ STORE_FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 STAGING = ".staging"
 LOCK_NAME = ".lock"
+INTENT_NAME = "intent.json"
+QUARANTINE = "quarantine"
 STALE_STAGING_S = 3600.0
 CHUNK = 1024
 
@@ -43,46 +50,92 @@ class StoreVersionError(StoreError):
     """The store was written by a newer napari-cdma than this one."""
 
 
-# Both are part of napari_cdma.project.store's public API; they live here so the helpers can raise them.
-StoreError.__module__ = StoreVersionError.__module__ = "napari_cdma.project.store"
+class StoreReadOnlyError(StoreError):
+    """The store is on a read-only folder or file system: it can be read, not changed."""
+
+
+# All are part of napari_cdma.project.store's public API; they live here so the helpers can raise them.
+StoreError.__module__ = StoreVersionError.__module__ = StoreReadOnlyError.__module__ = "napari_cdma.project.store"
+
+
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), at most ``limit`` chars."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:limit]
 
 
 def disk_error(exc: OSError, what: str) -> StoreError:
-    """A :class:`StoreError` for a failed write, saying whether the disk is full."""
+    """A :class:`StoreError` for a failed write, saying whether the disk is full or the store read-only."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StoreError(f"disk full while {what}; nothing was changed in the store, free some space "
-                          f"and try again ({exc})")
-    return StoreError(f"could not write to the store while {what}; nothing was changed ({exc})")
+                          f"and try again ({one_line(exc)})")
+    if exc.errno in READ_ONLY_ERRNOS:
+        return StoreReadOnlyError(f"the store is read-only: cannot write while {what}; nothing was changed "
+                          f"({one_line(exc)})")
+    return StoreError(f"could not write to the store while {what}; nothing was changed ({one_line(exc)})")
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that a rename inside it survives a crash (where supported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+# ---------------------------------------------------------------------------- names and paths
+REGION_ID = re.compile(r"^r\d{4,9}$")
+VERSION_DIR = re.compile(r"^v(\d{4,9})$")
+MODEL_VERSION = re.compile(r"^v\d{4,9}$")
+IMAGE_KEY = re.compile(r"^[0-9a-f]{64}(_\d{1,9}){0,4}$")
+#: The relative paths a mutation may place (and an intent may name).
+PLACEABLE = re.compile(r"^(regions/r\d{4,9}(/v\d{4,9})?|images/[0-9a-f]{64}(_\d{1,9}){0,4}|"
+                       r"models/v\d{4,9}\.(pt|json))$")
 
 
-def atomic_write_json(path: Path, data: Dict[str, Any]) -> None:
-    """Write JSON to a temp file next to ``path``, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+def inside(root: Path, rel: str, what: str) -> Path:
+    """``root / rel``, refusing a path that is absolute or resolves outside the store."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or "\\" in rel:
+        raise StoreError(f"{what}: path {rel!r} is not a path inside the store; refusing to use it")
+    path = root / rel
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real == real_root or os.path.commonpath([real_root, real]) != real_root:
+        raise StoreError(f"{what}: path {rel!r} leaves the store {root}; refusing to use it")
+    return path
+
+
+# ---------------------------------------------------------------------------- checksums
+def checksum(data: np.ndarray) -> str:
+    """``"sha256:<hex>"`` of an array's shape, dtype and bytes (C order)."""
+    data = np.ascontiguousarray(data)
+    h = hashlib.sha256(f"{tuple(int(s) for s in data.shape)}|{data.dtype.str}|".encode())
+    h.update(data.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """``"sha256:<hex>"`` of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file and folder under ``path`` (a staged write) before it is named in an intent."""
+    if path.is_file():
+        paths = [path]
+    else:
+        paths = [Path(d) / f for d, _, files in os.walk(path) for f in files]
+        paths += [Path(d) for d, _, _ in os.walk(path)]
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def copy_file_synced(src: Path, dst: Path) -> None:
@@ -93,14 +146,19 @@ def copy_file_synced(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
-def write_array(path: Path, data: np.ndarray) -> None:
-    """Write ``data`` as a zarr v3 array at directory ``path`` (which must not exist yet)."""
+def write_array(path: Path, data: np.ndarray, attributes: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``data`` as a zarr v3 array at directory ``path`` (which must not exist yet).
+
+    Every chunk is written, background ones included, so a chunk file that is missing later is
+    damage (zarr would otherwise read it back silently as its fill value).
+    """
     import zarr
     from zarr.storage import LocalStore
 
     chunks = tuple(min(int(s), CHUNK) if i < 2 else int(s) for i, s in enumerate(data.shape))
     arr = zarr.create_array(store=LocalStore(str(path)), shape=data.shape, dtype=data.dtype,
-                            chunks=chunks, overwrite=False)
+                            chunks=chunks, overwrite=False, attributes=attributes or {},
+                            config={"write_empty_chunks": True})
     arr[...] = data
 
 
@@ -118,6 +176,74 @@ def read_array(path: Path) -> np.ndarray:
     from zarr.storage import LocalStore
 
     return np.asarray(zarr.open_array(store=LocalStore(str(path), read_only=True), mode="r")[...])
+
+
+def read_attributes(path: Path) -> Dict[str, Any]:
+    """The attributes in the zarr v3 metadata (``zarr.json``) of the group or array at ``path``."""
+    meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+    attrs = meta.get("attributes", {}) if isinstance(meta, dict) else {}
+    if not isinstance(attrs, dict):
+        raise ValueError(f"{path / 'zarr.json'}: attributes are not a mapping")
+    return attrs
+
+
+def update_attributes(path: Path, changes: Dict[str, Any]) -> None:
+    """Merge ``changes`` into the attributes of the zarr group at ``path`` (atomic rewrite)."""
+    meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+    meta.setdefault("attributes", {}).update(changes)
+    atomic_write_json(path / "zarr.json", meta)
+
+
+def _chunk_grid(arr: Any) -> List[Tuple[Tuple[int, ...], Tuple[slice, ...]]]:
+    import itertools
+
+    shape, chunks = tuple(arr.shape), tuple(arr.chunks)
+    ranges = [range(-(-s // c)) for s, c in zip(shape, chunks, strict=True)]
+    return [(idx, tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape, strict=True)))
+            for idx in itertools.product(*ranges)]
+
+
+def _chunk_file(path: Path, idx: Tuple[int, ...]) -> Path:
+    return path.joinpath("c", *(str(i) for i in idx))
+
+
+def read_array_verified(path: Path, expected: Optional[str], what: str) -> np.ndarray:
+    """Read the array at ``path`` whole and check it against its recorded checksum.
+
+    Args:
+        expected: the ``"sha256:..."`` recorded when it was written; None for data written before
+            checksums were kept (only readability is checked then).
+        what: names the data in errors, e.g. ``"region r0003 v1"``.
+
+    Raises:
+        StoreError: unreadable metadata, a missing or damaged chunk file, or a checksum mismatch;
+            the message names ``what`` and the file.
+    """
+    import zarr
+    from zarr.storage import LocalStore
+
+    try:
+        arr = zarr.open_array(store=LocalStore(str(path), read_only=True), mode="r")
+    except Exception as exc:  # zarr raises several types for missing or garbled metadata
+        raise StoreError(f"{what}: {path / 'zarr.json'} is missing or unreadable ({one_line(exc)})") from exc
+    try:
+        data = np.asarray(arr[...])
+    except Exception as exc:  # a garbled chunk: name the file
+        bad = None
+        for idx, sl in _chunk_grid(arr):
+            try:
+                arr[sl]
+            except Exception:  # this is the one
+                bad = _chunk_file(path, idx)
+                break
+        raise StoreError(f"{what}: chunk file {bad or path} is damaged ({one_line(exc)})") from exc
+    if expected is not None and checksum(data) != expected:
+        missing = [_chunk_file(path, idx) for idx, _ in _chunk_grid(arr) if not _chunk_file(path, idx).is_file()]
+        if missing:
+            raise StoreError(f"{what}: chunk file {missing[0]} is missing ({len(missing)} missing in "
+                             f"{path}); its pixels would read back as background")
+        raise StoreError(f"{what}: {path} does not match its recorded checksum (damaged data)")
+    return data
 
 
 def check_version(root: Path, version: Any) -> None:
@@ -158,23 +284,38 @@ def read_index(root: Path) -> Dict[str, Any]:
 
 @contextlib.contextmanager
 def process_lock(root: Path) -> Iterator[None]:
-    """Hold the store's exclusive lock file (POSIX ``flock``; a no-op elsewhere)."""
-    lock_file = None
+    """Hold the store's exclusive lock file (POSIX ``flock``; a no-op elsewhere).
+
+    Raises:
+        StoreError: the lock file cannot be opened for writing (the message says "read-only" when
+            the folder or file system is read-only).
+    """
+    fd = None
     if fcntl is not None:
-        lock_file = open(root / LOCK_NAME, "a")  # noqa: SIM115 - closed below
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            if exc.errno in READ_ONLY_ERRNOS:
+                raise StoreReadOnlyError(f"the store {root} is read-only: nothing can be added or changed "
+                                 f"({one_line(exc)})") from exc
+            raise StoreError(f"cannot take the lock of the store {root} ({one_line(exc)})") from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield
     finally:
-        if lock_file is not None:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-            lock_file.close()
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def clean_staging(root: Path) -> None:
-    """Remove staging leftovers of interrupted writes (old enough not to be in progress)."""
+    """Remove staging leftovers of interrupted writes (old enough not to be in progress).
+
+    Call it after :func:`read_intent` found no intent (or it was resolved): an intent's staged
+    data is never removed here.
+    """
     staging = root / STAGING
-    if not staging.is_dir():
+    if not staging.is_dir() or (root / INTENT_NAME).exists():
         return
     for entry in staging.iterdir():
         try:
@@ -193,13 +334,68 @@ def staging_path(root: Path, staged: List[Path]) -> Path:
     return path
 
 
-def place(tmp: Path, target: Path) -> Path:
-    """Rename a staged directory into place (the target must not exist)."""
-    if target.exists():
-        raise StoreError(f"{target} exists but the index does not name it; refusing to overwrite")
+def place(root: Path, tmp: Path, target: Path) -> Path:
+    """Rename a staged file or directory into place.
+
+    A target that already exists is data the index does not name (the caller holds the lock and
+    has just read the index): it is moved to quarantine, never overwritten, never a reason to fail.
+    """
+    if os.path.lexists(target):
+        quarantine(root, target, "in the way of a new write and not named by the index")
     target.parent.mkdir(parents=True, exist_ok=True)
     os.rename(tmp, target)
+    fsync_dir(target.parent)
     return target
+
+
+def quarantine(root: Path, path: Path, reason: str) -> Path:
+    """Move ``path`` (inside the store) to ``quarantine/<time>-<id>/<its relative path>``; logged."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    dest = root / QUARANTINE / stamp / path.relative_to(root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(path, dest)
+    logger.warning("moved %s to %s: %s", path.relative_to(root), dest.relative_to(root), reason)
+    return dest
+
+
+# ---------------------------------------------------------------------------- write-ahead intent
+def write_intent(root: Path, intent: Dict[str, Any]) -> None:
+    """Write ``intent.json`` atomically: what a mutation is about to place, and the index it commits."""
+    atomic_write_json(root / INTENT_NAME, intent)
+
+
+def read_intent(root: Path) -> Optional[Dict[str, Any]]:
+    """The pending intent, or None. An unreadable one (never written by the store) is quarantined."""
+    path = root / INTENT_NAME
+    try:
+        intent = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        quarantine(root, path, f"unreadable intent ({one_line(exc)})")
+        return None
+    if not isinstance(intent, dict):
+        quarantine(root, path, "intent is not a JSON object")
+        return None
+    return intent
+
+
+def drop_intent(root: Path) -> None:
+    """Remove ``intent.json`` (the mutation it describes is committed or undone)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(root / INTENT_NAME)
+    fsync_dir(root)
+
+
+def remove_temp_files(root: Path) -> List[str]:
+    """Remove temp files that an interrupted atomic write left next to the index or the intent."""
+    removed = []
+    for name in (INDEX_NAME, INTENT_NAME):
+        for tmp in root.glob(f"{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp.name)
+    return removed
 
 
 @contextlib.contextmanager
