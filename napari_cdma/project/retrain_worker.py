@@ -141,7 +141,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     from src_model.progress import drain
     from src_model.trainer import train
 
-    from .store import ProjectStore
+    from .store import ProjectStore, StoreError
 
     store = ProjectStore.open(job["store"], create=False)
     out_dir = Path(job["out_dir"])
@@ -155,12 +155,28 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     if not train_records:
         raise ValueError("no accepted regions to train on (held-out regions are kept for validation); "
                          "accept more corrected regions first")
+    # A region whose files are missing or damaged is left out with a warning (never read as zeros).
     labelled: List[Tuple[np.ndarray, np.ndarray]] = []
-    for rec in train_records:
-        crop, corrected, _ = store.load_region(rec.region_id)
-        labelled.append((crop, (corrected > 0).astype(np.uint8)))
-    unlabelled = store.unlabelled_images() + [crop for crop, _ in labelled]
-    held = [store.load_region(rec.region_id) for rec in holdout_records]
+    held = []
+    skipped: List[str] = []
+    for rec in train_records + holdout_records:
+        try:
+            crop, corrected, predicted = store.load_region(rec.region_id)
+        except StoreError as exc:
+            logger.warning("skipping damaged region %s: %s", rec.region_id, exc)
+            skipped.append(rec.region_id)
+            continue
+        if rec.holdout:
+            held.append((crop, corrected, predicted))
+        else:
+            labelled.append((crop, (corrected > 0).astype(np.uint8)))
+    train_records = [r for r in train_records if r.region_id not in skipped]
+    if skipped:
+        logger.warning("%d damaged region(s) left out of retraining: %s", len(skipped), ", ".join(skipped))
+    if not labelled:
+        raise ValueError(f"every region to train on is damaged ({', '.join(skipped)}); withdraw them or "
+                         "restore the store from a backup")
+    unlabelled = store.unlabelled_images(skip_damaged=True) + [crop for crop, _ in labelled]
     emit(Started(model_version=parent, n_labelled=len(labelled), n_unlabelled=len(unlabelled),
                  n_holdout=len(held), pid=os.getpid(), config=config.to_dict()))
     if cancel():
