@@ -10,9 +10,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# Fallback guard when the engine does not define one: 1e9 pixels (about 3 GB as RGB uint8).
-DEFAULT_MAX_PIXELS = 1_000_000_000
-
 BBox = Tuple[int, int, int, int]
 RankedTile = Tuple[float, BBox]
 
@@ -50,13 +47,10 @@ def names_for(image_name: str) -> Dict[str, str]:
 
 
 def max_pixels() -> int:
-    """Largest image (in pixels) the plugin sends to in-memory prediction."""
-    try:
-        from src_model.io import MAX_PIXELS  # noqa: PLC0415 - lazy: keeps napari start-up fast
+    """Largest image (in pixels) the plugin sends to in-memory prediction: ``src_model.io.MAX_PIXELS``."""
+    from src_model.io import MAX_PIXELS  # torch-free; read at call time so tests can patch it
 
-        return int(MAX_PIXELS)
-    except (ImportError, AttributeError):
-        return DEFAULT_MAX_PIXELS
+    return int(MAX_PIXELS)
 
 
 def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarray:

@@ -4,23 +4,30 @@ A checkpoint is a dict saved with ``torch.save`` holding only tensors and plain 
 ``format`` ("napari-cdma-checkpoint"), ``format_version``, ``model`` (architecture name),
 ``config`` (MTNetConfig as a dict), ``state_dict``, and optionally ``optimizer``, ``step``,
 ``provenance`` (who/what/when trained it) and ``extra``. Loading uses ``weights_only=True``.
+
+Importing this module does not import torch: :data:`BUNDLED_NAME`, :func:`bundled_model_path`
+and :class:`CheckpointError` are usable on napari's GUI thread; the functions that read or
+write checkpoints import torch when called.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
-import torch
-from torch.torch_version import TorchVersion
+from .fileio import atomic_write_bytes
 
-from .config import MTNetConfig
-from .model import MTNet
+if TYPE_CHECKING:
+    import torch
 
+    from .model import MTNet
+
+#: Name of the model shipped inside the package, wherever a model is chosen by name (the CLI's
+#: ``--init``, the project store's model versions, the plugin's model list).
+BUNDLED_NAME = "bundled"
 FORMAT = "napari-cdma-checkpoint"
 FORMAT_VERSION = 1
 MODEL_NAME = "MTNet"
@@ -36,40 +43,16 @@ def bundled_model_path() -> Path:
     return Path(__file__).resolve().parent / "bundled" / "cdma_lite_glas.pt"
 
 
-def atomic_write_bytes(path: PathLike, writer) -> Path:
-    """Call ``writer(fileobj)`` on a temp file next to ``path``, fsync, then rename over ``path``.
-
-    A crash or a full disk leaves any earlier file at ``path`` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the usual file mode
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def save_checkpoint(path: PathLike, model: MTNet, *, optimizer: Optional[torch.optim.Optimizer] = None,
+def save_checkpoint(path: PathLike, model: "MTNet", *, optimizer: Optional["torch.optim.Optimizer"] = None,
                     step: int = 0, provenance: Optional[Dict[str, Any]] = None,
                     extra: Optional[Dict[str, Any]] = None, overwrite: bool = True) -> Path:
-    """Write a checkpoint atomically (temp file + rename).
+    """Write a checkpoint atomically (:func:`src_model.fileio.atomic_write_bytes`).
 
     Args:
         overwrite: if False and ``path`` exists, raise ``FileExistsError`` instead of replacing it.
     """
+    import torch
+
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists; refusing to overwrite a checkpoint")
@@ -97,6 +80,9 @@ def read_checkpoint(path: PathLike, map_location: str = "cpu") -> Dict[str, Any]
     Raises:
         CheckpointError: missing, truncated, not a torch file, unsafe content, foreign or newer format.
     """
+    import torch
+    from torch.torch_version import TorchVersion
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -123,17 +109,22 @@ def read_checkpoint(path: PathLike, map_location: str = "cpu") -> Dict[str, Any]
     return data
 
 
-def model_from_checkpoint_dict(data: Dict[str, Any], source: str = "checkpoint") -> MTNet:
+def model_from_checkpoint_dict(data: Dict[str, Any], source: str = "checkpoint") -> "MTNet":
+    """Build the model of a checkpoint dict (from :func:`read_checkpoint`) and load its weights."""
+    from .config import MTNetConfig
+    from .model import MTNet
+
     try:
         cfg = MTNetConfig.from_dict(data["config"])
         model = MTNet(cfg)
         model.load_state_dict(data["state_dict"], strict=True)
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{source}: weights do not fit the stored config ({str(exc).splitlines()[0][:200]})") from exc
+        reason = str(exc).splitlines()[0][:200]
+        raise CheckpointError(f"{source}: weights do not fit the stored config ({reason})") from exc
     return model
 
 
-def load_model(path: Optional[PathLike] = None, map_location: str = "cpu") -> MTNet:
+def load_model(path: Optional[PathLike] = None, map_location: str = "cpu") -> "MTNet":
     """Load the model of a checkpoint (default: the bundled one), in eval mode on CPU."""
     path = bundled_model_path() if path is None else Path(path)
     if not path.exists() and path == bundled_model_path():

@@ -2,10 +2,14 @@
 
 Every image entering the engine is an RGB ``uint8`` array ``(H, W, 3)``; :func:`to_rgb_uint8`
 states the conversion rule for everything else. The model sees ``image / 255`` as a float
-tensor ``(1, 3, H, W)`` in [0, 1] (:func:`to_model_input`), in training and in inference alike.
+tensor ``(B, 3, H, W)`` in [0, 1] (:func:`to_model_input`), in training and in inference alike.
 
 Images larger than :data:`MAX_PIXELS` are refused here: they belong to the whole-slide path,
-which reads them lazily tile by tile instead of holding them in memory.
+which reads them lazily tile by tile instead of holding them in memory. It is the one in-memory
+pixel limit of the project (the plugin applies it to layers too).
+
+Importing this module does not import torch (the plugin reads :data:`MAX_PIXELS` on napari's
+GUI thread); :func:`to_model_input` imports it when called.
 """
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple, Union
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -136,22 +142,35 @@ def to_rgb_uint8(array: np.ndarray, source: str = "array") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def to_model_input(image_uint8: np.ndarray) -> torch.Tensor:
-    """The model's input normalisation: ``image / 255`` as float (1, 3, H, W) in [0, 1].
+def to_model_input(images, device: Optional[Union[str, "torch.device"]] = None) -> "torch.Tensor":
+    """The model's input normalisation: ``image / 255`` as float (B, 3, H, W) in [0, 1].
 
     The same scaling is used to train and to predict in this project, so a model trained here
     expects exactly this tensor.
 
     Args:
-        image_uint8: RGB uint8 (H, W, 3), e.g. from :func:`read_image` or :func:`to_rgb_uint8`.
+        images: RGB uint8 (H, W, 3), e.g. from :func:`read_image` or :func:`to_rgb_uint8`, or a
+            batch of them (B, H, W, 3); a NumPy array or a uint8 torch tensor.
+        device: where the result goes (the uint8 data is moved first, then converted there);
+            None keeps it on the CPU.
 
     Returns:
-        float32 tensor (1, 3, H, W).
+        float32 tensor (1, 3, H, W) for one image, (B, 3, H, W) for a batch, with channels-last
+        strides (a view of the (…, H, W, 3) data, as the fast model wants).
     """
-    img = np.asarray(image_uint8)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected RGB uint8 (H, W, 3), got {_describe(img)}; use to_rgb_uint8 first")
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    import torch
+
+    if not isinstance(images, torch.Tensor):
+        images = np.asarray(images)
+    if images.dtype not in (np.uint8, torch.uint8) or images.ndim not in (3, 4) or images.shape[-1] != 3:
+        raise ValueError(f"expected RGB uint8 (H, W, 3) or (B, H, W, 3), got shape {tuple(images.shape)}, "
+                         f"dtype {images.dtype}; use to_rgb_uint8 first")
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if device is not None:
+        x = x.to(device)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 # --------------------------------------------------------------------------- file readers

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from src_model import build_model, load_checkpoint
-from src_model.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_write_bytes, read_checkpoint,
-                                  save_checkpoint)
+from src_model.checkpoint import FORMAT_VERSION, CheckpointError, read_checkpoint, save_checkpoint
+from src_model.fileio import atomic_write_bytes
 
 
 @pytest.fixture

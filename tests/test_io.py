@@ -199,3 +199,13 @@ def test_to_model_input_is_image_over_255():
     assert x.min() >= 0 and x.max() <= 1
     with pytest.raises(ValueError, match="uint8"):
         to_model_input(img.astype(np.float32))
+
+
+def test_to_model_input_takes_batches_and_keeps_channels_last_strides():
+    imgs = np.random.default_rng(3).integers(0, 256, (2, 5, 9, 3), dtype=np.uint8)
+    x = to_model_input(imgs)
+    assert x.shape == (2, 3, 5, 9) and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x[1], to_model_input(imgs[1])[0])
+    assert torch.equal(to_model_input(torch.from_numpy(imgs)), x)
+    with pytest.raises(ValueError, match="uint8"):
+        to_model_input(imgs[..., :2])

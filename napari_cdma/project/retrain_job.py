@@ -23,6 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from src_model.runtime import cpu_cores  # torch-free
+
 from .events import FINAL_EVENTS, Cancelled, Done, Failed, RetrainEvent, parse_event
 from .store import ModelRecord, ProjectStore
 
@@ -32,13 +34,6 @@ PathLike = Union[str, os.PathLike]
 CANCEL_GRACE_S = 10.0
 _STDERR_TAIL_LINES = 15
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 2
 
 
 class RetrainJob:
@@ -87,7 +82,7 @@ class RetrainJob:
         job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
 
         env = dict(os.environ)
-        threads = str(max(1, _cores() - 1))
+        threads = str(max(1, cpu_cores() - 1))
         for var in _THREAD_VARS:
             env[var] = threads
         env["PYTHONUNBUFFERED"] = "1"

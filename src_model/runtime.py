@@ -1,0 +1,46 @@
+"""Where the engine runs: the CPU cores this process may use and the torch device to compute on.
+
+Importing this module does not import torch (the plugin and the retraining job use
+:func:`cpu_cores` on napari's GUI thread); :func:`resolve_device` imports it when called.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    import torch
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on: its affinity set on Linux, else ``os.cpu_count()``.
+
+    On a shared machine (a container, a job limited by ``taskset``) the affinity set is smaller
+    than the machine's core count, and it is what thread counts must be sized to.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
+
+
+def resolve_device(device: Union[str, "torch.device"] = "auto") -> "torch.device":
+    """The torch device for ``device``: ``"auto"`` means CUDA if available, else CPU.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+
+    Raises:
+        ValueError: a CUDA device is asked for but CUDA is not available.
+    """
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    return dev
+
+
+__all__ = ["cpu_cores", "resolve_device"]
