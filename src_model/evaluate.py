@@ -1,16 +1,27 @@
-"""Whole-image evaluation of a model on a GlaS-layout data folder (tiled inference + metrics)."""
+"""Evaluation of a model: GlaS metrics on a data folder, pooled Dice on held-out regions.
+
+Both use the released evaluation tiling, :data:`EVAL_TILE` pixels with overlap
+:data:`EVAL_OVERLAP` (defined in :mod:`src_model.tiling`; interactive prediction uses larger
+tiles), so scores are comparable across uses.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Generator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from .data import SplitRow, image_path, read_split
 from .io import read_image, read_mask
 from .postprocess import PostprocessConfig, to_instances
 from .progress import EtaClock, Progress
+from .tiling import EVAL_OVERLAP, EVAL_TILE
 
 log = logging.getLogger(__name__)
+
+#: Key of the aggregate over all evaluated images in :func:`summarize`.
+ALL = "all"
 
 
 def select_rows(data_dir: Path, split: str = "test", ids: Optional[Sequence[str]] = None) -> List[SplitRow]:
@@ -29,20 +40,44 @@ def select_rows(data_dir: Path, split: str = "test", ids: Optional[Sequence[str]
     return chosen
 
 
+def summarize(per_image: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
+    """Aggregate per-image results by subset, and all of them together under :data:`ALL`.
+
+    Args:
+        per_image: non-empty; dicts of :func:`~src_model.metrics.evaluate_image` with a
+            ``subset`` key (as in the report of :func:`evaluate_model`).
+
+    Returns:
+        ``{subset: aggregate, ..., "all": aggregate}`` (subsets sorted, "all" last); see
+        :func:`~src_model.metrics.aggregate`.
+    """
+    from .metrics import aggregate
+
+    subsets = sorted({r["subset"] for r in per_image})
+    if ALL in subsets:
+        raise ValueError(f"a subset is named {ALL!r}, like the aggregate over all images; rename it in split.csv")
+    summary = {subset: aggregate([r for r in per_image if r["subset"] == subset]) for subset in subsets}
+    summary[ALL] = aggregate(per_image)
+    return summary
+
+
 def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: Optional[Sequence[str]] = None,
-                   branch: Union[str, int] = "mean", tile: int = 256, overlap: float = 0.25,
+                   branch: Union[str, int] = "mean", tile: int = EVAL_TILE, overlap: float = EVAL_OVERLAP,
                    postprocess: Optional[PostprocessConfig] = None) -> Generator[Progress, None, Dict]:
     """Predict each image of ``split`` and score it; yields progress, returns the report.
 
-    Tiling follows the released evaluation protocol (256-px tiles, overlap 0.25) by default.
+    Tiling follows the released evaluation protocol (:data:`EVAL_TILE`, :data:`EVAL_OVERLAP`) by
+    default. ``postprocess`` cleans each predicted mask before scoring (none by default).
 
-    ``postprocess`` cleans each predicted mask before scoring (none by default).
+    Yields:
+        ``Progress("evaluate", k, n_images, {"dice": <image k's Dice>}, eta_s)`` after each image.
 
     Returns:
-        ``{"per_image": [{"id", "subset", metrics...}], "summary": {subset: aggregate, "all": aggregate}}``
+        ``{"per_image": [{"id", "subset", metrics...}], "summary": summarize(per_image),
+        "branch", "postprocess"}``
     """
     from .inference import predict
-    from .metrics import aggregate, evaluate_image
+    from .metrics import evaluate_image
 
     data_dir = Path(data_dir)
     rows = select_rows(data_dir, split, ids)
@@ -58,9 +93,42 @@ def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: 
             scores = evaluate_image(to_instances(pred.labels > 0, postprocess), gt, pred_instances=True)
         per_image.append({"id": row.id, "subset": row.subset, **scores})
         yield Progress("evaluate", k, len(rows), {"dice": scores["dice"]}, clock.eta(k))
-    summary = {}
-    for subset in sorted({r["subset"] for r in per_image}):
-        summary[subset] = aggregate([r for r in per_image if r["subset"] == subset])
-    summary["all"] = aggregate(per_image)
-    return {"per_image": per_image, "summary": summary, "branch": branch,
+    return {"per_image": per_image, "summary": summarize(per_image), "branch": branch,
             "postprocess": None if postprocess is None else vars(postprocess)}
+
+
+def score_regions(model, regions: Sequence[Tuple[np.ndarray, np.ndarray]], *, tile: int = EVAL_TILE,
+                  overlap: float = EVAL_OVERLAP, branch: Union[str, int] = "mean", device: str = "cpu",
+                  cancel: Optional[Callable[[], bool]] = None) -> Generator[Progress, None, Optional[float]]:
+    """Pooled foreground Dice of a model on ``(image, mask)`` regions, e.g. held-out corrections.
+
+    Each image is predicted whole (tiled, :data:`EVAL_TILE` / :data:`EVAL_OVERLAP` by default)
+    and the Dice is pooled over the pixels of all regions (:func:`~src_model.metrics.pooled_dice`),
+    so the score of a new model and of its parent on the same regions can be compared.
+
+    Args:
+        model: an MTNet (or any model :func:`~src_model.inference.predict` accepts).
+        regions: (RGB uint8 (h, w, 3), mask (h, w), > 0 = foreground) pairs.
+        cancel: checked before each region; when it returns True, scoring stops.
+
+    Yields:
+        ``Progress("evaluate", k, n_regions, eta_s=...)`` after each region.
+
+    Returns:
+        the pooled Dice in [0, 1] (1.0 for no foreground anywhere), or None when cancelled.
+    """
+    from .inference import predict
+    from .metrics import pooled_dice
+
+    clock = EtaClock(len(regions))
+    pairs = []
+    for k, (image, mask) in enumerate(regions, start=1):
+        if cancel is not None and cancel():
+            return None
+        pred = predict(model, image, tile=tile, overlap=overlap, branch=branch, device=device)
+        pairs.append((pred.labels, mask))
+        yield Progress("evaluate", k, len(regions), eta_s=clock.eta(k))
+    return pooled_dice(pairs)
+
+
+__all__ = ["EVAL_TILE", "EVAL_OVERLAP", "select_rows", "summarize", "evaluate_model", "score_regions"]

@@ -30,14 +30,11 @@ Distances are Euclidean between pixel centres, in pixels.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from typing import Any, Dict, Generator, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-
-from .progress import EtaClock, Progress, drain
 
 #: Per-image metrics averaged over images by :func:`aggregate`.
 METRIC_KEYS: Tuple[str, ...] = ("dice", "iou", "f1", "precision", "recall", "object_dice", "object_hausdorff")
@@ -70,6 +67,26 @@ def pixel_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """Foreground IoU (Jaccard) ``|P & G| / |P | G|``; 1.0 when both masks are empty."""
     p, g = _binary_pair(pred, gt)
     return _ratio(np.count_nonzero(p & g), np.count_nonzero(p | g), 1.0)
+
+
+def pooled_dice(pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> float:
+    """Foreground Dice pooled over all pixels of all ``(pred, gt)`` pairs (> 0 = foreground).
+
+    ``2 sum|P & G| / (sum|P| + sum|G|)``: large regions weigh by their pixels, and a region with
+    no foreground on either side adds nothing (instead of counting as a perfect 1.0).
+
+    Args:
+        pairs: (prediction, truth) arrays, each pair of one shape (pairs may differ in shape).
+
+    Returns:
+        Dice in [0, 1]; 1.0 when every mask is empty.
+    """
+    inter = total = 0
+    for pred, gt in pairs:
+        p, g = _binary_pair(pred, gt)
+        inter += int(np.count_nonzero(p & g))
+        total += int(np.count_nonzero(p)) + int(np.count_nonzero(g))
+    return _ratio(2 * inter, total, 1.0)
 
 
 def _binary_pair(pred: np.ndarray, gt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -303,14 +320,14 @@ def _object_scores(s: np.ndarray, g: np.ndarray, empty_hausdorff: Optional[float
             out["gt_dice_wsum"] += g_area[i] * 2.0 * overlap[i, j] / (g_area[i] + s_area[j])
             out["gt_hausdorff_wsum"] += g_area[i] * dist(i, j)
         else:
-            out["gt_hausdorff_wsum"] += g_area[i] * _closest(go, i, so, ns, lambda m: dist(i, m))[1]
+            out["gt_hausdorff_wsum"] += g_area[i] * _closest(go, i, so, ns, lambda m, i=i: dist(i, m))[1]
     for j in range(ns):  # segmented side: partner G*(S_j)
         i = int(np.argmax(overlap[:, j]))
         if overlap[i, j] > 0:
             out["pred_dice_wsum"] += s_area[j] * 2.0 * overlap[i, j] / (g_area[i] + s_area[j])
             out["pred_hausdorff_wsum"] += s_area[j] * dist(i, j)
         else:
-            out["pred_hausdorff_wsum"] += s_area[j] * _closest(so, j, go, ng, lambda m: dist(m, j))[1]
+            out["pred_hausdorff_wsum"] += s_area[j] * _closest(so, j, go, ng, lambda m, j=j: dist(m, j))[1]
     g_tot, s_tot = float(g_area.sum()), float(s_area.sum())
     out["object_dice"] = 0.5 * (out["gt_dice_wsum"] / g_tot + out["pred_dice_wsum"] / s_tot)
     out["object_hausdorff"] = 0.5 * (out["gt_hausdorff_wsum"] / g_tot + out["pred_hausdorff_wsum"] / s_tot)
@@ -390,64 +407,3 @@ def aggregate(per_image: Sequence[Dict[str, Any]]) -> Dict[str, float]:
         area = tot["gt_pixels"] + tot["pred_pixels"]
         out["object_hausdorff_pooled"] = _ratio(tot["gt_hausdorff_wsum"] + tot["pred_hausdorff_wsum"], area)
     return out
-
-
-EvalItem = Tuple[str, str, np.ndarray, np.ndarray]
-
-
-def iter_evaluate(items: Iterable[EvalItem], total: Optional[int] = None,
-                  **kwargs: Any) -> Generator[Progress, None, List[Dict[str, Any]]]:
-    """Evaluate images one by one, yielding a :class:`Progress` per image.
-
-    Args:
-        items: ``(image_id, subset, pred, gt)`` tuples; arrays as in :func:`evaluate_image`.
-        total: number of items for progress/ETA (default ``len(items)`` when it has one, else 0).
-        **kwargs: passed to :func:`evaluate_image`.
-
-    Yields:
-        ``Progress(stage="evaluate", step, total, metrics=<that image's METRIC_KEYS>)``.
-
-    Returns:
-        One record per image: ``image_id``, ``subset`` and the :func:`evaluate_image` dict.
-    """
-    if total is None:
-        total = len(items) if hasattr(items, "__len__") else 0  # type: ignore[arg-type]
-    clock = EtaClock(total)
-    records: List[Dict[str, Any]] = []
-    for step, (image_id, subset, pred, gt) in enumerate(items, start=1):
-        rec = {"image_id": image_id, "subset": subset, **evaluate_image(pred, gt, **kwargs)}
-        records.append(rec)
-        yield Progress("evaluate", step, total, {k: rec[k] for k in METRIC_KEYS},
-                       clock.eta(step) if total else None)
-    return records
-
-
-def summarize(records: Sequence[Dict[str, Any]], combined_key: str = "test") -> Dict[str, Dict[str, float]]:
-    """Aggregate records per ``subset`` plus all of them together under ``combined_key``.
-
-    Args:
-        records: per-image dicts with a ``subset`` key (as :func:`iter_evaluate` returns).
-        combined_key: key of the aggregate over every record (GlaS: testA + testB = "test").
-
-    Returns:
-        ``{subset: aggregate(...), ..., combined_key: aggregate(all)}``.
-    """
-    groups: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
-    for rec in records:
-        groups[rec["subset"]].append(rec)
-    if combined_key in groups:
-        raise ValueError(f"a subset is named like the combined key {combined_key!r}")
-    out = {name: aggregate(recs) for name, recs in sorted(groups.items())}
-    if records:
-        out[combined_key] = aggregate(list(records))
-    return out
-
-
-def evaluate_split(items: Iterable[EvalItem], **kwargs: Any) -> Dict[str, Dict[str, float]]:
-    """Evaluate ``(image_id, subset, pred, gt)`` tuples and aggregate them.
-
-    Returns:
-        ``{"testA": ..., "testB": ..., "test": ...}`` for GlaS test items (one entry per subset
-        present, plus "test" over all items); see :func:`aggregate` for each entry.
-    """
-    return summarize(drain(iter_evaluate(items, **kwargs)))

@@ -11,10 +11,8 @@ from scipy import ndimage as ndi
 from scipy.spatial.distance import cdist
 
 from src_model.metrics import (
-    aggregate, evaluate_image, evaluate_split, iter_evaluate, label_objects, object_scores,
-    pixel_dice, pixel_iou,
+    aggregate, evaluate_image, label_objects, object_scores, pixel_dice, pixel_iou, pooled_dice,
 )
-from src_model.progress import Progress, drain
 
 
 def box(shape, r0, r1, c0, c1, value=1, out=None):
@@ -251,22 +249,18 @@ def test_pixel_metrics_and_pooled_aggregate():
         aggregate([])
 
 
-def test_evaluate_split_groups_subsets_and_pools_objects():
-    gt = box((10, 10), 0, 9, 0, 4, 1)
-    box(gt.shape, 0, 9, 6, 8, 2, out=gt)
-    merged = box((10, 10), 0, 9, 0, 8)  # as in the merge test: TP 1, FP 0, FN 1, F1 2/3
-    items = [("a1", "testA", gt > 0, gt), ("a2", "testA", merged, gt), ("b1", "testB", np.zeros_like(gt), gt)]
-    events = []
-    records = drain(iter_evaluate(items), events.append)
-    assert [e.step for e in events] == [1, 2, 3]
-    assert all(isinstance(e, Progress) and e.total == 3 for e in events)
-    assert [r["image_id"] for r in records] == ["a1", "a2", "b1"]
-    res = evaluate_split(items)
-    assert set(res) == {"testA", "testB", "test"}
-    check(res["testA"], f1=(1 + 2 / 3) / 2, n_images=2)
-    check(res["testB"], f1=0, object_dice=0, n_images=1)
-    # Pooled over all: TP 2+1+0 = 3, FP 0, FN 0+1+2 = 3 -> F1 6/9; mean of per-image F1 (1+2/3+0)/3.
-    check(res["test"], f1=(5 / 3) / 3, f1_pooled=6 / 9, recall_pooled=0.5, precision_pooled=1, n_images=3)
+def test_pooled_dice_pools_pixels_over_regions():
+    gt = box((8, 10), 0, 3, 0, 3)
+    half = box((8, 10), 0, 3, 2, 5)
+    small = box((8, 10), 6, 7, 6, 7)
+    # 2 * (8 + 4) / ((16 + 16) + (4 + 4)) = 0.6, as dice_pooled of aggregate() above
+    assert pooled_dice([(half, gt), (small, small)]) == pytest.approx(0.6)
+    assert pooled_dice([(half * 255, gt)]) == pytest.approx(pixel_dice(half, gt))  # any value > 0 is foreground
+    empty = np.zeros((4, 5), np.uint8)
+    assert pooled_dice([(empty, empty)]) == 1.0 and pooled_dice([]) == 1.0
+    assert pooled_dice([(empty, empty), (half, gt)]) == pytest.approx(0.5)  # an empty region adds nothing
+    with pytest.raises(ValueError, match="shapes differ"):
+        pooled_dice([(half, gt[:4])])
 
 
 def _real_masks(glas_dir):

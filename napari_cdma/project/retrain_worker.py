@@ -9,7 +9,8 @@ Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
     seed (int, default 0), device ("auto" | "cpu" | "cuda", default "auto").
     patch, batch_labelled, batch_unlabelled (int, optional): shortcuts for TrainConfig fields.
     config (dict, optional): any other TrainConfig field overrides.
-    eval_tile (int, optional): tile size for scoring held-out regions (default 256).
+    eval_tile (int, optional): tile size for scoring held-out regions (default
+        ``src_model.tiling.EVAL_TILE``, 256, with overlap ``EVAL_OVERLAP``, 0.25: the released protocol).
 
 Protocol: one JSON object per line on stdout (flushed), the events of
 :mod:`napari_cdma.project.events` in order: ``Started``, ``Progress`` (per step), ``Evaluating``,
@@ -79,28 +80,13 @@ def _lower_priority_and_threads() -> int:
         os.nice(10)
     except (AttributeError, OSError):
         pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 2
-    threads = max(1, cores - 1)
+    from src_model.runtime import cpu_cores
+
+    threads = max(1, cpu_cores() - 1)
     import torch
 
     torch.set_num_threads(threads)
     return threads
-
-
-def pooled_dice(pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> float:
-    """Foreground Dice pooled over all pixels of all (prediction, truth) pairs; >0 = foreground.
-
-    Returns 1.0 when every mask is empty.
-    """
-    inter = total = 0
-    for pred, gt in pairs:
-        p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
-        inter += int(np.count_nonzero(p & g))
-        total += int(np.count_nonzero(p)) + int(np.count_nonzero(g))
-    return 2.0 * inter / total if total else 1.0
 
 
 def _train_config(job: Dict[str, Any]):
@@ -122,23 +108,20 @@ def _train_config(job: Dict[str, Any]):
 
 def _score(model_path: Path, crops: Sequence[np.ndarray], truths: Sequence[np.ndarray], tile: int,
            device: str, cancel: Callable[[], bool]) -> Optional[float]:
-    """Pooled Dice of a checkpoint on the held-out crops, or None if cancelled."""
+    """Pooled Dice of a checkpoint on the held-out crops (engine: ``score_regions``), or None if cancelled."""
     from src_model import load_checkpoint
-    from src_model.inference import predict
+    from src_model.evaluate import score_regions
+    from src_model.progress import drain
 
-    model = load_checkpoint(model_path)
-    pairs = []
-    for crop, truth in zip(crops, truths):
-        if cancel():
-            return None
-        pairs.append((predict(model, crop, tile=tile, device=device).labels, truth))
-    return pooled_dice(pairs)
+    regions = list(zip(crops, truths, strict=True))
+    return drain(score_regions(load_checkpoint(model_path), regions, tile=tile, device=device, cancel=cancel))
 
 
 def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Callable[[], bool]) -> int:
     """Fine-tune the store's current model and score it; returns the exit code."""
     from src_model import load_checkpoint
     from src_model.progress import drain
+    from src_model.tiling import EVAL_TILE
     from src_model.trainer import train
 
     from .store import ProjectStore, StoreError
@@ -201,7 +184,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         return 0
 
     emit(Evaluating(n_holdout=len(held)))
-    tile = int(job.get("eval_tile", 256))
+    tile = int(job.get("eval_tile", EVAL_TILE))
     device = config.device
     if held:
         crops = [c for c, _, _ in held]

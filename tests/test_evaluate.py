@@ -1,0 +1,114 @@
+"""Evaluation: ``evaluate_model`` (the pipeline of ``cdma evaluate``) and held-out scoring (``score_regions``).
+
+A pointwise stand-in model calls every dark pixel foreground, so the masks it predicts are exactly
+the ones drawn into the images, and the metrics can be worked out by hand.
+"""
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from src_model.evaluate import evaluate_model, score_regions, summarize
+from src_model.metrics import evaluate_image, pooled_dice
+from src_model.progress import Progress, drain
+from src_model.tiling import EVAL_OVERLAP, EVAL_TILE
+
+
+class Dark(nn.Module):
+    """Three identical 'branches': foreground where the pixel is dark (pointwise, so tiling changes nothing)."""
+
+    def forward(self, x):
+        v = x.mean(1, keepdim=True)
+        logits = torch.cat([v - 0.5, 0.5 - v], 1) * 20
+        return logits, logits, logits
+
+
+def box(shape, r0, r1, c0, c1, value=1, out=None):
+    """Mask with rows r0..r1 and cols c0..c1 (inclusive) set to ``value``."""
+    m = np.zeros(shape, np.int32) if out is None else out
+    m[r0:r1 + 1, c0:c1 + 1] = value
+    return m
+
+
+def check(res, **expected):
+    for key, value in expected.items():
+        assert res[key] == pytest.approx(value, abs=1e-9), key
+
+
+def image_of(pred):
+    """An RGB image that :class:`Dark` segments as ``pred > 0``."""
+    return np.repeat(np.where(pred[..., None] > 0, 0, 255).astype(np.uint8), 3, axis=2)
+
+
+def items():
+    """(id, subset, prediction, ground truth): two GT glands; perfect, merged, and missed."""
+    gt = box((10, 12), 0, 9, 0, 4, 1)
+    box(gt.shape, 0, 9, 6, 8, 2, out=gt)
+    merged = box(gt.shape, 0, 9, 0, 8)  # one object over both glands: TP 1, FP 0, FN 1, F1 2/3
+    return [("a1", "testA", gt > 0, gt), ("a2", "testA", merged, gt), ("b1", "testB", np.zeros_like(gt), gt)]
+
+
+def write_folder(root, rows):
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    lines = ["id,split,subset"]
+    for image_id, subset, pred, gt in rows:
+        Image.fromarray(image_of(pred)).save(root / "images" / f"{image_id}.png")
+        Image.fromarray(gt.astype(np.uint8)).save(root / "masks" / f"{image_id}.png")
+        lines.append(f"{image_id},test,{subset}")
+    (root / "split.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_evaluate_model_scores_each_image_and_summarizes_subsets(tmp_path):
+    data = write_folder(tmp_path, items())
+    events = []
+    report = drain(evaluate_model(Dark(), data, split="test"), events.append)
+    assert [e.step for e in events] == [1, 2, 3]
+    assert all(isinstance(e, Progress) and e.stage == "evaluate" and e.total == 3 for e in events)
+    assert [(r["id"], r["subset"]) for r in report["per_image"]] == [("a1", "testA"), ("a2", "testA"), ("b1", "testB")]
+    for rec, (_, _, pred, gt) in zip(report["per_image"], items(), strict=True):
+        expected = evaluate_image(pred, gt)
+        check(rec, **{k: expected[k] for k in ("dice", "f1", "object_dice", "object_hausdorff")})
+    res = report["summary"]
+    assert list(res) == ["testA", "testB", "all"]
+    check(res["testA"], f1=(1 + 2 / 3) / 2, n_images=2)
+    check(res["testB"], f1=0, object_dice=0, n_images=1)
+    # Pooled over all: TP 2+1+0 = 3, FP 0, FN 0+1+2 = 3 -> F1 6/9; mean of per-image F1 (1+2/3+0)/3.
+    check(res["all"], f1=(5 / 3) / 3, f1_pooled=6 / 9, recall_pooled=0.5, precision_pooled=1, n_images=3)
+    one = drain(evaluate_model(Dark(), data, ids=["a2"]))
+    assert [r["id"] for r in one["per_image"]] == ["a2"] and set(one["summary"]) == {"testA", "all"}
+    with pytest.raises(ValueError, match="nope"):
+        drain(evaluate_model(Dark(), data, ids=["nope"]))
+
+
+def test_summarize_refuses_a_subset_named_like_the_total():
+    gt = box((6, 6), 1, 4, 1, 4)
+    with pytest.raises(ValueError, match="all"):
+        summarize([{"subset": "all", **evaluate_image(gt, gt)}])
+
+
+def test_score_regions_pools_dice_over_regions_and_stops_when_cancelled():
+    regions = [(image_of(pred), gt) for _, _, pred, gt in items()]
+    expected = pooled_dice([(pred, gt) for _, _, pred, gt in items()])
+    events = []
+    assert drain(score_regions(Dark(), regions), events.append) == pytest.approx(expected)
+    assert [(e.step, e.total) for e in events] == [(1, 3), (2, 3), (3, 3)]
+    asked = []
+
+    def cancel_after_one():
+        asked.append(1)
+        return len(asked) > 1
+
+    assert drain(score_regions(Dark(), regions, cancel=cancel_after_one)) is None
+    assert len(asked) == 2
+
+
+def test_every_evaluation_uses_the_released_tiling():
+    assert (EVAL_TILE, EVAL_OVERLAP) == (256, 0.25)
+    for fn in (evaluate_model, score_regions):
+        params = inspect.signature(fn).parameters
+        assert (params["tile"].default, params["overlap"].default) == (EVAL_TILE, EVAL_OVERLAP), fn.__name__
