@@ -12,11 +12,11 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                             QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
+from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
+
 from ._layers import LayerInputError, image_from_layer, is_derived
 
-REVIEW_TILE = 256
 CHOOSE_FILE = "Choose file..."
-BUNDLED = "bundled"
 
 
 @dataclass
@@ -49,14 +49,15 @@ def _predict_job(model_path: str, image: np.ndarray, branches: bool) -> Generato
     from src_model.checkpoint import CheckpointError  # noqa: PLC0415 - torch loads here, off the GUI thread
     from src_model.checkpoint import load_model  # noqa: PLC0415
     from src_model.inference import predict_tiles  # noqa: PLC0415
-    from src_model.uncertainty import rank_tiles, tissue_mask  # noqa: PLC0415
+    from src_model.tissue import tissue_mask
+    from src_model.uncertainty import rank_tiles  # noqa: PLC0415
 
     try:
         model = load_model(model_path)
     except (CheckpointError, FileNotFoundError) as exc:
         return ("error", f"Cannot use this model: {exc}")
     prediction = yield from predict_tiles(model, image, return_branches=branches)
-    ranked = rank_tiles(np.asarray(prediction.disagreement), tissue_mask(image), tile=REVIEW_TILE)
+    ranked = rank_tiles(np.asarray(prediction.disagreement), tissue_mask(image))  # squares of tiling.REVIEW_SIZE
     return ("ok", prediction, ranked)
 
 

@@ -2,6 +2,9 @@
 
 Every sub-command has ``--help``, reports progress on stderr for long work, and exits with a
 non-zero status and a one-line reason on bad input.
+
+Only the standard library is imported at module level: the engine (and torch) is imported inside
+the command functions, so ``cdma --help`` and argument errors are instant.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def _labelled_ids(args, train_ids: Sequence[str]) -> List[str]:
 
 def cmd_train(args) -> int:
     from . import build_model, get_config
-    from .checkpoint import load_model
+    from .checkpoint import BUNDLED_NAME, load_model
     from .data import ids_of, load_images, load_pairs, read_split, write_split_record
     from .progress import drain
     from .trainer import TrainConfig, train
@@ -65,7 +68,7 @@ def cmd_train(args) -> int:
     if (out / "final.pt").exists() and not args.resume:
         raise UserError(f"{out}/final.pt exists; choose another --out or pass --resume")
     if args.init is not None:
-        model = load_model(None if args.init == "bundled" else args.init)
+        model = load_model(None if args.init == BUNDLED_NAME else args.init)
         if args.preset_given:
             log.warning("--preset ignored: fine-tuning keeps the structure of %s", args.init)
     else:
@@ -100,14 +103,16 @@ def cmd_predict(args) -> int:
     from .inference import predict_tiles
     from .io import read_image
     from .progress import drain
-    from .uncertainty import rank_tiles, tissue_mask
+    from .tissue import tissue_mask
+    from .uncertainty import rank_tiles
 
     model = load_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
         image = read_image(path)
-        pred = drain(predict_tiles(model, image, branch=args.branch, return_branches=args.branches),
+        pred = drain(predict_tiles(model, image, tile=args.tile, overlap=args.overlap, branch=args.branch,
+                                   return_branches=args.branches),
                      _progress_printer(args.progress))
         stem = Path(path).stem
         Image.fromarray((pred.labels > 0).astype(np.uint8) * 255).save(out / f"{stem}_mask.png")
@@ -117,7 +122,7 @@ def cmd_predict(args) -> int:
         np.save(out / f"{stem}_probability.npy", pred.probability[1])
         if args.branches and pred.branch_probs is not None:
             np.save(out / f"{stem}_branch_probs.npy", pred.branch_probs[:, 1])
-        tiles = rank_tiles(pred.disagreement, tissue_mask(image), tile=args.tile)
+        tiles = rank_tiles(pred.disagreement, tissue_mask(image), review_size=args.review_size)
         summary = {"image": str(path), "model": str(getattr(model, "checkpoint_path", args.model)),
                    "foreground_fraction": float((pred.labels > 0).mean()),
                    "mean_disagreement": float(pred.disagreement.mean()),
@@ -130,10 +135,9 @@ def cmd_predict(args) -> int:
 # ----------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
-    from .evaluate import evaluate_model
-    from .progress import drain
-
+    from .evaluate import ALL, evaluate_model
     from .postprocess import PostprocessConfig
+    from .progress import drain
 
     model = load_model(args.model)
     ids = args.ids.split(",") if args.ids else None
@@ -149,7 +153,7 @@ def cmd_evaluate(args) -> int:
     keys = ("dice", "iou", "f1", "object_dice", "object_hausdorff")
     print("subset   n   " + "  ".join(f"{k:>16}" for k in keys))
     for subset, agg in report["summary"].items():
-        n = sum(1 for r in report["per_image"] if subset == "all" or r["subset"] == subset)
+        n = sum(1 for r in report["per_image"] if subset == ALL or r["subset"] == subset)
         print(f"{subset:<7} {n:>3}   " + "  ".join(f"{agg[k]:>16.4f}" for k in keys))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +173,7 @@ def cmd_import_official(args) -> int:
         raise UserError(f"{src}: no such file")
     try:
         sd = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to unpickle safely is bad input
+    except Exception as exc:  # any failure to unpickle safely is bad input
         raise UserError(f"{src}: not a readable torch state_dict ({type(exc).__name__})") from exc
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
@@ -185,6 +189,9 @@ def cmd_import_official(args) -> int:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from .checkpoint import BUNDLED_NAME
+    from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE
+
     p = argparse.ArgumentParser(prog="cdma", description="CDMA semi-supervised histology segmentation engine.")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_mutually_exclusive_group()
     g.add_argument("--labelled-fraction", type=float, default=0.1, help="share of training images used with labels")
     g.add_argument("--labelled-ids", help="comma-separated ids to use with labels (others: unlabelled)")
-    t.add_argument("--init", nargs="?", const="bundled", default=None,
+    t.add_argument("--init", nargs="?", const=BUNDLED_NAME, default=None,
                    help="fine-tune from this checkpoint (no value: the bundled model)")
     t.add_argument("--preset", default="lite", help="model preset when training from scratch (lite, paper)")
     t.add_argument("--steps", type=int, default=1000)
@@ -217,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--branch", default="mean", type=lambda s: s if s == "mean" else int(s),
                     help="'mean' of the three branches (default) or 1 (branch 1, as released)")
     pr.add_argument("--branches", action="store_true", help="also write per-branch probabilities")
-    pr.add_argument("--tile", type=int, default=256, help="tile size of the review ranking")
+    pr.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                    help=f"side of the tiles of tiled inference, pixels (default {DEFAULT_TILE})")
+    pr.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                    help=f"overlap of neighbouring inference tiles, fraction of a tile (default {DEFAULT_OVERLAP})")
+    pr.add_argument("--review-size", type=int, default=REVIEW_SIZE,
+                    help=f"side of the squares ranked for review in the summary, pixels (default {REVIEW_SIZE})")
     pr.add_argument("--progress", choices=("text", "json"), default="text")
     pr.set_defaults(func=cmd_predict)
 

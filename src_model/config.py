@@ -12,6 +12,9 @@ from typing import Any, Dict, Tuple
 ENCODER_NORMS = ("frozen_bn", "batch", "group")
 BLOCKS = ("bottleneck", "basic")
 ATTENTION_KERNELS = (3, 7)
+#: Attention of a decoder branch: CBAM (channel then spatial), SA (spatial), CA (channel). The
+#: CDMA model has one branch of each, in this order.
+BRANCH_KINDS = ("cbam", "sa", "ca")
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class MTNetConfig:
     norm_groups: int = 4
     attention_reduction: int = 16
     sa_kernel: int = 7
-    branches: Tuple[str, ...] = ("cbam", "sa", "ca")
+    branches: Tuple[str, ...] = BRANCH_KINDS
     feature_noise: float = 0.0
 
     def __post_init__(self) -> None:
@@ -68,8 +71,9 @@ class MTNetConfig:
             raise ValueError("layers and widths need four entries, each layer count >= 1")
         if not 0.0 <= self.feature_noise < 1.0:
             raise ValueError(f"feature_noise must be in [0, 1), got {self.feature_noise}")
-        if not self.branches or any(b not in ("cbam", "sa", "ca") for b in self.branches):
-            raise ValueError(f"branches must be a non-empty sequence of 'cbam', 'sa', 'ca'; got {self.branches!r}")
+        if not self.branches or any(b not in BRANCH_KINDS for b in self.branches):
+            raise ValueError(f"branches must be a non-empty sequence of {', '.join(map(repr, BRANCH_KINDS))}; "
+                             f"got {self.branches!r}")
         for name in ("aspp_channels", "low_level_channels", "decoder_channels", "stem_width"):
             if getattr(self, name) % self.norm_groups:
                 raise ValueError(f"{name} must be divisible by norm_groups={self.norm_groups}")

@@ -14,8 +14,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .io import read_image, read_mask
-from .uncertainty import tissue_mask
+from .io import read_image, read_mask, to_model_input
+from .tiling import pad_to
+from .tissue import tissue_mask
 
 Labelled = Tuple[np.ndarray, np.ndarray]
 
@@ -117,28 +118,18 @@ def hed_jitter(rng: np.random.Generator, x: np.ndarray, sigma: float) -> np.ndar
     return np.exp(-(hed @ _RGB_FROM_HED))
 
 
-def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    ph, pw = max(0, size - h), max(0, size - w)
-    if ph == 0 and pw == 0:
-        return img
-    pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
-    mode = "reflect" if h > ph and w > pw else "edge"
-    return np.pad(img, pad, mode=mode)
-
-
 def random_crop(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray], size: int,
                 tissue: Optional[np.ndarray] = None, min_tissue: float = 0.3, tries: int = 10):
-    """A random ``size`` x ``size`` crop (reflect-padded if the image is smaller).
+    """A random ``size`` x ``size`` crop (padded by :func:`~src_model.tiling.pad_to` if the image is smaller).
 
     With a ``tissue`` mask, retries up to ``tries`` times to find a crop that is mostly tissue,
     so patches of empty glass are rare.
     """
-    img = _pad_to(img, size)
+    img = pad_to(img, size)
     if mask is not None:
-        mask = _pad_to(mask, size)
+        mask = pad_to(mask, size)
     if tissue is not None:
-        tissue = _pad_to(tissue, size)
+        tissue = pad_to(tissue, size)
     h, w = img.shape[:2]
     for _ in range(tries):
         y = int(rng.integers(0, h - size + 1))
@@ -150,16 +141,25 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.nda
 
 
 def augment(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray], cfg: AugmentConfig):
-    """Flip, rotate by 90 degrees, stain and colour jitter and noise; returns float32 (3, H, W) in [0, 1] and mask."""
-    x = img.astype(np.float32) / 255.0
+    """Flip, rotate by 90 degrees, stain and colour jitter and noise.
+
+    Args:
+        img: RGB uint8 (H, W, 3).
+        mask: (H, W) or None; flipped and rotated with the image.
+
+    Returns:
+        the model input of the augmented image, float32 (3, H, W) in [0, 1] (the normalisation of
+        :func:`~src_model.io.to_model_input`), and the mask.
+    """
     if rng.random() < cfg.flip_p:
         axis = int(rng.integers(0, 2))
-        x = np.flip(x, axis)
+        img = np.flip(img, axis)
         mask = None if mask is None else np.flip(mask, axis)
     if rng.random() < cfg.rot90_p:
         k = int(rng.integers(1, 4))
-        x = np.rot90(x, k)
+        img = np.rot90(img, k)
         mask = None if mask is None else np.rot90(mask, k)
+    x = to_model_input(img)[0].numpy().transpose(1, 2, 0)  # (H, W, 3) view, so the colour axis is last
     if cfg.stain_jitter > 0:
         x = hed_jitter(rng, x, cfg.stain_jitter)
     if cfg.color_jitter > 0:

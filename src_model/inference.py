@@ -8,13 +8,13 @@ predictions least reliable, therefore get almost no say wherever another tile co
 the blend has no seams. Uncertainty maps (spec section 4) are computed from the blended
 per-branch probabilities.
 
-Speed: an MTNet is run through :func:`prepare_model`, an eval-only copy with batch norms folded
-into the preceding convolutions, channels-last memory layout and one upsampling call for all
-branches; it gives the plain model's outputs to within float rounding (tested to 1e-4).
+Speed: an MTNet is run through :func:`prepare_model`, which makes a
+:class:`~src_model.model.fast.FastMTNet`: an eval-only copy with batch norms folded into the
+preceding convolutions, channels-last memory layout and one upsampling call for all branches; it
+gives the plain model's outputs to within float rounding (tested to 1e-4).
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -22,14 +22,14 @@ from typing import Callable, Generator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .io import to_rgb_uint8
+from .io import to_model_input, to_rgb_uint8
 from .model import MTNet
-from .model.encoder import BasicBlock, Bottleneck
-from .model.norms import FrozenBatchNorm2d
+from .model.fast import FastMTNet
 from .progress import EtaClock, Progress, drain
+from .runtime import resolve_device
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, pad_to
 from .uncertainty import disagreement, entropy
 
 logger = logging.getLogger(__name__)
@@ -37,12 +37,6 @@ logger = logging.getLogger(__name__)
 Branch = Union[str, int]
 WINDOW_FLOOR = 1e-3  # smallest blending weight (at a tile's outermost pixels); never 0
 _ROWS_PER_CHUNK = 256  # rows per chunk when finishing maps, bounds temporaries on large images
-# Interactive default tiling. On a 775x522 GlaS field, 320-px tiles with 0.2 overlap need 6 tiles
-# instead of 12 for 256/0.25 (pixels computed: 1.5x the image instead of 1.95x): measured 2.7 vs
-# 2.1 Mpx/s for the bundled lite model on the 2-core dev CPU, with the same validation Dice.
-# Evaluation keeps the released protocol (256, 0.25): see src_model.evaluate.
-DEFAULT_TILE = 320
-DEFAULT_OVERLAP = 0.2
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -75,97 +69,7 @@ class Prediction:
         return self.probability[1]
 
 
-# --------------------------------------------------------------------------- fast eval model
-
-def _fold_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> None:
-    """Fold an eval-mode batch norm into ``conv`` in place: y = scale * conv(x) + shift."""
-    scale = bn.weight.detach() * torch.rsqrt(bn.running_var + bn.eps)
-    shift = bn.bias.detach() - bn.running_mean * scale
-    with torch.no_grad():
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        if conv.bias is None:
-            conv.bias = nn.Parameter(shift.clone())
-        else:
-            conv.bias.copy_(conv.bias * scale + shift)
-
-
-def _is_foldable_bn(m: nn.Module) -> bool:
-    if isinstance(m, FrozenBatchNorm2d):
-        return True
-    return isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_mean is not None and m.affine
-
-
-def fold_batchnorm(encoder: nn.Module) -> int:
-    """Fold every batch norm of a ResNet encoder into its convolution, in place (eval only).
-
-    Folds (conv, norm) neighbours of ``nn.Sequential`` containers and the ``convN``/``bnN``
-    pairs of residual blocks, replacing the norm by ``nn.Identity``. Group norms are left alone.
-
-    Returns:
-        the number of norms folded.
-    """
-    folded = 0
-    for module in list(encoder.modules()):
-        if isinstance(module, nn.Sequential):
-            items = list(module._modules.items())
-            for (_, a), (name_b, b) in zip(items, items[1:]):
-                if isinstance(a, nn.Conv2d) and _is_foldable_bn(b):
-                    _fold_conv_bn(a, b)
-                    module._modules[name_b] = nn.Identity()
-                    folded += 1
-        elif isinstance(module, (BasicBlock, Bottleneck)):
-            for i in (1, 2, 3):
-                conv, bn = getattr(module, f"conv{i}", None), getattr(module, f"bn{i}", None)
-                if isinstance(conv, nn.Conv2d) and bn is not None and _is_foldable_bn(bn):
-                    _fold_conv_bn(conv, bn)
-                    setattr(module, f"bn{i}", nn.Identity())
-                    folded += 1
-    return folded
-
-
-class FastMTNet(nn.Module):
-    """Eval-only copy of an :class:`MTNet` for inference; the source model is not touched.
-
-    Batch norms of the encoder are folded into its convolutions (``encoder_norm`` "batch" or
-    "frozen_bn"), weights and activations are channels-last (faster oneDNN kernels on CPU), only
-    the requested decoders run, and their stride-4 logits are upsampled in one call.
-
-    Args:
-        model: the trained network.
-        branches: 1-based decoders to run, e.g. (1, 2, 3) or (1,).
-        channels_last: use the channels-last memory layout.
-
-    Call with x float (B, 3, H, W) in [0, 1]; returns logits (B, K, C, H, W), K = len(branches),
-    equal to ``torch.stack([model(x)[k - 1] for k in branches], 1)`` up to float rounding.
-    """
-
-    def __init__(self, model: MTNet, branches: Sequence[int] = (1, 2, 3), channels_last: bool = True) -> None:
-        super().__init__()
-        if not branches or any(b not in (1, 2, 3) for b in branches):
-            raise ValueError(f"branches must be a non-empty subset of (1, 2, 3), got {tuple(branches)}")
-        net = copy.deepcopy(model).eval()
-        self.branches = tuple(branches)
-        self.encoder = net.encoder
-        self.aspp = net.aspp
-        self.decoders = nn.ModuleList([net.decoders[b - 1] for b in self.branches])
-        self.num_classes = net.config.num_classes
-        self.folded = fold_batchnorm(self.encoder) if net.config.encoder_norm in ("batch", "frozen_bn") else 0
-        self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        self.requires_grad_(False)
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        low, high = self.encoder(x)
-        feats = self.aspp(high)
-        logits = torch.cat([dec(feats, low) for dec in self.decoders], dim=1)
-        logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
-        b, _, h, w = logits.shape
-        return logits.view(b, len(self.branches), self.num_classes, h, w)
-
+# --------------------------------------------------------------------------- model runners
 
 class _GenericRunner:
     """Any model returning a tuple of per-branch logits (B, C, H, W): stacked to (B, K, C, H, W)."""
@@ -198,7 +102,7 @@ def prepare_model(model: nn.Module, branch: Branch = "mean", device: Union[str, 
     is run as it is, in eval mode, and must return a tuple of per-branch logits.
     """
     branches = _branches(branch, len(model.config.branches) if isinstance(model, MTNet) else 3)
-    dev = _device(device)
+    dev = resolve_device(device)
     if isinstance(model, FastMTNet):
         if model.branches != branches:
             raise ValueError(f"prepared model runs branches {model.branches}, but branch={branch!r} was asked")
@@ -207,12 +111,6 @@ def prepare_model(model: nn.Module, branch: Branch = "mean", device: Union[str, 
         return FastMTNet(model, branches).to(dev)
     model.eval()
     return _GenericRunner(model.to(dev), branches)
-
-
-def _device(device: Union[str, torch.device]) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------- tiling and blending
@@ -238,16 +136,6 @@ def blend_window(tile: int, floor: float = WINDOW_FLOOR) -> torch.Tensor:
     return torch.outer(w1, w1).float()
 
 
-def _pad_to(image: np.ndarray, tile: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    ph, pw = max(0, tile - h), max(0, tile - w)
-    if not ph and not pw:
-        return image
-    # reflect needs at least 2 pixels along an axis; a 1-pixel axis is repeated instead
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
-
-
 def predict_tiles(model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TILE,
                   overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, branch: Branch = "mean",
                   return_branches: bool = False, device: Union[str, torch.device] = "cpu",
@@ -258,7 +146,8 @@ def predict_tiles(model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TI
         model: an :class:`MTNet` (or a prepared :class:`FastMTNet`, or any module returning a
             tuple of per-branch logits (B, C, h, w) for input (B, 3, h, w) in [0, 1]).
         image: RGB uint8 (H, W, 3); other arrays go through :func:`~src_model.io.to_rgb_uint8`.
-        tile: tile side in pixels (default 320; the released evaluation uses 256).
+        tile: tile side in pixels (default :data:`~src_model.tiling.DEFAULT_TILE`, 320; evaluation
+            uses :data:`~src_model.tiling.EVAL_TILE`, 256, with overlap 0.25).
         overlap: fraction of a tile shared with each neighbour, in [0, 1).
         batch_size: tiles per forward pass.
         branch: ``"mean"`` (all three branches, averaged) or 1, 2, 3 (that decoder alone, as
@@ -285,10 +174,10 @@ def predict_tiles(model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TI
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     img = to_rgb_uint8(image, source="image")
     h, w = img.shape[:2]
-    padded = _pad_to(img, tile)
+    padded = pad_to(img, tile)
     hp, wp = padded.shape[:2]
     boxes = [(y, x) for y in tile_starts(hp, tile, overlap) for x in tile_starts(wp, tile, overlap)]
-    dev = _device(device)
+    dev = resolve_device(device)
     was_training = model.training
     runner = prepare_model(model, branch, dev, fast=fast)  # a generic model is put in eval mode
     was_training = was_training and isinstance(runner, _GenericRunner)
@@ -303,14 +192,13 @@ def predict_tiles(model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TI
         with torch.inference_mode():
             for start in range(0, len(boxes), batch_size):
                 batch = boxes[start:start + batch_size]
-                x = torch.from_numpy(np.stack([padded[y:y + tile, x0:x0 + tile] for y, x0 in batch]))
-                x = x.to(dev).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, T, T), channels-last strides
+                x = to_model_input(np.stack([padded[y:y + tile, x0:x0 + tile] for y, x0 in batch]), dev)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                     logits = runner(x)  # (B, K, C, T, T)
                 probs = torch.softmax(logits.float(), dim=2).mul_(window_dev).cpu()
                 if acc is None:
                     acc = torch.zeros((probs.shape[1], probs.shape[2], hp, wp))
-                for p, (y, x0) in zip(probs, batch):
+                for p, (y, x0) in zip(probs, batch, strict=True):
                     acc[:, :, y:y + tile, x0:x0 + tile] += p
                     wsum[y:y + tile, x0:x0 + tile] += window
                 done = start + len(batch)
@@ -376,5 +264,4 @@ def predict(model: nn.Module, image: np.ndarray, callback: Optional[Callable[[Pr
     return drain(predict_tiles(model, image, **kwargs), callback)
 
 
-__all__ = ["Prediction", "FastMTNet", "fold_batchnorm", "prepare_model", "predict_tiles", "predict",
-           "tile_starts", "blend_window", "WINDOW_FLOOR"]
+__all__ = ["Prediction", "prepare_model", "predict_tiles", "predict", "tile_starts", "blend_window", "WINDOW_FLOOR"]

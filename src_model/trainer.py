@@ -20,6 +20,7 @@ from .data import AugmentConfig, Labelled, TwoStreamPatches
 from .losses import cdma_loss, ramp_weight
 from .model import MTNet
 from .progress import EtaClock, Progress
+from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,6 @@ class TrainResult:
     steps_done: int
     cancelled: bool
     history: List[Dict[str, float]]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` means CUDA if available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(device)
 
 
 def _is_backbone(name: str) -> bool:

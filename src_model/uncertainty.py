@@ -1,15 +1,21 @@
-"""Uncertainty from the three branches (spec section 4) and the tile score for "look here next".
+"""Uncertainty from the three branches (spec section 4) and the review ranking ("look here next").
 
 All maps are in [0, 1]. Branch probabilities are stacked on a leading branch axis K, the class
 axis is the one after it: shape (K, C, H, W) or (K, B, C, H, W).
+
+The review ranking cuts an image into squares of :data:`REVIEW_SIZE` pixels (the "review tiles";
+unrelated to the tiles of tiled inference) and ranks them by their disagreement over tissue
+(:func:`src_model.tissue.tissue_mask`).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from .tiling import REVIEW_SIZE
 
 ArrayLike = Union[torch.Tensor, Sequence[torch.Tensor]]
 _EPS = 1e-12
@@ -49,35 +55,11 @@ def vote(probs: ArrayLike) -> torch.Tensor:
     return (p.argmax(dim=cdim) != mean_arg.unsqueeze(0)).float().mean(0)
 
 
-def uncertainty_maps(probs: ArrayLike) -> Dict[str, torch.Tensor]:
-    """All three maps at once: ``{"disagreement", "entropy", "vote"}``."""
-    p = _stack(probs)
-    return {"disagreement": disagreement(p), "entropy": entropy(p), "vote": vote(p)}
-
-
-def tissue_mask(image: np.ndarray, white_level: int = 215, min_saturation: float = 0.07) -> np.ndarray:
-    """Pixels that are tissue, not near-white glass: not (bright and unsaturated).
-
-    Args:
-        image: RGB uint8 (H, W, 3).
-    Returns:
-        bool (H, W).
-    """
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] < 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {img.shape}")
-    rgb = img[..., :3].astype(np.float32)
-    mx = rgb.max(axis=2)
-    mn = rgb.min(axis=2)
-    saturation = (mx - mn) / np.maximum(mx, 1.0)
-    return ~((mn >= white_level) & (saturation < min_saturation))
-
-
 def tile_score(disagreement_map: np.ndarray, tissue: np.ndarray, percentile: float = 90.0,
                min_tissue_fraction: float = 0.05) -> float:
-    """Robust disagreement summary of one tile: a high percentile over its tissue pixels.
+    """Robust disagreement summary of one review square: a high percentile over its tissue pixels.
 
-    Tiles with less than ``min_tissue_fraction`` tissue score 0, so glass never ranks high.
+    Squares with less than ``min_tissue_fraction`` tissue score 0, so glass never ranks high.
     """
     d = np.asarray(disagreement_map, dtype=np.float32)
     t = np.asarray(tissue, dtype=bool)
@@ -88,14 +70,19 @@ def tile_score(disagreement_map: np.ndarray, tissue: np.ndarray, percentile: flo
     return float(np.percentile(d[t], percentile))
 
 
-def rank_tiles(disagreement_map: np.ndarray, tissue: np.ndarray, tile: int = 256,
+def rank_tiles(disagreement_map: np.ndarray, tissue: np.ndarray, review_size: int = REVIEW_SIZE,
                percentile: float = 90.0) -> List[Tuple[float, Tuple[int, int, int, int]]]:
-    """Score every tile of a grid and return ``[(score, (y0, x0, y1, x1)), ...]``, highest first."""
+    """Score every square of a ``review_size`` grid; ``[(score, (y0, x0, y1, x1)), ...]``, highest first.
+
+    Squares at the bottom and right edges are cut to the image. Scores: :func:`tile_score`.
+    """
+    if review_size < 1:
+        raise ValueError(f"review_size must be >= 1 pixel, got {review_size}")
     h, w = np.shape(disagreement_map)
     out = []
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+    for y0 in range(0, h, review_size):
+        for x0 in range(0, w, review_size):
+            y1, x1 = min(h, y0 + review_size), min(w, x0 + review_size)
             s = tile_score(disagreement_map[y0:y1, x0:x1], tissue[y0:y1, x0:x1], percentile)
             out.append((s, (y0, x0, y1, x1)))
     out.sort(key=lambda item: -item[0])

@@ -6,8 +6,10 @@ from torch import nn
 
 from src_model import build_model
 from src_model import inference as inf
-from src_model.inference import FastMTNet, Prediction, predict, predict_tiles, tile_starts
+from src_model.inference import Prediction, predict, predict_tiles, tile_starts
 from src_model.io import read_image
+from src_model.model.fast import FastMTNet
+from src_model.model.norms import FrozenBatchNorm2d
 from src_model.progress import drain
 from src_model.uncertainty import disagreement, entropy, vote
 
@@ -178,7 +180,7 @@ def test_fast_model_matches_plain_model(preset_kw):
     model = _with_running_stats(build_model("lite", **preset_kw), seed=5)
     x = torch.rand(2, 3, 128, 96)
     fast = FastMTNet(model)
-    norms = (nn.BatchNorm2d, inf.FrozenBatchNorm2d)
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d)
     assert fast.folded == sum(isinstance(m, norms) for m in model.modules())
     assert not any(isinstance(m, norms) for m in fast.modules())
     with torch.inference_mode():

@@ -7,7 +7,8 @@ from src_model import build_model, load_checkpoint
 from src_model.checkpoint import read_checkpoint
 from src_model.data import AugmentConfig, load_pairs
 from src_model.progress import drain
-from src_model.trainer import TrainConfig, resolve_device, train
+from src_model.runtime import resolve_device
+from src_model.trainer import TrainConfig, train
 
 NO_AUG = AugmentConfig(flip_p=0, rot90_p=0, color_jitter=0, noise_p=0)
 

@@ -1,11 +1,12 @@
-"""Uncertainty maps of spec section 4 and the tile score."""
+"""Uncertainty maps of spec section 4, the tissue mask and the review ranking."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from src_model.uncertainty import disagreement, entropy, rank_tiles, tile_score, tissue_mask, uncertainty_maps, vote
+from src_model.tissue import tissue_mask
+from src_model.uncertainty import disagreement, entropy, rank_tiles, tile_score, vote
 
 
 def probs_from(values):
@@ -44,8 +45,8 @@ def test_maximal_disagreement_is_one():
 
 def test_batched_shapes():
     p = torch.softmax(torch.randn(3, 2, 4, 5, 6), dim=2)
-    maps = uncertainty_maps(p)
-    for m in maps.values():
+    for fn in (disagreement, entropy, vote):
+        m = fn(p)
         assert m.shape == (2, 5, 6)
         assert float(m.min()) >= 0 and float(m.max()) <= 1
 
@@ -64,6 +65,10 @@ def test_tile_score_ignores_glass_and_ranks_uncertain_tissue_first():
     tissue[:, :64] = True
     d[10:40, 10:50] = 0.6  # uncertain tissue (>10 % of the tile) on the left
     assert tile_score(d[:, 64:], tissue[:, 64:]) == 0.0
-    ranked = rank_tiles(d, tissue, tile=64)
+    ranked = rank_tiles(d, tissue, review_size=64)
     assert ranked[0][1] == (0, 0, 64, 64)
     assert ranked[0][0] > ranked[1][0]
+    # squares at the bottom and right edges are cut to the image
+    assert {box for _, box in rank_tiles(d, tissue, review_size=48)} == {
+        (0, 0, 48, 48), (0, 48, 48, 96), (0, 96, 48, 128), (48, 0, 64, 48), (48, 48, 64, 96), (48, 96, 64, 128)}
+    assert [box for _, box in rank_tiles(d, tissue)] == [(0, 0, 64, 128)]  # default REVIEW_SIZE: 256

@@ -1,5 +1,5 @@
 """The MTNet model of CDMA and its parts."""
 from .attention import CBAM, ChannelAttention, SpatialAttention
-from .mtnet import BRANCH_ATTENTIONS, MTNet
+from .mtnet import MTNet
 
-__all__ = ["CBAM", "ChannelAttention", "SpatialAttention", "MTNet", "BRANCH_ATTENTIONS"]
+__all__ = ["CBAM", "ChannelAttention", "SpatialAttention", "MTNet"]

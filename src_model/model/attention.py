@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import BRANCH_KINDS
+
 
 class ChannelAttention(nn.Module):
     """Channel attention: a shared bias-free MLP on the spatial mean and max, summed, sigmoid.
@@ -60,15 +62,12 @@ class CBAM(nn.Module):
         return self.sa(self.ca(x))
 
 
-ATTENTION_KINDS = ("cbam", "sa", "ca")
-
-
 def make_attention(kind: str, channels: int, reduction: int, kernel_size: int) -> nn.Module:
-    """Build the attention module named ``kind`` (one of ``ATTENTION_KINDS``)."""
+    """Build the attention module named ``kind`` (one of :data:`src_model.config.BRANCH_KINDS`)."""
     if kind == "cbam":
         return CBAM(channels, reduction, kernel_size)
     if kind == "sa":
         return SpatialAttention(kernel_size)
     if kind == "ca":
         return ChannelAttention(channels, reduction)
-    raise ValueError(f"unknown attention {kind!r}; valid: {', '.join(ATTENTION_KINDS)}")
+    raise ValueError(f"unknown attention {kind!r}; valid: {', '.join(BRANCH_KINDS)}")

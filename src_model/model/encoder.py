@@ -84,7 +84,7 @@ class ResNetEncoder(nn.Module):
         )
         cin = cfg.stem_width
         stages = []
-        for n_blocks, width, stride in zip(cfg.layers, cfg.widths, self.STRIDES):
+        for n_blocks, width, stride in zip(cfg.layers, cfg.widths, self.STRIDES, strict=True):
             blocks = []
             for i in range(n_blocks):
                 blocks.append(block(cin, width, stride if i == 0 else 1, cfg.encoder_norm, groups))

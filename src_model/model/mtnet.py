@@ -13,8 +13,6 @@ from .decoder import AttentionDecoder
 from .encoder import ResNetEncoder
 from .norms import FrozenBatchNorm2d
 
-BRANCH_ATTENTIONS = ("cbam", "sa", "ca")
-
 
 class MTNet(nn.Module):
     """The CDMA segmentation network.
