@@ -549,6 +549,10 @@ class ProjectStore:
         """Adopt version folders after the region's last indexed version; quarantine the rest."""
         rid = rdir.name
         n = len(region["versions"])
+        for tmp in rdir.glob("zarr.json.*.tmp"):  # an interrupted withdrawal's attribute write
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                logger.info("removed %s left by an interrupted write", tmp.relative_to(self.root))
         extra = sorted(p for p in rdir.iterdir() if p.name != "zarr.json"
                        and not (_io.VERSION_DIR.match(p.name) and int(p.name[1:]) <= n))
         changed = False
