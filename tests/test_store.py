@@ -563,3 +563,28 @@ def test_retrain_worker_skips_a_damaged_region_with_a_warning(tmp_path, glas, ca
     assert code == 0 and isinstance(events[0], Started) and isinstance(events[-1], Cancelled)
     assert events[0].n_labelled == 2
     assert "skipping damaged region r0002: region r0002 v1: chunk file" in caplog.text
+
+
+def test_a_missing_index_is_rebuilt_and_an_interrupted_creation_redone(tmp_path, glas, lite_checkpoint):
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root, holdout_fraction=0.5)
+    for box in _boxes(3):
+        _accept(store, image, mask, box)
+    store.add_model(lite_checkpoint, parent=BUNDLED)
+    store.withdraw("r0003")
+    before = (store.regions(include_withdrawn=True), store.models())
+    (root / "index.json").unlink()
+    reopened = ProjectStore.open(root)
+    assert (reopened.regions(include_withdrawn=True), reopened.models()) == before
+    assert reopened.holdout_fraction == 0.5 and len(reopened.unlabelled_images()) == 1
+    assert any("was missing" in note for note in reopened.repairs)
+    assert _accept(reopened, image, mask, _boxes(4)[3]).region_id == "r0004"
+
+    # killed while creating a store: a half-written zarr.json and nothing else
+    fresh = tmp_path / "new"
+    (fresh / "regions").mkdir(parents=True)
+    (fresh / "zarr.json").write_text('{"zarr_form')
+    created = ProjectStore.open(fresh, holdout_fraction=0.25)
+    assert created.holdout_fraction == 0.25 and created.regions() == []
+    assert _accept(created, image, mask, _boxes(1)[0]).region_id == "r0001"

@@ -24,8 +24,10 @@ interrupted write whose staged data is all there (roll forward) or moves what it
 or an older ``index.json`` restored from a backup) is adopted when its own records verify (each
 region version folder carries its region id, box, image hash, version, model version, user, time
 and checksums; each image and model carries its entry) or else moved to ``quarantine/``. Data the
-index does not name never blocks a later write. What recovery did is logged and kept in
-:attr:`ProjectStore.repairs`.
+index does not name never blocks a later write. A missing ``index.json`` is rebuilt the same way
+(from an empty index; the current model is then the shipped one), and a folder holding only the
+skeleton of an interrupted store creation is created again. What recovery did is logged and kept
+in :attr:`ProjectStore.repairs`.
 
 Integrity: the index keeps a sha256 checksum (of shape, dtype and decoded bytes) of every array and
 of every model file; reads verify it, so a missing or damaged chunk raises :class:`StoreError`
@@ -261,6 +263,76 @@ def _read_index(root: Path) -> Dict[str, Any]:
     return _validate_index(root, _io.read_index(root))
 
 
+def _empty_index(holdout_fraction: float) -> Dict[str, Any]:
+    return {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "created": _now(),
+        "holdout_fraction": float(holdout_fraction),
+        "holdout_rule": "region n (0-based, in order of first acceptance) is held out when "
+                        "floor((n+1)*f) > floor(n*f)",
+        "n_regions": 0,
+        "regions": {},
+        "images": {},
+        "models": [],
+        "current_model": BUNDLED,
+        "current_history": [],
+    }
+
+
+_SKELETON = {"zarr.json", "regions", "images", "models", STAGING, _io.LOCK_NAME}
+
+
+def _unfinished_creation(root: Path, fallback: float) -> Optional[float]:
+    """The holdout fraction to use when ``root`` holds only the skeleton of a store whose creation
+    was interrupted (no index, no data; its zarr.json possibly half-written); else None."""
+    if (root / INDEX_NAME).exists():
+        return None
+    names = {p.name for p in root.iterdir() if not p.name.startswith(INDEX_NAME + ".")}
+    if not names <= _SKELETON or "zarr.json" not in names:
+        return None
+    for sub, allowed in (("regions", {"zarr.json"}), ("images", {"zarr.json"}), ("models", set())):
+        if (root / sub).is_dir() and not {p.name for p in (root / sub).iterdir()} <= allowed:
+            return None
+    try:
+        attrs = _io.read_attributes(root)
+    except (OSError, ValueError):  # half-written by the interrupted creation
+        return float(fallback)
+    fraction = attrs.get("holdout_fraction")
+    if attrs.get("format") != STORE_FORMAT or not isinstance(fraction, (int, float)):
+        return None
+    return float(fraction)
+
+
+def _rebuild_missing_index(root: Path) -> bool:
+    """A napari-cdma store whose index.json is missing (a kill while it was being created, or a
+    deleted file) gets an empty index, which recovery then fills from the folders' own records.
+    Returns True when it did so."""
+    if (root / INDEX_NAME).exists() or not (root / "zarr.json").is_file():
+        return False
+    try:
+        attrs = _io.read_attributes(root)
+    except (OSError, ValueError):
+        return False
+    fraction = attrs.get("holdout_fraction")
+    if attrs.get("format") != STORE_FORMAT or not isinstance(fraction, (int, float)):
+        return False
+    _io.check_version(root, attrs.get("format_version"))
+    try:
+        with _io.process_lock(root):
+            if (root / INDEX_NAME).exists():
+                return False
+            for sub in ("regions", "images"):
+                if not (root / sub / "zarr.json").exists():
+                    _write_group(root / sub)
+            for sub in ("models", STAGING):
+                (root / sub).mkdir(exist_ok=True)
+            _atomic_write_json(root / INDEX_NAME, _empty_index(float(fraction)))
+    except OSError as exc:
+        raise _disk_error(exc, "rebuilding the missing store index") from exc
+    return True
+
+
 def _check_checkpoint(path: Path, shown: Path) -> None:
     """Load a checkpoint the way the plugin will (weights only, model built from its config, strict)."""
     from src_model.checkpoint import model_from_checkpoint_dict, read_checkpoint  # lazy: imports torch
@@ -319,7 +391,17 @@ class ProjectStore:
             if not create:
                 raise StoreError(f"{root}: no napari-cdma store here")
             return cls._create(root, holdout_fraction)
+        fraction = _unfinished_creation(root, holdout_fraction)
+        if fraction is not None:
+            store = cls._create(root, fraction)
+            store._note("the store's creation had been interrupted: created it again (it held no data)")
+            return store
+        rebuilt = _rebuild_missing_index(root)
         store = cls(root, _read_index(root))
+        if rebuilt:
+            store._note(f"{INDEX_NAME} was missing (a crash while the store was created, or a deleted file): "
+                        f"rebuilt from the records in the region, image and model folders; the current model "
+                        f"is the shipped one")
         try:
             try:
                 with store._lock, _io.process_lock(root):
@@ -339,20 +421,7 @@ class ProjectStore:
     def _create(cls, root: Path, holdout_fraction: float) -> "ProjectStore":
         if not 0.0 <= float(holdout_fraction) < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-        index = {
-            "format": STORE_FORMAT,
-            "format_version": STORE_FORMAT_VERSION,
-            "created": _now(),
-            "holdout_fraction": float(holdout_fraction),
-            "holdout_rule": "region n (0-based, in order of first acceptance) is held out when "
-                            "floor((n+1)*f) > floor(n*f)",
-            "n_regions": 0,
-            "regions": {},
-            "images": {},
-            "models": [],
-            "current_model": BUNDLED,
-            "current_history": [],
-        }
+        index = _empty_index(holdout_fraction)
         try:
             root.mkdir(parents=True, exist_ok=True)
             _write_group(root, {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
