@@ -588,3 +588,27 @@ def test_a_missing_index_is_rebuilt_and_an_interrupted_creation_redone(tmp_path,
     created = ProjectStore.open(fresh, holdout_fraction=0.25)
     assert created.holdout_fraction == 0.25 and created.regions() == []
     assert _accept(created, image, mask, _boxes(1)[0]).region_id == "r0001"
+
+
+def test_an_orphan_left_by_an_older_version_is_adopted(tmp_path, glas):
+    """The issue's case: an older napari-cdma renamed regions/r0002 into place and was killed before
+    its index was written (its folders carry no checksums); every later accept of r0002 failed."""
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    _accept(store, image, mask, _boxes(1)[0])
+    backup = (root / "index.json").read_bytes()
+    _accept(store, image, mask, _boxes(2)[1])
+    record = store.regions()[1]
+    for meta in (root / "regions" / "r0002" / "zarr.json", root / "regions" / "r0002" / "v0001" / "zarr.json"):
+        data = json.loads(meta.read_text())
+        data["attributes"].pop("checksums", None)
+        if meta.parent.name == "r0002":
+            data["attributes"] = {"region_id": "r0002"}  # what older versions wrote
+        meta.write_text(json.dumps(data))
+    (root / "index.json").write_bytes(backup)
+    reopened = ProjectStore.open(root)
+    assert reopened.regions()[1] == record
+    np.testing.assert_array_equal(reopened.load_region("r0002")[1], mask[0:64, 100:164])
+    assert set(_index(root)["regions"]["r0002"]["versions"][0]["checksums"]) == {"crop", "corrected", "predicted"}
+    assert _accept(reopened, image, mask, _boxes(3)[2]).region_id == "r0003"
