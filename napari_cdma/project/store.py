@@ -547,8 +547,8 @@ class ProjectStore:
             name = entry.name
             if name == "zarr.json":
                 continue
-            if not _io.REGION_ID.match(name) or not entry.is_dir():
-                _io.quarantine(root, entry, "not a region folder")
+            if not _io.REGION_ID.match(name) or entry.is_symlink() or not entry.is_dir():
+                _io.quarantine(root, entry, "not a region folder (the store makes no links)")
                 self._note(f"moved regions/{name} (not a region folder) to {QUARANTINE}/")
                 continue
             region = index["regions"].get(name)
@@ -568,13 +568,14 @@ class ProjectStore:
                     changed = True
         images_dir = root / "images"
         for entry in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
-            if entry.name != "zarr.json" and entry.name not in index["images"]:
+            if entry.name != "zarr.json" and (entry.name not in index["images"] or entry.is_symlink()):
                 changed |= self._adopt_image(index, entry)
         models_dir = root / "models"
         known = {m["version"] for m in index["models"]}
         for entry in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
             stem, suffix = entry.stem, entry.suffix
-            if _io.MODEL_VERSION.match(stem) and suffix in (".pt", ".json") and stem in known:
+            if _io.MODEL_VERSION.match(stem) and suffix in (".pt", ".json") and stem in known \
+                    and not entry.is_symlink():
                 continue
             if suffix == ".json" and _io.MODEL_VERSION.match(stem) and (models_dir / f"{stem}.pt").exists():
                 continue  # handled with its .pt
@@ -676,7 +677,7 @@ class ProjectStore:
     def _adopt_image(self, index: Dict[str, Any], path: Path) -> bool:
         key = path.name
         reason = "not a stored image"
-        if _io.IMAGE_KEY.match(key) and path.is_dir():
+        if _io.IMAGE_KEY.match(key) and path.is_dir() and not path.is_symlink() and key not in index["images"]:
             try:
                 meta = _io.read_attributes(path).get("napari_cdma_image")
                 if isinstance(meta, dict) and isinstance(meta.get("checksum"), str):
@@ -705,7 +706,8 @@ class ProjectStore:
         stem = path.stem
         side = path.with_suffix(".json")
         reason = "not a model file of this store"
-        if _io.MODEL_VERSION.match(stem) and path.suffix == ".pt" and path.is_file():
+        if _io.MODEL_VERSION.match(stem) and path.suffix == ".pt" and path.is_file() and not path.is_symlink() \
+                and not any(m["version"] == stem for m in index["models"]):
             try:
                 record = json.loads(side.read_text(encoding="utf-8")).get("napari_cdma_model")
                 if not isinstance(record, dict) or record.get("version") != stem \
