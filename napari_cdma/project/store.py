@@ -234,7 +234,7 @@ def _validate_index(root: Path, index: Dict[str, Any]) -> Dict[str, Any]:
     if not isinstance(index.get("n_regions"), int):
         raise bad("n_regions is not an integer")
     for rid, reg in regions.items():
-        if not _io.REGION_ID.match(str(rid)):
+        if not _io.REGION_ID.fullmatch(str(rid)):
             raise bad(f"region id {rid!r} is not of the form r0001")
         if not isinstance(reg, dict) or not isinstance(reg.get("versions"), list) or not reg["versions"]:
             raise bad(f"region {rid} has no versions")
@@ -246,12 +246,12 @@ def _validate_index(root: Path, index: Dict[str, Any]) -> Dict[str, Any]:
             if path != f"regions/{rid}/v{number:04d}" or entry.get("version") != number:
                 raise bad(f"region {rid} version {number} has path {path!r}")
     for key, entry in images.items():
-        if not _io.IMAGE_KEY.match(str(key)) or not isinstance(entry, dict) or entry.get("path") != f"images/{key}":
+        if not _io.IMAGE_KEY.fullmatch(str(key)) or not isinstance(entry, dict) or entry.get("path") != f"images/{key}":
             raise bad(f"image entry {key!r} has an invalid key or path")
     versions = set()
     for m in models:
         version = m.get("version") if isinstance(m, dict) else None
-        if not _io.MODEL_VERSION.match(str(version)) or m.get("path") != f"models/{version}.pt":
+        if not _io.MODEL_VERSION.fullmatch(str(version)) or m.get("path") != f"models/{version}.pt":
             raise bad(f"model entry {version!r} has an invalid version or path")
         versions.add(version)
     if index.get("current_model") != BUNDLED and index.get("current_model") not in versions:
@@ -513,7 +513,7 @@ class ProjectStore:
         moves, index = intent.get("moves"), intent.get("index")
         ok = isinstance(moves, list) and isinstance(index, dict) and all(
             isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and m[0].startswith(STAGING + "/")
-            and isinstance(m[1], str) and _io.PLACEABLE.match(m[1]) for m in moves)
+            and isinstance(m[1], str) and _io.PLACEABLE.fullmatch(m[1]) for m in moves)
         if ok:
             try:
                 _validate_index(root, index)
@@ -547,7 +547,7 @@ class ProjectStore:
             name = entry.name
             if name == "zarr.json":
                 continue
-            if not _io.REGION_ID.match(name) or entry.is_symlink() or not entry.is_dir():
+            if not _io.REGION_ID.fullmatch(name) or entry.is_symlink() or not entry.is_dir():
                 _io.quarantine(root, entry, "not a region folder (the store makes no links)")
                 self._note(f"moved regions/{name} (not a region folder) to {QUARANTINE}/")
                 continue
@@ -574,10 +574,10 @@ class ProjectStore:
         known = {m["version"] for m in index["models"]}
         for entry in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
             stem, suffix = entry.stem, entry.suffix
-            if _io.MODEL_VERSION.match(stem) and suffix in (".pt", ".json") and stem in known \
+            if _io.MODEL_VERSION.fullmatch(stem) and suffix in (".pt", ".json") and stem in known \
                     and not entry.is_symlink():
                 continue
-            if suffix == ".json" and _io.MODEL_VERSION.match(stem) and (models_dir / f"{stem}.pt").exists():
+            if suffix == ".json" and _io.MODEL_VERSION.fullmatch(stem) and (models_dir / f"{stem}.pt").exists():
                 continue  # handled with its .pt
             if not os.path.lexists(entry):  # quarantined with its .pt
                 continue
@@ -624,7 +624,7 @@ class ProjectStore:
                 tmp.unlink()
                 logger.info("removed %s left by an interrupted write", tmp.relative_to(self.root))
         extra = sorted(p for p in rdir.iterdir() if p.name != "zarr.json"
-                       and not (_io.VERSION_DIR.match(p.name) and int(p.name[1:]) <= n))
+                       and not (_io.VERSION_DIR.fullmatch(p.name) and int(p.name[1:]) <= n))
         changed = False
         for path in extra:
             number = len(region["versions"]) + 1
@@ -677,7 +677,7 @@ class ProjectStore:
     def _adopt_image(self, index: Dict[str, Any], path: Path) -> bool:
         key = path.name
         reason = "not a stored image"
-        if _io.IMAGE_KEY.match(key) and path.is_dir() and not path.is_symlink() and key not in index["images"]:
+        if _io.IMAGE_KEY.fullmatch(key) and path.is_dir() and not path.is_symlink() and key not in index["images"]:
             try:
                 meta = _io.read_attributes(path).get("napari_cdma_image")
                 if isinstance(meta, dict) and isinstance(meta.get("checksum"), str):
@@ -706,7 +706,7 @@ class ProjectStore:
         stem = path.stem
         side = path.with_suffix(".json")
         reason = "not a model file of this store"
-        if _io.MODEL_VERSION.match(stem) and path.suffix == ".pt" and path.is_file() and not path.is_symlink() \
+        if _io.MODEL_VERSION.fullmatch(stem) and path.suffix == ".pt" and path.is_file() and not path.is_symlink() \
                 and not any(m["version"] == stem for m in index["models"]):
             try:
                 record = json.loads(side.read_text(encoding="utf-8")).get("napari_cdma_model")
