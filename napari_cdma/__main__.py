@@ -41,10 +41,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the demo; returns the exit code (1 if Predict failed or timed out)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import napari  # noqa: PLC0415
-    from qtpy.QtCore import QTimer  # noqa: PLC0415
+    import napari
+    from qtpy.QtCore import QTimer
 
-    from ._sample import SAMPLE_NAME  # noqa: PLC0415
+    from ._sample import SAMPLE_NAME
 
     viewer = napari.Viewer(title="napari-cdma")
     viewer.window.resize(1500, 900)

@@ -66,7 +66,7 @@ def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarra
     Raises:
         LayerInputError: not an image layer, not RGB(A), multiscale, or too large.
     """
-    from napari.layers import Image  # noqa: PLC0415
+    from napari.layers import Image
 
     if layer is None:
         raise LayerInputError("No image layer selected: open an H&E image first.")
@@ -115,7 +115,7 @@ def upsert_layer(viewer: Any, name: str, data: np.ndarray, layer_type: str, **kw
     Returns:
         The layer.
     """
-    from napari import layers as nl  # noqa: PLC0415
+    from napari import layers as nl
 
     cls = {"image": nl.Image, "labels": nl.Labels, "shapes": nl.Shapes}[layer_type]
     existing = viewer.layers[name] if name in viewer.layers else None
@@ -150,7 +150,7 @@ def fading_colormap(base: str = "inferno") -> Any:
     Returns:
         ``napari.utils.Colormap`` named ``"<base> (fading)"``.
     """
-    from napari.utils.colormaps import Colormap, ensure_colormap  # noqa: PLC0415
+    from napari.utils.colormaps import Colormap, ensure_colormap
 
     colors = np.array(ensure_colormap(base).map(np.linspace(0.0, 1.0, 64)), dtype=np.float32)
     colors[:, 3] = np.clip(np.linspace(0.0, 1.0, 64) * 1.5, 0.0, 1.0)

@@ -53,7 +53,7 @@ class LossPlot(QWidget):
         if repaint:
             self.update()
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def paintEvent(self, event) -> None:
         """Draw frame, polyline and the last value."""
         painter = QPainter(self)
         try:
@@ -68,7 +68,7 @@ class LossPlot(QWidget):
             s0, s1 = self._steps[0], self._steps[-1]
             sspan = (s1 - s0) or 1.0
             poly = QPolygonF()
-            for s, v in zip(self._steps, self._values):
+            for s, v in zip(self._steps, self._values, strict=True):
                 x = rect.left() + (s - s0) / sspan * rect.width()
                 y = rect.bottom() - (v - lo) / span * rect.height()
                 poly.append(QPointF(x, y))

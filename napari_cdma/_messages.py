@@ -8,6 +8,6 @@ def show_message(label: Any, message: str, error: bool = False) -> None:
     """Put ``message`` in a status ``label``; errors also pop up as a napari notification."""
     label.setText(message)
     if error:
-        from napari.utils.notifications import show_error  # noqa: PLC0415 - lazy napari import
+        from napari.utils.notifications import show_error
 
         show_error(message)

@@ -15,8 +15,17 @@ from typing import Any, Dict, Optional, Tuple
 import napari.viewer
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._layers import names_for, show_prediction, show_review_tiles
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
@@ -153,10 +162,10 @@ class CdmaWidget(QWidget):
         path = Path(path).expanduser()
         try:
             store = ProjectStore.open(path)
-        except Exception as exc:  # noqa: BLE001 - StoreError / StoreVersionError / OSError
+        except Exception as exc:
             self.store_label.setText(f"Cannot open project store {path}: {exc}")
             if not quiet:
-                from napari.utils.notifications import show_error  # noqa: PLC0415
+                from napari.utils.notifications import show_error
 
                 show_error(self.store_label.text())
             return None
@@ -186,7 +195,7 @@ class CdmaWidget(QWidget):
         if self._store is not None:
             return str(self._store.model_path(str(value)))
         if value == BUNDLED:
-            from src_model.checkpoint import bundled_model_path  # noqa: PLC0415
+            from src_model.checkpoint import bundled_model_path
 
             return str(bundled_model_path())
         return str(self.store.model_path(str(value)))

@@ -9,8 +9,18 @@ import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                            QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
@@ -46,11 +56,13 @@ def _predict_job(model_path: str, image: np.ndarray, branches: bool) -> Generato
     Expected failures (unreadable or foreign checkpoint) are returned as ``("error", message)``
     rather than raised, so the dock shows one clear message instead of a traceback.
     """
-    from src_model.checkpoint import CheckpointError  # noqa: PLC0415 - torch loads here, off the GUI thread
-    from src_model.checkpoint import load_model  # noqa: PLC0415
-    from src_model.inference import predict_tiles  # noqa: PLC0415
+    from src_model.checkpoint import (
+        CheckpointError,
+        load_model,
+    )
+    from src_model.inference import predict_tiles
     from src_model.tissue import tissue_mask
-    from src_model.uncertainty import rank_tiles  # noqa: PLC0415
+    from src_model.uncertainty import rank_tiles
 
     try:
         model = load_model(model_path)
@@ -225,7 +237,7 @@ class PredictPanel(QWidget):
 
     # ----------------------------------------------------------------- running
     def _fail(self, message: str) -> None:
-        from napari.utils.notifications import show_error  # noqa: PLC0415
+        from napari.utils.notifications import show_error
 
         self.last_message = message
         self.status.setText(message)
@@ -252,11 +264,11 @@ class PredictPanel(QWidget):
         label = self.model_combo.currentText()
         try:
             model_path = str(self._model_path_for(choice))
-        except Exception as exc:  # noqa: BLE001 - store errors arrive here as messages
+        except Exception as exc:
             self._fail(f"Cannot find the model '{label}': {exc}")
             return False
 
-        from napari.qt.threading import create_worker  # noqa: PLC0415
+        from napari.qt.threading import create_worker
 
         worker = create_worker(_predict_job, model_path, image, self.branches_check.isChecked())
         name = layer.name

@@ -3,16 +3,15 @@ live loss / ETA / cancel, and the promote-if-better result with "keep anyway".""
 from __future__ import annotations
 
 import time
-
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ._loss_plot import LossPlot
 from ._messages import show_message
-from .project.events import Cancelled, Done, Evaluating, Failed, Progress, RetrainEvent, Started
 from ._widget_versions import fmt_dice
+from .project.events import Cancelled, Done, Evaluating, Failed, Progress, RetrainEvent, Started
 from .project.store import ModelRecord, ProjectStore
 
 if TYPE_CHECKING:
@@ -132,10 +131,10 @@ class RetrainPanel(QWidget):
                 return False
             if self._before_start is not None:
                 self._before_start(store)
-            from .project.retrain_job import RetrainJob  # noqa: PLC0415 - lazy: pulls in torch tooling
+            from .project.retrain_job import RetrainJob
 
             self.job = RetrainJob.start(store.root, int(steps or self.steps_spin.value()), **self.train_kwargs)
-        except Exception as exc:  # noqa: BLE001 - store / spawn errors become a message
+        except Exception as exc:
             self.job = None
             self._say(f"Could not start retraining: {exc}", error=True)
             return False
@@ -239,13 +238,13 @@ class RetrainPanel(QWidget):
             self._say(f"Retraining failed: {ev.message}", error=True)
 
     def _on_done(self, ev: Done) -> None:
-        from .project.retrain_job import finish  # noqa: PLC0415
+        from .project.retrain_job import finish
 
         store = self._get_store()
         before = store.current_model_version
         try:
             record = finish(store, ev)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.state = "error"
             self._say(f"Could not register the new model: {exc}", error=True)
             return
@@ -267,7 +266,7 @@ class RetrainPanel(QWidget):
         version = self.last_record.version
         try:
             self._get_store().set_current(version)
-        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
+        except Exception as exc:
             self._say(f"Could not switch to {version}: {exc}", error=True)
             return False
         self.keep_button.setVisible(False)

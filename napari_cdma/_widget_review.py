@@ -7,8 +7,16 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Labels
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._layers import camera_for_tile, names_for, region_arrays, source_path
 from ._messages import show_message
@@ -177,7 +185,7 @@ class ReviewPanel(QWidget):
                                          model_version=str(state.model_version or store.current_model_version),
                                          user=getpass.getuser(),
                                          source_path=source_path(layer) if layer is not None else None)
-        except Exception as exc:  # noqa: BLE001 - store errors (disk, version) become messages
+        except Exception as exc:
             self._say(f"Could not store the region: {exc}", error=True)
             return None
         self._say(f"Accepted region {record.region_id} at {bbox[:2]}.")
@@ -190,7 +198,7 @@ class ReviewPanel(QWidget):
         self.region_list.clear()
         try:
             regions: List[RegionRecord] = self._get_store().regions()
-        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
+        except Exception as exc:
             self._say(f"Cannot read the project store: {exc}", error=True)
             return
         for r in regions:
@@ -210,7 +218,7 @@ class ReviewPanel(QWidget):
             region_id = item.data(Qt.ItemDataRole.UserRole)
         try:
             self._get_store().withdraw(region_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._say(f"Could not withdraw {region_id}: {exc}", error=True)
             return False
         self._say(f"Withdrew region {region_id}.")

@@ -68,7 +68,7 @@ class VersionsPanel(QWidget):
         try:
             store = self._get_store()
             rows = version_rows(store.models(), store.current_model_version)
-        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
+        except Exception as exc:
             self._say(f"Cannot read the project store: {exc}", error=True)
             return
         for version, text in rows:
@@ -80,7 +80,7 @@ class VersionsPanel(QWidget):
         """Make ``version`` the store's current model and announce it."""
         try:
             self._get_store().set_current(version)
-        except Exception as exc:  # noqa: BLE001 - a store error becomes a message
+        except Exception as exc:
             self._say(f"Could not switch to {version}: {exc}", error=True)
             return False
         self._say(f"Current model: {version}.")

@@ -90,6 +90,22 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def lr_factor(schedule: str, steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier of step ``s`` for a schedule of ``steps`` steps.
+
+    ``"step"``: x0.1 at 25, 50 and 75 % (as released); ``"poly"``: (1 - s/steps)^0.9;
+    ``"constant"``: 1.
+    """
+    total = max(1, steps)
+    if schedule == "step":
+        return lambda s: 0.1 ** sum(s >= total * f for f in (0.25, 0.5, 0.75))
+    if schedule == "poly":
+        return lambda s: max(0.0, 1 - s / total) ** 0.9
+    if schedule == "constant":
+        return lambda s: 1.0
+    raise ValueError(f"unknown lr_schedule {schedule!r}; valid: step, poly, constant")
+
+
 @dataclass
 class TrainResult:
     checkpoint: Path
@@ -133,16 +149,7 @@ class CDMATrainer:
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
             raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: sgd, adamw")
-        total = max(1, cfg.steps)
-        if cfg.lr_schedule == "step":
-            lam = lambda s: 0.1 ** sum(s >= total * f for f in (0.25, 0.5, 0.75))  # noqa: E731
-        elif cfg.lr_schedule == "poly":
-            lam = lambda s: max(0.0, 1 - s / total) ** 0.9  # noqa: E731
-        elif cfg.lr_schedule == "constant":
-            lam = lambda s: 1.0  # noqa: E731
-        else:
-            raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; valid: step, poly, constant")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lam)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg.lr_schedule, cfg.steps))
         if self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
 

@@ -26,7 +26,7 @@ def test_roundtrip_is_self_describing_and_identical(tmp_path, model):
     assert not loaded.training
     x = torch.rand(1, 3, 64, 64)
     model.eval()
-    for a, b in zip(model(x), loaded(x)):
+    for a, b in zip(model(x), loaded(x), strict=True):
         assert torch.equal(a, b)
 
 

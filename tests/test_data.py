@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from src_model.data import (AugmentConfig, TwoStreamPatches, augment, choose_labelled, ids_of, load_pairs,
-                            random_crop, read_split)
+from src_model.data import (
+    AugmentConfig,
+    TwoStreamPatches,
+    augment,
+    choose_labelled,
+    ids_of,
+    load_pairs,
+    random_crop,
+    read_split,
+)
 from src_model.tissue import tissue_mask
 
 # the training ids of the full GlaS set as we use it (train_80..85 are not in it)

@@ -5,8 +5,17 @@ import json
 
 import pytest
 
-from napari_cdma.project.events import (FINAL_EVENTS, Cancelled, Done, Evaluating, Failed, Progress, Started,
-                                        parse_event, to_json)
+from napari_cdma.project.events import (
+    FINAL_EVENTS,
+    Cancelled,
+    Done,
+    Evaluating,
+    Failed,
+    Progress,
+    Started,
+    parse_event,
+    to_json,
+)
 
 EVENTS = [
     Started(model_version="v0001", n_labelled=4, n_unlabelled=7, n_holdout=1, pid=12, config={"steps": 3}),

@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from src_model.losses import (cdkd_loss, cdma_loss, entropy_loss, kd_loss, ramp_weight, soft_dice_loss,
-                              supervised_loss)
+from src_model.losses import cdkd_loss, cdma_loss, entropy_loss, kd_loss, ramp_weight, soft_dice_loss, supervised_loss
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def direct_dice(p, y):
     for c in range(p.shape[1]):
         pc = p[:, c].flatten().tolist()
         gc = [1.0 if v == c else 0.0 for v in y.flatten().tolist()]
-        inter = sum(a * b for a, b in zip(pc, gc))
+        inter = sum(a * b for a, b in zip(pc, gc, strict=True))
         den = sum(a * a for a in pc) + sum(b * b for b in gc)
         vals.append((2 * inter + 1e-5) / (den + 1e-5))
     return 1 - sum(vals) / len(vals)
@@ -56,7 +55,7 @@ def direct_kd(zs, zt, T):
             for j in range(zs.shape[3]):
                 ps = softmax_list(zs[b, :, i, j].tolist(), T)
                 pt = softmax_list(zt[b, :, i, j].tolist(), T)
-                total += sum(a * math.log(a / c) for a, c in zip(pt, ps))
+                total += sum(a * math.log(a / c) for a, c in zip(pt, ps, strict=True))
                 n += 1
     return T * T * total / n
 

@@ -11,7 +11,13 @@ from scipy import ndimage as ndi
 from scipy.spatial.distance import cdist
 
 from src_model.metrics import (
-    aggregate, evaluate_image, label_objects, object_scores, pixel_dice, pixel_iou, pooled_dice,
+    aggregate,
+    evaluate_image,
+    label_objects,
+    object_scores,
+    pixel_dice,
+    pixel_iou,
+    pooled_dice,
 )
 
 

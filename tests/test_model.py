@@ -110,7 +110,7 @@ def test_feature_noise_only_in_training_and_only_for_branches_2_and_3():
     assert not torch.allclose(a[1], b[1])          # branches 2 and 3 see noisy ones
     assert not torch.allclose(a[2], b[2])
     m.eval()
-    assert all(torch.equal(p, q) for p, q in zip(m(x), m(x)))
+    assert all(torch.equal(p, q) for p, q in zip(m(x), m(x), strict=True))
 
 
 def test_default_has_no_feature_noise():

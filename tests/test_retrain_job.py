@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 import shutil
 import signal
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,6 @@ def test_large_source_keeps_a_context_crop(tmp_path, glas, monkeypatch):
 
 
 def test_models_add_set_current_rollback_and_reopen(tmp_path, monkeypatch, lite_checkpoint):
-    import shutil
 
     def _checkpoint(path: Path) -> Path:  # a real, loadable checkpoint (add_model loads it)
         shutil.copyfile(lite_checkpoint, path)
@@ -243,7 +243,7 @@ def test_models_add_set_current_rollback_and_reopen(tmp_path, monkeypatch, lite_
     with pytest.raises(StoreError, match="no such checkpoint"):
         store.add_model(tmp_path / "nothing.pt", parent=BUNDLED)
 
-    monkeypatch.setattr(store_mod.shutil, "copyfileobj", _enospc)
+    monkeypatch.setattr(shutil, "copyfileobj", _enospc)
     before = _snapshot(root)
     with pytest.raises(StoreError, match="disk full"):
         store.add_model(_checkpoint(tmp_path / "c.pt"), parent="v0002", promoted=True)

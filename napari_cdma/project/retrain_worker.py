@@ -66,7 +66,7 @@ class _CancelFlag:
         return self.set
 
     def install(self) -> None:
-        def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        def handler(signum, frame):
             self.set = True
             logger.info("signal %d received: stopping after the current step", signum)
 

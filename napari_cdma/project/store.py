@@ -59,7 +59,6 @@ import json
 import logging
 import math
 import os
-import shutil  # noqa: F401 - kept as store.shutil (tests patch shutil.copyfileobj through it)
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
