@@ -35,6 +35,7 @@ import numpy as np
 from _common import (
     RESULTS,
     add_data_argument,
+    cpu_cores,
     ensure_display,
     fill_store,
     glas_ids,
@@ -122,7 +123,7 @@ def thread_training_worker(store: Any, out_dir: Path):
         from src_model import load_checkpoint
         from src_model.trainer import TrainConfig, train
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # as RetrainJob does for its child
+        torch.set_num_threads(max(1, cpu_cores() - 1))  # as RetrainJob does for its child
         labelled = []
         for rec in store.training_regions():
             crop, corrected, _ = store.load_region(rec.region_id)
