@@ -23,7 +23,6 @@ itself under ``xvfb-run`` when no display is set).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
