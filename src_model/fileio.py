@@ -16,11 +16,14 @@ from typing import IO, Any, Callable, Union
 PathLike = Union[str, os.PathLike]
 
 
-def fsync_dir(path: PathLike) -> None:
-    """fsync a directory so that a rename inside it survives a crash (where supported)."""
+def fsync_path(path: PathLike) -> None:
+    """fsync a file or a directory (a directory: so that a rename inside it survives a crash).
+
+    Best effort: where the platform cannot open or fsync it (a directory on Windows), nothing happens.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported (Windows)
+    except OSError:  # not supported (Windows), or gone
         return
     try:
         os.fsync(fd)
@@ -28,6 +31,9 @@ def fsync_dir(path: PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path  # the name callers use after a rename
 
 
 def atomic_write_bytes(path: PathLike, writer: Callable[[IO[bytes]], Any]) -> Path:
@@ -67,4 +73,4 @@ def atomic_write_json(path: PathLike, data: Any) -> Path:
     return atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
-__all__ = ["fsync_dir", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["fsync_path", "fsync_dir", "atomic_write_bytes", "atomic_write_json"]

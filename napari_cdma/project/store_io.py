@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 # Re-exported: the engine's crash-safe writes (temp file, fsync, rename, fsync of the folder).
-from src_model.fileio import atomic_write_json, fsync_dir
+from src_model.fileio import atomic_write_json, fsync_dir, fsync_path
 
 try:  # POSIX only; on other systems the in-process lock is all we have.
     import fcntl
@@ -126,16 +126,7 @@ def fsync_tree(path: Path) -> None:
         paths = [Path(d) / f for d, _, files in os.walk(path) for f in files]
         paths += [Path(d) for d, _, _ in os.walk(path)]
     for p in paths:
-        try:
-            fd = os.open(p, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fsync_path(p)
 
 
 def copy_file_synced(src: Path, dst: Path) -> None:
