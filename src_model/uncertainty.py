@@ -3,19 +3,27 @@
 All maps are in [0, 1]. Branch probabilities are stacked on a leading branch axis K, the class
 axis is the one after it: shape (K, C, H, W) or (K, B, C, H, W).
 
-The review ranking cuts an image into squares of :data:`REVIEW_SIZE` pixels (the "review tiles";
-unrelated to the tiles of tiled inference) and ranks them by their disagreement over tissue
-(:func:`src_model.tissue.tissue_mask`).
+Review ("look here next"): :func:`review_regions` proposes non-overlapping boxes, at least
+``min_size`` pixels a side and always inside the image, centred on uncertain glands or uncertainty
+blobs, most uncertain first. The older :func:`rank_tiles` cuts the image into a fixed grid of
+:data:`REVIEW_SIZE` squares (clipped at the edges, so edge squares can be slivers).
+
+For the plugin: :func:`display_range` (contrast limits of a map over tissue),
+:func:`gland_table` (per-gland area, mean uncertainty and box; instance labels from
+:func:`src_model.postprocess.instance_labels`).
 """
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from .tiling import REVIEW_SIZE
+
+Box = Tuple[int, int, int, int]
 
 ArrayLike = Union[torch.Tensor, Sequence[torch.Tensor]]
 _EPS = 1e-12
@@ -87,3 +95,203 @@ def rank_tiles(disagreement_map: np.ndarray, tissue: np.ndarray, review_size: in
             out.append((s, (y0, x0, y1, x1)))
     out.sort(key=lambda item: -item[0])
     return out
+
+
+# --------------------------------------------------------------------------- plugin helpers
+
+def display_range(uncertainty_map: np.ndarray, tissue: Optional[np.ndarray] = None,
+                  percentiles: Tuple[float, float] = (2.0, 99.5)) -> Tuple[float, float]:
+    """Contrast limits ``(lo, hi)`` for showing a map: robust percentiles over tissue pixels.
+
+    Args:
+        uncertainty_map: float (H, W), e.g. ``Prediction.uncertainty`` or ``.disagreement``.
+        tissue: bool (H, W) (:func:`src_model.tissue.tissue_mask`); None = all pixels. When it
+            holds no pixel, all pixels are used.
+        percentiles: lower and upper percentile (default 2nd and 99.5th).
+
+    Returns:
+        floats with ``lo < hi`` always (a constant map gives ``(v, v + 1e-6)``), so they can be
+        given to napari's ``contrast_limits`` directly. Maps with a tiny range (branch
+        disagreement rarely exceeds 0.08) become visible.
+    """
+    m = np.asarray(uncertainty_map, dtype=np.float32)
+    if tissue is not None:
+        t = np.asarray(tissue, dtype=bool)
+        if t.shape != m.shape:
+            raise ValueError(f"map and tissue mask differ in shape: {m.shape} vs {t.shape}")
+        vals = m[t] if t.any() else m.ravel()
+    else:
+        vals = m.ravel()
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(vals, percentiles))
+    if not hi > lo:
+        hi = max(float(vals.max()), lo)
+        if not hi > lo:
+            hi = lo + 1e-6
+    return lo, hi
+
+
+def gland_table(instances: np.ndarray, uncertainty_map: np.ndarray) -> List[Dict[str, Any]]:
+    """One row per gland of an instance label image, ordered by id.
+
+    Args:
+        instances: int (H, W), 0 = background, 1..N = glands
+            (:func:`src_model.postprocess.instance_labels`).
+        uncertainty_map: float (H, W), e.g. ``Prediction.uncertainty``.
+
+    Returns:
+        ``[{"id": int, "area": int (pixels), "mean_uncertainty": float,
+        "bbox": (y0, x0, y1, x1)}, ...]`` (y1, x1 exclusive); plain Python types, ready for a
+        table or ``csv.DictWriter``.
+    """
+    lab = np.asarray(instances)
+    u = np.asarray(uncertainty_map, dtype=np.float64)
+    if lab.shape != u.shape:
+        raise ValueError(f"instances and map differ in shape: {lab.shape} vs {u.shape}")
+    lab = lab.astype(np.int64, copy=False)
+    if lab.size == 0 or lab.max() <= 0:
+        return []
+    n = int(lab.max())
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    total = np.bincount(lab.ravel(), weights=u.ravel(), minlength=n + 1)
+    rows = []
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None or area[i] == 0:
+            continue
+        rows.append({"id": i, "area": int(area[i]), "mean_uncertainty": float(total[i] / area[i]),
+                     "bbox": (int(sl[0].start), int(sl[1].start), int(sl[0].stop), int(sl[1].stop))})
+    return rows
+
+
+# --------------------------------------------------------------------------- review regions
+
+def _place(cy: float, cx: float, hy: int, hx: int, h: int, w: int) -> Box:
+    """A box of hy x hx centred near (cy, cx), shifted (never shrunk) to lie inside h x w."""
+    y0 = int(round(cy - hy / 2.0))
+    x0 = int(round(cx - hx / 2.0))
+    y0 = min(max(0, y0), h - hy)
+    x0 = min(max(0, x0), w - hx)
+    return y0, x0, y0 + hy, x0 + hx
+
+
+def _side(extent: int, min_size: int, context: int, limit: int) -> int:
+    return min(limit, max(min_size, extent + 2 * context))
+
+
+def _box_sum(integral: np.ndarray, box: Box) -> float:
+    y0, x0, y1, x1 = box
+    return float(integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0])
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int = 10, min_size: int = 128,
+                   context: int = 32, *, uncertainty_map: Optional[np.ndarray] = None,
+                   instances: Optional[np.ndarray] = None, tissue: Optional[np.ndarray] = None,
+                   blob_sigma: float = 4.0, blob_quantile: float = 0.9,
+                   window_stride: Optional[int] = None) -> List[Tuple[float, Box]]:
+    """Where to look next: ``[(score, (y0, x0, y1, x1)), ...]``, most uncertain first.
+
+    Candidate boxes are centred on
+
+    * each predicted gland (instances from :func:`src_model.postprocess.instance_labels` with
+      :data:`~src_model.postprocess.DEFAULT_INSTANCES`): its bounding box plus ``context`` px;
+    * each uncertainty blob (connected pixels where the map, smoothed with a Gaussian of
+      ``blob_sigma`` px, is above its ``blob_quantile`` over tissue): its box plus ``context``;
+    * squares of ``min_size`` px on a grid of stride ``window_stride`` (default ``min_size // 4``),
+      so an uncertain spot between glands is found too.
+
+    Every box is at least ``min_size`` px a side (the whole image side when the image is smaller)
+    and is shifted, never shrunk, to lie inside the image, so no box is a sliver. The score of a
+    box is its uncertainty density: the sum of the map over its tissue pixels divided by the box
+    area (glass counts as 0), in [0, 1] for a map in [0, 1]. Boxes are taken greedily by score;
+    one that overlaps a box already taken is skipped, so the result never overlaps.
+
+    Args:
+        prediction: a :class:`~src_model.inference.Prediction` (its ``uncertainty``, else
+            ``entropy``, and ``labels`` are used), or None when ``uncertainty_map`` and
+            ``instances`` are given.
+        image: the RGB image (H, W, 3), for the tissue mask (:func:`src_model.tissue.tissue_mask`);
+            None = every pixel is tissue (or pass ``tissue``).
+        n: most regions returned (fewer when no more fit without overlap).
+        min_size: smallest box side in pixels.
+        context: pixels added on each side of a gland or blob.
+        uncertainty_map: float (H, W) used instead of the prediction's map.
+        instances: int (H, W) gland labels used instead of those of the prediction.
+        tissue: bool (H, W) used instead of the tissue mask of ``image``.
+
+    Returns:
+        up to ``n`` pairs ``(score, (y0, x0, y1, x1))`` with y1, x1 exclusive.
+    """
+    from .postprocess import instance_labels
+
+    if n < 1:
+        return []
+    if min_size < 1:
+        raise ValueError(f"min_size must be >= 1 pixel, got {min_size}")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    if uncertainty_map is None:
+        if prediction is None:
+            raise ValueError("give a prediction or an uncertainty_map")
+        uncertainty_map = getattr(prediction, "uncertainty", None)
+        if uncertainty_map is None:
+            uncertainty_map = prediction.entropy
+    u = np.asarray(uncertainty_map, dtype=np.float64)
+    if u.ndim != 2:
+        raise ValueError(f"expected an uncertainty map (H, W), got shape {u.shape}")
+    h, w = u.shape
+    if tissue is None:
+        if image is not None:
+            from .tissue import tissue_mask
+
+            tissue = tissue_mask(image)
+        else:
+            tissue = np.ones((h, w), bool)
+    t = np.asarray(tissue, dtype=bool)
+    if t.shape != u.shape:
+        raise ValueError(f"map and tissue mask differ in shape: {u.shape} vs {t.shape}")
+    if instances is None and prediction is not None and getattr(prediction, "labels", None) is not None:
+        instances = instance_labels(prediction)
+    weighted = np.where(t, np.nan_to_num(u), 0.0)
+    integral = np.zeros((h + 1, w + 1))
+    integral[1:, 1:] = weighted.cumsum(0).cumsum(1)
+
+    sy, sx = min(min_size, h), min(min_size, w)
+    candidates: List[Box] = []
+    objects = []  # (slices) of glands and blobs
+    if instances is not None:
+        lab = np.asarray(instances)
+        if lab.shape != u.shape:
+            raise ValueError(f"instances and map differ in shape: {lab.shape} vs {u.shape}")
+        if lab.max() > 0:
+            objects += [sl for sl in ndi.find_objects(lab.astype(np.int64, copy=False)) if sl is not None]
+    if t.any():
+        smooth = ndi.gaussian_filter(np.where(t, u, 0.0), blob_sigma) if blob_sigma > 0 else weighted
+        level = float(np.quantile(smooth[t], blob_quantile))
+        blobs, nb = ndi.label((smooth > level) & t)
+        if nb:
+            objects += [sl for sl in ndi.find_objects(blobs) if sl is not None]
+    for sl in objects:
+        hy = _side(sl[0].stop - sl[0].start, sy, context, h)
+        hx = _side(sl[1].stop - sl[1].start, sx, context, w)
+        candidates.append(_place((sl[0].start + sl[0].stop) / 2.0, (sl[1].start + sl[1].stop) / 2.0, hy, hx, h, w))
+    stride = max(1, window_stride or max(1, min_size // 4))
+    ys = sorted(set(list(range(0, h - sy + 1, stride)) + [h - sy]))
+    xs = sorted(set(list(range(0, w - sx + 1, stride)) + [w - sx]))
+    candidates += [(y, x, y + sy, x + sx) for y in ys for x in xs]
+
+    scored = sorted({(_box_sum(integral, b) / ((b[2] - b[0]) * (b[3] - b[1])), b) for b in candidates},
+                    key=lambda item: (-item[0], item[1]))
+    chosen: List[Tuple[float, Box]] = []
+    for score, box in scored:
+        if any(_overlaps(box, other) for _, other in chosen):
+            continue
+        chosen.append((float(score), box))
+        if len(chosen) >= n:
+            break
+    return chosen

@@ -5,8 +5,18 @@ import numpy as np
 import pytest
 import torch
 
+from src_model.postprocess import DEFAULT_INSTANCES, PostprocessConfig, instance_labels
 from src_model.tissue import tissue_mask
-from src_model.uncertainty import disagreement, entropy, rank_tiles, tile_score, vote
+from src_model.uncertainty import (
+    disagreement,
+    display_range,
+    entropy,
+    gland_table,
+    rank_tiles,
+    review_regions,
+    tile_score,
+    vote,
+)
 
 
 def probs_from(values):
@@ -72,3 +82,112 @@ def test_tile_score_ignores_glass_and_ranks_uncertain_tissue_first():
     assert {box for _, box in rank_tiles(d, tissue, review_size=48)} == {
         (0, 0, 48, 48), (0, 48, 48, 96), (0, 96, 48, 128), (48, 0, 64, 48), (48, 48, 64, 96), (48, 96, 64, 128)}
     assert [box for _, box in rank_tiles(d, tissue)] == [(0, 0, 64, 128)]  # default REVIEW_SIZE: 256
+
+
+# --------------------------------------------------------------------------- review regions, plugin helpers
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _disc_instances(h=300, w=500):
+    yy, xx = np.mgrid[:h, :w]
+    lab = np.zeros((h, w), np.int32)
+    for i, (cy, cx, r) in enumerate([(60, 60, 40), (150, 250, 50), (240, 440, 45)], start=1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    return lab
+
+
+def test_review_regions_sizes_inside_non_overlapping_and_ranked():
+    rng = np.random.default_rng(0)
+    h, w = 300, 500
+    u = rng.uniform(0, 0.05, (h, w)).astype(np.float32)
+    u[230:260, 470:498] = 0.9  # an uncertain spot at the bottom-right edge
+    lab = _disc_instances(h, w)
+    regions = review_regions(None, uncertainty_map=u, instances=lab, n=10, min_size=128, context=16)
+    assert 1 <= len(regions) <= 10
+    scores = [s for s, _ in regions]
+    assert scores == sorted(scores, reverse=True)
+    for _, (y0, x0, y1, x1) in regions:
+        assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w
+        assert y1 - y0 >= 128 and x1 - x0 >= 128  # shifted inside, never a sliver
+    for i, (_, a) in enumerate(regions):
+        for _, b in regions[i + 1:]:
+            assert not _overlap(a, b)
+    y0, x0, y1, x1 = regions[0][1]
+    assert y0 <= 230 and y1 >= 260 and x0 <= 470 and x1 >= 498  # the uncertain spot comes first
+    assert 0.0 <= regions[-1][0] <= regions[0][0] <= 1.0
+
+
+def test_review_regions_prefers_the_uncertain_gland_and_small_images():
+    h, w = 300, 500
+    lab = _disc_instances(h, w)
+    u = np.full((h, w), 0.02, np.float32)
+    u[lab == 2] = 0.5
+    top = review_regions(None, uncertainty_map=u, instances=lab, n=3)[0][1]
+    cy, cx = (top[0] + top[2]) / 2, (top[1] + top[3]) / 2
+    assert abs(cy - 150) < 50 and abs(cx - 250) < 50
+    # glass scores nothing even when the map is high there
+    tissue = np.ones((h, w), bool)
+    tissue[:, :200] = False
+    u2 = np.full((h, w), 0.1, np.float32)
+    u2[:, :200] = 1.0
+    best = review_regions(None, uncertainty_map=u2, instances=np.zeros((h, w), np.int32), tissue=tissue, n=1)[0][1]
+    assert best[1] >= 200
+    # an image smaller than min_size: one box, the whole image
+    small = review_regions(None, uncertainty_map=np.ones((60, 90), np.float32), n=5, min_size=128)
+    assert [b for _, b in small] == [(0, 0, 60, 90)]
+
+
+def test_review_regions_from_a_prediction_like_object():
+    class P:
+        pass
+
+    p = P()
+    p.labels = (_disc_instances() > 0).astype(np.uint8)
+    p.uncertainty = np.zeros(p.labels.shape, np.float32)
+    p.uncertainty[140:160, 240:260] = 1.0
+    img = np.full(p.labels.shape + (3,), (150, 60, 140), np.uint8)
+    regions = review_regions(p, img, n=2, min_size=100)
+    assert len(regions) == 2 and regions[0][0] > regions[1][0]
+    y0, x0, y1, x1 = regions[0][1]
+    assert y0 <= 140 and y1 >= 160 and x0 <= 240 and x1 >= 260
+
+
+def test_display_range_is_robust_over_tissue():
+    m = np.zeros((100, 100), np.float32)
+    m[:, :50] = np.linspace(0.0, 0.08, 50)  # a faint map over tissue
+    m[0, 0] = 50.0  # one outlier
+    tissue = np.zeros_like(m, bool)
+    tissue[:, :50] = True
+    m[:, 50:] = 0.9  # glass, ignored
+    lo, hi = display_range(m, tissue)
+    assert 0.0 <= lo < 0.01 and 0.07 < hi <= 0.0801
+    lo, hi = display_range(np.full((5, 5), 0.3), np.ones((5, 5), bool))
+    assert lo == pytest.approx(0.3) and hi > lo
+    lo, hi = display_range(m, np.zeros_like(tissue))  # no tissue: all pixels
+    assert hi > lo
+
+
+def test_gland_table_and_instance_labels():
+    lab = _disc_instances()
+    u = np.zeros(lab.shape, np.float32)
+    u[lab == 2] = 0.4
+    rows = gland_table(lab, u)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert rows[1]["mean_uncertainty"] == pytest.approx(0.4)
+    assert rows[0]["mean_uncertainty"] == 0.0
+    assert rows[0]["area"] == int((lab == 1).sum())
+    assert rows[0]["bbox"] == (20, 20, 101, 101)
+    assert gland_table(np.zeros((4, 4), np.int32), np.zeros((4, 4))) == []
+    # instance labels: two touching discs become two glands, a speck is dropped
+    mask = np.zeros((200, 300), np.uint8)
+    yy, xx = np.mgrid[:200, :300]
+    mask[(yy - 100) ** 2 + (xx - 90) ** 2 <= 50 ** 2] = 1
+    mask[(yy - 100) ** 2 + (xx - 185) ** 2 <= 50 ** 2] = 1
+    mask[5:10, 5:10] = 1
+    inst = instance_labels(mask)
+    assert inst.dtype == np.int32 and inst.max() == 2 and inst[7, 7] == 0
+    assert inst[100, 90] != inst[100, 185]
+    assert DEFAULT_INSTANCES == PostprocessConfig(min_size=1600, fill_holes=True, split_h=16.0)
