@@ -115,6 +115,39 @@ import os
 os._exit(0)  # skip the viewer's teardown: only start-up is measured
 """
 
+# The first Predict click in a fresh viewer: how long the click itself holds the GUI thread (before the
+# worker thread takes over), whether torch was imported by then, and the event loop's worst lateness
+# (a 10 ms timer) while the worker loads torch and the model and predicts.
+PREDICT_CLICK = DOCK.split("t0 = time.perf_counter()")[0] + """
+import numpy as np
+from qtpy.QtCore import QTimer
+dock, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
+layer = viewer.add_image(np.random.default_rng(0).integers(0, 255, (522, 775, 3), dtype=np.uint8),
+                         name="he", rgb=True)
+pump(1.0)
+torch_before = "torch" in sys.modules
+ticks = []
+timer = QTimer()
+timer.setInterval(10)
+timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+timer.start()
+pump(0.3)
+t0 = time.perf_counter()
+started = widget.predict_panel.predict(layer)
+t_click = time.perf_counter() - t0
+torch_after_click = "torch" in sys.modules
+done = pump(120, lambda: not widget.predict_panel.running)
+t_done = time.perf_counter() - t0
+timer.stop()
+gaps = [b - a - 0.010 for a, b in zip(ticks, ticks[1:]) if b > t0]
+_cdma_report({"click_s": t_click, "started": bool(started), "finished": bool(done), "predict_s": t_done,
+              "max_lateness_ms": 1000 * max(gaps) if gaps else None, "torch_before_click": torch_before,
+              "torch_after_click_call": torch_after_click})
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
 PROBES: Dict[str, Dict[str, Any]] = {
     "python": {"code": "pass", "what": "`python -c pass` (interpreter start, for scale)", "tree": False},
     "import_torch": {"code": "import torch", "what": "`python -c \"import torch\"` (for scale)", "tree": False},
@@ -124,6 +157,8 @@ PROBES: Dict[str, Dict[str, Any]] = {
                       "tree": "napari_cdma"},
     "dock": {"code": DOCK, "what": "dock: `add_plugin_dock_widget` to the dock's first paint (viewer already up)",
              "tree": "napari_cdma"},
+    "predict_click": {"code": PREDICT_CLICK, "tree": "napari_cdma",
+                      "what": "first Predict click: GUI thread held by the click (fresh viewer, 775x522 RGB)"},
 }
 
 
@@ -173,7 +208,7 @@ def measure(name: str, python: str, repo: Path, repeats: int, warmup: int, timeo
         run_probe(name, python, repo, timeout_s)
     load_start = load_average()
     runs = [run_probe(name, python, repo, timeout_s) for _ in range(repeats)]
-    key = "dock_shown_s" if name == "dock" else "wall_s"
+    key = {"dock": "dock_shown_s", "predict_click": "click_s"}.get(name, "wall_s")
     times = [r[key] for r in runs]
     res: Dict[str, Any] = {
         "what": PROBES[name]["what"], "timed": key, "times_s": times, "median_s": statistics.median(times),
@@ -193,6 +228,16 @@ def measure(name: str, python: str, repo: Path, repeats: int, warmup: int, timeo
             "plugin_modules_before_dock": runs[0]["plugin_modules_before_dock"],
             "torch_when_shown": _agree([r["torch_when_shown"] for r in runs]),
             "torch_after_1s": _agree([r["torch_after_1s"] for r in runs]),
+        })
+    if name == "predict_click":
+        lateness = [r["max_lateness_ms"] for r in runs if r.get("max_lateness_ms") is not None]
+        res.update({
+            "started": _agree([r["started"] for r in runs]), "finished": _agree([r["finished"] for r in runs]),
+            "predict_s_median": statistics.median(r["predict_s"] for r in runs),
+            "max_lateness_ms_median": statistics.median(lateness) if lateness else None,
+            "max_lateness_ms_max": max(lateness) if lateness else None,
+            "torch_before_click": _agree([r["torch_before_click"] for r in runs]),
+            "torch_after_click_call": _agree([r["torch_after_click_call"] for r in runs]),
         })
     return res
 
@@ -228,9 +273,16 @@ def to_markdown(runs: Dict[str, Dict[str, Any]]) -> str:
             if "error" in s:
                 cells += ["failed: " + s["error"].split(" | ")[-1].strip()[-100:].replace("|", "/"), "-"]
                 continue
-            torch_cell = _yes(s["torch_imported"]) if name != "dock" else (
-                f"before call {_yes(s['torch_before_dock'])}, shown {_yes(s['torch_when_shown'])}, "
-                f"+1 s {_yes(s['torch_after_1s'])}")
+            if name == "dock":
+                torch_cell = (f"before call {_yes(s['torch_before_dock'])}, shown {_yes(s['torch_when_shown'])}, "
+                              f"+1 s {_yes(s['torch_after_1s'])}")
+            elif name == "predict_click":
+                torch_cell = (f"before click {_yes(s['torch_before_click'])}, when the click returned "
+                              f"{_yes(s['torch_after_click_call'])}; event loop max lateness until the "
+                              f"prediction is shown: median {s['max_lateness_ms_median']:.0f} / max "
+                              f"{s['max_lateness_ms_max']:.0f} ms")
+            else:
+                torch_cell = _yes(s["torch_imported"])
             cells += [f"{s['median_s']:.2f} / {s['max_s']:.2f} ({s['load_avg_start'][0]:.2f})", torch_cell]
         lines.append(f"| {PROBES[name]['what']} | " + " | ".join(cells) + " |")
     lines += ["", "Dock: the viewer is created and settled first (not timed); timed is "
@@ -258,7 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{p.prog}: error: {repo} is not a napari-cdma checkout (no src_model/ and napari_cdma/)",
               file=sys.stderr)
         return 2
-    if "dock" in args.only:
+    if {"dock", "predict_click"} & set(args.only):
         ensure_display()
     label = args.label or ("after" if repo == ROOT else "before")
     command = "python benchmarks/bench_startup.py " + " ".join(
