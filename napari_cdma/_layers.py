@@ -15,6 +15,8 @@ RankedTile = Tuple[float, BBox]
 
 
 ROLE_KEY = "napari_cdma_role"  # layer.metadata key naming a derived layer's role ("prediction", ...)
+IMAGE_KEY = "napari_cdma_image"  # layer.metadata key naming the image layer a derived layer belongs to
+HASH_KEY = "napari_cdma_image_hash"  # on image layers the dock restored from a store: the store's image hash
 
 
 def is_derived(layer: Any) -> bool:
@@ -33,13 +35,17 @@ def names_for(image_name: str) -> Dict[str, str]:
         image_name: name of the source image layer.
 
     Returns:
-        Mapping of role ("prediction", "disagreement", "entropy", "branch1".., "tiles") to name.
+        Mapping of role ("prediction", "uncertainty", "disagreement", "entropy", "branch1"..,
+        "tiles", "accepted", "corrections") to name.
     """
     names = {
         "prediction": f"{image_name} prediction",
+        "uncertainty": f"{image_name} uncertainty",
         "disagreement": f"{image_name} disagreement",
         "entropy": f"{image_name} entropy",
         "tiles": f"{image_name} review tiles",
+        "accepted": f"{image_name} accepted regions",
+        "corrections": f"{image_name} accepted corrections",
     }
     for k in (1, 2, 3):
         names[f"branch{k}"] = f"{image_name} branch {k} foreground"
@@ -157,19 +163,30 @@ def fading_colormap(base: str = "inferno") -> Any:
     return Colormap(colors, name=f"{base}_fading", display_name=f"{base} (fading)")
 
 
-def _role(role: str) -> Dict[str, str]:
-    return {ROLE_KEY: role}
+def _role(role: str, image_name: Optional[str] = None) -> Dict[str, str]:
+    return {ROLE_KEY: role, **({IMAGE_KEY: image_name} if image_name is not None else {})}
 
 
-def show_prediction(viewer: Any, image_name: str, prediction: Any, *, entropy: bool = False,
-                    branches: bool = False) -> Dict[str, Any]:
+UNCERTAINTY_CMAP = "inferno"  # perceptually uniform; dark = confident, yellow = most uncertain
+
+
+def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances: Optional[np.ndarray] = None,
+                    uncertainty: Optional[np.ndarray] = None,
+                    display_range: Optional[Tuple[float, float]] = None, labels_name: Optional[str] = None,
+                    entropy: bool = False, branches: bool = False) -> Dict[str, Any]:
     """Add or update the layers of one prediction.
 
     Args:
         viewer: napari viewer (model).
         image_name: name of the source image layer (layers are named after it).
         prediction: a ``src_model.inference.Prediction`` (labels (H, W) uint8, disagreement and
-            entropy (H, W) float32 in [0, 1], optional branch_probs (3, C, H, W)).
+            entropy (H, W) float32 in [0, 1], optional uncertainty (H, W), optional branch_probs).
+        instances: one label per gland (H, W) int; default: ``prediction.labels``.
+        uncertainty: the map shown as "uncertainty" (default: ``prediction.uncertainty``, else
+            the disagreement).
+        display_range: its contrast limits (robust range over tissue); default (0, 1).
+        labels_name: name of the Labels layer to write (default: the image's "prediction" layer;
+            the dock passes another name so that unaccepted edits are never overwritten).
         entropy: also show the normalised entropy map.
         branches: also show each branch's foreground probability (needs ``branch_probs``).
 
@@ -178,29 +195,96 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, entropy: b
     """
     names = names_for(image_name)
     out: Dict[str, Any] = {}
-    # Disagreement is small where the branches mostly agree; gamma < 1 lifts low values so the
-    # overlay is visible while the contrast limits stay the true (0, 1) range. The colormap fades
-    # to transparent at 0, so confident tissue stays readable under the overlay.
+    disagreement = np.asarray(prediction.disagreement, dtype=np.float32)
+    if uncertainty is None:
+        uncertainty = getattr(prediction, "uncertainty", None)
+    umap = disagreement if uncertainty is None else np.asarray(uncertainty, dtype=np.float32)
+    lo, hi = display_range or (0.0, 1.0)
+    # The uncertainty map's useful values span a small part of [0, 1] (branch disagreement rarely
+    # exceeds 0.08), so its contrast comes from its own robust range over tissue; the colormap
+    # fades to transparent at the low end, so confident tissue stays readable under the overlay.
+    out["uncertainty"] = upsert_layer(viewer, names["uncertainty"], umap, "image",
+                                      colormap=fading_colormap(UNCERTAINTY_CMAP), contrast_limits=(lo, hi),
+                                      opacity=0.8, blending="translucent", gamma=1.0, visible=True,
+                                      metadata=_role("uncertainty", image_name))
+    # The raw branch disagreement keeps its own layer on the true (0, 1) scale (hidden: the
+    # uncertainty layer above is the one to read); gamma < 1 lifts its low values.
     heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
-    out["disagreement"] = upsert_layer(viewer, names["disagreement"],
-                                       np.asarray(prediction.disagreement, dtype=np.float32), "image",
-                                       colormap=fading_colormap("inferno"), metadata=_role("disagreement"),
-                                       **{**heat, "opacity": 0.85})
+    out["disagreement"] = upsert_layer(viewer, names["disagreement"], disagreement, "image",
+                                       colormap=fading_colormap("inferno"),
+                                       metadata=_role("disagreement", image_name),
+                                       **{**heat, "opacity": 0.85, "visible": False})
     if entropy and getattr(prediction, "entropy", None) is not None:
         out["entropy"] = upsert_layer(viewer, names["entropy"], np.asarray(prediction.entropy, np.float32),
                                       "image", colormap="magma", visible=True,
-                                      metadata=_role("entropy"), **heat)
+                                      metadata=_role("entropy", image_name), **heat)
     branch_probs = getattr(prediction, "branch_probs", None)
     if branches and branch_probs is not None:
         for k in range(3):
             fg = np.asarray(branch_probs[k][1:].sum(axis=0), dtype=np.float32)
             out[f"branch{k + 1}"] = upsert_layer(viewer, names[f"branch{k + 1}"], fg, "image",
                                                  colormap="viridis", visible=False,
-                                                 metadata=_role(f"branch{k + 1}"), **heat)
-    labels = np.asarray(prediction.labels).astype(np.uint8, copy=True)
-    out["prediction"] = upsert_layer(viewer, names["prediction"], labels, "labels", opacity=0.45,
-                                     metadata=_role("prediction"))
+                                                 metadata=_role(f"branch{k + 1}", image_name), **heat)
+    labels = np.array(prediction.labels if instances is None else instances, dtype=np.int32, copy=True)
+    layer = upsert_layer(viewer, labels_name or names["prediction"], labels, "labels", opacity=0.9,
+                         metadata=_role("prediction", image_name))
+    # Outlines (2 px, one colour per gland) keep the H&E readable under the prediction.
+    layer.contour = 2
+    out["prediction"] = layer
     return out
+
+
+def unaccepted_edits(current: np.ndarray, original: np.ndarray, accepted: Sequence[BBox]) -> int:
+    """Pixels where a labels layer differs from the model's prediction outside accepted boxes.
+
+    Args:
+        current: the labels layer's data (H, W).
+        original: the prediction as the model made it (H, W).
+        accepted: (y0, x0, y1, x1) boxes already stored in the project (their edits are safe).
+
+    Returns:
+        The number of edited pixels that would be lost if the layer were overwritten.
+    """
+    current, original = np.asarray(current), np.asarray(original)
+    if current.shape != original.shape:
+        return int(current.size)  # not the model's output at all: treat every pixel as the user's
+    changed = current != original
+    for y0, x0, y1, x1 in accepted:
+        changed[y0:y1, x0:x1] = False
+    return int(changed.sum())
+
+
+def shape_bbox(vertices: np.ndarray, hw: Tuple[int, int]) -> Optional[BBox]:
+    """Pixel box (y0, x0, y1, x1) of a drawn shape: the pixels whose centres lie inside its extent.
+
+    Args:
+        vertices: (N, 2) (row, col) vertices in the image's data coordinates.
+        hw: image height and width (the box is clipped to it).
+
+    Returns:
+        The box, or None if it holds no pixel of the image.
+    """
+    v = np.asarray(vertices, dtype=float)[:, -2:]
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    y0, x0 = (max(0, int(np.ceil(c))) for c in lo)
+    y1, x1 = (min(lim, int(np.floor(c)) + 1) for c, lim in zip(hi, hw, strict=True))
+    return (y0, x0, y1, x1) if y1 > y0 and x1 > x0 else None
+
+
+def polygon_mask(vertices: np.ndarray, bbox: BBox) -> np.ndarray:
+    """Pixels of ``bbox`` whose centres lie inside a polygon (bool (h, w)); matplotlib-free."""
+    from skimage.draw import polygon2mask
+
+    y0, x0, y1, x1 = bbox
+    v = np.asarray(vertices, dtype=float)[:, -2:] - (y0, x0)
+    return polygon2mask((y1 - y0, x1 - x0), v)
+
+
+def show_accepted(viewer: Any, image_name: str, boxes: Sequence[BBox]) -> Any:
+    """Add or update the Shapes layer outlining the image's accepted regions (green edges)."""
+    return upsert_layer(viewer, names_for(image_name)["accepted"], tile_rectangles([(0.0, b) for b in boxes]),
+                        "shapes", shape_type="rectangle", edge_color="lime", face_color="transparent",
+                        edge_width=3, opacity=0.9, metadata=_role("accepted", image_name))
 
 
 def tile_rectangles(tiles: Sequence[RankedTile]) -> List[np.ndarray]:
@@ -215,7 +299,7 @@ def show_review_tiles(viewer: Any, image_name: str, tiles: Sequence[RankedTile])
     """Add or update the Shapes layer outlining the ranked review tiles (edges only, no fill)."""
     return upsert_layer(viewer, names_for(image_name)["tiles"], tile_rectangles(tiles), "shapes",
                         shape_type="rectangle", edge_color="cyan", face_color="transparent",
-                        edge_width=4, opacity=0.9, metadata=_role("tiles"))
+                        edge_width=4, opacity=0.9, metadata=_role("tiles", image_name))
 
 
 def camera_for_tile(bbox: BBox, canvas_hw: Tuple[int, int], margin: float = 1.05) -> Tuple[Tuple[float, float], float]:
@@ -248,9 +332,10 @@ def region_arrays(image: np.ndarray, corrected_labels: np.ndarray, original_labe
         bbox: (y0, x0, y1, x1).
 
     Returns:
-        ``(image_crop (h, w, 3), corrected (h, w) uint8, predicted (h, w) uint8)``, copies.
+        ``(image_crop (h, w, 3), corrected (h, w), predicted (h, w))``, copies; labels keep their
+        integer type (one id per gland can exceed 255; the store keeps up to uint32).
     """
     y0, x0, y1, x1 = bbox
     return (np.array(image[y0:y1, x0:x1], copy=True),
-            np.array(corrected_labels[y0:y1, x0:x1], dtype=np.uint8, copy=True),
-            np.array(original_labels[y0:y1, x0:x1], dtype=np.uint8, copy=True))
+            np.array(corrected_labels[y0:y1, x0:x1], copy=True),
+            np.array(original_labels[y0:y1, x0:x1], copy=True))

@@ -1,16 +1,21 @@
 """The napari-cdma dock: project store, Predict, review / correct / accept, Retrain, versions.
 
-The dock is a composite of small panels (``_widget_predict``, ``_widget_review``,
-``_widget_retrain``, ``_widget_versions``); it owns the project store and the per-image state they
-share, and wires them: a prediction fills the layers and the review list; a new current model
-re-runs Predict.
+The dock is a composite of small panels (``_widget_predict``, ``_widget_display``,
+``_widget_review``, ``_widget_retrain``, ``_widget_versions``); it owns the project store and the
+per-image state they share, and wires them: a prediction fills the layers, the legend, the gland
+table and the review list; a new current model re-runs Predict; the store summary, the accepted
+regions and their layers follow every accept, withdraw, retrain and reopen.
+
+Corrections are never lost: a prediction is written over the image's prediction layer only when
+that layer holds no edit outside accepted regions; otherwise it goes to a new layer named after the
+model ("<image> prediction (v0003)") and the status line says so.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import napari.viewer
 import numpy as np
@@ -27,12 +32,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import names_for, show_prediction, show_review_tiles
+from ._layers import names_for, show_accepted, show_prediction, show_review_tiles, unaccepted_edits
+from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel
+from ._widget_store import open_image_hashes, regions_by_image, restore_layers
 from ._widget_versions import VersionsPanel
-from .project.store import ProjectStore
+from .project.store import ProjectStore, RegionRecord
 
 PROJECT_ENV = "NAPARI_CDMA_PROJECT"
 
@@ -48,13 +55,23 @@ class ImageState:
 
     Attributes:
         image: uint8 (H, W, 3) model input.
-        original_labels: the model's label map before any user edit (H, W) uint8.
+        original_labels: the model's labels (one per gland) before any user edit (H, W), as
+            written to the image's prediction layer.
         model_version: project model version that predicted it (None for a checkpoint file).
+        image_hash: the store's hash of ``image``.
+        others: predictions written to other layers (the prediction layer held unaccepted edits):
+            layer name -> (original labels, model version).
     """
 
     image: np.ndarray
     original_labels: np.ndarray
     model_version: Optional[str]
+    image_hash: str = ""
+    others: Dict[str, Tuple[np.ndarray, Optional[str]]] = field(default_factory=dict)
+
+    def original_for(self, layer_name: str) -> Tuple[np.ndarray, Optional[str]]:
+        """The model's labels and version behind a prediction layer (the main one by default)."""
+        return self.others.get(layer_name, (self.original_labels, self.model_version))
 
 
 class CdmaWidget(QWidget):
@@ -73,6 +90,7 @@ class CdmaWidget(QWidget):
         self.viewer = napari_viewer
         self._store: Optional[ProjectStore] = None
         self.states: Dict[str, ImageState] = {}
+        self.image_names: Dict[str, str] = {}  # store image hash -> image layer name
         self.last_image: Optional[str] = None
         self._refresh_after_predict = False
 
@@ -85,7 +103,9 @@ class CdmaWidget(QWidget):
         self.store_label.setWordWrap(True)
 
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
-        self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get)
+        self.display_panel = DisplayPanel(self.viewer)
+        self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get,
+                                        image_label=self._region_image_label)
         self.retrain_panel = RetrainPanel(lambda: self.store, before_start=self._add_open_images)
         self.versions_panel = VersionsPanel(lambda: self.store)
 
@@ -101,7 +121,8 @@ class CdmaWidget(QWidget):
         inner = QWidget()
         col = QVBoxLayout(inner)
         col.addWidget(project_box)
-        for title, panel in (("Predict", self.predict_panel), ("Review, correct, accept", self.review_panel),
+        for title, panel in (("Predict", self.predict_panel), ("Uncertainty and glands", self.display_panel),
+                             ("Review, correct, accept", self.review_panel),
                              ("Retrain", self.retrain_panel), ("Model versions", self.versions_panel)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(panel)
@@ -122,7 +143,9 @@ class CdmaWidget(QWidget):
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
         self.retrain_panel.model_changed.connect(self._on_model_changed)
+        self.retrain_panel.model_added.connect(lambda _v: self._sync_from_store())
         self.versions_panel.model_changed.connect(self._on_model_changed)
+        self.review_panel.regions_changed.connect(self._sync_from_store)
 
         if Path(self.store_edit.text()).expanduser().is_dir():
             self.open_store(self.store_edit.text(), quiet=True)
@@ -171,17 +194,59 @@ class CdmaWidget(QWidget):
             return None
         self._store = store
         self.store_edit.setText(str(path))
-        self._sync_from_store()
+        restored = self._restore_layers(store)
+        self._sync_from_store(select_current=True)
+        if restored:
+            # The store keeps accepted regions, not predictions: those come back with Predict.
+            self.store_label.setText(self.store_label.text() + f"\nReopened {restored} stored image(s) with "
+                                     "their accepted regions; predictions are not stored: press Predict.")
         return store
 
-    def _sync_from_store(self) -> None:
+    def _restore_layers(self, store: ProjectStore) -> int:
+        """Show the store's images and accepted regions as layers; returns how many images were added."""
+        try:
+            known = open_image_hashes(self.viewer)
+            names = restore_layers(self.viewer, store, known)
+        except Exception as exc:  # the store opened; a damaged image must not stop the dock
+            self.store_label.setText(f"Could not show the stored images: {exc}")
+            return 0
+        self.image_names.update(names)
+        return len(set(names) - set(known))
+
+    def _sync_from_store(self, select_current: bool = False) -> None:
+        """Refresh everything shown from the store: models, regions, versions, summary, boxes.
+
+        Args:
+            select_current: select the store's current model in the Predict chooser (on open and
+                when it changed); otherwise the user's choice (e.g. a version being tried) stays.
+        """
         store = self._store
-        versions = [m.version for m in store.models()]
-        self.predict_panel.set_model_versions(versions, current=store.current_model_version)
+        if store is None:
+            return
+        store.refresh()  # the retraining process or another napari may have written to it
+        models = store.models()
+        current = store.current_model_version
+        notes = {m.version: "current" if m.version == current else ("promoted" if m.promoted else "not promoted")
+                 for m in models}
+        self.predict_panel.set_model_versions([m.version for m in models],
+                                              current=current if select_current else None, notes=notes)
         self.review_panel.refresh_regions()
         self.versions_panel.refresh()
-        self.store_label.setText(f"{len(store.regions())} accepted region(s), {len(versions)} trained "
-                                 f"version(s); current model: {store.current_model_version}")
+        regions = store.regions()
+        by_image = regions_by_image(regions)
+        held = sum(r.holdout for r in regions)
+        self.store_label.setText(f"{len(regions)} accepted region(s) ({held} held out) from {len(by_image)} "
+                                 f"image(s), {len(models)} trained version(s); current model: {current}")
+        for digest, name in self.image_names.items():
+            boxes = [r.bbox for r in by_image.get(digest, [])]
+            if name in self.viewer.layers and (boxes or names_for(name)["accepted"] in self.viewer.layers):
+                show_accepted(self.viewer, name, boxes)
+
+    def _region_image_label(self, record: RegionRecord) -> str:
+        """A region's image: its source file name, else the image layer's name, else its hash."""
+        if record.source_path:
+            return Path(record.source_path).name
+        return self.image_names.get(record.image_hash) or f"image {record.image_hash[:8]}"
 
     def _browse_store(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Project store folder", self.store_edit.text())
@@ -207,28 +272,77 @@ class CdmaWidget(QWidget):
             self.predict_panel.set_image(image_name)
         return self.predict_panel.predict()
 
+    def _accepted_boxes(self, image_hash: str) -> List[Tuple[int, int, int, int]]:
+        if self._store is None or not image_hash:
+            return []
+        return [r.bbox for r in self._store.regions() if r.image_hash == image_hash]
+
+    def _target_layer(self, result: PredictResult, state: Optional[ImageState]) -> Tuple[str, int]:
+        """The Labels layer a new prediction may be written to, and the edits that forced a new one.
+
+        The image's prediction layer, unless it holds edits outside accepted regions (they would be
+        lost): then a new layer named after the model, never one holding edits of its own.
+        """
+        main = names_for(result.image_name)["prediction"]
+        if state is None or main not in self.viewer.layers:
+            return main, 0
+        accepted = self._accepted_boxes(state.image_hash)
+        edits = unaccepted_edits(self.viewer.layers[main].data, state.original_labels, accepted)
+        if not edits:
+            return main, 0
+        tag = result.model_version or result.model_label
+        name, k = f"{main} ({tag})", 1
+        while name in self.viewer.layers and (
+                name not in state.others
+                or unaccepted_edits(self.viewer.layers[name].data, state.others[name][0], accepted)):
+            k += 1
+            name = f"{main} ({tag}, {k})"
+        return name, edits
+
     def _on_predicted(self, result: PredictResult) -> None:
-        layers = show_prediction(self.viewer, result.image_name, result.prediction,
-                                 entropy=self.predict_panel.entropy_check.isChecked(),
+        name = result.image_name
+        state = self.states.get(name)
+        if state is not None and state.image.shape != result.image.shape:
+            state = None  # another image under the same layer name: its old prediction does not apply
+        target, edits = self._target_layer(result, state)
+        instances = result.instances if result.instances is not None else result.prediction.labels
+        instances = np.array(instances, dtype=np.int32, copy=True)
+        layers = show_prediction(self.viewer, name, result.prediction, instances=instances,
+                                 uncertainty=result.uncertainty, display_range=result.display_range,
+                                 labels_name=target, entropy=self.predict_panel.entropy_check.isChecked(),
                                  branches=self.predict_panel.branches_check.isChecked())
-        show_review_tiles(self.viewer, result.image_name, result.ranked)
-        self.states[result.image_name] = ImageState(
-            image=result.image, original_labels=np.array(result.prediction.labels, dtype=np.uint8, copy=True),
-            model_version=result.model_version)
-        self.last_image = result.image_name
-        self.review_panel.set_tiles(result.image_name, result.ranked)
-        labels = layers["prediction"]
-        self.viewer.layers.selection.active = labels  # ready for brush / fill / eraser
+        show_review_tiles(self.viewer, name, result.ranked)
+        if edits:
+            self.states[name] = replace(state, others={**state.others,
+                                                        target: (instances, result.model_version)})
+            message = (f"{result.model_label}'s prediction is in the new layer '{target}': "
+                       f"'{names_for(name)['prediction']}' holds {edits} edited pixel(s) not accepted yet, "
+                       "kept as they are.")
+            self.predict_panel.last_message = f"Predicted '{name}'. {message}"
+            self.predict_panel.status.setText(self.predict_panel.last_message)
+        else:
+            self.states[name] = ImageState(image=result.image, original_labels=instances,
+                                           model_version=result.model_version, image_hash=result.image_hash,
+                                           others=dict(state.others) if state is not None else {})
+        if result.image_hash:
+            self.image_names[result.image_hash] = name
+            # created here, empty or not, so that later accepts never add a layer
+            show_accepted(self.viewer, name, self._accepted_boxes(result.image_hash))
+        self.last_image = name
+        self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
+                                       result.display_range, result.glands)
+        self.review_panel.set_tiles(name, result.ranked)
+        if not edits:
+            self.viewer.layers.selection.active = layers["prediction"]  # ready for brush / fill / eraser
 
     def layer_names(self, image_name: Optional[str] = None) -> Dict[str, str]:
         """Names of the layers derived from an image (default: the last predicted one)."""
         return names_for(image_name or self.last_image or "")
 
     def _on_model_changed(self, version: str) -> None:
-        """A new current model: select it and refresh the predictions of the last image."""
-        if self._store is not None:
-            self._sync_from_store()
-        self.predict_panel.set_model_versions([m.version for m in self.store.models()], current=version)
+        """A new current model: select it and refresh the predictions of the last image (into a new
+        layer if its prediction layer holds edits not accepted yet)."""
+        self._sync_from_store(select_current=True)
         if self.last_image and self.last_image in self.viewer.layers:
             if self.predict_panel.running:
                 self._refresh_after_predict = True  # re-run once the current run has stopped

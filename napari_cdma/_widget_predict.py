@@ -1,9 +1,9 @@
 """Predict panel: choose image and model, run tiled prediction off the GUI thread, cancel."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
@@ -37,9 +37,14 @@ class PredictResult:
         image_name: name of the image layer predicted.
         image: the uint8 (H, W, 3) input.
         prediction: ``src_model.inference.Prediction``.
-        ranked: ``[(score, (y0, x0, y1, x1))]`` review tiles, highest first.
+        ranked: ``[(score, (y0, x0, y1, x1))]`` review regions, highest first.
         model_label: the model choice shown to the user ("bundled", a version, a file).
         model_version: store version of the model, if it came from the store (else None).
+        instances: one label per gland, int32 (H, W).
+        uncertainty: the uncertainty map shown, float32 (H, W).
+        display_range: its contrast limits (robust range over tissue).
+        glands: per-gland rows (id, area, mean_uncertainty, ...).
+        image_hash: the store's hash of ``image`` (``project.store.hash_image``).
     """
 
     image_name: str
@@ -48,10 +53,65 @@ class PredictResult:
     ranked: List[Tuple[float, Tuple[int, int, int, int]]]
     model_label: str
     model_version: Optional[str]
+    instances: Optional[np.ndarray] = None
+    uncertainty: Optional[np.ndarray] = None
+    display_range: Tuple[float, float] = (0.0, 1.0)
+    glands: List[Dict[str, Any]] = field(default_factory=list)
+    image_hash: str = ""
+
+
+REVIEW_N = 10
+REVIEW_MIN_SIZE = 128  # a review region smaller than this shows too little context to judge a gland
+
+
+def _review_outputs(prediction: Any, image: np.ndarray) -> Dict[str, Any]:
+    """Instances, uncertainty map, display range, review regions and gland table (worker thread).
+
+    Uses the engine's review API (``src_model.uncertainty.review_regions``, ``display_range``,
+    ``gland_table``, ``src_model.postprocess.DEFAULT_INSTANCES``) where it exists, else plain
+    equivalents: robust percentiles, connected components, the grid of review squares without
+    slivers, so the dock works with either engine.
+    """
+    from scipy import ndimage as ndi
+
+    from src_model import postprocess, uncertainty
+    from src_model.tissue import tissue_mask
+
+    tissue = tissue_mask(image)
+    umap = getattr(prediction, "uncertainty", None)
+    umap = np.asarray(prediction.disagreement if umap is None else umap, dtype=np.float32)
+    fg = np.asarray(prediction.labels) > 0
+    cfg = getattr(postprocess, "DEFAULT_INSTANCES", None)
+    instances = (postprocess.to_instances(fg, cfg) if cfg is not None
+                 else ndi.label(fg, structure=np.ones((3, 3)))[0]).astype(np.int32)
+    if hasattr(uncertainty, "display_range"):
+        lo, hi = uncertainty.display_range(umap, tissue)
+    else:
+        vals = umap[tissue] if tissue.any() else umap.ravel()
+        lo, hi = (float(v) for v in np.percentile(vals, (2.0, 99.5)))
+        hi = hi if hi > lo else lo + 1e-6
+    if hasattr(uncertainty, "review_regions"):
+        ranked = uncertainty.review_regions(prediction, image, n=REVIEW_N, min_size=REVIEW_MIN_SIZE)
+    else:
+        ranked = [t for t in uncertainty.rank_tiles(umap, tissue)
+                  if min(t[1][2] - t[1][0], t[1][3] - t[1][1]) >= min(REVIEW_MIN_SIZE, *umap.shape)][:REVIEW_N]
+    if hasattr(uncertainty, "gland_table"):
+        glands = uncertainty.gland_table(instances, umap)
+    else:
+        n = int(instances.max())
+        area = np.bincount(instances.ravel(), minlength=n + 1)
+        total = np.bincount(instances.ravel(), weights=umap.ravel(), minlength=n + 1)
+        glands = [{"id": i, "area": int(area[i]), "mean_uncertainty": float(total[i] / area[i])}
+                  for i in range(1, n + 1) if area[i]]
+    return dict(instances=instances, uncertainty=umap, display_range=(float(lo), float(hi)),
+                ranked=[(float(s), tuple(int(v) for v in b)) for s, b in ranked], glands=glands)
 
 
 def _predict_job(model_path: str, image: np.ndarray, branches: bool) -> Generator[Any, None, Any]:
     """Load the model and run tiled prediction; yields engine ``Progress`` events.
+
+    Everything derived from the prediction (gland instances, display range, review regions, gland
+    table, the store's image hash) is computed here too, never on the GUI thread.
 
     Expected failures (unreadable or foreign checkpoint) are returned as ``("error", message)``
     rather than raised, so the dock shows one clear message instead of a traceback.
@@ -61,16 +121,17 @@ def _predict_job(model_path: str, image: np.ndarray, branches: bool) -> Generato
         load_model,
     )
     from src_model.inference import predict_tiles
-    from src_model.tissue import tissue_mask
-    from src_model.uncertainty import rank_tiles
+
+    from .project.store import hash_image
 
     try:
         model = load_model(model_path)
     except (CheckpointError, FileNotFoundError) as exc:
         return ("error", f"Cannot use this model: {exc}")
     prediction = yield from predict_tiles(model, image, return_branches=branches)
-    ranked = rank_tiles(np.asarray(prediction.disagreement), tissue_mask(image))  # squares of tiling.REVIEW_SIZE
-    return ("ok", prediction, ranked)
+    extra = _review_outputs(prediction, image)
+    extra["image_hash"] = hash_image(image)
+    return ("ok", prediction, extra)
 
 
 class PredictPanel(QWidget):
@@ -175,13 +236,19 @@ class PredictPanel(QWidget):
         if name in self.viewer.layers:
             self.image_choice.value = self.viewer.layers[name]
 
-    def set_model_versions(self, versions: List[str], current: Optional[str] = None) -> None:
-        """Rebuild the model combo: "bundled", project versions, chosen files, "Choose file...".
+    def set_model_versions(self, versions: List[str], current: Optional[str] = None,
+                           notes: Optional[Dict[str, str]] = None) -> None:
+        """Rebuild the model combo: "bundled", every project version, chosen files, "Choose file...".
+
+        Every version is listed, promoted or not: predicting with one only tries it, the store's
+        current model changes only by promotion, "Keep anyway" or roll back.
 
         Args:
             versions: project model versions (excluding "bundled").
             current: entry to select (a version or "bundled"); keeps the selection if None.
+            notes: text shown after a version ("current", "not promoted").
         """
+        notes = notes or {}
         keep = self.model_combo.currentData() if current is None else None
         files = [self.model_combo.itemData(i) for i in range(self.model_combo.count())
                  if (self.model_combo.itemData(i) or ("",))[0] == "file"]
@@ -190,7 +257,8 @@ class PredictPanel(QWidget):
         self.model_combo.addItem(BUNDLED, ("version", BUNDLED))
         for v in versions:
             if str(v) != BUNDLED:
-                self.model_combo.addItem(f"project {v}", ("version", str(v)))
+                note = notes.get(str(v))
+                self.model_combo.addItem(f"project {v}" + (f" ({note})" if note else ""), ("version", str(v)))
         for data in files:
             self.model_combo.addItem(Path(data[1]).name, data)
         self.model_combo.addItem(CHOOSE_FILE, ("choose", None))
@@ -304,10 +372,11 @@ class PredictPanel(QWidget):
         if result[0] == "error":
             self._fail(result[1])
             return
-        _, prediction, ranked = result
+        _, prediction, extra = result
         self.last_message = f"Predicted '{name}' with {label}."
         self.status.setText(self.last_message)
-        self.finished.emit(PredictResult(name, image, prediction, ranked, label, version))
+        self.finished.emit(PredictResult(name, image, prediction, model_label=label, model_version=version,
+                                         **extra))
 
     def _on_aborted(self) -> None:
         self.last_message = "Prediction cancelled."

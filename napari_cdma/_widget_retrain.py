@@ -41,10 +41,12 @@ class RetrainPanel(QWidget):
 
     Signals:
         model_changed(str): the store's current model changed (promotion or "keep anyway").
+        model_added(str): a retrained version was registered in the store (promoted or not).
         job_event(RetrainEvent): every event polled from the job (for tests and scripting).
     """
 
     model_changed = Signal(str)
+    model_added = Signal(str)
     job_event = Signal(object)
 
     def __init__(self, get_store: Callable[[], ProjectStore], parent: Optional[QWidget] = None,
@@ -256,6 +258,7 @@ class RetrainPanel(QWidget):
         self._say(f"{record.version}: held-out Dice {fmt_dice(ev.old_dice)} -> "
                   f"{fmt_dice(ev.new_dice)} on {ev.n_holdout} region(s); {verdict}.")
         self.keep_button.setVisible(not record.promoted)
+        self.model_added.emit(record.version)
         if store.current_model_version != before:
             self.model_changed.emit(store.current_model_version)
 

@@ -1,11 +1,14 @@
-"""Review panel: ranked tiles (Next / Previous), accept the corrected region, withdraw."""
+"""Review panel: ranked regions (Next / Previous), accept a suggested region, a drawn one or the whole
+image, and the accepted-region list (withdraw)."""
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
+import numpy as np
 from magicgui.widgets import ComboBox, create_widget
-from napari.layers import Labels
+from napari.layers import Labels, Shapes
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QFormLayout,
@@ -18,7 +21,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import camera_for_tile, names_for, region_arrays, source_path
+from ._layers import (
+    IMAGE_KEY,
+    camera_for_tile,
+    is_derived,
+    names_for,
+    polygon_mask,
+    region_arrays,
+    shape_bbox,
+    source_path,
+)
 from ._messages import show_message
 from .project.store import ProjectStore, RegionRecord
 
@@ -26,6 +38,7 @@ if TYPE_CHECKING:  # the dock's per-image state; imported for the type only (no 
     from ._widget import ImageState
 
 BBox = Tuple[int, int, int, int]
+CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it: a gland is judged in context
 
 
 def scene_camera(viewer: Any) -> Any:
@@ -48,6 +61,7 @@ class ReviewPanel(QWidget):
         viewer: the napari viewer.
         get_store: returns the open ``ProjectStore`` (opening it if needed).
         get_state: returns the dock's ``ImageState`` for an image name (or None).
+        image_label: names a region's image in the accepted-region list (default: its file name).
         parent: parent widget.
 
     Signals:
@@ -57,11 +71,13 @@ class ReviewPanel(QWidget):
     regions_changed = Signal()
 
     def __init__(self, viewer: Any, get_store: Callable[[], ProjectStore],
-                 get_state: Callable[[str], Optional["ImageState"]], parent: Optional[QWidget] = None) -> None:
+                 get_state: Callable[[str], Optional["ImageState"]],
+                 image_label: Optional[Callable[[RegionRecord], str]] = None, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self._get_store = get_store
         self._get_state = get_state
+        self._image_label = image_label or (lambda r: Path(r.source_path).name if r.source_path else r.image_hash[:8])
         self.image_name: Optional[str] = None
         self.tiles: List[Tuple[float, BBox]] = []
         self.last_message = ""
@@ -73,11 +89,20 @@ class ReviewPanel(QWidget):
         self.labels_choice.native.setToolTip("Labels layer whose corrected mask is stored on Accept")
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(110)
-        self.tile_list.setToolTip("Tiles ranked by branch disagreement over tissue (score - (y, x))")
+        self.tile_list.setToolTip("Regions ranked by uncertainty over tissue (score - (y, x), size)")
         self.prev_button = QPushButton("Previous")
         self.next_button = QPushButton("Next")
         self.accept_button = QPushButton("Accept region")
-        self.accept_button.setToolTip("Store the selected tile's corrected mask in the project")
+        self.accept_button.setToolTip("Store the selected region's corrected mask in the project")
+        # Regions the pathologist chooses: any Shapes layer of their own (rectangles, polygons).
+        self.shapes_choice: ComboBox = create_widget(annotation=Shapes, label="Drawn",
+                                                     options={"choices": self._drawn_layers})
+        self.shapes_choice.native.setToolTip("Shapes layer with the regions you drew (selected shapes, "
+                                             "or all of them, are accepted)")
+        self.draw_button = QPushButton("Draw")
+        self.draw_button.setToolTip("Add a Shapes layer and start drawing rectangles")
+        self.accept_drawn_button = QPushButton("Accept drawn")
+        self.accept_image_button = QPushButton("Accept whole image")
         self.region_list = QListWidget()
         self.region_list.setMaximumHeight(110)
         self.withdraw_button = QPushButton("Withdraw")
@@ -96,6 +121,12 @@ class ReviewPanel(QWidget):
         layout.addWidget(QLabel("Look here next (most uncertain first):"))
         layout.addWidget(self.tile_list)
         layout.addLayout(nav)
+        drawn = QHBoxLayout()
+        drawn.addWidget(self.shapes_choice.native, 1)
+        drawn.addWidget(self.draw_button)
+        drawn.addWidget(self.accept_drawn_button)
+        layout.addLayout(drawn)
+        layout.addWidget(self.accept_image_button)
         layout.addWidget(QLabel("Accepted regions:"))
         layout.addWidget(self.region_list)
         layout.addWidget(self.withdraw_button)
@@ -106,12 +137,18 @@ class ReviewPanel(QWidget):
         self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.accept_button.clicked.connect(lambda: self.accept())
+        self.draw_button.clicked.connect(lambda: self.start_drawing())
+        self.accept_drawn_button.clicked.connect(lambda: self.accept_drawn())
+        self.accept_image_button.clicked.connect(lambda: self.accept_whole_image())
         self.withdraw_button.clicked.connect(lambda: self.withdraw())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(lambda _e=None: self.labels_choice.reset_choices())
+            ev.connect(lambda _e=None: (self.labels_choice.reset_choices(), self.shapes_choice.reset_choices()))
 
     def _labels_layers(self, _widget: Any = None) -> List[Any]:
         return [ly for ly in self.viewer.layers if isinstance(ly, Labels)]
+
+    def _drawn_layers(self, _widget: Any = None) -> List[Any]:
+        return [ly for ly in self.viewer.layers if isinstance(ly, Shapes) and not is_derived(ly)]
 
     # ------------------------------------------------------------------ tiles
     def set_tiles(self, image_name: str, ranked: List[Tuple[float, BBox]]) -> None:
@@ -125,8 +162,8 @@ class ReviewPanel(QWidget):
         useful = [t for t in ranked if t[0] > 0] or list(ranked)
         self.tiles = [(float(s), tuple(int(v) for v in b)) for s, b in useful]
         self.tile_list.clear()
-        for score, (y0, x0, _, _) in self.tiles:
-            self.tile_list.addItem(f"{score:.3f} - ({y0}, {x0})")
+        for score, (y0, x0, y1, x1) in self.tiles:
+            self.tile_list.addItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}")
 
     def step(self, delta: int) -> None:
         """Select the next (+1) or previous (-1) tile and move the camera to it."""
@@ -137,11 +174,11 @@ class ReviewPanel(QWidget):
         self.go_to(row)
 
     def go_to(self, row: int) -> None:
-        """Select tile ``row`` and centre the camera on it, zoomed so the tile fills the canvas."""
+        """Select region ``row`` and centre the camera on it, zoomed to show it with some context."""
         if not 0 <= row < len(self.tiles):
             return
         self.tile_list.setCurrentRow(row)
-        center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer))
+        center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
         camera = scene_camera(self.viewer)
         camera.center = center
         camera.zoom = zoom
@@ -156,42 +193,118 @@ class ReviewPanel(QWidget):
         self.last_message = message
         show_message(self.status, message, error)
 
-    def accept(self, bbox: Optional[BBox] = None) -> Optional[RegionRecord]:
-        """Store the corrected mask of ``bbox`` (default: the selected tile) in the project.
+    def _target(self) -> Tuple[Optional[str], Any, Optional["ImageState"]]:
+        """(image name, corrections Labels layer, the dock's state of that image)."""
+        labels = self.labels_choice.value
+        image = (labels.metadata.get(IMAGE_KEY) if labels is not None else None) or self.image_name
+        return image, labels, self._get_state(image) if image else None
+
+    def accept(self, bbox: Optional[BBox] = None, inside: Optional[np.ndarray] = None,
+               what: str = "region") -> Optional[RegionRecord]:
+        """Store the corrected mask of ``bbox`` (default: the selected region) in the project.
+
+        Args:
+            bbox: (y0, x0, y1, x1) in image pixels.
+            inside: bool (h, w): only these pixels of the box take the layer's edits; elsewhere the
+                model's prediction is stored (the store keeps a box, not a mask of reviewed pixels).
+            what: how the status line names the region ("region", "drawn polygon", ...).
 
         Returns:
             The store's ``RegionRecord``, or None if nothing could be stored (the reason is shown).
         """
         bbox = bbox or self.current_bbox()
-        state = self._get_state(self.image_name) if self.image_name else None
+        image_name, labels, state = self._target()
         if bbox is None or state is None:
-            self._say("Predict an image and select a review tile first.", error=True)
+            self._say("Predict an image and select a review region (or draw one) first.", error=True)
             return None
-        labels = self.labels_choice.value
         if labels is None:
-            self._say(f"No Labels layer holds corrections of '{self.image_name}'; predict again.", error=True)
+            self._say(f"No Labels layer holds corrections of '{image_name}'; predict again.", error=True)
             return None
-        if tuple(labels.data.shape) != state.original_labels.shape:
+        original, version = state.original_for(labels.name)
+        if tuple(labels.data.shape) != original.shape:
             self._say(f"The Labels layer '{labels.name}' is {tuple(labels.data.shape)}, not the size of "
-                      f"'{self.image_name}' {state.original_labels.shape}; choose its prediction layer.",
-                      error=True)
+                      f"'{image_name}' {original.shape}; choose its prediction layer.", error=True)
             return None
-        _, corrected, predicted = region_arrays(state.image, labels.data, state.original_labels, bbox)
-        layer = self.viewer.layers[self.image_name] if self.image_name in self.viewer.layers else None
+        _, corrected, predicted = region_arrays(state.image, labels.data, original, bbox)
+        if inside is not None:
+            corrected = np.where(inside, corrected, predicted)
+        layer = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
         try:
             store = self._get_store()
             # The store keeps the crop itself (and the image around it as unlabelled tissue).
             record = store.accept_region(state.image, bbox, corrected, predicted,
-                                         model_version=str(state.model_version or store.current_model_version),
+                                         model_version=str(version or store.current_model_version),
                                          user=getpass.getuser(),
                                          source_path=source_path(layer) if layer is not None else None)
         except Exception as exc:
-            self._say(f"Could not store the region: {exc}", error=True)
+            self._say(f"Could not store the {what}: {exc}", error=True)
             return None
-        self._say(f"Accepted region {record.region_id} at {bbox[:2]}.")
+        y0, x0, y1, x1 = bbox
+        note = ("; the store keeps its bounding box: inside it only the polygon's pixels take your edits, "
+                "the rest keeps the model's prediction") if inside is not None else ""
+        self._say(f"Accepted {what} {record.region_id} of '{image_name}' at ({y0}, {x0}), "
+                  f"{y1 - y0} x {x1 - x0} px{note}.")
         self.refresh_regions()
         self.regions_changed.emit()
         return record
+
+    def accept_whole_image(self) -> Optional[RegionRecord]:
+        """Accept the whole image of the corrections layer as reviewed."""
+        _, _, state = self._target()
+        if state is None:
+            self._say("Predict an image first.", error=True)
+            return None
+        h, w = state.original_labels.shape
+        return self.accept((0, 0, h, w), what="whole image")
+
+    def start_drawing(self) -> Any:
+        """Add (or select) a Shapes layer for the reviewed image, in rectangle-drawing mode."""
+        image_name, _, _ = self._target()
+        name = f"{image_name or 'image'} drawn regions"
+        layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
+            name=name, edge_color="yellow", face_color="transparent", edge_width=3)
+        self.shapes_choice.reset_choices()
+        self.shapes_choice.value = layer
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        return layer
+
+    def accept_drawn(self, layer: Any = None) -> List[RegionRecord]:
+        """Accept the selected shapes (or all shapes) of a drawn Shapes layer, one region each.
+
+        A shape's region is its bounding box on the image; for a polygon only the pixels inside
+        it take the edits. Accepted shapes are removed from the layer (the accepted-region layer
+        shows them from now on).
+        """
+        layer = layer or self.shapes_choice.value
+        _, labels, state = self._target()
+        if layer is None or not len(layer.data):
+            self._say("Draw a rectangle or polygon first (Draw), then accept it.", error=True)
+            return []
+        if state is None or labels is None:
+            self._say("Predict the image first: the drawn region is stored with its prediction.", error=True)
+            return []
+        hw = state.original_labels.shape
+        chosen = sorted(layer.selected_data) or list(range(len(layer.data)))
+        records, done = [], []
+        for i in chosen:
+            # drawn on the canvas: the shape's world coordinates, mapped into the labels' pixels
+            verts = np.array([labels.world_to_data(layer.data_to_world(v)) for v in layer.data[i]])
+            bbox = shape_bbox(verts, hw)
+            if bbox is None:
+                self._say(f"Shape {i + 1} lies outside the image; nothing stored.", error=True)
+                continue
+            polygon = layer.shape_type[i] == "polygon"
+            record = self.accept(bbox, inside=polygon_mask(verts, bbox) if polygon else None,
+                                 what="drawn polygon" if polygon else "drawn rectangle")
+            if record is None:
+                break
+            records.append(record)
+            done.append(i)
+        if done:
+            layer.selected_data = set(done)
+            layer.remove_selected()
+        return records
 
     def refresh_regions(self) -> None:
         """Rebuild the accepted-region list from the store."""
@@ -203,7 +316,9 @@ class ReviewPanel(QWidget):
             return
         for r in regions:
             mark = "  [held out]" if r.holdout else ""
-            text = f"{r.region_id}  (y, x) = {tuple(r.bbox[:2])}  corrects {r.model_version}{mark}"
+            y0, x0, y1, x1 = r.bbox
+            text = (f"{r.region_id}  {self._image_label(r)}  ({y0}, {x0}) {y1 - y0} x {x1 - x0}  "
+                    f"corrects {r.model_version}{mark}")
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, r.region_id)
             self.region_list.addItem(item)

@@ -204,3 +204,130 @@ def test_bad_inputs_show_messages(make_napari_viewer, qtbot, tmp_path, foreign_c
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert "no such checkpoint" in panel.last_message
     assert len(errors) == 5
+
+
+# --------------------------------------------------------------------------- issues 8 and 9
+
+def test_split_gland_yields_two_labels():
+    """Two touching glands (a neck between two discs) become two labels, each in the gland table."""
+    from types import SimpleNamespace
+
+    from napari_cdma._widget_predict import _review_outputs
+
+    yy, xx = np.mgrid[:256, :256]
+    mask = ((yy - 128) ** 2 + (xx - 99) ** 2 <= 30 ** 2) | ((yy - 128) ** 2 + (xx - 157) ** 2 <= 30 ** 2)
+    assert mask[128, 128]  # touching: one connected component
+    unc = np.where(mask, 0.2, 0.05).astype(np.float32)
+    pred = SimpleNamespace(labels=mask.astype(np.uint8), disagreement=unc, entropy=unc, uncertainty=unc)
+    image = np.full((256, 256, 3), 240, np.uint8)
+    image[mask] = (150, 60, 140)  # H&E-like tissue where the glands are
+    out = _review_outputs(pred, image)
+    ids = sorted(set(np.unique(out["instances"])) - {0})
+    assert len(ids) == 2 and out["instances"][128, 99] != out["instances"][128, 157]
+    assert [g["id"] for g in out["glands"]] == ids
+    assert all(min(b[2] - b[0], b[3] - b[1]) >= 128 for _, b in out["ranked"])
+
+
+def _accepted_rects(viewer, image_name):
+    return viewer.layers[names_for(image_name)["accepted"]].data
+
+
+def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
+    from napari_cdma._widget import CdmaWidget
+    from napari_cdma._widget_review import canvas_hw, scene_camera
+    from src_model.tissue import tissue_mask
+
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders black screenshots
+    viewer.open_sample(PLUGIN, SAMPLE_KEY)
+    store_path = tmp_path / "project"
+    widget = _dock(viewer, store_path)
+    store = widget.store
+    first = store.add_model(lite_checkpoint, parent="bundled", promoted=True)
+    trial = store.add_model(lite_checkpoint, parent=first.version, promoted=False)
+    widget.open_store(store_path)
+    store = widget.store  # the store as the dock reopened it
+    panel = widget.predict_panel
+    names = names_for(SAMPLE_NAME)
+
+    # Every version can be chosen, promoted or not.
+    texts = [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())]
+    assert any(trial.version in t and "not promoted" in t for t in texts), texts
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    labels = viewer.layers[names["prediction"]]
+
+    # Uncertainty: contrast from its own values over tissue, visible, legend and readout.
+    layer = viewer.layers[names["uncertainty"]]
+    vals = np.asarray(layer.data)[tissue_mask(widget.states[SAMPLE_NAME].image)]
+    lo, hi = layer.contrast_limits
+    assert layer.visible and vals.min() - 1e-6 <= lo < hi <= vals.max() + 1e-6
+    assert ((vals >= lo) & (vals <= hi)).mean() > 0.9 and (lo, hi) != (0.0, 1.0)
+    display = widget.display_panel
+    assert display.lo_label.text() and display.legend.pixmap() is not None
+    assert "uncertainty" in display.value_text((260.0, 380.0))
+    shown = [ly for ly in viewer.layers if ly.visible]
+    for ly in viewer.layers:
+        ly.visible = ly is layer
+    viewer.reset_view()
+    shot = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].mean(axis=-1)
+    for ly in shown:
+        ly.visible = True
+    assert shot.std() > 10 and len(np.unique(shot.round())) > 30, (shot.std(), len(np.unique(shot)))
+
+    # One label per gland in the prediction layer, and the gland table lists them; CSV export.
+    assert labels.contour > 0
+    ids = sorted(set(np.unique(labels.data).tolist()) - {0})
+    assert [g["id"] for g in display.glands] == ids and display.table.rowCount() == len(ids)
+    csv_path = display.export_csv(tmp_path / "glands.csv")
+    assert csv_path.read_text().splitlines()[0].startswith("id,area,mean_uncertainty")
+    assert len(csv_path.read_text().splitlines()) == 1 + len(ids)
+
+    # Next shows a region at least 128 px a side, all of it in view.
+    review = widget.review_panel
+    review.next_button.click()
+    y0, x0, y1, x1 = review.current_bbox()
+    assert y1 - y0 >= 128 and x1 - x0 >= 128
+    camera = scene_camera(viewer)
+    (ch, cw), (cy, cx) = canvas_hw(viewer), tuple(camera.center)[-2:]
+    half_h, half_w = ch / camera.zoom / 2, cw / camera.zoom / 2
+    assert cy - half_h <= y0 - 0.5 and y1 - 0.5 <= cy + half_h, (camera.center, camera.zoom, (ch, cw))
+    assert cx - half_w <= x0 - 0.5 and x1 - 0.5 <= cx + half_w
+
+    # An edit not accepted yet survives a re-predict, here with the version being tried.
+    labels.data[10:30, 10:30] = 7
+    labels.refresh()
+    panel.model_combo.setCurrentIndex(panel._find(("version", trial.version)))
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    assert (labels.data[10:30, 10:30] == 7).all()
+    tried = f"{names['prediction']} ({trial.version})"
+    assert tried in viewer.layers and "not accepted" in panel.last_message and tried in panel.last_message
+    assert store.current_model_version == first.version  # trying a version does not make it current
+    state = widget.states[SAMPLE_NAME]
+    assert state.model_version == first.version and state.original_for(tried)[1] == trial.version
+
+    # Accept a drawn rectangle, a drawn polygon and the whole image; rows name the image; summary live.
+    drawn = review.start_drawing()
+    drawn.add_rectangles(np.array([[0, 0], [0, 150], [140, 150], [140, 0]], float))
+    (rec,) = review.accept_drawn(drawn)
+    assert rec.bbox == (0, 0, 141, 151) and len(drawn.data) == 0
+    _, corrected, _ = store.load_region(rec.region_id)
+    assert (corrected[10:30, 10:30] == 7).all()
+    drawn.add_polygons(np.array([[300, 300], [300, 460], [450, 380]], float))
+    (poly,) = review.accept_drawn(drawn)
+    assert poly.bbox[:2] == (300, 300) and "polygon" in review.last_message
+    assert review.accept_whole_image() is not None
+    assert "3 accepted region(s)" in widget.store_label.text()
+    assert all("glas_testA_1.png" in review.region_list.item(i).text() for i in range(3))
+    assert len(_accepted_rects(viewer, SAMPLE_NAME)) == 3
+    assert review.withdraw(poly.region_id)
+    assert "2 accepted region(s)" in widget.store_label.text() and len(_accepted_rects(viewer, SAMPLE_NAME)) == 2
+
+    # Reopen in a viewer without the image: the image, its accepted boxes and corrections come back.
+    other = make_napari_viewer()
+    again = CdmaWidget(other, store_path=store_path)
+    image_layer = other.layers["glas_testA_1"]
+    assert np.array_equal(image_layer.data, widget.states[SAMPLE_NAME].image)
+    assert len(_accepted_rects(other, "glas_testA_1")) == 2
+    assert (other.layers[names_for("glas_testA_1")["corrections"]].data[10:30, 10:30] == 7).all()
+    assert "2 accepted region(s)" in again.store_label.text() and "Predict" in again.store_label.text()
+    assert again.review_panel.region_list.count() == 2
+    again.deleteLater()

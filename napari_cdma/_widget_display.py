@@ -1,0 +1,185 @@
+"""Display panel: the uncertainty legend, the value under the cursor, and the per-gland table (CSV)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._messages import show_message
+
+LEGEND_W, LEGEND_H = 160, 12
+TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # shown first; other keys (bbox, ...) follow
+
+
+def legend_rgb(colormap: Any, width: int = LEGEND_W, height: int = LEGEND_H) -> np.ndarray:
+    """The colormap as it looks over glass: RGBA composited on white, uint8 (height, width, 3)."""
+    rgba = np.asarray(colormap.map(np.linspace(0.0, 1.0, width)), dtype=np.float32)
+    rgb = rgba[:, :3] * rgba[:, 3:4] + (1.0 - rgba[:, 3:4])
+    return np.ascontiguousarray(np.repeat((rgb * 255).astype(np.uint8)[None], height, axis=0))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+class DisplayPanel(QWidget):
+    """What the colours mean and the numbers behind them.
+
+    Args:
+        viewer: the napari viewer.
+        parent: parent widget.
+    """
+
+    def __init__(self, viewer: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.image_name: Optional[str] = None
+        self.uncertainty_layer: Any = None
+        self.labels_layer: Any = None
+        self.display_range: Tuple[float, float] = (0.0, 1.0)
+        self.glands: List[Dict[str, Any]] = []
+        self.last_message = ""
+        self._legend_data: Optional[np.ndarray] = None  # QImage borrows this buffer
+
+        self.legend = QLabel()
+        self.legend.setFixedSize(LEGEND_W, LEGEND_H)
+        self.legend.setToolTip("Uncertainty colours, transparent (certain) to yellow (most uncertain)")
+        self.lo_label = QLabel("")
+        self.hi_label = QLabel("")
+        self.readout = QLabel("Under cursor: -")
+        # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+        self.table.setMaximumHeight(150)
+        self.table.setSortingEnabled(True)
+        self.table.setToolTip("One row per predicted gland; click a header to sort")
+        self.export_button = QPushButton("Export CSV...")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        legend_row = QHBoxLayout()
+        legend_row.addWidget(QLabel("Uncertainty"))
+        legend_row.addWidget(self.lo_label)
+        legend_row.addWidget(self.legend)
+        legend_row.addWidget(self.hi_label)
+        legend_row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(legend_row)
+        layout.addWidget(self.readout)
+        layout.addWidget(QLabel("Glands (one label each):"))
+        layout.addWidget(self.table)
+        layout.addWidget(self.export_button)
+        layout.addWidget(self.status)
+
+        self.export_button.clicked.connect(self._export_clicked)
+        viewer.cursor.events.position.connect(self._on_cursor)
+
+    # ------------------------------------------------------------------ content
+    def show_result(self, image_name: str, uncertainty_layer: Any, labels_layer: Any,
+                    display_range: Tuple[float, float], glands: Sequence[Dict[str, Any]]) -> None:
+        """Show the legend of ``uncertainty_layer`` and the gland table of one prediction."""
+        self.image_name = image_name
+        self.uncertainty_layer = uncertainty_layer
+        self.labels_layer = labels_layer
+        self.display_range = (float(display_range[0]), float(display_range[1]))
+        self._legend_data = legend_rgb(uncertainty_layer.colormap)
+        h, w, _ = self._legend_data.shape
+        qimage = QImage(self._legend_data.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        self.legend.setPixmap(QPixmap.fromImage(qimage))
+        lo, hi = self.display_range
+        self.lo_label.setText(f"{lo:.3g}")
+        self.hi_label.setText(f"{hi:.3g}")
+        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent at {lo:.3g} (and below), "
+                               f"yellow at {hi:.3g} (and above); robust range over tissue")
+        self.set_glands(glands)
+
+    def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
+        """Fill the per-gland table (columns: id, area, mean uncertainty, then any other keys)."""
+        self.glands = [dict(g) for g in glands]
+        keys = list(TABLE_COLUMNS) + [k for k in (self.glands[0] if self.glands else {}) if k not in TABLE_COLUMNS]
+        self.table.setSortingEnabled(False)  # filling a sorted table moves rows while they are written
+        self.table.clear()
+        self.table.setColumnCount(len(keys))
+        self.table.setHorizontalHeaderLabels(keys)
+        self.table.setRowCount(len(self.glands))
+        for r, row in enumerate(self.glands):
+            for c, key in enumerate(keys):
+                value = row.get(key, "")
+                item = QTableWidgetItem()
+                # numbers sort as numbers (DisplayRole with a float), the rest as text
+                item.setData(0, float(value) if isinstance(value, (int, float)) else _fmt(value))
+                if isinstance(value, float):
+                    item.setText(_fmt(value))
+                self.table.setItem(r, c, item)
+        self.table.setSortingEnabled(True)
+
+    # ------------------------------------------------------------------ cursor
+    def value_text(self, position: Sequence[float]) -> str:
+        """What lies under a world position: the uncertainty value and the gland id."""
+        parts = []
+        for what, layer in (("uncertainty", self.uncertainty_layer), ("gland", self.labels_layer)):
+            if layer is None or layer not in self.viewer.layers:
+                continue
+            value = layer.get_value(position, world=True)
+            if value is None:
+                continue
+            if what == "uncertainty":
+                parts.append(f"uncertainty {float(value):.3g}")
+            elif int(value) > 0:
+                parts.append(f"gland {int(value)}")
+        return "Under cursor: " + (", ".join(parts) if parts else "-")
+
+    def _on_cursor(self, event: Any = None) -> None:
+        if self.uncertainty_layer is None:
+            return
+        text = self.value_text(self.viewer.cursor.position)
+        if text != self.readout.text():
+            self.readout.setText(text)
+
+    # ------------------------------------------------------------------ export
+    def export_csv(self, path: Any) -> Path:
+        """Write the gland table to ``path`` (one row per gland; bbox as "y0 x0 y1 x1")."""
+        path = Path(path)
+        keys = list(TABLE_COLUMNS) + [k for k in (self.glands[0] if self.glands else {}) if k not in TABLE_COLUMNS]
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            for row in self.glands:
+                writer.writerow({k: _fmt(row.get(k, "")) if isinstance(row.get(k), (tuple, list)) else row.get(k, "")
+                                 for k in keys})
+        return path
+
+    def _export_clicked(self) -> None:
+        if not self.glands:
+            show_message(self.status, "Predict an image first: there is no gland table to export.", True)
+            return
+        default = f"{self.image_name or 'glands'} glands.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export the gland table", default, "CSV (*.csv)")
+        if path:
+            try:
+                self.export_csv(path)
+            except OSError as exc:
+                show_message(self.status, f"Could not write {path}: {exc}", True)
+                return
+            self.last_message = f"Wrote {len(self.glands)} gland(s) to {path}."
+            show_message(self.status, self.last_message)
