@@ -46,6 +46,18 @@ def entropy(probs: ArrayLike) -> torch.Tensor:
     return _entropy(p.mean(0), dim=0 if p.dim() == 4 else 1) / math.log(p.shape[1 if p.dim() == 4 else 2])
 
 
+def expected_entropy(probs: ArrayLike) -> torch.Tensor:
+    """Mean of the branch entropies, mean_k H(p_k) / ln C, in [0, 1]; shape as :func:`entropy`.
+
+    The default ``Prediction.uncertainty`` (chosen on validation, benchmarks/uncertainty_choice.py):
+    it ranks the model's wrong pixels far better than :func:`disagreement` (validation AUROC 0.85
+    vs 0.58 with the bundled model). ``entropy - disagreement`` equals it.
+    """
+    p = _stack(probs)
+    cdim = 1 if p.dim() == 4 else 2
+    return (_entropy(p, dim=cdim).mean(0) / math.log(p.shape[cdim])).clamp_(0.0, 1.0)
+
+
 def disagreement(probs: ArrayLike) -> torch.Tensor:
     """Jensen-Shannon divergence of the branches, (H(p_mean) - mean_k H(p_k)) / ln C, in [0, 1]."""
     p = _stack(probs)

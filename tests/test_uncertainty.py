@@ -191,3 +191,59 @@ def test_gland_table_and_instance_labels():
     assert inst.dtype == np.int32 and inst.max() == 2 and inst[7, 7] == 0
     assert inst[100, 90] != inst[100, 185]
     assert DEFAULT_INSTANCES == PostprocessConfig(min_size=1600, fill_holes=True, split_h=16.0)
+
+
+# --------------------------------------------------------------------------- Prediction.uncertainty
+
+class _PixelModel(torch.nn.Module):
+    """Three 'branches' that read the red channel: confident where it is far from 0.5."""
+
+    def forward(self, x):
+        z = x[:, 0] - 0.5
+        return tuple(torch.stack([-s * z, s * z], dim=1) for s in (18.0, 20.0, 22.0))
+
+
+def _synthetic_case():
+    rng = np.random.default_rng(1)
+    img = np.zeros((96, 130, 3), np.uint8)
+    img[..., 1:] = 90
+    truth = np.zeros((96, 130), bool)
+    truth[20:70, 30:100] = True
+    red = np.where(truth, 230, 25).astype(np.float64)
+    red[40:60, 60:90] = 112  # gland the model is unsure about, and gets wrong (red < 127.5 -> background)
+    img[..., 0] = np.clip(red + rng.normal(0, 2, red.shape), 0, 255).astype(np.uint8)
+    return img, truth
+
+
+def test_prediction_uncertainty_is_in_unit_range_and_finds_the_error_region():
+    from src_model.inference import predict
+
+    img, truth = _synthetic_case()
+    pred = predict(_PixelModel(), img, tile=64, overlap=0.25)
+    u = pred.uncertainty
+    assert u.shape == truth.shape and u.dtype == np.float32
+    assert float(u.min()) >= 0.0 and float(u.max()) <= 1.0
+    wrong = (pred.labels > 0) != truth
+    assert wrong[45:55, 65:85].all()  # the synthetic error region
+    assert u[wrong].mean() > 5 * u[~wrong].mean()
+    # ranks it first: every wrong pixel scores above the 90th percentile of the right ones
+    assert u[wrong].min() > np.percentile(u[~wrong], 90)
+    np.testing.assert_allclose(u, pred.entropy - pred.disagreement, atol=1e-5)  # expected entropy
+    top = review_regions(pred, img, n=1, min_size=32, context=4)[0][1]
+    assert top[0] <= 45 and top[2] >= 55 and top[1] <= 65 and top[3] >= 85
+
+
+def test_tta_option_matches_plain_for_a_pixelwise_model_and_reports_progress():
+    from src_model.inference import predict
+
+    img, _ = _synthetic_case()
+    plain = predict(_PixelModel(), img, tile=64, overlap=0.25)
+    events = []
+    for tta in (4, True):
+        pred = predict(_PixelModel(), img, tile=64, overlap=0.25, tta=tta, callback=events.append)
+        np.testing.assert_allclose(pred.probability, plain.probability, atol=1e-5)
+        np.testing.assert_allclose(pred.uncertainty, pred.entropy, atol=1e-6)
+        assert float(pred.uncertainty.min()) >= 0.0 and float(pred.uncertainty.max()) <= 1.0
+    assert events[-1].step == events[-1].total and events[-1].total == 8 * (events[0].total // 4)
+    with pytest.raises(ValueError, match="tta"):
+        predict(_PixelModel(), img, tile=64, tta=3)
