@@ -147,20 +147,38 @@ def upsert_layer(viewer: Any, name: str, data: np.ndarray, layer_type: str, **kw
     return existing
 
 
-def fading_colormap(base: str = "inferno") -> Any:
+def fading_colormap(base: str = "inferno", power: float = 1.0, gain: float = 1.5) -> Any:
     """A napari colormap like ``base`` whose alpha rises from 0 (transparent) to 1.
 
     Args:
         base: name of a napari colormap.
+        power: alpha = min(1, gain * t ** power) for t in [0, 1]; a power > 1 keeps the low and
+            middle values faint, so only the top of the range covers the tissue.
+        gain: see ``power``.
 
     Returns:
-        ``napari.utils.Colormap`` named ``"<base> (fading)"``.
+        ``napari.utils.Colormap`` named ``"<base>_fading"`` (or ``"<base>_fading<power>"``).
     """
     from napari.utils.colormaps import Colormap, ensure_colormap
 
-    colors = np.array(ensure_colormap(base).map(np.linspace(0.0, 1.0, 64)), dtype=np.float32)
-    colors[:, 3] = np.clip(np.linspace(0.0, 1.0, 64) * 1.5, 0.0, 1.0)
-    return Colormap(colors, name=f"{base}_fading", display_name=f"{base} (fading)")
+    t = np.linspace(0.0, 1.0, 64)
+    colors = np.array(ensure_colormap(base).map(t), dtype=np.float32)
+    colors[:, 3] = np.clip(gain * t ** power, 0.0, 1.0)
+    suffix = "" if power == 1.0 else f"{power:g}"
+    return Colormap(colors, name=f"{base}_fading{suffix}", display_name=f"{base} (fading)")
+
+
+# Bright greens and blues: they stand out on pink / purple H&E and differ from the uncertainty's
+# inferno and from the cyan review boxes; neighbouring glands cycle through them.
+GLAND_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.75, 1.0), (0.5, 1.0, 0.0), (0.12, 0.56, 1.0))
+
+
+def gland_colormap() -> Any:
+    """Cyclic label colormap for gland outlines (0 = background, transparent)."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    colors = np.array([(0.0, 0.0, 0.0, 0.0)] + [(*c, 1.0) for c in GLAND_COLORS], dtype=np.float32)
+    return CyclicLabelColormap(colors=colors, name="glands")
 
 
 def _role(role: str, image_name: Optional[str] = None) -> Dict[str, str]:
@@ -204,8 +222,9 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
     # exceeds 0.08), so its contrast comes from its own robust range over tissue; the colormap
     # fades to transparent at the low end, so confident tissue stays readable under the overlay.
     out["uncertainty"] = upsert_layer(viewer, names["uncertainty"], umap, "image",
-                                      colormap=fading_colormap(UNCERTAINTY_CMAP), contrast_limits=(lo, hi),
-                                      opacity=0.8, blending="translucent", gamma=1.0, visible=True,
+                                      colormap=fading_colormap(UNCERTAINTY_CMAP, power=2.0, gain=1.0),
+                                      contrast_limits=(lo, hi), opacity=0.75, blending="translucent", gamma=1.0,
+                                      visible=True,
                                       metadata=_role("uncertainty", image_name))
     # The raw branch disagreement keeps its own layer on the true (0, 1) scale (hidden: the
     # uncertainty layer above is the one to read); gamma < 1 lifts its low values.
@@ -228,7 +247,8 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
     labels = np.array(prediction.labels if instances is None else instances, dtype=np.int32, copy=True)
     layer = upsert_layer(viewer, labels_name or names["prediction"], labels, "labels", opacity=0.9,
                          metadata=_role("prediction", image_name))
-    # Outlines (2 px, one colour per gland) keep the H&E readable under the prediction.
+    # Outlines (2 px, bright, one colour per gland) keep the H&E readable under the prediction.
+    layer.colormap = gland_colormap()
     layer.contour = 2
     out["prediction"] = layer
     return out

@@ -60,7 +60,10 @@ class DisplayPanel(QWidget):
         self._legend_data: Optional[np.ndarray] = None  # QImage borrows this buffer
 
         self.legend = QLabel()
-        self.legend.setFixedSize(LEGEND_W, LEGEND_H)
+        self.legend.setFixedHeight(LEGEND_H)
+        self.legend.setMinimumWidth(40)
+        self.legend.setScaledContents(True)  # the gradient follows the dock's width
+        self.legend.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.legend.setToolTip("Uncertainty colours, transparent (certain) to yellow (most uncertain)")
         self.lo_label = QLabel("")
         self.hi_label = QLabel("")
@@ -72,18 +75,18 @@ class DisplayPanel(QWidget):
         self.table.setMaximumHeight(150)
         self.table.setSortingEnabled(True)
         self.table.setToolTip("One row per predicted gland; click a header to sort")
+        self.table.verticalHeader().setVisible(False)
         self.export_button = QPushButton("Export CSV...")
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
         legend_row = QHBoxLayout()
-        legend_row.addWidget(QLabel("Uncertainty"))
         legend_row.addWidget(self.lo_label)
-        legend_row.addWidget(self.legend)
+        legend_row.addWidget(self.legend, 1)
         legend_row.addWidget(self.hi_label)
-        legend_row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("Uncertainty colours (range over tissue):"))
         layout.addLayout(legend_row)
         layout.addWidget(self.readout)
         layout.addWidget(QLabel("Glands (one label each):"))
@@ -132,6 +135,7 @@ class DisplayPanel(QWidget):
                     item.setText(_fmt(value))
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
 
     # ------------------------------------------------------------------ cursor
     def value_text(self, position: Sequence[float]) -> str:

@@ -196,7 +196,9 @@ def test_bad_inputs_show_messages(make_napari_viewer, qtbot, tmp_path, foreign_c
     panel.set_model_file(str(foreign_checkpoint))
     assert widget.predict("rgb")
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
-    assert "Cannot use this model" in panel.last_message and "not a readable checkpoint" in panel.last_message
+    assert "Cannot use this model" in panel.last_message
+    # the engine's wording ("not a readable checkpoint", now "not a napari-cdma checkpoint (...)")
+    assert "not a readable checkpoint" in panel.last_message or "not a napari-cdma checkpoint" in panel.last_message
     assert "rgb prediction" not in viewer.layers
 
     panel.set_model_file(str(tmp_path / "missing.pt"))
