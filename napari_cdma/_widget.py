@@ -223,7 +223,11 @@ class CdmaWidget(QWidget):
         store = self._store
         if store is None:
             return
-        store.refresh()  # the retraining process or another napari may have written to it
+        try:
+            store.refresh()  # the retraining process or another napari may have written to it
+        except Exception as exc:
+            self.store_label.setText(f"Cannot read the project store {store.root}: {exc}")
+            return
         models = store.models()
         current = store.current_model_version
         notes = {m.version: "current" if m.version == current else ("promoted" if m.promoted else "not promoted")

@@ -19,7 +19,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._layers import camera_for_tile
 from ._messages import show_message
+from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
 
 LEGEND_W, LEGEND_H = 160, 12
 TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # shown first; other keys (bbox, ...) follow
@@ -74,7 +76,7 @@ class DisplayPanel(QWidget):
         self.table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
         self.table.setMaximumHeight(150)
         self.table.setSortingEnabled(True)
-        self.table.setToolTip("One row per predicted gland; click a header to sort")
+        self.table.setToolTip("One row per predicted gland; click a header to sort, a row to go to the gland")
         self.table.verticalHeader().setVisible(False)
         self.export_button = QPushButton("Export CSV...")
         self.status = QLabel("")
@@ -95,6 +97,7 @@ class DisplayPanel(QWidget):
         layout.addWidget(self.status)
 
         self.export_button.clicked.connect(self._export_clicked)
+        self.table.cellClicked.connect(lambda row, _col: self.go_to_gland(self._row_id(row)))
         viewer.cursor.events.position.connect(self._on_cursor)
 
     # ------------------------------------------------------------------ content
@@ -136,6 +139,21 @@ class DisplayPanel(QWidget):
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
+
+    def _row_id(self, row: int) -> Optional[int]:
+        item = self.table.item(row, 0)  # column 0 is the id; rows may be sorted
+        return int(float(item.data(0))) if item is not None else None
+
+    def go_to_gland(self, gland_id: Optional[int]) -> bool:
+        """Centre the view on a gland of the table (needs its "bbox", which the engine provides)."""
+        row = next((g for g in self.glands if g.get("id") == gland_id), None)
+        if row is None or not row.get("bbox"):
+            return False
+        center, zoom = camera_for_tile(tuple(row["bbox"]), canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
+        camera = scene_camera(self.viewer)
+        camera.center = center
+        camera.zoom = zoom
+        return True
 
     # ------------------------------------------------------------------ cursor
     def value_text(self, position: Sequence[float]) -> str:

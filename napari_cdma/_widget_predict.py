@@ -91,7 +91,9 @@ def _review_outputs(prediction: Any, image: np.ndarray) -> Dict[str, Any]:
         lo, hi = (float(v) for v in np.percentile(vals, (2.0, 99.5)))
         hi = hi if hi > lo else lo + 1e-6
     if hasattr(uncertainty, "review_regions"):
-        ranked = uncertainty.review_regions(prediction, image, n=REVIEW_N, min_size=REVIEW_MIN_SIZE)
+        # the map, glands and tissue computed above, so the engine does not compute them again
+        ranked = uncertainty.review_regions(prediction, image, n=REVIEW_N, min_size=REVIEW_MIN_SIZE,
+                                            uncertainty_map=umap, instances=instances, tissue=tissue)
     else:
         ranked = [t for t in uncertainty.rank_tiles(umap, tissue)
                   if min(t[1][2] - t[1][0], t[1][3] - t[1][1]) >= min(REVIEW_MIN_SIZE, *umap.shape)][:REVIEW_N]

@@ -279,6 +279,11 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert labels.contour > 0
     ids = sorted(set(np.unique(labels.data).tolist()) - {0})
     assert [g["id"] for g in display.glands] == ids and display.table.rowCount() == len(ids)
+    if display.glands and "bbox" in display.glands[0]:  # the engine's gland table gives each gland's box
+        gy0, gx0, gy1, gx1 = display.glands[0]["bbox"]
+        assert display.go_to_gland(display.glands[0]["id"])
+        gy, gx = tuple(scene_camera(viewer).center)[-2:]
+        assert gy0 <= gy < gy1 and gx0 <= gx < gx1
     csv_path = display.export_csv(tmp_path / "glands.csv")
     assert csv_path.read_text().splitlines()[0].startswith("id,area,mean_uncertainty")
     assert len(csv_path.read_text().splitlines()) == 1 + len(ids)
@@ -305,6 +310,12 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert store.current_model_version == first.version  # trying a version does not make it current
     state = widget.states[SAMPLE_NAME]
     assert state.model_version == first.version and state.original_for(tried)[1] == trial.version
+    # Making it current (as "Keep new model anyway" does) re-predicts: the edit survives again, and
+    # the tried layer, unedited, is reused.
+    layers_before = _layer_counts(viewer)
+    assert widget.versions_panel.roll_back(trial.version)
+    qtbot.waitUntil(lambda: not panel.running and widget.states[SAMPLE_NAME] is not state, timeout=60_000)
+    assert (labels.data[10:30, 10:30] == 7).all() and _layer_counts(viewer) == layers_before
 
     # Accept a drawn rectangle, a drawn polygon and the whole image; rows name the image; summary live.
     drawn = review.start_drawing()
