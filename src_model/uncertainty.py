@@ -24,6 +24,8 @@ from scipy import ndimage as ndi
 from .tiling import REVIEW_SIZE
 
 Box = Tuple[int, int, int, int]
+#: Order of the power mean that scores review regions (chosen on validation among 1, 2, 4, 8, 16).
+REVIEW_SHARPEN = 8.0
 
 ArrayLike = Union[torch.Tensor, Sequence[torch.Tensor]]
 _EPS = 1e-12
@@ -205,7 +207,7 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
                    context: int = 32, *, uncertainty_map: Optional[np.ndarray] = None,
                    instances: Optional[np.ndarray] = None, tissue: Optional[np.ndarray] = None,
                    blob_sigma: float = 4.0, blob_quantile: float = 0.9,
-                   window_stride: Optional[int] = None) -> List[Tuple[float, Box]]:
+                   window_stride: Optional[int] = None, sharpen: float = REVIEW_SHARPEN) -> List[Tuple[float, Box]]:
     """Where to look next: ``[(score, (y0, x0, y1, x1)), ...]``, most uncertain first.
 
     Candidate boxes are centred on
@@ -219,9 +221,12 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
 
     Every box is at least ``min_size`` px a side (the whole image side when the image is smaller)
     and is shifted, never shrunk, to lie inside the image, so no box is a sliver. The score of a
-    box is its uncertainty density: the sum of the map over its tissue pixels divided by the box
-    area (glass counts as 0), in [0, 1] for a map in [0, 1]. Boxes are taken greedily by score;
-    one that overlaps a box already taken is skipped, so the result never overlaps.
+    box is the power mean of order ``sharpen`` of the map over the box, glass counting as 0:
+    ``(sum over tissue of u**sharpen / box area) ** (1 / sharpen)``, in [0, 1] for a map in
+    [0, 1]; a high order lets the most uncertain pixels, not the broad band of moderate
+    uncertainty along every gland border, decide (order 8 was chosen on the validation images,
+    benchmarks/results/uncertainty.md). Boxes are taken greedily by score; one that overlaps a
+    box already taken is skipped, so the result never overlaps.
 
     Args:
         prediction: a :class:`~src_model.inference.Prediction` (its ``uncertainty``, else
@@ -232,6 +237,7 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
         n: most regions returned (fewer when no more fit without overlap).
         min_size: smallest box side in pixels.
         context: pixels added on each side of a gland or blob.
+        sharpen: order of the power mean that scores a box (1 = plain mean).
         uncertainty_map: float (H, W) used instead of the prediction's map.
         instances: int (H, W) gland labels used instead of those of the prediction.
         tissue: bool (H, W) used instead of the tissue mask of ``image``.
@@ -247,6 +253,8 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
         raise ValueError(f"min_size must be >= 1 pixel, got {min_size}")
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
+    if sharpen <= 0:
+        raise ValueError(f"sharpen must be > 0, got {sharpen}")
     if uncertainty_map is None:
         if prediction is None:
             raise ValueError("give a prediction or an uncertainty_map")
@@ -269,7 +277,8 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
         raise ValueError(f"map and tissue mask differ in shape: {u.shape} vs {t.shape}")
     if instances is None and prediction is not None and getattr(prediction, "labels", None) is not None:
         instances = instance_labels(prediction)
-    weighted = np.where(t, np.nan_to_num(u), 0.0)
+    u = np.clip(np.nan_to_num(u), 0.0, None)
+    weighted = np.where(t, u ** sharpen, 0.0)
     integral = np.zeros((h + 1, w + 1))
     integral[1:, 1:] = weighted.cumsum(0).cumsum(1)
 
@@ -297,8 +306,8 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
     xs = sorted(set(list(range(0, w - sx + 1, stride)) + [w - sx]))
     candidates += [(y, x, y + sy, x + sx) for y in ys for x in xs]
 
-    scored = sorted({(_box_sum(integral, b) / ((b[2] - b[0]) * (b[3] - b[1])), b) for b in candidates},
-                    key=lambda item: (-item[0], item[1]))
+    scored = sorted({(max(0.0, _box_sum(integral, b) / ((b[2] - b[0]) * (b[3] - b[1]))) ** (1.0 / sharpen), b)
+                     for b in candidates}, key=lambda item: (-item[0], item[1]))
     chosen: List[Tuple[float, Box]] = []
     for score, box in scored:
         if any(_overlaps(box, other) for _, other in chosen):

@@ -247,3 +247,14 @@ def test_tta_option_matches_plain_for_a_pixelwise_model_and_reports_progress():
     assert events[-1].step == events[-1].total and events[-1].total == 8 * (events[0].total // 4)
     with pytest.raises(ValueError, match="tta"):
         predict(_PixelModel(), img, tile=64, tta=3)
+
+
+def test_review_regions_sharpen_prefers_hot_spots_over_broad_moderate_uncertainty():
+    u = np.zeros((128, 512), np.float32)
+    u[:, :128] = 0.3  # broad moderate uncertainty (mean 0.3)
+    u[40:70, 300:330] = 1.0  # a hot spot (mean over a 128 box: 0.055)
+    plain = review_regions(None, uncertainty_map=u, n=1, sharpen=1.0)[0][1]
+    sharp = review_regions(None, uncertainty_map=u, n=1)[0][1]
+    assert plain[3] <= 128 + 32 and sharp[1] <= 300 and sharp[3] >= 330
+    with pytest.raises(ValueError):
+        review_regions(None, uncertainty_map=u, sharpen=0)
