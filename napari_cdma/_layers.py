@@ -300,11 +300,32 @@ def polygon_mask(vertices: np.ndarray, bbox: BBox) -> np.ndarray:
     return polygon2mask((y1 - y0, x1 - x0), v)
 
 
+def narrow_combo(combo: Any, chars: int = 12) -> None:
+    """Let a QComboBox shrink below its longest entry: long layer names must not widen the dock."""
+    policy = type(combo).SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+    combo.setSizeAdjustPolicy(policy)
+    combo.setMinimumContentsLength(chars)
+
+
 def show_accepted(viewer: Any, image_name: str, boxes: Sequence[BBox]) -> Any:
-    """Add or update the Shapes layer outlining the image's accepted regions (green edges)."""
+    """Add or update the Shapes layer outlining the image's accepted regions (red edges: apart from
+    the green / blue gland outlines and the cyan review boxes)."""
     return upsert_layer(viewer, names_for(image_name)["accepted"], tile_rectangles([(0.0, b) for b in boxes]),
-                        "shapes", shape_type="rectangle", edge_color="lime", face_color="transparent",
+                        "shapes", shape_type="rectangle", edge_color="red", face_color="transparent",
                         edge_width=3, opacity=0.9, metadata=_role("accepted", image_name))
+
+
+def not_yet_accepted(ranked: Sequence[RankedTile], accepted: Sequence[BBox], max_overlap: float = 0.5
+                     ) -> List[RankedTile]:
+    """Review regions less than ``max_overlap`` covered by any accepted box (those are reviewed)."""
+    out = []
+    for score, (y0, x0, y1, x1) in ranked:
+        area = max(1, (y1 - y0) * (x1 - x0))
+        covered = max((max(0, min(y1, b[2]) - max(y0, b[0])) * max(0, min(x1, b[3]) - max(x0, b[1]))
+                       for b in accepted), default=0)
+        if covered / area < max_overlap:
+            out.append((score, (y0, x0, y1, x1)))
+    return out
 
 
 def tile_rectangles(tiles: Sequence[RankedTile]) -> List[np.ndarray]:

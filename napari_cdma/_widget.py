@@ -32,7 +32,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import names_for, show_accepted, show_prediction, show_review_tiles, unaccepted_edits
+from ._layers import (
+    names_for,
+    not_yet_accepted,
+    show_accepted,
+    show_prediction,
+    show_review_tiles,
+    unaccepted_edits,
+)
 from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
@@ -315,7 +322,9 @@ class CdmaWidget(QWidget):
                                  uncertainty=result.uncertainty, display_range=result.display_range,
                                  labels_name=target, entropy=self.predict_panel.entropy_check.isChecked(),
                                  branches=self.predict_panel.branches_check.isChecked())
-        show_review_tiles(self.viewer, name, result.ranked)
+        # regions already accepted are reviewed: "look here next" skips them
+        ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
+        show_review_tiles(self.viewer, name, ranked)
         if edits:
             self.states[name] = replace(state, others={**state.others,
                                                         target: (instances, result.model_version)})
@@ -335,7 +344,7 @@ class CdmaWidget(QWidget):
         self.last_image = name
         self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
                                        result.display_range, result.glands)
-        self.review_panel.set_tiles(name, result.ranked)
+        self.review_panel.set_tiles(name, ranked)
         if not edits:
             self.viewer.layers.selection.active = layers["prediction"]  # ready for brush / fill / eraser
 

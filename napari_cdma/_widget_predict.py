@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
-from ._layers import LayerInputError, image_from_layer, is_derived
+from ._layers import LayerInputError, image_from_layer, is_derived, narrow_combo
 
 CHOOSE_FILE = "Choose file..."
 
@@ -169,6 +169,7 @@ class PredictPanel(QWidget):
         self.image_choice: ComboBox = create_widget(annotation=Image, label="Image",
                                                     options={"choices": self._image_layers})
         self.image_choice.native.setToolTip("H&E image layer to segment")
+        narrow_combo(self.image_choice.native)
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)

@@ -26,6 +26,7 @@ from ._layers import (
     camera_for_tile,
     is_derived,
     names_for,
+    narrow_combo,
     polygon_mask,
     region_arrays,
     shape_bbox,
@@ -87,6 +88,7 @@ class ReviewPanel(QWidget):
         self.labels_choice: ComboBox = create_widget(annotation=Labels, label="Corrections",
                                                      options={"choices": self._labels_layers})
         self.labels_choice.native.setToolTip("Labels layer whose corrected mask is stored on Accept")
+        narrow_combo(self.labels_choice.native)
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(110)
         self.tile_list.setToolTip("Regions ranked by uncertainty over tissue (score - (y, x), size)")
@@ -99,6 +101,7 @@ class ReviewPanel(QWidget):
                                                      options={"choices": self._drawn_layers})
         self.shapes_choice.native.setToolTip("Shapes layer with the regions you drew (selected shapes, "
                                              "or all of them, are accepted)")
+        narrow_combo(self.shapes_choice.native, 8)
         self.draw_button = QPushButton("Draw")
         self.draw_button.setToolTip("Add a Shapes layer and start drawing rectangles")
         self.accept_drawn_button = QPushButton("Accept drawn")

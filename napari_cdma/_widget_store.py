@@ -73,6 +73,9 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
     """
     names = dict(known)
     by_image = regions_by_image(store.regions())
+    # Stored images all sit at the origin: only the first is shown when nothing else is, the others
+    # come back hidden (tick their eye to compare) rather than stacked over the open image.
+    show = not any(getattr(ly, "visible", False) and not is_derived(ly) for ly in viewer.layers)
     # Whole images only: a slide-sized source keeps context crops, which are not shown as images.
     for image in store.unlabelled_images(skip_damaged=True):
         digest = hash_image(image)
@@ -81,13 +84,15 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
         source = next((r.source_path for r in by_image.get(digest, []) if r.source_path), None)
         name = _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)
         meta = {HASH_KEY: digest, **({"source_path": source} if source else {})}
-        viewer.add_image(image, name=name, rgb=True, metadata=meta)
+        viewer.add_image(image, name=name, rgb=True, metadata=meta, visible=show)
+        show = False
         names[digest] = name
     for digest, regions in by_image.items():
         name = names.get(digest)
         if name is None or name not in viewer.layers:
             continue
-        show_accepted(viewer, name, [r.bbox for r in regions])
+        visible = bool(viewer.layers[name].visible)
+        show_accepted(viewer, name, [r.bbox for r in regions]).visible = visible
         shape = viewer.layers[name].data.shape[:2]
         corrections = np.zeros(shape, dtype=np.int32)
         for r in regions:
@@ -100,7 +105,7 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
         if layer_name in viewer.layers:
             viewer.layers[layer_name].data = corrections
         else:
-            layer = viewer.add_labels(corrections, name=layer_name, opacity=0.6,
+            layer = viewer.add_labels(corrections, name=layer_name, opacity=0.6, visible=visible,
                                       metadata={ROLE_KEY: "corrections", IMAGE_KEY: name})
             layer.contour = 2
     return names

@@ -62,6 +62,21 @@ def test_upsert_layer_does_not_duplicate():
     assert a is b and len(vm.layers) == 1 and b.data.sum() == 64
 
 
+def test_edit_and_region_helpers():
+    from napari_cdma._layers import not_yet_accepted, shape_bbox, unaccepted_edits
+
+    original = np.zeros((100, 100), np.int32)
+    edited = original.copy()
+    edited[10:20, 10:20] = 3
+    assert unaccepted_edits(edited, original, []) == 100
+    assert unaccepted_edits(edited, original, [(0, 0, 15, 100)]) == 50
+    assert unaccepted_edits(edited, original, [(0, 0, 50, 50)]) == 0
+    ranked = [(0.9, (0, 0, 50, 50)), (0.8, (50, 50, 100, 100))]
+    assert not_yet_accepted(ranked, [(0, 0, 40, 50)]) == ranked[1:]
+    assert shape_bbox(np.array([[-5.0, 10.2], [30.0, 60.7]]), (100, 50)) == (0, 11, 31, 50)
+    assert shape_bbox(np.array([[200.0, 0.0], [300.0, 10.0]]), (100, 100)) is None
+
+
 # --------------------------------------------------------------------------- GUI workflow
 
 def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
