@@ -126,6 +126,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
         assert review.accept(bbox=bbox) is not None, review.last_message
     assert len(store.regions()) == 6 and len(store.holdout_regions()) == 1
     assert review.region_list.count() == 6
+    assert "6 accepted region(s) (1 held out)" in widget.store_label.text()  # the summary follows accepts
     assert review.withdraw(store.regions()[-1].region_id)
     assert len(store.regions()) == 5 and review.region_list.count() == 5
 
@@ -139,6 +140,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     assert isinstance(done, Done) and done.n_holdout == 1 and len(retrain.loss_plot.values) >= 1
     assert trained.promoted == (done.new_dice > done.old_dice)
     assert any(m.version == trained.version for m in store.models())
+    assert f"{len(store.models())} trained version(s)" in widget.store_label.text()  # and retrains
     assert widget.versions_panel.roll_back(first.version)
     assert store.current_model_version == first.version
     qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=60_000)
