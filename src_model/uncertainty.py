@@ -3,6 +3,12 @@
 All maps are in [0, 1]. Branch probabilities are stacked on a leading branch axis K, the class
 axis is the one after it: shape (K, C, H, W) or (K, B, C, H, W).
 
+Which map finds the model's errors was measured on validation images
+(``benchmarks/uncertainty_choice.py``, results in ``benchmarks/results/uncertainty.md``): branch
+disagreement barely does (cross distillation trains the branches to agree; it stays below ~0.08),
+the entropies do; ``Prediction.uncertainty`` is :func:`expected_entropy` (or the entropy of the
+test-time-augmentation mean with ``predict(..., tta=...)``).
+
 Review ("look here next"): :func:`review_regions` proposes non-overlapping boxes, at least
 ``min_size`` pixels a side and always inside the image, centred on uncertain glands or uncertainty
 blobs, most uncertain first. The older :func:`rank_tiles` cuts the image into a fixed grid of
