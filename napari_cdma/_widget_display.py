@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -138,6 +139,8 @@ class DisplayPanel(QWidget):
                     item.setText(_fmt(value))
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
+        # most uncertain gland first: the order in which to check them
+        self.table.sortItems(keys.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)
         self.table.resizeColumnsToContents()
 
     def _row_id(self, row: int) -> Optional[int]:
