@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -237,18 +237,61 @@ def _read_pillow(p: Path, mask: bool) -> np.ndarray:
     return arr
 
 
-def _read_tiff(p: Path) -> np.ndarray:
+def _tiff_hw(shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """Height and width of a TIFF image of ``shape`` ((H, W), (H, W, S) or planar (S, H, W))."""
+    hw = shape[:2] if len(shape) == 2 or shape[-1] in (1, 3, 4) else shape[-2:]
+    return int(hw[0]), int(hw[1])
+
+
+def _tiff_choice(tif, p: Path, page: Optional[int], series: Optional[int]):
+    """The one image of a TIFF file to read: a series, or one page of it (anything with ``shape``
+    and ``asarray()``).
+
+    A file with several series, or a series of several pages (a stack, a time series, planes of
+    a grey image), is refused unless ``series`` / ``page`` picks one: reading the first silently,
+    or several grey pages as the channels of one colour image, gives wrong results.
+    """
+    n = len(tif.series)
+    if n == 0:
+        raise ImageReadError(f"{p}: TIFF file holds no image")
+    if series is None and n > 1:
+        shapes = ", ".join(str(tuple(s.shape)) for s in tif.series[:6])
+        raise ImageReadError(f"{p}: TIFF file holds {n} image series (shapes {shapes}); choose one with "
+                             f"--series N (0..{n - 1})")
+    k = 0 if series is None else series
+    if not 0 <= k < n:
+        raise ImageReadError(f"{p}: --series {k} is out of range; the TIFF file holds {n} series (0..{n - 1})")
+    chosen = tif.series[k]
+    pages = chosen.pages
+    label = f"series {k}" if n > 1 else "TIFF file"
+    if len(pages) > 1:
+        if page is None:
+            raise ImageReadError(f"{p}: {label} holds {len(pages)} pages (shape {tuple(chosen.shape)}, axes "
+                                 f"{chosen.axes}); choose one with --page N (0..{len(pages) - 1})")
+        if not 0 <= page < len(pages):
+            raise ImageReadError(f"{p}: --page {page} is out of range; the {label} holds {len(pages)} pages "
+                                 f"(0..{len(pages) - 1})")
+        chosen = pages[page]
+        if chosen is None:
+            raise ImageReadError(f"{p}: page {page} of the {label} cannot be read")
+    elif page not in (None, 0):
+        raise ImageReadError(f"{p}: --page {page} is out of range; the {label} holds 1 page (0)")
+    return chosen
+
+
+def _read_tiff(p: Path, page: Optional[int] = None, series: Optional[int] = None,
+               header_only: bool = False):
     import tifffile
 
     try:
         with tifffile.TiffFile(p) as tif:
-            if not tif.series:
-                raise ImageReadError(f"{p}: TIFF file holds no image")
-            shape = tif.series[0].shape
+            chosen = _tiff_choice(tif, p, page, series)
+            shape = tuple(int(d) for d in chosen.shape)
             if len(shape) >= 2:
-                hw = shape[:2] if len(shape) == 2 or shape[-1] in (1, 3, 4) else shape[-2:]
-                _check_size(int(hw[0]), int(hw[1]), str(p))
-            return tif.series[0].asarray()
+                _check_size(*_tiff_hw(shape), str(p))
+            if header_only:
+                return shape, np.dtype(chosen.dtype)
+            return chosen.asarray()
     except ImageReadError:
         raise
     except Exception as exc:  # tifffile raises many types for damaged files
@@ -268,33 +311,111 @@ def _read_npy(p: Path) -> np.ndarray:
         raise ImageReadError(f"{p}: cannot load .npy file: {exc}") from exc
 
 
-def _read_any(p: Path, mask: bool) -> np.ndarray:
+def _not_tiff_choice(p: Path, page: Optional[int], series: Optional[int]) -> None:
+    for name, value in (("--page", page), ("--series", series)):
+        if value not in (None, 0):
+            raise ImageReadError(f"{p}: {name} {value} applies to TIFF files only; {p.suffix} files hold one image")
+
+
+def _read_any(p: Path, mask: bool, page: Optional[int] = None, series: Optional[int] = None) -> np.ndarray:
     suffix = p.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return _read_tiff(p, page, series)
+    _not_tiff_choice(p, page, series)
     if suffix in NPY_SUFFIXES:
         return _read_npy(p)
-    if suffix in TIFF_SUFFIXES:
-        return _read_tiff(p)
     return _read_pillow(p, mask)
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def image_header(path: PathLike, page: Optional[int] = None, series: Optional[int] = None) -> Dict[str, Any]:
+    """What :func:`read_image` would read, from the file's header only (no pixels decoded).
+
+    Applies the same checks as :func:`read_image` that need no decoding (suffix, existence, pixel
+    limit, the choice of TIFF series and page, an array shape that can be an image), so a batch of
+    files can be checked before any of them is processed.
+
+    Returns:
+        ``{"height", "width", "shape" (as stored), "dtype" (as stored), "read_bytes"}``, where
+        ``read_bytes`` estimates the memory that decoding and converting the file needs beyond the
+        RGB uint8 result (0 for an RGB uint8 TIFF or ``.npy``).
+
+    Raises:
+        ImageReadError: naming the file.
+    """
+    p = _check_path(path, IMAGE_SUFFIXES, "image")
+    suffix = p.suffix.lower()
+    pillow_bytes = 0
+    if suffix in TIFF_SUFFIXES:
+        shape, dtype = _read_tiff(p, page, series, header_only=True)
+    else:
+        _not_tiff_choice(p, page, series)
+        if suffix in NPY_SUFFIXES:
+            try:
+                head = np.load(p, mmap_mode="r", allow_pickle=False)
+                shape, dtype = tuple(head.shape), head.dtype
+                del head
+            except Exception as exc:
+                raise ImageReadError(f"{p}: cannot load .npy file: {exc}") from exc
+        else:
+            from PIL import Image
+
+            with _strict_pillow():
+                try:
+                    with Image.open(p) as im:
+                        w, h = im.size
+                        bands = len(im.getbands())
+                        dtype = np.dtype(np.int32 if im.mode.startswith("I") else
+                                         np.float32 if im.mode == "F" else np.uint8)
+                except (OSError, SyntaxError, ValueError) as exc:
+                    raise ImageReadError(f"{p}: cannot decode {p.suffix} file (corrupt or truncated?): {exc}") from exc
+            shape = (h, w) if bands == 1 else (h, w, bands)
+            pillow_bytes = 4 * h * w  # Pillow's own buffer: at most 4 bytes a pixel for these modes
+    # the layout rule of _to_hwc, applied to a zero-strided stand-in of the shape (no pixels)
+    hwc = _to_hwc(np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape, (0,) * len(shape)), str(p))
+    if hwc.size == 0:
+        raise ImageReadError(f"{p}: empty image (shape {tuple(shape)})")
+    h, w = int(hwc.shape[0]), int(hwc.shape[1])
+    _check_size(h, w, str(p))
+    n = int(np.prod(shape))
+    if np.dtype(dtype) == np.uint8 and hwc.shape[2] == 3 and len(shape) == 3 and shape[2] == 3:
+        extra = 0  # read straight into the result
+    else:  # the stored array, conversion temporaries, the result
+        extra = n * np.dtype(dtype).itemsize + 4 * n + 3 * h * w
+    return {"height": h, "width": w, "shape": tuple(int(d) for d in shape), "dtype": str(np.dtype(dtype)),
+            "read_bytes": int(extra + pillow_bytes)}
+
+
+def image_shape(path: PathLike, page: Optional[int] = None, series: Optional[int] = None) -> Tuple[int, int]:
+    """Height and width of the image :func:`read_image` would return, from the header only
+    (:func:`image_header`)."""
+    head = image_header(path, page, series)
+    return head["height"], head["width"]
+
+
+def read_image(path: PathLike, page: Optional[int] = None, series: Optional[int] = None) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3).
 
-    PNG, JPEG and BMP are decoded by Pillow, TIFF by tifffile (first series), ``.npy`` by
+    PNG, JPEG and BMP are decoded by Pillow, TIFF by tifffile, ``.npy`` by
     ``np.load(allow_pickle=False)``; the result goes through :func:`to_rgb_uint8`.
+
+    A TIFF file must hold one image: a file of several series, or a series of several pages, is
+    refused unless ``series`` / ``page`` (0-based) picks one.
 
     Args:
         path: the file.
+        page: the page of a multi-page TIFF series to read.
+        series: the series of a multi-series TIFF file to read.
 
     Returns:
         uint8 array (H, W, 3).
 
     Raises:
         ImageReadError: unsupported suffix, missing file, corrupt or truncated data, an array
-            that is not an image, or more than :data:`MAX_PIXELS` pixels; the message names the file.
+            that is not an image, a TIFF holding several images and none chosen, or more than
+            :data:`MAX_PIXELS` pixels; the message names the file.
     """
     p = _check_path(path, IMAGE_SUFFIXES, "image")
-    arr = _read_any(p, mask=False)
+    arr = _read_any(p, mask=False, page=page, series=series)
     img = to_rgb_uint8(arr, source=str(p))
     logger.debug("read image %s: %s -> %s", p, _describe(arr), img.shape)
     return img
@@ -337,4 +458,5 @@ def read_mask(path: PathLike) -> np.ndarray:
 
 
 __all__ = ["ImageReadError", "MAX_PIXELS", "IMAGE_SUFFIXES", "MASK_SUFFIXES", "read_image", "read_mask",
+           "image_header", "image_shape",
            "to_rgb_uint8", "to_model_input"]

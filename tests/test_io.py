@@ -209,3 +209,64 @@ def test_to_model_input_takes_batches_and_keeps_channels_last_strides():
     assert torch.equal(to_model_input(torch.from_numpy(imgs)), x)
     with pytest.raises(ValueError, match="uint8"):
         to_model_input(imgs[..., :2])
+
+
+# ----------------------------------------------------------------------------- one image per TIFF (issue 10)
+def _three_grey_pages(path, rgb):
+    with tifffile.TiffWriter(path) as w:  # no tifffile metadata: one series of 3 pages
+        for c in range(3):
+            w.write(rgb[..., c], metadata=None)
+
+
+def test_multi_page_tiff_is_refused_unless_a_page_is_chosen(tmp_path, image_path):
+    rgb = read_image(image_path)[:40, :60]
+    path = tmp_path / "stack.tif"
+    _three_grey_pages(path, rgb)
+    for reader in (read_image, io.image_shape, io.image_header):
+        with pytest.raises(ImageReadError, match=r"stack\.tif: TIFF file holds 3 pages.*--page N \(0\.\.2\)"):
+            reader(path)
+    page = read_image(path, page=1)
+    assert page.shape == (40, 60, 3) and np.array_equal(page[..., 0], rgb[..., 1])  # grey, not RGB
+    assert io.image_shape(path, page=2) == (40, 60)
+    with pytest.raises(ImageReadError, match=r"stack\.tif: --page 3 is out of range"):
+        read_image(path, page=3)
+
+
+def test_multi_series_tiff_is_refused_unless_a_series_is_chosen(tmp_path, image_path):
+    rgb = read_image(image_path)[:40, :60]
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb")
+    tifffile.imwrite(path, rgb[:20, :30, 0], append=True)
+    with pytest.raises(ImageReadError, match=r"two\.tif: TIFF file holds 2 image series.*--series N \(0\.\.1\)"):
+        read_image(path)
+    assert np.array_equal(read_image(path, series=0), rgb)
+    assert read_image(path, series=1).shape == (20, 30, 3)
+    with pytest.raises(ImageReadError, match=r"two\.tif: --series 2 is out of range"):
+        io.image_shape(path, series=2)
+
+
+def test_single_image_tiffs_still_read_and_choices_elsewhere_are_refused(tmp_path, image_path):
+    rgb = read_image(image_path)[:40, :60]
+    planar = tmp_path / "planar.tif"
+    tifffile.imwrite(planar, np.moveaxis(rgb, 2, 0).copy(), photometric="rgb")  # one page, planar RGB
+    assert np.array_equal(read_image(planar), rgb) and np.array_equal(read_image(planar, page=0), rgb)
+    with pytest.raises(ImageReadError, match=r"planar\.tif: --page 1 is out of range"):
+        read_image(planar, page=1)
+    with pytest.raises(ImageReadError, match=r"testA_1\.png: --series 1 applies to TIFF files only"):
+        read_image(image_path, series=1)
+
+
+def test_image_header_reads_no_pixels_and_states_decode_cost(tmp_path, image_path, monkeypatch):
+    rgb = read_image(image_path)[:40, :60]
+    tif = tmp_path / "rgb.tif"
+    tifffile.imwrite(tif, rgb, photometric="rgb")
+    head = io.image_header(tif)
+    assert (head["height"], head["width"], head["read_bytes"]) == (40, 60, 0)  # read straight into the result
+    png = io.image_header(image_path)
+    assert (png["height"], png["width"]) == (522, 775) and png["read_bytes"] >= 4 * 522 * 775
+    sixteen = tmp_path / "sixteen.npy"
+    np.save(sixteen, np.zeros((10, 20, 3), np.uint16))
+    assert io.image_header(sixteen)["read_bytes"] > 10 * 20 * 3 * 2
+    monkeypatch.setattr(io, "MAX_PIXELS", 100)
+    with pytest.raises(ImageReadError, match=r"rgb\.tif.*whole-slide"):
+        io.image_header(tif)
