@@ -1,4 +1,5 @@
 """Checkpoints: self-describing, atomic, safe to load, clear errors for anything else."""
+import fractions
 import os
 import pickle
 
@@ -68,7 +69,7 @@ def test_truncated_checkpoint(tmp_path, model):
 def test_foreign_and_newer_checkpoints(tmp_path, model):
     official_like = tmp_path / "official.pt"
     torch.save({"decoder1.conv4.bias": torch.zeros(2)}, official_like)
-    with pytest.raises(CheckpointError, match="import-official"):
+    with pytest.raises(CheckpointError, match="bare state_dict.*not an official CDMA MTNet.*missing"):
         load_checkpoint(official_like)
     newer = tmp_path / "newer.pt"
     save_checkpoint(newer, model)
@@ -105,3 +106,104 @@ def test_refuses_to_overwrite_when_asked(tmp_path, model):
     path = save_checkpoint(tmp_path / "m.pt", model)
     with pytest.raises(FileExistsError):
         save_checkpoint(path, model, overwrite=False)
+
+
+def test_random_bytes_are_not_a_torch_file_and_get_no_unsafe_advice(foreign_checkpoint):
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(foreign_checkpoint)
+    msg = str(info.value)
+    assert "foreign.pt: not a napari-cdma checkpoint (not a zip / torch file)" in msg
+    assert "weights_only" not in msg and "import-official" not in msg
+
+
+def test_pickled_objects_are_refused_without_unsafe_advice(tmp_path):
+    path = tmp_path / "objects.pt"
+    torch.save({"format": "napari-cdma-checkpoint", "obj": fractions.Fraction(1, 3)}, path)  # not weights
+    with pytest.raises(CheckpointError, match="objects.pt: refused") as info:
+        load_checkpoint(path)
+    assert "weights_only" not in str(info.value)
+
+
+def test_bare_state_dicts_say_what_they_are_and_how_to_import(tmp_path, model, reference_dir):
+    from test_official_fixture import official_state_dict_by_rule
+
+    own = tmp_path / "own.pt"
+    torch.save(model.state_dict(), own)
+    with pytest.raises(CheckpointError, match="own.pt: a bare state_dict.*'lite' preset.*save_checkpoint") as info:
+        load_checkpoint(own)
+    assert "import-official" not in str(info.value)  # the advice that would fail is not given
+    nested = tmp_path / "nested.pt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, nested)
+    with pytest.raises(CheckpointError, match="bare state_dict.*under the key 'state_dict'"):
+        load_checkpoint(nested)
+    official = tmp_path / "official.pth"
+    torch.save(official_state_dict_by_rule(reference_dir), official)
+    with pytest.raises(CheckpointError, match=r"official CDMA MTNet.*cdma import-official .*official\.pth --out"):
+        load_checkpoint(official)
+
+
+@pytest.mark.parametrize("version, pattern", [("1", "unreadable format_version '1'"), (None, "unreadable"),
+                                              (0, "unreadable"), (True, "unreadable"), (FORMAT_VERSION + 1, "newer")])
+def test_format_version_must_be_a_known_integer(tmp_path, model, version, pattern):
+    path = save_checkpoint(tmp_path / "v.pt", model)
+    data = read_checkpoint(path)
+    data["format_version"] = version
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        load_checkpoint(path)
+    if pattern == "unreadable":
+        assert "newer" not in str(info.value)
+
+
+def test_compressed_tensor_is_refused_before_torch_reads_it(tmp_path, monkeypatch):
+    import zipfile
+
+    src = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(16 * 2**20)}, src)  # 64 MiB of zeros, stored as torch stores it
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bomb, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    src.unlink()
+    assert bomb.stat().st_size < 2**20
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("torch.load reached")
+
+    monkeypatch.setattr(torch, "load", no_load)
+    with pytest.raises(CheckpointError, match=r"bomb.pt: refused: entry .*data/0 expands .* to 64 MiB"):
+        load_checkpoint(bomb)
+
+
+def test_declared_size_beyond_the_limit_is_refused_before_loading(tmp_path, model, monkeypatch):
+    from src_model import checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 2**20)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load reached"))
+    with pytest.raises(CheckpointError, match=r"m.pt: refused: declares \d+ MiB"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("field, value", [("decoder_channels", 800000), ("layers", [3, 4, 10**6, 3]),
+                                          ("num_classes", 10**7), ("branches", ["cbam"] * 1000),
+                                          ("aspp_channels", "64"), ("widths", [24, 48, 96])])
+def test_configs_beyond_limits_are_refused_before_building(tmp_path, model, monkeypatch, field, value):
+    from src_model import model as model_pkg
+
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    data = read_checkpoint(path)
+    data["config"][field] = value
+    torch.save(data, path)
+    monkeypatch.setattr(model_pkg.MTNet, "__init__", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match=f"m.pt: unusable model config: {field}="):
+        load_checkpoint(path)
+
+
+def test_weights_are_checked_against_the_config_on_the_meta_device(tmp_path, model):
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    data = read_checkpoint(path)
+    data["config"]["decoder_channels"] = 2048  # within limits, but not these weights
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=r"do not fit the stored config \(.*of another shape"):
+        load_checkpoint(path)
