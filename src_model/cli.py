@@ -1,7 +1,9 @@
 """The ``cdma`` command line: train, predict, evaluate, import-official.
 
 Every sub-command has ``--help``, reports progress on stderr for long work, and exits with a
-non-zero status and a one-line reason on bad input.
+non-zero status and a one-line reason on bad input. Every numeric option is range-checked while
+the arguments are parsed, and every input file is checked from its header, before any work starts
+(exit status 2, one line on stderr naming the option or the file).
 
 Only the standard library is imported at module level: the engine (and torch) is imported inside
 the command functions, so ``cdma --help`` and argument errors are instant.
@@ -9,8 +11,11 @@ the command functions, so ``cdma --help`` and argument errors are instant.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import math
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -20,6 +25,87 @@ log = logging.getLogger("cdma")
 
 class UserError(Exception):
     """Bad input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2), usage left to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_in(lo: int, hi: int):
+    """argparse type: an integer in ``lo..hi``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(lo: float, hi: float, lo_open: bool = False):
+    """argparse type: a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
+        if not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _branch(text: str):
+    """argparse type of --branch: 'mean' or a branch number 1..3."""
+    if text == "mean":
+        return text
+    if text in ("1", "2", "3"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be 'mean' or a branch number 1, 2 or 3, got {text!r}")
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,2})?")
+
+
+def _device(text: str) -> str:
+    """argparse type of --device: auto, cpu, cuda or cuda:N."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _split_rows(data: Path):
+    """The rows of ``data/split.csv``; every problem is a UserError naming the folder or the file."""
+    from .data import read_split
+
+    if not data.exists():
+        raise UserError(f"{data}: no such data folder")
+    if not data.is_dir():
+        raise UserError(f"{data}: not a folder (expected a data folder with images/, masks/, split.csv)")
+    path = data / "split.csv"
+    try:
+        rows = read_split(data)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text CSV file (undecodable byte at position {exc.start})") from exc
+    except csv.Error as exc:
+        raise UserError(f"{path}: not a readable CSV file ({exc})") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    for n, row in enumerate(rows, start=2):
+        if not row.id or not row.id.isprintable() or "/" in row.id or "\\" in row.id or row.id in (".", ".."):
+            raise UserError(f"{path}: line {n}: unusable image id {row.id[:40]!r}")
+    return rows
 
 
 def _progress_printer(fmt: str):
@@ -50,29 +136,38 @@ def _labelled_ids(args, train_ids: Sequence[str]) -> List[str]:
 def cmd_train(args) -> int:
     from . import build_model, get_config
     from .checkpoint import BUNDLED_NAME, load_model
-    from .data import ids_of, load_images, load_pairs, read_split, write_split_record
+    from .data import ids_of, load_images, load_pairs, write_split_record
     from .progress import drain
+    from .runtime import resolve_device
     from .trainer import TrainConfig, train
 
     data = Path(args.data)
-    try:
-        rows = read_split(data)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    rows = _split_rows(data)
     train_ids = ids_of(rows, split="train")
     if not train_ids:
         raise UserError(f"{data}/split.csv has no rows with split 'train'")
     labelled = _labelled_ids(args, train_ids)
     unlabelled = [] if args.supervised_only else sorted(set(train_ids) - set(labelled))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; --out takes a folder")
     if (out / "final.pt").exists() and not args.resume:
         raise UserError(f"{out}/final.pt exists; choose another --out or pass --resume")
+    if args.resume and not (out / "last.pt").is_file():
+        raise UserError(f"{out}/last.pt: no such file to resume from (--resume continues a run in --out)")
+    try:
+        resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"--device {args.device}: {exc}") from exc
     if args.init is not None:
         model = load_model(None if args.init == BUNDLED_NAME else args.init)
         if args.preset_given:
             log.warning("--preset ignored: fine-tuning keeps the structure of %s", args.init)
     else:
-        model = build_model(get_config(args.preset))
+        try:
+            model = build_model(get_config(args.preset))
+        except ValueError as exc:
+            raise UserError(f"--preset: {exc}") from exc
     maker = TrainConfig.finetune if args.init is not None and args.schedule == "auto" else TrainConfig
     if args.schedule == "release":
         cfg = TrainConfig.release(args.steps, seed=args.seed, device=args.device)
@@ -82,65 +177,115 @@ def cmd_train(args) -> int:
     cfg.patch = args.patch
     if args.batch:
         cfg.batch_labelled = cfg.batch_unlabelled = args.batch
+    # every image is read (and checked) before anything is written to --out
+    pairs, images = load_pairs(data, labelled), load_images(data, unlabelled)
     write_split_record(out / "split.json", {"data": str(data), "labelled": labelled, "unlabelled": unlabelled,
                                             "seed": args.seed})
     log.info("training %s: %d labelled, %d unlabelled images, %d steps -> %s",
              "fine-tune" if args.init else args.preset, len(labelled), len(unlabelled), args.steps, out)
-    resume = out / "last.pt" if args.resume and (out / "last.pt").exists() else None
+    resume = out / "last.pt" if args.resume else None
     prov = {"data": str(data), "labelled_ids": labelled, "init": args.init}
-    result = drain(train(model, load_pairs(data, labelled), load_images(data, unlabelled), cfg, out,
-                         provenance=prov, resume=resume), _progress_printer(args.progress))
+    result = drain(train(model, pairs, images, cfg, out, provenance=prov, resume=resume),
+                   _progress_printer(args.progress))
     print(json.dumps({"event": "done", "checkpoint": str(result.checkpoint), "steps": result.steps_done}))
     return 0
 
 
 # ----------------------------------------------------------------------------- predict
-def cmd_predict(args) -> int:
-    import numpy as np
-    from PIL import Image
-
-    from .checkpoint import load_model
-    from .inference import predict_tiles
-    from .io import read_image
-    from .progress import drain
-    from .tissue import tissue_mask
-    from .uncertainty import rank_tiles
-
-    model = load_model(args.model)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        image = read_image(path)
-        pred = drain(predict_tiles(model, image, tile=args.tile, overlap=args.overlap, branch=args.branch,
-                                   return_branches=args.branches),
-                     _progress_printer(args.progress))
+def _output_stems(images: Sequence[str], out: Path) -> List[str]:
+    """The stem of each input's output files; two inputs writing the same files is an error."""
+    seen = {}
+    for path in images:
         stem = Path(path).stem
-        Image.fromarray((pred.labels > 0).astype(np.uint8) * 255).save(out / f"{stem}_mask.png")
-        Image.fromarray(np.round(pred.disagreement * 255).astype(np.uint8)).save(out / f"{stem}_disagreement.png")
-        np.save(out / f"{stem}_disagreement.npy", pred.disagreement)
-        np.save(out / f"{stem}_entropy.npy", pred.entropy)
-        np.save(out / f"{stem}_probability.npy", pred.probability[1])
-        if args.branches and pred.branch_probs is not None:
-            np.save(out / f"{stem}_branch_probs.npy", pred.branch_probs[:, 1])
-        tiles = rank_tiles(pred.disagreement, tissue_mask(image), review_size=args.review_size)
-        summary = {"image": str(path), "model": str(getattr(model, "checkpoint_path", args.model)),
-                   "foreground_fraction": float((pred.labels > 0).mean()),
-                   "mean_disagreement": float(pred.disagreement.mean()),
-                   "review_tiles": [{"score": s, "bbox": list(b)} for s, b in tiles[:10]]}
+        if stem in seen:
+            what = "is given twice" if Path(path).resolve() == Path(seen[stem]).resolve() else \
+                f"and {seen[stem]} would both write the same files ({stem}_mask.png, {stem}_summary.json, ...) in {out}"
+            raise UserError(f"{path} {what}; rename one, or predict them into different --out folders")
+        seen[stem] = path
+    return list(seen)
+
+
+def cmd_predict(args) -> int:
+    from .checkpoint import load_model
+    from .io import image_header, read_image
+    from .progress import drain
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; --out takes a folder")
+    stems = _output_stems(args.images, out)
+    # every input is checked from its header before any work (ImageReadError names the file)
+    headers = [image_header(path, page=args.page, series=args.series) for path in args.images]
+    model = load_model(args.model)
+    from .stream import check_memory, estimate_predict_bytes, output_names, predict_to_files, width_factor
+
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    n_branches = 3 if args.branch == "mean" else 1
+    for path, head in zip(args.images, headers, strict=True):
+        parts = estimate_predict_bytes(head["height"], head["width"], read_bytes=head["read_bytes"], tile=args.tile,
+                                       n_branches=n_branches, n_classes=model.config.num_classes,
+                                       model_bytes=model_bytes, width_factor=width_factor(model.config),
+                                       review_size=args.review_size)
+        check_memory(str(path), parts)
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = str(getattr(model, "checkpoint_path", args.model))
+    for path, stem in zip(args.images, stems, strict=True):
+        image = read_image(path, page=args.page, series=args.series)
+        result = drain(predict_to_files(model, image, out, stem, tile=args.tile, overlap=args.overlap,
+                                        branch=args.branch, return_branches=args.branches,
+                                        review_size=args.review_size),
+                       _progress_printer(args.progress))
+        del image
+        summary = {"image": str(path), "model": model_name,
+                   "page": args.page, "series": args.series,
+                   "size": [result.height, result.width],
+                   "foreground_fraction": result.foreground_fraction,
+                   "mean_disagreement": result.mean_disagreement,
+                   "review_size": args.review_size,
+                   "review_tiles": [{"score": sc, "bbox": list(b)} for sc, b in result.review_tiles[:10]],
+                   "outputs": sorted(output_names(stem, args.branches).values())}
         (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("%s -> %s (foreground %.1f %%)", path, out / f"{stem}_mask.png", 100 * summary["foreground_fraction"])
+        log.info("%s -> %s (foreground %.1f %%)", path, out / f"{stem}_mask.png", 100 * result.foreground_fraction)
     return 0
 
 
 # ----------------------------------------------------------------------------- evaluate
+def _check_evaluation_files(data: Path, split: str, ids: Optional[List[str]]) -> None:
+    """Before any work: the split file reads, every image and mask exists, and each mask has its
+    image's size (from the headers); errors name the file."""
+    from .data import image_path
+    from .evaluate import select_rows
+    from .io import image_header
+
+    _split_rows(data)  # the split file's own problems, named
+    try:
+        rows = select_rows(data, split, ids)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    for row in rows:
+        try:
+            img = image_path(data, row.id)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        mask = data / "masks" / f"{row.id}.png"
+        ih, mh = image_header(img), image_header(mask)
+        if (ih["height"], ih["width"]) != (mh["height"], mh["width"]):
+            raise UserError(f"{mask}: mask is {mh['height']} x {mh['width']} pixels but its image {img} is "
+                            f"{ih['height']} x {ih['width']}")
+
+
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
     from .evaluate import ALL, evaluate_model
     from .postprocess import PostprocessConfig
     from .progress import drain
 
+    data = Path(args.data)
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids is not None else None
+    if ids is not None and not ids:
+        raise UserError("--ids: no image ids given")
+    _check_evaluation_files(data, args.split, ids)
     model = load_model(args.model)
-    ids = args.ids.split(",") if args.ids else None
     post = None
     if args.min_object_size > 0 or args.split_glands > 0:
         post = PostprocessConfig(args.min_object_size, fill_holes=True, split_h=args.split_glands)
@@ -163,73 +308,104 @@ def cmd_evaluate(args) -> int:
 
 # ----------------------------------------------------------------------------- import-official
 def cmd_import_official(args) -> int:
-    import torch
-
-    from .checkpoint import save_checkpoint
+    from .checkpoint import load_torch_file, save_checkpoint
     from .official import OfficialCheckpointError, model_from_official
 
     src = Path(args.checkpoint)
     if not src.is_file():
         raise UserError(f"{src}: no such file")
-    try:
-        sd = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any failure to unpickle safely is bad input
-        raise UserError(f"{src}: not a readable torch state_dict ({type(exc).__name__})") from exc
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    sd = load_torch_file(src)  # zip and size checks first, weights only: CheckpointError names the file
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
+    if isinstance(sd, dict) and sd.get("format") == "napari-cdma-checkpoint":
+        raise UserError(f"{src}: already a napari-cdma checkpoint; use it as it is")
     try:
         model = model_from_official(sd)
     except OfficialCheckpointError as exc:
         raise UserError(f"{src}: {exc}") from exc
-    save_checkpoint(args.out, model, provenance={"imported_from": str(src), "source": "official CDMA"},
+    save_checkpoint(out, model, provenance={"imported_from": str(src), "source": "official CDMA"},
                     overwrite=args.force)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 
 # ----------------------------------------------------------------------------- parser
+# Ranges of the numeric options (checked while parsing, before any work).
+MAX_STEPS = 10_000_000
+MAX_BATCH = 256
+MIN_PATCH, MAX_PATCH = 32, 2048
+MIN_TILE, MAX_TILE = 32, 2048
+MAX_OVERLAP = 0.9
+MIN_REVIEW, MAX_REVIEW = 16, 2048  # MAX_REVIEW = src_model.stream.MAX_REVIEW_SIZE (stream imports torch)
+MAX_INDEX = 1_000_000
+MAX_OBJECT_SIZE = 10**8
+MAX_SPLIT_H = 1000.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import BUNDLED_NAME
     from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE
 
-    p = argparse.ArgumentParser(prog="cdma", description="CDMA semi-supervised histology segmentation engine.")
+    p = _Parser(prog="cdma", description="CDMA semi-supervised histology segmentation engine.")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train or fine-tune on a data folder (images/, masks/, split.csv)")
     t.add_argument("--data", required=True, help="folder with images/, masks/ and split.csv")
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--labelled-fraction", type=float, default=0.1, help="share of training images used with labels")
+    g.add_argument("--labelled-fraction", type=_float_in(0.0, 1.0, lo_open=True), default=0.1,
+                   help="share of training images used with labels, in (0, 1]")
     g.add_argument("--labelled-ids", help="comma-separated ids to use with labels (others: unlabelled)")
     t.add_argument("--init", nargs="?", const=BUNDLED_NAME, default=None,
                    help="fine-tune from this checkpoint (no value: the bundled model)")
     t.add_argument("--preset", default="lite", help="model preset when training from scratch (lite, paper)")
-    t.add_argument("--steps", type=int, default=1000)
-    t.add_argument("--batch", type=int, default=0, help="patches per stream per batch (default: schedule's)")
-    t.add_argument("--patch", type=int, default=256)
+    t.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=1000, help=f"optimiser steps, 1..{MAX_STEPS}")
+    t.add_argument("--batch", type=_int_in(0, MAX_BATCH), default=0,
+                   help=f"patches per stream per batch, 1..{MAX_BATCH} (default 0: the schedule's)")
+    t.add_argument("--patch", type=_int_in(MIN_PATCH, MAX_PATCH), default=256,
+                   help=f"side of the training patches, pixels, {MIN_PATCH}..{MAX_PATCH}")
     t.add_argument("--schedule", choices=("auto", "release"), default="auto",
                    help="auto: AdamW/poly (finetune schedule with --init); release: the paper's SGD schedule")
     t.add_argument("--supervised-only", action="store_true", help="no unsupervised losses (baseline)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    t.add_argument("--device", type=_device, default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     t.add_argument("--out", required=True, help="output folder (checkpoints, split.json)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--progress", choices=("text", "json"), default="text")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("predict", help="predict masks and uncertainty maps for images")
-    pr.add_argument("images", nargs="+", help="PNG/TIFF/JPEG/NumPy images")
+    pr = sub.add_parser(
+        "predict", help="predict masks and uncertainty maps for images",
+        description="Predict masks and uncertainty maps. For each input STEM.ext, writes into --out: "
+                    "STEM_mask.png (255 = gland), STEM_disagreement.png (disagreement x 255), "
+                    "STEM_disagreement.npy, STEM_entropy.npy, STEM_probability.npy (float16 maps in [0, 1]), "
+                    "with --branches STEM_branch_probs.npy (float16, branch x H x W), and STEM_summary.json "
+                    "(foreground fraction, mean disagreement, the 10 review squares of highest disagreement). "
+                    "Images are processed tile row by tile row and maps written as they are finished, so memory "
+                    "stays near the size of the RGB image plus a fixed working set; an image that would not fit "
+                    "in the available memory is refused before any work.")
+    pr.add_argument("images", nargs="+", help="PNG/TIFF/JPEG/NumPy images (distinct file stems)")
     pr.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--branch", default="mean", type=lambda s: s if s == "mean" else int(s),
-                    help="'mean' of the three branches (default) or 1 (branch 1, as released)")
+    pr.add_argument("--branch", default="mean", type=_branch,
+                    help="'mean' of the three branches (default) or 1, 2, 3 (one branch; 1 as released)")
     pr.add_argument("--branches", action="store_true", help="also write per-branch probabilities")
-    pr.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                    help=f"side of the tiles of tiled inference, pixels (default {DEFAULT_TILE})")
-    pr.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                    help=f"overlap of neighbouring inference tiles, fraction of a tile (default {DEFAULT_OVERLAP})")
-    pr.add_argument("--review-size", type=int, default=REVIEW_SIZE,
-                    help=f"side of the squares ranked for review in the summary, pixels (default {REVIEW_SIZE})")
+    pr.add_argument("--tile", type=_int_in(MIN_TILE, MAX_TILE), default=DEFAULT_TILE,
+                    help=f"side of the tiles of tiled inference, pixels, {MIN_TILE}..{MAX_TILE} "
+                         f"(default {DEFAULT_TILE})")
+    pr.add_argument("--overlap", type=_float_in(0.0, MAX_OVERLAP), default=DEFAULT_OVERLAP,
+                    help=f"overlap of neighbouring inference tiles, fraction of a tile, 0..{MAX_OVERLAP} "
+                         f"(default {DEFAULT_OVERLAP})")
+    pr.add_argument("--review-size", type=_int_in(MIN_REVIEW, MAX_REVIEW), default=REVIEW_SIZE,
+                    help=f"side of the squares ranked for review in the summary, pixels, {MIN_REVIEW}..{MAX_REVIEW} "
+                         f"(default {REVIEW_SIZE})")
+    pr.add_argument("--page", type=_int_in(0, MAX_INDEX), default=None,
+                    help="page of a multi-page TIFF to predict (0-based; such files are refused without it)")
+    pr.add_argument("--series", type=_int_in(0, MAX_INDEX), default=None,
+                    help="series of a multi-series TIFF to predict (0-based; such files are refused without it)")
     pr.add_argument("--progress", choices=("text", "json"), default="text")
     pr.set_defaults(func=cmd_predict)
 
@@ -238,11 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
     e.add_argument("--split", default="test", help="split or subset: test, testA, testB, train")
     e.add_argument("--ids", help="comma-separated image ids instead of a split")
-    e.add_argument("--branch", default="mean", type=lambda s: s if s == "mean" else int(s))
-    e.add_argument("--min-object-size", type=int, default=0,
+    e.add_argument("--branch", default="mean", type=_branch, help="'mean' (default) or a branch 1, 2, 3")
+    e.add_argument("--min-object-size", type=_int_in(0, MAX_OBJECT_SIZE), default=0,
                    help="drop predicted objects and fill holes smaller than this (pixels); 0 = raw masks")
-    e.add_argument("--split-glands", type=float, default=0.0, metavar="H",
-                   help="split touching glands by a distance-transform watershed with h-maxima seeds of height H px")
+    e.add_argument("--split-glands", type=_float_in(0.0, MAX_SPLIT_H), default=0.0, metavar="H",
+                   help="split touching glands by a distance-transform watershed with h-maxima seeds of height H px "
+                        f"(0..{MAX_SPLIT_H:g})")
     e.add_argument("--out", help="write the full report (per image + summary) as JSON")
     e.add_argument("--progress", choices=("text", "json"), default="text")
     e.set_defaults(func=cmd_evaluate)
@@ -267,6 +444,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (UserError, CheckpointError, ImageReadError, FileExistsError, ValueError) as exc:
+        # ValueError includes the streaming path's MemoryBudgetError (image too large for this machine)
         print(f"cdma {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -91,3 +91,217 @@ def test_import_official_converts_a_state_dict(tmp_path, reference_dir):
     torch.save({"fc.weight": torch.zeros(2)}, junk)
     proc = cdma("import-official", junk, "--out", tmp_path / "x.pt", check=False)
     assert proc.returncode == 2 and "not an official" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- strict inputs (issue 10)
+# Many CLI calls per subprocess: a fresh interpreter runs ``main(argv)`` for each case and reports
+# the exit status, stderr, whether an exception escaped (a traceback) and whether torch got imported.
+RUNNER = r"""
+import contextlib, io, json, sys, traceback
+cases = json.loads(sys.argv[1])
+out = []
+for case in cases:
+    if case.get("mem_available") is not None:
+        import src_model.stream as stream
+        stream.available_memory = lambda: case["mem_available"]
+    err = io.StringIO()
+    tb = None
+    with contextlib.redirect_stderr(err):
+        try:
+            from src_model.cli import main
+            rc = main(case["argv"])
+        except SystemExit as exc:
+            rc = exc.code
+        except BaseException:
+            rc, tb = None, traceback.format_exc()
+    out.append({"rc": rc, "stderr": err.getvalue(), "traceback": tb, "torch": "torch" in sys.modules})
+print(json.dumps(out))
+"""
+
+
+def run_cases(*argvs, mem_available=None):
+    cases = [{"argv": [str(a) for a in argv], "mem_available": mem_available} for argv in argvs]
+    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_refused(result, *needles):
+    """Exit 2, exactly one line on stderr containing every needle, no traceback."""
+    assert result["traceback"] is None, result["traceback"]
+    assert result["rc"] == 2, result
+    lines = result["stderr"].strip().splitlines()
+    assert len(lines) == 1, result["stderr"]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_every_numeric_option_is_range_checked_before_any_work(tmp_path, glas_dir):
+    img = glas_dir / "images" / "testA_1.png"
+    train = ["train", "--data", glas_dir, "--out", tmp_path / "t"]
+    predict = ["predict", img, "--out", tmp_path / "p"]
+    evaluate = ["evaluate", "--data", glas_dir, "--out", tmp_path / "e.json"]
+    cases = {
+        "--steps": [*train, "--steps", 0], "--steps ": [*train, "--steps", -5],
+        "--patch": [*train, "--patch", 0], "--batch": [*train, "--batch", -1], "--seed": [*train, "--seed", -1],
+        "--device": [*train, "--device", "bogus"], "--labelled-fraction": [*train, "--labelled-fraction", "nan"],
+        "--labelled-fraction ": [*train, "--labelled-fraction", 0],
+        "--tile": [*predict, "--tile", -5], "--tile ": [*predict, "--tile", 0], "--overlap": [*predict, "--overlap", 1],
+        "--overlap ": [*predict, "--overlap", "nan"], "--review-size": [*predict, "--review-size", 0],
+        "--review-size ": [*predict, "--review-size", -5], "--page": [*predict, "--page", -1],
+        "--series": [*predict, "--series", "x"], "--branch": [*predict, "--branch", 4],
+        "--min-object-size": [*evaluate, "--min-object-size", -1],
+        "--split-glands": [*evaluate, "--split-glands", "inf"],
+        "--branch  ": [*evaluate, "--branch", "0"],
+    }
+    results = run_cases(*cases.values())
+    for (option, argv), result in zip(cases.items(), results, strict=True):
+        assert_refused(result, option.strip(), "cdma " + str(argv[0]))
+        assert not result["torch"], f"{option}: torch was imported before the option was checked"
+    assert not (tmp_path / "t").exists() and not (tmp_path / "p").exists() and not (tmp_path / "e.json").exists()
+
+
+def _write_tiffs(tmp_path, glas_dir):
+    import tifffile
+
+    from src_model.io import read_image
+
+    rgb = read_image(glas_dir / "images" / "testA_1.png")[:120, :160]
+    pages = tmp_path / "pages.tif"  # three grey pages, no tifffile metadata: one series of 3 pages
+    with tifffile.TiffWriter(pages) as w:
+        for c in range(3):
+            w.write(rgb[..., c], metadata=None)
+    two = tmp_path / "two_series.tif"
+    tifffile.imwrite(two, rgb, photometric="rgb")
+    tifffile.imwrite(two, rgb[:50, :70, 0], append=True)
+    return rgb, pages, two
+
+
+def test_predict_refuses_ambiguous_inputs_before_any_work(tmp_path, glas_dir, lite_checkpoint):
+    rgb, pages, two = _write_tiffs(tmp_path, glas_dir)
+    (tmp_path / "sub").mkdir()
+    same_stem = tmp_path / "sub" / "testA_1.tif"
+    import tifffile
+
+    tifffile.imwrite(same_stem, rgb, photometric="rgb")
+    out = tmp_path / "out"
+    model = ["--model", lite_checkpoint, "--out", out]
+    img = glas_dir / "images" / "testA_1.png"
+    random_ckpt = tmp_path / "random.pt"
+    random_ckpt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    results = run_cases(
+        ["predict", img, same_stem, *model],  # same stem: refused, nothing written
+        ["predict", img, img, *model],  # the same file twice
+        ["predict", img, pages, *model],  # a 3-page grey TIFF is not one RGB image
+        ["predict", two, *model],  # 2 series: refused, not the first silently
+        ["predict", two, "--series", 2, *model],
+        ["predict", pages, "--page", 3, *model],
+        ["predict", img, "--page", 1, *model],  # --page on a PNG
+        ["predict", img, "--model", random_ckpt, "--out", out],
+        ["predict", tmp_path / "missing.png", *model],
+        ["predict", img, "--model", lite_checkpoint, "--out", lite_checkpoint],  # --out is a file
+    )
+    assert_refused(results[0], "testA_1.png", "testA_1.tif", "same", "rename")
+    assert_refused(results[1], "testA_1.png", "twice")
+    assert_refused(results[2], "pages.tif", "3 pages", "--page N")
+    assert_refused(results[3], "two_series.tif", "2 image series", "--series N")
+    assert_refused(results[4], "two_series.tif", "--series 2", "out of range")
+    assert_refused(results[5], "pages.tif", "--page 3", "out of range")
+    assert_refused(results[6], "testA_1.png", "--page 1", "TIFF files only")
+    assert_refused(results[7], "random.pt", "not a napari-cdma checkpoint (not a zip / torch file)")
+    assert "weights_only" not in results[7]["stderr"]
+    assert_refused(results[8], "missing.png", "does not exist")
+    assert_refused(results[9], "lite_random.pt", "not a folder")
+    assert not out.exists()
+
+
+def test_predict_picks_a_page_or_series_and_writes_float16_maps(tmp_path, glas_dir, lite_checkpoint):
+    rgb, pages, two = _write_tiffs(tmp_path, glas_dir)
+    out = tmp_path / "out"
+    results = run_cases(["predict", pages, "--page", 1, "--model", lite_checkpoint, "--out", out, "--tile", 64,
+                         "--review-size", 32, "--branches"],
+                        ["predict", two, "--series", 1, "--model", lite_checkpoint, "--out", out / "s"])
+    assert [r["rc"] for r in results] == [0, 0], results
+    for name in ("disagreement", "entropy", "probability"):
+        arr = np.load(out / f"pages_{name}.npy")
+        assert arr.dtype == np.float16 and arr.shape == (120, 160) and 0 <= arr.min() and arr.max() <= 1
+    assert np.load(out / "pages_branch_probs.npy").shape == (3, 120, 160)
+    mask = np.array(Image.open(out / "pages_mask.png"))
+    assert mask.shape == (120, 160) and set(np.unique(mask)) <= {0, 255}
+    summary = json.loads((out / "pages_summary.json").read_text())
+    assert summary["page"] == 1 and summary["size"] == [120, 160] and len(summary["review_tiles"]) == 10
+    assert all(b[2] - b[0] <= 32 for b in (t["bbox"] for t in summary["review_tiles"]))
+    assert np.array(Image.open(out / "s" / "two_series_mask.png")).shape == (50, 70)
+    assert not list(out.glob(".*partial"))
+
+
+def test_predict_refuses_an_image_too_large_for_memory_up_front(tmp_path, glas_dir, lite_checkpoint):
+    out = tmp_path / "out"
+    [result] = run_cases(["predict", glas_dir / "images" / "testA_1.png", "--model", lite_checkpoint, "--out", out],
+                         mem_available=200 * 2**20)
+    assert_refused(result, "testA_1.png", "needs about", "GB of memory", "available")
+    assert not out.exists()
+
+
+def test_evaluate_and_train_name_the_file_and_create_nothing(tmp_path, glas_dir, lite_checkpoint):
+    from src_model.io import read_image, read_mask
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    Image.fromarray(read_image(glas_dir / "images" / "testA_1.png")).save(data / "images" / "testA_1.png")
+    Image.fromarray(read_mask(glas_dir / "masks" / "testA_1.png")[:500].astype(np.uint8)).save(
+        data / "masks" / "testA_1.png")
+    (data / "split.csv").write_text("id,split,subset\ntestA_1,test,testA\n")
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "split.csv").write_bytes(np.random.default_rng(1).integers(0, 256, 512, dtype=np.uint8).tobytes())
+    nul = tmp_path / "nul"
+    nul.mkdir()
+    (nul / "split.csv").write_bytes(b"id,split\nx\x00y,train\n")
+    runs = tmp_path / "runs"
+    results = run_cases(
+        ["evaluate", "--data", data, "--model", lite_checkpoint, "--split", "test"],
+        ["evaluate", "--data", binary, "--model", lite_checkpoint],
+        ["train", "--data", binary, "--out", runs / "a"],
+        ["train", "--data", nul, "--out", runs / "b"],
+        ["train", "--data", tmp_path / "no_such_data", "--out", runs / "c"],
+        ["train", "--data", glas_dir, "--out", runs / "d", "--resume"],
+        ["train", "--data", glas_dir, "--out", runs / "e", "--init", tmp_path / "no_such.pt"],
+    )
+    assert_refused(results[0], "masks/testA_1.png", "500 x 775", "522 x 775")
+    assert_refused(results[1], "binary/split.csv")
+    assert_refused(results[2], "binary/split.csv")
+    assert_refused(results[3], "nul/split.csv")
+    assert_refused(results[4], "no_such_data", "no such data folder")
+    assert_refused(results[5], "last.pt", "resume")
+    assert_refused(results[6], "no_such.pt")
+    assert not runs.exists()
+
+
+def test_checkpoint_errors_through_the_cli(tmp_path, glas_dir):
+    import src_model
+    from src_model.checkpoint import save_checkpoint
+
+    model = src_model.build_model("lite")
+    bare = tmp_path / "bare.pt"
+    torch.save(model.state_dict(), bare)
+    good = save_checkpoint(tmp_path / "good.pt", model)
+    data = read_checkpoint(good)
+    data["format_version"] = "1"
+    torch.save(data, tmp_path / "strver.pt")
+    data["format_version"] = 1
+    data["config"] = dict(data["config"], decoder_channels=800000)
+    torch.save(data, tmp_path / "wide.pt")
+    img = glas_dir / "images" / "testA_1.png"
+    results = run_cases(*(["predict", img, "--model", tmp_path / name, "--out", tmp_path / "o"]
+                          for name in ("bare.pt", "strver.pt", "wide.pt")),
+                        ["import-official", bare, "--out", tmp_path / "x.pt"])
+    assert_refused(results[0], "bare.pt", "bare state_dict", "'lite' preset", "save_checkpoint")
+    assert "import-official" not in results[0]["stderr"]
+    assert_refused(results[1], "strver.pt", "unreadable format_version '1'")
+    assert "newer" not in results[1]["stderr"]
+    assert_refused(results[2], "wide.pt", "decoder_channels=800000")
+    assert_refused(results[3], "bare.pt", "not an official MTNet state_dict")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.pt").exists()

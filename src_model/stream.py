@@ -1,0 +1,412 @@
+"""Memory-bounded prediction of one image straight into files, band by band (``cdma predict``).
+
+:func:`src_model.inference.predict_tiles` keeps image-sized float accumulators and returns every
+map in memory: about 18x the RGB image at its peak. Here the same tiles, blend window and maps are
+computed, but tile rows are processed top to bottom with a rolling accumulator one tile high:
+once a tile row is done, the image rows above the next tile row can receive no more tiles, so
+they are finished (normalised, maps derived) and written at once, to PNG and ``.npy`` files opened
+for streaming, and forgotten. What is held is the RGB image, the rolling accumulator
+(K x C x tile x width floats), one batch of tiles and one band of review squares; the results are
+the same as :func:`~src_model.inference.predict_tiles` to float rounding.
+
+Files are written with plain ``write`` calls at computed offsets, not through memory maps: pages of
+a written memory map stay resident (and count in the process's RSS) until the kernel evicts
+them, while written file data goes to the page cache, which the kernel frees as needed.
+
+:func:`estimate_predict_bytes` states the memory this path needs for an image, and
+:func:`check_memory` refuses, before anything is read, an image that would not fit in the memory
+the machine has available (``MemAvailable`` of /proc/meminfo).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Generator, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .inference import Branch, _argmax, _branches, _GenericRunner, blend_window, prepare_model, tile_starts
+from .io import to_model_input, to_rgb_uint8
+from .progress import EtaClock, Progress
+from .runtime import resolve_device
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE, pad_to
+from .tissue import tissue_mask
+from .uncertainty import disagreement, entropy, tile_score
+
+logger = logging.getLogger(__name__)
+
+#: Rows finished at a time (bounds the temporaries of the map computations).
+FINISH_ROWS = 64
+#: Pixels per forward batch (8 tiles of 320 px); larger tiles get smaller batches.
+BATCH_PIXELS = 8 * 320 * 320
+#: Process start-up and libraries (Python, torch, NumPy, Pillow, tifffile): measured 0.22 GB.
+BASE_BYTES = 300 * 2**20
+#: Network activations per input pixel of a batch for the lite preset (measured ~170 B at 8 tiles
+#: of 320 px, fast model, inference mode; ~490 B for the paper preset): scaled by
+#: :func:`width_factor` for other models.
+ACTIVATION_BYTES_PER_PIXEL = 300
+#: Review squares scored per band are at most this large (the option is range-checked to it).
+MAX_REVIEW_SIZE = 2048
+
+
+class MemoryBudgetError(ValueError):
+    """An image needs more memory than the machine has available; the message gives both."""
+
+
+def width_factor(config) -> float:
+    """How much wider than the lite preset a model's encoder is (square root of the ratio of the
+    summed stage widths times block expansion; 1 for lite, 3.6 for paper), at least 1."""
+    try:
+        ratio = sum(config.widths) * config.expansion / 296.0
+    except (AttributeError, TypeError):
+        return 4.0
+    return max(1.0, ratio ** 0.5)
+
+
+def batch_size_for(tile: int) -> int:
+    """Tiles per forward pass: 8 at the default tile, fewer for larger tiles (at least 1)."""
+    return max(1, min(8, BATCH_PIXELS // (tile * tile)))
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def estimate_predict_bytes(height: int, width: int, *, read_bytes: int = 0, tile: int = DEFAULT_TILE,
+                           n_branches: int = 3, n_classes: int = 2, model_bytes: int = 4 * 10**6,
+                           width_factor: float = 1.0, review_size: int = REVIEW_SIZE) -> Dict[str, int]:
+    """Peak memory of :func:`predict_to_files` for an image of ``height`` x ``width`` pixels, by part.
+
+    Args:
+        read_bytes: peak extra bytes of decoding the file (beyond the RGB result), e.g. from
+            :func:`src_model.io.image_header`.
+        model_bytes: bytes of the model's weights (the checkpoint, the model and its fast copy are
+            held together).
+        width_factor: the model's widths relative to the lite preset (activations scale with it).
+
+    Returns:
+        ``{"image", "read", "accumulator", "batch", "finish", "review", "fixed", "total"}`` in bytes.
+    """
+    hp, wp = max(height, tile), max(width, tile)
+    kc = n_branches * n_classes
+    batch = batch_size_for(tile)
+    parts = {
+        "image": 3 * height * width + (3 * hp * wp if (hp, wp) != (height, width) else 0),
+        "read": int(read_bytes),
+        # rolling accumulator + its shifted copy + the weight sum, float32
+        "accumulator": (2 * kc + 2) * tile * wp * 4,
+        # input tiles (uint8 stack + float), outputs, softmax, activations
+        "batch": batch * tile * tile * (3 + 12 + 3 * kc * 4) + int(batch * tile * tile * ACTIVATION_BYTES_PER_PIXEL
+                                                                      * width_factor),
+        # the maps of FINISH_ROWS rows: normalised branch probabilities and ~12 float maps
+        "finish": FINISH_ROWS * width * (kc * 4 * 3 + 12 * 4),
+        # a band of float32 disagreement and the tissue mask of one review square
+        "review": min(review_size, height) * width * 4 + min(review_size, height) * min(review_size, width) * 40,
+        "fixed": BASE_BYTES + 3 * int(model_bytes),
+    }
+    parts["total"] = parts["fixed"] + max(parts["image"] + parts["read"],
+                                          parts["image"] + parts["accumulator"] + parts["batch"] + parts["finish"]
+                                          + parts["review"])
+    return parts
+
+
+def check_memory(source: str, parts: Dict[str, int], available: Optional[int] = None) -> None:
+    """Raise :class:`MemoryBudgetError` naming ``source`` when ``parts["total"]`` exceeds the
+    available memory (default: :func:`available_memory`; nothing is checked where it is unknown)."""
+    available = available_memory() if available is None else available
+    if available is not None and parts["total"] > available:
+        raise MemoryBudgetError(
+            f"{source}: predicting this image needs about {_gb(parts['total'])} of memory (image "
+            f"{_gb(parts['image'])}, tiles and accumulators {_gb(parts['accumulator'] + parts['batch'])}, "
+            f"libraries and model {_gb(parts['fixed'])}), but only {_gb(available)} is available; "
+            f"free memory, use a smaller --tile, or crop the image")
+
+
+# --------------------------------------------------------------------------- streaming writers
+
+class NpyWriter:
+    """A ``.npy`` file of a known shape and dtype, filled by rows (axis -2) at any position.
+
+    The file is a regular ``.npy`` (format 1.0, C order), readable by ``np.load``; space is
+    reserved up front (sparse where the file system allows) and rows are written with ``write``.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], shape: Tuple[int, ...], dtype) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        if len(self.shape) not in (2, 3):
+            raise ValueError(f"NpyWriter takes (H, W) or (K, H, W), got {self.shape}")
+        self._f = open(self.path, "wb")
+        np.lib.format.write_array_header_1_0(
+            self._f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                      "shape": self.shape})
+        self._offset = self._f.tell()
+        self._f.truncate(self._offset + int(np.prod(self.shape)) * self.dtype.itemsize)
+
+    def write_rows(self, r0: int, rows: np.ndarray) -> None:
+        """Write ``rows`` ((r, W) or (K, r, W)) as rows ``r0 .. r0 + r`` of the array."""
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
+        h, w = self.shape[-2:]
+        if data.ndim != len(self.shape) or data.shape[-1] != w or r0 < 0 or r0 + data.shape[-2] > h:
+            raise ValueError(f"{self.path}: rows {r0}+{data.shape} do not fit {self.shape}")
+        planes = data[None] if data.ndim == 2 else data
+        for k, plane in enumerate(planes):
+            self._f.seek(self._offset + ((k * h) + r0) * w * self.dtype.itemsize)
+            self._f.write(memoryview(plane).cast("B"))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class PngWriter:
+    """An 8-bit greyscale PNG written row band by row band (rows in order, top to bottom)."""
+
+    def __init__(self, path: Union[str, os.PathLike], height: int, width: int, level: int = 6) -> None:
+        self.path = Path(path)
+        self.height, self.width = int(height), int(width)
+        self._rows = 0
+        self._z = zlib.compressobj(level)
+        self._f = open(self.path, "wb")
+        self._f.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", self.width, self.height, 8, 0, 0, 0, 0))
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        self._f.write(struct.pack(">I", len(data)) + kind)
+        self._f.write(data)
+        self._f.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
+
+    def write_rows(self, rows: np.ndarray) -> None:
+        """Append uint8 rows (r, W)."""
+        rows = np.asarray(rows, dtype=np.uint8)
+        if rows.ndim != 2 or rows.shape[1] != self.width or self._rows + rows.shape[0] > self.height:
+            raise ValueError(f"{self.path}: rows {rows.shape} do not fit {self.height} x {self.width}")
+        raw = np.zeros((rows.shape[0], self.width + 1), dtype=np.uint8)  # filter byte 0 (None) per row
+        raw[:, 1:] = rows
+        data = self._z.compress(memoryview(raw).cast("B"))
+        if data:
+            self._chunk(b"IDAT", data)
+        self._rows += rows.shape[0]
+
+    def close(self) -> None:
+        if self._rows != self.height:
+            self._f.close()
+            raise ValueError(f"{self.path}: {self._rows} of {self.height} rows written")
+        self._chunk(b"IDAT", self._z.flush())
+        self._chunk(b"IEND", b"")
+        self._f.close()
+
+
+# --------------------------------------------------------------------------- prediction
+
+@dataclass
+class StreamSummary:
+    """What :func:`predict_to_files` found: the numbers of the CLI's summary JSON."""
+
+    height: int
+    width: int
+    foreground_fraction: float
+    mean_disagreement: float
+    review_tiles: List[Tuple[float, Tuple[int, int, int, int]]]
+
+
+class _ReviewBands:
+    """Scores review squares band by band as disagreement rows arrive (float32, as finished)."""
+
+    def __init__(self, image: np.ndarray, review_size: int) -> None:
+        self.image = image
+        self.size = review_size
+        self.h, self.w = image.shape[:2]
+        self.band = np.empty((min(review_size, self.h), self.w), dtype=np.float32)
+        self.band_start = 0
+        self.filled = 0
+        self.scores: List[Tuple[float, Tuple[int, int, int, int]]] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        i = 0
+        while i < rows.shape[0]:
+            y1 = min(self.h, self.band_start + self.size)
+            take = min(rows.shape[0] - i, y1 - self.band_start - self.filled)
+            self.band[self.filled:self.filled + take] = rows[i:i + take]
+            self.filled += take
+            i += take
+            if self.band_start + self.filled == y1:
+                self._score(self.band_start, y1)
+                self.band_start, self.filled = y1, 0
+
+    def _score(self, y0: int, y1: int) -> None:
+        for x0 in range(0, self.w, self.size):
+            x1 = min(self.w, x0 + self.size)
+            tissue = tissue_mask(self.image[y0:y1, x0:x1])
+            self.scores.append((tile_score(self.band[:y1 - y0, x0:x1], tissue), (y0, x0, y1, x1)))
+
+    def ranked(self) -> List[Tuple[float, Tuple[int, int, int, int]]]:
+        return sorted(self.scores, key=lambda item: -item[0])
+
+
+def output_names(stem: str, branches: bool = False) -> Dict[str, str]:
+    """File names ``cdma predict`` writes for an input of ``stem`` (keys: the maps)."""
+    names = {"mask": f"{stem}_mask.png", "disagreement_png": f"{stem}_disagreement.png",
+             "disagreement": f"{stem}_disagreement.npy", "entropy": f"{stem}_entropy.npy",
+             "probability": f"{stem}_probability.npy"}
+    if branches:
+        names["branch_probs"] = f"{stem}_branch_probs.npy"
+    return names
+
+
+def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[str, os.PathLike], stem: str, *,
+                     tile: int = DEFAULT_TILE, overlap: float = DEFAULT_OVERLAP, branch: Branch = "mean",
+                     return_branches: bool = False, review_size: int = REVIEW_SIZE,
+                     batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+                     fast: bool = True) -> Generator[Progress, None, StreamSummary]:
+    """Tiled, blended prediction of ``image`` written to ``out_dir`` as it is computed.
+
+    Same tiles, blend window and maps as :func:`src_model.inference.predict_tiles`; the files
+    (names: :func:`output_names`) are
+
+    * ``<stem>_mask.png``: 255 where the predicted class is not background, else 0;
+    * ``<stem>_disagreement.png``: ``round(disagreement * 255)``;
+    * ``<stem>_disagreement.npy``, ``<stem>_entropy.npy``, ``<stem>_probability.npy`` (gland
+      probability): float16 (H, W) in [0, 1];
+    * with ``return_branches``, ``<stem>_branch_probs.npy``: float16 (K, H, W), each branch's gland
+      probability.
+
+    Files are written under temporary names and renamed when all are complete, so a failed or
+    interrupted prediction leaves no half-written output under the final names.
+
+    Yields:
+        ``Progress(stage="predict", step=tiles_done, total=n_tiles, eta_s=...)`` after each batch.
+
+    Returns:
+        :class:`StreamSummary`; review squares of ``review_size`` ranked as
+        :func:`src_model.uncertainty.rank_tiles` ranks them.
+    """
+    if tile < 16:
+        raise ValueError(f"tile must be >= 16 pixels, got {tile}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if not 1 <= review_size <= MAX_REVIEW_SIZE:
+        raise ValueError(f"review_size must be in 1..{MAX_REVIEW_SIZE}, got {review_size}")
+    batch_size = batch_size_for(tile) if batch_size is None else batch_size
+    img = to_rgb_uint8(image, source=stem)
+    h, w = img.shape[:2]
+    padded = pad_to(img, tile)
+    hp, wp = padded.shape[:2]
+    ys, xs = tile_starts(hp, tile, overlap), tile_starts(wp, tile, overlap)
+    n_tiles = len(ys) * len(xs)
+    dev = resolve_device(device)
+    n_branches = len(_branches(branch, len(model.config.branches) if hasattr(model, "config") else 3))
+    was_training = model.training
+    runner = prepare_model(model, branch, dev, fast=fast)
+    was_training = was_training and isinstance(runner, _GenericRunner)
+    window = blend_window(tile)
+    window_dev = window.to(dev)
+
+    out_dir = Path(out_dir)
+    names = output_names(stem, return_branches)
+    tmp = {k: out_dir / f".{v}.partial" for k, v in names.items()}
+    writers: Dict[str, object] = {}
+    ok = False
+    try:
+        writers["mask"] = PngWriter(tmp["mask"], h, w)
+        writers["disagreement_png"] = PngWriter(tmp["disagreement_png"], h, w)
+        for key in ("disagreement", "entropy", "probability"):
+            writers[key] = NpyWriter(tmp[key], (h, w), np.float16)
+        if return_branches:
+            writers["branch_probs"] = NpyWriter(tmp["branch_probs"], (n_branches, h, w), np.float16)
+        review = _ReviewBands(img, review_size)
+        totals = {"foreground": 0, "disagreement": 0.0}
+        acc: Optional[torch.Tensor] = None  # (K, C, tile, wp): image rows ys[i] .. ys[i] + tile
+        wsum = torch.zeros(tile, wp)
+        clock = EtaClock(n_tiles)
+        done = 0
+        logger.debug("stream-predict %dx%d image: %d tiles of %d, overlap %.3g, batch %d", h, w, n_tiles, tile,
+                     overlap, batch_size)
+        with torch.inference_mode():
+            for i, y in enumerate(ys):
+                row_boxes = [(y, x) for x in xs]
+                for start in range(0, len(row_boxes), batch_size):
+                    batch = row_boxes[start:start + batch_size]
+                    x_in = to_model_input(np.stack([padded[y:y + tile, x0:x0 + tile] for _, x0 in batch]), dev)
+                    logits = runner(x_in)  # (B, K, C, T, T)
+                    probs = torch.softmax(logits.float(), dim=2).mul_(window_dev).cpu()
+                    if acc is None:
+                        acc = torch.zeros((probs.shape[1], probs.shape[2], tile, wp))
+                    for p, (_, x0) in zip(probs, batch, strict=True):
+                        acc[:, :, :, x0:x0 + tile] += p
+                        wsum[:, x0:x0 + tile] += window
+                    done += len(batch)
+                    yield Progress(stage="predict", step=done, total=n_tiles, eta_s=clock.eta(done))
+                # rows y .. next_y are final: no later tile row reaches above next_y
+                next_y = ys[i + 1] if i + 1 < len(ys) else y + tile
+                final_end = min(next_y, h)
+                for r0 in range(y, final_end, FINISH_ROWS):
+                    r1 = min(final_end, r0 + FINISH_ROWS)
+                    _finish_rows(acc[:, :, r0 - y:r1 - y, :w], wsum[r0 - y:r1 - y, :w], r0, writers, review, totals)
+                shift = next_y - y
+                if shift < tile:  # carry the rows the next tile row shares with this one
+                    acc[:, :, :tile - shift] = acc[:, :, shift:].clone()
+                    wsum[:tile - shift] = wsum[shift:].clone()
+                acc[:, :, max(0, tile - shift):] = 0
+                wsum[max(0, tile - shift):] = 0
+        for writer in writers.values():
+            writer.close()
+        for key, path in tmp.items():
+            os.replace(path, out_dir / names[key])
+        ok = True
+    finally:
+        if was_training:
+            model.train()
+        if not ok:
+            for writer in writers.values():
+                try:
+                    writer._f.close()
+                except Exception:  # best effort while an error propagates
+                    pass
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
+    return StreamSummary(height=h, width=w, foreground_fraction=totals["foreground"] / (h * w),
+                         mean_disagreement=totals["disagreement"] / (h * w), review_tiles=review.ranked())
+
+
+def _finish_rows(acc: torch.Tensor, wsum: torch.Tensor, r0: int, writers: Dict, review: _ReviewBands,
+                 totals: Dict) -> None:
+    """Normalise rows of the accumulator (K, C, r, w), derive the maps (as inference._finish) and write them."""
+    bp = acc / wsum
+    probability = bp.mean(0)
+    labels = _argmax(probability, 0)
+    dis = disagreement(bp)
+    ent = entropy(bp).clamp_(0.0, 1.0)
+    fg = (labels > 0).numpy()
+    dis_np = dis.numpy()
+    totals["foreground"] += int(fg.sum())
+    totals["disagreement"] += float(dis_np.sum(dtype=np.float64))
+    writers["mask"].write_rows(fg.astype(np.uint8) * 255)
+    writers["disagreement_png"].write_rows(np.round(dis_np * 255).astype(np.uint8))
+    writers["disagreement"].write_rows(r0, dis_np)
+    writers["entropy"].write_rows(r0, ent.numpy())
+    writers["probability"].write_rows(r0, probability[1].numpy())
+    if "branch_probs" in writers:
+        writers["branch_probs"].write_rows(r0, bp[:, 1].numpy())
+    review.add(dis_np)
+
+
+__all__ = ["MemoryBudgetError", "NpyWriter", "PngWriter", "StreamSummary", "available_memory", "batch_size_for",
+           "check_memory", "estimate_predict_bytes", "output_names", "predict_to_files", "width_factor"]
