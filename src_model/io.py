@@ -70,12 +70,21 @@ def _to_hwc(arr: np.ndarray, source: str) -> np.ndarray:
         f"or channel-first (1|3|4, H, W)")
 
 
+_CONVERT_ROWS = 512  # rows converted at a time (bounds the temporaries of large images)
+
+
 def _to_uint8_values(arr: np.ndarray, source: str) -> np.ndarray:
     """Map the values of any supported dtype to uint8 (shape unchanged)."""
     if arr.dtype == np.uint8:
         return arr
-    if arr.dtype == np.uint16:
-        return np.rint(arr / 257.0).astype(np.uint8)  # 0..65535 -> 0..255
+    if arr.dtype == np.uint16:  # 0..65535 -> 0..255: round(x / 257), in integers, by row bands
+        out = np.empty(arr.shape, dtype=np.uint8)
+        for r0 in range(0, arr.shape[0], _CONVERT_ROWS):
+            band = arr[r0:r0 + _CONVERT_ROWS].astype(np.uint32)
+            band += 128
+            band //= 257  # (x + 128) // 257 == round(x / 257): x / 257 never ends in exactly .5
+            out[r0:r0 + _CONVERT_ROWS] = band
+        return out
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageReadError(f"{source}: float image contains NaN or infinity ({_describe(arr)})")

@@ -270,3 +270,10 @@ def test_image_header_reads_no_pixels_and_states_decode_cost(tmp_path, image_pat
     monkeypatch.setattr(io, "MAX_PIXELS", 100)
     with pytest.raises(ImageReadError, match=r"rgb\.tif.*whole-slide"):
         io.image_header(tif)
+
+
+def test_uint16_conversion_is_exact_for_every_value_and_works_in_bands(monkeypatch):
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    monkeypatch.setattr(io, "_CONVERT_ROWS", 7)  # several bands, the last one partial
+    out = to_rgb_uint8(every)
+    assert np.array_equal(out[..., 0], np.rint(every / 257.0).astype(np.uint8)) and out.shape == (256, 256, 3)
