@@ -1,5 +1,6 @@
 """Retrain panel: one-click background retraining (a separate process, polled by a QTimer),
-live loss / ETA / cancel, and the promote-if-better result with "keep anyway"."""
+live loss / ETA / cancel, and the promote-if-better result (on enough held-out regions) with
+"keep anyway"."""
 from __future__ import annotations
 
 import time
@@ -253,8 +254,10 @@ class RetrainPanel(QWidget):
         self.last_done = ev
         self.last_record = record
         self.state = "done"
-        verdict = "promoted: it is now the current model" if record.promoted else \
-            "not promoted: the current model stays"
+        # the rule's own reason, so that a decision resting on one or two regions says so
+        reason = (record.metrics or {}).get("decision") or (
+            "it is now the current model" if record.promoted else "the current model stays")
+        verdict = f"{'promoted' if record.promoted else 'not promoted'}: {reason}"
         self._say(f"{record.version}: held-out Dice {fmt_dice(ev.old_dice)} -> "
                   f"{fmt_dice(ev.new_dice)} on {ev.n_holdout} region(s); {verdict}.")
         self.keep_button.setVisible(not record.promoted)

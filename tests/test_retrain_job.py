@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_cdma.project.events import FINAL_EVENTS, Cancelled, Done, Evaluating, Failed, Progress, Started
-from napari_cdma.project.retrain_job import RetrainJob, finish
+from napari_cdma.project.retrain_job import MIN_HOLDOUT_FOR_PROMOTION, RetrainJob, finish
 from napari_cdma.project.store import ProjectStore
 
 BOXES = [(40, 50, 136, 150), (200, 300, 264, 428), (100, 400, 228, 500), (300, 120, 380, 200),
@@ -96,7 +96,9 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     assert worse.version == "v0002" and worse.parent == "v0001" and not worse.promoted
     assert worse.metrics["new_dice"] == 0.8 and worse.metrics["n_holdout"] == 1
     assert worse.metrics["promoted_by"] == "rule" and store.current_model_version == "v0001"
-    better = finish(store, replace(done, old_dice=0.8, new_dice=0.9, better=True))
+    # better on enough held-out regions: promoted by the rule
+    better = finish(store, replace(done, old_dice=0.8, new_dice=0.9, better=True,
+                                   n_holdout=MIN_HOLDOUT_FOR_PROMOTION))
     assert better.promoted and store.current_model_version == "v0003"
     # nothing held out: never promoted by the rule; the user's override wins
     unscored = replace(done, old_dice=None, new_dice=None, better=None, n_holdout=0)
@@ -108,6 +110,15 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     assert [m.version for m in reopened.models()] == ["v0001", "v0002", "v0003", "v0004", "v0005"]
     with pytest.raises(TypeError, match="Done"):
         finish(store, Cancelled())
+    # better on too few held-out regions (issue 9): not promoted, and the reason says why
+    assert MIN_HOLDOUT_FOR_PROMOTION == 3
+    weak = finish(reopened, replace(done, old_dice=0.865, new_dice=0.890, better=True, n_holdout=1))
+    assert not weak.promoted and reopened.current_model_version == "v0005"
+    assert weak.metrics["promoted_by"] == "rule"
+    assert "decided on 1 held-out region(s): too little to promote automatically" in weak.metrics["decision"]
+    assert "Keep new model anyway" in weak.metrics["decision"]
+    enough_but_worse = finish(reopened, replace(done, old_dice=0.9, new_dice=0.8, better=False, n_holdout=3))
+    assert not enough_but_worse.promoted and reopened.current_model_version == "v0005"
 
 
 def test_cancel_stops_within_a_step(store_path):

@@ -138,7 +138,10 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     assert retrain.state == "done", retrain.last_message
     done, trained = retrain.last_done, retrain.last_record
     assert isinstance(done, Done) and done.n_holdout == 1 and len(retrain.loss_plot.values) >= 1
-    assert trained.promoted == (done.new_dice > done.old_dice)
+    # one held-out region: too little for the rule to promote, whatever the Dice (issue 9)
+    assert not trained.promoted and store.current_model_version == first.version
+    assert "decided on 1 held-out region(s): too little to promote automatically" in retrain.last_message
+    assert retrain.keep_button.isVisibleTo(retrain)
     assert any(m.version == trained.version for m in store.models())
     assert f"{len(store.models())} trained version(s)" in widget.store_label.text()  # and retrains
     assert widget.versions_panel.roll_back(first.version)
@@ -155,7 +158,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     qtbot.waitUntil(lambda: widget.states[SAMPLE_NAME].model_version == kept.version
                     and not widget.predict_panel.running, timeout=60_000)
 
-    retrain._handle(replace(done, old_dice=0.8, new_dice=0.9, better=True))
+    retrain._handle(replace(done, old_dice=0.8, new_dice=0.9, better=True, n_holdout=3))
     new = retrain.last_record
     assert new.promoted and store.current_model_version == new.version
     assert not retrain.keep_button.isVisibleTo(retrain) and "promoted" in retrain.last_message

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from src_model.runtime import cpu_cores  # torch-free
 
@@ -34,6 +34,9 @@ PathLike = Union[str, os.PathLike]
 CANCEL_GRACE_S = 10.0
 _STDERR_TAIL_LINES = 15
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# The held-out Dice of one or two regions moves by a few hundredths with a single gland: too
+# little evidence to swap the current model without the user's say (issue 9).
+MIN_HOLDOUT_FOR_PROMOTION = 3
 
 
 class RetrainJob:
@@ -204,6 +207,24 @@ class RetrainJob:
             pass
 
 
+def rule_decision(ev: Done) -> Tuple[bool, str]:
+    """What the promotion rule decides for a finished job, and the reason in words.
+
+    A new model is promoted only when it scored better than the old one on at least
+    ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions; with fewer the decision is left to the user.
+
+    Returns:
+        ``(promote, reason)``; ``reason`` completes "promoted: ..." / "not promoted: ...".
+    """
+    n = int(ev.n_holdout or 0)
+    if n < MIN_HOLDOUT_FOR_PROMOTION:
+        return False, (f"decided on {n} held-out region(s): too little to promote automatically; "
+                       "Keep new model anyway if you trust it")
+    if ev.better:
+        return True, f"better on {n} held-out regions: it is now the current model"
+    return False, f"not better on {n} held-out regions: the current model stays"
+
+
 def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = None,
            note: str = "") -> ModelRecord:
     """Add a finished job's model to the store; it becomes current if better (or if ``promote``).
@@ -211,12 +232,13 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
     Args:
         store: the project store the job trained from.
         result_event: the job's ``Done`` event.
-        promote: None = promote when the new model scored better on the held-out regions (never
-            when there were none); True / False = the user's choice.
+        promote: None = the rule (:func:`rule_decision`): promote when the new model scored better
+            on at least ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions (never on fewer); True /
+            False = the user's choice.
         note: free text kept with the model version.
 
     Returns:
-        The new model version's record.
+        The new model version's record; ``metrics["decision"]`` says why it was (not) promoted.
 
     Raises:
         TypeError: ``result_event`` is not a ``Done`` event.
@@ -225,12 +247,15 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
     if not isinstance(result_event, Done):
         raise TypeError(f"finish() needs the job's Done event, got {type(result_event).__name__}")
     ev = result_event
-    promoted = bool(ev.better) if promote is None else bool(promote)
+    if promote is None:
+        promoted, decision = rule_decision(ev)
+    else:
+        promoted, decision = bool(promote), "the user's choice"
     metrics = {"old_dice": ev.old_dice, "new_dice": ev.new_dice, "n_holdout": ev.n_holdout,
                "better": ev.better, "steps_done": ev.steps_done,
-               "promoted_by": "rule" if promote is None else "user"}
+               "promoted_by": "rule" if promote is None else "user", "decision": decision}
     parent = ev.parent_model or store.current_model_version
     record = store.add_model(ev.checkpoint, parent=parent, metrics=metrics, note=note or ev.message,
                              promoted=promoted)
-    logger.info("model %s added (parent %s, promoted=%s)", record.version, parent, promoted)
+    logger.info("model %s added (parent %s, promoted=%s: %s)", record.version, parent, promoted, decision)
     return record
