@@ -126,7 +126,7 @@ def inspect_torch_zip(path: PathLike) -> int:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise CheckpointError(f"{path}: {_NOT_TORCH[:-1]}; damaged zip: {exc})") from exc
     if not any(i.filename == "data.pkl" or i.filename.endswith("/data.pkl") for i in infos):
-        raise CheckpointError(f"{path}: {_NOT_TORCH[:-1]}; a zip file without data.pkl)")
+        raise CheckpointError(f"{path}: not a readable checkpoint (a zip file without data.pkl: not a torch file)")
     for i in infos:
         if i.file_size > _COMPRESSED_ENTRY_LIMIT and i.file_size > _MAX_RATIO * max(1, i.compress_size):
             raise CheckpointError(
@@ -160,8 +160,9 @@ def load_torch_file(path: PathLike, map_location: str = "cpu") -> Any:
             AttributeError, TypeError, KeyError, IndexError) as exc:
         text = str(exc)
         if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError):
-            raise CheckpointError(f"{path}: refused: the file holds Python objects other than tensors and plain "
-                                  f"values, which a checkpoint never contains (loading them could run code)") from exc
+            raise CheckpointError(f"{path}: not a readable checkpoint: refused, the file holds Python objects other "
+                                  f"than tensors and plain values, which a checkpoint never contains (loading them "
+                                  f"could run code)") from exc
         lines = [ln for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
         reason = lines[0][:200] if lines else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason})") from exc

@@ -3,6 +3,7 @@ import fractions
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,18 +109,22 @@ def test_refuses_to_overwrite_when_asked(tmp_path, model):
         save_checkpoint(path, model, overwrite=False)
 
 
-def test_random_bytes_are_not_a_torch_file_and_get_no_unsafe_advice(foreign_checkpoint):
+def test_random_bytes_are_not_a_torch_file_and_get_no_unsafe_advice(foreign_checkpoint, tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(foreign_checkpoint)
     msg = str(info.value)
     assert "foreign.pt: not a napari-cdma checkpoint (not a zip / torch file)" in msg
     assert "weights_only" not in msg and "import-official" not in msg
+    npz = tmp_path / "arrays.npz"  # a zip, but not a torch file
+    np.savez(npz, w=np.zeros(3))
+    with pytest.raises(CheckpointError, match=r"arrays.npz: not a readable checkpoint \(a zip file without data.pkl"):
+        load_checkpoint(npz)
 
 
 def test_pickled_objects_are_refused_without_unsafe_advice(tmp_path):
     path = tmp_path / "objects.pt"
     torch.save({"format": "napari-cdma-checkpoint", "obj": fractions.Fraction(1, 3)}, path)  # not weights
-    with pytest.raises(CheckpointError, match="objects.pt: refused") as info:
+    with pytest.raises(CheckpointError, match="objects.pt: not a readable checkpoint: refused") as info:
         load_checkpoint(path)
     assert "weights_only" not in str(info.value)
 
