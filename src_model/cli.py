@@ -447,6 +447,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # ValueError includes the streaming path's MemoryBudgetError (image too large for this machine)
         print(f"cdma {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, MemoryError) as exc:  # a full disk, a folder that cannot be written, ...: one line too
+        print(f"cdma {args.command}: error: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"cdma {args.command}: interrupted", file=sys.stderr)
         return 130

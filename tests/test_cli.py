@@ -127,10 +127,10 @@ def run_cases(*argvs, mem_available=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def assert_refused(result, *needles):
-    """Exit 2, exactly one line on stderr containing every needle, no traceback."""
+def assert_refused(result, *needles, rc=2):
+    """Exit ``rc``, exactly one line on stderr containing every needle, no traceback."""
     assert result["traceback"] is None, result["traceback"]
-    assert result["rc"] == 2, result
+    assert result["rc"] == rc, result
     lines = result["stderr"].strip().splitlines()
     assert len(lines) == 1, result["stderr"]
     for needle in needles:
@@ -201,6 +201,7 @@ def test_predict_refuses_ambiguous_inputs_before_any_work(tmp_path, glas_dir, li
         ["predict", img, "--model", random_ckpt, "--out", out],
         ["predict", tmp_path / "missing.png", *model],
         ["predict", img, "--model", lite_checkpoint, "--out", lite_checkpoint],  # --out is a file
+        ["predict", img, "--model", lite_checkpoint, "--out", lite_checkpoint / "sub"],  # cannot be created
     )
     assert_refused(results[0], "testA_1.png", "testA_1.tif", "same", "rename")
     assert_refused(results[1], "testA_1.png", "twice")
@@ -213,6 +214,7 @@ def test_predict_refuses_ambiguous_inputs_before_any_work(tmp_path, glas_dir, li
     assert "weights_only" not in results[7]["stderr"]
     assert_refused(results[8], "missing.png", "does not exist")
     assert_refused(results[9], "lite_random.pt", "not a folder")
+    assert_refused(results[10], "lite_random.pt/sub", rc=1)  # an OSError is one line too
     assert not out.exists()
 
 
