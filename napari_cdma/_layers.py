@@ -147,24 +147,28 @@ def upsert_layer(viewer: Any, name: str, data: np.ndarray, layer_type: str, **kw
     return existing
 
 
-def fading_colormap(base: str = "inferno", power: float = 1.0, gain: float = 1.5) -> Any:
+def fading_colormap(base: str = "inferno", power: float = 1.0, gain: float = 1.5, start: float = 0.0) -> Any:
     """A napari colormap like ``base`` whose alpha rises from 0 (transparent) to 1.
 
     Args:
         base: name of a napari colormap.
-        power: alpha = min(1, gain * t ** power) for t in [0, 1]; a power > 1 keeps the low and
-            middle values faint, so only the top of the range covers the tissue.
+        power: alpha = min(1, gain * u ** power) with u = (t - start) / (1 - start) clipped to
+            [0, 1], for t in [0, 1]; a power > 1 keeps the low and middle values faint, so only
+            the top of the range covers the tissue.
         gain: see ``power``.
+        start: below this fraction of the range the colormap is fully transparent.
 
     Returns:
-        ``napari.utils.Colormap`` named ``"<base>_fading"`` (or ``"<base>_fading<power>"``).
+        ``napari.utils.Colormap`` named ``"<base>_fading"`` (plus the power and start when not
+        the defaults, so that differently fading maps do not replace one another by name).
     """
     from napari.utils.colormaps import Colormap, ensure_colormap
 
     t = np.linspace(0.0, 1.0, 64)
     colors = np.array(ensure_colormap(base).map(t), dtype=np.float32)
-    colors[:, 3] = np.clip(gain * t ** power, 0.0, 1.0)
-    suffix = "" if power == 1.0 else f"{power:g}"
+    u = np.clip((t - start) / max(1e-6, 1.0 - start), 0.0, 1.0)
+    colors[:, 3] = np.clip(gain * u ** power, 0.0, 1.0)
+    suffix = ("" if power == 1.0 else f"{power:g}") + ("" if start == 0.0 else f"_from{start:g}")
     return Colormap(colors, name=f"{base}_fading{suffix}", display_name=f"{base} (fading)")
 
 
@@ -186,12 +190,52 @@ def _role(role: str, image_name: Optional[str] = None) -> Dict[str, str]:
 
 
 UNCERTAINTY_CMAP = "inferno"  # perceptually uniform; dark = confident, yellow = most uncertain
+# A light overlay: the pathologist reads the H&E through it. Only the upper half of the display
+# range is coloured (alpha rising from its middle), at half opacity, so the wash marks the few
+# places to doubt instead of tinting the whole slide.
+UNCERTAINTY_OPACITY = 0.5
+UNCERTAINTY_FADE_START = 0.5
+
+# Gland labels: 3 px outlines by default (the H&E under them stays readable), or filled at low
+# opacity ("Fill glands"). A prediction written to a "(version)" layer is drawn thinner and fainter,
+# so the one being tried cannot be mistaken for the image's own prediction layer.
+OUTLINE_WIDTH = 3
+FILL_OPACITY = 0.4
+SECONDARY_OUTLINE_WIDTH = 1
+SECONDARY_OPACITY = 0.6
+
+
+def style_prediction(layer: Any, fill: bool = False, secondary: bool = False) -> None:
+    """Draw a prediction Labels layer as outlines or filled glands (fainter for a version layer).
+
+    Args:
+        layer: the Labels layer.
+        fill: filled glands at ``FILL_OPACITY`` instead of outlines.
+        secondary: a prediction written beside the image's own prediction layer ("(version)").
+    """
+    if fill:
+        layer.contour = 0
+        layer.opacity = FILL_OPACITY * (SECONDARY_OPACITY if secondary else 1.0)
+    else:
+        layer.contour = SECONDARY_OUTLINE_WIDTH if secondary else OUTLINE_WIDTH
+        layer.opacity = SECONDARY_OPACITY if secondary else 1.0
+
+
+def prediction_layers(viewer: Any) -> List[Tuple[Any, bool]]:
+    """Every prediction Labels layer of the plugin, with whether it is a secondary ("(version)") one."""
+    out = []
+    for layer in viewer.layers:
+        meta = getattr(layer, "metadata", None) or {}
+        if meta.get(ROLE_KEY) == "prediction":
+            main = names_for(str(meta.get(IMAGE_KEY, "")))["prediction"]
+            out.append((layer, layer.name != main))
+    return out
 
 
 def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances: Optional[np.ndarray] = None,
                     uncertainty: Optional[np.ndarray] = None,
                     display_range: Optional[Tuple[float, float]] = None, labels_name: Optional[str] = None,
-                    entropy: bool = False, branches: bool = False) -> Dict[str, Any]:
+                    entropy: bool = False, branches: bool = False, fill: bool = False) -> Dict[str, Any]:
     """Add or update the layers of one prediction.
 
     Args:
@@ -207,6 +251,7 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
             the dock passes another name so that unaccepted edits are never overwritten).
         entropy: also show the normalised entropy map.
         branches: also show each branch's foreground probability (needs ``branch_probs``).
+        fill: draw the glands filled (see :func:`style_prediction`) instead of as outlines.
 
     Returns:
         Mapping role -> layer, for the layers added or updated.
@@ -220,10 +265,11 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
     lo, hi = display_range or (0.0, 1.0)
     # The uncertainty map's useful values span a small part of [0, 1] (branch disagreement rarely
     # exceeds 0.08), so its contrast comes from its own robust range over tissue; the colormap
-    # fades to transparent at the low end, so confident tissue stays readable under the overlay.
-    out["uncertainty"] = upsert_layer(viewer, names["uncertainty"], umap, "image",
-                                      colormap=fading_colormap(UNCERTAINTY_CMAP, power=2.0, gain=1.0),
-                                      contrast_limits=(lo, hi), opacity=0.75, blending="translucent", gamma=1.0,
+    # is transparent over the lower half of that range, so confident tissue stays readable.
+    cmap = fading_colormap(UNCERTAINTY_CMAP, power=1.5, gain=1.0, start=UNCERTAINTY_FADE_START)
+    out["uncertainty"] = upsert_layer(viewer, names["uncertainty"], umap, "image", colormap=cmap,
+                                      contrast_limits=(lo, hi), opacity=UNCERTAINTY_OPACITY,
+                                      blending="translucent", gamma=1.0,
                                       visible=True,
                                       metadata=_role("uncertainty", image_name))
     # The raw branch disagreement keeps its own layer on the true (0, 1) scale (hidden: the
@@ -245,11 +291,10 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
                                                  colormap="viridis", visible=False,
                                                  metadata=_role(f"branch{k + 1}", image_name), **heat)
     labels = np.array(prediction.labels if instances is None else instances, dtype=np.int32, copy=True)
-    layer = upsert_layer(viewer, labels_name or names["prediction"], labels, "labels", opacity=0.9,
-                         metadata=_role("prediction", image_name))
-    # Outlines (2 px, bright, one colour per gland) keep the H&E readable under the prediction.
-    layer.colormap = gland_colormap()
-    layer.contour = 2
+    target = labels_name or names["prediction"]
+    layer = upsert_layer(viewer, target, labels, "labels", metadata=_role("prediction", image_name))
+    layer.colormap = gland_colormap()  # bright, one colour per gland
+    style_prediction(layer, fill=fill, secondary=target != names["prediction"])
     out["prediction"] = layer
     return out
 
@@ -340,7 +385,7 @@ def show_review_tiles(viewer: Any, image_name: str, tiles: Sequence[RankedTile])
     """Add or update the Shapes layer outlining the ranked review tiles (edges only, no fill)."""
     return upsert_layer(viewer, names_for(image_name)["tiles"], tile_rectangles(tiles), "shapes",
                         shape_type="rectangle", edge_color="cyan", face_color="transparent",
-                        edge_width=4, opacity=0.9, metadata=_role("tiles", image_name))
+                        edge_width=3, opacity=0.9, metadata=_role("tiles", image_name))
 
 
 def camera_for_tile(bbox: BBox, canvas_hw: Tuple[int, int], margin: float = 1.05) -> Tuple[Tuple[float, float], float]:
@@ -380,3 +425,45 @@ def region_arrays(image: np.ndarray, corrected_labels: np.ndarray, original_labe
     return (np.array(image[y0:y1, x0:x1], copy=True),
             np.array(corrected_labels[y0:y1, x0:x1], copy=True),
             np.array(original_labels[y0:y1, x0:x1], copy=True))
+
+
+def paste_corrections(labels: np.ndarray, corrections: Sequence[Tuple[BBox, np.ndarray]]) -> int:
+    """Write accepted corrected masks into a new prediction's labels, inside their boxes (in place).
+
+    A new model's prediction would otherwise hide what the pathologist accepted; the store keeps
+    the corrections, so the layer shows them. Each pasted gland gets an id above every id already
+    in ``labels``: a corrected gland never merges with (or takes the colour of) a predicted one.
+
+    Args:
+        labels: int label map (H, W), changed in place.
+        corrections: ``((y0, x0, y1, x1), corrected (h, w))`` pairs, oldest first (a later one
+            wins where boxes overlap, as it was accepted over the earlier one).
+
+    Returns:
+        How many corrections were pasted (those that do not fit their box are skipped).
+    """
+    pasted = 0
+    for (y0, x0, y1, x1), mask in corrections:
+        mask = np.asarray(mask)
+        if mask.shape != (y1 - y0, x1 - x0) or y1 > labels.shape[0] or x1 > labels.shape[1]:
+            continue
+        ids, inverse = np.unique(mask, return_inverse=True)
+        base = int(labels.max())
+        new_ids = np.where(ids == 0, 0, base + np.cumsum(ids != 0)).astype(labels.dtype)
+        labels[y0:y1, x0:x1] = new_ids[inverse.reshape(mask.shape)]
+        pasted += 1
+    return pasted
+
+
+def raise_overlays(viewer: Any, image_name: str) -> None:
+    """Move an image's review overlays above its prediction layers.
+
+    A new "(version)" prediction or uncertainty layer is added on top of the list and would hide
+    the accepted boxes and corrections; this puts, from the bottom up, the accepted corrections,
+    the review tiles, the user's drawn regions and the accepted boxes back on top.
+    """
+    names = names_for(image_name)
+    for name in (names["corrections"], names["tiles"], f"{image_name} drawn regions", names["accepted"]):
+        if name in viewer.layers:
+            index = viewer.layers.index(viewer.layers[name])
+            viewer.layers.move(index, len(viewer.layers))

@@ -8,7 +8,9 @@ regions and their layers follow every accept, withdraw, retrain and reopen.
 
 Corrections are never lost: a prediction is written over the image's prediction layer only when
 that layer holds no edit outside accepted regions; otherwise it goes to a new layer named after the
-model ("<image> prediction (v0003)") and the status line says so.
+model ("<image> prediction (v0003)") and the status line says so. Accepted corrections stay on
+screen: every prediction shown has the store's accepted masks of its image pasted inside their boxes,
+and the accepted boxes are kept above the prediction layers.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import napari.viewer
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -35,6 +37,8 @@ from qtpy.QtWidgets import (
 from ._layers import (
     names_for,
     not_yet_accepted,
+    paste_corrections,
+    raise_overlays,
     show_accepted,
     show_prediction,
     show_review_tiles,
@@ -43,7 +47,7 @@ from ._layers import (
 from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
-from ._widget_review import ReviewPanel
+from ._widget_review import ReviewPanel, scene_camera
 from ._widget_store import open_image_hashes, regions_by_image, restore_layers
 from ._widget_versions import VersionsPanel
 from .project.store import ProjectStore, RegionRecord
@@ -288,6 +292,19 @@ class CdmaWidget(QWidget):
             return []
         return [r.bbox for r in self._store.regions() if r.image_hash == image_hash]
 
+    def _accepted_corrections(self, image_hash: str) -> List[Tuple[Tuple[int, int, int, int], np.ndarray]]:
+        """The store's corrected masks of an image: latest version of each live region, oldest first."""
+        if self._store is None or not image_hash:
+            return []
+        out = []
+        for r in sorted((r for r in self._store.regions() if r.image_hash == image_hash),
+                        key=lambda r: r.region_id):
+            try:
+                out.append((tuple(r.bbox), self._store.load_region(r.region_id)[1]))
+            except Exception:  # a damaged region: its box is still shown, its pixels cannot be
+                continue
+        return out
+
     def _target_layer(self, result: PredictResult, state: Optional[ImageState]) -> Tuple[str, int]:
         """The Labels layer a new prediction may be written to, and the edits that forced a new one.
 
@@ -318,10 +335,16 @@ class CdmaWidget(QWidget):
         target, edits = self._target_layer(result, state)
         instances = result.instances if result.instances is not None else result.prediction.labels
         instances = np.array(instances, dtype=np.int32, copy=True)
-        layers = show_prediction(self.viewer, name, result.prediction, instances=instances,
+        # The layer shows the accepted corrections over the new prediction (they are what the
+        # pathologist signed off); the state keeps the model's own labels, which Accept stores as
+        # "predicted" and against which unaccepted edits are found.
+        shown = instances.copy()
+        n_pasted = paste_corrections(shown, self._accepted_corrections(result.image_hash))
+        layers = show_prediction(self.viewer, name, result.prediction, instances=shown,
                                  uncertainty=result.uncertainty, display_range=result.display_range,
                                  labels_name=target, entropy=self.predict_panel.entropy_check.isChecked(),
-                                 branches=self.predict_panel.branches_check.isChecked())
+                                 branches=self.predict_panel.branches_check.isChecked(),
+                                 fill=self.display_panel.fill_check.isChecked())
         # regions already accepted are reviewed: "look here next" skips them
         ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
         show_review_tiles(self.viewer, name, ranked)
@@ -345,8 +368,32 @@ class CdmaWidget(QWidget):
         self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
                                        result.display_range, result.glands)
         self.review_panel.set_tiles(name, ranked)
+        raise_overlays(self.viewer, name)
+        if n_pasted:
+            self.predict_panel.last_message += (f" The layer shows {n_pasted} accepted correction(s) from the "
+                                                "project inside their boxes (red).")
+            self.predict_panel.status.setText(self.predict_panel.last_message)
         if not edits:
             self.viewer.layers.selection.active = layers["prediction"]  # ready for brush / fill / eraser
+        if state is None:
+            self._fit_view()
+
+    def _fit_view(self) -> None:
+        """Show the whole image after its first prediction.
+
+        The dock grows when the gland table and review list fill, which shrinks the canvas after
+        the camera was set and crops the image; so the view is reset now and once more after the
+        layout has settled, unless the user has moved the camera in between.
+        """
+        self.viewer.reset_view()
+        camera = scene_camera(self.viewer)
+        before = (tuple(camera.center), camera.zoom)
+
+        def again() -> None:
+            if (tuple(camera.center), camera.zoom) == before:
+                self.viewer.reset_view()
+
+        QTimer.singleShot(0, again)
 
     def layer_names(self, image_name: Optional[str] = None) -> Dict[str, str]:
         """Names of the layers derived from an image (default: the last predicted one)."""

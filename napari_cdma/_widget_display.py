@@ -9,8 +9,10 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QSizePolicy,
@@ -20,12 +22,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import camera_for_tile
+from ._layers import camera_for_tile, prediction_layers, style_prediction
 from ._messages import show_message
 from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
 
 LEGEND_W, LEGEND_H = 160, 12
-TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # shown first; other keys (bbox, ...) follow
+TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # the CSV's first columns; other keys (bbox, ...) follow
+# The dock's table shows only these (they fit its width); the other keys go in each row's tooltip.
+TABLE_HEADERS = ("id", "area", "mean unc.")
 
 
 def legend_rgb(colormap: Any, width: int = LEGEND_W, height: int = LEGEND_H) -> np.ndarray:
@@ -37,7 +41,7 @@ def legend_rgb(colormap: Any, width: int = LEGEND_W, height: int = LEGEND_H) -> 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.3f}"
     if isinstance(value, (tuple, list)):
         return " ".join(str(v) for v in value)
     return str(value)
@@ -74,11 +78,17 @@ class DisplayPanel(QWidget):
         # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
         self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(TABLE_HEADERS))
         self.table.setMaximumHeight(150)
+        # three columns that share the dock's width: no horizontal scrollbar hides a row
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setSortingEnabled(True)
         self.table.setToolTip("One row per predicted gland; click a header to sort, a row to go to the gland")
         self.table.verticalHeader().setVisible(False)
+        self.fill_check = QCheckBox("Fill glands")
+        self.fill_check.setToolTip("Filled glands (faint) instead of 3 px outlines; a prediction of "
+                                   "another version ('... (v0003)') is drawn fainter and thinner")
         self.export_button = QPushButton("Export CSV...")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -92,12 +102,16 @@ class DisplayPanel(QWidget):
         layout.addWidget(QLabel("Uncertainty colours (range over tissue):"))
         layout.addLayout(legend_row)
         layout.addWidget(self.readout)
-        layout.addWidget(QLabel("Glands (one label each):"))
+        glands_row = QHBoxLayout()
+        glands_row.addWidget(QLabel("Glands (one label each):"), 1)
+        glands_row.addWidget(self.fill_check)
+        layout.addLayout(glands_row)
         layout.addWidget(self.table)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
 
         self.export_button.clicked.connect(self._export_clicked)
+        self.fill_check.toggled.connect(self.set_fill)
         self.table.cellClicked.connect(lambda row, _col: self.go_to_gland(self._row_id(row)))
         viewer.cursor.events.position.connect(self._on_cursor)
 
@@ -114,34 +128,43 @@ class DisplayPanel(QWidget):
         qimage = QImage(self._legend_data.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self.legend.setPixmap(QPixmap.fromImage(qimage))
         lo, hi = self.display_range
-        self.lo_label.setText(f"{lo:.3g}")
-        self.hi_label.setText(f"{hi:.3g}")
-        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent at {lo:.3g} (and below), "
-                               f"yellow at {hi:.3g} (and above); robust range over tissue")
+        self.lo_label.setText(f"{lo:.3f}")
+        self.hi_label.setText(f"{hi:.3f}")
+        mid = (lo + hi) / 2
+        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent up to {mid:.3f} (the lower half "
+                               f"of the range {lo:.3f}..{hi:.3f} over tissue), yellow at {hi:.3f} and above")
         self.set_glands(glands)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
-        """Fill the per-gland table (columns: id, area, mean uncertainty, then any other keys)."""
+        """Fill the per-gland table (id, area, mean uncertainty; other keys such as the bbox in the
+        row's tooltip)."""
         self.glands = [dict(g) for g in glands]
-        keys = list(TABLE_COLUMNS) + [k for k in (self.glands[0] if self.glands else {}) if k not in TABLE_COLUMNS]
+        keys = list(TABLE_COLUMNS)
         self.table.setSortingEnabled(False)  # filling a sorted table moves rows while they are written
-        self.table.clear()
-        self.table.setColumnCount(len(keys))
-        self.table.setHorizontalHeaderLabels(keys)
+        self.table.clearContents()
         self.table.setRowCount(len(self.glands))
         for r, row in enumerate(self.glands):
+            tip = "; ".join(f"{k} {_fmt(v)}" for k, v in row.items())
             for c, key in enumerate(keys):
                 value = row.get(key, "")
                 item = QTableWidgetItem()
                 # numbers sort as numbers (DisplayRole with a float), the rest as text
                 item.setData(0, float(value) if isinstance(value, (int, float)) else _fmt(value))
                 if isinstance(value, float):
-                    item.setText(_fmt(value))
+                    item.setText(_fmt(value))  # 3 decimals
+                item.setToolTip(tip)
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
         # most uncertain gland first: the order in which to check them
         self.table.sortItems(keys.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)
-        self.table.resizeColumnsToContents()
+
+    def set_fill(self, fill: bool) -> None:
+        """Draw every prediction layer filled (``fill``) or as outlines; later predictions follow."""
+        if self.fill_check.isChecked() != bool(fill):
+            self.fill_check.setChecked(bool(fill))  # toggled() calls back here
+            return
+        for layer, secondary in prediction_layers(self.viewer):
+            style_prediction(layer, fill=bool(fill), secondary=secondary)
 
     def _row_id(self, row: int) -> Optional[int]:
         item = self.table.item(row, 0)  # column 0 is the id; rows may be sorted
