@@ -27,9 +27,11 @@ from ._layers import (
     is_derived,
     names_for,
     narrow_combo,
+    not_yet_accepted,
     polygon_mask,
     region_arrays,
     shape_bbox,
+    show_review_tiles,
     source_path,
 )
 from ._messages import show_message
@@ -40,6 +42,20 @@ if TYPE_CHECKING:  # the dock's per-image state; imported for the type only (no 
 
 BBox = Tuple[int, int, int, int]
 CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it: a gland is judged in context
+# The selected review box is drawn thicker and in another colour than the others: with ten cyan
+# squares on screen the pathologist must see at once which one "Next" went to.
+TILE_COLOR, TILE_WIDTH = "cyan", 3
+CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
+
+
+def readable_list(widget: Any) -> None:
+    """Let a QListWidget's rows wrap at the dock's width (no horizontal scrollbar to hide their ends);
+    a word longer than the width is elided in the middle, and each row's full text is its tooltip."""
+    widget.setWordWrap(True)
+    widget.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    widget.setResizeMode(type(widget).ResizeMode.Adjust)
+    widget.setUniformItemSizes(False)
 
 
 def scene_camera(viewer: Any) -> Any:
@@ -91,6 +107,8 @@ class ReviewPanel(QWidget):
         narrow_combo(self.labels_choice.native)
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(110)
+        readable_list(self.tile_list)
+        self._next_row = 0  # where Next goes when no region is selected (after an Accept)
         self.tile_list.setToolTip("Regions ranked by uncertainty over tissue (score - (y, x), size)")
         self.prev_button = QPushButton("Previous")
         self.next_button = QPushButton("Next")
@@ -108,6 +126,7 @@ class ReviewPanel(QWidget):
         self.accept_image_button = QPushButton("Accept whole image")
         self.region_list = QListWidget()
         self.region_list.setMaximumHeight(110)
+        readable_list(self.region_list)
         self.withdraw_button = QPushButton("Withdraw")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -139,6 +158,7 @@ class ReviewPanel(QWidget):
         self.prev_button.clicked.connect(lambda: self.step(-1))
         self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
+        self.tile_list.currentRowChanged.connect(self._highlight)
         self.accept_button.clicked.connect(lambda: self.accept())
         self.draw_button.clicked.connect(lambda: self.start_drawing())
         self.accept_drawn_button.clicked.connect(lambda: self.accept_drawn())
@@ -163,17 +183,59 @@ class ReviewPanel(QWidget):
         if prediction in self.viewer.layers:
             self.labels_choice.value = self.viewer.layers[prediction]
         useful = [t for t in ranked if t[0] > 0] or list(ranked)
-        self.tiles = [(float(s), tuple(int(v) for v in b)) for s, b in useful]
+        self._next_row = 0
+        self._fill_tiles([(float(s), tuple(int(v) for v in b)) for s, b in useful])
+
+    def _fill_tiles(self, tiles: List[Tuple[float, BBox]]) -> None:
+        self.tiles = list(tiles)
         self.tile_list.clear()
         for score, (y0, x0, y1, x1) in self.tiles:
             self.tile_list.addItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}")
+
+    def _tiles_layer(self) -> Any:
+        name = names_for(self.image_name)["tiles"] if self.image_name else None
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _highlight(self, row: int) -> None:
+        """Draw the selected review box thick and yellow, the others thin and cyan (per-shape edges)."""
+        layer = self._tiles_layer()
+        if layer is None or len(layer.data) != len(self.tiles) or not len(layer.data):
+            return
+        layer.edge_color = [CURRENT_TILE_COLOR if i == row else TILE_COLOR for i in range(len(self.tiles))]
+        layer.edge_width = [CURRENT_TILE_WIDTH if i == row else TILE_WIDTH for i in range(len(self.tiles))]
+
+    def drop_reviewed(self, image_name: Optional[str], bbox: BBox) -> int:
+        """Take the review regions that ``bbox`` covers off "Look here next" and off the canvas.
+
+        Called on Accept, so an accepted square leaves the list at once (not at the next Predict).
+        No region is selected afterwards; Next goes to the region after the accepted one.
+
+        Returns:
+            How many regions were taken off.
+        """
+        if not image_name or image_name != self.image_name or not self.tiles:
+            return 0
+        kept = not_yet_accepted(self.tiles, [bbox])
+        dropped = len(self.tiles) - len(kept)
+        if not dropped:
+            return 0
+        row = self.tile_list.currentRow()
+        first_gone = next(i for i, t in enumerate(self.tiles) if t not in kept)
+        self._fill_tiles(kept)
+        show_review_tiles(self.viewer, image_name, kept)
+        self._highlight(-1)
+        self._next_row = min(first_gone if row < 0 else row, max(0, len(kept) - 1))
+        return dropped
 
     def step(self, delta: int) -> None:
         """Select the next (+1) or previous (-1) tile and move the camera to it."""
         if not self.tiles:
             return
         row = self.tile_list.currentRow()
-        row = 0 if row < 0 else (row + delta) % len(self.tiles)
+        if row < 0:  # nothing selected: start where the last accepted region was
+            row = (self._next_row if delta > 0 else self._next_row - 1) % len(self.tiles)
+        else:
+            row = (row + delta) % len(self.tiles)
         self.go_to(row)
 
     def go_to(self, row: int) -> None:
@@ -247,6 +309,7 @@ class ReviewPanel(QWidget):
                 "the rest keeps the model's prediction") if inside is not None else ""
         self._say(f"Accepted {what} {record.region_id} of '{image_name}' at ({y0}, {x0}), "
                   f"{y1 - y0} x {x1 - x0} px{note}.")
+        self.drop_reviewed(image_name, bbox)
         self.refresh_regions()
         self.regions_changed.emit()
         return record
@@ -307,6 +370,7 @@ class ReviewPanel(QWidget):
         if done:
             layer.selected_data = set(done)
             layer.remove_selected()
+        layer.mode = "pan_zoom"  # the next click moves the view; it does not draw another region
         return records
 
     def refresh_regions(self) -> None:
@@ -318,11 +382,13 @@ class ReviewPanel(QWidget):
             self._say(f"Cannot read the project store: {exc}", error=True)
             return
         for r in regions:
-            mark = "  [held out]" if r.holdout else ""
+            # what tells regions apart first (held out, id, image); the rows wrap, nothing is cut
+            mark = "[held out] " if r.holdout else ""
             y0, x0, y1, x1 = r.bbox
-            text = (f"{r.region_id}  {self._image_label(r)}  ({y0}, {x0}) {y1 - y0} x {x1 - x0}  "
-                    f"corrects {r.model_version}{mark}")
+            text = (f"{mark}{r.region_id}  {self._image_label(r)}  ({y0}, {x0}) {y1 - y0} x {x1 - x0}  "
+                    f"corrects {r.model_version}")
             item = QListWidgetItem(text)
+            item.setToolTip(text)
             item.setData(Qt.ItemDataRole.UserRole, r.region_id)
             self.region_list.addItem(item)
 

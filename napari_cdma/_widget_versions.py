@@ -7,6 +7,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from ._messages import show_message
+from ._widget_review import readable_list
 from .project.store import BUNDLED, ModelRecord, ProjectStore
 
 
@@ -22,9 +23,10 @@ def version_rows(models: List[ModelRecord], current: str) -> List[Tuple[str, str
         for m in models]
     out = []
     for version, info, dice in rows:
+        # the score right after the version: a long row wraps, its end is the least important part
         mark = "* " if version == current else "  "
-        out.append((version, f"{mark}{version}  {info}" + (f"  held-out Dice {fmt_dice(dice)}" if dice is not None
-                                                           else "")))
+        score = f"  held-out Dice {fmt_dice(dice)}" if dice is not None else ""
+        out.append((version, f"{mark}{version}{score}  ({info})"))
     return out
 
 
@@ -47,6 +49,7 @@ class VersionsPanel(QWidget):
         self.last_message = ""
         self.version_list = QListWidget()
         self.version_list.setMaximumHeight(100)
+        readable_list(self.version_list)
         self.rollback_button = QPushButton("Roll back to selected")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -73,6 +76,7 @@ class VersionsPanel(QWidget):
             return
         for version, text in rows:
             item = QListWidgetItem(text)
+            item.setToolTip(text)
             item.setData(Qt.ItemDataRole.UserRole, version)
             self.version_list.addItem(item)
 

@@ -11,7 +11,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from napari_cdma._layers import camera_for_tile, names_for, upsert_layer
+from napari_cdma._layers import (
+    FILL_OPACITY,
+    OUTLINE_WIDTH,
+    SECONDARY_OUTLINE_WIDTH,
+    camera_for_tile,
+    names_for,
+    upsert_layer,
+)
 from napari_cdma._sample import SAMPLE_NAME, make_sample_data
 from napari_cdma.project.events import Done
 
@@ -77,6 +84,39 @@ def test_edit_and_region_helpers():
     assert shape_bbox(np.array([[200.0, 0.0], [300.0, 10.0]]), (100, 100)) is None
 
 
+def test_paste_corrections_and_overlay_order():
+    """Accepted corrections are pasted into a new prediction inside their boxes, with ids of their own;
+    the review overlays go back above a prediction layer added later."""
+    from napari.components import ViewerModel
+
+    from napari_cdma._layers import paste_corrections, raise_overlays, show_accepted, show_review_tiles
+
+    labels = np.zeros((20, 20), np.int32)
+    labels[0:10, 0:10] = 1
+    labels[12:20, 12:20] = 2
+    first = np.zeros((6, 6), np.int32)
+    first[1:3, 1:3] = 1
+    first[4:6, 4:6] = 5
+    later = np.full((4, 4), 9, np.int32)
+    assert paste_corrections(labels, [((2, 2, 8, 8), first), ((6, 6, 10, 10), later),
+                                      ((0, 0, 3, 3), np.ones((5, 5), np.int32))]) == 2  # wrong size: skipped
+    assert labels[2, 2] == 0 and labels[0, 0] == 1  # the box's background is the correction's
+    assert labels[3, 3] == 3 and labels[5, 5] == 0  # new ids above the model's
+    assert labels[6, 6] == labels[9, 9] == 5 and 4 not in labels  # the later correction wins where they overlap
+    assert labels[15, 15] == 2  # outside the boxes the prediction stays
+
+    vm = ViewerModel()
+    names = names_for("img")
+    vm.add_image(np.zeros((20, 20, 3), np.uint8), name="img", rgb=True)
+    show_accepted(vm, "img", [(0, 0, 5, 5)])
+    show_review_tiles(vm, "img", [(0.5, (5, 5, 10, 10))])
+    vm.add_labels(np.zeros((20, 20), np.int32), name=f"{names['prediction']} (v0002)")
+    vm.add_image(np.zeros((20, 20), np.float32), name=names["uncertainty"])
+    raise_overlays(vm, "img")
+    order = [ly.name for ly in vm.layers]
+    assert order[-2:] == [names["tiles"], names["accepted"]], order
+
+
 # --------------------------------------------------------------------------- GUI workflow
 
 def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
@@ -117,6 +157,9 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     labels.refresh()
     record = review.accept()
     assert record is not None, review.last_message
+    # the accepted square leaves "Look here next" (list and canvas) at once
+    assert (y0, x0, y1, x1) not in [b for _, b in review.tiles]
+    assert review.tile_list.count() == len(review.tiles) == len(viewer.layers[names["tiles"]].data)
     store = widget.store
     stored_crop, corrected, predicted = store.load_region(record.region_id)
     assert corrected[:40, :40].all() and stored_crop.shape[:2] == (y1 - y0, x1 - x0)
@@ -166,6 +209,16 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     qtbot.waitUntil(lambda: widget.states[SAMPLE_NAME].model_version == new.version
                     and not widget.predict_panel.running, timeout=60_000)
     assert _layer_counts(viewer) == layer_names
+    # The new prediction shows the accepted corrections (ids above the model's own), and the
+    # accepted boxes stay above it.
+    painted = np.zeros(labels.data.shape, bool)
+    painted[y0:y0 + 40, x0:x0 + 40] = True
+    painted[200:264, 200:264] = False  # the withdrawn region keeps the model's prediction
+    shown = viewer.layers[names["prediction"]].data
+    assert (shown[painted] > widget.states[SAMPLE_NAME].original_labels.max()).all()
+    assert "accepted correction(s)" in widget.predict_panel.last_message
+    order = [ly.name for ly in viewer.layers]
+    assert order.index(names["accepted"]) > max(order.index(names["prediction"]), order.index(names["uncertainty"]))
     assert widget.versions_panel.version_list.count() == 1 + len(store.models())
 
     # Roll back to the first version: current model and predictions follow.
@@ -313,6 +366,13 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     review.next_button.click()
     y0, x0, y1, x1 = review.current_bbox()
     assert y1 - y0 >= 128 and x1 - x0 >= 128
+    # the selected review box is drawn apart from the others: thicker, yellow
+    from napari_cdma._widget_review import CURRENT_TILE_WIDTH, TILE_WIDTH
+
+    tiles_layer = viewer.layers[names["tiles"]]
+    assert list(tiles_layer.edge_width[:2]) == [CURRENT_TILE_WIDTH, TILE_WIDTH]
+    assert np.allclose(tiles_layer.edge_color[0], (1, 1, 0, 1)) and not np.allclose(tiles_layer.edge_color[1],
+                                                                                  (1, 1, 0, 1))
     camera = scene_camera(viewer)
     (ch, cw), (cy, cx) = canvas_hw(viewer), tuple(camera.center)[-2:]
     half_h, half_w = ch / camera.zoom / 2, cw / camera.zoom / 2
@@ -327,6 +387,15 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert (labels.data[10:30, 10:30] == 7).all()
     tried = f"{names['prediction']} ({trial.version})"
     assert tried in viewer.layers and "not accepted" in panel.last_message and tried in panel.last_message
+    # the tried version is drawn apart (thinner outlines), and the review overlays stay on top
+    assert viewer.layers[tried].contour == SECONDARY_OUTLINE_WIDTH and labels.contour == OUTLINE_WIDTH
+    order = [ly.name for ly in viewer.layers]
+    assert order.index(names["accepted"]) > order.index(tried) and order.index(names["tiles"]) > order.index(tried)
+    display.fill_check.setChecked(True)  # "Fill glands": filled and faint, both layers
+    assert labels.contour == 0 and labels.opacity == pytest.approx(FILL_OPACITY)
+    assert viewer.layers[tried].contour == 0 and viewer.layers[tried].opacity < FILL_OPACITY
+    display.fill_check.setChecked(False)
+    assert labels.contour == OUTLINE_WIDTH
     assert store.current_model_version == first.version  # trying a version does not make it current
     state = widget.states[SAMPLE_NAME]
     assert state.model_version == first.version and state.original_for(tried)[1] == trial.version
@@ -342,6 +411,7 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     drawn.add_rectangles(np.array([[0, 0], [0, 150], [140, 150], [140, 0]], float))
     (rec,) = review.accept_drawn(drawn)
     assert rec.bbox == (0, 0, 141, 151) and len(drawn.data) == 0
+    assert drawn.mode == "pan_zoom"  # the next click does not draw
     _, corrected, _ = store.load_region(rec.region_id)
     assert (corrected[10:30, 10:30] == 7).all()
     drawn.add_polygons(np.array([[300, 300], [300, 460], [450, 380]], float))
