@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--records", type=Path, nargs="+", required=True)
     ap.add_argument("--scores", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note-file", type=Path, help="markdown appended to the report (reading, context)")
     args = ap.parse_args(argv)
     recs = {p.stem: json.loads(p.read_text()) for d in args.records for p in d.glob("*.json")}
     scores = {p.stem: json.loads(p.read_text()) for p in args.scores.glob("*.json")}
@@ -128,6 +129,8 @@ def main(argv=None) -> int:
     for name, r in runs.items():
         lines.append(f"| {name} | {r['steps']} | {r['batch']} | {r['train_wall_s']} | {r['steps_per_s']} | "
                      f"{r['n_labelled']}+{r['n_unlabelled']} |")
+    if args.note_file:
+        lines += ["", args.note_file.read_text().rstrip()]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(args.out.with_suffix(".md").read_text())
     return 0
