@@ -17,23 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # after PYTHONPATH: a snapshot of src_model given there wins
+from src_model.checkpoint import load_model, read_checkpoint
+from src_model.data import image_path
+from src_model.evaluate import select_rows
+from src_model.inference import predict
+from src_model.io import read_image, read_mask
+from src_model.metrics import aggregate, evaluate_image
+from src_model.postprocess import PostprocessConfig, to_instances
 
-from src_model.checkpoint import load_model, read_checkpoint  # noqa: E402
-from src_model.data import image_path  # noqa: E402
-from src_model.evaluate import select_rows  # noqa: E402
-from src_model.inference import predict  # noqa: E402
-from src_model.io import read_image, read_mask  # noqa: E402
-from src_model.metrics import aggregate, evaluate_image  # noqa: E402
-from src_model.postprocess import PostprocessConfig, to_instances  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("eval_gpu_run")
 DATA = ROOT.parent / "shared" / "data" / "glas"

@@ -41,7 +41,10 @@ DATA=${DATA:-/tmp/glas}
 W=${W:-/tmp/gpu_work}
 rm -rf "$W"; mkdir -p "$W/logs" "$W/ck" "$OUT"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-[ -d .gpu_data/code/src_model ] && export PYTHONPATH="$PWD/.gpu_data/code${PYTHONPATH:+:$PYTHONPATH}"
+# the engine is not installed on the device: import it from the frozen snapshot when one was packed, else
+# from this checkout
+if [ -d .gpu_data/code/src_model ]; then CODE="$PWD/.gpu_data/code"; else CODE="$PWD"; fi
+export PYTHONPATH="$CODE${PYTHONPATH:+:$PYTHONPATH}"
 
 pack() {  # everything that should come back: at most 8 files, 16 MiB each
   (cd "$W/ck" && for g in *; do [ -d "$g" ] && tar cf "$OUT/$g.tar" "$g"; done)

@@ -35,22 +35,19 @@ import logging
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # after PYTHONPATH: a snapshot of src_model given there wins
+import src_model
+from src_model import build_model, get_config
+from src_model.checkpoint import save_checkpoint
+from src_model.data import TwoStreamPatches, choose_labelled, ids_of, load_images, load_pairs, read_split
+from src_model.trainer import CDMATrainer, TrainConfig, resolve_device
 
-import src_model  # noqa: E402
-from src_model import build_model, get_config  # noqa: E402
-from src_model.checkpoint import save_checkpoint  # noqa: E402
-from src_model.data import TwoStreamPatches, choose_labelled, ids_of, load_images, load_pairs, read_split  # noqa: E402
-from src_model.trainer import CDMATrainer, TrainConfig, resolve_device  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("gpu_train")
 ROWS = ("bundled", "bundled_stain", "full", "sup10", "cdma10", "cdma10_release")
