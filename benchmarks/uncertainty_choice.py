@@ -389,6 +389,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model_path = args.model or bundled_model_path()
     model = load_model(model_path)
+    import hashlib
+
+    model_sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    if args.cache is not None:  # views depend on the model: one cache folder per checkpoint
+        args.cache = Path(args.cache) / model_sha[:16]
     val_ids = json.loads(SPLIT.read_text())["val"]
     t_start = time.perf_counter()
 
@@ -414,7 +419,8 @@ def main(argv=None) -> int:
     print(f"validation: best {best}, best without TTA {best_plain}; jsd - mi max |diff| {jsd_vs_mi:.2e}", flush=True)
     val_review = {n: review_numbers(val, n, target_for(n)) for n in dict.fromkeys([best_plain, best, "entropy"])}
     result = {
-        "issue": 8, "model": str(model_path), "machine": machine_info(), "validation_ids": val_ids,
+        "issue": 8, "model": str(model_path), "model_sha256": model_sha, "machine": machine_info(),
+        "validation_ids": val_ids,
         "tiling": "predict() defaults (interactive tiling), CPU fp32, all three branches",
         "target": "wrong pixels of the model (prediction != expert mask > 0) over tissue",
         "jsd_minus_mi_max_abs": jsd_vs_mi, "engine_check": check,
@@ -427,7 +433,7 @@ def main(argv=None) -> int:
                        "chosen": best, "chosen_without_tta": best_plain, "review": val_review},
     }
     md = ["# Uncertainty maps: which one finds the errors (issue 8)", "",
-          f"Model `{Path(model_path).name}`; target: the model's wrong pixels over tissue; "
+          f"Model `{Path(model_path).name}` (sha256 {model_sha[:16]}); target: the model's wrong pixels over tissue; "
           "interactive tiling, mean of the three branches. Choice by validation mean AUROC (tie: worst image).",
           f"jsd vs mi (entropy of mean - mean entropy): max |diff| {jsd_vs_mi:.1e} (the same map).",
           "The engine's `Prediction.uncertainty` is `expected_entropy` (default) and `tta8_entropy` / `tta4_entropy` "
@@ -468,6 +474,8 @@ def main(argv=None) -> int:
                           "dice_plain": dice(test, "plain_fg"), "dice_tta8": dice(test, "tta_fg") if need_tta else None}
         md += [f"## Test ({len(test_ids)} images, testA + testB; evaluated once, after the choice)", "",
                *table(tres, evaluated), ""]
+        if not need_tta:
+            md += [f"TTA maps were not run on test (`--no-test-tta`): {best} is evaluated on validation only.", ""]
     md += ["## Review regions (top 3 of `review_regions`, n=10, min_size 128, context 32) vs the old 256-px grid", "",
            "| set | map | top-3 wrong share | top-3 area share | lift pooled | lift mean | lift min | "
            "images with a top-5 box < 128 px |", "|---|---|---|---|---|---|---|---|"]
