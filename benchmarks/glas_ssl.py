@@ -34,7 +34,7 @@ from _common import ROOT, add_data_argument, cpu_model, require_glas
 
 from src_model import build_model, get_config
 from src_model.checkpoint import read_checkpoint
-from src_model.data import choose_labelled, ids_of, load_images, load_pairs, read_split, write_split_record
+from src_model.data import load_images, load_pairs, ssl_split, write_split_record
 from src_model.evaluate import evaluate_model
 from src_model.progress import drain
 from src_model.trainer import TrainConfig, train
@@ -43,16 +43,6 @@ log = logging.getLogger("glas_ssl")
 RESULTS = _common.RESULTS / "glas_ssl"
 TABLE_ROWS = ("sup10", "cdma10", "full", "single10")
 
-
-def make_split(data_dir: Path, fraction: float, n_val: int, seed: int) -> dict:
-    rows = read_split(data_dir)
-    train_ids = ids_of(rows, split="train")
-    labelled = choose_labelled(train_ids, fraction, seed)
-    rest = sorted(set(train_ids) - set(labelled))
-    val = choose_labelled(rest, n_val / len(rest), seed + 1) if n_val else []
-    unlabelled = sorted(set(rest) - set(val))
-    return {"seed": seed, "fraction": fraction, "labelled": labelled, "val": val, "unlabelled": unlabelled,
-            "train_all": sorted(set(train_ids) - set(val))}
 
 
 def row_spec(row: str, split: dict, preset: str):
@@ -193,7 +183,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     require_glas(args.data, ap.prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    split = make_split(Path(args.data), args.fraction, args.val, args.seed)
+    split = ssl_split(Path(args.data), args.fraction, args.val, args.seed)
     write_split_record(RESULTS / ("split.json" if args.seed == 0 else f"split_seed{args.seed}.json"), split)
     for row in args.rows:
         run_row(row, args, split)

@@ -44,7 +44,7 @@ import torch
 import src_model
 from src_model import build_model, get_config
 from src_model.checkpoint import save_checkpoint
-from src_model.data import TwoStreamPatches, choose_labelled, ids_of, load_images, load_pairs, read_split
+from src_model.data import TwoStreamPatches, load_images, load_pairs, ssl_split
 from src_model.trainer import CDMATrainer, TrainConfig, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,17 +52,6 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("gpu_train")
 ROWS = ("bundled", "bundled_stain", "full", "sup10", "cdma10", "cdma10_release")
 
-
-def make_split(data_dir: Path, fraction: float, n_val: int, seed: int) -> dict:
-    """The split of benchmarks/glas_ssl.py (copied so this file does not depend on its refactoring)."""
-    rows = read_split(data_dir)
-    train_ids = ids_of(rows, split="train")
-    labelled = choose_labelled(train_ids, fraction, seed)
-    rest = sorted(set(train_ids) - set(labelled))
-    val = choose_labelled(rest, n_val / len(rest), seed + 1) if n_val else []
-    unlabelled = sorted(set(rest) - set(val))
-    return {"seed": seed, "fraction": fraction, "labelled": labelled, "val": val, "unlabelled": unlabelled,
-            "train_all": sorted(set(train_ids) - set(val))}
 
 
 def check_split(split: dict, seed: int) -> None:
@@ -197,7 +186,7 @@ def main(argv=None) -> int:
     if not args.steps and not (args.deadline and args.sync_dir):
         raise SystemExit("give --steps, or --deadline and --sync-dir (calibration)")
 
-    split = make_split(args.data, 0.1, 8, args.seed)
+    split = ssl_split(args.data, 0.1, 8, args.seed)
     check_split(split, args.seed)
     lab_ids, unl_ids, cfg = row_setup(args.row, split, args.steps or 100000, args.batch, args.patch, args.seed,
                                       args.device, args.stain)

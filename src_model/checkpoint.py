@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from .fileio import atomic_write_bytes
+from .runtime import available_memory
 
 if TYPE_CHECKING:
     import torch
@@ -91,15 +92,6 @@ MAX_BRANCHES = 8
 _NOT_TORCH = "not a napari-cdma checkpoint (not a zip / torch file)"
 
 
-def _available_memory() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def inspect_torch_zip(path: PathLike) -> int:
@@ -137,7 +129,7 @@ def inspect_torch_zip(path: PathLike) -> int:
     if total > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"{path}: refused: declares {total / 2**20:.0f} MiB of tensors and data, more than "
                               f"the {MAX_CHECKPOINT_BYTES / 2**20:.0f} MiB any napari-cdma model needs")
-    available = _available_memory()
+    available = available_memory()
     if available is not None and 2 * total > available:
         raise CheckpointError(f"{path}: loading needs about {2 * total / 2**20:.0f} MiB of memory but only "
                               f"{available / 2**20:.0f} MiB is available")

@@ -229,3 +229,24 @@ class TwoStreamPatches(torch.utils.data.IterableDataset):
             yield {"image": torch.from_numpy(np.stack(images)),
                    "target": torch.from_numpy(np.stack(targets)),
                    "n_labelled": self.n_labelled}
+
+
+def ssl_split(data_dir: Path, fraction: float, n_val: int, seed: int) -> Dict[str, object]:
+    """The semi-supervised benchmark split of a GlaS-layout folder, drawn by ``seed``.
+
+    ``fraction`` of the training ids are labelled (:func:`choose_labelled`); ``n_val`` of the rest
+    are held out for validation (seed + 1); the remaining ones are the unlabelled pool. Test ids are
+    never part of it.
+
+    Returns:
+        ``{"seed", "fraction", "labelled", "val", "unlabelled", "train_all"}`` (``train_all``: every
+        training id but the validation ones), lists sorted where the draw allows.
+    """
+    train_ids = ids_of(read_split(data_dir), split="train")
+    labelled = choose_labelled(train_ids, fraction, seed)
+    rest = sorted(set(train_ids) - set(labelled))
+    val = choose_labelled(rest, n_val / len(rest), seed + 1) if n_val else []
+    unlabelled = sorted(set(rest) - set(val))
+    return {"seed": seed, "fraction": fraction, "labelled": labelled, "val": val, "unlabelled": unlabelled,
+            "train_all": sorted(set(train_ids) - set(val))}
+

@@ -1,4 +1,4 @@
-"""Where the engine runs: the CPU cores this process may use and the torch device to compute on.
+"""Where the engine runs: the CPU cores and memory this process may use and the torch device to compute on.
 
 Importing this module does not import torch (the plugin and the retraining job use
 :func:`cpu_cores` on napari's GUI thread); :func:`resolve_device` imports it when called.
@@ -6,7 +6,7 @@ Importing this module does not import torch (the plugin and the retraining job u
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 if TYPE_CHECKING:
     import torch
@@ -22,6 +22,19 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 2
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo), or None
+    where the platform does not say (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def resolve_device(device: Union[str, "torch.device"] = "auto") -> "torch.device":

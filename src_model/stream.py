@@ -33,7 +33,7 @@ import torch
 from .inference import Branch, _argmax, _branches, _GenericRunner, blend_window, prepare_model, tile_starts
 from .io import to_model_input, to_rgb_uint8
 from .progress import EtaClock, Progress
-from .runtime import resolve_device
+from .runtime import available_memory, resolve_device
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE, pad_to
 from .tissue import tissue_mask
 from .uncertainty import disagreement, entropy, tile_score
@@ -73,16 +73,6 @@ def batch_size_for(tile: int) -> int:
     return max(1, min(8, BATCH_PIXELS // (tile * tile)))
 
 
-def available_memory() -> Optional[int]:
-    """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _gb(n: float) -> str:

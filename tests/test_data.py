@@ -12,6 +12,7 @@ from src_model.data import (
     load_pairs,
     random_crop,
     read_split,
+    ssl_split,
 )
 from src_model.tissue import tissue_mask
 
@@ -102,3 +103,14 @@ def test_two_stream_batches_and_worker_seeding(glas_dir):
     assert not torch.equal(b0["image"], b1["image"])
     # and reproducible: the same seed gives the same first batch
     assert torch.equal(next(iter(ds))["image"], batch["image"])
+
+
+def test_ssl_split_is_seeded_disjoint_and_never_uses_test_images(glas_dir):
+    a = ssl_split(glas_dir, 0.2, 1, seed=0)
+    assert a == ssl_split(glas_dir, 0.2, 1, seed=0)
+    assert len(a["labelled"]) == 1 and len(a["val"]) == 1 and len(a["unlabelled"]) == 3
+    parts = [set(a[k]) for k in ("labelled", "val", "unlabelled")]
+    assert sum(map(len, parts)) == len(set.union(*parts)) == 5  # disjoint, all 5 training ids
+    assert not any(i.startswith("test") for p in parts for i in p)
+    assert set(a["train_all"]) == parts[0] | parts[2]
+    assert any(ssl_split(glas_dir, 0.2, 1, seed=s)["labelled"] != a["labelled"] for s in range(1, 6))
