@@ -221,7 +221,7 @@ def run_rounds(rounds: int, seed: int, max_delay: float, workdir: Path,
     import torch  # noqa: F401 - imported before forking so that each writer starts at once
 
     import src_model.checkpoint
-    import src_model.model  # noqa: F401
+    import src_model.model  # noqa: F401 - likewise: the model code is loaded once, before forking
     from napari_cdma.project.store import ProjectStore
 
     if no_recovery:

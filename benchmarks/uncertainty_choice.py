@@ -411,7 +411,10 @@ def main(argv=None) -> int:
     jsd_vs_mi = max(float(np.abs(s["maps"]["jsd"] - s["maps"]["mi"]).max()) for s in val)
     cand = score_maps(val, names, target_for)
     tta_vs_plain = score_maps(val, [n for n in names if target_for(n) == "wrong_tta"], lambda n: "wrong_plain")
-    key = lambda n: (round(cand[n]["auroc_mean"], 3), cand[n]["auroc_min"])  # noqa: E731
+
+    def key(n: str):  # validation mean AUROC (3 decimals), ties broken by the worst image
+        return round(cand[n]["auroc_mean"], 3), cand[n]["auroc_min"]
+
     free = [n for n in names if n not in CALIBRATED]  # the engine's map must not be fit to one model
     best = max(free, key=key)
     best_plain = max([n for n in free if target_for(n) == "wrong_plain"], key=key)
