@@ -241,8 +241,11 @@ def cmd_predict(args) -> int:
                    "size": [result.height, result.width],
                    "foreground_fraction": result.foreground_fraction,
                    "mean_disagreement": result.mean_disagreement,
+                   "mean_uncertainty": result.mean_uncertainty,
                    "review_size": args.review_size,
-                   "review_tiles": [{"score": sc, "bbox": list(b)} for sc, b in result.review_tiles[:10]],
+                   # a fixed grid (review_regions needs the whole map at once), ranked by the uncertainty map
+                   "review_grid_by_uncertainty": [{"score": sc, "bbox": list(b)}
+                                                  for sc, b in result.review_tiles[:10]],
                    "outputs": sorted(output_names(stem, args.branches).values())}
         (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
         log.info("%s -> %s (foreground %.1f %%)", path, out / f"{stem}_mask.png", 100 * result.foreground_fraction)
@@ -379,13 +382,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser(
         "predict", help="predict masks and uncertainty maps for images",
-        description="Predict masks and uncertainty maps. For each input STEM.ext, writes into --out: "
-                    "STEM_mask.png (255 = gland), STEM_disagreement.png (disagreement x 255), "
-                    "STEM_disagreement.npy, STEM_entropy.npy, STEM_probability.npy (float16 maps in [0, 1]), "
-                    "with --branches STEM_branch_probs.npy (float16, branch x H x W), and STEM_summary.json "
-                    "(foreground fraction, mean disagreement, the 10 review squares of highest disagreement). "
-                    "Images are processed tile row by tile row and maps written as they are finished, so memory "
-                    "stays near the size of the RGB image plus a fixed working set; an image that would not fit "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Predict masks and uncertainty maps. For each input STEM.ext, writes into --out:\n"
+                    "  STEM_mask.png            255 = gland, 0 = background\n"
+                    "  STEM_uncertainty.npy     the uncertainty map: mean of the three branches' entropies\n"
+                    "                           (expected entropy, as the plugin's uncertainty layer; chosen\n"
+                    "                           on validation because it finds the model's errors; with\n"
+                    "                           --branch N, that branch's entropy)\n"
+                    "  STEM_disagreement.npy    branch disagreement (Jensen-Shannon divergence of the branches)\n"
+                    "  STEM_disagreement.png    disagreement x 255, 8-bit\n"
+                    "  STEM_entropy.npy         entropy of the mean of the branches\n"
+                    "  STEM_probability.npy     gland probability\n"
+                    "  STEM_branch_probs.npy    with --branches: each branch's gland probability (branch x H x W)\n"
+                    "  STEM_summary.json        size, foreground_fraction, mean_uncertainty, mean_disagreement,\n"
+                    "                           review_grid_by_uncertainty: the 10 squares of a --review-size grid\n"
+                    "                           with the highest uncertainty (90th percentile over tissue; a fixed\n"
+                    "                           grid, not the plugin's gland-centred review regions, which need\n"
+                    "                           the whole map in memory)\n"
+                    "The .npy maps are float16 (H x W) in [0, 1].\n\n"
+                    "Images are processed tile row by tile row and maps written as they are finished, so memory\n"
+                    "stays near the size of the RGB image plus a fixed working set; an image that would not fit\n"
                     "in the available memory is refused before any work.")
     pr.add_argument("images", nargs="+", help="PNG/TIFF/JPEG/NumPy images (distinct file stems)")
     pr.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
@@ -400,8 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"overlap of neighbouring inference tiles, fraction of a tile, 0..{MAX_OVERLAP} "
                          f"(default {DEFAULT_OVERLAP})")
     pr.add_argument("--review-size", type=_int_in(MIN_REVIEW, MAX_REVIEW), default=REVIEW_SIZE,
-                    help=f"side of the squares ranked for review in the summary, pixels, {MIN_REVIEW}..{MAX_REVIEW} "
-                         f"(default {REVIEW_SIZE})")
+                    help=f"side of the grid squares ranked by uncertainty for review in the summary, pixels, "
+                         f"{MIN_REVIEW}..{MAX_REVIEW} (default {REVIEW_SIZE})")
     pr.add_argument("--page", type=_int_in(0, MAX_INDEX), default=None,
                     help="page of a multi-page TIFF to predict (0-based; such files are refused without it)")
     pr.add_argument("--series", type=_int_in(0, MAX_INDEX), default=None,

@@ -36,7 +36,7 @@ from .progress import EtaClock, Progress
 from .runtime import available_memory, resolve_device
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE, pad_to
 from .tissue import tissue_mask
-from .uncertainty import disagreement, entropy, tile_score
+from .uncertainty import disagreement, entropy, expected_entropy, tile_score
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ def estimate_predict_bytes(height: int, width: int, *, read_bytes: int = 0, tile
         # input tiles (uint8 stack + float), outputs, softmax, activations
         "batch": batch * tile * tile * (3 + 12 + 3 * kc * 4) + int(batch * tile * tile * ACTIVATION_BYTES_PER_PIXEL
                                                                       * width_factor),
-        # the maps of FINISH_ROWS rows: normalised branch probabilities and ~12 float maps
-        "finish": FINISH_ROWS * width * (kc * 4 * 3 + 12 * 4),
-        # a band of float32 disagreement and the tissue mask of one review square
+        # the maps of FINISH_ROWS rows: normalised branch probabilities and ~13 float maps
+        "finish": FINISH_ROWS * width * (kc * 4 * 3 + 13 * 4),
+        # a band of float32 uncertainty and the tissue mask of one review square
         "review": min(review_size, height) * width * 4 + min(review_size, height) * min(review_size, width) * 40,
         "fixed": BASE_BYTES + 3 * int(model_bytes),
     }
@@ -214,11 +214,19 @@ class StreamSummary:
     width: int
     foreground_fraction: float
     mean_disagreement: float
+    #: squares of a ``review_size`` grid ranked by the uncertainty map (``Prediction.uncertainty``)
     review_tiles: List[Tuple[float, Tuple[int, int, int, int]]]
+    mean_uncertainty: float = 0.0
 
 
 class _ReviewBands:
-    """Scores review squares band by band as disagreement rows arrive (float32, as finished)."""
+    """Scores the squares of a review grid band by band as uncertainty rows arrive (float32, as
+    finished), as :func:`src_model.uncertainty.rank_tiles` scores them.
+
+    :func:`src_model.uncertainty.review_regions` (boxes centred on uncertain glands) needs the
+    whole map and the gland instances at once, which the streaming path never holds, so the
+    grid is kept here.
+    """
 
     def __init__(self, image: np.ndarray, review_size: int) -> None:
         self.image = image
@@ -255,7 +263,7 @@ def output_names(stem: str, branches: bool = False) -> Dict[str, str]:
     """File names ``cdma predict`` writes for an input of ``stem`` (keys: the maps)."""
     names = {"mask": f"{stem}_mask.png", "disagreement_png": f"{stem}_disagreement.png",
              "disagreement": f"{stem}_disagreement.npy", "entropy": f"{stem}_entropy.npy",
-             "probability": f"{stem}_probability.npy"}
+             "uncertainty": f"{stem}_uncertainty.npy", "probability": f"{stem}_probability.npy"}
     if branches:
         names["branch_probs"] = f"{stem}_branch_probs.npy"
     return names
@@ -273,7 +281,9 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
 
     * ``<stem>_mask.png``: 255 where the predicted class is not background, else 0;
     * ``<stem>_disagreement.png``: ``round(disagreement * 255)``;
-    * ``<stem>_disagreement.npy``, ``<stem>_entropy.npy``, ``<stem>_probability.npy`` (gland
+    * ``<stem>_disagreement.npy``, ``<stem>_entropy.npy``, ``<stem>_uncertainty.npy``
+      (``Prediction.uncertainty``: the mean of the branch entropies,
+      :func:`~src_model.uncertainty.expected_entropy`), ``<stem>_probability.npy`` (gland
       probability): float16 (H, W) in [0, 1];
     * with ``return_branches``, ``<stem>_branch_probs.npy``: float16 (K, H, W), each branch's gland
       probability.
@@ -285,8 +295,9 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
         ``Progress(stage="predict", step=tiles_done, total=n_tiles, eta_s=...)`` after each batch.
 
     Returns:
-        :class:`StreamSummary`; review squares of ``review_size`` ranked as
-        :func:`src_model.uncertainty.rank_tiles` ranks them.
+        :class:`StreamSummary`; the squares of a ``review_size`` grid ranked by the uncertainty
+        map as :func:`src_model.uncertainty.rank_tiles` ranks them (not
+        :func:`~src_model.uncertainty.review_regions`, which needs the whole map at once).
     """
     if tile < 16:
         raise ValueError(f"tile must be >= 16 pixels, got {tile}")
@@ -317,12 +328,12 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
     try:
         writers["mask"] = PngWriter(tmp["mask"], h, w)
         writers["disagreement_png"] = PngWriter(tmp["disagreement_png"], h, w)
-        for key in ("disagreement", "entropy", "probability"):
+        for key in ("disagreement", "entropy", "uncertainty", "probability"):
             writers[key] = NpyWriter(tmp[key], (h, w), np.float16)
         if return_branches:
             writers["branch_probs"] = NpyWriter(tmp["branch_probs"], (n_branches, h, w), np.float16)
         review = _ReviewBands(img, review_size)
-        totals = {"foreground": 0, "disagreement": 0.0}
+        totals = {"foreground": 0, "disagreement": 0.0, "uncertainty": 0.0}
         acc: Optional[torch.Tensor] = None  # (K, C, tile, wp): image rows ys[i] .. ys[i] + tile
         wsum = torch.zeros(tile, wp)
         clock = EtaClock(n_tiles)
@@ -373,7 +384,8 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
             for path in tmp.values():
                 path.unlink(missing_ok=True)
     return StreamSummary(height=h, width=w, foreground_fraction=totals["foreground"] / (h * w),
-                         mean_disagreement=totals["disagreement"] / (h * w), review_tiles=review.ranked())
+                         mean_disagreement=totals["disagreement"] / (h * w), review_tiles=review.ranked(),
+                         mean_uncertainty=totals["uncertainty"] / (h * w))
 
 
 def _finish_rows(acc: torch.Tensor, wsum: torch.Tensor, r0: int, writers: Dict, review: _ReviewBands,
@@ -384,18 +396,21 @@ def _finish_rows(acc: torch.Tensor, wsum: torch.Tensor, r0: int, writers: Dict, 
     labels = _argmax(probability, 0)
     dis = disagreement(bp)
     ent = entropy(bp).clamp_(0.0, 1.0)
+    unc_np = expected_entropy(bp).numpy()  # Prediction.uncertainty (without TTA)
     fg = (labels > 0).numpy()
     dis_np = dis.numpy()
     totals["foreground"] += int(fg.sum())
     totals["disagreement"] += float(dis_np.sum(dtype=np.float64))
+    totals["uncertainty"] += float(unc_np.sum(dtype=np.float64))
     writers["mask"].write_rows(fg.astype(np.uint8) * 255)
     writers["disagreement_png"].write_rows(np.round(dis_np * 255).astype(np.uint8))
     writers["disagreement"].write_rows(r0, dis_np)
     writers["entropy"].write_rows(r0, ent.numpy())
+    writers["uncertainty"].write_rows(r0, unc_np)
     writers["probability"].write_rows(r0, probability[1].numpy())
     if "branch_probs" in writers:
         writers["branch_probs"].write_rows(r0, bp[:, 1].numpy())
-    review.add(dis_np)
+    review.add(unc_np)
 
 
 __all__ = ["MemoryBudgetError", "NpyWriter", "PngWriter", "StreamSummary", "available_memory", "batch_size_for",

@@ -9,6 +9,9 @@ import torch
 from PIL import Image
 
 from src_model.checkpoint import read_checkpoint
+from src_model.io import read_image
+from src_model.tissue import tissue_mask
+from src_model.uncertainty import rank_tiles, tile_score
 
 
 def cdma(*args, check=True):
@@ -60,11 +63,13 @@ def test_train_predict_evaluate_roundtrip(tmp_path, glas_dir):
     cdma("predict", glas_dir / "images" / "testA_1.png", "--model", out / "final.pt", "--out", pred_dir)
     mask = np.array(Image.open(pred_dir / "testA_1_mask.png"))
     assert mask.shape == (522, 775) and set(np.unique(mask)) <= {0, 255}
-    dis = np.load(pred_dir / "testA_1_disagreement.npy")
-    assert dis.shape == (522, 775) and 0 <= dis.min() and dis.max() <= 1
+    for name in ("disagreement", "uncertainty"):
+        arr = np.load(pred_dir / f"testA_1_{name}.npy")
+        assert arr.dtype == np.float16 and arr.shape == (522, 775) and 0 <= arr.min() and arr.max() <= 1
     summary = json.loads((pred_dir / "testA_1_summary.json").read_text())
-    scores = [t["score"] for t in summary["review_tiles"]]
+    scores = [t["score"] for t in summary["review_grid_by_uncertainty"]]
     assert scores == sorted(scores, reverse=True)
+    assert "testA_1_uncertainty.npy" in summary["outputs"] and 0 <= summary["mean_uncertainty"] <= 1
 
     report_path = tmp_path / "eval.json"
     proc = cdma("evaluate", "--data", glas_dir, "--model", out / "final.pt", "--ids", "testA_1,testB_4",
@@ -225,15 +230,24 @@ def test_predict_picks_a_page_or_series_and_writes_float16_maps(tmp_path, glas_d
                          "--review-size", 32, "--branches"],
                         ["predict", two, "--series", 1, "--model", lite_checkpoint, "--out", out / "s"])
     assert [r["rc"] for r in results] == [0, 0], results
-    for name in ("disagreement", "entropy", "probability"):
+    for name in ("disagreement", "entropy", "uncertainty", "probability"):
         arr = np.load(out / f"pages_{name}.npy")
         assert arr.dtype == np.float16 and arr.shape == (120, 160) and 0 <= arr.min() and arr.max() <= 1
     assert np.load(out / "pages_branch_probs.npy").shape == (3, 120, 160)
     mask = np.array(Image.open(out / "pages_mask.png"))
     assert mask.shape == (120, 160) and set(np.unique(mask)) <= {0, 255}
     summary = json.loads((out / "pages_summary.json").read_text())
-    assert summary["page"] == 1 and summary["size"] == [120, 160] and len(summary["review_tiles"]) == 10
-    assert all(b[2] - b[0] <= 32 for b in (t["bbox"] for t in summary["review_tiles"]))
+    review = summary["review_grid_by_uncertainty"]
+    assert summary["page"] == 1 and summary["size"] == [120, 160] and len(review) == 10
+    assert all(b[2] - b[0] <= 32 for b in (t["bbox"] for t in review))
+    # the review squares follow the written uncertainty map: the 10 best squares of the 32 px grid
+    unc = np.load(out / "pages_uncertainty.npy").astype(np.float32)
+    tissue = tissue_mask(read_image(pages, page=1))
+    for t in review:
+        y0, x0, y1, x1 = t["bbox"]
+        assert t["score"] == pytest.approx(tile_score(unc[y0:y1, x0:x1], tissue[y0:y1, x0:x1]), abs=1e-3)
+    best = rank_tiles(unc, tissue, 32)
+    assert [t["score"] for t in review] == pytest.approx([sc for sc, _ in best[:10]], abs=1e-3)
     assert np.array(Image.open(out / "s" / "two_series_mask.png")).shape == (50, 70)
     assert not list(out.glob(".*partial"))
 

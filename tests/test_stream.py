@@ -35,18 +35,29 @@ def test_streamed_maps_equal_in_memory_prediction(tmp_path, glas_dir, model, sha
     ref = predict(model, image, tile=tile, overlap=overlap, return_branches=True)
     assert events[-1].step == events[-1].total
     for name, want in (("disagreement", ref.disagreement), ("entropy", ref.entropy),
+                       ("uncertainty", ref.uncertainty),
                        ("probability", ref.probability[1]), ("branch_probs", ref.branch_probs[:, 1])):
         got = np.load(tmp_path / f"x_{name}.npy")
         assert got.dtype == np.float16 and got.shape == want.shape
         assert np.abs(got.astype(np.float32) - want).max() < 1e-3, name
+    # the uncertainty map is Prediction.uncertainty (mean branch entropy) to float16 rounding
+    unc = np.load(tmp_path / "x_uncertainty.npy").astype(np.float32)
+    assert unc.shape == image.shape[:2] and 0 <= unc.min() and unc.max() <= 1
+    np.testing.assert_allclose(unc, ref.uncertainty, rtol=2.0**-11, atol=1e-6)
     mask = np.array(Image.open(tmp_path / "x_mask.png"))
     assert np.array_equal(mask, (ref.labels > 0).astype(np.uint8) * 255)
     dis_png = np.array(Image.open(tmp_path / "x_disagreement.png")).astype(int)
     assert np.abs(dis_png - np.round(ref.disagreement * 255)).max() <= 1
     assert summary.foreground_fraction == pytest.approx((ref.labels > 0).mean())
     assert summary.mean_disagreement == pytest.approx(float(ref.disagreement.mean()), rel=1e-4, abs=1e-7)
-    want_rank = rank_tiles(ref.disagreement, tissue_mask(image), 48)
+    assert summary.mean_uncertainty == pytest.approx(float(ref.uncertainty.mean()), rel=1e-4, abs=1e-7)
+    # review squares: the grid ranked by the uncertainty map (not by disagreement)
+    want_rank = rank_tiles(ref.uncertainty, tissue_mask(image), 48)
     assert [b for _, b in summary.review_tiles] == [b for _, b in want_rank]
+    assert [s for s, _ in summary.review_tiles] == pytest.approx([s for s, _ in want_rank], rel=1e-5, abs=1e-7)
+    if shape == (150, 230):  # on this crop the two maps rank the squares differently
+        assert [b for _, b in summary.review_tiles] != [b for _, b in rank_tiles(ref.disagreement, tissue_mask(image),
+                                                                                  48)]
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
