@@ -14,6 +14,7 @@ BBox = Tuple[int, int, int, int]
 RankedTile = Tuple[float, BBox]
 
 
+TILE_COLOR, TILE_WIDTH = "cyan", 3  # review regions; the selected one is drawn by the review panel
 ROLE_KEY = "napari_cdma_role"  # layer.metadata key naming a derived layer's role ("prediction", ...)
 IMAGE_KEY = "napari_cdma_image"  # layer.metadata key naming the image layer a derived layer belongs to
 HASH_KEY = "napari_cdma_image_hash"  # on image layers the dock restored from a store: the store's image hash
@@ -46,6 +47,7 @@ def names_for(image_name: str) -> Dict[str, str]:
         "tiles": f"{image_name} review tiles",
         "accepted": f"{image_name} accepted regions",
         "corrections": f"{image_name} accepted corrections",
+        "drawn": f"{image_name} drawn regions",
     }
     for k in (1, 2, 3):
         names[f"branch{k}"] = f"{image_name} branch {k} foreground"
@@ -384,8 +386,8 @@ def tile_rectangles(tiles: Sequence[RankedTile]) -> List[np.ndarray]:
 def show_review_tiles(viewer: Any, image_name: str, tiles: Sequence[RankedTile]) -> Any:
     """Add or update the Shapes layer outlining the ranked review tiles (edges only, no fill)."""
     return upsert_layer(viewer, names_for(image_name)["tiles"], tile_rectangles(tiles), "shapes",
-                        shape_type="rectangle", edge_color="cyan", face_color="transparent",
-                        edge_width=3, opacity=0.9, metadata=_role("tiles", image_name))
+                        shape_type="rectangle", edge_color=TILE_COLOR, face_color="transparent",
+                        edge_width=TILE_WIDTH, opacity=0.9, metadata=_role("tiles", image_name))
 
 
 def camera_for_tile(bbox: BBox, canvas_hw: Tuple[int, int], margin: float = 1.05) -> Tuple[Tuple[float, float], float]:
@@ -463,7 +465,7 @@ def raise_overlays(viewer: Any, image_name: str) -> None:
     the review tiles, the user's drawn regions and the accepted boxes back on top.
     """
     names = names_for(image_name)
-    for name in (names["corrections"], names["tiles"], f"{image_name} drawn regions", names["accepted"]):
+    for name in (names["corrections"], names["tiles"], names["drawn"], names["accepted"]):
         if name in viewer.layers:
             index = viewer.layers.index(viewer.layers[name])
             viewer.layers.move(index, len(viewer.layers))

@@ -60,53 +60,26 @@ class PredictResult:
     image_hash: str = ""
 
 
-REVIEW_N = 10
-REVIEW_MIN_SIZE = 128  # a review region smaller than this shows too little context to judge a gland
-
-
 def _review_outputs(prediction: Any, image: np.ndarray) -> Dict[str, Any]:
     """Instances, uncertainty map, display range, review regions and gland table (worker thread).
 
-    Uses the engine's review API (``src_model.uncertainty.review_regions``, ``display_range``,
-    ``gland_table``, ``src_model.postprocess.DEFAULT_INSTANCES``) where it exists, else plain
-    equivalents: robust percentiles, connected components, the grid of review squares without
-    slivers, so the dock works with either engine.
+    All from the engine (``src_model.uncertainty``, ``src_model.postprocess``): one label per gland
+    with the post-processing chosen on validation, the robust display range over tissue, review
+    regions of at least 128 px centred on uncertain glands, and the per-gland table.
     """
-    from scipy import ndimage as ndi
-
-    from src_model import postprocess, uncertainty
+    from src_model.postprocess import instance_labels
     from src_model.tissue import tissue_mask
+    from src_model.uncertainty import display_range, gland_table, review_regions
 
     tissue = tissue_mask(image)
-    umap = getattr(prediction, "uncertainty", None)
-    umap = np.asarray(prediction.disagreement if umap is None else umap, dtype=np.float32)
-    fg = np.asarray(prediction.labels) > 0
-    cfg = getattr(postprocess, "DEFAULT_INSTANCES", None)
-    instances = (postprocess.to_instances(fg, cfg) if cfg is not None
-                 else ndi.label(fg, structure=np.ones((3, 3)))[0]).astype(np.int32)
-    if hasattr(uncertainty, "display_range"):
-        lo, hi = uncertainty.display_range(umap, tissue)
-    else:
-        vals = umap[tissue] if tissue.any() else umap.ravel()
-        lo, hi = (float(v) for v in np.percentile(vals, (2.0, 99.5)))
-        hi = hi if hi > lo else lo + 1e-6
-    if hasattr(uncertainty, "review_regions"):
-        # the map, glands and tissue computed above, so the engine does not compute them again
-        ranked = uncertainty.review_regions(prediction, image, n=REVIEW_N, min_size=REVIEW_MIN_SIZE,
-                                            uncertainty_map=umap, instances=instances, tissue=tissue)
-    else:
-        ranked = [t for t in uncertainty.rank_tiles(umap, tissue)
-                  if min(t[1][2] - t[1][0], t[1][3] - t[1][1]) >= min(REVIEW_MIN_SIZE, *umap.shape)][:REVIEW_N]
-    if hasattr(uncertainty, "gland_table"):
-        glands = uncertainty.gland_table(instances, umap)
-    else:
-        n = int(instances.max())
-        area = np.bincount(instances.ravel(), minlength=n + 1)
-        total = np.bincount(instances.ravel(), weights=umap.ravel(), minlength=n + 1)
-        glands = [{"id": i, "area": int(area[i]), "mean_uncertainty": float(total[i] / area[i])}
-                  for i in range(1, n + 1) if area[i]]
+    umap = np.asarray(prediction.uncertainty, dtype=np.float32)
+    instances = instance_labels(prediction)
+    lo, hi = display_range(umap, tissue)
+    # the map, glands and tissue computed above, so the engine does not compute them again
+    ranked = review_regions(prediction, image, uncertainty_map=umap, instances=instances, tissue=tissue)
     return dict(instances=instances, uncertainty=umap, display_range=(float(lo), float(hi)),
-                ranked=[(float(s), tuple(int(v) for v in b)) for s, b in ranked], glands=glands)
+                ranked=[(float(s), tuple(int(v) for v in b)) for s, b in ranked],
+                glands=gland_table(instances, umap))
 
 
 def _predict_job(model_path: str, image: np.ndarray, branches: bool) -> Generator[Any, None, Any]:
@@ -172,8 +145,7 @@ class PredictPanel(QWidget):
         narrow_combo(self.image_choice.native)
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")
-        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setMinimumContentsLength(12)
+        narrow_combo(self.model_combo)
         self.entropy_check = QCheckBox("entropy")
         self.branches_check = QCheckBox("branches")
         self.branches_check.setToolTip("Also show each decoder branch's foreground probability")

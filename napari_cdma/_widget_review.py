@@ -23,6 +23,8 @@ from qtpy.QtWidgets import (
 
 from ._layers import (
     IMAGE_KEY,
+    TILE_COLOR,
+    TILE_WIDTH,
     camera_for_tile,
     is_derived,
     names_for,
@@ -44,7 +46,6 @@ BBox = Tuple[int, int, int, int]
 CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it: a gland is judged in context
 # The selected review box is drawn thicker and in another colour than the others: with ten cyan
 # squares on screen the pathologist must see at once which one "Next" went to.
-TILE_COLOR, TILE_WIDTH = "cyan", 3
 CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
 
 
@@ -299,7 +300,7 @@ class ReviewPanel(QWidget):
             # The store keeps the crop itself (and the image around it as unlabelled tissue).
             record = store.accept_region(state.image, bbox, corrected, predicted,
                                          model_version=str(version or store.current_model_version),
-                                         user=getpass.getuser(),
+                                         user=getpass.getuser(), image_hash=state.image_hash or None,
                                          source_path=source_path(layer) if layer is not None else None)
         except Exception as exc:
             self._say(f"Could not store the {what}: {exc}", error=True)
@@ -326,7 +327,7 @@ class ReviewPanel(QWidget):
     def start_drawing(self) -> Any:
         """Add (or select) a Shapes layer for the reviewed image, in rectangle-drawing mode."""
         image_name, _, _ = self._target()
-        name = f"{image_name or 'image'} drawn regions"
+        name = names_for(image_name or "image")["drawn"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
             name=name, edge_color="yellow", face_color="transparent", edge_width=3)
         self.shapes_choice.reset_choices()

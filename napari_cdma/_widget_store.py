@@ -77,8 +77,7 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
     # come back hidden (tick their eye to compare) rather than stacked over the open image.
     show = not any(getattr(ly, "visible", False) and not is_derived(ly) for ly in viewer.layers)
     # Whole images only: a slide-sized source keeps context crops, which are not shown as images.
-    for image in store.unlabelled_images(skip_damaged=True):
-        digest = hash_image(image)
+    for digest, image in store.whole_images(skip_damaged=True):
         if digest in names:
             continue
         source = next((r.source_path for r in by_image.get(digest, []) if r.source_path), None)

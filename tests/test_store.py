@@ -215,8 +215,15 @@ def test_large_source_keeps_a_context_crop(tmp_path, glas, monkeypatch):
     (context,) = store.unlabelled_images()
     m = store_mod.CONTEXT_MARGIN
     np.testing.assert_array_equal(context, image[300 - m:364 + m, 300 - m:364 + m])
+    assert store.whole_images() == []  # a context crop is never offered as a whole image
     with pytest.raises(ValueError, match="larger than"):
         store.add_unlabelled_image(image)
+    monkeypatch.setattr(store_mod, "MAX_FULL_IMAGE_PIXELS", 50_000_000)
+    small, small_mask = glas[1]
+    _accept(store, small, small_mask, (0, 0, 64, 64))
+    ((digest, whole),) = store.whole_images()
+    assert digest == store_mod.hash_image(small) == store.regions()[-1].image_hash
+    np.testing.assert_array_equal(whole, small)
 
 
 def test_models_add_set_current_rollback_and_reopen(tmp_path, monkeypatch, lite_checkpoint):

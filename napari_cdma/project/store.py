@@ -985,12 +985,25 @@ class ProjectStore:
         Raises:
             StoreError: an image is missing or damaged (unless ``skip_damaged``); the message names it.
         """
+        return [image for _, image in self._read_images(skip_damaged, whole_only=False)]
+
+    def whole_images(self, skip_damaged: bool = False) -> List[Tuple[str, np.ndarray]]:
+        """``(hash, image)`` of every stored whole source image (not the context crops of large ones).
+
+        The hash is the one regions record (:func:`hash_image`), read from the index, not recomputed.
+        """
+        return self._read_images(skip_damaged, whole_only=True)
+
+    def _read_images(self, skip_damaged: bool, whole_only: bool) -> List[Tuple[str, np.ndarray]]:
         out = []
         for key, entry in sorted(self._index["images"].items()):
+            if whole_only and not entry.get("full", False):
+                continue
             what = f"stored image {key[:12]}"
             try:
-                out.append(_io.read_array_verified(_io.inside(self.root, entry["path"], what),
-                                                   entry.get("checksum"), what))
+                out.append((str(entry.get("hash", key)),
+                            _io.read_array_verified(_io.inside(self.root, entry["path"], what),
+                                                    entry.get("checksum"), what)))
             except StoreError as exc:
                 if not skip_damaged:
                     raise
