@@ -118,13 +118,31 @@ def _is_backbone(name: str) -> bool:
     return name.startswith("encoder.")
 
 
+class TrainHook:
+    """Extends a training run without touching the loop (fine-tuning regularisers, mean teacher, ...).
+
+    ``extra_loss`` returns named loss terms that are added to the CDMA loss of the step (each term is
+    also reported in the step's metrics); ``after_step`` runs after the optimiser step (EMA updates).
+    ``x`` holds the labelled patches first (``n_labelled`` of them), then the unlabelled ones.
+    """
+
+    def extra_loss(self, trainer: "CDMATrainer", x: torch.Tensor, logits: Sequence[torch.Tensor],
+                   n_labelled: int) -> Dict[str, torch.Tensor]:
+        return {}
+
+    def after_step(self, trainer: "CDMATrainer") -> None:
+        return None
+
+
 class CDMATrainer:
     """Trains an :class:`MTNet` with the CDMA losses. No side effects in ``__init__``."""
 
-    def __init__(self, model: MTNet, config: TrainConfig, device: torch.device) -> None:
+    def __init__(self, model: MTNet, config: TrainConfig, device: torch.device,
+                 hooks: Sequence[TrainHook] = ()) -> None:
         self.model = model
         self.config = config
         self.device = device
+        self.hooks = list(hooks)
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler = None
         self.scaler = None
@@ -171,7 +189,12 @@ class CDMATrainer:
         amp = self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
             logits = self.model(x)
-        losses = cdma_loss([z.float() for z in logits], y, n_lab, w, self.config.temperature)
+        logits = [z.float() for z in logits]
+        losses = cdma_loss(logits, y, n_lab, w, self.config.temperature)
+        for hook in self.hooks:
+            for name, term in hook.extra_loss(self, x, logits, n_lab).items():
+                losses[name] = term
+                losses["loss"] = losses["loss"] + term
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(losses["loss"]).backward()
@@ -182,6 +205,8 @@ class CDMATrainer:
             self.optimizer.step()
         self.scheduler.step()
         self.step += 1
+        for hook in self.hooks:
+            hook.after_step(self)
         out = {k: float(v.detach()) for k, v in losses.items()}
         out.update(lr=self.optimizer.param_groups[0]["lr"], w=w)
         if not math.isfinite(out["loss"]):
@@ -232,16 +257,17 @@ class CDMATrainer:
 
 def train(model: MTNet, labelled: Sequence[Labelled], unlabelled: Sequence[np.ndarray], config: TrainConfig,
           out_dir: Path, cancel: Optional[Callable[[], bool]] = None, provenance: Optional[Dict[str, Any]] = None,
-          resume: Optional[Path] = None) -> Generator[Progress, None, TrainResult]:
+          resume: Optional[Path] = None, hooks: Sequence[TrainHook] = ()) -> Generator[Progress, None, TrainResult]:
     """Train ``model`` on labelled (image, mask) pairs and unlabelled images; yields progress.
 
-    Returns a :class:`TrainResult` whose ``checkpoint`` is ``out_dir / "final.pt"``.
+    ``hooks`` (:class:`TrainHook`) add loss terms or per-step updates. Returns a :class:`TrainResult`
+    whose ``checkpoint`` is ``out_dir / "final.pt"``.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    trainer = CDMATrainer(model, config, device)
+    trainer = CDMATrainer(model, config, device, hooks)
     trainer.configure_optimizer()
     if resume is not None:
         trainer.resume(Path(resume))
