@@ -1,0 +1,356 @@
+"""Fine-tuning a trained model on a few corrections without forgetting what it knew.
+
+One recipe serves the plugin's Retrain (``napari_cdma.project.retrain_worker``), ``cdma retrain STORE``
+and ``cdma train --init``. A recipe is a named :class:`Recipe`: the ``finetune`` schedule of
+:class:`~src_model.trainer.TrainConfig` plus small regularisers, each a :class:`~src_model.trainer.TrainHook`:
+
+- :class:`DistillHook`: KL divergence of every branch to the previous (frozen) model's softened mean
+  prediction on the unlabelled patches (tissue nobody corrected), so the model keeps its old answers
+  where it was not told otherwise. With ``semi_supervised=False`` the batch holds no unlabelled patches
+  and the hook draws its own from the unlabelled images (a replay set whose soft labels are the previous
+  model's predictions, made on the fly instead of stored).
+- :class:`L2SPHook`: ``alpha / 2 * ||w - w0||^2``, an anchor to the previous weights.
+- :class:`EncoderLrHook`: scales each optimiser update of the encoder (a lower encoder learning rate).
+- :class:`EMAHook`: an exponential moving average of the weights, which becomes the result.
+- ``freeze_bn``: the encoder's batch-norm layers use (and keep) their running statistics, so a few
+  small fine-tuning batches cannot shift the statistics every image is normalised with.
+
+The recipes and the choice of ``"default"`` are measured by ``benchmarks/forgetting.py``
+(``benchmarks/results/forgetting.md``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import BUNDLED_NAME, load_model, save_checkpoint
+from .data import AugmentConfig, Labelled, augment, random_crop
+from .progress import Progress
+from .tissue import tissue_mask
+from .trainer import CDMATrainer, TrainConfig, TrainHook, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: Side of the unit in which the amount of corrected data is counted for the default step count.
+_TILE_AREA = 256 * 256
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named fine-tuning recipe.
+
+    Attributes:
+        name: the key in :data:`RECIPES`.
+        description: one line for ``--help`` and results files.
+        lr: AdamW learning rate (constant schedule).
+        distill: weight of :class:`DistillHook` (0 = off).
+        distill_temperature: softening temperature of the distillation.
+        l2sp: ``alpha`` of :class:`L2SPHook` (0 = off).
+        encoder_lr: multiplier of the encoder's updates (1 = as the rest; 0 = encoder frozen).
+        ema: decay of :class:`EMAHook` (0 = off).
+        freeze_bn: keep the encoder's batch-norm statistics fixed.
+        steps_per_tile: default steps per 256 x 256 px of corrected pixels ...
+        min_steps / max_steps: ... clipped to this range (see :func:`default_steps`).
+    """
+
+    name: str
+    description: str
+    lr: float = 3e-4
+    distill: float = 0.0
+    distill_temperature: float = 2.0
+    l2sp: float = 0.0
+    encoder_lr: float = 1.0
+    ema: float = 0.0
+    freeze_bn: bool = False
+    steps_per_tile: float = 12.0
+    min_steps: int = 40
+    max_steps: int = 120
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _recipes(*recipes: Recipe) -> Dict[str, Recipe]:
+    return {r.name: r for r in recipes}
+
+
+#: The named recipes. ``"plain"`` is the schedule used before issue 9 (TrainConfig.finetune, no
+#: regulariser); ``"default"`` is the one chosen by ``benchmarks/forgetting.py``.
+RECIPES: Dict[str, Recipe] = _recipes(
+    Recipe("plain", "TrainConfig.finetune as before: AdamW 3e-4, no regulariser"),
+    Recipe("distill", "plain + distillation to the previous model on uncorrected tissue (weight 1, T=2)",
+           distill=1.0),
+    Recipe("l2sp", "plain + L2-SP anchor to the previous weights (alpha 0.01)", l2sp=0.01),
+    Recipe("low_encoder_lr", "plain + encoder updates x0.1", encoder_lr=0.1),
+    Recipe("ema", "plain + EMA of the weights (decay 0.95) as the result", ema=0.95),
+    Recipe("freeze_bn", "plain + encoder batch-norm statistics kept fixed", freeze_bn=True),
+    Recipe("distill_bn", "distillation + fixed batch-norm statistics", distill=1.0, freeze_bn=True),
+    Recipe("default", "distillation to the previous model on uncorrected tissue + fixed batch-norm statistics",
+           distill=1.0, freeze_bn=True),
+)
+
+
+def get_recipe(recipe: Union[str, Recipe]) -> Recipe:
+    """The recipe named ``recipe`` (or ``recipe`` itself); an unknown name lists the valid ones."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown fine-tuning recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    return RECIPES[recipe]
+
+
+def default_steps(recipe: Recipe, labelled: Sequence[Labelled]) -> int:
+    """Steps for the amount of corrected data: ``steps_per_tile`` per 256 x 256 px, clipped to
+    ``[min_steps, max_steps]`` (10 corrected 256-px regions: 120 steps, the dock's 3-minute budget)."""
+    tiles = sum(int(np.asarray(m).size) for _, m in labelled) / _TILE_AREA
+    return int(min(recipe.max_steps, max(recipe.min_steps, math.ceil(recipe.steps_per_tile * tiles))))
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+
+def softened_mean(logits: Sequence[torch.Tensor], temperature: float) -> torch.Tensor:
+    """Mean over branches of ``softmax(z / T)``.
+
+    Args:
+        logits: K tensors (B, C, H, W).
+
+    Returns:
+        (B, C, H, W) probabilities.
+    """
+    return torch.stack([torch.softmax(z / temperature, dim=1) for z in logits]).mean(0)
+
+
+def distill_loss(student: Sequence[torch.Tensor], teacher_mean: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(teacher_mean || softmax(z_k / T))`` averaged over pixels and branches k.
+
+    Args:
+        student: K logits (B, C, H, W).
+        teacher_mean: (B, C, H, W) the teacher's softened mean probabilities (no gradient).
+    """
+    log_t = torch.log(teacher_mean.clamp_min(1e-8))
+    total = 0.0
+    for z in student:
+        log_s = F.log_softmax(z / temperature, dim=1)
+        total = total + (teacher_mean * (log_t - log_s)).sum(dim=1).mean()
+    return temperature ** 2 * total / len(student)
+
+
+class PatchSampler:
+    """Augmented random tissue patches of unlabelled images, as the training stream draws them."""
+
+    def __init__(self, images: Sequence[np.ndarray], patch: int, seed: int,
+                 augment_cfg: Optional[AugmentConfig] = None) -> None:
+        if not images:
+            raise ValueError("PatchSampler needs at least one image")
+        self.images = list(images)
+        self.tissue = [tissue_mask(img) for img in self.images]
+        self.patch, self.augment_cfg = patch, augment_cfg or AugmentConfig()
+        self.rng = np.random.default_rng([seed, 7])
+
+    def sample(self, n: int) -> torch.Tensor:
+        """(n, 3, P, P) float32 patches in [0, 1]."""
+        out = []
+        for _ in range(n):
+            i = int(self.rng.integers(len(self.images)))
+            img, _ = random_crop(self.rng, self.images[i], None, self.patch, self.tissue[i])
+            x, _ = augment(self.rng, img, None, self.augment_cfg)
+            out.append(x)
+        return torch.from_numpy(np.stack(out))
+
+
+class DistillHook(TrainHook):
+    """Distillation from the previous, frozen model on the patches nobody corrected.
+
+    Uses the batch's unlabelled patches; when the batch has none (supervised-only fine-tuning) it
+    draws ``n_replay`` patches from ``replay`` and runs the student on them too.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, weight: float, temperature: float,
+                 replay: Optional[PatchSampler] = None, n_replay: int = 4) -> None:
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.weight, self.temperature = weight, temperature
+        self.replay, self.n_replay = replay, n_replay
+
+    def extra_loss(self, trainer: CDMATrainer, x: torch.Tensor, logits: Sequence[torch.Tensor],
+                   n_labelled: int) -> Dict[str, torch.Tensor]:
+        if x.shape[0] > n_labelled:
+            xs, student = x[n_labelled:], [z[n_labelled:] for z in logits]
+        elif self.replay is not None:
+            xs = self.replay.sample(self.n_replay).to(trainer.device)
+            student = [z.float() for z in trainer.model(xs)]
+        else:
+            return {}
+        self.teacher.to(trainer.device)
+        with torch.no_grad():
+            target = softened_mean([z.float() for z in self.teacher(xs)], self.temperature)
+        return {"distill": self.weight * distill_loss(student, target, self.temperature)}
+
+
+class L2SPHook(TrainHook):
+    """``alpha / 2 * sum ||w - w0||^2`` over the trainable weights (L2-SP, Li et al. 2018)."""
+
+    def __init__(self, model: torch.nn.Module, alpha: float) -> None:
+        self.alpha = alpha
+        self.anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def extra_loss(self, trainer, x, logits, n_labelled):
+        total = 0.0
+        for name, p in trainer.model.named_parameters():
+            if name in self.anchor:
+                total = total + ((p - self.anchor[name].to(p.device)) ** 2).sum()
+        return {"l2sp": 0.5 * self.alpha * total}
+
+
+def _is_encoder(name: str) -> bool:
+    return name.startswith("encoder.")
+
+
+class EncoderLrHook(TrainHook):
+    """Scales every optimiser update of the encoder's weights by ``factor`` (a lower encoder
+    learning rate, whatever the optimiser): the weights before the step are kept in ``extra_loss``
+    and the step is shrunk in ``after_step``."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self._before: Dict[str, torch.Tensor] = {}
+
+    def extra_loss(self, trainer, x, logits, n_labelled):
+        self._before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if _is_encoder(n)}
+        return {}
+
+    def after_step(self, trainer) -> None:
+        with torch.no_grad():
+            for name, p in trainer.model.named_parameters():
+                if name in self._before:
+                    p.copy_(self._before[name] + self.factor * (p - self._before[name]))
+        self._before = {}
+
+
+class EMAHook(TrainHook):
+    """Exponential moving average of the weights and buffers; :meth:`apply` puts it into the model."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def after_step(self, trainer) -> None:
+        with torch.no_grad():
+            for k, v in trainer.model.state_dict().items():
+                s = self.shadow[k]
+                if s.device != v.device:
+                    s = self.shadow[k] = s.to(v.device)
+                if v.dtype.is_floating_point:
+                    s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                else:
+                    s.copy_(v)
+
+    def apply(self, model: torch.nn.Module) -> None:
+        model.load_state_dict(self.shadow)
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> List[torch.nn.Module]:
+    """Make every batch-norm layer of ``model`` normalise with its running statistics and never update
+    them, even in training mode; returns those layers."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+    def keep_eval(module, args):
+        for m in layers:
+            m.eval()
+
+    if layers:
+        model.register_forward_pre_hook(keep_eval)
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+def _load_init(init: Union[PathLike, torch.nn.Module]):
+    if isinstance(init, torch.nn.Module):
+        return copy.deepcopy(init)
+    return load_model(None if str(init) == BUNDLED_NAME else init)
+
+
+def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled], unlabelled: Sequence[np.ndarray],
+             out_dir: PathLike, *, recipe: Union[str, Recipe] = "default", steps: Optional[int] = None,
+             semi_supervised: bool = True, seed: int = 0, device: str = "cpu", threads: int = 0,
+             cancel: Optional[Callable[[], bool]] = None, overrides: Optional[Mapping[str, Any]] = None,
+             provenance: Optional[Mapping[str, Any]] = None) -> Generator[Progress, None, TrainResult]:
+    """Fine-tune the model of ``init`` on corrected ``labelled`` pairs with ``recipe``; yields progress.
+
+    Args:
+        init: a checkpoint path, ``"bundled"``, or a model (copied, never changed).
+        labelled: ``(RGB uint8 (H, W, 3), mask (H, W), > 0 = gland)`` pairs: the corrections.
+        unlabelled: RGB uint8 images of the same lab (tissue nobody corrected); the labelled images
+            are used when empty.
+        out_dir: where ``final.pt`` (and ``last.pt``) go.
+        recipe: a name in :data:`RECIPES` or a :class:`Recipe`.
+        steps: optimiser steps; None: :func:`default_steps` for the amount of corrected pixels.
+        semi_supervised: False fine-tunes with the supervised loss only (the CDMA terms off), the
+            recipe's regularisers otherwise unchanged.
+        seed, device, threads: as :class:`~src_model.trainer.TrainConfig` (threads 0: torch's default).
+        cancel: checked between steps; when it returns True, training stops and saves what it has.
+        overrides: other :class:`~src_model.trainer.TrainConfig` fields (``patch``, ``batch_labelled``, ...).
+        provenance: extra keys recorded in the checkpoint.
+
+    Returns:
+        the :class:`~src_model.trainer.TrainResult`; ``checkpoint`` is ``out_dir / "final.pt"``
+        (with EMA: the averaged weights).
+    """
+    r = get_recipe(recipe)
+    n_steps = default_steps(r, labelled) if steps is None else int(steps)
+    if n_steps < 1:
+        raise ValueError(f"steps must be >= 1, got {n_steps}")
+    cfg_kw: Dict[str, Any] = {"lr": r.lr, "seed": seed, "device": device, "threads": threads,
+                              "unsupervised": semi_supervised}
+    cfg_kw.update(overrides or {})
+    config = TrainConfig.finetune(n_steps, **cfg_kw)
+    if threads:
+        torch.set_num_threads(threads)
+    model = _load_init(init)
+    hooks: List[TrainHook] = []
+    ema: Optional[EMAHook] = None
+    if r.freeze_bn:
+        freeze_batchnorm(model)
+    if r.distill > 0:
+        teacher = _load_init(init)
+        replay = None if semi_supervised else PatchSampler(list(unlabelled) or [img for img, _ in labelled],
+                                                           config.patch, seed, config.augment)
+        hooks.append(DistillHook(teacher, r.distill, r.distill_temperature, replay,
+                                 n_replay=max(1, config.batch_unlabelled)))
+    if r.l2sp > 0:
+        hooks.append(L2SPHook(model, r.l2sp))
+    if r.encoder_lr != 1.0:
+        hooks.append(EncoderLrHook(r.encoder_lr))
+    if r.ema > 0:
+        ema = EMAHook(model, r.ema)
+        hooks.append(ema)
+    prov = {"recipe": r.to_dict(), "semi_supervised": semi_supervised,
+            "init": str(getattr(init, "checkpoint_path", init))}
+    prov.update(provenance or {})
+    log.info("fine-tuning with recipe %r: %d steps, %d labelled, %d unlabelled", r.name, n_steps,
+             len(labelled), len(unlabelled))
+    result = yield from train(model, labelled, unlabelled, config, Path(out_dir), cancel=cancel,
+                              provenance=prov, hooks=hooks)
+    if ema is not None:
+        ema.apply(model)
+        save_checkpoint(result.checkpoint, model, step=result.steps_done,
+                        provenance={"trainer": "CDMATrainer", "train_config": config.to_dict(), **prov,
+                                    "weights": "ema", "cancelled": result.cancelled})
+    return result
+
+
+__all__ = ["Recipe", "RECIPES", "get_recipe", "default_steps", "finetune", "DistillHook", "L2SPHook",
+           "EncoderLrHook", "EMAHook", "PatchSampler", "freeze_batchnorm", "distill_loss", "softened_mean"]
