@@ -137,10 +137,17 @@ def cmd_train(args) -> int:
     from . import build_model, get_config
     from .checkpoint import BUNDLED_NAME, load_model
     from .data import ids_of, load_images, load_pairs, write_split_record
+    from .distributed import from_env
     from .progress import drain
     from .runtime import resolve_device
     from .trainer import TrainConfig, train
 
+    try:  # under torchrun every process runs this; only rank 0 writes files and reports progress
+        main_rank = from_env().is_main
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if not main_rank:
+        logging.getLogger().setLevel(logging.WARNING)
     data = Path(args.data)
     rows = _split_rows(data)
     train_ids = ids_of(rows, split="train")
@@ -179,15 +186,17 @@ def cmd_train(args) -> int:
         cfg.batch_labelled = cfg.batch_unlabelled = args.batch
     # every image is read (and checked) before anything is written to --out
     pairs, images = load_pairs(data, labelled), load_images(data, unlabelled)
-    write_split_record(out / "split.json", {"data": str(data), "labelled": labelled, "unlabelled": unlabelled,
-                                            "seed": args.seed})
+    if main_rank:
+        write_split_record(out / "split.json", {"data": str(data), "labelled": labelled,
+                                                "unlabelled": unlabelled, "seed": args.seed})
     log.info("training %s: %d labelled, %d unlabelled images, %d steps -> %s",
              "fine-tune" if args.init else args.preset, len(labelled), len(unlabelled), args.steps, out)
     resume = out / "last.pt" if args.resume else None
     prov = {"data": str(data), "labelled_ids": labelled, "init": args.init}
     result = drain(train(model, pairs, images, cfg, out, provenance=prov, resume=resume),
-                   _progress_printer(args.progress))
-    print(json.dumps({"event": "done", "checkpoint": str(result.checkpoint), "steps": result.steps_done}))
+                   _progress_printer(args.progress) if main_rank else None)
+    if main_rank:
+        print(json.dumps({"event": "done", "checkpoint": str(result.checkpoint), "steps": result.steps_done}))
     return 0
 
 
@@ -356,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train or fine-tune on a data folder (images/, masks/, split.csv)")
+    t = sub.add_parser("train", help="train or fine-tune on a data folder (images/, masks/, split.csv)",
+                       description="Train or fine-tune on a data folder. Under torchrun (e.g. torchrun "
+                                   "--nproc_per_node 2 -m src_model.cli train ...) it trains data-parallel: "
+                                   "each process draws its own patches (global batch = processes x --batch) "
+                                   "and rank 0 writes the checkpoints.")
     t.add_argument("--data", required=True, help="folder with images/, masks/ and split.csv")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--labelled-fraction", type=_float_in(0.0, 1.0, lo_open=True), default=0.1,

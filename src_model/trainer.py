@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import AugmentConfig, Labelled, TwoStreamPatches
+from .distributed import DistInfo, DistSession, rank_seed
 from .losses import cdma_loss, ramp_weight
 from .model import MTNet
 from .progress import EtaClock, Progress
@@ -135,14 +136,21 @@ class TrainHook:
 
 
 class CDMATrainer:
-    """Trains an :class:`MTNet` with the CDMA losses. No side effects in ``__init__``."""
+    """Trains an :class:`MTNet` with the CDMA losses. No side effects in ``__init__``.
+
+    With a distributed ``session`` (:mod:`src_model.distributed`), the forward pass runs through
+    DistributedDataParallel (``self.net``), ranks stop together, metrics are averaged over ranks and
+    only rank 0 writes checkpoints; ``self.model`` stays the plain model (saved, used by hooks).
+    """
 
     def __init__(self, model: MTNet, config: TrainConfig, device: torch.device,
-                 hooks: Sequence[TrainHook] = ()) -> None:
+                 hooks: Sequence[TrainHook] = (), session: Optional[DistSession] = None) -> None:
         self.model = model
+        self.net: torch.nn.Module = model
         self.config = config
         self.device = device
         self.hooks = list(hooks)
+        self.session = session or DistSession(DistInfo(), device)
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler = None
         self.scaler = None
@@ -170,6 +178,7 @@ class CDMATrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg.lr_schedule, cfg.steps))
         if self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
+        self.net = self.session.wrap(self.model)
 
     def unsupervised_weight(self) -> float:
         cfg = self.config
@@ -188,7 +197,7 @@ class CDMATrainer:
             x, y = x[:n_lab], y[:n_lab]
         amp = self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
-            logits = self.model(x)
+            logits = self.net(x)
         logits = [z.float() for z in logits]
         losses = cdma_loss(logits, y, n_lab, w, self.config.temperature)
         for hook in self.hooks:
@@ -214,7 +223,12 @@ class CDMATrainer:
         return out
 
     def save(self, path: Path, provenance: Optional[Dict[str, Any]] = None) -> Path:
+        """Write a checkpoint of the plain model (rank 0 only; other ranks return ``path`` unwritten)."""
+        if not self.session.is_main:
+            return Path(path)
         prov = {"trainer": "CDMATrainer", "train_config": self.config.to_dict()}
+        if self.session.active:
+            prov["world_size"] = self.session.info.world_size
         prov.update(provenance or {})
         return save_checkpoint(path, self.model, optimizer=self.optimizer, step=self.step, provenance=prov,
                                extra={"scheduler": self.scheduler.state_dict()})
@@ -240,11 +254,11 @@ class CDMATrainer:
         cancelled = False
         it = iter(batches)
         while self.step < cfg.steps:
-            if cancel is not None and cancel():
+            if self.session.any_true(cancel is not None and cancel()):
                 cancelled = True
                 log.info("training cancelled at step %d", self.step)
                 break
-            metrics = self.train_step(next(it))
+            metrics = self.session.mean_metrics(self.train_step(next(it)))
             history.append({"step": self.step, **metrics})
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 self.save(out_dir / "last.pt", provenance)
@@ -261,19 +275,32 @@ def train(model: MTNet, labelled: Sequence[Labelled], unlabelled: Sequence[np.nd
     """Train ``model`` on labelled (image, mask) pairs and unlabelled images; yields progress.
 
     ``hooks`` (:class:`TrainHook`) add loss terms or per-step updates. Returns a :class:`TrainResult`
-    whose ``checkpoint`` is ``out_dir / "final.pt"``.
+    whose ``checkpoint`` is ``out_dir / "final.pt"``. Under ``torchrun`` (``WORLD_SIZE`` > 1) every
+    process calls it: they train data-parallel (:mod:`src_model.distributed`), each rank drawing its own
+    patches, so the global batch is ``world_size`` times the configured one.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    trainer = CDMATrainer(model, config, device, hooks)
+    session = DistSession.start(resolve_device(config.device))  # under torchrun: joins the process group
+    torch.manual_seed(rank_seed(config.seed, session.info.rank))  # dropout masks differ between ranks
+    try:
+        result = yield from _train(session, model, labelled, unlabelled, config, out_dir, cancel, provenance,
+                                   resume, hooks)
+    finally:
+        session.close()
+    return result
+
+
+def _train(session, model, labelled, unlabelled, config, out_dir, cancel, provenance, resume, hooks):
+    """:func:`train` inside its (possibly distributed) session."""
+    device = session.device
+    trainer = CDMATrainer(model, config, device, hooks, session)
     trainer.configure_optimizer()
     if resume is not None:
         trainer.resume(Path(resume))
     data = TwoStreamPatches(labelled, unlabelled, config.batch_labelled,
                             config.batch_unlabelled if config.unsupervised else 0,
-                            config.patch, config.seed + trainer.step, config.augment)
+                            config.patch, rank_seed(config.seed + trainer.step, session.info.rank), config.augment)
     if config.num_workers > 0:
         batches = torch.utils.data.DataLoader(data, batch_size=None, num_workers=config.num_workers,
                                               pin_memory=device.type == "cuda", persistent_workers=True)
