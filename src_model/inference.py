@@ -1,12 +1,9 @@
 """Tiled inference over a whole in-memory image, with seamless blending and branch uncertainty.
 
-The image is covered by overlapping square tiles (reflect-padded when it is smaller than one
-tile). Each tile's per-branch softmax probabilities are weighted by a smooth separable window
-that falls towards the tile edges but never reaches 0, summed into image-sized accumulators and
-divided by the summed weight. Tile borders, where zero padding inside the network makes
-predictions least reliable, therefore get almost no say wherever another tile covers them, and
-the blend has no seams. Uncertainty maps (spec section 4) are computed from the blended
-per-branch probabilities.
+The tile loop, blending and finishing are :mod:`src_model.bands` (shared with the streaming paths
+of ``cdma predict`` and the napari dock); here its finished row bands are collected into
+image-sized maps and returned as a :class:`Prediction`. Uncertainty maps (spec section 4) are
+computed from the blended per-branch probabilities.
 
 Speed: an MTNet is run through :func:`prepare_model`, which makes a
 :class:`~src_model.model.fast.FastMTNet`: an eval-only copy with batch norms folded into the
@@ -16,27 +13,24 @@ gives the plain model's outputs to within float rounding (tested to 1e-4).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from typing import Callable, Generator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Generator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .io import to_model_input, to_rgb_uint8
+from .bands import FINISH_ROWS, WINDOW_FLOOR, RowMaps, blend_window, finish_rows, predict_rows, tile_starts
+from .io import to_rgb_uint8
 from .model import MTNet
 from .model.fast import FastMTNet
 from .progress import EtaClock, Progress, drain
 from .runtime import resolve_device
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, pad_to
-from .uncertainty import disagreement, entropy, expected_entropy
 
 logger = logging.getLogger(__name__)
 
 Branch = Union[str, int]
-WINDOW_FLOOR = 1e-3  # smallest blending weight (at a tile's outermost pixels); never 0
-_ROWS_PER_CHUNK = 256  # rows per chunk when finishing maps, bounds temporaries on large images
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -119,28 +113,7 @@ def prepare_model(model: nn.Module, branch: Branch = "mean", device: Union[str, 
     return _GenericRunner(model.to(dev), branches)
 
 
-# --------------------------------------------------------------------------- tiling and blending
-
-def tile_starts(length: int, tile: int, overlap: float) -> List[int]:
-    """Start offsets of tiles of size ``tile`` covering ``[0, length)``, evenly spread.
-
-    Neighbouring tiles overlap by at least ``overlap * tile`` pixels; the last tile ends at
-    ``length``. A ``length`` up to ``tile`` needs one tile at 0 (the image is padded to it).
-    """
-    if length <= tile:
-        return [0]
-    stride = max(1, int(round(tile * (1.0 - overlap))))
-    n = math.ceil((length - tile) / stride) + 1
-    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
-
-
-def blend_window(tile: int, floor: float = WINDOW_FLOOR) -> torch.Tensor:
-    """Separable raised-cosine (Hann) weight (tile, tile): 1 at the centre, ``floor`` at edges."""
-    i = torch.arange(tile, dtype=torch.float64)
-    hann = 0.5 - 0.5 * torch.cos(2.0 * math.pi * (i + 0.5) / tile)
-    w1 = floor + (1.0 - floor) * hann
-    return torch.outer(w1, w1).float()
-
+# --------------------------------------------------------------------------- prediction
 
 def predict_tiles(model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TILE,
                   overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, branch: Branch = "mean",
@@ -192,39 +165,54 @@ def predict_tiles(model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TI
             precision=precision)))
     h, w = img.shape[:2]
     padded = pad_to(img, tile)
-    hp, wp = padded.shape[:2]
-    boxes = [(y, x) for y in tile_starts(hp, tile, overlap) for x in tile_starts(wp, tile, overlap)]
     dev = resolve_device(device)
     was_training = model.training
     runner = prepare_model(model, branch, dev, fast=fast)  # a generic model is put in eval mode
     was_training = was_training and isinstance(runner, _GenericRunner)
-    window = blend_window(tile)
-    window_dev = window.to(dev)
-    acc: Optional[torch.Tensor] = None  # (K, C, hp, wp), allocated once C is known
-    wsum = torch.zeros(hp, wp)
-    clock = EtaClock(len(boxes))
-    logger.debug("predict %dx%d image: %d tiles of %d, overlap %.3g, branch %s", h, w, len(boxes), tile,
-                 overlap, branch)
+    maps = _MapCollector(h, w, return_branches)
+    logger.debug("predict %dx%d image: tiles of %d, overlap %.3g, branch %s", h, w, tile, overlap, branch)
     try:
         with torch.inference_mode():
-            for start in range(0, len(boxes), batch_size):
-                batch = boxes[start:start + batch_size]
-                x = to_model_input(np.stack([padded[y:y + tile, x0:x0 + tile] for y, x0 in batch]), dev)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    logits = runner(x)  # (B, K, C, T, T)
-                probs = torch.softmax(logits.float(), dim=2).mul_(window_dev).cpu()
-                if acc is None:
-                    acc = torch.zeros((probs.shape[1], probs.shape[2], hp, wp))
-                for p, (y, x0) in zip(probs, batch, strict=True):
-                    acc[:, :, y:y + tile, x0:x0 + tile] += p
-                    wsum[y:y + tile, x0:x0 + tile] += window
-                done = start + len(batch)
-                yield Progress(stage="predict", step=done, total=len(boxes), eta_s=clock.eta(done))
+            yield from predict_rows(runner, padded, h, w, maps, tile=tile, overlap=overlap, batch_size=batch_size,
+                                    window=blend_window(tile), device=dev, precision=precision)
     finally:
         if was_training:
             model.train()
-    with torch.inference_mode():  # the accumulators are inference tensors
-        return _finish(acc[:, :, :h, :w], wsum[:h, :w], return_branches)
+    return maps.prediction()
+
+
+class _MapCollector:
+    """A sink of :func:`~src_model.bands.predict_rows`: finished rows copied into image-sized maps."""
+
+    def __init__(self, height: int, width: int, return_branches: bool) -> None:
+        self.h, self.w = height, width
+        self.return_branches = return_branches
+        self.maps: Optional[dict] = None
+
+    def __call__(self, rows: RowMaps) -> None:
+        if self.maps is None:
+            k, c = rows.branch_probs.shape[:2]
+            self.maps = {"probability": np.empty((c, self.h, self.w), np.float32),
+                         "labels": np.empty((self.h, self.w), np.uint8),
+                         **{name: np.empty((self.h, self.w), np.float32)
+                            for name in ("disagreement", "entropy", "vote", "uncertainty")}}
+            if self.return_branches:
+                self.maps["branch_probs"] = np.empty((k, c, self.h, self.w), np.float32)
+        r0, r1 = rows.r0, rows.r0 + rows.rows
+        m = self.maps
+        m["probability"][:, r0:r1] = rows.probability.numpy()
+        m["labels"][r0:r1] = rows.labels.numpy()
+        m["vote"][r0:r1] = rows.vote().numpy()
+        for name in ("disagreement", "entropy", "uncertainty"):
+            m[name][r0:r1] = getattr(rows, name).numpy()
+        if self.return_branches:
+            m["branch_probs"][:, :, r0:r1] = rows.branch_probs.numpy()
+
+    def prediction(self) -> Prediction:
+        m = self.maps
+        return Prediction(probability=m["probability"], labels=m["labels"], disagreement=m["disagreement"],
+                          entropy=m["entropy"], vote=m["vote"], branch_probs=m.get("branch_probs"),
+                          uncertainty=m["uncertainty"])
 
 
 _TTA_VIEWS = {4: (0, 4, 2, 6), 8: tuple(range(8))}  # view k: rot90 by k % 4, then a left-right flip if k >= 4
@@ -261,58 +249,13 @@ def _predict_tta(model: nn.Module, img: np.ndarray, views: Sequence[int], return
         bp = bp.flip(-1) if k >= 4 else bp
         bp = torch.rot90(bp, -(k % 4), dims=(-2, -1))
         acc = bp.clone() if acc is None else acc.add_(bp)
+    maps = _MapCollector(h, w, return_branches)
+    wsum = torch.full((FINISH_ROWS, w), float(len(views)))
     with torch.inference_mode():
-        return _finish(acc.contiguous(), torch.full((h, w), float(len(views))), return_branches, tta=True)
-
-
-def _argmax(p: torch.Tensor, dim: int) -> torch.Tensor:
-    """``p.argmax(dim)`` (first maximum wins) as uint8, by comparing classes one by one.
-
-    Same result as ``torch.argmax`` for finite inputs; torch's CPU argmax over an axis that is
-    not the innermost one is about 50x slower than these few elementwise passes.
-    """
-    best = p.select(dim, 0)
-    idx = torch.zeros(best.shape, dtype=torch.uint8)
-    for c in range(1, p.shape[dim]):
-        pc = p.select(dim, c)
-        better = pc > best
-        idx.masked_fill_(better, c)
-        best = torch.maximum(best, pc)
-    return idx
-
-
-def _vote(branch_probs: torch.Tensor, mean_labels: torch.Tensor) -> torch.Tensor:
-    """:func:`src_model.uncertainty.vote` for (K, C, h, w), given the argmax of p_mean (h, w)."""
-    return (_argmax(branch_probs, 1) != mean_labels).float().mean(0)
-
-
-def _finish(acc: torch.Tensor, wsum: torch.Tensor, return_branches: bool, tta: bool = False) -> Prediction:
-    """Normalise the accumulators and derive the maps, in row chunks to bound temporaries."""
-    k, c, h, w = acc.shape
-    branch_probs = acc if acc.is_contiguous() else acc.contiguous()
-    wsum = wsum.contiguous()
-    probability = torch.empty((c, h, w))
-    labels = torch.empty((h, w), dtype=torch.uint8)
-    maps = {name: torch.empty((h, w)) for name in ("disagreement", "entropy", "vote", "uncertainty")}
-    for r0 in range(0, h, _ROWS_PER_CHUNK):
-        r1 = min(h, r0 + _ROWS_PER_CHUNK)
-        bp = branch_probs[:, :, r0:r1]
-        bp.div_(wsum[r0:r1])
-        probability[:, r0:r1] = bp.mean(0)
-        labels[r0:r1] = _argmax(probability[:, r0:r1], 0)
-        maps["disagreement"][r0:r1] = disagreement(bp)
-        maps["entropy"][r0:r1] = entropy(bp).clamp_(0.0, 1.0)  # rounding can give 1 + 1e-7
-        maps["vote"][r0:r1] = _vote(bp, labels[r0:r1])
-        maps["uncertainty"][r0:r1] = maps["entropy"][r0:r1] if tta else expected_entropy(bp)
-    return Prediction(
-        probability=probability.numpy(),
-        labels=labels.numpy(),
-        disagreement=maps["disagreement"].numpy(),
-        entropy=maps["entropy"].numpy(),
-        vote=maps["vote"].numpy(),
-        branch_probs=branch_probs.numpy() if return_branches else None,
-        uncertainty=maps["uncertainty"].numpy(),
-    )
+        for r0 in range(0, h, FINISH_ROWS):
+            r1 = min(h, r0 + FINISH_ROWS)
+            maps(finish_rows(acc[:, :, r0:r1], wsum[:r1 - r0], r0, tta=True))
+    return maps.prediction()
 
 
 def predict(model: nn.Module, image: np.ndarray, callback: Optional[Callable[[Progress], None]] = None,

@@ -24,6 +24,36 @@ def cpu_cores() -> int:
         return os.cpu_count() or 2
 
 
+#: Who runs torch: inference in napari's process, a retraining job beside the viewer, or a headless command.
+THREAD_ROLES = ("viewer", "retrain", "cli")
+
+
+def torch_threads(role: str, cores: Optional[int] = None) -> int:
+    """Torch intra-op threads for ``role``, sized so the viewer's inference and a retraining job never
+    ask for more cores than there are between them.
+
+    * ``"viewer"``: prediction in napari's process gets half the cores (at least 1): the GUI
+      thread and a retraining job beside it need the rest. On a busy CPU more threads made
+      the dock's prediction several times slower, not faster (issue 9).
+    * ``"retrain"``: the background retraining job gets the other half, less one core for the
+      GUI thread when there is one to spare (at least 1).
+    * ``"cli"``: a headless command (``cdma predict``, ``cdma train``) alone on the machine gets every core.
+
+    Args:
+        role: one of :data:`THREAD_ROLES`.
+        cores: cores to share (default: :func:`cpu_cores`).
+    """
+    n = cpu_cores() if cores is None else int(cores)
+    n = max(1, n)
+    if role == "viewer":
+        return max(1, n // 2)
+    if role == "retrain":
+        return max(1, (n - 1) // 2)
+    if role == "cli":
+        return n
+    raise ValueError(f"role must be one of {THREAD_ROLES}, got {role!r}")
+
+
 def available_memory() -> Optional[int]:
     """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo), or None
     where the platform does not say (not Linux)."""
@@ -56,4 +86,4 @@ def resolve_device(device: Union[str, "torch.device"] = "auto") -> "torch.device
     return dev
 
 
-__all__ = ["cpu_cores", "resolve_device"]
+__all__ = ["THREAD_ROLES", "available_memory", "cpu_cores", "resolve_device", "torch_threads"]

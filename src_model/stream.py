@@ -1,13 +1,10 @@
 """Memory-bounded prediction of one image straight into files, band by band (``cdma predict``).
 
-:func:`src_model.inference.predict_tiles` keeps image-sized float accumulators and returns every
-map in memory: about 18x the RGB image at its peak. Here the same tiles, blend window and maps are
-computed, but tile rows are processed top to bottom with a rolling accumulator one tile high:
-once a tile row is done, the image rows above the next tile row can receive no more tiles, so
-they are finished (normalised, maps derived) and written at once, to PNG and ``.npy`` files opened
-for streaming, and forgotten. What is held is the RGB image, the rolling accumulator
-(K x C x tile x width floats), one batch of tiles and one band of review squares; the results are
-the same as :func:`~src_model.inference.predict_tiles` to float rounding.
+:func:`src_model.inference.predict_tiles` returns every map in memory, image-sized. Here the finished row bands of the shared tile loop (:func:`src_model.bands.predict_rows`:
+a rolling accumulator about a tile high) are written at once, to PNG and ``.npy`` files opened for
+streaming, and forgotten. What is held is the RGB image, the rolling band, one batch of tiles and
+one band of review squares; the results are those of :func:`~src_model.inference.predict_tiles`
+(the same loop) to the float16 rounding of the files.
 
 Files are written with plain ``write`` calls at computed offsets, not through memory maps: pages of
 a written memory map stay resident (and count in the process's RSS) until the kernel evicts
@@ -30,18 +27,17 @@ from typing import Dict, Generator, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .inference import Branch, _argmax, _branches, _GenericRunner, blend_window, prepare_model, tile_starts
-from .io import to_model_input, to_rgb_uint8
-from .progress import EtaClock, Progress
+from .bands import FINISH_ROWS, RowMaps, blend_window, predict_rows
+from .inference import Branch, _branches, _GenericRunner, prepare_model
+from .io import to_rgb_uint8
+from .progress import Progress
 from .runtime import available_memory, resolve_device
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE, pad_to
 from .tissue import tissue_mask
-from .uncertainty import disagreement, entropy, expected_entropy, tile_score
+from .uncertainty import tile_score
 
 logger = logging.getLogger(__name__)
 
-#: Rows finished at a time (bounds the temporaries of the map computations).
-FINISH_ROWS = 64
 #: Pixels per forward batch (8 tiles of 320 px); larger tiles get smaller batches.
 BATCH_PIXELS = 8 * 320 * 320
 #: Process start-up and libraries (Python, torch, NumPy, Pillow, tifffile): measured 0.22 GB.
@@ -100,8 +96,9 @@ def estimate_predict_bytes(height: int, width: int, *, read_bytes: int = 0, tile
     parts = {
         "image": 3 * height * width + (3 * hp * wp if (hp, wp) != (height, width) else 0),
         "read": int(read_bytes),
-        # rolling accumulator + its shifted copy + the weight sum, float32
-        "accumulator": (2 * kc + 2) * tile * wp * 4,
+        # the rolling band (src_model.bands.band_rows: at most a tile and a stride high on a wide image)
+        # and its weight sum, float32
+        "accumulator": (kc + 1) * min(hp, 2 * tile) * wp * 4,
         # input tiles (uint8 stack + float), outputs, softmax, activations
         "batch": batch * tile * tile * (3 + 12 + 3 * kc * 4) + int(batch * tile * tile * ACTIVATION_BYTES_PER_PIXEL
                                                                       * width_factor),
@@ -309,16 +306,11 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
     img = to_rgb_uint8(image, source=stem)
     h, w = img.shape[:2]
     padded = pad_to(img, tile)
-    hp, wp = padded.shape[:2]
-    ys, xs = tile_starts(hp, tile, overlap), tile_starts(wp, tile, overlap)
-    n_tiles = len(ys) * len(xs)
     dev = resolve_device(device)
     n_branches = len(_branches(branch, len(model.config.branches) if hasattr(model, "config") else 3))
     was_training = model.training
     runner = prepare_model(model, branch, dev, fast=fast)
     was_training = was_training and isinstance(runner, _GenericRunner)
-    window = blend_window(tile)
-    window_dev = window.to(dev)
 
     out_dir = Path(out_dir)
     names = output_names(stem, return_branches)
@@ -334,39 +326,12 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
             writers["branch_probs"] = NpyWriter(tmp["branch_probs"], (n_branches, h, w), np.float16)
         review = _ReviewBands(img, review_size)
         totals = {"foreground": 0, "disagreement": 0.0, "uncertainty": 0.0}
-        acc: Optional[torch.Tensor] = None  # (K, C, tile, wp): image rows ys[i] .. ys[i] + tile
-        wsum = torch.zeros(tile, wp)
-        clock = EtaClock(n_tiles)
-        done = 0
-        logger.debug("stream-predict %dx%d image: %d tiles of %d, overlap %.3g, batch %d", h, w, n_tiles, tile,
-                     overlap, batch_size)
+        logger.debug("stream-predict %dx%d image: tiles of %d, overlap %.3g, batch %d", h, w, tile, overlap,
+                     batch_size)
         with torch.inference_mode():
-            for i, y in enumerate(ys):
-                row_boxes = [(y, x) for x in xs]
-                for start in range(0, len(row_boxes), batch_size):
-                    batch = row_boxes[start:start + batch_size]
-                    x_in = to_model_input(np.stack([padded[y:y + tile, x0:x0 + tile] for _, x0 in batch]), dev)
-                    logits = runner(x_in)  # (B, K, C, T, T)
-                    probs = torch.softmax(logits.float(), dim=2).mul_(window_dev).cpu()
-                    if acc is None:
-                        acc = torch.zeros((probs.shape[1], probs.shape[2], tile, wp))
-                    for p, (_, x0) in zip(probs, batch, strict=True):
-                        acc[:, :, :, x0:x0 + tile] += p
-                        wsum[:, x0:x0 + tile] += window
-                    done += len(batch)
-                    yield Progress(stage="predict", step=done, total=n_tiles, eta_s=clock.eta(done))
-                # rows y .. next_y are final: no later tile row reaches above next_y
-                next_y = ys[i + 1] if i + 1 < len(ys) else y + tile
-                final_end = min(next_y, h)
-                for r0 in range(y, final_end, FINISH_ROWS):
-                    r1 = min(final_end, r0 + FINISH_ROWS)
-                    _finish_rows(acc[:, :, r0 - y:r1 - y, :w], wsum[r0 - y:r1 - y, :w], r0, writers, review, totals)
-                shift = next_y - y
-                if shift < tile:  # carry the rows the next tile row shares with this one
-                    acc[:, :, :tile - shift] = acc[:, :, shift:].clone()
-                    wsum[:tile - shift] = wsum[shift:].clone()
-                acc[:, :, max(0, tile - shift):] = 0
-                wsum[max(0, tile - shift):] = 0
+            yield from predict_rows(runner, padded, h, w, lambda rows: _write_rows(rows, writers, review, totals),
+                                    tile=tile, overlap=overlap, batch_size=batch_size, window=blend_window(tile),
+                                    device=dev)
         for writer in writers.values():
             writer.close()
         for key, path in tmp.items():
@@ -388,28 +353,23 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
                          mean_uncertainty=totals["uncertainty"] / (h * w))
 
 
-def _finish_rows(acc: torch.Tensor, wsum: torch.Tensor, r0: int, writers: Dict, review: _ReviewBands,
-                 totals: Dict) -> None:
-    """Normalise rows of the accumulator (K, C, r, w), derive the maps (as inference._finish) and write them."""
-    bp = acc / wsum
-    probability = bp.mean(0)
-    labels = _argmax(probability, 0)
-    dis = disagreement(bp)
-    ent = entropy(bp).clamp_(0.0, 1.0)
-    unc_np = expected_entropy(bp).numpy()  # Prediction.uncertainty (without TTA)
-    fg = (labels > 0).numpy()
-    dis_np = dis.numpy()
+def _write_rows(rows: RowMaps, writers: Dict, review: _ReviewBands, totals: Dict) -> None:
+    """Write the maps of finished rows (:func:`src_model.bands.finish_rows`) and add them to the summary."""
+    r0 = rows.r0
+    unc_np = rows.uncertainty.numpy()  # Prediction.uncertainty (without TTA)
+    fg = (rows.labels > 0).numpy()
+    dis_np = rows.disagreement.numpy()
     totals["foreground"] += int(fg.sum())
     totals["disagreement"] += float(dis_np.sum(dtype=np.float64))
     totals["uncertainty"] += float(unc_np.sum(dtype=np.float64))
     writers["mask"].write_rows(fg.astype(np.uint8) * 255)
     writers["disagreement_png"].write_rows(np.round(dis_np * 255).astype(np.uint8))
     writers["disagreement"].write_rows(r0, dis_np)
-    writers["entropy"].write_rows(r0, ent.numpy())
+    writers["entropy"].write_rows(r0, rows.entropy.numpy())
     writers["uncertainty"].write_rows(r0, unc_np)
-    writers["probability"].write_rows(r0, probability[1].numpy())
+    writers["probability"].write_rows(r0, rows.probability[1].numpy())
     if "branch_probs" in writers:
-        writers["branch_probs"].write_rows(r0, bp[:, 1].numpy())
+        writers["branch_probs"].write_rows(r0, rows.branch_probs[:, 1].numpy())
     review.add(unc_np)
 
 

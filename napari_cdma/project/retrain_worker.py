@@ -75,14 +75,15 @@ class _CancelFlag:
 
 
 def _lower_priority_and_threads() -> int:
-    """Be a polite background job: nice 10, and leave one core to the GUI."""
+    """Be a polite background job: nice 10, and the retraining share of the cores
+    (:func:`src_model.runtime.torch_threads`): the viewer's own prediction keeps the other half."""
     try:
         os.nice(10)
     except (AttributeError, OSError):
         pass
-    from src_model.runtime import cpu_cores
+    from src_model.runtime import torch_threads
 
-    threads = max(1, cpu_cores() - 1)
+    threads = torch_threads("retrain")
     import torch
 
     torch.set_num_threads(threads)
