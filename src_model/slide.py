@@ -1,0 +1,418 @@
+"""Whole-slide images as lazy multiscale arrays: OME-Zarr, pyramidal TIFF, OpenSlide formats.
+
+:func:`open_slide` opens a slide without decoding pixels. The result, a :class:`Slide`, holds one
+array per resolution level, full resolution first, each shaped (Y, X, 3) uint8 RGB whatever the
+stored layout (OME-Zarr's (c, y, x), a TIFF's grey or RGBA samples, OpenSlide's RGBA). Pixels are
+decoded only when a region is indexed: ``slide.levels[k]`` are dask arrays (what napari shows as a
+multiscale layer), :meth:`Slide.read_region` returns one NumPy region.
+
+Formats (chosen from the path):
+
+* a directory (``.zarr``, ``.ome.zarr``): an OME-Zarr image (NGFF 0.4 or 0.5), read with the
+  ``ome-zarr`` library; the first multiscale image; axes ``t`` / ``z`` take index 0, ``c`` holds
+  1 (grey), 3 (RGB) or 4 (RGBA) channels.
+* ``.tif`` / ``.tiff`` (also ``.svs``, ``.scn``, ``.bif`` when OpenSlide is not installed): the
+  first series of the file through tifffile's zarr store (``TiffFile.series[0].aszarr()``), its
+  reduced-resolution levels (SubIFDs or pages) as the pyramid. A plain single-level TIFF opens
+  as a one-level slide.
+* vendor formats (``.svs``, ``.ndpi``, ``.mrxs``, ``.scn``, ``.vms``, ``.vmu``, ``.bif``,
+  ``.svslide``, ``.tif`` files OpenSlide recognises are still read with tifffile) through
+  ``openslide-python`` with the ``openslide-bin`` wheel, an optional dependency (extra
+  ``slides``): :data:`HAVE_OPENSLIDE` says whether it imported.
+
+Damaged files are reported as :class:`SlideError`, one line naming the file: unreadable headers
+or metadata when the slide is opened, a TIFF whose tile data runs past the end of the file
+(truncated) when it is opened, and undecodable chunks or tiles when a region is read.
+
+Example::
+
+    with open_slide("case.ome.zarr") as slide:
+        print(slide.shape, slide.downsamples, slide.mpp)
+        rgb = slide.read_region(0, 1000, 2000, 1512, 2512)   # (512, 512, 3) uint8
+
+Importing this module loads neither torch nor dask (dask is imported when a slide is opened).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: Suffixes of the vendor formats that OpenSlide reads (tifffile reads the TIFF-based ones too).
+OPENSLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff")
+_TIFF_BASED = (".svs", ".scn", ".bif", ".svslide")
+ZARR_SUFFIXES = (".zarr",)
+#: Every suffix :func:`open_slide` accepts (directories are OME-Zarr whatever their name).
+SLIDE_SUFFIXES = tuple(sorted(set(ZARR_SUFFIXES + TIFF_SUFFIXES + OPENSLIDE_SUFFIXES)))
+#: Chunk side of the dask arrays of formats without native tiles (OpenSlide regions).
+READ_CHUNK = 1024
+
+try:  # optional: the openslide-bin wheel ships the C library
+    import openslide as _openslide  # noqa: F401  (availability probe)
+    HAVE_OPENSLIDE = True
+except (ImportError, OSError):  # not installed, or its C library cannot be loaded
+    HAVE_OPENSLIDE = False
+
+
+class SlideError(ValueError):
+    """A slide cannot be opened or read; the message is one line naming the file and the reason."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+# --------------------------------------------------------------------------- levels
+
+class _Level:
+    """One resolution level as an array-like (H, W, 3) uint8: slicing reads and converts pixels.
+
+    ``read(y0, x0, y1, x1)`` returns the stored values of the region in their own layout; the
+    conversion to RGB uint8 is :func:`_to_rgb`.
+    """
+
+    def __init__(self, path: Path, index: int, shape_hw: Tuple[int, int],
+                 read: Callable[[int, int, int, int], np.ndarray], chunks: Tuple[int, int]) -> None:
+        self.path = path
+        self.index = index
+        self.shape = (int(shape_hw[0]), int(shape_hw[1]), 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+        self.chunks = (int(chunks[0]), int(chunks[1]), 3)
+        self._read = read
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        ys, xs, cs = key[:3]
+        if not (isinstance(ys, slice) and isinstance(xs, slice)) or (ys.step or 1) != 1 or (xs.step or 1) != 1:
+            return self[:, :, :][key]  # fancy indexing: rare (small levels); read all, then index
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        y1, x1 = max(y0, y1), max(x0, x1)
+        if y1 == y0 or x1 == x0:
+            return np.zeros((y1 - y0, x1 - x0, 3), np.uint8)[:, :, cs]
+        try:
+            raw = self._read(y0, x0, y1, x1)
+        except SlideError:
+            raise
+        except Exception as exc:  # codecs, zarr and tifffile raise many types for damaged data
+            raise SlideError(f"{self.path}: cannot read level {self.index} region y {y0}:{y1}, x {x0}:{x1} "
+                             f"(corrupt or truncated?): {_one_line(exc)}") from exc
+        return _to_rgb(raw, self.path)[:, :, cs]
+
+
+def _to_rgb(raw: np.ndarray, path: Path) -> np.ndarray:
+    """A region (h, w), (h, w, 1 | 3 | 4) in any integer or float dtype -> RGB uint8 (h, w, 3).
+
+    RGBA: fully transparent pixels (OpenSlide's outside-the-scan areas) become white glass, other
+    pixels keep their RGB. Integer types wider than 8 bits are scaled by their maximum value.
+    """
+    arr = np.asarray(raw)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.integer):
+            arr = (arr.astype(np.float64) * (255.0 / np.iinfo(arr.dtype).max)).round().astype(np.uint8)
+        elif arr.dtype == np.bool_:
+            arr = arr.astype(np.uint8) * 255
+        else:
+            arr = (np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    c = arr.shape[2]
+    if c == 1:
+        return np.repeat(arr, 3, axis=2)
+    if c == 3:
+        return np.ascontiguousarray(arr)
+    if c == 4:
+        rgb = np.array(arr[:, :, :3])
+        rgb[arr[:, :, 3] == 0] = 255
+        return rgb
+    raise SlideError(f"{path}: {c} samples per pixel; expected 1 (grey), 3 (RGB) or 4 (RGBA)")
+
+
+# --------------------------------------------------------------------------- the slide
+
+@dataclass
+class Slide:
+    """An open slide. Use :func:`open_slide`; close it (or use ``with``) to release the file.
+
+    Attributes:
+        path: the file or directory.
+        format: ``"ome-zarr"``, ``"tiff"`` or ``"openslide"``.
+        levels: one lazy array per level, full resolution first: dask arrays (H_k, W_k, 3) uint8.
+        downsamples: level-0 pixels per level-k pixel (1.0 first), the mean over y and x.
+        mpp: micrometres per level-0 pixel (x), or None when the file does not say.
+    """
+
+    path: Path
+    format: str
+    levels: List[Any]
+    downsamples: List[float]
+    mpp: Optional[float] = None
+    _raw: List[_Level] = field(default_factory=list, repr=False)
+    _close: Optional[Callable[[], None]] = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """(H, W, 3) of level 0."""
+        return tuple(self.levels[0].shape)
+
+    def read_region(self, level: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """RGB uint8 (y1 - y0, x1 - x0, 3) of ``level``, rows ``y0:y1``, columns ``x0:x1``.
+
+        The box must lie inside the level (ValueError otherwise); damaged data raises
+        :class:`SlideError`.
+        """
+        if not 0 <= level < len(self._raw):
+            raise ValueError(f"{self.path}: level {level} out of range 0..{len(self._raw) - 1}")
+        h, w = self._raw[level].shape[:2]
+        if not (0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w):
+            raise ValueError(f"{self.path}: region y {y0}:{y1}, x {x0}:{x1} is outside level {level} ({h} x {w})")
+        return self._raw[level][y0:y1, x0:x1]
+
+    def close(self) -> None:
+        """Release the file handles (the lazy arrays cannot be read afterwards)."""
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _make_slide(path: Path, fmt: str, raw: Sequence[_Level], mpp: Optional[float],
+                close: Optional[Callable[[], None]], downsamples: Optional[Sequence[float]] = None) -> Slide:
+    import dask.array as da
+
+    if not raw:
+        raise SlideError(f"{path}: no image levels found")
+    h0, w0 = raw[0].shape[:2]
+    if h0 < 1 or w0 < 1:
+        raise SlideError(f"{path}: empty image (level 0 is {h0} x {w0})")
+    if downsamples is None:
+        downsamples = [0.5 * (h0 / lv.shape[0] + w0 / lv.shape[1]) for lv in raw]
+    token = hashlib.sha1(f"{path.resolve()}:{os.stat(path).st_mtime_ns}".encode()).hexdigest()[:16]
+    arrays = [da.from_array(lv, chunks=lv.chunks, asarray=False, lock=False, fancy=False,
+                            name=f"cdma-slide-{token}-{lv.index}") for lv in raw]
+    return Slide(path=path, format=fmt, levels=arrays, downsamples=[float(d) for d in downsamples], mpp=mpp,
+                 _raw=list(raw), _close=close)
+
+
+def open_slide(path: PathLike) -> Slide:
+    """Open a slide lazily (no pixels decoded); see the module docstring for the formats.
+
+    Raises:
+        SlideError: missing file, unsupported suffix, unreadable or truncated file, or an image
+            that is not 2-D grey / RGB / RGBA; one line naming the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SlideError(f"{p}: no such file or directory")
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        return _open_ome_zarr(p)
+    if suffix in ZARR_SUFFIXES:
+        raise SlideError(f"{p}: an OME-Zarr slide must be a directory")
+    if HAVE_OPENSLIDE and suffix in OPENSLIDE_SUFFIXES and suffix not in TIFF_SUFFIXES:
+        return _open_openslide(p)
+    if suffix in TIFF_SUFFIXES + _TIFF_BASED:
+        return _open_tiff(p)
+    hint = "" if HAVE_OPENSLIDE or suffix not in OPENSLIDE_SUFFIXES else \
+        " (install openslide-python and openslide-bin to read it)"
+    raise SlideError(f"{p}: unsupported slide type {suffix or '(no suffix)'!r}{hint}; "
+                     f"supported: OME-Zarr directories, {', '.join(SLIDE_SUFFIXES)}")
+
+
+# --------------------------------------------------------------------------- OME-Zarr
+
+def _open_ome_zarr(p: Path) -> Slide:
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Multiscales, Reader
+
+    try:
+        location = parse_url(str(p), mode="r")
+        nodes = list(Reader(location)()) if location is not None else []
+    except Exception as exc:  # bad JSON, unknown versions, missing arrays
+        raise SlideError(f"{p}: cannot read OME-Zarr metadata (corrupt?): {_one_line(exc)}") from exc
+    image = next((n for n in nodes if any(isinstance(s, Multiscales) for s in n.specs)), None)
+    if image is None:
+        raise SlideError(f"{p}: not an OME-Zarr image (no multiscales metadata found)")
+    axes = [a["name"] if isinstance(a, dict) else a for a in image.metadata.get("axes", [])]
+    data = image.data
+    if not axes:  # NGFF 0.1/0.2: always t, c, z, y, x
+        axes = ["t", "c", "z", "y", "x"][-data[0].ndim:]
+    if "y" not in axes or "x" not in axes or len(axes) != data[0].ndim:
+        raise SlideError(f"{p}: OME-Zarr axes {axes} do not include y and x")
+    raw = []
+    for k, arr in enumerate(data):
+        index = tuple(slice(None) if a in ("y", "x", "c") else 0 for a in axes)
+        kept = [a for a in axes if a in ("y", "x", "c")]
+        order = [kept.index(a) for a in ("y", "x", "c") if a in kept]
+        raw.append(_zarr_level(p, k, arr, index, order))
+    scales = [next((t.get("scale") for t in (ts or []) if t.get("type") == "scale"), None)
+              for ts in image.metadata.get("coordinateTransformations") or [None] * len(raw)]
+    downsamples = None
+    if all(scales) and len(scales) == len(raw):  # the metadata's scales, relative to level 0
+        ix, iy = axes.index("x"), axes.index("y")
+        downsamples = [0.5 * (s[ix] / scales[0][ix] + s[iy] / scales[0][iy]) for s in scales]
+    units = {a.get("name"): a.get("unit") for a in image.metadata.get("axes", []) if isinstance(a, dict)}
+    mpp = float(scales[0][axes.index("x")]) if scales and scales[0] and units.get("x") == "micrometer" else None
+    return _make_slide(p, "ome-zarr", raw, mpp, None, downsamples=downsamples)
+
+
+def _zarr_level(p: Path, k: int, arr, index: tuple, order: List[int]) -> _Level:
+    """A :class:`_Level` over a dask array from ome-zarr (computed region by region)."""
+    sub = arr[index]
+    if sub.ndim == 3:
+        sub = sub.transpose(order)
+    elif sub.ndim != 2:
+        raise SlideError(f"{p}: level {k} has shape {arr.shape}; expected a 2-D grey or colour image")
+    chunks = (sub.chunks[0][0], sub.chunks[1][0])
+
+    def read(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        return np.asarray(sub[y0:y1, x0:x1].compute(scheduler="synchronous"))
+
+    return _Level(p, k, sub.shape[:2], read, chunks)
+
+
+# --------------------------------------------------------------------------- TIFF
+
+def _tiff_mpp(tif, page) -> Optional[float]:
+    """Micrometres per pixel from an Aperio description (``MPP = 0.25``) or the resolution tags."""
+    match = re.search(r"MPP\s*=\s*([0-9.]+)", page.description or "")
+    if match:
+        return float(match.group(1))
+    try:
+        unit = int(page.tags["ResolutionUnit"].value)
+        num, den = page.tags["XResolution"].value
+    except (KeyError, TypeError, ValueError):
+        return None
+    per_um = {2: 25400.0, 3: 10000.0}.get(unit)  # inch, centimetre
+    if not per_um or not num or not den:
+        return None
+    return per_um / (num / den)
+
+
+def _check_tiff_data(p: Path, series, size: int) -> None:
+    """Refuse a TIFF whose tile or strip data of any level ends past the end of the file."""
+    for k, level in enumerate(series.levels):
+        for page in level.pages:
+            if page is None:
+                raise SlideError(f"{p}: level {k} has an unreadable page (corrupt?)")
+            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
+            if ends and max(ends) > size:
+                raise SlideError(f"{p}: truncated: level {k} image data ends at byte {max(ends)} but the file has "
+                                 f"{size} bytes")
+
+
+def _open_tiff(p: Path) -> Slide:
+    import tifffile
+    import zarr
+
+    try:
+        tif = tifffile.TiffFile(p)
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise SlideError(f"{p}: cannot read TIFF header (corrupt or truncated?): {_one_line(exc)}") from exc
+    try:
+        if not tif.series:
+            raise SlideError(f"{p}: TIFF file holds no image")
+        series = tif.series[0]
+        _check_tiff_data(p, series, os.path.getsize(p))
+        axes = series.axes
+        if axes not in ("YX", "YXS", "SYX"):
+            raise SlideError(f"{p}: TIFF image axes {axes} (shape {tuple(series.shape)}); expected a 2-D grey or "
+                             f"colour image (YX, YXS)")
+        store = series.aszarr()
+        node = zarr.open(store, mode="r")
+        arrays = [node] if isinstance(node, zarr.Array) else [node[str(k)] for k in range(len(series.levels))]
+        raw = []
+        for k, arr in enumerate(arrays):
+            raw.append(_tiff_level(p, k, arr, planar=axes == "SYX"))
+        mpp = _tiff_mpp(tif, series.pages[0])
+    except SlideError:
+        tif.close()
+        raise
+    except Exception as exc:
+        tif.close()
+        raise SlideError(f"{p}: cannot read TIFF structure (corrupt or truncated?): {_one_line(exc)}") from exc
+
+    def close() -> None:
+        store.close()
+        tif.close()
+
+    return _make_slide(p, "tiff", raw, mpp, close)
+
+
+def _tiff_level(p: Path, k: int, arr, planar: bool) -> _Level:
+    hw = arr.shape[1:3] if planar else arr.shape[:2]
+    chunks = arr.chunks[1:3] if planar else arr.chunks[:2]
+
+    def read(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        if planar:
+            return np.moveaxis(arr[:, y0:y1, x0:x1], 0, 2)
+        return arr[y0:y1, x0:x1]
+
+    return _Level(p, k, hw, read, chunks)
+
+
+# --------------------------------------------------------------------------- OpenSlide
+
+def _open_openslide(p: Path) -> Slide:
+    import openslide
+
+    try:
+        osr = openslide.OpenSlide(str(p))
+    except Exception as exc:  # OpenSlideUnsupportedFormatError, OpenSlideError
+        raise SlideError(f"{p}: OpenSlide cannot open it (corrupt, truncated or unsupported?): "
+                         f"{_one_line(exc)}") from exc
+    raw = []
+    for k, (w, h) in enumerate(osr.level_dimensions):
+        raw.append(_openslide_level(p, osr, k, (h, w), float(osr.level_downsamples[k])))
+    mpp = osr.properties.get(openslide.PROPERTY_NAME_MPP_X)
+    return _make_slide(p, "openslide", raw, float(mpp) if mpp else None, osr.close,
+                       downsamples=list(osr.level_downsamples))
+
+
+def _openslide_level(p: Path, osr, k: int, hw: Tuple[int, int], downsample: float) -> _Level:
+    def read(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        region = osr.read_region((int(round(x0 * downsample)), int(round(y0 * downsample))), k, (x1 - x0, y1 - y0))
+        return np.asarray(region)  # RGBA, alpha 0 outside the scanned area
+
+    return _Level(p, k, hw, read, (READ_CHUNK, READ_CHUNK))
+
+
+def is_pyramid(path: PathLike) -> bool:
+    """Whether ``path`` looks like a multiscale slide: an OME-Zarr directory, a TIFF whose first
+    series has reduced-resolution levels, or a vendor file (OpenSlide). Reads headers only; never
+    raises (False for unreadable files)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        return (p / "zarr.json").is_file() or (p / ".zattrs").is_file()
+    if suffix in TIFF_SUFFIXES + _TIFF_BASED:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(p) as tif:
+                return bool(tif.series) and len(tif.series[0].levels) > 1
+        except Exception:  # not a TIFF we can read: leave it to other readers
+            return False
+    return HAVE_OPENSLIDE and suffix in OPENSLIDE_SUFFIXES
+
+
+__all__ = ["HAVE_OPENSLIDE", "SLIDE_SUFFIXES", "Slide", "SlideError", "is_pyramid", "open_slide"]

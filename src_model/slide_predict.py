@@ -1,0 +1,308 @@
+"""Streamed prediction of a whole slide into an OME-Zarr store, chunk by chunk (``cdma predict-slide``).
+
+The slide's chosen level is cut into square chunks (the store's chunks, :mod:`src_model.slide_store`).
+Each chunk is predicted from a window around it: the chunk plus a halo of context, read from the
+slide (reflect-padded past the slide's bottom and right edges), predicted by
+:func:`src_model.inference.predict` (tiles, overlap and blending inside the window), and only the
+chunk is kept. Memory is therefore bounded by one window, whatever the slide's size.
+
+Identical to the in-memory path: the slide is covered by one uniform tile grid, tile ``i`` at
+``i * stride`` (``stride = round(tile * (1 - overlap))``, as :func:`~src_model.inference.tile_starts`
+computes it), ``n = ceil((H - tile) / stride) + 1`` tiles along an axis. A chunk's window spans
+exactly the grid tiles that touch the chunk, and :func:`~src_model.inference.tile_starts` on a
+window of ``tile + m * stride`` pixels gives back those tiles, so every chunk pixel is blended from
+the same tiles with the same weights as in a prediction of the whole level at once. Where
+``(H - tile)`` is a multiple of the stride the whole-image tiling of :func:`predict` is that grid, and
+the results agree to float rounding (tested); otherwise predict spreads its last tiles slightly
+differently.
+
+Glass: a chunk whose tissue fraction (:func:`src_model.tissue.tissue_mask`) is below
+``min_tissue`` is not predicted; its labels and uncertainty are 0.
+
+Workers: with ``workers`` > 0 a local Dask cluster (``dask.distributed.LocalCluster``, processes,
+one thread each) runs the chunks, with ``scheduler`` an existing cluster (its workers must see the
+slide, the store and the model at the same paths). Every chunk writes only its own zarr chunks,
+and results do not depend on which worker computed what. Each worker process loads the model once.
+
+Resuming: a store left by an interrupted run with the same slide, level and settings is
+continued: chunks marked done are skipped (see :class:`~src_model.slide_store.SlideStore`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .progress import EtaClock, Progress
+from .slide import Slide, open_slide
+from .slide_store import SlideStore, StoreError, StoreInfo, create_store, open_store, pyramid_levels
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+DEFAULT_CHUNK = 1024
+#: A chunk with less tissue than this fraction is glass: not predicted.
+DEFAULT_MIN_TISSUE = 0.02
+
+
+@dataclass
+class SlideSummary:
+    """What :func:`predict_slide` did and found (over the whole store, this run and earlier ones)."""
+
+    store: str
+    height: int
+    width: int
+    chunks_total: int
+    chunks_done: int
+    chunks_computed: int  # by this run
+    chunks_glass: int
+    gland_fraction: float
+    mean_uncertainty: float  # over tissue chunks
+    seconds: float
+
+
+def grid_stride(tile: int, overlap: float) -> int:
+    """Stride of the tile grid, as :func:`src_model.inference.tile_starts` computes it."""
+    return max(1, int(round(tile * (1.0 - overlap))))
+
+
+def window_span(c0: int, c1: int, length: int, tile: int, overlap: float) -> Tuple[int, int]:
+    """The window ``[w0, w1)`` along one axis for the chunk ``[c0, c1)``: the grid tiles touching it.
+
+    ``w1`` may pass ``length`` (the last grid tile reaches past the edge; the read is padded).
+    """
+    s = grid_stride(tile, overlap)
+    n = 1 if length <= tile else -(-(length - tile) // s) + 1
+    first = min(n - 1, max(0, (c0 - tile) // s + 1))  # first tile with i*s + tile > c0
+    last = min(n - 1, (c1 - 1) // s)  # last tile with i*s < c1
+    return first * s, last * s + tile
+
+
+def read_window(slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    """RGB (y1 - y0, x1 - x0, 3) of a box that may pass the level's bottom and right edges: the part
+    inside is read, the rest mirrored as :func:`src_model.tiling.pad_to` pads."""
+    h, w = slide.levels[level].shape[:2]
+    inside = slide.read_region(level, y0, x0, min(y1, h), min(x1, w))
+    ph, pw = y1 - y0 - inside.shape[0], x1 - x0 - inside.shape[1]
+    if ph or pw:
+        inside = np.pad(inside, [(0, ph), (0, pw), (0, 0)], mode="reflect" if min(inside.shape[:2]) > 1 else "edge")
+    return inside
+
+
+def file_sha256(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_settings(model_path: Optional[PathLike], *, tile: int, overlap: float, branch: Any, min_tissue: float,
+                 batch_size: int) -> Dict[str, Any]:
+    """The settings a resumed run must share with the store's first run (model by content hash)."""
+    from .checkpoint import bundled_model_path
+
+    path = Path(model_path) if model_path is not None else bundled_model_path()
+    return {"model": str(path.resolve()), "model_sha256": file_sha256(path), "tile": int(tile),
+            "overlap": float(overlap), "branch": branch, "min_tissue": float(min_tissue), "batch_size": int(batch_size)}
+
+
+# --------------------------------------------------------------------------- one chunk
+
+def predict_chunk(store: SlideStore, slide: Slide, runner, cy: int, cx: int, device: Any = "cpu") -> float:
+    """Predict chunk (cy, cx) of ``store`` from ``slide`` with a prepared model and write it.
+
+    Args:
+        runner: the model, ideally prepared once with :func:`src_model.inference.prepare_model`.
+
+    Returns:
+        the chunk's tissue fraction.
+    """
+    from .inference import predict
+    from .tissue import tissue_mask
+
+    info, st = store.info, store.info.settings
+    level, tile, overlap = info.slide_level, st["tile"], st["overlap"]
+    y0, x0, y1, x1 = store.chunk_box(cy, cx)
+    rgb = slide.read_region(level, y0, x0, y1, x1)
+    tissue = float(tissue_mask(rgb).mean())
+    h, w = y1 - y0, x1 - x0
+    if tissue < st["min_tissue"]:
+        store.write_chunk(cy, cx, rgb, np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8), tissue)
+        return tissue
+    wy0, wy1 = window_span(y0, y1, info.height, tile, overlap)
+    wx0, wx1 = window_span(x0, x1, info.width, tile, overlap)
+    window = read_window(slide, level, wy0, wx0, wy1, wx1)
+    pred = predict(runner, window, tile=tile, overlap=overlap, batch_size=st["batch_size"],
+                   branch=st["branch"], device=device)
+    core = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
+    glands = (pred.labels[core] > 0).astype(np.uint8)
+    unc = np.round(np.clip(pred.uncertainty[core], 0.0, 1.0) * 255.0).astype(np.uint8)
+    store.write_chunk(cy, cx, rgb, glands, unc, tissue)
+    return tissue
+
+
+_WORKER_STATE: Dict[str, Any] = {}
+
+
+def _worker_chunk(store_path: str, cy: int, cx: int, device: str = "cpu") -> Tuple[int, int]:
+    """A Dask task: predict one chunk in a worker process (model, slide and store opened once per process)."""
+    import torch
+
+    from .checkpoint import load_model
+    from .inference import prepare_model
+
+    key = store_path
+    state = _WORKER_STATE.get(key)
+    if state is None:
+        torch.set_num_threads(1)  # one thread per worker process (threads_per_worker=1)
+        store = open_store(store_path, mode="r+")
+        st = store.info.settings
+        model = load_model(st["model"])
+        state = {"store": store, "slide": open_slide(store.info.slide),
+                 "runner": prepare_model(model, st["branch"], device)}
+        _WORKER_STATE.clear()
+        _WORKER_STATE[key] = state
+    predict_chunk(state["store"], state["slide"], state["runner"], cy, cx, device)
+    return cy, cx
+
+
+# --------------------------------------------------------------------------- the whole slide
+
+def prepare_store(slide_path: PathLike, store_path: PathLike, *, level: int = 0, chunk: int = DEFAULT_CHUNK,
+                  settings: Dict[str, Any]) -> SlideStore:
+    """Open the store of a run to resume, or create it. A store made for another slide, level,
+    chunk or settings is a :class:`~src_model.slide_store.StoreError`."""
+    slide_path = Path(slide_path).resolve()
+    with open_slide(slide_path) as slide:
+        if not 0 <= level < len(slide.levels):
+            raise StoreError(f"{slide_path}: level {level} does not exist; the slide has levels "
+                             f"0..{len(slide.levels) - 1}")
+        h, w = slide.levels[level].shape[:2]
+        info = StoreInfo(slide=str(slide_path), slide_level=level, downsample=slide.downsamples[level],
+                         height=h, width=w, chunk=chunk, n_levels=pyramid_levels(h, w, chunk), mpp=slide.mpp,
+                         settings=settings)
+    p = Path(store_path)
+    if not p.exists():
+        return create_store(p, info)
+    store = open_store(p, mode="r+")
+    old = store.info
+    mine = {"slide": info.slide, "slide_level": level, "chunk": chunk, "height": h, "width": w, **settings}
+    theirs = {"slide": old.slide, "slide_level": old.slide_level, "chunk": old.chunk, "height": old.height,
+              "width": old.width, **old.settings}
+    diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+    if diff:
+        k = diff[0]
+        raise StoreError(f"{p}: exists from a run with other settings ({k}: {theirs.get(k)!r}, now {mine[k]!r}); "
+                         f"use another --out or remove it")
+    return store
+
+
+def predict_slide(slide_path: PathLike, store_path: PathLike, *, model_path: Optional[PathLike] = None,
+                  level: int = 0, chunk: int = DEFAULT_CHUNK, tile: int = DEFAULT_TILE,
+                  overlap: float = DEFAULT_OVERLAP, branch: Any = "mean", batch_size: int = 8,
+                  min_tissue: float = DEFAULT_MIN_TISSUE, device: str = "cpu", workers: int = 0,
+                  scheduler: Optional[str] = None, max_chunks: Optional[int] = None,
+                  chunks: Optional[Sequence[Tuple[int, int]]] = None) -> Generator[Progress, None, SlideSummary]:
+    """Predict a slide's level into an OME-Zarr store, chunk by chunk; a generator of progress events.
+
+    Args:
+        slide_path: any slide :func:`src_model.slide.open_slide` reads.
+        store_path: the store (created, or resumed when it holds an earlier run's chunks).
+        model_path: checkpoint (None: the bundled model).
+        level: the slide level to predict (0 = full resolution).
+        chunk: chunk side, a power of two (the store's chunks; one unit of work).
+        tile, overlap, branch, batch_size: as :func:`src_model.inference.predict_tiles`.
+        min_tissue: chunks with a smaller tissue fraction are glass and not predicted.
+        workers: 0 = this process; N = a local Dask cluster of N processes (one thread each).
+        scheduler: address of an existing Dask scheduler (instead of ``workers``).
+        max_chunks: stop after computing this many chunks (the rest stays for a later run).
+        chunks: only these chunks (cy, cx) (e.g. the visible ones), default all.
+
+    Yields:
+        ``Progress(stage="predict-slide", step=chunks_done_this_run, total=chunks_to_do)``.
+
+    Returns:
+        :class:`SlideSummary`.
+    """
+    start = time.monotonic()
+    settings = run_settings(model_path, tile=tile, overlap=overlap, branch=branch, min_tissue=min_tissue,
+                            batch_size=batch_size)
+    store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
+    done = store.done()
+    wanted = store.all_chunks() if chunks is None else [tuple(c) for c in chunks]
+    todo = [(cy, cx) for cy, cx in wanted if not done[cy, cx]]
+    if max_chunks is not None:
+        todo = todo[:max_chunks]
+    logger.info("%s: %d x %d pixels, %d chunks, %d done, %d to predict", store.path, store.info.height,
+                store.info.width, len(store.all_chunks()), int(done.sum()), len(todo))
+    clock = EtaClock(len(todo))
+    if todo and (workers or scheduler):
+        runs = _run_dask(store, todo, workers, scheduler, device)
+    elif todo:
+        runs = _run_local(store, todo, device)
+    else:
+        runs = iter(())
+    for i, _ in enumerate(runs, start=1):
+        yield Progress(stage="predict-slide", step=i, total=len(todo), eta_s=clock.eta(i))
+    return summarize(store, computed=len(todo), seconds=time.monotonic() - start)
+
+
+def _run_local(store: SlideStore, todo: List[Tuple[int, int]], device: str):
+    from .checkpoint import load_model
+    from .inference import prepare_model
+
+    st = store.info.settings
+    runner = prepare_model(load_model(st["model"]), st["branch"], device)
+    with open_slide(store.info.slide) as slide:
+        for cy, cx in todo:
+            predict_chunk(store, slide, runner, cy, cx, device)
+            yield cy, cx
+
+
+def _run_dask(store: SlideStore, todo: List[Tuple[int, int]], workers: int, scheduler: Optional[str], device: str):
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = [client.submit(_worker_chunk, str(store.path), cy, cx, device, pure=False, key=f"chunk-{cy}-{cx}-"
+                                 f"{os.getpid()}-{time.monotonic_ns()}") for cy, cx in todo]
+        for fut in as_completed(futures):
+            yield fut.result()  # a failed chunk raises here, in the caller
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def summarize(store: SlideStore, computed: int = 0, seconds: float = 0.0) -> SlideSummary:
+    """:class:`SlideSummary` from the store's chunk record."""
+    rec = store.chunk_stats()
+    done = rec[:, :, 0] == 1
+    glass = done & (rec[:, :, 1] < store.info.settings.get("min_tissue", 0.0))
+    tissue_px = 0.0
+    for cy, cx in zip(*np.nonzero(done & ~glass), strict=True):
+        y0, x0, y1, x1 = store.chunk_box(int(cy), int(cx))
+        tissue_px += (y1 - y0) * (x1 - x0)
+    area = store.info.height * store.info.width
+    return SlideSummary(store=str(store.path), height=store.info.height, width=store.info.width,
+                        chunks_total=int(done.size), chunks_done=int(done.sum()), chunks_computed=int(computed),
+                        chunks_glass=int(glass.sum()), gland_fraction=float(np.nansum(rec[:, :, 2][done]) / area),
+                        mean_uncertainty=float(np.nansum(rec[:, :, 3][done & ~glass]) / tissue_px) if tissue_px
+                        else 0.0, seconds=float(seconds))
+
+
+__all__ = ["DEFAULT_CHUNK", "DEFAULT_MIN_TISSUE", "SlideSummary", "grid_stride", "predict_chunk", "predict_slide",
+           "prepare_store", "read_window", "summarize", "window_span"]
