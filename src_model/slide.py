@@ -396,6 +396,23 @@ def _openslide_level(p: Path, osr, k: int, hw: Tuple[int, int], downsample: floa
     return _Level(p, k, hw, read, (READ_CHUNK, READ_CHUNK))
 
 
+def _has_multiscales(p: Path) -> bool:
+    """Whether a directory's zarr group attributes hold NGFF multiscales (v3 ``zarr.json`` under
+    ``ome``, or v2 ``.zattrs``)."""
+    import json
+
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        try:
+            meta = json.loads((p / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        attrs = meta.get(key, {}) if key else meta
+        attrs = attrs.get("ome", attrs) if isinstance(attrs, dict) else {}
+        if isinstance(attrs, dict) and "multiscales" in attrs:
+            return True
+    return False
+
+
 def is_pyramid(path: PathLike) -> bool:
     """Whether ``path`` looks like a multiscale slide: an OME-Zarr directory, a TIFF whose first
     series has reduced-resolution levels, or a vendor file (OpenSlide). Reads headers only; never
@@ -403,7 +420,7 @@ def is_pyramid(path: PathLike) -> bool:
     p = Path(path)
     suffix = p.suffix.lower()
     if p.is_dir():
-        return (p / "zarr.json").is_file() or (p / ".zattrs").is_file()
+        return _has_multiscales(p)
     if suffix in TIFF_SUFFIXES + _TIFF_BASED:
         import tifffile
 

@@ -1,0 +1,79 @@
+"""napari reader contribution: drag and drop a whole slide to open it as a multiscale image layer.
+
+Claims OME-Zarr image directories, TIFF files whose first series is a pyramid (reduced-resolution
+levels) and the vendor formats OpenSlide reads (.svs, .ndpi, .mrxs, ...; when openslide-python is
+installed). Plain single-level PNG and TIFF images are left to napari's own reader (the reader
+function is None for them), so nothing napari already opens changes.
+
+Layers: the slide as an RGB multiscale image (the lazy levels of :func:`src_model.slide.open_slide`;
+pixels are read only where napari draws). A ``cdma predict-slide`` store
+(:mod:`src_model.slide_store`) also gives its gland labels (multiscale labels) and uncertainty
+(multiscale image, magma), scaled to the slide's level-0 pixels so they lie on the slide when
+both are open. Layer metadata ``cdma_slide`` holds the path (and ``cdma_store`` for a store).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+LayerData = Tuple[Any, Dict[str, Any], str]
+
+
+def get_reader(path: Union[str, List[str]]) -> Optional[Callable[[Any], List[LayerData]]]:
+    """The reader for ``path`` when it is a slide this plugin opens, else None."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    from src_model.slide import is_pyramid
+
+    return read_slide if is_pyramid(path) else None
+
+
+def _is_store(path: Path) -> bool:
+    from src_model.slide_store import StoreError, open_store
+
+    try:
+        open_store(path)
+    except StoreError:
+        return False
+    return True
+
+
+def read_slide(path: Union[str, List[str]]) -> List[LayerData]:
+    """Layer data of a slide (and, for a prediction store, its glands and uncertainty)."""
+    from src_model.slide import open_slide
+
+    p = Path(path[0] if isinstance(path, (list, tuple)) else path)
+    slide = open_slide(p)  # kept open: the lazy levels read from it while the layer lives
+    name = p.name.split(".")[0] or p.name
+    meta = {"cdma_slide": str(p), "downsamples": slide.downsamples, "mpp": slide.mpp}
+    scale = (1.0, 1.0)
+    layers: List[LayerData] = []
+    if p.is_dir() and _is_store(p):
+        layers, scale = _store_layers(p, name)
+        meta["cdma_store"] = str(p)
+    image = (slide.levels, {"name": name, "multiscale": True, "rgb": True, "contrast_limits": [0, 255],
+                            "scale": scale, "metadata": meta}, "image")
+    return [image] + layers
+
+
+def _store_layers(p: Path, name: str) -> Tuple[List[LayerData], Tuple[float, float]]:
+    import dask.array as da
+
+    from src_model.slide_store import open_store
+
+    store = open_store(p)
+    ds = store.info.downsample
+    meta = {"cdma_store": str(p), "cdma_slide": store.info.slide}
+    glands = [da.from_zarr(a) for a in store.glands]
+    unc = [da.from_zarr(a) for a in store.uncertainty]
+    return [
+        (unc, {"name": f"{name} uncertainty", "multiscale": True, "colormap": "magma", "opacity": 0.5,
+               "contrast_limits": [0, 255], "scale": (ds, ds), "visible": False, "metadata": meta}, "image"),
+        (glands, {"name": f"{name} glands", "multiscale": True, "scale": (ds, ds), "opacity": 0.5,
+                  "metadata": meta}, "labels"),
+    ], (ds, ds)
+
+
+__all__ = ["get_reader", "read_slide"]
