@@ -21,9 +21,13 @@ Outputs in ``--out``: ``last.pt`` (resumable), ``final.pt`` (with optimiser stat
 ``<name>.pt`` (weights + config + provenance only) and ``<name>.json`` (the record).
 
 Rows: ``bundled`` (CDMA, all training images minus validation, labelled and unlabelled),
-``bundled_stain`` (the same with HED stain jitter), ``full`` (supervised only, same images),
+``bundled_stain`` (the same with HED stain jitter), ``bundled_boundary`` (the same with boundary-aware
+targets: ``TrainConfig.boundary_weight``), ``full`` (supervised only, same images);
 ``sup10`` / ``cdma10`` (10 % labelled, as glas_ssl.py), ``cdma10_release`` (cdma10 with
-``TrainConfig.release``).
+``TrainConfig.release``), ``cdma10_noise`` (cdma10 with the paper's feature noise on branches 2 and 3,
+``MTNetConfig.feature_noise`` = ``--noise``), ``mt10`` (mean teacher, :mod:`src_model.mean_teacher`:
+supervised loss + EMA-teacher consistency, CDMA's own terms off); ``sup5`` / ``cdma5`` / ``mt5``: the
+same at 5 % labels. ``--max-steps`` caps the calibrated step count (the recipe's length).
 """
 from __future__ import annotations
 
@@ -45,17 +49,32 @@ import src_model
 from src_model import build_model, get_config
 from src_model.checkpoint import save_checkpoint
 from src_model.data import TwoStreamPatches, load_images, load_pairs, ssl_split
+from src_model.mean_teacher import MeanTeacher
 from src_model.trainer import CDMATrainer, TrainConfig, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("gpu_train")
-ROWS = ("bundled", "bundled_stain", "full", "sup10", "cdma10", "cdma10_release")
+ROWS = ("bundled", "bundled_stain", "bundled_boundary", "full", "sup10", "cdma10", "cdma10_release", "cdma10_noise",
+        "mt10", "sup5", "cdma5", "mt5")
+BOUNDARY = dict(boundary_weight=4.0, boundary_radius=8)  # bundled_boundary: CE weight 5 within 8 px of two glands
+
+
+def row_fraction(row: str) -> float:
+    """Labelled fraction of a row: 5 % for the ``*5`` rows, else 10 % (bundled rows use train_all)."""
+    return 0.05 if row.endswith("5") else 0.1
+
+
+def row_hooks(row: str, model) -> list:
+    """Training hooks of a row: the mean teacher for the ``mt*`` rows (a fresh teacher copied from ``model``)."""
+    return [MeanTeacher(model)] if row.startswith("mt") else []
 
 
 
 def check_split(split: dict, seed: int) -> None:
-    """Where glas_ssl.py recorded the split of this seed, ours must be the same."""
+    """Where glas_ssl.py recorded the split of this seed (10 % labels), ours must be the same."""
+    if split["fraction"] != 0.1:
+        return
     rec = ROOT / "benchmarks" / "results" / "glas_ssl" / ("split.json" if seed == 0 else f"split_seed{seed}.json")
     if rec.exists():
         old = json.loads(rec.read_text())
@@ -67,13 +86,13 @@ def check_split(split: dict, seed: int) -> None:
 def row_setup(row: str, split: dict, steps: int, batch: int, patch: int, seed: int, device: str,
               stain: float):
     """(labelled ids, unlabelled ids, TrainConfig) of a row."""
-    if row in ("bundled", "bundled_stain"):
+    if row.startswith("bundled"):
         lab, unl, unsup = split["train_all"], split["train_all"], True
     elif row == "full":
         lab, unl, unsup = split["train_all"], [], False
-    elif row == "sup10":
+    elif row in ("sup10", "sup5"):
         lab, unl, unsup = split["labelled"], [], False
-    elif row in ("cdma10", "cdma10_release"):
+    elif row in ROWS:
         lab, unl, unsup = split["labelled"], split["unlabelled"], True
     else:
         raise SystemExit(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
@@ -85,11 +104,15 @@ def row_setup(row: str, split: dict, steps: int, batch: int, patch: int, seed: i
         cfg = TrainConfig(steps=steps, warmup_steps=steps // 10, ramp_steps=steps // 5, **common)
     if row == "bundled_stain":
         cfg.augment = replace(cfg.augment, stain_jitter=stain)
+    if row == "bundled_boundary":
+        cfg = replace(cfg, **BOUNDARY)
+    if row.startswith("mt"):  # mean teacher alone: the unlabelled patches reach the model, CDMA's terms are off
+        cfg = replace(cfg, cdkd_weight=0.0, ent_weight=0.0)
     return lab, unl, cfg
 
 
 def agree_on_steps(sync: Path, name: str, group_size: int, rate: float, deadline: float, safety: float,
-                   wait_s: float, state: dict):
+                   wait_s: float, state: dict, max_steps: int = 0):
     """Write our projection once; return (N, records) when the group has written, None while waiting."""
     mine = sync / f"{name}.json"
     if "since" not in state:
@@ -103,7 +126,8 @@ def agree_on_steps(sync: Path, name: str, group_size: int, rate: float, deadline
     if len(files) < group_size and time.time() - state["since"] < wait_s:
         return None
     recs = [json.loads(f.read_text()) for f in files]
-    return max(100, int(min(r["projected"] for r in recs)) // 100 * 100), recs
+    n = max(100, int(min(r["projected"] for r in recs)) // 100 * 100)
+    return (min(n, max_steps) if max_steps else n), recs
 
 
 def make_loader(data, workers: int, device: torch.device):
@@ -113,8 +137,8 @@ def make_loader(data, workers: int, device: torch.device):
 
 def calibrate(args, name, row_cfg, model, device, data) -> dict:
     """Train a throwaway copy in the calibration window; return the group's agreed step count and the record."""
-    # the unsupervised terms on from the start, so the measured step costs what a trained step costs
-    trainer = CDMATrainer(model, replace(row_cfg, warmup_steps=0), device)
+    # the unsupervised terms (and hooks) on from the start, so the measured step costs what a trained step costs
+    trainer = CDMATrainer(model, replace(row_cfg, warmup_steps=0), device, row_hooks(args.row, model))
     trainer.configure_optimizer()
     sync = args.sync_dir
     sync.mkdir(parents=True, exist_ok=True)
@@ -140,7 +164,7 @@ def calibrate(args, name, row_cfg, model, device, data) -> dict:
         if "rate" not in state:
             state["rate"] = (trainer.step - s0) / (now - t0)
         got = agree_on_steps(sync, name, args.group_size, state["rate"], args.deadline, args.safety, args.wait_s,
-                             state)
+                             state, args.max_steps)
         if got is not None:
             n, recs = got
             log.info("calibrated: %.2f steps/s here (%d throwaway steps); group of %d agrees on %d steps",
@@ -162,9 +186,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="patches per stream per batch")
     ap.add_argument("--patch", type=int, default=256)
     ap.add_argument("--stain", type=float, default=0.1, help="HED stain jitter of bundled_stain")
+    ap.add_argument("--noise", type=float, default=0.3, help="feature noise of the *_noise rows (the paper's 0.3)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, default=0, help="fixed step count (no calibration)")
+    ap.add_argument("--max-steps", type=int, default=0, help="cap of the calibrated step count (0 = none)")
     ap.add_argument("--deadline", type=float, default=0, help="unix time by which training must stop")
     ap.add_argument("--calibrate-from", type=float, default=0, help="unix time: calibration window start")
     ap.add_argument("--calibrate-until", type=float, default=0, help="unix time: calibration window end")
@@ -186,17 +212,19 @@ def main(argv=None) -> int:
     if not args.steps and not (args.deadline and args.sync_dir):
         raise SystemExit("give --steps, or --deadline and --sync-dir (calibration)")
 
-    split = ssl_split(args.data, 0.1, 8, args.seed)
+    split = ssl_split(args.data, row_fraction(args.row), 8, args.seed)
     check_split(split, args.seed)
     lab_ids, unl_ids, cfg = row_setup(args.row, split, args.steps or 100000, args.batch, args.patch, args.seed,
                                       args.device, args.stain)
     device = resolve_device(cfg.device)
     torch.manual_seed(args.seed)
-    model = build_model(get_config(args.preset))
+    mcfg = get_config(args.preset, feature_noise=args.noise) if args.row.endswith("_noise") else get_config(args.preset)
+    model = build_model(mcfg)
     init_state = copy.deepcopy(model.state_dict())
     init_rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
     data = TwoStreamPatches(load_pairs(args.data, lab_ids), load_images(args.data, unl_ids), cfg.batch_labelled,
-                            cfg.batch_unlabelled if cfg.unsupervised else 0, cfg.patch, cfg.seed, cfg.augment)
+                            cfg.batch_unlabelled if cfg.unsupervised else 0, cfg.patch, cfg.seed, cfg.augment,
+                            cfg.boundary_weight, cfg.boundary_radius)
     log.info("%d labelled, %d unlabelled, batch %d+%d, patch %d, %s, engine %s, setup %.1fs", len(lab_ids),
              len(unl_ids), cfg.batch_labelled, cfg.batch_unlabelled if cfg.unsupervised else 0, cfg.patch, device,
              Path(src_model.__file__).parent, time.time() - t_start)
@@ -212,8 +240,8 @@ def main(argv=None) -> int:
 
     prov = {"benchmark": "gpu_train", "row": args.row, "labelled_ids": lab_ids, "unlabelled_ids": unl_ids,
             "val_ids": split["val"], "data": "GlaS (research use only)", "n_labelled": len(lab_ids),
-            "n_unlabelled": len(unl_ids)}
-    trainer = CDMATrainer(model, cfg, device)
+            "n_unlabelled": len(unl_ids), "fraction": split["fraction"]}
+    trainer = CDMATrainer(model, cfg, device, row_hooks(args.row, model))  # a fresh teacher from the initial weights
     trainer.configure_optimizer()
     it = iter(make_loader(data, args.workers, device))  # a fresh stream: as a plain --steps run
     history = []
@@ -253,6 +281,8 @@ def main(argv=None) -> int:
                     provenance={**prov, "trainer": "CDMATrainer", "train_config": cfg.to_dict()})
     hw = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
     record = {"name": name, "row": args.row, "seed": args.seed, "preset": args.preset, "steps": trainer.step,
+              "fraction": split["fraction"], "feature_noise": mcfg.feature_noise,
+              "hooks": [type(h).__name__ for h in trainer.hooks],
               "planned_steps": cfg.steps, "stopped_by_deadline": stopped_by_deadline, "diverged": diverged,
               "train_wall_s": round(wall, 1),
               "total_wall_s": round(time.time() - t_start, 1), "steps_per_s": round(trainer.step / max(wall, 1e-9), 2),

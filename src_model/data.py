@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from .io import read_image, read_mask, to_model_input
 from .tiling import pad_to
@@ -172,6 +173,28 @@ def augment(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray
     return np.ascontiguousarray(x), None if mask is None else np.ascontiguousarray(mask)
 
 
+def touching_border(instances: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` px (a square window) of two different instances: the gaps and contact
+    lines between touching glands. ``instances``: (H, W) integer labels, 0 = background. Returns bool (H, W)."""
+    m = np.asarray(instances).astype(np.int64)
+    size = 2 * int(radius) + 1
+    none = int(m.max()) + 1
+    highest = ndi.maximum_filter(m, size=size)
+    lowest = ndi.minimum_filter(np.where(m > 0, m, none), size=size)  # lowest instance id near each pixel
+    return (lowest < none) & (highest > lowest)
+
+
+BORDER_CODE = 2  # boundary-aware coding of a labelled mask: object (0 / 1) + BORDER_CODE on touching borders
+
+
+def boundary_coded(instances: np.ndarray, radius: int) -> np.ndarray:
+    """int64 (H, W): (instances > 0) + :data:`BORDER_CODE` on :func:`touching_border` pixels, so one
+    array carries the target and where the loss weighs more. Crops and flips move it like a mask."""
+    code = (np.asarray(instances) > 0).astype(np.int64)
+    code[touching_border(instances, radius)] += BORDER_CODE
+    return code
+
+
 class TwoStreamPatches(torch.utils.data.IterableDataset):
     """Endless batches of ``n_labelled`` labelled + ``n_unlabelled`` unlabelled patches.
 
@@ -180,17 +203,27 @@ class TwoStreamPatches(torch.utils.data.IterableDataset):
     DataLoader draws from its own generator seeded with (seed, worker id), so augmentation
     randomness is never repeated across workers.
 
+    With ``boundary_weight`` > 0 (boundary-aware training; the masks must hold instance labels), the
+    batch carries ``weight`` float32 (B, P, P): 1 + ``boundary_weight`` on the pixels near two different
+    instances (:func:`touching_border`, ``boundary_radius``: the gaps between neighbouring glands and
+    their facing edges), 1 elsewhere; the targets are unchanged.
+
     Yields:
         dict with ``image`` float32 (B, 3, P, P) in [0, 1] (labelled first) and ``target`` int64
-        (B, P, P) (zeros for the unlabelled part), ``n_labelled`` int.
+        (B, P, P) (zeros for the unlabelled part), ``n_labelled`` int (and ``weight``, see above).
     """
 
     def __init__(self, labelled: Sequence[Labelled], unlabelled: Sequence[np.ndarray], n_labelled: int,
-                 n_unlabelled: int, patch: int, seed: int = 0, augment_cfg: AugmentConfig = AugmentConfig()):
+                 n_unlabelled: int, patch: int, seed: int = 0, augment_cfg: AugmentConfig = AugmentConfig(),
+                 boundary_weight: float = 0.0, boundary_radius: int = 8):
         super().__init__()
         if not labelled:
             raise ValueError("training needs at least one labelled image")
-        self.labelled = [(img, (np.asarray(m) > 0).astype(np.int64)) for img, m in labelled]
+        self.boundary_weight = float(boundary_weight)
+        if self.boundary_weight > 0:
+            self.labelled = [(img, boundary_coded(m, boundary_radius)) for img, m in labelled]
+        else:
+            self.labelled = [(img, (np.asarray(m) > 0).astype(np.int64)) for img, m in labelled]
         self.unlabelled = list(unlabelled) or [img for img, _ in labelled]
         self.n_labelled, self.n_unlabelled = n_labelled, n_unlabelled
         self.patch, self.seed, self.augment_cfg = patch, seed, augment_cfg
@@ -226,9 +259,14 @@ class TwoStreamPatches(torch.utils.data.IterableDataset):
                 x, _ = augment(rng, img, None, self.augment_cfg)
                 images.append(x)
                 targets.append(np.zeros((p, p), np.int64))
-            yield {"image": torch.from_numpy(np.stack(images)),
-                   "target": torch.from_numpy(np.stack(targets)),
-                   "n_labelled": self.n_labelled}
+            target = np.stack(targets)
+            batch = {"image": torch.from_numpy(np.stack(images)), "n_labelled": self.n_labelled}
+            if self.boundary_weight > 0:
+                border = target >= BORDER_CODE
+                batch["weight"] = torch.from_numpy(np.where(border, 1 + self.boundary_weight, 1).astype(np.float32))
+                target[border] -= BORDER_CODE
+            batch["target"] = torch.from_numpy(target)
+            yield batch
 
 
 def ssl_split(data_dir: Path, fraction: float, n_val: int, seed: int) -> Dict[str, object]:

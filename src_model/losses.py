@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from itertools import permutations
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +29,28 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = DI
     return 1.0 - dice.mean()
 
 
-def supervised_loss(logits: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """Sum over branches of 0.5 * Dice + 0.5 * CE, divided by the number of branches."""
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                           pixel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Cross-entropy averaged over pixels; with ``pixel_weight`` (B, H, W), the weighted mean
+    sum(w * ce) / sum(w) (so a weight map of ones gives the plain mean)."""
+    if pixel_weight is None:
+        return F.cross_entropy(logits, target.long())
+    ce = F.cross_entropy(logits, target.long(), reduction="none")
+    w = pixel_weight.to(ce.dtype)
+    return (ce * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def supervised_loss(logits: Sequence[torch.Tensor], target: torch.Tensor,
+                    pixel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sum over branches of 0.5 * Dice + 0.5 * CE, divided by the number of branches.
+
+    ``pixel_weight`` (B, H, W), optional, weights the CE term per pixel (boundary-aware training:
+    :func:`~src_model.data.touching_border`); the Dice term is unweighted.
+    """
     total = 0.0
     for z in logits:
-        total = total + 0.5 * soft_dice_loss(torch.softmax(z, dim=1), target) + 0.5 * F.cross_entropy(z, target.long())
+        total = total + 0.5 * soft_dice_loss(torch.softmax(z, dim=1), target) + 0.5 * weighted_cross_entropy(
+            z, target, pixel_weight)
     return total / len(logits)
 
 
@@ -78,16 +95,17 @@ def ramp_weight(step: int, warmup_steps: int, schedule: str = "step", ramp_steps
 
 
 def cdma_loss(logits: Sequence[torch.Tensor], target: torch.Tensor, n_labelled: int, weight: float,
-              temperature: float = 10.0, cdkd_weight: float = 0.1, ent_weight: float = 0.1) -> Dict[str, torch.Tensor]:
+              temperature: float = 10.0, cdkd_weight: float = 0.1, ent_weight: float = 0.1,
+              pixel_weight: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Total CDMA loss for a batch whose first ``n_labelled`` samples carry labels.
 
-    Returns a dict with ``loss`` (to back-propagate) and its parts ``sup``, ``cdkd``, ``ent``.
+    ``pixel_weight`` (the labelled samples' (n_labelled, H, W) CE weights) is optional. A term whose
+    weight is 0 is not computed (reported as 0). Returns a dict with ``loss`` (to back-propagate) and
+    its parts ``sup``, ``cdkd``, ``ent``.
     """
-    sup = supervised_loss([z[:n_labelled] for z in logits], target[:n_labelled])
-    if weight > 0:
-        cd = cdkd_loss(logits, temperature)
-        ent = entropy_loss(logits)
-    else:  # the unsupervised terms are off: skip their cost, report them as 0
-        cd = ent = torch.zeros((), device=sup.device)
+    sup = supervised_loss([z[:n_labelled] for z in logits], target[:n_labelled], pixel_weight)
+    zero = torch.zeros((), device=sup.device)
+    cd = cdkd_loss(logits, temperature) if weight > 0 and cdkd_weight > 0 else zero
+    ent = entropy_loss(logits) if weight > 0 and ent_weight > 0 else zero
     loss = sup + weight * (cdkd_weight * cd + ent_weight * ent)
     return {"loss": loss, "sup": sup.detach(), "cdkd": cd.detach(), "ent": ent.detach()}

@@ -44,6 +44,10 @@ class TrainConfig:
         ramp_steps: length of the sigmoid ramp.
         unsupervised: False trains with the supervised loss only (the baseline).
         temperature: CDKD temperature T.
+        cdkd_weight / ent_weight: weights of the CDKD and entropy terms (times the ramp w(t); 0 = off).
+        boundary_weight: boundary-aware training (0 = off): CE weight 1 + this on the pixels near two
+            different glands (:class:`~src_model.data.TwoStreamPatches`, :func:`~src_model.data.touching_border`).
+        boundary_radius: their reach in pixels.
         seed: seeds torch and the data streams.
         device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"`` or ``"cuda"``.
         checkpoint_every: steps between ``last.pt`` checkpoints (0 = only at the end).
@@ -64,6 +68,10 @@ class TrainConfig:
     ramp_steps: int = 200
     unsupervised: bool = True
     temperature: float = 10.0
+    cdkd_weight: float = 0.1
+    ent_weight: float = 0.1
+    boundary_weight: float = 0.0
+    boundary_radius: int = 8
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 100
@@ -199,7 +207,10 @@ class CDMATrainer:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
             logits = self.net(x)
         logits = [z.float() for z in logits]
-        losses = cdma_loss(logits, y, n_lab, w, self.config.temperature)
+        pw = batch.get("weight")
+        pw = None if pw is None else pw[:n_lab].to(self.device, non_blocking=True)
+        cfg = self.config
+        losses = cdma_loss(logits, y, n_lab, w, cfg.temperature, cfg.cdkd_weight, cfg.ent_weight, pw)
         for hook in self.hooks:
             for name, term in hook.extra_loss(self, x, logits, n_lab).items():
                 losses[name] = term
@@ -300,7 +311,8 @@ def _train(session, model, labelled, unlabelled, config, out_dir, cancel, proven
         trainer.resume(Path(resume))
     data = TwoStreamPatches(labelled, unlabelled, config.batch_labelled,
                             config.batch_unlabelled if config.unsupervised else 0,
-                            config.patch, rank_seed(config.seed + trainer.step, session.info.rank), config.augment)
+                            config.patch, rank_seed(config.seed + trainer.step, session.info.rank), config.augment,
+                            config.boundary_weight, config.boundary_radius)
     if config.num_workers > 0:
         batches = torch.utils.data.DataLoader(data, batch_size=None, num_workers=config.num_workers,
                                               pin_memory=device.type == "cuda", persistent_workers=True)

@@ -7,12 +7,14 @@ from src_model.data import (
     AugmentConfig,
     TwoStreamPatches,
     augment,
+    boundary_coded,
     choose_labelled,
     ids_of,
     load_pairs,
     random_crop,
     read_split,
     ssl_split,
+    touching_border,
 )
 from src_model.tissue import tissue_mask
 
@@ -114,3 +116,34 @@ def test_ssl_split_is_seeded_disjoint_and_never_uses_test_images(glas_dir):
     assert not any(i.startswith("test") for p in parts for i in p)
     assert set(a["train_all"]) == parts[0] | parts[2]
     assert any(ssl_split(glas_dir, 0.2, 1, seed=s)["labelled"] != a["labelled"] for s in range(1, 6))
+
+
+def test_touching_border_marks_the_gap_between_two_glands_only():
+    m = np.zeros((20, 30), np.int64)
+    m[5:15, 2:10] = 1  # columns 2..9
+    m[5:15, 13:21] = 2  # columns 13..20: a 3-px gap to gland 1
+    m[5:15, 27:30] = 3  # columns 27..29: a 6-px gap to gland 2
+    # within 4 px (square window) of glands 1 and 2: columns 13-4 .. 9+4 = 9..13 (gap and facing edges);
+    # of glands 2 and 3: columns 27-4 .. 20+4 = 23..24
+    b = touching_border(m, 4)
+    assert b[8, 9:14].all() and b[8, 23:25].all()
+    assert not b[8, :9].any() and not b[8, 14:23].any() and not b[8, 25:].any()
+    assert not b[0].any() and b[1, 11]  # row 0 is 5 rows from the glands, row 1 is 4
+    assert touching_border(m, 2)[8].nonzero()[0].tolist() == [11]  # 2 px: only the middle of the 3-px gap
+    assert not touching_border((m > 0).astype(np.int64), 4).any()  # one instance: nothing touches
+
+
+def test_boundary_weights_follow_the_patch_and_keep_the_targets(glas_dir):
+    pairs = load_pairs(glas_dir, ["train_5"])  # two glands of this crop lie close together
+    code = boundary_coded(pairs[0][1], 8)
+    assert (code >= 2).any() and np.array_equal(code % 2, (pairs[0][1] > 0).astype(np.int64))
+    ds = TwoStreamPatches(pairs, [pairs[0][0]], 1, 1, 320, seed=0, boundary_weight=4.0, boundary_radius=8)
+    batch = next(iter(ds))
+    w, t = batch["weight"], batch["target"]
+    assert w.shape == t.shape and set(w.unique().tolist()) == {1.0, 5.0}
+    assert set(t.unique().tolist()) == {0, 1}
+    assert (w[1] == 1).all()  # the unlabelled patch carries no boundary weight
+    # the weighted pixels moved with the (possibly flipped / rotated) mask: same count as on the full image
+    assert int((w[0] == 5).sum()) == int((code >= 2).sum())
+    plain = next(iter(TwoStreamPatches(pairs, [pairs[0][0]], 1, 1, 320, seed=0)))
+    assert "weight" not in plain and torch.equal(plain["target"], t)

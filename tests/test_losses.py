@@ -120,3 +120,33 @@ def test_ramp_weight_schedules():
     assert ramp_weight(500, 10, "sigmoid", 100) == 1.0
     with pytest.raises(ValueError):
         ramp_weight(20, 10, "cosine", 5)
+
+
+def direct_weighted_ce(z, y, w):
+    total, norm = 0.0, 0.0
+    for b in range(z.shape[0]):
+        for i in range(z.shape[2]):
+            for j in range(z.shape[3]):
+                col = z[b, :, i, j].tolist()
+                lse = math.log(sum(math.exp(v) for v in col))
+                total += float(w[b, i, j]) * (lse - col[int(y[b, i, j])])
+                norm += float(w[b, i, j])
+    return total / norm
+
+
+def test_pixel_weighted_supervised_loss_weighs_only_the_ce_term(logits, target):
+    w = torch.ones(target.shape)
+    w[:, 1:3, 2:] = 5.0  # a boundary band weighs 5x
+    expect = sum(0.5 * direct_dice(torch.softmax(z, 1), target) + 0.5 * direct_weighted_ce(z, target, w)
+                 for z in logits) / 3
+    assert supervised_loss(logits, target, w).item() == pytest.approx(expect, rel=1e-5)
+    # a map of ones is the unweighted loss; the weighted one differs
+    assert supervised_loss(logits, target, torch.ones(target.shape)).item() == pytest.approx(
+        supervised_loss(logits, target).item(), rel=1e-6)
+    assert abs(supervised_loss(logits, target, w).item() - supervised_loss(logits, target).item()) > 1e-3
+
+
+def test_zero_term_weights_switch_the_unsupervised_terms_off(logits, target):
+    out = cdma_loss(logits, target, 2, 1.0, cdkd_weight=0.0, ent_weight=0.0)
+    assert out["cdkd"].item() == 0 and out["ent"].item() == 0
+    assert out["loss"].item() == pytest.approx(supervised_loss([z[:2] for z in logits], target[:2]).item())
