@@ -163,25 +163,48 @@ def predict_tiles(model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TI
         return (yield from _predict_tta(model, img, views, return_branches, dict(
             tile=tile, overlap=overlap, batch_size=batch_size, branch=branch, device=device, fast=fast,
             precision=precision)))
-    h, w = img.shape[:2]
-    padded = pad_to(img, tile)
+    maps = MapCollector(*img.shape[:2], return_branches)
+    yield from predict_into(maps, model, img, tile=tile, overlap=overlap, batch_size=batch_size, branch=branch,
+                            device=device, fast=fast, precision=precision)
+    return maps.prediction()
+
+
+def predict_into(sink: Callable[[RowMaps], None], model: nn.Module, image: np.ndarray, *, tile: int = DEFAULT_TILE,
+                 overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, branch: Branch = "mean",
+                 device: Union[str, torch.device] = "cpu", fast: bool = True,
+                 precision: str = "fp32") -> Generator[Progress, None, int]:
+    """The tiled prediction of :func:`predict_tiles` (no TTA), its finished row bands handed to ``sink``.
+
+    Prepares the model and the padded image and runs :func:`src_model.bands.predict_rows`:
+    ``sink`` receives the :class:`~src_model.bands.RowMaps` of every image row once, top to
+    bottom, in bands of at most :data:`~src_model.bands.FINISH_ROWS` rows. Memory beyond the
+    image is the rolling band (about two tiles high), whatever the image size. Arguments are
+    those of :func:`predict_tiles` (``image``: RGB uint8 (H, W, 3)).
+
+    Yields:
+        ``Progress(stage="predict", step=tiles_done, total=n_tiles, eta_s=...)`` after each batch.
+
+    Returns:
+        The number of tiles run.
+    """
+    h, w = image.shape[:2]
+    padded = pad_to(image, tile)
     dev = resolve_device(device)
     was_training = model.training
     runner = prepare_model(model, branch, dev, fast=fast)  # a generic model is put in eval mode
     was_training = was_training and isinstance(runner, _GenericRunner)
-    maps = _MapCollector(h, w, return_branches)
     logger.debug("predict %dx%d image: tiles of %d, overlap %.3g, branch %s", h, w, tile, overlap, branch)
     try:
         with torch.inference_mode():
-            yield from predict_rows(runner, padded, h, w, maps, tile=tile, overlap=overlap, batch_size=batch_size,
-                                    window=blend_window(tile), device=dev, precision=precision)
+            return (yield from predict_rows(runner, padded, h, w, sink, tile=tile, overlap=overlap,
+                                            batch_size=batch_size, window=blend_window(tile), device=dev,
+                                            precision=precision))
     finally:
         if was_training:
             model.train()
-    return maps.prediction()
 
 
-class _MapCollector:
+class MapCollector:
     """A sink of :func:`~src_model.bands.predict_rows`: finished rows copied into image-sized maps."""
 
     def __init__(self, height: int, width: int, return_branches: bool) -> None:
@@ -249,7 +272,7 @@ def _predict_tta(model: nn.Module, img: np.ndarray, views: Sequence[int], return
         bp = bp.flip(-1) if k >= 4 else bp
         bp = torch.rot90(bp, -(k % 4), dims=(-2, -1))
         acc = bp.clone() if acc is None else acc.add_(bp)
-    maps = _MapCollector(h, w, return_branches)
+    maps = MapCollector(h, w, return_branches)
     wsum = torch.full((FINISH_ROWS, w), float(len(views)))
     with torch.inference_mode():
         for r0 in range(0, h, FINISH_ROWS):
@@ -264,4 +287,5 @@ def predict(model: nn.Module, image: np.ndarray, callback: Optional[Callable[[Pr
     return drain(predict_tiles(model, image, **kwargs), callback)
 
 
-__all__ = ["Prediction", "prepare_model", "predict_tiles", "predict", "tile_starts", "blend_window", "WINDOW_FLOOR"]
+__all__ = ["MapCollector", "Prediction", "prepare_model", "predict_into", "predict_tiles", "predict", "tile_starts",
+           "blend_window", "WINDOW_FLOOR"]

@@ -1,7 +1,8 @@
 """Memory-bounded prediction of one image straight into files, band by band (``cdma predict``).
 
-:func:`src_model.inference.predict_tiles` returns every map in memory, image-sized. Here the finished row bands of the shared tile loop (:func:`src_model.bands.predict_rows`:
-a rolling accumulator about a tile high) are written at once, to PNG and ``.npy`` files opened for
+:func:`src_model.inference.predict_tiles` returns every map in memory, image-sized. Here the
+finished row bands of the shared tile loop (:func:`src_model.bands.predict_rows`: a rolling
+accumulator about a tile high) are written at once, to PNG and ``.npy`` files opened for
 streaming, and forgotten. What is held is the RGB image, the rolling band, one batch of tiles and
 one band of review squares; the results are those of :func:`~src_model.inference.predict_tiles`
 (the same loop) to the float16 rounding of the files.
@@ -27,12 +28,12 @@ from typing import Dict, Generator, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .bands import FINISH_ROWS, RowMaps, blend_window, predict_rows
-from .inference import Branch, _branches, _GenericRunner, prepare_model
+from .bands import FINISH_ROWS, RowMaps
+from .inference import Branch, _branches, predict_into
 from .io import to_rgb_uint8
 from .progress import Progress
-from .runtime import available_memory, resolve_device
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE, pad_to
+from .runtime import available_memory
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE
 from .tissue import tissue_mask
 from .uncertainty import tile_score
 
@@ -305,12 +306,7 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
     batch_size = batch_size_for(tile) if batch_size is None else batch_size
     img = to_rgb_uint8(image, source=stem)
     h, w = img.shape[:2]
-    padded = pad_to(img, tile)
-    dev = resolve_device(device)
     n_branches = len(_branches(branch, len(model.config.branches) if hasattr(model, "config") else 3))
-    was_training = model.training
-    runner = prepare_model(model, branch, dev, fast=fast)
-    was_training = was_training and isinstance(runner, _GenericRunner)
 
     out_dir = Path(out_dir)
     names = output_names(stem, return_branches)
@@ -328,18 +324,14 @@ def predict_to_files(model: torch.nn.Module, image: np.ndarray, out_dir: Union[s
         totals = {"foreground": 0, "disagreement": 0.0, "uncertainty": 0.0}
         logger.debug("stream-predict %dx%d image: tiles of %d, overlap %.3g, batch %d", h, w, tile, overlap,
                      batch_size)
-        with torch.inference_mode():
-            yield from predict_rows(runner, padded, h, w, lambda rows: _write_rows(rows, writers, review, totals),
-                                    tile=tile, overlap=overlap, batch_size=batch_size, window=blend_window(tile),
-                                    device=dev)
+        yield from predict_into(lambda rows: _write_rows(rows, writers, review, totals), model, img, tile=tile,
+                                overlap=overlap, batch_size=batch_size, branch=branch, device=device, fast=fast)
         for writer in writers.values():
             writer.close()
         for key, path in tmp.items():
             os.replace(path, out_dir / names[key])
         ok = True
     finally:
-        if was_training:
-            model.train()
         if not ok:
             for writer in writers.values():
                 try:

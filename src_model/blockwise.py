@@ -1,0 +1,162 @@
+"""Gland instances, gland table, display range and review regions of a large prediction, block by block.
+
+:func:`src_model.postprocess.instance_labels`, :func:`src_model.uncertainty.review_regions`,
+:func:`~src_model.uncertainty.gland_table` and :func:`~src_model.uncertainty.display_range` take
+whole maps and make several image-sized float64 temporaries: about 40 bytes a pixel, 1.4 GB for a
+6000 x 6000 image. Here the same functions run on square blocks of the semantic mask and the
+uncertainty map, so memory and the time of one step are bounded whatever the image size:
+
+* instances: each block is post-processed with a margin (``halo``) of context on every side; its
+  objects that overlap glands already labelled in the blocks above or to the left take their
+  label (the one they overlap most), the others get new labels. Glands are the same as the
+  whole-image result except where a block edge changes a splitting decision;
+* gland table: areas, uncertainty sums and boxes accumulated over the blocks;
+* display range: the percentiles of a 4096-bin histogram of the map over tissue (to 1/4096);
+* review regions: :func:`~src_model.uncertainty.review_regions` of each block, then the best
+  non-overlapping ones over all blocks (boxes do not cross block edges).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Generator, List, Optional, Tuple
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .postprocess import DEFAULT_INSTANCES, PostprocessConfig, to_instances
+from .tissue import tissue_mask
+from .uncertainty import review_regions
+
+Box = Tuple[int, int, int, int]
+#: Side of a post-processing block and the context around it (GlaS glands are < 400 px across
+#: at 20x, so a gland crossing a block edge is seen whole from at least one side).
+BLOCK, HALO = 768, 160
+HIST_BINS = 4096
+
+
+def block_origins(height: int, width: int, block: int = BLOCK) -> List[Tuple[int, int]]:
+    """Top-left corners of the blocks covering an image, in raster order."""
+    return [(y, x) for y in range(0, height, block) for x in range(0, width, block)]
+
+
+class BlockReview:
+    """Post-processes a large prediction block by block (see the module doc).
+
+    Args:
+        mask: uint8/bool (H, W), non-zero where a gland is predicted.
+        uncertainty: float (H, W), ``Prediction.uncertainty``.
+        image: RGB uint8 (H, W, 3), for the tissue mask.
+        cfg: post-processing (default :data:`~src_model.postprocess.DEFAULT_INSTANCES`).
+        n_regions: review regions kept.
+    """
+
+    def __init__(self, mask: np.ndarray, uncertainty: np.ndarray, image: np.ndarray,
+                 cfg: PostprocessConfig = DEFAULT_INSTANCES, n_regions: int = 10,
+                 block: int = BLOCK, halo: int = HALO) -> None:
+        self.mask, self.u, self.image = mask, uncertainty, image
+        self.h, self.w = mask.shape
+        self.cfg, self.n_regions, self.block, self.halo = cfg, n_regions, block, halo
+        self.n_labels = 0
+        self._area = np.zeros(1, np.int64)
+        self._usum = np.zeros(1, np.float64)
+        self._boxes = np.zeros((1, 4), np.int64)  # y0, x0, y1, x1 per label
+        self._hist = np.zeros(HIST_BINS, np.int64)
+        self._candidates: List[Tuple[float, Box]] = []
+
+    def blocks(self) -> Generator[Tuple[int, int, np.ndarray], None, None]:
+        """Final instance labels, block by block: yields ``(y0, x0, labels int32 (bh, bw))``."""
+        b, halo, h, w = self.block, self.halo, self.h, self.w
+        above: Optional[np.ndarray] = None  # final labels of up to `halo` rows above the block row
+        for y0 in range(0, h, b):
+            y1 = min(h, y0 + b)
+            row = np.zeros((y1 - y0, w), np.int32)  # final labels of this block row so far
+            ey0, ey1 = max(0, y0 - halo), min(h, y1 + halo)
+            for x0 in range(0, w, b):
+                x1 = min(w, x0 + b)
+                ex0, ex1 = max(0, x0 - halo), min(w, x1 + halo)
+                local = to_instances(np.asarray(self.mask[ey0:ey1, ex0:ex1]) > 0, self.cfg)
+                known = np.zeros_like(local)  # labels already final inside the window
+                if above is not None and y0 > ey0:
+                    known[:y0 - ey0] = above[above.shape[0] - (y0 - ey0):, ex0:ex1]
+                known[y0 - ey0:y1 - ey0, :x0 - ex0] = row[:, ex0:x0]
+                core = local[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
+                final = self._relabel(local, known, core)[core]
+                row[:, x0:x1] = final
+                self._add(y0, x0, final)
+                yield y0, x0, final
+            above = row[-halo:] if above is None or row.shape[0] >= halo else np.concatenate([above, row])[-halo:]
+
+    def _relabel(self, local: np.ndarray, known: np.ndarray, core: np.ndarray) -> np.ndarray:
+        """Lookup table local id -> final id: the known label it overlaps most, else (if it is in the
+        block's core) a new one."""
+        lut = np.zeros(int(local.max()) + 1, np.int32)
+        both = (local > 0) & (known > 0)
+        if both.any():
+            pairs, counts = np.unique(np.stack([local[both], known[both]]), axis=1, return_counts=True)
+            # largest overlaps first; each local object takes one final label, and each final label
+            # goes to one local object (two objects here that were one gland there are not merged)
+            taken = set()
+            for i in np.argsort(-counts, kind="stable"):
+                loc, fin = int(pairs[0, i]), int(pairs[1, i])
+                if lut[loc] == 0 and fin not in taken:
+                    lut[loc] = fin
+                    taken.add(fin)
+        present = np.zeros(lut.size, bool)
+        present[np.unique(core)] = True
+        present[0] = False
+        fresh = np.flatnonzero(present & (lut == 0))  # objects of the core touching nothing final
+        lut[fresh] = np.arange(self.n_labels + 1, self.n_labels + 1 + fresh.size, dtype=np.int32)
+        self.n_labels += int(fresh.size)
+        return lut
+
+    def _add(self, y0: int, x0: int, labels: np.ndarray) -> None:
+        """Accumulate a final block: gland rows, histogram over tissue, review candidates."""
+        bh, bw = labels.shape
+        u = np.asarray(self.u[y0:y0 + bh, x0:x0 + bw], dtype=np.float64)
+        tissue = tissue_mask(self.image[y0:y0 + bh, x0:x0 + bw])
+        n = self.n_labels + 1
+        if n > self._area.size:
+            grow = n - self._area.size
+            self._area = np.concatenate([self._area, np.zeros(grow, np.int64)])
+            self._usum = np.concatenate([self._usum, np.zeros(grow)])
+            self._boxes = np.concatenate([self._boxes, np.tile([[2**62, 2**62, -1, -1]], (grow, 1))])
+        flat = labels.ravel()
+        self._area += np.bincount(flat, minlength=n)[:n]
+        self._usum += np.bincount(flat, weights=u.ravel(), minlength=n)[:n]
+        for i, sl in enumerate(ndi.find_objects(labels), start=1):
+            if sl is not None:
+                box = self._boxes[i]
+                box[:] = (min(box[0], y0 + sl[0].start), min(box[1], x0 + sl[1].start),
+                          max(box[2], y0 + sl[0].stop), max(box[3], x0 + sl[1].stop))
+        vals = u[tissue]
+        self._hist += np.histogram(np.clip(vals, 0.0, 1.0), bins=HIST_BINS, range=(0.0, 1.0))[0]
+        for score, (by0, bx0, by1, bx1) in review_regions(None, n=self.n_regions, uncertainty_map=u,
+                                                          instances=labels, tissue=tissue):
+            self._candidates.append((score, (by0 + y0, bx0 + x0, by1 + y0, bx1 + x0)))
+
+    def glands(self) -> List[Dict[str, Any]]:
+        """Rows as :func:`src_model.uncertainty.gland_table` gives them, ordered by id."""
+        return [{"id": i, "area": int(self._area[i]), "mean_uncertainty": float(self._usum[i] / self._area[i]),
+                 "bbox": tuple(int(v) for v in self._boxes[i])}
+                for i in range(1, self._area.size) if self._area[i] > 0]
+
+    def display_range(self, percentiles: Tuple[float, float] = (2.0, 99.5)) -> Tuple[float, float]:
+        """As :func:`src_model.uncertainty.display_range` over tissue, to 1/4096 of [0, 1]."""
+        total = int(self._hist.sum())
+        if total == 0:
+            return 0.0, 1.0
+        cum = np.cumsum(self._hist)
+        lo, hi = (float(np.searchsorted(cum, p / 100.0 * total) / HIST_BINS) for p in percentiles)
+        return (lo, hi) if hi > lo else (lo, lo + 1.0 / HIST_BINS)
+
+    def regions(self) -> List[Tuple[float, Box]]:
+        """The best non-overlapping review regions over all blocks, most uncertain first."""
+        chosen: List[Tuple[float, Box]] = []
+        for score, box in sorted(self._candidates, key=lambda item: (-item[0], item[1])):
+            if not any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for _, o in chosen):
+                chosen.append((float(score), box))
+                if len(chosen) >= self.n_regions:
+                    break
+        return chosen
+
+
+__all__ = ["BLOCK", "HALO", "BlockReview", "block_origins"]
