@@ -1,4 +1,5 @@
-"""The ``cdma`` command line: train, predict, evaluate, import-official.
+"""The ``cdma`` command line: train, predict, evaluate, import-official; predict-slide and export
+(whole slides, :mod:`src_model.cli_slide`).
 
 Every sub-command has ``--help``, reports progress on stderr for long work, and exits with a
 non-zero status and a one-line reason on bad input. Every numeric option is range-checked while
@@ -458,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True)
     i.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     i.set_defaults(func=cmd_import_official)
+
+    from .cli_slide import add_parsers as add_slide_parsers
+
+    add_slide_parsers(sub, int_in=_int_in, float_in=_float_in, branch=_branch, device=_device,
+                      tile_range=(MIN_TILE, MAX_TILE), max_overlap=MAX_OVERLAP, max_batch=MAX_BATCH)
     return p
 
 

@@ -18,7 +18,7 @@ Formats (chosen from the path):
 * vendor formats (``.svs``, ``.ndpi``, ``.mrxs``, ``.scn``, ``.vms``, ``.vmu``, ``.bif``,
   ``.svslide``, ``.tif`` files OpenSlide recognises are still read with tifffile) through
   ``openslide-python`` with the ``openslide-bin`` wheel, an optional dependency (extra
-  ``slides``): :data:`HAVE_OPENSLIDE` says whether it imported.
+  ``slides``): :func:`have_openslide` says whether it imports.
 
 Damaged files are reported as :class:`SlideError`, one line naming the file: unreadable headers
 or metadata when the slide is opened, a TIFF whose tile data runs past the end of the file
@@ -34,6 +34,7 @@ Importing this module loads neither torch nor dask (dask is imported when a slid
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -58,11 +59,16 @@ SLIDE_SUFFIXES = tuple(sorted(set(ZARR_SUFFIXES + TIFF_SUFFIXES + OPENSLIDE_SUFF
 #: Chunk side of the dask arrays of formats without native tiles (OpenSlide regions).
 READ_CHUNK = 1024
 
-try:  # optional: the openslide-bin wheel ships the C library
-    import openslide as _openslide  # noqa: F401  (availability probe)
-    HAVE_OPENSLIDE = True
-except (ImportError, OSError):  # not installed, or its C library cannot be loaded
-    HAVE_OPENSLIDE = False
+
+
+@functools.lru_cache(maxsize=1)
+def have_openslide() -> bool:
+    """Whether openslide-python and its C library (the openslide-bin wheel) import (probed once)."""
+    try:
+        import openslide  # noqa: F401
+    except (ImportError, OSError):  # not installed, or its C library cannot be loaded
+        return False
+    return True
 
 
 class SlideError(ValueError):
@@ -228,11 +234,11 @@ def open_slide(path: PathLike) -> Slide:
         return _open_ome_zarr(p)
     if suffix in ZARR_SUFFIXES:
         raise SlideError(f"{p}: an OME-Zarr slide must be a directory")
-    if HAVE_OPENSLIDE and suffix in OPENSLIDE_SUFFIXES and suffix not in TIFF_SUFFIXES:
+    if have_openslide() and suffix in OPENSLIDE_SUFFIXES and suffix not in TIFF_SUFFIXES:
         return _open_openslide(p)
     if suffix in TIFF_SUFFIXES + _TIFF_BASED:
         return _open_tiff(p)
-    hint = "" if HAVE_OPENSLIDE or suffix not in OPENSLIDE_SUFFIXES else \
+    hint = "" if have_openslide() or suffix not in OPENSLIDE_SUFFIXES else \
         " (install openslide-python and openslide-bin to read it)"
     raise SlideError(f"{p}: unsupported slide type {suffix or '(no suffix)'!r}{hint}; "
                      f"supported: OME-Zarr directories, {', '.join(SLIDE_SUFFIXES)}")
@@ -429,7 +435,7 @@ def is_pyramid(path: PathLike) -> bool:
                 return bool(tif.series) and len(tif.series[0].levels) > 1
         except Exception:  # not a TIFF we can read: leave it to other readers
             return False
-    return HAVE_OPENSLIDE and suffix in OPENSLIDE_SUFFIXES
+    return have_openslide() and suffix in OPENSLIDE_SUFFIXES
 
 
-__all__ = ["HAVE_OPENSLIDE", "SLIDE_SUFFIXES", "Slide", "SlideError", "is_pyramid", "open_slide"]
+__all__ = ["have_openslide", "SLIDE_SUFFIXES", "Slide", "SlideError", "is_pyramid", "open_slide"]

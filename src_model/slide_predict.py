@@ -270,6 +270,7 @@ def _run_local(store: SlideStore, todo: List[Tuple[int, int]], device: str):
 def _run_dask(store: SlideStore, todo: List[Tuple[int, int]], workers: int, scheduler: Optional[str], device: str):
     from dask.distributed import Client, LocalCluster, as_completed
 
+    logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))  # no start/stop chatter
     cluster = None
     if scheduler:
         client = Client(scheduler)
