@@ -23,13 +23,15 @@
 #   echo /.gpu_data/ >> .git/info/exclude
 #   python benchmarks/pack_glas.py pack --src ../shared/data/glas --dst .gpu_data/glas
 #   rm -rf .gpu_data/code && mkdir -p .gpu_data/code && git archive HEAD src_model | tar -x -C .gpu_data/code
-#   git rev-parse HEAD > .gpu_data/code/COMMIT                                      # a frozen engine
+#   rm -rf .gpu_data/code/src_model/bundled; git rev-parse HEAD > .gpu_data/code/COMMIT   # a frozen engine
+# (what travels, the working tree and .gpu_data, must stay under 64 MiB: the bundled model stays behind)
 # Smoke test on a CPU (tiny, a few minutes):
 #   DATA=/tmp/glas_smoke PY=.venv/bin/python PATCH=64 BATCH_A=2 BATCH_B=2 SEEDS=0 MAX_A=100 MAX_B=100 \
 #     OUT=/tmp/smoke_out bash benchmarks/gpu_run.sh 150
-# Run on the device machine (repo root, $OUT set, .gpu_data carried):
-#   set -o pipefail; bash benchmarks/gpu_run.sh 460 2>&1 | tee $OUT/run.log
-# Comes back in $OUT: A.tgz, B<seed>.tgz, M<seed>.tgz (weights-only checkpoints + records), logs.tgz.
+# Run on the device machine (repo root, $OUT set, .gpu_data carried; timeout_s 570):
+#   bash benchmarks/gpu_run.sh 460 2>&1
+# Comes back in $OUT (8 files, the most a call returns; this script's own output is the call's output_tail):
+# A.tgz, B<seed>.tgz, M<seed>.tgz (weights-only checkpoints + records, 3.3 MB each), logs.tgz.
 # Then, on a CPU: python benchmarks/ssl_study.py --runs <folder with the unpacked tars> (evaluates and reports);
 # benchmarks/eval_gpu_run.py on the validation images for A, benchmarks/make_bundled.py if it is better.
 set -u
