@@ -1,0 +1,499 @@
+"""Simulated annotation sessions (issue 9): GlaS ground truth stands in for the pathologist.
+
+A session is a few GlaS images opened as new slides. Each round:
+
+1. the current model predicts the session images (the dock's tiling and post-processing);
+2. regions are picked: the top 5 review regions over all session images
+   (:func:`src_model.uncertainty.review_regions`, the dock's "Look here next", skipping boxes
+   corrected before), or, in the control row, random boxes of the same sizes;
+3. the expert mask is pasted into each region as the correction (:func:`src_model.simulate.paste_correction`)
+   and the region is accepted into a real :class:`napari_cdma.project.store.ProjectStore` (in a
+   temporary folder), which decides the held-out regions (every 5th) and keeps the images as
+   unlabelled tissue, as in the dock;
+4. the store's current model is fine-tuned with the dock's defaults (:func:`src_model.finetune.finetune`,
+   on the training data the retrain worker builds from the store);
+5. the new model is scored on the held-out regions against its parent and the product's promotion
+   rule is recorded (:func:`napari_cdma.project.retrain_job.rule_decision`), then the new model is kept
+   ("Keep new model anyway": every round continues from the newest model);
+6. the new model is measured: Dice and object F1 (post-processed as the dock shows glands) on the
+   session images and, separately, on untouched images that are not in the session.
+
+Starting points: ``ten`` (a lite model trained on 10 % of the labels, ``runs/gpu_run/cdma10_seed0.pt``),
+``bundled`` (the shipped model) and ``newlab`` (the bundled model on images with a fixed HED stain shift,
+sigma 0.3, seed 0, chosen on validation images: Dice 0.915 -> 0.840 there). Rows: ``ranked_cdma``,
+``random_cdma``, ``ranked_sup`` (supervised-only fine-tuning).
+
+``--split check`` builds sessions from the 8 validation images of the 10 % split (for choosing and
+checking settings); ``--split test`` (default) from GlaS test images: session and untouched images are
+drawn by the seed and shared by the rows of one seed.
+
+Resumable: one record per (start, row, seed, round) is added to ``<out>/annotation_session.json``
+(written atomically) as soon as it is measured, with the round's model kept under ``--work``; a rerun
+skips what is done and rebuilds an interrupted session's store from its records.
+
+Usage::
+
+    python benchmarks/annotation_session.py [--starts ten,bundled,newlab] [--rows ...] [--seeds 0]
+        [--split test|check] [--threads 1] [--data GLAS] [--quick]
+
+Writes ``annotation_session.json``, ``.md`` and ``.png`` (Dice against corrected area) in ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from _common import RESULTS, ROOT, add_data_argument, machine_info, require_glas
+
+log = logging.getLogger("annotation_session")
+
+NAME = "annotation_session"
+STARTS = ("ten", "bundled", "newlab")
+ROWS = {"ranked_cdma": ("ranked", True), "random_cdma": ("random", True), "ranked_sup": ("ranked", False)}
+TEN_MODEL = ROOT / "runs" / "gpu_run" / "cdma10_seed0.pt"
+NEWLAB = {"sigma": 0.3, "seed": 0}
+SPLIT_FRACTION, SPLIT_VAL, SPLIT_SEED = 0.1, 8, 0  # the split the 10 % models were trained on
+
+
+# ---------------------------------------------------------------- images of a session
+
+def session_ids(data: Path, split: str, seed: int, n_session: int, n_untouched: int) -> Tuple[List[str], List[str]]:
+    """(session ids, untouched ids), drawn by ``seed`` from the test images or the validation images."""
+    from src_model.data import ids_of, read_split, ssl_split
+
+    if split == "check":
+        pool = sorted(ssl_split(data, SPLIT_FRACTION, SPLIT_VAL, SPLIT_SEED)["val"])
+    else:
+        pool = sorted(ids_of(read_split(data), split="test"))
+    order = np.random.default_rng([seed, 9]).permutation(len(pool))
+    picked = [pool[i] for i in order]
+    if len(picked) < n_session + 1:
+        raise SystemExit(f"{len(pool)} {split} images: too few for {n_session} session images and 1 untouched")
+    return sorted(picked[:n_session]), sorted(picked[n_session:n_session + n_untouched])
+
+
+def load_images(data: Path, ids: Sequence[str], start: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """``{id: (image, mask)}``; ``newlab`` images get the fixed stain shift."""
+    from src_model.data import load_pairs
+    from src_model.simulate import stain_shift
+
+    pairs = load_pairs(data, ids)
+    if start == "newlab":
+        pairs = [(stain_shift(img, NEWLAB["sigma"], NEWLAB["seed"]), gt) for img, gt in pairs]
+    return dict(zip(ids, pairs, strict=True))
+
+
+def start_checkpoint(start: str) -> Path:
+    from src_model.checkpoint import bundled_model_path
+
+    return TEN_MODEL if start == "ten" else bundled_model_path()
+
+
+# ---------------------------------------------------------------- measuring
+
+def predict_all(model, images: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> Dict[str, Any]:
+    """The dock's prediction of each image (default tiling): ``{id: Prediction}``."""
+    from src_model.inference import predict
+
+    return {k: predict(model, img) for k, (img, _) in images.items()}
+
+
+def measure(preds: Dict[str, Any], images: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> Dict[str, Any]:
+    """Dice and object F1 of the post-processed glands (as the dock shows them), mean over images."""
+    from src_model.metrics import aggregate, evaluate_image
+    from src_model.postprocess import instance_labels
+
+    per = {k: evaluate_image(instance_labels(preds[k]), gt, pred_instances=True) for k, (_, gt) in images.items()}
+    agg = aggregate(list(per.values()))
+    return {"dice": agg["dice"], "f1": agg["f1"], "dice_pooled": agg["dice_pooled"], "f1_pooled": agg["f1_pooled"],
+            "object_dice": agg["object_dice"], "per_image_dice": {k: round(v["dice"], 4) for k, v in per.items()}}
+
+
+def shown_dice(preds: Dict[str, Any], images: Dict[str, Tuple[np.ndarray, np.ndarray]],
+               taken: Dict[str, List[Tuple[int, int, int, int]]]) -> float:
+    """Mean Dice of what the pathologist sees: the glands with every accepted correction pasted in."""
+    from src_model.metrics import pixel_dice
+    from src_model.postprocess import instance_labels
+    from src_model.simulate import paste_correction
+
+    return float(np.mean([pixel_dice(paste_correction(instance_labels(preds[k]), gt, taken.get(k, [])), gt > 0)
+                          for k, (_, gt) in images.items()]))
+
+
+# ---------------------------------------------------------------- one round
+
+def pick(row: str, preds: Dict[str, Any], images, taken, n: int, rng: np.random.Generator):
+    """The regions corrected this round: ranked review regions, or random ones of the same sizes."""
+    from src_model.simulate import random_regions, top_regions
+    from src_model.uncertainty import review_regions
+
+    ranked = {k: review_regions(preds[k], images[k][0]) for k in preds}
+    picks = top_regions(ranked, n, taken)
+    if ROWS[row][0] == "random":
+        sizes = [(b[2] - b[0], b[3] - b[1]) for _, _, b in picks]
+        picks = random_regions(rng, sizes, {k: img.shape[:2] for k, (img, _) in images.items()}, taken)
+    return picks
+
+
+def accept(store, picks, preds, images, taken) -> List[Dict[str, Any]]:
+    """Paste the expert mask into each pick and accept it into the store, as the dock's Accept does."""
+    from src_model.postprocess import instance_labels
+    from src_model.simulate import paste_correction
+
+    out = []
+    for key, score, box in picks:
+        img, gt = images[key]
+        shown = instance_labels(preds[key]) > 0
+        corrected = paste_correction(shown, gt, [box])
+        y0, x0, y1, x1 = box
+        rec = store.accept_region(img, box, corrected[y0:y1, x0:x1], shown[y0:y1, x0:x1].astype(np.uint8),
+                                  model_version=store.current_model_version, user="simulated")
+        taken.setdefault(key, []).append(box)
+        out.append({"image": key, "box": list(box), "score": None if math.isnan(score) else round(score, 4),
+                    "area": (y1 - y0) * (x1 - x0), "holdout": rec.holdout,
+                    "changed_px": int(np.count_nonzero(corrected[y0:y1, x0:x1] != shown[y0:y1, x0:x1]))})
+    return out
+
+
+def store_training_data(store) -> Tuple[List, List, List]:
+    """(labelled, unlabelled, held-out) as the retrain worker builds them from the store."""
+    labelled, held = [], []
+    for rec in store.training_regions() + store.holdout_regions():
+        crop, corrected, _ = store.load_region(rec.region_id)
+        (held if rec.holdout else labelled).append((crop, (corrected > 0).astype(np.uint8)))
+    unlabelled = store.unlabelled_images() + [crop for crop, _ in labelled]
+    return labelled, unlabelled, held
+
+
+def retrain(store, work: Path, semi: bool, args, seed: int) -> Dict[str, Any]:
+    """Fine-tune the store's current model, score it on the held-out regions, keep it; what happened."""
+    from napari_cdma.project.events import Done
+    from napari_cdma.project.retrain_job import finish, rule_decision
+    from src_model import load_checkpoint
+    from src_model.evaluate import score_regions
+    from src_model.finetune import finetune
+    from src_model.progress import drain
+
+    labelled, unlabelled, held = store_training_data(store)
+    parent, parent_path = store.current_model_version, store.current_model_path()
+    t0 = time.perf_counter()
+    result = drain(finetune(parent_path, labelled, unlabelled, work, recipe=args.recipe, steps=args.steps,
+                            semi_supervised=semi, seed=seed, device="cpu", threads=args.threads))
+    train_s = time.perf_counter() - t0
+    old = new = better = None
+    if held:
+        old = drain(score_regions(load_checkpoint(parent_path), held))
+        new = drain(score_regions(load_checkpoint(result.checkpoint), held))
+        better = new > old
+    done = Done(checkpoint=str(result.checkpoint), parent_model=parent, steps_done=result.steps_done,
+                n_holdout=len(held), old_dice=old, new_dice=new, better=better)
+    rule_promote, reason = rule_decision(done)
+    finish(store, done, promote=True, note="simulated session: kept")
+    return {"steps_done": result.steps_done, "train_s": round(train_s, 1), "n_labelled": len(labelled),
+            "n_unlabelled": len(unlabelled), "n_holdout": len(held), "holdout_old_dice": old,
+            "holdout_new_dice": new, "rule_promote": rule_promote, "rule_reason": reason,
+            "checkpoint": str(result.checkpoint)}
+
+
+# ---------------------------------------------------------------- sessions and records
+
+def record_path(out: Path, key: Tuple[str, str, str, int], rnd: int) -> Path:
+    split, start, row, seed = key
+    return out / NAME / "records" / f"{split}_{start}_{row}_s{seed}_r{rnd}.json"
+
+
+def read_records(out: Path) -> List[Dict[str, Any]]:
+    import json
+
+    folder = out / NAME / "records"
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def run_session(key: Tuple[str, str, str, int], data: Path, args) -> None:
+    """Run (or finish) the rounds of one session, writing one record per round."""
+    from napari_cdma.project.store import ProjectStore
+    from src_model import load_checkpoint
+    from src_model.fileio import atomic_write_json
+
+    split, start, row, seed = key
+    done = {r["round"]: r for r in read_records(args.out)
+            if (r["split"], r["start"], r["row"], r["seed"]) == (split, start, row, seed)}
+    if all(r in done for r in range(args.rounds + 1)):
+        log.info("%s: done", key)
+        return
+    sess_ids, other_ids = session_ids(data, split, seed, args.session_images, args.untouched)
+    images = load_images(data, sess_ids, start)
+    others = {"untouched": load_images(data, other_ids, "bundled")}
+    if start == "newlab":
+        others["untouched_newlab"] = load_images(data, other_ids, start)
+    work = args.work / f"{split}_{start}_{row}_s{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    rows_i = list(ROWS).index(row)
+    with tempfile.TemporaryDirectory(prefix="cdma-session-") as tmp:
+        store = ProjectStore.open(Path(tmp) / "store", create=True)
+        if start == "ten":
+            store.add_model(start_checkpoint(start), parent=None, promoted=True, note="starting point")
+        taken: Dict[str, List[Tuple[int, int, int, int]]] = {}
+        resumed = 0  # rebuild the store of the rounds already done (their models are kept in ``work``)
+        while resumed + 1 in done and (work / f"round{resumed + 1}.pt").is_file():
+            picks = [(p["image"], float("nan"), tuple(p["box"])) for p in done[resumed + 1]["regions"]]
+            model = load_checkpoint(store.current_model_path())
+            accept(store, picks, predict_all(model, {k: images[k] for k, _, _ in picks}), images, taken)
+            store.add_model(work / f"round{resumed + 1}.pt", parent=store.current_model_version, promoted=True,
+                            note="rebuilt from the session's records")
+            resumed += 1
+        if resumed:
+            log.info("%s: resumed after round %d", key, resumed)
+        area = sum(p["area"] for r in range(1, resumed + 1) for p in done[r]["regions"])
+        changed = sum(p["changed_px"] for r in range(1, resumed + 1) for p in done[r]["regions"])
+        model = load_checkpoint(store.current_model_path())
+        preds = predict_all(model, images)
+
+        def write(rnd: int, extra: Dict[str, Any]) -> None:
+            t0 = time.perf_counter()
+            rec: Dict[str, Any] = {"split": split, "start": start, "row": row, "seed": seed, "round": rnd,
+                                   "session_ids": sess_ids, "untouched_ids": other_ids,
+                                   "model_version": store.current_model_version, "corrected_area_px": area,
+                                   "changed_px": changed, **extra, "session": measure(preds, images),
+                                   "session_shown_dice": shown_dice(preds, images, taken)}
+            for name, imgs in others.items():
+                rec[name] = measure(predict_all(model, imgs), imgs)
+            rec["measure_s"] = round(time.perf_counter() - t0, 1)
+            atomic_write_json(record_path(args.out, key, rnd), rec)
+            log.info("%s round %d: session Dice %.4f F1 %.4f, untouched Dice %.4f (area %d px)", key, rnd,
+                     rec["session"]["dice"], rec["session"]["f1"], rec["untouched"]["dice"], area)
+
+        if resumed == 0 and 0 not in done:
+            write(0, {})
+        for rnd in range(resumed + 1, args.rounds + 1):
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([seed, rnd, rows_i])
+            picks = pick(row, preds, images, taken, args.regions, rng)
+            regions = accept(store, picks, preds, images, taken)
+            info = retrain(store, Path(tmp) / f"train{rnd}", ROWS[row][1], args, seed)
+            shutil.copyfile(info.pop("checkpoint"), work / f"round{rnd}.pt")
+            area += sum(p["area"] for p in regions)
+            changed += sum(p["changed_px"] for p in regions)
+            model = load_checkpoint(store.current_model_path())
+            preds = predict_all(model, images)
+            write(rnd, {"regions": regions, "train": info, "round_s": round(time.perf_counter() - t0, 1),
+                        "load_avg": machine_info(with_torch=False)["load_avg_1_5_15"]})
+
+
+# ---------------------------------------------------------------- report
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _cell(values: Sequence[float], scale: float = 1.0, fmt: str = "{:.3f}") -> str:
+    """Mean over seeds, with the standard deviation when there are several."""
+    if not values:
+        return "-"
+    v = np.asarray(values, dtype=float) * scale
+    return fmt.format(v.mean()) + (f" ± {fmt.format(v.std(ddof=1))}" if len(v) > 1 else "")
+
+
+def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per (split, start, row, round): means over seeds, untouched Dice change vs round 0, and the targets."""
+    by: Dict[Tuple, Dict[int, Dict[str, Any]]] = {}
+    for r in records:
+        by.setdefault((r["split"], r["start"], r["row"]), {}).setdefault(r["round"], {})[r["seed"]] = r
+    table = []
+    for (split, start, row), rounds in sorted(by.items()):
+        for rnd, seeds in sorted(rounds.items()):
+            base = rounds.get(0, {})
+            d_unt = [(s["untouched"]["dice"] - base[k]["untouched"]["dice"]) for k, s in seeds.items() if k in base]
+            d_ses = [(s["session"]["dice"] - base[k]["session"]["dice"]) for k, s in seeds.items() if k in base]
+            rule = [s["train"]["rule_promote"] for s in seeds.values() if "train" in s]
+            table.append({"split": split, "start": start, "row": row, "round": rnd, "seeds": sorted(seeds),
+                          "corrected_area_px": [s["corrected_area_px"] for s in seeds.values()],
+                          "changed_px": [s["changed_px"] for s in seeds.values()],
+                          "session_dice": [s["session"]["dice"] for s in seeds.values()],
+                          "session_f1": [s["session"]["f1"] for s in seeds.values()],
+                          "session_shown_dice": [s["session_shown_dice"] for s in seeds.values()],
+                          "session_dice_gain": d_ses,
+                          "untouched_dice": [s["untouched"]["dice"] for s in seeds.values()],
+                          "untouched_f1": [s["untouched"]["f1"] for s in seeds.values()],
+                          "untouched_dice_change": d_unt,
+                          "untouched_newlab_dice": [s["untouched_newlab"]["dice"] for s in seeds.values()
+                                                    if "untouched_newlab" in s],
+                          "rule_promotes": f"{sum(rule)}/{len(rule)}" if rule else "-",
+                          "train_s": [s["train"]["train_s"] for s in seeds.values() if "train" in s]})
+    return {"table": table}
+
+
+def _targets(table: List[Dict[str, Any]], split: str, rounds: int) -> List[str]:
+    """The issue-9 targets read off the table (paired over seeds where two rows are compared)."""
+    get = {(t["start"], t["row"], t["round"]): t for t in table if t["split"] == split}
+    lines = []
+    for start in STARTS:
+        last = {row: get.get((start, row, rounds)) for row in ROWS}
+        if last["ranked_cdma"] is None:
+            continue
+        g = last["ranked_cdma"]["session_dice_gain"]
+        goal = " (target >= 5 points)" if start == "ten" else ""
+        lines.append(f"- **{start}, gain**: ranked + CDMA, session Dice after {rounds} rounds "
+                     f"{_cell(g, 100, '{:+.1f}')} points{goal}.")
+        for other, what in (("random_cdma", "ranked minus random (equal area)"),
+                            ("ranked_sup", "CDMA minus supervised-only fine-tune")):
+            if last[other] is not None:
+                a, b = last["ranked_cdma"], last[other]
+                common = [s for s in a["seeds"] if s in b["seeds"]]
+                diff = [a["session_dice"][a["seeds"].index(s)] - b["session_dice"][b["seeds"].index(s)] for s in common]
+                lines.append(f"- **{start}, {what}**: session Dice {_cell(diff, 100, '{:+.1f}')} points "
+                             f"(seeds {common}).")
+        worst = [(min(t["untouched_dice_change"]), t["row"], t["round"]) for t in table
+                 if t["split"] == split and t["start"] == start and t["round"] > 0 and t["untouched_dice_change"]]
+        if worst:
+            w = min(worst)
+            ok = all(x[0] >= -0.005 for x in worst)
+            lines.append(f"- **{start}, no forgetting** (untouched Dice drop <= 0.5 points in every round of every "
+                         f"row): {'met' if ok else 'not met'}; largest drop {100 * w[0]:+.2f} points "
+                         f"({w[1]}, round {w[2]}).")
+    return lines
+
+
+def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
+    """``annotation_session.json`` (every record and the summary), ``.md`` and the efficiency plot(s)."""
+    from src_model.fileio import atomic_write_bytes, atomic_write_json
+
+    records = read_records(out)
+    summary = summarize(records)
+    atomic_write_json(out / f"{NAME}.json", {"meta": meta, "summary": summary, "records": records})
+    lines = ["# Simulated annotation sessions (issue 9)", "",
+             "GlaS expert masks stand in for the pathologist's corrections; see the docstring of "
+             "`benchmarks/annotation_session.py` for a round. Values are means over seeds (± sd when several); "
+             "Dice and F1 are the post-processed glands, as the dock shows them, mean over images. "
+             "Area = cumulative corrected box area; changed = pixels the correction changed; shown = session Dice "
+             "with the accepted corrections pasted in; Δ untouched = change of the untouched images' Dice vs "
+             "round 0 in points. The new model is kept every round; 'rule' = how often the product's promotion "
+             "rule would have promoted it.", "",
+             f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} usable cores, torch threads "
+             f"{meta['threads']}. Command: `{meta['command']}`", ""]
+    for split in ("test", "check", "quick"):
+        table = [t for t in summary["table"] if t["split"] == split]
+        if not table:
+            continue
+        lines += [f"## {split} sessions", ""]
+        rounds = max(t["round"] for t in table)
+        lines += _targets(summary["table"], split, rounds) + [""]
+        lines += ["| start | row | round | seeds | area px | changed px | session Dice | session F1 | shown Dice | "
+                  "untouched Dice | untouched F1 | Δ untouched (pts) | rule | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for t in table:
+            lines.append(f"| {t['start']} | {t['row']} | {t['round']} | {len(t['seeds'])} | "
+                         f"{_cell(t['corrected_area_px'], fmt='{:.0f}')} | {_cell(t['changed_px'], fmt='{:.0f}')} | "
+                         f"{_cell(t['session_dice'])} | {_cell(t['session_f1'])} | {_cell(t['session_shown_dice'])} | "
+                         f"{_cell(t['untouched_dice'])} | {_cell(t['untouched_f1'])} | "
+                         f"{_cell(t['untouched_dice_change'], 100, '{:+.2f}')} | {t['rule_promotes']} | "
+                         f"{_cell(t['train_s'], fmt='{:.0f}')} |")
+        newlab = [t for t in table if t["untouched_newlab_dice"]]
+        if newlab:
+            lines += ["", "newlab: Dice of the untouched images in the new lab's stain: " + ", ".join(
+                f"{t['row']} r{t['round']} {_cell(t['untouched_newlab_dice'])}" for t in newlab)]
+        png = out / (f"{NAME}.png" if split == "test" else f"{NAME}_{split}.png")
+        atomic_write_bytes(png, lambda f, table=table: plot(table, f))
+        lines += ["", f"Plot: `{png.name}` (session Dice against corrected area; untouched Dice below).", ""]
+    atomic_write_bytes(out / f"{NAME}.md", lambda f: f.write(("\n".join(lines) + "\n").encode("utf-8")))
+
+
+def plot(table: List[Dict[str, Any]], fileobj) -> None:
+    """Annotation efficiency: session Dice (top) and untouched Dice (bottom) against corrected area, per start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    starts = [s for s in STARTS if any(t["start"] == s for t in table)]
+    fig, axes = plt.subplots(2, len(starts), figsize=(4.2 * len(starts), 6.4), squeeze=False)
+    for j, start in enumerate(starts):
+        for row in ROWS:
+            pts = sorted((t for t in table if t["start"] == start and t["row"] == row), key=lambda t: t["round"])
+            if not pts:
+                continue
+            x = [_mean(t["corrected_area_px"]) / 1000 for t in pts]
+            for i, key in enumerate(("session_dice", "untouched_dice")):
+                axes[i, j].errorbar(x, [_mean(t[key]) for t in pts],
+                                    yerr=[float(np.std(t[key])) for t in pts], marker="o", capsize=3, label=row)
+        axes[0, j].set_title(start)
+        axes[1, j].set_xlabel("corrected area (1000 px)")
+    axes[0, 0].set_ylabel("session Dice")
+    axes[1, 0].set_ylabel("untouched Dice")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(fileobj, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--starts", default=",".join(STARTS), help=f"comma-separated, from {', '.join(STARTS)}")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (session images, training, random regions)")
+    p.add_argument("--split", choices=("test", "check"), default="test",
+                   help="test: GlaS test images; check: the validation images, for choosing settings")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--regions", type=int, default=5, help="regions corrected per round")
+    p.add_argument("--session-images", type=int, default=6)
+    p.add_argument("--untouched", type=int, default=18)
+    p.add_argument("--recipe", default="default", help="fine-tuning recipe (src_model.finetune)")
+    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the recipe's)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny smoke: 1 round of 2 regions, 2 session images, 1 untouched, 2 steps, first start")
+    p.add_argument("--out", type=Path, default=None, help=f"results folder (default {RESULTS}; --quick: a temp folder)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="where each round's model is kept (default runs/annotation_session; --quick: the temp folder)")
+    p.add_argument("--report", action="store_true", help="only rewrite the report from the records")
+    add_data_argument(p)
+    args = p.parse_args(argv)
+    data = require_glas(args.data, p.prog).resolve()
+    split = args.split
+    starts, rows = args.starts.split(","), args.rows.split(",")
+    for name, got, valid in (("start", starts, STARTS), ("row", rows, ROWS)):
+        bad = [g for g in got if g not in valid]
+        if bad:
+            p.error(f"unknown {name} {bad}; valid: {', '.join(valid)}")
+    if args.quick:
+        args.rounds, args.regions, args.session_images, args.untouched = 1, 2, 2, 1
+        args.steps = args.steps or 2
+        starts, split = starts[:1], "quick"
+        tmp = Path(tempfile.gettempdir()) / "cdma_annotation_session_quick"
+        args.out = args.out or tmp
+        args.work = args.work or tmp / "work"
+    args.out = args.out or RESULTS
+    args.work = args.work or ROOT / "runs" / NAME
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    meta = {"machine": machine_info(), "threads": args.threads, "command": " ".join(["python", *sys.argv]),
+            "newlab": NEWLAB, "recipe": args.recipe, "steps": args.steps}
+    if "ten" in starts and not TEN_MODEL.is_file() and not args.report:
+        print(f"{p.prog}: error: no {TEN_MODEL} (the 10 % model of the GPU run)", file=sys.stderr)
+        return 2
+    if not args.report:
+        for start in starts:
+            for row in rows:
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    run_session((split, start, row, seed), data, args)
+                    write_report(args.out, args, meta)
+    write_report(args.out, args, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
