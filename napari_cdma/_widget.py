@@ -48,6 +48,7 @@ from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel, scene_camera
+from ._widget_slide import SlidePanel
 from ._widget_store import open_image_hashes, regions_by_image, restore_layers
 from ._widget_versions import VersionsPanel
 from .project.store import ProjectStore, RegionRecord
@@ -119,6 +120,7 @@ class CdmaWidget(QWidget):
                                         image_label=self._region_image_label)
         self.retrain_panel = RetrainPanel(lambda: self.store, before_start=self._add_open_images)
         self.versions_panel = VersionsPanel(lambda: self.store)
+        self.slide_panel = SlidePanel(self.viewer, lambda: self.store, self._slide_model)
 
         store_row = QHBoxLayout()
         store_row.addWidget(self.store_edit, 1)
@@ -133,7 +135,7 @@ class CdmaWidget(QWidget):
         col = QVBoxLayout(inner)
         col.addWidget(project_box)
         for title, panel in (("Predict", self.predict_panel), ("Uncertainty and glands", self.display_panel),
-                             ("Review, correct, accept", self.review_panel),
+                             ("Review, correct, accept", self.review_panel), ("Whole slide", self.slide_panel),
                              ("Retrain", self.retrain_panel), ("Model versions", self.versions_panel)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(panel)
@@ -157,6 +159,7 @@ class CdmaWidget(QWidget):
         self.retrain_panel.model_added.connect(lambda _v: self._sync_from_store())
         self.versions_panel.model_changed.connect(self._on_model_changed)
         self.review_panel.regions_changed.connect(self._sync_from_store)
+        self.slide_panel.regions_changed.connect(self._sync_from_store)
 
         if Path(self.store_edit.text()).expanduser().is_dir():
             self.open_store(self.store_edit.text(), quiet=True)
@@ -267,6 +270,12 @@ class CdmaWidget(QWidget):
         path = QFileDialog.getExistingDirectory(self, "Project store folder", self.store_edit.text())
         if path:
             self.open_store(path)
+
+    def _slide_model(self) -> Tuple[str, Optional[str], str]:
+        """The Predict panel's model for the slide panel: (checkpoint path, project version or None, label)."""
+        choice = self.predict_panel.model_choice()
+        version = str(choice[1]) if choice[0] == "version" else None
+        return self._model_path_for(choice), version, self.predict_panel.model_combo.currentText()
 
     def _model_path_for(self, choice: Tuple[str, Any]) -> str:
         kind, value = choice

@@ -1,0 +1,149 @@
+"""Qt-free glue of the slide panel: the viewer's visible box, the store chunks under it, review
+regions over the predicted area, and the bounded edit window written back into the store.
+
+Coordinates: napari's world coordinates of a slide are its level-0 pixels (the reader's layers are
+scaled so). A prediction store (:mod:`src_model.slide_store`) holds the slide's level ``L`` at
+``info.downsample`` level-0 pixels per store pixel; "store pixels" below are those.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+Box = Tuple[int, int, int, int]
+#: Most chunks one "Predict view" computes (those nearest the view's centre first).
+MAX_VIEW_CHUNKS = 16
+#: Largest side of the editable window, store pixels.
+MAX_EDIT_SIDE = 2048
+#: Chunks, of those with the most uncertainty per pixel, in which review regions are searched.
+MAX_REVIEW_CHUNKS = 32
+
+
+def default_store_path(slide_path: str) -> Path:
+    """``<folder>/<slide name>.cdma.zarr`` next to the slide (a store opened as a slide is itself)."""
+    p = Path(slide_path)
+    return p.parent / f"{p.name.split('.')[0] or p.name}.cdma.zarr"
+
+
+def visible_world_box(center: Sequence[float], zoom: float, canvas_hw: Tuple[int, int]) -> Tuple[float, ...]:
+    """World box ``(y0, x0, y1, x1)`` the canvas shows: the camera centre (last two axes) +- half the
+    canvas size divided by the zoom (screen pixels per world unit)."""
+    cy, cx = float(center[-2]), float(center[-1])
+    hy, hx = canvas_hw[0] / (2.0 * zoom), canvas_hw[1] / (2.0 * zoom)
+    return cy - hy, cx - hx, cy + hy, cx + hx
+
+
+def to_store_box(world: Sequence[float], downsample: float, height: int, width: int) -> Optional[Box]:
+    """The store pixels a world (level-0) box shows, clipped to the store; None when it misses the store.
+
+    napari puts pixel centres on integer coordinates: store pixel ``i`` covers world
+    ``[(i - 0.5) * downsample, (i + 0.5) * downsample]``.
+    """
+    y0 = max(0, int(math.floor(world[0] / downsample + 0.5)))
+    x0 = max(0, int(math.floor(world[1] / downsample + 0.5)))
+    y1 = min(height, int(math.ceil(world[2] / downsample + 0.5)))
+    x1 = min(width, int(math.ceil(world[3] / downsample + 0.5)))
+    return (y0, x0, y1, x1) if y1 > y0 and x1 > x0 else None
+
+
+def view_chunks(store: Any, box: Box, limit: int = MAX_VIEW_CHUNKS) -> Tuple[List[Tuple[int, int]], int]:
+    """The chunks of ``store`` under a store-pixel box, nearest the box's centre first, at most ``limit``.
+
+    Returns:
+        ``(chunks, n_visible)``: the chunks to show, and how many the box touches in all.
+    """
+    chunks = store.chunks_in(*box)
+    c = store.info.chunk
+    my, mx = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    chunks.sort(key=lambda k: ((k[0] + 0.5) * c - my) ** 2 + ((k[1] + 0.5) * c - mx) ** 2)
+    return sorted(chunks[:limit]), len(chunks)
+
+
+def edit_box(box: Box, max_side: int = MAX_EDIT_SIDE) -> Box:
+    """The part of a store-pixel box an edit window covers: at most ``max_side`` a side, about its centre."""
+    y0, x0, y1, x1 = box
+    out = []
+    for a0, a1 in ((y0, y1), (x0, x1)):
+        if a1 - a0 > max_side:
+            a0 = (a0 + a1 - max_side) // 2
+            a1 = a0 + max_side
+        out.append((a0, a1))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
+
+
+def missing_chunks(store: Any, box: Box) -> List[Tuple[int, int]]:
+    """Chunks under ``box`` not predicted yet."""
+    done = store.done()
+    return [k for k in store.chunks_in(*box) if not done[k]]
+
+
+def write_window(store: Any, box: Box, labels: np.ndarray) -> List[Tuple[int, int]]:
+    """Write an edited window (store pixels, 0 = background, > 0 = gland) into the store's gland labels
+    and their pyramid, chunk by chunk; every chunk under ``box`` must be predicted. Returns the chunks."""
+    y0, x0, y1, x1 = box
+    if labels.shape != (y1 - y0, x1 - x0):
+        raise ValueError(f"window labels are {labels.shape}, the box is {(y1 - y0, x1 - x0)}")
+    todo = missing_chunks(store, box)
+    if todo:
+        raise ValueError(f"{len(todo)} chunk(s) under the window are not predicted; predict them first")
+    written = []
+    for cy, cx in store.chunks_in(*box):
+        cy0, cx0, cy1, cx1 = store.chunk_box(cy, cx)
+        current = np.array(store.read_glands(cy0, cx0, cy1, cx1))
+        iy0, ix0, iy1, ix1 = max(y0, cy0), max(x0, cx0), min(y1, cy1), min(x1, cx1)
+        part = labels[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] > 0
+        if np.array_equal(current[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0] > 0, part):
+            continue
+        current[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0] = part
+        store.write_glands(cy, cx, current)
+        written.append((cy, cx))
+    return written
+
+
+def chunk_uncertainty(store: Any) -> np.ndarray:
+    """Mean uncertainty per pixel of each finished tissue chunk (ny, nx); NaN elsewhere."""
+    rec = store.chunk_stats()
+    done = rec[:, :, 0] == 1
+    glass = rec[:, :, 1] < float(store.info.settings.get("min_tissue", 0.0))
+    ny, nx = store.grid
+    area = np.array([[np.prod(np.subtract(store.chunk_box(cy, cx)[2:], store.chunk_box(cy, cx)[:2]))
+                      for cx in range(nx)] for cy in range(ny)], np.float64)
+    out = np.full((ny, nx), np.nan)
+    ok = done & ~glass
+    out[ok] = rec[:, :, 3][ok] / area[ok]
+    return out
+
+
+def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUNKS) -> List[Tuple[float, Box]]:
+    """Review regions over a slide's predicted area, most uncertain first, in store pixels.
+
+    The ``max_chunks`` finished tissue chunks with the most uncertainty per pixel are reviewed, each
+    with :class:`src_model.blockwise.BlockReview` on its glands, uncertainty (``uint8 / 255``) and
+    pixels; chunks do not overlap and each one's regions do not overlap, so the best ``n`` of them
+    all are the answer (boxes do not cross chunk sides, as BlockReview's do not cross its blocks).
+    """
+    from src_model.blockwise import BlockReview
+
+    per_chunk = chunk_uncertainty(store)
+    order = [k for k in zip(*np.unravel_index(np.argsort(-np.nan_to_num(per_chunk, nan=-1.0), axis=None),
+                                              per_chunk.shape), strict=True) if not np.isnan(per_chunk[k])]
+    found: List[Tuple[float, Box]] = []
+    for cy, cx in order[:max_chunks]:
+        y0, x0, y1, x1 = store.chunk_box(int(cy), int(cx))
+        glands = np.asarray(store.glands[0][y0:y1, x0:x1])
+        unc = np.asarray(store.uncertainty[0][y0:y1, x0:x1], np.float32) / 255.0
+        rgb = np.moveaxis(np.asarray(store.image[0][:, y0:y1, x0:x1]), 0, 2)
+        review = BlockReview(glands, unc, rgb, n_regions=n, block=max(y1 - y0, x1 - x0))
+        for _ in review.blocks():
+            pass
+        found += [(s, (b[0] + y0, b[1] + x0, b[2] + y0, b[3] + x0)) for s, b in review.regions()]
+    found.sort(key=lambda item: (-item[0], item[1]))
+    return found[:n]
+
+
+__all__ = ["MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "chunk_uncertainty", "default_store_path", "edit_box",
+           "missing_chunks", "review_over_store", "to_store_box", "view_chunks", "visible_world_box",
+           "write_window"]

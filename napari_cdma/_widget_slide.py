@@ -1,0 +1,426 @@
+"""Whole-slide panel: predict the visible region on demand into the slide's prediction store, review
+regions over the predicted area, and correct a bounded full-resolution window.
+
+A slide opened by the plugin's reader (an RGB multiscale layer whose metadata ``cdma_slide`` names
+the file) is predicted chunk by chunk into an OME-Zarr store (:mod:`src_model.slide_store`, written by
+:func:`src_model.slide_predict.predict_slide`): "Predict view" computes only the chunks under the
+canvas that the store does not hold yet (at most :data:`~napari_cdma._slide_view.MAX_VIEW_CHUNKS`,
+nearest the centre first), in a worker thread. The store's gland labels and uncertainty are shown as
+multiscale layers read straight from the store, so panning shows every chunk predicted so far.
+
+napari cannot paint multiscale labels (napari issue #1587): "Edit window" opens an ordinary Labels
+layer over the view (at most :data:`~napari_cdma._slide_view.MAX_EDIT_SIDE` store pixels a side) at
+the store's full resolution; "Accept window" writes it back into the store's labels and their
+pyramid, and records it in the project store as a region of the slide
+(:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance.
+"""
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
+
+import numpy as np
+from magicgui.widgets import ComboBox, create_widget
+from napari.layers import Image
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._layers import camera_for_tile, narrow_combo, show_review_tiles
+from ._messages import show_message
+from ._slide_view import (
+    MAX_EDIT_SIDE,
+    MAX_VIEW_CHUNKS,
+    default_store_path,
+    edit_box,
+    missing_chunks,
+    review_over_store,
+    to_store_box,
+    view_chunks,
+    visible_world_box,
+    write_window,
+)
+from ._widget_review import canvas_hw, readable_list, scene_camera
+
+Box = Tuple[int, int, int, int]
+SLIDE_KEY, STORE_KEY = "cdma_slide", "cdma_store"  # layer metadata of the reader's layers
+#: Chunk side of the stores the panel creates (the store's unit of work and of caching).
+DEFAULT_CHUNK = 1024
+N_REVIEW = 10
+
+
+def _slide_of(layer: Any) -> Tuple[str, int]:
+    """(slide file, level) behind a slide layer: a prediction store opened as a slide stands for the
+    level of the slide it was predicted from."""
+    meta = layer.metadata
+    store = meta.get(STORE_KEY)
+    if store:
+        from src_model.slide_store import open_store
+
+        info = open_store(store).info
+        return info.slide, info.slide_level
+    return str(meta[SLIDE_KEY]), 0
+
+
+def _predict_view_job(slide_path: str, store_path: str, model_path: str, level: int, chunk: int,
+                      world_box: Tuple[float, ...], limit: int, digest: Optional[str]) -> Generator[Any, None, Any]:
+    """Predict the store chunks under ``world_box`` (worker thread); yields progress events.
+
+    Returns ``("ok", dict)`` or ``("error", message)`` for expected failures (a store of another
+    model or settings, an unreadable slide or checkpoint).
+    """
+    import torch
+
+    from src_model.checkpoint import CheckpointError
+    from src_model.runtime import torch_threads
+    from src_model.slide import SlideError, open_slide
+    from src_model.slide_predict import DEFAULT_MIN_TISSUE, predict_slide, prepare_store, run_settings
+    from src_model.slide_store import StoreError, open_store
+    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    from .project.slide_regions import slide_hash
+
+    torch.set_num_threads(torch_threads("viewer"))
+    opts = dict(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean", min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
+    try:
+        settings = run_settings(model_path, **opts)
+        store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
+        box = to_store_box(world_box, store.info.downsample, store.info.height, store.info.width)
+        if box is None:
+            return ("error", "The view shows no part of the slide; pan to the tissue.")
+        chunks, n_visible = view_chunks(store, box, limit)
+        summary = yield from predict_slide(slide_path, store_path, model_path=model_path, level=level, chunk=chunk,
+                                           chunks=chunks, **opts)
+        ranked = review_over_store(open_store(store_path), N_REVIEW)
+        if digest is None:
+            with open_slide(slide_path) as slide:
+                digest = slide_hash(slide, level)
+    except (StoreError, SlideError, CheckpointError, OSError) as exc:
+        return ("error", str(exc))
+    return ("ok", {"summary": summary, "chunks": chunks, "n_visible": n_visible, "ranked": ranked,
+                   "downsample": store.info.downsample, "digest": digest})
+
+
+class SlidePanel(QWidget):
+    """Predict view, review regions and edit windows of a whole slide.
+
+    Args:
+        viewer: the napari viewer.
+        get_store: returns the open project store (opening it if needed).
+        get_model: returns ``(checkpoint path, project model version or None, label)`` of the chosen model.
+        parent: parent widget.
+
+    Signals:
+        regions_changed(): a window was accepted into the project store.
+        idle(): a Predict view run has stopped.
+    """
+
+    regions_changed = Signal()
+    idle = Signal()
+
+    def __init__(self, viewer: Any, get_store: Callable[[], Any],
+                 get_model: Callable[[], Tuple[str, Optional[str], str]], parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self._get_store = get_store
+        self._get_model = get_model
+        self._worker = None
+        self.chunk = DEFAULT_CHUNK
+        self.max_view_chunks = MAX_VIEW_CHUNKS
+        self.max_edit_side = MAX_EDIT_SIDE
+        self.last_message = ""
+        self.last_result: Optional[Dict[str, Any]] = None
+        self.window: Optional[Dict[str, Any]] = None  # the open edit window
+        self._digests: Dict[Tuple[str, int], str] = {}  # (slide, level) -> project-store hash
+        self.tiles: List[Tuple[float, Box]] = []  # review regions, level-0 (world) pixels
+
+        self.slide_choice: ComboBox = create_widget(annotation=Image, label="Slide",
+                                                    options={"choices": self._slide_layers})
+        self.slide_choice.native.setToolTip("Slide layer (opened with the napari-cdma reader)")
+        narrow_combo(self.slide_choice.native)
+        self.store_edit = QLineEdit("")
+        self.store_edit.setToolTip("Prediction store of the slide (OME-Zarr): predicted chunks are cached here")
+        self.level_spin = QSpinBox()
+        self.level_spin.setToolTip("Slide level the model predicts (0 = full resolution)")
+        self.predict_button = QPushButton("Predict view")
+        self.predict_button.setToolTip("Predict the chunks of the slide under the canvas that are not predicted yet")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.edit_button = QPushButton("Edit window")
+        self.edit_button.setToolTip(f"Editable labels over the view (at most {MAX_EDIT_SIDE} px a side)")
+        self.accept_button = QPushButton("Accept window")
+        self.accept_button.setToolTip("Write the edited window into the slide's labels and the project store")
+        self.tile_list = QListWidget()
+        self.tile_list.setMaximumHeight(100)
+        readable_list(self.tile_list)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Slide", self.slide_choice.native)
+        form.addRow("Store", self.store_edit)
+        form.addRow("Level", self.level_spin)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.predict_button)
+        run_row.addWidget(self.cancel_button)
+        edit_row = QHBoxLayout()
+        edit_row.addWidget(self.edit_button)
+        edit_row.addWidget(self.accept_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addLayout(run_row)
+        layout.addWidget(self.progress)
+        layout.addWidget(QLabel("Review regions over the predicted area:"))
+        layout.addWidget(self.tile_list)
+        layout.addLayout(edit_row)
+        layout.addWidget(self.status)
+
+        self.predict_button.clicked.connect(lambda: self.predict_view())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.edit_button.clicked.connect(lambda: self.edit_window())
+        self.accept_button.clicked.connect(lambda: self.accept_window())
+        self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
+        self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
+        self.slide_choice.changed.connect(lambda _v: self._on_slide_changed())
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(lambda _e=None: self.slide_choice.reset_choices())
+        self._on_slide_changed()
+
+    # ------------------------------------------------------------------ choices
+    def _slide_layers(self, _widget: Any = None) -> List[Any]:
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and ly.metadata.get(SLIDE_KEY)]
+
+    @property
+    def slide_layer(self) -> Any:
+        return self.slide_choice.value
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def _on_slide_changed(self) -> None:
+        layer = self.slide_layer
+        if layer is None:
+            return
+        meta = layer.metadata
+        self.store_edit.setText(str(meta.get(STORE_KEY) or default_store_path(meta[SLIDE_KEY])))
+        self.level_spin.setRange(0, max(0, len(meta.get("downsamples") or [1]) - 1))
+
+    def _say(self, message: str, error: bool = False) -> None:
+        self.last_message = message
+        show_message(self.status, message, error)
+
+    # ---------------------------------------------------------------- predict view
+    def view_box(self) -> Tuple[float, ...]:
+        """The world (level-0) box the canvas shows now."""
+        camera = scene_camera(self.viewer)
+        return visible_world_box(camera.center, camera.zoom, canvas_hw(self.viewer))
+
+    def predict_view(self) -> bool:
+        """Predict the part of the slide under the canvas (the chunks not in the store yet); True if started."""
+        if self._worker is not None:
+            self._say("A prediction is already running; cancel it first.", error=True)
+            return False
+        layer = self.slide_layer
+        if layer is None:
+            self._say("Open a slide first (drag it onto the viewer: the napari-cdma reader opens it).", error=True)
+            return False
+        try:
+            slide_path, base_level = _slide_of(layer)
+            model_path, version, label = self._get_model()
+        except Exception as exc:
+            self._say(f"Cannot predict this slide: {exc}", error=True)
+            return False
+        level = base_level if layer.metadata.get(STORE_KEY) else self.level_spin.value()
+        store_path = self.store_edit.text().strip() or str(default_store_path(slide_path))
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(_predict_view_job, slide_path, store_path, str(model_path), level, self.chunk,
+                               self.view_box(), self.max_view_chunks, self._digests.get((slide_path, level)))
+        run = {"layer": layer.name, "slide": slide_path, "store": store_path, "level": level, "version": version,
+               "label": label}
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda res: self._on_returned(res, run))
+        worker.errored.connect(lambda exc: self._say(f"Prediction failed: {exc}", error=True))
+        worker.aborted.connect(lambda: self._say("Prediction cancelled; the chunks finished so far are kept."))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.predict_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self._say(f"Predicting the view of '{layer.name}' with {label}...")
+        worker.start()
+        return True
+
+    def cancel(self) -> None:
+        """Stop after the chunk being predicted (finished chunks stay in the store)."""
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _on_progress(self, event: Any) -> None:
+        if event.total:
+            self.progress.setRange(0, int(event.total))
+            self.progress.setValue(int(event.step))
+
+    def _on_returned(self, result: Any, run: Dict[str, Any]) -> None:
+        if result[0] == "error":
+            self._say(result[1], error=True)
+            return
+        out = {**result[1], **run}
+        self.last_result = out
+        self._digests[(run["slide"], run["level"])] = out["digest"]
+        self.show_store(run["layer"], run["store"])
+        ds = out["downsample"]
+        self.set_tiles(run["layer"], [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]])
+        s = out["summary"]
+        more = "" if out["n_visible"] <= len(out["chunks"]) else \
+            f" The view covers {out['n_visible']} chunks; the {len(out['chunks'])} nearest its centre were done: " \
+            "zoom in, or press again after panning."
+        self._say(f"Predicted {s.chunks_computed} new chunk(s) of the view ({len(out['chunks']) - s.chunks_computed} "
+                  f"already in the store); {s.chunks_done} of {s.chunks_total} chunks of the slide are done.{more}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.predict_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.last_message.startswith("Predicted") else 0)
+        self.idle.emit()
+
+    def show_store(self, name: str, store_path: str) -> Dict[str, Any]:
+        """Show (or refresh) the store's glands and uncertainty as multiscale layers over slide ``name``.
+
+        The layers read the store's zarr arrays directly (no cache in between), so a refresh shows
+        chunks written since.
+        """
+        from src_model.slide_store import open_store
+
+        store = open_store(store_path)
+        ds = store.info.downsample
+        meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True}
+        specs = ((f"{name} uncertainty", store.uncertainty, "image",
+                  dict(colormap="magma", opacity=0.5, contrast_limits=[0, 255], visible=False)),
+                 (f"{name} glands", store.glands, "labels", dict(opacity=0.5)))
+        shown = {}
+        for lname, arrays, kind, style in specs:
+            old = self.viewer.layers[lname] if lname in self.viewer.layers else None
+            live = old is not None and old.metadata.get("napari_cdma_live")
+            if live and old.metadata.get(STORE_KEY) == str(store_path):
+                old.refresh()
+                shown[kind] = old
+                continue
+            if old is not None:  # the reader's lazy layer (or another store's): replaced by the live one
+                style["visible"] = old.visible
+                self.viewer.layers.remove(old)
+            add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
+            shown[kind] = add(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=meta, **style)
+        return shown
+
+    # ---------------------------------------------------------------- review regions
+    def set_tiles(self, name: str, tiles: List[Tuple[float, Box]]) -> None:
+        """List the review regions (world boxes) and outline them over the slide."""
+        self.tiles = list(tiles)
+        self.tile_list.clear()
+        for score, (y0, x0, y1, x1) in self.tiles:
+            self.tile_list.addItem(QListWidgetItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}"))
+        show_review_tiles(self.viewer, name, self.tiles)
+
+    def go_to(self, row: int) -> None:
+        """Centre the camera on review region ``row``."""
+        if 0 <= row < len(self.tiles):
+            self.tile_list.setCurrentRow(row)
+            center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer), margin=1.6)
+            camera = scene_camera(self.viewer)
+            camera.center, camera.zoom = center, zoom
+
+    # ---------------------------------------------------------------- edit window
+    def edit_window(self) -> Any:
+        """Open an editable Labels layer of the store's full-resolution glands over the view."""
+        from src_model.slide_store import StoreError, open_store
+
+        run = self.last_result
+        if run is None or run["layer"] not in self.viewer.layers:
+            self._say("Predict the view first (Predict view).", error=True)
+            return None
+        try:
+            store = open_store(run["store"])
+        except StoreError as exc:
+            self._say(str(exc), error=True)
+            return None
+        box = to_store_box(self.view_box(), store.info.downsample, store.info.height, store.info.width)
+        if box is None:
+            self._say("The view shows no part of the slide.", error=True)
+            return None
+        box = edit_box(box, self.max_edit_side)
+        todo = missing_chunks(store, box)
+        if todo:
+            self._say(f"{len(todo)} chunk(s) under this view are not predicted yet: press Predict view first "
+                      "(or zoom in).", error=True)
+            return None
+        y0, x0, y1, x1 = box
+        predicted = np.array(store.read_glands(y0, x0, y1, x1))
+        ds = store.info.downsample
+        name = f"{run['layer']} edit window"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        layer = self.viewer.add_labels(predicted.copy(), name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
+                                       metadata={STORE_KEY: run["store"], "napari_cdma_role": "slide edit window"})
+        layer.selected_label = 1
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        self.window = {**run, "box": box, "predicted": predicted, "name": name}
+        self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels): paint glands (label 1) "
+                  "or erase, then Accept window.")
+        return layer
+
+    def accept_window(self) -> Any:
+        """Write the edit window into the store's labels (and pyramid) and the project store; returns the region."""
+        from src_model.slide import open_slide
+        from src_model.slide_store import open_store
+
+        from .project.slide_regions import accept_slide_region
+
+        w = self.window
+        if w is None or w["name"] not in self.viewer.layers:
+            self._say("Open an edit window first (Edit window).", error=True)
+            return None
+        edited = np.asarray(self.viewer.layers[w["name"]].data)
+        corrected = (edited > 0).astype(np.uint8)
+        try:
+            store = open_store(w["store"], mode="r+")
+            written = write_window(store, w["box"], corrected)
+            project = self._get_store()
+            with open_slide(w["slide"]) as slide:
+                record = accept_slide_region(project, slide, w["box"], corrected, w["predicted"],
+                                             model_version=str(w["version"] or project.current_model_version),
+                                             level=w["level"], user=getpass.getuser(),
+                                             digest=self._digests.get((w["slide"], w["level"])))
+        except Exception as exc:
+            self._say(f"Could not accept the window: {exc}", error=True)
+            return None
+        self.window = {**w, "predicted": corrected}  # accepting again stores a new version against this
+        self.show_store(w["layer"], w["store"])
+        y0, x0, y1, x1 = w["box"]
+        self._say(f"Accepted the window as region {record.region_id} of {Path(w['slide']).name} at ({y0}, {x0}), "
+                  f"{y1 - y0} x {x1 - x0} px{' (held out)' if record.holdout else ''}; {len(written)} chunk(s) of "
+                  "the slide's labels rewritten.")
+        self.regions_changed.emit()
+        return record
+
+
+__all__ = ["DEFAULT_CHUNK", "SlidePanel"]

@@ -1,0 +1,183 @@
+"""Whole slides in the dock: predict the visible region into the slide's store (cached, panning adds
+only new chunks), review regions over the predicted area, an edit window accepted into the slide's
+labels and the project store. A real napari viewer (Xvfb), a real pyramidal TIFF built from GlaS test
+images, the bundled model, real zarr stores on disk."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _slides import chunk_files, glas_mosaic, write_pyramidal_tiff
+
+from napari_cdma._slide_view import edit_box, to_store_box, visible_world_box, write_window
+from napari_cdma.project import store as store_module
+from napari_cdma.project.slide_regions import accept_slide_region, slide_hash, slide_regions
+from napari_cdma.project.store import ProjectStore
+from src_model.slide import open_slide
+from src_model.slide_store import open_store
+
+PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
+CHUNK = 128
+
+
+@pytest.fixture(scope="module")
+def mosaic(glas_dir):
+    return glas_mosaic(glas_dir, 640, 768)
+
+
+@pytest.fixture
+def slide_path(tmp_path, mosaic):
+    return write_pyramidal_tiff(tmp_path / "case.tif", mosaic, levels=3)
+
+
+# --------------------------------------------------------------------------- Qt-free glue
+
+def test_view_box_in_store_pixels():
+    box = visible_world_box((100.0, 200.0), 2.0, (400, 600))
+    assert box == (0.0, 50.0, 200.0, 350.0)
+    assert to_store_box(box, 1.0, 150, 1000) == (0, 50, 150, 351)  # clipped to the store's rows
+    assert to_store_box(box, 2.0, 1000, 1000) == (0, 25, 101, 176)
+    assert to_store_box((-50.0, -50.0, -10.0, -10.0), 1.0, 100, 100) is None
+    assert edit_box((0, 0, 5000, 100), 2048) == (1476, 0, 3524, 100)
+
+
+def test_a_large_slide_region_keeps_its_context_not_the_slide(tmp_path, slide_path, mosaic, monkeypatch):
+    """Above the store's whole-image limit a slide is identified by its smallest level and only the tissue
+    around an accepted box is kept; the region reads back like an image region, with the slide as provenance."""
+    monkeypatch.setattr(store_module, "MAX_FULL_IMAGE_PIXELS", 10_000)
+    monkeypatch.setattr("napari_cdma.project.slide_regions.MAX_FULL_IMAGE_PIXELS", 10_000)
+    project = ProjectStore.open(tmp_path / "project")
+    box = (300, 400, 428, 528)
+    corrected = np.zeros((128, 128), np.uint8)
+    corrected[20:60, 30:90] = 1
+    with open_slide(slide_path) as slide:
+        digest = slide_hash(slide)
+        assert digest == slide_hash(slide) and digest != slide_hash(slide, 1)
+        record = accept_slide_region(project, slide, box, corrected, np.zeros_like(corrected), model_version="bundled")
+    assert record.bbox == box and record.source_path == str(slide_path) and record.image_hash == digest
+    assert [r.region_id for r in slide_regions(project, digest)] == [record.region_id]
+    crop, got, _ = project.load_region(record.region_id)
+    np.testing.assert_array_equal(crop, mosaic[300:428, 400:528])
+    np.testing.assert_array_equal(got, corrected)
+    (context,) = project.unlabelled_images()
+    np.testing.assert_array_equal(context, mosaic[300 - 256:, 400 - 256:])  # the box + 256 px, inside the slide
+
+
+# --------------------------------------------------------------------------- in napari
+
+def _view(viewer, center, height):
+    """Point the camera at ``center`` (level-0 pixels) showing ``height`` pixels of slide vertically."""
+    viewer.camera.center = center
+    viewer.camera.zoom = viewer.canvas.size[0] / height
+
+
+def _predict(qtbot, panel):
+    assert panel.predict_view(), panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=180_000)
+    assert panel.last_message.startswith("Predicted"), panel.last_message
+    return panel.last_result
+
+
+def _shown(box, view):
+    """Whether a pixel box (pixel i covers [i - 0.5, i + 0.5] in napari) meets a world view box."""
+    return box[0] - 0.5 < view[2] and view[0] < box[2] - 0.5 and box[1] - 0.5 < view[3] and view[1] < box[3] - 0.5
+
+
+def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot, tmp_path, slide_path, mosaic):
+    viewer = make_napari_viewer()
+    (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert dock.open_store(tmp_path / "project") is not None
+    panel = dock.slide_panel
+    panel.chunk = CHUNK
+    assert panel.slide_layer is slide_layer
+    store_path = tmp_path / "case.cdma.zarr"
+    assert panel.store_edit.text() == str(store_path)
+
+    # 1. predict the view: exactly the chunks under the canvas, labels only there
+    _view(viewer, (200.0, 260.0), 240)
+    view = panel.view_box()
+    first = _predict(qtbot, panel)
+    store = open_store(store_path)
+    done = {tuple(int(v) for v in k) for k in np.argwhere(store.done())}
+    assert done == set(first["chunks"]) and 0 < len(done) < store.grid[0] * store.grid[1]
+    for cy in range(store.grid[0]):
+        for cx in range(store.grid[1]):
+            assert ((cy, cx) in done) == _shown(store.chunk_box(cy, cx), view)
+    glands = np.asarray(store.glands[0][:])
+    inside = np.zeros(glands.shape, bool)
+    for k in done:
+        y0, x0, y1, x1 = store.chunk_box(*k)
+        inside[y0:y1, x0:x1] = True
+    assert glands[inside].any() and not glands[~inside].any()  # the bundled model finds glands, only there
+    assert not np.asarray(store.uncertainty[0][:])[~inside].any()
+    labels_layer = viewer.layers[f"{slide_layer.name} glands"]
+    assert labels_layer.multiscale and tuple(labels_layer.data[0].shape) == glands.shape
+    np.testing.assert_array_equal(np.asarray(labels_layer.data[0][:]), glands)
+    assert first["summary"].chunks_computed == len(done)
+
+    # review regions: inside the predicted area, most uncertain first
+    assert panel.tiles and panel.tile_list.count() == len(panel.tiles)
+    scores = [s for s, _ in panel.tiles]
+    assert scores == sorted(scores, reverse=True)
+    for _, (y0, x0, y1, x1) in panel.tiles:
+        assert inside[y0:y1, x0:x1].all()
+
+    # 2. the same view again: everything from the store, no chunk file rewritten
+    before = chunk_files(store_path, ("labels/glands/0", "uncertainty/0"))
+    again = _predict(qtbot, panel)
+    assert again["summary"].chunks_computed == 0 and set(again["chunks"]) == done
+    assert chunk_files(store_path, ("labels/glands/0", "uncertainty/0")) == before
+
+    # 3. pan right: only the chunks that came into view are predicted
+    _view(viewer, (200.0, 260.0 + 2 * CHUNK), 240)
+    panned = _predict(qtbot, panel)
+    new = set(panned["chunks"]) - done
+    assert new and panned["summary"].chunks_computed == len(new)
+    done |= new
+
+    # 4. edit window over the view, accepted into the store's labels, its pyramid and the project
+    layer = panel.edit_window()
+    assert layer is not None, panel.last_message
+    box = panel.window["box"]
+    y0, x0, y1, x1 = box
+    assert (y1 - y0, x1 - x0) == layer.data.shape and max(layer.data.shape) <= panel.max_edit_side
+    assert tuple(layer.translate) == (y0, x0)
+    predicted = np.array(layer.data)
+    np.testing.assert_array_equal(predicted, np.asarray(store.glands[0][y0:y1, x0:x1]))
+    edited = predicted.copy()
+    edited[8:40, 8:72] = 1
+    edited[-30:, -30:] = 0
+    layer.data = edited
+    record = panel.accept_window()
+    assert record is not None, panel.last_message
+    store = open_store(store_path)
+    np.testing.assert_array_equal(np.asarray(store.glands[0][y0:y1, x0:x1]), edited)
+    np.testing.assert_array_equal(np.asarray(store.glands[1][:]), np.asarray(store.glands[0][:])[::2, ::2])
+    project = dock.store
+    (stored,) = project.regions()
+    assert stored.bbox == box and stored.source_path == str(slide_path) and not stored.withdrawn
+    crop, corrected, before_edit = project.load_region(stored.region_id)
+    np.testing.assert_array_equal(crop, mosaic[y0:y1, x0:x1])
+    np.testing.assert_array_equal(corrected, edited)
+    np.testing.assert_array_equal(before_edit, predicted)
+    assert [r.region_id for r in project.training_regions() + project.holdout_regions()] == [stored.region_id]
+    assert stored.region_id in panel.last_message
+
+
+def test_edit_window_needs_a_predicted_view(make_napari_viewer, qtbot, tmp_path, slide_path):
+    viewer = make_napari_viewer()
+    viewer.open(str(slide_path), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    panel = dock.slide_panel
+    assert panel.edit_window() is None and "Predict the view first" in panel.last_message
+    assert panel.accept_window() is None and "edit window first" in panel.last_message
+
+
+def test_write_window_refuses_unpredicted_chunks(tmp_path, slide_path):
+    from src_model.slide_store import StoreInfo, create_store
+
+    store = create_store(tmp_path / "s.zarr", StoreInfo(slide=str(slide_path), slide_level=0, downsample=1.0,
+                                                         height=640, width=768, chunk=CHUNK, n_levels=2))
+    with pytest.raises(ValueError, match="not predicted"):
+        write_window(store, (0, 0, 64, 64), np.ones((64, 64), np.uint8))
+    assert not np.asarray(store.glands[0][:64, :64]).any()
