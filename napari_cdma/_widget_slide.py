@@ -254,7 +254,7 @@ class SlidePanel(QWidget):
                                self.view_box(), self.max_view_chunks, self._digests.get((slide_path, level)))
         run = {"layer": layer.name, "slide": slide_path, "store": store_path, "level": level, "version": version,
                "label": label}
-        worker.yielded.connect(self._on_progress)
+        worker.yielded.connect(lambda event: self._on_progress(event, run))
         worker.returned.connect(lambda res: self._on_returned(res, run))
         worker.errored.connect(lambda exc: self._say(f"Prediction failed: {exc}", error=True))
         worker.aborted.connect(lambda: self._say("Prediction cancelled; the chunks finished so far are kept."))
@@ -272,10 +272,13 @@ class SlidePanel(QWidget):
         if self._worker is not None:
             self._worker.quit()
 
-    def _on_progress(self, event: Any) -> None:
+    def _on_progress(self, event: Any, run: Dict[str, Any]) -> None:
         if event.total:
             self.progress.setRange(0, int(event.total))
             self.progress.setValue(int(event.step))
+        layer = self._live_layer(f"{run['layer']} glands", run["store"])
+        if layer is not None:  # a chunk was written: show it now
+            layer.refresh()
 
     def _on_returned(self, result: Any, run: Dict[str, Any]) -> None:
         if result[0] == "error":
@@ -318,18 +321,24 @@ class SlidePanel(QWidget):
                  (f"{name} glands", store.glands, "labels", dict(opacity=0.5)))
         shown = {}
         for lname, arrays, kind, style in specs:
-            old = self.viewer.layers[lname] if lname in self.viewer.layers else None
-            live = old is not None and old.metadata.get("napari_cdma_live")
-            if live and old.metadata.get(STORE_KEY) == str(store_path):
-                old.refresh()
-                shown[kind] = old
+            live = self._live_layer(lname, store_path)
+            if live is not None:
+                live.refresh()
+                shown[kind] = live
                 continue
+            old = self.viewer.layers[lname] if lname in self.viewer.layers else None
             if old is not None:  # the reader's lazy layer (or another store's): replaced by the live one
                 style["visible"] = old.visible
                 self.viewer.layers.remove(old)
             add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
             shown[kind] = add(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=meta, **style)
         return shown
+
+    def _live_layer(self, name: str, store_path: str) -> Any:
+        """Layer ``name`` if it shows the store ``store_path`` live (its zarr arrays), else None."""
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        meta = layer.metadata if layer is not None else {}
+        return layer if meta.get("napari_cdma_live") and meta.get(STORE_KEY) == str(store_path) else None
 
     # ---------------------------------------------------------------- review regions
     def set_tiles(self, name: str, tiles: List[Tuple[float, Box]]) -> None:
