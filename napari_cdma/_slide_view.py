@@ -1,5 +1,6 @@
-"""Qt-free glue of the slide panel: the viewer's visible box, the store chunks under it, review
-regions over the predicted area, and the bounded edit window written back into the store.
+"""Qt-free glue of the slide panel: the viewer's visible box, the store chunks under it, the Predict
+view job (run in a worker thread), review regions over the predicted area, and the bounded edit
+window written back into the store.
 
 Coordinates: napari's world coordinates of a slide are its level-0 pixels (the reader's layers are
 scaled so). A prediction store (:mod:`src_model.slide_store`) holds the slide's level ``L`` at
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Generator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 Box = Tuple[int, int, int, int]
+SLIDE_KEY, STORE_KEY = "cdma_slide", "cdma_store"  # layer metadata of the reader's layers
 #: Most chunks one "Predict view" computes (those nearest the view's centre first).
 MAX_VIEW_CHUNKS = 16
 #: Largest side of the editable window, store pixels.
 MAX_EDIT_SIDE = 2048
 #: Chunks, of those with the most uncertainty per pixel, in which review regions are searched.
 MAX_REVIEW_CHUNKS = 32
+#: Review regions listed.
+N_REVIEW = 10
 
 
 def default_store_path(slide_path: str) -> Path:
@@ -144,6 +148,65 @@ def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUN
     return found[:n]
 
 
-__all__ = ["MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "chunk_uncertainty", "default_store_path", "edit_box",
-           "missing_chunks", "review_over_store", "to_store_box", "view_chunks", "visible_world_box",
-           "write_window"]
+
+def slide_of(layer: Any) -> Tuple[str, int]:
+    """(slide file, level) behind a slide layer: a prediction store opened as a slide stands for the
+    level of the slide it was predicted from."""
+    meta = layer.metadata
+    store = meta.get(STORE_KEY)
+    if store:
+        from src_model.slide_store import open_store
+
+        info = open_store(store).info
+        return info.slide, info.slide_level
+    return str(meta[SLIDE_KEY]), 0
+
+
+def predict_view_job(slide_path: str, store_path: str, model_path: str, level: int, chunk: int,
+                     world_box: Tuple[float, ...], limit: int, digest: Optional[str],
+                     n_review: int = N_REVIEW) -> Generator[Any, None, Any]:
+    """Predict the store chunks under ``world_box`` (level-0 pixels), at most ``limit`` of them, into
+    the store at ``store_path`` (created or resumed), then rank review regions over the store; yields
+    the engine's progress events (run it in a worker thread).
+
+    Returns:
+        ``("ok", {"summary", "chunks", "n_visible", "ranked" (store pixels), "downsample", "digest"})``,
+        or ``("error", message)`` for expected failures (a store of another model or settings, an
+        unreadable slide or checkpoint). ``digest`` is the project store's hash of the slide level
+        (:func:`~napari_cdma.project.slide_regions.slide_hash`; computed unless given).
+    """
+    import torch
+
+    from src_model.checkpoint import CheckpointError
+    from src_model.runtime import torch_threads
+    from src_model.slide import SlideError, open_slide
+    from src_model.slide_predict import DEFAULT_MIN_TISSUE, predict_slide, prepare_store, run_settings
+    from src_model.slide_store import StoreError, open_store
+    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    from .project.slide_regions import slide_hash
+
+    torch.set_num_threads(torch_threads("viewer"))
+    opts = dict(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean", min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
+    try:
+        settings = run_settings(model_path, **opts)
+        store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
+        box = to_store_box(world_box, store.info.downsample, store.info.height, store.info.width)
+        if box is None:
+            return ("error", "The view shows no part of the slide; pan to the tissue.")
+        chunks, n_visible = view_chunks(store, box, limit)
+        summary = yield from predict_slide(slide_path, store_path, model_path=model_path, level=level, chunk=chunk,
+                                           chunks=chunks, **opts)
+        ranked = review_over_store(open_store(store_path), n_review)
+        if digest is None:
+            with open_slide(slide_path) as slide:
+                digest = slide_hash(slide, level)
+    except (StoreError, SlideError, CheckpointError, OSError) as exc:
+        return ("error", str(exc))
+    return ("ok", {"summary": summary, "chunks": chunks, "n_visible": n_visible, "ranked": ranked,
+                   "downsample": store.info.downsample, "digest": digest})
+
+
+__all__ = ["MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "SLIDE_KEY", "STORE_KEY", "chunk_uncertainty", "default_store_path",
+           "edit_box", "missing_chunks", "predict_view_job", "review_over_store", "slide_of", "to_store_box",
+           "view_chunks", "visible_world_box", "write_window"]

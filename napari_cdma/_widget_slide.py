@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
@@ -43,74 +43,22 @@ from ._messages import show_message
 from ._slide_view import (
     MAX_EDIT_SIDE,
     MAX_VIEW_CHUNKS,
+    SLIDE_KEY,
+    STORE_KEY,
     default_store_path,
     edit_box,
     missing_chunks,
-    review_over_store,
+    predict_view_job,
+    slide_of,
     to_store_box,
-    view_chunks,
     visible_world_box,
     write_window,
 )
 from ._widget_review import canvas_hw, readable_list, scene_camera
 
 Box = Tuple[int, int, int, int]
-SLIDE_KEY, STORE_KEY = "cdma_slide", "cdma_store"  # layer metadata of the reader's layers
 #: Chunk side of the stores the panel creates (the store's unit of work and of caching).
 DEFAULT_CHUNK = 1024
-N_REVIEW = 10
-
-
-def _slide_of(layer: Any) -> Tuple[str, int]:
-    """(slide file, level) behind a slide layer: a prediction store opened as a slide stands for the
-    level of the slide it was predicted from."""
-    meta = layer.metadata
-    store = meta.get(STORE_KEY)
-    if store:
-        from src_model.slide_store import open_store
-
-        info = open_store(store).info
-        return info.slide, info.slide_level
-    return str(meta[SLIDE_KEY]), 0
-
-
-def _predict_view_job(slide_path: str, store_path: str, model_path: str, level: int, chunk: int,
-                      world_box: Tuple[float, ...], limit: int, digest: Optional[str]) -> Generator[Any, None, Any]:
-    """Predict the store chunks under ``world_box`` (worker thread); yields progress events.
-
-    Returns ``("ok", dict)`` or ``("error", message)`` for expected failures (a store of another
-    model or settings, an unreadable slide or checkpoint).
-    """
-    import torch
-
-    from src_model.checkpoint import CheckpointError
-    from src_model.runtime import torch_threads
-    from src_model.slide import SlideError, open_slide
-    from src_model.slide_predict import DEFAULT_MIN_TISSUE, predict_slide, prepare_store, run_settings
-    from src_model.slide_store import StoreError, open_store
-    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
-
-    from .project.slide_regions import slide_hash
-
-    torch.set_num_threads(torch_threads("viewer"))
-    opts = dict(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean", min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
-    try:
-        settings = run_settings(model_path, **opts)
-        store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
-        box = to_store_box(world_box, store.info.downsample, store.info.height, store.info.width)
-        if box is None:
-            return ("error", "The view shows no part of the slide; pan to the tissue.")
-        chunks, n_visible = view_chunks(store, box, limit)
-        summary = yield from predict_slide(slide_path, store_path, model_path=model_path, level=level, chunk=chunk,
-                                           chunks=chunks, **opts)
-        ranked = review_over_store(open_store(store_path), N_REVIEW)
-        if digest is None:
-            with open_slide(slide_path) as slide:
-                digest = slide_hash(slide, level)
-    except (StoreError, SlideError, CheckpointError, OSError) as exc:
-        return ("error", str(exc))
-    return ("ok", {"summary": summary, "chunks": chunks, "n_visible": n_visible, "ranked": ranked,
-                   "downsample": store.info.downsample, "digest": digest})
 
 
 class SlidePanel(QWidget):
@@ -241,7 +189,7 @@ class SlidePanel(QWidget):
             self._say("Open a slide first (drag it onto the viewer: the napari-cdma reader opens it).", error=True)
             return False
         try:
-            slide_path, base_level = _slide_of(layer)
+            slide_path, base_level = slide_of(layer)
             model_path, version, label = self._get_model()
         except Exception as exc:
             self._say(f"Cannot predict this slide: {exc}", error=True)
@@ -250,7 +198,7 @@ class SlidePanel(QWidget):
         store_path = self.store_edit.text().strip() or str(default_store_path(slide_path))
         from napari.qt.threading import create_worker
 
-        worker = create_worker(_predict_view_job, slide_path, store_path, str(model_path), level, self.chunk,
+        worker = create_worker(predict_view_job, slide_path, store_path, str(model_path), level, self.chunk,
                                self.view_box(), self.max_view_chunks, self._digests.get((slide_path, level)))
         run = {"layer": layer.name, "slide": slide_path, "store": store_path, "level": level, "version": version,
                "label": label}
