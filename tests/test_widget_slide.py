@@ -181,3 +181,25 @@ def test_write_window_refuses_unpredicted_chunks(tmp_path, slide_path):
     with pytest.raises(ValueError, match="not predicted"):
         write_window(store, (0, 0, 64, 64), np.ones((64, 64), np.uint8))
     assert not np.asarray(store.glands[0][:64, :64]).any()
+
+
+def test_cancel_keeps_finished_chunks_and_the_next_click_does_the_rest(make_napari_viewer, qtbot, tmp_path,
+                                                                        slide_path):
+    viewer = make_napari_viewer()
+    viewer.open(str(slide_path), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert dock.open_store(tmp_path / "project") is not None
+    panel = dock.slide_panel
+    panel.chunk = CHUNK
+    _view(viewer, (320.0, 384.0), 700)  # the whole slide: 30 chunks, 16 a click
+    assert panel.predict_view()
+    qtbot.waitUntil(lambda: panel.progress.maximum() == 16 and panel.progress.value() >= 1, timeout=120_000)
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert "cancelled" in panel.last_message
+    kept = int(open_store(tmp_path / "case.cdma.zarr").done().sum())
+    assert 1 <= kept < 16
+    rest = _predict(qtbot, panel)
+    assert rest["n_visible"] == 30 and len(rest["chunks"]) == 16
+    assert rest["summary"].chunks_computed == 16 - kept and rest["summary"].chunks_done == 16
+    assert "30 chunks" in panel.last_message  # says the view holds more than one click does
