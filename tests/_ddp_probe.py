@@ -78,7 +78,8 @@ def main(data: Path, out: Path) -> None:
                          cancel=cancel, hooks=[recorder]))
     record = {"rank": info.rank, "world_size": info.world_size, "steps_done": result.steps_done,
               "cancelled": result.cancelled, "inputs": recorder.inputs, "params": recorder.params,
-              "losses": [h["loss"] for h in result.history]}
+              "losses": [h["loss"] for h in result.history],
+              "group_left": not torch.distributed.is_initialized()}
     (out / "record.json").write_text(json.dumps(record))
 
 

@@ -65,6 +65,7 @@ def probe_run(glas_dir, tmp_path_factory):
 def test_ranks_train_on_different_patches_yet_hold_the_same_weights(probe_run):
     out, (r0, r1) = probe_run
     assert r0["world_size"] == r1["world_size"] == 2
+    assert r0["group_left"] and r1["group_left"]  # train() destroyed the process group it created
     # rank 1 alone asked to stop before its 4th step: both ranks stopped after step 3
     assert r0["steps_done"] == r1["steps_done"] == probe.CANCEL_AT and r0["cancelled"] and r1["cancelled"]
     assert len(r0["inputs"]) == len(r1["inputs"]) == probe.CANCEL_AT
