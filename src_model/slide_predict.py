@@ -271,6 +271,7 @@ def _run_dask(store: SlideStore, todo: List[Tuple[int, int]], workers: int, sche
     from dask.distributed import Client, LocalCluster, as_completed
 
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))  # no start/stop chatter
+    environ = dict(os.environ)  # the nannies set OMP_NUM_THREADS etc. here for their workers: restored below
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -286,6 +287,8 @@ def _run_dask(store: SlideStore, todo: List[Tuple[int, int]], workers: int, sche
         client.close()
         if cluster is not None:
             cluster.close()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def summarize(store: SlideStore, computed: int = 0, seconds: float = 0.0) -> SlideSummary:

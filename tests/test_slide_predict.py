@@ -1,0 +1,168 @@
+"""Streamed whole-slide prediction (src_model.slide_predict, cdma predict-slide) into an OME-Zarr store."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from _slides import chunk_files, glas_mosaic, write_pyramidal_tiff
+
+from src_model.progress import drain
+from src_model.slide_predict import predict_slide, window_span
+from src_model.slide_store import StoreError, open_store
+
+# tile 128, overlap 0.25: stride 96; 512 = 128 + 4 x 96, so predict()'s own tiling of the whole
+# image is the uniform grid the streamed path uses, and the two must agree
+TILE, OVERLAP, CHUNK = 128, 0.25, 256
+ARRAYS = ("0", "1", "labels/glands/0", "labels/glands/1", "uncertainty/0", "uncertainty/1")
+LEVEL0 = ("0", "labels/glands/0", "uncertainty/0")
+
+
+@pytest.fixture(scope="module")
+def small_slide(tmp_path_factory, glas_dir):
+    image = glas_mosaic(glas_dir, 512, 512)
+    return write_pyramidal_tiff(tmp_path_factory.mktemp("slide") / "small.tif", image, levels=2), image
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory, small_slide, lite_checkpoint):
+    out = tmp_path_factory.mktemp("store") / "small.zarr"
+    summary = drain(predict_slide(small_slide[0], out, model_path=lite_checkpoint, chunk=CHUNK, tile=TILE,
+                                  overlap=OVERLAP, min_tissue=0.0))
+    assert summary.chunks_done == summary.chunks_total == 4 and summary.chunks_computed == 4
+    return out
+
+
+def _same_store(a, b):
+    ra, rb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    for name in ARRAYS:
+        np.testing.assert_array_equal(ra[name][:], rb[name][:], err_msg=name)
+    np.testing.assert_array_equal(ra["chunks"][:], rb["chunks"][:])
+
+
+def test_window_covers_exactly_the_grid_tiles_touching_the_chunk():
+    # 1000 px, tile 128, stride 96: tiles at 0, 96, ..., 960 (the last reaches past the edge)
+    assert window_span(0, 256, 1000, 128, 0.25) == (0, 192 + 128)  # tiles 0, 96, 192 start before 256
+    assert window_span(256, 512, 1000, 128, 0.25) == (192, 480 + 128)  # tile 192 ends at 320 > 256; 96 at 224
+    assert window_span(768, 1000, 1000, 128, 0.25) == (672, 960 + 128)
+    assert window_span(0, 100, 100, 128, 0.25) == (0, 128)  # smaller than a tile: one padded tile
+
+
+def test_streamed_prediction_equals_the_in_memory_prediction(small_slide, small_store, lite_checkpoint):
+    from src_model.checkpoint import load_model
+    from src_model.inference import predict
+
+    _, image = small_slide
+    ref = predict(load_model(lite_checkpoint), image, tile=TILE, overlap=OVERLAP)
+    store = open_store(small_store)
+    glands = store.glands[0][:]
+    unc = store.uncertainty[0][:].astype(int)
+    ref_glands = (ref.labels > 0).astype(np.uint8)
+    # labels may only differ where the two classes tie to float rounding
+    tie = np.abs(ref.probability[1] - ref.probability[0]) < 1e-4
+    assert not ((glands != ref_glands) & ~tie).any()
+    assert 0 < glands.mean() < 1  # the random model predicts both classes: the comparison means something
+    assert np.abs(unc - np.round(ref.uncertainty * 255)).max() <= 1
+    # the pyramid: nearest for labels, the RGB image is the slide's
+    np.testing.assert_array_equal(store.glands[1][:], glands[::2, ::2])
+    np.testing.assert_array_equal(np.moveaxis(store.image[0][:], 0, 2), image)
+    assert store.info.downsample == 1.0 and store.info.settings["tile"] == TILE
+
+
+def test_two_dask_workers_give_the_same_store_as_one(tmp_path, small_slide, small_store, lite_checkpoint):
+    """Workers run one torch thread each, so 1 or 2 workers compute bit-identical chunks; this process
+    (more threads) agrees to float rounding."""
+    stores = {}
+    for n in (1, 2):
+        stores[n] = tmp_path / f"workers{n}.zarr"
+        summary = drain(predict_slide(small_slide[0], stores[n], model_path=lite_checkpoint, chunk=CHUNK, tile=TILE,
+                                      overlap=OVERLAP, min_tissue=0.0, workers=n))
+        assert summary.chunks_computed == 4
+    _same_store(stores[1], stores[2])
+    a, b = open_store(stores[2]), open_store(small_store)
+    assert np.mean(a.glands[0][:] != b.glands[0][:]) < 1e-3
+    assert np.abs(a.uncertainty[0][:].astype(int) - b.uncertainty[0][:]).max() <= 1
+
+
+def test_resuming_with_other_settings_is_refused(small_slide, small_store, lite_checkpoint):
+    with pytest.raises(StoreError, match="tile") as err:
+        drain(predict_slide(small_slide[0], small_store, model_path=lite_checkpoint, chunk=CHUNK, tile=160,
+                            overlap=OVERLAP, min_tissue=0.0))
+    assert "\n" not in str(err.value)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "src_model.cli", "predict-slide", *map(str, args)]
+
+
+def test_a_killed_run_resumes_without_recomputing_finished_chunks(tmp_path, glas_dir, lite_checkpoint):
+    image = glas_mosaic(glas_dir, 512, 1024, glass=256)  # the right column of chunks is glass
+    slide = write_pyramidal_tiff(tmp_path / "wide.tif", image, levels=2)
+    args = (slide, "--model", lite_checkpoint, "--chunk", CHUNK, "--tile", TILE, "--overlap", OVERLAP)
+    out = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(_cli(*args, "--out", out, "--progress", "json"), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if json.loads(line).get("step", 0) >= 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    store = open_store(out)
+    done_before = store.done()
+    assert 2 <= done_before.sum() < done_before.size, "the run was killed after 2 chunks, before the end"
+    record_before = store.chunk_stats()
+    files_before = chunk_files(out, LEVEL0)
+
+    rerun = subprocess.run(_cli(*args, "--out", out), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    result = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert result["chunks_computed"] == done_before.size - done_before.sum()
+    assert result["chunks_done"] == result["chunks_total"] == 8 and result["chunks_glass"] == 2
+    files_after = chunk_files(out, LEVEL0)
+    finished = {name: mtime for name, mtime in files_before.items()
+                if done_before[tuple(int(v) for v in name.split("/")[-2:])]}  # key .../c/[0/]<cy>/<cx>
+    assert finished and all(files_after[name] == mtime for name, mtime in finished.items()), \
+        "a finished chunk was written again"
+    np.testing.assert_array_equal(open_store(out).chunk_stats()[done_before], record_before[done_before])
+
+    clean = tmp_path / "clean.zarr"  # a run without interruption, in the same kind of process
+    assert subprocess.run(_cli(*args, "--out", clean), capture_output=True, timeout=600).returncode == 0
+    _same_store(out, clean)
+    glands = open_store(out).glands[0][:]
+    assert not glands[:, -256:].any()  # glass: not predicted
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--level", "-1"], "--level"), (["--workers", "two"], "--workers"), (["--chunk", "1000"], "--chunk"),
+    (["--chunk", "128"], "--chunk"), (["--overlap", "0.95"], "--overlap"), (["--min-tissue", "1.5"], "--min-tissue"),
+    (["--tile", "8"], "--tile"), (["--batch", "0"], "--batch"), (["--max-chunks", "0"], "--max-chunks"),
+    (["--scheduler", "not an address"], "--scheduler"),
+    (["--workers", "2", "--scheduler", "tcp://h:8786"], "--scheduler"),
+])
+def test_cli_options_are_range_checked(tmp_path, capsys, argv, option):
+    from src_model.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["predict-slide", "slide.tif", "--out", str(tmp_path / "s.zarr"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and option in err and "\n" not in err
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_cli_bad_slide_and_level_are_one_line(tmp_path, capsys, small_slide):
+    from src_model.cli import main
+
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    assert main(["predict-slide", str(bad), "--out", str(tmp_path / "a.zarr")]) == 2
+    assert main(["predict-slide", str(small_slide[0]), "--out", str(tmp_path / "b.zarr"), "--level", "5"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "bad.tif" in lines[0] and "--level 5" in lines[1]
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
