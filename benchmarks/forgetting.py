@@ -51,6 +51,8 @@ VARIANTS = {"l2sp_10": ("l2sp", {"l2sp": 10.0}),
             "distill_bn_low_lr": ("distill_bn", {"lr": 1e-4}),
             "distill_bn_lr3e-5": ("distill_bn", {"lr": 3e-5}),
             "distill_low_lr": ("distill", {"lr": 1e-4}),
+            "distill_bn_lowenc_low_lr": ("distill_bn", {"encoder_lr": 0.1, "lr": 1e-4}),
+            "distill_bn_frozen_enc": ("distill_bn", {"encoder_lr": 0.0}),
             "distill_bn_ema": ("distill_bn", {"ema": 0.95})}
 
 Item = Tuple[str, np.ndarray, np.ndarray]  # (id, RGB uint8, mask)
@@ -102,14 +104,30 @@ def session(stage: str, kind: str, data: Path, seed: int) -> Dict[str, Any]:
     return {"corrected": corrected, "unlabelled": unlabelled, "untouched": groups, "shifted": kind == "newlab"}
 
 
-def dice_per_image(model, items: Sequence[Item], device: str) -> Dict[str, float]:
-    """Pixel Dice of each image, predicted with the evaluation tiling (as ``cdma evaluate``)."""
+def predict_labels(model, items: Sequence[Item], device: str) -> Dict[str, np.ndarray]:
+    """Label map of each image, predicted with the evaluation tiling (as ``cdma evaluate``)."""
     from src_model.inference import predict
-    from src_model.metrics import pixel_dice
     from src_model.tiling import EVAL_OVERLAP, EVAL_TILE
 
-    return {i: pixel_dice(predict(model, img, tile=EVAL_TILE, overlap=EVAL_OVERLAP, device=device).labels > 0,
-                          mask > 0) for i, img, mask in items}
+    return {i: predict(model, img, tile=EVAL_TILE, overlap=EVAL_OVERLAP, device=device).labels > 0
+            for i, img, _ in items}
+
+
+def dice_of(labels: Dict[str, np.ndarray], items: Sequence[Item]) -> Dict[str, float]:
+    from src_model.metrics import pixel_dice
+
+    return {i: pixel_dice(labels[i], mask > 0) for i, _, mask in items}
+
+
+def agreement_of(new: Dict[str, np.ndarray], old: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Dice of the new model's labels with the old model's, per image (src_model.agreement)."""
+    from src_model.agreement import label_agreement
+
+    out = {}
+    for i in new:
+        num, den = label_agreement(new[i], old[i])
+        out[i] = 1.0 if den == 0 else num / den
+    return out
 
 
 def _mean(d: Dict[str, float]) -> float:
@@ -136,8 +154,9 @@ def run_session(task: Dict[str, Any]) -> List[Dict[str, Any]]:
         if shifted:
             groups[f"{name}_old_lab"] = load_items(data, ids, False)
     base = load_model(None)
-    before = {"corrected": dice_per_image(base, corrected, device)}
-    before.update({g: dice_per_image(base, items, device) for g, items in groups.items()})
+    groups["corrected"] = corrected
+    base_labels = {g: predict_labels(base, items, device) for g, items in groups.items()}
+    before = {g: dice_of(base_labels[g], items) for g, items in groups.items()}
     rows = []
     for rname in task["recipes"]:
         t0 = time.perf_counter()
@@ -147,13 +166,16 @@ def run_session(task: Dict[str, Any]) -> List[Dict[str, Any]]:
                                     device=device, semi_supervised=task["semi_supervised"]))
             model = load_model(result.checkpoint)
         train_s = time.perf_counter() - t0
-        after = {"corrected": dice_per_image(model, corrected, device)}
-        after.update({g: dice_per_image(model, items, device) for g, items in groups.items()})
+        labels = {g: predict_labels(model, items, device) for g, items in groups.items()}
+        after = {g: dice_of(labels[g], items) for g, items in groups.items()}
+        agree = {g: agreement_of(labels[g], base_labels[g]) for g in groups if g != "corrected"}
         row = {"stage": task["stage"], "session": task["kind"], "seed": task["seed"], "recipe": rname,
                "semi_supervised": task["semi_supervised"], "steps": result.steps_done, "train_s": round(train_s, 1),
                "ids": ses, "mean_before": {g: _mean(v) for g, v in before.items()},
                "mean_after": {g: _mean(v) for g, v in after.items()},
-               "per_image_before": before, "per_image_after": after}
+               "per_image_before": before, "per_image_after": after, "agreement_per_image": agree,
+               "agreement_mean": {g: _mean(v) for g, v in agree.items()},
+               "agreement_min": {g: min(v.values()) for g, v in agree.items()}}
         row["change_points"] = {g: round(100 * (row["mean_after"][g] - row["mean_before"][g]), 2) for g in before}
         print(json.dumps({k: row[k] for k in ("session", "seed", "recipe", "train_s", "change_points")}),
               file=sys.stderr, flush=True)
@@ -162,6 +184,12 @@ def run_session(task: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- report
+
+def _mean_agreement(rows: Sequence[Dict[str, Any]]):
+    """Mean over rows (that measured it) of the mean agreement with the starting model on untouched images."""
+    vals = [float(np.mean(list(r["agreement_mean"].values()))) for r in rows if "agreement_mean" in r]
+    return round(float(np.mean(vals)), 4) if vals else None
+
 
 def summarize(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Per (session, recipe): mean over seeds of each group's change, in Dice points."""
@@ -174,6 +202,7 @@ def summarize(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                     "train_s": round(float(np.mean([r["train_s"] for r in sel])), 1),
                     "change_points": {g: round(float(np.mean([r["change_points"][g] for r in sel])), 2)
                                       for g in groups},
+                    "agreement_mean": _mean_agreement(sel),
                     "worst_untouched_points": round(min(min(v for g, v in r["change_points"].items()
                                                             if g != "corrected") for r in sel), 2)})
     return out
@@ -196,12 +225,14 @@ def markdown(doc: Dict[str, Any]) -> str:
             rows = [s for s in part["summary"] if s["session"] == ses]
             groups = sorted(rows[0]["change_points"], key=lambda g: (g != "corrected", g))
             lines += [f"### session `{ses}` ({rows[0]['n_seeds']} seed(s))", "",
-                      "| recipe | " + " | ".join(groups) + " | worst untouched | train s |",
-                      "|---|" + "---|" * (len(groups) + 2)]
+                      "| recipe | " + " | ".join(groups) + " | worst untouched | agreement | train s |",
+                      "|---|" + "---|" * (len(groups) + 3)]
             for s in sorted(rows, key=lambda s: -s["change_points"]["corrected"]):
                 lines.append(f"| {s['recipe']}{'' if s['semi_supervised'] else ' (supervised)'} | "
                              + " | ".join(f"{s['change_points'][g]:+.2f}" for g in groups)
-                             + f" | {s['worst_untouched_points']:+.2f} | {s['train_s']:.0f} |")
+                             + f" | {s['worst_untouched_points']:+.2f} | "
+                             + ("-" if s.get("agreement_mean") is None else f"{s['agreement_mean']:.4f}")
+                             + f" | {s['train_s']:.0f} |")
             lines.append("")
         if stage == "test":
             for r in part["rows"]:

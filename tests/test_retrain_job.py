@@ -13,6 +13,7 @@ import pytest
 from napari_cdma.project.events import FINAL_EVENTS, Cancelled, Done, Evaluating, Failed, Progress, Started
 from napari_cdma.project.retrain_job import MIN_HOLDOUT_FOR_PROMOTION, RetrainJob, finish
 from napari_cdma.project.store import ProjectStore
+from src_model.agreement import MIN_AGREEMENT
 
 BOXES = [(40, 50, 136, 150), (200, 300, 264, 428), (100, 400, 228, 500), (300, 120, 380, 200),
          (330, 420, 430, 520)]
@@ -89,36 +90,57 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     assert 0.0 <= done.old_dice <= 1.0 and 0.0 <= done.new_dice <= 1.0
     assert done.better == (done.new_dice > done.old_dice)
     load_checkpoint(done.checkpoint)  # the new checkpoint is a valid model
+    # the no-regression check ran on the store's whole images, and every image has its row
+    assert done.recipe == "default" and events[0].config["recipe"] == "default"
+    assert done.agreement is not None and 0.0 <= done.agreement <= 1.0 and done.agreement_crops > 0
+    assert done.min_agreement == MIN_AGREEMENT
+    rows = {r.image: r for r in done.per_image}
+    assert set(rows) == {f"{name}.png" for name in SOURCES}
+    held_image = f"{SOURCES[4 % 3]}.png"  # the 5th region is the held-out one
+    assert rows[held_image].n_holdout == 1 and rows[held_image].old_dice is not None
+    assert rows[held_image].old_dice == pytest.approx(done.old_dice)  # one held-out region: same pooled Dice
+    assert all(r.agreement is not None and 0.0 <= r.agreement <= 1.0 for r in rows.values())
+    assert all(r.n_holdout == 0 and r.new_dice is None for name, r in rows.items() if name != held_image)
 
     store = ProjectStore.open(store_path)
+    # A random model after 3 steps changes most of the uncorrected tissue: refused even when it scored
+    # better on enough held-out regions.
+    assert done.agreement < MIN_AGREEMENT
+    regressed = finish(store, replace(done, old_dice=0.8, new_dice=0.9, better=True,
+                                      n_holdout=MIN_HOLDOUT_FOR_PROMOTION))
+    assert not regressed.promoted and store.current_model_version == "v0001"
+    assert "uncorrected tissue" in regressed.metrics["decision"]
+    assert regressed.metrics["per_image"][0]["image"] in rows
+    store = ProjectStore.open(store_path)
+    done = replace(done, agreement=0.99)  # from here on: a candidate that kept the uncorrected tissue
     # Both rule outcomes for sure: the same real checkpoint reported worse, then better.
     worse = finish(store, replace(done, old_dice=0.9, new_dice=0.8, better=False))
-    assert worse.version == "v0002" and worse.parent == "v0001" and not worse.promoted
+    assert worse.version == "v0003" and worse.parent == "v0001" and not worse.promoted
     assert worse.metrics["new_dice"] == 0.8 and worse.metrics["n_holdout"] == 1
     assert worse.metrics["promoted_by"] == "rule" and store.current_model_version == "v0001"
     # better on enough held-out regions: promoted by the rule
     better = finish(store, replace(done, old_dice=0.8, new_dice=0.9, better=True,
                                    n_holdout=MIN_HOLDOUT_FOR_PROMOTION))
-    assert better.promoted and store.current_model_version == "v0003"
+    assert better.promoted and store.current_model_version == "v0004"
     # nothing held out: never promoted by the rule; the user's override wins
     unscored = replace(done, old_dice=None, new_dice=None, better=None, n_holdout=0)
-    assert not finish(store, unscored).promoted and store.current_model_version == "v0003"
+    assert not finish(store, unscored).promoted and store.current_model_version == "v0004"
     forced = finish(store, unscored, promote=True)
     assert forced.promoted and forced.metrics["promoted_by"] == "user"
     reopened = ProjectStore.open(store_path)  # the history survives reopening
-    assert reopened.current_model_version == "v0005"
-    assert [m.version for m in reopened.models()] == ["v0001", "v0002", "v0003", "v0004", "v0005"]
+    assert reopened.current_model_version == "v0006"
+    assert [m.version for m in reopened.models()] == ["v0001", "v0002", "v0003", "v0004", "v0005", "v0006"]
     with pytest.raises(TypeError, match="Done"):
         finish(store, Cancelled())
     # better on too few held-out regions (issue 9): not promoted, and the reason says why
     assert MIN_HOLDOUT_FOR_PROMOTION == 3
     weak = finish(reopened, replace(done, old_dice=0.865, new_dice=0.890, better=True, n_holdout=1))
-    assert not weak.promoted and reopened.current_model_version == "v0005"
+    assert not weak.promoted and reopened.current_model_version == "v0006"
     assert weak.metrics["promoted_by"] == "rule"
     assert "decided on 1 held-out region(s): too little to promote automatically" in weak.metrics["decision"]
     assert "Keep new model anyway" in weak.metrics["decision"]
     enough_but_worse = finish(reopened, replace(done, old_dice=0.9, new_dice=0.8, better=False, n_holdout=3))
-    assert not enough_but_worse.promoted and reopened.current_model_version == "v0005"
+    assert not enough_but_worse.promoted and reopened.current_model_version == "v0006"
 
 
 def test_cancel_stops_within_a_step(store_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Type, Union
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type, Union
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,33 @@ class Evaluating:
 
 
 @dataclass(frozen=True)
+class ImageScore:
+    """Before / after of one project image in a :class:`Done` event.
+
+    Attributes:
+        image: the image's name (its file name when known, else the start of its hash).
+        n_holdout: held-out regions of this image.
+        old_dice / new_dice: pooled Dice of the current / new model on them (None without any).
+        agreement: Dice of the new model's labels with the current model's on this image's uncorrected
+            tissue (None when no crop of it was compared).
+    """
+
+    image: str
+    n_holdout: int = 0
+    old_dice: Optional[float] = None
+    new_dice: Optional[float] = None
+    agreement: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class Done:
-    """A new checkpoint exists and was scored. ``better`` is None when nothing was held out."""
+    """A new checkpoint exists and was scored. ``better`` is None when nothing was held out.
+
+    ``agreement`` is the pooled agreement with the current model on uncorrected tissue (None when no
+    tissue could be compared) and ``min_agreement`` the threshold the promotion rule applies;
+    ``per_image`` the before / after of each image. ``version`` / ``promoted`` / ``decision`` are set
+    when the worker itself registered the model in the store (``cdma retrain``).
+    """
 
     kind: ClassVar[str] = "done"
     checkpoint: str
@@ -57,6 +82,21 @@ class Done:
     new_dice: Optional[float] = None
     better: Optional[bool] = None
     message: str = ""
+    agreement: Optional[float] = None
+    min_agreement: Optional[float] = None
+    agreement_crops: int = 0
+    recipe: str = ""
+    per_image: Tuple[ImageScore, ...] = ()
+    version: Optional[str] = None
+    promoted: Optional[bool] = None
+    decision: str = ""
+
+    def __post_init__(self) -> None:
+        # from a protocol line the rows arrive as dicts
+        rows = tuple(r if isinstance(r, ImageScore) else ImageScore(**{k: v for k, v in dict(r).items()
+                                                                        if k in _IMAGE_SCORE_FIELDS})
+                     for r in (self.per_image or ()))
+        object.__setattr__(self, "per_image", rows)
 
 
 @dataclass(frozen=True)
@@ -78,6 +118,7 @@ class Failed:
     returncode: Optional[int] = None
 
 
+_IMAGE_SCORE_FIELDS = {f.name for f in dataclasses.fields(ImageScore)}
 RetrainEvent = Union[Started, Progress, Evaluating, Done, Cancelled, Failed]
 FINAL_EVENTS = (Done, Cancelled, Failed)
 _BY_KIND: Dict[str, Type[Any]] = {c.kind: c for c in (Started, Progress, Evaluating, Done, Cancelled, Failed)}

@@ -11,6 +11,7 @@ without a final event, and ``Cancelled(forced=True)`` when a cancel had to kill 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -57,21 +58,22 @@ class RetrainJob:
 
     # ------------------------------------------------------------------ start
     @classmethod
-    def start(cls, store_path: PathLike, steps: int, out_dir: Optional[PathLike] = None, seed: int = 0,
+    def start(cls, store_path: PathLike, steps: Optional[int], out_dir: Optional[PathLike] = None, seed: int = 0,
               python: str = sys.executable, *, device: str = "auto",
               cancel_grace_s: float = CANCEL_GRACE_S, **options: Any) -> "RetrainJob":
         """Start retraining the store's current model in a child process; returns at once.
 
         Args:
             store_path: the project store.
-            steps: optimiser steps.
+            steps: optimiser steps (None: the recipe's default for the amount of corrected pixels).
             out_dir: where the run writes (default ``<store>/runs/<UTC time>-<pid>``).
             seed: training seed.
             python: interpreter to run the worker with.
             device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
             cancel_grace_s: seconds between SIGTERM and kill on :meth:`cancel`.
-            **options: extra JOB.json keys (``patch``, ``batch_labelled``, ``batch_unlabelled``,
-                ``config`` (dict of TrainConfig fields), ``eval_tile``).
+            **options: extra JOB.json keys (``recipe``, ``semi_supervised``, ``patch``, ``batch_labelled``,
+                ``batch_unlabelled``, ``config`` (dict of TrainConfig fields), ``eval_tile``,
+                ``agreement_crops``, ``register``; see :mod:`~napari_cdma.project.retrain_worker`).
         """
         store_path = Path(store_path).resolve()
         if out_dir is None:
@@ -79,8 +81,8 @@ class RetrainJob:
             out_dir = store_path / "runs" / f"{stamp}-{os.getpid()}"
         out_dir = Path(out_dir).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
-        job = {"store": str(store_path), "steps": int(steps), "out_dir": str(out_dir), "seed": int(seed),
-               "device": device, **options}
+        job = {"store": str(store_path), "steps": None if steps is None else int(steps), "out_dir": str(out_dir),
+               "seed": int(seed), "device": device, **options}
         job_path = out_dir / "JOB.json"
         job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
 
@@ -100,7 +102,7 @@ class RetrainJob:
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                                     text=True, bufsize=1, encoding="utf-8", errors="replace",
                                     env=env, **kwargs)
-        logger.info("retraining started: pid %d, %d steps, output in %s", proc.pid, steps, out_dir)
+        logger.info("retraining started: pid %d, %s steps, output in %s", proc.pid, steps or "default", out_dir)
         return cls(proc, out_dir, stderr_path, cancel_grace_s)
 
     # ------------------------------------------------------------------ reading
@@ -211,17 +213,28 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
     """What the promotion rule decides for a finished job, and the reason in words.
 
     A new model is promoted only when it scored better than the old one on at least
-    ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions; with fewer the decision is left to the user.
+    ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions (all of them, pooled) and it agrees with the current
+    model on uncorrected tissue at least ``ev.min_agreement`` (``src_model.agreement.MIN_AGREEMENT``):
+    a model that changed what nobody corrected is not promoted however well it scores on the few
+    held-out regions. With fewer held-out regions the decision is left to the user.
 
     Returns:
         ``(promote, reason)``; ``reason`` completes "promoted: ..." / "not promoted: ...".
     """
+    from src_model.agreement import MIN_AGREEMENT  # torch-free
+
     n = int(ev.n_holdout or 0)
+    limit = MIN_AGREEMENT if ev.min_agreement is None else float(ev.min_agreement)
+    if ev.agreement is not None and ev.agreement < limit:
+        return False, (f"it changed the prediction of uncorrected tissue: agreement with the current model "
+                       f"{ev.agreement:.3f} < {limit:.3f}; the current model stays")
+    checked = ("" if ev.agreement is not None
+               else "; no uncorrected tissue was stored to check it against the current model")
     if n < MIN_HOLDOUT_FOR_PROMOTION:
         return False, (f"decided on {n} held-out region(s): too little to promote automatically; "
-                       "Keep new model anyway if you trust it")
+                       f"Keep new model anyway if you trust it{checked}")
     if ev.better:
-        return True, f"better on {n} held-out regions: it is now the current model"
+        return True, f"better on {n} held-out regions: it is now the current model{checked}"
     return False, f"not better on {n} held-out regions: the current model stays"
 
 
@@ -233,8 +246,8 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
         store: the project store the job trained from.
         result_event: the job's ``Done`` event.
         promote: None = the rule (:func:`rule_decision`): promote when the new model scored better
-            on at least ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions (never on fewer); True /
-            False = the user's choice.
+            on at least ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions (never on fewer) and agrees with
+            the current model on uncorrected tissue; True / False = the user's choice.
         note: free text kept with the model version.
 
     Returns:
@@ -252,7 +265,9 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
     else:
         promoted, decision = bool(promote), "the user's choice"
     metrics = {"old_dice": ev.old_dice, "new_dice": ev.new_dice, "n_holdout": ev.n_holdout,
-               "better": ev.better, "steps_done": ev.steps_done,
+               "better": ev.better, "steps_done": ev.steps_done, "agreement": ev.agreement,
+               "min_agreement": ev.min_agreement, "recipe": ev.recipe,
+               "per_image": [dataclasses.asdict(r) for r in ev.per_image],
                "promoted_by": "rule" if promote is None else "user", "decision": decision}
     parent = ev.parent_model or store.current_model_version
     record = store.add_model(ev.checkpoint, parent=parent, metrics=metrics, note=note or ev.message,

@@ -4,21 +4,30 @@ Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
 
 ``JOB.json`` keys:
     store (str): project store path.
-    steps (int): optimiser steps.
+    steps (int or null): optimiser steps (null: the recipe's default for the amount of corrected pixels).
     out_dir (str): where checkpoints go (``final.pt``).
+    recipe (str, default "default"): the fine-tuning recipe (``src_model.finetune.RECIPES``).
+    semi_supervised (bool, default true): False fine-tunes with the supervised loss only.
     seed (int, default 0), device ("auto" | "cpu" | "cuda", default "auto").
     patch, batch_labelled, batch_unlabelled (int, optional): shortcuts for TrainConfig fields.
     config (dict, optional): any other TrainConfig field overrides.
     eval_tile (int, optional): tile size for scoring held-out regions (default
         ``src_model.tiling.EVAL_TILE``, 256, with overlap ``EVAL_OVERLAP``, 0.25: the released protocol).
+    agreement_crops (int, optional): crops of uncorrected tissue compared with the current model
+        (default ``src_model.agreement.AGREEMENT_MAX_CROPS``).
+    register ("auto" | "yes" | "no", optional): add the model to the store before ``Done`` (promoted by
+        the rule of :func:`~napari_cdma.project.retrain_job.finish`, always, or never), as ``cdma retrain``
+        does; absent: the caller registers it (the dock).
 
 Protocol: one JSON object per line on stdout (flushed), the events of
 :mod:`napari_cdma.project.events` in order: ``Started``, ``Progress`` (per step), ``Evaluating``,
 then ``Done``, or ``Cancelled`` (SIGTERM: the trainer stops between steps; exit 0) or ``Failed``
 (exit code 1). Everything else (logging, library output, C-level prints) goes to stderr.
 
-``Done.better`` is ``new_dice > old_dice`` on the pooled foreground pixels of the held-out regions,
-or ``None`` when the store holds no held-out region (``message`` says so).
+``Done.better`` is ``new_dice > old_dice`` on the pooled foreground pixels of all held-out regions,
+or ``None`` when the store holds no held-out region (``message`` says so). ``Done.agreement`` is the
+agreement of the new model with the current one on uncorrected tissue of the store's images
+(:mod:`src_model.agreement`), ``Done.per_image`` both, image by image.
 """
 from __future__ import annotations
 
@@ -34,12 +43,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
-from .events import Cancelled, Done, Evaluating, Failed, Progress, RetrainEvent, Started, to_json
+from .events import Cancelled, Done, Evaluating, Failed, ImageScore, Progress, RetrainEvent, Started, to_json
 
 logger = logging.getLogger("napari_cdma.retrain_worker")
 
 EXIT_ERROR = 1
 _SHORTCUTS = ("patch", "batch_labelled", "batch_unlabelled")
+# TrainConfig fields that finetune() sets from its own arguments (recipe, steps, seed, ...)
+_FINETUNE_ARGS = ("steps", "seed", "device", "threads", "unsupervised")
 
 
 class _Emitter:
@@ -90,40 +101,87 @@ def _lower_priority_and_threads() -> int:
     return threads
 
 
-def _train_config(job: Dict[str, Any]):
+def _overrides(job: Dict[str, Any]) -> Dict[str, Any]:
+    """TrainConfig fields the job sets besides the recipe (``config`` and the shortcuts), checked."""
     from src_model.trainer import TrainConfig
 
     overrides = dict(job.get("config") or {})
     for key in _SHORTCUTS:
         if key in job:
             overrides[key] = int(job[key])
-    overrides["seed"] = int(job.get("seed", 0))
-    overrides["device"] = str(job.get("device", "auto"))
-    overrides["threads"] = 0  # set once here, politely, not by the trainer
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - set(_FINETUNE_ARGS)
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown training options {unknown}; valid: {', '.join(sorted(known))}")
-    return TrainConfig.finetune(int(job["steps"]), **overrides)
+    return overrides
 
 
-def _score(model_path: Path, crops: Sequence[np.ndarray], truths: Sequence[np.ndarray], tile: int,
-           device: str, cancel: Callable[[], bool]) -> Optional[float]:
-    """Pooled Dice of a checkpoint on the held-out crops (engine: ``score_regions``), or None if cancelled."""
-    from src_model import load_checkpoint
+def _image_name(records: Sequence[Any], image_hash: str) -> str:
+    """A region's source file name for an image hash, else the start of the hash."""
+    for rec in records:
+        if rec.image_hash == image_hash and rec.source_path:
+            return Path(str(rec.source_path)).name
+    return f"image {image_hash[:10]}"
+
+
+_PerImage = Dict[str, Tuple[int, float, float]]  # image hash -> (held-out regions, old Dice, new Dice)
+
+
+def _score_held(old_model, new_model, held: Sequence[Tuple[Any, np.ndarray, np.ndarray]], tile: int,
+                device: str, cancel: Callable[[], bool]) -> Optional[Tuple[float, float, _PerImage]]:
+    """Pooled Dice of both models on all held-out regions, and per source image; None if cancelled."""
     from src_model.evaluate import score_regions
     from src_model.progress import drain
 
-    regions = list(zip(crops, truths, strict=True))
-    return drain(score_regions(load_checkpoint(model_path), regions, tile=tile, device=device, cancel=cancel))
+    def score(model, regions) -> Optional[float]:
+        return drain(score_regions(model, regions, tile=tile, device=device, cancel=cancel))
+
+    regions = [(crop, truth) for _, crop, truth in held]
+    old = score(old_model, regions)
+    new = None if old is None else score(new_model, regions)
+    if old is None or new is None:
+        return None
+    per: _PerImage = {}
+    for image_hash in sorted({rec.image_hash for rec, _, _ in held}):
+        mine = [(crop, truth) for rec, crop, truth in held if rec.image_hash == image_hash]
+        o, n = score(old_model, mine), score(new_model, mine)
+        if o is None or n is None:
+            return None
+        per[image_hash] = (len(mine), o, n)
+    return old, new, per
+
+
+def _agreement(store, old_model, new_model, device: str, max_crops: int, cancel: Callable[[], bool]):
+    """Agreement of the new model with the current one on the uncorrected tissue of the store's whole
+    images (the boxes of live accepted regions left out); None if cancelled."""
+    from src_model.agreement import agreement
+    from src_model.progress import drain
+
+    regions = store.regions()
+    images = []
+    for image_hash, image in store.whole_images(skip_damaged=True):
+        boxes = [tuple(int(v) for v in r.bbox) for r in regions if r.image_hash == image_hash]
+        images.append((image_hash, image, boxes))
+    return drain(agreement(old_model, new_model, images, max_crops=max_crops, device=device, cancel=cancel))
+
+
+def _per_image_rows(records, held_per: _PerImage, agree: Dict[str, Any]) -> Tuple[ImageScore, ...]:
+    rows = []
+    for image_hash in sorted(set(held_per) | set(agree["per_image"])):
+        n, old, new = held_per.get(image_hash, (0, None, None))
+        a = agree["per_image"].get(image_hash, {}).get("agreement")
+        rows.append(ImageScore(image=_image_name(records, image_hash), n_holdout=n, old_dice=old, new_dice=new,
+                               agreement=a))
+    return tuple(rows)
 
 
 def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Callable[[], bool]) -> int:
-    """Fine-tune the store's current model and score it; returns the exit code."""
+    """Fine-tune the store's current model with the recipe, score it; returns the exit code."""
     from src_model import load_checkpoint
+    from src_model.agreement import AGREEMENT_MAX_CROPS, MIN_AGREEMENT
+    from src_model.finetune import default_steps, finetune, get_recipe
     from src_model.progress import drain
     from src_model.tiling import EVAL_TILE
-    from src_model.trainer import train
 
     from .store import ProjectStore, StoreError
 
@@ -132,7 +190,11 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     out_dir.mkdir(parents=True, exist_ok=True)
     parent = store.current_model_version
     parent_path = store.current_model_path()
-    config = _train_config(job)
+    recipe = get_recipe(str(job.get("recipe") or "default"))
+    overrides = _overrides(job)
+    register = job.get("register")
+    if register not in (None, "auto", "yes", "no"):
+        raise ValueError(f"register must be auto, yes or no, got {register!r}")
 
     train_records = store.training_regions()
     holdout_records = store.holdout_regions()
@@ -151,7 +213,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
             skipped.append(rec.region_id)
             continue
         if rec.holdout:
-            held.append((crop, corrected, predicted))
+            held.append((rec, crop, corrected))
         else:
             labelled.append((crop, (corrected > 0).astype(np.uint8)))
     train_records = [r for r in train_records if r.region_id not in skipped]
@@ -161,13 +223,16 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         raise ValueError(f"every region to train on is damaged ({', '.join(skipped)}); withdraw them or "
                          "restore the store from a backup")
     unlabelled = store.unlabelled_images(skip_damaged=True) + [crop for crop, _ in labelled]
+    steps = int(job["steps"]) if job.get("steps") else default_steps(recipe, labelled)
+    semi = bool(job.get("semi_supervised", True))
+    seed, device = int(job.get("seed", 0)), str(job.get("device", "auto"))
+    config = {"recipe": recipe.name, "steps": steps, "semi_supervised": semi, "seed": seed, "device": device,
+              **overrides}
     emit(Started(model_version=parent, n_labelled=len(labelled), n_unlabelled=len(unlabelled),
-                 n_holdout=len(held), pid=os.getpid(), config=config.to_dict()))
+                 n_holdout=len(held), pid=os.getpid(), config=config))
     if cancel():
         emit(Cancelled(steps_done=0))
         return 0
-
-    model = load_checkpoint(parent_path)
     import torch
 
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
@@ -178,30 +243,50 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         emit(Progress(step=p.step, total=p.total, eta_s=p.eta_s,
                       metrics={k: float(v) for k, v in p.metrics.items()}))
 
-    result = drain(train(model, labelled, unlabelled, config, out_dir, cancel=cancel, provenance=provenance),
-                   on_progress)
+    # threads=0: the worker set them once, politely (_lower_priority_and_threads)
+    result = drain(finetune(parent_path, labelled, unlabelled, out_dir, recipe=recipe, steps=steps,
+                            semi_supervised=semi, seed=seed, device=device, threads=0, cancel=cancel,
+                            overrides=overrides, provenance=provenance), on_progress)
     if result.cancelled or cancel():
         emit(Cancelled(steps_done=result.steps_done))
         return 0
 
     emit(Evaluating(n_holdout=len(held)))
     tile = int(job.get("eval_tile", EVAL_TILE))
-    device = config.device
+    score_device = "cpu" if device == "auto" else device
+    old_model, new_model = load_checkpoint(parent_path), load_checkpoint(result.checkpoint)
+    held_per: _PerImage = {}
     if held:
-        crops = [c for c, _, _ in held]
-        truths = [t for _, t, _ in held]
-        old = _score(parent_path, crops, truths, tile, device, cancel)
-        new = None if old is None else _score(result.checkpoint, crops, truths, tile, device, cancel)
-        if old is None or new is None:
+        scored = _score_held(old_model, new_model, held, tile, score_device, cancel)
+        if scored is None:
             emit(Cancelled(steps_done=result.steps_done))
             return 0
+        old, new, held_per = scored
         better: Optional[bool] = new > old
         message = f"held-out Dice {old:.3f} -> {new:.3f} on {len(held)} regions"
     else:
         old = new = better = None
         message = "no held-out regions yet: the new model cannot be scored; promote it by hand if wanted"
-    emit(Done(checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
-              n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message))
+    agree = _agreement(store, old_model, new_model, score_device,
+                       int(job.get("agreement_crops", AGREEMENT_MAX_CROPS)), cancel)
+    if agree is None:
+        emit(Cancelled(steps_done=result.steps_done))
+        return 0
+    if agree["pooled"] is not None:
+        message += f"; agreement with {parent} on uncorrected tissue {agree['pooled']:.3f} ({agree['crops']} crops)"
+    else:
+        message += "; no uncorrected tissue stored to compare with the current model"
+    done = Done(checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
+                n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message,
+                agreement=agree["pooled"], min_agreement=MIN_AGREEMENT, agreement_crops=agree["crops"],
+                recipe=recipe.name, per_image=_per_image_rows(store.regions(), held_per, agree))
+    if register is not None:
+        from .retrain_job import finish
+
+        record = finish(store, done, promote={"auto": None, "yes": True, "no": False}[register])
+        done = dataclasses.replace(done, version=record.version, promoted=record.promoted,
+                                   decision=str(record.metrics.get("decision", "")))
+    emit(done)
     return 0
 
 
