@@ -115,6 +115,7 @@ class CdmaWidget(QWidget):
         self.store_label.setWordWrap(True)
 
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
+        self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
         self.display_panel = DisplayPanel(self.viewer)
         self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get,
                                         image_label=self._region_image_label)
@@ -342,18 +343,25 @@ class CdmaWidget(QWidget):
         if state is not None and state.image.shape != result.image.shape:
             state = None  # another image under the same layer name: its old prediction does not apply
         target, edits = self._target_layer(result, state)
-        instances = result.instances if result.instances is not None else result.prediction.labels
-        instances = np.array(instances, dtype=np.int32, copy=True)
+        corrections = (result.corrections if result.corrections is not None
+                       else self._accepted_corrections(result.image_hash))
         # The layer shows the accepted corrections over the new prediction (they are what the
         # pathologist signed off); the state keeps the model's own labels, which Accept stores as
         # "predicted" and against which unaccepted edits are found.
-        shown = instances.copy()
-        n_pasted = paste_corrections(shown, self._accepted_corrections(result.image_hash))
-        layers = show_prediction(self.viewer, name, result.prediction, instances=shown,
-                                 uncertainty=result.uncertainty, display_range=result.display_range,
-                                 labels_name=target, entropy=self.predict_panel.entropy_check.isChecked(),
-                                 branches=self.predict_panel.branches_check.isChecked(),
-                                 fill=self.display_panel.fill_check.isChecked())
+        if result.live is not None:  # a large image: its layers were filled as it was predicted
+            layers = result.live.adopt(target, result.display_range, fill=self.display_panel.fill_check.isChecked(),
+                                       secondary=target != names_for(name)["prediction"])
+            instances, n_pasted = result.live.paste(corrections)
+        else:
+            instances = result.instances if result.instances is not None else result.prediction.labels
+            instances = np.array(instances, dtype=np.int32, copy=True)
+            shown = instances.copy()
+            n_pasted = paste_corrections(shown, corrections)
+            layers = show_prediction(self.viewer, name, result.prediction, instances=shown,
+                                     uncertainty=result.uncertainty, display_range=result.display_range,
+                                     labels_name=target, entropy=self.predict_panel.entropy_check.isChecked(),
+                                     branches=self.predict_panel.branches_check.isChecked(),
+                                     fill=self.display_panel.fill_check.isChecked())
         # regions already accepted are reviewed: "look here next" skips them
         ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
         show_review_tiles(self.viewer, name, ranked)

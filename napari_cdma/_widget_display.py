@@ -189,6 +189,8 @@ class DisplayPanel(QWidget):
             if layer is None or layer not in self.viewer.layers:
                 continue
             value = layer.get_value(position, world=True)
+            if isinstance(value, tuple):  # a multiscale layer (a large image's uncertainty): (level, value)
+                value = value[-1]
             if value is None:
                 continue
             if what == "uncertainty":

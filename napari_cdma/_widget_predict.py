@@ -1,14 +1,23 @@
-"""Predict panel: choose image and model, run tiled prediction off the GUI thread, cancel."""
+"""Predict panel: choose image and model, run tiled prediction off the GUI thread, cancel.
+
+A large image's prediction streams (:mod:`._predict_stream`): its labels and uncertainty layers
+are added before the worker starts and filled as row bands finish, a bounded piece per timer
+tick, so the event loop stays free whatever the image size. Cancel stops the worker after the
+current tile (or finishing step) and hides the half-filled layers at once; they are removed when
+the worker has stopped.
+"""
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,9 +33,17 @@ from qtpy.QtWidgets import (
 
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
-from ._layers import LayerInputError, image_from_layer, is_derived, narrow_combo
+from ._layers import HASH_KEY, LayerInputError, image_from_layer, is_derived, narrow_combo
+from ._predict_stream import WHOLE_IMAGE_PIXELS, Block, LiveLayers, Rows, Stage, pieces, predict_job, streams
+from ._predict_stream import review_outputs as _review_outputs  # noqa: F401 - the dock's name for it, used by tests
 
 CHOOSE_FILE = "Choose file..."
+#: The live layers are updated every DRAIN_INTERVAL_MS, for at most DRAIN_BUDGET_S of GUI time per tick;
+#: the uncertainty layer is redrawn at most every UNCERTAINTY_REFRESH_S.
+DRAIN_INTERVAL_MS = 25
+DRAIN_BUDGET_S = 0.02
+UNCERTAINTY_REFRESH_S = 0.3
+PROGRESS_REFRESH_S = 0.25
 
 
 @dataclass
@@ -45,6 +62,10 @@ class PredictResult:
         display_range: its contrast limits (robust range over tissue).
         glands: per-gland rows (id, area, mean_uncertainty, ...).
         image_hash: the store's hash of ``image`` (``project.store.hash_image``).
+        corrections: the store's accepted corrections of the image, read by the worker (None when
+            the panel has no ``corrections_for``).
+        live: for a large image, the layers filled while it was predicted (``prediction`` is then
+            None: the maps were never held whole); the dock adopts them.
     """
 
     image_name: str
@@ -58,55 +79,8 @@ class PredictResult:
     display_range: Tuple[float, float] = (0.0, 1.0)
     glands: List[Dict[str, Any]] = field(default_factory=list)
     image_hash: str = ""
-
-
-def _review_outputs(prediction: Any, image: np.ndarray) -> Dict[str, Any]:
-    """Instances, uncertainty map, display range, review regions and gland table (worker thread).
-
-    All from the engine (``src_model.uncertainty``, ``src_model.postprocess``): one label per gland
-    with the post-processing chosen on validation, the robust display range over tissue, review
-    regions of at least 128 px centred on uncertain glands, and the per-gland table.
-    """
-    from src_model.postprocess import instance_labels
-    from src_model.tissue import tissue_mask
-    from src_model.uncertainty import display_range, gland_table, review_regions
-
-    tissue = tissue_mask(image)
-    umap = np.asarray(prediction.uncertainty, dtype=np.float32)
-    instances = instance_labels(prediction)
-    lo, hi = display_range(umap, tissue)
-    # the map, glands and tissue computed above, so the engine does not compute them again
-    ranked = review_regions(prediction, image, uncertainty_map=umap, instances=instances, tissue=tissue)
-    return dict(instances=instances, uncertainty=umap, display_range=(float(lo), float(hi)),
-                ranked=[(float(s), tuple(int(v) for v in b)) for s, b in ranked],
-                glands=gland_table(instances, umap))
-
-
-def _predict_job(model_path: str, image: np.ndarray, branches: bool) -> Generator[Any, None, Any]:
-    """Load the model and run tiled prediction; yields engine ``Progress`` events.
-
-    Everything derived from the prediction (gland instances, display range, review regions, gland
-    table, the store's image hash) is computed here too, never on the GUI thread.
-
-    Expected failures (unreadable or foreign checkpoint) are returned as ``("error", message)``
-    rather than raised, so the dock shows one clear message instead of a traceback.
-    """
-    from src_model.checkpoint import (
-        CheckpointError,
-        load_model,
-    )
-    from src_model.inference import predict_tiles
-
-    from .project.store import hash_image
-
-    try:
-        model = load_model(model_path)
-    except (CheckpointError, FileNotFoundError) as exc:
-        return ("error", f"Cannot use this model: {exc}")
-    prediction = yield from predict_tiles(model, image, return_branches=branches)
-    extra = _review_outputs(prediction, image)
-    extra["image_hash"] = hash_image(image)
-    return ("ok", prediction, extra)
+    corrections: Optional[List[Any]] = None
+    live: Optional[LiveLayers] = None
 
 
 class PredictPanel(QWidget):
@@ -136,6 +110,21 @@ class PredictPanel(QWidget):
         self._last_model_index = 0
         self.pixel_limit: Optional[int] = None  # None = the engine's MAX_PIXELS
         self.last_message = ""
+        #: called in the worker with the image's store hash: the store's accepted corrections of it
+        self.corrections_for: Optional[Callable[[str], List[Any]]] = None
+        #: images larger than this (pixels) stream into live layers; smaller ones are shown whole at the end
+        self.stream_pixels = WHOLE_IMAGE_PIXELS
+        self._live: Optional[LiveLayers] = None  # the layers of a running streamed prediction
+        self._dropped: Optional[LiveLayers] = None  # a cancelled run's layers, removed once its worker stopped
+        self._queue: deque = deque()  # Rows / Block pieces not yet copied into the live layers
+        self._pending: Optional[Tuple[Any, ...]] = None  # a returned result waiting for the queue to drain
+        self._cancelled = False
+        self._unc_dirty = False
+        self._unc_refreshed = 0.0
+        self._progress_shown = 0.0
+        self._timer = QTimer(self)
+        self._timer.setInterval(DRAIN_INTERVAL_MS)
+        self._timer.timeout.connect(self._drain)
 
         # magicgui's layer chooser: follows the viewer's image layers by type (not by name); the
         # plugin's own outputs (disagreement, entropy, ...) are marked in their metadata and left out.
@@ -188,8 +177,8 @@ class PredictPanel(QWidget):
     # ----------------------------------------------------------------- choices
     @property
     def running(self) -> bool:
-        """True while a prediction runs."""
-        return self._worker is not None
+        """True while a prediction runs (until its layers are filled and handed over)."""
+        return self._worker is not None or self._pending is not None
 
     def _image_layers(self, _widget: Any = None) -> List[Any]:
         return [ly for ly in self.viewer.layers if isinstance(ly, Image) and not is_derived(ly)]
@@ -293,7 +282,7 @@ class PredictPanel(QWidget):
         Returns:
             True if a run started; False if the input was refused (the reason is shown).
         """
-        if self._worker is not None:
+        if self.running:
             self._fail("A prediction is already running; cancel it first.")
             return False
         if layer is None:
@@ -313,12 +302,18 @@ class PredictPanel(QWidget):
 
         from napari.qt.threading import create_worker
 
-        worker = create_worker(_predict_job, model_path, image, self.branches_check.isChecked())
         name = layer.name
         version = str(choice[1]) if choice[0] == "version" else None
-        worker.yielded.connect(self._on_progress)
+        self._queue.clear()
+        self._pending = None
+        self._cancelled = False
+        self._live = LiveLayers(self.viewer, name, image.shape[:2]) if streams(image.shape, self.stream_pixels) \
+            else None
+        worker = create_worker(predict_job, model_path, image, self._live.uncertainty if self._live else None,
+                               branches=self.branches_check.isChecked(), corrections_for=self.corrections_for)
+        worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda res: self._on_returned(res, name, image, label, version))
-        worker.errored.connect(lambda exc: self._fail(f"Prediction failed: {exc}"))
+        worker.errored.connect(self._on_errored)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -327,31 +322,100 @@ class PredictPanel(QWidget):
         self.progress.setRange(0, 0)  # busy until the first tile batch reports
         self.status.setText(f"Predicting '{name}' with {label}...")
         worker.start()
+        self._timer.start()
         return True
 
     def cancel(self) -> None:
-        """Ask the running prediction to stop after the current tile batch."""
+        """Stop the running prediction after the current tile (or finishing step); its half-filled
+        layers are hidden and marked cancelled now, and removed once the worker has stopped."""
         if self._worker is not None:
-            self.status.setText("Cancelling after this tile batch...")
+            self.status.setText("Cancelling...")
+            self._cancelled = True
             self._worker.quit()
+            self._drop_live()
+        elif self._pending is not None:  # computed, layers still filling: drop it
+            self._pending = None
+            self._drop_live()
+            self._on_aborted()
+            self._end_run()
+
+    def _drop_live(self) -> None:
+        self._queue.clear()
+        if self._live is not None:
+            self._live.hide()
+            self._dropped, self._live = self._live, None
+
+    def _on_yielded(self, event: Any) -> None:
+        if self._cancelled:  # the worker's last events before it stops are dropped
+            return
+        if isinstance(event, Stage):
+            self._on_progress(event)
+        elif isinstance(event, (Rows, Block)) and self._live is not None:
+            self._queue.extend(pieces(event, self._live.uncertainty.shape[1]))
 
     def _on_progress(self, event: Any) -> None:
         total = int(getattr(event, "total", 0) or 0)
         step = int(getattr(event, "step", 0) or 0)
-        if total > 0:
+        now = time.perf_counter()
+        # throttled: a progress bar repaints at once, and with it the whole window, canvas included
+        if total > 0 and (now - self._progress_shown >= PROGRESS_REFRESH_S or self.progress.maximum() != total):
             self.progress.setRange(0, total)
             self.progress.setValue(min(step, total))
+            self._progress_shown = now
+
+    def _drain(self) -> None:
+        """Copy queued pieces into the live layers for at most DRAIN_BUDGET_S (GUI thread)."""
+        live = self._live
+        if live is None:
+            if self._pending is not None:
+                self._complete()
+            return
+        if not live.alive():  # the user deleted a live layer: the prediction has nowhere to go
+            self.cancel()
+            return
+        t0 = time.perf_counter()
+        while self._queue and time.perf_counter() - t0 < DRAIN_BUDGET_S:
+            piece = self._queue.popleft()
+            if isinstance(piece, Rows):
+                live.write_labels(piece.r0, 0, piece.labels)
+                self._unc_dirty = True
+            else:
+                live.write_labels(piece.y0, piece.x0, piece.labels)
+        now = time.perf_counter()
+        if self._unc_dirty and (now - self._unc_refreshed > UNCERTAINTY_REFRESH_S or not self._queue):
+            live.refresh_uncertainty()
+            self._unc_dirty, self._unc_refreshed = False, now
+        if not self._queue and self._pending is not None:
+            self._complete()
 
     def _on_returned(self, result: Any, name: str, image: np.ndarray, label: str,
                      version: Optional[str]) -> None:
+        if self._cancelled:  # cancelled while it returned
+            return
         if result[0] == "error":
+            self._drop_live()
             self._fail(result[1])
             return
-        _, prediction, extra = result
+        self._pending = (result, name, image, label, version)  # handed over once the layers are filled
+
+    def _complete(self) -> None:
+        (_, prediction, extra), name, image, label, version = self._pending
+        live, self._live, self._pending = self._live, None, None
+        self._timer.stop()
+        if name in self.viewer.layers and extra.get("image_hash"):
+            # the image's store hash, so that opening a store does not hash it again on the GUI thread
+            self.viewer.layers[name].metadata[HASH_KEY] = extra["image_hash"]
         self.last_message = f"Predicted '{name}' with {label}."
         self.status.setText(self.last_message)
+        # a streamed image's layers are handed over (live); a whole prediction is shown by the dock
         self.finished.emit(PredictResult(name, image, prediction, model_label=label, model_version=version,
-                                         **extra))
+                                         live=live, **extra))
+        if self._worker is None:  # the worker's finished signal came first
+            self._end_run()
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._drop_live()
+        self._fail(f"Prediction failed: {exc}")
 
     def _on_aborted(self) -> None:
         self.last_message = "Prediction cancelled."
@@ -359,6 +423,16 @@ class PredictPanel(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        if self._pending is None:
+            self._drop_live()  # ended without a result (cancelled, or an error already reported)
+            self._end_run()
+
+    def _end_run(self) -> None:
+        self._timer.stop()
+        self._cancelled = False
+        if self._dropped is not None:  # after the worker stopped: napari's removal runs the garbage collector
+            dropped, self._dropped = self._dropped, None
+            QTimer.singleShot(0, dropped.remove)
         self.predict_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress.maximum() == 0:

@@ -1,0 +1,233 @@
+"""Predicting a large image in the dock: event-loop stalls, peak memory, wall time, Cancel, progress.
+
+A real napari viewer with the CDMA dock and a ``--size`` x ``--size`` RGB image (default 6000) made
+by tiling real GlaS test images (each cropped to 500 x 750 px, cycled in split.csv order), predicted
+with the bundled model (the dock's defaults: no project store, the viewer's thread share):
+
+1. a full prediction, timed from the Predict click until the layers are handed over; a 10 ms QTimer
+   measures its own lateness throughout (the event-loop stall), the process's peak RSS is read from
+   /proc (``VmHWM``, reset before the run through ``/proc/self/clear_refs``), and every tick notes
+   whether the progress bar stood at 100 % while the prediction was still running;
+2. the same prediction again, cancelled when the progress bar passes ``--cancel-at`` (30 %): the time
+   from the Cancel click to the worker thread's ``finished`` signal, and whether any layer of the
+   cancelled run is left.
+
+Writes ``benchmarks/results/dock_large.json`` and ``.md``. The 1-minute load average is recorded at
+start and end: other work on the machine slows every number here.
+
+Usage::
+
+    python benchmarks/bench_dock_large.py [--size 6000] [--cancel-at 0.3] [--data GLAS]
+
+Re-execs itself under ``xvfb-run`` when no display is set.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from _common import RESULTS, add_data_argument, ensure_display, glas_ids, load_average, machine_info, require_glas, \
+    write_results
+
+INTERVAL_MS = 10
+CELL = (500, 750)  # GlaS images are at least 522 x 775
+
+
+def tiled_glas(data: Path, size: int) -> np.ndarray:
+    """A size x size RGB uint8 image tiled from GlaS test images (cropped to CELL, cycled)."""
+    from src_model.io import read_image
+
+    ids = glas_ids(data, prefix="test")
+    out = np.empty((size, size, 3), np.uint8)
+    k = 0
+    for y in range(0, size, CELL[0]):
+        for x in range(0, size, CELL[1]):
+            img = read_image(data / "images" / f"{ids[k % len(ids)]}.png")[:CELL[0], :CELL[1]]
+            k += 1
+            h, w = min(CELL[0], size - y, img.shape[0]), min(CELL[1], size - x, img.shape[1])
+            out[y:y + h, x:x + w] = img[:h, :w]
+    return out
+
+
+def rss_mb() -> Dict[str, float]:
+    """Current and peak resident memory of this process, MB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Ticker:
+    """A 10 ms QTimer that records its lateness and, per tick, what ``probe()`` returns."""
+
+    def __init__(self, probe) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: List[float] = []
+        self.samples: List[Any] = []
+        self.probe = probe
+        self.timer = QTimer()
+        self.timer.setInterval(INTERVAL_MS)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        self.ticks.append(time.perf_counter())
+        self.samples.append(self.probe())
+
+    def start(self) -> None:
+        self.ticks.clear()
+        self.samples.clear()
+        self.timer.start()
+
+    def stop(self) -> Dict[str, float]:
+        self.timer.stop()
+        late = np.array([max(0.0, (b - a) * 1000.0 - INTERVAL_MS) for a, b in zip(self.ticks, self.ticks[1:],
+                                                                                     strict=False)])
+        if late.size == 0:
+            return {"n": 0}
+        return {"n": int(late.size), "p50_ms": float(np.percentile(late, 50)), "p99_ms": float(np.percentile(late, 99)),
+                "max_ms": float(late.max()), "over_100ms": int((late > 100).sum()), "over_500ms": int((late > 500).sum())}
+
+
+def wait_until(pred, timeout_s: float) -> bool:
+    from qtpy.QtWidgets import QApplication
+
+    t0 = time.perf_counter()
+    while not pred():
+        if time.perf_counter() - t0 > timeout_s:
+            return False
+        QApplication.processEvents()
+        time.sleep(0.002)
+    return True
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=6000, help="image side in pixels (default 6000)")
+    p.add_argument("--cancel-at", type=float, default=0.3, help="progress fraction at which run 2 is cancelled")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the full prediction")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    add_data_argument(p)
+    args = p.parse_args(argv)
+    data = require_glas(args.data, p.prog).resolve()
+    ensure_display()
+    # no project store: the dock predicts with the bundled model, as on a first start
+    os.environ["NAPARI_CDMA_PROJECT"] = str(Path(tempfile.mkdtemp(prefix="cdma_bench_")) / "no_store")
+
+    import napari
+
+    from napari_cdma._layers import names_for
+    from napari_cdma._predict_stream import LIVE_SUFFIX
+
+    results: Dict[str, Any] = {"size": args.size, "interval_ms": INTERVAL_MS, "load_avg_start": load_average(),
+                               "data": str(data)}
+    image = tiled_glas(data, args.size)
+    name = "large"
+    viewer = napari.Viewer(title="napari-cdma large-image benchmark")
+    try:
+        viewer.add_image(image, name=name, rgb=True)
+        _, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
+        panel = widget.predict_panel
+        del image  # the layer holds it
+        wait_until(lambda: False, 1.0)  # let the first frames draw
+        results["rss_before_mb"] = rss_mb()["VmRSS"]
+
+        def probe():
+            bar = panel.progress
+            return (bar.value(), bar.maximum(), panel.running)
+
+        # 1. full prediction
+        ticker = Ticker(probe)
+        results["peak_reset"] = reset_peak()
+        ticker.start()
+        t0 = time.perf_counter()
+        assert widget.predict(name), panel.last_message
+        done = wait_until(lambda: not panel.running, args.timeout)
+        wall = time.perf_counter() - t0
+        stall = ticker.stop()
+        at_full = [s for s in ticker.samples if s[2] and s[1] > 0 and s[0] >= s[1]]
+        # how long the bar stood at 100 % while the run was still going
+        full_s = len(at_full) * INTERVAL_MS / 1000.0
+        labels = viewer.layers[names_for(name)["prediction"]] if names_for(name)["prediction"] in viewer.layers \
+            else None
+        results["predict"] = {
+            "completed": bool(done and labels is not None), "wall_s": wall, "stall": stall,
+            "peak_rss_mb": rss_mb()["VmHWM"], "rss_after_mb": rss_mb()["VmRSS"],
+            "progress_at_100_while_running_ticks": len(at_full), "progress_at_100_while_running_s_approx": full_s,
+            "glands": int(len(widget.display_panel.glands)), "review_regions": len(widget.review_panel.tiles),
+            "message": panel.last_message,
+        }
+        print("predict", results["predict"], flush=True)
+
+        # 2. cancelled at ~30 %
+        stopped: Dict[str, float] = {}
+        ticker = Ticker(probe)
+        ticker.start()
+        assert widget.predict(name), panel.last_message
+        worker = panel._worker
+        worker.finished.connect(lambda: stopped.setdefault("t", time.perf_counter()))
+        reached = wait_until(lambda: panel.progress.maximum() > 0
+                             and panel.progress.value() >= args.cancel_at * panel.progress.maximum(), args.timeout)
+        fraction = panel.progress.value() / max(1, panel.progress.maximum())
+        t_click = time.perf_counter()
+        panel.cancel_button.click()
+        wait_until(lambda: "t" in stopped and not panel.running, 120)
+        stall2 = ticker.stop()
+        left = [ly.name for ly in viewer.layers if ly.name.endswith(LIVE_SUFFIX)]
+        results["cancel"] = {"reached_fraction": fraction if reached else None,
+                             "cancel_to_worker_stopped_s": stopped.get("t", float("nan")) - t_click,
+                             "cancel_to_idle_s": time.perf_counter() - t_click if not panel.running else None,
+                             "live_layers_left": left, "message": panel.last_message, "stall": stall2}
+        print("cancel", results["cancel"], flush=True)
+    finally:
+        viewer.close()
+    results["load_avg_end"] = load_average()
+    results["machine"] = machine_info()
+    write_results("dock_large", results, _markdown(results), args.out)
+    return 0
+
+
+def _markdown(r: Dict[str, Any]) -> str:
+    pr, ca, m = r["predict"], r["cancel"], r["machine"]
+    s = pr["stall"]
+    return "\n".join([
+        f"# Large image in the dock ({r['size']} x {r['size']} RGB, bundled model)", "",
+        f"{m['cores']} usable cores ({m['cpu']}), torch {m['torch']}; load average (1/5/15 min) "
+        f"{r['load_avg_start']} at start, {r['load_avg_end']} at end. Image tiled from GlaS test images.", "",
+        "| measure | value | target |", "|---|---|---|",
+        f"| wall time, Predict click to layers handed over | {pr['wall_s']:.1f} s | |",
+        f"| event-loop stall (10 ms timer lateness) max | {s['max_ms']:.0f} ms | < 100 ms |",
+        f"| stall p99 / p50 | {s['p99_ms']:.1f} / {s['p50_ms']:.1f} ms | |",
+        f"| ticks late by > 100 ms / > 500 ms | {s['over_100ms']} / {s['over_500ms']} | |",
+        f"| peak RSS of the napari process during predict | {pr['peak_rss_mb']:.0f} MB "
+        f"(before: {r['rss_before_mb']:.0f} MB) | < 1536 MB |",
+        f"| progress at 100 % while work remained | {pr['progress_at_100_while_running_s_approx']:.2f} s | 0 |",
+        f"| Cancel click to worker stopped (cancelled at {100 * (ca['reached_fraction'] or 0):.0f} %) | "
+        f"{ca['cancel_to_worker_stopped_s']:.2f} s | < 1 s |",
+        f"| layers of the cancelled run left | {len(ca['live_layers_left'])} | 0 |",
+        f"| stall max during the cancelled run | {ca['stall']['max_ms']:.0f} ms | |",
+        "", f"Glands found: {pr['glands']}; review regions: {pr['review_regions']}. "
+        f"Measured by `benchmarks/bench_dock_large.py`.",
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

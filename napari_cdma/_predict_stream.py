@@ -1,0 +1,331 @@
+"""The dock's prediction: the worker-thread job and, for large images, the layers it fills (Qt-free).
+
+The job runs the engine's band loop (:func:`src_model.inference.predict_into`, the loop of every
+prediction path).
+
+* Images up to :data:`WHOLE_IMAGE_PIXELS` are collected whole, and everything the dock shows
+  after a prediction (gland instances, review regions, gland table, display range) is computed
+  from the whole maps (:func:`review_outputs`): the dock shows them as it always has.
+* Larger images stream: the labels and uncertainty layers are allocated before the job starts
+  (:class:`LiveLayers`), the job yields every finished band of rows (:class:`Rows`) and then every
+  block of final gland labels (:class:`Block`), and the dock copies each into the layers a bounded
+  piece at a time, so the viewer fills in as tiles finish and its event loop never waits for a
+  whole image. The maps are never held whole as floats: the worker keeps a uint8 gland mask, the
+  float16 uncertainty map is the live layer's own data, and instances, gland table, display range
+  and review regions are computed block by block (:class:`src_model.blockwise.BlockReview`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
+
+import numpy as np
+
+from ._layers import (
+    IMAGE_KEY,
+    ROLE_KEY,
+    UNCERTAINTY_CMAP,
+    UNCERTAINTY_FADE_START,
+    UNCERTAINTY_OPACITY,
+    fading_colormap,
+    gland_colormap,
+    names_for,
+    style_prediction,
+)
+
+#: Largest image (pixels) whose post-processing runs on the whole maps (about 40 bytes a pixel of
+#: temporaries: 170 MB here); larger images are post-processed block by block.
+WHOLE_IMAGE_PIXELS = 2048 * 2048
+#: Largest piece (pixels) of a layer update done in one go on the GUI thread (~20 ms).
+UPDATE_PIXELS = 256 * 1024
+#: Suffix of the layers a running prediction fills; they are removed if it is cancelled or fails.
+LIVE_SUFFIX = " (predicting...)"
+LIVE_ROLE = "predicting"
+CANCELLED_SUFFIX = " (cancelled)"
+
+
+@dataclass
+class Rows:
+    """Finished image rows ``r0 .. r0 + len(labels)``: class labels uint8 (r, W); the uncertainty
+    of these rows is already in the live uncertainty array."""
+
+    r0: int
+    labels: np.ndarray
+
+
+@dataclass
+class Block:
+    """Final gland labels int32 (bh, bw) of the block at ``(y0, x0)`` (large images)."""
+
+    y0: int
+    x0: int
+    labels: np.ndarray
+
+
+@dataclass
+class Stage:
+    """Progress of the whole job: ``step`` of ``total`` (tiles, then the finishing steps)."""
+
+    stage: str
+    step: int
+    total: int
+    eta_s: Optional[float] = None
+
+
+def review_outputs(prediction: Any, image: np.ndarray) -> Dict[str, Any]:
+    """Instances, uncertainty map, display range, review regions and gland table (worker thread).
+
+    All from the engine (``src_model.uncertainty``, ``src_model.postprocess``): one label per gland
+    with the post-processing chosen on validation, the robust display range over tissue, review
+    regions of at least 128 px centred on uncertain glands, and the per-gland table.
+    """
+    from src_model.postprocess import instance_labels
+    from src_model.tissue import tissue_mask
+    from src_model.uncertainty import display_range, gland_table, review_regions
+
+    tissue = tissue_mask(image)
+    umap = np.asarray(prediction.uncertainty, dtype=np.float32)
+    instances = instance_labels(prediction)
+    lo, hi = display_range(umap, tissue)
+    # the map, glands and tissue computed above, so the engine does not compute them again
+    ranked = review_regions(prediction, image, uncertainty_map=umap, instances=instances, tissue=tissue)
+    return dict(instances=instances, uncertainty=umap, display_range=(float(lo), float(hi)),
+                ranked=[(float(s), tuple(int(v) for v in b)) for s, b in ranked],
+                glands=gland_table(instances, umap))
+
+
+def streams(shape: Tuple[int, ...], limit: Optional[int] = None) -> bool:
+    """True when an image of this shape is predicted into live layers (more than ``limit`` pixels,
+    default :data:`WHOLE_IMAGE_PIXELS`)."""
+    return int(shape[0]) * int(shape[1]) > (WHOLE_IMAGE_PIXELS if limit is None else int(limit))
+
+
+def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np.ndarray] = None,
+                branches: bool = False, corrections_for: Optional[Callable[[str], List[Any]]] = None,
+                batch_size: Optional[int] = None) -> Generator[Any, None, Any]:
+    """Load the model and predict ``image``, in a worker thread.
+
+    Args:
+        model_path: checkpoint file.
+        image: RGB uint8 (H, W, 3).
+        uncertainty_out: None to collect the whole prediction; else the live uncertainty layer's
+            data, float (H, W): the prediction streams (finished rows are written into it before
+            their :class:`Rows` event is yielded) and is post-processed block by block.
+        branches: keep the per-branch probabilities (whole prediction only).
+        corrections_for: called with the image's store hash; its result (the store's accepted
+            corrections of the image) is returned with the prediction, read here rather than
+            on the GUI thread.
+        batch_size: tiles per forward pass (default: 1 on a CPU, so that Cancel waits for one
+            tile at most; 8 on a GPU).
+
+    Yields:
+        :class:`Stage` after each tile batch and each finishing step (``step == total`` is never
+        yielded: the last step is the return), and when streaming :class:`Rows` and :class:`Block`.
+
+    Returns:
+        ``("ok", prediction or None (streamed), extra)`` where ``extra`` holds the fields of
+        ``PredictResult`` (instances, uncertainty, display_range, ranked, glands, image_hash,
+        corrections); or ``("error", message)`` for an unusable checkpoint.
+    """
+    import torch
+
+    from src_model.bands import tile_starts
+    from src_model.blockwise import BlockReview, block_origins
+    from src_model.checkpoint import CheckpointError, load_model
+    from src_model.inference import MapCollector, predict_into
+    from src_model.runtime import resolve_device, torch_threads
+    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    from .project.store import hash_image
+
+    torch.set_num_threads(torch_threads("viewer"))
+    try:
+        model = load_model(model_path)
+    except (CheckpointError, FileNotFoundError) as exc:
+        return ("error", f"Cannot use this model: {exc}")
+    h, w = image.shape[:2]
+    stream = uncertainty_out is not None
+    if batch_size is None:
+        batch_size = 8 if resolve_device("auto").type == "cuda" else 1
+    n_tiles = len(tile_starts(max(h, DEFAULT_TILE), DEFAULT_TILE, DEFAULT_OVERLAP)) * len(
+        tile_starts(max(w, DEFAULT_TILE), DEFAULT_TILE, DEFAULT_OVERLAP))
+    # finishing steps: post-processing (whole, or one per block), then hashing and reading corrections
+    total = n_tiles + (len(block_origins(h, w)) if stream else 1) + 2
+    collector = None if stream else MapCollector(h, w, branches)
+    mask = np.zeros((h, w), np.uint8) if stream else None
+    ready: List[Rows] = []
+
+    def sink(rows) -> None:
+        if collector is not None:
+            collector(rows)
+            return
+        r0, r1 = rows.r0, rows.r0 + rows.rows
+        uncertainty_out[r0:r1] = rows.uncertainty.numpy()
+        mask[r0:r1] = labels = rows.labels.numpy()
+        ready.append(Rows(r0, labels.copy()))
+
+    for event in predict_into(sink, model, image, batch_size=batch_size, device="auto"):
+        yield Stage("predict", event.step, total, event.eta_s)
+        while ready:
+            yield ready.pop(0)
+    while ready:
+        yield ready.pop(0)
+    step = n_tiles
+    if collector is not None:
+        yield Stage("glands", step, total)
+        prediction = collector.prediction()
+        extra = review_outputs(prediction, image)
+        step += 1
+    else:
+        prediction = None
+        review = BlockReview(mask, uncertainty_out, image)
+        for y0, x0, labels in review.blocks():
+            yield Block(y0, x0, labels)
+            step += 1
+            yield Stage("glands", step, total)
+        extra = dict(instances=None, uncertainty=uncertainty_out, display_range=review.display_range(),
+                     ranked=review.regions(), glands=review.glands())
+    yield Stage("finishing", step, total)
+    extra["image_hash"] = hash_image(image)
+    yield Stage("finishing", step + 1, total)
+    extra["corrections"] = corrections_for(extra["image_hash"]) if corrections_for is not None else None
+    return ("ok", prediction, extra)
+
+
+# --------------------------------------------------------------------------- live layers
+
+def _meta(image_name: str) -> Dict[str, str]:
+    return {ROLE_KEY: LIVE_ROLE, IMAGE_KEY: image_name}
+
+
+def pyramid(data: np.ndarray, smallest: int = 512) -> List[np.ndarray]:
+    """Strided views of ``data`` (no copies), each half the size of the one before, down to
+    ``smallest`` px a side: a multiscale layer over them slices only what the canvas shows."""
+    levels = [data]
+    while max(levels[-1].shape) > smallest:
+        k = 2 ** len(levels)
+        levels.append(data[::k, ::k])
+    return levels
+
+
+class LiveLayers:
+    """The labels and uncertainty layers a large image's prediction fills while it runs (GUI thread).
+
+    Both are allocated at the image's shape before the worker starts: labels int32 (one label per
+    gland once finished) and uncertainty float16 shown through a pyramid of strided views, so that
+    refreshing it costs what the canvas shows, not the image size. Labels are written with
+    ``Labels.data_setitem``, which redraws only the changed extent; its undo history is cleared
+    after each write (a prediction is not an edit). Showing the labels layer the first time
+    slices it whole once (napari's cost: about 1 s for 6000 x 6000 px here).
+    """
+
+    def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int], fill: bool = False) -> None:
+        self.viewer = viewer
+        self.image_name = image_name
+        names = names_for(image_name)
+        self.uncertainty = np.zeros(shape, np.float16)
+        cmap = fading_colormap(UNCERTAINTY_CMAP, power=1.5, gain=1.0, start=UNCERTAINTY_FADE_START)
+        self.unc_layer = viewer.add_image(pyramid(self.uncertainty), multiscale=True,
+                                          name=names["uncertainty"] + LIVE_SUFFIX,
+                                          colormap=cmap, contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY,
+                                          blending="translucent", metadata=_meta(image_name))
+        # added hidden and styled before it is shown: napari slices a big labels layer once, not three times
+        self.labels_layer = viewer.add_labels(np.zeros(shape, np.int32), name=names["prediction"] + LIVE_SUFFIX,
+                                              visible=False, metadata=_meta(image_name))
+        self.labels_layer.colormap = gland_colormap()
+        style_prediction(self.labels_layer, fill=fill)
+        self.labels_layer.editable = False
+        self.labels_layer.visible = True
+
+    def alive(self) -> bool:
+        return self.labels_layer in self.viewer.layers and self.unc_layer in self.viewer.layers
+
+    def write_labels(self, y0: int, x0: int, values: np.ndarray) -> None:
+        """Set the labels of a block (changed pixels only), redrawing just that extent."""
+        layer = self.labels_layer
+        bh, bw = values.shape
+        changed = layer.data[y0:y0 + bh, x0:x0 + bw] != values
+        yy, xx = np.nonzero(changed)
+        if yy.size:
+            layer.data_setitem((yy + y0, xx + x0), values[yy, xx].astype(np.int32, copy=False))
+            # a prediction is not an edit to undo: napari clears the undo history when editing is switched off
+            layer.editable = True
+            layer.editable = False
+
+    def refresh_uncertainty(self) -> None:
+        self.unc_layer.refresh()
+
+    def hide(self) -> None:
+        """Hide both layers and mark them cancelled (cheap: nothing is sliced or collected)."""
+        for layer in (self.labels_layer, self.unc_layer):
+            if layer in self.viewer.layers:
+                layer.visible = False
+                layer.name = layer.name.replace(LIVE_SUFFIX, CANCELLED_SUFFIX)
+
+    def remove(self) -> None:
+        """Remove both layers (a cancelled or failed prediction must not look finished). napari
+        runs the garbage collector for every layer removed (a few hundred ms in a busy process)."""
+        for layer in (self.labels_layer, self.unc_layer):
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+
+    def adopt(self, labels_name: str, display_range: Tuple[float, float], secondary: bool, fill: bool
+              ) -> Dict[str, Any]:
+        """Make the live layers the image's prediction layers (large images: no copy, no full redraw).
+
+        The labels layer takes the name ``labels_name`` and the uncertainty layer the image's
+        uncertainty name (layers of those names, and the image's stale disagreement, entropy and
+        branch layers from an earlier prediction, are removed).
+        """
+        names = names_for(self.image_name)
+        stale = [labels_name, names["uncertainty"], names["disagreement"], names["entropy"],
+                 *(names[f"branch{k}"] for k in (1, 2, 3))]
+        for name in stale:
+            if name in self.viewer.layers and self.viewer.layers[name] not in (self.labels_layer, self.unc_layer):
+                self.viewer.layers.remove(name)
+        self.labels_layer.name = labels_name
+        self.labels_layer.metadata = {ROLE_KEY: "prediction", IMAGE_KEY: self.image_name}
+        self.unc_layer.name = names["uncertainty"]
+        self.unc_layer.metadata = {ROLE_KEY: "uncertainty", IMAGE_KEY: self.image_name}
+        self.unc_layer.contrast_limits = display_range
+        if secondary or fill:
+            style_prediction(self.labels_layer, fill=fill, secondary=secondary)
+        self.labels_layer.editable = True
+        return {"prediction": self.labels_layer, "uncertainty": self.unc_layer}
+
+    def paste(self, corrections: List[Tuple[Tuple[int, int, int, int], np.ndarray]]) -> Tuple[np.ndarray, int]:
+        """Paste accepted corrections into the adopted labels layer, redrawing only their boxes.
+
+        Returns:
+            The model's own labels (a copy taken before pasting, for the dock's state) and the
+            number of corrections pasted.
+        """
+        from ._layers import paste_corrections
+
+        layer = self.labels_layer
+        original = np.array(layer.data, copy=True)
+        n = paste_corrections(layer.data, corrections)  # in place: ids above every id in the layer
+        editable = layer.editable
+        h, w = layer.data.shape
+        for (y0, x0, y1, x1), _ in corrections:  # skipped ones are unchanged: nothing to redraw
+            box = (slice(y0, min(y1, h)), slice(x0, min(x1, w)))
+            pasted = layer.data[box].copy()
+            layer.data[box] = original[box]
+            self.write_labels(y0, x0, pasted)
+        layer.editable = editable
+        return original, n
+
+
+def pieces(event: Any, width: int) -> List[Any]:
+    """Split a :class:`Rows` or :class:`Block` into row ranges of at most :data:`UPDATE_PIXELS` pixels."""
+    labels = event.labels
+    rows = max(1, UPDATE_PIXELS // max(1, labels.shape[1]))
+    if labels.shape[0] <= rows:
+        return [event]
+    if isinstance(event, Rows):
+        return [Rows(event.r0 + i, labels[i:i + rows]) for i in range(0, labels.shape[0], rows)]
+    return [Block(event.y0 + i, event.x0, labels[i:i + rows]) for i in range(0, labels.shape[0], rows)]
+
+
+__all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS", "pieces",
+           "predict_job", "pyramid", "review_outputs", "streams"]
