@@ -166,8 +166,8 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
                      world_box: Tuple[float, ...], limit: int, digest: Optional[str],
                      n_review: int = N_REVIEW) -> Generator[Any, None, Any]:
     """Predict the store chunks under ``world_box`` (level-0 pixels), at most ``limit`` of them, into
-    the store at ``store_path`` (created or resumed), then rank review regions over the store; yields
-    the engine's progress events (run it in a worker thread).
+    the store at ``store_path`` (created with chunks of ``chunk`` px, or resumed with its own), then rank
+    review regions over the store; yields the engine's progress events (run it in a worker thread).
 
     Returns:
         ``("ok", {"summary", "chunks", "n_visible", "ranked" (store pixels), "downsample", "digest"})``,
@@ -178,7 +178,7 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
     import torch
 
     from src_model.checkpoint import CheckpointError
-    from src_model.runtime import torch_threads
+    from src_model.runtime import resolve_device, torch_threads
     from src_model.slide import SlideError, open_slide
     from src_model.slide_predict import DEFAULT_MIN_TISSUE, predict_slide, prepare_store, run_settings
     from src_model.slide_store import StoreError, open_store
@@ -187,16 +187,19 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
     from .project.slide_regions import slide_hash
 
     torch.set_num_threads(torch_threads("viewer"))
+    # the settings of cdma predict-slide's defaults, so a store it made is used (and resumed) here
     opts = dict(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean", min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
     try:
         settings = run_settings(model_path, **opts)
+        if Path(store_path).exists():  # an existing store keeps its chunks (cdma predict-slide --chunk)
+            chunk = open_store(store_path).info.chunk
         store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
         box = to_store_box(world_box, store.info.downsample, store.info.height, store.info.width)
         if box is None:
             return ("error", "The view shows no part of the slide; pan to the tissue.")
         chunks, n_visible = view_chunks(store, box, limit)
         summary = yield from predict_slide(slide_path, store_path, model_path=model_path, level=level, chunk=chunk,
-                                           chunks=chunks, **opts)
+                                           chunks=chunks, device=str(resolve_device("auto")), **opts)
         ranked = review_over_store(open_store(store_path), n_review)
         if digest is None:
             with open_slide(slide_path) as slide:

@@ -203,3 +203,28 @@ def test_cancel_keeps_finished_chunks_and_the_next_click_does_the_rest(make_napa
     assert rest["n_visible"] == 30 and len(rest["chunks"]) == 16
     assert rest["summary"].chunks_computed == 16 - kept and rest["summary"].chunks_done == 16
     assert "30 chunks" in panel.last_message  # says the view holds more than one click does
+
+
+def test_a_store_of_cdma_predict_slide_opened_as_the_slide_is_used_as_the_cache(make_napari_viewer, qtbot, tmp_path,
+                                                                                 slide_path):
+    """Drag the store `cdma predict-slide` wrote (chunks of 256 px): Predict view works in that store, with its
+    chunks, recomputes nothing it holds, and its glands layer becomes a live view of the store."""
+    from src_model.progress import drain
+    from src_model.slide_predict import predict_slide
+
+    store_path = tmp_path / "run.zarr"
+    drain(predict_slide(slide_path, store_path, chunk=256, chunks=[(0, 0), (0, 1)]))
+    viewer = make_napari_viewer()
+    image, *_ = viewer.open(str(store_path), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert dock.open_store(tmp_path / "project") is not None
+    panel = dock.slide_panel
+    panel.chunk = CHUNK  # not used: the store has its own
+    assert panel.slide_layer is image and panel.store_edit.text() == str(store_path)
+    _view(viewer, (128.0, 256.0), 200)
+    result = _predict(qtbot, panel)
+    assert set(result["chunks"]) == {(0, 0), (0, 1)} and result["summary"].chunks_computed == 0
+    glands = viewer.layers[f"{image.name} glands"]
+    assert glands.metadata.get("napari_cdma_live") and len(viewer.layers) == 4  # reader's 3 (glands replaced) + review
+    np.testing.assert_array_equal(np.asarray(glands.data[0][:256, :512]),
+                                  np.asarray(open_store(store_path).glands[0][:256, :512]))
