@@ -101,7 +101,7 @@ class DistSession:
     def start(cls, device: "torch.device") -> "DistSession":
         """Join the process group torchrun set up (or the caller's), or a single-process session.
 
-        On CUDA with a device without an index, each process takes ``cuda:LOCAL_RANK``.
+        On CUDA each process of a distributed run takes ``cuda:LOCAL_RANK``.
         """
         import torch
         import torch.distributed as dist
@@ -167,9 +167,10 @@ class DistSession:
 
 
 def _rank_device(device: "torch.device", info: DistInfo) -> "torch.device":
+    """CUDA: ``cuda:LOCAL_RANK`` whatever index was asked for (NCCL needs one device per process)."""
     import torch
 
-    if device.type == "cuda" and device.index is None:
+    if device.type == "cuda":
         return torch.device("cuda", info.local_rank)
     return device
 
