@@ -45,6 +45,12 @@ def min_gland_size(data: Path, ids) -> int:
     return int(round(np.percentile(areas, 5), -2))
 
 
+def post_config(data: Path, split_h: float = 16.0) -> PostprocessConfig:
+    """The post-processing of the bundled model (make_bundled.py), sized on the seed-0 training images."""
+    split = json.loads((ROOT / "benchmarks/results/glas_ssl/split.json").read_text())
+    return PostprocessConfig(min_gland_size(data, split["train_all"]), fill_holes=True, split_h=split_h)
+
+
 def summarise(per_image):
     out = {s: aggregate([r for r in per_image if r["subset"] == s]) for s in sorted({r["subset"] for r in per_image})}
     out["all"] = aggregate(per_image)
@@ -88,8 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    split = json.loads((ROOT / "benchmarks/results/glas_ssl/split.json").read_text())
-    post = PostprocessConfig(min_gland_size(args.data, split["train_all"]), fill_holes=True, split_h=args.split_h)
+    post = post_config(args.data, args.split_h)
     rows = select_rows(args.data, args.split, args.ids.split(",") if args.ids else None)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.checkpoints:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+from ssl_study import paired  # benchmarks/ is on sys.path (run as a script)
 
 ROWS = ("sup10", "cdma10", "cdma10_release")
 LABELS = {"sup10": "supervised only (10 % labelled)", "cdma10": "CDMA, glas_ssl recipe (AdamW, poly)",
@@ -28,17 +27,6 @@ METRICS = (("raw", "dice", "pixel Dice", 4), ("raw", "f1", "object F1", 4), ("ra
            ("raw", "object_hausdorff", "object Hausdorff", 1), ("post", "dice", "pixel Dice (post)", 4),
            ("post", "f1", "object F1 (post)", 4))
 PAIRS = (("cdma10", "sup10"), ("cdma10_release", "sup10"), ("cdma10", "cdma10_release"))
-
-
-def paired(a, b):
-    d = np.asarray(a) - np.asarray(b)
-    n = len(d)
-    mean = float(d.mean())
-    if n < 2:
-        return {"n": n, "mean": mean, "per_seed": d.tolist()}
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-    return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "per_seed": d.tolist()}
 
 
 def main(argv=None) -> int:

@@ -44,9 +44,9 @@ BATCH_A=${BATCH_A:-8}
 BATCH_B=${BATCH_B:-4}
 MAX_A=${MAX_A:-2300}
 MAX_B=${MAX_B:-3000}
-ROWS_A=${ROWS_A:-"bundled_boundary"}
-ROWS_B=${ROWS_B:-"sup5 cdma5 cdma10_noise"}
-ROWS_M=${ROWS_M:-"mt5 mt10"}
+ROWS_A=${ROWS_A-"bundled_boundary"}  # an empty value (ROWS_A="") runs none
+ROWS_B=${ROWS_B-"sup5 cdma5 cdma10_noise"}
+ROWS_M=${ROWS_M-"mt5 mt10"}
 WORKERS_A=${WORKERS_A:-2}
 WORKERS_B=${WORKERS_B:-1}
 CAL_FROM=${CAL_FROM:-20}

@@ -1,4 +1,7 @@
 """The semi-supervision study: the mean-teacher hook and the paired statistics of benchmarks/ssl_study.py."""
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +11,7 @@ from src_model.data import AugmentConfig, TwoStreamPatches, load_pairs
 from src_model.mean_teacher import MeanTeacher, consistency_loss, ema_decay
 from src_model.trainer import CDMATrainer, TrainConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 NO_AUG = AugmentConfig(flip_p=0, rot90_p=0, color_jitter=0, noise_p=0)
 
 
@@ -67,3 +71,32 @@ def test_consistency_is_zero_when_student_and_teacher_agree(batch):
     # before the warm-up ends the ramp is 0 and so is the term
     trainer.config.warmup_steps = 5
     assert hook.extra_loss(trainer, x, other, 2)["mt"].item() == 0.0
+
+
+@pytest.fixture
+def ssl_study(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # benchmarks run as scripts from their folder
+    import ssl_study
+    return ssl_study
+
+
+def test_paired_difference_and_its_t_interval_by_hand(ssl_study):
+    a, b = [0.80, 0.82, 0.84], [0.79, 0.80, 0.80]
+    # by hand: d = 0.01, 0.02, 0.04; mean 0.07 / 3; sd = sqrt(sum (d - mean)^2 / 2);
+    # t(0.975, 2 df) = 4.302653 (a t table); half-width = t * sd / sqrt(3)
+    mean = 0.07 / 3
+    sd = math.sqrt(((0.01 - mean) ** 2 + (0.02 - mean) ** 2 + (0.04 - mean) ** 2) / 2)
+    half = 4.302653 * sd / math.sqrt(3)
+    got = ssl_study.paired(a, b)
+    assert got["n"] == 3 and got["per_seed"] == pytest.approx([0.01, 0.02, 0.04])
+    assert got["mean"] == pytest.approx(mean) and got["sd"] == pytest.approx(sd)
+    assert got["ci95"] == pytest.approx([mean - half, mean + half], rel=1e-5)
+    assert got["ci95"][0] < 0 < got["ci95"][1]  # 3 seeds this spread: the interval holds 0
+    # a constant gain over 4 seeds: sd 0, the interval is the point
+    same = ssl_study.paired([0.9, 0.8, 0.7, 0.6], [0.85, 0.75, 0.65, 0.55])
+    assert same["ci95"] == pytest.approx([0.05, 0.05]) and same["n"] == 4
+    # two seeds: t(0.975, 1 df) = 12.7062
+    two = ssl_study.paired([0.5, 0.7], [0.4, 0.4])
+    assert two["ci95"] == pytest.approx([0.2 - 12.7062 * math.sqrt(0.02) / math.sqrt(2),
+                                         0.2 + 12.7062 * math.sqrt(0.02) / math.sqrt(2)], rel=1e-4)
+    assert "ci95" not in ssl_study.paired([0.5], [0.4])  # one seed: no interval
