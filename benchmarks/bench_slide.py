@@ -1,0 +1,222 @@
+"""Whole slides: wall time, throughput and peak memory of ``cdma predict-slide`` (1 and 2 workers).
+
+For each ``--sizes`` S, an S x S pyramidal tiled TIFF (3 levels, zlib) is made in a temporary
+folder from real GlaS training images (the mosaic of ``bench_predict_memory.make_tiff``). Then, each
+in a fresh process with one torch thread per process (``OMP_NUM_THREADS=1``):
+
+* ``cdma predict-slide SLIDE --out STORE`` in one process, for every size;
+* ``cdma predict-slide ... --workers 2`` (a local Dask cluster) for the sizes in ``--worker-sizes``,
+  whose gland labels are compared with the one-process store (they must be identical);
+* the in-memory path, :func:`src_model.inference.predict` on the whole level-0 image (read into
+  memory first), for the sizes in ``--memory-sizes``, as the throughput reference;
+* ``cdma export STORE --geojson`` on the smallest size's store.
+
+Memory: a wrapper process samples the resident memory of the command's whole process tree every
+0.2 s (psutil; the Dask scheduler and workers included) and reports its peak sum and the peak of
+the largest single process, and ``getrusage(RUSAGE_CHILDREN)`` (exact peak of the largest process
+that ended). Throughput: level-0 megapixels of the slide per second of wall time (start-up, model
+loading and, with workers, the cluster's start included).
+
+    python benchmarks/bench_slide.py                    # --data: $CDMA_GLAS or ../shared/data/glas
+    python benchmarks/bench_slide.py --sizes 4096 8192 --worker-sizes 4096 --memory-sizes 4096
+
+Results: ``benchmarks/results/slide.json`` and ``slide.md``. On a shared machine wall times depend
+on the load (recorded with each run); peak memory does not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+from _common import add_data_argument, load_average, machine_info, require_glas, write_results
+
+NAME = "slide"
+LEVELS = 3
+# The wrapper: runs the command given as its arguments and samples its process tree's memory.
+WRAPPER = """import json, resource, subprocess, sys, time
+import psutil
+t = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+root = psutil.Process(p.pid)
+peak_sum = peak_one = 0
+while p.poll() is None:
+    try:
+        procs = [root] + root.children(recursive=True)
+        rss = []
+        for q in procs:
+            try:
+                rss.append(q.memory_info().rss)
+            except psutil.Error:
+                pass
+        peak_sum, peak_one = max(peak_sum, sum(rss)), max(peak_one, max(rss, default=0))
+    except psutil.Error:
+        pass
+    time.sleep(0.2)
+out, err = p.communicate()
+print(json.dumps({"rc": p.returncode, "wall_s": time.perf_counter() - t, "peak_tree_mb": peak_sum / 2**20,
+                  "peak_process_mb": peak_one / 2**20,
+                  "maxrss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "stdout_tail": out.strip().splitlines()[-1:], "stderr_tail": err.strip().splitlines()[-2:]}))
+"""
+IN_MEMORY = """import json, sys, time
+import tifffile
+from src_model.checkpoint import load_model
+from src_model.inference import predict
+image = tifffile.imread(sys.argv[1])
+model = load_model(None)
+t = time.perf_counter()
+p = predict(model, image)
+print(json.dumps({"predict_s": time.perf_counter() - t, "foreground": float((p.labels > 0).mean())}))
+"""
+
+
+def make_slide(data: Path, size: int, folder: Path) -> Dict[str, Any]:
+    """A size x size pyramidal tiled TIFF of the GlaS mosaic (levels: every 2^k-th pixel)."""
+    import numpy as np
+    import tifffile
+    from bench_predict_memory import make_tiff
+
+    flat = folder / f"flat_{size}.tif"
+    make_tiff(data, size, flat)
+    image = tifffile.imread(flat)
+    flat.unlink()
+    path = folder / f"glas_{size}.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for k in range(LEVELS):
+            level = np.ascontiguousarray(image[::2 ** k, ::2 ** k])
+            extra = {"subifds": LEVELS - 1} if k == 0 else {"subfiletype": 1}
+            tw.write(level, tile=(512, 512), photometric="rgb", compression="zlib", **extra)
+    return {"path": str(path), "size": size, "megapixels": size * size / 1e6, "rgb_mb": 3 * size * size / 1e6,
+            "file_mb": path.stat().st_size / 1e6}
+
+
+def measure(cmd: List[str]) -> Dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    load = load_average()
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"wrapper failed: {proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["load_avg_at_start"] = load
+    if res["rc"] != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {res['stderr_tail']}")
+    return res
+
+
+def cdma(*args: Any) -> List[str]:
+    return [sys.executable, "-m", "src_model.cli", *map(str, args)]
+
+
+def same_glands(a: Path, b: Path) -> bool:
+    import numpy as np
+
+    from src_model.slide_store import open_store
+
+    sa, sb = open_store(a), open_store(b)
+    return all(np.array_equal(x[:], y[:]) for x, y in zip(sa.glands, sb.glands, strict=True)) and \
+        np.array_equal(sa.uncertainty[0][:], sb.uncertainty[0][:])
+
+
+def markdown(r: Dict[str, Any]) -> str:
+    lines = ["# Whole slides: `cdma predict-slide` memory and throughput", "",
+             "GlaS mosaics (real training-image tissue) as pyramidal tiled TIFFs; bundled lite model, chunk "
+             f"{r['chunk']}, default tiles (320 px, overlap 0.2), one torch thread per process. Peak memory is "
+             "the sampled resident memory of the whole process tree (Dask scheduler and workers included) and of "
+             "its largest process; throughput counts level-0 pixels per second of wall time (start-up included).",
+             "Prediction time: inside `predict_slide` (model loading, and the Dask cluster's start-up with "
+             "workers, included) or around `predict()` (after the image was read); Mpx/s = level-0 megapixels / "
+             "prediction time.",
+             "", "| run | chunk | slide | wall | prediction | Mpx/s | peak RSS, tree | peak RSS, largest process | "
+             "load at start |", "|---|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        lines.append(f"| {run['label']} | {run.get('chunk') or '-'} | {run['size']} x {run['size']} "
+                     f"({run['megapixels']:.0f} Mpx, RGB {run['rgb_mb']:.0f} MB) | {run['wall_s']:.0f} s | "
+                     f"{run['predict_s']:.0f} s | {run['mpx_per_s']:.3f} | "
+                     f"{run['peak_tree_mb'] / 1024:.2f} GiB | {run['peak_process_mb'] / 1024:.2f} GiB | "
+                     f"{run['load_avg_at_start'][0]:.1f} |")
+    lines += [""]
+    for note in r["notes"]:
+        lines.append(f"- {note}")
+    lines += ["", "Commands (slides in a temporary folder):", ""]
+    lines += [f"    {run['command']}" for run in r["runs"]]
+    m = r["machine"]
+    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, torch {m.get('torch')}, {m['date']}; "
+              "other jobs shared the CPU (load averages above), so wall times are upper bounds."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_argument(ap)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192], help="slide sides, pixels")
+    ap.add_argument("--worker-sizes", type=int, nargs="*", default=[4096], help="sizes also run with --workers 2")
+    ap.add_argument("--memory-sizes", type=int, nargs="*", default=[4096], help="sizes also run in memory")
+    ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--extra-chunk", type=int, default=2048, help="a second chunk size, for --extra-chunk-sizes")
+    ap.add_argument("--extra-chunk-sizes", type=int, nargs="*", default=[], help="sizes also run with --extra-chunk")
+    ap.add_argument("--keep", action="store_true", help="keep the slides and stores")
+    args = ap.parse_args()
+    data = require_glas(args.data)
+    work = Path(tempfile.mkdtemp(prefix="cdma-bench-slide-"))
+    runs: List[Dict[str, Any]] = []
+    notes: List[str] = []
+    try:
+        for size in sorted(set(args.sizes) | set(args.worker_sizes) | set(args.memory_sizes)
+                           | set(args.extra_chunk_sizes)):
+            slide = make_slide(data, size, work)
+            print(f"made {slide['path']} ({slide['file_mb']:.0f} MB)", file=sys.stderr, flush=True)
+            plans = []
+            if size in args.sizes or size in args.worker_sizes:
+                plans.append(("1 process", args.chunk, cdma("predict-slide", slide["path"], "--out",
+                                                            work / f"s{size}_1.zarr", "--chunk", args.chunk)))
+            if size in args.worker_sizes:
+                plans.append(("2 Dask workers", args.chunk, cdma("predict-slide", slide["path"], "--out",
+                                                                 work / f"s{size}_2.zarr", "--chunk", args.chunk,
+                                                                 "--workers", 2)))
+            if size in args.extra_chunk_sizes:
+                plans.append(("1 process", args.extra_chunk, cdma("predict-slide", slide["path"], "--out",
+                                                                  work / f"s{size}_c.zarr", "--chunk",
+                                                                  args.extra_chunk)))
+            if size in args.memory_sizes:
+                plans.append(("in memory (predict)", None, [sys.executable, "-c", IN_MEMORY, slide["path"]]))
+            for label, chunk, cmd in plans:
+                res = measure(cmd)
+                done = json.loads(res["stdout_tail"][0])
+                res.update(label=label, chunk=chunk, predict_s=done.get("seconds", done.get("predict_s")),
+                           command=" ".join(["cdma", *map(str, cmd[3:])]) if "src_model.cli" in cmd
+                           else f"python -c <predict(load_model(), tifffile.imread(SLIDE))> {slide['path']}",
+                           **slide)
+                res["mpx_per_s"] = slide["megapixels"] / res["predict_s"]
+                runs.append(res)
+                print(json.dumps(res), file=sys.stderr, flush=True)
+            if size in args.worker_sizes:
+                same = same_glands(work / f"s{size}_1.zarr", work / f"s{size}_2.zarr")
+                notes.append(f"{size} x {size}: 1 process and 2 Dask workers give "
+                             f"{'identical' if same else 'DIFFERENT'} gland labels (every pyramid level) and "
+                             f"uncertainty.")
+            if size == min(args.sizes):
+                t = time.perf_counter()
+                res = measure(cdma("export", work / f"s{size}_1.zarr", "--geojson", work / f"s{size}.geojson"))
+                glands = json.loads(res["stdout_tail"][0])["glands"]
+                notes.append(f"cdma export --geojson on the {size} x {size} store: {glands} glands in "
+                             f"{res['wall_s']:.0f} s ({(time.perf_counter() - t):.0f} s with the wrapper), peak "
+                             f"{res['peak_process_mb']:.0f} MiB.")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results = {"chunk": args.chunk, "runs": runs, "notes": notes, "machine": machine_info()}
+    write_results(NAME, results, markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
