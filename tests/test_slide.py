@@ -139,3 +139,28 @@ def test_drag_and_drop_opens_a_multiscale_rgb_layer(make_napari_viewer, tiff_sli
         assert layer.multiscale and layer.rgb and len(layer.data) == 3
         assert layer.metadata["cdma_slide"] == str(path)
         np.testing.assert_array_equal(np.asarray(layer.data[1][:50, :60]), mosaic[::2, ::2][:50, :60])
+
+
+def test_a_prediction_store_opens_with_its_glands_and_uncertainty(make_napari_viewer, tmp_path, mosaic):
+    """A store (written chunk by chunk, as predict-slide does) at slide level 1: its layers carry the
+    slide's level-0 scale, the glands as multiscale labels."""
+    from src_model.slide_store import StoreInfo, create_store
+
+    image = mosaic[::2, ::2][:256, :256]
+    info = StoreInfo(slide="synthetic.tif", slide_level=1, downsample=2.0, height=256, width=256, chunk=128,
+                     n_levels=2, settings={"min_tissue": 0.0})
+    store = create_store(tmp_path / "pred.zarr", info)
+    glands = (image[:, :, 0] < 150).astype(np.uint8)
+    for cy, cx in store.all_chunks():
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        store.write_chunk(cy, cx, image[y0:y1, x0:x1], glands[y0:y1, x0:x1], glands[y0:y1, x0:x1] * 9, 1.0)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(store.path), plugin="napari-cdma")
+    kinds = {type(layer).__name__: layer for layer in layers}
+    assert set(kinds) == {"Image", "Labels"} and len(layers) == 3
+    labels = kinds["Labels"]
+    assert labels.multiscale and list(labels.scale) == [2.0, 2.0]
+    np.testing.assert_array_equal(np.asarray(labels.data[0]), glands)
+    np.testing.assert_array_equal(np.asarray(labels.data[1]), glands[::2, ::2])
+    rgb = next(layer for layer in layers if getattr(layer, "rgb", False))
+    np.testing.assert_array_equal(np.asarray(rgb.data[0]), image)
