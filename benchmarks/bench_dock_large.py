@@ -32,8 +32,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from _common import RESULTS, add_data_argument, ensure_display, glas_ids, load_average, machine_info, require_glas, \
-    write_results
+from _common import (
+    RESULTS,
+    add_data_argument,
+    ensure_display,
+    glas_ids,
+    load_average,
+    machine_info,
+    require_glas,
+    write_results,
+)
 
 INTERVAL_MS = 10
 CELL = (500, 750)  # GlaS images are at least 522 x 775
@@ -103,8 +111,9 @@ class Ticker:
                                                                                      strict=False)])
         if late.size == 0:
             return {"n": 0}
-        return {"n": int(late.size), "p50_ms": float(np.percentile(late, 50)), "p99_ms": float(np.percentile(late, 99)),
-                "max_ms": float(late.max()), "over_100ms": int((late > 100).sum()), "over_500ms": int((late > 500).sum())}
+        return {"n": int(late.size), "p50_ms": float(np.percentile(late, 50)),
+                "p99_ms": float(np.percentile(late, 99)), "max_ms": float(late.max()),
+                "over_100ms": int((late > 100).sum()), "over_500ms": int((late > 500).sum())}
 
 
 def wait_until(pred, timeout_s: float) -> bool:

@@ -432,7 +432,7 @@ class PredictPanel(QWidget):
         self._cancelled = False
         if self._dropped is not None:  # after the worker stopped: napari's removal runs the garbage collector
             dropped, self._dropped = self._dropped, None
-            QTimer.singleShot(0, dropped.remove)
+            QTimer.singleShot(0, lambda: dropped.remove())  # a lambda: PyQt keeps bound methods only weakly
         self.predict_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress.maximum() == 0:

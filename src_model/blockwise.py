@@ -12,8 +12,9 @@ uncertainty map, so memory and the time of one step are bounded whatever the ima
   whole-image result except where a block edge changes a splitting decision;
 * gland table: areas, uncertainty sums and boxes accumulated over the blocks;
 * display range: the percentiles of a 4096-bin histogram of the map over tissue (to 1/4096);
-* review regions: :func:`~src_model.uncertainty.review_regions` of each block, then the best
-  non-overlapping ones over all blocks (boxes do not cross block edges).
+* review regions: :func:`~src_model.uncertainty.review_regions` of each block's window (the block
+  and its margin), those centred in the block kept, then the best non-overlapping ones over all
+  blocks.
 """
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ class BlockReview:
                 final = self._relabel(local, known, core)[core]
                 row[:, x0:x1] = final
                 self._add(y0, x0, final)
+                self._review((ey0, ex0, ey1, ex1), (y0, x0, y1, x1), local)
                 yield y0, x0, final
             above = row[-halo:] if above is None or row.shape[0] >= halo else np.concatenate([above, row])[-halo:]
 
@@ -129,9 +131,18 @@ class BlockReview:
                           max(box[2], y0 + sl[0].stop), max(box[3], x0 + sl[1].stop))
         vals = u[tissue]
         self._hist += np.histogram(np.clip(vals, 0.0, 1.0), bins=HIST_BINS, range=(0.0, 1.0))[0]
+
+    def _review(self, window: Box, core: Box, local: np.ndarray) -> None:
+        """Review regions of a block's window (its glands as labelled there), kept when centred in the
+        block: boxes are never cut down to a thin block at the image's edge."""
+        ey0, ex0, ey1, ex1 = window
+        y0, x0, y1, x1 = core
+        u = np.asarray(self.u[ey0:ey1, ex0:ex1], dtype=np.float64)
+        tissue = tissue_mask(self.image[ey0:ey1, ex0:ex1])
         for score, (by0, bx0, by1, bx1) in review_regions(None, n=self.n_regions, uncertainty_map=u,
-                                                          instances=labels, tissue=tissue):
-            self._candidates.append((score, (by0 + y0, bx0 + x0, by1 + y0, bx1 + x0)))
+                                                          instances=local, tissue=tissue):
+            if y0 <= ey0 + (by0 + by1) // 2 < y1 and x0 <= ex0 + (bx0 + bx1) // 2 < x1:
+                self._candidates.append((score, (by0 + ey0, bx0 + ex0, by1 + ey0, bx1 + ex0)))
 
     def glands(self) -> List[Dict[str, Any]]:
         """Rows as :func:`src_model.uncertainty.gland_table` gives them, ordered by id."""

@@ -1,0 +1,126 @@
+"""The dock's streamed prediction (large images) in a real napari viewer, and the thread policy.
+
+Streaming is forced on a real GlaS test image by lowering the panel's streaming threshold
+(``stream_pixels``), so the path a 6000 x 6000 image takes runs here in seconds. Timing and memory
+targets live in ``benchmarks/bench_dock_large.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cdma._layers import names_for
+from napari_cdma._predict_stream import CANCELLED_SUFFIX, LIVE_SUFFIX, Rows
+from src_model.runtime import THREAD_ROLES, cpu_cores, torch_threads
+
+PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
+NAME = "glas"
+
+
+@pytest.fixture
+def dock(make_napari_viewer, glas_dir, tmp_path, monkeypatch):
+    """A viewer with GlaS testA_1 and the dock (no project store: the bundled model), streaming forced."""
+    from src_model.io import read_image
+
+    monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(tmp_path / "no_store"))
+    viewer = make_napari_viewer()
+    image = read_image(glas_dir / "images" / "testA_1.png")
+    viewer.add_image(image, name=NAME, rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.predict_panel.stream_pixels = 0  # every image streams, as a large one does
+    return viewer, widget, image
+
+
+def _live_names():
+    names = names_for(NAME)
+    return names["prediction"] + LIVE_SUFFIX, names["uncertainty"] + LIVE_SUFFIX
+
+
+def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(dock, qtbot):
+    from src_model.checkpoint import bundled_model_path, load_model
+    from src_model.inference import predict
+    from src_model.postprocess import instance_labels
+
+    viewer, widget, image = dock
+    panel = widget.predict_panel
+    assert widget.predict(NAME), panel.last_message
+    # allocated before the worker has produced anything: image-sized, empty
+    live_labels, live_unc = (viewer.layers[n] for n in _live_names())
+    assert live_labels.data.shape == image.shape[:2] and live_labels.data.dtype == np.int32
+    assert live_unc.multiscale and live_unc.data[0].shape == image.shape[:2] and live_unc.data[0].dtype == np.float16
+    rows, progress = [], []
+    panel._worker.yielded.connect(lambda ev: rows.append(ev) if isinstance(ev, Rows) else None)
+
+    def partial() -> bool:
+        progress.append((panel.progress.value(), panel.progress.maximum(), panel.running))
+        filled = np.flatnonzero(live_labels.data.any(axis=1))
+        return filled.size > 0 and panel.running
+
+    qtbot.waitUntil(partial, timeout=60_000)
+    # a partial state: the first rows shown, the last not yet, the prediction still running
+    assert not live_labels.data[-1].any() and panel.progress.value() < panel.progress.maximum()
+    qtbot.waitUntil(lambda: progress.append((panel.progress.value(), panel.progress.maximum(), panel.running))
+                    or not panel.running, timeout=120_000)
+    assert panel.last_message.startswith("Predicted"), panel.last_message
+    running = [(v, m) for v, m, r in progress if r and m > 0]
+    assert running and all(v < m for v, m in running)  # never 100 % while work remained
+    assert panel.progress.value() == panel.progress.maximum() > 0  # and 100 % at the end
+
+    ref = predict(load_model(bundled_model_path()), image)
+    # the rows the dock received are the engine's labels, exactly, each row once
+    semantic = np.full(image.shape[:2], 255, np.uint8)
+    for ev in rows:
+        semantic[ev.r0:ev.r0 + len(ev.labels)] = ev.labels
+    assert sum(len(ev.labels) for ev in rows) == image.shape[0]
+    np.testing.assert_array_equal(semantic, ref.labels)
+    # the live layers became the prediction layers: uncertainty to float16 rounding, one label per gland
+    names = names_for(NAME)
+    assert not any(ly.name.endswith(LIVE_SUFFIX) for ly in viewer.layers)
+    labels, unc = viewer.layers[names["prediction"]], viewer.layers[names["uncertainty"]]
+    assert labels is live_labels and unc is live_unc and labels.editable
+    np.testing.assert_allclose(unc.data[0].astype(np.float32), ref.uncertainty, rtol=2.0**-10, atol=1e-4)
+    whole = instance_labels(ref)
+    assert ((labels.data > 0) == (whole > 0)).mean() > 0.999
+    assert abs(len(np.unique(labels.data)) - len(np.unique(whole))) <= 2
+    # the dock's state, gland table and review list follow, as after an in-memory prediction
+    state = widget.states[NAME]
+    np.testing.assert_array_equal(state.original_labels, labels.data)
+    ids = sorted(set(np.unique(labels.data).tolist()) - {0})
+    assert [g["id"] for g in widget.display_panel.glands] == ids
+    boxes = [b for _, b in widget.review_panel.tiles]
+    assert boxes and all(min(y1 - y0, x1 - x0) >= 128 for y0, x0, y1, x1 in boxes)
+    lo, hi = unc.contrast_limits
+    assert 0.0 <= lo < hi <= 1.0 and (lo, hi) != (0.0, 1.0)
+    # the uncertainty readout works on the multiscale layer
+    assert "uncertainty" in widget.display_panel.value_text((260.0, 380.0))
+
+
+def test_cancel_stops_and_leaves_no_finished_looking_layer(dock, qtbot):
+    viewer, widget, _ = dock
+    panel = widget.predict_panel
+    assert widget.predict(NAME), panel.last_message
+    live_labels = viewer.layers[_live_names()[0]]
+    qtbot.waitUntil(lambda: live_labels.data.any(), timeout=60_000)
+    assert panel.running
+    panel.cancel_button.click()
+    # at once: hidden and marked cancelled, so nothing on screen looks like a finished prediction
+    assert not live_labels.visible and live_labels.name.endswith(CANCELLED_SUFFIX)
+    qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
+    assert panel.last_message == "Prediction cancelled." and panel.progress.value() == 0
+    qtbot.waitUntil(lambda: not any(LIVE_SUFFIX in ly.name or CANCELLED_SUFFIX in ly.name for ly in viewer.layers),
+                    timeout=10_000)
+    assert names_for(NAME)["prediction"] not in viewer.layers and NAME not in widget.states
+    assert panel.predict_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_thread_policy_shares_the_cores():
+    for cores in (1, 2, 3, 4, 8, 16, 64):
+        viewer, retrain, cli = (torch_threads(role, cores) for role in THREAD_ROLES)
+        assert viewer >= 1 and retrain >= 1 and cli == cores
+        # viewer inference and a retraining job together never ask for more than the machine has
+        assert viewer + retrain <= max(2, cores)
+        if cores >= 3:
+            assert viewer + retrain < cores  # a core left for the GUI thread
+    assert torch_threads("viewer") == torch_threads("viewer", cpu_cores())
+    with pytest.raises(ValueError, match="role must be one of"):
+        torch_threads("gpu")
