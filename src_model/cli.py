@@ -176,11 +176,14 @@ def cmd_train(args) -> int:
             model = build_model(get_config(args.preset))
         except ValueError as exc:
             raise UserError(f"--preset: {exc}") from exc
-    maker = TrainConfig.finetune if args.init is not None and args.schedule == "auto" else TrainConfig
+    fine_tune = args.init is not None and args.schedule == "auto"  # the plugin's recipe (src_model.finetune)
+    steps = args.steps or (None if fine_tune else DEFAULT_TRAIN_STEPS)
+    if args.recipe_given and not fine_tune:
+        log.warning("--recipe ignored: it applies to fine-tuning (--init with --schedule auto)")
     if args.schedule == "release":
-        cfg = TrainConfig.release(args.steps, seed=args.seed, device=args.device)
+        cfg = TrainConfig.release(steps, seed=args.seed, device=args.device)
     else:
-        cfg = maker(steps=args.steps, seed=args.seed, device=args.device)
+        cfg = TrainConfig(steps=steps or DEFAULT_TRAIN_STEPS, seed=args.seed, device=args.device)
     cfg.unsupervised = not args.supervised_only
     cfg.patch = args.patch
     if args.batch:
@@ -190,12 +193,23 @@ def cmd_train(args) -> int:
     if main_rank:
         write_split_record(out / "split.json", {"data": str(data), "labelled": labelled,
                                                 "unlabelled": unlabelled, "seed": args.seed})
-    log.info("training %s: %d labelled, %d unlabelled images, %d steps -> %s",
-             "fine-tune" if args.init else args.preset, len(labelled), len(unlabelled), args.steps, out)
+    log.info("training %s: %d labelled, %d unlabelled images, %s steps -> %s",
+             f"fine-tune (recipe {args.recipe})" if fine_tune else args.preset, len(labelled), len(unlabelled),
+             steps or "the recipe's", out)
     resume = out / "last.pt" if args.resume else None
     prov = {"data": str(data), "labelled_ids": labelled, "init": args.init}
-    result = drain(train(model, pairs, images, cfg, out, provenance=prov, resume=resume),
-                   _progress_printer(args.progress) if main_rank else None)
+    if fine_tune:
+        from .finetune import finetune
+
+        overrides = {"patch": args.patch}
+        if args.batch:
+            overrides.update(batch_labelled=args.batch, batch_unlabelled=args.batch)
+        run = finetune(model, pairs, images, out, recipe=args.recipe, steps=steps,
+                       semi_supervised=not args.supervised_only, seed=args.seed, device=args.device,
+                       overrides=overrides, provenance=prov, resume=resume)
+    else:
+        run = train(model, pairs, images, cfg, out, provenance=prov, resume=resume)
+    result = drain(run, _progress_printer(args.progress) if main_rank else None)
     if main_rank:
         print(json.dumps({"event": "done", "checkpoint": str(result.checkpoint), "steps": result.steps_done}))
     return 0
@@ -348,6 +362,7 @@ def cmd_import_official(args) -> int:
 # ----------------------------------------------------------------------------- parser
 # Ranges of the numeric options (checked while parsing, before any work).
 MAX_STEPS = 10_000_000
+DEFAULT_TRAIN_STEPS = 1000  # cdma train from scratch
 MAX_BATCH = 256
 MIN_PATCH, MAX_PATCH = 32, 2048
 MIN_TILE, MAX_TILE = 32, 2048
@@ -358,8 +373,15 @@ MAX_OBJECT_SIZE = 10**8
 MAX_SPLIT_H = 1000.0
 
 
+def cmd_retrain(args) -> int:
+    from .cli_retrain import cmd_retrain as run
+
+    return run(args, _progress_printer, UserError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import BUNDLED_NAME
+    from .recipes import RECIPES
     from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, REVIEW_SIZE
 
     p = _Parser(prog="cdma", description="CDMA semi-supervised histology segmentation engine.")
@@ -379,13 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", nargs="?", const=BUNDLED_NAME, default=None,
                    help="fine-tune from this checkpoint (no value: the bundled model)")
     t.add_argument("--preset", default="lite", help="model preset when training from scratch (lite, paper)")
-    t.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=1000, help=f"optimiser steps, 1..{MAX_STEPS}")
+    t.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None,
+                   help=f"optimiser steps, 1..{MAX_STEPS} (default {DEFAULT_TRAIN_STEPS}; with --init: the "
+                        "recipe's for the amount of labelled pixels)")
+    t.add_argument("--recipe", choices=list(RECIPES), default="default",
+                   help="fine-tuning recipe with --init (default: the one chosen by benchmarks/forgetting.py, "
+                        "which keeps what the model knew; plain: no regulariser)")
     t.add_argument("--batch", type=_int_in(0, MAX_BATCH), default=0,
                    help=f"patches per stream per batch, 1..{MAX_BATCH} (default 0: the schedule's)")
     t.add_argument("--patch", type=_int_in(MIN_PATCH, MAX_PATCH), default=256,
                    help=f"side of the training patches, pixels, {MIN_PATCH}..{MAX_PATCH}")
     t.add_argument("--schedule", choices=("auto", "release"), default="auto",
-                   help="auto: AdamW/poly (finetune schedule with --init); release: the paper's SGD schedule")
+                   help="auto: AdamW/poly (with --init: the fine-tuning --recipe); release: the paper's SGD schedule")
     t.add_argument("--supervised-only", action="store_true", help="no unsupervised losses (baseline)")
     t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     t.add_argument("--device", type=_device, default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
@@ -460,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     i.set_defaults(func=cmd_import_official)
 
+    from .cli_retrain import add_parser as add_retrain_parser
+
+    add_retrain_parser(sub, cmd_retrain, int_in=_int_in, device=_device, max_steps=MAX_STEPS, recipes=RECIPES)
+
     from .cli_slide import add_parsers as add_slide_parsers
 
     add_slide_parsers(sub, int_in=_int_in, float_in=_float_in, branch=_branch, device=_device,
@@ -475,6 +506,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.preset_given = "--preset" in argv
+    args.recipe_given = "--recipe" in argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.func(args)

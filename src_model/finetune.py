@@ -15,16 +15,13 @@ and ``cdma train --init``. A recipe is a named :class:`Recipe`: the ``finetune``
 - ``freeze_bn``: the encoder's batch-norm layers use (and keep) their running statistics, so a few
   small fine-tuning batches cannot shift the statistics every image is normalised with.
 
-The recipes and the choice of ``"default"`` are measured by ``benchmarks/forgetting.py``
-(``benchmarks/results/forgetting.md``).
+The recipes (:mod:`src_model.recipes`, torch-free) and the choice of ``"default"`` are measured by
+``benchmarks/forgetting.py`` (``benchmarks/results/forgetting.md``).
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Sequence, Union
 
@@ -35,91 +32,13 @@ import torch.nn.functional as F
 from .checkpoint import BUNDLED_NAME, load_model, save_checkpoint
 from .data import AugmentConfig, Labelled, augment, random_crop
 from .progress import Progress
+from .recipes import RECIPES, Recipe, default_steps, get_recipe
 from .tissue import tissue_mask
 from .trainer import CDMATrainer, TrainConfig, TrainHook, TrainResult, train
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-
-#: Side of the unit in which the amount of corrected data is counted for the default step count.
-_TILE_AREA = 256 * 256
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named fine-tuning recipe.
-
-    Attributes:
-        name: the key in :data:`RECIPES`.
-        description: one line for ``--help`` and results files.
-        lr: AdamW learning rate (constant schedule).
-        distill: weight of :class:`DistillHook` (0 = off).
-        distill_temperature: softening temperature of the distillation.
-        l2sp: ``alpha`` of :class:`L2SPHook` (0 = off).
-        encoder_lr: multiplier of the encoder's updates (1 = as the rest; 0 = encoder frozen).
-        ema: decay of :class:`EMAHook` (0 = off).
-        freeze_bn: keep the encoder's batch-norm statistics fixed.
-        steps_per_tile: default steps per 256 x 256 px of corrected pixels ...
-        min_steps / max_steps: ... clipped to this range (see :func:`default_steps`).
-    """
-
-    name: str
-    description: str
-    lr: float = 3e-4
-    distill: float = 0.0
-    distill_temperature: float = 2.0
-    l2sp: float = 0.0
-    encoder_lr: float = 1.0
-    ema: float = 0.0
-    freeze_bn: bool = False
-    steps_per_tile: float = 12.0
-    min_steps: int = 40
-    max_steps: int = 120
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _recipes(*recipes: Recipe) -> Dict[str, Recipe]:
-    return {r.name: r for r in recipes}
-
-
-#: The named recipes. ``"plain"`` is the schedule used before issue 9 (TrainConfig.finetune, no
-#: regulariser); ``"default"`` is the one chosen by ``benchmarks/forgetting.py``.
-RECIPES: Dict[str, Recipe] = _recipes(
-    Recipe("plain", "TrainConfig.finetune as before: AdamW 3e-4, no regulariser"),
-    Recipe("distill", "plain + distillation to the previous model on uncorrected tissue (weight 1, T=2)",
-           distill=1.0),
-    Recipe("l2sp", "plain + L2-SP anchor to the previous weights (alpha 1)", l2sp=1.0),
-    Recipe("low_lr", "plain at a third of the learning rate (1e-4)", lr=1e-4),
-    Recipe("low_encoder_lr", "plain + encoder updates x0.1", encoder_lr=0.1),
-    Recipe("ema", "plain + EMA of the weights (decay 0.95) as the result", ema=0.95),
-    Recipe("freeze_bn", "plain + encoder batch-norm statistics kept fixed", freeze_bn=True),
-    Recipe("distill_bn", "distillation + fixed batch-norm statistics", distill=1.0, freeze_bn=True),
-    # chosen in benchmarks/forgetting.py (select stage, training/validation images only): of the recipes
-    # whose untouched images lost less than 0.5 Dice point on average in both sessions, the largest gain
-    # on the corrected images
-    Recipe("default", "distillation to the previous model on uncorrected tissue (weight 1, T=2) + fixed "
-           "batch-norm statistics + encoder updates x0.1", distill=1.0, freeze_bn=True, encoder_lr=0.1),
-)
-
-
-def get_recipe(recipe: Union[str, Recipe]) -> Recipe:
-    """The recipe named ``recipe`` (or ``recipe`` itself); an unknown name lists the valid ones."""
-    if isinstance(recipe, Recipe):
-        return recipe
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown fine-tuning recipe {recipe!r}; valid: {', '.join(RECIPES)}")
-    return RECIPES[recipe]
-
-
-def default_steps(recipe: Recipe, labelled: Sequence[Labelled]) -> int:
-    """Steps for the amount of corrected data: ``steps_per_tile`` per 256 x 256 px, clipped to
-    ``[min_steps, max_steps]`` (10 corrected 256-px regions: 120 steps, the dock's 3-minute budget)."""
-    tiles = sum(int(np.asarray(m).size) for _, m in labelled) / _TILE_AREA
-    return int(min(recipe.max_steps, max(recipe.min_steps, math.ceil(recipe.steps_per_tile * tiles))))
-
 
 # ---------------------------------------------------------------------------------------------- hooks
 
@@ -291,7 +210,8 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
              out_dir: PathLike, *, recipe: Union[str, Recipe] = "default", steps: Optional[int] = None,
              semi_supervised: bool = True, seed: int = 0, device: str = "cpu", threads: int = 0,
              cancel: Optional[Callable[[], bool]] = None, overrides: Optional[Mapping[str, Any]] = None,
-             provenance: Optional[Mapping[str, Any]] = None) -> Generator[Progress, None, TrainResult]:
+             provenance: Optional[Mapping[str, Any]] = None,
+             resume: Optional[PathLike] = None) -> Generator[Progress, None, TrainResult]:
     """Fine-tune the model of ``init`` on corrected ``labelled`` pairs with ``recipe``; yields progress.
 
     Args:
@@ -308,6 +228,7 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
         cancel: checked between steps; when it returns True, training stops and saves what it has.
         overrides: other :class:`~src_model.trainer.TrainConfig` fields (``patch``, ``batch_labelled``, ...).
         provenance: extra keys recorded in the checkpoint.
+        resume: continue the run from this ``last.pt`` (the previous model is still ``init``).
 
     Returns:
         the :class:`~src_model.trainer.TrainResult`; ``checkpoint`` is ``out_dir / "final.pt"``
@@ -347,7 +268,7 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
     log.info("fine-tuning with recipe %r: %d steps, %d labelled, %d unlabelled", r.name, n_steps,
              len(labelled), len(unlabelled))
     result = yield from train(model, labelled, unlabelled, config, Path(out_dir), cancel=cancel,
-                              provenance=prov, hooks=hooks)
+                              provenance=prov, resume=None if resume is None else Path(resume), hooks=hooks)
     if ema is not None:
         ema.apply(model)
         save_checkpoint(result.checkpoint, model, step=result.steps_done,

@@ -321,3 +321,76 @@ def test_checkpoint_errors_through_the_cli(tmp_path, glas_dir):
     assert_refused(results[2], "wide.pt", "decoder_channels=800000")
     assert_refused(results[3], "bare.pt", "not an official MTNet state_dict")
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.pt").exists()
+
+
+# ----------------------------------------------------------------------------- fine-tuning and retrain
+def test_train_init_fine_tunes_with_the_named_recipe(tmp_path, glas_dir):
+    for recipe in ("default", "plain"):
+        out = tmp_path / recipe
+        args = ["train", "--data", glas_dir, "--labelled-ids", "train_1", "--init", "--steps", 2, "--patch", 64,
+                "--batch", 1, "--out", out, "--progress", "json"]
+        cdma(*args, *([] if recipe == "default" else ["--recipe", recipe]))
+        prov = read_checkpoint(out / "final.pt")["provenance"]
+        assert prov["recipe"]["name"] == recipe and prov["init"] == "bundled" and prov["semi_supervised"]
+    from src_model.recipes import RECIPES
+
+    assert read_checkpoint(tmp_path / "default" / "final.pt")["provenance"]["recipe"] == RECIPES["default"].to_dict()
+
+
+def _store_with_regions(root, glas_dir):
+    """A real project store: a random lite model as current, 5 accepted GlaS regions (the 5th held out)."""
+    from napari_cdma.project.store import ProjectStore
+    from src_model import build_model
+    from src_model.checkpoint import save_checkpoint
+    from src_model.io import read_mask
+
+    store = ProjectStore.open(root)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(root.parent / "init.pt", build_model("lite"), provenance={"torch": str(torch.__version__)})
+    store.add_model(ckpt, parent=None, note="random lite", promoted=True)
+    boxes = [(40, 50, 136, 150), (200, 300, 264, 428), (100, 400, 228, 500), (300, 120, 380, 200),
+             (330, 420, 430, 520)]
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        name = ("testA_1", "testA_2", "testB_4")[i % 3]
+        image, mask = read_image(glas_dir / "images" / f"{name}.png"), read_mask(glas_dir / "masks" / f"{name}.png")
+        gt = mask[y0:y1, x0:x1]
+        store.accept_region(image, (y0, x0, y1, x1), gt, np.zeros_like(gt), model_version=store.current_model_version,
+                            source_path=f"{name}.png")
+    return store
+
+
+def test_retrain_runs_the_dock_worker_on_a_store_and_registers_a_version(tmp_path, glas_dir):
+    from napari_cdma.project.store import ProjectStore
+
+    root = tmp_path / "store"
+    _store_with_regions(root, glas_dir)
+    proc = cdma("retrain", root, "--steps", 2, "--promote", "no", "--device", "cpu", "--progress", "json")
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [e["step"] for e in events if e["event"] == "progress"] == [1, 2]
+    done = events[-1]
+    assert done["event"] == "done" and done["version"] == "v0002" and done["promoted"] is False
+    assert done["recipe"] == "default" and done["parent_model"] == "v0001" and done["n_holdout"] == 1
+    assert 0 <= done["agreement"] <= 1 and "the user's choice" in done["decision"]
+    assert {r["image"] for r in done["per_image"]} == {"testA_1.png", "testA_2.png", "testB_4.png"}
+    store = ProjectStore.open(root)
+    assert [m.version for m in store.models()] == ["v0001", "v0002"] and store.current_model_version == "v0001"
+    assert store.models()[1].metrics["per_image"] == done["per_image"]
+    # text progress: the per-image table goes to stderr; --promote yes makes it current
+    proc = cdma("retrain", root, "--steps", 1, "--promote", "yes", "--device", "cpu", "--recipe", "plain")
+    assert "testA_1.png" in proc.stderr and "promoted" in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["version"] == "v0003"
+    assert ProjectStore.open(root).current_model_version == "v0003"
+
+
+def test_retrain_bad_input_is_one_line_and_changes_nothing(tmp_path):
+    from napari_cdma.project.store import ProjectStore
+
+    proc = cdma("retrain", tmp_path / "nowhere", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such project store" in proc.stderr
+    ProjectStore.open(tmp_path / "empty")  # a store with nothing accepted yet
+    proc = cdma("retrain", tmp_path / "empty", "--device", "cpu", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "no accepted regions" in proc.stderr
+    assert ProjectStore.open(tmp_path / "empty").models() == []
+    proc = cdma("retrain", tmp_path / "empty", "--recipe", "nope", check=False)
+    assert proc.returncode == 2 and "nope" in proc.stderr

@@ -1,0 +1,94 @@
+"""The named fine-tuning recipes of :func:`src_model.finetune.finetune` (torch-free, so that ``cdma --help``
+can list them). Chosen by ``benchmarks/forgetting.py`` (``benchmarks/results/forgetting.md``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple, Union
+
+import numpy as np
+
+Labelled = Tuple[np.ndarray, np.ndarray]  # as src_model.data.Labelled (that module imports torch)
+
+#: Side of the unit in which the amount of corrected data is counted for the default step count.
+_TILE_AREA = 256 * 256
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named fine-tuning recipe.
+
+    Attributes:
+        name: the key in :data:`RECIPES`.
+        description: one line for ``--help`` and results files.
+        lr: AdamW learning rate (constant schedule).
+        distill: weight of :class:`DistillHook` (0 = off).
+        distill_temperature: softening temperature of the distillation.
+        l2sp: ``alpha`` of :class:`L2SPHook` (0 = off).
+        encoder_lr: multiplier of the encoder's updates (1 = as the rest; 0 = encoder frozen).
+        ema: decay of :class:`EMAHook` (0 = off).
+        freeze_bn: keep the encoder's batch-norm statistics fixed.
+        steps_per_tile: default steps per 256 x 256 px of corrected pixels ...
+        min_steps / max_steps: ... clipped to this range (see :func:`default_steps`).
+    """
+
+    name: str
+    description: str
+    lr: float = 3e-4
+    distill: float = 0.0
+    distill_temperature: float = 2.0
+    l2sp: float = 0.0
+    encoder_lr: float = 1.0
+    ema: float = 0.0
+    freeze_bn: bool = False
+    steps_per_tile: float = 12.0
+    min_steps: int = 40
+    max_steps: int = 120
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _recipes(*recipes: Recipe) -> Dict[str, Recipe]:
+    return {r.name: r for r in recipes}
+
+
+#: The named recipes. ``"plain"`` is the schedule used before issue 9 (TrainConfig.finetune, no
+#: regulariser); ``"default"`` is the one chosen by ``benchmarks/forgetting.py``.
+RECIPES: Dict[str, Recipe] = _recipes(
+    Recipe("plain", "TrainConfig.finetune as before: AdamW 3e-4, no regulariser"),
+    Recipe("distill", "plain + distillation to the previous model on uncorrected tissue (weight 1, T=2)",
+           distill=1.0),
+    Recipe("l2sp", "plain + L2-SP anchor to the previous weights (alpha 1)", l2sp=1.0),
+    Recipe("low_lr", "plain at a third of the learning rate (1e-4)", lr=1e-4),
+    Recipe("low_encoder_lr", "plain + encoder updates x0.1", encoder_lr=0.1),
+    Recipe("ema", "plain + EMA of the weights (decay 0.95) as the result", ema=0.95),
+    Recipe("freeze_bn", "plain + encoder batch-norm statistics kept fixed", freeze_bn=True),
+    Recipe("distill_bn", "distillation + fixed batch-norm statistics", distill=1.0, freeze_bn=True),
+    # chosen in benchmarks/forgetting.py (select stage, training/validation images only): of the recipes
+    # whose untouched images lost less than 0.5 Dice point on average in both sessions, the largest gain
+    # on the corrected images
+    Recipe("default", "distillation to the previous model on uncorrected tissue (weight 1, T=2) + fixed "
+           "batch-norm statistics + encoder updates x0.1", distill=1.0, freeze_bn=True, encoder_lr=0.1),
+)
+
+
+def get_recipe(recipe: Union[str, Recipe]) -> Recipe:
+    """The recipe named ``recipe`` (or ``recipe`` itself); an unknown name lists the valid ones."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown fine-tuning recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    return RECIPES[recipe]
+
+
+def default_steps(recipe: Recipe, labelled: Sequence[Labelled]) -> int:
+    """Steps for the amount of corrected data: ``steps_per_tile`` per 256 x 256 px, clipped to
+    ``[min_steps, max_steps]`` (10 corrected 256-px regions: 120 steps, the dock's 3-minute budget)."""
+    tiles = sum(int(np.asarray(m).size) for _, m in labelled) / _TILE_AREA
+    return int(min(recipe.max_steps, max(recipe.min_steps, math.ceil(recipe.steps_per_tile * tiles))))
+
+
+__all__ = ["Recipe", "RECIPES", "get_recipe", "default_steps"]
