@@ -1,18 +1,30 @@
 """Retrain panel: one-click background retraining (a separate process, polled by a QTimer),
-live loss / ETA / cancel, and the promote-if-better result (on enough held-out regions) with
-"keep anyway"."""
+live loss / ETA / cancel, and the promote-if-better result (on enough held-out regions, and only if
+the new model still agrees with the current one on uncorrected tissue) with "keep anyway"; a small
+table shows each image's held-out Dice before / after and the agreement."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._loss_plot import LossPlot
 from ._messages import show_message
 from ._widget_versions import fmt_dice
-from .project.events import Cancelled, Done, Evaluating, Failed, Progress, RetrainEvent, Started
+from .project.events import Cancelled, Done, Evaluating, Failed, ImageScore, Progress, RetrainEvent, Started
 from .project.store import ModelRecord, ProjectStore
 
 if TYPE_CHECKING:
@@ -21,6 +33,17 @@ if TYPE_CHECKING:
 POLL_MS = 100
 UI_REFRESH_S = 1.0
 DEFAULT_STEPS = 120  # ~2.5 min on a 2-core CPU for 10 regions (benchmarks/results/retrain.md)
+IMAGE_COLUMNS = ("image", "held-out before", "after", "agreement")
+
+
+def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, str, str, str]]:
+    """The cells of the per-image table: name, held-out Dice before / after (with the number of
+    held-out regions), agreement with the current model on uncorrected tissue."""
+    out = []
+    for r in rows:
+        held = f" ({r.n_holdout})" if r.n_holdout else ""
+        out.append((r.image, fmt_dice(r.old_dice) + held, fmt_dice(r.new_dice), fmt_dice(r.agreement)))
+    return out
 
 
 def _fmt_eta(seconds: Optional[float]) -> str:
@@ -83,6 +106,14 @@ class RetrainPanel(QWidget):
         self.result_label.setWordWrap(True)
         self.keep_button = QPushButton("Keep new model anyway")
         self.keep_button.setVisible(False)
+        self.image_table = QTableWidget(0, len(IMAGE_COLUMNS))
+        self.image_table.setHorizontalHeaderLabels(list(IMAGE_COLUMNS))
+        self.image_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.image_table.verticalHeader().setVisible(False)
+        self.image_table.setToolTip("Each image: pooled Dice of the current -> new model on its held-out regions "
+                                    "(their number in brackets), and how much the new model agrees with the "
+                                    "current one on its uncorrected tissue (1 = unchanged)")
+        self.image_table.setVisible(False)
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Steps"))
@@ -98,6 +129,7 @@ class RetrainPanel(QWidget):
         layout.addLayout(prog)
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.result_label)
+        layout.addWidget(self.image_table)
         layout.addWidget(self.keep_button)
 
         self.timer = QTimer(self)
@@ -148,6 +180,7 @@ class RetrainPanel(QWidget):
         self.progress.setRange(0, 0)
         self.eta_label.setText(_fmt_eta(None))
         self.keep_button.setVisible(False)
+        self.image_table.setVisible(False)
         self.retrain_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._say(f"Retraining from {store.current_model_version} in the background...")
@@ -258,12 +291,24 @@ class RetrainPanel(QWidget):
         reason = (record.metrics or {}).get("decision") or (
             "it is now the current model" if record.promoted else "the current model stays")
         verdict = f"{'promoted' if record.promoted else 'not promoted'}: {reason}"
+        agreement = "" if ev.agreement is None else \
+            f"; agreement on uncorrected tissue {fmt_dice(ev.agreement)} ({ev.agreement_crops} crops)"
         self._say(f"{record.version}: held-out Dice {fmt_dice(ev.old_dice)} -> "
-                  f"{fmt_dice(ev.new_dice)} on {ev.n_holdout} region(s); {verdict}.")
+                  f"{fmt_dice(ev.new_dice)} on {ev.n_holdout} region(s){agreement}; {verdict}.")
+        self._show_images(ev.per_image)
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)
         if store.current_model_version != before:
             self.model_changed.emit(store.current_model_version)
+
+    def _show_images(self, rows: Sequence[ImageScore]) -> None:
+        cells = image_rows(rows)
+        self.image_table.setRowCount(len(cells))
+        for i, row in enumerate(cells):
+            for j, text in enumerate(row):
+                self.image_table.setItem(i, j, QTableWidgetItem(text))
+        self.image_table.resizeColumnsToContents()
+        self.image_table.setVisible(bool(cells))
 
     def keep_anyway(self) -> bool:
         """Make the last, not promoted, model current anyway (the user's choice)."""
