@@ -12,6 +12,12 @@
 #            bundled_boundary (CDMA + boundary-aware targets)                            1 run,  <= 2300 steps
 # Left out for lack of room (documented in benchmarks/results/ssl_study.md): cdma5_noise, the larger
 # unlabelled pool and the unsupervised-weight rows of issue 12 section 2.
+# What ran (2026-11-30, one H200, torch 2.11): 298 s of the session's 900 s of device time had gone to another
+# run before this one, so the plan was cut to `ROWS_A="" ROWS_M="mt10" WATCHDOG=400 bash benchmarks/gpu_run.sh 380`
+# (timeout_s 425). ROWS_A="" then still meant the default (fixed since: ${ROWS_A-...}), so 13 trainings ran:
+# B (sup5, cdma5, cdma10_noise x 3 seeds) agreed on 2700 steps, M (mt10 x 3) on 2300, A (bundled_boundary)
+# on 2100; training from about +45 s to +345 s (~123 steps/s over all runs); 348 s of command, 382 s of
+# device time with start-up and transfers.
 # Groups B and M each agree on one step count (capped); the labelled set of each seed is drawn as in
 # benchmarks/glas_ssl.py (src_model.data.ssl_split).
 #
