@@ -162,51 +162,46 @@ def accept(store, picks, preds, images, taken) -> List[Dict[str, Any]]:
     return out
 
 
-def store_training_data(store) -> Tuple[List, List, List]:
-    """(labelled, unlabelled, held-out) as the retrain worker builds them from the store."""
-    labelled, held = [], []
-    for rec in store.training_regions() + store.holdout_regions():
-        crop, corrected, _ = store.load_region(rec.region_id)
-        (held if rec.holdout else labelled).append((crop, (corrected > 0).astype(np.uint8)))
-    unlabelled = store.unlabelled_images() + [crop for crop, _ in labelled]
-    return labelled, unlabelled, held
-
-
 def retrain(store, work: Path, semi: bool, args, seed: int) -> Dict[str, Any]:
-    """Fine-tune the store's current model, score it on the held-out regions, keep it; what happened."""
-    from napari_cdma.project.events import Done
-    from napari_cdma.project.retrain_job import finish, rule_decision
-    from src_model import load_checkpoint
-    from src_model.evaluate import score_regions
-    from src_model.finetune import finetune
-    from src_model.progress import drain
+    """Retrain exactly as the dock's Retrain does: the retrain worker's ``run`` on the store (its training
+    data, recipe and default steps, held-out scoring and agreement), in this process; the new model is
+    kept (``register="yes"``, "Keep new model anyway") and the promotion rule's own decision is recorded."""
+    from napari_cdma.project import retrain_worker
+    from napari_cdma.project.events import Done, Failed, Started
+    from napari_cdma.project.retrain_job import rule_decision
 
-    labelled, unlabelled, held = store_training_data(store)
-    parent, parent_path = store.current_model_version, store.current_model_path()
+    events: List[Any] = []
+    job = {"store": str(store.root), "out_dir": str(work), "recipe": args.recipe, "seed": seed, "device": "cpu",
+           "semi_supervised": semi, "register": "yes"}
+    if args.steps:
+        job["steps"] = args.steps
     t0 = time.perf_counter()
-    result = drain(finetune(parent_path, labelled, unlabelled, work, recipe=args.recipe, steps=args.steps,
-                            semi_supervised=semi, seed=seed, device="cpu", threads=args.threads))
-    train_s = time.perf_counter() - t0
-    old = new = better = None
-    if held:
-        old = drain(score_regions(load_checkpoint(parent_path), held))
-        new = drain(score_regions(load_checkpoint(result.checkpoint), held))
-        better = new > old
-    done = Done(checkpoint=str(result.checkpoint), parent_model=parent, steps_done=result.steps_done,
-                n_holdout=len(held), old_dice=old, new_dice=new, better=better)
-    rule_promote, reason = rule_decision(done)
-    finish(store, done, promote=True, note="simulated session: kept")
-    return {"steps_done": result.steps_done, "train_s": round(train_s, 1), "n_labelled": len(labelled),
-            "n_unlabelled": len(unlabelled), "n_holdout": len(held), "holdout_old_dice": old,
-            "holdout_new_dice": new, "rule_promote": rule_promote, "rule_reason": reason,
-            "checkpoint": str(result.checkpoint)}
+    retrain_worker.run(job, events.append, lambda: False)
+    done = [e for e in events if isinstance(e, Done)]
+    if not done:
+        raise RuntimeError(f"retraining ended without a result: {[e for e in events if isinstance(e, Failed)]}")
+    ev, started = done[0], next(e for e in events if isinstance(e, Started))
+    store.refresh()
+    promote, reason = rule_decision(ev)
+    return {"steps_done": ev.steps_done, "train_s": round(time.perf_counter() - t0, 1),
+            "n_labelled": started.n_labelled, "n_unlabelled": started.n_unlabelled, "n_holdout": ev.n_holdout,
+            "holdout_old_dice": ev.old_dice, "holdout_new_dice": ev.new_dice, "agreement": ev.agreement,
+            "rule_promote": promote, "rule_reason": reason, "recipe": ev.recipe, "config": started.config,
+            "checkpoint": str(store.current_model_path())}
 
 
 # ---------------------------------------------------------------- sessions and records
 
-def record_path(out: Path, key: Tuple[str, str, str, int], rnd: int) -> Path:
-    split, start, row, seed = key
-    return out / NAME / "records" / f"{split}_{start}_{row}_s{seed}_r{rnd}.json"
+Key = Tuple[str, str, str, str, int]  # split, recipe, start, row, seed
+
+
+def record_path(out: Path, key: Key, rnd: int) -> Path:
+    split, recipe, start, row, seed = key
+    return out / NAME / "records" / f"{split}_{recipe}_{start}_{row}_s{seed}_r{rnd}.json"
+
+
+def _key(r: Dict[str, Any]) -> Key:
+    return r["split"], r["recipe"], r["start"], r["row"], r["seed"]
 
 
 def read_records(out: Path) -> List[Dict[str, Any]]:
@@ -216,15 +211,15 @@ def read_records(out: Path) -> List[Dict[str, Any]]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def run_session(key: Tuple[str, str, str, int], data: Path, args) -> None:
+def run_session(key: Key, data: Path, args) -> None:
     """Run (or finish) the rounds of one session, writing one record per round."""
     from napari_cdma.project.store import ProjectStore
     from src_model import load_checkpoint
     from src_model.fileio import atomic_write_json
+    from src_model.recipes import get_recipe
 
-    split, start, row, seed = key
-    done = {r["round"]: r for r in read_records(args.out)
-            if (r["split"], r["start"], r["row"], r["seed"]) == (split, start, row, seed)}
+    split, recipe, start, row, seed = key
+    done = {r["round"]: r for r in read_records(args.out) if _key(r) == key}
     if all(r in done for r in range(args.rounds + 1)):
         log.info("%s: done", key)
         return
@@ -233,7 +228,7 @@ def run_session(key: Tuple[str, str, str, int], data: Path, args) -> None:
     others = {"untouched": load_images(data, other_ids, "bundled")}
     if start == "newlab":
         others["untouched_newlab"] = load_images(data, other_ids, start)
-    work = args.work / f"{split}_{start}_{row}_s{seed}"
+    work = args.work / f"{split}_{recipe}_{start}_{row}_s{seed}"
     work.mkdir(parents=True, exist_ok=True)
     rows_i = list(ROWS).index(row)
     with tempfile.TemporaryDirectory(prefix="cdma-session-") as tmp:
@@ -258,8 +253,9 @@ def run_session(key: Tuple[str, str, str, int], data: Path, args) -> None:
 
         def write(rnd: int, extra: Dict[str, Any]) -> None:
             t0 = time.perf_counter()
-            rec: Dict[str, Any] = {"split": split, "start": start, "row": row, "seed": seed, "round": rnd,
-                                   "session_ids": sess_ids, "untouched_ids": other_ids,
+            rec: Dict[str, Any] = {"split": split, "recipe": recipe, "start": start, "row": row, "seed": seed,
+                                   "round": rnd, "recipe_params": get_recipe(recipe).to_dict(),
+                                   "session_ids": sess_ids, "untouched_ids": other_ids, "command": args.command,
                                    "model_version": store.current_model_version, "corrected_area_px": area,
                                    "changed_px": changed, **extra, "session": measure(preds, images),
                                    "session_shown_dice": shown_dice(preds, images, taken)}
@@ -278,7 +274,8 @@ def run_session(key: Tuple[str, str, str, int], data: Path, args) -> None:
             picks = pick(row, preds, images, taken, args.regions, rng)
             regions = accept(store, picks, preds, images, taken)
             info = retrain(store, Path(tmp) / f"train{rnd}", ROWS[row][1], args, seed)
-            shutil.copyfile(info.pop("checkpoint"), work / f"round{rnd}.pt")
+            model_path = Path(info.pop("checkpoint"))
+            shutil.copyfile(model_path, work / f"round{rnd}.pt")
             area += sum(p["area"] for p in regions)
             changed += sum(p["changed_px"] for p in regions)
             model = load_checkpoint(store.current_model_path())
@@ -305,15 +302,18 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Per (split, start, row, round): means over seeds, untouched Dice change vs round 0, and the targets."""
     by: Dict[Tuple, Dict[int, Dict[str, Any]]] = {}
     for r in records:
-        by.setdefault((r["split"], r["start"], r["row"]), {}).setdefault(r["round"], {})[r["seed"]] = r
+        by.setdefault((r["split"], r["recipe"], r["start"], r["row"]), {}).setdefault(r["round"], {})[r["seed"]] = r
     table = []
-    for (split, start, row), rounds in sorted(by.items()):
+    order = {name: i for i, name in enumerate((*STARTS, *ROWS))}
+    for (split, recipe, start, row), rounds in sorted(by.items(), key=lambda kv: (*kv[0][:2], order[kv[0][2]],
+                                                                                order[kv[0][3]])):
         for rnd, seeds in sorted(rounds.items()):
             base = rounds.get(0, {})
             d_unt = [(s["untouched"]["dice"] - base[k]["untouched"]["dice"]) for k, s in seeds.items() if k in base]
             d_ses = [(s["session"]["dice"] - base[k]["session"]["dice"]) for k, s in seeds.items() if k in base]
             rule = [s["train"]["rule_promote"] for s in seeds.values() if "train" in s]
-            table.append({"split": split, "start": start, "row": row, "round": rnd, "seeds": sorted(seeds),
+            table.append({"split": split, "recipe": recipe, "start": start, "row": row, "round": rnd,
+                          "seeds": sorted(seeds),
                           "corrected_area_px": [s["corrected_area_px"] for s in seeds.values()],
                           "changed_px": [s["changed_px"] for s in seeds.values()],
                           "session_dice": [s["session"]["dice"] for s in seeds.values()],
@@ -330,9 +330,9 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"table": table}
 
 
-def _targets(table: List[Dict[str, Any]], split: str, rounds: int) -> List[str]:
-    """The issue-9 targets read off the table (paired over seeds where two rows are compared)."""
-    get = {(t["start"], t["row"], t["round"]): t for t in table if t["split"] == split}
+def _targets(table: List[Dict[str, Any]], rounds: int) -> List[str]:
+    """The issue-9 targets read off one section's table (paired over seeds where two rows are compared)."""
+    get = {(t["start"], t["row"], t["round"]): t for t in table}
     lines = []
     for start in STARTS:
         last = {row: get.get((start, row, rounds)) for row in ROWS}
@@ -351,7 +351,7 @@ def _targets(table: List[Dict[str, Any]], split: str, rounds: int) -> List[str]:
                 lines.append(f"- **{start}, {what}**: session Dice {_cell(diff, 100, '{:+.1f}')} points "
                              f"(seeds {common}).")
         worst = [(min(t["untouched_dice_change"]), t["row"], t["round"]) for t in table
-                 if t["split"] == split and t["start"] == start and t["round"] > 0 and t["untouched_dice_change"]]
+                 if t["start"] == start and t["round"] > 0 and t["untouched_dice_change"]]
         if worst:
             w = min(worst)
             ok = all(x[0] >= -0.005 for x in worst)
@@ -376,15 +376,17 @@ def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
              "with the accepted corrections pasted in; Δ untouched = change of the untouched images' Dice vs "
              "round 0 in points. The new model is kept every round; 'rule' = how often the product's promotion "
              "rule would have promoted it.", "",
-             f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} usable cores, torch threads "
-             f"{meta['threads']}. Command: `{meta['command']}`", ""]
-    for split in ("test", "check", "quick"):
-        table = [t for t in summary["table"] if t["split"] == split]
-        if not table:
-            continue
-        lines += [f"## {split} sessions", ""]
+             f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} usable cores (shared with other jobs; "
+             "each round records its load average), 1 torch thread unless the command says otherwise.", "",
+             "Commands (each record keeps its own):", ""]
+    lines += [f"    {c}" for c in sorted({r.get("command", "") for r in records} - {""})] + [""]
+    sections = sorted({(t["split"], t["recipe"]) for t in summary["table"]},
+                      key=lambda sr: (("test", "check", "quick").index(sr[0]), sr[1] != "default", sr[1]))
+    for split, recipe in sections:
+        table = [t for t in summary["table"] if (t["split"], t["recipe"]) == (split, recipe)]
+        lines += [f"## {split} sessions, recipe `{recipe}`", ""]
         rounds = max(t["round"] for t in table)
-        lines += _targets(summary["table"], split, rounds) + [""]
+        lines += _targets(table, rounds) + [""]
         lines += ["| start | row | round | seeds | area px | changed px | session Dice | session F1 | shown Dice | "
                   "untouched Dice | untouched F1 | Δ untouched (pts) | rule | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -399,7 +401,7 @@ def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
         if newlab:
             lines += ["", "newlab: Dice of the untouched images in the new lab's stain: " + ", ".join(
                 f"{t['row']} r{t['round']} {_cell(t['untouched_newlab_dice'])}" for t in newlab)]
-        png = out / (f"{NAME}.png" if split == "test" else f"{NAME}_{split}.png")
+        png = out / (f"{NAME}.png" if (split, recipe) == ("test", "default") else f"{NAME}_{split}_{recipe}.png")
         atomic_write_bytes(png, lambda f, table=table: plot(table, f))
         lines += ["", f"Plot: `{png.name}` (session Dice against corrected area; untouched Dice below).", ""]
     atomic_write_bytes(out / f"{NAME}.md", lambda f: f.write(("\n".join(lines) + "\n").encode("utf-8")))
@@ -459,6 +461,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--report", action="store_true", help="only rewrite the report from the records")
     add_data_argument(p)
     args = p.parse_args(argv)
+    args.command = " ".join(["python", "benchmarks/annotation_session.py", *(sys.argv[1:] if argv is None else argv)])
     data = require_glas(args.data, p.prog).resolve()
     split = args.split
     starts, rows = args.starts.split(","), args.rows.split(",")
@@ -480,7 +483,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    meta = {"machine": machine_info(), "threads": args.threads, "command": " ".join(["python", *sys.argv]),
+    meta = {"machine": machine_info(), "threads": args.threads, "command": args.command,
             "newlab": NEWLAB, "recipe": args.recipe, "steps": args.steps}
     if "ten" in starts and not TEN_MODEL.is_file() and not args.report:
         print(f"{p.prog}: error: no {TEN_MODEL} (the 10 % model of the GPU run)", file=sys.stderr)
@@ -489,7 +492,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for start in starts:
             for row in rows:
                 for seed in (int(s) for s in args.seeds.split(",")):
-                    run_session((split, start, row, seed), data, args)
+                    run_session((split, args.recipe, start, row, seed), data, args)
                     write_report(args.out, args, meta)
     write_report(args.out, args, meta)
     return 0
