@@ -36,8 +36,8 @@ from ._layers import (
 #: Largest image (pixels) whose post-processing runs on the whole maps (about 40 bytes a pixel of
 #: temporaries: 170 MB here); larger images are post-processed block by block.
 WHOLE_IMAGE_PIXELS = 2048 * 2048
-#: Largest piece (pixels) of a layer update done in one go on the GUI thread (~20 ms).
-UPDATE_PIXELS = 256 * 1024
+#: Largest piece (pixels) of a layer update done in one go on the GUI thread (~20 ms on a quiet 2-core machine).
+UPDATE_PIXELS = 128 * 1024
 #: Suffix of the layers a running prediction fills; they are removed if it is cancelled or fails.
 LIVE_SUFFIX = " (predicting...)"
 LIVE_ROLE = "predicting"
@@ -219,7 +219,7 @@ class LiveLayers:
     slices it whole once (napari's cost: about 1 s for 6000 x 6000 px here).
     """
 
-    def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int], fill: bool = False) -> None:
+    def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int]) -> None:
         self.viewer = viewer
         self.image_name = image_name
         names = names_for(image_name)
@@ -229,11 +229,14 @@ class LiveLayers:
                                           name=names["uncertainty"] + LIVE_SUFFIX,
                                           colormap=cmap, contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY,
                                           blending="translucent", metadata=_meta(image_name))
-        # added hidden and styled before it is shown: napari slices a big labels layer once, not three times
+        # added hidden and styled before it is shown: napari slices a big labels layer once, not three
+        # times. Filled, not outlined: napari computes outlines over the whole layer whenever it slices
+        # it (3.9 s of the 6 s it took to show an empty 6000 x 6000 layer with outlines on a busy 2-core
+        # machine); "Fill glands" off draws them later, at that cost.
         self.labels_layer = viewer.add_labels(np.zeros(shape, np.int32), name=names["prediction"] + LIVE_SUFFIX,
                                               visible=False, metadata=_meta(image_name))
         self.labels_layer.colormap = gland_colormap()
-        style_prediction(self.labels_layer, fill=fill)
+        style_prediction(self.labels_layer, fill=True)
         self.labels_layer.editable = False
         self.labels_layer.visible = True
 
@@ -269,9 +272,11 @@ class LiveLayers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
 
-    def adopt(self, labels_name: str, display_range: Tuple[float, float], secondary: bool, fill: bool
-              ) -> Dict[str, Any]:
+    def adopt(self, labels_name: str, display_range: Tuple[float, float], secondary: bool) -> Dict[str, Any]:
         """Make the live layers the image's prediction layers (large images: no copy, no full redraw).
+
+        The glands stay filled whatever the dock's "Fill glands" says: outlining a large layer costs
+        seconds of GUI time (see :class:`LiveLayers`); ticking and unticking "Fill glands" draws them.
 
         The labels layer takes the name ``labels_name`` and the uncertainty layer the image's
         uncertainty name (layers of those names, and the image's stale disagreement, entropy and
@@ -288,8 +293,8 @@ class LiveLayers:
         self.unc_layer.name = names["uncertainty"]
         self.unc_layer.metadata = {ROLE_KEY: "uncertainty", IMAGE_KEY: self.image_name}
         self.unc_layer.contrast_limits = display_range
-        if secondary or fill:
-            style_prediction(self.labels_layer, fill=fill, secondary=secondary)
+        if secondary:
+            style_prediction(self.labels_layer, fill=True, secondary=True)
         self.labels_layer.editable = True
         return {"prediction": self.labels_layer, "uncertainty": self.unc_layer}
 

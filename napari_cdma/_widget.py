@@ -349,8 +349,7 @@ class CdmaWidget(QWidget):
         # pathologist signed off); the state keeps the model's own labels, which Accept stores as
         # "predicted" and against which unaccepted edits are found.
         if result.live is not None:  # a large image: its layers were filled as it was predicted
-            layers = result.live.adopt(target, result.display_range, fill=self.display_panel.fill_check.isChecked(),
-                                       secondary=target != names_for(name)["prediction"])
+            layers = result.live.adopt(target, result.display_range, secondary=target != names_for(name)["prediction"])
             instances, n_pasted = result.live.paste(corrections)
         else:
             instances = result.instances if result.instances is not None else result.prediction.labels
