@@ -20,8 +20,9 @@ loading and, with workers, the cluster's start included).
     python benchmarks/bench_slide.py                    # --data: $CDMA_GLAS or ../shared/data/glas
     python benchmarks/bench_slide.py --sizes 4096 8192 --worker-sizes 4096 --memory-sizes 4096
 
-Results: ``benchmarks/results/slide.json`` and ``slide.md``. On a shared machine wall times depend
-on the load (recorded with each run); peak memory does not.
+Results: ``benchmarks/results/slide.json`` and ``slide.md``; a run replaces the entries of the same
+kind (run, chunk, size) and keeps the others. On a shared machine wall times depend on the load
+(recorded with each run); peak memory and CPU seconds hardly do.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from _common import add_data_argument, load_average, machine_info, require_glas, write_results
+from _common import RESULTS, add_data_argument, load_average, machine_info, require_glas, write_results
 
 NAME = "slide"
 LEVELS = 3
@@ -61,9 +62,11 @@ while p.poll() is None:
         pass
     time.sleep(0.2)
 out, err = p.communicate()
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # every reaped descendant: the workers too
 print(json.dumps({"rc": p.returncode, "wall_s": time.perf_counter() - t, "peak_tree_mb": peak_sum / 2**20,
+                  "cpu_s": ru.ru_utime + ru.ru_stime,
                   "peak_process_mb": peak_one / 2**20,
-                  "maxrss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "maxrss_children_mb": ru.ru_maxrss / 1024,
                   "stdout_tail": out.strip().splitlines()[-1:], "stderr_tail": err.strip().splitlines()[-2:]}))
 """
 IN_MEMORY = """import json, sys, time
@@ -134,12 +137,15 @@ def markdown(r: Dict[str, Any]) -> str:
              "Prediction time: inside `predict_slide` (model loading, and the Dask cluster's start-up with "
              "workers, included) or around `predict()` (after the image was read); Mpx/s = level-0 megapixels / "
              "prediction time.",
-             "", "| run | chunk | slide | wall | prediction | Mpx/s | peak RSS, tree | peak RSS, largest process | "
-             "load at start |", "|---|---|---|---|---|---|---|---|---|"]
+             "CPU: user + system seconds of the whole process tree (start-up included; less sensitive to the "
+             "machine's load than wall time).",
+             "", "| run | chunk | slide | wall | prediction | Mpx/s | CPU | peak RSS, tree | "
+             "peak RSS, largest process | load at start |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in r["runs"]:
         lines.append(f"| {run['label']} | {run.get('chunk') or '-'} | {run['size']} x {run['size']} "
                      f"({run['megapixels']:.0f} Mpx, RGB {run['rgb_mb']:.0f} MB) | {run['wall_s']:.0f} s | "
                      f"{run['predict_s']:.0f} s | {run['mpx_per_s']:.3f} | "
+                     f"{(format(run['cpu_s'], '.0f') + ' s') if 'cpu_s' in run else '-'} | "
                      f"{run['peak_tree_mb'] / 1024:.2f} GiB | {run['peak_process_mb'] / 1024:.2f} GiB | "
                      f"{run['load_avg_at_start'][0]:.1f} |")
     lines += [""]
@@ -212,7 +218,14 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    results = {"chunk": args.chunk, "runs": runs, "notes": notes, "machine": machine_info()}
+    old = json.loads((RESULTS / f"{NAME}.json").read_text()) if (RESULTS / f"{NAME}.json").exists() else {}
+    key = lambda run: (run["label"], run.get("chunk"), run["size"])  # noqa: E731  (a run replaces its own kind)
+    mine = {key(run) for run in runs}
+    kept = [run for run in old.get("runs", []) if key(run) not in mine]
+    notes_kept = [n for n in old.get("notes", []) if not any(n.startswith(f"{s} x {s}") or f"{s} x {s} store" in n
+                                                           for s in {run["size"] for run in runs})]
+    results = {"chunk": args.chunk, "runs": sorted(kept + runs, key=lambda r: (r["size"], r["label"])),
+               "notes": notes_kept + notes, "machine": machine_info()}
     write_results(NAME, results, markdown(results))
     print(markdown(results))
     return 0
