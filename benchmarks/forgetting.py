@@ -214,7 +214,7 @@ def markdown(doc: Dict[str, Any]) -> str:
              "corrected images with N=10 unlabelled images. `corrected`: the 3 corrected images; other columns: "
              "untouched images (neither corrected nor unlabelled). `_old_lab`: the untouched images without the "
              "new lab's stain shift. Worst: the largest drop of any untouched group in any seed.", ""]
-    for stage in ("select", "test"):
+    for stage in ("select", "select_cpu", "test"):
         part = doc.get(stage)
         if not part:
             continue
@@ -233,6 +233,15 @@ def markdown(doc: Dict[str, Any]) -> str:
                              + f" | {s['worst_untouched_points']:+.2f} | "
                              + ("-" if s.get("agreement_mean") is None else f"{s['agreement_mean']:.4f}")
                              + f" | {s['train_s']:.0f} |")
+            lines.append("")
+        if stage in ("test", "select_cpu"):
+            lines.append("Agreement (Dice of the new model's labels with the starting model's, whole images; "
+                         "src_model.agreement) on untouched images, mean and lowest image:")
+            lines.append("")
+            for r in part["rows"]:
+                lines.append(f"- `{r['session']}` seed {r['seed']} `{r['recipe']}`: " + "; ".join(
+                    f"{g} {r['agreement_mean'][g]:.4f} (min {r['agreement_min'][g]:.3f}, change "
+                    f"{r['change_points'][g]:+.2f})" for g in sorted(r["agreement_mean"])))
             lines.append("")
         if stage == "test":
             for r in part["rows"]:

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 POLL_MS = 100
 UI_REFRESH_S = 1.0
-DEFAULT_STEPS = 120  # ~2.5 min on a 2-core CPU for 10 regions (benchmarks/results/retrain.md)
+#: 0 = "auto": the fine-tuning recipe's steps for the amount of corrected pixels (src_model.recipes;
+#: 10 regions of 256 px: its max_steps, sized for the 3-minute turnaround on a 2-core CPU)
+DEFAULT_STEPS = 0
 IMAGE_COLUMNS = ("image", "held-out before", "after", "agreement")
 
 
@@ -89,9 +91,11 @@ class RetrainPanel(QWidget):
         self._last_ui = 0.0
 
         self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100_000)
+        self.steps_spin.setRange(0, 100_000)
+        self.steps_spin.setSpecialValueText("auto")
         self.steps_spin.setValue(DEFAULT_STEPS)
-        self.steps_spin.setToolTip("Fine-tuning steps on the accepted regions + unlabelled tissue")
+        self.steps_spin.setToolTip("Fine-tuning steps on the accepted regions + unlabelled tissue "
+                                   "(auto: the recipe's, by the amount of corrected pixels)")
         self.retrain_button = QPushButton("Retrain")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -168,7 +172,8 @@ class RetrainPanel(QWidget):
                 self._before_start(store)
             from .project.retrain_job import RetrainJob
 
-            self.job = RetrainJob.start(store.root, int(steps or self.steps_spin.value()), **self.train_kwargs)
+            chosen = int(steps or self.steps_spin.value())
+            self.job = RetrainJob.start(store.root, chosen or None, **self.train_kwargs)
         except Exception as exc:
             self.job = None
             self._say(f"Could not start retraining: {exc}", error=True)

@@ -43,9 +43,12 @@ class Recipe:
     encoder_lr: float = 1.0
     ema: float = 0.0
     freeze_bn: bool = False
-    steps_per_tile: float = 12.0
+    # 10 corrected 256-px regions -> 100 steps: the plain schedule took 153 s for 120 steps on this 2-core
+    # CPU (benchmarks/results/retrain.md) and the default recipe's steps cost ~1.24x (distillation's
+    # teacher forward; benchmarks/results/forgetting.md), so 100 steps plus scoring stay under 3 minutes
+    steps_per_tile: float = 10.0
     min_steps: int = 40
-    max_steps: int = 120
+    max_steps: int = 100
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,7 +89,7 @@ def get_recipe(recipe: Union[str, Recipe]) -> Recipe:
 
 def default_steps(recipe: Recipe, labelled: Sequence[Labelled]) -> int:
     """Steps for the amount of corrected data: ``steps_per_tile`` per 256 x 256 px, clipped to
-    ``[min_steps, max_steps]`` (10 corrected 256-px regions: 120 steps, the dock's 3-minute budget)."""
+    ``[min_steps, max_steps]`` (10 corrected 256-px regions: 100 steps, the dock's 3-minute budget)."""
     tiles = sum(int(np.asarray(m).size) for _, m in labelled) / _TILE_AREA
     return int(min(recipe.max_steps, max(recipe.min_steps, math.ceil(recipe.steps_per_tile * tiles))))
 

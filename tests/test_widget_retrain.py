@@ -25,6 +25,7 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     store = _store(tmp_path, lite_checkpoint)
     panel = RetrainPanel(lambda: store)
     qtbot.addWidget(panel)
+    assert panel.steps_spin.value() == 0 and panel.steps_spin.text() == "auto"  # the recipe's steps by default
     rows = (ImageScore("testA_1.png", n_holdout=2, old_dice=0.861, new_dice=0.902, agreement=0.981),
             ImageScore("testB_4.png", agreement=0.973))
     good = Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=3, n_holdout=3, old_dice=0.85,
