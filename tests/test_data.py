@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from src_model import build_model
 from src_model.data import (
     AugmentConfig,
     TwoStreamPatches,
@@ -16,7 +17,9 @@ from src_model.data import (
     ssl_split,
     touching_border,
 )
+from src_model.losses import supervised_loss
 from src_model.tissue import tissue_mask
+from src_model.trainer import CDMATrainer, TrainConfig
 
 # the training ids of the full GlaS set as we use it (train_80..85 are not in it)
 FULL_TRAIN_IDS = [f"train_{i}" for i in range(1, 80)]
@@ -147,3 +150,23 @@ def test_boundary_weights_follow_the_patch_and_keep_the_targets(glas_dir):
     assert int((w[0] == 5).sum()) == int((code >= 2).sum())
     plain = next(iter(TwoStreamPatches(pairs, [pairs[0][0]], 1, 1, 320, seed=0)))
     assert "weight" not in plain and torch.equal(plain["target"], t)
+
+
+def test_the_trainer_weighs_the_boundary_pixels_in_its_loss(glas_dir):
+    pairs = load_pairs(glas_dir, ["train_5"])
+    batch = next(iter(TwoStreamPatches(pairs, [pairs[0][0]], 1, 1, 320, seed=0, boundary_weight=4.0)))
+    assert (batch["weight"] > 1).any()
+    torch.manual_seed(0)
+    model = build_model("lite")
+    cfg = TrainConfig(steps=2, batch_labelled=1, batch_unlabelled=1, patch=320, warmup_steps=5, device="cpu")
+    with torch.no_grad():
+        model.train()
+        logits = model(batch["image"])
+    weighted = supervised_loss([z[:1] for z in logits], batch["target"][:1], batch["weight"][:1]).item()
+    plain = supervised_loss([z[:1] for z in logits], batch["target"][:1]).item()
+    assert abs(weighted - plain) > 1e-4
+    torch.manual_seed(0)
+    model = build_model("lite")
+    trainer = CDMATrainer(model, cfg, torch.device("cpu"))
+    trainer.configure_optimizer()
+    assert trainer.train_step(batch)["sup"] == pytest.approx(weighted, rel=1e-4)  # the step's loss is the weighted one
