@@ -259,7 +259,7 @@ class RetrainPanel(QWidget):
         elif isinstance(ev, Evaluating):
             self.state = "evaluating"
             self.progress.setRange(0, 0)
-            self._say("Comparing new and old model on the held-out regions...")
+            self._say("Comparing new and old model on the held-out regions and on uncorrected tissue...")
         elif isinstance(ev, Done):
             self._end_job()
             self.progress.setRange(0, 1)

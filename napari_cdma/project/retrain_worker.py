@@ -253,11 +253,10 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
 
     emit(Evaluating(n_holdout=len(held)))
     tile = int(job.get("eval_tile", EVAL_TILE))
-    score_device = "cpu" if device == "auto" else device
     old_model, new_model = load_checkpoint(parent_path), load_checkpoint(result.checkpoint)
     held_per: _PerImage = {}
     if held:
-        scored = _score_held(old_model, new_model, held, tile, score_device, cancel)
+        scored = _score_held(old_model, new_model, held, tile, device, cancel)
         if scored is None:
             emit(Cancelled(steps_done=result.steps_done))
             return 0
@@ -267,7 +266,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     else:
         old = new = better = None
         message = "no held-out regions yet: the new model cannot be scored; promote it by hand if wanted"
-    agree = _agreement(store, old_model, new_model, score_device,
+    agree = _agreement(store, old_model, new_model, device,
                        int(job.get("agreement_crops", AGREEMENT_MAX_CROPS)), cancel)
     if agree is None:
         emit(Cancelled(steps_done=result.steps_done))
