@@ -198,6 +198,19 @@ def _meta(image_name: str) -> Dict[str, str]:
     return {ROLE_KEY: LIVE_ROLE, IMAGE_KEY: image_name}
 
 
+#: Smallest area (pixels) of a gland the dock's post-processing keeps (about its minimum object size,
+#: 1600 px, halved for glands split at a neck): bounds the number of glands an image can hold.
+MIN_GLAND_PIXELS = 800
+
+
+def labels_dtype(shape: Tuple[int, ...]) -> np.dtype:
+    """uint16 for the live labels when the image cannot hold more glands than uint16 counts (napari
+    shows uint16 labels without converting them: a 6000 x 6000 layer appears in a fraction of the
+    time of an int32 one), else int32."""
+    fits = int(shape[0]) * int(shape[1]) // MIN_GLAND_PIXELS < np.iinfo(np.uint16).max
+    return np.dtype(np.uint16 if fits else np.int32)
+
+
 def pyramid(data: np.ndarray, smallest: int = 512) -> List[np.ndarray]:
     """Strided views of ``data`` (no copies), each half the size of the one before, down to
     ``smallest`` px a side: a multiscale layer over them slices only what the canvas shows."""
@@ -209,14 +222,16 @@ def pyramid(data: np.ndarray, smallest: int = 512) -> List[np.ndarray]:
 
 
 class LiveLayers:
-    """The labels and uncertainty layers a large image's prediction fills while it runs (GUI thread).
+    """The labels and uncertainty layers a large image's prediction fills while it runs (GUI
+    thread).
 
-    Both are allocated at the image's shape before the worker starts: labels int32 (one label per
-    gland once finished) and uncertainty float16 shown through a pyramid of strided views, so that
-    refreshing it costs what the canvas shows, not the image size. Labels are written with
-    ``Labels.data_setitem``, which redraws only the changed extent; its undo history is cleared
-    after each write (a prediction is not an edit). Showing the labels layer the first time
-    slices it whole once (napari's cost: about 1 s for 6000 x 6000 px here).
+    Both are allocated at the image's shape before the worker starts: labels uint16 or int32
+    (:func:`labels_dtype`; one label per gland once finished) and uncertainty float16 shown
+    through a pyramid of strided views, so that refreshing it costs what the canvas shows, not
+    the image size. Labels are written with ``Labels.data_setitem``, which redraws only the
+    changed extent; its undo history is cleared after each write (a prediction is not an edit).
+    Showing the labels layer the first time slices it whole once (napari's cost: about 1 s for
+    6000 x 6000 px here).
     """
 
     def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int]) -> None:
@@ -233,8 +248,9 @@ class LiveLayers:
         # times. Filled, not outlined: napari computes outlines over the whole layer whenever it slices
         # it (3.9 s of the 6 s it took to show an empty 6000 x 6000 layer with outlines on a busy 2-core
         # machine); "Fill glands" off draws them later, at that cost.
-        self.labels_layer = viewer.add_labels(np.zeros(shape, np.int32), name=names["prediction"] + LIVE_SUFFIX,
-                                              visible=False, metadata=_meta(image_name))
+        self.labels_layer = viewer.add_labels(np.zeros(shape, labels_dtype(shape)),
+                                              name=names["prediction"] + LIVE_SUFFIX, visible=False,
+                                              metadata=_meta(image_name))
         self.labels_layer.colormap = gland_colormap()
         style_prediction(self.labels_layer, fill=True)
         self.labels_layer.editable = False
@@ -243,14 +259,23 @@ class LiveLayers:
     def alive(self) -> bool:
         return self.labels_layer in self.viewer.layers and self.unc_layer in self.viewer.layers
 
+    def room_for(self, largest: int) -> None:
+        """Widen the labels to int32 if ``largest`` does not fit their dtype (napari then slices the
+        whole layer once)."""
+        layer = self.labels_layer
+        if largest > np.iinfo(layer.data.dtype).max:
+            layer.data = layer.data.astype(np.int32)
+
     def write_labels(self, y0: int, x0: int, values: np.ndarray) -> None:
         """Set the labels of a block (changed pixels only), redrawing just that extent."""
         layer = self.labels_layer
+        if values.size:
+            self.room_for(int(values.max()))
         bh, bw = values.shape
         changed = layer.data[y0:y0 + bh, x0:x0 + bw] != values
         yy, xx = np.nonzero(changed)
         if yy.size:
-            layer.data_setitem((yy + y0, xx + x0), values[yy, xx].astype(np.int32, copy=False))
+            layer.data_setitem((yy + y0, xx + x0), values[yy, xx].astype(layer.data.dtype, copy=False))
             # a prediction is not an edit to undo: napari clears the undo history when editing is switched off
             layer.editable = True
             layer.editable = False
@@ -308,6 +333,8 @@ class LiveLayers:
         from ._layers import paste_corrections
 
         layer = self.labels_layer
+        # pasted glands get ids above every id in the layer
+        self.room_for(int(layer.data.max()) + sum(int(np.asarray(m).max(initial=0)) for _, m in corrections))
         original = np.array(layer.data, copy=True)
         n = paste_corrections(layer.data, corrections)  # in place: ids above every id in the layer
         editable = layer.editable
@@ -332,5 +359,5 @@ def pieces(event: Any, width: int) -> List[Any]:
     return [Block(event.y0 + i, event.x0, labels[i:i + rows]) for i in range(0, labels.shape[0], rows)]
 
 
-__all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS", "pieces",
-           "predict_job", "pyramid", "review_outputs", "streams"]
+__all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
+           "labels_dtype", "pieces", "predict_job", "pyramid", "review_outputs", "streams"]
