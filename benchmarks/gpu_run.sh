@@ -36,8 +36,10 @@
 #     OUT=/tmp/smoke_out bash benchmarks/gpu_run.sh 150
 # Run on the device machine (repo root, $OUT set, .gpu_data carried; timeout_s 570):
 #   bash benchmarks/gpu_run.sh 460 2>&1
-# Comes back in $OUT (8 files, the most a call returns; this script's own output is the call's output_tail):
-# A.tgz, B<seed>.tgz, M<seed>.tgz (weights-only checkpoints + records, 3.3 MB each), logs.tgz.
+# Comes back in $OUT (at most 8 files; this script's own output is the call's output_tail): ck00.tgz, ck01.tgz, ...
+# (4 weights-only checkpoints + records each, 3.3 MB a checkpoint; 64 MiB in all: at most ~19 trainings), logs.tgz.
+# Next lease (the rows this one had no room for):
+#   ROWS_A="" ROWS_B="cdma5_noise" ROWS_M="mt5" ROWS_X="cdma10_pool cdma10_w03 cdma10_w3" bash benchmarks/gpu_run.sh 460
 # Then, on a CPU: python benchmarks/ssl_study.py --runs <folder with the unpacked tars> (evaluates and reports);
 # benchmarks/eval_gpu_run.py on the validation images for A, benchmarks/make_bundled.py if it is better.
 set -u
@@ -53,6 +55,7 @@ MAX_B=${MAX_B:-3000}
 ROWS_A=${ROWS_A-"bundled_boundary"}  # an empty value (ROWS_A="") runs none
 ROWS_B=${ROWS_B-"sup5 cdma5 cdma10_noise"}
 ROWS_M=${ROWS_M-"mt5 mt10"}
+ROWS_X=${ROWS_X-""}  # group X: one more step-count group (e.g. the issue-12 section-2 rows), seeds SEEDS_X
 WORKERS_A=${WORKERS_A:-2}
 WORKERS_B=${WORKERS_B:-1}
 CAL_FROM=${CAL_FROM:-20}
@@ -60,6 +63,7 @@ CAL_UNTIL=${CAL_UNTIL:-40}
 SAFETY=${SAFETY:-0.95}
 WATCHDOG=${WATCHDOG:-$((TRAIN_S + 55))}
 SEEDS=${SEEDS:-"0 1 2"}
+SEEDS_X=${SEEDS_X:-$SEEDS}
 DATA=${DATA:-/tmp/glas}
 W=${W:-/tmp/gpu_work}
 rm -rf "$W"; mkdir -p "$W/logs" "$W/ck" "$OUT"
@@ -69,8 +73,13 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREA
 if [ -d .gpu_data/code/src_model ]; then CODE="$PWD/.gpu_data/code"; else CODE="$PWD"; fi
 export PYTHONPATH="$CODE${PYTHONPATH:+:$PYTHONPATH}"
 
-pack() {  # everything that should come back: at most 8 files, 16 MiB each (<= 4 checkpoints of 3.6 MB per tar)
-  (cd "$W/ck" && for g in *; do [ -d "$g" ] && tar czf "$OUT/$g.tgz" "$g"; done)
+pack() {  # everything that should come back: at most 8 files, 16 MiB each: tars of <= 4 checkpoints (3.3 MB each
+  # compressed) with their records, named ck00.tgz, ck01.tgz, ...; each holds <group><seed>/<run>.pt|json
+  rm -f "$W"/chunk_*
+  (cd "$W/ck" && ls -d */*.pt 2>/dev/null | sort > "$W/cklist" && split -l 4 -d "$W/cklist" "$W/chunk_" &&
+   for c in "$W"/chunk_*; do
+     tar czf "$OUT/ck${c##*_}.tgz" $(cat "$c") $(sed 's/\.pt$/.json/' "$c")
+   done)
   (cd "$W" && tar czf "$OUT/logs.tgz" logs sync $(ls ck/*/*.json 2>/dev/null))
   ls -la "$OUT"
 }
@@ -104,7 +113,8 @@ NS=$(count $SEEDS)
 NA=$(count $ROWS_A)
 NB=$(( $(count $ROWS_B) * NS ))
 NM=$(( $(count $ROWS_M) * NS ))
-NALL=$(( NA + NB + NM ))
+NX=$(( $(count $ROWS_X) * $(count $SEEDS_X) ))
+NALL=$(( NA + NB + NM + NX ))
 for row in $ROWS_A; do
   launch "$row" A "$NA" A --row "$row" --seed 0 --batch "$BATCH_A" --workers "$WORKERS_A" --max-steps "$MAX_A"
 done
@@ -115,6 +125,12 @@ for seed in $SEEDS; do
   done
   for row in $ROWS_M; do
     launch "${row}_seed$seed" M "$NM" "M$seed" --row "$row" --seed "$seed" --batch "$BATCH_B" --workers "$WORKERS_B" \
+      --max-steps "$MAX_B"
+  done
+done
+for seed in $SEEDS_X; do
+  for row in $ROWS_X; do
+    launch "${row}_seed$seed" X "$NX" "X$seed" --row "$row" --seed "$seed" --batch "$BATCH_B" --workers "$WORKERS_B" \
       --max-steps "$MAX_B"
   done
 done

@@ -27,7 +27,10 @@ targets: ``TrainConfig.boundary_weight``), ``full`` (supervised only, same image
 ``TrainConfig.release``), ``cdma10_noise`` (cdma10 with the paper's feature noise on branches 2 and 3,
 ``MTNetConfig.feature_noise`` = ``--noise``), ``mt10`` (mean teacher, :mod:`src_model.mean_teacher`:
 supervised loss + EMA-teacher consistency, CDMA's own terms off); ``sup5`` / ``cdma5`` / ``mt5``: the
-same at 5 % labels. ``--max-steps`` caps the calibrated step count (the recipe's length).
+same at 5 % labels; issue 12 section 2 (cdma10 with one change each): ``cdma10_pool`` (the unlabelled
+images also at scales ``POOL_SCALES``: a pool of 3x the images, never a test image), ``cdma10_w03`` /
+``cdma10_w3`` (CDMA's unsupervised weights x0.3 / x3). ``--max-steps`` caps the calibrated step count (the
+recipe's length).
 """
 from __future__ import annotations
 
@@ -39,11 +42,14 @@ import logging
 import math
 import os
 import platform
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 import src_model
 from src_model import build_model, get_config
@@ -56,13 +62,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("gpu_train")
 ROWS = ("bundled", "bundled_stain", "bundled_boundary", "full", "sup10", "cdma10", "cdma10_release", "cdma10_noise",
-        "mt10", "sup5", "cdma5", "mt5")
+        "mt10", "sup5", "cdma5", "mt5", "cdma5_noise", "cdma10_pool", "cdma10_w03", "cdma10_w3")
+POOL_SCALES = (0.75, 1.5)  # cdma10_pool: each unlabelled image also at these scales
+WEIGHT_SCALES = {"cdma10_w03": 0.3, "cdma10_w3": 3.0}  # cdma10_w*: CDKD and entropy weights x this
 BOUNDARY = dict(boundary_weight=4.0, boundary_radius=8)  # bundled_boundary: CE weight 5 within 8 px of two glands
 
 
 def row_fraction(row: str) -> float:
-    """Labelled fraction of a row: 5 % for the ``*5`` rows, else 10 % (bundled rows use train_all)."""
-    return 0.05 if row.endswith("5") else 0.1
+    """Labelled fraction of a row: 5 % for ``sup5``, ``cdma5_noise``, ..., else 10 % (bundled rows use train_all)."""
+    m = re.match(r"[a-z]+(\d+)", row)
+    return 0.05 if m and m.group(1) == "5" else 0.1
+
+
+def scaled_pool(images, scales=POOL_SCALES) -> list:
+    """The images, then each again resized by every factor of ``scales`` (bicubic): a larger unlabelled pool."""
+    out = list(images)
+    for f in scales:
+        for img in images:
+            h, w = img.shape[:2]
+            size = (max(1, round(w * f)), max(1, round(h * f)))
+            out.append(np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC)))
+    return out
 
 
 def row_hooks(row: str, model) -> list:
@@ -106,6 +126,9 @@ def row_setup(row: str, split: dict, steps: int, batch: int, patch: int, seed: i
         cfg.augment = replace(cfg.augment, stain_jitter=stain)
     if row == "bundled_boundary":
         cfg = replace(cfg, **BOUNDARY)
+    if row in WEIGHT_SCALES:
+        f = WEIGHT_SCALES[row]
+        cfg = replace(cfg, cdkd_weight=cfg.cdkd_weight * f, ent_weight=cfg.ent_weight * f)
     if row.startswith("mt"):  # mean teacher alone: the unlabelled patches reach the model, CDMA's terms are off
         cfg = replace(cfg, cdkd_weight=0.0, ent_weight=0.0)
     return lab, unl, cfg
@@ -222,7 +245,10 @@ def main(argv=None) -> int:
     model = build_model(mcfg)
     init_state = copy.deepcopy(model.state_dict())
     init_rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
-    data = TwoStreamPatches(load_pairs(args.data, lab_ids), load_images(args.data, unl_ids), cfg.batch_labelled,
+    unl_images = load_images(args.data, unl_ids)
+    if args.row.endswith("_pool"):
+        unl_images = scaled_pool(unl_images)
+    data = TwoStreamPatches(load_pairs(args.data, lab_ids), unl_images, cfg.batch_labelled,
                             cfg.batch_unlabelled if cfg.unsupervised else 0, cfg.patch, cfg.seed, cfg.augment,
                             cfg.boundary_weight, cfg.boundary_radius)
     log.info("%d labelled, %d unlabelled, batch %d+%d, patch %d, %s, engine %s, setup %.1fs", len(lab_ids),
@@ -287,7 +313,8 @@ def main(argv=None) -> int:
               "train_wall_s": round(wall, 1),
               "total_wall_s": round(time.time() - t_start, 1), "steps_per_s": round(trainer.step / max(wall, 1e-9), 2),
               "batch": f"{cfg.batch_labelled}+{cfg.batch_unlabelled if cfg.unsupervised else 0}", "patch": cfg.patch,
-              "n_labelled": len(lab_ids), "n_unlabelled": len(unl_ids), "unsupervised": cfg.unsupervised,
+              "n_labelled": len(lab_ids), "n_unlabelled": len(unl_ids), "unlabelled_pool": len(unl_images),
+              "unsupervised": cfg.unsupervised,
               "train_config": cfg.to_dict(), "calibration": calib, "hardware": hw, "workers": args.workers,
               "cpu_count": os.cpu_count(), "torch": str(torch.__version__), "history": history,
               "finite": all(math.isfinite(h["loss"]) for h in history)}

@@ -44,6 +44,9 @@ ROWS = {
     "cdma5_noise": ("CDMA + feature noise 0.3", 5), "cdma10_noise": ("CDMA + feature noise 0.3", 10),
     "cdma10_release": ("CDMA, released schedule (SGD, step)", 10),
     "mt5": ("mean teacher", 5), "mt10": ("mean teacher", 10),
+    # issue 12 section 2: cdma10 with one change
+    "cdma10_pool": ("CDMA, unlabelled pool x3 (scales 0.75, 1.5)", 10),
+    "cdma10_w03": ("CDMA, unsupervised weight x0.3", 10), "cdma10_w3": ("CDMA, unsupervised weight x3", 10),
 }
 # (score key, subset, metric, column label, digits)
 METRICS = (("raw", "all", "dice", "pixel Dice", 4), ("raw", "all", "f1", "object F1", 4),
