@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_cdma._layers import names_for
-from napari_cdma._predict_stream import CANCELLED_SUFFIX, LIVE_SUFFIX, Rows
+from napari_cdma._predict_stream import CANCELLED_SUFFIX, LIVE_SUFFIX, Rows, labels_dtype
 from src_model.runtime import THREAD_ROLES, cpu_cores, torch_threads
 
 PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
@@ -46,7 +46,8 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     assert widget.predict(NAME), panel.last_message
     # allocated before the worker has produced anything: image-sized, empty
     live_labels, live_unc = (viewer.layers[n] for n in _live_names())
-    assert live_labels.data.shape == image.shape[:2] and live_labels.data.dtype == np.int32
+    assert live_labels.data.shape == image.shape[:2]
+    assert live_labels.data.dtype == labels_dtype(image.shape) == np.uint16
     assert live_unc.multiscale and live_unc.data[0].shape == image.shape[:2] and live_unc.data[0].dtype == np.float16
     rows, progress = [], []
     panel._worker.yielded.connect(lambda ev: rows.append(ev) if isinstance(ev, Rows) else None)
@@ -111,6 +112,21 @@ def test_cancel_stops_and_leaves_no_finished_looking_layer(dock, qtbot):
                     timeout=10_000)
     assert names_for(NAME)["prediction"] not in viewer.layers and NAME not in widget.states
     assert panel.predict_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_labels_dtype_holds_every_gland():
+    from napari.components import ViewerModel
+
+    from napari_cdma._predict_stream import LiveLayers
+
+    assert labels_dtype((6000, 6000)) == np.uint16  # at most 45000 glands of 800 px
+    assert labels_dtype((12000, 12000)) == np.int32
+    live = LiveLayers(ViewerModel(), "x", (64, 80))
+    live.write_labels(8, 16, np.full((4, 4), 7, np.int32))
+    assert live.labels_layer.data.dtype == np.uint16 and live.labels_layer.data[8:12, 16:20].min() == 7
+    live.write_labels(0, 0, np.full((2, 2), 70_000, np.int32))  # more glands than uint16 counts: widened
+    assert live.labels_layer.data.dtype == np.int32 and live.labels_layer.data[0, 0] == 70_000
+    assert live.labels_layer.data[8, 16] == 7 and live.labels_layer.data.sum() == 4 * 70_000 + 16 * 7
 
 
 def test_thread_policy_shares_the_cores():
