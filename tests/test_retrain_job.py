@@ -111,36 +111,39 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     assert not regressed.promoted and store.current_model_version == "v0001"
     assert "uncorrected tissue" in regressed.metrics["decision"]
     assert regressed.metrics["per_image"][0]["image"] in rows
+    both = finish(store, replace(done, better=True, n_holdout=1))  # too few held out, and changed tissue
+    assert not both.promoted and "too little to promote" in both.metrics["decision"]
+    assert "changed the prediction of uncorrected tissue" in both.metrics["decision"]
     store = ProjectStore.open(store_path)
     done = replace(done, agreement=0.99)  # from here on: a candidate that kept the uncorrected tissue
     # Both rule outcomes for sure: the same real checkpoint reported worse, then better.
     worse = finish(store, replace(done, old_dice=0.9, new_dice=0.8, better=False))
-    assert worse.version == "v0003" and worse.parent == "v0001" and not worse.promoted
+    assert worse.version == "v0004" and worse.parent == "v0001" and not worse.promoted
     assert worse.metrics["new_dice"] == 0.8 and worse.metrics["n_holdout"] == 1
     assert worse.metrics["promoted_by"] == "rule" and store.current_model_version == "v0001"
     # better on enough held-out regions: promoted by the rule
     better = finish(store, replace(done, old_dice=0.8, new_dice=0.9, better=True,
                                    n_holdout=MIN_HOLDOUT_FOR_PROMOTION))
-    assert better.promoted and store.current_model_version == "v0004"
+    assert better.promoted and store.current_model_version == "v0005"
     # nothing held out: never promoted by the rule; the user's override wins
     unscored = replace(done, old_dice=None, new_dice=None, better=None, n_holdout=0)
-    assert not finish(store, unscored).promoted and store.current_model_version == "v0004"
+    assert not finish(store, unscored).promoted and store.current_model_version == "v0005"
     forced = finish(store, unscored, promote=True)
     assert forced.promoted and forced.metrics["promoted_by"] == "user"
     reopened = ProjectStore.open(store_path)  # the history survives reopening
-    assert reopened.current_model_version == "v0006"
-    assert [m.version for m in reopened.models()] == ["v0001", "v0002", "v0003", "v0004", "v0005", "v0006"]
+    assert reopened.current_model_version == "v0007"
+    assert [m.version for m in reopened.models()] == [f"v000{i}" for i in range(1, 8)]
     with pytest.raises(TypeError, match="Done"):
         finish(store, Cancelled())
     # better on too few held-out regions (issue 9): not promoted, and the reason says why
     assert MIN_HOLDOUT_FOR_PROMOTION == 3
     weak = finish(reopened, replace(done, old_dice=0.865, new_dice=0.890, better=True, n_holdout=1))
-    assert not weak.promoted and reopened.current_model_version == "v0006"
+    assert not weak.promoted and reopened.current_model_version == "v0007"
     assert weak.metrics["promoted_by"] == "rule"
     assert "decided on 1 held-out region(s): too little to promote automatically" in weak.metrics["decision"]
     assert "Keep new model anyway" in weak.metrics["decision"]
     enough_but_worse = finish(reopened, replace(done, old_dice=0.9, new_dice=0.8, better=False, n_holdout=3))
-    assert not enough_but_worse.promoted and reopened.current_model_version == "v0006"
+    assert not enough_but_worse.promoted and reopened.current_model_version == "v0007"
 
 
 def test_cancel_stops_within_a_step(store_path):

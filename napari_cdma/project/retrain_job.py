@@ -225,16 +225,19 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
 
     n = int(ev.n_holdout or 0)
     limit = MIN_AGREEMENT if ev.min_agreement is None else float(ev.min_agreement)
-    if ev.agreement is not None and ev.agreement < limit:
-        return False, (f"it changed the prediction of uncorrected tissue: agreement with the current model "
-                       f"{ev.agreement:.3f} < {limit:.3f}; the current model stays")
-    checked = ("" if ev.agreement is not None
-               else "; no uncorrected tissue was stored to check it against the current model")
+    regressed = ev.agreement is not None and ev.agreement < limit
+    changed = (f"it changed the prediction of uncorrected tissue: agreement with the current model "
+               f"{ev.agreement:.3f} < {limit:.3f}") if regressed else ""
+    unchecked = ("; no uncorrected tissue was stored to check it against the current model"
+                 if ev.agreement is None else "")
     if n < MIN_HOLDOUT_FOR_PROMOTION:
-        return False, (f"decided on {n} held-out region(s): too little to promote automatically; "
-                       f"Keep new model anyway if you trust it{checked}")
+        reasons = [f"decided on {n} held-out region(s): too little to promote automatically"] + \
+            ([changed] if changed else [])
+        return False, "; ".join(reasons) + f"; Keep new model anyway if you trust it{unchecked}"
+    if regressed:
+        return False, f"{changed}; the current model stays"
     if ev.better:
-        return True, f"better on {n} held-out regions: it is now the current model{checked}"
+        return True, f"better on {n} held-out regions: it is now the current model{unchecked}"
     return False, f"not better on {n} held-out regions: the current model stays"
 
 
