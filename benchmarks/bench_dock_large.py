@@ -111,9 +111,13 @@ class Ticker:
                                                                                      strict=False)])
         if late.size == 0:
             return {"n": 0}
+        worst = np.argsort(-late)[:5]
         return {"n": int(late.size), "p50_ms": float(np.percentile(late, 50)),
                 "p99_ms": float(np.percentile(late, 99)), "max_ms": float(late.max()),
-                "over_100ms": int((late > 100).sum()), "over_500ms": int((late > 500).sum())}
+                "over_100ms": int((late > 100).sum()), "over_500ms": int((late > 500).sum()),
+                # the longest stalls, each with the time since the start and what the probe saw just before
+                "worst": [{"ms": float(late[i]), "at_s": float(self.ticks[i] - self.ticks[0]),
+                           "before": self.samples[i]} for i in worst]}
 
 
 def wait_until(pred, timeout_s: float) -> bool:
@@ -161,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         def probe():
             bar = panel.progress
-            return (bar.value(), bar.maximum(), panel.running)
+            return (bar.value(), bar.maximum(), panel.running, panel.status.text()[:40])
 
         # 1. full prediction
         ticker = Ticker(probe)
@@ -235,6 +239,9 @@ def _markdown(r: Dict[str, Any]) -> str:
         f"{ca['cancel_to_worker_stopped_s']:.2f} s | < 1 s |",
         f"| layers of the cancelled run left | {len(ca['live_layers_left'])} | 0 |",
         f"| stall max during the cancelled run | {ca['stall']['max_ms']:.0f} ms | |",
+        "", "Longest stalls of the full run (when, and the progress bar just before):", "",
+        *[f"- {w['ms']:.0f} ms at {w['at_s']:.1f} s, progress {w['before'][0]}/{w['before'][1]}"
+          f"{'' if w['before'][2] else ' (before the click)'}" for w in s.get("worst", [])],
         "", f"Glands found: {pr['glands']}; review regions: {pr['review_regions']}. "
         f"Measured by `benchmarks/bench_dock_large.py`.",
     ])
