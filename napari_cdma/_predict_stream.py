@@ -348,7 +348,7 @@ class LiveLayers:
         return original, n
 
 
-def pieces(event: Any, width: int) -> List[Any]:
+def pieces(event: Any) -> List[Any]:
     """Split a :class:`Rows` or :class:`Block` into row ranges of at most :data:`UPDATE_PIXELS` pixels."""
     labels = event.labels
     rows = max(1, UPDATE_PIXELS // max(1, labels.shape[1]))

@@ -351,7 +351,7 @@ class PredictPanel(QWidget):
         if isinstance(event, Stage):
             self._on_progress(event)
         elif isinstance(event, (Rows, Block)) and self._live is not None:
-            self._queue.extend(pieces(event, self._live.uncertainty.shape[1]))
+            self._queue.extend(pieces(event))
 
     def _on_progress(self, event: Any) -> None:
         total = int(getattr(event, "total", 0) or 0)
