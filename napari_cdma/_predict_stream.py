@@ -225,39 +225,57 @@ class LiveLayers:
     """The labels and uncertainty layers a large image's prediction fills while it runs (GUI
     thread).
 
-    Both are allocated at the image's shape before the worker starts: labels uint16 or int32
-    (:func:`labels_dtype`; one label per gland once finished) and uncertainty float16 shown
+    Both arrays are allocated at the image's shape before the worker starts: labels uint16 or
+    int32 (:func:`labels_dtype`; one label per gland once finished) and uncertainty float16 shown
     through a pyramid of strided views, so that refreshing it costs what the canvas shows, not
-    the image size. Labels are written with ``Labels.data_setitem``, which redraws only the
-    changed extent; its undo history is cleared after each write (a prediction is not an edit).
-    Showing the labels layer the first time slices it whole once (napari's cost: about 1 s for
-    6000 x 6000 px here).
+    the image size. The layers are added one per event-loop turn (:meth:`build_step`: the
+    uncertainty layer, the labels layer hidden and styled, then shown), so that napari's work
+    for each, and the redraw after it, are separate short stalls rather than one long one.
+    Labels are written with ``Labels.data_setitem``, which redraws only the changed extent; its
+    undo history is cleared after each write (a prediction is not an edit).
     """
 
     def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int]) -> None:
         self.viewer = viewer
         self.image_name = image_name
-        names = names_for(image_name)
         self.uncertainty = np.zeros(shape, np.float16)
+        self.labels = np.zeros(shape, labels_dtype(shape))
+        self.unc_layer: Any = None
+        self.labels_layer: Any = None
+        self.ready = False
+        self._steps = self._build()
+        self.build_step()  # the uncertainty layer at once
+
+    def _build(self) -> Generator[None, None, None]:
+        names = names_for(self.image_name)
         cmap = fading_colormap(UNCERTAINTY_CMAP, power=1.5, gain=1.0, start=UNCERTAINTY_FADE_START)
-        self.unc_layer = viewer.add_image(pyramid(self.uncertainty), multiscale=True,
-                                          name=names["uncertainty"] + LIVE_SUFFIX,
-                                          colormap=cmap, contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY,
-                                          blending="translucent", metadata=_meta(image_name))
+        self.unc_layer = self.viewer.add_image(pyramid(self.uncertainty), multiscale=True,
+                                               name=names["uncertainty"] + LIVE_SUFFIX, colormap=cmap,
+                                               contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY,
+                                               blending="translucent", metadata=_meta(self.image_name))
+        yield
         # added hidden and styled before it is shown: napari slices a big labels layer once, not three
         # times. Filled, not outlined: napari computes outlines over the whole layer whenever it slices
         # it (3.9 s of the 6 s it took to show an empty 6000 x 6000 layer with outlines on a busy 2-core
         # machine); "Fill glands" off draws them later, at that cost.
-        self.labels_layer = viewer.add_labels(np.zeros(shape, labels_dtype(shape)),
-                                              name=names["prediction"] + LIVE_SUFFIX, visible=False,
-                                              metadata=_meta(image_name))
+        self.labels_layer = self.viewer.add_labels(self.labels, name=names["prediction"] + LIVE_SUFFIX,
+                                                   visible=False, metadata=_meta(self.image_name))
         self.labels_layer.colormap = gland_colormap()
         style_prediction(self.labels_layer, fill=True)
         self.labels_layer.editable = False
+        yield
         self.labels_layer.visible = True
+        self.ready = True
+
+    def build_step(self) -> bool:
+        """Add the next layer (GUI thread); True once both layers are in the viewer and shown."""
+        if not self.ready:
+            next(self._steps, None)
+        return self.ready
 
     def alive(self) -> bool:
-        return self.labels_layer in self.viewer.layers and self.unc_layer in self.viewer.layers
+        """False when the user removed a layer this prediction fills."""
+        return all(ly is None or ly in self.viewer.layers for ly in (self.labels_layer, self.unc_layer))
 
     def room_for(self, largest: int) -> None:
         """Widen the labels to int32 if ``largest`` does not fit their dtype (napari then slices the
@@ -284,17 +302,20 @@ class LiveLayers:
         self.unc_layer.refresh()
 
     def hide(self) -> None:
-        """Hide both layers and mark them cancelled (cheap: nothing is sliced or collected)."""
+        """Hide both layers and mark them cancelled (cheap: nothing is sliced or collected); stop
+        adding them."""
+        self._steps.close()
         for layer in (self.labels_layer, self.unc_layer):
-            if layer in self.viewer.layers:
+            if layer is not None and layer in self.viewer.layers:
                 layer.visible = False
                 layer.name = layer.name.replace(LIVE_SUFFIX, CANCELLED_SUFFIX)
 
     def remove(self) -> None:
         """Remove both layers (a cancelled or failed prediction must not look finished). napari
         runs the garbage collector for every layer removed (a few hundred ms in a busy process)."""
+        self._steps.close()
         for layer in (self.labels_layer, self.unc_layer):
-            if layer in self.viewer.layers:
+            if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
 
     def adopt(self, labels_name: str, display_range: Tuple[float, float], secondary: bool) -> Dict[str, Any]:

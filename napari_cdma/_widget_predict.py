@@ -373,6 +373,8 @@ class PredictPanel(QWidget):
         if not live.alive():  # the user deleted a live layer: the prediction has nowhere to go
             self.cancel()
             return
+        if not live.build_step():  # still adding the layers, one per tick
+            return
         t0 = time.perf_counter()
         while self._queue and time.perf_counter() - t0 < DRAIN_BUDGET_S:
             piece = self._queue.popleft()

@@ -44,8 +44,10 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     viewer, widget, image = dock
     panel = widget.predict_panel
     assert widget.predict(NAME), panel.last_message
-    # allocated before the worker has produced anything: image-sized, empty
+    # allocated before the worker has produced anything: image-sized, empty (added one per event-loop turn)
+    qtbot.waitUntil(lambda: all(n in viewer.layers for n in _live_names()), timeout=5_000)
     live_labels, live_unc = (viewer.layers[n] for n in _live_names())
+    assert not live_labels.data.any() and panel.running
     assert live_labels.data.shape == image.shape[:2]
     assert live_labels.data.dtype == labels_dtype(image.shape) == np.uint16
     assert live_unc.multiscale and live_unc.data[0].shape == image.shape[:2] and live_unc.data[0].dtype == np.float16
@@ -100,6 +102,7 @@ def test_cancel_stops_and_leaves_no_finished_looking_layer(dock, qtbot):
     viewer, widget, _ = dock
     panel = widget.predict_panel
     assert widget.predict(NAME), panel.last_message
+    qtbot.waitUntil(lambda: _live_names()[0] in viewer.layers, timeout=5_000)
     live_labels = viewer.layers[_live_names()[0]]
     qtbot.waitUntil(lambda: live_labels.data.any(), timeout=60_000)
     assert panel.running
@@ -122,6 +125,8 @@ def test_labels_dtype_holds_every_gland():
     assert labels_dtype((6000, 6000)) == np.uint16  # at most 45000 glands of 800 px
     assert labels_dtype((12000, 12000)) == np.int32
     live = LiveLayers(ViewerModel(), "x", (64, 80))
+    while not live.build_step():
+        pass
     live.write_labels(8, 16, np.full((4, 4), 7, np.int32))
     assert live.labels_layer.data.dtype == np.uint16 and live.labels_layer.data[8:12, 16:20].min() == 7
     live.write_labels(0, 0, np.full((2, 2), 70_000, np.int32))  # more glands than uint16 counts: widened
