@@ -295,7 +295,7 @@ def _cell(values: Sequence[float], scale: float = 1.0, fmt: str = "{:.3f}") -> s
     if not values:
         return "-"
     v = np.asarray(values, dtype=float) * scale
-    return fmt.format(v.mean()) + (f" ± {fmt.format(v.std(ddof=1))}" if len(v) > 1 else "")
+    return fmt.format(v.mean()) + (f" ± {fmt.replace('+', '').format(v.std(ddof=1))}" if len(v) > 1 else "")
 
 
 def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -340,8 +340,9 @@ def _targets(table: List[Dict[str, Any]], rounds: int) -> List[str]:
             continue
         g = last["ranked_cdma"]["session_dice_gain"]
         goal = " (target >= 5 points)" if start == "ten" else ""
+        per_seed = ", ".join(f"{100 * x:+.1f}" for x in g)
         lines.append(f"- **{start}, gain**: ranked + CDMA, session Dice after {rounds} rounds "
-                     f"{_cell(g, 100, '{:+.1f}')} points{goal}.")
+                     f"{_cell(g, 100, '{:+.1f}')} points (per seed {per_seed}){goal}.")
         for other, what in (("random_cdma", "ranked minus random (equal area)"),
                             ("ranked_sup", "CDMA minus supervised-only fine-tune")):
             if last[other] is not None:
@@ -349,7 +350,7 @@ def _targets(table: List[Dict[str, Any]], rounds: int) -> List[str]:
                 common = [s for s in a["seeds"] if s in b["seeds"]]
                 diff = [a["session_dice"][a["seeds"].index(s)] - b["session_dice"][b["seeds"].index(s)] for s in common]
                 lines.append(f"- **{start}, {what}**: session Dice {_cell(diff, 100, '{:+.1f}')} points "
-                             f"(seeds {common}).")
+                             f"(per seed {', '.join(f'{100 * x:+.1f}' for x in diff)}; seeds {common}).")
         worst = [(min(t["untouched_dice_change"]), t["row"], t["round"]) for t in table
                  if t["start"] == start and t["round"] > 0 and t["untouched_dice_change"]]
         if worst:
