@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -73,9 +74,9 @@ def test_streamed_prediction_equals_the_in_memory_prediction(small_slide, small_
     assert store.info.downsample == 1.0 and store.info.settings["tile"] == TILE
 
 
-def test_two_dask_workers_give_the_same_store_as_one(tmp_path, small_slide, small_store, lite_checkpoint):
-    """Workers run one torch thread each, so 1 or 2 workers compute bit-identical chunks; this process
-    (more threads) agrees to float rounding."""
+def test_dask_workers_give_the_same_store_for_any_number(tmp_path, small_slide, small_store, lite_checkpoint):
+    """Workers run one torch thread each, so 1 or 2 local workers, or the worker of a cluster given by its
+    scheduler address, compute bit-identical chunks; this process (more threads) agrees to float rounding."""
     stores = {}
     for n in (1, 2):
         stores[n] = tmp_path / f"workers{n}.zarr"
@@ -83,6 +84,18 @@ def test_two_dask_workers_give_the_same_store_as_one(tmp_path, small_slide, smal
                                       overlap=OVERLAP, min_tissue=0.0, workers=n))
         assert summary.chunks_computed == 4
     _same_store(stores[1], stores[2])
+    # an existing cluster, by its scheduler's address (--scheduler)
+    from dask.distributed import LocalCluster
+
+    environ = dict(os.environ)
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            drain(predict_slide(small_slide[0], tmp_path / "scheduler.zarr", model_path=lite_checkpoint, chunk=CHUNK,
+                                tile=TILE, overlap=OVERLAP, min_tissue=0.0, scheduler=cluster.scheduler_address))
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    _same_store(tmp_path / "scheduler.zarr", stores[1])
     a, b = open_store(stores[2]), open_store(small_store)
     assert np.mean(a.glands[0][:] != b.glands[0][:]) < 1e-3
     assert np.abs(a.uncertainty[0][:].astype(int) - b.uncertainty[0][:]).max() <= 1
@@ -166,3 +179,14 @@ def test_cli_bad_slide_and_level_are_one_line(tmp_path, capsys, small_slide):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "bad.tif" in lines[0] and "--level 5" in lines[1]
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+@pytest.mark.parametrize("command", ["predict-slide", "export"])
+def test_help_imports_neither_torch_nor_dask(command):
+    code = ("import sys\nfrom src_model.cli import main\ntry:\n    main([%r, '--help'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\n"
+            "heavy = [m for m in ('torch', 'dask', 'openslide', 'ome_zarr') if m in sys.modules]\n"
+            "assert not heavy, heavy\n") % command
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert f"usage: cdma {command}" in proc.stdout
