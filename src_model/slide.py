@@ -340,7 +340,7 @@ def _open_tiff(p: Path) -> Slide:
         series = tif.series[0]
         _check_tiff_data(p, series, os.path.getsize(p))
         axes = series.axes
-        if axes not in ("YX", "YXS", "SYX"):
+        if axes not in ("YX", "YXS", "SYX", "CYX") or (axes[0] in "SC" and series.shape[0] not in (1, 3, 4)):
             raise SlideError(f"{p}: TIFF image axes {axes} (shape {tuple(series.shape)}); expected a 2-D grey or "
                              f"colour image (YX, YXS)")
         store = series.aszarr()
@@ -348,7 +348,7 @@ def _open_tiff(p: Path) -> Slide:
         arrays = [node] if isinstance(node, zarr.Array) else [node[str(k)] for k in range(len(series.levels))]
         raw = []
         for k, arr in enumerate(arrays):
-            raw.append(_tiff_level(p, k, arr, planar=axes == "SYX"))
+            raw.append(_tiff_level(p, k, arr, planar=axes in ("SYX", "CYX")))
         mpp = _tiff_mpp(tif, series.pages[0])
     except SlideError:
         tif.close()

@@ -164,3 +164,19 @@ def test_a_prediction_store_opens_with_its_glands_and_uncertainty(make_napari_vi
     np.testing.assert_array_equal(np.asarray(labels.data[1]), glands[::2, ::2])
     rgb = next(layer for layer in layers if getattr(layer, "rgb", False))
     np.testing.assert_array_equal(np.asarray(rgb.data[0]), image)
+
+
+def test_planar_ome_tiff_pyramid(tmp_path, mosaic):
+    """An OME-TIFF with planar channels (axes CYX), as converters such as bfconvert write them."""
+    import tifffile
+
+    path = tmp_path / "planar.ome.tif"
+    levels = pyramid(mosaic, 2)
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(np.moveaxis(levels[0], 2, 0), tile=(128, 128), subifds=1, metadata={"axes": "CYX"},
+                 photometric="minisblack")
+        tw.write(np.moveaxis(levels[1], 2, 0), tile=(128, 128), subfiletype=1, photometric="minisblack")
+    with open_slide(path) as slide:
+        assert len(slide.levels) == 2
+        for k, level in enumerate(levels):
+            np.testing.assert_array_equal(np.asarray(slide.levels[k]), level)
