@@ -145,3 +145,14 @@ def test_thread_policy_shares_the_cores():
     assert torch_threads("viewer") == torch_threads("viewer", cpu_cores())
     with pytest.raises(ValueError, match="role must be one of"):
         torch_threads("gpu")
+
+
+def test_retrain_worker_takes_the_retrain_share():
+    """The retraining worker (run as its own process, since it renices itself) sets the policy's threads."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from napari_cdma.project.retrain_worker import _lower_priority_and_threads as f; "
+            "n = f(); print(n, torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == [str(torch_threads("retrain"))] * 2
