@@ -101,6 +101,16 @@ def test_dask_workers_give_the_same_store_for_any_number(tmp_path, small_slide, 
     assert np.abs(a.uncertainty[0][:].astype(int) - b.uncertainty[0][:]).max() <= 1
 
 
+def test_max_chunks_stops_early_and_the_next_run_finishes(tmp_path, small_slide, small_store, lite_checkpoint):
+    out = tmp_path / "partial.zarr"
+    opts = dict(model_path=lite_checkpoint, chunk=CHUNK, tile=TILE, overlap=OVERLAP, min_tissue=0.0)
+    first = drain(predict_slide(small_slide[0], out, max_chunks=1, **opts))
+    assert (first.chunks_computed, first.chunks_done) == (1, 1)
+    rest = drain(predict_slide(small_slide[0], out, **opts))
+    assert (rest.chunks_computed, rest.chunks_done) == (3, 4)
+    _same_store(out, small_store)
+
+
 def test_resuming_with_other_settings_is_refused(small_slide, small_store, lite_checkpoint):
     with pytest.raises(StoreError, match="tile") as err:
         drain(predict_slide(small_slide[0], small_store, model_path=lite_checkpoint, chunk=CHUNK, tile=160,
