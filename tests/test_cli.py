@@ -394,3 +394,14 @@ def test_retrain_bad_input_is_one_line_and_changes_nothing(tmp_path):
     assert ProjectStore.open(tmp_path / "empty").models() == []
     proc = cdma("retrain", tmp_path / "empty", "--recipe", "nope", check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr
+
+
+def test_retrain_help_lists_the_recipes_without_loading_torch():
+    code = ("import sys\nfrom src_model.cli import main\ntry:\n    main(['retrain', '--help'])\n"
+            "except SystemExit as exc:\n    assert exc.code == 0\nassert 'torch' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from src_model.recipes import RECIPES
+
+    assert "usage: cdma retrain" in proc.stdout and all(name in proc.stdout for name in RECIPES)
+    assert "--promote" in proc.stdout
