@@ -201,7 +201,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     qtbot.waitUntil(lambda: widget.states[SAMPLE_NAME].model_version == kept.version
                     and not widget.predict_panel.running, timeout=60_000)
 
-    retrain._handle(replace(done, old_dice=0.8, new_dice=0.9, better=True, n_holdout=3))
+    retrain._handle(replace(done, old_dice=0.8, new_dice=0.9, better=True, n_holdout=3, agreement=0.99))
     new = retrain.last_record
     assert new.promoted and store.current_model_version == new.version
     assert not retrain.keep_button.isVisibleTo(retrain) and "promoted" in retrain.last_message

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from src_model.runtime import cpu_cores  # torch-free
+from src_model.runtime import torch_threads  # torch-free
 
 from .events import FINAL_EVENTS, Cancelled, Done, Failed, RetrainEvent, parse_event
 from .store import ModelRecord, ProjectStore
@@ -35,6 +35,8 @@ PathLike = Union[str, os.PathLike]
 CANCEL_GRACE_S = 10.0
 _STDERR_TAIL_LINES = 15
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+                  "TORCHELASTIC_RUN_ID")
 # The held-out Dice of one or two regions moves by a few hundredths with a single gland: too
 # little evidence to swap the current model without the user's say (issue 9).
 MIN_HOLDOUT_FOR_PROMOTION = 3
@@ -86,8 +88,9 @@ class RetrainJob:
         job_path = out_dir / "JOB.json"
         job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
 
-        env = dict(os.environ)
-        threads = str(max(1, cpu_cores() - 1))
+        # a viewer started under torchrun must not make its retraining job join that process group
+        env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_VARS}
+        threads = str(torch_threads("retrain"))
         for var in _THREAD_VARS:
             env[var] = threads
         env["PYTHONUNBUFFERED"] = "1"
