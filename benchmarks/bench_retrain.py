@@ -15,7 +15,7 @@ model by the rule. The load average at start is recorded: the machine may be sha
 
 Usage::
 
-    python benchmarks/bench_retrain.py [--model CKPT] [--steps 150] [--regions 10] [--seed 0] [--append]
+    python benchmarks/bench_retrain.py [--model CKPT] [--steps N] [--regions 10] [--seed 0] [--append]
                                        [--data GLAS]
 
 Try other fine-tuning settings with ``--patch``, ``--batch``, ``--lr``; ``--append`` adds a row.
@@ -27,6 +27,7 @@ Writes ``benchmarks/results/retrain.json`` and ``retrain.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -98,8 +99,9 @@ def run_job(store_path: Path, steps: int, out_dir: Path, options: Dict[str, Any]
             job.cancel()
             job.wait(60)
             raise SystemExit(f"retraining did not finish within {timeout_s:.0f} s")
-        for event in job.poll():
+        for typed in job.poll():  # typed events (napari_cdma.project.events), read here as plain records
             now = time.perf_counter() - t0
+            event = {"event": typed.kind, **dataclasses.asdict(typed)}
             kind = event["event"]
             if kind == "started":
                 t_started, started = now, event
@@ -112,7 +114,7 @@ def run_job(store_path: Path, steps: int, out_dir: Path, options: Dict[str, Any]
             elif kind == "evaluating":
                 t_eval = now
             elif kind in ("done", "cancelled", "error"):
-                final = dict(event, t=now)
+                final = dict(event, t=now, typed=typed)
         time.sleep(0.1)
     turnaround = final["t"]
     if final["event"] != "done":
@@ -130,34 +132,36 @@ def run_job(store_path: Path, steps: int, out_dir: Path, options: Dict[str, Any]
 
 def _row(run: Dict[str, Any]) -> str:
     j, d, c = run["job"], run["job"]["done"], run["job"]["config"] or {}
-    return (f"| {d['steps_done']} | {c.get('patch')} | {c.get('batch_labelled')} + {c.get('batch_unlabelled')} | "
-            f"{c.get('lr')} | {run['seed']} | {run['start_step']} | {run['loadavg_start'][0]:.2f} | "
+    return (f"| {d['steps_done']} | {c.get('recipe')} | {c.get('semi_supervised')} | {run['seed']} | "
+            f"{run['start_step']} | {run['loadavg_start'][0]:.2f} | "
             f"{j['turnaround_s']:.1f} | {j['s_per_step']:.2f} | {j['first_step_s']:.1f} | {j['evaluate_s']:.1f} | "
             f"{d['old_dice']:.4f} | {d['new_dice']:.4f} | {d['new_dice'] - d['old_dice']:+.4f} | {run['promoted']} |")
 
 
 def write_report(runs: List[Dict[str, Any]], out: Path) -> str:
     """Write ``retrain.json`` (all runs) and ``retrain.md`` (a table, one row per run)."""
+    from src_model.runtime import torch_threads
+
     r = runs[-1]
     lines = [
-        "# Retrain turnaround (10 accepted regions, lite preset, finetune schedule)", "",
+        "# Retrain turnaround (10 accepted regions, the dock's recipe and default steps)", "",
         f"{r['cores']} CPU cores ({r['cpu']}), torch {r['torch']}. The worker runs niced (10) with "
-        f"{max(1, r['cores'] - 1)} torch thread(s), as in the plugin; the load average at "
+        f"{torch_threads('retrain', r['cores'])} torch thread(s), as in the plugin; the load average at "
         "start (1 min) is in the table: wall times grow with it.", "",
         f"Regions: {len(r['store']['regions'])} of 256 x 256 from GlaS validation images "
         f"{sorted({x['image'] for x in r['store']['regions']})} (never trained on by the starting model, not "
         f"the test set), 2 per image; the expert masks are the corrections; {r['job']['n_labelled']} train, "
         f"{r['job']['n_holdout']} held out (every 5th), {r['job']['n_unlabelled']} unlabelled images and crops. "
         f"Starting model: `{r['start_model']}` (training step in the table).", "",
-        "| steps | patch | batch (lab + unl) | lr | seed | start model step | load | turnaround s | s/step | "
+        "| steps | recipe | semi-supervised | seed | start model step | load | turnaround s | s/step | "
         "start-up s | held-out eval s | old Dice | new Dice | gain | promoted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ] + [_row(run) for run in runs]
     lines += ["", f"Goal: under {GOAL_S:.0f} s with a Dice gain on the held-out regions. Turnaround = "
               "`RetrainJob.start()` to the `done` event (process start, torch import, reading the store, training, "
               "scoring old and new model on the held-out regions); start-up = start() to the first step. "
               "Held-out Dice is pooled over the pixels of the 2 held-out regions (the worker's score): a noisy "
-              "measure. Promoted = by `finish()`'s rule (new Dice > old Dice).", "",
+              "measure. Promoted = by `finish()`'s rule (held-out Dice and agreement on uncorrected tissue).", "",
               "Commands (in row order):", ""] + [f"    {run['command']}" for run in runs]
     text = "\n".join(lines) + "\n"
     write_results("retrain", {"goal_s": GOAL_S, "runs": runs}, text, out, indent=1)
@@ -168,7 +172,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the benchmark and write the results."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=None, help="starting checkpoint (default: the bundled model)")
-    p.add_argument("--steps", type=int, default=150, help="optimiser steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps (default: the dock's, the recipe's steps for the corrected area)")
     p.add_argument("--regions", type=int, default=10, help="accepted regions (2 per validation image)")
     p.add_argument("--patch", type=int, default=None, help="patch side (default: the finetune schedule's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the finetune schedule's)")
@@ -215,7 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         job = run_job(store.root, args.steps, tmp / "run", dict(options, seed=args.seed), args.timeout)
         load_end = os.getloadavg()
         store.refresh()
-        record = finish(store, job["done"])
+        record = finish(store, job["done"].pop("typed"))
         log.info("turnaround %.1f s; held-out Dice %.4f -> %.4f; promoted %s", job["turnaround_s"],
                  job["done"]["old_dice"], job["done"]["new_dice"], record.promoted)
         info = machine_info()
