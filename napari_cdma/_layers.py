@@ -149,11 +149,18 @@ def upsert_layer(viewer: Any, name: str, data: np.ndarray, layer_type: str, **kw
     return existing
 
 
+# Colour ramps of the plugin's own heat maps (RGB stops, evenly spaced), usable as a ``base`` of
+# :func:`fading_colormap` like napari's named colormaps. "cdma_uncertainty": light yellow-green to
+# deep green, lightness falling steadily (about L* 93 -> 37), a hue far from H&E's pink and purple,
+# so the most uncertain tissue is the darkest, most saturated colour on the slide.
+CUSTOM_RAMPS = {"cdma_uncertainty": ((0.85, 0.95, 0.45), (0.55, 0.84, 0.38), (0.25, 0.66, 0.30), (0.0, 0.38, 0.22))}
+
+
 def fading_colormap(base: str = "inferno", power: float = 1.0, gain: float = 1.5, start: float = 0.0) -> Any:
     """A napari colormap like ``base`` whose alpha rises from 0 (transparent) to 1.
 
     Args:
-        base: name of a napari colormap.
+        base: name of a napari colormap or of a :data:`CUSTOM_RAMPS` entry.
         power: alpha = min(1, gain * u ** power) with u = (t - start) / (1 - start) clipped to
             [0, 1], for t in [0, 1]; a power > 1 keeps the low and middle values faint, so only
             the top of the range covers the tissue.
@@ -167,15 +174,21 @@ def fading_colormap(base: str = "inferno", power: float = 1.0, gain: float = 1.5
     from napari.utils.colormaps import Colormap, ensure_colormap
 
     t = np.linspace(0.0, 1.0, 64)
-    colors = np.array(ensure_colormap(base).map(t), dtype=np.float32)
+    if base in CUSTOM_RAMPS:
+        stops = np.asarray(CUSTOM_RAMPS[base], dtype=np.float32)
+        s = np.linspace(0.0, 1.0, len(stops))
+        colors = np.stack([np.interp(t, s, stops[:, k]) for k in range(3)] + [np.ones_like(t)], axis=1)
+        colors = colors.astype(np.float32)
+    else:
+        colors = np.array(ensure_colormap(base).map(t), dtype=np.float32)
     u = np.clip((t - start) / max(1e-6, 1.0 - start), 0.0, 1.0)
     colors[:, 3] = np.clip(gain * u ** power, 0.0, 1.0)
     suffix = ("" if power == 1.0 else f"{power:g}") + ("" if start == 0.0 else f"_from{start:g}")
-    return Colormap(colors, name=f"{base}_fading{suffix}", display_name=f"{base} (fading)")
+    return Colormap(colors, controls=t, name=f"{base}_fading{suffix}", display_name=f"{base} (fading)")
 
 
-# Bright greens and blues: they stand out on pink / purple H&E and differ from the uncertainty's
-# inferno and from the cyan review boxes; neighbouring glands cycle through them.
+# Bright greens and blues: they stand out on pink / purple H&E and, as thin bright lines, differ from
+# the uncertainty's deep green fill and from the cyan review boxes; neighbouring glands cycle through them.
 GLAND_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.75, 1.0), (0.5, 1.0, 0.0), (0.12, 0.56, 1.0))
 
 
@@ -191,12 +204,33 @@ def _role(role: str, image_name: Optional[str] = None) -> Dict[str, str]:
     return {ROLE_KEY: role, **({IMAGE_KEY: image_name} if image_name is not None else {})}
 
 
-UNCERTAINTY_CMAP = "inferno"  # perceptually uniform; dark = confident, yellow = most uncertain
-# A light overlay: the pathologist reads the H&E through it. Only the upper half of the display
-# range is coloured (alpha rising from its middle), at half opacity, so the wash marks the few
-# places to doubt instead of tinting the whole slide.
-UNCERTAINTY_OPACITY = 0.5
-UNCERTAINTY_FADE_START = 0.5
+# The uncertainty overlay points the eye at the places to doubt: over its display range (robust
+# percentiles over tissue) it is fully transparent at the lower bound, so confident tissue shows the
+# H&E unchanged, and rises (alpha ~ u ** UNCERTAINTY_POWER) to UNCERTAINTY_OPACITY of deep green at
+# the upper bound. The alpha ramp is the colormap's, the top opacity the layer's.
+UNCERTAINTY_CMAP = "cdma_uncertainty"
+UNCERTAINTY_POWER = 1.5
+UNCERTAINTY_OPACITY = 0.85
+UNCERTAINTY_FADE_START = 0.0
+
+
+def uncertainty_colormap() -> Any:
+    """The colormap of the uncertainty and disagreement layers (shown at ``UNCERTAINTY_OPACITY``)."""
+    return fading_colormap(UNCERTAINTY_CMAP, power=UNCERTAINTY_POWER, gain=1.0, start=UNCERTAINTY_FADE_START)
+
+
+def robust_range(values: np.ndarray, image: Optional[np.ndarray] = None) -> Tuple[float, float]:
+    """Contrast limits of a heat map: ``src_model.uncertainty.display_range`` over the tissue of ``image``
+    (all pixels when no image of the map's shape is given)."""
+    from src_model.tissue import tissue_mask
+    from src_model.uncertainty import display_range
+
+    tissue = None
+    if image is not None and tuple(np.shape(image)[:2]) == tuple(np.shape(values)):
+        tissue = tissue_mask(np.asarray(image)[..., :3])
+    lo, hi = display_range(values, tissue)
+    return float(lo), float(hi)
+
 
 # Gland labels: 3 px outlines by default (the H&E under them stays readable), or filled at low
 # opacity ("Fill glands"). A prediction written to a "(version)" layer is drawn thinner and fainter,
@@ -265,22 +299,22 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
         uncertainty = getattr(prediction, "uncertainty", None)
     umap = disagreement if uncertainty is None else np.asarray(uncertainty, dtype=np.float32)
     lo, hi = display_range or (0.0, 1.0)
-    # The uncertainty map's useful values span a small part of [0, 1] (branch disagreement rarely
-    # exceeds 0.08), so its contrast comes from its own robust range over tissue; the colormap
-    # is transparent over the lower half of that range, so confident tissue stays readable.
-    cmap = fading_colormap(UNCERTAINTY_CMAP, power=1.5, gain=1.0, start=UNCERTAINTY_FADE_START)
-    out["uncertainty"] = upsert_layer(viewer, names["uncertainty"], umap, "image", colormap=cmap,
+    # The uncertainty map's useful values span a small part of [0, 1], so its contrast comes from its
+    # own robust range over tissue (``display_range``); see UNCERTAINTY_CMAP for the colours.
+    out["uncertainty"] = upsert_layer(viewer, names["uncertainty"], umap, "image", colormap=uncertainty_colormap(),
                                       contrast_limits=(lo, hi), opacity=UNCERTAINTY_OPACITY,
-                                      blending="translucent", gamma=1.0,
-                                      visible=True,
+                                      blending="translucent", gamma=1.0, visible=True,
                                       metadata=_role("uncertainty", image_name))
-    # The raw branch disagreement keeps its own layer on the true (0, 1) scale (hidden: the
-    # uncertainty layer above is the one to read); gamma < 1 lifts its low values.
-    heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
+    # The raw branch disagreement keeps its own layer (hidden: the uncertainty layer above is the one
+    # to read), drawn the same way over its own robust range: its values rarely exceed 0.08, so a
+    # fixed 0..1 range would leave it invisible.
+    image = viewer.layers[image_name].data if image_name in viewer.layers else None
     out["disagreement"] = upsert_layer(viewer, names["disagreement"], disagreement, "image",
-                                       colormap=fading_colormap("inferno"),
-                                       metadata=_role("disagreement", image_name),
-                                       **{**heat, "opacity": 0.85, "visible": False})
+                                       colormap=uncertainty_colormap(),
+                                       contrast_limits=robust_range(disagreement, image),
+                                       opacity=UNCERTAINTY_OPACITY, blending="translucent", gamma=1.0,
+                                       visible=False, metadata=_role("disagreement", image_name))
+    heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
     if entropy and getattr(prediction, "entropy", None) is not None:
         out["entropy"] = upsert_layer(viewer, names["entropy"], np.asarray(prediction.entropy, np.float32),
                                       "image", colormap="magma", visible=True,

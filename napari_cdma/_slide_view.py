@@ -9,6 +9,7 @@ scaled so). A prediction store (:mod:`src_model.slide_store`) holds the slide's 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generator, List, Optional, Sequence, Tuple
 
@@ -24,6 +25,9 @@ MAX_EDIT_SIDE = 2048
 MAX_REVIEW_CHUNKS = 32
 #: Review regions listed.
 N_REVIEW = 10
+#: Steps of a Predict view run after its last chunk (ranking the review regions, identifying the slide
+#: level): the progress bar counts them, so it reaches its end when the run does, not at the last chunk.
+FINISH_STEPS = 2
 
 
 def default_store_path(slide_path: str) -> Path:
@@ -167,7 +171,9 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
                      n_review: int = N_REVIEW) -> Generator[Any, None, Any]:
     """Predict the store chunks under ``world_box`` (level-0 pixels), at most ``limit`` of them, into
     the store at ``store_path`` (created with chunks of ``chunk`` px, or resumed with its own), then rank
-    review regions over the store; yields the engine's progress events (run it in a worker thread).
+    review regions over the store. Yields the engine's progress events (stage "predict-slide", one per
+    chunk) with :data:`FINISH_STEPS` more steps in their total, then one event for each of those steps
+    ("review", "identify"): the last event comes at the end of the work (run it in a worker thread).
 
     Returns:
         ``("ok", {"summary", "chunks", "n_visible", "ranked" (store pixels), "downsample", "digest"})``,
@@ -178,6 +184,7 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
     import torch
 
     from src_model.checkpoint import CheckpointError
+    from src_model.progress import Progress
     from src_model.runtime import resolve_device, torch_threads
     from src_model.slide import SlideError, open_slide
     from src_model.slide_predict import DEFAULT_MIN_TISSUE, predict_slide, prepare_store, run_settings
@@ -198,18 +205,49 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
         if box is None:
             return ("error", "The view shows no part of the slide; pan to the tissue.")
         chunks, n_visible = view_chunks(store, box, limit)
-        summary = yield from predict_slide(slide_path, store_path, model_path=model_path, level=level, chunk=chunk,
-                                           chunks=chunks, device=str(resolve_device("auto")), **opts)
+        run = predict_slide(slide_path, store_path, model_path=model_path, level=level, chunk=chunk,
+                            chunks=chunks, device=str(resolve_device("auto")), **opts)
+        n = 0
+        while True:
+            try:
+                event = next(run)
+            except StopIteration as stop:
+                summary = stop.value
+                break
+            n = event.total
+            yield replace(event, total=n + FINISH_STEPS)
         ranked = review_over_store(open_store(store_path), n_review)
+        yield Progress(stage="review", step=n + 1, total=n + FINISH_STEPS)
         if digest is None:
             with open_slide(slide_path) as slide:
                 digest = slide_hash(slide, level)
+        yield Progress(stage="identify", step=n + 2, total=n + FINISH_STEPS)
     except (StoreError, SlideError, CheckpointError, OSError) as exc:
         return ("error", str(exc))
     return ("ok", {"summary": summary, "chunks": chunks, "n_visible": n_visible, "ranked": ranked,
                    "downsample": store.info.downsample, "digest": digest})
 
 
-__all__ = ["MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "SLIDE_KEY", "STORE_KEY", "chunk_uncertainty", "default_store_path",
-           "edit_box", "missing_chunks", "predict_view_job", "review_over_store", "slide_of", "to_store_box",
-           "view_chunks", "visible_world_box", "write_window"]
+def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
+    """Write a prediction store's glands to a QuPath GeoJSON file (:mod:`src_model.export`, as ``cdma export
+    STORE --geojson PATH``); run it in a worker thread.
+
+    Returns:
+        ``("ok", (glands written, chunks predicted, chunks in all))``, or ``("error", message)`` for an
+        unreadable store or an unwritable file.
+    """
+    from src_model.export import GlandExtractor, write_geojson
+    from src_model.slide_store import StoreError, open_store
+
+    try:
+        store = open_store(store_path)
+        done = store.done()
+        n = write_geojson(GlandExtractor(store), path)
+    except (StoreError, OSError) as exc:
+        return ("error", str(exc))
+    return ("ok", (int(n), int(done.sum()), int(done.size)))
+
+
+__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "SLIDE_KEY", "STORE_KEY", "chunk_uncertainty",
+           "default_store_path", "edit_box", "export_geojson_job", "missing_chunks", "predict_view_job",
+           "review_over_store", "slide_of", "to_store_box", "view_chunks", "visible_world_box", "write_window"]

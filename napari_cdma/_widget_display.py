@@ -32,10 +32,12 @@ TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # the CSV's first columns; o
 TABLE_HEADERS = ("id", "area", "mean unc.")
 
 
-def legend_rgb(colormap: Any, width: int = LEGEND_W, height: int = LEGEND_H) -> np.ndarray:
-    """The colormap as it looks over glass: RGBA composited on white, uint8 (height, width, 3)."""
+def legend_rgb(colormap: Any, width: int = LEGEND_W, height: int = LEGEND_H, opacity: float = 1.0) -> np.ndarray:
+    """The colormap as it looks over glass: RGBA at the layer's ``opacity`` composited on white, uint8
+    (height, width, 3)."""
     rgba = np.asarray(colormap.map(np.linspace(0.0, 1.0, width)), dtype=np.float32)
-    rgb = rgba[:, :3] * rgba[:, 3:4] + (1.0 - rgba[:, 3:4])
+    alpha = rgba[:, 3:4] * float(opacity)
+    rgb = rgba[:, :3] * alpha + (1.0 - alpha)
     return np.ascontiguousarray(np.repeat((rgb * 255).astype(np.uint8)[None], height, axis=0))
 
 
@@ -71,7 +73,7 @@ class DisplayPanel(QWidget):
         self.legend.setMinimumWidth(40)
         self.legend.setScaledContents(True)  # the gradient follows the dock's width
         self.legend.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.legend.setToolTip("Uncertainty colours, transparent (certain) to yellow (most uncertain)")
+        self.legend.setToolTip("Uncertainty colours, transparent (certain) to deep green (most uncertain)")
         self.lo_label = QLabel("")
         self.hi_label = QLabel("")
         self.readout = QLabel("Under cursor: -")
@@ -123,16 +125,16 @@ class DisplayPanel(QWidget):
         self.uncertainty_layer = uncertainty_layer
         self.labels_layer = labels_layer
         self.display_range = (float(display_range[0]), float(display_range[1]))
-        self._legend_data = legend_rgb(uncertainty_layer.colormap)
+        self._legend_data = legend_rgb(uncertainty_layer.colormap, opacity=uncertainty_layer.opacity)
         h, w, _ = self._legend_data.shape
         qimage = QImage(self._legend_data.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self.legend.setPixmap(QPixmap.fromImage(qimage))
         lo, hi = self.display_range
         self.lo_label.setText(f"{lo:.3f}")
         self.hi_label.setText(f"{hi:.3f}")
-        mid = (lo + hi) / 2
-        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent up to {mid:.3f} (the lower half "
-                               f"of the range {lo:.3f}..{hi:.3f} over tissue), yellow at {hi:.3f} and above")
+        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent (the H&E unchanged) at {lo:.3f} and "
+                               f"below, deeper green as it rises, strongest at {hi:.3f} and above (the range "
+                               "over tissue, 2nd to 99.5th percentile)")
         self.set_glands(glands)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:

@@ -12,7 +12,9 @@ napari cannot paint multiscale labels (napari issue #1587): "Edit window" opens 
 layer over the view (at most :data:`~napari_cdma._slide_view.MAX_EDIT_SIDE` store pixels a side) at
 the store's full resolution; "Accept window" writes it back into the store's labels and their
 pyramid, and records it in the project store as a region of the slide
-(:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance.
+(:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance; accepted
+windows are outlined over the slide like accepted image regions. "Export GeoJSON..." writes the store's
+glands as QuPath annotations (:mod:`src_model.export`, as ``cdma export STORE --geojson FILE``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -38,7 +41,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import camera_for_tile, narrow_combo, show_review_tiles
+from ._layers import (
+    UNCERTAINTY_OPACITY,
+    camera_for_tile,
+    names_for,
+    narrow_combo,
+    show_accepted,
+    show_review_tiles,
+    uncertainty_colormap,
+)
 from ._messages import show_message
 from ._slide_view import (
     MAX_EDIT_SIDE,
@@ -47,6 +58,7 @@ from ._slide_view import (
     STORE_KEY,
     default_store_path,
     edit_box,
+    export_geojson_job,
     missing_chunks,
     predict_view_job,
     slide_of,
@@ -110,6 +122,9 @@ class SlidePanel(QWidget):
         self.edit_button.setToolTip(f"Editable labels over the view (at most {MAX_EDIT_SIDE} px a side)")
         self.accept_button = QPushButton("Accept window")
         self.accept_button.setToolTip("Write the edited window into the slide's labels and the project store")
+        self.export_button = QPushButton("Export GeoJSON...")
+        self.export_button.setToolTip("Write the glands of the slide's prediction store as polygons that QuPath "
+                                      "imports as annotations (File > Import objects)")
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(100)
         readable_list(self.tile_list)
@@ -136,12 +151,14 @@ class SlidePanel(QWidget):
         layout.addWidget(QLabel("Review regions over the predicted area:"))
         layout.addWidget(self.tile_list)
         layout.addLayout(edit_row)
+        layout.addWidget(self.export_button)
         layout.addWidget(self.status)
 
         self.predict_button.clicked.connect(lambda: self.predict_view())
         self.cancel_button.clicked.connect(self.cancel)
         self.edit_button.clicked.connect(lambda: self.edit_window())
         self.accept_button.clicked.connect(lambda: self.accept_window())
+        self.export_button.clicked.connect(self._export_clicked)
         self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.slide_choice.changed.connect(lambda _v: self._on_slide_changed())
@@ -225,7 +242,7 @@ class SlidePanel(QWidget):
             self.progress.setRange(0, int(event.total))
             self.progress.setValue(int(event.step))
         layer = self._live_layer(f"{run['layer']} glands", run["store"])
-        if layer is not None:  # a chunk was written: show it now
+        if layer is not None and event.stage == "predict-slide":  # a chunk was written: show it now
             layer.refresh()
 
     def _on_returned(self, result: Any, run: Dict[str, Any]) -> None:
@@ -238,6 +255,7 @@ class SlidePanel(QWidget):
         self.show_store(run["layer"], run["store"])
         ds = out["downsample"]
         self.set_tiles(run["layer"], [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]])
+        self.show_accepted_windows()
         s = out["summary"]
         more = "" if out["n_visible"] <= len(out["chunks"]) else \
             f" The view covers {out['n_visible']} chunks; the {len(out['chunks'])} nearest its centre were done: " \
@@ -265,7 +283,8 @@ class SlidePanel(QWidget):
         ds = store.info.downsample
         meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True}
         specs = ((f"{name} uncertainty", store.uncertainty, "image",
-                  dict(colormap="magma", opacity=0.5, contrast_limits=[0, 255], visible=False)),
+                  dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, contrast_limits=[0, 255],
+                       visible=False)),
                  (f"{name} glands", store.glands, "labels", dict(opacity=0.5)))
         shown = {}
         for lname, arrays, kind, style in specs:
@@ -372,12 +391,93 @@ class SlidePanel(QWidget):
             return None
         self.window = {**w, "predicted": corrected}  # accepting again stores a new version against this
         self.show_store(w["layer"], w["store"])
+        self.show_accepted_windows(w)
         y0, x0, y1, x1 = w["box"]
         self._say(f"Accepted the window as region {record.region_id} of {Path(w['slide']).name} at ({y0}, {x0}), "
                   f"{y1 - y0} x {x1 - x0} px{' (held out)' if record.holdout else ''}; {len(written)} chunk(s) of "
                   "the slide's labels rewritten.")
         self.regions_changed.emit()
         return record
+
+    # ---------------------------------------------------------------- accepted windows
+    def show_accepted_windows(self, run: Optional[Dict[str, Any]] = None) -> Any:
+        """Outline the slide's accepted windows (the project store's live regions of the predicted slide
+        level) over the slide layer, as accepted image regions are; returns the Shapes layer, or None
+        when no project store or slide is at hand, or nothing was accepted yet."""
+        from .project.slide_regions import slide_regions
+
+        run = run or self.last_result
+        digest = self._digests.get((run["slide"], run["level"])) if run else None
+        if digest is None or run["layer"] not in self.viewer.layers:
+            return None
+        try:
+            project = self._get_store()
+            regions = slide_regions(project, digest) if project is not None else []
+        except Exception:  # no project store could be opened: nothing is accepted
+            return None
+        ds = self._store_downsample(run)
+        boxes = [tuple(v * ds for v in r.bbox) for r in regions]  # store pixels -> world (level-0) pixels
+        if not boxes and names_for(run["layer"])["accepted"] not in self.viewer.layers:
+            return None  # no empty layer before anything is accepted
+        return show_accepted(self.viewer, run["layer"], boxes)
+
+    def _store_downsample(self, run: Dict[str, Any]) -> float:
+        if run.get("downsample"):
+            return float(run["downsample"])
+        from src_model.slide_store import open_store
+
+        return float(open_store(run["store"]).info.downsample)
+
+    # ---------------------------------------------------------------- export
+    def export_geojson(self, path: Any) -> bool:
+        """Export the glands of the slide's prediction store (the Store field) to a GeoJSON file at ``path``,
+        in a worker thread; True if started (the status line says when it is written)."""
+        if self._worker is not None:
+            self._say("A job is running; wait for it or cancel it first.", error=True)
+            return False
+        store_path = self.store_edit.text().strip()
+        if not store_path or not Path(store_path).exists():
+            self._say("Nothing to export yet: predict the view first (Predict view) to fill the slide's store.",
+                      error=True)
+            return False
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(export_geojson_job, store_path, str(path))
+        worker.returned.connect(lambda res: self._on_exported(res, str(path)))
+        worker.errored.connect(lambda exc: self._say(f"Export failed: {exc}", error=True))
+        worker.finished.connect(self._on_export_finished)
+        self._worker = worker
+        self.predict_button.setEnabled(False)
+        self.export_button.setEnabled(False)
+        self.progress.setRange(0, 0)
+        self._say(f"Exporting the glands of {Path(store_path).name} to {path}...")
+        worker.start()
+        return True
+
+    def _export_clicked(self) -> None:
+        store_path = self.store_edit.text().strip()
+        default = str(Path(store_path).with_suffix("").with_suffix(".geojson")) if store_path else "glands.geojson"
+        path, _ = QFileDialog.getSaveFileName(self, "Export the slide's glands for QuPath", default,
+                                              "GeoJSON (*.geojson *.json)")
+        if path:
+            self.export_geojson(path)
+
+    def _on_exported(self, result: Any, path: str) -> None:
+        if result[0] == "error":
+            self._say(f"Could not export: {result[1]}", error=True)
+            return
+        n, done, total = result[1]
+        rest = "" if done == total else f"; {total - done} of {total} chunks are not predicted yet and export as " \
+                                        "background"
+        self._say(f"Exported {n} gland(s) to {path} (QuPath: File > Import objects){rest}.")
+
+    def _on_export_finished(self) -> None:
+        self._worker = None
+        self.predict_button.setEnabled(True)
+        self.export_button.setEnabled(True)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.last_message.startswith("Exported") else 0)
+        self.idle.emit()
 
 
 __all__ = ["DEFAULT_CHUNK", "SlidePanel"]

@@ -136,7 +136,14 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     labels = viewer.layers[names["prediction"]]
     heat = viewer.layers[names["disagreement"]]
     assert type(labels).__name__ == "Labels" and labels.data.shape == (522, 775)
-    assert heat.colormap.name.startswith("inferno") and tuple(heat.contrast_limits) == (0.0, 1.0)
+    # the branch disagreement (hidden) is drawn like the uncertainty, over its own robust range over tissue
+    from src_model.tissue import tissue_mask
+    from src_model.uncertainty import display_range
+
+    tissue = tissue_mask(np.asarray(viewer.layers[SAMPLE_NAME].data)[..., :3])
+    assert not heat.visible and heat.colormap.name == viewer.layers[names["uncertainty"]].colormap.name
+    np.testing.assert_allclose(heat.contrast_limits, display_range(np.asarray(heat.data), tissue), rtol=1e-5)
+    assert float(np.min(heat.data)) <= heat.contrast_limits[0] < heat.contrast_limits[1] <= float(np.max(heat.data))
     assert type(viewer.layers[names["tiles"]]).__name__ == "Shapes"
     layer_names = _layer_counts(viewer)
     _predict_and_wait(qtbot, widget, SAMPLE_NAME)
@@ -308,6 +315,8 @@ def _accepted_rects(viewer, image_name):
 
 
 def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
+    from scipy import ndimage as ndi
+
     from napari_cdma._widget import CdmaWidget
     from napari_cdma._widget_review import canvas_hw, scene_camera
     from src_model.tissue import tissue_mask
@@ -347,6 +356,30 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     for ly in shown:
         ly.visible = True
     assert shot.std() > 10 and len(np.unique(shot.round())) > 30, (shot.std(), len(np.unique(shot)))
+    # Over the H&E: where the uncertainty is at or below the range's low bound the screen shows the H&E
+    # unchanged (transparent); at or above the high bound the overlay changes it strongly.
+    he = viewer.layers[SAMPLE_NAME]
+    for ly in viewer.layers:
+        ly.visible = ly is layer or ly is he
+    with_overlay = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(float)
+    layer.visible = False
+    bare = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(float)
+    for ly in shown:
+        ly.visible = True
+    rows, cols = np.indices(bare.shape[:2])
+    zoom, (cy, cx) = viewer.camera.zoom, tuple(viewer.camera.center)[-2:]
+    y = np.round(cy + (rows - bare.shape[0] / 2) / zoom).astype(int)  # the data pixel under each screen pixel
+    x = np.round(cx + (cols - bare.shape[1] / 2) / zoom).astype(int)
+    data = np.asarray(layer.data)
+    inside = (y >= 1) & (y < data.shape[0] - 1) & (x >= 1) & (x < data.shape[1] - 1)
+    y, x = np.clip(y, 0, data.shape[0] - 1), np.clip(x, 0, data.shape[1] - 1)
+    # pixels whose 3 x 3 neighbourhood is all low (all high): a screen pixel off by one still lands on one
+    low = inside & (ndi.maximum_filter(data, size=3) <= lo)[y, x]
+    high = inside & (ndi.minimum_filter(data, size=3) >= hi)[y, x]
+    change = np.abs(with_overlay - bare).max(axis=-1)
+    assert low.sum() > 100 and high.sum() > 100, (low.sum(), high.sum())
+    assert np.median(change[low]) <= 1 and np.quantile(change[low], 0.9) <= 3, np.quantile(change[low], [0.5, 0.9])
+    assert np.median(change[high]) > 60, np.median(change[high])
 
     # One label per gland in the prediction layer, and the gland table lists them; CSV export.
     assert labels.contour > 0

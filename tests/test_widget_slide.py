@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from _slides import chunk_files, glas_mosaic, write_pyramidal_tiff
 
-from napari_cdma._slide_view import edit_box, to_store_box, visible_world_box, write_window
+from napari_cdma._layers import names_for
+from napari_cdma._slide_view import FINISH_STEPS, edit_box, to_store_box, visible_world_box, write_window
 from napari_cdma.project import store as store_module
 from napari_cdma.project.slide_regions import accept_slide_region, slide_hash, slide_regions
 from napari_cdma.project.store import ProjectStore
@@ -60,6 +61,29 @@ def test_a_large_slide_region_keeps_its_context_not_the_slide(tmp_path, slide_pa
     np.testing.assert_array_equal(got, corrected)
     (context,) = project.unlabelled_images()
     np.testing.assert_array_equal(context, mosaic[300 - 256:, 400 - 256:])  # the box + 256 px, inside the slide
+
+
+def test_predict_view_progress_ends_with_the_work_not_the_last_chunk(tmp_path, slide_path):
+    """The job's progress counts the steps after the last chunk (review ranking, slide identity): the
+    chunk events stay below the total and only the job's last event reaches it."""
+    from napari_cdma._slide_view import predict_view_job
+    from src_model.checkpoint import bundled_model_path
+
+    job = predict_view_job(str(slide_path), str(tmp_path / "case.cdma.zarr"), str(bundled_model_path()), 0, CHUNK,
+                           (0.0, 0.0, 100.0, 200.0), 16, None)
+    events = []
+    while True:
+        try:
+            events.append(next(job))
+        except StopIteration as stop:
+            status, result = stop.value
+            break
+    assert status == "ok" and result["ranked"] and result["digest"]
+    n = len(result["chunks"])
+    assert n == 2 and result["summary"].chunks_computed == n
+    assert [(e.stage, e.step, e.total) for e in events] == \
+        [("predict-slide", k, n + FINISH_STEPS) for k in range(1, n + 1)] + \
+        [("review", n + 1, n + FINISH_STEPS), ("identify", n + 2, n + FINISH_STEPS)]
 
 
 # --------------------------------------------------------------------------- in napari
@@ -162,6 +186,28 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     np.testing.assert_array_equal(before_edit, predicted)
     assert [r.region_id for r in project.training_regions() + project.holdout_regions()] == [stored.region_id]
     assert stored.region_id in panel.last_message
+    # the accepted window is outlined over the slide (world = level-0 pixels), red like accepted image regions
+    outline = viewer.layers[names_for(slide_layer.name)["accepted"]]
+    assert type(outline).__name__ == "Shapes" and len(outline.data) == 1
+    np.testing.assert_allclose(outline.data[0], [[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+    np.testing.assert_allclose(outline.edge_color[0], [1.0, 0.0, 0.0, 1.0])
+
+    # 5. Export: the store's glands as QuPath GeoJSON, written by a worker thread
+    import json
+
+    from src_model.export import rasterize
+
+    geojson = tmp_path / "case.geojson"
+    assert panel.export_geojson(geojson), panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_message.startswith("Exported"), panel.last_message
+    features = json.loads(geojson.read_text())["features"]
+    assert features and f"Exported {len(features)} gland(s)" in panel.last_message
+    assert all(f["properties"]["classification"]["name"] == "Gland" for f in features)
+    store = open_store(store_path)
+    truth = np.asarray(store.glands[0][:]) > 0
+    back = rasterize(features, truth.shape) > 0
+    assert (back & truth).sum() / (back | truth).sum() >= 0.99  # the exported polygons are the store's glands
 
 
 def test_edit_window_needs_a_predicted_view(make_napari_viewer, qtbot, tmp_path, slide_path):
@@ -193,7 +239,8 @@ def test_cancel_keeps_finished_chunks_and_the_next_click_does_the_rest(make_napa
     panel.chunk = CHUNK
     _view(viewer, (320.0, 384.0), 700)  # the whole slide: 30 chunks, 16 a click
     assert panel.predict_view()
-    qtbot.waitUntil(lambda: panel.progress.maximum() == 16 and panel.progress.value() >= 1, timeout=120_000)
+    qtbot.waitUntil(lambda: panel.progress.maximum() == 16 + FINISH_STEPS and panel.progress.value() >= 1,
+                    timeout=120_000)
     panel.cancel()
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert "cancelled" in panel.last_message
