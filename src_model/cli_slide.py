@@ -53,7 +53,7 @@ def cmd_predict_slide(args) -> int:
     result = drain(predict_slide(args.slide, out, model_path=args.model, level=args.level, chunk=args.chunk,
                                  tile=args.tile, overlap=args.overlap, branch=args.branch, batch_size=args.batch,
                                  min_tissue=args.min_tissue, device=args.device, workers=args.workers,
-                                 scheduler=args.scheduler, max_chunks=args.max_chunks),
+                                 scheduler=args.scheduler, max_chunks=args.max_chunks, mode=args.mode),
                    _progress_printer(args.progress))
     print(json.dumps({"event": "done", **result.__dict__}))
     return 0
@@ -95,7 +95,7 @@ def cmd_export(args) -> int:
 def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overlap, max_batch) -> None:
     """Add ``predict-slide`` and ``export`` to the ``cdma`` sub-parsers (the range-checking argument
     types and limits are the ones of :mod:`src_model.cli`)."""
-    from .slide_predict import DEFAULT_CHUNK, DEFAULT_MIN_TISSUE
+    from .slide_predict import DEFAULT_CHUNK, DEFAULT_MIN_TISSUE, MODES
     from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
     ps = sub.add_parser(
@@ -106,8 +106,10 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
                     "  STORE/0..n              the slide's pixels at --level (RGB pyramid)\n"
                     "  STORE/labels/glands     1 = gland, 0 = background (pyramid)\n"
                     "  STORE/uncertainty       uint8 = round(255 x uncertainty) (pyramid)\n"
-                    "Each chunk is predicted from the chunk plus a halo of context, so the result equals one\n"
-                    "prediction of the whole level; memory is bounded by one chunk's window. Chunks with less\n"
+                    "By default strips of chunk rows are predicted in one pass each (--mode strip), finished\n"
+                    "chunk rows written as they complete; --mode chunk predicts each chunk from the chunk plus a\n"
+                    "halo of context. Either way the result equals one prediction of the whole level (to float\n"
+                    "rounding), and memory is bounded by a band of tiles, not the slide. Chunks with less\n"
                     "tissue than --min-tissue are glass and skipped. Running again on the same --out continues\n"
                     "an interrupted run (finished chunks are kept). --workers N spreads chunks over a local\n"
                     "Dask cluster of N processes, --scheduler over an existing one.")
@@ -132,6 +134,8 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
                     help=f"chunks with a smaller tissue fraction are skipped as glass (default {DEFAULT_MIN_TISSUE})")
     ps.add_argument("--branch", default="mean", type=branch, help="'mean' (default) or a branch 1, 2, 3")
     ps.add_argument("--device", type=device, default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    ps.add_argument("--mode", choices=MODES, default="strip",
+                    help="strip (default): strips of chunk rows, one pass each; chunk: each chunk with its own halo")
     ps.add_argument("--max-chunks", type=int_in(1, MAX_CHUNKS), default=None,
                     help="compute at most this many chunks in this run (run again to continue)")
     ps.add_argument("--progress", choices=("text", "json"), default="text")

@@ -16,16 +16,34 @@ the same tiles with the same weights as in a prediction of the whole level at on
 the results agree to float rounding (tested); otherwise predict spreads its last tiles slightly
 differently.
 
+Strip mode (``mode="strip"``, the default of ``cdma predict-slide``): the chunks are grouped in
+horizontal strips of ``strip_rows`` chunk rows, and a strip is predicted in one pass of the rolling
+band loop (:func:`src_model.bands.predict_rows`) over a window of the same global tile grid: the
+strip's rows plus the tiles touching them above and below, and the columns from the first to the
+last chunk to compute (the whole width for a fresh strip). The window is read lazily from the slide,
+one tile row at a time; finished chunk rows are written and marked done as the band passes them, so
+memory is bounded by the band (``K x C x band rows x window width`` floats), not by the strip or
+the slide, and only the vertical halo of a strip is computed twice (chunk mode recomputes the halo
+around every chunk). Every forward pass runs a full batch (a last, short batch is filled with
+copies of its last tile and their outputs dropped): the network's outputs for a tile then do not
+depend on which tiles share its batch, so a strip gives the same result whatever part of it is
+computed, and a resumed or split run equals an uninterrupted one bit for bit. Chunk mode runs a
+short last batch as it is, which one-thread CPU kernels compute with other rounding (about 1e-5
+in the logits), so the two modes agree to float rounding.
+
 Glass: a chunk whose tissue fraction (:func:`src_model.tissue.tissue_mask`) is below
 ``min_tissue`` is not predicted; its labels and uncertainty are 0.
 
 Workers: with ``workers`` > 0 a local Dask cluster (``dask.distributed.LocalCluster``, processes,
-one thread each) runs the chunks, with ``scheduler`` an existing cluster (its workers must see the
+one thread each) runs the chunks (strips in strip mode: fixed by ``strip_rows``, not by the number of
+workers), with ``scheduler`` an existing cluster (its workers must see the
 slide, the store and the model at the same paths). Every chunk writes only its own zarr chunks,
 and results do not depend on which worker computed what. Each worker process loads the model once.
 
 Resuming: a store left by an interrupted run with the same slide, level and settings is
-continued: chunks marked done are skipped (see :class:`~src_model.slide_store.SlideStore`).
+continued: chunks marked done are skipped (see :class:`~src_model.slide_store.SlideStore`); in strip
+mode a strip whose chunks are all done is skipped, and a partly done one computes only the rows and
+columns of tiles its remaining chunks need.
 """
 from __future__ import annotations
 
@@ -50,6 +68,9 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_CHUNK = 1024
 #: A chunk with less tissue than this fraction is glass: not predicted.
 DEFAULT_MIN_TISSUE = 0.02
+#: Chunk rows per strip in strip mode.
+DEFAULT_STRIP_ROWS = 4
+MODES = ("strip", "chunk")
 
 
 @dataclass
@@ -149,18 +170,141 @@ def predict_chunk(store: SlideStore, slide: Slide, runner, cy: int, cx: int, dev
     return tissue
 
 
+# --------------------------------------------------------------------------- one strip
+
+def strips_of(todo: Sequence[Tuple[int, int]], strip_rows: int = DEFAULT_STRIP_ROWS) -> List[List[Tuple[int, int]]]:
+    """The chunks of ``todo`` grouped by strip (chunk rows ``k * strip_rows .. (k + 1) * strip_rows``), top to
+    bottom, each strip's chunks in ``todo``'s order."""
+    groups: Dict[int, List[Tuple[int, int]]] = {}
+    for cy, cx in todo:
+        groups.setdefault(cy // strip_rows, []).append((cy, cx))
+    return [groups[k] for k in sorted(groups)]
+
+
+class LazyWindow:
+    """A box ``(y0, x0, y1, x1)`` of a slide level as :func:`src_model.bands.predict_rows` reads it:
+    ``shape`` and ``[rows, columns]`` slices, read from the slide on demand (:func:`read_window`, the box
+    may pass the bottom and right edges), the two last row bands of ``rows`` rows kept.
+
+    Each band is read with up to ``rows`` more rows above and columns to the left, so the mirrored
+    padding past an edge is the one of the whole level, whatever band it falls in.
+    """
+
+    def __init__(self, slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int, rows: int) -> None:
+        self.slide, self.level, self.y0, self.x0, self.y1, self.x1, self.rows = slide, level, y0, x0, y1, x1, rows
+        self.shape = (y1 - y0, x1 - x0, 3)
+        self._bands: Dict[int, np.ndarray] = {}
+
+    def __getitem__(self, key: Tuple[slice, slice]) -> np.ndarray:
+        ys, xs = key
+        r0, r1 = ys.start or 0, min(self.shape[0], ys.stop)
+        band = next((b for b in self._bands if b <= r0 and r1 <= b + self._bands[b].shape[0]), None)
+        if band is None:
+            band, end = r0, min(self.shape[0], max(r1, r0 + self.rows))
+            gy0, gx0 = self.y0 + band, self.x0
+            ey, ex = min(gy0, self.rows), min(gx0, self.rows)  # extra rows above, columns to the left
+            data = read_window(self.slide, self.level, gy0 - ey, gx0 - ex, self.y0 + end, self.x1)[ey:, ex:]
+            self._bands = {k: v for k, v in self._bands.items() if k == max(self._bands, default=None)}
+            self._bands[band] = data
+        return self._bands[band][r0 - band:r1 - band, xs]
+
+
+class FullBatches:
+    """A runner that always runs ``batch_size`` tiles: a shorter batch is filled with copies of its last tile,
+    whose outputs are dropped (so a tile's output does not depend on its batch; see the module docstring)."""
+
+    def __init__(self, runner, batch_size: int) -> None:
+        self.runner, self.batch_size = runner, batch_size
+
+    def __call__(self, x):
+        import torch
+
+        n = x.shape[0]
+        if n < self.batch_size:
+            x = torch.cat([x, x[-1:].expand(self.batch_size - n, *x.shape[1:])])
+        return self.runner(x)[:n]
+
+
+def predict_strip(store: SlideStore, slide: Slide, runner, chunks: Sequence[Tuple[int, int]],
+                  device: Any = "cpu") -> Generator[Tuple[int, int], None, None]:
+    """Predict the chunks ``chunks`` of one strip of ``store`` in one pass of the rolling band loop and write
+    them; yields each chunk (cy, cx) once it is written (glass chunks first, then row by row).
+
+    Args:
+        runner: the model prepared with :func:`src_model.inference.prepare_model`.
+        chunks: chunks of one strip (or any chunks: the window spans their rows and columns).
+    """
+    import torch
+
+    from .bands import blend_window, predict_rows
+    from .runtime import resolve_device
+    from .tissue import tissue_mask
+
+    info, st = store.info, store.info.settings
+    level, tile, overlap = info.slide_level, st["tile"], st["overlap"]
+    todo: Dict[int, List[Tuple[int, float]]] = {}  # chunk row -> [(cx, tissue)] of the tissue chunks
+    for cy, cx in chunks:  # the tissue decision of chunk mode, per chunk
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        rgb = slide.read_region(level, y0, x0, y1, x1)
+        tissue = float(tissue_mask(rgb).mean())
+        if tissue < st["min_tissue"]:
+            store.write_chunk(cy, cx, rgb, np.zeros((y1 - y0, x1 - x0), np.uint8),
+                              np.zeros((y1 - y0, x1 - x0), np.uint8), tissue)
+            yield cy, cx
+        else:
+            todo.setdefault(cy, []).append((cx, tissue))
+    if not todo:
+        return
+    (y0, x0, _, _), (_, _, y1, x1) = (store.chunk_box(min(todo), min(c for r in todo.values() for c, _ in r)),
+                                      store.chunk_box(max(todo), max(c for r in todo.values() for c, _ in r)))
+    wy0, wy1 = window_span(y0, y1, info.height, tile, overlap)
+    wx0, wx1 = window_span(x0, x1, info.width, tile, overlap)
+    rows: Dict[int, List[np.ndarray]] = {}  # chunk row -> [glands, uncertainty, rows filled]
+    written: List[Tuple[int, int]] = []
+
+    def sink(maps) -> None:
+        g0, g1 = wy0 + maps.r0, wy0 + maps.r0 + maps.rows  # slide rows of these maps
+        labels = maps.labels[:, x0 - wx0:x1 - wx0].numpy()
+        unc = maps.uncertainty[:, x0 - wx0:x1 - wx0].numpy()
+        for cy in todo:
+            cy0, _, cy1, _ = store.chunk_box(cy, 0)
+            a, b = max(g0, cy0), min(g1, cy1)
+            if a >= b:
+                continue
+            buf = rows.setdefault(cy, [np.zeros((cy1 - cy0, x1 - x0), np.uint8),
+                                       np.zeros((cy1 - cy0, x1 - x0), np.uint8), np.zeros(1, np.int64)])
+            buf[0][a - cy0:b - cy0] = labels[a - g0:b - g0] > 0
+            buf[1][a - cy0:b - cy0] = np.round(np.clip(unc[a - g0:b - g0], 0.0, 1.0) * 255.0)
+            buf[2] += b - a
+            if buf[2][0] == cy1 - cy0:  # the chunk row is finished: write its chunks
+                for cx, tissue in todo[cy]:
+                    _, cx0, _, cx1 = store.chunk_box(cy, cx)
+                    store.write_chunk(cy, cx, slide.read_region(level, cy0, cx0, cy1, cx1),
+                                      buf[0][:, cx0 - x0:cx1 - x0], buf[1][:, cx0 - x0:cx1 - x0], tissue)
+                    written.append((cy, cx))
+                del rows[cy]
+
+    dev = resolve_device(device)
+    window = LazyWindow(slide, level, wy0, wx0, wy1, wx1, tile)
+    with torch.inference_mode():
+        for _ in predict_rows(FullBatches(runner, st["batch_size"]), window, wy1 - wy0, wx1 - wx0, sink, tile=tile,
+                              overlap=overlap, batch_size=st["batch_size"], window=blend_window(tile), device=dev):
+            yield from written
+            written.clear()
+    yield from written
+
+
 _WORKER_STATE: Dict[str, Any] = {}
 
 
-def _worker_chunk(store_path: str, cy: int, cx: int, device: str = "cpu") -> Tuple[int, int]:
-    """A Dask task: predict one chunk in a worker process (model, slide and store opened once per process)."""
+def _worker_state(store_path: str, device: str) -> Dict[str, Any]:
+    """The store, slide and prepared model of a worker process, opened once per process."""
     import torch
 
     from .checkpoint import load_model
     from .inference import prepare_model
 
-    key = store_path
-    state = _WORKER_STATE.get(key)
+    state = _WORKER_STATE.get(store_path)
     if state is None:
         torch.set_num_threads(1)  # one thread per worker process (threads_per_worker=1)
         store = open_store(store_path, mode="r+")
@@ -169,9 +313,21 @@ def _worker_chunk(store_path: str, cy: int, cx: int, device: str = "cpu") -> Tup
         state = {"store": store, "slide": open_slide(store.info.slide),
                  "runner": prepare_model(model, st["branch"], device)}
         _WORKER_STATE.clear()
-        _WORKER_STATE[key] = state
+        _WORKER_STATE[store_path] = state
+    return state
+
+
+def _worker_chunk(store_path: str, cy: int, cx: int, device: str = "cpu") -> List[Tuple[int, int]]:
+    """A Dask task: predict one chunk in a worker process."""
+    state = _worker_state(store_path, device)
     predict_chunk(state["store"], state["slide"], state["runner"], cy, cx, device)
-    return cy, cx
+    return [(cy, cx)]
+
+
+def _worker_strip(store_path: str, chunks: List[Tuple[int, int]], device: str = "cpu") -> List[Tuple[int, int]]:
+    """A Dask task: predict one strip's chunks in a worker process."""
+    state = _worker_state(store_path, device)
+    return list(predict_strip(state["store"], state["slide"], state["runner"], chunks, device))
 
 
 # --------------------------------------------------------------------------- the whole slide
@@ -210,7 +366,8 @@ def predict_slide(slide_path: PathLike, store_path: PathLike, *, model_path: Opt
                   overlap: float = DEFAULT_OVERLAP, branch: Any = "mean", batch_size: int = 8,
                   min_tissue: float = DEFAULT_MIN_TISSUE, device: str = "cpu", workers: int = 0,
                   scheduler: Optional[str] = None, max_chunks: Optional[int] = None,
-                  chunks: Optional[Sequence[Tuple[int, int]]] = None) -> Generator[Progress, None, SlideSummary]:
+                  chunks: Optional[Sequence[Tuple[int, int]]] = None, mode: str = "chunk",
+                  strip_rows: int = DEFAULT_STRIP_ROWS) -> Generator[Progress, None, SlideSummary]:
     """Predict a slide's level into an OME-Zarr store, chunk by chunk; a generator of progress events.
 
     Args:
@@ -225,6 +382,10 @@ def predict_slide(slide_path: PathLike, store_path: PathLike, *, model_path: Opt
         scheduler: address of an existing Dask scheduler (instead of ``workers``).
         max_chunks: stop after computing this many chunks (the rest stays for a later run).
         chunks: only these chunks (cy, cx) (e.g. the visible ones), default all.
+        mode: ``"chunk"`` (each chunk from its own window) or ``"strip"`` (strips of ``strip_rows`` chunk
+            rows, each in one pass; see the module docstring). The store does not depend on it: a run
+            may resume another mode's store.
+        strip_rows: chunk rows per strip (strip mode).
 
     Yields:
         ``Progress(stage="predict-slide", step=chunks_done_this_run, total=chunks_to_do)``.
@@ -232,6 +393,10 @@ def predict_slide(slide_path: PathLike, store_path: PathLike, *, model_path: Opt
     Returns:
         :class:`SlideSummary`.
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if strip_rows < 1:
+        raise ValueError(f"strip_rows must be >= 1, got {strip_rows}")
     start = time.monotonic()
     settings = run_settings(model_path, tile=tile, overlap=overlap, branch=branch, min_tissue=min_tissue,
                             batch_size=batch_size)
@@ -244,10 +409,11 @@ def predict_slide(slide_path: PathLike, store_path: PathLike, *, model_path: Opt
     logger.info("%s: %d x %d pixels, %d chunks, %d done, %d to predict", store.path, store.info.height,
                 store.info.width, len(store.all_chunks()), int(done.sum()), len(todo))
     clock = EtaClock(len(todo))
+    tasks = strips_of(todo, strip_rows) if mode == "strip" else [[c] for c in todo]
     if todo and (workers or scheduler):
-        runs = _run_dask(store, todo, workers, scheduler, device)
+        runs = _run_dask(store, tasks, workers, scheduler, device, mode)
     elif todo:
-        runs = _run_local(store, todo, device)
+        runs = _run_local(store, tasks, device, mode)
     else:
         runs = iter(())
     for i, _ in enumerate(runs, start=1):
@@ -255,19 +421,25 @@ def predict_slide(slide_path: PathLike, store_path: PathLike, *, model_path: Opt
     return summarize(store, computed=len(todo), seconds=time.monotonic() - start)
 
 
-def _run_local(store: SlideStore, todo: List[Tuple[int, int]], device: str):
+def _run_local(store: SlideStore, tasks: List[List[Tuple[int, int]]], device: str, mode: str):
+    """Run the tasks (chunks, or strips' chunks) in this process; yields each chunk once written."""
     from .checkpoint import load_model
     from .inference import prepare_model
 
     st = store.info.settings
     runner = prepare_model(load_model(st["model"]), st["branch"], device)
     with open_slide(store.info.slide) as slide:
-        for cy, cx in todo:
-            predict_chunk(store, slide, runner, cy, cx, device)
-            yield cy, cx
+        for task in tasks:
+            if mode == "strip":
+                yield from predict_strip(store, slide, runner, task, device)
+            else:
+                for cy, cx in task:
+                    predict_chunk(store, slide, runner, cy, cx, device)
+                    yield cy, cx
 
 
-def _run_dask(store: SlideStore, todo: List[Tuple[int, int]], workers: int, scheduler: Optional[str], device: str):
+def _run_dask(store: SlideStore, tasks: List[List[Tuple[int, int]]], workers: int, scheduler: Optional[str],
+              device: str, mode: str):
     from dask.distributed import Client, LocalCluster, as_completed
 
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))  # no start/stop chatter
@@ -279,10 +451,15 @@ def _run_dask(store: SlideStore, todo: List[Tuple[int, int]], workers: int, sche
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = [client.submit(_worker_chunk, str(store.path), cy, cx, device, pure=False, key=f"chunk-{cy}-{cx}-"
-                                 f"{os.getpid()}-{time.monotonic_ns()}") for cy, cx in todo]
+        tag = f"{os.getpid()}-{time.monotonic_ns()}"
+        if mode == "strip":
+            futures = [client.submit(_worker_strip, str(store.path), task, device, pure=False,
+                                     key=f"strip-{task[0][0]}-{i}-{tag}") for i, task in enumerate(tasks)]
+        else:
+            futures = [client.submit(_worker_chunk, str(store.path), cy, cx, device, pure=False,
+                                     key=f"chunk-{cy}-{cx}-{tag}") for (cy, cx), in tasks]
         for fut in as_completed(futures):
-            yield fut.result()  # a failed chunk raises here, in the caller
+            yield from fut.result()  # a failed task raises here, in the caller
     finally:
         client.close()
         if cluster is not None:
@@ -308,5 +485,6 @@ def summarize(store: SlideStore, computed: int = 0, seconds: float = 0.0) -> Sli
                         else 0.0, seconds=float(seconds))
 
 
-__all__ = ["DEFAULT_CHUNK", "DEFAULT_MIN_TISSUE", "SlideSummary", "grid_stride", "predict_chunk", "predict_slide",
-           "prepare_store", "read_window", "summarize", "window_span"]
+__all__ = ["DEFAULT_CHUNK", "DEFAULT_MIN_TISSUE", "DEFAULT_STRIP_ROWS", "FullBatches", "LazyWindow", "MODES",
+           "SlideSummary", "grid_stride", "predict_chunk", "predict_slide", "predict_strip", "prepare_store",
+           "read_window", "strips_of", "summarize", "window_span"]

@@ -29,11 +29,17 @@ def small_slide(tmp_path_factory, glas_dir):
     return write_pyramidal_tiff(tmp_path_factory.mktemp("slide") / "small.tif", image, levels=2), image
 
 
+@pytest.fixture(scope="module", params=["chunk", "strip"])
+def mode(request):
+    """predict_slide's mode: each chunk with its halo, or strips of chunk rows in one pass."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory, small_slide, lite_checkpoint):
-    out = tmp_path_factory.mktemp("store") / "small.zarr"
+def small_store(tmp_path_factory, small_slide, lite_checkpoint, mode):
+    out = tmp_path_factory.mktemp("store") / f"small_{mode}.zarr"
     summary = drain(predict_slide(small_slide[0], out, model_path=lite_checkpoint, chunk=CHUNK, tile=TILE,
-                                  overlap=OVERLAP, min_tissue=0.0))
+                                  overlap=OVERLAP, min_tissue=0.0, mode=mode))
     assert summary.chunks_done == summary.chunks_total == 4 and summary.chunks_computed == 4
     return out
 
@@ -74,14 +80,14 @@ def test_streamed_prediction_equals_the_in_memory_prediction(small_slide, small_
     assert store.info.downsample == 1.0 and store.info.settings["tile"] == TILE
 
 
-def test_dask_workers_give_the_same_store_for_any_number(tmp_path, small_slide, small_store, lite_checkpoint):
+def test_dask_workers_give_the_same_store_for_any_number(tmp_path, small_slide, small_store, lite_checkpoint, mode):
     """Workers run one torch thread each, so 1 or 2 local workers, or the worker of a cluster given by its
     scheduler address, compute bit-identical chunks; this process (more threads) agrees to float rounding."""
     stores = {}
     for n in (1, 2):
         stores[n] = tmp_path / f"workers{n}.zarr"
         summary = drain(predict_slide(small_slide[0], stores[n], model_path=lite_checkpoint, chunk=CHUNK, tile=TILE,
-                                      overlap=OVERLAP, min_tissue=0.0, workers=n))
+                                      overlap=OVERLAP, min_tissue=0.0, workers=n, mode=mode, strip_rows=1))
         assert summary.chunks_computed == 4
     _same_store(stores[1], stores[2])
     # an existing cluster, by its scheduler's address (--scheduler)
@@ -91,7 +97,8 @@ def test_dask_workers_give_the_same_store_for_any_number(tmp_path, small_slide, 
     try:
         with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
             drain(predict_slide(small_slide[0], tmp_path / "scheduler.zarr", model_path=lite_checkpoint, chunk=CHUNK,
-                                tile=TILE, overlap=OVERLAP, min_tissue=0.0, scheduler=cluster.scheduler_address))
+                                tile=TILE, overlap=OVERLAP, min_tissue=0.0, scheduler=cluster.scheduler_address,
+                                mode=mode, strip_rows=1))
     finally:
         os.environ.clear()
         os.environ.update(environ)
@@ -101,14 +108,37 @@ def test_dask_workers_give_the_same_store_for_any_number(tmp_path, small_slide, 
     assert np.abs(a.uncertainty[0][:].astype(int) - b.uncertainty[0][:]).max() <= 1
 
 
-def test_max_chunks_stops_early_and_the_next_run_finishes(tmp_path, small_slide, small_store, lite_checkpoint):
+def test_max_chunks_stops_early_and_the_next_run_finishes(tmp_path, small_slide, small_store, lite_checkpoint, mode):
     out = tmp_path / "partial.zarr"
-    opts = dict(model_path=lite_checkpoint, chunk=CHUNK, tile=TILE, overlap=OVERLAP, min_tissue=0.0)
+    opts = dict(model_path=lite_checkpoint, chunk=CHUNK, tile=TILE, overlap=OVERLAP, min_tissue=0.0, mode=mode)
     first = drain(predict_slide(small_slide[0], out, max_chunks=1, **opts))
     assert (first.chunks_computed, first.chunks_done) == (1, 1)
     rest = drain(predict_slide(small_slide[0], out, **opts))
     assert (rest.chunks_computed, rest.chunks_done) == (3, 4)
     _same_store(out, small_store)
+
+
+def test_strip_mode_equals_chunk_mode_and_does_not_depend_on_the_strip_height(tmp_path, small_slide,
+                                                                             lite_checkpoint):
+    """Strips of 1 or 2 chunk rows give bit-identical stores (every forward pass is a full batch); chunk
+    mode, whose short last batches round differently, gives the same labels away from float ties and the
+    same uncertainty to 1/255."""
+    from src_model.checkpoint import load_model
+    from src_model.inference import predict
+
+    opts = dict(model_path=lite_checkpoint, chunk=CHUNK, tile=TILE, overlap=OVERLAP, min_tissue=0.0)
+    for name, extra in {"chunk": dict(mode="chunk"), "strip1": dict(mode="strip", strip_rows=1),
+                        "strip2": dict(mode="strip", strip_rows=2)}.items():
+        summary = drain(predict_slide(small_slide[0], tmp_path / f"{name}.zarr", **opts, **extra))
+        assert summary.chunks_computed == 4
+    _same_store(tmp_path / "strip1.zarr", tmp_path / "strip2.zarr")
+    strip, chunk = open_store(tmp_path / "strip1.zarr"), open_store(tmp_path / "chunk.zarr")
+    ref = predict(load_model(lite_checkpoint), small_slide[1], tile=TILE, overlap=OVERLAP)
+    tie = np.abs(ref.probability[1] - ref.probability[0]) < 1e-4
+    assert not ((strip.glands[0][:] != chunk.glands[0][:]) & ~tie).any()
+    assert np.abs(strip.uncertainty[0][:].astype(int) - chunk.uncertainty[0][:]).max() <= 1
+    np.testing.assert_array_equal(strip.image[0][:], chunk.image[0][:])
+    np.testing.assert_array_equal(strip.chunk_stats()[:, :, :3], chunk.chunk_stats()[:, :, :3])
 
 
 def test_resuming_with_other_settings_is_refused(small_slide, small_store, lite_checkpoint):
@@ -122,16 +152,21 @@ def _cli(*args):
     return [sys.executable, "-m", "src_model.cli", "predict-slide", *map(str, args)]
 
 
-def test_a_killed_run_resumes_without_recomputing_finished_chunks(tmp_path, glas_dir, lite_checkpoint):
+@pytest.mark.parametrize("cli_mode, kill_at", [("chunk", 2), ("strip", 5)])
+def test_a_killed_run_resumes_without_recomputing_finished_chunks(tmp_path, glas_dir, lite_checkpoint, cli_mode,
+                                                                  kill_at):
+    """Strip mode: both chunk rows are one strip; its 2 glass chunks are written first, then the 3 tissue
+    chunks of row 0 once the band has passed it; killed after those, the rerun computes only row 1."""
     image = glas_mosaic(glas_dir, 512, 1024, glass=256)  # the right column of chunks is glass
     slide = write_pyramidal_tiff(tmp_path / "wide.tif", image, levels=2)
-    args = (slide, "--model", lite_checkpoint, "--chunk", CHUNK, "--tile", TILE, "--overlap", OVERLAP)
+    args = (slide, "--model", lite_checkpoint, "--chunk", CHUNK, "--tile", TILE, "--overlap", OVERLAP,
+            "--mode", cli_mode)
     out = tmp_path / "killed.zarr"
     proc = subprocess.Popen(_cli(*args, "--out", out, "--progress", "json"), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stdout:
-            if json.loads(line).get("step", 0) >= 2:
+            if json.loads(line).get("step", 0) >= kill_at:
                 proc.send_signal(signal.SIGKILL)
                 break
     finally:
@@ -139,7 +174,7 @@ def test_a_killed_run_resumes_without_recomputing_finished_chunks(tmp_path, glas
         proc.wait(timeout=60)
     store = open_store(out)
     done_before = store.done()
-    assert 2 <= done_before.sum() < done_before.size, "the run was killed after 2 chunks, before the end"
+    assert kill_at <= done_before.sum() < done_before.size, f"the run was killed after {kill_at} chunks, before the end"
     record_before = store.chunk_stats()
     files_before = chunk_files(out, LEVEL0)
 
