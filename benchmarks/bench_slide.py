@@ -1,14 +1,20 @@
-"""Whole slides: wall time, throughput and peak memory of ``cdma predict-slide`` (1 and 2 workers).
+"""Whole slides: wall time, throughput and peak memory of ``cdma predict-slide``, against ``predict()`` and MONAI.
 
-For each ``--sizes`` S, an S x S pyramidal tiled TIFF (3 levels, zlib) is made in a temporary
-folder from real GlaS training images (the mosaic of ``bench_predict_memory.make_tiff``). Then, each
-in a fresh process with one torch thread per process (``OMP_NUM_THREADS=1``):
+For each size S, an S x S pyramidal tiled TIFF (3 levels, zlib) is made in a temporary folder from
+real GlaS training images (the mosaic of ``bench_predict_memory.make_tiff``). Then, each in a fresh
+process with one torch thread per process (``OMP_NUM_THREADS=1``), interleaved (round by round, the
+variants in turn, ``--repeats`` rounds) so that the shared machine's load falls on all alike:
 
-* ``cdma predict-slide SLIDE --out STORE`` in one process, for every size;
+* ``cdma predict-slide SLIDE --out STORE`` in one process (strip mode, the default), for ``--sizes``;
+* ``cdma predict-slide ... --mode chunk`` (each chunk with its own halo) for ``--chunk-mode-sizes``;
 * ``cdma predict-slide ... --workers 2`` (a local Dask cluster) for the sizes in ``--worker-sizes``,
   whose gland labels are compared with the one-process store (they must be identical);
 * the in-memory path, :func:`src_model.inference.predict` on the whole level-0 image (read into
   memory first), for the sizes in ``--memory-sizes``, as the throughput reference;
+* MONAI's ``sliding_window_inference`` on the whole level-0 image, same model (the mean of the
+  three branches' softmax, as ``predict``), roi = our tile, overlap 0.2, Gaussian blending,
+  ``sw_batch_size`` = our batch (8), for ``--monai-sizes``; its time over the strip run's time is
+  reported as a ratio;
 * ``cdma export STORE --geojson`` on the smallest size's store.
 
 Memory: a wrapper process samples the resident memory of the command's whole process tree every
@@ -18,10 +24,10 @@ that ended). Throughput: level-0 megapixels of the slide per second of wall time
 loading and, with workers, the cluster's start included).
 
     python benchmarks/bench_slide.py                    # --data: $CDMA_GLAS or ../shared/data/glas
-    python benchmarks/bench_slide.py --sizes 4096 8192 --worker-sizes 4096 --memory-sizes 4096
+    python benchmarks/bench_slide.py --sizes 16384 --chunk-mode-sizes --memory-sizes --monai-sizes  # memory
 
 Results: ``benchmarks/results/slide.json`` and ``slide.md``; a run replaces the entries of the same
-kind (run, chunk, size) and keeps the others. On a shared machine wall times depend on the load
+kind (run, chunk, size) and keeps the others, marked as earlier runs. On a shared machine wall times depend on the load
 (recorded with each run); peak memory and CPU seconds hardly do.
 """
 from __future__ import annotations
@@ -79,6 +85,24 @@ t = time.perf_counter()
 p = predict(model, image)
 print(json.dumps({"predict_s": time.perf_counter() - t, "foreground": float((p.labels > 0).mean())}))
 """
+MONAI = """import json, sys, time
+import tifffile, torch
+from monai.inferers import sliding_window_inference
+from src_model.checkpoint import load_model
+from src_model.inference import prepare_model
+from src_model.io import to_model_input
+torch.set_num_threads(1)
+image = tifffile.imread(sys.argv[1])
+runner = prepare_model(load_model(None), "mean", "cpu")
+def mean_softmax(x):  # (B, 3, T, T) -> (B, C, T, T): the mean of the branches' softmax, as predict()
+    return torch.softmax(runner(x), dim=2).mean(1)
+t = time.perf_counter()
+with torch.inference_mode():
+    prob = sliding_window_inference(to_model_input(image), roi_size=(320, 320), sw_batch_size=8,
+                                    predictor=mean_softmax, overlap=0.2, mode="gaussian")
+    labels = prob[0].argmax(0)
+print(json.dumps({"predict_s": time.perf_counter() - t, "foreground": float((labels > 0).float().mean())}))
+"""
 
 
 def make_slide(data: Path, size: int, folder: Path) -> Dict[str, Any]:
@@ -128,6 +152,19 @@ def same_glands(a: Path, b: Path) -> bool:
         np.array_equal(sa.uncertainty[0][:], sb.uncertainty[0][:])
 
 
+def glands_agreement(a: Path, b: Path) -> str:
+    """How two stores' level-0 gland labels and uncertainty agree, in words."""
+    import numpy as np
+
+    from src_model.slide_store import open_store
+
+    sa, sb = open_store(a), open_store(b)
+    ga, gb = sa.glands[0][:], sb.glands[0][:]
+    du = np.abs(sa.uncertainty[0][:].astype(np.int16) - sb.uncertainty[0][:])
+    return (f"{int((ga != gb).sum())} of {ga.size} gland labels differ, uncertainty differs by at most "
+            f"{int(du.max())}/255")
+
+
 def markdown(r: Dict[str, Any]) -> str:
     lines = ["# Whole slides: `cdma predict-slide` memory and throughput", "",
              "GlaS mosaics (real training-image tissue) as pyramidal tiled TIFFs; bundled lite model, chunk "
@@ -142,7 +179,8 @@ def markdown(r: Dict[str, Any]) -> str:
              "", "| run | chunk | slide | wall | prediction | Mpx/s | CPU | peak RSS, tree | "
              "peak RSS, largest process | load at start |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in r["runs"]:
-        lines.append(f"| {run['label']} | {run.get('chunk') or '-'} | {run['size']} x {run['size']} "
+        label = run["label"] + (" (earlier run)" if run.get("earlier") else "")
+        lines.append(f"| {label} | {run.get('chunk') or '-'} | {run['size']} x {run['size']} "
                      f"({run['megapixels']:.0f} Mpx, RGB {run['rgb_mb']:.0f} MB) | {run['wall_s']:.0f} s | "
                      f"{run['predict_s']:.0f} s | {run['mpx_per_s']:.3f} | "
                      f"{(format(run['cpu_s'], '.0f') + ' s') if 'cpu_s' in run else '-'} | "
@@ -162,9 +200,13 @@ def markdown(r: Dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_argument(ap)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192], help="slide sides, pixels")
-    ap.add_argument("--worker-sizes", type=int, nargs="*", default=[4096], help="sizes also run with --workers 2")
-    ap.add_argument("--memory-sizes", type=int, nargs="*", default=[4096], help="sizes also run in memory")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[8192], help="slide sides, pixels (strip mode)")
+    ap.add_argument("--chunk-mode-sizes", type=int, nargs="*", default=[8192], help="sizes also run with --mode chunk")
+    ap.add_argument("--worker-sizes", type=int, nargs="*", default=[], help="sizes also run with --workers 2")
+    ap.add_argument("--memory-sizes", type=int, nargs="*", default=[8192], help="sizes also run in memory")
+    ap.add_argument("--monai-sizes", type=int, nargs="*", default=[8192],
+                    help="sizes also run with MONAI's sliding_window_inference")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds of all variants")
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--extra-chunk", type=int, default=2048, help="a second chunk size, for --extra-chunk-sizes")
     ap.add_argument("--extra-chunk-sizes", type=int, nargs="*", default=[], help="sizes also run with --extra-chunk")
@@ -176,39 +218,70 @@ def main() -> int:
     notes: List[str] = []
     try:
         for size in sorted(set(args.sizes) | set(args.worker_sizes) | set(args.memory_sizes)
-                           | set(args.extra_chunk_sizes)):
+                           | set(args.extra_chunk_sizes) | set(args.chunk_mode_sizes) | set(args.monai_sizes)):
             slide = make_slide(data, size, work)
             print(f"made {slide['path']} ({slide['file_mb']:.0f} MB)", file=sys.stderr, flush=True)
             plans = []
-            if size in args.sizes or size in args.worker_sizes:
-                plans.append(("1 process", args.chunk, cdma("predict-slide", slide["path"], "--out",
-                                                            work / f"s{size}_1.zarr", "--chunk", args.chunk)))
+            path, c = slide["path"], args.chunk
+            if size in args.sizes or size in args.worker_sizes or size in args.monai_sizes:
+                plans.append(("1 process, strip mode", c, "1", ["--out", work / f"s{size}_1.zarr", "--chunk", c]))
+            if size in args.chunk_mode_sizes:
+                plans.append(("1 process, chunk mode", c, "k", ["--out", work / f"s{size}_k.zarr", "--chunk", c,
+                                                                "--mode", "chunk"]))
             if size in args.worker_sizes:
-                plans.append(("2 Dask workers", args.chunk, cdma("predict-slide", slide["path"], "--out",
-                                                                 work / f"s{size}_2.zarr", "--chunk", args.chunk,
-                                                                 "--workers", 2)))
+                plans.append(("2 Dask workers, strip mode", c, "2", ["--out", work / f"s{size}_2.zarr", "--chunk", c,
+                                                                     "--workers", 2]))
             if size in args.extra_chunk_sizes:
-                plans.append(("1 process", args.extra_chunk, cdma("predict-slide", slide["path"], "--out",
-                                                                  work / f"s{size}_c.zarr", "--chunk",
-                                                                  args.extra_chunk)))
+                plans.append(("1 process, strip mode", args.extra_chunk, "c",
+                              ["--out", work / f"s{size}_c.zarr", "--chunk", args.extra_chunk]))
             if size in args.memory_sizes:
-                plans.append(("in memory (predict)", None, [sys.executable, "-c", IN_MEMORY, slide["path"]]))
-            for label, chunk, cmd in plans:
-                res = measure(cmd)
-                done = json.loads(res["stdout_tail"][0])
-                res.update(label=label, chunk=chunk, predict_s=done.get("seconds", done.get("predict_s")),
-                           command=" ".join(["cdma", *map(str, cmd[3:])]) if "src_model.cli" in cmd
-                           else f"python -c <predict(load_model(), tifffile.imread(SLIDE))> {slide['path']}",
-                           **slide)
-                res["mpx_per_s"] = slide["megapixels"] / res["predict_s"]
-                runs.append(res)
-                print(json.dumps(res), file=sys.stderr, flush=True)
+                plans.append(("in memory (predict)", None, "m", None))
+            if size in args.monai_sizes:
+                plans.append(("MONAI sliding_window_inference", None, "monai", None))
+            for rnd in range(args.repeats):
+                for label, chunk, tag, opts in plans:
+                    if opts is not None:
+                        shutil.rmtree(work / f"s{size}_{tag}.zarr", ignore_errors=True)  # a fresh store each round
+                        cmd = cdma("predict-slide", path, *opts)
+                        shown = " ".join(["cdma", *map(str, cmd[3:])])
+                    elif tag == "m":
+                        cmd = [sys.executable, "-c", IN_MEMORY, path]
+                        shown = f"python -c <predict(load_model(), tifffile.imread(SLIDE))> {path}"
+                    else:
+                        cmd = [sys.executable, "-c", MONAI, path]
+                        shown = (f"python -c <sliding_window_inference(tifffile.imread(SLIDE), roi 320, overlap 0.2, "
+                                 f"gaussian, sw_batch_size 8, mean branch softmax)> {path}")
+                    res = measure(cmd)
+                    done = json.loads(res["stdout_tail"][0])
+                    res.update(label=label, chunk=chunk, round=rnd, command=shown,
+                               predict_s=done.get("seconds", done.get("predict_s")), **slide)
+                    res["mpx_per_s"] = slide["megapixels"] / res["predict_s"]
+                    runs.append(res)
+                    print(json.dumps(res), file=sys.stderr, flush=True)
+            mine = [r for r in runs if r["size"] == size]
+            best = {}
+            for r in mine:
+                best.setdefault(r["label"], []).append(r["predict_s"])
+            strip = min(best.get("1 process, strip mode", [0])) or None
+            if strip and "in memory (predict)" in best:
+                notes.append(f"{size} x {size}: strip mode takes {strip / min(best['in memory (predict)']):.2f} x the "
+                             f"time of the in-memory predict() (best of {args.repeats} interleaved rounds).")
+            if strip and "1 process, chunk mode" in best:
+                notes.append(f"{size} x {size}: chunk mode takes {min(best['1 process, chunk mode']) / strip:.2f} x "
+                             f"the time of strip mode.")
+            if strip and "MONAI sliding_window_inference" in best:
+                notes.append(f"{size} x {size}: MONAI sliding_window_inference / streamed strip mode, same model and "
+                             f"run: {min(best['MONAI sliding_window_inference']) / strip:.2f} (> 1: ours is faster; "
+                             "MONAI holds the whole image and its output in memory).")
+            if size in args.chunk_mode_sizes and size in args.sizes:
+                a, b = work / f"s{size}_1.zarr", work / f"s{size}_k.zarr"
+                notes.append(f"{size} x {size}: strip and chunk mode stores: {glands_agreement(a, b)}.")
             if size in args.worker_sizes:
                 same = same_glands(work / f"s{size}_1.zarr", work / f"s{size}_2.zarr")
                 notes.append(f"{size} x {size}: 1 process and 2 Dask workers give "
                              f"{'identical' if same else 'DIFFERENT'} gland labels (every pyramid level) and "
                              f"uncertainty.")
-            if size == min(args.sizes):
+            if args.sizes and size == min(args.sizes):
                 t = time.perf_counter()
                 res = measure(cdma("export", work / f"s{size}_1.zarr", "--geojson", work / f"s{size}.geojson"))
                 glands = json.loads(res["stdout_tail"][0])["glands"]
@@ -221,10 +294,13 @@ def main() -> int:
     old = json.loads((RESULTS / f"{NAME}.json").read_text()) if (RESULTS / f"{NAME}.json").exists() else {}
     key = lambda run: (run["label"], run.get("chunk"), run["size"])  # noqa: E731  (a run replaces its own kind)
     mine = {key(run) for run in runs}
-    kept = [run for run in old.get("runs", []) if key(run) not in mine]
-    notes_kept = [n for n in old.get("notes", []) if not any(n.startswith(f"{s} x {s}") or f"{s} x {s} store" in n
-                                                           for s in {run["size"] for run in runs})]
-    results = {"chunk": args.chunk, "runs": sorted(kept + runs, key=lambda r: (r["size"], r["label"])),
+    kept = [dict(run, earlier=True) for run in old.get("runs", []) if key(run) not in mine]
+    sizes = {run["size"] for run in runs}
+    notes_kept = [n if n.startswith("earlier run: ") else f"earlier run: {n}" for n in old.get("notes", [])
+                  if not any(n.split("earlier run: ")[-1].startswith(f"{s} x {s}") or f"{s} x {s} store" in n
+                             for s in sizes)]
+    results = {"chunk": args.chunk, "runs": sorted(kept + runs, key=lambda r: (r["size"], r.get("earlier", False),
+                                                                              r["label"])),
                "notes": notes_kept + notes, "machine": machine_info()}
     write_results(NAME, results, markdown(results))
     print(markdown(results))
