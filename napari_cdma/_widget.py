@@ -160,6 +160,7 @@ class CdmaWidget(QWidget):
         self.retrain_panel.model_added.connect(lambda _v: self._sync_from_store())
         self.versions_panel.model_changed.connect(self._on_model_changed)
         self.review_panel.regions_changed.connect(self._sync_from_store)
+        self.review_panel.regions_changed.connect(self._refresh_glands)
         self.slide_panel.regions_changed.connect(self._sync_from_store)
 
         if Path(self.store_edit.text()).expanduser().is_dir():
@@ -260,6 +261,20 @@ class CdmaWidget(QWidget):
             boxes = [r.bbox for r in by_image.get(digest, [])]
             if name in self.viewer.layers and (boxes or names_for(name)["accepted"] in self.viewer.layers):
                 show_accepted(self.viewer, name, boxes)
+
+    def _refresh_glands(self) -> None:
+        """Rebuild the gland table from the shown prediction layer: an accept may have split or merged
+        glands (:func:`~napari_cdma._widget_review.separate_glands`)."""
+        display = self.display_panel
+        labels, umap = display.labels_layer, display.uncertainty_layer
+        if labels is None or umap is None or labels not in self.viewer.layers or umap not in self.viewer.layers:
+            return
+        from src_model.uncertainty import gland_table
+
+        try:
+            display.set_glands(gland_table(np.asarray(labels.data), np.asarray(umap.data)))
+        except ValueError:  # the layers no longer match (another image under the same name)
+            pass
 
     def _region_image_label(self, record: RegionRecord) -> str:
         """A region's image: its source file name, else the image layer's name, else its hash."""

@@ -44,7 +44,9 @@ def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, str, str, str]]:
     out = []
     for r in rows:
         held = f" ({r.n_holdout})" if r.n_holdout else ""
-        out.append((r.image, fmt_dice(r.old_dice) + held, fmt_dice(r.new_dice), fmt_dice(r.agreement)))
+        # held-out regions that were not scored hold too little gland (the worker's MIN_HOLDOUT_GLAND_PX)
+        before = "too little gland" if r.n_holdout and r.old_dice is None else fmt_dice(r.old_dice)
+        out.append((r.image, before + held, fmt_dice(r.new_dice), fmt_dice(r.agreement)))
     return out
 
 
@@ -254,8 +256,11 @@ class RetrainPanel(QWidget):
 
     def _handle(self, ev: RetrainEvent) -> None:
         if isinstance(ev, Started):
-            self._say(f"Retraining {ev.model_version} on {ev.n_labelled} region(s) + "
-                      f"{ev.n_unlabelled} unlabelled image(s); {ev.n_holdout} held out.")
+            from .project.retrain_job import plural
+
+            # the unlabelled stream is the store's uncorrected images only (not the corrected crops)
+            self._say(f"Retraining {ev.model_version} on {plural(ev.n_labelled, 'corrected region')} + "
+                      f"{plural(ev.n_unlabelled, 'unlabelled image')}; {ev.n_holdout} held out.")
         elif isinstance(ev, Evaluating):
             self.state = "evaluating"
             self.progress.setRange(0, 0)
@@ -279,7 +284,7 @@ class RetrainPanel(QWidget):
             self._say(f"Retraining failed: {ev.message}", error=True)
 
     def _on_done(self, ev: Done) -> None:
-        from .project.retrain_job import finish
+        from .project.retrain_job import finish, held_out_text
 
         store = self._get_store()
         before = store.current_model_version
@@ -298,8 +303,8 @@ class RetrainPanel(QWidget):
         verdict = f"{'promoted' if record.promoted else 'not promoted'}: {reason}"
         agreement = "" if ev.agreement is None else \
             f"; agreement on uncorrected tissue {fmt_dice(ev.agreement)} ({ev.agreement_crops} crops)"
-        self._say(f"{record.version}: held-out Dice {fmt_dice(ev.old_dice)} -> "
-                  f"{fmt_dice(ev.new_dice)} on {ev.n_holdout} region(s){agreement}; {verdict}.")
+        # no Dice printed over too little gland: the words say why (the worker's Done.message)
+        self._say(f"{record.version}: {held_out_text(ev)}{agreement}; {verdict}.")
         self._show_images(ev.per_image)
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)

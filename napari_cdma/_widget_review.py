@@ -47,6 +47,8 @@ CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it:
 # The selected review box is drawn thicker and in another colour than the others: with ten cyan
 # squares on screen the pathologist must see at once which one "Next" went to.
 CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
+NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region was accepted. Draw a "
+                   "rectangle or polygon (Draw) to accept more, or predict again with another model.")
 
 
 def readable_list(widget: Any) -> None:
@@ -70,6 +72,35 @@ def canvas_hw(viewer: Any) -> Tuple[int, int]:
     canvas = getattr(viewer, "canvas", None)
     size = getattr(canvas, "size", None)
     return (int(size[0]), int(size[1])) if size is not None else (600, 800)
+
+
+def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None) -> int:
+    """Give each disconnected piece of a gland in a region its own label, in the Labels layer itself.
+
+    A background line drawn through a gland leaves two pieces with one label; the pathologist split it,
+    so each piece becomes a gland (:func:`src_model.postprocess.separate_pieces`: new labels above the
+    layer's maximum, the glands around keep theirs). The change is one step of the layer's undo history.
+
+    Args:
+        labels: the napari Labels layer of the corrections (2-D).
+        bbox: (y0, x0, y1, x1) of the region.
+        inside: bool (h, w): only these pixels of the box are the region (a polygon).
+
+    Returns:
+        How many pieces got a new label.
+    """
+    from src_model.postprocess import separate_pieces
+
+    data = np.asarray(labels.data)
+    y0, x0, y1, x1 = bbox
+    region = np.zeros(data.shape, bool)
+    region[y0:y1, x0:x1] = True if inside is None else inside
+    relabelled = separate_pieces(data, region)
+    changed = np.nonzero(relabelled != data)
+    if not changed[0].size:
+        return 0
+    labels.data_setitem(changed, relabelled[changed])
+    return int(len(np.unique(relabelled[changed])))
 
 
 class ReviewPanel(QWidget):
@@ -231,6 +262,8 @@ class ReviewPanel(QWidget):
     def step(self, delta: int) -> None:
         """Select the next (+1) or previous (-1) tile and move the camera to it."""
         if not self.tiles:
+            state = self._target()[2]
+            self._say(NO_REGIONS_LEFT if state is not None else "Predict an image first.", error=state is None)
             return
         row = self.tile_list.currentRow()
         if row < 0:  # nothing selected: start where the last accepted region was
@@ -280,8 +313,12 @@ class ReviewPanel(QWidget):
         """
         bbox = bbox or self.current_bbox()
         image_name, labels, state = self._target()
-        if bbox is None or state is None:
+        if state is None:
             self._say("Predict an image and select a review region (or draw one) first.", error=True)
+            return None
+        if bbox is None:
+            self._say(NO_REGIONS_LEFT if not self.tiles else "Select a review region (Next) or draw one first.",
+                      error=True)
             return None
         if labels is None:
             self._say(f"No Labels layer holds corrections of '{image_name}'; predict again.", error=True)
@@ -291,6 +328,7 @@ class ReviewPanel(QWidget):
             self._say(f"The Labels layer '{labels.name}' is {tuple(labels.data.shape)}, not the size of "
                       f"'{image_name}' {original.shape}; choose its prediction layer.", error=True)
             return None
+        split = separate_glands(labels, bbox, inside)
         _, corrected, predicted = region_arrays(state.image, labels.data, original, bbox)
         if inside is not None:
             corrected = np.where(inside, corrected, predicted)
@@ -308,6 +346,8 @@ class ReviewPanel(QWidget):
         y0, x0, y1, x1 = bbox
         note = ("; the store keeps its bounding box: inside it only the polygon's pixels take your edits, "
                 "the rest keeps the model's prediction") if inside is not None else ""
+        if split:
+            note += f"; {split} separated piece(s) of glands got labels of their own"
         self._say(f"Accepted {what} {record.region_id} of '{image_name}' at ({y0}, {x0}), "
                   f"{y1 - y0} x {x1 - x0} px{note}.")
         self.drop_reviewed(image_name, bbox)

@@ -17,10 +17,17 @@ def fmt_dice(value: Optional[float]) -> str:
 
 
 def version_rows(models: List[ModelRecord], current: str) -> List[Tuple[str, str]]:
-    """``(version, text)`` rows of the version list, the shipped model first; ``*`` marks the current one."""
+    """``(version, text)`` rows of the version list, the shipped model first; ``*`` marks the current one.
+
+    Each retrained version says whether the promotion rule (or the user, on registering) promoted it, as the
+    Predict chooser does; one that was not but is current was made so by hand."""
+    def status(m: ModelRecord) -> str:
+        if m.promoted:
+            return "promoted"
+        return "not promoted, made current by hand" if m.version == current else "not promoted"
+
     rows = [(BUNDLED, "shipped model", None)] + [
-        (m.version, f"from {m.parent}{', promoted' if m.promoted else ''}", (m.metrics or {}).get("new_dice"))
-        for m in models]
+        (m.version, f"from {m.parent}, {status(m)}", (m.metrics or {}).get("new_dice")) for m in models]
     out = []
     for version, info, dice in rows:
         # the score right after the version: a long row wraps, its end is the least important part

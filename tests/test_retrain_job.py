@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from napari_cdma.project.events import FINAL_EVENTS, Cancelled, Done, Evaluating, Failed, Progress, Started
-from napari_cdma.project.retrain_job import MIN_HOLDOUT_FOR_PROMOTION, RetrainJob, finish
+from napari_cdma.project.retrain_job import (
+    MIN_HOLDOUT_FOR_PROMOTION,
+    MIN_HOLDOUT_GLAND_PX,
+    RetrainJob,
+    finish,
+    held_out_text,
+    holdout_shortfall,
+    rule_decision,
+)
 from napari_cdma.project.store import ProjectStore
 from src_model.agreement import MIN_AGREEMENT
 
@@ -84,11 +92,17 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     assert [p.step for p in progress] == [1, 2, 3] and all(p.total == 3 for p in progress)
     assert all("loss" in p.metrics and p.eta_s is not None for p in progress)
     assert kinds[0] is Started and events[0].n_labelled == 4 and events[0].n_holdout == 1
+    # the unlabelled stream is the 3 stored source images, not the 4 corrected crops as well
+    assert events[0].n_unlabelled == len(SOURCES)
     assert kinds.index(Evaluating) > kinds.index(Progress) and kinds[-1] is Done
     done = events[-1]
     assert done.n_holdout == 1 and done.parent_model == "v0001"
-    assert 0.0 <= done.old_dice <= 1.0 and 0.0 <= done.new_dice <= 1.0
-    assert done.better == (done.new_dice > done.old_dice)
+    # The held-out region (testA_2, 100 x 100 px of stroma) holds no gland: no meaningless "0.000 -> 0.000",
+    # the words say why, and the rule says its decision rests on too little.
+    assert done.old_dice is None and done.new_dice is None and done.better is None
+    assert done.message.startswith("held-out regions hold no glands to score (1 region)")
+    assert held_out_text(done) == "held-out regions hold no glands to score (1 region)"
+    assert rule_decision(done)[0] is False and "too little" in rule_decision(done)[1]
     load_checkpoint(done.checkpoint)  # the new checkpoint is a valid model
     # the no-regression check ran on the store's whole images, and every image has its row
     assert done.recipe == "default" and events[0].config["recipe"] == "default"
@@ -97,8 +111,7 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     rows = {r.image: r for r in done.per_image}
     assert set(rows) == {f"{name}.png" for name in SOURCES}
     held_image = f"{SOURCES[4 % 3]}.png"  # the 5th region is the held-out one
-    assert rows[held_image].n_holdout == 1 and rows[held_image].old_dice is not None
-    assert rows[held_image].old_dice == pytest.approx(done.old_dice)  # one held-out region: same pooled Dice
+    assert rows[held_image].n_holdout == 1 and rows[held_image].old_dice is None  # not scored: no gland
     assert all(r.agreement is not None and 0.0 <= r.agreement <= 1.0 for r in rows.values())
     assert all(r.n_holdout == 0 and r.new_dice is None for name, r in rows.items() if name != held_image)
 
@@ -126,24 +139,64 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
                                    n_holdout=MIN_HOLDOUT_FOR_PROMOTION))
     assert better.promoted and store.current_model_version == "v0005"
     # nothing held out: never promoted by the rule; the user's override wins
-    unscored = replace(done, old_dice=None, new_dice=None, better=None, n_holdout=0)
-    assert not finish(store, unscored).promoted and store.current_model_version == "v0005"
+    unscored = replace(done, old_dice=None, new_dice=None, better=None, n_holdout=0, message="")
+    nothing = finish(store, unscored)
+    assert not nothing.promoted and store.current_model_version == "v0005"
+    assert nothing.metrics["decision"].startswith("no held-out region to decide on: too little to promote")
+    # enough held-out regions, but too little gland in them: words, never a Dice, and not promoted
+    thin = replace(done, n_holdout=MIN_HOLDOUT_FOR_PROMOTION,
+                   message=holdout_shortfall(MIN_HOLDOUT_FOR_PROMOTION, 30) + "; agreement 0.990")
+    assert held_out_text(thin) == ("held-out score rests on 30 px of gland in 3 regions: too little to compare "
+                                   f"the models (at least {MIN_HOLDOUT_GLAND_PX} px)")
+    promote, why = rule_decision(thin)
+    assert not promote and why.startswith("held-out score rests on 30 px of gland in 3 regions: too little to "
+                                          "promote automatically")
+    assert "Dice" not in held_out_text(thin) and "0.000" not in why
+    assert not finish(store, thin).promoted and store.current_model_version == "v0005"
     forced = finish(store, unscored, promote=True)
     assert forced.promoted and forced.metrics["promoted_by"] == "user"
     reopened = ProjectStore.open(store_path)  # the history survives reopening
-    assert reopened.current_model_version == "v0007"
-    assert [m.version for m in reopened.models()] == [f"v000{i}" for i in range(1, 8)]
+    assert reopened.current_model_version == "v0008"
+    assert [m.version for m in reopened.models()] == [f"v000{i}" for i in range(1, 9)]
     with pytest.raises(TypeError, match="Done"):
         finish(store, Cancelled())
     # better on too few held-out regions (issue 9): not promoted, and the reason says why
     assert MIN_HOLDOUT_FOR_PROMOTION == 3
     weak = finish(reopened, replace(done, old_dice=0.865, new_dice=0.890, better=True, n_holdout=1))
-    assert not weak.promoted and reopened.current_model_version == "v0007"
+    assert not weak.promoted and reopened.current_model_version == "v0008"
     assert weak.metrics["promoted_by"] == "rule"
     assert "decided on 1 held-out region(s): too little to promote automatically" in weak.metrics["decision"]
     assert "Keep new model anyway" in weak.metrics["decision"]
     enough_but_worse = finish(reopened, replace(done, old_dice=0.9, new_dice=0.8, better=False, n_holdout=3))
-    assert not enough_but_worse.promoted and reopened.current_model_version == "v0007"
+    assert not enough_but_worse.promoted and reopened.current_model_version == "v0008"
+
+
+def test_held_out_glands_are_scored_and_the_corrections_are_not_unlabelled(store_path, glas_dir):
+    """With a held-out region that holds glands the worker scores both models on the held-out regions; an
+    image whose held-out regions hold none gets no Dice. The unlabelled stream stays the stored images."""
+    from src_model.io import read_image, read_mask
+
+    store = ProjectStore.open(store_path)
+    image, mask = read_image(glas_dir / "images" / "testA_1.png"), read_mask(glas_dir / "masks" / "testA_1.png")
+    for box in [(0, 0, 96, 96), (96, 0, 192, 96), (0, 96, 96, 192), (96, 96, 192, 192), (200, 200, 264, 264)]:
+        y0, x0, y1, x1 = box
+        store.accept_region(image, box, mask[y0:y1, x0:x1], np.zeros((y1 - y0, x1 - x0), np.uint8),
+                            model_version=store.current_model_version, source_path="testA_1.png")
+    held = store.holdout_regions()
+    assert len(held) == 2 and held[-1].bbox == (200, 200, 264, 264)  # 3349 px of gland
+    job = RetrainJob.start(store_path, steps=2, seed=0, device="cpu", patch=64, batch_labelled=2,
+                           batch_unlabelled=2, eval_tile=128, agreement_crops=2)
+    events = _collect(job, _final, timeout=120)
+    started, done = events[0], events[-1]
+    assert isinstance(started, Started) and started.n_labelled == 8 and started.n_unlabelled == len(SOURCES)
+    assert isinstance(done, Done), events[-1]
+    assert 0.0 <= done.old_dice <= 1.0 and 0.0 <= done.new_dice <= 1.0
+    assert done.better == (done.new_dice > done.old_dice)
+    assert done.message.startswith(f"held-out Dice {done.old_dice:.3f} -> {done.new_dice:.3f} on 2 regions "
+                                   f"({int((mask[200:264, 200:264] > 0).sum())} px of gland)")
+    rows = {r.image: r for r in done.per_image}
+    assert rows["testA_1.png"].n_holdout == 1 and rows["testA_1.png"].old_dice is not None
+    assert rows["testA_2.png"].n_holdout == 1 and rows["testA_2.png"].old_dice is None  # no gland there
 
 
 def test_cancel_stops_within_a_step(store_path):

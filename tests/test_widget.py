@@ -188,9 +188,16 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     assert retrain.state == "done", retrain.last_message
     done, trained = retrain.last_done, retrain.last_record
     assert isinstance(done, Done) and done.n_holdout == 1 and len(retrain.loss_plot.values) >= 1
-    # one held-out region: too little for the rule to promote, whatever the Dice (issue 9)
+    # one held-out region: too little for the rule to promote, whatever the Dice (issue 9); the random
+    # model's prediction leaves ~15 px of gland in it: the panel says so in words instead of a Dice
     assert not trained.promoted and store.current_model_version == first.version
-    assert "decided on 1 held-out region(s): too little to promote automatically" in retrain.last_message
+    assert "too little to promote automatically" in retrain.last_message
+    if done.old_dice is None:
+        assert "held-out score rests on" in retrain.last_message or "hold no glands" in retrain.last_message
+        assert "Dice" not in retrain.last_message and "n/a" not in retrain.last_message
+    else:
+        assert "decided on 1 held-out region(s)" in retrain.last_message
+    assert retrain.last_message.startswith(f"{trained.version}: ")
     assert retrain.keep_button.isVisibleTo(retrain)
     assert any(m.version == trained.version for m in store.models())
     assert f"{len(store.models())} trained version(s)" in widget.store_label.text()  # and retrains
@@ -467,3 +474,84 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert "2 accepted region(s)" in again.store_label.text() and "Predict" in again.store_label.text()
     assert again.review_panel.region_list.count() == 2
     again.deleteLater()
+
+
+def _pieces(mask):
+    from scipy import ndimage as ndi
+
+    return ndi.label(mask, structure=np.ones((3, 3)))[1]
+
+
+def test_split_and_merge_glands_are_stored_as_drawn(make_napari_viewer, qtbot, tmp_path):
+    """A background line through a predicted gland of testA_1 (bundled model) splits it: Accept stores two
+    labels, the layer shows two and the gland table grows by one. Two glands painted into one piece with
+    one label are stored as one. With every review region accepted, Next and Accept say so."""
+    from scipy import ndimage as ndi
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, SAMPLE_KEY)
+    widget = _dock(viewer, tmp_path / "project")
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    labels = viewer.layers[names_for(SAMPLE_NAME)["prediction"]]
+    review, display, store = widget.review_panel, widget.display_panel, widget.store
+    data = labels.data
+    ids = sorted(set(np.unique(data).tolist()) - {0})
+    assert len(display.glands) == len(ids) >= 3
+
+    # Split: a 5-px background line across the largest gland, at a column that leaves two pieces.
+    gland = max(ids, key=lambda i: int((data == i).sum()))
+    ys, xs = np.nonzero(data == gland)
+    for cut in np.quantile(xs, [0.5, 0.4, 0.6, 0.3, 0.7]).astype(int):
+        trial = (data == gland)
+        trial[:, cut - 2:cut + 3] = False
+        if _pieces(trial) == 2:
+            break
+    assert _pieces(trial) == 2
+    line = (data == gland) & ~trial
+    data[line] = 0
+    labels.refresh()
+    assert len(set(np.unique(data).tolist()) - {0}) == len(ids)  # one label, two pieces, before Accept
+    h, w = data.shape
+    y0, x0, y1, x1 = max(0, ys.min() - 8), max(0, xs.min() - 8), min(h, ys.max() + 9), min(w, xs.max() + 9)
+    record = review.accept(bbox=(int(y0), int(x0), int(y1), int(x1)))
+    assert record is not None, review.last_message
+    assert "got labels of their own" in review.last_message
+    _, corrected, _ = store.load_region(record.region_id)
+    stored = set(np.unique(corrected[trial[y0:y1, x0:x1]]).tolist())
+    assert len(stored) == 2 and 0 not in stored  # two labels for the two pieces
+    shown = set(np.unique(labels.data[trial]).tolist())
+    assert shown == stored and gland in shown and max(shown) > max(ids)  # the layer shows two; new id on top
+    assert not (labels.data[line]).any()
+    assert len(display.glands) == len(ids) + 1  # the gland table follows
+    others = ~np.isin(labels.data, list(shown))
+    assert np.array_equal(labels.data[others], data[others])  # untouched glands keep their ids
+
+    # Merge: join the two nearest other glands with a painted bridge and one label.
+    cur = labels.data
+    centres = {i: np.argwhere(cur == i) for i in set(np.unique(cur).tolist()) - {0} - shown}
+    a, b = min(((i, j) for i in centres for j in centres if i < j),
+               key=lambda p: np.linalg.norm(centres[p[0]].mean(0) - centres[p[1]].mean(0)))
+    dist_b, (iy, ix) = ndi.distance_transform_edt(cur != b, return_indices=True)
+    pa = centres[a][np.argmin(dist_b[tuple(centres[a].T)])]  # the pixel of a nearest to b
+    pb = np.array([iy[tuple(pa)], ix[tuple(pa)]])
+    for t in np.linspace(0, 1, 200):
+        py, px = np.round(pa + t * (pb - pa)).astype(int)
+        cur[py - 2:py + 3, px - 2:px + 3] = a
+    cur[cur == b] = a
+    labels.refresh()
+    merged = cur == a
+    assert _pieces(merged) == 1
+    my, mx = np.nonzero(merged)
+    box = (int(max(0, my.min() - 4)), int(max(0, mx.min() - 4)), int(min(h, my.max() + 5)), int(min(w, mx.max() + 5)))
+    record = review.accept(bbox=box)
+    assert record is not None, review.last_message
+    _, corrected, _ = store.load_region(record.region_id)
+    assert set(np.unique(corrected[merged[box[0]:box[2], box[1]:box[3]]]).tolist()) == {a}  # one label
+    assert (labels.data[merged] == a).all()
+
+    # Everything accepted: Next and Accept region say that no review region is left.
+    assert review.accept_whole_image() is not None, review.last_message
+    assert review.tiles == []
+    review.next_button.click()
+    assert "No review regions left on this image" in review.last_message
+    assert review.accept() is None and "No review regions left on this image" in review.last_message

@@ -45,3 +45,52 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     assert "changed the prediction of uncorrected tissue" in panel.last_message
     assert panel.keep_button.isVisibleTo(panel) and len(_table(panel)) == 1
     assert np.isclose(float(_table(panel)[0][3]), 0.62)
+
+
+def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, tmp_path, lite_checkpoint):
+    from napari_cdma._widget_versions import VersionsPanel
+    from napari_cdma.project.events import Started
+    from napari_cdma.project.retrain_job import MIN_HOLDOUT_FOR_PROMOTION, holdout_shortfall
+
+    store = _store(tmp_path, lite_checkpoint)
+    panel = RetrainPanel(lambda: store)
+    qtbot.addWidget(panel)
+    panel._handle(Started(model_version="bundled", n_labelled=4, n_unlabelled=1, n_holdout=1))
+    assert panel.last_message == "Retraining bundled on 4 corrected regions + 1 unlabelled image; 1 held out."
+
+    # the tester's run: one held-out region with ~30 px of gland (the worker does not score it)
+    thin = Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=3, n_holdout=1,
+                message=holdout_shortfall(1, 30) + "; agreement with v0001 on uncorrected tissue 0.990 (4 crops)",
+                agreement=0.99, min_agreement=0.95, agreement_crops=4,
+                per_image=(ImageScore("testA_1.png", n_holdout=1, agreement=0.99),))
+    panel._handle(thin)
+    assert panel.last_message.startswith("v0002: held-out score rests on 30 px of gland in 1 region: too little to "
+                                         "compare the models")
+    assert "not promoted: held-out score rests on 30 px of gland in 1 region: too little to promote" in \
+        panel.last_message
+    assert "n/a" not in panel.last_message and "0.000" not in panel.last_message and "Dice" not in panel.last_message
+    assert _table(panel) == [["testA_1.png", "too little gland (1)", "n/a", "0.990"]]
+    assert not panel.last_record.promoted and panel.keep_button.isVisibleTo(panel)
+
+    # enough held-out regions, none with a gland: still words, still not promoted
+    empty = Done(**{**thin.__dict__, "n_holdout": MIN_HOLDOUT_FOR_PROMOTION,
+                    "message": holdout_shortfall(MIN_HOLDOUT_FOR_PROMOTION, 0)})
+    panel._handle(empty)
+    assert panel.last_message.startswith("v0003: held-out regions hold no glands to score (3 regions)")
+    assert "not promoted" in panel.last_message and not panel.last_record.promoted
+
+    # nothing held out at all
+    panel._handle(Done(**{**thin.__dict__, "n_holdout": 0, "message": "", "per_image": ()}))
+    assert panel.last_message.startswith("v0004: no held-out regions yet: the new model cannot be scored")
+    assert "no held-out region to decide on: too little to promote automatically" in panel.last_message
+
+    # the versions list says which were not promoted, as the Predict chooser does
+    versions = VersionsPanel(lambda: store)
+    qtbot.addWidget(versions)
+    versions.refresh()
+    rows = [versions.version_list.item(i).text() for i in range(versions.version_list.count())]
+    assert rows[1] == "* v0001  (from None, promoted)", rows
+    assert all(row.endswith("(from v0001, not promoted)") for row in rows[2:]), rows
+    assert versions.set_current("v0003")
+    rows = [versions.version_list.item(i).text() for i in range(versions.version_list.count())]
+    assert rows[3] == "* v0003  (from v0001, not promoted, made current by hand)", rows

@@ -40,6 +40,35 @@ _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP
 # The held-out Dice of one or two regions moves by a few hundredths with a single gland: too
 # little evidence to swap the current model without the user's say (issue 9).
 MIN_HOLDOUT_FOR_PROMOTION = 3
+# A held-out Dice over less gland than one small gland (src_model.postprocess.DEFAULT_INSTANCES.min_size)
+# says nothing: the worker does not score the models on it, and the dock says so in words.
+MIN_HOLDOUT_GLAND_PX = 1600
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 region"``, ``"4 regions"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def holdout_shortfall(n_regions: int, gland_px: int) -> str:
+    """Why held-out regions cannot score a new model, in words (the worker's ``Done.message`` starts with it)."""
+    if n_regions <= 0:
+        return "no held-out regions yet: the new model cannot be scored"
+    if gland_px <= 0:
+        return f"held-out regions hold no glands to score ({plural(n_regions, 'region')})"
+    return (f"held-out score rests on {gland_px} px of gland in {plural(n_regions, 'region')}: too little to "
+            f"compare the models (at least {MIN_HOLDOUT_GLAND_PX} px)")
+
+
+def held_out_text(ev: Done) -> str:
+    """The held-out part of a finished job's result, in words: the Dice before -> after, or why there is none."""
+    n = int(ev.n_holdout or 0)
+    if ev.old_dice is not None and ev.new_dice is not None:
+        return f"held-out Dice {float(ev.old_dice):.3f} -> {float(ev.new_dice):.3f} on {plural(n, 'region')}"
+    first = (ev.message or "").split("; ")[0]
+    if n and first.startswith("held-out"):
+        return first  # the worker's words, with the amount of gland it found
+    return f"{plural(n, 'held-out region')} could not score the new model" if n else holdout_shortfall(0, 0)
 
 
 class RetrainJob:
@@ -219,7 +248,9 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
     ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions (all of them, pooled) and it agrees with the current
     model on uncorrected tissue at least ``ev.min_agreement`` (``src_model.agreement.MIN_AGREEMENT``):
     a model that changed what nobody corrected is not promoted however well it scores on the few
-    held-out regions. With fewer held-out regions the decision is left to the user.
+    held-out regions. With fewer held-out regions, or held-out regions that hold too little gland to be
+    scored (``old_dice`` / ``new_dice`` None, :data:`MIN_HOLDOUT_GLAND_PX`), the decision is left to the
+    user and the reason says it rests on too little.
 
     Returns:
         ``(promote, reason)``; ``reason`` completes "promoted: ..." / "not promoted: ...".
@@ -227,15 +258,17 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
     from src_model.agreement import MIN_AGREEMENT  # torch-free
 
     n = int(ev.n_holdout or 0)
+    scored = ev.old_dice is not None and ev.new_dice is not None
     limit = MIN_AGREEMENT if ev.min_agreement is None else float(ev.min_agreement)
     regressed = ev.agreement is not None and ev.agreement < limit
     changed = (f"it changed the prediction of uncorrected tissue: agreement with the current model "
                f"{ev.agreement:.3f} < {limit:.3f}") if regressed else ""
     unchecked = ("; no uncorrected tissue was stored to check it against the current model"
                  if ev.agreement is None else "")
-    if n < MIN_HOLDOUT_FOR_PROMOTION:
-        reasons = [f"decided on {n} held-out region(s): too little to promote automatically"] + \
-            ([changed] if changed else [])
+    if n < MIN_HOLDOUT_FOR_PROMOTION or not scored:
+        basis = (f"decided on {n} held-out region(s)" if scored
+                 else held_out_text(ev).split(": ")[0] if n else "no held-out region to decide on")
+        reasons = [f"{basis}: too little to promote automatically"] + ([changed] if changed else [])
         return False, "; ".join(reasons) + f"; Keep new model anyway if you trust it{unchecked}"
     if regressed:
         return False, f"{changed}; the current model stays"

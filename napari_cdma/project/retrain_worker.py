@@ -25,7 +25,10 @@ then ``Done``, or ``Cancelled`` (SIGTERM: the trainer stops between steps; exit 
 (exit code 1). Everything else (logging, library output, C-level prints) goes to stderr.
 
 ``Done.better`` is ``new_dice > old_dice`` on the pooled foreground pixels of all held-out regions,
-or ``None`` when the store holds no held-out region (``message`` says so). ``Done.agreement`` is the
+or ``None`` (and both Dice ``None``) when the store holds no held-out region or its held-out regions
+hold less gland than :data:`~napari_cdma.project.retrain_job.MIN_HOLDOUT_GLAND_PX`: a Dice over a few
+pixels says nothing. ``Done.message`` starts with the held-out result in words (the Dice, or why there
+is none, with the amount of gland), then ``"; "`` and the agreement. ``Done.agreement`` is the
 agreement of the new model with the current one on uncorrected tissue of the store's images
 (:mod:`src_model.agreement`), ``Done.per_image`` both, image by image.
 """
@@ -124,14 +127,23 @@ def _image_name(records: Sequence[Any], image_hash: str) -> str:
     return f"image {image_hash[:10]}"
 
 
-_PerImage = Dict[str, Tuple[int, float, float]]  # image hash -> (held-out regions, old Dice, new Dice)
+# image hash -> (held-out regions, old Dice, new Dice); the Dice are None on too little gland
+_PerImage = Dict[str, Tuple[int, Optional[float], Optional[float]]]
+
+
+def _gland_px(held: Sequence[Tuple[Any, np.ndarray, np.ndarray]]) -> int:
+    """Corrected gland pixels in held-out regions."""
+    return int(sum(int(np.count_nonzero(truth)) for _, _, truth in held))
 
 
 def _score_held(old_model, new_model, held: Sequence[Tuple[Any, np.ndarray, np.ndarray]], tile: int,
                 device: str, cancel: Callable[[], bool]) -> Optional[Tuple[float, float, _PerImage]]:
-    """Pooled Dice of both models on all held-out regions, and per source image; None if cancelled."""
+    """Pooled Dice of both models on all held-out regions, and per source image (not scored, None, on an
+    image whose held-out regions hold too little gland); None if cancelled."""
     from src_model.evaluate import score_regions
     from src_model.progress import drain
+
+    from .retrain_job import MIN_HOLDOUT_GLAND_PX
 
     def score(model, regions) -> Optional[float]:
         return drain(score_regions(model, regions, tile=tile, device=device, cancel=cancel))
@@ -144,6 +156,9 @@ def _score_held(old_model, new_model, held: Sequence[Tuple[Any, np.ndarray, np.n
     per: _PerImage = {}
     for image_hash in sorted({rec.image_hash for rec, _, _ in held}):
         mine = [(crop, truth) for rec, crop, truth in held if rec.image_hash == image_hash]
+        if _gland_px([(None, crop, truth) for crop, truth in mine]) < MIN_HOLDOUT_GLAND_PX:
+            per[image_hash] = (len(mine), None, None)
+            continue
         o, n = score(old_model, mine), score(new_model, mine)
         if o is None or n is None:
             return None
@@ -183,6 +198,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     from src_model.progress import drain
     from src_model.tiling import EVAL_TILE
 
+    from .retrain_job import MIN_HOLDOUT_GLAND_PX, holdout_shortfall, plural
     from .store import ProjectStore, StoreError
 
     store = ProjectStore.open(job["store"], create=False)
@@ -222,7 +238,9 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     if not labelled:
         raise ValueError(f"every region to train on is damaged ({', '.join(skipped)}); withdraw them or "
                          "restore the store from a backup")
-    unlabelled = store.unlabelled_images(skip_damaged=True) + [crop for crop, _ in labelled]
+    # Only tissue nobody corrected: the recipe distils towards the previous model on this stream, and
+    # the corrected crops in it would pull the corrections back to the old answer.
+    unlabelled = store.unlabelled_images(skip_damaged=True)
     steps = int(job["steps"]) if job.get("steps") else default_steps(recipe, labelled)
     semi = bool(job.get("semi_supervised", True))
     seed, device = int(job.get("seed", 0)), str(job.get("device", "auto"))
@@ -255,17 +273,20 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     tile = int(job.get("eval_tile", EVAL_TILE))
     old_model, new_model = load_checkpoint(parent_path), load_checkpoint(result.checkpoint)
     held_per: _PerImage = {}
-    if held:
+    gland_px = _gland_px(held)
+    old = new = better = None
+    if held and gland_px >= MIN_HOLDOUT_GLAND_PX:
         scored = _score_held(old_model, new_model, held, tile, device, cancel)
         if scored is None:
             emit(Cancelled(steps_done=result.steps_done))
             return 0
         old, new, held_per = scored
-        better: Optional[bool] = new > old
-        message = f"held-out Dice {old:.3f} -> {new:.3f} on {len(held)} regions"
+        better = new > old
+        message = f"held-out Dice {old:.3f} -> {new:.3f} on {plural(len(held), 'region')} ({gland_px} px of gland)"
     else:
-        old = new = better = None
-        message = "no held-out regions yet: the new model cannot be scored; promote it by hand if wanted"
+        for rec, _, _ in held:  # each image's held-out regions, unscored
+            held_per[rec.image_hash] = (held_per.get(rec.image_hash, (0, None, None))[0] + 1, None, None)
+        message = holdout_shortfall(len(held), gland_px) + "; promote it by hand if wanted"
     agree = _agreement(store, old_model, new_model, device,
                        int(job.get("agreement_crops", AGREEMENT_MAX_CROPS)), cancel)
     if agree is None:
