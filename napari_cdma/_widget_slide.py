@@ -71,6 +71,9 @@ from ._widget_review import canvas_hw, readable_list, scene_camera
 Box = Tuple[int, int, int, int]
 #: Chunk side of the stores the panel creates (the store's unit of work and of caching).
 DEFAULT_CHUNK = 1024
+#: Progress steps of a Predict view after the job's own (showing its layers and review regions in the
+#: viewer): the bar is full only when the run has ended.
+SHOW_STEPS = 1
 
 
 class SlidePanel(QWidget):
@@ -239,7 +242,7 @@ class SlidePanel(QWidget):
 
     def _on_progress(self, event: Any, run: Dict[str, Any]) -> None:
         if event.total:
-            self.progress.setRange(0, int(event.total))
+            self.progress.setRange(0, int(event.total) + SHOW_STEPS)
             self.progress.setValue(int(event.step))
         layer = self._live_layer(f"{run['layer']} glands", run["store"])
         if layer is not None and event.stage == "predict-slide":  # a chunk was written: show it now
@@ -480,4 +483,4 @@ class SlidePanel(QWidget):
         self.idle.emit()
 
 
-__all__ = ["DEFAULT_CHUNK", "SlidePanel"]
+__all__ = ["DEFAULT_CHUNK", "SHOW_STEPS", "SlidePanel"]

@@ -10,6 +10,7 @@ from _slides import chunk_files, glas_mosaic, write_pyramidal_tiff
 
 from napari_cdma._layers import names_for
 from napari_cdma._slide_view import FINISH_STEPS, edit_box, to_store_box, visible_world_box, write_window
+from napari_cdma._widget_slide import SHOW_STEPS
 from napari_cdma.project import store as store_module
 from napari_cdma.project.slide_regions import accept_slide_region, slide_hash, slide_regions
 from napari_cdma.project.store import ProjectStore
@@ -95,9 +96,16 @@ def _view(viewer, center, height):
 
 
 def _predict(qtbot, panel):
+    seen = []  # (value, maximum, running) at every move of the progress bar
+    record = lambda v: seen.append((v, panel.progress.maximum(), panel.running))  # noqa: E731
+    panel.progress.valueChanged.connect(record)
     assert panel.predict_view(), panel.last_message
     qtbot.waitUntil(lambda: not panel.running, timeout=180_000)
+    panel.progress.valueChanged.disconnect(record)
     assert panel.last_message.startswith("Predicted"), panel.last_message
+    # the bar is full only once the run has ended, not at its last chunk while the worker still works
+    assert seen and all(v < m for v, m, running in seen if running and m > 0), seen
+    assert panel.progress.value() == panel.progress.maximum()
     return panel.last_result
 
 
@@ -239,8 +247,8 @@ def test_cancel_keeps_finished_chunks_and_the_next_click_does_the_rest(make_napa
     panel.chunk = CHUNK
     _view(viewer, (320.0, 384.0), 700)  # the whole slide: 30 chunks, 16 a click
     assert panel.predict_view()
-    qtbot.waitUntil(lambda: panel.progress.maximum() == 16 + FINISH_STEPS and panel.progress.value() >= 1,
-                    timeout=120_000)
+    total = 16 + FINISH_STEPS + SHOW_STEPS  # chunks, then ranking and identity, then showing the result
+    qtbot.waitUntil(lambda: panel.progress.maximum() == total and panel.progress.value() >= 1, timeout=120_000)
     panel.cancel()
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert "cancelled" in panel.last_message
