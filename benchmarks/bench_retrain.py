@@ -135,7 +135,18 @@ def _row(run: Dict[str, Any]) -> str:
     return (f"| {d['steps_done']} | {c.get('recipe')} | {c.get('semi_supervised')} | {run['seed']} | "
             f"{run['start_step']} | {run['loadavg_start'][0]:.2f} | "
             f"{j['turnaround_s']:.1f} | {j['s_per_step']:.2f} | {j['first_step_s']:.1f} | {j['evaluate_s']:.1f} | "
-            f"{d['old_dice']:.4f} | {d['new_dice']:.4f} | {d['new_dice'] - d['old_dice']:+.4f} | {run['promoted']} |")
+            f"{_dice(d['old_dice'])} | {_dice(d['new_dice'])} | {_gain(d)} | {run['promoted']} |")
+
+
+def _dice(value: Optional[float]) -> str:
+    return "not scored" if value is None else f"{value:.4f}"
+
+
+def _gain(done: Dict[str, Any]) -> str:
+    """New minus old held-out Dice; the worker leaves both unset when the held-out regions hold too little gland."""
+    if done["old_dice"] is None or done["new_dice"] is None:
+        return "-"
+    return f"{done['new_dice'] - done['old_dice']:+.4f}"
 
 
 def write_report(runs: List[Dict[str, Any]], out: Path) -> str:
@@ -151,7 +162,7 @@ def write_report(runs: List[Dict[str, Any]], out: Path) -> str:
         f"Regions: {len(r['store']['regions'])} of 256 x 256 from GlaS validation images "
         f"{sorted({x['image'] for x in r['store']['regions']})} (never trained on by the starting model, not "
         f"the test set), 2 per image; the expert masks are the corrections; {r['job']['n_labelled']} train, "
-        f"{r['job']['n_holdout']} held out (every 5th), {r['job']['n_unlabelled']} unlabelled images and crops. "
+        f"{r['job']['n_holdout']} held out (every 5th), {r['job']['n_unlabelled']} unlabelled images. "
         f"Starting model: `{r['start_model']}` (training step in the table).", "",
         "| steps | recipe | semi-supervised | seed | start model step | load | turnaround s | s/step | "
         "start-up s | held-out eval s | old Dice | new Dice | gain | promoted |",
@@ -233,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "options": options, "steps": args.steps,
             "store": filled, "job": job, "promoted": record.promoted, "model_version": record.version,
             "goal_s": GOAL_S, "goal_met": job["turnaround_s"] < GOAL_S,
-            "dice_gain": job["done"]["new_dice"] - job["done"]["old_dice"],
+            "dice_gain": None if _gain(job["done"]) == "-" else float(_gain(job["done"])),
         }
     finally:
         if args.keep:
