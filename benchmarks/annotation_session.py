@@ -404,7 +404,8 @@ def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
                 f"{t['row']} r{t['round']} {_cell(t['untouched_newlab_dice'])}" for t in newlab)]
         png = out / (f"{NAME}.png" if (split, recipe) == ("test", "default") else f"{NAME}_{split}_{recipe}.png")
         atomic_write_bytes(png, lambda f, table=table: plot(table, f))
-        lines += ["", f"Plot: `{png.name}` (session Dice against corrected area; untouched Dice below).", ""]
+        lines += ["", f"Plot: `{png.name}` (session Dice against corrected area, untouched Dice below; means over "
+                  "seeds, bars = sd over seeds, mostly how hard each seed's images are).", ""]
     atomic_write_bytes(out / f"{NAME}.md", lambda f: f.write(("\n".join(lines) + "\n").encode("utf-8")))
 
 
