@@ -10,11 +10,11 @@ A session is a few GlaS images opened as new slides. Each round:
    and the region is accepted into a real :class:`napari_cdma.project.store.ProjectStore` (in a
    temporary folder), which decides the held-out regions (every 5th) and keeps the images as
    unlabelled tissue, as in the dock;
-4. the store's current model is fine-tuned with the dock's defaults (:func:`src_model.finetune.finetune`,
-   on the training data the retrain worker builds from the store);
-5. the new model is scored on the held-out regions against its parent and the product's promotion
-   rule is recorded (:func:`napari_cdma.project.retrain_job.rule_decision`), then the new model is kept
-   ("Keep new model anyway": every round continues from the newest model);
+4. the store's current model is retrained as the dock's Retrain does: the retrain worker's ``run``
+   (:mod:`napari_cdma.project.retrain_worker`: its training data from the store, the fine-tuning recipe
+   and its default steps, held-out scoring and agreement with the current model), in this process;
+5. the product's promotion rule is recorded (:func:`napari_cdma.project.retrain_job.rule_decision`) and
+   the new model is kept ("Keep new model anyway": every round continues from the newest model);
 6. the new model is measured: Dice and object F1 (post-processed as the dock shows glands) on the
    session images and, separately, on untouched images that are not in the session.
 
