@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -20,6 +21,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from src_model.recipes import FINETUNE_SEMI_SUPERVISED  # torch-free
 
 from ._loss_plot import LossPlot
 from ._messages import show_message
@@ -98,6 +101,11 @@ class RetrainPanel(QWidget):
         self.steps_spin.setValue(DEFAULT_STEPS)
         self.steps_spin.setToolTip("Fine-tuning steps on the accepted regions + unlabelled tissue "
                                    "(auto: the recipe's, by the amount of corrected pixels)")
+        self.semi_check = QCheckBox("CDMA terms")
+        self.semi_check.setChecked(FINETUNE_SEMI_SUPERVISED)
+        self.semi_check.setToolTip("Add CDMA's semi-supervised terms on the unlabelled tissue (about twice as slow). "
+                                   "Off by default: in simulated annotation sessions, fine-tuning on the corrections "
+                                   "with distillation towards the current model did as well in half the time.")
         self.retrain_button = QPushButton("Retrain")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -124,6 +132,7 @@ class RetrainPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(QLabel("Steps"))
         row.addWidget(self.steps_spin)
+        row.addWidget(self.semi_check)
         row.addWidget(self.retrain_button)
         row.addWidget(self.cancel_button)
         prog = QHBoxLayout()
@@ -175,7 +184,8 @@ class RetrainPanel(QWidget):
             from .project.retrain_job import RetrainJob
 
             chosen = int(steps or self.steps_spin.value())
-            self.job = RetrainJob.start(store.root, chosen or None, **self.train_kwargs)
+            options = {"semi_supervised": self.semi_check.isChecked(), **self.train_kwargs}
+            self.job = RetrainJob.start(store.root, chosen or None, **options)
         except Exception as exc:
             self.job = None
             self._say(f"Could not start retraining: {exc}", error=True)

@@ -178,6 +178,10 @@ def cmd_train(args) -> int:
             raise UserError(f"--preset: {exc}") from exc
     fine_tune = args.init is not None and args.schedule == "auto"  # the plugin's recipe (src_model.finetune)
     steps = args.steps or (None if fine_tune else DEFAULT_TRAIN_STEPS)
+    if args.semi_supervised and args.supervised_only:
+        raise UserError("--semi-supervised and --supervised-only contradict each other; give one")
+    if args.semi_supervised and not fine_tune:
+        log.warning("--semi-supervised ignored: training from scratch uses CDMA's terms unless --supervised-only")
     if args.recipe_given and not fine_tune:
         log.warning("--recipe ignored: it applies to fine-tuning (--init with --schedule auto)")
     if args.schedule == "release":
@@ -205,7 +209,7 @@ def cmd_train(args) -> int:
         if args.batch:
             overrides.update(batch_labelled=args.batch, batch_unlabelled=args.batch)
         run = finetune(model, pairs, images, out, recipe=args.recipe, steps=steps,
-                       semi_supervised=not args.supervised_only, seed=args.seed, device=args.device,
+                       semi_supervised=args.semi_supervised, seed=args.seed, device=args.device,
                        overrides=overrides, provenance=prov, resume=resume)
     else:
         run = train(model, pairs, images, cfg, out, provenance=prov, resume=resume)
@@ -414,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=("auto", "release"), default="auto",
                    help="auto: AdamW/poly (with --init: the fine-tuning --recipe); release: the paper's SGD schedule")
     t.add_argument("--supervised-only", action="store_true", help="no unsupervised losses (baseline)")
+    t.add_argument("--semi-supervised", action="store_true",
+                   help="with --init: add CDMA's unsupervised terms to the fine-tuning (default off, by measurement)")
     t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     t.add_argument("--device", type=_device, default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     t.add_argument("--out", required=True, help="output folder (checkpoints, split.json)")

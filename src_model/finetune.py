@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .checkpoint import BUNDLED_NAME, load_model, save_checkpoint
 from .data import AugmentConfig, Labelled, augment, random_crop
 from .progress import Progress
-from .recipes import RECIPES, Recipe, default_steps, get_recipe
+from .recipes import FINETUNE_SEMI_SUPERVISED, RECIPES, Recipe, default_steps, get_recipe
 from .tissue import tissue_mask
 from .trainer import CDMATrainer, TrainConfig, TrainHook, TrainResult, train
 
@@ -208,7 +208,7 @@ def _load_init(init: Union[PathLike, torch.nn.Module]):
 
 def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled], unlabelled: Sequence[np.ndarray],
              out_dir: PathLike, *, recipe: Union[str, Recipe] = "default", steps: Optional[int] = None,
-             semi_supervised: bool = True, seed: int = 0, device: str = "cpu", threads: int = 0,
+             semi_supervised: bool = FINETUNE_SEMI_SUPERVISED, seed: int = 0, device: str = "cpu", threads: int = 0,
              cancel: Optional[Callable[[], bool]] = None, overrides: Optional[Mapping[str, Any]] = None,
              provenance: Optional[Mapping[str, Any]] = None,
              resume: Optional[PathLike] = None) -> Generator[Progress, None, TrainResult]:
@@ -222,8 +222,9 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
         out_dir: where ``final.pt`` (and ``last.pt``) go.
         recipe: a name in :data:`RECIPES` or a :class:`Recipe`.
         steps: optimiser steps; None: :func:`default_steps` for the amount of corrected pixels.
-        semi_supervised: False fine-tunes with the supervised loss only (the CDMA terms off), the
-            recipe's regularisers otherwise unchanged.
+        semi_supervised: True adds CDMA's unsupervised terms on the unlabelled patches; False (the default,
+            :data:`~src_model.recipes.FINETUNE_SEMI_SUPERVISED`) fine-tunes with the supervised loss only, the
+            recipe's regularisers (distillation on uncorrected tissue included) unchanged.
         seed, device, threads: as :class:`~src_model.trainer.TrainConfig` (threads 0: torch's default).
         cancel: checked between steps; when it returns True, training stops and saves what it has.
         overrides: other :class:`~src_model.trainer.TrainConfig` fields (``patch``, ``batch_labelled``, ...).

@@ -12,6 +12,15 @@ import numpy as np
 
 Labelled = Tuple[np.ndarray, np.ndarray]  # as src_model.data.Labelled (that module imports torch)
 
+#: Whether fine-tuning (the dock's Retrain, ``cdma retrain``, ``cdma train --init``) adds CDMA's unsupervised
+#: terms by default. Off, by measurement: in the simulated annotation sessions
+#: (``benchmarks/results/annotation_session.md``) supervised-only fine-tuning with the same recipe (which
+#: still distils towards the previous model on uncorrected tissue) matched or beat CDMA fine-tuning on the
+#: session images, forgot no more on untouched ones and trained in about half the time; from scratch, CDMA
+#: gained nothing measurable at 10 % labels (``benchmarks/results/ssl_study.md``). Training from scratch
+#: (``cdma train`` without ``--init``) keeps CDMA on: there it was never worse, and ahead at 5 % labels.
+FINETUNE_SEMI_SUPERVISED = False
+
 #: Side of the unit in which the amount of corrected data is counted for the default step count.
 _TILE_AREA = 256 * 256
 

@@ -234,3 +234,30 @@ def test_worker_error_is_an_event(tmp_path):
     events = _collect(job, _final, timeout=60)
     assert isinstance(events[-1], Failed) and "no accepted regions" in events[-1].message
     assert job.wait(5) and job.returncode != 0
+
+
+def test_dock_retrains_supervised_by_default_and_adds_cdma_terms_when_asked(qtbot, store_path):
+    """The panel's 'CDMA terms' box decides the job's mode; off by default (FINETUNE_SEMI_SUPERVISED)."""
+    import json
+
+    from napari_cdma._widget_retrain import RetrainPanel
+
+    store = ProjectStore.open(store_path)
+    panel = RetrainPanel(lambda: store)
+    qtbot.addWidget(panel)
+    panel.train_kwargs = {"device": "cpu", "patch": 64, "batch_labelled": 2, "batch_unlabelled": 2}
+    seen = []
+    for checked in (False, True):
+        if checked:
+            panel.semi_check.setChecked(True)
+        assert panel.semi_check.isChecked() is checked
+        assert panel.start(steps=100_000)
+        job = panel.job
+        seen.append(json.loads((job.out_dir / "JOB.json").read_text(encoding="utf-8"))["semi_supervised"])
+        started = _collect(job, lambda ev: any(isinstance(e, Started) for e in ev) or _final(ev), timeout=60)
+        config = next(e for e in started if isinstance(e, Started)).config
+        job.cancel()
+        _collect(job, _final, timeout=30)
+        panel.job, panel.state = None, "idle"
+        assert config["semi_supervised"] is checked
+    assert seen == [False, True]

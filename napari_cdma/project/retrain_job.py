@@ -20,6 +20,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -107,9 +108,10 @@ class RetrainJob:
                 ``agreement_crops``, ``register``; see :mod:`~napari_cdma.project.retrain_worker`).
         """
         store_path = Path(store_path).resolve()
-        if out_dir is None:
+        if out_dir is None:  # a new folder per run, also for two runs started within one second
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            out_dir = store_path / "runs" / f"{stamp}-{os.getpid()}"
+            (store_path / "runs").mkdir(parents=True, exist_ok=True)
+            out_dir = tempfile.mkdtemp(prefix=f"{stamp}-{os.getpid()}-", dir=store_path / "runs")
         out_dir = Path(out_dir).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
         job = {"store": str(store_path), "steps": None if steps is None else int(steps), "out_dir": str(out_dir),

@@ -7,7 +7,7 @@ Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
     steps (int or null): optimiser steps (null: the recipe's default for the amount of corrected pixels).
     out_dir (str): where checkpoints go (``final.pt``).
     recipe (str, default "default"): the fine-tuning recipe (``src_model.finetune.RECIPES``).
-    semi_supervised (bool, default true): False fine-tunes with the supervised loss only.
+    semi_supervised (bool, default src_model.recipes.FINETUNE_SEMI_SUPERVISED): True adds CDMA's unsupervised terms.
     seed (int, default 0), device ("auto" | "cpu" | "cuda", default "auto").
     patch, batch_labelled, batch_unlabelled (int, optional): shortcuts for TrainConfig fields.
     config (dict, optional): any other TrainConfig field overrides.
@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
+
+from src_model.recipes import FINETUNE_SEMI_SUPERVISED  # torch-free
 
 from .events import Cancelled, Done, Evaluating, Failed, ImageScore, Progress, RetrainEvent, Started, to_json
 
@@ -242,7 +244,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     # the corrected crops in it would pull the corrections back to the old answer.
     unlabelled = store.unlabelled_images(skip_damaged=True)
     steps = int(job["steps"]) if job.get("steps") else default_steps(recipe, labelled)
-    semi = bool(job.get("semi_supervised", True))
+    semi = bool(job.get("semi_supervised", FINETUNE_SEMI_SUPERVISED))
     seed, device = int(job.get("seed", 0)), str(job.get("device", "auto"))
     config = {"recipe": recipe.name, "steps": steps, "semi_supervised": semi, "seed": seed, "device": device,
               **overrides}
