@@ -194,6 +194,32 @@ def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np
 
 # --------------------------------------------------------------------------- live layers
 
+#: GL shader programs of removed live layers, kept for the life of the process (see :meth:`LiveLayers.remove`).
+KEPT_PROGRAMS: List[Any] = []
+
+
+def gl_programs(viewer: Any, layers: List[Any]) -> List[Any]:
+    """The vispy shader programs that draw ``layers`` on the viewer's canvas (none for a viewer
+    without a window, or a napari that no longer exposes its canvas)."""
+    import warnings
+
+    with warnings.catch_warnings():  # napari's canvas has no public accessor
+        warnings.simplefilter("ignore", FutureWarning)
+        canvas = getattr(getattr(getattr(viewer, "window", None), "_qt_viewer", None), "canvas", None)
+    table = getattr(canvas, "layer_to_visual", None) or {}
+    nodes = [getattr(table[ly], "node", None) for ly in layers if ly in table]
+    programs = []
+    while nodes:
+        node = nodes.pop()
+        if node is None:
+            continue
+        nodes.extend(getattr(node, "children", ()))
+        nodes.extend(getattr(node, "_subvisuals", ()))
+        if getattr(node, "_program", None) is not None:
+            programs.append(node._program)
+    return programs
+
+
 def _meta(image_name: str) -> Dict[str, str]:
     return {ROLE_KEY: LIVE_ROLE, IMAGE_KEY: image_name}
 
@@ -312,11 +338,18 @@ class LiveLayers:
 
     def remove(self) -> None:
         """Remove both layers (a cancelled or failed prediction must not look finished). napari
-        runs the garbage collector for every layer removed (a few hundred ms in a busy process)."""
+        runs the garbage collector for every layer removed (a few hundred ms in a busy process).
+
+        Their GL shader programs are kept (:data:`KEPT_PROGRAMS`: a few kB each, and the layers'
+        textures), never deleted: with Mesa's software renderer (Xvfb, remote desktops), deleting
+        the programs of these two layers crashed the process (a segfault in ``glDrawArrays``) at
+        the second redraw after the removal, whichever layers were left.
+        """
         self._steps.close()
-        for layer in (self.labels_layer, self.unc_layer):
-            if layer is not None and layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+        layers = [ly for ly in (self.labels_layer, self.unc_layer) if ly is not None and ly in self.viewer.layers]
+        KEPT_PROGRAMS.extend(gl_programs(self.viewer, layers))
+        for layer in layers:
+            self.viewer.layers.remove(layer)
 
     def adopt(self, labels_name: str, display_range: Tuple[float, float], secondary: bool) -> Dict[str, Any]:
         """Make the live layers the image's prediction layers (large images: no copy, no full redraw).

@@ -18,12 +18,13 @@ NAME = "glas"
 
 
 @pytest.fixture
-def dock(make_napari_viewer, glas_dir, tmp_path, monkeypatch):
-    """A viewer with GlaS testA_1 and the dock (no project store: the bundled model), streaming forced."""
+def dock(make_napari_viewer, glas_dir, tmp_path, monkeypatch, request):
+    """A viewer with GlaS testA_1 and the dock (no project store: the bundled model), streaming forced;
+    shown on screen when the test is parametrized with ``indirect`` ``dock=True``."""
     from src_model.io import read_image
 
     monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(tmp_path / "no_store"))
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=getattr(request, "param", False))
     image = read_image(glas_dir / "images" / "testA_1.png")
     viewer.add_image(image, name=NAME, rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
@@ -98,8 +99,8 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     assert "uncertainty" in widget.display_panel.value_text((260.0, 380.0))
 
 
-def test_cancel_stops_and_leaves_no_finished_looking_layer(dock, qtbot):
-    viewer, widget, _ = dock
+def _cancel_midway(viewer, widget, qtbot):
+    """Start a streamed prediction, click Cancel once the first rows are shown; the live labels layer."""
     panel = widget.predict_panel
     assert widget.predict(NAME), panel.last_message
     qtbot.waitUntil(lambda: _live_names()[0] in viewer.layers, timeout=5_000)
@@ -107,6 +108,13 @@ def test_cancel_stops_and_leaves_no_finished_looking_layer(dock, qtbot):
     qtbot.waitUntil(lambda: live_labels.data.any(), timeout=60_000)
     assert panel.running
     panel.cancel_button.click()
+    return live_labels
+
+
+def test_cancel_stops_and_leaves_no_finished_looking_layer(dock, qtbot):
+    viewer, widget, _ = dock
+    panel = widget.predict_panel
+    live_labels = _cancel_midway(viewer, widget, qtbot)
     # at once: hidden and marked cancelled, so nothing on screen looks like a finished prediction
     assert not live_labels.visible and live_labels.name.endswith(CANCELLED_SUFFIX)
     qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
@@ -115,6 +123,32 @@ def test_cancel_stops_and_leaves_no_finished_looking_layer(dock, qtbot):
                     timeout=10_000)
     assert names_for(NAME)["prediction"] not in viewer.layers and NAME not in widget.states
     assert panel.predict_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+@pytest.mark.parametrize("dock", [True], indirect=True, ids=["shown"])
+def test_canvas_redraws_after_a_cancelled_prediction(dock, qtbot):
+    """Cancel, the half-filled layers removed, then redraws (screenshots, zooms) in a shown viewer: under
+    Xvfb (Mesa's software renderer) the second redraw after the removal segfaulted while the removed
+    layers' GL programs were deleted."""
+    viewer, widget, _ = dock
+    panel = widget.predict_panel
+    _cancel_midway(viewer, widget, qtbot)
+    qtbot.waitUntil(lambda: not panel.running and [ly.name for ly in viewer.layers] == [NAME], timeout=30_000)
+    qtbot.wait(200)
+    first = viewer.screenshot(canvas_only=True, flash=False)
+    for zoom in (1.5, 1 / 1.5):
+        viewer.camera.zoom *= zoom
+        qtbot.wait(200)  # the zoom's redraws, through the event loop
+        viewer.screenshot(canvas_only=False, flash=False)  # the window, its canvas painted by Qt
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    # the image is drawn, and after zooming in and back out the canvas is as it was
+    assert shot[..., :3].std() > 10
+    assert shot.shape == first.shape and np.abs(shot.astype(int) - first.astype(int)).max() <= 2
+    # and a new prediction of the image still runs to its end
+    assert widget.predict(NAME), panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_message.startswith("Predicted"), panel.last_message
+    assert viewer.screenshot(canvas_only=True, flash=False)[..., :3].std() > 10
 
 
 def test_labels_dtype_holds_every_gland():
