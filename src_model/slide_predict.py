@@ -186,8 +186,8 @@ class LazyWindow:
     ``shape`` and ``[rows, columns]`` slices, read from the slide on demand (:func:`read_window`, the box
     may pass the bottom and right edges), the two last row bands of ``rows`` rows kept.
 
-    Each band is read with up to ``rows`` more rows above and columns to the left, so the mirrored
-    padding past an edge is the one of the whole level, whatever band it falls in.
+    A band padded past an edge is read with up to ``rows`` more rows above (columns to the left), so the
+    mirrored padding is the one of the whole level, whatever band it falls in.
     """
 
     def __init__(self, slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int, rows: int) -> None:
@@ -202,7 +202,10 @@ class LazyWindow:
         if band is None:
             band, end = r0, min(self.shape[0], max(r1, r0 + self.rows))
             gy0, gx0 = self.y0 + band, self.x0
-            ey, ex = min(gy0, self.rows), min(gx0, self.rows)  # extra rows above, columns to the left
+            h, w = self.slide.levels[self.level].shape[:2]
+            # extra rows above, columns to the left, where the band is padded past an edge
+            ey = min(gy0, self.rows) if self.y0 + end > h else 0
+            ex = min(gx0, self.rows) if self.x1 > w else 0
             data = read_window(self.slide, self.level, gy0 - ey, gx0 - ex, self.y0 + end, self.x1)[ey:, ex:]
             self._bands = {k: v for k, v in self._bands.items() if k == max(self._bands, default=None)}
             self._bands[band] = data

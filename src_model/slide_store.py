@@ -90,6 +90,26 @@ def pyramid_levels(height: int, width: int, chunk: int) -> int:
     return n
 
 
+def _sum_pairs(s: np.ndarray) -> np.ndarray:
+    """Sums of 2 x 2 blocks over the first two axes (zero-padded to even sizes)."""
+    h, w = s.shape[:2]
+    s = np.pad(s, [(0, h % 2), (0, w % 2)] + [(0, 0)] * (s.ndim - 2))
+    return s.reshape(s.shape[0] // 2, 2, s.shape[1] // 2, 2, *s.shape[2:]).sum(axis=(1, 3))
+
+
+def _block_means(a: np.ndarray, levels: int) -> List[np.ndarray]:
+    """``[_block_mean(a, 2 ** k) for k in range(levels)]`` (the same values), from integer block sums built
+    level by level instead of from ``a`` at every level."""
+    out, s = [a], a.astype(np.int32)
+    n = np.ones(a.shape[:2], np.int32)
+    for _ in range(1, levels):
+        s, n = _sum_pairs(s), _sum_pairs(n)
+        # exact sums in float32 (at most 255 x 4^k < 2^24), divided as _block_mean divides
+        out.append(np.round(s.astype(np.float32) / n.reshape(n.shape + (1,) * (a.ndim - 2)).astype(np.float32))
+                   .astype(a.dtype))
+    return out
+
+
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     """Mean of f x f blocks over the first two axes (partial blocks at the edges: mean of what is there)."""
     if f == 1:
@@ -185,17 +205,19 @@ class SlideStore:
 
     def _write_levels(self, cy: int, cx: int, **arrays: np.ndarray) -> None:
         y0, x0, y1, x1 = self.chunk_box(cy, cx)
+        means = {name: _block_means(arrays[name], self.info.n_levels) for name in ("rgb", "uncertainty")
+                 if name in arrays}
         for k in range(self.info.n_levels):
             f = 1 << k
             ly0, lx0 = y0 // f, x0 // f
             if "rgb" in arrays:
-                level = _block_mean(arrays["rgb"], f)
+                level = means["rgb"][k]
                 self.image[k][:, ly0:ly0 + level.shape[0], lx0:lx0 + level.shape[1]] = np.moveaxis(level, 2, 0)
             if "glands" in arrays:
                 level = arrays["glands"][::f, ::f]
                 self.glands[k][ly0:ly0 + level.shape[0], lx0:lx0 + level.shape[1]] = level
             if "uncertainty" in arrays:
-                level = _block_mean(arrays["uncertainty"], f)
+                level = means["uncertainty"][k]
                 self.uncertainty[k][ly0:ly0 + level.shape[0], lx0:lx0 + level.shape[1]] = level
 
     def read_glands(self, y0: int, x0: int, y1: int, x1: int, level: int = 0) -> np.ndarray:
