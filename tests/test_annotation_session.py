@@ -119,7 +119,7 @@ def test_quick_session_runs_end_to_end_and_resumes(glas_dir, tmp_path):
     summary = json.loads((tmp_path / "annotation_session.json").read_text())
     assert len(summary["records"]) == 6
     assert "| bundled | ranked_cdma | 1 |" in (tmp_path / "annotation_session.md").read_text()
-    assert (tmp_path / "annotation_session_quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "annotation_session_quick_default.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0 and again.stderr.count(": done") == 3, again.stderr[-3000:]
 
