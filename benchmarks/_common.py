@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -144,6 +145,19 @@ def ensure_display() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execvp("xvfb-run", ["xvfb-run", "-a", sys.executable, *sys.argv])
+
+
+def wait_until(pred, timeout_s: float, pause_s: float = 0.002) -> bool:
+    """Process Qt events until ``pred()`` or the timeout; False when it timed out."""
+    from qtpy.QtWidgets import QApplication
+
+    t0 = time.perf_counter()
+    while not pred():
+        if time.perf_counter() - t0 > timeout_s:
+            return False
+        QApplication.processEvents()
+        time.sleep(pause_s)
+    return True
 
 
 def corner_boxes(mask: Any, n: int, rule: str = "most-glands", size: int = REGION) -> List[Tuple[int, int, int, int]]:

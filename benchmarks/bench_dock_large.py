@@ -40,6 +40,7 @@ from _common import (
     load_average,
     machine_info,
     require_glas,
+    wait_until,
     write_results,
 )
 
@@ -118,18 +119,6 @@ class Ticker:
                 # the longest stalls, each with the time since the start and what the probe saw just before
                 "worst": [{"ms": float(late[i]), "at_s": float(self.ticks[i] - self.ticks[0]),
                            "before": self.samples[i]} for i in worst]}
-
-
-def wait_until(pred, timeout_s: float) -> bool:
-    from qtpy.QtWidgets import QApplication
-
-    t0 = time.perf_counter()
-    while not pred():
-        if time.perf_counter() - t0 > timeout_s:
-            return False
-        QApplication.processEvents()
-        time.sleep(0.002)
-    return True
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -41,6 +41,7 @@ from _common import (
     load_average,
     machine_info,
     require_glas,
+    wait_until,
     write_results,
 )
 
@@ -72,19 +73,6 @@ def measure(seconds: float) -> Dict[str, float]:
     timer.stop()
     late = [max(0.0, (b - a) * 1000.0 - INTERVAL_MS) for a, b in zip(ticks, ticks[1:], strict=False)]
     return _stats(late)
-
-
-def wait_until(pred, timeout_s: float) -> bool:
-    """Process events until ``pred()`` or the timeout."""
-    from qtpy.QtWidgets import QApplication
-
-    t0 = time.perf_counter()
-    while not pred():
-        if time.perf_counter() - t0 > timeout_s:
-            return False
-        QApplication.processEvents()
-        time.sleep(0.005)
-    return True
 
 
 def base_checkpoint(tmp: Path) -> Path:
