@@ -11,6 +11,7 @@ Importing this module does not import torch.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Mapping, Optional
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -162,6 +165,10 @@ class DistSession:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                try:  # leave together: rank 0 hosts the rendezvous store, and a rank still tearing down
+                    dist.barrier()  # its group when rank 0 exits can abort ("terminate called ...")
+                except RuntimeError as exc:  # a peer is gone: leave anyway
+                    log.warning("process group barrier before leaving failed: %s", exc)
                 dist.destroy_process_group()
             self._owns_group = False
 
