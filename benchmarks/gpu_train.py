@@ -29,7 +29,9 @@ targets: ``TrainConfig.boundary_weight``), ``full`` (supervised only, same image
 supervised loss + EMA-teacher consistency, CDMA's own terms off); ``sup5`` / ``cdma5`` / ``mt5``: the
 same at 5 % labels; issue 12 section 2 (cdma10 with one change each): ``cdma10_pool`` (the unlabelled
 images also at scales ``POOL_SCALES``: a pool of 3x the images, never a test image), ``cdma10_w03`` /
-``cdma10_w3`` (CDMA's unsupervised weights x0.3 / x3). ``--max-steps`` caps the calibrated step count (the
+``cdma10_w3`` (CDMA's unsupervised weights x0.3 / x3), ``cdma10_noramp`` (no warm-up, no ramp: the
+unsupervised terms at full weight from step 0), ``cdma10_slowramp`` (the same warm-up, the sigmoid ramp
+over 50 % of the steps instead of 20 %: ``RAMPS``). ``--max-steps`` caps the calibrated step count (the
 recipe's length).
 """
 from __future__ import annotations
@@ -62,9 +64,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("gpu_train")
 ROWS = ("bundled", "bundled_stain", "bundled_boundary", "full", "sup10", "cdma10", "cdma10_release", "cdma10_noise",
-        "mt10", "sup5", "cdma5", "mt5", "cdma5_noise", "cdma10_pool", "cdma10_w03", "cdma10_w3")
+        "mt10", "sup5", "cdma5", "mt5", "cdma5_noise", "cdma10_pool", "cdma10_w03", "cdma10_w3", "cdma10_noramp",
+        "cdma10_slowramp")
 POOL_SCALES = (0.75, 1.5)  # cdma10_pool: each unlabelled image also at these scales
 WEIGHT_SCALES = {"cdma10_w03": 0.3, "cdma10_w3": 3.0}  # cdma10_w*: CDKD and entropy weights x this
+# cdma10_*ramp: (warm-up, ramp) as fractions of the steps; the recipe's is (0.1, 0.2)
+RAMPS = {"cdma10_noramp": (0.0, 0.0), "cdma10_slowramp": (0.1, 0.5)}
 BOUNDARY = dict(boundary_weight=4.0, boundary_radius=8)  # bundled_boundary: CE weight 5 within 8 px of two glands
 
 
@@ -126,6 +131,9 @@ def row_setup(row: str, split: dict, steps: int, batch: int, patch: int, seed: i
         cfg.augment = replace(cfg.augment, stain_jitter=stain)
     if row == "bundled_boundary":
         cfg = replace(cfg, **BOUNDARY)
+    if row in RAMPS:
+        warm, ramp = RAMPS[row]
+        cfg = replace(cfg, warmup_steps=int(steps * warm), ramp_steps=int(steps * ramp))
     if row in WEIGHT_SCALES:
         f = WEIGHT_SCALES[row]
         cfg = replace(cfg, cdkd_weight=cfg.cdkd_weight * f, ent_weight=cfg.ent_weight * f)

@@ -47,6 +47,8 @@ ROWS = {
     # issue 12 section 2: cdma10 with one change
     "cdma10_pool": ("CDMA, unlabelled pool x3 (scales 0.75, 1.5)", 10),
     "cdma10_w03": ("CDMA, unsupervised weight x0.3", 10), "cdma10_w3": ("CDMA, unsupervised weight x3", 10),
+    "cdma10_noramp": ("CDMA, no warm-up or ramp (full weight from step 0)", 10),
+    "cdma10_slowramp": ("CDMA, ramp over 50 % of the steps", 10),
 }
 # (score key, subset, metric, column label, digits)
 METRICS = (("raw", "all", "dice", "pixel Dice", 4), ("raw", "all", "f1", "object F1", 4),
