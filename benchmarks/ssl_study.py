@@ -115,8 +115,24 @@ def scores_for(runs: dict, eval_dir: Path, extra, data: Path, split: str = "test
     return out
 
 
-def study(runs: dict, scores: dict) -> dict:
-    """Per-row summaries, paired differences against supervised-only at the same fraction, per-seed values."""
+def pair_diff(table: dict, row: str, base: str) -> dict:
+    """Paired difference row - base over the seeds both rows have, for every metric."""
+    t = table[row]
+    common = [s for s in t["seeds"] if s in table[base]["seeds"]]
+    pick = {r: [table[r]["seeds"].index(s) for s in common] for r in (row, base)}
+    d = {"vs": base, "seeds": common, "steps": [t["steps"], table[base]["steps"]],
+         "same_steps": t["steps"] == table[base]["steps"]}
+    for key, sub, metric, *_ in METRICS:
+        k = f"{key}.{sub}.{metric}"
+        d[k] = paired([table[row][k]["per_seed"][i] for i in pick[row]],
+                      [table[base][k]["per_seed"][i] for i in pick[base]])
+    return d
+
+
+def study(runs: dict, scores: dict, references=()) -> dict:
+    """Per-row summaries, paired differences against supervised-only at the same fraction (``paired_differences``)
+    and against each row of ``references`` (``reference_differences``: every other non-baseline row of the same
+    fraction minus the reference), per-seed values."""
     table = {}
     for row, (method, frac) in ROWS.items():
         names = sorted((r["record"]["seed"], n) for n, r in runs.items() if r["record"]["row"] == row and n in scores)
@@ -136,32 +152,59 @@ def study(runs: dict, scores: dict) -> dict:
                     None)
         if t["method"] == BASELINE or base is None:
             continue
-        common = [s for s in t["seeds"] if s in table[base]["seeds"]]
-        pick = {r: [table[r]["seeds"].index(s) for s in common] for r in (row, base)}
-        d = {"vs": base, "seeds": common, "steps": [t["steps"], table[base]["steps"]],
-             "same_steps": t["steps"] == table[base]["steps"]}
-        for key, sub, metric, *_ in METRICS:
-            k = f"{key}.{sub}.{metric}"
-            d[k] = paired([table[row][k]["per_seed"][i] for i in pick[row]],
-                          [table[base][k]["per_seed"][i] for i in pick[base]])
-        diffs[f"{row}-{base}"] = d
+        diffs[f"{row}-{base}"] = pair_diff(table, row, base)
+    ref_diffs = {}
+    for ref in references:
+        if ref not in table:
+            continue
+        for row, t in table.items():
+            if row != ref and t["method"] != BASELINE and t["fraction"] == table[ref]["fraction"]:
+                ref_diffs[f"{row}-{ref}"] = pair_diff(table, row, ref)
     claim = {}
-    for pair, d in diffs.items():
+    for pair, d in diffs.items():  # diffs: against supervised-only only
         if table[d["vs"]]["fraction"] == 10 and pair.startswith("cdma"):
             x = d["raw.all.dice"]
             claim[pair] = {"mean": x["mean"], "ci95": x.get("ci95"), "n": x["n"], "same_steps": d["same_steps"],
                            "met": bool(x["mean"] >= CLAIM and x.get("ci95") and x["ci95"][0] > 0 and x["n"] >= 3)}
-    return {"rows": table, "paired_differences": diffs, "claim": claim}
+    return {"rows": table, "paired_differences": diffs, "reference_differences": ref_diffs, "claim": claim}
 
 
-def plot(table: dict, path: Path) -> None:
+def plot_rows(table: dict, path: Path, title: str) -> None:
+    """Pixel Dice (test, raw) of each row: mean ± sd over seeds and the per-seed values (same colour per seed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(table)
+    fig, ax = plt.subplots(figsize=(7.2, 4.2), dpi=120)
+    for i, r in enumerate(rows):
+        v = table[r]["raw.all.dice"]
+        ax.errorbar([i], [v["mean"]], yerr=[v["sd"] or 0], marker="o", color="k", capsize=5, zorder=3)
+        for s, y in zip(table[r]["seeds"], v["per_seed"], strict=True):
+            ax.plot([i + 0.15], [y], marker="x", linestyle="", color=f"C{s % 10}",
+                    label=f"seed {s}" if i == 0 else None)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("pixel Dice, GlaS test (mean ± sd; x = seeds)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot(table: dict, path: Path, title: str = "GlaS, lite preset: does semi-supervision pay?") -> None:
     """Pixel Dice (test, raw) against the labelled fraction, mean ± sd over seeds, one line per method
-    (rows of :data:`OFF_PLOT` left out)."""
+    (rows of :data:`OFF_PLOT` left out); with one fraction only, one point per row (:func:`plot_rows`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     table = {r: t for r, t in table.items() if r not in OFF_PLOT}
+    if len({t["fraction"] for t in table.values()}) == 1:  # one fraction (e.g. issue 12 section 2): row by row
+        plot_rows(table, path, title)
+        return
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     methods = list(dict.fromkeys(t["method"] for t in table.values()))
     for i, m in enumerate(methods):
@@ -172,7 +215,7 @@ def plot(table: dict, path: Path) -> None:
     ax.set_xticks(sorted({t["fraction"] for t in table.values()}))
     ax.set_xlabel("labelled training images (%)")
     ax.set_ylabel("pixel Dice, GlaS test (mean ± sd over seeds)")
-    ax.set_title("GlaS, lite preset: does semi-supervision pay?")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -180,13 +223,28 @@ def plot(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(out: dict, png_name: str, note: str = "") -> str:
+def diff_table(diffs: dict) -> list:
+    """Markdown rows of a table of paired differences (the first four metrics)."""
+    lines = ["| difference | n | steps | " + " | ".join(m[3] for m in METRICS[:4]) + " |", "|---|---|---|" + "---|" * 4]
+    for pair, d in diffs.items():
+        cells = []
+        for k, s, m, _, dig in METRICS[:4]:
+            x = d[f"{k}.{s}.{m}"]
+            ci = f" [{x['ci95'][0]:+.{dig}f}, {x['ci95'][1]:+.{dig}f}]" if "ci95" in x else ""
+            cells.append(f"{x['mean']:+.{dig}f}{ci}")
+        steps = f"{'/'.join(map(str, d['steps'][0]))} vs {'/'.join(map(str, d['steps'][1]))}"
+        lines.append(f"| {pair.replace('-', ' − ')} | {len(d['seeds'])} | {steps}{'' if d['same_steps'] else ' (!)'} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(out: dict, png_name: str, note: str = "", title: str = "") -> str:
     table, diffs = out["rows"], out["paired_differences"]
 
     def ms(v, d):
         return f"{v['mean']:.{d}f} ± {v['sd']:.{d}f}" if v["sd"] is not None else f"{v['mean']:.{d}f}"
 
-    lines = ["# Does semi-supervision pay? GlaS, lite preset (issue 12)", "",
+    lines = [f"# {title or 'Does semi-supervision pay? GlaS, lite preset (issue 12)'}", "",
              f"Test set: {out['test_images']} images (testA + testB), scored once per run by "
              "`benchmarks/ssl_study.py` (tiled 256 px, overlap 0.25, mean of the three branches; metrics averaged "
              "over images). (post) = the bundled model's post-processing. Mean ± sd over seeds; the seed draws the "
@@ -197,20 +255,17 @@ def markdown(out: dict, png_name: str, note: str = "") -> str:
         lines.append(f"| {row} | {t['method']} | {t['fraction']} % ({'/'.join(map(str, t['n_labelled']))} img) | "
                      f"{len(t['seeds'])} | {'/'.join(map(str, t['steps']))} | {'/'.join(t['batch'])} | "
                      + " | ".join(ms(t[f'{k}.{s}.{m}'], d) for k, s, m, _, d in METRICS) + " |")
-    lines += ["", f"![pixel Dice against labelled fraction]({png_name})", "",
-              f"(The plot leaves out {', '.join(OFF_PLOT)}: far below the others, see the table.)", "",
-              "## Paired differences against supervised only (same fraction, same seeds; 95 % CI, t with n-1 df)", "",
-              "| difference | n | steps | " + " | ".join(m[3] for m in METRICS[:4]) + " |",
-              "|---|---|---|" + "---|" * 4]
-    for pair, d in diffs.items():
-        cells = []
-        for k, s, m, _, dig in METRICS[:4]:
-            x = d[f"{k}.{s}.{m}"]
-            ci = f" [{x['ci95'][0]:+.{dig}f}, {x['ci95'][1]:+.{dig}f}]" if "ci95" in x else ""
-            cells.append(f"{x['mean']:+.{dig}f}{ci}")
-        steps = f"{'/'.join(map(str, d['steps'][0]))} vs {'/'.join(map(str, d['steps'][1]))}"
-        lines.append(f"| {pair.replace('-', ' − ')} | {len(d['seeds'])} | {steps}{'' if d['same_steps'] else ' (!)'} | "
-                     + " | ".join(cells) + " |")
+    one = len({t["fraction"] for t in table.values()}) == 1
+    lines += ["", f"![pixel Dice {'of each row' if one else 'against labelled fraction'}]({png_name})", ""]
+    off = [r for r in OFF_PLOT if r in table]
+    if off:
+        lines += [f"(The plot leaves out {', '.join(off)}: far below the others, see the table.)", ""]
+    lines += ["## Paired differences against supervised only (same fraction, same seeds; 95 % CI, t with n-1 df)", "",
+              *diff_table(diffs)]
+    refs = list(dict.fromkeys(d["vs"] for d in out.get("reference_differences", {}).values()))
+    for ref in refs:
+        lines += ["", f"## Paired differences against {ref} (same seeds; 95 % CI, t with n-1 df)", "",
+                  *diff_table({p: d for p, d in out["reference_differences"].items() if d["vs"] == ref})]
     lines += ["", "(!) = the two rows ran different step counts: their difference mixes the method with the "
               "schedule length.", "", "## The paper's claim: CDMA@10 % >= supervised@10 % + 3 points pixel Dice, "
               "mean over >= 3 seeds, 95 % CI excluding 0", ""]
@@ -218,10 +273,12 @@ def markdown(out: dict, png_name: str, note: str = "") -> str:
         ci = f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c["ci95"] else "(no CI)"
         lines.append(f"- {pair.replace('-', ' − ')}: {c['mean']:+.4f} {ci}, n = {c['n']}: "
                      f"{'met' if c['met'] else 'not met'}{'' if c['same_steps'] else ' (different step counts)'}")
-    lines += ["", "## Per seed", "", "| row | seed | steps | pixel Dice | object F1 (post) |", "|---|---|---|---|---|"]
+    lines += ["", "## Per seed", "", "| row | seed | steps | training wall (s) | pixel Dice | object F1 (post) |",
+              "|---|---|---|---|---|---|"]
     for row, t in table.items():
         for i, s in enumerate(t["seeds"]):
-            lines.append(f"| {row} | {s} | {out['runs'][t['runs'][i]]['steps']} | "
+            run = out["runs"][t["runs"][i]]
+            lines.append(f"| {row} | {s} | {run['steps']} | {run.get('train_wall_s', '')} | "
                          f"{t['raw.all.dice']['per_seed'][i]:.4f} | {t['post.all.f1']['per_seed'][i]:.4f} |")
     if note:
         lines += ["", note.strip()]
@@ -236,20 +293,24 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ssl_study")
     ap.add_argument("--note-file", type=Path, help="markdown appended to the report (the reading)")
+    ap.add_argument("--reference", nargs="*", default=[],
+                    help="rows to pair the other rows against as well (e.g. cdma10 for issue 12 section 2)")
+    ap.add_argument("--title", default="", help="the report's title (default: the GPU study's)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     runs = find_runs(args.runs)
     scores = scores_for(runs, args.eval, args.scores, args.data)
-    out = study(runs, scores)
+    out = study(runs, scores, args.reference)
     out["runs"] = {n: {k: r["record"].get(k) for k in ("row", "seed", "steps", "batch", "patch", "n_labelled",
                                                         "n_unlabelled", "train_wall_s", "hardware", "torch")}
                    for n, r in sorted(runs.items()) if n in scores}
     out["test_images"] = len(next(iter(scores.values()))["ids"]) if scores else 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    plot(out["rows"], args.out.with_suffix(".png"))
+    if out["rows"]:
+        plot(out["rows"], args.out.with_suffix(".png"), args.title or "GlaS, lite preset: does semi-supervision pay?")
     note = args.note_file.read_text() if args.note_file else ""
-    args.out.with_suffix(".md").write_text(markdown(out, args.out.with_suffix(".png").name, note))
+    args.out.with_suffix(".md").write_text(markdown(out, args.out.with_suffix(".png").name, note, args.title))
     log.info("wrote %s.{json,md,png}: %d rows, %d runs", args.out, len(out["rows"]), len(out["runs"]))
     return 0
 

@@ -100,3 +100,57 @@ def test_paired_difference_and_its_t_interval_by_hand(ssl_study):
     assert two["ci95"] == pytest.approx([0.2 - 12.7062 * math.sqrt(0.02) / math.sqrt(2),
                                          0.2 + 12.7062 * math.sqrt(0.02) / math.sqrt(2)], rel=1e-4)
     assert "ci95" not in ssl_study.paired([0.5], [0.4])  # one seed: no interval
+
+
+def _fake(row, seed, dice, steps=1500):
+    """A training record and a score of one run, as find_runs / scores_for return them."""
+    rec = {"name": f"{row}_seed{seed}", "row": row, "seed": seed, "steps": steps, "batch": "4+4",
+           "n_labelled": 8, "n_unlabelled": 63}
+    sub = {"dice": dice, "f1": dice / 2}
+    return rec, {"raw": {"all": sub, "testA": sub, "testB": sub}, "post": {"all": sub}}
+
+
+def test_study_pairs_rows_by_seed_against_the_baseline_and_a_reference(ssl_study):
+    dice = {"sup10": [0.80, 0.78, 0.79], "cdma10": [0.81, 0.80, 0.79], "cdma10_pool": [0.83, 0.81, 0.80]}
+    runs, scores = {}, {}
+    for row, vals in dice.items():
+        for seed in (2, 0, 1):  # any order: pairing goes by seed
+            rec, sc = _fake(row, seed, vals[seed])
+            runs[rec["name"]], scores[rec["name"]] = {"record": rec}, sc
+    del scores["cdma10_pool_seed1"]  # an unscored run: the pool row has seeds 0 and 2 only
+    out = ssl_study.study(runs, scores, references=["cdma10"])
+    assert out["rows"]["cdma10_pool"]["seeds"] == [0, 2]
+    d = out["reference_differences"]["cdma10_pool-cdma10"]["raw.all.dice"]
+    assert d["n"] == 2 and d["per_seed"] == pytest.approx([0.02, 0.01])  # seed 0, seed 2; seed 1 left out
+    assert set(out["reference_differences"]) == {"cdma10_pool-cdma10"}  # neither the baseline nor cdma10 itself
+    base = out["paired_differences"]["cdma10-sup10"]["raw.all.dice"]
+    assert base["per_seed"] == pytest.approx([0.01, 0.02, 0.0])
+    # the paper's claim is checked against supervised-only only, never against the reference
+    assert set(out["claim"]) == {"cdma10-sup10", "cdma10_pool-sup10"}
+    md = ssl_study.markdown({**out, "runs": {n: r["record"] for n, r in runs.items()}, "test_images": 80}, "x.png",
+                            title="CPU section 2")
+    assert md.startswith("# CPU section 2") and "## Paired differences against cdma10 " in md
+    assert "| cdma10_pool − cdma10 | 2 | 1500 vs 1500 | +0.0150" in md
+
+
+@pytest.fixture
+def gpu_train(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_train
+    return gpu_train
+
+
+def test_ramp_rows_change_only_the_schedule_of_cdma10(gpu_train):
+    split = {"labelled": ["a"], "unlabelled": ["b"], "train_all": ["a", "b"], "fraction": 0.1}
+    cfgs = {r: gpu_train.row_setup(r, split, 1000, 4, 128, 0, "cpu", 0.1)[2]
+            for r in ("cdma10", "cdma10_noramp", "cdma10_slowramp")}
+    assert (cfgs["cdma10"].warmup_steps, cfgs["cdma10"].ramp_steps) == (100, 200)  # the recipe: 10 %, 20 %
+    assert (cfgs["cdma10_noramp"].warmup_steps, cfgs["cdma10_noramp"].ramp_steps) == (0, 0)
+    assert (cfgs["cdma10_slowramp"].warmup_steps, cfgs["cdma10_slowramp"].ramp_steps) == (100, 500)
+    from src_model.losses import ramp_weight
+    nr = cfgs["cdma10_noramp"]
+    assert ramp_weight(0, nr.warmup_steps, nr.ramp, nr.ramp_steps) == 1.0  # full weight from the first step
+    base = cfgs["cdma10"].to_dict()
+    for r in ("cdma10_noramp", "cdma10_slowramp"):
+        changed = {k for k, v in cfgs[r].to_dict().items() if base[k] != v}
+        assert changed <= {"warmup_steps", "ramp_steps"}, changed
