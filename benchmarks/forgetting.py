@@ -185,6 +185,10 @@ def run_session(task: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------- report
 
+def _row_key(r: Dict[str, Any]) -> Tuple[str, int, str, bool]:
+    return r["session"], r["seed"], r["recipe"], bool(r["semi_supervised"])
+
+
 def _mean_agreement(rows: Sequence[Dict[str, Any]]):
     """Mean over rows (that measured it) of the mean agreement with the starting model on untouched images."""
     vals = [float(np.mean(list(r["agreement_mean"].values()))) for r in rows if "agreement_mean" in r]
@@ -208,6 +212,10 @@ def summarize(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return out
 
 
+def _cdma(r: Dict[str, Any]) -> str:
+    return " (CDMA terms on)" if r["semi_supervised"] else " (supervised-only)"
+
+
 def markdown(doc: Dict[str, Any]) -> str:
     lines = ["# Forgetting after fine-tuning on 3 corrected images (`benchmarks/forgetting.py`)", "",
              "Change of the mean pixel Dice, in points (x100), after fine-tuning the bundled model on K=3 whole "
@@ -218,9 +226,13 @@ def markdown(doc: Dict[str, Any]) -> str:
         part = doc.get(stage)
         if not part:
             continue
-        lines += [f"## {stage}: {part['what']}", "", f"Command: `{part['command']}`", "",
-                  f"Machine: {part['machine'].get('cpu')}, torch threads {part['threads']}, device {part['device']}; "
-                  f"{part['steps']} steps; wall {part['wall_s']:.0f} s.", ""]
+        lines += [f"## {stage}: {part['what']}", ""]
+        for run in part.get("runs") or [part]:
+            lines += [f"Command: `{run['command']}`", "",
+                      f"Machine: {run['machine'].get('cpu')}, torch threads {run['threads']}, device {run['device']}; "
+                      f"{run['steps']} steps; wall {run['wall_s']:.0f} s"
+                      + (f"; load average {run['machine']['load_avg_1_5_15']}" if "load_avg_1_5_15" in run["machine"]
+                         else "") + ".", ""]
         for ses in sorted({s["session"] for s in part["summary"]}):
             rows = [s for s in part["summary"] if s["session"] == ses]
             groups = sorted(rows[0]["change_points"], key=lambda g: (g != "corrected", g))
@@ -228,7 +240,7 @@ def markdown(doc: Dict[str, Any]) -> str:
                       "| recipe | " + " | ".join(groups) + " | worst untouched | agreement | train s |",
                       "|---|" + "---|" * (len(groups) + 3)]
             for s in sorted(rows, key=lambda s: -s["change_points"]["corrected"]):
-                lines.append(f"| {s['recipe']}{'' if s['semi_supervised'] else ' (supervised)'} | "
+                lines.append(f"| {s['recipe']}{_cdma(s)} | "
                              + " | ".join(f"{s['change_points'][g]:+.2f}" for g in groups)
                              + f" | {s['worst_untouched_points']:+.2f} | "
                              + ("-" if s.get("agreement_mean") is None else f"{s['agreement_mean']:.4f}")
@@ -239,14 +251,14 @@ def markdown(doc: Dict[str, Any]) -> str:
                          "src_model.agreement) on untouched images, mean and lowest image:")
             lines.append("")
             for r in part["rows"]:
-                lines.append(f"- `{r['session']}` seed {r['seed']} `{r['recipe']}`: " + "; ".join(
+                lines.append(f"- `{r['session']}` seed {r['seed']} `{r['recipe']}`{_cdma(r)}: " + "; ".join(
                     f"{g} {r['agreement_mean'][g]:.4f} (min {r['agreement_min'][g]:.3f}, change "
                     f"{r['change_points'][g]:+.2f})" for g in sorted(r["agreement_mean"])))
             lines.append("")
         if stage == "test":
             for r in part["rows"]:
                 b, a = r["mean_before"], r["mean_after"]
-                lines.append(f"- `{r['recipe']}`: corrected {b['corrected']:.4f} -> {a['corrected']:.4f}; "
+                lines.append(f"- `{r['recipe']}`{_cdma(r)}: corrected {b['corrected']:.4f} -> {a['corrected']:.4f}; "
                              f"{len(r['per_image_before']['test'])} untouched test images {b['test']:.4f} -> "
                              f"{a['test']:.4f} ({r['change_points']['test']:+.2f} points)")
             lines.append("")
@@ -312,10 +324,18 @@ def main(argv=None) -> int:
     doc = json.loads(json_path.read_text()) if json_path.exists() else {}
     what = ("sessions from GlaS training/validation images (choosing the recipe)" if args.stage == "select"
             else "GlaS test images, run once")
-    doc[args.stage] = {"what": what, "command": "python benchmarks/forgetting.py " + " ".join(argv or sys.argv[1:]),
-                       "machine": machine_info(), "threads": args.threads, "device": args.device,
-                       "steps": args.steps, "wall_s": time.perf_counter() - t0, "note": args.note,
-                       "summary": summarize(rows), "rows": rows}
+    run = {"command": "python benchmarks/forgetting.py " + " ".join(argv or sys.argv[1:]), "machine": machine_info(),
+           "threads": args.threads, "device": args.device, "steps": args.steps, "wall_s": time.perf_counter() - t0,
+           "semi_supervised": not args.supervised_only}
+    old = doc.get(args.stage) or {}
+    # a rerun replaces only the rows it ran again (same session, seed, recipe and CDMA switch); the others,
+    # and the record of the runs that made them, stay
+    new_keys = {_row_key(r) for r in rows}
+    kept = [r for r in old.get("rows", []) if _row_key(r) not in new_keys] if not args.rows else []
+    runs = [*old.get("runs", [{k: old[k] for k in ("command", "machine", "threads", "device", "steps", "wall_s")
+                               if k in old}] if old else []), run] if kept else [run]
+    doc[args.stage] = {"what": what, **run, "note": args.note or old.get("note", ""), "runs": runs,
+                       "summary": summarize(kept + rows), "rows": kept + rows}
     write_results(NAME, doc, markdown(doc), out=args.out)
     print(markdown({args.stage: doc[args.stage]}))
     return 0
