@@ -90,25 +90,11 @@ def missing_chunks(store: Any, box: Box) -> List[Tuple[int, int]]:
 
 def write_window(store: Any, box: Box, labels: np.ndarray) -> List[Tuple[int, int]]:
     """Write an edited window (store pixels, 0 = background, > 0 = gland) into the store's gland labels
-    and their pyramid, chunk by chunk; every chunk under ``box`` must be predicted. Returns the chunks."""
-    y0, x0, y1, x1 = box
-    if labels.shape != (y1 - y0, x1 - x0):
-        raise ValueError(f"window labels are {labels.shape}, the box is {(y1 - y0, x1 - x0)}")
-    todo = missing_chunks(store, box)
-    if todo:
-        raise ValueError(f"{len(todo)} chunk(s) under the window are not predicted; predict them first")
-    written = []
-    for cy, cx in store.chunks_in(*box):
-        cy0, cx0, cy1, cx1 = store.chunk_box(cy, cx)
-        current = np.array(store.read_glands(cy0, cx0, cy1, cx1))
-        iy0, ix0, iy1, ix1 = max(y0, cy0), max(x0, cx0), min(y1, cy1), min(x1, cx1)
-        part = labels[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] > 0
-        if np.array_equal(current[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0] > 0, part):
-            continue
-        current[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0] = part
-        store.write_glands(cy, cx, current)
-        written.append((cy, cx))
-    return written
+    and their pyramid, chunk by chunk; every chunk under ``box`` must be predicted. Returns the chunks
+    (:func:`napari_cdma.project.slide_regions.write_labels`)."""
+    from .project.slide_regions import write_labels
+
+    return write_labels(store, box, labels)
 
 
 def chunk_uncertainty(store: Any) -> np.ndarray:

@@ -13,7 +13,11 @@ layer over the view (at most :data:`~napari_cdma._slide_view.MAX_EDIT_SIDE` stor
 the store's full resolution; "Accept window" writes it back into the store's labels and their
 pyramid, and records it in the project store as a region of the slide
 (:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance; accepted
-windows are outlined over the slide like accepted image regions. "Export GeoJSON..." writes the store's
+windows are outlined over the slide like accepted image regions and listed in the panel. "Withdraw
+window" withdraws the selected one from the project and undoes it in the store's labels and pyramid
+as if it had never been accepted (overlapping live windows keep their corrections); a window
+withdrawn elsewhere (the accepted-region list of the dock) is undone in the store as soon as the panel
+next uses it (:meth:`SlidePanel.sync`). "Export GeoJSON..." writes the store's
 glands as QuPath annotations (:mod:`src_model.export`, as ``cdma export STORE --geojson FILE``).
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -64,7 +68,6 @@ from ._slide_view import (
     slide_of,
     to_store_box,
     visible_world_box,
-    write_window,
 )
 from ._widget_review import canvas_hw, readable_list, scene_camera
 
@@ -125,6 +128,13 @@ class SlidePanel(QWidget):
         self.edit_button.setToolTip(f"Editable labels over the view (at most {MAX_EDIT_SIDE} px a side)")
         self.accept_button = QPushButton("Accept window")
         self.accept_button.setToolTip("Write the edited window into the slide's labels and the project store")
+        self.withdraw_button = QPushButton("Withdraw window")
+        self.withdraw_button.setToolTip("Withdraw the selected accepted window from the project and undo it in "
+                                        "the slide's labels")
+        self.window_list = QListWidget()
+        self.window_list.setMaximumHeight(70)
+        self.window_list.setToolTip("Accepted windows of this slide (double-click: go there)")
+        readable_list(self.window_list)
         self.export_button = QPushButton("Export GeoJSON...")
         self.export_button.setToolTip("Write the glands of the slide's prediction store as polygons that QuPath "
                                       "imports as annotations (File > Import objects)")
@@ -154,6 +164,9 @@ class SlidePanel(QWidget):
         layout.addWidget(QLabel("Review regions over the predicted area:"))
         layout.addWidget(self.tile_list)
         layout.addLayout(edit_row)
+        layout.addWidget(QLabel("Accepted windows:"))
+        layout.addWidget(self.window_list)
+        layout.addWidget(self.withdraw_button)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
 
@@ -161,6 +174,8 @@ class SlidePanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.edit_button.clicked.connect(lambda: self.edit_window())
         self.accept_button.clicked.connect(lambda: self.accept_window())
+        self.withdraw_button.clicked.connect(lambda: self.withdraw_window())
+        self.window_list.itemDoubleClicked.connect(lambda item: self._go_to_box(item.data(Qt.ItemDataRole.UserRole)[1]))
         self.export_button.clicked.connect(self._export_clicked)
         self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
@@ -255,6 +270,7 @@ class SlidePanel(QWidget):
         out = {**result[1], **run}
         self.last_result = out
         self._digests[(run["slide"], run["level"])] = out["digest"]
+        undone = self._restore_withdrawn(run["store"])
         self.show_store(run["layer"], run["store"])
         ds = out["downsample"]
         self.set_tiles(run["layer"], [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]])
@@ -264,7 +280,8 @@ class SlidePanel(QWidget):
             f" The view covers {out['n_visible']} chunks; the {len(out['chunks'])} nearest its centre were done: " \
             "zoom in, or press again after panning."
         self._say(f"Predicted {s.chunks_computed} new chunk(s) of the view ({len(out['chunks']) - s.chunks_computed} "
-                  f"already in the store); {s.chunks_done} of {s.chunks_total} chunks of the slide are done.{more}")
+                  f"already in the store); {s.chunks_done} of {s.chunks_total} chunks of the slide are done.{more}"
+                  f"{self._undone_note(undone)}")
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -323,9 +340,12 @@ class SlidePanel(QWidget):
         """Centre the camera on review region ``row``."""
         if 0 <= row < len(self.tiles):
             self.tile_list.setCurrentRow(row)
-            center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer), margin=1.6)
-            camera = scene_camera(self.viewer)
-            camera.center, camera.zoom = center, zoom
+            self._go_to_box(self.tiles[row][1])
+
+    def _go_to_box(self, box: Box) -> None:
+        center, zoom = camera_for_tile(box, canvas_hw(self.viewer), margin=1.6)
+        camera = scene_camera(self.viewer)
+        camera.center, camera.zoom = center, zoom
 
     # ---------------------------------------------------------------- edit window
     def edit_window(self) -> Any:
@@ -337,10 +357,13 @@ class SlidePanel(QWidget):
             self._say("Predict the view first (Predict view).", error=True)
             return None
         try:
+            undone = self._restore_withdrawn(run["store"], strict=True)
             store = open_store(run["store"])
-        except StoreError as exc:
-            self._say(str(exc), error=True)
+        except Exception as exc:
+            self._say(str(exc) if isinstance(exc, StoreError) else f"Cannot open an edit window: {exc}", error=True)
             return None
+        if undone:
+            self.show_store(run["layer"], run["store"])
         box = to_store_box(self.view_box(), store.info.downsample, store.info.height, store.info.width)
         if box is None:
             self._say("The view shows no part of the slide.", error=True)
@@ -364,15 +387,18 @@ class SlidePanel(QWidget):
         self.viewer.layers.selection.active = layer
         self.window = {**run, "box": box, "predicted": predicted, "name": name}
         self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels): paint glands (label 1) "
-                  "or erase, then Accept window.")
+                  f"or erase, then Accept window.{self._undone_note(undone)}")
         return layer
 
     def accept_window(self) -> Any:
-        """Write the edit window into the store's labels (and pyramid) and the project store; returns the region."""
+        """Write the edit window into the store's labels (and pyramid) and the project store; returns the region.
+
+        The project store keeps what the store's labels held under the window (the region's
+        ``predicted``), so withdrawing the region restores them (:meth:`withdraw_window`)."""
         from src_model.slide import open_slide
         from src_model.slide_store import open_store
 
-        from .project.slide_regions import accept_slide_region
+        from .project.slide_regions import accept_slide_window
 
         w = self.window
         if w is None or w["name"] not in self.viewer.layers:
@@ -381,14 +407,14 @@ class SlidePanel(QWidget):
         edited = np.asarray(self.viewer.layers[w["name"]].data)
         corrected = (edited > 0).astype(np.uint8)
         try:
+            self._restore_withdrawn(w["store"], strict=True)
             store = open_store(w["store"], mode="r+")
-            written = write_window(store, w["box"], corrected)
             project = self._get_store()
             with open_slide(w["slide"]) as slide:
-                record = accept_slide_region(project, slide, w["box"], corrected, w["predicted"],
-                                             model_version=str(w["version"] or project.current_model_version),
-                                             level=w["level"], user=getpass.getuser(),
-                                             digest=self._digests.get((w["slide"], w["level"])))
+                record, written = accept_slide_window(
+                    project, slide, store, w["box"], corrected, expected=w["predicted"],
+                    model_version=str(w["version"] or project.current_model_version), level=w["level"],
+                    user=getpass.getuser(), digest=self._digests.get((w["slide"], w["level"])))
         except Exception as exc:
             self._say(f"Could not accept the window: {exc}", error=True)
             return None
@@ -401,6 +427,77 @@ class SlidePanel(QWidget):
                   "the slide's labels rewritten.")
         self.regions_changed.emit()
         return record
+
+    def withdraw_window(self, region_id: Optional[str] = None) -> bool:
+        """Withdraw an accepted window (default: the one selected in the list) from the project store and
+        undo it in the slide's labels and pyramid; True if withdrawn.
+
+        Each pixel of the window goes back to the correction of the live window accepted last over it,
+        if any, or else to what the store held before the first window over it was accepted: a
+        window that overlaps it keeps its corrections (:func:`~napari_cdma.project.slide_regions.
+        restore_withdrawn`)."""
+        run = self.last_result
+        if region_id is None:
+            item = self.window_list.currentItem()
+            if item is None:
+                self._say("Select an accepted window to withdraw.", error=True)
+                return False
+            region_id = item.data(Qt.ItemDataRole.UserRole)[0]
+        if run is None:
+            self._say("Predict the view of the slide first (Predict view).", error=True)
+            return False
+        try:
+            self._get_store().withdraw(region_id)
+        except Exception as exc:
+            self._say(f"Could not withdraw {region_id}: {exc}", error=True)
+            return False
+        try:
+            undone = dict(self._restore_withdrawn(run["store"], strict=True))
+        except Exception as exc:
+            self._say(f"Withdrew region {region_id} from the project, but could not undo it in the slide's labels: "
+                      f"{exc}", error=True)
+            self.regions_changed.emit()
+            return False
+        self.show_store(run["layer"], run["store"])
+        self.show_accepted_windows(run)
+        self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) of the slide's labels restored.")
+        self.regions_changed.emit()
+        return True
+
+    def sync(self) -> List[Tuple[str, int]]:
+        """Undo in the shown slide's store the windows withdrawn from the project elsewhere, and refresh the
+        store's layers and the accepted windows; returns ``[(region id, chunks rewritten)]``."""
+        run = self.last_result
+        if run is None:
+            return []
+        undone = self._restore_withdrawn(run["store"])
+        if undone and run["layer"] in self.viewer.layers:
+            self.show_store(run["layer"], run["store"])
+        self.show_accepted_windows(run)
+        return undone
+
+    def _restore_withdrawn(self, store_path: str, strict: bool = False) -> List[Tuple[str, int]]:
+        """Undo withdrawn windows in the store (:func:`~napari_cdma.project.slide_regions.restore_withdrawn`).
+        Errors raise when ``strict``, else are shown and nothing is returned."""
+        from src_model.slide_store import open_store
+
+        from .project.slide_regions import EDITS_KEY, restore_withdrawn
+
+        try:
+            store = open_store(store_path)
+            if not store.root.attrs.get(EDITS_KEY):
+                return []  # nothing was ever accepted into this store
+            return restore_withdrawn(self._get_store(), open_store(store_path, mode="r+"))
+        except Exception as exc:
+            if strict:
+                raise
+            self._say(f"Could not undo withdrawn windows in the slide's labels: {exc}", error=True)
+            return []
+
+    @staticmethod
+    def _undone_note(undone: List[Tuple[str, int]]) -> str:
+        ids = ", ".join(rid for rid, _ in undone)
+        return f" Withdrawn window(s) {ids} undone in the slide's labels." if undone else ""
 
     # ---------------------------------------------------------------- accepted windows
     def show_accepted_windows(self, run: Optional[Dict[str, Any]] = None) -> Any:
@@ -420,6 +517,13 @@ class SlidePanel(QWidget):
             return None
         ds = self._store_downsample(run)
         boxes = [tuple(v * ds for v in r.bbox) for r in regions]  # store pixels -> world (level-0) pixels
+        self.window_list.clear()
+        for r, world in zip(regions, boxes, strict=True):
+            y0, x0, y1, x1 = r.bbox
+            item = QListWidgetItem(f"{'[held out] ' if r.holdout else ''}{r.region_id}  ({y0}, {x0}) "
+                                   f"{y1 - y0} x {x1 - x0}  v{r.version}")
+            item.setData(Qt.ItemDataRole.UserRole, (r.region_id, tuple(int(round(v)) for v in world)))
+            self.window_list.addItem(item)
         if not boxes and names_for(run["layer"])["accepted"] not in self.viewer.layers:
             return None  # no empty layer before anything is accepted
         return show_accepted(self.viewer, run["layer"], boxes)
@@ -442,6 +546,11 @@ class SlidePanel(QWidget):
         if not store_path or not Path(store_path).exists():
             self._say("Nothing to export yet: predict the view first (Predict view) to fill the slide's store.",
                       error=True)
+            return False
+        try:  # a window withdrawn elsewhere must not be exported
+            self._restore_withdrawn(store_path, strict=True)
+        except Exception as exc:
+            self._say(f"Not exported: withdrawn windows could not be undone in the slide's labels: {exc}", error=True)
             return False
         from napari.qt.threading import create_worker
 

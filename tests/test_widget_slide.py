@@ -87,6 +87,76 @@ def test_predict_view_progress_ends_with_the_work_not_the_last_chunk(tmp_path, s
         [("review", n + 1, n + FINISH_STEPS), ("identify", n + 2, n + FINISH_STEPS)]
 
 
+def _filled_store(path, slide_path, seed=0):
+    """A prediction store of the 640 x 768 test slide with every chunk predicted (random glands)."""
+    from src_model.slide_store import StoreInfo, create_store
+
+    store = create_store(path, StoreInfo(slide=str(slide_path), slide_level=0, downsample=1.0, height=640, width=768,
+                                         chunk=CHUNK, n_levels=2))
+    rng = np.random.default_rng(seed)
+    for cy, cx in store.all_chunks():
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        h, w = y1 - y0, x1 - x0
+        glands = (rng.random((h // 8 + 1, w // 8 + 1)) < 0.4).repeat(8, 0).repeat(8, 1)[:h, :w].astype(np.uint8)
+        store.write_chunk(cy, cx, np.zeros((h, w, 3), np.uint8), glands, np.zeros((h, w), np.uint8), 0.9)
+    return store
+
+
+def _labels(store):
+    return [np.asarray(a[:]).copy() for a in store.glands]
+
+
+def test_withdrawing_windows_restores_the_store_and_keeps_overlapping_corrections(tmp_path, slide_path):
+    """Withdrawn windows are undone in the store's labels and pyramid as if never accepted: a live window that
+    overlaps keeps its correction whichever was accepted first; with all withdrawn the store is as predicted."""
+    from napari_cdma.project.slide_regions import WindowChanged, accept_slide_window, restore_withdrawn, store_edits
+
+    store = _filled_store(tmp_path / "s.zarr", slide_path)
+    original = _labels(store)
+    project = ProjectStore.open(tmp_path / "project")
+    a, b = (100, 100, 300, 300), (200, 150, 420, 380)  # overlap: rows 200..300, columns 150..300
+    fill = {a: 1, b: 0}  # A paints glands everywhere, B erases everywhere: the overlap tells who wins
+    with open_slide(slide_path) as slide:
+        def accept(box):
+            corrected = np.full((box[2] - box[0], box[3] - box[1]), fill[box], np.uint8)
+            record, _ = accept_slide_window(project, slide, store, box, corrected, model_version="bundled")
+            return record.region_id
+
+        def expect(*live):
+            want = original[0].copy()
+            for box in live:
+                want[box[0]:box[2], box[1]:box[3]] = fill[box]
+            got = _labels(store)
+            np.testing.assert_array_equal(got[0], want)
+            np.testing.assert_array_equal(got[1], want[::2, ::2])  # the pyramid follows
+
+        for first, second in ((a, b), (b, a)):
+            ids = {first: accept(first), second: accept(second)}
+            expect(first, second)
+            # the project keeps what the store held: the later window's "predicted" is the earlier one's correction
+            _, _, before = project.load_region(ids[second])
+            want = original[0].copy()
+            want[first[0]:first[2], first[1]:first[3]] = fill[first]
+            np.testing.assert_array_equal(before, want[second[0]:second[2], second[1]:second[3]])
+            project.withdraw(ids[first])
+            assert [rid for rid, n in restore_withdrawn(project, store)] == [ids[first]]
+            expect(second)  # the live window keeps all of its correction, the overlap included
+            assert restore_withdrawn(project, store) == []  # undone once
+            project.withdraw(ids[second])
+            restore_withdrawn(project, store)
+            expect()
+        assert len(store_edits(store)) == 4 and all(e["restored"] for e in store_edits(store))
+
+        # a window whose labels changed under it since it was opened is refused, nothing written
+        stale = np.asarray(store.glands[0][0:64, 0:64]).copy()
+        stale[0, 0] = 1 - stale[0, 0]
+        with pytest.raises(WindowChanged):
+            accept_slide_window(project, slide, store, (0, 0, 64, 64), np.ones((64, 64), np.uint8),
+                                expected=stale, model_version="bundled")
+        expect()
+        assert len(project.regions()) == 0
+
+
 # --------------------------------------------------------------------------- in napari
 
 def _view(viewer, center, height):
@@ -283,3 +353,68 @@ def test_a_store_of_cdma_predict_slide_opened_as_the_slide_is_used_as_the_cache(
     assert glands.metadata.get("napari_cdma_live") and len(viewer.layers) == 4  # reader's 3 (glands replaced) + review
     np.testing.assert_array_equal(np.asarray(glands.data[0][:256, :512]),
                                   np.asarray(open_store(store_path).glands[0][:256, :512]))
+
+
+def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """Accept an edited window, withdraw it (from the panel's list, then from the dock's region list): the store's
+    labels and pyramid are what they were before, the live layer shows them, and Export writes them."""
+    import json
+
+    from src_model.export import rasterize
+
+    viewer = make_napari_viewer()
+    (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert dock.open_store(tmp_path / "project") is not None
+    panel = dock.slide_panel
+    panel.chunk = CHUNK
+    store_path = tmp_path / "case.cdma.zarr"
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+    predicted = _labels(open_store(store_path))
+
+    def accept_an_edit():
+        layer = panel.edit_window()
+        assert layer is not None, panel.last_message
+        edited = np.array(layer.data)
+        edited[8:40, 8:72] = 1 - edited[8:40, 8:72]  # glands added and erased
+        edited[-30:, -30:] = 0
+        layer.data = edited
+        record = panel.accept_window()
+        assert record is not None, panel.last_message
+        y0, x0, y1, x1 = record.bbox
+        labels = _labels(open_store(store_path))
+        np.testing.assert_array_equal(labels[0][y0:y1, x0:x1], edited)
+        assert not np.array_equal(labels[0], predicted[0]) and not np.array_equal(labels[1], predicted[1])
+        return record
+
+    def assert_as_predicted():
+        labels = _labels(open_store(store_path))
+        np.testing.assert_array_equal(labels[0], predicted[0])
+        np.testing.assert_array_equal(labels[1], predicted[1])
+
+    # 1. from the panel: select the accepted window, press Withdraw window
+    first = accept_an_edit()
+    assert panel.window_list.count() == 1 and first.region_id in panel.window_list.item(0).text()
+    panel.window_list.setCurrentRow(0)
+    panel.withdraw_button.click()
+    assert panel.last_message.startswith(f"Withdrew window {first.region_id}"), panel.last_message
+    assert_as_predicted()
+    glands = viewer.layers[f"{slide_layer.name} glands"]
+    np.testing.assert_array_equal(np.asarray(glands.data[0][:]), predicted[0])  # the live layer shows it
+    assert dock.store.regions() == [] and panel.window_list.count() == 0
+    assert len(viewer.layers[names_for(slide_layer.name)["accepted"]].data) == 0  # no outline left
+    assert dock.review_panel.region_list.count() == 0  # the dock's list follows
+
+    # 2. from the dock's accepted-region list: the slide panel undoes it before it next uses the store (Export)
+    second = accept_an_edit()
+    assert second.region_id != first.region_id
+    assert dock.review_panel.withdraw(second.region_id)
+    geojson = tmp_path / "case.geojson"
+    assert panel.export_geojson(geojson), panel.last_message
+    assert_as_predicted()
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_message.startswith("Exported"), panel.last_message
+    back = rasterize(json.loads(geojson.read_text())["features"], predicted[0].shape) > 0
+    truth = predicted[0] > 0
+    assert (back & truth).sum() / (back | truth).sum() >= 0.99  # the withdrawn window is not exported
