@@ -16,8 +16,9 @@ pyramid, and records it in the project store as a region of the slide
 windows are outlined over the slide like accepted image regions and listed in the panel. "Withdraw
 window" withdraws the selected one from the project and undoes it in the store's labels and pyramid
 as if it had never been accepted (overlapping live windows keep their corrections); a window
-withdrawn elsewhere (the accepted-region list of the dock) is undone in the store as soon as the panel
-next uses it (:meth:`SlidePanel.sync`). "Export GeoJSON..." writes the store's
+withdrawn elsewhere (the accepted-region list of the dock) is undone in the store within
+:data:`WATCH_MS` (the panel watches the open project store's index while windows are listed), and
+in any case before the panel next uses the store (:meth:`SlidePanel.sync`). "Export GeoJSON..." writes the store's
 glands as QuPath annotations (:mod:`src_model.export`, as ``cdma export STORE --geojson FILE``).
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -77,6 +78,8 @@ DEFAULT_CHUNK = 1024
 #: Progress steps of a Predict view after the job's own (showing its layers and review regions in the
 #: viewer): the bar is full only when the run has ended.
 SHOW_STEPS = 1
+#: How often the panel checks whether a listed accepted window was withdrawn elsewhere, ms.
+WATCH_MS = 1000
 
 
 class SlidePanel(QWidget):
@@ -109,6 +112,10 @@ class SlidePanel(QWidget):
         self.last_message = ""
         self.last_result: Optional[Dict[str, Any]] = None
         self.window: Optional[Dict[str, Any]] = None  # the open edit window
+        self._closed_window = False  # the open edit window was closed by undoing a withdrawn window
+        self._watch = QTimer(self)  # runs while windows are listed: notices those withdrawn elsewhere
+        self._watch.setInterval(WATCH_MS)
+        self._watch.timeout.connect(self._check_withdrawn)
         self._digests: Dict[Tuple[str, int], str] = {}  # (slide, level) -> project-store hash
         self.tiles: List[Tuple[float, Box]] = []  # review regions, level-0 (world) pixels
 
@@ -358,6 +365,7 @@ class SlidePanel(QWidget):
             return None
         try:
             undone = self._restore_withdrawn(run["store"], strict=True)
+            self._closed_window = False  # a new window opens now
             store = open_store(run["store"])
         except Exception as exc:
             self._say(str(exc) if isinstance(exc, StoreError) else f"Cannot open an edit window: {exc}", error=True)
@@ -416,6 +424,7 @@ class SlidePanel(QWidget):
                     model_version=str(w["version"] or project.current_model_version), level=w["level"],
                     user=getpass.getuser(), digest=self._digests.get((w["slide"], w["level"])))
         except Exception as exc:
+            self._closed_window = False
             self._say(f"Could not accept the window: {exc}", error=True)
             return None
         self.window = {**w, "predicted": corrected}  # accepting again stores a new version against this
@@ -460,7 +469,8 @@ class SlidePanel(QWidget):
             return False
         self.show_store(run["layer"], run["store"])
         self.show_accepted_windows(run)
-        self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) of the slide's labels restored.")
+        self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) of the slide's labels "
+                  f"restored.{self._undone_note([])}")
         self.regions_changed.emit()
         return True
 
@@ -474,7 +484,22 @@ class SlidePanel(QWidget):
         if undone and run["layer"] in self.viewer.layers:
             self.show_store(run["layer"], run["store"])
         self.show_accepted_windows(run)
+        if undone:
+            self._say(f"Withdrawn from the project:{self._undone_note(undone)}")
         return undone
+
+    def _check_withdrawn(self) -> None:
+        """Timer: a listed window withdrawn elsewhere (the dock's accepted-region list) is undone in the
+        store now (:meth:`sync`); the check reads the open project store's index in memory."""
+        if self._worker is not None or not self.window_list.count():
+            return
+        listed = {self.window_list.item(i).data(Qt.ItemDataRole.UserRole)[0] for i in range(self.window_list.count())}
+        try:
+            live = {r.region_id for r in self._get_store().regions()}
+        except Exception:  # no project store open any more: nothing to compare
+            return
+        if listed - live:
+            self.sync()
 
     def _restore_withdrawn(self, store_path: str, strict: bool = False) -> List[Tuple[str, int]]:
         """Undo withdrawn windows in the store (:func:`~napari_cdma.project.slide_regions.restore_withdrawn`).
@@ -487,17 +512,38 @@ class SlidePanel(QWidget):
             store = open_store(store_path)
             if not store.root.attrs.get(EDITS_KEY):
                 return []  # nothing was ever accepted into this store
-            return restore_withdrawn(self._get_store(), open_store(store_path, mode="r+"))
+            undone = restore_withdrawn(self._get_store(), open_store(store_path, mode="r+"))
         except Exception as exc:
             if strict:
                 raise
             self._say(f"Could not undo withdrawn windows in the slide's labels: {exc}", error=True)
             return []
+        if undone:
+            self._close_stale_window(store)
+        return undone
 
-    @staticmethod
-    def _undone_note(undone: List[Tuple[str, int]]) -> str:
+    def _close_stale_window(self, store: Any) -> None:
+        """Close the open edit window if the store's labels under it are no longer those it was opened on
+        (a withdrawn window was undone there): it would show, and could accept, labels the store no
+        longer holds."""
+        w = self.window
+        if w is None or str(w["store"]) != str(store.path):
+            return
+        y0, x0, y1, x1 = w["box"]
+        if np.array_equal(np.asarray(store.read_glands(y0, x0, y1, x1)) > 0, np.asarray(w["predicted"]) > 0):
+            return
+        if w["name"] in self.viewer.layers:
+            self.viewer.layers.remove(w["name"])
+        self.window = None
+        self._closed_window = True
+
+    def _undone_note(self, undone: List[Tuple[str, int]]) -> str:
         ids = ", ".join(rid for rid, _ in undone)
-        return f" Withdrawn window(s) {ids} undone in the slide's labels." if undone else ""
+        note = f" Withdrawn window(s) {ids} undone in the slide's labels." if undone else ""
+        if self._closed_window:
+            self._closed_window = False
+            note += " The edit window over it was closed; open it again to edit there."
+        return note
 
     # ---------------------------------------------------------------- accepted windows
     def show_accepted_windows(self, run: Optional[Dict[str, Any]] = None) -> Any:
@@ -524,6 +570,10 @@ class SlidePanel(QWidget):
                                    f"{y1 - y0} x {x1 - x0}  v{r.version}")
             item.setData(Qt.ItemDataRole.UserRole, (r.region_id, tuple(int(round(v)) for v in world)))
             self.window_list.addItem(item)
+        if boxes:
+            self._watch.start()
+        else:
+            self._watch.stop()
         if not boxes and names_for(run["layer"])["accepted"] not in self.viewer.layers:
             return None  # no empty layer before anything is accepted
         return show_accepted(self.viewer, run["layer"], boxes)

@@ -403,13 +403,24 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
     glands = viewer.layers[f"{slide_layer.name} glands"]
     np.testing.assert_array_equal(np.asarray(glands.data[0][:]), predicted[0])  # the live layer shows it
     assert dock.store.regions() == [] and panel.window_list.count() == 0
+    # the edit window showed the withdrawn edit over the restored labels: it is closed, and says so
+    assert f"{slide_layer.name} edit window" not in viewer.layers and panel.window is None
+    assert "edit window over it was closed" in panel.last_message
     assert len(viewer.layers[names_for(slide_layer.name)["accepted"]].data) == 0  # no outline left
     assert dock.review_panel.region_list.count() == 0  # the dock's list follows
 
-    # 2. from the dock's accepted-region list: the slide panel undoes it before it next uses the store (Export)
+    # 2. from the dock's accepted-region list: the slide panel notices and undoes it in the store
     second = accept_an_edit()
-    assert second.region_id != first.region_id
+    assert second.region_id != first.region_id and panel.window_list.count() == 1
     assert dock.review_panel.withdraw(second.region_id)
+    qtbot.waitUntil(lambda: panel.window_list.count() == 0, timeout=10_000)
+    assert_as_predicted()
+    assert second.region_id in panel.last_message and panel.window is None
+    np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[1][:]), predicted[1])
+    # 3. withdrawn while the panel does not watch: Export undoes it before writing, so it is not exported
+    third = accept_an_edit()
+    panel._watch.stop()
+    dock.store.withdraw(third.region_id)
     geojson = tmp_path / "case.geojson"
     assert panel.export_geojson(geojson), panel.last_message
     assert_as_predicted()
