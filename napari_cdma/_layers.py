@@ -355,6 +355,42 @@ def unaccepted_edits(current: np.ndarray, original: np.ndarray, accepted: Sequen
     return int(changed.sum())
 
 
+#: What a prediction layer held inside a box when the box was made safe: accepted (its edits are in
+#: the store) or pasted (the store's corrections written over a new prediction). ``inside`` (bool
+#: (h, w), or None for the whole box) limits it to a drawn polygon's pixels.
+Reviewed = Tuple[BBox, Optional[np.ndarray], np.ndarray]
+
+
+def unsaved_edits(current: np.ndarray, original: np.ndarray, reviewed: Sequence[Reviewed]) -> int:
+    """Pixels of a prediction layer that overwriting it would lose.
+
+    A pixel is safe when it still holds the model's prediction, or, inside a box that was accepted
+    or pasted, what the layer held at that moment (the store has it). An edit made inside an
+    accepted box after it was accepted is not in the store: it counts, as does an edit outside a
+    drawn polygon's pixels.
+
+    Args:
+        current: the labels layer's data (H, W).
+        original: the prediction as the model made it (H, W).
+        reviewed: ``(bbox, inside, crop)`` in the order they happened (a later one wins).
+
+    Returns:
+        The number of pixels that differ from what is safe.
+    """
+    current, original = np.asarray(current), np.asarray(original)
+    if current.shape != original.shape:
+        return int(current.size)  # not the model's output at all: treat every pixel as the user's
+    changed = current != original
+    for (y0, x0, y1, x1), inside, crop in reviewed:
+        crop = np.asarray(crop)
+        if crop.shape != (y1 - y0, x1 - x0) or y1 > current.shape[0] or x1 > current.shape[1]:
+            continue
+        box = (slice(y0, y1), slice(x0, x1))
+        differs = current[box] != crop
+        changed[box] = differs if inside is None else np.where(inside, differs, changed[box])
+    return int(changed.sum())
+
+
 def shape_bbox(vertices: np.ndarray, hw: Tuple[int, int]) -> Optional[BBox]:
     """Pixel box (y0, x0, y1, x1) of a drawn shape: the pixels whose centres lie inside its extent.
 

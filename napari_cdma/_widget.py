@@ -7,10 +7,18 @@ table and the review list; a new current model re-runs Predict; the store summar
 regions and their layers follow every accept, withdraw, retrain and reopen.
 
 Corrections are never lost: a prediction is written over the image's prediction layer only when
-that layer holds no edit outside accepted regions; otherwise it goes to a new layer named after the
-model ("<image> prediction (v0003)") and the status line says so. Accepted corrections stay on
-screen: every prediction shown has the store's accepted masks of its image pasted inside their boxes,
-and the accepted boxes are kept above the prediction layers.
+that layer holds no edit the store does not have (an edit made inside an accepted box after it was
+accepted counts); otherwise it goes to a new layer named after the model ("<image> prediction
+(v0003)") and the status line says so. Accepted corrections stay on screen: every prediction of the
+current model has the store's accepted masks of its image pasted inside their boxes, and the accepted
+boxes are kept above the prediction layers.
+
+Trying a version (any model other than the store's current one and the one that made the image's
+prediction layer) shows that model's own prediction, nothing pasted, in its own "(version)" layer: the
+image's prediction layer and its accepted corrections are not touched.
+
+The review list belongs to the image chosen in Predict (the image on screen): choosing another image
+shows that image's regions, or none, and the list empties when the image layer is removed.
 """
 from __future__ import annotations
 
@@ -35,6 +43,9 @@ from qtpy.QtWidgets import (
 )
 
 from ._layers import (
+    IMAGE_KEY,
+    Reviewed,
+    is_derived,
     names_for,
     not_yet_accepted,
     paste_corrections,
@@ -42,7 +53,7 @@ from ._layers import (
     show_accepted,
     show_prediction,
     show_review_tiles,
-    unaccepted_edits,
+    unsaved_edits,
 )
 from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
@@ -71,8 +82,12 @@ class ImageState:
             written to the image's prediction layer.
         model_version: project model version that predicted it (None for a checkpoint file).
         image_hash: the store's hash of ``image``.
-        others: predictions written to other layers (the prediction layer held unaccepted edits):
-            layer name -> (original labels, model version).
+        others: predictions written to other layers (the prediction layer held unaccepted edits, or
+            a version was tried): layer name -> (original labels, model version).
+        model_label: the model choice that made the prediction layer ("bundled", "project v0002", a file).
+        ranked: the review regions of the latest prediction, most uncertain first.
+        reviewed: per prediction layer, what it held in each box when the box was accepted or the
+            store's corrections were pasted into it (:func:`~napari_cdma._layers.unsaved_edits`).
     """
 
     image: np.ndarray
@@ -80,10 +95,24 @@ class ImageState:
     model_version: Optional[str]
     image_hash: str = ""
     others: Dict[str, Tuple[np.ndarray, Optional[str]]] = field(default_factory=dict)
+    model_label: str = ""
+    ranked: List[Tuple[float, Tuple[int, int, int, int]]] = field(default_factory=list)
+    reviewed: Dict[str, List[Reviewed]] = field(default_factory=dict)
 
     def original_for(self, layer_name: str) -> Tuple[np.ndarray, Optional[str]]:
         """The model's labels and version behind a prediction layer (the main one by default)."""
         return self.others.get(layer_name, (self.original_labels, self.model_version))
+
+    def note_reviewed(self, layer_name: str, bbox: Tuple[int, int, int, int], inside: Optional[np.ndarray],
+                      data: np.ndarray) -> None:
+        """Remember what a prediction layer holds in ``bbox`` now that it is accepted (the store has it)."""
+        y0, x0, y1, x1 = bbox
+        self.reviewed.setdefault(layer_name, []).append(
+            (tuple(bbox), None if inside is None else np.array(inside, bool), np.array(data[y0:y1, x0:x1])))
+
+    def unsaved(self, layer_name: str, data: np.ndarray) -> int:
+        """Pixels of a prediction layer that the store does not have and overwriting it would lose."""
+        return unsaved_edits(data, self.original_for(layer_name)[0], self.reviewed.get(layer_name, []))
 
 
 class CdmaWidget(QWidget):
@@ -156,6 +185,8 @@ class CdmaWidget(QWidget):
         self.predict_panel.finished.connect(self._on_predicted)
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
+        self.predict_panel.image_choice.changed.connect(self._follow_image)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.retrain_panel.model_changed.connect(self._on_model_changed)
         self.retrain_panel.model_added.connect(lambda _v: self._sync_from_store())
         self.versions_panel.model_changed.connect(self._on_model_changed)
@@ -213,6 +244,7 @@ class CdmaWidget(QWidget):
         restored = self._restore_layers(store)
         self._sync_from_store(select_current=True)
         if restored:
+            self._fit_view()  # the dock fills (regions, versions) after the image was added: fit it again
             # The store keeps accepted regions, not predictions: those come back with Predict.
             self.store_label.setText(self.store_label.text() + f"\nReopened {restored} stored image(s) with "
                                      "their accepted regions; predictions are not stored: press Predict.")
@@ -226,8 +258,38 @@ class CdmaWidget(QWidget):
         except Exception as exc:  # the store opened; a damaged image must not stop the dock
             self.store_label.setText(f"Could not show the stored images: {exc}")
             return 0
+        renamed = False
+        for digest in set(names) - set(known):
+            shown = names[digest]
+            names[digest] = self._restore_name(store, digest, shown)
+            renamed |= names[digest] != shown
+        if renamed:  # the choosers list layers by the names they had when added
+            self.predict_panel.image_choice.reset_choices()
+            self.review_panel.labels_choice.reset_choices()
         self.image_names.update(names)
         return len(set(names) - set(known))
+
+    def _restore_name(self, store: ProjectStore, digest: str, shown: str) -> str:
+        """Give a restored image the name it had on screen when its regions were accepted.
+
+        The store records that name with each region; the image and the layers restored with it
+        (accepted boxes, corrections) are renamed from ``shown`` unless the name is taken.
+        """
+        wanted = next((r.image_name for r in sorted(store.regions(), key=lambda r: r.region_id, reverse=True)
+                       if r.image_hash == digest and r.image_name), None)
+        layers = self.viewer.layers
+        if not wanted or wanted == shown or wanted in layers or shown not in layers:
+            return shown
+        old, new = names_for(shown), names_for(wanted)
+        for layer in list(layers):
+            meta = layer.metadata or {}
+            if meta.get(IMAGE_KEY) == shown:
+                role = next((k for k, v in old.items() if v == layer.name), None)
+                if role is not None and new[role] not in layers:
+                    layer.name = new[role]
+                layer.metadata[IMAGE_KEY] = wanted
+        layers[shown].name = wanted
+        return wanted
 
     def _sync_from_store(self, select_current: bool = False) -> None:
         """Refresh everything shown from the store: models, regions, versions, summary, boxes.
@@ -330,41 +392,83 @@ class CdmaWidget(QWidget):
                 continue
         return out
 
-    def _target_layer(self, result: PredictResult, state: Optional[ImageState]) -> Tuple[str, int]:
-        """The Labels layer a new prediction may be written to, and the edits that forced a new one.
+    def _is_trial(self, result: PredictResult, state: Optional[ImageState]) -> bool:
+        """True when ``result`` comes from a model being tried: neither the store's current model nor
+        the one that made the image's prediction layer."""
+        current = self._store.current_model_version if self._store is not None else BUNDLED
+        if result.model_version is not None and str(result.model_version) == str(current):
+            return False
+        if state is not None and names_for(result.image_name)["prediction"] in self.viewer.layers:
+            # a version by its name; a checkpoint file (no version) by its entry in the chooser
+            if state.model_version is not None or result.model_version is not None:
+                return state.model_version != result.model_version
+            return state.model_label != result.model_label
+        return True
 
-        The image's prediction layer, unless it holds edits outside accepted regions (they would be
-        lost): then a new layer named after the model, never one holding edits of its own.
+    def _target_layer(self, result: PredictResult, state: Optional[ImageState], trial: bool
+                      ) -> Tuple[str, int, str]:
+        """The Labels layer a new prediction may be written to, the edits that forced another one,
+        and the name a foreign layer was moved to ("" if none).
+
+        The image's prediction layer, unless it holds edits the store does not have (they would be
+        lost) or the prediction is a trial: then a layer named after the model, never one holding
+        edits of its own. A prediction layer the dock knows nothing about (another image had the
+        name) is kept under a new name rather than overwritten.
         """
+        layers = self.viewer.layers
         main = names_for(result.image_name)["prediction"]
-        if state is None or main not in self.viewer.layers:
-            return main, 0
-        accepted = self._accepted_boxes(state.image_hash)
-        edits = unaccepted_edits(self.viewer.layers[main].data, state.original_labels, accepted)
-        if not edits:
-            return main, 0
+        if main not in layers:
+            return main, 0, ""
+        if state is None:
+            if not np.any(np.asarray(layers[main].data)):
+                return main, 0, ""
+            kept, k = f"{main} (kept)", 1
+            while kept in layers:
+                k += 1
+                kept = f"{main} (kept {k})"
+            layers[main].name = kept
+            return main, 0, kept
+        edits = state.unsaved(main, layers[main].data)
+        if not edits and not trial:
+            return main, 0, ""
         tag = result.model_version or result.model_label
         name, k = f"{main} ({tag})", 1
-        while name in self.viewer.layers and (
-                name not in state.others
-                or unaccepted_edits(self.viewer.layers[name].data, state.others[name][0], accepted)):
+        while name in layers and (name not in state.others or state.unsaved(name, layers[name].data)):
             k += 1
             name = f"{main} ({tag}, {k})"
-        return name, edits
+        return name, edits, ""
+
+    @staticmethod
+    def _pasted_boxes(labels: np.ndarray, corrections: List[Tuple[Tuple[int, int, int, int], np.ndarray]]
+                      ) -> List[Reviewed]:
+        """What a prediction layer holds in the boxes the store's corrections were pasted into."""
+        h, w = labels.shape[:2]
+        out: List[Reviewed] = []
+        for (y0, x0, y1, x1), mask in corrections:
+            if np.shape(mask) == (y1 - y0, x1 - x0) and y1 <= h and x1 <= w:  # as paste_corrections
+                out.append(((y0, x0, y1, x1), None, np.array(labels[y0:y1, x0:x1])))
+        return out
 
     def _on_predicted(self, result: PredictResult) -> None:
         name = result.image_name
         state = self.states.get(name)
-        if state is not None and state.image.shape != result.image.shape:
+        if state is not None and (state.image.shape != result.image.shape or (
+                state.image_hash and result.image_hash and state.image_hash != result.image_hash)):
             state = None  # another image under the same layer name: its old prediction does not apply
-        target, edits = self._target_layer(result, state)
-        corrections = (result.corrections if result.corrections is not None
-                       else self._accepted_corrections(result.image_hash))
+        trial = self._is_trial(result, state)
+        target, edits, kept = self._target_layer(result, state, trial)
+        main = names_for(name)["prediction"]
+        secondary = target != main
+        if trial:  # the model's own prediction: the accepted corrections belong to the current model's layer
+            corrections = []
+        else:
+            corrections = (result.corrections if result.corrections is not None
+                           else self._accepted_corrections(result.image_hash))
         # The layer shows the accepted corrections over the new prediction (they are what the
         # pathologist signed off); the state keeps the model's own labels, which Accept stores as
         # "predicted" and against which unaccepted edits are found.
         if result.live is not None:  # a large image: its layers were filled as it was predicted
-            layers = result.live.adopt(target, result.display_range, secondary=target != names_for(name)["prediction"])
+            layers = result.live.adopt(target, result.display_range, secondary=secondary)
             instances, n_pasted = result.live.paste(corrections)
         else:
             instances = result.instances if result.instances is not None else result.prediction.labels
@@ -376,21 +480,31 @@ class CdmaWidget(QWidget):
                                      labels_name=target, entropy=self.predict_panel.entropy_check.isChecked(),
                                      branches=self.predict_panel.branches_check.isChecked(),
                                      fill=self.display_panel.fill_check.isChecked())
+        pasted = self._pasted_boxes(layers["prediction"].data, corrections) if n_pasted else []
         # regions already accepted are reviewed: "look here next" skips them
         ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
         show_review_tiles(self.viewer, name, ranked)
-        if edits:
-            self.states[name] = replace(state, others={**state.others,
-                                                        target: (instances, result.model_version)})
-            message = (f"{result.model_label}'s prediction is in the new layer '{target}': "
-                       f"'{names_for(name)['prediction']}' holds {edits} edited pixel(s) not accepted yet, "
-                       "kept as they are.")
-            self.predict_panel.last_message = f"Predicted '{name}'. {message}"
-            self.predict_panel.status.setText(self.predict_panel.last_message)
+        notes = []
+        if secondary:
+            self.states[name] = replace(state, others={**state.others, target: (instances, result.model_version)},
+                                        reviewed={**state.reviewed, target: pasted}, ranked=list(result.ranked))
+            if trial:
+                current = self._store.current_model_version if self._store is not None else BUNDLED
+                notes.append(f"Trying {result.model_label}: its own prediction is in the layer '{target}', "
+                             f"without the accepted corrections; '{main}' is unchanged and the current model "
+                             f"stays {current}.")
+            if edits:
+                notes.append(f"{result.model_label}'s prediction is in the new layer '{target}': '{main}' holds "
+                             f"{edits} edited pixel(s) not accepted yet, kept as they are.")
         else:
+            others = {k: v for k, v in state.others.items() if k in self.viewer.layers} if state is not None else {}
+            reviewed = {k: v for k, v in state.reviewed.items() if k in others} if state is not None else {}
             self.states[name] = ImageState(image=result.image, original_labels=instances,
                                            model_version=result.model_version, image_hash=result.image_hash,
-                                           others=dict(state.others) if state is not None else {})
+                                           others=others, model_label=result.model_label,
+                                           ranked=list(result.ranked), reviewed={**reviewed, target: pasted})
+            if kept:
+                notes.append(f"The layer '{main}' did not hold this image's prediction: it was kept as '{kept}'.")
         if result.image_hash:
             self.image_names[result.image_hash] = name
             # created here, empty or not, so that later accepts never add a layer
@@ -401,13 +515,35 @@ class CdmaWidget(QWidget):
         self.review_panel.set_tiles(name, ranked)
         raise_overlays(self.viewer, name)
         if n_pasted:
-            self.predict_panel.last_message += (f" The layer shows {n_pasted} accepted correction(s) from the "
-                                                "project inside their boxes (red).")
+            notes.append(f"The layer shows {n_pasted} accepted correction(s) from the project inside their "
+                         "boxes (red).")
+        if notes:
+            self.predict_panel.last_message = " ".join([f"Predicted '{name}'."] + notes)
             self.predict_panel.status.setText(self.predict_panel.last_message)
-        if not edits:
-            self.viewer.layers.selection.active = layers["prediction"]  # ready for brush / fill / eraser
+        # the image's own prediction layer is the one to paint (ready for brush / fill / eraser); a version
+        # being tried, or a prediction written aside, must not take the brush
+        self.viewer.layers.selection.active = self.viewer.layers[main] if secondary else layers["prediction"]
         if state is None:
             self._fit_view()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""
+        layer = getattr(event, "value", None)
+        if layer is not None and not is_derived(layer) and layer.name == self.review_panel.image_name:
+            self.review_panel.image_name = None
+            self._follow_image(self.predict_panel.image_layer)
+
+    def _follow_image(self, layer: Any = None) -> None:
+        """The review list follows the image chosen in Predict: its regions not accepted yet, or none."""
+        review = self.review_panel
+        name = getattr(layer, "name", None)
+        if name is not None and name == review.image_name:
+            return
+        state = self.states.get(name) if name is not None else None
+        if state is not None and state.ranked and names_for(name)["prediction"] in self.viewer.layers:
+            review.set_tiles(name, not_yet_accepted(state.ranked, self._accepted_boxes(state.image_hash)))
+        else:
+            review.clear_tiles(name)
 
     def _fit_view(self) -> None:
         """Show the whole image after its first prediction.

@@ -218,6 +218,14 @@ class ReviewPanel(QWidget):
         self._next_row = 0
         self._fill_tiles([(float(s), tuple(int(v) for v in b)) for s, b in useful])
 
+    def clear_tiles(self, image_name: Optional[str] = None) -> None:
+        """Empty "Look here next": the list belongs to the image on screen, and ``image_name`` (None:
+        no image) has no prediction here yet or was closed."""
+        self.image_name = None
+        self._next_row = 0
+        self._fill_tiles([])
+        self._say(f"Predict '{image_name}' to see its review regions." if image_name else "")
+
     def _fill_tiles(self, tiles: List[Tuple[float, BBox]]) -> None:
         self.tiles = list(tiles)
         self.tile_list.clear()
@@ -262,7 +270,7 @@ class ReviewPanel(QWidget):
     def step(self, delta: int) -> None:
         """Select the next (+1) or previous (-1) tile and move the camera to it."""
         if not self.tiles:
-            state = self._target()[2]
+            state = self._target()[2] if self.image_name else None  # None: the image on screen has no prediction
             self._say(NO_REGIONS_LEFT if state is not None else "Predict an image first.", error=state is None)
             return
         row = self.tile_list.currentRow()
@@ -317,7 +325,8 @@ class ReviewPanel(QWidget):
             self._say("Predict an image and select a review region (or draw one) first.", error=True)
             return None
         if bbox is None:
-            self._say(NO_REGIONS_LEFT if not self.tiles else "Select a review region (Next) or draw one first.",
+            self._say(NO_REGIONS_LEFT if not self.tiles and self.image_name else
+                      "Select a review region (Next) or draw one first.",
                       error=True)
             return None
         if labels is None:
@@ -339,10 +348,13 @@ class ReviewPanel(QWidget):
             record = store.accept_region(state.image, bbox, corrected, predicted,
                                          model_version=str(version or store.current_model_version),
                                          user=getpass.getuser(), image_hash=state.image_hash or None,
-                                         source_path=source_path(layer) if layer is not None else None)
+                                         source_path=source_path(layer) if layer is not None else None,
+                                         image_name=image_name)
         except Exception as exc:
             self._say(f"Could not store the {what}: {exc}", error=True)
             return None
+        # what the layer holds there now is in the store: overwriting it later loses nothing
+        state.note_reviewed(labels.name, bbox, inside, np.asarray(labels.data))
         y0, x0, y1, x1 = bbox
         note = ("; the store keeps its bounding box: inside it only the polygon's pixels take your edits, "
                 "the rest keeps the model's prediction") if inside is not None else ""

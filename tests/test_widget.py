@@ -469,13 +469,14 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert review.withdraw(poly.region_id)
     assert "2 accepted region(s)" in widget.store_label.text() and len(_accepted_rects(viewer, SAMPLE_NAME)) == 2
 
-    # Reopen in a viewer without the image: the image, its accepted boxes and corrections come back.
+    # Reopen in a viewer without the image: the image, under the name it had, its accepted boxes and
+    # corrections come back.
     other = make_napari_viewer()
     again = CdmaWidget(other, store_path=store_path)
-    image_layer = other.layers["glas_testA_1"]
+    image_layer = other.layers[SAMPLE_NAME]
     assert np.array_equal(image_layer.data, widget.states[SAMPLE_NAME].image)
-    assert len(_accepted_rects(other, "glas_testA_1")) == 2
-    assert (other.layers[names_for("glas_testA_1")["corrections"]].data[10:30, 10:30] == 7).all()
+    assert len(_accepted_rects(other, SAMPLE_NAME)) == 2
+    assert (other.layers[names["corrections"]].data[10:30, 10:30] == 7).all()
     assert "2 accepted region(s)" in again.store_label.text() and "Predict" in again.store_label.text()
     assert again.review_panel.region_list.count() == 2
     again.deleteLater()

@@ -116,6 +116,8 @@ class RegionRecord:
         holdout: held out for validation (fixed at first acceptance).
         withdrawn: withdrawn by the user (kept on disk; not used for training or validation).
         n_versions: how many versions the region has.
+        image_name: the name the image had on screen when the region was accepted (its napari
+            layer), when known; reopening a store shows the image under this name again.
     """
 
     region_id: str
@@ -129,6 +131,7 @@ class RegionRecord:
     holdout: bool
     withdrawn: bool
     n_versions: int
+    image_name: Optional[str] = None
 
 
 @dataclass
@@ -611,6 +614,7 @@ class ProjectStore:
                  "model_version": str(attrs.get("model_version", "unknown")),
                  "user": str(attrs.get("user", "unknown")), "created": str(attrs.get("created", "")),
                  "source_path": attrs.get("source_path"),
+                 **({"image_name": str(attrs["image_name"])} if attrs.get("image_name") else {}),
                  "checksums": {n: sums.get(n) or _io.checksum(a) for n, a in arrays.items()}}
         return entry, attrs
 
@@ -747,7 +751,7 @@ class ProjectStore:
     def accept_region(self, image: Any, bbox: Sequence[int], corrected: Any, predicted: Any, *,
                       model_version: str, user: Optional[str] = None,
                       source_path: Optional[PathLike] = None,
-                      image_hash: Optional[str] = None) -> RegionRecord:
+                      image_hash: Optional[str] = None, image_name: Optional[str] = None) -> RegionRecord:
         """Store an accepted correction; the same box of the same image again adds a version.
 
         Args:
@@ -759,6 +763,7 @@ class ProjectStore:
             user: who accepts it (default: the login name).
             source_path: the file the image was read from, if any.
             image_hash: precomputed :func:`hash_image` of ``image`` (skips hashing a large image).
+            image_name: the image's name on screen (its napari layer), if any.
 
         Returns:
             The record of the stored version.
@@ -809,7 +814,7 @@ class ProjectStore:
             version = len(region["versions"]) + 1
             rel = f"regions/{rid}/v{version:04d}"
             entry = {"version": version, "path": rel, "model_version": str(model_version), "user": user,
-                     "created": created, "source_path": src,
+                     "created": created, "source_path": src, **({"image_name": str(image_name)} if image_name else {}),
                      "checksums": {"crop": _io.checksum(crop), "corrected": _io.checksum(corrected_arr),
                                    "predicted": _io.checksum(predicted_arr)}}
             region["versions"].append(entry)
@@ -867,7 +872,8 @@ class ProjectStore:
                             source_path=entry.get("source_path"), bbox=tuple(int(v) for v in region["bbox"]),
                             model_version=entry["model_version"], user=entry["user"],
                             created=entry["created"], holdout=bool(region["holdout"]),
-                            withdrawn=bool(region["withdrawn"]), n_versions=len(versions))
+                            withdrawn=bool(region["withdrawn"]), n_versions=len(versions),
+                            image_name=entry.get("image_name"))
 
     def _region(self, region_id: str) -> Dict[str, Any]:
         try:
