@@ -94,3 +94,52 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
     assert versions.set_current("v0003")
     rows = [versions.version_list.item(i).text() for i in range(versions.version_list.count())]
     assert rows[3] == "* v0003  (from v0001, not promoted, made current by hand)", rows
+
+
+class _FakeJob:
+    """Stands in for RetrainJob: poll() hands out the queued events; ``running`` until told."""
+
+    def __init__(self) -> None:
+        self.queue = []
+        self.running = True
+
+    def poll(self):
+        out, self.queue = self.queue, []
+        return out
+
+
+def test_progress_keeps_every_loss_but_repaints_at_most_once_per_refresh_interval(qtbot, tmp_path, lite_checkpoint,
+                                                                                   monkeypatch):
+    from napari_cdma import _widget_retrain
+    from napari_cdma.project.events import Cancelled, Progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(_widget_retrain.time, "monotonic", lambda: clock[0])
+    store = _store(tmp_path, lite_checkpoint)
+    panel = RetrainPanel(lambda: store)
+    qtbot.addWidget(panel)
+    shown = []
+    real_show = panel._show_progress
+    monkeypatch.setattr(panel, "_show_progress", lambda ev: (shown.append(ev.step), real_show(ev)))
+    panel.job = _FakeJob()
+    panel.timer.stop()  # polled by hand below, with a fake clock
+
+    # 10 polls, 0.1 s apart, 3 steps each: every loss reaches the curve, the widgets refresh once
+    for k in range(10):
+        panel.job.queue = [Progress(step=3 * k + i, total=100, eta_s=60.0, metrics={"loss": 1.0 / (3 * k + i)})
+                           for i in (1, 2, 3)]
+        panel.poll()
+        clock[0] += 0.1
+    assert len(panel.loss_plot.values) == 30
+    assert shown == [3]  # the first poll refreshed; the next 0.9 s did not
+    clock[0] += _widget_retrain.UI_REFRESH_S
+    panel.job.queue = [Progress(step=31, total=100, eta_s=30.0, metrics={"loss": 0.03})]
+    panel.poll()
+    assert shown == [3, 31] and panel.progress.value() == 31 and panel.eta_label.text() == "ETA 0:30"
+
+    # a step that arrives between refreshes is still shown when the job ends
+    clock[0] += 0.1
+    panel.job.queue = [Progress(step=32, total=100, metrics={"loss": 0.02}), Cancelled()]
+    panel.poll()
+    assert shown[-1] == 32 and panel.progress.value() == 0 and panel.state == "cancelled"
+    assert len(panel.loss_plot.values) == 32
