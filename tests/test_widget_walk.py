@@ -173,3 +173,23 @@ def test_reopen_keeps_the_image_name_and_fits_it(make_napari_viewer, qtbot, tmp_
     tol = 1.0  # one data pixel
     assert cy - half_h <= -0.5 + tol and h - 0.5 - tol <= cy + half_h, (camera.center, camera.zoom, (ch, cw))
     assert cx - half_w <= -0.5 + tol and w - 0.5 - tol <= cx + half_w, (camera.center, camera.zoom, (ch, cw))
+
+
+def test_prediction_layer_of_another_image_is_kept(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
+    """An image closed and another opened under the same name: predicting the new one must not
+    overwrite the old one's edited prediction layer."""
+    viewer, widget, _, _ = _sample_with_store(make_napari_viewer, tmp_path, lite_checkpoint)
+    names = names_for(SAMPLE_NAME)
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    labels = viewer.layers[names["prediction"]]
+    labels.data[10:30, 10:30] = 42  # an edit, never accepted
+    labels.refresh()
+    crop = np.array(viewer.layers[SAMPLE_NAME].data[:300, :400])
+    viewer.layers.remove(SAMPLE_NAME)
+    viewer.add_image(crop, name=SAMPLE_NAME, rgb=True)
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    kept = f"{names['prediction']} (kept)"
+    assert kept in viewer.layers and viewer.layers[kept] is labels
+    assert (labels.data[10:30, 10:30] == 42).all() and labels.data.shape == (522, 775)
+    assert viewer.layers[names["prediction"]].data.shape == (300, 400)
+    assert kept in widget.predict_panel.last_message
