@@ -18,7 +18,7 @@ tile contributions in the same order.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Generator, List, Optional
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 
 from .io import to_model_input
 from .progress import EtaClock, Progress
-from .uncertainty import disagreement, entropy, expected_entropy
+from .uncertainty import _entropy
 
 WINDOW_FLOOR = 1e-3  # smallest blending weight (at a tile's outermost pixels); never 0
 #: Rows finished at a time (bounds the temporaries of the map computations).
@@ -70,9 +70,13 @@ def argmax_classes(p: torch.Tensor, dim: int) -> torch.Tensor:
     return idx
 
 
-@dataclass
 class RowMaps:
     """The maps of finished image rows ``r0 .. r0 + r`` (all torch tensors on the CPU).
+
+    Each map is computed when it is first read and kept: a sink that needs only ``labels`` and
+    ``uncertainty`` (a slide store) pays for nothing else, and the entropies behind ``entropy``,
+    ``disagreement`` and ``uncertainty`` are computed once for all three (the values are those of
+    :mod:`src_model.uncertainty`'s functions, bit for bit).
 
     Attributes:
         r0: first image row.
@@ -85,17 +89,46 @@ class RowMaps:
             (``tta``) the entropy of the mean.
     """
 
-    r0: int
-    branch_probs: torch.Tensor
-    probability: torch.Tensor
-    labels: torch.Tensor
-    disagreement: torch.Tensor
-    entropy: torch.Tensor
-    uncertainty: torch.Tensor
+    def __init__(self, r0: int, branch_probs: torch.Tensor, tta: bool = False) -> None:
+        self.r0, self.branch_probs, self.tta = r0, branch_probs, tta
 
     @property
     def rows(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.branch_probs.shape[2])
+
+    @cached_property
+    def probability(self) -> torch.Tensor:
+        return self.branch_probs.mean(0)
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        return argmax_classes(self.probability, 0)
+
+    @cached_property
+    def _ln_c(self) -> float:
+        return math.log(self.branch_probs.shape[1])
+
+    @cached_property
+    def _entropy_of_mean(self) -> torch.Tensor:  # H(p_mean), nats
+        return _entropy(self.probability, dim=0)
+
+    @cached_property
+    def _branch_entropy_mean(self) -> torch.Tensor:  # mean_k H(p_k), nats
+        return _entropy(self.branch_probs, dim=1).mean(0)
+
+    @cached_property
+    def entropy(self) -> torch.Tensor:
+        return (self._entropy_of_mean / self._ln_c).clamp_(0.0, 1.0)  # rounding can give 1 + 1e-7
+
+    @cached_property
+    def disagreement(self) -> torch.Tensor:
+        return ((self._entropy_of_mean - self._branch_entropy_mean) / self._ln_c).clamp_(0.0, 1.0)
+
+    @cached_property
+    def uncertainty(self) -> torch.Tensor:
+        if self.tta:
+            return self.entropy
+        return (self._branch_entropy_mean / self._ln_c).clamp_(0.0, 1.0)
 
     def vote(self) -> torch.Tensor:
         """:func:`src_model.uncertainty.vote`: fraction of branches whose argmax differs from ``labels``."""
@@ -103,13 +136,8 @@ class RowMaps:
 
 
 def finish_rows(acc: torch.Tensor, wsum: torch.Tensor, r0: int, tta: bool = False) -> RowMaps:
-    """Normalise accumulated rows (K, C, r, W) by their weight sum (r, W) and derive the maps."""
-    bp = acc / wsum
-    probability = bp.mean(0)
-    labels = argmax_classes(probability, 0)
-    ent = entropy(bp).clamp_(0.0, 1.0)  # rounding can give 1 + 1e-7
-    return RowMaps(r0=r0, branch_probs=bp, probability=probability, labels=labels, disagreement=disagreement(bp),
-                   entropy=ent, uncertainty=ent if tta else expected_entropy(bp))
+    """Normalise accumulated rows (K, C, r, W) by their weight sum (r, W); the maps follow on demand."""
+    return RowMaps(r0, acc / wsum, tta)
 
 
 def predict_rows(runner: Callable[[torch.Tensor], torch.Tensor], padded: np.ndarray, height: int, width: int,

@@ -117,6 +117,35 @@ def read_window(slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int) ->
     return inside
 
 
+#: The tissue decision reads a coarser pyramid level, down to this factor, where the slide has one.
+TISSUE_MAX_DOWNSAMPLE = 4
+
+
+def chunk_tissue(slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int) -> float:
+    """Tissue fraction (:func:`src_model.tissue.tissue_mask`) of a box of a slide level.
+
+    Read from the coarsest level of the slide at most :data:`TISSUE_MAX_DOWNSAMPLE` times coarser than
+    ``level`` by a whole factor (a pyramid level: 1/16 of the pixels at factor 4), else from ``level``
+    itself, so that the glass decision costs no full-resolution read of the chunks to predict (their
+    pixels are read once, for the prediction, and stored from there). Strip and chunk mode use this one
+    decision.
+    """
+    from .tissue import tissue_mask
+
+    base, coarse = slide.downsamples[level], (level, 1)
+    for j in range(level + 1, len(slide.levels)):
+        r = slide.downsamples[j] / base
+        if r > TISSUE_MAX_DOWNSAMPLE + 0.01:
+            break
+        if round(r) >= 2 and abs(r - round(r)) < 0.01:
+            coarse = (j, int(round(r)))
+    j, f = coarse
+    h, w = slide.levels[j].shape[:2]
+    cy0, cx0 = min(y0 // f, h - 1), min(x0 // f, w - 1)
+    cy1, cx1 = min(h, max(cy0 + 1, -(-y1 // f))), min(w, max(cx0 + 1, -(-x1 // f)))
+    return float(tissue_mask(slide.read_region(j, cy0, cx0, cy1, cx1)).mean())
+
+
 def file_sha256(path: PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -147,15 +176,14 @@ def predict_chunk(store: SlideStore, slide: Slide, runner, cy: int, cx: int, dev
         the chunk's tissue fraction.
     """
     from .inference import predict
-    from .tissue import tissue_mask
 
     info, st = store.info, store.info.settings
     level, tile, overlap = info.slide_level, st["tile"], st["overlap"]
     y0, x0, y1, x1 = store.chunk_box(cy, cx)
-    rgb = slide.read_region(level, y0, x0, y1, x1)
-    tissue = float(tissue_mask(rgb).mean())
+    tissue = chunk_tissue(slide, level, y0, x0, y1, x1)
     h, w = y1 - y0, x1 - x0
     if tissue < st["min_tissue"]:
+        rgb = slide.read_region(level, y0, x0, y1, x1)
         store.write_chunk(cy, cx, rgb, np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8), tissue)
         return tissue
     wy0, wy1 = window_span(y0, y1, info.height, tile, overlap)
@@ -166,7 +194,7 @@ def predict_chunk(store: SlideStore, slide: Slide, runner, cy: int, cx: int, dev
     core = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
     glands = (pred.labels[core] > 0).astype(np.uint8)
     unc = np.round(np.clip(pred.uncertainty[core], 0.0, 1.0) * 255.0).astype(np.uint8)
-    store.write_chunk(cy, cx, rgb, glands, unc, tissue)
+    store.write_chunk(cy, cx, np.ascontiguousarray(window[core]), glands, unc, tissue)
     return tissue
 
 
@@ -184,7 +212,10 @@ def strips_of(todo: Sequence[Tuple[int, int]], strip_rows: int = DEFAULT_STRIP_R
 class LazyWindow:
     """A box ``(y0, x0, y1, x1)`` of a slide level as :func:`src_model.bands.predict_rows` reads it:
     ``shape`` and ``[rows, columns]`` slices, read from the slide on demand (:func:`read_window`, the box
-    may pass the bottom and right edges), the two last row bands of ``rows`` rows kept.
+    may pass the bottom and right edges) in bands of at least ``rows`` rows.
+
+    Bands are kept until :meth:`release` gives their rows up, so the pixels of a finished chunk row can
+    be stored from here (:meth:`take`) instead of being read from the slide a second time.
 
     A band padded past an edge is read with up to ``rows`` more rows above (columns to the left), so the
     mirrored padding is the one of the whole level, whatever band it falls in.
@@ -193,12 +224,15 @@ class LazyWindow:
     def __init__(self, slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int, rows: int) -> None:
         self.slide, self.level, self.y0, self.x0, self.y1, self.x1, self.rows = slide, level, y0, x0, y1, x1, rows
         self.shape = (y1 - y0, x1 - x0, 3)
-        self._bands: Dict[int, np.ndarray] = {}
+        self._bands: Dict[int, np.ndarray] = {}  # first window row -> pixels (rows, x1 - x0, 3)
+
+    def _band_of(self, r0: int, r1: int) -> Optional[int]:
+        return next((b for b in self._bands if b <= r0 and r1 <= b + self._bands[b].shape[0]), None)
 
     def __getitem__(self, key: Tuple[slice, slice]) -> np.ndarray:
         ys, xs = key
         r0, r1 = ys.start or 0, min(self.shape[0], ys.stop)
-        band = next((b for b in self._bands if b <= r0 and r1 <= b + self._bands[b].shape[0]), None)
+        band = self._band_of(r0, r1)
         if band is None:
             band, end = r0, min(self.shape[0], max(r1, r0 + self.rows))
             gy0, gx0 = self.y0 + band, self.x0
@@ -206,10 +240,29 @@ class LazyWindow:
             # extra rows above, columns to the left, where the band is padded past an edge
             ey = min(gy0, self.rows) if self.y0 + end > h else 0
             ex = min(gx0, self.rows) if self.x1 > w else 0
-            data = read_window(self.slide, self.level, gy0 - ey, gx0 - ex, self.y0 + end, self.x1)[ey:, ex:]
-            self._bands = {k: v for k, v in self._bands.items() if k == max(self._bands, default=None)}
-            self._bands[band] = data
+            data = read_window(self.slide, self.level, gy0 - ey, gx0 - ex, self.y0 + end, self.x1)
+            self._bands[band] = data[ey:, ex:]
         return self._bands[band][r0 - band:r1 - band, xs]
+
+    def take(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """A copy of window rows ``r0:r1``, columns ``c0:c1``: from the kept bands where they hold the
+        rows, read from the slide otherwise."""
+        out = np.empty((r1 - r0, c1 - c0, 3), np.uint8)
+        r = r0
+        while r < r1:
+            band = self._band_of(r, r + 1)
+            if band is None:
+                out[r - r0:] = self[r:r1, c0:c1]
+                self._bands.pop(r, None)  # a band read only for this copy is not kept
+                break
+            n = min(r1, band + self._bands[band].shape[0]) - r
+            out[r - r0:r - r0 + n] = self._bands[band][r - band:r - band + n, c0:c1]
+            r += n
+        return out
+
+    def release(self, row: int) -> None:
+        """Forget the bands that lie wholly above window row ``row`` (no later read or take needs them)."""
+        self._bands = {b: v for b, v in self._bands.items() if b + v.shape[0] > row}
 
 
 class FullBatches:
@@ -241,17 +294,15 @@ def predict_strip(store: SlideStore, slide: Slide, runner, chunks: Sequence[Tupl
 
     from .bands import blend_window, predict_rows
     from .runtime import resolve_device
-    from .tissue import tissue_mask
 
     info, st = store.info, store.info.settings
     level, tile, overlap = info.slide_level, st["tile"], st["overlap"]
     todo: Dict[int, List[Tuple[int, float]]] = {}  # chunk row -> [(cx, tissue)] of the tissue chunks
     for cy, cx in chunks:  # the tissue decision of chunk mode, per chunk
         y0, x0, y1, x1 = store.chunk_box(cy, cx)
-        rgb = slide.read_region(level, y0, x0, y1, x1)
-        tissue = float(tissue_mask(rgb).mean())
+        tissue = chunk_tissue(slide, level, y0, x0, y1, x1)
         if tissue < st["min_tissue"]:
-            store.write_chunk(cy, cx, rgb, np.zeros((y1 - y0, x1 - x0), np.uint8),
+            store.write_chunk(cy, cx, slide.read_region(level, y0, x0, y1, x1), np.zeros((y1 - y0, x1 - x0), np.uint8),
                               np.zeros((y1 - y0, x1 - x0), np.uint8), tissue)
             yield cy, cx
         else:
@@ -263,6 +314,7 @@ def predict_strip(store: SlideStore, slide: Slide, runner, chunks: Sequence[Tupl
     wy0, wy1 = window_span(y0, y1, info.height, tile, overlap)
     wx0, wx1 = window_span(x0, x1, info.width, tile, overlap)
     rows: Dict[int, List[np.ndarray]] = {}  # chunk row -> [glands, uncertainty, rows filled]
+    pending = set(todo)  # chunk rows not written yet
     written: List[Tuple[int, int]] = []
 
     def sink(maps) -> None:
@@ -279,16 +331,20 @@ def predict_strip(store: SlideStore, slide: Slide, runner, chunks: Sequence[Tupl
             buf[0][a - cy0:b - cy0] = labels[a - g0:b - g0] > 0
             buf[1][a - cy0:b - cy0] = np.round(np.clip(unc[a - g0:b - g0], 0.0, 1.0) * 255.0)
             buf[2] += b - a
-            if buf[2][0] == cy1 - cy0:  # the chunk row is finished: write its chunks
+            if buf[2][0] == cy1 - cy0:  # the chunk row is finished: write its chunks (pixels from the window)
                 for cx, tissue in todo[cy]:
                     _, cx0, _, cx1 = store.chunk_box(cy, cx)
-                    store.write_chunk(cy, cx, slide.read_region(level, cy0, cx0, cy1, cx1),
+                    store.write_chunk(cy, cx, window.take(cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0),
                                       buf[0][:, cx0 - x0:cx1 - x0], buf[1][:, cx0 - x0:cx1 - x0], tissue)
                     written.append((cy, cx))
                 del rows[cy]
+                pending.discard(cy)
+        # window rows above the first chunk row still to write are needed neither by the tiles to come
+        # (they are finished) nor by a write
+        window.release(min([store.chunk_box(c, 0)[0] - wy0 for c in pending] + [g1 - wy0]))
 
     dev = resolve_device(device)
-    window = LazyWindow(slide, level, wy0, wx0, wy1, wx1, tile)
+    window = LazyWindow(slide, level, wy0, wx0, wy1, wx1, max(tile, store.info.chunk))
     with torch.inference_mode():
         for _ in predict_rows(FullBatches(runner, st["batch_size"]), window, wy1 - wy0, wx1 - wx0, sink, tile=tile,
                               overlap=overlap, batch_size=st["batch_size"], window=blend_window(tile), device=dev):
