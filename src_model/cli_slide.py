@@ -73,7 +73,8 @@ def cmd_export(args) -> int:
     if not done.all():
         print(f"cdma export: warning: {int((~done).sum())} of {done.size} chunks are not predicted yet; "
               f"they export as background", flush=True)
-    extractor = GlandExtractor(store, min_area=args.min_area)
+    split = {} if args.split_glands is None else {"split_h": args.split_glands}
+    extractor = GlandExtractor(store, min_area=args.min_area, **split)
     report = {"event": "done", "store": str(store.path)}
     if args.geojson:
         report["glands"] = write_geojson(extractor, args.geojson)
@@ -154,6 +155,9 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
     ex.add_argument("--min-area", type=float_in(0.0, MAX_AREA), default=0.0,
                     help="drop glands smaller than this many level-0 pixels (default 0: keep all; 1600 is the "
                          "bundled model's clean-up at GlaS resolution)")
+    ex.add_argument("--split-glands", type=float_in(0.0, 1000.0), default=None, metavar="H",
+                    help="split touching glands at h-maxima of height H pixels of the distance to the background, "
+                         "as the dock does (default: the bundled model's setting, 16; 0: connected components)")
     ex.set_defaults(func=cmd_export)
 
 

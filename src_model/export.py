@@ -2,10 +2,15 @@
 
 ``cdma export STORE.zarr --geojson FILE [--ome-zarr OUT] [--tiff OUT]``.
 
-Glands are the 4-connected components of the store's gland labels (:mod:`src_model.slide_store`),
-found chunk by chunk: a component that touches a chunk side is joined to the components it touches
-across that side (union-find over the shared rows and columns), so a gland crossing chunks is one
-object, and memory stays bounded by a chunk plus the glands that cross chunk sides.
+Glands are found chunk by chunk in the store's gland labels (:mod:`src_model.slide_store`): touching
+glands are split as the dock splits them (:func:`src_model.postprocess.split_touching`, on the chunk
+plus :data:`SPLIT_HALO` pixels of context, so both chunks around a side see the glands near it
+whole), and a piece that touches a chunk side is joined to the piece across that side it shares the
+most pixels with, when that piece chooses it too (union-find over the shared rows and columns), so
+a gland crossing chunks is one object, and memory stays bounded by a chunk plus the glands that
+cross chunk sides. With ``split_h=0`` glands are the 4-connected components, joined wherever they
+touch. Where the two chunks' splits of a gland pair differ at their common side the pair can come
+out split differently than a whole-image split would (the context makes this rare).
 
 GeoJSON (what QuPath's File > Import objects reads as annotations): a ``FeatureCollection``; each
 gland a ``Feature`` whose geometry is a ``Polygon`` (holes as interior rings) or ``MultiPolygon``,
@@ -37,10 +42,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .fileio import atomic_write_bytes, fsync_dir, fsync_path
+from .postprocess import DEFAULT_INSTANCES
 from .slide_store import SlideStore
 
 PathLike = Union[str, os.PathLike]
 GLAND_CLASS = {"name": "Gland", "color": [0, 200, 80]}
+#: Context around a chunk when touching glands are split (GlaS glands are < 400 px across at 20x).
+SPLIT_HALO = 160
 
 
 class _UnionFind:
@@ -114,15 +122,60 @@ class GlandExtractor:
 
     store: SlideStore
     min_area: float = 0.0  # level-0 pixels of the slide
+    #: Touching glands are split as the dock splits them (:func:`src_model.postprocess.split_touching`,
+    #: the bundled model's :data:`~src_model.postprocess.DEFAULT_INSTANCES`); 0 = connected components.
+    split_h: float = DEFAULT_INSTANCES.split_h
+    split_sigma: float = DEFAULT_INSTANCES.split_sigma
+    halo: int = SPLIT_HALO  # context around a chunk for the split (store pixels)
     final_ids: Dict[int, int] = field(default_factory=dict)
     _offsets: Dict[Tuple[int, int], int] = field(default_factory=dict)
     n_glands: int = 0
 
     def _chunk_labels(self, cy: int, cx: int) -> Tuple[np.ndarray, int]:
+        """Gland pieces of a chunk: int32 labels 1..n, each a 4-connected piece of one gland."""
         from scipy import ndimage as ndi
+        from skimage.measure import label as label_regions
+
+        from .postprocess import split_touching
 
         y0, x0, y1, x1 = self.store.chunk_box(cy, cx)
-        return ndi.label(self.store.glands[0][y0:y1, x0:x1] > 0)
+        if self.split_h <= 0:
+            return ndi.label(self.store.glands[0][y0:y1, x0:x1] > 0)
+        h, w = self.store.glands[0].shape
+        m = self.halo
+        wy0, wx0, wy1, wx1 = max(0, y0 - m), max(0, x0 - m), min(h, y1 + m), min(w, x1 + m)
+        fg = self.store.glands[0][wy0:wy1, wx0:wx1] > 0
+        core = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
+        if not fg[core].any():
+            return np.zeros((y1 - y0, x1 - x0), np.int32), 0
+        glands = split_touching(fg, self.split_h, self.split_sigma)[core]
+        # a gland cut by the chunk's sides can fall apart: each connected piece gets its own label
+        pieces, n = label_regions(glands, background=0, connectivity=1, return_num=True)
+        return pieces.astype(np.int32), int(n)
+
+    def _join(self, uf: "_UnionFind", a: np.ndarray, b: np.ndarray) -> None:
+        """Union the pieces that meet across a chunk side (``a``, ``b``: the global ids of the two rows or
+        columns that face each other). Connected components are joined wherever they touch; split glands
+        only with their mutual best partner (the most shared pixels), so that two glands the split
+        separated are not joined again where the two chunks' splits differ by a pixel."""
+        both = (a > 0) & (b > 0)
+        if not both.any():
+            return
+        pairs, counts = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
+        if self.split_h <= 0:
+            for ga, gb in pairs.T.tolist():
+                uf.union(ga, gb)
+            return
+        best_a: Dict[int, Tuple[int, int]] = {}
+        best_b: Dict[int, Tuple[int, int]] = {}
+        for (ga, gb), c in zip(pairs.T.tolist(), counts.tolist(), strict=True):
+            if c > best_a.get(ga, (0, 0))[0]:
+                best_a[ga] = (c, gb)
+            if c > best_b.get(gb, (0, 0))[0]:
+                best_b[gb] = (c, ga)
+        for ga, (_, gb) in best_a.items():
+            if best_b[gb][1] == ga:
+                uf.union(ga, gb)
 
     def features(self) -> Iterator[Dict[str, Any]]:
         """GeoJSON features, one per gland (glands inside one chunk first, then joined ones)."""
@@ -150,9 +203,7 @@ class GlandExtractor:
                 next_gid += n
                 for a, b in ((right_edge, glab[:, 0]), (bottom_edges.get(cx), glab[0, :])):
                     if a is not None:
-                        both = (a > 0) & (b > 0)
-                        for ga, gb in set(zip(a[both].tolist(), b[both].tolist(), strict=True)):
-                            uf.union(ga, gb)
+                        self._join(uf, a, b)
                 right_edge, bottom_edges[cx] = glab[:, -1].copy(), glab[-1, :].copy()
                 if not n:
                     continue

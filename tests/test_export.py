@@ -46,7 +46,7 @@ def test_geojson_round_trips_to_the_predicted_glands(predicted_store):
     unc = store.uncertainty[0][:] / 255.0
     components, n = ndi.label(glands)
     assert n >= 8, "the bundled model finds glands in GlaS tissue"
-    features, _ = _features(predicted_store)
+    features, _ = _features(predicted_store, split_h=0)  # connected components
     assert len(features) == n  # one feature per gland, a gland crossing chunk sides included
     crossing = [i for i in range(1, n + 1) if len({(y // CHUNK, x // CHUNK)
                                                    for y, x in zip(*np.nonzero(components == i), strict=True)}) > 1]
@@ -61,6 +61,39 @@ def test_geojson_round_trips_to_the_predicted_glands(predicted_store):
         gland = components == components[raster == props["measurements"]["gland_id"]][0]
         assert props["measurements"]["area_px"] == gland.sum()
         assert props["measurements"]["mean_uncertainty"] == pytest.approx(unc[gland].mean(), abs=1e-9)
+
+
+def test_touching_glands_are_split_across_chunk_sides(tmp_path):
+    """Two round glands joined by a neck, lying across a chunk corner: one object as connected
+    components, two with the default split (the dock's), and the polygons still cover the mask."""
+    info = StoreInfo(slide="synthetic", slide_level=0, downsample=1.0, height=256, width=256, chunk=128, n_levels=1,
+                     mpp=None, settings={"min_tissue": 0.0})
+    store = create_store(tmp_path / "touching.zarr", info)
+    yy, xx = np.mgrid[:256, :256]
+    glands = ((np.hypot(yy - 100, xx - 100) < 45) | (np.hypot(yy - 160, xx - 160) < 45)).astype(np.uint8)
+    assert ndi.label(glands)[1] == 1  # the two discs touch
+    for cy, cx in store.all_chunks():
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        g = glands[y0:y1, x0:x1]
+        store.write_chunk(cy, cx, np.full(g.shape + (3,), 200, np.uint8), g, g * 50, 1.0)
+    merged, _ = _features(store.path, split_h=0)
+    split, _ = _features(store.path)
+    assert len(merged) == 1 and len(split) == 2
+    raster = rasterize(split, glands.shape)
+    np.testing.assert_array_equal(raster > 0, glands > 0)
+    for centre in ((100, 100), (160, 160)):  # each gland keeps most of its disc
+        assert raster[centre] > 0 and (raster == raster[centre]).sum() > 0.7 * np.pi * 45 ** 2
+    assert raster[100, 100] != raster[160, 160]
+
+
+def test_split_export_covers_the_predicted_glands(predicted_store):
+    store = open_store(predicted_store)
+    glands = store.glands[0][:] > 0
+    n = ndi.label(glands)[1]
+    features, _ = _features(predicted_store)
+    assert len(features) >= n
+    raster = rasterize(features, glands.shape)
+    np.testing.assert_array_equal(raster > 0, glands)
 
 
 def test_holes_downsample_and_min_area(tmp_path):
