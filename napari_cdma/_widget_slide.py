@@ -485,7 +485,8 @@ class SlidePanel(QWidget):
             self.show_store(run["layer"], run["store"])
         self.show_accepted_windows(run)
         if undone:
-            self._say(f"Withdrawn from the project:{self._undone_note(undone)}")
+            self._say(f"Window(s) {', '.join(rid for rid, _ in undone)} withdrawn from the project: undone in the "
+                      f"slide's labels.{self._undone_note([])}")
         return undone
 
     def _check_withdrawn(self) -> None:
@@ -534,6 +535,9 @@ class SlidePanel(QWidget):
             return
         if w["name"] in self.viewer.layers:
             self.viewer.layers.remove(w["name"])
+            glands = self._live_layer(f"{w['layer']} glands", w["store"])
+            if glands is not None:  # the layer the window showed over, rather than no layer at all
+                self.viewer.layers.selection.active = glands
         self.window = None
         self._closed_window = True
 
