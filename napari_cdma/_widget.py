@@ -323,6 +323,26 @@ class CdmaWidget(QWidget):
             boxes = [r.bbox for r in by_image.get(digest, [])]
             if name in self.viewer.layers and (boxes or names_for(name)["accepted"] in self.viewer.layers):
                 show_accepted(self.viewer, name, boxes)
+            self._refresh_corrections(name, by_image.get(digest, []))
+
+    def _refresh_corrections(self, image_name: str, regions: List[RegionRecord]) -> None:
+        """Redraw an image's "accepted corrections" layer (shown on reopen) from the store's live regions,
+        so that it follows later accepts and withdrawals."""
+        layer_name = names_for(image_name)["corrections"]
+        if layer_name not in self.viewer.layers or self._store is None:
+            return
+        layer = self.viewer.layers[layer_name]
+        data = np.zeros(np.shape(layer.data), np.int32)
+        for r in sorted(regions, key=lambda r: r.region_id):
+            y0, x0, y1, x1 = r.bbox
+            try:
+                mask = self._store.load_region(r.region_id)[1]
+            except Exception:  # a damaged region: its box is still shown, its pixels cannot be
+                continue
+            if mask.shape == data[y0:y1, x0:x1].shape:
+                data[y0:y1, x0:x1] = mask
+        if not np.array_equal(data, layer.data):
+            layer.data = data
 
     def _refresh_glands(self) -> None:
         """Rebuild the gland table from the shown prediction layer: an accept may have split or merged

@@ -193,3 +193,23 @@ def test_prediction_layer_of_another_image_is_kept(make_napari_viewer, qtbot, tm
     assert (labels.data[10:30, 10:30] == 42).all() and labels.data.shape == (522, 775)
     assert viewer.layers[names["prediction"]].data.shape == (300, 400)
     assert kept in widget.predict_panel.last_message
+
+
+def test_reopened_corrections_layer_follows_accepts(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
+    """The "accepted corrections" layer a reopen shows follows later accepts and withdrawals."""
+    viewer, widget, _, _ = _sample_with_store(make_napari_viewer, tmp_path, lite_checkpoint)
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    assert widget.review_panel.accept(bbox=(0, 0, 128, 128)) is not None
+
+    other = make_napari_viewer()
+    again = _dock(other, tmp_path / "project")
+    corrections = other.layers[names_for(SAMPLE_NAME)["corrections"]]
+    _predict_and_wait(qtbot, again, SAMPLE_NAME)
+    labels = other.layers[names_for(SAMPLE_NAME)["prediction"]]
+    labels.data[310:340, 310:340] = 88
+    labels.refresh()
+    record = again.review_panel.accept(bbox=(300, 300, 428, 428))
+    assert record is not None, again.review_panel.last_message
+    assert (corrections.data[310:340, 310:340] > 0).all()
+    assert again.review_panel.withdraw(record.region_id)
+    assert not corrections.data[300:428, 300:428].any()
