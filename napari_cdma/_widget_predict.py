@@ -186,8 +186,10 @@ class PredictPanel(QWidget):
     def _refresh_images(self, event: Any = None) -> None:
         self.image_choice.reset_choices()
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
-        if inserted is not None and inserted in self.image_choice.choices:
-            self.image_choice.value = inserted  # a newly opened image becomes the one to predict
+        # a newly opened image becomes the one to predict; not a hidden one (a reopened store's
+        # other images come back hidden: Predict must not switch away from the image on screen)
+        if inserted is not None and inserted in self.image_choice.choices and getattr(inserted, "visible", True):
+            self.image_choice.value = inserted
 
     @property
     def image_layer(self) -> Any:
