@@ -545,6 +545,8 @@ class CdmaWidget(QWidget):
         self.viewer.layers.selection.active = self.viewer.layers[main] if secondary else layers["prediction"]
         if state is None:
             self._fit_view()
+        if "press Predict" in self.store_label.text():  # the reopen note has been acted on
+            self._sync_from_store()
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""

@@ -204,7 +204,9 @@ def test_reopened_corrections_layer_follows_accepts(make_napari_viewer, qtbot, t
     other = make_napari_viewer()
     again = _dock(other, tmp_path / "project")
     corrections = other.layers[names_for(SAMPLE_NAME)["corrections"]]
+    assert "press Predict" in again.store_label.text()
     _predict_and_wait(qtbot, again, SAMPLE_NAME)
+    assert "press Predict" not in again.store_label.text()  # done: the note goes
     labels = other.layers[names_for(SAMPLE_NAME)["prediction"]]
     labels.data[310:340, 310:340] = 88
     labels.refresh()
