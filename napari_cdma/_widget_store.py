@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -25,27 +25,55 @@ from ._layers import (
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
 
 
-def open_image_hashes(viewer: Any) -> Dict[str, str]:
-    """Store hash -> name of each open RGB image layer (the plugin's own layers left out).
+class OpenImages(dict):
+    """Store hash -> layer name of the open images whose hash is known, and (``unhashed``) the open
+    image layers whose hash is not: those are hashed only when a stored image could be theirs
+    (:func:`restore_layers`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unhashed: List[Any] = []
+
+
+def _model_input_hw(layer: Any) -> Optional[Tuple[int, int]]:
+    """(H, W) of a layer that could be model input (single-scale RGB(A) image), read from its shape
+    only (no pixels); None otherwise."""
+    if getattr(layer, "multiscale", False) or not getattr(layer, "rgb", False):
+        return None
+    shape = tuple(getattr(layer.data, "shape", ()))
+    if len(shape) != 3 or shape[-1] not in (3, 4):
+        return None
+    return int(shape[0]), int(shape[1])
+
+
+def _layer_hash(layer: Any) -> Optional[str]:
+    """The store hash of a layer's pixels as the model would read them (uint8 RGB), or None."""
+    try:
+        return hash_image(image_from_layer(layer))
+    except LayerInputError:
+        return None
+
+
+def open_image_hashes(viewer: Any) -> OpenImages:
+    """Store hash -> name of each open RGB image layer whose hash is known (the plugin's own layers left out).
 
     Layers the dock restored or predicted carry their hash in their metadata (the predict worker
-    computes it off the GUI thread); others are hashed here, on the calling thread, as the model
-    would read them (uint8 RGB): a few ms for a GlaS-sized image, 0.4 s for 6000 x 6000 px (busy 2-core machine).
-    Layers that cannot be model input (multiscale, too large, not RGB) are skipped.
+    computes it off the GUI thread). The others are not hashed here: hashing takes the GUI thread
+    0.4 s for a 6000 x 6000 image on a busy 2-core machine. They are listed in ``unhashed`` and
+    :func:`restore_layers` hashes one only if the store holds an image of its size.
+    Layers that cannot be model input (multiscale, not RGB) are left out.
     """
     from napari.layers import Image
 
-    out: Dict[str, str] = {}
+    out = OpenImages()
     for layer in viewer.layers:
         if not isinstance(layer, Image) or is_derived(layer):
             continue
         digest = (layer.metadata or {}).get(HASH_KEY)
-        if not digest:
-            try:
-                digest = hash_image(image_from_layer(layer))
-            except LayerInputError:
-                continue
-        out.setdefault(str(digest), layer.name)
+        if digest:
+            out.setdefault(str(digest), layer.name)
+        elif _model_input_hw(layer) is not None:
+            out.unhashed.append(layer)
     return out
 
 
@@ -67,19 +95,41 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
     Args:
         viewer: napari viewer (model).
         store: the opened project store.
-        known: store hash -> name of an image layer already showing it (not added again).
+        known: store hash -> name of an image layer already showing it (not added again). An
+            :class:`OpenImages` also names open layers not hashed yet: one of them is hashed (on the
+            calling thread) only when a stored image not matched otherwise has its size, and every
+            hash so computed is added to ``known``.
 
     Returns:
         Store hash -> image layer name, for every stored image now shown (``known`` included).
     """
     names = dict(known)
+    unhashed = list(getattr(known, "unhashed", []))
     by_image = regions_by_image(store.regions())
+
+    def open_layer_with(digest: str, fits: Callable[[Tuple[int, int]], bool]) -> bool:
+        """Hash the unhashed open layers whose size ``fits`` until one shows ``digest``."""
+        for layer in list(unhashed):
+            hw = _model_input_hw(layer) if layer in viewer.layers else None
+            if hw is None or not fits(hw):
+                continue
+            unhashed.remove(layer)
+            other = _layer_hash(layer)
+            if other is not None:
+                names.setdefault(other, layer.name)
+                known.setdefault(other, layer.name)
+            if other == digest:
+                return True
+        return False
+
     # Stored images all sit at the origin: only the first is shown when nothing else is, the others
     # come back hidden (tick their eye to compare) rather than stacked over the open image.
     show = not any(getattr(ly, "visible", False) and not is_derived(ly) for ly in viewer.layers)
     # Whole images only: a slide-sized source keeps context crops, which are not shown as images.
+    whole = set()
     for digest, image in store.whole_images(skip_damaged=True):
-        if digest in names:
+        whole.add(digest)
+        if digest in names or open_layer_with(digest, lambda hw, s=image.shape[:2]: hw == tuple(s)):
             continue
         source = next((r.source_path for r in by_image.get(digest, []) if r.source_path), None)
         name = _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)
@@ -87,6 +137,13 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
         viewer.add_image(image, name=name, rgb=True, metadata=meta, visible=show)
         show = False
         names[digest] = name
+    # Regions of images the store does not keep whole (slide-sized): an open layer may show one; it
+    # must at least hold every accepted box.
+    for digest, regions in by_image.items():
+        if digest in names or digest in whole:
+            continue
+        need = (max(r.bbox[2] for r in regions), max(r.bbox[3] for r in regions))
+        open_layer_with(digest, lambda hw, n=need: hw[0] >= n[0] and hw[1] >= n[1])
     for digest, regions in by_image.items():
         name = names.get(digest)
         if name is None or name not in viewer.layers:

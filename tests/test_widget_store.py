@@ -48,3 +48,40 @@ def test_reopened_store_images_do_not_take_predict_from_the_image_on_screen(make
     # an image the user opens (visible) still becomes the one to predict
     viewer.add_image(_stored_image(1, (50, 60)), name="opened", rgb=True)
     assert panel.image_layer.name == "opened"
+
+
+def test_open_images_are_hashed_only_when_the_store_could_hold_them(make_napari_viewer, tmp_path, lite_checkpoint,
+                                                                    monkeypatch):
+    from napari_cdma import _widget_store
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget.open_store(tmp_path / "project") is not None
+    stored = _stored_image()
+    _store_with_region(widget, lite_checkpoint, stored, source="stored.png")
+    viewer.layers.clear()  # the image the region came from is not open
+
+    hashed = []
+    real_hash = _widget_store.hash_image
+    monkeypatch.setattr(_widget_store, "hash_image", lambda image: (hashed.append(image.shape), real_hash(image))[1])
+
+    # a never-predicted image of another size: the store cannot hold it, it is not hashed
+    viewer.add_image(_stored_image(2, (240, 320)), name="big", rgb=True)
+    assert widget.open_store(tmp_path / "project") is not None
+    assert hashed == []
+    assert "stored" in viewer.layers  # the stored image came back as its own layer
+    assert widget.image_names == {_widget_store.hash_image(stored): "stored"}
+    hashed.clear()
+
+    # the stored image opened by hand (same pixels, never predicted): found by hashing that layer
+    # only (same size), not added a second time, and its accepted box is shown on it
+    viewer.layers.clear()
+    viewer.add_image(_stored_image(2, (240, 320)), name="big", rgb=True)
+    viewer.add_image(stored.copy(), name="by hand", rgb=True)
+    assert widget.open_store(tmp_path / "project") is not None
+    assert hashed == [(200, 300, 3)]
+    assert "stored" not in viewer.layers and widget.image_names[real_hash(stored)] == "by hand"
+    assert "Reopened" not in widget.store_label.text()
+    from napari_cdma._layers import names_for
+
+    assert names_for("by hand")["accepted"] in viewer.layers
