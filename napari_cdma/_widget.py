@@ -19,17 +19,26 @@ image's prediction layer and its accepted corrections are not touched.
 
 The review list belongs to the image chosen in Predict (the image on screen): choosing another image
 shows that image's regions, or none, and the list empties when the image layer is removed.
+
+The store keeps the latest prediction of each image (written to the image's own prediction layer
+while a store is open): the model's labels, the uncertainty map, the model version and the time, with
+the image itself, saved off the GUI thread. Reopening the store shows them again as the image's
+prediction and uncertainty layers (accepted corrections pasted over them, as after Predict), ready
+for review and Accept; the store summary names the model that made each one and says when that is
+no longer the current model. Edits not accepted are not kept: the summary says so.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import napari.viewer
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -53,6 +62,7 @@ from ._layers import (
     show_accepted,
     show_prediction,
     show_review_tiles,
+    source_path,
     unsaved_edits,
 )
 from ._widget_display import DisplayPanel
@@ -60,9 +70,15 @@ from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel, scene_camera
 from ._widget_slide import SlidePanel
-from ._widget_store import open_image_hashes, regions_by_image, restore_layers
+from ._widget_store import open_image_hashes, regions_by_image, restore_layers, show_stored_prediction
 from ._widget_versions import VersionsPanel
-from .project.store import ProjectStore, RegionRecord
+from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore, RegionRecord, StoreError
+
+logger = logging.getLogger(__name__)
+
+#: The last latest-prediction save started by any dock of this process (each save waits for the one
+#: before it, so the last prediction made is the one kept; opening a store waits for it).
+_last_saver: Optional[threading.Thread] = None
 
 PROJECT_ENV = "NAPARI_CDMA_PROJECT"
 
@@ -125,11 +141,17 @@ class CdmaWidget(QWidget):
         parent: parent widget.
     """
 
+    #: (image name, error message or "") when a latest prediction was saved in the store (emitted
+    #: from the saving thread, delivered on the GUI thread)
+    prediction_saved = Signal(str, str)
+
     def __init__(self, napari_viewer: napari.viewer.Viewer, store_path: Optional[os.PathLike] = None,
                  parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self._store: Optional[ProjectStore] = None
+        #: image name -> what the store summary says about its prediction restored from the store
+        self.restored_predictions: Dict[str, str] = {}
         self.states: Dict[str, ImageState] = {}
         self.image_names: Dict[str, str] = {}  # store image hash -> image layer name
         self.last_image: Optional[str] = None
@@ -193,6 +215,9 @@ class CdmaWidget(QWidget):
         self.review_panel.regions_changed.connect(self._sync_from_store)
         self.review_panel.regions_changed.connect(self._refresh_glands)
         self.slide_panel.regions_changed.connect(self._sync_from_store)
+        if callable(getattr(self.slide_panel, "sync", None)):  # an accept or withdraw here reaches the slide now
+            self.review_panel.regions_changed.connect(self.slide_panel.sync)
+        self.prediction_saved.connect(self._on_prediction_saved)
 
         if Path(self.store_edit.text()).expanduser().is_dir():
             self.open_store(self.store_edit.text(), quiet=True)
@@ -239,25 +264,174 @@ class CdmaWidget(QWidget):
 
                 show_error(self.store_label.text())
             return None
+        self.flush_prediction_saves()  # a prediction still being written to the previous store
         self._store = store
         self.store_edit.setText(str(path))
-        restored = self._restore_layers(store)
+        self.restored_predictions.clear()
+        restored, without = self._restore_layers(store)
         self._sync_from_store(select_current=True)
         if restored:
             self._fit_view()  # the dock fills (regions, versions) after the image was added: fit it again
-            # The store keeps accepted regions, not predictions: those come back with Predict.
-            self.store_label.setText(self.store_label.text() + f"\nReopened {restored} stored image(s) with "
-                                     "their accepted regions; predictions are not stored: press Predict.")
+            note = f"\nReopened {restored} stored image(s) with their accepted regions"
+            if without:
+                note += (f"; {without} of them had no stored prediction (never predicted with this store open, "
+                         "or unreadable): press Predict.")
+            else:
+                note += " and latest predictions."
+            self.store_label.setText(self.store_label.text() + note)
         return store
 
-    def _restore_layers(self, store: ProjectStore) -> int:
-        """Show the store's images and accepted regions as layers; returns how many images were added."""
+    # ------------------------------------------------------------------ latest predictions
+    def flush_prediction_saves(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the predictions being written to a store are written; False on timeout."""
+        saver = _last_saver
+        if saver is not None:
+            saver.join(timeout)
+            if saver.is_alive():
+                return False
+        return True
+
+    def _save_latest_prediction(self, result: PredictResult, labels: np.ndarray, uncertainty: Any,
+                                pasted: bool) -> None:
+        """Keep a prediction written to the image's own prediction layer as the image's latest
+        prediction in the store, with the image (off the GUI thread; saves run one after another,
+        in order, so the last prediction made is the one kept)."""
+        store = self._store
+        if store is None or store.read_only or not result.image_hash or uncertainty is None:
+            return
+        h, w = np.shape(labels)[:2]
+        if h * w > MAX_FULL_IMAGE_PIXELS:  # the store keeps slide-sized images by their regions only
+            return
+        name, image, digest = result.image_name, result.image, result.image_hash
+        version = str(result.model_version) if result.model_version is not None else ""
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        source = source_path(layer) if layer is not None else None
+        ranked, display_range, label = list(result.ranked), tuple(result.display_range), result.model_label
+        global _last_saver
+        previous = _last_saver
+
+        def save() -> None:
+            if previous is not None:
+                previous.join()
+            message = ""
+            try:
+                store.add_unlabelled_image(image, source_path=source)
+                store.save_prediction(digest, labels, uncertainty, model_version=version,
+                                      model_sha256=store.model_checksum(version) if version else "",
+                                      model_label=label, image_name=name, source_path=source,
+                                      ranked=ranked, display_range=display_range, pasted=pasted)
+            except Exception as exc:  # a full disk, a read-only store: the prediction stays on screen
+                message = str(exc)
+                logger.warning("could not keep the prediction of %s in the store: %s", name, exc)
+            try:
+                self.prediction_saved.emit(name, message)
+            except RuntimeError:  # the dock was closed meanwhile
+                pass
+
+        _last_saver = threading.Thread(target=save, name=f"napari-cdma save prediction {name}")
+        _last_saver.start()
+
+    def _on_prediction_saved(self, name: str, message: str) -> None:
+        if message:
+            self.predict_panel.last_message = (f"{self.predict_panel.last_message} The prediction of '{name}' "
+                                               f"could not be kept in the project store: {message}").strip()
+            self.predict_panel.status.setText(self.predict_panel.last_message)
+
+    def _stale_note(self, store: ProjectStore, record: PredictionRecord) -> str:
+        """Why a stored prediction may not be what the current model predicts now ("" if it is)."""
+        current = store.current_model_version
+        if not record.model_version:
+            return f"made by the file {record.model_label}, not a model of the project"
+        if record.model_version != current:
+            return f"stale: the current model is {current}"
+        try:
+            now = store.model_checksum(record.model_version)
+        except Exception:  # an unreadable model file: say nothing rather than guess
+            now = ""
+        if record.model_sha256 and now and now != record.model_sha256:
+            return f"stale: the {record.model_version} model file changed since"
+        return ""
+
+    def _restore_predictions(self, store: ProjectStore, names: Dict[str, str]) -> List[str]:
+        """Show the store's latest prediction of each shown image whose prediction layer is not open;
+        returns the names of the images whose prediction was shown."""
+        from ._layers import image_from_layer
+
+        layers = self.viewer.layers
+        shown: List[str] = []
+        first: Optional[str] = None
+        for digest, name in names.items():
+            record = store.latest_prediction(digest)
+            if record is None or name not in layers or names_for(name)["prediction"] in layers:
+                continue  # a prediction layer already open may hold edits: never replaced
+            image_layer = layers[name]
+            try:
+                image = image_from_layer(image_layer, pixel_limit=MAX_FULL_IMAGE_PIXELS)
+            except Exception:  # not model input any more (another layer under that name)
+                continue
+            if tuple(image.shape[:2]) != tuple(record.shape):
+                continue
+            try:
+                labels, uncertainty = store.load_prediction(digest)
+            except (StoreError, KeyError) as exc:
+                self.restored_predictions[name] = f"not restored ({exc})"
+                continue
+            labels = labels.astype(np.int32)
+            corrections = self._accepted_corrections(digest) if record.pasted else []
+            on_screen = labels.copy()
+            n_pasted = paste_corrections(on_screen, corrections)
+            visible = bool(image_layer.visible)
+            made = show_stored_prediction(self.viewer, name, on_screen, uncertainty, record.display_range,
+                                          fill=self.display_panel.fill_check.isChecked(), visible=visible)
+            main = made["prediction"].name
+            pasted = self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else []
+            self.states[name] = ImageState(image=image, original_labels=labels,
+                                           model_version=record.model_version or None, image_hash=digest,
+                                           model_label=record.model_label, ranked=list(record.ranked),
+                                           reviewed={main: pasted})
+            self.image_names[digest] = name
+            boxes = self._accepted_boxes(digest)
+            show_accepted(self.viewer, name, boxes).visible = visible
+            show_review_tiles(self.viewer, name, not_yet_accepted(record.ranked, boxes)).visible = visible
+            raise_overlays(self.viewer, name)
+            stale = self._stale_note(store, record)
+            self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
+                                              f"{record.created}{'; ' + stale if stale else ''}"
+            shown.append(name)
+            if first is None or (visible and not layers[first].visible):
+                first = name  # the panels show the restored image on screen, else the first one
+        chosen = getattr(self.predict_panel.image_layer, "name", None)
+        focus = chosen if chosen in shown else first
+        if focus is not None and focus in self.states:
+            self._show_restored(focus)
+        return shown
+
+    def _show_restored(self, name: str) -> None:
+        """The display and review panels show a restored prediction (as after Predict)."""
+        from src_model.uncertainty import gland_table
+
+        state = self.states[name]
+        names = names_for(name)
+        labels, umap = self.viewer.layers[names["prediction"]], self.viewer.layers[names["uncertainty"]]
+        record_range = tuple(umap.contrast_limits)
+        try:
+            glands = gland_table(np.asarray(labels.data), np.asarray(umap.data))
+        except ValueError:
+            glands = []
+        self.last_image = name
+        self.display_panel.show_result(name, umap, labels, record_range, glands)
+        self.review_panel.image_name = None
+        self.review_panel.set_tiles(name, not_yet_accepted(state.ranked, self._accepted_boxes(state.image_hash)))
+
+    def _restore_layers(self, store: ProjectStore) -> Tuple[int, int]:
+        """Show the store's images, latest predictions and accepted regions as layers; returns how many
+        images were added and how many of those came back without a prediction."""
         try:
             known = open_image_hashes(self.viewer)
             names = restore_layers(self.viewer, store, known)
         except Exception as exc:  # the store opened; a damaged image must not stop the dock
             self.store_label.setText(f"Could not show the stored images: {exc}")
-            return 0
+            return 0, 0
         renamed = False
         for digest in set(names) - set(known):
             shown = names[digest]
@@ -267,7 +441,13 @@ class CdmaWidget(QWidget):
             self.predict_panel.image_choice.reset_choices()
             self.review_panel.labels_choice.reset_choices()
         self.image_names.update(names)
-        return len(set(names) - set(known))
+        added = set(names) - set(known)
+        shown: List[str] = []
+        try:
+            shown = self._restore_predictions(store, names)
+        except Exception as exc:  # the images and regions are shown; a prediction must not stop the dock
+            logger.warning("could not show the stored predictions: %s", exc)
+        return len(added), sum(1 for d in added if names[d] not in shown)
 
     def _restore_name(self, store: ProjectStore, digest: str, shown: str) -> str:
         """Give a restored image the name it had on screen when its regions were accepted.
@@ -277,6 +457,9 @@ class CdmaWidget(QWidget):
         """
         wanted = next((r.image_name for r in sorted(store.regions(), key=lambda r: r.region_id, reverse=True)
                        if r.image_hash == digest and r.image_name), None)
+        if not wanted:  # an image predicted, never corrected: the name it had when predicted
+            record = store.latest_prediction(digest)
+            wanted = record.image_name if record is not None else None
         layers = self.viewer.layers
         if not wanted or wanted == shown or wanted in layers or shown not in layers:
             return shown
@@ -317,8 +500,14 @@ class CdmaWidget(QWidget):
         regions = store.regions()
         by_image = regions_by_image(regions)
         held = sum(r.holdout for r in regions)
-        self.store_label.setText(f"{len(regions)} accepted region(s) ({held} held out) from {len(by_image)} "
-                                 f"image(s), {len(models)} trained version(s); current model: {current}")
+        summary = (f"{len(regions)} accepted region(s) ({held} held out) from {len(by_image)} "
+                   f"image(s), {len(models)} trained version(s); current model: {current}")
+        restored = {k: v for k, v in self.restored_predictions.items() if k in self.viewer.layers}
+        if restored:
+            summary += ("\nPredictions restored from the store (model, time saved): "
+                        + "; ".join(f"'{k}' ({v})" for k, v in restored.items())
+                        + ". Edits not accepted are not kept in the store: accept them before closing.")
+        self.store_label.setText(summary)
         for digest, name in self.image_names.items():
             boxes = [r.bbox for r in by_image.get(digest, [])]
             if name in self.viewer.layers and (boxes or names_for(name)["accepted"] in self.viewer.layers):
@@ -505,6 +694,7 @@ class CdmaWidget(QWidget):
         ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
         show_review_tiles(self.viewer, name, ranked)
         notes = []
+        was_restored = False
         if secondary:
             self.states[name] = replace(state, others={**state.others, target: (instances, result.model_version)},
                                         reviewed={**state.reviewed, target: pasted}, ranked=list(result.ranked))
@@ -517,6 +707,9 @@ class CdmaWidget(QWidget):
                 notes.append(f"{result.model_label}'s prediction is in the new layer '{target}': '{main}' holds "
                              f"{edits} edited pixel(s) not accepted yet, kept as they are.")
         else:
+            self._save_latest_prediction(result, instances, result.live.uncertainty if result.live is not None
+                                         else np.asarray(layers["uncertainty"].data), pasted=not trial)
+            was_restored = self.restored_predictions.pop(name, None) is not None
             others = {k: v for k, v in state.others.items() if k in self.viewer.layers} if state is not None else {}
             reviewed = {k: v for k, v in state.reviewed.items() if k in others} if state is not None else {}
             self.states[name] = ImageState(image=result.image, original_labels=instances,
@@ -545,8 +738,8 @@ class CdmaWidget(QWidget):
         self.viewer.layers.selection.active = self.viewer.layers[main] if secondary else layers["prediction"]
         if state is None:
             self._fit_view()
-        if "press Predict" in self.store_label.text():  # the reopen note has been acted on
-            self._sync_from_store()
+        if "press Predict" in self.store_label.text() or (not secondary and was_restored):
+            self._sync_from_store()  # the reopen note has been acted on
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""

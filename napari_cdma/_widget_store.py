@@ -1,8 +1,11 @@
-"""What a project store brings back into the viewer: its images and accepted regions as layers.
+"""What a project store brings back into the viewer: its images, latest predictions and accepted
+regions as layers.
 
-The store keeps no predictions (only the predicted crop of each accepted region), so reopening a
-store shows each stored image, a Shapes layer of its accepted boxes and a Labels layer of its
-accepted corrections; the prediction comes back when the user presses Predict.
+Reopening a store shows each stored image, a Shapes layer of its accepted boxes and a Labels layer
+of its accepted corrections (:func:`restore_layers`); the dock then shows each image's latest
+prediction kept by the store as its prediction and uncertainty layers, drawn as a fresh Predict
+draws them (:func:`show_stored_prediction`). Edits made in a prediction layer and not accepted are
+not kept by the store.
 """
 from __future__ import annotations
 
@@ -16,11 +19,16 @@ from ._layers import (
     HASH_KEY,
     IMAGE_KEY,
     ROLE_KEY,
+    UNCERTAINTY_OPACITY,
     LayerInputError,
+    gland_colormap,
     image_from_layer,
     is_derived,
     names_for,
     show_accepted,
+    style_prediction,
+    uncertainty_colormap,
+    upsert_layer,
 )
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
 
@@ -166,3 +174,38 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
                                       metadata={ROLE_KEY: "corrections", IMAGE_KEY: name})
             layer.contour = 2
     return names
+
+
+def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, uncertainty: np.ndarray,
+                           display_range: Tuple[float, float], fill: bool = False, visible: bool = True
+                           ) -> Dict[str, Any]:
+    """Show a prediction the store kept as the image's prediction and uncertainty layers.
+
+    Same names, colormaps, contrast limits, opacity and outline style as a fresh Predict
+    (:func:`~napari_cdma._layers.show_prediction`); the disagreement, entropy and branch layers are
+    not kept by the store and are not shown.
+
+    Args:
+        viewer: napari viewer (model).
+        image_name: the image layer's name.
+        labels: the gland labels to show (H, W), int32.
+        uncertainty: the uncertainty map (H, W), shown as float32.
+        display_range: its contrast limits.
+        fill: draw the glands filled rather than as outlines.
+        visible: show the layers (those of a restored hidden image stay hidden).
+
+    Returns:
+        ``{"prediction": labels layer, "uncertainty": uncertainty layer}``.
+    """
+    names = names_for(image_name)
+    lo, hi = (float(v) for v in display_range)
+    unc = upsert_layer(viewer, names["uncertainty"], np.asarray(uncertainty, dtype=np.float32), "image",
+                       colormap=uncertainty_colormap(), contrast_limits=(lo, hi), opacity=UNCERTAINTY_OPACITY,
+                       blending="translucent", gamma=1.0, visible=visible,
+                       metadata={ROLE_KEY: "uncertainty", IMAGE_KEY: image_name})
+    layer = upsert_layer(viewer, names["prediction"], np.array(labels, dtype=np.int32, copy=True), "labels",
+                         metadata={ROLE_KEY: "prediction", IMAGE_KEY: image_name})
+    layer.colormap = gland_colormap()
+    style_prediction(layer, fill=fill)
+    layer.visible = visible
+    return {"prediction": layer, "uncertainty": unc}

@@ -622,3 +622,81 @@ def test_an_orphan_left_by_an_older_version_is_adopted(tmp_path, glas):
     np.testing.assert_array_equal(reopened.load_region("r0002")[1], mask[0:64, 100:164])
     assert set(_index(root)["regions"]["r0002"]["versions"][0]["checksums"]) == {"crop", "corrected", "predicted"}
     assert _accept(reopened, image, mask, _boxes(3)[2]).region_id == "r0003"
+
+
+def test_latest_prediction_is_kept_replaced_verified_and_repaired(tmp_path, glas, monkeypatch):
+    """One latest prediction per image: saved, read back (labels exact, uncertainty as float16),
+    replaced without touching accepted regions, checked against its checksums, and repaired like any write."""
+    (image, mask), _ = glas
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    _accept(store, image, mask, _boxes(1)[0])
+    regions_before = {k: v for k, v in _snapshot(root).items() if k.startswith("regions")}
+    digest = hash_image(image)
+    unc = np.random.default_rng(0).random(mask.shape).astype(np.float32) * 0.1
+    rec = store.save_prediction(digest, mask, unc, model_version=BUNDLED, model_sha256=store.model_checksum(BUNDLED),
+                                image_name="testA_1", ranked=[(0.5, (0, 0, 64, 64))], display_range=(0.01, 0.09))
+    assert (rec.number, rec.shape, rec.model_version, rec.image_name) == (1, mask.shape, BUNDLED, "testA_1")
+    assert rec.model_sha256.startswith("sha256:") and rec.ranked == [(0.5, (0, 0, 64, 64))]
+    labels, back = store.load_prediction(digest)
+    np.testing.assert_array_equal(labels, mask)
+    assert back.dtype == np.float16
+    np.testing.assert_allclose(back, unc, atol=1e-4)
+
+    # a new prediction of the image replaces it; regions are untouched; one folder per image
+    rec2 = store.save_prediction(digest, mask[::-1], unc, model_version="v0001")
+    assert rec2.number == 2 and store.latest_prediction(digest) == rec2
+    assert [p.name for p in (root / "predictions").iterdir()] == [f"{digest}_p0002"]
+    assert {k: v for k, v in _snapshot(root).items() if k.startswith("regions")} == regions_before
+    reopened = ProjectStore.open(root)
+    assert reopened.predictions() == [rec2] and reopened.latest_prediction("0" * 64) is None
+    np.testing.assert_array_equal(reopened.load_prediction(digest)[0], mask[::-1])
+
+    # a kill after the new folder was staged and the intent written, before the index: rolled
+    # forward; the folder of the prediction it replaces is removed (a cache, not quarantined)
+    old_index = (root / "index.json").read_bytes()
+    rec3 = reopened.save_prediction(digest, mask, unc, model_version="v0001")
+    new_index = _index(root)
+    os.rename(root / rec3.path, root / ".staging" / "killed")
+    shutil.copytree(tmp_path / "st" / ".staging" / "killed", root / rec2.path)  # as if not yet removed
+    (root / "index.json").write_bytes(old_index)
+    (root / "intent.json").write_text(json.dumps({"what": "saving a prediction", "index": new_index,
+                                                  "moves": [[".staging/killed", rec3.path]]}))
+    again = ProjectStore.open(root)
+    assert again.latest_prediction(digest) == rec3
+    assert [p.name for p in (root / "predictions").iterdir()] == [f"{digest}_p0003"]
+    assert not (root / "quarantine").exists()
+
+    # damage is named, never read back as background
+    chunk = next(p for p in (root / rec3.path / "labels").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.unlink()
+    with pytest.raises(StoreError, match="latest prediction of image"):
+        again.load_prediction(digest)
+
+    # refused: a bad hash, mismatched shapes, an image larger than the store keeps whole
+    with pytest.raises(ValueError, match="64 hex"):
+        again.save_prediction("nothex", mask, unc, model_version=BUNDLED)
+    with pytest.raises(ValueError, match="uncertainty has shape"):
+        again.save_prediction(digest, mask, unc[1:], model_version=BUNDLED)
+    monkeypatch.setattr(store_mod, "MAX_FULL_IMAGE_PIXELS", 100)
+    with pytest.raises(ValueError, match="larger than"):
+        again.save_prediction(digest, mask, unc, model_version=BUNDLED)
+
+    # an index entry naming a path outside its place is refused
+    index = _index(root)
+    index["predictions"][digest]["path"] = "regions/r0001"
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(StoreError, match="prediction entry"):
+        ProjectStore.open(root)
+
+
+def test_a_store_written_before_predictions_were_kept_opens_and_takes_one(tmp_path, glas):
+    (image, mask), _ = glas
+    root = tmp_path / "st"
+    _accept(ProjectStore.open(root), image, mask, _boxes(1)[0])
+    index = _index(root)
+    assert "predictions" not in index  # created on the first save only
+    store = ProjectStore.open(root)
+    assert store.predictions() == [] and store.latest_prediction(hash_image(image)) is None
+    store.save_prediction(hash_image(image), mask, np.zeros(mask.shape, np.float32), model_version=BUNDLED)
+    assert len(ProjectStore.open(root).predictions()) == 1

@@ -85,3 +85,92 @@ def test_open_images_are_hashed_only_when_the_store_could_hold_them(make_napari_
     from napari_cdma._layers import names_for
 
     assert names_for("by hand")["accepted"] in viewer.layers
+
+
+def _wait_predicted(qtbot, widget, name):
+    panel = widget.predict_panel
+    before = widget.states.get(name)
+    assert widget.predict(name), panel.last_message
+    qtbot.waitUntil(lambda: not panel.running and widget.states.get(name) is not before, timeout=120_000)
+    assert widget.flush_prediction_saves(60), "the prediction was not written to the store"
+
+
+def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_napari_viewer, qtbot, tmp_path,
+                                                                          lite_checkpoint):
+    """Predict two images (one corrected and accepted, one not) with a store open, close the viewer, reopen
+    the store in a fresh viewer: both images come back with their latest prediction and uncertainty layers
+    (equal data, drawn as after Predict), the model that made them is named, review and Accept work
+    without predicting again, and a model promoted since marks them stale."""
+    from napari_cdma._layers import names_for
+    from napari_cdma.project.store import ProjectStore
+
+    path = tmp_path / "project"
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    viewer.add_image(_stored_image(3, (160, 240)), name="second", rgb=True, visible=False)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget.open_store(path) is not None
+    widget.store.add_model(lite_checkpoint, parent="bundled", promoted=True)
+    assert widget.open_store(path) is not None  # v0001 becomes the model Predict uses
+    _wait_predicted(qtbot, widget, "second")
+    _wait_predicted(qtbot, widget, SAMPLE_NAME)
+    names = names_for(SAMPLE_NAME)
+    labels = viewer.layers[names["prediction"]]
+    labels.data[20:60, 20:60] = 0  # a correction, accepted
+    labels.data[30:50, 30:50] = 77
+    labels.refresh()
+    assert widget.review_panel.accept(bbox=(0, 0, 128, 128)) is not None, widget.review_panel.last_message
+    before = {n: (np.array(viewer.layers[names_for(n)["prediction"]].data),
+                  np.array(viewer.layers[names_for(n)["uncertainty"]].data),
+                  np.array(widget.states[n].original_labels)) for n in (SAMPLE_NAME, "second")}
+    style = {k: getattr(labels, k) for k in ("contour", "opacity", "blending")}
+    umap = viewer.layers[names["uncertainty"]]
+    unc_style = (tuple(umap.contrast_limits), umap.opacity, umap.blending, umap.colormap.name)
+    ranked = list(widget.states[SAMPLE_NAME].ranked)
+    labels.data[200:220, 200:220] = 5  # an edit not accepted: not kept, and the dock says so
+    viewer.close()
+
+    other = make_napari_viewer()
+    _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert again.open_store(path) is not None
+    assert {SAMPLE_NAME, "second"} <= {ly.name for ly in other.layers}
+    for name, (shown, unc, original) in before.items():
+        n = names_for(name)
+        assert n["prediction"] in other.layers and n["uncertainty"] in other.layers, [ly.name for ly in other.layers]
+        back = np.asarray(other.layers[n["prediction"]].data)
+        # the accepted correction is pasted again (its glands take fresh ids), the rest is as it was
+        np.testing.assert_array_equal(back[:128, :128] > 0, shown[:128, :128] > 0)
+        outside = np.ones(back.shape, bool)
+        outside[:128, :128] = False
+        np.testing.assert_array_equal(back[outside], shown[outside])
+        np.testing.assert_allclose(other.layers[n["uncertainty"]].data, unc, atol=1e-3)
+        np.testing.assert_array_equal(again.states[name].original_labels, original)
+    restored = other.layers[names["prediction"]]
+    assert {k: getattr(restored, k) for k in style} == style
+    rumap = other.layers[names["uncertainty"]]
+    assert (tuple(rumap.contrast_limits), rumap.opacity, rumap.blending, rumap.colormap.name) == unc_style
+    text = again.store_label.text()
+    assert "v0001" in text and "not kept" in text and "press Predict" not in text, text
+    assert again.states[SAMPLE_NAME].ranked == ranked
+
+    # review and Accept on the restored prediction, without predicting again
+    panel = again.review_panel
+    assert panel.image_name == SAMPLE_NAME and panel.tiles
+    panel.step(1)
+    assert panel.current_bbox() is not None
+    restored.data[310:340, 310:340] = 88
+    restored.refresh()
+    record = panel.accept(bbox=(300, 300, 428, 428))
+    assert record is not None, panel.last_message
+    _, corrected, predicted = again.store.load_region(record.region_id)
+    assert (corrected[10:40, 10:40] > 0).all()
+    np.testing.assert_array_equal(predicted > 0, before[SAMPLE_NAME][2][300:428, 300:428] > 0)
+    assert len(again.store.regions()) == 2
+
+    # a model promoted since: the restored predictions are shown, marked stale
+    ProjectStore.open(path).add_model(lite_checkpoint, parent="v0001", promoted=True)
+    third = make_napari_viewer()
+    _, last = third.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert last.open_store(path) is not None
+    assert names["prediction"] in third.layers
+    assert "stale: the current model is v0002" in last.store_label.text(), last.store_label.text()

@@ -8,6 +8,7 @@ Layout of a store directory (a zarr v3 hierarchy plus a JSON index)::
       regions/<rid>/v0001/       one group per accepted version: arrays crop, corrected, predicted
       images/<key>               source images kept as unlabelled tissue for retraining
       models/v0001.pt            model checkpoints (models/v0001.json: their record, for repair)
+      predictions/<hash>_p0001/  the latest prediction of each image: arrays labels, uncertainty
       .staging/                  temporary names; renamed into place when complete
       intent.json                only while a write is in progress (see below)
       quarantine/                data that recovery could neither finish nor adopt, kept for a human
@@ -33,6 +34,14 @@ Integrity: the index keeps a sha256 checksum (of shape, dtype and decoded bytes)
 of every model file; reads verify it, so a missing or damaged chunk raises :class:`StoreError`
 naming the region, image or model and the file (never background pixels). Ids and paths read from
 the index are checked against their patterns and must resolve inside the store.
+
+Latest predictions: each image keeps at most one prediction (the model's gland labels, one id per
+gland, and its uncertainty map as float16, with the model version, the model file's checksum, the
+time, the review regions and the display range), so that a reopened store shows it without
+predicting again. It is a cache of model output, not a correction: saving a new one replaces the
+old (a new ``_p<number>`` folder, committed like any write, then the old folder is removed), it
+never touches accepted regions, and a prediction folder the index does not name is simply removed
+by recovery. The index key ``predictions`` is optional (stores written before it have none).
 
 Held-out regions: the n-th region accepted in the store (n = 0, 1, 2, ...) is held out when
 ``floor((n + 1) * f) > floor(n * f)``, with ``f`` the holdout fraction fixed at creation. For the
@@ -132,6 +141,43 @@ class RegionRecord:
     withdrawn: bool
     n_versions: int
     image_name: Optional[str] = None
+
+
+@dataclass
+class PredictionRecord:
+    """The latest prediction of one image (a cache of model output, see the module docstring).
+
+    Attributes:
+        image_hash: the image's :func:`hash_image`.
+        path: its folder relative to the store root (``predictions/<hash>_p0001``).
+        number: 1, 2, ... (each save of the image's latest prediction takes the next number).
+        shape: ``(H, W)`` of the image.
+        model_version: the store version that made it (``"bundled"``, ``"v0002"``); "" for a
+            checkpoint file outside the store.
+        model_label: how the dock named that model ("bundled", "v0002", a file name).
+        model_sha256: ``"sha256:<hex>"`` of that checkpoint file when known ("" otherwise), so that
+            a model file that changed since (a new bundled model) shows the prediction is stale.
+        created: ISO-8601 UTC time it was saved.
+        image_name: the image's layer name when it was predicted.
+        source_path: the file the image came from, when known.
+        ranked: the review regions of the prediction, ``[(score, (y0, x0, y1, x1))]``, most uncertain first.
+        display_range: contrast limits of the uncertainty map.
+        pasted: whether the prediction layer showed the store's accepted corrections over it.
+    """
+
+    image_hash: str
+    path: str
+    number: int
+    shape: Tuple[int, int]
+    model_version: str
+    model_sha256: str
+    created: str
+    model_label: str = ""
+    image_name: Optional[str] = None
+    source_path: Optional[str] = None
+    ranked: List[Tuple[float, BBox]] = field(default_factory=list)
+    display_range: Tuple[float, float] = (0.0, 1.0)
+    pasted: bool = True
 
 
 @dataclass
@@ -258,6 +304,14 @@ def _validate_index(root: Path, index: Dict[str, Any]) -> Dict[str, Any]:
         versions.add(version)
     if index.get("current_model") != BUNDLED and index.get("current_model") not in versions:
         raise bad(f"the current model {index.get('current_model')!r} is not in the store")
+    predictions = index.get("predictions", {})
+    if not isinstance(predictions, dict):
+        raise bad("predictions has the wrong type")
+    for key, entry in predictions.items():
+        number = entry.get("number") if isinstance(entry, dict) else None
+        if not _io.IMAGE_HASH.fullmatch(str(key)) or not isinstance(number, int) \
+                or entry.get("path") != f"predictions/{key}_p{number:04d}":
+            raise bad(f"prediction entry {key!r} has an invalid key or path")
     return index
 
 
@@ -333,6 +387,31 @@ def _rebuild_missing_index(root: Path) -> bool:
     except OSError as exc:
         raise _disk_error(exc, "rebuilding the missing store index") from exc
     return True
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a file, link or folder (best effort: what cannot be removed is logged)."""
+    import shutil
+
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as exc:
+        logger.warning("could not remove %s: %s", path, exc)
+
+
+_FILE_SHA_CACHE: Dict[Tuple[str, int, int], str] = {}
+
+
+def _cached_file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) in this process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_SHA_CACHE:
+        _FILE_SHA_CACHE[key] = _io.file_sha256(path)
+    return _FILE_SHA_CACHE[key]
 
 
 def _check_checkpoint(path: Path, shown: Path) -> None:
@@ -584,11 +663,26 @@ class ProjectStore:
             if not os.path.lexists(entry):  # quarantined with its .pt
                 continue
             changed |= self._adopt_model(index, entry)
+        self._drop_stale_predictions(index)
         top = max((int(r[1:]) for r in index["regions"]), default=0)
         if index["n_regions"] < top:
             index["n_regions"] = top
             changed = True
         return changed
+
+    def _drop_stale_predictions(self, index: Dict[str, Any]) -> None:
+        """Remove prediction folders the index does not name: a replaced latest prediction whose
+        removal was interrupted, or one staged by a write that did not commit (a cache, never a
+        correction: nothing is quarantined)."""
+        folder = self.root / "predictions"
+        if not folder.is_dir() or folder.is_symlink():
+            return
+        named = {str(e.get("path")) for e in index.get("predictions", {}).values()}
+        for entry in sorted(folder.iterdir()):
+            if f"predictions/{entry.name}" in named and entry.is_dir() and not entry.is_symlink():
+                continue
+            _remove_path(entry)
+            logger.info("removed predictions/%s: not the latest prediction of any image", entry.name)
 
     def _check_version(self, vdir: Path, rid: str, number: int, region: Optional[Dict[str, Any]]
                        ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -1015,6 +1109,131 @@ class ProjectStore:
                     raise
                 logger.warning("skipping a damaged image: %s", exc)
         return out
+
+    # ------------------------------------------------------------------ latest predictions
+    def save_prediction(self, image_hash: str, labels: Any, uncertainty: Any, *, model_version: str,
+                        model_sha256: str = "", model_label: str = "", image_name: Optional[str] = None,
+                        source_path: Optional[PathLike] = None,
+                        ranked: Sequence[Tuple[float, Sequence[int]]] = (),
+                        display_range: Sequence[float] = (0.0, 1.0), pasted: bool = True) -> PredictionRecord:
+        """Keep ``labels`` and ``uncertainty`` as the latest prediction of an image, replacing the previous one.
+
+        Args:
+            image_hash: :func:`hash_image` of the image predicted.
+            labels: the model's gland labels (H, W), one id per gland (0 = background).
+            uncertainty: its uncertainty map (H, W), kept as float16.
+            model_version: the store version that made it ("" for a checkpoint file outside the store).
+            model_sha256: ``"sha256:<hex>"`` of that checkpoint file ("" if unknown).
+            model_label: how the dock named the model (default: ``model_version``).
+            image_name, source_path: the image's layer name and file, when known.
+            ranked: its review regions ``[(score, (y0, x0, y1, x1))]``.
+            display_range: the uncertainty map's contrast limits.
+            pasted: whether its layer showed the store's accepted corrections.
+
+        Returns:
+            The record of the saved prediction.
+
+        Raises:
+            ValueError: bad hash, shapes or labels, or an image of more than
+                :data:`MAX_FULL_IMAGE_PIXELS` pixels (the store does not keep such images whole).
+            StoreError: the store could not be written; the previous latest prediction is kept.
+        """
+        if not _io.IMAGE_HASH.fullmatch(str(image_hash)):
+            raise ValueError(f"image_hash must be 64 hex digits, got {image_hash!r}")
+        shape = tuple(int(s) for s in np.shape(labels))
+        if len(shape) != 2:
+            raise ValueError(f"labels must be (H, W), got shape {shape}")
+        if shape[0] * shape[1] > MAX_FULL_IMAGE_PIXELS:
+            raise ValueError(f"a prediction of {shape[0]}x{shape[1]} is larger than {MAX_FULL_IMAGE_PIXELS} "
+                             "pixels; the store keeps the predictions of whole images only")
+        labels_arr = _label_array(labels, shape, "prediction")
+        unc = np.asarray(uncertainty)
+        if unc.shape != shape:
+            raise ValueError(f"uncertainty has shape {unc.shape}, the labels {shape}")
+        unc = np.ascontiguousarray(unc, dtype=np.float16)
+        lo, hi = (float(v) for v in display_range)
+        regions = [[float(score), [int(v) for v in box]] for score, box in ranked]
+        digest = str(image_hash)
+        with self._mutation() as index:
+            predictions = index.setdefault("predictions", {})
+            old = predictions.get(digest)
+            number = int(old["number"]) + 1 if old else 1
+            rel = f"predictions/{digest}_p{number:04d}"
+            entry = {"image_hash": digest, "path": rel, "number": number, "shape": list(shape),
+                     "model_version": str(model_version), "model_sha256": str(model_sha256 or ""),
+                     "model_label": str(model_label or model_version), "created": _now(),
+                     "image_name": None if image_name is None else str(image_name),
+                     "source_path": None if source_path is None else str(source_path),
+                     "ranked": regions, "display_range": [lo, hi], "pasted": bool(pasted),
+                     "checksums": {"labels": _io.checksum(labels_arr), "uncertainty": _io.checksum(unc)}}
+            predictions[digest] = entry
+            what = f"saving the latest prediction of image {digest[:12]}"
+            with _io.all_or_nothing(what) as (placed, staged):
+                tmp = self._staging_dir(staged)
+                _write_group(tmp, {"napari_cdma_prediction": entry})
+                _write_array(tmp / "labels", labels_arr)
+                _write_array(tmp / "uncertainty", unc)
+                self._apply(index, [(tmp, rel)], placed, what)
+        if old and old.get("path") != rel:  # committed: the previous latest is no longer named
+            with contextlib.suppress(StoreError):
+                _remove_path(_io.inside(self.root, str(old["path"]), what))
+        logger.info("saved the latest prediction of image %s (%s, model %s)", digest[:12], rel, model_version)
+        return self._prediction_record(entry)
+
+    @staticmethod
+    def _prediction_record(entry: Dict[str, Any]) -> PredictionRecord:
+        lo, hi = entry.get("display_range") or (0.0, 1.0)
+        return PredictionRecord(
+            image_hash=str(entry["image_hash"]), path=str(entry["path"]), number=int(entry["number"]),
+            shape=tuple(int(v) for v in entry["shape"]), model_version=str(entry.get("model_version") or ""),
+            model_sha256=str(entry.get("model_sha256") or ""), created=str(entry.get("created", "")),
+            model_label=str(entry.get("model_label") or entry.get("model_version") or ""),
+            image_name=entry.get("image_name"), source_path=entry.get("source_path"),
+            ranked=[(float(score), tuple(int(v) for v in box)) for score, box in entry.get("ranked") or []],
+            display_range=(float(lo), float(hi)), pasted=bool(entry.get("pasted", True)))
+
+    def predictions(self) -> List[PredictionRecord]:
+        """The latest prediction of every image that has one."""
+        return [self._prediction_record(dict(e, image_hash=k))
+                for k, e in sorted(self._index.get("predictions", {}).items())]
+
+    def latest_prediction(self, image_hash: str) -> Optional[PredictionRecord]:
+        """The latest prediction of an image, or None."""
+        entry = self._index.get("predictions", {}).get(str(image_hash))
+        return None if entry is None else self._prediction_record(dict(entry, image_hash=str(image_hash)))
+
+    def load_prediction(self, image_hash: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Pixels of an image's latest prediction, verified against their checksums.
+
+        Returns:
+            ``(labels (H, W) uint8 or uint32, uncertainty (H, W) float16)``.
+
+        Raises:
+            KeyError: the image has no stored prediction.
+            StoreError: a file is missing or damaged; the message names the image and the file.
+        """
+        entry = self._index.get("predictions", {}).get(str(image_hash))
+        if entry is None:
+            raise KeyError(f"no stored prediction of image {str(image_hash)[:12]}")
+        what = f"latest prediction of image {str(image_hash)[:12]}"
+        base = _io.inside(self.root, entry["path"], what)
+        sums = entry.get("checksums") or {}
+        labels, unc = (_io.read_array_verified(base / name, sums.get(name), what) for name in ("labels", "uncertainty"))
+        if labels.shape != tuple(entry["shape"]) or unc.shape != labels.shape:
+            raise StoreError(f"{what}: its arrays do not have the recorded shape {tuple(entry['shape'])}")
+        return labels, unc
+
+    def model_checksum(self, version: str) -> str:
+        """``"sha256:<hex>"`` of a model version's checkpoint file ("" for a version the store does not
+        hold): the recorded one for a stored version, the file's own for the bundled model."""
+        if version == BUNDLED:
+            from src_model.checkpoint import bundled_model_path
+
+            try:
+                return _cached_file_sha256(Path(bundled_model_path()))
+            except OSError:
+                return ""
+        return next((str(m.get("sha256") or "") for m in self._index["models"] if m["version"] == version), "")
 
     # ------------------------------------------------------------------ models
     def add_model(self, checkpoint_path: PathLike, *, parent: Optional[str],

@@ -85,7 +85,11 @@ MODEL_VERSION = re.compile(r"^v\d{4,9}$")
 IMAGE_KEY = re.compile(r"^[0-9a-f]{64}(_\d{1,9}){0,4}$")
 #: The relative paths a mutation may place (and an intent may name).
 PLACEABLE = re.compile(r"^(regions/r\d{4,9}(/v\d{4,9})?|images/[0-9a-f]{64}(_\d{1,9}){0,4}|"
-                       r"models/v\d{4,9}\.(pt|json))$")
+                       r"models/v\d{4,9}\.(pt|json)|predictions/[0-9a-f]{64}_p\d{4,9})$")
+#: Hash key of a stored image (or of its latest prediction).
+IMAGE_HASH = re.compile(r"^[0-9a-f]{64}$")
+#: A folder under predictions/: the latest prediction of one image, ``<image hash>_p<number>``.
+PREDICTION_DIR = re.compile(r"^([0-9a-f]{64})_p(\d{4,9})$")
 
 
 def inside(root: Path, rel: str, what: str) -> Path:
