@@ -182,6 +182,11 @@ class CdmaWidget(QWidget):
         pl = QVBoxLayout(project_box)
         pl.addLayout(store_row)
         pl.addWidget(self.store_label)
+        self.keep_edits_button = QPushButton("Keep unaccepted edits")
+        self.keep_edits_button.setToolTip("Keep in the project store the edits of each prediction layer that are not "
+                                          "accepted yet, so that they come back when the store is reopened (they "
+                                          "are not used for training until accepted)")
+        pl.addWidget(self.keep_edits_button)
 
         inner = QWidget()
         col = QVBoxLayout(inner)
@@ -204,6 +209,7 @@ class CdmaWidget(QWidget):
 
         browse.clicked.connect(self._browse_store)
         open_button.clicked.connect(lambda: self.open_store(self.store_edit.text()))
+        self.keep_edits_button.clicked.connect(self.keep_edits)
         self.predict_panel.finished.connect(self._on_predicted)
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
@@ -331,6 +337,51 @@ class CdmaWidget(QWidget):
         _last_saver = threading.Thread(target=save, name=f"napari-cdma save prediction {name}")
         _last_saver.start()
 
+    def keep_edits(self) -> Dict[str, int]:
+        """Keep the unaccepted edits of each image's prediction layer with its latest prediction in
+        the store (reopening the store shows them again). Returns image name -> edited pixels kept."""
+        store = self._store
+        if store is None:
+            self.store_label.setText("Open a project store first: edits are kept in it.")
+            return {}
+        self.flush_prediction_saves()
+        kept: Dict[str, int] = {}
+        problems: List[str] = []
+        for name, state in list(self.states.items()):
+            names = names_for(name)
+            if names["prediction"] not in self.viewer.layers or not state.image_hash:
+                continue
+            data = np.asarray(self.viewer.layers[names["prediction"]].data)
+            edits = state.unsaved(names["prediction"], data) if data.shape == state.original_labels.shape else 0
+            if not edits:
+                continue
+            record = store.latest_prediction(state.image_hash)
+            if record is None or tuple(record.shape) != data.shape \
+                    or (record.model_version or None) != state.model_version:
+                problems.append(f"'{name}': the store does not hold the prediction behind its layer (predict it "
+                                "again with the store open)")
+                continue
+            umap = self.viewer.layers[names["uncertainty"]] if names["uncertainty"] in self.viewer.layers else None
+            try:
+                unc = np.asarray(umap.data) if umap is not None and not umap.multiscale \
+                    and np.shape(umap.data) == data.shape else store.load_prediction(state.image_hash)[1]
+                store.save_prediction(state.image_hash, state.original_labels, unc,
+                                      model_version=record.model_version, model_sha256=record.model_sha256,
+                                      model_label=record.model_label, image_name=name,
+                                      source_path=record.source_path, ranked=record.ranked,
+                                      display_range=record.display_range, pasted=record.pasted, edited=data)
+            except Exception as exc:
+                problems.append(f"'{name}': {exc}")
+                continue
+            kept[name] = int(edits)
+        self._sync_from_store()
+        said = [f"Kept {n} edited pixel(s) of '{k}' in the store (not accepted: not used for training)."
+                for k, n in kept.items()] or ["No prediction layer holds edits that are not accepted or kept."]
+        if problems:
+            said.append("Not kept: " + "; ".join(problems) + ".")
+        self.store_label.setText(self.store_label.text() + "\n" + " ".join(said))
+        return kept
+
     def _on_prediction_saved(self, name: str, message: str) -> None:
         if message:
             self.predict_panel.last_message = (f"{self.predict_panel.last_message} The prediction of '{name}' "
@@ -378,7 +429,14 @@ class CdmaWidget(QWidget):
                 continue
             labels = labels.astype(np.int32)
             corrections = self._accepted_corrections(digest) if record.pasted else []
-            on_screen = labels.copy()
+            edited, kept = None, ""
+            if record.edited:
+                try:
+                    edited = store.load_prediction_edits(digest)
+                    kept = "; with its kept edits (not accepted)"
+                except StoreError as exc:
+                    kept = f"; its kept edits could not be read ({exc})"
+            on_screen = labels.copy() if edited is None else edited.astype(np.int32)
             n_pasted = paste_corrections(on_screen, corrections)
             visible = bool(image_layer.visible)
             made = show_stored_prediction(self.viewer, name, on_screen, uncertainty, record.display_range,
@@ -396,7 +454,7 @@ class CdmaWidget(QWidget):
             raise_overlays(self.viewer, name)
             stale = self._stale_note(store, record)
             self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
-                                              f"{record.created}{'; ' + stale if stale else ''}"
+                                              f"{record.created}{kept}{'; ' + stale if stale else ''}"
             shown.append(name)
             if first is None or (visible and not layers[first].visible):
                 first = name  # the panels show the restored image on screen, else the first one
@@ -506,7 +564,8 @@ class CdmaWidget(QWidget):
         if restored:
             summary += ("\nPredictions restored from the store (model, time saved): "
                         + "; ".join(f"'{k}' ({v})" for k, v in restored.items())
-                        + ". Edits not accepted are not kept in the store: accept them before closing.")
+                        + ". Edits not accepted are not kept in the store unless you press 'Keep unaccepted "
+                        "edits'; accept them to train on them.")
         self.store_label.setText(summary)
         for digest, name in self.image_names.items():
             boxes = [r.bbox for r in by_image.get(digest, [])]

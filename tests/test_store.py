@@ -673,6 +673,14 @@ def test_latest_prediction_is_kept_replaced_verified_and_repaired(tmp_path, glas
     with pytest.raises(StoreError, match="latest prediction of image"):
         again.load_prediction(digest)
 
+    # edits not accepted, kept on request with the prediction
+    assert again.load_prediction_edits(digest) is None
+    edited = mask.copy()
+    edited[:10, :10] = 7
+    rec4 = again.save_prediction(digest, mask, unc, model_version="v0001", edited=edited)
+    assert rec4.edited and not rec3.edited
+    np.testing.assert_array_equal(ProjectStore.open(root).load_prediction_edits(digest), edited)
+
     # refused: a bad hash, mismatched shapes, an image larger than the store keeps whole
     with pytest.raises(ValueError, match="64 hex"):
         again.save_prediction("nothex", mask, unc, model_version=BUNDLED)

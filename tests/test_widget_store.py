@@ -174,3 +174,40 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     assert last.open_store(path) is not None
     assert names["prediction"] in third.layers
     assert "stale: the current model is v0002" in last.store_label.text(), last.store_label.text()
+
+
+def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make_napari_viewer, qtbot, tmp_path,
+                                                                           lite_checkpoint):
+    """'Keep unaccepted edits' keeps a prediction layer's edits with its latest prediction: a reopen shows
+    them, they are still not accepted, and predicting again does not overwrite them."""
+    from napari_cdma._layers import names_for
+
+    path = tmp_path / "project"
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget.open_store(path) is not None
+    widget.store.add_model(lite_checkpoint, parent="bundled", promoted=True)
+    assert widget.open_store(path) is not None
+    assert widget.keep_edits() == {}  # nothing predicted, nothing to keep
+    _wait_predicted(qtbot, widget, SAMPLE_NAME)
+    name = names_for(SAMPLE_NAME)["prediction"]
+    layer = viewer.layers[name]
+    layer.data[200:220, 300:320] = 99  # an edit, not accepted
+    layer.refresh()
+    edited = np.array(layer.data)
+    widget.keep_edits_button.click()
+    assert widget.keep_edits() == {SAMPLE_NAME: 400}  # kept again: the same 400 pixels
+    assert "Kept 400 edited pixel(s)" in widget.store_label.text()
+    assert widget.store.regions() == []  # kept, not accepted
+    viewer.close()
+
+    other = make_napari_viewer()
+    _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert again.open_store(path) is not None
+    np.testing.assert_array_equal(other.layers[name].data, edited)
+    assert "kept edits" in again.store_label.text()
+    assert again.states[SAMPLE_NAME].unsaved(name, np.asarray(other.layers[name].data)) == 400
+    _wait_predicted(qtbot, again, SAMPLE_NAME)
+    np.testing.assert_array_equal(other.layers[name].data, edited)  # the new prediction went to another layer
+    assert "400 edited pixel(s)" in again.predict_panel.last_message

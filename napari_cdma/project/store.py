@@ -9,6 +9,7 @@ Layout of a store directory (a zarr v3 hierarchy plus a JSON index)::
       images/<key>               source images kept as unlabelled tissue for retraining
       models/v0001.pt            model checkpoints (models/v0001.json: their record, for repair)
       predictions/<hash>_p0001/  the latest prediction of each image: arrays labels, uncertainty
+                                 (and edited: the prediction layer with edits not accepted, when kept)
       .staging/                  temporary names; renamed into place when complete
       intent.json                only while a write is in progress (see below)
       quarantine/                data that recovery could neither finish nor adopt, kept for a human
@@ -38,10 +39,12 @@ the index are checked against their patterns and must resolve inside the store.
 Latest predictions: each image keeps at most one prediction (the model's gland labels, one id per
 gland, and its uncertainty map as float16, with the model version, the model file's checksum, the
 time, the review regions and the display range), so that a reopened store shows it without
-predicting again. It is a cache of model output, not a correction: saving a new one replaces the
-old (a new ``_p<number>`` folder, committed like any write, then the old folder is removed), it
-never touches accepted regions, and a prediction folder the index does not name is simply removed
-by recovery. The index key ``predictions`` is optional (stores written before it have none).
+predicting again; optionally with the prediction layer as the user edited it (``edited``: edits not
+accepted, kept on request, never used for training). It is a cache of model output, not a
+correction: saving a new one replaces the old (a new ``_p<number>`` folder, committed like any
+write, then the old folder is removed), it never touches accepted regions, and a prediction folder
+the index does not name is simply removed by recovery. The index key ``predictions`` is optional
+(stores written before it have none).
 
 Held-out regions: the n-th region accepted in the store (n = 0, 1, 2, ...) is held out when
 ``floor((n + 1) * f) > floor(n * f)``, with ``f`` the holdout fraction fixed at creation. For the
@@ -163,6 +166,7 @@ class PredictionRecord:
         ranked: the review regions of the prediction, ``[(score, (y0, x0, y1, x1))]``, most uncertain first.
         display_range: contrast limits of the uncertainty map.
         pasted: whether the prediction layer showed the store's accepted corrections over it.
+        edited: whether the prediction layer as edited (edits not accepted) is kept with it.
     """
 
     image_hash: str
@@ -178,6 +182,7 @@ class PredictionRecord:
     ranked: List[Tuple[float, BBox]] = field(default_factory=list)
     display_range: Tuple[float, float] = (0.0, 1.0)
     pasted: bool = True
+    edited: bool = False
 
 
 @dataclass
@@ -1115,7 +1120,8 @@ class ProjectStore:
                         model_sha256: str = "", model_label: str = "", image_name: Optional[str] = None,
                         source_path: Optional[PathLike] = None,
                         ranked: Sequence[Tuple[float, Sequence[int]]] = (),
-                        display_range: Sequence[float] = (0.0, 1.0), pasted: bool = True) -> PredictionRecord:
+                        display_range: Sequence[float] = (0.0, 1.0), pasted: bool = True,
+                        edited: Any = None) -> PredictionRecord:
         """Keep ``labels`` and ``uncertainty`` as the latest prediction of an image, replacing the previous one.
 
         Args:
@@ -1129,6 +1135,8 @@ class ProjectStore:
             ranked: its review regions ``[(score, (y0, x0, y1, x1))]``.
             display_range: the uncertainty map's contrast limits.
             pasted: whether its layer showed the store's accepted corrections.
+            edited: the prediction layer as the user edited it (H, W), kept with the prediction
+                (edits not accepted: shown again on reopen, never used for training); None: none.
 
         Returns:
             The record of the saved prediction.
@@ -1151,6 +1159,9 @@ class ProjectStore:
         if unc.shape != shape:
             raise ValueError(f"uncertainty has shape {unc.shape}, the labels {shape}")
         unc = np.ascontiguousarray(unc, dtype=np.float16)
+        arrays = {"labels": labels_arr, "uncertainty": unc}
+        if edited is not None:
+            arrays["edited"] = _label_array(edited, shape, "edited")
         lo, hi = (float(v) for v in display_range)
         regions = [[float(score), [int(v) for v in box]] for score, box in ranked]
         digest = str(image_hash)
@@ -1165,14 +1176,14 @@ class ProjectStore:
                      "image_name": None if image_name is None else str(image_name),
                      "source_path": None if source_path is None else str(source_path),
                      "ranked": regions, "display_range": [lo, hi], "pasted": bool(pasted),
-                     "checksums": {"labels": _io.checksum(labels_arr), "uncertainty": _io.checksum(unc)}}
+                     "edited": edited is not None, "checksums": {k: _io.checksum(a) for k, a in arrays.items()}}
             predictions[digest] = entry
             what = f"saving the latest prediction of image {digest[:12]}"
             with _io.all_or_nothing(what) as (placed, staged):
                 tmp = self._staging_dir(staged)
                 _write_group(tmp, {"napari_cdma_prediction": entry})
-                _write_array(tmp / "labels", labels_arr)
-                _write_array(tmp / "uncertainty", unc)
+                for key, arr in arrays.items():
+                    _write_array(tmp / key, arr)
                 self._apply(index, [(tmp, rel)], placed, what)
         if old and old.get("path") != rel:  # committed: the previous latest is no longer named
             with contextlib.suppress(StoreError):
@@ -1190,7 +1201,8 @@ class ProjectStore:
             model_label=str(entry.get("model_label") or entry.get("model_version") or ""),
             image_name=entry.get("image_name"), source_path=entry.get("source_path"),
             ranked=[(float(score), tuple(int(v) for v in box)) for score, box in entry.get("ranked") or []],
-            display_range=(float(lo), float(hi)), pasted=bool(entry.get("pasted", True)))
+            display_range=(float(lo), float(hi)), pasted=bool(entry.get("pasted", True)),
+            edited=bool(entry.get("edited", False)))
 
     def predictions(self) -> List[PredictionRecord]:
         """The latest prediction of every image that has one."""
@@ -1222,6 +1234,22 @@ class ProjectStore:
         if labels.shape != tuple(entry["shape"]) or unc.shape != labels.shape:
             raise StoreError(f"{what}: its arrays do not have the recorded shape {tuple(entry['shape'])}")
         return labels, unc
+
+    def load_prediction_edits(self, image_hash: str) -> Optional[np.ndarray]:
+        """The prediction layer as edited, kept with an image's latest prediction (None if none was kept).
+
+        Raises:
+            StoreError: its file is missing or damaged.
+        """
+        entry = self._index.get("predictions", {}).get(str(image_hash))
+        if entry is None or not entry.get("edited"):
+            return None
+        what = f"kept edits of image {str(image_hash)[:12]}"
+        data = _io.read_array_verified(_io.inside(self.root, entry["path"], what) / "edited",
+                                       (entry.get("checksums") or {}).get("edited"), what)
+        if data.shape != tuple(entry["shape"]):
+            raise StoreError(f"{what}: the array does not have the recorded shape {tuple(entry['shape'])}")
+        return data
 
     def model_checksum(self, version: str) -> str:
         """``"sha256:<hex>"`` of a model version's checkpoint file ("" for a version the store does not
