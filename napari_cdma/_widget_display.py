@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import camera_for_tile, prediction_layers, style_prediction
+from ._layers import camera_for_tile, prediction_layers, style_prediction, uncertainty_tint_start
 from ._messages import show_message
 from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
 
@@ -74,6 +74,7 @@ class DisplayPanel(QWidget):
         self.legend.setScaledContents(True)  # the gradient follows the dock's width
         self.legend.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.legend.setToolTip("Uncertainty colours, transparent (certain) to deep green (most uncertain)")
+        self.legend_title = QLabel("Uncertainty colours (range over tissue):")
         self.lo_label = QLabel("")
         self.hi_label = QLabel("")
         self.readout = QLabel("Under cursor: -")
@@ -101,7 +102,7 @@ class DisplayPanel(QWidget):
         legend_row.addWidget(self.hi_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(QLabel("Uncertainty colours (range over tissue):"))
+        layout.addWidget(self.legend_title)
         layout.addLayout(legend_row)
         layout.addWidget(self.readout)
         glands_row = QHBoxLayout()
@@ -132,9 +133,11 @@ class DisplayPanel(QWidget):
         lo, hi = self.display_range
         self.lo_label.setText(f"{lo:.3f}")
         self.hi_label.setText(f"{hi:.3f}")
-        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent (the H&E unchanged) at {lo:.3f} and "
-                               f"below, deeper green as it rises, strongest at {hi:.3f} and above (the range "
-                               "over tissue, 2nd to 99.5th percentile)")
+        tint = uncertainty_tint_start(lo, hi)
+        self.legend_title.setText(f"Uncertainty colours (tint from {tint:.3f}):")
+        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent (the H&E unchanged) below {tint:.3f}, "
+                               f"deeper green as it rises, strongest at {hi:.3f} and above; {lo:.3f} to {hi:.3f} "
+                               "is its range over tissue (2nd to 99.5th percentile)")
         self.set_glands(glands)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
-from napari.layers import Labels, Shapes
+from napari.layers import Image, Labels, Shapes
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QFormLayout,
@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 
 from ._layers import (
     IMAGE_KEY,
+    ROLE_KEY,
     TILE_COLOR,
     TILE_WIDTH,
     camera_for_tile,
@@ -49,6 +50,43 @@ CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it:
 CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
 NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region was accepted. Draw a "
                    "rectangle or polygon (Draw) to accept more, or predict again with another model.")
+
+
+#: Layer metadata keys of a whole slide's layers (the reader's and the Whole slide panel's); as
+#: :data:`napari_cdma._slide_view.SLIDE_KEY` and ``STORE_KEY``, spelt out so that this panel need
+#: not import the slide module.
+SLIDE_META_KEYS = ("cdma_slide", "cdma_store")
+
+
+def no_regions_note(viewer: Any, name: Optional[str]) -> str:
+    """What "Look here next" says while the layer ``name`` (the image chosen in Predict) has no
+    review regions: predict it only when it is an H&E image the dock predicts.
+
+    A layer of the plugin's own (a prediction, an uncertainty map, ...) belongs to an image: that
+    image's regions are the ones to see. A whole slide's layers (the slide, its stored uncertainty
+    and glands) have their review regions in the Whole slide panel. Other layers are no H&E image.
+    """
+    if not name:
+        return ""
+    layer = viewer.layers[name] if name in viewer.layers else None
+    if layer is None:
+        return ""
+    meta = getattr(layer, "metadata", None) or {}
+    if any(meta.get(k) for k in SLIDE_META_KEYS):
+        return (f"'{name}' belongs to a whole slide: its review regions are listed in the Whole slide "
+                "panel (Predict view ranks them over the predicted area).")
+    role = meta.get(ROLE_KEY)
+    if role:
+        owner = meta.get(IMAGE_KEY)
+        whose = f" of '{owner}'" if owner else ""
+        return (f"'{name}' is the plugin's {role} layer{whose}, not an image to predict: choose the H&E "
+                "image in Predict to see its review regions.")
+    if not isinstance(layer, Image) or not getattr(layer, "rgb", False):
+        return (f"'{name}' is not an RGB H&E image: choose one in Predict to see its review regions.")
+    if getattr(layer, "multiscale", False):
+        return (f"'{name}' is a multiscale image (a slide pyramid): review regions of a slide opened "
+                "with this plugin are listed in the Whole slide panel.")
+    return f"Predict '{name}' to see its review regions."
 
 
 def readable_list(widget: Any) -> None:
@@ -224,7 +262,7 @@ class ReviewPanel(QWidget):
         self.image_name = None
         self._next_row = 0
         self._fill_tiles([])
-        self._say(f"Predict '{image_name}' to see its review regions." if image_name else "")
+        self._say(no_regions_note(self.viewer, image_name))
 
     def _fill_tiles(self, tiles: List[Tuple[float, BBox]]) -> None:
         self.tiles = list(tiles)

@@ -1,0 +1,149 @@
+"""The uncertainty overlay as it is drawn on the canvas, and what "Look here next" says about layers
+that are not images to predict (a slide's layers, the plugin's own layers).
+
+The overlay test predicts the shipped sample with the bundled model in a shown viewer (Xvfb) and
+compares canvas screenshots with and without the uncertainty layer, pixel by pixel over tissue.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from napari_cdma._layers import IMAGE_KEY, ROLE_KEY, names_for, uncertainty_tint_start
+from napari_cdma._sample import SAMPLE_NAME
+from napari_cdma._widget_display import legend_rgb
+from napari_cdma._widget_review import no_regions_note
+
+PLUGIN, WIDGET, SAMPLE_KEY = "napari-cdma", "CDMA segmentation", "glas_testA_1"
+CHANGED = 16  # a canvas pixel whose colour moved by more than this (of 255, any channel) is tinted
+CLEAR = 48  # ... and clearly tinted above this
+
+
+def _dock(make_napari_viewer, monkeypatch, tmp_path, show):
+    monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(tmp_path / "no_store"))  # no project: the bundled model
+    viewer = make_napari_viewer(show=show)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return viewer, widget
+
+
+def _canvas_to_image(viewer, shot_hw, image_hw):
+    """Image row and column under each canvas pixel (nearest pixel centre), and which lie on the image."""
+    from napari_cdma._widget_review import scene_camera
+
+    camera = scene_camera(viewer)
+    cy, cx = camera.center[-2:]
+    zoom = camera.zoom
+    h, w = shot_hw
+    rows = np.floor(cy + (np.arange(h) + 0.5 - h / 2) / zoom + 0.5).astype(int)
+    cols = np.floor(cx + (np.arange(w) + 0.5 - w / 2) / zoom + 0.5).astype(int)
+    on = ((rows >= 0) & (rows < image_hw[0]))[:, None] & ((cols >= 0) & (cols < image_hw[1]))[None]
+    return np.clip(rows, 0, image_hw[0] - 1), np.clip(cols, 0, image_hw[1] - 1), on
+
+
+def test_overlay_tints_the_most_uncertain_tissue_and_leaves_the_rest_readable(make_napari_viewer, qtbot,
+                                                                               monkeypatch, tmp_path):
+    from src_model.tissue import tissue_mask
+
+    viewer, widget = _dock(make_napari_viewer, monkeypatch, tmp_path, show=True)
+    viewer.window.resize(1500, 950)  # a canvas of some size beside the dock
+    viewer.open_sample(PLUGIN, SAMPLE_KEY)
+    assert widget.predict(SAMPLE_NAME), widget.predict_panel.last_message
+    qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=180_000)
+    assert widget.predict_panel.last_message.startswith("Predicted"), widget.predict_panel.last_message
+
+    names = names_for(SAMPLE_NAME)
+    unc = viewer.layers[names["uncertainty"]]
+    lo, hi = (float(v) for v in unc.contrast_limits)
+    tint = uncertainty_tint_start(lo, hi)
+    assert lo < tint < hi
+    # the legend says where the tint starts and is drawn as the layer is: glass-white up to that point
+    assert f"{tint:.3f}" in widget.display_panel.legend_title.text()
+    legend = legend_rgb(unc.colormap, width=100, opacity=unc.opacity)
+    cut = int(100 * (tint - lo) / (hi - lo))
+    assert (legend[:, : cut - 1] == 255).all() and legend[:, -1].max() < 200
+
+    for layer in viewer.layers:
+        layer.visible = layer.name in (SAMPLE_NAME, unc.name)
+    viewer.reset_view()
+    qtbot.wait(300)
+    unc.visible = False
+    qtbot.wait(200)
+    base = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(np.int16)
+    unc.visible = True
+    qtbot.wait(200)
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(np.int16)
+    diff = np.abs(shot - base).max(axis=-1)
+
+    image = np.asarray(viewer.layers[SAMPLE_NAME].data)
+    rows, cols, on = _canvas_to_image(viewer, diff.shape, image.shape[:2])
+    assert on.mean() > 0.2  # the image fills a good part of the canvas
+    tissue = on & tissue_mask(image)[rows][:, cols]
+    value = np.asarray(unc.data)[rows][:, cols]
+
+    # a non-trivial but bounded share of the tissue is tinted (the earlier ramp tinted 75 % of the
+    # sample's tissue; the sample's model error covers ~40 % of it, so more than a quarter is expected)
+    changed = float((diff > CHANGED)[tissue].mean())
+    assert 0.03 < changed < 0.6, changed
+    # tissue below the tint start shows the H&E as it is; the most uncertain tissue is clearly tinted
+    calm = tissue & (value < tint - 0.05 * (hi - lo))
+    top = tissue & (value >= hi)
+    assert calm.sum() > 0.2 * tissue.sum() and top.sum() > 50
+    assert (diff[calm] <= 4).mean() > 0.99, (diff[calm] > 4).mean()
+    assert np.median(diff[top]) > CLEAR and (diff[top] > CHANGED).mean() > 0.95
+
+    # the dock's review regions do not overlap and none is a sliver
+    boxes = [b for _, b in widget.review_panel.tiles]
+    assert boxes
+    for a, b in itertools.combinations(boxes, 2):
+        assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    assert all(min(y1 - y0, x1 - x0) >= 128 for y0, x0, y1, x1 in boxes)
+
+
+@pytest.fixture
+def slide_and_layers(make_napari_viewer, monkeypatch, tmp_path):
+    """A dock with an H&E image, a (fake) whole slide with its stored uncertainty, a plugin layer and a
+    grey image: metadata as the plugin's slide reader and Whole slide panel give them."""
+    viewer, widget = _dock(make_napari_viewer, monkeypatch, tmp_path, show=False)
+    rng = np.random.default_rng(0)
+    he = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    viewer.add_image(he, name="he", rgb=True)
+    slide_meta = {"cdma_slide": str(tmp_path / "s.tif")}
+    store_meta = {"cdma_store": str(tmp_path / "s.cdma.zarr"), "cdma_slide": str(tmp_path / "s.tif")}
+    levels = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)]
+    viewer.add_image(levels, name="s", rgb=True, multiscale=True, metadata=slide_meta)
+    viewer.add_image([lv[..., 0] for lv in levels], name="s uncertainty", multiscale=True, metadata=store_meta)
+    viewer.add_image(np.zeros((64, 64), np.float32), name=names_for("he")["uncertainty"],
+                     metadata={ROLE_KEY: "uncertainty", IMAGE_KEY: "he"})
+    viewer.add_image(np.zeros((64, 64), np.float32), name="heat")
+    viewer.add_image(levels, name="pyramid", rgb=True, multiscale=True)
+    return viewer, widget
+
+
+@pytest.mark.parametrize("name, says", [
+    ("s", "Whole slide panel"),
+    ("s uncertainty", "Whole slide panel"),
+    ("heat", "not an RGB H&E image"),
+    ("pyramid", "Whole slide panel"),
+])
+def test_review_panel_does_not_offer_to_predict_a_slide_layer(slide_and_layers, name, says):
+    """Choosing a layer in Predict that is no image to predict (the walk: a slide's uncertainty layer
+    was on screen) makes "Look here next" say where its regions are, not "Predict '<layer>'"."""
+    viewer, widget = slide_and_layers
+    widget.predict_panel.set_image(name)
+    assert widget.predict_panel.image_layer is viewer.layers[name]
+    message = widget.review_panel.last_message
+    assert "Predict '" not in message and says in message and f"'{name}'" in message, message
+    # an H&E image of the viewer is still offered to predict
+    widget.predict_panel.set_image("he")
+    assert widget.review_panel.last_message == "Predict 'he' to see its review regions."
+
+
+def test_review_note_for_the_plugins_own_layers(slide_and_layers):
+    viewer, widget = slide_and_layers
+    name = names_for("he")["uncertainty"]
+    widget.review_panel.clear_tiles(name)
+    message = widget.review_panel.last_message
+    assert "Predict '" not in message and "uncertainty layer of 'he'" in message, message
+    assert no_regions_note(viewer, None) == "" and no_regions_note(viewer, "closed layer") == ""
