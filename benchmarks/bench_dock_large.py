@@ -12,22 +12,33 @@ with the bundled model (the dock's defaults: no project store, the viewer's thre
    from the Cancel click to the worker thread's ``finished`` signal, and whether any layer of the
    cancelled run is left.
 
-Writes ``benchmarks/results/dock_large.json`` and ``.md``. The 1-minute load average is recorded at
-start and end: other work on the machine slows every number here.
+While the timer is late by more than 30 ms, a watchdog thread samples the GUI thread's stack every
+5 ms (``sys._current_frames``), and the stack of the prediction's worker thread once per stall: each
+stall over 100 ms is reported with the GUI-thread calls seen most during it (the innermost call of
+this project and of the libraries), or, when the GUI thread could not be sampled at all (the worker
+held the GIL, or the process was not scheduled), with what the worker was doing.
+
+Writes ``benchmarks/results/dock_large.json`` and ``.md``; the previous results (``--before``, by
+default the results file being replaced) are kept as the "before" column. The 1-minute load average
+is recorded at start and end: other work on the machine slows every number here.
 
 Usage::
 
-    python benchmarks/bench_dock_large.py [--size 6000] [--cancel-at 0.3] [--data GLAS]
+    python benchmarks/bench_dock_large.py [--size 6000] [--cancel-at 0.3] [--data GLAS] [--before JSON]
 
 Re-execs itself under ``xvfb-run`` when no display is set.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
+import threading
 import time
+import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -84,21 +95,79 @@ def reset_peak() -> bool:
         return False
 
 
-class Ticker:
-    """A 10 ms QTimer that records its lateness and, per tick, what ``probe()`` returns."""
+#: Lateness after which the watchdog samples the GUI thread's stack, and its sampling period.
+SAMPLE_AFTER_S, SAMPLE_EVERY_S = 0.03, 0.005
 
-    def __init__(self, probe) -> None:
+
+def _frames(frame: Any) -> List[str]:
+    """``file:line:function`` of a stack, outermost first, paths shortened."""
+    out = []
+    for fs in traceback.extract_stack(frame):
+        name = fs.filename
+        for cut in ("site-packages/", str(Path(__file__).resolve().parents[1]) + "/"):
+            if cut in name:
+                name = name.split(cut, 1)[1]
+        out.append(f"{name}:{fs.lineno}:{fs.name}")
+    return out
+
+
+def where(stack: List[str]) -> str:
+    """The innermost call of this project (napari_cdma, src_model) and the innermost frame overall."""
+    ours = [f for f in stack if f.startswith(("napari_cdma/", "src_model/"))]
+    inner = stack[-1] if stack else "?"
+    return f"{ours[-1]} > {inner}" if ours and ours[-1] != inner else inner
+
+
+class Watchdog:
+    """Samples the GUI thread's stack while the ticker is late (a daemon thread)."""
+
+    def __init__(self) -> None:
+        self.gui = threading.main_thread().ident
+        self.beat: Optional[float] = None
+        self.samples: List[Any] = []  # (beat, time, GUI stack, other threads' innermost frames or None)
+        threading.Thread(target=self._run, name="stall-watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(SAMPLE_EVERY_S)
+            beat = self.beat
+            if beat is None or time.perf_counter() - beat < SAMPLE_AFTER_S:
+                continue
+            frames = sys._current_frames()
+            gui = frames.pop(self.gui, None)
+            first = not self.samples or self.samples[-1][0] != beat
+            others = [where(_frames(f)) for f in frames.values()] if first else None
+            self.samples.append((beat, time.perf_counter(), _frames(gui) if gui is not None else [], others))
+
+    def explain(self, start: float, end: float) -> Dict[str, Any]:
+        """What the GUI thread was seen doing in the stall from ``start`` (last tick) to ``end``."""
+        got = [s for s in self.samples if s[0] == start and s[1] <= end + SAMPLE_EVERY_S]
+        calls = Counter(where(s[2]) for s in got if s[2])
+        others = next((s[3] for s in got if s[3] is not None), [])
+        return {"samples": len(got), "gui": [{"n": n, "call": c} for c, n in calls.most_common(4)],
+                "worker": [o for o in others if "napari_cdma/" in o or "src_model/" in o][:2]}
+
+
+class Ticker:
+    """A 10 ms QTimer that records its lateness and, per tick, what ``probe()`` returns; a
+    :class:`Watchdog` explains the longest stalls."""
+
+    def __init__(self, probe, watchdog: Optional[Watchdog] = None) -> None:
         from qtpy.QtCore import QTimer
 
         self.ticks: List[float] = []
         self.samples: List[Any] = []
         self.probe = probe
+        self.watchdog = watchdog
         self.timer = QTimer()
         self.timer.setInterval(INTERVAL_MS)
         self.timer.timeout.connect(self._tick)
 
     def _tick(self) -> None:
-        self.ticks.append(time.perf_counter())
+        now = time.perf_counter()
+        self.ticks.append(now)
+        if self.watchdog is not None:
+            self.watchdog.beat = now
         self.samples.append(self.probe())
 
     def start(self) -> None:
@@ -108,17 +177,22 @@ class Ticker:
 
     def stop(self) -> Dict[str, float]:
         self.timer.stop()
+        if self.watchdog is not None:
+            self.watchdog.beat = None
         late = np.array([max(0.0, (b - a) * 1000.0 - INTERVAL_MS) for a, b in zip(self.ticks, self.ticks[1:],
                                                                                      strict=False)])
         if late.size == 0:
             return {"n": 0}
-        worst = np.argsort(-late)[:5]
+        worst = np.argsort(-late)[:8]
+        explain = self.watchdog.explain if self.watchdog is not None else lambda a, b: {}
         return {"n": int(late.size), "p50_ms": float(np.percentile(late, 50)),
                 "p99_ms": float(np.percentile(late, 99)), "max_ms": float(late.max()),
                 "over_100ms": int((late > 100).sum()), "over_500ms": int((late > 500).sum()),
-                # the longest stalls, each with the time since the start and what the probe saw just before
+                # the longest stalls, each with the time since the start, what the probe saw just before
+                # and what the GUI thread was doing
                 "worst": [{"ms": float(late[i]), "at_s": float(self.ticks[i] - self.ticks[0]),
-                           "before": self.samples[i]} for i in worst]}
+                           "before": self.samples[i], "where": explain(self.ticks[i], self.ticks[i + 1])}
+                          for i in worst]}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -127,8 +201,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cancel-at", type=float, default=0.3, help="progress fraction at which run 2 is cancelled")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the full prediction")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--before", type=Path, default=None,
+                   help="earlier results (JSON) kept as the 'before' column (default: the file being replaced)")
     add_data_argument(p)
     args = p.parse_args(argv)
+    before_path = args.before or args.out / "dock_large.json"
+    before = _before(json.loads(before_path.read_text())) if before_path.exists() else None
     data = require_glas(args.data, p.prog).resolve()
     ensure_display()
     # no project store: the dock predicts with the bundled model, as on a first start
@@ -140,7 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from napari_cdma._predict_stream import LIVE_SUFFIX
 
     results: Dict[str, Any] = {"size": args.size, "interval_ms": INTERVAL_MS, "load_avg_start": load_average(),
-                               "data": str(data)}
+                               "data": str(data), "before": before}
+    watchdog = Watchdog()
     image = tiled_glas(data, args.size)
     name = "large"
     viewer = napari.Viewer(title="napari-cdma large-image benchmark")
@@ -157,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return (bar.value(), bar.maximum(), panel.running, panel.status.text()[:40])
 
         # 1. full prediction
-        ticker = Ticker(probe)
+        ticker = Ticker(probe, watchdog)
         results["peak_reset"] = reset_peak()
         ticker.start()
         wait_until(lambda: False, 0.2)  # ticks before the click: the click's own GUI time is measured too
@@ -182,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         # 2. cancelled at ~30 %
         stopped: Dict[str, float] = {}
-        ticker = Ticker(probe)
+        ticker = Ticker(probe, watchdog)
         ticker.start()
         wait_until(lambda: False, 0.2)
         assert widget.predict(name), panel.last_message
@@ -209,28 +288,66 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _markdown(r: Dict[str, Any]) -> str:
-    pr, ca, m = r["predict"], r["cancel"], r["machine"]
+def _measures(r: Dict[str, Any]) -> Dict[str, str]:
+    """The table's values of one run (results as written by this script)."""
+    pr, ca = r["predict"], r["cancel"]
     s = pr["stall"]
+    return {
+        "wall": f"{pr['wall_s']:.1f} s", "max": f"{s['max_ms']:.0f} ms",
+        "p99": f"{s['p99_ms']:.1f} / {s['p50_ms']:.1f} ms", "over": f"{s['over_100ms']} / {s['over_500ms']}",
+        "rss": f"{pr['peak_rss_mb']:.0f} MB (at start: {r['rss_before_mb']:.0f} MB)",
+        "full": f"{pr['progress_at_100_while_running_s_approx']:.2f} s",
+        "cancel": f"{ca['cancel_to_worker_stopped_s']:.2f} s (at {100 * (ca['reached_fraction'] or 0):.0f} %)",
+        "left": f"{len(ca['live_layers_left'])}", "cmax": f"{ca['stall']['max_ms']:.0f} ms",
+        "load": f"{r['load_avg_start'][0]} / {r['load_avg_end'][0]}",
+    }
+
+
+def _before(old: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The table's values of earlier results (their own 'before' is dropped)."""
+    try:
+        return {"measures": _measures(old), "load_avg_start": old["load_avg_start"],
+                "load_avg_end": old["load_avg_end"]}
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+ROWS = [("wall", "wall time, Predict click to layers handed over", ""),
+        ("max", "event-loop stall (10 ms timer lateness) max", "< 100 ms"),
+        ("p99", "stall p99 / p50", ""), ("over", "ticks late by > 100 ms / > 500 ms", ""),
+        ("rss", "peak RSS of the napari process during predict", "< 1536 MB"),
+        ("full", "progress at 100 % while work remained", "0"),
+        ("cancel", "Cancel click to worker stopped", "< 1 s"),
+        ("left", "layers of the cancelled run left", "0"), ("cmax", "stall max during the cancelled run", ""),
+        ("load", "1-minute load average, start / end", "")]
+
+
+def _explained(w: Dict[str, Any]) -> str:
+    where_ = w.get("where") or {}
+    if where_.get("gui"):
+        return "; GUI thread in " + ", ".join(f"`{c['call']}` ({c['n']})" for c in where_["gui"][:2])
+    if where_.get("worker"):
+        return "; GUI thread not sampled (GIL or CPU elsewhere), worker in " + ", ".join(
+            f"`{c}`" for c in where_["worker"])
+    return ""
+
+
+def _markdown(r: Dict[str, Any]) -> str:
+    pr, m = r["predict"], r["machine"]
+    s = pr["stall"]
+    now, old = _measures(r), (r.get("before") or {}).get("measures")
+    head = ["| measure | value | before | target |", "|---|---|---|---|"] if old else \
+        ["| measure | value | target |", "|---|---|---|"]
+    rows = [f"| {label} | {now[k]} | {old.get(k, '') + ' |' if old else ''} {target} |" for k, label, target in ROWS]
     return "\n".join([
         f"# Large image in the dock ({r['size']} x {r['size']} RGB, bundled model)", "",
         f"{m['cores']} usable cores ({m['cpu']}), torch {m['torch']}; load average (1/5/15 min) "
         f"{r['load_avg_start']} at start, {r['load_avg_end']} at end. Image tiled from GlaS test images.", "",
-        "| measure | value | target |", "|---|---|---|",
-        f"| wall time, Predict click to layers handed over | {pr['wall_s']:.1f} s | |",
-        f"| event-loop stall (10 ms timer lateness) max | {s['max_ms']:.0f} ms | < 100 ms |",
-        f"| stall p99 / p50 | {s['p99_ms']:.1f} / {s['p50_ms']:.1f} ms | |",
-        f"| ticks late by > 100 ms / > 500 ms | {s['over_100ms']} / {s['over_500ms']} | |",
-        f"| peak RSS of the napari process during predict | {pr['peak_rss_mb']:.0f} MB "
-        f"(before: {r['rss_before_mb']:.0f} MB) | < 1536 MB |",
-        f"| progress at 100 % while work remained | {pr['progress_at_100_while_running_s_approx']:.2f} s | 0 |",
-        f"| Cancel click to worker stopped (cancelled at {100 * (ca['reached_fraction'] or 0):.0f} %) | "
-        f"{ca['cancel_to_worker_stopped_s']:.2f} s | < 1 s |",
-        f"| layers of the cancelled run left | {len(ca['live_layers_left'])} | 0 |",
-        f"| stall max during the cancelled run | {ca['stall']['max_ms']:.0f} ms | |",
-        "", "Longest stalls of the full run (when, and the progress bar just before):", "",
+        *head, *rows,
+        "", "Longest stalls of the full run (when, the progress bar just before, and the calls the watchdog saw on "
+        "the GUI thread, with the number of 5 ms samples):", "",
         *[f"- {w['ms']:.0f} ms at {w['at_s']:.1f} s, progress {w['before'][0]}/{w['before'][1]}"
-          f"{'' if w['before'][2] else ' (before the click)'}" for w in s.get("worst", [])],
+          f"{'' if w['before'][2] else ' (before the click)'}{_explained(w)}" for w in s.get("worst", [])],
         "", f"Glands found: {pr['glands']}; review regions: {pr['review_regions']}. "
         f"Measured by `benchmarks/bench_dock_large.py`.",
     ])

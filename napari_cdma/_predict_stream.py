@@ -194,6 +194,65 @@ def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np
 
 # --------------------------------------------------------------------------- live layers
 
+#: Modules napari imports on the GUI thread the first time it creates a labels layer (pandas for its
+#: features table, scikit-image for its colours, vispy's line visuals for its overlays): 0.8 s of the
+#: first labels layer's creation on a busy 2-core machine, imported beforehand in a thread of their own.
+WARM_MODULES = ("pandas", "skimage.color", "skimage.exposure", "scipy.linalg", "vispy.visuals.line.dash_atlas",
+                "napari._vispy.layers.labels", "napari._vispy.visuals.labels", "napari._vispy.overlays.labels_polygon",
+                "napari._vispy.overlays.brush_circle")
+_warming: List[Any] = []
+
+
+def warm_up() -> Any:
+    """Import :data:`WARM_MODULES` in a daemon thread (once per process); the thread."""
+    import importlib
+    import threading
+
+    def run() -> None:
+        for name in WARM_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # a module a napari or vispy version lacks: created on first use instead
+                pass
+
+    if not _warming:
+        thread = threading.Thread(target=run, name="napari-cdma-warm-up", daemon=True)
+        thread.start()
+        _warming.append(thread)
+    return _warming[0]
+
+
+def quiet_insert(viewer: Any) -> Any:
+    """A context in which layers added to ``viewer`` do not become its selected layer: selecting one
+    rebuilds napari's layer-controls panel (~150 ms of GUI time each on a busy 2-core machine), and a
+    running prediction should not take the user's selection anyway. Without effect on a napari whose
+    layer list has no such switch (napari has no public one)."""
+    import warnings
+    from contextlib import contextmanager
+
+    def switch(value: Optional[bool]) -> Optional[bool]:
+        with warnings.catch_warnings():  # napari warns of private access from a plugin
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                before = getattr(viewer.layers, "_activate_on_insert", None)
+                if isinstance(before, bool) and value is not None:
+                    viewer.layers._activate_on_insert = value
+                return before if isinstance(before, bool) else None
+            except Exception:
+                return None
+
+    @contextmanager
+    def ctx():
+        before = switch(False)
+        try:
+            yield
+        finally:
+            if before is not None:
+                switch(before)
+
+    return ctx()
+
+
 #: GL shader programs of removed live layers, kept for the life of the process (see :meth:`LiveLayers.remove`).
 KEPT_PROGRAMS: List[Any] = []
 
@@ -266,26 +325,36 @@ class LiveLayers:
         self.image_name = image_name
         self.uncertainty = np.zeros(shape, np.float16)
         self.labels = np.zeros(shape, labels_dtype(shape))
+        # the model's own labels, written with the layer's (zeros: pages are touched as bands arrive), so
+        # that the hand-off needs no whole-image copy on the GUI thread (0.35 s for 6000 x 6000)
+        self.model_labels = np.zeros(shape, self.labels.dtype)
+        self.largest = 0  # largest label written
         self.unc_layer: Any = None
         self.labels_layer: Any = None
         self.ready = False
+        self._warm: Any = None
         self._steps = self._build()
         self.build_step()  # the uncertainty layer at once
 
     def _build(self) -> Generator[None, None, None]:
         names = names_for(self.image_name)
         cmap = fading_colormap(UNCERTAINTY_CMAP, power=1.5, gain=1.0, start=UNCERTAINTY_FADE_START)
-        self.unc_layer = self.viewer.add_image(pyramid(self.uncertainty), multiscale=True,
-                                               name=names["uncertainty"] + LIVE_SUFFIX, colormap=cmap,
-                                               contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY,
-                                               blending="translucent", metadata=_meta(self.image_name))
+        with quiet_insert(self.viewer):
+            self.unc_layer = self.viewer.add_image(pyramid(self.uncertainty), multiscale=True,
+                                                   name=names["uncertainty"] + LIVE_SUFFIX, colormap=cmap,
+                                                   contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY,
+                                                   blending="translucent", metadata=_meta(self.image_name))
+        self._warm = warm_up()  # after the layer above: the imports would slow its creation
         yield
+        while self._warm.is_alive():  # napari's labels modules are still being imported, off this thread
+            yield
         # added hidden and styled before it is shown: napari slices a big labels layer once, not three
         # times. Filled, not outlined: napari computes outlines over the whole layer whenever it slices
         # it (3.9 s of the 6 s it took to show an empty 6000 x 6000 layer with outlines on a busy 2-core
         # machine); "Fill glands" off draws them later, at that cost.
-        self.labels_layer = self.viewer.add_labels(self.labels, name=names["prediction"] + LIVE_SUFFIX,
-                                                   visible=False, metadata=_meta(self.image_name))
+        with quiet_insert(self.viewer):
+            self.labels_layer = self.viewer.add_labels(self.labels, name=names["prediction"] + LIVE_SUFFIX,
+                                                       visible=False, metadata=_meta(self.image_name))
         self.labels_layer.colormap = gland_colormap()
         style_prediction(self.labels_layer, fill=True)
         self.labels_layer.editable = False
@@ -309,13 +378,20 @@ class LiveLayers:
         layer = self.labels_layer
         if largest > np.iinfo(layer.data.dtype).max:
             layer.data = layer.data.astype(np.int32)
+        if largest > np.iinfo(self.model_labels.dtype).max:
+            self.model_labels = self.model_labels.astype(np.int32)
 
-    def write_labels(self, y0: int, x0: int, values: np.ndarray) -> None:
-        """Set the labels of a block (changed pixels only), redrawing just that extent."""
+    def write_labels(self, y0: int, x0: int, values: np.ndarray, model: bool = True) -> None:
+        """Set the labels of a block (changed pixels only), redrawing just that extent; ``model``:
+        they are the model's own labels (not a pasted correction), kept in :attr:`model_labels` too."""
         layer = self.labels_layer
         if values.size:
-            self.room_for(int(values.max()))
+            top = int(values.max())
+            self.room_for(top)
+            self.largest = max(self.largest, top)
         bh, bw = values.shape
+        if model:
+            self.model_labels[y0:y0 + bh, x0:x0 + bw] = values
         changed = layer.data[y0:y0 + bh, x0:x0 + bw] != values
         yy, xx = np.nonzero(changed)
         if yy.size:
@@ -381,23 +457,27 @@ class LiveLayers:
         """Paste accepted corrections into the adopted labels layer, redrawing only their boxes.
 
         Returns:
-            The model's own labels (a copy taken before pasting, for the dock's state) and the
-            number of corrections pasted.
+            The model's own labels (:attr:`model_labels`, kept as the bands were written: no
+            whole-image copy here; for the dock's state) and the number of corrections pasted.
         """
         from ._layers import paste_corrections
 
         layer = self.labels_layer
+        original = self.model_labels
+        if not corrections:
+            return original, 0
         # pasted glands get ids above every id in the layer
-        self.room_for(int(layer.data.max()) + sum(int(np.asarray(m).max(initial=0)) for _, m in corrections))
-        original = np.array(layer.data, copy=True)
+        self.room_for(self.largest + sum(int(np.asarray(m).max(initial=0)) for _, m in corrections))
+        original = self.model_labels
+        h, w = layer.data.shape
+        boxes = [(slice(y0, min(y1, h)), slice(x0, min(x1, w))) for (y0, x0, y1, x1), _ in corrections]
+        before = [np.array(layer.data[box]) for box in boxes]
         n = paste_corrections(layer.data, corrections)  # in place: ids above every id in the layer
         editable = layer.editable
-        h, w = layer.data.shape
-        for (y0, x0, y1, x1), _ in corrections:  # skipped ones are unchanged: nothing to redraw
-            box = (slice(y0, min(y1, h)), slice(x0, min(x1, w)))
+        for box, old in zip(boxes, before, strict=True):  # skipped ones are unchanged: nothing to redraw
             pasted = layer.data[box].copy()
-            layer.data[box] = original[box]
-            self.write_labels(y0, x0, pasted)
+            layer.data[box] = old
+            self.write_labels(box[0].start, box[1].start, pasted, model=False)
         layer.editable = editable
         return original, n
 
@@ -414,4 +494,5 @@ def pieces(event: Any) -> List[Any]:
 
 
 __all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
-           "labels_dtype", "pieces", "predict_job", "pyramid", "review_outputs", "streams"]
+           "labels_dtype", "pieces", "predict_job", "pyramid", "quiet_insert", "review_outputs", "streams",
+           "warm_up"]

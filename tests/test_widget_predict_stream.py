@@ -190,3 +190,97 @@ def test_retrain_worker_takes_the_retrain_share():
             "n = f(); print(n, torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == [str(torch_threads("retrain"))] * 2
+
+
+def _built(shape=(64, 80), viewer=None):
+    from napari.components import ViewerModel
+
+    from napari_cdma._predict_stream import LiveLayers
+
+    live = LiveLayers(viewer if viewer is not None else ViewerModel(), "x", shape)
+    while not live.build_step():
+        pass
+    return live
+
+
+def test_hand_off_returns_the_models_labels_kept_band_by_band_not_a_copy_of_the_layer():
+    """The model's own labels (the dock's state) are written with each band, so the hand-off makes no
+    whole-image copy on the GUI thread; they stay the model's when corrections are pasted or the layer painted."""
+    live = _built()
+    live.write_labels(0, 0, np.ones((8, 80), np.uint8))  # class labels of a first band
+    live.write_labels(0, 0, np.arange(64 * 80, dtype=np.int32).reshape(64, 80) % 5)  # final glands (a block)
+    layer = live.labels_layer
+    original, n = live.paste([])
+    assert n == 0 and original is live.model_labels and original is not layer.data
+    np.testing.assert_array_equal(original, layer.data)
+    model = original.copy()
+    # a correction pasted into the layer, above every id written: not in the model's labels
+    box, mask = (10, 20, 14, 26), np.ones((4, 6), np.uint8)
+    original, n = live.paste([(box, mask)])
+    assert n == 1 and original is live.model_labels
+    np.testing.assert_array_equal(original, model)
+    assert (layer.data[10:14, 20:26] == 5).all()  # ids 0..4 were written: the pasted gland is 5
+    outside = np.ones(layer.data.shape, bool)
+    outside[10:14, 20:26] = False
+    np.testing.assert_array_equal(layer.data[outside], model[outside])
+    layer.data[0, 0] = 9  # painting the adopted layer leaves the model's labels alone
+    assert original[0, 0] == model[0, 0]
+
+
+def test_model_labels_are_widened_with_the_layer():
+    live = _built()
+    live.write_labels(0, 0, np.full((2, 2), 70_000, np.int32))
+    assert live.model_labels.dtype == np.int32 and live.model_labels[0, 0] == 70_000
+    np.testing.assert_array_equal(live.model_labels, live.labels_layer.data)
+
+
+def test_live_layers_leave_the_users_selection_alone():
+    """Adding the live layers does not select them (selecting a layer rebuilds napari's controls panel,
+    a long GUI-thread stall for each; and the user's selection is theirs)."""
+    from napari.components import ViewerModel
+
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((64, 80), np.uint8), name="x")
+    assert viewer.layers.selection.active is image
+    live = _built(viewer=viewer)
+    assert viewer.layers.selection.active is image and set(viewer.layers.selection) == {image}
+    assert live.labels_layer in viewer.layers and live.unc_layer in viewer.layers
+    added = viewer.add_image(np.zeros((4, 4), np.uint8), name="later")  # napari's own behaviour is back
+    assert viewer.layers.selection.active is added
+
+
+def test_labels_layer_waits_for_naparis_modules_imported_off_the_gui_thread(monkeypatch):
+    """The labels layer is added once the warm-up thread (importing what napari's first labels layer needs)
+    is done; until then each step returns at once and adds nothing."""
+    import threading
+
+    from napari.components import ViewerModel
+
+    from napari_cdma import _predict_stream
+    from napari_cdma._predict_stream import LiveLayers
+
+    release = threading.Event()
+    warm = threading.Thread(target=release.wait, daemon=True)
+    warm.start()
+    monkeypatch.setattr(_predict_stream, "_warming", [warm])
+    viewer = ViewerModel()
+    live = LiveLayers(viewer, "x", (64, 80))
+    assert live.unc_layer in viewer.layers  # the uncertainty layer at once
+    for _ in range(5):
+        assert not live.build_step() and live.labels_layer is None
+    release.set()
+    warm.join(5)
+    while not live.build_step():
+        pass
+    assert live.labels_layer in viewer.layers and live.labels_layer.visible
+
+
+def test_warm_up_imports_the_modules_once():
+    import sys
+
+    from napari_cdma._predict_stream import WARM_MODULES, warm_up
+
+    thread = warm_up()
+    thread.join(120)
+    assert warm_up() is thread and not thread.is_alive()
+    assert all(name in sys.modules for name in WARM_MODULES)
