@@ -56,12 +56,17 @@ def clean_mask(mask: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
     return out
 
 
-def split_touching(mask: np.ndarray, h: float, sigma: float = 2.0) -> np.ndarray:
+def split_touching(mask: np.ndarray, h: float, sigma: float = 2.0, coarse: int = 1) -> np.ndarray:
     """Instance labels (H, W) int32 of a binary mask, touching glands split by a watershed.
 
     Seeds are the h-maxima of the smoothed distance transform, so two glands joined by a neck
     narrower than their bodies by more than ``h`` pixels become two objects. Every connected
     component keeps at least one seed: no foreground pixel is dropped.
+
+    ``coarse`` > 1 finds the seeds on every ``coarse``-th pixel (distances, ``h`` and ``sigma``
+    scaled to match), about ``coarse ** 2`` times faster (the h-maxima are most of the cost), then
+    floods at full resolution; for glands many times ``coarse`` pixels across the split is nearly
+    the same (slide export uses 2).
     """
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
@@ -73,7 +78,16 @@ def split_touching(mask: np.ndarray, h: float, sigma: float = 2.0) -> np.ndarray
     dist = ndi.distance_transform_edt(fg)
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma)
-    seeds, n_seeds = ndi.label(h_maxima(dist, h) & fg)
+    if coarse > 1:
+        small = fg[::coarse, ::coarse]
+        d = ndi.distance_transform_edt(small)
+        if sigma > 0:
+            d = ndi.gaussian_filter(d, sigma / coarse)
+        peaks = h_maxima(d, h / coarse) & small
+        peaks = np.repeat(np.repeat(peaks, coarse, 0), coarse, 1)[:fg.shape[0], :fg.shape[1]] & fg
+    else:
+        peaks = h_maxima(dist, h) & fg
+    seeds, n_seeds = ndi.label(peaks)
     seeded = np.zeros(n + 1, bool)
     seeded[np.unique(components[seeds > 0])] = True
     unseeded = ~seeded[components] & fg
