@@ -3,6 +3,9 @@
 The job runs the engine's band loop (:func:`src_model.inference.predict_into`, the loop of every
 prediction path).
 
+Pixels of black frame padding (:func:`black_padding`) are never gland: their class labels are set to
+background before anything is computed from them (:func:`clear_padding`).
+
 * Images up to :data:`WHOLE_IMAGE_PIXELS` are collected whole, and everything the dock shows
   after a prediction (gland instances, review regions, gland table, display range) is computed
   from the whole maps (:func:`review_outputs`): the dock shows them as it always has.
@@ -38,6 +41,9 @@ from ._layers import (
 WHOLE_IMAGE_PIXELS = 2048 * 2048
 #: Largest piece (pixels) of a layer update done in one go on the GUI thread (~20 ms on a quiet 2-core machine).
 UPDATE_PIXELS = 128 * 1024
+#: Brightest value (every channel below it) of a pixel that is black frame padding, not tissue: some
+#: scanned images are padded with pure black, which the model can take for gland.
+PADDING_LEVEL = 10
 #: Suffix of the layers a running prediction fills; they are removed if it is cancelled or fails.
 LIVE_SUFFIX = " (predicting...)"
 LIVE_ROLE = "predicting"
@@ -70,6 +76,26 @@ class Stage:
     step: int
     total: int
     eta_s: Optional[float] = None
+
+
+def black_padding(image: np.ndarray, level: int = PADDING_LEVEL) -> np.ndarray:
+    """Pixels of black frame padding: every channel below ``level``; bool (H, W)."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        return img < level
+    out = img[..., 0] < level
+    for c in range(1, min(3, img.shape[2])):  # elementwise over the planes: faster than a reduction
+        out &= img[..., c] < level
+    return out
+
+
+def clear_padding(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``labels`` (class labels, (H, W), changed in place) with black frame padding of ``image`` set to
+    background: the dock never shows a gland on it."""
+    pad = black_padding(image)
+    if pad.any():
+        labels[pad] = 0
+    return labels
 
 
 def review_outputs(prediction: Any, image: np.ndarray) -> Dict[str, Any]:
@@ -161,8 +187,9 @@ def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np
             return
         r0, r1 = rows.r0, rows.r0 + rows.rows
         uncertainty_out[r0:r1] = rows.uncertainty.numpy()
-        mask[r0:r1] = labels = rows.labels.numpy()
-        ready.append(Rows(r0, labels.copy()))
+        mask[r0:r1] = rows.labels.numpy()
+        clear_padding(mask[r0:r1], image[r0:r1])
+        ready.append(Rows(r0, mask[r0:r1]))  # a view: the mask's rows are final, and queued rows cost nothing
 
     for event in predict_into(sink, model, image, batch_size=batch_size, device="auto"):
         yield Stage("predict", event.step, total, event.eta_s)
@@ -174,6 +201,7 @@ def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np
     if collector is not None:
         yield Stage("glands", step, total)
         prediction = collector.prediction()
+        prediction.labels = clear_padding(np.array(prediction.labels, copy=True), image)
         extra = review_outputs(prediction, image)
         step += 1
     else:
@@ -494,5 +522,5 @@ def pieces(event: Any) -> List[Any]:
 
 
 __all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
-           "labels_dtype", "pieces", "predict_job", "pyramid", "quiet_insert", "review_outputs", "streams",
-           "warm_up"]
+           "black_padding", "clear_padding", "labels_dtype", "pieces", "predict_job", "pyramid", "quiet_insert",
+           "review_outputs", "streams", "warm_up"]

@@ -284,3 +284,46 @@ def test_warm_up_imports_the_modules_once():
     thread.join(120)
     assert warm_up() is thread and not thread.is_alive()
     assert all(name in sys.modules for name in WARM_MODULES)
+
+
+def _run_job(image, stream):
+    from napari_cdma._predict_stream import Block, predict_job
+    from src_model.checkpoint import bundled_model_path
+
+    unc = np.zeros(image.shape[:2], np.float16) if stream else None
+    job, events = predict_job(str(bundled_model_path()), image, unc), []
+    while True:
+        try:
+            events.append(next(job))
+        except StopIteration as stop:
+            return stop.value, [e for e in events if isinstance(e, Rows)], [e for e in events if isinstance(e, Block)]
+
+
+def test_black_frame_padding_is_never_gland(glas_dir):
+    """The bundled model labels pure black frame padding (some scans have it) as gland almost everywhere; the
+    dock's prediction sets it to background, streamed or whole, before glands are found."""
+    from napari_cdma._predict_stream import black_padding
+    from src_model.io import read_image
+
+    tissue = read_image(glas_dir / "images" / "testA_1.png")[:256, :320]
+    image = np.zeros((256 + 96, 320 + 96, 3), np.uint8)
+    image[48:-48, 48:-48] = tissue
+    image[:48, :48] = 9  # near-black counts as padding too
+    frame = np.ones(image.shape[:2], bool)
+    frame[48:-48, 48:-48] = False
+    assert (black_padding(image) == frame).all()
+
+    (status, prediction, extra), _, _ = _run_job(image, stream=False)
+    assert status == "ok" and not prediction.labels[frame].any() and not extra["instances"][frame].any()
+    assert extra["instances"][~frame].any()  # the glands of the tissue are still found
+    (status, _, streamed), rows, blocks = _run_job(image, stream=True)
+    assert status == "ok" and rows and blocks
+    semantic = np.zeros(image.shape[:2], np.uint8)
+    for ev in rows:
+        semantic[ev.r0:ev.r0 + len(ev.labels)] = ev.labels
+    np.testing.assert_array_equal(semantic, prediction.labels)  # streamed rows: the same labels
+    final = np.zeros(image.shape[:2], np.int32)
+    for ev in blocks:
+        final[ev.y0:ev.y0 + ev.labels.shape[0], ev.x0:ev.x0 + ev.labels.shape[1]] = ev.labels
+    assert not final[frame].any() and final[~frame].any()
+    assert {g["id"] for g in streamed["glands"]} == set(np.unique(final).tolist()) - {0}
