@@ -70,7 +70,13 @@ from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel, scene_camera
 from ._widget_slide import SlidePanel
-from ._widget_store import open_image_hashes, regions_by_image, restore_layers, show_stored_prediction
+from ._widget_store import (
+    gland_rows,
+    open_image_hashes,
+    regions_by_image,
+    restore_layers,
+    show_stored_prediction,
+)
 from ._widget_versions import VersionsPanel
 from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore, RegionRecord, StoreError
 
@@ -448,10 +454,7 @@ class CdmaWidget(QWidget):
                                            model_label=record.model_label, ranked=list(record.ranked),
                                            reviewed={main: pasted})
             self.image_names[digest] = name
-            boxes = self._accepted_boxes(digest)
-            show_accepted(self.viewer, name, boxes).visible = visible
-            show_review_tiles(self.viewer, name, not_yet_accepted(record.ranked, boxes)).visible = visible
-            raise_overlays(self.viewer, name)
+            raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
             self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
                                               f"{record.created}{kept}{'; ' + stale if stale else ''}"
@@ -464,22 +467,40 @@ class CdmaWidget(QWidget):
             self._show_restored(focus)
         return shown
 
+    def _review_overlays(self, name: str, state: ImageState) -> List[Tuple[float, Tuple[int, int, int, int]]]:
+        """An image's review tiles and accepted boxes layers (made when its restored prediction is
+        first shown: one restored image at a time, not all of them at reopen); its regions not accepted yet."""
+        names = names_for(name)
+        boxes = self._accepted_boxes(state.image_hash)
+        ranked = not_yet_accepted(state.ranked, boxes)
+        added = False
+        if names["tiles"] not in self.viewer.layers:
+            show_review_tiles(self.viewer, name, ranked)
+            added = True
+        if names["accepted"] not in self.viewer.layers:  # made now, so that an accept never adds a layer
+            show_accepted(self.viewer, name, boxes)
+            added = True
+        if added:
+            raise_overlays(self.viewer, name)
+            if names["prediction"] in self.viewer.layers:  # the brush stays on the prediction layer
+                self.viewer.layers.selection.active = self.viewer.layers[names["prediction"]]
+        return ranked
+
     def _show_restored(self, name: str) -> None:
         """The display and review panels show a restored prediction (as after Predict)."""
-        from src_model.uncertainty import gland_table
-
         state = self.states[name]
         names = names_for(name)
         labels, umap = self.viewer.layers[names["prediction"]], self.viewer.layers[names["uncertainty"]]
         record_range = tuple(umap.contrast_limits)
         try:
-            glands = gland_table(np.asarray(labels.data), np.asarray(umap.data))
+            glands = gland_rows(np.asarray(labels.data), np.asarray(umap.data))
         except ValueError:
             glands = []
         self.last_image = name
+        ranked = self._review_overlays(name, state)
         self.display_panel.show_result(name, umap, labels, record_range, glands)
         self.review_panel.image_name = None
-        self.review_panel.set_tiles(name, not_yet_accepted(state.ranked, self._accepted_boxes(state.image_hash)))
+        self.review_panel.set_tiles(name, ranked)
 
     def _restore_layers(self, store: ProjectStore) -> Tuple[int, int]:
         """Show the store's images, latest predictions and accepted regions as layers; returns how many
@@ -815,6 +836,8 @@ class CdmaWidget(QWidget):
             return
         state = self.states.get(name) if name is not None else None
         if state is not None and state.ranked and names_for(name)["prediction"] in self.viewer.layers:
+            if name in self.restored_predictions:  # restored: its review layers are made when first shown
+                self._review_overlays(name, state)
             review.set_tiles(name, not_yet_accepted(state.ranked, self._accepted_boxes(state.image_hash)))
         else:
             review.clear_tiles(name)

@@ -167,6 +167,12 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     np.testing.assert_array_equal(predicted > 0, before[SAMPLE_NAME][2][300:428, 300:428] > 0)
     assert len(again.store.regions()) == 2
 
+    # the other restored image gets its review layers when it is chosen
+    assert names_for("second")["tiles"] not in other.layers
+    again.predict_panel.set_image("second")
+    assert panel.image_name == "second" and names_for("second")["tiles"] in other.layers
+    assert names_for("second")["accepted"] in other.layers
+
     # a model promoted since: the restored predictions are shown, marked stale
     ProjectStore.open(path).add_model(lite_checkpoint, parent="v0001", promoted=True)
     third = make_napari_viewer()

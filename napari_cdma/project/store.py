@@ -1066,17 +1066,20 @@ class ProjectStore:
         if digest in self._index["images"]:
             return digest
         data = np.ascontiguousarray(np.asarray(image))
-        with self._mutation() as index:
-            if digest in index["images"]:
-                return digest
-            entry = {"hash": digest, "full": True, "offset": [0, 0], "source_shape": list(shape),
-                     "shape": list(shape), "path": f"images/{digest}",
-                     "source_path": None if source_path is None else str(source_path),
-                     "added": _now(), "checksum": _io.checksum(data)}
-            index["images"][digest] = entry
-            with _io.all_or_nothing("adding an unlabelled image") as (placed, staged):
-                tmp = self._staging_dir(staged)
-                _write_array(tmp, data, {"napari_cdma_image": entry})
+        entry = {"hash": digest, "full": True, "offset": [0, 0], "source_shape": list(shape),
+                 "shape": list(shape), "path": f"images/{digest}",
+                 "source_path": None if source_path is None else str(source_path),
+                 "added": _now(), "checksum": _io.checksum(data)}
+        with _io.all_or_nothing("adding an unlabelled image") as (placed, staged):
+            # written and synced before the lock is taken: other writers wait only for the rename
+            tmp = self._staging_dir(staged)
+            _write_array(tmp, data, {"napari_cdma_image": entry})
+            _io.fsync_tree(tmp)
+            with self._mutation() as index:
+                if digest in index["images"]:  # another writer kept it meanwhile
+                    _io.undo([], staged)
+                    return digest
+                index["images"][digest] = entry
                 self._apply(index, [(tmp, entry["path"])], placed, f"adding image {digest[:12]}")
         return digest
 
@@ -1165,25 +1168,30 @@ class ProjectStore:
         lo, hi = (float(v) for v in display_range)
         regions = [[float(score), [int(v) for v in box]] for score, box in ranked]
         digest = str(image_hash)
-        with self._mutation() as index:
-            predictions = index.setdefault("predictions", {})
-            old = predictions.get(digest)
-            number = int(old["number"]) + 1 if old else 1
-            rel = f"predictions/{digest}_p{number:04d}"
-            entry = {"image_hash": digest, "path": rel, "number": number, "shape": list(shape),
-                     "model_version": str(model_version), "model_sha256": str(model_sha256 or ""),
-                     "model_label": str(model_label or model_version), "created": _now(),
-                     "image_name": None if image_name is None else str(image_name),
-                     "source_path": None if source_path is None else str(source_path),
-                     "ranked": regions, "display_range": [lo, hi], "pasted": bool(pasted),
-                     "edited": edited is not None, "checksums": {k: _io.checksum(a) for k, a in arrays.items()}}
-            predictions[digest] = entry
-            what = f"saving the latest prediction of image {digest[:12]}"
-            with _io.all_or_nothing(what) as (placed, staged):
-                tmp = self._staging_dir(staged)
-                _write_group(tmp, {"napari_cdma_prediction": entry})
-                for key, arr in arrays.items():
-                    _write_array(tmp / key, arr)
+        sums = {k: _io.checksum(a) for k, a in arrays.items()}
+        what = f"saving the latest prediction of image {digest[:12]}"
+        with _io.all_or_nothing(what) as (placed, staged):
+            # the arrays are written and synced before the lock is taken: other writers (and the
+            # GUI thread's reads of the index) wait only for the rename and the index
+            tmp = self._staging_dir(staged)
+            _write_group(tmp)
+            for key, arr in arrays.items():
+                _write_array(tmp / key, arr)
+            _io.fsync_tree(tmp)
+            with self._mutation() as index:
+                predictions = index.setdefault("predictions", {})
+                old = predictions.get(digest)
+                number = int(old["number"]) + 1 if old else 1
+                rel = f"predictions/{digest}_p{number:04d}"
+                entry = {"image_hash": digest, "path": rel, "number": number, "shape": list(shape),
+                         "model_version": str(model_version), "model_sha256": str(model_sha256 or ""),
+                         "model_label": str(model_label or model_version), "created": _now(),
+                         "image_name": None if image_name is None else str(image_name),
+                         "source_path": None if source_path is None else str(source_path),
+                         "ranked": regions, "display_range": [lo, hi], "pasted": bool(pasted),
+                         "edited": edited is not None, "checksums": sums}
+                predictions[digest] = entry
+                _io.update_attributes(tmp, {"napari_cdma_prediction": entry})
                 self._apply(index, [(tmp, rel)], placed, what)
         if old and old.get("path") != rel:  # committed: the previous latest is no longer named
             with contextlib.suppress(StoreError):
