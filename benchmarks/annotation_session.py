@@ -24,7 +24,9 @@ sigma 0.3, seed 0, chosen on validation images: Dice 0.915 -> 0.840 there). Rows
 ``random_cdma``, ``ranked_sup`` (supervised-only fine-tuning).
 
 ``--split check`` builds sessions from the 8 validation images of the 10 % split (for choosing and
-checking settings); ``--split test`` (default) from GlaS test images: session and untouched images are
+checking settings); ``--split trainval`` from those and the training images the 10 % model saw only
+without labels (more and larger sessions, still no test image: used to calibrate the promotion's
+no-regression check); ``--split test`` (default) from GlaS test images: session and untouched images are
 drawn by the seed and shared by the rows of one seed.
 
 Resumable: one record per (start, row, seed, round) is added to ``<out>/annotation_session.json``
@@ -70,6 +72,9 @@ def session_ids(data: Path, split: str, seed: int, n_session: int, n_untouched: 
 
     if split == "check":
         pool = sorted(ssl_split(data, SPLIT_FRACTION, SPLIT_VAL, SPLIT_SEED)["val"])
+    elif split == "trainval":  # training images whose labels the 10 % model never saw (val + unlabelled pool)
+        part = ssl_split(data, SPLIT_FRACTION, SPLIT_VAL, SPLIT_SEED)
+        pool = sorted(part["val"] + part["unlabelled"])
     else:
         pool = sorted(ids_of(read_split(data), split="test"))
     order = np.random.default_rng([seed, 9]).permutation(len(pool))
@@ -162,6 +167,56 @@ def accept(store, picks, preds, images, taken) -> List[Dict[str, Any]]:
     return out
 
 
+def change_stats(old: Dict[str, Any], new: Dict[str, Any], taken: Dict[str, List[Tuple[int, int, int, int]]]
+                 ) -> Dict[str, Dict[str, Any]]:
+    """Per image, how the new model's labels differ from the old model's on whole images (the corrected
+    boxes of ``taken`` left out): gland Dice of the two, gland pixels, and glands kept both ways
+    (:func:`src_model.agreement.gland_matches`). For calibrating the promotion's no-regression check."""
+    from src_model.agreement import check_box, excluded_mask, gland_matches, label_agreement
+
+    def stats(a, b, valid):
+        num, den = label_agreement(a, b, valid)
+        kept_old, n_old = gland_matches(a, b, valid)
+        kept_new, n_new = gland_matches(b, a, valid)
+        return {"dice": round(num / den, 5) if den else 1.0, "gland_px": den, "glands_old": n_old,
+                "glands_kept": kept_old, "glands_new": n_new, "glands_new_matched": kept_new}
+
+    out = {}
+    for k in old:
+        a, b = old[k].labels, new[k].labels
+        valid = ~excluded_mask(a.shape, taken.get(k, []))
+        out[k] = stats(a, b, valid)
+        box = check_box(a.shape)
+        if box is not None and taken:  # session images: the check strip and the rest apart
+            strip = excluded_mask(a.shape, [box])
+            out[k]["strip"] = stats(a, b, valid & strip)
+            out[k]["rest"] = stats(a, b, valid & ~strip)
+    return out
+
+
+class _CaptureAgreement:
+    """Keeps the result of the retrain worker's :func:`src_model.agreement.agreement` call (its crops,
+    per-image values and worst image) without computing it twice."""
+
+    def __init__(self) -> None:
+        self.result: Optional[Dict[str, Any]] = None
+
+    def __enter__(self):
+        import src_model.agreement as mod
+
+        self._mod, self._orig = mod, mod.agreement
+
+        def wrapped(*a, **kw):
+            self.result = yield from self._orig(*a, **kw)
+            return self.result
+
+        mod.agreement = wrapped
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mod.agreement = self._orig
+
+
 def retrain(store, work: Path, semi: bool, args, seed: int) -> Dict[str, Any]:
     """Retrain exactly as the dock's Retrain does: the retrain worker's ``run`` on the store (its training
     data, recipe and default steps, held-out scoring and agreement), in this process; the new model is
@@ -176,7 +231,8 @@ def retrain(store, work: Path, semi: bool, args, seed: int) -> Dict[str, Any]:
     if args.steps:
         job["steps"] = args.steps
     t0 = time.perf_counter()
-    retrain_worker.run(job, events.append, lambda: False)
+    with _CaptureAgreement() as captured:
+        retrain_worker.run(job, events.append, lambda: False)
     done = [e for e in events if isinstance(e, Done)]
     if not done:
         raise RuntimeError(f"retraining ended without a result: {[e for e in events if isinstance(e, Failed)]}")
@@ -187,7 +243,7 @@ def retrain(store, work: Path, semi: bool, args, seed: int) -> Dict[str, Any]:
             "n_labelled": started.n_labelled, "n_unlabelled": started.n_unlabelled, "n_holdout": ev.n_holdout,
             "holdout_old_dice": ev.old_dice, "holdout_new_dice": ev.new_dice, "agreement": ev.agreement,
             "rule_promote": promote, "rule_reason": reason, "recipe": ev.recipe, "config": started.config,
-            "checkpoint": str(store.current_model_path())}
+            "agreement_detail": captured.result, "checkpoint": str(store.current_model_path())}
 
 
 # ---------------------------------------------------------------- sessions and records
@@ -213,12 +269,17 @@ def read_records(out: Path) -> List[Dict[str, Any]]:
 
 def run_session(key: Key, data: Path, args) -> None:
     """Run (or finish) the rounds of one session, writing one record per round."""
+    import inspect
+
     from napari_cdma.project.store import ProjectStore
     from src_model import load_checkpoint
     from src_model.fileio import atomic_write_json
+    from src_model.finetune import finetune
     from src_model.recipes import get_recipe
 
     split, recipe, start, row, seed = key
+    # whether fine-tuning keeps each image's check strip out of training (src_model.agreement.check_box)
+    reserve_check = inspect.signature(finetune).parameters["reserve_check"].default
     done = {r["round"]: r for r in read_records(args.out) if _key(r) == key}
     if all(r in done for r in range(args.rounds + 1)):
         log.info("%s: done", key)
@@ -256,20 +317,29 @@ def run_session(key: Key, data: Path, args) -> None:
             rec: Dict[str, Any] = {"split": split, "recipe": recipe, "start": start, "row": row, "seed": seed,
                                    "round": rnd, "recipe_params": get_recipe(recipe).to_dict(),
                                    "session_ids": sess_ids, "untouched_ids": other_ids, "command": args.command,
+                                   "reserve_check": reserve_check,
                                    "model_version": store.current_model_version, "corrected_area_px": area,
                                    "changed_px": changed, **extra, "session": measure(preds, images),
                                    "session_shown_dice": shown_dice(preds, images, taken)}
             for name, imgs in others.items():
-                rec[name] = measure(predict_all(model, imgs), imgs)
+                other_preds[name] = predict_all(model, imgs)
+                rec[name] = measure(other_preds[name], imgs)
+            for name, old in parent_preds.items():  # how this round's model differs from the one it replaces
+                rec.setdefault("vs_parent", {})[name] = change_stats(
+                    old, preds if name == "session" else other_preds[name], taken if name == "session" else {})
             rec["measure_s"] = round(time.perf_counter() - t0, 1)
             atomic_write_json(record_path(args.out, key, rnd), rec)
             log.info("%s round %d: session Dice %.4f F1 %.4f, untouched Dice %.4f (area %d px)", key, rnd,
                      rec["session"]["dice"], rec["session"]["f1"], rec["untouched"]["dice"], area)
 
+        other_preds: Dict[str, Dict[str, Any]] = {}
+        parent_preds: Dict[str, Dict[str, Any]] = {}
         if resumed == 0 and 0 not in done:
             write(0, {})
         for rnd in range(resumed + 1, args.rounds + 1):
             t0 = time.perf_counter()
+            parent_preds = {"session": preds, **{name: other_preds.get(name) or predict_all(model, imgs)
+                                                 for name, imgs in others.items()}}
             rng = np.random.default_rng([seed, rnd, rows_i])
             picks = pick(row, preds, images, taken, args.regions, rng)
             regions = accept(store, picks, preds, images, taken)
@@ -362,6 +432,96 @@ def _targets(table: List[Dict[str, Any]], rounds: int) -> List[str]:
     return lines
 
 
+FORGOT_POINTS = 0.5  # a round's model "forgot" when the untouched images lost more than this vs its parent
+
+
+def check_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per retrained round that recorded how its model differs from its parent: the untouched
+    images' Dice change vs the parent (points), the old check's value (pooled Dice of the two label maps on
+    the uncorrected tissue the fine-tune distilled on: the old check's domain, whole images), the new
+    check's (the retrain worker's :func:`src_model.agreement.agreement` on the check strips: pooled and
+    worst image) and the promotion rule's own decision."""
+    by = {(_key(r), r["round"]): r for r in records}
+    rows = []
+    for (key, rnd), r in sorted(by.items()):
+        parent = by.get((key, rnd - 1))
+        detail = (r.get("train") or {}).get("agreement_detail")
+        if rnd == 0 or parent is None or "vs_parent" not in r or not detail:
+            continue
+        ses = r["vs_parent"]["session"].values()
+        rest = [v.get("rest", v) for v in ses]
+        num = sum(v["dice"] * v["gland_px"] for v in rest)
+        den = sum(v["gland_px"] for v in rest)
+        rows.append({"split": key[0], "recipe": key[1], "start": key[2], "row": key[3], "seed": key[4],
+                     "round": rnd,
+                     "untouched_change_points": 100 * (r["untouched"]["dice"] - parent["untouched"]["dice"]),
+                     "old_check": num / den if den else None, "new_check": detail.get("pooled"),
+                     "new_check_worst": detail.get("worst"), "crops": detail.get("crops"),
+                     "rule_promote": r["train"]["rule_promote"]})
+    return rows
+
+
+def choose_threshold(values: Sequence[float], forgot: Sequence[bool]) -> Tuple[float, int]:
+    """The threshold ``t`` (promote when value >= t) that decides most rows right (refuse the models that
+    forgot, promote the others): midpoints between the sorted values; ties go to the highest ``t``."""
+    v = sorted(set(values))
+    cands = [v[0] - 1e-3] + [(a + b) / 2 for a, b in zip(v[:-1], v[1:], strict=True)] + [v[-1] + 1e-3]
+    scored = [(sum((x >= t) != f for x, f in zip(values, forgot, strict=True)), t) for t in cands]
+    best = max(n for n, _ in scored)
+    return max(t for n, t in scored if n == best), best
+
+
+def confusion(values: Sequence[Optional[float]], forgot: Sequence[bool], t: float) -> str:
+    """'promoted a / n that forgot, b / m that did not' for the check ``value >= t``."""
+    pf = sum(1 for x, f in zip(values, forgot, strict=True) if f and x is not None and x >= t)
+    pn = sum(1 for x, f in zip(values, forgot, strict=True) if not f and x is not None and x >= t)
+    nf, nn = sum(forgot), len(forgot) - sum(forgot)
+    return f"promotes {pf} / {nf} that forgot, {pn} / {nn} that did not"
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def calibration_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """The no-regression check's calibration section: per-round values and the confusion of old and new checks."""
+    from src_model.agreement import MIN_AGREEMENT
+
+    if not rows:
+        return []
+    forgot = [r["untouched_change_points"] < -FORGOT_POINTS for r in rows]
+    out = ["### No-regression check: distilled tissue versus check strips", "",
+           f"A round's model *forgot* when the untouched images' mean Dice fell by more than {FORGOT_POINTS} "
+           "point against the model it replaces (the one the check compares it with). Sessions run with the "
+           "check strip kept out of fine-tuning (`reserve_check` in each record). Distilled: Dice of the two "
+           "label maps on the uncorrected tissue the fine-tune distilled on (whole images; the domain of the "
+           "product's check, src_model.agreement with reserved=False). Strip: the retrain worker's agreement "
+           "on the check strips (crops, pooled; and its worst image). Both against "
+           f"src_model.agreement.MIN_AGREEMENT = {MIN_AGREEMENT} and against the best threshold on these rows "
+           "(in-sample: an upper bound on what a threshold could do).", "",
+           "| start | row | seed | round | Δ untouched vs parent (pts) | forgot | distilled | strip | "
+           "strip, worst image | crops | rule promoted |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r, f in zip(rows, forgot, strict=True):
+        out.append(f"| {r['start']} | {r['row']} | {r['seed']} | {r['round']} | "
+                   f"{r['untouched_change_points']:+.2f} | "
+                   f"{'yes' if f else 'no'} | {_fmt(r['old_check'])} | {_fmt(r['new_check'])} | "
+                   f"{_fmt(r['new_check_worst'])} | {r['crops']} | {'yes' if r['rule_promote'] else 'no'} |")
+    out.append("")
+    for name, key, limit in (("distilled-tissue check", "old_check", MIN_AGREEMENT),
+                             ("strip check", "new_check", MIN_AGREEMENT),
+                             ("strip check, worst image", "new_check_worst", None)):
+        vals = [r[key] for r in rows]
+        if any(v is None for v in vals):
+            continue
+        t, right = choose_threshold(vals, forgot)
+        line = f"- **{name}**: best threshold on these rows {t:.4f} ({right} / {len(rows)} right: " \
+               f"{confusion(vals, forgot, t)})"
+        if limit is not None:
+            line += f"; at its limit {limit}: {confusion(vals, forgot, limit)}"
+        out.append(line + ".")
+    return out + [""]
+
+
 def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
     """``annotation_session.json`` (every record and the summary), ``.md`` and the efficiency plot(s)."""
     from src_model.fileio import atomic_write_bytes, atomic_write_json
@@ -382,7 +542,7 @@ def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
              "Commands (each record keeps its own):", ""]
     lines += [f"    {c}" for c in sorted({r.get("command", "") for r in records} - {""})] + [""]
     sections = sorted({(t["split"], t["recipe"]) for t in summary["table"]},
-                      key=lambda sr: (("test", "check", "quick").index(sr[0]), sr[1] != "default", sr[1]))
+                      key=lambda sr: (("test", "check", "trainval", "quick").index(sr[0]), sr[1] != "default", sr[1]))
     for split, recipe in sections:
         table = [t for t in summary["table"] if (t["split"], t["recipe"]) == (split, recipe)]
         lines += [f"## {split} sessions, recipe `{recipe}`", ""]
@@ -402,6 +562,7 @@ def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
         if newlab:
             lines += ["", "newlab: Dice of the untouched images in the new lab's stain: " + ", ".join(
                 f"{t['row']} r{t['round']} {_cell(t['untouched_newlab_dice'])}" for t in newlab)]
+        lines += calibration_lines([r for r in check_rows(records) if (r["split"], r["recipe"]) == (split, recipe)])
         png = out / (f"{NAME}.png" if (split, recipe) == ("test", "default") else f"{NAME}_{split}_{recipe}.png")
         atomic_write_bytes(png, lambda f, table=table: plot(table, f))
         lines += ["", f"Plot: `{png.name}` (session Dice against corrected area, untouched Dice below; means over "
@@ -446,8 +607,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--starts", default=",".join(STARTS), help=f"comma-separated, from {', '.join(STARTS)}")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (session images, training, random regions)")
-    p.add_argument("--split", choices=("test", "check"), default="test",
-                   help="test: GlaS test images; check: the validation images, for choosing settings")
+    p.add_argument("--split", choices=("test", "check", "trainval"), default="test",
+                   help="test: GlaS test images; check: the 8 validation images; trainval: the validation images "
+                        "and the training images the 10 %% model saw without labels (check and trainval: for "
+                        "choosing settings)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--regions", type=int, default=5, help="regions corrected per round")
     p.add_argument("--session-images", type=int, default=6)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .agreement import distill_part
 from .checkpoint import BUNDLED_NAME, load_model, save_checkpoint
 from .data import AugmentConfig, Labelled, augment, random_crop
 from .progress import Progress
@@ -210,8 +211,8 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
              out_dir: PathLike, *, recipe: Union[str, Recipe] = "default", steps: Optional[int] = None,
              semi_supervised: bool = FINETUNE_SEMI_SUPERVISED, seed: int = 0, device: str = "cpu", threads: int = 0,
              cancel: Optional[Callable[[], bool]] = None, overrides: Optional[Mapping[str, Any]] = None,
-             provenance: Optional[Mapping[str, Any]] = None,
-             resume: Optional[PathLike] = None) -> Generator[Progress, None, TrainResult]:
+             provenance: Optional[Mapping[str, Any]] = None, resume: Optional[PathLike] = None,
+             reserve_check: bool = False) -> Generator[Progress, None, TrainResult]:
     """Fine-tune the model of ``init`` on corrected ``labelled`` pairs with ``recipe``; yields progress.
 
     Args:
@@ -230,12 +231,19 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
         overrides: other :class:`~src_model.trainer.TrainConfig` fields (``patch``, ``batch_labelled``, ...).
         provenance: extra keys recorded in the checkpoint.
         resume: continue the run from this ``last.pt`` (the previous model is still ``init``).
+        reserve_check: leave each unlabelled image's check strip (:func:`src_model.agreement.check_box`)
+            out of training, so that :func:`src_model.agreement.agreement` with ``reserved=True`` compares
+            the models on tissue the distillation never pulled back to the old answers. Off by default: in
+            the calibration sessions (``benchmarks/results/annotation_session.md``) the strip check did not
+            tell forgetting models apart better than the check on all uncorrected tissue, and it was noisier.
 
     Returns:
         the :class:`~src_model.trainer.TrainResult`; ``checkpoint`` is ``out_dir / "final.pt"``
         (with EMA: the averaged weights).
     """
     r = get_recipe(recipe)
+    if reserve_check:
+        unlabelled = [distill_part(np.asarray(img)) for img in unlabelled]
     n_steps = default_steps(r, labelled) if steps is None else int(steps)
     if n_steps < 1:
         raise ValueError(f"steps must be >= 1, got {n_steps}")
@@ -263,7 +271,7 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
     if r.ema > 0:
         ema = EMAHook(model, r.ema)
         hooks.append(ema)
-    prov = {"recipe": r.to_dict(), "semi_supervised": semi_supervised,
+    prov = {"recipe": r.to_dict(), "semi_supervised": semi_supervised, "reserve_check": reserve_check,
             "init": str(getattr(init, "checkpoint_path", init))}
     prov.update(provenance or {})
     log.info("fine-tuning with recipe %r: %d steps, %d labelled, %d unlabelled", r.name, n_steps,

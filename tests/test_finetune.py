@@ -150,3 +150,30 @@ def test_recipes_by_name_and_default_steps():
     assert default_steps(r, [tile] * 10) == r.max_steps == 100  # the dock's 10 regions: its 3-minute budget
     assert default_steps(r, [tile]) == r.min_steps
     assert r.min_steps < default_steps(r, [tile] * 5) < r.max_steps
+
+
+def test_fine_tuning_never_trains_on_the_check_strip_of_its_unlabelled_images(tmp_path, data, monkeypatch):
+    """With reserve_check, the distillation's replay patches come from the rest of each image only, never
+    from its check strip (src_model.agreement.check_box), where agreement(..., reserved=True) compares."""
+    import src_model.finetune as ft
+    from src_model.agreement import check_box
+    from src_model.checkpoint import read_checkpoint
+
+    seen = []
+
+    class Recording(ft.PatchSampler):
+        def __init__(self, images, *a, **kw):
+            seen.append([img.shape for img in images])
+            super().__init__(images, *a, **kw)
+
+    monkeypatch.setattr(ft, "PatchSampler", Recording)
+    unlabelled = data[1]
+    labelled, _, _ = data
+    result = drain(finetune("bundled", labelled, unlabelled, tmp_path / "strip", recipe="default", steps=1,
+                            semi_supervised=False, device="cpu", overrides=FAST, reserve_check=True))
+    (shapes,) = seen
+    strip = check_box(unlabelled[0].shape)
+    assert strip is not None and shapes == [(unlabelled[0].shape[0], strip[1], 3)]
+    assert read_checkpoint(result.checkpoint)["provenance"]["reserve_check"] is True
+    _run(tmp_path, data, "default", steps=1, semi_supervised=False)  # the default trains on all of it
+    assert seen[1] == [unlabelled[0].shape]
