@@ -160,8 +160,8 @@ def add_parser(sub, func, *, int_in, device, max_steps: int, recipes) -> None:
                         "regulariser, as before)")
     r.add_argument("--promote", choices=PROMOTE, default="auto",
                    help="auto: the dock's rule (better on enough held-out regions and agrees with the current "
-                        "model on uncorrected tissue it was not trained on: each image's check strip, "
-                        "src_model.agreement); yes / no: always / never make it current")
+                        "model on uncorrected tissue, src_model.agreement); yes / no: always / never make it "
+                        "current")
     r.add_argument("--semi-supervised", action="store_true",
                    help="add CDMA's unsupervised terms (default off: supervised fine-tuning with the recipe's "
                         "distillation matched it in the simulated annotation sessions, in half the time)")
