@@ -116,9 +116,18 @@ def test_quick_session_runs_end_to_end_and_resumes(glas_dir, tmp_path):
     assert records[("ranked_cdma", 0)]["session"] == records[("random_cdma", 0)]["session"]  # one start, one model
     assert ranked["model_version"] == "v0001" and ranked["train"]["steps_done"] == 2
     assert not set(ranked["session_ids"]) & set(ranked["untouched_ids"])
+    # how the round's model differs from the one it replaced, for calibrating the promotion's check
+    change = ranked["vs_parent"]
+    assert set(change) == {"session", "untouched"} and set(change["session"]) == set(ranked["session_ids"])
+    assert all(0.0 <= v["dice"] <= 1.0 and 0 <= v["glands_kept"] <= v["glands_old"] for part in change.values()
+               for v in part.values())
+    detail = ranked["train"]["agreement_detail"]  # what the retrain worker's check computed
+    assert detail["pooled"] == ranked["train"]["agreement"] and detail["crops"] >= 1
+    assert "vs_parent" not in records[("ranked_cdma", 0)]
     summary = json.loads((tmp_path / "annotation_session.json").read_text())
     assert len(summary["records"]) == 6
-    assert "| bundled | ranked_cdma | 1 |" in (tmp_path / "annotation_session.md").read_text()
+    report = (tmp_path / "annotation_session.md").read_text()
+    assert "| bundled | ranked_cdma | 1 |" in report and "### No-regression check" in report
     assert (tmp_path / "annotation_session_quick_default.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0 and again.stderr.count(": done") == 3, again.stderr[-3000:]
@@ -129,3 +138,19 @@ def test_missing_data_is_one_line_and_exit_2(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1 and "no GlaS data" in run.stderr
+
+
+def test_threshold_choice_refuses_what_forgot_and_counts_both_kinds():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import annotation_session as session
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    values, forgot = [0.99, 0.97, 0.90, 0.96, 0.80], [False, False, True, False, True]
+    t, right = session.choose_threshold(values, forgot)
+    assert right == 5 and 0.90 < t <= 0.96  # separable: everything right, the highest such threshold
+    assert session.confusion(values, forgot, t) == "promotes 0 / 2 that forgot, 3 / 3 that did not"
+    assert session.confusion(values, forgot, 0.95) == "promotes 0 / 2 that forgot, 3 / 3 that did not"
+    assert session.confusion(values, forgot, 0.98) == "promotes 0 / 2 that forgot, 1 / 3 that did not"
+    t, right = session.choose_threshold([0.9, 0.95], [False, True])  # not separable: one must be wrong
+    assert right == 1
