@@ -60,11 +60,13 @@ CELL = (500, 750)  # GlaS images are at least 522 x 775
 
 
 def tiled_glas(data: Path, size: int) -> np.ndarray:
-    """A size x size RGB uint8 image tiled from GlaS test images (cropped to CELL, cycled)."""
+    """A size x size RGB uint8 image tiled from GlaS test images (cropped to CELL, cycled). The few
+    GlaS images smaller than CELL (453 x 589) leave black strips, as black frame padding does in some
+    scans (1.1 Mpx of the 6000 x 6000 image)."""
     from src_model.io import read_image
 
     ids = glas_ids(data, prefix="test")
-    out = np.empty((size, size, 3), np.uint8)
+    out = np.zeros((size, size, 3), np.uint8)
     k = 0
     for y in range(0, size, CELL[0]):
         for x in range(0, size, CELL[1]):
@@ -324,12 +326,14 @@ ROWS = [("wall", "wall time, Predict click to layers handed over", ""),
 
 def _explained(w: Dict[str, Any]) -> str:
     where_ = w.get("where") or {}
+    out = ""
     if where_.get("gui"):
-        return "; GUI thread in " + ", ".join(f"`{c['call']}` ({c['n']})" for c in where_["gui"][:2])
-    if where_.get("worker"):
-        return "; GUI thread not sampled (GIL or CPU elsewhere), worker in " + ", ".join(
-            f"`{c}`" for c in where_["worker"])
-    return ""
+        out += "; GUI thread in " + ", ".join(f"`{c['call']}` ({c['n']})" for c in where_["gui"][:2])
+    else:
+        out += "; GUI thread not sampled (the GIL or the CPU elsewhere)"
+    if where_.get("worker"):  # at the stall's first sample: what the worker had just been doing
+        out += "; worker in " + ", ".join(f"`{c}`" for c in where_["worker"])
+    return out
 
 
 def _markdown(r: Dict[str, Any]) -> str:
