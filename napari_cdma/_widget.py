@@ -25,7 +25,8 @@ while a store is open): the model's labels, the uncertainty map, the model versi
 the image itself, saved off the GUI thread. Reopening the store shows them again as the image's
 prediction and uncertainty layers (accepted corrections pasted over them, as after Predict), ready
 for review and Accept; the store summary names the model that made each one and says when that is
-no longer the current model. Edits not accepted are not kept: the summary says so.
+no longer the current model. Edits not accepted are not kept unless the user presses "Keep
+unaccepted edits" (then they come back on reopen, still not accepted); the summary says so.
 """
 from __future__ import annotations
 
@@ -276,7 +277,7 @@ class CdmaWidget(QWidget):
 
                 show_error(self.store_label.text())
             return None
-        self.flush_prediction_saves()  # a prediction still being written to the previous store
+        self.flush_prediction_saves(30.0)  # a prediction still being written (to this store or the previous one)
         self._store = store
         self.store_edit.setText(str(path))
         self.restored_predictions.clear()
