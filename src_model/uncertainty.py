@@ -21,12 +21,13 @@ For the plugin: :func:`display_range` (contrast limits of a map over tissue),
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from .gland_table import gland_table as gland_table  # re-exported: the plugin and tests use it from here
 from .tiling import REVIEW_SIZE
 
 Box = Tuple[int, int, int, int]
@@ -153,36 +154,6 @@ def display_range(uncertainty_map: np.ndarray, tissue: Optional[np.ndarray] = No
     return lo, hi
 
 
-def gland_table(instances: np.ndarray, uncertainty_map: np.ndarray) -> List[Dict[str, Any]]:
-    """One row per gland of an instance label image, ordered by id.
-
-    Args:
-        instances: int (H, W), 0 = background, 1..N = glands
-            (:func:`src_model.postprocess.instance_labels`).
-        uncertainty_map: float (H, W), e.g. ``Prediction.uncertainty``.
-
-    Returns:
-        ``[{"id": int, "area": int (pixels), "mean_uncertainty": float,
-        "bbox": (y0, x0, y1, x1)}, ...]`` (y1, x1 exclusive); plain Python types, ready for a
-        table or ``csv.DictWriter``.
-    """
-    lab = np.asarray(instances)
-    u = np.asarray(uncertainty_map, dtype=np.float64)
-    if lab.shape != u.shape:
-        raise ValueError(f"instances and map differ in shape: {lab.shape} vs {u.shape}")
-    lab = lab.astype(np.int64, copy=False)
-    if lab.size == 0 or lab.max() <= 0:
-        return []
-    n = int(lab.max())
-    area = np.bincount(lab.ravel(), minlength=n + 1)
-    total = np.bincount(lab.ravel(), weights=u.ravel(), minlength=n + 1)
-    rows = []
-    for i, sl in enumerate(ndi.find_objects(lab), start=1):
-        if sl is None or area[i] == 0:
-            continue
-        rows.append({"id": i, "area": int(area[i]), "mean_uncertainty": float(total[i] / area[i]),
-                     "bbox": (int(sl[0].start), int(sl[1].start), int(sl[0].stop), int(sl[1].stop))})
-    return rows
 
 
 # --------------------------------------------------------------------------- review regions

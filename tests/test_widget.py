@@ -10,6 +10,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from _dock import PLUGIN
+from _dock import open_dock as _dock
+from _dock import predict_and_wait as _predict_and_wait
 
 from napari_cdma._layers import (
     FILL_OPACITY,
@@ -22,24 +25,8 @@ from napari_cdma._layers import (
 from napari_cdma._sample import SAMPLE_NAME, make_sample_data
 from napari_cdma.project.events import Done
 
-PLUGIN = "napari-cdma"
-WIDGET = "CDMA segmentation"
 SAMPLE_KEY = "glas_testA_1"
 FAST_TRAIN = dict(device="cpu", patch=64, batch_labelled=2, batch_unlabelled=2)
-
-
-def _dock(viewer, store_path=None):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    if store_path is not None:
-        assert widget.open_store(store_path) is not None
-    return widget
-
-
-def _predict_and_wait(qtbot, widget, image_name, timeout=60_000):
-    before = widget.states.get(image_name)
-    assert widget.predict(image_name), widget.predict_panel.last_message
-    qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=timeout)
-    assert widget.states.get(image_name) is not before, widget.predict_panel.last_message
 
 
 def _layer_counts(viewer):

@@ -1,0 +1,21 @@
+"""Shared helpers of the dock's GUI tests: open the CDMA dock in a viewer, predict and wait."""
+from __future__ import annotations
+
+PLUGIN = "napari-cdma"
+WIDGET = "CDMA segmentation"
+
+
+def open_dock(viewer, store_path=None):
+    """The CDMA dock added to ``viewer``, with the project store at ``store_path`` opened if given."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    if store_path is not None:
+        assert widget.open_store(store_path) is not None
+    return widget
+
+
+def predict_and_wait(qtbot, widget, image_name, timeout=60_000):
+    """Press Predict for ``image_name`` and wait until a new prediction state for it exists."""
+    before = widget.states.get(image_name)
+    assert widget.predict(image_name), widget.predict_panel.last_message
+    qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=timeout)
+    assert widget.states.get(image_name) is not before, widget.predict_panel.last_message
