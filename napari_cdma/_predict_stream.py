@@ -19,6 +19,9 @@ background before anything is computed from them (:func:`clear_padding`).
 """
 from __future__ import annotations
 
+import sys
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
@@ -153,6 +156,52 @@ def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np
         ``PredictResult`` (instances, uncertainty, display_range, ranked, glands, image_hash,
         corrections); or ``("error", message)`` for an unusable checkpoint.
     """
+    if uncertainty_out is not None:
+        hold_switch(uncertainty_out)
+    try:
+        return (yield from _predict_job(model_path, image, uncertainty_out, branches, corrections_for, batch_size))
+    finally:  # the end of the job; a cancelled job's generator is closed only when its worker is collected,
+        if uncertainty_out is not None:  # so the live layers release it too (LiveLayers.hide, .adopt)
+            release_switch(uncertainty_out)
+
+
+#: The interpreter's thread switch interval while a large image's prediction runs (Python's default:
+#: 5 ms). While the worker runs Python code (the block-by-block post-processing, the review regions),
+#: the GUI thread waits up to the interval for the GIL after each call that released it, and a redraw
+#: makes hundreds of them (OpenGL, Qt): 100 such calls took 339 ms at 5 ms and 115 ms at 1 ms on the
+#: 2-core test machine.
+SWITCH_INTERVAL_S = 0.001
+_switch: Dict[str, Any] = {"before": None, "holders": set(), "released": weakref.WeakValueDictionary(),
+                           "lock": threading.Lock()}
+
+
+def hold_switch(owner: np.ndarray) -> None:
+    """Lower the thread switch interval to :data:`SWITCH_INTERVAL_S` (never raise it) while ``owner``
+    (a streamed prediction's live uncertainty array) holds it; ignored once ``owner`` released it."""
+    with _switch["lock"]:
+        if _switch["released"].get(id(owner)) is owner or id(owner) in _switch["holders"]:
+            return
+        if not _switch["holders"]:
+            _switch["before"] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch["before"], SWITCH_INTERVAL_S))
+        _switch["holders"].add(id(owner))
+
+
+def release_switch(owner: np.ndarray) -> None:
+    """Release ``owner``'s hold (once is enough; its later holds are ignored); the interval is restored
+    when no prediction holds it."""
+    with _switch["lock"]:
+        _switch["released"][id(owner)] = owner  # forgotten with the array: ids are reused
+        if id(owner) in _switch["holders"]:
+            _switch["holders"].discard(id(owner))
+            if not _switch["holders"] and _switch["before"] is not None:
+                sys.setswitchinterval(_switch["before"])
+
+
+def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np.ndarray], branches: bool,
+                 corrections_for: Optional[Callable[[str], List[Any]]], batch_size: Optional[int]
+                 ) -> Generator[Any, None, Any]:
+    """:func:`predict_job`'s body."""
     import torch
 
     from src_model.bands import tile_starts
@@ -434,6 +483,7 @@ class LiveLayers:
     def hide(self) -> None:
         """Hide both layers and mark them cancelled (cheap: nothing is sliced or collected); stop
         adding them."""
+        release_switch(self.uncertainty)
         self._steps.close()
         for layer in (self.labels_layer, self.unc_layer):
             if layer is not None and layer in self.viewer.layers:
@@ -465,6 +515,7 @@ class LiveLayers:
         uncertainty name (layers of those names, and the image's stale disagreement, entropy and
         branch layers from an earlier prediction, are removed).
         """
+        release_switch(self.uncertainty)
         names = names_for(self.image_name)
         stale = [labels_name, names["uncertainty"], names["disagreement"], names["entropy"],
                  *(names[f"branch{k}"] for k in (1, 2, 3))]
@@ -523,4 +574,4 @@ def pieces(event: Any) -> List[Any]:
 
 __all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
            "black_padding", "clear_padding", "labels_dtype", "pieces", "predict_job", "pyramid", "quiet_insert",
-           "review_outputs", "streams", "warm_up"]
+           "hold_switch", "release_switch", "review_outputs", "streams", "warm_up"]
