@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,7 @@ def plot_rows(table: dict, path: Path, title: str) -> None:
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("pixel Dice, GlaS test (mean ± sd; x = seeds)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
