@@ -184,13 +184,19 @@ def _shown(box, view):
     return box[0] - 0.5 < view[2] and view[0] < box[2] - 0.5 and box[1] - 0.5 < view[3] and view[1] < box[3] - 0.5
 
 
-def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot, tmp_path, slide_path, mosaic):
+def _slide_in_dock(make_napari_viewer, tmp_path, slide_path):
+    """A viewer with the slide opened by the plugin's reader and the dock on a project store; the slide
+    panel uses chunks of CHUNK px."""
     viewer = make_napari_viewer()
     (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
     _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     assert dock.open_store(tmp_path / "project") is not None
-    panel = dock.slide_panel
-    panel.chunk = CHUNK
+    dock.slide_panel.chunk = CHUNK
+    return viewer, slide_layer, dock, dock.slide_panel
+
+
+def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot, tmp_path, slide_path, mosaic):
+    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
     assert panel.slide_layer is slide_layer
     store_path = tmp_path / "case.cdma.zarr"
     assert panel.store_edit.text() == str(store_path)
@@ -362,12 +368,7 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
 
     from src_model.export import rasterize
 
-    viewer = make_napari_viewer()
-    (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert dock.open_store(tmp_path / "project") is not None
-    panel = dock.slide_panel
-    panel.chunk = CHUNK
+    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
     store_path = tmp_path / "case.cdma.zarr"
     _view(viewer, (200.0, 260.0), 240)
     _predict(qtbot, panel)
