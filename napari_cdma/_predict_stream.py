@@ -30,13 +30,11 @@ import numpy as np
 from ._layers import (
     IMAGE_KEY,
     ROLE_KEY,
-    UNCERTAINTY_CMAP,
-    UNCERTAINTY_FADE_START,
     UNCERTAINTY_OPACITY,
-    fading_colormap,
     gland_colormap,
     names_for,
     style_prediction,
+    uncertainty_colormap,
 )
 
 #: Largest image (pixels) whose post-processing runs on the whole maps (about 40 bytes a pixel of
@@ -415,7 +413,7 @@ class LiveLayers:
 
     def _build(self) -> Generator[None, None, None]:
         names = names_for(self.image_name)
-        cmap = fading_colormap(UNCERTAINTY_CMAP, power=1.5, gain=1.0, start=UNCERTAINTY_FADE_START)
+        cmap = uncertainty_colormap()  # the same as a finished prediction's layer
         with quiet_insert(self.viewer):
             self.unc_layer = self.viewer.add_image(pyramid(self.uncertainty), multiscale=True,
                                                    name=names["uncertainty"] + LIVE_SUFFIX, colormap=cmap,
