@@ -26,13 +26,13 @@ targets: ``TrainConfig.boundary_weight``), ``full`` (supervised only, same image
 ``sup10`` / ``cdma10`` (10 % labelled, as glas_ssl.py), ``cdma10_release`` (cdma10 with
 ``TrainConfig.release``), ``cdma10_noise`` (cdma10 with the paper's feature noise on branches 2 and 3,
 ``MTNetConfig.feature_noise`` = ``--noise``), ``mt10`` (mean teacher, :mod:`src_model.mean_teacher`:
-supervised loss + EMA-teacher consistency, CDMA's own terms off); ``sup5`` / ``cdma5`` / ``mt5``: the
-same at 5 % labels; issue 12 section 2 (cdma10 with one change each): ``cdma10_pool`` (the unlabelled
-images also at scales ``POOL_SCALES``: a pool of 3x the images, never a test image), ``cdma10_w03`` /
-``cdma10_w3`` (CDMA's unsupervised weights x0.3 / x3), ``cdma10_noramp`` (no warm-up, no ramp: the
-unsupervised terms at full weight from step 0), ``cdma10_slowramp`` (the same warm-up, the sigmoid ramp
-over 50 % of the steps instead of 20 %: ``RAMPS``). ``--max-steps`` caps the calibrated step count (the
-recipe's length).
+supervised loss + EMA-teacher consistency, CDMA's own terms off); ``sup5`` / ``cdma5`` / ``mt5`` /
+``cdma5_noise`` / ``cdma5_release``: the same at 5 % labels; issue 12 section 2 (cdma10 with one change
+each): ``cdma10_pool`` (the unlabelled images also at scales ``POOL_SCALES``: a pool of 3x the images,
+never a test image), ``cdma10_w03`` / ``cdma10_w3`` (CDMA's unsupervised weights x0.3 / x3),
+``cdma10_noramp`` (no warm-up, no ramp: the unsupervised terms at full weight from step 0),
+``cdma10_slowramp`` (the same warm-up, the sigmoid ramp over 50 % of the steps instead of 20 %: ``RAMPS``).
+``--max-steps`` caps the calibrated step count (the recipe's length).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("gpu_train")
 ROWS = ("bundled", "bundled_stain", "bundled_boundary", "full", "sup10", "cdma10", "cdma10_release", "cdma10_noise",
         "mt10", "sup5", "cdma5", "mt5", "cdma5_noise", "cdma10_pool", "cdma10_w03", "cdma10_w3", "cdma10_noramp",
-        "cdma10_slowramp")
+        "cdma10_slowramp", "cdma5_release")
 POOL_SCALES = (0.75, 1.5)  # cdma10_pool: each unlabelled image also at these scales
 WEIGHT_SCALES = {"cdma10_w03": 0.3, "cdma10_w3": 3.0}  # cdma10_w*: CDKD and entropy weights x this
 # cdma10_*ramp: (warm-up, ramp) as fractions of the steps; the recipe's is (0.1, 0.2)
@@ -123,7 +123,7 @@ def row_setup(row: str, split: dict, steps: int, batch: int, patch: int, seed: i
         raise SystemExit(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
     common = dict(batch_labelled=batch, batch_unlabelled=batch, patch=patch, unsupervised=unsup, seed=seed,
                   device=device, checkpoint_every=0)
-    if row == "cdma10_release":
+    if row in ("cdma10_release", "cdma5_release"):
         cfg = TrainConfig.release(steps, **common)
     else:  # the recipe of glas_ssl.py's run_row
         cfg = TrainConfig(steps=steps, warmup_steps=steps // 10, ramp_steps=steps // 5, **common)

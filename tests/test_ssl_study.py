@@ -154,3 +154,13 @@ def test_ramp_rows_change_only_the_schedule_of_cdma10(gpu_train):
     for r in ("cdma10_noramp", "cdma10_slowramp"):
         changed = {k for k, v in cfgs[r].to_dict().items() if base[k] != v}
         assert changed <= {"warmup_steps", "ramp_steps"}, changed
+
+
+def test_cdma5_release_is_cdma10_release_at_5_percent(gpu_train):
+    split = {"labelled": ["a"], "unlabelled": ["b"], "train_all": ["a", "b"], "fraction": 0.05}
+    cfg = {r: gpu_train.row_setup(r, split, 1000, 4, 128, 0, "cpu", 0.1)[2]
+           for r in ("cdma5_release", "cdma10_release", "cdma5")}
+    assert "cdma5_release" in gpu_train.ROWS and gpu_train.row_fraction("cdma5_release") == 0.05
+    assert cfg["cdma5_release"] == cfg["cdma10_release"]  # the released schedule; the fraction comes from the split
+    assert (cfg["cdma5_release"].optimizer, cfg["cdma5_release"].lr_schedule) == ("sgd", "step")
+    assert cfg["cdma5"].optimizer != "sgd" and cfg["cdma5_release"].unsupervised
