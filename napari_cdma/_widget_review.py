@@ -255,6 +255,9 @@ class ReviewPanel(QWidget):
         useful = [t for t in ranked if t[0] > 0] or list(ranked)
         self._next_row = 0
         self._fill_tiles([(float(s), tuple(int(v) for v in b)) for s, b in useful])
+        # the list is now this image's: an earlier "Predict ... to see its review regions" no longer holds
+        self._say(f"{len(self.tiles)} review region(s) of '{image_name}', most uncertain first: Next shows each."
+                  if self.tiles else f"'{image_name}' has no uncertain region to review.")
 
     def clear_tiles(self, image_name: Optional[str] = None) -> None:
         """Empty "Look here next": the list belongs to the image on screen, and ``image_name`` (None:

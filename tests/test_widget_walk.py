@@ -110,6 +110,8 @@ def test_review_list_belongs_to_the_image_on_screen(make_napari_viewer, qtbot, t
     _predict_and_wait(qtbot, widget, SAMPLE_NAME)
     tiles = list(review.tiles)
     assert tiles and review.tile_list.count() == len(tiles)
+    assert "to see its review regions" not in review.last_message  # no stale "Predict ..." note
+    assert f"{len(tiles)} review region(s)" in review.status.text()
 
     # another image opened (and chosen in Predict): the list is its own, empty until it is predicted
     viewer.add_image(np.full((300, 300, 3), 200, np.uint8), name="second", rgb=True)
