@@ -43,6 +43,7 @@ ROWS = {
     "sup5": (BASELINE, 5), "sup10": (BASELINE, 10),
     "cdma5": ("CDMA", 5), "cdma10": ("CDMA", 10),
     "cdma5_noise": ("CDMA + feature noise 0.3", 5), "cdma10_noise": ("CDMA + feature noise 0.3", 10),
+    "cdma5_release": ("CDMA, released schedule (SGD, step)", 5),
     "cdma10_release": ("CDMA, released schedule (SGD, step)", 10),
     "mt5": ("mean teacher", 5), "mt10": ("mean teacher", 10),
     # issue 12 section 2: cdma10 with one change
