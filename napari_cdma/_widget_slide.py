@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._layers import (
+    OUTLINE_WIDTH,
     UNCERTAINTY_OPACITY,
     camera_for_tile,
     names_for,
@@ -312,7 +313,7 @@ class SlidePanel(QWidget):
         specs = ((f"{name} uncertainty", store.uncertainty, "image",
                   dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, contrast_limits=[0, 255],
                        visible=False)),
-                 (f"{name} glands", store.glands, "labels", dict(opacity=0.5)))
+                 (f"{name} glands", store.glands, "labels", dict(opacity=0.9)))
         shown = {}
         for lname, arrays, kind, style in specs:
             live = self._live_layer(lname, store_path)
@@ -326,6 +327,8 @@ class SlidePanel(QWidget):
                 self.viewer.layers.remove(old)
             add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
             shown[kind] = add(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=meta, **style)
+            if kind == "labels":  # outlined, as an image's prediction: the H&E stays readable inside the glands
+                shown[kind].contour = OUTLINE_WIDTH
         return shown
 
     def _live_layer(self, name: str, store_path: str) -> Any:

@@ -219,6 +219,7 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     assert glands[inside].any() and not glands[~inside].any()  # the bundled model finds glands, only there
     assert not np.asarray(store.uncertainty[0][:])[~inside].any()
     labels_layer = viewer.layers[f"{slide_layer.name} glands"]
+    assert labels_layer.contour > 0  # outlined, not a fill over the H&E
     assert labels_layer.multiscale and tuple(labels_layer.data[0].shape) == glands.shape
     np.testing.assert_array_equal(np.asarray(labels_layer.data[0][:]), glands)
     assert first["summary"].chunks_computed == len(done)
