@@ -72,7 +72,6 @@ from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel, scene_camera
 from ._widget_slide import SlidePanel
 from ._widget_store import (
-    gland_rows,
     open_image_hashes,
     regions_by_image,
     restore_layers,
@@ -494,7 +493,9 @@ class CdmaWidget(QWidget):
         labels, umap = self.viewer.layers[names["prediction"]], self.viewer.layers[names["uncertainty"]]
         record_range = tuple(umap.contrast_limits)
         try:
-            glands = gland_rows(np.asarray(labels.data), np.asarray(umap.data))
+            from src_model.gland_table import gland_table  # no torch: nothing may have been predicted yet
+
+            glands = gland_table(np.asarray(labels.data), np.asarray(umap.data))
         except ValueError:
             glands = []
         self.last_image = name

@@ -210,15 +210,3 @@ def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, unc
     style_prediction(layer, fill=fill)
     layer.visible = visible
     return {"prediction": layer, "uncertainty": unc}
-
-
-def gland_rows(labels: np.ndarray, uncertainty: np.ndarray) -> List[Dict[str, Any]]:
-    """The gland table of a restored prediction (:func:`src_model.gland_table.gland_table`, which
-    does not import torch: seconds on a busy machine, before anything was predicted).
-
-    Raises:
-        ValueError: the arrays differ in shape.
-    """
-    from src_model.gland_table import gland_table
-
-    return gland_table(labels, uncertainty)
