@@ -21,8 +21,9 @@ horizontal strips of ``strip_rows`` chunk rows, and a strip is predicted in one 
 band loop (:func:`src_model.bands.predict_rows`) over a window of the same global tile grid: the
 strip's rows plus the tiles touching them above and below, and the columns from the first to the
 last chunk to compute (the whole width for a fresh strip). The window is read lazily from the slide,
-one tile row at a time; finished chunk rows are written and marked done as the band passes them, so
-memory is bounded by the band (``K x C x band rows x window width`` floats), not by the strip or
+in bands of a chunk's height, each pixel once (the store's copy of a chunk comes from those bands);
+finished chunk rows are written and marked done as the band passes them, so memory is bounded by
+the band (``K x C x band rows x window width`` floats), not by the strip or
 the slide, and only the vertical halo of a strip is computed twice (chunk mode recomputes the halo
 around every chunk). Every forward pass runs a full batch (a last, short batch is filled with
 copies of its last tile and their outputs dropped): the network's outputs for a tile then do not
