@@ -48,6 +48,8 @@ PADDING_LEVEL = 10
 #: Suffix of the layers a running prediction fills; they are removed if it is cancelled or fails.
 LIVE_SUFFIX = " (predicting...)"
 LIVE_ROLE = "predicting"
+#: Shortest time between two updates of the live uncertainty layer's thumbnail in the layer list.
+THUMBNAIL_EVERY_S = 3.0
 CANCELLED_SUFFIX = " (cancelled)"
 
 
@@ -279,7 +281,9 @@ _warming: List[Any] = []
 
 
 def warm_up() -> Any:
-    """Import :data:`WARM_MODULES` in a daemon thread (once per process); the thread."""
+    """Import :data:`WARM_MODULES` in a daemon thread (once per process), and fill vispy's cache of
+    dash patterns there (computed in pure Python the first time a line visual is made: 0.18 s of
+    the first labels layer's creation, for its polygon overlay, on a busy 2-core machine); the thread."""
     import importlib
     import threading
 
@@ -289,6 +293,12 @@ def warm_up() -> Any:
                 importlib.import_module(name)
             except Exception:  # a module a napari or vispy version lacks: created on first use instead
                 pass
+        try:  # vispy keeps the patterns in an lru_cache: made here once, they are not made again
+            from vispy.visuals.line.dash_atlas import DashAtlas
+
+            DashAtlas()
+        except Exception:
+            pass
 
     if not _warming:
         thread = threading.Thread(target=run, name="napari-cdma-warm-up", daemon=True)
@@ -408,33 +418,45 @@ class LiveLayers:
         self.labels_layer: Any = None
         self.ready = False
         self._warm: Any = None
+        self._thumbnail_at = 0.0
         self._steps = self._build()
-        self.build_step()  # the uncertainty layer at once
+        self.build_step()  # the uncertainty layer's model at once (cheap)
 
     def _build(self) -> Generator[None, None, None]:
+        """The layers, one short piece of GUI work per event-loop turn: each layer is made (napari's
+        model: cheap), added hidden (its controls and visuals), then shown (its first slice and
+        texture upload, drawn at the next redraw), so that no turn does two of them."""
+        from napari.layers import Image, Labels
+
         names = names_for(self.image_name)
-        cmap = uncertainty_colormap()  # the same as a finished prediction's layer
+        self._warm = warm_up()
+        unc = Image(pyramid(self.uncertainty), multiscale=True, name=names["uncertainty"] + LIVE_SUFFIX,
+                    colormap=uncertainty_colormap(),  # the same as a finished prediction's layer
+                    contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY, blending="translucent",
+                    visible=False, metadata=_meta(self.image_name))
+        yield
         with quiet_insert(self.viewer):
-            self.unc_layer = self.viewer.add_image(pyramid(self.uncertainty), multiscale=True,
-                                                   name=names["uncertainty"] + LIVE_SUFFIX, colormap=cmap,
-                                                   contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY,
-                                                   blending="translucent", metadata=_meta(self.image_name))
-        self._warm = warm_up()  # after the layer above: the imports would slow its creation
+            self.viewer.layers.append(unc)
+        self.unc_layer = unc
+        yield
+        unc.visible = True
         yield
         while self._warm.is_alive():  # napari's labels modules are still being imported, off this thread
             yield
-        # added hidden and styled before it is shown: napari slices a big labels layer once, not three
-        # times. Filled, not outlined: napari computes outlines over the whole layer whenever it slices
-        # it (3.9 s of the 6 s it took to show an empty 6000 x 6000 layer with outlines on a busy 2-core
+        # styled before it is added and shown: napari slices a big labels layer once, not three times.
+        # Filled, not outlined: napari computes outlines over the whole layer whenever it slices it
+        # (3.9 s of the 6 s it took to show an empty 6000 x 6000 layer with outlines on a busy 2-core
         # machine); "Fill glands" off draws them later, at that cost.
-        with quiet_insert(self.viewer):
-            self.labels_layer = self.viewer.add_labels(self.labels, name=names["prediction"] + LIVE_SUFFIX,
-                                                       visible=False, metadata=_meta(self.image_name))
-        self.labels_layer.colormap = gland_colormap()
-        style_prediction(self.labels_layer, fill=True)
-        self.labels_layer.editable = False
+        labels = Labels(self.labels, name=names["prediction"] + LIVE_SUFFIX, colormap=gland_colormap(),
+                        visible=False, metadata=_meta(self.image_name))
+        style_prediction(labels, fill=True)
+        labels.editable = False
         yield
-        self.labels_layer.visible = True
+        with quiet_insert(self.viewer):
+            self.viewer.layers.append(labels)
+        self.labels_layer = labels
+        yield
+        labels.visible = True
         self.ready = True
 
     def build_step(self) -> bool:
@@ -476,7 +498,19 @@ class LiveLayers:
             layer.editable = False
 
     def refresh_uncertainty(self) -> None:
-        self.unc_layer.refresh()
+        """Redraw the uncertainty layer's view (the level and extent the canvas shows: its cost is the
+        canvas size, not the image's); its layer-list thumbnail at most every :data:`THUMBNAIL_EVERY_S`,
+        and its extent (unchanged while it fills) not at all."""
+        import time
+
+        now = time.perf_counter()
+        thumbnail = now - self._thumbnail_at >= THUMBNAIL_EVERY_S
+        try:
+            self.unc_layer.refresh(thumbnail=thumbnail, extent=False, highlight=False)
+        except TypeError:  # a napari without these switches
+            self.unc_layer.refresh()
+        if thumbnail:
+            self._thumbnail_at = now
 
     def hide(self) -> None:
         """Hide both layers and mark them cancelled (cheap: nothing is sliced or collected); stop

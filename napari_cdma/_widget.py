@@ -162,6 +162,7 @@ class CdmaWidget(QWidget):
         self.image_names: Dict[str, str] = {}  # store image hash -> image layer name
         self.last_image: Optional[str] = None
         self._refresh_after_predict = False
+        self._turns: List[Any] = []  # GUI work left of a large image's hand-over, one step per event-loop turn
 
         self.store_edit = QLineEdit(str(store_path or default_project_path()))
         self.store_edit.setToolTip("Folder of the project store: corrections and model versions")
@@ -774,7 +775,9 @@ class CdmaWidget(QWidget):
         pasted = self._pasted_boxes(layers["prediction"].data, corrections) if n_pasted else []
         # regions already accepted are reviewed: "look here next" skips them
         ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
-        show_review_tiles(self.viewer, name, ranked)
+        # the layers below, each a few hundred ms of GUI time (a Shapes layer's first redraw over a second
+        # on a busy 2-core machine), come one per event-loop turn after a large image's prediction
+        later = [lambda: show_review_tiles(self.viewer, name, ranked)]
         notes = []
         was_restored = False
         if secondary:
@@ -803,12 +806,13 @@ class CdmaWidget(QWidget):
         if result.image_hash:
             self.image_names[result.image_hash] = name
             # created here, empty or not, so that later accepts never add a layer
-            show_accepted(self.viewer, name, self._accepted_boxes(result.image_hash))
+            accepted = self._accepted_boxes(result.image_hash)
+            later.append(lambda: show_accepted(self.viewer, name, accepted))
         self.last_image = name
         self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
                                        result.display_range, result.glands)
         self.review_panel.set_tiles(name, ranked)
-        raise_overlays(self.viewer, name)
+        later.append(lambda: raise_overlays(self.viewer, name))
         if n_pasted:
             notes.append(f"The layer shows {n_pasted} accepted correction(s) from the project inside their "
                          "boxes (red).")
@@ -817,11 +821,45 @@ class CdmaWidget(QWidget):
             self.predict_panel.status.setText(self.predict_panel.last_message)
         # the image's own prediction layer is the one to paint (ready for brush / fill / eraser); a version
         # being tried, or a prediction written aside, must not take the brush
-        self.viewer.layers.selection.active = self.viewer.layers[main] if secondary else layers["prediction"]
+        paint = main if secondary else layers["prediction"]
+        later.append(lambda: self._select(paint))
         if state is None:
-            self._fit_view()
+            later.append(self._fit_view)
+        if result.live is not None:
+            self._in_turns(name, later)
+        else:
+            for step in later:
+                step()
         if "press Predict" in self.store_label.text() or (not secondary and was_restored):
             self._sync_from_store()  # the reopen note has been acted on
+
+    def _select(self, layer: Any) -> None:
+        """Make ``layer`` (or the layer of that name) the viewer's active layer, if it is still there."""
+        if isinstance(layer, str):
+            layer = self.viewer.layers[layer] if layer in self.viewer.layers else None
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.selection.active = layer
+
+    def _in_turns(self, image_name: str, steps: List[Any]) -> None:
+        """Run ``steps`` one per event-loop turn (the canvas redraws between them); those of an image
+        closed meanwhile are dropped."""
+        self._turns.extend((image_name, step) for step in steps)
+        QTimer.singleShot(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        if not self._turns:
+            return
+        image_name, step = self._turns.pop(0)
+        try:
+            if image_name in self.viewer.layers:
+                step()
+        finally:
+            if self._turns:
+                QTimer.singleShot(0, self._next_turn)
+
+    def settled(self) -> bool:
+        """True when no GUI work of a prediction's hand-over is left for later event-loop turns."""
+        return not self._turns
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""

@@ -17,5 +17,6 @@ def predict_and_wait(qtbot, widget, image_name, timeout=60_000):
     """Press Predict for ``image_name`` and wait until a new prediction state for it exists."""
     before = widget.states.get(image_name)
     assert widget.predict(image_name), widget.predict_panel.last_message
-    qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=timeout)
+    # and the hand-over steps a large image's prediction leaves for later event-loop turns
+    qtbot.waitUntil(lambda: not widget.predict_panel.running and widget.settled(), timeout=timeout)
     assert widget.states.get(image_name) is not before, widget.predict_panel.last_message

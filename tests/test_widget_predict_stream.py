@@ -97,6 +97,13 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     assert 0.0 <= lo < hi <= 1.0 and (lo, hi) != (0.0, 1.0)
     # the uncertainty readout works on the multiscale layer
     assert "uncertainty" in widget.display_panel.value_text((260.0, 380.0))
+    # the review boxes, the accepted boxes and the selection come in the event-loop turns after the hand-over
+    qtbot.waitUntil(widget.settled, timeout=10_000)
+    assert names["tiles"] in viewer.layers and names["accepted"] in viewer.layers
+    assert len(viewer.layers[names["tiles"]].data) >= len(boxes)
+    assert viewer.layers.selection.active is labels
+    order = [ly.name for ly in viewer.layers]
+    assert order.index(names["tiles"]) > order.index(names["prediction"])  # the boxes are drawn over the glands
 
 
 def _cancel_midway(viewer, widget, qtbot):
@@ -265,13 +272,22 @@ def test_labels_layer_waits_for_naparis_modules_imported_off_the_gui_thread(monk
     monkeypatch.setattr(_predict_stream, "_warming", [warm])
     viewer = ViewerModel()
     live = LiveLayers(viewer, "x", (64, 80))
-    assert live.unc_layer in viewer.layers  # the uncertainty layer at once
+    assert len(viewer.layers) == 0  # nothing added at the click: each layer comes in a turn of its own
+    live.build_step()
+    assert live.unc_layer in viewer.layers and not live.unc_layer.visible  # added hidden, shown a turn later
+    live.build_step()
+    assert live.unc_layer.visible
     for _ in range(5):
         assert not live.build_step() and live.labels_layer is None
     release.set()
     warm.join(5)
+    seen = []
     while not live.build_step():
-        pass
+        seen.append(len(viewer.layers))
+        layer = live.labels_layer
+        if layer is not None:  # added styled and hidden, shown at the last step
+            assert not layer.visible and layer.contour == 0 and layer.colormap.name == "glands"
+    assert seen[-1] == 2 and all(n in (1, 2) for n in seen)
     assert live.labels_layer in viewer.layers and live.labels_layer.visible
 
 
