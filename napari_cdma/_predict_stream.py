@@ -64,7 +64,8 @@ class Rows:
 
 @dataclass
 class Block:
-    """Final gland labels int32 (bh, bw) of the block at ``(y0, x0)`` (large images)."""
+    """Final gland labels (bh, bw) of the block at ``(y0, x0)`` (large images): uint16 when they fit
+    (:func:`labels_dtype`), else int32."""
 
     y0: int
     x0: int
@@ -256,7 +257,11 @@ def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[n
     else:
         prediction = None
         review = BlockReview(mask, uncertainty_out, image)
+        small = labels_dtype((h, w))
         for y0, x0, labels in review.blocks():
+            if labels.size and labels.dtype != small and int(labels.max()) <= np.iinfo(small).max:
+                # in the live layer's dtype: half the memory while queued for the GUI thread, no cast there
+                labels = labels.astype(small)
             yield Block(y0, x0, labels)
             step += 1
             yield Stage("glands", step, total)

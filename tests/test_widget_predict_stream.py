@@ -343,6 +343,8 @@ def test_black_frame_padding_is_never_gland(glas_dir):
         final[ev.y0:ev.y0 + ev.labels.shape[0], ev.x0:ev.x0 + ev.labels.shape[1]] = ev.labels
     assert not final[frame].any() and final[~frame].any()
     assert {g["id"] for g in streamed["glands"]} == set(np.unique(final).tolist()) - {0}
+    # in the live layer's dtype already (cast in the worker, not on the GUI thread)
+    assert all(ev.labels.dtype == labels_dtype(image.shape) for ev in blocks)
 
 
 def test_streamed_prediction_shortens_the_thread_switch_interval_while_it_runs():
