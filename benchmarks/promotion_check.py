@@ -443,10 +443,195 @@ def apply_threshold(rows: List[Dict[str, Any]], stat: str, t: float) -> Dict[str
 
 # ---------------------------------------------------------------- report
 
-def write(out: Path, result: Dict[str, Any]) -> None:
-    from src_model.fileio import atomic_write_json
+def _round(x: Any) -> Any:
+    if isinstance(x, float):
+        return round(x, 5)
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v) for v in x]
+    return x
 
+
+def compact(part: Dict[str, Any]) -> None:
+    """Scores the truth study from the per-draw values, then keeps only their means in the rows."""
+    rows = part["rows"]
+    if rows and f"loss_{HOLDOUT_SIZES[0]}" in rows[0]["truth"]:
+        part["truth_study"] = score_truth(rows)
+        for r in rows:
+            for size in HOLDOUT_SIZES:
+                r["truth"][f"loss_{size}_mean"] = float(np.mean(r["truth"].pop(f"loss_{size}")))
+
+
+def write(out: Path, result: Dict[str, Any]) -> None:
+    from src_model.fileio import atomic_write_bytes, atomic_write_json
+
+    for split in ("trainval", "test"):
+        if split in result:
+            compact(result[split])
+    result = _round(result)
     atomic_write_json(out / f"{NAME}.json", result)
+    text = "\n".join(report_lines(result)) + "\n"
+    atomic_write_bytes(out / f"{NAME}.md", lambda f: f.write(text.encode("utf-8")))
+
+
+def _f(x: Optional[float], fmt: str = "{:.3f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def report_lines(result: Dict[str, Any]) -> List[str]:
+    tv, te = result.get("trainval"), result.get("test")
+    lines = ["# Promotion check calibration (issue 9 item 2)", "",
+             "Can the product tell, when it decides, whether a fine-tuned model forgot? Material: every kept "
+             "round of the simulated annotation sessions (`benchmarks/annotation_session.py`; the candidate is "
+             "`round{k}.pt`, the current model the one it replaces). Ground truth: the change of the untouched "
+             "images' mean Dice (images not in the session; 18, or 4 in the `check` sessions) from the current "
+             f"model to the candidate; the candidate *forgot* when it fell by more than {FORGOT_POINTS} point. "
+             "Statistics use only what the product has at promotion time: both models, the session images, the "
+             "boxes accepted so far, and the correction inside the held-out boxes. Predictions: the dock's "
+             "tiling on whole images, 1 torch thread. AUROC: how well the statistic ranks the rounds that forgot "
+             "above the others (0.5 = chance; 95 % interval from resampling whole sessions). Threshold: the one "
+             "with the largest (refused forgot share - refused good share), refusing when the statistic is above "
+             "it.", "",
+             "Choice: on the `trainval_*` and `check_*` sessions only; the `test_*` sessions were scored once "
+             "afterwards with the choice frozen (commit 7ee97f3 holds the calibration and names the choice).", ""]
+    if tv and te and tv.get("truth_study") and te.get("truth_study"):
+        best = tv["scores"][0]
+        ch = te["chosen"][0]
+        other = te["chosen"][1:]
+        gross = max(tv["rows"], key=lambda r: r["stats"]["disagree"])
+        tvt, tet, ctv, cte = tv["truth_study"], te["truth_study"], tv["current_rule_check"], te["current_rule_check"]
+        rest = max(r["stats"]["disagree"] for r in tv["rows"] if r is not gross)
+        lines += ["## Result", "",
+                  f"- **No statistic works.** Best on trainval: `{best['stat']}`, AUROC {best['auroc']:.2f} (95 % "
+                  f"interval {best['auroc_ci95'][0]:.2f}-{best['auroc_ci95'][1]:.2f}, includes chance). Frozen and "
+                  f"applied once to the test rounds: AUROC {_f(ch['auroc'], '{:.2f}')}; it would have refused "
+                  f"{ch['refused_forgot']} / {ch['n_forgot']} forgetting rounds and {ch['refused_good']} / "
+                  f"{ch['n'] - ch['n_forgot']} good rounds." + "".join(
+                      f" The best statistic on uncorrected tissue (`{o['stat']}`): AUROC {_f(o['auroc'], '{:.2f}')}, "
+                      f"refuses {o['refused_forgot']} / {o['n_forgot']} forgetting and {o['refused_good']} / "
+                      f"{o['n'] - o['n_forgot']} good." for o in other),
+                  f"- **Why:** the forgetting measured on untouched images barely shows on the project's own images, "
+                  f"even with the truth. The session images' true Dice change outside the accepted boxes has Spearman "
+                  f"{tvt['session_outside']['spearman_vs_change']:+.2f} (trainval) / "
+                  f"{tet['session_outside']['spearman_vs_change']:+.2f} (test) with the untouched change. "
+                  f"Simulated held-out sets of 20 boxes with the truth reach AUROC "
+                  f"{tvt['holdout_20']['auroc_mean']:.2f} / {tet['holdout_20']['auroc_mean']:.2f}. "
+                  "The labels are noisy as well (section 'Noise' below).",
+                  "- **What a check on the project's tissue does catch:** gross change. The plain recipe's first "
+                  f"round (Δ untouched {gross['untouched_change_points']:+.1f} points) disagrees on "
+                  f"{gross['stats']['disagree']:.2f} of the gland pixels; every other trainval round disagrees on "
+                  f"{rest:.2f} or less.",
+                  f"- **The rule as it stands** (agreement >= 0.95) refused {cte['refused_forgot']} / "
+                  f"{cte['n_forgot']} forgetting and {cte['refused_good']} / "
+                  f"{cte['n'] - cte['n_forgot']} good test rounds. Those "
+                  f"sessions distilled on all uncorrected tissue, so agreement there stays high. On trainval "
+                  f"(check strips kept out of training in the `trainval_default` sessions) it refused "
+                  f"{ctv['refused_forgot']} / {ctv['n_forgot']} forgetting "
+                  f"and {ctv['refused_good']} / {ctv['n'] - ctv['n_forgot']} good rounds.",
+                  "- The promotion rule is therefore left as it is.", ""]
+    if tv:
+        lines += [f"Command: `{tv['command']}` ({tv['seconds']:.0f} s, load average "
+                  f"{', '.join(str(x) for x in tv['machine']['load_avg_1_5_15'])}). Commands of the second part "
+                  "below.", "",
+                  f"## Calibration: trainval sessions ({len(tv['rows'])} rounds, "
+                  f"{sum(r['forgot'] for r in tv['rows'])} forgot)", "",
+                  "| statistic | rounds | forgot | Spearman vs Δ untouched | AUROC | 95 % interval | threshold | "
+                  "refuses forgot | refuses good |", "|---|---|---|---|---|---|---|---|---|"]
+        for sc in tv["scores"]:
+            lines.append(f"| `{sc['stat']}` | {sc['n']} | {sc['n_forgot']} | {sc['spearman_vs_change']:+.2f} | "
+                         f"{_f(sc['auroc'])} | {_f(sc['auroc_ci95'][0], '{:.2f}')}-{_f(sc['auroc_ci95'][1], '{:.2f}')} "
+                         f"| {sc['threshold']:.4g} | {sc['refused_forgot']} / {sc['n_forgot']} | "
+                         f"{sc['refused_good']} / {sc['n'] - sc['n_forgot']} |")
+        lines += ["", "Statistics (larger = more suspect):", ""]
+        lines += [f"- `{k}`: {v}" for k, v in result["stats"].items()]
+        cur = tv["current_rule_check"]
+        lines += ["", f"The product's check as it stands (agreement >= 0.95 on crops, as run by the sessions' "
+                  f"retrain worker; recorded in {cur['n']} of the rounds): refuses {cur['refused_forgot']} / "
+                  f"{cur['n_forgot']} that forgot and {cur['refused_good']} / {cur['n'] - cur['n_forgot']} good.", ""]
+        lines += noise_lines(tv, "trainval") + truth_lines(tv, "trainval")
+        lines += ["## Per round (trainval)", "",
+                  "| session | round | Δ untouched (pts) | forgot | Δ session outside boxes, truth (pts) | disagree | "
+                  "flip_confident | holdout_loss | held-out boxes | weight_change |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in tv["rows"]:
+            st = r["stats"]
+            lines.append(f"| {r['session']} | {r['round']} | {r['untouched_change_points']:+.2f} | "
+                         f"{'yes' if r['forgot'] else 'no'} | {r['truth']['session_outside_change_points']:+.2f} | "
+                         f"{st['disagree']:.4f} | {st['flip_confident']:.4f} | {_f(st['holdout_loss'], '{:+.4f}')} | "
+                         f"{st['n_holdout_boxes']} | {st['weight_change']:.4f} |")
+        lines.append("")
+    if te:
+        lines += [f"## Test sessions, scored once with the frozen choice ({len(te['rows'])} rounds, "
+                  f"{sum(r['forgot'] for r in te['rows'])} forgot)", "",
+                  f"Command: `{te['command']}` ({te['seconds']:.0f} s, load average "
+                  f"{', '.join(str(x) for x in te['machine']['load_avg_1_5_15'])}).", "",
+                  "| chosen on trainval | threshold | AUROC on test | refuses forgot | refuses good |",
+                  "|---|---|---|---|---|"]
+        for c in te["chosen"]:
+            lines.append(f"| `{c['stat']}` | {c['threshold']:.4g} | {_f(c['auroc'])} | {c['refused_forgot']} / "
+                         f"{c['n_forgot']} | {c['refused_good']} / {c['n'] - c['n_forgot']} |")
+        cur = te["current_rule_check"]
+        lines += ["", f"The product's check as it stands (agreement >= 0.95, {cur['n']} rounds that recorded it): "
+                  f"refuses "
+                  f"{cur['refused_forgot']} / {cur['n_forgot']} that forgot and {cur['refused_good']} / "
+                  f"{cur['n'] - cur['n_forgot']} good.", "",
+                  "Every statistic on test, after the choice (not used to choose): " + ", ".join(
+                      f"`{s['stat']}` {_f(s['auroc'])}" for s in te["all_stats_after_choice"]) + " (AUROC).", ""]
+        lines += noise_lines(te, "test") + truth_lines(te, "test")
+    return lines
+
+
+def noise_lines(part: Dict[str, Any], split: str) -> List[str]:
+    """How sure each round's label is: the standard error of the untouched change (paired over images)."""
+    recs = {(f"{r['split']}_{r['recipe']}_{r['start']}_{r['row']}_s{r['seed']}", r["round"]): r
+            for r in AS.read_records(RESULTS)}
+    t_forgot, t_all, ses, sure = [], [], [], []
+    for row in part["rows"]:
+        a = recs[(row["session"], row["round"] - 1)]["untouched"]["per_image_dice"]
+        b = recs[(row["session"], row["round"])]["untouched"]["per_image_dice"]
+        d = 100 * np.array([b[k] - a[k] for k in a])
+        se = float(d.std(ddof=1) / np.sqrt(len(d)))
+        ses.append(se)
+        t = d.mean() / se if se else 0.0
+        t_all.append(t)
+        sure.append(bool(t < -2))
+        if row["forgot"]:
+            t_forgot.append(t)
+    n_sure = sum(1 for t in t_forgot if t < -2)
+    aucs = []
+    for stat, (_, sign) in STATS.items():
+        sub = [(sign * r["stats"][stat], f) for r, f in zip(part["rows"], sure, strict=True)
+               if r["stats"].get(stat) is not None]
+        aucs.append((auroc([x for x, _ in sub], [f for _, f in sub]) or 0.0, stat))
+    top = ", ".join(f"`{name}` {a:.2f}" for a, name in sorted(aucs, reverse=True)[:5])
+    return [f"Noise of the ground truth ({split}): the standard error of a round's untouched change (paired over "
+            f"its untouched images) is {np.median(ses):.2f} points (median; {min(ses):.2f}-{max(ses):.2f}); of the "
+            f"{len(t_forgot)} rounds labelled 'forgot', {n_sure} fell by more than twice their standard error, and "
+            f"{sum(1 for t in t_all if t > 2)} rounds rose by more than twice theirs. Post hoc, with only those "
+            f"{n_sure} clear drops as 'forgot' (not used to choose), the best AUROCs are {top}.", ""]
+
+
+def truth_lines(part: Dict[str, Any], split: str) -> List[str]:
+    ts = part.get("truth_study")
+    if not ts:
+        return []
+    so = ts["session_outside"]
+    out = [f"### Could the project's images tell at all? ({split}; uses the expert masks, not a product statistic)", "",
+           f"- The session images' own Dice outside the accepted boxes (the truth on all uncorrected tissue of the "
+           f"project): Spearman {so['spearman_vs_change']:+.2f} with the untouched change, AUROC "
+           f"{_f(so['auroc'])} for 'forgot'.",
+           "- A larger held-out set: n random 128-px boxes of uncorrected tissue of the session images with the "
+           f"truth, scored as held-out regions are (refuse when the pooled Dice fell); mean over {HOLDOUT_DRAWS} "
+           "draws:", "", "| boxes | AUROC mean | AUROC 10-90 % of draws | refuses forgot | refuses good |",
+           "|---|---|---|---|---|"]
+    n = len(part["rows"])
+    nf = sum(r["forgot"] for r in part["rows"])
+    for size in HOLDOUT_SIZES:
+        h = ts[f"holdout_{size}"]
+        out.append(f"| {size} | {h['auroc_mean']:.3f} | {h['auroc_p10_p90'][0]:.2f}-{h['auroc_p10_p90'][1]:.2f} | "
+                   f"{h['refused_forgot_mean']:.1f} / {nf} | {h['refused_good_mean']:.1f} / {n - nf} |")
+    return out + [""]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -460,12 +645,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cache", type=Path, default=Path("/tmp/E_promote/cache"))
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--predict-only", action="store_true", help="fill the prediction cache, compute nothing else")
+    p.add_argument("--report", action="store_true", help="only rewrite the report from the JSON")
     add_data_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
     torch.set_num_threads(1)
+    if args.report:
+        write(args.out, json.loads((args.out / f"{NAME}.json").read_text(encoding="utf-8")))
+        return 0
     data = require_glas(args.data, p.prog).resolve()
     cache = Cache(args.cache)
     command = " ".join(["python", "benchmarks/promotion_check.py", *(sys.argv[1:] if argv is None else argv)])
