@@ -517,7 +517,10 @@ def report_lines(result: Dict[str, Any]) -> List[str]:
                   f"{tet['session_outside']['spearman_vs_change']:+.2f} (test) with the untouched change. "
                   f"Simulated held-out sets of 20 boxes with the truth reach AUROC "
                   f"{tvt['holdout_20']['auroc_mean']:.2f} / {tet['holdout_20']['auroc_mean']:.2f}. "
-                  "The labels are noisy as well (section 'Noise' below).",
+                  "The labels themselves are noisy: a round's untouched change on 9 images has Spearman "
+                  f"{reference_study(tv).get('split_half_spearman', float('nan')):.2f} (trainval) / "
+                  f"{reference_study(te).get('split_half_spearman', float('nan')):.2f} (test) with its change on "
+                  "the other 9 (section 'A reference set' below).",
                   "- **What a check on the project's tissue does catch:** gross change. The plain recipe's first "
                   f"round (Δ untouched {gross['untouched_change_points']:+.1f} points) disagrees on "
                   f"{gross['stats']['disagree']:.2f} of the gland pixels; every other trainval round disagrees on "
@@ -549,7 +552,7 @@ def report_lines(result: Dict[str, Any]) -> List[str]:
         lines += ["", f"The product's check as it stands (agreement >= 0.95 on crops, as run by the sessions' "
                   f"retrain worker; recorded in {cur['n']} of the rounds): refuses {cur['refused_forgot']} / "
                   f"{cur['n_forgot']} that forgot and {cur['refused_good']} / {cur['n'] - cur['n_forgot']} good.", ""]
-        lines += noise_lines(tv, "trainval") + truth_lines(tv, "trainval")
+        lines += noise_lines(tv, "trainval") + truth_lines(tv, "trainval") + reference_lines(tv, "trainval")
         lines += ["## Per round (trainval)", "",
                   "| session | round | Δ untouched (pts) | forgot | Δ session outside boxes, truth (pts) | disagree | "
                   "flip_confident | holdout_loss | held-out boxes | weight_change |",
@@ -578,8 +581,79 @@ def report_lines(result: Dict[str, Any]) -> List[str]:
                   f"{cur['n'] - cur['n_forgot']} good.", "",
                   "Every statistic on test, after the choice (not used to choose): " + ", ".join(
                       f"`{s['stat']}` {_f(s['auroc'])}" for s in te["all_stats_after_choice"]) + " (AUROC).", ""]
-        lines += noise_lines(te, "test") + truth_lines(te, "test")
+        lines += noise_lines(te, "test") + truth_lines(te, "test") + reference_lines(te, "test")
     return lines
+
+
+REFERENCE_SIZES = (1, 2, 4, 6, 9)
+REFERENCE_DRAWS = 200
+
+
+def reference_study(part: Dict[str, Any], seed: int = 0) -> Dict[str, Any]:
+    """Not a product statistic today: a *reference set* of whole images with the truth, outside the project,
+    scored before promotion. The untouched images of each session (18; sessions with fewer are skipped) are
+    split at random into m reference images and the rest; does the reference images' Dice change tell
+    whether the rest lost more than :data:`FORGOT_POINTS`? Read from the session records (per-image Dice)."""
+    recs = {(f"{r['split']}_{r['recipe']}_{r['start']}_{r['row']}_s{r['seed']}", r["round"]): r
+            for r in AS.read_records(RESULTS)}
+    diffs = []
+    for row in part["rows"]:
+        a = recs[(row["session"], row["round"] - 1)]["untouched"]["per_image_dice"]
+        b = recs[(row["session"], row["round"])]["untouched"]["per_image_dice"]
+        if len(a) >= 18:
+            diffs.append(100 * np.array([b[k] - a[k] for k in sorted(a)]))
+    rng = np.random.default_rng(seed)
+    out: Dict[str, Any] = {"rounds": len(diffs)}
+    if len(diffs) >= 3:  # split-half reliability of a round's untouched change: 9 images against the other 9
+        halves = []
+        for _ in range(REFERENCE_DRAWS):
+            x, y = [], []
+            for d in diffs:
+                order = rng.permutation(len(d))
+                x.append(float(d[order[:len(d) // 2]].mean()))
+                y.append(float(d[order[len(d) // 2:]].mean()))
+            halves.append((float(np.corrcoef(x, y)[0, 1]), spearman(x, y)))
+        out["split_half_r"] = float(np.mean([h[0] for h in halves]))
+        out["split_half_spearman"] = float(np.mean([h[1] for h in halves]))
+    for m in REFERENCE_SIZES:
+        aucs, ref_f, ref_g, n_f = [], [], [], []
+        for _ in range(REFERENCE_DRAWS):
+            ref, forgot = [], []
+            for d in diffs:
+                order = rng.permutation(len(d))
+                ref.append(float(d[order[:m]].mean()))
+                forgot.append(bool(d[order[m:]].mean() < -FORGOT_POINTS))
+            a = auroc([-x for x in ref], forgot)
+            if a is not None:
+                aucs.append(a)
+            ref_f.append(sum(1 for x, f in zip(ref, forgot, strict=True) if f and x < 0))
+            ref_g.append(sum(1 for x, f in zip(ref, forgot, strict=True) if not f and x < 0))
+            n_f.append(sum(forgot))
+        out[f"m{m}"] = {"images": m, "auroc_mean": float(np.mean(aucs)),
+                        "auroc_p10_p90": [float(np.percentile(aucs, 10)), float(np.percentile(aucs, 90))],
+                        "forgot_mean": float(np.mean(n_f)), "refused_forgot_mean": float(np.mean(ref_f)),
+                        "refused_good_mean": float(np.mean(ref_g))}
+    return out
+
+
+def reference_lines(part: Dict[str, Any], split: str) -> List[str]:
+    rs = reference_study(part)
+    if not rs["rounds"]:
+        return []
+    out = [f"### A reference set outside the project ({split}; {rs['rounds']} rounds with 18 untouched images)", "",
+           "Not available to the product today: m of the untouched images, with the truth, scored before "
+           "promotion (refuse when their mean Dice fell); 'forgot' is then judged on the other 18 - m. Mean over "
+           f"{REFERENCE_DRAWS} random splits. How much a round's untouched change is a property of the model "
+           "rather than of the images drawn: the Pearson correlation over rounds of the change on one half of "
+           f"the untouched images with the change on the other half is {rs.get('split_half_r', float('nan')):.2f} "
+           f"(Spearman {rs.get('split_half_spearman', float('nan')):.2f}; mean over random halves).", "",
+           "| reference images | AUROC mean | AUROC 10-90 % | forgot (mean) | refuses forgot | refuses good |",
+           "|---|---|---|---|---|---|"]
+    for m in REFERENCE_SIZES:
+        r = rs[f"m{m}"]
+        out.append(f"| {m} | {r['auroc_mean']:.3f} | {r['auroc_p10_p90'][0]:.2f}-{r['auroc_p10_p90'][1]:.2f} | "
+                   f"{r['forgot_mean']:.1f} | {r['refused_forgot_mean']:.1f} | {r['refused_good_mean']:.1f} |")
+    return out + [""]
 
 
 def noise_lines(part: Dict[str, Any], split: str) -> List[str]:
