@@ -308,7 +308,7 @@ def _check_evaluation_files(data: Path, split: str, ids: Optional[List[str]]) ->
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
     from .evaluate import ALL, evaluate_model
-    from .postprocess import PostprocessConfig
+    from .postprocess import DEFAULT_INSTANCES, PostprocessConfig
     from .progress import drain
 
     data = Path(args.data)
@@ -318,8 +318,14 @@ def cmd_evaluate(args) -> int:
     _check_evaluation_files(data, args.split, ids)
     model = load_model(args.model)
     post = None
-    if args.min_object_size > 0 or args.split_glands > 0:
-        post = PostprocessConfig(args.min_object_size, fill_holes=True, split_h=args.split_glands)
+    if args.postprocess == "default":
+        if args.min_object_size > 0 or args.split_glands > 0 or args.fill_lumens:
+            raise UserError("--postprocess default sets the post-processing; drop --min-object-size, "
+                            "--split-glands and --fill-lumens, or --postprocess")
+        post = DEFAULT_INSTANCES
+    elif args.min_object_size > 0 or args.split_glands > 0 or args.fill_lumens:
+        post = PostprocessConfig(args.min_object_size, fill_holes=True, split_h=args.split_glands,
+                                 lumen_holes=args.fill_lumens)
     try:
         report = drain(evaluate_model(model, args.data, split=args.split, ids=ids, branch=args.branch,
                                       postprocess=post),
@@ -483,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split-glands", type=_float_in(0.0, MAX_SPLIT_H), default=0.0, metavar="H",
                    help="split touching glands by a distance-transform watershed with h-maxima seeds of height H px "
                         f"(0..{MAX_SPLIT_H:g})")
+    e.add_argument("--fill-lumens", action="store_true",
+                   help="after splitting, fill every hole that one gland encloses alone (a ring-shaped prediction "
+                        "becomes a filled gland; background between several glands stays)")
+    e.add_argument("--postprocess", choices=("none", "default"), default="none",
+                   help="'default': the plugin's post-processing (src_model.postprocess.DEFAULT_INSTANCES) instead "
+                        "of the flags above; 'none' (default): the flags above, raw masks without them")
     e.add_argument("--out", help="write the full report (per image + summary) as JSON")
     e.add_argument("--progress", choices=("text", "json"), default="text")
     e.set_defaults(func=cmd_evaluate)

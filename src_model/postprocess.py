@@ -16,11 +16,17 @@ from scipy import ndimage as ndi
 class PostprocessConfig:
     """Attributes:
         min_size: drop objects (and fill holes) smaller than this many pixels (0 = keep all).
-        fill_holes: fill holes smaller than ``min_size`` inside objects.
+        fill_holes: fill holes smaller than ``min_size`` inside objects (or smaller than ``max_hole``).
         opening: radius of a morphological opening that cuts thin bridges between glands (0 = off).
         split_h: split touching glands: a watershed of the (smoothed) distance transform seeded at
             its h-maxima of height ``split_h`` pixels (0 = off: objects are connected components).
         split_sigma: Gaussian smoothing (pixels) of the distance transform before seeding.
+        max_hole: with ``fill_holes``, fill holes smaller than this many pixels instead of
+            ``min_size`` (None = ``min_size``, the old rule).
+        lumen_holes: after splitting, also fill the holes that one gland encloses alone, whatever
+            their size (:func:`fill_lumens`): a ring-shaped prediction (epithelium found, pale mucin or
+            lumen inside missed) becomes a filled gland; background enclosed between several touching
+            glands stays background.
     """
 
     min_size: int = 0
@@ -28,6 +34,8 @@ class PostprocessConfig:
     opening: int = 0
     split_h: float = 0.0
     split_sigma: float = 2.0
+    max_hole: Optional[int] = None
+    lumen_holes: bool = False
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -40,12 +48,13 @@ def clean_mask(mask: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
     out = np.asarray(mask) > 0
     if cfg.opening > 0:
         out = ndi.binary_opening(out, structure=_disk(cfg.opening))
-    if cfg.fill_holes and cfg.min_size > 0:
+    max_hole = cfg.min_size if cfg.max_hole is None else cfg.max_hole
+    if cfg.fill_holes and max_hole > 0:
         holes = ndi.binary_fill_holes(out) & ~out
         lab, n = ndi.label(holes)
         if n:
             sizes = ndi.sum(holes, lab, index=np.arange(1, n + 1))
-            small = np.concatenate([[False], sizes < cfg.min_size])
+            small = np.concatenate([[False], sizes < max_hole])
             out = out | small[lab]
     if cfg.min_size > 0:
         lab, n = ndi.label(out, structure=np.ones((3, 3)))
@@ -95,12 +104,50 @@ def split_touching(mask: np.ndarray, h: float, sigma: float = 2.0, coarse: int =
     return watershed(-dist, seeds, mask=fg).astype(np.int32)
 
 
+def fill_lumens(labels: np.ndarray) -> np.ndarray:
+    """Fill the holes that one gland encloses alone with that gland's label; a copy of ``labels``.
+
+    A hole (background not connected to the image border) whose bordering pixels (8-neighbours) all
+    carry one label is that gland's lumen: a ring-shaped prediction (epithelium found, pale mucin or
+    lumen inside missed) becomes a filled gland, as GlaS masks draw glands. Background enclosed
+    between two or more glands borders several labels and stays background, as does a hole around an
+    island of another gland.
+
+    Args:
+        labels: int instance labels (H, W), 0 = background (glands already split).
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ValueError(f"expected labels (H, W), got shape {lab.shape}")
+    out = lab.copy()
+    fg = lab > 0
+    holes, n = ndi.label(ndi.binary_fill_holes(fg) & ~fg)
+    if n == 0:
+        return out
+    h, w = fg.shape
+    for k, sl in enumerate(ndi.find_objects(holes), start=1):
+        y0, y1 = max(0, sl[0].start - 1), min(h, sl[0].stop + 1)  # the hole's box and a 1-px border
+        x0, x1 = max(0, sl[1].start - 1), min(w, sl[1].stop + 1)
+        hole = holes[y0:y1, x0:x1] == k
+        rim = ndi.binary_dilation(hole, structure=np.ones((3, 3), bool)) & fg[y0:y1, x0:x1]
+        ids = lab[y0:y1, x0:x1][rim]
+        if ids.size and ids.min() == ids.max():
+            out[y0:y1, x0:x1][hole] = ids[0]
+    return out
+
+
 def to_instances(mask: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
-    """Clean a binary mask and label its objects (split touching glands if configured); int32 (H, W)."""
+    """Clean a binary mask and label its objects (split touching glands if configured); int32 (H, W).
+
+    With ``cfg.lumen_holes`` the holes that one gland encloses alone are then filled with its label
+    (:func:`fill_lumens`).
+    """
     clean = clean_mask(mask, cfg)
     if cfg.split_h > 0:
-        return split_touching(clean, cfg.split_h, cfg.split_sigma)
-    return ndi.label(clean, structure=np.ones((3, 3)))[0].astype(np.int32)
+        glands = split_touching(clean, cfg.split_h, cfg.split_sigma)
+    else:
+        glands = ndi.label(clean, structure=np.ones((3, 3)))[0].astype(np.int32)
+    return fill_lumens(glands) if cfg.lumen_holes else glands
 
 
 #: Post-processing chosen on the validation images for the bundled model (its MODEL_CARD.md):

@@ -101,3 +101,53 @@ def test_every_evaluation_uses_the_released_tiling():
     for fn in (evaluate_model, score_regions):
         params = inspect.signature(fn).parameters
         assert (params["tile"].default, params["overlap"].default) == (EVAL_TILE, EVAL_OVERLAP), fn.__name__
+
+
+def test_postprocess_fills_a_ring_prediction_only_with_lumen_filling(tmp_path):
+    """A prediction that finds a gland's epithelium but not its pale inside (a ring) scores as the
+    filled gland once the lumen is filled; the old rule (holes under min_size) keeps the hole."""
+    from scipy import ndimage as ndi
+
+    from src_model.postprocess import PostprocessConfig
+
+    y, x = np.mgrid[:200, :260]
+    gt = (np.hypot(y - 100, x - 130) < 80).astype(np.uint8)
+    ring = gt.astype(bool) & ~ndi.binary_erosion(gt, iterations=25)
+    data = write_folder(tmp_path, [("a1", "testA", ring, gt)])
+    old = PostprocessConfig(min_size=100, fill_holes=True, split_h=16.0)
+    new = PostprocessConfig(min_size=100, fill_holes=True, split_h=16.0, lumen_holes=True)
+    before = drain(evaluate_model(Dark(), data, postprocess=old))
+    after = drain(evaluate_model(Dark(), data, postprocess=new))
+    assert before["per_image"][0]["dice"] == pytest.approx(evaluate_image(ring, gt)["dice"])
+    assert before["per_image"][0]["dice"] < 0.8
+    check(after["per_image"][0], dice=1.0, f1=1.0, object_dice=1.0, object_hausdorff=0.0)
+    assert after["postprocess"]["lumen_holes"] is True and before["postprocess"]["lumen_holes"] is False
+
+
+def test_cli_evaluate_postprocess_flags(glas_dir, tmp_path, capsys):
+    """``--postprocess default`` is the plugin's DEFAULT_INSTANCES; ``--fill-lumens`` adds lumen filling to the
+    explicit flags; the two ways cannot be mixed."""
+    import dataclasses
+    import json
+
+    from src_model.checkpoint import load_model
+    from src_model.cli import main
+    from src_model.postprocess import DEFAULT_INSTANCES
+
+    out = tmp_path / "default.json"
+    assert main(["evaluate", "--data", str(glas_dir), "--ids", "train_2", "--postprocess", "default",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["postprocess"] == dataclasses.asdict(DEFAULT_INSTANCES)
+    direct = drain(evaluate_model(load_model(), glas_dir, ids=["train_2"], postprocess=DEFAULT_INSTANCES))
+    assert report["per_image"][0]["f1"] == direct["per_image"][0]["f1"]
+    assert report["per_image"][0]["dice"] == direct["per_image"][0]["dice"]
+
+    flags = tmp_path / "flags.json"
+    assert main(["evaluate", "--data", str(glas_dir), "--ids", "train_2", "--min-object-size", "1600",
+                 "--split-glands", "16", "--fill-lumens", "--out", str(flags)]) == 0
+    post = json.loads(flags.read_text())["postprocess"]
+    assert (post["min_size"], post["split_h"], post["fill_holes"], post["lumen_holes"]) == (1600, 16.0, True, True)
+    assert main(["evaluate", "--data", str(glas_dir), "--ids", "train_2", "--postprocess", "default",
+                 "--split-glands", "16"]) == 2
+    assert "--postprocess default sets the post-processing" in capsys.readouterr().err
