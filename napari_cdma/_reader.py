@@ -8,8 +8,12 @@ function is None for them), so nothing napari already opens changes.
 Layers: the slide as an RGB multiscale image (the lazy levels of :func:`src_model.slide.open_slide`;
 pixels are read only where napari draws). A ``cdma predict-slide`` store
 (:mod:`src_model.slide_store`) also gives its gland labels (multiscale labels) and uncertainty
-(multiscale image, magma), scaled to the slide's level-0 pixels so they lie on the slide when
-both are open. Layer metadata ``cdma_slide`` holds the path (and ``cdma_store`` for a store).
+(multiscale image), scaled to the slide's level-0 pixels so they lie on the slide when both are open.
+The uncertainty is drawn as the dock draws an image's: visible, the same fading colormap and opacity,
+over its own range over tissue (robust percentiles read from a coarse pyramid level of the store,
+:func:`napari_cdma._slide_view.store_display_range`, kept in the layer's metadata ``cdma_display_range``
+for the Whole slide panel's legend). Layer metadata ``cdma_slide`` holds the path (and ``cdma_store``
+for a store).
 """
 from __future__ import annotations
 
@@ -63,14 +67,21 @@ def _store_layers(p: Path, name: str) -> Tuple[List[LayerData], Tuple[float, flo
 
     from src_model.slide_store import open_store
 
+    from ._layers import UNCERTAINTY_OPACITY, uncertainty_colormap
+    from ._slide_view import RANGE_KEY, store_display_range
+
     store = open_store(p)
     ds = store.info.downsample
     meta = {"cdma_store": str(p), "cdma_slide": store.info.slide}
     glands = [da.from_zarr(a) for a in store.glands]
     unc = [da.from_zarr(a) for a in store.uncertainty]
+    rng = store_display_range(store)  # None before any chunk is predicted: the whole uint8 range then
+    limits = [0.0, 255.0] if rng is None else [255.0 * rng[0], 255.0 * rng[1]]  # the store keeps 255 x value
+    unc_meta = dict(meta, **({RANGE_KEY: rng} if rng is not None else {}))
     return [
-        (unc, {"name": f"{name} uncertainty", "multiscale": True, "colormap": "magma", "opacity": 0.5,
-               "contrast_limits": [0, 255], "scale": (ds, ds), "visible": False, "metadata": meta}, "image"),
+        (unc, {"name": f"{name} uncertainty", "multiscale": True, "colormap": uncertainty_colormap(),
+               "opacity": UNCERTAINTY_OPACITY, "blending": "translucent", "gamma": 1.0, "contrast_limits": limits,
+               "scale": (ds, ds), "visible": True, "metadata": unc_meta}, "image"),
         (glands, {"name": f"{name} glands", "multiscale": True, "scale": (ds, ds), "opacity": 0.5,
                   "metadata": meta}, "labels"),
     ], (ds, ds)

@@ -25,6 +25,11 @@ MAX_EDIT_SIDE = 2048
 MAX_REVIEW_CHUNKS = 32
 #: Review regions listed.
 N_REVIEW = 10
+#: Most uncertainty pixels read to set the contrast of a slide's uncertainty layer: the predicted chunks at
+#: the finest pyramid level (above level 0) that fits, else a spread-out subset of them at the coarsest.
+RANGE_PIXELS = 1 << 21
+#: Layer metadata of a slide uncertainty layer: its contrast as ``(lo, hi, level)``, uncertainty units.
+RANGE_KEY = "cdma_display_range"
 #: Steps of a Predict view run after its last chunk (ranking the review regions, identifying the slide
 #: level): the progress bar counts them, so it reaches its end when the run does, not at the last chunk.
 FINISH_STEPS = 2
@@ -111,6 +116,131 @@ def chunk_uncertainty(store: Any) -> np.ndarray:
     return out
 
 
+def store_display_range(store: Any, max_pixels: int = RANGE_PIXELS) -> Optional[Tuple[float, float, int]]:
+    """Contrast limits of a store's uncertainty as the dock sets an image's: robust percentiles over tissue
+    (:func:`src_model.uncertainty.display_range`, 2nd to 99.5th), read cheaply from a coarse pyramid level.
+
+    Only predicted tissue chunks count (not-yet-predicted and glass chunks hold 0). Of the levels above 0
+    (level 0 when the store has no other), the finest whose predicted chunks hold at most ``max_pixels``
+    pixels is read, tissue being :func:`src_model.tissue.tissue_mask` of the store's own pixels at that
+    level; when even the coarsest holds more, an evenly spread subset of its chunks is. Level 0 is never
+    read whole, and the cost is bounded whatever the slide's size.
+
+    Returns:
+        ``(lo, hi, level)`` in uncertainty units (the map's values in [0, 1]; the store keeps
+        ``round(255 x value)``), or None when no tissue chunk is predicted yet.
+    """
+    from src_model.tissue import tissue_mask
+    from src_model.uncertainty import display_range
+
+    rec = store.chunk_stats()
+    ok = (rec[:, :, 0] == 1) & ~(rec[:, :, 1] < float(store.info.settings.get("min_tissue", 0.0)))
+    chunks = [(int(cy), int(cx)) for cy, cx in zip(*np.nonzero(ok), strict=True)]
+    if not chunks:
+        return None
+    n, c = store.info.n_levels, store.info.chunk
+    levels = list(range(1, n)) or [0]
+    level = next((k for k in levels if len(chunks) * (c >> k) ** 2 <= max_pixels), levels[-1])
+    keep = max(1, max_pixels // max(1, (c >> level) ** 2))
+    if len(chunks) > keep:
+        chunks = [chunks[i] for i in np.unique(np.linspace(0, len(chunks) - 1, keep).round().astype(int))]
+    f = 1 << level
+    values, tissue = [], []
+    for cy, cx in chunks:
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        ly0, lx0, ly1, lx1 = y0 // f, x0 // f, -(-y1 // f), -(-x1 // f)
+        values.append(np.asarray(store.uncertainty[level][ly0:ly1, lx0:lx1]).ravel())
+        rgb = np.moveaxis(np.asarray(store.image[level][:, ly0:ly1, lx0:lx1]), 0, 2)
+        tissue.append(tissue_mask(rgb).ravel())
+    lo, hi = display_range(np.concatenate(values).astype(np.float32) / 255.0, np.concatenate(tissue))
+    return float(lo), float(hi), int(level)
+
+
+def window_instances(binary: np.ndarray) -> np.ndarray:
+    """One label per gland of an edit window's gland mask (int32, 0 = background): touching glands split
+    as ``cdma export`` and the dock split them (:func:`src_model.postprocess.split_touching` with
+    :data:`~src_model.postprocess.DEFAULT_INSTANCES`' settings, seeds at the export's resolution).
+    Nothing is removed or filled: the labels' pixels are exactly the mask's, so a window accepted
+    unchanged changes nothing in the store."""
+    from src_model.export import SPLIT_COARSE
+    from src_model.postprocess import DEFAULT_INSTANCES, split_touching
+
+    mask = np.asarray(binary) > 0
+    if not mask.any():
+        return np.zeros(mask.shape, np.int32)
+    return split_touching(mask, DEFAULT_INSTANCES.split_h, DEFAULT_INSTANCES.split_sigma, coarse=SPLIT_COARSE)
+
+
+#: Neighbours (8-connectivity, each pair once) between which a split is carved.
+_NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def _touching(labels: np.ndarray, base: Optional[int] = None) -> Tuple[List[np.ndarray], int]:
+    """For each of :data:`_NEIGHBOURS`: the pair keys ``min * base + max`` of 8-neighbour pixels of two
+    different glands (-1 elsewhere); and ``base`` (default: the largest label + 1)."""
+    lab = np.asarray(labels).astype(np.int64)
+    if base is None:
+        base = int(lab.max()) + 1 if lab.size else 1
+    h, w = lab.shape
+    keys = []
+    for dy, dx in _NEIGHBOURS:
+        a = lab[0:h - dy, max(0, -dx):w - max(0, dx)]
+        b = lab[dy:h, max(0, dx):w - max(0, -dx)]
+        diff = (a > 0) & (b > 0) & (a != b)
+        keys.append(np.where(diff, np.minimum(a, b) * base + np.maximum(a, b), -1))
+    return keys, base
+
+
+def carve_splits(edited: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """An edited window's labels with a background line where two glands touch that did not touch in
+    ``before`` (the labels the window was opened with): the slide's store keeps gland / background only,
+    so a gland split by painting part of it with a new label stays two glands there (and when the window
+    is opened again). Of each such pair of 8-neighbour pixels the one with the larger label becomes
+    background, so the two are no longer 8-connected. Glands that touched before (split by the
+    watershed) are left as they are: a window accepted unchanged writes nothing.
+
+    Returns:
+        A copy of ``edited`` with the carved pixels set to 0.
+    """
+    out = np.array(edited, copy=True)
+    before = np.asarray(before)
+    changed = out != before if before.shape == out.shape else np.ones(out.shape, bool)
+    if not changed.any():
+        return out
+    # a pair that touches now and did not before has a changed pixel: only the box of the changes, +1 px
+    rows, cols = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
+    y0, y1 = max(0, rows[0] - 1), min(out.shape[0], rows[-1] + 2)
+    x0, x1 = max(0, cols[0] - 1), min(out.shape[1], cols[-1] + 2)
+    out[y0:y1, x0:x1] = _carve(out[y0:y1, x0:x1], before, int(out.max()) + 1)
+    return out
+
+
+def _carve(edited: np.ndarray, before: np.ndarray, base: int) -> np.ndarray:
+    """:func:`carve_splits` of a box of the window (``before``: the whole window as opened)."""
+    out = np.array(edited, copy=True)
+    keys, _ = _touching(out, base)
+    if all((k < 0).all() for k in keys):
+        return out
+    old_keys, old_base = _touching(before)
+    old = set()
+    for k in old_keys:  # the pairs that touched anywhere before, in the new key base
+        k = np.unique(k[k >= 0])
+        old.update((k // old_base * base + k % old_base).tolist())
+    old_arr = np.fromiter(old, np.int64, len(old))
+    lab = np.asarray(edited)
+    for (dy, dx), k in zip(_NEIGHBOURS, keys, strict=True):
+        new = (k >= 0) & ~np.isin(k, old_arr)
+        if not new.any():
+            continue
+        ys, xs = np.nonzero(new)
+        ya, xa = ys, xs + max(0, -dx)          # pixel a (the upper / left one)
+        yb, xb = ys + dy, xs + max(0, dx)      # pixel b
+        a_larger = lab[ya, xa] > lab[yb, xb]
+        out[ya[a_larger], xa[a_larger]] = 0
+        out[yb[~a_larger], xb[~a_larger]] = 0
+    return out
+
+
 def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUNKS) -> List[Tuple[float, Box]]:
     """Review regions over a slide's predicted area, most uncertain first, in store pixels.
 
@@ -162,7 +292,8 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
     ("review", "identify"): the last event comes at the end of the work (run it in a worker thread).
 
     Returns:
-        ``("ok", {"summary", "chunks", "n_visible", "ranked" (store pixels), "downsample", "digest"})``,
+        ``("ok", {"summary", "chunks", "n_visible", "ranked" (store pixels), "downsample", "digest",
+        "display_range"})``, ``display_range`` being :func:`store_display_range` of the store after the run,
         or ``("error", message)`` for expected failures (a store of another model or settings, an
         unreadable slide or checkpoint). ``digest`` is the project store's hash of the slide level
         (:func:`~napari_cdma.project.slide_regions.slide_hash`; computed unless given).
@@ -202,7 +333,9 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
                 break
             n = event.total
             yield replace(event, total=n + FINISH_STEPS)
-        ranked = review_over_store(open_store(store_path), n_review)
+        done_store = open_store(store_path)
+        ranked = review_over_store(done_store, n_review)
+        display = store_display_range(done_store)
         yield Progress(stage="review", step=n + 1, total=n + FINISH_STEPS)
         if digest is None:
             with open_slide(slide_path) as slide:
@@ -211,7 +344,7 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
     except (StoreError, SlideError, CheckpointError, OSError) as exc:
         return ("error", str(exc))
     return ("ok", {"summary": summary, "chunks": chunks, "n_visible": n_visible, "ranked": ranked,
-                   "downsample": store.info.downsample, "digest": digest})
+                   "downsample": store.info.downsample, "digest": digest, "display_range": display})
 
 
 def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
@@ -234,6 +367,7 @@ def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
     return ("ok", (int(n), int(done.sum()), int(done.size)))
 
 
-__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "SLIDE_KEY", "STORE_KEY", "chunk_uncertainty",
-           "default_store_path", "edit_box", "export_geojson_job", "missing_chunks", "predict_view_job",
-           "review_over_store", "slide_of", "to_store_box", "view_chunks", "visible_world_box", "write_window"]
+__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY", "STORE_KEY",
+           "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box", "export_geojson_job",
+           "missing_chunks", "predict_view_job", "review_over_store", "slide_of", "store_display_range",
+           "to_store_box", "view_chunks", "visible_world_box", "window_instances", "write_window"]

@@ -49,6 +49,58 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+class UncertaintyLegend(QWidget):
+    """What the uncertainty overlay's colours mean: a title that says where the tint starts, the colour
+    ramp as it looks over glass, and the low and high ends of the range. The dock's image overlay and the
+    Whole slide panel's overlay use it, so both read the same way.
+
+    Attributes:
+        legend_title, legend, lo_label, hi_label: the title, the ramp (a pixmap) and the range's ends.
+        display_range: the range shown, uncertainty units (the map's values, in [0, 1]).
+    """
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.display_range: Tuple[float, float] = (0.0, 1.0)
+        self._legend_data: Optional[np.ndarray] = None  # QImage borrows this buffer
+        self.legend = QLabel()
+        self.legend.setFixedHeight(LEGEND_H)
+        self.legend.setMinimumWidth(40)
+        self.legend.setScaledContents(True)  # the gradient follows the dock's width
+        self.legend.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.legend.setToolTip("Uncertainty colours, transparent (certain) to deep green (most uncertain)")
+        self.legend_title = QLabel("Uncertainty colours (range over tissue):")
+        self.lo_label = QLabel("")
+        self.hi_label = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(self.lo_label)
+        row.addWidget(self.legend, 1)
+        row.addWidget(self.hi_label)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.legend_title)
+        layout.addLayout(row)
+
+    def show_range(self, name: str, colormap: Any, opacity: float, display_range: Tuple[float, float],
+                   where: str = "") -> None:
+        """Show the legend of an uncertainty layer named after ``name`` drawn with ``colormap`` at
+        ``opacity`` over ``display_range`` (uncertainty units); ``where`` says, in the tooltip, which
+        pixels the range was taken from when they are not all of the map."""
+        self.display_range = (float(display_range[0]), float(display_range[1]))
+        self._legend_data = legend_rgb(colormap, opacity=opacity)
+        h, w, _ = self._legend_data.shape
+        qimage = QImage(self._legend_data.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        self.legend.setPixmap(QPixmap.fromImage(qimage))
+        lo, hi = self.display_range
+        self.lo_label.setText(f"{lo:.3f}")
+        self.hi_label.setText(f"{hi:.3f}")
+        tint = uncertainty_tint_start(lo, hi)
+        self.legend_title.setText(f"Uncertainty colours (tint from {tint:.3f}):")
+        self.legend.setToolTip(f"Uncertainty of '{name}': transparent (the H&E unchanged) below {tint:.3f}, "
+                               f"deeper green as it rises, strongest at {hi:.3f} and above; {lo:.3f} to {hi:.3f} "
+                               f"is its range over tissue (2nd to 99.5th percentile{where})")
+
+
 class DisplayPanel(QWidget):
     """What the colours mean and the numbers behind them.
 
@@ -66,17 +118,10 @@ class DisplayPanel(QWidget):
         self.display_range: Tuple[float, float] = (0.0, 1.0)
         self.glands: List[Dict[str, Any]] = []
         self.last_message = ""
-        self._legend_data: Optional[np.ndarray] = None  # QImage borrows this buffer
 
-        self.legend = QLabel()
-        self.legend.setFixedHeight(LEGEND_H)
-        self.legend.setMinimumWidth(40)
-        self.legend.setScaledContents(True)  # the gradient follows the dock's width
-        self.legend.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.legend.setToolTip("Uncertainty colours, transparent (certain) to deep green (most uncertain)")
-        self.legend_title = QLabel("Uncertainty colours (range over tissue):")
-        self.lo_label = QLabel("")
-        self.hi_label = QLabel("")
+        self.legend_box = UncertaintyLegend()
+        self.legend, self.legend_title = self.legend_box.legend, self.legend_box.legend_title
+        self.lo_label, self.hi_label = self.legend_box.lo_label, self.legend_box.hi_label
         self.readout = QLabel("Under cursor: -")
         # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
         self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
@@ -96,14 +141,9 @@ class DisplayPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        legend_row = QHBoxLayout()
-        legend_row.addWidget(self.lo_label)
-        legend_row.addWidget(self.legend, 1)
-        legend_row.addWidget(self.hi_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.legend_title)
-        layout.addLayout(legend_row)
+        layout.addWidget(self.legend_box)
         layout.addWidget(self.readout)
         glands_row = QHBoxLayout()
         glands_row.addWidget(QLabel("Glands (one label each):"), 1)
@@ -126,18 +166,8 @@ class DisplayPanel(QWidget):
         self.uncertainty_layer = uncertainty_layer
         self.labels_layer = labels_layer
         self.display_range = (float(display_range[0]), float(display_range[1]))
-        self._legend_data = legend_rgb(uncertainty_layer.colormap, opacity=uncertainty_layer.opacity)
-        h, w, _ = self._legend_data.shape
-        qimage = QImage(self._legend_data.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-        self.legend.setPixmap(QPixmap.fromImage(qimage))
-        lo, hi = self.display_range
-        self.lo_label.setText(f"{lo:.3f}")
-        self.hi_label.setText(f"{hi:.3f}")
-        tint = uncertainty_tint_start(lo, hi)
-        self.legend_title.setText(f"Uncertainty colours (tint from {tint:.3f}):")
-        self.legend.setToolTip(f"Uncertainty of '{image_name}': transparent (the H&E unchanged) below {tint:.3f}, "
-                               f"deeper green as it rises, strongest at {hi:.3f} and above; {lo:.3f} to {hi:.3f} "
-                               "is its range over tissue (2nd to 99.5th percentile)")
+        self.legend_box.show_range(image_name, uncertainty_layer.colormap, uncertainty_layer.opacity,
+                                   self.display_range)
         self.set_glands(glands)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:

@@ -50,27 +50,34 @@ from ._layers import (
     OUTLINE_WIDTH,
     UNCERTAINTY_OPACITY,
     camera_for_tile,
+    gland_colormap,
     names_for,
     narrow_combo,
     show_accepted,
     show_review_tiles,
+    style_prediction,
     uncertainty_colormap,
 )
 from ._messages import show_message
 from ._slide_view import (
     MAX_EDIT_SIDE,
     MAX_VIEW_CHUNKS,
+    RANGE_KEY,
     SLIDE_KEY,
     STORE_KEY,
+    carve_splits,
     default_store_path,
     edit_box,
     export_geojson_job,
     missing_chunks,
     predict_view_job,
     slide_of,
+    store_display_range,
     to_store_box,
     visible_world_box,
+    window_instances,
 )
+from ._widget_display import UncertaintyLegend
 from ._widget_review import canvas_hw, readable_list, scene_camera
 
 Box = Tuple[int, int, int, int]
@@ -119,6 +126,8 @@ class SlidePanel(QWidget):
         self._watch.timeout.connect(self._check_withdrawn)
         self._digests: Dict[Tuple[str, int], str] = {}  # (slide, level) -> project-store hash
         self.tiles: List[Tuple[float, Box]] = []  # review regions, level-0 (world) pixels
+        #: store path -> (lo, hi, level): the uncertainty layer's contrast (uncertainty units, over tissue)
+        self.ranges: Dict[str, Tuple[float, float, int]] = {}
 
         self.slide_choice: ComboBox = create_widget(annotation=Image, label="Slide",
                                                     options={"choices": self._slide_layers})
@@ -153,6 +162,8 @@ class SlidePanel(QWidget):
         self.progress.setRange(0, 1)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.legend = UncertaintyLegend()  # the slide's uncertainty overlay, read as the image overlay's
+        self.legend.setVisible(False)
 
         form = QFormLayout()
         form.addRow("Slide", self.slide_choice.native)
@@ -169,6 +180,7 @@ class SlidePanel(QWidget):
         layout.addLayout(form)
         layout.addLayout(run_row)
         layout.addWidget(self.progress)
+        layout.addWidget(self.legend)
         layout.addWidget(QLabel("Review regions over the predicted area:"))
         layout.addWidget(self.tile_list)
         layout.addLayout(edit_row)
@@ -211,6 +223,12 @@ class SlidePanel(QWidget):
         meta = layer.metadata
         self.store_edit.setText(str(meta.get(STORE_KEY) or default_store_path(meta[SLIDE_KEY])))
         self.level_spin.setRange(0, max(0, len(meta.get("downsamples") or [1]) - 1))
+        unc = f"{layer.name} uncertainty"
+        shown = self.viewer.layers[unc] if unc in self.viewer.layers else None
+        rng = (shown.metadata.get(RANGE_KEY) if shown is not None else None)
+        if rng:  # a store opened by the reader: its uncertainty layer carries its contrast
+            self.ranges[str(shown.metadata.get(STORE_KEY))] = tuple(rng)
+            self._show_legend(unc, shown, tuple(rng))
 
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
@@ -267,9 +285,11 @@ class SlidePanel(QWidget):
         if event.total:
             self.progress.setRange(0, int(event.total) + SHOW_STEPS)
             self.progress.setValue(int(event.step))
-        layer = self._live_layer(f"{run['layer']} glands", run["store"])
-        if layer is not None and event.stage == "predict-slide":  # a chunk was written: show it now
-            layer.refresh()
+        if event.stage == "predict-slide":  # a chunk was written: show it now
+            for kind in ("glands", "uncertainty"):
+                layer = self._live_layer(f"{run['layer']} {kind}", run["store"])
+                if layer is not None:
+                    layer.refresh()
 
     def _on_returned(self, result: Any, run: Dict[str, Any]) -> None:
         if result[0] == "error":
@@ -278,6 +298,8 @@ class SlidePanel(QWidget):
         out = {**result[1], **run}
         self.last_result = out
         self._digests[(run["slide"], run["level"])] = out["digest"]
+        if out.get("display_range"):  # the contrast follows the chunks predicted so far
+            self.ranges[str(run["store"])] = tuple(out["display_range"])
         undone = self._restore_withdrawn(run["store"])
         self.show_store(run["layer"], run["store"])
         ds = out["downsample"]
@@ -303,21 +325,34 @@ class SlidePanel(QWidget):
         """Show (or refresh) the store's glands and uncertainty as multiscale layers over slide ``name``.
 
         The layers read the store's zarr arrays directly (no cache in between), so a refresh shows
-        chunks written since.
+        chunks written since. The uncertainty is drawn as the dock draws an image's (visible, the same
+        fading colormap and opacity), over its own range over tissue (:attr:`ranges`, from the last
+        Predict view, else :func:`~napari_cdma._slide_view.store_display_range`); the panel's legend says
+        where the tint starts.
         """
         from src_model.slide_store import open_store
 
         store = open_store(store_path)
         ds = store.info.downsample
+        rng = self.ranges.get(str(store_path))
+        if rng is None:
+            rng = store_display_range(store)
+            if rng is not None:
+                self.ranges[str(store_path)] = rng
         meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True}
-        specs = ((f"{name} uncertainty", store.uncertainty, "image",
-                  dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, contrast_limits=[0, 255],
-                       visible=False)),
+        unc_style = dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, blending="translucent",
+                         gamma=1.0, visible=True)
+        if rng is not None:  # the layer holds round(255 x uncertainty)
+            unc_style["contrast_limits"] = [255.0 * rng[0], 255.0 * rng[1]]
+        specs = ((f"{name} uncertainty", store.uncertainty, "image", unc_style),
                  (f"{name} glands", store.glands, "labels", dict(opacity=0.9)))
         shown = {}
         for lname, arrays, kind, style in specs:
             live = self._live_layer(lname, store_path)
             if live is not None:
+                if kind == "image" and "contrast_limits" in style:
+                    live.contrast_limits = style["contrast_limits"]
+                    live.metadata[RANGE_KEY] = tuple(rng)
                 live.refresh()
                 shown[kind] = live
                 continue
@@ -326,10 +361,22 @@ class SlidePanel(QWidget):
                 style["visible"] = old.visible
                 self.viewer.layers.remove(old)
             add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
-            shown[kind] = add(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=meta, **style)
+            layer_meta = {**meta, RANGE_KEY: tuple(rng)} if kind == "image" and rng is not None else meta
+            shown[kind] = add(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=layer_meta,
+                              **style)
             if kind == "labels":  # outlined, as an image's prediction: the H&E stays readable inside the glands
+                shown[kind].colormap = gland_colormap()  # the bright green of an image's glands
                 shown[kind].contour = OUTLINE_WIDTH
+        if rng is not None:
+            self._show_legend(f"{name} uncertainty", shown["image"], rng)
         return shown
+
+    def _show_legend(self, name: str, layer: Any, rng: Tuple[float, float, int]) -> None:
+        """The legend of the slide's uncertainty layer (its range ``(lo, hi, level)``, uncertainty units)."""
+        lo, hi, level = rng
+        self.legend.show_range(name, layer.colormap, layer.opacity, (lo, hi),
+                               where=f", of the predicted tissue at store level {int(level)}")
+        self.legend.setVisible(True)
 
     def _live_layer(self, name: str, store_path: str) -> Any:
         """Layer ``name`` if it shows the store ``store_path`` live (its zarr arrays), else None."""
@@ -387,18 +434,23 @@ class SlidePanel(QWidget):
             return None
         y0, x0, y1, x1 = box
         predicted = np.array(store.read_glands(y0, x0, y1, x1))
+        instances = window_instances(predicted)  # one label per gland, exactly the store's gland pixels
         ds = store.info.downsample
         name = f"{run['layer']} edit window"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        layer = self.viewer.add_labels(predicted.copy(), name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
+        layer = self.viewer.add_labels(instances.copy(), name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
                                        metadata={STORE_KEY: run["store"], "napari_cdma_role": "slide edit window"})
-        layer.selected_label = 1
+        layer.colormap = gland_colormap()  # as an image's prediction: bright outlines, one colour per gland
+        style_prediction(layer)
+        layer.selected_label = int(instances.max()) + 1  # a new gland
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
-        self.window = {**run, "box": box, "predicted": predicted, "name": name}
-        self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels): paint glands (label 1) "
-                  f"or erase, then Accept window.{self._undone_note(undone)}")
+        self.window = {**run, "box": box, "predicted": predicted, "instances": instances, "name": name}
+        self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels), {int(instances.max())} "
+                  "gland(s), one label each: paint a new label over part of a gland to split it, paint the gap "
+                  "between two glands with one's label to join them, or erase, then Accept window (the slide's "
+                  f"labels keep gland / background: a split is kept as a 1 px gap).{self._undone_note(undone)}")
         return layer
 
     def accept_window(self) -> Any:
@@ -415,8 +467,12 @@ class SlidePanel(QWidget):
         if w is None or w["name"] not in self.viewer.layers:
             self._say("Open an edit window first (Edit window).", error=True)
             return None
-        edited = np.asarray(self.viewer.layers[w["name"]].data)
-        corrected = (edited > 0).astype(np.uint8)
+        layer = self.viewer.layers[w["name"]]
+        edited = np.asarray(layer.data)
+        # the store keeps gland / background: glands the user split apart (touching, with different labels)
+        # are kept apart by a 1 px gap; glands that touched when the window opened stay as they are
+        carved = carve_splits(edited, w.get("instances", edited))
+        corrected = (carved > 0).astype(np.uint8)
         try:
             self._restore_withdrawn(w["store"], strict=True)
             store = open_store(w["store"], mode="r+")
@@ -430,7 +486,9 @@ class SlidePanel(QWidget):
             self._closed_window = False
             self._say(f"Could not accept the window: {exc}", error=True)
             return None
-        self.window = {**w, "predicted": corrected}  # accepting again stores a new version against this
+        if not np.array_equal(carved, edited):
+            layer.data = carved  # the window shows what the store now holds
+        self.window = {**w, "predicted": corrected, "instances": carved}  # accepting again compares with this
         self.show_store(w["layer"], w["store"])
         self.show_accepted_windows(w)
         y0, x0, y1, x1 = w["box"]

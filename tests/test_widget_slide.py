@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from _slides import chunk_files, glas_mosaic, write_pyramidal_tiff
 
-from napari_cdma._layers import names_for
-from napari_cdma._slide_view import FINISH_STEPS, edit_box, to_store_box, visible_world_box, write_window
+from napari_cdma._layers import UNCERTAINTY_OPACITY, names_for, uncertainty_colormap, uncertainty_tint_start
+from napari_cdma._slide_view import (
+    FINISH_STEPS,
+    RANGE_KEY,
+    edit_box,
+    store_display_range,
+    to_store_box,
+    visible_world_box,
+    write_window,
+)
 from napari_cdma._widget_slide import SHOW_STEPS
 from napari_cdma.project import store as store_module
 from napari_cdma.project.slide_regions import accept_slide_region, slide_hash, slide_regions
@@ -179,15 +187,28 @@ def _predict(qtbot, panel):
     return panel.last_result
 
 
+def _assert_one_label_per_gland(instances):
+    """Every label is one 8-connected piece, and touching glands may have different labels; no label spans
+    two separate glands."""
+    from scipy import ndimage as ndi
+
+    ids = np.unique(instances[instances > 0])
+    assert len(ids) >= 2
+    components, n = ndi.label(instances > 0, structure=np.ones((3, 3)))
+    assert len(ids) >= n
+    for i in ids:
+        assert len(np.unique(components[instances == i])) == 1  # within one gland (component)
+
+
 def _shown(box, view):
     """Whether a pixel box (pixel i covers [i - 0.5, i + 0.5] in napari) meets a world view box."""
     return box[0] - 0.5 < view[2] and view[0] < box[2] - 0.5 and box[1] - 0.5 < view[3] and view[1] < box[3] - 0.5
 
 
-def _slide_in_dock(make_napari_viewer, tmp_path, slide_path):
+def _slide_in_dock(make_napari_viewer, tmp_path, slide_path, show=False):
     """A viewer with the slide opened by the plugin's reader and the dock on a project store; the slide
-    panel uses chunks of CHUNK px."""
-    viewer = make_napari_viewer()
+    panel uses chunks of CHUNK px. ``show``: the window is shown (a hidden canvas renders black screenshots)."""
+    viewer = make_napari_viewer(show=show)
     (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
     _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     assert dock.open_store(tmp_path / "project") is not None
@@ -223,6 +244,16 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     assert labels_layer.multiscale and tuple(labels_layer.data[0].shape) == glands.shape
     np.testing.assert_array_equal(np.asarray(labels_layer.data[0][:]), glands)
     assert first["summary"].chunks_computed == len(done)
+    # the uncertainty overlay: visible, drawn as an image's, over its own range over the predicted tissue
+    # (from a coarse level of the store), and a legend that says where the tint starts
+    unc = viewer.layers[f"{slide_layer.name} uncertainty"]
+    rng = store_display_range(store)
+    assert unc.visible and unc.colormap.name == uncertainty_colormap().name and unc.opacity == UNCERTAINTY_OPACITY
+    assert rng is not None and rng[2] >= 1 and 0.0 < rng[0] < rng[1] <= 1.0
+    np.testing.assert_allclose(unc.contrast_limits, [255 * rng[0], 255 * rng[1]], rtol=1e-6)
+    tint = uncertainty_tint_start(rng[0], rng[1])
+    assert not panel.legend.isHidden() and f"tint from {tint:.3f}" in panel.legend.legend_title.text()
+    assert panel.legend.lo_label.text() == f"{rng[0]:.3f}" and panel.legend.hi_label.text() == f"{rng[1]:.3f}"
 
     # review regions: inside the predicted area, most uncertain first
     assert panel.tiles and panel.tile_list.count() == len(panel.tiles)
@@ -243,24 +274,42 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     new = set(panned["chunks"]) - done
     assert new and panned["summary"].chunks_computed == len(new)
     done |= new
+    # the contrast follows the chunks predicted since
+    store = open_store(store_path)
+    again_rng = store_display_range(store)
+    assert again_rng != rng and tuple(unc.metadata[RANGE_KEY]) == again_rng
+    np.testing.assert_allclose(unc.contrast_limits, [255 * again_rng[0], 255 * again_rng[1]], rtol=1e-6)
+    assert panel.legend.hi_label.text() == f"{again_rng[1]:.3f}"
 
-    # 4. edit window over the view, accepted into the store's labels, its pyramid and the project
+    # 4. edit window over the view, one label per gland, accepted into the store's labels, its pyramid and
+    # the project
     layer = panel.edit_window()
     assert layer is not None, panel.last_message
     box = panel.window["box"]
     y0, x0, y1, x1 = box
     assert (y1 - y0, x1 - x0) == layer.data.shape and max(layer.data.shape) <= panel.max_edit_side
     assert tuple(layer.translate) == (y0, x0)
-    predicted = np.array(layer.data)
-    np.testing.assert_array_equal(predicted, np.asarray(store.glands[0][y0:y1, x0:x1]))
-    edited = predicted.copy()
-    edited[8:40, 8:72] = 1
+    instances = np.array(layer.data)
+    predicted = np.asarray(store.glands[0][y0:y1, x0:x1])
+    np.testing.assert_array_equal(instances > 0, predicted > 0)  # exactly the store's gland pixels
+    _assert_one_label_per_gland(instances)
+    assert layer.contour > 0 and layer.selected_label == instances.max() + 1  # outlined; paints a new gland
+    # a new gland (two labels side by side: two glands, kept apart by a 1 px gap) and an erased corner
+    edited = instances.copy()
+    edited[8:60, 8:100] = 0
+    new = int(instances.max()) + 1
+    edited[10:40, 10:50] = new
+    edited[10:40, 50:90] = new + 1
     edited[-30:, -30:] = 0
+    want = edited > 0
+    want[10:40, 50] = False
     layer.data = edited
     record = panel.accept_window()
     assert record is not None, panel.last_message
     store = open_store(store_path)
-    np.testing.assert_array_equal(np.asarray(store.glands[0][y0:y1, x0:x1]), edited)
+    np.testing.assert_array_equal(np.asarray(store.glands[0][y0:y1, x0:x1]), want)
+    np.testing.assert_array_equal(np.asarray(layer.data) > 0, want)  # the window shows what the store holds
+    edited = want.astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(store.glands[1][:]), np.asarray(store.glands[0][:])[::2, ::2])
     project = dock.store
     (stored,) = project.regions()
@@ -269,6 +318,11 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     np.testing.assert_array_equal(crop, mosaic[y0:y1, x0:x1])
     np.testing.assert_array_equal(corrected, edited)
     np.testing.assert_array_equal(before_edit, predicted)
+    # accepted again unchanged: a new version, nothing of the store rewritten
+    before = chunk_files(store_path, ("labels/glands/0",))
+    again = panel.accept_window()
+    assert again is not None and again.region_id == stored.region_id and "0 chunk(s)" in panel.last_message
+    assert chunk_files(store_path, ("labels/glands/0",)) == before
     assert [r.region_id for r in project.training_regions() + project.holdout_regions()] == [stored.region_id]
     assert stored.region_id in panel.last_message
     # the accepted window is outlined over the slide (world = level-0 pixels), red like accepted image regions
@@ -379,14 +433,14 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
         layer = panel.edit_window()
         assert layer is not None, panel.last_message
         edited = np.array(layer.data)
-        edited[8:40, 8:72] = 1 - edited[8:40, 8:72]  # glands added and erased
+        edited[8:40, 8:72] = np.where(edited[8:40, 8:72] > 0, 0, edited.max() + 1)  # glands added and erased
         edited[-30:, -30:] = 0
         layer.data = edited
         record = panel.accept_window()
         assert record is not None, panel.last_message
         y0, x0, y1, x1 = record.bbox
         labels = _labels(open_store(store_path))
-        np.testing.assert_array_equal(labels[0][y0:y1, x0:x1], edited)
+        np.testing.assert_array_equal(labels[0][y0:y1, x0:x1], np.asarray(layer.data) > 0)
         assert not np.array_equal(labels[0], predicted[0]) and not np.array_equal(labels[1], predicted[1])
         return record
 
