@@ -36,6 +36,7 @@ from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-expor
 from ._layers import HASH_KEY, LayerInputError, image_from_layer, is_derived, narrow_combo
 from ._predict_stream import WHOLE_IMAGE_PIXELS, Block, LiveLayers, Rows, Stage, pieces, predict_job, streams
 from ._predict_stream import review_outputs as _review_outputs  # noqa: F401 - the dock's name for it, used by tests
+from ._slide_view import SLIDE_KEY, STORE_KEY
 
 CHOOSE_FILE = "Choose file..."
 #: The live layers are updated every DRAIN_INTERVAL_MS, for at most DRAIN_BUDGET_S of GUI time per tick;
@@ -83,6 +84,18 @@ class PredictResult:
     live: Optional[LiveLayers] = None
 
 
+def predictable(layer: Any) -> bool:
+    """Whether the Predict chooser lists ``layer``: an RGB, single-scale image layer that is neither the
+    plugin's own (:func:`~napari_cdma._layers.is_derived`) nor a slide's (the reader's slide, its
+    prediction store's layers, the Whole slide panel's live layers: metadata ``cdma_slide`` /
+    ``cdma_store``; a slide is predicted in the Whole slide panel). Other checks (the pixel limit) are
+    :func:`~napari_cdma._layers.image_from_layer`'s, with a message when Predict is pressed."""
+    if not isinstance(layer, Image) or is_derived(layer) or layer.multiscale or not layer.rgb:
+        return False
+    meta = getattr(layer, "metadata", None) or {}
+    return not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY))
+
+
 class PredictPanel(QWidget):
     """Image and model choice, Predict / Cancel, progress.
 
@@ -114,6 +127,7 @@ class PredictPanel(QWidget):
         self.corrections_for: Optional[Callable[[str], List[Any]]] = None
         #: images larger than this (pixels) stream into live layers; smaller ones are shown whole at the end
         self.stream_pixels = WHOLE_IMAGE_PIXELS
+        self._named: Any = None  # a layer the chooser does not list, named by set_image for the next predict
         self._live: Optional[LiveLayers] = None  # the layers of a running streamed prediction
         self._dropped: Optional[LiveLayers] = None  # a cancelled run's layers, removed once its worker stopped
         self._queue: deque = deque()  # Rows / Block pieces not yet copied into the live layers
@@ -126,11 +140,13 @@ class PredictPanel(QWidget):
         self._timer.setInterval(DRAIN_INTERVAL_MS)
         self._timer.timeout.connect(self._drain)
 
-        # magicgui's layer chooser: follows the viewer's image layers by type (not by name); the
-        # plugin's own outputs (disagreement, entropy, ...) are marked in their metadata and left out.
+        # magicgui's layer chooser: follows the viewer's image layers by type (not by name), listing only
+        # those Predict can take (see predictable); the plugin's own outputs (disagreement, entropy, ...)
+        # are marked in their metadata and left out, as are a slide's layers (the Whole slide panel's).
         self.image_choice: ComboBox = create_widget(annotation=Image, label="Image",
                                                     options={"choices": self._image_layers})
-        self.image_choice.native.setToolTip("H&E image layer to segment")
+        self.image_choice.native.setToolTip("H&E image layer to segment (RGB, single-scale; a whole slide is "
+                                            "predicted in the Whole slide panel)")
         narrow_combo(self.image_choice.native)
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")
@@ -181,7 +197,7 @@ class PredictPanel(QWidget):
         return self._worker is not None or self._pending is not None
 
     def _image_layers(self, _widget: Any = None) -> List[Any]:
-        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and not is_derived(ly)]
+        return [ly for ly in self.viewer.layers if predictable(ly)]
 
     def _refresh_images(self, event: Any = None) -> None:
         self.image_choice.reset_choices()
@@ -193,14 +209,29 @@ class PredictPanel(QWidget):
 
     @property
     def image_layer(self) -> Any:
-        """The chosen image layer, or None."""
+        """The chosen image layer (or the layer a script named with :meth:`set_image`), or None."""
+        named = self._named
+        if named is not None and named in self.viewer.layers:
+            return named
         return self.image_choice.value
 
-    def set_image(self, name: str) -> None:
-        """Select the image layer ``name``."""
+    def set_image(self, name: str) -> bool:
+        """Select the image layer ``name``; True if the chooser offers it.
+
+        A layer the chooser does not list (a slide's layer, the plugin's own, not RGB) is not selected
+        there, but a script that names it gets it for its next :meth:`predict`, which then says why it
+        cannot be predicted (rather than predicting the image the chooser shows)."""
         self._refresh_images()
-        if name in self.viewer.layers:
-            self.image_choice.value = self.viewer.layers[name]
+        self._named = None
+        if name not in self.viewer.layers:
+            return False
+        layer = self.viewer.layers[name]
+        layer = getattr(layer, "__wrapped__", layer)  # the layer, not napari's proxy of it for a plugin
+        if layer in self.image_choice.choices:
+            self.image_choice.value = layer
+            return True
+        self._named = layer
+        return False
 
     def set_model_versions(self, versions: List[str], current: Optional[str] = None,
                            notes: Optional[Dict[str, str]] = None) -> None:
@@ -289,6 +320,7 @@ class PredictPanel(QWidget):
             return False
         if layer is None:
             layer = self.image_layer
+        self._named = None  # named once, for this prediction
         try:
             image = image_from_layer(layer, self.pixel_limit)
         except LayerInputError as exc:
