@@ -249,12 +249,110 @@ def test_tta_option_matches_plain_for_a_pixelwise_model_and_reports_progress():
         predict(_PixelModel(), img, tile=64, tta=3)
 
 
-def test_review_regions_sharpen_prefers_hot_spots_over_broad_moderate_uncertainty():
+def test_review_regions_score_is_the_share_of_uncertain_tissue():
     u = np.zeros((128, 512), np.float32)
-    u[:, :128] = 0.3  # broad moderate uncertainty (mean 0.3)
-    u[40:70, 300:330] = 1.0  # a hot spot (mean over a 128 box: 0.055)
-    plain = review_regions(None, uncertainty_map=u, n=1, sharpen=1.0)[0][1]
-    sharp = review_regions(None, uncertainty_map=u, n=1)[0][1]
-    assert plain[3] <= 128 + 32 and sharp[1] <= 300 and sharp[3] >= 330
-    with pytest.raises(ValueError):
-        review_regions(None, uncertainty_map=u, sharpen=0)
+    u[:, :128] = 0.6  # a broad patch above the saturation (0.5): the whole box counts as uncertain
+    u[40:70, 300:330] = 1.0  # a small hot spot: 900 of a box's 16384 pixels
+    top, second = review_regions(None, uncertainty_map=u, n=2)
+    assert top == (pytest.approx(1.0), (0, 0, 128, 128))
+    assert second[0] == pytest.approx(900 / (128 * 128), rel=1e-6)
+    y0, x0, y1, x1 = second[1]
+    assert x0 <= 300 and x1 >= 330
+    # below the saturation the score grows with the map; a high power mean prefers the hot spot instead
+    half = review_regions(None, uncertainty_map=u * 0.5, n=1)[0]
+    assert half[0] == pytest.approx(0.6, rel=1e-6) and half[1] == (0, 0, 128, 128)
+    sharp = review_regions(None, uncertainty_map=u, n=1, saturation=1.0, sharpen=8.0)[0][1]
+    assert sharp[1] <= 300 and sharp[3] >= 330
+    for bad in (dict(sharpen=0), dict(saturation=0), dict(saturation=-1.0)):
+        with pytest.raises(ValueError):
+            review_regions(None, uncertainty_map=u, **bad)
+
+
+def test_review_regions_thin_images_get_whole_side_boxes():
+    u = np.zeros((100, 600), np.float32)
+    u[30:60, 400:440] = 1.0
+    regions = review_regions(None, uncertainty_map=u, n=10)
+    assert 1 <= len(regions) <= 10
+    for _, (y0, x0, y1, x1) in regions:
+        assert (y0, y1) == (0, 100) and x1 - x0 == 128 and 0 <= x0 and x1 <= 600
+    assert regions[0][1][1] <= 400 and regions[0][1][3] >= 440
+    # the boxes tile the strip without overlap: at most 600 // 128 of them
+    assert len(regions) <= 600 // 128
+
+
+# --------------------------------------------------------------------------- review regions on real GlaS crops
+
+
+@pytest.fixture(scope="module")
+def real_review(glas_dir):
+    """The bundled model's predictions of the checked-in GlaS crops, their review regions and errors."""
+    from src_model import load_checkpoint
+    from src_model.data import load_pairs
+    from src_model.inference import predict
+
+    torch.set_num_threads(1)
+    model = load_checkpoint()
+    ids = ["testA_1", "testA_2", "testB_4", "train_1", "train_10"]
+    out = []
+    for image_id, (img, gt) in zip(ids, load_pairs(glas_dir, ids), strict=True):
+        pred = predict(model, img)
+        tissue = tissue_mask(img)
+        wrong = ((pred.labels > 0) != (np.asarray(gt) > 0)) & tissue
+        out.append(dict(id=image_id, img=img, pred=pred, tissue=tissue, wrong=wrong,
+                        regions=review_regions(pred, img)))
+    return out
+
+
+def _saturated(u, tissue, saturation=0.5):
+    return np.where(tissue, np.minimum(np.asarray(u, np.float64) / saturation, 1.0), 0.0)
+
+
+def _mean(level, box):
+    y0, x0, y1, x1 = box
+    return float(level[y0:y1, x0:x1].mean())
+
+
+def test_review_regions_contract_on_real_crops(real_review):
+    for r in real_review:
+        h, w = r["tissue"].shape
+        regions = r["regions"]
+        # the dock lists up to ten; a full GlaS image (775 x 522) fits at least five, a 320-px crop three
+        assert (5 if h * w >= 775 * 522 else 3) <= len(regions) <= 10, (r["id"], len(regions))
+        scores = [s for s, _ in regions]
+        assert scores == sorted(scores, reverse=True) and 0.0 <= scores[-1] and scores[0] <= 1.0
+        level = _saturated(r["pred"].uncertainty, r["tissue"])
+        for i, (score, box) in enumerate(regions):
+            y0, x0, y1, x1 = box
+            assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w, (r["id"], box)
+            assert y1 - y0 >= min(128, h) and x1 - x0 >= min(128, w), (r["id"], box)  # never a sliver
+            assert all(not _overlap(box, other) for _, other in regions[i + 1:]), (r["id"], box)
+            # the score is the share of uncertain tissue in the box, from the prediction's own map
+            assert score == pytest.approx(_mean(level, box), abs=1e-6)
+
+
+def test_review_regions_ranking_follows_the_map_on_real_crops(real_review):
+    """Greedy by score: no square of 128 px (8-px grid) that is free of the boxes before the k-th scores
+    above the k-th box, checked by brute force; and the top 3 hold more of the model's wrong pixels
+    than their share of the image."""
+    wrong_in = wrong_all = area_in = area_all = 0
+    for r in real_review:
+        u, tissue = r["pred"].uncertainty, r["tissue"]
+        h, w = u.shape
+        squares = [(y, x, y + 128, x + 128) for y in range(0, h - 127, 8) for x in range(0, w - 127, 8)]
+        level = _saturated(u, tissue)
+        square_scores = {sq: _mean(level, sq) for sq in squares}
+        for k, (score, _) in enumerate(r["regions"]):
+            before = [b for _, b in r["regions"][:k]]
+            free = [sq for sq in squares if not any(_overlap(sq, b) for b in before)]
+            if free:
+                assert max(square_scores[sq] for sq in free) <= score + 1e-6, (r["id"], k)
+        cover = np.zeros((h, w), bool)
+        for _, (y0, x0, y1, x1) in r["regions"][:3]:
+            cover[y0:y1, x0:x1] = True
+        wrong_in += int((r["wrong"] & cover).sum())
+        wrong_all += int(r["wrong"].sum())
+        area_in += int(cover.sum())
+        area_all += h * w
+        assert u[cover & tissue].mean() > u[tissue].mean(), r["id"]
+    assert wrong_all > 0
+    assert (wrong_in / wrong_all) / (area_in / area_all) > 1.25  # chance: 1
