@@ -17,6 +17,18 @@ fine-tune (``finetune(..., reserve_check=True)``, :func:`distill_part`) and comp
 validation images only, ``benchmarks/annotation_session.py --split trainval``) the strip check did not
 separate the models that forgot from the others better than the check on all uncorrected tissue, and it
 was noisier (fewer compared pixels).
+
+What the check can and cannot tell (``benchmarks/promotion_check.py``,
+``benchmarks/results/promotion_check.md``). Over every round of the simulated annotation sessions, no
+statistic that is available at promotion time separated the models whose untouched images lost more than
+0.5 point of Dice from the others. The statistics tried: agreement pooled, per worst image and on the pixels
+where the current model was confident; glands kept; change of the gland fraction and of the uncertainty;
+change of the weights; and the held-out score. The two chosen on the training / validation sessions,
+applied once to the test sessions, reached an AUROC of 0.50 and 0.54; all of them together spanned
+0.46-0.64. Even the truth on the project's uncorrected tissue tracked that forgetting weakly (Spearman
++0.44). A round's change on 9 untouched test images barely predicted its change on the other 9 (Spearman
+0.12). The check catches gross change only: a model that rewrote a third of the gland pixels.
+:data:`MIN_AGREEMENT` is a guard against that, not a guarantee against a loss of a point or two.
 """
 from __future__ import annotations
 

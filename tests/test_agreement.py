@@ -128,3 +128,48 @@ def test_check_refuses_a_model_that_lost_glands_where_nobody_corrected_while_dis
                 agreement_crops=result["crops"])  # better on plenty of held-out regions, yet refused
     promote, reason = rule_decision(done)
     assert not promote and "uncorrected tissue" in reason
+
+
+def _perturbed(model, scale: float, seed: int = 0):
+    """A copy of ``model`` whose weight tensors got Gaussian noise of ``scale`` times their own spread."""
+    import copy
+
+    out = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.parameters():
+            if p.dim() > 1:
+                p.add_(torch.randn(p.shape, generator=gen) * scale * p.std())
+    return out
+
+
+def test_rule_promotes_an_unchanged_model_and_refuses_one_whose_weights_were_scrambled(glas_dir):
+    """The check's job as calibrated (benchmarks/results/promotion_check.md): gross change on tissue nobody
+    corrected is refused whatever the held-out score says; an unchanged model, or one changed a little, is
+    promoted on its held-out score."""
+    from napari_cdma.project.events import Done
+    from napari_cdma.project.retrain_job import MIN_HOLDOUT_FOR_PROMOTION, rule_decision
+
+    torch.set_num_threads(1)
+    old = load_model(None)
+    image = load_images(glas_dir, ["testB_4"])[0]
+    images = [("testB_4", image, [(0, 0, 128, 128)])]  # one accepted box, left out of the comparison
+
+    def decide(new):
+        result = drain(agreement(old, new, images, max_crops=2))
+        done = Done(checkpoint="x.pt", old_dice=0.80, new_dice=0.85, better=True,
+                    n_holdout=MIN_HOLDOUT_FOR_PROMOTION, parent_model="v0001", steps_done=10,
+                    agreement=result["pooled"], min_agreement=MIN_AGREEMENT, agreement_crops=result["crops"])
+        return result, rule_decision(done)
+
+    same, (promote, reason) = decide(_perturbed(old, 0.0))
+    assert same["pooled"] == 1.0 and same["crops"] == 2
+    assert promote and reason.startswith(f"better on {MIN_HOLDOUT_FOR_PROMOTION} held-out regions")
+
+    nudged, (promote, _) = decide(_perturbed(old, 0.05))  # a small change of every weight
+    assert MIN_AGREEMENT <= nudged["pooled"] < 1.0 and promote
+
+    scrambled, (promote, reason) = decide(_perturbed(old, 0.4))
+    assert scrambled["pooled"] < MIN_AGREEMENT and not promote
+    assert f"agreement with the current model {scrambled['pooled']:.3f} < {MIN_AGREEMENT:.3f}" in reason
+    assert "the current model stays" in reason
