@@ -552,6 +552,12 @@ def report_lines(result: Dict[str, Any]) -> List[str]:
         lines += ["", f"The product's check as it stands (agreement >= 0.95 on crops, as run by the sessions' "
                   f"retrain worker; recorded in {cur['n']} of the rounds): refuses {cur['refused_forgot']} / "
                   f"{cur['n_forgot']} that forgot and {cur['refused_good']} / {cur['n'] - cur['n_forgot']} good.", ""]
+        pairs = [(r["stats"]["disagree"], r["stats"]["product_disagree"]) for r in tv["rows"]
+                 if r["stats"].get("product_disagree") is not None]
+        if len(pairs) >= 3:
+            lines += [f"Sanity: `disagree` (whole images, this script) against `product_disagree` (the worker's crops, "
+                      f"evaluation tiling) over {len(pairs)} rounds: Spearman "
+                      f"{spearman([a for a, _ in pairs], [b for _, b in pairs]):.2f}.", ""]
         lines += noise_lines(tv, "trainval") + truth_lines(tv, "trainval") + reference_lines(tv, "trainval")
         lines += ["## Per round (trainval)", "",
                   "| session | round | Δ untouched (pts) | forgot | Δ session outside boxes, truth (pts) | disagree | "
