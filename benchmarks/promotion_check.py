@@ -532,7 +532,13 @@ def report_lines(result: Dict[str, Any]) -> List[str]:
                   f"(check strips kept out of training in the `trainval_default` sessions) it refused "
                   f"{ctv['refused_forgot']} / {ctv['n_forgot']} forgetting "
                   f"and {ctv['refused_good']} / {ctv['n'] - ctv['n_forgot']} good rounds.",
-                  "- The promotion rule is therefore left as it is.", ""]
+                  "- The promotion rule is therefore left as it is.",
+                  "- Side finding: the candidate's mean uncertainty map (`Prediction.uncertainty`) on uncorrected "
+                  f"tissue rose in {sum(r['stats']['unc_change'] > 0 for r in tv['rows'] + te['rows'])} of "
+                  f"{len(tv['rows']) + len(te['rows'])} rounds (median "
+                  f"{float(np.median([r['stats']['unc_change'] for r in tv['rows']])):+.3f} trainval, "
+                  f"{float(np.median([r['stats']['unc_change'] for r in te['rows']])):+.3f} test): each fine-tune "
+                  "makes the model less sure everywhere, which changes what the review ranking shows next.", ""]
     if tv:
         lines += [f"Command: `{tv['command']}` ({tv['seconds']:.0f} s, load average "
                   f"{', '.join(str(x) for x in tv['machine']['load_avg_1_5_15'])}). Commands of the second part "
