@@ -538,7 +538,8 @@ def report_lines(result: Dict[str, Any]) -> List[str]:
                   f"{len(tv['rows']) + len(te['rows'])} rounds (median "
                   f"{float(np.median([r['stats']['unc_change'] for r in tv['rows']])):+.3f} trainval, "
                   f"{float(np.median([r['stats']['unc_change'] for r in te['rows']])):+.3f} test): each fine-tune "
-                  "makes the model less sure everywhere, which changes what the review ranking shows next.", ""]
+                  "leaves the model less sure, on average, of tissue nobody corrected, which changes what the "
+                  "review ranking shows next.", ""]
     if tv:
         lines += [f"Command: `{tv['command']}` ({tv['seconds']:.0f} s, load average "
                   f"{', '.join(str(x) for x in tv['machine']['load_avg_1_5_15'])}). Commands of the second part "
