@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -164,6 +165,10 @@ class SlidePanel(QWidget):
         self.status.setWordWrap(True)
         self.legend = UncertaintyLegend()  # the slide's uncertainty overlay, read as the image overlay's
         self.legend.setVisible(False)
+        self.readout = QLabel("Under cursor: -")  # the slide's uncertainty (and gland) under the cursor
+        # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.readout.setVisible(False)
 
         form = QFormLayout()
         form.addRow("Slide", self.slide_choice.native)
@@ -181,6 +186,7 @@ class SlidePanel(QWidget):
         layout.addLayout(run_row)
         layout.addWidget(self.progress)
         layout.addWidget(self.legend)
+        layout.addWidget(self.readout)
         layout.addWidget(QLabel("Review regions over the predicted area:"))
         layout.addWidget(self.tile_list)
         layout.addLayout(edit_row)
@@ -202,6 +208,7 @@ class SlidePanel(QWidget):
         self.slide_choice.changed.connect(lambda _v: self._on_slide_changed())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(lambda _e=None: self.slide_choice.reset_choices())
+        viewer.cursor.events.position.connect(self._on_cursor)
         self._on_slide_changed()
 
     # ------------------------------------------------------------------ choices
@@ -226,9 +233,39 @@ class SlidePanel(QWidget):
         unc = f"{layer.name} uncertainty"
         shown = self.viewer.layers[unc] if unc in self.viewer.layers else None
         rng = (shown.metadata.get(RANGE_KEY) if shown is not None else None)
-        if rng:  # a store opened by the reader: its uncertainty layer carries its contrast
+        if rng:  # its uncertainty layer (the reader's, or the panel's live one) carries its contrast
             self.ranges[str(shown.metadata.get(STORE_KEY))] = tuple(rng)
             self._show_legend(unc, shown, tuple(rng))
+        else:  # no uncertainty of this slide shown yet: no legend of another one
+            self.legend.setVisible(False)
+            self.readout.setVisible(False)
+
+    def value_text(self, position: Any) -> str:
+        """The chosen slide's uncertainty (and whether a gland) under a world position, from its layers."""
+        layer = self.slide_layer
+        parts = []
+        for kind in ("uncertainty", "glands"):
+            name = f"{layer.name} {kind}" if layer is not None else ""
+            shown = self.viewer.layers[name] if name in self.viewer.layers else None
+            if shown is None or not shown.visible:
+                continue
+            value = shown.get_value(position, world=True)
+            if isinstance(value, tuple):  # multiscale: (level, value)
+                value = value[-1]
+            if value is None:
+                continue
+            if kind == "uncertainty":
+                parts.append(f"uncertainty {float(value) / 255.0:.3f}")  # the store keeps 255 x value
+            elif int(value) > 0:
+                parts.append("gland")
+        return "Under cursor: " + (", ".join(parts) if parts else "-")
+
+    def _on_cursor(self, event: Any = None) -> None:
+        if not self.readout.isVisibleTo(self):
+            return
+        text = self.value_text(self.viewer.cursor.position)
+        if text != self.readout.text():
+            self.readout.setText(text)
 
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
@@ -377,6 +414,7 @@ class SlidePanel(QWidget):
         self.legend.show_range(name, layer.colormap, layer.opacity, (lo, hi),
                                where=f", of the predicted tissue at store level {int(level)}")
         self.legend.setVisible(True)
+        self.readout.setVisible(True)
 
     def _live_layer(self, name: str, store_path: str) -> Any:
         """Layer ``name`` if it shows the store ``store_path`` live (its zarr arrays), else None."""

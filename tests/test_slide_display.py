@@ -164,3 +164,8 @@ def test_a_store_opened_by_the_reader_shows_its_uncertainty_as_an_image_overlay(
     assert f"tint from {uncertainty_tint_start(lo, hi):.3f}" in legend.legend_title.text()
     assert legend.lo_label.text() == f"{lo:.3f}" and legend.hi_label.text() == f"{hi:.3f}"
     assert "store level 1" in legend.legend.toolTip()
+    # and the value under the cursor (the ramp at x = 350: 0.1 + 0.4 * 350 / 767)
+    text = dock.slide_panel.value_text((100.0, 350.0))
+    assert text.startswith("Under cursor: uncertainty ") and not dock.slide_panel.readout.isHidden()
+    assert abs(float(text.split("uncertainty ")[1].split(",")[0]) - (0.1 + 0.4 * 350 / 767)) < 0.01, text
+    assert dock.slide_panel.value_text((100.0, 5000.0)) == "Under cursor: -"  # off the slide
