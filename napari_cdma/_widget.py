@@ -809,8 +809,9 @@ class CdmaWidget(QWidget):
             accepted = self._accepted_boxes(result.image_hash)
             later.append(lambda: show_accepted(self.viewer, name, accepted))
         self.last_image = name
-        self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
-                                       result.display_range, result.glands)
+        # the gland table (hundreds of rows for a large image) in a turn of its own too
+        later.insert(0, lambda: self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
+                                                               result.display_range, result.glands))
         self.review_panel.set_tiles(name, ranked)
         later.append(lambda: raise_overlays(self.viewer, name))
         if n_pasted:

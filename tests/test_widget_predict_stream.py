@@ -86,19 +86,19 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     whole = instance_labels(ref)
     assert ((labels.data > 0) == (whole > 0)).mean() > 0.999
     assert abs(len(np.unique(labels.data)) - len(np.unique(whole))) <= 2
-    # the dock's state, gland table and review list follow, as after an in-memory prediction
+    # the dock's state and review list follow at once, as after an in-memory prediction; the gland table,
+    # the review boxes, the accepted boxes and the selection in the event-loop turns after the hand-over
     state = widget.states[NAME]
+    boxes = [b for _, b in widget.review_panel.tiles]
+    assert boxes and all(min(y1 - y0, x1 - x0) >= 128 for y0, x0, y1, x1 in boxes)
+    qtbot.waitUntil(widget.settled, timeout=10_000)
     np.testing.assert_array_equal(state.original_labels, labels.data)
     ids = sorted(set(np.unique(labels.data).tolist()) - {0})
     assert [g["id"] for g in widget.display_panel.glands] == ids
-    boxes = [b for _, b in widget.review_panel.tiles]
-    assert boxes and all(min(y1 - y0, x1 - x0) >= 128 for y0, x0, y1, x1 in boxes)
     lo, hi = unc.contrast_limits
     assert 0.0 <= lo < hi <= 1.0 and (lo, hi) != (0.0, 1.0)
     # the uncertainty readout works on the multiscale layer
     assert "uncertainty" in widget.display_panel.value_text((260.0, 380.0))
-    # the review boxes, the accepted boxes and the selection come in the event-loop turns after the hand-over
-    qtbot.waitUntil(widget.settled, timeout=10_000)
     assert names["tiles"] in viewer.layers and names["accepted"] in viewer.layers
     assert len(viewer.layers[names["tiles"]].data) >= len(boxes)
     assert viewer.layers.selection.active is labels
