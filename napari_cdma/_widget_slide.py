@@ -486,9 +486,10 @@ class SlidePanel(QWidget):
         self.viewer.layers.selection.active = layer
         self.window = {**run, "box": box, "predicted": predicted, "instances": instances, "name": name}
         self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels), {int(instances.max())} "
-                  "gland(s), one label each: paint a new label over part of a gland to split it, paint the gap "
-                  "between two glands with one's label to join them, or erase, then Accept window (the slide's "
-                  f"labels keep gland / background: a split is kept as a 1 px gap).{self._undone_note(undone)}")
+                  "gland(s), one label each: paint a new label over part of a gland to split it, paint or erase, then "
+                  "Accept window. The slide's labels keep gland / background: a split is kept as a 1 px gap; glands "
+                  "given one label are split again by shape when a window is reopened."
+                  f"{self._undone_note(undone)}")
         return layer
 
     def accept_window(self) -> Any:
