@@ -121,22 +121,25 @@ def slide_and_layers(make_napari_viewer, monkeypatch, tmp_path):
     return viewer, widget
 
 
-@pytest.mark.parametrize("name, says", [
-    ("s", "Whole slide panel"),
-    ("s uncertainty", "Whole slide panel"),
-    ("heat", "not an RGB H&E image"),
-    ("pyramid", "Whole slide panel"),
+@pytest.mark.parametrize("name, predict_says", [
+    ("s", "multiscale"),
+    ("s uncertainty", "multiscale"),
+    ("heat", "RGB"),
+    ("pyramid", "multiscale"),
 ])
-def test_review_panel_does_not_offer_to_predict_a_slide_layer(slide_and_layers, name, says):
-    """Choosing a layer in Predict that is no image to predict (the walk: a slide's uncertainty layer
-    was on screen) makes "Look here next" say where its regions are, not "Predict '<layer>'"."""
+def test_predict_does_not_offer_a_slide_layer(slide_and_layers, name, predict_says):
+    """Predict lists only RGB single-scale images: a slide's layers, a pyramid, a grey image and the plugin's
+    own layers are not offered. A script naming one gets why it cannot be predicted, and "Look here next"
+    does not offer to "Predict" it (the walk: a slide's uncertainty layer was on screen)."""
     viewer, widget = slide_and_layers
-    widget.predict_panel.set_image(name)
-    assert widget.predict_panel.image_layer is viewer.layers[name]
-    message = widget.review_panel.last_message
-    assert "Predict '" not in message and says in message and f"'{name}'" in message, message
-    # an H&E image of the viewer is still offered to predict
-    widget.predict_panel.set_image("he")
+    panel = widget.predict_panel
+    assert [ly.name for ly in panel.image_choice.choices] == ["he"]
+    assert not panel.set_image(name) and panel.image_layer is viewer.layers[name]
+    # the review list stays the listed image's: it never offers to "Predict" the slide's layer
+    assert widget.review_panel.last_message == "Predict 'he' to see its review regions."
+    assert not widget.predict(name) and predict_says in panel.last_message, panel.last_message
+    assert panel.image_layer is viewer.layers["he"]  # named once: the chooser's image again
+    assert panel.set_image("he") and panel.image_layer is viewer.layers["he"]
     assert widget.review_panel.last_message == "Predict 'he' to see its review regions."
 
 
