@@ -319,13 +319,13 @@ def cmd_evaluate(args) -> int:
     model = load_model(args.model)
     post = None
     if args.postprocess == "default":
-        if args.min_object_size > 0 or args.split_glands > 0 or args.fill_lumens:
+        if args.min_object_size > 0 or args.split_glands > 0 or args.fill_lumens or args.max_hole is not None:
             raise UserError("--postprocess default sets the post-processing; drop --min-object-size, "
-                            "--split-glands and --fill-lumens, or --postprocess")
+                            "--max-hole, --split-glands and --fill-lumens, or --postprocess")
         post = DEFAULT_INSTANCES
-    elif args.min_object_size > 0 or args.split_glands > 0 or args.fill_lumens:
+    elif args.min_object_size > 0 or args.split_glands > 0 or args.fill_lumens or args.max_hole is not None:
         post = PostprocessConfig(args.min_object_size, fill_holes=True, split_h=args.split_glands,
-                                 lumen_holes=args.fill_lumens)
+                                 max_hole=args.max_hole, lumen_holes=args.fill_lumens)
     try:
         report = drain(evaluate_model(model, args.data, split=args.split, ids=ids, branch=args.branch,
                                       postprocess=post),
@@ -489,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split-glands", type=_float_in(0.0, MAX_SPLIT_H), default=0.0, metavar="H",
                    help="split touching glands by a distance-transform watershed with h-maxima seeds of height H px "
                         f"(0..{MAX_SPLIT_H:g})")
+    e.add_argument("--max-hole", type=_int_in(0, MAX_OBJECT_SIZE), default=None, metavar="PX",
+                   help="fill holes smaller than PX pixels (default: --min-object-size)")
     e.add_argument("--fill-lumens", action="store_true",
                    help="after splitting, fill every hole that one gland encloses alone (a ring-shaped prediction "
                         "becomes a filled gland; background between several glands stays)")

@@ -125,8 +125,8 @@ def test_postprocess_fills_a_ring_prediction_only_with_lumen_filling(tmp_path):
 
 
 def test_cli_evaluate_postprocess_flags(glas_dir, tmp_path, capsys):
-    """``--postprocess default`` is the plugin's DEFAULT_INSTANCES; ``--fill-lumens`` adds lumen filling to the
-    explicit flags; the two ways cannot be mixed."""
+    """``--postprocess default`` is the plugin's DEFAULT_INSTANCES, and the explicit flags can spell it;
+    ``--fill-lumens`` adds lumen filling to them; the two ways cannot be mixed."""
     import dataclasses
     import json
 
@@ -148,6 +148,12 @@ def test_cli_evaluate_postprocess_flags(glas_dir, tmp_path, capsys):
                  "--split-glands", "16", "--fill-lumens", "--out", str(flags)]) == 0
     post = json.loads(flags.read_text())["postprocess"]
     assert (post["min_size"], post["split_h"], post["fill_holes"], post["lumen_holes"]) == (1600, 16.0, True, True)
+    assert post["max_hole"] is None  # holes under --min-object-size, the old rule
+    d = DEFAULT_INSTANCES  # the default spelled out with the flags scores the same
+    assert main(["evaluate", "--data", str(glas_dir), "--ids", "train_2", "--min-object-size", str(d.min_size),
+                 "--max-hole", str(d.max_hole), "--split-glands", str(d.split_h), "--out", str(flags)]) == 0
+    spelled = json.loads(flags.read_text())
+    assert spelled["postprocess"] == dataclasses.asdict(d) and spelled["per_image"] == report["per_image"]
     assert main(["evaluate", "--data", str(glas_dir), "--ids", "train_2", "--postprocess", "default",
                  "--split-glands", "16"]) == 2
     assert "--postprocess default sets the post-processing" in capsys.readouterr().err

@@ -119,3 +119,18 @@ def test_old_rule_is_still_reachable_and_instance_labels_use_the_default(glas_di
     assert OLD.max_hole is None and not OLD.lumen_holes  # new fields default to the old behaviour
     assert np.array_equal(instance_labels(ring), to_instances(ring, DEFAULT_INSTANCES))
     assert np.array_equal(instance_labels(ring, OLD), to_instances(ring, OLD))
+
+
+def test_the_default_fills_holes_under_its_max_hole_before_splitting():
+    d = DEFAULT_INSTANCES
+    assert d.fill_holes and d.max_hole is not None and d.max_hole > d.min_size
+    mask = np.zeros((300, 300), bool)
+    mask[20:280, 20:280] = True
+    small = int(np.sqrt((d.min_size + d.max_hole) / 2))  # a square hole between min_size and max_hole
+    large = int(np.sqrt(d.max_hole)) + 2  # a square hole just above max_hole
+    mask[40:40 + small, 40:40 + small] = False
+    mask[150:150 + large, 150:150 + large] = False
+    labels = to_instances(mask, d)
+    assert labels[40:40 + small, 40:40 + small].all()  # filled, although above min_size
+    assert not labels[150:150 + large, 150:150 + large].any()
+    assert not to_instances(mask, OLD)[40:40 + small, 40:40 + small].any()  # the old rule kept it
