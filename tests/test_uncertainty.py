@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from src_model.postprocess import DEFAULT_INSTANCES, PostprocessConfig, instance_labels
+from src_model.postprocess import DEFAULT_INSTANCES, PostprocessConfig, instance_labels, to_instances
 from src_model.tissue import tissue_mask
 from src_model.uncertainty import (
     disagreement,
@@ -190,7 +190,10 @@ def test_gland_table_and_instance_labels():
     inst = instance_labels(mask)
     assert inst.dtype == np.int32 and inst.max() == 2 and inst[7, 7] == 0
     assert inst[100, 90] != inst[100, 185]
-    assert DEFAULT_INSTANCES == PostprocessConfig(min_size=1600, fill_holes=True, split_h=16.0)
+    # the default is the one post-processing the dock uses (DEFAULT_INSTANCES, chosen on validation
+    # by benchmarks/postprocess_choice.py; its values are that benchmark's to change)
+    assert isinstance(DEFAULT_INSTANCES, PostprocessConfig) and DEFAULT_INSTANCES.min_size > 25
+    np.testing.assert_array_equal(inst, to_instances(mask > 0, DEFAULT_INSTANCES))
 
 
 # --------------------------------------------------------------------------- Prediction.uncertainty
