@@ -374,8 +374,9 @@ def _meta(image_name: str) -> Dict[str, str]:
 
 
 #: Smallest area (pixels) of a gland the dock's post-processing keeps (about its minimum object size,
-#: 1600 px, halved for glands split at a neck): bounds the number of glands an image can hold.
-MIN_GLAND_PIXELS = 800
+#: src_model.postprocess.DEFAULT_INSTANCES.min_size, halved for glands split at a neck; a number, not an import:
+#: tests/test_postprocess.py checks it): bounds the number of glands an image can hold.
+MIN_GLAND_PIXELS = 650
 
 
 def labels_dtype(shape: Tuple[int, ...]) -> np.dtype:

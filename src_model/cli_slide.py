@@ -153,11 +153,12 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
     ex.add_argument("--ome-zarr", help="OME-Zarr directory for the instance labels (must not exist)")
     ex.add_argument("--tiff", help="pyramidal TIFF file for the instance labels")
     ex.add_argument("--min-area", type=float_in(0.0, MAX_AREA), default=0.0,
-                    help="drop glands smaller than this many level-0 pixels (default 0: keep all; 1600 is the "
-                         "bundled model's clean-up at GlaS resolution)")
+                    help="drop glands smaller than this many level-0 pixels (default 0: keep all; 1300 is the "
+                         "bundled model's clean-up at GlaS resolution, src_model.postprocess.DEFAULT_INSTANCES)")
     ex.add_argument("--split-glands", type=float_in(0.0, 1000.0), default=None, metavar="H",
                     help="split touching glands at h-maxima of height H pixels of the distance to the background, "
-                         "as the dock does (default: the bundled model's setting, 16; 0: connected components)")
+                         "as the dock does (default: the bundled model's setting, "
+                         "DEFAULT_INSTANCES.split_h, 24; 0: connected components)")
     ex.set_defaults(func=cmd_export)
 
 

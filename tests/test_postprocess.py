@@ -134,3 +134,13 @@ def test_the_default_fills_holes_under_its_max_hole_before_splitting():
     assert labels[40:40 + small, 40:40 + small].all()  # filled, although above min_size
     assert not labels[150:150 + large, 150:150 + large].any()
     assert not to_instances(mask, OLD)[40:40 + small, 40:40 + small].any()  # the old rule kept it
+
+
+def test_the_dock_and_retrain_worker_gland_sizes_follow_the_default():
+    """The dock's live-labels dtype bound and the retrain worker's smallest scored held-out gland are plain
+    numbers (importing scipy with the dock is slow): they must follow DEFAULT_INSTANCES.min_size."""
+    from napari_cdma._predict_stream import MIN_GLAND_PIXELS
+    from napari_cdma.project.retrain_job import MIN_HOLDOUT_GLAND_PX
+
+    assert MIN_HOLDOUT_GLAND_PX == DEFAULT_INSTANCES.min_size
+    assert MIN_GLAND_PIXELS == DEFAULT_INSTANCES.min_size // 2
