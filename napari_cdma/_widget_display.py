@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -16,8 +16,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSizePolicy,
-    QTableWidget,
-    QTableWidgetItem,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -47,6 +46,112 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return " ".join(str(v) for v in value)
     return str(value)
+
+
+class GlandTableModel(QAbstractTableModel):
+    """The per-gland rows for a Qt view, kept as one numpy column per shown key and the rows' dicts:
+    no per-cell object is made, so filling thousands of rows costs a few milliseconds; a cell's text and
+    a row's tooltip are made only when the view draws or asks for them.
+
+    Attributes:
+        glands: the rows (dicts) in the order given; ``order`` maps a shown row to its index there.
+        values: (rows, len(TABLE_COLUMNS)) float, NaN where a row has no number for that key.
+    """
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.glands: List[Dict[str, Any]] = []
+        self.values = np.zeros((0, len(TABLE_COLUMNS)), dtype=np.float64)
+        self.order = np.zeros(0, dtype=np.int64)
+        self._sort: Optional[Tuple[int, Any]] = None
+
+    def set_rows(self, glands: List[Dict[str, Any]]) -> None:
+        """Show ``glands`` (kept, not copied), sorted as the view last asked."""
+        self.beginResetModel()
+        self.glands = glands
+        values = np.full((len(glands), len(TABLE_COLUMNS)), np.nan, dtype=np.float64)
+        for c, key in enumerate(TABLE_COLUMNS):
+            try:
+                values[:, c] = np.fromiter((g[key] for g in glands), dtype=np.float64, count=len(glands))
+            except (KeyError, TypeError, ValueError):  # a missing or non-numeric value: NaN there, the rest kept
+                values[:, c] = [_number(g.get(key)) for g in glands]
+        self.values = values
+        self.order = self._sorted_order()
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self.glands)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(TABLE_COLUMNS)
+
+    def gland(self, row: int) -> Optional[Dict[str, Any]]:
+        """The gland shown in ``row`` (rows may be sorted), or None."""
+        return self.glands[int(self.order[row])] if 0 <= row < len(self.order) else None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        gland = self.gland(index.row())
+        if gland is None:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            value = gland.get(TABLE_COLUMNS[index.column()], "")
+            return _fmt(value)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return "; ".join(f"{k} {_fmt(v)}" for k, v in gland.items())
+        return None
+
+    def headerData(self, section: int, orientation: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal \
+                and 0 <= section < len(TABLE_HEADERS):
+            return TABLE_HEADERS[section]
+        return None
+
+    def sort(self, column: int, order: Any = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort the shown rows by ``column``'s numbers (rows without one last)."""
+        if not 0 <= column < len(TABLE_COLUMNS):
+            return
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (int(column), order)
+        self.order = self._sorted_order()
+        self.layoutChanged.emit()
+
+    def _sorted_order(self) -> np.ndarray:
+        n = len(self.glands)
+        if self._sort is None or n == 0:
+            return np.arange(n, dtype=np.int64)
+        column, order = self._sort
+        col = self.values[:, column]
+        key = -col if order == Qt.SortOrder.DescendingOrder else col
+        return np.argsort(key, kind="stable").astype(np.int64)  # NaN sorts last either way
+
+
+class GlandTableView(QTableView):
+    """The dock's gland table: a view over a :class:`GlandTableModel`. ``rowCount()`` is the number of
+    rows shown (as a QTableWidget's)."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.gland_model = GlandTableModel(self)
+        self.setModel(self.gland_model)
+
+    def rowCount(self) -> int:
+        return self.gland_model.rowCount()
+
+    def columnCount(self) -> int:
+        return self.gland_model.columnCount()
+
+    def text(self, row: int, column: int) -> str:
+        """The text shown in a cell (rows as sorted on screen)."""
+        return str(self.gland_model.data(self.gland_model.index(row, column)) or "")
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 class UncertaintyLegend(QWidget):
@@ -125,9 +230,9 @@ class DisplayPanel(QWidget):
         self.readout = QLabel("Under cursor: -")
         # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
         self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.table = QTableWidget(0, len(TABLE_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(TABLE_HEADERS))
+        self.table = GlandTableView()
         self.table.setMaximumHeight(150)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         # three columns that share the dock's width: no horizontal scrollbar hides a row
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -155,7 +260,7 @@ class DisplayPanel(QWidget):
 
         self.export_button.clicked.connect(self._export_clicked)
         self.fill_check.toggled.connect(self.set_fill)
-        self.table.cellClicked.connect(lambda row, _col: self.go_to_gland(self._row_id(row)))
+        self.table.clicked.connect(lambda index: self.go_to_gland(self._row_id(index.row())))
         viewer.cursor.events.position.connect(self._on_cursor)
 
     # ------------------------------------------------------------------ content
@@ -172,26 +277,12 @@ class DisplayPanel(QWidget):
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
         """Fill the per-gland table (id, area, mean uncertainty; other keys such as the bbox in the
-        row's tooltip)."""
-        self.glands = [dict(g) for g in glands]
-        keys = list(TABLE_COLUMNS)
-        self.table.setSortingEnabled(False)  # filling a sorted table moves rows while they are written
-        self.table.clearContents()
-        self.table.setRowCount(len(self.glands))
-        for r, row in enumerate(self.glands):
-            tip = "; ".join(f"{k} {_fmt(v)}" for k, v in row.items())
-            for c, key in enumerate(keys):
-                value = row.get(key, "")
-                item = QTableWidgetItem()
-                # numbers sort as numbers (DisplayRole with a float), the rest as text
-                item.setData(0, float(value) if isinstance(value, (int, float)) else _fmt(value))
-                if isinstance(value, float):
-                    item.setText(_fmt(value))  # 3 decimals
-                item.setToolTip(tip)
-                self.table.setItem(r, c, item)
-        self.table.setSortingEnabled(True)
-        # most uncertain gland first: the order in which to check them
-        self.table.sortItems(keys.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)
+        row's tooltip). The rows' dicts are kept, not copied (each caller makes fresh ones): copying
+        thousands of dicts on the GUI thread can set off a full garbage collection of napari's heap."""
+        self.glands = list(glands)
+        self.table.gland_model.set_rows(self.glands)
+        # most uncertain gland first: the order in which to check them (a header click sorts again)
+        self.table.sortByColumn(TABLE_COLUMNS.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)
 
     def set_fill(self, fill: bool) -> None:
         """Draw every prediction layer filled (``fill``) or as outlines; later predictions follow."""
@@ -202,8 +293,8 @@ class DisplayPanel(QWidget):
             style_prediction(layer, fill=bool(fill), secondary=secondary)
 
     def _row_id(self, row: int) -> Optional[int]:
-        item = self.table.item(row, 0)  # column 0 is the id; rows may be sorted
-        return int(float(item.data(0))) if item is not None else None
+        gland = self.table.gland_model.gland(row)  # rows may be sorted
+        return gland.get("id") if gland is not None else None
 
     def go_to_gland(self, gland_id: Optional[int]) -> bool:
         """Centre the view on a gland of the table (needs its "bbox", which the engine provides)."""

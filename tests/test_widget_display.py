@@ -150,3 +150,83 @@ def test_review_note_for_the_plugins_own_layers(slide_and_layers):
     message = widget.review_panel.last_message
     assert "Predict '" not in message and "uncertainty layer of 'he'" in message, message
     assert no_regions_note(viewer, None) == "" and no_regions_note(viewer, "closed layer") == ""
+
+
+def _gland_rows(n, seed=0):
+    """Rows as the engine's gland table gives them, with areas whose text order differs from their
+    number order (9 < 10 < 100) and bounding boxes spread over a 600 x 800 image."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(1, n + 1):
+        y, x = int(rng.integers(0, 540)), int(rng.integers(0, 740))
+        rows.append({"id": i, "area": int(rng.choice([9, 10, 100, 1000, 25000])) + i,
+                     "mean_uncertainty": float(rng.random()), "bbox": (y, x, y + 60, x + 60)})
+    return rows
+
+
+def test_gland_table_sorts_goes_to_a_clicked_gland_exports_and_clears(make_napari_viewer, monkeypatch, tmp_path,
+                                                                       qtbot):
+    """The per-gland table (a view over a model, no per-cell objects): most uncertain gland first, a header
+    click sorts by that column's numbers, clicking a row centres the view on that gland, the tooltip lists
+    the row's other keys, the CSV has every gland, and an empty table clears it. Thousands of rows fill it."""
+    import csv
+
+    from qtpy.QtCore import Qt
+
+    viewer, widget = _dock(make_napari_viewer, monkeypatch, tmp_path, show=True)
+    viewer.add_image(np.zeros((600, 800), np.uint8), name="he")
+    display = widget.display_panel
+    table, model = display.table, display.table.gland_model
+    rows = _gland_rows(300)
+    display.set_glands(rows)
+    assert table.rowCount() == len(rows) == len(display.glands)
+    assert [model.headerData(c, Qt.Orientation.Horizontal) for c in range(table.columnCount())] == \
+        ["id", "area", "mean unc."]
+    shown_unc = [float(table.text(r, 2)) for r in range(table.rowCount())]
+    assert shown_unc == sorted(shown_unc, reverse=True)  # most uncertain first
+    top = max(rows, key=lambda g: g["mean_uncertainty"])
+    assert table.text(0, 0) == str(top["id"]) and table.text(0, 2) == f"{top['mean_uncertainty']:.3f}"
+    tip = model.data(model.index(0, 1), Qt.ItemDataRole.ToolTipRole)
+    assert f"bbox {' '.join(str(v) for v in top['bbox'])}" in tip and f"area {top['area']}" in tip
+
+    # a header click sorts by area as numbers (9 < 10 < 100), a second click reverses the order
+    from qtpy.QtCore import QPoint
+
+    header = table.horizontalHeader()
+    orders = []
+    for _ in range(2):
+        qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton,
+                         pos=QPoint(header.sectionViewportPosition(1) + 5, header.height() // 2))
+        areas = [int(table.text(r, 1)) for r in range(table.rowCount())]
+        assert areas in (sorted(areas), sorted(areas, reverse=True)), areas[:10]
+        orders.append(areas)
+    assert orders[0] == orders[1][::-1]
+    assert sorted(orders[0], key=str) != sorted(orders[0])  # the rows tell a text sort from a number sort
+
+    # clicking a row goes to the gland shown in that row (rows are sorted, not in id order)
+    from napari_cdma._widget_review import scene_camera
+
+    for row in (3, 0):
+        table.scrollTo(model.index(row, 0))
+        gland = next(g for g in rows if str(g["id"]) == table.text(row, 0))
+        qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
+                         pos=table.visualRect(model.index(row, 1)).center())
+        gy0, gx0, gy1, gx1 = gland["bbox"]
+        gy, gx = tuple(scene_camera(viewer).center)[-2:]
+        assert gy0 <= gy < gy1 and gx0 <= gx < gx1, (row, gland, gy, gx)
+
+    # the CSV has every gland (in id order, the bbox as "y0 x0 y1 x1")
+    with display.export_csv(tmp_path / "glands.csv").open(newline="") as f:
+        written = list(csv.DictReader(f))
+    assert [int(r["id"]) for r in written] == [g["id"] for g in rows]
+    assert written[5]["bbox"] == " ".join(str(v) for v in rows[5]["bbox"])
+    assert int(written[5]["area"]) == rows[5]["area"]
+
+    # thousands of rows, then none: the table follows
+    many = _gland_rows(20000, seed=1)
+    display.set_glands(many)
+    assert table.rowCount() == 20000
+    assert table.text(0, 0) == str(max(many, key=lambda g: g["mean_uncertainty"])["id"])
+    display.set_glands([])
+    assert table.rowCount() == 0 and display.glands == [] and table.text(0, 0) == ""
+    assert not display.go_to_gland(1)
