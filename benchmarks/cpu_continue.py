@@ -12,7 +12,7 @@ steps as ``<out>/step_<k>.pt``.
   python benchmarks/cpu_continue.py time --batch 4 --steps 6           # s/step here
   python benchmarks/cpu_continue.py train --steps N --batch B --lr 5e-4 --out runs/cpu_continue
   python benchmarks/cpu_continue.py eval bundled runs/cpu_continue/step_*.pt --out /tmp/D_train/val
-  python benchmarks/cpu_continue.py report --val /tmp/D_train/val --notes "..."   # results/cpu_continue.md
+  python benchmarks/cpu_continue.py report --val /tmp/D_train/val --notes "..."   # results/cpu_continue.md/.json
 
 ``eval`` scores checkpoints (and the bundled model, ``bundled``) on the 8 validation images only with
 ``benchmarks/eval_gpu_run.py``'s ``score`` (tiled inference, mean of the three branches, raw and with
