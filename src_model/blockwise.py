@@ -62,6 +62,10 @@ def release_freed_memory() -> None:
 _MALLOC_TRIM: Dict[str, Any] = {}
 
 
+#: Share of the image above which one object's box is reconstructed with the rest (skimage's call).
+WHOLE_SHARE = 0.5
+
+
 def h_maxima_by_object(image: np.ndarray, h: float) -> np.ndarray:
     """``skimage.morphology.h_maxima(image, h) > 0`` where ``image > 0``, for a float64 ``image >= 0`` (a
     smoothed distance transform) and a float ``h > 0``; False where ``image == 0``.
@@ -74,27 +78,51 @@ def h_maxima_by_object(image: np.ndarray, h: float) -> np.ndarray:
     reconstruction is at least ``O``, while anything reaching an object from outside passes a
     background pixel (mask 0) and is at most ``O``. The reconstruction only selects values (no
     arithmetic), so each object's pixels get exactly the whole-image values, and so the same residue.
+    An object whose box covers more than :data:`WHOLE_SHARE` of the image gains nothing from this:
+    then skimage's own function runs.
     """
     from skimage.morphology import reconstruction
 
     img = np.asarray(image)
-    out = np.zeros(img.shape, bool)
     if img.dtype != np.float64 or not h > 0:
         raise ValueError(f"expected a float64 image and h > 0, got {img.dtype} and {h}")
+    out = np.zeros(img.shape, bool)
     if h > np.ptp(img):  # as skimage: no h-maxima at all
         return out
-    shifted = img - h - 2 * np.finfo(img.dtype).resolution * np.abs(img)  # skimage's marker, the same floats
-    floor = min(float(shifted.max()), 0.0)
-    objects, n = ndi.label(img > 0, structure=np.ones((3, 3)))
+    scale = 2 * np.finfo(img.dtype).resolution
+
+    def marker(values: np.ndarray) -> np.ndarray:
+        m = values - h
+        r = np.abs(values)
+        r *= scale
+        m -= r
+        return m
+
+    # skimage's marker ``image - h - resolution``, the same floats, made box by box; its maximum row band
+    # by row band: no image-sized temporaries
+    step = max(1, (1 << 20) // max(1, img.shape[1]))
+    top = max(float(marker(img[y:y + step]).max()) for y in range(0, img.shape[0], step))
+    floor = min(top, 0.0)
+    objects = ndi.label(img > 0, structure=np.ones((3, 3)))[0]
+    boxes = ndi.find_objects(objects)
+    if max((sl[0].stop - sl[0].start) * (sl[1].stop - sl[1].start) for sl in boxes) > WHOLE_SHARE * img.size:
+        del objects  # one object fills most of the image: skimage's own, at its cost, and nothing held beside
+        from skimage.morphology import h_maxima
+
+        return (h_maxima(img, h) > 0) & (img > 0)
     hh, ww = img.shape
-    for k, sl in enumerate(ndi.find_objects(objects), start=1):
+    for k, sl in enumerate(boxes, start=1):
         box = (slice(max(0, sl[0].start - 1), min(hh, sl[0].stop + 1)),
                slice(max(0, sl[1].start - 1), min(ww, sl[1].stop + 1)))
-        inside = objects[box] == k
-        seed = np.where(inside, shifted[box], floor)
-        mask = np.where(inside, img[box], 0.0)
+        outside = objects[box] != k
+        seed = marker(img[box])
+        seed[outside] = floor
+        mask = img[box].copy()
+        mask[outside] = 0.0
         rec = reconstruction(seed, mask, method="dilation")
-        out[box] |= inside & (img[box] - rec >= h)
+        del seed, mask
+        rec -= img[box]  # -(image - rec): the same float as skimage's residue, negated
+        out[box] |= ~outside & (-rec >= h)
     return out
 
 
@@ -107,14 +135,14 @@ def window_instances(mask: np.ndarray, cfg: PostprocessConfig = DEFAULT_INSTANCE
     from skimage.segmentation import watershed
 
     fg = clean_mask(mask, cfg)
-    components, n = ndi.label(fg, structure=np.ones((3, 3)))
-    if n == 0:
-        glands = components.astype(np.int32)
+    if not fg.any():
+        glands = np.zeros(fg.shape, np.int32)
     else:  # postprocess.split_touching's steps, h_maxima(dist, h) & fg replaced by the same pixels
         dist = ndi.distance_transform_edt(fg)
         if cfg.split_sigma > 0:
             dist = ndi.gaussian_filter(dist, cfg.split_sigma)
         seeds, n_seeds = ndi.label(h_maxima_by_object(dist, cfg.split_h) & fg)
+        components, n = ndi.label(fg, structure=np.ones((3, 3)))  # labelled only now: less held meanwhile
         seeded = np.zeros(n + 1, bool)
         seeded[np.unique(components[seeds > 0])] = True
         unseeded = ~seeded[components] & fg
@@ -166,6 +194,7 @@ class BlockReview:
                 x1 = min(w, x0 + b)
                 ex0, ex1 = max(0, x0 - halo), min(w, x1 + halo)
                 local = window_instances(np.asarray(self.mask[ey0:ey1, ex0:ex1]) > 0, self.cfg)
+                release_freed_memory()  # the split's temporaries, before the review regions' ones
                 known = np.zeros_like(local)  # labels already final inside the window
                 if above is not None and y0 > ey0:
                     known[:y0 - ey0] = above[above.shape[0] - (y0 - ey0):, ex0:ex1]
