@@ -161,14 +161,17 @@ def window_instances(binary: np.ndarray) -> np.ndarray:
     as ``cdma export`` and the dock split them (:func:`src_model.postprocess.split_touching` with
     :data:`~src_model.postprocess.DEFAULT_INSTANCES`' settings, seeds at the export's resolution).
     Nothing is removed or filled: the labels' pixels are exactly the mask's, so a window accepted
-    unchanged changes nothing in the store."""
+    unchanged changes nothing in the store. Labels are 1..n with no gaps, so the largest is the count."""
+    from skimage.segmentation import relabel_sequential
+
     from src_model.export import SPLIT_COARSE
     from src_model.postprocess import DEFAULT_INSTANCES, split_touching
 
     mask = np.asarray(binary) > 0
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    return split_touching(mask, DEFAULT_INSTANCES.split_h, DEFAULT_INSTANCES.split_sigma, coarse=SPLIT_COARSE)
+    labels = split_touching(mask, DEFAULT_INSTANCES.split_h, DEFAULT_INSTANCES.split_sigma, coarse=SPLIT_COARSE)
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
 #: Neighbours (8-connectivity, each pair once) between which a split is carved.

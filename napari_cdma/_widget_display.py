@@ -312,8 +312,8 @@ class DisplayPanel(QWidget):
         """What lies under a world position: the uncertainty value and the gland id."""
         parts = []
         for what, layer in (("uncertainty", self.uncertainty_layer), ("gland", self.labels_layer)):
-            if layer is None or layer not in self.viewer.layers:
-                continue
+            if layer is None or layer not in self.viewer.layers or not layer.visible:
+                continue  # a hidden layer is not what the user sees under the cursor
             value = layer.get_value(position, world=True)
             if isinstance(value, tuple):  # a multiscale layer (a large image's uncertainty): (level, value)
                 value = value[-1]

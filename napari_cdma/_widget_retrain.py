@@ -256,6 +256,7 @@ class RetrainPanel(QWidget):
         self.loss_plot.update()
         self.job = None
         self.timer.stop()
+        self.eta_label.setText(_fmt_eta(None))  # no job, no time left (a cancelled run's ETA is stale)
         self.retrain_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 

@@ -17,7 +17,7 @@ def glas_mosaic(glas_dir: Path, height: int, width: int, glass: int = 0) -> np.n
     from src_model.io import read_image
 
     images = [read_image(p) for p in sorted((glas_dir / "images").glob("*.png"))]
-    out = np.empty((height, width, 3), np.uint8)
+    out = np.full((height, width, 3), 255, np.uint8)  # where rows of unequal heights leave a gap: white glass
     y = i = 0
     while y < height:
         x, row_h = 0, 0

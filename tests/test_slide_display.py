@@ -81,6 +81,15 @@ def test_edit_window_labels_one_gland_each_and_a_split_survives_accept():
     np.testing.assert_array_equal(inst > 0, mask)  # nothing removed or filled: the store's pixels exactly
     assert inst.max() == 3 and inst[100, 80] != inst[100, 210] and inst[10, 10] not in (inst[100, 80], 0)
     assert not window_instances(np.zeros((20, 20), np.uint8)).any()
+    # specks of one or a few pixels (the slide store keeps them) get labels too, numbered without gaps, so
+    # the edit window's "n gland(s)" (its largest label) is the count (the walk saw 78 said, 67 labels)
+    specks = mask.copy()
+    for y, x in ((5, 290), (195, 150), (190, 290), (150, 20)):
+        specks[y, x] = True
+    specks[150:152, 150:152] = True
+    numbered = window_instances(specks)
+    np.testing.assert_array_equal(numbered > 0, specks)
+    np.testing.assert_array_equal(np.unique(numbered), np.arange(numbered.max() + 1))
     # unchanged, or a boundary moved between glands that touched already: nothing carved
     np.testing.assert_array_equal(carve_splits(inst, inst), inst)
     moved = inst.copy()

@@ -230,3 +230,21 @@ def test_gland_table_sorts_goes_to_a_clicked_gland_exports_and_clears(make_napar
     display.set_glands([])
     assert table.rowCount() == 0 and display.glands == [] and table.text(0, 0) == ""
     assert not display.go_to_gland(1)
+
+
+def test_the_readout_reads_only_visible_layers(make_napari_viewer, monkeypatch, tmp_path):
+    """Under the cursor the readout gives the uncertainty and gland of the layers on screen; a hidden
+    layer (the walk: an image's overlay under a slide) is not what the user sees there."""
+    viewer, widget = _dock(make_napari_viewer, monkeypatch, tmp_path, show=False)
+    unc = viewer.add_image(np.full((40, 60), 0.25, np.float32), name="u")
+    labels = np.zeros((40, 60), np.int32)
+    labels[10:20, 10:30] = 7
+    lab = viewer.add_labels(labels, name="p")
+    panel = widget.display_panel
+    panel.show_result("he", unc, lab, (0.0, 1.0), [])
+    assert panel.value_text((15.0, 15.0)) == "Under cursor: uncertainty 0.25, gland 7"
+    assert panel.value_text((30.0, 50.0)) == "Under cursor: uncertainty 0.25"
+    unc.visible = False
+    assert panel.value_text((15.0, 15.0)) == "Under cursor: gland 7"
+    lab.visible = False
+    assert panel.value_text((15.0, 15.0)) == "Under cursor: -"

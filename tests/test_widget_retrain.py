@@ -142,4 +142,5 @@ def test_progress_keeps_every_loss_but_repaints_at_most_once_per_refresh_interva
     panel.job.queue = [Progress(step=32, total=100, metrics={"loss": 0.02}), Cancelled()]
     panel.poll()
     assert shown[-1] == 32 and panel.progress.value() == 0 and panel.state == "cancelled"
+    assert panel.eta_label.text() == _widget_retrain._fmt_eta(None)  # no stale "ETA 0:30" after Cancel
     assert len(panel.loss_plot.values) == 32
