@@ -257,12 +257,15 @@ class CdmaWidget(QWidget):
             except ValueError:
                 pass
 
-    def open_store(self, path: os.PathLike, quiet: bool = False) -> Optional[ProjectStore]:
+    def open_store(self, path: os.PathLike, quiet: bool = False,
+                   select_current: bool = True) -> Optional[ProjectStore]:
         """Open (or create) a project store and show its regions, versions and current model.
 
         Args:
             path: store directory.
             quiet: do not pop up an error notification if it cannot be opened.
+            select_current: select the store's current model in the Predict chooser (False keeps
+                the user's choice: a store created to keep a prediction just made).
 
         Returns:
             The ``ProjectStore``, or None if it could not be opened (the reason is shown).
@@ -282,7 +285,7 @@ class CdmaWidget(QWidget):
         self.store_edit.setText(str(path))
         self.restored_predictions.clear()
         restored, without = self._restore_layers(store)
-        self._sync_from_store(select_current=True)
+        self._sync_from_store(select_current=select_current)
         if restored:
             self._fit_view()  # the dock fills (regions, versions) after the image was added: fit it again
             note = f"\nReopened {restored} stored image(s) with their accepted regions"
@@ -309,11 +312,13 @@ class CdmaWidget(QWidget):
         """Keep a prediction written to the image's own prediction layer as the image's latest
         prediction in the store, with the image (off the GUI thread; saves run one after another,
         in order, so the last prediction made is the one kept)."""
-        store = self._store
-        if store is None or store.read_only or not result.image_hash or uncertainty is None:
+        if not result.image_hash or uncertainty is None:
             return
         h, w = np.shape(labels)[:2]
         if h * w > MAX_FULL_IMAGE_PIXELS:  # the store keeps slide-sized images by their regions only
+            return
+        store = self._store if self._store is not None else self._create_named_store(result.image_name)
+        if store is None or store.read_only:
             return
         name, image, digest = result.image_name, result.image, result.image_hash
         version = str(result.model_version) if result.model_version is not None else ""
@@ -343,6 +348,21 @@ class CdmaWidget(QWidget):
 
         _last_saver = threading.Thread(target=save, name=f"napari-cdma save prediction {name}")
         _last_saver.start()
+
+    def _create_named_store(self, image_name: str) -> Optional[ProjectStore]:
+        """The store of the path field, created now (as the first Accept creates it) when that folder
+        does not exist yet or is empty, so that a new project keeps its first prediction; None when no
+        folder is named, or it exists but did not open (its reason is in the store line)."""
+        text = self.store_edit.text().strip()
+        if not text:
+            return None
+        path = Path(text).expanduser()
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+            return None  # not opened when the dock started or when Open was pressed: not created here
+        store = self.open_store(path, quiet=True, select_current=False)  # never overwrites a store
+        if store is None:
+            self._on_prediction_saved(image_name, self.store_label.text())
+        return store
 
     def keep_edits(self) -> Dict[str, int]:
         """Keep the unaccepted edits of each image's prediction layer with its latest prediction in

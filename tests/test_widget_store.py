@@ -217,3 +217,53 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     _wait_predicted(qtbot, again, SAMPLE_NAME)
     np.testing.assert_array_equal(other.layers[name].data, edited)  # the new prediction went to another layer
     assert "400 edited pixel(s)" in again.predict_panel.last_message
+
+
+def test_first_prediction_of_a_new_project_is_kept_and_comes_back_on_reopen(make_napari_viewer, qtbot, tmp_path,
+                                                                            monkeypatch):
+    """The project folder is named ($NAPARI_CDMA_PROJECT) but does not exist yet: Predict creates the store
+    and keeps the prediction in it (the store line says so at once), Accept adds to that same store, and
+    reopening the dock on the folder brings the image back with its latest prediction and uncertainty."""
+    from napari_cdma._layers import names_for
+
+    path = tmp_path / "new project"
+    monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(path))
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert not path.exists() and widget.store_label.text() == ""
+    assert widget.predict_panel.model_choice() == ("version", "bundled")
+
+    _wait_predicted(qtbot, widget, SAMPLE_NAME)
+    from napari_cdma.project.store import ProjectStore
+
+    kept = ProjectStore.open(path, create=False)  # Predict created the store (StoreError if not)
+    assert kept.latest_prediction(widget.states[SAMPLE_NAME].image_hash) is not None
+    assert widget.store_label.text().startswith("0 accepted region(s) (0 held out) from 0 image(s)"), \
+        widget.store_label.text()
+    assert "current model: bundled" in widget.store_label.text()
+    assert widget.predict_panel.model_choice() == ("version", "bundled")
+
+    names = names_for(SAMPLE_NAME)
+    labels = viewer.layers[names["prediction"]]
+    labels.data[20:60, 20:60] = 0  # a correction, accepted
+    labels.data[30:50, 30:50] = 77
+    labels.refresh()
+    assert widget.review_panel.accept(bbox=(0, 0, 128, 128)) is not None, widget.review_panel.last_message
+    assert widget.store_label.text().startswith("1 accepted region(s)"), widget.store_label.text()
+    shown = np.array(labels.data)
+    unc = np.array(viewer.layers[names["uncertainty"]].data)
+    viewer.close()
+
+    other = make_napari_viewer()
+    _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)  # opens the folder of the environment
+    text = again.store_label.text()
+    assert "press Predict" not in text and "latest predictions" in text, text
+    assert names["prediction"] in other.layers and names["uncertainty"] in other.layers, \
+        [ly.name for ly in other.layers]
+    back = np.asarray(other.layers[names["prediction"]].data)
+    outside = np.ones(back.shape, bool)
+    outside[:128, :128] = False
+    np.testing.assert_array_equal(back[outside], shown[outside])
+    np.testing.assert_array_equal(back[:128, :128] > 0, shown[:128, :128] > 0)  # the accepted correction
+    np.testing.assert_allclose(other.layers[names["uncertainty"]].data, unc, atol=1e-3)
