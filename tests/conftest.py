@@ -67,3 +67,11 @@ def foreign_checkpoint(tmp_path) -> Path:
     path = tmp_path / "foreign.pt"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     return path
+
+
+@pytest.fixture(autouse=True)
+def _project_in_tmp(monkeypatch, tmp_path):
+    """Every test's default project store lies in its own tmp folder: Predict and Accept create the store
+    named by $NAPARI_CDMA_PROJECT (default ~/napari-cdma-project), which a test must never touch. A test
+    that names its own folder sets the variable again."""
+    monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(tmp_path / "default-project"))
