@@ -75,3 +75,19 @@ def _project_in_tmp(monkeypatch, tmp_path):
     named by $NAPARI_CDMA_PROJECT (default ~/napari-cdma-project), which a test must never touch. A test
     that names its own folder sets the variable again."""
     monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(tmp_path / "default-project"))
+
+
+@pytest.fixture(scope="module")
+def mosaic(glas_dir):
+    """A 640 x 768 slide tiled from the GlaS images (tests/_slides.py); modules may define their own."""
+    from _slides import glas_mosaic
+
+    return glas_mosaic(glas_dir, 640, 768)
+
+
+@pytest.fixture
+def slide_path(tmp_path, mosaic):
+    """``mosaic`` as a 3-level pyramidal TIFF."""
+    from _slides import write_pyramidal_tiff
+
+    return write_pyramidal_tiff(tmp_path / "case.tif", mosaic, levels=3)

@@ -5,24 +5,12 @@ only RGB images to predict. Real napari viewers (Xvfb), real slide files and sto
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from _slides import glas_mosaic, write_pyramidal_tiff
 from scipy import ndimage as ndi
 from test_widget_slide import PLUGIN, WIDGET, _predict, _slide_in_dock, _view
 
 from napari_cdma._layers import UNCERTAINTY_OPACITY, names_for, uncertainty_colormap, uncertainty_tint_start
 from napari_cdma._slide_view import RANGE_KEY, carve_splits, store_display_range, window_instances
 from src_model.slide_store import StoreInfo, create_store, open_store
-
-
-@pytest.fixture(scope="module")
-def mosaic(glas_dir):
-    return glas_mosaic(glas_dir, 640, 768)
-
-
-@pytest.fixture
-def slide_path(tmp_path, mosaic):
-    return write_pyramidal_tiff(tmp_path / "case.tif", mosaic, levels=3)
 
 
 def _store(path, mosaic, chunk=128, levels=3, done=None, glass=()):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _slides import chunk_files, glas_mosaic, write_pyramidal_tiff
+from _slides import chunk_files
 
 from napari_cdma._layers import UNCERTAINTY_OPACITY, names_for, uncertainty_colormap, uncertainty_tint_start
 from napari_cdma._slide_view import (
@@ -27,16 +27,6 @@ from src_model.slide_store import open_store
 
 PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
 CHUNK = 128
-
-
-@pytest.fixture(scope="module")
-def mosaic(glas_dir):
-    return glas_mosaic(glas_dir, 640, 768)
-
-
-@pytest.fixture
-def slide_path(tmp_path, mosaic):
-    return write_pyramidal_tiff(tmp_path / "case.tif", mosaic, levels=3)
 
 
 # --------------------------------------------------------------------------- Qt-free glue

@@ -87,6 +87,18 @@ def test_open_images_are_hashed_only_when_the_store_could_hold_them(make_napari_
     assert names_for("by hand")["accepted"] in viewer.layers
 
 
+def _accept_a_correction(viewer, widget):
+    """Edit the sample's prediction in its top-left 128 px box and accept that box; the prediction layer."""
+    from napari_cdma._layers import names_for
+
+    labels = viewer.layers[names_for(SAMPLE_NAME)["prediction"]]
+    labels.data[20:60, 20:60] = 0
+    labels.data[30:50, 30:50] = 77
+    labels.refresh()
+    assert widget.review_panel.accept(bbox=(0, 0, 128, 128)) is not None, widget.review_panel.last_message
+    return labels
+
+
 def _wait_predicted(qtbot, widget, name):
     panel = widget.predict_panel
     before = widget.states.get(name)
@@ -115,11 +127,7 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     _wait_predicted(qtbot, widget, "second")
     _wait_predicted(qtbot, widget, SAMPLE_NAME)
     names = names_for(SAMPLE_NAME)
-    labels = viewer.layers[names["prediction"]]
-    labels.data[20:60, 20:60] = 0  # a correction, accepted
-    labels.data[30:50, 30:50] = 77
-    labels.refresh()
-    assert widget.review_panel.accept(bbox=(0, 0, 128, 128)) is not None, widget.review_panel.last_message
+    labels = _accept_a_correction(viewer, widget)
     before = {n: (np.array(viewer.layers[names_for(n)["prediction"]].data),
                   np.array(viewer.layers[names_for(n)["uncertainty"]].data),
                   np.array(widget.states[n].original_labels)) for n in (SAMPLE_NAME, "second")}
@@ -245,11 +253,7 @@ def test_first_prediction_of_a_new_project_is_kept_and_comes_back_on_reopen(make
     assert widget.predict_panel.model_choice() == ("version", "bundled")
 
     names = names_for(SAMPLE_NAME)
-    labels = viewer.layers[names["prediction"]]
-    labels.data[20:60, 20:60] = 0  # a correction, accepted
-    labels.data[30:50, 30:50] = 77
-    labels.refresh()
-    assert widget.review_panel.accept(bbox=(0, 0, 128, 128)) is not None, widget.review_panel.last_message
+    labels = _accept_a_correction(viewer, widget)
     assert widget.store_label.text().startswith("1 accepted region(s)"), widget.store_label.text()
     shown = np.array(labels.data)
     unc = np.array(viewer.layers[names["uncertainty"]].data)
