@@ -21,7 +21,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import camera_for_tile, prediction_layers, style_prediction, uncertainty_tint_start
+from ._layers import (
+    IMAGE_KEY,
+    ROLE_KEY,
+    camera_for_tile,
+    prediction_layers,
+    style_prediction,
+    uncertainty_tint_start,
+    upsert_layer,
+)
 from ._messages import show_message
 from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
 
@@ -29,6 +37,25 @@ LEGEND_W, LEGEND_H = 160, 12
 TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # the CSV's first columns; other keys (bbox, ...) follow
 # The dock's table shows only these (they fit its width); the other keys go in each row's tooltip.
 TABLE_HEADERS = ("id", "area", "mean unc.")
+# The gland clicked in the table: one rectangle just outside its box, in a Shapes layer of its own (role
+# "selected gland", named after the image as the plugin's other layers). Magenta: apart from the green /
+# blue gland outlines, the cyan and yellow review boxes and the red accepted boxes.
+SELECTED_ROLE = "selected gland"
+SELECTED_COLOR, SELECTED_WIDTH, SELECTED_PAD = "magenta", 2.0, 2.0
+
+
+def selected_gland_name(image_name: str) -> str:
+    """Name of the layer that outlines the gland clicked in the table of image ``image_name``."""
+    return f"{image_name} {SELECTED_ROLE}"
+
+
+def gland_rectangle(bbox: Sequence[int], pad: float = SELECTED_PAD, width: float = SELECTED_WIDTH) -> np.ndarray:
+    """Corners (4, 2) (row, col) of a rectangle whose ``width`` px stroke lies ``pad`` px outside the
+    pixels of ``bbox`` (y0, x0, y1, x1), so it never covers the gland's own outline."""
+    y0, x0, y1, x1 = (float(v) for v in bbox)
+    d = pad + width / 2.0  # pixel edges at -0.5 (napari pixel centres are integers)
+    a, b, c, e = y0 - 0.5 - d, x0 - 0.5 - d, y1 - 0.5 + d, x1 - 0.5 + d
+    return np.array([[a, b], [a, e], [c, e], [c, b]], dtype=float)
 
 
 def legend_rgb(colormap: Any, width: int = LEGEND_W, height: int = LEGEND_H, opacity: float = 1.0) -> np.ndarray:
@@ -222,6 +249,7 @@ class DisplayPanel(QWidget):
         self.labels_layer: Any = None
         self.display_range: Tuple[float, float] = (0.0, 1.0)
         self.glands: List[Dict[str, Any]] = []
+        self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
 
         self.legend_box = UncertaintyLegend()
@@ -267,6 +295,7 @@ class DisplayPanel(QWidget):
     def show_result(self, image_name: str, uncertainty_layer: Any, labels_layer: Any,
                     display_range: Tuple[float, float], glands: Sequence[Dict[str, Any]]) -> None:
         """Show the legend of ``uncertainty_layer`` and the gland table of one prediction."""
+        self.clear_selected_gland()  # the previous image's outline (its name follows the image)
         self.image_name = image_name
         self.uncertainty_layer = uncertainty_layer
         self.labels_layer = labels_layer
@@ -279,6 +308,7 @@ class DisplayPanel(QWidget):
         """Fill the per-gland table (id, area, mean uncertainty; other keys such as the bbox in the
         row's tooltip). The rows' dicts are kept, not copied (each caller makes fresh ones): copying
         thousands of dicts on the GUI thread can set off a full garbage collection of napari's heap."""
+        self.clear_selected_gland()  # a new or cleared table: the outlined gland may no longer be there
         self.glands = list(glands)
         self.table.gland_model.set_rows(self.glands)
         # most uncertain gland first: the order in which to check them (a header click sorts again)
@@ -297,15 +327,46 @@ class DisplayPanel(QWidget):
         return gland.get("id") if gland is not None else None
 
     def go_to_gland(self, gland_id: Optional[int]) -> bool:
-        """Centre the view on a gland of the table (needs its "bbox", which the engine provides)."""
+        """Centre the view on a gland of the table (needs its "bbox", which the engine provides) and show
+        which one it is: its label becomes the prediction layer's selected label (painting goes on with
+        it; the other glands stay shown) and one magenta rectangle outlines it (replaced on the next click)."""
         row = next((g for g in self.glands if g.get("id") == gland_id), None)
         if row is None or not row.get("bbox"):
             return False
-        center, zoom = camera_for_tile(tuple(row["bbox"]), canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
+        bbox = tuple(int(v) for v in row["bbox"])
+        center, zoom = camera_for_tile(bbox, canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
         camera = scene_camera(self.viewer)
         camera.center = center
         camera.zoom = zoom
+        self._select_gland(int(row["id"]), bbox)
         return True
+
+    def _highlight_layer(self) -> Any:
+        name = selected_gland_name(self.image_name) if self.image_name else None
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _select_gland(self, gland_id: int, bbox: Tuple[int, int, int, int]) -> None:
+        labels = self.labels_layer
+        if labels is not None and labels in self.viewer.layers:
+            labels.selected_label = gland_id  # not show_selected_label: that would hide every other gland
+        self.selected_gland = gland_id
+        if not self.image_name:
+            return
+        # a new layer becomes the active one: keep the one the user works on (the labels to paint)
+        active = self.viewer.layers.selection.active
+        upsert_layer(self.viewer, selected_gland_name(self.image_name), [gland_rectangle(bbox)], "shapes",
+                     shape_type="rectangle", edge_color=SELECTED_COLOR, face_color="transparent",
+                     edge_width=SELECTED_WIDTH, opacity=1.0,
+                     metadata={ROLE_KEY: SELECTED_ROLE, IMAGE_KEY: self.image_name})
+        if active is not None and active in self.viewer.layers and self.viewer.layers.selection.active is not active:
+            self.viewer.layers.selection.active = active
+
+    def clear_selected_gland(self) -> None:
+        """Take the outline of the clicked gland off the canvas (the table was cleared or replaced)."""
+        self.selected_gland = None
+        layer = self._highlight_layer()
+        if layer is not None:
+            self.viewer.layers.remove(layer)
 
     # ------------------------------------------------------------------ cursor
     def value_text(self, position: Sequence[float]) -> str:

@@ -48,6 +48,10 @@ CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it:
 # The selected review box is drawn thicker and in another colour than the others: with ten cyan
 # squares on screen the pathologist must see at once which one "Next" went to.
 CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
+# The engine's review boxes never overlap, but they may touch: an outline drawn on a box's edge, half its
+# stroke outside the box, then lies on (or crosses) its neighbour's. Each outline is drawn inside its own
+# box's pixels instead, inset by half the widest stroke (the selected box's), so no two outlines overlap.
+OUTLINE_INSET = CURRENT_TILE_WIDTH / 2.0
 NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region was accepted. Draw a "
                    "rectangle or polygon (Draw) to accept more, or predict again with another model.")
 
@@ -97,6 +101,20 @@ def readable_list(widget: Any) -> None:
     widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     widget.setResizeMode(type(widget).ResizeMode.Adjust)
     widget.setUniformItemSizes(False)
+
+
+def outline_box(bbox: BBox, inset: float = OUTLINE_INSET) -> Tuple[float, float, float, float]:
+    """Where to draw the outline of the pixel box (y0, x0, y1, x1): its pixels span [y0 - 0.5, y1 - 0.5]
+    (napari pixel centres are integers); the line runs ``inset`` inside that edge (at most to the middle)."""
+    y0, x0, y1, x1 = (float(v) for v in bbox)
+    dy, dx = min(inset, (y1 - y0) / 2.0), min(inset, (x1 - x0) / 2.0)
+    return (y0 - 0.5 + dy, x0 - 0.5 + dx, y1 - 0.5 - dy, x1 - 0.5 - dx)
+
+
+def show_review_outlines(viewer: Any, image_name: str, tiles: List[Tuple[float, BBox]]) -> Any:
+    """:func:`~napari_cdma._layers.show_review_tiles` with each box's outline inside its own pixels
+    (:func:`outline_box`): touching boxes' outlines neither overlap nor cross."""
+    return show_review_tiles(viewer, image_name, [(s, outline_box(b)) for s, b in tiles])
 
 
 def scene_camera(viewer: Any) -> Any:
@@ -282,6 +300,9 @@ class ReviewPanel(QWidget):
         layer = self._tiles_layer()
         if layer is None or len(layer.data) != len(self.tiles) or not len(layer.data):
             return
+        drawn = [(*np.min(d, axis=0)[-2:], *np.max(d, axis=0)[-2:]) for d in layer.data]
+        if not np.allclose(drawn, [outline_box(b) for _, b in self.tiles]):
+            layer = show_review_outlines(self.viewer, self.image_name, self.tiles)  # drawn on the boxes' edges
         layer.edge_color = [CURRENT_TILE_COLOR if i == row else TILE_COLOR for i in range(len(self.tiles))]
         layer.edge_width = [CURRENT_TILE_WIDTH if i == row else TILE_WIDTH for i in range(len(self.tiles))]
 
@@ -303,7 +324,7 @@ class ReviewPanel(QWidget):
         row = self.tile_list.currentRow()
         first_gone = next(i for i, t in enumerate(self.tiles) if t not in kept)
         self._fill_tiles(kept)
-        show_review_tiles(self.viewer, image_name, kept)
+        show_review_outlines(self.viewer, image_name, kept)
         self._highlight(-1)
         self._next_row = min(first_gone if row < 0 else row, max(0, len(kept) - 1))
         return dropped

@@ -248,3 +248,60 @@ def test_the_readout_reads_only_visible_layers(make_napari_viewer, monkeypatch, 
     assert panel.value_text((15.0, 15.0)) == "Under cursor: gland 7"
     lab.visible = False
     assert panel.value_text((15.0, 15.0)) == "Under cursor: -"
+
+
+def test_a_clicked_gland_is_selected_and_outlined(make_napari_viewer, monkeypatch, tmp_path, qtbot):
+    """Clicking a row of the gland table shows which gland it is: its label becomes the prediction layer's
+    selected label (the other glands stay drawn, the labels unchanged, the labels layer still the one to
+    paint) and one rectangle just outside its box is drawn in the image's "selected gland" layer; a second
+    click moves that rectangle, and a cleared or replaced table takes it away."""
+    from qtpy.QtCore import Qt
+
+    from napari_cdma._widget_display import SELECTED_ROLE, selected_gland_name
+    from src_model.gland_table import gland_table
+
+    viewer, widget = _dock(make_napari_viewer, monkeypatch, tmp_path, show=True)
+    viewer.add_image(np.zeros((300, 400, 3), np.uint8), name="he", rgb=True)
+    labels = np.zeros((300, 400), np.int32)
+    labels[20:60, 30:90] = 3
+    labels[150:260, 200:240] = 5
+    labels[100:130, 300:390] = 8
+    unc = viewer.add_image(np.linspace(0, 1, 300 * 400, dtype=np.float32).reshape(300, 400), name="he uncertainty")
+    lab = viewer.add_labels(labels.copy(), name="he prediction")
+    glands = gland_table(labels, np.asarray(unc.data))
+    display = widget.display_panel
+    display.show_result("he", unc, lab, (0.0, 1.0), glands)
+    viewer.layers.selection.active = lab
+    table, model = display.table, display.table.gland_model
+    name = selected_gland_name("he")
+    assert name not in viewer.layers
+
+    boxes = []
+    for row in (0, 2):
+        table.scrollTo(model.index(row, 0))
+        qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
+                         pos=table.visualRect(model.index(row, 1)).center())
+        gland_id = int(table.text(row, 0))
+        ys, xs = np.nonzero(labels == gland_id)
+        assert lab.selected_label == gland_id == display.selected_gland
+        assert not lab.show_selected_label and np.array_equal(lab.data, labels)  # every gland still drawn, unchanged
+        assert viewer.layers.selection.active is lab  # painting goes on in the prediction layer
+        layer = viewer.layers[name]
+        assert layer.metadata[ROLE_KEY] == SELECTED_ROLE and layer.metadata[IMAGE_KEY] == "he"
+        assert len(layer.data) == 1 and layer.shape_type == ["rectangle"]
+        (lo_y, lo_x), (hi_y, hi_x) = layer.data[0].min(axis=0), layer.data[0].max(axis=0)
+        # the stroke (half its width each side of the line) lies outside the gland's pixels, close to them
+        half = float(np.asarray(layer.edge_width)[0]) / 2
+        assert lo_y + half <= ys.min() - 0.5 and hi_y - half >= ys.max() + 0.5
+        assert lo_x + half <= xs.min() - 0.5 and hi_x - half >= xs.max() + 0.5
+        assert max(ys.min() - lo_y, hi_y - ys.max(), xs.min() - lo_x, hi_x - xs.max()) < 8
+        boxes.append((gland_id, layer.data[0].copy()))
+    assert boxes[0][0] != boxes[1][0] and not np.allclose(boxes[0][1], boxes[1][1])  # the second click moved it
+    assert sum(ly.name == name for ly in viewer.layers) == 1
+
+    display.set_glands([])  # the table cleared: the outline goes
+    assert name not in viewer.layers and display.selected_gland is None
+    display.set_glands(glands)
+    assert display.go_to_gland(glands[0]["id"]) and name in viewer.layers
+    display.show_result("he", unc, lab, (0.0, 1.0), glands)  # a new prediction of the image
+    assert name not in viewer.layers
