@@ -37,8 +37,9 @@ HIST_BINS = 4096
 def release_freed_memory() -> None:
     """Hand memory freed by Python and numpy back to the system (glibc's ``malloc_trim``; nothing
     elsewhere). glibc keeps freed blocks of up to 32 MB in its heaps for reuse, and a worker thread's
-    heap holds on to the prediction's and each block's temporaries: 100-300 MB of the process's
-    resident memory that nothing uses while the next blocks are post-processed."""
+    heap holds on to the prediction's and each block's temporaries: on the 6000 x 6000 bench mosaic
+    ~170 MB of resident memory between blocks, and a block's peak 30 MB higher. Costs ~0.12 s a
+    block (its pages are faulted in again): 44 vs 36 s for the 64 blocks on the busy 2-core machine."""
     trim = _MALLOC_TRIM.get("fn", False)
     if trim is False:
         trim = None
@@ -194,7 +195,6 @@ class BlockReview:
                 x1 = min(w, x0 + b)
                 ex0, ex1 = max(0, x0 - halo), min(w, x1 + halo)
                 local = window_instances(np.asarray(self.mask[ey0:ey1, ex0:ex1]) > 0, self.cfg)
-                release_freed_memory()  # the split's temporaries, before the review regions' ones
                 known = np.zeros_like(local)  # labels already final inside the window
                 if above is not None and y0 > ey0:
                     known[:y0 - ey0] = above[above.shape[0] - (y0 - ey0):, ex0:ex1]
@@ -208,6 +208,7 @@ class BlockReview:
                 release_freed_memory()
                 yield y0, x0, final
             above = row[-halo:] if above is None or row.shape[0] >= halo else np.concatenate([above, row])[-halo:]
+        release_freed_memory()  # the last block's, before the results are handed over
 
     def _relabel(self, local: np.ndarray, known: np.ndarray, core: np.ndarray) -> np.ndarray:
         """Lookup table local id -> final id: the known label it overlaps most, else (if it is in the
