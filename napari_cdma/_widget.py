@@ -62,14 +62,13 @@ from ._layers import (
     raise_overlays,
     show_accepted,
     show_prediction,
-    show_review_tiles,
     source_path,
     unsaved_edits,
 )
 from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
-from ._widget_review import ReviewPanel, scene_camera
+from ._widget_review import ReviewPanel, scene_camera, show_review_outlines
 from ._widget_slide import SlidePanel
 from ._widget_store import (
     open_image_hashes,
@@ -496,7 +495,7 @@ class CdmaWidget(QWidget):
         ranked = not_yet_accepted(state.ranked, boxes)
         added = False
         if names["tiles"] not in self.viewer.layers:
-            show_review_tiles(self.viewer, name, ranked)
+            show_review_outlines(self.viewer, name, ranked)
             added = True
         if names["accepted"] not in self.viewer.layers:  # made now, so that an accept never adds a layer
             show_accepted(self.viewer, name, boxes)
@@ -797,7 +796,7 @@ class CdmaWidget(QWidget):
         ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
         # the layers below, each a few hundred ms of GUI time (a Shapes layer's first redraw over a second
         # on a busy 2-core machine), come one per event-loop turn after a large image's prediction
-        later = [lambda: show_review_tiles(self.viewer, name, ranked)]
+        later = [lambda: show_review_outlines(self.viewer, name, ranked)]
         notes = []
         was_restored = False
         if secondary:

@@ -55,7 +55,6 @@ from ._layers import (
     names_for,
     narrow_combo,
     show_accepted,
-    show_review_tiles,
     style_prediction,
     uncertainty_colormap,
 )
@@ -79,7 +78,7 @@ from ._slide_view import (
     window_instances,
 )
 from ._widget_display import UncertaintyLegend
-from ._widget_review import canvas_hw, readable_list, scene_camera
+from ._widget_review import canvas_hw, readable_list, scene_camera, show_review_outlines
 
 Box = Tuple[int, int, int, int]
 #: Chunk side of the stores the panel creates (the store's unit of work and of caching).
@@ -429,7 +428,7 @@ class SlidePanel(QWidget):
         self.tile_list.clear()
         for score, (y0, x0, y1, x1) in self.tiles:
             self.tile_list.addItem(QListWidgetItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}"))
-        show_review_tiles(self.viewer, name, self.tiles)
+        show_review_outlines(self.viewer, name, self.tiles)
 
     def go_to(self, row: int) -> None:
         """Centre the camera on review region ``row``."""
