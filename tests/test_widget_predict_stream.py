@@ -45,6 +45,9 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     viewer, widget, image = dock
     panel = widget.predict_panel
     assert widget.predict(NAME), panel.last_message
+    # listen before the event loop runs again: the worker's events are queued to this thread, so none is missed
+    rows, progress = [], []
+    panel._worker.yielded.connect(lambda ev: rows.append(ev) if isinstance(ev, Rows) else None)
     # allocated before the worker has produced anything: image-sized, empty (added one per event-loop turn)
     qtbot.waitUntil(lambda: all(n in viewer.layers for n in _live_names()), timeout=5_000)
     live_labels, live_unc = (viewer.layers[n] for n in _live_names())
@@ -52,8 +55,6 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     assert live_labels.data.shape == image.shape[:2]
     assert live_labels.data.dtype == labels_dtype(image.shape) == np.uint16
     assert live_unc.multiscale and live_unc.data[0].shape == image.shape[:2] and live_unc.data[0].dtype == np.float16
-    rows, progress = [], []
-    panel._worker.yielded.connect(lambda ev: rows.append(ev) if isinstance(ev, Rows) else None)
 
     def partial() -> bool:
         progress.append((panel.progress.value(), panel.progress.maximum(), panel.running))
