@@ -708,3 +708,22 @@ def test_a_store_written_before_predictions_were_kept_opens_and_takes_one(tmp_pa
     assert store.predictions() == [] and store.latest_prediction(hash_image(image)) is None
     store.save_prediction(hash_image(image), mask, np.zeros(mask.shape, np.float32), model_version=BUNDLED)
     assert len(ProjectStore.open(root).predictions()) == 1
+
+
+def test_large_labels_are_stored_band_by_band_exactly(tmp_path):
+    """A prediction's uint16 gland labels above 255 are kept as uint32, cast a band of chunks at a time
+    (no whole-image uint32 copy at the hand-over): the file reads back exact, and its checksum is the
+    one of the whole cast array."""
+    from napari_cdma.project import store_io
+
+    rows = 2 * store_io.CHUNK + 37  # three bands, the last partial
+    labels = np.random.default_rng(1).integers(0, 700, (rows, 300)).astype(np.uint16)
+    assert store_io.checksum(labels, np.uint32) == store_io.checksum(labels.astype(np.uint32))
+    assert store_io.checksum(labels[:, ::2], np.uint32) == store_io.checksum(labels[:, ::2].astype(np.uint32))
+    store = ProjectStore.open(tmp_path / "st")
+    digest = "ab" * 32
+    unc = np.zeros(labels.shape, np.float32)
+    store.save_prediction(digest, labels, unc, model_version=BUNDLED, model_sha256=store.model_checksum(BUNDLED))
+    back, _ = ProjectStore.open(tmp_path / "st").load_prediction(digest)
+    assert back.dtype == np.uint32
+    np.testing.assert_array_equal(back, labels)

@@ -243,11 +243,18 @@ LABEL_MAX = int(np.iinfo(np.uint32).max)
 
 def _label_array(mask: Any, shape: Tuple[int, int], name: str) -> np.ndarray:
     """Labels as stored (uint8, or uint32 above 255); refuses values the store cannot keep exactly."""
+    mask, dtype = _label_dtype(mask, shape, name)
+    return mask.astype(dtype)
+
+
+def _label_dtype(mask: Any, shape: Tuple[int, int], name: str) -> Tuple[np.ndarray, np.dtype]:
+    """``mask`` as an array and the dtype the store keeps it as (uint8, or uint32 above 255), not
+    cast (a whole 6000 x 6000 cast to uint32 is 144 MB); refuses values the store cannot keep exactly."""
     mask = np.asarray(mask)
     if mask.shape != shape:
         raise ValueError(f"{name} mask has shape {mask.shape}, the region is {shape}")
     if mask.dtype == bool:
-        return mask.astype(np.uint8)
+        return mask, np.dtype(np.uint8)
     if np.issubdtype(mask.dtype, np.floating):
         if mask.size and not np.all(np.isfinite(mask)):
             raise ValueError(f"{name} mask has NaN or infinite values; labels must be whole numbers "
@@ -268,7 +275,7 @@ def _label_array(mask: Any, shape: Tuple[int, int], name: str) -> np.ndarray:
             raise ValueError(f"{name} mask has label {top}, which does not fit the store's uint32 labels "
                              f"(max {LABEL_MAX})")
     out_dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint32
-    return mask.astype(out_dtype)
+    return mask, np.dtype(out_dtype)
 
 
 _HEX64_LEN = 64
@@ -1157,26 +1164,26 @@ class ProjectStore:
         if shape[0] * shape[1] > MAX_FULL_IMAGE_PIXELS:
             raise ValueError(f"a prediction of {shape[0]}x{shape[1]} is larger than {MAX_FULL_IMAGE_PIXELS} "
                              "pixels; the store keeps the predictions of whole images only")
-        labels_arr = _label_array(labels, shape, "prediction")
+        labels_arr, labels_dtype = _label_dtype(labels, shape, "prediction")
         unc = np.asarray(uncertainty)
         if unc.shape != shape:
             raise ValueError(f"uncertainty has shape {unc.shape}, the labels {shape}")
         unc = np.ascontiguousarray(unc, dtype=np.float16)
-        arrays = {"labels": labels_arr, "uncertainty": unc}
+        arrays = {"labels": (labels_arr, labels_dtype), "uncertainty": (unc, unc.dtype)}
         if edited is not None:
-            arrays["edited"] = _label_array(edited, shape, "edited")
+            arrays["edited"] = _label_dtype(edited, shape, "edited")
         lo, hi = (float(v) for v in display_range)
         regions = [[float(score), [int(v) for v in box]] for score, box in ranked]
         digest = str(image_hash)
-        sums = {k: _io.checksum(a) for k, a in arrays.items()}
+        sums = {k: _io.checksum(a, dt) for k, (a, dt) in arrays.items()}  # cast a band at a time
         what = f"saving the latest prediction of image {digest[:12]}"
         with _io.all_or_nothing(what) as (placed, staged):
             # the arrays are written and synced before the lock is taken: other writers (and the
             # GUI thread's reads of the index) wait only for the rename and the index
             tmp = self._staging_dir(staged)
             _write_group(tmp)
-            for key, arr in arrays.items():
-                _write_array(tmp / key, arr)
+            for key, (arr, dt) in arrays.items():
+                _write_array(tmp / key, arr, dtype=dt)
             _io.fsync_tree(tmp)
             with self._mutation() as index:
                 predictions = index.setdefault("predictions", {})

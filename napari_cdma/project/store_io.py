@@ -105,11 +105,16 @@ def inside(root: Path, rel: str, what: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- checksums
-def checksum(data: np.ndarray) -> str:
-    """``"sha256:<hex>"`` of an array's shape, dtype and bytes (C order)."""
-    data = np.ascontiguousarray(data)
-    h = hashlib.sha256(f"{tuple(int(s) for s in data.shape)}|{data.dtype.str}|".encode())
-    h.update(data.reshape(-1).view(np.uint8))  # the same bytes as tobytes(), without copying them
+def checksum(data: np.ndarray, dtype: Any = None) -> str:
+    """``"sha256:<hex>"`` of an array's shape, dtype and bytes (C order); with ``dtype``, of the array
+    cast to it, computed :data:`CHUNK` rows at a time (no whole-array copy)."""
+    dtype = np.dtype(data.dtype if dtype is None else dtype)
+    h = hashlib.sha256(f"{tuple(int(s) for s in data.shape)}|{dtype.str}|".encode())
+    parts = [data] if dtype == data.dtype or not data.ndim else (
+        data[r:r + CHUNK] for r in range(0, data.shape[0], CHUNK))
+    for part in parts:
+        part = np.ascontiguousarray(part, dtype=dtype)
+        h.update(part.reshape(-1).view(np.uint8))  # the same bytes as tobytes(), without copying them
     return "sha256:" + h.hexdigest()
 
 
@@ -141,8 +146,10 @@ def copy_file_synced(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
-def write_array(path: Path, data: np.ndarray, attributes: Optional[Dict[str, Any]] = None) -> None:
-    """Write ``data`` as a zarr v3 array at directory ``path`` (which must not exist yet).
+def write_array(path: Path, data: np.ndarray, attributes: Optional[Dict[str, Any]] = None,
+                dtype: Any = None) -> None:
+    """Write ``data`` (cast to ``dtype`` if given, :data:`CHUNK` rows at a time) as a zarr v3 array at
+    directory ``path`` (which must not exist yet).
 
     Every chunk is written, background ones included, so a chunk file that is missing later is
     damage (zarr would otherwise read it back silently as its fill value).
@@ -151,10 +158,15 @@ def write_array(path: Path, data: np.ndarray, attributes: Optional[Dict[str, Any
     from zarr.storage import LocalStore
 
     chunks = tuple(min(int(s), CHUNK) if i < 2 else int(s) for i, s in enumerate(data.shape))
-    arr = zarr.create_array(store=LocalStore(str(path)), shape=data.shape, dtype=data.dtype,
+    dtype = np.dtype(data.dtype if dtype is None else dtype)
+    arr = zarr.create_array(store=LocalStore(str(path)), shape=data.shape, dtype=dtype,
                             chunks=chunks, overwrite=False, attributes=attributes or {},
                             config={"write_empty_chunks": True})
-    arr[...] = data
+    if dtype == data.dtype or not data.ndim:
+        arr[...] = data
+        return
+    for r in range(0, data.shape[0], CHUNK):  # one band of chunks at a time: no whole-array cast
+        arr[r:r + CHUNK] = data[r:r + CHUNK].astype(dtype)
 
 
 def write_group(path: Path, attributes: Optional[Dict[str, Any]] = None) -> None:
