@@ -290,7 +290,6 @@ def warm_up() -> Any:
     dash patterns there (computed in pure Python the first time a line visual is made: 0.18 s of
     the first labels layer's creation, for its polygon overlay, on a busy 2-core machine); the thread."""
     import importlib
-    import threading
 
     def run() -> None:
         for name in WARM_MODULES:
@@ -580,10 +579,9 @@ class LiveLayers:
         from ._layers import paste_corrections
 
         layer = self.labels_layer
-        original = self.model_labels
         if not corrections:
-            return original, 0
-        # pasted glands get ids above every id in the layer
+            return self.model_labels, 0
+        # pasted glands get ids above every id in the layer (room_for may widen model_labels too)
         self.room_for(self.largest + sum(int(np.asarray(m).max(initial=0)) for _, m in corrections))
         original = self.model_labels
         h, w = layer.data.shape
