@@ -55,6 +55,7 @@ from qtpy.QtWidgets import (
 from ._layers import (
     IMAGE_KEY,
     Reviewed,
+    image_from_layer,
     is_derived,
     names_for,
     not_yet_accepted,
@@ -432,8 +433,6 @@ class CdmaWidget(QWidget):
     def _restore_predictions(self, store: ProjectStore, names: Dict[str, str]) -> List[str]:
         """Show the store's latest prediction of each shown image whose prediction layer is not open;
         returns the names of the images whose prediction was shown."""
-        from ._layers import image_from_layer
-
         layers = self.viewer.layers
         shown: List[str] = []
         first: Optional[str] = None
