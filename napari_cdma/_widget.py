@@ -641,7 +641,7 @@ class CdmaWidget(QWidget):
         labels, umap = display.labels_layer, display.uncertainty_layer
         if labels is None or umap is None or labels not in self.viewer.layers or umap not in self.viewer.layers:
             return
-        from src_model.uncertainty import gland_table
+        from src_model.gland_table import gland_table  # not via src_model.uncertainty: that imports torch
 
         try:
             display.set_glands(gland_table(np.asarray(labels.data), np.asarray(umap.data)))
