@@ -509,7 +509,7 @@ class SlidePanel(QWidget):
         edited = np.asarray(layer.data)
         # the store keeps gland / background: glands the user split apart (touching, with different labels)
         # are kept apart by a 1 px gap; glands that touched when the window opened stay as they are
-        carved = carve_splits(edited, w.get("instances", edited))
+        carved = carve_splits(edited, w["instances"])  # set by edit_window, updated by each accept
         corrected = (carved > 0).astype(np.uint8)
         try:
             self._restore_withdrawn(w["store"], strict=True)
