@@ -75,6 +75,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def value_under(viewer: Any, layer: Any, position: Sequence[float]) -> Any:
+    """The value of ``layer`` at a world position, or None when there is none there or the layer is
+    absent or hidden (a hidden layer is not what the user sees under the cursor)."""
+    if layer is None or layer not in viewer.layers or not layer.visible:
+        return None
+    value = layer.get_value(position, world=True)
+    if isinstance(value, tuple):  # a multiscale layer (a large image's or a slide's): (level, value)
+        value = value[-1]
+    return value
+
+
 class GlandTableModel(QAbstractTableModel):
     """The per-gland rows for a Qt view, kept as one numpy column per shown key and the rows' dicts:
     no per-cell object is made, so filling thousands of rows costs a few milliseconds; a cell's text and
@@ -373,11 +384,7 @@ class DisplayPanel(QWidget):
         """What lies under a world position: the uncertainty value and the gland id."""
         parts = []
         for what, layer in (("uncertainty", self.uncertainty_layer), ("gland", self.labels_layer)):
-            if layer is None or layer not in self.viewer.layers or not layer.visible:
-                continue  # a hidden layer is not what the user sees under the cursor
-            value = layer.get_value(position, world=True)
-            if isinstance(value, tuple):  # a multiscale layer (a large image's uncertainty): (level, value)
-                value = value[-1]
+            value = value_under(self.viewer, layer, position)
             if value is None:
                 continue
             if what == "uncertainty":

@@ -77,7 +77,7 @@ from ._slide_view import (
     visible_world_box,
     window_instances,
 )
-from ._widget_display import UncertaintyLegend
+from ._widget_display import UncertaintyLegend, value_under
 from ._widget_review import canvas_hw, readable_list, scene_camera, show_review_outlines
 
 Box = Tuple[int, int, int, int]
@@ -246,11 +246,7 @@ class SlidePanel(QWidget):
         for kind in ("uncertainty", "glands"):
             name = f"{layer.name} {kind}" if layer is not None else ""
             shown = self.viewer.layers[name] if name in self.viewer.layers else None
-            if shown is None or not shown.visible:
-                continue
-            value = shown.get_value(position, world=True)
-            if isinstance(value, tuple):  # multiscale: (level, value)
-                value = value[-1]
+            value = value_under(self.viewer, shown, position)
             if value is None:
                 continue
             if kind == "uncertainty":
