@@ -23,7 +23,7 @@ from typing import Any, Dict, Generator, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from .postprocess import DEFAULT_INSTANCES, PostprocessConfig, clean_mask, fill_lumens, to_instances
+from .postprocess import DEFAULT_INSTANCES, PostprocessConfig, clean_mask, fill_lumens, flood_from_peaks, to_instances
 from .tissue import tissue_mask
 from .uncertainty import review_regions
 
@@ -133,23 +133,14 @@ def window_instances(mask: np.ndarray, cfg: PostprocessConfig = DEFAULT_INSTANCE
     object (:func:`h_maxima_by_object`); everything else is the engine's."""
     if cfg.split_h <= 0:
         return to_instances(mask, cfg)
-    from skimage.segmentation import watershed
-
     fg = clean_mask(mask, cfg)
     if not fg.any():
         glands = np.zeros(fg.shape, np.int32)
-    else:  # postprocess.split_touching's steps, h_maxima(dist, h) & fg replaced by the same pixels
+    else:  # postprocess.split_touching, h_maxima(dist, h) & fg replaced by the same pixels
         dist = ndi.distance_transform_edt(fg)
         if cfg.split_sigma > 0:
             dist = ndi.gaussian_filter(dist, cfg.split_sigma)
-        seeds, n_seeds = ndi.label(h_maxima_by_object(dist, cfg.split_h) & fg)
-        components, n = ndi.label(fg, structure=np.ones((3, 3)))  # labelled only now: less held meanwhile
-        seeded = np.zeros(n + 1, bool)
-        seeded[np.unique(components[seeds > 0])] = True
-        unseeded = ~seeded[components] & fg
-        seeds[unseeded] = components[unseeded] + n_seeds
-        del components, unseeded
-        glands = watershed(-dist, seeds, mask=fg).astype(np.int32)
+        glands = flood_from_peaks(fg, dist, h_maxima_by_object(dist, cfg.split_h) & fg)
     return fill_lumens(glands) if cfg.lumen_holes else glands
 
 

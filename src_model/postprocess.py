@@ -78,12 +78,10 @@ def split_touching(mask: np.ndarray, h: float, sigma: float = 2.0, coarse: int =
     the same (slide export uses 2).
     """
     from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
 
     fg = np.asarray(mask) > 0
-    components, n = ndi.label(fg, structure=np.ones((3, 3)))
-    if n == 0:
-        return components.astype(np.int32)
+    if not fg.any():
+        return np.zeros(fg.shape, np.int32)
     dist = ndi.distance_transform_edt(fg)
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma)
@@ -96,11 +94,22 @@ def split_touching(mask: np.ndarray, h: float, sigma: float = 2.0, coarse: int =
         peaks = np.repeat(np.repeat(peaks, coarse, 0), coarse, 1)[:fg.shape[0], :fg.shape[1]] & fg
     else:
         peaks = h_maxima(dist, h) & fg
+    return flood_from_peaks(fg, dist, peaks)
+
+
+def flood_from_peaks(fg: np.ndarray, dist: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """The watershed of :func:`split_touching`: int32 labels of ``fg`` (bool, not empty) flooded over
+    ``-dist`` from the connected blobs of ``peaks`` (bool, inside ``fg``); an 8-connected component of
+    ``fg`` without a peak is its own seed, so no foreground pixel is dropped."""
+    from skimage.segmentation import watershed
+
     seeds, n_seeds = ndi.label(peaks)
+    components, n = ndi.label(fg, structure=np.ones((3, 3)))  # labelled only now: less held meanwhile
     seeded = np.zeros(n + 1, bool)
     seeded[np.unique(components[seeds > 0])] = True
     unseeded = ~seeded[components] & fg
     seeds[unseeded] = components[unseeded] + n_seeds  # a whole component is its own seed
+    del components, unseeded
     return watershed(-dist, seeds, mask=fg).astype(np.int32)
 
 
