@@ -159,8 +159,6 @@ def display_range(uncertainty_map: np.ndarray, tissue: Optional[np.ndarray] = No
     return lo, hi
 
 
-
-
 # --------------------------------------------------------------------------- review regions
 
 def _place(cy: float, cx: float, hy: int, hx: int, h: int, w: int) -> Box:
