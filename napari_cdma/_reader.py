@@ -67,8 +67,7 @@ def _store_layers(p: Path, name: str) -> Tuple[List[LayerData], Tuple[float, flo
 
     from src_model.slide_store import open_store
 
-    from ._layers import UNCERTAINTY_OPACITY, uncertainty_colormap
-    from ._slide_view import RANGE_KEY, store_display_range
+    from ._slide_view import RANGE_KEY, store_display_range, uncertainty_style
 
     store = open_store(p)
     ds = store.info.downsample
@@ -76,12 +75,10 @@ def _store_layers(p: Path, name: str) -> Tuple[List[LayerData], Tuple[float, flo
     glands = [da.from_zarr(a) for a in store.glands]
     unc = [da.from_zarr(a) for a in store.uncertainty]
     rng = store_display_range(store)  # None before any chunk is predicted: the whole uint8 range then
-    limits = [0.0, 255.0] if rng is None else [255.0 * rng[0], 255.0 * rng[1]]  # the store keeps 255 x value
     unc_meta = dict(meta, **({RANGE_KEY: rng} if rng is not None else {}))
     return [
-        (unc, {"name": f"{name} uncertainty", "multiscale": True, "colormap": uncertainty_colormap(),
-               "opacity": UNCERTAINTY_OPACITY, "blending": "translucent", "gamma": 1.0, "contrast_limits": limits,
-               "scale": (ds, ds), "visible": True, "metadata": unc_meta}, "image"),
+        (unc, {"contrast_limits": [0.0, 255.0], **uncertainty_style(rng), "name": f"{name} uncertainty",
+               "multiscale": True, "scale": (ds, ds), "metadata": unc_meta}, "image"),
         (glands, {"name": f"{name} glands", "multiscale": True, "scale": (ds, ds), "opacity": 0.5,
                   "metadata": meta}, "labels"),
     ], (ds, ds)

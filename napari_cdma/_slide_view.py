@@ -156,6 +156,19 @@ def store_display_range(store: Any, max_pixels: int = RANGE_PIXELS) -> Optional[
     return float(lo), float(hi), int(level)
 
 
+def uncertainty_style(rng: Optional[Sequence[float]]) -> dict:
+    """Layer keywords of a slide store's uncertainty, drawn as the dock draws an image's (visible, the same
+    fading colormap, opacity and blending), with contrast limits from ``rng`` (:func:`store_display_range`,
+    uncertainty units; the store keeps ``round(255 x value)``) when given."""
+    from ._layers import UNCERTAINTY_OPACITY, uncertainty_colormap
+
+    style = dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, blending="translucent",
+                 gamma=1.0, visible=True)
+    if rng is not None:
+        style["contrast_limits"] = [255.0 * rng[0], 255.0 * rng[1]]
+    return style
+
+
 def window_instances(binary: np.ndarray) -> np.ndarray:
     """One label per gland of an edit window's gland mask (int32, 0 = background): touching glands split
     as ``cdma export`` and the dock split them (:func:`src_model.postprocess.split_touching` with
@@ -373,4 +386,5 @@ def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
 __all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY", "STORE_KEY",
            "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box", "export_geojson_job",
            "missing_chunks", "predict_view_job", "review_over_store", "slide_of", "store_display_range",
-           "to_store_box", "view_chunks", "visible_world_box", "window_instances", "write_window"]
+           "to_store_box", "uncertainty_style", "view_chunks", "visible_world_box", "window_instances",
+           "write_window"]

@@ -49,14 +49,12 @@ from qtpy.QtWidgets import (
 
 from ._layers import (
     OUTLINE_WIDTH,
-    UNCERTAINTY_OPACITY,
     camera_for_tile,
     gland_colormap,
     names_for,
     narrow_combo,
     show_accepted,
     style_prediction,
-    uncertainty_colormap,
 )
 from ._messages import show_message
 from ._slide_view import (
@@ -74,6 +72,7 @@ from ._slide_view import (
     slide_of,
     store_display_range,
     to_store_box,
+    uncertainty_style,
     visible_world_box,
     window_instances,
 )
@@ -372,11 +371,7 @@ class SlidePanel(QWidget):
             if rng is not None:
                 self.ranges[str(store_path)] = rng
         meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True}
-        unc_style = dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, blending="translucent",
-                         gamma=1.0, visible=True)
-        if rng is not None:  # the layer holds round(255 x uncertainty)
-            unc_style["contrast_limits"] = [255.0 * rng[0], 255.0 * rng[1]]
-        specs = ((f"{name} uncertainty", store.uncertainty, "image", unc_style),
+        specs = ((f"{name} uncertainty", store.uncertainty, "image", uncertainty_style(rng)),
                  (f"{name} glands", store.glands, "labels", dict(opacity=0.9)))
         shown = {}
         for lname, arrays, kind, style in specs:
