@@ -4,11 +4,9 @@ when the store cannot hold them (real napari viewer under Xvfb, small random mod
 from __future__ import annotations
 
 import numpy as np
+from _dock import PLUGIN, open_dock
 
 from napari_cdma._sample import SAMPLE_NAME
-
-PLUGIN = "napari-cdma"
-WIDGET = "CDMA segmentation"
 
 
 def _stored_image(seed: int = 0, shape=(200, 300)) -> np.ndarray:
@@ -29,8 +27,7 @@ def test_reopened_store_images_do_not_take_predict_from_the_image_on_screen(make
                                                                             lite_checkpoint):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "glas_testA_1")
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert widget.open_store(tmp_path / "project") is not None
+    widget = open_dock(viewer, tmp_path / "project")
     _store_with_region(widget, lite_checkpoint, _stored_image())
     panel = widget.predict_panel
     assert panel.image_layer.name == SAMPLE_NAME
@@ -55,8 +52,7 @@ def test_open_images_are_hashed_only_when_the_store_could_hold_them(make_napari_
     from napari_cdma import _widget_store
 
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert widget.open_store(tmp_path / "project") is not None
+    widget = open_dock(viewer, tmp_path / "project")
     stored = _stored_image()
     _store_with_region(widget, lite_checkpoint, stored, source="stored.png")
     viewer.layers.clear()  # the image the region came from is not open
@@ -120,8 +116,7 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "glas_testA_1")
     viewer.add_image(_stored_image(3, (160, 240)), name="second", rgb=True, visible=False)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert widget.open_store(path) is not None
+    widget = open_dock(viewer, path)
     widget.store.add_model(lite_checkpoint, parent="bundled", promoted=True)
     assert widget.open_store(path) is not None  # v0001 becomes the model Predict uses
     _wait_predicted(qtbot, widget, "second")
@@ -139,8 +134,7 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     viewer.close()
 
     other = make_napari_viewer()
-    _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert again.open_store(path) is not None
+    again = open_dock(other, path)
     assert {SAMPLE_NAME, "second"} <= {ly.name for ly in other.layers}
     for name, (shown, unc, original) in before.items():
         n = names_for(name)
@@ -184,8 +178,7 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     # a model promoted since: the restored predictions are shown, marked stale
     ProjectStore.open(path).add_model(lite_checkpoint, parent="v0001", promoted=True)
     third = make_napari_viewer()
-    _, last = third.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert last.open_store(path) is not None
+    last = open_dock(third, path)
     assert names["prediction"] in third.layers
     assert "stale: the current model is v0002" in last.store_label.text(), last.store_label.text()
 
@@ -199,8 +192,7 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     path = tmp_path / "project"
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "glas_testA_1")
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert widget.open_store(path) is not None
+    widget = open_dock(viewer, path)
     widget.store.add_model(lite_checkpoint, parent="bundled", promoted=True)
     assert widget.open_store(path) is not None
     assert widget.keep_edits() == {}  # nothing predicted, nothing to keep
@@ -217,8 +209,7 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     viewer.close()
 
     other = make_napari_viewer()
-    _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert again.open_store(path) is not None
+    again = open_dock(other, path)
     np.testing.assert_array_equal(other.layers[name].data, edited)
     assert "kept edits" in again.store_label.text()
     assert again.states[SAMPLE_NAME].unsaved(name, np.asarray(other.layers[name].data)) == 400
@@ -238,7 +229,7 @@ def test_first_prediction_of_a_new_project_is_kept_and_comes_back_on_reopen(make
     monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(path))
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "glas_testA_1")
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget = open_dock(viewer)
     assert not path.exists() and widget.store_label.text() == ""
     assert widget.predict_panel.model_choice() == ("version", "bundled")
 
@@ -260,7 +251,7 @@ def test_first_prediction_of_a_new_project_is_kept_and_comes_back_on_reopen(make
     viewer.close()
 
     other = make_napari_viewer()
-    _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)  # opens the folder of the environment
+    again = open_dock(other)  # opens the folder of the environment
     text = again.store_label.text()
     assert "press Predict" not in text and "latest predictions" in text, text
     assert names["prediction"] in other.layers and names["uncertainty"] in other.layers, \
