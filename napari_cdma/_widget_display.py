@@ -258,7 +258,6 @@ class DisplayPanel(QWidget):
         self.image_name: Optional[str] = None
         self.uncertainty_layer: Any = None
         self.labels_layer: Any = None
-        self.display_range: Tuple[float, float] = (0.0, 1.0)
         self.glands: List[Dict[str, Any]] = []
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
@@ -302,6 +301,11 @@ class DisplayPanel(QWidget):
         self.table.clicked.connect(lambda index: self.go_to_gland(self._row_id(index.row())))
         viewer.cursor.events.position.connect(self._on_cursor)
 
+    @property
+    def display_range(self) -> Tuple[float, float]:
+        """The uncertainty range the legend shows (uncertainty units), as its :class:`UncertaintyLegend` keeps it."""
+        return self.legend_box.display_range
+
     # ------------------------------------------------------------------ content
     def show_result(self, image_name: str, uncertainty_layer: Any, labels_layer: Any,
                     display_range: Tuple[float, float], glands: Sequence[Dict[str, Any]]) -> None:
@@ -310,9 +314,8 @@ class DisplayPanel(QWidget):
         self.image_name = image_name
         self.uncertainty_layer = uncertainty_layer
         self.labels_layer = labels_layer
-        self.display_range = (float(display_range[0]), float(display_range[1]))
         self.legend_box.show_range(image_name, uncertainty_layer.colormap, uncertainty_layer.opacity,
-                                   self.display_range)
+                                   display_range)
         self.set_glands(glands)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
