@@ -88,8 +88,6 @@ PLACEABLE = re.compile(r"^(regions/r\d{4,9}(/v\d{4,9})?|images/[0-9a-f]{64}(_\d{
                        r"models/v\d{4,9}\.(pt|json)|predictions/[0-9a-f]{64}_p\d{4,9})$")
 #: Hash key of a stored image (or of its latest prediction).
 IMAGE_HASH = re.compile(r"^[0-9a-f]{64}$")
-#: A folder under predictions/: the latest prediction of one image, ``<image hash>_p<number>``.
-PREDICTION_DIR = re.compile(r"^([0-9a-f]{64})_p(\d{4,9})$")
 
 
 def inside(root: Path, rel: str, what: str) -> Path:
