@@ -422,7 +422,6 @@ class LiveLayers:
         self.unc_layer: Any = None
         self.labels_layer: Any = None
         self.ready = False
-        self._warm: Any = None
         self._thumbnail_at = 0.0
         self._steps = self._build()
         self.build_step()  # the uncertainty layer's model at once (cheap)
@@ -434,7 +433,7 @@ class LiveLayers:
         from napari.layers import Image, Labels
 
         names = names_for(self.image_name)
-        self._warm = warm_up()
+        warm = warm_up()
         unc = Image(pyramid(self.uncertainty), multiscale=True, name=names["uncertainty"] + LIVE_SUFFIX,
                     colormap=uncertainty_colormap(),  # the same as a finished prediction's layer
                     contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY, blending="translucent",
@@ -446,7 +445,7 @@ class LiveLayers:
         yield
         unc.visible = True
         yield
-        while self._warm.is_alive():  # napari's labels modules are still being imported, off this thread
+        while warm.is_alive():  # napari's labels modules are still being imported, off this thread
             yield
         # styled before it is added and shown: napari slices a big labels layer once, not three times.
         # Filled, not outlined: napari computes outlines over the whole layer whenever it slices it
