@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from _dock import open_dock
 
 from napari_cdma._layers import names_for, show_review_tiles
 from src_model.uncertainty import review_regions
@@ -38,7 +39,7 @@ def _crossing_pairs(extents):
 def test_review_outlines_do_not_overlap(make_napari_viewer, monkeypatch, tmp_path):
     monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(tmp_path / "no_store"))
     viewer = make_napari_viewer(show=False)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
+    widget = open_dock(viewer)
     viewer.add_image(np.zeros((512, 640, 3), np.uint8), name="he", rgb=True)
     tiles = _touching_boxes()
     assert len(tiles) >= 6

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _dock import open_dock
 
 from napari_cdma._layers import names_for
 from napari_cdma._predict_stream import CANCELLED_SUFFIX, LIVE_SUFFIX, Rows, labels_dtype
 from src_model.runtime import THREAD_ROLES, cpu_cores, torch_threads
 
-PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
 NAME = "glas"
 
 
@@ -27,7 +27,7 @@ def dock(make_napari_viewer, glas_dir, tmp_path, monkeypatch, request):
     viewer = make_napari_viewer(show=getattr(request, "param", False))
     image = read_image(glas_dir / "images" / "testA_1.png")
     viewer.add_image(image, name=NAME, rgb=True)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget = open_dock(viewer)
     widget.predict_panel.stream_pixels = 0  # every image streams, as a large one does
     return viewer, widget, image
 
