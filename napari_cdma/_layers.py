@@ -279,6 +279,17 @@ def prediction_layers(viewer: Any) -> List[Tuple[Any, bool]]:
     return out
 
 
+def show_uncertainty(viewer: Any, image_name: str, umap: np.ndarray, display_range: Tuple[float, float],
+                     visible: bool = True) -> Any:
+    """Add or update the image's uncertainty layer: ``umap`` (H, W) as float32 over ``display_range``
+    (see :data:`UNCERTAINTY_CMAP` for the colours); the layer."""
+    lo, hi = (float(v) for v in display_range)
+    return upsert_layer(viewer, names_for(image_name)["uncertainty"], np.asarray(umap, dtype=np.float32), "image",
+                        colormap=uncertainty_colormap(), contrast_limits=(lo, hi), opacity=UNCERTAINTY_OPACITY,
+                        blending="translucent", gamma=1.0, visible=visible,
+                        metadata=_role("uncertainty", image_name))
+
+
 def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances: Optional[np.ndarray] = None,
                     uncertainty: Optional[np.ndarray] = None,
                     display_range: Optional[Tuple[float, float]] = None, labels_name: Optional[str] = None,
@@ -312,10 +323,7 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
     lo, hi = display_range or (0.0, 1.0)
     # The uncertainty map's useful values span a small part of [0, 1], so its contrast comes from its
     # own robust range over tissue (``display_range``); see UNCERTAINTY_CMAP for the colours.
-    out["uncertainty"] = upsert_layer(viewer, names["uncertainty"], umap, "image", colormap=uncertainty_colormap(),
-                                      contrast_limits=(lo, hi), opacity=UNCERTAINTY_OPACITY,
-                                      blending="translucent", gamma=1.0, visible=True,
-                                      metadata=_role("uncertainty", image_name))
+    out["uncertainty"] = show_uncertainty(viewer, image_name, umap, (lo, hi))
     # The raw branch disagreement keeps its own layer (hidden: the uncertainty layer above is the one
     # to read), drawn the same way over its own robust range: its values rarely exceed 0.08, so a
     # fixed 0..1 range would leave it invisible.

@@ -19,15 +19,14 @@ from ._layers import (
     HASH_KEY,
     IMAGE_KEY,
     ROLE_KEY,
-    UNCERTAINTY_OPACITY,
     LayerInputError,
     gland_colormap,
     image_from_layer,
     is_derived,
     names_for,
     show_accepted,
+    show_uncertainty,
     style_prediction,
-    uncertainty_colormap,
     upsert_layer,
 )
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
@@ -198,11 +197,7 @@ def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, unc
         ``{"prediction": labels layer, "uncertainty": uncertainty layer}``.
     """
     names = names_for(image_name)
-    lo, hi = (float(v) for v in display_range)
-    unc = upsert_layer(viewer, names["uncertainty"], np.asarray(uncertainty, dtype=np.float32), "image",
-                       colormap=uncertainty_colormap(), contrast_limits=(lo, hi), opacity=UNCERTAINTY_OPACITY,
-                       blending="translucent", gamma=1.0, visible=visible,
-                       metadata={ROLE_KEY: "uncertainty", IMAGE_KEY: image_name})
+    unc = show_uncertainty(viewer, image_name, uncertainty, display_range, visible=visible)
     # added hidden and styled, then shown: napari draws (and outlines) a visible labels layer at each change
     layer = upsert_layer(viewer, names["prediction"], np.array(labels, dtype=np.int32, copy=True), "labels",
                          visible=False, metadata={ROLE_KEY: "prediction", IMAGE_KEY: image_name})
