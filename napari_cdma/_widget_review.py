@@ -38,6 +38,7 @@ from ._layers import (
     source_path,
 )
 from ._messages import show_message
+from ._slide_view import SLIDE_KEY, STORE_KEY
 from .project.store import ProjectStore, RegionRecord
 
 if TYPE_CHECKING:  # the dock's per-image state; imported for the type only (no cycle at run time)
@@ -56,10 +57,8 @@ NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region
                    "rectangle or polygon (Draw) to accept more, or predict again with another model.")
 
 
-#: Layer metadata keys of a whole slide's layers (the reader's and the Whole slide panel's); as
-#: :data:`napari_cdma._slide_view.SLIDE_KEY` and ``STORE_KEY``, spelt out so that this panel need
-#: not import the slide module.
-SLIDE_META_KEYS = ("cdma_slide", "cdma_store")
+#: Layer metadata keys of a whole slide's layers (the reader's and the Whole slide panel's).
+SLIDE_META_KEYS = (SLIDE_KEY, STORE_KEY)
 
 
 def no_regions_note(viewer: Any, name: Optional[str]) -> str:
