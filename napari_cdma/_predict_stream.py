@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -311,35 +313,31 @@ def warm_up() -> Any:
     return _warming[0]
 
 
-def quiet_insert(viewer: Any) -> Any:
+@contextmanager
+def quiet_insert(viewer: Any) -> Iterator[None]:
     """A context in which layers added to ``viewer`` do not become its selected layer: selecting one
     rebuilds napari's layer-controls panel (~150 ms of GUI time each on a busy 2-core machine), and a
     running prediction should not take the user's selection anyway. Without effect on a napari whose
     layer list has no such switch (napari has no public one)."""
-    import warnings
-    from contextlib import contextmanager
 
-    def switch(value: Optional[bool]) -> Optional[bool]:
+    def switch(value: bool) -> Optional[bool]:
         with warnings.catch_warnings():  # napari warns of private access from a plugin
             warnings.simplefilter("ignore", FutureWarning)
             try:
                 before = getattr(viewer.layers, "_activate_on_insert", None)
-                if isinstance(before, bool) and value is not None:
-                    viewer.layers._activate_on_insert = value
-                return before if isinstance(before, bool) else None
+                if not isinstance(before, bool):
+                    return None
+                viewer.layers._activate_on_insert = value
+                return before
             except Exception:
                 return None
 
-    @contextmanager
-    def ctx():
-        before = switch(False)
-        try:
-            yield
-        finally:
-            if before is not None:
-                switch(before)
-
-    return ctx()
+    before = switch(False)
+    try:
+        yield
+    finally:
+        if before is not None:
+            switch(before)
 
 
 #: GL shader programs of removed live layers, kept for the life of the process (see :meth:`LiveLayers.remove`).
