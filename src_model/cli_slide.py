@@ -152,9 +152,10 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
     ex.add_argument("--geojson", help="GeoJSON file to write (a FeatureCollection)")
     ex.add_argument("--ome-zarr", help="OME-Zarr directory for the instance labels (must not exist)")
     ex.add_argument("--tiff", help="pyramidal TIFF file for the instance labels")
-    ex.add_argument("--min-area", type=float_in(0.0, MAX_AREA), default=0.0,
-                    help="drop glands smaller than this many level-0 pixels (default 0: keep all; 1300 is the "
-                         "bundled model's clean-up at GlaS resolution, src_model.postprocess.DEFAULT_INSTANCES)")
+    ex.add_argument("--min-area", type=float_in(0.0, MAX_AREA), default=None,
+                    help="drop glands smaller than this many level-0 pixels; 0 keeps all (default: the dock's "
+                         "clean-up, 1300 pixels of the predicted level, src_model.postprocess.DEFAULT_INSTANCES, "
+                         "i.e. 1300 x downsample^2 level-0 pixels)")
     ex.add_argument("--split-glands", type=float_in(0.0, 1000.0), default=None, metavar="H",
                     help="split touching glands at h-maxima of height H pixels of the distance to the background, "
                          "as the dock does (default: the bundled model's setting, "

@@ -120,12 +120,16 @@ class GlandExtractor:
     """Finds the glands of a store chunk by chunk (see the module docstring).
 
     Iterate :meth:`features` once; afterwards :attr:`final_ids` maps every component (a global
-    id per chunk and component) to its gland number (0 = dropped: smaller than ``min_area``), which
-    :meth:`label_chunks` uses to write instance labels.
+    id per chunk and component) to its gland number (0 = dropped: smaller than :attr:`min_area_px`),
+    which :meth:`label_chunks` uses to write instance labels.
     """
 
     store: SlideStore
-    min_area: float = 0.0  # level-0 pixels of the slide
+    #: Glands smaller than this many level-0 pixels of the slide are dropped (0 = keep all). ``None``: the
+    #: dock's clean-up, :data:`~src_model.postprocess.DEFAULT_INSTANCES`' ``min_size`` (1300 px) in pixels of
+    #: the predicted level, i.e. ``min_size * downsample**2`` level-0 pixels, so a slide's export drops the
+    #: same specks as an image's prediction in the dock.
+    min_area: Optional[float] = None
     #: Touching glands are split as the dock splits them (:func:`src_model.postprocess.split_touching`,
     #: the bundled model's :data:`~src_model.postprocess.DEFAULT_INSTANCES`); 0 = connected components.
     split_h: float = DEFAULT_INSTANCES.split_h
@@ -135,6 +139,13 @@ class GlandExtractor:
     final_ids: Dict[int, int] = field(default_factory=dict)
     _offsets: Dict[Tuple[int, int], int] = field(default_factory=dict)
     n_glands: int = 0
+
+    @property
+    def min_area_px(self) -> float:
+        """The smallest gland kept, in level-0 pixels (see :attr:`min_area`)."""
+        if self.min_area is not None:
+            return float(self.min_area)
+        return float(DEFAULT_INSTANCES.min_size) * self.store.info.downsample ** 2
 
     def _chunk_labels(self, cy: int, cx: int) -> Tuple[np.ndarray, int]:
         """Gland pieces of a chunk: int32 labels 1..n, each a 4-connected piece of one gland."""
@@ -250,7 +261,7 @@ class GlandExtractor:
         import shapely
 
         area_px = area * ds * ds
-        if area_px < self.min_area:
+        if area_px < self.min_area_px:
             return None
         geom = _polygonal(shapely.simplify(_to_qupath(geom, ds), 0.0))
         if geom is None or geom.is_empty:

@@ -46,7 +46,7 @@ def test_geojson_round_trips_to_the_predicted_glands(predicted_store):
     unc = store.uncertainty[0][:] / 255.0
     components, n = ndi.label(glands)
     assert n >= 8, "the bundled model finds glands in GlaS tissue"
-    features, _ = _features(predicted_store, split_h=0)  # connected components
+    features, _ = _features(predicted_store, split_h=0, min_area=0)  # connected components, specks kept
     assert len(features) == n  # one feature per gland, a gland crossing chunk sides included
     crossing = [i for i in range(1, n + 1) if len({(y // CHUNK, x // CHUNK)
                                                    for y, x in zip(*np.nonzero(components == i), strict=True)}) > 1]
@@ -90,7 +90,7 @@ def test_split_export_covers_the_predicted_glands(predicted_store):
     store = open_store(predicted_store)
     glands = store.glands[0][:] > 0
     n = ndi.label(glands)[1]
-    features, _ = _features(predicted_store)
+    features, _ = _features(predicted_store, min_area=0)
     assert len(features) >= n
     raster = rasterize(features, glands.shape)
     np.testing.assert_array_equal(raster > 0, glands)
@@ -109,7 +109,7 @@ def test_holes_downsample_and_min_area(tmp_path):
         y0, x0, y1, x1 = store.chunk_box(cy, cx)
         g = glands[y0:y1, x0:x1]
         store.write_chunk(cy, cx, np.full(g.shape + (3,), 200, np.uint8), g, g * 100, 1.0)
-    features, _ = _features(store.path)
+    features, _ = _features(store.path, min_area=0)
     assert len(features) == 2
     ring = max(features, key=lambda f: f["properties"]["measurements"]["area_px"])
     assert ring["geometry"]["type"] == "Polygon" and len(ring["geometry"]["coordinates"]) == 2  # shell + hole
@@ -123,6 +123,37 @@ def test_holes_downsample_and_min_area(tmp_path):
     assert m["mean_uncertainty"] == pytest.approx(100 / 255)
     small, _ = _features(store.path, min_area=161)
     assert len(small) == 1 and small[0]["properties"]["measurements"]["gland_id"] == 1
+
+
+@pytest.mark.parametrize("downsample", [1.0, 2.0])
+def test_default_drops_the_specks_the_dock_drops(tmp_path, downsample):
+    """By default a slide's export drops glands under DEFAULT_INSTANCES.min_size pixels of the predicted
+    level (the dock's clean-up of an image's prediction), whatever the level's downsample, and keeps the
+    rest; min_area=0 keeps all."""
+    from src_model.postprocess import DEFAULT_INSTANCES
+
+    info = StoreInfo(slide="synthetic", slide_level=1, downsample=downsample, height=256, width=256, chunk=128,
+                     n_levels=1, mpp=None, settings={"min_tissue": 0.0})
+    store = create_store(tmp_path / "specks.zarr", info)
+    min_size = DEFAULT_INSTANCES.min_size
+    kept = np.zeros((256, 256), np.uint8)
+    kept[110:150, 105:145] = 1  # 1600 px, across four chunks: kept
+    glands = kept.copy()
+    glands[10:10 + 36, 10:10 + 36] = 1  # 1296 px: just under min_size, dropped
+    glands[200:210, 200:210] = 1  # a 100 px speck: dropped
+    assert 36 * 36 < min_size <= 40 * 40
+    for cy, cx in store.all_chunks():
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        g = glands[y0:y1, x0:x1]
+        store.write_chunk(cy, cx, np.full(g.shape + (3,), 200, np.uint8), g, g * 100, 1.0)
+    default, extractor = _features(store.path)
+    assert extractor.min_area_px == min_size * downsample ** 2
+    assert len(default) == 1
+    assert default[0]["properties"]["measurements"]["area_px"] == 1600 * downsample ** 2
+    raster = rasterize(default, glands.shape, downsample=downsample)
+    np.testing.assert_array_equal(raster > 0, kept > 0)
+    every, _ = _features(store.path, min_area=0)
+    assert len(every) == 3
 
 
 def test_cli_writes_geojson_ome_zarr_and_tiff_labels(tmp_path, capsys, predicted_store):
