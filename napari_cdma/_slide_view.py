@@ -1,6 +1,7 @@
 """Qt-free glue of the slide panel: the viewer's visible box, the store chunks under it, the Predict
 view job (run in a worker thread), review regions over the predicted area, and the bounded edit
-window written back into the store.
+window read from the store and written back into it (its jobs, :func:`edit_window_job` and
+:func:`accept_window_job`, run in a worker thread too).
 
 Coordinates: napari's world coordinates of a slide are its level-0 pixels (the reader's layers are
 scaled so). A prediction store (:mod:`src_model.slide_store`) holds the slide's level ``L`` at
@@ -173,8 +174,11 @@ def window_instances(binary: np.ndarray) -> np.ndarray:
     """One label per gland of an edit window's gland mask (int32, 0 = background): touching glands split
     as ``cdma export`` and the dock split them (:func:`src_model.postprocess.split_touching` with
     :data:`~src_model.postprocess.DEFAULT_INSTANCES`' settings, seeds at the export's resolution).
-    Nothing is removed or filled: the labels' pixels are exactly the mask's, so a window accepted
-    unchanged changes nothing in the store. Labels are 1..n with no gaps, so the largest is the count."""
+    Nothing is removed or filled: the labels' pixels are exactly the mask's (a gland that touches
+    another only at a corner, which the split's flood does not reach, is a gland of its own), so a window
+    accepted unchanged changes nothing in the store. Labels are 1..n with no gaps, so the largest is the
+    count."""
+    from scipy import ndimage as ndi
     from skimage.segmentation import relabel_sequential
 
     from src_model.export import SPLIT_COARSE
@@ -184,7 +188,127 @@ def window_instances(binary: np.ndarray) -> np.ndarray:
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     labels = split_touching(mask, DEFAULT_INSTANCES.split_h, DEFAULT_INSTANCES.split_sigma, coarse=SPLIT_COARSE)
+    left = mask & (labels == 0)
+    if left.any():  # a gland touching a seeded one only at a corner: the watershed's 4-neighbour flood misses it
+        pieces, _ = ndi.label(left)
+        labels = np.where(left, pieces + int(labels.max()), labels)
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)
+
+
+def has_edits(store_path: Any) -> bool:
+    """Whether windows were ever accepted into the store at ``store_path`` (it lists them); cheap: the
+    store's attributes only."""
+    from src_model.slide_store import open_store
+
+    from .project.slide_regions import EDITS_KEY
+
+    return bool(open_store(store_path).root.attrs.get(EDITS_KEY))
+
+
+def undo_withdrawn(project: Any, store_path: Any) -> List[Tuple[str, int]]:
+    """Undo, in the store at ``store_path``, the windows accepted into ``project`` and withdrawn since
+    (:func:`~napari_cdma.project.slide_regions.restore_withdrawn`); nothing when no window was ever
+    accepted into the store (``project`` is then not used and may be None). Returns ``[(region id,
+    chunks rewritten)]``; errors raise."""
+    from src_model.slide_store import open_store
+
+    from .project.slide_regions import restore_withdrawn
+
+    if not has_edits(store_path):
+        return []  # nothing was ever accepted into this store
+    return restore_withdrawn(project, open_store(store_path, mode="r+"))
+
+
+def window_changed(store: Any, box: Box, predicted: np.ndarray) -> bool:
+    """Whether the store's labels (gland / background) under ``box`` differ from ``predicted``, the labels an
+    edit window was opened with (a withdrawn window undone there since)."""
+    y0, x0, y1, x1 = box
+    return not np.array_equal(np.asarray(store.read_glands(y0, x0, y1, x1)) > 0, np.asarray(predicted) > 0)
+
+
+def edit_window_job(project: Any, store_path: str, world_box: Sequence[float], max_side: int = MAX_EDIT_SIDE,
+                    open_window: Optional[Tuple[Box, np.ndarray]] = None) -> Tuple[str, Any]:
+    """Read an edit window of the store at ``store_path`` under a world (level-0) box: withdrawn windows
+    undone first (:func:`undo_withdrawn`), then the store's glands under the box (at most ``max_side``
+    store pixels a side, about its centre, :func:`edit_box`), one label per gland
+    (:func:`window_instances`). Run it in a worker thread: it reads up to ``max_side`` squared pixels
+    and splits their glands (seconds for a 2048 px window).
+
+    Args:
+        project: the open project store (the windows accepted into it; may be None when the store lists
+            none, :func:`has_edits`).
+        open_window: ``(box, predicted)`` of the edit window open over this store, if any: the result says
+            whether the withdrawn windows undone now changed the store's labels under it (``stale``).
+
+    Returns:
+        ``("ok", {"box", "predicted" (uint8 gland mask), "instances" (int32), "labels" (a copy of
+        ``instances`` for the layer to paint on), "n_glands", "downsample", "undone", "stale"})``, or
+        ``("error", message, {"undone", "stale"})`` when the store cannot be read or undone in, the view
+        misses the store, or chunks under the window are not predicted yet.
+    """
+    from src_model.slide_store import StoreError, open_store
+
+    try:
+        undone = undo_withdrawn(project, store_path)
+        store = open_store(store_path)
+    except Exception as exc:
+        msg = str(exc) if isinstance(exc, StoreError) else f"Cannot open an edit window: {exc}"
+        return ("error", msg, {"undone": [], "stale": False})
+    stale = bool(undone) and open_window is not None and window_changed(store, *open_window)
+    done = {"undone": undone, "stale": stale}
+    info = store.info
+    box = to_store_box(world_box, info.downsample, info.height, info.width)
+    if box is None:
+        return ("error", "The view shows no part of the slide.", done)
+    box = edit_box(box, max_side)
+    todo = missing_chunks(store, box)
+    if todo:
+        return ("error", f"{len(todo)} chunk(s) under this view are not predicted yet: press Predict view first "
+                         "(or zoom in).", done)
+    y0, x0, y1, x1 = box
+    predicted = np.array(store.read_glands(y0, x0, y1, x1))
+    instances = window_instances(predicted)  # one label per gland, exactly the store's gland pixels
+    return ("ok", {"box": box, "predicted": predicted, "instances": instances, "labels": instances.copy(),
+                   "n_glands": int(instances.max()), "downsample": info.downsample, **done})
+
+
+def accept_window_job(project: Any, slide_path: str, store_path: str, box: Box, edited: np.ndarray,
+                      instances: np.ndarray, predicted: np.ndarray, *, model_version: str, level: int,
+                      user: Optional[str], digest: Optional[str]) -> Tuple[str, Any]:
+    """Accept an edited window into the store at ``store_path`` and the project store: glands the user split
+    apart kept apart by a 1 px gap (:func:`carve_splits` against ``instances``, the labels the window was
+    opened with), withdrawn windows undone first (:func:`undo_withdrawn`), then
+    :func:`~napari_cdma.project.slide_regions.accept_slide_window` (``expected=predicted``: nothing is written
+    when the store's labels under the window changed since it was opened). Run it in a worker thread.
+
+    Returns:
+        ``("ok", {"record", "written", "carved" (the labels the window now shows), "changed" (carved differs
+        from ``edited``), "corrected" (its gland mask, uint8), "undone"})``, or ``("error", message,
+        {"stale"})``, ``stale`` saying whether withdrawn windows undone now changed the labels under the
+        window (it is then refused: :class:`~napari_cdma.project.slide_regions.WindowChanged`).
+    """
+    from src_model.slide import open_slide
+    from src_model.slide_store import open_store
+
+    from .project.slide_regions import accept_slide_window
+
+    # the store keeps gland / background: glands the user split apart (touching, with different labels)
+    # are kept apart by a 1 px gap; glands that touched when the window opened stay as they are
+    carved = carve_splits(edited, instances)
+    corrected = (carved > 0).astype(np.uint8)
+    stale = False
+    try:
+        undone = undo_withdrawn(project, store_path)
+        store = open_store(store_path, mode="r+")
+        stale = bool(undone) and window_changed(store, box, predicted)
+        with open_slide(slide_path) as slide:
+            record, written = accept_slide_window(project, slide, store, box, corrected, expected=predicted,
+                                                  model_version=model_version, level=level, user=user,
+                                                  digest=digest)
+    except Exception as exc:
+        return ("error", f"Could not accept the window: {exc}", {"stale": stale})
+    return ("ok", {"record": record, "written": written, "carved": carved,
+                   "changed": not np.array_equal(carved, edited), "corrected": corrected, "undone": undone})
 
 
 #: Neighbours (8-connectivity, each pair once) between which a split is carved.
@@ -384,7 +508,7 @@ def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
 
 
 __all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY", "STORE_KEY",
-           "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box", "export_geojson_job",
-           "missing_chunks", "predict_view_job", "review_over_store", "slide_of", "store_display_range",
-           "to_store_box", "uncertainty_style", "view_chunks", "visible_world_box", "window_instances",
-           "write_window"]
+           "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
+           "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "predict_view_job",
+           "review_over_store", "slide_of", "store_display_range", "to_store_box", "uncertainty_style",
+           "undo_withdrawn", "view_chunks", "visible_world_box", "window_changed", "window_instances", "write_window"]

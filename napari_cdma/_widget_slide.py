@@ -12,7 +12,10 @@ napari cannot paint multiscale labels (napari issue #1587): "Edit window" opens 
 layer over the view (at most :data:`~napari_cdma._slide_view.MAX_EDIT_SIDE` store pixels a side) at
 the store's full resolution; "Accept window" writes it back into the store's labels and their
 pyramid, and records it in the project store as a region of the slide
-(:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance; accepted
+(:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance. Both read
+or write the stores and split glands in a worker thread (seconds for a large window), the viewer staying
+responsive; the layer is added or updated when the worker returns. One job (Predict view, Export, Edit
+or Accept window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction). Accepted
 windows are outlined over the slide like accepted image regions and listed in the panel. "Withdraw
 window" withdraws the selected one from the project and undoes it in the store's labels and pyramid
 as if it had never been accepted (overlapping live windows keep their corrections); a window
@@ -63,18 +66,18 @@ from ._slide_view import (
     RANGE_KEY,
     SLIDE_KEY,
     STORE_KEY,
-    carve_splits,
+    accept_window_job,
     default_store_path,
-    edit_box,
+    edit_window_job,
     export_geojson_job,
-    missing_chunks,
+    has_edits,
     predict_view_job,
     slide_of,
     store_display_range,
-    to_store_box,
     uncertainty_style,
+    undo_withdrawn,
     visible_world_box,
-    window_instances,
+    window_changed,
 )
 from ._widget_display import UncertaintyLegend, value_under
 from ._widget_review import canvas_hw, readable_list, scene_camera, show_review_outlines
@@ -87,6 +90,18 @@ DEFAULT_CHUNK = 1024
 SHOW_STEPS = 1
 #: How often the panel checks whether a listed accepted window was withdrawn elsewhere, ms.
 WATCH_MS = 1000
+#: What the status line says of the job that runs when another is asked for (one job at a time).
+BUSY = {"predict": "A prediction is running", "export": "An export is running",
+        "edit": "An edit window is being read", "accept": "The edit window is being accepted"}
+
+
+def _alive(widget: QWidget) -> bool:
+    """Whether the Qt object behind ``widget`` still exists (it is deleted when the viewer closes)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
 
 
 class SlidePanel(QWidget):
@@ -100,7 +115,7 @@ class SlidePanel(QWidget):
 
     Signals:
         regions_changed(): a window was accepted into the project store.
-        idle(): a Predict view run has stopped.
+        idle(): a job (Predict view, Export, Edit window, Accept window) has stopped.
     """
 
     regions_changed = Signal()
@@ -113,12 +128,15 @@ class SlidePanel(QWidget):
         self._get_store = get_store
         self._get_model = get_model
         self._worker = None
+        self._job: Optional[Dict[str, Any]] = None  # what the running worker does ("kind": predict, export, ...)
+        self._sync_pending = False  # a window was withdrawn elsewhere while a job ran: undone when it ends
         self.chunk = DEFAULT_CHUNK
         self.max_view_chunks = MAX_VIEW_CHUNKS
         self.max_edit_side = MAX_EDIT_SIDE
         self.last_message = ""
         self.last_result: Optional[Dict[str, Any]] = None
         self.window: Optional[Dict[str, Any]] = None  # the open edit window
+        self.last_record: Any = None  # the region of the window accepted last
         self._closed_window = False  # the open edit window was closed by undoing a withdrawn window
         self._watch = QTimer(self)  # runs while windows are listed: notices those withdrawn elsewhere
         self._watch.setInterval(WATCH_MS)
@@ -221,6 +239,11 @@ class SlidePanel(QWidget):
     def running(self) -> bool:
         return self._worker is not None
 
+    @property
+    def worker(self) -> Any:
+        """The running job's worker (napari's thread worker: ``finished`` etc.), None when no job runs."""
+        return self._worker
+
     def _on_slide_changed(self) -> None:
         layer = self.slide_layer
         if layer is None:
@@ -273,8 +296,7 @@ class SlidePanel(QWidget):
 
     def predict_view(self) -> bool:
         """Predict the part of the slide under the canvas (the chunks not in the store yet); True if started."""
-        if self._worker is not None:
-            self._say("A prediction is already running; cancel it first.", error=True)
+        if self._refuse_if_busy():
             return False
         layer = self.slide_layer
         if layer is None:
@@ -299,9 +321,8 @@ class SlidePanel(QWidget):
         worker.errored.connect(lambda exc: self._say(f"Prediction failed: {exc}", error=True))
         worker.aborted.connect(lambda: self._say("Prediction cancelled; the chunks finished so far are kept."))
         worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.predict_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
+        self._worker, self._job = worker, {"kind": "predict"}
+        self._set_busy(True, "predict")
         self.progress.setRange(0, 0)
         self._say(f"Predicting the view of '{layer.name}' with {label}...")
         worker.start()
@@ -345,12 +366,8 @@ class SlidePanel(QWidget):
                   f"{self._undone_note(undone)}")
 
     def _on_finished(self) -> None:
-        self._worker = None
-        self.predict_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.last_message.startswith("Predicted") else 0)
-        self.idle.emit()
+        self._job = None
+        self._end_job(self.last_message.startswith("Predicted"))
 
     def show_store(self, name: str, store_path: str) -> Dict[str, Any]:
         """Show (or refresh) the store's glands and uncertainty as multiscale layers over slide ``name``.
@@ -433,99 +450,208 @@ class SlidePanel(QWidget):
         camera.center, camera.zoom = center, zoom
 
     # ---------------------------------------------------------------- edit window
-    def edit_window(self) -> Any:
-        """Open an editable Labels layer of the store's full-resolution glands over the view."""
-        from src_model.slide_store import StoreError, open_store
+    def edit_window(self) -> bool:
+        """Open an editable Labels layer of the store's full-resolution glands over the view; True if started.
 
+        The store is read and its glands split (:func:`~napari_cdma._slide_view.edit_window_job`, seconds
+        for a large window) in a worker thread; the layer is added, and :attr:`window` set, when it returns
+        (:attr:`running` is False again), unless the slide was closed or replaced meanwhile."""
+        from src_model.slide_store import StoreError
+
+        if self._refuse_if_busy():
+            return False
         run = self.last_result
         if run is None or run["layer"] not in self.viewer.layers:
             self._say("Predict the view first (Predict view).", error=True)
-            return None
-        try:
-            undone = self._restore_withdrawn(run["store"], strict=True)
-            self._closed_window = False  # a new window opens now
-            store = open_store(run["store"])
+            return False
+        try:  # the project store only when windows were accepted into the slide's store (as their undoing)
+            project = self._get_store() if has_edits(run["store"]) else None
         except Exception as exc:
             self._say(str(exc) if isinstance(exc, StoreError) else f"Cannot open an edit window: {exc}", error=True)
-            return None
-        if undone:
+            return False
+        w = self.window
+        open_window = (w["box"], w["predicted"]) if w is not None and str(w["store"]) == str(run["store"]) else None
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(edit_window_job, project, run["store"], self.view_box(), self.max_edit_side,
+                               open_window)
+        self._start_job(worker, {"kind": "edit", "run": run, "slide": self.viewer.layers[run["layer"]].unique_id},
+                        f"Reading the edit window of '{run['layer']}'...")
+        return True
+
+    def _on_edit_read(self, result: Any, job: Dict[str, Any]) -> None:
+        """The edit window's labels are read: add the layer, if the slide it was read for is still shown."""
+        run = job["run"]
+        extra = result[2] if result[0] == "error" else result[1]
+        if extra.get("stale"):  # the open window showed labels a withdrawn window's undoing changed
+            self._drop_window()
+        self._closed_window = False  # a new window opens now, or the error says why not
+        current = self.last_result is run and self._same_layer(run["layer"], job["slide"])
+        if not current:  # closed or replaced while the window was read: nothing of it is shown
+            self._say(f"The edit window was not opened: '{run['layer']}' was closed or replaced meanwhile.",
+                      error=True)
+            return
+        if extra.get("undone"):
             self.show_store(run["layer"], run["store"])
-        box = to_store_box(self.view_box(), store.info.downsample, store.info.height, store.info.width)
-        if box is None:
-            self._say("The view shows no part of the slide.", error=True)
-            return None
-        box = edit_box(box, self.max_edit_side)
-        todo = missing_chunks(store, box)
-        if todo:
-            self._say(f"{len(todo)} chunk(s) under this view are not predicted yet: press Predict view first "
-                      "(or zoom in).", error=True)
-            return None
+        if result[0] == "error":
+            self._say(result[1], error=True)
+            return
+        out = result[1]
+        box, instances, ds = out["box"], out["instances"], out["downsample"]
         y0, x0, y1, x1 = box
-        predicted = np.array(store.read_glands(y0, x0, y1, x1))
-        instances = window_instances(predicted)  # one label per gland, exactly the store's gland pixels
-        ds = store.info.downsample
         name = f"{run['layer']} edit window"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        layer = self.viewer.add_labels(instances.copy(), name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
+        # as an image's prediction: bright outlines, one colour per gland (the colormap given at once: each
+        # change of a 2048 px layer's look redraws all of it on the GUI thread)
+        layer = self.viewer.add_labels(out["labels"], name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
+                                       colormap=gland_colormap(), opacity=1.0,
                                        metadata={STORE_KEY: run["store"], "napari_cdma_role": "slide edit window"})
-        layer.colormap = gland_colormap()  # as an image's prediction: bright outlines, one colour per gland
         style_prediction(layer)
-        layer.selected_label = int(instances.max()) + 1  # a new gland
+        layer.selected_label = out["n_glands"] + 1  # a new gland
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
-        self.window = {**run, "box": box, "predicted": predicted, "instances": instances, "name": name}
-        self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels), {int(instances.max())} "
+        self.window = {**run, "box": box, "predicted": out["predicted"], "instances": instances, "name": name}
+        self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels), {out['n_glands']} "
                   "gland(s), one label each: paint a new label over part of a gland to split it, paint or erase, then "
                   "Accept window. The slide's labels keep gland / background: a split is kept as a 1 px gap; glands "
                   "given one label are split again by shape when a window is reopened."
-                  f"{self._undone_note(undone)}")
-        return layer
+                  f"{self._undone_note(out['undone'])}")
 
-    def accept_window(self) -> Any:
-        """Write the edit window into the store's labels (and pyramid) and the project store; returns the region.
+    def accept_window(self) -> bool:
+        """Write the edit window into the store's labels (and pyramid) and the project store; True if started.
 
-        The project store keeps what the store's labels held under the window (the region's
-        ``predicted``), so withdrawing the region restores them (:meth:`withdraw_window`)."""
-        from src_model.slide import open_slide
-        from src_model.slide_store import open_store
-
-        from .project.slide_regions import accept_slide_window
-
+        Splits are carved and the stores written (:func:`~napari_cdma._slide_view.accept_window_job`) in a
+        worker thread; the window is read-only meanwhile. When it returns, the window shows what the
+        store holds, the store's layers and the accepted windows are refreshed and :attr:`last_record`
+        is the region. The project store keeps what the store's labels held under the window (the
+        region's ``predicted``), so withdrawing the region restores them (:meth:`withdraw_window`)."""
+        if self._refuse_if_busy():
+            return False
         w = self.window
         if w is None or w["name"] not in self.viewer.layers:
             self._say("Open an edit window first (Edit window).", error=True)
-            return None
+            return False
         layer = self.viewer.layers[w["name"]]
-        edited = np.asarray(layer.data)
-        # the store keeps gland / background: glands the user split apart (touching, with different labels)
-        # are kept apart by a 1 px gap; glands that touched when the window opened stay as they are
-        carved = carve_splits(edited, w["instances"])  # set by edit_window, updated by each accept
-        corrected = (carved > 0).astype(np.uint8)
         try:
-            self._restore_withdrawn(w["store"], strict=True)
-            store = open_store(w["store"], mode="r+")
             project = self._get_store()
-            with open_slide(w["slide"]) as slide:
-                record, written = accept_slide_window(
-                    project, slide, store, w["box"], corrected, expected=w["predicted"],
-                    model_version=str(w["version"] or project.current_model_version), level=w["level"],
-                    user=getpass.getuser(), digest=self._digests.get((w["slide"], w["level"])))
+            version = str(w["version"] or project.current_model_version)
         except Exception as exc:
-            self._closed_window = False
             self._say(f"Could not accept the window: {exc}", error=True)
-            return None
-        if not np.array_equal(carved, edited):
-            layer.data = carved  # the window shows what the store now holds
-        self.window = {**w, "predicted": corrected, "instances": carved}  # accepting again compares with this
-        self.show_store(w["layer"], w["store"])
-        self.show_accepted_windows(w)
+            return False
+        edited = np.array(layer.data)  # a copy: what is accepted is the window as it is now
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(accept_window_job, project, w["slide"], w["store"], w["box"], edited, w["instances"],
+                               w["predicted"], model_version=version, level=w["level"], user=getpass.getuser(),
+                               digest=self._digests.get((w["slide"], w["level"])))
+        job = {"kind": "accept", "window": w, "layer": layer.unique_id, "mode": layer.mode, "editable": layer.editable}
+        layer.editable = False  # no painting while it is written: the window then shows what the store holds
+        self.last_record = None
+        y0, x0, y1, x1 = w["box"]
+        self._start_job(worker, job, f"Accepting the window at ({y0}, {x0}), {y1 - y0} x {x1 - x0} px...")
+        return True
+
+    def _on_accepted(self, result: Any, job: Dict[str, Any]) -> None:
+        """The window is written (or refused): the window shows what the store holds, the layers follow."""
+        w = job["window"]
+        if self._same_layer(w["name"], job["layer"]):
+            layer = self.viewer.layers[w["name"]]
+            layer.editable = job["editable"]
+            if job["editable"]:
+                layer.mode = job["mode"]
+            if result[0] == "ok" and result[1]["changed"]:
+                layer.data = result[1]["carved"]  # the window shows what the store now holds
+        if result[0] == "error":
+            if result[2].get("stale"):  # a withdrawn window was undone under it: it showed labels no longer held
+                self._drop_window()
+            self._closed_window = False
+            self._say(result[1], error=True)
+            return
+        out = result[1]
+        record = out["record"]
+        self.last_record = record
+        if self.window is w:  # accepting again compares with this
+            self.window = {**w, "predicted": out["corrected"], "instances": out["carved"]}
+        if w["layer"] in self.viewer.layers:
+            self.show_store(w["layer"], w["store"])
+            self.show_accepted_windows(w)
         y0, x0, y1, x1 = w["box"]
         self._say(f"Accepted the window as region {record.region_id} of {Path(w['slide']).name} at ({y0}, {x0}), "
-                  f"{y1 - y0} x {x1 - x0} px{' (held out)' if record.holdout else ''}; {len(written)} chunk(s) of "
-                  "the slide's labels rewritten.")
+                  f"{y1 - y0} x {x1 - x0} px{' (held out)' if record.holdout else ''}; {len(out['written'])} chunk(s) "
+                  "of the slide's labels rewritten.")
         self.regions_changed.emit()
-        return record
+
+    # ---------------------------------------------------------------- jobs of the edit window
+    def _same_layer(self, name: str, unique_id: Any) -> bool:
+        """Whether layer ``name`` is still the one a job started on (not closed, nor replaced by another of
+        that name); by napari's id, as a plugin's viewer hands out a new proxy of a layer each time."""
+        return name in self.viewer.layers and self.viewer.layers[name].unique_id == unique_id
+
+    def _refuse_if_busy(self) -> bool:
+        """True (and says so) while a job runs: one at a time, as they all use the slide's store."""
+        if self._worker is None:
+            return False
+        kind = self._job.get("kind") if self._job else "predict"
+        self._say(f"{BUSY[kind]}; wait for it to end{' or cancel it' if kind == 'predict' else ''}.", error=True)
+        return True
+
+    def _set_busy(self, busy: bool, kind: str = "") -> None:
+        """The buttons while a job runs (all but Cancel off; Cancel on for a prediction) and after."""
+        for button in (self.predict_button, self.edit_button, self.accept_button, self.withdraw_button,
+                       self.export_button):
+            button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy and kind == "predict")
+
+    def _start_job(self, worker: Any, job: Dict[str, Any], message: str) -> None:
+        """Run an edit-window job (``job["kind"]``: "edit" or "accept") in ``worker``; its results come back
+        to bound methods, so none arrives once the panel is gone (the viewer closed)."""
+        self._job = job
+        worker.returned.connect(self._on_job_returned)
+        worker.errored.connect(self._on_job_errored)
+        worker.finished.connect(self._on_job_finished)
+        self._worker = worker
+        self._set_busy(True, job["kind"])
+        self.progress.setRange(0, 0)
+        self._say(message)
+        worker.start()
+
+    def _on_job_returned(self, result: Any) -> None:
+        job = self._job
+        if job is None or not _alive(self):
+            return
+        if job["kind"] == "edit":
+            self._on_edit_read(result, job)
+        else:
+            self._on_accepted(result, job)
+
+    def _on_job_errored(self, exc: Exception) -> None:
+        job = self._job
+        if job is None or not _alive(self):
+            return
+        if job["kind"] == "edit":
+            self._say(f"Cannot open an edit window: {exc}", error=True)
+        else:
+            self._on_accepted(("error", f"Could not accept the window: {exc}", {}), job)
+
+    def _on_job_finished(self) -> None:
+        if not _alive(self):
+            self._worker = self._job = None
+            return
+        done = self.last_message.startswith(("Edit window of", "Accepted the window"))
+        self._job = None
+        self._end_job(done)
+
+    def _end_job(self, done: bool) -> None:
+        """A job has stopped: the buttons and the bar back, withdrawals noticed meanwhile undone now."""
+        self._worker = None
+        self._set_busy(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if done else 0)
+        self.idle.emit()
+        if self._sync_pending:
+            self._sync_pending = False
+            self.sync()
 
     def withdraw_window(self, region_id: Optional[str] = None) -> bool:
         """Withdraw an accepted window (default: the one selected in the list) from the project store and
@@ -535,6 +661,8 @@ class SlidePanel(QWidget):
         if any, or else to what the store held before the first window over it was accepted: a
         window that overlaps it keeps its corrections (:func:`~napari_cdma.project.slide_regions.
         restore_withdrawn`)."""
+        if self._refuse_if_busy():
+            return False
         run = self.last_result
         if region_id is None:
             item = self.window_list.currentItem()
@@ -566,9 +694,13 @@ class SlidePanel(QWidget):
 
     def sync(self) -> List[Tuple[str, int]]:
         """Undo in the shown slide's store the windows withdrawn from the project elsewhere, and refresh the
-        store's layers and the accepted windows; returns ``[(region id, chunks rewritten)]``."""
+        store's layers and the accepted windows; returns ``[(region id, chunks rewritten)]``. While a job
+        runs nothing is done now: it is done when the job ends."""
         run = self.last_result
         if run is None:
+            return []
+        if self._worker is not None:
+            self._sync_pending = True
             return []
         undone = self._restore_withdrawn(run["store"])
         if undone and run["layer"] in self.viewer.layers:
@@ -597,20 +729,15 @@ class SlidePanel(QWidget):
         Errors raise when ``strict``, else are shown and nothing is returned."""
         from src_model.slide_store import open_store
 
-        from .project.slide_regions import EDITS_KEY, restore_withdrawn
-
         try:
-            store = open_store(store_path)
-            if not store.root.attrs.get(EDITS_KEY):
-                return []  # nothing was ever accepted into this store
-            undone = restore_withdrawn(self._get_store(), open_store(store_path, mode="r+"))
+            undone = undo_withdrawn(self._get_store() if has_edits(store_path) else None, store_path)
         except Exception as exc:
             if strict:
                 raise
             self._say(f"Could not undo withdrawn windows in the slide's labels: {exc}", error=True)
             return []
         if undone:
-            self._close_stale_window(store)
+            self._close_stale_window(open_store(store_path))
         return undone
 
     def _close_stale_window(self, store: Any) -> None:
@@ -618,10 +745,13 @@ class SlidePanel(QWidget):
         (a withdrawn window was undone there): it would show, and could accept, labels the store no
         longer holds."""
         w = self.window
-        if w is None or str(w["store"]) != str(store.path):
-            return
-        y0, x0, y1, x1 = w["box"]
-        if np.array_equal(np.asarray(store.read_glands(y0, x0, y1, x1)) > 0, np.asarray(w["predicted"]) > 0):
+        if w is not None and str(w["store"]) == str(store.path) and window_changed(store, w["box"], w["predicted"]):
+            self._drop_window()
+
+    def _drop_window(self) -> None:
+        """Close the open edit window (its labels are no longer the store's); the note says so."""
+        w = self.window
+        if w is None:
             return
         if w["name"] in self.viewer.layers:
             self.viewer.layers.remove(w["name"])
@@ -683,8 +813,7 @@ class SlidePanel(QWidget):
     def export_geojson(self, path: Any) -> bool:
         """Export the glands of the slide's prediction store (the Store field) to a GeoJSON file at ``path``,
         in a worker thread; True if started (the status line says when it is written)."""
-        if self._worker is not None:
-            self._say("A job is running; wait for it or cancel it first.", error=True)
+        if self._refuse_if_busy():
             return False
         store_path = self.store_edit.text().strip()
         if not store_path or not Path(store_path).exists():
@@ -702,9 +831,8 @@ class SlidePanel(QWidget):
         worker.returned.connect(lambda res: self._on_exported(res, str(path)))
         worker.errored.connect(lambda exc: self._say(f"Export failed: {exc}", error=True))
         worker.finished.connect(self._on_export_finished)
-        self._worker = worker
-        self.predict_button.setEnabled(False)
-        self.export_button.setEnabled(False)
+        self._worker, self._job = worker, {"kind": "export"}
+        self._set_busy(True, "export")
         self.progress.setRange(0, 0)
         self._say(f"Exporting the glands of {Path(store_path).name} to {path}...")
         worker.start()
@@ -728,12 +856,8 @@ class SlidePanel(QWidget):
         self._say(f"Exported {n} gland(s) to {path} (QuPath: File > Import objects){rest}.")
 
     def _on_export_finished(self) -> None:
-        self._worker = None
-        self.predict_button.setEnabled(True)
-        self.export_button.setEnabled(True)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.last_message.startswith("Exported") else 0)
-        self.idle.emit()
+        self._job = None
+        self._end_job(self.last_message.startswith("Exported"))
 
 
 __all__ = ["DEFAULT_CHUNK", "SHOW_STEPS", "SlidePanel"]

@@ -177,6 +177,35 @@ def _predict(qtbot, panel):
     return panel.last_result
 
 
+def _edit(qtbot, panel):
+    """Press Edit window and wait for its worker; the edit window's layer, or None if none opened. While the
+    worker runs, the panel's buttons are off and another Edit or Accept window is refused."""
+    assert panel.edit_window() is True, panel.last_message
+    assert panel.running and not panel.edit_button.isEnabled() and not panel.accept_button.isEnabled()
+    assert panel.last_message.startswith("Reading the edit window"), panel.last_message
+    assert panel.edit_window() is False and "edit window is being read" in panel.last_message
+    assert panel.accept_window() is False and "edit window is being read" in panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.edit_button.isEnabled() and panel.accept_button.isEnabled() and panel.predict_button.isEnabled()
+    w = panel.window
+    return panel.viewer.layers[w["name"]] if w is not None and w["name"] in panel.viewer.layers else None
+
+
+def _accept(qtbot, panel):
+    """Press Accept window and wait for its worker; the accepted region's record, or None if refused. While
+    the worker runs, the window cannot be painted and another Accept or Edit window is refused."""
+    layer = panel.viewer.layers[panel.window["name"]]
+    assert layer.editable and panel.accept_window() is True, panel.last_message
+    assert panel.running and not layer.editable and not panel.accept_button.isEnabled()
+    assert panel.last_message.startswith("Accepting the window"), panel.last_message
+    assert panel.accept_window() is False and "being accepted" in panel.last_message
+    assert panel.edit_window() is False and "being accepted" in panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.accept_button.isEnabled()
+    assert layer.editable or panel.window is None  # painted again, unless the window was closed
+    return panel.last_record
+
+
 def _assert_one_label_per_gland(instances):
     """Every label is one 8-connected piece, and touching glands may have different labels; no label spans
     two separate glands."""
@@ -273,7 +302,7 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
 
     # 4. edit window over the view, one label per gland, accepted into the store's labels, its pyramid and
     # the project
-    layer = panel.edit_window()
+    layer = _edit(qtbot, panel)
     assert layer is not None, panel.last_message
     box = panel.window["box"]
     y0, x0, y1, x1 = box
@@ -294,7 +323,7 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     want = edited > 0
     want[10:40, 50] = False
     layer.data = edited
-    record = panel.accept_window()
+    record = _accept(qtbot, panel)
     assert record is not None, panel.last_message
     store = open_store(store_path)
     np.testing.assert_array_equal(np.asarray(store.glands[0][y0:y1, x0:x1]), want)
@@ -310,7 +339,7 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     np.testing.assert_array_equal(before_edit, predicted)
     # accepted again unchanged: a new version, nothing of the store rewritten
     before = chunk_files(store_path, ("labels/glands/0",))
-    again = panel.accept_window()
+    again = _accept(qtbot, panel)
     assert again is not None and again.region_id == stored.region_id and "0 chunk(s)" in panel.last_message
     assert chunk_files(store_path, ("labels/glands/0",)) == before
     assert [r.region_id for r in project.training_regions() + project.holdout_regions()] == [stored.region_id]
@@ -344,8 +373,9 @@ def test_edit_window_needs_a_predicted_view(make_napari_viewer, qtbot, tmp_path,
     viewer.open(str(slide_path), plugin=PLUGIN)
     _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     panel = dock.slide_panel
-    assert panel.edit_window() is None and "Predict the view first" in panel.last_message
-    assert panel.accept_window() is None and "edit window first" in panel.last_message
+    assert panel.edit_window() is False and "Predict the view first" in panel.last_message
+    assert panel.accept_window() is False and "edit window first" in panel.last_message
+    assert not panel.running
 
 
 def test_write_window_refuses_unpredicted_chunks(tmp_path, slide_path):
@@ -420,13 +450,13 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
     predicted = _labels(open_store(store_path))
 
     def accept_an_edit():
-        layer = panel.edit_window()
+        layer = _edit(qtbot, panel)
         assert layer is not None, panel.last_message
         edited = np.array(layer.data)
         edited[8:40, 8:72] = np.where(edited[8:40, 8:72] > 0, 0, edited.max() + 1)  # glands added and erased
         edited[-30:, -30:] = 0
         layer.data = edited
-        record = panel.accept_window()
+        record = _accept(qtbot, panel)
         assert record is not None, panel.last_message
         y0, x0, y1, x1 = record.bbox
         labels = _labels(open_store(store_path))

@@ -1,0 +1,193 @@
+"""The whole-slide edit window in a worker thread: Edit window reads the slide's store and splits its glands,
+Accept window carves splits and writes the stores, off the GUI thread, so the viewer keeps drawing; one job at
+a time; a result that arrives after its slide or the viewer was closed is dropped. A real napari viewer
+(Xvfb), real pyramidal TIFFs built from the GlaS test images, real zarr stores on disk."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from _slides import write_pyramidal_tiff
+from qtpy.QtCore import QTimer
+from scipy import ndimage as ndi
+from test_widget_slide import PLUGIN, WIDGET, _edit, _predict, _slide_in_dock, _view
+
+from napari_cdma.project.store import ProjectStore
+from src_model.slide_store import open_store
+
+SIDE, CHUNK = 2048, 512  # a slide whose edit window is the largest the panel opens (MAX_EDIT_SIDE)
+
+
+def _glands(h, w, seed=0):
+    """Gland-like mask: discs of radius 22 px around random centres, many of them touching."""
+    rng = np.random.default_rng(seed)
+    seeds = np.ones((h, w), bool)
+    seeds[rng.integers(0, h, h * w // 2500), rng.integers(0, w, h * w // 2500)] = False
+    return (ndi.distance_transform_edt(seeds) < 22).astype(np.uint8)
+
+
+def test_the_edit_window_keeps_every_gland_pixel_of_glands_touching_at_a_corner():
+    """Discs that touch another only diagonally (seeds 1 and 3 have some) are not reached by the split's
+    4-neighbour flood: the window still labels every gland pixel, else accepting it unchanged would erase
+    them from the store."""
+    from napari_cdma._slide_view import window_instances
+
+    for seed in (1, 3):
+        mask = _glands(384, 384, seed)
+        four, n4 = ndi.label(mask)
+        assert n4 > ndi.label(mask, structure=np.ones((3, 3)))[1]  # some glands touch only at a corner
+        labels = window_instances(mask)
+        np.testing.assert_array_equal(labels > 0, mask > 0)
+        np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))  # 1..n, no gaps
+        for i in range(1, n4 + 1):  # no label spans two glands that touch only at a corner
+            assert len(np.unique(four[labels == labels[four == i][0]])) == 1
+
+
+def _large_slide(tmp_path, mosaic):
+    """A SIDE x SIDE slide tiled from the mosaic and its prediction store, every chunk written (gland-like
+    discs, not a model's output: predicting 16 chunks of 512 px would take minutes) with the settings of
+    the panel's Predict view of the bundled model, so Predict view takes the store as it is."""
+    from src_model.checkpoint import bundled_model_path
+    from src_model.slide_predict import DEFAULT_MIN_TISSUE, prepare_store, run_settings
+    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    image = np.tile(mosaic, (4, 3, 1))[:SIDE, :SIDE]
+    slide = write_pyramidal_tiff(tmp_path / "large.tif", image, levels=3)
+    settings = run_settings(bundled_model_path(), tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean",
+                            min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
+    store = prepare_store(slide, tmp_path / "large.cdma.zarr", level=0, chunk=CHUNK, settings=settings)
+    glands = _glands(SIDE, SIDE)
+    unc = np.broadcast_to(np.linspace(10, 120, SIDE).astype(np.uint8), (SIDE, SIDE))
+    for cy, cx in store.all_chunks():
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        store.write_chunk(cy, cx, image[y0:y1, x0:x1], glands[y0:y1, x0:x1], np.ascontiguousarray(unc[y0:y1, x0:x1]),
+                          1.0)
+    return slide, glands
+
+
+def _gui_gaps(qtbot, panel, start):
+    """Start a panel job with ``start()`` while a 10 ms QTimer runs on the GUI thread; wait for the job to end.
+
+    Returns:
+        ``(seconds start() took, seconds until the worker returned its result, the longest gap between
+        timer ticks until then (from the start to the first tick and from the last tick to the result
+        included), ticks until then, seconds until the job ended (its result shown))``.
+    """
+    from qtpy.QtCore import Qt
+
+    ticks, returned = [], []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    started = start()
+    called = time.perf_counter() - t0
+    assert started is True, panel.last_message
+    # called in the worker's thread as it returns: the end of the work, not when the GUI thread gets to it
+    panel.worker.returned.connect(lambda _r: returned.append(time.perf_counter()), Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: not panel.running, timeout=180_000)
+    t1 = time.perf_counter()
+    timer.stop()
+    assert len(returned) == 1
+    during = [t for t in ticks if t < returned[0]]
+    return called, returned[0] - t0, float(np.diff([t0] + during + returned).max()), len(during), t1 - t0
+
+
+def test_edit_and_accept_window_of_a_large_window_leave_the_gui_thread_free(make_napari_viewer, qtbot, tmp_path,
+                                                                            mosaic):
+    """A 2048 x 2048 window: reading it and splitting its glands (seconds), then carving a split and writing
+    the stores, run in a worker while the GUI thread keeps firing a 10 ms timer; the layer is added, and the
+    store written, when the worker returns."""
+    slide, glands = _large_slide(tmp_path, mosaic)
+    viewer = make_napari_viewer()
+    viewer.open(str(slide), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    panel = dock.slide_panel
+    assert panel.store_edit.text() == str(tmp_path / "large.cdma.zarr")
+    viewer.camera.center = (SIDE / 2, SIDE / 2)
+    viewer.camera.zoom = min(viewer.canvas.size) / SIDE  # the whole slide on the canvas
+    result = _predict(qtbot, panel)
+    assert result["summary"].chunks_computed == 0 and len(result["chunks"]) == 16  # the store as written
+
+    called, took, gap, ticks, total = _gui_gaps(qtbot, panel, panel.edit_window)
+    w = panel.window
+    assert w is not None and w["box"] == (0, 0, SIDE, SIDE), panel.last_message
+    layer = viewer.layers[w["name"]]
+    np.testing.assert_array_equal(np.asarray(layer.data) > 0, glands > 0)  # the store's glands, one label each
+    assert int(np.asarray(layer.data).max()) > 100
+    print(f"edit window: start {called:.3f} s, worker {took:.2f} s (longest GUI gap {gap * 1000:.0f} ms, {ticks} "
+          f"ticks), shown after {total:.2f} s")
+    assert took > 0.5  # long enough to freeze the viewer if it ran on the GUI thread
+    assert called < 0.25 * took and gap < 0.25 * took, (called, took, gap)
+    assert ticks >= 0.25 * took / 0.010  # the timer kept firing while the worker worked
+
+    # split a gland (a new label over its upper half) and accept: carved and written in the worker
+    edited = np.asarray(layer.data).copy()
+    target = int(edited[SIDE // 2, SIDE // 2]) or int(np.bincount(edited.ravel())[1:].argmax() + 1)
+    rows = np.nonzero((edited == target).any(axis=1))[0]
+    upper = (edited == target) & (np.arange(SIDE)[:, None] < (rows[0] + rows[-1]) // 2)
+    edited[upper] = edited.max() + 1
+    layer.data = edited
+    called, took, gap, ticks, total = _gui_gaps(qtbot, panel, panel.accept_window)
+    record = panel.last_record
+    assert record is not None and record.bbox == (0, 0, SIDE, SIDE), panel.last_message
+    print(f"accept window: start {called:.3f} s, worker {took:.2f} s (longest GUI gap {gap * 1000:.0f} ms, {ticks} "
+          f"ticks), shown after {total:.2f} s")
+    stored = np.asarray(open_store(tmp_path / "large.cdma.zarr").glands[0][:]) > 0
+    np.testing.assert_array_equal(np.asarray(layer.data) > 0, stored)  # the window shows what the store holds
+    carved = stored != (edited > 0)
+    assert 0 < carved.sum() <= 2 * upper.shape[1] and not stored[carved].any()  # a 1 px cut, nothing else
+    assert called < 0.25 * took and gap < 0.5 * took and ticks >= 0.25 * took / 0.010, (called, took, gap, ticks)
+
+
+def test_a_result_for_a_closed_slide_or_viewer_is_dropped(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """The slide layer removed, or the viewer closed, while the edit window is read: no layer appears and
+    nothing raises; an Accept window under way when the viewer closes still completes in the stores."""
+    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+
+    # 1. the slide closed while its window is read: the result is dropped, the panel says so
+    assert panel.edit_window() is True, panel.last_message
+    viewer.layers.remove(slide_layer.name)
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
+    assert panel.window is None and f"{slide_layer.name} edit window" not in viewer.layers
+    assert "was closed or replaced" in panel.last_message
+    assert panel.edit_button.isEnabled() and panel.predict_button.isEnabled()
+
+    # 2. the slide opened again under the same name: the window opens over it; accepted while the viewer closes
+    (again,) = viewer.open(str(slide_path), plugin=PLUGIN)
+    assert again.name == slide_layer.name
+    result = _predict(qtbot, panel)
+    assert result["summary"].chunks_computed == 0
+    layer = _edit(qtbot, panel)
+    assert layer is not None, panel.last_message
+    edited = np.asarray(layer.data).copy()
+    edited[:40, :40] = 0
+    layer.data = edited
+    assert panel.accept_window() is True, panel.last_message
+    worker = panel.worker
+    ended = []
+    worker.finished.connect(lambda: ended.append(True))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
+    qtbot.wait(50)  # the worker's queued signals are delivered (to nothing: the panel is gone)
+    assert len(viewer.layers) == 0  # nothing was added to the closed viewer
+    (region,) = ProjectStore.open(tmp_path / "project").regions()  # the accept completed in the stores
+    y0, x0, y1, x1 = region.bbox
+    np.testing.assert_array_equal(np.asarray(open_store(tmp_path / "case.cdma.zarr").glands[0][y0:y1, x0:x1]) > 0,
+                                  edited > 0)
+
+
+def test_closing_the_viewer_while_the_edit_window_is_read(make_napari_viewer, qtbot, tmp_path, slide_path):
+    viewer, _, _, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+    assert panel.edit_window() is True, panel.last_message
+    ended = []
+    panel.worker.finished.connect(lambda: ended.append(True))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
+    qtbot.wait(50)  # the worker's queued signals are delivered (to nothing: the panel is gone)
+    assert len(viewer.layers) == 0  # no edit window added to the closed viewer
