@@ -33,7 +33,9 @@ short last batch as it is, which one-thread CPU kernels compute with other round
 in the logits), so the two modes agree to float rounding.
 
 Glass: a chunk whose tissue fraction (:func:`src_model.tissue.tissue_mask`) is below
-``min_tissue`` is not predicted; its labels and uncertainty are 0.
+``min_tissue`` is not predicted; its labels and uncertainty are 0. In a predicted chunk, gland pixels on
+open glass (glass that reaches beyond the chunk's context or is too large for a lumen: the model takes
+glass next to tissue for a pale lumen) are set to background (:func:`drop_open_glass`).
 
 Workers: with ``workers`` > 0 a local Dask cluster (``dask.distributed.LocalCluster``, processes,
 one thread each) runs the chunks (strips in strip mode: fixed by ``strip_rows``, not by the number of
@@ -122,6 +124,25 @@ def read_window(slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int) ->
 TISSUE_MAX_DOWNSAMPLE = 4
 
 
+def _coarse_level(slide: Slide, level: int) -> Tuple[int, int]:
+    """The coarsest level at most :data:`TISSUE_MAX_DOWNSAMPLE` times coarser than ``level`` by a whole
+    factor, and that factor; ``(level, 1)`` where the slide has none."""
+    base, coarse = slide.downsamples[level], (level, 1)
+    for j in range(level + 1, len(slide.levels)):
+        r = slide.downsamples[j] / base
+        if r > TISSUE_MAX_DOWNSAMPLE + 0.01:
+            break
+        if round(r) >= 2 and abs(r - round(r)) < 0.01:
+            coarse = (j, int(round(r)))
+    return coarse
+
+
+def _coarse_box(slide: Slide, j: int, f: int, y0: int, x0: int, y1: int, x1: int) -> Tuple[int, int, int, int]:
+    h, w = slide.levels[j].shape[:2]
+    cy0, cx0 = min(y0 // f, h - 1), min(x0 // f, w - 1)
+    return cy0, cx0, min(h, max(cy0 + 1, -(-y1 // f))), min(w, max(cx0 + 1, -(-x1 // f)))
+
+
 def chunk_tissue(slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int) -> float:
     """Tissue fraction (:func:`src_model.tissue.tissue_mask`) of a box of a slide level.
 
@@ -133,18 +154,48 @@ def chunk_tissue(slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int) -
     """
     from .tissue import tissue_mask
 
-    base, coarse = slide.downsamples[level], (level, 1)
-    for j in range(level + 1, len(slide.levels)):
-        r = slide.downsamples[j] / base
-        if r > TISSUE_MAX_DOWNSAMPLE + 0.01:
-            break
-        if round(r) >= 2 and abs(r - round(r)) < 0.01:
-            coarse = (j, int(round(r)))
-    j, f = coarse
-    h, w = slide.levels[j].shape[:2]
-    cy0, cx0 = min(y0 // f, h - 1), min(x0 // f, w - 1)
-    cy1, cx1 = min(h, max(cy0 + 1, -(-y1 // f))), min(w, max(cx0 + 1, -(-x1 // f)))
-    return float(tissue_mask(slide.read_region(j, cy0, cx0, cy1, cx1)).mean())
+    j, f = _coarse_level(slide, level)
+    return float(tissue_mask(slide.read_region(j, *_coarse_box(slide, j, f, y0, x0, y1, x1))).mean())
+
+
+#: Context (pixels of the predicted level) around a chunk in which open glass is told from lumens.
+GLASS_CONTEXT = 512
+
+
+def drop_open_glass(slide: Slide, level: int, y0: int, x0: int, rgb: np.ndarray, glands: np.ndarray) -> np.ndarray:
+    """``glands`` of the chunk at (y0, x0) (RGB ``rgb``) without the gland pixels on open glass.
+
+    Open glass (:func:`src_model.tissue.open_glass`) is found on the coarse level that
+    :func:`chunk_tissue` reads, over the chunk and :data:`GLASS_CONTEXT` pixels around it; a gland
+    pixel is dropped where that glass reaches (one coarse pixel of slack) and the chunk's own pixel is
+    glass. Depends on the chunk alone, so both modes and any number of workers agree.
+    """
+    from .tissue import open_glass, tissue_mask
+
+    fine = ~tissue_mask(rgb) & (glands > 0)
+    if not fine.any():
+        return glands
+    j, f = _coarse_level(slide, level)
+    h, w = glands.shape
+    H, W = slide.levels[level].shape[:2]
+    m = GLASS_CONTEXT
+    box = _coarse_box(slide, j, f, max(0, y0 - m), max(0, x0 - m), min(H, y0 + h + m), min(W, x0 + w + m))
+    sides = (box[0] > 0, box[2] < slide.levels[j].shape[0], box[1] > 0, box[3] < slide.levels[j].shape[1])
+    coarse = open_glass(slide.read_region(j, *box), sides=sides, pixel_area=f * f)
+    if not coarse.any():
+        return glands
+    from scipy import ndimage as ndi
+
+    coarse = ndi.binary_dilation(coarse, structure=np.ones((3, 3), bool))  # slack for the coarse grid
+    up = np.repeat(np.repeat(coarse, f, axis=0), f, axis=1)
+    oy, ox = y0 - box[0] * f, x0 - box[1] * f
+    up = up[oy:oy + h, ox:ox + w]
+    drop = fine[:up.shape[0], :up.shape[1]] & up
+    if not drop.any():
+        return glands
+    out = glands.copy()
+    out[:up.shape[0], :up.shape[1]][drop] = 0
+    return out
 
 
 def file_sha256(path: PathLike) -> str:
@@ -193,9 +244,10 @@ def predict_chunk(store: SlideStore, slide: Slide, runner, cy: int, cx: int, dev
     pred = predict(runner, window, tile=tile, overlap=overlap, batch_size=st["batch_size"],
                    branch=st["branch"], device=device)
     core = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
-    glands = (pred.labels[core] > 0).astype(np.uint8)
+    rgb = np.ascontiguousarray(window[core])
+    glands = drop_open_glass(slide, level, y0, x0, rgb, (pred.labels[core] > 0).astype(np.uint8))
     unc = np.round(np.clip(pred.uncertainty[core], 0.0, 1.0) * 255.0).astype(np.uint8)
-    store.write_chunk(cy, cx, np.ascontiguousarray(window[core]), glands, unc, tissue)
+    store.write_chunk(cy, cx, rgb, glands, unc, tissue)
     return tissue
 
 
@@ -335,8 +387,9 @@ def predict_strip(store: SlideStore, slide: Slide, runner, chunks: Sequence[Tupl
             if buf[2][0] == cy1 - cy0:  # the chunk row is finished: write its chunks (pixels from the window)
                 for cx, tissue in todo[cy]:
                     _, cx0, _, cx1 = store.chunk_box(cy, cx)
-                    store.write_chunk(cy, cx, window.take(cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0),
-                                      buf[0][:, cx0 - x0:cx1 - x0], buf[1][:, cx0 - x0:cx1 - x0], tissue)
+                    rgb = window.take(cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0)
+                    glands = drop_open_glass(slide, level, cy0, cx0, rgb, buf[0][:, cx0 - x0:cx1 - x0])
+                    store.write_chunk(cy, cx, rgb, glands, buf[1][:, cx0 - x0:cx1 - x0], tissue)
                     written.append((cy, cx))
                 del rows[cy]
                 pending.discard(cy)
