@@ -10,7 +10,7 @@ import numpy as np
 from _slides import write_pyramidal_tiff
 from qtpy.QtCore import QTimer
 from scipy import ndimage as ndi
-from test_widget_slide import PLUGIN, WIDGET, _edit, _predict, _slide_in_dock, _view
+from test_widget_slide import PLUGIN, WIDGET, _accept, _edit, _predict, _slide_in_dock, _view
 
 from napari_cdma.project.store import ProjectStore
 from src_model.slide_store import open_store
@@ -191,3 +191,34 @@ def test_closing_the_viewer_while_the_edit_window_is_read(make_napari_viewer, qt
     qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
     qtbot.wait(50)  # the worker's queued signals are delivered (to nothing: the panel is gone)
     assert len(viewer.layers) == 0  # no edit window added to the closed viewer
+
+
+def test_a_window_withdrawn_while_an_edit_window_is_read_is_undone(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """The dock withdraws an accepted window while the panel's worker reads an edit window: the slide's labels
+    are restored by the time the job ends (by the worker, or by the panel once it ends), and an edit window
+    left open shows what the store holds."""
+    viewer, _, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    store_path = tmp_path / "case.cdma.zarr"
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+    predicted = np.asarray(open_store(store_path).glands[0][:]).copy()
+    layer = _edit(qtbot, panel)
+    assert layer is not None, panel.last_message
+    edited = np.asarray(layer.data).copy()
+    edited[:40, :40] = 0
+    edited[50:80, 50:80] = edited.max() + 1
+    layer.data = edited
+    record = _accept(qtbot, panel)
+    assert record is not None, panel.last_message
+    assert not np.array_equal(np.asarray(open_store(store_path).glands[0][:]), predicted)
+
+    assert panel.edit_window() is True, panel.last_message
+    assert dock.review_panel.withdraw(record.region_id)  # regions_changed: the panel's sync waits for the job
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
+    now = np.asarray(open_store(store_path).glands[0][:])
+    np.testing.assert_array_equal(now, predicted)  # undone in the slide's labels
+    assert panel.window_list.count() == 0 and dock.store.regions() == []
+    w = panel.window
+    if w is not None:  # opened over the restored labels, or closed once they were restored under it
+        y0, x0, y1, x1 = w["box"]
+        np.testing.assert_array_equal(np.asarray(viewer.layers[w["name"]].data) > 0, now[y0:y1, x0:x1] > 0)
