@@ -135,7 +135,8 @@ def upsert_layer(viewer: Any, name: str, data: np.ndarray, layer_type: str, **kw
         return add(data, name=name, **kwargs)
     existing.metadata.update(kwargs.get("metadata") or {})
     if layer_type == "shapes":
-        existing.data = []
+        if len(existing.data):  # emptying an empty Shapes layer still re-slices it (~0.1 s on a busy machine)
+            existing.data = []
         if len(data):
             existing.add_rectangles(data, edge_color=kwargs.get("edge_color", "cyan"),
                                     face_color=kwargs.get("face_color", "transparent"),
@@ -443,12 +444,28 @@ def narrow_combo(combo: Any, chars: int = 12) -> None:
     combo.setMinimumContentsLength(chars)
 
 
+#: Style of the Shapes layers of an image's accepted regions (red edges: apart from the green / blue gland
+#: outlines and the cyan review boxes) and of its review regions (cyan edges, no fill).
+ACCEPTED_STYLE = dict(shape_type="rectangle", edge_color="red", face_color="transparent", edge_width=3, opacity=0.9)
+TILES_STYLE = dict(shape_type="rectangle", edge_color=TILE_COLOR, face_color="transparent", edge_width=TILE_WIDTH,
+                   opacity=0.9)
+
+
+def overlay_layer(image_name: str, role: str, visible: bool = True) -> Any:
+    """An empty Shapes layer of an image's review regions (``role`` "tiles") or accepted regions ("accepted"),
+    styled and named as :func:`show_review_tiles` and :func:`show_accepted` make them, not yet in a viewer:
+    a large image's prediction adds it while it runs, so that the hand-over only fills it."""
+    from napari.layers import Shapes
+
+    style = dict(TILES_STYLE if role == "tiles" else ACCEPTED_STYLE)
+    return Shapes([], ndim=2, name=names_for(image_name)[role], visible=visible, metadata=_role(role, image_name),
+                  **style)
+
+
 def show_accepted(viewer: Any, image_name: str, boxes: Sequence[BBox]) -> Any:
-    """Add or update the Shapes layer outlining the image's accepted regions (red edges: apart from
-    the green / blue gland outlines and the cyan review boxes)."""
+    """Add or update the Shapes layer outlining the image's accepted regions (:data:`ACCEPTED_STYLE`)."""
     return upsert_layer(viewer, names_for(image_name)["accepted"], tile_rectangles([(0.0, b) for b in boxes]),
-                        "shapes", shape_type="rectangle", edge_color="red", face_color="transparent",
-                        edge_width=3, opacity=0.9, metadata=_role("accepted", image_name))
+                        "shapes", metadata=_role("accepted", image_name), **ACCEPTED_STYLE)
 
 
 def not_yet_accepted(ranked: Sequence[RankedTile], accepted: Sequence[BBox], max_overlap: float = 0.5
@@ -475,8 +492,7 @@ def tile_rectangles(tiles: Sequence[RankedTile]) -> List[np.ndarray]:
 def show_review_tiles(viewer: Any, image_name: str, tiles: Sequence[RankedTile]) -> Any:
     """Add or update the Shapes layer outlining the ranked review tiles (edges only, no fill)."""
     return upsert_layer(viewer, names_for(image_name)["tiles"], tile_rectangles(tiles), "shapes",
-                        shape_type="rectangle", edge_color=TILE_COLOR, face_color="transparent",
-                        edge_width=TILE_WIDTH, opacity=0.9, metadata=_role("tiles", image_name))
+                        metadata=_role("tiles", image_name), **TILES_STYLE)
 
 
 def camera_for_tile(bbox: BBox, canvas_hw: Tuple[int, int], margin: float = 1.05) -> Tuple[Tuple[float, float], float]:

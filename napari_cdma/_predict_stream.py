@@ -35,6 +35,7 @@ from ._layers import (
     UNCERTAINTY_OPACITY,
     gland_colormap,
     names_for,
+    overlay_layer,
     style_prediction,
     uncertainty_colormap,
 )
@@ -134,7 +135,8 @@ def streams(shape: Tuple[int, ...], limit: Optional[int] = None) -> bool:
 
 def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np.ndarray] = None,
                 branches: bool = False, corrections_for: Optional[Callable[[str], List[Any]]] = None,
-                batch_size: Optional[int] = None) -> Generator[Any, None, Any]:
+                batch_size: Optional[int] = None, start: Optional[threading.Event] = None
+                ) -> Generator[Any, None, Any]:
     """Load the model and predict ``image``, in a worker thread.
 
     Args:
@@ -149,6 +151,9 @@ def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np
             on the GUI thread.
         batch_size: tiles per forward pass (default: 1 on a CPU, so that Cancel waits for one
             tile at most; 8 on a GPU).
+        start: when given, nothing starts before it is set (a large image's live layers are added on
+            the GUI thread meanwhile: :attr:`LiveLayers.started`); ``Stage("starting", 0, 0)`` is
+            yielded every 20 ms until then.
 
     Yields:
         :class:`Stage` after each tile batch and each finishing step (``step == total`` is never
@@ -159,6 +164,10 @@ def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np
         ``PredictResult`` (instances, uncertainty, display_range, ranked, glands, image_hash,
         corrections); or ``("error", message)`` for an unusable checkpoint.
     """
+    if start is not None:  # the live layers are being added on the GUI thread: loading the model (Python code,
+        # holding the GIL) and predicting would slow that work down, each turn of it a longer stall
+        while not start.wait(0.02):
+            yield Stage("starting", 0, 0)  # lets the worker see a Cancel meanwhile
     if uncertainty_out is not None:
         hold_switch(uncertainty_out)
     try:
@@ -285,20 +294,59 @@ WARM_MODULES = ("pandas", "skimage.color", "skimage.exposure", "scipy.linalg", "
                 "napari._vispy.layers.labels", "napari._vispy.visuals.labels", "napari._vispy.overlays.labels_polygon",
                 "napari._vispy.overlays.brush_circle")
 _warming: List[Any] = []
+#: Modules the prediction itself needs, on the worker thread or at the hand-over: torch (1.5 s to import on a
+#: quiet 2-core machine), the engine's modules, and zarr for the project store (0.3 s, imported on the GUI
+#: thread when the first prediction is saved). Imported in a thread of their own when the dock opens
+#: (:func:`warm_engine`): an import holds the GIL for long stretches (loading torch's libraries), which stalled
+#: the event loop for 0.2-0.8 s at a time during the first seconds after the Predict click.
+ENGINE_MODULES = ("torch", "src_model.checkpoint", "src_model.inference", "src_model.blockwise", "src_model.runtime",
+                  "src_model.postprocess", "src_model.uncertainty", "src_model.tissue", "zarr",
+                  "napari_cdma.project.store")
+_warming_engine: List[Any] = []
+
+
+def _import_all(names: Tuple[str, ...]) -> None:
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a module a version lacks, or a broken optional one: imported (or not) on first use
+            pass
+
+
+def _warm_engine() -> None:
+    _import_all(ENGINE_MODULES)
+    try:  # building a model (on torch's meta device) imports torch's compiler stack the first time: 800 modules,
+        # 2 s on a quiet 2-core machine, in the worker after the click unless done here once
+        from src_model.checkpoint import bundled_model_path, load_model
+
+        load_model(bundled_model_path())
+    except Exception:  # no bundled model, or torch missing: the worker reports it when it predicts
+        pass
+
+
+def warm_engine() -> Any:
+    """Import :data:`ENGINE_MODULES` and load the bundled model once (then dropped) in a daemon thread (once
+    per process); the thread."""
+    if not _warming_engine:
+        thread = threading.Thread(target=_warm_engine, name="napari-cdma-warm-engine", daemon=True)
+        thread.start()
+        _warming_engine.append(thread)
+    return _warming_engine[0]
+
+
+def warmed() -> bool:
+    """True once every warm-up thread started so far (:func:`warm_up`, :func:`warm_engine`) has finished."""
+    return not any(t.is_alive() for t in (*_warming, *_warming_engine))
 
 
 def warm_up() -> Any:
     """Import :data:`WARM_MODULES` in a daemon thread (once per process), and fill vispy's cache of
     dash patterns there (computed in pure Python the first time a line visual is made: 0.18 s of
     the first labels layer's creation, for its polygon overlay, on a busy 2-core machine); the thread."""
-    import importlib
-
     def run() -> None:
-        for name in WARM_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # a module a napari or vispy version lacks: created on first use instead
-                pass
+        _import_all(WARM_MODULES)  # a module a napari or vispy version lacks is created on first use instead
         try:  # vispy keeps the patterns in an lru_cache: made here once, they are not made again
             from vispy.visuals.line.dash_atlas import DashAtlas
 
@@ -402,8 +450,10 @@ class LiveLayers:
     int32 (:func:`labels_dtype`; one label per gland once finished) and uncertainty float16 shown
     through a pyramid of strided views, so that refreshing it costs what the canvas shows, not
     the image size. The layers are added one per event-loop turn (:meth:`build_step`: the
-    uncertainty layer, the labels layer hidden and styled, then shown), so that napari's work
-    for each, and the redraw after it, are separate short stalls rather than one long one.
+    uncertainty layer, the labels layer hidden and styled, then shown; then, when the image has
+    none, its empty review-region and accepted-region Shapes layers, which the hand-over fills), so
+    that napari's work for each, and the redraw after it, are separate short stalls rather than one
+    long one.
     Labels are written with ``Labels.data_setitem``, which redraws only the changed extent; its
     undo history is cleared after each write (a prediction is not an edit).
     """
@@ -419,7 +469,12 @@ class LiveLayers:
         self.largest = 0  # largest label written
         self.unc_layer: Any = None
         self.labels_layer: Any = None
-        self.ready = False
+        #: the empty review-region and accepted-region Shapes layers this prediction added (the image had none)
+        self.overlays: List[Any] = []
+        self.ready = False  # both layers in the viewer and shown: pieces can be written
+        self.built = False  # every step done
+        #: set once every step is done (or the layers are dropped or handed over): the worker starts then
+        self.started = threading.Event()
         self._thumbnail_at = 0.0
         self._steps = self._build()
         self.build_step()  # the uncertainty layer's model at once (cheap)
@@ -459,11 +514,34 @@ class LiveLayers:
         self.labels_layer = labels
         yield
         labels.visible = True
-        self.ready = True
+        self.ready = True  # the pieces are written from the next turn on, while the steps below go on
+        yield
+        # the image's review-region and accepted-region layers, empty: made at the hand-over, each Shapes layer
+        # took 0.4 s of GUI time to add and 0.3-0.7 s to draw the first time (building its shaders) on a busy
+        # 2-core machine, in one event-loop turn; here they are added, and drawn once, in turns of their own
+        # while the worker predicts, then hidden (every redraw of the canvas would draw them too) until the
+        # hand-over, which shows and fills them (adopt)
+        for role in ("tiles", "accepted"):
+            if names[role] in self.viewer.layers:  # an earlier prediction's: filled at the hand-over
+                continue
+            overlay = overlay_layer(self.image_name, role, visible=False)
+            yield
+            with quiet_insert(self.viewer):
+                self.viewer.layers.append(overlay)
+            self.overlays.append(overlay)
+            yield
+            overlay.visible = True
+            yield
+            yield  # a redraw in between, whatever the timing of the event loop
+            overlay.visible = False
+            yield
+        self.built = True
+        self.started.set()
 
     def build_step(self) -> bool:
-        """Add the next layer (GUI thread); True once both layers are in the viewer and shown."""
-        if not self.ready:
+        """Take the next step of adding the layers (GUI thread), if any is left; True once the labels and
+        uncertainty layers are in the viewer and shown (the review-region layers come in later steps)."""
+        if not self.built:
             next(self._steps, None)
         return self.ready
 
@@ -519,13 +597,15 @@ class LiveLayers:
         adding them."""
         release_switch(self.uncertainty)
         self._steps.close()
-        for layer in (self.labels_layer, self.unc_layer):
+        self.started.set()  # a worker still waiting to start runs to its end at once (it is being cancelled)
+        for layer in (self.labels_layer, self.unc_layer, *self.overlays):
             if layer is not None and layer in self.viewer.layers:
                 layer.visible = False
-                layer.name = layer.name.replace(LIVE_SUFFIX, CANCELLED_SUFFIX)
+                layer.name = (layer.name.replace(LIVE_SUFFIX, CANCELLED_SUFFIX) if layer.name.endswith(LIVE_SUFFIX)
+                              else layer.name + CANCELLED_SUFFIX)
 
     def remove(self) -> None:
-        """Remove both layers (a cancelled or failed prediction must not look finished). napari
+        """Remove its layers (a cancelled or failed prediction must not look finished). napari
         runs the garbage collector for every layer removed (a few hundred ms in a busy process).
 
         Their GL shader programs are kept (:data:`KEPT_PROGRAMS`: a few kB each, and the layers'
@@ -534,7 +614,9 @@ class LiveLayers:
         the second redraw after the removal, whichever layers were left.
         """
         self._steps.close()
-        layers = [ly for ly in (self.labels_layer, self.unc_layer) if ly is not None and ly in self.viewer.layers]
+        self.started.set()
+        layers = [ly for ly in (self.labels_layer, self.unc_layer, *self.overlays)
+                  if ly is not None and ly in self.viewer.layers]
         KEPT_PROGRAMS.extend(gl_programs(self.viewer, layers))
         for layer in layers:
             self.viewer.layers.remove(layer)
@@ -547,9 +629,13 @@ class LiveLayers:
 
         The labels layer takes the name ``labels_name`` and the uncertainty layer the image's
         uncertainty name (layers of those names, and the image's stale disagreement, entropy and
-        branch layers from an earlier prediction, are removed).
+        branch layers from an earlier prediction, are removed). The review-region and accepted-region
+        layers it added (:attr:`overlays`, hidden since their first draw) are shown, still empty: the dock
+        fills them in the next event-loop turns.
         """
         release_switch(self.uncertainty)
+        self._steps.close()  # a review-region layer not added yet is made by the dock, as for a small image
+        self.started.set()
         names = names_for(self.image_name)
         stale = [labels_name, names["uncertainty"], names["disagreement"], names["entropy"],
                  *(names[f"branch{k}"] for k in (1, 2, 3))]
@@ -561,6 +647,9 @@ class LiveLayers:
         self.unc_layer.name = names["uncertainty"]
         self.unc_layer.metadata = {ROLE_KEY: "uncertainty", IMAGE_KEY: self.image_name}
         self.unc_layer.contrast_limits = display_range
+        for overlay in self.overlays:  # drawn once while predicting, hidden until now; the dock fills them
+            if overlay in self.viewer.layers:
+                overlay.visible = True
         if secondary:
             style_prediction(self.labels_layer, fill=True, secondary=True)
         self.labels_layer.editable = True
@@ -607,4 +696,4 @@ def pieces(event: Any) -> List[Any]:
 
 __all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
            "black_padding", "clear_padding", "labels_dtype", "pieces", "predict_job", "pyramid", "quiet_insert",
-           "hold_switch", "release_switch", "review_outputs", "streams", "warm_up"]
+           "hold_switch", "release_switch", "review_outputs", "streams", "warm_engine", "warm_up", "warmed"]

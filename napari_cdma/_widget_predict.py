@@ -34,7 +34,18 @@ from qtpy.QtWidgets import (
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
 from ._layers import HASH_KEY, LayerInputError, image_from_layer, is_derived, narrow_combo
-from ._predict_stream import WHOLE_IMAGE_PIXELS, Block, LiveLayers, Rows, Stage, pieces, predict_job, streams
+from ._predict_stream import (
+    WHOLE_IMAGE_PIXELS,
+    Block,
+    LiveLayers,
+    Rows,
+    Stage,
+    pieces,
+    predict_job,
+    streams,
+    warm_engine,
+    warm_up,
+)
 from ._predict_stream import review_outputs as _review_outputs  # noqa: F401 - the dock's name for it, used by tests
 from ._slide_view import SLIDE_KEY, STORE_KEY
 
@@ -189,6 +200,10 @@ class PredictPanel(QWidget):
                    viewer.layers.events.moved):
             ev.connect(self._refresh_images)
         self._refresh_images()
+        # what a prediction imports (torch, the engine, napari's labels modules, zarr) is imported now, off the GUI
+        # thread, while the user chooses an image: imported at the click, it stalled the event loop repeatedly
+        warm_up()
+        warm_engine()
 
     # ----------------------------------------------------------------- choices
     @property
@@ -343,8 +358,10 @@ class PredictPanel(QWidget):
         self._cancelled = False
         self._live = LiveLayers(self.viewer, name, image.shape[:2]) if streams(image.shape, self.stream_pixels) \
             else None
+        # a large image's worker starts once its live layers are added (LiveLayers.started)
         worker = create_worker(predict_job, model_path, image, self._live.uncertainty if self._live else None,
-                               branches=self.branches_check.isChecked(), corrections_for=self.corrections_for)
+                               branches=self.branches_check.isChecked(), corrections_for=self.corrections_for,
+                               start=self._live.started if self._live else None)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda res: self._on_returned(res, name, image, label, version))
         worker.errored.connect(self._on_errored)

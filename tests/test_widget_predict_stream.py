@@ -303,6 +303,23 @@ def test_warm_up_imports_the_modules_once():
     assert all(name in sys.modules for name in WARM_MODULES)
 
 
+def test_opening_the_dock_imports_what_a_prediction_needs_off_the_gui_thread(dock):
+    """The dock starts both warm-up threads when it opens (torch, the engine, zarr; napari's labels modules),
+    once per process; ``warmed`` says when they are done."""
+    import sys
+
+    from napari_cdma import _predict_stream
+    from napari_cdma._predict_stream import ENGINE_MODULES, warm_engine, warmed
+
+    assert _predict_stream._warming and _predict_stream._warming_engine  # started by the dock
+    thread = warm_engine()
+    thread.join(300)
+    assert warm_engine() is thread and not thread.is_alive()
+    assert all(name in sys.modules for name in ENGINE_MODULES)
+    _predict_stream._warming[0].join(120)
+    assert warmed()
+
+
 def _run_job(image, stream):
     from napari_cdma._predict_stream import Block, predict_job
     from src_model.checkpoint import bundled_model_path
@@ -382,3 +399,85 @@ def test_streamed_prediction_shortens_the_thread_switch_interval_while_it_runs()
     assert sys.getswitchinterval() == before
     job.close()
     assert sys.getswitchinterval() == before
+
+
+def _all_steps(live):
+    while not live.built:
+        live.build_step()
+    return live
+
+
+def test_review_region_layers_are_added_while_predicting_and_filled_at_the_hand_over():
+    """A large image's review-region and accepted-region Shapes layers are added (empty, drawn once, then
+    hidden) while it is predicted; the hand-over shows them and the dock's upsert fills the same layers."""
+    from napari.components import ViewerModel
+
+    from napari_cdma._layers import ROLE_KEY, show_accepted, show_review_tiles
+    from napari_cdma._predict_stream import LiveLayers
+
+    viewer = ViewerModel()
+    names = names_for("x")
+    live = LiveLayers(viewer, "x", (64, 80))
+    shown = []
+    while not live.built:
+        live.build_step()
+        shown.extend(ly.name for ly in live.overlays if ly.visible)
+    tiles, accepted = (viewer.layers[names[r]] for r in ("tiles", "accepted"))
+    assert live.overlays == [tiles, accepted] and {names["tiles"], names["accepted"]} <= set(shown)
+    assert not tiles.visible and not accepted.visible and len(tiles.data) == 0 and len(accepted.data) == 0
+    assert (tiles.metadata[ROLE_KEY], accepted.metadata[ROLE_KEY]) == ("tiles", "accepted")
+    layers = live.adopt(names["prediction"], (0.1, 0.5), secondary=False)
+    assert tiles.visible and accepted.visible and layers["prediction"].name == names["prediction"]
+    boxes = [(0.9, (0, 0, 20, 30)), (0.5, (30, 40, 60, 80))]
+    assert show_review_tiles(viewer, "x", boxes) is tiles and len(tiles.data) == 2
+    assert show_accepted(viewer, "x", [(5, 5, 15, 15)]) is accepted and len(accepted.data) == 1
+    np.testing.assert_array_equal(tiles.data[1].min(axis=0), [30, 40])
+    assert tiles.edge_width[0] == accepted.edge_width[0] == 3 and tuple(accepted.edge_color[0][:3]) == (1, 0, 0)
+    assert len([ly for ly in viewer.layers if ly.name == names["tiles"]]) == 1
+
+
+def test_cancelled_prediction_removes_the_review_region_layers_it_added_and_keeps_earlier_ones():
+    from napari.components import ViewerModel
+
+    from napari_cdma._layers import show_review_tiles
+    from napari_cdma._predict_stream import LiveLayers
+
+    viewer = ViewerModel()
+    names = names_for("x")
+    earlier = show_review_tiles(viewer, "x", [(0.9, (0, 0, 20, 30))])  # an earlier prediction's boxes
+    live = _all_steps(LiveLayers(viewer, "x", (64, 80)))
+    assert [ly.name for ly in live.overlays] == [names["accepted"]]  # only the layer the image lacked
+    live.hide()
+    assert not live.overlays[0].visible and live.overlays[0].name.endswith(CANCELLED_SUFFIX)
+    assert earlier.visible and earlier.name == names["tiles"]
+    live.remove()
+    assert [ly.name for ly in viewer.layers] == [names["tiles"]] and viewer.layers[0] is earlier
+    assert len(earlier.data) == 1
+
+
+def test_streamed_job_starts_once_its_live_layers_are_added():
+    """The worker of a large image loads nothing and predicts nothing before the live layers are added (their
+    ``started`` event): it only reports that it is starting; then it runs as usual."""
+    import threading
+
+    from napari.components import ViewerModel
+
+    from napari_cdma._predict_stream import LiveLayers, Stage, predict_job
+    from src_model.checkpoint import bundled_model_path
+
+    image = np.full((96, 112, 3), 200, np.uint8)
+    live = LiveLayers(ViewerModel(), "x", image.shape[:2])
+    assert isinstance(live.started, threading.Event) and not live.started.is_set()
+    job = predict_job(str(bundled_model_path()), image, live.uncertainty, start=live.started)
+    for _ in range(3):
+        assert next(job) == Stage("starting", 0, 0)
+    while not live.built:
+        assert not live.started.is_set()
+        live.build_step()
+    assert live.started.is_set()
+    events = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            events.append(next(job))
+    assert stop.value.value[0] == "ok"
+    assert any(isinstance(e, Rows) for e in events) and Stage("starting", 0, 0) not in events
