@@ -570,7 +570,9 @@ def raise_overlays(viewer: Any, image_name: str) -> None:
     the review tiles, the user's drawn regions and the accepted boxes back on top.
     """
     names = names_for(image_name)
-    for name in (names["corrections"], names["tiles"], names["drawn"], names["accepted"]):
-        if name in viewer.layers:
-            index = viewer.layers.index(viewer.layers[name])
-            viewer.layers.move(index, len(viewer.layers))
+    order = [n for n in (names["corrections"], names["tiles"], names["drawn"], names["accepted"]) if n in viewer.layers]
+    if [ly.name for ly in viewer.layers][len(viewer.layers) - len(order):] == order:
+        return  # already on top in that order (a large image's prediction adds them so): each move redraws
+    for name in order:
+        index = viewer.layers.index(viewer.layers[name])
+        viewer.layers.move(index, len(viewer.layers))

@@ -102,6 +102,13 @@ def test_paste_corrections_and_overlay_order():
     raise_overlays(vm, "img")
     order = [ly.name for ly in vm.layers]
     assert order[-2:] == [names["tiles"], names["accepted"]], order
+    moved = []
+    vm.layers.events.moved.connect(moved.append)
+    raise_overlays(vm, "img")  # already on top, in that order: nothing moves (each move redraws the canvas)
+    assert moved == [] and [ly.name for ly in vm.layers] == order
+    vm.add_image(np.zeros((20, 20), np.float32), name=names["disagreement"])
+    raise_overlays(vm, "img")
+    assert moved and [ly.name for ly in vm.layers][-2:] == [names["tiles"], names["accepted"]]
 
 
 # --------------------------------------------------------------------------- GUI workflow
