@@ -31,6 +31,20 @@ CHUNK = 128
 
 # --------------------------------------------------------------------------- Qt-free glue
 
+
+def _exported(glands: np.ndarray) -> np.ndarray:
+    """The store's gland pixels that Export writes: glands of the dock's minimum size (store pixels; the
+    export's default drops smaller ones)."""
+    from scipy import ndimage as ndi
+
+    from src_model.postprocess import DEFAULT_INSTANCES
+
+    lab, n = ndi.label(np.asarray(glands) > 0)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    keep = sizes >= DEFAULT_INSTANCES.min_size
+    keep[0] = False
+    return keep[lab]
+
 def test_view_box_in_store_pixels():
     box = visible_world_box((100.0, 200.0), 2.0, (400, 600))
     assert box == (0.0, 50.0, 200.0, 350.0)
@@ -363,7 +377,7 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     assert features and f"Exported {len(features)} gland(s)" in panel.last_message
     assert all(f["properties"]["classification"]["name"] == "Gland" for f in features)
     store = open_store(store_path)
-    truth = np.asarray(store.glands[0][:]) > 0
+    truth = _exported(np.asarray(store.glands[0][:]))
     back = rasterize(features, truth.shape) > 0
     assert (back & truth).sum() / (back | truth).sum() >= 0.99  # the exported polygons are the store's glands
 
@@ -503,5 +517,5 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert panel.last_message.startswith("Exported"), panel.last_message
     back = rasterize(json.loads(geojson.read_text())["features"], predicted[0].shape) > 0
-    truth = predicted[0] > 0
+    truth = _exported(predicted[0])
     assert (back & truth).sum() / (back | truth).sum() >= 0.99  # the withdrawn window is not exported
