@@ -281,6 +281,11 @@ def run_session(key: Key, data: Path, args) -> None:
     # whether fine-tuning keeps each image's check strip out of training (src_model.agreement.check_box)
     reserve_check = inspect.signature(finetune).parameters["reserve_check"].default
     done = {r["round"]: r for r in read_records(args.out) if _key(r) == key}
+    params = get_recipe(recipe).to_dict()
+    stale = sorted(r for r, rec in done.items() if _settings(rec.get("recipe_params", params)) != _settings(params))
+    if stale:  # the recipe of that name changed since: resuming would mix two recipes in one session
+        raise SystemExit(f"{key}: rounds {stale} ran recipe {recipe!r} with other parameters than it has now; "
+                         "run the current parameters under another recipe name (or another --out)")
     if all(r in done for r in range(args.rounds + 1)):
         log.info("%s: done", key)
         return
@@ -522,6 +527,60 @@ def calibration_lines(rows: List[Dict[str, Any]]) -> List[str]:
     return out + [""]
 
 
+def _settings(params: Dict[str, Any]) -> Dict[str, Any]:
+    """A recipe's parameters without its name and description (what the fine-tune actually does)."""
+    return {k: v for k, v in params.items() if k not in ("name", "description")}
+
+
+def recipe_note(recipe: str, records: List[Dict[str, Any]]) -> Optional[str]:
+    """A line for a section whose records ran recipe ``recipe`` with other parameters than the recipe of that
+    name has now (a recipe renamed or changed since): the current recipes with the records' parameters."""
+    from src_model.recipes import RECIPES
+
+    used = [_settings(r["recipe_params"]) for r in records if "recipe_params" in r]
+    if not used or recipe not in RECIPES or all(u == _settings(RECIPES[recipe].to_dict()) for u in used):
+        return None
+    current = _settings(RECIPES[recipe].to_dict())
+    parts = []
+    for u in [u for i, u in enumerate(used) if u not in used[:i]]:  # each parameter set once, in record order
+        same = [n for n, r in RECIPES.items() if n != recipe and _settings(r.to_dict()) == u]
+        diff = ", ".join(f"{k}={v}" for k, v in u.items() if current.get(k) != v)
+        now = f"now `{'`, `'.join(same)}`" if same else "no current recipe"
+        parts.append(f"{diff} ({now})" if u != current else "the current parameters")
+    return f"Not all of these records ran the current `{recipe}`; they ran: " + "; ".join(parts) + "."
+
+
+def comparison_lines(records: List[Dict[str, Any]]) -> List[str]:
+    """One row per (split, start, row, recipe) with the session Dice gain after the last round and the
+    untouched images' worst change vs round 0 over the rounds, per seed: the recipes side by side."""
+    by: Dict[Tuple, Dict[int, Dict[int, Dict[str, Any]]]] = {}
+    for r in records:
+        by.setdefault((r["split"], r["start"], r["row"], r["recipe"]), {}).setdefault(r["seed"], {})[r["round"]] = r
+    rows = []
+    for (split, start, row, recipe), seeds in sorted(by.items()):
+        gain, worst, last_round = [], [], []
+        for _, rounds in sorted(seeds.items()):
+            last = max(rounds)
+            if 0 not in rounds or last == 0:
+                continue
+            gain.append(100 * (rounds[last]["session"]["dice"] - rounds[0]["session"]["dice"]))
+            worst.append(min(100 * (rounds[k]["untouched"]["dice"] - rounds[0]["untouched"]["dice"])
+                             for k in rounds if k > 0))
+            last_round.append(last)
+        if gain:
+            rows.append(f"| {split} | {start} | {row} | `{recipe}` | {', '.join(map(str, sorted(seeds)))} | "
+                        f"{', '.join(map(str, last_round))} | {', '.join(f'{g:+.1f}' for g in gain)} | "
+                        f"{np.mean(gain):+.1f} | {', '.join(f'{w:+.2f}' for w in worst)} | "
+                        f"{'yes' if min(worst) >= -FORGOT_POINTS else 'no'} |")
+    if not rows:
+        return []
+    return ["## Recipes side by side", "",
+            "Session Dice gain after the last round (vs round 0) and the untouched images' worst Dice change vs "
+            f"round 0 over the rounds, per seed, in points; 'kept' = no round lost more than {FORGOT_POINTS} point.",
+            "", "| split | start | row | recipe | seeds | last round | session gain | mean gain | worst Δ untouched "
+            "| kept |", "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
     """``annotation_session.json`` (every record and the summary), ``.md`` and the efficiency plot(s)."""
     from src_model.fileio import atomic_write_bytes, atomic_write_json
@@ -541,11 +600,21 @@ def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
              "each round records its load average), 1 torch thread unless the command says otherwise.", "",
              "Commands (each record keeps its own):", ""]
     lines += [f"    {c}" for c in sorted({r.get("command", "") for r in records} - {""})] + [""]
+    from src_model.recipes import RECIPES
+
+    # the sections that ran the current default recipe's parameters (under whatever name) come first
+    default = _settings(RECIPES["default"].to_dict())
+    current = {(r["split"], r["recipe"]) for r in records if _settings(r.get("recipe_params", {})) == default}
     sections = sorted({(t["split"], t["recipe"]) for t in summary["table"]},
-                      key=lambda sr: (("test", "check", "trainval", "quick").index(sr[0]), sr[1] != "default", sr[1]))
+                      key=lambda sr: (("test", "check", "trainval", "quick").index(sr[0]), sr not in current,
+                                      sr[1] != "default", sr[1]))
+    lines += comparison_lines(records)
     for split, recipe in sections:
         table = [t for t in summary["table"] if (t["split"], t["recipe"]) == (split, recipe)]
         lines += [f"## {split} sessions, recipe `{recipe}`", ""]
+        note = recipe_note(recipe, [r for r in records if (r["split"], r["recipe"]) == (split, recipe)])
+        if note:
+            lines += [note, ""]
         rounds = max(t["round"] for t in table)
         lines += _targets(table, rounds) + [""]
         lines += ["| start | row | round | seeds | area px | changed px | session Dice | session F1 | shown Dice | "
@@ -563,7 +632,8 @@ def write_report(out: Path, args, meta: Dict[str, Any]) -> None:
             lines += ["", "newlab: Dice of the untouched images in the new lab's stain: " + ", ".join(
                 f"{t['row']} r{t['round']} {_cell(t['untouched_newlab_dice'])}" for t in newlab)]
         lines += calibration_lines([r for r in check_rows(records) if (r["split"], r["recipe"]) == (split, recipe)])
-        png = out / (f"{NAME}.png" if (split, recipe) == ("test", "default") else f"{NAME}_{split}_{recipe}.png")
+        main = split == "test" and (split, recipe) in current  # the plot of the current default's test sessions
+        png = out / (f"{NAME}.png" if main else f"{NAME}_{split}_{recipe}.png")
         atomic_write_bytes(png, lambda f, table=table: plot(table, f))
         lines += ["", f"Plot: `{png.name}` (session Dice against corrected area, untouched Dice below; means over "
                   "seeds, bars = sd over seeds, mostly how hard each seed's images are).", ""]

@@ -15,10 +15,10 @@ model by the rule. The load average at start is recorded: the machine may be sha
 
 Usage::
 
-    python benchmarks/bench_retrain.py [--model CKPT] [--steps N] [--regions 10] [--seed 0] [--append]
+    python benchmarks/bench_retrain.py [--model CKPT] [--steps N] [--recipe NAME] [--regions 10] [--seed 0] [--append]
                                        [--data GLAS]
 
-Try other fine-tuning settings with ``--patch``, ``--batch``, ``--lr``; ``--append`` adds a row.
+Try other fine-tuning settings with ``--recipe``, ``--patch``, ``--batch``, ``--lr``; ``--append`` adds a row.
 ``--data``: the GlaS folder (images/, masks/, split.csv); default ``$CDMA_GLAS``, else
 ``../shared/data/glas`` next to the repository. Without it the benchmark stops at once (exit code 2).
 
@@ -189,6 +189,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--patch", type=int, default=None, help="patch side (default: the finetune schedule's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the finetune schedule's)")
     p.add_argument("--batch", type=int, default=None, help="labelled and unlabelled batch size (default: schedule's)")
+    p.add_argument("--recipe", default=None,
+                   help="fine-tuning recipe (src_model.recipes; default: the dock's, 'default')")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--append", action="store_true", help="add a row to the existing results instead of replacing them")
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
@@ -214,6 +216,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         options["batch_labelled"] = options["batch_unlabelled"] = args.batch
     if args.lr is not None:
         options["config"] = {"lr": args.lr}
+    if args.recipe is not None:
+        from src_model.recipes import get_recipe
+
+        try:
+            options["recipe"] = get_recipe(args.recipe).name
+        except ValueError as exc:
+            p.error(str(exc))
 
     tmp = Path(tempfile.mkdtemp(prefix="cdma_bench_retrain_"))
     try:

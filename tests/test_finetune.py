@@ -146,10 +146,19 @@ def test_recipes_by_name_and_default_steps():
     with pytest.raises(ValueError, match="valid: plain"):
         get_recipe("nope")
     tile = (np.zeros((256, 256, 3), np.uint8), np.zeros((256, 256), np.uint8))
+    region = (np.zeros((128, 128, 3), np.uint8), np.zeros((128, 128), np.uint8))  # a session's review region
+    for r in RECIPES.values():  # more corrected pixels never mean fewer steps, always within the recipe's range
+        steps = [default_steps(r, [tile] * n) for n in range(1, 16)]
+        assert steps == sorted(steps) and r.min_steps <= steps[0] and steps[-1] == r.max_steps
     r = RECIPES["default"]
-    assert default_steps(r, [tile] * 10) == r.max_steps == 100  # the dock's 10 regions: its 3-minute budget
-    assert default_steps(r, [tile]) == r.min_steps
-    assert r.min_steps < default_steps(r, [tile] * 5) < r.max_steps
+    assert default_steps(r, [tile] * 10) == r.max_steps  # the dock's 10 regions: its 3-minute budget
+    assert default_steps(r, [tile]) == r.min_steps < default_steps(r, [tile] * 5) < r.max_steps
+    # the annotation-session candidates: a session round (4 trained 128-px regions, one tile) trains at least
+    # 3 times the default's steps, and the dock's 10 regions no more than 130 (its turnaround)
+    for name in ("more_steps", "more_steps_enc1", "more_steps_enc03", "more_steps_lr1e3"):
+        c = RECIPES[name]
+        assert default_steps(c, [region] * 4) >= 3 * default_steps(r, [region] * 4)
+        assert default_steps(c, [tile] * 10) == c.max_steps <= 130
 
 
 def test_fine_tuning_never_trains_on_the_check_strip_of_its_unlabelled_images(tmp_path, data, monkeypatch):
