@@ -175,10 +175,9 @@ def window_instances(binary: np.ndarray) -> np.ndarray:
     as ``cdma export`` and the dock split them (:func:`src_model.postprocess.split_touching` with
     :data:`~src_model.postprocess.DEFAULT_INSTANCES`' settings, seeds at the export's resolution).
     Nothing is removed or filled: the labels' pixels are exactly the mask's (a gland that touches
-    another only at a corner, which the split's flood does not reach, is a gland of its own), so a window
+    another only at a corner is a gland of its own), so a window
     accepted unchanged changes nothing in the store. Labels are 1..n with no gaps, so the largest is the
     count."""
-    from scipy import ndimage as ndi
     from skimage.segmentation import relabel_sequential
 
     from src_model.export import SPLIT_COARSE
@@ -188,10 +187,6 @@ def window_instances(binary: np.ndarray) -> np.ndarray:
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     labels = split_touching(mask, DEFAULT_INSTANCES.split_h, DEFAULT_INSTANCES.split_sigma, coarse=SPLIT_COARSE)
-    left = mask & (labels == 0)
-    if left.any():  # a gland touching a seeded one only at a corner: the watershed's 4-neighbour flood misses it
-        pieces, _ = ndi.label(left)
-        labels = np.where(left, pieces + int(labels.max()), labels)
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 

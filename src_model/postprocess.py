@@ -100,7 +100,8 @@ def split_touching(mask: np.ndarray, h: float, sigma: float = 2.0, coarse: int =
 def flood_from_peaks(fg: np.ndarray, dist: np.ndarray, peaks: np.ndarray) -> np.ndarray:
     """The watershed of :func:`split_touching`: int32 labels of ``fg`` (bool, not empty) flooded over
     ``-dist`` from the connected blobs of ``peaks`` (bool, inside ``fg``); an 8-connected component of
-    ``fg`` without a peak is its own seed, so no foreground pixel is dropped."""
+    ``fg`` without a peak is its own seed, and a piece that the flood (4-neighbour) cannot reach because it
+    touches a seeded gland only at a corner is a gland of its own, so no foreground pixel is dropped."""
     from skimage.segmentation import watershed
 
     seeds, n_seeds = ndi.label(peaks)
@@ -110,7 +111,12 @@ def flood_from_peaks(fg: np.ndarray, dist: np.ndarray, peaks: np.ndarray) -> np.
     unseeded = ~seeded[components] & fg
     seeds[unseeded] = components[unseeded] + n_seeds  # a whole component is its own seed
     del components, unseeded
-    return watershed(-dist, seeds, mask=fg).astype(np.int32)
+    labels = watershed(-dist, seeds, mask=fg).astype(np.int32)
+    left = fg & (labels == 0)
+    if left.any():  # reached only through a corner
+        pieces, _ = ndi.label(left)
+        labels[left] = pieces[left] + int(labels.max())
+    return labels
 
 
 def fill_lumens(labels: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from src_model.postprocess import (
     clean_mask,
     fill_lumens,
     instance_labels,
+    split_touching,
     to_instances,
 )
 
@@ -144,3 +145,16 @@ def test_the_dock_and_retrain_worker_gland_sizes_follow_the_default():
 
     assert MIN_HOLDOUT_GLAND_PX == DEFAULT_INSTANCES.min_size
     assert MIN_GLAND_PIXELS == DEFAULT_INSTANCES.min_size // 2
+
+
+def test_split_keeps_every_pixel_of_a_gland_touching_another_only_at_a_corner():
+    """The flood moves between 4-neighbours: a gland joined to a seeded one only through a corner pixel
+    is never reached from its seed; it is a gland of its own, not background."""
+    mask = np.zeros((120, 120), bool)
+    yy, xx = np.mgrid[:120, :120]
+    mask[np.hypot(yy - 40, xx - 40) < 30] = True  # a round gland: it has a peak; (61, 61) is its last diagonal pixel
+    mask[62:75, 62:75] = True  # a small gland whose corner (62, 62) touches only the pixel (61, 61)
+    assert ndi.label(mask, structure=np.ones((3, 3)))[1] == 1 and ndi.label(mask)[1] > 1
+    labels = split_touching(mask, h=24.0)
+    np.testing.assert_array_equal(labels > 0, mask)  # no pixel dropped
+    assert len(np.unique(labels[62:75, 62:75])) == 1 and labels[70, 70] != labels[40, 40]
