@@ -30,7 +30,7 @@ def tissue_mask(image: np.ndarray, white_level: int = 215, min_saturation: float
     return tissue
 
 #: Glass enclosed by tissue with at least this many pixels (of the predicted level) is open glass, not a
-#: lumen: the largest glass regions inside glands of the 85 GlaS training images are under 70 000 px.
+#: lumen: the largest glass regions inside glands of the 79 GlaS training images are under 70 000 px.
 OPEN_GLASS_AREA = 200_000
 
 
