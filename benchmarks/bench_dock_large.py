@@ -212,6 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--before", type=Path, default=None,
                    help="earlier results (JSON) kept as the 'before' column (default: the file being replaced)")
+    p.add_argument("--before-note", default="", help="what the 'before' column is (written under the table)")
     add_data_argument(p)
     args = p.parse_args(argv)
     before_path = args.before or args.out / "dock_large.json"
@@ -227,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from napari_cdma._predict_stream import LIVE_SUFFIX
 
     results: Dict[str, Any] = {"size": args.size, "interval_ms": INTERVAL_MS, "load_avg_start": load_average(),
-                               "data": str(data), "before": before}
+                               "data": str(data), "before": before, "before_note": args.before_note}
     watchdog = Watchdog()
     image = tiled_glas(data, args.size)
     name = "large"
@@ -375,6 +376,7 @@ def _markdown(r: Dict[str, Any]) -> str:
         f"{m['cores']} usable cores ({m['cpu']}), torch {m['torch']}; load average (1/5/15 min) "
         f"{r['load_avg_start']} at start, {r['load_avg_end']} at end. Image tiled from GlaS test images.", "",
         *head, *rows,
+        *(["", f"Before: {r['before_note']}"] if old and r.get("before_note") else []),
         "", "Longest stalls while the dock opened and imported what a prediction needs (before the click):", "",
         *[f"- {w['ms']:.0f} ms at {w['at_s']:.1f} s{_explained(w)}"
           for w in (r.get("open") or {}).get("stall", {}).get("worst", [])[:4]],
