@@ -92,8 +92,11 @@ RECIPES: Dict[str, Recipe] = _recipes(
     # ~128-px regions are 1-3 tiles a round, so the default's rule always gives its minimum of 40 steps;
     # these train 120-130 steps whatever the amount (10 corrected 256-px regions: 130). Rule fixed before
     # the runs: the largest session-Dice gain after 3 rounds among those whose untouched images never lost
-    # more than 0.5 point (vs round 0); none beat the default: more_steps gained less, more_steps_enc1
-    # lost 2.0 points on seed 1's untouched images, more_steps_lr1e3 lost 1.4 on seed 0's.
+    # more than 0.5 point (vs round 0). None beat the default (+4.7 / +1.5 points on seeds 0 / 1, worst
+    # untouched -0.35 / -0.37): more_steps gained +0.4 (seed 0); more_steps_enc1 (+9.6 / +0.3) and
+    # more_steps_enc03 (+5.5 / -0.4) lost 2.0 points on seed 1's untouched images, more_steps_lr1e3
+    # (-2.5) lost 1.4 on seed 0's. 130 steps of more_steps_enc1 for the dock's 10 regions: 92 s
+    # (benchmarks/results/retrain.md, load 2.3).
     Recipe("more_steps", "default with 40 steps per 256-px tile, clipped to [120, 130]", distill=1.0,
            freeze_bn=True, encoder_lr=0.1, steps_per_tile=40.0, min_steps=120, max_steps=130),
     Recipe("more_steps_enc1", "more_steps with the encoder updated as the rest (x1)", distill=1.0,
