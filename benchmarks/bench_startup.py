@@ -176,7 +176,10 @@ def run_probe(name: str, python: str, repo: Path, timeout_s: float) -> Dict[str,
     probe = PROBES[name]
     with tempfile.TemporaryDirectory(prefix="cdma_startup_") as tmp:
         report = Path(tmp) / "report.txt"
-        env = dict(os.environ, PYTHONPATH=str(repo), CDMA_STARTUP_REPORT=str(report))
+        # a first start: the dock finds no project store (not the user's ~/napari-cdma-project, which the
+        # Predict probe would otherwise create and the next dock probe restore)
+        env = dict(os.environ, PYTHONPATH=str(repo), CDMA_STARTUP_REPORT=str(report),
+                   NAPARI_CDMA_PROJECT=str(Path(tmp) / "project"))
         for var in ("PYTHONSTARTUP", "PYTHONHOME"):
             env.pop(var, None)
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -107,6 +107,15 @@ def predictable(layer: Any) -> bool:
     return not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY))
 
 
+#: Delay from the dock's creation to the start of the warm-up threads (:func:`_start_warm_up`).
+WARM_DELAY_MS = 1000
+
+
+def _start_warm_up() -> None:
+    warm_up()
+    warm_engine()
+
+
 class PredictPanel(QWidget):
     """Image and model choice, Predict / Cancel, progress.
 
@@ -200,10 +209,11 @@ class PredictPanel(QWidget):
                    viewer.layers.events.moved):
             ev.connect(self._refresh_images)
         self._refresh_images()
-        # what a prediction imports (torch, the engine, napari's labels modules, zarr) is imported now, off the GUI
-        # thread, while the user chooses an image: imported at the click, it stalled the event loop repeatedly
-        warm_up()
-        warm_engine()
+        # what a prediction imports (torch, the engine, napari's labels modules, zarr) is imported off the GUI
+        # thread while the user chooses an image: imported at the click, it stalled the event loop repeatedly.
+        # Started once the dock is on screen: started here, its imports (holding the GIL) kept the dock from
+        # being painted for 3 s (benchmarks/results/startup.md)
+        QTimer.singleShot(WARM_DELAY_MS, _start_warm_up)
 
     # ----------------------------------------------------------------- choices
     @property

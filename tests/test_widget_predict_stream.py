@@ -303,15 +303,16 @@ def test_warm_up_imports_the_modules_once():
     assert all(name in sys.modules for name in WARM_MODULES)
 
 
-def test_opening_the_dock_imports_what_a_prediction_needs_off_the_gui_thread(dock):
-    """The dock starts both warm-up threads when it opens (torch, the engine, zarr; napari's labels modules),
-    once per process; ``warmed`` says when they are done."""
+def test_opening_the_dock_imports_what_a_prediction_needs_off_the_gui_thread(dock, qtbot):
+    """The dock starts both warm-up threads once it is on screen (torch, the engine, zarr; napari's labels
+    modules), once per process; ``warmed`` says when they are done."""
     import sys
 
     from napari_cdma import _predict_stream
     from napari_cdma._predict_stream import ENGINE_MODULES, warm_engine, warmed
 
-    assert _predict_stream._warming and _predict_stream._warming_engine  # started by the dock
+    qtbot.waitUntil(lambda: bool(_predict_stream._warming and _predict_stream._warming_engine),
+                    timeout=10_000)  # started by the dock
     thread = warm_engine()
     thread.join(300)
     assert warm_engine() is thread and not thread.is_alive()
