@@ -314,6 +314,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     label = args.label or f"nice{os.nice(0)}"
     tmp = Path(tempfile.mkdtemp(prefix="cdma_bench_"))
+    os.environ["NAPARI_CDMA_PROJECT"] = str(tmp / "project")  # the dock opens this, not ~/napari-cdma-project
     # the machine facts (cpu_count, platform, python, ...) join at the end of the run: collecting
     # them imports torch, and the first Predict's time is to include that
     run: Dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "nice": os.nice(0),
