@@ -32,10 +32,9 @@ MARGIN = 128
 
 
 def _mask(data: Path, name: str) -> np.ndarray:
-    from src_model.io import read_image
+    from src_model.io import read_mask
 
-    m = read_image(data / "masks" / f"{name}.png")
-    return m if m.ndim == 2 else m[..., 0]
+    return read_mask(data / "masks" / f"{name}.png")
 
 
 def _predict(slide: np.ndarray, folder: Path, rule: bool, chunk: int = 256) -> Path:
