@@ -93,6 +93,8 @@ WATCH_MS = 1000
 #: What the status line says of the job that runs when another is asked for (one job at a time).
 BUSY = {"predict": "A prediction is running", "export": "An export is running",
         "edit": "An edit window is being read", "accept": "The edit window is being accepted"}
+#: How the status line starts once a job of that kind did its work (the progress bar then shows it done).
+DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", "accept": "Accepted the window"}
 
 
 def _alive(widget: QWidget) -> bool:
@@ -320,12 +322,7 @@ class SlidePanel(QWidget):
         worker.returned.connect(lambda res: self._on_returned(res, run))
         worker.errored.connect(lambda exc: self._say(f"Prediction failed: {exc}", error=True))
         worker.aborted.connect(lambda: self._say("Prediction cancelled; the chunks finished so far are kept."))
-        worker.finished.connect(self._on_finished)
-        self._worker, self._job = worker, {"kind": "predict"}
-        self._set_busy(True, "predict")
-        self.progress.setRange(0, 0)
-        self._say(f"Predicting the view of '{layer.name}' with {label}...")
-        worker.start()
+        self._start_job(worker, {"kind": "predict"}, f"Predicting the view of '{layer.name}' with {label}...")
         return True
 
     def cancel(self) -> None:
@@ -364,10 +361,6 @@ class SlidePanel(QWidget):
         self._say(f"Predicted {s.chunks_computed} new chunk(s) of the view ({len(out['chunks']) - s.chunks_computed} "
                   f"already in the store); {s.chunks_done} of {s.chunks_total} chunks of the slide are done.{more}"
                   f"{self._undone_note(undone)}")
-
-    def _on_finished(self) -> None:
-        self._job = None
-        self._end_job(self.last_message.startswith("Predicted"))
 
     def show_store(self, name: str, store_path: str) -> Dict[str, Any]:
         """Show (or refresh) the store's glands and uncertainty as multiscale layers over slide ``name``.
@@ -475,6 +468,8 @@ class SlidePanel(QWidget):
 
         worker = create_worker(edit_window_job, project, run["store"], self.view_box(), self.max_edit_side,
                                open_window)
+        worker.returned.connect(self._on_job_returned)
+        worker.errored.connect(self._on_job_errored)
         self._start_job(worker, {"kind": "edit", "run": run, "slide": self.viewer.layers[run["layer"]].unique_id},
                         f"Reading the edit window of '{run['layer']}'...")
         return True
@@ -549,6 +544,8 @@ class SlidePanel(QWidget):
         layer.editable = False  # no painting while it is written: the window then shows what the store holds
         self.last_record = None
         y0, x0, y1, x1 = w["box"]
+        worker.returned.connect(self._on_job_returned)
+        worker.errored.connect(self._on_job_errored)
         self._start_job(worker, job, f"Accepting the window at ({y0}, {x0}), {y1 - y0} x {x1 - x0} px...")
         return True
 
@@ -592,7 +589,7 @@ class SlidePanel(QWidget):
         """True (and says so) while a job runs: one at a time, as they all use the slide's store."""
         if self._worker is None:
             return False
-        kind = self._job.get("kind") if self._job else "predict"
+        kind = self._job["kind"]
         self._say(f"{BUSY[kind]}; wait for it to end{' or cancel it' if kind == 'predict' else ''}.", error=True)
         return True
 
@@ -604,11 +601,11 @@ class SlidePanel(QWidget):
         self.cancel_button.setEnabled(busy and kind == "predict")
 
     def _start_job(self, worker: Any, job: Dict[str, Any], message: str) -> None:
-        """Run an edit-window job (``job["kind"]``: "edit" or "accept") in ``worker``; its results come back
-        to bound methods, so none arrives once the panel is gone (the viewer closed)."""
+        """Run a job (``job["kind"]``: a key of :data:`BUSY`) in ``worker``, its result handlers connected by
+        the caller (an edit-window job's to :meth:`_on_job_returned` and :meth:`_on_job_errored`: bound
+        methods, so none arrives once the panel is gone, the viewer closed); its end comes to
+        :meth:`_on_job_finished`."""
         self._job = job
-        worker.returned.connect(self._on_job_returned)
-        worker.errored.connect(self._on_job_errored)
         worker.finished.connect(self._on_job_finished)
         self._worker = worker
         self._set_busy(True, job["kind"])
@@ -638,7 +635,7 @@ class SlidePanel(QWidget):
         if not _alive(self):
             self._worker = self._job = None
             return
-        done = self.last_message.startswith(("Edit window of", "Accepted the window"))
+        done = self.last_message.startswith(DONE[self._job["kind"]])
         self._job = None
         self._end_job(done)
 
@@ -830,12 +827,7 @@ class SlidePanel(QWidget):
         worker = create_worker(export_geojson_job, store_path, str(path))
         worker.returned.connect(lambda res: self._on_exported(res, str(path)))
         worker.errored.connect(lambda exc: self._say(f"Export failed: {exc}", error=True))
-        worker.finished.connect(self._on_export_finished)
-        self._worker, self._job = worker, {"kind": "export"}
-        self._set_busy(True, "export")
-        self.progress.setRange(0, 0)
-        self._say(f"Exporting the glands of {Path(store_path).name} to {path}...")
-        worker.start()
+        self._start_job(worker, {"kind": "export"}, f"Exporting the glands of {Path(store_path).name} to {path}...")
         return True
 
     def _export_clicked(self) -> None:
@@ -854,10 +846,6 @@ class SlidePanel(QWidget):
         rest = "" if done == total else f"; {total - done} of {total} chunks are not predicted yet and export as " \
                                         "background"
         self._say(f"Exported {n} gland(s) to {path} (QuPath: File > Import objects){rest}.")
-
-    def _on_export_finished(self) -> None:
-        self._job = None
-        self._end_job(self.last_message.startswith("Exported"))
 
 
 __all__ = ["DEFAULT_CHUNK", "SHOW_STEPS", "SlidePanel"]
