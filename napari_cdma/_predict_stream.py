@@ -329,11 +329,16 @@ def _warm_engine() -> None:
 def warm_engine() -> Any:
     """Import :data:`ENGINE_MODULES` and load the bundled model once (then dropped) in a daemon thread (once
     per process); the thread."""
-    if not _warming_engine:
-        thread = threading.Thread(target=_warm_engine, name="napari-cdma-warm-engine", daemon=True)
+    return _start_once(_warming_engine, _warm_engine, "napari-cdma-warm-engine")
+
+
+def _start_once(threads: List[Any], target: Callable[[], None], name: str) -> Any:
+    """The daemon thread running ``target``, started the first time (kept in ``threads``, one per process)."""
+    if not threads:
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        _warming_engine.append(thread)
-    return _warming_engine[0]
+        threads.append(thread)
+    return threads[0]
 
 
 def warmed() -> bool:
@@ -354,11 +359,7 @@ def warm_up() -> Any:
         except Exception:
             pass
 
-    if not _warming:
-        thread = threading.Thread(target=run, name="napari-cdma-warm-up", daemon=True)
-        thread.start()
-        _warming.append(thread)
-    return _warming[0]
+    return _start_once(_warming, run, "napari-cdma-warm-up")
 
 
 @contextmanager
