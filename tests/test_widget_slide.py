@@ -45,6 +45,7 @@ def _exported(glands: np.ndarray) -> np.ndarray:
     keep[0] = False
     return keep[lab]
 
+
 def test_view_box_in_store_pixels():
     box = visible_world_box((100.0, 200.0), 2.0, (400, 600))
     assert box == (0.0, 50.0, 200.0, 350.0)
