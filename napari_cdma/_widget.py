@@ -295,7 +295,20 @@ class CdmaWidget(QWidget):
             else:
                 note += " and latest predictions."
             self.store_label.setText(self.store_label.text() + note)
+        windows = self._slide_windows(store)
+        if windows:
+            self.store_label.setText(self.store_label.text() + f"\n{windows} slide window(s): open the slide "
+                                     "to see them (Whole-slide panel).")
         return store
+
+    @staticmethod
+    def _slide_windows(store: ProjectStore) -> int:
+        """How many live regions of the store are windows of whole slides (not shown as images on reopen)."""
+        try:
+            slides = store.slide_images()
+            return sum(1 for r in store.regions() if r.image_hash in slides)
+        except Exception:  # the note is informative only
+            return 0
 
     # ------------------------------------------------------------------ latest predictions
     def flush_prediction_saves(self, timeout: Optional[float] = None) -> bool:
@@ -453,7 +466,8 @@ class CdmaWidget(QWidget):
                 self.restored_predictions[name] = f"not restored ({exc})"
                 continue
             labels = labels.astype(np.int32)
-            corrections = self._accepted_corrections(digest) if record.pasted else []
+            accepted = self._accepted_regions(digest) if record.pasted else []
+            corrections = [(bbox, corrected) for bbox, corrected, _ in accepted]
             edited, kept = None, ""
             if record.edited:
                 try:
@@ -462,7 +476,7 @@ class CdmaWidget(QWidget):
                 except StoreError as exc:
                     kept = f"; its kept edits could not be read ({exc})"
             on_screen = labels.copy() if edited is None else edited.astype(np.int32)
-            n_pasted = paste_corrections(on_screen, corrections)
+            n_pasted = self._paste_restored(on_screen, labels, accepted)
             visible = bool(image_layer.visible)
             made = show_stored_prediction(self.viewer, name, on_screen, uncertainty, record.display_range,
                                           fill=self.display_panel.fill_check.isChecked(), visible=visible)
@@ -701,6 +715,45 @@ class CdmaWidget(QWidget):
             except Exception:  # a damaged region: its box is still shown, its pixels cannot be
                 continue
         return out
+
+    def _accepted_regions(self, image_hash: str) -> List[Tuple[Tuple[int, int, int, int], np.ndarray, np.ndarray]]:
+        """``(box, corrected, predicted)`` of each live region of an image (latest version), oldest first."""
+        if self._store is None or not image_hash:
+            return []
+        out = []
+        for r in sorted((r for r in self._store.regions() if r.image_hash == image_hash),
+                        key=lambda r: r.region_id):
+            try:
+                _, corrected, predicted = self._store.load_region(r.region_id)
+            except Exception:  # a damaged region: its box is still shown, its pixels cannot be
+                continue
+            out.append((tuple(r.bbox), corrected, predicted))
+        return out
+
+    @staticmethod
+    def _paste_restored(on_screen: np.ndarray, labels: np.ndarray,
+                        accepted: List[Tuple[Tuple[int, int, int, int], np.ndarray, np.ndarray]]) -> int:
+        """Write the accepted corrections into a restored prediction layer's labels (in place), with the
+        ids the user saw when accepting them; returns how many were written.
+
+        A correction accepted over this very prediction (the model's labels in its box are the ones it
+        corrected) holds the layer's own ids: written as they are, a gland that crosses the box keeps
+        one id, as before the store was closed. One accepted over another prediction (another model)
+        gets new ids above the labels' (:func:`~napari_cdma._layers.paste_corrections`), as a new
+        prediction shows it.
+        """
+        h, w = on_screen.shape[:2]
+        pasted = 0
+        for (y0, x0, y1, x1), corrected, predicted in accepted:
+            corrected = np.asarray(corrected)
+            if corrected.shape != (y1 - y0, x1 - x0) or y1 > h or x1 > w:
+                continue
+            if np.shape(predicted) == corrected.shape and np.array_equal(labels[y0:y1, x0:x1], predicted):
+                on_screen[y0:y1, x0:x1] = corrected
+                pasted += 1
+            else:
+                pasted += paste_corrections(on_screen, [((y0, x0, y1, x1), corrected)])
+        return pasted
 
     def _is_trial(self, result: PredictResult, state: Optional[ImageState]) -> bool:
         """True when ``result`` comes from a model being tried: neither the store's current model nor

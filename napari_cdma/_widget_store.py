@@ -1,5 +1,5 @@
 """What a project store brings back into the viewer: its images, latest predictions and accepted
-regions as layers.
+regions as layers (not the images of slide windows: the slide panel shows slides).
 
 Reopening a store shows each stored image, a Shapes layer of its accepted boxes and a Labels layer
 of its accepted corrections (:func:`restore_layers`); the dock then shows each image's latest
@@ -133,10 +133,15 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
     # come back hidden (tick their eye to compare) rather than stacked over the open image.
     show = not any(getattr(ly, "visible", False) and not is_derived(ly) for ly in viewer.layers)
     # Whole images only: a slide-sized source keeps context crops, which are not shown as images.
+    # Nor is a slide small enough to be kept whole: the slide panel shows slides and their windows;
+    # its regions are shown only on an open image layer with the same pixels.
+    slides = store.slide_images()
     whole = set()
     for digest, image in store.whole_images(skip_damaged=True):
         whole.add(digest)
         if digest in names or open_layer_with(digest, lambda hw, s=image.shape[:2]: hw == tuple(s)):
+            continue
+        if digest in slides:
             continue
         source = next((r.source_path for r in by_image.get(digest, []) if r.source_path), None)
         name = _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)

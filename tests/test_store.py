@@ -727,3 +727,30 @@ def test_large_labels_are_stored_band_by_band_exactly(tmp_path):
     back, _ = ProjectStore.open(tmp_path / "st").load_prediction(digest)
     assert back.dtype == np.uint32
     np.testing.assert_array_equal(back, labels)
+
+
+def test_slide_images_are_the_images_of_slide_windows_only(tmp_path):
+    """A region accepted in a slide window marks its image (and version) as a slide's; a store written before
+    the mark is read by its provenance (a slide file, no layer name); tissue also accepted as an image layer
+    or predicted as one is not a slide's only."""
+    store = ProjectStore.open(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(4)]
+    m = np.zeros((32, 32), np.uint8)
+    m[4:20, 4:20] = 1
+    marked = store.accept_region(images[0], (0, 0, 32, 32), m, m, model_version=BUNDLED,
+                                 source_path=str(tmp_path / "case.svs"), source_kind=store_mod.SLIDE_SOURCE)
+    legacy = store.accept_region(images[1], (0, 0, 32, 32), m, m, model_version=BUNDLED,
+                                 source_path=str(tmp_path / "old.ndpi"))
+    store.accept_region(images[2], (0, 0, 32, 32), m, m, model_version=BUNDLED,
+                        source_path=str(tmp_path / "image.tif"), image_name="image")
+    both = store.accept_region(images[3], (0, 0, 32, 32), m, m, model_version=BUNDLED,
+                               source_path=str(tmp_path / "case2.svs"), source_kind=store_mod.SLIDE_SOURCE)
+    assert store.slide_images() == {marked.image_hash, legacy.image_hash, both.image_hash}
+    # the same tissue predicted as an image layer: shown as an image again on reopen
+    store.save_prediction(both.image_hash, np.zeros((96, 96), np.int32), np.zeros((96, 96), np.float32),
+                          model_version=BUNDLED)
+    assert store.slide_images() == {marked.image_hash, legacy.image_hash}
+    # withdrawn windows still mark their image; the mark survives reopening the store
+    store.withdraw(marked.region_id)
+    assert ProjectStore.open(tmp_path / "s").slide_images() == {marked.image_hash, legacy.image_hash}

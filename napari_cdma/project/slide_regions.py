@@ -2,7 +2,8 @@
 
 A slide region is an image region whose image is one level of the slide, the level the model
 predicted (level 0, full resolution, unless chosen otherwise): its box is in that level's pixels
-(level-0 pixels for level 0) and its provenance is the slide's path, so it carries the same versions, held-out
+(level-0 pixels for level 0) and its provenance is the slide's path, marked ``source_kind = "slide"``
+(with the image record it adds; :meth:`ProjectStore.slide_images`), so it carries the same versions, held-out
 share and checksums as a region of an ordinary image, and retraining reads it the same way
 (:meth:`ProjectStore.load_region`: the crop and its corrected mask). The store keeps the crop and,
 for a slide larger than :data:`~napari_cdma.project.store.MAX_FULL_IMAGE_PIXELS`, the tissue around it
@@ -35,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .store import MAX_FULL_IMAGE_PIXELS, ProjectStore, RegionRecord, hash_image
+from .store import MAX_FULL_IMAGE_PIXELS, SLIDE_SOURCE, ProjectStore, RegionRecord, hash_image
 
 #: Rows read at a time when hashing the smallest level of a large slide.
 _ROWS = 1024
@@ -89,7 +90,7 @@ def accept_slide_region(store: ProjectStore, slide: Any, box: Sequence[int], cor
     """
     return store.accept_region(slide.levels[level], tuple(int(v) for v in box), corrected, predicted,
                                model_version=model_version, user=user, source_path=str(slide.path),
-                               image_hash=digest or slide_hash(slide, level))
+                               image_hash=digest or slide_hash(slide, level), source_kind=SLIDE_SOURCE)
 
 
 def slide_regions(store: ProjectStore, digest: str) -> List[RegionRecord]:

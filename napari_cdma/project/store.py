@@ -109,7 +109,16 @@ BBox = Tuple[int, int, int, int]
 
 MAX_FULL_IMAGE_PIXELS = 50_000_000
 CONTEXT_MARGIN = 256
+#: ``source_kind`` of a region (and of the image it added) accepted in a window of a whole slide.
+SLIDE_SOURCE = "slide"
+#: File names of whole slides: a region of a store written before :data:`SLIDE_SOURCE` marked them
+#: is a slide's when it names no layer and its source is such a file.
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".tif", ".tiff", ".zarr")
 DEFAULT_HOLDOUT_FRACTION = 0.2
+
+
+def _is_slide_file(path: Optional[str]) -> bool:
+    return bool(path) and str(path).rstrip("/\\").lower().endswith(SLIDE_SUFFIXES)
 
 
 @dataclass
@@ -857,7 +866,8 @@ class ProjectStore:
     def accept_region(self, image: Any, bbox: Sequence[int], corrected: Any, predicted: Any, *,
                       model_version: str, user: Optional[str] = None,
                       source_path: Optional[PathLike] = None,
-                      image_hash: Optional[str] = None, image_name: Optional[str] = None) -> RegionRecord:
+                      image_hash: Optional[str] = None, image_name: Optional[str] = None,
+                      source_kind: Optional[str] = None) -> RegionRecord:
         """Store an accepted correction; the same box of the same image again adds a version.
 
         Args:
@@ -870,6 +880,9 @@ class ProjectStore:
             source_path: the file the image was read from, if any.
             image_hash: precomputed :func:`hash_image` of ``image`` (skips hashing a large image).
             image_name: the image's name on screen (its napari layer), if any.
+            source_kind: what the image was shown as, when not an ordinary image layer: ``"slide"``
+                for a window of a whole slide (:data:`SLIDE_SOURCE`); recorded with the version and
+                the image it adds, so that reopening the store does not show a slide as an image.
 
         Returns:
             The record of the stored version.
@@ -921,6 +934,7 @@ class ProjectStore:
             rel = f"regions/{rid}/v{version:04d}"
             entry = {"version": version, "path": rel, "model_version": str(model_version), "user": user,
                      "created": created, "source_path": src, **({"image_name": str(image_name)} if image_name else {}),
+                     **({"source_kind": str(source_kind)} if source_kind else {}),
                      "checksums": {"crop": _io.checksum(crop), "corrected": _io.checksum(corrected_arr),
                                    "predicted": _io.checksum(predicted_arr)}}
             region["versions"].append(entry)
@@ -940,6 +954,8 @@ class ProjectStore:
                 image_data = np.ascontiguousarray(np.asarray(image))
                 image_entry = {"hash": digest, "full": True, "offset": [0, 0], "source_shape": list(shape)}
             if image_entry is not None:
+                if source_kind:
+                    image_entry["source_kind"] = str(source_kind)
                 image_entry.update({"path": f"images/{image_key}", "source_path": src,
                                     "shape": list(image_data.shape), "added": created,
                                     "checksum": _io.checksum(image_data)})
@@ -1101,6 +1117,32 @@ class ProjectStore:
             StoreError: an image is missing or damaged (unless ``skip_damaged``); the message names it.
         """
         return [image for _, image in self._read_images(skip_damaged, whole_only=False)]
+
+    def slide_images(self) -> set:
+        """Hashes of the stored images that came from whole slides and were never used as ordinary images.
+
+        An image is a slide's when its image record or one of its region versions (withdrawn ones
+        included) is marked ``source_kind == "slide"`` (:data:`SLIDE_SOURCE`), or, in a store written
+        before that mark, when a region version of it names no layer and its source path is a
+        whole-slide file (:data:`SLIDE_SUFFIXES`). The same tissue also opened as an image (a region
+        version that names its layer, or a stored prediction, which only image layers save) is
+        not a slide's only.
+        """
+        slide, ordinary = set(), set()
+        for entry in self._index["images"].values():
+            if entry.get("source_kind") == SLIDE_SOURCE:
+                slide.add(str(entry.get("hash")))
+        for region in self._index["regions"].values():
+            digest = str(region["image_hash"])
+            for entry in region["versions"]:
+                kind = entry.get("source_kind")
+                if kind == SLIDE_SOURCE or (kind is None and not entry.get("image_name")
+                                            and _is_slide_file(entry.get("source_path"))):
+                    slide.add(digest)
+                elif entry.get("image_name"):
+                    ordinary.add(digest)
+        ordinary |= set((self._index.get("predictions") or {}).keys())
+        return slide - ordinary
 
     def whole_images(self, skip_damaged: bool = False) -> List[Tuple[str, np.ndarray]]:
         """``(hash, image)`` of every stored whole source image (not the context crops of large ones).
