@@ -6,7 +6,10 @@ the file) is predicted chunk by chunk into an OME-Zarr store (:mod:`src_model.sl
 :func:`src_model.slide_predict.predict_slide`): "Predict view" computes only the chunks under the
 canvas that the store does not hold yet (at most :data:`~napari_cdma._slide_view.MAX_VIEW_CHUNKS`,
 nearest the centre first), in a worker thread. The store's gland labels and uncertainty are shown as
-multiscale layers read straight from the store, so panning shows every chunk predicted so far.
+multiscale layers read straight from the store, so panning shows every chunk predicted so far. A view
+whose slide layer was closed (or replaced) before its job returned is shown nowhere: the store keeps its
+chunks, and the status line says so. The Slide chooser lists only the slides (the reader's RGB slide
+layers), never the panel's overlays, which name the slide in their metadata too.
 
 napari cannot paint multiscale labels (napari issue #1587): "Edit window" opens an ordinary Labels
 layer over the view (at most :data:`~napari_cdma._slide_view.MAX_EDIT_SIDE` store pixels a side) at
@@ -52,8 +55,10 @@ from qtpy.QtWidgets import (
 
 from ._layers import (
     OUTLINE_WIDTH,
+    ROLE_KEY,
     camera_for_tile,
     gland_colormap,
+    is_derived,
     names_for,
     narrow_combo,
     show_accepted,
@@ -231,7 +236,11 @@ class SlidePanel(QWidget):
 
     # ------------------------------------------------------------------ choices
     def _slide_layers(self, _widget: Any = None) -> List[Any]:
-        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and ly.metadata.get(SLIDE_KEY)]
+        """The slides the panel predicts: the RGB image layers the plugin's reader opened from a slide (or a
+        prediction store opened as its slide). Other layers that name a slide in their metadata are never
+        listed: a store's uncertainty (the reader's, not RGB) and the panel's own overlays (a role)."""
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and getattr(ly, "rgb", False)
+                and ly.metadata.get(SLIDE_KEY) and not is_derived(ly) and not ly.metadata.get("napari_cdma_live")]
 
     @property
     def slide_layer(self) -> Any:
@@ -318,11 +327,12 @@ class SlidePanel(QWidget):
                                self.view_box(), self.max_view_chunks, self._digests.get((slide_path, level)))
         run = {"layer": layer.name, "slide": slide_path, "store": store_path, "level": level, "version": version,
                "label": label}
-        worker.yielded.connect(lambda event: self._on_progress(event, run))
-        worker.returned.connect(lambda res: self._on_returned(res, run))
-        worker.errored.connect(lambda exc: self._say(f"Prediction failed: {exc}", error=True))
-        worker.aborted.connect(lambda: self._say("Prediction cancelled; the chunks finished so far are kept."))
-        self._start_job(worker, {"kind": "predict"}, f"Predicting the view of '{layer.name}' with {label}...")
+        worker.yielded.connect(self._on_job_progress)
+        worker.returned.connect(self._on_job_returned)
+        worker.errored.connect(self._on_job_errored)
+        worker.aborted.connect(self._on_job_aborted)
+        self._start_job(worker, {"kind": "predict", "run": run, "slide": layer.unique_id},
+                        f"Predicting the view of '{layer.name}' with {label}...")
         return True
 
     def cancel(self) -> None:
@@ -340,16 +350,30 @@ class SlidePanel(QWidget):
                 if layer is not None:
                     layer.refresh()
 
-    def _on_returned(self, result: Any, run: Dict[str, Any]) -> None:
+    def _on_returned(self, result: Any, job: Dict[str, Any]) -> None:
+        """The view is predicted into the store: show the store's layers and the review regions over the
+        slide, if the slide it was predicted for is still shown (else the store keeps the chunks, nothing
+        is shown)."""
+        run = job["run"]
         if result[0] == "error":
             self._say(result[1], error=True)
             return
         out = {**result[1], **run}
-        self.last_result = out
         self._digests[(run["slide"], run["level"])] = out["digest"]
         if out.get("display_range"):  # the contrast follows the chunks predicted so far
             self.ranges[str(run["store"])] = tuple(out["display_range"])
         undone = self._restore_withdrawn(run["store"])
+        if not self._same_layer(run["layer"], job["slide"]):  # closed or replaced while the view was predicted
+            if self.last_result is not None and self.last_result["layer"] == run["layer"]:
+                self.last_result = None  # what is shown under that name (if anything) is not that slide now
+            self.tiles = []
+            self.tile_list.clear()
+            s = out["summary"]
+            self._say(f"'{run['layer']}' was closed or replaced while its view was predicted: the store keeps the "
+                      f"{s.chunks_computed} new chunk(s) ({s.chunks_done} of {s.chunks_total} chunks of the slide "
+                      f"are done); nothing is shown.{self._undone_note(undone)}", error=True)
+            return
+        self.last_result = out
         self.show_store(run["layer"], run["store"])
         ds = out["downsample"]
         self.set_tiles(run["layer"], [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]])
@@ -381,10 +405,10 @@ class SlidePanel(QWidget):
             if rng is not None:
                 self.ranges[str(store_path)] = rng
         meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True}
-        specs = ((f"{name} uncertainty", store.uncertainty, "image", uncertainty_style(rng)),
-                 (f"{name} glands", store.glands, "labels", dict(opacity=0.9)))
+        specs = ((f"{name} uncertainty", store.uncertainty, "image", uncertainty_style(rng), "slide uncertainty"),
+                 (f"{name} glands", store.glands, "labels", dict(opacity=0.9), "slide glands"))
         shown = {}
-        for lname, arrays, kind, style in specs:
+        for lname, arrays, kind, style, role in specs:
             live = self._live_layer(lname, store_path)
             if live is not None:
                 if kind == "image" and "contrast_limits" in style:
@@ -398,7 +422,9 @@ class SlidePanel(QWidget):
                 style["visible"] = old.visible
                 self.viewer.layers.remove(old)
             add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
-            layer_meta = {**meta, RANGE_KEY: tuple(rng)} if kind == "image" and rng is not None else meta
+            layer_meta = {**meta, ROLE_KEY: role}  # an overlay of the panel's, never a slide to choose
+            if kind == "image" and rng is not None:
+                layer_meta[RANGE_KEY] = tuple(rng)
             shown[kind] = add(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=layer_meta,
                               **style)
             if kind == "labels":  # outlined, as an image's prediction: the H&E stays readable inside the glands
@@ -501,7 +527,7 @@ class SlidePanel(QWidget):
         # change of a 2048 px layer's look redraws all of it on the GUI thread)
         layer = self.viewer.add_labels(out["labels"], name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
                                        colormap=gland_colormap(), opacity=1.0,
-                                       metadata={STORE_KEY: run["store"], "napari_cdma_role": "slide edit window"})
+                                       metadata={STORE_KEY: run["store"], ROLE_KEY: "slide edit window"})
         style_prediction(layer)
         layer.selected_label = out["n_glands"] + 1  # a new gland
         layer.mode = "paint"
@@ -602,8 +628,9 @@ class SlidePanel(QWidget):
 
     def _start_job(self, worker: Any, job: Dict[str, Any], message: str) -> None:
         """Run a job (``job["kind"]``: a key of :data:`BUSY`) in ``worker``, its result handlers connected by
-        the caller (an edit-window job's to :meth:`_on_job_returned` and :meth:`_on_job_errored`: bound
-        methods, so none arrives once the panel is gone, the viewer closed); its end comes to
+        the caller (a Predict view's or an edit-window job's to :meth:`_on_job_returned` and
+        :meth:`_on_job_errored`: bound methods, so none arrives once the panel is gone, the viewer closed; they
+        drop a result whose slide layer was closed or replaced meanwhile); its end comes to
         :meth:`_on_job_finished`."""
         self._job = job
         worker.finished.connect(self._on_job_finished)
@@ -617,7 +644,9 @@ class SlidePanel(QWidget):
         job = self._job
         if job is None or not _alive(self):
             return
-        if job["kind"] == "edit":
+        if job["kind"] == "predict":
+            self._on_returned(result, job)
+        elif job["kind"] == "edit":
             self._on_edit_read(result, job)
         else:
             self._on_accepted(result, job)
@@ -626,10 +655,21 @@ class SlidePanel(QWidget):
         job = self._job
         if job is None or not _alive(self):
             return
-        if job["kind"] == "edit":
+        if job["kind"] == "predict":
+            self._say(f"Prediction failed: {exc}", error=True)
+        elif job["kind"] == "edit":
             self._say(f"Cannot open an edit window: {exc}", error=True)
         else:
             self._on_accepted(("error", f"Could not accept the window: {exc}", {}), job)
+
+    def _on_job_progress(self, event: Any) -> None:
+        job = self._job
+        if job is not None and job["kind"] == "predict" and _alive(self):
+            self._on_progress(event, job["run"])
+
+    def _on_job_aborted(self) -> None:
+        if self._job is not None and _alive(self):
+            self._say("Prediction cancelled; the chunks finished so far are kept.")
 
     def _on_job_finished(self) -> None:
         if not _alive(self):

@@ -442,9 +442,12 @@ def test_a_store_of_cdma_predict_slide_opened_as_the_slide_is_used_as_the_cache(
     panel = dock.slide_panel
     panel.chunk = CHUNK  # not used: the store has its own
     assert panel.slide_layer is image and panel.store_edit.text() == str(store_path)
+    assert list(panel.slide_choice.choices) == [image]  # the store's uncertainty names the slide; no slide
     _view(viewer, (128.0, 256.0), 200)
     result = _predict(qtbot, panel)
     assert set(result["chunks"]) == {(0, 0), (0, 1)} and result["summary"].chunks_computed == 0
+    panel.slide_choice.reset_choices()
+    assert list(panel.slide_choice.choices) == [image]  # nor are the panel's live overlays
     glands = viewer.layers[f"{image.name} glands"]
     assert glands.metadata.get("napari_cdma_live") and len(viewer.layers) == 4  # reader's 3 (glands replaced) + review
     np.testing.assert_array_equal(np.asarray(glands.data[0][:256, :512]),
