@@ -55,6 +55,12 @@ Large sources: a source image of more than :data:`MAX_FULL_IMAGE_PIXELS` pixels 
 is not copied whole; each accepted region stores instead the full-resolution crop of the source
 around its box, widened by :data:`CONTEXT_MARGIN` pixels on each side, as unlabelled tissue.
 
+Slide windows: a region accepted in a window of a whole slide records ``source_kind: "slide"``
+with its version, and with the image entry it adds (the whole level when it is small enough, else
+its context crop); :meth:`ProjectStore.slide_images` lists those images, which a reopened dock does
+not show as image layers (the slide panel shows slides). The key is optional (older stores have
+none; their slide regions are told by their source file and the missing layer name).
+
 Several processes may use one store (napari and the retraining worker): every mutation takes an
 exclusive lock file (POSIX) and re-reads the index first. A read-only store opens for reading;
 writes raise :class:`StoreReadOnlyError` ("read-only").
