@@ -155,7 +155,7 @@ def test_recipes_by_name_and_default_steps():
     assert default_steps(r, [tile]) == r.min_steps < default_steps(r, [tile] * 5) < r.max_steps
     # the annotation-session candidates: a session round (4 trained 128-px regions, one tile) trains at least
     # 3 times the default's steps, and the dock's 10 regions no more than 130 (its turnaround)
-    for name in ("more_steps", "more_steps_enc1", "more_steps_enc03", "more_steps_lr1e3"):
+    for name in ("more_steps", "more_steps_enc1", "more_steps_enc03", "more_steps_enc1_d3", "more_steps_lr1e3"):
         c = RECIPES[name]
         assert default_steps(c, [region] * 4) >= 3 * default_steps(r, [region] * 4)
         assert default_steps(c, [tile] * 10) == c.max_steps <= 130

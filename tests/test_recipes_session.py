@@ -43,10 +43,10 @@ def test_a_session_is_not_resumed_when_its_recipe_changed(session, tmp_path):
 
 
 def test_a_section_names_the_current_recipe_its_records_ran(session):
-    current = [_record("default", 0, 0, 0.7, 0.8)]
-    assert session.recipe_note("default", current) is None
-    ran = dataclasses.replace(RECIPES["more_steps"], name="default", description="as it was")
-    note = session.recipe_note("default", current + [_record("default", 1, 0, 0.7, 0.8, params=ran)])
+    current = [_record("plain", 0, 0, 0.7, 0.8)]
+    assert session.recipe_note("plain", current) is None
+    ran = dataclasses.replace(RECIPES["more_steps"], name="plain", description="as it was")
+    note = session.recipe_note("plain", current + [_record("plain", 1, 0, 0.7, 0.8, params=ran)])
     assert "now `more_steps`" in note and "min_steps=120" in note and "the current parameters" in note
     assert "lr=" not in note.replace("encoder_lr", "")  # only what differs from the current recipe
 
