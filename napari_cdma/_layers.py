@@ -262,11 +262,15 @@ def style_prediction(layer: Any, fill: bool = False, secondary: bool = False) ->
         secondary: a prediction written beside the image's own prediction layer ("(version)").
     """
     if fill:
-        layer.contour = 0
-        layer.opacity = FILL_OPACITY * (SECONDARY_OPACITY if secondary else 1.0)
+        contour, opacity = 0, FILL_OPACITY * (SECONDARY_OPACITY if secondary else 1.0)
     else:
-        layer.contour = SECONDARY_OUTLINE_WIDTH if secondary else OUTLINE_WIDTH
-        layer.opacity = SECONDARY_OPACITY if secondary else 1.0
+        contour, opacity = (SECONDARY_OUTLINE_WIDTH if secondary else OUTLINE_WIDTH), (
+            SECONDARY_OPACITY if secondary else 1.0)
+    # set only when changed: napari slices a labels layer again for each change of its contour
+    if getattr(layer, "contour", None) != contour:
+        layer.contour = contour
+    if getattr(layer, "opacity", None) != opacity:
+        layer.opacity = opacity
 
 
 def prediction_layers(viewer: Any) -> List[Tuple[Any, bool]]:

@@ -8,7 +8,9 @@ background before anything is computed from them (:func:`clear_padding`).
 
 * Images up to :data:`WHOLE_IMAGE_PIXELS` are collected whole, and everything the dock shows
   after a prediction (gland instances, review regions, gland table, display range) is computed
-  from the whole maps (:func:`review_outputs`): the dock shows them as it always has.
+  from the whole maps (:func:`review_outputs`). Their layers are then added, or updated in place, one
+  per event-loop turn by the same :class:`LiveLayers` steps (``whole``) before the dock takes them over:
+  made in one turn they froze the viewer for about a second.
 * Larger images stream: the labels and uncertainty layers are allocated before the job starts
   (:class:`LiveLayers`), the job yields every finished band of rows (:class:`Rows`) and then every
   block of final gland labels (:class:`Block`), and the dock copies each into the layers a bounded
@@ -443,9 +445,40 @@ def pyramid(data: np.ndarray, smallest: int = 512) -> List[np.ndarray]:
     return levels
 
 
+def whole_layers(image_name: str, whole: Dict[str, Any]) -> List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]]:
+    """A small image's image layers, as :func:`~napari_cdma._layers.show_prediction` shows them: (role, data
+    (computed when called), layer properties) for its uncertainty map, the raw branch disagreement (hidden),
+    the entropy map (``whole["entropy"]``) and each branch's foreground probability (``whole["branches"]``)."""
+    from ._layers import robust_range
+
+    prediction = whole.get("prediction")
+    lo, hi = (float(v) for v in whole["display_range"])
+    tint = dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, blending="translucent", gamma=1.0)
+    out: List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]] = [
+        ("uncertainty", lambda: np.asarray(whole["uncertainty"], dtype=np.float32),
+         dict(tint, contrast_limits=(lo, hi), visible=True))]
+    if prediction is None:
+        return out
+    disagreement = np.asarray(prediction.disagreement, dtype=np.float32)
+    out.append(("disagreement", lambda: disagreement,
+                dict(tint, contrast_limits=robust_range(disagreement, whole.get("image")), visible=False)))
+    heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
+    if whole.get("entropy") and getattr(prediction, "entropy", None) is not None:
+        out.append(("entropy", lambda: np.asarray(prediction.entropy, np.float32),
+                    dict(heat, colormap="magma", visible=True)))
+    probs = getattr(prediction, "branch_probs", None)
+    if whole.get("branches") and probs is not None:
+        for k in range(3):
+            out.append((f"branch{k + 1}", lambda k=k: np.asarray(probs[k][1:].sum(axis=0), dtype=np.float32),
+                        dict(heat, colormap="viridis", visible=False)))
+    return out
+
+
 class LiveLayers:
     """The labels and uncertainty layers a large image's prediction fills while it runs (GUI
-    thread).
+    thread); or, with ``whole`` (a small image's finished prediction: ``labels``, ``uncertainty``,
+    ``display_range``, ``prediction``, ``image``, ``entropy``, ``branches``, ``fill``), the layers
+    that show it, added in the same steps (:meth:`_build_whole`).
 
     Both arrays are allocated at the image's shape before the worker starts: labels uint16 or
     int32 (:func:`labels_dtype`; one label per gland once finished) and uncertainty float16 shown
@@ -459,15 +492,29 @@ class LiveLayers:
     undo history is cleared after each write (a prediction is not an edit).
     """
 
-    def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int]) -> None:
+    def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int],
+                 whole: Optional[Dict[str, Any]] = None) -> None:
         self.viewer = viewer
         self.image_name = image_name
-        self.uncertainty = np.zeros(shape, np.float16)
-        self.labels = np.zeros(shape, labels_dtype(shape))
-        # the model's own labels, written with the layer's (zeros: pages are touched as bands arrive), so
-        # that the hand-off needs no whole-image copy on the GUI thread (0.35 s for 6000 x 6000)
-        self.model_labels = np.zeros(shape, self.labels.dtype)
-        self.largest = 0  # largest label written
+        #: None for a large image's prediction (filled as it runs); for a small image's finished prediction,
+        #: what its layers show (:meth:`for_result`): they are added from it one per event-loop turn as well
+        self.whole = whole
+        if whole is None:
+            self.uncertainty = np.zeros(shape, np.float16)
+            self.labels = np.zeros(shape, labels_dtype(shape))
+            # the model's own labels, written with the layer's (zeros: pages are touched as bands arrive), so
+            # that the hand-off needs no whole-image copy on the GUI thread (0.35 s for 6000 x 6000)
+            self.model_labels = np.zeros(shape, self.labels.dtype)
+        else:
+            self.uncertainty = np.asarray(whole["uncertainty"], dtype=np.float32)
+            self.labels = np.array(whole["labels"], dtype=np.int32, copy=True)  # the layer's (corrections go there)
+            self.model_labels = np.array(whole["labels"], dtype=np.int32, copy=True)
+        self.largest = int(self.model_labels.max(initial=0)) if whole is not None else 0  # largest label written
+        #: a small image's other layers (role -> layer: "disagreement", "entropy", "branch1".."branch3")
+        self.extras: Dict[str, Any] = {}
+        #: a small image's layers of an earlier prediction updated in place rather than added (a layer removed
+        #: at the hand-over cost napari a garbage collection: 0.7 s of GUI time each on a busy 2-core machine)
+        self.updated: List[Any] = []
         self.unc_layer: Any = None
         self.labels_layer: Any = None
         #: the empty review-region and accepted-region Shapes layers this prediction added (the image had none)
@@ -484,10 +531,14 @@ class LiveLayers:
         """The layers, one short piece of GUI work per event-loop turn: each layer is made (napari's
         model: cheap), added hidden (its controls and visuals), then shown (its first slice and
         texture upload, drawn at the next redraw), so that no turn does two of them."""
-        from napari.layers import Image, Labels
+        from napari.layers import Image
 
         names = names_for(self.image_name)
         warm = warm_up()
+        whole = self.whole
+        if whole is not None:  # a small image's finished prediction
+            yield from self._build_whole(names)
+            return
         unc = Image(pyramid(self.uncertainty), multiscale=True, name=names["uncertainty"] + LIVE_SUFFIX,
                     colormap=uncertainty_colormap(),  # the same as a finished prediction's layer
                     contrast_limits=(0.0, 1.0), opacity=UNCERTAINTY_OPACITY, blending="translucent",
@@ -499,6 +550,13 @@ class LiveLayers:
         yield
         unc.visible = True
         yield
+        yield from self._build_labels(names, warm, fill=True)
+        yield from self._build_overlays(names)
+
+    def _build_labels(self, names: Dict[str, str], warm: Any, fill: bool) -> Generator[None, None, None]:
+        """The labels layer's steps (see :meth:`_build`)."""
+        from napari.layers import Labels
+
         while warm.is_alive():  # napari's labels modules are still being imported, off this thread
             yield
         # styled before it is added and shown: napari slices a big labels layer once, not three times.
@@ -507,7 +565,7 @@ class LiveLayers:
         # machine); "Fill glands" off draws them later, at that cost.
         labels = Labels(self.labels, name=names["prediction"] + LIVE_SUFFIX, colormap=gland_colormap(),
                         visible=False, metadata=_meta(self.image_name))
-        style_prediction(labels, fill=True)
+        style_prediction(labels, fill=fill)
         labels.editable = False
         yield
         with quiet_insert(self.viewer):
@@ -517,6 +575,9 @@ class LiveLayers:
         labels.visible = True
         self.ready = True  # the pieces are written from the next turn on, while the steps below go on
         yield
+
+    def _build_overlays(self, names: Dict[str, str]) -> Generator[None, None, None]:
+        """The empty review-region and accepted-region layers' steps (see :meth:`_build`), then done."""
         # the image's review-region and accepted-region layers, empty: made at the hand-over, each Shapes layer
         # took 0.4 s of GUI time to add and 0.3-0.7 s to draw the first time (building its shaders) on a busy
         # 2-core machine, in one event-loop turn; here they are added, and drawn once, in turns of their own
@@ -538,6 +599,50 @@ class LiveLayers:
             yield
         self.built = True
         self.started.set()
+
+    def _build_whole(self, names: Dict[str, str]) -> Generator[None, None, None]:
+        """A small image's layers from its finished prediction (:attr:`whole`), one step per event-loop turn as
+        :meth:`_build` adds a large image's: each image layer (:func:`whole_layers`) is made and added hidden,
+        then shown, or, when the image already has a layer of that name and kind (an earlier prediction's),
+        updated in place in one step; the labels layer is added the same way when the image has no prediction
+        layer yet, else written at the hand-over (:meth:`adopt`: the dock chooses the layer it goes to); then
+        the review-region layers as for a large image."""
+        from napari.layers import Image
+
+        from ._layers import _role, upsert_layer
+
+        warm = warm_up()
+        for role, data, props in whole_layers(self.image_name, self.whole):
+            final = names[role]
+            existing = self.viewer.layers[final] if final in self.viewer.layers else None
+            if isinstance(existing, Image) and not existing.multiscale and not existing.rgb:
+                upsert_layer(self.viewer, final, data(), "image", metadata=_role(role, self.image_name), **props)
+                layer = existing
+                self.updated.append(layer)
+                yield
+            else:
+                visible = props.pop("visible", True)
+                layer = Image(data(), name=final + LIVE_SUFFIX, visible=False, metadata=_meta(self.image_name),
+                              **props)
+                yield
+                with quiet_insert(self.viewer):
+                    self.viewer.layers.append(layer)
+                self._keep(role, layer)  # from now on hidden or removed with the others if it is dropped
+                yield
+                if visible:
+                    layer.visible = True
+                    yield
+            self._keep(role, layer)
+        if names["prediction"] not in self.viewer.layers:
+            yield from self._build_labels(names, warm, fill=bool(self.whole.get("fill", False)))
+        self.ready = True
+        yield from self._build_overlays(names)
+
+    def _keep(self, role: str, layer: Any) -> None:
+        if role == "uncertainty":
+            self.unc_layer = layer
+        else:
+            self.extras[role] = layer
 
     def build_step(self) -> bool:
         """Take the next step of adding the layers (GUI thread), if any is left; True once the labels and
@@ -593,14 +698,19 @@ class LiveLayers:
         if thumbnail:
             self._thumbnail_at = now
 
+    def _added(self) -> List[Any]:
+        """The layers this prediction added (not those of an earlier prediction it updated in place)."""
+        return [ly for ly in (self.labels_layer, self.unc_layer, *self.extras.values(), *self.overlays)
+                if ly is not None and not any(ly is u for u in self.updated)]
+
     def hide(self) -> None:
         """Hide both layers and mark them cancelled (cheap: nothing is sliced or collected); stop
         adding them."""
         release_switch(self.uncertainty)
         self._steps.close()
         self.started.set()  # a worker still waiting to start runs to its end at once (it is being cancelled)
-        for layer in (self.labels_layer, self.unc_layer, *self.overlays):
-            if layer is not None and layer in self.viewer.layers:
+        for layer in self._added():
+            if layer in self.viewer.layers:
                 layer.visible = False
                 layer.name = (layer.name.replace(LIVE_SUFFIX, CANCELLED_SUFFIX) if layer.name.endswith(LIVE_SUFFIX)
                               else layer.name + CANCELLED_SUFFIX)
@@ -616,8 +726,7 @@ class LiveLayers:
         """
         self._steps.close()
         self.started.set()
-        layers = [ly for ly in (self.labels_layer, self.unc_layer, *self.overlays)
-                  if ly is not None and ly in self.viewer.layers]
+        layers = [ly for ly in self._added() if ly in self.viewer.layers]
         KEPT_PROGRAMS.extend(gl_programs(self.viewer, layers))
         for layer in layers:
             self.viewer.layers.remove(layer)
@@ -640,9 +749,15 @@ class LiveLayers:
         names = names_for(self.image_name)
         stale = [labels_name, names["uncertainty"], names["disagreement"], names["entropy"],
                  *(names[f"branch{k}"] for k in (1, 2, 3))]
+        if self.labels_layer is None:  # a small image that had a prediction layer: written where the dock says
+            self._write_whole_labels(labels_name)
+        own = (self.labels_layer, self.unc_layer, *self.extras.values())
         for name in stale:
-            if name in self.viewer.layers and self.viewer.layers[name] not in (self.labels_layer, self.unc_layer):
+            if name in self.viewer.layers and self.viewer.layers[name] not in own:
                 self.viewer.layers.remove(name)
+        for role, layer in self.extras.items():  # a small image's disagreement, entropy and branch layers
+            layer.name = names[role]
+            layer.metadata = {ROLE_KEY: role, IMAGE_KEY: self.image_name}
         self.labels_layer.name = labels_name
         self.labels_layer.metadata = {ROLE_KEY: "prediction", IMAGE_KEY: self.image_name}
         self.unc_layer.name = names["uncertainty"]
@@ -651,10 +766,36 @@ class LiveLayers:
         for overlay in self.overlays:  # drawn once while predicting, hidden until now; the dock fills them
             if overlay in self.viewer.layers:
                 overlay.visible = True
-        if secondary:
+        if self.whole is not None:  # a small image: the dock's "Fill glands" (outlining it is cheap)
+            style_prediction(self.labels_layer, fill=bool(self.whole.get("fill", False)), secondary=secondary)
+        elif secondary:
             style_prediction(self.labels_layer, fill=True, secondary=True)
         self.labels_layer.editable = True
-        return {"prediction": self.labels_layer, "uncertainty": self.unc_layer}
+        return {**self.extras, "prediction": self.labels_layer, "uncertainty": self.unc_layer}
+
+    def _write_whole_labels(self, labels_name: str) -> None:
+        """A small image's labels into the layer ``labels_name``: updated in place if it is a Labels layer (as
+        ``show_prediction`` does), else added without taking the selection."""
+        from napari.layers import Labels
+
+        from ._layers import _role, upsert_layer
+
+        existing = self.viewer.layers[labels_name] if labels_name in self.viewer.layers else None
+        if isinstance(existing, Labels) and existing.data.shape == self.labels.shape and \
+                (existing.metadata or {}).get(ROLE_KEY) == "prediction":
+            # a prediction layer of the dock's (gland colours): only the pixels that changed are written, and
+            # redrawn (napari slices a labels layer again for each of data, colormap and refresh: 0.1-0.2 s)
+            self.labels_layer = existing
+            if np.count_nonzero(existing.data != self.labels) * 2 < self.labels.size:
+                self.write_labels(0, 0, self.labels, model=False)
+            else:
+                existing.data = self.labels
+            existing.metadata.update(_role("prediction", self.image_name))
+            return
+        with quiet_insert(self.viewer):
+            self.labels_layer = upsert_layer(self.viewer, labels_name, self.labels, "labels",
+                                             metadata=_role("prediction", self.image_name))
+        self.labels_layer.colormap = gland_colormap()
 
     def paste(self, corrections: List[Tuple[Tuple[int, int, int, int], np.ndarray]]) -> Tuple[np.ndarray, int]:
         """Paste accepted corrections into the adopted labels layer, redrawing only their boxes.
@@ -696,5 +837,6 @@ def pieces(event: Any) -> List[Any]:
 
 
 __all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
-           "black_padding", "clear_padding", "labels_dtype", "pieces", "predict_job", "pyramid", "quiet_insert",
-           "hold_switch", "release_switch", "review_outputs", "streams", "warm_engine", "warm_up", "warmed"]
+           "black_padding", "clear_padding", "labels_dtype", "pieces", "predict_job", "pyramid",
+           "quiet_insert", "hold_switch", "release_switch", "review_outputs", "streams", "warm_engine", "warm_up",
+           "warmed", "whole_layers"]

@@ -148,6 +148,8 @@ class PredictPanel(QWidget):
         #: images larger than this (pixels) stream into live layers; smaller ones are shown whole at the end
         self.stream_pixels = WHOLE_IMAGE_PIXELS
         self._named: Any = None  # a layer the chooser does not list, named by set_image for the next predict
+        #: whether a prediction's glands are drawn filled (the dock's "Fill glands"); None: found among the parents
+        self.fill_for: Optional[Callable[[], bool]] = None
         self._live: Optional[LiveLayers] = None  # the layers of a running streamed prediction
         self._dropped: Optional[LiveLayers] = None  # a cancelled run's layers, removed once its worker stopped
         self._queue: deque = deque()  # Rows / Block pieces not yet copied into the live layers
@@ -373,7 +375,7 @@ class PredictPanel(QWidget):
                                branches=self.branches_check.isChecked(), corrections_for=self.corrections_for,
                                start=self._live.started if self._live else None)
         worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(lambda res: self._on_returned(res, name, image, label, version))
+        worker.returned.connect(lambda res: self._on_returned(res, name, image, label, version, layer))
         worker.errored.connect(self._on_errored)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
@@ -434,6 +436,9 @@ class PredictPanel(QWidget):
         if not live.alive():  # the user deleted a live layer: the prediction has nowhere to go
             self.cancel()
             return
+        if self._pending is not None and not self._image_kept(self._pending[1], self._pending[5]):
+            self._complete()  # the image was closed while its layers were added: they are dropped
+            return
         if not live.build_step():  # still adding the layers, one per tick
             return
         t0 = time.perf_counter()
@@ -448,21 +453,78 @@ class PredictPanel(QWidget):
         if self._unc_dirty and (now - self._unc_refreshed > UNCERTAINTY_REFRESH_S or not self._queue):
             live.refresh_uncertainty()
             self._unc_dirty, self._unc_refreshed = False, now
-        if not self._queue and self._pending is not None:
+        # a small image's hand-over waits for all its layers (its review-region layers too, added here one per
+        # turn and without taking the selection); a large one's, for its labels and uncertainty only
+        if not self._queue and self._pending is not None and (live.whole is None or live.built):
             self._complete()
 
     def _on_returned(self, result: Any, name: str, image: np.ndarray, label: str,
-                     version: Optional[str]) -> None:
+                     version: Optional[str], layer: Any = None) -> None:
         if self._cancelled:  # cancelled while it returned
             return
         if result[0] == "error":
             self._drop_live()
             self._fail(result[1])
             return
-        self._pending = (result, name, image, label, version)  # handed over once the layers are filled
+        self._pending = (result, name, image, label, version, layer)  # handed over once the layers are filled
+        if self._live is None and self._image_kept(name, layer):
+            # a small image's layers are added one per event-loop turn too (by _drain, as a large image's are
+            # while it is predicted): made all in one turn they froze the viewer for about a second
+            _, prediction, extra = result
+            self._live = LiveLayers(self.viewer, name, image.shape[:2], whole=self._whole(prediction, extra, image))
+        if self._live is None:  # the image was closed meanwhile: nothing to add
+            self._complete()
+
+    def _whole(self, prediction: Any, extra: Dict[str, Any], image: np.ndarray) -> Dict[str, Any]:
+        """What a small image's layers show (:class:`LiveLayers` ``whole``), as ``show_prediction`` shows it."""
+        labels = extra.get("instances")
+        if labels is None:
+            labels = prediction.labels
+        umap = extra.get("uncertainty")
+        if umap is None:
+            umap = getattr(prediction, "uncertainty", None)
+        if umap is None:
+            umap = prediction.disagreement
+        return dict(labels=labels, uncertainty=umap, display_range=extra.get("display_range") or (0.0, 1.0),
+                    prediction=prediction, image=image, entropy=self.entropy_check.isChecked(),
+                    branches=self.branches_check.isChecked(), fill=self._fill())
+
+    def _fill(self) -> bool:
+        """Whether new prediction layers are drawn filled: :attr:`fill_for`, else the dock's "Fill glands" box
+        (the Display panel's, found among this panel's parents), else outlines."""
+        if self.fill_for is not None:
+            return bool(self.fill_for())
+        parent = self.parent()
+        while parent is not None:
+            box = getattr(getattr(parent, "display_panel", None), "fill_check", None)
+            if box is not None:
+                return bool(box.isChecked())
+            parent = parent.parent()
+        return False
+
+    def _image_kept(self, name: str, layer: Any) -> bool:
+        """True while the image layer ``layer`` a prediction was started on is still in the viewer under ``name``
+        (not closed, nor replaced by another layer of that name)."""
+        if name not in self.viewer.layers:
+            return False
+        if layer is None:
+            return True
+        unwrap = lambda ly: getattr(ly, "__wrapped__", ly)  # noqa: E731 - napari's proxy of a layer for a plugin
+        return unwrap(self.viewer.layers[name]) is unwrap(layer)
 
     def _complete(self) -> None:
-        (_, prediction, extra), name, image, label, version = self._pending
+        (_, prediction, extra), name, image, label, version, layer = self._pending
+        if not self._image_kept(name, layer):
+            # closed or replaced while it was predicted: nothing is shown (its layers, if any, are removed)
+            self._pending = None
+            self._drop_live()
+            self._timer.stop()
+            self.last_message = (f"'{name}' was closed or replaced while it was predicted: nothing is shown "
+                                 "(the prediction of a closed image is not kept).")
+            self.status.setText(self.last_message)
+            if self._worker is None:
+                self._end_run()
+            return
         live, self._live, self._pending = self._live, None, None
         self._timer.stop()
         if name in self.viewer.layers and extra.get("image_hash"):
@@ -470,7 +532,8 @@ class PredictPanel(QWidget):
             self.viewer.layers[name].metadata[HASH_KEY] = extra["image_hash"]
         self.last_message = f"Predicted '{name}' with {label}."
         self.status.setText(self.last_message)
-        # a streamed image's layers are handed over (live); a whole prediction is shown by the dock
+        # the layers are handed over (live): filled while a large image was predicted, or made from a small image's
+        # whole prediction one per event-loop turn
         self.finished.emit(PredictResult(name, image, prediction, model_label=label, model_version=version,
                                          live=live, **extra))
         if self._worker is None:  # the worker's finished signal came first
@@ -498,8 +561,15 @@ class PredictPanel(QWidget):
             QTimer.singleShot(0, lambda: dropped.remove())  # a lambda: PyQt keeps bound methods only weakly
         self.predict_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-        self.progress.setValue(self.progress.maximum() if self.last_message.startswith("Predicted")
-                               else 0)
+        # QProgressBar repaints at once when its value changes, and with it the whole window, canvas included
+        # (0.1-0.2 s of GUI time at the end of the hand-over on a busy 2-core machine): with updates off, the
+        # bar is repainted at the next paint of the window instead
+        self.progress.setUpdatesEnabled(False)
+        try:
+            if self.progress.maximum() == 0:
+                self.progress.setRange(0, 1)
+            self.progress.setValue(self.progress.maximum() if self.last_message.startswith("Predicted")
+                                   else 0)
+        finally:
+            self.progress.setUpdatesEnabled(True)
         self.idle.emit()
