@@ -76,8 +76,10 @@ class PredictResult:
         image_hash: the store's hash of ``image`` (``project.store.hash_image``).
         corrections: the store's accepted corrections of the image, read by the worker (None when
             the panel has no ``corrections_for``).
-        live: for a large image, the layers filled while it was predicted (``prediction`` is then
-            None: the maps were never held whole); the dock adopts them.
+        live: the prediction's layers, which the dock adopts: for a large image, filled while it was
+            predicted (``prediction`` is then None: the maps were never held whole); for a small one,
+            added (or earlier ones updated) from the whole maps one per event-loop turn after the worker
+            returned (:class:`LiveLayers` ``whole``). None only for a result made outside this panel.
     """
 
     image_name: str
