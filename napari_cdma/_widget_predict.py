@@ -157,6 +157,8 @@ class PredictPanel(QWidget):
         self._queue: deque = deque()  # Rows / Block pieces not yet copied into the live layers
         self._pending: Optional[Tuple[Any, ...]] = None  # a returned result waiting for the queue to drain
         self._cancelled = False
+        #: handed over, the dock's share of the hand-over (its later event-loop turns) not done yet
+        self._settling = False
         self._unc_dirty = False
         self._unc_refreshed = 0.0
         self._progress_shown = 0.0
@@ -223,7 +225,7 @@ class PredictPanel(QWidget):
     @property
     def running(self) -> bool:
         """True while a prediction runs (until its layers are filled and handed over)."""
-        return self._worker is not None or self._pending is not None
+        return self._worker is not None or self._pending is not None or self._settling
 
     def _image_layers(self, _widget: Any = None) -> List[Any]:
         return [ly for ly in self.viewer.layers if predictable(ly)]
@@ -393,7 +395,12 @@ class PredictPanel(QWidget):
     def cancel(self) -> None:
         """Stop the running prediction after the current tile (or finishing step); its half-filled
         layers are hidden and marked cancelled now, and removed once the worker has stopped."""
-        if self._worker is not None:
+        if self._settling:  # handed over: the dock's last steps go on, the panel stops waiting for them
+            self._settling = False
+            self._timer.stop()
+            if self._worker is None:  # else when its finished signal comes
+                self._end_run()
+        elif self._worker is not None:
             self.status.setText("Cancelling...")
             self._cancelled = True
             self._worker.quit()
@@ -430,6 +437,13 @@ class PredictPanel(QWidget):
 
     def _drain(self) -> None:
         """Copy queued pieces into the live layers for at most DRAIN_BUDGET_S (GUI thread)."""
+        if self._settling:  # handed over: waiting for the dock's last steps of it
+            if self._dock_settled():
+                self._settling = False
+                self._timer.stop()
+                if self._worker is None:
+                    self._end_run()
+            return
         live = self._live
         if live is None:
             if self._pending is not None:
@@ -538,8 +552,21 @@ class PredictPanel(QWidget):
         # whole prediction one per event-loop turn
         self.finished.emit(PredictResult(name, image, prediction, model_label=label, model_version=version,
                                          live=live, **extra))
-        if self._worker is None:  # the worker's finished signal came first
+        if not self._dock_settled():  # the dock shows the rest in later event-loop turns: running until then
+            self._settling = True
+            self._timer.start()
+        elif self._worker is None:  # the worker's finished signal came first
             self._end_run()
+
+    def _dock_settled(self) -> bool:
+        """False while the dock (the first parent with a ``settled()``) has steps of a hand-over left."""
+        parent = self.parent()
+        while parent is not None:
+            settled = getattr(parent, "settled", None)
+            if callable(settled):
+                return bool(settled())
+            parent = parent.parent()
+        return True
 
     def _on_errored(self, exc: Exception) -> None:
         self._drop_live()
@@ -551,7 +578,7 @@ class PredictPanel(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
-        if self._pending is None:
+        if self._pending is None and not self._settling:
             self._drop_live()  # ended without a result (cancelled, or an error already reported)
             self._end_run()
 
