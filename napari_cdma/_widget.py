@@ -705,16 +705,7 @@ class CdmaWidget(QWidget):
 
     def _accepted_corrections(self, image_hash: str) -> List[Tuple[Tuple[int, int, int, int], np.ndarray]]:
         """The store's corrected masks of an image: latest version of each live region, oldest first."""
-        if self._store is None or not image_hash:
-            return []
-        out = []
-        for r in sorted((r for r in self._store.regions() if r.image_hash == image_hash),
-                        key=lambda r: r.region_id):
-            try:
-                out.append((tuple(r.bbox), self._store.load_region(r.region_id)[1]))
-            except Exception:  # a damaged region: its box is still shown, its pixels cannot be
-                continue
-        return out
+        return [(box, corrected) for box, corrected, _ in self._accepted_regions(image_hash)]
 
     def _accepted_regions(self, image_hash: str) -> List[Tuple[Tuple[int, int, int, int], np.ndarray, np.ndarray]]:
         """``(box, corrected, predicted)`` of each live region of an image (latest version), oldest first."""
