@@ -175,6 +175,8 @@ class CdmaWidget(QWidget):
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
         self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
         self.display_panel = DisplayPanel(self.viewer)
+        self.predict_panel.fill_for = self.display_panel.fill_check.isChecked
+        self.predict_panel.settled_for = self.settled
         self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get,
                                         image_label=self._region_image_label)
         self.retrain_panel = RetrainPanel(lambda: self.store, before_start=self._add_open_images)
@@ -821,7 +823,8 @@ class CdmaWidget(QWidget):
         # The layer shows the accepted corrections over the new prediction (they are what the
         # pathologist signed off); the state keeps the model's own labels, which Accept stores as
         # "predicted" and against which unaccepted edits are found.
-        if result.live is not None:  # a large image: its layers were filled as it was predicted
+        # a large image's layers were filled as it was predicted, a small image's added one per turn after it
+        if result.live is not None:
             layers = result.live.adopt(target, result.display_range, secondary=secondary)
             instances, n_pasted = result.live.paste(corrections)
         else:

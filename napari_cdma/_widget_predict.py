@@ -150,8 +150,9 @@ class PredictPanel(QWidget):
         #: images larger than this (pixels) stream into live layers; smaller ones are shown whole at the end
         self.stream_pixels = WHOLE_IMAGE_PIXELS
         self._named: Any = None  # a layer the chooser does not list, named by set_image for the next predict
-        #: whether a prediction's glands are drawn filled (the dock's "Fill glands"); None: found among the parents
+        #: whether a prediction's glands are drawn filled (the dock's "Fill glands"); None: outlines
         self.fill_for: Optional[Callable[[], bool]] = None
+        self.settled_for: Optional[Callable[[], bool]] = None  # the dock's settled(): its hand-over is done
         self._live: Optional[LiveLayers] = None  # the layers of a running streamed prediction
         self._dropped: Optional[LiveLayers] = None  # a cancelled run's layers, removed once its worker stopped
         self._queue: deque = deque()  # Rows / Block pieces not yet copied into the live layers
@@ -506,17 +507,9 @@ class PredictPanel(QWidget):
                     branches=self.branches_check.isChecked(), fill=self._fill())
 
     def _fill(self) -> bool:
-        """Whether new prediction layers are drawn filled: :attr:`fill_for`, else the dock's "Fill glands" box
-        (the Display panel's, found among this panel's parents), else outlines."""
-        if self.fill_for is not None:
-            return bool(self.fill_for())
-        parent = self.parent()
-        while parent is not None:
-            box = getattr(getattr(parent, "display_panel", None), "fill_check", None)
-            if box is not None:
-                return bool(box.isChecked())
-            parent = parent.parent()
-        return False
+        """Whether new prediction layers are drawn filled: :attr:`fill_for` (the dock's "Fill glands" box), else
+        outlines."""
+        return bool(self.fill_for()) if self.fill_for is not None else False
 
     def _image_kept(self, name: str, layer: Any) -> bool:
         """True while the image layer ``layer`` a prediction was started on is still in the viewer under ``name``
@@ -559,14 +552,8 @@ class PredictPanel(QWidget):
             self._end_run()
 
     def _dock_settled(self) -> bool:
-        """False while the dock (the first parent with a ``settled()``) has steps of a hand-over left."""
-        parent = self.parent()
-        while parent is not None:
-            settled = getattr(parent, "settled", None)
-            if callable(settled):
-                return bool(settled())
-            parent = parent.parent()
-        return True
+        """False while the dock (:attr:`settled_for`) has steps of a hand-over left."""
+        return bool(self.settled_for()) if self.settled_for is not None else True
 
     def _on_errored(self, exc: Exception) -> None:
         self._drop_live()
