@@ -45,7 +45,7 @@ def _predict(slide: np.ndarray, folder: Path, rule: bool, chunk: int = 256) -> P
 
     keep = sp.drop_open_glass
     if not rule:
-        sp.drop_open_glass = lambda slide, level, y0, x0, rgb, glands: glands
+        sp.drop_open_glass = lambda slide, level, y0, x0, rgb, glands, unc: (glands, unc)
     try:
         path = write_pyramidal_tiff(folder / f"{rule}.tif", slide, levels=3)
         drain(sp.predict_slide(path, folder / f"{rule}.zarr", chunk=chunk))

@@ -35,7 +35,8 @@ in the logits), so the two modes agree to float rounding.
 Glass: a chunk whose tissue fraction (:func:`src_model.tissue.tissue_mask`) is below
 ``min_tissue`` is not predicted; its labels and uncertainty are 0. In a predicted chunk, gland pixels on
 open glass (glass that reaches beyond the chunk's context or is too large for a lumen: the model takes
-glass next to tissue for a pale lumen) are set to background (:func:`drop_open_glass`).
+glass next to tissue for a pale lumen) are set to background, and the uncertainty on open glass to 0
+(:func:`drop_open_glass`).
 
 Workers: with ``workers`` > 0 a local Dask cluster (``dask.distributed.LocalCluster``, processes,
 one thread each) runs the chunks (strips in strip mode: fixed by ``strip_rows``, not by the number of
@@ -162,19 +163,21 @@ def chunk_tissue(slide: Slide, level: int, y0: int, x0: int, y1: int, x1: int) -
 GLASS_CONTEXT = 512
 
 
-def drop_open_glass(slide: Slide, level: int, y0: int, x0: int, rgb: np.ndarray, glands: np.ndarray) -> np.ndarray:
-    """``glands`` of the chunk at (y0, x0) (RGB ``rgb``) without the gland pixels on open glass.
+def drop_open_glass(slide: Slide, level: int, y0: int, x0: int, rgb: np.ndarray, glands: np.ndarray,
+                    uncertainty: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(glands, uncertainty)`` of the chunk at (y0, x0) (RGB ``rgb``) with 0 on open glass.
 
     Open glass (:func:`src_model.tissue.open_glass`) is found on the coarse level that
-    :func:`chunk_tissue` reads, over the chunk and :data:`GLASS_CONTEXT` pixels around it; a gland
-    pixel is dropped where that glass reaches (one coarse pixel of slack) and the chunk's own pixel is
-    glass. Depends on the chunk alone, so both modes and any number of workers agree.
+    :func:`chunk_tissue` reads, over the chunk and :data:`GLASS_CONTEXT` pixels around it; a pixel is
+    set to 0 where that glass reaches (one coarse pixel of slack) and the chunk's own pixel is glass:
+    no gland there, and no uncertainty to draw the eye or the review regions to empty glass (as in a
+    glass chunk). Depends on the chunk alone, so both modes and any number of workers agree.
     """
     from .tissue import open_glass, tissue_mask
 
-    fine = ~tissue_mask(rgb) & (glands > 0)
+    fine = ~tissue_mask(rgb)
     if not fine.any():
-        return glands
+        return glands, uncertainty
     j, f = _coarse_level(slide, level)
     h, w = glands.shape
     H, W = slide.levels[level].shape[:2]
@@ -183,7 +186,7 @@ def drop_open_glass(slide: Slide, level: int, y0: int, x0: int, rgb: np.ndarray,
     sides = (box[0] > 0, box[2] < slide.levels[j].shape[0], box[1] > 0, box[3] < slide.levels[j].shape[1])
     coarse = open_glass(slide.read_region(j, *box), sides=sides, pixel_area=f * f)
     if not coarse.any():
-        return glands
+        return glands, uncertainty
     from scipy import ndimage as ndi
 
     coarse = ndi.binary_dilation(coarse, structure=np.ones((3, 3), bool))  # slack for the coarse grid
@@ -192,10 +195,11 @@ def drop_open_glass(slide: Slide, level: int, y0: int, x0: int, rgb: np.ndarray,
     up = up[oy:oy + h, ox:ox + w]
     drop = fine[:up.shape[0], :up.shape[1]] & up
     if not drop.any():
-        return glands
-    out = glands.copy()
-    out[:up.shape[0], :up.shape[1]][drop] = 0
-    return out
+        return glands, uncertainty
+    glands, uncertainty = glands.copy(), uncertainty.copy()
+    glands[:up.shape[0], :up.shape[1]][drop] = 0
+    uncertainty[:up.shape[0], :up.shape[1]][drop] = 0
+    return glands, uncertainty
 
 
 def file_sha256(path: PathLike) -> str:
@@ -245,8 +249,8 @@ def predict_chunk(store: SlideStore, slide: Slide, runner, cy: int, cx: int, dev
                    branch=st["branch"], device=device)
     core = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
     rgb = np.ascontiguousarray(window[core])
-    glands = drop_open_glass(slide, level, y0, x0, rgb, (pred.labels[core] > 0).astype(np.uint8))
-    unc = np.round(np.clip(pred.uncertainty[core], 0.0, 1.0) * 255.0).astype(np.uint8)
+    glands, unc = drop_open_glass(slide, level, y0, x0, rgb, (pred.labels[core] > 0).astype(np.uint8),
+                                  np.round(np.clip(pred.uncertainty[core], 0.0, 1.0) * 255.0).astype(np.uint8))
     store.write_chunk(cy, cx, rgb, glands, unc, tissue)
     return tissue
 
@@ -388,8 +392,9 @@ def predict_strip(store: SlideStore, slide: Slide, runner, chunks: Sequence[Tupl
                 for cx, tissue in todo[cy]:
                     _, cx0, _, cx1 = store.chunk_box(cy, cx)
                     rgb = window.take(cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0)
-                    glands = drop_open_glass(slide, level, cy0, cx0, rgb, buf[0][:, cx0 - x0:cx1 - x0])
-                    store.write_chunk(cy, cx, rgb, glands, buf[1][:, cx0 - x0:cx1 - x0], tissue)
+                    glands, unc_chunk = drop_open_glass(slide, level, cy0, cx0, rgb, buf[0][:, cx0 - x0:cx1 - x0],
+                                                        buf[1][:, cx0 - x0:cx1 - x0])
+                    store.write_chunk(cy, cx, rgb, glands, unc_chunk, tissue)
                     written.append((cy, cx))
                 del rows[cy]
                 pending.discard(cy)

@@ -42,8 +42,8 @@ def test_open_glass_is_glass_that_reaches_a_side_or_is_too_large_for_a_lumen():
 
 def test_predict_slide_leaves_no_gland_on_the_glass_around_tissue(tmp_path, glas_dir, monkeypatch):
     """A GlaS image on a glass margin: the bundled model takes part of the glass for gland (checked
-    here with the rule switched off); predict-slide's store keeps no gland on it, and the image's
-    glands are as without the rule up to a few lumen pixels open to the margin."""
+    here with the rule switched off); predict-slide's store keeps no gland and no uncertainty on it, and
+    the image's glands are as without the rule up to a few lumen pixels open to the margin."""
     import src_model.slide_predict as sp
 
     image = read_image(glas_dir / "images" / "testA_2.png")
@@ -52,15 +52,19 @@ def test_predict_slide_leaves_no_gland_on_the_glass_around_tissue(tmp_path, glas
     slide[128:128 + h, 128:128 + w] = image
     inside = np.zeros(slide.shape[:2], bool)
     inside[128:128 + h, 128:128 + w] = True
-    glands = {}
+    glands, unc = {}, {}
     for rule in (True, False):
         path = write_pyramidal_tiff(tmp_path / f"{rule}.tif", slide, levels=3)
         if not rule:
-            monkeypatch.setattr(sp, "drop_open_glass", lambda slide, level, y0, x0, rgb, glands: glands)
+            monkeypatch.setattr(sp, "drop_open_glass", lambda slide, level, y0, x0, rgb, glands, unc: (glands, unc))
         drain(predict_slide(path, tmp_path / f"{rule}.zarr", chunk=256))
-        glands[rule] = open_store(tmp_path / f"{rule}.zarr").glands[0][:] > 0
+        store = open_store(tmp_path / f"{rule}.zarr")
+        glands[rule], unc[rule] = store.glands[0][:] > 0, np.asarray(store.uncertainty[0][:])
     assert (glands[False] & ~inside).sum() > 10_000  # without the rule: gland out on the glass
     assert not (glands[True] & ~inside).any()
+    # nor uncertainty to draw the eye (and the review regions) to the glass; the tissue's is untouched
+    assert (unc[False][~inside] > 0).sum() > 10_000 and not unc[True][~inside].any()
+    assert (unc[True][inside] == unc[False][inside]).mean() > 0.99
     changed = (glands[True] ^ glands[False]) & inside
     assert changed.sum() <= 0.01 * glands[False][inside].sum()
     assert not (glands[True] & ~glands[False]).any()  # the rule only removes gland
