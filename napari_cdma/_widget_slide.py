@@ -616,7 +616,8 @@ class SlidePanel(QWidget):
         if self._worker is None:
             return False
         kind = self._job["kind"]
-        self._say(f"{BUSY[kind]}; wait for it to end{' or cancel it' if kind == 'predict' else ''}.", error=True)
+        # not an error (no pop-up that outlives the job): the status line says it until the job ends
+        self._say(f"{BUSY[kind]}; wait for it to end{' or cancel it' if kind == 'predict' else ''}.")
         return True
 
     def _set_busy(self, busy: bool, kind: str = "") -> None:
