@@ -69,6 +69,16 @@ def _recipes(*recipes: Recipe) -> Dict[str, Recipe]:
     return {r.name: r for r in recipes}
 
 
+_DEFAULT = Recipe("default", "distillation to the previous model on uncorrected tissue (weight 1, T=2) + fixed "
+                  "batch-norm statistics + encoder updates x0.1", distill=1.0, freeze_bn=True, encoder_lr=0.1)
+
+
+def _more_steps(name: str, description: str, **changes: Any) -> Recipe:
+    """A candidate of the annotation-session study: the default at 40 steps per tile in [120, 130], changed."""
+    return dataclasses.replace(_DEFAULT, name=name, description=description, steps_per_tile=40.0, min_steps=120,
+                               max_steps=130, **changes)
+
+
 #: The named recipes. ``"plain"`` is the schedule used before issue 9 (TrainConfig.finetune, no
 #: regulariser); ``"default"`` is the one chosen by ``benchmarks/forgetting.py`` and kept by the simulated
 #: annotation sessions (the ``more_steps*`` candidates: see the study's numbers below).
@@ -85,8 +95,7 @@ RECIPES: Dict[str, Recipe] = _recipes(
     # chosen in benchmarks/forgetting.py (select stage, training/validation images only): of the recipes
     # whose untouched images lost less than 0.5 Dice point on average in both sessions, the largest gain
     # on the corrected images
-    Recipe("default", "distillation to the previous model on uncorrected tissue (weight 1, T=2) + fixed "
-           "batch-norm statistics + encoder updates x0.1", distill=1.0, freeze_bn=True, encoder_lr=0.1),
+    _DEFAULT,
     # Candidates of the annotation-session study (benchmarks/annotation_session.py --split trainval, 10 %
     # model, ranked regions, supervised fine-tune; benchmarks/results/annotation_session.md). A session's
     # ~128-px regions are 1-3 tiles a round, so the default's rule always gives its minimum of 40 steps;
@@ -101,16 +110,12 @@ RECIPES: Dict[str, Recipe] = _recipes(
     # session images lost 6.8 points and the untouched ones 4.7 (the default on the same sessions: +5.9 /
     # -0.46), so it is NOT the default: two trainval seeds did not predict the test sessions.
     # 130 steps of more_steps_enc1 for the dock's 10 regions: 92 s (benchmarks/results/retrain.md, load 2.3).
-    Recipe("more_steps", "default with 40 steps per 256-px tile, clipped to [120, 130]", distill=1.0,
-           freeze_bn=True, encoder_lr=0.1, steps_per_tile=40.0, min_steps=120, max_steps=130),
-    Recipe("more_steps_enc1", "more_steps with the encoder updated as the rest (x1)", distill=1.0,
-           freeze_bn=True, encoder_lr=1.0, steps_per_tile=40.0, min_steps=120, max_steps=130),
-    Recipe("more_steps_enc03", "more_steps with encoder updates x0.3", distill=1.0,
-           freeze_bn=True, encoder_lr=0.3, steps_per_tile=40.0, min_steps=120, max_steps=130),
-    Recipe("more_steps_enc1_d3", "more_steps_enc1 with distillation weight 3", distill=3.0,
-           freeze_bn=True, encoder_lr=1.0, steps_per_tile=40.0, min_steps=120, max_steps=130),
-    Recipe("more_steps_lr1e3", "more_steps at learning rate 1e-3, encoder updates x0.3", lr=1e-3, distill=1.0,
-           freeze_bn=True, encoder_lr=0.3, steps_per_tile=40.0, min_steps=120, max_steps=130),
+    _more_steps("more_steps", "default with 40 steps per 256-px tile, clipped to [120, 130]"),
+    _more_steps("more_steps_enc1", "more_steps with the encoder updated as the rest (x1)", encoder_lr=1.0),
+    _more_steps("more_steps_enc03", "more_steps with encoder updates x0.3", encoder_lr=0.3),
+    _more_steps("more_steps_enc1_d3", "more_steps_enc1 with distillation weight 3", encoder_lr=1.0, distill=3.0),
+    _more_steps("more_steps_lr1e3", "more_steps at learning rate 1e-3, encoder updates x0.3", lr=1e-3,
+                encoder_lr=0.3),
 )
 
 
