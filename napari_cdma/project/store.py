@@ -85,6 +85,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; the store's name for the shipped model
+from src_model.slide import SLIDE_SUFFIXES  # torch-free (numpy only at import)
 
 from . import store_io as _io
 
@@ -117,9 +118,8 @@ MAX_FULL_IMAGE_PIXELS = 50_000_000
 CONTEXT_MARGIN = 256
 #: ``source_kind`` of a region (and of the image it added) accepted in a window of a whole slide.
 SLIDE_SOURCE = "slide"
-#: File names of whole slides: a region of a store written before :data:`SLIDE_SOURCE` marked them
-#: is a slide's when it names no layer and its source is such a file.
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".tif", ".tiff", ".zarr")
+# A region of a store written before :data:`SLIDE_SOURCE` marked them is a slide's when it names no
+# layer and its source is a file that :func:`src_model.slide.open_slide` reads (:data:`SLIDE_SUFFIXES`).
 DEFAULT_HOLDOUT_FRACTION = 0.2
 
 
