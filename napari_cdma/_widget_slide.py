@@ -240,7 +240,7 @@ class SlidePanel(QWidget):
         prediction store opened as its slide). Other layers that name a slide in their metadata are never
         listed: a store's uncertainty (the reader's, not RGB) and the panel's own overlays (a role)."""
         return [ly for ly in self.viewer.layers if isinstance(ly, Image) and getattr(ly, "rgb", False)
-                and ly.metadata.get(SLIDE_KEY) and not is_derived(ly) and not ly.metadata.get("napari_cdma_live")]
+                and ly.metadata.get(SLIDE_KEY) and not is_derived(ly)]
 
     @property
     def slide_layer(self) -> Any:
