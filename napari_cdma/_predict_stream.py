@@ -445,7 +445,7 @@ def pyramid(data: np.ndarray, smallest: int = 512) -> List[np.ndarray]:
     return levels
 
 
-def whole_layers(image_name: str, whole: Dict[str, Any]) -> List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]]:
+def whole_layers(whole: Dict[str, Any]) -> List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]]:
     """A small image's image layers, as :func:`~napari_cdma._layers.show_prediction` shows them: (role, data
     (computed when called), layer properties) for its uncertainty map, the raw branch disagreement (hidden),
     the entropy map (``whole["entropy"]``) and each branch's foreground probability (``whole["branches"]``)."""
@@ -612,7 +612,7 @@ class LiveLayers:
         from ._layers import _role, upsert_layer
 
         warm = warm_up()
-        for role, data, props in whole_layers(self.image_name, self.whole):
+        for role, data, props in whole_layers(self.whole):
             final = names[role]
             existing = self.viewer.layers[final] if final in self.viewer.layers else None
             if isinstance(existing, Image) and not existing.multiscale and not existing.rgb:
