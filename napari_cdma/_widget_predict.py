@@ -118,6 +118,11 @@ def _start_warm_up() -> None:
     warm_engine()
 
 
+def _unwrap(layer: Any) -> Any:
+    """The layer itself, not napari's proxy of it for a plugin."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 class PredictPanel(QWidget):
     """Image and model choice, Predict / Cancel, progress.
 
@@ -258,7 +263,7 @@ class PredictPanel(QWidget):
         if name not in self.viewer.layers:
             return False
         layer = self.viewer.layers[name]
-        layer = getattr(layer, "__wrapped__", layer)  # the layer, not napari's proxy of it for a plugin
+        layer = _unwrap(layer)
         if layer in self.image_choice.choices:
             self.image_choice.value = layer
             return True
@@ -518,8 +523,7 @@ class PredictPanel(QWidget):
             return False
         if layer is None:
             return True
-        unwrap = lambda ly: getattr(ly, "__wrapped__", ly)  # noqa: E731 - napari's proxy of a layer for a plugin
-        return unwrap(self.viewer.layers[name]) is unwrap(layer)
+        return _unwrap(self.viewer.layers[name]) is _unwrap(layer)
 
     def _complete(self) -> None:
         (_, prediction, extra), name, image, label, version, layer = self._pending
