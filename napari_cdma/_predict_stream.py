@@ -617,8 +617,8 @@ class LiveLayers:
             existing = self.viewer.layers[final] if final in self.viewer.layers else None
             if isinstance(existing, Image) and not existing.multiscale and not existing.rgb:
                 upsert_layer(self.viewer, final, data(), "image", metadata=_role(role, self.image_name), **props)
-                layer = existing
-                self.updated.append(layer)
+                self.updated.append(existing)
+                self._keep(role, existing)
                 yield
             else:
                 visible = props.pop("visible", True)
@@ -632,7 +632,6 @@ class LiveLayers:
                 if visible:
                     layer.visible = True
                     yield
-            self._keep(role, layer)
         if names["prediction"] not in self.viewer.layers:
             yield from self._build_labels(names, warm, fill=bool(self.whole.get("fill", False)))
         self.ready = True
