@@ -55,6 +55,9 @@ MAX_B=${MAX_B:-3000}
 ROWS_A=${ROWS_A-"bundled_boundary"}  # an empty value (ROWS_A="") runs none
 ROWS_B=${ROWS_B-"sup5 cdma5 cdma10_noise"}
 ROWS_M=${ROWS_M-"mt5 mt10"}
+# group C: runs of their own (each its own step count), NAME:ROW:ARCH:PATCH each, seed 0, batch BATCH_A
+RUNS_C=${RUNS_C-""}
+MAX_C=${MAX_C:-20000}
 ROWS_X=${ROWS_X-""}  # group X: one more step-count group (e.g. the issue-12 section-2 rows), seeds SEEDS_X
 WORKERS_A=${WORKERS_A:-2}
 WORKERS_B=${WORKERS_B:-1}
@@ -76,7 +79,7 @@ export PYTHONPATH="$CODE${PYTHONPATH:+:$PYTHONPATH}"
 pack() {  # everything that should come back: at most 8 files, 16 MiB each: tars of <= 4 checkpoints (3.3 MB each
   # compressed) with their records, named ck00.tgz, ck01.tgz, ...; each holds <group><seed>/<run>.pt|json
   rm -f "$W"/chunk_*
-  (cd "$W/ck" && ls -d */*.pt 2>/dev/null | sort > "$W/cklist" && split -l 4 -d "$W/cklist" "$W/chunk_" &&
+  (cd "$W/ck" && ls -d */*.pt 2>/dev/null | sort > "$W/cklist" && split -l "${CK_PER_TAR:-4}" -d "$W/cklist" "$W/chunk_" &&
    for c in "$W"/chunk_*; do
      tar czf "$OUT/ck${c##*_}.tgz" $(cat "$c") $(sed 's/\.pt$/.json/' "$c")
    done)
@@ -114,7 +117,8 @@ NA=$(count $ROWS_A)
 NB=$(( $(count $ROWS_B) * NS ))
 NM=$(( $(count $ROWS_M) * NS ))
 NX=$(( $(count $ROWS_X) * $(count $SEEDS_X) ))
-NALL=$(( NA + NB + NM + NX ))
+NC=$(count $RUNS_C)
+NALL=$(( NA + NB + NM + NX + NC ))
 for row in $ROWS_A; do
   launch "$row" A "$NA" A --row "$row" --seed 0 --batch "$BATCH_A" --workers "$WORKERS_A" --max-steps "$MAX_A"
 done
@@ -127,6 +131,11 @@ for seed in $SEEDS; do
     launch "${row}_seed$seed" M "$NM" "M$seed" --row "$row" --seed "$seed" --batch "$BATCH_B" --workers "$WORKERS_B" \
       --max-steps "$MAX_B"
   done
+done
+for spec in $RUNS_C; do
+  IFS=: read -r cname crow carch cpatch <<< "$spec"
+  launch "$cname" "C_$cname" 1 C --row "$crow" --arch "$carch" --patch "$cpatch" --seed 0 --batch "$BATCH_A" \
+    --workers "$WORKERS_A" --max-steps "$MAX_C"
 done
 for seed in $SEEDS_X; do
   for row in $ROWS_X; do
