@@ -65,6 +65,8 @@ def main(argv=None) -> int:
         (args.dst / sub).mkdir(parents=True, exist_ok=True)
     # split.csv keeps every row (evaluation by id needs them); only train images are present
     shutil.copyfile(args.src / "split.csv", args.dst / "split.csv")
+    if args.action == "unpack":  # a pack may leave images out (e.g. the validation ones, to fit the 64 MiB)
+        ids = [i for i in ids if (args.src / "images" / f"{i}.webp").exists()]
     fn = _pack_one if args.action == "pack" else _unpack_one
     with ProcessPoolExecutor(args.workers) as ex:
         sizes = list(ex.map(fn, [(args.src, args.dst, i) for i in ids]))
