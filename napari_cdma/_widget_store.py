@@ -2,16 +2,18 @@
 regions as layers (not the images of slide windows: the slide panel shows slides).
 
 Reopening a store shows each stored image, a Shapes layer of its accepted boxes and a Labels layer
-of its accepted corrections (:func:`restore_layers`); the dock then shows each image's latest
-prediction kept by the store as its prediction and uncertainty layers, drawn as a fresh Predict
-draws them (:func:`show_stored_prediction`). Edits made in a prediction layer and not accepted are
+of its accepted corrections (:func:`restore_layers`; :class:`Restore` splits it so that no stored
+pixel is read on the GUI thread); the dock then shows each image's latest prediction kept by the
+store as its prediction and uncertainty layers, drawn as a fresh Predict draws them
+(:func:`show_stored_prediction`). Edits made in a prediction layer and not accepted are
 not kept by the store.
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,6 +32,8 @@ from ._layers import (
     upsert_layer,
 )
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
+
+logger = logging.getLogger(__name__)
 
 
 class OpenImages(dict):
@@ -96,88 +100,155 @@ def _free_name(viewer: Any, name: str, digest: str) -> str:
     return name if name not in viewer.layers else f"{name} ({digest[:8]})"
 
 
+class Restore:
+    """Reopening a store in three parts, so that no stored pixel is read on the GUI thread.
+
+    Made on the GUI thread, it reads only the store's index, the shapes of its whole images
+    (:meth:`~napari_cdma.project.store.ProjectStore.list_whole_images`) and those of the open
+    layers. :meth:`read` (safe on a worker thread: it changes no layer) hashes the open layers that
+    could show a stored image, and reads the stored images to add and the accepted corrections.
+    :meth:`steps` (GUI thread) adds the layers, one layer per step, so the event loop can run
+    between steps. :attr:`names` then maps store hash -> image layer name of every stored image
+    shown (``known`` included); the hashes computed are added to ``known``. Call each part once.
+    """
+
+    def __init__(self, viewer: Any, store: ProjectStore, known: Dict[str, str]) -> None:
+        self.viewer, self.store, self.known = viewer, store, known
+        self.names = dict(known)
+        self._unhashed = [(layer, hw) for layer in getattr(known, "unhashed", [])
+                          if layer in viewer.layers and (hw := _model_input_hw(layer)) is not None]
+        self._by_image = regions_by_image(store.regions())
+        self._listed = store.list_whole_images()
+        self._slides = store.slide_images()
+        #: hash -> (H, W) of the layer showing it (its corrections are read at that size)
+        self._shapes = {d: tuple(viewer.layers[n].data.shape[:2]) for d, n in self.names.items()
+                        if n in viewer.layers}
+        self._hashed: Dict[str, Any] = {}  # hash -> open layer, of the layers hashed by read()
+        self._added: List[Tuple[str, np.ndarray]] = []
+        self._corrections: Dict[str, np.ndarray] = {}
+
+    def _shown(self, digest: str, fits: Callable[[Tuple[int, int]], bool]) -> bool:
+        """Whether an open layer shows ``digest``: one known, or one found by hashing the unhashed
+        open layers whose size ``fits`` until one shows it."""
+        for entry in list(self._unhashed):
+            if digest in self.names or digest in self._hashed:
+                break
+            if not fits(entry[1]):
+                continue
+            self._unhashed.remove(entry)
+            other = _layer_hash(entry[0])
+            if other is not None:
+                self._hashed.setdefault(other, entry[0])
+                self._shapes.setdefault(other, entry[1])
+        return digest in self.names or digest in self._hashed
+
+    def read(self) -> None:
+        """Hash, decode and read what :meth:`steps` shows (no layer is changed)."""
+        # Whole images only: a slide-sized source keeps context crops, which are not shown as images.
+        # Nor is a slide small enough to be kept whole: the slide panel shows slides and their windows;
+        # its regions are shown only on an open image layer with the same pixels. An image already
+        # open is found by its shape first, so it is never decoded.
+        whole = set()
+        for item in self._listed:
+            digest = item.image_hash
+            if item.damaged:
+                logger.warning("skipping a damaged image: %s", item.damaged)
+            elif self._shown(digest, lambda hw, s=item.shape[:2]: hw == tuple(s)) or digest in self._slides:
+                whole.add(digest)
+            else:
+                try:
+                    image = self.store.load_image(item.key)
+                except StoreError as exc:
+                    logger.warning("skipping a damaged image: %s", exc)
+                    continue
+                whole.add(digest)
+                self._added.append((digest, image))
+                self._shapes[digest] = tuple(image.shape[:2])
+        # Regions of images the store does not keep whole (slide-sized): an open layer may show one; it
+        # must at least hold every accepted box.
+        for digest, regions in self._by_image.items():
+            if digest not in whole:
+                need = (max(r.bbox[2] for r in regions), max(r.bbox[3] for r in regions))
+                self._shown(digest, lambda hw, n=need: hw[0] >= n[0] and hw[1] >= n[1])
+        for digest, regions in self._by_image.items():
+            shape = self._shapes.get(digest)  # set for the images shown (open, hashed or added) only
+            if shape is None:
+                continue
+            corrections = np.zeros(shape, dtype=np.int32)
+            for r in regions:
+                y0, x0, y1, x1 = r.bbox
+                try:
+                    corrections[y0:y1, x0:x1] = self.store.load_region(r.region_id, r.version)[1]
+                except StoreError:  # a damaged region: its box is still shown, its pixels cannot be
+                    continue
+            self._corrections[digest] = corrections
+
+    def steps(self) -> Iterator[None]:
+        """Add the images :meth:`read` read and each shown image's accepted boxes and corrections
+        (GUI thread); yields after each layer it adds or updates."""
+        viewer = self.viewer
+        for digest, layer in self._hashed.items():
+            if layer in viewer.layers:
+                self.names.setdefault(digest, layer.name)
+                self.known.setdefault(digest, layer.name)
+        # Stored images all sit at the origin: only the first is shown when nothing else is, the others
+        # come back hidden (tick their eye to compare) rather than stacked over the open image.
+        show = not any(getattr(ly, "visible", False) and not is_derived(ly) for ly in viewer.layers)
+        for digest, image in self._added:
+            source = next((r.source_path for r in self._by_image.get(digest, []) if r.source_path), None)
+            name = _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)
+            meta = {HASH_KEY: digest, **({"source_path": source} if source else {})}
+            viewer.add_image(image, name=name, rgb=True, metadata=meta, visible=show)
+            show = False
+            self.names[digest] = name
+            yield
+        for digest, regions in self._by_image.items():
+            name, corrections = self.names.get(digest), self._corrections.get(digest)
+            if not self._fits(name, corrections):
+                continue
+            visible = bool(viewer.layers[name].visible)
+            show_accepted(viewer, name, [r.bbox for r in regions]).visible = visible
+            yield
+            if not self._fits(name, corrections):  # the image was closed meanwhile
+                continue
+            layer_name = names_for(name)["corrections"]
+            if layer_name in viewer.layers:
+                viewer.layers[layer_name].data = corrections
+            else:
+                # added hidden and outlined, then shown: napari draws a visible labels layer at each change
+                layer = viewer.add_labels(corrections, name=layer_name, opacity=0.6, visible=False,
+                                          metadata={ROLE_KEY: "corrections", IMAGE_KEY: name})
+                layer.contour = 2
+                layer.visible = visible
+            yield
+
+    def _fits(self, name: Optional[str], corrections: Optional[np.ndarray]) -> bool:
+        """Whether the image layer ``name`` is open at the size its ``corrections`` were read at."""
+        layers = self.viewer.layers
+        return (name is not None and corrections is not None and name in layers
+                and tuple(layers[name].data.shape[:2]) == corrections.shape)
+
+
 def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> Dict[str, str]:
-    """Add the store's images that are not open, and each image's accepted boxes and corrections.
+    """Add the store's images that are not open, and each image's accepted boxes and corrections,
+    all on the calling thread (:class:`Restore` splits this for a worker thread).
 
     Args:
         viewer: napari viewer (model).
         store: the opened project store.
         known: store hash -> name of an image layer already showing it (not added again). An
-            :class:`OpenImages` also names open layers not hashed yet: one of them is hashed (on the
-            calling thread) only when a stored image not matched otherwise has its size, and every
-            hash so computed is added to ``known``.
+            :class:`OpenImages` also names open layers not hashed yet: one of them is hashed only
+            when a stored image not matched otherwise has its size, and every hash so computed is
+            added to ``known``.
 
     Returns:
         Store hash -> image layer name, for every stored image now shown (``known`` included).
     """
-    names = dict(known)
-    unhashed = list(getattr(known, "unhashed", []))
-    by_image = regions_by_image(store.regions())
-
-    def open_layer_with(digest: str, fits: Callable[[Tuple[int, int]], bool]) -> bool:
-        """Hash the unhashed open layers whose size ``fits`` until one shows ``digest``."""
-        for layer in list(unhashed):
-            hw = _model_input_hw(layer) if layer in viewer.layers else None
-            if hw is None or not fits(hw):
-                continue
-            unhashed.remove(layer)
-            other = _layer_hash(layer)
-            if other is not None:
-                names.setdefault(other, layer.name)
-                known.setdefault(other, layer.name)
-            if other == digest:
-                return True
-        return False
-
-    # Stored images all sit at the origin: only the first is shown when nothing else is, the others
-    # come back hidden (tick their eye to compare) rather than stacked over the open image.
-    show = not any(getattr(ly, "visible", False) and not is_derived(ly) for ly in viewer.layers)
-    # Whole images only: a slide-sized source keeps context crops, which are not shown as images.
-    # Nor is a slide small enough to be kept whole: the slide panel shows slides and their windows;
-    # its regions are shown only on an open image layer with the same pixels.
-    slides = store.slide_images()
-    whole = set()
-    for digest, image in store.whole_images(skip_damaged=True):
-        whole.add(digest)
-        if digest in names or open_layer_with(digest, lambda hw, s=image.shape[:2]: hw == tuple(s)):
-            continue
-        if digest in slides:
-            continue
-        source = next((r.source_path for r in by_image.get(digest, []) if r.source_path), None)
-        name = _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)
-        meta = {HASH_KEY: digest, **({"source_path": source} if source else {})}
-        viewer.add_image(image, name=name, rgb=True, metadata=meta, visible=show)
-        show = False
-        names[digest] = name
-    # Regions of images the store does not keep whole (slide-sized): an open layer may show one; it
-    # must at least hold every accepted box.
-    for digest, regions in by_image.items():
-        if digest in names or digest in whole:
-            continue
-        need = (max(r.bbox[2] for r in regions), max(r.bbox[3] for r in regions))
-        open_layer_with(digest, lambda hw, n=need: hw[0] >= n[0] and hw[1] >= n[1])
-    for digest, regions in by_image.items():
-        name = names.get(digest)
-        if name is None or name not in viewer.layers:
-            continue
-        visible = bool(viewer.layers[name].visible)
-        show_accepted(viewer, name, [r.bbox for r in regions]).visible = visible
-        shape = viewer.layers[name].data.shape[:2]
-        corrections = np.zeros(shape, dtype=np.int32)
-        for r in regions:
-            y0, x0, y1, x1 = r.bbox
-            try:
-                corrections[y0:y1, x0:x1] = store.load_region(r.region_id)[1]
-            except StoreError:  # a damaged region: its box is still shown, its pixels cannot be
-                continue
-        layer_name = names_for(name)["corrections"]
-        if layer_name in viewer.layers:
-            viewer.layers[layer_name].data = corrections
-        else:
-            layer = viewer.add_labels(corrections, name=layer_name, opacity=0.6, visible=visible,
-                                      metadata={ROLE_KEY: "corrections", IMAGE_KEY: name})
-            layer.contour = 2
-    return names
+    job = Restore(viewer, store, known)
+    job.read()
+    for _ in job.steps():
+        pass
+    return job.names
 
 
 def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, uncertainty: np.ndarray,

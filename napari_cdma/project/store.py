@@ -200,6 +200,24 @@ class PredictionRecord:
     edited: bool = False
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    """A stored whole source image as its files describe it (:meth:`ProjectStore.list_whole_images`).
+
+    Attributes:
+        key: its key in the store (:meth:`ProjectStore.load_image` reads it).
+        image_hash: its :func:`hash_image`, the hash its regions record.
+        shape: ``(H, W, 3)`` from its array metadata; ``()`` when ``damaged``.
+        damaged: why it cannot be read back ("" when its metadata and chunk files are all there;
+            its pixels are checked against their checksum only when read).
+    """
+
+    key: str
+    image_hash: str
+    shape: Tuple[int, ...]
+    damaged: str = ""
+
+
 @dataclass
 class ModelRecord:
     """One model version in the store.
@@ -1157,16 +1175,51 @@ class ProjectStore:
         """
         return self._read_images(skip_damaged, whole_only=True)
 
+    def list_whole_images(self) -> List[StoredImage]:
+        """Every stored whole source image (as :meth:`whole_images` lists them) by hash and shape, read
+        from the index and each array's metadata: no pixel is read or decoded.
+
+        An image whose metadata is unreadable, whose shape is not the one the index records, or one
+        of whose chunk files is missing is listed as ``damaged`` (:meth:`whole_images` with
+        ``skip_damaged`` leaves it out); damaged chunk bytes are found only when it is read.
+        """
+        out = []
+        for key, entry in sorted(self._index["images"].items()):
+            if not entry.get("full", False):
+                continue
+            what = f"stored image {key[:12]}"
+            digest = str(entry.get("hash", key))
+            try:
+                shape = _io.array_shape(_io.inside(self.root, entry["path"], what), what)
+                if "shape" in entry and list(shape) != list(entry["shape"]):
+                    raise StoreError(f"{what}: its array is {shape}, the index records {tuple(entry['shape'])}")
+            except StoreError as exc:
+                out.append(StoredImage(key, digest, (), str(exc)))
+            else:
+                out.append(StoredImage(key, digest, shape))
+        return out
+
+    def load_image(self, key: str) -> np.ndarray:
+        """The pixels of the stored image ``key``, verified against their checksum.
+
+        Raises:
+            KeyError: no such image.
+            StoreError: its files are missing or damaged; the message names the image and the file.
+        """
+        try:
+            entry = self._index["images"][key]
+        except KeyError:
+            raise KeyError(f"no image {key!r} in the store") from None
+        what = f"stored image {key[:12]}"
+        return _io.read_array_verified(_io.inside(self.root, entry["path"], what), entry.get("checksum"), what)
+
     def _read_images(self, skip_damaged: bool, whole_only: bool) -> List[Tuple[str, np.ndarray]]:
         out = []
         for key, entry in sorted(self._index["images"].items()):
             if whole_only and not entry.get("full", False):
                 continue
-            what = f"stored image {key[:12]}"
             try:
-                out.append((str(entry.get("hash", key)),
-                            _io.read_array_verified(_io.inside(self.root, entry["path"], what),
-                                                    entry.get("checksum"), what)))
+                out.append((str(entry.get("hash", key)), self.load_image(key)))
             except StoreError as exc:
                 if not skip_damaged:
                     raise

@@ -199,10 +199,10 @@ def update_attributes(path: Path, changes: Dict[str, Any]) -> None:
     atomic_write_json(path / "zarr.json", meta)
 
 
-def _chunk_grid(arr: Any) -> List[Tuple[Tuple[int, ...], Tuple[slice, ...]]]:
+def _chunk_grid(shape: Tuple[int, ...], chunks: Tuple[int, ...]
+                ) -> List[Tuple[Tuple[int, ...], Tuple[slice, ...]]]:
     import itertools
 
-    shape, chunks = tuple(arr.shape), tuple(arr.chunks)
     ranges = [range(-(-s // c)) for s, c in zip(shape, chunks, strict=True)]
     return [(idx, tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape, strict=True)))
             for idx in itertools.product(*ranges)]
@@ -210,6 +210,30 @@ def _chunk_grid(arr: Any) -> List[Tuple[Tuple[int, ...], Tuple[slice, ...]]]:
 
 def _chunk_file(path: Path, idx: Tuple[int, ...]) -> Path:
     return path.joinpath("c", *(str(i) for i in idx))
+
+
+def _missing_chunks(path: Path, grid: List[Tuple[Tuple[int, ...], Tuple[slice, ...]]]) -> List[Path]:
+    return [_chunk_file(path, idx) for idx, _ in grid if not _chunk_file(path, idx).is_file()]
+
+
+def array_shape(path: Path, what: str) -> Tuple[int, ...]:
+    """The shape of the zarr v3 array at ``path``, from its metadata: no chunk is read or decoded.
+
+    Raises:
+        StoreError: ``zarr.json`` is missing or unreadable, or a chunk file is missing (its pixels
+            would read back as background). A chunk whose bytes are damaged is found only by
+            :func:`read_array_verified`.
+    """
+    try:
+        meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+        shape = tuple(int(s) for s in meta["shape"])
+        grid = _chunk_grid(shape, tuple(int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"]))
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
+        raise StoreError(f"{what}: {path / 'zarr.json'} is missing or unreadable ({one_line(exc)})") from exc
+    missing = _missing_chunks(path, grid)
+    if missing:
+        raise StoreError(f"{what}: chunk file {missing[0]} is missing ({len(missing)} missing in {path})")
+    return shape
 
 
 def read_array_verified(path: Path, expected: Optional[str], what: str) -> np.ndarray:
@@ -235,7 +259,7 @@ def read_array_verified(path: Path, expected: Optional[str], what: str) -> np.nd
         data = np.asarray(arr[...])
     except Exception as exc:  # a garbled chunk: name the file
         bad = None
-        for idx, sl in _chunk_grid(arr):
+        for idx, sl in _chunk_grid(arr.shape, arr.chunks):
             try:
                 arr[sl]
             except Exception:  # this is the one
@@ -243,7 +267,7 @@ def read_array_verified(path: Path, expected: Optional[str], what: str) -> np.nd
                 break
         raise StoreError(f"{what}: chunk file {bad or path} is damaged ({one_line(exc)})") from exc
     if expected is not None and checksum(data) != expected:
-        missing = [_chunk_file(path, idx) for idx, _ in _chunk_grid(arr) if not _chunk_file(path, idx).is_file()]
+        missing = _missing_chunks(path, _chunk_grid(arr.shape, arr.chunks))
         if missing:
             raise StoreError(f"{what}: chunk file {missing[0]} is missing ({len(missing)} missing in "
                              f"{path}); its pixels would read back as background")
