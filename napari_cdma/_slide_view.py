@@ -1,7 +1,8 @@
 """Qt-free glue of the slide panel: the viewer's visible box, the store chunks under it, the Predict
 view job (run in a worker thread), review regions over the predicted area, and the bounded edit
-window read from the store and written back into it (its jobs, :func:`edit_window_job` and
-:func:`accept_window_job`, run in a worker thread too).
+window read from the store and written back into it (its jobs, :func:`edit_window_job`,
+:func:`accept_window_job` and :func:`withdraw_window_job`, run in a worker thread too), and where the
+panel's outlines run.
 
 Coordinates: napari's world coordinates of a slide are its level-0 pixels (the reader's layers are
 scaled so). A prediction store (:mod:`src_model.slide_store`) holds the slide's level ``L`` at
@@ -306,6 +307,54 @@ def accept_window_job(project: Any, slide_path: str, store_path: str, box: Box, 
                    "changed": not np.array_equal(carved, edited), "corrected": corrected, "undone": undone})
 
 
+def withdraw_window_job(project: Any, region_id: str, store_path: str,
+                        open_window: Optional[Tuple[Box, np.ndarray]] = None) -> Tuple[str, Any]:
+    """Withdraw region ``region_id`` (an accepted window) from ``project`` and undo it, with any other window
+    withdrawn since, in the store at ``store_path`` (:func:`undo_withdrawn`: its labels and pyramid). Run it in
+    a worker thread: it rewrites every chunk under the window at each pyramid level.
+
+    Args:
+        open_window: ``(box, predicted)`` of the edit window open over this store, if any: the result says
+            whether the undoing changed the store's labels under it (``stale``).
+
+    Returns:
+        ``("ok", {"undone": [(region id, chunks rewritten)], "stale"})``, or ``("error", message, {})`` when the
+        project store refuses the withdrawal, or the slide's labels cannot be undone (the message says which).
+    """
+    from src_model.slide_store import open_store
+
+    try:
+        project.withdraw(region_id)
+    except Exception as exc:
+        return ("error", f"Could not withdraw {region_id}: {exc}", {})
+    try:
+        undone = undo_withdrawn(project, store_path)
+        stale = bool(undone) and open_window is not None and window_changed(open_store(store_path), *open_window)
+    except Exception as exc:
+        return ("error", f"Withdrew region {region_id} from the project, but could not undo it in the slide's "
+                         f"labels: {exc}", {})
+    return ("ok", {"undone": undone, "stale": stale})
+
+
+def pixel_edges(world_box: Sequence[float], downsample: float) -> Tuple[float, ...]:
+    """World edges ``(y0, x0, y1, x1)`` of the store pixels of a world box (store box x ``downsample``): napari
+    puts store pixel ``i`` over world ``[(i - 0.5) * downsample, (i + 0.5) * downsample]``."""
+    half = 0.5 * float(downsample)
+    return tuple(float(v) - half for v in world_box)
+
+
+def outline_rect(edges: Sequence[float], width: float, outside: bool) -> Tuple[float, ...]:
+    """Where a line ``width`` wide (world units) runs to outline a box whose pixels span ``edges``: just
+    outside them (``outside``: none of the box's pixels is covered), or just inside them (at most to the
+    middle: touching boxes' outlines neither overlap nor cross)."""
+    y0, x0, y1, x1 = (float(v) for v in edges)
+    if outside:
+        d = width / 2.0
+        return y0 - d, x0 - d, y1 + d, x1 + d
+    dy, dx = min(width / 2.0, (y1 - y0) / 2.0), min(width / 2.0, (x1 - x0) / 2.0)
+    return y0 + dy, x0 + dx, y1 - dy, x1 - dx
+
+
 #: Neighbours (8-connectivity, each pair once) between which a split is carved.
 _NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
@@ -504,6 +553,7 @@ def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
 
 __all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY", "STORE_KEY",
            "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
-           "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "predict_view_job",
-           "review_over_store", "slide_of", "store_display_range", "to_store_box", "uncertainty_style",
-           "undo_withdrawn", "view_chunks", "visible_world_box", "window_changed", "window_instances", "write_window"]
+           "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "outline_rect", "pixel_edges",
+           "predict_view_job", "review_over_store", "slide_of", "store_display_range", "to_store_box",
+           "uncertainty_style", "undo_withdrawn", "view_chunks", "visible_world_box", "window_changed",
+           "window_instances", "withdraw_window_job", "write_window"]

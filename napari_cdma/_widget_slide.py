@@ -17,10 +17,12 @@ the store's full resolution; "Accept window" writes it back into the store's lab
 pyramid, and records it in the project store as a region of the slide
 (:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance. Both read
 or write the stores and split glands in a worker thread (seconds for a large window), the viewer staying
-responsive; the layer is added or updated when the worker returns. One job (Predict view, Export, Edit
-or Accept window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction). Accepted
-windows are outlined over the slide like accepted image regions and listed in the panel. "Withdraw
-window" withdraws the selected one from the project and undoes it in the store's labels and pyramid
+responsive; the layer is added or updated when the worker returns. One job (Predict view, Export, Edit,
+Accept or Withdraw window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction), and
+the status line under the progress bar says what runs. Accepted windows are outlined just outside their
+pixels, in red like accepted image regions, and listed in the panel; the outlines of accepted windows and
+review regions keep :data:`OUTLINE_PX` screen pixels at every zoom. "Withdraw window" withdraws the
+selected one from the project and undoes it in the store's labels and pyramid, in a worker thread too,
 as if it had never been accepted (overlapping live windows keep their corrections); a window
 withdrawn elsewhere (the accepted-region list of the dock) is undone in the store within
 :data:`WATCH_MS` (the panel watches the open project store's index while windows are listed), and
@@ -35,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
-from napari.layers import Image
+from napari.layers import Image, Shapes
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -62,6 +64,7 @@ from ._layers import (
     names_for,
     narrow_combo,
     show_accepted,
+    show_review_tiles,
     style_prediction,
 )
 from ._messages import show_message
@@ -76,6 +79,8 @@ from ._slide_view import (
     edit_window_job,
     export_geojson_job,
     has_edits,
+    outline_rect,
+    pixel_edges,
     predict_view_job,
     slide_of,
     store_display_range,
@@ -83,9 +88,10 @@ from ._slide_view import (
     undo_withdrawn,
     visible_world_box,
     window_changed,
+    withdraw_window_job,
 )
 from ._widget_display import UncertaintyLegend, value_under
-from ._widget_review import canvas_hw, readable_list, scene_camera, show_review_outlines
+from ._widget_review import canvas_hw, readable_list, scene_camera
 
 Box = Tuple[int, int, int, int]
 #: Chunk side of the stores the panel creates (the store's unit of work and of caching).
@@ -95,11 +101,16 @@ DEFAULT_CHUNK = 1024
 SHOW_STEPS = 1
 #: How often the panel checks whether a listed accepted window was withdrawn elsewhere, ms.
 WATCH_MS = 1000
+#: Width of the panel's outlines over the slide (review regions, accepted windows), screen pixels at every zoom:
+#: a width in slide pixels would vanish at the zoom a slide is looked at.
+OUTLINE_PX = 3.0
 #: What the status line says of the job that runs when another is asked for (one job at a time).
 BUSY = {"predict": "A prediction is running", "export": "An export is running",
-        "edit": "An edit window is being read", "accept": "The edit window is being accepted"}
+        "edit": "An edit window is being read", "accept": "The edit window is being accepted",
+        "withdraw": "A window is being withdrawn"}
 #: How the status line starts once a job of that kind did its work (the progress bar then shows it done).
-DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", "accept": "Accepted the window"}
+DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", "accept": "Accepted the window",
+        "withdraw": "Withdrew window"}
 
 
 def _alive(widget: QWidget) -> bool:
@@ -121,8 +132,8 @@ class SlidePanel(QWidget):
         parent: parent widget.
 
     Signals:
-        regions_changed(): a window was accepted into the project store.
-        idle(): a job (Predict view, Export, Edit window, Accept window) has stopped.
+        regions_changed(): a window was accepted into, or withdrawn from, the project store.
+        idle(): a job (Predict view, Export, Edit, Accept or Withdraw window) has stopped.
     """
 
     regions_changed = Signal()
@@ -150,6 +161,10 @@ class SlidePanel(QWidget):
         self._watch.timeout.connect(self._check_withdrawn)
         self._digests: Dict[Tuple[str, int], str] = {}  # (slide, level) -> project-store hash
         self.tiles: List[Tuple[float, Box]] = []  # review regions, level-0 (world) pixels
+        #: Shapes layer name -> (the world edges of the boxes it outlines, whether outside them): redrawn at
+        #: each zoom, so that the outlines keep :data:`OUTLINE_PX` screen pixels
+        self._outlines: Dict[str, Tuple[List[Tuple[float, ...]], bool]] = {}
+        self._outline_width = 0.0  # world units, at the zoom they were drawn at
         #: store path -> (lo, hi, level): the uncertainty layer's contrast (uncertainty units, over tissue)
         self.ranges: Dict[str, Tuple[float, float, int]] = {}
 
@@ -203,21 +218,25 @@ class SlidePanel(QWidget):
         edit_row = QHBoxLayout()
         edit_row.addWidget(self.edit_button)
         edit_row.addWidget(self.accept_button)
+        window_row = QHBoxLayout()
+        window_row.addWidget(self.withdraw_button)
+        window_row.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(form)
+        # the jobs' buttons, bar and status line together at the top, not the status below the lists, out of
+        # view at the default window size
         layout.addLayout(run_row)
+        layout.addLayout(edit_row)
         layout.addWidget(self.progress)
+        layout.addWidget(self.status)
         layout.addWidget(self.legend)
         layout.addWidget(self.readout)
         layout.addWidget(QLabel("Review regions over the predicted area:"))
         layout.addWidget(self.tile_list)
-        layout.addLayout(edit_row)
         layout.addWidget(QLabel("Accepted windows:"))
         layout.addWidget(self.window_list)
-        layout.addWidget(self.withdraw_button)
-        layout.addWidget(self.export_button)
-        layout.addWidget(self.status)
+        layout.addLayout(window_row)
 
         self.predict_button.clicked.connect(lambda: self.predict_view())
         self.cancel_button.clicked.connect(self.cancel)
@@ -232,6 +251,7 @@ class SlidePanel(QWidget):
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(lambda _e=None: self.slide_choice.reset_choices())
         viewer.cursor.events.position.connect(self._on_cursor)
+        scene_camera(viewer).events.zoom.connect(self._on_zoom)
         self._on_slide_changed()
 
     # ------------------------------------------------------------------ choices
@@ -376,7 +396,7 @@ class SlidePanel(QWidget):
         self.last_result = out
         self.show_store(run["layer"], run["store"])
         ds = out["downsample"]
-        self.set_tiles(run["layer"], [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]])
+        self.set_tiles(run["layer"], [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]], ds)
         self.show_accepted_windows()
         s = out["summary"]
         more = "" if out["n_visible"] <= len(out["chunks"]) else \
@@ -449,13 +469,51 @@ class SlidePanel(QWidget):
         return layer if meta.get("napari_cdma_live") and meta.get(STORE_KEY) == str(store_path) else None
 
     # ---------------------------------------------------------------- review regions
-    def set_tiles(self, name: str, tiles: List[Tuple[float, Box]]) -> None:
-        """List the review regions (world boxes) and outline them over the slide."""
+    def set_tiles(self, name: str, tiles: List[Tuple[float, Box]], downsample: float) -> None:
+        """List the review regions (world boxes of store boxes, ``downsample`` world pixels per store pixel)
+        and outline them over the slide, inside their pixels (touching regions' outlines neither overlap nor
+        cross), :data:`OUTLINE_PX` screen pixels wide."""
         self.tiles = list(tiles)
         self.tile_list.clear()
         for score, (y0, x0, y1, x1) in self.tiles:
             self.tile_list.addItem(QListWidgetItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}"))
-        show_review_outlines(self.viewer, name, self.tiles)
+        self._outline(name, "tiles", [pixel_edges(b, downsample) for _, b in self.tiles], outside=False)
+
+    def _outline(self, name: str, role: str, edges: List[Tuple[float, ...]], outside: bool) -> Any:
+        """Outline boxes (the world edges of their pixels) over slide ``name`` in its Shapes layer of ``role``
+        ("tiles": review regions, "accepted": accepted windows; made, empty, if missing), inside or just
+        outside them; returns the layer. The layer's data is set once: each change of a Shapes layer's data
+        re-slices every layer of the viewer (tens of ms on the GUI thread for a slide's)."""
+        layer_name = names_for(name)[role]
+        layer = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
+        if not isinstance(layer, Shapes):
+            layer = (show_review_tiles if role == "tiles" else show_accepted)(self.viewer, name, [])
+        self._outlines[layer_name] = (edges, outside)
+        self._draw_outlines([layer_name])
+        return layer
+
+    def _on_zoom(self, _event: Any = None) -> None:
+        """Redraw the outlines once the zoom took their width out of 2/3 to 3/2 :data:`OUTLINE_PX` screen pixels
+        (not at each step of a zoom: a redraw takes tens of ms)."""
+        if self._outlines and not 2 / 3 <= self._outline_width * scene_camera(self.viewer).zoom / OUTLINE_PX <= 1.5:
+            self._draw_outlines()
+
+    def _draw_outlines(self, names: Optional[List[str]] = None) -> None:
+        """Draw the panel's outlines (:attr:`_outlines`; those of the layers ``names``, default all)
+        :data:`OUTLINE_PX` screen pixels wide at the camera's zoom, inside or just outside their boxes' pixels."""
+        width = self._outline_width = OUTLINE_PX / scene_camera(self.viewer).zoom  # world units
+        for name in list(self._outlines) if names is None else names:
+            if name not in self.viewer.layers:
+                del self._outlines[name]
+                continue
+            edges, outside = self._outlines[name]
+            layer = self.viewer.layers[name]
+            rects = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+                     for y0, x0, y1, x1 in (outline_rect(e, width, outside) for e in edges)]
+            if rects or len(layer.data):  # emptying an empty layer would still re-slice every layer
+                layer.data = rects
+            if rects:
+                layer.edge_width = width
 
     def go_to(self, row: int) -> None:
         """Centre the camera on review region ``row``."""
@@ -488,17 +546,21 @@ class SlidePanel(QWidget):
         except Exception as exc:
             self._say(str(exc) if isinstance(exc, StoreError) else f"Cannot open an edit window: {exc}", error=True)
             return False
-        w = self.window
-        open_window = (w["box"], w["predicted"]) if w is not None and str(w["store"]) == str(run["store"]) else None
         from napari.qt.threading import create_worker
 
         worker = create_worker(edit_window_job, project, run["store"], self.view_box(), self.max_edit_side,
-                               open_window)
+                               self._open_window(run))
         worker.returned.connect(self._on_job_returned)
         worker.errored.connect(self._on_job_errored)
         self._start_job(worker, {"kind": "edit", "run": run, "slide": self.viewer.layers[run["layer"]].unique_id},
                         f"Reading the edit window of '{run['layer']}'...")
         return True
+
+    def _open_window(self, run: Dict[str, Any]) -> Optional[Tuple[Box, np.ndarray]]:
+        """``(box, predicted)`` of the edit window open over the store of ``run``, if any (a job that undoes
+        withdrawn windows says whether that changed the labels under it)."""
+        w = self.window
+        return (w["box"], w["predicted"]) if w is not None and str(w["store"]) == str(run["store"]) else None
 
     def _on_edit_read(self, result: Any, job: Dict[str, Any]) -> None:
         """The edit window's labels are read: add the layer, if the slide it was read for is still shown."""
@@ -645,12 +707,9 @@ class SlidePanel(QWidget):
         job = self._job
         if job is None or not _alive(self):
             return
-        if job["kind"] == "predict":
-            self._on_returned(result, job)
-        elif job["kind"] == "edit":
-            self._on_edit_read(result, job)
-        else:
-            self._on_accepted(result, job)
+        handle = {"predict": self._on_returned, "edit": self._on_edit_read, "accept": self._on_accepted,
+                  "withdraw": self._on_withdrawn}[job["kind"]]
+        handle(result, job)
 
     def _on_job_errored(self, exc: Exception) -> None:
         job = self._job
@@ -660,6 +719,8 @@ class SlidePanel(QWidget):
             self._say(f"Prediction failed: {exc}", error=True)
         elif job["kind"] == "edit":
             self._say(f"Cannot open an edit window: {exc}", error=True)
+        elif job["kind"] == "withdraw":
+            self._on_withdrawn(("error", f"Could not withdraw {job['region']}: {exc}", {}), job)
         else:
             self._on_accepted(("error", f"Could not accept the window: {exc}", {}), job)
 
@@ -693,12 +754,14 @@ class SlidePanel(QWidget):
 
     def withdraw_window(self, region_id: Optional[str] = None) -> bool:
         """Withdraw an accepted window (default: the one selected in the list) from the project store and
-        undo it in the slide's labels and pyramid; True if withdrawn.
+        undo it in the slide's labels and pyramid; True if started.
 
         Each pixel of the window goes back to the correction of the live window accepted last over it,
         if any, or else to what the store held before the first window over it was accepted: a
         window that overlaps it keeps its corrections (:func:`~napari_cdma.project.slide_regions.
-        restore_withdrawn`)."""
+        restore_withdrawn`). The stores are written (:func:`~napari_cdma._slide_view.withdraw_window_job`)
+        in a worker thread; the store's layers and the accepted windows follow when it returns, unless the
+        slide was closed or replaced meanwhile."""
         if self._refuse_if_busy():
             return False
         run = self.last_result
@@ -712,23 +775,39 @@ class SlidePanel(QWidget):
             self._say("Predict the view of the slide first (Predict view).", error=True)
             return False
         try:
-            self._get_store().withdraw(region_id)
+            project = self._get_store()
         except Exception as exc:
             self._say(f"Could not withdraw {region_id}: {exc}", error=True)
             return False
-        try:
-            undone = dict(self._restore_withdrawn(run["store"], strict=True))
-        except Exception as exc:
-            self._say(f"Withdrew region {region_id} from the project, but could not undo it in the slide's labels: "
-                      f"{exc}", error=True)
-            self.regions_changed.emit()
-            return False
-        self.show_store(run["layer"], run["store"])
-        self.show_accepted_windows(run)
-        self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) of the slide's labels "
-                  f"restored.{self._undone_note([])}")
-        self.regions_changed.emit()
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(withdraw_window_job, project, region_id, run["store"], self._open_window(run))
+        slide = self.viewer.layers[run["layer"]].unique_id if run["layer"] in self.viewer.layers else None
+        worker.returned.connect(self._on_job_returned)
+        worker.errored.connect(self._on_job_errored)
+        self._start_job(worker, {"kind": "withdraw", "run": run, "slide": slide, "region": region_id},
+                        f"Withdrawing window {region_id} and undoing it in the slide's labels...")
         return True
+
+    def _on_withdrawn(self, result: Any, job: Dict[str, Any]) -> None:
+        """The window is withdrawn and undone in the store (or refused): the layers, the accepted windows and
+        the dock's lists follow; a slide closed or replaced meanwhile shows nothing."""
+        run, region_id = job["run"], job["region"]
+        if result[0] == "error":
+            self._say(result[1], error=True)
+        else:
+            if result[1]["stale"]:  # the open window showed the labels the undoing changed
+                self._drop_window()
+            undone = dict(result[1]["undone"])
+            if self.last_result is run and self._same_layer(run["layer"], job["slide"]):
+                self.show_store(run["layer"], run["store"])
+                self.show_accepted_windows(run)
+                where = ""
+            else:
+                where = f" '{run['layer']}' was closed or replaced meanwhile: nothing is shown."
+            self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) of the slide's labels "
+                      f"restored.{where}{self._undone_note([])}")
+        self.regions_changed.emit()
 
     def sync(self) -> List[Tuple[str, int]]:
         """Undo in the shown slide's store the windows withdrawn from the project elsewhere, and refresh the
@@ -791,13 +870,13 @@ class SlidePanel(QWidget):
         w = self.window
         if w is None:
             return
-        if w["name"] in self.viewer.layers:
+        if w["name"] in self.viewer.layers:  # the note says so only if it was shown (not closed by the user)
             self.viewer.layers.remove(w["name"])
             glands = self._live_layer(f"{w['layer']} glands", w["store"])
             if glands is not None:  # the layer the window showed over, rather than no layer at all
                 self.viewer.layers.selection.active = glands
+            self._closed_window = True
         self.window = None
-        self._closed_window = True
 
     def _undone_note(self, undone: List[Tuple[str, int]]) -> str:
         ids = ", ".join(rid for rid, _ in undone)
@@ -838,7 +917,8 @@ class SlidePanel(QWidget):
             self._watch.stop()
         if not boxes and names_for(run["layer"])["accepted"] not in self.viewer.layers:
             return None  # no empty layer before anything is accepted
-        return show_accepted(self.viewer, run["layer"], boxes)
+        # just outside the window: its accepted pixels are not covered, nor its edge taken for a gland's
+        return self._outline(run["layer"], "accepted", [pixel_edges(b, ds) for b in boxes], outside=True)
 
     def _store_downsample(self, run: Dict[str, Any]) -> float:
         if run.get("downsample"):

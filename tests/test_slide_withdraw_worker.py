@@ -1,0 +1,129 @@
+"""Withdraw window in a worker thread: withdrawing a large accepted window (the project write, its undoing in the
+slide store's labels and pyramid) runs off the GUI thread, so the viewer keeps drawing; one job at a time, as
+Edit and Accept window; a result that arrives after its slide was closed is dropped. A real napari viewer
+(Xvfb), a real pyramidal TIFF built from the GlaS test images, real zarr stores on disk."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from test_slide_edit_worker import SIDE, _large_slide
+from test_widget_slide import PLUGIN, WIDGET, _accept, _edit, _predict, _slide_in_dock, _view
+
+from napari_cdma._layers import names_for
+from src_model.slide_store import open_store
+
+
+def _accepted_window(qtbot, panel):
+    """Open the edit window over the view, erase its top-left corner and accept it; the region's record."""
+    layer = _edit(qtbot, panel)
+    assert layer is not None, panel.last_message
+    edited = np.asarray(layer.data).copy()
+    edited[: edited.shape[0] // 2, : edited.shape[1] // 2] = 0
+    layer.data = edited
+    record = _accept(qtbot, panel)
+    assert record is not None, panel.last_message
+    return record
+
+
+def _longest_stall(qtbot, panel, start, done):
+    """Call ``start()`` while a 10 ms QTimer runs on the GUI thread, then process events until ``done()``.
+
+    Returns:
+        ``(what start() returned, whether a job was running once it returned, the longest gap between timer
+        ticks from the call to ``done()``, both ends included)``.
+    """
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    started = start()
+    running = panel.running
+    qtbot.waitUntil(done, timeout=120_000)
+    t1 = time.perf_counter()
+    timer.stop()
+    return started, running, float(np.diff([t0] + [t for t in ticks if t < t1] + [t1]).max())
+
+
+def test_withdrawing_a_large_window_leaves_the_gui_thread_free(make_napari_viewer, qtbot, tmp_path, mosaic):
+    """A 2048 x 2048 accepted window withdrawn: the project write and the undo in the slide's labels and
+    pyramid (about half a second of store work) run in a worker, and the store and the layers end as they
+    were before the window was accepted. With the edit window closed first, the 10 ms timer never stalls for
+    long; with it open over the window, closing it (napari collects garbage on the GUI thread when a layer is
+    removed) is all the GUI thread does besides the layers' update."""
+    slide, _ = _large_slide(tmp_path, mosaic)
+    store_path = tmp_path / "large.cdma.zarr"
+    viewer = make_napari_viewer()
+    viewer.open(str(slide), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert dock.open_store(tmp_path / "project") is not None
+    panel = dock.slide_panel
+    viewer.camera.center = (SIDE / 2, SIDE / 2)
+    viewer.camera.zoom = min(viewer.canvas.size) / SIDE  # the whole slide on the canvas
+    _predict(qtbot, panel)
+    before = [np.asarray(a[:]).copy() for a in open_store(store_path).glands]
+    gui = threading.get_ident()
+    withdrawn_in = []  # the threads that wrote withdrawals into the project store
+    real_withdraw = dock.store.withdraw
+    dock.store.withdraw = lambda rid: (withdrawn_in.append(threading.get_ident()), real_withdraw(rid))[1]
+    stalls, outcomes = [], []
+    for close_first in (False, True):
+        record = _accepted_window(qtbot, panel)
+        assert record.bbox == (0, 0, SIDE, SIDE)
+        assert not np.array_equal(np.asarray(open_store(store_path).glands[0][:]), before[0])
+        if close_first:  # the pathologist closed the edit window (its layer) before withdrawing
+            viewer.layers.remove(panel.window["name"])
+        panel.window_list.setCurrentRow(0)
+        started, running, stall = _longest_stall(qtbot, panel, panel.withdraw_window,
+                                                 lambda: panel.last_message.startswith("Withdrew"))
+        print(f"withdraw window ({'edit window closed first' if close_first else 'edit window open'}): longest GUI "
+              f"stall {stall * 1000:.0f} ms")
+        stalls.append(stall)
+        outcomes.append((started, running, panel.last_message, panel.window))
+        for level, want in enumerate(before):  # undone in the slide's labels and their pyramid
+            np.testing.assert_array_equal(np.asarray(open_store(store_path).glands[level][:]), want)
+        assert dock.store.regions() == [] and panel.window_list.count() == 0
+        assert len(viewer.layers[names_for(viewer.layers[0].name)["accepted"]].data) == 0
+    assert all(started is True and running for started, running, _, _ in outcomes), outcomes
+    assert len(withdrawn_in) == 2 and gui not in withdrawn_in  # the project writes ran off the GUI thread
+    assert outcomes[0][3] is None and "edit window over it was closed" in outcomes[0][2]
+    assert stalls[1] < 0.3, stalls
+    assert panel.withdraw_button.isEnabled() and panel.edit_button.isEnabled() and not panel.running
+
+
+def test_withdraw_window_is_one_job_at_a_time_and_its_result_is_dropped_once_the_slide_is_closed(
+        make_napari_viewer, qtbot, tmp_path, slide_path):
+    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    store_path = tmp_path / "case.cdma.zarr"
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+    predicted = np.asarray(open_store(store_path).glands[0][:]).copy()
+    first = _accepted_window(qtbot, panel)
+
+    # 1. while it runs: the buttons are off, a second click (any job) is refused and says why
+    panel.window_list.setCurrentRow(0)
+    assert panel.withdraw_window() is True, panel.last_message
+    assert panel.running and panel.last_message.startswith(f"Withdrawing window {first.region_id}")
+    assert not any(b.isEnabled() for b in (panel.withdraw_button, panel.edit_button, panel.accept_button,
+                                            panel.predict_button, panel.export_button))
+    for again in (panel.withdraw_window, panel.edit_window, panel.predict_view):
+        assert again() is False and "window is being withdrawn" in panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
+    assert panel.last_message.startswith(f"Withdrew window {first.region_id}: "), panel.last_message
+    assert panel.withdraw_button.isEnabled() and panel.progress.value() == panel.progress.maximum()
+    np.testing.assert_array_equal(np.asarray(open_store(store_path).glands[0][:]), predicted)
+
+    # 2. the slide closed while a window is withdrawn: the stores are undone, nothing is shown, the panel says so
+    second = _accepted_window(qtbot, panel)
+    panel.window_list.setCurrentRow(0)
+    assert panel.withdraw_window() is True, panel.last_message
+    viewer.layers.remove(slide_layer.name)
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
+    assert "was closed or replaced" in panel.last_message and second.region_id in panel.last_message
+    np.testing.assert_array_equal(np.asarray(open_store(store_path).glands[0][:]), predicted)
+    assert dock.store.regions() == []
+    assert panel.withdraw_button.isEnabled() and panel.predict_button.isEnabled()
