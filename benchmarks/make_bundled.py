@@ -15,6 +15,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 from pathlib import Path
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split-h", type=float, default=16.0,
                     help="h of the gland-splitting watershed (chosen on the validation images among 2-30)")
     ap.add_argument("--note", default="", help="a line for the model card (e.g. how the run was resumed)")
+    ap.add_argument("--half", action="store_true",
+                    help="store the weights as float16 (half the file; loading casts them back to float32)")
     args = ap.parse_args(argv)
     require_glas(args.data, ap.prog)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -80,7 +83,8 @@ def main(argv=None) -> int:
                  "test_metrics_postprocessed": {k: test_pp[k] for k in test_pp},
                  "train_config": data["provenance"].get("train_config"), "step": data["step"]})
     out = bundled_model_path()
-    save_checkpoint(out, model, step=data["step"], provenance=prov)
+    prov["stored_as"] = "float16" if args.half else "float32"
+    save_checkpoint(out, copy.deepcopy(model).half() if args.half else model, step=data["step"], provenance=prov)
     cfg = data["provenance"].get("train_config") or {}
     n_params = sum(p.numel() for p in model.parameters())
     card = f"""# Model card: cdma_lite_glas.pt (bundled default model)
