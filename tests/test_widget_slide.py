@@ -359,10 +359,13 @@ def test_predict_view_cache_pan_review_and_edit_window(make_napari_viewer, qtbot
     assert chunk_files(store_path, ("labels/glands/0",)) == before
     assert [r.region_id for r in project.training_regions() + project.holdout_regions()] == [stored.region_id]
     assert stored.region_id in panel.last_message
-    # the accepted window is outlined over the slide (world = level-0 pixels), red like accepted image regions
+    # the accepted window is outlined just outside its pixels (world = level-0 pixels, pixel i spanning
+    # [i - 0.5, i + 0.5]), red like accepted image regions
     outline = viewer.layers[names_for(slide_layer.name)["accepted"]]
     assert type(outline).__name__ == "Shapes" and len(outline.data) == 1
-    np.testing.assert_allclose(outline.data[0], [[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+    half = float(np.asarray(outline.edge_width)[0]) / 2.0
+    np.testing.assert_allclose(outline.data[0], np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]]) - 0.5
+                               + half * np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]]), atol=1e-3)
     np.testing.assert_allclose(outline.edge_color[0], [1.0, 0.0, 0.0, 1.0])
 
     # 5. Export: the store's glands as QuPath GeoJSON, written by a worker thread
@@ -492,6 +495,7 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
     assert panel.window_list.count() == 1 and first.region_id in panel.window_list.item(0).text()
     panel.window_list.setCurrentRow(0)
     panel.withdraw_button.click()
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)  # the stores are written in a worker thread
     assert panel.last_message.startswith(f"Withdrew window {first.region_id}"), panel.last_message
     assert_as_predicted()
     glands = viewer.layers[f"{slide_layer.name} glands"]
