@@ -4,7 +4,10 @@ The job runs the engine's band loop (:func:`src_model.inference.predict_into`, t
 prediction path).
 
 Pixels of black frame padding (:func:`black_padding`) are never gland: their class labels are set to
-background before anything is computed from them (:func:`clear_padding`).
+background before anything is computed from them (:func:`clear_padding`). Nor is open glass (empty
+glass around the tissue, not a lumen: :func:`src_model.tissue.image_open_glass`, found once on a coarse
+copy of the image before the first tile), where gland labels and uncertainty are set to 0 as each band
+of rows finishes, as ``cdma predict-slide`` does on a slide's glass.
 
 * Images up to :data:`WHOLE_IMAGE_PIXELS` are collected whole, and everything the dock shows
   after a prediction (gland instances, review regions, gland table, display range) is computed
@@ -224,6 +227,7 @@ def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[n
     from src_model.inference import MapCollector, predict_into
     from src_model.runtime import resolve_device, torch_threads
     from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+    from src_model.tissue import clear_open_glass, image_open_glass
 
     from .project.store import hash_image
 
@@ -243,6 +247,7 @@ def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[n
     collector = None if stream else MapCollector(h, w, branches)
     mask = np.zeros((h, w), np.uint8) if stream else None
     ready: List[Rows] = []
+    glass, factor = image_open_glass(image)
 
     def sink(rows) -> None:
         if collector is not None:
@@ -252,6 +257,7 @@ def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[n
         uncertainty_out[r0:r1] = rows.uncertainty.numpy()
         mask[r0:r1] = rows.labels.numpy()
         clear_padding(mask[r0:r1], image[r0:r1])
+        clear_open_glass(glass, factor, r0, image[r0:r1], mask[r0:r1], uncertainty_out[r0:r1])
         ready.append(Rows(r0, mask[r0:r1]))  # a view: the mask's rows are final, and queued rows cost nothing
 
     for event in predict_into(sink, model, image, batch_size=batch_size, device="auto"):
@@ -264,6 +270,7 @@ def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[n
     if collector is not None:
         yield Stage("glands", step, total)
         prediction = collector.prediction()
+        clear_open_glass(glass, factor, 0, image, prediction.labels, prediction.uncertainty)
         prediction.labels = clear_padding(np.array(prediction.labels, copy=True), image)
         extra = review_outputs(prediction, image)
         step += 1

@@ -1,7 +1,7 @@
 """Which pixels are tissue: H&E-stained tissue versus near-white empty glass."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -58,4 +58,62 @@ def open_glass(image: np.ndarray, sides: Sequence[bool] = (True, True, True, Tru
     return keep[regions]
 
 
-__all__ = ["OPEN_GLASS_AREA", "open_glass", "tissue_mask"]
+#: An image's open glass is found on its block mean with at most this many pixels a side (:func:`image_open_glass`).
+GLASS_SIDE = 1000
+
+
+def block_mean(image: np.ndarray, factor: int, rows: int = 128) -> np.ndarray:
+    """RGB uint8 mean of each ``factor`` x ``factor`` block of ``image`` (the last blocks may be smaller),
+    ``rows`` block rows at a time (bounded temporaries)."""
+    img = np.asarray(image)[..., :3]
+    h, w = img.shape[:2]
+    xs = np.arange(0, w, factor)
+    out = np.empty((-(-h // factor), xs.size, 3), np.uint8)
+    cols = np.minimum(factor, w - xs)
+    for i in range(0, out.shape[0], rows):
+        part = img[i * factor:(i + rows) * factor]
+        ys = np.arange(0, part.shape[0], factor)
+        sums = np.add.reduceat(np.add.reduceat(part, ys, axis=0, dtype=np.uint32), xs, axis=1)
+        counts = np.minimum(factor, part.shape[0] - ys)[:, None] * cols[None, :]
+        out[i:i + ys.size] = np.rint(sums / counts[..., None])
+    return out
+
+
+def image_open_glass(image: np.ndarray, side: int = GLASS_SIDE) -> Tuple[np.ndarray, int]:
+    """Open glass of a whole image, on a coarse grid: ``(mask, factor)``, ``mask[i, j]`` for the block of
+    ``factor`` x ``factor`` pixels at ``(i * factor, j * factor)``.
+
+    :func:`open_glass` of the image's :func:`block_mean` (at most ``side`` pixels a side). An image's
+    borders are its own (no slide beyond them): only glass regions of at least :data:`OPEN_GLASS_AREA`
+    pixels are open glass, so a lumen at the border of a GlaS field is not. The mask is widened by
+    one coarse pixel (slack for the coarse grid); :func:`clear_open_glass` keeps only pixels that are
+    glass themselves.
+    """
+    from scipy import ndimage as ndi
+
+    h, w = np.asarray(image).shape[:2]
+    factor = max(1, -(-max(h, w) // side))
+    mask = open_glass(block_mean(image, factor), sides=(False,) * 4, pixel_area=factor * factor)
+    if mask.any():
+        mask = ndi.binary_dilation(mask, structure=np.ones((3, 3), bool))
+    return mask, factor
+
+
+def clear_open_glass(glass: np.ndarray, factor: int, r0: int, rgb: np.ndarray, *maps: np.ndarray) -> int:
+    """Set ``maps`` (rows ``r0 ..`` of an image, ``rgb`` those rows; changed in place) to 0 where the pixel
+    is glass (:func:`tissue_mask`) and the coarse mask ``glass`` of :func:`image_open_glass` says open glass;
+    the number of pixels set."""
+    n, w = rgb.shape[:2]
+    ys = np.minimum(np.arange(r0, r0 + n) // factor, glass.shape[0] - 1)
+    band = glass[ys[0]:ys[-1] + 1] if n else glass[:0]
+    if not band.any():
+        return 0
+    xs = np.minimum(np.arange(w) // factor, glass.shape[1] - 1)
+    drop = band[(ys - ys[0])[:, None], xs[None, :]] & ~tissue_mask(rgb)
+    for m in maps:
+        m[drop] = 0
+    return int(drop.sum())
+
+
+__all__ = ["GLASS_SIDE", "OPEN_GLASS_AREA", "block_mean", "clear_open_glass", "image_open_glass", "open_glass",
+           "tissue_mask"]
