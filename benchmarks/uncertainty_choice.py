@@ -512,7 +512,7 @@ def main(argv=None) -> int:
         flatten(test)
         tres = score_maps(test, evaluated, target_for)
         test_review = {n: review_numbers(test, n, target_for(n), candidate)
-                       for n in dict.fromkeys([best_plain, best])}
+                       for n in dict.fromkeys([best_plain, best]) if n in evaluated}  # --no-test-tta: no TTA maps
         gate = test_review[best_plain]
         review_choice["test_gate"] = {
             "candidate_lift_pooled": gate["candidate"]["lift_pooled"],
