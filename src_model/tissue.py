@@ -47,7 +47,10 @@ def open_glass(image: np.ndarray, sides: Sequence[bool] = (True, True, True, Tru
     """
     from scipy import ndimage as ndi
 
-    regions, n = ndi.label(~tissue_mask(image))
+    glass = ~tissue_mask(image)
+    if not any(sides) and glass.sum() * pixel_area < min_area:  # no region can be that large
+        return np.zeros(glass.shape, bool)
+    regions, n = ndi.label(glass)
     if n == 0:
         return np.zeros(regions.shape, bool)
     keep = np.bincount(regions.ravel(), minlength=n + 1) * pixel_area >= min_area
@@ -64,8 +67,10 @@ GLASS_SIDE = 1000
 
 def block_mean(image: np.ndarray, factor: int, rows: int = 128) -> np.ndarray:
     """RGB uint8 mean of each ``factor`` x ``factor`` block of ``image`` (the last blocks may be smaller),
-    ``rows`` block rows at a time (bounded temporaries)."""
+    ``rows`` block rows at a time (bounded temporaries); ``image`` itself (its RGB) at factor 1."""
     img = np.asarray(image)[..., :3]
+    if factor == 1:
+        return img
     h, w = img.shape[:2]
     xs = np.arange(0, w, factor)
     out = np.empty((-(-h // factor), xs.size, 3), np.uint8)

@@ -4,6 +4,8 @@ without the rule. The rule is switched off (``src_model.tissue.clear_open_glass`
 run) only to show what it prevents."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from _dock import open_dock, predict_and_wait
@@ -26,8 +28,16 @@ def dock(make_napari_viewer, tmp_path, monkeypatch):
 
 def _predict(qtbot, viewer, widget, image, stream, monkeypatch, rule=True):
     """Predict ``image`` (added as the layer NAME if it is not there) through the dock, the rule on or off;
-    (gland labels, uncertainty, review-region boxes) as the dock shows them."""
+    (gland labels, uncertainty, review-region boxes) as the dock shows them, and the threads the rule ran in."""
     import src_model.tissue as tissue
+
+    threads = []
+
+    def traced(real, on):
+        def run(*args):
+            threads.append(threading.current_thread())
+            return real(*args) if on else 0
+        return run
 
     if NAME not in viewer.layers:
         viewer.add_image(image, name=NAME, rgb=True)
@@ -35,14 +45,14 @@ def _predict(qtbot, viewer, widget, image, stream, monkeypatch, rule=True):
     panel.stream_pixels = 0 if stream else image.shape[0] * image.shape[1]
     assert streams(image.shape, panel.stream_pixels) == stream
     with monkeypatch.context() as m:
-        if not rule:
-            m.setattr(tissue, "clear_open_glass", lambda glass, factor, r0, rgb, *maps: 0)
+        m.setattr(tissue, "image_open_glass", traced(tissue.image_open_glass, True))
+        m.setattr(tissue, "clear_open_glass", traced(tissue.clear_open_glass, rule))
         predict_and_wait(qtbot, widget, NAME, timeout=180_000)
     names = names_for(NAME)
     unc = viewer.layers[names["uncertainty"]]
     unc = unc.data[0] if unc.multiscale else unc.data
     boxes = [box for _, box in widget.states[NAME].ranked]
-    return np.array(viewer.layers[names["prediction"]].data), np.asarray(unc, np.float32), boxes
+    return np.array(viewer.layers[names["prediction"]].data), np.asarray(unc, np.float32), boxes, threads
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -57,13 +67,14 @@ def test_no_gland_uncertainty_or_review_region_on_the_glass_around_a_field(dock,
     inside = np.zeros(canvas.shape[:2], bool)
     inside[y:y + h, x:x + w] = True
 
-    labels, unc, _ = _predict(qtbot, viewer, widget, canvas, stream, monkeypatch, rule=False)
+    labels, unc, _, _ = _predict(qtbot, viewer, widget, canvas, stream, monkeypatch, rule=False)
     # what the rule is for: without it the model finds gland on the glass, and uncertainty all over it
     assert (labels[~inside] > 0).sum() > 100 and (unc[~inside] > 0).mean() > 0.9
     off = labels > 0
 
-    labels, unc, boxes = _predict(qtbot, viewer, widget, canvas, stream, monkeypatch)
+    labels, unc, boxes, threads = _predict(qtbot, viewer, widget, canvas, stream, monkeypatch)
     assert not labels[~inside].any() and not unc[~inside].any()
+    assert threads and threading.main_thread() not in threads  # in the worker, never on the GUI thread
     assert boxes and all(inside[y0:y1, x0:x1].any() for y0, x0, y1, x1 in boxes)  # every review region on the field
     on = labels > 0
     assert not (on & ~off).any()  # the rule only removes gland
