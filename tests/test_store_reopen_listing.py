@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from _dock import PLUGIN, WIDGET
 from PIL import Image
 
 from napari_cdma import _widget_store
@@ -77,14 +78,7 @@ def test_reopening_decodes_only_the_stored_image_it_adds(make_napari_viewer, tmp
                      metadata={HASH_KEY: digests["train_1"]})
     viewer.add_image(_image(glas_dir, "train_2"), name="mine 2", rgb=True)
 
-    reads = []
-    real = store_io.read_array_verified
-
-    def counted(path, expected, what):
-        reads.append(path.relative_to(project.root).parts[0])
-        return real(path, expected, what)
-
-    monkeypatch.setattr(store_io, "read_array_verified", counted)
+    reads = _count_reads(monkeypatch, project.root)
     names = _widget_store.restore_layers(viewer, project, _widget_store.open_image_hashes(viewer))
     assert reads.count("images") == 1  # train_3 only
     assert reads.count("regions") == 2 * 3  # crop, corrected and predicted of each region
@@ -98,6 +92,35 @@ def test_reopening_decodes_only_the_stored_image_it_adds(make_napari_viewer, tmp
         expected[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
         assert np.array_equal(viewer.layers[names_for(layer)["corrections"]].data, expected)
         assert len(viewer.layers[names_for(layer)["accepted"]].data) == 1
+
+
+def _count_reads(monkeypatch, root):
+    """The top folder (images, regions, predictions) of every array the store reads and verifies."""
+    reads = []
+    real = store_io.read_array_verified
+
+    def counted(path, expected, what):
+        reads.append(path.relative_to(root).parts[0])
+        return real(path, expected, what)
+
+    monkeypatch.setattr(store_io, "read_array_verified", counted)
+    return reads
+
+
+def test_the_dock_reopening_a_store_whose_images_are_open_decodes_none_of_them(make_napari_viewer, qtbot, tmp_path,
+                                                                              glas_dir, monkeypatch):
+    project = _store(tmp_path, glas_dir)
+    viewer = make_napari_viewer()
+    for name in TRAIN:  # as the user opened them: no hash known
+        viewer.add_image(_image(glas_dir, name), name=name, rgb=True)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    reads = _count_reads(monkeypatch, project.root)
+    assert dock.open_store(project.root) is not None
+    qtbot.waitUntil(dock.settled, timeout=60_000)
+    assert "images" not in reads and "regions" in reads
+    assert sorted(ly.name for ly in viewer.layers if type(ly).__name__ == "Image") == sorted(TRAIN)
+    for name in TRAIN[:2]:
+        assert viewer.layers[names_for(name)["corrections"]].data.any()
 
 
 def test_reading_on_a_worker_thread_then_stepping_restores_what_one_call_does(make_napari_viewer, tmp_path,

@@ -28,22 +28,24 @@ def _slide_window(project_path, slide_path, box=(64, 64, 192, 192)):
     return project, record
 
 
-def _open_slide_and_dock(make_napari_viewer, slide_path, project_path):
+def _open_slide_and_dock(make_napari_viewer, qtbot, slide_path, project_path):
     viewer = make_napari_viewer()
     viewer.open(str(slide_path), plugin=PLUGIN)
     before = [ly.name for ly in viewer.layers]
     _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     assert dock.open_store(project_path) is not None
+    qtbot.waitUntil(dock.settled, timeout=60_000)  # a reopened store's layers may be added in later turns
     return viewer, dock, before
 
 
-def test_a_small_slides_windows_do_not_come_back_as_a_hidden_image(make_napari_viewer, tmp_path, slide_path):
+def test_a_small_slides_windows_do_not_come_back_as_a_hidden_image(make_napari_viewer, qtbot, tmp_path,
+                                                                      slide_path):
     project_path = tmp_path / "project"
     project, record = _slide_window(project_path, slide_path)
     assert len(project.whole_images()) == 1  # the small slide is kept whole in the store
     assert project.slide_images() == {record.image_hash}
 
-    viewer, dock, before = _open_slide_and_dock(make_napari_viewer, slide_path, project_path)
+    viewer, dock, before = _open_slide_and_dock(make_napari_viewer, qtbot, slide_path, project_path)
     assert [ly.name for ly in viewer.layers] == before  # nothing added: the slide panel shows the slide
     text = dock.store_label.text()
     assert "Reopened" not in text and "press Predict" not in text, text
@@ -53,7 +55,7 @@ def test_a_small_slides_windows_do_not_come_back_as_a_hidden_image(make_napari_v
 
     # withdrawn: still nothing shown, and no slide window counted
     project.withdraw(record.region_id)
-    viewer2, dock2, before2 = _open_slide_and_dock(make_napari_viewer, slide_path, project_path)
+    viewer2, dock2, before2 = _open_slide_and_dock(make_napari_viewer, qtbot, slide_path, project_path)
     assert [ly.name for ly in viewer2.layers] == before2
     text = dock2.store_label.text()
     assert "Reopened" not in text and "slide window" not in text, text
