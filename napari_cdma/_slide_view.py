@@ -1,8 +1,8 @@
 """Qt-free glue of the slide panel: the viewer's visible box, the store chunks under it, the Predict
 view job (run in a worker thread), review regions over the predicted area, and the bounded edit
 window read from the store and written back into it (its jobs, :func:`edit_window_job`,
-:func:`accept_window_job` and :func:`withdraw_window_job`, run in a worker thread too), and where the
-panel's outlines run.
+:func:`accept_window_job`, :func:`withdraw_window_job` and :func:`undo_withdrawn_job`, run in a worker thread
+too), and where the panel's outlines run.
 
 Coordinates: napari's world coordinates of a slide are its level-0 pixels (the reader's layers are
 scaled so). A prediction store (:mod:`src_model.slide_store`) holds the slide's level ``L`` at
@@ -307,33 +307,121 @@ def accept_window_job(project: Any, slide_path: str, store_path: str, box: Box, 
                    "changed": not np.array_equal(carved, edited), "corrected": corrected, "undone": undone})
 
 
-def withdraw_window_job(project: Any, region_id: str, store_path: str,
-                        open_window: Optional[Tuple[Box, np.ndarray]] = None) -> Tuple[str, Any]:
-    """Withdraw region ``region_id`` (an accepted window) from ``project`` and undo it, with any other window
-    withdrawn since, in the store at ``store_path`` (:func:`undo_withdrawn`: its labels and pyramid). Run it in
-    a worker thread: it rewrites every chunk under the window at each pyramid level.
+def reread_window(store: Any, box: Box, predicted: np.ndarray, shown: Optional[np.ndarray] = None) -> Optional[dict]:
+    """The edit window over ``box`` read again from the store when the store's labels (gland / background)
+    under it are no longer ``predicted``, the labels it was opened with (a withdrawn window was undone there);
+    None when they are unchanged. Reads ``box`` and splits its glands (seconds for a 2048 px window): run it in
+    a worker thread.
 
-    Args:
-        open_window: ``(box, predicted)`` of the edit window open over this store, if any: the result says
-            whether the undoing changed the store's labels under it (``stale``).
+    The glands are those Edit window would open there now (:func:`window_instances`); a gland whose pixels are
+    exactly those of a label of ``shown`` (the labels the window shows) keeps that label, the others take new
+    ones above all of ``shown``'s, so only the pixels whose label changes need redrawing.
 
     Returns:
-        ``("ok", {"undone": [(region id, chunks rewritten)], "stale"})``, or ``("error", message, {})`` when the
-        project store refuses the withdrawal, or the slide's labels cannot be undone (the message says which).
+        ``{"predicted" (uint8 gland mask), "instances" (int32, one label per gland), "n_glands", "update"
+        ((indices, labels): the pixels of ``shown`` to set, as napari's ``Labels.data_setitem`` takes them)}``.
     """
+    y0, x0, y1, x1 = box
+    now = np.array(store.read_glands(y0, x0, y1, x1))
+    if np.array_equal(now > 0, np.asarray(predicted) > 0):
+        return None
+    fresh = window_instances(now)
+    shown = np.zeros_like(fresh) if shown is None or np.shape(shown) != fresh.shape else np.asarray(shown)
+    instances = _keep_labels(fresh, shown)
+    idx = np.nonzero(instances != shown)
+    return {"predicted": now, "instances": instances, "n_glands": int(fresh.max()), "update": (idx, instances[idx])}
+
+
+def _keep_labels(fresh: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """``fresh`` (labels 1..n) with each label whose pixels are exactly those of a label of ``shown`` renamed to
+    it, and the others to labels above all of ``shown``'s (int32)."""
+    n, top = int(fresh.max()), int(max(0, shown.max()))
+    inside = fresh > 0
+    f, o = fresh[inside].astype(np.int64), shown[inside].astype(np.int64)
+    pairs, counts = np.unique(f * (top + 1) + np.maximum(o, 0), return_counts=True)
+    pf, po = pairs // (top + 1), pairs % (top + 1)
+    n_pairs = np.bincount(pf, minlength=n + 1)  # labels of shown under each fresh label
+    size_f = np.bincount(f, minlength=n + 1)
+    size_o = np.bincount(shown[shown > 0].ravel(), minlength=top + 1)
+    same = (po > 0) & (n_pairs[pf] == 1) & (counts == size_f[pf]) & (counts == size_o[po])
+    name = np.zeros(n + 1, np.int64)
+    name[pf[same]] = po[same]
+    new = np.nonzero(name[1:] == 0)[0] + 1
+    name[new] = top + 1 + np.arange(len(new))
+    return name[fresh].astype(np.int32)
+
+
+def undo_withdrawn_job(project: Any, store_path: str, open_window: Optional[Sequence[Any]] = None) -> Tuple[str, Any]:
+    """Undo, in the store at ``store_path``, the windows withdrawn from ``project`` since they were accepted
+    (:func:`undo_withdrawn`: its labels and pyramid), and read the open edit window again if that changed the
+    labels under it (:func:`reread_window`). Run it in a worker thread: it rewrites every chunk under the
+    windows at each pyramid level.
+
+    Args:
+        open_window: ``(box, predicted, shown)`` of the edit window open over this store, if any
+            (:func:`reread_window`'s arguments).
+
+    Returns:
+        ``("ok", {"undone": [(region id, chunks rewritten)], "stale" (the labels under the open window
+        changed), "window" (:func:`reread_window`'s result, or None)})``, or ``("error", message, {})``.
+    """
+    try:
+        return ("ok", _undo_and_reread(project, store_path, open_window))
+    except Exception as exc:
+        return ("error", f"Could not undo withdrawn windows in the slide's labels: {exc}", {})
+
+
+def _undo_and_reread(project: Any, store_path: str, open_window: Optional[Sequence[Any]]) -> dict:
+    """:func:`undo_withdrawn_job`'s work (errors raise)."""
     from src_model.slide_store import open_store
 
+    undone = undo_withdrawn(project, store_path)
+    fresh = reread_window(open_store(store_path), *open_window) if undone and open_window is not None else None
+    return {"undone": undone, "stale": fresh is not None, "window": fresh}
+
+
+def pending_withdrawn(project: Any, store_path: Any) -> List[str]:
+    """Region ids of the windows accepted into ``project`` and the store at ``store_path`` and withdrawn from
+    ``project`` since, not yet undone in the store (:func:`undo_withdrawn` would undo them); cheap: the
+    store's attributes and the project's index, nothing of the labels (the GUI thread asks before starting
+    :func:`undo_withdrawn_job`)."""
+    from src_model.slide_store import open_store
+
+    from .project.slide_regions import store_edits
+
+    if project is None or not has_edits(store_path):
+        return []
+    root = Path(project.root).resolve()
+    live = {r.region_id for r in project.regions()}
+    return sorted({e["region_id"] for e in store_edits(open_store(store_path))
+                   if not e.get("restored") and e["region_id"] not in live
+                   and Path(e.get("project", "")).resolve() == root})
+
+
+def withdraw_window_job(project: Any, region_id: str, store_path: str,
+                        open_window: Optional[Sequence[Any]] = None) -> Tuple[str, Any]:
+    """Withdraw region ``region_id`` (an accepted window) from ``project`` and undo it, with any other window
+    withdrawn since, in the store at ``store_path`` (:func:`undo_withdrawn_job`: its labels and pyramid, and
+    the open edit window read again if that changed the labels under it). Run it in a worker thread: it
+    rewrites every chunk under the window at each pyramid level.
+
+    Args:
+        open_window: ``(box, predicted, shown)`` of the edit window open over this store, if any.
+
+    Returns:
+        ``("ok", {"undone": [(region id, chunks rewritten)], "stale", "window"})`` (:func:`undo_withdrawn_job`),
+        or ``("error", message, {})`` when the project store refuses the withdrawal, or the slide's labels
+        cannot be undone (the message says which).
+    """
     try:
         project.withdraw(region_id)
     except Exception as exc:
         return ("error", f"Could not withdraw {region_id}: {exc}", {})
     try:
-        undone = undo_withdrawn(project, store_path)
-        stale = bool(undone) and open_window is not None and window_changed(open_store(store_path), *open_window)
+        return ("ok", _undo_and_reread(project, store_path, open_window))
     except Exception as exc:
         return ("error", f"Withdrew region {region_id} from the project, but could not undo it in the slide's "
                          f"labels: {exc}", {})
-    return ("ok", {"undone": undone, "stale": stale})
 
 
 def pixel_edges(world_box: Sequence[float], downsample: float) -> Tuple[float, ...]:
@@ -554,6 +642,7 @@ def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
 __all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY", "STORE_KEY",
            "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
            "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "outline_rect", "pixel_edges",
-           "predict_view_job", "review_over_store", "slide_of", "store_display_range", "to_store_box",
-           "uncertainty_style", "undo_withdrawn", "view_chunks", "visible_world_box", "window_changed",
+           "pending_withdrawn", "predict_view_job", "reread_window", "review_over_store", "slide_of",
+           "store_display_range", "to_store_box", "uncertainty_style", "undo_withdrawn", "undo_withdrawn_job",
+           "view_chunks", "visible_world_box", "window_changed",
            "window_instances", "withdraw_window_job", "write_window"]

@@ -24,9 +24,12 @@ pixels, in red like accepted image regions, and listed in the panel; the outline
 review regions keep :data:`OUTLINE_PX` screen pixels at every zoom. "Withdraw window" withdraws the
 selected one from the project and undoes it in the store's labels and pyramid, in a worker thread too,
 as if it had never been accepted (overlapping live windows keep their corrections); a window
-withdrawn elsewhere (the accepted-region list of the dock) is undone in the store within
-:data:`WATCH_MS` (the panel watches the open project store's index while windows are listed), and
-in any case before the panel next uses the store (:meth:`SlidePanel.sync`). "Export GeoJSON..." writes the store's
+withdrawn elsewhere (the accepted-region list of the dock) is undone in the store in a worker thread too,
+within :data:`WATCH_MS` (the panel watches the open project store's index while windows are listed), or
+when the job running then ends, and in any case before the panel next uses the store
+(:meth:`SlidePanel.sync`). An edit window open over a window so undone is read again in that worker and
+shows the store's labels in place (its layer is kept: napari collects garbage on the GUI thread when a
+layer is removed). "Export GeoJSON..." writes the store's
 glands as QuPath annotations (:mod:`src_model.export`, as ``cdma export STORE --geojson FILE``).
 """
 from __future__ import annotations
@@ -80,12 +83,14 @@ from ._slide_view import (
     export_geojson_job,
     has_edits,
     outline_rect,
+    pending_withdrawn,
     pixel_edges,
     predict_view_job,
     slide_of,
     store_display_range,
     uncertainty_style,
     undo_withdrawn,
+    undo_withdrawn_job,
     visible_world_box,
     window_changed,
     withdraw_window_job,
@@ -104,13 +109,16 @@ WATCH_MS = 1000
 #: Width of the panel's outlines over the slide (review regions, accepted windows), screen pixels at every zoom:
 #: a width in slide pixels would vanish at the zoom a slide is looked at.
 OUTLINE_PX = 3.0
+#: Wait between the steps that show a job's result (:meth:`SlidePanel._in_steps`), ms: a timer, not a queued call
+#: (Qt runs queued calls back to back), so that the viewer's timers and drawing run in between.
+STEP_MS = 1
 #: What the status line says of the job that runs when another is asked for (one job at a time).
 BUSY = {"predict": "A prediction is running", "export": "An export is running",
         "edit": "An edit window is being read", "accept": "The edit window is being accepted",
-        "withdraw": "A window is being withdrawn"}
+        "withdraw": "A window is being withdrawn", "sync": "A window withdrawn elsewhere is being undone"}
 #: How the status line starts once a job of that kind did its work (the progress bar then shows it done).
 DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", "accept": "Accepted the window",
-        "withdraw": "Withdrew window"}
+        "withdraw": "Withdrew window", "sync": "Undid window"}
 
 
 def _alive(widget: QWidget) -> bool:
@@ -148,6 +156,8 @@ class SlidePanel(QWidget):
         self._worker = None
         self._job: Optional[Dict[str, Any]] = None  # what the running worker does ("kind": predict, export, ...)
         self._sync_pending = False  # a window was withdrawn elsewhere while a job ran: undone when it ends
+        self._steps: List[Callable[[], Any]] = []  # what a job's result still shows, one per turn (_in_steps)
+        self._finished: Optional[bool] = None  # the running job's worker has finished (done or not)
         self.chunk = DEFAULT_CHUNK
         self.max_view_chunks = MAX_VIEW_CHUNKS
         self.max_edit_side = MAX_EDIT_SIDE
@@ -156,6 +166,7 @@ class SlidePanel(QWidget):
         self.window: Optional[Dict[str, Any]] = None  # the open edit window
         self.last_record: Any = None  # the region of the window accepted last
         self._closed_window = False  # the open edit window was closed by undoing a withdrawn window
+        self._reread_window = False  # the open edit window was read again by undoing a withdrawn window
         self._watch = QTimer(self)  # runs while windows are listed: notices those withdrawn elsewhere
         self._watch.setInterval(WATCH_MS)
         self._watch.timeout.connect(self._check_withdrawn)
@@ -557,10 +568,12 @@ class SlidePanel(QWidget):
         return True
 
     def _open_window(self, run: Dict[str, Any]) -> Optional[Tuple[Box, np.ndarray]]:
-        """``(box, predicted)`` of the edit window open over the store of ``run``, if any (a job that undoes
-        withdrawn windows says whether that changed the labels under it)."""
+        """``(box, predicted)`` of the edit window open over the store of ``run`` (shown: its layer not closed), if
+        any (a job that undoes withdrawn windows says whether that changed the labels under it)."""
         w = self.window
-        return (w["box"], w["predicted"]) if w is not None and str(w["store"]) == str(run["store"]) else None
+        if w is None or str(w["store"]) != str(run["store"]) or w["name"] not in self.viewer.layers:
+            return None  # none, or its layer closed: nothing to read again
+        return w["box"], w["predicted"]
 
     def _on_edit_read(self, result: Any, job: Dict[str, Any]) -> None:
         """The edit window's labels are read: add the layer, if the slide it was read for is still shown."""
@@ -708,7 +721,7 @@ class SlidePanel(QWidget):
         if job is None or not _alive(self):
             return
         handle = {"predict": self._on_returned, "edit": self._on_edit_read, "accept": self._on_accepted,
-                  "withdraw": self._on_withdrawn}[job["kind"]]
+                  "withdraw": self._on_withdrawn, "sync": self._on_synced}[job["kind"]]
         handle(result, job)
 
     def _on_job_errored(self, exc: Exception) -> None:
@@ -721,6 +734,8 @@ class SlidePanel(QWidget):
             self._say(f"Cannot open an edit window: {exc}", error=True)
         elif job["kind"] == "withdraw":
             self._on_withdrawn(("error", f"Could not withdraw {job['region']}: {exc}", {}), job)
+        elif job["kind"] == "sync":
+            self._on_synced(("error", f"Could not undo withdrawn windows in the slide's labels: {exc}", {}), job)
         else:
             self._on_accepted(("error", f"Could not accept the window: {exc}", {}), job)
 
@@ -736,14 +751,41 @@ class SlidePanel(QWidget):
     def _on_job_finished(self) -> None:
         if not _alive(self):
             self._worker = self._job = None
+            self._steps = []
             return
-        done = self.last_message.startswith(DONE[self._job["kind"]])
-        self._job = None
-        self._end_job(done)
+        self._finished = self.last_message.startswith(DONE[self._job["kind"]])
+        if not self._steps:  # else the job ends after its last step (:meth:`_next_step`)
+            self._job = None
+            self._end_job(self._finished)
+
+    def _in_steps(self, *steps: Callable[[], Any]) -> None:
+        """Run ``steps`` (what a job's result shows in the viewer) one per turn of the event loop (:data:`STEP_MS`
+        apart), after the handler that queues them: each of them re-slices layers (tens to a hundred ms on the GUI
+        thread with a slide and an edit window shown), and the viewer draws in between. The job ends
+        (:attr:`running` False, the buttons back) after the last one."""
+        self._steps.extend(steps)
+        QTimer.singleShot(STEP_MS, self._next_step)
+
+    def _next_step(self) -> None:
+        if not self._steps:
+            return
+        step = self._steps.pop(0)
+        if not _alive(self):
+            self._steps = []
+            return
+        try:
+            step()
+        finally:
+            if self._steps:
+                QTimer.singleShot(STEP_MS, self._next_step)
+            elif self._finished is not None and self._job is not None:  # the worker has finished: the job ends
+                self._job = None
+                self._end_job(self._finished)
 
     def _end_job(self, done: bool) -> None:
         """A job has stopped: the buttons and the bar back, withdrawals noticed meanwhile undone now."""
         self._worker = None
+        self._finished = None
         self._set_busy(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if done else 0)
@@ -781,13 +823,53 @@ class SlidePanel(QWidget):
             return False
         from napari.qt.threading import create_worker
 
-        worker = create_worker(withdraw_window_job, project, region_id, run["store"], self._open_window(run))
-        slide = self.viewer.layers[run["layer"]].unique_id if run["layer"] in self.viewer.layers else None
+        worker = create_worker(withdraw_window_job, project, region_id, run["store"], self._reread_args(run))
         worker.returned.connect(self._on_job_returned)
         worker.errored.connect(self._on_job_errored)
-        self._start_job(worker, {"kind": "withdraw", "run": run, "slide": slide, "region": region_id},
+        self._start_job(worker, {"kind": "withdraw", "region": region_id, **self._undo_job(run)},
                         f"Withdrawing window {region_id} and undoing it in the slide's labels...")
         return True
+
+    def _undo_job(self, run: Dict[str, Any]) -> Dict[str, Any]:
+        """What a job that undoes withdrawn windows in the store of ``run`` keeps of its start: the run and its
+        slide layer, and the edit window open over the store (and its layer), read again if the undoing changes
+        the labels under it (:meth:`_show_reread`)."""
+        layer = lambda name: self.viewer.layers[name].unique_id if name in self.viewer.layers else None  # noqa: E731
+        if self.window is not None and self.window["name"] not in self.viewer.layers:
+            self.window = None  # its layer closed by the user: nothing to read again, nor to accept
+        w = self.window if self._open_window(run) is not None else None
+        return {"run": run, "slide": layer(run["layer"]), "window": w,
+                "window_layer": layer(w["name"]) if w is not None else None}
+
+    def _reread_args(self, run: Dict[str, Any]) -> Optional[Tuple[Box, np.ndarray, np.ndarray]]:
+        """``(box, predicted, shown)`` of the edit window open over the store of ``run`` (``shown``: its layer's
+        labels, read, not written, by the worker), if any: what a job that undoes withdrawn windows needs to read
+        it again (:func:`~napari_cdma._slide_view.reread_window`)."""
+        open_window = self._open_window(run)
+        if open_window is None:
+            return None
+        return (*open_window, np.asarray(self.viewer.layers[self.window["name"]].data))
+
+    def _show_reread(self, out: Dict[str, Any], job: Dict[str, Any]) -> None:
+        """A job undid withdrawn windows under the open edit window: the window shows the store's labels as they
+        are now, one label per gland (``out["window"]``, read in the worker: the glands Edit window would open
+        there), in place: only the pixels whose label changes are set (napari redraws their box alone; a gland
+        left as it was keeps its label). Its layer is kept, not closed: napari collects garbage on the GUI thread
+        when a layer is removed (half a second with a slide open). A window closed or replaced meanwhile is left
+        alone; one whose layer the user closed is forgotten."""
+        w, fresh = job["window"], out.get("window")
+        if fresh is None or w is None or self.window is not w:
+            return
+        if not self._same_layer(w["name"], job["window_layer"]):  # closed by the user: nothing to show it in
+            self.window = None
+            return
+        layer = self.viewer.layers[w["name"]]
+        idx, labels = fresh["update"]
+        if len(idx[0]):
+            layer.data_setitem(idx, labels)  # the changed pixels' box redrawn, no new layer, no re-slice of others
+        layer.selected_label = int(fresh["instances"].max()) + 1  # a new gland
+        self.window = {**w, "predicted": fresh["predicted"], "instances": fresh["instances"]}
+        self._reread_window = True
 
     def _on_withdrawn(self, result: Any, job: Dict[str, Any]) -> None:
         """The window is withdrawn and undone in the store (or refused): the layers, the accepted windows and
@@ -796,37 +878,72 @@ class SlidePanel(QWidget):
         if result[0] == "error":
             self._say(result[1], error=True)
         else:
-            if result[1]["stale"]:  # the open window showed the labels the undoing changed
-                self._drop_window()
+            self._show_reread(result[1], job)  # the open window showed the labels the undoing changed
             undone = dict(result[1]["undone"])
             if self.last_result is run and self._same_layer(run["layer"], job["slide"]):
-                self.show_store(run["layer"], run["store"])
-                self.show_accepted_windows(run)
+                self._in_steps(lambda: self.show_store(run["layer"], run["store"]),
+                               lambda: self.show_accepted_windows(run))
                 where = ""
             else:
                 where = f" '{run['layer']}' was closed or replaced meanwhile: nothing is shown."
             self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) of the slide's labels "
                       f"restored.{where}{self._undone_note([])}")
-        self.regions_changed.emit()
+        self._in_steps(self.regions_changed.emit)  # the dock's lists follow, in a turn of their own
 
-    def sync(self) -> List[Tuple[str, int]]:
-        """Undo in the shown slide's store the windows withdrawn from the project elsewhere, and refresh the
-        store's layers and the accepted windows; returns ``[(region id, chunks rewritten)]``. While a job
-        runs nothing is done now: it is done when the job ends."""
+    def sync(self) -> bool:
+        """Undo in the shown slide's store the windows withdrawn from the project elsewhere (the dock's
+        accepted-region list), and refresh the store's layers and the accepted windows; True if a job was
+        started to undo them.
+
+        Whether any is to be undone is read on the GUI thread (the store's attributes and the project's index);
+        the undoing (:func:`~napari_cdma._slide_view.undo_withdrawn_job`: every chunk under the windows at each
+        pyramid level) runs in a worker thread, one job at a time as the panel's others; while a job runs, it
+        is done when the job ends. With nothing to undo, the accepted windows are listed again now."""
         run = self.last_result
         if run is None:
-            return []
+            return False
         if self._worker is not None:
             self._sync_pending = True
-            return []
-        undone = self._restore_withdrawn(run["store"])
-        if undone and run["layer"] in self.viewer.layers:
-            self.show_store(run["layer"], run["store"])
-        self.show_accepted_windows(run)
-        if undone:
-            self._say(f"Window(s) {', '.join(rid for rid, _ in undone)} withdrawn from the project: undone in the "
-                      f"slide's labels.{self._undone_note([])}")
-        return undone
+            return False
+        try:
+            project = self._get_store() if has_edits(run["store"]) else None
+            todo = pending_withdrawn(project, run["store"])
+        except Exception as exc:
+            self._say(f"Could not undo withdrawn windows in the slide's labels: {exc}", error=True)
+            todo = []
+        if not todo:
+            self.show_accepted_windows(run)
+            return False
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(undo_withdrawn_job, project, run["store"], self._reread_args(run))
+        worker.returned.connect(self._on_job_returned)
+        worker.errored.connect(self._on_job_errored)
+        self._start_job(worker, {"kind": "sync", **self._undo_job(run)},
+                        f"Window(s) {', '.join(todo)} withdrawn from the project: undoing them in the slide's "
+                        "labels...")
+        return True
+
+    def _on_synced(self, result: Any, job: Dict[str, Any]) -> None:
+        """Windows withdrawn elsewhere are undone in the store (or could not be): the layers and the accepted
+        windows follow, unless the slide was closed or replaced meanwhile."""
+        run = job["run"]
+        current = self.last_result is run and self._same_layer(run["layer"], job["slide"])
+        if result[0] == "error":
+            if current:  # the list follows the project, so that the watch does not start this again each second
+                self.show_accepted_windows(run)
+            self._say(result[1], error=True)
+            return
+        out = result[1]
+        self._show_reread(out, job)
+        if current:
+            if out["undone"]:
+                self._in_steps(lambda: self.show_store(run["layer"], run["store"]))
+            self._in_steps(lambda: self.show_accepted_windows(run))
+        ids = ", ".join(rid for rid, _ in out["undone"]) or "(none left)"
+        where = "" if current else f" '{run['layer']}' was closed or replaced meanwhile: nothing is shown."
+        self._say(f"Undid window(s) {ids} withdrawn from the project in the slide's labels.{where}"
+                  f"{self._undone_note([])}")
 
     def _check_withdrawn(self) -> None:
         """Timer: a listed window withdrawn elsewhere (the dock's accepted-region list) is undone in the
@@ -884,6 +1001,10 @@ class SlidePanel(QWidget):
         if self._closed_window:
             self._closed_window = False
             note += " The edit window over it was closed; open it again to edit there."
+        if self._reread_window:
+            self._reread_window = False
+            note += (" The edit window over it now shows the slide's labels as they are, one label per gland "
+                     "(what it showed before is not kept).")
         return note
 
     # ---------------------------------------------------------------- accepted windows

@@ -16,6 +16,7 @@ from napari_cdma._slide_view import (
     store_display_range,
     to_store_box,
     visible_world_box,
+    window_instances,
     write_window,
 )
 from napari_cdma._widget_slide import SHOW_STEPS
@@ -219,6 +220,15 @@ def _accept(qtbot, panel):
     assert panel.accept_button.isEnabled()
     assert layer.editable or panel.window is None  # painted again, unless the window was closed
     return panel.last_record
+
+
+def _assert_same_glands(labels, want):
+    """``labels`` split the same pixels into the same glands as ``want`` (one label each), whatever the labels'
+    numbers."""
+    np.testing.assert_array_equal(labels > 0, want > 0)
+    inside = want > 0
+    pairs = np.unique(np.stack([labels[inside], want[inside]]), axis=1)
+    assert pairs.shape[1] == len(np.unique(labels[inside])) == len(np.unique(want[inside]))
 
 
 def _assert_one_label_per_gland(instances):
@@ -490,9 +500,27 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
         np.testing.assert_array_equal(labels[0], predicted[0])
         np.testing.assert_array_equal(labels[1], predicted[1])
 
+    def assert_window_shows_the_restored_labels(window_id):
+        """The edit window that showed the withdrawn edit is still open, the same layer (none was removed),
+        and shows the restored labels, one label per gland, as Edit window would open there now; it is
+        compared with them when accepted again, and the status line says so."""
+        w = panel.window
+        assert w is not None and viewer.layers[w["name"]].unique_id == window_id
+        y0, x0, y1, x1 = w["box"]
+        want = predicted[0][y0:y1, x0:x1]
+        shown = np.asarray(viewer.layers[w["name"]].data)
+        _assert_same_glands(shown, window_instances(want))
+        np.testing.assert_array_equal(np.asarray(w["predicted"]), want)
+        np.testing.assert_array_equal(np.asarray(w["instances"]), shown)
+        assert viewer.layers[w["name"]].selected_label == shown.max() + 1  # painting adds a new gland
+        assert "edit window over it now shows the slide's labels" in panel.last_message, panel.last_message
+
     # 1. from the panel: select the accepted window, press Withdraw window
     first = accept_an_edit()
     assert panel.window_list.count() == 1 and first.region_id in panel.window_list.item(0).text()
+    window_id = viewer.layers[panel.window["name"]].unique_id
+    removed = []  # no layer is removed while a window is withdrawn (napari collects garbage on the GUI thread)
+    viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
     panel.window_list.setCurrentRow(0)
     panel.withdraw_button.click()
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)  # the stores are written in a worker thread
@@ -501,19 +529,23 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
     glands = viewer.layers[f"{slide_layer.name} glands"]
     np.testing.assert_array_equal(np.asarray(glands.data[0][:]), predicted[0])  # the live layer shows it
     assert dock.store.regions() == [] and panel.window_list.count() == 0
-    # the edit window showed the withdrawn edit over the restored labels: it is closed, and says so
-    assert f"{slide_layer.name} edit window" not in viewer.layers and panel.window is None
-    assert "edit window over it was closed" in panel.last_message
+    # the edit window showed the withdrawn edit over the restored labels: it shows them now, and says so
+    assert_window_shows_the_restored_labels(window_id)
+    assert removed == []
     assert len(viewer.layers[names_for(slide_layer.name)["accepted"]].data) == 0  # no outline left
     assert dock.review_panel.region_list.count() == 0  # the dock's list follows
 
     # 2. from the dock's accepted-region list: the slide panel notices and undoes it in the store
     second = accept_an_edit()
     assert second.region_id != first.region_id and panel.window_list.count() == 1
+    window_id = viewer.layers[panel.window["name"]].unique_id
+    removed.clear()  # Edit window replaced the window it showed before
     assert dock.review_panel.withdraw(second.region_id)
-    qtbot.waitUntil(lambda: panel.window_list.count() == 0, timeout=10_000)
+    qtbot.waitUntil(lambda: panel.window_list.count() == 0 and not panel.running, timeout=30_000)
     assert_as_predicted()
-    assert second.region_id in panel.last_message and panel.window is None
+    assert panel.last_message.startswith(f"Undid window(s) {second.region_id} "), panel.last_message
+    assert_window_shows_the_restored_labels(window_id)
+    assert removed == [] and panel.withdraw_button.isEnabled()
     np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[1][:]), predicted[1])
     # 3. withdrawn while the panel does not watch: Export undoes it before writing, so it is not exported
     third = accept_an_edit()
