@@ -659,7 +659,9 @@ class SlidePanel(QWidget):
             if job["editable"]:
                 layer.mode = job["mode"]
             if result[0] == "ok" and result[1]["changed"]:
-                layer.data = result[1]["carved"]  # the window shows what the store now holds
+                # the window shows what the store now holds: a copy, as Edit window's, so painting it does not
+                # change the labels the next Accept compares with
+                layer.data = result[1]["carved"].copy()
         if result[0] == "error":
             if result[2].get("stale"):  # a withdrawn window was undone under it: it showed labels no longer held
                 self._drop_window()

@@ -559,3 +559,27 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
     back = rasterize(json.loads(geojson.read_text())["features"], predicted[0].shape) > 0
     truth = _exported(predicted[0])
     assert (back & truth).sum() / (back | truth).sum() >= 0.99  # the withdrawn window is not exported
+
+
+def test_painting_after_accept_leaves_what_the_window_compares_with(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """After Accept window the window stays editable; painting it again must not change the labels the next
+    Accept compares with (the window as accepted), or that Accept could not tell what was painted."""
+    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+    layer = _edit(qtbot, panel)
+    assert layer is not None, panel.last_message
+    edited = np.array(layer.data)
+    edited[8:40, 8:72] = np.where(edited[8:40, 8:72] > 0, 0, edited.max() + 1)
+    ids = [i for i in np.unique(edited) if i]
+    a, b = ids[0], ids[1]
+    edited[np.isin(edited, [a, b])] = a  # two glands given one label: split again by shape at Accept
+    layer.data = edited
+    assert _accept(qtbot, panel) is not None, panel.last_message
+    kept = {k: np.array(panel.window[k]) for k in ("instances", "predicted")}
+    painted = int(np.asarray(layer.data).max()) + 1
+    yy, xx = np.mgrid[0:6, 0:6]
+    layer.data_setitem((yy.ravel(), xx.ravel()), painted)  # paint in place, as the brush does
+    assert (np.asarray(layer.data)[0:6, 0:6] == painted).all()
+    for k, before in kept.items():
+        np.testing.assert_array_equal(np.asarray(panel.window[k]), before, err_msg=k)
