@@ -72,9 +72,9 @@ from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel, scene_camera, show_review_outlines
 from ._widget_slide import SlidePanel
 from ._widget_store import (
+    Restore,
     open_image_hashes,
     regions_by_image,
-    restore_layers,
     show_stored_prediction,
 )
 from ._widget_versions import VersionsPanel
@@ -163,6 +163,8 @@ class CdmaWidget(QWidget):
         self.last_image: Optional[str] = None
         self._refresh_after_predict = False
         self._turns: List[Any] = []  # GUI work left of a large image's hand-over, one step per event-loop turn
+        self._restoring: Optional[Restore] = None  # a reopened store's layers being read or added
+        self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
         self.store_edit = QLineEdit(str(store_path or default_project_path()))
         self.store_edit.setToolTip("Folder of the project store: corrections and model versions")
@@ -286,8 +288,53 @@ class CdmaWidget(QWidget):
         self._store = store
         self.store_edit.setText(str(path))
         self.restored_predictions.clear()
-        restored, without = self._restore_layers(store)
         self._sync_from_store(select_current=select_current)
+        self._start_restore(store)
+        return store
+
+    def _start_restore(self, store: ProjectStore) -> None:
+        """Show the store's images, accepted regions and latest predictions: the stored pixels are read on
+        a worker thread, the layers added one per event-loop turn (:class:`Restore`); :meth:`settled` is
+        False until they are all shown."""
+        from napari.qt.threading import create_worker
+
+        try:
+            job = Restore(self.viewer, store, open_image_hashes(self.viewer))
+        except Exception as exc:  # the store opened; a damaged image must not stop the dock
+            self._end_restore(store, None, exc)
+            return
+        self._restoring = job
+        worker = create_worker(job.read)
+        worker.returned.connect(lambda _: self._restore_turn(store, job, job.steps()))
+        worker.errored.connect(lambda exc: self._end_restore(store, job, exc))
+        worker.start()
+
+    def _restore_turn(self, store: ProjectStore, job: Restore, steps: Any) -> None:
+        """Add one layer of a reopened store, then leave the next to a later event-loop turn."""
+        if self._restoring is not job:  # another store was opened meanwhile
+            return
+        try:
+            next(steps)
+        except StopIteration:
+            self._end_restore(store, job)
+            return
+        except Exception as exc:
+            self._end_restore(store, job, exc)
+            return
+        QTimer.singleShot(0, lambda: self._restore_turn(store, job, steps))
+
+    def _end_restore(self, store: ProjectStore, job: Optional[Restore], exc: Optional[BaseException] = None
+                     ) -> None:
+        """The store's layers are all shown (or could not be, ``exc``): say so under the store summary."""
+        if self._restoring is not job:  # another store was opened meanwhile
+            return
+        self._restoring = None
+        restored = without = 0
+        if exc is None:
+            restored, without = self._restored_layers(store, job.known, job.names)
+            self._sync_from_store()
+        else:
+            self.store_label.setText(f"Could not show the stored images: {exc}")
         if restored:
             self._fit_view()  # the dock fills (regions, versions) after the image was added: fit it again
             note = f"\nReopened {restored} stored image(s) with their accepted regions"
@@ -301,7 +348,6 @@ class CdmaWidget(QWidget):
         if windows:
             self.store_label.setText(self.store_label.text() + f"\n{windows} slide window(s): open the slide "
                                      "to see them (Whole-slide panel).")
-        return store
 
     @staticmethod
     def _slide_windows(store: ProjectStore) -> int:
@@ -539,15 +585,10 @@ class CdmaWidget(QWidget):
         self.review_panel.image_name = None
         self.review_panel.set_tiles(name, ranked)
 
-    def _restore_layers(self, store: ProjectStore) -> Tuple[int, int]:
-        """Show the store's images, latest predictions and accepted regions as layers; returns how many
+    def _restored_layers(self, store: ProjectStore, known: Dict[str, str], names: Dict[str, str]
+                         ) -> Tuple[int, int]:
+        """Name the restored images as they were named and show their latest predictions; returns how many
         images were added and how many of those came back without a prediction."""
-        try:
-            known = open_image_hashes(self.viewer)
-            names = restore_layers(self.viewer, store, known)
-        except Exception as exc:  # the store opened; a damaged image must not stop the dock
-            self.store_label.setText(f"Could not show the stored images: {exc}")
-            return 0, 0
         renamed = False
         for digest in set(names) - set(known):
             shown = names[digest]
@@ -924,8 +965,9 @@ class CdmaWidget(QWidget):
                 QTimer.singleShot(0, self._next_turn)
 
     def settled(self) -> bool:
-        """True when no GUI work of a prediction's hand-over is left for later event-loop turns."""
-        return not self._turns
+        """True when no GUI work of a prediction's hand-over or of a reopened store is left for later
+        event-loop turns."""
+        return not self._turns and self._restoring is None
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""

@@ -10,7 +10,21 @@ def open_dock(viewer, store_path=None):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     if store_path is not None:
         assert widget.open_store(store_path) is not None
+    wait_settled(widget)  # the dock may have opened the store of $NAPARI_CDMA_PROJECT itself
     return widget
+
+
+def wait_settled(widget, timeout=60.0):
+    """Run the event loop until the dock has no GUI work left (a reopened store's layers are all shown)."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout
+    while not widget.settled():
+        assert time.monotonic() < end, "the dock did not settle"
+        QApplication.processEvents()
+        time.sleep(0.005)
 
 
 def predict_and_wait(qtbot, widget, image_name, timeout=60_000):

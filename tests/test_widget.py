@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from _dock import PLUGIN
+from _dock import PLUGIN, wait_settled
 from _dock import open_dock as _dock
 from _dock import predict_and_wait as _predict_and_wait
 
@@ -122,6 +122,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     # The bundled model ships later; start the project from a (random) lite model instead.
     first = widget.store.add_model(lite_checkpoint, parent="bundled", promoted=True)
     widget.open_store(store_path)
+    wait_settled(widget)
     assert widget.predict_panel.model_choice() == ("version", first.version)
 
     # Predict: layers appear; a second run updates them in place.
@@ -331,6 +332,7 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     first = store.add_model(lite_checkpoint, parent="bundled", promoted=True)
     trial = store.add_model(lite_checkpoint, parent=first.version, promoted=False)
     widget.open_store(store_path)
+    wait_settled(widget)
     store = widget.store  # the store as the dock reopened it
     panel = widget.predict_panel
     names = names_for(SAMPLE_NAME)
@@ -467,6 +469,7 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     # corrections come back.
     other = make_napari_viewer()
     again = CdmaWidget(other, store_path=store_path)
+    wait_settled(again)
     image_layer = other.layers[SAMPLE_NAME]
     assert np.array_equal(image_layer.data, widget.states[SAMPLE_NAME].image)
     assert len(_accepted_rects(other, SAMPLE_NAME)) == 2

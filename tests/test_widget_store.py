@@ -4,7 +4,7 @@ when the store cannot hold them (real napari viewer under Xvfb, small random mod
 from __future__ import annotations
 
 import numpy as np
-from _dock import PLUGIN, open_dock
+from _dock import PLUGIN, open_dock, wait_settled
 
 from napari_cdma._sample import SAMPLE_NAME
 
@@ -33,6 +33,8 @@ def test_reopened_store_images_do_not_take_predict_from_the_image_on_screen(make
     assert panel.image_layer.name == SAMPLE_NAME
 
     assert widget.open_store(tmp_path / "project") is not None
+
+    wait_settled(widget)
     assert "other" in viewer.layers and not viewer.layers["other"].visible  # restored, hidden
     assert panel.image_layer.name == SAMPLE_NAME  # Predict still means the image on screen
 
@@ -64,6 +66,7 @@ def test_open_images_are_hashed_only_when_the_store_could_hold_them(make_napari_
     # a never-predicted image of another size: the store cannot hold it, it is not hashed
     viewer.add_image(_stored_image(2, (240, 320)), name="big", rgb=True)
     assert widget.open_store(tmp_path / "project") is not None
+    wait_settled(widget)
     assert hashed == []
     assert "stored" in viewer.layers  # the stored image came back as its own layer
     assert widget.image_names == {_widget_store.hash_image(stored): "stored"}
@@ -75,6 +78,7 @@ def test_open_images_are_hashed_only_when_the_store_could_hold_them(make_napari_
     viewer.add_image(_stored_image(2, (240, 320)), name="big", rgb=True)
     viewer.add_image(stored.copy(), name="by hand", rgb=True)
     assert widget.open_store(tmp_path / "project") is not None
+    wait_settled(widget)
     assert hashed == [(200, 300, 3)]
     assert "stored" not in viewer.layers and widget.image_names[real_hash(stored)] == "by hand"
     assert "Reopened" not in widget.store_label.text()
@@ -195,6 +199,7 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     widget = open_dock(viewer, path)
     widget.store.add_model(lite_checkpoint, parent="bundled", promoted=True)
     assert widget.open_store(path) is not None
+    wait_settled(widget)
     assert widget.keep_edits() == {}  # nothing predicted, nothing to keep
     _wait_predicted(qtbot, widget, SAMPLE_NAME)
     name = names_for(SAMPLE_NAME)["prediction"]

@@ -6,7 +6,7 @@ Each test runs the dock in a real napari viewer with a small random model from t
 from __future__ import annotations
 
 import numpy as np
-from _dock import PLUGIN
+from _dock import PLUGIN, wait_settled
 from _dock import open_dock as _dock
 from _dock import predict_and_wait as _predict_and_wait
 
@@ -26,6 +26,7 @@ def _sample_with_store(make_napari_viewer, tmp_path, checkpoint, trial=False, **
     first = widget.store.add_model(checkpoint, parent="bundled", promoted=True)
     other = widget.store.add_model(checkpoint, parent=first.version, promoted=False) if trial else None
     widget.open_store(store_path)
+    wait_settled(widget)
     return viewer, widget, first, other
 
 
@@ -148,6 +149,7 @@ def test_reopen_keeps_the_image_name_and_fits_it(make_napari_viewer, qtbot, tmp_
     other.window._qt_window.resize(1500, 900)
     again = _dock(other)
     again.open_store(tmp_path / "project")
+    wait_settled(again)
     qtbot.wait(300)  # the dock fills and the canvas shrinks after the image was added
     names = names_for(SAMPLE_NAME)
     assert SAMPLE_NAME in other.layers, [ly.name for ly in other.layers]
