@@ -76,12 +76,9 @@ def _longest_stall(qtbot, panel, start, done):
     return started, running, float(np.diff([t0] + [t for t in ticks if t < t1] + [t1]).max())
 
 
-def test_withdrawing_a_large_window_leaves_the_gui_thread_free(make_napari_viewer, qtbot, tmp_path, mosaic):
-    """A 2048 x 2048 accepted window withdrawn: the project write and the undo in the slide's labels and
-    pyramid (about half a second of store work) run in a worker, and the store and the layers end as they
-    were before the window was accepted. The edit window open over it is read again in the worker and shows
-    the restored labels in place (no layer is removed: napari collects garbage on the GUI thread when one is),
-    the 10 ms timer never stalling for long; with the edit window closed first, neither."""
+def _predicted_large_slide(make_napari_viewer, qtbot, tmp_path, mosaic):
+    """A viewer with the large slide opened by the plugin's reader, the dock on a project store and the whole
+    slide predicted; ``(viewer, dock, slide panel, slide store path, the store's gland labels at every level)``."""
     slide, _ = _large_slide(tmp_path, mosaic)
     store_path = tmp_path / "large.cdma.zarr"
     viewer = make_napari_viewer()
@@ -92,7 +89,16 @@ def test_withdrawing_a_large_window_leaves_the_gui_thread_free(make_napari_viewe
     viewer.camera.center = (SIDE / 2, SIDE / 2)
     viewer.camera.zoom = min(viewer.canvas.size) / SIDE  # the whole slide on the canvas
     _predict(qtbot, panel)
-    before = [np.asarray(a[:]).copy() for a in open_store(store_path).glands]
+    return viewer, dock, panel, store_path, [np.asarray(a[:]).copy() for a in open_store(store_path).glands]
+
+
+def test_withdrawing_a_large_window_leaves_the_gui_thread_free(make_napari_viewer, qtbot, tmp_path, mosaic):
+    """A 2048 x 2048 accepted window withdrawn: the project write and the undo in the slide's labels and
+    pyramid (about half a second of store work) run in a worker, and the store and the layers end as they
+    were before the window was accepted. The edit window open over it is read again in the worker and shows
+    the restored labels in place (no layer is removed: napari collects garbage on the GUI thread when one is),
+    the 10 ms timer never stalling for long; with the edit window closed first, neither."""
+    viewer, dock, panel, store_path, before = _predicted_large_slide(make_napari_viewer, qtbot, tmp_path, mosaic)
     gui = threading.get_ident()
     withdrawn_in = []  # the threads that wrote withdrawals into the project store
     real_withdraw = dock.store.withdraw
@@ -145,17 +151,7 @@ def test_a_large_window_withdrawn_from_the_dock_is_undone_off_the_gui_thread(mak
     and with it closed first; the 10 ms timer never stalls for long. The code before undid it on the GUI thread
     (with the edit window closed 0.21 to 0.23 s at a load of 2, 0.46 to 0.51 s at 4; with it open 0.59 to 0.66 s
     and 1.1 to 1.2 s), which the job's assertions catch whatever the load."""
-    slide, _ = _large_slide(tmp_path, mosaic)
-    store_path = tmp_path / "large.cdma.zarr"
-    viewer = make_napari_viewer()
-    viewer.open(str(slide), plugin=PLUGIN)
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert dock.open_store(tmp_path / "project") is not None
-    panel = dock.slide_panel
-    viewer.camera.center = (SIDE / 2, SIDE / 2)
-    viewer.camera.zoom = min(viewer.canvas.size) / SIDE  # the whole slide on the canvas
-    _predict(qtbot, panel)
-    before = [np.asarray(a[:]).copy() for a in open_store(store_path).glands]
+    viewer, dock, panel, store_path, before = _predicted_large_slide(make_napari_viewer, qtbot, tmp_path, mosaic)
     gui = threading.get_ident()
     loaded_in = []  # the threads that read accepted regions back from the project store (to undo them)
     real_load = dock.store.load_region
