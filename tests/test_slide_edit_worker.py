@@ -65,6 +65,16 @@ def _large_slide(tmp_path, mosaic):
     return slide, glands
 
 
+def _ticking():
+    """A 10 ms QTimer started on the GUI thread: ``(the timer, the list its ticks' times go to, the start time)``."""
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    return timer, ticks, time.perf_counter()
+
+
 def _gui_gaps(qtbot, panel, start):
     """Start a panel job with ``start()`` while a 10 ms QTimer runs on the GUI thread; wait for the job to end.
 
@@ -75,12 +85,8 @@ def _gui_gaps(qtbot, panel, start):
     """
     from qtpy.QtCore import Qt
 
-    ticks, returned = [], []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    t0 = time.perf_counter()
+    returned = []
+    timer, ticks, t0 = _ticking()
     started = start()
     called = time.perf_counter() - t0
     assert started is True, panel.last_message

@@ -10,8 +10,7 @@ import threading
 import time
 
 import numpy as np
-from qtpy.QtCore import QTimer
-from test_slide_edit_worker import SIDE, _large_slide
+from test_slide_edit_worker import SIDE, _large_slide, _ticking
 from test_widget_slide import PLUGIN, WIDGET, _accept, _assert_same_glands, _edit, _predict, _slide_in_dock, _view
 
 from napari_cdma._layers import names_for
@@ -62,12 +61,7 @@ def _longest_stall(qtbot, panel, start, done):
         ``(what start() returned, whether a job was running once it returned, the longest gap between timer
         ticks from the call to ``done()``, both ends included)``.
     """
-    ticks = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    t0 = time.perf_counter()
+    timer, ticks, t0 = _ticking()
     started = start()
     running = panel.running
     qtbot.waitUntil(done, timeout=120_000)
