@@ -596,14 +596,23 @@ class SlidePanel(QWidget):
         box, instances, ds = out["box"], out["instances"], out["downsample"]
         y0, x0, y1, x1 = box
         name = f"{run['layer']} edit window"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        # as an image's prediction: bright outlines, one colour per gland (the colormap given at once: each
-        # change of a 2048 px layer's look redraws all of it on the GUI thread)
-        layer = self.viewer.add_labels(out["labels"], name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
-                                       colormap=gland_colormap(), opacity=1.0,
-                                       metadata={STORE_KEY: run["store"], ROLE_KEY: "slide edit window"})
-        style_prediction(layer)
+        meta = {STORE_KEY: run["store"], ROLE_KEY: "slide edit window"}
+        old = self.viewer.layers[name] if name in self.viewer.layers else None
+        if old is not None and getattr(old, "metadata", {}).get(ROLE_KEY) == meta[ROLE_KEY]:
+            # the window opened again: the same layer shows it (napari collects garbage on the GUI thread
+            # when a layer is removed, about half a second with a slide open)
+            layer = old
+            layer.metadata = meta
+            layer.scale, layer.translate = (ds, ds), (y0 * ds, x0 * ds)
+            layer.data = out["labels"]
+        else:
+            if old is not None:
+                self.viewer.layers.remove(name)
+            # as an image's prediction: bright outlines, one colour per gland (the colormap given at once: each
+            # change of a 2048 px layer's look redraws all of it on the GUI thread)
+            layer = self.viewer.add_labels(out["labels"], name=name, scale=(ds, ds), translate=(y0 * ds, x0 * ds),
+                                           colormap=gland_colormap(), opacity=1.0, metadata=meta)
+            style_prediction(layer)
         layer.selected_label = out["n_glands"] + 1  # a new gland
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer

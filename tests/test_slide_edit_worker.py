@@ -146,6 +146,16 @@ def test_edit_and_accept_window_of_a_large_window_leave_the_gui_thread_free(make
     assert 0 < carved.sum() <= 2 * upper.shape[1] and not stored[carved].any()  # a 1 px cut, nothing else
     assert called < 0.25 * took and gap < 0.5 * took and ticks >= 0.25 * took / 0.010, (called, took, gap, ticks)
 
+    # Edit window again over the same view: the same layer shows the store's glands (no layer removed: napari
+    # collects garbage on the GUI thread when one is)
+    removed = []
+    viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
+    called, took, gap, ticks, total = _gui_gaps(qtbot, panel, panel.edit_window)
+    print(f"edit window again: start {called:.3f} s, worker {took:.2f} s (longest GUI gap {gap * 1000:.0f} ms)")
+    assert removed == [] and viewer.layers[panel.window["name"]] is layer, removed
+    np.testing.assert_array_equal(np.asarray(layer.data) > 0, stored)
+    assert layer.mode == "paint" and layer.selected_label == int(np.asarray(layer.data).max()) + 1
+
 
 def test_a_result_for_a_closed_slide_or_viewer_is_dropped(make_napari_viewer, qtbot, tmp_path, slide_path):
     """The slide layer removed, or the viewer closed, while the edit window is read: no layer appears and
