@@ -188,9 +188,11 @@ def fading_colormap(base: str = "inferno", power: float = 1.0, gain: float = 1.5
     return Colormap(colors, controls=t, name=f"{base}_fading{suffix}", display_name=f"{base} (fading)")
 
 
-# Bright greens and blues: they stand out on pink / purple H&E and, as thin bright lines, differ from
-# the uncertainty's deep green fill and from the cyan review boxes; neighbouring glands cycle through them.
-GLAND_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.75, 1.0), (0.5, 1.0, 0.0), (0.12, 0.56, 1.0))
+# Bright green, azure, orange and white: they stand out on pink / purple H&E and, as thin bright lines,
+# differ from the uncertainty's deep green fill, the cyan review boxes, the yellow selected box and the red
+# accepted frames; neighbouring glands cycle through them. Four far-apart hues: an earlier set of two greens
+# and two close blues gave a split gland's two halves (labels k and a new one) look-alike outlines.
+GLAND_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.55, 1.0), (1.0, 0.6, 0.0), (1.0, 1.0, 1.0))
 
 
 def gland_colormap() -> Any:
