@@ -51,7 +51,8 @@ CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it:
 CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
 # The engine's review boxes never overlap, but they may touch: an outline drawn on a box's edge, half its
 # stroke outside the box, then lies on (or crosses) its neighbour's. Each outline is drawn inside its own
-# box's pixels instead, inset by half the widest stroke (the selected box's), so no two outlines overlap.
+# box's pixels instead, inset by half the widest stroke, so no two outlines overlap. The selected box is the
+# exception: its stroke runs just outside its pixels, so the region Next shows is seen whole, rim included.
 OUTLINE_INSET = CURRENT_TILE_WIDTH / 2.0
 NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region was accepted. Draw a "
                    "rectangle or polygon (Draw) to accept more, or predict again with another model.")
@@ -110,10 +111,25 @@ def outline_box(bbox: BBox, inset: float = OUTLINE_INSET) -> Tuple[float, float,
     return (y0 - 0.5 + dy, x0 - 0.5 + dx, y1 - 0.5 - dy, x1 - 0.5 - dx)
 
 
-def show_review_outlines(viewer: Any, image_name: str, tiles: List[Tuple[float, BBox]]) -> Any:
-    """:func:`~napari_cdma._layers.show_review_tiles` with each box's outline inside its own pixels
-    (:func:`outline_box`): touching boxes' outlines neither overlap nor cross."""
-    return show_review_tiles(viewer, image_name, [(s, outline_box(b)) for s, b in tiles])
+def selected_box(bbox: BBox, width: float = CURRENT_TILE_WIDTH) -> Tuple[float, float, float, float]:
+    """Where to draw the selected box's outline: its whole stroke (``width``) just outside the box's pixels,
+    so the region the pathologist is sent to is seen whole, its rim included."""
+    y0, x0, y1, x1 = (float(v) for v in bbox)
+    d = 0.5 + width / 2.0
+    return (y0 - d, x0 - d, y1 - 1.0 + d, x1 - 1.0 + d)
+
+
+def review_outline_boxes(tiles: List[Tuple[float, BBox]], row: int = -1) -> List[Tuple[float, ...]]:
+    """The drawn boxes of the review outlines: the selected one (``row``) outside its pixels
+    (:func:`selected_box`), the others inside theirs (:func:`outline_box`: touching boxes' outlines neither
+    overlap nor cross)."""
+    return [selected_box(b) if i == row else outline_box(b) for i, (_, b) in enumerate(tiles)]
+
+
+def show_review_outlines(viewer: Any, image_name: str, tiles: List[Tuple[float, BBox]], row: int = -1) -> Any:
+    """:func:`~napari_cdma._layers.show_review_tiles` at :func:`review_outline_boxes`."""
+    return show_review_tiles(viewer, image_name,
+                             [(s, b) for (s, _), b in zip(tiles, review_outline_boxes(tiles, row), strict=True)])
 
 
 def scene_camera(viewer: Any) -> Any:
@@ -295,13 +311,14 @@ class ReviewPanel(QWidget):
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
 
     def _highlight(self, row: int) -> None:
-        """Draw the selected review box thick and yellow, the others thin and cyan (per-shape edges)."""
+        """Draw the selected review box thick and yellow just outside its pixels, the others thin and cyan
+        inside theirs (per-shape edges)."""
         layer = self._tiles_layer()
         if layer is None or len(layer.data) != len(self.tiles) or not len(layer.data):
             return
         drawn = [(*np.min(d, axis=0)[-2:], *np.max(d, axis=0)[-2:]) for d in layer.data]
-        if not np.allclose(drawn, [outline_box(b) for _, b in self.tiles]):
-            layer = show_review_outlines(self.viewer, self.image_name, self.tiles)  # drawn on the boxes' edges
+        if not np.allclose(drawn, review_outline_boxes(self.tiles, row)):  # drawn elsewhere (another selection)
+            layer = show_review_outlines(self.viewer, self.image_name, self.tiles, row)
         layer.edge_color = [CURRENT_TILE_COLOR if i == row else TILE_COLOR for i in range(len(self.tiles))]
         layer.edge_width = [CURRENT_TILE_WIDTH if i == row else TILE_WIDTH for i in range(len(self.tiles))]
 

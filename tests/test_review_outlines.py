@@ -1,5 +1,6 @@
 """The review boxes' outlines on the canvas: the engine's boxes never overlap but may touch, and their drawn
-outlines (each with its stroke width) must neither overlap nor cross, the selected (thicker) one included."""
+outlines (each with its stroke width) must neither overlap nor cross; the selected (thicker) one is drawn just
+outside its box, so the region Next shows is seen whole (issue 8: "outlined outside the region")."""
 from __future__ import annotations
 
 import itertools
@@ -59,10 +60,16 @@ def test_review_outlines_do_not_overlap(make_napari_viewer, monkeypatch, tmp_pat
         layer = viewer.layers[names_for("he")["tiles"]]
         assert len(layer.data) == len(tiles)
         extents = _stroke_extents(layer)
-        assert not _crossing_pairs(extents), (row, _crossing_pairs(extents))
-        for (y0, x0, y1, x1), (a, b, c, d) in zip((t[1] for t in tiles), extents, strict=True):
-            # each outline lies inside its own box's pixels (which span [y0 - 0.5, y1 - 0.5])
-            assert a >= y0 - 0.5 - 1e-6 and b >= x0 - 0.5 - 1e-6 and c <= y1 - 0.5 + 1e-6 and d <= x1 - 0.5 + 1e-6
+        others = [e for i, e in enumerate(extents) if i != row]
+        assert not _crossing_pairs(others), (row, _crossing_pairs(others))
+        for i, ((y0, x0, y1, x1), (a, b, c, d)) in enumerate(zip((t[1] for t in tiles), extents, strict=True)):
+            if i == row:  # the selected outline lies wholly outside its box's pixels: the region is seen whole
+                w = float(np.asarray(layer.edge_width)[i])
+                assert w > 3 and a + w <= y0 - 0.5 + 1e-6 and b + w <= x0 - 0.5 + 1e-6
+                assert c - w >= y1 - 0.5 - 1e-6 and d - w >= x1 - 0.5 - 1e-6
+            else:  # the others inside their own box's pixels (which span [y0 - 0.5, y1 - 0.5])
+                assert a >= y0 - 0.5 - 1e-6 and b >= x0 - 0.5 - 1e-6 and c <= y1 - 0.5 + 1e-6 \
+                    and d <= x1 - 0.5 + 1e-6
     assert sorted(np.asarray(layer.edge_width).tolist()) == [3] * len(tiles)
 
     # an accepted box leaves the list: the outlines redrawn stay apart
