@@ -4,6 +4,7 @@ the new model still agrees with the current one on uncorrected tissue) with "kee
 table shows each image's held-out Dice before / after and the agreement."""
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -315,11 +316,17 @@ class RetrainPanel(QWidget):
         # the rule's own reason, so that a decision resting on one or two regions says so
         reason = (record.metrics or {}).get("decision") or (
             "it is now the current model" if record.promoted else "the current model stays")
-        verdict = f"{'promoted' if record.promoted else 'not promoted'}: {reason}"
+        held_out = held_out_text(ev)
         agreement = "" if ev.agreement is None else \
             f"; agreement on uncorrected tissue {fmt_dice(ev.agreement)} ({ev.agreement_crops} crops)"
+        # the message says the held-out part and the agreement first: the reason does not say them again
+        head = held_out.split(": ")[0] + ": "
+        reason = reason[len(head):] if reason.startswith(head) else reason
+        if agreement:
+            reason = re.sub(r"agreement with the current model [0-9.]+ < ([0-9.]+)", r"agreement below \1", reason)
+        verdict = f"{'promoted' if record.promoted else 'not promoted'}: {reason}"
         # no Dice printed over too little gland: the words say why (the worker's Done.message)
-        self._say(f"{record.version}: {held_out_text(ev)}{agreement}; {verdict}.")
+        self._say(f"{record.version}: {held_out}{agreement}; {verdict}.")
         self._show_images(ev.per_image)
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)

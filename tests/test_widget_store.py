@@ -157,6 +157,7 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     assert (tuple(rumap.contrast_limits), rumap.opacity, rumap.blending, rumap.colormap.name) == unc_style
     text = again.store_label.text()
     assert "v0001" in text and "not kept" in text and "press Predict" not in text, text
+    assert " UTC" in text and "T" not in text.split("v0001", 1)[1].split(" UTC")[0], text  # a readable time
     assert again.states[SAMPLE_NAME].ranked == ranked
 
     # review and Accept on the restored prediction, without predicting again
