@@ -76,6 +76,7 @@ from ._widget_store import (
     open_image_hashes,
     regions_by_image,
     show_stored_prediction,
+    stored_name,
 )
 from ._widget_versions import VersionsPanel, fmt_time
 from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore, RegionRecord, StoreError
@@ -612,11 +613,7 @@ class CdmaWidget(QWidget):
         The store records that name with each region; the image and the layers restored with it
         (accepted boxes, corrections) are renamed from ``shown`` unless the name is taken.
         """
-        wanted = next((r.image_name for r in sorted(store.regions(), key=lambda r: r.region_id, reverse=True)
-                       if r.image_hash == digest and r.image_name), None)
-        if not wanted:  # an image predicted, never corrected: the name it had when predicted
-            record = store.latest_prediction(digest)
-            wanted = record.image_name if record is not None else None
+        wanted = stored_name(store, digest)
         layers = self.viewer.layers
         if not wanted or wanted == shown or wanted in layers or shown not in layers:
             return shown

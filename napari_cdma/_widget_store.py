@@ -100,6 +100,18 @@ def _free_name(viewer: Any, name: str, digest: str) -> str:
     return name if name not in viewer.layers else f"{name} ({digest[:8]})"
 
 
+def stored_name(store: ProjectStore, digest: str, regions: Optional[List[RegionRecord]] = None) -> Optional[str]:
+    """The name a stored image had on screen: when its latest region was accepted, else when it was
+    last predicted; None if the store kept none. ``regions``: the store's regions, if already read."""
+    regions = store.regions() if regions is None else regions
+    wanted = next((r.image_name for r in sorted(regions, key=lambda r: r.region_id, reverse=True)
+                   if r.image_hash == digest and r.image_name), None)
+    if not wanted:  # an image predicted, never corrected: the name it had when predicted
+        record = store.latest_prediction(digest)
+        wanted = record.image_name if record is not None else None
+    return wanted or None
+
+
 class Restore:
     """Reopening a store in three parts, so that no stored pixel is read on the GUI thread.
 
@@ -196,7 +208,10 @@ class Restore:
         show = not any(getattr(ly, "visible", False) and not is_derived(ly) for ly in viewer.layers)
         for digest, image in self._added:
             source = next((r.source_path for r in self._by_image.get(digest, []) if r.source_path), None)
-            name = _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)
+            # the name it had on screen, at once (not the file's stem, renamed when all is shown)
+            wanted = stored_name(self.store, digest, [r for rs in self._by_image.values() for r in rs])
+            name = wanted if wanted and wanted not in viewer.layers else \
+                _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)
             meta = {HASH_KEY: digest, **({"source_path": source} if source else {})}
             viewer.add_image(image, name=name, rgb=True, metadata=meta, visible=show)
             show = False

@@ -1,6 +1,7 @@
 """Reopening a project store in the dock (pathologist walk): a small slide's accepted windows do not
 come back as a hidden copy of the slide, and a restored prediction keeps the gland ids the user saw
-(real napari viewer under Xvfb, GlaS data, stores on disk)."""
+(real napari viewer under Xvfb, GlaS data, stores on disk); the image comes back under the name it had on
+screen, not renamed from its file's name after the layers appeared."""
 from __future__ import annotations
 
 import numpy as np
@@ -109,7 +110,10 @@ def test_reopening_keeps_the_gland_ids_at_an_accepted_region(make_napari_viewer,
     viewer.close()
 
     other = make_napari_viewer()
+    inserted = []  # the names the layers had when they were added (pathologist walk: they were renamed later)
+    other.layers.events.inserted.connect(lambda e: inserted.append(e.value.name))
     _dock(other, tmp_path / "project")
+    assert inserted[0] == SAMPLE_NAME and set(inserted) <= {ly.name for ly in other.layers}, inserted
     restored = np.asarray(other.layers[names_for(SAMPLE_NAME)["prediction"]].data)
     assert np.array_equal(restored > 0, seen > 0)
     assert len(np.unique(restored)) == len(np.unique(seen)), (len(np.unique(restored)), len(np.unique(seen)))
