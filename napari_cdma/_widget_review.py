@@ -271,7 +271,10 @@ class ReviewPanel(QWidget):
             ev.connect(lambda _e=None: (self.labels_choice.reset_choices(), self.shapes_choice.reset_choices()))
 
     def _labels_layers(self, _widget: Any = None) -> List[Any]:
-        return [ly for ly in self.viewer.layers if isinstance(ly, Labels)]
+        """Labels layers whose corrections Accept can store: not a whole slide's (its glands, its edit window:
+        the Whole slide panel accepts those)."""
+        return [ly for ly in self.viewer.layers if isinstance(ly, Labels) and not getattr(ly, "multiscale", False)
+                and not any((ly.metadata or {}).get(k) for k in SLIDE_META_KEYS)]
 
     def _drawn_layers(self, _widget: Any = None) -> List[Any]:
         return [ly for ly in self.viewer.layers if isinstance(ly, Shapes) and not is_derived(ly)]

@@ -583,3 +583,19 @@ def test_painting_after_accept_leaves_what_the_window_compares_with(make_napari_
     assert (np.asarray(layer.data)[0:6, 0:6] == painted).all()
     for k, before in kept.items():
         np.testing.assert_array_equal(np.asarray(panel.window[k]), before, err_msg=k)
+
+
+def test_the_image_corrections_chooser_offers_no_slide_layer(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """With only a slide open, the review panel's Corrections chooser (image regions) offers neither the slide's
+    glands nor its edit window: the Whole slide panel accepts those (pathologist walk)."""
+    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+    layer = _edit(qtbot, panel)
+    assert layer is not None and f"{slide_layer.name} glands" in viewer.layers, panel.last_message
+    choices = dock.review_panel.labels_choice
+    choices.reset_choices()
+    assert list(choices.choices) == [], [c.name for c in choices.choices]
+    own = viewer.add_labels(np.zeros((32, 32), np.int32), name="my corrections")  # an image's labels are offered
+    choices.reset_choices()
+    assert list(choices.choices) == [own]
