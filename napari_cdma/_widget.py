@@ -239,6 +239,9 @@ class CdmaWidget(QWidget):
 
         if Path(self.store_edit.text()).expanduser().is_dir():
             self.open_store(self.store_edit.text(), quiet=True)
+        else:  # said, not left blank (pathologist walk)
+            self.store_label.setText("No project store there yet: the first Predict or Accept creates it "
+                                     "(or choose another folder and press Open).")
 
     # ------------------------------------------------------------------ store
     @property
