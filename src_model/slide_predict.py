@@ -173,10 +173,9 @@ def drop_open_glass(slide: Slide, level: int, y0: int, x0: int, rgb: np.ndarray,
     no gland there, and no uncertainty to draw the eye or the review regions to empty glass (as in a
     glass chunk). Depends on the chunk alone, so both modes and any number of workers agree.
     """
-    from .tissue import open_glass, tissue_mask
+    from .tissue import clear_open_glass, open_glass, tissue_mask
 
-    fine = ~tissue_mask(rgb)
-    if not fine.any():
+    if tissue_mask(rgb).all():
         return glands, uncertainty
     j, f = _coarse_level(slide, level)
     h, w = glands.shape
@@ -190,15 +189,8 @@ def drop_open_glass(slide: Slide, level: int, y0: int, x0: int, rgb: np.ndarray,
     from scipy import ndimage as ndi
 
     coarse = ndi.binary_dilation(coarse, structure=np.ones((3, 3), bool))  # slack for the coarse grid
-    up = np.repeat(np.repeat(coarse, f, axis=0), f, axis=1)
-    oy, ox = y0 - box[0] * f, x0 - box[1] * f
-    up = up[oy:oy + h, ox:ox + w]
-    drop = fine[:up.shape[0], :up.shape[1]] & up
-    if not drop.any():
-        return glands, uncertainty
     glands, uncertainty = glands.copy(), uncertainty.copy()
-    glands[:up.shape[0], :up.shape[1]][drop] = 0
-    uncertainty[:up.shape[0], :up.shape[1]][drop] = 0
+    clear_open_glass(coarse, f, y0 - box[0] * f, rgb, glands, uncertainty, c0=x0 - box[1] * f)
     return glands, uncertainty
 
 

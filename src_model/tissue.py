@@ -104,16 +104,18 @@ def image_open_glass(image: np.ndarray, side: int = GLASS_SIDE) -> Tuple[np.ndar
     return mask, factor
 
 
-def clear_open_glass(glass: np.ndarray, factor: int, r0: int, rgb: np.ndarray, *maps: np.ndarray) -> int:
-    """Set ``maps`` (rows ``r0 ..`` of an image, ``rgb`` those rows; changed in place) to 0 where the pixel
-    is glass (:func:`tissue_mask`) and the coarse mask ``glass`` of :func:`image_open_glass` says open glass;
-    the number of pixels set."""
+def clear_open_glass(glass: np.ndarray, factor: int, r0: int, rgb: np.ndarray, *maps: np.ndarray,
+                     c0: int = 0) -> int:
+    """Set ``maps`` (rows ``r0 ..``, columns ``c0 ..`` of the pixels the coarse mask ``glass`` covers, ``factor``
+    pixels a coarse pixel; ``rgb`` those pixels; changed in place) to 0 where the pixel is glass
+    (:func:`tissue_mask`) and ``glass`` (:func:`image_open_glass`, or a slide's) says open glass; the number
+    of pixels set."""
     n, w = rgb.shape[:2]
     ys = np.minimum(np.arange(r0, r0 + n) // factor, glass.shape[0] - 1)
     band = glass[ys[0]:ys[-1] + 1] if n else glass[:0]
     if not band.any():
         return 0
-    xs = np.minimum(np.arange(w) // factor, glass.shape[1] - 1)
+    xs = np.minimum(np.arange(c0, c0 + w) // factor, glass.shape[1] - 1)
     drop = band[(ys - ys[0])[:, None], xs[None, :]] & ~tissue_mask(rgb)
     for m in maps:
         m[drop] = 0
