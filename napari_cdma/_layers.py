@@ -6,7 +6,7 @@ updated in place on later runs, so re-running Predict never duplicates them.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -286,15 +286,43 @@ def prediction_layers(viewer: Any) -> List[Tuple[Any, bool]]:
     return out
 
 
+def prediction_image_layers(umap: np.ndarray, display_range: Tuple[float, float], prediction: Any = None,
+                            image: Optional[np.ndarray] = None, entropy: bool = False, branches: bool = False
+                            ) -> List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]]:
+    """The image layers of a prediction, as the dock shows them: ``(role, data (computed when called), layer
+    properties)`` for the uncertainty map ``umap`` over ``display_range`` (see :data:`UNCERTAINTY_CMAP` for the
+    colours) and, of ``prediction``, the raw branch disagreement (hidden: the uncertainty layer is the one to
+    read), drawn the same way over its own robust range over ``image``'s tissue (its values rarely exceed
+    0.08, so a fixed 0..1 range would leave it invisible), the entropy map (``entropy``) and each branch's
+    foreground probability (``branches``)."""
+    lo, hi = (float(v) for v in display_range)
+    tint = dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, blending="translucent", gamma=1.0)
+    out: List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]] = [
+        ("uncertainty", lambda: np.asarray(umap, dtype=np.float32), dict(tint, contrast_limits=(lo, hi), visible=True))]
+    if prediction is None:
+        return out
+    disagreement = np.asarray(prediction.disagreement, dtype=np.float32)
+    out.append(("disagreement", lambda: disagreement,
+                dict(tint, contrast_limits=robust_range(disagreement, image), visible=False)))
+    heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
+    if entropy and getattr(prediction, "entropy", None) is not None:
+        out.append(("entropy", lambda: np.asarray(prediction.entropy, np.float32),
+                    dict(heat, colormap="magma", visible=True)))
+    probs = getattr(prediction, "branch_probs", None)
+    if branches and probs is not None:
+        for k in range(3):
+            out.append((f"branch{k + 1}", lambda k=k: np.asarray(probs[k][1:].sum(axis=0), dtype=np.float32),
+                        dict(heat, colormap="viridis", visible=False)))
+    return out
+
+
 def show_uncertainty(viewer: Any, image_name: str, umap: np.ndarray, display_range: Tuple[float, float],
                      visible: bool = True) -> Any:
     """Add or update the image's uncertainty layer: ``umap`` (H, W) as float32 over ``display_range``
-    (see :data:`UNCERTAINTY_CMAP` for the colours); the layer."""
-    lo, hi = (float(v) for v in display_range)
-    return upsert_layer(viewer, names_for(image_name)["uncertainty"], np.asarray(umap, dtype=np.float32), "image",
-                        colormap=uncertainty_colormap(), contrast_limits=(lo, hi), opacity=UNCERTAINTY_OPACITY,
-                        blending="translucent", gamma=1.0, visible=visible,
-                        metadata=_role("uncertainty", image_name))
+    (:func:`prediction_image_layers`); the layer."""
+    (_, data, props), = prediction_image_layers(umap, display_range)
+    return upsert_layer(viewer, names_for(image_name)["uncertainty"], data(), "image",
+                        metadata=_role("uncertainty", image_name), **{**props, "visible": visible})
 
 
 def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances: Optional[np.ndarray] = None,
@@ -327,31 +355,12 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
     if uncertainty is None:
         uncertainty = getattr(prediction, "uncertainty", None)
     umap = disagreement if uncertainty is None else np.asarray(uncertainty, dtype=np.float32)
-    lo, hi = display_range or (0.0, 1.0)
     # The uncertainty map's useful values span a small part of [0, 1], so its contrast comes from its
-    # own robust range over tissue (``display_range``); see UNCERTAINTY_CMAP for the colours.
-    out["uncertainty"] = show_uncertainty(viewer, image_name, umap, (lo, hi))
-    # The raw branch disagreement keeps its own layer (hidden: the uncertainty layer above is the one
-    # to read), drawn the same way over its own robust range: its values rarely exceed 0.08, so a
-    # fixed 0..1 range would leave it invisible.
+    # own robust range over tissue (``display_range``).
     image = viewer.layers[image_name].data if image_name in viewer.layers else None
-    out["disagreement"] = upsert_layer(viewer, names["disagreement"], disagreement, "image",
-                                       colormap=uncertainty_colormap(),
-                                       contrast_limits=robust_range(disagreement, image),
-                                       opacity=UNCERTAINTY_OPACITY, blending="translucent", gamma=1.0,
-                                       visible=False, metadata=_role("disagreement", image_name))
-    heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
-    if entropy and getattr(prediction, "entropy", None) is not None:
-        out["entropy"] = upsert_layer(viewer, names["entropy"], np.asarray(prediction.entropy, np.float32),
-                                      "image", colormap="magma", visible=True,
-                                      metadata=_role("entropy", image_name), **heat)
-    branch_probs = getattr(prediction, "branch_probs", None)
-    if branches and branch_probs is not None:
-        for k in range(3):
-            fg = np.asarray(branch_probs[k][1:].sum(axis=0), dtype=np.float32)
-            out[f"branch{k + 1}"] = upsert_layer(viewer, names[f"branch{k + 1}"], fg, "image",
-                                                 colormap="viridis", visible=False,
-                                                 metadata=_role(f"branch{k + 1}", image_name), **heat)
+    for role, data, props in prediction_image_layers(umap, display_range or (0.0, 1.0), prediction, image,
+                                                     entropy=entropy, branches=branches):
+        out[role] = upsert_layer(viewer, names[role], data(), "image", metadata=_role(role, image_name), **props)
     labels = np.array(prediction.labels if instances is None else instances, dtype=np.int32, copy=True)
     target = labels_name or names["prediction"]
     layer = upsert_layer(viewer, target, labels, "labels", metadata=_role("prediction", image_name))

@@ -452,35 +452,6 @@ def pyramid(data: np.ndarray, smallest: int = 512) -> List[np.ndarray]:
     return levels
 
 
-def whole_layers(whole: Dict[str, Any]) -> List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]]:
-    """A small image's image layers, as :func:`~napari_cdma._layers.show_prediction` shows them: (role, data
-    (computed when called), layer properties) for its uncertainty map, the raw branch disagreement (hidden),
-    the entropy map (``whole["entropy"]``) and each branch's foreground probability (``whole["branches"]``)."""
-    from ._layers import robust_range
-
-    prediction = whole.get("prediction")
-    lo, hi = (float(v) for v in whole["display_range"])
-    tint = dict(colormap=uncertainty_colormap(), opacity=UNCERTAINTY_OPACITY, blending="translucent", gamma=1.0)
-    out: List[Tuple[str, Callable[[], np.ndarray], Dict[str, Any]]] = [
-        ("uncertainty", lambda: np.asarray(whole["uncertainty"], dtype=np.float32),
-         dict(tint, contrast_limits=(lo, hi), visible=True))]
-    if prediction is None:
-        return out
-    disagreement = np.asarray(prediction.disagreement, dtype=np.float32)
-    out.append(("disagreement", lambda: disagreement,
-                dict(tint, contrast_limits=robust_range(disagreement, whole.get("image")), visible=False)))
-    heat = dict(contrast_limits=(0.0, 1.0), opacity=0.5, blending="translucent", gamma=0.5)
-    if whole.get("entropy") and getattr(prediction, "entropy", None) is not None:
-        out.append(("entropy", lambda: np.asarray(prediction.entropy, np.float32),
-                    dict(heat, colormap="magma", visible=True)))
-    probs = getattr(prediction, "branch_probs", None)
-    if whole.get("branches") and probs is not None:
-        for k in range(3):
-            out.append((f"branch{k + 1}", lambda k=k: np.asarray(probs[k][1:].sum(axis=0), dtype=np.float32),
-                        dict(heat, colormap="viridis", visible=False)))
-    return out
-
-
 class LiveLayers:
     """The labels and uncertainty layers a large image's prediction fills while it runs (GUI
     thread); or, with ``whole`` (a small image's finished prediction: ``labels``, ``uncertainty``,
@@ -609,17 +580,21 @@ class LiveLayers:
 
     def _build_whole(self, names: Dict[str, str]) -> Generator[None, None, None]:
         """A small image's layers from its finished prediction (:attr:`whole`), one step per event-loop turn as
-        :meth:`_build` adds a large image's: each image layer (:func:`whole_layers`) is made and added hidden,
-        then shown, or, when the image already has a layer of that name and kind (an earlier prediction's),
-        updated in place in one step; the labels layer is added the same way when the image has no prediction
-        layer yet, else written at the hand-over (:meth:`adopt`: the dock chooses the layer it goes to); then
-        the review-region layers as for a large image."""
+        :meth:`_build` adds a large image's: each image layer
+        (:func:`~napari_cdma._layers.prediction_image_layers`) is made and added hidden, then shown, or, when the
+        image already has a layer of that name and kind (an earlier prediction's), updated in place in one step;
+        the labels layer is added the same way when the image has no prediction layer yet, else written at the
+        hand-over (:meth:`adopt`: the dock chooses the layer it goes to); then the review-region layers as for
+        a large image."""
         from napari.layers import Image
 
-        from ._layers import _role, upsert_layer
+        from ._layers import _role, prediction_image_layers, upsert_layer
 
         warm = warm_up()
-        for role, data, props in whole_layers(self.whole):
+        whole = self.whole
+        for role, data, props in prediction_image_layers(
+                whole["uncertainty"], whole["display_range"], whole.get("prediction"), whole.get("image"),
+                entropy=bool(whole.get("entropy")), branches=bool(whole.get("branches"))):
             final = names[role]
             existing = self.viewer.layers[final] if final in self.viewer.layers else None
             if isinstance(existing, Image) and not existing.multiscale and not existing.rgb:
@@ -845,4 +820,4 @@ def pieces(event: Any) -> List[Any]:
 __all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
            "black_padding", "clear_padding", "labels_dtype", "pieces", "predict_job", "pyramid",
            "quiet_insert", "hold_switch", "release_switch", "review_outputs", "streams", "warm_engine", "warm_up",
-           "warmed", "whole_layers"]
+           "warmed"]
