@@ -336,7 +336,7 @@ class CdmaWidget(QWidget):
         restored = without = 0
         if exc is None:
             restored, without = self._restored_layers(store, job.known, job.names)
-            self._sync_from_store()
+            self._sync_from_store(layers=False)  # the restore drew the boxes and corrections: not read again
         else:
             self.store_label.setText(f"Could not show the stored images: {exc}")
         if restored:
@@ -631,12 +631,14 @@ class CdmaWidget(QWidget):
         layers[shown].name = wanted
         return wanted
 
-    def _sync_from_store(self, select_current: bool = False) -> None:
+    def _sync_from_store(self, select_current: bool = False, layers: bool = True) -> None:
         """Refresh everything shown from the store: models, regions, versions, summary, boxes.
 
         Args:
             select_current: select the store's current model in the Predict chooser (on open and
                 when it changed); otherwise the user's choice (e.g. a version being tried) stays.
+            layers: also redraw each image's accepted boxes and corrections from the store (False when
+                they were just drawn from it: the end of a reopen, :class:`Restore`).
         """
         store = self._store
         if store is None:
@@ -666,6 +668,8 @@ class CdmaWidget(QWidget):
                         + ". Edits not accepted are not kept in the store unless you press 'Keep unaccepted "
                         "edits'; accept them to train on them.")
         self.store_label.setText(summary)
+        if not layers:
+            return
         for digest, name in self.image_names.items():
             boxes = [r.bbox for r in by_image.get(digest, [])]
             if name in self.viewer.layers and (boxes or names_for(name)["accepted"] in self.viewer.layers):
