@@ -10,7 +10,7 @@ import numpy as np
 from _slides import write_pyramidal_tiff
 from qtpy.QtCore import QTimer
 from scipy import ndimage as ndi
-from test_widget_slide import PLUGIN, WIDGET, _accept, _edit, _predict, _slide_in_dock, _view
+from test_widget_slide import PLUGIN, WIDGET, _accept, _edit, _predict, _predicted_in_dock
 
 from napari_cdma.project.store import ProjectStore
 from src_model.slide_store import open_store
@@ -160,9 +160,7 @@ def test_edit_and_accept_window_of_a_large_window_leave_the_gui_thread_free(make
 def test_a_result_for_a_closed_slide_or_viewer_is_dropped(make_napari_viewer, qtbot, tmp_path, slide_path):
     """The slide layer removed, or the viewer closed, while the edit window is read: no layer appears and
     nothing raises; an Accept window under way when the viewer closes still completes in the stores."""
-    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
 
     # 1. the slide closed while its window is read: the result is dropped, the panel says so
     assert panel.edit_window() is True, panel.last_message
@@ -197,9 +195,7 @@ def test_a_result_for_a_closed_slide_or_viewer_is_dropped(make_napari_viewer, qt
 
 
 def test_closing_the_viewer_while_the_edit_window_is_read(make_napari_viewer, qtbot, tmp_path, slide_path):
-    viewer, _, _, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
+    viewer, _, _, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
     assert panel.edit_window() is True, panel.last_message
     ended = []
     panel.worker.finished.connect(lambda: ended.append(True))
@@ -213,10 +209,8 @@ def test_a_window_withdrawn_while_an_edit_window_is_read_is_undone(make_napari_v
     """The dock withdraws an accepted window while the panel's worker reads an edit window: the slide's labels
     are restored by the time the job ends (by the worker, or by the panel once it ends), and an edit window
     left open shows what the store holds."""
-    viewer, _, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    viewer, _, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
     store_path = tmp_path / "case.cdma.zarr"
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
     predicted = np.asarray(open_store(store_path).glands[0][:]).copy()
     layer = _edit(qtbot, panel)
     assert layer is not None, panel.last_message

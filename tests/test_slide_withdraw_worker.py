@@ -11,7 +11,15 @@ import time
 
 import numpy as np
 from test_slide_edit_worker import SIDE, _large_slide, _ticking
-from test_widget_slide import PLUGIN, WIDGET, _accept, _assert_same_glands, _edit, _predict, _slide_in_dock, _view
+from test_widget_slide import (
+    PLUGIN,
+    WIDGET,
+    _accept,
+    _assert_same_glands,
+    _edit,
+    _predict,
+    _predicted_in_dock,
+)
 
 from napari_cdma._layers import names_for
 from napari_cdma._slide_view import _keep_labels, window_instances
@@ -186,10 +194,8 @@ def test_a_large_window_withdrawn_from_the_dock_is_undone_off_the_gui_thread(mak
 
 def test_withdraw_window_is_one_job_at_a_time_and_its_result_is_dropped_once_the_slide_is_closed(
         make_napari_viewer, qtbot, tmp_path, slide_path):
-    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
     store_path = tmp_path / "case.cdma.zarr"
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
     predicted = np.asarray(open_store(store_path).glands[0][:]).copy()
     first = _accepted_window(qtbot, panel)
 

@@ -467,6 +467,15 @@ def test_a_store_of_cdma_predict_slide_opened_as_the_slide_is_used_as_the_cache(
                                   np.asarray(open_store(store_path).glands[0][:256, :512]))
 
 
+def _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """:func:`_slide_in_dock` with the view over (200, 260), 240 px, predicted; ``(viewer, slide layer, dock,
+    slide panel)``."""
+    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    _view(viewer, (200.0, 260.0), 240)
+    _predict(qtbot, panel)
+    return viewer, slide_layer, dock, panel
+
+
 def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_viewer, qtbot, tmp_path, slide_path):
     """Accept an edited window, withdraw it (from the panel's list, then from the dock's region list): the store's
     labels and pyramid are what they were before, the live layer shows them, and Export writes them."""
@@ -474,10 +483,8 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
 
     from src_model.export import rasterize
 
-    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
     store_path = tmp_path / "case.cdma.zarr"
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
     predicted = _labels(open_store(store_path))
 
     def accept_an_edit():
@@ -564,9 +571,7 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
 def test_painting_after_accept_leaves_what_the_window_compares_with(make_napari_viewer, qtbot, tmp_path, slide_path):
     """After Accept window the window stays editable; painting it again must not change the labels the next
     Accept compares with (the window as accepted), or that Accept could not tell what was painted."""
-    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
     layer = _edit(qtbot, panel)
     assert layer is not None, panel.last_message
     edited = np.array(layer.data)
@@ -588,9 +593,7 @@ def test_painting_after_accept_leaves_what_the_window_compares_with(make_napari_
 def test_the_image_corrections_chooser_offers_no_slide_layer(make_napari_viewer, qtbot, tmp_path, slide_path):
     """With only a slide open, the review panel's Corrections chooser (image regions) offers neither the slide's
     glands nor its edit window: the Whole slide panel accepts those (pathologist walk)."""
-    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
     layer = _edit(qtbot, panel)
     assert layer is not None and f"{slide_layer.name} glands" in viewer.layers, panel.last_message
     choices = dock.review_panel.labels_choice
