@@ -7,7 +7,8 @@ Pixels of black frame padding (:func:`black_padding`) are never gland: their cla
 background before anything is computed from them (:func:`clear_padding`). Nor is open glass (empty
 glass around the tissue, not a lumen: :func:`src_model.tissue.image_open_glass`, found once on a coarse
 copy of the image before the first tile), where gland labels and uncertainty are set to 0 as each band
-of rows finishes, as ``cdma predict-slide`` does on a slide's glass.
+of rows finishes, as ``cdma predict-slide`` does on a slide's glass; a whole image's other maps too (the
+hidden disagreement, entropy and branch layers: :func:`glass_maps`).
 
 * Images up to :data:`WHOLE_IMAGE_PIXELS` are collected whole, and everything the dock shows
   after a prediction (gland instances, review regions, gland table, display range) is computed
@@ -136,6 +137,17 @@ def streams(shape: Tuple[int, ...], limit: Optional[int] = None) -> bool:
     """True when an image of this shape is predicted into live layers (more than ``limit`` pixels,
     default :data:`WHOLE_IMAGE_PIXELS`)."""
     return int(shape[0]) * int(shape[1]) > (WHOLE_IMAGE_PIXELS if limit is None else int(limit))
+
+
+def glass_maps(prediction: Any) -> List[np.ndarray]:
+    """Every per-pixel map of a whole prediction that the dock can show, set to 0 on open glass: the gland
+    labels, the uncertainty, the hidden branch disagreement, the entropy and vote maps, and the gland
+    probability of the mean and of each branch (views of their gland classes)."""
+    maps = [prediction.labels, prediction.uncertainty, prediction.disagreement, prediction.entropy, prediction.vote]
+    maps += list(prediction.probability[1:])
+    if getattr(prediction, "branch_probs", None) is not None:
+        maps += [p for branch in prediction.branch_probs for p in branch[1:]]
+    return [m for m in maps if m is not None]
 
 
 def predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[np.ndarray] = None,
@@ -270,7 +282,7 @@ def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[n
     if collector is not None:
         yield Stage("glands", step, total)
         prediction = collector.prediction()
-        clear_open_glass(glass, factor, 0, image, prediction.labels, prediction.uncertainty)
+        clear_open_glass(glass, factor, 0, image, *glass_maps(prediction))
         prediction.labels = clear_padding(np.array(prediction.labels, copy=True), image)
         extra = review_outputs(prediction, image)
         step += 1

@@ -55,6 +55,13 @@ def _predict(qtbot, viewer, widget, image, stream, monkeypatch, rule=True):
     return np.array(viewer.layers[names["prediction"]].data), np.asarray(unc, np.float32), boxes, threads
 
 
+def _other_maps(viewer):
+    """The image's other map layers (disagreement, entropy, branches) that the dock shows, role -> data."""
+    names = names_for(NAME)
+    return {role: np.asarray(viewer.layers[names[role]].data, np.float32)
+            for role in ("disagreement", "entropy", "branch1", "branch2", "branch3") if names[role] in viewer.layers}
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_no_gland_uncertainty_or_review_region_on_the_glass_around_a_field(dock, qtbot, glas_dir, monkeypatch,
                                                                          stream):
@@ -67,13 +74,24 @@ def test_no_gland_uncertainty_or_review_region_on_the_glass_around_a_field(dock,
     inside = np.zeros(canvas.shape[:2], bool)
     inside[y:y + h, x:x + w] = True
 
+    if not stream:  # the optional maps too (a streamed image shows none of them)
+        widget.predict_panel.entropy_check.setChecked(True)
+        widget.predict_panel.branches_check.setChecked(True)
     labels, unc, _, _ = _predict(qtbot, viewer, widget, canvas, stream, monkeypatch, rule=False)
     # what the rule is for: without it the model finds gland on the glass, and uncertainty all over it
     assert (labels[~inside] > 0).sum() > 100 and (unc[~inside] > 0).mean() > 0.9
     off = labels > 0
+    others = _other_maps(viewer)
+    assert sorted(others) == ([] if stream else ["branch1", "branch2", "branch3", "disagreement", "entropy"])
+    assert all((m[~inside] > 0).mean() > 0.5 for m in others.values())
 
     labels, unc, boxes, threads = _predict(qtbot, viewer, widget, canvas, stream, monkeypatch)
     assert not labels[~inside].any() and not unc[~inside].any()
+    # nor in the hidden disagreement layer, the entropy or a branch's gland probability, only off the glass
+    glass_px = ~inside & ~tissue_mask(canvas)
+    for role, m in _other_maps(viewer).items():
+        assert not m[glass_px].any(), role
+        assert (m[inside] > 0).mean() > 0.5, role
     assert threads and threading.main_thread() not in threads  # in the worker, never on the GUI thread
     assert boxes and all(inside[y0:y1, x0:x1].any() for y0, x0, y1, x1 in boxes)  # every review region on the field
     on = labels > 0
