@@ -6,6 +6,7 @@ updated in place on later runs, so re-running Predict never duplicates them.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -317,12 +318,19 @@ def prediction_image_layers(umap: np.ndarray, display_range: Tuple[float, float]
 
 
 def show_uncertainty(viewer: Any, image_name: str, umap: np.ndarray, display_range: Tuple[float, float],
-                     visible: bool = True) -> Any:
+                     visible: bool = True, disagreement: Optional[np.ndarray] = None,
+                     image: Optional[np.ndarray] = None) -> Any:
     """Add or update the image's uncertainty layer: ``umap`` (H, W) as float32 over ``display_range``
-    (:func:`prediction_image_layers`); the layer."""
-    (_, data, props), = prediction_image_layers(umap, display_range)
-    return upsert_layer(viewer, names_for(image_name)["uncertainty"], data(), "image",
-                        metadata=_role("uncertainty", image_name), **{**props, "visible": visible})
+    (:func:`prediction_image_layers`), and its hidden branch-disagreement layer when ``disagreement``
+    (H, W) is given (contrast from its robust range over ``image``'s tissue); the uncertainty layer."""
+    names = names_for(image_name)
+    kept = None if disagreement is None else SimpleNamespace(disagreement=disagreement)
+    out = None
+    for role, data, props in prediction_image_layers(umap, display_range, kept, image):
+        layer = upsert_layer(viewer, names[role], data(), "image", metadata=_role(role, image_name),
+                             **{**props, "visible": visible and props["visible"]})
+        out = layer if role == "uncertainty" else out
+    return out
 
 
 def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances: Optional[np.ndarray] = None,

@@ -390,6 +390,7 @@ class CdmaWidget(QWidget):
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         source = source_path(layer) if layer is not None else None
         ranked, display_range, label = list(result.ranked), tuple(result.display_range), result.model_label
+        jsd = getattr(result.prediction, "disagreement", None)  # a streamed image has none
         global _last_saver
         previous = _last_saver
 
@@ -402,7 +403,8 @@ class CdmaWidget(QWidget):
                 store.save_prediction(digest, labels, uncertainty, model_version=version,
                                       model_sha256=store.model_checksum(version) if version else "",
                                       model_label=label, image_name=name, source_path=source,
-                                      ranked=ranked, display_range=display_range, pasted=pasted)
+                                      ranked=ranked, display_range=display_range, pasted=pasted,
+                                      disagreement=jsd)
             except Exception as exc:  # a full disk, a read-only store: the prediction stays on screen
                 message = str(exc)
                 logger.warning("could not keep the prediction of %s in the store: %s", name, exc)
@@ -461,7 +463,8 @@ class CdmaWidget(QWidget):
                                       model_version=record.model_version, model_sha256=record.model_sha256,
                                       model_label=record.model_label, image_name=name,
                                       source_path=record.source_path, ranked=record.ranked,
-                                      display_range=record.display_range, pasted=record.pasted, edited=data)
+                                      display_range=record.display_range, pasted=record.pasted, edited=data,
+                                      disagreement=store.load_prediction_disagreement(state.image_hash))
             except Exception as exc:
                 problems.append(f"'{name}': {exc}")
                 continue
@@ -520,7 +523,11 @@ class CdmaWidget(QWidget):
             labels = labels.astype(np.int32)
             accepted = self._accepted_regions(digest) if record.pasted else []
             corrections = [(bbox, corrected) for bbox, corrected, _ in accepted]
-            edited, kept = None, ""
+            edited, kept, jsd = None, "", None
+            try:
+                jsd = store.load_prediction_disagreement(digest)
+            except StoreError as exc:  # the prediction is still shown, without its disagreement layer
+                logger.warning("not restoring the disagreement of %s: %s", name, exc)
             if record.edited:
                 try:
                     edited = store.load_prediction_edits(digest)
@@ -531,7 +538,8 @@ class CdmaWidget(QWidget):
             n_pasted = self._paste_restored(on_screen, labels, accepted)
             visible = bool(image_layer.visible)
             made = show_stored_prediction(self.viewer, name, on_screen, uncertainty, record.display_range,
-                                          fill=self.display_panel.fill_check.isChecked(), visible=visible)
+                                          fill=self.display_panel.fill_check.isChecked(), visible=visible,
+                                          disagreement=jsd, image=image)
             main = made["prediction"].name
             pasted = self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else []
             self.states[name] = ImageState(image=image, original_labels=labels,

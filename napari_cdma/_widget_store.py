@@ -267,13 +267,15 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
 
 
 def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, uncertainty: np.ndarray,
-                           display_range: Tuple[float, float], fill: bool = False, visible: bool = True
+                           display_range: Tuple[float, float], fill: bool = False, visible: bool = True,
+                           disagreement: Optional[np.ndarray] = None, image: Optional[np.ndarray] = None
                            ) -> Dict[str, Any]:
-    """Show a prediction the store kept as the image's prediction and uncertainty layers.
+    """Show a prediction the store kept as the image's prediction and uncertainty layers, and its hidden
+    disagreement layer when the store kept the disagreement.
 
     Same names, colormaps, contrast limits, opacity and outline style as a fresh Predict
-    (:func:`~napari_cdma._layers.show_prediction`); the disagreement, entropy and branch layers are
-    not kept by the store and are not shown.
+    (:func:`~napari_cdma._layers.show_prediction`); the optional entropy and branch layers are not kept
+    by the store and are not shown.
 
     Args:
         viewer: napari viewer (model).
@@ -283,12 +285,15 @@ def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, unc
         display_range: its contrast limits.
         fill: draw the glands filled rather than as outlines.
         visible: show the layers (those of a restored hidden image stay hidden).
+        disagreement: the branches' disagreement (H, W), shown as the hidden disagreement layer; None: none.
+        image: the image (H, W, 3), whose tissue sets the disagreement layer's contrast.
 
     Returns:
         ``{"prediction": labels layer, "uncertainty": uncertainty layer}``.
     """
     names = names_for(image_name)
-    unc = show_uncertainty(viewer, image_name, uncertainty, display_range, visible=visible)
+    unc = show_uncertainty(viewer, image_name, uncertainty, display_range, visible=visible,
+                           disagreement=disagreement, image=image)
     # added hidden and styled, then shown: napari draws (and outlines) a visible labels layer at each change
     layer = upsert_layer(viewer, names["prediction"], np.array(labels, dtype=np.int32, copy=True), "labels",
                          visible=False, metadata={ROLE_KEY: "prediction", IMAGE_KEY: image_name})

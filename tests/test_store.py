@@ -681,6 +681,21 @@ def test_latest_prediction_is_kept_replaced_verified_and_repaired(tmp_path, glas
     assert rec4.edited and not rec3.edited
     np.testing.assert_array_equal(ProjectStore.open(root).load_prediction_edits(digest), edited)
 
+    # the branches' disagreement, kept with it when given (float16), verified like the rest
+    assert again.load_prediction_disagreement(digest) is None and not rec4.disagreement
+    jsd = unc * 0.5
+    rec5 = again.save_prediction(digest, mask, unc, model_version="v0001", disagreement=jsd)
+    assert rec5.disagreement and ProjectStore.open(root).latest_prediction(digest).disagreement
+    kept = ProjectStore.open(root).load_prediction_disagreement(digest)
+    assert kept.dtype == np.float16
+    np.testing.assert_allclose(kept, jsd, atol=1e-4)
+    chunk = next(p for p in (root / rec5.path / "disagreement").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:-1] + bytes([chunk.read_bytes()[-1] ^ 1]))
+    with pytest.raises(StoreError, match="branch disagreement of image"):
+        again.load_prediction_disagreement(digest)
+    with pytest.raises(ValueError, match="disagreement has shape"):
+        again.save_prediction(digest, mask, unc, model_version=BUNDLED, disagreement=jsd[1:])
+
     # refused: a bad hash, mismatched shapes, an image larger than the store keeps whole
     with pytest.raises(ValueError, match="64 hex"):
         again.save_prediction("nothex", mask, unc, model_version=BUNDLED)

@@ -130,6 +130,9 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     before = {n: (np.array(viewer.layers[names_for(n)["prediction"]].data),
                   np.array(viewer.layers[names_for(n)["uncertainty"]].data),
                   np.array(widget.states[n].original_labels)) for n in (SAMPLE_NAME, "second")}
+    jsd = viewer.layers[names["disagreement"]]
+    jsd_before = (np.array(jsd.data), tuple(jsd.contrast_limits), jsd.visible)
+    assert not jsd_before[2] and jsd_before[0].max() > 0
     style = {k: getattr(labels, k) for k in ("contour", "opacity", "blending")}
     umap = viewer.layers[names["uncertainty"]]
     unc_style = (tuple(umap.contrast_limits), umap.opacity, umap.blending, umap.colormap.name)
@@ -155,6 +158,11 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     assert {k: getattr(restored, k) for k in style} == style
     rumap = other.layers[names["uncertainty"]]
     assert (tuple(rumap.contrast_limits), rumap.opacity, rumap.blending, rumap.colormap.name) == unc_style
+    # the branch disagreement comes back too, hidden, at the same contrast (kept as float16)
+    rjsd = other.layers[names["disagreement"]]
+    np.testing.assert_allclose(rjsd.data, jsd_before[0], atol=1e-3)
+    np.testing.assert_allclose(rjsd.contrast_limits, jsd_before[1], rtol=0.02)
+    assert not rjsd.visible and names_for("second")["disagreement"] in other.layers
     text = again.store_label.text()
     assert "v0001" in text and "not kept" in text and "press Predict" not in text, text
     assert " UTC" in text and "T" not in text.split("v0001", 1)[1].split(" UTC")[0], text  # a readable time
@@ -217,6 +225,7 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     other = make_napari_viewer()
     again = open_dock(other, path)
     np.testing.assert_array_equal(other.layers[name].data, edited)
+    assert names_for(SAMPLE_NAME)["disagreement"] in other.layers  # keeping the edits kept the disagreement
     assert "kept edits" in again.store_label.text()
     assert again.states[SAMPLE_NAME].unsaved(name, np.asarray(other.layers[name].data)) == 400
     _wait_predicted(qtbot, again, SAMPLE_NAME)

@@ -9,7 +9,8 @@ Layout of a store directory (a zarr v3 hierarchy plus a JSON index)::
       images/<key>               source images kept as unlabelled tissue for retraining
       models/v0001.pt            model checkpoints (models/v0001.json: their record, for repair)
       predictions/<hash>_p0001/  the latest prediction of each image: arrays labels, uncertainty
-                                 (and edited: the prediction layer with edits not accepted, when kept)
+                                 (and edited: the prediction layer with edits not accepted, when kept;
+                                 disagreement: the branches' disagreement, float16, when the dock has it)
       .staging/                  temporary names; renamed into place when complete
       intent.json                only while a write is in progress (see below)
       quarantine/                data that recovery could neither finish nor adopt, kept for a human
@@ -40,7 +41,8 @@ Latest predictions: each image keeps at most one prediction (the model's gland l
 gland, and its uncertainty map as float16, with the model version, the model file's checksum, the
 time, the review regions and the display range), so that a reopened store shows it without
 predicting again; optionally with the prediction layer as the user edited it (``edited``: edits not
-accepted, kept on request, never used for training). It is a cache of model output, not a
+accepted, kept on request, never used for training) and the branches' disagreement map
+(``disagreement``, float16: the dock's hidden disagreement layer). It is a cache of model output, not a
 correction: saving a new one replaces the old (a new ``_p<number>`` folder, committed like any
 write, then the old folder is removed), it never touches accepted regions, and a prediction folder
 the index does not name is simply removed by recovery. The index key ``predictions`` is optional
@@ -182,6 +184,7 @@ class PredictionRecord:
         display_range: contrast limits of the uncertainty map.
         pasted: whether the prediction layer showed the store's accepted corrections over it.
         edited: whether the prediction layer as edited (edits not accepted) is kept with it.
+        disagreement: whether the branches' disagreement map is kept with it.
     """
 
     image_hash: str
@@ -198,6 +201,7 @@ class PredictionRecord:
     display_range: Tuple[float, float] = (0.0, 1.0)
     pasted: bool = True
     edited: bool = False
+    disagreement: bool = False
 
 
 @dataclass(frozen=True)
@@ -1232,7 +1236,7 @@ class ProjectStore:
                         source_path: Optional[PathLike] = None,
                         ranked: Sequence[Tuple[float, Sequence[int]]] = (),
                         display_range: Sequence[float] = (0.0, 1.0), pasted: bool = True,
-                        edited: Any = None) -> PredictionRecord:
+                        edited: Any = None, disagreement: Any = None) -> PredictionRecord:
         """Keep ``labels`` and ``uncertainty`` as the latest prediction of an image, replacing the previous one.
 
         Args:
@@ -1248,6 +1252,8 @@ class ProjectStore:
             pasted: whether its layer showed the store's accepted corrections.
             edited: the prediction layer as the user edited it (H, W), kept with the prediction
                 (edits not accepted: shown again on reopen, never used for training); None: none.
+            disagreement: the branches' disagreement map (H, W), kept as float16 (shown again on reopen as
+                the hidden disagreement layer); None: not kept.
 
         Returns:
             The record of the saved prediction.
@@ -1273,6 +1279,12 @@ class ProjectStore:
         arrays = {"labels": (labels_arr, labels_dtype), "uncertainty": (unc, unc.dtype)}
         if edited is not None:
             arrays["edited"] = _label_dtype(edited, shape, "edited")
+        if disagreement is not None:
+            jsd = np.asarray(disagreement)
+            if jsd.shape != shape:
+                raise ValueError(f"disagreement has shape {jsd.shape}, the labels {shape}")
+            jsd = np.ascontiguousarray(jsd, dtype=np.float16)
+            arrays["disagreement"] = (jsd, jsd.dtype)
         lo, hi = (float(v) for v in display_range)
         regions = [[float(score), [int(v) for v in box]] for score, box in ranked]
         digest = str(image_hash)
@@ -1297,7 +1309,8 @@ class ProjectStore:
                          "image_name": None if image_name is None else str(image_name),
                          "source_path": None if source_path is None else str(source_path),
                          "ranked": regions, "display_range": [lo, hi], "pasted": bool(pasted),
-                         "edited": edited is not None, "checksums": sums}
+                         "edited": edited is not None, "disagreement": disagreement is not None,
+                         "checksums": sums}
                 predictions[digest] = entry
                 _io.update_attributes(tmp, {"napari_cdma_prediction": entry})
                 self._apply(index, [(tmp, rel)], placed, what)
@@ -1318,7 +1331,7 @@ class ProjectStore:
             image_name=entry.get("image_name"), source_path=entry.get("source_path"),
             ranked=[(float(score), tuple(int(v) for v in box)) for score, box in entry.get("ranked") or []],
             display_range=(float(lo), float(hi)), pasted=bool(entry.get("pasted", True)),
-            edited=bool(entry.get("edited", False)))
+            edited=bool(entry.get("edited", False)), disagreement=bool(entry.get("disagreement", False)))
 
     def predictions(self) -> List[PredictionRecord]:
         """The latest prediction of every image that has one."""
@@ -1357,12 +1370,25 @@ class ProjectStore:
         Raises:
             StoreError: its file is missing or damaged.
         """
+        return self._prediction_extra(image_hash, "edited", "kept edits")
+
+    def load_prediction_disagreement(self, image_hash: str) -> Optional[np.ndarray]:
+        """The branches' disagreement map (float16), kept with an image's latest prediction (None if none was
+        kept: a prediction saved without it, or by an older version of the plugin).
+
+        Raises:
+            StoreError: its file is missing or damaged.
+        """
+        return self._prediction_extra(image_hash, "disagreement", "branch disagreement")
+
+    def _prediction_extra(self, image_hash: str, key: str, label: str) -> Optional[np.ndarray]:
+        """The optional array ``key`` of an image's latest prediction, verified; None if it was not kept."""
         entry = self._index.get("predictions", {}).get(str(image_hash))
-        if entry is None or not entry.get("edited"):
+        if entry is None or not entry.get(key):
             return None
-        what = f"kept edits of image {str(image_hash)[:12]}"
-        data = _io.read_array_verified(_io.inside(self.root, entry["path"], what) / "edited",
-                                       (entry.get("checksums") or {}).get("edited"), what)
+        what = f"{label} of image {str(image_hash)[:12]}"
+        data = _io.read_array_verified(_io.inside(self.root, entry["path"], what) / key,
+                                       (entry.get("checksums") or {}).get(key), what)
         if data.shape != tuple(entry["shape"]):
             raise StoreError(f"{what}: the array does not have the recorded shape {tuple(entry['shape'])}")
         return data
