@@ -554,21 +554,41 @@ def slide_of(layer: Any) -> Tuple[str, int]:
     return str(meta[SLIDE_KEY]), 0
 
 
+def undo_first(project: Any, store_path: Any, open_window: Optional[Sequence[Any]] = None) -> dict:
+    """What a job that uses the store at ``store_path`` (Predict view, Export) does first, in its worker thread:
+    the windows withdrawn from ``project`` since they were accepted undone in the store (:func:`undo_withdrawn_job`'s
+    work: its labels and pyramid, and the open edit window read again if that changed the labels under it).
+    Nothing when ``project`` is None (no window was ever accepted into the store, or the store does not exist yet).
+
+    Returns:
+        ``{"undone", "stale", "window"}`` (as :func:`undo_withdrawn_job`'s result); errors raise.
+    """
+    if project is None or not Path(store_path).exists():
+        return {"undone": [], "stale": False, "window": None}
+    return _undo_and_reread(project, str(store_path), open_window)
+
+
 def predict_view_job(slide_path: str, store_path: str, model_path: str, level: int, chunk: int,
                      world_box: Tuple[float, ...], limit: int, digest: Optional[str],
-                     n_review: int = N_REVIEW) -> Generator[Any, None, Any]:
+                     n_review: int = N_REVIEW, project: Any = None,
+                     open_window: Optional[Sequence[Any]] = None) -> Generator[Any, None, Any]:
     """Predict the store chunks under ``world_box`` (level-0 pixels), at most ``limit`` of them, into
     the store at ``store_path`` (created with chunks of ``chunk`` px, or resumed with its own), then rank
     review regions over the store. Yields the engine's progress events (stage "predict-slide", one per
     chunk) with :data:`FINISH_STEPS` more steps in their total, then one event for each of those steps
     ("review", "identify"): the last event comes at the end of the work (run it in a worker thread).
 
+    Windows withdrawn from ``project`` (None: the store lists no accepted window) are undone in the store
+    first (:func:`undo_first`, with ``open_window``, ``(box, predicted, shown)`` of the edit window open over the
+    store), in this thread too, so the review regions and the layers see the store without them.
+
     Returns:
         ``("ok", {"summary", "chunks", "n_visible", "ranked" (store pixels), "downsample", "digest",
-        "display_range"})``, ``display_range`` being :func:`store_display_range` of the store after the run,
-        or ``("error", message)`` for expected failures (a store of another model or settings, an
-        unreadable slide or checkpoint). ``digest`` is the project store's hash of the slide level
-        (:func:`~napari_cdma.project.slide_regions.slide_hash`; computed unless given).
+        "display_range", "undo"})``, ``display_range`` being :func:`store_display_range` of the store after the
+        run, ``undo`` :func:`undo_first`'s result (with ``"error"``, a message, when the undoing failed: the view
+        is predicted all the same), or ``("error", message, undo)`` for expected failures (a store of another
+        model or settings, an unreadable slide or checkpoint). ``digest`` is the project store's hash of the slide
+        level (:func:`~napari_cdma.project.slide_regions.slide_hash`; computed unless given).
     """
     import torch
 
@@ -582,6 +602,11 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
 
     from .project.slide_regions import slide_hash
 
+    try:
+        undo = undo_first(project, store_path, open_window)
+    except Exception as exc:  # the view is predicted all the same; the panel says the undoing failed
+        undo = {"undone": [], "stale": False, "window": None,
+                "error": f"Could not undo withdrawn windows in the slide's labels: {exc}"}
     torch.set_num_threads(torch_threads("viewer"))
     # the settings of cdma predict-slide's defaults, so a store it made is used (and resumed) here
     opts = dict(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean", min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
@@ -592,7 +617,7 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
         store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
         box = to_store_box(world_box, store.info.downsample, store.info.height, store.info.width)
         if box is None:
-            return ("error", "The view shows no part of the slide; pan to the tissue.")
+            return ("error", "The view shows no part of the slide; pan to the tissue.", undo)
         chunks, n_visible = view_chunks(store, box, limit)
         run = predict_slide(slide_path, store_path, model_path=model_path, level=level, chunk=chunk,
                             chunks=chunks, device=str(resolve_device("auto")), **opts)
@@ -614,35 +639,44 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
                 digest = slide_hash(slide, level)
         yield Progress(stage="identify", step=n + 2, total=n + FINISH_STEPS)
     except (StoreError, SlideError, CheckpointError, OSError) as exc:
-        return ("error", str(exc))
+        return ("error", str(exc), undo)
     return ("ok", {"summary": summary, "chunks": chunks, "n_visible": n_visible, "ranked": ranked,
-                   "downsample": store.info.downsample, "digest": digest, "display_range": display})
+                   "downsample": store.info.downsample, "digest": digest, "display_range": display, "undo": undo})
 
 
-def export_geojson_job(store_path: str, path: str) -> Tuple[str, Any]:
+def export_geojson_job(store_path: str, path: str, project: Any = None,
+                       open_window: Optional[Sequence[Any]] = None) -> Tuple[str, Any, dict]:
     """Write a prediction store's glands to a QuPath GeoJSON file (:mod:`src_model.export`, as ``cdma export
-    STORE --geojson PATH``); run it in a worker thread.
+    STORE --geojson PATH``), the windows withdrawn from ``project`` (None: the store lists no accepted window)
+    undone in the store first (:func:`undo_first`, with ``open_window`` as :func:`predict_view_job`'s), so none is
+    exported; run it in a worker thread.
 
     Returns:
-        ``("ok", (glands written, chunks predicted, chunks in all))``, or ``("error", message)`` for an
-        unreadable store or an unwritable file.
+        ``("ok", (glands written, chunks predicted, chunks in all), undo)``, ``undo`` :func:`undo_first`'s result,
+        or ``("error", message, undo)`` for an unreadable store, an unwritable file, or withdrawn windows that
+        could not be undone (nothing is written then).
     """
     from src_model.export import GlandExtractor, write_geojson
     from src_model.slide_store import StoreError, open_store
 
     try:
+        undo = undo_first(project, store_path, open_window)
+    except Exception as exc:
+        return ("error", f"Not exported: withdrawn windows could not be undone in the slide's labels: {exc}",
+                {"undone": [], "stale": False, "window": None})
+    try:
         store = open_store(store_path)
         done = store.done()
         n = write_geojson(GlandExtractor(store), path)
     except (StoreError, OSError) as exc:
-        return ("error", str(exc))
-    return ("ok", (int(n), int(done.sum()), int(done.size)))
+        return ("error", str(exc), undo)
+    return ("ok", (int(n), int(done.sum()), int(done.size)), undo)
 
 
 __all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY", "STORE_KEY",
            "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
            "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "outline_rect", "pixel_edges",
            "pending_withdrawn", "predict_view_job", "reread_window", "review_over_store", "slide_of",
-           "store_display_range", "to_store_box", "uncertainty_style", "undo_withdrawn", "undo_withdrawn_job",
-           "view_chunks", "visible_world_box", "window_changed",
+           "store_display_range", "to_store_box", "uncertainty_style", "undo_first", "undo_withdrawn",
+           "undo_withdrawn_job", "view_chunks", "visible_world_box", "window_changed",
            "window_instances", "withdraw_window_job", "write_window"]

@@ -26,11 +26,11 @@ selected one from the project and undoes it in the store's labels and pyramid, i
 as if it had never been accepted (overlapping live windows keep their corrections); a window
 withdrawn elsewhere (the accepted-region list of the dock) is undone in the store in a worker thread too,
 within :data:`WATCH_MS` (the panel watches the open project store's index while windows are listed), or
-when the job running then ends, and in any case before the panel next uses the store
-(:meth:`SlidePanel.sync`). An edit window open over a window so undone is read again in that worker and
-shows the store's labels in place (its layer is kept: napari collects garbage on the GUI thread when a
-layer is removed). "Export GeoJSON..." writes the store's
-glands as QuPath annotations (:mod:`src_model.export`, as ``cdma export STORE --geojson FILE``).
+when the job running then ends (:meth:`SlidePanel.sync`), and in any case before the panel next uses the store:
+Predict view, Export, Edit and Accept window undo them first in their own worker thread. An edit window open
+over a window so undone is read again in that worker and shows the store's labels in place (its layer is kept:
+napari collects garbage on the GUI thread when a layer is removed). "Export GeoJSON..." writes the store's glands as
+QuPath annotations (:mod:`src_model.export`, as ``cdma export STORE --geojson FILE``).
 """
 from __future__ import annotations
 
@@ -89,10 +89,8 @@ from ._slide_view import (
     slide_of,
     store_display_range,
     uncertainty_style,
-    undo_withdrawn,
     undo_withdrawn_job,
     visible_world_box,
-    window_changed,
     withdraw_window_job,
 )
 from ._widget_display import UncertaintyLegend, value_under
@@ -354,17 +352,34 @@ class SlidePanel(QWidget):
         store_path = self.store_edit.text().strip() or str(default_store_path(slide_path))
         from napari.qt.threading import create_worker
 
-        worker = create_worker(predict_view_job, slide_path, store_path, str(model_path), level, self.chunk,
-                               self.view_box(), self.max_view_chunks, self._digests.get((slide_path, level)))
         run = {"layer": layer.name, "slide": slide_path, "store": store_path, "level": level, "version": version,
                "label": label}
+        # windows withdrawn from the project are undone in the store by the job, in its worker thread, first
+        project, undo_error = self._undo_project(store_path)
+        worker = create_worker(predict_view_job, slide_path, store_path, str(model_path), level, self.chunk,
+                               self.view_box(), self.max_view_chunks, self._digests.get((slide_path, level)),
+                               project=project, open_window=self._reread_args(run))
         worker.yielded.connect(self._on_job_progress)
         worker.returned.connect(self._on_job_returned)
         worker.errored.connect(self._on_job_errored)
         worker.aborted.connect(self._on_job_aborted)
-        self._start_job(worker, {"kind": "predict", "run": run, "slide": layer.unique_id},
-                        f"Predicting the view of '{layer.name}' with {label}...")
+        job = {"kind": "predict", **self._undo_job(run)}
+        if undo_error is not None:  # the view is predicted all the same; the status line says so
+            job["undo_error"] = f"Could not undo withdrawn windows in the slide's labels: {undo_error}"
+        self._start_job(worker, job, f"Predicting the view of '{layer.name}' with {label}...")
         return True
+
+    def _undo_project(self, store_path: Any) -> Tuple[Any, Optional[Exception]]:
+        """The project store a job that first undoes withdrawn windows in the store at ``store_path`` needs
+        (:func:`~napari_cdma._slide_view.undo_first`): None when the store does not exist yet or lists no
+        accepted window (read on the GUI thread: the store's attributes only); and the error that kept it from
+        being opened, if any."""
+        try:
+            if not Path(store_path).exists() or not has_edits(store_path):
+                return None, None
+            return self._get_store(), None
+        except Exception as exc:
+            return None, exc
 
     def cancel(self) -> None:
         """Stop after the chunk being predicted (finished chunks stay in the store)."""
@@ -386,14 +401,21 @@ class SlidePanel(QWidget):
         slide, if the slide it was predicted for is still shown (else the store keeps the chunks, nothing
         is shown)."""
         run = job["run"]
+        undo = (result[2] if len(result) > 2 else {}) if result[0] == "error" else result[1]["undo"]
+        self._show_reread(undo, job)  # the withdrawn windows the worker undid changed the open window's labels
+        undone = undo.get("undone", [])
+        undo_error = undo.get("error") or job.get("undo_error")
+        if undo_error:
+            undone_note = f" {undo_error}"
+        else:
+            undone_note = self._undone_note(undone)
         if result[0] == "error":
-            self._say(result[1], error=True)
+            self._say(f"{result[1]}{undone_note}", error=True)
             return
         out = {**result[1], **run}
         self._digests[(run["slide"], run["level"])] = out["digest"]
         if out.get("display_range"):  # the contrast follows the chunks predicted so far
             self.ranges[str(run["store"])] = tuple(out["display_range"])
-        undone = self._restore_withdrawn(run["store"])
         if not self._same_layer(run["layer"], job["slide"]):  # closed or replaced while the view was predicted
             if self.last_result is not None and self.last_result["layer"] == run["layer"]:
                 self.last_result = None  # what is shown under that name (if anything) is not that slide now
@@ -402,7 +424,7 @@ class SlidePanel(QWidget):
             s = out["summary"]
             self._say(f"'{run['layer']}' was closed or replaced while its view was predicted: the store keeps the "
                       f"{s.chunks_computed} new chunk(s) ({s.chunks_done} of {s.chunks_total} chunks of the slide "
-                      f"are done); nothing is shown.{self._undone_note(undone)}", error=True)
+                      f"are done); nothing is shown.{undone_note}", error=True)
             return
         self.last_result = out
         self.show_store(run["layer"], run["store"])
@@ -415,7 +437,7 @@ class SlidePanel(QWidget):
             "zoom in, or press again after panning."
         self._say(f"Predicted {s.chunks_computed} new chunk(s) of the view ({len(out['chunks']) - s.chunks_computed} "
                   f"already in the store); {s.chunks_done} of {s.chunks_total} chunks of the slide are done.{more}"
-                  f"{self._undone_note(undone)}")
+                  f"{undone_note}", error=bool(undo_error))
 
     def show_store(self, name: str, store_path: str) -> Dict[str, Any]:
         """Show (or refresh) the store's glands and uncertainty as multiscale layers over slide ``name``.
@@ -732,7 +754,7 @@ class SlidePanel(QWidget):
         if job is None or not _alive(self):
             return
         handle = {"predict": self._on_returned, "edit": self._on_edit_read, "accept": self._on_accepted,
-                  "withdraw": self._on_withdrawn, "sync": self._on_synced}[job["kind"]]
+                  "withdraw": self._on_withdrawn, "sync": self._on_synced, "export": self._on_exported}[job["kind"]]
         handle(result, job)
 
     def _on_job_errored(self, exc: Exception) -> None:
@@ -741,6 +763,8 @@ class SlidePanel(QWidget):
             return
         if job["kind"] == "predict":
             self._say(f"Prediction failed: {exc}", error=True)
+        elif job["kind"] == "export":
+            self._say(f"Export failed: {exc}", error=True)
         elif job["kind"] == "edit":
             self._say(f"Cannot open an edit window: {exc}", error=True)
         elif job["kind"] == "withdraw":
@@ -969,30 +993,6 @@ class SlidePanel(QWidget):
         if listed - live:
             self.sync()
 
-    def _restore_withdrawn(self, store_path: str, strict: bool = False) -> List[Tuple[str, int]]:
-        """Undo withdrawn windows in the store (:func:`~napari_cdma.project.slide_regions.restore_withdrawn`).
-        Errors raise when ``strict``, else are shown and nothing is returned."""
-        from src_model.slide_store import open_store
-
-        try:
-            undone = undo_withdrawn(self._get_store() if has_edits(store_path) else None, store_path)
-        except Exception as exc:
-            if strict:
-                raise
-            self._say(f"Could not undo withdrawn windows in the slide's labels: {exc}", error=True)
-            return []
-        if undone:
-            self._close_stale_window(open_store(store_path))
-        return undone
-
-    def _close_stale_window(self, store: Any) -> None:
-        """Close the open edit window if the store's labels under it are no longer those it was opened on
-        (a withdrawn window was undone there): it would show, and could accept, labels the store no
-        longer holds."""
-        w = self.window
-        if w is not None and str(w["store"]) == str(store.path) and window_changed(store, w["box"], w["predicted"]):
-            self._drop_window()
-
     def _drop_window(self) -> None:
         """Close the open edit window (its labels are no longer the store's); the note says so."""
         w = self.window
@@ -1062,7 +1062,9 @@ class SlidePanel(QWidget):
     # ---------------------------------------------------------------- export
     def export_geojson(self, path: Any) -> bool:
         """Export the glands of the slide's prediction store (the Store field) to a GeoJSON file at ``path``,
-        in a worker thread; True if started (the status line says when it is written)."""
+        in a worker thread; True if started (the status line says when it is written). Windows withdrawn from the
+        project are undone in the store first, in that worker too (:func:`~napari_cdma._slide_view.undo_first`), so
+        none is exported."""
         if self._refuse_if_busy():
             return False
         store_path = self.store_edit.text().strip()
@@ -1070,18 +1072,31 @@ class SlidePanel(QWidget):
             self._say("Nothing to export yet: predict the view first (Predict view) to fill the slide's store.",
                       error=True)
             return False
-        try:  # a window withdrawn elsewhere must not be exported
-            self._restore_withdrawn(store_path, strict=True)
-        except Exception as exc:
-            self._say(f"Not exported: withdrawn windows could not be undone in the slide's labels: {exc}", error=True)
+        # a window withdrawn elsewhere must not be exported: the job undoes it first, in its worker thread
+        project, undo_error = self._undo_project(store_path)
+        if undo_error is not None:
+            self._say(f"Not exported: withdrawn windows could not be undone in the slide's labels: {undo_error}",
+                      error=True)
             return False
+        run = self._run_of_store(store_path)
         from napari.qt.threading import create_worker
 
-        worker = create_worker(export_geojson_job, store_path, str(path))
-        worker.returned.connect(lambda res: self._on_exported(res, str(path)))
-        worker.errored.connect(lambda exc: self._say(f"Export failed: {exc}", error=True))
-        self._start_job(worker, {"kind": "export"}, f"Exporting the glands of {Path(store_path).name} to {path}...")
+        worker = create_worker(export_geojson_job, store_path, str(path), project,
+                               self._reread_args(run) if run is not None else None)
+        worker.returned.connect(self._on_job_returned)
+        worker.errored.connect(self._on_job_errored)
+        job = {"kind": "export", "path": str(path),
+               **(self._undo_job(run) if run is not None else {"run": None, "window": None})}
+        self._start_job(worker, job, f"Exporting the glands of {Path(store_path).name} to {path}...")
         return True
+
+    def _run_of_store(self, store_path: str) -> Optional[Dict[str, Any]]:
+        """The shown view (:attr:`last_result`) of the store at ``store_path``, else the open edit window's run over
+        it (it holds the run's keys), else None."""
+        for run in (self.last_result, self.window):
+            if run is not None and str(run["store"]) == str(store_path):
+                return run
+        return None
 
     def _export_clicked(self) -> None:
         store_path = self.store_edit.text().strip()
@@ -1091,14 +1106,24 @@ class SlidePanel(QWidget):
         if path:
             self.export_geojson(path)
 
-    def _on_exported(self, result: Any, path: str) -> None:
+    def _on_exported(self, result: Any, job: Dict[str, Any]) -> None:
+        """The store's glands are written (or not): withdrawn windows the worker undid first are shown undone (the
+        open edit window read again in place, the store's layers and the accepted windows refreshed)."""
+        run, path, undo = job["run"], job["path"], result[2]
+        self._show_reread(undo, job)
+        if undo["undone"] and run is not None and self._same_layer(run["layer"], job["slide"]) \
+                and str(run["store"]) == str((self.last_result or {}).get("store")):
+            shown = self.last_result
+            self._in_steps(lambda: self.show_store(shown["layer"], shown["store"]),
+                           lambda: self.show_accepted_windows(shown))
+        note = self._undone_note(undo["undone"])
         if result[0] == "error":
-            self._say(f"Could not export: {result[1]}", error=True)
+            self._say(f"Could not export: {result[1]}{note}", error=True)
             return
         n, done, total = result[1]
         rest = "" if done == total else f"; {total - done} of {total} chunks are not predicted yet and export as " \
                                         "background"
-        self._say(f"Exported {n} gland(s) to {path} (QuPath: File > Import objects){rest}.")
+        self._say(f"Exported {n} gland(s) to {path} (QuPath: File > Import objects){rest}.{note}")
 
 
 __all__ = ["DEFAULT_CHUNK", "SHOW_STEPS", "SlidePanel"]

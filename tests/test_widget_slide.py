@@ -554,14 +554,15 @@ def test_withdrawing_an_accepted_window_restores_the_slide_labels(make_napari_vi
     assert_window_shows_the_restored_labels(window_id)
     assert removed == [] and panel.withdraw_button.isEnabled()
     np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[1][:]), predicted[1])
-    # 3. withdrawn while the panel does not watch: Export undoes it before writing, so it is not exported
+    # 3. withdrawn while the panel does not watch: Export undoes it (in its worker) before writing, so it is not
+    # exported
     third = accept_an_edit()
     panel._watch.stop()
     dock.store.withdraw(third.region_id)
     geojson = tmp_path / "case.geojson"
     assert panel.export_geojson(geojson), panel.last_message
-    assert_as_predicted()
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert_as_predicted()
     assert panel.last_message.startswith("Exported"), panel.last_message
     back = rasterize(json.loads(geojson.read_text())["features"], predicted[0].shape) > 0
     truth = _exported(predicted[0])

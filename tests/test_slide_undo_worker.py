@@ -1,0 +1,123 @@
+"""Predict view and Export undo the windows withdrawn from the project in the slide's store in their own worker
+thread, first, never on the GUI thread: a window withdrawn while the panel did not watch (its timer stopped) is
+undone in the slide's labels and pyramid by the time the job ends, an edit window open over it is read again in the
+worker and shows the restored labels in place (no layer removed), and the export does not hold it. A real napari
+viewer (Xvfb), a real pyramidal TIFF built from the GlaS test images, real zarr stores on disk."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+from test_widget_slide import _accept, _assert_same_glands, _edit, _exported, _labels, _predicted_in_dock
+
+from napari_cdma._slide_view import window_instances
+from napari_cdma.project import slide_regions
+from src_model.slide_store import open_store
+
+
+def _withdrawn_unwatched(qtbot, panel, dock, store_path):
+    """Accept an edit (glands erased and added) over the view, then withdraw it from the project store while the
+    panel does not watch: the store still holds it. Returns the edit window's layer id."""
+    layer = _edit(qtbot, panel)
+    assert layer is not None, panel.last_message
+    edited = np.array(layer.data)
+    edited[8:40, 8:72] = np.where(edited[8:40, 8:72] > 0, 0, edited.max() + 1)
+    layer.data = edited
+    record = _accept(qtbot, panel)
+    assert record is not None, panel.last_message
+    panel._watch.stop()  # the panel does not notice the withdrawal: the job must undo it
+    dock.store.withdraw(record.region_id)
+    return record, layer.unique_id
+
+
+def _undo_threads(monkeypatch):
+    """Record the thread of each undoing of withdrawn windows in a slide's store (the project's
+    ``restore_withdrawn``, which every undoing calls)."""
+    threads = []
+    real = slide_regions.restore_withdrawn
+
+    def recording(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(slide_regions, "restore_withdrawn", recording)
+    return threads
+
+
+def _assert_undone(viewer, panel, store_path, predicted, window_id):
+    for level, want in enumerate(predicted):  # the slide's labels and their pyramid as predicted
+        np.testing.assert_array_equal(np.asarray(open_store(store_path).glands[level][:]), want)
+    w = panel.window  # the open edit window is the same layer and shows the restored labels, one label per gland
+    assert w is not None and viewer.layers[w["name"]].unique_id == window_id
+    y0, x0, y1, x1 = w["box"]
+    _assert_same_glands(np.asarray(viewer.layers[w["name"]].data), window_instances(predicted[0][y0:y1, x0:x1]))
+    np.testing.assert_array_equal(np.asarray(w["predicted"]), predicted[0][y0:y1, x0:x1])
+    assert "edit window over it now shows the slide's labels" in panel.last_message, panel.last_message
+
+
+def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer, qtbot, tmp_path, slide_path,
+                                                             monkeypatch):
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
+    store_path = tmp_path / "case.cdma.zarr"
+    predicted = _labels(open_store(store_path))
+    record, window_id = _withdrawn_unwatched(qtbot, panel, dock, store_path)
+    assert not np.array_equal(np.asarray(open_store(store_path).glands[0][:]), predicted[0])
+    threads = _undo_threads(monkeypatch)
+    removed = []
+    viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
+
+    assert panel.predict_view() is True, panel.last_message
+    assert panel.running and not panel.export_button.isEnabled()
+    assert panel.export_geojson(tmp_path / "x.geojson") is False and "prediction is running" in panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=180_000)
+    assert threads and threading.get_ident() not in threads, threads  # undone, never on the GUI thread
+    assert panel.last_message.startswith("Predicted"), panel.last_message
+    assert f"Withdrawn window(s) {record.region_id} undone" in panel.last_message, panel.last_message
+    _assert_undone(viewer, panel, store_path, predicted, window_id)
+    assert removed == [], removed
+    np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[0][:]), predicted[0])
+    assert panel.window_list.count() == 0  # the accepted windows follow the project
+
+
+def test_export_undoes_withdrawn_windows_in_its_worker(make_napari_viewer, qtbot, tmp_path, slide_path, monkeypatch):
+    from src_model.export import rasterize
+
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
+    store_path = tmp_path / "case.cdma.zarr"
+    predicted = _labels(open_store(store_path))
+    record, window_id = _withdrawn_unwatched(qtbot, panel, dock, store_path)
+    threads = _undo_threads(monkeypatch)
+    removed = []
+    viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
+
+    geojson = tmp_path / "case.geojson"
+    assert panel.export_geojson(geojson) is True, panel.last_message
+    assert panel.running and panel.last_message.startswith("Exporting")
+    assert panel.predict_view() is False and "export is running" in panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert threads and threading.get_ident() not in threads, threads  # undone, never on the GUI thread
+    assert panel.last_message.startswith("Exported"), panel.last_message
+    assert f"Withdrawn window(s) {record.region_id} undone" in panel.last_message, panel.last_message
+    _assert_undone(viewer, panel, store_path, predicted, window_id)
+    assert removed == [], removed
+    np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[0][:]), predicted[0])
+    back = rasterize(json.loads(geojson.read_text())["features"], predicted[0].shape) > 0
+    truth = _exported(predicted[0])
+    assert (back & truth).sum() / (back | truth).sum() >= 0.99  # the withdrawn window is not exported
+
+
+def test_export_refuses_when_the_project_store_cannot_be_opened(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """Windows were accepted into the store but the project store cannot be opened: nothing is exported (a
+    withdrawn window could be in it), and the panel says why, without starting a job."""
+    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
+    _withdrawn_unwatched(qtbot, panel, dock, tmp_path / "case.cdma.zarr")
+
+    def no_store():
+        raise RuntimeError("no project store")
+
+    panel._get_store = no_store
+    geojson = tmp_path / "case.geojson"
+    assert panel.export_geojson(geojson) is False
+    assert not panel.running and not geojson.exists()
+    assert panel.last_message.startswith("Not exported: withdrawn windows could not be undone"), panel.last_message
