@@ -35,7 +35,7 @@ import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import napari.viewer
 import numpy as np
@@ -464,7 +464,9 @@ class CdmaWidget(QWidget):
                                       model_label=record.model_label, image_name=name,
                                       source_path=record.source_path, ranked=record.ranked,
                                       display_range=record.display_range, pasted=record.pasted, edited=data,
-                                      disagreement=store.load_prediction_disagreement(state.image_hash))
+                                      disagreement=store.load_prediction_disagreement(state.image_hash),
+                                      covered=[(r.region_id, r.version) for r in store.regions()
+                                               if r.image_hash == state.image_hash])
             except Exception as exc:
                 problems.append(f"'{name}': {exc}")
                 continue
@@ -521,9 +523,7 @@ class CdmaWidget(QWidget):
                 self.restored_predictions[name] = f"not restored ({exc})"
                 continue
             labels = labels.astype(np.int32)
-            accepted = self._accepted_regions(digest) if record.pasted else []
-            corrections = [(bbox, corrected) for bbox, corrected, _ in accepted]
-            edited, kept, jsd = None, "", None
+            edited, kept, jsd, safe = None, "", None, []
             try:
                 jsd = store.load_prediction_disagreement(digest)
             except StoreError as exc:  # the prediction is still shown, without its disagreement layer
@@ -534,6 +534,15 @@ class CdmaWidget(QWidget):
                     kept = "; with its kept edits (not accepted)"
                 except StoreError as exc:
                     kept = f"; its kept edits could not be read ({exc})"
+            # Kept edits hold the regions accepted before they were kept, and any edit made in such a box
+            # since: only regions accepted later are pasted over them. The earlier ones are safe as the
+            # store has them, so an edit made in their box after Accept still counts as not accepted.
+            covered = set(record.covered) if edited is not None else None
+            accepted = self._accepted_regions(digest, covered) if record.pasted else []
+            if covered:
+                safe = [(box, None, np.asarray(corrected, np.int32))
+                        for box, corrected, _ in self._accepted_regions(digest, covered, inside=True)]
+            corrections = [(bbox, corrected) for bbox, corrected, _ in accepted]
             on_screen = labels.copy() if edited is None else edited.astype(np.int32)
             n_pasted = self._paste_restored(on_screen, labels, accepted)
             visible = bool(image_layer.visible)
@@ -541,7 +550,7 @@ class CdmaWidget(QWidget):
                                           fill=self.display_panel.fill_check.isChecked(), visible=visible,
                                           disagreement=jsd, image=image)
             main = made["prediction"].name
-            pasted = self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else []
+            pasted = safe + (self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else [])
             self.states[name] = ImageState(image=image, original_labels=labels,
                                            model_version=record.model_version or None, image_hash=digest,
                                            model_label=record.model_label, ranked=list(record.ranked),
@@ -762,12 +771,15 @@ class CdmaWidget(QWidget):
         """The store's corrected masks of an image: latest version of each live region, oldest first."""
         return [(box, corrected) for box, corrected, _ in self._accepted_regions(image_hash)]
 
-    def _accepted_regions(self, image_hash: str) -> List[Tuple[Tuple[int, int, int, int], np.ndarray, np.ndarray]]:
-        """``(box, corrected, predicted)`` of each live region of an image (latest version), oldest first."""
+    def _accepted_regions(self, image_hash: str, covered: Optional[Sequence[Tuple[str, int]]] = None,
+                          inside: bool = False) -> List[Tuple[Tuple[int, int, int, int], np.ndarray, np.ndarray]]:
+        """``(box, corrected, predicted)`` of each live region of an image (latest version), oldest first;
+        with ``covered`` (``(region_id, version)`` pairs) only those not in it, or, with ``inside``, in it."""
         if self._store is None or not image_hash:
             return []
         out = []
-        for r in sorted((r for r in self._store.regions() if r.image_hash == image_hash),
+        for r in sorted((r for r in self._store.regions() if r.image_hash == image_hash
+                         and (covered is None or ((r.region_id, r.version) in covered) == inside)),
                         key=lambda r: r.region_id):
             try:
                 _, corrected, predicted = self._store.load_region(r.region_id)

@@ -233,6 +233,41 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     assert "400 edited pixel(s)" in again.predict_panel.last_message
 
 
+def test_kept_edits_inside_an_accepted_box_come_back_and_later_accepts_are_pasted(make_napari_viewer, qtbot,
+                                                                                  tmp_path):
+    """An edit made inside an accepted box after Accept, then kept with 'Keep unaccepted edits', comes back on
+    reopen (the accepted correction is not pasted over it) and still counts as not accepted, so a new Predict
+    goes to another layer; a region accepted after the edits were kept is pasted over them (pathologist walk:
+    the edit came back as the correction's label and the next Predict overwrote the layer)."""
+    from napari_cdma._layers import names_for
+
+    path = tmp_path / "project"
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    widget = open_dock(viewer, path)
+    _wait_predicted(qtbot, widget, SAMPLE_NAME)
+    labels = _accept_a_correction(viewer, widget)  # 77 at [30:50, 30:50] accepted in the box (0, 0, 128, 128)
+    labels.data[35:45, 35:45] = 0  # inside the accepted box, after Accept: not in the store
+    labels.refresh()
+    assert widget.keep_edits() == {SAMPLE_NAME: 100}
+    labels.data[300:310, 300:310] = 55  # then a second region, accepted after the edits were kept
+    labels.refresh()
+    assert widget.review_panel.accept(bbox=(256, 256, 384, 384)) is not None, widget.review_panel.last_message
+    viewer.close()
+
+    other = make_napari_viewer()
+    again = open_dock(other, path)
+    name = names_for(SAMPLE_NAME)["prediction"]
+    back = np.asarray(other.layers[name].data)
+    assert (back[35:45, 35:45] == 0).all()  # the kept edit, not the accepted 77
+    assert (back[30:35, 30:50] == 77).all()  # the rest of the accepted correction is there
+    assert len(np.unique(back[300:310, 300:310])) == 1 and back[300, 300] > 0  # the later region, pasted
+    assert again.states[SAMPLE_NAME].unsaved(name, back) == 100
+    _wait_predicted(qtbot, again, SAMPLE_NAME)
+    np.testing.assert_array_equal(other.layers[name].data, back)  # not overwritten: Predict went elsewhere
+    assert "100 edited pixel(s)" in again.predict_panel.last_message
+
+
 def test_first_prediction_of_a_new_project_is_kept_and_comes_back_on_reopen(make_napari_viewer, qtbot, tmp_path,
                                                                             monkeypatch):
     """The project folder is named ($NAPARI_CDMA_PROJECT) but does not exist yet: Predict creates the store

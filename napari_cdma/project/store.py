@@ -185,6 +185,8 @@ class PredictionRecord:
         pasted: whether the prediction layer showed the store's accepted corrections over it.
         edited: whether the prediction layer as edited (edits not accepted) is kept with it.
         disagreement: whether the branches' disagreement map is kept with it.
+        covered: with kept edits, the accepted regions ``(region_id, version)`` the edited layer already held
+            when they were kept (a region accepted later is not in them).
     """
 
     image_hash: str
@@ -202,6 +204,7 @@ class PredictionRecord:
     pasted: bool = True
     edited: bool = False
     disagreement: bool = False
+    covered: Tuple[Tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1236,7 +1239,8 @@ class ProjectStore:
                         source_path: Optional[PathLike] = None,
                         ranked: Sequence[Tuple[float, Sequence[int]]] = (),
                         display_range: Sequence[float] = (0.0, 1.0), pasted: bool = True,
-                        edited: Any = None, disagreement: Any = None) -> PredictionRecord:
+                        edited: Any = None, disagreement: Any = None,
+                        covered: Sequence[Tuple[str, int]] = ()) -> PredictionRecord:
         """Keep ``labels`` and ``uncertainty`` as the latest prediction of an image, replacing the previous one.
 
         Args:
@@ -1254,6 +1258,7 @@ class ProjectStore:
                 (edits not accepted: shown again on reopen, never used for training); None: none.
             disagreement: the branches' disagreement map (H, W), kept as float16 (shown again on reopen as
                 the hidden disagreement layer); None: not kept.
+            covered: with ``edited``, the accepted regions ``(region_id, version)`` that ``edited`` holds.
 
         Returns:
             The record of the saved prediction.
@@ -1310,6 +1315,7 @@ class ProjectStore:
                          "source_path": None if source_path is None else str(source_path),
                          "ranked": regions, "display_range": [lo, hi], "pasted": bool(pasted),
                          "edited": edited is not None, "disagreement": disagreement is not None,
+                         "covered": [[str(r), int(v)] for r, v in covered] if edited is not None else [],
                          "checksums": sums}
                 predictions[digest] = entry
                 _io.update_attributes(tmp, {"napari_cdma_prediction": entry})
@@ -1331,7 +1337,8 @@ class ProjectStore:
             image_name=entry.get("image_name"), source_path=entry.get("source_path"),
             ranked=[(float(score), tuple(int(v) for v in box)) for score, box in entry.get("ranked") or []],
             display_range=(float(lo), float(hi)), pasted=bool(entry.get("pasted", True)),
-            edited=bool(entry.get("edited", False)), disagreement=bool(entry.get("disagreement", False)))
+            edited=bool(entry.get("edited", False)), disagreement=bool(entry.get("disagreement", False)),
+            covered=tuple((str(r), int(v)) for r, v in entry.get("covered") or []))
 
     def predictions(self) -> List[PredictionRecord]:
         """The latest prediction of every image that has one."""
