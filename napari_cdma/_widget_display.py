@@ -42,6 +42,7 @@ TABLE_HEADERS = ("id", "area", "mean unc.")
 # blue gland outlines, the cyan and yellow review boxes and the red accepted boxes.
 SELECTED_ROLE = "selected gland"
 SELECTED_COLOR, SELECTED_WIDTH, SELECTED_PAD = "magenta", 2.0, 2.0
+NO_PREDICTION_TEXT = "Predict an image to see its uncertainty legend and gland table."
 
 
 def selected_gland_name(image_name: str) -> str:
@@ -173,6 +174,22 @@ class GlandTableView(QTableView):
         super().__init__(parent)
         self.gland_model = GlandTableModel(self)
         self.setModel(self.gland_model)
+        # the columns share the table's width, none hidden behind a horizontal scrollbar; id and area as wide as
+        # their numbers need (showEvent), the rest to "mean unc.", whose header is cut short in a narrow dock
+        # when the three share it equally
+        header = self.horizontalHeader()
+        header.setStretchLastSection(True)
+        for column in range(len(TABLE_COLUMNS) - 1):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+
+    def showEvent(self, event: Any) -> None:
+        """Size the id and area columns in the font the table is drawn in now (napari's style, once shown)."""
+        super().showEvent(event)
+        header = self.horizontalHeader()
+        # 5 digits and the cell padding (a wider number is elided, its row's tooltip gives it whole)
+        width = header.fontMetrics().horizontalAdvance("00000") + header.fontMetrics().height()
+        for column in range(len(TABLE_COLUMNS) - 1):
+            header.resizeSection(column, width)
 
     def rowCount(self) -> int:
         return self.gland_model.rowCount()
@@ -183,6 +200,11 @@ class GlandTableView(QTableView):
     def text(self, row: int, column: int) -> str:
         """The text shown in a cell (rows as sorted on screen)."""
         return str(self.gland_model.data(self.gland_model.index(row, column)) or "")
+
+
+def _unwrap(layer: Any) -> Any:
+    """The layer itself, not napari's proxy of it for a plugin."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 def _number(value: Any) -> float:
@@ -213,6 +235,7 @@ class UncertaintyLegend(QWidget):
         self.legend.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.legend.setToolTip("Uncertainty colours, transparent (certain) to deep green (most uncertain)")
         self.legend_title = QLabel("Uncertainty colours (range over tissue):")
+        self.legend_title.setWordWrap(True)  # wraps in a narrow dock rather than widening it
         self.lo_label = QLabel("")
         self.hi_label = QLabel("")
         row = QHBoxLayout()
@@ -271,8 +294,7 @@ class DisplayPanel(QWidget):
         self.table = GlandTableView()
         self.table.setMaximumHeight(150)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
-        # three columns that share the dock's width: no horizontal scrollbar hides a row
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # three columns that share the dock's width: no horizontal scrollbar hides a row (GlandTableView)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setSortingEnabled(True)
         self.table.setToolTip("One row per predicted gland; click a header to sort, a row to go to the gland")
@@ -283,23 +305,63 @@ class DisplayPanel(QWidget):
         self.export_button = QPushButton("Export CSV...")
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        #: said instead of an empty legend and table while no prediction is shown (none yet, only a whole slide
+        #: open, or the prediction's layers closed)
+        self.empty_label = QLabel(NO_PREDICTION_TEXT)
+        self.empty_label.setWordWrap(True)
 
+        # what describes a prediction: legend, readout, gland table, export; hidden while there is none
+        self.content = QWidget()
+        content = QVBoxLayout(self.content)
+        content.setContentsMargins(0, 0, 0, 0)
+        content.addWidget(self.legend_box)
+        content.addWidget(self.readout)
+        glands_row = QHBoxLayout()
+        glands_label = QLabel("Glands (one label each):")
+        glands_label.setWordWrap(True)
+        glands_row.addWidget(glands_label, 1)
+        glands_row.addWidget(self.fill_check)
+        content.addLayout(glands_row)
+        content.addWidget(self.table)
+        content.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.legend_box)
-        layout.addWidget(self.readout)
-        glands_row = QHBoxLayout()
-        glands_row.addWidget(QLabel("Glands (one label each):"), 1)
-        glands_row.addWidget(self.fill_check)
-        layout.addLayout(glands_row)
-        layout.addWidget(self.table)
-        layout.addWidget(self.export_button)
+        layout.addWidget(self.empty_label)
+        layout.addWidget(self.content)
         layout.addWidget(self.status)
+        self._show_content()
 
         self.export_button.clicked.connect(self._export_clicked)
         self.fill_check.toggled.connect(self.set_fill)
         self.table.clicked.connect(lambda index: self.go_to_gland(self._row_id(index.row())))
         viewer.cursor.events.position.connect(self._on_cursor)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    @property
+    def showing(self) -> bool:
+        """Whether the panel describes a prediction: it has gland rows, or its uncertainty or labels layer is open."""
+        return bool(self.glands) or any(layer is not None and layer in self.viewer.layers
+                                        for layer in (self.uncertainty_layer, self.labels_layer))
+
+    def _show_content(self) -> None:
+        """The legend and gland table while a prediction is shown; else one line that says how to get them."""
+        showing = self.showing
+        self.content.setVisible(showing)
+        self.empty_label.setVisible(not showing)
+
+    def _on_layer_removed(self, event: Any = None) -> None:
+        layer = _unwrap(getattr(event, "value", None))
+        if layer is None or not any(layer is _unwrap(ly) for ly in (self.uncertainty_layer, self.labels_layer)):
+            return
+        if layer is _unwrap(self.uncertainty_layer):
+            self.uncertainty_layer = None
+            self.readout.setText("Under cursor: -")
+        if layer is _unwrap(self.labels_layer):  # the table described its glands: emptied, not left behind
+            self.labels_layer = None
+            self.selected_gland = None
+            self.glands = []
+            self.table.gland_model.set_rows(self.glands)
+        self._show_content()
 
     @property
     def display_range(self) -> Tuple[float, float]:
@@ -317,6 +379,7 @@ class DisplayPanel(QWidget):
         self.legend_box.show_range(image_name, uncertainty_layer.colormap, uncertainty_layer.opacity,
                                    display_range)
         self.set_glands(glands)
+        self._show_content()
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
         """Fill the per-gland table (id, area, mean uncertainty; other keys such as the bbox in the
@@ -327,6 +390,7 @@ class DisplayPanel(QWidget):
         self.table.gland_model.set_rows(self.glands)
         # most uncertain gland first: the order in which to check them (a header click sorts again)
         self.table.sortByColumn(TABLE_COLUMNS.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)
+        self._show_content()
 
     def set_fill(self, fill: bool) -> None:
         """Draw every prediction layer filled (``fill``) or as outlines; later predictions follow."""

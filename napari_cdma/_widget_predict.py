@@ -56,6 +56,10 @@ DRAIN_INTERVAL_MS = 25
 DRAIN_BUDGET_S = 0.02
 UNCERTAINTY_REFRESH_S = 0.3
 PROGRESS_REFRESH_S = 0.25
+#: the choosers' minimum width in characters: the dock fits beside the canvas at napari's default window size
+#: (a longer name is elided; the list that drops down is as wide as its entries)
+COMBO_CHARS = 6
+NO_IMAGE_TEXT = "No image to predict: open an H&E image (a whole slide: Whole slide panel)."
 
 
 @dataclass
@@ -179,36 +183,44 @@ class PredictPanel(QWidget):
                                                     options={"choices": self._image_layers})
         self.image_choice.native.setToolTip("H&E image layer to segment (RGB, single-scale; a whole slide is "
                                             "predicted in the Whole slide panel)")
-        narrow_combo(self.image_choice.native)
+        narrow_combo(self.image_choice.native, COMBO_CHARS)
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")
-        narrow_combo(self.model_combo)
+        narrow_combo(self.model_combo, COMBO_CHARS)
         self.entropy_check = QCheckBox("entropy")
         self.branches_check = QCheckBox("branches")
         self.branches_check.setToolTip("Also show each decoder branch's foreground probability")
         self.predict_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        # shown only while a prediction runs: idle, a bar at 0 % (or 100 %) says nothing the status line does not
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setVisible(False)
+        #: said while the viewer holds no image Predict can take (none open, or only a whole slide)
+        self.no_image_label = QLabel(NO_IMAGE_TEXT)
+        self.no_image_label.setWordWrap(True)
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
+        # a narrow dock (napari's default window): a row too wide for it puts its field under its label
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("Image", self.image_choice.native)
         form.addRow("Model", self.model_combo)
         extra = QHBoxLayout()
-        extra.addWidget(QLabel("Also show:"))
         extra.addWidget(self.entropy_check)
         extra.addWidget(self.branches_check)
+        extra.addStretch(1)
+        form.addRow("Also show", extra)
         buttons = QHBoxLayout()
         buttons.addWidget(self.predict_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(form)
-        layout.addLayout(extra)
+        layout.addWidget(self.no_image_label)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -238,6 +250,7 @@ class PredictPanel(QWidget):
 
     def _refresh_images(self, event: Any = None) -> None:
         self.image_choice.reset_choices()
+        self.no_image_label.setVisible(not self.image_choice.choices)
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         # a newly opened image becomes the one to predict; not a hidden one (a reopened store's
         # other images come back hidden: Predict must not switch away from the image on screen)
@@ -393,6 +406,7 @@ class PredictPanel(QWidget):
         self.predict_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first tile batch reports
+        self.progress.setVisible(True)
         self.status.setText(f"Predicting '{name}' with {label}...")
         worker.start()
         self._timer.start()
@@ -592,4 +606,5 @@ class PredictPanel(QWidget):
                                    else 0)
         finally:
             self.progress.setUpdatesEnabled(True)
+        self.progress.setVisible(False)  # idle: the status line says how the run ended
         self.idle.emit()

@@ -1,0 +1,113 @@
+"""The dock at napari's default window size, and what it shows with only a whole slide open.
+
+A pathologist's walk (issue 9) found the canvas squeezed to about 240 px beside the dock in napari's default
+window (about 1089 x 630), and, with only a slide open, the Predict panel's progress bar at 0 % and an empty gland
+table left on screen. A real napari viewer (Xvfb), the plugin's reader on a small pyramidal TIFF built from the
+GlaS test images, the bundled model.
+"""
+from __future__ import annotations
+
+import pytest
+from _dock import open_dock
+
+from napari_cdma._layers import names_for, uncertainty_colormap
+
+#: what the canvas keeps beside the dock and napari's layer list in the default window (issue 9's target)
+CANVAS_MIN = 500
+#: the widest a panel may need: the dock's width at that canvas, less its scroll bar, margins and group box
+PANEL_MAX = 225
+
+
+def _settle(qtbot, viewer):
+    """Let the window lay out (a shown viewer's docks and canvas take their sizes over a few event-loop turns)."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(5):
+        QApplication.processEvents()
+        qtbot.wait(20)
+
+
+def _inner(dock):
+    from qtpy.QtWidgets import QScrollArea
+
+    return dock.findChild(QScrollArea).widget()
+
+
+def test_panels_fit_a_narrow_dock(make_napari_viewer, qtbot):
+    """Predict, the uncertainty legend and gland table, and Review wrap their long labels and stack their wide
+    rows: none needs more than PANEL_MAX px in the viewer's style (before: 252, 270 and 289 px), so the dock can
+    leave the canvas CANVAS_MIN px."""
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer)
+    display = dock.display_panel
+    display.set_glands([{"id": 1, "area": 12345, "mean_uncertainty": 0.5, "bbox": (0, 0, 10, 10)}])
+    _settle(qtbot, viewer)
+    assert not display.content.isHidden() and not display.legend_box.isHidden()  # measured as shown
+    widths = {name: getattr(dock, name).minimumSizeHint().width()
+              for name in ("predict_panel", "display_panel", "review_panel")}
+    assert all(w <= PANEL_MAX for w in widths.values()), widths
+    # and the legend (the Whole slide panel's too) once it has a range: its title wraps
+    display.legend_box.show_range("x", uncertainty_colormap(), 0.5, (0.123, 0.987))
+    assert display.legend_box.minimumSizeHint().width() <= PANEL_MAX
+
+
+@pytest.mark.xfail(strict=True, reason="the dock's width also needs the changes to napari_cdma/_widget.py (size "
+                   "hints instead of setMinimumWidth(340)), _widget_retrain.py and _widget_slide.py proposed in "
+                   "issue 9's report; remove this mark once they are in")
+def test_the_canvas_keeps_room_beside_the_dock_in_the_default_window(make_napari_viewer, qtbot):
+    """In napari's default window the canvas beside the dock and the layer list is at least CANVAS_MIN px wide
+    (before: 357 px, the dock 435 px), the window is not resized, and the dock clips nothing: its content is as
+    wide as its panels need."""
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    _settle(qtbot, viewer)
+    size = (window.width(), window.height())
+    dock = open_dock(viewer)
+    _settle(qtbot, viewer)
+    assert (window.width(), window.height()) == size  # the user's window is left as it was
+    assert window.width() < 1200  # napari's default window, not a desktop-sized one
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= CANVAS_MIN, (canvas.width(), dock.width(), window.width())
+    inner = _inner(dock)
+    assert inner.width() >= inner.minimumSizeHint().width(), (inner.width(), inner.minimumSizeHint().width())
+
+
+def test_with_only_a_slide_open_the_image_parts_are_hidden_until_an_image_is_predicted(
+        make_napari_viewer, qtbot, tmp_path, slide_path, glas_dir):
+    """With only a whole slide open there is no image to predict: no progress bar at 0 %, no empty legend and
+    gland table, but one line each saying what to do. They come back when an image is predicted (the bar while it
+    runs), and the legend and table go again when the prediction's layers are closed."""
+    from src_model.io import read_image
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(slide_path), plugin="napari-cdma")
+    dock = open_dock(viewer, tmp_path / "project")
+    predict, display = dock.predict_panel, dock.display_panel
+    _settle(qtbot, viewer)
+    assert predict.progress.isHidden() and not predict.no_image_label.isHidden()
+    assert display.content.isHidden() and not display.empty_label.isHidden()
+    assert not display.table.isVisible() and not display.legend_box.isVisible()
+
+    image = read_image(glas_dir / "images" / "testA_1.png")[:256, :256]
+    viewer.add_image(image, name="he", rgb=True)
+    assert predict.no_image_label.isHidden() and predict.image_layer.name == "he"
+    assert predict.progress.isHidden()  # idle: nothing to show yet
+    assert dock.predict("he"), predict.last_message
+    assert not predict.progress.isHidden()  # while it runs
+    qtbot.waitUntil(lambda: not predict.running and dock.settled(), timeout=120_000)
+    assert predict.last_message.startswith("Predicted"), predict.last_message
+    assert predict.progress.isHidden() and predict.progress.value() == predict.progress.maximum()
+    _settle(qtbot, viewer)
+    assert not display.content.isHidden() and display.empty_label.isHidden()
+    assert display.table.isVisible() and display.legend_box.isVisible()
+    assert display.table.rowCount() == len(display.glands) > 0
+
+    names = names_for("he")
+    viewer.layers.remove(names["prediction"])
+    assert display.table.rowCount() == 0 and not display.glands  # no rows of a closed prediction
+    assert not display.content.isHidden()  # its uncertainty layer is still open: its legend stays
+    viewer.layers.remove(names["uncertainty"])
+    assert display.content.isHidden() and not display.empty_label.isHidden()
+
+    viewer.layers.remove("he")  # only the slide again: nothing to predict
+    assert not predict.no_image_label.isHidden() and predict.progress.isHidden()
