@@ -349,7 +349,8 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
             the disagreement).
         display_range: its contrast limits (robust range over tissue); default (0, 1).
         labels_name: name of the Labels layer to write (default: the image's "prediction" layer;
-            the dock passes another name so that unaccepted edits are never overwritten).
+            the dock passes another name so that unaccepted edits are never overwritten). A name that is
+            the prediction layer's plus a suffix sends the maps to hidden layers with that suffix too.
         entropy: also show the normalised entropy map.
         branches: also show each branch's foreground probability (needs ``branch_probs``).
         fill: draw the glands filled (see :func:`style_prediction`) instead of as outlines.
@@ -366,11 +367,15 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
     # The uncertainty map's useful values span a small part of [0, 1], so its contrast comes from its
     # own robust range over tissue (``display_range``).
     image = viewer.layers[image_name].data if image_name in viewer.layers else None
+    target = labels_name or names["prediction"]
+    # a side prediction's maps go to hidden layers named with its suffix (as LiveLayers.adopt names them)
+    suffix = target[len(names["prediction"]):] if target.startswith(names["prediction"]) else ""
     for role, data, props in prediction_image_layers(umap, display_range or (0.0, 1.0), prediction, image,
                                                      entropy=entropy, branches=branches):
-        out[role] = upsert_layer(viewer, names[role], data(), "image", metadata=_role(role, image_name), **props)
+        props = {**props, "visible": False} if suffix else props
+        out[role] = upsert_layer(viewer, names[role] + suffix, data(), "image", metadata=_role(role, image_name),
+                                 **props)
     labels = np.array(prediction.labels if instances is None else instances, dtype=np.int32, copy=True)
-    target = labels_name or names["prediction"]
     layer = upsert_layer(viewer, target, labels, "labels", metadata=_role("prediction", image_name))
     layer.colormap = gland_colormap()  # bright, one colour per gland
     style_prediction(layer, fill=fill, secondary=target != names["prediction"])

@@ -505,6 +505,9 @@ class LiveLayers:
         #: a small image's layers of an earlier prediction updated in place rather than added (a layer removed
         #: at the hand-over cost napari a garbage collection: 0.7 s of GUI time each on a busy 2-core machine)
         self.updated: List[Any] = []
+        #: ``(role, layer, data, contrast limits, visible)`` of each layer in :attr:`updated` before it was
+        #: updated: put back when the prediction turns out to go to a side layer (:meth:`adopt`)
+        self.previous: List[Tuple[str, Any, Any, Tuple[float, float], bool]] = []
         self.unc_layer: Any = None
         self.labels_layer: Any = None
         #: the empty review-region and accepted-region Shapes layers this prediction added (the image had none)
@@ -610,6 +613,7 @@ class LiveLayers:
             final = names[role]
             existing = self.viewer.layers[final] if final in self.viewer.layers else None
             if isinstance(existing, Image) and not existing.multiscale and not existing.rgb:
+                self.previous.append((role, existing, existing.data, tuple(existing.contrast_limits), existing.visible))
                 upsert_layer(self.viewer, final, data(), "image", metadata=_role(role, self.image_name), **props)
                 self.updated.append(existing)
                 self._keep(role, existing)
@@ -735,26 +739,36 @@ class LiveLayers:
         branch layers from an earlier prediction, are removed). The review-region and accepted-region
         layers it added (:attr:`overlays`, hidden since their first draw) are shown, still empty: the dock
         fills them in the next event-loop turns.
+
+        A side prediction (``labels_name`` is the image's prediction name plus a suffix: a version being
+        tried, or a prediction written aside to keep unaccepted edits) leaves the image's own maps as they
+        were: those updated in place get their data back, and the side prediction's uncertainty,
+        disagreement, entropy and branch maps go to hidden layers named with the same suffix
+        (``"<image> uncertainty (v0002)"``).
         """
         release_switch(self.uncertainty)
         self._steps.close()  # a review-region layer not added yet is made by the dock, as for a small image
         self.started.set()
         names = names_for(self.image_name)
-        stale = [labels_name, names["uncertainty"], names["disagreement"], names["entropy"],
-                 *(names[f"branch{k}"] for k in (1, 2, 3))]
+        suffix = labels_name[len(names["prediction"]):] if labels_name.startswith(names["prediction"]) else ""
+        if suffix:
+            self._to_side_layers(suffix)
+        roles = ("uncertainty", "disagreement", "entropy", "branch1", "branch2", "branch3")
+        map_names = {role: names[role] + suffix for role in roles}
+        stale = [labels_name, *map_names.values()]
         if self.labels_layer is None:  # a small image that had a prediction layer: written where the dock says
             self._write_whole_labels(labels_name)
         own = (self.labels_layer, self.unc_layer, *self.extras.values())
         for name in stale:
             if name in self.viewer.layers and self.viewer.layers[name] not in own:
                 self.viewer.layers.remove(name)
-        for role, layer in self.extras.items():  # a small image's disagreement, entropy and branch layers
-            layer.name = names[role]
+        for role, layer in {**self.extras, "uncertainty": self.unc_layer}.items():
+            layer.name = map_names[role]
             layer.metadata = {ROLE_KEY: role, IMAGE_KEY: self.image_name}
+            if suffix:
+                layer.visible = False
         self.labels_layer.name = labels_name
         self.labels_layer.metadata = {ROLE_KEY: "prediction", IMAGE_KEY: self.image_name}
-        self.unc_layer.name = names["uncertainty"]
-        self.unc_layer.metadata = {ROLE_KEY: "uncertainty", IMAGE_KEY: self.image_name}
         self.unc_layer.contrast_limits = display_range
         for overlay in self.overlays:  # drawn once while predicting, hidden until now; the dock fills them
             if overlay in self.viewer.layers:
@@ -765,6 +779,21 @@ class LiveLayers:
             style_prediction(self.labels_layer, fill=True, secondary=True)
         self.labels_layer.editable = True
         return {**self.extras, "prediction": self.labels_layer, "uncertainty": self.unc_layer}
+
+    def _to_side_layers(self, suffix: str) -> None:
+        """The image's own map layers that this prediction updated in place get their data back; this
+        prediction's maps of those roles go to (hidden) layers named with ``suffix``."""
+        from ._layers import _role, upsert_layer
+
+        names = names_for(self.image_name)
+        for role, layer, data, limits, visible in self.previous:
+            mine, my_limits = layer.data, tuple(layer.contrast_limits)
+            layer.data, layer.contrast_limits, layer.visible = data, limits, visible
+            side = upsert_layer(self.viewer, names[role] + suffix, mine, "image", metadata=_role(role, self.image_name),
+                                contrast_limits=my_limits, colormap=layer.colormap, opacity=layer.opacity,
+                                blending=layer.blending, gamma=layer.gamma, visible=False)
+            self._keep(role, side)
+        self.previous = []
 
     def _write_whole_labels(self, labels_name: str) -> None:
         """A small image's labels into the layer ``labels_name``: updated in place if it is a Labels layer (as

@@ -903,8 +903,11 @@ class CdmaWidget(QWidget):
                                      branches=self.predict_panel.branches_check.isChecked(),
                                      fill=self.display_panel.fill_check.isChecked())
         pasted = self._pasted_boxes(layers["prediction"].data, corrections) if n_pasted else []
-        # regions already accepted are reviewed: "look here next" skips them
-        ranked = not_yet_accepted(result.ranked, self._accepted_boxes(result.image_hash))
+        # regions already accepted are reviewed: "look here next" skips them. A side prediction (a version
+        # tried, or one written aside to keep edits) leaves the tint, legend, gland table and review list
+        # with the image's own prediction layer, which is the one the pathologist corrects
+        own = list(state.ranked) if secondary and state is not None else list(result.ranked)
+        ranked = not_yet_accepted(own, self._accepted_boxes(result.image_hash))
         # the layers below, each a few hundred ms of GUI time (a Shapes layer's first redraw over a second
         # on a busy 2-core machine), come one per event-loop turn after a large image's prediction
         later = [lambda: show_review_outlines(self.viewer, name, ranked)]
@@ -912,7 +915,7 @@ class CdmaWidget(QWidget):
         was_restored = False
         if secondary:
             self.states[name] = replace(state, others={**state.others, target: (instances, result.model_version)},
-                                        reviewed={**state.reviewed, target: pasted}, ranked=list(result.ranked))
+                                        reviewed={**state.reviewed, target: pasted})
             if trial:
                 current = self._store.current_model_version if self._store is not None else BUNDLED
                 notes.append(f"Trying {result.model_label}: its own prediction is in the layer '{target}', "
@@ -940,8 +943,9 @@ class CdmaWidget(QWidget):
             later.append(lambda: show_accepted(self.viewer, name, accepted))
         self.last_image = name
         # the gland table (hundreds of rows for a large image) in a turn of its own too
-        later.insert(0, lambda: self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
-                                                               result.display_range, result.glands))
+        if not secondary:
+            later.insert(0, lambda: self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
+                                                                   result.display_range, result.glands))
         self.review_panel.set_tiles(name, ranked)
         later.append(lambda: raise_overlays(self.viewer, name))
         if n_pasted:

@@ -57,10 +57,23 @@ def test_trying_a_version_shows_its_own_prediction(make_napari_viewer, qtbot, tm
     assert review.accept_whole_image() is not None, review.last_message
     accepted = np.array(labels.data)
 
+    umap = viewer.layers[names["uncertainty"]]
+    own_maps = (np.array(umap.data), tuple(umap.contrast_limits), umap.visible)
+    display = widget.display_panel
+    own_table = (display.labels_layer, [dict(g) for g in display.glands], list(widget.states[SAMPLE_NAME].ranked))
+
     panel.model_combo.setCurrentIndex(panel._find(("version", trial.version)))
     _predict_and_wait(qtbot, widget, SAMPLE_NAME)
     tried = f"{names['prediction']} ({trial.version})"
     assert tried in viewer.layers, [ly.name for ly in viewer.layers]
+    # the tint, legend, gland table and review list stay those of the image's own layer (pathologist walk: a
+    # tried version replaced them); the tried version's maps are in hidden layers of its own
+    np.testing.assert_array_equal(viewer.layers[names["uncertainty"]].data, own_maps[0])
+    assert viewer.layers[names["uncertainty"]] is umap and (tuple(umap.contrast_limits), umap.visible) == own_maps[1:]
+    assert (display.labels_layer, display.glands, widget.states[SAMPLE_NAME].ranked) == own_table
+    side = viewer.layers[f"{names['uncertainty']} ({trial.version})"]
+    assert not side.visible and side.data.shape == own_maps[0].shape  # (the same checkpoint here: equal maps)
+    assert not viewer.layers[f"{names['disagreement']} ({trial.version})"].visible
     own, version = widget.states[SAMPLE_NAME].original_for(tried)
     assert version == trial.version
     assert np.array_equal(viewer.layers[tried].data, own)  # the model's own labels, nothing pasted
