@@ -726,6 +726,21 @@ class CdmaWidget(QWidget):
         except ValueError:  # the layers no longer match (another image under the same name)
             pass
 
+    @staticmethod
+    def _shown_glands(layers: Dict[str, Any], glands: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """The gland table of a prediction layer the store's corrections were pasted into (with ids of their
+        own: the worker's table, made before, lists neither them nor what they covered), else ``glands``.
+        Not for a large image (its maps are a pyramid; its table stays the worker's, blockwise)."""
+        labels, umap = layers["prediction"], layers["uncertainty"]
+        if getattr(umap, "multiscale", False):
+            return glands
+        from src_model.gland_table import gland_table  # not via src_model.uncertainty: that imports torch
+
+        try:
+            return gland_table(np.asarray(labels.data), np.asarray(umap.data))
+        except ValueError:
+            return glands
+
     def _region_image_label(self, record: RegionRecord) -> str:
         """A region's image: its source file name, else the image layer's name, else its hash."""
         if record.source_path:
@@ -944,8 +959,9 @@ class CdmaWidget(QWidget):
         self.last_image = name
         # the gland table (hundreds of rows for a large image) in a turn of its own too
         if not secondary:
-            later.insert(0, lambda: self.display_panel.show_result(name, layers["uncertainty"], layers["prediction"],
-                                                                   result.display_range, result.glands))
+            later.insert(0, lambda: self.display_panel.show_result(
+                name, layers["uncertainty"], layers["prediction"], result.display_range,
+                self._shown_glands(layers, result.glands) if n_pasted else result.glands))
         self.review_panel.set_tiles(name, ranked)
         later.append(lambda: raise_overlays(self.viewer, name))
         if n_pasted:

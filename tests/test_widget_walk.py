@@ -108,6 +108,12 @@ def test_edit_after_accept_survives_a_repredict(make_napari_viewer, qtbot, tmp_p
     _predict_and_wait(qtbot, widget, SAMPLE_NAME)
     assert sorted(ly.name for ly in viewer.layers) == layers_before
     assert (labels.data[100:140, 100:140] > 0).all()
+    # the gland table lists the glands the layer shows, the pasted correction's (fresh ids) included
+    shown = sorted(int(v) for v in np.unique(labels.data) if v)
+    assert sorted(g["id"] for g in widget.display_panel.glands) == shown
+    pasted = int(labels.data[120, 120])
+    row = next(g for g in widget.display_panel.glands if g["id"] == pasted)
+    assert row["area"] == int((labels.data == pasted).sum())
 
     # edited after the accept (inside the accepted box): kept, and the prediction goes elsewhere
     labels.data[180:200, 180:200] = 55
