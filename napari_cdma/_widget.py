@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import napari.viewer
 import numpy as np
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -88,6 +88,9 @@ logger = logging.getLogger(__name__)
 _last_saver: Optional[threading.Thread] = None
 
 PROJECT_ENV = "NAPARI_CDMA_PROJECT"
+#: The dock's width when it opens (px): beside napari's layer list in its default window (about 1089 px
+#: wide) the canvas keeps about 500 px.
+DOCK_WIDTH = 280
 
 
 def default_project_path() -> Path:
@@ -217,7 +220,7 @@ class CdmaWidget(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.setMinimumWidth(340)
+        self._scroll = scroll  # its content's minimum width is the dock's (minimumSizeHint)
 
         browse.clicked.connect(self._browse_store)
         open_button.clicked.connect(lambda: self.open_store(self.store_edit.text()))
@@ -242,6 +245,21 @@ class CdmaWidget(QWidget):
         else:  # said, not left blank (pathologist walk)
             self.store_label.setText("No project store there yet: the first Predict or Accept creates it "
                                      "(or choose another folder and press Open).")
+
+    def minimumSizeHint(self) -> QSize:
+        """As narrow as the panels allow (they wrap and stack for a narrow dock), no narrower: the scroll area
+        has no horizontal scrollbar, so a narrower dock would clip them."""
+        scroll = self._scroll
+        if not scroll.widget().isVisible():  # not laid out in the viewer's style yet: its sizes are not those
+            return super().minimumSizeHint()
+        width = (scroll.widget().minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+                 + 2 * scroll.frameWidth())
+        return QSize(width, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        """DOCK_WIDTH wide, or the minimum if wider (napari opens a dock at its size hint): at napari's default
+        window the canvas keeps about 500 px beside the dock and the layer list; the user can widen the dock."""
+        return QSize(max(self.minimumSizeHint().width(), DOCK_WIDTH), super().sizeHint().height())
 
     # ------------------------------------------------------------------ store
     @property

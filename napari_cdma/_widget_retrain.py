@@ -134,10 +134,11 @@ class RetrainPanel(QWidget):
                                     "current one on its uncorrected tissue (1 = unchanged)")
         self.image_table.setVisible(False)
 
+        # short rows, not one: one row was wider than the dock beside a default-sized canvas
+        steps = QHBoxLayout()
+        steps.addWidget(QLabel("Steps"))
+        steps.addWidget(self.steps_spin, 1)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Steps"))
-        row.addWidget(self.steps_spin)
-        row.addWidget(self.semi_check)
         row.addWidget(self.retrain_button)
         row.addWidget(self.cancel_button)
         prog = QHBoxLayout()
@@ -145,6 +146,8 @@ class RetrainPanel(QWidget):
         prog.addWidget(self.eta_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(steps)
+        layout.addWidget(self.semi_check)
         layout.addLayout(row)
         layout.addLayout(prog)
         layout.addWidget(self.loss_plot)
