@@ -574,6 +574,8 @@ class CdmaWidget(QWidget):
                                            model_label=record.model_label, ranked=list(record.ranked),
                                            reviewed={main: pasted})
             self.image_names[digest] = name
+            if n_pasted:
+                self._hide_corrections(name)
             raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
             self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
@@ -700,8 +702,8 @@ class CdmaWidget(QWidget):
         if restored:
             summary += ("\nPredictions restored from the store (model, time saved): "
                         + "; ".join(f"'{k}' ({v})" for k, v in restored.items())
-                        + ". Edits not accepted are not kept in the store unless you press 'Keep unaccepted "
-                        "edits'; accept them to train on them.")
+                        + ". Edits made from now on are not kept in the store until you press 'Keep "
+                        "unaccepted edits' (not used for training) or accept them (used for training).")
         self.store_label.setText(summary)
         if not layers:
             return
@@ -710,6 +712,13 @@ class CdmaWidget(QWidget):
             if name in self.viewer.layers and (boxes or names_for(name)["accepted"] in self.viewer.layers):
                 show_accepted(self.viewer, name, boxes)
             self._refresh_corrections(name, by_image.get(digest, []))
+
+    def _hide_corrections(self, image_name: str) -> None:
+        """Hide an image's "accepted corrections" layer (added on reopen) once its prediction layer shows
+        the corrections pasted: two labels layers drawn over each other doubled every outline."""
+        layer_name = names_for(image_name)["corrections"]
+        if layer_name in self.viewer.layers:
+            self.viewer.layers[layer_name].visible = False
 
     def _refresh_corrections(self, image_name: str, regions: List[RegionRecord]) -> None:
         """Redraw an image's "accepted corrections" layer (shown on reopen) from the store's live regions,
@@ -936,6 +945,8 @@ class CdmaWidget(QWidget):
                                      branches=self.predict_panel.branches_check.isChecked(),
                                      fill=self.display_panel.fill_check.isChecked())
         pasted = self._pasted_boxes(layers["prediction"].data, corrections) if n_pasted else []
+        if n_pasted and not secondary:
+            self._hide_corrections(name)
         # regions already accepted are reviewed: "look here next" skips them. A side prediction (a version
         # tried, or one written aside to keep edits) leaves the tint, legend, gland table and review list
         # with the image's own prediction layer, which is the one the pathologist corrects

@@ -156,6 +156,9 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
         np.testing.assert_array_equal(again.states[name].original_labels, original)
     restored = other.layers[names["prediction"]]
     assert {k: getattr(restored, k) for k in style} == style
+    # the prediction layer shows the accepted correction: the corrections layer under it is hidden (two labels
+    # layers drawn over each other doubled the outlines: pathologist walk)
+    assert restored.visible and not other.layers[names["corrections"]].visible
     rumap = other.layers[names["uncertainty"]]
     assert (tuple(rumap.contrast_limits), rumap.opacity, rumap.blending, rumap.colormap.name) == unc_style
     # the branch disagreement comes back too, hidden, at the same contrast (kept as float16)
