@@ -235,10 +235,10 @@ def uncertainty_colormap() -> Any:
 
 
 def robust_range(values: np.ndarray, image: Optional[np.ndarray] = None) -> Tuple[float, float]:
-    """Contrast limits of a heat map: ``src_model.uncertainty.display_range`` over the tissue of ``image``
-    (all pixels when no image of the map's shape is given)."""
+    """Contrast limits of a heat map: ``src_model.contrast.display_range`` over the tissue of ``image``
+    (all pixels when no image of the map's shape is given). Imports no torch."""
+    from src_model.contrast import display_range
     from src_model.tissue import tissue_mask
-    from src_model.uncertainty import display_range
 
     tissue = None
     if image is not None and tuple(np.shape(image)[:2]) == tuple(np.shape(values)):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from .contrast import display_range as display_range  # re-exported: torch-free in .contrast
 from .gland_table import gland_table as gland_table  # re-exported: the plugin and tests use it from here
 from .tiling import REVIEW_SIZE
 
@@ -121,42 +122,6 @@ def rank_tiles(disagreement_map: np.ndarray, tissue: np.ndarray, review_size: in
             out.append((s, (y0, x0, y1, x1)))
     out.sort(key=lambda item: -item[0])
     return out
-
-
-# --------------------------------------------------------------------------- plugin helpers
-
-def display_range(uncertainty_map: np.ndarray, tissue: Optional[np.ndarray] = None,
-                  percentiles: Tuple[float, float] = (2.0, 99.5)) -> Tuple[float, float]:
-    """Contrast limits ``(lo, hi)`` for showing a map: robust percentiles over tissue pixels.
-
-    Args:
-        uncertainty_map: float (H, W), e.g. ``Prediction.uncertainty`` or ``.disagreement``.
-        tissue: bool (H, W) (:func:`src_model.tissue.tissue_mask`); None = all pixels. When it
-            holds no pixel, all pixels are used.
-        percentiles: lower and upper percentile (default 2nd and 99.5th).
-
-    Returns:
-        floats with ``lo < hi`` always (a constant map gives ``(v, v + 1e-6)``), so they can be
-        given to napari's ``contrast_limits`` directly. Maps with a tiny range (branch
-        disagreement rarely exceeds 0.08) become visible.
-    """
-    m = np.asarray(uncertainty_map, dtype=np.float32)
-    if tissue is not None:
-        t = np.asarray(tissue, dtype=bool)
-        if t.shape != m.shape:
-            raise ValueError(f"map and tissue mask differ in shape: {m.shape} vs {t.shape}")
-        vals = m[t] if t.any() else m.ravel()
-    else:
-        vals = m.ravel()
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(vals, percentiles))
-    if not hi > lo:
-        hi = max(float(vals.max()), lo)
-        if not hi > lo:
-            hi = lo + 1e-6
-    return lo, hi
 
 
 # --------------------------------------------------------------------------- review regions
