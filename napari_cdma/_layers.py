@@ -7,7 +7,7 @@ updated in place on later runs, so re-running Predict never duplicates them.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -317,20 +317,19 @@ def prediction_image_layers(umap: np.ndarray, display_range: Tuple[float, float]
     return out
 
 
-def show_uncertainty(viewer: Any, image_name: str, umap: np.ndarray, display_range: Tuple[float, float],
-                     visible: bool = True, disagreement: Optional[np.ndarray] = None,
-                     image: Optional[np.ndarray] = None) -> Any:
+def uncertainty_layer_steps(viewer: Any, image_name: str, umap: np.ndarray, display_range: Tuple[float, float],
+                            out: Dict[str, Any], visible: bool = True, disagreement: Optional[np.ndarray] = None,
+                            image: Optional[np.ndarray] = None) -> Iterator[None]:
     """Add or update the image's uncertainty layer: ``umap`` (H, W) as float32 over ``display_range``
     (:func:`prediction_image_layers`), and its hidden branch-disagreement layer when ``disagreement``
-    (H, W) is given (contrast from its robust range over ``image``'s tissue); the uncertainty layer."""
+    (H, W) is given (contrast from its robust range over ``image``'s tissue); yields after each layer (a
+    layer added is a few hundred ms of GUI work: one per event-loop turn), ``out[role]`` the layer."""
     names = names_for(image_name)
     kept = None if disagreement is None else SimpleNamespace(disagreement=disagreement)
-    out = None
     for role, data, props in prediction_image_layers(umap, display_range, kept, image):
-        layer = upsert_layer(viewer, names[role], data(), "image", metadata=_role(role, image_name),
-                             **{**props, "visible": visible and props["visible"]})
-        out = layer if role == "uncertainty" else out
-    return out
+        out[role] = upsert_layer(viewer, names[role], data(), "image", metadata=_role(role, image_name),
+                                 **{**props, "visible": visible and props["visible"]})
+        yield
 
 
 def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances: Optional[np.ndarray] = None,

@@ -35,7 +35,7 @@ import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
 
 import napari.viewer
 import numpy as np
@@ -75,8 +75,8 @@ from ._widget_store import (
     Restore,
     open_image_hashes,
     regions_by_image,
-    show_stored_prediction,
     stored_name,
+    stored_prediction_steps,
 )
 from ._widget_versions import VersionsPanel, fmt_time
 from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore, RegionRecord, StoreError
@@ -327,9 +327,16 @@ class CdmaWidget(QWidget):
             return
         self._restoring = job
         worker = create_worker(job.read)
-        worker.returned.connect(lambda _: self._restore_turn(store, job, job.steps()))
+        worker.returned.connect(lambda _: self._restore_turn(store, job, self._restore_steps(store, job)))
         worker.errored.connect(lambda exc: self._end_restore(store, job, exc))
         worker.start()
+
+    def _restore_steps(self, store: ProjectStore, job: Restore) -> Iterator[None]:
+        """The GUI steps of a reopen, one layer each: the stored images, accepted boxes and corrections
+        (:meth:`Restore.steps`), then the latest predictions (:meth:`_restored_layers`); the counts of images
+        restored and restored without a prediction go to ``job.counts``."""
+        yield from job.steps()
+        job.counts = yield from self._restored_layers(store, job.known, job.names)
 
     def _restore_turn(self, store: ProjectStore, job: Restore, steps: Any) -> None:
         """Add one layer of a reopened store, then leave the next to a later event-loop turn."""
@@ -353,7 +360,7 @@ class CdmaWidget(QWidget):
         self._restoring = None
         restored = without = 0
         if exc is None:
-            restored, without = self._restored_layers(store, job.known, job.names)
+            restored, without = job.counts
             self._sync_from_store(layers=False)  # the restore drew the boxes and corrections: not read again
         else:
             self.store_label.setText(f"Could not show the stored images: {exc}")
@@ -518,11 +525,10 @@ class CdmaWidget(QWidget):
             return f"stale: the {record.model_version} model file changed since"
         return ""
 
-    def _restore_predictions(self, store: ProjectStore, names: Dict[str, str]) -> List[str]:
-        """Show the store's latest prediction of each shown image whose prediction layer is not open;
-        returns the names of the images whose prediction was shown."""
+    def _restore_predictions(self, store: ProjectStore, names: Dict[str, str], shown: List[str]) -> Iterator[None]:
+        """Show the store's latest prediction of each shown image whose prediction layer is not open, one
+        layer per step; ``shown`` gets the names of the images whose prediction was shown."""
         layers = self.viewer.layers
-        shown: List[str] = []
         first: Optional[str] = None
         for digest, name in names.items():
             record = store.latest_prediction(digest)
@@ -564,9 +570,12 @@ class CdmaWidget(QWidget):
             on_screen = labels.copy() if edited is None else edited.astype(np.int32)
             n_pasted = self._paste_restored(on_screen, labels, accepted)
             visible = bool(image_layer.visible)
-            made = show_stored_prediction(self.viewer, name, on_screen, uncertainty, record.display_range,
-                                          fill=self.display_panel.fill_check.isChecked(), visible=visible,
-                                          disagreement=jsd, image=image)
+            made: Dict[str, Any] = {}
+            yield from stored_prediction_steps(self.viewer, name, on_screen, uncertainty, record.display_range, made,
+                                               fill=self.display_panel.fill_check.isChecked(), visible=visible,
+                                               disagreement=jsd, image=image)
+            if name not in layers or made["prediction"] not in layers:  # closed meanwhile
+                continue
             main = made["prediction"].name
             pasted = safe + (self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else [])
             self.states[name] = ImageState(image=image, original_labels=labels,
@@ -586,12 +595,21 @@ class CdmaWidget(QWidget):
         chosen = getattr(self.predict_panel.image_layer, "name", None)
         focus = chosen if chosen in shown else first
         if focus is not None and focus in self.states:
-            self._show_restored(focus)
-        return shown
+            yield from self._show_restored(focus)
 
     def _review_overlays(self, name: str, state: ImageState) -> List[Tuple[float, Tuple[int, int, int, int]]]:
         """An image's review tiles and accepted boxes layers (made when its restored prediction is
         first shown: one restored image at a time, not all of them at reopen); its regions not accepted yet."""
+        steps = self._review_overlay_steps(name, state)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def _review_overlay_steps(self, name: str, state: ImageState
+                              ) -> Generator[None, None, List[Tuple[float, Tuple[int, int, int, int]]]]:
+        """:meth:`_review_overlays`, yielding after each layer it adds."""
         names = names_for(name)
         boxes = self._accepted_boxes(state.image_hash)
         ranked = not_yet_accepted(state.ranked, boxes)
@@ -599,19 +617,25 @@ class CdmaWidget(QWidget):
         if names["tiles"] not in self.viewer.layers:
             show_review_outlines(self.viewer, name, ranked)
             added = True
+            yield
         if names["accepted"] not in self.viewer.layers:  # made now, so that an accept never adds a layer
             show_accepted(self.viewer, name, boxes)
             added = True
+            yield
         if added:
             raise_overlays(self.viewer, name)
             if names["prediction"] in self.viewer.layers:  # the brush stays on the prediction layer
                 self.viewer.layers.selection.active = self.viewer.layers[names["prediction"]]
         return ranked
 
-    def _show_restored(self, name: str) -> None:
-        """The display and review panels show a restored prediction (as after Predict)."""
+    def _show_restored(self, name: str) -> Iterator[None]:
+        """The display and review panels show a restored prediction (as after Predict); steps as
+        :meth:`_restore_predictions`'s."""
         state = self.states[name]
         names = names_for(name)
+        ranked = yield from self._review_overlay_steps(name, state)
+        if names["prediction"] not in self.viewer.layers or names["uncertainty"] not in self.viewer.layers:
+            return  # closed meanwhile
         labels, umap = self.viewer.layers[names["prediction"]], self.viewer.layers[names["uncertainty"]]
         record_range = tuple(umap.contrast_limits)
         try:
@@ -621,15 +645,14 @@ class CdmaWidget(QWidget):
         except ValueError:
             glands = []
         self.last_image = name
-        ranked = self._review_overlays(name, state)
         self.display_panel.show_result(name, umap, labels, record_range, glands)
         self.review_panel.image_name = None
         self.review_panel.set_tiles(name, ranked)
 
     def _restored_layers(self, store: ProjectStore, known: Dict[str, str], names: Dict[str, str]
-                         ) -> Tuple[int, int]:
-        """Name the restored images as they were named and show their latest predictions; returns how many
-        images were added and how many of those came back without a prediction."""
+                         ) -> Generator[None, None, Tuple[int, int]]:
+        """Name the restored images as they were named and show their latest predictions (one layer per
+        step); returns how many images were added and how many of those came back without a prediction."""
         renamed = False
         for digest in set(names) - set(known):
             shown = names[digest]
@@ -642,7 +665,7 @@ class CdmaWidget(QWidget):
         added = set(names) - set(known)
         shown: List[str] = []
         try:
-            shown = self._restore_predictions(store, names)
+            yield from self._restore_predictions(store, names, shown)
         except Exception as exc:  # the images and regions are shown; a prediction must not stop the dock
             logger.warning("could not show the stored predictions: %s", exc)
         return len(added), sum(1 for d in added if names[d] not in shown)

@@ -5,7 +5,7 @@ Reopening a store shows each stored image, a Shapes layer of its accepted boxes 
 of its accepted corrections (:func:`restore_layers`; :class:`Restore` splits it so that no stored
 pixel is read on the GUI thread); the dock then shows each image's latest prediction kept by the
 store as its prediction and uncertainty layers, drawn as a fresh Predict draws them
-(:func:`show_stored_prediction`). Edits made in a prediction layer and not accepted are
+(:func:`stored_prediction_steps`). Edits made in a prediction layer and not accepted are
 not kept by the store.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ._layers import (
     is_derived,
     names_for,
     show_accepted,
-    show_uncertainty,
     style_prediction,
+    uncertainty_layer_steps,
     upsert_layer,
 )
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
@@ -138,6 +138,8 @@ class Restore:
         self._hashed: Dict[str, Any] = {}  # hash -> open layer, of the layers hashed by read()
         self._added: List[Tuple[str, np.ndarray]] = []
         self._corrections: Dict[str, np.ndarray] = {}
+        #: (images restored, of them without a prediction): set by the dock once its steps are done
+        self.counts: Tuple[int, int] = (0, 0)
 
     def _shown(self, digest: str, fits: Callable[[Tuple[int, int]], bool]) -> bool:
         """Whether an open layer shows ``digest``: one known, or one found by hashing the unhashed
@@ -266,12 +268,13 @@ def restore_layers(viewer: Any, store: ProjectStore, known: Dict[str, str]) -> D
     return job.names
 
 
-def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, uncertainty: np.ndarray,
-                           display_range: Tuple[float, float], fill: bool = False, visible: bool = True,
-                           disagreement: Optional[np.ndarray] = None, image: Optional[np.ndarray] = None
-                           ) -> Dict[str, Any]:
+def stored_prediction_steps(viewer: Any, image_name: str, labels: np.ndarray, uncertainty: np.ndarray,
+                            display_range: Tuple[float, float], out: Dict[str, Any], fill: bool = False,
+                            visible: bool = True, disagreement: Optional[np.ndarray] = None,
+                            image: Optional[np.ndarray] = None) -> Iterator[None]:
     """Show a prediction the store kept as the image's prediction and uncertainty layers, and its hidden
-    disagreement layer when the store kept the disagreement.
+    disagreement layer when the store kept the disagreement; yields after each layer (run one step per
+    event-loop turn: each layer added is a few hundred ms of GUI work).
 
     Same names, colormaps, contrast limits, opacity and outline style as a fresh Predict
     (:func:`~napari_cdma._layers.show_prediction`); the optional entropy and branch layers are not kept
@@ -283,21 +286,20 @@ def show_stored_prediction(viewer: Any, image_name: str, labels: np.ndarray, unc
         labels: the gland labels to show (H, W), int32.
         uncertainty: the uncertainty map (H, W), shown as float32.
         display_range: its contrast limits.
+        out: filled with role -> layer (``"prediction"``, ``"uncertainty"``, ``"disagreement"``).
         fill: draw the glands filled rather than as outlines.
         visible: show the layers (those of a restored hidden image stay hidden).
         disagreement: the branches' disagreement (H, W), shown as the hidden disagreement layer; None: none.
         image: the image (H, W, 3), whose tissue sets the disagreement layer's contrast.
-
-    Returns:
-        ``{"prediction": labels layer, "uncertainty": uncertainty layer}``.
     """
     names = names_for(image_name)
-    unc = show_uncertainty(viewer, image_name, uncertainty, display_range, visible=visible,
-                           disagreement=disagreement, image=image)
+    yield from uncertainty_layer_steps(viewer, image_name, uncertainty, display_range, out, visible=visible,
+                                       disagreement=disagreement, image=image)
     # added hidden and styled, then shown: napari draws (and outlines) a visible labels layer at each change
     layer = upsert_layer(viewer, names["prediction"], np.array(labels, dtype=np.int32, copy=True), "labels",
                          visible=False, metadata={ROLE_KEY: "prediction", IMAGE_KEY: image_name})
     layer.colormap = gland_colormap()
     style_prediction(layer, fill=fill)
+    out["prediction"] = layer
+    yield
     layer.visible = visible
-    return {"prediction": layer, "uncertainty": unc}
