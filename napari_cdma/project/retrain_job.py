@@ -266,7 +266,8 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
     regressed = ev.agreement is not None and ev.agreement < limit
     changed = (f"it changed the prediction of uncorrected tissue: agreement with the current model "
                f"{ev.agreement:.3f} < {limit:.3f}") if regressed else ""
-    unchecked = ("; no uncorrected tissue was stored to check it against the current model"
+    unchecked = ("; not checked against the current model: no stored image has uncorrected tissue (outside the "
+                 "accepted regions)"
                  if ev.agreement is None else "")
     if n < MIN_HOLDOUT_FOR_PROMOTION or not scored:
         basis = (f"decided on {n} held-out region(s)" if scored

@@ -297,7 +297,8 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     if agree["pooled"] is not None:
         message += f"; agreement with {parent} on uncorrected tissue {agree['pooled']:.3f} ({agree['crops']} crops)"
     else:
-        message += "; no uncorrected tissue stored to compare with the current model"
+        message += ("; no stored image has uncorrected tissue (outside the accepted regions) to compare with "
+                    "the current model")
     done = Done(checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
                 n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message,
                 agreement=agree["pooled"], min_agreement=MIN_AGREEMENT, agreement_crops=agree["crops"],
