@@ -314,8 +314,8 @@ class ReviewPanel(QWidget):
     def _fill_tiles(self, tiles: List[Tuple[float, BBox]]) -> None:
         self.tiles = list(tiles)
         self.tile_list.clear()
-        for score, (y0, x0, y1, x1) in self.tiles:
-            self.tile_list.addItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}")
+        for k, (score, (y0, x0, y1, x1)) in enumerate(self.tiles, start=1):  # the rank and what is uncertain there
+            self.tile_list.addItem(f"{k}. uncertainty {score:.2f}, {x1 - x0} x {y1 - y0} px at x {x0}, y {y0}")
 
     def _tiles_layer(self) -> Any:
         name = names_for(self.image_name)["tiles"] if self.image_name else None
@@ -513,6 +513,8 @@ class ReviewPanel(QWidget):
             layer.selected_data = set(done)
             layer.remove_selected()
         layer.mode = "pan_zoom"  # the next click moves the view; it does not draw another region
+        if records and labels in self.viewer.layers:  # the brush goes back to the glands (pathologist walk)
+            self.viewer.layers.selection.active = labels
         return records
 
     def refresh_regions(self) -> None:

@@ -101,8 +101,12 @@ class VersionsPanel(QWidget):
             self.version_list.addItem(item)
 
     def set_current(self, version: str) -> bool:
-        """Make ``version`` the store's current model and announce it."""
+        """Make ``version`` the store's current model and announce it; True when it is current (already
+        current: said so, and nothing is predicted again)."""
         try:
+            if self._get_store().current_model_version == version:
+                self._say(f"{version} is already the current model.")
+                return True
             self._get_store().set_current(version)
         except Exception as exc:
             self._say(f"Could not switch to {version}: {exc}", error=True)

@@ -199,6 +199,9 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     assert widget.versions_panel.roll_back(first.version)
     assert store.current_model_version == first.version
     qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=60_000)
+    # rolling back to the version already current says so and re-predicts nothing
+    assert widget.versions_panel.roll_back(first.version)
+    assert "already the current model" in widget.versions_panel.last_message and not widget.predict_panel.running
 
     # Both outcomes, each for sure: the same real checkpoint reported worse, then better.
     retrain._handle(replace(done, old_dice=0.9, new_dice=0.8, better=False))
@@ -453,6 +456,8 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     (rec,) = review.accept_drawn(drawn)
     assert rec.bbox == (0, 0, 141, 151) and len(drawn.data) == 0
     assert drawn.mode == "pan_zoom"  # the next click does not draw
+    assert viewer.layers.selection.active is labels  # the brush is back on the glands
+    assert review.tile_list.item(0).text().startswith("1. uncertainty ")
     _, corrected, _ = store.load_region(rec.region_id)
     assert (corrected[10:30, 10:30] == 7).all()
     drawn.add_polygons(np.array([[300, 300], [300, 460], [450, 380]], float))
