@@ -246,6 +246,15 @@ class CdmaWidget(QWidget):
             self.store_label.setText("No project store there yet: the first Predict or Accept creates it "
                                      "(or choose another folder and press Open).")
 
+    def showEvent(self, event: Any) -> None:
+        """The first time the dock shows, the view is fitted again: docking it narrows the canvas, which
+        napari does not refit, so an image opened before it was cropped (pathologist walk)."""
+        super().showEvent(event)
+        if not getattr(self, "_shown_once", False):
+            self._shown_once = True
+            if len(self.viewer.layers) and not self.states:
+                QTimer.singleShot(0, self._fit_view)
+
     def minimumSizeHint(self) -> QSize:
         """As narrow as the panels allow (they wrap and stack for a narrow dock), no narrower: the scroll area
         has no horizontal scrollbar, so a narrower dock would clip them."""

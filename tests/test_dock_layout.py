@@ -111,3 +111,21 @@ def test_with_only_a_slide_open_the_image_parts_are_hidden_until_an_image_is_pre
 
     viewer.layers.remove("he")  # only the slide again: nothing to predict
     assert not predict.no_image_label.isHidden() and predict.progress.isHidden()
+
+
+def test_an_image_opened_before_the_dock_is_shown_whole_once_the_dock_is_docked(make_napari_viewer, qtbot):
+    """Docking narrows the canvas, which napari does not refit: the image opened before was cropped to its middle
+    (pathologist walk). The dock fits the view again when it first shows."""
+    from _dock import PLUGIN
+
+    from napari_cdma._widget_review import scene_camera
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    _settle(qtbot, viewer)
+    open_dock(viewer)
+    _settle(qtbot, viewer)
+    h, w = viewer.layers[0].data.shape[:2]
+    canvas = viewer.window._qt_viewer.canvas.native
+    zoom = scene_camera(viewer).zoom
+    assert w * zoom <= canvas.width() + 1 and h * zoom <= canvas.height() + 1, (zoom, canvas.width(), w)
