@@ -388,8 +388,7 @@ class SlidePanel(QWidget):
 
     def _on_progress(self, event: Any, run: Dict[str, Any]) -> None:
         if event.total:
-            self.progress.setRange(0, int(event.total) + SHOW_STEPS)
-            self.progress.setValue(int(event.step))
+            self._set_progress(int(event.step), int(event.total) + SHOW_STEPS)
         if event.stage == "predict-slide":  # a chunk was written: show it now
             for kind in ("glands", "uncertainty"):
                 layer = self._live_layer(f"{run['layer']} {kind}", run["store"])
@@ -427,10 +426,13 @@ class SlidePanel(QWidget):
                       f"are done); nothing is shown.{undone_note}", error=True)
             return
         self.last_result = out
-        self.show_store(run["layer"], run["store"])
         ds = out["downsample"]
-        self.set_tiles(run["layer"], [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]], ds)
-        self.show_accepted_windows()
+        tiles = [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]]
+        # one per turn of the event loop (each re-slices layers; the viewer draws in between), the slide still shown
+        shown = lambda: self.last_result is out and self._same_layer(run["layer"], job["slide"])  # noqa: E731
+        self._in_steps(lambda: self.show_store(run["layer"], run["store"]) if shown() else None,
+                       lambda: self.set_tiles(run["layer"], tiles, ds) if shown() else None,
+                       lambda: self.show_accepted_windows(out) if shown() else None)
         s = out["summary"]
         more = "" if out["n_visible"] <= len(out["chunks"]) else \
             f" The view covers {out['n_visible']} chunks; the {len(out['chunks'])} nearest its centre were done: " \
@@ -858,17 +860,23 @@ class SlidePanel(QWidget):
                 self._job = None
                 self._end_job(self._finished)
 
+    def _set_progress(self, value: int, maximum: int) -> None:
+        """The progress bar at ``value`` of ``maximum``, drawn with the window's next paint: QProgressBar.setValue
+        repaints at once, and with it the whole window, the canvas included (tens of ms on the GUI thread, added to
+        whatever runs then: a job's result, the refresh of the store's layers after each predicted chunk)."""
+        self.progress.setUpdatesEnabled(False)
+        try:
+            self.progress.setRange(0, maximum)
+            self.progress.setValue(value)
+        finally:
+            self.progress.setUpdatesEnabled(True)
+
     def _end_job(self, done: bool) -> None:
         """A job has stopped: the buttons and the bar back, withdrawals noticed meanwhile undone now."""
         self._worker = None
         self._finished = None
         self._set_busy(False)
-        # drawn with the window's next paint: QProgressBar.setValue repaints at once, and with it the whole window,
-        # the canvas included (tens of ms added to the last step of a job's result)
-        self.progress.setUpdatesEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if done else 0)
-        self.progress.setUpdatesEnabled(True)
+        self._set_progress(1 if done else 0, 1)
         self.idle.emit()
         if self._sync_pending:
             self._sync_pending = False

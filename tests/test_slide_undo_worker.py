@@ -9,8 +9,10 @@ import json
 import threading
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from test_widget_slide import _accept, _assert_same_glands, _edit, _exported, _labels, _predicted_in_dock
 
+from napari_cdma._layers import names_for
 from napari_cdma._slide_view import window_instances
 from napari_cdma.project import slide_regions
 from src_model.slide_store import open_store
@@ -66,6 +68,13 @@ def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer,
     threads = _undo_threads(monkeypatch)
     removed = []
     viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
+    seen = []  # the store glands' slices, the accepted windows' outline set, a 10 ms timer's ticks, in order
+    viewer.layers[f"{slide_layer.name} glands"].events.set_data.connect(lambda _e: seen.append("glands"))
+    viewer.layers[names_for(slide_layer.name)["accepted"]].events.data.connect(lambda _e: seen.append("outline"))
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: seen.append("tick"))
+    timer.start()
 
     assert panel.predict_view() is True, panel.last_message
     assert panel.running and not panel.export_button.isEnabled()
@@ -78,6 +87,13 @@ def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer,
     assert removed == [], removed
     np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[0][:]), predicted[0])
     assert panel.window_list.count() == 0  # the accepted windows follow the project
+    timer.stop()
+    # the result is shown in turns of the event loop of its own: the viewer runs between the store's refresh and
+    # the outlines (the withdrawn window's removed)
+    assert "glands" in seen and "outline" in seen, seen
+    last_glands = len(seen) - 1 - seen[::-1].index("glands")
+    assert "tick" in seen[last_glands:seen.index("outline", last_glands)], seen
+    assert len(viewer.layers[names_for(slide_layer.name)["accepted"]].data) == 0
 
 
 def test_export_undoes_withdrawn_windows_in_its_worker(make_napari_viewer, qtbot, tmp_path, slide_path, monkeypatch):
