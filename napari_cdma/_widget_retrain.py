@@ -5,6 +5,7 @@ table shows each image's held-out Dice before / after and the agreement."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -84,6 +85,8 @@ class RetrainPanel(QWidget):
     model_changed = Signal(str)
     model_added = Signal(str)
     job_event = Signal(object)
+    #: (Done event, record or None, error message): a finished job's model registered (from a worker thread)
+    _registered = Signal(object, object, str)
 
     def __init__(self, get_store: Callable[[], ProjectStore], parent: Optional[QWidget] = None,
                  before_start: Optional[Callable[[ProjectStore], None]] = None) -> None:
@@ -91,7 +94,8 @@ class RetrainPanel(QWidget):
         self._get_store = get_store
         self._before_start = before_start  # e.g. add the open images to the store as unlabelled tissue
         self.job: Optional["RetrainJob"] = None
-        self.state = "idle"  # idle | running | evaluating | done | cancelled | error
+        self.state = "idle"  # idle | running | evaluating | registering | done | cancelled | error
+        self._before = ""  # the current model when a finished job's model is being registered
         self.last_done: Optional[Done] = None
         self.last_record: Optional[ModelRecord] = None
         self.last_message = ""
@@ -161,6 +165,7 @@ class RetrainPanel(QWidget):
         self.retrain_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
         self.keep_button.clicked.connect(self.keep_anyway)
+        self._registered.connect(self._show_done)
 
     # ------------------------------------------------------------------ job
     @property
@@ -178,7 +183,7 @@ class RetrainPanel(QWidget):
         Returns:
             True if the job started; False otherwise (the reason is shown).
         """
-        if self.job is not None:
+        if self.job is not None or self.state == "registering":
             self._say("Retraining is already running.", error=True)
             return False
         try:
@@ -303,16 +308,39 @@ class RetrainPanel(QWidget):
             self._say(f"Retraining failed: {ev.message}", error=True)
 
     def _on_done(self, ev: Done) -> None:
-        from .project.retrain_job import finish, held_out_text
+        """Register the new model in the store (checked by loading it as the plugin will: a few hundred ms
+        of torch work) on a worker thread; :meth:`_show_done` shows the outcome on the GUI thread."""
+        from .project.retrain_job import finish
 
         store = self._get_store()
-        before = store.current_model_version
-        try:
-            record = finish(store, ev)
-        except Exception as exc:
+        self.state = "registering"
+        self.retrain_button.setEnabled(False)
+        self._say("Registering the new model in the project...")
+
+        def register() -> None:
+            record, error = None, ""
+            try:
+                record = finish(store, ev)
+            except Exception as exc:
+                error = str(exc)
+            try:
+                self._registered.emit(ev, record, error)
+            except RuntimeError:  # the panel was closed meanwhile
+                pass
+
+        self._before = store.current_model_version
+        threading.Thread(target=register, name="napari-cdma register model", daemon=True).start()
+
+    def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str) -> None:
+        from .project.retrain_job import held_out_text
+
+        self.retrain_button.setEnabled(True)
+        if record is None:
             self.state = "error"
-            self._say(f"Could not register the new model: {exc}", error=True)
+            self._say(f"Could not register the new model: {error}", error=True)
             return
+        store = self._get_store()
+        before = self._before
         self.last_done = ev
         self.last_record = record
         self.state = "done"

@@ -205,6 +205,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
 
     # Both outcomes, each for sure: the same real checkpoint reported worse, then better.
     retrain._handle(replace(done, old_dice=0.9, new_dice=0.8, better=False))
+    qtbot.waitUntil(lambda: retrain.state != "registering", timeout=30_000)  # registered off the GUI thread
     kept = retrain.last_record
     assert not kept.promoted and store.current_model_version == first.version
     assert retrain.keep_button.isVisibleTo(retrain) and "not promoted" in retrain.last_message
@@ -214,6 +215,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
                     and not widget.predict_panel.running, timeout=60_000)
 
     retrain._handle(replace(done, old_dice=0.8, new_dice=0.9, better=True, n_holdout=3, agreement=0.99))
+    qtbot.waitUntil(lambda: retrain.state != "registering", timeout=30_000)  # registered off the GUI thread
     new = retrain.last_record
     assert new.promoted and store.current_model_version == new.version
     assert not retrain.keep_button.isVisibleTo(retrain) and "promoted" in retrain.last_message

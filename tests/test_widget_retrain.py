@@ -21,7 +21,21 @@ def _table(panel):
     return [[t.item(i, j).text() for j in range(t.columnCount())] for i in range(t.rowCount())]
 
 
-def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_checkpoint):
+def _handle(qtbot, panel, event):
+    """The panel handles a job event; a finished job's model is registered on a worker thread: wait for it."""
+    panel._handle(event)
+    qtbot.waitUntil(lambda: panel.state != "registering", timeout=30_000)
+
+
+def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_checkpoint, monkeypatch):
+    import threading
+
+    from napari_cdma.project import retrain_job
+
+    threads = []
+    real_finish = retrain_job.finish
+    monkeypatch.setattr(retrain_job, "finish", lambda *a, **k: threads.append(threading.current_thread())
+                        or real_finish(*a, **k))
     store = _store(tmp_path, lite_checkpoint)
     panel = RetrainPanel(lambda: store)
     qtbot.addWidget(panel)
@@ -30,8 +44,10 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
             ImageScore("testB_4.png", agreement=0.973))
     good = Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=3, n_holdout=3, old_dice=0.85,
                 new_dice=0.9, better=True, agreement=0.977, min_agreement=0.95, agreement_crops=4, per_image=rows)
-    panel._handle(good)
+    _handle(qtbot, panel, good)
     assert panel.state == "done" and panel.last_record.promoted
+    # the model is checked (loaded as the plugin will) and registered off the GUI thread: 0.2-0.3 s of torch
+    assert threads and threading.main_thread() not in threads
     assert panel.image_table.isVisibleTo(panel)
     assert [panel.image_table.horizontalHeaderItem(j).text() for j in range(4)] == list(IMAGE_COLUMNS)
     assert _table(panel) == [["testA_1.png", "0.861 (2)", "0.902", "0.981"], ["testB_4.png", "n/a", "n/a", "0.973"]]
@@ -40,7 +56,7 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     # the same scores, but the new model changed uncorrected tissue: not promoted, and the panel says why
     regressed = Done(**{**good.__dict__, "agreement": 0.62,
                         "per_image": (ImageScore("testA_1.png", 2, 0.861, 0.902, 0.62),)})
-    panel._handle(regressed)
+    _handle(qtbot, panel, regressed)
     assert not panel.last_record.promoted and store.current_model_version == "v0002"
     assert "changed the prediction of uncorrected tissue" in panel.last_message
     assert panel.keep_button.isVisibleTo(panel) and len(_table(panel)) == 1
@@ -55,7 +71,7 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
     store = _store(tmp_path, lite_checkpoint)
     panel = RetrainPanel(lambda: store)
     qtbot.addWidget(panel)
-    panel._handle(Started(model_version="bundled", n_labelled=4, n_unlabelled=1, n_holdout=1))
+    _handle(qtbot, panel, Started(model_version="bundled", n_labelled=4, n_unlabelled=1, n_holdout=1))
     assert panel.last_message == "Retraining bundled on 4 corrected regions + 1 unlabelled image; 1 held out."
 
     # the tester's run: one held-out region with ~30 px of gland (the worker does not score it)
@@ -63,7 +79,7 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
                 message=holdout_shortfall(1, 30) + "; agreement with v0001 on uncorrected tissue 0.990 (4 crops)",
                 agreement=0.99, min_agreement=0.95, agreement_crops=4,
                 per_image=(ImageScore("testA_1.png", n_holdout=1, agreement=0.99),))
-    panel._handle(thin)
+    _handle(qtbot, panel, thin)
     assert panel.last_message.startswith("v0002: held-out score rests on 30 px of gland in 1 region: too little to "
                                          "compare the models")
     # the reason does not repeat what the message already said (pathologist walk)
@@ -76,12 +92,12 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
     # enough held-out regions, none with a gland: still words, still not promoted
     empty = Done(**{**thin.__dict__, "n_holdout": MIN_HOLDOUT_FOR_PROMOTION,
                     "message": holdout_shortfall(MIN_HOLDOUT_FOR_PROMOTION, 0)})
-    panel._handle(empty)
+    _handle(qtbot, panel, empty)
     assert panel.last_message.startswith("v0003: held-out regions hold no glands to score (3 regions)")
     assert "not promoted" in panel.last_message and not panel.last_record.promoted
 
     # nothing held out at all
-    panel._handle(Done(**{**thin.__dict__, "n_holdout": 0, "message": "", "per_image": ()}))
+    _handle(qtbot, panel, Done(**{**thin.__dict__, "n_holdout": 0, "message": "", "per_image": ()}))
     assert panel.last_message.startswith("v0004: no held-out regions yet: the new model cannot be scored")
     assert "no held-out region to decide on: too little to promote automatically" in panel.last_message
 
