@@ -218,6 +218,7 @@ class SlidePanel(QWidget):
         self.readout.setVisible(False)
 
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("Slide", self.slide_choice.native)
         form.addRow("Store", self.store_edit)
         form.addRow("Level", self.level_spin)
@@ -227,7 +228,7 @@ class SlidePanel(QWidget):
         edit_row = QHBoxLayout()
         edit_row.addWidget(self.edit_button)
         edit_row.addWidget(self.accept_button)
-        window_row = QHBoxLayout()
+        window_row = QVBoxLayout()  # one above the other: side by side they were wider than a narrow dock
         window_row.addWidget(self.withdraw_button)
         window_row.addWidget(self.export_button)
         layout = QVBoxLayout(self)
@@ -241,7 +242,9 @@ class SlidePanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.legend)
         layout.addWidget(self.readout)
-        layout.addWidget(QLabel("Review regions over the predicted area:"))
+        regions_label = QLabel("Review regions over the predicted area:")
+        regions_label.setWordWrap(True)  # wraps in a narrow dock rather than widening it
+        layout.addWidget(regions_label)
         layout.addWidget(self.tile_list)
         layout.addWidget(QLabel("Accepted windows:"))
         layout.addWidget(self.window_list)

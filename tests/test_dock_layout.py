@@ -7,7 +7,6 @@ GlaS test images, the bundled model.
 """
 from __future__ import annotations
 
-import pytest
 from _dock import open_dock
 
 from napari_cdma._layers import names_for, uncertainty_colormap
@@ -51,9 +50,6 @@ def test_panels_fit_a_narrow_dock(make_napari_viewer, qtbot):
     assert display.legend_box.minimumSizeHint().width() <= PANEL_MAX
 
 
-@pytest.mark.xfail(strict=True, reason="the dock's width also needs the changes to napari_cdma/_widget.py (size "
-                   "hints instead of setMinimumWidth(340)), _widget_retrain.py and _widget_slide.py proposed in "
-                   "issue 9's report; remove this mark once they are in")
 def test_the_canvas_keeps_room_beside_the_dock_in_the_default_window(make_napari_viewer, qtbot):
     """In napari's default window the canvas beside the dock and the layer list is at least CANVAS_MIN px wide
     (before: 357 px, the dock 435 px), the window is not resized, and the dock clips nothing: its content is as
