@@ -231,7 +231,16 @@ class SlidePanel(QWidget):
         window_row = QVBoxLayout()  # one above the other: side by side they were wider than a narrow dock
         window_row.addWidget(self.withdraw_button)
         window_row.addWidget(self.export_button)
-        layout = QVBoxLayout(self)
+        # with no slide open the panel is one line (it was about 450 px of controls that do nothing then)
+        self.no_slide = QLabel("No whole slide open. Drag a slide (pyramidal TIFF, OME-Zarr, ...) or its "
+                               "<slide>.cdma.zarr store onto napari to predict, edit and accept windows of it here.")
+        self.no_slide.setWordWrap(True)
+        self.content = QWidget()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.no_slide)
+        outer.addWidget(self.content)
+        layout = QVBoxLayout(self.content)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(form)
         # the jobs' buttons, bar and status line together at the top, not the status below the lists, out of
@@ -261,10 +270,21 @@ class SlidePanel(QWidget):
         self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.slide_choice.changed.connect(lambda _v: self._on_slide_changed())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(lambda _e=None: self.slide_choice.reset_choices())
+            ev.connect(lambda _e=None: self._on_layers_changed())
         viewer.cursor.events.position.connect(self._on_cursor)
         scene_camera(viewer).events.zoom.connect(self._on_zoom)
         self._on_slide_changed()
+        self._show_content()
+
+    def _on_layers_changed(self) -> None:
+        self.slide_choice.reset_choices()
+        self._show_content()
+
+    def _show_content(self) -> None:
+        """The panel's controls while a slide is open (or a job or an edit window still runs), else one line."""
+        needed = bool(self._slide_layers()) or self.running or self.window is not None
+        self.content.setVisible(needed)
+        self.no_slide.setVisible(not needed)
 
     # ------------------------------------------------------------------ choices
     def _slide_layers(self, _widget: Any = None) -> List[Any]:

@@ -80,6 +80,7 @@ def test_with_only_a_slide_open_the_image_parts_are_hidden_until_an_image_is_pre
     dock = open_dock(viewer, tmp_path / "project")
     predict, display = dock.predict_panel, dock.display_panel
     _settle(qtbot, viewer)
+    assert not dock.slide_panel.content.isHidden() and dock.slide_panel.no_slide.isHidden()  # the slide's panel
     assert predict.progress.isHidden() and not predict.no_image_label.isHidden()
     assert display.content.isHidden() and not display.empty_label.isHidden()
     assert not display.table.isVisible() and not display.legend_box.isVisible()
@@ -125,3 +126,20 @@ def test_an_image_opened_before_the_dock_is_shown_whole_once_the_dock_is_docked(
     canvas = viewer.window._qt_viewer.canvas.native
     zoom = scene_camera(viewer).zoom
     assert w * zoom <= canvas.width() + 1 and h * zoom <= canvas.height() + 1, (zoom, canvas.width(), w)
+
+
+def test_with_no_slide_open_the_slide_panel_is_one_line(make_napari_viewer, qtbot, slide_path):
+    """The Whole slide panel's controls (about 450 px of the dock) show only while a slide is open."""
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer)
+    panel = dock.slide_panel
+    _settle(qtbot, viewer)
+    assert panel.content.isHidden() and not panel.no_slide.isHidden()
+    assert panel.sizeHint().height() < 100
+    viewer.open(str(slide_path), plugin="napari-cdma")
+    _settle(qtbot, viewer)
+    assert not panel.content.isHidden() and panel.no_slide.isHidden()
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    _settle(qtbot, viewer)
+    assert panel.content.isHidden() and not panel.no_slide.isHidden()
