@@ -561,6 +561,28 @@ def region_arrays(image: np.ndarray, corrected_labels: np.ndarray, original_labe
             np.array(original_labels[y0:y1, x0:x1], copy=True))
 
 
+def ids_like(reference: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """``reference`` (a stored correction, int (h, w)) in the ids a layer shows it with: each of its glands takes
+    the id ``shown`` has most often over it (0 stays 0). A correction pasted with fresh ids then equals the layer
+    where nothing was edited since, and an edit (erased, painted, merged or split) still differs."""
+    ref = np.asarray(reference).astype(np.int64, copy=False)
+    shown = np.asarray(shown).astype(np.int64, copy=False)
+    out = np.zeros(ref.shape, np.int32)
+    ids, inverse = np.unique(ref, return_inverse=True)
+    inverse = inverse.reshape(ref.shape)
+    for k, gland in enumerate(ids):
+        if gland == 0:
+            continue
+        under = shown[inverse == k]
+        under = under[under > 0]
+        if under.size:
+            values, counts = np.unique(under, return_counts=True)
+            out[inverse == k] = values[np.argmax(counts)]
+        else:  # erased whole since: any id differs from the layer's 0
+            out[inverse == k] = -1
+    return out
+
+
 def paste_corrections(labels: np.ndarray, corrections: Sequence[Tuple[BBox, np.ndarray]]) -> int:
     """Write accepted corrected masks into a new prediction's labels, inside their boxes (in place).
 

@@ -55,6 +55,7 @@ from qtpy.QtWidgets import (
 from ._layers import (
     IMAGE_KEY,
     Reviewed,
+    ids_like,
     image_from_layer,
     is_derived,
     names_for,
@@ -572,11 +573,11 @@ class CdmaWidget(QWidget):
             # store has them, so an edit made in their box after Accept still counts as not accepted.
             covered = set(record.covered) if edited is not None else None
             accepted = self._accepted_regions(digest, covered) if record.pasted else []
-            if covered:
-                safe = [(box, None, np.asarray(corrected, np.int32))
+            on_screen = labels.copy() if edited is None else edited.astype(np.int32)
+            if covered:  # what the store has in those boxes, in the ids the layer gave it (pasted with fresh ids)
+                safe = [(box, None, ids_like(corrected, on_screen[box[0]:box[2], box[1]:box[3]]))
                         for box, corrected, _ in self._accepted_regions(digest, covered, inside=True)]
             corrections = [(bbox, corrected) for bbox, corrected, _ in accepted]
-            on_screen = labels.copy() if edited is None else edited.astype(np.int32)
             n_pasted = self._paste_restored(on_screen, labels, accepted)
             visible = bool(image_layer.visible)
             made: Dict[str, Any] = {}
@@ -592,7 +593,7 @@ class CdmaWidget(QWidget):
                                            model_label=record.model_label, ranked=list(record.ranked),
                                            reviewed={main: pasted})
             self.image_names[digest] = name
-            if n_pasted:
+            if n_pasted or safe:  # the layer shows the accepted corrections itself
                 self._hide_corrections(name)
             raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
