@@ -991,6 +991,9 @@ class CdmaWidget(QWidget):
         notes = []
         was_restored = False
         if secondary:
+            for other in state.others:  # the latest side prediction shown, earlier ones hidden (outlines piled up)
+                if other != target and other in self.viewer.layers:
+                    self.viewer.layers[other].visible = False
             self.states[name] = replace(state, others={**state.others, target: (instances, result.model_version)},
                                         reviewed={**state.reviewed, target: pasted})
             if trial:

@@ -92,6 +92,24 @@ def test_trying_a_version_shows_its_own_prediction(make_napari_viewer, qtbot, tm
     assert len(np.unique(pasted)) == 1 and pasted[0, 0] > 0  # the painted gland, one id
 
 
+def test_only_the_latest_side_prediction_is_shown(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
+    """With edits not accepted, each new prediction goes to a side layer: the latest is shown, the earlier side
+    layers are hidden (walk: four coloured outline sets piled up on every gland), the image's own layer stays."""
+    viewer, widget, first, trial = _sample_with_store(make_napari_viewer, tmp_path, lite_checkpoint, trial=True)
+    panel, names = widget.predict_panel, names_for(SAMPLE_NAME)
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    labels = viewer.layers[names["prediction"]]
+    labels.data[10:30, 10:30] = 7  # not accepted
+    labels.refresh()
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    aside = viewer.layers[f"{names['prediction']} ({first.version})"]
+    assert aside.visible
+    panel.model_combo.setCurrentIndex(panel._find(("version", trial.version)))
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    tried = viewer.layers[f"{names['prediction']} ({trial.version})"]
+    assert tried.visible and not aside.visible and labels.visible
+
+
 def test_edit_after_accept_survives_a_repredict(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     """An edit made inside an accepted region after it was accepted is not in the store: a
     re-predict must not overwrite it."""
