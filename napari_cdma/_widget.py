@@ -231,6 +231,7 @@ class CdmaWidget(QWidget):
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
         self.predict_panel.image_choice.changed.connect(self._follow_image)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.retrain_panel.model_changed.connect(self._on_model_changed)
         self.retrain_panel.model_added.connect(lambda _v: self._sync_from_store())
         self.versions_panel.model_changed.connect(self._on_model_changed)
@@ -1077,6 +1078,12 @@ class CdmaWidget(QWidget):
         """True when no GUI work of a prediction's hand-over or of a reopened store is left for later
         event-loop turns."""
         return not self._turns and self._restoring is None
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        """The first layer opened with the dock docked: napari fits the view to it, then its layer controls widen
+        and narrow the canvas, which it does not refit (a slide opened so was cropped: walk); fitted again."""
+        if len(self.viewer.layers) == 1 and not is_derived(getattr(event, "value", None)):
+            QTimer.singleShot(0, self._fit_view)
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""

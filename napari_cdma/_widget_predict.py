@@ -251,6 +251,8 @@ class PredictPanel(QWidget):
     def _refresh_images(self, event: Any = None) -> None:
         self.image_choice.reset_choices()
         self.no_image_label.setVisible(not self.image_choice.choices)
+        if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
+            self.predict_button.setEnabled(bool(self.image_choice.choices))
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         # a newly opened image becomes the one to predict; not a hidden one (a reopened store's
         # other images come back hidden: Predict must not switch away from the image on screen)
@@ -593,7 +595,7 @@ class PredictPanel(QWidget):
         if self._dropped is not None:  # after the worker stopped: napari's removal runs the garbage collector
             dropped, self._dropped = self._dropped, None
             QTimer.singleShot(0, lambda: dropped.remove())  # a lambda: PyQt keeps bound methods only weakly
-        self.predict_button.setEnabled(True)
+        self.predict_button.setEnabled(bool(self.image_choice.choices))
         self.cancel_button.setEnabled(False)
         # QProgressBar repaints at once when its value changes, and with it the whole window, canvas included
         # (0.1-0.2 s of GUI time at the end of the hand-over on a busy 2-core machine): with updates off, the

@@ -748,11 +748,19 @@ class SlidePanel(QWidget):
                        # the first window's outline layer made in a turn of its own (a layer added re-slices it)
                        lambda: self._outline_layer(w["layer"], "accepted") if shown() else None,
                        lambda: self.show_accepted_windows(w) if shown() else None,
+                       lambda: self._brush_on_window(job),
                        self.regions_changed.emit)
         y0, x0, y1, x1 = w["box"]
         self._say(f"Accepted the window as region {record.region_id} of {Path(w['slide']).name} at ({y0}, {x0}), "
                   f"{y1 - y0} x {x1 - x0} px{' (held out)' if record.holdout else ''}; {len(out['written'])} chunk(s) "
                   "of the slide's labels rewritten.")
+
+    def _brush_on_window(self, job: Dict[str, Any]) -> None:
+        """The edit window the active layer again (the outline layer an Accept adds took the selection, and with
+        it the brush: walk), if it is still shown."""
+        w = job["window"]
+        if self._same_layer(w["name"], job["layer"]):
+            self.viewer.layers.selection.active = self.viewer.layers[w["name"]]
 
     def _show_accepted_window(self, job: Dict[str, Any], carved: Optional[np.ndarray]) -> None:
         """The edit window of an Accept window job editable again (if it is still shown), showing ``carved`` (what

@@ -7,6 +7,7 @@ GlaS test images, the bundled model.
 """
 from __future__ import annotations
 
+import numpy as np
 from _dock import open_dock
 
 from napari_cdma._layers import names_for, uncertainty_colormap
@@ -82,12 +83,14 @@ def test_with_only_a_slide_open_the_image_parts_are_hidden_until_an_image_is_pre
     _settle(qtbot, viewer)
     assert not dock.slide_panel.content.isHidden() and dock.slide_panel.no_slide.isHidden()  # the slide's panel
     assert predict.progress.isHidden() and not predict.no_image_label.isHidden()
+    assert not predict.predict_button.isEnabled()  # nothing to predict
     assert display.content.isHidden() and not display.empty_label.isHidden()
     assert not display.table.isVisible() and not display.legend_box.isVisible()
 
     image = read_image(glas_dir / "images" / "testA_1.png")[:256, :256]
     viewer.add_image(image, name="he", rgb=True)
     assert predict.no_image_label.isHidden() and predict.image_layer.name == "he"
+    assert predict.predict_button.isEnabled()
     assert predict.progress.isHidden()  # idle: nothing to show yet
     assert dock.predict("he"), predict.last_message
     assert not predict.progress.isHidden()  # while it runs
@@ -143,3 +146,21 @@ def test_with_no_slide_open_the_slide_panel_is_one_line(make_napari_viewer, qtbo
         viewer.layers.remove(layer)
     _settle(qtbot, viewer)
     assert panel.content.isHidden() and not panel.no_slide.isHidden()
+
+
+def test_a_slide_opened_with_the_dock_docked_is_shown_whole(make_napari_viewer, qtbot, slide_path):
+    """napari fits the view to the first layer, then its layer controls widen and narrow the canvas: the slide was
+    cropped left and right (walk: x 31-736 of 768 visible). The dock fits the view again."""
+    from napari_cdma._widget_review import scene_camera
+
+    viewer = make_napari_viewer(show=True)
+    open_dock(viewer)
+    _settle(qtbot, viewer)
+    viewer.open(str(slide_path), plugin="napari-cdma")
+    _settle(qtbot, viewer)
+    layer = viewer.layers[0]
+    data = layer.data[0] if layer.multiscale else layer.data
+    h, w = (np.asarray(data.shape[:2]) * np.asarray(layer.scale[-2:])).tolist()
+    canvas = viewer.window._qt_viewer.canvas.native
+    zoom = scene_camera(viewer).zoom
+    assert w * zoom <= canvas.width() + 1 and h * zoom <= canvas.height() + 1, (zoom, canvas.width(), w)

@@ -235,6 +235,22 @@ def test_a_window_withdrawn_while_an_edit_window_is_read_is_undone(make_napari_v
         np.testing.assert_array_equal(np.asarray(viewer.layers[w["name"]].data) > 0, now[y0:y1, x0:x1] > 0)
 
 
+def _predicted_large_slide(make_napari_viewer, qtbot, tmp_path, mosaic):
+    """A viewer with the large slide opened by the plugin's reader, the dock on a project store and the whole
+    slide predicted; ``(viewer, dock, slide panel, slide store path, the store's gland labels at every level)``."""
+    slide, _ = _large_slide(tmp_path, mosaic)
+    store_path = tmp_path / "large.cdma.zarr"
+    viewer = make_napari_viewer()
+    viewer.open(str(slide), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert dock.open_store(tmp_path / "project") is not None
+    panel = dock.slide_panel
+    viewer.camera.center = (SIDE / 2, SIDE / 2)
+    viewer.camera.zoom = min(viewer.canvas.size) / SIDE  # the whole slide on the canvas
+    _predict(qtbot, panel)
+    return viewer, dock, panel, store_path, [np.asarray(a[:]).copy() for a in open_store(store_path).glands]
+
+
 def test_accept_window_shows_its_result_in_steps_and_refreshes_only_what_changed(make_napari_viewer, qtbot, tmp_path,
                                                                                  mosaic):
     """Accepting a 2048 px window twice: what the result shows in the viewer comes in turns of the event loop of
@@ -244,15 +260,7 @@ def test_accept_window_shows_its_result_in_steps_and_refreshes_only_what_changed
     thread, the uncertainty and the outline included (the call alone 0.10 to 0.16 s after the first accept, 0.10 to
     0.71 s for the first, at a load of 2 to 3); the longest GUI gap from the worker's return to the job's end is
     printed."""
-    slide, _ = _large_slide(tmp_path, mosaic)
-    viewer = make_napari_viewer()
-    viewer.open(str(slide), plugin=PLUGIN)
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert dock.open_store(tmp_path / "project") is not None
-    panel = dock.slide_panel
-    viewer.camera.center = (SIDE / 2, SIDE / 2)
-    viewer.camera.zoom = min(viewer.canvas.size) / SIDE
-    _predict(qtbot, panel)
+    viewer, dock, panel, _, _ = _predicted_large_slide(make_napari_viewer, qtbot, tmp_path, mosaic)
     layer = _edit(qtbot, panel)
     assert layer is not None, panel.last_message
     name = viewer.layers[0].name

@@ -10,14 +10,11 @@ import threading
 import time
 
 import numpy as np
-from test_slide_edit_worker import SIDE, _large_slide, _ticking
+from test_slide_edit_worker import SIDE, _predicted_large_slide, _ticking
 from test_widget_slide import (
-    PLUGIN,
-    WIDGET,
     _accept,
     _assert_same_glands,
     _edit,
-    _predict,
     _predicted_in_dock,
 )
 
@@ -76,22 +73,6 @@ def _longest_stall(qtbot, panel, start, done):
     t1 = time.perf_counter()
     timer.stop()
     return started, running, float(np.diff([t0] + [t for t in ticks if t < t1] + [t1]).max())
-
-
-def _predicted_large_slide(make_napari_viewer, qtbot, tmp_path, mosaic):
-    """A viewer with the large slide opened by the plugin's reader, the dock on a project store and the whole
-    slide predicted; ``(viewer, dock, slide panel, slide store path, the store's gland labels at every level)``."""
-    slide, _ = _large_slide(tmp_path, mosaic)
-    store_path = tmp_path / "large.cdma.zarr"
-    viewer = make_napari_viewer()
-    viewer.open(str(slide), plugin=PLUGIN)
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert dock.open_store(tmp_path / "project") is not None
-    panel = dock.slide_panel
-    viewer.camera.center = (SIDE / 2, SIDE / 2)
-    viewer.camera.zoom = min(viewer.canvas.size) / SIDE  # the whole slide on the canvas
-    _predict(qtbot, panel)
-    return viewer, dock, panel, store_path, [np.asarray(a[:]).copy() for a in open_store(store_path).glands]
 
 
 def test_withdrawing_a_large_window_leaves_the_gui_thread_free(make_napari_viewer, qtbot, tmp_path, mosaic):

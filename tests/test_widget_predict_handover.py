@@ -126,6 +126,9 @@ def test_closing_the_image_while_it_is_predicted_shows_nothing_and_says_so(dock,
     assert "closed or replaced" in panel.status.text() and f"'{NAME}'" in panel.status.text()
     assert NAME not in widget.states
     assert "review region(s)" not in widget.review_panel.status.text()
+    # ready again: Predict is off while there is no image to predict, on as soon as there is one
+    assert not panel.predict_button.isEnabled() and not panel.cancel_button.isEnabled()
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="another", rgb=True)
     assert panel.predict_button.isEnabled()
 
 

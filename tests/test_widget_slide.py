@@ -219,6 +219,8 @@ def _accept(qtbot, panel):
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert panel.accept_button.isEnabled()
     assert layer.editable or panel.window is None  # painted again, unless the window was closed
+    # the brush stays on the window (the outline layer an Accept adds took the selection: walk)
+    assert panel.window is None or panel.viewer.layers.selection.active.name == layer.name
     return panel.last_record
 
 
