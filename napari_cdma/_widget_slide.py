@@ -573,10 +573,9 @@ class SlidePanel(QWidget):
             layer = self.viewer.layers[name]
             rects = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
                      for y0, x0, y1, x1 in (outline_rect(e, width, outside) for e in edges)]
-            if self._drawn(layer, rects, width):  # setting the same data would still re-slice every layer
-                continue
-            if rects or len(layer.data):  # emptying an empty layer would still re-slice every layer
-                layer.data = rects
+            if self._drawn(layer, rects, width):  # setting the same data (or emptying an empty layer) would still
+                continue  # re-slice every layer
+            layer.data = rects
             if rects:
                 layer.edge_width = width
 
