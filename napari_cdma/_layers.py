@@ -464,6 +464,16 @@ def polygon_mask(vertices: np.ndarray, bbox: BBox) -> np.ndarray:
     return polygon2mask((y1 - y0, x1 - x0), v)
 
 
+def unwrap_layer(layer: Any) -> Any:
+    """The layer itself, not napari's proxy of it for a plugin."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+#: the dock's choosers' minimum width in characters (:func:`narrow_combo`): the dock fits beside the canvas at
+#: napari's default window size (a longer name is elided; the list that drops down is as wide as its entries)
+COMBO_CHARS = 6
+
+
 def narrow_combo(combo: Any, chars: int = 12) -> None:
     """Let a QComboBox shrink below its longest entry: long layer names must not widen the dock."""
     policy = type(combo).SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon

@@ -30,6 +30,7 @@ from ._layers import (
     uncertainty_tint_start,
     upsert_layer,
 )
+from ._layers import unwrap_layer as _unwrap
 from ._messages import show_message
 from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
 
@@ -200,11 +201,6 @@ class GlandTableView(QTableView):
     def text(self, row: int, column: int) -> str:
         """The text shown in a cell (rows as sorted on screen)."""
         return str(self.gland_model.data(self.gland_model.index(row, column)) or "")
-
-
-def _unwrap(layer: Any) -> Any:
-    """The layer itself, not napari's proxy of it for a plugin."""
-    return getattr(layer, "__wrapped__", layer)
 
 
 def _number(value: Any) -> float:

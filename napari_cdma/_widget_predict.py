@@ -33,7 +33,8 @@ from qtpy.QtWidgets import (
 
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
-from ._layers import HASH_KEY, LayerInputError, image_from_layer, is_derived, narrow_combo
+from ._layers import COMBO_CHARS, HASH_KEY, LayerInputError, image_from_layer, is_derived, narrow_combo
+from ._layers import unwrap_layer as _unwrap
 from ._predict_stream import (
     WHOLE_IMAGE_PIXELS,
     Block,
@@ -56,9 +57,6 @@ DRAIN_INTERVAL_MS = 25
 DRAIN_BUDGET_S = 0.02
 UNCERTAINTY_REFRESH_S = 0.3
 PROGRESS_REFRESH_S = 0.25
-#: the choosers' minimum width in characters: the dock fits beside the canvas at napari's default window size
-#: (a longer name is elided; the list that drops down is as wide as its entries)
-COMBO_CHARS = 6
 NO_IMAGE_TEXT = "No image to predict: open an H&E image (a whole slide: Whole slide panel)."
 
 
@@ -120,11 +118,6 @@ WARM_DELAY_MS = 1000
 def _start_warm_up() -> None:
     warm_up()
     warm_engine()
-
-
-def _unwrap(layer: Any) -> Any:
-    """The layer itself, not napari's proxy of it for a plugin."""
-    return getattr(layer, "__wrapped__", layer)
 
 
 class PredictPanel(QWidget):

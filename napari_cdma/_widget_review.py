@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._layers import (
+    COMBO_CHARS,
     IMAGE_KEY,
     ROLE_KEY,
     TILE_COLOR,
@@ -207,7 +208,7 @@ class ReviewPanel(QWidget):
         self.labels_choice: ComboBox = create_widget(annotation=Labels, label="Corrections",
                                                      options={"choices": self._labels_layers})
         self.labels_choice.native.setToolTip("Labels layer whose corrected mask is stored on Accept")
-        narrow_combo(self.labels_choice.native, 6)  # narrow enough for the dock beside a default-sized canvas
+        narrow_combo(self.labels_choice.native, COMBO_CHARS)
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(110)
         readable_list(self.tile_list)
@@ -222,7 +223,7 @@ class ReviewPanel(QWidget):
                                                      options={"choices": self._drawn_layers})
         self.shapes_choice.native.setToolTip("Shapes layer with the regions you drew (selected shapes, "
                                              "or all of them, are accepted)")
-        narrow_combo(self.shapes_choice.native, 6)
+        narrow_combo(self.shapes_choice.native, COMBO_CHARS)
         self.draw_button = QPushButton("Draw")
         self.draw_button.setToolTip("Add a Shapes layer and start drawing rectangles")
         self.accept_drawn_button = QPushButton("Accept drawn")
