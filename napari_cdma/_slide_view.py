@@ -278,9 +278,9 @@ def accept_window_job(project: Any, slide_path: str, store_path: str, box: Box, 
     when the store's labels under the window changed since it was opened). Run it in a worker thread.
 
     Returns:
-        ``("ok", {"record", "written", "carved" (the labels the window now shows), "changed" (carved differs
-        from ``edited``), "labels" (a copy of ``carved`` for the window's layer to paint on, when changed, else
-        None), "corrected" (its gland mask, uint8), "undone"})``, or ``("error", message,
+        ``("ok", {"record", "written", "carved" (the labels the window now shows), "labels" (a copy of ``carved``
+        for the window's layer to paint on when it differs from ``edited``, else None), "corrected" (its gland
+        mask, uint8), "undone"})``, or ``("error", message,
         {"stale"})``, ``stale`` saying whether withdrawn windows undone now changed the labels under the
         window (it is then refused: :class:`~napari_cdma.project.slide_regions.WindowChanged`).
     """
@@ -304,9 +304,9 @@ def accept_window_job(project: Any, slide_path: str, store_path: str, box: Box, 
                                                   digest=digest)
     except Exception as exc:
         return ("error", f"Could not accept the window: {exc}", {"stale": stale})
-    changed = not np.array_equal(carved, edited)
-    return ("ok", {"record": record, "written": written, "carved": carved, "changed": changed,
-                   "labels": carved.copy() if changed else None, "corrected": corrected, "undone": undone})
+    return ("ok", {"record": record, "written": written, "carved": carved,
+                   "labels": None if np.array_equal(carved, edited) else carved.copy(), "corrected": corrected,
+                   "undone": undone})
 
 
 def reread_window(store: Any, box: Box, predicted: np.ndarray, shown: Optional[np.ndarray] = None) -> Optional[dict]:

@@ -741,7 +741,7 @@ class SlidePanel(QWidget):
         self.last_record = record
         if self.window is w:  # accepting again compares with this
             self.window = {**w, "predicted": out["corrected"], "instances": out["carved"]}
-        carved = out["labels"] if out["changed"] else None  # a copy made in the worker
+        carved = out["labels"]  # a copy made in the worker, None when the window shows it already
         shown = lambda: w["layer"] in self.viewer.layers  # noqa: E731  (the slide not closed meanwhile)
         self._in_steps(lambda: self._show_accepted_window(job, carved), lambda: self._refresh_glands(w),
                        # the first window's outline layer made in a turn of its own (a layer added re-slices it)
