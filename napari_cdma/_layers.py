@@ -368,7 +368,7 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
     image = viewer.layers[image_name].data if image_name in viewer.layers else None
     target = labels_name or names["prediction"]
     # a side prediction's maps go to hidden layers named with its suffix (as LiveLayers.adopt names them)
-    suffix = target[len(names["prediction"]):] if target.startswith(names["prediction"]) else ""
+    suffix = side_suffix(image_name, target)
     for role, data, props in prediction_image_layers(umap, display_range or (0.0, 1.0), prediction, image,
                                                      entropy=entropy, branches=branches):
         props = {**props, "visible": False} if suffix else props
@@ -462,6 +462,14 @@ def polygon_mask(vertices: np.ndarray, bbox: BBox) -> np.ndarray:
     y0, x0, y1, x1 = bbox
     v = np.asarray(vertices, dtype=float)[:, -2:] - (y0, x0)
     return polygon2mask((y1 - y0, x1 - x0), v)
+
+
+def side_suffix(image_name: str, labels_name: str) -> str:
+    """What follows the image's prediction layer name in ``labels_name`` (a side prediction's layer: a version
+    tried, or a prediction written aside to keep edits; its maps go to hidden layers with the same suffix);
+    "" for the image's own prediction layer or an unrelated name."""
+    own = names_for(image_name)["prediction"]
+    return labels_name[len(own):] if labels_name.startswith(own) else ""
 
 
 def unwrap_layer(layer: Any) -> Any:

@@ -42,6 +42,7 @@ from ._layers import (
     gland_colormap,
     names_for,
     overlay_layer,
+    side_suffix,
     style_prediction,
     uncertainty_colormap,
 )
@@ -750,7 +751,7 @@ class LiveLayers:
         self._steps.close()  # a review-region layer not added yet is made by the dock, as for a small image
         self.started.set()
         names = names_for(self.image_name)
-        suffix = labels_name[len(names["prediction"]):] if labels_name.startswith(names["prediction"]) else ""
+        suffix = side_suffix(self.image_name, labels_name)
         if suffix:
             self._to_side_layers(suffix)
         roles = ("uncertainty", "disagreement", "entropy", "branch1", "branch2", "branch3")
