@@ -423,14 +423,10 @@ class SlidePanel(QWidget):
         slide, if the slide it was predicted for is still shown (else the store keeps the chunks, nothing
         is shown)."""
         run = job["run"]
-        undo = (result[2] if len(result) > 2 else {}) if result[0] == "error" else result[1]["undo"]
+        undo = result[2] if result[0] == "error" else result[1]["undo"]  # undo_first's, with the job's every result
         self._show_reread(undo, job)  # the withdrawn windows the worker undid changed the open window's labels
-        undone = undo.get("undone", [])
         undo_error = undo.get("error") or job.get("undo_error")
-        if undo_error:
-            undone_note = f" {undo_error}"
-        else:
-            undone_note = self._undone_note(undone)
+        undone_note = f" {undo_error}" if undo_error else self._undone_note(undo["undone"])
         if result[0] == "error":
             self._say(f"{result[1]}{undone_note}", error=True)
             return
