@@ -9,7 +9,7 @@ import json
 import threading
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from test_slide_edit_worker import _ticking
 from test_widget_slide import _accept, _assert_same_glands, _edit, _exported, _labels, _predicted_in_dock
 
 from napari_cdma._layers import names_for
@@ -71,10 +71,8 @@ def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer,
     seen = []  # the store glands' slices, the accepted windows' outline set, a 10 ms timer's ticks, in order
     viewer.layers[f"{slide_layer.name} glands"].events.set_data.connect(lambda _e: seen.append("glands"))
     viewer.layers[names_for(slide_layer.name)["accepted"]].events.data.connect(lambda _e: seen.append("outline"))
-    timer = QTimer()
-    timer.setInterval(10)
+    timer, _, _ = _ticking()
     timer.timeout.connect(lambda: seen.append("tick"))
-    timer.start()
 
     assert panel.predict_view() is True, panel.last_message
     assert panel.running and not panel.export_button.isEnabled()
