@@ -611,12 +611,9 @@ class CdmaWidget(QWidget):
     def _review_overlays(self, name: str, state: ImageState) -> List[Tuple[float, Tuple[int, int, int, int]]]:
         """An image's review tiles and accepted boxes layers (made when its restored prediction is
         first shown: one restored image at a time, not all of them at reopen); its regions not accepted yet."""
-        steps = self._review_overlay_steps(name, state)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        from src_model.progress import drain  # torch-free
+
+        return drain(self._review_overlay_steps(name, state))
 
     def _review_overlay_steps(self, name: str, state: ImageState
                               ) -> Generator[None, None, List[Tuple[float, Tuple[int, int, int, int]]]]:
