@@ -1190,11 +1190,9 @@ class SlidePanel(QWidget):
         open edit window read again in place, the store's layers and the accepted windows refreshed)."""
         run, path, undo = job["run"], job["path"], result[2]
         self._show_reread(undo, job)
-        if undo["undone"] and run is not None and self._same_layer(run["layer"], job["slide"]) \
-                and str(run["store"]) == str((self.last_result or {}).get("store")):
-            shown = self.last_result
-            self._in_steps(lambda: self.show_store(shown["layer"], shown["store"]),
-                           lambda: self.show_accepted_windows(shown))
+        if undo["undone"] and run is not None and run is self.last_result \
+                and self._same_layer(run["layer"], job["slide"]):  # the shown view's store, its slide still shown
+            self._in_steps(lambda: self.show_store(run["layer"], run["store"]), lambda: self.show_accepted_windows(run))
         note = self._undone_note(undo["undone"])
         if result[0] == "error":
             self._say(f"Could not export: {result[1]}{note}", error=True)
