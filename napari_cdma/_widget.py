@@ -342,12 +342,12 @@ class CdmaWidget(QWidget):
         worker.errored.connect(lambda exc: self._end_restore(store, job, exc))
         worker.start()
 
-    def _restore_steps(self, store: ProjectStore, job: Restore) -> Iterator[None]:
+    def _restore_steps(self, store: ProjectStore, job: Restore) -> Generator[None, None, Tuple[int, int]]:
         """The GUI steps of a reopen, one layer each: the stored images, accepted boxes and corrections
-        (:meth:`Restore.steps`), then the latest predictions (:meth:`_restored_layers`); the counts of images
-        restored and restored without a prediction go to ``job.counts``."""
+        (:meth:`Restore.steps`), then the latest predictions (:meth:`_restored_layers`); returns how many
+        images were restored and how many of them without a prediction."""
         yield from job.steps()
-        job.counts = yield from self._restored_layers(store, job.known, job.names)
+        return (yield from self._restored_layers(store, job.known, job.names))
 
     def _restore_turn(self, store: ProjectStore, job: Restore, steps: Any) -> None:
         """Add one layer of a reopened store, then leave the next to a later event-loop turn."""
@@ -355,23 +355,24 @@ class CdmaWidget(QWidget):
             return
         try:
             next(steps)
-        except StopIteration:
-            self._end_restore(store, job)
+        except StopIteration as done:
+            self._end_restore(store, job, counts=done.value)
             return
         except Exception as exc:
             self._end_restore(store, job, exc)
             return
         QTimer.singleShot(0, lambda: self._restore_turn(store, job, steps))
 
-    def _end_restore(self, store: ProjectStore, job: Optional[Restore], exc: Optional[BaseException] = None
-                     ) -> None:
-        """The store's layers are all shown (or could not be, ``exc``): say so under the store summary."""
+    def _end_restore(self, store: ProjectStore, job: Optional[Restore], exc: Optional[BaseException] = None,
+                     counts: Tuple[int, int] = (0, 0)) -> None:
+        """The store's layers are all shown (or could not be, ``exc``): say so under the store summary;
+        ``counts``: the images restored, and of them those without a prediction."""
         if self._restoring is not job:  # another store was opened meanwhile
             return
         self._restoring = None
         restored = without = 0
         if exc is None:
-            restored, without = job.counts
+            restored, without = counts
             self._sync_from_store(layers=False)  # the restore drew the boxes and corrections: not read again
         else:
             self.store_label.setText(f"Could not show the stored images: {exc}")

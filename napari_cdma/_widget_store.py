@@ -138,8 +138,6 @@ class Restore:
         self._hashed: Dict[str, Any] = {}  # hash -> open layer, of the layers hashed by read()
         self._added: List[Tuple[str, np.ndarray]] = []
         self._corrections: Dict[str, np.ndarray] = {}
-        #: (images restored, of them without a prediction): set by the dock once its steps are done
-        self.counts: Tuple[int, int] = (0, 0)
 
     def _shown(self, digest: str, fits: Callable[[Tuple[int, int]], bool]) -> bool:
         """Whether an open layer shows ``digest``: one known, or one found by hashing the unhashed
