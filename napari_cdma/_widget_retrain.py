@@ -85,8 +85,9 @@ class RetrainPanel(QWidget):
     model_changed = Signal(str)
     model_added = Signal(str)
     job_event = Signal(object)
-    #: (Done event, record or None, error message): a finished job's model registered (from a worker thread)
-    _registered = Signal(object, object, str)
+    #: (Done event, record or None, error message, the current model before): a finished job's model registered
+    #: (from a worker thread)
+    _registered = Signal(object, object, str, str)
 
     def __init__(self, get_store: Callable[[], ProjectStore], parent: Optional[QWidget] = None,
                  before_start: Optional[Callable[[ProjectStore], None]] = None) -> None:
@@ -95,7 +96,6 @@ class RetrainPanel(QWidget):
         self._before_start = before_start  # e.g. add the open images to the store as unlabelled tissue
         self.job: Optional["RetrainJob"] = None
         self.state = "idle"  # idle | running | evaluating | registering | done | cancelled | error
-        self._before = ""  # the current model when a finished job's model is being registered
         self.last_done: Optional[Done] = None
         self.last_record: Optional[ModelRecord] = None
         self.last_message = ""
@@ -316,6 +316,7 @@ class RetrainPanel(QWidget):
         self.state = "registering"
         self.retrain_button.setEnabled(False)
         self._say("Registering the new model in the project...")
+        before = store.current_model_version
 
         def register() -> None:
             record, error = None, ""
@@ -324,14 +325,13 @@ class RetrainPanel(QWidget):
             except Exception as exc:
                 error = str(exc)
             try:
-                self._registered.emit(ev, record, error)
+                self._registered.emit(ev, record, error, before)
             except RuntimeError:  # the panel was closed meanwhile
                 pass
 
-        self._before = store.current_model_version
         threading.Thread(target=register, name="napari-cdma register model", daemon=True).start()
 
-    def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str) -> None:
+    def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str, before: str) -> None:
         from .project.retrain_job import held_out_text
 
         self.retrain_button.setEnabled(True)
@@ -340,7 +340,6 @@ class RetrainPanel(QWidget):
             self._say(f"Could not register the new model: {error}", error=True)
             return
         store = self._get_store()
-        before = self._before
         self.last_done = ev
         self.last_record = record
         self.state = "done"
