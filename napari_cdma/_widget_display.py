@@ -374,8 +374,7 @@ class DisplayPanel(QWidget):
         self.labels_layer = labels_layer
         self.legend_box.show_range(image_name, uncertainty_layer.colormap, uncertainty_layer.opacity,
                                    display_range)
-        self.set_glands(glands)
-        self._show_content()
+        self.set_glands(glands)  # and shows the legend and table (_show_content)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
         """Fill the per-gland table (id, area, mean uncertainty; other keys such as the bbox in the
