@@ -4,9 +4,9 @@ regions as layers (not the images of slide windows: the slide panel shows slides
 Reopening a store shows each stored image, a Shapes layer of its accepted boxes and a Labels layer
 of its accepted corrections (:func:`restore_layers`; :class:`Restore` splits it so that no stored
 pixel is read on the GUI thread); the dock then shows each image's latest prediction kept by the
-store as its prediction and uncertainty layers, drawn as a fresh Predict draws them
-(:func:`stored_prediction_steps`). Edits made in a prediction layer and not accepted are
-not kept by the store.
+store as its prediction and uncertainty layers (and its hidden disagreement layer when kept), drawn as a
+fresh Predict draws them (:func:`stored_prediction_steps`). Edits made in a prediction layer and not
+accepted are kept by the store only on request (the dock's "Keep unaccepted edits"), never for training.
 """
 from __future__ import annotations
 
