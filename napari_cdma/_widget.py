@@ -647,12 +647,7 @@ class CdmaWidget(QWidget):
             return  # closed meanwhile
         labels, umap = self.viewer.layers[names["prediction"]], self.viewer.layers[names["uncertainty"]]
         record_range = tuple(umap.contrast_limits)
-        try:
-            from src_model.gland_table import gland_table  # no torch: nothing may have been predicted yet
-
-            glands = gland_table(np.asarray(labels.data), np.asarray(umap.data))
-        except ValueError:
-            glands = []
+        glands = self._glands_of(labels, umap, [])
         self.last_image = name
         self.display_panel.show_result(name, umap, labels, record_range, glands)
         self.review_panel.image_name = None
@@ -778,27 +773,29 @@ class CdmaWidget(QWidget):
         labels, umap = display.labels_layer, display.uncertainty_layer
         if labels is None or umap is None or labels not in self.viewer.layers or umap not in self.viewer.layers:
             return
-        from src_model.gland_table import gland_table  # not via src_model.uncertainty: that imports torch
-
-        try:
-            display.set_glands(gland_table(np.asarray(labels.data), np.asarray(umap.data)))
-        except ValueError:  # the layers no longer match (another image under the same name)
-            pass
+        glands = self._glands_of(labels, umap)
+        if glands is not None:
+            display.set_glands(glands)
 
     @staticmethod
-    def _shown_glands(layers: Dict[str, Any], glands: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """The gland table of a prediction layer the store's corrections were pasted into (with ids of their
-        own: the worker's table, made before, lists neither them nor what they covered), else ``glands``.
-        Not for a large image (its maps are a pyramid; its table stays the worker's, blockwise)."""
-        labels, umap = layers["prediction"], layers["uncertainty"]
-        if getattr(umap, "multiscale", False):
-            return glands
+    def _glands_of(labels: Any, umap: Any, default: Optional[List[Dict[str, Any]]] = None
+                   ) -> Optional[List[Dict[str, Any]]]:
+        """The gland table of a prediction layer over its uncertainty layer; ``default`` when the layers no
+        longer match (another image under the same name)."""
         from src_model.gland_table import gland_table  # not via src_model.uncertainty: that imports torch
 
         try:
             return gland_table(np.asarray(labels.data), np.asarray(umap.data))
         except ValueError:
-            return glands
+            return default
+
+    @classmethod
+    def _shown_glands(cls, layers: Dict[str, Any], glands: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """The gland table of a prediction layer the store's corrections were pasted into (with ids of their
+        own: the worker's table, made before, lists neither them nor what they covered), else ``glands``.
+        Not for a large image (its maps are a pyramid; its table stays the worker's, blockwise)."""
+        labels, umap = layers["prediction"], layers["uncertainty"]
+        return glands if getattr(umap, "multiscale", False) else cls._glands_of(labels, umap, glands)
 
     def _region_image_label(self, record: RegionRecord) -> str:
         """A region's image: its source file name, else the image layer's name, else its hash."""
