@@ -567,7 +567,7 @@ class CdmaWidget(QWidget):
             if record.edited:
                 try:
                     edited = store.load_prediction_edits(digest)
-                    kept = "; with its kept edits (not accepted)"
+                    kept = "; kept edits, not accepted"
                 except StoreError as exc:
                     kept = f"; its kept edits could not be read ({exc})"
             # Kept edits hold the regions accepted before they were kept, and any edit made in such a box
@@ -727,11 +727,13 @@ class CdmaWidget(QWidget):
                    f"image(s), {len(models)} trained version(s); current model: {current}")
         restored = {k: v for k, v in self.restored_predictions.items() if k in self.viewer.layers}
         if restored:
-            summary += ("\nPredictions restored from the store (model, time saved): "
+            summary += ("\nPredictions restored from the store: "
                         + "; ".join(f"'{k}' ({v})" for k, v in restored.items())
-                        + ". Edits made from now on are not kept in the store until you press 'Keep "
-                        "unaccepted edits' (not used for training) or accept them (used for training).")
+                        + ". New edits are not kept until accepted or kept (Keep unaccepted edits).")
         self.store_label.setText(summary)
+        self.store_label.setToolTip("Edits made in a prediction layer are kept in the store only when you press "
+                                    "'Keep unaccepted edits' (not used for training) or accept them (used for "
+                                    "training).")
         if not layers:
             return
         for digest, name in self.image_names.items():

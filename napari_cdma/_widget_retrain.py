@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -133,6 +134,13 @@ class RetrainPanel(QWidget):
         self.image_table.setHorizontalHeaderLabels(list(IMAGE_COLUMNS))
         self.image_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.image_table.verticalHeader().setVisible(False)
+        # the columns share the dock's width (texts elided, whole in their tooltips): the table was cut on the
+        # right in the narrow dock (walk)
+        header = self.image_table.horizontalHeader()
+        header.setMinimumSectionSize(30)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        for j, name in enumerate(IMAGE_COLUMNS):
+            self.image_table.horizontalHeaderItem(j).setToolTip(name)
         self.image_table.setToolTip("Each image: pooled Dice of the current -> new model on its held-out regions "
                                     "(their number in brackets), and how much the new model agrees with the "
                                     "current one on its uncorrected tissue (1 = unchanged)")
@@ -368,8 +376,9 @@ class RetrainPanel(QWidget):
         self.image_table.setRowCount(len(cells))
         for i, row in enumerate(cells):
             for j, text in enumerate(row):
-                self.image_table.setItem(i, j, QTableWidgetItem(text))
-        self.image_table.resizeColumnsToContents()
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                self.image_table.setItem(i, j, item)
         self.image_table.setVisible(bool(cells))
 
     def keep_anyway(self) -> bool:

@@ -51,6 +51,13 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     assert panel.image_table.isVisibleTo(panel)
     assert [panel.image_table.horizontalHeaderItem(j).text() for j in range(4)] == list(IMAGE_COLUMNS)
     assert _table(panel) == [["testA_1.png", "0.861 (2)", "0.902", "0.981"], ["testB_4.png", "n/a", "n/a", "0.973"]]
+    # in a dock as narrow as the plugin's, the table fits its width (it was cut on the right: walk)
+    panel.resize(250, 700)
+    panel.show()
+    qtbot.waitExposed(panel)
+    t = panel.image_table
+    assert sum(t.columnWidth(j) for j in range(t.columnCount())) <= t.viewport().width() + 1
+    assert t.item(0, 0).toolTip() == "testA_1.png"  # an elided name is whole in its tooltip
     assert "agreement on uncorrected tissue 0.977 (4 crops)" in panel.last_message
 
     # the same scores, but the new model changed uncorrected tissue: not promoted, and the panel says why
