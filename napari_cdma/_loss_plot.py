@@ -76,7 +76,7 @@ class LossPlot(QWidget):
             painter.setPen(QPen(QColor(255, 170, 40), 1.5))
             painter.drawPolyline(poly)
             painter.setPen(QPen(QColor(200, 200, 200), 1))
-            painter.drawText(4, self.height() - 2,
-                             f"step {int(s1)}  loss {self._values[-1]:.4f}  (min {lo:.4f})")
+            # fits a narrow dock (it was cut after "(min 0.2583": walk)
+            painter.drawText(4, self.height() - 2, f"step {int(s1)}  loss {self._values[-1]:.3f}  min {lo:.3f}")
         finally:
             painter.end()
