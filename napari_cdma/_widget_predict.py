@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -304,6 +304,8 @@ class PredictPanel(QWidget):
         for data in files:
             self.model_combo.addItem(Path(data[1]).name, data)
         self.model_combo.addItem(CHOOSE_FILE, ("choose", None))
+        for i in range(self.model_combo.count()):  # whole in a tooltip: a narrow dock elides the text (walk)
+            self.model_combo.setItemData(i, self.model_combo.itemText(i), Qt.ItemDataRole.ToolTipRole)
         target = ("version", str(current)) if current is not None else keep
         idx = self._find(target) if target else -1
         self.model_combo.setCurrentIndex(max(0, idx))
