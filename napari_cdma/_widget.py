@@ -376,8 +376,11 @@ class CdmaWidget(QWidget):
             self._sync_from_store(layers=False)  # the restore drew the boxes and corrections: not read again
         else:
             self.store_label.setText(f"Could not show the stored images: {exc}")
+        if restored or self.restored_predictions:
+            # the dock fills (regions, versions) and napari's layer controls widen for the restored labels after
+            # the image was shown: fit it again (an image open before the reopen was cropped: walk)
+            self._fit_view()
         if restored:
-            self._fit_view()  # the dock fills (regions, versions) after the image was added: fit it again
             note = f"\nReopened {restored} stored image(s) with their accepted regions"
             if without:
                 note += (f"; {without} of them had no stored prediction (never predicted with this store open, "
@@ -992,6 +995,8 @@ class CdmaWidget(QWidget):
             for other in state.others:  # the latest side prediction shown, earlier ones hidden (outlines piled up)
                 if other != target and other in self.viewer.layers:
                     self.viewer.layers[other].visible = False
+            # shown again when a side layer hidden earlier is reused (the model tried again: walk)
+            layers["prediction"].visible = main not in self.viewer.layers or self.viewer.layers[main].visible
             self.states[name] = replace(state, others={**state.others, target: (instances, result.model_version)},
                                         reviewed={**state.reviewed, target: pasted})
             if trial:
@@ -999,7 +1004,9 @@ class CdmaWidget(QWidget):
                 notes.append(f"Trying {result.model_label}: its own prediction is in the layer '{target}', "
                              f"without the accepted corrections; '{main}' is unchanged and the current model "
                              f"stays {current}.")
-            if edits:
+            if edits and trial:  # said once (the note above names the layer)
+                notes.append(f"'{main}' holds {edits} edited pixel(s) not accepted yet, kept as they are.")
+            elif edits:
                 notes.append(f"{result.model_label}'s prediction is in the new layer '{target}': '{main}' holds "
                              f"{edits} edited pixel(s) not accepted yet, kept as they are.")
         else:

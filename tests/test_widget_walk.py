@@ -108,6 +108,11 @@ def test_only_the_latest_side_prediction_is_shown(make_napari_viewer, qtbot, tmp
     _predict_and_wait(qtbot, widget, SAMPLE_NAME)
     tried = viewer.layers[f"{names['prediction']} ({trial.version})"]
     assert tried.visible and not aside.visible and labels.visible
+    assert panel.last_message.count(f"({trial.version})'") == 1  # the layer named once, not twice
+    # the current model again: its side layer, hidden meanwhile, is reused and shown again
+    panel.model_combo.setCurrentIndex(panel._find(("version", first.version)))
+    _predict_and_wait(qtbot, widget, SAMPLE_NAME)
+    assert viewer.layers[aside.name] is aside and aside.visible and not tried.visible
 
 
 def test_edit_after_accept_survives_a_repredict(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
