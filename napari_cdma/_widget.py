@@ -178,6 +178,9 @@ class CdmaWidget(QWidget):
         open_button = QPushButton("Open")
         self.store_label = QLabel("")
         self.store_label.setWordWrap(True)
+        self.store_label.setToolTip("Edits made in a prediction layer are kept in the store only when you press "
+                                    "'Keep unaccepted edits' (not used for training) or accept them (used for "
+                                    "training).")
 
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
         self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
@@ -734,9 +737,6 @@ class CdmaWidget(QWidget):
                         + "; ".join(f"'{k}' ({v})" for k, v in restored.items())
                         + ". New edits are not kept until accepted or kept (Keep unaccepted edits).")
         self.store_label.setText(summary)
-        self.store_label.setToolTip("Edits made in a prediction layer are kept in the store only when you press "
-                                    "'Keep unaccepted edits' (not used for training) or accept them (used for "
-                                    "training).")
         if not layers:
             return
         for digest, name in self.image_names.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 from test_slide_edit_worker import _ticking
@@ -58,16 +59,39 @@ def _assert_undone(viewer, panel, store_path, predicted, window_id):
     assert "edit window over it now shows the slide's labels" in panel.last_message, panel.last_message
 
 
-def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer, qtbot, tmp_path, slide_path,
-                                                             monkeypatch):
+def _withdrawn_case(make_napari_viewer, qtbot, tmp_path, slide_path, monkeypatch):
+    """The slide predicted in the dock, an accepted window withdrawn but not undone yet, the undo's threads and
+    the layers removed recorded from now on."""
     viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
     store_path = tmp_path / "case.cdma.zarr"
     predicted = _labels(open_store(store_path))
     record, window_id = _withdrawn_unwatched(qtbot, panel, dock, store_path)
-    assert not np.array_equal(np.asarray(open_store(store_path).glands[0][:]), predicted[0])
-    threads = _undo_threads(monkeypatch)
-    removed = []
-    viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
+    case = SimpleNamespace(viewer=viewer, slide_layer=slide_layer, panel=panel, store_path=store_path,
+                           predicted=predicted, record=record, window_id=window_id,
+                           threads=_undo_threads(monkeypatch), removed=[])
+    viewer.layers.events.removed.connect(lambda e: case.removed.append(e.value.name))
+    return case
+
+
+def _assert_the_job_undid_it(qtbot, case, done, timeout):
+    """The running job ends having undone the withdrawn window off the GUI thread (its message starts with
+    ``done`` and names it), the store and the layers as before the window was accepted, no layer removed."""
+    panel, viewer = case.panel, case.viewer
+    qtbot.waitUntil(lambda: not panel.running, timeout=timeout)
+    assert case.threads and threading.get_ident() not in case.threads, case.threads  # never on the GUI thread
+    assert panel.last_message.startswith(done), panel.last_message
+    assert f"Withdrawn window(s) {case.record.region_id} undone" in panel.last_message, panel.last_message
+    _assert_undone(viewer, panel, case.store_path, case.predicted, case.window_id)
+    assert case.removed == [], case.removed
+    np.testing.assert_array_equal(np.asarray(viewer.layers[f"{case.slide_layer.name} glands"].data[0][:]),
+                                  case.predicted[0])
+
+
+def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer, qtbot, tmp_path, slide_path,
+                                                             monkeypatch):
+    case = _withdrawn_case(make_napari_viewer, qtbot, tmp_path, slide_path, monkeypatch)
+    viewer, slide_layer, panel = case.viewer, case.slide_layer, case.panel
+    assert not np.array_equal(np.asarray(open_store(case.store_path).glands[0][:]), case.predicted[0])
     seen = []  # the store glands' slices, the accepted windows' outline set, a 10 ms timer's ticks, in order
     viewer.layers[f"{slide_layer.name} glands"].events.set_data.connect(lambda _e: seen.append("glands"))
     viewer.layers[names_for(slide_layer.name)["accepted"]].events.data.connect(lambda _e: seen.append("outline"))
@@ -77,13 +101,7 @@ def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer,
     assert panel.predict_view() is True, panel.last_message
     assert panel.running and not panel.export_button.isEnabled()
     assert panel.export_geojson(tmp_path / "x.geojson") is False and "prediction is running" in panel.last_message
-    qtbot.waitUntil(lambda: not panel.running, timeout=180_000)
-    assert threads and threading.get_ident() not in threads, threads  # undone, never on the GUI thread
-    assert panel.last_message.startswith("Predicted"), panel.last_message
-    assert f"Withdrawn window(s) {record.region_id} undone" in panel.last_message, panel.last_message
-    _assert_undone(viewer, panel, store_path, predicted, window_id)
-    assert removed == [], removed
-    np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[0][:]), predicted[0])
+    _assert_the_job_undid_it(qtbot, case, "Predicted", 180_000)
     assert panel.window_list.count() == 0  # the accepted windows follow the project
     timer.stop()
     # the result is shown in turns of the event loop of its own: the viewer runs between the store's refresh and
@@ -97,25 +115,14 @@ def test_predict_view_undoes_withdrawn_windows_in_its_worker(make_napari_viewer,
 def test_export_undoes_withdrawn_windows_in_its_worker(make_napari_viewer, qtbot, tmp_path, slide_path, monkeypatch):
     from src_model.export import rasterize
 
-    viewer, slide_layer, dock, panel = _predicted_in_dock(make_napari_viewer, qtbot, tmp_path, slide_path)
-    store_path = tmp_path / "case.cdma.zarr"
-    predicted = _labels(open_store(store_path))
-    record, window_id = _withdrawn_unwatched(qtbot, panel, dock, store_path)
-    threads = _undo_threads(monkeypatch)
-    removed = []
-    viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
+    case = _withdrawn_case(make_napari_viewer, qtbot, tmp_path, slide_path, monkeypatch)
+    panel, predicted = case.panel, case.predicted
 
     geojson = tmp_path / "case.geojson"
     assert panel.export_geojson(geojson) is True, panel.last_message
     assert panel.running and panel.last_message.startswith("Exporting")
     assert panel.predict_view() is False and "export is running" in panel.last_message
-    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
-    assert threads and threading.get_ident() not in threads, threads  # undone, never on the GUI thread
-    assert panel.last_message.startswith("Exported"), panel.last_message
-    assert f"Withdrawn window(s) {record.region_id} undone" in panel.last_message, panel.last_message
-    _assert_undone(viewer, panel, store_path, predicted, window_id)
-    assert removed == [], removed
-    np.testing.assert_array_equal(np.asarray(viewer.layers[f"{slide_layer.name} glands"].data[0][:]), predicted[0])
+    _assert_the_job_undid_it(qtbot, case, "Exported", 120_000)
     back = rasterize(json.loads(geojson.read_text())["features"], predicted[0].shape) > 0
     truth = _exported(predicted[0])
     assert (back & truth).sum() / (back | truth).sum() >= 0.99  # the withdrawn window is not exported
