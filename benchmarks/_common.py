@@ -229,3 +229,33 @@ def fill_store(store: Any, data: Path, image_ids: Sequence[str], n_regions: int,
             store.add_unlabelled_image(image, source_path=str(path))  # no-op for images already kept
             kept.append(image_id)
     return {"regions": accepted, "unlabelled_images": kept}
+
+
+class FullCollections:
+    """Python's full (generation 2) garbage collections while it records, each ``(start, ms, collected)``
+    (``start``: ``time.perf_counter``), with a summary over a time window: what the dock's collector freeze
+    (``napari_cdma/_gc.py``) is meant to shorten."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.events: List[Tuple[float, float, int]] = []
+        self._start: Optional[float] = None
+        gc.callbacks.append(self._seen)
+
+    def _seen(self, phase: str, info: Dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.events.append((self._start, (time.perf_counter() - self._start) * 1000.0, int(info["collected"])))
+            self._start = None
+
+    def summary(self, start: float, end: float) -> Dict[str, Any]:
+        """Count, longest and total milliseconds of the full collections that began in [start, end]."""
+        import gc
+
+        ms = [e[1] for e in self.events if start <= e[0] <= end]
+        return {"n": len(ms), "max_ms": max(ms, default=0.0), "total_ms": float(sum(ms)),
+                "frozen_objects": gc.get_freeze_count()}

@@ -50,6 +50,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from _common import (
     RESULTS,
+    FullCollections,
     add_data_argument,
     ensure_display,
     glas_ids,
@@ -230,6 +231,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results: Dict[str, Any] = {"size": args.size, "interval_ms": INTERVAL_MS, "load_avg_start": load_average(),
                                "data": str(data), "before": before, "before_note": args.before_note}
     watchdog = Watchdog()
+    collections = FullCollections()
     image = tiled_glas(data, args.size)
     name = "large"
     viewer = napari.Viewer(title="napari-cdma large-image benchmark")
@@ -245,11 +247,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         t_open = time.perf_counter()
         _, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
         panel = widget.predict_panel
-        warmed = getattr(sys.modules["napari_cdma._predict_stream"], "warmed", lambda: True)
+        stream = sys.modules["napari_cdma._predict_stream"]
+        # the warm-up threads start WARM_DELAY_MS after the dock opens: wait until they have started and ended
+        # (``warmed`` alone is true before they start)
+        warmed = getattr(stream, "warm_finished", None) or getattr(stream, "warmed", lambda: True)
         wait_until(warmed, 300)
+        freezer = getattr(panel, "freezer", None)
+        if freezer is not None:  # the dock freezes the collector's objects at its next poll after the warm-up
+            wait_until(lambda: freezer.frozen_at is not None, 5)
         warm_s = time.perf_counter() - t_open
         wait_until(lambda: False, 1.0)
-        results["open"] = {"warm_s": warm_s, "stall": ticker.stop()}
+        results["open"] = {"warm_s": warm_s, "stall": ticker.stop(),
+                           "full_gc": collections.summary(t_open, time.perf_counter())}
         print("open", {k: v for k, v in results["open"]["stall"].items() if k != "worst"}, f"warm {warm_s:.1f} s",
               flush=True)
         results["rss_before_mb"] = rss_mb()["VmRSS"]
@@ -272,6 +281,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # the redraws that follow the hand-over (the new layers' first draws) are part of the run too
         wait_until(lambda: False, AFTER_S)
         stall = ticker.stop()
+        full_gc = collections.summary(t0 - 0.2, time.perf_counter())
         at_full = [s for s in ticker.samples if s[2] and s[1] > 0 and s[0] >= s[1]]
         # how long the bar stood at 100 % while the run was still going
         full_s = len(at_full) * INTERVAL_MS / 1000.0
@@ -282,7 +292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "peak_rss_mb": rss_mb()["VmHWM"], "rss_after_mb": rss_mb()["VmRSS"],
             "progress_at_100_while_running_ticks": len(at_full), "progress_at_100_while_running_s_approx": full_s,
             "glands": int(len(widget.display_panel.glands)), "review_regions": len(widget.review_panel.tiles),
-            "message": panel.last_message,
+            "message": panel.last_message, "full_gc": full_gc,
         }
         print("predict", results["predict"], flush=True)
 
@@ -327,9 +337,17 @@ def _measures(r: Dict[str, Any]) -> Dict[str, str]:
         "cancel": f"{ca['cancel_to_worker_stopped_s']:.2f} s (at {100 * (ca['reached_fraction'] or 0):.0f} %)",
         "left": f"{len(ca['live_layers_left'])}", "cmax": f"{ca['stall']['max_ms']:.0f} ms",
         "load": f"{r['load_avg_start'][0]} / {r['load_avg_end'][0]}",
+        "gc": _gc_text(pr.get("full_gc")),
         "open": (f"{r['open']['stall']['max_ms']:.0f} ms ({r['open']['stall']['over_100ms']} ticks > 100 ms; "
                  f"imports done {r['open']['warm_s']:.1f} s after opening)") if "open" in r else "not measured",
     }
+
+
+def _gc_text(g: Optional[Dict[str, Any]]) -> str:
+    if not g:
+        return "not measured"
+    return (f"{g['n']}, longest {g['max_ms']:.0f} ms, total {g['total_ms']:.0f} ms "
+            f"({g['frozen_objects']} objects frozen)")
 
 
 def _before(old: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -349,6 +367,7 @@ ROWS = [("wall", "wall time, Predict click to layers handed over", ""),
         ("cancel", "Cancel click to worker stopped", "< 1 s"),
         ("left", "layers of the cancelled run left", "0"), ("cmax", "stall max during the cancelled run", ""),
         ("open", "stall max while the dock opens and warms up (before the click)", ""),
+        ("gc", "full garbage collections during the run: count, longest, total", ""),
         ("load", "1-minute load average, start / end", "")]
 
 

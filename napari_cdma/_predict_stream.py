@@ -368,6 +368,11 @@ def warmed() -> bool:
     return not any(t.is_alive() for t in (*_warming, *_warming_engine))
 
 
+def warm_finished() -> bool:
+    """True once both warm-up threads (:func:`warm_up`, :func:`warm_engine`) have been started and have finished."""
+    return bool(_warming) and bool(_warming_engine) and warmed()
+
+
 def warm_up() -> Any:
     """Import :data:`WARM_MODULES` in a daemon thread (once per process), and fill vispy's cache of
     dash patterns there (computed in pure Python the first time a line visual is made: 0.18 s of
@@ -861,5 +866,5 @@ def pieces(event: Any) -> List[Any]:
 
 __all__ = ["Block", "CANCELLED_SUFFIX", "LIVE_SUFFIX", "LiveLayers", "Rows", "Stage", "WHOLE_IMAGE_PIXELS",
            "black_padding", "clear_padding", "labels_dtype", "pieces", "predict_job", "pyramid",
-           "quiet_insert", "hold_switch", "release_switch", "review_outputs", "streams", "warm_engine", "warm_up",
-           "warmed"]
+           "quiet_insert", "hold_switch", "release_switch", "review_outputs", "streams", "warm_engine",
+           "warm_finished", "warm_up", "warmed"]

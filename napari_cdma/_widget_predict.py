@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
+from ._gc import freeze_when_warm
 from ._layers import COMBO_CHARS, HASH_KEY, LayerInputError, image_from_layer, is_derived, narrow_combo
 from ._layers import unwrap_layer as _unwrap
 from ._predict_stream import (
@@ -45,6 +46,7 @@ from ._predict_stream import (
     predict_job,
     streams,
     warm_engine,
+    warm_finished,
     warm_up,
 )
 from ._predict_stream import review_outputs as _review_outputs  # noqa: F401 - the dock's name for it, used by tests
@@ -231,6 +233,9 @@ class PredictPanel(QWidget):
         # Started once the dock is on screen: started here, its imports (holding the GIL) kept the dock from
         # being painted for 3 s (benchmarks/results/startup.md)
         QTimer.singleShot(WARM_DELAY_MS, _start_warm_up)
+        # then the objects alive (nearly all made by those imports) are frozen, out of the reach of Python's full
+        # garbage collections, which took 250-400 ms of GUI time each (napari_cdma/_gc.py)
+        self.freezer = freeze_when_warm(viewer, warm_finished, self)
 
     # ----------------------------------------------------------------- choices
     @property
@@ -300,7 +305,8 @@ class PredictPanel(QWidget):
         for v in versions:
             if str(v) != BUNDLED:
                 note = notes.get(str(v))
-                self.model_combo.addItem(f"project {v}" + (f" ({note})" if note else ""), ("version", str(v)))
+                # "v0002 (not promoted)": short enough for the closed chooser in the narrow dock (was "project v0002 ...")
+                self.model_combo.addItem(str(v) + (f" ({note})" if note else ""), ("version", str(v)))
         for data in files:
             self.model_combo.addItem(Path(data[1]).name, data)
         self.model_combo.addItem(CHOOSE_FILE, ("choose", None))
