@@ -89,6 +89,8 @@ logger = logging.getLogger(__name__)
 _last_saver: Optional[threading.Thread] = None
 
 PROJECT_ENV = "NAPARI_CDMA_PROJECT"
+KEEP_TIP = ("Keep in the project store the edits of each prediction layer that are not accepted yet, so that they "
+            "come back when the store is reopened (they are not used for training until accepted)")
 #: The dock's width when it opens (px): beside napari's layer list in its default window (about 1089 px
 #: wide) the canvas keeps about 500 px.
 DOCK_WIDTH = 280
@@ -111,7 +113,7 @@ class ImageState:
         image_hash: the store's hash of ``image``.
         others: predictions written to other layers (the prediction layer held unaccepted edits, or
             a version was tried): layer name -> (original labels, model version).
-        model_label: the model choice that made the prediction layer ("bundled", "project v0002", a file).
+        model_label: the model choice that made the prediction layer ("bundled", "v0002", a file).
         ranked: the review regions of the latest prediction, most uncertain first.
         reviewed: per prediction layer, what it held in each box when the box was accepted or the
             store's corrections were pasted into it (:func:`~napari_cdma._layers.unsaved_edits`).
@@ -202,9 +204,7 @@ class CdmaWidget(QWidget):
         pl.addLayout(store_row)
         pl.addWidget(self.store_label)
         self.keep_edits_button = QPushButton("Keep unaccepted edits")
-        self.keep_edits_button.setToolTip("Keep in the project store the edits of each prediction layer that are not "
-                                          "accepted yet, so that they come back when the store is reopened (they "
-                                          "are not used for training until accepted)")
+        self._update_keep_button()
         pl.addWidget(self.keep_edits_button)
 
         inner = QWidget()
@@ -710,6 +710,7 @@ class CdmaWidget(QWidget):
             layers: also redraw each image's accepted boxes and corrections from the store (False when
                 they were just drawn from it: the end of a reopen, :class:`Restore`).
         """
+        self._update_keep_button()
         store = self._store
         if store is None:
             return
@@ -1027,6 +1028,7 @@ class CdmaWidget(QWidget):
             accepted = self._accepted_boxes(result.image_hash)
             later.append(lambda: show_accepted(self.viewer, name, accepted))
         self.last_image = name
+        self._update_keep_button()
         # the gland table (hundreds of rows for a large image) in a turn of its own too
         if not secondary:
             later.insert(0, lambda: self.display_panel.show_result(
@@ -1091,10 +1093,22 @@ class CdmaWidget(QWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""
+        self._update_keep_button()
         layer = getattr(event, "value", None)
         if layer is not None and not is_derived(layer) and layer.name == self.review_panel.image_name:
             self.review_panel.image_name = None
             self._follow_image(self.predict_panel.image_layer)
+
+    def _update_keep_button(self) -> None:
+        """*Keep unaccepted edits* is enabled only when it can keep something: a store is open and a prediction
+        layer of the dock's is on screen (its tooltip says which is missing)."""
+        layers = self.viewer.layers
+        has_store = self._store is not None
+        has_layer = any(names_for(name)["prediction"] in layers for name in self.states)
+        self.keep_edits_button.setEnabled(has_store and has_layer)
+        self.keep_edits_button.setToolTip(KEEP_TIP if has_store and has_layer else
+                                          KEEP_TIP + (" (no prediction layer to keep edits of: predict an image "
+                                                      "first)" if has_store else " (open a project store first)"))
 
     def _follow_image(self, layer: Any = None) -> None:
         """The review list follows the image chosen in Predict: its regions not accepted yet, or none."""

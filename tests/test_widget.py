@@ -347,7 +347,7 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert any(trial.version in t and "not promoted" in t for t in texts), texts
     from qtpy.QtCore import Qt
 
-    # each whole in its tooltip: the narrow dock elides "project v0002 (not promoted)"
+    # each whole in its tooltip: a narrow dock may elide "v0002 (not promoted)"
     assert [panel.model_combo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(len(texts))] == texts
     _predict_and_wait(qtbot, widget, SAMPLE_NAME)
     labels = viewer.layers[names["prediction"]]

@@ -213,7 +213,10 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     assert widget.open_store(path) is not None
     wait_settled(widget)
     assert widget.keep_edits() == {}  # nothing predicted, nothing to keep
+    assert not widget.keep_edits_button.isEnabled()  # and the button says so
+    assert "predict an image first" in widget.keep_edits_button.toolTip()
     _wait_predicted(qtbot, widget, SAMPLE_NAME)
+    assert widget.keep_edits_button.isEnabled()
     name = names_for(SAMPLE_NAME)["prediction"]
     layer = viewer.layers[name]
     layer.data[200:220, 300:320] = 99  # an edit, not accepted
@@ -228,6 +231,7 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     other = make_napari_viewer()
     again = open_dock(other, path)
     np.testing.assert_array_equal(other.layers[name].data, edited)
+    assert again.keep_edits_button.isEnabled()  # the reopened prediction layer can be kept again
     assert names_for(SAMPLE_NAME)["disagreement"] in other.layers  # keeping the edits kept the disagreement
     assert "kept edits" in again.store_label.text()
     assert again.states[SAMPLE_NAME].unsaved(name, np.asarray(other.layers[name].data)) == 400
