@@ -47,6 +47,7 @@ from ._predict_stream import (
     streams,
     warm_engine,
     warm_finished,
+    warm_glyphs,
     warm_up,
 )
 from ._predict_stream import review_outputs as _review_outputs  # noqa: F401 - the dock's name for it, used by tests
@@ -115,6 +116,8 @@ def predictable(layer: Any) -> bool:
 
 #: Delay from the dock's creation to the start of the warm-up threads (:func:`_start_warm_up`).
 WARM_DELAY_MS = 1000
+#: Interval between the glyphs loaded into the canvas's font cache (:func:`~._predict_stream.warm_glyphs`).
+GLYPH_STEP_MS = 50
 
 
 def _start_warm_up() -> None:
@@ -236,6 +239,16 @@ class PredictPanel(QWidget):
         # then the objects alive (nearly all made by those imports) are frozen, out of the reach of Python's full
         # garbage collections, which took 250-400 ms of GUI time each (napari_cdma/_gc.py)
         self.freezer = freeze_when_warm(viewer, warm_finished, self)
+        # and the glyphs a Shapes layer's first draw measures its font with, one per event-loop turn
+        self._glyphs = warm_glyphs(viewer)
+        self._glyph_timer = QTimer(self)
+        self._glyph_timer.setInterval(GLYPH_STEP_MS)
+        self._glyph_timer.timeout.connect(self._warm_glyph)
+        QTimer.singleShot(WARM_DELAY_MS, self._glyph_timer.start)
+
+    def _warm_glyph(self) -> None:
+        if next(self._glyphs, "done") == "done":
+            self._glyph_timer.stop()
 
     # ----------------------------------------------------------------- choices
     @property
@@ -305,7 +318,7 @@ class PredictPanel(QWidget):
         for v in versions:
             if str(v) != BUNDLED:
                 note = notes.get(str(v))
-                # "v0002 (not promoted)": short enough for the closed chooser in the narrow dock (was "project v0002 ...")
+                # "v0002 (not promoted)": short enough for the closed chooser in the narrow dock (was "project v0002")
                 self.model_combo.addItem(str(v) + (f" ({note})" if note else ""), ("version", str(v)))
         for data in files:
             self.model_combo.addItem(Path(data[1]).name, data)
