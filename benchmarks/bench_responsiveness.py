@@ -319,6 +319,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # them imports torch, and the first Predict's time is to include that
     run: Dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "nice": os.nice(0),
                            "seconds_per_phase": args.seconds, "window": list(args.window),
+                           "gc_freeze": os.environ.get("NAPARI_CDMA_GC_FREEZE", "1") != "0",
                            "load_avg_1_5_15": load_average(), "thread_train_options": TRAIN_OPTS}
     install_probes()
     viewer = napari.Viewer(title="napari-cdma benchmark")
@@ -392,7 +393,9 @@ def report(results: Dict[str, Any]) -> str:
         lines += [f"## {label}", "",
                   f"`python benchmarks/{run['command']}`, {run['date']}, nice {run['nice']}, window "
                   f"{run['window'][0]}x{run['window'][1]}, {run['seconds_per_phase']:g} s per phase; retrain job "
-                  f"{dock_opts}; thread worker {run['thread_train_options']}.", "",
+                  f"{dock_opts}; thread worker {run['thread_train_options']}"
+                  + {True: "; collector freeze on", False: "; collector freeze off (NAPARI_CDMA_GC_FREEZE=0)"}.get(
+                      run.get("gc_freeze"), "") + ".", "",
                   "| load | phase | p50 ms | p99 ms | max ms | > 50 ms | train steps | dock poll: n, total, max ms "
                   "| window updates: n, median, max ms | load before |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
