@@ -149,6 +149,8 @@ class PredictPanel(QWidget):
         self.viewer = viewer
         self._model_path_for = model_path_for
         self._worker = None
+        #: (image name, image, model label, version, layer) of the running prediction, until its worker returns
+        self._run_for: Optional[Tuple[str, np.ndarray, str, Optional[str], Any]] = None
         self._last_model_index = 0
         self.pixel_limit: Optional[int] = None  # None = the engine's MAX_PIXELS
         self.last_message = ""
@@ -202,9 +204,10 @@ class PredictPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        # a narrow dock (napari's default window): a row too wide for it puts its field under its label
+        # a narrow dock (napari's default window): each field under its label, with the dock's whole width (beside
+        # their labels the choosers elided "v0001 (not promoted)": walk)
         form = QFormLayout()
-        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
         form.addRow("Image", self.image_choice.native)
         form.addRow("Model", self.model_combo)
         extra = QHBoxLayout()
@@ -400,7 +403,7 @@ class PredictPanel(QWidget):
             self._fail(f"Cannot find the model '{label}': {exc}")
             return False
 
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         name = layer.name
         version = str(choice[1]) if choice[0] == "version" else None
@@ -414,7 +417,10 @@ class PredictPanel(QWidget):
                                branches=self.branches_check.isChecked(), corrections_for=self.corrections_for,
                                start=self._live.started if self._live else None)
         worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(lambda res: self._on_returned(res, name, image, label, version, layer))
+        # what the result is for, kept here until the worker returns: a lambda holding it would live as long as the
+        # viewer (napari keeps every finished worker and its slots: napari_cdma/_workers.py)
+        self._run_for = (name, image, label, version, layer)
+        worker.returned.connect(self._on_worker_returned)
         worker.errored.connect(self._on_errored)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
@@ -510,6 +516,11 @@ class PredictPanel(QWidget):
         if not self._queue and self._pending is not None and (live.whole is None or live.built):
             self._complete()
 
+    def _on_worker_returned(self, result: Any) -> None:
+        run_for, self._run_for = self._run_for, None
+        if run_for is not None:
+            self._on_returned(result, *run_for)
+
     def _on_returned(self, result: Any, name: str, image: np.ndarray, label: str,
                      version: Optional[str], layer: Any = None) -> None:
         if self._cancelled:  # cancelled while it returned
@@ -599,6 +610,7 @@ class PredictPanel(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        self._run_for = None  # cancelled or failed: no result came
         if self._pending is None and not self._settling:
             self._drop_live()  # ended without a result (cancelled, or an error already reported)
             self._end_run()

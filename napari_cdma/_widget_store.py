@@ -112,6 +112,12 @@ def stored_name(store: ProjectStore, digest: str, regions: Optional[List[RegionR
     return wanted or None
 
 
+def read_restore(job: "Restore") -> "Restore":
+    """Run ``job.read()`` (on a worker thread) and return the job."""
+    job.read()
+    return job
+
+
 class Restore:
     """Reopening a store in three parts, so that no stored pixel is read on the GUI thread.
 
