@@ -10,8 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
-
 from .data import SplitRow, image_path, read_split
 from .io import read_image, read_mask
 from .postprocess import PostprocessConfig, to_instances
@@ -97,7 +95,7 @@ def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: 
             "postprocess": None if postprocess is None else vars(postprocess)}
 
 
-def score_regions(model, regions: Sequence[Tuple[np.ndarray, np.ndarray]], *, tile: int = EVAL_TILE,
+def score_regions(model, regions: Sequence[Tuple[Any, ...]], *, tile: int = EVAL_TILE,
                   overlap: float = EVAL_OVERLAP, branch: Union[str, int] = "mean", device: str = "cpu",
                   cancel: Optional[Callable[[], bool]] = None) -> Generator[Progress, None, Optional[float]]:
     """Pooled foreground Dice of a model on ``(image, mask)`` regions, e.g. held-out corrections.
@@ -108,7 +106,10 @@ def score_regions(model, regions: Sequence[Tuple[np.ndarray, np.ndarray]], *, ti
 
     Args:
         model: an MTNet (or any model :func:`~src_model.inference.predict` accepts).
-        regions: (RGB uint8 (h, w, 3), mask (h, w), > 0 = foreground) pairs.
+        regions: (RGB uint8 (h, w, 3), mask (h, w), > 0 = foreground) pairs; or ``(image, mask, box)``
+            triples, the image being the region with context around it and ``box`` ``(y0, x0, y1, x1)`` the
+            region inside it (the mask's shape): the model sees the context, only the box is scored (an image
+            object given for several regions in a row is predicted once).
         cancel: checked before each region; when it returns True, scoring stops.
 
     Yields:
@@ -122,11 +123,17 @@ def score_regions(model, regions: Sequence[Tuple[np.ndarray, np.ndarray]], *, ti
 
     clock = EtaClock(len(regions))
     pairs = []
-    for k, (image, mask) in enumerate(regions, start=1):
+    last: Tuple[Any, Any] = (None, None)  # consecutive regions of one image: it is predicted once
+    for k, (image, mask, *box) in enumerate(regions, start=1):
         if cancel is not None and cancel():
             return None
-        pred = predict(model, image, tile=tile, overlap=overlap, branch=branch, device=device)
-        pairs.append((pred.labels, mask))
+        if image is not last[0]:
+            last = (image, predict(model, image, tile=tile, overlap=overlap, branch=branch, device=device).labels)
+        labels = last[1]
+        if box:
+            y0, x0, y1, x1 = (int(v) for v in box[0])
+            labels = labels[y0:y1, x0:x1]
+        pairs.append((labels, mask))
         yield Progress("evaluate", k, len(regions), eta_s=clock.eta(k))
     return pooled_dice(pairs)
 

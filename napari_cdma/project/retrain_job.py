@@ -272,7 +272,9 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
     if n < MIN_HOLDOUT_FOR_PROMOTION or not scored:
         basis = (f"decided on {n} held-out region(s)" if scored
                  else held_out_text(ev).split(": ")[0] if n else "no held-out region to decide on")
-        reasons = [f"{basis}: too little to promote automatically"] + ([changed] if changed else [])
+        reasons = [f"{basis}: too little to promote automatically (that needs {MIN_HOLDOUT_FOR_PROMOTION} scored "
+                   f"held-out regions; the store holds out a share of the regions you accept)"] \
+            + ([changed] if changed else [])
         return False, "; ".join(reasons) + f"; Keep new model anyway if you trust it{unchecked}"
     if regressed:
         return False, f"{changed}; the current model stays"
