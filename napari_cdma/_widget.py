@@ -75,6 +75,7 @@ from ._widget_slide import SlidePanel
 from ._widget_store import (
     Restore,
     open_image_hashes,
+    read_restore,
     regions_by_image,
     stored_name,
     stored_prediction_steps,
@@ -191,8 +192,9 @@ class CdmaWidget(QWidget):
         self.predict_panel.settled_for = self.settled
         self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get,
                                         image_label=self._region_image_label)
-        self.retrain_panel = RetrainPanel(lambda: self.store, before_start=self._add_open_images)
-        self.versions_panel = VersionsPanel(lambda: self.store)
+        # an open store only: Retrain and Roll back must not create one (the first Predict or Accept does)
+        self.retrain_panel = RetrainPanel(self._open_store_only, before_start=self._add_open_images)
+        self.versions_panel = VersionsPanel(self._open_store_only)
         self.slide_panel = SlidePanel(self.viewer, lambda: self.store, self._slide_model)
 
         store_row = QHBoxLayout()
@@ -209,6 +211,7 @@ class CdmaWidget(QWidget):
 
         inner = QWidget()
         col = QVBoxLayout(inner)
+        self._boxes: Dict[str, QGroupBox] = {}  # panel title -> its box in the scrolled dock
         col.addWidget(project_box)
         for title, panel in (("Predict", self.predict_panel), ("Uncertainty and glands", self.display_panel),
                              ("Review, correct, accept", self.review_panel), ("Whole slide", self.slide_panel),
@@ -216,6 +219,7 @@ class CdmaWidget(QWidget):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(panel)
             col.addWidget(box)
+            self._boxes[title] = box
         col.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -229,6 +233,9 @@ class CdmaWidget(QWidget):
         browse.clicked.connect(self._browse_store)
         open_button.clicked.connect(lambda: self.open_store(self.store_edit.text()))
         self.keep_edits_button.clicked.connect(self.keep_edits)
+        # the Retrain box sits far down the dock: its progress, ETA and loss curve are scrolled into view when
+        # it starts (walk: they were out of sight)
+        self.retrain_panel.retrain_button.clicked.connect(lambda: self.show_panel("Retrain"))
         self.predict_panel.finished.connect(self._on_predicted)
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
@@ -276,6 +283,20 @@ class CdmaWidget(QWidget):
         return QSize(max(self.minimumSizeHint().width(), DOCK_WIDTH), super().sizeHint().height())
 
     # ------------------------------------------------------------------ store
+    def show_panel(self, title: str) -> None:
+        """Scroll the dock so that the panel of that title (its box's top) is in view, in the next event-loop turn
+        (after the layout has settled)."""
+        box = self._boxes.get(title)
+        if box is not None:
+            QTimer.singleShot(0, lambda: self._scroll.ensureWidgetVisible(box, 0, 0))
+
+    def _open_store_only(self) -> ProjectStore:
+        """The open project store; a RuntimeError saying what to do when none is open (nothing is created)."""
+        if self._store is None:
+            raise RuntimeError("no project store is open: accept a corrected region first (the first Predict or "
+                               "Accept creates the store), or open one above")
+        return self._store
+
     @property
     def store(self) -> ProjectStore:
         """The open project store, opening (creating) the one named in the path field if needed."""
@@ -332,7 +353,7 @@ class CdmaWidget(QWidget):
         """Show the store's images, accepted regions and latest predictions: the stored pixels are read on
         a worker thread, the layers added one per event-loop turn (:class:`Restore`); :meth:`settled` is
         False until they are all shown."""
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         try:
             job = Restore(self.viewer, store, open_image_hashes(self.viewer))
@@ -340,10 +361,21 @@ class CdmaWidget(QWidget):
             self._end_restore(store, None, exc)
             return
         self._restoring = job
-        worker = create_worker(job.read)
-        worker.returned.connect(lambda _: self._restore_turn(store, job, self._restore_steps(store, job)))
-        worker.errored.connect(lambda exc: self._end_restore(store, job, exc))
+        # a module-level function and slots that hold no job: napari keeps every finished worker, with its
+        # function and slots, and the job holds the layers it found open (napari_cdma/_workers.py)
+        worker = create_worker(read_restore, job)
+        worker.returned.connect(self._on_restore_read)
+        worker.errored.connect(self._on_restore_failed)
         worker.start()
+
+    def _on_restore_read(self, job: Restore) -> None:
+        if job is self._restoring:  # else another store was opened meanwhile
+            self._restore_turn(job.store, job, self._restore_steps(job.store, job))
+
+    def _on_restore_failed(self, exc: BaseException) -> None:
+        job = self._restoring
+        if job is not None:
+            self._end_restore(job.store, job, exc)
 
     def _restore_steps(self, store: ProjectStore, job: Restore) -> Generator[None, None, Tuple[int, int]]:
         """The GUI steps of a reopen, one layer each: the stored images, accepted boxes and corrections
@@ -1093,11 +1125,20 @@ class CdmaWidget(QWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""
-        self._update_keep_button()
         layer = getattr(event, "value", None)
+        self._forget_closed_images()
+        self._update_keep_button()
         if layer is not None and not is_derived(layer) and layer.name == self.review_panel.image_name:
             self.review_panel.image_name = None
             self._follow_image(self.predict_panel.image_layer)
+
+    def _forget_closed_images(self) -> None:
+        """Drop the state of each image whose image layer and prediction layer are both closed: it holds the
+        image and its predicted labels (tens of MB for a large image), and nothing on screen uses it any more."""
+        layers = self.viewer.layers
+        for name in [n for n in self.states if n not in layers and names_for(n)["prediction"] not in layers]:
+            del self.states[name]
+            self.restored_predictions.pop(name, None)
 
     def _update_keep_button(self) -> None:
         """*Keep unaccepted edits* is enabled only when it can keep something: a store is open and a prediction

@@ -36,6 +36,18 @@ from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
 
 LEGEND_W, LEGEND_H = 160, 12
 TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # the CSV's first columns; other keys (bbox, ...) follow
+#: Smallest side (data px) of what a click on a gland row shows around the gland: a sliver left by an edit (a few
+#: px wide) was zoomed to fill the canvas, with no tissue around it to judge it by (walk).
+MIN_GLAND_VIEW = 128
+
+
+def at_least(bbox: Tuple[int, int, int, int], side: int) -> Tuple[int, int, int, int]:
+    """``bbox`` ``(y0, x0, y1, x1)`` grown about its centre to at least ``side`` px a side."""
+    y0, x0, y1, x1 = bbox
+    grow_y, grow_x = max(0, side - (y1 - y0)), max(0, side - (x1 - x0))
+    return y0 - grow_y // 2, x0 - grow_x // 2, y1 + grow_y - grow_y // 2, x1 + grow_x - grow_x // 2
+
+
 # The dock's table shows only these (they fit its width); the other keys go in each row's tooltip.
 TABLE_HEADERS = ("id", "area", "mean unc.")
 # The gland clicked in the table: one rectangle just outside its box, in a Shapes layer of its own (role
@@ -407,7 +419,7 @@ class DisplayPanel(QWidget):
         if row is None or not row.get("bbox"):
             return False
         bbox = tuple(int(v) for v in row["bbox"])
-        center, zoom = camera_for_tile(bbox, canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
+        center, zoom = camera_for_tile(at_least(bbox, MIN_GLAND_VIEW), canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
         camera = scene_camera(self.viewer)
         camera.center = center
         camera.zoom = zoom

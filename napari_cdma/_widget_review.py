@@ -3,6 +3,7 @@ image, and the accepted-region list (withdraw)."""
 from __future__ import annotations
 
 import getpass
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
@@ -175,6 +176,18 @@ def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None
     return int(len(np.unique(relabelled[changed])))
 
 
+_KIND = re.compile(r"^(?P<image>.+) (?P<kind>prediction|accepted corrections)(?P<suffix> \(v?\d+\))?$")
+
+
+def corrections_label(name: str) -> str:
+    """How the Corrections chooser lists a Labels layer: a dock layer's kind first ("prediction: <image>",
+    "accepted corrections: <image>", "prediction (v0002): <image>"), so that a narrow dock, which cuts the end
+    of the text, still tells them apart (walk: "<image> prediction" and "<image> accepted corrections" both
+    showed as "GlaS testA_1 ("); any other layer by its name."""
+    m = _KIND.match(name)
+    return f"{m['kind']}{m['suffix'] or ''}: {m['image']}" if m else name
+
+
 class ReviewPanel(QWidget):
     """"Where to look next" list and the accepted-region list.
 
@@ -241,11 +254,14 @@ class ReviewPanel(QWidget):
         nav.addWidget(self.accept_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        # rows that fit a narrow dock (napari's default window): a long label wraps, a field too wide for the
-        # row goes under its label, and the drawn regions' two buttons share a row of their own
+        # rows that fit a narrow dock (napari's default window): the chooser under its label, with the dock's
+        # whole width (beside it, "<image> (accepted corrections)" and "<image> (prediction)" both read
+        # "<image> (": walk), its whole choice in its tooltip; the drawn regions' two buttons share a row
         form = QFormLayout()
-        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
         form.addRow("Corrections", self.labels_choice.native)
+        self.labels_choice.changed.connect(lambda *_: self.labels_choice.native.setToolTip(
+            self.labels_choice.native.currentText()))
         layout.addLayout(form)
         look = QLabel("Look here next (most uncertain first):")
         look.setWordWrap(True)
@@ -279,10 +295,11 @@ class ReviewPanel(QWidget):
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(lambda _e=None: (self.labels_choice.reset_choices(), self.shapes_choice.reset_choices()))
 
-    def _labels_layers(self, _widget: Any = None) -> List[Any]:
+    def _labels_layers(self, _widget: Any = None) -> List[Tuple[str, Any]]:
         """Labels layers whose corrections Accept can store: not a whole slide's (its glands, its edit window:
-        the Whole slide panel accepts those)."""
-        return [ly for ly in self.viewer.layers if isinstance(ly, Labels) and not getattr(ly, "multiscale", False)
+        the Whole slide panel accepts those); each listed as :func:`corrections_label` names it."""
+        return [(corrections_label(ly.name), ly) for ly in self.viewer.layers
+                if isinstance(ly, Labels) and not getattr(ly, "multiscale", False)
                 and not any((ly.metadata or {}).get(k) for k in SLIDE_META_KEYS)]
 
     def _drawn_layers(self, _widget: Any = None) -> List[Any]:

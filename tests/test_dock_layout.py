@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from _dock import open_dock
+from qtpy.QtCore import Qt
 
 from napari_cdma._layers import names_for, uncertainty_colormap
 
@@ -164,3 +165,70 @@ def test_a_slide_opened_with_the_dock_docked_is_shown_whole(make_napari_viewer, 
     canvas = viewer.window._qt_viewer.canvas.native
     zoom = scene_camera(viewer).zoom
     assert w * zoom <= canvas.width() + 1 and h * zoom <= canvas.height() + 1, (zoom, canvas.width(), w)
+
+
+def _field(combo) -> int:
+    """Width of a closed QComboBox's text field."""
+    from qtpy.QtWidgets import QStyle, QStyleOptionComboBox
+
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    return combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                        QStyle.SubControl.SC_ComboBoxEditField, combo).width()
+
+
+def _shown_whole(combo) -> bool:
+    """Whether a closed QComboBox shows its current text without eliding it."""
+    return combo.fontMetrics().horizontalAdvance(combo.currentText()) <= _field(combo)
+
+
+def test_the_closed_choosers_tell_their_choices_apart_in_the_default_dock(make_napari_viewer, qtbot):
+    """In napari's default window the model chooser shows a version's note whole when closed (walk: "v0001 (not
+    promot"), and the corrections chooser shows which kind of layer it holds (walk: the sample's prediction and
+    accepted-corrections layers both read "GlaS testA_1 ("): the kind comes first, the whole name in the
+    tooltip."""
+    import numpy as np
+
+    from napari_cdma._sample import SAMPLE_NAME
+
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer)
+    predict, review = dock.predict_panel, dock.review_panel
+    predict.set_model_versions(["v0001"], current="v0001", notes={"v0001": "not promoted"})
+    names = names_for(SAMPLE_NAME)
+    for role in ("prediction", "corrections"):
+        viewer.add_labels(np.zeros((8, 8), np.int32), name=names[role])
+    review.labels_choice.reset_choices()
+    _settle(qtbot, viewer)
+    assert predict.model_combo.currentText() == "v0001 (not promoted)"
+    assert _shown_whole(predict.model_combo), predict.model_combo.width()
+    combo = review.labels_choice.native
+    shown = []
+    for role, kind in (("prediction", "prediction"), ("corrections", "accepted corrections")):
+        review.labels_choice.value = viewer.layers[names[role]]
+        _settle(qtbot, viewer)
+        assert combo.currentText() == f"{kind}: {SAMPLE_NAME}" and combo.toolTip() == combo.currentText()
+        visible = combo.fontMetrics().elidedText(combo.currentText(), Qt.TextElideMode.ElideRight, _field(combo))
+        assert visible.startswith(kind), visible  # the kind is on screen, whatever is cut
+        shown.append(visible)
+    assert shown[0] != shown[1]
+
+
+def test_retrain_scrolls_its_progress_into_view(make_napari_viewer, qtbot):
+    """The Retrain box sits far down the dock: clicking Retrain brings its progress bar into the dock's view (walk:
+    progress, ETA and loss curve were out of sight while it ran)."""
+    from qtpy.QtCore import QPoint
+
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer)
+    _settle(qtbot, viewer)
+    port, bar = dock._scroll.viewport(), dock.retrain_panel.progress
+
+    def in_view() -> bool:
+        top = bar.mapTo(port, QPoint(0, 0)).y()
+        return 0 <= top and top + bar.height() <= port.height()
+
+    assert not in_view()  # the dock opens at its top
+    dock.retrain_panel.retrain_button.click()  # no store open: it says so, and shows the panel
+    qtbot.waitUntil(in_view, timeout=5_000)
+    assert "no project store is open" in dock.retrain_panel.last_message

@@ -178,7 +178,9 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     # Retrain in the background: 3 tiny steps; the promote rule follows the held-out Dice.
     retrain = widget.retrain_panel
     retrain.train_kwargs = dict(FAST_TRAIN)
-    assert retrain.start(steps=3), retrain.last_message
+    retrain.steps_spin.setValue(3)
+    retrain.retrain_button.click()  # as the user does (tests/test_dock_layout.py: it scrolls into view)
+    assert retrain.state == "running", retrain.last_message
     qtbot.waitUntil(lambda: retrain.state in ("done", "error"), timeout=240_000)
     assert retrain.state == "done", retrain.last_message
     done, trained = retrain.last_done, retrain.last_record

@@ -305,3 +305,26 @@ def test_a_clicked_gland_is_selected_and_outlined(make_napari_viewer, monkeypatc
     assert display.go_to_gland(glands[0]["id"]) and name in viewer.layers
     display.show_result("he", unc, lab, (0.0, 1.0), glands)  # a new prediction of the image
     assert name not in viewer.layers
+
+
+def test_a_clicked_sliver_is_shown_with_tissue_around_it(make_napari_viewer, monkeypatch, tmp_path):
+    """A gland a few px wide (a piece an edit left at a box edge) is shown with at least MIN_GLAND_VIEW px of the
+    image around it, not zoomed until its outline fills the canvas (walk: a 2-3 px strip filled the view)."""
+    from napari_cdma._widget_display import MIN_GLAND_VIEW
+    from napari_cdma._widget_review import canvas_hw, scene_camera
+    from src_model.gland_table import gland_table
+
+    viewer, widget = _dock(make_napari_viewer, monkeypatch, tmp_path, show=True)
+    viewer.add_image(np.zeros((300, 400, 3), np.uint8), name="he", rgb=True)
+    labels = np.zeros((300, 400), np.int32)
+    labels[150:153, 100:130] = 9  # 3 x 30 px
+    unc = viewer.add_image(np.full((300, 400), 0.5, np.float32), name="he uncertainty")
+    lab = viewer.add_labels(labels, name="he prediction")
+    display = widget.display_panel
+    display.show_result("he", unc, lab, (0.0, 1.0), gland_table(labels, np.asarray(unc.data)))
+    assert display.go_to_gland(9)
+    h, w = canvas_hw(viewer)
+    zoom = scene_camera(viewer).zoom
+    assert min(h, w) / zoom >= MIN_GLAND_VIEW  # data px on screen along the shorter side
+    cy, cx = tuple(scene_camera(viewer).center)[-2:]
+    assert 150 <= cy <= 153 and 100 <= cx <= 130
