@@ -373,7 +373,7 @@ class SlidePanel(QWidget):
             return False
         level = base_level if layer.metadata.get(STORE_KEY) else self.level_spin.value()
         store_path = self.store_edit.text().strip() or str(default_store_path(slide_path))
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         run = {"layer": layer.name, "slide": slide_path, "store": store_path, "level": level, "version": version,
                "label": label}
@@ -614,7 +614,7 @@ class SlidePanel(QWidget):
         except Exception as exc:
             self._say(str(exc) if isinstance(exc, StoreError) else f"Cannot open an edit window: {exc}", error=True)
             return False
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         worker = create_worker(edit_window_job, project, run["store"], self.view_box(), self.max_edit_side,
                                self._open_window(run))
@@ -702,7 +702,7 @@ class SlidePanel(QWidget):
             self._say(f"Could not accept the window: {exc}", error=True)
             return False
         edited = np.array(layer.data)  # a copy: what is accepted is the window as it is now
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         worker = create_worker(accept_window_job, project, w["slide"], w["store"], w["box"], edited, w["instances"],
                                w["predicted"], model_version=version, level=w["level"], user=getpass.getuser(),
@@ -935,7 +935,7 @@ class SlidePanel(QWidget):
         except Exception as exc:
             self._say(f"Could not withdraw {region_id}: {exc}", error=True)
             return False
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         worker = create_worker(withdraw_window_job, project, region_id, run["store"], self._reread_args(run))
         worker.returned.connect(self._on_job_returned)
@@ -1028,7 +1028,7 @@ class SlidePanel(QWidget):
         if not todo:
             self.show_accepted_windows(run)
             return False
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         worker = create_worker(undo_withdrawn_job, project, run["store"], self._reread_args(run))
         worker.returned.connect(self._on_job_returned)
@@ -1158,7 +1158,7 @@ class SlidePanel(QWidget):
                       error=True)
             return False
         run = self._run_of_store(store_path)
-        from napari.qt.threading import create_worker
+        from ._workers import create_worker
 
         worker = create_worker(export_geojson_job, store_path, str(path), project,
                                self._reread_args(run) if run is not None else None)
