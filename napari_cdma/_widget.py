@@ -236,6 +236,9 @@ class CdmaWidget(QWidget):
         # the Retrain box sits far down the dock: its progress, ETA and loss curve are scrolled into view when
         # it starts (walk: they were out of sight)
         self.retrain_panel.retrain_button.clicked.connect(lambda: self.show_panel("Retrain"))
+        # and its verdict when the new model is registered (re-walk: below the visible part of the dock)
+        self.retrain_panel.model_added.connect(lambda _v: self.show_widget(self.retrain_panel.result_label))
+        self.versions_panel.rollback_button.clicked.connect(lambda: self.show_panel("Model versions"))
         self.predict_panel.finished.connect(self._on_predicted)
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
@@ -284,11 +287,15 @@ class CdmaWidget(QWidget):
 
     # ------------------------------------------------------------------ store
     def show_panel(self, title: str) -> None:
-        """Scroll the dock so that the panel of that title (its box's top) is in view, in the next event-loop turn
-        (after the layout has settled)."""
+        """Scroll the dock so that the panel of that title (its box's top) is in view."""
         box = self._boxes.get(title)
         if box is not None:
-            QTimer.singleShot(0, lambda: self._scroll.ensureWidgetVisible(box, 0, 0))
+            self.show_widget(box)
+
+    def show_widget(self, widget: QWidget) -> None:
+        """Scroll the dock so that ``widget`` (its top, when taller than the view) is in view, in the next
+        event-loop turn (after the layout has settled)."""
+        QTimer.singleShot(0, lambda: self._scroll.ensureWidgetVisible(widget, 0, 0))
 
     def _open_store_only(self) -> ProjectStore:
         """The open project store; a RuntimeError saying what to do when none is open (nothing is created)."""

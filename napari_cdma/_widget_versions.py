@@ -121,6 +121,11 @@ class VersionsPanel(QWidget):
         if version is None:
             item = self.version_list.currentItem()
             if item is None:
+                try:  # an empty list because no store is open: say that (re-walk)
+                    self._get_store()
+                except Exception as exc:
+                    self._say(f"Cannot roll back: {exc}", error=True)
+                    return False
                 self._say("Select a model version first.", error=True)
                 return False
             version = item.data(Qt.ItemDataRole.UserRole)

@@ -232,3 +232,6 @@ def test_retrain_scrolls_its_progress_into_view(make_napari_viewer, qtbot):
     dock.retrain_panel.retrain_button.click()  # no store open: it says so, and shows the panel
     qtbot.waitUntil(in_view, timeout=5_000)
     assert "no project store is open" in dock.retrain_panel.last_message
+    dock.versions_panel.rollback_button.click()  # the same for Roll back (re-walk: "Select a model version first.")
+    assert "no project store is open" in dock.versions_panel.last_message
+    assert dock._store is None  # neither created one
