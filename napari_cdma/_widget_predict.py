@@ -267,8 +267,8 @@ class PredictPanel(QWidget):
         self.no_image_label.setVisible(not self.image_choice.choices)
         if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
             self.predict_button.setEnabled(bool(self.image_choice.choices))
-            if not self.image_choice.choices:  # "Predicted '<image>'" under "No image to predict" (re-walk)
-                self.status.setText("")
+            if not self.image_choice.choices and self.status.text().startswith("Predicted"):
+                self.status.setText("")  # not "Predicted '<image>'" under "No image to predict" (re-walk)
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         # a newly opened image becomes the one to predict; not a hidden one (a reopened store's
         # other images come back hidden: Predict must not switch away from the image on screen)
