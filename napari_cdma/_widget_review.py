@@ -3,7 +3,6 @@ image, and the accepted-region list (withdraw)."""
 from __future__ import annotations
 
 import getpass
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
@@ -37,6 +36,7 @@ from ._layers import (
     region_arrays,
     shape_bbox,
     show_review_tiles,
+    side_suffix,
     source_path,
 )
 from ._messages import show_message
@@ -176,16 +176,20 @@ def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None
     return int(len(np.unique(relabelled[changed])))
 
 
-_KIND = re.compile(r"^(?P<image>.+) (?P<kind>prediction|accepted corrections)(?P<suffix> \(v?\d+\))?$")
+#: How the Corrections chooser names a dock layer's kind (by its role metadata).
+KIND_TEXT = {"prediction": "prediction", "corrections": "accepted corrections"}
 
 
-def corrections_label(name: str) -> str:
+def corrections_label(layer: Any) -> str:
     """How the Corrections chooser lists a Labels layer: a dock layer's kind first ("prediction: <image>",
-    "accepted corrections: <image>", "prediction (v0002): <image>"), so that a narrow dock, which cuts the end
-    of the text, still tells them apart (walk: "<image> prediction" and "<image> accepted corrections" both
-    showed as "GlaS testA_1 ("); any other layer by its name."""
-    m = _KIND.match(name)
-    return f"{m['kind']}{m['suffix'] or ''}: {m['image']}" if m else name
+    "accepted corrections: <image>", "prediction (v0002): <image>" for a side prediction), so that a narrow
+    dock, which cuts the end of the text, still tells them apart (walk: "<image> prediction" and "<image>
+    accepted corrections" both showed as "GlaS testA_1 ("); any other layer by its name."""
+    meta = getattr(layer, "metadata", None) or {}
+    kind, image = KIND_TEXT.get(meta.get(ROLE_KEY)), meta.get(IMAGE_KEY)
+    if kind is None or not image:
+        return layer.name
+    return f"{kind}{side_suffix(image, layer.name)}: {image}"
 
 
 class ReviewPanel(QWidget):
@@ -255,8 +259,8 @@ class ReviewPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         # rows that fit a narrow dock (napari's default window): the chooser under its label, with the dock's
-        # whole width (beside it, "<image> (accepted corrections)" and "<image> (prediction)" both read
-        # "<image> (": walk), its whole choice in its tooltip; the drawn regions' two buttons share a row
+        # whole width, its whole choice in its tooltip (corrections_label); the drawn regions' two buttons
+        # share a row
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
         form.addRow("Corrections", self.labels_choice.native)
@@ -298,7 +302,7 @@ class ReviewPanel(QWidget):
     def _labels_layers(self, _widget: Any = None) -> List[Tuple[str, Any]]:
         """Labels layers whose corrections Accept can store: not a whole slide's (its glands, its edit window:
         the Whole slide panel accepts those); each listed as :func:`corrections_label` names it."""
-        return [(corrections_label(ly.name), ly) for ly in self.viewer.layers
+        return [(corrections_label(ly), ly) for ly in self.viewer.layers
                 if isinstance(ly, Labels) and not getattr(ly, "multiscale", False)
                 and not any((ly.metadata or {}).get(k) for k in SLIDE_META_KEYS)]
 

@@ -11,7 +11,7 @@ import numpy as np
 from _dock import open_dock
 from qtpy.QtCore import Qt
 
-from napari_cdma._layers import names_for, uncertainty_colormap
+from napari_cdma._layers import IMAGE_KEY, ROLE_KEY, names_for, uncertainty_colormap
 
 #: what the canvas keeps beside the dock and napari's layer list in the default window (issue 9's target)
 CANVAS_MIN = 500
@@ -196,8 +196,9 @@ def test_the_closed_choosers_tell_their_choices_apart_in_the_default_dock(make_n
     predict, review = dock.predict_panel, dock.review_panel
     predict.set_model_versions(["v0001"], current="v0001", notes={"v0001": "not promoted"})
     names = names_for(SAMPLE_NAME)
-    for role in ("prediction", "corrections"):
-        viewer.add_labels(np.zeros((8, 8), np.int32), name=names[role])
+    for role in ("prediction", "corrections"):  # as the dock makes them (name and metadata)
+        viewer.add_labels(np.zeros((8, 8), np.int32), name=names[role],
+                          metadata={ROLE_KEY: role, IMAGE_KEY: SAMPLE_NAME})
     review.labels_choice.reset_choices()
     _settle(qtbot, viewer)
     assert predict.model_combo.currentText() == "v0001 (not promoted)"
