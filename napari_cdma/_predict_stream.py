@@ -384,21 +384,17 @@ def canvas_of(viewer: Any) -> Any:
         return getattr(getattr(getattr(viewer, "window", None), "_qt_viewer", None), "canvas", None)
 
 
-def warm_glyphs(viewer: Any) -> Iterator[None]:
-    """Load :data:`MEASURE_GLYPHS` into the font cache of ``viewer``'s canvas, one glyph per step (a few ms
-    each), so that no Shapes layer's first draw does it. napari's canvas font cache is not public: where this
-    napari version lacks it, nothing is done."""
+def warm_glyphs(viewer: Any) -> None:
+    """Load :data:`MEASURE_GLYPHS` into the font cache of ``viewer``'s canvas (40 ms, once per canvas), so that
+    no Shapes layer's first draw does it. napari's canvas font cache is not public: where this napari version
+    lacks it, nothing is done."""
     try:
         info = canvas_of(viewer).font_info()
         font = info.font_manager.get_font(info.face)
+        for char in MEASURE_GLYPHS:
+            font[char]
     except Exception:
         return
-    for char in MEASURE_GLYPHS:
-        yield
-        try:
-            font[char]
-        except Exception:
-            return
 
 
 def warm_finished() -> bool:

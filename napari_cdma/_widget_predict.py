@@ -116,8 +116,6 @@ def predictable(layer: Any) -> bool:
 
 #: Delay from the dock's creation to the start of the warm-up threads (:func:`_start_warm_up`).
 WARM_DELAY_MS = 1000
-#: Interval between the glyphs loaded into the canvas's font cache (:func:`~._predict_stream.warm_glyphs`).
-GLYPH_STEP_MS = 50
 
 
 def _start_warm_up() -> None:
@@ -242,16 +240,11 @@ class PredictPanel(QWidget):
         # then the objects alive (nearly all made by those imports) are frozen, out of the reach of Python's full
         # garbage collections, which took 250-400 ms of GUI time each (napari_cdma/_gc.py)
         self.freezer = freeze_when_warm(viewer, warm_finished, self)
-        # and the glyphs a Shapes layer's first draw measures its font with, one per event-loop turn
-        self._glyphs = warm_glyphs(viewer)
-        self._glyph_timer = QTimer(self)
-        self._glyph_timer.setInterval(GLYPH_STEP_MS)
-        self._glyph_timer.timeout.connect(self._warm_glyph)
-        QTimer.singleShot(WARM_DELAY_MS, self._glyph_timer.start)
+        # and the glyphs a Shapes layer's first draw measures its font with (a bound method: not after the dock)
+        QTimer.singleShot(WARM_DELAY_MS, self._warm_glyphs)
 
-    def _warm_glyph(self) -> None:
-        if next(self._glyphs, "done") == "done":
-            self._glyph_timer.stop()
+    def _warm_glyphs(self) -> None:
+        warm_glyphs(self.viewer)
 
     # ----------------------------------------------------------------- choices
     @property
