@@ -95,36 +95,31 @@ def evaluate_model(model, data_dir: Union[str, Path], split: str = "test", ids: 
             "postprocess": None if postprocess is None else vars(postprocess)}
 
 
-def score_regions(model, regions: Sequence[Tuple[Any, ...]], *, tile: int = EVAL_TILE,
-                  overlap: float = EVAL_OVERLAP, branch: Union[str, int] = "mean", device: str = "cpu",
-                  cancel: Optional[Callable[[], bool]] = None) -> Generator[Progress, None, Optional[float]]:
-    """Pooled foreground Dice of a model on ``(image, mask)`` regions, e.g. held-out corrections.
-
-    Each image is predicted whole (tiled, :data:`EVAL_TILE` / :data:`EVAL_OVERLAP` by default)
-    and the Dice is pooled over the pixels of all regions (:func:`~src_model.metrics.pooled_dice`),
-    so the score of a new model and of its parent on the same regions can be compared.
+def predict_regions(model, regions: Sequence[Tuple[Any, ...]], *, tile: int = EVAL_TILE,
+                    overlap: float = EVAL_OVERLAP, branch: Union[str, int] = "mean", device: str = "cpu",
+                    cancel: Optional[Callable[[], bool]] = None) -> Generator[Progress, None, Optional[List[Any]]]:
+    """The model's labels of each region (what :func:`score_regions` scores), in order.
 
     Args:
         model: an MTNet (or any model :func:`~src_model.inference.predict` accepts).
         regions: (RGB uint8 (h, w, 3), mask (h, w), > 0 = foreground) pairs; or ``(image, mask, box)``
             triples, the image being the region with context around it and ``box`` ``(y0, x0, y1, x1)`` the
-            region inside it (the mask's shape): the model sees the context, only the box is scored (an image
+            region inside it (the mask's shape): the model sees the context, only the box is kept (an image
             object given for several regions in a row is predicted once).
-        cancel: checked before each region; when it returns True, scoring stops.
+        cancel: checked before each region; when it returns True, prediction stops.
 
     Yields:
         ``Progress("evaluate", k, n_regions, eta_s=...)`` after each region.
 
     Returns:
-        the pooled Dice in [0, 1] (1.0 for no foreground anywhere), or None when cancelled.
+        one label map per region (the mask's shape), or None when cancelled.
     """
     from .inference import predict
-    from .metrics import pooled_dice
 
     clock = EtaClock(len(regions))
-    pairs = []
+    out = []
     last: Tuple[Any, Any] = (None, None)  # consecutive regions of one image: it is predicted once
-    for k, (image, mask, *box) in enumerate(regions, start=1):
+    for k, (image, _mask, *box) in enumerate(regions, start=1):
         if cancel is not None and cancel():
             return None
         if image is not last[0]:
@@ -133,9 +128,25 @@ def score_regions(model, regions: Sequence[Tuple[Any, ...]], *, tile: int = EVAL
         if box:
             y0, x0, y1, x1 = (int(v) for v in box[0])
             labels = labels[y0:y1, x0:x1]
-        pairs.append((labels, mask))
+        out.append(labels)
         yield Progress("evaluate", k, len(regions), eta_s=clock.eta(k))
-    return pooled_dice(pairs)
+    return out
 
 
-__all__ = ["EVAL_TILE", "EVAL_OVERLAP", "select_rows", "summarize", "evaluate_model", "score_regions"]
+def score_regions(model, regions: Sequence[Tuple[Any, ...]], *, tile: int = EVAL_TILE,
+                  overlap: float = EVAL_OVERLAP, branch: Union[str, int] = "mean", device: str = "cpu",
+                  cancel: Optional[Callable[[], bool]] = None) -> Generator[Progress, None, Optional[float]]:
+    """Pooled foreground Dice of a model on regions (e.g. held-out corrections), predicted as
+    :func:`predict_regions` predicts them (same arguments): pooled over the pixels of all regions
+    (:func:`~src_model.metrics.pooled_dice`), so the score of a new model and of its parent on the same
+    regions can be compared. Returns the Dice in [0, 1] (1.0 for no foreground anywhere), or None when
+    cancelled."""
+    from .metrics import pooled_dice
+
+    labels = yield from predict_regions(model, regions, tile=tile, overlap=overlap, branch=branch, device=device,
+                                        cancel=cancel)
+    return None if labels is None else pooled_dice([(lab, r[1]) for lab, r in zip(labels, regions, strict=True)])
+
+
+__all__ = ["EVAL_TILE", "EVAL_OVERLAP", "select_rows", "summarize", "evaluate_model", "predict_regions",
+           "score_regions"]

@@ -40,11 +40,11 @@ def _held(image, dock):
 def test_regions_accepted_unchanged_score_one_for_the_model_that_predicted_them(sample):
     model, image, dock = sample
     held = _held(image, dock)
-    old, new, per = _score_held(model, model, held, 320, "cpu", lambda: False, {"testA_1": image})
+    old, new, per = _score_held(model, model, held, 320, 0.2, "cpu", lambda: False, {"testA_1": image})
     assert old == pytest.approx(1.0) and new == pytest.approx(1.0)
     assert per["testA_1"][0] == len(BOXES)
     # the same regions scored as crops alone, as before: the model disagrees with itself
-    alone, _, _ = _score_held(model, model, held, 320, "cpu", lambda: False, {})
+    alone, _, _ = _score_held(model, model, held, 320, 0.2, "cpu", lambda: False, {})
     assert alone < 0.95
 
 

@@ -170,51 +170,50 @@ def in_context(rec: Any, crop: np.ndarray, truth: np.ndarray, whole: Dict[str, n
 
 
 def _score_held(old_model, new_model, held: Sequence[Tuple[Any, np.ndarray, np.ndarray]], tile: int,
-                device: str, cancel: Callable[[], bool], whole: Optional[Dict[str, np.ndarray]] = None,
-                overlap: float = 0.2) -> Optional[Tuple[float, float, _PerImage]]:
+                overlap: float, device: str, cancel: Callable[[], bool], whole: Dict[str, np.ndarray]
+                ) -> Optional[Tuple[float, float, _PerImage]]:
     """Pooled Dice of both models on all held-out regions, each with its context (:func:`in_context`; ``whole``:
     the store's whole images by hash), and per source image (not scored, None, on an image whose held-out
-    regions hold too little gland); None if cancelled."""
-    whole = whole or {}
-    from src_model.evaluate import score_regions
+    regions hold too little gland), from one prediction of each image by each model; None if cancelled."""
+    from src_model.evaluate import predict_regions
+    from src_model.metrics import pooled_dice
     from src_model.progress import drain
 
     from .retrain_job import MIN_HOLDOUT_GLAND_PX
 
-    def score(model, regions) -> Optional[float]:
-        return drain(score_regions(model, regions, tile=tile, overlap=overlap, device=device, cancel=cancel))
-
     held = sorted(held, key=lambda h: h[0].image_hash)  # one image's regions in a row: it is predicted once
     regions = [in_context(rec, crop, truth, whole) for rec, crop, truth in held]
-    old = score(old_model, regions)
-    new = None if old is None else score(new_model, regions)
-    if old is None or new is None:
-        return None
+    labels = []
+    for model in (old_model, new_model):
+        got = drain(predict_regions(model, regions, tile=tile, overlap=overlap, device=device, cancel=cancel))
+        if got is None:
+            return None
+        labels.append(got)
+
+    def dice(which: int, keep: Callable[[Any], bool]) -> float:
+        return pooled_dice([(lab, truth) for lab, (rec, _, truth) in zip(labels[which], held, strict=True)
+                            if keep(rec)])
+
     per: _PerImage = {}
     for image_hash in sorted({rec.image_hash for rec, _, _ in held}):
-        mine = [r for (rec, _, _), r in zip(held, regions, strict=True) if rec.image_hash == image_hash]
-        if _gland_px([(None, r[0], r[1]) for r in mine]) < MIN_HOLDOUT_GLAND_PX:
+        mine = [h for h in held if h[0].image_hash == image_hash]
+        if _gland_px(mine) < MIN_HOLDOUT_GLAND_PX:
             per[image_hash] = (len(mine), None, None)
             continue
-        o, n = score(old_model, mine), score(new_model, mine)
-        if o is None or n is None:
-            return None
-        per[image_hash] = (len(mine), o, n)
-    return old, new, per
+        per[image_hash] = (len(mine), *(dice(k, lambda rec, h=image_hash: rec.image_hash == h) for k in (0, 1)))
+    return dice(0, lambda rec: True), dice(1, lambda rec: True), per
 
 
-def _agreement(store, old_model, new_model, device: str, max_crops: int, cancel: Callable[[], bool]):
+def _agreement(images: Sequence[Tuple[str, np.ndarray]], regions: Sequence[Any], old_model, new_model, device: str,
+               max_crops: int, cancel: Callable[[], bool]):
     """Agreement of the new model with the current one on the uncorrected tissue of the store's whole
-    images (the boxes of live accepted regions left out); None if cancelled."""
+    ``images`` (hash, pixels; the boxes of the live accepted ``regions`` left out); None if cancelled."""
     from src_model.agreement import agreement
     from src_model.progress import drain
 
-    regions = store.regions()
-    images = []
-    for image_hash, image in store.whole_images(skip_damaged=True):
-        boxes = [tuple(int(v) for v in r.bbox) for r in regions if r.image_hash == image_hash]
-        images.append((image_hash, image, boxes))
-    return drain(agreement(old_model, new_model, images, max_crops=max_crops, device=device, cancel=cancel))
+    with_boxes = [(image_hash, image, [tuple(int(v) for v in r.bbox) for r in regions if r.image_hash == image_hash])
+                  for image_hash, image in images]
+    return drain(agreement(old_model, new_model, with_boxes, max_crops=max_crops, device=device, cancel=cancel))
 
 
 def _per_image_rows(records, held_per: _PerImage, agree: Dict[str, Any]) -> Tuple[ImageScore, ...]:
@@ -310,13 +309,13 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     tile = int(job.get("eval_tile", DEFAULT_TILE))
     overlap = float(job.get("eval_overlap", DEFAULT_OVERLAP))
     old_model, new_model = load_checkpoint(parent_path), load_checkpoint(result.checkpoint)
+    # read once: held-out regions are scored in them, and the agreement check compares the models on them
+    whole_images = store.whole_images(skip_damaged=True)
     held_per: _PerImage = {}
     gland_px = _gland_px(held)
     old = new = better = None
     if held and gland_px >= MIN_HOLDOUT_GLAND_PX:
-        whole = dict(store.whole_images(skip_damaged=True))
-        scored = _score_held(old_model, new_model, held, tile, device, cancel, whole, overlap)
-        del whole
+        scored = _score_held(old_model, new_model, held, tile, overlap, device, cancel, dict(whole_images))
         if scored is None:
             emit(Cancelled(steps_done=result.steps_done))
             return 0
@@ -327,8 +326,9 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         for rec, _, _ in held:  # each image's held-out regions, unscored
             held_per[rec.image_hash] = (held_per.get(rec.image_hash, (0, None, None))[0] + 1, None, None)
         message = holdout_shortfall(len(held), gland_px) + "; promote it by hand if wanted"
-    agree = _agreement(store, old_model, new_model, device,
+    agree = _agreement(whole_images, store.regions(), old_model, new_model, device,
                        int(job.get("agreement_crops", AGREEMENT_MAX_CROPS)), cancel)
+    del whole_images
     if agree is None:
         emit(Cancelled(steps_done=result.steps_done))
         return 0
