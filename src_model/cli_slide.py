@@ -61,12 +61,16 @@ def cmd_predict_slide(args) -> int:
 
 def cmd_export(args) -> int:
     from .cli import UserError
-    from .export import GlandExtractor, write_geojson, write_labels_ome_zarr, write_labels_tiff
+    from .export import GlandExtractor, write_geojson, write_instances, write_labels_ome_zarr, write_labels_tiff
+    from .progress import drain
     from .slide_store import open_store
 
-    if not (args.geojson or args.ome_zarr or args.tiff):
-        raise UserError("nothing to export: give --geojson FILE, --ome-zarr OUT and/or --tiff OUT")
-    store = open_store(args.store)  # StoreError names the path
+    if not (args.geojson or args.ome_zarr or args.tiff or args.in_store):
+        raise UserError("nothing to export: give --geojson FILE, --ome-zarr OUT, --tiff OUT and/or --in-store")
+    if args.in_store and (args.geojson or args.ome_zarr or args.tiff):
+        raise UserError("--in-store numbers the glands inside the store on its own: run it without --geojson, "
+                        "--ome-zarr and --tiff")
+    store = open_store(args.store, mode="r+" if args.in_store else "r")  # StoreError names the path
     if args.ome_zarr and Path(args.ome_zarr).exists():
         raise UserError(f"--ome-zarr {args.ome_zarr}: exists; choose another path or remove it")
     done = store.done()
@@ -76,6 +80,12 @@ def cmd_export(args) -> int:
     split = {} if args.split_glands is None else {"split_h": args.split_glands}
     extractor = GlandExtractor(store, min_area=args.min_area, **split)
     report = {"event": "done", "store": str(store.path)}
+    if args.in_store:
+        out = drain(write_instances(store, extractor))
+        report.update(glands=out["n_glands"], instances=str(store.path / "labels" / "instances"),
+                      reused=out["reused"], stale=out["stale"], seconds=round(out["seconds"], 2))
+        print(json.dumps(report))
+        return 0
     if args.geojson:
         report["glands"] = write_geojson(extractor, args.geojson)
         report["geojson"] = str(args.geojson)
@@ -152,6 +162,10 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
     ex.add_argument("--geojson", help="GeoJSON file to write (a FeatureCollection)")
     ex.add_argument("--ome-zarr", help="OME-Zarr directory for the instance labels (must not exist)")
     ex.add_argument("--tiff", help="pyramidal TIFF file for the instance labels")
+    ex.add_argument("--in-store", action="store_true",
+                    help="number the glands inside the store instead (STORE/labels/instances, uint32, with a "
+                         "pyramid and a per-gland table: what the napari dock shows as '<slide> glands (numbered)'); "
+                         "kept when the gland labels have not changed since")
     ex.add_argument("--min-area", type=float_in(0.0, MAX_AREA), default=None,
                     help="drop glands smaller than this many level-0 pixels; 0 keeps all (default: the dock's "
                          "clean-up, 1300 pixels of the predicted level, src_model.postprocess.DEFAULT_INSTANCES, "

@@ -38,13 +38,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .fileio import atomic_write_bytes, fsync_dir, fsync_path
 from .postprocess import DEFAULT_INSTANCES
-from .slide_store import SlideStore
+from .slide_store import GLANDS, SlideStore
 
 PathLike = Union[str, os.PathLike]
 GLAND_CLASS = {"name": "Gland", "color": [0, 200, 80]}
@@ -137,6 +137,10 @@ class GlandExtractor:
     halo: int = SPLIT_HALO  # context around a chunk for the split (store pixels)
     split_coarse: int = SPLIT_COARSE  # seeds found on every n-th pixel (see split_touching)
     final_ids: Dict[int, int] = field(default_factory=dict)
+    #: Called by :meth:`features` with ``(cy, cx, pieces, offset)`` for every chunk once its pieces are found
+    #: (int32 labels 1..n, global ids ``offset + i``; all zero for a chunk not predicted): what
+    #: :func:`write_instances` keeps so that the split is not computed twice.
+    chunk_sink: Optional[Callable[[int, int, np.ndarray, int], None]] = field(default=None, repr=False)
     _offsets: Dict[Tuple[int, int], int] = field(default_factory=dict)
     n_glands: int = 0
 
@@ -215,6 +219,8 @@ class GlandExtractor:
                 else:
                     lab, n = self._chunk_labels(cy, cx)
                 self._offsets[(cy, cx)] = next_gid - 1
+                if self.chunk_sink is not None:
+                    self.chunk_sink(cy, cx, lab, next_gid - 1)
                 glab = np.where(lab > 0, lab + (next_gid - 1), 0)
                 next_gid += n
                 for a, b in ((right_edge, glab[:, 0]), (bottom_edges.get(cx), glab[0, :])):
@@ -354,6 +360,190 @@ def write_labels_tiff(extractor: GlandExtractor, path: PathLike) -> None:
     fsync_dir(p.parent)
 
 
+#: The store's numbered glands (:func:`write_instances`): ``STORE/labels/instances``.
+INSTANCES = "instances"
+INSTANCES_FORMAT = "cdma-gland-instances"
+#: Columns of ``STORE/labels/instances/table``, one row per gland in gland-number order; the box in level-0 pixels
+#: of the slide (y1, x1 exclusive), the area in level-0 pixels, the mean uncertainty in [0, 1].
+TABLE_FIELDS = ("gland_id", "area_px", "mean_uncertainty", "y0", "x0", "y1", "x1")
+
+
+def glands_fingerprint(store: SlideStore, extractor: Optional[GlandExtractor] = None) -> str:
+    """A digest of what the numbered glands are computed from: the bytes of the store's full-resolution gland
+    label files (every chunk file of ``labels/glands/0``), which chunks are done, and the extractor's settings.
+    Any edit, undo or new prediction of the gland labels changes it; reading the pyramid or the uncertainty
+    does not."""
+    import hashlib
+
+    ex = extractor or GlandExtractor(store)
+    h = hashlib.blake2b(digest_size=16)
+    settings = {"split_h": ex.split_h, "split_sigma": ex.split_sigma, "halo": ex.halo,
+                "split_coarse": ex.split_coarse, "min_area_px": ex.min_area_px}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(store.done()).tobytes())
+    top = store.path / "labels" / GLANDS / "0"
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for name in sorted(filenames):
+            f = Path(dirpath) / name
+            h.update(str(f.relative_to(top)).encode() + b"\0")
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def instances_info(store: SlideStore) -> Optional[Dict[str, Any]]:
+    """The ``cdma`` attributes of the store's numbered glands (``source``: :func:`glands_fingerprint` when they
+    were computed, ``n_glands``, the settings), or None when the store holds none."""
+    import zarr
+
+    p = store.path / "labels" / INSTANCES
+    if not (p / "zarr.json").is_file():
+        return None
+    try:
+        meta = dict(zarr.open_group(str(p), mode="r").attrs.get("cdma") or {})
+    except Exception:  # a damaged group: as if none
+        return None
+    return meta if meta.get("format") == INSTANCES_FORMAT else None
+
+
+def instances_current(store: SlideStore, extractor: Optional[GlandExtractor] = None) -> bool:
+    """Whether the store's numbered glands were computed from its gland labels as they are now."""
+    meta = instances_info(store)
+    return meta is not None and meta.get("source") == glands_fingerprint(store, extractor)
+
+
+def instance_levels(store: SlideStore) -> List[Any]:
+    """The zarr arrays of the store's numbered glands, full resolution first (the pyramid of ``labels/glands``)."""
+    import zarr
+
+    g = zarr.open_group(str(store.path / "labels" / INSTANCES), mode="r")
+    return [g[str(k)] for k in range(store.info.n_levels)]
+
+
+def instance_table(store: SlideStore) -> List[Dict[str, Any]]:
+    """The per-gland table of the store's numbered glands, as :func:`src_model.gland_table.gland_table` gives an
+    image's: ``{"id", "area" (level-0 pixels of the slide), "mean_uncertainty", "bbox" (y0, x0, y1, x1), level-0
+    pixels, i.e. napari world coordinates of the slide)}``, by gland number."""
+    import zarr
+
+    t = zarr.open_group(str(store.path / "labels" / INSTANCES), mode="r")["table"][:]
+    return [{"id": int(r[0]), "area": int(round(r[1])), "mean_uncertainty": float(r[2]),
+             "bbox": (int(r[3]), int(r[4]), int(r[5]), int(r[6]))} for r in t]
+
+
+def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = None, force: bool = False,
+                    stage: str = "number-glands") -> Generator[Any, None, Dict[str, Any]]:
+    """Number the store's glands into ``STORE/labels/instances``; a generator of :class:`~src_model.progress.
+    Progress` (one step per chunk, two passes) that returns ``{"n_glands", "reused", "stale", "seconds"}``.
+
+    The glands are those of :class:`GlandExtractor` (by default the dock's post-processing, as ``cdma export``):
+    numbered 1..N in the order of the GeoJSON features, a gland cut by chunk sides one number. Layout: an NGFF
+    image-label (uint32, 0 = background) with the pyramid of ``labels/glands`` (level k: every 2^k-th pixel, the
+    same chunks and scales), listed in ``labels``' ``labels``; ``table`` (float64, N x 7,
+    :data:`TABLE_FIELDS`); attribute ``cdma``: ``source`` (:func:`glands_fingerprint` of the labels it was
+    computed from), ``n_glands``, the settings. Nothing is recomputed when ``source`` matches (``reused``).
+
+    Atomic: everything is written into ``labels/instances.partial`` and renamed into place only when complete,
+    and only if the gland labels did not change meanwhile (``stale``: nothing is replaced then); a reader sees
+    the old numbered glands or the new ones. Memory: a chunk's labels plus the glands that cross chunk sides
+    (the pieces' labels are written on the first pass and renumbered on the second, so the split is computed
+    once)."""
+    import shutil
+    import time
+
+    import zarr
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_multiscales_metadata
+    from shapely.geometry import shape as as_shape
+
+    from .progress import Progress
+
+    t0 = time.perf_counter()
+    ex = extractor or GlandExtractor(store)
+    key = glands_fingerprint(store, ex)
+    meta = instances_info(store)
+    if meta is not None and meta.get("source") == key and not force:
+        return {"n_glands": int(meta.get("n_glands", 0)), "reused": True, "stale": False,
+                "seconds": time.perf_counter() - t0}
+    labels_dir = store.path / "labels"
+    partial, final, old = (labels_dir / f"{INSTANCES}{s}" for s in (".partial", "", ".old"))
+    shutil.rmtree(partial, ignore_errors=True)
+    root = zarr.open_group(str(partial), mode="w-", zarr_format=3)
+    arrays = [root.create_array(str(k), shape=a.shape, chunks=a.chunks, dtype="uint32", fill_value=0)
+              for k, a in enumerate(store.glands)]
+    chunks = store.all_chunks()
+    total = 2 * len(chunks)
+    seen = [0, 0]  # chunks passed, largest piece id
+
+    def sink(cy: int, cx: int, pieces: np.ndarray, offset: int) -> None:
+        seen[0] += 1
+        if pieces.any():  # the pieces' global ids, renumbered on the second pass
+            y0, x0, y1, x1 = store.chunk_box(cy, cx)
+            arrays[0][y0:y1, x0:x1] = np.where(pieces > 0, pieces.astype(np.uint32) + np.uint32(offset), 0)
+            seen[1] = max(seen[1], offset + int(pieces.max()))
+
+    ex.chunk_sink = sink
+    rows: List[Tuple[float, ...]] = []
+    reported = 0
+    try:
+        for feature in ex.features():
+            m = feature["properties"]["measurements"]
+            x0, y0, x1, y1 = as_shape(feature["geometry"]).bounds  # QuPath level-0 coordinates
+            rows.append((m["gland_id"], m["area_px"], m["mean_uncertainty"], np.floor(y0), np.floor(x0),
+                         np.ceil(y1), np.ceil(x1)))
+            if seen[0] > reported:
+                reported = seen[0]
+                yield Progress(stage, reported, total)
+    finally:
+        ex.chunk_sink = None
+    lut = np.zeros(seen[1] + 1, np.uint32)
+    for gid, number in ex.final_ids.items():
+        if gid <= seen[1]:
+            lut[gid] = number
+    for i, (cy, cx) in enumerate(chunks, start=1):
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        lab = lut[arrays[0][y0:y1, x0:x1]]
+        for k, arr in enumerate(arrays):
+            f = 1 << k
+            level = lab[::f, ::f]
+            if k == 0 or level.any():
+                arr[y0 // f:y0 // f + level.shape[0], x0 // f:x0 // f + level.shape[1]] = level
+        yield Progress(stage, len(chunks) + i, total)
+    table = np.asarray(rows, np.float64).reshape(-1, len(TABLE_FIELDS))
+    arr = root.create_array("table", shape=table.shape, chunks=(max(1, min(len(table), 1 << 16)), len(TABLE_FIELDS)),
+                            dtype="float64", fill_value=0.0)
+    if len(table):
+        arr[:] = table
+    fmt = FormatV05()
+    datasets = [{"path": str(k), "coordinateTransformations": [
+        {"type": "scale", "scale": [store.info.downsample * (1 << k)] * 2}]} for k in range(len(arrays))]
+    write_multiscales_metadata(root, datasets, fmt=fmt, axes=[{"name": "y", "type": "space"},
+                                                             {"name": "x", "type": "space"}], name=INSTANCES)
+    ome = dict(root.attrs.get("ome") or {})
+    ome["image-label"] = {"version": fmt.version, "source": {"image": "../../"},
+                          "properties": [{"label-value": 0, "class": "background"}]}
+    root.attrs["ome"] = ome
+    root.attrs["cdma"] = {"format": INSTANCES_FORMAT, "version": 1, "source": key, "n_glands": int(ex.n_glands),
+                          "labels": "uint32 gland instances numbered as cdma export's GeoJSON, 0 = background",
+                          "table_fields": list(TABLE_FIELDS), "split_h": ex.split_h, "split_sigma": ex.split_sigma,
+                          "min_area_px": ex.min_area_px}
+    if glands_fingerprint(store, ex) != key:  # the gland labels changed while they were numbered
+        shutil.rmtree(partial, ignore_errors=True)
+        return {"n_glands": int(ex.n_glands), "reused": False, "stale": True, "seconds": time.perf_counter() - t0}
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(partial, final)
+    fsync_dir(labels_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    group = zarr.open_group(str(labels_dir), mode="r+")
+    ome = dict(group.attrs.get("ome") or {})
+    if INSTANCES not in (ome.get("labels") or []):
+        ome["labels"] = list(ome.get("labels") or []) + [INSTANCES]
+        group.attrs["ome"] = ome
+    return {"n_glands": int(ex.n_glands), "reused": False, "stale": False, "seconds": time.perf_counter() - t0}
+
+
 def rasterize(features: Sequence[Dict[str, Any]], shape: Tuple[int, int], downsample: float = 1.0) -> np.ndarray:
     """Label image (int32, ``shape`` at the store's level) of GeoJSON features: feature i gets i + 1;
     pixels whose centres lie inside a polygon (and outside its holes)."""
@@ -373,5 +563,6 @@ def rasterize(features: Sequence[Dict[str, Any]], shape: Tuple[int, int], downsa
     return out
 
 
-__all__ = ["GLAND_CLASS", "GlandExtractor", "mask_polygon", "rasterize", "write_geojson", "write_labels_ome_zarr",
-           "write_labels_tiff"]
+__all__ = ["GLAND_CLASS", "INSTANCES", "TABLE_FIELDS", "GlandExtractor", "glands_fingerprint", "instance_levels",
+           "instance_table", "instances_current", "instances_info", "mask_polygon", "rasterize", "write_geojson",
+           "write_instances", "write_labels_ome_zarr", "write_labels_tiff"]
