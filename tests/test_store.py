@@ -769,3 +769,77 @@ def test_slide_images_are_the_images_of_slide_windows_only(tmp_path):
     # withdrawn windows still mark their image; the mark survives reopening the store
     store.withdraw(marked.region_id)
     assert ProjectStore.open(tmp_path / "s").slide_images() == {marked.image_hash, legacy.image_hash}
+
+
+def test_a_withdrawn_region_is_reinstated_with_its_history_kept(tmp_path, glas, monkeypatch):
+    """Reinstating (un-withdrawing) a region: it counts again for training or validation as it did (its held-out
+    mark and pixels unchanged), and its history keeps who withdrew and who reinstated it, when; the change survives
+    reopening, a lost index and an older index restored from a backup. A disk full or an unwritable region record
+    changes nothing; a region whose box was accepted again since is not reinstated beside it."""
+    image, mask = glas[0]
+    root = tmp_path / "st"
+    store = ProjectStore.open(root)
+    for box in _boxes(5):
+        _accept(store, image, mask, box)  # r0001..r0005, r0005 held out
+    pixels = [a.copy() for a in store.load_region("r0005")]
+    backup_live = (root / "index.json").read_bytes()  # before any withdrawal
+    store.withdraw("r0005", user="alice")
+    store.withdraw("r0002", user="alice")
+    backup_withdrawn = (root / "index.json").read_bytes()
+    assert store.holdout_regions() == [] and "r0002" not in [r.region_id for r in store.training_regions()]
+    withdrawn = store.regions(include_withdrawn=True)[4]
+    assert withdrawn.withdrawn and withdrawn.withdrawn_by == "alice" and withdrawn.withdrawn_at
+
+    record = store.reinstate("r0005", user="bob")
+    assert not record.withdrawn and record.holdout and record.version == 1
+    assert [r.region_id for r in store.holdout_regions()] == ["r0005"]  # validates again
+    assert "r0002" not in [r.region_id for r in store.regions()]  # the other stays withdrawn
+    for got, want in zip(store.load_region("r0005"), pixels, strict=True):
+        np.testing.assert_array_equal(got, want)
+    history = store.region_history("r0005")
+    assert [(e["event"], e["by"]) for e in history] == [("accepted v1", "pathologist"), ("withdrawn", "alice"),
+                                                          ("reinstated", "bob")]
+    assert history[1]["at"] == withdrawn.withdrawn_at <= history[2]["at"]
+    assert store.reinstate("r0005") == record  # not withdrawn: nothing to do, nothing written
+    assert store.region_history("r0005") == history
+    assert store.reinstate("r0002", user="bob").region_id == "r0002"
+    store.withdraw("r0002", user="carol")  # withdrawn again: every event kept
+    assert [e["event"] for e in store.region_history("r0002")] == ["accepted v1", "withdrawn", "reinstated",
+                                                                   "withdrawn"]
+    state = (store.regions(include_withdrawn=True), {r: store.region_history(r) for r in ("r0002", "r0005")})
+
+    # reopened, its index lost, or an older index restored over the newer folders: the same regions and history
+    assert (ProjectStore.open(root).regions(include_withdrawn=True),) == state[:1]
+    for backup in (None, backup_live, backup_withdrawn):
+        if backup is None:
+            (root / "index.json").unlink()
+        else:
+            (root / "index.json").write_bytes(backup)
+        again = ProjectStore.open(root)
+        assert again.regions(include_withdrawn=True) == state[0], backup is None
+        assert {r: again.region_history(r) for r in ("r0002", "r0005")} == state[1]
+    store = again
+
+    # the index cannot be written (disk full): still withdrawn, in the index and in the region's folder
+    monkeypatch.setattr(store_mod, "_atomic_write_json", _enospc)
+    with pytest.raises(StoreError, match="disk full"):
+        store.reinstate("r0002")
+    monkeypatch.undo()
+    assert ProjectStore.open(root).regions(include_withdrawn=True) == state[0]
+    # the region's folder record cannot be written: not reinstated (reopening would withdraw it again)
+    monkeypatch.setattr(store_mod._io, "update_attributes", _enospc)
+    with pytest.raises(StoreError, match="disk full"):
+        store.reinstate("r0002")
+    monkeypatch.undo()
+    assert ProjectStore.open(root).regions(include_withdrawn=True) == state[0]
+
+    # the box of a withdrawn region accepted again: that new region is live, the old one is not reinstated beside it
+    twin = _accept(store, image, mask, _boxes(2)[1])
+    assert twin.region_id == "r0006"
+    with pytest.raises(ValueError, match="withdraw r0006 first"):
+        store.reinstate("r0002")
+    assert store.regions(include_withdrawn=True)[1].withdrawn
+    store.withdraw("r0006")
+    assert not store.reinstate("r0002").withdrawn
+    with pytest.raises(KeyError, match="r0042"):
+        store.reinstate("r0042")

@@ -48,6 +48,12 @@ write, then the old folder is removed), it never touches accepted regions, and a
 the index does not name is simply removed by recovery. The index key ``predictions`` is optional
 (stores written before it have none).
 
+Withdrawn regions: :meth:`ProjectStore.withdraw` marks a region withdrawn (kept on disk with all its
+versions, left out of training and validation) and :meth:`ProjectStore.reinstate` makes it count again;
+each appends an event (what, when, who) to the region's ``history`` in the index and in the region
+folder's attributes (the folder first, so that recovery merges a change whose index write was cut
+off), and nothing of the region is ever deleted.
+
 Held-out regions: the n-th region accepted in the store (n = 0, 1, 2, ...) is held out when
 ``floor((n + 1) * f) > floor(n * f)``, with ``f`` the holdout fraction fixed at creation. For the
 default ``f = 0.2`` that is every 5th region (n % 5 == 4), so any 10 regions hold out 2. The
@@ -147,6 +153,9 @@ class RegionRecord:
         n_versions: how many versions the region has.
         image_name: the name the image had on screen when the region was accepted (its napari
             layer), when known; reopening a store shows the image under this name again.
+        withdrawn_at / withdrawn_by: ISO-8601 UTC time and user of the region's latest withdrawal (also
+            of a region reinstated since: :meth:`ProjectStore.region_history` has every event); None if it
+            was never withdrawn.
     """
 
     region_id: str
@@ -161,6 +170,27 @@ class RegionRecord:
     withdrawn: bool
     n_versions: int
     image_name: Optional[str] = None
+    withdrawn_at: Optional[str] = None
+    withdrawn_by: Optional[str] = None
+
+
+#: What a region's ``history`` entries record: ``{"event": "withdrawn" | "reinstated", "at": ISO time, "by": user}``.
+HISTORY_EVENTS = ("withdrawn", "reinstated")
+#: The index / folder keys of a region's withdrawal state (copied from a region folder by recovery).
+_WITHDRAWAL_KEYS = ("withdrawn_at", "withdrawn_by", "reinstated_at", "reinstated_by")
+
+
+def _history(region: Dict[str, Any]) -> List[Dict[str, str]]:
+    """A region's withdraw / reinstate events, oldest first (well-formed entries only). A region withdrawn
+    by a store written before the history was kept has only ``withdrawn_at`` / ``withdrawn_by``: that
+    withdrawal is its one event."""
+    raw = region.get("history")
+    events = [dict(e) for e in raw if isinstance(e, dict) and e.get("event") in HISTORY_EVENTS
+              and isinstance(e.get("at"), str) and isinstance(e.get("by"), str)] if isinstance(raw, list) else []
+    if not events and region.get("withdrawn_at"):
+        events = [{"event": "withdrawn", "at": str(region["withdrawn_at"]),
+                   "by": str(region.get("withdrawn_by") or "")}]
+    return events
 
 
 @dataclass
@@ -689,16 +719,8 @@ class ProjectStore:
                 changed |= self._adopt_region(index, entry)
                 continue
             changed |= self._adopt_versions(region, entry)
-            if deep and not region["withdrawn"]:
-                try:
-                    gattrs = _io.read_attributes(entry)
-                except (OSError, ValueError):
-                    gattrs = {}
-                if gattrs.get("withdrawn") is True:
-                    region.update(withdrawn=True, withdrawn_at=gattrs.get("withdrawn_at"),
-                                  withdrawn_by=gattrs.get("withdrawn_by"))
-                    self._note(f"region {name} is withdrawn in its folder but not in the index: withdrawn")
-                    changed = True
+            if deep:
+                changed |= self._merge_withdrawal(name, region, entry)
         images_dir = root / "images"
         for entry in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
             if entry.name != "zarr.json" and (entry.name not in index["images"] or entry.is_symlink()):
@@ -721,6 +743,32 @@ class ProjectStore:
             index["n_regions"] = top
             changed = True
         return changed
+
+    def _merge_withdrawal(self, rid: str, region: Dict[str, Any], rdir: Path) -> bool:
+        """Take a region folder's withdraw / reinstate record when it is newer than the index's (an older
+        index restored from a backup, or a write cut off between the folder and the index); True if taken."""
+        try:
+            gattrs = _io.read_attributes(rdir)
+        except (OSError, ValueError):
+            return False
+        folder, known = _history(gattrs), _history(region)
+        withdrawn = gattrs.get("withdrawn") is True
+        if len(folder) > len(known) and folder[:len(known)] == known \
+                and withdrawn == (folder[-1]["event"] == "withdrawn"):
+            pass  # the folder holds every event the index has, and later ones
+        elif not folder and withdrawn and not region["withdrawn"]:
+            pass  # a store written before the history was kept: its withdrawal marks alone
+        else:
+            return False
+        if withdrawn == bool(region["withdrawn"]) and folder == known:
+            return False
+        region["withdrawn"] = withdrawn
+        region.update({k: gattrs[k] for k in _WITHDRAWAL_KEYS if k in gattrs})
+        if folder:
+            region["history"] = folder
+        state = "withdrawn" if withdrawn else "reinstated"
+        self._note(f"region {rid} is {state} in its folder but not in the index: {state}")
+        return True
 
     def _drop_stale_predictions(self, index: Dict[str, Any]) -> None:
         """Remove prediction folders the index does not name: a replaced latest prediction whose
@@ -814,8 +862,9 @@ class ProjectStore:
             holdout = _is_holdout(n, float(index["holdout_fraction"]))
         region = {"image_hash": first_attrs["image_hash"], "bbox": first_attrs["bbox"], "index": n,
                   "holdout": holdout, "withdrawn": gattrs.get("withdrawn") is True, "versions": [entry]}
-        if region["withdrawn"]:
-            region.update(withdrawn_at=gattrs.get("withdrawn_at"), withdrawn_by=gattrs.get("withdrawn_by"))
+        region.update({k: gattrs[k] for k in _WITHDRAWAL_KEYS if k in gattrs})
+        if _history(gattrs):
+            region["history"] = _history(gattrs)
         self._adopt_versions(region, rdir)
         index["regions"][rid] = region
         index["n_regions"] = max(int(index["n_regions"]), n + 1, int(rid[1:]))
@@ -1026,7 +1075,8 @@ class ProjectStore:
                             model_version=entry["model_version"], user=entry["user"],
                             created=entry["created"], holdout=bool(region["holdout"]),
                             withdrawn=bool(region["withdrawn"]), n_versions=len(versions),
-                            image_name=entry.get("image_name"))
+                            image_name=entry.get("image_name"), withdrawn_at=region.get("withdrawn_at"),
+                            withdrawn_by=region.get("withdrawn_by"))
 
     def _region(self, region_id: str) -> Dict[str, Any]:
         try:
@@ -1068,30 +1118,100 @@ class ProjectStore:
                                       for name in ("crop", "corrected", "predicted"))
         return crop, corrected, predicted
 
-    def withdraw(self, region_id: str) -> RegionRecord:
-        """Withdraw a region: kept on disk with its versions, excluded from training and validation."""
+    def withdraw(self, region_id: str, user: Optional[str] = None) -> RegionRecord:
+        """Withdraw a region: kept on disk with its versions, excluded from training and validation
+        (:meth:`reinstate` makes it count again). A region already withdrawn is left as it is.
+
+        Args:
+            region_id: e.g. ``"r0003"``.
+            user: who withdraws it (default: the login name); recorded with the time in its history.
+
+        Raises:
+            KeyError: no such region.
+            StoreError: the store could not be written; nothing was changed.
+        """
+        return self._set_withdrawn(region_id, True, user)
+
+    def reinstate(self, region_id: str, user: Optional[str] = None) -> RegionRecord:
+        """Make a withdrawn region count again for training and validation (un-withdraw it), as it was:
+        its versions and held-out mark are unchanged, and its history keeps the withdrawal and adds this
+        (who, when). A region that is not withdrawn is left as it is.
+
+        A region of a whole slide's window is reinstated in the project only: its correction is not written
+        back into the slide's prediction store (the slide panel undid it there when it was withdrawn).
+
+        Args:
+            region_id: e.g. ``"r0003"``.
+            user: who reinstates it (default: the login name).
+
+        Raises:
+            KeyError: no such region.
+            ValueError: a live region of the same image and box was accepted since it was withdrawn (two live
+                regions of one box: withdraw that one first).
+            StoreError: the store could not be written; nothing was changed.
+        """
+        return self._set_withdrawn(region_id, False, user)
+
+    def region_history(self, region_id: str) -> List[Dict[str, str]]:
+        """What happened to a region, oldest first: each version's acceptance (``event`` ``"accepted v2"``),
+        and each withdrawal and reinstatement, as ``{"event", "at" (ISO-8601 UTC), "by" (user)}``.
+
+        Raises:
+            KeyError: no such region.
+        """
+        region = self._region(region_id)
+        accepted = [{"event": f"accepted v{int(v['version'])}", "at": str(v.get("created", "")),
+                     "by": str(v.get("user", ""))} for v in region["versions"]]
+        return sorted(accepted + _history(region), key=lambda e: e["at"])
+
+    def _set_withdrawn(self, region_id: str, withdrawn: bool, user: Optional[str]) -> RegionRecord:
+        """Withdraw (``withdrawn``) or reinstate a region: the region folder's record first, then the index
+        (atomic rename); a failed index write puts the folder's record back."""
+        what = f"{'withdrawing' if withdrawn else 'reinstating'} region {region_id}"
         with self._mutation() as index:
             if region_id not in index["regions"]:
                 raise KeyError(f"no region {region_id!r} in the store")
             region = index["regions"][region_id]
-            mark = {"withdrawn": True, "withdrawn_at": _now(), "withdrawn_by": _default_user()}
-            region.update(mark)
-            # The region folder records it too, so an older index restored from a backup is repaired.
-            folder = _io.inside(self.root, f"regions/{region_id}", f"withdrawing region {region_id}")
+            if bool(region["withdrawn"]) == withdrawn:
+                return self._record(region_id, region)
+            if not withdrawn:
+                twin = next((r for r, reg in sorted(index["regions"].items())
+                             if r != region_id and not reg["withdrawn"] and reg["image_hash"] == region["image_hash"]
+                             and list(reg["bbox"]) == list(region["bbox"])), None)
+                if twin is not None:
+                    raise ValueError(f"region {twin} was accepted over the same box of the same image after "
+                                     f"{region_id} was withdrawn: withdraw {twin} first to reinstate {region_id}")
+            now, who = _now(), user or _default_user()
+            event = "withdrawn" if withdrawn else "reinstated"
+            mark: Dict[str, Any] = {"withdrawn": withdrawn, f"{event}_at": now, f"{event}_by": who,
+                                    "history": _history(region) + [{"event": event, "at": now, "by": who}]}
+            folder = _io.inside(self.root, f"regions/{region_id}", what)
+            try:
+                before = _io.read_attributes(folder)
+            except (OSError, ValueError):
+                before = None
+            # The region folder records it too, so an older index restored from a backup is repaired
+            # (recovery merges the folder's record when it is newer than the index's).
             try:
                 _io.update_attributes(folder, mark)
                 marked = True
             except (OSError, ValueError) as exc:
+                if not withdrawn:  # the folder would still say withdrawn: recovery would withdraw it again
+                    if isinstance(exc, OSError):
+                        raise _disk_error(exc, what) from exc
+                    raise StoreError(f"{what}: its folder's record cannot be read ({exc})") from exc
                 marked = False
                 logger.warning("region %s: could not record the withdrawal in its folder (%s)", region_id, exc)
+            region.update(mark)
             try:
                 self._commit(index)
             except OSError as exc:
-                if marked:
+                if marked and before is not None:
                     with contextlib.suppress(OSError, ValueError):
-                        _io.update_attributes(folder, {"withdrawn": False})
-                raise _disk_error(exc, f"withdrawing region {region_id}") from exc
-        logger.info("withdrew region %s", region_id)
+                        _io.update_attributes(folder, {k: before.get(k, False if k == "withdrawn" else None)
+                                                       for k in mark})
+                raise _disk_error(exc, what) from exc
+        logger.info("%s region %s", event, region_id)
         return self._record(region_id, region)
 
     def training_regions(self) -> List[RegionRecord]:
