@@ -354,10 +354,23 @@ def warm_engine() -> Any:
     return _start_once(_warming_engine, _warm_engine, "napari-cdma-warm-engine")
 
 
+#: When each warm-up thread ended (thread name -> ``time.perf_counter()``).
+warm_ended: Dict[str, float] = {}
+
+
 def _start_once(threads: List[Any], target: Callable[[], None], name: str) -> Any:
-    """The daemon thread running ``target``, started the first time (kept in ``threads``, one per process)."""
+    """The daemon thread running ``target``, started the first time (kept in ``threads``, one per process); its
+    end time goes to :data:`warm_ended`."""
     if not threads:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        def run() -> None:
+            import time
+
+            try:
+                target()
+            finally:
+                warm_ended[name] = time.perf_counter()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
         threads.append(thread)
     return threads[0]
@@ -606,6 +619,11 @@ class LiveLayers:
         # 2-core machine, in one event-loop turn; here they are added, and drawn once, in turns of their own
         # while the worker predicts, then hidden (every redraw of the canvas would draw them too) until the
         # hand-over, which shows and fills them (adopt)
+        if any(names[role] not in self.viewer.layers for role in ("tiles", "accepted")):
+            # the glyphs the first Shapes draw measures its font with, in a turn of their own (loaded already when
+            # the dock's warm-up was over before the click: then nothing is done)
+            warm_glyphs(self.viewer)
+            yield
         for role in ("tiles", "accepted"):
             if names[role] in self.viewer.layers:  # an earlier prediction's: filled at the hand-over
                 continue

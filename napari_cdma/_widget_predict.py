@@ -116,6 +116,8 @@ def predictable(layer: Any) -> bool:
 
 #: Delay from the dock's creation to the start of the warm-up threads (:func:`_start_warm_up`).
 WARM_DELAY_MS = 1000
+#: How often the dock checks whether the warm-up threads have finished before it loads the glyphs.
+GLYPHS_POLL_MS = 250
 
 
 def _start_warm_up() -> None:
@@ -240,11 +242,21 @@ class PredictPanel(QWidget):
         # then the objects alive (nearly all made by those imports) are frozen, out of the reach of Python's full
         # garbage collections, which took 250-400 ms of GUI time each (napari_cdma/_gc.py)
         self.freezer = freeze_when_warm(viewer, warm_finished, self)
-        # and the glyphs a Shapes layer's first draw measures its font with (a bound method: not after the dock)
+        # and the glyphs a Shapes layer's first draw measures its font with, once those imports are done (a bound
+        # method: not after the dock)
+        #: when the glyphs were loaded (``time.perf_counter``), None until then
+        self.glyphs_at: Optional[float] = None
         QTimer.singleShot(WARM_DELAY_MS, self._warm_glyphs)
 
     def _warm_glyphs(self) -> None:
+        """Load the glyphs (:func:`warm_glyphs`) once the warm-up threads have finished, else try again in
+        :data:`GLYPHS_POLL_MS`: run while the imports held the GIL, their 40-70 ms of GUI time stretched into a
+        360-400 ms stall of the event loop (a busy 2-core machine)."""
+        if not warm_finished():
+            QTimer.singleShot(GLYPHS_POLL_MS, self._warm_glyphs)
+            return
         warm_glyphs(self.viewer)
+        self.glyphs_at = time.perf_counter()
 
     # ----------------------------------------------------------------- choices
     @property
