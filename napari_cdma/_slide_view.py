@@ -675,10 +675,85 @@ def export_geojson_job(store_path: str, path: str, project: Any = None,
     return ("ok", (int(n), int(done.sum()), int(done.size)), undo)
 
 
-__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY", "STORE_KEY",
-           "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
-           "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "outline_rect", "pixel_edges",
-           "pending_withdrawn", "predict_view_job", "reread_window", "review_over_store", "slide_of",
+
+#: The layer of a slide's numbered glands is named "<slide> glands (numbered)".
+NUMBERED = "glands (numbered)"
+
+
+def number_glands_job(store_path: str) -> Generator[Any, None, Tuple[str, Any, Any]]:
+    """Number the glands of a completely predicted store (``STORE/labels/instances``,
+    :func:`src_model.export.write_instances`: the dock's post-processing, numbered as ``cdma export``'s GeoJSON, a
+    gland cut by chunk sides one number), or find the numbers it holds still current; run it in a worker thread.
+
+    The numbering runs in a process of its own (``cdma export STORE --in-store --progress json``): split and
+    polygon tracing hold Python's lock for tens of ms at a time, which a thread of the viewer's process would take
+    from the event loop, and a large slide's numbering memory is freed with the process. Its progress events are
+    yielded (one per chunk, two passes; none when the numbers are reused); stopping the generator (the worker
+    quit) kills the process, which leaves the store's numbered glands as they were (the write is atomic).
+
+    Returns:
+        ``("ok", {"n_glands", "reused", "seconds"}, rows)`` (``rows``: the per-gland table,
+        :func:`src_model.export.instance_table`), ``("incomplete", (chunks done, chunks), None)`` when chunks are
+        still to predict (nothing is numbered), ``("stale", summary, None)`` when the gland labels changed while
+        they were numbered (nothing is replaced: number again), or ``("error", message, None)``.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from src_model.export import instance_table
+    from src_model.progress import Progress
+    from src_model.slide_store import StoreError, open_store
+
+    try:
+        done = open_store(store_path).done()
+    except (StoreError, OSError) as exc:
+        return ("error", str(exc), None)
+    if not done.all():
+        return ("incomplete", (int(done.sum()), int(done.size)), None)
+    cmd = [sys.executable, "-m", "src_model.cli", "export", str(store_path), "--in-store", "--progress", "json"]
+    summary = None
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "progress":
+                    yield Progress(str(event["stage"]), int(event["step"]), int(event["total"]))
+                elif event.get("event") == "done":
+                    summary = event
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # stopped: the partial numbering is never seen
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if summary is None:
+            err.seek(0)
+            lines = [ln.strip() for ln in err.read().splitlines() if ln.strip()]
+            return ("error", lines[-1] if lines else f"the numbering process ended with code {proc.returncode}",
+                    None)
+    out = {"n_glands": int(summary["glands"]), "reused": bool(summary["reused"]),
+           "seconds": float(summary["seconds"])}
+    if summary.get("stale"):
+        return ("stale", out, None)
+    try:
+        rows = instance_table(open_store(store_path))
+    except Exception as exc:  # replaced meanwhile (a later numbering): read at the next
+        return ("error", f"could not read the numbered glands' table: {exc}", None)
+    return ("ok", out, rows)
+
+
+__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "NUMBERED", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY",
+           "STORE_KEY", "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
+           "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "number_glands_job", "outline_rect",
+           "pixel_edges", "pending_withdrawn", "predict_view_job", "reread_window", "review_over_store", "slide_of",
            "store_display_range", "to_store_box", "uncertainty_style", "undo_first", "undo_withdrawn",
            "undo_withdrawn_job", "view_chunks", "visible_world_box", "window_changed",
            "window_instances", "withdraw_window_job", "write_window"]

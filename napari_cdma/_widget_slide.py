@@ -74,6 +74,7 @@ from ._messages import show_message
 from ._slide_view import (
     MAX_EDIT_SIDE,
     MAX_VIEW_CHUNKS,
+    NUMBERED,
     RANGE_KEY,
     SLIDE_KEY,
     STORE_KEY,
@@ -82,6 +83,7 @@ from ._slide_view import (
     edit_window_job,
     export_geojson_job,
     has_edits,
+    number_glands_job,
     outline_rect,
     pending_withdrawn,
     pixel_edges,
@@ -117,6 +119,11 @@ BUSY = {"predict": "A prediction is running", "export": "An export is running",
 #: How the status line starts once a job of that kind did its work (the progress bar then shows it done).
 DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", "accept": "Accepted the window",
         "withdraw": "Withdrew window", "sync": "Undid window"}
+#: The jobs that may write the store's gland labels (a prediction, an accepted or undone window; Export and Predict
+#: view undo withdrawn windows first): the numbered glands are checked, and numbered again if need be, after them.
+WRITES = ("predict", "export", "accept", "withdraw", "sync")
+#: Opacity of the numbered glands (filled, a colour per gland, under the glands' outlines).
+NUMBERED_OPACITY = 0.45
 
 
 def _alive(widget: QWidget) -> bool:
@@ -144,6 +151,8 @@ class SlidePanel(QWidget):
 
     regions_changed = Signal()
     idle = Signal()
+    #: glands_numbered(slide layer name): its numbered glands are shown, :attr:`gland_rows` holds their table
+    glands_numbered = Signal(str)
 
     def __init__(self, viewer: Any, get_store: Callable[[], Any],
                  get_model: Callable[[], Tuple[str, Optional[str], str]], parent: Optional[QWidget] = None) -> None:
@@ -153,6 +162,7 @@ class SlidePanel(QWidget):
         self._get_model = get_model
         self._worker = None
         self._job: Optional[Dict[str, Any]] = None  # what the running worker does ("kind": predict, export, ...)
+        self._last_kind = ""  # the kind of the job that ended last
         self._sync_pending = False  # a window was withdrawn elsewhere while a job ran: undone when it ends
         self._steps: List[Callable[[], Any]] = []  # what a job's result still shows, one per turn (_in_steps)
         self._finished: Optional[bool] = None  # the running job's worker has finished (done or not)
@@ -176,6 +186,13 @@ class SlidePanel(QWidget):
         self._outline_width = 0.0  # world units, at the zoom they were drawn at
         #: store path -> (lo, hi, level): the uncertainty layer's contrast (uncertainty units, over tissue)
         self.ranges: Dict[str, Tuple[float, float, int]] = {}
+        self._numbering = None  # the worker numbering a store's glands (not one of the jobs: it blocks no button)
+        self._numbering_run: Optional[Dict[str, Any]] = None  # what it numbers: layer, store, slide id, hidden
+        self._numbered: Dict[str, str] = {}  # slide layer name -> store whose numbered glands it shows, current
+        #: slide layer name -> the per-gland table of its numbered glands (the dock's gland-table rows: "id",
+        #: "area" in level-0 pixels, "mean_uncertainty", "bbox" in level-0 = world pixels)
+        self.gland_rows: Dict[str, List[Dict[str, Any]]] = {}
+        self._job_run: Optional[Dict[str, Any]] = None  # the run of the job that runs (its store numbered after it)
 
         self.slide_choice: ComboBox = create_widget(annotation=Image, label="Slide",
                                                     options={"choices": self._slide_layers})
@@ -216,6 +233,8 @@ class SlidePanel(QWidget):
         # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
         self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.readout.setVisible(False)
+        self.number_status = QLabel("")  # the numbered glands: being numbered, shown, or why not
+        self.number_status.setWordWrap(True)
 
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -251,6 +270,7 @@ class SlidePanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.legend)
         layout.addWidget(self.readout)
+        layout.addWidget(self.number_status)
         regions_label = QLabel("Review regions over the predicted area:")
         regions_label.setWordWrap(True)  # wraps in a narrow dock rather than widening it
         layout.addWidget(regions_label)
@@ -323,12 +343,15 @@ class SlidePanel(QWidget):
         else:  # no uncertainty of this slide shown yet: no legend of another one
             self.legend.setVisible(False)
             self.readout.setVisible(False)
+        store_path = self.store_edit.text().strip()
+        if store_path and Path(store_path).is_dir() and self._numbered.get(layer.name) != store_path:
+            self.number_glands(layer.name, store_path)  # a completely predicted store: its glands numbered
 
     def value_text(self, position: Any) -> str:
         """The chosen slide's uncertainty (and whether a gland) under a world position, from its layers."""
         layer = self.slide_layer
         parts = []
-        for kind in ("uncertainty", "glands"):
+        for kind in ("uncertainty", "glands", NUMBERED):
             name = f"{layer.name} {kind}" if layer is not None else ""
             shown = self.viewer.layers[name] if name in self.viewer.layers else None
             value = value_under(self.viewer, shown, position)
@@ -336,6 +359,8 @@ class SlidePanel(QWidget):
                 continue
             if kind == "uncertainty":
                 parts.append(f"uncertainty {float(value) / 255.0:.3f}")  # the store keeps 255 x value
+            elif kind == NUMBERED and int(value) > 0:  # the gland's number (as in the table and the export)
+                parts = [p for p in parts if p != "gland"] + [f"gland {int(value)}"]
             elif int(value) > 0:
                 parts.append("gland")
         return "Under cursor: " + (", ".join(parts) if parts else "-")
@@ -811,6 +836,9 @@ class SlidePanel(QWidget):
         drop a result whose slide layer was closed or replaced meanwhile); its end comes to
         :meth:`_on_job_finished`."""
         self._job = job
+        self._job_run = job.get("run") or job.get("window")
+        if job["kind"] in WRITES:  # its numbers may be out of date once the job has written: checked after it
+            self._stop_numbering(self._job_run["store"] if self._job_run else self.store_edit.text().strip())
         worker.finished.connect(self._on_job_finished)
         self._worker = worker
         self._set_busy(True, job["kind"])
@@ -857,6 +885,7 @@ class SlidePanel(QWidget):
             self._worker = self._job = None
             self._steps = []
             return
+        self._last_kind = self._job["kind"]
         self._finished = self.last_message.startswith(DONE[self._job["kind"]])
         if not self._steps:  # else the job ends after its last step (:meth:`_next_step`)
             self._job = None
@@ -898,15 +927,22 @@ class SlidePanel(QWidget):
             self.progress.setUpdatesEnabled(True)
 
     def _end_job(self, done: bool) -> None:
-        """A job has stopped: the buttons and the bar back, withdrawals noticed meanwhile undone now."""
+        """A job has stopped: the buttons and the bar back, withdrawals noticed meanwhile undone now, the store's
+        glands numbered again if the job may have changed them (the worker finds out; a completely predicted
+        store only)."""
         self._worker = None
         self._finished = None
+        kind = self._last_kind
+        run, self._job_run = self._job_run, None
         self._set_busy(False)
         self._set_progress(1 if done else 0, 1)
         self.idle.emit()
         if self._sync_pending:
             self._sync_pending = False
-            self.sync()
+            if self.sync():
+                return  # the sync job numbers when it ends
+        if kind in WRITES and run is not None and run.get("layer") in self.viewer.layers:
+            self.number_glands(run["layer"], run["store"])
 
     def withdraw_window(self, region_id: Optional[str] = None) -> bool:
         """Withdraw an accepted window (default: the one selected in the list) from the project store and
@@ -1137,6 +1173,135 @@ class SlidePanel(QWidget):
         from src_model.slide_store import open_store
 
         return float(open_store(run["store"]).info.downsample)
+
+    # ---------------------------------------------------------------- numbered glands
+    def number_glands(self, name: str, store_path: str) -> bool:
+        """Show the glands of slide layer ``name``'s store numbered, one label per gland, as ``<slide> glands
+        (numbered)``, once the slide is completely predicted; True if a worker was started.
+
+        The numbering (:func:`~napari_cdma._slide_view.number_glands_job`: the dock's post-processing, numbered as
+        ``cdma export`` numbers its GeoJSON, a gland cut by chunk sides one label; written into the store as
+        ``labels/instances``) runs in a process of its own, watched by a worker thread: no button waits for it,
+        and a job that writes the store's labels stops it (it runs again when that job ends). Numbers the store
+        holds for its labels as they are are shown at once (the worker only checks them). While glands are
+        numbered again, the numbered layer is hidden (its numbers are out of date)."""
+        if name not in self.viewer.layers:
+            return False
+        run = self._numbering_run
+        if self._numbering is not None and run is not None and run["store"] == str(store_path) \
+                and run["layer"] == name:
+            return False  # already at it
+        self._stop_numbering()
+        from ._workers import create_worker
+
+        run = {"layer": name, "store": str(store_path), "slide": self.viewer.layers[name].unique_id, "hidden": False}
+        worker = create_worker(number_glands_job, str(store_path))
+        self._numbering, self._numbering_run = worker, run
+        worker.yielded.connect(lambda event, run=run: self._on_number_progress(event, run))
+        worker.returned.connect(lambda result, run=run: self._on_numbered(result, run))
+        worker.errored.connect(lambda exc, run=run: self._on_numbered(("error", str(exc), None), run))
+        worker.finished.connect(lambda run=run: self._on_number_finished(run))
+        worker.start()
+        return True
+
+    @property
+    def numbering(self) -> bool:
+        """Whether glands are being numbered (or checked) in the background."""
+        return self._numbering is not None
+
+    def _stop_numbering(self, store_path: Optional[str] = None) -> None:
+        """Stop the numbering (of the store at ``store_path`` only, if given): its process is killed, the store's
+        numbered glands stay as they were; what it would have shown is dropped."""
+        run = self._numbering_run
+        if self._numbering is None or run is None or (store_path is not None and run["store"] != str(store_path)):
+            if store_path is not None:
+                self._forget_numbered(store_path)
+            return
+        self._numbering.quit()
+        self._numbering = self._numbering_run = None
+        self._forget_numbered(run["store"])
+        if store_path is not None:
+            self._forget_numbered(store_path)
+
+    def _forget_numbered(self, store_path: str) -> None:
+        """The numbers shown for the store at ``store_path`` are to be checked again (its labels may change)."""
+        for name in [n for n, s in self._numbered.items() if s == str(store_path)]:
+            del self._numbered[name]
+
+    def _on_number_progress(self, event: Any, run: Dict[str, Any]) -> None:
+        if run is not self._numbering_run or not _alive(self):
+            return
+        if not run["hidden"]:  # numbered again: the numbers shown are out of date
+            run["hidden"] = True
+            shown = self._live_layer(f"{run['layer']} {NUMBERED}", run["store"])
+            if shown is not None and shown.visible:
+                shown.visible = False
+        self.number_status.setText(f"Numbering the glands of '{run['layer']}' in the background: step {event.step} "
+                                   f"of {event.total} (the numbered layer shows when done).")
+
+    def _on_numbered(self, result: Any, run: Dict[str, Any]) -> None:
+        """The numbering worker returned: show the numbered glands, or say why not."""
+        if run is not self._numbering_run or not _alive(self):
+            return
+        kind = result[0]
+        if not self._same_layer(run["layer"], run["slide"]):
+            return  # the slide was closed or replaced meanwhile
+        if kind == "incomplete":
+            done, total = result[1]
+            self.number_status.setText(f"Numbered glands (one label per gland): shown once every chunk of the slide "
+                                       f"is predicted ({done} of {total} chunks are).")
+            return
+        if kind == "error":
+            self.number_status.setText(f"The glands could not be numbered: {result[1]}")
+            return
+        if kind == "stale":  # the labels changed while they were numbered: again, unless a job writes them now
+            run["again"] = self._worker is None
+            return
+        out, rows = result[1], result[2]
+        self._show_numbered(run["layer"], run["store"])
+        self._numbered[run["layer"]] = run["store"]
+        self.gland_rows[run["layer"]] = rows
+        how = "as the store held them" if out["reused"] else f"in {out['seconds']:.0f} s"
+        self.number_status.setText(f"'{run['layer']} {NUMBERED}': {out['n_glands']} glands, one label each, numbered "
+                                   f"as Export numbers them ({how}).")
+        self.glands_numbered.emit(run["layer"])
+
+    def _on_number_finished(self, run: Dict[str, Any]) -> None:
+        if run is not self._numbering_run or not _alive(self):
+            return
+        self._numbering = self._numbering_run = None
+        if run.get("again") and self._worker is None:
+            self.number_glands(run["layer"], run["store"])
+
+    def _show_numbered(self, name: str, store_path: str) -> Any:
+        """Show (or refresh) the store's numbered glands over slide ``name``: a multiscale Labels layer read from
+        ``labels/instances`` (filled, a colour per gland from napari's many-coloured label colormap, under the
+        glands' outlines); the active layer stays the one that was (an open edit window keeps its brush)."""
+        from src_model.export import instance_levels
+        from src_model.slide_store import open_store
+
+        lname = f"{name} {NUMBERED}"
+        live = self._live_layer(lname, store_path)
+        if live is not None:
+            live.refresh()
+            if not live.visible:
+                live.visible = True
+            return live
+        store = open_store(store_path)
+        ds = store.info.downsample
+        active = self.viewer.layers.selection.active
+        if lname in self.viewer.layers:
+            self.viewer.layers.remove(lname)
+        meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True,
+                ROLE_KEY: "slide numbered glands"}
+        layer = self.viewer.add_labels(instance_levels(store), name=lname, multiscale=True, scale=(ds, ds),
+                                       opacity=NUMBERED_OPACITY, metadata=meta)
+        glands = f"{name} glands"
+        if glands in self.viewer.layers:  # under the glands' outlines (and an edit window), not over them
+            self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(glands))
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
+        return layer
 
     # ---------------------------------------------------------------- export
     def export_geojson(self, path: Any) -> bool:

@@ -60,7 +60,7 @@ def cmd_predict_slide(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .cli import UserError
+    from .cli import UserError, _progress_printer
     from .export import GlandExtractor, write_geojson, write_instances, write_labels_ome_zarr, write_labels_tiff
     from .progress import drain
     from .slide_store import open_store
@@ -81,7 +81,7 @@ def cmd_export(args) -> int:
     extractor = GlandExtractor(store, min_area=args.min_area, **split)
     report = {"event": "done", "store": str(store.path)}
     if args.in_store:
-        out = drain(write_instances(store, extractor))
+        out = drain(write_instances(store, extractor), _progress_printer(args.progress))
         report.update(glands=out["n_glands"], instances=str(store.path / "labels" / "instances"),
                       reused=out["reused"], stale=out["stale"], seconds=round(out["seconds"], 2))
         print(json.dumps(report))
@@ -166,6 +166,8 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
                     help="number the glands inside the store instead (STORE/labels/instances, uint32, with a "
                          "pyramid and a per-gland table: what the napari dock shows as '<slide> glands (numbered)'); "
                          "kept when the gland labels have not changed since")
+    ex.add_argument("--progress", choices=("text", "json"), default="text",
+                    help="progress of --in-store: lines on stderr, or JSON lines on stdout")
     ex.add_argument("--min-area", type=float_in(0.0, MAX_AREA), default=None,
                     help="drop glands smaller than this many level-0 pixels; 0 keeps all (default: the dock's "
                          "clean-up, 1300 pixels of the predicted level, src_model.postprocess.DEFAULT_INSTANCES, "

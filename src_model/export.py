@@ -520,8 +520,7 @@ def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = Non
     write_multiscales_metadata(root, datasets, fmt=fmt, axes=[{"name": "y", "type": "space"},
                                                              {"name": "x", "type": "space"}], name=INSTANCES)
     ome = dict(root.attrs.get("ome") or {})
-    ome["image-label"] = {"version": fmt.version, "source": {"image": "../../"},
-                          "properties": [{"label-value": 0, "class": "background"}]}
+    ome["image-label"] = {"version": fmt.version, "properties": [{"label-value": 0, "class": "background"}]}
     root.attrs["ome"] = ome
     root.attrs["cdma"] = {"format": INSTANCES_FORMAT, "version": 1, "source": key, "n_glands": int(ex.n_glands),
                           "labels": "uint32 gland instances numbered as cdma export's GeoJSON, 0 = background",
