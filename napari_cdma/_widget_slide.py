@@ -123,7 +123,21 @@ DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", 
 #: view undo withdrawn windows first): the numbered glands are checked, and numbered again if need be, after them.
 WRITES = ("predict", "export", "accept", "withdraw", "sync")
 #: Opacity of the numbered glands (filled, a colour per gland, under the glands' outlines).
-NUMBERED_OPACITY = 0.45
+NUMBERED_OPACITY = 0.55
+#: Fill colours of the numbered glands, by gland number (cyclic): saturated hues far from the pinks and purples of
+#: H&E, in an order that keeps consecutive numbers (neighbours in a chunk's row) far apart. On the 8192 x 8192
+#: GlaS mosaic, 24 of 545 pairs of glands within 12 px of each other (4.4 %) share a colour (4 colours: 15 %;
+#: napari's default colormap: 1.5 % share one, but at this opacity over H&E most of its colours read as browns).
+NUMBERED_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.45, 1.0), (1.0, 0.55, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0),
+                   (1.0, 1.0, 0.0), (0.0, 1.0, 1.0), (0.95, 0.0, 0.0), (0.25, 0.2, 0.9), (0.55, 0.55, 0.0))
+
+
+def numbered_colormap() -> Any:
+    """Cyclic label colormap of the numbered glands (0 = background, transparent)."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    colors = np.array([(0.0, 0.0, 0.0, 0.0)] + [(*c, 1.0) for c in NUMBERED_COLORS], dtype=np.float32)
+    return CyclicLabelColormap(colors=colors, name="numbered glands")
 
 
 def _alive(widget: QWidget) -> bool:
@@ -1275,8 +1289,8 @@ class SlidePanel(QWidget):
 
     def _show_numbered(self, name: str, store_path: str) -> Any:
         """Show (or refresh) the store's numbered glands over slide ``name``: a multiscale Labels layer read from
-        ``labels/instances`` (filled, a colour per gland from napari's many-coloured label colormap, under the
-        glands' outlines); the active layer stays the one that was (an open edit window keeps its brush)."""
+        ``labels/instances`` (filled, a colour per gland, :data:`NUMBERED_COLORS`, under the glands' outlines); the
+        active layer stays the one that was (an open edit window keeps its brush)."""
         from src_model.export import instance_levels
         from src_model.slide_store import open_store
 
@@ -1295,7 +1309,7 @@ class SlidePanel(QWidget):
         meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True,
                 ROLE_KEY: "slide numbered glands"}
         layer = self.viewer.add_labels(instance_levels(store), name=lname, multiscale=True, scale=(ds, ds),
-                                       opacity=NUMBERED_OPACITY, metadata=meta)
+                                       opacity=NUMBERED_OPACITY, colormap=numbered_colormap(), metadata=meta)
         glands = f"{name} glands"
         if glands in self.viewer.layers:  # under the glands' outlines (and an edit window), not over them
             self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(glands))
