@@ -1,5 +1,9 @@
 """Review panel: ranked regions (Next / Previous), accept a suggested region, a drawn one or the whole
-image, and the accepted-region list (withdraw)."""
+image, and the accepted-region list (withdraw, and restore a withdrawn region: *Show withdrawn* lists them).
+
+Each button is enabled only when it can act; a disabled button's tooltip says what it needs first
+(:meth:`ReviewPanel.update_buttons`, run as layers are added or removed, regions predicted, selected or
+accepted, and the store's regions read)."""
 from __future__ import annotations
 
 import getpass
@@ -9,8 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image, Labels, Shapes
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -23,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from ._layers import (
     COMBO_CHARS,
+    HASH_KEY,
     IMAGE_KEY,
     ROLE_KEY,
     TILE_COLOR,
@@ -41,7 +48,7 @@ from ._layers import (
 )
 from ._messages import show_message
 from ._slide_view import SLIDE_KEY, STORE_KEY
-from .project.store import ProjectStore, RegionRecord
+from .project.store import SLIDE_SOURCE, ProjectStore, RegionRecord
 
 if TYPE_CHECKING:  # the dock's per-image state; imported for the type only (no cycle at run time)
     from ._widget import ImageState
@@ -58,6 +65,35 @@ CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
 OUTLINE_INSET = CURRENT_TILE_WIDTH / 2.0
 NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region was accepted. Draw a "
                    "rectangle or polygon (Draw) to accept more, or predict again with another model.")
+
+
+#: The Shapes layer that frames the accepted region clicked in the accepted-region list (live or withdrawn):
+#: its role, name suffix, and colour (apart from the red accepted boxes, cyan / yellow review boxes, magenta gland).
+SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown region", "orange", 4
+WITHDRAWN_MARK = "[withdrawn] "
+#: What the review buttons say they do (their tooltip while enabled); :data:`NEEDS` what they need first.
+TIPS = {
+    "prev": "Show the previous review region",
+    "next": "Show the next review region (most uncertain first)",
+    "accept": "Store the selected region's corrected mask in the project",
+    "draw": "Add a Shapes layer and start drawing rectangles",
+    "accept_drawn": "Store the shapes drawn in the Drawn layer (the selected ones, or all), one region each",
+    "accept_image": "Store the whole image's corrected mask in the project as one region",
+    "withdraw": "Take the selected accepted region out of training and validation; the store keeps it "
+                "(Show withdrawn lists it, Restore brings it back)",
+    "restore": "Make the selected withdrawn region count again for training (or validation, if held out)",
+}
+NEEDS = {
+    "open": "Open an H&E image and predict it first (Predict, above).",
+    "predict": "Predict an image first (Predict, above).",
+    "none_left": "No review region left on this image: draw one (Draw) or accept the whole image.",
+    "select_tile": "Select a review region first (Next, or click one in the list).",
+    "draw": "Draw a rectangle or polygon first (Draw).",
+    "select_region": "Select an accepted region in the list first (accept one when the list is empty).",
+    "is_withdrawn": "The selected region is withdrawn already: Restore makes it count again.",
+    "select_withdrawn": "Select a withdrawn region first (tick Show withdrawn to list them).",
+    "not_withdrawn": "The selected region is not withdrawn.",
+}
 
 
 #: Layer metadata keys of a whole slide's layers (the reader's and the Whole slide panel's).
@@ -234,7 +270,6 @@ class ReviewPanel(QWidget):
         self.prev_button = QPushButton("Previous")
         self.next_button = QPushButton("Next")
         self.accept_button = QPushButton("Accept region")
-        self.accept_button.setToolTip("Store the selected region's corrected mask in the project")
         # Regions the pathologist chooses: any Shapes layer of their own (rectangles, polygons).
         self.shapes_choice: ComboBox = create_widget(annotation=Shapes, label="Drawn",
                                                      options={"choices": self._drawn_layers})
@@ -242,13 +277,25 @@ class ReviewPanel(QWidget):
                                              "or all of them, are accepted)")
         narrow_combo(self.shapes_choice.native, COMBO_CHARS)
         self.draw_button = QPushButton("Draw")
-        self.draw_button.setToolTip("Add a Shapes layer and start drawing rectangles")
         self.accept_drawn_button = QPushButton("Accept drawn")
         self.accept_image_button = QPushButton("Accept whole image")
         self.region_list = QListWidget()
         self.region_list.setMaximumHeight(110)
         readable_list(self.region_list)
+        self.region_list.setToolTip("Click a region to see it on its image (an orange box)")
+        #: the store's regions as last read (withdrawn ones included), region id -> record
+        self.records: dict = {}
+        self.shown_region: Optional[str] = None  # the region framed on its image (show_region)
+        self.show_withdrawn = QCheckBox("Show withdrawn")
+        self.show_withdrawn.setToolTip("List the withdrawn regions too (greyed, marked [withdrawn]): the store "
+                                       "keeps them, and Restore makes one count again")
         self.withdraw_button = QPushButton("Withdraw")
+        self.restore_button = QPushButton("Restore")
+        self._buttons = {"prev": self.prev_button, "next": self.next_button, "accept": self.accept_button,
+                         "draw": self.draw_button, "accept_drawn": self.accept_drawn_button,
+                         "accept_image": self.accept_image_button, "withdraw": self.withdraw_button,
+                         "restore": self.restore_button}
+        self._watched_shapes: Any = None  # the Drawn layer whose shapes enable Accept drawn
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -281,9 +328,17 @@ class ReviewPanel(QWidget):
         drawn_buttons.addWidget(self.accept_drawn_button)
         layout.addLayout(drawn_buttons)
         layout.addWidget(self.accept_image_button)
-        layout.addWidget(QLabel("Accepted regions:"))
+        accepted = QHBoxLayout()
+        accepted_label = QLabel("Accepted regions:")
+        accepted_label.setWordWrap(True)
+        accepted.addWidget(accepted_label, 1)
+        accepted.addWidget(self.show_withdrawn)
+        layout.addLayout(accepted)
         layout.addWidget(self.region_list)
-        layout.addWidget(self.withdraw_button)
+        region_buttons = QHBoxLayout()
+        region_buttons.addWidget(self.withdraw_button)
+        region_buttons.addWidget(self.restore_button)
+        layout.addLayout(region_buttons)
         layout.addWidget(self.status)
 
         self.next_button.clicked.connect(lambda: self.step(+1))
@@ -296,8 +351,20 @@ class ReviewPanel(QWidget):
         self.accept_drawn_button.clicked.connect(lambda: self.accept_drawn())
         self.accept_image_button.clicked.connect(lambda: self.accept_whole_image())
         self.withdraw_button.clicked.connect(lambda: self.withdraw())
+        self.restore_button.clicked.connect(lambda: self.restore())
+        self.show_withdrawn.toggled.connect(lambda _on: self._fill_regions())
+        self.region_list.currentItemChanged.connect(lambda *_: self.update_buttons())
+        self.region_list.itemClicked.connect(lambda item: self.show_region(item.data(Qt.ItemDataRole.UserRole)))
+        self.region_list.itemActivated.connect(lambda item: self.show_region(item.data(Qt.ItemDataRole.UserRole)))
+        self.tile_list.currentRowChanged.connect(lambda _row: self.update_buttons())
+        self.labels_choice.changed.connect(lambda *_: self.update_buttons())
+        self.shapes_choice.changed.connect(lambda *_: self._watch_shapes())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(lambda _e=None: (self.labels_choice.reset_choices(), self.shapes_choice.reset_choices()))
+            # the dock updates its images' state in the same event, after this panel: the buttons follow next turn
+            ev.connect(lambda _e=None: QTimer.singleShot(0, self.update_buttons))
+        self._watch_shapes()
+        self.update_buttons()
 
     def _labels_layers(self, _widget: Any = None) -> List[Tuple[str, Any]]:
         """Labels layers whose corrections Accept can store: not a whole slide's (its glands, its edit window:
@@ -338,6 +405,68 @@ class ReviewPanel(QWidget):
         self.tile_list.clear()
         for k, (score, (y0, x0, y1, x1)) in enumerate(self.tiles, start=1):  # the rank and what is uncertain there
             self.tile_list.addItem(f"{k}. uncertainty {score:.2f}, {x1 - x0} x {y1 - y0} px at x {x0}, y {y0}")
+        self.update_buttons()
+
+    # ------------------------------------------------------------------ buttons
+    def _prediction_state(self) -> Optional["ImageState"]:
+        """The dock's state of the image whose review regions are listed (None: it has no prediction here)."""
+        return self._get_state(self.image_name) if self.image_name else None
+
+    def _has_image(self) -> bool:
+        """Whether an image the dock could predict is open (any RGB image layer of the user's)."""
+        return any(isinstance(ly, Image) and getattr(ly, "rgb", False) and not is_derived(ly)
+                   and not any((ly.metadata or {}).get(k) for k in SLIDE_META_KEYS) for ly in self.viewer.layers)
+
+    def needs(self) -> dict:
+        """Button key (:data:`TIPS`) -> what it needs before it can act (a :data:`NEEDS` text), or None when it
+        can act now."""
+        _, labels, state = self._target()
+        predict = NEEDS["predict"] if self._has_image() else NEEDS["open"]
+        # Next / Previous: the image's regions, or (all accepted) the words that none is left
+        nav = None if self.tiles or self._prediction_state() is not None else predict
+        if state is None or labels is None:
+            accept = drawn = image = draw = predict
+        else:
+            draw = image = None
+            accept = None if self.current_bbox() is not None else \
+                NEEDS["none_left"] if not self.tiles else NEEDS["select_tile"]
+            shapes = self.shapes_choice.value
+            drawn = None if shapes is not None and len(shapes.data) else NEEDS["draw"]
+        record = self.selected_record()
+        if record is None:
+            withdraw, restore = NEEDS["select_region"], NEEDS["select_withdrawn"]
+        else:
+            withdraw = NEEDS["is_withdrawn"] if record.withdrawn else None
+            restore = None if record.withdrawn else NEEDS["not_withdrawn"]
+        return {"prev": nav, "next": nav, "accept": accept, "draw": draw, "accept_drawn": drawn,
+                "accept_image": image, "withdraw": withdraw, "restore": restore}
+
+    def update_buttons(self) -> None:
+        """Enable each button that can act now; a disabled one's tooltip says what it needs first."""
+        try:
+            needs = self.needs()
+        except RuntimeError:  # the panel's Qt objects are gone (the viewer closed)
+            return
+        for key, button in self._buttons.items():
+            need = needs[key]
+            button.setEnabled(need is None)
+            button.setToolTip(TIPS[key] if need is None else f"{need}\n({TIPS[key]})")
+
+    def _watch_shapes(self) -> None:
+        """Accept drawn follows the shapes of the chosen Drawn layer (enabled once it holds one)."""
+        layer = self.shapes_choice.value
+        old = self._watched_shapes
+        if old is not layer:
+            if old is not None:
+                with _suppress():
+                    old.events.data.disconnect(self._on_shapes_changed)
+            if layer is not None:
+                layer.events.data.connect(self._on_shapes_changed)
+            self._watched_shapes = layer
+        self.update_buttons()
+
+    def _on_shapes_changed(self, _event: Any = None) -> None:
+        self.update_buttons()
 
     def _tiles_layer(self) -> Any:
         name = names_for(self.image_name)["tiles"] if self.image_name else None
@@ -540,38 +669,214 @@ class ReviewPanel(QWidget):
         return records
 
     def refresh_regions(self) -> None:
-        """Rebuild the accepted-region list from the store."""
-        self.region_list.clear()
+        """Rebuild the accepted-region list from the store (withdrawn regions too while *Show withdrawn* is
+        ticked); the selected region stays selected."""
         try:
-            regions: List[RegionRecord] = self._get_store().regions()
+            regions: List[RegionRecord] = self._get_store().regions(include_withdrawn=True)
         except Exception as exc:
             self._say(f"Cannot read the project store: {exc}", error=True)
             return
-        for r in regions:
-            # what tells regions apart first (held out, id, image); the rows wrap, nothing is cut
-            mark = "[held out] " if r.holdout else ""
-            y0, x0, y1, x1 = r.bbox
-            text = (f"{mark}{r.region_id}  {self._image_label(r)}  ({y0}, {x0}) {y1 - y0} x {x1 - x0}  "
-                    f"corrects {r.model_version}")
-            item = QListWidgetItem(text)
-            item.setToolTip(text)
-            item.setData(Qt.ItemDataRole.UserRole, r.region_id)
-            self.region_list.addItem(item)
+        self.records = {r.region_id: r for r in regions}
+        self._fill_regions()
+
+    def region_text(self, r: RegionRecord) -> str:
+        """A row of the accepted-region list: what tells regions apart first (withdrawn, held out, id, image);
+        the rows wrap, nothing is cut."""
+        mark = (WITHDRAWN_MARK if r.withdrawn else "") + ("[held out] " if r.holdout else "")
+        y0, x0, y1, x1 = r.bbox
+        return (f"{mark}{r.region_id}  {self._image_label(r)}  ({y0}, {x0}) {y1 - y0} x {x1 - x0}  "
+                f"corrects {r.model_version}")
+
+    def _fill_regions(self) -> None:
+        """The list from the regions last read (:attr:`records`): no store is read (ticking *Show withdrawn*
+        with no store open creates none)."""
+        from ._widget_versions import fmt_time
+
+        chosen = self.selected_region_id()
+        self.region_list.blockSignals(True)
+        try:
+            self.region_list.clear()
+            grey = self.region_list.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+            for r in self.records.values():
+                if r.withdrawn and not self.show_withdrawn.isChecked():
+                    continue
+                text = self.region_text(r)
+                item = QListWidgetItem(text)
+                tip = text
+                if r.withdrawn:  # greyed and in italics: out of training and validation
+                    item.setForeground(grey)
+                    font = item.font()
+                    font.setItalic(True)
+                    item.setFont(font)
+                    who = f" by {r.withdrawn_by}" if r.withdrawn_by else ""
+                    when = f" {fmt_time(r.withdrawn_at)}" if r.withdrawn_at else ""
+                    tip += f"\nWithdrawn{when}{who}: not used for training or validation (Restore brings it back)."
+                item.setToolTip(tip)
+                item.setData(Qt.ItemDataRole.UserRole, r.region_id)
+                self.region_list.addItem(item)
+                if r.region_id == chosen:
+                    self.region_list.setCurrentItem(item)
+        finally:
+            self.region_list.blockSignals(False)
+        self.update_buttons()
+
+    def selected_region_id(self) -> Optional[str]:
+        item = self.region_list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def selected_record(self) -> Optional[RegionRecord]:
+        """The record of the region selected in the accepted-region list, or None."""
+        return self.records.get(self.selected_region_id() or "")
+
+    def select_region(self, region_id: str) -> bool:
+        """Select ``region_id``'s row in the accepted-region list (ticking *Show withdrawn* for a withdrawn
+        one); False if the list has no such region."""
+        record = self.records.get(region_id)
+        if record is None:
+            return False
+        if record.withdrawn and not self.show_withdrawn.isChecked():
+            self.show_withdrawn.setChecked(True)
+        for i in range(self.region_list.count()):
+            if self.region_list.item(i).data(Qt.ItemDataRole.UserRole) == region_id:
+                self.region_list.setCurrentRow(i)
+                return True
+        return False
+
+    def image_layer_of(self, record: RegionRecord) -> Any:
+        """The open image layer showing a region's image (its store hash in the layer's metadata, or the dock's
+        state of the layer), else None."""
+        for layer in self.viewer.layers:
+            if not isinstance(layer, Image) or is_derived(layer):
+                continue
+            if (layer.metadata or {}).get(HASH_KEY) == record.image_hash:
+                return layer
+            state = self._get_state(layer.name)
+            if state is not None and state.image_hash == record.image_hash:
+                return layer
+        return None
+
+    def show_region(self, region_id: Optional[str] = None, move: bool = True) -> Any:
+        """Frame an accepted region (default: the selected one), live or withdrawn, in orange on its image and
+        (``move``) centre the view on it with some context; its image layer is made visible.
+
+        Returns:
+            The Shapes layer of the frame, or None when the region's image is not open (the status line says so).
+        """
+        region_id = region_id or self.selected_region_id()
+        record = self.records.get(region_id or "")
+        if record is None:
+            return None
+        layer = self.image_layer_of(record)
+        state = "withdrawn " if record.withdrawn else ""
+        if layer is None:
+            self._say(f"The image of {state}region {record.region_id} ({self._image_label(record)}) is not open: "
+                      "open it, or reopen the project store, to see the region.")
+            return None
+        layer.visible = True
+        label = f"{record.region_id} withdrawn" if record.withdrawn else record.region_id
+        frame = self._shown_layer(layer.name, record.bbox, label, record.region_id)
+        if not move:
+            return frame
+        center, zoom = camera_for_tile(record.bbox, canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
+        camera = scene_camera(self.viewer)
+        camera.center = center
+        camera.zoom = zoom
+        self._say(f"Showing {state}region {record.region_id} of '{layer.name}' (orange box).")
+        return frame
+
+    def _shown_layer(self, image_name: str, bbox: BBox, label: str, region_id: str) -> Any:
+        """Add or update the Shapes layer framing the region shown (one rectangle just outside its pixels,
+        labelled with its id); the frames of other images are emptied. The active layer stays active."""
+        active = self.viewer.layers.selection.active
+        y0, x0, y1, x1 = selected_box(bbox, SHOWN_WIDTH)
+        rect = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+        name = f"{image_name} {SHOWN_SUFFIX}"
+        for other in list(self.viewer.layers):
+            if (other.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and other.name != name and len(other.data):
+                other.data = []
+        text = {"string": "{label}", "color": SHOWN_COLOR, "anchor": "upper_left", "size": 10}
+        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Shapes):
+            layer = self.viewer.layers[name]
+            layer.data = []
+            layer.add_rectangles([rect], edge_color=SHOWN_COLOR, face_color="transparent", edge_width=SHOWN_WIDTH)
+            layer.features = {"label": [label]}
+            layer.text = text
+        else:
+            layer = self.viewer.add_shapes([rect], shape_type="rectangle", name=name, edge_color=SHOWN_COLOR,
+                                           face_color="transparent", edge_width=SHOWN_WIDTH, opacity=1.0,
+                                           features={"label": [label]}, text=text,
+                                           metadata={ROLE_KEY: SHOWN_ROLE, IMAGE_KEY: image_name})
+        layer.visible = True
+        if active is not None and active in self.viewer.layers:  # the brush stays on the layer it was on
+            self.viewer.layers.selection.active = active
+        self.shown_region = region_id
+        return layer
+
+    def _reframe(self, region_id: str) -> None:
+        """The region framed on its image was withdrawn or restored: its frame's label says so (the view stays)."""
+        if self.shown_region == region_id:
+            message = self.last_message
+            self.show_region(region_id, move=False)
+            self._say(message)
+
+    def _chosen(self, region_id: Optional[str], verb: str) -> Optional[str]:
+        if region_id is None:
+            region_id = self.selected_region_id()
+            if region_id is None:
+                self._say(f"Select an accepted region to {verb}.", error=True)
+        return region_id
 
     def withdraw(self, region_id: Optional[str] = None) -> bool:
         """Withdraw ``region_id`` (default: the selected accepted region) from the project."""
+        region_id = self._chosen(region_id, "withdraw")
         if region_id is None:
-            item = self.region_list.currentItem()
-            if item is None:
-                self._say("Select an accepted region to withdraw.", error=True)
-                return False
-            region_id = item.data(Qt.ItemDataRole.UserRole)
+            return False
         try:
-            self._get_store().withdraw(region_id)
+            self._get_store().withdraw(region_id, user=getpass.getuser())
         except Exception as exc:
             self._say(f"Could not withdraw {region_id}: {exc}", error=True)
             return False
-        self._say(f"Withdrew region {region_id}.")
+        kept = " (listed greyed: Restore brings it back)" if self.show_withdrawn.isChecked() else \
+            " (Show withdrawn lists it: Restore brings it back)"
+        self._say(f"Withdrew region {region_id}: not used for training or validation; the store keeps it{kept}.")
         self.refresh_regions()
+        self._reframe(region_id)
         self.regions_changed.emit()
         return True
+
+    def restore(self, region_id: Optional[str] = None) -> bool:
+        """Make ``region_id`` (default: the selected withdrawn region) count again for training, or validation if
+        it is held out (:meth:`~napari_cdma.project.store.ProjectStore.reinstate`: who and when are recorded).
+
+        A whole slide's window is not restored here: its correction was undone in the slide's labels when it was
+        withdrawn, and the Whole slide panel accepts it again."""
+        region_id = self._chosen(region_id, "restore")
+        if region_id is None:
+            return False
+        record = self.records.get(region_id)
+        if record is not None and record.source_kind == SLIDE_SOURCE:
+            self._say(f"{region_id} is a window of a whole slide: its correction was undone in the slide's labels "
+                      "when it was withdrawn. Open the slide and accept the window again (Whole slide panel).",
+                      error=True)
+            return False
+        try:
+            restored = self._get_store().reinstate(region_id, user=getpass.getuser())
+        except Exception as exc:
+            self._say(f"Could not restore {region_id}: {exc}", error=True)
+            return False
+        use = "validation (held out)" if restored.holdout else "training"
+        self._say(f"Restored region {region_id}: it counts again for {use}.")
+        self.refresh_regions()
+        self._reframe(region_id)
+        layer = self.image_layer_of(restored)
+        if layer is not None:  # reviewed again: "Look here next" skips it, as after an Accept
+            self.drop_reviewed(layer.name, restored.bbox)
+        self.regions_changed.emit()
+        return True
+
+
+def _suppress() -> Any:
+    """Ignore the errors of disconnecting a slot that is not (or no longer) connected."""
+    import contextlib
+
+    return contextlib.suppress(Exception)

@@ -156,6 +156,8 @@ class RegionRecord:
         withdrawn_at / withdrawn_by: ISO-8601 UTC time and user of the region's latest withdrawal (also
             of a region reinstated since: :meth:`ProjectStore.region_history` has every event); None if it
             was never withdrawn.
+        source_kind: :data:`SLIDE_SOURCE` for a window of a whole slide (also told, in a store written before
+            that mark, by a slide file as source and no layer name), else None.
     """
 
     region_id: str
@@ -172,6 +174,7 @@ class RegionRecord:
     image_name: Optional[str] = None
     withdrawn_at: Optional[str] = None
     withdrawn_by: Optional[str] = None
+    source_kind: Optional[str] = None
 
 
 #: What a region's ``history`` entries record: ``{"event": "withdrawn" | "reinstated", "at": ISO time, "by": user}``.
@@ -1076,7 +1079,10 @@ class ProjectStore:
                             created=entry["created"], holdout=bool(region["holdout"]),
                             withdrawn=bool(region["withdrawn"]), n_versions=len(versions),
                             image_name=entry.get("image_name"), withdrawn_at=region.get("withdrawn_at"),
-                            withdrawn_by=region.get("withdrawn_by"))
+                            withdrawn_by=region.get("withdrawn_by"),
+                            source_kind=entry.get("source_kind") or (
+                                SLIDE_SOURCE if not entry.get("image_name") and _is_slide_file(entry.get("source_path"))
+                                else None))
 
     def _region(self, region_id: str) -> Dict[str, Any]:
         try:
