@@ -1,7 +1,11 @@
 """Retrain panel: one-click background retraining (a separate process, polled by a QTimer),
 live loss / ETA / cancel, and the promote-if-better result (on enough held-out regions, and only if
 the new model still agrees with the current one on uncorrected tissue) with "keep anyway"; a small
-table shows each image's held-out Dice before / after and the agreement."""
+table shows each image's held-out Dice before -> after and the agreement, one image under the other
+(its name, then a row per score), so that it reads whole in the dock's narrow default width.
+
+Retrain stays enabled with no store open or nothing accepted: a click says what is needed, where the
+pathologist looks (the dock scrolls to this panel); its tooltip says it too, worked out when shown."""
 from __future__ import annotations
 
 import re
@@ -9,7 +13,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
+from qtpy.QtGui import QFont, QFontMetrics, QPalette
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -29,7 +34,7 @@ from src_model.recipes import FINETUNE_SEMI_SUPERVISED  # torch-free
 
 from ._loss_plot import LossPlot
 from ._messages import show_message
-from ._widget_versions import fmt_dice
+from ._widget_versions import TipWhenShown, fmt_dice
 from .project.events import Cancelled, Done, Evaluating, Failed, ImageScore, Progress, RetrainEvent, Started
 from .project.store import ModelRecord, ProjectStore
 
@@ -45,18 +50,26 @@ UI_REFRESH_S = 2.0
 #: 0 = "auto": the fine-tuning recipe's steps for the amount of corrected pixels (src_model.recipes;
 #: 10 regions of 256 px: its max_steps, sized for the 3-minute turnaround on a 2-core CPU)
 DEFAULT_STEPS = 0
-IMAGE_COLUMNS = ("image", "held-out before", "after", "agreement")
+#: What the per-image table says above itself (its rows: an image's name, then its scores under it).
+IMAGE_CAPTION = ("Per image: held-out Dice, current \u2192 new model; agreement with the current model on "
+                 "uncorrected tissue (1 = unchanged).")
+RETRAIN_TIP = "Fine-tune the current model on the accepted regions, in the background"
 
 
-def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, str, str, str]]:
-    """The cells of the per-image table: name, held-out Dice before / after (with the number of
-    held-out regions), agreement with the current model on uncorrected tissue."""
+def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, str, Tuple[str, str], Tuple[str, str]]]:
+    """What the per-image table shows of each image: its name, how many of its regions are held out, then
+    ``(label, value)`` of its held-out Dice, current -> new model, and of its agreement with the current model on
+    uncorrected tissue."""
     out = []
     for r in rows:
-        held = f" ({r.n_holdout})" if r.n_holdout else ""
-        # held-out regions that were not scored hold too little gland (the worker's MIN_HOLDOUT_GLAND_PX)
-        before = "too little gland" if r.n_holdout and r.old_dice is None else fmt_dice(r.old_dice)
-        out.append((r.image, before + held, fmt_dice(r.new_dice), fmt_dice(r.agreement)))
+        held = f"{r.n_holdout} held out" if r.n_holdout else "none held out"
+        if r.n_holdout and r.old_dice is None:  # not scored: too little gland (the worker's MIN_HOLDOUT_GLAND_PX)
+            dice = "too little gland"
+        elif r.n_holdout:
+            dice = f"{fmt_dice(r.old_dice)} \u2192 {fmt_dice(r.new_dice)}"
+        else:
+            dice = fmt_dice(None)
+        out.append((r.image, held, ("held-out Dice", dice), ("agreement", fmt_dice(r.agreement))))
     return out
 
 
@@ -117,6 +130,7 @@ class RetrainPanel(QWidget):
                                    "Off by default: in simulated annotation sessions, fine-tuning on the corrections "
                                    "with distillation towards the current model did as well in half the time.")
         self.retrain_button = QPushButton("Retrain")
+        TipWhenShown(self.retrain_button, self.retrain_tip)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
@@ -130,20 +144,27 @@ class RetrainPanel(QWidget):
         self.result_label.setWordWrap(True)
         self.keep_button = QPushButton("Keep new model anyway")
         self.keep_button.setVisible(False)
-        self.image_table = QTableWidget(0, len(IMAGE_COLUMNS))
-        self.image_table.setHorizontalHeaderLabels(list(IMAGE_COLUMNS))
+        # one image under the other (its name, then its scores), two columns: label and value; a four-column row
+        # per image was cut in the dock's default width (walk). Long names are elided in the middle (whole in
+        # their tooltips); the values wrap rather than be cut if the dock is narrower still.
+        self.image_caption = QLabel(IMAGE_CAPTION)
+        self.image_caption.setWordWrap(True)
+        self.image_table = QTableWidget(0, 2)
         self.image_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.image_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.image_table.verticalHeader().setVisible(False)
-        # the columns share the dock's width (texts elided, whole in their tooltips): the table was cut on the
-        # right in the narrow dock (walk)
+        self.image_table.horizontalHeader().setVisible(False)
+        self.image_table.setShowGrid(False)
+        self.image_table.setWordWrap(True)
+        self.image_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.image_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         header = self.image_table.horizontalHeader()
         header.setMinimumSectionSize(30)
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        for j, name in enumerate(IMAGE_COLUMNS):
-            self.image_table.horizontalHeaderItem(j).setToolTip(name)
-        self.image_table.setToolTip("Each image: pooled Dice of the current -> new model on its held-out regions "
-                                    "(their number in brackets), and how much the new model agrees with the "
-                                    "current one on its uncorrected tissue (1 = unchanged)")
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)  # as wide as its labels (_show_images)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.image_table.setToolTip(IMAGE_CAPTION)
+        self.image_table.viewport().installEventFilter(self)
+        self.image_caption.setVisible(False)
         self.image_table.setVisible(False)
 
         # short rows, not one: one row was wider than the dock beside a default-sized canvas
@@ -164,6 +185,7 @@ class RetrainPanel(QWidget):
         layout.addLayout(prog)
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.result_label)
+        layout.addWidget(self.image_caption)
         layout.addWidget(self.image_table)
         layout.addWidget(self.keep_button)
 
@@ -221,6 +243,7 @@ class RetrainPanel(QWidget):
         self.eta_label.setText(_fmt_eta(None))
         self.keep_button.setVisible(False)
         self.image_table.setVisible(False)
+        self.image_caption.setVisible(False)
         self.retrain_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._say(f"Retraining from {store.current_model_version} in the background...")
@@ -372,14 +395,75 @@ class RetrainPanel(QWidget):
             self.model_changed.emit(store.current_model_version)
 
     def _show_images(self, rows: Sequence[ImageScore]) -> None:
-        cells = image_rows(rows)
-        self.image_table.setRowCount(len(cells))
-        for i, row in enumerate(cells):
-            for j, text in enumerate(row):
-                item = QTableWidgetItem(text)
-                item.setToolTip(text)
-                self.image_table.setItem(i, j, item)
-        self.image_table.setVisible(bool(cells))
+        """Fill the per-image table: each image's name (bold, across both columns), then its scores under it."""
+        table = self.image_table
+        table.clearSpans()
+        table.clearContents()
+        images = image_rows(rows)
+        table.setRowCount(3 * len(images))
+        for i, (name, held, dice, agreement) in enumerate(images):
+            head = QTableWidgetItem(f"{name} ({held})")  # a long name is elided in its middle (_fit_names)
+            head.setData(Qt.ItemDataRole.UserRole, (name, held))
+            head.setToolTip(f"{name} ({held})")
+            font = QFont(table.font())  # the table's font (napari's style sets its size), in bold
+            font.setBold(True)
+            head.setFont(font)
+            table.setItem(3 * i, 0, head)
+            table.setSpan(3 * i, 0, 1, 2)
+            for k, (label, value) in enumerate((dice, agreement), start=1):
+                for j, text in enumerate((label, value)):
+                    item = QTableWidgetItem(text)
+                    item.setToolTip(f"{name}: {label} {value}")
+                    if j == 0:
+                        item.setForeground(table.palette().color(QPalette.ColorRole.PlaceholderText))
+                    table.setItem(3 * i + k, j, item)
+        # the labels' column as wide as they are (not as the names, which span both columns), the values the rest
+        labels = [label for _, _, *pairs in images for label, _ in pairs]
+        pad = 2 * table.style().pixelMetric(table.style().PixelMetric.PM_FocusFrameHMargin) + 8
+        table.setColumnWidth(0, max((table.fontMetrics().horizontalAdvance(t) for t in labels), default=40) + pad)
+        self._fit_names()
+        table.resizeRowsToContents()
+        # as tall as its rows, up to about four images (then it scrolls)
+        shown = sum(table.rowHeight(r) for r in range(min(table.rowCount(), 12)))
+        table.setFixedHeight(shown + 2 * table.frameWidth())
+        table.setVisible(bool(images))
+        self.image_caption.setVisible(bool(images))
+
+    def _fit_names(self) -> None:
+        """Each image's name row in one line of the table's width: a long name is elided in its middle, the number
+        of its held-out regions after it stays whole (the whole name is in the tooltip)."""
+        table = self.image_table
+        width = table.viewport().width() - 2 * table.style().pixelMetric(
+            table.style().PixelMetric.PM_FocusFrameHMargin) - 4
+        for row in range(0, table.rowCount(), 3):
+            item = table.item(row, 0)
+            if item is None or not item.data(Qt.ItemDataRole.UserRole):
+                continue
+            name, held = item.data(Qt.ItemDataRole.UserRole)
+            metrics, suffix = QFontMetrics(item.font()), f" ({held})"
+            shown = metrics.elidedText(name, Qt.TextElideMode.ElideMiddle,
+                                       max(20, width - metrics.horizontalAdvance(suffix))) + suffix
+            if item.text() != shown:
+                item.setText(shown)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        """The per-image table was resized (the dock widened or narrowed): its names are fitted again."""
+        if obj is self.image_table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_names()
+        return False
+
+    def retrain_tip(self) -> str:
+        """Retrain's tooltip: what it does, and what it needs first when it cannot start now."""
+        if self.job is not None or self.state == "registering":
+            return f"{RETRAIN_TIP} (running: Cancel stops it)"
+        try:
+            store = self._get_store()
+            ready = bool(store.training_regions())
+        except Exception:  # no store open (the dock's store getter says so when clicked)
+            return f"{RETRAIN_TIP}.\nNeeds a project store: open one, or predict and accept a region first."
+        if not ready:
+            return f"{RETRAIN_TIP}.\nNeeds at least one accepted region that is not held out."
+        return RETRAIN_TIP
 
     def keep_anyway(self) -> bool:
         """Make the last, not promoted, model current anyway (the user's choice)."""

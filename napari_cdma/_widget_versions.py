@@ -1,9 +1,9 @@
 """Model versions panel: the project's models, which one is current, roll back (or forward)."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, Signal
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from ._messages import show_message
@@ -50,6 +50,25 @@ def version_rows(models: List[ModelRecord], current: str) -> List[Tuple[str, str
     return out
 
 
+class TipWhenShown(QObject):
+    """Sets a widget's tooltip from ``tip()`` each time the tooltip is about to show (so it says what is
+    needed now, without the panel being told of every change of the store)."""
+
+    def __init__(self, widget: QWidget, tip: Callable[[], str]) -> None:
+        super().__init__(widget)
+        self._tip = tip
+        widget.setToolTip(tip())
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        if event.type() == QEvent.Type.ToolTip:
+            obj.setToolTip(self._tip())
+        return False
+
+
+ROLLBACK_TIP = "Make the version selected in the list the current model (roll back, or forward)"
+
+
 class VersionsPanel(QWidget):
     """The list of model versions and a roll-back button.
 
@@ -71,6 +90,8 @@ class VersionsPanel(QWidget):
         self.version_list.setMaximumHeight(100)
         readable_list(self.version_list)
         self.rollback_button = QPushButton("Roll back to selected")
+        # enabled with no store open: a click says a store is needed, in this panel (the dock scrolls to it)
+        TipWhenShown(self.rollback_button, self.rollback_tip)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -115,6 +136,16 @@ class VersionsPanel(QWidget):
         self.refresh()
         self.model_changed.emit(version)
         return True
+
+    def rollback_tip(self) -> str:
+        """Roll back's tooltip: what it does, and what it needs first when it cannot act now."""
+        try:
+            self._get_store()
+        except Exception:  # no store open
+            return f"{ROLLBACK_TIP}.\nNeeds a project store: open one, or predict and accept a region first."
+        if self.version_list.currentItem() is None:
+            return f"{ROLLBACK_TIP}.\nSelect a version in the list first."
+        return ROLLBACK_TIP
 
     def roll_back(self, version: Optional[str] = None) -> bool:
         """Make the selected (or given) version current: roll back or forward by hand."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_cdma._widget_retrain import IMAGE_COLUMNS, RetrainPanel
+from napari_cdma._widget_retrain import RetrainPanel
 from napari_cdma.project.events import Done, ImageScore
 from napari_cdma.project.store import ProjectStore
 
@@ -17,8 +17,10 @@ def _store(tmp_path, lite_checkpoint):
 
 
 def _table(panel):
+    """The per-image table's rows: an image's name (across both columns), then its [label, value] rows."""
     t = panel.image_table
-    return [[t.item(i, j).text() for j in range(t.columnCount())] for i in range(t.rowCount())]
+    return [[t.item(i, 0).text()] if t.columnSpan(i, 0) == 2 else [t.item(i, j).text() for j in range(2)]
+            for i in range(t.rowCount())]
 
 
 def _handle(qtbot, panel, event):
@@ -48,16 +50,18 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     assert panel.state == "done" and panel.last_record.promoted
     # the model is checked (loaded as the plugin will) and registered off the GUI thread: 0.2-0.3 s of torch
     assert threads and threading.main_thread() not in threads
-    assert panel.image_table.isVisibleTo(panel)
-    assert [panel.image_table.horizontalHeaderItem(j).text() for j in range(4)] == list(IMAGE_COLUMNS)
-    assert _table(panel) == [["testA_1.png", "0.861 (2)", "0.902", "0.981"], ["testB_4.png", "n/a", "n/a", "0.973"]]
+    assert panel.image_table.isVisibleTo(panel) and panel.image_caption.isVisibleTo(panel)
+    # one image under the other: its name and held-out regions, then its Dice current -> new, and its agreement
+    assert _table(panel) == [["testA_1.png (2 held out)"], ["held-out Dice", "0.861 \u2192 0.902"],
+                             ["agreement", "0.981"], ["testB_4.png (none held out)"], ["held-out Dice", "n/a"],
+                             ["agreement", "0.973"]]
     # in a dock as narrow as the plugin's, the table fits its width (it was cut on the right: walk)
     panel.resize(250, 700)
     panel.show()
     qtbot.waitExposed(panel)
     t = panel.image_table
     assert sum(t.columnWidth(j) for j in range(t.columnCount())) <= t.viewport().width() + 1
-    assert t.item(0, 0).toolTip() == "testA_1.png"  # an elided name is whole in its tooltip
+    assert t.item(0, 0).toolTip() == "testA_1.png (2 held out)"  # an elided name is whole in its tooltip
     assert "agreement on uncorrected tissue 0.977 (4 crops)" in panel.last_message
 
     # the same scores, but the new model changed uncorrected tissue: not promoted, and the panel says why
@@ -66,8 +70,8 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     _handle(qtbot, panel, regressed)
     assert not panel.last_record.promoted and store.current_model_version == "v0002"
     assert "changed the prediction of uncorrected tissue" in panel.last_message
-    assert panel.keep_button.isVisibleTo(panel) and len(_table(panel)) == 1
-    assert np.isclose(float(_table(panel)[0][3]), 0.62)
+    assert panel.keep_button.isVisibleTo(panel) and len(_table(panel)) == 3
+    assert _table(panel)[2][0] == "agreement" and np.isclose(float(_table(panel)[2][1]), 0.62)
 
 
 def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, tmp_path, lite_checkpoint):
@@ -93,7 +97,8 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
     assert "not promoted: too little to promote automatically" in panel.last_message
     assert panel.last_message.count("held-out score rests on") == 1
     assert "n/a" not in panel.last_message and "0.000" not in panel.last_message and "Dice" not in panel.last_message
-    assert _table(panel) == [["testA_1.png", "too little gland (1)", "n/a", "0.990"]]
+    assert _table(panel) == [["testA_1.png (1 held out)"], ["held-out Dice", "too little gland"],
+                             ["agreement", "0.990"]]
     assert not panel.last_record.promoted and panel.keep_button.isVisibleTo(panel)
 
     # enough held-out regions, none with a gland: still words, still not promoted
