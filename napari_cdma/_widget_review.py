@@ -445,12 +445,12 @@ class ReviewPanel(QWidget):
         """Enable each button that can act now; a disabled one's tooltip says what it needs first."""
         try:
             needs = self.needs()
-        except RuntimeError:  # the panel's Qt objects are gone (the viewer closed)
+            for key, button in self._buttons.items():
+                need = needs[key]
+                button.setEnabled(need is None)
+                button.setToolTip(TIPS[key] if need is None else f"{need}\n({TIPS[key]})")
+        except RuntimeError:  # the panel's Qt objects are gone (the dock or the viewer closed)
             return
-        for key, button in self._buttons.items():
-            need = needs[key]
-            button.setEnabled(need is None)
-            button.setToolTip(TIPS[key] if need is None else f"{need}\n({TIPS[key]})")
 
     def _watch_shapes(self) -> None:
         """Accept drawn follows the shapes of the chosen Drawn layer (enabled once it holds one)."""
