@@ -15,7 +15,10 @@ variants in turn, ``--repeats`` rounds) so that the shared machine's load falls 
   three branches' softmax, as ``predict``), roi = our tile, overlap 0.2, Gaussian blending,
   ``sw_batch_size`` = our batch (8), for ``--monai-sizes``; its time over the strip run's time is
   reported as a ratio;
-* ``cdma export STORE --geojson`` on the smallest size's store.
+* ``cdma export STORE --geojson`` on the smallest size's store;
+* ``cdma export STORE --in-store`` on the smallest size's store (the numbered glands the napari dock shows,
+  ``STORE/labels/instances``): computed, then again (reused: the gland labels did not change). ``--number-store
+  STORE`` measures only this, on a copy of an existing store (e.g. one kept with ``--keep``).
 
 Memory: a wrapper process samples the resident memory of the command's whole process tree every
 0.2 s (psutil; the Dask scheduler and workers included) and reports its peak sum and the peak of
@@ -165,6 +168,32 @@ def glands_agreement(a: Path, b: Path) -> str:
             f"{int(du.max())}/255")
 
 
+def number_notes(store: Path, work: Path) -> List[str]:
+    """Time and peak memory of numbering a store's glands into the store (``cdma export STORE --in-store``) on a
+    copy of ``store`` in ``work``: computed, then reused."""
+    copy = work / f"numbered_{store.name}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(store, copy)
+    shutil.rmtree(copy / "labels" / "instances", ignore_errors=True)  # numbered from scratch
+    notes = []
+    for what in ("computed", "reused"):
+        load = load_average()
+        res = measure(cdma("export", copy, "--in-store"))
+        if res["rc"] != 0:
+            raise SystemExit(f"cdma export --in-store failed: {res['stderr_tail']}")
+        out = json.loads(res["stdout_tail"][0])
+        assert out["reused"] == (what == "reused"), out
+        from src_model.slide_store import open_store
+
+        info = open_store(copy).info
+        notes.append(f"numbered glands (cdma export --in-store, STORE/labels/instances) of the {info.height} x "
+                     f"{info.width} store ({what}): {out['glands']} glands, {out['seconds']:.1f} s inside, "
+                     f"{res['wall_s']:.1f} s for the process, CPU {res['cpu_s']:.1f} s, peak "
+                     f"{res['peak_process_mb']:.0f} MiB (load {load[0]:.1f}).")
+    shutil.rmtree(copy, ignore_errors=True)
+    return notes
+
+
 def markdown(r: Dict[str, Any]) -> str:
     lines = ["# Whole slides: `cdma predict-slide` memory and throughput", "",
              "GlaS mosaics (real training-image tissue) as pyramidal tiled TIFFs; bundled lite model, chunk "
@@ -216,7 +245,11 @@ def main() -> int:
     ap.add_argument("--extra-chunk", type=int, default=2048, help="a second chunk size, for --extra-chunk-sizes")
     ap.add_argument("--extra-chunk-sizes", type=int, nargs="*", default=[], help="sizes also run with --extra-chunk")
     ap.add_argument("--keep", action="store_true", help="keep the slides and stores")
+    ap.add_argument("--number-store", type=Path, default=None,
+                    help="only measure numbering the glands of this existing store (on a copy) and record it")
     args = ap.parse_args()
+    if args.number_store is not None:
+        return number_only(args.number_store)
     data = require_glas(args.data)
     work = Path(tempfile.mkdtemp(prefix="cdma-bench-slide-"))
     runs: List[Dict[str, Any]] = []
@@ -298,6 +331,7 @@ def main() -> int:
                 notes.append(f"cdma export --geojson on the {size} x {size} store: {glands} glands in "
                              f"{res['wall_s']:.0f} s ({(time.perf_counter() - t):.0f} s with the wrapper), peak "
                              f"{res['peak_process_mb']:.0f} MiB.")
+                notes += number_notes(work / f"s{size}_1.zarr", work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -316,6 +350,22 @@ def main() -> int:
                "notes": notes_kept + notes, "machine": machine_info()}
     write_results(NAME, results, markdown(results))
     print(markdown(results))
+    return 0
+
+
+def number_only(store: Path) -> int:
+    """``--number-store``: the numbering notes of ``store`` replace the earlier ones of its size."""
+    work = Path(tempfile.mkdtemp(prefix="cdma-bench-number-"))
+    try:
+        notes = number_notes(store, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    old = json.loads((RESULTS / f"{NAME}.json").read_text())
+    size = notes[0].split(" store (")[0].split("of the ")[-1]
+    kept = [n for n in old.get("notes", []) if not (n.startswith("numbered glands") and f"of the {size} store" in n)]
+    results = {**old, "notes": kept + notes}
+    write_results(NAME, results, markdown(results))
+    print("\n".join(notes))
     return 0
 
 
