@@ -15,6 +15,14 @@ with chunks of ``C / 2^k``)::
       labels/glands/0..n-1 uint8 (H_k, W_k): 1 = gland, 0 = background or not predicted yet
                            (the class labels, argmax of the mean branch probability); an NGFF
                            image-label; level k: every 2^k-th pixel (nearest, as labels must be)
+      labels/instances/    (once numbered: ``cdma export STORE --in-store`` or the napari dock, when every
+                           chunk is done; :func:`src_model.export.write_instances`) uint32 (H_k, W_k) 0..n-1:
+                           the glands numbered 1..N as ``cdma export``'s GeoJSON numbers them (one label per
+                           gland, a gland cut by chunk sides one label), an NGFF image-label with this pyramid
+                           (every 2^k-th pixel); ``table`` float64 (N, 7): gland_id, area_px, mean_uncertainty,
+                           y0, x0, y1, x1 (level-0 pixels of the slide); attribute ``cdma.source``: a digest of
+                           ``labels/glands/0`` and the done chunks it was computed from (out of date once the
+                           labels change: numbered again, replaced atomically by a rename)
       uncertainty/0..n-1   uint8 (H_k, W_k): round(255 x uncertainty), the map of
                            ``Prediction.uncertainty`` (mean branch entropy / ln C, in [0, 1]);
                            its own multiscales (axes y, x); level k: mean of 2^k x 2^k blocks

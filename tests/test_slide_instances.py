@@ -161,3 +161,19 @@ def test_labels_changed_while_numbering_are_not_committed_and_a_stopped_run_leav
     assert not out["stale"] and instances_info(store)["source"] == glands_fingerprint(store)
     lab = instance_levels(store)[0][:]
     assert not lab[:CHUNK, :CHUNK].any() and not lab[2 * CHUNK:, 2 * CHUNK:].any()
+
+
+def test_cdma_export_in_store_numbers_once_and_reuses(slide_store, tmp_path, capsys):
+    import json
+
+    from src_model.cli import main
+
+    store = _copy(slide_store, tmp_path)
+    assert main(["export", str(store.path), "--in-store"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["glands"] >= 8 and not first["reused"] and instances_current(open_store(store.path))
+    assert main(["export", str(store.path), "--in-store", "--progress", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert lines[-1]["reused"] and lines[-1]["glands"] == first["glands"]
+    assert not [e for e in lines if e["event"] == "progress"]  # nothing computed again
+    assert main(["export", str(store.path), "--in-store", "--geojson", str(tmp_path / "g.geojson")]) != 0

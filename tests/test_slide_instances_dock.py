@@ -114,3 +114,11 @@ def test_an_accepted_window_numbers_the_glands_again(make_napari_viewer, qtbot, 
     ys, xs = np.nonzero(edited == 0)
     assert not after[ys + y0, xs + x0].any()  # nothing numbered where the window has no gland
     assert len(np.unique(after[after > 0])) == n < len(np.unique(before[before > 0]))
+    # the window withdrawn: the labels as predicted, and the numbers as they were
+    assert panel.withdraw_window(panel.last_record.region_id), panel.last_message
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_message.startswith("Withdrew window"), panel.last_message
+    layer = _numbered(qtbot, panel, image.name)
+    assert layer.visible and instances_current(open_store(full_store))
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), before)
+    assert [r["id"] for r in panel.gland_rows[image.name]] == list(range(1, len(np.unique(before[before > 0])) + 1))
