@@ -1313,6 +1313,11 @@ class SlidePanel(QWidget):
         glands = f"{name} glands"
         if glands in self.viewer.layers:  # under the glands' outlines (and an edit window), not over them
             self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(glands))
+            over = self.viewer.layers[glands]
+            if not getattr(over, "contour", 1):  # the reader's layer, filled: outlined as the panel's own (its
+                over.colormap = gland_colormap()  # fill hid the numbered glands' colours under a brown veil)
+                over.contour = OUTLINE_WIDTH
+                over.opacity = 0.9
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active
         return layer
