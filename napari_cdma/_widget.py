@@ -85,9 +85,16 @@ from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore
 
 logger = logging.getLogger(__name__)
 
-#: The last latest-prediction save started by any dock of this process (each save waits for the one
-#: before it, so the last prediction made is the one kept; opening a store waits for it).
+#: The last latest-prediction save made by any dock of this process (each save waits for the one
+#: before it, so the last prediction made is the one kept; opening a store waits for it). A large image's save
+#: is started only once its hand-over is over (:meth:`CdmaWidget._start_deferred_save`): it may not be started yet.
 _last_saver: Optional[threading.Thread] = None
+#: Delay from the last step of a large image's hand-over to the start of its save: the store's writer (zarr)
+#: holds the GIL for long stretches, and the GUI thread, which gives the GIL up at each OpenGL and Qt call of a
+#: redraw, waited for it at each: with the save started at the hand-over the event loop stalled 126-386 ms in
+#: the 2 s after it, 58 ms without a save (6000 x 6000 image, load 3-4). Started after the hand-over's redraws,
+#: it slows only the redraws a user asks for meanwhile.
+SAVE_DELAY_MS = 300
 
 PROJECT_ENV = "NAPARI_CDMA_PROJECT"
 KEEP_TIP = ("Keep in the project store the edits of each prediction layer that are not accepted yet, so that they "
@@ -95,6 +102,16 @@ KEEP_TIP = ("Keep in the project store the edits of each prediction layer that a
 #: The dock's width when it opens (px): beside napari's layer list in its default window (about 1089 px
 #: wide) the canvas keeps about 500 px.
 DOCK_WIDTH = 280
+
+
+def _start_saver(saver: threading.Thread) -> None:
+    """Start a save thread made with ``defer`` if it has not been started (by anyone) yet."""
+    with _SAVER_LOCK:
+        if saver.ident is None:
+            saver.start()
+
+
+_SAVER_LOCK = threading.Lock()
 
 
 def default_project_path() -> Path:
@@ -171,6 +188,8 @@ class CdmaWidget(QWidget):
         self.last_image: Optional[str] = None
         self._refresh_after_predict = False
         self._turns: List[Any] = []  # GUI work left of a large image's hand-over, one step per event-loop turn
+        #: a large image's save, made at its hand-over and started once the hand-over is over
+        self._deferred_save: Optional[threading.Thread] = None
         self._restoring: Optional[Restore] = None  # a reopened store's layers being read or added
         self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
@@ -189,7 +208,7 @@ class CdmaWidget(QWidget):
         self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
         self.display_panel = DisplayPanel(self.viewer)
         self.predict_panel.fill_for = self.display_panel.fill_check.isChecked
-        self.predict_panel.settled_for = self.settled
+        self.predict_panel.settled_for = self.handed_over
         self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get,
                                         image_label=self._region_image_label)
         # an open store only: Retrain and Roll back must not create one (the first Predict or Accept does)
@@ -449,16 +468,18 @@ class CdmaWidget(QWidget):
         """Wait until the predictions being written to a store are written; False on timeout."""
         saver = _last_saver
         if saver is not None:
+            _start_saver(saver)  # a save waiting for the end of a hand-over: now
             saver.join(timeout)
             if saver.is_alive():
                 return False
         return True
 
     def _save_latest_prediction(self, result: PredictResult, labels: np.ndarray, uncertainty: Any,
-                                pasted: bool) -> None:
+                                pasted: bool, defer: bool = False) -> None:
         """Keep a prediction written to the image's own prediction layer as the image's latest
         prediction in the store, with the image (off the GUI thread; saves run one after another,
-        in order, so the last prediction made is the one kept)."""
+        in order, so the last prediction made is the one kept). ``defer``: the thread is started by
+        :meth:`_start_deferred_save` at the end of the hand-over (or by a flush or a later save)."""
         if not result.image_hash or uncertainty is None:
             return
         h, w = np.shape(labels)[:2]
@@ -478,6 +499,7 @@ class CdmaWidget(QWidget):
 
         def save() -> None:
             if previous is not None:
+                _start_saver(previous)
                 previous.join()
             message = ""
             try:
@@ -496,7 +518,24 @@ class CdmaWidget(QWidget):
                 pass
 
         _last_saver = threading.Thread(target=save, name=f"napari-cdma save prediction {name}")
-        _last_saver.start()
+        if defer:
+            self._deferred_save = _last_saver
+        else:
+            _last_saver.start()
+
+    def _start_deferred_save(self) -> None:
+        """Start the save of the last large image handed over (if any) in :data:`SAVE_DELAY_MS`, after the
+        hand-over's redraws."""
+        saver = self._deferred_save
+        if saver is None:
+            return
+
+        def start() -> None:
+            _start_saver(saver)
+            if self._deferred_save is saver:
+                self._deferred_save = None
+
+        QTimer.singleShot(SAVE_DELAY_MS, start)
 
     def _create_named_store(self, image_name: str) -> Optional[ProjectStore]:
         """The store of the path field, created now (as the first Accept creates it) when that folder
@@ -1051,7 +1090,8 @@ class CdmaWidget(QWidget):
                              f"{edits} edited pixel(s) not accepted yet, kept as they are.")
         else:
             self._save_latest_prediction(result, instances, result.live.uncertainty if result.live is not None
-                                         else np.asarray(layers["uncertainty"].data), pasted=not trial)
+                                         else np.asarray(layers["uncertainty"].data), pasted=not trial,
+                                         defer=result.live is not None)
             was_restored = self.restored_predictions.pop(name, None) is not None
             others = {k: v for k, v in state.others.items() if k in self.viewer.layers} if state is not None else {}
             reviewed = {k: v for k, v in state.reviewed.items() if k in others} if state is not None else {}
@@ -1118,11 +1158,19 @@ class CdmaWidget(QWidget):
         finally:
             if self._turns:
                 QTimer.singleShot(0, self._next_turn)
+            else:  # the hand-over is over: its save may start
+                self._start_deferred_save()
+
+    def handed_over(self) -> bool:
+        """True when no GUI work of a prediction's hand-over or of a reopened store is left for later
+        event-loop turns (the Predict panel is idle from then on)."""
+        return not self._turns and self._restoring is None
 
     def settled(self) -> bool:
-        """True when no GUI work of a prediction's hand-over or of a reopened store is left for later
-        event-loop turns."""
-        return not self._turns and self._restoring is None
+        """:meth:`handed_over`, and a large image's save has been started (it starts :data:`SAVE_DELAY_MS` after
+        its hand-over)."""
+        saving = self._deferred_save
+        return self.handed_over() and (saving is None or saving.ident is not None)
 
     def _on_layer_inserted(self, event: Any) -> None:
         """The first layer opened with the dock docked: napari fits the view to it, then its layer controls widen

@@ -1,0 +1,73 @@
+"""A large image's prediction is written to the project store only once its hand-over is over
+(napari_cdma/_widget.py, SAVE_DELAY_MS): the store's writer holds the GIL for long stretches, and with the save
+started at the hand-over the event loop stalled 126-386 ms in the 2 s after it (6000 x 6000 image). Streaming is
+forced on GlaS testA_1 as in test_widget_predict_stream.py; the store is the one the first prediction creates."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _dock import open_dock, wait_settled
+from qtpy.QtCore import QTimer
+
+from napari_cdma import _widget
+from napari_cdma._layers import names_for
+
+NAME = "glas"
+
+
+@pytest.fixture
+def dock(make_napari_viewer, glas_dir, tmp_path, monkeypatch):
+    from src_model.io import read_image
+
+    monkeypatch.setenv("NAPARI_CDMA_PROJECT", str(tmp_path / "store"))  # created by the first prediction
+    viewer = make_napari_viewer()
+    viewer.add_image(read_image(glas_dir / "images" / "testA_1.png"), name=NAME, rgb=True)
+    widget = open_dock(viewer)
+    widget.predict_panel.stream_pixels = 0  # streamed, as a large image is
+    return viewer, widget
+
+
+def _saver_started():
+    saver = _widget._last_saver
+    return saver is not None and saver.ident is not None
+
+
+def _stored_labels(widget):
+    store = widget._store
+    record = store.latest_prediction(widget.states[NAME].image_hash)
+    assert record is not None
+    return store.load_prediction(widget.states[NAME].image_hash)[0]
+
+
+def test_a_large_images_save_starts_after_its_hand_over(dock, qtbot):
+    viewer, widget = dock
+    before = _widget._last_saver
+    seen = []  # at each event-loop turn: (hand-over steps left, save started)
+    timer = QTimer()
+    timer.setInterval(0)
+    timer.timeout.connect(lambda: seen.append((bool(widget._turns), _widget._last_saver is not before
+                                               and _saver_started())))
+    timer.start()
+    try:
+        assert widget.predict(NAME), widget.predict_panel.last_message
+        qtbot.waitUntil(lambda: not widget.predict_panel.running and widget.settled(), timeout=120_000)
+    finally:
+        timer.stop()
+    assert any(turns for turns, _ in seen)  # the hand-over had steps left for later turns
+    assert not any(turns and started for turns, started in seen)  # none of them ran beside the save
+    assert _saver_started() and _widget._last_saver is not before
+    assert widget.flush_prediction_saves(60)
+    np.testing.assert_array_equal(_stored_labels(widget), viewer.layers[names_for(NAME)["prediction"]].data)
+
+
+def test_a_flush_starts_a_save_still_waiting_for_its_delay(dock, qtbot, monkeypatch):
+    viewer, widget = dock
+    monkeypatch.setattr(_widget, "SAVE_DELAY_MS", 600_000)
+    assert widget.predict(NAME), widget.predict_panel.last_message
+    qtbot.waitUntil(lambda: not widget.predict_panel.running and not widget._turns
+                    and widget._deferred_save is not None, timeout=120_000)
+    assert not _saver_started() and not widget.settled()  # waiting for the delay
+    assert widget.flush_prediction_saves(60)  # e.g. opening another store
+    assert _saver_started()
+    wait_settled(widget, 5)
+    np.testing.assert_array_equal(_stored_labels(widget), viewer.layers[names_for(NAME)["prediction"]].data)
