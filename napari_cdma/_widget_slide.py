@@ -201,6 +201,9 @@ class SlidePanel(QWidget):
         #: store path -> (lo, hi, level): the uncertainty layer's contrast (uncertainty units, over tissue)
         self.ranges: Dict[str, Tuple[float, float, int]] = {}
         self._numbering = None  # the worker numbering a store's glands (not one of the jobs: it blocks no button)
+        # the viewer closed (the panel destroyed): the numbering stops (its process killed at its next progress line)
+        self._numbering_box: Dict[str, Any] = {"worker": None}
+        self.destroyed.connect(lambda *_a, box=self._numbering_box: box["worker"] and box["worker"].quit())
         self._numbering_run: Optional[Dict[str, Any]] = None  # what it numbers: layer, store, slide id, hidden
         self._numbered: Dict[str, str] = {}  # slide layer name -> store whose numbered glands it shows, current
         #: slide layer name -> the per-gland table of its numbered glands (the dock's gland-table rows: "id",
@@ -1211,6 +1214,7 @@ class SlidePanel(QWidget):
         run = {"layer": name, "store": str(store_path), "slide": self.viewer.layers[name].unique_id, "hidden": False}
         worker = create_worker(number_glands_job, str(store_path))
         self._numbering, self._numbering_run = worker, run
+        self._numbering_box["worker"] = worker
         worker.yielded.connect(lambda event, run=run: self._on_number_progress(event, run))
         worker.returned.connect(lambda result, run=run: self._on_numbered(result, run))
         worker.errored.connect(lambda exc, run=run: self._on_numbered(("error", str(exc), None), run))

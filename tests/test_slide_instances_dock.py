@@ -122,3 +122,21 @@ def test_an_accepted_window_numbers_the_glands_again(make_napari_viewer, qtbot, 
     assert layer.visible and instances_current(open_store(full_store))
     np.testing.assert_array_equal(np.asarray(layer.data[0]), before)
     assert [r["id"] for r in panel.gland_rows[image.name]] == list(range(1, len(np.unique(before[before > 0])) + 1))
+
+
+def test_closing_the_viewer_stops_the_numbering(make_napari_viewer, qtbot, tmp_path, full_store):
+    """The numbering's process does not outlive the viewer for long, and never leaves partial numbers."""
+    import psutil
+
+    viewer, image, panel = _open(make_napari_viewer, tmp_path, full_store)
+    me = psutil.Process()
+    numbering = lambda: [p for p in me.children(recursive=True)  # noqa: E731
+                         if "--in-store" in " ".join(p.cmdline())]
+    qtbot.waitUntil(lambda: bool(numbering()), timeout=60_000)
+    assert panel.numbering
+    viewer.close()
+    qtbot.waitUntil(lambda: not numbering(), timeout=30_000)
+    from src_model.export import instances_info
+
+    meta = instances_info(open_store(full_store))
+    assert meta is None or instances_current(open_store(full_store))  # none, or complete and current
