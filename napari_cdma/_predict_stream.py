@@ -535,9 +535,11 @@ class LiveLayers:
         if whole is None:
             self.uncertainty = np.zeros(shape, np.float16)
             self.labels = np.zeros(shape, labels_dtype(shape))
-            # the model's own labels, written with the layer's (zeros: pages are touched as bands arrive), so
-            # that the hand-off needs no whole-image copy on the GUI thread (0.35 s for 6000 x 6000)
-            self.model_labels = np.zeros(shape, self.labels.dtype)
+            #: the model's own labels: while a large image streams they are the layer's (nothing else writes to
+            #: it), copied from it at the hand-off before corrections are pasted (:meth:`paste`; 6-40 ms for
+            #: 6000 x 6000 uint16), not kept beside it: 72 MB of the process's peak, which comes in the
+            #: block-by-block post-processing
+            self.model_labels: Optional[np.ndarray] = None
         else:
             self.uncertainty = np.asarray(whole["uncertainty"], dtype=np.float32)
             self.labels = np.array(whole["labels"], dtype=np.int32, copy=True)  # the layer's (corrections go there)
@@ -706,19 +708,20 @@ class LiveLayers:
         layer = self.labels_layer
         if largest > np.iinfo(layer.data.dtype).max:
             layer.data = layer.data.astype(np.int32)
-        if largest > np.iinfo(self.model_labels.dtype).max:
+        if self.model_labels is not None and largest > np.iinfo(self.model_labels.dtype).max:
             self.model_labels = self.model_labels.astype(np.int32)
 
     def write_labels(self, y0: int, x0: int, values: np.ndarray, model: bool = True) -> None:
         """Set the labels of a block (changed pixels only), redrawing just that extent; ``model``:
-        they are the model's own labels (not a pasted correction), kept in :attr:`model_labels` too."""
+        they are the model's own labels (not a pasted correction), kept in :attr:`model_labels` too when it is
+        kept apart from the layer."""
         layer = self.labels_layer
         if values.size:
             top = int(values.max())
             self.room_for(top)
             self.largest = max(self.largest, top)
         bh, bw = values.shape
-        if model:
+        if model and self.model_labels is not None:
             self.model_labels[y0:y0 + bh, x0:x0 + bw] = values
         changed = layer.data[y0:y0 + bh, x0:x0 + bw] != values
         yy, xx = np.nonzero(changed)
@@ -871,12 +874,14 @@ class LiveLayers:
         """Paste accepted corrections into the adopted labels layer, redrawing only their boxes.
 
         Returns:
-            The model's own labels (:attr:`model_labels`, kept as the bands were written: no
-            whole-image copy here; for the dock's state) and the number of corrections pasted.
+            The model's own labels (:attr:`model_labels`: a large image's are copied from the layer here,
+            before any correction is pasted; for the dock's state) and the number of corrections pasted.
         """
         from ._layers import paste_corrections
 
         layer = self.labels_layer
+        if self.model_labels is None:  # streamed: the layer holds the model's labels until now
+            self.model_labels = np.array(layer.data, copy=True)
         if not corrections:
             return self.model_labels, 0
         # pasted glands get ids above every id in the layer (room_for may widen model_labels too)

@@ -211,18 +211,17 @@ def _built(shape=(64, 80), viewer=None):
     return live
 
 
-def test_hand_off_returns_the_models_labels_kept_band_by_band_not_a_copy_of_the_layer():
-    """The model's own labels (the dock's state) are written with each band, so the hand-off makes no
-    whole-image copy on the GUI thread; they stay the model's when corrections are pasted or the layer painted."""
+def test_hand_off_copies_the_models_labels_from_the_layer_before_pasting_corrections():
+    """While a large image streams, the layer holds the model's own labels and no second image-sized copy is
+    kept (72 MB of a 6000 x 6000 image's peak memory); the hand-off copies them (the dock's state) before it
+    pastes corrections, and they stay the model's when corrections are pasted or the layer painted."""
     live = _built()
     live.write_labels(0, 0, np.ones((8, 80), np.uint8))  # class labels of a first band
     live.write_labels(0, 0, np.arange(64 * 80, dtype=np.int32).reshape(64, 80) % 5)  # final glands (a block)
+    assert live.model_labels is None  # nothing kept beside the layer while it streams
     layer = live.labels_layer
-    original, n = live.paste([])
-    assert n == 0 and original is live.model_labels and original is not layer.data
-    np.testing.assert_array_equal(original, layer.data)
-    model = original.copy()
-    # a correction pasted into the layer, above every id written: not in the model's labels
+    model = layer.data.copy()
+    # a correction pasted into the layer at the hand-off, above every id written: not in the model's labels
     box, mask = (10, 20, 14, 26), np.ones((4, 6), np.uint8)
     original, n = live.paste([(box, mask)])
     assert n == 1 and original is live.model_labels
@@ -235,11 +234,24 @@ def test_hand_off_returns_the_models_labels_kept_band_by_band_not_a_copy_of_the_
     assert original[0, 0] == model[0, 0]
 
 
+def test_hand_off_without_corrections_returns_a_copy_of_the_layer():
+    live = _built()
+    live.write_labels(0, 0, np.arange(64 * 80, dtype=np.int32).reshape(64, 80) % 5)
+    layer = live.labels_layer
+    original, n = live.paste([])
+    assert n == 0 and original is live.model_labels and original is not layer.data
+    np.testing.assert_array_equal(original, layer.data)
+    layer.data[0, 1] = 9  # painting the adopted layer leaves the model's labels alone
+    assert original[0, 1] == 1
+
+
 def test_model_labels_are_widened_with_the_layer():
     live = _built()
     live.write_labels(0, 0, np.full((2, 2), 70_000, np.int32))
-    assert live.model_labels.dtype == np.int32 and live.model_labels[0, 0] == 70_000
-    np.testing.assert_array_equal(live.model_labels, live.labels_layer.data)
+    assert live.labels_layer.data.dtype == np.int32
+    original, _ = live.paste([])
+    assert original.dtype == np.int32 and original[0, 0] == 70_000
+    np.testing.assert_array_equal(original, live.labels_layer.data)
 
 
 def test_live_layers_leave_the_users_selection_alone():
