@@ -124,6 +124,9 @@ DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", 
 WRITES = ("predict", "export", "accept", "withdraw", "sync")
 #: Opacity of the numbered glands (filled, a colour per gland, under the glands' outlines).
 NUMBERED_OPACITY = 0.55
+#: Metadata of the numbered glands' layer while its numbers are out of date (being numbered again): the opacity to
+#: draw it at again (it is transparent meanwhile).
+OUT_OF_DATE_KEY = "cdma_out_of_date_opacity"
 #: Fill colours of the numbered glands, by gland number (cyclic): saturated hues far from the pinks and purples of
 #: H&E, in an order that keeps consecutive numbers (neighbours in a chunk's row) far apart. On the 8192 x 8192
 #: GlaS mosaic, 24 of 545 pairs of glands within 12 px of each other (4.4 %) share a colour (4 colours: 15 %;
@@ -1201,7 +1204,7 @@ class SlidePanel(QWidget):
         ``labels/instances``) runs in a process of its own, watched by a worker thread: no button waits for it,
         and a job that writes the store's labels stops it (it runs again when that job ends). Numbers the store
         holds for its labels as they are are shown at once (the worker only checks them). While glands are
-        numbered again, the numbered layer is hidden (its numbers are out of date)."""
+        numbered again, the numbered layer is drawn transparent (its numbers are out of date)."""
         if name not in self.viewer.layers:
             return False
         run = self._numbering_run
@@ -1249,11 +1252,12 @@ class SlidePanel(QWidget):
     def _on_number_progress(self, event: Any, run: Dict[str, Any]) -> None:
         if run is not self._numbering_run or not _alive(self):
             return
-        if not run["hidden"]:  # numbered again: the numbers shown are out of date
-            run["hidden"] = True
-            shown = self._live_layer(f"{run['layer']} {NUMBERED}", run["store"])
-            if shown is not None and shown.visible:
-                shown.visible = False
+        if not run["hidden"]:  # numbered again: the numbers shown are out of date, drawn transparent meanwhile
+            run["hidden"] = True  # (by opacity, a uniform: hiding the layer and showing it again re-slices it, up to
+            shown = self._live_layer(f"{run['layer']} {NUMBERED}", run["store"])  # 160 ms on the GUI thread)
+            if shown is not None and shown.opacity > 0:
+                shown.metadata[OUT_OF_DATE_KEY] = shown.opacity
+                shown.opacity = 0.0
         self.number_status.setText(f"Numbering the glands of '{run['layer']}' in the background: step {event.step} "
                                    f"of {event.total} (the numbered layer shows when done).")
 
@@ -1302,8 +1306,8 @@ class SlidePanel(QWidget):
         live = self._live_layer(lname, store_path)
         if live is not None:
             live.refresh()
-            if not live.visible:
-                live.visible = True
+            if OUT_OF_DATE_KEY in live.metadata:  # drawn again at the opacity it had
+                live.opacity = live.metadata.pop(OUT_OF_DATE_KEY)
             return live
         store = open_store(store_path)
         ds = store.info.downsample

@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 from test_widget_slide import _accept, _edit, _predict, _view
 
 from napari_cdma._slide_view import NUMBERED
+from napari_cdma._widget_slide import NUMBERED_OPACITY
 from src_model.export import GlandExtractor, instances_current
 from src_model.slide_store import open_store
 
@@ -106,7 +107,7 @@ def test_an_accepted_window_numbers_the_glands_again(make_napari_viewer, qtbot, 
     assert _accept(qtbot, panel) is not None, panel.last_message
     assert not instances_current(open_store(full_store))  # the store's numbers are out of date ...
     layer = _numbered(qtbot, panel, image.name)  # ... until numbered again after the accept
-    assert layer.visible and instances_current(open_store(full_store))
+    assert layer.visible and layer.opacity == NUMBERED_OPACITY and instances_current(open_store(full_store))
     after = np.asarray(layer.data[0])
     want, n = _export_numbers(full_store)
     np.testing.assert_array_equal(after, want)
