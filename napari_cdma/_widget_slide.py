@@ -31,6 +31,17 @@ Predict view, Export, Edit and Accept window undo them first in their own worker
 over a window so undone is read again in that worker and shows the store's labels in place (its layer is kept:
 napari collects garbage on the GUI thread when a layer is removed). "Export GeoJSON..." writes the store's glands as
 QuPath annotations (:mod:`src_model.export`, as ``cdma export STORE --geojson FILE``).
+
+Numbered glands: once every chunk of a slide is predicted (after a Predict view, and when a slide or store whose
+store is complete is chosen), its glands are numbered one label per gland, a gland cut by chunk sides one label,
+with the dock's post-processing and the numbers Export gives (:func:`src_model.export.write_instances`, written
+atomically into the store as ``labels/instances`` and reused while the store's gland labels are unchanged), in a
+process of its own watched by a worker thread (:func:`~napari_cdma._slide_view.number_glands_job`), and shown as
+"<slide> glands (numbered)", a read-only multiscale Labels layer filled under the glands' outlines. The editable
+path stays the edit window's (napari cannot paint multiscale labels); a job that writes the store's labels stops the
+numbering, which runs again when the job ends, the layer drawn transparent until its numbers are current again.
+:attr:`SlidePanel.gland_rows` holds the per-gland table (the dock's gland-table rows, boxes in world pixels) and
+``glands_numbered`` says when it is ready.
 """
 from __future__ import annotations
 
