@@ -536,9 +536,8 @@ class LiveLayers:
             self.uncertainty = np.zeros(shape, np.float16)
             self.labels = np.zeros(shape, labels_dtype(shape))
             #: the model's own labels: while a large image streams they are the layer's (nothing else writes to
-            #: it), copied from it at the hand-off before corrections are pasted (:meth:`paste`; 6-40 ms for
-            #: 6000 x 6000 uint16), not kept beside it: 72 MB of the process's peak, which comes in the
-            #: block-by-block post-processing
+            #: it), copied from it at the hand-off (:meth:`paste`), not kept beside it: 72 MB of the process's
+            #: peak, which comes in the block-by-block post-processing
             self.model_labels: Optional[np.ndarray] = None
         else:
             self.uncertainty = np.asarray(whole["uncertainty"], dtype=np.float32)
@@ -562,6 +561,10 @@ class LiveLayers:
         #: set once every step is done (or the layers are dropped or handed over): the worker starts then
         self.started = threading.Event()
         self._thumbnail_at = 0.0
+        #: the thread copying the layer's labels to :attr:`model_labels` at the hand-off, and whether the layer is
+        #: editable once it is done (:meth:`finish_copy`)
+        self._copying: Optional[threading.Thread] = None
+        self._editable_after_copy = True
         self._steps = self._build()
         self.build_step()  # the uncertainty layer's model at once (cheap)
 
@@ -831,6 +834,29 @@ class LiveLayers:
         self.labels_layer.editable = True
         return {**self.extras, "prediction": self.labels_layer, "uncertainty": self.unc_layer}
 
+    def _copy_in_thread(self) -> None:
+        """Copy the layer's labels to :attr:`model_labels` in a thread (numpy copies without the GIL): on the
+        GUI thread, copying 6000 x 6000 uint16 labels into new memory took up to 100 ms at load 3-4. The layer
+        is not editable until :meth:`finish_copy`, so no stroke gets into the copy."""
+        layer = self.labels_layer
+        out = np.empty_like(layer.data)
+        self._editable_after_copy = bool(layer.editable)
+        layer.editable = False
+        self._copying = threading.Thread(target=np.copyto, args=(out, layer.data), daemon=True,
+                                         name="napari-cdma copy model labels")
+        self._copying.start()
+        self.model_labels = out
+
+    def finish_copy(self) -> None:
+        """Wait for the copy of the model's labels (if one runs) and make the layer editable again (GUI thread,
+        a turn after the hand-off)."""
+        copying, self._copying = self._copying, None
+        if copying is None:
+            return
+        copying.join()
+        if self.labels_layer is not None:
+            self.labels_layer.editable = self._editable_after_copy
+
     def _to_side_layers(self, suffix: str) -> None:
         """The image's own map layers that this prediction updated in place get their data back; this
         prediction's maps of those roles go to (hidden) layers named with ``suffix``."""
@@ -881,7 +907,10 @@ class LiveLayers:
 
         layer = self.labels_layer
         if self.model_labels is None:  # streamed: the layer holds the model's labels until now
-            self.model_labels = np.array(layer.data, copy=True)
+            if corrections:  # copied before they are pasted
+                self.model_labels = np.array(layer.data, copy=True)
+            else:
+                self._copy_in_thread()
         if not corrections:
             return self.model_labels, 0
         # pasted glands get ids above every id in the layer (room_for may widen model_labels too)

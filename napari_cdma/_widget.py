@@ -1068,6 +1068,8 @@ class CdmaWidget(QWidget):
         # the layers below, each a few hundred ms of GUI time (a Shapes layer's first redraw over a second
         # on a busy 2-core machine), come one per event-loop turn after a large image's prediction
         later = [lambda: show_review_outlines(self.viewer, name, ranked)]
+        if result.live is not None:  # the model's labels copied off the GUI thread: the layer is editable after it
+            later.insert(0, result.live.finish_copy)
         notes = []
         was_restored = False
         if secondary:

@@ -57,7 +57,13 @@ def test_a_large_images_save_starts_after_its_hand_over(dock, qtbot):
     assert not any(turns and started for turns, started in seen)  # none of them ran beside the save
     assert _saver_started() and _widget._last_saver is not before
     assert widget.flush_prediction_saves(60)
-    np.testing.assert_array_equal(_stored_labels(widget), viewer.layers[names_for(NAME)["prediction"]].data)
+    layer = viewer.layers[names_for(NAME)["prediction"]]
+    np.testing.assert_array_equal(_stored_labels(widget), layer.data)
+    # the model's labels, copied from the layer in a thread at the hand-off, are the state's; the layer is
+    # editable again once the copy is done
+    state = widget.states[NAME]
+    assert layer.editable and state.original_labels is not layer.data
+    np.testing.assert_array_equal(state.original_labels, layer.data)
 
 
 def test_a_flush_starts_a_save_still_waiting_for_its_delay(dock, qtbot, monkeypatch):

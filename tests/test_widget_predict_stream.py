@@ -238,8 +238,12 @@ def test_hand_off_without_corrections_returns_a_copy_of_the_layer():
     live = _built()
     live.write_labels(0, 0, np.arange(64 * 80, dtype=np.int32).reshape(64, 80) % 5)
     layer = live.labels_layer
+    layer.editable = True  # as the hand-over's adopt leaves it
     original, n = live.paste([])
     assert n == 0 and original is live.model_labels and original is not layer.data
+    assert not layer.editable  # copied in a thread: no stroke before the copy is done
+    live.finish_copy()
+    assert layer.editable
     np.testing.assert_array_equal(original, layer.data)
     layer.data[0, 1] = 9  # painting the adopted layer leaves the model's labels alone
     assert original[0, 1] == 1
@@ -250,6 +254,7 @@ def test_model_labels_are_widened_with_the_layer():
     live.write_labels(0, 0, np.full((2, 2), 70_000, np.int32))
     assert live.labels_layer.data.dtype == np.int32
     original, _ = live.paste([])
+    live.finish_copy()
     assert original.dtype == np.int32 and original[0, 0] == 70_000
     np.testing.assert_array_equal(original, live.labels_layer.data)
 
