@@ -50,26 +50,56 @@ UI_REFRESH_S = 2.0
 #: 0 = "auto": the fine-tuning recipe's steps for the amount of corrected pixels (src_model.recipes;
 #: 10 regions of 256 px: its max_steps, sized for the 3-minute turnaround on a 2-core CPU)
 DEFAULT_STEPS = 0
-#: What the per-image table says above itself (its rows: an image's name, then its scores under it).
+#: What the per-image table says above itself (its rows: an image's name, then its held-out regions and scores).
 IMAGE_CAPTION = ("Per image: held-out Dice, current \u2192 new model; agreement with the current model on "
                  "uncorrected tissue (1 = unchanged).")
+#: Table rows per image: its name, then held out, held-out Dice and agreement.
+ROWS_PER_IMAGE = 4
 RETRAIN_TIP = "Fine-tune the current model on the accepted regions, in the background"
 
 
-def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, str, Tuple[str, str], Tuple[str, str]]]:
-    """What the per-image table shows of each image: its name, how many of its regions are held out, then
-    ``(label, value)`` of its held-out Dice, current -> new model, and of its agreement with the current model on
-    uncorrected tissue."""
+#: A file extension dropped from an image's name in the table (the name then gets the row to itself).
+_EXTENSION = re.compile(r"\.(png|jpe?g|tiff?|bmp|svs|ndpi|mrxs|scn|czi|webp)$", re.IGNORECASE)
+
+
+def short_name(name: str) -> str:
+    """An image's name as the per-image table shows it: without its file extension (``glas_testA_1.png`` ->
+    ``glas_testA_1``), so that names differing only at their end read whole in the narrow dock."""
+    return _EXTENSION.sub("", str(name)) or str(name)
+
+
+def holdout_every(fraction: float) -> str:
+    """How often an accepted region is held out, in words ("every 5th accepted region" for 0.2)."""
+    if not fraction or fraction <= 0:
+        return "no accepted region"
+    n = int(round(1.0 / fraction))
+    if abs(1.0 / n - fraction) > 1e-6:
+        return f"{fraction:.0%} of the accepted regions"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} accepted region"
+
+
+def no_holdout_note(fraction: float) -> str:
+    """What the table says when no image has a held-out region (its Dice rows are all n/a)."""
+    return (f"No held-out region yet: {holdout_every(fraction)} is held out, so the held-out Dice reads n/a "
+            "until then.")
+
+
+def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, Tuple[str, str], Tuple[str, str], Tuple[str, str]]]:
+    """What the per-image table shows of each image: its name (no file extension), then ``(label, value)`` of how
+    many of its regions are held out, of its held-out Dice, current -> new model, and of its agreement with the
+    current model on uncorrected tissue."""
     out = []
     for r in rows:
-        held = f"{r.n_holdout} held out" if r.n_holdout else "none held out"
+        held = f"{r.n_holdout} region{'s' if r.n_holdout != 1 else ''}" if r.n_holdout else "none"
         if r.n_holdout and r.old_dice is None:  # not scored: too little gland (the worker's MIN_HOLDOUT_GLAND_PX)
             dice = "too little gland"
         elif r.n_holdout:
             dice = f"{fmt_dice(r.old_dice)} \u2192 {fmt_dice(r.new_dice)}"
         else:
             dice = fmt_dice(None)
-        out.append((r.image, held, ("held-out Dice", dice), ("agreement", fmt_dice(r.agreement))))
+        out.append((short_name(r.image), ("held out", held), ("held-out Dice", dice),
+                    ("agreement", fmt_dice(r.agreement))))
     return out
 
 
@@ -145,8 +175,9 @@ class RetrainPanel(QWidget):
         self.keep_button = QPushButton("Keep new model anyway")
         self.keep_button.setVisible(False)
         # one image under the other (its name, then its scores), two columns: label and value; a four-column row
-        # per image was cut in the dock's default width (walk). Long names are elided in the middle (whole in
-        # their tooltips); the values wrap rather than be cut if the dock is narrower still.
+        # per image was cut in the dock's default width (walk). A name has its row to itself, without its file
+        # extension (a short name was elided behind its held-out count: walk); only a name wider than the dock is
+        # elided, in its middle (whole in its tooltip); the values wrap rather than be cut if narrower still.
         self.image_caption = QLabel(IMAGE_CAPTION)
         self.image_caption.setWordWrap(True)
         self.image_table = QTableWidget(0, 2)
@@ -395,54 +426,67 @@ class RetrainPanel(QWidget):
             self.model_changed.emit(store.current_model_version)
 
     def _show_images(self, rows: Sequence[ImageScore]) -> None:
-        """Fill the per-image table: each image's name (bold, across both columns), then its scores under it."""
+        """Fill the per-image table: each image's name (bold, across both columns, no file extension: the row is the
+        name's alone), then its held-out regions and scores under it. When no image has a held-out region, the
+        caption says why every Dice reads n/a."""
         table = self.image_table
         table.clearSpans()
         table.clearContents()
         images = image_rows(rows)
-        table.setRowCount(3 * len(images))
-        for i, (name, held, dice, agreement) in enumerate(images):
-            head = QTableWidgetItem(f"{name} ({held})")  # a long name is elided in its middle (_fit_names)
-            head.setData(Qt.ItemDataRole.UserRole, (name, held))
-            head.setToolTip(f"{name} ({held})")
+        per = ROWS_PER_IMAGE
+        table.setRowCount(per * len(images))
+        for i, (name, *pairs) in enumerate(images):
+            full = next((r.image for r in rows if short_name(r.image) == name), name)
+            head = QTableWidgetItem(name)  # elided in its middle only if the dock is too narrow for it (_fit_names)
+            head.setData(Qt.ItemDataRole.UserRole, name)
+            head.setToolTip(full)
             font = QFont(table.font())  # the table's font (napari's style sets its size), in bold
             font.setBold(True)
             head.setFont(font)
-            table.setItem(3 * i, 0, head)
-            table.setSpan(3 * i, 0, 1, 2)
-            for k, (label, value) in enumerate((dice, agreement), start=1):
+            table.setItem(per * i, 0, head)
+            table.setSpan(per * i, 0, 1, 2)
+            for k, (label, value) in enumerate(pairs, start=1):
                 for j, text in enumerate((label, value)):
                     item = QTableWidgetItem(text)
-                    item.setToolTip(f"{name}: {label} {value}")
+                    item.setToolTip(f"{full}: {label} {value}")
                     if j == 0:
                         item.setForeground(table.palette().color(QPalette.ColorRole.PlaceholderText))
-                    table.setItem(3 * i + k, j, item)
+                    table.setItem(per * i + k, j, item)
         # the labels' column as wide as they are (not as the names, which span both columns), the values the rest
-        labels = [label for _, _, *pairs in images for label, _ in pairs]
+        labels = [label for _, *pairs in images for label, _ in pairs]
         pad = 2 * table.style().pixelMetric(table.style().PixelMetric.PM_FocusFrameHMargin) + 8
         table.setColumnWidth(0, max((table.fontMetrics().horizontalAdvance(t) for t in labels), default=40) + pad)
         self._fit_names()
         table.resizeRowsToContents()
-        # as tall as its rows, up to about four images (then it scrolls)
-        shown = sum(table.rowHeight(r) for r in range(min(table.rowCount(), 12)))
+        # as tall as its rows, up to about three images (then it scrolls)
+        shown = sum(table.rowHeight(r) for r in range(min(table.rowCount(), 3 * per)))
         table.setFixedHeight(shown + 2 * table.frameWidth())
         table.setVisible(bool(images))
+        caption = IMAGE_CAPTION
+        if images and not any(r.n_holdout for r in rows):
+            try:
+                fraction = self._get_store().holdout_fraction
+            except Exception:  # the store closed meanwhile: the store's default rule
+                from .project.store import DEFAULT_HOLDOUT_FRACTION as fraction
+            caption += "\n" + no_holdout_note(fraction)
+        self.image_caption.setText(caption)
         self.image_caption.setVisible(bool(images))
 
     def _fit_names(self) -> None:
-        """Each image's name row in one line of the table's width: a long name is elided in its middle, the number
-        of its held-out regions after it stays whole (the whole name is in the tooltip)."""
+        """Each image's name row in one line of the table's width: whole if it fits (it has the row to itself),
+        else elided in its middle as a last resort (the whole name is in the tooltip)."""
         table = self.image_table
         width = table.viewport().width() - 2 * table.style().pixelMetric(
             table.style().PixelMetric.PM_FocusFrameHMargin) - 4
-        for row in range(0, table.rowCount(), 3):
+        if width <= 20:  # not laid out yet: fitted when it is (eventFilter)
+            return
+        for row in range(0, table.rowCount(), ROWS_PER_IMAGE):
             item = table.item(row, 0)
             if item is None or not item.data(Qt.ItemDataRole.UserRole):
                 continue
-            name, held = item.data(Qt.ItemDataRole.UserRole)
-            metrics, suffix = QFontMetrics(item.font()), f" ({held})"
-            shown = metrics.elidedText(name, Qt.TextElideMode.ElideMiddle,
-                                       max(20, width - metrics.horizontalAdvance(suffix))) + suffix
+            name = item.data(Qt.ItemDataRole.UserRole)
+            metrics = QFontMetrics(item.font())
+            shown = metrics.elidedText(name, Qt.TextElideMode.ElideMiddle, max(20, width))
             if item.text() != shown:
                 item.setText(shown)
 

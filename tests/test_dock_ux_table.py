@@ -67,18 +67,21 @@ def test_the_per_image_scores_read_whole_in_the_default_dock(make_napari_viewer,
         seen.append(text)
         assert metrics.horizontalAdvance(text) <= width - 2 * margin, (text, metrics.horizontalAdvance(text), width)
         assert table.rowHeight(i) >= metrics.height()
-    assert ["testA_1.png (2 held out)", "held-out Dice", "0.861 \u2192 0.902", "agreement", "0.981"] == seen[:5]
-    assert "testB_4.png (none held out)" in seen and "too little gland" in seen and "testA_12.png (12 held out)" in seen
+    # each name has its row to itself, without its extension; the held-out count is a row of its own
+    assert ["testA_1", "held out", "2 regions", "held-out Dice", "0.861 \u2192 0.902", "agreement", "0.981"] == seen[:7]
+    assert "testB_4" in seen and "too little gland" in seen and "testA_12" in seen and "12 regions" in seen
+    elided = [t for t in seen if "\u2026" in t]
+    assert len(elided) == 1 and elided[0].startswith("a_r"), elided  # only the name wider than the dock is elided
 
-    # the long name: elided in its middle, its held-out count whole after it, the whole name in the tooltip
-    long_item = next(item for _, _, item, _ in _cells(table) if item.toolTip().startswith(LONG))
-    assert long_item.text() != long_item.toolTip() and "\u2026" in long_item.text()
-    assert long_item.text().startswith("a_r") and long_item.text().endswith(".png (1 held out)")
-    assert long_item.toolTip() == f"{LONG} (1 held out)"
+    # the long name, wider than the dock: elided in its middle as a last resort, the whole file name in the tooltip
+    stem = LONG[:-len(".png")]
+    long_item = next(item for _, _, item, _ in _cells(table) if item.toolTip() == LONG)
+    assert long_item.text() != stem and "\u2026" in long_item.text()
+    assert long_item.text().startswith("a_r") and long_item.text().endswith("0001")
 
     # a wider dock shows the long name whole
     table.setFixedWidth(QFontMetrics(long_item.font().resolve(table.font())).horizontalAdvance(
-        long_item.toolTip()) + 4 * margin + 2 * table.frameWidth() + 40)
+        stem) + 4 * margin + 2 * table.frameWidth() + 40)
     _settle(qtbot, 3)
-    assert long_item.text() == long_item.toolTip()
+    assert long_item.text() == stem
     assert Qt.TextElideMode.ElideMiddle == table.textElideMode()

@@ -51,17 +51,19 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     # the model is checked (loaded as the plugin will) and registered off the GUI thread: 0.2-0.3 s of torch
     assert threads and threading.main_thread() not in threads
     assert panel.image_table.isVisibleTo(panel) and panel.image_caption.isVisibleTo(panel)
-    # one image under the other: its name and held-out regions, then its Dice current -> new, and its agreement
-    assert _table(panel) == [["testA_1.png (2 held out)"], ["held-out Dice", "0.861 \u2192 0.902"],
-                             ["agreement", "0.981"], ["testB_4.png (none held out)"], ["held-out Dice", "n/a"],
+    # one image under the other: its name alone on its row (no file extension: a short name was elided behind its
+    # held-out count, walk), then its held-out regions, its Dice current -> new, and its agreement
+    assert _table(panel) == [["testA_1"], ["held out", "2 regions"], ["held-out Dice", "0.861 \u2192 0.902"],
+                             ["agreement", "0.981"], ["testB_4"], ["held out", "none"], ["held-out Dice", "n/a"],
                              ["agreement", "0.973"]]
+    assert "No held-out region yet" not in panel.image_caption.text()  # one image has held-out regions
     # in a dock as narrow as the plugin's, the table fits its width (it was cut on the right: walk)
     panel.resize(250, 700)
     panel.show()
     qtbot.waitExposed(panel)
     t = panel.image_table
     assert sum(t.columnWidth(j) for j in range(t.columnCount())) <= t.viewport().width() + 1
-    assert t.item(0, 0).toolTip() == "testA_1.png (2 held out)"  # an elided name is whole in its tooltip
+    assert t.item(0, 0).toolTip() == "testA_1.png" and t.item(0, 0).text() == "testA_1"  # the file's name in its tip
     assert "agreement on uncorrected tissue 0.977 (4 crops)" in panel.last_message
 
     # the same scores, but the new model changed uncorrected tissue: not promoted, and the panel says why
@@ -70,8 +72,8 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     _handle(qtbot, panel, regressed)
     assert not panel.last_record.promoted and store.current_model_version == "v0002"
     assert "changed the prediction of uncorrected tissue" in panel.last_message
-    assert panel.keep_button.isVisibleTo(panel) and len(_table(panel)) == 3
-    assert _table(panel)[2][0] == "agreement" and np.isclose(float(_table(panel)[2][1]), 0.62)
+    assert panel.keep_button.isVisibleTo(panel) and len(_table(panel)) == 4
+    assert _table(panel)[3][0] == "agreement" and np.isclose(float(_table(panel)[3][1]), 0.62)
 
 
 def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, tmp_path, lite_checkpoint):
@@ -97,7 +99,7 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
     assert "not promoted: too little to promote automatically" in panel.last_message
     assert panel.last_message.count("held-out score rests on") == 1
     assert "n/a" not in panel.last_message and "0.000" not in panel.last_message and "Dice" not in panel.last_message
-    assert _table(panel) == [["testA_1.png (1 held out)"], ["held-out Dice", "too little gland"],
+    assert _table(panel) == [["testA_1"], ["held out", "1 region"], ["held-out Dice", "too little gland"],
                              ["agreement", "0.990"]]
     assert not panel.last_record.promoted and panel.keep_button.isVisibleTo(panel)
 
@@ -173,3 +175,36 @@ def test_progress_keeps_every_loss_but_repaints_at_most_once_per_refresh_interva
     assert shown[-1] == 32 and panel.progress.value() == 0 and panel.state == "cancelled"
     assert panel.eta_label.text() == _widget_retrain._fmt_eta(None)  # no stale "ETA 0:30" after Cancel
     assert len(panel.loss_plot.values) == 32
+
+
+def test_with_nothing_held_out_the_table_says_why_every_dice_is_na(qtbot, tmp_path, lite_checkpoint):
+    """Pathologist walk: 4 accepted regions, none held out, the table showed only "n/a" with no reason; and
+    "glas_testA_1.png (none held out)" was elided to "glas_...1.png (none held out)"."""
+    store = _store(tmp_path, lite_checkpoint)
+    panel = RetrainPanel(lambda: store)
+    qtbot.addWidget(panel)
+    rows = (ImageScore("glas_testA_1.png", agreement=0.98), ImageScore("glas_testB_1.png", agreement=0.97))
+    _handle(qtbot, panel, Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=25, n_holdout=0,
+                               agreement=0.975, min_agreement=0.95, agreement_crops=4, per_image=rows))
+    assert panel.state == "done"
+    assert _table(panel) == [["glas_testA_1"], ["held out", "none"], ["held-out Dice", "n/a"], ["agreement", "0.980"],
+                             ["glas_testB_1"], ["held out", "none"], ["held-out Dice", "n/a"], ["agreement", "0.970"]]
+    caption = panel.image_caption.text()
+    assert "No held-out region yet: every 5th accepted region is held out" in caption, caption
+
+    # the store's own rule is the one said
+    other = ProjectStore.open(tmp_path / "quarter", holdout_fraction=0.25)
+    other.add_model(lite_checkpoint, parent=None, note="random lite", promoted=True)
+    panel2 = RetrainPanel(lambda: other)
+    qtbot.addWidget(panel2)
+    _handle(qtbot, panel2, Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=25, n_holdout=0,
+                                agreement=0.975, min_agreement=0.95, agreement_crops=4, per_image=rows[:1]))
+    assert "every 4th accepted region is held out" in panel2.image_caption.text()
+
+    # at the dock's default width (280 px less margins) both names read whole, not elided
+    panel.resize(250, 900)
+    panel.show()
+    qtbot.waitExposed(panel)
+    qtbot.wait(50)
+    t = panel.image_table
+    assert [t.item(0, 0).text(), t.item(4, 0).text()] == ["glas_testA_1", "glas_testB_1"]
