@@ -68,9 +68,50 @@ NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region
 
 
 #: The Shapes layer that frames the accepted region clicked in the accepted-region list (live or withdrawn):
-#: its role, name suffix, and colour (apart from the red accepted boxes, cyan / yellow review boxes, magenta gland).
-SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown region", "orange", 4
-WITHDRAWN_MARK = "[withdrawn] "
+#: its role, name suffix, and colour, black: apart from the gland outlines (green, azure, orange, white), the red
+#: accepted boxes, cyan / yellow review boxes, magenta gland box and green uncertainty tint (it was orange, like
+#: a gland outline: walk). Its label is drawn above the frame, outside it, not over the glands inside.
+SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown region", "black", 4
+#: The label's size (screen points) and the gap between the frame and the label's baseline (screen pixels).
+SHOWN_TEXT_SIZE, SHOWN_TEXT_GAP = 10, 3
+#: What every withdrawn row of the accepted-region list starts with (:func:`withdrawn_mark`).
+WITHDRAWN_MARK = "[withdrawn"
+
+
+def short_time(iso: Optional[str], now: Optional[Any] = None) -> str:
+    """A stored ISO time, short for a list row: ``18:24`` today (UTC), ``30 Nov 18:24`` this year, else
+    ``2025-11-30``; anything unreadable as it is."""
+    import datetime as _dt
+
+    try:
+        t = _dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    if t.date() == now.date():
+        return t.strftime("%H:%M")
+    if t.year == now.year:
+        return f"{t.day} {t.strftime('%b %H:%M')}"
+    return t.strftime("%Y-%m-%d")
+
+
+def withdrawn_mark(record: RegionRecord, now: Optional[Any] = None) -> str:
+    """The start of a withdrawn region's row: who withdrew it and when, short (``[withdrawn 18:24 by root] ``);
+    the tooltip and the status line give the date in full."""
+    when = f" {short_time(record.withdrawn_at, now)}" if record.withdrawn_at else ""
+    who = f" by {record.withdrawn_by}" if record.withdrawn_by else ""
+    return f"{WITHDRAWN_MARK}{when}{who}] "
+
+
+def withdrawn_note(record: RegionRecord) -> str:
+    """Who withdrew a region and when, in full (``withdrawn 2026-11-30 18:24 UTC by root``)."""
+    from ._widget_versions import fmt_time
+
+    when = f" {fmt_time(record.withdrawn_at)}" if record.withdrawn_at else ""
+    who = f" by {record.withdrawn_by}" if record.withdrawn_by else ""
+    return f"withdrawn{when}{who}"
 #: What the review buttons say they do (their tooltip while enabled); :data:`NEEDS` what they need first.
 TIPS = {
     "prev": "Show the previous review region",
@@ -174,6 +215,30 @@ def scene_camera(viewer: Any) -> Any:
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def label_offset(viewer: Any, rect: Any, image_hw: Optional[Tuple[int, int]] = None) -> List[float]:
+    """The shift (data pixels, y then x) of a frame's label, anchored at the upper-left corner of the frame ``rect``
+    (its corners, y x): just above the frame at the viewer's zoom, outside it, not over the glands it frames; just
+    below it when the image (``image_hw``) has no room above (a region at the image's top: a label off the image,
+    on the canvas, was unreadable); inside its top edge when the image has room for neither."""
+    zoom = float(getattr(scene_camera(viewer), "zoom", 1.0) or 1.0)
+    rect = np.asarray(rect, float)
+    top, bottom = float(rect[:, 0].min()), float(rect[:, 0].max())
+    # napari draws an upper-left label with its baseline on the anchor (the text rises from it, over the stroke)
+    stroke, gap, text = SHOWN_WIDTH / 2.0, SHOWN_TEXT_GAP / zoom, SHOWN_TEXT_SIZE * 1.5 / zoom
+    if image_hw is None or top - stroke - gap - text >= -0.5:
+        return [-(stroke + gap), 0.0]
+    if bottom + stroke + gap + text <= image_hw[0] - 0.5:
+        return [bottom - top + stroke + gap + text, 0.0]
+    return [stroke + gap + text, 0.0]
+
+
+def image_hw(layer: Any) -> Optional[Tuple[int, int]]:
+    """(H, W) of an image layer (its full resolution), None if unknown."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(getattr(data, "shape", ()))
+    return (int(shape[0]), int(shape[1])) if len(shape) >= 2 else None
 
 
 def canvas_hw(viewer: Any) -> Tuple[int, int]:
@@ -282,7 +347,7 @@ class ReviewPanel(QWidget):
         self.region_list = QListWidget()
         self.region_list.setMaximumHeight(110)
         readable_list(self.region_list)
-        self.region_list.setToolTip("Click a region to see it on its image (an orange box)")
+        self.region_list.setToolTip("Click a region to see it on its image (a black box)")
         #: the store's regions as last read (withdrawn ones included), region id -> record
         self.records: dict = {}
         self.shown_region: Optional[str] = None  # the region framed on its image (show_region)
@@ -355,6 +420,7 @@ class ReviewPanel(QWidget):
         self.show_withdrawn.toggled.connect(lambda _on: self._fill_regions())
         self.region_list.currentItemChanged.connect(lambda *_: self.update_buttons())
         self.region_list.itemClicked.connect(lambda item: self.show_region(item.data(Qt.ItemDataRole.UserRole)))
+        scene_camera(self.viewer).events.zoom.connect(self._place_label)  # the label stays just above the frame
         self.region_list.itemActivated.connect(lambda item: self.show_region(item.data(Qt.ItemDataRole.UserRole)))
         self.tile_list.currentRowChanged.connect(lambda _row: self.update_buttons())
         self.labels_choice.changed.connect(lambda *_: self.update_buttons())
@@ -682,7 +748,7 @@ class ReviewPanel(QWidget):
     def region_text(self, r: RegionRecord) -> str:
         """A row of the accepted-region list: what tells regions apart first (withdrawn, held out, id, image);
         the rows wrap, nothing is cut."""
-        mark = (WITHDRAWN_MARK if r.withdrawn else "") + ("[held out] " if r.holdout else "")
+        mark = (withdrawn_mark(r) if r.withdrawn else "") + ("[held out] " if r.holdout else "")
         y0, x0, y1, x1 = r.bbox
         return (f"{mark}{r.region_id}  {self._image_label(r)}  ({y0}, {x0}) {y1 - y0} x {x1 - x0}  "
                 f"corrects {r.model_version}")
@@ -690,8 +756,6 @@ class ReviewPanel(QWidget):
     def _fill_regions(self) -> None:
         """The list from the regions last read (:attr:`records`): no store is read (ticking *Show withdrawn*
         with no store open creates none)."""
-        from ._widget_versions import fmt_time
-
         chosen = self.selected_region_id()
         self.region_list.blockSignals(True)
         try:
@@ -708,9 +772,9 @@ class ReviewPanel(QWidget):
                     font = item.font()
                     font.setItalic(True)
                     item.setFont(font)
-                    who = f" by {r.withdrawn_by}" if r.withdrawn_by else ""
-                    when = f" {fmt_time(r.withdrawn_at)}" if r.withdrawn_at else ""
-                    tip += f"\nWithdrawn{when}{who}: not used for training or validation (Restore brings it back)."
+                    note = withdrawn_note(r)
+                    tip += (f"\n{note[0].upper()}{note[1:]}: not used for training or validation "
+                            "(Restore brings it back).")
                 item.setToolTip(tip)
                 item.setData(Qt.ItemDataRole.UserRole, r.region_id)
                 self.region_list.addItem(item)
@@ -756,7 +820,7 @@ class ReviewPanel(QWidget):
         return None
 
     def show_region(self, region_id: Optional[str] = None, move: bool = True) -> Any:
-        """Frame an accepted region (default: the selected one), live or withdrawn, in orange on its image and
+        """Frame an accepted region (default: the selected one), live or withdrawn, in black on its image and
         (``move``) centre the view on it with some context; its image layer is made visible.
 
         Returns:
@@ -773,15 +837,17 @@ class ReviewPanel(QWidget):
                       "open it, or reopen the project store, to see the region.")
             return None
         layer.visible = True
+        if move:  # first, so that the frame's label is placed for the new zoom (label_offset)
+            center, zoom = camera_for_tile(record.bbox, canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
+            camera = scene_camera(self.viewer)
+            camera.center = center
+            camera.zoom = zoom
         label = f"{record.region_id} withdrawn" if record.withdrawn else record.region_id
         frame = self._shown_layer(layer.name, record.bbox, label, record.region_id)
         if not move:
             return frame
-        center, zoom = camera_for_tile(record.bbox, canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
-        camera = scene_camera(self.viewer)
-        camera.center = center
-        camera.zoom = zoom
-        self._say(f"Showing {state}region {record.region_id} of '{layer.name}' (orange box).")
+        note = f"; {withdrawn_note(record)} (Restore brings it back)" if record.withdrawn else ""
+        self._say(f"Showing {state}region {record.region_id} of '{layer.name}' ({SHOWN_COLOR} box){note}.")
         return frame
 
     def _shown_layer(self, image_name: str, bbox: BBox, label: str, region_id: str) -> Any:
@@ -789,12 +855,18 @@ class ReviewPanel(QWidget):
         labelled with its id); the frames of other images are emptied. The active layer stays active."""
         active = self.viewer.layers.selection.active
         y0, x0, y1, x1 = selected_box(bbox, SHOWN_WIDTH)
+        hw = image_hw(self.viewer.layers[image_name]) if image_name in self.viewer.layers else None
+        if hw is not None:  # its whole stroke on the image: at the image's edge, a black line on the canvas was lost
+            lo = -0.5 + SHOWN_WIDTH / 2.0
+            y0, x0 = max(y0, lo), max(x0, lo)
+            y1, x1 = min(y1, hw[0] - 0.5 - SHOWN_WIDTH / 2.0), min(x1, hw[1] - 0.5 - SHOWN_WIDTH / 2.0)
         rect = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
         name = f"{image_name} {SHOWN_SUFFIX}"
         for other in list(self.viewer.layers):
             if (other.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and other.name != name and len(other.data):
                 other.data = []
-        text = {"string": "{label}", "color": SHOWN_COLOR, "anchor": "upper_left", "size": 10}
+        text = {"string": "{label}", "color": SHOWN_COLOR, "anchor": "upper_left", "size": SHOWN_TEXT_SIZE,
+                "translation": label_offset(self.viewer, rect, hw)}
         if name in self.viewer.layers and isinstance(self.viewer.layers[name], Shapes):
             layer = self.viewer.layers[name]
             layer.data = []
@@ -811,6 +883,16 @@ class ReviewPanel(QWidget):
             self.viewer.layers.selection.active = active
         self.shown_region = region_id
         return layer
+
+    def _place_label(self, _event: Any = None) -> None:
+        """The view zoomed: the shown frame's label moves to stay just above the frame (:func:`label_offset`)."""
+        layers = self.viewer.layers
+        for layer in layers:
+            if (layer.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and len(layer.data) and layer.visible:
+                image = (layer.metadata or {}).get(IMAGE_KEY)
+                offset = label_offset(self.viewer, layer.data[0], image_hw(layers[image]) if image in layers else None)
+                if not np.allclose(np.asarray(layer.text.translation, float)[-2:], offset):
+                    layer.text.translation = offset
 
     def _reframe(self, region_id: str) -> None:
         """The region framed on its image was withdrawn or restored: its frame's label says so (the view stays)."""

@@ -4,18 +4,20 @@ small random model in a real project store on disk.
 """
 from __future__ import annotations
 
+import datetime
 import getpass
 
 import numpy as np
 from _dock import PLUGIN, wait_settled
 from _dock import open_dock as _dock
 from _dock import predict_and_wait as _predict_and_wait
+from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QPalette
 
-from napari_cdma._layers import names_for
+from napari_cdma._layers import GLAND_COLORS, names_for
 from napari_cdma._sample import SAMPLE_NAME
-from napari_cdma._widget_review import SHOWN_SUFFIX, WITHDRAWN_MARK, scene_camera
+from napari_cdma._widget_review import SHOWN_SUFFIX, SHOWN_WIDTH, WITHDRAWN_MARK, scene_camera
 
 BOXES = [(0, 0, 128, 128), (0, 200, 128, 328), (200, 0, 328, 128)]
 
@@ -42,6 +44,42 @@ def _click_row(qtbot, review, region_id):
     lst.scrollToItem(lst.item(row))
     qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(lst.item(row)).center())
     assert lst.currentRow() == row
+
+
+def _label_side(viewer, frame):
+    """Where the frame's label is drawn on the canvas, from screenshots: "above" or "below" the frame (text pixels
+    all outside its outer rows, on the image: black text on the black canvas would leave no pixel changed), else
+    "over" (some text pixel on the frame's rows or inside it)."""
+    from qtpy.QtWidgets import QApplication
+
+    hidden = [ly for ly in viewer.layers if ly.visible and ly is not frame and ly.name != SAMPLE_NAME]
+    for ly in hidden:
+        ly.visible = False
+    try:
+        def shot():
+            QApplication.processEvents()
+            return np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+
+        frame.text.visible = False
+        with_frame = shot()
+        frame.visible = False
+        bare = shot()
+        frame.visible = True
+        frame.text.visible = True
+        with_text = shot()
+    finally:
+        for ly in hidden:
+            ly.visible = True
+    stroke = np.abs(with_frame - bare).max(axis=-1) > 60
+    text = np.abs(with_text - with_frame).max(axis=-1) > 60
+    assert stroke.sum() > 100 and text.sum() > 20, (stroke.sum(), text.sum())
+    rows = np.nonzero(stroke.any(axis=1))[0]
+    text_rows = np.nonzero(text.any(axis=1))[0]
+    if text_rows.max() < rows.min():
+        return "above"
+    if text_rows.min() > rows.max():
+        return "below"
+    return "over"
 
 
 def test_withdrawn_regions_are_listed_on_request_shown_on_their_image_and_restored(
@@ -80,6 +118,11 @@ def test_withdrawn_regions_are_listed_on_request_shown_on_their_image_and_restor
     live = review.region_list.item(0 if row else 1)
     assert not live.font().italic() and live.foreground().color() != grey
     assert f"by {getpass.getuser()}" in item.toolTip() and "Withdrawn" in item.toolTip()
+    # who and when are in the row itself, short (walk: only in the tooltip), the full date in the tooltip
+    record = review.records[ids[1]]
+    when = datetime.datetime.fromisoformat(record.withdrawn_at).astimezone(datetime.timezone.utc)
+    assert item.text().startswith(f"[withdrawn {when:%H:%M} by {getpass.getuser()}] {ids[1]}"), item.text()
+    assert f"Withdrawn {when:%Y-%m-%d %H:%M} UTC by {getpass.getuser()}" in item.toolTip()
 
     # clicking it frames its box on the image (no red box there any more) and centres the view on it
     _click_row(qtbot, review, ids[1])
@@ -89,13 +132,32 @@ def test_withdrawn_regions_are_listed_on_request_shown_on_their_image_and_restor
     (rect,) = frame.data
     y0, x0, y1, x1 = BOXES[1]
     top, bottom = rect.min(axis=0), rect.max(axis=0)
-    assert top[0] <= y0 - 0.5 and top[1] <= x0 - 0.5 and bottom[0] >= y1 - 0.5 and bottom[1] >= x1 - 0.5
+    # around the region's pixels; at the image's edge (this one is at its top) its stroke is on the image, not on
+    # the black canvas, where the black frame was lost
+    edge = -0.5 + SHOWN_WIDTH / 2
+    assert top[0] == edge and top[1] <= x0 - 0.5 and bottom[0] >= y1 - 0.5 and bottom[1] >= x1 - 0.5
     assert bottom[0] - top[0] < (y1 - y0) + 20  # around the region, not the whole image
     assert list(frame.features["label"]) == [f"{ids[1]} withdrawn"] and frame.visible
     cy, cx = tuple(scene_camera(viewer).center)[-2:]
     assert y0 <= cy < y1 and x0 <= cx < x1
     assert viewer.layers.selection.active is prediction  # the brush stays where it was
     assert f"withdrawn region {ids[1]}" in review.last_message
+    # the status line says who withdrew it and when, in full
+    assert f"withdrawn {when:%Y-%m-%d %H:%M} UTC by {getpass.getuser()}" in review.last_message, review.last_message
+    # the frame and its label are not a gland outline's colour (it was orange, like the glands: walk) ...
+    edge = tuple(np.round(frame.edge_color[0][:3], 3))
+    assert all(np.abs(np.array(edge) - np.array(c)).max() > 0.3 for c in GLAND_COLORS), edge
+    for other in ("red", "cyan", "yellow", "magenta"):  # nor the accepted, review and gland boxes'
+        assert np.abs(np.array(edge) - transform_color(other)[0][:3]).max() > 0.3
+    assert np.allclose(frame.text.color.constant[:3], frame.edge_color[0][:3])
+    # ... and its label is drawn outside the frame, on the image: this region is at the image's top, so below it
+    assert _label_side(viewer, frame) == "below"
+    scene_camera(viewer).zoom = scene_camera(viewer).zoom * 1.5  # and stays so when the view zooms
+    assert _label_side(viewer, frame) == "below"
+    # a region with image above it: the label above the frame
+    _click_row(qtbot, review, ids[2])
+    assert _label_side(viewer, frame) == "above"
+    _click_row(qtbot, review, ids[1])
 
     # Restore: it counts again (training), its red box is back, the row is no longer marked, who and when kept
     review.restore_button.click()
