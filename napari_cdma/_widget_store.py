@@ -1,6 +1,10 @@
 """What a project store brings back into the viewer: its images, latest predictions and accepted
 regions as layers (not the images of slide windows: the slide panel shows slides).
 
+Opening a path where no store exists asks before creating one (:func:`open_or_ask`, :func:`ask_create_store`);
+declined, nothing is created and the store open before stays open. The store summary under the path field
+follows the layers (:class:`StoreSummary`): images a reopen brought back and then closed are no longer counted.
+
 Reopening a store shows each stored image, a Shapes layer of its accepted boxes and a Labels layer
 of its accepted corrections (:func:`restore_layers`; :class:`Restore` splits it so that no stored
 pixel is read on the GUI thread); the dock then shows each image's latest prediction kept by the
@@ -34,6 +38,171 @@ from ._layers import (
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
 
 logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- opening a store
+def store_exists(path: Any) -> bool:
+    """Whether ``path`` holds something :meth:`ProjectStore.open` opens without creating a store: a directory with
+    anything in it (a store, or a folder it refuses). A missing or empty folder would be made a new, empty store."""
+    root = Path(path).expanduser()
+    try:
+        return root.exists() and (not root.is_dir() or any(root.iterdir()))
+    except OSError:  # unreadable: let the store say why
+        return True
+
+
+def create_question(path: Any) -> str:
+    """What the dock asks before it creates a store (a mistyped path made a new empty store: walk)."""
+    root = Path(path).expanduser()
+    where = "" if root.exists() else " (the folder does not exist: it is created)"
+    return (f"Create a new project store at {root}?{where}\n\nNo project store is there. A new one starts empty: "
+            "no accepted regions, the bundled model. Check the path for a typo if you meant to open an existing "
+            "project.")
+
+
+def ask_create_store(parent: Any, path: Any) -> bool:
+    """Ask the user whether to create a new project store at ``path`` (a Yes / No question, No by default)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    Button = QMessageBox.StandardButton
+    answer = QMessageBox.question(parent, "Create a project store?", create_question(path),
+                                  Button.Yes | Button.No, Button.No)
+    return answer == Button.Yes
+
+
+def declined_note(path: Any, open_root: Optional[Path]) -> str:
+    """What the dock says when the user declined to create a store at ``path``."""
+    kept = f" {open_root} stays open." if open_root is not None else " No store is open."
+    return f"No project store created at {Path(path).expanduser()}.{kept}"
+
+
+def open_or_ask(path: Any, parent: Any = None, create: Optional[bool] = None,
+                ask: Optional[Callable[[Any, Any], bool]] = None) -> Optional[ProjectStore]:
+    """Open the project store at ``path``; where there is none, create one if ``create``, ask the user first if
+    ``create`` is None (a button press), refuse if False.
+
+    Args:
+        path: store directory.
+        parent: the widget the question is asked over.
+        create: True: create without asking (code: the first Predict or Accept creates the store); None: ask
+            (``ask``, default :func:`ask_create_store`); False: never create.
+        ask: ``(parent, path) -> bool``, the question.
+
+    Returns:
+        The store, or None when there was none and it was not created (nothing is written then).
+
+    Raises:
+        StoreError and the other errors of :meth:`ProjectStore.open`.
+    """
+    if not store_exists(path):
+        if create is None:
+            create = (ask or ask_create_store)(parent, path)
+        if not create:
+            return None
+    return ProjectStore.open(path)
+
+
+# ---------------------------------------------------------------------------------------------- the summary
+class StoreSummary:
+    """The project-store summary under the path field, following the viewer's layers.
+
+    It is made of what the store holds (:meth:`set_store_text`, at each refresh from the store), the predictions a
+    reopen restored (:meth:`set_predictions`), the images it brought back (:meth:`set_restored`), the store's slide
+    windows (:meth:`set_windows`) and one more note (:meth:`set_note`). The restored images and predictions are
+    counted over those still open: when their layers are removed the summary is written again (walk: "Reopened 2
+    stored image(s)" stayed after both were closed). Layers are followed by identity, so a renamed image still counts.
+
+    Args:
+        viewer: the napari viewer.
+        label: the QLabel showing the summary.
+    """
+
+    def __init__(self, viewer: Any, label: Any) -> None:
+        self.viewer, self.label = viewer, label
+        self.store_text = ""
+        self.note = ""
+        self.windows = 0
+        self._restored: List[Tuple[Any, bool]] = []  # (image layer, came back with its prediction)
+        self._predictions: List[Tuple[Any, str]] = []  # (prediction layer, what to say of it)
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    def _layer(self, name: str) -> Any:
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def clear(self) -> None:
+        """Another store was opened: nothing restored yet."""
+        self.store_text, self.note, self.windows = "", "", 0
+        self._restored, self._predictions = [], []
+
+    def set_store_text(self, text: str) -> None:
+        """What the store holds, read again from it; the one-off note (:meth:`set_note`) is dropped."""
+        self.store_text, self.note = text, ""
+        self.show()
+
+    def set_note(self, text: str) -> None:
+        """One more line (a store not created, an error), until the store is read again."""
+        self.note = text
+        self.show()
+
+    def set_windows(self, count: int) -> None:
+        self.windows = int(count)
+        self.show()
+
+    def set_restored(self, with_prediction: Iterable[str], without: Iterable[str] = ()) -> None:
+        """The image layers a reopen added, by name: those that came back with their latest prediction and those
+        without one. Names not open are left out."""
+        pairs = [(self._layer(n), True) for n in with_prediction] + [(self._layer(n), False) for n in without]
+        self._restored = [(layer, has) for layer, has in pairs if layer is not None]
+        self.show()
+
+    def set_predictions(self, notes: Dict[str, str]) -> None:
+        """Layer name -> what to say of a prediction restored from the store (its model, when kept, ...)."""
+        self._predictions = [(layer, note) for name, note in notes.items() if (layer := self._layer(name)) is not None]
+        self.show()
+
+    def restored_count(self) -> Tuple[int, int]:
+        """How many reopened images are still open, and how many of them came back without a prediction."""
+        layers = self.viewer.layers
+        open_ = [has for layer, has in self._restored if layer in layers]
+        return len(open_), sum(1 for has in open_ if not has)
+
+    def text(self) -> str:
+        """The summary as it should read now."""
+        parts = [self.store_text] if self.store_text else []
+        layers = self.viewer.layers
+        shown = [(layer.name, note) for layer, note in self._predictions if layer in layers]
+        if shown:
+            parts.append("Predictions restored from the store: " + "; ".join(f"'{n}' ({v})" for n, v in shown)
+                         + ". New edits are not kept until accepted or kept (Keep unaccepted edits).")
+        restored, without = self.restored_count()
+        if restored:
+            note = f"Reopened {restored} stored image(s) with their accepted regions"
+            if without:
+                note += (f"; {without} of them had no stored prediction (never predicted with this store open, "
+                         "or unreadable): press Predict.")
+            else:
+                note += " and latest predictions."
+            parts.append(note)
+        if self.windows:
+            parts.append(f"{self.windows} slide window(s): open the slide to see them (Whole-slide panel).")
+        if self.note:
+            parts.append(self.note)
+        return "\n".join(parts)
+
+    def show(self) -> None:
+        text = self.text()
+        if self.label.text() != text:
+            self.label.setText(text)
+
+    def _on_removed(self, event: Any = None) -> None:
+        """A layer was closed: restored images and predictions no longer open are dropped (the summary keeps no
+        closed layer) and the summary is written again."""
+        layers = self.viewer.layers
+        before = (len(self._restored), len(self._predictions))
+        self._restored = [(ly, has) for ly, has in self._restored if ly in layers]
+        self._predictions = [(ly, note) for ly, note in self._predictions if ly in layers]
+        if (len(self._restored), len(self._predictions)) != before:
+            self.show()
 
 
 class OpenImages(dict):
