@@ -85,14 +85,14 @@ from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore
 
 logger = logging.getLogger(__name__)
 
-#: The last latest-prediction save made by any dock of this process (each save waits for the one
-#: before it, so the last prediction made is the one kept; opening a store waits for it). A large image's save
-#: is started only once its hand-over is over (:meth:`CdmaWidget._start_deferred_save`): it may not be started yet.
+#: The last latest-prediction save started by any dock of this process (each save waits for the one
+#: before it, so the last prediction made is the one kept; opening a store waits for it).
 _last_saver: Optional[threading.Thread] = None
-#: Delay from the last step of a large image's hand-over to the start of its save: the store's writer (zarr)
-#: holds the GIL for long stretches, and the GUI thread, which gives the GIL up at each OpenGL and Qt call of a
-#: redraw, waited for it at each: with the save started at the hand-over the event loop stalled 126-386 ms in
-#: the 2 s after it, 58 ms without a save (6000 x 6000 image, load 3-4). Started after the hand-over's redraws,
+#: Delay from the last step of a large image's hand-over to its save (and to the creation of the store the
+#: first prediction makes, on the GUI thread: 50-60 ms of GUI time): the store's writer (zarr) holds the GIL
+#: for long stretches, and the GUI thread, which gives the GIL up at each OpenGL and Qt call of a redraw,
+#: waited for it at each: with the save started at the hand-over the event loop stalled 126-386 ms in the
+#: 2 s after it, 58 ms without a save (6000 x 6000 image, load 3-4). Started after the hand-over's redraws,
 #: it slows only the redraws a user asks for meanwhile.
 SAVE_DELAY_MS = 300
 
@@ -102,16 +102,6 @@ KEEP_TIP = ("Keep in the project store the edits of each prediction layer that a
 #: The dock's width when it opens (px): beside napari's layer list in its default window (about 1089 px
 #: wide) the canvas keeps about 500 px.
 DOCK_WIDTH = 280
-
-
-def _start_saver(saver: threading.Thread) -> None:
-    """Start a save thread made with ``defer`` if it has not been started (by anyone) yet."""
-    with _SAVER_LOCK:
-        if saver.ident is None:
-            saver.start()
-
-
-_SAVER_LOCK = threading.Lock()
 
 
 def default_project_path() -> Path:
@@ -188,8 +178,9 @@ class CdmaWidget(QWidget):
         self.last_image: Optional[str] = None
         self._refresh_after_predict = False
         self._turns: List[Any] = []  # GUI work left of a large image's hand-over, one step per event-loop turn
-        #: a large image's save, made at its hand-over and started once the hand-over is over
-        self._deferred_save: Optional[threading.Thread] = None
+        #: a large image's save (and the store's creation, when its first prediction makes it), left at its
+        #: hand-over for :meth:`_start_deferred_save`, or a flush
+        self._pending_save: Optional[Any] = None
         self._restoring: Optional[Restore] = None  # a reopened store's layers being read or added
         self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
@@ -465,10 +456,13 @@ class CdmaWidget(QWidget):
 
     # ------------------------------------------------------------------ latest predictions
     def flush_prediction_saves(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the predictions being written to a store are written; False on timeout."""
+        """Wait until the predictions being written to a store are written (a save left for the end of a
+        hand-over starts now); False on timeout."""
+        pending, self._pending_save = self._pending_save, None
+        if pending is not None:
+            pending()
         saver = _last_saver
         if saver is not None:
-            _start_saver(saver)  # a save waiting for the end of a hand-over: now
             saver.join(timeout)
             if saver.is_alive():
                 return False
@@ -478,9 +472,12 @@ class CdmaWidget(QWidget):
                                 pasted: bool, defer: bool = False) -> None:
         """Keep a prediction written to the image's own prediction layer as the image's latest
         prediction in the store, with the image (off the GUI thread; saves run one after another,
-        in order, so the last prediction made is the one kept). ``defer``: the thread is started by
-        :meth:`_start_deferred_save` at the end of the hand-over (or by a flush or a later save)."""
+        in order, so the last prediction made is the one kept). ``defer``: all of it, the store's creation
+        included, is done by :meth:`_start_deferred_save` at the end of the hand-over (or by a flush)."""
         if not result.image_hash or uncertainty is None:
+            return
+        if defer:
+            self._pending_save = lambda: self._save_latest_prediction(result, labels, uncertainty, pasted)
             return
         h, w = np.shape(labels)[:2]
         if h * w > MAX_FULL_IMAGE_PIXELS:  # the store keeps slide-sized images by their regions only
@@ -499,7 +496,6 @@ class CdmaWidget(QWidget):
 
         def save() -> None:
             if previous is not None:
-                _start_saver(previous)
                 previous.join()
             message = ""
             try:
@@ -518,24 +514,24 @@ class CdmaWidget(QWidget):
                 pass
 
         _last_saver = threading.Thread(target=save, name=f"napari-cdma save prediction {name}")
-        if defer:
-            self._deferred_save = _last_saver
-        else:
-            _last_saver.start()
+        _last_saver.start()
 
     def _start_deferred_save(self) -> None:
-        """Start the save of the last large image handed over (if any) in :data:`SAVE_DELAY_MS`, after the
+        """Do the save left by the last large image handed over (if any) in :data:`SAVE_DELAY_MS`, after the
         hand-over's redraws."""
-        saver = self._deferred_save
-        if saver is None:
+        if self._pending_save is None:
             return
 
         def start() -> None:
-            _start_saver(saver)
-            if self._deferred_save is saver:
-                self._deferred_save = None
+            pending, self._pending_save = self._pending_save, None
+            if pending is not None:  # else a flush did it
+                pending()
 
-        QTimer.singleShot(SAVE_DELAY_MS, start)
+        timer = QTimer(self)  # a child: it does not fire once the dock is gone (its save is then not made)
+        timer.setSingleShot(True)
+        timer.timeout.connect(start)
+        timer.timeout.connect(timer.deleteLater)
+        timer.start(SAVE_DELAY_MS)
 
     def _create_named_store(self, image_name: str) -> Optional[ProjectStore]:
         """The store of the path field, created now (as the first Accept creates it) when that folder
@@ -1171,8 +1167,7 @@ class CdmaWidget(QWidget):
     def settled(self) -> bool:
         """:meth:`handed_over`, and a large image's save has been started (it starts :data:`SAVE_DELAY_MS` after
         its hand-over)."""
-        saving = self._deferred_save
-        return self.handed_over() and (saving is None or saving.ident is not None)
+        return self.handed_over() and self._pending_save is None
 
     def _on_layer_inserted(self, event: Any) -> None:
         """The first layer opened with the dock docked: napari fits the view to it, then its layer controls widen
