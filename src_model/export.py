@@ -443,20 +443,17 @@ def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = Non
     :data:`TABLE_FIELDS`); attribute ``cdma``: ``source`` (:func:`glands_fingerprint` of the labels it was
     computed from), ``n_glands``, the settings. Nothing is recomputed when ``source`` matches (``reused``).
 
-    Atomic: everything is written into ``labels/instances.partial`` and renamed into place only when complete,
-    and only if the gland labels did not change meanwhile (``stale``: nothing is replaced then); a reader sees
-    the old numbered glands or the new ones. Memory: a chunk's labels plus the glands that cross chunk sides
-    (the pieces' labels are written on the first pass and renumbered on the second, so the split is computed
-    once)."""
+    Atomic: everything is written into ``labels/instances.partial-<pid>-<token>`` and renamed into place only when
+    complete, and only if the gland labels did not change meanwhile (``stale``: nothing is replaced then); a reader
+    sees the old numbered glands or the new ones. A run stopped (the generator closed) removes its folder; one
+    killed leaves it, removed by the next run once its process is gone. Runs at once on one store put their numbers
+    in place in turn (the last to finish stands; one that finds another's put in place between its two renames drops
+    its own: ``stale``). Memory: a chunk's labels plus the glands that cross chunk sides (the pieces' labels are
+    written on the first pass and renumbered on the second, so the split is computed once)."""
     import shutil
     import time
 
     import zarr
-    from ome_zarr.format import FormatV05
-    from ome_zarr.writer import write_multiscales_metadata
-    from shapely.geometry import shape as as_shape
-
-    from .progress import Progress
 
     t0 = time.perf_counter()
     ex = extractor or GlandExtractor(store)
@@ -466,8 +463,69 @@ def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = Non
         return {"n_glands": int(meta.get("n_glands", 0)), "reused": True, "stale": False,
                 "seconds": time.perf_counter() - t0}
     labels_dir = store.path / "labels"
-    partial, final, old = (labels_dir / f"{INSTANCES}{s}" for s in (".partial", "", ".old"))
-    shutil.rmtree(partial, ignore_errors=True)
+    _remove_dead_runs(labels_dir)
+    token = f"{os.getpid()}-{os.urandom(4).hex()}"
+    partial, final, old = (labels_dir / f"{INSTANCES}{s}" for s in (f".partial-{token}", "", f".old-{token}"))
+    try:
+        out = yield from _number_into(store, ex, key, partial, stage)
+    except BaseException:  # stopped (GeneratorExit), or failed: nothing of this run is left
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    out["seconds"] = time.perf_counter() - t0
+    if glands_fingerprint(store, ex) != key:  # the gland labels changed while they were numbered
+        shutil.rmtree(partial, ignore_errors=True)
+        return {**out, "stale": True}
+    if final.exists():
+        try:
+            os.rename(final, old)
+        except FileNotFoundError:  # another run moved it meanwhile
+            pass
+    try:
+        os.rename(partial, final)
+    except OSError:  # another run put its numbers in place meanwhile: they stand, these are dropped
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        return {**out, "stale": True}
+    fsync_dir(labels_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    group = zarr.open_group(str(labels_dir), mode="r+")
+    ome = dict(group.attrs.get("ome") or {})
+    if INSTANCES not in (ome.get("labels") or []):
+        ome["labels"] = list(ome.get("labels") or []) + [INSTANCES]
+        group.attrs["ome"] = ome
+    return out
+
+
+def _remove_dead_runs(labels_dir: Path) -> None:
+    """Remove the folders that runs of :func:`write_instances` whose process is gone left in ``labels_dir``."""
+    import shutil
+
+    for d in list(labels_dir.glob(f"{INSTANCES}.partial-*")) + list(labels_dir.glob(f"{INSTANCES}.old-*")):
+        try:
+            pid = int(d.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid():
+            continue  # this process's runs clean up after themselves
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:  # alive (another user's)
+            pass
+
+
+def _number_into(store: SlideStore, ex: GlandExtractor, key: str, partial: Path,
+                 stage: str) -> Generator[Any, None, Dict[str, Any]]:
+    """Write the numbered glands, their table and metadata into the group at ``partial`` (see :func:`write_instances`);
+    returns ``{"n_glands", "reused": False, "stale": False}``."""
+    import zarr
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_multiscales_metadata
+    from shapely.geometry import shape as as_shape
+
+    from .progress import Progress
+
     root = zarr.open_group(str(partial), mode="w-", zarr_format=3)
     arrays = [root.create_array(str(k), shape=a.shape, chunks=a.chunks, dtype="uint32", fill_value=0)
               for k, a in enumerate(store.glands)]
@@ -526,21 +584,7 @@ def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = Non
                           "labels": "uint32 gland instances numbered as cdma export's GeoJSON, 0 = background",
                           "table_fields": list(TABLE_FIELDS), "split_h": ex.split_h, "split_sigma": ex.split_sigma,
                           "min_area_px": ex.min_area_px}
-    if glands_fingerprint(store, ex) != key:  # the gland labels changed while they were numbered
-        shutil.rmtree(partial, ignore_errors=True)
-        return {"n_glands": int(ex.n_glands), "reused": False, "stale": True, "seconds": time.perf_counter() - t0}
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.rename(final, old)
-    os.rename(partial, final)
-    fsync_dir(labels_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    group = zarr.open_group(str(labels_dir), mode="r+")
-    ome = dict(group.attrs.get("ome") or {})
-    if INSTANCES not in (ome.get("labels") or []):
-        ome["labels"] = list(ome.get("labels") or []) + [INSTANCES]
-        group.attrs["ome"] = ome
-    return {"n_glands": int(ex.n_glands), "reused": False, "stale": False, "seconds": time.perf_counter() - t0}
+    return {"n_glands": int(ex.n_glands), "reused": False, "stale": False}
 
 
 def rasterize(features: Sequence[Dict[str, Any]], shape: Tuple[int, int], downsample: float = 1.0) -> np.ndarray:

@@ -144,8 +144,10 @@ def test_labels_changed_while_numbering_are_not_committed_and_a_stopped_run_leav
     store.write_glands(0, 0, np.zeros((y1 - y0, x1 - x0), np.uint8))
     gen = write_instances(store)
     next(gen)
+    assert list((store.path / "labels").glob("instances.partial-*")), "written beside the numbers in place"
     gen.close()
     assert instances_info(store)["source"] == key and not instances_current(store)
+    assert not list((store.path / "labels").glob("instances.partial-*")), "a stopped run leaves nothing"
     np.testing.assert_array_equal(instance_levels(store)[0][:], before)
     # labels written while the run reads them: nothing replaced, the run says so
     gen = write_instances(store)
@@ -155,7 +157,7 @@ def test_labels_changed_while_numbering_are_not_committed_and_a_stopped_run_leav
     out = drain(gen)
     assert out["stale"] and instances_info(store)["source"] == key
     np.testing.assert_array_equal(instance_levels(store)[0][:], before)
-    assert not (store.path / "labels" / "instances.partial").exists()
+    assert not list((store.path / "labels").glob("instances.*"))
     # the next run numbers what the store holds now
     out = drain(write_instances(store))
     assert not out["stale"] and instances_info(store)["source"] == glands_fingerprint(store)
@@ -177,3 +179,27 @@ def test_cdma_export_in_store_numbers_once_and_reuses(slide_store, tmp_path, cap
     assert lines[-1]["reused"] and lines[-1]["glands"] == first["glands"]
     assert not [e for e in lines if e["event"] == "progress"]  # nothing computed again
     assert main(["export", str(store.path), "--in-store", "--geojson", str(tmp_path / "g.geojson")]) != 0
+
+
+def test_a_killed_runs_folder_is_removed_and_two_runs_at_once_leave_complete_numbers(slide_store, tmp_path):
+    import subprocess
+    import sys
+
+    store = _copy(slide_store, tmp_path)
+    # what a killed run leaves: its folder named by its (now gone) process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = store.path / "labels" / f"instances.partial-{int(dead.stdout)}-0000"
+    left.mkdir()
+    (left / "zarr.json").write_text("{}")
+    a, b = write_instances(store), write_instances(open_store(store.path, mode="r+"))
+    next(a)
+    next(b)
+    assert not left.exists()
+    before = (store.path / "labels" / "instances" / "zarr.json").exists()
+    first = drain(a)
+    mid = instance_levels(store)[0][:]
+    second = drain(b)
+    assert not before and not first["stale"] and not second["stale"]  # each put in place in turn: b's stand
+    np.testing.assert_array_equal(instance_levels(store)[0][:], mid)  # the same labels, the same numbers
+    assert instances_current(store) and not list((store.path / "labels").glob("instances.*"))
+    assert drain(write_instances(store))["reused"]
