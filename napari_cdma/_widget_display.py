@@ -56,6 +56,27 @@ TABLE_HEADERS = ("id", "area", "mean unc.")
 SELECTED_ROLE = "selected gland"
 SELECTED_COLOR, SELECTED_WIDTH, SELECTED_PAD = "magenta", 2.0, 2.0
 NO_PREDICTION_TEXT = "Predict an image to see its uncertainty legend and gland table."
+#: The readout's first line; the values go on the second. On one line "Under cursor: uncertainty 0.0901, gland 1"
+#: needed 274 px of the 225 px the 280 px dock gives it and the gland number was cut (walk); the second line,
+#: "uncertainty 0.902, gland 99999", needs about 206 px in napari's style.
+READOUT_TITLE = "Under cursor:"
+READOUT_TIP = "The uncertainty (0 to 1) and the gland's number under the mouse pointer"
+
+
+def readout_text(parts: Sequence[str]) -> str:
+    """The readout's two lines: :data:`READOUT_TITLE`, then ``parts`` ("uncertainty 0.090", "gland 7") or "-"."""
+    return READOUT_TITLE + "\n" + (", ".join(parts) if parts else "-")
+
+
+def readout_label() -> QLabel:
+    """The value-under-the-cursor label: always two lines (:func:`readout_text`), so its height never changes
+    with the text (a text that changes on every mouse move must not re-layout the dock), and as wide as its
+    panel, the values on a line of their own (the Whole slide panel's readout can be made the same way)."""
+    label = QLabel(readout_text([]))
+    label.setWordWrap(False)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+    label.setToolTip(READOUT_TIP)
+    return label
 
 
 def selected_gland_name(image_name: str) -> str:
@@ -296,9 +317,7 @@ class DisplayPanel(QWidget):
         self.legend_box = UncertaintyLegend()
         self.legend, self.legend_title = self.legend_box.legend, self.legend_box.legend_title
         self.lo_label, self.hi_label = self.legend_box.lo_label, self.legend_box.hi_label
-        self.readout = QLabel("Under cursor: -")
-        # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
-        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.readout = readout_label()
         self.table = GlandTableView()
         self.table.setMaximumHeight(150)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
@@ -363,7 +382,7 @@ class DisplayPanel(QWidget):
             return
         if layer is _unwrap(self.uncertainty_layer):
             self.uncertainty_layer = None
-            self.readout.setText("Under cursor: -")
+            self.readout.setText(readout_text([]))
         if layer is _unwrap(self.labels_layer):  # the table described its glands: emptied, not left behind
             self.labels_layer = None
             self.selected_gland = None
@@ -455,17 +474,17 @@ class DisplayPanel(QWidget):
 
     # ------------------------------------------------------------------ cursor
     def value_text(self, position: Sequence[float]) -> str:
-        """What lies under a world position: the uncertainty value and the gland id."""
+        """What lies under a world position: the uncertainty value and the gland id (:func:`readout_text`)."""
         parts = []
         for what, layer in (("uncertainty", self.uncertainty_layer), ("gland", self.labels_layer)):
             value = value_under(self.viewer, layer, position)
             if value is None:
                 continue
             if what == "uncertainty":
-                parts.append(f"uncertainty {float(value):.3g}")
+                parts.append(f"uncertainty {float(value):.3f}")  # as the legend's ends
             elif int(value) > 0:
                 parts.append(f"gland {int(value)}")
-        return "Under cursor: " + (", ".join(parts) if parts else "-")
+        return readout_text(parts)
 
     def _on_cursor(self, event: Any = None) -> None:
         if self.uncertainty_layer is None:

@@ -242,12 +242,12 @@ def test_the_readout_reads_only_visible_layers(make_napari_viewer, monkeypatch, 
     lab = viewer.add_labels(labels, name="p")
     panel = widget.display_panel
     panel.show_result("he", unc, lab, (0.0, 1.0), [])
-    assert panel.value_text((15.0, 15.0)) == "Under cursor: uncertainty 0.25, gland 7"
-    assert panel.value_text((30.0, 50.0)) == "Under cursor: uncertainty 0.25"
+    assert panel.value_text((15.0, 15.0)) == "Under cursor:\nuncertainty 0.250, gland 7"
+    assert panel.value_text((30.0, 50.0)) == "Under cursor:\nuncertainty 0.250"
     unc.visible = False
-    assert panel.value_text((15.0, 15.0)) == "Under cursor: gland 7"
+    assert panel.value_text((15.0, 15.0)) == "Under cursor:\ngland 7"
     lab.visible = False
-    assert panel.value_text((15.0, 15.0)) == "Under cursor: -"
+    assert panel.value_text((15.0, 15.0)) == "Under cursor:\n-"
 
 
 def test_a_clicked_gland_is_selected_and_outlined(make_napari_viewer, monkeypatch, tmp_path, qtbot):
