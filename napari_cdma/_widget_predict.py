@@ -61,6 +61,14 @@ DRAIN_BUDGET_S = 0.02
 UNCERTAINTY_REFRESH_S = 0.3
 PROGRESS_REFRESH_S = 0.25
 NO_IMAGE_TEXT = "No image to predict: open an H&E image (a whole slide: Whole slide panel)."
+#: Predict's tooltip: what a click does, what it needs while it is disabled (:meth:`PredictPanel._update_predict`)
+PREDICT_TIP = ("Segment the chosen image with the chosen model: its glands (an editable labels layer), uncertainty "
+               "and review regions")
+PREDICT_NEEDS_IMAGE = ("Needs an H&E image to predict: open one (RGB, single-scale; a whole slide is predicted in the "
+                       "Whole slide panel)")
+PREDICT_RUNNING = "A prediction is running: Cancel it or wait for it to end"
+ENTROPY_TIP = ("Also add '<image> entropy': the entropy of the three branches' mean class probabilities (0 to 1, "
+               "magma), another uncertainty map beside the uncertainty layer (the branches' mean entropy)")
 
 
 @dataclass
@@ -169,6 +177,8 @@ class PredictPanel(QWidget):
         self._cancelled = False
         #: handed over, the dock's share of the hand-over (its later event-loop turns) not done yet
         self._settling = False
+        #: the image being predicted (until the run ends: its hand-over included), None when idle
+        self.running_name: Optional[str] = None
         self._unc_dirty = False
         self._unc_refreshed = 0.0
         self._progress_shown = 0.0
@@ -188,6 +198,7 @@ class PredictPanel(QWidget):
         self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")
         narrow_combo(self.model_combo, COMBO_CHARS)
         self.entropy_check = QCheckBox("entropy")
+        self.entropy_check.setToolTip(ENTROPY_TIP)
         self.branches_check = QCheckBox("branches")
         self.branches_check.setToolTip("Also show each decoder branch's foreground probability")
         self.predict_button = QPushButton("Predict")
@@ -271,7 +282,7 @@ class PredictPanel(QWidget):
         self.image_choice.reset_choices()
         self.no_image_label.setVisible(not self.image_choice.choices)
         if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
-            self.predict_button.setEnabled(bool(self.image_choice.choices))
+            self._update_predict()
             if not self.image_choice.choices and self.status.text().startswith("Predicted"):
                 self.status.setText("")  # not "Predicted '<image>'" under "No image to predict" (re-walk)
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
@@ -279,6 +290,14 @@ class PredictPanel(QWidget):
         # other images come back hidden: Predict must not switch away from the image on screen)
         if inserted is not None and inserted in self.image_choice.choices and getattr(inserted, "visible", True):
             self.image_choice.value = inserted
+
+    def _update_predict(self, running: bool = False) -> None:
+        """Predict is enabled when there is an image to predict and no run; its tooltip says what it needs
+        when it is not (it was empty: walk)."""
+        ready = not running and bool(self.image_choice.choices)
+        self.predict_button.setEnabled(ready)
+        self.predict_button.setToolTip(PREDICT_TIP if ready else PREDICT_RUNNING if running else
+                                       f"{PREDICT_NEEDS_IMAGE}\n({PREDICT_TIP})")
 
     @property
     def image_layer(self) -> Any:
@@ -427,12 +446,13 @@ class PredictPanel(QWidget):
         # what the result is for, kept here until the worker returns: a lambda holding it would live as long as the
         # viewer (napari keeps every finished worker and its slots: napari_cdma/_workers.py)
         self._run_for = (name, image, label, version, layer)
+        self.running_name = name
         worker.returned.connect(self._on_worker_returned)
         worker.errored.connect(self._on_errored)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self._worker = worker
-        self.predict_button.setEnabled(False)
+        self._update_predict(running=True)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first tile batch reports
         self.progress.setVisible(True)
@@ -624,11 +644,12 @@ class PredictPanel(QWidget):
 
     def _end_run(self) -> None:
         self._timer.stop()
+        self.running_name = None
         self._cancelled = False
         if self._dropped is not None:  # after the worker stopped: napari's removal runs the garbage collector
             dropped, self._dropped = self._dropped, None
             QTimer.singleShot(0, lambda: dropped.remove())  # a lambda: PyQt keeps bound methods only weakly
-        self.predict_button.setEnabled(bool(self.image_choice.choices))
+        self._update_predict()
         self.cancel_button.setEnabled(False)
         # QProgressBar repaints at once when its value changes, and with it the whole window, canvas included
         # (0.1-0.2 s of GUI time at the end of the hand-over on a busy 2-core machine): with updates off, the
