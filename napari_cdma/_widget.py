@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from ._layers import (
     IMAGE_KEY,
+    ROLE_KEY,
     Reviewed,
     ids_like,
     image_from_layer,
@@ -67,10 +68,11 @@ from ._layers import (
     source_path,
     unsaved_edits,
 )
+from ._messages import show_message
 from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
-from ._widget_review import ReviewPanel, scene_camera, show_review_outlines
+from ._widget_review import SLIDE_META_KEYS, ReviewPanel, scene_camera, show_review_outlines
 from ._widget_slide import SlidePanel
 from ._widget_store import (
     Restore,
@@ -182,6 +184,13 @@ class CdmaWidget(QWidget):
         #: hand-over for :meth:`_start_deferred_save`, or a flush
         self._pending_save: Optional[Any] = None
         self._restoring: Optional[Restore] = None  # a reopened store's layers being read or added
+        #: a layer is being removed (napari's "removing" event until the dock's "removed" handler): the Predict
+        #: chooser moving to another image meanwhile does not add that image's review layers (walk: deleting every
+        #: layer of a reopened store re-added "<image> review tiles" of a hidden image the chooser moved to)
+        self._removing = False
+        #: review-overlay layers (names) the user removed while their image stayed open: following the image again
+        #: does not bring them back (a new Predict of the image does)
+        self._dismissed: set = set()
         self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
         self.store_edit = QLineEdit(str(store_path or default_project_path()))
@@ -253,6 +262,7 @@ class CdmaWidget(QWidget):
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
         self.predict_panel.image_choice.changed.connect(self._follow_image)
+        self.viewer.layers.events.removing.connect(self._on_layer_removing)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.retrain_panel.model_changed.connect(self._on_model_changed)
@@ -691,23 +701,25 @@ class CdmaWidget(QWidget):
 
     def _review_overlays(self, name: str, state: ImageState) -> List[Tuple[float, Tuple[int, int, int, int]]]:
         """An image's review tiles and accepted boxes layers (made when its restored prediction is
-        first shown: one restored image at a time, not all of them at reopen); its regions not accepted yet."""
+        first shown: one restored image at a time, not all of them at reopen; not those the user removed,
+        :attr:`_dismissed`); its regions not accepted yet."""
         from src_model.progress import drain  # torch-free
 
-        return drain(self._review_overlay_steps(name, state))
+        return drain(self._review_overlay_steps(name, state, skip=self._dismissed))
 
-    def _review_overlay_steps(self, name: str, state: ImageState
+    def _review_overlay_steps(self, name: str, state: ImageState, skip: Any = ()
                               ) -> Generator[None, None, List[Tuple[float, Tuple[int, int, int, int]]]]:
-        """:meth:`_review_overlays`, yielding after each layer it adds."""
+        """:meth:`_review_overlays`, yielding after each layer it adds (none named in ``skip``)."""
         names = names_for(name)
         boxes = self._accepted_boxes(state.image_hash)
         ranked = not_yet_accepted(state.ranked, boxes)
         added = False
-        if names["tiles"] not in self.viewer.layers:
+        if names["tiles"] not in self.viewer.layers and names["tiles"] not in skip:
             show_review_outlines(self.viewer, name, ranked)
             added = True
             yield
-        if names["accepted"] not in self.viewer.layers:  # made now, so that an accept never adds a layer
+        if names["accepted"] not in self.viewer.layers and names["accepted"] not in skip:
+            # made now, so that an accept never adds a layer
             show_accepted(self.viewer, name, boxes)
             added = True
             yield
@@ -834,7 +846,13 @@ class CdmaWidget(QWidget):
         if layer_name not in self.viewer.layers or self._store is None:
             return
         layer = self.viewer.layers[layer_name]
-        data = np.zeros(np.shape(layer.data), np.int32)
+        data = self._corrections_data(np.shape(layer.data), regions)
+        if not np.array_equal(data, layer.data):
+            layer.data = data
+
+    def _corrections_data(self, shape: Tuple[int, ...], regions: List[RegionRecord]) -> np.ndarray:
+        """What an image's "accepted corrections" layer shows: the store's corrected masks of ``regions``."""
+        data = np.zeros(shape, np.int32)
         for r in sorted(regions, key=lambda r: r.region_id):
             y0, x0, y1, x1 = r.bbox
             try:
@@ -843,8 +861,7 @@ class CdmaWidget(QWidget):
                 continue
             if mask.shape == data[y0:y1, x0:x1].shape:
                 data[y0:y1, x0:x1] = mask
-        if not np.array_equal(data, layer.data):
-            layer.data = data
+        return data
 
     def _refresh_glands(self) -> None:
         """Rebuild the gland table from the shown prediction layer: an accept may have split or merged
@@ -1023,6 +1040,7 @@ class CdmaWidget(QWidget):
 
     def _on_predicted(self, result: PredictResult) -> None:
         name = result.image_name
+        self._dismissed = {n for n in self._dismissed if not n.startswith(f"{name} ")}  # its overlays made anew
         state = self.states.get(name)
         if state is not None and (state.image.shape != result.image.shape or (
                 state.image_hash and result.image_hash and state.image_hash != result.image_hash)):
@@ -1175,14 +1193,85 @@ class CdmaWidget(QWidget):
         if len(self.viewer.layers) == 1 and not is_derived(getattr(event, "value", None)):
             QTimer.singleShot(0, self._fit_view)
 
+    def _on_layer_removing(self, event: Any = None) -> None:
+        self._removing = True
+
     def _on_layer_removed(self, event: Any) -> None:
-        """The reviewed image was closed: the review list follows the image Predict now shows (or empties)."""
-        layer = getattr(event, "value", None)
+        """The reviewed image was closed: the review list follows the image Predict now shows (or empties). An image
+        closed: its display layers follow it in the next event-loop turn (:meth:`_close_derived`). A review overlay
+        the user closed while its image stays open is not brought back by following the image (:attr:`_dismissed`)."""
+        try:
+            self._layer_removed(getattr(event, "value", None))
+        finally:
+            self._removing = False
+
+    def _layer_removed(self, layer: Any) -> None:
         self._forget_closed_images()
         self._update_keep_button()
+        meta = (getattr(layer, "metadata", None) or {}) if layer is not None else {}
+        if meta.get(ROLE_KEY) in ("tiles", "accepted") and meta.get(IMAGE_KEY) in self.viewer.layers:
+            self._dismissed.add(layer.name)
+        if layer is not None and not is_derived(layer) and not any(meta.get(k) for k in SLIDE_META_KEYS):
+            name = layer.name
+            if any((ly.metadata or {}).get(IMAGE_KEY) == name for ly in self.viewer.layers):
+                QTimer.singleShot(0, lambda: self._close_derived(name))
         if layer is not None and not is_derived(layer) and layer.name == self.review_panel.image_name:
             self.review_panel.image_name = None
             self._follow_image(self.predict_panel.image_layer)
+
+    def _close_derived(self, image_name: str) -> List[str]:
+        """An image layer was closed: close the layers shown over it that mean nothing without it (uncertainty,
+        disagreement, entropy and branch maps, review and accepted boxes, the framed gland or region) and its
+        accepted-corrections layer unless it was edited (the store keeps those corrections: reopening shows them).
+        Its prediction layers stay (they may be corrected still, and hold the edits not accepted); the Predict
+        panel's status line names them and how many of their pixels are edits not accepted. Nothing is closed while
+        the image is open again under that name or being predicted, nor any whole slide's layer. Returns the names
+        of the layers left open."""
+        layers = self.viewer.layers
+        if image_name in layers or self.predict_panel.running_name == image_name:
+            return []
+        self._dismissed = {n for n in self._dismissed if not n.startswith(f"{image_name} ")}
+        state = self.states.get(image_name)
+        closed: List[str] = []
+        kept: List[Tuple[str, int]] = []
+        for layer in [ly for ly in layers if (ly.metadata or {}).get(IMAGE_KEY) == image_name]:
+            meta = layer.metadata or {}
+            if any(meta.get(k) for k in SLIDE_META_KEYS):
+                continue
+            role = meta.get(ROLE_KEY)
+            if role == "prediction":
+                kept.append((layer.name, state.unsaved(layer.name, np.asarray(layer.data)) if state is not None
+                             else -1))
+                continue
+            if role == "corrections":
+                edits = self._corrections_edits(image_name, layer)
+                if edits:
+                    kept.append((layer.name, edits))
+                    continue
+            layers.remove(layer)
+            closed.append(layer.name)
+        if closed:
+            message = f"'{image_name}' closed, and {len(closed)} layer(s) shown over it"
+            if kept:
+                message += "; still open: " + ", ".join(
+                    f"'{n}' ({e} edited px not accepted: accept them, or press Keep unaccepted edits)" if e > 0 else
+                    f"'{n}' (no edits)" if e == 0 else f"'{n}'" for n, e in kept)
+            self.predict_panel.last_message = message + "."
+            show_message(self.predict_panel.status, self.predict_panel.last_message)
+        return [n for n, _ in kept]
+
+    def _corrections_edits(self, image_name: str, layer: Any) -> int:
+        """Pixels of an image's "accepted corrections" layer that differ from the store's live regions (-1: unknown,
+        no store open or the image not known to it)."""
+        digest = next((d for d, n in self.image_names.items() if n == image_name), None)
+        if self._store is None or digest is None:
+            return -1
+        try:
+            regions = regions_by_image(self._store.regions()).get(digest, [])
+        except Exception:
+            return -1
+        expected = self._corrections_data(np.shape(layer.data), regions)
+        return int(np.count_nonzero(np.asarray(layer.data) != expected))
 
     def _forget_closed_images(self) -> None:
         """Drop the state of each image whose image layer and prediction layer are both closed: it holds the
@@ -1212,10 +1301,21 @@ class CdmaWidget(QWidget):
         state = self.states.get(name) if name is not None else None
         if state is not None and state.ranked and names_for(name)["prediction"] in self.viewer.layers:
             if name in self.restored_predictions:  # restored: its review layers are made when first shown
-                self._review_overlays(name, state)
+                if self._removing:  # not while layers are being removed (maybe all of them): next turn, if still so
+                    QTimer.singleShot(0, lambda: self._overlays_later(name))
+                else:
+                    self._review_overlays(name, state)
             review.set_tiles(name, not_yet_accepted(state.ranked, self._accepted_boxes(state.image_hash)))
         else:
             review.clear_tiles(name)
+
+    def _overlays_later(self, name: str) -> None:
+        """The review layers of a restored image the review list moved to while a layer was being removed, made
+        now if it is still the one listed (a removal of every layer leaves none to make)."""
+        state = self.states.get(name)
+        if (state is not None and name == self.review_panel.image_name and name in self.viewer.layers
+                and names_for(name)["prediction"] in self.viewer.layers):
+            self._review_overlays(name, state)
 
     def _fit_view(self) -> None:
         """Show the whole image after its first prediction.
