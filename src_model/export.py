@@ -6,8 +6,11 @@ Glands are found chunk by chunk in the store's gland labels (:mod:`src_model.sli
 glands are split as the dock splits them (:func:`src_model.postprocess.split_touching`, seeds found
 at half resolution, on the chunk plus :data:`SPLIT_HALO` pixels of context, so both chunks around a
 side see the glands near it whole), and a piece that touches a chunk side is joined to the piece
-across that side it shares the most pixels with, when that piece chooses it too (union-find over
-the shared rows and columns), so a gland crossing chunks is one object, and memory stays bounded by
+across that side it shares the most pixels with, when that piece chooses it too, or when the piece's
+gland lies mostly beyond that side in its own chunk's window (a sliver along the side that the
+window's split gave to the neighbour's gland: the two chunks' seeds differ, and without this the
+sliver was a gland of its own, cut from its gland exactly on the chunk side); union-find over the
+shared rows and columns, so a gland crossing chunks is one object, and memory stays bounded by
 a chunk plus the glands that cross chunk sides. With ``split_h=0`` glands are the 4-connected
 components, joined wherever they touch. Where the two chunks' splits of a gland pair differ at their
 common side the pair can come out split differently than a whole-image split would (the context
@@ -53,6 +56,12 @@ SPLIT_HALO = 160
 #: The split's seeds are found at half resolution: 3x faster, nearly the same glands (GlaS glands are
 #: tens of pixels across or more).
 SPLIT_COARSE = 2
+#: Sides of a chunk (bits), for the pieces whose gland lies mostly across one (:meth:`GlandExtractor._chunk_pieces`).
+_TOP, _BOTTOM, _LEFT, _RIGHT = 1, 2, 4, 8
+_SIDES = (_TOP, _BOTTOM, _LEFT, _RIGHT)
+#: Version of the rule that joins pieces across chunk sides (part of :func:`glands_fingerprint`: numbered glands of
+#: an older rule are numbered again). 2: a piece whose gland lies mostly across a side joins its best partner there.
+JOIN_RULE = 2
 
 
 class _UnionFind:
@@ -153,6 +162,15 @@ class GlandExtractor:
 
     def _chunk_labels(self, cy: int, cx: int) -> Tuple[np.ndarray, int]:
         """Gland pieces of a chunk: int32 labels 1..n, each a 4-connected piece of one gland."""
+        pieces, n, _ = self._chunk_pieces(cy, cx)
+        return pieces, n
+
+    def _chunk_pieces(self, cy: int, cx: int) -> Tuple[np.ndarray, int, np.ndarray]:
+        """:meth:`_chunk_labels`, and for each piece (uint8, index = label) the chunk sides across which the
+        gland it is part of lies mostly (bits :data:`_SIDES`): the split of the chunk's window gives that gland more
+        pixels in the context beyond that side than in the chunk. Such a piece (typically a sliver along the side:
+        the neighbour's gland, whose seed this window placed beyond the side) belongs to the neighbour's piece it
+        touches most across that side, however the neighbour split its own side."""
         from scipy import ndimage as ndi
         from skimage.measure import label as label_regions
 
@@ -160,24 +178,47 @@ class GlandExtractor:
 
         y0, x0, y1, x1 = self.store.chunk_box(cy, cx)
         if self.split_h <= 0:
-            return ndi.label(self.store.glands[0][y0:y1, x0:x1] > 0)
+            lab, n = ndi.label(self.store.glands[0][y0:y1, x0:x1] > 0)
+            return lab, int(n), np.zeros(n + 1, np.uint8)
         h, w = self.store.glands[0].shape
         m = self.halo
         wy0, wx0, wy1, wx1 = max(0, y0 - m), max(0, x0 - m), min(h, y1 + m), min(w, x1 + m)
         fg = self.store.glands[0][wy0:wy1, wx0:wx1] > 0
-        core = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
+        cy0, cx0, cy1, cx1 = y0 - wy0, x0 - wx0, y1 - wy0, x1 - wx0
+        core = (slice(cy0, cy1), slice(cx0, cx1))
         if not fg[core].any():
-            return np.zeros((y1 - y0, x1 - x0), np.int32), 0
-        glands = split_touching(fg, self.split_h, self.split_sigma, coarse=self.split_coarse)[core]
+            return np.zeros((y1 - y0, x1 - x0), np.int32), 0, np.zeros(1, np.uint8)
+        full = split_touching(fg, self.split_h, self.split_sigma, coarse=self.split_coarse)
+        glands = full[core]
         # a gland cut by the chunk's sides can fall apart: each connected piece gets its own label
         pieces, n = label_regions(glands, background=0, connectivity=1, return_num=True)
-        return pieces.astype(np.int32), int(n)
+        pieces = pieces.astype(np.int32)
+        owned = np.zeros(n + 1, np.uint8)
+        if n:
+            k = int(full.max()) + 1
+            inside = np.bincount(glands.ravel(), minlength=k)
+            beyond = {_TOP: full[:cy0, cx0:cx1], _BOTTOM: full[cy1:, cx0:cx1],
+                      _LEFT: full[cy0:cy1, :cx0], _RIGHT: full[cy0:cy1, cx1:]}
+            # the window's gland of each piece (any of its pixels; a piece is inside one gland)
+            first = np.asarray(ndi.maximum(glands, pieces, np.arange(1, n + 1)), np.int64)
+            edge = np.zeros(n + 1, bool)
+            edge[np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]))] = True
+            for bit, strip in beyond.items():
+                if not strip.size:
+                    continue
+                out = np.bincount(strip.ravel(), minlength=k)
+                mostly = out > inside
+                owned[1:] |= np.where(mostly[first] & edge[1:], bit, 0).astype(np.uint8)
+        return pieces, int(n), owned
 
-    def _join(self, uf: "_UnionFind", a: np.ndarray, b: np.ndarray) -> None:
+    def _join(self, uf: "_UnionFind", a: np.ndarray, b: np.ndarray, a_owned: Optional[set] = None,
+              b_owned: Optional[set] = None) -> None:
         """Union the pieces that meet across a chunk side (``a``, ``b``: the global ids of the two rows or
         columns that face each other). Connected components are joined wherever they touch; split glands
         only with their mutual best partner (the most shared pixels), so that two glands the split
-        separated are not joined again where the two chunks' splits differ by a pixel."""
+        separated are not joined again where the two chunks' splits differ by a pixel, and a piece whose gland
+        lies mostly across the side (``a_owned``, ``b_owned``: such ids of ``a``, ``b``; see
+        :meth:`_chunk_pieces`) with its best partner, whether or not that one chooses it too."""
         both = (a > 0) & (b > 0)
         if not both.any():
             return
@@ -194,8 +235,12 @@ class GlandExtractor:
             if c > best_b.get(gb, (0, 0))[0]:
                 best_b[gb] = (c, ga)
         for ga, (_, gb) in best_a.items():
-            if best_b[gb][1] == ga:
+            if best_b[gb][1] == ga or (a_owned is not None and ga in a_owned):
                 uf.union(ga, gb)
+        if b_owned:
+            for gb, (_, ga) in best_b.items():
+                if gb in b_owned:
+                    uf.union(ga, gb)
 
     def features(self) -> Iterator[Dict[str, Any]]:
         """GeoJSON features, one per gland (glands inside one chunk first, then joined ones)."""
@@ -208,6 +253,7 @@ class GlandExtractor:
         next_gid = 1
         right_edge: Optional[np.ndarray] = None
         bottom_edges: Dict[int, np.ndarray] = {}
+        owned_by: Dict[int, set] = {}  # side bit -> global ids of pieces whose gland lies mostly across it
         done = self.store.done()
         ny, nx = self.store.grid
         for cy in range(ny):
@@ -215,17 +261,23 @@ class GlandExtractor:
             for cx in range(nx):
                 y0, x0, y1, x1 = self.store.chunk_box(cy, cx)
                 if not done[cy, cx]:
-                    lab, n = np.zeros((y1 - y0, x1 - x0), np.int32), 0
+                    lab, n, owned = np.zeros((y1 - y0, x1 - x0), np.int32), 0, np.zeros(1, np.uint8)
                 else:
-                    lab, n = self._chunk_labels(cy, cx)
+                    lab, n, owned = self._chunk_pieces(cy, cx)
+                off = next_gid - 1
+                for bit in _SIDES:  # the global ids of the pieces owned across each side
+                    ids = np.nonzero(owned & bit)[0]
+                    if len(ids):
+                        owned_by.setdefault(bit, set()).update((ids + off).tolist())
                 self._offsets[(cy, cx)] = next_gid - 1
                 if self.chunk_sink is not None:
                     self.chunk_sink(cy, cx, lab, next_gid - 1)
                 glab = np.where(lab > 0, lab + (next_gid - 1), 0)
                 next_gid += n
-                for a, b in ((right_edge, glab[:, 0]), (bottom_edges.get(cx), glab[0, :])):
+                for a, b, sa, sb in ((right_edge, glab[:, 0], _RIGHT, _LEFT),
+                                     (bottom_edges.get(cx), glab[0, :], _BOTTOM, _TOP)):
                     if a is not None:
-                        self._join(uf, a, b)
+                        self._join(uf, a, b, owned_by.get(sa, set()), owned_by.get(sb, set()))
                 right_edge, bottom_edges[cx] = glab[:, -1].copy(), glab[-1, :].copy()
                 if not n:
                     continue
@@ -378,7 +430,7 @@ def glands_fingerprint(store: SlideStore, extractor: Optional[GlandExtractor] = 
     ex = extractor or GlandExtractor(store)
     h = hashlib.blake2b(digest_size=16)
     settings = {"split_h": ex.split_h, "split_sigma": ex.split_sigma, "halo": ex.halo,
-                "split_coarse": ex.split_coarse, "min_area_px": ex.min_area_px}
+                "split_coarse": ex.split_coarse, "min_area_px": ex.min_area_px, "join_rule": JOIN_RULE}
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(np.ascontiguousarray(store.done()).tobytes())
     top = store.path / "labels" / GLANDS / "0"
