@@ -481,6 +481,8 @@ class DisplayPanel(QWidget):
             if value is None:
                 continue
             if what == "uncertainty":
+                if np.issubdtype(np.dtype(getattr(layer, "dtype", np.float32)), np.integer):
+                    value = float(value) / 255.0  # a slide store's map (the Whole slide panel's layer) keeps 255 x
                 parts.append(f"uncertainty {float(value):.3f}")  # as the legend's ends
             elif int(value) > 0:
                 parts.append(f"gland {int(value)}")

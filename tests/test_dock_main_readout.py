@@ -74,3 +74,16 @@ def test_the_readout_label_keeps_its_height(qtbot):
     hint = label.sizeHint().height()
     label.setText(readout_text(["uncertainty 0.500", "gland 3"]))
     assert label.sizeHint().height() == hint
+
+
+def test_a_slide_stores_uncertainty_reads_in_uncertainty_units(make_napari_viewer):
+    """A slide store's uncertainty layer keeps 255 x the value (uint8): the dock's readout, which shows a numbered
+    slide's glands in its table, gives the value as the legend does (0.902, not 230.000)."""
+    viewer = make_napari_viewer()
+    panel = open_dock(viewer).display_panel
+    unc = viewer.add_image(np.full((40, 60), 230, np.uint8), name="s uncertainty")
+    labels = np.zeros((40, 60), np.uint32)
+    labels[10:20, 10:30] = 105
+    lab = viewer.add_labels(labels, name="s glands (numbered)")
+    panel.show_result("s", unc, lab, (0.1, 0.95), [])
+    assert panel.value_text((15.0, 15.0)) == "Under cursor:\nuncertainty 0.902, gland 105"
