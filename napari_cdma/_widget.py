@@ -76,7 +76,10 @@ from ._widget_review import SLIDE_META_KEYS, ReviewPanel, scene_camera, show_rev
 from ._widget_slide import SlidePanel
 from ._widget_store import (
     Restore,
+    StoreSummary,
+    declined_note,
     open_image_hashes,
+    open_or_ask,
     read_restore,
     regions_by_image,
     stored_name,
@@ -203,6 +206,8 @@ class CdmaWidget(QWidget):
         self.store_label.setToolTip("Edits made in a prediction layer are kept in the store only when you press "
                                     "'Keep unaccepted edits' (not used for training) or accept them (used for "
                                     "training).")
+        #: the summary follows the layers: a reopened image closed is no longer counted (walk)
+        self.summary = StoreSummary(self.viewer, self.store_label)
 
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
         self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
@@ -250,7 +255,8 @@ class CdmaWidget(QWidget):
         self._scroll = scroll  # its content's minimum width is the dock's (minimumSizeHint)
 
         browse.clicked.connect(self._browse_store)
-        open_button.clicked.connect(lambda: self.open_store(self.store_edit.text()))
+        # asks before creating a store where there is none (a mistyped path made a new empty store: walk)
+        open_button.clicked.connect(lambda: self.open_store(self.store_edit.text(), create=None))
         self.keep_edits_button.clicked.connect(self.keep_edits)
         # the Retrain box sits far down the dock: its progress, ETA and loss curve are scrolled into view when
         # it starts (walk: they were out of sight)
@@ -271,6 +277,8 @@ class CdmaWidget(QWidget):
         self.review_panel.regions_changed.connect(self._sync_from_store)
         self.review_panel.regions_changed.connect(self._refresh_glands)
         self.slide_panel.regions_changed.connect(self._sync_from_store)
+        if hasattr(self.slide_panel, "glands_numbered"):  # a slide's numbered glands: the gland table lists them
+            self.slide_panel.glands_numbered.connect(self._show_slide_glands)
         if callable(getattr(self.slide_panel, "sync", None)):  # an accept or withdraw here reaches the slide now
             self.review_panel.regions_changed.connect(self.slide_panel.sync)
         self.prediction_saved.connect(self._on_prediction_saved)
@@ -279,7 +287,7 @@ class CdmaWidget(QWidget):
             self.open_store(self.store_edit.text(), quiet=True)
         else:  # said, not left blank (pathologist walk)
             self.store_label.setText("No project store there yet: the first Predict or Accept creates it "
-                                     "(or choose another folder and press Open).")
+                                     "(or choose another folder and press Open; it asks before creating one).")
 
     def showEvent(self, event: Any) -> None:
         """The first time the dock shows, the view is fitted again: docking it narrows the canvas, which
@@ -345,8 +353,8 @@ class CdmaWidget(QWidget):
             except ValueError:
                 pass
 
-    def open_store(self, path: os.PathLike, quiet: bool = False,
-                   select_current: bool = True) -> Optional[ProjectStore]:
+    def open_store(self, path: os.PathLike, quiet: bool = False, select_current: bool = True,
+                   create: Optional[bool] = True) -> Optional[ProjectStore]:
         """Open (or create) a project store and show its regions, versions and current model.
 
         Args:
@@ -354,13 +362,16 @@ class CdmaWidget(QWidget):
             quiet: do not pop up an error notification if it cannot be opened.
             select_current: select the store's current model in the Predict chooser (False keeps
                 the user's choice: a store created to keep a prediction just made).
+            create: where there is no store: True creates one (code: the first Predict or Accept), None asks the
+                user first (Open, Browse), False creates none.
 
         Returns:
-            The ``ProjectStore``, or None if it could not be opened (the reason is shown).
+            The ``ProjectStore``, or None if it could not be opened or was not created (the reason is shown; the
+            store open before stays open).
         """
         path = Path(path).expanduser()
         try:
-            store = ProjectStore.open(path)
+            store = open_or_ask(path, self, create=create)
         except Exception as exc:
             self.store_label.setText(f"Cannot open project store {path}: {exc}")
             if not quiet:
@@ -368,10 +379,16 @@ class CdmaWidget(QWidget):
 
                 show_error(self.store_label.text())
             return None
+        if store is None:  # none there and not created: nothing written, the open store stays open
+            if self._store is not None:
+                self.store_edit.setText(str(self._store.root))
+            self.summary.set_note(declined_note(path, self._store.root if self._store is not None else None))
+            return None
         self.flush_prediction_saves(30.0)  # a prediction still being written (to this store or the previous one)
         self._store = store
         self.store_edit.setText(str(path))
         self.restored_predictions.clear()
+        self.summary.clear()
         self._sync_from_store(select_current=select_current)
         self._start_restore(store)
         return store
@@ -404,10 +421,11 @@ class CdmaWidget(QWidget):
         if job is not None:
             self._end_restore(job.store, job, exc)
 
-    def _restore_steps(self, store: ProjectStore, job: Restore) -> Generator[None, None, Tuple[int, int]]:
+    def _restore_steps(self, store: ProjectStore, job: Restore
+                       ) -> Generator[None, None, Tuple[List[str], List[str]]]:
         """The GUI steps of a reopen, one layer each: the stored images, accepted boxes and corrections
-        (:meth:`Restore.steps`), then the latest predictions (:meth:`_restored_layers`); returns how many
-        images were restored and how many of them without a prediction."""
+        (:meth:`Restore.steps`), then the latest predictions (:meth:`_restored_layers`); returns the names of the
+        images restored and of those of them without a prediction."""
         yield from job.steps()
         return (yield from self._restored_layers(store, job.known, job.names))
 
@@ -426,34 +444,24 @@ class CdmaWidget(QWidget):
         QTimer.singleShot(0, lambda: self._restore_turn(store, job, steps))
 
     def _end_restore(self, store: ProjectStore, job: Optional[Restore], exc: Optional[BaseException] = None,
-                     counts: Tuple[int, int] = (0, 0)) -> None:
+                     counts: Tuple[List[str], List[str]] = ([], [])) -> None:
         """The store's layers are all shown (or could not be, ``exc``): say so under the store summary;
-        ``counts``: the images restored, and of them those without a prediction."""
+        ``counts``: the names of the images restored, and of those without a prediction."""
         if self._restoring is not job:  # another store was opened meanwhile
             return
         self._restoring = None
-        restored = without = 0
+        restored, without = counts
         if exc is None:
-            restored, without = counts
             self._sync_from_store(layers=False)  # the restore drew the boxes and corrections: not read again
         else:
-            self.store_label.setText(f"Could not show the stored images: {exc}")
+            self.summary.set_note(f"Could not show the stored images: {exc}")
         if restored or self.restored_predictions:
             # the dock fills (regions, versions) and napari's layer controls widen for the restored labels after
             # the image was shown: fit it again (an image open before the reopen was cropped: walk)
             self._fit_view()
-        if restored:
-            note = f"\nReopened {restored} stored image(s) with their accepted regions"
-            if without:
-                note += (f"; {without} of them had no stored prediction (never predicted with this store open, "
-                         "or unreadable): press Predict.")
-            else:
-                note += " and latest predictions."
-            self.store_label.setText(self.store_label.text() + note)
-        windows = self._slide_windows(store)
-        if windows:
-            self.store_label.setText(self.store_label.text() + f"\n{windows} slide window(s): open the slide "
-                                     "to see them (Whole-slide panel).")
+        # counted over the images still open: closing one updates the summary (StoreSummary)
+        self.summary.set_restored([n for n in restored if n not in without], without)
+        self.summary.set_windows(self._slide_windows(store))
 
     @staticmethod
     def _slide_windows(store: ProjectStore) -> int:
@@ -746,9 +754,9 @@ class CdmaWidget(QWidget):
         self.review_panel.set_tiles(name, ranked)
 
     def _restored_layers(self, store: ProjectStore, known: Dict[str, str], names: Dict[str, str]
-                         ) -> Generator[None, None, Tuple[int, int]]:
+                         ) -> Generator[None, None, Tuple[List[str], List[str]]]:
         """Name the restored images as they were named and show their latest predictions (one layer per
-        step); returns how many images were added and how many of those came back without a prediction."""
+        step); returns the names of the images added and of those that came back without a prediction."""
         renamed = False
         for digest in set(names) - set(known):
             shown = names[digest]
@@ -764,7 +772,7 @@ class CdmaWidget(QWidget):
             yield from self._restore_predictions(store, names, shown)
         except Exception as exc:  # the images and regions are shown; a prediction must not stop the dock
             logger.warning("could not show the stored predictions: %s", exc)
-        return len(added), sum(1 for d in added if names[d] not in shown)
+        return [names[d] for d in added], [names[d] for d in added if names[d] not in shown]
 
     def _restore_name(self, store: ProjectStore, digest: str, shown: str) -> str:
         """Give a restored image the name it had on screen when its regions were accepted.
@@ -818,12 +826,8 @@ class CdmaWidget(QWidget):
         held = sum(r.holdout for r in regions)
         summary = (f"{len(regions)} accepted region(s) ({held} held out) from {len(by_image)} "
                    f"image(s), {len(models)} trained version(s); current model: {current}")
-        restored = {k: v for k, v in self.restored_predictions.items() if k in self.viewer.layers}
-        if restored:
-            summary += ("\nPredictions restored from the store: "
-                        + "; ".join(f"'{k}' ({v})" for k, v in restored.items())
-                        + ". New edits are not kept until accepted or kept (Keep unaccepted edits).")
-        self.store_label.setText(summary)
+        self.summary.set_predictions(self.restored_predictions)  # said while their images are open
+        self.summary.set_store_text(summary)
         if not layers:
             return
         for digest, name in self.image_names.items():
@@ -903,7 +907,16 @@ class CdmaWidget(QWidget):
     def _browse_store(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Project store folder", self.store_edit.text())
         if path:
-            self.open_store(path)
+            self.open_store(path, create=None)
+
+    def _show_slide_glands(self, name: str) -> None:
+        """The gland table of a slide's numbered glands (boxes in level-0 = world pixels: a row's click goes there)."""
+        panel, layers = self.slide_panel, self.viewer.layers
+        unc, numbered = f"{name} uncertainty", f"{name} glands (numbered)"
+        if unc not in layers or numbered not in layers or name not in getattr(panel, "gland_rows", {}):
+            return
+        lo, hi, _ = panel.ranges.get(str(layers[numbered].metadata.get("cdma_store")), (0.0, 1.0, 0))
+        self.display_panel.show_result(name, layers[unc], layers[numbered], (lo, hi), panel.gland_rows[name])
 
     def _slide_model(self) -> Tuple[str, Optional[str], str]:
         """The Predict panel's model for the slide panel: (checkpoint path, project version or None, label)."""
@@ -1149,6 +1162,7 @@ class CdmaWidget(QWidget):
             for step in later:
                 step()
         if "press Predict" in self.store_label.text() or (not secondary and was_restored):
+            self.summary.set_restored(())
             self._sync_from_store()  # the reopen note has been acted on
 
     def _select(self, layer: Any) -> None:
