@@ -60,8 +60,11 @@ SPLIT_COARSE = 2
 _TOP, _BOTTOM, _LEFT, _RIGHT = 1, 2, 4, 8
 _SIDES = (_TOP, _BOTTOM, _LEFT, _RIGHT)
 #: Version of the rule that joins pieces across chunk sides (part of :func:`glands_fingerprint`: numbered glands of
-#: an older rule are numbered again). 2: a piece whose gland lies mostly across a side joins its best partner there.
-JOIN_RULE = 2
+#: an older rule are numbered again). 2: a piece whose gland lies mostly across a side joins its best partner there;
+#: 3: pieces still apart are joined when a split centred on the side makes them one gland.
+JOIN_RULE = 3
+#: Depth of the band on each side of a chunk side over which :meth:`GlandExtractor._one_gland_across` judges a piece.
+_BAND = 8
 
 
 class _UnionFind:
@@ -212,13 +215,15 @@ class GlandExtractor:
         return pieces, int(n), owned
 
     def _join(self, uf: "_UnionFind", a: np.ndarray, b: np.ndarray, a_owned: Optional[set] = None,
-              b_owned: Optional[set] = None) -> None:
+              b_owned: Optional[set] = None, line: Optional[Tuple[int, int, int]] = None) -> None:
         """Union the pieces that meet across a chunk side (``a``, ``b``: the global ids of the two rows or
         columns that face each other). Connected components are joined wherever they touch; split glands
         only with their mutual best partner (the most shared pixels), so that two glands the split
         separated are not joined again where the two chunks' splits differ by a pixel, and a piece whose gland
         lies mostly across the side (``a_owned``, ``b_owned``: such ids of ``a``, ``b``; see
-        :meth:`_chunk_pieces`) with its best partner, whether or not that one chooses it too."""
+        :meth:`_chunk_pieces`) with its best partner, whether or not that one chooses it too. Pieces still apart
+        that touch are joined when a split centred on the side makes them one gland (:meth:`_one_gland_across`;
+        ``line`` says where the side is)."""
         both = (a > 0) & (b > 0)
         if not both.any():
             return
@@ -241,6 +246,38 @@ class GlandExtractor:
             for gb, (_, ga) in best_b.items():
                 if gb in b_owned:
                     uf.union(ga, gb)
+        if line is not None:
+            for ga, gb in pairs.T.tolist():
+                if uf.find(ga) != uf.find(gb) and self._one_gland_across(a == ga, b == gb, line):
+                    uf.union(ga, gb)
+
+    def _one_gland_across(self, on_a: np.ndarray, on_b: np.ndarray, line: Tuple[int, int, int]) -> bool:
+        """Whether two pieces that touch across a chunk side, not joined by the rules above (the two chunks split
+        them differently: each chunk's window saw the other side only as context), are one gland in a window
+        centred on the side: the split of the glands within :attr:`halo` of the side around both pieces' pixels on
+        it (``on_a``, ``on_b``: bool along the side), each piece judged by the gland most of the gland pixels lie in
+        of the :data:`_BAND` rows (columns) on its side of the side at those positions.
+        ``line``: ``(axis, position, start)``, the side at row (axis 0) or column (axis 1) ``position``, its
+        pixels from ``start``."""
+        from .postprocess import split_touching
+
+        axis, pos, start = line
+        idx = np.nonzero(on_a | on_b)[0] + start
+        h, w = self.store.glands[0].shape
+        m = self.halo
+        lo, hi = max(0, pos - m), min(h if axis == 0 else w, pos + m)
+        c0, c1 = max(0, int(idx.min()) - m), min(w if axis == 0 else h, int(idx.max()) + 1 + m)
+        box = (slice(lo, hi), slice(c0, c1)) if axis == 0 else (slice(c0, c1), slice(lo, hi))
+        fg = self.store.glands[0][box] > 0
+        lab = split_touching(fg, self.split_h, self.split_sigma, coarse=self.split_coarse)
+        if axis == 1:
+            lab = lab.T
+        d = min(_BAND, pos - lo, hi - pos)  # each piece judged over a band of its side, not only its pixels on the
+        before, after = lab[pos - d - lo:pos - lo], lab[pos - lo:pos + d - lo]  # side: a split line a pixel off
+        ia, ib = np.nonzero(on_a)[0] + start - c0, np.nonzero(on_b)[0] + start - c0  # the side is still a split
+        ga, gb = np.bincount(before[:, ia].ravel()), np.bincount(after[:, ib].ravel())
+        ga[0] = gb[0] = 0  # background does not count
+        return bool(ga.any() and gb.any() and ga.argmax() == gb.argmax())
 
     def features(self) -> Iterator[Dict[str, Any]]:
         """GeoJSON features, one per gland (glands inside one chunk first, then joined ones)."""
@@ -274,10 +311,10 @@ class GlandExtractor:
                     self.chunk_sink(cy, cx, lab, next_gid - 1)
                 glab = np.where(lab > 0, lab + (next_gid - 1), 0)
                 next_gid += n
-                for a, b, sa, sb in ((right_edge, glab[:, 0], _RIGHT, _LEFT),
-                                     (bottom_edges.get(cx), glab[0, :], _BOTTOM, _TOP)):
+                for a, b, sa, sb, line in ((right_edge, glab[:, 0], _RIGHT, _LEFT, (1, x0, y0)),
+                                           (bottom_edges.get(cx), glab[0, :], _BOTTOM, _TOP, (0, y0, x0))):
                     if a is not None:
-                        self._join(uf, a, b, owned_by.get(sa, set()), owned_by.get(sb, set()))
+                        self._join(uf, a, b, owned_by.get(sa, set()), owned_by.get(sb, set()), line)
                 right_edge, bottom_edges[cx] = glab[:, -1].copy(), glab[-1, :].copy()
                 if not n:
                     continue

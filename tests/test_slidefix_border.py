@@ -86,3 +86,32 @@ def test_mutual_best_rule_alone_leaves_the_sliver(two_chunks):
         y0, x0, y1, x1 = store.chunk_box(cy, cx)
         lab[y0:y1, x0:x1] = part
     assert [(axis, y) for _, _, axis, y in _split_on_sides(lab, CHUNK)] == [(0, SIDE)]
+
+
+def _synthetic(tmp_path, glands):
+    from src_model.slide_store import StoreInfo, create_store
+
+    info = StoreInfo(slide="synthetic", slide_level=0, downsample=1.0, height=256, width=256, chunk=128, n_levels=1,
+                     mpp=None, settings={"min_tissue": 0.0})
+    store = create_store(tmp_path / "s.zarr", info)
+    for cy, cx in store.all_chunks():
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        g = glands[y0:y1, x0:x1]
+        store.write_chunk(cy, cx, np.full(g.shape + (3,), 200, np.uint8), g, g * 50, 1.0)
+    return store
+
+
+def test_a_split_centred_on_the_side_tells_one_gland_from_two(tmp_path):
+    """The arbiter of pieces the chunks split differently: one disc across the side is one gland; two discs joined
+    by a neck whose narrowest point lies on the side are two."""
+    yy, xx = np.mgrid[:256, :256]
+    one = (np.hypot(yy - 128, xx - 100) < 50).astype(np.uint8)
+    ex = GlandExtractor(_synthetic(tmp_path / "one", one))
+    col = one[:, 127] > 0
+    assert ex._one_gland_across(col, one[:, 128] > 0, (1, 128, 0))
+    two = ((np.hypot(yy - 100, xx - 80) < 45) | (np.hypot(yy - 100, xx - 176) < 45)
+           | ((np.abs(yy - 100) < 12) & (xx > 100) & (xx < 156))).astype(np.uint8)
+    assert ndi.label(two)[1] == 1
+    ex = GlandExtractor(_synthetic(tmp_path / "two", two))
+    # the neck's pixels on either side of column 128, taken as two pieces
+    assert not ex._one_gland_across(two[:, 127] > 0, two[:, 128] > 0, (1, 128, 0))
