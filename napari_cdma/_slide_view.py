@@ -543,6 +543,92 @@ def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUN
 
 
 
+#: The review regions a store was last ranked with (:func:`cached_review`), beside its arrays.
+REVIEW_FILE = "cdma_review.json"
+
+
+def review_key(store: Any, n: int, max_chunks: int) -> str:
+    """What the review regions of a store are ranked from, cheaply (no chunk is read): which chunks are done, the
+    name, size and modification time of every chunk file of the full-resolution gland labels and uncertainty, and
+    the ranking's settings. A prediction, an edit, an undo changes it."""
+    import hashlib
+    import os
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{int(n)}|{int(max_chunks)}|".encode())
+    h.update(np.ascontiguousarray(store.done()).tobytes())
+    for top in (Path(store.path) / "labels" / "glands" / "0", Path(store.path) / "uncertainty" / "0"):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                f = os.path.join(dirpath, name)
+                st = os.stat(f)
+                h.update(f"{os.path.relpath(f, top)}|{st.st_size}|{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def cached_review(store: Any, n: int = N_REVIEW, max_chunks: int = MAX_REVIEW_CHUNKS) -> List[Tuple[float, Box]]:
+    """:func:`review_over_store`, kept in the store (:data:`REVIEW_FILE`, with its :func:`review_key`): ranked again
+    only when the store's labels or uncertainty changed (ranking a 3072 x 3072 store's 9 chunks takes 6-12 s; a
+    Predict view that predicts nothing new, or a slide opened again, takes the kept regions). A store that cannot
+    be written is ranked each time."""
+    import json
+
+    from src_model.fileio import atomic_write_json
+
+    key = review_key(store, n, max_chunks)
+    path = Path(store.path) / REVIEW_FILE
+    try:
+        kept = json.loads(path.read_text("utf-8"))
+        if kept.get("key") == key:
+            return [(float(s), tuple(int(v) for v in b)) for s, b in kept["regions"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    ranked = review_over_store(store, n, max_chunks)
+    try:
+        atomic_write_json(path, {"key": key, "regions": [[s, list(b)] for s, b in ranked]})
+    except OSError:
+        pass
+    return ranked
+
+
+def reopen_job(store_path: str, slide_path: str, digest: Optional[str] = None,
+               n_review: int = N_REVIEW) -> Generator[Any, None, Tuple[str, Any]]:
+    """What a slide opened again shows of its prediction store, read in a worker thread: first (yielded, as soon as
+    read) the review regions, kept in the store (:func:`cached_review`); then (returned) the digest of the slide
+    level it predicts, for its accepted windows (computed unless given: reading the slide level can take seconds).
+
+    Yields:
+        ``{"ranked" (store pixels), "downsample", "display_range", "level"}`` once, if the store holds predicted
+        chunks.
+    Returns:
+        ``("ok", {"digest", "slide", "level"})`` (``digest`` None when the slide file cannot be read), ``("none",
+        reason)`` when the store holds no predicted chunk, or ``("error", message)`` when it cannot be read.
+    """
+    from src_model.slide import open_slide
+    from src_model.slide_store import open_store
+
+    from .project.slide_regions import slide_hash
+
+    try:
+        store = open_store(store_path)
+        level = int(store.info.slide_level)
+        if not store.done().any():
+            return ("none", "no chunk of the slide is predicted yet")
+        ranked = cached_review(store, n_review)
+        display = store_display_range(store)
+    except Exception as exc:  # an unreadable store: nothing more is shown (a Predict view says why)
+        return ("error", str(exc))
+    yield {"ranked": ranked, "downsample": store.info.downsample, "display_range": display, "level": level}
+    if digest is None:
+        try:
+            with open_slide(slide_path) as slide:
+                digest = slide_hash(slide, level)
+        except Exception:  # the slide file cannot be read (moved): no accepted windows are outlined
+            digest = None
+    return ("ok", {"digest": digest, "slide": slide_path, "level": level})
+
+
 def slide_of(layer: Any) -> Tuple[str, int]:
     """(slide file, level) behind a slide layer: a prediction store opened as a slide stands for the
     level of the slide it was predicted from."""
@@ -633,7 +719,7 @@ def predict_view_job(slide_path: str, store_path: str, model_path: str, level: i
             n = event.total
             yield replace(event, total=n + FINISH_STEPS)
         done_store = open_store(store_path)
-        ranked = review_over_store(done_store, n_review)
+        ranked = cached_review(done_store, n_review)
         display = store_display_range(done_store)
         yield Progress(stage="review", step=n + 1, total=n + FINISH_STEPS)
         if digest is None:

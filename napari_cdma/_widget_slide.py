@@ -99,6 +99,7 @@ from ._slide_view import (
     pending_withdrawn,
     pixel_edges,
     predict_view_job,
+    reopen_job,
     slide_of,
     store_display_range,
     uncertainty_style,
@@ -142,8 +143,8 @@ OUT_OF_DATE_KEY = "cdma_out_of_date_opacity"
 #: purples of H&E at :data:`NUMBERED_OPACITY` (no black, white, grey, brown, pink or purple: black and white filled
 #: glands darkened or washed out the tissue), in an order that keeps consecutive numbers (neighbours in a chunk's
 #: row) far apart; 13, a prime, so that no short period of the numbering repeats a colour. On the 8192 x 8192 GlaS
-#: mosaic, 17 of 529 pairs of numbered glands within 12 px of each other (3.2 %) share a colour (10 colours: 28,
-#: 5.3 %).
+#: mosaic, 19 of 528 pairs of numbered glands within 12 px of each other (3.6 %) share a colour (10 colours: 30,
+#: 5.7 %).
 NUMBERED_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.35, 1.0), (1.0, 0.55, 0.0), (0.0, 1.0, 1.0), (1.0, 0.0, 0.0),
                    (1.0, 1.0, 0.0), (0.0, 0.7, 0.3), (0.0, 0.75, 1.0), (0.65, 1.0, 0.0), (0.0, 0.7, 0.75),
                    (1.0, 0.3, 0.0), (0.0, 1.0, 0.6), (0.0, 0.0, 1.0))
@@ -227,6 +228,7 @@ class SlidePanel(QWidget):
         #: "area" in level-0 pixels, "mean_uncertainty", "bbox" in level-0 = world pixels)
         self.gland_rows: Dict[str, List[Dict[str, Any]]] = {}
         self._job_run: Optional[Dict[str, Any]] = None  # the run of the job that runs (its store numbered after it)
+        self._reopening: Optional[Dict[str, Any]] = None  # a slide opened again: its review regions being read
 
         self.slide_choice: ComboBox = create_widget(annotation=Image, label="Slide",
                                                     options={"choices": self._slide_layers})
@@ -378,8 +380,72 @@ class SlidePanel(QWidget):
             self.legend.setVisible(False)
             self.readout.setVisible(False)
         store_path = self.store_edit.text().strip()
+        if store_path and Path(store_path).is_dir():
+            self.reopen(layer.name, store_path)  # what a Predict view showed of it, at once
         if store_path and Path(store_path).is_dir() and self._numbered.get(layer.name) != store_path:
             self.number_glands(layer.name, store_path)  # a completely predicted store: its glands numbered
+
+    def reopen(self, name: str, store_path: str) -> bool:
+        """Show what slide layer ``name``'s prediction store holds, as a Predict view shows it, without predicting:
+        the glands' outlines and the uncertainty (with its legend and the readout) at once, then the review regions
+        (kept in the store, ranked again only if it changed: :func:`~napari_cdma._slide_view.cached_review`) and
+        the accepted windows, read in a worker thread. Nothing when the store holds no predicted chunk, a job runs,
+        or the store is shown live already; True if started."""
+        from src_model.slide_store import StoreError, open_store
+
+        if self.running or name not in self.viewer.layers or self._live_layer(f"{name} glands", store_path) is not None:
+            return False
+        try:
+            slide_path, _ = slide_of(self.viewer.layers[name])
+            store = open_store(store_path)
+            if not store.done().any():
+                return False
+            level = int(store.info.slide_level)
+        except (StoreError, OSError, ValueError, KeyError):
+            return False
+        self.show_store(name, store_path)
+        from ._workers import create_worker
+
+        run = {"layer": name, "slide": slide_path, "store": str(store_path), "level": level, "version": None,
+               "label": None, "id": self.viewer.layers[name].unique_id, "before": self.last_result}
+        worker = create_worker(reopen_job, str(store_path), slide_path, self._digests.get((slide_path, level)))
+        self._reopening = {"worker": worker, "run": run}
+        worker.yielded.connect(lambda shown, run=run: self._on_reopen_regions(shown, run))
+        worker.returned.connect(lambda result, run=run: self._on_reopened(result, run))
+        worker.errored.connect(lambda exc, run=run: self._on_reopened(("error", str(exc)), run))
+        worker.start()
+        return True
+
+    def _reopen_current(self, run: Dict[str, Any]) -> bool:
+        """Whether what :meth:`reopen` read for ``run`` is still to be shown: the slide still shown, and no Predict
+        view (nor another slide's reopening) showed its own since."""
+        return _alive(self) and self._reopening is not None and self._reopening["run"] is run \
+            and self._same_layer(run["layer"], run["id"]) and self.last_result is run.get("out", run["before"])
+
+    def _on_reopen_regions(self, shown: Dict[str, Any], run: Dict[str, Any]) -> None:
+        """The review regions of a slide opened again (:meth:`reopen`): listed and outlined."""
+        if not self._reopen_current(run):
+            return
+        out = run["out"] = {**shown, **run, "digest": None}
+        self.last_result = out
+        ds = out["downsample"]
+        tiles = [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]]
+        self._in_steps(lambda: self.set_tiles(run["layer"], tiles, ds) if self.last_result is out
+                       and self._same_layer(run["layer"], run["id"]) else None)
+
+    def _on_reopened(self, result: Any, run: Dict[str, Any]) -> None:
+        """The slide level's digest of a slide opened again (:meth:`reopen`): its accepted windows outlined."""
+        current = self._reopen_current(run)
+        if _alive(self) and self._reopening is not None and self._reopening["run"] is run:
+            self._reopening = None
+        if not current or result[0] != "ok" or "out" not in run:
+            return
+        out = run["out"]
+        digest = result[1]["digest"]
+        if digest is not None:
+            self._digests[(run["slide"], run["level"])] = out["digest"] = digest
+            self._in_steps(lambda: self.show_accepted_windows(out) if self.last_result is out
+                           and self._same_layer(run["layer"], run["id"]) else None)
 
     def value_text(self, position: Any) -> str:
         """The chosen slide's uncertainty (and whether a gland) under a world position, from its layers."""
