@@ -194,6 +194,43 @@ def number_notes(store: Path, work: Path) -> List[str]:
     return notes
 
 
+def border_pairs(path: Path) -> Dict[str, Any]:
+    """In a store's numbered glands (level 0): the pairs of different labels touching across chunk sides, across
+    control lines half-way between them, and those of the first where one label's box starts or stops on the side
+    (a gland cut on the side); and the labels that cross a chunk side whole."""
+    from scipy import ndimage as ndi
+
+    from src_model.export import instance_levels
+    from src_model.slide_store import open_store
+
+    store = open_store(path)
+    lab = instance_levels(store)[0][:]
+    c = store.info.chunk
+
+    def pairs(first: int) -> set:
+        out = set()
+        for axis in (0, 1):
+            for y in range(first, lab.shape[axis], c):
+                a, b = (lab[y - 1], lab[y]) if axis == 0 else (lab[:, y - 1], lab[:, y])
+                m = (a > 0) & (b > 0) & (a != b)
+                out |= {(min(p, q), max(p, q), axis, y) for p, q in zip(a[m].tolist(), b[m].tolist(), strict=True)}
+        return out
+
+    objs = ndi.find_objects(lab)
+    sides = pairs(c)
+    on_side = [(p, q, axis, y) for p, q, axis, y in sides
+               if any(objs[r - 1][axis].start == y or objs[r - 1][axis].stop == y for r in (p, q))]
+    whole = set()
+    for axis in (0, 1):
+        for y in range(c, lab.shape[axis], c):
+            a, b = (lab[y - 1], lab[y]) if axis == 0 else (lab[:, y - 1], lab[:, y])
+            whole |= set(a[(a > 0) & (a == b)].tolist())
+    return {"store": str(path), "shape": list(lab.shape), "chunk": c, "glands": int(lab.max()),
+            "pairs_across_chunk_sides": len(sides), "pairs_across_control_lines": len(pairs(c // 2)),
+            "cut_on_a_side": len(on_side), "glands_crossing_a_side_whole": len(whole),
+            "load_avg": list(load_average())}
+
+
 def markdown(r: Dict[str, Any]) -> str:
     lines = ["# Whole slides: `cdma predict-slide` memory and throughput", "",
              "GlaS mosaics (real training-image tissue) as pyramidal tiled TIFFs; bundled lite model, chunk "
@@ -247,7 +284,14 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the slides and stores")
     ap.add_argument("--number-store", type=Path, default=None,
                     help="only measure numbering the glands of this existing store (on a copy) and record it")
+    ap.add_argument("--border-pairs", type=Path, nargs="*", default=None,
+                    help="only count, in these stores' numbered glands, the pairs of labels touching across chunk "
+                         "sides and across control lines half-way between them (JSON lines)")
     args = ap.parse_args()
+    if args.border_pairs is not None:
+        for store in args.border_pairs:
+            print(json.dumps(border_pairs(store)), flush=True)
+        return 0
     if args.number_store is not None:
         return number_only(args.number_store)
     data = require_glas(args.data)
