@@ -63,7 +63,6 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -107,7 +106,7 @@ from ._slide_view import (
     visible_world_box,
     withdraw_window_job,
 )
-from ._widget_display import UncertaintyLegend, value_under
+from ._widget_display import UncertaintyLegend, readout_label, readout_text, value_under
 from ._widget_review import canvas_hw, readable_list, scene_camera
 
 Box = Tuple[int, int, int, int]
@@ -265,9 +264,8 @@ class SlidePanel(QWidget):
         self.status.setWordWrap(True)
         self.legend = UncertaintyLegend()  # the slide's uncertainty overlay, read as the image overlay's
         self.legend.setVisible(False)
-        self.readout = QLabel("Under cursor: -")  # the slide's uncertainty (and gland) under the cursor
-        # fixed height, no word wrap: a text that changes on every mouse move must not re-layout the dock
-        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        # the slide's uncertainty (and gland) under the cursor, on two lines of fixed height as the image's
+        self.readout = readout_label()
         self.readout.setVisible(False)
         self.number_status = QLabel("")  # the numbered glands: being numbered, shown, or why not
         self.number_status.setWordWrap(True)
@@ -463,7 +461,7 @@ class SlidePanel(QWidget):
                 parts = [p for p in parts if p != "gland"] + [f"gland {int(value)}"]
             elif int(value) > 0:
                 parts.append("gland")
-        return "Under cursor: " + (", ".join(parts) if parts else "-")
+        return readout_text(parts)
 
     def _on_cursor(self, event: Any = None) -> None:
         if not self.readout.isVisibleTo(self):

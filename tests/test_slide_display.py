@@ -163,6 +163,6 @@ def test_a_store_opened_by_the_reader_shows_its_uncertainty_as_an_image_overlay(
     assert "store level 1" in legend.legend.toolTip()
     # and the value under the cursor (the ramp at x = 350: 0.1 + 0.4 * 350 / 767)
     text = dock.slide_panel.value_text((100.0, 350.0))
-    assert text.startswith("Under cursor: uncertainty ") and not dock.slide_panel.readout.isHidden()
+    assert text.startswith("Under cursor:\nuncertainty ") and not dock.slide_panel.readout.isHidden()
     assert abs(float(text.split("uncertainty ")[1].split(",")[0]) - (0.1 + 0.4 * 350 / 767)) < 0.01, text
-    assert dock.slide_panel.value_text((100.0, 5000.0)) == "Under cursor: -"  # off the slide
+    assert dock.slide_panel.value_text((100.0, 5000.0)) == "Under cursor:\n-"  # off the slide
