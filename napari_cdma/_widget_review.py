@@ -6,6 +6,7 @@ Each button is enabled only when it can act; a disabled button's tooltip says wh
 accepted, and the store's regions read)."""
 from __future__ import annotations
 
+import contextlib
 import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
@@ -112,6 +113,8 @@ def withdrawn_note(record: RegionRecord) -> str:
     when = f" {fmt_time(record.withdrawn_at)}" if record.withdrawn_at else ""
     who = f" by {record.withdrawn_by}" if record.withdrawn_by else ""
     return f"withdrawn{when}{who}"
+
+
 #: What the review buttons say they do (their tooltip while enabled); :data:`NEEDS` what they need first.
 TIPS = {
     "prev": "Show the previous review region",
@@ -524,7 +527,7 @@ class ReviewPanel(QWidget):
         old = self._watched_shapes
         if old is not layer:
             if old is not None:
-                with _suppress():
+                with contextlib.suppress(Exception):  # not (or no longer) connected
                     old.events.data.disconnect(self._on_shapes_changed)
             if layer is not None:
                 layer.events.data.connect(self._on_shapes_changed)
@@ -955,10 +958,3 @@ class ReviewPanel(QWidget):
             self.drop_reviewed(layer.name, restored.bbox)
         self.regions_changed.emit()
         return True
-
-
-def _suppress() -> Any:
-    """Ignore the errors of disconnecting a slot that is not (or no longer) connected."""
-    import contextlib
-
-    return contextlib.suppress(Exception)
