@@ -169,7 +169,7 @@ class PredictPanel(QWidget):
         self._named: Any = None  # a layer the chooser does not list, named by set_image for the next predict
         #: whether a prediction's glands are drawn filled (the dock's "Fill glands"); None: outlines
         self.fill_for: Optional[Callable[[], bool]] = None
-        self.settled_for: Optional[Callable[[], bool]] = None  # the dock's settled(): its hand-over is done
+        self.settled_for: Optional[Callable[[], bool]] = None  # the dock's handed_over(): its hand-over is done
         self._live: Optional[LiveLayers] = None  # the layers of a running streamed prediction
         self._dropped: Optional[LiveLayers] = None  # a cancelled run's layers, removed once its worker stopped
         self._queue: deque = deque()  # Rows / Block pieces not yet copied into the live layers
