@@ -435,8 +435,8 @@ class RetrainPanel(QWidget):
         images = image_rows(rows)
         per = ROWS_PER_IMAGE
         table.setRowCount(per * len(images))
-        for i, (name, *pairs) in enumerate(images):
-            full = next((r.image for r in rows if short_name(r.image) == name), name)
+        for i, (score, (name, *pairs)) in enumerate(zip(rows, images, strict=True)):  # image_rows: one per score
+            full = score.image  # the whole name (two images may share one without their extensions)
             head = QTableWidgetItem(name)  # elided in its middle only if the dock is too narrow for it (_fit_names)
             head.setData(Qt.ItemDataRole.UserRole, name)
             head.setToolTip(full)
