@@ -866,8 +866,9 @@ class ProjectStore:
         region = {"image_hash": first_attrs["image_hash"], "bbox": first_attrs["bbox"], "index": n,
                   "holdout": holdout, "withdrawn": gattrs.get("withdrawn") is True, "versions": [entry]}
         region.update({k: gattrs[k] for k in _WITHDRAWAL_KEYS if k in gattrs})
-        if _history(gattrs):
-            region["history"] = _history(gattrs)
+        history = _history(gattrs)
+        if history:
+            region["history"] = history
         self._adopt_versions(region, rdir)
         index["regions"][rid] = region
         index["n_regions"] = max(int(index["n_regions"]), n + 1, int(rid[1:]))
