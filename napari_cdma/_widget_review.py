@@ -482,9 +482,10 @@ class ReviewPanel(QWidget):
         return self._get_state(self.image_name) if self.image_name else None
 
     def _has_image(self) -> bool:
-        """Whether an image the dock could predict is open (any RGB image layer of the user's)."""
-        return any(isinstance(ly, Image) and getattr(ly, "rgb", False) and not is_derived(ly)
-                   and not any((ly.metadata or {}).get(k) for k in SLIDE_META_KEYS) for ly in self.viewer.layers)
+        """Whether an image the dock could predict is open (one the Predict chooser lists)."""
+        from ._widget_predict import predictable
+
+        return any(predictable(ly) for ly in self.viewer.layers)
 
     def needs(self) -> dict:
         """Button key (:data:`TIPS`) -> what it needs before it can act (a :data:`NEEDS` text), or None when it
