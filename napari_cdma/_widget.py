@@ -277,8 +277,7 @@ class CdmaWidget(QWidget):
         self.review_panel.regions_changed.connect(self._sync_from_store)
         self.review_panel.regions_changed.connect(self._refresh_glands)
         self.slide_panel.regions_changed.connect(self._sync_from_store)
-        if hasattr(self.slide_panel, "glands_numbered"):  # a slide's numbered glands: the gland table lists them
-            self.slide_panel.glands_numbered.connect(self._show_slide_glands)
+        self.slide_panel.glands_numbered.connect(self._show_slide_glands)  # a slide's glands: the table lists them
         if callable(getattr(self.slide_panel, "sync", None)):  # an accept or withdraw here reaches the slide now
             self.review_panel.regions_changed.connect(self.slide_panel.sync)
         self.prediction_saved.connect(self._on_prediction_saved)
@@ -913,7 +912,7 @@ class CdmaWidget(QWidget):
         """The gland table of a slide's numbered glands (boxes in level-0 = world pixels: a row's click goes there)."""
         panel, layers = self.slide_panel, self.viewer.layers
         unc, numbered = f"{name} uncertainty", f"{name} glands (numbered)"
-        if unc not in layers or numbered not in layers or name not in getattr(panel, "gland_rows", {}):
+        if unc not in layers or numbered not in layers or name not in panel.gland_rows:
             return
         lo, hi, _ = panel.ranges.get(str(layers[numbered].metadata.get("cdma_store")), (0.0, 1.0, 0))
         self.display_panel.show_result(name, layers[unc], layers[numbered], (lo, hi), panel.gland_rows[name])
