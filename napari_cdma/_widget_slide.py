@@ -193,7 +193,6 @@ class SlidePanel(QWidget):
         self._get_model = get_model
         self._worker = None
         self._job: Optional[Dict[str, Any]] = None  # what the running worker does ("kind": predict, export, ...)
-        self._last_kind = ""  # the kind of the job that ended last
         self._sync_pending = False  # a window was withdrawn elsewhere while a job ran: undone when it ends
         self._steps: List[Callable[[], Any]] = []  # what a job's result still shows, one per turn (_in_steps)
         self._finished: Optional[bool] = None  # the running job's worker has finished (done or not)
@@ -226,7 +225,7 @@ class SlidePanel(QWidget):
         #: slide layer name -> the per-gland table of its numbered glands (the dock's gland-table rows: "id",
         #: "area" in level-0 pixels, "mean_uncertainty", "bbox" in level-0 = world pixels)
         self.gland_rows: Dict[str, List[Dict[str, Any]]] = {}
-        self._job_run: Optional[Dict[str, Any]] = None  # the run of the job that runs (its store numbered after it)
+        self._job_run: Optional[Dict[str, Any]] = None  # the run of the writing job that runs (numbered after it)
         self._reopening: Optional[Dict[str, Any]] = None  # a slide opened again: its review regions being read
 
         self.slide_choice: ComboBox = create_widget(annotation=Image, label="Slide",
@@ -934,8 +933,9 @@ class SlidePanel(QWidget):
         drop a result whose slide layer was closed or replaced meanwhile); its end comes to
         :meth:`_on_job_finished`."""
         self._job = job
-        self._job_run = job.get("run") or job.get("window")
+        self._job_run = None
         if job["kind"] in WRITES:  # its numbers may be out of date once the job has written: checked after it
+            self._job_run = job.get("run") or job.get("window")
             self._stop_numbering(self._job_run["store"] if self._job_run else self.store_edit.text().strip())
         worker.finished.connect(self._on_job_finished)
         self._worker = worker
@@ -983,7 +983,6 @@ class SlidePanel(QWidget):
             self._worker = self._job = None
             self._steps = []
             return
-        self._last_kind = self._job["kind"]
         self._finished = self.last_message.startswith(DONE[self._job["kind"]])
         if not self._steps:  # else the job ends after its last step (:meth:`_next_step`)
             self._job = None
@@ -1030,8 +1029,7 @@ class SlidePanel(QWidget):
         store only)."""
         self._worker = None
         self._finished = None
-        kind = self._last_kind
-        run, self._job_run = self._job_run, None
+        run, self._job_run = self._job_run, None  # set for a job that writes the store only
         self._set_busy(False)
         self._set_progress(1 if done else 0, 1)
         self.idle.emit()
@@ -1039,7 +1037,7 @@ class SlidePanel(QWidget):
             self._sync_pending = False
             if self.sync():
                 return  # the sync job numbers when it ends
-        if kind in WRITES and run is not None and run.get("layer") in self.viewer.layers:
+        if run is not None and run.get("layer") in self.viewer.layers:
             self.number_glands(run["layer"], run["store"])
 
     def withdraw_window(self, region_id: Optional[str] = None) -> bool:
