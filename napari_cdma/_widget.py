@@ -1160,7 +1160,7 @@ class CdmaWidget(QWidget):
         else:
             for step in later:
                 step()
-        if "press Predict" in self.store_label.text() or (not secondary and was_restored):
+        if self.summary.restored_count()[1] or (not secondary and was_restored):  # the note says "press Predict"
             self.summary.set_restored(())
             self._sync_from_store()  # the reopen note has been acted on
 
