@@ -1052,7 +1052,7 @@ class CdmaWidget(QWidget):
 
     def _on_predicted(self, result: PredictResult) -> None:
         name = result.image_name
-        self._dismissed = {n for n in self._dismissed if not n.startswith(f"{name} ")}  # its overlays made anew
+        self._undismiss(name)  # its overlays made anew
         state = self.states.get(name)
         if state is not None and (state.image.shape != result.image.shape or (
                 state.image_hash and result.image_hash and state.image_hash != result.image_hash)):
@@ -1232,6 +1232,12 @@ class CdmaWidget(QWidget):
             self.review_panel.image_name = None
             self._follow_image(self.predict_panel.image_layer)
 
+    def _undismiss(self, image_name: str) -> None:
+        """An image's review overlays may be made again (:attr:`_dismissed` names exactly its "review tiles" and
+        "accepted" layers; not those of another image whose name starts with this one's and a space)."""
+        names = names_for(image_name)
+        self._dismissed -= {names["tiles"], names["accepted"]}
+
     def _close_derived(self, image_name: str) -> List[str]:
         """An image layer was closed: close the layers shown over it that mean nothing without it (uncertainty,
         disagreement, entropy and branch maps, review and accepted boxes, the framed gland or region) and its
@@ -1243,7 +1249,7 @@ class CdmaWidget(QWidget):
         layers = self.viewer.layers
         if image_name in layers or self.predict_panel.running_name == image_name:
             return []
-        self._dismissed = {n for n in self._dismissed if not n.startswith(f"{image_name} ")}
+        self._undismiss(image_name)
         state = self.states.get(image_name)
         closed: List[str] = []
         kept: List[Tuple[str, int]] = []
