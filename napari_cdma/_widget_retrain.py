@@ -36,7 +36,7 @@ from ._loss_plot import LossPlot
 from ._messages import show_message
 from ._widget_versions import TipWhenShown, fmt_dice
 from .project.events import Cancelled, Done, Evaluating, Failed, ImageScore, Progress, RetrainEvent, Started
-from .project.store import ModelRecord, ProjectStore
+from .project.store import DEFAULT_HOLDOUT_FRACTION, ModelRecord, ProjectStore
 
 if TYPE_CHECKING:
     from .project.retrain_job import RetrainJob  # imported when Retrain starts
@@ -467,7 +467,7 @@ class RetrainPanel(QWidget):
             try:
                 fraction = self._get_store().holdout_fraction
             except Exception:  # the store closed meanwhile: the store's default rule
-                from .project.store import DEFAULT_HOLDOUT_FRACTION as fraction
+                fraction = DEFAULT_HOLDOUT_FRACTION
             caption += "\n" + no_holdout_note(fraction)
         self.image_caption.setText(caption)
         self.image_caption.setVisible(bool(images))
