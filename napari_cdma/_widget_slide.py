@@ -1316,9 +1316,7 @@ class SlidePanel(QWidget):
             return
         self._numbering.quit()
         self._numbering = self._numbering_run = None
-        self._forget_numbered(run["store"])
-        if store_path is not None:
-            self._forget_numbered(store_path)
+        self._forget_numbered(run["store"])  # store_path, if given, is this one
 
     def _forget_numbered(self, store_path: str) -> None:
         """The numbers shown for the store at ``store_path`` are to be checked again (its labels may change)."""
