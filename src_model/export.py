@@ -214,8 +214,8 @@ class GlandExtractor:
                 owned[1:] |= np.where(mostly[first] & edge[1:], bit, 0).astype(np.uint8)
         return pieces, int(n), owned
 
-    def _join(self, uf: "_UnionFind", a: np.ndarray, b: np.ndarray, a_owned: Optional[set] = None,
-              b_owned: Optional[set] = None, line: Optional[Tuple[int, int, int]] = None) -> None:
+    def _join(self, uf: "_UnionFind", a: np.ndarray, b: np.ndarray, a_owned: set, b_owned: set,
+              line: Tuple[int, int, int]) -> None:
         """Union the pieces that meet across a chunk side (``a``, ``b``: the global ids of the two rows or
         columns that face each other). Connected components are joined wherever they touch; split glands
         only with their mutual best partner (the most shared pixels), so that two glands the split
@@ -240,16 +240,14 @@ class GlandExtractor:
             if c > best_b.get(gb, (0, 0))[0]:
                 best_b[gb] = (c, ga)
         for ga, (_, gb) in best_a.items():
-            if best_b[gb][1] == ga or (a_owned is not None and ga in a_owned):
+            if best_b[gb][1] == ga or ga in a_owned:
                 uf.union(ga, gb)
-        if b_owned:
-            for gb, (_, ga) in best_b.items():
-                if gb in b_owned:
-                    uf.union(ga, gb)
-        if line is not None:
-            for ga, gb in pairs.T.tolist():
-                if uf.find(ga) != uf.find(gb) and self._one_gland_across(a == ga, b == gb, line):
-                    uf.union(ga, gb)
+        for gb, (_, ga) in best_b.items():
+            if gb in b_owned:
+                uf.union(ga, gb)
+        for ga, gb in pairs.T.tolist():
+            if uf.find(ga) != uf.find(gb) and self._one_gland_across(a == ga, b == gb, line):
+                uf.union(ga, gb)
 
     def _one_gland_across(self, on_a: np.ndarray, on_b: np.ndarray, line: Tuple[int, int, int]) -> bool:
         """Whether two pieces that touch across a chunk side, not joined by the rules above (the two chunks split
