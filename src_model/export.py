@@ -304,10 +304,10 @@ class GlandExtractor:
                     ids = np.nonzero(owned & bit)[0]
                     if len(ids):
                         owned_by.setdefault(bit, set()).update((ids + off).tolist())
-                self._offsets[(cy, cx)] = next_gid - 1
+                self._offsets[(cy, cx)] = off
                 if self.chunk_sink is not None:
-                    self.chunk_sink(cy, cx, lab, next_gid - 1)
-                glab = np.where(lab > 0, lab + (next_gid - 1), 0)
+                    self.chunk_sink(cy, cx, lab, off)
+                glab = np.where(lab > 0, lab + off, 0)
                 next_gid += n
                 for a, b, sa, sb, line in ((right_edge, glab[:, 0], _RIGHT, _LEFT, (1, x0, y0)),
                                            (bottom_edges.get(cx), glab[0, :], _BOTTOM, _TOP, (0, y0, x0))):
@@ -325,10 +325,10 @@ class GlandExtractor:
                     if geom is None:
                         continue
                     if i in touching:
-                        pending[i + self._offsets[(cy, cx)]] = _Part(geom, int(areas[i]), float(usums[i]))
+                        pending[i + off] = _Part(geom, int(areas[i]), float(usums[i]))
                     else:
                         feature = self._feature(geom, int(areas[i]), float(usums[i]), ds, mpp)
-                        self._assign([i + self._offsets[(cy, cx)]], feature)
+                        self._assign([i + off], feature)
                         if feature is not None:
                             yield feature
         groups: Dict[int, List[int]] = {}
