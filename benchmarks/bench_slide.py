@@ -168,9 +168,18 @@ def glands_agreement(a: Path, b: Path) -> str:
             f"{int(du.max())}/255")
 
 
+def store_size(store: Path) -> str:
+    """``"H x W"`` of a store (its notes name it so)."""
+    from src_model.slide_store import open_store
+
+    info = open_store(store).info
+    return f"{info.height} x {info.width}"
+
+
 def number_notes(store: Path, work: Path) -> List[str]:
     """Time and peak memory of numbering a store's glands into the store (``cdma export STORE --in-store``) on a
     copy of ``store`` in ``work``: computed, then reused."""
+    size = store_size(store)
     copy = work / f"numbered_{store.name}"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(store, copy)
@@ -183,11 +192,8 @@ def number_notes(store: Path, work: Path) -> List[str]:
             raise SystemExit(f"cdma export --in-store failed: {res['stderr_tail']}")
         out = json.loads(res["stdout_tail"][0])
         assert out["reused"] == (what == "reused"), out
-        from src_model.slide_store import open_store
-
-        info = open_store(copy).info
-        notes.append(f"numbered glands (cdma export --in-store, STORE/labels/instances) of the {info.height} x "
-                     f"{info.width} store ({what}): {out['glands']} glands, {out['seconds']:.1f} s inside, "
+        notes.append(f"numbered glands (cdma export --in-store, STORE/labels/instances) of the {size} "
+                     f"store ({what}): {out['glands']} glands, {out['seconds']:.1f} s inside, "
                      f"{res['wall_s']:.1f} s for the process, CPU {res['cpu_s']:.1f} s, peak "
                      f"{res['peak_process_mb']:.0f} MiB (load {load[0]:.1f}).")
     shutil.rmtree(copy, ignore_errors=True)
@@ -405,7 +411,7 @@ def number_only(store: Path) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     old = json.loads((RESULTS / f"{NAME}.json").read_text())
-    size = notes[0].split(" store (")[0].split("of the ")[-1]
+    size = store_size(store)
     kept = [n for n in old.get("notes", []) if not (n.startswith("numbered glands") and f"of the {size} store" in n)]
     results = {**old, "notes": kept + notes}
     write_results(NAME, results, markdown(results))
