@@ -552,18 +552,16 @@ def review_key(store: Any, n: int, max_chunks: int) -> str:
     name, size and modification time of every chunk file of the full-resolution gland labels and uncertainty, and
     the ranking's settings. A prediction, an edit, an undo changes it."""
     import hashlib
-    import os
+
+    from src_model.slide_store import GLANDS
 
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{int(n)}|{int(max_chunks)}|".encode())
     h.update(np.ascontiguousarray(store.done()).tobytes())
-    for top in (Path(store.path) / "labels" / "glands" / "0", Path(store.path) / "uncertainty" / "0"):
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(filenames):
-                f = os.path.join(dirpath, name)
-                st = os.stat(f)
-                h.update(f"{os.path.relpath(f, top)}|{st.st_size}|{st.st_mtime_ns}\0".encode())
+    for parts in (("labels", GLANDS, "0"), ("uncertainty", "0")):
+        for name, f in store.chunk_files(*parts):
+            st = f.stat()
+            h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
 

@@ -468,13 +468,9 @@ def glands_fingerprint(store: SlideStore, extractor: Optional[GlandExtractor] = 
                 "split_coarse": ex.split_coarse, "min_area_px": ex.min_area_px, "join_rule": JOIN_RULE}
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(np.ascontiguousarray(store.done()).tobytes())
-    top = store.path / "labels" / GLANDS / "0"
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        for name in sorted(filenames):
-            f = Path(dirpath) / name
-            h.update(str(f.relative_to(top)).encode() + b"\0")
-            h.update(f.read_bytes())
+    for name, f in store.chunk_files("labels", GLANDS, "0"):
+        h.update(name.encode() + b"\0")
+        h.update(f.read_bytes())
     return h.hexdigest()
 
 

@@ -182,6 +182,17 @@ class SlideStore:
         """bool (ny, nx): chunks finished."""
         return self.record[:, :, 0] == 1
 
+    def chunk_files(self, *parts: str) -> Iterator[Tuple[str, Path]]:
+        """``(name under STORE/<parts>, path)`` of every file of one array of the store (e.g. ``"labels", GLANDS,
+        "0"``: its chunk files and metadata), in a fixed order (folders and files sorted): what the digests of an
+        array's content read (:func:`src_model.export.glands_fingerprint`, the dock's review key)."""
+        top = self.path.joinpath(*parts)
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                f = Path(dirpath) / name
+                yield str(f.relative_to(top)), f
+
     def chunk_stats(self) -> np.ndarray:
         """float64 (ny, nx, 4): the ``chunks`` record (columns :data:`CHUNK_FIELDS`)."""
         return self.record[:]
