@@ -379,8 +379,8 @@ class SlidePanel(QWidget):
         store_path = self.store_edit.text().strip()
         if store_path and Path(store_path).is_dir():
             self.reopen(layer.name, store_path)  # what a Predict view showed of it, at once
-        if store_path and Path(store_path).is_dir() and self._numbered.get(layer.name) != store_path:
-            self.number_glands(layer.name, store_path)  # a completely predicted store: its glands numbered
+            if self._numbered.get(layer.name) != store_path:
+                self.number_glands(layer.name, store_path)  # a completely predicted store: its glands numbered
 
     def reopen(self, name: str, store_path: str) -> bool:
         """Show what slide layer ``name``'s prediction store holds, as a Predict view shows it, without predicting:
