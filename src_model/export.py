@@ -514,8 +514,8 @@ def instance_table(store: SlideStore) -> List[Dict[str, Any]]:
              "bbox": (int(r[3]), int(r[4]), int(r[5]), int(r[6]))} for r in t]
 
 
-def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = None, force: bool = False,
-                    stage: str = "number-glands") -> Generator[Any, None, Dict[str, Any]]:
+def write_instances(store: SlideStore,
+                    extractor: Optional[GlandExtractor] = None) -> Generator[Any, None, Dict[str, Any]]:
     """Number the store's glands into ``STORE/labels/instances``; a generator of :class:`~src_model.progress.
     Progress` (one step per chunk, two passes) that returns ``{"n_glands", "reused", "stale", "seconds"}``.
 
@@ -542,7 +542,7 @@ def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = Non
     ex = extractor or GlandExtractor(store)
     key = glands_fingerprint(store, ex)
     meta = instances_info(store)
-    if meta is not None and meta.get("source") == key and not force:
+    if meta is not None and meta.get("source") == key:
         return {"n_glands": int(meta.get("n_glands", 0)), "reused": True, "stale": False,
                 "seconds": time.perf_counter() - t0}
     labels_dir = store.path / "labels"
@@ -550,7 +550,7 @@ def write_instances(store: SlideStore, extractor: Optional[GlandExtractor] = Non
     token = f"{os.getpid()}-{os.urandom(4).hex()}"
     partial, final, old = (labels_dir / f"{INSTANCES}{s}" for s in (f".partial-{token}", "", f".old-{token}"))
     try:
-        out = yield from _number_into(store, ex, key, partial, stage)
+        out = yield from _number_into(store, ex, key, partial)
     except BaseException:  # stopped (GeneratorExit), or failed: nothing of this run is left
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -598,8 +598,8 @@ def _remove_dead_runs(labels_dir: Path) -> None:
             pass
 
 
-def _number_into(store: SlideStore, ex: GlandExtractor, key: str, partial: Path,
-                 stage: str) -> Generator[Any, None, Dict[str, Any]]:
+def _number_into(store: SlideStore, ex: GlandExtractor, key: str,
+                 partial: Path) -> Generator[Any, None, Dict[str, Any]]:
     """Write the numbered glands, their table and metadata into the group at ``partial`` (see :func:`write_instances`);
     returns ``{"n_glands", "reused": False, "stale": False}``."""
     import zarr
@@ -609,6 +609,7 @@ def _number_into(store: SlideStore, ex: GlandExtractor, key: str, partial: Path,
 
     from .progress import Progress
 
+    stage = "number-glands"  # of the Progress events
     root = zarr.open_group(str(partial), mode="w-", zarr_format=3)
     arrays = [root.create_array(str(k), shape=a.shape, chunks=a.chunks, dtype="uint32", fill_value=0)
               for k, a in enumerate(store.glands)]
