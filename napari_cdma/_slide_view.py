@@ -764,7 +764,7 @@ def export_geojson_job(store_path: str, path: str, project: Any = None,
 NUMBERED = "glands (numbered)"
 
 
-def number_glands_job(store_path: str) -> Generator[Any, None, Tuple[str, Any, Any]]:
+def number_glands_job(store_path: str, procs: Optional[List[Any]] = None) -> Generator[Any, None, Tuple[str, Any, Any]]:
     """Number the glands of a completely predicted store (``STORE/labels/instances``,
     :func:`src_model.export.write_instances`: the dock's post-processing, numbered as ``cdma export``'s GeoJSON, a
     gland cut by chunk sides one number), or find the numbers it holds still current; run it in a worker thread.
@@ -773,7 +773,9 @@ def number_glands_job(store_path: str) -> Generator[Any, None, Tuple[str, Any, A
     polygon tracing hold Python's lock for tens of ms at a time, which a thread of the viewer's process would take
     from the event loop, and a large slide's numbering memory is freed with the process. Its progress events are
     yielded (one per chunk, two passes; none when the numbers are reused); stopping the generator (the worker
-    quit) kills the process, which leaves the store's numbered glands as they were (the write is atomic).
+    quit) kills the process, which leaves the store's numbered glands as they were (the write is atomic). The
+    process is appended to ``procs`` (if given), so that its owner can kill it at once: a worker's quit takes
+    effect only at its next progress line, and none comes while the numbers are checked (reused).
 
     Returns:
         ``("ok", {"n_glands", "reused", "seconds"}, rows)`` (``rows``: the per-gland table,
@@ -802,6 +804,8 @@ def number_glands_job(store_path: str) -> Generator[Any, None, Tuple[str, Any, A
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if procs is not None:
+            procs.append(proc)
         try:
             for line in proc.stdout:
                 try:

@@ -45,6 +45,7 @@ numbering, which runs again when the job ends, the layer drawn transparent until
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -166,6 +167,23 @@ def _alive(widget: QWidget) -> bool:
     return True
 
 
+
+def _kill(procs: List[Any]) -> None:
+    """Kill the numbering processes still running (their write is atomic: the store keeps its numbers as they were)."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+
+def _stop_numbering_worker(box: Dict[str, Any]) -> None:
+    """Stop the numbering worker of ``box`` (``{"worker", "procs"}``) and kill its process at once, so that its
+    thread ends now: a worker's quit alone takes effect at the numbering's next progress line (none comes while
+    the store's numbers are only checked), and a thread still reading it when Python exits aborts the process."""
+    if box.get("worker") is not None:
+        box["worker"].quit()
+    _kill(box.get("procs") or [])
+
 class SlidePanel(QWidget):
     """Predict view, review regions and edit windows of a whole slide.
 
@@ -217,9 +235,9 @@ class SlidePanel(QWidget):
         #: store path -> (lo, hi, level): the uncertainty layer's contrast (uncertainty units, over tissue)
         self.ranges: Dict[str, Tuple[float, float, int]] = {}
         self._numbering = None  # the worker numbering a store's glands (not one of the jobs: it blocks no button)
-        # the viewer closed (the panel destroyed): the numbering stops (its process killed at its next progress line)
-        self._numbering_box: Dict[str, Any] = {"worker": None}
-        self.destroyed.connect(lambda *_a, box=self._numbering_box: box["worker"] and box["worker"].quit())
+        # the viewer closed (the panel destroyed): the numbering stops, its process killed at once
+        self._numbering_box: Dict[str, Any] = {"worker": None, "procs": []}
+        self.destroyed.connect(lambda *_a, box=self._numbering_box: _stop_numbering_worker(box))
         self._numbering_run: Optional[Dict[str, Any]] = None  # what it numbers: layer, store, slide id, hidden
         self._numbered: Dict[str, str] = {}  # slide layer name -> store whose numbered glands it shows, current
         #: slide layer name -> the per-gland table of its numbered glands (the dock's gland-table rows: "id",
@@ -1291,9 +1309,18 @@ class SlidePanel(QWidget):
         from ._workers import create_worker
 
         run = {"layer": name, "store": str(store_path), "slide": self.viewer.layers[name].unique_id, "hidden": False}
-        worker = create_worker(number_glands_job, str(store_path))
+        procs: List[Any] = []  # the numbering process, killed at once when the numbering is stopped
+        worker = create_worker(number_glands_job, str(store_path), procs)
         self._numbering, self._numbering_run = worker, run
-        self._numbering_box["worker"] = worker
+        self._numbering_box.update(worker=worker, procs=procs)
+        plain_quit = worker.quit
+
+        def quit_and_kill() -> None:
+            """Quit, and kill the process at once (also when napari quits every worker as the application quits)."""
+            plain_quit()
+            _kill(procs)
+
+        worker.quit = quit_and_kill
         worker.yielded.connect(lambda event, run=run: self._on_number_progress(event, run))
         worker.returned.connect(lambda result, run=run: self._on_numbered(result, run))
         worker.errored.connect(lambda exc, run=run: self._on_numbered(("error", str(exc), None), run))
@@ -1314,7 +1341,7 @@ class SlidePanel(QWidget):
             if store_path is not None:
                 self._forget_numbered(store_path)
             return
-        self._numbering.quit()
+        _stop_numbering_worker(self._numbering_box)
         self._numbering = self._numbering_run = None
         self._forget_numbered(run["store"])  # store_path, if given, is this one
 

@@ -135,7 +135,12 @@ def test_closing_the_viewer_stops_the_numbering(make_napari_viewer, qtbot, tmp_p
                          if "--in-store" in " ".join(p.cmdline())]
     qtbot.waitUntil(lambda: bool(numbering()), timeout=60_000)
     assert panel.numbering
+    procs = list(panel._numbering_box["procs"])
+    assert procs and procs[0].poll() is None
     viewer.close()
+    # killed at once, not at its next progress line (none comes while numbers are only checked): a worker thread
+    # still reading it when Python exits aborted the process (walk 7)
+    assert procs[0].wait(timeout=0.5) is not None
     qtbot.waitUntil(lambda: not numbering(), timeout=30_000)
     from src_model.export import instances_info
 
