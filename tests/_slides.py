@@ -75,3 +75,34 @@ def chunk_files(store: Path, arrays: Sequence[str] = ("labels/glands/0",)) -> di
             if f.is_file():
                 out[str(f.relative_to(store))] = f.stat().st_mtime_ns
     return out
+
+
+def predicted_mosaic(glas_dir: Path, folder: Path, side: int = 768, chunk: int = 256) -> Path:
+    """The bundled model's prediction (``predict_slide``) of a ``side`` x ``side`` GlaS mosaic written as
+    ``folder/mosaic.tif`` (2 levels), in chunks of ``chunk`` px: the store ``folder/pred.zarr``."""
+    from src_model.progress import drain
+    from src_model.slide_predict import predict_slide
+
+    slide = write_pyramidal_tiff(folder / "mosaic.tif", glas_mosaic(glas_dir, side, side), levels=2)
+    drain(predict_slide(slide, folder / "pred.zarr", chunk=chunk))
+    return folder / "pred.zarr"
+
+
+def written_store(slide: Path, store_path: Path, image: np.ndarray, glands: np.ndarray, chunk: int):
+    """A complete prediction store of ``slide`` whose every chunk is written from ``image`` / ``glands`` (not a
+    model's output: fast) with the settings of the Whole slide panel's Predict view of the bundled model, so that
+    Predict view takes it as it is; the uncertainty is a left-to-right ramp (10..120 of 255). Returns the store."""
+    from src_model.checkpoint import bundled_model_path
+    from src_model.slide_predict import DEFAULT_MIN_TISSUE, prepare_store, run_settings
+    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    settings = run_settings(bundled_model_path(), tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean",
+                            min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
+    store = prepare_store(slide, store_path, level=0, chunk=chunk, settings=settings)
+    h, w = glands.shape
+    unc = np.broadcast_to(np.linspace(10, 120, w).astype(np.uint8), (h, w))
+    for cy, cx in store.all_chunks():
+        y0, x0, y1, x1 = store.chunk_box(cy, cx)
+        store.write_chunk(cy, cx, image[y0:y1, x0:x1], glands[y0:y1, x0:x1], np.ascontiguousarray(unc[y0:y1, x0:x1]),
+                          1.0)
+    return store

@@ -97,3 +97,15 @@ def slide_path(tmp_path, mosaic):
     from _slides import write_pyramidal_tiff
 
     return write_pyramidal_tiff(tmp_path / "case.tif", mosaic, levels=3)
+
+
+@pytest.fixture
+def predicted_slide(tmp_path, slide_path):
+    """``cdma predict-slide`` of the whole 640 x 768 test slide (``slide_path``), chunks of 256 px (6 chunks), into
+    the store the Whole slide panel uses for it."""
+    from src_model.progress import drain
+    from src_model.slide_predict import predict_slide
+
+    path = tmp_path / "case.cdma.zarr"
+    drain(predict_slide(slide_path, path, chunk=256))
+    return path

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from _slides import glas_mosaic, write_pyramidal_tiff
+from _slides import predicted_mosaic
 from scipy import ndimage as ndi
 
 from src_model.export import GlandExtractor, rasterize
-from src_model.progress import drain
-from src_model.slide_predict import predict_slide
 from src_model.slide_store import StoreInfo, create_store, open_store
 
 CHUNK = 256
@@ -21,10 +19,7 @@ CHUNK = 256
 @pytest.fixture(scope="module")
 def predicted_store(tmp_path_factory, glas_dir):
     """The bundled model's prediction of a 768 x 768 GlaS mosaic, in 9 chunks."""
-    folder = tmp_path_factory.mktemp("export")
-    slide = write_pyramidal_tiff(folder / "mosaic.tif", glas_mosaic(glas_dir, 768, 768), levels=2)
-    drain(predict_slide(slide, folder / "pred.zarr", chunk=CHUNK))
-    return folder / "pred.zarr"
+    return predicted_mosaic(glas_dir, tmp_path_factory.mktemp("export"), 768, CHUNK)
 
 
 def _features(store, **kwargs):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _slides import write_pyramidal_tiff
+from _slides import write_pyramidal_tiff, written_store
 from qtpy.QtCore import Qt, QTimer
 from scipy import ndimage as ndi
 from test_widget_slide import PLUGIN, WIDGET, _accept, _edit, _predict, _predicted_in_dock
@@ -48,21 +48,10 @@ def _large_slide(tmp_path, mosaic):
     """A SIDE x SIDE slide tiled from the mosaic and its prediction store, every chunk written (gland-like
     discs, not a model's output: predicting 16 chunks of 512 px would take minutes) with the settings of
     the panel's Predict view of the bundled model, so Predict view takes the store as it is."""
-    from src_model.checkpoint import bundled_model_path
-    from src_model.slide_predict import DEFAULT_MIN_TISSUE, prepare_store, run_settings
-    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
-
     image = np.tile(mosaic, (4, 3, 1))[:SIDE, :SIDE]
     slide = write_pyramidal_tiff(tmp_path / "large.tif", image, levels=3)
-    settings = run_settings(bundled_model_path(), tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean",
-                            min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
-    store = prepare_store(slide, tmp_path / "large.cdma.zarr", level=0, chunk=CHUNK, settings=settings)
     glands = _glands(SIDE, SIDE)
-    unc = np.broadcast_to(np.linspace(10, 120, SIDE).astype(np.uint8), (SIDE, SIDE))
-    for cy, cx in store.all_chunks():
-        y0, x0, y1, x1 = store.chunk_box(cy, cx)
-        store.write_chunk(cy, cx, image[y0:y1, x0:x1], glands[y0:y1, x0:x1], np.ascontiguousarray(unc[y0:y1, x0:x1]),
-                          1.0)
+    written_store(slide, tmp_path / "large.cdma.zarr", image, glands, CHUNK)
     return slide, glands
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from _slides import glas_mosaic, write_pyramidal_tiff
+from _slides import predicted_mosaic
 from scipy import ndimage as ndi
 
 from src_model.export import (
@@ -19,7 +19,6 @@ from src_model.export import (
     write_labels_ome_zarr,
 )
 from src_model.progress import drain
-from src_model.slide_predict import predict_slide
 from src_model.slide_store import open_store
 
 CHUNK = 256
@@ -29,8 +28,7 @@ CHUNK = 256
 def slide_store(tmp_path_factory, glas_dir):
     """The bundled model's prediction of a 768 x 768 GlaS mosaic, in 9 chunks of 256 px."""
     folder = tmp_path_factory.mktemp("instances")
-    slide = write_pyramidal_tiff(folder / "mosaic.tif", glas_mosaic(glas_dir, 768, 768), levels=2)
-    drain(predict_slide(slide, folder / "pred.zarr", chunk=CHUNK))
+    predicted_mosaic(glas_dir, folder, 768, CHUNK)
     return folder
 
 

@@ -6,7 +6,6 @@ bundled model, real zarr stores."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import ndimage as ndi
 from test_widget_slide import _accept, _edit, _predict, _view
 
@@ -16,18 +15,7 @@ from src_model.export import GlandExtractor, instances_current
 from src_model.slide_store import open_store
 
 PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
-CHUNK = 256
-
-
-@pytest.fixture
-def full_store(tmp_path, slide_path):
-    """``cdma predict-slide`` of the whole 640 x 768 test slide, chunks of 256 px (6 chunks)."""
-    from src_model.progress import drain
-    from src_model.slide_predict import predict_slide
-
-    path = tmp_path / "case.cdma.zarr"
-    drain(predict_slide(slide_path, path, chunk=CHUNK))
-    return path
+CHUNK = 256  # the chunk of conftest.predicted_slide
 
 
 def _open(make_napari_viewer, tmp_path, store_path):
@@ -54,14 +42,15 @@ def _export_numbers(store_path):
     return lab, n
 
 
-def test_a_predicted_slide_shows_numbered_glands_reused_when_reopened(make_napari_viewer, qtbot, tmp_path, full_store):
-    viewer, image, panel = _open(make_napari_viewer, tmp_path, full_store)
+def test_a_predicted_slide_shows_numbered_glands_reused_when_reopened(make_napari_viewer, qtbot, tmp_path,
+                                                                     predicted_slide):
+    viewer, image, panel = _open(make_napari_viewer, tmp_path, predicted_slide)
     layer = _numbered(qtbot, panel, image.name)
     assert "numbered as Export numbers them" in panel.number_status.text()
     lab = np.asarray(layer.data[0])
-    want, n = _export_numbers(full_store)
+    want, n = _export_numbers(predicted_slide)
     np.testing.assert_array_equal(lab, want)  # the numbers of cdma export (its GeoJSON's order)
-    assert layer.multiscale and len(layer.data) == open_store(full_store).info.n_levels
+    assert layer.multiscale and len(layer.data) == open_store(predicted_slide).info.n_levels
     assert len(np.unique(lab[lab > 0])) == n >= 5
     crossing = 0
     for i, sl in enumerate(ndi.find_objects(lab), start=1):
@@ -81,17 +70,18 @@ def test_a_predicted_slide_shows_numbered_glands_reused_when_reopened(make_napar
     cy, cx = np.argwhere(lab == big["id"])[0]
     assert f"gland {big['id']}" in panel.value_text((float(cy), float(cx)))
     # reopened: the store's numbers are shown as they are, nothing is written again
-    files = {p: p.stat().st_mtime_ns for p in (full_store / "labels" / "instances").rglob("*") if p.is_file()}
+    files = {p: p.stat().st_mtime_ns for p in (predicted_slide / "labels" / "instances").rglob("*") if p.is_file()}
     viewer.close()
-    viewer, image, panel = _open(make_napari_viewer, tmp_path, full_store)
+    viewer, image, panel = _open(make_napari_viewer, tmp_path, predicted_slide)
     layer = _numbered(qtbot, panel, image.name)
     assert "as the store held them" in panel.number_status.text()
     np.testing.assert_array_equal(np.asarray(layer.data[0]), want)
-    assert files == {p: p.stat().st_mtime_ns for p in (full_store / "labels" / "instances").rglob("*") if p.is_file()}
+    instances = predicted_slide / "labels" / "instances"
+    assert files == {p: p.stat().st_mtime_ns for p in instances.rglob("*") if p.is_file()}
 
 
-def test_an_accepted_window_numbers_the_glands_again(make_napari_viewer, qtbot, tmp_path, full_store):
-    viewer, image, panel = _open(make_napari_viewer, tmp_path, full_store)
+def test_an_accepted_window_numbers_the_glands_again(make_napari_viewer, qtbot, tmp_path, predicted_slide):
+    viewer, image, panel = _open(make_napari_viewer, tmp_path, predicted_slide)
     before = np.asarray(_numbered(qtbot, panel, image.name).data[0])
     _view(viewer, (320.0, 384.0), 700)  # the whole slide: its edit window too
     _predict(qtbot, panel)  # nothing to compute: the view of the store, for the edit window
@@ -105,11 +95,11 @@ def test_an_accepted_window_numbers_the_glands_again(make_napari_viewer, qtbot, 
     edited[edited == erased] = 0
     window.data = edited
     assert _accept(qtbot, panel) is not None, panel.last_message
-    assert not instances_current(open_store(full_store))  # the store's numbers are out of date ...
+    assert not instances_current(open_store(predicted_slide))  # the store's numbers are out of date ...
     layer = _numbered(qtbot, panel, image.name)  # ... until numbered again after the accept
-    assert layer.visible and layer.opacity == NUMBERED_OPACITY and instances_current(open_store(full_store))
+    assert layer.visible and layer.opacity == NUMBERED_OPACITY and instances_current(open_store(predicted_slide))
     after = np.asarray(layer.data[0])
-    want, n = _export_numbers(full_store)
+    want, n = _export_numbers(predicted_slide)
     np.testing.assert_array_equal(after, want)
     y0, x0, _, _ = panel.window["box"]
     ys, xs = np.nonzero(edited == 0)
@@ -120,16 +110,16 @@ def test_an_accepted_window_numbers_the_glands_again(make_napari_viewer, qtbot, 
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert panel.last_message.startswith("Withdrew window"), panel.last_message
     layer = _numbered(qtbot, panel, image.name)
-    assert layer.visible and instances_current(open_store(full_store))
+    assert layer.visible and instances_current(open_store(predicted_slide))
     np.testing.assert_array_equal(np.asarray(layer.data[0]), before)
     assert [r["id"] for r in panel.gland_rows[image.name]] == list(range(1, len(np.unique(before[before > 0])) + 1))
 
 
-def test_closing_the_viewer_stops_the_numbering(make_napari_viewer, qtbot, tmp_path, full_store):
+def test_closing_the_viewer_stops_the_numbering(make_napari_viewer, qtbot, tmp_path, predicted_slide):
     """The numbering's process does not outlive the viewer for long, and never leaves partial numbers."""
     import psutil
 
-    viewer, image, panel = _open(make_napari_viewer, tmp_path, full_store)
+    viewer, image, panel = _open(make_napari_viewer, tmp_path, predicted_slide)
     me = psutil.Process()
     numbering = lambda: [p for p in me.children(recursive=True)  # noqa: E731
                          if "--in-store" in " ".join(p.cmdline())]
@@ -144,5 +134,5 @@ def test_closing_the_viewer_stops_the_numbering(make_napari_viewer, qtbot, tmp_p
     qtbot.waitUntil(lambda: not numbering(), timeout=30_000)
     from src_model.export import instances_info
 
-    meta = instances_info(open_store(full_store))
-    assert meta is None or instances_current(open_store(full_store))  # none, or complete and current
+    meta = instances_info(open_store(predicted_slide))
+    assert meta is None or instances_current(open_store(predicted_slide))  # none, or complete and current

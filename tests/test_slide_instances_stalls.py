@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from _slides import write_pyramidal_tiff
+from _slides import write_pyramidal_tiff, written_store
 from qtpy.QtCore import QTimer
 from test_widget_slide import PLUGIN, WIDGET, _accept, _edit, _predict
 
@@ -33,22 +33,10 @@ def _discs(h, w, seed=0):
 
 def _slide(tmp_path, mosaic):
     """A SIDE x SIDE slide and its complete store (gland-like discs written with the Predict view's settings)."""
-    from src_model.checkpoint import bundled_model_path
-    from src_model.slide_predict import DEFAULT_MIN_TISSUE, prepare_store, run_settings
-    from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
-
     reps = (-(-SIDE // mosaic.shape[0]), -(-SIDE // mosaic.shape[1]), 1)
     image = np.ascontiguousarray(np.tile(mosaic, reps)[:SIDE, :SIDE])
     slide = write_pyramidal_tiff(tmp_path / "big.tif", image, levels=4)
-    settings = run_settings(bundled_model_path(), tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, branch="mean",
-                            min_tissue=DEFAULT_MIN_TISSUE, batch_size=8)
-    store = prepare_store(slide, tmp_path / "big.cdma.zarr", level=0, chunk=CHUNK, settings=settings)
-    glands = _discs(SIDE, SIDE)
-    unc = np.broadcast_to(np.linspace(10, 120, SIDE).astype(np.uint8), (SIDE, SIDE))
-    for cy, cx in store.all_chunks():
-        y0, x0, y1, x1 = store.chunk_box(cy, cx)
-        store.write_chunk(cy, cx, image[y0:y1, x0:x1], glands[y0:y1, x0:x1], np.ascontiguousarray(unc[y0:y1, x0:x1]),
-                          1.0)
+    written_store(slide, tmp_path / "big.cdma.zarr", image, _discs(SIDE, SIDE), CHUNK)
     return slide, tmp_path / "big.cdma.zarr"
 
 
