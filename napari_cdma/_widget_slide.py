@@ -167,7 +167,6 @@ def _alive(widget: QWidget) -> bool:
     return True
 
 
-
 def _kill(procs: List[Any]) -> None:
     """Kill the numbering processes still running (their write is atomic: the store keeps its numbers as they were)."""
     for proc in procs:
@@ -175,14 +174,6 @@ def _kill(procs: List[Any]) -> None:
             with contextlib.suppress(OSError):
                 proc.kill()
 
-
-def _stop_numbering_worker(box: Dict[str, Any]) -> None:
-    """Stop the numbering worker of ``box`` (``{"worker", "procs"}``) and kill its process at once, so that its
-    thread ends now: a worker's quit alone takes effect at the numbering's next progress line (none comes while
-    the store's numbers are only checked), and a thread still reading it when Python exits aborts the process."""
-    if box.get("worker") is not None:
-        box["worker"].quit()
-    _kill(box.get("procs") or [])
 
 class SlidePanel(QWidget):
     """Predict view, review regions and edit windows of a whole slide.
@@ -236,8 +227,9 @@ class SlidePanel(QWidget):
         self.ranges: Dict[str, Tuple[float, float, int]] = {}
         self._numbering = None  # the worker numbering a store's glands (not one of the jobs: it blocks no button)
         # the viewer closed (the panel destroyed): the numbering stops, its process killed at once
-        self._numbering_box: Dict[str, Any] = {"worker": None, "procs": []}
-        self.destroyed.connect(lambda *_a, box=self._numbering_box: _stop_numbering_worker(box))
+        # (a numbering worker's quit kills its process: number_glands)
+        self._numbering_box: Dict[str, Any] = {"worker": None, "procs": []}  # procs: its process
+        self.destroyed.connect(lambda *_a, box=self._numbering_box: box["worker"] and box["worker"].quit())
         self._numbering_run: Optional[Dict[str, Any]] = None  # what it numbers: layer, store, slide id, hidden
         self._numbered: Dict[str, str] = {}  # slide layer name -> store whose numbered glands it shows, current
         #: slide layer name -> the per-gland table of its numbered glands (the dock's gland-table rows: "id",
@@ -1341,7 +1333,7 @@ class SlidePanel(QWidget):
             if store_path is not None:
                 self._forget_numbered(store_path)
             return
-        _stop_numbering_worker(self._numbering_box)
+        self._numbering.quit()  # kills its process at once (number_glands)
         self._numbering = self._numbering_run = None
         self._forget_numbered(run["store"])  # store_path, if given, is this one
 
