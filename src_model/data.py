@@ -2,6 +2,10 @@
 
 A data folder holds ``images/<id>.png``, ``masks/<id>.png`` (0 = background, >0 = object) and
 ``split.csv`` (``id,split,subset``). Targets are binary: mask > 0.
+
+A labelled mask may also mark pixels nobody labelled with :data:`IGNORE` (-1): a correction given in its
+context (the whole image, labelled only inside the corrected box). Training patches of such a pair cover
+the labelled box (:func:`box_crop`) and its ignored pixels weigh nothing in the supervised loss.
 """
 from __future__ import annotations
 
@@ -20,6 +24,36 @@ from .tiling import pad_to
 from .tissue import tissue_mask
 
 Labelled = Tuple[np.ndarray, np.ndarray]
+
+#: Mask value of a pixel nobody labelled (a correction's context): no supervised loss there.
+IGNORE = -1
+
+
+def labelled_box(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """``(y0, x0, y1, x1)`` bounding the labelled pixels of a mask with :data:`IGNORE` pixels; None when every
+    pixel is labelled (the usual whole-image mask). Raises ValueError when no pixel is labelled."""
+    m = np.asarray(mask)
+    if not np.issubdtype(m.dtype, np.signedinteger):
+        return None
+    known = m != IGNORE
+    if known.all():
+        return None
+    rows, cols = np.flatnonzero(known.any(axis=1)), np.flatnonzero(known.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("a labelled mask has no labelled pixel (all IGNORE)")
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def in_context_mask(shape: Tuple[int, int], box: Tuple[int, int, int, int], mask: np.ndarray) -> np.ndarray:
+    """An int64 mask of ``shape``: ``mask`` (> 0 = gland) inside ``box`` = ``(y0, x0, y1, x1)``, :data:`IGNORE`
+    elsewhere; with the whole image, the pair trains the correction in its context."""
+    y0, x0, y1, x1 = (int(v) for v in box)
+    m = np.asarray(mask)
+    if m.shape != (y1 - y0, x1 - x0):
+        raise ValueError(f"mask {m.shape} does not fit box {box}")
+    out = np.full(tuple(shape), IGNORE, np.int64)
+    out[y0:y1, x0:x1] = m > 0
+    return out
 
 
 @dataclass(frozen=True)
@@ -141,6 +175,21 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.nda
     return img[y:y + size, x:x + size], crop_m
 
 
+def box_crop(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, size: int,
+             box: Tuple[int, int, int, int]):
+    """A random ``size`` x ``size`` crop that holds ``box`` = ``(y0, x0, y1, x1)`` whole when it fits, or lies
+    inside it when the box is larger (padded by :func:`~src_model.tiling.pad_to` if the image is smaller)."""
+    img, mask = pad_to(img, size), pad_to(mask, size)
+    h, w = img.shape[:2]
+
+    def start(lo: int, hi: int, extent: int) -> int:
+        a, b = max(0, min(lo, hi - size)), min(extent - size, max(lo, hi - size))
+        return int(rng.integers(a, max(a, b) + 1))
+
+    y, x = start(box[0], box[2], h), start(box[1], box[3], w)
+    return img[y:y + size, x:x + size], mask[y:y + size, x:x + size]
+
+
 def augment(rng: np.random.Generator, img: np.ndarray, mask: Optional[np.ndarray], cfg: AugmentConfig):
     """Flip, rotate by 90 degrees, stain and colour jitter and noise.
 
@@ -206,7 +255,9 @@ class TwoStreamPatches(torch.utils.data.IterableDataset):
     With ``boundary_weight`` > 0 (boundary-aware training; the masks must hold instance labels), the
     batch carries ``weight`` float32 (B, P, P): 1 + ``boundary_weight`` on the pixels near two different
     instances (:func:`touching_border`, ``boundary_radius``: the gaps between neighbouring glands and
-    their facing edges), 1 elsewhere; the targets are unchanged.
+    their facing edges), 1 elsewhere; the targets are unchanged. A labelled mask with :data:`IGNORE` pixels
+    (a correction in its context) is cropped around its labelled box (:func:`box_crop`) and its ignored
+    pixels get ``weight`` 0 (target 0): the supervised loss never sees them.
 
     Yields:
         dict with ``image`` float32 (B, 3, P, P) in [0, 1] (labelled first) and ``target`` int64
@@ -220,15 +271,25 @@ class TwoStreamPatches(torch.utils.data.IterableDataset):
         if not labelled:
             raise ValueError("training needs at least one labelled image")
         self.boundary_weight = float(boundary_weight)
+        self._boxes = [labelled_box(m) for _, m in labelled]
         if self.boundary_weight > 0:
-            self.labelled = [(img, boundary_coded(m, boundary_radius)) for img, m in labelled]
+            self.labelled = [(img, self._keep_ignore(boundary_coded(np.maximum(m, 0), boundary_radius), m))
+                             for img, m in labelled]
         else:
-            self.labelled = [(img, (np.asarray(m) > 0).astype(np.int64)) for img, m in labelled]
+            self.labelled = [(img, self._keep_ignore((np.asarray(m) > 0).astype(np.int64), m)) for img, m in labelled]
         self.unlabelled = list(unlabelled) or [img for img, _ in labelled]
         self.n_labelled, self.n_unlabelled = n_labelled, n_unlabelled
         self.patch, self.seed, self.augment_cfg = patch, seed, augment_cfg
-        self._tissue_l = [tissue_mask(img) for img, _ in self.labelled]
+        self._tissue_l = [None if box is not None else tissue_mask(img)
+                          for (img, _), box in zip(self.labelled, self._boxes, strict=True)]
         self._tissue_u = [tissue_mask(img) for img in self.unlabelled]
+
+    @staticmethod
+    def _keep_ignore(target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        m = np.asarray(mask)
+        if np.issubdtype(m.dtype, np.signedinteger):
+            target[m == IGNORE] = IGNORE
+        return target
 
     def _rng(self) -> np.random.Generator:
         info = torch.utils.data.get_worker_info()
@@ -249,7 +310,10 @@ class TwoStreamPatches(torch.utils.data.IterableDataset):
             images, targets = [], []
             for _ in range(self.n_labelled):
                 i = next(lab)
-                img, m = random_crop(rng, *self.labelled[i], p, self._tissue_l[i])
+                if self._boxes[i] is None:
+                    img, m = random_crop(rng, *self.labelled[i], p, self._tissue_l[i])
+                else:
+                    img, m = box_crop(rng, *self.labelled[i], p, self._boxes[i])
                 x, m = augment(rng, img, m, self.augment_cfg)
                 images.append(x)
                 targets.append(m)
@@ -261,10 +325,14 @@ class TwoStreamPatches(torch.utils.data.IterableDataset):
                 targets.append(np.zeros((p, p), np.int64))
             target = np.stack(targets)
             batch = {"image": torch.from_numpy(np.stack(images)), "n_labelled": self.n_labelled}
-            if self.boundary_weight > 0:
+            ignored = target == IGNORE
+            if self.boundary_weight > 0 or ignored.any():
                 border = target >= BORDER_CODE
-                batch["weight"] = torch.from_numpy(np.where(border, 1 + self.boundary_weight, 1).astype(np.float32))
+                weight = np.where(border, 1 + self.boundary_weight, 1).astype(np.float32)
+                weight[ignored] = 0
+                batch["weight"] = torch.from_numpy(weight)
                 target[border] -= BORDER_CODE
+                target[ignored] = 0
             batch["target"] = torch.from_numpy(target)
             yield batch
 

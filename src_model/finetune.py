@@ -185,6 +185,18 @@ class EMAHook(TrainHook):
         model.load_state_dict(self.shadow)
 
 
+def interpolate(previous: torch.nn.Module, tuned: torch.nn.Module, keep: float) -> None:
+    """Move ``tuned``'s floating-point weights and buffers back towards ``previous``: ``previous + keep * (tuned -
+    previous)`` (weight-space interpolation; integer buffers such as batch counts stay ``tuned``'s)."""
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must lie in [0, 1], got {keep}")
+    before = previous.state_dict()
+    with torch.no_grad():
+        for name, value in tuned.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.copy_(torch.lerp(before[name].to(value.device, value.dtype), value, keep))
+
+
 def freeze_batchnorm(model: torch.nn.Module) -> List[torch.nn.Module]:
     """Make every batch-norm layer of ``model`` normalise with its running statistics and never update
     them, even in training mode; returns those layers."""
@@ -278,13 +290,20 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
              len(labelled), len(unlabelled))
     result = yield from train(model, labelled, unlabelled, config, Path(out_dir), cancel=cancel,
                               provenance=prov, resume=None if resume is None else Path(resume), hooks=hooks)
-    if ema is not None:
-        ema.apply(model)
+    if ema is not None or r.keep != 1.0:
+        weights = []
+        if ema is not None:
+            ema.apply(model)
+            weights.append("ema")
+        if r.keep != 1.0:
+            interpolate(_load_init(init), model, r.keep)
+            weights.append(f"interpolated, keep {r.keep:g}")
         save_checkpoint(result.checkpoint, model, step=result.steps_done,
                         provenance={"trainer": "CDMATrainer", "train_config": config.to_dict(), **prov,
-                                    "weights": "ema", "cancelled": result.cancelled})
+                                    "weights": ", ".join(weights), "cancelled": result.cancelled})
     return result
 
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "default_steps", "finetune", "DistillHook", "L2SPHook",
-           "EncoderLrHook", "EMAHook", "PatchSampler", "freeze_batchnorm", "distill_loss", "softened_mean"]
+           "EncoderLrHook", "EMAHook", "PatchSampler", "freeze_batchnorm", "interpolate", "distill_loss",
+           "softened_mean"]

@@ -14,14 +14,19 @@ import torch.nn.functional as F
 DICE_SMOOTH = 1e-5
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = DICE_SMOOTH) -> torch.Tensor:
+def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = DICE_SMOOTH,
+                   valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """1 - soft Dice per class over the whole batch (squared denominator), averaged over classes.
 
     Args:
         probs: (B, C, H, W) softmax probabilities.
         target: (B, H, W) class indices.
+        valid: optional (B, H, W) bool: only these pixels count (the labelled part of a correction in context).
     """
     onehot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    if valid is not None:
+        keep = valid.unsqueeze(1).to(probs.dtype)
+        probs, onehot = probs * keep, onehot * keep
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     denom = (probs * probs).sum(dims) + (onehot * onehot).sum(dims)
@@ -45,12 +50,14 @@ def supervised_loss(logits: Sequence[torch.Tensor], target: torch.Tensor,
     """Sum over branches of 0.5 * Dice + 0.5 * CE, divided by the number of branches.
 
     ``pixel_weight`` (B, H, W), optional, weights the CE term per pixel (boundary-aware training:
-    :func:`~src_model.data.touching_border`); the Dice term is unweighted.
+    :func:`~src_model.data.touching_border`); the Dice term is unweighted, except that pixels of weight 0
+    (unlabelled context, :data:`~src_model.data.IGNORE`) are left out of it too.
     """
+    valid = None if pixel_weight is None or bool((pixel_weight > 0).all()) else pixel_weight > 0
     total = 0.0
     for z in logits:
-        total = total + 0.5 * soft_dice_loss(torch.softmax(z, dim=1), target) + 0.5 * weighted_cross_entropy(
-            z, target, pixel_weight)
+        total = total + 0.5 * soft_dice_loss(torch.softmax(z, dim=1), target, valid=valid) + \
+            0.5 * weighted_cross_entropy(z, target, pixel_weight)
     return total / len(logits)
 
 

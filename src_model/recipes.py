@@ -41,6 +41,11 @@ class Recipe:
         encoder_lr: multiplier of the encoder's updates (1 = as the rest; 0 = encoder frozen).
         ema: decay of :class:`EMAHook` (0 = off).
         freeze_bn: keep the encoder's batch-norm statistics fixed.
+        in_context: train each accepted region inside its source image (the labelled box plus the unlabelled
+            tissue around it, :data:`~src_model.data.IGNORE`), as the dock predicts it, instead of the region's
+            crop alone, mirrored out to the patch size (the retrain worker builds the pairs).
+        keep: the share of the fine-tuning's change of the weights that the result keeps (1 = all; 0.5: the
+            midpoint between the previous and the fine-tuned weights, :func:`~src_model.finetune.interpolate`).
         steps_per_tile: default steps per 256 x 256 px of corrected pixels ...
         min_steps / max_steps: ... clipped to this range (see :func:`default_steps`).
     """
@@ -54,6 +59,8 @@ class Recipe:
     encoder_lr: float = 1.0
     ema: float = 0.0
     freeze_bn: bool = False
+    in_context: bool = False
+    keep: float = 1.0
     # 10 corrected 256-px regions -> 100 steps: the plain schedule took 153 s for 120 steps on this 2-core
     # CPU (benchmarks/results/retrain.md) and the default recipe's steps cost ~1.24x (distillation's
     # teacher forward; benchmarks/results/forgetting.md), so 100 steps plus scoring stay under 3 minutes
@@ -110,6 +117,15 @@ RECIPES: Dict[str, Recipe] = _recipes(
     # session images lost 6.8 points and the untouched ones 4.7 (the default on the same sessions: +5.9 /
     # -0.46), so it is NOT the default: two trainval seeds did not predict the test sessions.
     # 130 steps of more_steps_enc1 for the dock's 10 regions: 92 s (benchmarks/results/retrain.md, load 2.3).
+    # Candidate of session 8 (no GPU): the default with each accepted region trained inside its source image
+    # (Recipe.in_context) instead of its crop alone mirrored out to the 256 px patch: a 128 px region is then
+    # three quarters mirror image, tissue the model never sees in use, and the bundled model's answer on a
+    # region alone differs from its answer in context (retrain_worker.in_context).
+    dataclasses.replace(_DEFAULT, name="default_context", description="default, each accepted region trained in "
+                        "its source image (labelled inside its box only)", in_context=True),
+    dataclasses.replace(_DEFAULT, name="default_context_keep05", description="default_context, keeping half the "
+                        "fine-tuning's change of the weights (midpoint of previous and fine-tuned)", in_context=True,
+                        keep=0.5),
     _more_steps("more_steps", "default with 40 steps per 256-px tile, clipped to [120, 130]"),
     _more_steps("more_steps_enc1", "more_steps with the encoder updated as the rest (x1)", encoder_lr=1.0),
     _more_steps("more_steps_enc03", "more_steps with encoder updates x0.3", encoder_lr=0.3),
@@ -129,9 +145,10 @@ def get_recipe(recipe: Union[str, Recipe]) -> Recipe:
 
 
 def default_steps(recipe: Recipe, labelled: Sequence[Labelled]) -> int:
-    """Steps for the amount of corrected data: ``steps_per_tile`` per 256 x 256 px, clipped to
-    ``[min_steps, max_steps]`` (10 corrected 256-px regions: 100 steps, the dock's 3-minute budget)."""
-    tiles = sum(int(np.asarray(m).size) for _, m in labelled) / _TILE_AREA
+    """Steps for the amount of corrected data: ``steps_per_tile`` per 256 x 256 labelled px (a mask's pixels
+    other than its unlabelled context, -1), clipped to ``[min_steps, max_steps]`` (10 corrected 256-px
+    regions: 100 steps, the dock's 3-minute budget)."""
+    tiles = sum(int(np.count_nonzero(np.asarray(m) != -1)) for _, m in labelled) / _TILE_AREA
     return int(min(recipe.max_steps, max(recipe.min_steps, math.ceil(recipe.steps_per_tile * tiles))))
 
 

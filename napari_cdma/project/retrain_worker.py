@@ -169,6 +169,29 @@ def in_context(rec: Any, crop: np.ndarray, truth: np.ndarray, whole: Dict[str, n
     return image[wy0:wy1, wx0:wx1], truth, (y0 - wy0, x0 - wx0, y1 - wy0, x1 - wx0)
 
 
+def training_pairs(items: Sequence[Tuple[Any, np.ndarray, np.ndarray]], whole: Dict[str, np.ndarray],
+                   context: bool) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """The fine-tuning's labelled pairs from ``(record, crop, corrected)`` of the regions to train on.
+
+    Without ``context``: ``(crop, corrected > 0)``, each region alone (mirrored out to the training patch when
+    smaller). With it (a recipe's ``in_context``): the region in its source image as :func:`in_context` frames a
+    held-out region (the whole image, or a window around the region of a large one), labelled only inside its
+    box (:func:`src_model.data.in_context_mask`; the rest :data:`~src_model.data.IGNORE`), so that training
+    sees the tissue around the correction, as the dock does when it predicts; a region whose source image the
+    store lacks is trained alone."""
+    from src_model.data import in_context_mask
+
+    pairs = []
+    for rec, crop, corrected in items:
+        framed = in_context(rec, crop, corrected, whole) if context else (crop, corrected)
+        if len(framed) == 3:
+            image, truth, box = framed
+            pairs.append((image, in_context_mask(image.shape[:2], box, truth)))
+        else:
+            pairs.append((framed[0], (np.asarray(framed[1]) > 0).astype(np.uint8)))
+    return pairs
+
+
 def _score_held(old_model, new_model, held: Sequence[Tuple[Any, np.ndarray, np.ndarray]], tile: int,
                 overlap: float, device: str, cancel: Callable[[], bool], whole: Dict[str, np.ndarray]
                 ) -> Optional[Tuple[float, float, _PerImage]]:
@@ -254,7 +277,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         raise ValueError("no accepted regions to train on (held-out regions are kept for validation); "
                          "accept more corrected regions first")
     # A region whose files are missing or damaged is left out with a warning (never read as zeros).
-    labelled: List[Tuple[np.ndarray, np.ndarray]] = []
+    to_train = []
     held = []
     skipped: List[str] = []
     for rec in train_records + holdout_records:
@@ -264,18 +287,19 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
             logger.warning("skipping damaged region %s: %s", rec.region_id, exc)
             skipped.append(rec.region_id)
             continue
-        if rec.holdout:
-            held.append((rec, crop, corrected))
-        else:
-            labelled.append((crop, (corrected > 0).astype(np.uint8)))
+        (held if rec.holdout else to_train).append((rec, crop, corrected))
     train_records = [r for r in train_records if r.region_id not in skipped]
     if skipped:
         logger.warning("%d damaged region(s) left out of retraining: %s", len(skipped), ", ".join(skipped))
-    if not labelled:
+    if not to_train:
         raise ValueError(f"every region to train on is damaged ({', '.join(skipped)}); withdraw them or "
                          "restore the store from a backup")
-    # Only tissue nobody corrected: the recipe distils towards the previous model on this stream, and
-    # the corrected crops in it would pull the corrections back to the old answer.
+    # read once: the recipe may train the regions in them, held-out regions are scored in them, and the
+    # agreement check compares the models on them
+    whole_images = store.whole_images(skip_damaged=True)
+    labelled = training_pairs(to_train, dict(whole_images), recipe.in_context)
+    # The stored images as unlabelled tissue: the recipe distils towards the previous model on patches of
+    # them (the accepted regions' own crops are not added to this stream).
     unlabelled = store.unlabelled_images(skip_damaged=True)
     steps = int(job["steps"]) if job.get("steps") else default_steps(recipe, labelled)
     semi = bool(job.get("semi_supervised", FINETUNE_SEMI_SUPERVISED))
@@ -309,8 +333,6 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     tile = int(job.get("eval_tile", DEFAULT_TILE))
     overlap = float(job.get("eval_overlap", DEFAULT_OVERLAP))
     old_model, new_model = load_checkpoint(parent_path), load_checkpoint(result.checkpoint)
-    # read once: held-out regions are scored in them, and the agreement check compares the models on them
-    whole_images = store.whole_images(skip_damaged=True)
     held_per: _PerImage = {}
     gland_px = _gland_px(held)
     old = new = better = None
