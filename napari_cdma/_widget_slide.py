@@ -18,8 +18,9 @@ pyramid, and records it in the project store as a region of the slide
 (:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance. Both read
 or write the stores and split glands in a worker thread (seconds for a large window), the viewer staying
 responsive; the layer is added or updated when the worker returns. One job (Predict view, Export, Edit,
-Accept or Withdraw window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction), and
-the status line under the progress bar says what runs. Accepted windows are outlined just outside their
+Accept or Withdraw window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction), a
+progress bar shows under them while it runs (hidden when idle), and the status line under it says what runs
+and how the last job ended. Accepted windows are outlined just outside their
 pixels, in red like accepted image regions, and listed in the panel; the outlines of accepted windows and
 review regions keep :data:`OUTLINE_PX` screen pixels at every zoom. "Withdraw window" withdraws the
 selected one from the project and undoes it in the store's labels and pyramid, in a worker thread too,
@@ -267,10 +268,18 @@ class SlidePanel(QWidget):
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(100)
         readable_list(self.tile_list)
+        # shown while a job runs only: idle, an empty framed bar sat under Edit window / Accept window (walk), and
+        # the status line, once it says something, tells how the job ended (as the Predict panel's bar); its row is
+        # kept, so that the status line and the lists below do not move when a job starts and ends
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
+        policy = self.progress.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.progress.setSizePolicy(policy)
+        self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setVisible(False)  # an empty line until the first message
         self.legend = UncertaintyLegend()  # the slide's uncertainty overlay, read as the image overlay's
         self.legend.setVisible(False)
         # the slide's uncertainty (and gland) under the cursor, on two lines of fixed height as the image's
@@ -482,6 +491,7 @@ class SlidePanel(QWidget):
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
         show_message(self.status, message, error)
+        self.status.setVisible(bool(message))
 
     # ---------------------------------------------------------------- predict view
     def view_box(self) -> Tuple[float, ...]:
@@ -951,6 +961,7 @@ class SlidePanel(QWidget):
         self._worker = worker
         self._set_busy(True, job["kind"])
         self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
         self._say(message)
         worker.start()
 
@@ -1042,6 +1053,7 @@ class SlidePanel(QWidget):
         run, self._job_run = self._job_run, None  # set for a job that writes the store only
         self._set_busy(False)
         self._set_progress(1 if done else 0, 1)
+        self.progress.setVisible(False)  # idle: the status line says how the job ended
         self.idle.emit()
         if self._sync_pending:
             self._sync_pending = False
