@@ -33,9 +33,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
 
 import napari.viewer
 import numpy as np
@@ -77,7 +78,6 @@ from ._widget_slide import SlidePanel
 from ._widget_store import (
     Restore,
     StoreSummary,
-    declined_note,
     open_image_hashes,
     open_or_ask,
     read_restore,
@@ -114,6 +114,57 @@ def default_project_path() -> Path:
     return Path(os.environ.get(PROJECT_ENV) or Path.home() / "napari-cdma-project")
 
 
+class EditHistory:
+    """What the dock has seen of a prediction layer's edits: napari's undo items its paint events carried (newest
+    last) and those undone since, to tell an undo or a redo from another redraw of the layer without napari's
+    private history; ``blind`` once the layer's data was replaced (napari keeps its undo history, whose items then
+    no longer match the data: every redraw is then counted in full)."""
+
+    #: items kept, as napari's Labels keeps (its undo history's length)
+    LIMIT = 100
+
+    def __init__(self) -> None:
+        self.done: Deque[List[Any]] = deque(maxlen=self.LIMIT)
+        self.undone: List[List[Any]] = []
+        self.blind = False
+
+    def painted(self, item: Sequence[Any]) -> None:
+        """A new edit (napari drops what was undone, as here)."""
+        self.done.append(list(item))
+        self.undone.clear()
+
+    def moved(self, data: Any) -> Tuple[int, Optional[List[Any]]]:
+        """After a redraw of the layer: (-1, item) if the newest edit was undone (its first change holds what it
+        replaced again), (1, item) if the newest undone one was redone (its last change holds what it wrote), else
+        (0, None). Reads the data at those pixels only."""
+        if self.done and self.done[-1] and _holds(data, self.done[-1][0], before=True):
+            item = self.done.pop()
+            self.undone.append(item)
+            return -1, item
+        if self.undone and self.undone[-1] and _holds(data, self.undone[-1][-1], before=False):
+            item = self.undone.pop()
+            self.done.append(item)
+            return 1, item
+        return 0, None
+
+
+def _holds(data: Any, atom: Any, before: bool) -> bool:
+    """Whether a Labels layer's ``data`` holds, at the pixels one of napari's edit atoms changed, the values from
+    before it (``before``) or those it wrote."""
+    try:
+        if hasattr(atom, "slice_key"):  # a mask-based edit (brush, eraser, fill, polygon)
+            region = np.asarray(data[tuple(atom.slice_key)])
+            values = region if atom.mask is None else region[np.asarray(atom.mask, bool)]
+            want = atom.old_values if before else atom.new_value
+        else:  # (indices, values before, values after): Labels.data_setitem
+            indices, old, new = atom
+            values = np.asarray(data[tuple(indices)])
+            want = old if before else new
+        return bool(np.array_equal(values, np.broadcast_to(np.asarray(want), values.shape)))
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return False
+
+
 @dataclass
 class ImageState:
     """What the dock remembers about a predicted image.
@@ -130,6 +181,9 @@ class ImageState:
         ranked: the review regions of the latest prediction, most uncertain first.
         reviewed: per prediction layer, what it held in each box when the box was accepted or the
             store's corrections were pasted into it (:func:`~napari_cdma._layers.unsaved_edits`).
+        unsaved_px: per prediction layer, its pixels :meth:`unsaved` counts, kept up to date edit by edit
+            (:meth:`edit_delta`, :meth:`note_reviewed`) so that no edit walks the whole layer; a layer not in it
+            is counted in full when asked (the dock's :meth:`CdmaWidget._unsaved_count`).
     """
 
     image: np.ndarray
@@ -140,6 +194,7 @@ class ImageState:
     model_label: str = ""
     ranked: List[Tuple[float, Tuple[int, int, int, int]]] = field(default_factory=list)
     reviewed: Dict[str, List[Reviewed]] = field(default_factory=dict)
+    unsaved_px: Dict[str, int] = field(default_factory=dict)
 
     def original_for(self, layer_name: str) -> Tuple[np.ndarray, Optional[str]]:
         """The model's labels and version behind a prediction layer (the main one by default)."""
@@ -147,14 +202,98 @@ class ImageState:
 
     def note_reviewed(self, layer_name: str, bbox: Tuple[int, int, int, int], inside: Optional[np.ndarray],
                       data: np.ndarray) -> None:
-        """Remember what a prediction layer holds in ``bbox`` now that it is accepted (the store has it)."""
+        """Remember what a prediction layer holds in ``bbox`` now that it is accepted (the store has it); its count
+        of unsaved pixels follows, counted in the box only."""
         y0, x0, y1, x1 = bbox
+        data = np.asarray(data)
+        counted = layer_name in self.unsaved_px
+        before = self._unsafe_in(layer_name, bbox, data) if counted else None
         self.reviewed.setdefault(layer_name, []).append(
             (tuple(bbox), None if inside is None else np.array(inside, bool), np.array(data[y0:y1, x0:x1])))
+        if counted:
+            after = self._unsafe_in(layer_name, bbox, data)
+            if before is None or after is None:
+                self.unsaved_px.pop(layer_name, None)  # counted in full when next asked
+            else:
+                self.unsaved_px[layer_name] += after - before
 
     def unsaved(self, layer_name: str, data: np.ndarray) -> int:
         """Pixels of a prediction layer that the store does not have and overwriting it would lose."""
         return unsaved_edits(data, self.original_for(layer_name)[0], self.reviewed.get(layer_name, []))
+
+    def safe_box(self, layer_name: str, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """What a prediction layer may hold in a box without anything to lose there, as :meth:`unsaved` sees it:
+        the model's labels, or inside a box accepted or pasted since what the layer held then (a later one wins)."""
+        original = self.original_for(layer_name)[0]
+        h, w = original.shape[:2]
+        out = np.array(original[y0:y1, x0:x1])
+        for (by0, bx0, by1, bx1), inside, crop in self.reviewed.get(layer_name, []):
+            crop = np.asarray(crop)
+            if crop.shape != (by1 - by0, bx1 - bx0) or by1 > h or bx1 > w:  # skipped by unsaved_edits too
+                continue
+            iy0, ix0, iy1, ix1 = max(y0, by0), max(x0, bx0), min(y1, by1), min(x1, bx1)
+            if iy0 >= iy1 or ix0 >= ix1:
+                continue
+            src = crop[iy0 - by0:iy1 - by0, ix0 - bx0:ix1 - bx0]
+            dst = out[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]  # a view: written in place
+            if inside is None:
+                dst[...] = src
+            else:
+                m = np.asarray(inside, bool)[iy0 - by0:iy1 - by0, ix0 - bx0:ix1 - bx0]
+                dst[m] = src[m]
+        return out
+
+    def _unsafe_in(self, layer_name: str, bbox: Tuple[int, int, int, int], data: np.ndarray) -> Optional[int]:
+        """:meth:`unsaved` counted inside ``bbox`` only (None when the layer is not the model's shape)."""
+        original = self.original_for(layer_name)[0]
+        if np.shape(data) != original.shape:
+            return None
+        h, w = original.shape[:2]
+        y0, x0, y1, x1 = max(0, bbox[0]), max(0, bbox[1]), min(h, bbox[2]), min(w, bbox[3])
+        if y0 >= y1 or x0 >= x1:
+            return 0
+        return int(np.count_nonzero(np.asarray(data[y0:y1, x0:x1]) != self.safe_box(layer_name, y0, x0, y1, x1)))
+
+    def edit_delta(self, layer_name: str, atoms: Sequence[Any]) -> Optional[int]:
+        """How much napari's edit ``atoms`` (a Labels layer's undo item: what a paint event carries) changed
+        :meth:`unsaved` of a prediction layer, counted over the pixels they changed only, from the values each
+        atom records before and after it; None when they are not what napari 0.5+ records for a 2-D layer (then
+        count the layer in full)."""
+        original = self.original_for(layer_name)[0]
+        if original.ndim != 2:
+            return None
+        h, w = original.shape
+        total = 0
+        try:
+            for atom in atoms:
+                if hasattr(atom, "slice_key"):  # a mask-based edit: brush, eraser, fill, polygon
+                    if len(atom.slice_key) != 2:
+                        return None
+                    (y0, y1, sy), (x0, x1, sx) = (k.indices(n) for k, n in zip(atom.slice_key, (h, w), strict=True))
+                    if sy != 1 or sx != 1:
+                        return None
+                    safe = self.safe_box(layer_name, y0, x0, y1, x1)
+                    if atom.mask is not None:
+                        safe = safe[np.asarray(atom.mask, bool)]
+                    old = np.asarray(atom.old_values)
+                else:  # (indices, values before, values after): Labels.data_setitem
+                    indices, old, new_values = atom
+                    if len(indices) != 2:
+                        return None
+                    ys, xs = (np.asarray(i, np.intp).ravel() for i in indices)
+                    if not ys.size:
+                        continue
+                    y0, x0 = int(ys.min()), int(xs.min())
+                    safe = self.safe_box(layer_name, y0, x0, int(ys.max()) + 1, int(xs.max()) + 1)[ys - y0, xs - x0]
+                    old = np.asarray(old)
+                new = np.asarray(atom.new_value if hasattr(atom, "slice_key") else new_values)
+                if old.shape != safe.shape:
+                    return None
+                total += (int(np.count_nonzero(np.broadcast_to(new, safe.shape) != safe))
+                          - int(np.count_nonzero(old != safe)))
+        except (TypeError, ValueError, IndexError, AttributeError):
+            return None
+        return total
 
 
 class CdmaWidget(QWidget):
@@ -194,6 +333,9 @@ class CdmaWidget(QWidget):
         #: review-overlay layers (names) the user removed while their image stayed open: following the image again
         #: does not bring them back (a new Predict of the image does)
         self._dismissed: set = set()
+        #: prediction layer (its unique id: the dock's viewer hands out a new proxy of a layer at each look-up) ->
+        #: what the dock has seen of its edits (:meth:`_track`: they are counted as they are made)
+        self._histories: Dict[Any, EditHistory] = {}
         self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
         self.store_edit = QLineEdit(str(store_path or default_project_path()))
@@ -381,7 +523,7 @@ class CdmaWidget(QWidget):
         if store is None:  # none there and not created: nothing written, the open store stays open
             if self._store is not None:
                 self.store_edit.setText(str(self._store.root))
-            self.summary.set_note(declined_note(path, self._store.root if self._store is not None else None))
+            self.summary.set_declined(path, self._store.root if self._store is not None else None)
             return None
         self.flush_prediction_saves(30.0)  # a prediction still being written (to this store or the previous one)
         self._store = store
@@ -687,10 +829,12 @@ class CdmaWidget(QWidget):
                 continue
             main = made["prediction"].name
             pasted = safe + (self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else [])
+            # without kept edits the layer is the stored prediction with the corrections pasted (reviewed): nothing
+            # unsaved; kept edits are counted (in full) when the Keep button is next updated
             self.states[name] = ImageState(image=image, original_labels=labels,
                                            model_version=record.model_version or None, image_hash=digest,
                                            model_label=record.model_label, ranked=list(record.ranked),
-                                           reviewed={main: pasted})
+                                           reviewed={main: pasted}, unsaved_px={} if edited is not None else {main: 0})
             self.image_names[digest] = name
             if n_pasted or safe:  # the layer shows the accepted corrections itself
                 self._hide_corrections(name)
@@ -1104,8 +1248,10 @@ class CdmaWidget(QWidget):
                     self.viewer.layers[other].visible = False
             # shown again when a side layer hidden earlier is reused (the model tried again: walk)
             layers["prediction"].visible = main not in self.viewer.layers or self.viewer.layers[main].visible
+            # the new layer holds the model's labels and the corrections pasted (reviewed): nothing unsaved
             self.states[name] = replace(state, others={**state.others, target: (instances, result.model_version)},
-                                        reviewed={**state.reviewed, target: pasted})
+                                        reviewed={**state.reviewed, target: pasted},
+                                        unsaved_px={**state.unsaved_px, target: 0})
             if trial:
                 current = self._store.current_model_version if self._store is not None else BUNDLED
                 notes.append(f"Trying {result.model_label}: its own prediction is in the layer '{target}', "
@@ -1123,10 +1269,12 @@ class CdmaWidget(QWidget):
             was_restored = self.restored_predictions.pop(name, None) is not None
             others = {k: v for k, v in state.others.items() if k in self.viewer.layers} if state is not None else {}
             reviewed = {k: v for k, v in state.reviewed.items() if k in others} if state is not None else {}
+            unsaved = {k: v for k, v in state.unsaved_px.items() if k in others} if state is not None else {}
             self.states[name] = ImageState(image=result.image, original_labels=instances,
                                            model_version=result.model_version, image_hash=result.image_hash,
                                            others=others, model_label=result.model_label,
-                                           ranked=list(result.ranked), reviewed={**reviewed, target: pasted})
+                                           ranked=list(result.ranked), reviewed={**reviewed, target: pasted},
+                                           unsaved_px={**unsaved, target: 0})
             if kept:
                 notes.append(f"The layer '{main}' did not hold this image's prediction: it was kept as '{kept}'.")
         if result.image_hash:
@@ -1163,6 +1311,12 @@ class CdmaWidget(QWidget):
         if self.summary.restored_count()[1] or (not secondary and was_restored):  # the note says "press Predict"
             self.summary.set_restored(())
             self._sync_from_store()  # the reopen note has been acted on
+        # the store line says what is so now, not what an earlier Open did (walk: "No project store created at ..."
+        # stayed after a later Predict): with a store open, what it holds; with none, the declined Open as it is now
+        if self._store is not None:
+            self.summary.drop_declined()
+        else:
+            self.summary.rewrite()
 
     def _select(self, layer: Any) -> None:
         """Make ``layer`` (or the layer of that name) the viewer's active layer, if it is still there."""
@@ -1220,6 +1374,8 @@ class CdmaWidget(QWidget):
 
     def _layer_removed(self, layer: Any) -> None:
         self._forget_closed_images()
+        if layer is not None:  # the edits it can undo go with it
+            self._histories.pop(getattr(layer, "unique_id", None), None)
         self._update_keep_button()
         meta = (getattr(layer, "metadata", None) or {}) if layer is not None else {}
         if meta.get(ROLE_KEY) in ("tiles", "accepted") and meta.get(IMAGE_KEY) in self.viewer.layers:
@@ -1301,15 +1457,113 @@ class CdmaWidget(QWidget):
             self.restored_predictions.pop(name, None)
 
     def _update_keep_button(self) -> None:
-        """*Keep unaccepted edits* is enabled only when it can keep something: a store is open and a prediction
-        layer of the dock's is on screen (its tooltip says which is missing)."""
+        """*Keep unaccepted edits* is enabled only when it can keep something: a store is open and an image's
+        prediction layer holds edits not accepted (pixels :meth:`ImageState.unsaved` counts; its tooltip says what
+        is missing). The edits are counted as they are made (:meth:`_track`): this walks no layer, but the first
+        time a layer is counted (one reopened from the store)."""
         layers = self.viewer.layers
         has_store = self._store is not None
-        has_layer = any(names_for(name)["prediction"] in layers for name in self.states)
-        self.keep_edits_button.setEnabled(has_store and has_layer)
-        self.keep_edits_button.setToolTip(KEEP_TIP if has_store and has_layer else
-                                          KEEP_TIP + (" (no prediction layer to keep edits of: predict an image "
-                                                      "first)" if has_store else " (open a project store first)"))
+        shown = [(state, layers[main]) for name, state in self.states.items()
+                 if state.image_hash and (main := names_for(name)["prediction"]) in layers]
+        for _, layer in shown:
+            self._track(layer)
+        edits = has_store and any(self._unsaved_count(state, layer) > 0 for state, layer in shown)
+        self.keep_edits_button.setEnabled(edits)
+        if edits:
+            tip = KEEP_TIP
+        elif not has_store:
+            tip = KEEP_TIP + " (open a project store first)"
+        elif not shown:
+            tip = KEEP_TIP + " (no prediction layer to keep edits of: predict an image first)"
+        else:
+            tip = KEEP_TIP + (" (no edits to keep: paint, fill or erase in an image's prediction layer first; "
+                              "edits accepted are in the store already)")
+        if self.keep_edits_button.toolTip() != tip:
+            self.keep_edits_button.setToolTip(tip)
+
+    def _unsaved_count(self, state: ImageState, layer: Any) -> int:
+        """The pixels of a prediction layer that Keep unaccepted edits would keep (0 when the layer is not the
+        model's shape: Keep skips it), counted in full only if not counted yet."""
+        if np.shape(layer.data) != state.original_for(layer.name)[0].shape:
+            return 0
+        count = state.unsaved_px.get(layer.name)
+        if count is None:
+            count = state.unsaved_px[layer.name] = state.unsaved(layer.name, np.asarray(layer.data))
+        return count
+
+    def _track(self, layer: Any) -> None:
+        """Count the edits of a prediction layer as they are made: napari's paint event (a stroke, fill or erase
+        done) and its undo and redo (seen at the redraw they cause: :class:`EditHistory`) are counted over the
+        pixels they changed (:meth:`ImageState.edit_delta`), not by walking the layer."""
+        if layer.unique_id in self._histories:
+            return
+        self._histories[layer.unique_id] = EditHistory()
+        layer.events.paint.connect(self._on_prediction_painted)
+        layer.events.set_data.connect(self._on_prediction_redrawn)
+        layer.events.data.connect(self._on_prediction_replaced)
+
+    def _prediction_state(self, layer: Any) -> Optional[ImageState]:
+        """The state of the image whose prediction layer ``layer`` is (its own or a side one), if the dock has one
+        and the layer is on screen under its name."""
+        layers = self.viewer.layers
+        image = (getattr(layer, "metadata", None) or {}).get(IMAGE_KEY)
+        state = self.states.get(image) if image is not None else None
+        if state is None or layer.name not in layers or layers[layer.name].unique_id != layer.unique_id:
+            return None
+        if layer.name != names_for(image)["prediction"] and layer.name not in state.others:
+            return None
+        return state
+
+    def _count_edit(self, layer: Any, state: ImageState, delta: Optional[int]) -> None:
+        """Add ``delta`` to the layer's count of unsaved pixels (None: counted in full when next asked)."""
+        if layer.name not in state.unsaved_px:
+            return  # not counted yet: counted in full when asked
+        if delta is None:
+            del state.unsaved_px[layer.name]
+        else:
+            state.unsaved_px[layer.name] += delta
+        self._update_keep_button()
+
+    def _on_prediction_painted(self, event: Any) -> None:
+        """A stroke, fill or erase done in a prediction layer: counted over the pixels it changed."""
+        layer = event.source
+        history = self._histories.get(layer.unique_id)
+        if history is not None:
+            history.painted(event.value)
+        state = self._prediction_state(layer)
+        if state is not None and layer.name in state.unsaved_px:
+            self._count_edit(layer, state, state.edit_delta(layer.name, event.value))
+
+    def _on_prediction_redrawn(self, event: Any) -> None:
+        """A prediction layer redrawn: after an undo or redo, that edit is counted; after any other redraw the layer
+        is counted in full (napari redraws a labels layer when it is shown again or its contours change, not at a
+        paint stroke, zoom or pan)."""
+        layer = event.source
+        history = self._histories.get(layer.unique_id)
+        if history is None:
+            return
+        # followed whether or not the layer is counted now, so that it stays in step with napari's history
+        sign, item = (0, None) if history.blind else history.moved(layer.data)
+        state = self._prediction_state(layer)
+        if state is None or layer.name not in state.unsaved_px:
+            return
+        delta = None  # a redraw for another reason (shown again, contours, data written by code, an undo not
+        if item is not None:  # seen): counted in full now; none comes with a stroke, a zoom or a pan
+            undone = state.edit_delta(layer.name, item)
+            delta = None if undone is None else sign * undone
+        self._count_edit(layer, state, delta)
+
+    def _on_prediction_replaced(self, event: Any) -> None:
+        """A prediction layer's data replaced (a Predict made without streaming, code): counted in full when next
+        asked, and at each redraw from then on, undo or not (napari's undo history now holds edits of the data
+        before)."""
+        layer = event.source
+        history = self._histories.get(layer.unique_id)
+        if history is not None:
+            history.blind = True
+        state = self._prediction_state(layer)
+        if state is not None:
+            state.unsaved_px.pop(layer.name, None)
 
     def _follow_image(self, layer: Any = None) -> None:
         """The review list follows the image chosen in Predict: its regions not accepted yet, or none."""

@@ -71,9 +71,13 @@ def ask_create_store(parent: Any, path: Any) -> bool:
 
 
 def declined_note(path: Any, open_root: Optional[Path]) -> str:
-    """What the dock says when the user declined to create a store at ``path``."""
+    """What the dock says when the user declined to create a store at ``path``; once a store exists there (made
+    since, outside this dock), that instead."""
+    path = Path(path).expanduser()
     kept = f" {open_root} stays open." if open_root is not None else " No store is open."
-    return f"No project store created at {Path(path).expanduser()}.{kept}"
+    if store_exists(path):
+        return f"A project store exists at {path} now: press Open to open it.{kept}"
+    return f"No project store created at {path}.{kept}"
 
 
 def open_or_ask(path: Any, parent: Any = None, create: Optional[bool] = None,
@@ -108,9 +112,15 @@ class StoreSummary:
 
     It is made of what the store holds (:meth:`set_store_text`, at each refresh from the store), the predictions a
     reopen restored (:meth:`set_predictions`), the images it brought back (:meth:`set_restored`), the store's slide
-    windows (:meth:`set_windows`) and one more note (:meth:`set_note`). The restored images and predictions are
-    counted over those still open: when their layers are removed the summary is written again (walk: "Reopened 2
-    stored image(s)" stayed after both were closed). Layers are followed by identity, so a renamed image still counts.
+    windows (:meth:`set_windows`) and one more note (:meth:`set_note`, or :meth:`set_declined` for an Open the user
+    declined). The restored images and predictions are counted over those still open: when their layers are removed
+    the summary is written again (walk: "Reopened 2 stored image(s)" stayed after both were closed). Layers are
+    followed by identity, so a renamed image still counts.
+
+    The note says what happened once: it goes when the store is read again; a declined Open's also after a later
+    Predict with a store open (:meth:`drop_declined`; walk: "No project store created at ..." stayed after a
+    Predict), and it is written as it is at each writing of the summary: "a project store exists there now" once
+    one does.
 
     Args:
         viewer: the napari viewer.
@@ -121,6 +131,7 @@ class StoreSummary:
         self.viewer, self.label = viewer, label
         self.store_text = ""
         self.note = ""
+        self._declined: Optional[Tuple[Path, Optional[Path]]] = None  # (path, the store open then): set_declined
         self.windows = 0
         self._restored: List[Tuple[Any, bool]] = []  # (image layer, came back with its prediction)
         self._predictions: List[Tuple[Any, str]] = []  # (prediction layer, what to say of it)
@@ -131,18 +142,38 @@ class StoreSummary:
 
     def clear(self) -> None:
         """Another store was opened: nothing restored yet."""
-        self.store_text, self.note, self.windows = "", "", 0
+        self.store_text, self.note, self._declined, self.windows = "", "", None, 0
         self._restored, self._predictions = [], []
 
     def set_store_text(self, text: str) -> None:
-        """What the store holds, read again from it; the one-off note (:meth:`set_note`) is dropped."""
-        self.store_text, self.note = text, ""
+        """What the store holds, read again from it; the one-off note (:meth:`set_note`, :meth:`set_declined`) is
+        dropped."""
+        self.store_text, self.note, self._declined = text, "", None
         self.show()
 
     def set_note(self, text: str) -> None:
-        """One more line (a store not created, an error), until the store is read again."""
-        self.note = text
+        """One more line (an error), until the store is read again."""
+        self.note, self._declined = text, None
         self.show()
+
+    def set_declined(self, path: Any, open_root: Optional[Path]) -> None:
+        """The user declined to create a store at ``path`` (``open_root``: the store that stayed open, or None); said
+        until the store is read again or the note dropped (:func:`declined_note`, written anew at each writing)."""
+        self.note, self._declined = "", (Path(path).expanduser(), open_root)
+        self.show()
+
+    def drop_declined(self) -> None:
+        """The declined Open is no longer news (a later Predict, with a store open): the summary says what the store
+        holds."""
+        if self._declined is not None:
+            self._declined = None
+            self.show()
+
+    def rewrite(self) -> None:
+        """Write the summary again as it reads now (a declined Open after a store was made there), if it says
+        anything (else the dock's own line, "No project store there yet ...", stays)."""
+        if self.store_text or self.note or self._declined is not None:
+            self.show()
 
     def set_windows(self, count: int) -> None:
         self.windows = int(count)
@@ -187,6 +218,8 @@ class StoreSummary:
             parts.append(f"{self.windows} slide window(s): open the slide to see them (Whole-slide panel).")
         if self.note:
             parts.append(self.note)
+        if self._declined is not None:
+            parts.append(declined_note(*self._declined))
         return "\n".join(parts)
 
     def show(self) -> None:
