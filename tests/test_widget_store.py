@@ -216,11 +216,13 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     assert not widget.keep_edits_button.isEnabled()  # and the button says so
     assert "predict an image first" in widget.keep_edits_button.toolTip()
     _wait_predicted(qtbot, widget, SAMPLE_NAME)
-    assert widget.keep_edits_button.isEnabled()
+    assert not widget.keep_edits_button.isEnabled()  # predicted, nothing edited: nothing to keep
+    assert "no edits to keep" in widget.keep_edits_button.toolTip()
     name = names_for(SAMPLE_NAME)["prediction"]
     layer = viewer.layers[name]
     layer.data[200:220, 300:320] = 99  # an edit, not accepted
     layer.refresh()
+    assert widget.keep_edits_button.isEnabled()  # now something to keep
     edited = np.array(layer.data)
     widget.keep_edits_button.click()
     assert widget.keep_edits() == {SAMPLE_NAME: 400}  # kept again: the same 400 pixels
