@@ -97,7 +97,8 @@ def test_default_steps_count_the_labelled_pixels_not_the_context():
 def test_the_worker_trains_a_region_in_its_source_image_for_an_in_context_recipe(tmp_path, glas_dir):
     from src_model.io import read_image, read_mask
 
-    assert RECIPES["default_context"].in_context and not RECIPES["default"].in_context
+    assert RECIPES["default"].in_context and RECIPES["default_context"].in_context
+    assert not RECIPES["default_crop"].in_context
     store = ProjectStore.open(tmp_path / "store")
     image, mask = read_image(glas_dir / "images" / "testA_1.png"), read_mask(glas_dir / "masks" / "testA_1.png")
     big = np.zeros((2100, 2100, 3), np.uint8)  # larger than WHOLE_CONTEXT_PIXELS: a window around the region
