@@ -656,13 +656,14 @@ def plot(table: List[Dict[str, Any]], fileobj) -> None:
                 continue
             x = [_mean(t["corrected_area_px"]) / 1000 for t in pts]
             for i, key in enumerate(("session_dice", "untouched_dice")):
-                axes[i, j].errorbar(x, [_mean(t[key]) for t in pts],
+                axes[i, j].errorbar(x, [_mean(t[key]) for t in pts], color=f"C{list(ROWS).index(row)}",
                                     yerr=[float(np.std(t[key])) for t in pts], marker="o", capsize=3, label=row)
         axes[0, j].set_title(start)
         axes[1, j].set_xlabel("corrected area (1000 px)")
     axes[0, 0].set_ylabel("session Dice")
     axes[1, 0].set_ylabel("untouched Dice")
-    axes[0, 0].legend(fontsize=8)
+    for ax in axes[0]:  # each panel names its own rows (a start may have run fewer rows, in the same colours)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(fileobj, format="png", dpi=110)
     plt.close(fig)
