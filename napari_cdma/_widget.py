@@ -82,8 +82,10 @@ from ._widget_store import (
     open_or_ask,
     read_restore,
     regions_by_image,
+    store_overlays,
     stored_name,
     stored_prediction_steps,
+    untag_store_overlay,
 )
 from ._widget_versions import VersionsPanel, fmt_time
 from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore, RegionRecord, StoreError
@@ -526,13 +528,63 @@ class CdmaWidget(QWidget):
             self.summary.set_declined(path, self._store.root if self._store is not None else None)
             return None
         self.flush_prediction_saves(30.0)  # a prediction still being written (to this store or the previous one)
+        previous = self._store
+        switched = previous is not None and Path(previous.root).resolve() != Path(store.root).resolve()
+        if switched:  # before the switch: an edited corrections layer is told from the previous store's regions
+            self._leave_store(previous)
         self._store = store
         self.store_edit.setText(str(path))
         self.restored_predictions.clear()
         self.summary.clear()
         self._sync_from_store(select_current=select_current)
+        if switched:
+            self._relist_review(previous)
         self._start_restore(store)
         return store
+
+    def _leave_store(self, previous: ProjectStore) -> None:
+        """Another store is being opened: close the layers that show ``previous``'s accepted regions and accepted
+        corrections (walk: they stayed on the canvas, the new store's summary saying 0 regions). The images and
+        prediction layers stay, unchanged (their edits not accepted are never lost); an accepted-corrections layer
+        the user edited stays too, as a plain labels layer named after ``previous``
+        (:func:`~napari_cdma._widget_store.untag_store_overlay`). The reopen of the new store draws its own
+        regions over the images it knows. Only metadata is read, and the corrections layers' store regions."""
+        self._restoring = None  # a reopen of the previous store still adding layers stops here
+        for layer in store_overlays(self.viewer):
+            meta = layer.metadata or {}
+            image = meta.get(IMAGE_KEY)
+            if meta.get(ROLE_KEY) == "corrections" and image is not None and self._corrections_edits(image, layer):
+                untag_store_overlay(layer, previous.root)
+                continue
+            self.viewer.layers.remove(layer)
+            self._dismissed.discard(layer.name)  # removed by the dock, not by the user: may be made again
+
+    def _relist_review(self, previous: ProjectStore) -> None:
+        """The review list and each image's review-tiles layer after a store switch: the regions of the predictions on
+        screen not accepted in the store now open (those accepted in ``previous`` only are listed again), and a
+        status saying which store it is listed for; the list is emptied, saying why, when the image listed has no
+        prediction on screen."""
+        layers, review = self.viewer.layers, self.review_panel
+        regions = regions_by_image(self.store.regions())
+        for name, state in self.states.items():
+            tiles = names_for(name)["tiles"]
+            if tiles in layers and name in layers:
+                boxes = [r.bbox for r in regions.get(state.image_hash, [])]
+                show_review_outlines(self.viewer, name, not_yet_accepted(state.ranked, boxes))
+        chosen = getattr(self.predict_panel.image_layer, "name", None)
+        name = review.image_name or chosen
+        state = self.states.get(name) if name is not None else None
+        where = f"Listed for the project store {self.store.root} (the regions accepted in {previous.root} " \
+                "count only there)."
+        if state is not None and name in layers and names_for(name)["prediction"] in layers:
+            boxes = [r.bbox for r in regions.get(state.image_hash, [])]
+            review.set_tiles(name, not_yet_accepted(state.ranked, boxes))
+            message = f"{review.last_message} {where}"
+        else:
+            review.clear_tiles(name)
+            message = f"Project store {self.store.root} opened: {review.last_message}"
+        review.last_message = message
+        show_message(review.status, message)
 
     def _start_restore(self, store: ProjectStore) -> None:
         """Show the store's images, accepted regions and latest predictions: the stored pixels are read on

@@ -106,6 +106,26 @@ def open_or_ask(path: Any, parent: Any = None, create: Optional[bool] = None,
     return ProjectStore.open(path)
 
 
+#: roles of the layers that show what the open store holds: an image's accepted boxes and accepted corrections.
+#: Another store opened, those of the previous store are no longer true (:func:`store_overlays`).
+STORE_ROLES = ("accepted", "corrections")
+
+
+def store_overlays(viewer: Any) -> List[Any]:
+    """The layers showing the open store's accepted regions and accepted corrections (roles :data:`STORE_ROLES`,
+    tagged by :func:`~napari_cdma._layers.show_accepted` and :class:`Restore`), images and predictions left out:
+    when another store is opened these belong to the previous one. Read from metadata only (no pixel)."""
+    return [layer for layer in viewer.layers if (getattr(layer, "metadata", None) or {}).get(ROLE_KEY) in STORE_ROLES]
+
+
+def untag_store_overlay(layer: Any, old_root: Any) -> None:
+    """Turn an accepted-corrections layer the user edited into a plain labels layer of the user's, named after the
+    store it came from (its edits are never lost, and it no longer claims to show the open store's corrections)."""
+    image = (layer.metadata or {}).get(IMAGE_KEY) or "image"
+    layer.metadata = {k: v for k, v in (layer.metadata or {}).items() if k not in (ROLE_KEY, IMAGE_KEY)}
+    layer.name = f"{image} corrections edited, from {Path(old_root).name}"
+
+
 # ---------------------------------------------------------------------------------------------- the summary
 class StoreSummary:
     """The project-store summary under the path field, following the viewer's layers.
