@@ -338,6 +338,9 @@ class CdmaWidget(QWidget):
         #: prediction layer (its unique id: the dock's viewer hands out a new proxy of a layer at each look-up) ->
         #: what the dock has seen of its edits (:meth:`_track`: they are counted as they are made)
         self._histories: Dict[Any, EditHistory] = {}
+        #: accepted-corrections layers (unique ids) painted or given new data since they were added: only those may
+        #: hold the user's edits when another store is opened (:meth:`_leave_store` reads the store for them only)
+        self._touched_corrections: set = set()
         self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
         self.store_edit = QLineEdit(str(store_path or default_project_path()))
@@ -548,16 +551,19 @@ class CdmaWidget(QWidget):
         prediction layers stay, unchanged (their edits not accepted are never lost); an accepted-corrections layer
         the user edited stays too, as a plain labels layer named after ``previous``
         (:func:`~napari_cdma._widget_store.untag_store_overlay`). The reopen of the new store draws its own
-        regions over the images it knows. Only metadata is read, and the corrections layers' store regions."""
+        regions over the images it knows. Only metadata is read, and the previous store's regions of a corrections
+        layer painted or redrawn since it was added (:attr:`_touched_corrections`): cheap on the GUI thread."""
         self._restoring = None  # a reopen of the previous store still adding layers stops here
         for layer in store_overlays(self.viewer):
             meta = layer.metadata or {}
             image = meta.get(IMAGE_KEY)
-            if meta.get(ROLE_KEY) == "corrections" and image is not None and self._corrections_edits(image, layer):
+            if (meta.get(ROLE_KEY) == "corrections" and image is not None
+                    and layer.unique_id in self._touched_corrections and self._corrections_edits(image, layer)):
                 untag_store_overlay(layer, previous.root)
                 continue
             self.viewer.layers.remove(layer)
             self._dismissed.discard(layer.name)  # removed by the dock, not by the user: may be made again
+            self._touched_corrections.discard(layer.unique_id)
 
     def _relist_review(self, previous: ProjectStore) -> None:
         """The review list and each image's review-tiles layer after a store switch: the regions of the predictions on
@@ -1409,8 +1415,14 @@ class CdmaWidget(QWidget):
     def _on_layer_inserted(self, event: Any) -> None:
         """The first layer opened with the dock docked: napari fits the view to it, then its layer controls widen
         and narrow the canvas, which it does not refit (a slide opened so was cropped: walk); fitted again."""
-        if len(self.viewer.layers) == 1 and not is_derived(getattr(event, "value", None)):
+        layer = getattr(event, "value", None)
+        if len(self.viewer.layers) == 1 and not is_derived(layer):
             QTimer.singleShot(0, self._fit_view)
+        if (getattr(layer, "metadata", None) or {}).get(ROLE_KEY) == "corrections":
+            # painted or redrawn since added: a store switch then checks it for edits (:meth:`_leave_store`)
+            key = layer.unique_id
+            for emitter in (layer.events.paint, layer.events.data):
+                emitter.connect(lambda _e=None, k=key: self._touched_corrections.add(k))
 
     def _on_layer_removing(self, event: Any = None) -> None:
         self._removing = True
@@ -1428,6 +1440,7 @@ class CdmaWidget(QWidget):
         self._forget_closed_images()
         if layer is not None:  # the edits it can undo go with it
             self._histories.pop(getattr(layer, "unique_id", None), None)
+            self._touched_corrections.discard(getattr(layer, "unique_id", None))
         self._update_keep_button()
         meta = (getattr(layer, "metadata", None) or {}) if layer is not None else {}
         if meta.get(ROLE_KEY) in ("tiles", "accepted") and meta.get(IMAGE_KEY) in self.viewer.layers:

@@ -133,9 +133,10 @@ def test_an_edited_corrections_layer_of_the_previous_store_stays_as_the_users(ma
     dock = open_dock(viewer, a_root)
     names = names_for(SAMPLE_NAME)
     corrections = viewer.layers[names["corrections"]]
+    corrections.brush_size = 9
+    corrections.paint((320, 320), 7)  # what the brush does (an edit of the user's)
     edited = np.array(corrections.data)
-    edited[300:340, 300:340] = 7
-    corrections.data = edited.copy()
+    assert np.count_nonzero(edited == 7) > 0
     assert dock.open_store(b_root, create=None) is not None
     wait_settled(dock)
     assert names["accepted"] not in viewer.layers and names["corrections"] not in viewer.layers
