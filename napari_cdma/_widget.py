@@ -53,6 +53,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._exit import install as _install_exit_hook
 from ._layers import (
     IMAGE_KEY,
     ROLE_KEY,
@@ -91,6 +92,7 @@ from ._widget_versions import VersionsPanel, fmt_time
 from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore, RegionRecord, StoreError
 
 logger = logging.getLogger(__name__)
+_install_exit_hook()  # running workers quit before Python's teardown when a script exits (napari_cdma._exit)
 
 #: The last latest-prediction save started by any dock of this process (each save waits for the one
 #: before it, so the last prediction made is the one kept; opening a store waits for it).
