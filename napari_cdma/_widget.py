@@ -446,6 +446,23 @@ class CdmaWidget(QWidget):
             if len(self.viewer.layers) and not self.states:
                 QTimer.singleShot(0, self._fit_view)
 
+    def keep_edits_at_close(self) -> Dict[str, int]:
+        """As *Keep unaccepted edits*, when a store is open and a prediction layer holds edits not accepted;
+        returns what was kept (image name -> pixels). Called as an image or prediction layer is about to be
+        removed (:meth:`_on_layer_removing`): the viewer closing removes every layer, and 177 edited pixels were
+        gone after a close (pathologist re-walk). A failure is logged: the removal goes on."""
+        try:
+            self._update_keep_button()
+            if not self.keep_edits_button.isEnabled():
+                return {}
+            kept = self.keep_edits()
+        except Exception:  # a removal must not fail; the edits' layer is going, so say why loudly
+            logger.exception("could not keep the unaccepted edits of a layer being closed")
+            return {}
+        if kept:
+            logger.info("a layer is closing: kept %s", ", ".join(f"{n} edited px of '{k}'" for k, n in kept.items()))
+        return kept
+
     def minimumSizeHint(self) -> QSize:
         """As narrow as the panels allow (they wrap and stack for a narrow dock), no narrower: the scroll area
         has no horizontal scrollbar, so a narrower dock would clip them."""
@@ -1427,7 +1444,17 @@ class CdmaWidget(QWidget):
                 emitter.connect(lambda _e=None, k=key: self._touched_corrections.add(k))
 
     def _on_layer_removing(self, event: Any = None) -> None:
+        """A layer is about to be removed. An image the dock predicted, or its prediction layer, first has the
+        edits not accepted kept in the open store (:meth:`keep_edits_at_close`): closing the viewer removes every
+        layer, and deleting a prediction layer by mistake would lose them too."""
         self._removing = True
+        try:
+            layer = self.viewer.layers[int(event.index)]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return
+        name = layer.name
+        if name in self.states or any(names_for(image)["prediction"] == name for image in self.states):
+            self.keep_edits_at_close()
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties). An image
