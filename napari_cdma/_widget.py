@@ -406,7 +406,7 @@ class CdmaWidget(QWidget):
         browse.clicked.connect(self._browse_store)
         # asks before creating a store where there is none (a mistyped path made a new empty store: walk)
         open_button.clicked.connect(lambda: self.open_store(self.store_edit.text(), create=None))
-        self.keep_edits_button.clicked.connect(self.keep_edits)
+        self.keep_edits_button.clicked.connect(lambda *_: self.keep_edits())  # not its "checked" flag
         # the Retrain box sits far down the dock: its progress, ETA and loss curve are scrolled into view when
         # it starts (walk: they were out of sight)
         self.retrain_panel.retrain_button.clicked.connect(lambda: self.show_panel("Retrain"))
@@ -446,21 +446,24 @@ class CdmaWidget(QWidget):
             if len(self.viewer.layers) and not self.states:
                 QTimer.singleShot(0, self._fit_view)
 
-    def keep_edits_at_close(self) -> Dict[str, int]:
-        """As *Keep unaccepted edits*, when a store is open and a prediction layer holds edits not accepted;
-        returns what was kept (image name -> pixels). Called as an image or prediction layer is about to be
-        removed (:meth:`_on_layer_removing`): the viewer closing removes every layer, and 177 edited pixels were
-        gone after a close (pathologist re-walk). A failure is logged: the removal goes on."""
+    def keep_edits_at_close(self, image: str) -> Dict[str, int]:
+        """As *Keep unaccepted edits* for ``image`` alone, when a store is open and its prediction layer holds
+        edits not accepted; returns what was kept (image name -> pixels). Called as the image or its prediction
+        layer is about to be removed (:meth:`_on_layer_removing`): the viewer closing removes every layer, and
+        177 edited pixels were gone after a close (pathologist re-walk). Whichever of the two goes first keeps
+        the edits, once. A failure is logged: the removal goes on."""
+        state, main = self.states.get(image), names_for(image)["prediction"]
+        if self._store is None or state is None or not state.image_hash or main not in self.viewer.layers:
+            return {}
         try:
-            self._update_keep_button()
-            if not self.keep_edits_button.isEnabled():
+            if self._unsaved_count(state, self.viewer.layers[main]) <= 0:
                 return {}
-            kept = self.keep_edits()
+            kept = self.keep_edits([image])
         except Exception:  # a removal must not fail; the edits' layer is going, so say why loudly
-            logger.exception("could not keep the unaccepted edits of a layer being closed")
+            logger.exception("could not keep the unaccepted edits of '%s' as it closed", image)
             return {}
         if kept:
-            logger.info("a layer is closing: kept %s", ", ".join(f"{n} edited px of '{k}'" for k, n in kept.items()))
+            logger.info("'%s' is closing: kept %d edited px", image, kept.get(image, 0))
         return kept
 
     def minimumSizeHint(self) -> QSize:
@@ -784,9 +787,10 @@ class CdmaWidget(QWidget):
             self._on_prediction_saved(image_name, self.store_label.text())
         return store
 
-    def keep_edits(self) -> Dict[str, int]:
-        """Keep the unaccepted edits of each image's prediction layer with its latest prediction in
-        the store (reopening the store shows them again). Returns image name -> edited pixels kept."""
+    def keep_edits(self, images: Optional[Sequence[str]] = None) -> Dict[str, int]:
+        """Keep the unaccepted edits of each image's prediction layer (of ``images`` only, when given) with its
+        latest prediction in the store (reopening the store shows them again). Returns image name -> edited
+        pixels kept."""
         store = self._store
         if store is None:
             self.store_label.setText("Open a project store first: edits are kept in it.")
@@ -796,7 +800,8 @@ class CdmaWidget(QWidget):
         problems: List[str] = []
         for name, state in list(self.states.items()):
             names = names_for(name)
-            if names["prediction"] not in self.viewer.layers or not state.image_hash:
+            if names["prediction"] not in self.viewer.layers or not state.image_hash \
+                    or (images is not None and name not in images):
                 continue
             data = np.asarray(self.viewer.layers[names["prediction"]].data)
             edits = state.unsaved(names["prediction"], data) if data.shape == state.original_labels.shape else 0
@@ -1452,9 +1457,9 @@ class CdmaWidget(QWidget):
             layer = self.viewer.layers[int(event.index)]
         except (AttributeError, IndexError, TypeError, ValueError):
             return
-        name = layer.name
-        if name in self.states or any(names_for(image)["prediction"] == name for image in self.states):
-            self.keep_edits_at_close()
+        image = layer.name if layer.name in self.states else (getattr(layer, "metadata", None) or {}).get(IMAGE_KEY)
+        if image in self.states and layer.name in (image, names_for(image)["prediction"]):
+            self.keep_edits_at_close(image)
 
     def _on_layer_removed(self, event: Any) -> None:
         """The reviewed image was closed: the review list follows the image Predict now shows (or empties). An image

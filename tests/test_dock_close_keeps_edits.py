@@ -34,6 +34,8 @@ def test_closing_the_viewer_keeps_edits_not_accepted(make_napari_viewer, qtbot, 
     layer.refresh()
     edited = np.array(layer.data)
     assert widget.keep_edits_button.isEnabled()
+    image_hash = widget.states[SAMPLE_NAME].image_hash
+    saved = widget.store.latest_prediction(image_hash).number
     viewer.close()
 
     other = make_napari_viewer()
@@ -41,6 +43,8 @@ def test_closing_the_viewer_keeps_edits_not_accepted(make_napari_viewer, qtbot, 
     wait_settled(again)
     np.testing.assert_array_equal(other.layers[name].data, edited)  # back, pixel for pixel
     assert again.store.regions() == []  # kept, not accepted: not used for training
+    # kept once, though the image and its prediction layer both closed
+    assert again.store.latest_prediction(image_hash).number == saved + 1
     assert again.keep_edits_button.isEnabled()  # still edits not accepted
 
 
@@ -49,7 +53,7 @@ def test_closing_a_viewer_without_edits_keeps_nothing(make_napari_viewer, qtbot,
     viewer, widget = _predicted(make_napari_viewer, qtbot, path, lite_checkpoint)
     before = widget.store.latest_prediction(widget.states[SAMPLE_NAME].image_hash)
     assert not widget.keep_edits_button.isEnabled()
-    assert widget.keep_edits_at_close() == {}
+    assert widget.keep_edits_at_close(SAMPLE_NAME) == {}
     viewer.close()
     other = make_napari_viewer()
     again = open_dock(other, path)
