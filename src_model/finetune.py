@@ -270,8 +270,10 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
     ema: Optional[EMAHook] = None
     if r.freeze_bn:
         freeze_batchnorm(model)
+    # the previous model, frozen: the distillation's teacher and the end of a weight interpolation
+    previous = _load_init(init) if r.distill > 0 or r.keep != 1.0 else None
     if r.distill > 0:
-        teacher = _load_init(init)
+        teacher = previous
         replay = None if semi_supervised else PatchSampler(list(unlabelled) or [img for img, _ in labelled],
                                                            config.patch, seed, config.augment)
         hooks.append(DistillHook(teacher, r.distill, r.distill_temperature, replay,
@@ -296,7 +298,7 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
             ema.apply(model)
             weights.append("ema")
         if r.keep != 1.0:
-            interpolate(_load_init(init), model, r.keep)
+            interpolate(previous, model, r.keep)
             weights.append(f"interpolated, keep {r.keep:g}")
         save_checkpoint(result.checkpoint, model, step=result.steps_done,
                         provenance={"trainer": "CDMATrainer", "train_config": config.to_dict(), **prov,

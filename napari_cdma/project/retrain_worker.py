@@ -183,12 +183,12 @@ def training_pairs(items: Sequence[Tuple[Any, np.ndarray, np.ndarray]], whole: D
 
     pairs = []
     for rec, crop, corrected in items:
-        framed = in_context(rec, crop, corrected, whole) if context else (crop, corrected)
-        if len(framed) == 3:
+        framed = in_context(rec, crop, corrected, whole) if context else ()
+        if len(framed) == 3:  # in its source image (in_context gives the region alone when it has none)
             image, truth, box = framed
             pairs.append((image, in_context_mask(image.shape[:2], box, truth)))
         else:
-            pairs.append((framed[0], (np.asarray(framed[1]) > 0).astype(np.uint8)))
+            pairs.append((crop, (np.asarray(corrected) > 0).astype(np.uint8)))
     return pairs
 
 
@@ -294,13 +294,15 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     if not to_train:
         raise ValueError(f"every region to train on is damaged ({', '.join(skipped)}); withdraw them or "
                          "restore the store from a backup")
-    # read once: the recipe may train the regions in them, held-out regions are scored in them, and the
-    # agreement check compares the models on them
-    whole_images = store.whole_images(skip_damaged=True)
+    # The stored images, read once. All of them are the unlabelled tissue: the recipe distils towards the
+    # previous model on patches of them (the accepted regions' own crops are not added to this stream). The
+    # whole ones: the recipe may train the regions in them, held-out regions are scored in them, and the
+    # agreement check compares the models on them.
+    stored = store.stored_images(skip_damaged=True)
+    unlabelled = [image for _, image, _ in stored]
+    whole_images = [(digest, image) for digest, image, whole in stored if whole]
+    del stored
     labelled = training_pairs(to_train, dict(whole_images), recipe.in_context)
-    # The stored images as unlabelled tissue: the recipe distils towards the previous model on patches of
-    # them (the accepted regions' own crops are not added to this stream).
-    unlabelled = store.unlabelled_images(skip_damaged=True)
     steps = int(job["steps"]) if job.get("steps") else default_steps(recipe, labelled)
     semi = bool(job.get("semi_supervised", FINETUNE_SEMI_SUPERVISED))
     seed, device = int(job.get("seed", 0)), str(job.get("device", "auto"))

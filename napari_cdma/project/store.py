@@ -1274,7 +1274,12 @@ class ProjectStore:
         Raises:
             StoreError: an image is missing or damaged (unless ``skip_damaged``); the message names it.
         """
-        return [image for _, image in self._read_images(skip_damaged, whole_only=False)]
+        return [image for _, image, _ in self.stored_images(skip_damaged)]
+
+    def stored_images(self, skip_damaged: bool = False) -> List[Tuple[str, np.ndarray, bool]]:
+        """``(hash, image, whole)`` of every stored source image, read once: the whole images (``whole`` True, as
+        :meth:`whole_images` lists them) and the context crops of large ones (as :meth:`unlabelled_images`)."""
+        return self._read_images(skip_damaged, whole_only=False)
 
     def slide_images(self) -> set:
         """Hashes of the stored images that came from whole slides and were never used as ordinary images.
@@ -1307,7 +1312,7 @@ class ProjectStore:
 
         The hash is the one regions record (:func:`hash_image`), read from the index, not recomputed.
         """
-        return self._read_images(skip_damaged, whole_only=True)
+        return [(digest, image) for digest, image, _ in self._read_images(skip_damaged, whole_only=True)]
 
     def list_whole_images(self) -> List[StoredImage]:
         """Every stored whole source image (as :meth:`whole_images` lists them) by hash and shape, read
@@ -1347,13 +1352,14 @@ class ProjectStore:
         what = f"stored image {key[:12]}"
         return _io.read_array_verified(_io.inside(self.root, entry["path"], what), entry.get("checksum"), what)
 
-    def _read_images(self, skip_damaged: bool, whole_only: bool) -> List[Tuple[str, np.ndarray]]:
+    def _read_images(self, skip_damaged: bool, whole_only: bool) -> List[Tuple[str, np.ndarray, bool]]:
         out = []
         for key, entry in sorted(self._index["images"].items()):
-            if whole_only and not entry.get("full", False):
+            whole = bool(entry.get("full", False))
+            if whole_only and not whole:
                 continue
             try:
-                out.append((str(entry.get("hash", key)), self.load_image(key)))
+                out.append((str(entry.get("hash", key)), self.load_image(key), whole))
             except StoreError as exc:
                 if not skip_damaged:
                     raise
