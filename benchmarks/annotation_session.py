@@ -528,8 +528,14 @@ def calibration_lines(rows: List[Dict[str, Any]]) -> List[str]:
 
 
 def _settings(params: Dict[str, Any]) -> Dict[str, Any]:
-    """A recipe's parameters without its name and description (what the fine-tune actually does)."""
-    return {k: v for k, v in params.items() if k not in ("name", "description")}
+    """A recipe's parameters without its name and description (what the fine-tune actually does); a parameter
+    added to :class:`~src_model.recipes.Recipe` after a record was written counts at its default."""
+    import dataclasses
+
+    from src_model.recipes import Recipe
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe) if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in {**defaults, **params}.items() if k not in ("name", "description")}
 
 
 def recipe_note(recipe: str, records: List[Dict[str, Any]]) -> Optional[str]:

@@ -9,6 +9,8 @@ and ``cdma train --init``. A recipe is a named :class:`Recipe`: the ``finetune``
   where it was not told otherwise. With ``semi_supervised=False`` the batch holds no unlabelled patches
   and the hook draws its own from the unlabelled images (a replay set whose soft labels are the previous
   model's predictions, made on the fly instead of stored).
+  With a recipe's ``replay_pack``, it also distils on reference crops shipped with the package
+  (:mod:`src_model.replay_pack`): tissue outside the project.
 - :class:`L2SPHook`: ``alpha / 2 * ||w - w0||^2``, an anchor to the previous weights.
 - :class:`EncoderLrHook`: scales each optimiser update of the encoder (a lower encoder learning rate).
 - :class:`EMAHook`: an exponential moving average of the weights, which becomes the result.
@@ -34,6 +36,7 @@ from .checkpoint import BUNDLED_NAME, load_model, save_checkpoint
 from .data import AugmentConfig, Labelled, augment, random_crop
 from .progress import Progress
 from .recipes import FINETUNE_SEMI_SUPERVISED, RECIPES, Recipe, default_steps, get_recipe
+from .replay_pack import load_pack
 from .tissue import tissue_mask
 from .trainer import CDMATrainer, TrainConfig, TrainHook, TrainResult, train
 
@@ -97,30 +100,44 @@ class DistillHook(TrainHook):
     """Distillation from the previous, frozen model on the patches nobody corrected.
 
     Uses the batch's unlabelled patches; when the batch has none (supervised-only fine-tuning) it
-    draws ``n_replay`` patches from ``replay`` and runs the student on them too.
+    draws ``n_replay`` patches from ``replay`` and runs the student on them too. With a ``pack`` (the
+    reference crops of :mod:`src_model.replay_pack`) it also draws ``n_pack`` patches from it every step:
+    they join the distilled patches (the loss is the mean over all of them), so the model keeps its answers on
+    tissue the project does not hold.
     """
 
     def __init__(self, teacher: torch.nn.Module, weight: float, temperature: float,
-                 replay: Optional[PatchSampler] = None, n_replay: int = 4) -> None:
+                 replay: Optional[PatchSampler] = None, n_replay: int = 4, pack: Optional[PatchSampler] = None,
+                 n_pack: int = 0) -> None:
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.weight, self.temperature = weight, temperature
         self.replay, self.n_replay = replay, n_replay
+        self.pack, self.n_pack = (pack, n_pack) if pack is not None and n_pack > 0 else (None, 0)
 
-    def extra_loss(self, trainer: CDMATrainer, x: torch.Tensor, logits: Sequence[torch.Tensor],
-                   n_labelled: int) -> Dict[str, torch.Tensor]:
-        if x.shape[0] > n_labelled:
-            xs, student = x[n_labelled:], [z[n_labelled:] for z in logits]
-        elif self.replay is not None:
-            xs = self.replay.sample(self.n_replay).to(trainer.device)
-            student = [z.float() for z in trainer.model(xs)]
-        else:
-            return {}
+    def _part(self, trainer: CDMATrainer, xs: torch.Tensor, student: Sequence[torch.Tensor]) -> torch.Tensor:
         self.teacher.to(trainer.device)
         with torch.no_grad():
             target = softened_mean([z.float() for z in self.teacher(xs)], self.temperature)
-        return {"distill": self.weight * distill_loss(student, target, self.temperature)}
+        return distill_loss(student, target, self.temperature)
+
+    def extra_loss(self, trainer: CDMATrainer, x: torch.Tensor, logits: Sequence[torch.Tensor],
+                   n_labelled: int) -> Dict[str, torch.Tensor]:
+        parts = []  # (loss, patches)
+        if x.shape[0] > n_labelled:
+            parts.append((self._part(trainer, x[n_labelled:], [z[n_labelled:] for z in logits]),
+                          x.shape[0] - n_labelled))
+        elif self.replay is not None:
+            xs = self.replay.sample(self.n_replay).to(trainer.device)
+            parts.append((self._part(trainer, xs, [z.float() for z in trainer.model(xs)]), self.n_replay))
+        if self.pack is not None:
+            xp = self.pack.sample(self.n_pack).to(trainer.device)
+            parts.append((self._part(trainer, xp, [z.float() for z in trainer.model(xp)]), self.n_pack))
+        if not parts:
+            return {}
+        total = sum(loss * n for loss, n in parts) / sum(n for _, n in parts)
+        return {"distill": self.weight * total}
 
 
 class L2SPHook(TrainHook):
@@ -276,8 +293,9 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
         teacher = previous
         replay = None if semi_supervised else PatchSampler(list(unlabelled) or [img for img, _ in labelled],
                                                            config.patch, seed, config.augment)
+        pack = PatchSampler(load_pack(), config.patch, seed + 1, config.augment) if r.replay_pack else None
         hooks.append(DistillHook(teacher, r.distill, r.distill_temperature, replay,
-                                 n_replay=max(1, config.batch_unlabelled)))
+                                 n_replay=max(1, config.batch_unlabelled), pack=pack, n_pack=r.replay_pack))
     if r.l2sp > 0:
         hooks.append(L2SPHook(model, r.l2sp))
     if r.encoder_lr != 1.0:

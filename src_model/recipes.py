@@ -46,6 +46,8 @@ class Recipe:
             crop alone, mirrored out to the patch size (the retrain worker builds the pairs).
         keep: the share of the fine-tuning's change of the weights that the result keeps (1 = all; 0.5: the
             midpoint between the previous and the fine-tuned weights, :func:`~src_model.finetune.interpolate`).
+        replay_pack: reference crops of the package's replay pack (:mod:`src_model.replay_pack`, GlaS training
+            tissue) distilled on each step besides the project's own tissue (0 = off; needs ``distill``).
         steps_per_tile: default steps per 256 x 256 px of corrected pixels ...
         min_steps / max_steps: ... clipped to this range (see :func:`default_steps`).
     """
@@ -61,6 +63,7 @@ class Recipe:
     freeze_bn: bool = False
     in_context: bool = False
     keep: float = 1.0
+    replay_pack: int = 0
     # 10 corrected 256-px regions -> 100 steps: the plain schedule took 153 s for 120 steps on this 2-core
     # CPU (benchmarks/results/retrain.md) and the default recipe's steps cost ~1.24x (distillation's
     # teacher forward; benchmarks/results/forgetting.md), so 100 steps plus scoring stay under 3 minutes
@@ -144,6 +147,13 @@ RECIPES: Dict[str, Recipe] = _recipes(
                         "(each accepted region trained in its source image)"),
     dataclasses.replace(_DEFAULT, name="default_context_keep05", description="default, keeping half the "
                         "fine-tuning's change of the weights (midpoint of previous and fine-tuned)", keep=0.5),
+    # Session 9 (no GPU; the 10 % model's checkpoint was not kept, so only the bundled and new-lab starts could
+    # run): the default distilling also on reference crops of GlaS training tissue shipped with the package
+    # (src_model/bundled/replay), 2 or 4 of them a step besides the project's own tissue.
+    dataclasses.replace(_DEFAULT, name="default_pack2", description="default + distillation on 2 reference crops "
+                        "of the replay pack a step", replay_pack=2),
+    dataclasses.replace(_DEFAULT, name="default_pack4", description="default + distillation on 4 reference crops "
+                        "of the replay pack a step", replay_pack=4),
     _more_steps("more_steps", "default_crop with 40 steps per 256-px tile, clipped to [120, 130]"),
     _more_steps("more_steps_enc1", "more_steps with the encoder updated as the rest (x1)", encoder_lr=1.0),
     _more_steps("more_steps_enc03", "more_steps with encoder updates x0.3", encoder_lr=0.3),
