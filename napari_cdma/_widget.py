@@ -86,6 +86,7 @@ from ._widget_store import (
     store_overlays,
     stored_name,
     stored_prediction_steps,
+    untag_prediction,
     untag_store_overlay,
 )
 from ._widget_versions import VersionsPanel, fmt_time
@@ -569,13 +570,16 @@ class CdmaWidget(QWidget):
 
     def _leave_store(self, previous: ProjectStore) -> None:
         """Another store is being opened: close the layers that show ``previous``'s accepted regions and accepted
-        corrections (walk: they stayed on the canvas, the new store's summary saying 0 regions). The images and
-        prediction layers stay, unchanged (their edits not accepted are never lost); an accepted-corrections layer
+        corrections (walk: they stayed on the canvas, the new store's summary saying 0 regions). The images stay,
+        unchanged; the prediction layers too, as the user's own, no longer the images' predictions, their edits not
+        accepted kept in ``previous`` first (:meth:`_detach_predictions`); an accepted-corrections layer
         the user edited stays too, as a plain labels layer named after ``previous``
         (:func:`~napari_cdma._widget_store.untag_store_overlay`). The reopen of the new store draws its own
         regions over the images it knows. Only metadata is read, and the previous store's regions of a corrections
-        layer painted or redrawn since it was added (:attr:`_touched_corrections`): cheap on the GUI thread."""
+        layer painted or redrawn since it was added (:attr:`_touched_corrections`): cheap on the GUI thread, but for
+        the edits kept (written as *Keep unaccepted edits* writes them)."""
         self._restoring = None  # a reopen of the previous store still adding layers stops here
+        edited, kept = self._keep_before_leaving()  # first: keeping reads the store again and redraws its overlays
         for layer in store_overlays(self.viewer):
             meta = layer.metadata or {}
             image = meta.get(IMAGE_KEY)
@@ -586,6 +590,60 @@ class CdmaWidget(QWidget):
             self.viewer.layers.remove(layer)
             self._dismissed.discard(layer.name)  # removed by the dock, not by the user: may be made again
             self._touched_corrections.discard(layer.unique_id)
+        self._detach_predictions(previous, edited, kept)
+
+    def _keep_before_leaving(self) -> Tuple[List[str], Dict[str, int]]:
+        """Keep the edits not accepted of each image's prediction layer in the store being left (as *Keep unaccepted
+        edits*, as at a close: :meth:`keep_edits_at_close`), so that reopening it shows them. Returns the images whose
+        prediction layer holds such edits, and image name -> pixels kept. A failure is logged: the switch goes on,
+        the edits stay in their layer."""
+        layers = self.viewer.layers
+        edited = [name for name, state in self.states.items() if state.image_hash and (
+            (main := names_for(name)["prediction"]) in layers and self._unsaved_count(state, layers[main]) > 0)]
+        if not edited:
+            return [], {}
+        try:
+            return edited, self.keep_edits(edited)
+        except Exception:
+            logger.exception("could not keep the unaccepted edits of %s in the store being left", edited)
+            return edited, {}
+
+    def _detach_predictions(self, previous: ProjectStore, edited: List[str], kept: Dict[str, int]) -> None:
+        """Another store is being opened: each image's prediction layers (its own and those written aside) are the
+        previous store's (its latest prediction, with its accepted corrections pasted in, made or restored while it
+        was open). They stay, their pixels and edits unchanged, as plain labels layers of the user's named
+        "<layer>, from <old store>" (:func:`~napari_cdma._widget_store.untag_prediction`), and the dock forgets
+        them: the new store's Accept, Keep unaccepted edits and review list do not use them (walk: store A's
+        corrections went into store B as if accepted there), and the new store's reopen shows its own latest
+        prediction of the image, if it has one (else Predict makes one, with the new store's corrections). Each
+        image's review tiles (of that prediction) go. The Predict panel's status line says what was renamed, and
+        where the edits of the images ``edited`` are (``kept``: those :meth:`_keep_before_leaving` kept)."""
+        layers = self.viewer.layers
+        renamed: List[str] = []
+        for name, state in list(self.states.items()):
+            for layer_name in [names_for(name)["prediction"], *state.others]:
+                if layer_name in layers and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
+                    renamed.append(untag_prediction(layers[layer_name], previous.root, layers))
+            tiles = names_for(name)["tiles"]
+            if tiles in layers:
+                layers.remove(tiles)
+                self._dismissed.discard(tiles)  # removed by the dock: made again for the new store's prediction
+            del self.states[name]
+            self.restored_predictions.pop(name, None)
+        self._update_keep_button()
+        if not renamed:
+            return
+        message = (f"Prediction layer(s) of {previous.root} renamed " + ", ".join(f"'{n}'" for n in renamed)
+                   + ": your own labels now, not used by the new store's Accept, Keep unaccepted edits or review list.")
+        if kept:
+            message += (" The edits not accepted of " + ", ".join(f"'{n}'" for n in kept)
+                        + f" were kept in {previous.root}: reopening it shows them.")
+        lost = [n for n in edited if n not in kept]
+        if lost:
+            message += (" The edits not accepted of " + ", ".join(f"'{n}'" for n in lost) + " could not be kept in "
+                        f"{previous.root}: they are only in the renamed layer.")
+        self.predict_panel.last_message = message
+        show_message(self.predict_panel.status, message)
 
     def _relist_review(self, previous: ProjectStore) -> None:
         """The review list and each image's review-tiles layer after a store switch: the regions of the predictions on

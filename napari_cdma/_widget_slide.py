@@ -20,11 +20,12 @@ or write the stores and split glands in a worker thread (seconds for a large win
 responsive; the layer is added or updated when the worker returns. One job (Predict view, Export, Edit,
 Accept or Withdraw window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction), a
 progress bar shows under them while it runs (hidden when idle), and the status line under it says what runs
-and how the last job ended. Accepted windows are outlined just outside their
-pixels, in red like accepted image regions, and listed in the panel; the outlines of accepted windows and
-review regions keep :data:`OUTLINE_PX` screen pixels at every zoom. "Withdraw window" withdraws the
-selected one from the project and undoes it in the store's labels and pyramid, in a worker thread too,
-as if it had never been accepted (overlapping live windows keep their corrections); a window
+and how the last job ended, on two lines whose height never changes (a longer message is cut with an ellipsis
+and read whole in its tooltip: :class:`StatusLine`), so the controls below it never move with it. Accepted
+windows are outlined just outside their pixels, in red like accepted image regions, and listed in the panel; the
+outlines of accepted windows and review regions keep :data:`OUTLINE_PX` screen pixels at every zoom.
+"Withdraw window" withdraws the selected one from the project and undoes it in the store's labels and pyramid, in a
+worker thread too, as if it had never been accepted (overlapping live windows keep their corrections); a window
 withdrawn elsewhere (the accepted-region list of the dock) is undone in the store in a worker thread too,
 within :data:`WATCH_MS` (the panel watches the open project store's index while windows are listed), or
 when the job running then ends (:meth:`SlidePanel.sync`), and in any case before the panel next uses the store:
@@ -54,7 +55,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image, Shapes
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -65,6 +66,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -176,6 +178,93 @@ def _kill(procs: List[Any]) -> None:
                 proc.kill()
 
 
+#: Lines of the panel's status lines (:class:`StatusLine`): in the dock's 225 px, one line showed about 30 characters
+#: of a job's message, two show most of a short one; a longer one is cut, and read whole in the line's tooltip.
+STATUS_LINES = 2
+
+
+def fit_lines(text: str, metrics: Any, width: int, lines: int) -> str:
+    """``text`` wrapped at spaces into at most ``lines`` lines of ``width`` px (``metrics``: a QFontMetrics), the last
+    cut with an ellipsis if the rest does not fit on it; its own line breaks count as spaces. A word wider than a
+    line (a path) is broken where the line ends."""
+    words = text.split()
+    out: List[str] = []
+    while words and len(out) < lines - 1:
+        line = words[0]
+        if metrics.horizontalAdvance(line) > width:  # broken where the line ends
+            k = max(1, next((i for i in range(1, len(line)) if metrics.horizontalAdvance(line[:i + 1]) > width),
+                            len(line)))
+            out.append(line[:k])
+            words[0] = line[k:]
+            continue
+        i = 1
+        while i < len(words) and metrics.horizontalAdvance(f"{line} {words[i]}") <= width:
+            line, i = f"{line} {words[i]}", i + 1
+        out.append(line)
+        words = words[i:]
+    if words:
+        out.append(metrics.elidedText(" ".join(words), Qt.TextElideMode.ElideRight, width))
+    return "\n".join(out)
+
+
+class StatusLine(QLabel):
+    """A message line of a fixed height (``lines`` text lines, :data:`STATUS_LINES`) whatever it says, as wide as its
+    panel: a message longer than that is cut with an ellipsis and read whole in the line's tooltip (:meth:`text`
+    returns it whole too; :meth:`shown_text` what shows). A word-wrapping label grew to 3-4 lines at a job's first
+    message and pushed the controls below it down by 40-49 px (pathologist walk); this one keeps its height, so
+    nothing under it moves when a job starts, runs or ends."""
+
+    def __init__(self, text: str = "", lines: int = STATUS_LINES, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.lines = max(1, int(lines))
+        self.setWordWrap(False)  # wrapped by fit_lines, to at most its lines
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        # as wide as the panel gives it (its text never widens a narrow dock), its lines high
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setText(text)
+
+    def text(self) -> str:  # the whole message, not the part shown
+        return self._full
+
+    def setText(self, text: str) -> None:
+        self._full = str(text or "")
+        self.setToolTip(self._full)  # the whole message, on its own lines
+        self._fit()
+
+    def shown_text(self) -> str:
+        """What the line shows: the message on its lines, cut with an ellipsis when longer."""
+        return super().text()
+
+    def _height(self) -> int:
+        metrics, margins = self.fontMetrics(), self.contentsMargins()
+        return (metrics.height() + (self.lines - 1) * metrics.lineSpacing() + margins.top() + margins.bottom()
+                + 2 * self.margin())
+
+    def sizeHint(self) -> QSize:
+        return QSize(super().sizeHint().width(), self._height())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(0, self._height())
+
+    def _fit(self) -> None:
+        width = max(1, self.contentsRect().width() - 2 * self.margin() - max(0, self.indent()))
+        shown = fit_lines(self._full, self.fontMetrics(), width, self.lines)
+        if super().text() != shown:
+            super().setText(shown)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def changeEvent(self, event: Any) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):  # the viewer's style, once docked
+            self.updateGeometry()
+            self._fit()
+
+
 class SlidePanel(QWidget):
     """Predict view, review regions and edit windows of a whole slide.
 
@@ -277,16 +366,17 @@ class SlidePanel(QWidget):
         policy.setRetainSizeWhenHidden(True)
         self.progress.setSizePolicy(policy)
         self.progress.setVisible(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setVisible(False)  # an empty line until the first message
+        # two lines high, shown from the start (empty until the first message): its row never changes height, so
+        # that the legend, lists and buttons below it stay put when a job starts, runs and ends; a longer message is
+        # cut with an ellipsis and read whole in its tooltip
+        self.status = StatusLine("")
         self.legend = UncertaintyLegend()  # the slide's uncertainty overlay, read as the image overlay's
         self.legend.setVisible(False)
         # the slide's uncertainty (and gland) under the cursor, on two lines of fixed height as the image's
         self.readout = readout_label()
         self.readout.setVisible(False)
-        self.number_status = QLabel("")  # the numbered glands: being numbered, shown, or why not
-        self.number_status.setWordWrap(True)
+        # the numbered glands: being numbered, shown, or why not (a fixed height too: it changes at each step)
+        self.number_status = StatusLine("")
 
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -491,7 +581,6 @@ class SlidePanel(QWidget):
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
         show_message(self.status, message, error)
-        self.status.setVisible(bool(message))
 
     # ---------------------------------------------------------------- predict view
     def view_box(self) -> Tuple[float, ...]:

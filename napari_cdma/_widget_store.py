@@ -126,6 +126,21 @@ def untag_store_overlay(layer: Any, old_root: Any) -> None:
     layer.name = f"{image} corrections edited, from {Path(old_root).name}"
 
 
+def untag_prediction(layer: Any, old_root: Any, layers: Any) -> str:
+    """Turn a prediction layer of the previous store (its labels, with that store's accepted corrections pasted in and
+    the user's edits) into a plain labels layer of the user's, named after the store it came from: the dock no longer
+    takes it for the image's prediction (another store's Accept, Keep unaccepted edits and review list do not use it),
+    and its pixels, edits included, stay as they are. Returns its new name (free among ``layers``)."""
+    layer.metadata = {k: v for k, v in (layer.metadata or {}).items() if k not in (ROLE_KEY, IMAGE_KEY)}
+    base = f"{layer.name}, from {Path(old_root).name}"
+    name, k = base, 1
+    while name in layers:
+        k += 1
+        name = f"{base} ({k})"
+    layer.name = name
+    return name
+
+
 # ---------------------------------------------------------------------------------------------- the summary
 class StoreSummary:
     """The project-store summary under the path field, following the viewer's layers.

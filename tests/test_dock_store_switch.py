@@ -1,8 +1,12 @@
 """Switching the dock to another project store (pathologist walk under Xvfb): the previous store's accepted regions
 and accepted corrections stayed on the canvas after Open switched to a new, empty store, and the review status still
-described the previous store's review list. After a switch nothing on screen claims to belong to the new store that
-does not: the previous store's region and correction overlays go; the images and prediction layers stay, an edit not
-accepted included (edits are never lost); the store line and the review status describe the new store.
+described the previous store's review list; and its prediction layer, with its accepted corrections pasted in, stayed
+the image's prediction for the new store, whose Accept and Keep unaccepted edits then took the previous store's
+corrections for its own. After a switch nothing on screen claims to belong to the new store that does not: the
+previous store's region and correction overlays go; the images stay; the prediction layers stay, an edit not accepted
+included (edits are never lost: kept in the previous store too), renamed after the previous store and no longer the
+image's prediction for the dock; the new store shows its own prediction; the store line and the review status
+describe the new store.
 
 A real napari viewer (pytest-xvfb), real stores on disk, the GlaS image of the sample. Only the Yes / No question
 ("Create a project store?") is answered by the test (``QMessageBox.question`` patched: a modal dialog would wait for a
@@ -91,25 +95,28 @@ def test_switching_store_removes_the_previous_stores_overlays_and_keeps_edits(ma
 
     # store A's accepted regions and corrections are gone from the canvas...
     assert _overlays_of_store(viewer) == [], [ly.name for ly in viewer.layers]
-    # ... the image and the edited prediction stay, the edit intact
+    # ... the image stays, and the edited prediction, the edit intact, as the user's own layer named after A (it holds
+    # A's correction): B has no prediction of the image, so the image has none now
     assert SAMPLE_NAME in viewer.layers and np.array_equal(viewer.layers[SAMPLE_NAME].data, image_before)
-    assert names["prediction"] in viewer.layers
-    assert np.array_equal(np.asarray(viewer.layers[names["prediction"]].data), edited)
-    assert dock._unsaved_count(dock.states[SAMPLE_NAME], viewer.layers[names["prediction"]]) > 0
+    from_a = viewer.layers[f"{names['prediction']}, from project A"]
+    assert np.array_equal(np.asarray(from_a.data), edited)
+    assert ROLE_KEY not in from_a.metadata and IMAGE_KEY not in from_a.metadata
+    assert names["prediction"] not in viewer.layers and SAMPLE_NAME not in dock.states
+    assert not dock.keep_edits_button.isEnabled()  # nothing of B's to keep
+    said = dock.predict_panel.last_message
+    assert from_a.name in said and f"kept in {a_root}" in said, said
     # the store line describes B: no region, and nothing restored from A said as restored
     text = dock.store_label.text()
     assert text.startswith("0 accepted region(s)") and "Reopened" not in text and "restored" not in text, text
-    # the review list is B's: every review region of the prediction on screen, none accepted in B; the status says
-    # which store it is now
-    assert review.image_name == SAMPLE_NAME and len(review.tiles) == len(RANKED), review.last_message
-    assert str(b_root) in review.last_message, review.last_message
-    assert "5 review region(s)" in review.last_message, review.last_message
-    # the review-tiles layer follows the list (store A's accepted box no longer skips the first region)
-    if names["tiles"] in viewer.layers:
-        assert len(viewer.layers[names["tiles"]].data) == len(RANKED)
+    # the review list is B's: none, as B has no prediction of the image (Predict makes one); the status says which
+    # store it is now; A's review tiles are gone with A's prediction
+    assert review.image_name is None and review.tiles == [], review.last_message
+    assert str(b_root) in review.last_message and "Predict" in review.last_message, review.last_message
+    assert names["tiles"] not in viewer.layers
+    assert review.accept(bbox=BOX) is None and ProjectStore.open(b_root).regions() == []  # nothing to accept from
     # nothing of the plugin's names store A any more as the open store's
     assert not any((ly.metadata or {}).get(IMAGE_KEY) == SAMPLE_NAME and (ly.metadata or {}).get(ROLE_KEY)
-                   in ("accepted", "corrections") for ly in viewer.layers)
+                   in ("accepted", "corrections", "prediction") for ly in viewer.layers)
 
     # back to A: its regions are shown again over the image still open (not a second copy of the image)
     dock.store_edit.setText(str(a_root))
@@ -118,7 +125,10 @@ def test_switching_store_removes_the_previous_stores_overlays_and_keeps_edits(ma
     assert dock._store.root == a_root.resolve() and len(asked) == 1
     assert [ly.name for ly in viewer.layers if ly.name.startswith(SAMPLE_NAME + " [")] == []
     assert names["accepted"] in viewer.layers and len(viewer.layers[names["accepted"]].data) == 1
-    assert np.array_equal(np.asarray(viewer.layers[names["prediction"]].data), edited)  # never replaced
+    # A's prediction again, with the edit A kept when it was left; the renamed layer is left as it is
+    assert np.array_equal(np.asarray(viewer.layers[names["prediction"]].data), edited)
+    assert from_a in viewer.layers and np.array_equal(np.asarray(from_a.data), edited)
+    assert review.image_name == SAMPLE_NAME and len(review.tiles) == len(RANKED) - 1, review.last_message
     assert dock.store_label.text().startswith("1 accepted region(s)"), dock.store_label.text()
 
 
@@ -150,3 +160,72 @@ def test_an_edited_corrections_layer_of_the_previous_store_stays_as_the_users(ma
     for _ in range(5):
         qtbot.wait(20)
     assert kept[0] in viewer.layers
+
+
+def _store_b_with_its_prediction(root, glas_dir):
+    """Store B: its own latest prediction of the sample's image (other labels than A's: the mask's glands moved 40 px
+    down, the gland in A's accepted box BOX gone), no region. Returns B's labels."""
+    from src_model.io import read_image, read_mask
+
+    image = read_image(glas_dir / "images" / "testA_1.png")
+    labels = np.zeros(image.shape[:2], np.int32)
+    labels[40:] = np.asarray(read_mask(glas_dir / "masks" / "testA_1.png"), dtype=np.int32)[:-40]
+    labels[: BOX[2] + 8, : BOX[3] + 8] = 0
+    uncertainty = np.random.default_rng(1).random(labels.shape).astype(np.float32)
+    ProjectStore.open(root).save_prediction(hash_image(image), labels, uncertainty, model_version="bundled",
+                                            image_name=SAMPLE_NAME, ranked=RANKED, display_range=(0.0, 1.0))
+    return labels
+
+
+def test_a_prediction_of_the_previous_store_is_not_the_new_stores(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    """Store A's prediction layer holds A's accepted correction (pasted in when A restored it) and an edit not
+    accepted. After Open on store B: the layer stays, edits included, renamed after A and no longer the image's
+    prediction for B; B shows its own stored prediction of the image; Accept in B stores B's prediction, not A's
+    correction (before: A's corrected box went into B, as if accepted there); Keep unaccepted edits has nothing of A's
+    to keep in B; A kept the edit (reopening A shows it)."""
+    from src_model.io import read_mask
+
+    a_root, b_root = tmp_path / "project A", tmp_path / "project B"
+    _store_a(a_root, glas_dir)
+    b_labels = _store_b_with_its_prediction(b_root, glas_dir)
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer, a_root)
+    names = names_for(SAMPLE_NAME)
+    prediction = viewer.layers[names["prediction"]]
+    y0, x0, y1, x1 = BOX
+    a_correction = np.asarray(read_mask(glas_dir / "masks" / "testA_1.png"))[y0:y1, x0:x1]
+    assert np.array_equal(np.asarray(prediction.data)[y0:y1, x0:x1] > 0, a_correction > 0)  # A's, pasted in
+    assert a_correction.any() and not b_labels[y0:y1, x0:x1].any()
+    edited = np.array(prediction.data)
+    edited[200:240, 500:540] = int(edited.max()) + 1
+    prediction.data = edited.copy()
+    digest = dock.states[SAMPLE_NAME].image_hash
+
+    assert dock.open_store(b_root, create=None) is not None
+    wait_settled(dock)
+    assert dock._store.root == b_root.resolve()
+    # Accept of A's corrected box in B stores what B's prediction says there, not A's correction; Keep unaccepted
+    # edits has nothing of A's to keep in B
+    review = dock.review_panel
+    record = review.accept(bbox=BOX)
+    assert record is not None, review.last_message
+    _, corrected, predicted = ProjectStore.open(b_root).load_region(record.region_id)
+    assert not corrected.any() and not predicted.any(), "store A's correction went into store B"
+    assert not dock.keep_edits_button.isEnabled() and dock.keep_edits() == {}
+    assert not ProjectStore.open(b_root).latest_prediction(digest).edited
+    # A's layer stays with the edit, named after A, no longer a layer of the image's for the dock
+    from_a = [ly for ly in viewer.layers if ly.name == f"{names['prediction']}, from project A"]
+    assert len(from_a) == 1, [ly.name for ly in viewer.layers]
+    assert np.array_equal(np.asarray(from_a[0].data), edited)
+    assert ROLE_KEY not in from_a[0].metadata and IMAGE_KEY not in from_a[0].metadata
+    # the image's prediction is B's
+    assert names["prediction"] in viewer.layers and viewer.layers[names["prediction"]] is not from_a[0]
+    assert np.array_equal(np.asarray(viewer.layers[names["prediction"]].data), b_labels)
+    assert np.array_equal(dock.states[SAMPLE_NAME].original_labels, b_labels)
+    assert review.image_name == SAMPLE_NAME and review.labels_choice.value is viewer.layers[names["prediction"]]
+    # the edit not accepted was kept in A, where it was made: reopening A shows it
+    a = ProjectStore.open(a_root)
+    assert a.latest_prediction(digest).edited and np.array_equal(a.load_prediction_edits(digest), edited)
+    assert dock.open_store(a_root) is not None
+    wait_settled(dock)
+    assert np.array_equal(np.asarray(viewer.layers[names["prediction"]].data), edited)
