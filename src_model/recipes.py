@@ -149,7 +149,11 @@ RECIPES: Dict[str, Recipe] = _recipes(
                         "fine-tuning's change of the weights (midpoint of previous and fine-tuned)", keep=0.5),
     # Session 9 (no GPU; the 10 % model's checkpoint was not kept, so only the bundled and new-lab starts could
     # run): the default distilling also on reference crops of GlaS training tissue shipped with the package
-    # (src_model/bundled/replay), 2 or 4 of them a step besides the project's own tissue.
+    # (src_model/bundled/replay), 2 or 4 of them a step besides the project's own tissue. Rule written before the
+    # runs (trainval, bundled, ranked_sup, seeds 0-1): replace the default if the worst untouched change is >= 1
+    # point better than default_context's and the mean session gain at most 0.5 point lower. Gain s0, s1 / worst:
+    #   default_context  -0.5 -1.3 / -1.90 -4.20;  default_pack2  +0.1 -0.7 / -1.72 -3.45;
+    #   default_pack4    -0.4 -0.9 / -1.69 -4.59.  Neither passed; one image (train_41) lost 48-63 points in all.
     dataclasses.replace(_DEFAULT, name="default_pack2", description="default + distillation on 2 reference crops "
                         "of the replay pack a step", replay_pack=2),
     dataclasses.replace(_DEFAULT, name="default_pack4", description="default + distillation on 4 reference crops "
