@@ -223,6 +223,9 @@ class StatusLine(QLabel):
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         # as wide as the panel gives it (its text never widens a narrow dock), its lines high
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        # napari's style sheet pads labels by a few px that contentsMargins() does not report: the second line was
+        # drawn cut through (pathologist walk); without that padding the lines fit the height measured below
+        self.setStyleSheet("QLabel { padding: 0px; }")
         self.setText(text)
 
     def text(self) -> str:  # the whole message, not the part shown
@@ -240,7 +243,7 @@ class StatusLine(QLabel):
     def _height(self) -> int:
         metrics, margins = self.fontMetrics(), self.contentsMargins()
         return (metrics.height() + (self.lines - 1) * metrics.lineSpacing() + margins.top() + margins.bottom()
-                + 2 * self.margin())
+                + 2 * self.margin() + 2)  # 2 px of slack for a style that draws the text lower
 
     def sizeHint(self) -> QSize:
         return QSize(super().sizeHint().width(), self._height())

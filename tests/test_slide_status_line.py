@@ -110,3 +110,35 @@ def test_a_wider_line_shows_more_of_the_message(qtbot):
     assert line.sizeHint().height() == line.minimumSizeHint().height() and line.minimumSizeHint().width() == 0
     line.setText("")
     assert line.shown_text() == "" and line.sizeHint().height() == line.minimumSizeHint().height() > 0
+
+
+def _ink_runs(label):
+    """(first row, rows) of each band of rows with text drawn on the label's grab, top to bottom, and whether the
+    bottom row holds ink (text cut by the label's edge)."""
+    img = label.grab().toImage()
+    ground = img.pixelColor(0, 0).lightness()
+    inked = [any(abs(img.pixelColor(x, y).lightness() - ground) > 60 for x in range(img.width()))
+             for y in range(img.height())]
+    runs, start = [], None
+    for y, ink in enumerate([*inked, False]):
+        if ink and start is None:
+            start = y
+        elif not ink and start is not None:
+            runs.append((start, y - start))
+            start = None
+    return runs, inked[-1]
+
+
+def test_both_lines_of_a_long_message_are_drawn_whole(make_napari_viewer, qtbot, tmp_path, predicted_slide):
+    """In the docked panel, under napari's style sheet, the second line of a message is drawn as tall as the first,
+    not cut through by the line's lower edge (pathologist walk: only the first line of 'Predicted 1 new chunk(s) ...'
+    could be read)."""
+    _, _, panel = _slide_panel(make_napari_viewer, qtbot, tmp_path, predicted_slide)
+    for line in (panel.status, panel.number_status):
+        line.setText("Predicted 1 new chunk(s) of the slide under the view; 1 of 12 chunks of the slide are done.")
+        _turn(qtbot)
+        assert line.shown_text().count("\n") == 1, line.shown_text()
+        runs, cut = _ink_runs(line)
+        assert len(runs) == 2 and not cut, (runs, cut, line.height())
+        (_, first), (_, second) = runs
+        assert second >= first - 1, (runs, line.height())
