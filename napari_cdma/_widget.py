@@ -71,6 +71,7 @@ from ._layers import (
     unsaved_edits,
 )
 from ._messages import show_message
+from ._scroll_anchor import ScrollAnchor
 from ._widget_display import DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
@@ -403,6 +404,9 @@ class CdmaWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self._scroll = scroll  # its content's minimum width is the dock's (minimumSizeHint)
+        # the control last pressed stays put on screen when a panel above it grows or shrinks (walk: the Display
+        # panel's slide gland table pushed the Whole slide panel's buttons 274 px down at the end of a job)
+        self._anchor = ScrollAnchor(scroll)
 
         browse.clicked.connect(self._browse_store)
         # asks before creating a store where there is none (a mistyped path made a new empty store: walk)
@@ -553,11 +557,14 @@ class CdmaWidget(QWidget):
                 self.store_edit.setText(str(self._store.root))
             self.summary.set_declined(path, self._store.root if self._store is not None else None)
             return None
-        self.flush_prediction_saves(30.0)  # a prediction still being written (to this store or the previous one)
         previous = self._store
         switched = previous is not None and Path(previous.root).resolve() != Path(store.root).resolve()
+        cancelled = self._stop_predict(previous, store) if switched else None
+        self.flush_prediction_saves(30.0)  # a prediction still being written (to this store or the previous one)
         if switched:  # before the switch: an edited corrections layer is told from the previous store's regions
-            self._leave_store(previous)
+            detached = self._leave_store(previous)
+            if cancelled:  # the status line says both
+                self.predict_panel.say_cancelled(f"{cancelled} {detached}" if detached else cancelled)
         self._store = store
         self.store_edit.setText(str(path))
         self.restored_predictions.clear()
@@ -568,7 +575,30 @@ class CdmaWidget(QWidget):
         self._start_restore(store)
         return store
 
-    def _leave_store(self, previous: ProjectStore) -> None:
+    def _stop_predict(self, previous: ProjectStore, store: ProjectStore) -> Optional[str]:
+        """Another store is being opened: a Predict whose result has not been handed over yet is cancelled (it read
+        ``previous``'s accepted corrections to paste them in: handed over after the switch, it became the new
+        store's prediction with them, and the new store's Accept stored them as its own); nothing edited is lost,
+        the user presses Predict again for ``store``. One handed over whose last steps are left for later
+        event-loop turns is ``previous``'s: those steps are done now, before its layers are detached. Returns what
+        the Predict panel's status line says of a cancel, None when none was cancelled."""
+        panel = self.predict_panel
+        self._refresh_after_predict = False  # a re-run asked for a model of the previous store
+        if self._turns:
+            turns, self._turns = self._turns, []
+            for image_name, step in turns:
+                if image_name in self.viewer.layers:
+                    step()
+            self._start_deferred_save()  # done by the flush that follows
+        if not panel.result_pending():
+            return None
+        note = (f"Predict of '{panel.running_name}' cancelled: the project store {store.root} was opened while it "
+                f"ran (it would have shown the accepted corrections of {previous.root}). Press Predict to predict "
+                "it for this store.")
+        panel.cancel(note)
+        return note
+
+    def _leave_store(self, previous: ProjectStore) -> str:
         """Another store is being opened: close the layers that show ``previous``'s accepted regions and accepted
         corrections (walk: they stayed on the canvas, the new store's summary saying 0 regions). The images stay,
         unchanged; the prediction layers too, as the user's own, no longer the images' predictions, their edits not
@@ -577,7 +607,8 @@ class CdmaWidget(QWidget):
         (:func:`~napari_cdma._widget_store.untag_store_overlay`). The reopen of the new store draws its own
         regions over the images it knows. Only metadata is read, and the previous store's regions of a corrections
         layer painted or redrawn since it was added (:attr:`_touched_corrections`): cheap on the GUI thread, but for
-        the edits kept (written as *Keep unaccepted edits* writes them)."""
+        the edits kept (written as *Keep unaccepted edits* writes them). Returns what the Predict panel's status line
+        says of the layers detached ("" if none)."""
         self._restoring = None  # a reopen of the previous store still adding layers stops here
         edited, kept = self._keep_before_leaving()  # first: keeping reads the store again and redraws its overlays
         for layer in store_overlays(self.viewer):
@@ -590,7 +621,7 @@ class CdmaWidget(QWidget):
             self.viewer.layers.remove(layer)
             self._dismissed.discard(layer.name)  # removed by the dock, not by the user: may be made again
             self._touched_corrections.discard(layer.unique_id)
-        self._detach_predictions(previous, edited, kept)
+        return self._detach_predictions(previous, edited, kept)
 
     def _keep_before_leaving(self) -> Tuple[List[str], Dict[str, int]]:
         """Keep the edits not accepted of each image's prediction layer in the store being left (as *Keep unaccepted
@@ -608,7 +639,7 @@ class CdmaWidget(QWidget):
             logger.exception("could not keep the unaccepted edits of %s in the store being left", edited)
             return edited, {}
 
-    def _detach_predictions(self, previous: ProjectStore, edited: List[str], kept: Dict[str, int]) -> None:
+    def _detach_predictions(self, previous: ProjectStore, edited: List[str], kept: Dict[str, int]) -> str:
         """Another store is being opened: each image's prediction layers (its own and those written aside) are the
         previous store's (its latest prediction, with its accepted corrections pasted in, made or restored while it
         was open). They stay, their pixels and edits unchanged, as plain labels layers of the user's named
@@ -617,7 +648,8 @@ class CdmaWidget(QWidget):
         corrections went into store B as if accepted there), and the new store's reopen shows its own latest
         prediction of the image, if it has one (else Predict makes one, with the new store's corrections). Each
         image's review tiles (of that prediction) go. The Predict panel's status line says what was renamed, and
-        where the edits of the images ``edited`` are (``kept``: those :meth:`_keep_before_leaving` kept)."""
+        where the edits of the images ``edited`` are (``kept``: those :meth:`_keep_before_leaving` kept); returns
+        it ("" when nothing was renamed)."""
         layers = self.viewer.layers
         renamed: List[str] = []
         for name, state in list(self.states.items()):
@@ -632,7 +664,7 @@ class CdmaWidget(QWidget):
             self.restored_predictions.pop(name, None)
         self._update_keep_button()
         if not renamed:
-            return
+            return ""
         message = (f"Prediction layer(s) of {previous.root} renamed " + ", ".join(f"'{n}'" for n in renamed)
                    + ": your own labels now, not used by the new store's Accept, Keep unaccepted edits or review list.")
         if kept:
@@ -644,6 +676,7 @@ class CdmaWidget(QWidget):
                         f"{previous.root}: they are only in the renamed layer.")
         self.predict_panel.last_message = message
         show_message(self.predict_panel.status, message)
+        return message
 
     def _relist_review(self, previous: ProjectStore) -> None:
         """The review list and each image's review-tiles layer after a store switch: the regions of the predictions on

@@ -175,6 +175,8 @@ class PredictPanel(QWidget):
         self._queue: deque = deque()  # Rows / Block pieces not yet copied into the live layers
         self._pending: Optional[Tuple[Any, ...]] = None  # a returned result waiting for the queue to drain
         self._cancelled = False
+        #: what the status line says of a run cancelled by the dock (:meth:`cancel` ``note``), None for Cancel's own
+        self._cancel_note: Optional[str] = None
         #: handed over, the dock's share of the hand-over (its later event-loop turns) not done yet
         self._settling = False
         #: the image being predicted (until the run ends: its hand-over included), None when idle
@@ -239,7 +241,7 @@ class PredictPanel(QWidget):
 
         self.set_model_versions([])
         self.predict_button.clicked.connect(lambda: self.predict())
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.clicked.connect(lambda: self.cancel())  # not clicked(bool) as its note
         self.model_combo.activated.connect(self._on_model_activated)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed,
                    viewer.layers.events.moved):
@@ -461,17 +463,27 @@ class PredictPanel(QWidget):
         self._timer.start()
         return True
 
-    def cancel(self) -> None:
+    def result_pending(self) -> bool:
+        """True while a run's result has not been handed to the dock yet (its worker runs, or its layers are being
+        added): :meth:`cancel` then keeps it from the dock."""
+        return not self._cancelled and (self._run_for is not None or self._pending is not None)
+
+    def cancel(self, note: Optional[str] = None) -> None:
         """Stop the running prediction after the current tile (or finishing step); its half-filled
-        layers are hidden and marked cancelled now, and removed once the worker has stopped."""
+        layers are hidden and marked cancelled now, and removed once the worker has stopped. ``note``: what the
+        status line says of it (the dock's reason) instead of "Prediction cancelled."."""
+        if note is not None and self.result_pending():
+            self.say_cancelled(note)
         if self._settling:  # handed over: the dock's last steps go on, the panel stops waiting for them
             self._settling = False
             self._timer.stop()
             if self._worker is None:  # else when its finished signal comes
                 self._end_run()
         elif self._worker is not None:
-            self.status.setText("Cancelling...")
+            if self._cancel_note is None:
+                self.status.setText("Cancelling...")
             self._cancelled = True
+            self._pending = None  # returned, its layers still being added: not handed over either
             self._worker.quit()
             self._drop_live()
         elif self._pending is not None:  # computed, layers still filling: drop it
@@ -479,6 +491,11 @@ class PredictPanel(QWidget):
             self._drop_live()
             self._on_aborted()
             self._end_run()
+
+    def say_cancelled(self, note: str) -> None:
+        """Say ``note`` in the status line for the run being cancelled, and again when its worker has stopped."""
+        self._cancel_note = self.last_message = note
+        self.status.setText(note)
 
     def _drop_live(self) -> None:
         self._queue.clear()
@@ -632,7 +649,7 @@ class PredictPanel(QWidget):
         self._fail(f"Prediction failed: {exc}")
 
     def _on_aborted(self) -> None:
-        self.last_message = "Prediction cancelled."
+        self.last_message = self._cancel_note or "Prediction cancelled."
         self.status.setText(self.last_message)
 
     def _on_finished(self) -> None:
@@ -646,6 +663,7 @@ class PredictPanel(QWidget):
         self._timer.stop()
         self.running_name = None
         self._cancelled = False
+        self._cancel_note = None
         if self._dropped is not None:  # after the worker stopped: napari's removal runs the garbage collector
             dropped, self._dropped = self._dropped, None
             QTimer.singleShot(0, lambda: dropped.remove())  # a lambda: PyQt keeps bound methods only weakly

@@ -14,6 +14,18 @@ def open_dock(viewer, store_path=None):
     return widget
 
 
+def slide_in_dock(make_napari_viewer, qtbot, slide, store_path):
+    """A shown viewer with ``slide`` opened by the plugin's reader and the dock on the project store at
+    ``store_path``; returns (viewer, dock, Whole slide panel) once the panel is idle with its content shown."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(slide), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert dock.open_store(store_path) is not None
+    panel = dock.slide_panel
+    qtbot.waitUntil(lambda: not panel.running and panel.content.isVisible(), timeout=60_000)
+    return viewer, dock, panel
+
+
 def wait_settled(widget, timeout=60.0):
     """Run the event loop until the dock has no GUI work left (a reopened store's layers are all shown)."""
     import time

@@ -15,10 +15,12 @@ click).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from _dock import open_dock, wait_settled
 from qtpy.QtWidgets import QMessageBox
 
 from napari_cdma._layers import IMAGE_KEY, ROLE_KEY, names_for
+from napari_cdma._predict_stream import CANCELLED_SUFFIX, LIVE_SUFFIX
 from napari_cdma._sample import SAMPLE_NAME
 from napari_cdma.project.store import INDEX_NAME, ProjectStore, hash_image
 
@@ -101,6 +103,7 @@ def test_switching_store_removes_the_previous_stores_overlays_and_keeps_edits(ma
     from_a = viewer.layers[f"{names['prediction']}, from project A"]
     assert np.array_equal(np.asarray(from_a.data), edited)
     assert ROLE_KEY not in from_a.metadata and IMAGE_KEY not in from_a.metadata
+    assert not from_a.visible  # hidden: shown, A's correction looked as if B held it (walk)
     assert names["prediction"] not in viewer.layers and SAMPLE_NAME not in dock.states
     assert not dock.keep_edits_button.isEnabled()  # nothing of B's to keep
     said = dock.predict_panel.last_message
@@ -229,3 +232,110 @@ def test_a_prediction_of_the_previous_store_is_not_the_new_stores(make_napari_vi
     assert dock.open_store(a_root) is not None
     wait_settled(dock)
     assert np.array_equal(np.asarray(viewer.layers[names["prediction"]].data), edited)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_predict_running_at_a_switch_is_cancelled_not_given_to_the_new_store(make_napari_viewer, qtbot, tmp_path,
+                                                                               glas_dir, streamed):
+    """A Predict started in store A reads A's accepted corrections (in its worker) to paste them into its result.
+    Open on store B before it ends: the run is cancelled, and the Predict panel's status line says so and that
+    Predict predicts the image for B (before: the result came after the switch with A's correction pasted in, became
+    the image's prediction for B and B's latest prediction, and Accept in B stored A's correction as B's). Predict
+    again in B shows B's prediction without A's correction. The predict job is held (its read of the corrections
+    waits for the test) so that the switch comes while it runs, whatever the machine's speed. ``streamed``: as a
+    large image is predicted (its layers filled while it runs; removed, as a cancelled run's are)."""
+    import threading
+
+    from _dock import predict_and_wait
+
+    a_root, b_root = tmp_path / "project A", tmp_path / "project B"
+    _store_a(a_root, glas_dir)
+    ProjectStore.open(b_root)  # B exists, empty: no question asked
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer, a_root)
+    names, panel = names_for(SAMPLE_NAME), dock.predict_panel
+    if streamed:
+        panel.stream_pixels = 0
+    digest = dock.states[SAMPLE_NAME].image_hash
+    read, release = threading.Event(), threading.Event()
+    read_corrections = panel.corrections_for
+
+    def held(image_hash):  # in the worker: A's corrections read, then held until the switch is done
+        corrections = read_corrections(image_hash)
+        read.set()
+        release.wait(120)
+        return corrections
+
+    panel.corrections_for = held
+    assert dock.predict(SAMPLE_NAME), panel.last_message
+    try:
+        qtbot.waitUntil(read.is_set, timeout=300_000)
+        assert panel.running
+        assert dock.open_store(b_root, create=None) is not None
+        wait_settled(dock)
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: not panel.running and dock.settled(), timeout=120_000)
+    qtbot.wait(300)
+    assert dock._store.root == b_root.resolve()
+    # nothing of the run became B's: no prediction of the image for B, none kept in B, nothing for B's Accept
+    assert names["prediction"] not in viewer.layers and SAMPLE_NAME not in dock.states, \
+        [ly.name for ly in viewer.layers]
+    assert not any(LIVE_SUFFIX in ly.name or CANCELLED_SUFFIX in ly.name for ly in viewer.layers)
+    b = ProjectStore.open(b_root)
+    assert b.latest_prediction(digest) is None, "the run's prediction, with A's correction, was kept in store B"
+    record = dock.review_panel.accept(bbox=BOX)
+    if record is not None:
+        _, corrected, _ = ProjectStore.open(b_root).load_region(record.region_id)
+        assert not np.array_equal(corrected, ProjectStore.open(a_root).load_region(
+            ProjectStore.open(a_root).regions()[0].region_id)[1]), "store A's correction went into store B"
+    assert ProjectStore.open(b_root).regions() == []
+    # the status line says why and what to do
+    said = panel.last_message
+    assert "cancelled" in said and str(b_root) in said and "Predict" in said, said
+    assert panel.status.text() == said
+    assert panel.predict_button.isEnabled() and not panel.cancel_button.isEnabled()
+    # A's own prediction layer, restored before the run, stays detached as after any switch
+    assert f"{names['prediction']}, from project A" in viewer.layers
+
+    # Predict again: the image's prediction for B, with no correction pasted (B has none)
+    panel.corrections_for = read_corrections
+    predict_and_wait(qtbot, dock, SAMPLE_NAME, timeout=300_000)
+    wait_settled(dock)
+    assert names["prediction"] in viewer.layers and dock.states[SAMPLE_NAME].image_hash == digest
+    assert "accepted correction" not in panel.last_message, panel.last_message
+    assert dock.states[SAMPLE_NAME].reviewed.get(names["prediction"]) == []
+
+
+def test_a_switch_during_a_predictions_hand_over_finishes_it_for_the_previous_store(make_napari_viewer, qtbot,
+                                                                                   tmp_path, glas_dir):
+    """Open on store B just as a Predict in store A is handed over (its last steps, A's accepted-region overlay and
+    review outlines among them, left for later event-loop turns): those steps are done for A before the switch, so
+    the prediction is detached with A's other layers and nothing of A's is drawn over the image for B (before: A's
+    accepted box and review outlines came back after the switch)."""
+    a_root, b_root = tmp_path / "project A", tmp_path / "project B"
+    _store_a(a_root, glas_dir)
+    ProjectStore.open(b_root)
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer, a_root)
+    names, panel = names_for(SAMPLE_NAME), dock.predict_panel
+    digest = dock.states[SAMPLE_NAME].image_hash
+    switched = []
+
+    def switch(_result):  # after the dock's own slot: its hand-over steps are queued, none done
+        assert dock._turns
+        switched.append(dock.open_store(b_root, create=None))
+
+    panel.finished.connect(switch)
+    assert dock.predict(SAMPLE_NAME), panel.last_message
+    qtbot.waitUntil(lambda: bool(switched), timeout=300_000)
+    panel.finished.disconnect(switch)
+    qtbot.waitUntil(lambda: not panel.running and dock.settled(), timeout=120_000)
+    qtbot.wait(300)
+    assert switched[0] is not None and dock._store.root == b_root.resolve()
+    assert _overlays_of_store(viewer) == [], [ly.name for ly in viewer.layers]
+    assert names["tiles"] not in viewer.layers and names["prediction"] not in viewer.layers
+    assert SAMPLE_NAME not in dock.states and dock.review_panel.tiles == []
+    assert f"{names['prediction']}, from project A" in viewer.layers
+    assert ProjectStore.open(b_root).latest_prediction(digest) is None
+    assert ProjectStore.open(a_root).latest_prediction(digest) is not None

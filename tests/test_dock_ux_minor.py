@@ -9,7 +9,7 @@ a real pyramidal TIFF and its prediction store. Only the Yes / No question of Op
 from __future__ import annotations
 
 import numpy as np
-from _dock import PLUGIN, WIDGET, open_dock, predict_and_wait, wait_settled
+from _dock import open_dock, predict_and_wait, slide_in_dock, wait_settled
 from qtpy.QtWidgets import QApplication, QFrame, QLabel, QProgressBar, QWidget
 from test_dock_fix_store import Answers
 
@@ -229,12 +229,7 @@ def _empty_boxes(panel):
 
 def test_the_slide_panel_shows_no_empty_box_under_the_edit_buttons(make_napari_viewer, qtbot, tmp_path,
                                                                    predicted_slide):
-    viewer = make_napari_viewer(show=True)
-    viewer.open(str(predicted_slide), plugin=PLUGIN)
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert dock.open_store(tmp_path / "project") is not None
-    panel = dock.slide_panel
-    qtbot.waitUntil(lambda: not panel.running and panel.content.isVisible(), timeout=60_000)
+    viewer, dock, panel = slide_in_dock(make_napari_viewer, qtbot, predicted_slide, tmp_path / "project")
     _turn(qtbot)
     assert _empty_boxes(panel) == []
     assert panel.progress.isHidden()  # idle: nothing to show

@@ -7,7 +7,7 @@ A real napari viewer shown on Xvfb, a real slide file and its prediction store, 
 """
 from __future__ import annotations
 
-from _dock import PLUGIN, WIDGET
+from _dock import slide_in_dock
 from qtpy.QtCore import QPoint
 from qtpy.QtWidgets import QApplication
 
@@ -31,12 +31,7 @@ def _turn(qtbot, n=3):
 def _slide_panel(make_napari_viewer, qtbot, tmp_path, predicted_slide):
     """A shown viewer with a predicted slide (its legend and readout shown from the start) and the dock on a project
     store; the panel idle, its content shown."""
-    viewer = make_napari_viewer(show=True)
-    viewer.open(str(predicted_slide), plugin=PLUGIN)
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    assert dock.open_store(tmp_path / "project") is not None
-    panel = dock.slide_panel
-    qtbot.waitUntil(lambda: not panel.running and panel.content.isVisible(), timeout=60_000)
+    viewer, dock, panel = slide_in_dock(make_napari_viewer, qtbot, predicted_slide, tmp_path / "project")
     _turn(qtbot, 5)
     return viewer, dock, panel
 
