@@ -36,7 +36,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Deque, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Generator, Iterator, List, Optional, Sequence, Set, Tuple
 
 import napari.viewer
 import numpy as np
@@ -190,6 +190,9 @@ class ImageState:
         unsaved_px: per prediction layer, its pixels :meth:`unsaved` counts, kept up to date edit by edit
             (:meth:`edit_delta`, :meth:`note_reviewed`) so that no edit walks the whole layer; a layer not in it
             is counted in full when asked (the dock's :meth:`CdmaWidget._unsaved_count`).
+        kept: prediction layers whose edits not accepted are kept in the store as they are now (*Keep unaccepted
+            edits* kept them, or the store gave them back at a reopen): nothing for Keep, or a close, to write
+            again until the layer is edited (walk: Keep stayed enabled after keeping, and every close rewrote them).
     """
 
     image: np.ndarray
@@ -201,6 +204,7 @@ class ImageState:
     ranked: List[Tuple[float, Tuple[int, int, int, int]]] = field(default_factory=list)
     reviewed: Dict[str, List[Reviewed]] = field(default_factory=dict)
     unsaved_px: Dict[str, int] = field(default_factory=dict)
+    kept: Set[str] = field(default_factory=set)
 
     def original_for(self, layer_name: str) -> Tuple[np.ndarray, Optional[str]]:
         """The model's labels and version behind a prediction layer (the main one by default)."""
@@ -461,7 +465,7 @@ class CdmaWidget(QWidget):
         if self._store is None or state is None or not state.image_hash or main not in self.viewer.layers:
             return {}
         try:
-            if self._unsaved_count(state, self.viewer.layers[main]) <= 0:
+            if not self._needs_keep(state, self.viewer.layers[main]):
                 return {}
             kept = self.keep_edits([image])
         except Exception:  # a removal must not fail; the edits' layer is going, so say why loudly
@@ -630,7 +634,7 @@ class CdmaWidget(QWidget):
         the edits stay in their layer."""
         layers = self.viewer.layers
         edited = [name for name, state in self.states.items() if state.image_hash and (
-            (main := names_for(name)["prediction"]) in layers and self._unsaved_count(state, layers[main]) > 0)]
+            (main := names_for(name)["prediction"]) in layers and self._needs_keep(state, layers[main]))]
         if not edited:
             return [], {}
         try:
@@ -894,6 +898,8 @@ class CdmaWidget(QWidget):
             if names["prediction"] not in self.viewer.layers or not state.image_hash \
                     or (images is not None and name not in images):
                 continue
+            if names["prediction"] in state.kept:  # kept as they are already
+                continue
             data = np.asarray(self.viewer.layers[names["prediction"]].data)
             edits = state.unsaved(names["prediction"], data) if data.shape == state.original_labels.shape else 0
             if not edits:
@@ -920,6 +926,7 @@ class CdmaWidget(QWidget):
                 problems.append(f"'{name}': {exc}")
                 continue
             kept[name] = int(edits)
+            state.kept.add(names["prediction"])
         self._sync_from_store()
         said = [f"Kept {n} edited pixel(s) of '{k}' in the store (not accepted: not used for training)."
                 for k, n in kept.items()] or ["No prediction layer holds edits that are not accepted or kept."]
@@ -1007,7 +1014,8 @@ class CdmaWidget(QWidget):
             self.states[name] = ImageState(image=image, original_labels=labels,
                                            model_version=record.model_version or None, image_hash=digest,
                                            model_label=record.model_label, ranked=list(record.ranked),
-                                           reviewed={main: pasted}, unsaved_px={} if edited is not None else {main: 0})
+                                           reviewed={main: pasted}, unsaved_px={} if edited is not None else {main: 0},
+                                           kept={main} if edited is not None else set())
             self.image_names[digest] = name
             if n_pasted or safe:  # the layer shows the accepted corrections itself
                 self._hide_corrections(name)
@@ -1657,7 +1665,7 @@ class CdmaWidget(QWidget):
                  if state.image_hash and (main := names_for(name)["prediction"]) in layers]
         for _, layer in shown:
             self._track(layer)
-        edits = has_store and any(self._unsaved_count(state, layer) > 0 for state, layer in shown)
+        edits = has_store and any(self._needs_keep(state, layer) for state, layer in shown)
         self.keep_edits_button.setEnabled(edits)
         if edits:
             tip = KEEP_TIP
@@ -1665,11 +1673,17 @@ class CdmaWidget(QWidget):
             tip = KEEP_TIP + " (open a project store first)"
         elif not shown:
             tip = KEEP_TIP + " (no prediction layer to keep edits of: predict an image first)"
+        elif any(layer.name in state.kept and self._unsaved_count(state, layer) > 0 for state, layer in shown):
+            tip = KEEP_TIP + " (the edits not accepted are kept in the store already: edit again to keep more)"
         else:
             tip = KEEP_TIP + (" (no edits to keep: paint, fill or erase in an image's prediction layer first; "
                               "edits accepted are in the store already)")
         if self.keep_edits_button.toolTip() != tip:
             self.keep_edits_button.setToolTip(tip)
+
+    def _needs_keep(self, state: ImageState, layer: Any) -> bool:
+        """Whether a prediction layer holds edits not accepted that the store does not keep as they are now."""
+        return layer.name not in state.kept and self._unsaved_count(state, layer) > 0
 
     def _unsaved_count(self, state: ImageState, layer: Any) -> int:
         """The pixels of a prediction layer that Keep unaccepted edits would keep (0 when the layer is not the
@@ -1721,8 +1735,12 @@ class CdmaWidget(QWidget):
         if history is not None:
             history.painted(event.value)
         state = self._prediction_state(layer)
-        if state is not None and layer.name in state.unsaved_px:
-            self._count_edit(layer, state, state.edit_delta(layer.name, event.value))
+        if state is not None:
+            state.kept.discard(layer.name)  # edited since it was kept
+            if layer.name in state.unsaved_px:
+                self._count_edit(layer, state, state.edit_delta(layer.name, event.value))
+            else:
+                self._update_keep_button()
 
     def _on_prediction_redrawn(self, event: Any) -> None:
         """A prediction layer redrawn: after an undo or redo, that edit is counted; after any other redraw the layer
@@ -1735,7 +1753,11 @@ class CdmaWidget(QWidget):
         # followed whether or not the layer is counted now, so that it stays in step with napari's history
         sign, item = (0, None) if history.blind else history.moved(layer.data)
         state = self._prediction_state(layer)
+        if state is not None and item is not None:
+            state.kept.discard(layer.name)  # an undo or redo: not the layer that was kept
         if state is None or layer.name not in state.unsaved_px:
+            if state is not None and item is not None:
+                self._update_keep_button()
             return
         delta = None  # a redraw for another reason (shown again, contours, data written by code, an undo not
         if item is not None:  # seen): counted in full now; none comes with a stroke, a zoom or a pan
@@ -1754,6 +1776,7 @@ class CdmaWidget(QWidget):
         state = self._prediction_state(layer)
         if state is not None:
             state.unsaved_px.pop(layer.name, None)
+            state.kept.discard(layer.name)
 
     def _follow_image(self, layer: Any = None) -> None:
         """The review list follows the image chosen in Predict: its regions not accepted yet, or none."""

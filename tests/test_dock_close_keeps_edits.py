@@ -8,6 +8,7 @@ from _dock import PLUGIN, open_dock, wait_settled
 
 from napari_cdma._layers import names_for
 from napari_cdma._sample import SAMPLE_NAME
+from napari_cdma.project.store import ProjectStore
 
 
 def _predicted(make_napari_viewer, qtbot, path, checkpoint):
@@ -45,7 +46,19 @@ def test_closing_the_viewer_keeps_edits_not_accepted(make_napari_viewer, qtbot, 
     assert again.store.regions() == []  # kept, not accepted: not used for training
     # kept once, though the image and its prediction layer both closed
     assert again.store.latest_prediction(image_hash).number == saved + 1
-    assert again.keep_edits_button.isEnabled()  # still edits not accepted
+    # back as kept: not accepted, but nothing for Keep to add (walk: it stayed enabled, and each close rewrote them)
+    assert not again.keep_edits_button.isEnabled() and "kept in the store already" in again.keep_edits_button.toolTip()
+    assert again.keep_edits_at_close(SAMPLE_NAME) == {} and again.keep_edits() == {}
+    assert again.store.latest_prediction(image_hash).number == saved + 1
+    # an edit since: Keep has something again, and after keeping, nothing
+    layer = other.layers[name]
+    layer.paint((310, 140), 78, refresh=True)  # a stroke, as the brush makes it (napari's paint event)
+    assert again.keep_edits_button.isEnabled()
+    assert again.keep_edits()[SAMPLE_NAME] > 0
+    assert not again.keep_edits_button.isEnabled() and again.keep_edits() == {}
+    assert again.store.latest_prediction(image_hash).number == saved + 2
+    other.close()  # nothing new to keep at the close
+    assert ProjectStore.open(path).latest_prediction(image_hash).number == saved + 2
 
 
 def test_closing_a_viewer_without_edits_keeps_nothing(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):

@@ -182,12 +182,13 @@ def test_keep_unaccepted_edits_is_enabled_only_with_edits_to_keep(make_napari_vi
     assert not enabled and "predict an image first" in tip, tip
     viewer.close()
 
-    # reopened: the kept edits come back, still not accepted: they may be kept again
+    # reopened: the kept edits come back, still not accepted, but the store holds them as they are: nothing to keep
+    # until they are edited again
     viewer = make_napari_viewer()
     dock = open_dock(viewer, tmp_path / "project")
     layer = viewer.layers[names_for("he")["prediction"]]
     np.testing.assert_array_equal(layer.data, kept)
-    assert dock.keep_edits_button.isEnabled()
+    assert not dock.keep_edits_button.isEnabled() and "kept in the store already" in _keep(dock)[1]
     assert dock.states["he"].unsaved_px[layer.name] == _full_count(dock) > 0
 
 

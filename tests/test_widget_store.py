@@ -225,15 +225,15 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     assert widget.keep_edits_button.isEnabled()  # now something to keep
     edited = np.array(layer.data)
     widget.keep_edits_button.click()
-    assert widget.keep_edits() == {SAMPLE_NAME: 400}  # kept again: the same 400 pixels
     assert "Kept 400 edited pixel(s)" in widget.store_label.text()
+    assert widget.keep_edits() == {} and not widget.keep_edits_button.isEnabled()  # kept as they are: nothing new
     assert widget.store.regions() == []  # kept, not accepted
     viewer.close()
 
     other = make_napari_viewer()
     again = open_dock(other, path)
     np.testing.assert_array_equal(other.layers[name].data, edited)
-    assert again.keep_edits_button.isEnabled()  # the reopened prediction layer can be kept again
+    assert not again.keep_edits_button.isEnabled()  # the reopened edits are the store's already
     assert names_for(SAMPLE_NAME)["disagreement"] in other.layers  # keeping the edits kept the disagreement
     assert "kept edits" in again.store_label.text()
     assert again.states[SAMPLE_NAME].unsaved(name, np.asarray(other.layers[name].data)) == 400
