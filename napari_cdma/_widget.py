@@ -660,6 +660,12 @@ class CdmaWidget(QWidget):
             for layer_name in [names_for(name)["prediction"], *state.others]:
                 if layer_name in layers and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
                     renamed.append(untag_prediction(layers[layer_name], previous.root, layers))
+            # its maps too (uncertainty, disagreement, ...): shown on, they looked like the new store's (re-walk)
+            for role, layer_name in names_for(name).items():
+                if role not in ("prediction", "tiles", "accepted", "corrections", "drawn") and layer_name in layers \
+                        and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
+                    untag_prediction(layers[layer_name], previous.root, layers)
+            self.display_panel.forget(name)
             tiles = names_for(name)["tiles"]
             if tiles in layers:
                 layers.remove(tiles)

@@ -390,6 +390,18 @@ class DisplayPanel(QWidget):
             self.table.gland_model.set_rows(self.glands)
         self._show_content()
 
+    def forget(self, image_name: str) -> None:
+        """No longer describe the prediction of ``image_name`` (its layers were handed to the user at a store switch):
+        the legend and gland table go, as when its layers are closed."""
+        if self.image_name != image_name:
+            return
+        self.clear_selected_gland()
+        self.uncertainty_layer = self.labels_layer = None
+        self.readout.setText(readout_text([]))
+        self.glands = []
+        self.table.gland_model.set_rows(self.glands)
+        self._show_content()
+
     @property
     def display_range(self) -> Tuple[float, float]:
         """The uncertainty range the legend shows (uncertainty units), as its :class:`UncertaintyLegend` keeps it."""

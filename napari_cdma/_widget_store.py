@@ -128,11 +128,11 @@ def untag_store_overlay(layer: Any, old_root: Any) -> None:
 
 def untag_prediction(layer: Any, old_root: Any, layers: Any) -> str:
     """Turn a prediction layer of the previous store (its labels, with that store's accepted corrections pasted in and
-    the user's edits) into a plain labels layer of the user's, named after the store it came from: the dock no longer
-    takes it for the image's prediction (another store's Accept, Keep unaccepted edits and review list do not use it),
-    and its pixels, edits included, stay as they are. It is hidden: shown over the new store's prediction of the image,
-    the previous store's corrections and edits looked as if the new store held them (pathologist walk). Returns its new
-    name (free among ``layers``)."""
+    the user's edits; or one of its maps) into a plain layer of the user's, named after the store it came from: the
+    dock no longer takes it for the image's prediction (another store's Accept, Keep unaccepted edits and review list
+    do not use it), and its pixels, edits included, stay as they are. It is hidden: shown over the new store's
+    prediction of the image, the previous store's corrections and edits looked as if the new store held them
+    (pathologist walk). Returns its new name (free among ``layers``)."""
     layer.metadata = {k: v for k, v in (layer.metadata or {}).items() if k not in (ROLE_KEY, IMAGE_KEY)}
     layer.visible = False
     base = f"{layer.name}, from {Path(old_root).name}"

@@ -104,6 +104,10 @@ def test_switching_store_removes_the_previous_stores_overlays_and_keeps_edits(ma
     assert np.array_equal(np.asarray(from_a.data), edited)
     assert ROLE_KEY not in from_a.metadata and IMAGE_KEY not in from_a.metadata
     assert not from_a.visible  # hidden: shown, A's correction looked as if B held it (walk)
+    # its maps too, and the gland table no longer lists A's glands (re-walk: B seemed to hold them)
+    assert names["uncertainty"] not in viewer.layers and names["disagreement"] not in viewer.layers
+    assert not viewer.layers[f"{names['uncertainty']}, from project A"].visible
+    assert dock.display_panel.glands == [] and dock.display_panel.labels_layer is None
     assert names["prediction"] not in viewer.layers and SAMPLE_NAME not in dock.states
     assert not dock.keep_edits_button.isEnabled()  # nothing of B's to keep
     said = dock.predict_panel.last_message
