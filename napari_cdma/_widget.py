@@ -1725,13 +1725,13 @@ class CdmaWidget(QWidget):
         return state
 
     def _count_edit(self, layer: Any, state: ImageState, delta: Optional[int]) -> None:
-        """Add ``delta`` to the layer's count of unsaved pixels (None: counted in full when next asked)."""
-        if layer.name not in state.unsaved_px:
-            return  # not counted yet: counted in full when asked
-        if delta is None:
-            del state.unsaved_px[layer.name]
-        else:
-            state.unsaved_px[layer.name] += delta
+        """Add ``delta`` to the layer's count of unsaved pixels (None: counted in full when next asked; a layer not
+        counted yet is counted in full when asked), and bring the Keep button up to date."""
+        if layer.name in state.unsaved_px:
+            if delta is None:
+                del state.unsaved_px[layer.name]
+            else:
+                state.unsaved_px[layer.name] += delta
         self._update_keep_button()
 
     def _on_prediction_painted(self, event: Any) -> None:
@@ -1743,10 +1743,8 @@ class CdmaWidget(QWidget):
         state = self._prediction_state(layer)
         if state is not None:
             state.kept.discard(layer.name)  # edited since it was kept
-            if layer.name in state.unsaved_px:
-                self._count_edit(layer, state, state.edit_delta(layer.name, event.value))
-            else:
-                self._update_keep_button()
+            counted = layer.name in state.unsaved_px
+            self._count_edit(layer, state, state.edit_delta(layer.name, event.value) if counted else None)
 
     def _on_prediction_redrawn(self, event: Any) -> None:
         """A prediction layer redrawn: after an undo or redo, that edit is counted; after any other redraw the layer
@@ -1761,12 +1759,11 @@ class CdmaWidget(QWidget):
         state = self._prediction_state(layer)
         if state is not None and item is not None:
             state.kept.discard(layer.name)  # an undo or redo: not the layer that was kept
-        if state is None or layer.name not in state.unsaved_px:
-            if state is not None and item is not None:
-                self._update_keep_button()
+        counted = state is not None and layer.name in state.unsaved_px
+        if state is None or (not counted and item is None):
             return
         delta = None  # a redraw for another reason (shown again, contours, data written by code, an undo not
-        if item is not None:  # seen): counted in full now; none comes with a stroke, a zoom or a pan
+        if counted and item is not None:  # seen): counted in full now; none comes with a stroke, a zoom or a pan
             undone = state.edit_delta(layer.name, item)
             delta = None if undone is None else sign * undone
         self._count_edit(layer, state, delta)

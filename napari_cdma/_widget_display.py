@@ -381,14 +381,20 @@ class DisplayPanel(QWidget):
         if layer is None or not any(layer is _unwrap(ly) for ly in (self.uncertainty_layer, self.labels_layer)):
             return
         if layer is _unwrap(self.uncertainty_layer):
-            self.uncertainty_layer = None
-            self.readout.setText(readout_text([]))
+            self._drop_uncertainty()
         if layer is _unwrap(self.labels_layer):  # the table described its glands: emptied, not left behind
-            self.labels_layer = None
             self.selected_gland = None
-            self.glands = []
-            self.table.gland_model.set_rows(self.glands)
+            self._drop_glands()
         self._show_content()
+
+    def _drop_uncertainty(self) -> None:
+        self.uncertainty_layer = None
+        self.readout.setText(readout_text([]))
+
+    def _drop_glands(self) -> None:
+        self.labels_layer = None
+        self.glands = []
+        self.table.gland_model.set_rows(self.glands)
 
     def forget(self, image_name: str) -> None:
         """No longer describe the prediction of ``image_name`` (its layers were handed to the user at a store switch):
@@ -396,10 +402,8 @@ class DisplayPanel(QWidget):
         if self.image_name != image_name:
             return
         self.clear_selected_gland()
-        self.uncertainty_layer = self.labels_layer = None
-        self.readout.setText(readout_text([]))
-        self.glands = []
-        self.table.gland_model.set_rows(self.glands)
+        self._drop_uncertainty()
+        self._drop_glands()
         self._show_content()
 
     @property
