@@ -83,6 +83,7 @@ from ._widget_store import (
     open_image_hashes,
     open_or_ask,
     read_restore,
+    redundant_copies,
     regions_by_image,
     store_overlays,
     stored_name,
@@ -659,12 +660,12 @@ class CdmaWidget(QWidget):
         for name, state in list(self.states.items()):
             for layer_name in [names_for(name)["prediction"], *state.others]:
                 if layer_name in layers and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
-                    renamed.append(untag_prediction(layers[layer_name], previous.root, layers))
+                    renamed.append(untag_prediction(layers[layer_name], previous.root, layers, state.image_hash))
             # its maps too (uncertainty, disagreement, ...): shown on, they looked like the new store's (re-walk)
             for role, layer_name in names_for(name).items():
                 if role not in ("prediction", "tiles", "accepted", "corrections", "drawn") and layer_name in layers \
                         and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
-                    untag_prediction(layers[layer_name], previous.root, layers)
+                    untag_prediction(layers[layer_name], previous.root, layers, state.image_hash, role)
             self.display_panel.forget(name)
             tiles = names_for(name)["tiles"]
             if tiles in layers:
@@ -1013,6 +1014,7 @@ class CdmaWidget(QWidget):
                                                disagreement=jsd, image=image)
             if name not in layers or made["prediction"] not in layers:  # closed meanwhile
                 continue
+            dropped = self._drop_redundant_copies(store, digest, made)
             main = made["prediction"].name
             pasted = safe + (self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else [])
             # without kept edits the layer is the stored prediction with the corrections pasted (reviewed): nothing
@@ -1027,8 +1029,11 @@ class CdmaWidget(QWidget):
                 self._hide_corrections(name)
             raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
+            copies = "; the copies " + ", ".join(f"'{n}'" for n in dropped) + " detached when this store was " \
+                "left held the same and were closed" if dropped else ""
             self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
-                                              f"{fmt_time(record.created)}{kept}{'; ' + stale if stale else ''}"
+                                              f"{fmt_time(record.created)}{kept}{'; ' + stale if stale else ''}" \
+                                              f"{copies}"
             shown.append(name)
             if first is None or (visible and not layers[first].visible):
                 first = name  # the panels show the restored image on screen, else the first one
@@ -1036,6 +1041,18 @@ class CdmaWidget(QWidget):
         focus = chosen if chosen in shown else first
         if focus is not None and focus in self.states:
             yield from self._show_restored(focus)
+
+    def _drop_redundant_copies(self, store: ProjectStore, digest: str, made: Dict[str, Any]) -> List[str]:
+        """Close the layers detached from ``store`` when it was left ("..., from <store>") of the image ``digest``
+        that hold exactly what the store just brought back in ``made`` (role -> restored layer): a switch A -> B -> A
+        left A's copy beside A's restored prediction, and each further switch added one (walk). A copy holding
+        anything the store does not (edited since, edits that could not be kept) stays. Returns the names closed."""
+        closed = []
+        for layer in redundant_copies(self.viewer, store.root, digest, made):
+            if layer in self.viewer.layers:
+                closed.append(layer.name)
+                self.viewer.layers.remove(layer)
+        return closed
 
     def _review_overlays(self, name: str, state: ImageState) -> List[Tuple[float, Tuple[int, int, int, int]]]:
         """An image's review tiles and accepted boxes layers (made when its restored prediction is
@@ -1782,11 +1799,14 @@ class CdmaWidget(QWidget):
             state.kept.discard(layer.name)
 
     def _follow_image(self, layer: Any = None) -> None:
-        """The review list follows the image chosen in Predict: its regions not accepted yet, or none."""
+        """The review list follows the image chosen in Predict: its regions not accepted yet, or none. The image
+        chosen is the one shown: the other images lying over it are hidden until chosen again
+        (:meth:`ReviewPanel.focus`; not while layers are being removed)."""
         review = self.review_panel
         name = getattr(layer, "name", None)
         if name is not None and name == review.image_name:
             return
+        hidden = review.focus(name) if name is not None and not self._removing else []
         state = self.states.get(name) if name is not None else None
         if state is not None and state.ranked and names_for(name)["prediction"] in self.viewer.layers:
             if name in self.restored_predictions:  # restored: its review layers are made when first shown
@@ -1797,6 +1817,7 @@ class CdmaWidget(QWidget):
             review.set_tiles(name, not_yet_accepted(state.ranked, self._accepted_boxes(state.image_hash)))
         else:
             review.clear_tiles(name)
+        review.focus_note(name, hidden, append=True)
 
     def _overlays_later(self, name: str) -> None:
         """The review layers of a restored image the review list moved to while a layer was being removed, made

@@ -1,12 +1,13 @@
 """Display panel: the uncertainty legend, the value under the cursor, and the per-gland table (CSV)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -61,6 +62,14 @@ NO_PREDICTION_TEXT = "Predict an image to see its uncertainty legend and gland t
 #: "uncertainty 0.902, gland 99999", needs about 206 px in napari's style.
 READOUT_TITLE = "Under cursor:"
 READOUT_TIP = "The uncertainty (0 to 1) and the gland's number under the mouse pointer"
+#: The gland table follows the edits not accepted of the prediction layer it describes: made again this long after
+#: the last stroke, fill, erase, undo or redo (one table per pause, never one per stroke).
+GLANDS_REFRESH_MS = 500
+#: Largest prediction layer (pixels) whose table is made again so (GUI thread: about 0.1 s a megapixel on a busy
+#: 2-core machine; a GlaS image is 0.4 Mpx); a larger one's table says it predates the edits until the next Accept.
+LIVE_GLANDS_PIXELS = 2_000_000
+STALE_GLANDS_TEXT = ("The gland table predates your edits of the prediction layer (too large to update after "
+                     "each stroke): Accept or Predict updates it.")
 
 
 def readout_text(parts: Sequence[str]) -> str:
@@ -313,6 +322,13 @@ class DisplayPanel(QWidget):
         self.glands: List[Dict[str, Any]] = []
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
+        self._watched: Any = None  # the labels layer whose edits the table follows (_watch)
+        self._painted = False  # a stroke, fill or erase since the table was made
+        #: the table is made again once the edits pause (GLANDS_REFRESH_MS after the last one)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(GLANDS_REFRESH_MS)
+        self._refresh_timer.timeout.connect(self.refresh_glands)
 
         self.legend_box = UncertaintyLegend()
         self.legend, self.legend_title = self.legend_box.legend, self.legend_box.legend_title
@@ -393,8 +409,78 @@ class DisplayPanel(QWidget):
 
     def _drop_glands(self) -> None:
         self.labels_layer = None
+        self._watch(None)
         self.glands = []
         self.table.gland_model.set_rows(self.glands)
+
+    def _watch(self, layer: Any) -> None:
+        """Follow the edits of ``layer`` (None: of none): napari's paint event (a stroke, fill or erase done) and its
+        redraws (an undo or redo) start the timer that makes the gland table again (:meth:`refresh_glands`). Only an
+        image's prediction layer is followed: a slide's numbered glands keep the Whole slide panel's table (its boxes
+        in slide pixels)."""
+        layer = _unwrap(layer)
+        if layer is not None and (getattr(layer, "metadata", None) or {}).get(ROLE_KEY) != "prediction":
+            layer = None
+        old = self._watched
+        if old is layer:
+            return
+        self._refresh_timer.stop()
+        if old is not None:
+            for emitter in (old.events.paint, old.events.set_data):
+                with contextlib.suppress(Exception):  # not (or no longer) connected
+                    emitter.disconnect(self._on_labels_edited)
+        if layer is not None:
+            layer.events.paint.connect(self._on_labels_edited)
+            layer.events.set_data.connect(self._on_labels_edited)
+        self._watched = layer
+
+    def _on_labels_edited(self, event: Any = None) -> None:
+        """An edit of the prediction layer the table describes: the table is made again once the edits pause."""
+        source = _unwrap(getattr(event, "source", None))
+        if source is not None and source is not _unwrap(self.labels_layer):
+            return
+        if getattr(event, "type", "") == "paint":
+            self._painted = True
+        self._refresh_timer.start()  # restarted by each edit: one table per pause
+
+    def refresh_glands(self) -> bool:
+        """Make the gland table again from its prediction and uncertainty layers as they are now (edits not accepted
+        included), keeping the rows' sort and the outline of the gland clicked if it is still there. Not for a layer
+        over :data:`LIVE_GLANDS_PIXELS` or a multiscale one (the status then says the table predates the edits, if
+        it was painted since the table was made: a redraw alone is no edit). Returns whether the table was made
+        again."""
+        from src_model.gland_table import gland_table  # torch-free
+
+        labels, umap = self.labels_layer, self.uncertainty_layer
+        layers = self.viewer.layers
+        if labels is None or umap is None or labels not in layers or umap not in layers \
+                or _unwrap(labels) is not self._watched:
+            return False
+        shape = tuple(getattr(labels.data, "shape", ()))
+        if getattr(labels, "multiscale", False) or getattr(umap, "multiscale", False) \
+                or int(np.prod(shape)) > LIVE_GLANDS_PIXELS:
+            if self._painted:
+                self.last_message = STALE_GLANDS_TEXT
+                show_message(self.status, self.last_message)
+            return False
+        try:
+            glands = gland_table(np.asarray(labels.data), np.asarray(umap.data))
+        except ValueError:  # the layers no longer match (another image under the same name)
+            return False
+        selected = self.selected_gland
+        self._painted = False
+        self.glands = glands
+        self.table.gland_model.set_rows(self.glands)  # sorted as the user last sorted it
+        row = next((g for g in glands if g.get("id") == selected), None) if selected is not None else None
+        if row is None:
+            self.clear_selected_gland()
+        elif self.image_name and self._highlight_layer() is not None:
+            self._outline_gland(tuple(int(v) for v in row["bbox"]))  # it may have grown or shrunk
+        if self.last_message == STALE_GLANDS_TEXT:
+            self.last_message = ""
+            show_message(self.status, "")
+        self._show_content()
+        return True
 
     def forget(self, image_name: str) -> None:
         """No longer describe the prediction of ``image_name`` (its layers were handed to the user at a store switch):
@@ -419,6 +505,7 @@ class DisplayPanel(QWidget):
         self.image_name = image_name
         self.uncertainty_layer = uncertainty_layer
         self.labels_layer = labels_layer
+        self._watch(labels_layer)
         self.legend_box.show_range(image_name, uncertainty_layer.colormap, uncertainty_layer.opacity,
                                    display_range)
         self.set_glands(glands)  # and shows the legend and table (_show_content)
@@ -428,6 +515,10 @@ class DisplayPanel(QWidget):
         row's tooltip). The rows' dicts are kept, not copied (each caller makes fresh ones): copying
         thousands of dicts on the GUI thread can set off a full garbage collection of napari's heap."""
         self.clear_selected_gland()  # a new or cleared table: the outlined gland may no longer be there
+        self._painted = False
+        if self.last_message == STALE_GLANDS_TEXT:  # made again (Accept, Predict): no longer stale
+            self.last_message = ""
+            show_message(self.status, "")
         self.glands = list(glands)
         self.table.gland_model.set_rows(self.glands)
         # most uncertain gland first: the order in which to check them (a header click sorts again)
@@ -470,8 +561,11 @@ class DisplayPanel(QWidget):
         if labels is not None and labels in self.viewer.layers:
             labels.selected_label = gland_id  # not show_selected_label: that would hide every other gland
         self.selected_gland = gland_id
-        if not self.image_name:
-            return
+        if self.image_name:
+            self._outline_gland(bbox)
+
+    def _outline_gland(self, bbox: Tuple[int, int, int, int]) -> None:
+        """Draw (or move) the magenta rectangle just outside the clicked gland's box ``bbox``."""
         # a new layer becomes the active one: keep the one the user works on (the labels to paint)
         active = self.viewer.layers.selection.active
         upsert_layer(self.viewer, selected_gland_name(self.image_name), [gland_rectangle(bbox)], "shapes",

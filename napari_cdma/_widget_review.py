@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
@@ -251,6 +251,44 @@ def canvas_hw(viewer: Any) -> Tuple[int, int]:
     return (int(size[0]), int(size[1])) if size is not None else (600, 800)
 
 
+#: An image's own layers shown with it when the review brings back an image that was hidden (what a Predict shows):
+#: its prediction, uncertainty, review boxes, accepted boxes and the frame of a region shown; its accepted corrections
+#: too when it has no prediction layer (which would show them pasted in). Hidden maps (disagreement, ...) stay hidden.
+FOCUS_ROLES = ("prediction", "uncertainty", "tiles", "accepted", SHOWN_ROLE)
+
+
+def focus_owner(layer: Any) -> Optional[str]:
+    """The image a layer belongs to for :meth:`ReviewPanel.focus`: an image the dock can predict (its own name), or
+    the image named in a plugin layer's metadata; None for the others (the user's own layers, a slide's, copies
+    detached at a store switch), which the review never hides or shows."""
+    from ._widget_predict import predictable  # imported when used, as in ReviewPanel._has_image
+
+    meta = getattr(layer, "metadata", None) or {}
+    if any(meta.get(k) for k in SLIDE_META_KEYS):
+        return None
+    if is_derived(layer):
+        image = meta.get(IMAGE_KEY)
+        return str(image) if image else None
+    return layer.name if predictable(layer) else None
+
+
+def _world_box(layer: Any) -> Optional[np.ndarray]:
+    """(2, 2) [[y0, x0], [y1, x1]] of a layer's extent in world coordinates (None if unknown)."""
+    try:
+        box = np.asarray(layer.extent.world, dtype=float)
+    except Exception:  # a layer without an extent: taken as overlapping
+        return None
+    return box[:, -2:] if box.ndim == 2 and box.shape[1] >= 2 else None
+
+
+def overlaps(a: Any, b: Any) -> bool:
+    """Whether two layers' extents overlap on the canvas (unknown: True). GlaS images all lie at the origin."""
+    box_a, box_b = _world_box(a), _world_box(b)
+    if box_a is None or box_b is None:
+        return True
+    return bool(np.all(box_a[0] < box_b[1]) and np.all(box_b[0] < box_a[1]))
+
+
 def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None) -> int:
     """Give each disconnected piece of a gland in a region its own label, in the Labels layer itself.
 
@@ -354,6 +392,9 @@ class ReviewPanel(QWidget):
         #: the store's regions as last read (withdrawn ones included), region id -> record
         self.records: dict = {}
         self.shown_region: Optional[str] = None  # the region framed on its image (show_region)
+        #: image name -> unique ids of its layers :meth:`focus` hid while another image was reviewed (shown again
+        #: when it is reviewed or chosen again)
+        self._hidden_by_focus: Dict[str, Set[Any]] = {}
         self.show_withdrawn = QCheckBox("Show withdrawn")
         self.show_withdrawn.setToolTip("List the withdrawn regions too (greyed, marked [withdrawn]): the store "
                                        "keeps them, and Restore makes one count again")
@@ -595,10 +636,67 @@ class ReviewPanel(QWidget):
         if not 0 <= row < len(self.tiles):
             return
         self.tile_list.setCurrentRow(row)
+        self.focus_note(self.image_name, self.focus(self.image_name))  # seen on its image, not under another one
         center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
         camera = scene_camera(self.viewer)
         camera.center = center
         camera.zoom = zoom
+
+    def focus(self, image_name: Optional[str]) -> List[str]:
+        """Make the image ``image_name`` what the canvas shows: the open images all lie at the origin, and a region
+        of the image reviewed was shown under another image's layers (walk). The other images whose extent overlaps
+        it are hidden with their layers (prediction, maps, boxes), remembered, and shown again as they were when they
+        are reviewed or chosen in Predict again. The image itself is shown: the layers of it :meth:`focus` hid, or,
+        if it was hidden otherwise (a reopened store's other images come back hidden), its prediction layers as a
+        Predict shows them (:data:`FOCUS_ROLES`); its layers the user hid while it was on screen stay hidden. The
+        user's own layers, slides and detached copies are left as they are.
+
+        Returns:
+            The names of the images hidden now (none when no other image was shown over or under it).
+        """
+        layers = self.viewer.layers
+        if not image_name or image_name not in layers:
+            return []
+        target = layers[image_name]
+        groups: Dict[str, List[Any]] = {}
+        for layer in layers:
+            owner = focus_owner(layer)
+            if owner is not None:
+                groups.setdefault(owner, []).append(layer)
+        if focus_owner(target) != image_name:  # not an image the dock reviews (a slide, a plugin layer)
+            return []
+        hidden: List[str] = []
+        for other, group in groups.items():
+            if other == image_name or other not in layers or not overlaps(target, layers[other]):
+                continue
+            shown = [ly for ly in group if ly.visible]
+            if not shown:
+                continue
+            self._hidden_by_focus.setdefault(other, set()).update(ly.unique_id for ly in shown)
+            for ly in shown:
+                ly.visible = False
+            hidden.append(other)
+        own = groups.get(image_name, [])
+        remembered = self._hidden_by_focus.pop(image_name, set())
+        for ly in own:
+            if ly.unique_id in remembered:
+                ly.visible = True
+        if not target.visible:
+            target.visible = True
+            with_prediction = names_for(image_name)["prediction"] in layers
+            for ly in own:
+                role = (ly.metadata or {}).get(ROLE_KEY)
+                if role in FOCUS_ROLES or (role == "corrections" and not with_prediction):
+                    ly.visible = True
+        return hidden
+
+    def focus_note(self, image_name: Optional[str], hidden: List[str], append: bool = False) -> None:
+        """Say which images :meth:`focus` hid to show ``image_name`` and how to see them again (nothing if none);
+        ``append``: after what the status says now."""
+        if hidden:
+            note = (f"'{image_name}' shown alone: " + ", ".join(f"'{n}'" for n in hidden)
+                    + " hidden (they overlap it). Choose one in Predict to see it again.")
+            self._say(f"{self.last_message} {note}".strip() if append else note)
 
     def current_bbox(self) -> Optional[BBox]:
         """The selected tile's (y0, x0, y1, x1), or None."""
@@ -825,7 +923,8 @@ class ReviewPanel(QWidget):
 
     def show_region(self, region_id: Optional[str] = None, move: bool = True) -> Any:
         """Frame an accepted region (default: the selected one), live or withdrawn, in black on its image and
-        (``move``) centre the view on it with some context; its image layer is made visible.
+        (``move``) centre the view on it with some context, its image shown and the other images overlapping it
+        hidden (:meth:`focus`).
 
         Returns:
             The Shapes layer of the frame, or None when the region's image is not open (the status line says so).
@@ -840,6 +939,7 @@ class ReviewPanel(QWidget):
             self._say(f"The image of {state}region {record.region_id} ({self._image_label(record)}) is not open: "
                       "open it, or reopen the project store, to see the region.")
             return None
+        hidden = self.focus(layer.name) if move else []  # its image, not another one over it
         layer.visible = True
         if move:  # first, so that the frame's label is placed for the new zoom (label_offset)
             center, zoom = camera_for_tile(record.bbox, canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
@@ -851,7 +951,9 @@ class ReviewPanel(QWidget):
         if not move:
             return frame
         note = f"; {withdrawn_note(record)} (Restore brings it back)" if record.withdrawn else ""
-        self._say(f"Showing {state}region {record.region_id} of '{layer.name}' ({SHOWN_COLOR} box){note}.")
+        others = (" " + ", ".join(f"'{n}'" for n in hidden) + " hidden (they overlap it): choose one in Predict "
+                  "to see it again.") if hidden else ""
+        self._say(f"Showing {state}region {record.region_id} of '{layer.name}' ({SHOWN_COLOR} box){note}.{others}")
         return frame
 
     def _shown_layer(self, image_name: str, bbox: BBox, label: str, region_id: str) -> Any:

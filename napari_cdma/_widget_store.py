@@ -11,6 +11,10 @@ pixel is read on the GUI thread); the dock then shows each image's latest predic
 store as its prediction and uncertainty layers (and its hidden disagreement layer when kept), drawn as a
 fresh Predict draws them (:func:`stored_prediction_steps`). Edits made in a prediction layer and not
 accepted are kept by the store only on request (the dock's "Keep unaccepted edits"), never for training.
+
+At a switch to another store the prediction layers of the store left are detached (:func:`untag_prediction`): hidden
+copies named after it. Reopening that store closes each of its copies that holds what the reopen shows again
+(:func:`redundant_copies`), so switching back and forth does not pile up copies; a copy holding anything else stays.
 """
 from __future__ import annotations
 
@@ -126,14 +130,28 @@ def untag_store_overlay(layer: Any, old_root: Any) -> None:
     layer.name = f"{image} corrections edited, from {Path(old_root).name}"
 
 
-def untag_prediction(layer: Any, old_root: Any, layers: Any) -> str:
+#: layer.metadata key of a layer detached at a store switch (:func:`untag_prediction`): a dict naming the store it
+#: came from ("store", its resolved root), the image's store hash ("image_hash") and the layer's role ("role").
+DETACHED_KEY = "napari_cdma_detached"
+
+
+def untag_prediction(layer: Any, old_root: Any, layers: Any, image_hash: Optional[str] = None,
+                     role: str = "prediction") -> str:
     """Turn a prediction layer of the previous store (its labels, with that store's accepted corrections pasted in and
     the user's edits; or one of its maps) into a plain layer of the user's, named after the store it came from: the
     dock no longer takes it for the image's prediction (another store's Accept, Keep unaccepted edits and review list
     do not use it), and its pixels, edits included, stay as they are. It is hidden: shown over the new store's
     prediction of the image, the previous store's corrections and edits looked as if the new store held them
-    (pathologist walk). Returns its new name (free among ``layers``)."""
-    layer.metadata = {k: v for k, v in (layer.metadata or {}).items() if k not in (ROLE_KEY, IMAGE_KEY)}
+    (pathologist walk). It is marked as detached from ``old_root`` (:data:`DETACHED_KEY`, with ``image_hash`` and
+    ``role``), so that reopening that store closes it when it shows the same pixels again
+    (:func:`redundant_copies`). A layer already detached is left as it is (never a copy of a copy). Returns its
+    (new) name (free among ``layers``)."""
+    meta = layer.metadata or {}
+    if meta.get(DETACHED_KEY):
+        return layer.name
+    layer.metadata = {**{k: v for k, v in meta.items() if k not in (ROLE_KEY, IMAGE_KEY)},
+                      DETACHED_KEY: {"store": str(Path(old_root).resolve()), "image_hash": image_hash,
+                                     "role": role}}
     layer.visible = False
     base = f"{layer.name}, from {Path(old_root).name}"
     name, k = base, 1
@@ -142,6 +160,40 @@ def untag_prediction(layer: Any, old_root: Any, layers: Any) -> str:
         name = f"{base} ({k})"
     layer.name = name
     return name
+
+
+def _same_pixels(copy: Any, shown: Any, role: str) -> bool:
+    """Whether a detached copy holds what the restored layer ``shown`` shows, at the store's precision: labels
+    exactly, maps (uncertainty, disagreement) as the float16 the store keeps them in."""
+    a, b = np.asarray(copy), np.asarray(shown)
+    if a.shape != b.shape:
+        return False
+    if role == "prediction":
+        return bool(np.array_equal(a, b))
+    return bool(np.array_equal(a.astype(np.float16), b.astype(np.float16), equal_nan=True))
+
+
+def redundant_copies(viewer: Any, root: Any, image_hash: Optional[str], restored: Dict[str, Any]) -> List[Any]:
+    """The layers detached from the store at ``root`` (:func:`untag_prediction`) of the image ``image_hash`` whose
+    pixels the store brought back: equal to the layer of their role in ``restored`` (role -> layer restored from the
+    store, :func:`stored_prediction_steps`). Switching A -> B -> A piled up "from A" copies beside A's restored
+    prediction (walk); a copy holding anything else (edited after the switch, or edits the store could not keep) is
+    not listed. Compares pixels of the copies of that image only."""
+    if not image_hash:
+        return []
+    root = str(Path(root).resolve())
+    out = []
+    for layer in list(viewer.layers):
+        info = (getattr(layer, "metadata", None) or {}).get(DETACHED_KEY) or {}
+        if info.get("store") != root or info.get("image_hash") != image_hash:
+            continue
+        role = str(info.get("role") or "")
+        shown = restored.get(role)
+        if shown is None or shown is layer or shown not in viewer.layers:
+            continue
+        if _same_pixels(layer.data, shown.data, role):
+            out.append(layer)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the summary
