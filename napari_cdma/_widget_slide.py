@@ -21,7 +21,12 @@ responsive; the layer is added or updated when the worker returns. One job (Pred
 Accept or Withdraw window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction), a
 progress bar shows under them while it runs (hidden when idle), and the status line under it says what runs
 and how the last job ended, on two lines whose height never changes (a longer message is cut with an ellipsis
-and read whole in its tooltip: :class:`StatusLine`), so the controls below it never move with it. Accepted
+and read whole in its tooltip: :class:`StatusLine`; each message says first what is done and how much, and what to do
+next), so the controls below it never move with it. The uncertainty's legend and readout sit under the panel's
+controls: they show with a slide's first prediction and move nothing above them. A slide opened (by the reader, with
+the dock open) is chosen and framed, as napari frames the first layer opened only (not a slide opened again while
+the view lies within it and its overlays are open). Review regions half covered or
+more by an accepted window are reviewed: they leave the list and their outlines go (back when it is withdrawn). Accepted
 windows are outlined just outside their pixels, in red like accepted image regions, and listed in the panel; the
 outlines of accepted windows and review regions keep :data:`OUTLINE_PX` screen pixels at every zoom.
 "Withdraw window" withdraws the selected one from the project and undoes it in the store's labels and pyramid, in a
@@ -80,6 +85,7 @@ from ._layers import (
     is_derived,
     names_for,
     narrow_combo,
+    not_yet_accepted,
     show_accepted,
     show_review_tiles,
     style_prediction,
@@ -178,6 +184,10 @@ def _kill(procs: List[Any]) -> None:
                 proc.kill()
 
 
+#: Passes of :meth:`SlidePanel._settle_layout`: one per level of widgets from the panel up to the dock's scroll area
+#: (about a dozen in napari's dock), with room to spare.
+LAYOUT_PASSES = 24
+
 #: Lines of the panel's status lines (:class:`StatusLine`): in the dock's 225 px, one line showed about 30 characters
 #: of a job's message, two show most of a short one; a longer one is cut, and read whole in the line's tooltip.
 STATUS_LINES = 2
@@ -205,6 +215,30 @@ def fit_lines(text: str, metrics: Any, width: int, lines: int) -> str:
     if words:
         out.append(metrics.elidedText(" ".join(words), Qt.TextElideMode.ElideRight, width))
     return "\n".join(out)
+
+
+def predicted_message(summary: Any, n_chunks: int, n_visible: int) -> str:
+    """The status line after a Predict view: how much of the slide is predicted and what to do next first, on the two
+    lines the status line shows in a dock of the default width (225 px, about 33 characters a line); the rest, in its
+    tooltip (pathologist walk: "1 of 12 chunks of the slide are done" was read in the tooltip only).
+
+    Args:
+        summary: the run's :class:`~src_model.slide_predict` summary (``chunks_computed``, ``chunks_done``,
+            ``chunks_total``).
+        n_chunks: chunks of the view the run did (computed or found in the store).
+        n_visible: chunks the view covers (more than ``n_chunks`` when it held more than one press does).
+    """
+    new, done, total = int(summary.chunks_computed), int(summary.chunks_done), int(summary.chunks_total)
+    head = f"Predicted {new} new chunk(s)."
+    if n_visible > n_chunks:  # the view holds more than a press predicts
+        return (f"{head} {done} of {total} chunks done; press again for more. The view covers {n_visible} chunks; "
+                f"the {n_chunks} nearest its centre were done: press again, or zoom in. ({n_chunks - new} of them "
+                "were in the store already.)")
+    if done >= total:
+        return f"{head} All {total} chunks of the slide are done. ({n_chunks - new} of the view's were in the store.)"
+    return (f"{head} {done} of {total} chunks done; pan, press again. The rest of the slide is not predicted yet: "
+            f"pan (or zoom out) to it and press Predict view. ({n_chunks - new} of the view's chunks were in the store "
+            "already.)")
 
 
 class StatusLine(QLabel):
@@ -311,7 +345,11 @@ class SlidePanel(QWidget):
         self._watch.setInterval(WATCH_MS)
         self._watch.timeout.connect(self._check_withdrawn)
         self._digests: Dict[Tuple[str, int], str] = {}  # (slide, level) -> project-store hash
-        self.tiles: List[Tuple[float, Box]] = []  # review regions, level-0 (world) pixels
+        self.tiles: List[Tuple[float, Box]] = []  # review regions listed (not accepted yet), level-0 (world) pixels
+        #: the review regions of the view shown, accepted or not: (slide layer name, world boxes, downsample)
+        self._ranked: Optional[Tuple[str, List[Tuple[float, Box]], float]] = None
+        #: slide layer name -> the world boxes of its live accepted windows (those cover review regions)
+        self._accepted_boxes: Dict[str, List[Box]] = {}
         #: Shapes layer name -> (the world edges of the boxes it outlines, whether outside them): redrawn at
         #: each zoom, so that the outlines keep :data:`OUTLINE_PX` screen pixels
         self._outlines: Dict[str, Tuple[List[Tuple[float, ...]], bool]] = {}
@@ -413,8 +451,6 @@ class SlidePanel(QWidget):
         layout.addLayout(edit_row)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.legend)
-        layout.addWidget(self.readout)
         layout.addWidget(self.number_status)
         regions_label = QLabel("Review regions over the predicted area:")
         regions_label.setWordWrap(True)  # wraps in a narrow dock rather than widening it
@@ -423,6 +459,10 @@ class SlidePanel(QWidget):
         layout.addWidget(QLabel("Accepted windows:"))
         layout.addWidget(self.window_list)
         layout.addLayout(window_row)
+        # the uncertainty's legend and readout under the controls: they show with a slide's first prediction (104 px
+        # in the walk), and between the status lines and the lists they moved the lists and buttons down then
+        layout.addWidget(self.legend)
+        layout.addWidget(self.readout)
 
         self.predict_button.clicked.connect(lambda: self.predict_view())
         self.cancel_button.clicked.connect(self.cancel)
@@ -434,8 +474,8 @@ class SlidePanel(QWidget):
         self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.slide_choice.changed.connect(lambda _v: self._on_slide_changed())
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(lambda _e=None: self._on_layers_changed())
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        viewer.layers.events.removed.connect(lambda _e=None: self._on_layers_changed())
         viewer.cursor.events.position.connect(self._on_cursor)
         scene_camera(viewer).events.zoom.connect(self._on_zoom)
         self._on_slide_changed()
@@ -444,6 +484,51 @@ class SlidePanel(QWidget):
     def _on_layers_changed(self) -> None:
         self.slide_choice.reset_choices()
         self._show_content()
+        for name in [n for n in self._accepted_boxes if n not in self.viewer.layers]:
+            del self._accepted_boxes[name]  # its slide closed: another of that name has its own windows
+
+    def _on_layer_inserted(self, event: Any = None) -> None:
+        """A layer was added: the chooser follows; a slide just opened is chosen and framed (:meth:`frame`), as
+        napari frames the first layer opened only: a slide opened after other images stayed where the view was,
+        and Predict view predicted 1 of its 12 chunks (pathologist walk)."""
+        self._on_layers_changed()
+        layer = getattr(event, "value", None)
+        if layer is None or not self._is_slide(layer):
+            return
+        same = [ly for ly in self._slide_layers() if ly.unique_id == layer.unique_id]
+        if same and not self.running and self.window is None and self.slide_layer is not same[0]:
+            self.slide_choice.value = same[0]  # the slide just opened is the one the panel works on
+        if not self._looking_at(layer):
+            self.frame(layer)
+
+    def _looking_at(self, layer: Any) -> bool:
+        """Whether the view already shows part of slide ``layer`` and nothing else: it lies within the slide, and
+        layers of that slide (its store's overlays) are open, as when a slide is opened again over what the panel
+        showed of it. The pathologist's view is then kept; any other view is framed on the slide (:meth:`frame`)."""
+        slide = str(layer.metadata.get(SLIDE_KEY))
+        if not any(ly is not layer and getattr(ly, "unique_id", None) != layer.unique_id
+                   and str(getattr(ly, "metadata", {}).get(SLIDE_KEY)) == slide for ly in self.viewer.layers):
+            return False
+        y0, x0, y1, x1 = self._world_box(layer)
+        vy0, vx0, vy1, vx1 = self.view_box()
+        return y0 <= vy0 and x0 <= vx0 and vy1 <= y1 and vx1 <= x1
+
+    @staticmethod
+    def _world_box(layer: Any) -> Tuple[float, float, float, float]:
+        """The world box ``(y0, x0, y1, x1)`` slide ``layer``'s pixels cover (their outer edges)."""
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        h, w = (int(v) for v in data.shape[:2])
+        (sy, sx), (ty, tx) = tuple(layer.scale)[-2:], tuple(layer.translate)[-2:]
+        return ty - 0.5 * sy, tx - 0.5 * sx, ty + (h - 0.5) * sy, tx + (w - 0.5) * sx
+
+    def frame(self, layer: Any) -> None:
+        """Fit the canvas to slide ``layer`` (all of it in view, centred), as napari fits the first layer opened."""
+        box = self._world_box(layer)
+        ch, cw = canvas_hw(self.viewer)
+        camera = scene_camera(self.viewer)
+        camera.center = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+        # napari's reset_view leaves 5 % of the canvas around the layer
+        camera.zoom = 0.95 * min(max(1, ch) / max(1e-6, box[2] - box[0]), max(1, cw) / max(1e-6, box[3] - box[1]))
 
     def _show_content(self) -> None:
         """The panel's controls while a slide is open (or a job or an edit window still runs), else one line."""
@@ -456,8 +541,13 @@ class SlidePanel(QWidget):
         """The slides the panel predicts: the RGB image layers the plugin's reader opened from a slide (or a
         prediction store opened as its slide). Other layers that name a slide in their metadata are never
         listed: a store's uncertainty (the reader's, not RGB) and the panel's own overlays (a role)."""
-        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and getattr(ly, "rgb", False)
-                and ly.metadata.get(SLIDE_KEY) and not is_derived(ly)]
+        return [ly for ly in self.viewer.layers if self._is_slide(ly)]
+
+    @staticmethod
+    def _is_slide(layer: Any) -> bool:
+        """Whether ``layer`` is a slide the panel predicts (:meth:`_slide_layers`)."""
+        return isinstance(layer, Image) and bool(getattr(layer, "rgb", False)) and bool(layer.metadata.get(SLIDE_KEY)) \
+            and not is_derived(layer)
 
     @property
     def slide_layer(self) -> Any:
@@ -486,8 +576,7 @@ class SlidePanel(QWidget):
             self.ranges[str(shown.metadata.get(STORE_KEY))] = tuple(rng)
             self._show_legend(unc, shown, tuple(rng))
         else:  # no uncertainty of this slide shown yet: no legend of another one
-            self.legend.setVisible(False)
-            self.readout.setVisible(False)
+            self._legend_visible(False)
         store_path = self.store_edit.text().strip()
         if store_path and Path(store_path).is_dir():
             self.reopen(layer.name, store_path)  # what a Predict view showed of it, at once
@@ -671,7 +760,7 @@ class SlidePanel(QWidget):
         if not self._same_layer(run["layer"], job["slide"]):  # closed or replaced while the view was predicted
             if self.last_result is not None and self.last_result["layer"] == run["layer"]:
                 self.last_result = None  # what is shown under that name (if anything) is not that slide now
-            self.tiles = []
+            self.tiles, self._ranked = [], None
             self.tile_list.clear()
             s = out["summary"]
             self._say(f"'{run['layer']}' was closed or replaced while its view was predicted: the store keeps the "
@@ -686,13 +775,8 @@ class SlidePanel(QWidget):
         self._in_steps(lambda: self.show_store(run["layer"], run["store"]) if shown() else None,
                        lambda: self.set_tiles(run["layer"], tiles, ds) if shown() else None,
                        lambda: self.show_accepted_windows(out) if shown() else None)
-        s = out["summary"]
-        more = "" if out["n_visible"] <= len(out["chunks"]) else \
-            f" The view covers {out['n_visible']} chunks; the {len(out['chunks'])} nearest its centre were done: " \
-            "zoom in, or press again after panning."
-        self._say(f"Predicted {s.chunks_computed} new chunk(s) of the view ({len(out['chunks']) - s.chunks_computed} "
-                  f"already in the store); {s.chunks_done} of {s.chunks_total} chunks of the slide are done.{more}"
-                  f"{undone_note}", error=bool(undo_error))
+        self._say(predicted_message(out["summary"], len(out["chunks"]), out["n_visible"]) + undone_note,
+                  error=bool(undo_error))
 
     def show_store(self, name: str, store_path: str) -> Dict[str, Any]:
         """Show (or refresh) the store's glands and uncertainty as multiscale layers over slide ``name``.
@@ -747,8 +831,25 @@ class SlidePanel(QWidget):
         lo, hi, level = rng
         self.legend.show_range(name, layer.colormap, layer.opacity, (lo, hi),
                                where=f", of the predicted tissue at store level {int(level)}")
-        self.legend.setVisible(True)
-        self.readout.setVisible(True)
+        self._legend_visible(True)
+
+    def _legend_visible(self, visible: bool) -> None:
+        """Show or hide the legend and the readout, the dock's layout settled at once (:meth:`_settle_layout`)."""
+        self.legend.setVisible(visible)
+        self.readout.setVisible(visible)
+        self._settle_layout()
+
+    def _settle_layout(self) -> None:
+        """Lay the dock out again now, up to its scroll area, rather than over the next turns of the event loop.
+
+        A widget shown or grown in the panel makes Qt lay out each widget around it in turn, one level per turn of
+        the event loop: the dock's scrolled content was laid out again within its old height (the Slide / Store /
+        Level rows squashed by 22 px) a turn before the scroll area made it taller, and a job's next step ran in
+        between (0.5 s, pathologist walk). The layout requests are sent here, level by level."""
+        from qtpy.QtWidgets import QApplication
+
+        for _ in range(LAYOUT_PASSES):  # each pass sends those the last one posted (a level up)
+            QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
 
     def _live_layer(self, name: str, store_path: str) -> Any:
         """Layer ``name`` if it shows the store ``store_path`` live (its zarr arrays), else None."""
@@ -760,7 +861,22 @@ class SlidePanel(QWidget):
     def set_tiles(self, name: str, tiles: List[Tuple[float, Box]], downsample: float) -> None:
         """List the review regions (world boxes of store boxes, ``downsample`` world pixels per store pixel)
         and outline them over the slide, inside their pixels (touching regions' outlines neither overlap nor
-        cross), :data:`OUTLINE_PX` screen pixels wide."""
+        cross), :data:`OUTLINE_PX` screen pixels wide. Those half covered or more by an accepted window of the slide
+        are reviewed: neither listed nor outlined (as an image's accepted regions leave its review list); they come
+        back when the window is withdrawn (:meth:`show_accepted_windows` filters them again)."""
+        self._ranked = (name, list(tiles), float(downsample))
+        self._list_tiles()
+
+    def _list_tiles(self) -> None:
+        """List and outline the review regions of :attr:`_ranked` not accepted yet (:meth:`set_tiles`); nothing
+        changes when the same ones are listed already."""
+        if self._ranked is None:
+            return
+        name, ranked, downsample = self._ranked
+        tiles = not_yet_accepted(ranked, self._accepted_boxes.get(name, []))
+        if tiles == self.tiles and self.tile_list.count() == len(tiles) \
+                and names_for(name)["tiles"] in self.viewer.layers:
+            return  # listed and outlined already (setting a Shapes layer's data re-slices every layer)
         self.tiles = list(tiles)
         self.tile_list.clear()
         for score, (y0, x0, y1, x1) in self.tiles:
@@ -908,10 +1024,11 @@ class SlidePanel(QWidget):
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
         self.window = {**run, "box": box, "predicted": out["predicted"], "instances": instances, "name": name}
-        self._say(f"Edit window of {y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels), {out['n_glands']} "
-                  "gland(s), one label each: paint a new label over part of a gland to split it, paint or erase, then "
-                  "Accept window. The slide's labels keep gland / background: a split is kept as a 1 px gap; glands "
-                  "given one label are split again by shape when a window is reopened."
+        # what to do first, on the two lines shown; where the window is and how splits are kept in the tooltip
+        self._say(f"Edit window of {out['n_glands']} gland(s): paint or erase, then Accept window. It is "
+                  f"{y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels), one label per gland: paint a new label "
+                  "over part of a gland to split it. The slide's labels keep gland / background: a split is kept as a "
+                  "1 px gap; glands given one label are split again by shape when a window is reopened."
                   f"{self._undone_note(out['undone'])}")
 
     def accept_window(self) -> bool:
@@ -980,9 +1097,10 @@ class SlidePanel(QWidget):
                        lambda: self._brush_on_window(job),
                        self.regions_changed.emit)
         y0, x0, y1, x1 = w["box"]
-        self._say(f"Accepted the window as region {record.region_id} of {Path(w['slide']).name} at ({y0}, {x0}), "
-                  f"{y1 - y0} x {x1 - x0} px{' (held out)' if record.holdout else ''}; {len(out['written'])} chunk(s) "
-                  "of the slide's labels rewritten.")
+        self._say(f"Accepted the window as region {record.region_id}{' (held out)' if record.holdout else ''}; "
+                  f"the review regions under it are done. {len(out['written'])} chunk(s) of the slide's labels "
+                  f"rewritten; the window is at ({y0}, {x0}), {y1 - y0} x {x1 - x0} px (store pixels) of "
+                  f"{Path(w['slide']).name}.")
 
     def _brush_on_window(self, job: Dict[str, Any]) -> None:
         """The edit window the active layer again (the outline layer an Accept adds took the selection, and with
@@ -1246,8 +1364,8 @@ class SlidePanel(QWidget):
                 where = ""
             else:
                 where = f" '{run['layer']}' was closed or replaced meanwhile: nothing is shown."
-            self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) of the slide's labels "
-                      f"restored.{where}{self._undone_note([])}")
+            self._say(f"Withdrew window {region_id}: {undone.get(region_id, 0)} chunk(s) restored in the slide's "
+                      f"labels.{where}{self._undone_note([])}")
         self._in_steps(self.regions_changed.emit)  # the dock's lists follow, in a turn of their own
 
     def sync(self) -> bool:
@@ -1361,6 +1479,10 @@ class SlidePanel(QWidget):
             return None
         ds = self._store_downsample(run)
         boxes = [tuple(v * ds for v in r.bbox) for r in regions]  # store pixels -> world (level-0) pixels
+        # the review regions they cover are reviewed: they leave the list and their outlines go
+        self._accepted_boxes[run["layer"]] = [tuple(int(round(v)) for v in b) for b in boxes]
+        if self._ranked is not None and self._ranked[0] == run["layer"]:
+            self._list_tiles()
         self.window_list.clear()
         for r, world in zip(regions, boxes, strict=True):
             y0, x0, y1, x1 = r.bbox
@@ -1455,8 +1577,8 @@ class SlidePanel(QWidget):
             if shown is not None and shown.opacity > 0:
                 shown.metadata[OUT_OF_DATE_KEY] = shown.opacity
                 shown.opacity = 0.0
-        self.number_status.setText(f"Numbering the glands of '{run['layer']}' in the background: step {event.step} "
-                                   f"of {event.total} (the numbered layer shows when done).")
+        self.number_status.setText(f"Numbering glands: step {event.step} of {event.total}, in the background; "
+                                   f"'{run['layer']} {NUMBERED}' shows when done.")
 
     def _on_numbered(self, result: Any, run: Dict[str, Any]) -> None:
         """The numbering worker returned: show the numbered glands, or say why not."""
@@ -1467,8 +1589,8 @@ class SlidePanel(QWidget):
             return  # the slide was closed or replaced meanwhile
         if kind == "incomplete":
             done, total = result[1]
-            self.number_status.setText(f"Numbered glands (one label per gland): shown once every chunk of the slide "
-                                       f"is predicted ({done} of {total} chunks are).")
+            self.number_status.setText(f"Numbered glands: once all {total} chunks are predicted ({done} done). "
+                                       "Glands are then numbered one label per gland, as Export numbers them.")
             return
         if kind == "error":
             self.number_status.setText(f"The glands could not be numbered: {result[1]}")
@@ -1481,8 +1603,8 @@ class SlidePanel(QWidget):
         self._numbered[run["layer"]] = run["store"]
         self.gland_rows[run["layer"]] = rows
         how = "as the store held them" if out["reused"] else f"in {out['seconds']:.0f} s"
-        self.number_status.setText(f"'{run['layer']} {NUMBERED}': {out['n_glands']} glands, one label each, numbered "
-                                   f"as Export numbers them ({how}).")
+        self.number_status.setText(f"{out['n_glands']} glands numbered, one label each: '{run['layer']} {NUMBERED}' "
+                                   f"(numbered as Export numbers them, {how}).")
         self.glands_numbered.emit(run["layer"])
 
     def _on_number_finished(self, run: Dict[str, Any]) -> None:
@@ -1587,9 +1709,9 @@ class SlidePanel(QWidget):
             self._say(f"Could not export: {result[1]}{note}", error=True)
             return
         n, done, total = result[1]
-        rest = "" if done == total else f"; {total - done} of {total} chunks are not predicted yet and export as " \
-                                        "background"
-        self._say(f"Exported {n} gland(s) to {path} (QuPath: File > Import objects){rest}.{note}")
+        rest = "" if done == total else f"; {total - done} of {total} chunks not predicted (exported as background)"
+        self._say(f"Exported {n} gland(s) to {Path(path).name}{rest}. QuPath: File > Import objects. Written to "
+                  f"{path}.{note}")
 
 
 __all__ = ["DEFAULT_CHUNK", "SHOW_STEPS", "SlidePanel"]
