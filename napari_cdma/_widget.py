@@ -69,13 +69,14 @@ from ._layers import (
     show_prediction,
     source_path,
     unsaved_edits,
+    unwrap_layer,
 )
 from ._messages import show_message
 from ._scroll_anchor import ScrollAnchor
-from ._widget_display import DisplayPanel
+from ._widget_display import LIVE_GLANDS_PIXELS, DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
-from ._widget_review import SLIDE_META_KEYS, ReviewPanel, scene_camera, show_review_outlines
+from ._widget_review import SLIDE_META_KEYS, ReviewPanel, focus_owner, scene_camera, show_review_outlines
 from ._widget_slide import SlidePanel
 from ._widget_store import (
     Restore,
@@ -1029,8 +1030,7 @@ class CdmaWidget(QWidget):
                 self._hide_corrections(name)
             raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
-            copies = "; the copies " + ", ".join(f"'{n}'" for n in dropped) + " detached when this store was " \
-                "left held the same and were closed" if dropped else ""
+            copies = f"; {len(dropped)} hidden copy(ies) from the last switch closed (same pixels)" if dropped else ""
             self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
                                               f"{fmt_time(record.created)}{kept}{'; ' + stale if stale else ''}" \
                                               f"{copies}"
@@ -1818,6 +1818,29 @@ class CdmaWidget(QWidget):
         else:
             review.clear_tiles(name)
         review.focus_note(name, hidden, append=True)
+        if name is not None and not self._removing:
+            self._show_chosen(name)
+
+    def _show_chosen(self, name: str) -> None:
+        """The legend, gland table and layer selection follow the image chosen in Predict, when it has a prediction
+        (walk: after choosing testA_1 and pressing Next, the table still listed testA_2's glands and testA_2's hidden
+        prediction stayed the selected layer, so the brush painted there). The selection moves to the image's
+        prediction layer only from a layer of another image or a hidden one: the user's own layers stay selected."""
+        names, layers = names_for(name), self.viewer.layers
+        if name not in self.states or names["prediction"] not in layers or names["uncertainty"] not in layers:
+            return
+        labels, umap = layers[names["prediction"]], layers[names["uncertainty"]]
+        active = layers.selection.active
+        if active is None or not active.visible or focus_owner(active) not in (None, name):
+            layers.selection.active = labels
+        panel = self.display_panel
+        if panel.image_name == name and unwrap_layer(panel.labels_layer) is unwrap_layer(labels):
+            return
+        glands = panel.table_of(name, labels)
+        small = not getattr(umap, "multiscale", False) and int(np.prod(labels.data.shape)) <= LIVE_GLANDS_PIXELS
+        if small:  # made again: it may have been painted since (a GlaS image: tens of ms)
+            glands = self._glands_of(labels, umap, glands)
+        panel.show_result(name, umap, labels, tuple(umap.contrast_limits), glands or [])
 
     def _overlays_later(self, name: str) -> None:
         """The review layers of a restored image the review list moved to while a layer was being removed, made

@@ -323,6 +323,9 @@ class DisplayPanel(QWidget):
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
         self._watched: Any = None  # the labels layer whose edits the table follows (_watch)
+        #: image name -> (its prediction layer, the gland rows last shown for it): shown again when the image is
+        #: chosen again (table_of)
+        self._tables: Dict[str, Tuple[Any, List[Dict[str, Any]]]] = {}
         self._painted = False  # a stroke, fill or erase since the table was made
         #: the table is made again once the edits pause (GLANDS_REFRESH_MS after the last one)
         self._refresh_timer = QTimer(self)
@@ -408,6 +411,7 @@ class DisplayPanel(QWidget):
         self.readout.setText(readout_text([]))
 
     def _drop_glands(self) -> None:
+        self._tables.pop(self.image_name or "", None)
         self.labels_layer = None
         self._watch(None)
         self.glands = []
@@ -470,6 +474,7 @@ class DisplayPanel(QWidget):
         selected = self.selected_gland
         self._painted = False
         self.glands = glands
+        self._remember()
         self.table.gland_model.set_rows(self.glands)  # sorted as the user last sorted it
         row = next((g for g in glands if g.get("id") == selected), None) if selected is not None else None
         if row is None:
@@ -482,9 +487,19 @@ class DisplayPanel(QWidget):
         self._show_content()
         return True
 
+    def _remember(self) -> None:
+        if self.image_name and self.labels_layer is not None:
+            self._tables[self.image_name] = (_unwrap(self.labels_layer), self.glands)
+
+    def table_of(self, image_name: str, labels_layer: Any) -> Optional[List[Dict[str, Any]]]:
+        """The gland rows last shown for ``image_name``'s prediction layer ``labels_layer`` (None if none)."""
+        layer, rows = self._tables.get(image_name, (None, None))
+        return rows if layer is not None and layer is _unwrap(labels_layer) else None
+
     def forget(self, image_name: str) -> None:
         """No longer describe the prediction of ``image_name`` (its layers were handed to the user at a store switch):
         the legend and gland table go, as when its layers are closed."""
+        self._tables.pop(image_name, None)
         if self.image_name != image_name:
             return
         self.clear_selected_gland()
@@ -520,6 +535,7 @@ class DisplayPanel(QWidget):
             self.last_message = ""
             show_message(self.status, "")
         self.glands = list(glands)
+        self._remember()
         self.table.gland_model.set_rows(self.glands)
         # most uncertain gland first: the order in which to check them (a header click sorts again)
         self.table.sortByColumn(TABLE_COLUMNS.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)

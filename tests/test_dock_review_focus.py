@@ -143,3 +143,43 @@ def test_the_gland_table_follows_paint_not_accepted(make_napari_viewer, qtbot, t
     labels.undo()  # the stroke undone: its gland leaves the table
     qtbot.waitUntil(lambda: new_id not in [g["id"] for g in display.glands], timeout=30_000)
     assert not np.any(np.asarray(labels.data) == new_id)
+
+
+def test_the_legend_table_and_selection_follow_the_image_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    """Choosing another predicted image in Predict moves the gland table, the legend and the selected layer to it
+    (walk: after choosing testA_1 and pressing Next, the table still listed testA_2's glands and testA_2's hidden
+    prediction layer stayed selected, so a stroke painted there and the table did not change)."""
+    from src_model.io import read_image
+
+    images = {n: read_image(glas_dir / "images" / f"{n}.png") for n in (FIRST, SECOND)}
+    _store(tmp_path / "project", images, glas_dir)
+    viewer = make_napari_viewer()
+    for name, image in images.items():
+        viewer.add_image(image, name=name, rgb=True)
+    dock = open_dock(viewer, tmp_path / "project")
+    display, panel = dock.display_panel, dock.predict_panel
+    for chosen in (FIRST, SECOND, FIRST):
+        panel.image_choice.value = viewer.layers[chosen]
+        qtbot.wait(50)
+        wait_settled(dock)
+        labels = viewer.layers[names_for(chosen)["prediction"]]
+        assert display.image_name == chosen and display.labels_layer.name == labels.name, (chosen, display.image_name)
+        assert display.uncertainty_layer.name == names_for(chosen)["uncertainty"]
+        ids = {int(v) for v in np.unique(np.asarray(labels.data)) if v}
+        assert {g["id"] for g in display.glands} == ids, chosen
+        assert viewer.layers.selection.active.name == labels.name and labels.visible, viewer.layers.selection.active
+
+    # a stroke in the chosen image's prediction (now the selected layer) reaches its table
+    labels = viewer.layers.selection.active
+    new_id = int(np.max(labels.data)) + 1
+    labels.brush_size = 21
+    labels.paint((300, 300), new_id)
+    qtbot.waitUntil(lambda: new_id in [g["id"] for g in display.glands], timeout=30_000)
+
+    # the user's own layer, selected, stays selected when another image is chosen
+    mine = viewer.add_shapes([np.array([[10, 10], [10, 50], [50, 50], [50, 10]])], name="my notes")
+    viewer.layers.selection.active = mine
+    panel.image_choice.value = viewer.layers[SECOND]
+    qtbot.wait(50)
+    wait_settled(dock)
+    assert viewer.layers.selection.active is mine and display.image_name == SECOND
