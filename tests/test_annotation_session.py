@@ -154,3 +154,22 @@ def test_threshold_choice_refuses_what_forgot_and_counts_both_kinds():
     assert session.confusion(values, forgot, 0.98) == "promotes 0 / 2 that forgot, 1 / 3 that did not"
     t, right = session.choose_threshold([0.9, 0.95], [False, True])  # not separable: one must be wrong
     assert right == 1
+
+
+def test_the_committed_10_percent_model_loads_safely_and_is_the_ten_cpu_start():
+    """The ``ten_cpu`` start is the committed 10 % model (the GPU one was never committed and was lost): it loads
+    weights only, is the lite preset, and its provenance says it was trained on 10 % of the labels, seed 0."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import annotation_session
+
+    from src_model import load_checkpoint
+    from src_model.checkpoint import read_checkpoint
+
+    path = annotation_session.start_checkpoint("ten_cpu")
+    assert path == ROOT / "benchmarks" / "models" / "cdma10_seed0.pt" and path.is_file()
+    assert annotation_session.start_checkpoint("bundled") != path
+    model = load_checkpoint(path)
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    prov = read_checkpoint(path)["provenance"]
+    assert prov["row"] == "cdma10" and len(prov["labelled_ids"]) == 8, prov
+    assert not any(i.startswith("test") for i in prov["labelled_ids"] + prov["unlabelled_ids"])
