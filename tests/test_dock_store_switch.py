@@ -186,6 +186,16 @@ def _store_b_with_its_prediction(root, glas_dir):
     return labels
 
 
+def open_a_beside_b(make_napari_viewer, tmp_path, glas_dir):
+    """Stores A (an accepted region) and B (its own prediction of the sample image) on disk, and a viewer whose dock
+    opened A: ``(viewer, dock, (a_root, b_root), B's stored labels)``."""
+    a_root, b_root = tmp_path / "project A", tmp_path / "project B"
+    _store_a(a_root, glas_dir)
+    b_labels = _store_b_with_its_prediction(b_root, glas_dir)
+    viewer = make_napari_viewer()
+    return viewer, open_dock(viewer, a_root), (a_root, b_root), b_labels
+
+
 def test_a_prediction_of_the_previous_store_is_not_the_new_stores(make_napari_viewer, qtbot, tmp_path, glas_dir):
     """Store A's prediction layer holds A's accepted correction (pasted in when A restored it) and an edit not
     accepted. After Open on store B: the layer stays, edits included, renamed after A and no longer the image's
@@ -194,11 +204,7 @@ def test_a_prediction_of_the_previous_store_is_not_the_new_stores(make_napari_vi
     to keep in B; A kept the edit (reopening A shows it)."""
     from src_model.io import read_mask
 
-    a_root, b_root = tmp_path / "project A", tmp_path / "project B"
-    _store_a(a_root, glas_dir)
-    b_labels = _store_b_with_its_prediction(b_root, glas_dir)
-    viewer = make_napari_viewer()
-    dock = open_dock(viewer, a_root)
+    viewer, dock, (a_root, b_root), b_labels = open_a_beside_b(make_napari_viewer, tmp_path, glas_dir)
     names = names_for(SAMPLE_NAME)
     prediction = viewer.layers[names["prediction"]]
     y0, x0, y1, x1 = BOX

@@ -9,8 +9,8 @@ A real napari viewer (pytest-xvfb), real stores on disk, the GlaS image of the s
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock, wait_settled
-from test_dock_store_switch import _store_a, _store_b_with_its_prediction
+from _dock import wait_settled
+from test_dock_store_switch import open_a_beside_b
 
 from napari_cdma._layers import IMAGE_KEY, ROLE_KEY, names_for
 from napari_cdma._sample import SAMPLE_NAME
@@ -29,11 +29,7 @@ def _switch(dock, root):
 
 
 def test_switching_back_and_forth_keeps_one_copy_per_store_left(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    a_root, b_root = tmp_path / "project A", tmp_path / "project B"
-    _store_a(a_root, glas_dir)
-    b_labels = _store_b_with_its_prediction(b_root, glas_dir)
-    viewer = make_napari_viewer()
-    dock = open_dock(viewer, a_root)
+    viewer, dock, (a_root, b_root), b_labels = open_a_beside_b(make_napari_viewer, tmp_path, glas_dir)
     names = names_for(SAMPLE_NAME)
     prediction = viewer.layers[names["prediction"]]
     edited = np.array(prediction.data)
