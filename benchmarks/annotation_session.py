@@ -243,7 +243,11 @@ def retrain(store, work: Path, semi: bool, args, seed: int) -> Dict[str, Any]:
     ev, started = done[0], next(e for e in events if isinstance(e, Started))
     store.refresh()
     promote, reason = rule_decision(ev)
-    return {"steps_done": ev.steps_done, "train_s": round(time.perf_counter() - t0, 1),
+    from src_model.checkpoint import read_checkpoint
+
+    # the reference check's decision (recipes with check_drop), from the new model's provenance
+    check = read_checkpoint(ev.checkpoint).get("provenance", {}).get("reference_check")
+    return {"reference_check": check, "steps_done": ev.steps_done, "train_s": round(time.perf_counter() - t0, 1),
             "n_labelled": started.n_labelled, "n_unlabelled": started.n_unlabelled, "n_holdout": ev.n_holdout,
             "holdout_old_dice": ev.old_dice, "holdout_new_dice": ev.new_dice, "agreement": ev.agreement,
             "rule_promote": promote, "rule_reason": reason, "recipe": ev.recipe, "config": started.config,

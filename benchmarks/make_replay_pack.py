@@ -9,7 +9,9 @@ leak the images a session measures forgetting on. The bundled model was trained 
 included.
 
 Per image ``--per-image`` crops of ``--size`` px, drawn with a fixed seed among positions that are mostly tissue
-(:func:`src_model.tissue.tissue_mask`), so the pack holds glands, stroma and lumen as the images do.
+(:func:`src_model.tissue.tissue_mask`), so the pack holds glands, stroma and lumen as the images do. Each crop's
+expert mask (gland 255, else 0) goes to ``masks/`` under the same name: the reference check of fine-tuning
+(:mod:`src_model.reference_check`) scores models on them.
 
 Usage:
   python benchmarks/make_replay_pack.py [--data GLAS] [--size 320] [--per-image 2]
@@ -24,7 +26,7 @@ import numpy as np
 from _common import add_data_argument, require_glas
 
 from src_model.data import load_pairs, ssl_split
-from src_model.replay_pack import PACK_DIR
+from src_model.replay_pack import MASK_DIR, PACK_DIR
 from src_model.tissue import tissue_mask
 
 
@@ -58,13 +60,17 @@ def main() -> None:
     ids = ssl_split(data, 0.1, 8, 0)["labelled"]
     rng = np.random.default_rng(20261130)
     args.out.mkdir(parents=True, exist_ok=True)
-    for old in args.out.glob("*.png"):
+    masks = args.out / MASK_DIR
+    masks.mkdir(exist_ok=True)
+    for old in [*args.out.glob("*.png"), *masks.glob("*.png")]:
         old.unlink()
     index = []
-    for name, (img, _) in zip(ids, load_pairs(data, ids), strict=True):
+    for name, (img, truth) in zip(ids, load_pairs(data, ids), strict=True):
         for k, ((y, x), crop) in enumerate(crops(img, args.size, args.per_image, rng)):
             f = args.out / f"{name}_{k}.png"
             Image.fromarray(crop).save(f, optimize=True)
+            gland = np.where(truth[y:y + args.size, x:x + args.size] > 0, 255, 0).astype(np.uint8)
+            Image.fromarray(gland).convert("1").save(masks / f.name, optimize=True)
             index.append({"file": f.name, "image": name, "y": y, "x": x, "size": args.size})
     (args.out / "index.json").write_text(json.dumps({"source_ids": ids, "crops": index}, indent=1) + "\n")
     total = sum(f.stat().st_size for f in args.out.glob("*.png"))

@@ -288,7 +288,7 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
     if r.freeze_bn:
         freeze_batchnorm(model)
     # the previous model, frozen: the distillation's teacher and the end of a weight interpolation
-    previous = _load_init(init) if r.distill > 0 or r.keep != 1.0 else None
+    previous = _load_init(init) if r.distill > 0 or r.keep != 1.0 or r.check_drop >= 0 else None
     if r.distill > 0:
         teacher = previous
         replay = None if semi_supervised else PatchSampler(list(unlabelled) or [img for img, _ in labelled],
@@ -310,16 +310,25 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
              len(labelled), len(unlabelled))
     result = yield from train(model, labelled, unlabelled, config, Path(out_dir), cancel=cancel,
                               provenance=prov, resume=None if resume is None else Path(resume), hooks=hooks)
-    if ema is not None or r.keep != 1.0:
-        weights = []
+    check = r.check_drop >= 0 and not result.cancelled and not (cancel is not None and cancel())
+    if ema is not None or r.keep != 1.0 or check:
+        weights, extra = [], {}
         if ema is not None:
             ema.apply(model)
             weights.append("ema")
-        if r.keep != 1.0:
+        if check:
+            from .reference_check import KEEPS, guarded_keep, pack_reference
+
+            crops, masks = pack_reference()
+            outcome = guarded_keep(previous, model, crops, masks, r.check_drop, device=device, cancel=cancel,
+                                   keeps=[k for k in KEEPS if k <= r.keep] or [0.0])
+            extra["reference_check"] = outcome.to_dict()
+            weights.append(f"reference check, keep {outcome.keep:g}")
+        elif r.keep != 1.0:
             interpolate(previous, model, r.keep)
             weights.append(f"interpolated, keep {r.keep:g}")
         save_checkpoint(result.checkpoint, model, step=result.steps_done,
-                        provenance={"trainer": "CDMATrainer", "train_config": config.to_dict(), **prov,
+                        provenance={"trainer": "CDMATrainer", "train_config": config.to_dict(), **prov, **extra,
                                     "weights": ", ".join(weights), "cancelled": result.cancelled})
     return result
 

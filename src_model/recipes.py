@@ -48,6 +48,10 @@ class Recipe:
             midpoint between the previous and the fine-tuned weights, :func:`~src_model.finetune.interpolate`).
         replay_pack: reference crops of the package's replay pack (:mod:`src_model.replay_pack`, GlaS training
             tissue) distilled on each step besides the project's own tissue (0 = off; needs ``distill``).
+        check_drop: the reference check (:mod:`src_model.reference_check`; negative = off): after training,
+            keep the largest share of the change of the weights (1, 0.75, 0.5, 0.25, 0; at most ``keep``) whose
+            pooled Dice on the replay pack's labelled crops is at most this much (0..1) below the previous
+            model's.
         steps_per_tile: default steps per 256 x 256 px of corrected pixels ...
         min_steps / max_steps: ... clipped to this range (see :func:`default_steps`).
     """
@@ -64,6 +68,7 @@ class Recipe:
     in_context: bool = False
     keep: float = 1.0
     replay_pack: int = 0
+    check_drop: float = -1.0
     # 10 corrected 256-px regions -> 100 steps: the plain schedule took 153 s for 120 steps on this 2-core
     # CPU (benchmarks/results/retrain.md) and the default recipe's steps cost ~1.24x (distillation's
     # teacher forward; benchmarks/results/forgetting.md), so 100 steps plus scoring stay under 3 minutes
@@ -158,6 +163,12 @@ RECIPES: Dict[str, Recipe] = _recipes(
                         "of the replay pack a step", replay_pack=2),
     dataclasses.replace(_DEFAULT, name="default_pack4", description="default + distillation on 4 reference crops "
                         "of the replay pack a step", replay_pack=4),
+    # Session 11 (no GPU): the default with the reference check (src_model.reference_check): the share of the
+    # fine-tuning's change kept is the largest whose Dice on the replay pack's labelled GlaS training crops
+    # is at most 0.5 point below the previous model's. Results in benchmarks/results/annotation_session.md.
+    dataclasses.replace(_DEFAULT, name="default_check05", description="default + reference check: keep the "
+                        "largest share of the change whose Dice on the replay pack's labelled crops drops at most "
+                        "0.5 point", check_drop=0.005),
     _more_steps("more_steps", "default_crop with 40 steps per 256-px tile, clipped to [120, 130]"),
     _more_steps("more_steps_enc1", "more_steps with the encoder updated as the rest (x1)", encoder_lr=1.0),
     _more_steps("more_steps_enc03", "more_steps with encoder updates x0.3", encoder_lr=0.3),

@@ -18,6 +18,8 @@ PathLike = Union[str, Path]
 
 #: Where the bundled pack lives.
 PACK_DIR = Path(__file__).resolve().parent / "bundled" / "replay"
+#: The subfolder of a pack holding each crop's expert mask, under the crop's file name (gland > 0).
+MASK_DIR = "masks"
 
 
 def pack_files(folder: Optional[PathLike] = None) -> List[Path]:
@@ -41,4 +43,28 @@ def load_pack(folder: Optional[PathLike] = None) -> List[np.ndarray]:
     return [read_image(f) for f in files]
 
 
-__all__ = ["PACK_DIR", "pack_files", "load_pack"]
+def load_pack_masks(folder: Optional[PathLike] = None) -> List[np.ndarray]:
+    """The expert masks of the pack's crops (bool (H, W), True = gland), in :func:`load_pack`'s order.
+
+    Raises:
+        FileNotFoundError: a crop without its mask (a pack written before masks were stored: rerun
+            ``benchmarks/make_replay_pack.py``).
+        ValueError: a mask that is unreadable or not the shape of its crop.
+    """
+    from .io import read_image, read_mask
+
+    out = []
+    for f in pack_files(folder):
+        m = f.parent / MASK_DIR / f.name
+        if not m.is_file():
+            raise FileNotFoundError(f"{f.name}: the replay pack has no mask {m}; reinstall napari-cdma or rerun "
+                                    "benchmarks/make_replay_pack.py")
+        mask = np.asarray(read_mask(m)) > 0
+        shape = read_image(f).shape[:2]
+        if mask.shape != shape:
+            raise ValueError(f"{m}: mask shape {mask.shape} != crop shape {shape}")
+        out.append(mask)
+    return out
+
+
+__all__ = ["PACK_DIR", "MASK_DIR", "pack_files", "load_pack", "load_pack_masks"]
