@@ -1015,7 +1015,8 @@ class CdmaWidget(QWidget):
                                                disagreement=jsd, image=image)
             if name not in layers or made["prediction"] not in layers:  # closed meanwhile
                 continue
-            dropped = self._drop_redundant_copies(store, digest, made)
+            # logged, not said in the store summary: it states what is, not what each switch did (13 lines: walk)
+            self._drop_redundant_copies(store, digest, made)
             main = made["prediction"].name
             pasted = safe + (self._pasted_boxes(made["prediction"].data, corrections) if n_pasted else [])
             # without kept edits the layer is the stored prediction with the corrections pasted (reviewed): nothing
@@ -1030,10 +1031,8 @@ class CdmaWidget(QWidget):
                 self._hide_corrections(name)
             raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
-            copies = f"; {len(dropped)} hidden copy(ies) from the last switch closed (same pixels)" if dropped else ""
             self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
-                                              f"{fmt_time(record.created)}{kept}{'; ' + stale if stale else ''}" \
-                                              f"{copies}"
+                                              f"{fmt_time(record.created)}{kept}{'; ' + stale if stale else ''}"
             shown.append(name)
             if first is None or (visible and not layers[first].visible):
                 first = name  # the panels show the restored image on screen, else the first one
@@ -1046,12 +1045,25 @@ class CdmaWidget(QWidget):
         """Close the layers detached from ``store`` when it was left ("..., from <store>") of the image ``digest``
         that hold exactly what the store just brought back in ``made`` (role -> restored layer): a switch A -> B -> A
         left A's copy beside A's restored prediction, and each further switch added one (walk). A copy holding
-        anything the store does not (edited since, edits that could not be kept) stays. Returns the names closed."""
-        closed = []
-        for layer in redundant_copies(self.viewer, store.root, digest, made):
-            if layer in self.viewer.layers:
-                closed.append(layer.name)
-                self.viewer.layers.remove(layer)
+        anything the store does not (edited since, edits that could not be kept) stays, and so does one that could not
+        be compared or closed: nothing here stops the restore of the store's other layers (walk: a large image's
+        multiscale copy). Returns the names closed."""
+        closed: List[str] = []
+        try:
+            redundant = redundant_copies(self.viewer, store.root, digest, made)
+        except Exception as exc:  # keeping a copy loses nothing
+            logger.warning("could not compare the detached copies of %s with the restored prediction: %s", digest, exc)
+            return closed
+        for layer in redundant:
+            try:
+                if layer in self.viewer.layers:
+                    name = layer.name
+                    self.viewer.layers.remove(layer)
+                    closed.append(name)
+            except Exception as exc:
+                logger.warning("could not close the detached copy %s: %s", getattr(layer, "name", layer), exc)
+        if closed:
+            logger.info("closed %d hidden copy(ies) holding what %s restored: %s", len(closed), store.root, closed)
         return closed
 
     def _review_overlays(self, name: str, state: ImageState) -> List[Tuple[float, Tuple[int, int, int, int]]]:

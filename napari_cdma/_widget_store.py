@@ -162,15 +162,33 @@ def untag_prediction(layer: Any, old_root: Any, layers: Any, image_hash: Optiona
     return name
 
 
-def _same_pixels(copy: Any, shown: Any, role: str) -> bool:
+def _level0(data: Any, multiscale: bool) -> np.ndarray:
+    """The full-resolution pixels of a layer's data: level 0 of a multiscale layer's pyramid (napari's
+    ``np.asarray`` of multiscale data gives its smallest level, and of a plain list of levels raises), else
+    the data."""
+    if multiscale:
+        if len(data) == 0:
+            raise ValueError("a multiscale layer without levels")
+        data = data[0]
+    return np.asarray(data)
+
+
+def _same_pixels(copy: Any, shown: Any, role: str, multiscale: Tuple[bool, bool] = (False, False)) -> bool:
     """Whether a detached copy holds what the restored layer ``shown`` shows, at the store's precision: labels
-    exactly, maps (uncertainty, disagreement) as the float16 the store keeps them in."""
-    a, b = np.asarray(copy), np.asarray(shown)
-    if a.shape != b.shape:
+    exactly, maps (uncertainty, disagreement) as the float16 the store keeps them in. A multiscale side
+    (``multiscale``: the copy's, the shown layer's) is compared at its level 0, its full resolution (a large
+    image's maps are shown as a pyramid). Another shape, or pixels that cannot be read, are not the same (the
+    copy then stays: keeping it loses nothing)."""
+    try:
+        a, b = _level0(copy, multiscale[0]), _level0(shown, multiscale[1])
+        if a.shape != b.shape:
+            return False
+        if role == "prediction":
+            return bool(np.array_equal(a, b))
+        return bool(np.array_equal(a.astype(np.float16, copy=False), b.astype(np.float16, copy=False), equal_nan=True))
+    except Exception as exc:  # a copy is closed only when it is known to hold nothing else
+        logger.warning("could not compare a detached copy with the restored %s layer (kept): %s", role, exc)
         return False
-    if role == "prediction":
-        return bool(np.array_equal(a, b))
-    return bool(np.array_equal(a.astype(np.float16), b.astype(np.float16), equal_nan=True))
 
 
 def redundant_copies(viewer: Any, root: Any, image_hash: Optional[str], restored: Dict[str, Any]) -> List[Any]:
@@ -178,7 +196,8 @@ def redundant_copies(viewer: Any, root: Any, image_hash: Optional[str], restored
     pixels the store brought back: equal to the layer of their role in ``restored`` (role -> layer restored from the
     store, :func:`stored_prediction_steps`). Switching A -> B -> A piled up "from A" copies beside A's restored
     prediction (walk); a copy holding anything else (edited after the switch, or edits the store could not keep) is
-    not listed. Compares pixels of the copies of that image only."""
+    not listed, nor one that could not be compared (:func:`_same_pixels`). Compares pixels of the copies of that
+    image only; a large image's multiscale copy at its level 0."""
     if not image_hash:
         return []
     root = str(Path(root).resolve())
@@ -191,12 +210,44 @@ def redundant_copies(viewer: Any, root: Any, image_hash: Optional[str], restored
         shown = restored.get(role)
         if shown is None or shown is layer or shown not in viewer.layers:
             continue
-        if _same_pixels(layer.data, shown.data, role):
+        scales = (bool(getattr(layer, "multiscale", False)), bool(getattr(shown, "multiscale", False)))
+        if _same_pixels(layer.data, shown.data, role, scales):
             out.append(layer)
     return out
 
 
 # ---------------------------------------------------------------------------------------------- the summary
+#: at most this many images are named in one group of :func:`restored_notes` (the others are counted)
+NAMED_PER_GROUP = 3
+
+
+def restored_notes(shown: List[Tuple[str, str]]) -> str:
+    """What the summary says of the restored predictions ``shown`` (image name, note ``"<model>, <time>[; ...]"``),
+    in one short sentence: images whose predictions have the same model and the same remarks (kept edits, stale, ...)
+    are said together, with the latest time, and at most :data:`NAMED_PER_GROUP` of them named; a prediction alone
+    keeps its note as it is. The walk's summary grew to 13 lines with a note per image."""
+    groups: Dict[Tuple[str, str], List[Tuple[str, str]]] = {}
+    for name, note in shown:
+        head, _, rest = str(note).partition("; ")
+        model, comma, when = head.rpartition(", ")
+        if not comma or str(note).startswith("not restored"):  # not "<model>, <time>": said as it is
+            model, when, rest = str(note), "", ""
+        key = (model, rest)
+        groups.setdefault(key, []).append((name, when))
+    said = []
+    for (model, rest), members in groups.items():
+        names = [f"'{name}'" for name, _ in members[:NAMED_PER_GROUP]]
+        if len(members) > NAMED_PER_GROUP:
+            names[-1] += f" and {len(members) - NAMED_PER_GROUP} more"
+        if len(members) == 1:
+            when = members[0][1]
+            note = f"{model}, {when}" if when else model
+        else:
+            note = f"{model}, latest {max(when for _, when in members)}" if members[0][1] else model
+        said.append(f"{', '.join(names)} ({note}{'; ' + rest if rest else ''})")
+    return "; ".join(said)
+
+
 class StoreSummary:
     """The project-store summary under the path field, following the viewer's layers.
 
@@ -205,7 +256,9 @@ class StoreSummary:
     windows (:meth:`set_windows`) and one more note (:meth:`set_note`, or :meth:`set_declined` for an Open the user
     declined). The restored images and predictions are counted over those still open: when their layers are removed
     the summary is written again (walk: "Reopened 2 stored image(s)" stayed after both were closed). Layers are
-    followed by identity, so a renamed image still counts.
+    followed by identity, so a renamed image still counts. It states what is, in a few lines, not what switches did:
+    restored predictions of the same model and remarks are said together (:func:`restored_notes`; walk: a note per
+    image, each with the copies the last switch closed, made 13 lines).
 
     The note says what happened once: it goes when the store is read again; a declined Open's also after a later
     Predict with a store open (:meth:`drop_declined`; walk: "No project store created at ..." stayed after a
@@ -293,8 +346,8 @@ class StoreSummary:
         layers = self.viewer.layers
         shown = [(layer.name, note) for layer, note in self._predictions if layer in layers]
         if shown:
-            parts.append("Predictions restored from the store: " + "; ".join(f"'{n}' ({v})" for n, v in shown)
-                         + ". New edits are not kept until accepted or kept (Keep unaccepted edits).")
+            parts.append("Predictions restored from the store: " + restored_notes(shown)
+                         + ". New edits are not kept until accepted or kept.")
         restored, without = self.restored_count()
         if restored:
             note = f"Reopened {restored} stored image(s) with their accepted regions"
