@@ -27,6 +27,12 @@ MAX_EDIT_SIDE = 2048
 MAX_REVIEW_CHUNKS = 32
 #: Review regions listed.
 N_REVIEW = 10
+#: Smallest side of a slide's review region, store pixels (the whole slide side when the slide is smaller), as
+#: :func:`src_model.uncertainty.review_regions` makes an image's (its ``min_size``).
+REVIEW_MIN_SIDE = 128
+#: The way :func:`review_over_store` ranks, part of a store's kept ranking's key (:func:`review_key`): a ranking kept
+#: by an earlier way (version 1 listed slivers of thin edge chunks) is ranked again.
+REVIEW_VERSION = 2
 #: Most uncertainty pixels read to set the contrast of a slide's uncertainty layer: the predicted chunks at
 #: the finest pyramid level (above level 0) that fits, else a spread-out subset of them at the coarsest.
 RANGE_PIXELS = 1 << 21
@@ -515,22 +521,46 @@ def _carve(edited: np.ndarray, before: np.ndarray, base: int) -> np.ndarray:
     return out
 
 
+def review_window(chunk: Box, height: int, width: int, side: int = REVIEW_MIN_SIDE) -> Box:
+    """The box a chunk's review regions are searched in: the chunk ``(y0, x0, y1, x1)``, grown inward (into the
+    slide, over its neighbour) along a side thinner than ``side`` px to ``side`` px, or to the slide's whole side
+    when the slide is thinner. A chunk at the slide's edge can be a few pixels thick (a 40 px bottom row): its
+    regions, searched in it alone, were 40 x 128 px slivers, and one ranked first (pathologist walk)."""
+    y0, x0, y1, x1 = (int(v) for v in chunk)
+    sy, sx = min(int(side), int(height)), min(int(side), int(width))
+    if y1 - y0 < sy:
+        y1 = min(int(height), y0 + sy)
+        y0 = y1 - sy
+    if x1 - x0 < sx:
+        x1 = min(int(width), x0 + sx)
+        x0 = x1 - sx
+    return y0, x0, y1, x1
+
+
+def _boxes_overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUNKS) -> List[Tuple[float, Box]]:
     """Review regions over a slide's predicted area, most uncertain first, in store pixels.
 
     The ``max_chunks`` finished tissue chunks with the most uncertainty per pixel are reviewed, each
     with :class:`src_model.blockwise.BlockReview` on its glands, uncertainty (``uint8 / 255``) and
-    pixels; chunks do not overlap and each one's regions do not overlap, so the best ``n`` of them
-    all are the answer (boxes do not cross chunk sides, as BlockReview's do not cross its blocks).
+    pixels, over the chunk grown to at least :data:`REVIEW_MIN_SIDE` px a side (:func:`review_window`;
+    the whole slide side when the slide is thinner), so that every region is that large, never a sliver of a
+    thin chunk at the slide's edge. Each chunk's regions do not overlap; those of a grown chunk may overlap
+    its neighbour's, so the regions are taken by score, one that overlaps a region taken already skipped: the
+    best ``n`` that do not overlap are the answer.
     """
     from src_model.blockwise import BlockReview
 
+    height, width = int(store.info.height), int(store.info.width)
     per_chunk = chunk_uncertainty(store)
     order = [k for k in zip(*np.unravel_index(np.argsort(-np.nan_to_num(per_chunk, nan=-1.0), axis=None),
                                               per_chunk.shape), strict=True) if not np.isnan(per_chunk[k])]
     found: List[Tuple[float, Box]] = []
     for cy, cx in order[:max_chunks]:
-        y0, x0, y1, x1 = store.chunk_box(int(cy), int(cx))
+        y0, x0, y1, x1 = review_window(store.chunk_box(int(cy), int(cx)), height, width)
         glands = np.asarray(store.glands[0][y0:y1, x0:x1])
         unc = np.asarray(store.uncertainty[0][y0:y1, x0:x1], np.float32) / 255.0
         rgb = np.moveaxis(np.asarray(store.image[0][:, y0:y1, x0:x1]), 0, 2)
@@ -539,8 +569,13 @@ def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUN
             pass
         found += [(s, (b[0] + y0, b[1] + x0, b[2] + y0, b[3] + x0)) for s, b in review.regions()]
     found.sort(key=lambda item: (-item[0], item[1]))
-    return found[:n]
-
+    taken: List[Tuple[float, Box]] = []
+    for score, box in found:
+        if len(taken) == n:
+            break
+        if not any(_boxes_overlap(box, other) for _, other in taken):
+            taken.append((score, box))
+    return taken
 
 
 #: The review regions a store was last ranked with (:func:`cached_review`), beside its arrays.
@@ -556,7 +591,7 @@ def review_key(store: Any, n: int, max_chunks: int) -> str:
     from src_model.slide_store import GLANDS
 
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{int(n)}|{int(max_chunks)}|".encode())
+    h.update(f"{REVIEW_VERSION}|{int(n)}|{int(max_chunks)}|".encode())
     h.update(np.ascontiguousarray(store.done()).tobytes())
     for parts in (("labels", GLANDS, "0"), ("uncertainty", "0")):
         for name, f in store.chunk_files(*parts):
@@ -838,10 +873,10 @@ def number_glands_job(store_path: str, procs: Optional[List[Any]] = None) -> Gen
     return ("ok", out, rows)
 
 
-__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "NUMBERED", "RANGE_KEY", "RANGE_PIXELS", "SLIDE_KEY",
-           "STORE_KEY", "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
-           "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks", "number_glands_job", "outline_rect",
-           "pixel_edges", "pending_withdrawn", "predict_view_job", "reread_window", "review_over_store", "slide_of",
-           "store_display_range", "to_store_box", "uncertainty_style", "undo_first", "undo_withdrawn",
-           "undo_withdrawn_job", "view_chunks", "visible_world_box", "window_changed",
-           "window_instances", "withdraw_window_job", "write_window"]
+__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "NUMBERED", "RANGE_KEY", "RANGE_PIXELS",
+           "REVIEW_MIN_SIDE", "SLIDE_KEY", "STORE_KEY", "accept_window_job", "carve_splits", "chunk_uncertainty",
+           "default_store_path", "edit_box", "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks",
+           "number_glands_job", "outline_rect", "pixel_edges", "pending_withdrawn", "predict_view_job",
+           "reread_window", "review_over_store", "review_window", "slide_of", "store_display_range", "to_store_box",
+           "uncertainty_style", "undo_first", "undo_withdrawn", "undo_withdrawn_job", "view_chunks",
+           "visible_world_box", "window_changed", "window_instances", "withdraw_window_job", "write_window"]

@@ -367,6 +367,8 @@ class CdmaWidget(QWidget):
         self.summary = StoreSummary(self.viewer, self.store_label)
 
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
+        # the Predict status line of a chosen image restored from the store names its model and time
+        self.predict_panel.described_for = self._restored_note
         self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
         self.display_panel = DisplayPanel(self.viewer)
         self.predict_panel.fill_for = self.display_panel.fill_check.isChecked
@@ -1040,6 +1042,11 @@ class CdmaWidget(QWidget):
         focus = chosen if chosen in shown else first
         if focus is not None and focus in self.states:
             yield from self._show_restored(focus)
+
+    def _restored_note(self, name: str) -> Optional[str]:
+        """"<model>, <time>[; ...]" of image ``name``'s prediction restored from the store (None if none)."""
+        note = self.restored_predictions.get(name)
+        return note if note and not note.startswith("not restored") else None
 
     def _drop_redundant_copies(self, store: ProjectStore, digest: str, made: Dict[str, Any]) -> List[str]:
         """Close the layers detached from ``store`` when it was left ("..., from <store>") of the image ``digest``

@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
 from ._gc import freeze_when_warm
-from ._layers import COMBO_CHARS, HASH_KEY, LayerInputError, image_from_layer, is_derived, narrow_combo
+from ._layers import COMBO_CHARS, HASH_KEY, LayerInputError, image_from_layer, is_derived, names_for, narrow_combo
 from ._layers import unwrap_layer as _unwrap
 from ._predict_stream import (
     WHOLE_IMAGE_PIXELS,
@@ -181,6 +181,12 @@ class PredictPanel(QWidget):
         self._settling = False
         #: the image being predicted (until the run ends: its hand-over included), None when idle
         self.running_name: Optional[str] = None
+        #: image name -> (unique id of its image layer, model label, time.time()) of its last prediction made here,
+        #: for the status line about the image chosen (:meth:`chosen_line`)
+        self.predicted: Dict[str, Tuple[Any, str, float]] = {}
+        self._chosen_said = ""  # the status line :meth:`_on_chosen` last wrote
+        #: image name -> "<model>, <time>" of a prediction the dock restored from the project store (None: unknown)
+        self.described_for: Optional[Callable[[str], Optional[str]]] = None
         self._unc_dirty = False
         self._unc_refreshed = 0.0
         self._progress_shown = 0.0
@@ -240,6 +246,7 @@ class PredictPanel(QWidget):
         layout.addWidget(self.status)
 
         self.set_model_versions([])
+        self.image_choice.changed.connect(self._on_chosen)
         self.predict_button.clicked.connect(lambda: self.predict())
         self.cancel_button.clicked.connect(lambda: self.cancel())  # not clicked(bool) as its note
         self.model_combo.activated.connect(self._on_model_activated)
@@ -285,13 +292,41 @@ class PredictPanel(QWidget):
         self.no_image_label.setVisible(not self.image_choice.choices)
         if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
             self._update_predict()
-            if not self.image_choice.choices and self.status.text().startswith("Predicted"):
+            said = self.status.text()
+            if not self.image_choice.choices and (said.startswith("Predicted") or (said and said == self._chosen_said)):
                 self.status.setText("")  # not "Predicted '<image>'" under "No image to predict" (re-walk)
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         # a newly opened image becomes the one to predict; not a hidden one (a reopened store's
         # other images come back hidden: Predict must not switch away from the image on screen)
         if inserted is not None and inserted in self.image_choice.choices and getattr(inserted, "visible", True):
             self.image_choice.value = inserted
+
+    def chosen_line(self, layer: Any) -> str:
+        """What the status line says of the image ``layer`` once it is chosen: whether it is predicted, with what and
+        when ("testA_2: predicted with bundled at 07:41", "testA_2: not predicted yet"). Before, the line went on
+        naming the image predicted last whichever image was chosen (pathologist walk)."""
+        layer = _unwrap(layer)
+        name = layer.name
+        prediction = names_for(name)["prediction"]
+        if prediction not in self.viewer.layers:
+            return f"{name}: not predicted yet."
+        made = self.predicted.get(name)
+        if made is not None and made[0] == getattr(layer, "unique_id", None):
+            return f"{name}: predicted with {made[1]} at {time.strftime('%H:%M', time.localtime(made[2]))}."
+        restored = self.described_for(name) if self.described_for is not None else None
+        if restored:
+            return f"{name}: predicted with {restored} (from the project store)."
+        if (getattr(layer, "metadata", None) or {}).get(HASH_KEY):
+            return f"{name}: predicted (from the project store)."
+        return f"{name}: predicted (layer '{prediction}')."
+
+    def _on_chosen(self, layer: Any = None) -> None:
+        """The status line follows the image chosen (:meth:`chosen_line`); not while a prediction runs (the line
+        says which image it predicts)."""
+        if layer is None or self.running:
+            return
+        self._chosen_said = self.chosen_line(layer)
+        self.status.setText(self._chosen_said)
 
     def _update_predict(self, running: bool = False) -> None:
         """Predict is enabled when there is an image to predict and no run; its tooltip says what it needs
@@ -628,6 +663,8 @@ class PredictPanel(QWidget):
         if name in self.viewer.layers and extra.get("image_hash"):
             # the image's store hash, so that opening a store does not hash it again on the GUI thread
             self.viewer.layers[name].metadata[HASH_KEY] = extra["image_hash"]
+        shown = _unwrap(layer) if layer is not None else self.viewer.layers[name]
+        self.predicted[name] = (getattr(shown, "unique_id", None), label, time.time())
         self.last_message = f"Predicted '{name}' with {label}."
         self.status.setText(self.last_message)
         # the layers are handed over (live): filled while a large image was predicted, or made from a small image's

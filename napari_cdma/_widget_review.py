@@ -3,7 +3,11 @@ image, and the accepted-region list (withdraw, and restore a withdrawn region: *
 
 Each button is enabled only when it can act; a disabled button's tooltip says what it needs first
 (:meth:`ReviewPanel.update_buttons`, run as layers are added or removed, regions predicted, selected or
-accepted, and the store's regions read)."""
+accepted, and the store's regions read).
+
+While a whole slide is what the canvas shows (:func:`slide_on_screen`), the panel lists no image's review regions and
+says that the slide's are in the Whole slide panel; the image it listed is listed again once the slide is hidden or
+closed (:meth:`ReviewPanel.check_screen`)."""
 from __future__ import annotations
 
 import contextlib
@@ -137,6 +141,8 @@ NEEDS = {
     "is_withdrawn": "The selected region is withdrawn already: Restore makes it count again.",
     "select_withdrawn": "Select a withdrawn region first (tick Show withdrawn to list them).",
     "not_withdrawn": "The selected region is not withdrawn.",
+    "slide": "A whole slide is on screen: its review regions are in the Whole slide panel (hide or close it to "
+             "review an image here).",
 }
 
 
@@ -173,6 +179,39 @@ def no_regions_note(viewer: Any, name: Optional[str]) -> str:
         return (f"'{name}' is a multiscale image (a slide pyramid): review regions of a slide opened "
                 "with this plugin are listed in the Whole slide panel.")
     return f"Predict '{name}' to see its review regions."
+
+
+def is_slide(layer: Any) -> bool:
+    """Whether ``layer`` is a whole slide the plugin's reader opened (an RGB image naming its slide in its
+    metadata), not a layer of its prediction store nor the Whole slide panel's own."""
+    return (isinstance(layer, Image) and bool(getattr(layer, "rgb", False))
+            and bool((getattr(layer, "metadata", None) or {}).get(SLIDE_KEY)) and not is_derived(layer))
+
+
+def slide_on_screen(viewer: Any) -> Any:
+    """The whole slide the canvas shows, or None: the topmost visible of the open slides and images the dock
+    predicts is a slide (opened over the images, or the images under it hidden). The Review panel is then about
+    no image of its own: a slide is reviewed in the Whole slide panel."""
+    from ._widget_predict import predictable  # imported when used, as in focus_owner
+
+    for layer in reversed(list(viewer.layers)):
+        if not getattr(layer, "visible", False):
+            continue
+        if is_slide(layer):
+            return layer
+        if predictable(layer):
+            return None
+    return None
+
+
+def slide_note(slide_name: str, aside: Optional[str] = None) -> str:
+    """What the Review panel says while the whole slide ``slide_name`` is on screen; ``aside``: the image whose
+    review regions it listed before (hidden under the slide), listed again once the slide is hidden or closed."""
+    note = (f"The whole slide '{slide_name}' is on screen: its review regions and accepted windows are in the "
+            "Whole slide panel.")
+    if aside:
+        note += f" Hide or close the slide to review '{aside}' here."
+    return note
 
 
 def readable_list(widget: Any) -> None:
@@ -272,21 +311,35 @@ def focus_owner(layer: Any) -> Optional[str]:
     return layer.name if predictable(layer) else None
 
 
-def _world_box(layer: Any) -> Optional[np.ndarray]:
-    """(2, 2) [[y0, x0], [y1, x1]] of a layer's extent in world coordinates (None if unknown)."""
+def world_box(layer: Any) -> Optional[Tuple[float, float, float, float]]:
+    """The world box ``(y0, x0, y1, x1)`` a layer covers on the canvas (last two axes), None if unknown.
+
+    From napari's ``layer.extent.world``: for an image-like layer (Image, Labels) its pixels' outer edges (napari
+    puts pixel centres on the extent's corners: pixel ``i`` spans ``[i - 0.5, i + 0.5]`` times the scale), a
+    multiscale layer's at full resolution; for other layers (shapes, points) the extent of their coordinates.
+    """
     try:
-        box = np.asarray(layer.extent.world, dtype=float)
-    except Exception:  # a layer without an extent: taken as overlapping
+        extent = layer.extent
+        box = np.asarray(extent.world, dtype=float)
+        step = np.asarray(extent.step, dtype=float)
+    except Exception:  # a layer without an extent
         return None
-    return box[:, -2:] if box.ndim == 2 and box.shape[1] >= 2 else None
+    if box.ndim != 2 or box.shape[0] != 2 or box.shape[1] < 2:
+        return None
+    lo, hi = box[0, -2:], box[1, -2:]
+    if isinstance(layer, (Image, Labels)) and step.size >= 2:
+        half = 0.5 * np.abs(step[-2:])
+        lo, hi = lo - half, hi + half
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
 def overlaps(a: Any, b: Any) -> bool:
-    """Whether two layers' extents overlap on the canvas (unknown: True). GlaS images all lie at the origin."""
-    box_a, box_b = _world_box(a), _world_box(b)
+    """Whether two layers' world boxes (:func:`world_box`) overlap on the canvas (unknown: True). GlaS images all
+    lie at the origin."""
+    box_a, box_b = world_box(a), world_box(b)
     if box_a is None or box_b is None:
         return True
-    return bool(np.all(box_a[0] < box_b[1]) and np.all(box_b[0] < box_a[1]))
+    return box_a[0] < box_b[2] and box_b[0] < box_a[2] and box_a[1] < box_b[3] and box_b[1] < box_a[3]
 
 
 def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None) -> int:
@@ -361,6 +414,12 @@ class ReviewPanel(QWidget):
         self.image_name: Optional[str] = None
         self.tiles: List[Tuple[float, BBox]] = []
         self.last_message = ""
+        #: the whole slide on screen (:func:`slide_on_screen`), None when an image (or nothing) is: while a slide is,
+        #: the panel lists no image's review regions and says the slide's are in the Whole slide panel
+        self.slide_name: Optional[str] = None
+        #: (image name, its review regions) the panel listed when a slide came on screen, or that the dock listed
+        #: meanwhile: listed again once no slide is on screen
+        self._aside: Optional[Tuple[str, List[Tuple[float, BBox]]]] = None
 
         # The layer holding the corrections: the prediction of the reviewed image by default, or any
         # other Labels layer of the same size (magicgui follows the viewer's Labels layers).
@@ -473,8 +532,15 @@ class ReviewPanel(QWidget):
             ev.connect(lambda _e=None: (self.labels_choice.reset_choices(), self.shapes_choice.reset_choices()))
             # the dock updates its images' state in the same event, after this panel: the buttons follow next turn
             ev.connect(lambda _e=None: QTimer.singleShot(0, self.update_buttons))
+        # the slide on screen: after the dock's own handlers of the same event (it may list another image)
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        for ev in (viewer.layers.events.removed, viewer.layers.events.moved):
+            ev.connect(lambda _e=None: QTimer.singleShot(0, self.check_screen))
+        for layer in viewer.layers:
+            layer.events.visible.connect(self._on_visible)
         self._watch_shapes()
         self.update_buttons()
+        self.check_screen()
 
     def _labels_layers(self, _widget: Any = None) -> List[Tuple[str, Any]]:
         """Labels layers whose corrections Accept can store: not a whole slide's (its glands, its edit window:
@@ -489,7 +555,14 @@ class ReviewPanel(QWidget):
     # ------------------------------------------------------------------ tiles
     def set_tiles(self, image_name: str, ranked: List[Tuple[float, BBox]]) -> None:
         """Show the ranked tiles of an image (tiles without tissue, score 0, are left out); its
-        prediction layer becomes the layer of corrections."""
+        prediction layer becomes the layer of corrections. While a whole slide is on screen
+        (:func:`slide_on_screen`) they are set aside, listed once it is hidden or closed: the panel never names
+        an image under the slide as the one reviewed (pathologist walk)."""
+        slide = slide_on_screen(self.viewer)
+        if slide is not None:
+            self._to_slide(slide, (image_name, list(ranked)))
+            return
+        self.slide_name, self._aside = None, None
         self.image_name = image_name
         self.labels_choice.reset_choices()
         prediction = names_for(image_name)["prediction"]
@@ -508,7 +581,59 @@ class ReviewPanel(QWidget):
         self.image_name = None
         self._next_row = 0
         self._fill_tiles([])
+        self.slide_name, self._aside = None, None  # the dock follows another image: none is set aside
         self._say(no_regions_note(self.viewer, image_name))
+
+    # ------------------------------------------------------------------ the slide on screen
+    def _on_layer_inserted(self, event: Any = None) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.visible.connect(self._on_visible)
+        QTimer.singleShot(0, self.check_screen)
+
+    def _on_visible(self, _event: Any = None) -> None:
+        QTimer.singleShot(0, self.check_screen)
+
+    def check_screen(self) -> None:
+        """Follow what the canvas shows: a whole slide came on screen (:func:`slide_on_screen`: opened over the
+        image reviewed, or that image hidden) while an image's regions are listed: they are set aside and the panel
+        says the slide is reviewed in the Whole slide panel (before: it still named the image under the slide, and
+        listed its regions); the slide hidden or closed, the image set aside is listed again, if it is still open
+        and predicted. With no image's regions listed (the image chosen in Predict has no prediction: "Predict
+        '<image>' ..."), the panel's note about the chosen image stays."""
+        try:
+            slide = slide_on_screen(self.viewer)
+        except RuntimeError:  # the viewer is being closed
+            return
+        if slide is not None:
+            if self.image_name is not None:
+                self._to_slide(slide, (self.image_name, list(self.tiles)))
+            elif self.slide_name is not None and slide.name != self.slide_name:
+                self._to_slide(slide, None)
+            return
+        if self.slide_name is None:
+            return
+        aside, self.slide_name, self._aside = self._aside, None, None
+        if aside is not None and self.image_name is None:
+            name, ranked = aside
+            if name in self.viewer.layers and self._get_state(name) is not None:
+                self.set_tiles(name, ranked)
+                return
+        self._say("")
+
+    def _to_slide(self, slide: Any, aside: Optional[Tuple[str, List[Tuple[float, BBox]]]]) -> None:
+        """List no image's regions while the whole slide ``slide`` is on screen; ``aside``: the image and regions
+        to list again once it is not (None: those set aside before, if any)."""
+        if aside is not None:
+            self._aside = aside
+        self.slide_name = slide.name
+        self.image_name = None
+        self._next_row = 0
+        if self.tiles:
+            self._fill_tiles([])
+        else:
+            self.update_buttons()
+        self._say(slide_note(slide.name, self._aside[0] if self._aside else None))
 
     def _fill_tiles(self, tiles: List[Tuple[float, BBox]]) -> None:
         self.tiles = list(tiles)
@@ -534,7 +659,8 @@ class ReviewPanel(QWidget):
         _, labels, state = self._target()
         predict = NEEDS["predict"] if self._has_image() else NEEDS["open"]
         # Next / Previous: the image's regions, or (all accepted) the words that none is left
-        nav = None if self.tiles or self._prediction_state() is not None else predict
+        nav = None if self.tiles or self._prediction_state() is not None else \
+            NEEDS["slide"] if self.slide_name is not None else predict
         if state is None or labels is None:
             accept = drawn = image = draw = predict
         else:
@@ -620,6 +746,9 @@ class ReviewPanel(QWidget):
 
     def step(self, delta: int) -> None:
         """Select the next (+1) or previous (-1) tile and move the camera to it."""
+        if not self.tiles and self.slide_name is not None:
+            self._say(slide_note(self.slide_name, self._aside[0] if self._aside else None))
+            return
         if not self.tiles:
             state = self._target()[2] if self.image_name else None  # None: the image on screen has no prediction
             self._say(NO_REGIONS_LEFT if state is not None else "Predict an image first.", error=state is None)

@@ -82,7 +82,6 @@ from ._layers import (
     ROLE_KEY,
     camera_for_tile,
     gland_colormap,
-    is_derived,
     names_for,
     narrow_combo,
     not_yet_accepted,
@@ -117,7 +116,7 @@ from ._slide_view import (
     withdraw_window_job,
 )
 from ._widget_display import UncertaintyLegend, readout_label, readout_text, value_under
-from ._widget_review import canvas_hw, readable_list, scene_camera
+from ._widget_review import canvas_hw, is_slide, readable_list, scene_camera, world_box
 
 Box = Tuple[int, int, int, int]
 #: Chunk side of the stores the panel creates (the store's unit of work and of caching).
@@ -125,6 +124,9 @@ DEFAULT_CHUNK = 1024
 #: Progress steps of a Predict view after the job's own (showing its layers and review regions in the
 #: viewer): the bar is full only when the run has ended.
 SHOW_STEPS = 1
+#: Share of the canvas left around a slide framed by :meth:`SlidePanel.frame`, as napari's reset_view leaves
+#: around the layer it fits.
+FRAME_MARGIN = 0.05
 #: How often the panel checks whether a listed accepted window was withdrawn elsewhere, ms.
 WATCH_MS = 1000
 #: Width of the panel's outlines over the slide (review regions, accepted windows), screen pixels at every zoom:
@@ -509,26 +511,24 @@ class SlidePanel(QWidget):
         if not any(ly is not layer and getattr(ly, "unique_id", None) != layer.unique_id
                    and str(getattr(ly, "metadata", {}).get(SLIDE_KEY)) == slide for ly in self.viewer.layers):
             return False
-        y0, x0, y1, x1 = self._world_box(layer)
+        box = world_box(layer)
+        if box is None:
+            return False
+        y0, x0, y1, x1 = box
         vy0, vx0, vy1, vx1 = self.view_box()
         return y0 <= vy0 and x0 <= vx0 and vy1 <= y1 and vx1 <= x1
 
-    @staticmethod
-    def _world_box(layer: Any) -> Tuple[float, float, float, float]:
-        """The world box ``(y0, x0, y1, x1)`` slide ``layer``'s pixels cover (their outer edges)."""
-        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-        h, w = (int(v) for v in data.shape[:2])
-        (sy, sx), (ty, tx) = tuple(layer.scale)[-2:], tuple(layer.translate)[-2:]
-        return ty - 0.5 * sy, tx - 0.5 * sx, ty + (h - 0.5) * sy, tx + (w - 0.5) * sx
-
     def frame(self, layer: Any) -> None:
-        """Fit the canvas to slide ``layer`` (all of it in view, centred), as napari fits the first layer opened."""
-        box = self._world_box(layer)
+        """Fit the canvas to slide ``layer`` (all of it in view, its pixels' outer edges: :func:`world_box`,
+        centred), as napari fits the first layer opened, :data:`FRAME_MARGIN` of the canvas around it."""
+        box = world_box(layer)
+        if box is None:
+            return
         ch, cw = canvas_hw(self.viewer)
         camera = scene_camera(self.viewer)
         camera.center = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
-        # napari's reset_view leaves 5 % of the canvas around the layer
-        camera.zoom = 0.95 * min(max(1, ch) / max(1e-6, box[2] - box[0]), max(1, cw) / max(1e-6, box[3] - box[1]))
+        camera.zoom = (1.0 - FRAME_MARGIN) * min(max(1, ch) / max(1e-6, box[2] - box[0]),
+                                                 max(1, cw) / max(1e-6, box[3] - box[1]))
 
     def _show_content(self) -> None:
         """The panel's controls while a slide is open (or a job or an edit window still runs), else one line."""
@@ -546,8 +546,7 @@ class SlidePanel(QWidget):
     @staticmethod
     def _is_slide(layer: Any) -> bool:
         """Whether ``layer`` is a slide the panel predicts (:meth:`_slide_layers`)."""
-        return isinstance(layer, Image) and bool(getattr(layer, "rgb", False)) and bool(layer.metadata.get(SLIDE_KEY)) \
-            and not is_derived(layer)
+        return is_slide(layer)
 
     @property
     def slide_layer(self) -> Any:
