@@ -73,6 +73,7 @@ from ._layers import (
 )
 from ._messages import show_message
 from ._scroll_anchor import ScrollAnchor
+from ._shapes_keepalive import keep_removed_shapes_visuals
 from ._widget_display import LIVE_GLANDS_PIXELS, DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
@@ -326,6 +327,7 @@ class CdmaWidget(QWidget):
                  parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        keep_removed_shapes_visuals(napari_viewer)  # removing a Shapes layer can crash napari 0.9 (see the module)
         self._store: Optional[ProjectStore] = None
         #: image name -> what the store summary says about its prediction restored from the store
         self.restored_predictions: Dict[str, str] = {}
