@@ -14,6 +14,7 @@ a handful of rectangles); the layer's data stays in memory with it.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, List
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ _FLAG = "_napari_cdma_keeps_shapes_visuals"
 def _canvas_visuals(viewer: Any) -> Any:
     """napari's layer -> vispy layer mapping of the viewer's canvas (private napari API; None if not found)."""
     try:
-        return viewer.window._qt_viewer.canvas.layer_to_visual
+        with warnings.catch_warnings():  # napari warns that plugins should not reach its Qt viewer: no public way
+            warnings.simplefilter("ignore", FutureWarning)
+            return viewer.window._qt_viewer.canvas.layer_to_visual
     except Exception:  # no window (a headless ViewerModel) or another napari
         return None
 

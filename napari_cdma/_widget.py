@@ -1849,6 +1849,9 @@ class CdmaWidget(QWidget):
         prediction layer only from a layer of another image or a hidden one: the user's own layers stay selected."""
         names, layers = names_for(name), self.viewer.layers
         if name not in self.states or names["prediction"] not in layers or names["uncertainty"] not in layers:
+            if (name in layers and not is_derived(layers[name]) and not self.predict_panel.running
+                    and self.display_panel.image_name != name):
+                self.display_panel.set_aside()  # not another image's glands under an image without a prediction
             return
         labels, umap = layers[names["prediction"]], layers[names["uncertainty"]]
         active = layers.selection.active

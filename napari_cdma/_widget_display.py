@@ -507,6 +507,22 @@ class DisplayPanel(QWidget):
         self._drop_glands()
         self._show_content()
 
+    def set_aside(self) -> None:
+        """Describe no prediction for now: the image chosen has none (walk: with testA_2 chosen and not predicted,
+        the table and legend still showed testA_1's glands). The rows shown are remembered (:meth:`table_of`), so
+        choosing that image again shows them; the legend and table give way to the panel's one-line note."""
+        if self.image_name is None:
+            return
+        self._remember()
+        self.clear_selected_gland()
+        self.image_name = None
+        self._drop_uncertainty()
+        self.labels_layer = None
+        self._watch(None)
+        self.glands = []
+        self.table.gland_model.set_rows(self.glands)
+        self._show_content()
+
     @property
     def display_range(self) -> Tuple[float, float]:
         """The uncertainty range the legend shows (uncertainty units), as its :class:`UncertaintyLegend` keeps it."""

@@ -150,3 +150,29 @@ def test_the_predict_status_names_the_model_of_a_prediction_restored_from_the_st
     _turn(qtbot)
     said = panel.status.text()
     assert said == f"{SAMPLE_NAME}: predicted with {note} (from the project store).", (said, note)
+
+
+def test_the_gland_table_gives_way_when_an_image_without_a_prediction_is_chosen(make_napari_viewer, qtbot, tmp_path,
+                                                                                glas_dir, lite_checkpoint):
+    """Walk: with testA_2 chosen and not predicted, the gland table and legend still showed testA_1's glands. Now the
+    panel shows its one-line note, and choosing testA_1 again brings its rows back."""
+    from src_model.io import read_image
+
+    viewer = make_napari_viewer()
+    for name in ("testA_1", "testA_2"):
+        viewer.add_image(read_image(glas_dir / "images" / f"{name}.png")[:256, :256], name=name, rgb=True)
+    dock = open_dock(viewer, tmp_path / "project")
+    dock.predict_panel.set_model_file(str(lite_checkpoint))
+    predict_and_wait(qtbot, dock, "testA_1", timeout=120_000)
+    _turn(qtbot)
+    panel = dock.display_panel
+    rows = list(panel.glands)
+    assert panel.image_name == "testA_1" and panel.showing
+    dock.predict_panel.image_choice.value = viewer.layers["testA_2"]
+    _turn(qtbot)
+    # before: image_name stayed 'testA_1' with its rows
+    assert panel.image_name is None and panel.glands == [] and not panel.showing
+    assert panel.empty_label.isVisibleTo(panel) and not panel.content.isVisibleTo(panel)
+    dock.predict_panel.image_choice.value = viewer.layers["testA_1"]
+    _turn(qtbot)
+    assert panel.image_name == "testA_1" and [g["id"] for g in panel.glands] == [g["id"] for g in rows]
