@@ -478,6 +478,11 @@ class SlidePanel(QWidget):
         self.slide_choice.changed.connect(lambda _v: self._on_slide_changed())
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         viewer.layers.events.removed.connect(lambda _e=None: self._on_layers_changed())
+        #: slide key -> unique ids of its overlays hidden with it (:meth:`_follow_slide_visibility`)
+        self._hidden_with_slide: Dict[str, set] = {}
+        for layer in viewer.layers:
+            if self._is_slide(layer):
+                self._watch_visibility(layer)
         viewer.cursor.events.position.connect(self._on_cursor)
         scene_camera(viewer).events.zoom.connect(self._on_zoom)
         self._on_slide_changed()
@@ -497,11 +502,33 @@ class SlidePanel(QWidget):
         layer = getattr(event, "value", None)
         if layer is None or not self._is_slide(layer):
             return
+        self._watch_visibility(layer)
         same = [ly for ly in self._slide_layers() if ly.unique_id == layer.unique_id]
         if same and not self.running and self.window is None and self.slide_layer is not same[0]:
             self.slide_choice.value = same[0]  # the slide just opened is the one the panel works on
         if not self._looking_at(layer):
             self.frame(layer)
+
+    def _watch_visibility(self, slide: Any) -> None:
+        slide.events.visible.connect(lambda _e=None, ly=slide: self._follow_slide_visibility(ly))
+
+    def _follow_slide_visibility(self, slide: Any) -> None:
+        """A slide hidden takes its overlays (uncertainty, glands, review tiles, windows) with it, and shown again
+        brings back those it took (walk: hiding the slide left its outlines and tint over the GlaS image under
+        it). Overlays the user hid stay hidden."""
+        key = str((slide.metadata or {}).get(SLIDE_KEY))
+        others = [ly for ly in self.viewer.layers if ly is not slide and not self._is_slide(ly)
+                  and str((getattr(ly, "metadata", None) or {}).get(SLIDE_KEY)) == key]
+        if not slide.visible:
+            shown = [ly for ly in others if ly.visible]
+            self._hidden_with_slide.setdefault(key, set()).update(ly.unique_id for ly in shown)
+            for ly in shown:
+                ly.visible = False
+            return
+        taken = self._hidden_with_slide.pop(key, set())
+        for ly in others:
+            if ly.unique_id in taken:
+                ly.visible = True
 
     def _looking_at(self, layer: Any) -> bool:
         """Whether the view already shows part of slide ``layer`` and nothing else: it lies within the slide, and

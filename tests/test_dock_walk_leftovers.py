@@ -176,3 +176,34 @@ def test_the_gland_table_gives_way_when_an_image_without_a_prediction_is_chosen(
     dock.predict_panel.image_choice.value = viewer.layers["testA_1"]
     _turn(qtbot)
     assert panel.image_name == "testA_1" and [g["id"] for g in panel.glands] == [g["id"] for g in rows]
+
+
+def test_hiding_a_slide_hides_its_overlays_and_showing_it_brings_them_back(make_napari_viewer, qtbot, tmp_path,
+                                                                            glas_dir):
+    """Walk: hiding the slide left its uncertainty, glands and review tiles drawn over the GlaS image under it. Now
+    they go with the slide and come back with it; an overlay the user hid stays hidden."""
+    from _slides import glas_mosaic, write_pyramidal_tiff
+
+    from napari_cdma._slide_view import SLIDE_KEY
+    from src_model.progress import drain
+    from src_model.slide_predict import predict_slide
+
+    slide = write_pyramidal_tiff(tmp_path / "s.tif", glas_mosaic(glas_dir, 552, 680), levels=3)
+    drain(predict_slide(slide, tmp_path / "s.cdma.zarr", chunk=256))
+    viewer, dock, panel = slide_in_dock(make_napari_viewer, qtbot, slide, tmp_path / "project")
+    qtbot.waitUntil(lambda: panel.tile_list.count() > 0 and panel._reopening is None and not panel._steps,
+                    timeout=120_000)
+    image = panel.slide_layer
+    key = str(image.metadata.get(SLIDE_KEY))
+    overlays = [ly for ly in viewer.layers if ly is not image and str(ly.metadata.get(SLIDE_KEY)) == key]
+    shown = [ly for ly in overlays if ly.visible]
+    assert len(shown) >= 2, [(ly.name, ly.visible) for ly in overlays]
+    user_hidden = shown[0]
+    user_hidden.visible = False
+    image.visible = False
+    _turn(qtbot)
+    # before: the overlays stayed visible over whatever lies under the slide
+    assert not any(ly.visible for ly in overlays), [(ly.name, ly.visible) for ly in overlays]
+    image.visible = True
+    _turn(qtbot)
+    assert all(ly.visible for ly in shown[1:]) and not user_hidden.visible
