@@ -17,6 +17,8 @@ from typing import Any, Generator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from src_model.tiling import boxes_overlap  # torch-free
+
 Box = Tuple[int, int, int, int]
 SLIDE_KEY, STORE_KEY = "cdma_slide", "cdma_store"  # layer metadata of the reader's layers
 #: Most chunks one "Predict view" computes (those nearest the view's centre first).
@@ -537,10 +539,6 @@ def review_window(chunk: Box, height: int, width: int, side: int = REVIEW_MIN_SI
     return y0, x0, y1, x1
 
 
-def _boxes_overlap(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUNKS) -> List[Tuple[float, Box]]:
     """Review regions over a slide's predicted area, most uncertain first, in store pixels.
 
@@ -573,7 +571,7 @@ def review_over_store(store: Any, n: int = 10, max_chunks: int = MAX_REVIEW_CHUN
     for score, box in found:
         if len(taken) == n:
             break
-        if not any(_boxes_overlap(box, other) for _, other in taken):
+        if not any(boxes_overlap(box, other) for _, other in taken):
             taken.append((score, box))
     return taken
 

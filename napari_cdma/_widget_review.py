@@ -32,6 +32,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from src_model.tiling import boxes_overlap  # torch-free
+
 from ._layers import (
     COMBO_CHARS,
     HASH_KEY,
@@ -339,7 +341,7 @@ def overlaps(a: Any, b: Any) -> bool:
     box_a, box_b = world_box(a), world_box(b)
     if box_a is None or box_b is None:
         return True
-    return box_a[0] < box_b[2] and box_b[0] < box_a[2] and box_a[1] < box_b[3] and box_b[1] < box_a[3]
+    return boxes_overlap(box_a, box_b)
 
 
 def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None) -> int:

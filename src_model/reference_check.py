@@ -89,18 +89,15 @@ def guarded_keep(previous: torch.nn.Module, tuned: torch.nn.Module, crops: Seque
     tuned_state = copy.deepcopy(tuned.state_dict())
     result = CheckResult(keep=0.0, previous_dice=base, max_drop=max_drop)
     for keep in keeps:
-        if cancel is not None and cancel():
+        if keep <= 0.0 or (cancel is not None and cancel()):
             break
         tuned.load_state_dict(tuned_state)
-        if keep <= 0.0:
-            result.keep = 0.0
-            break
         interpolate(previous, tuned, keep)
         score = result.tried[keep] = reference_dice(tuned, crops, masks, device)
         if score >= base - max_drop:
             result.keep = keep
             break
-    if result.keep <= 0.0:
+    if result.keep <= 0.0:  # no share passed (or cancelled): the previous model's weights
         tuned.load_state_dict(tuned_state)
         interpolate(previous, tuned, 0.0)
     log.info("reference check: previous %.4f, tried %s, kept %g of the change", base,

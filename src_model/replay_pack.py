@@ -51,7 +51,7 @@ def load_pack_masks(folder: Optional[PathLike] = None) -> List[np.ndarray]:
             ``benchmarks/make_replay_pack.py``).
         ValueError: a mask that is unreadable or not the shape of its crop.
     """
-    from .io import read_image, read_mask
+    from .io import image_shape, read_mask
 
     out = []
     for f in pack_files(folder):
@@ -60,7 +60,7 @@ def load_pack_masks(folder: Optional[PathLike] = None) -> List[np.ndarray]:
             raise FileNotFoundError(f"{f.name}: the replay pack has no mask {m}; reinstall napari-cdma or rerun "
                                     "benchmarks/make_replay_pack.py")
         mask = np.asarray(read_mask(m)) > 0
-        shape = read_image(f).shape[:2]
+        shape = image_shape(f)  # the header only: the crops are read by load_pack
         if mask.shape != shape:
             raise ValueError(f"{m}: mask shape {mask.shape} != crop shape {shape}")
         out.append(mask)

@@ -51,4 +51,9 @@ def pad_to(array: np.ndarray, size: int) -> np.ndarray:
     return np.pad(array, pad, mode="reflect")
 
 
-__all__ = ["DEFAULT_TILE", "DEFAULT_OVERLAP", "EVAL_TILE", "EVAL_OVERLAP", "REVIEW_SIZE", "pad_to"]
+def boxes_overlap(a, b) -> bool:
+    """Whether two boxes ``(y0, x0, y1, x1)`` (end exclusive) share any pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+__all__ = ["DEFAULT_TILE", "DEFAULT_OVERLAP", "EVAL_TILE", "EVAL_OVERLAP", "REVIEW_SIZE", "pad_to", "boxes_overlap"]

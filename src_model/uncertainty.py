@@ -151,10 +151,6 @@ def _box_sums(integral: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
 
 
-def _overlaps(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def review_regions(prediction: Any, image: Optional[np.ndarray] = None, n: int = 10, min_size: int = 128,
                    context: int = 32, *, uncertainty_map: Optional[np.ndarray] = None,
                    instances: Optional[np.ndarray] = None, tissue: Optional[np.ndarray] = None,
