@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .data import hed_jitter
-from .uncertainty import Box, _overlaps
+from .tiling import boxes_overlap as _overlaps
+from .uncertainty import Box
 
 #: (image key, score, box) of one region picked for correction.
 Pick = Tuple[str, float, Box]

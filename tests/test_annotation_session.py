@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from src_model.simulate import paste_correction, random_regions, stain_shift, top_regions
-from src_model.uncertainty import _overlaps
+from src_model.tiling import boxes_overlap as _overlaps
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "annotation_session.py"
