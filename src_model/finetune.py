@@ -11,6 +11,9 @@ and ``cdma train --init``. A recipe is a named :class:`Recipe`: the ``finetune``
   model's predictions, made on the fly instead of stored).
   With a recipe's ``replay_pack``, it also distils on reference crops shipped with the package
   (:mod:`src_model.replay_pack`): tissue outside the project.
+- :class:`RehearsalHook`: the supervised loss on patches of the replay pack's crops with their expert masks
+  (rehearsal with true labels), so the corrections of one project cannot move the gland boundary on tissue where
+  the previous model itself was unsure (there distillation's soft targets pull nowhere).
 - :class:`L2SPHook`: ``alpha / 2 * ||w - w0||^2``, an anchor to the previous weights.
 - :class:`EncoderLrHook`: scales each optimiser update of the encoder (a lower encoder learning rate).
 - :class:`EMAHook`: an exponential moving average of the weights, which becomes the result.
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 from .agreement import distill_part
 from .checkpoint import BUNDLED_NAME, load_model, save_checkpoint
 from .data import AugmentConfig, Labelled, augment, random_crop
+from .losses import supervised_loss
 from .progress import Progress
 from .recipes import FINETUNE_SEMI_SUPERVISED, RECIPES, Recipe, default_steps, get_recipe
 from .replay_pack import load_pack
@@ -94,6 +98,46 @@ class PatchSampler:
             x, _ = augment(self.rng, img, None, self.augment_cfg)
             out.append(x)
         return torch.from_numpy(np.stack(out))
+
+
+class LabelledPatchSampler:
+    """Augmented random patches of labelled images with their masks (0 / 1), as the training stream draws them."""
+
+    def __init__(self, pairs: Sequence[Labelled], patch: int, seed: int,
+                 augment_cfg: Optional[AugmentConfig] = None) -> None:
+        if not pairs:
+            raise ValueError("LabelledPatchSampler needs at least one image")
+        self.pairs = [(np.asarray(img), (np.asarray(m) > 0).astype(np.int64)) for img, m in pairs]
+        self.tissue = [tissue_mask(img) for img, _ in self.pairs]
+        self.patch, self.augment_cfg = patch, augment_cfg or AugmentConfig()
+        self.rng = np.random.default_rng([seed, 11])
+
+    def sample(self, n: int):
+        """(n, 3, P, P) float32 patches in [0, 1] and (n, P, P) int64 masks."""
+        xs, ys = [], []
+        for _ in range(n):
+            i = int(self.rng.integers(len(self.pairs)))
+            img, m = random_crop(self.rng, *self.pairs[i], self.patch, self.tissue[i])
+            x, m = augment(self.rng, img, m, self.augment_cfg)
+            xs.append(x)
+            ys.append(m)
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+class RehearsalHook(TrainHook):
+    """The supervised loss, times ``weight``, on ``n`` labelled patches of reference tissue every step (the replay
+    pack's crops with their expert masks, :func:`src_model.replay_pack.load_pack_masks`): rehearsal with true
+    labels, which holds the gland boundary where the previous model was unsure."""
+
+    def __init__(self, sampler: LabelledPatchSampler, n: int, weight: float = 1.0) -> None:
+        if n < 1:
+            raise ValueError(f"rehearsal needs n >= 1 patches a step, got {n}")
+        self.sampler, self.n, self.weight = sampler, n, weight
+
+    def extra_loss(self, trainer, x, logits, n_labelled):
+        xs, ys = self.sampler.sample(self.n)
+        xs, ys = xs.to(trainer.device), ys.to(trainer.device)
+        return {"rehearse": self.weight * supervised_loss([z.float() for z in trainer.model(xs)], ys)}
 
 
 class DistillHook(TrainHook):
@@ -296,6 +340,12 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
         pack = PatchSampler(load_pack(), config.patch, seed + 1, config.augment) if r.replay_pack else None
         hooks.append(DistillHook(teacher, r.distill, r.distill_temperature, replay,
                                  n_replay=max(1, config.batch_unlabelled), pack=pack, n_pack=r.replay_pack))
+    if r.rehearse > 0:
+        from .reference_check import pack_reference
+
+        crops, masks = pack_reference()
+        sampler = LabelledPatchSampler(list(zip(crops, masks, strict=True)), config.patch, seed + 2, config.augment)
+        hooks.append(RehearsalHook(sampler, r.rehearse))
     if r.l2sp > 0:
         hooks.append(L2SPHook(model, r.l2sp))
     if r.encoder_lr != 1.0:
@@ -334,5 +384,6 @@ def finetune(init: Union[PathLike, torch.nn.Module], labelled: Sequence[Labelled
 
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "default_steps", "finetune", "DistillHook", "L2SPHook",
-           "EncoderLrHook", "EMAHook", "PatchSampler", "freeze_batchnorm", "interpolate", "distill_loss",
+           "EncoderLrHook", "EMAHook", "PatchSampler",
+           "LabelledPatchSampler", "RehearsalHook", "freeze_batchnorm", "interpolate", "distill_loss",
            "softened_mean"]

@@ -48,6 +48,8 @@ class Recipe:
             midpoint between the previous and the fine-tuned weights, :func:`~src_model.finetune.interpolate`).
         replay_pack: reference crops of the package's replay pack (:mod:`src_model.replay_pack`, GlaS training
             tissue) distilled on each step besides the project's own tissue (0 = off; needs ``distill``).
+        rehearse: patches of the replay pack's crops trained each step with their expert masks and the supervised
+            loss (:class:`~src_model.finetune.RehearsalHook`; 0 = off).
         check_drop: the reference check (:mod:`src_model.reference_check`; negative = off): after training,
             keep the largest share of the change of the weights (1, 0.75, 0.5, 0.25, 0; at most ``keep``) whose
             pooled Dice on the replay pack's labelled crops is at most this much (0..1) below the previous
@@ -69,6 +71,7 @@ class Recipe:
     keep: float = 1.0
     replay_pack: int = 0
     check_drop: float = -1.0
+    rehearse: int = 0
     # 10 corrected 256-px regions -> 100 steps: the plain schedule took 153 s for 120 steps on this 2-core
     # CPU (benchmarks/results/retrain.md) and the default recipe's steps cost ~1.24x (distillation's
     # teacher forward; benchmarks/results/forgetting.md), so 100 steps plus scoring stay under 3 minutes
@@ -173,6 +176,11 @@ RECIPES: Dict[str, Recipe] = _recipes(
     dataclasses.replace(_DEFAULT, name="default_check05", description="default + reference check: keep the "
                         "largest share of the change whose Dice on the replay pack's labelled crops drops at most "
                         "0.5 point", check_drop=0.005),
+    # Session 12 (no GPU): the default rehearsing on 2 patches of the replay pack's labelled crops a step (true
+    # masks, supervised loss): where the previous model is unsure, distillation's soft targets pull nowhere, and
+    # the forgetting measured so far is lost recall on such glands (train_41). Rule in the README's "Rehearsal".
+    dataclasses.replace(_DEFAULT, name="default_rehearse2", description="default + the supervised loss on 2 "
+                        "patches of the replay pack's labelled crops a step", rehearse=2),
     _more_steps("more_steps", "default_crop with 40 steps per 256-px tile, clipped to [120, 130]"),
     _more_steps("more_steps_enc1", "more_steps with the encoder updated as the rest (x1)", encoder_lr=1.0),
     _more_steps("more_steps_enc03", "more_steps with encoder updates x0.3", encoder_lr=0.3),
