@@ -178,8 +178,9 @@ RECIPES: Dict[str, Recipe] = _recipes(
                         "0.5 point", check_drop=0.005),
     # Session 12 (no GPU): the default rehearsing on 2 patches of the replay pack's labelled crops a step (true
     # masks, supervised loss): where the previous model is unsure, distillation's soft targets pull nowhere, and
-    # the forgetting measured so far is lost recall on such glands (train_41). Failed its rule (README, "Rehearsal with the pack's
-    # true labels"): worst untouched change -3.80 against -4.20, ten_cpu gain +14.7 against +16.9.
+    # the forgetting measured so far is lost recall on such glands (train_41). Failed its rule (README,
+    # "Rehearsal with the pack's true labels"): worst untouched change -3.80 against -4.20, ten_cpu gain +14.7
+    # against +16.9.
     dataclasses.replace(_DEFAULT, name="default_rehearse2", description="default + the supervised loss on 2 "
                         "patches of the replay pack's labelled crops a step", rehearse=2),
     _more_steps("more_steps", "default_crop with 40 steps per 256-px tile, clipped to [120, 130]"),
