@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+import weakref
 from typing import Any, List
 
 log = logging.getLogger(__name__)
 
 #: The visuals of removed Shapes layers, never released (see the module's docstring).
 KEPT: List[Any] = []
-_FLAG = "_napari_cdma_keeps_shapes_visuals"
+#: The viewers already watched. A dock opened through npe2 gets napari's ``PublicOnlyProxy`` of the viewer, which
+#: refuses new attributes, so the record lives here, keyed by the viewer behind the proxy.
+_WATCHED: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def _canvas_visuals(viewer: Any) -> Any:
@@ -37,7 +40,8 @@ def _canvas_visuals(viewer: Any) -> Any:
 def keep_removed_shapes_visuals(viewer: Any) -> bool:
     """From now on, keep the visual of each Shapes layer removed from ``viewer`` (once per viewer). Returns whether
     the viewer is watched."""
-    if getattr(viewer, _FLAG, False):
+    viewer = getattr(viewer, "__wrapped__", viewer)  # the real viewer behind npe2's proxy
+    if viewer in _WATCHED:
         return True
     try:
         from napari.layers import Shapes
@@ -58,7 +62,7 @@ def keep_removed_shapes_visuals(viewer: Any) -> bool:
 
     try:
         viewer.layers.events.removing.connect(removing)
-        object.__setattr__(viewer, _FLAG, True)
+        _WATCHED.add(viewer)
     except Exception as exc:  # keep going: the crash is a driver bug, not this plugin's
         log.warning("could not watch removed Shapes layers: %s", exc)
         return False

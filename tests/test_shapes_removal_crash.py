@@ -54,3 +54,20 @@ def test_removing_a_shapes_layer_with_the_dock_open_does_not_crash_the_viewer(tm
     run = subprocess.run([sys.executable, "-c", SCRIPT, "dock", str(tmp_path / "project")], env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "drawn after removals" in run.stdout, (run.returncode, run.stderr[-3000:])
+
+
+def test_a_dock_opened_through_npe2_watches_its_viewer_once(recwarn):
+    """npe2 hands the dock napari's PublicOnlyProxy of the viewer, which refuses new attributes: the first
+    watch must still be recorded (no warning, True), and a second dock must not connect a second handler."""
+    from napari.components import ViewerModel
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_cdma._shapes_keepalive import keep_removed_shapes_visuals
+
+    viewer = ViewerModel()
+    before = len(viewer.layers.events.removing.callbacks)
+    assert keep_removed_shapes_visuals(PublicOnlyProxy(viewer)) is True
+    assert keep_removed_shapes_visuals(PublicOnlyProxy(viewer)) is True
+    assert keep_removed_shapes_visuals(viewer) is True
+    assert len(viewer.layers.events.removing.callbacks) == before + 1
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
