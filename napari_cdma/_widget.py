@@ -331,6 +331,9 @@ class CdmaWidget(QWidget):
         self._store: Optional[ProjectStore] = None
         #: image name -> what the store summary says about its prediction restored from the store
         self.restored_predictions: Dict[str, str] = {}
+        #: what a store switch did to the previous store's layers (and a Predict it cancelled), said in the Predict
+        #: status line after the line about the image chosen once the new store's layers are shown
+        self._switch_note = ""
         self.states: Dict[str, ImageState] = {}
         self.image_names: Dict[str, str] = {}  # store image hash -> image layer name
         self.last_image: Optional[str] = None
@@ -571,10 +574,13 @@ class CdmaWidget(QWidget):
         switched = previous is not None and Path(previous.root).resolve() != Path(store.root).resolve()
         cancelled = self._stop_predict(previous, store) if switched else None
         self.flush_prediction_saves(30.0)  # a prediction still being written (to this store or the previous one)
+        self._switch_note = ""
         if switched:  # before the switch: an edited corrections layer is told from the previous store's regions
             detached = self._leave_store(previous)
             if cancelled:  # the status line says both
                 self.predict_panel.say_cancelled(f"{cancelled} {detached}" if detached else cancelled)
+            # said after what the status line says of the image chosen, once the new store's layers are shown
+            self._switch_note = f"{cancelled} {detached}".strip() if cancelled else detached
         self._store = store
         self.store_edit.setText(str(path))
         self.restored_predictions.clear()
@@ -678,6 +684,7 @@ class CdmaWidget(QWidget):
                 self._dismissed.discard(tiles)  # removed by the dock: made again for the new store's prediction
             del self.states[name]
             self.restored_predictions.pop(name, None)
+            self.predict_panel.predicted.pop(name, None)  # its prediction is the previous store's, detached
         self._update_keep_button()
         if not renamed:
             return ""
@@ -784,12 +791,29 @@ class CdmaWidget(QWidget):
         else:
             self.summary.set_note(f"Could not show the stored images: {exc}")
         if restored or self.restored_predictions:
+            self._focus_restored(restored)
             # the dock fills (regions, versions) and napari's layer controls widen for the restored labels after
             # the image was shown: fit it again (an image open before the reopen was cropped: walk)
             self._fit_view()
+        note, self._switch_note = self._switch_note, ""
+        self.predict_panel.say_chosen(note)
         # counted over the images still open: closing one updates the summary (StoreSummary)
         self.summary.set_restored([n for n in restored if n not in without], without)
         self.summary.set_windows(self._slide_windows(store))
+
+    def _focus_restored(self, restored: List[str]) -> None:
+        """After a reopen or a store switch, the image chosen in Predict (else the first image restored) is the one on
+        screen, with its layers; the other images overlapping it are hidden with theirs until chosen
+        (:meth:`ReviewPanel.focus`). Walk: images open before the store was opened, and their restored predictions,
+        were all shown at once, stacked at the origin."""
+        layers = self.viewer.layers
+        chosen = getattr(self.predict_panel.image_layer, "name", None)
+        name = chosen if chosen in layers else next((n for n in restored if n in layers), None)
+        if name is None or self._removing:
+            return
+        review = self.review_panel
+        hidden = review.focus(name)
+        review.focus_note(name, hidden, append=True)
 
     @staticmethod
     def _slide_windows(store: ProjectStore) -> int:

@@ -320,6 +320,18 @@ class PredictPanel(QWidget):
             return f"{name}: predicted (from the project store)."
         return f"{name}: predicted (layer '{prediction}')."
 
+    def say_chosen(self, note: str = "") -> None:
+        """The status line about the image chosen (:meth:`chosen_line`), then ``note``: said when a project store has
+        been opened and its layers shown (walk: after a store switch the line named the renamed copies of the store
+        left, and after a reopen "not predicted yet" of an image whose prediction it had just restored). Not while a
+        prediction runs (the line says which image it predicts)."""
+        layer = self.image_layer
+        if layer is None or self.running:
+            return
+        message = f"{self.chosen_line(layer)} {note}".strip()
+        self._chosen_said = self.last_message = message
+        self.status.setText(message)
+
     def _on_chosen(self, layer: Any = None) -> None:
         """The status line follows the image chosen (:meth:`chosen_line`); not while a prediction runs (the line
         says which image it predicts)."""

@@ -145,6 +145,8 @@ NEEDS = {
     "not_withdrawn": "The selected region is not withdrawn.",
     "slide": "A whole slide is on screen: its review regions are in the Whole slide panel (hide or close it to "
              "review an image here).",
+    "slide_edit": "A whole slide is on screen: its own windows are drawn and accepted in the Whole slide panel "
+                  "(Edit window, Accept window); hide or close the slide to draw on or accept an image here.",
 }
 
 
@@ -612,8 +614,11 @@ class ReviewPanel(QWidget):
                 self._to_slide(slide, (self.image_name, list(self.tiles)))
             elif self.slide_name is not None and slide.name != self.slide_name:
                 self._to_slide(slide, None)
+            else:
+                self.update_buttons()  # Draw and the accept buttons are off while a slide is on screen
             return
         if self.slide_name is None:
+            self.update_buttons()  # a slide hidden or closed while no image's regions were listed: they may act again
             return
         aside, self.slide_name, self._aside = self._aside, None, None
         if aside is not None and self.image_name is None:
@@ -621,6 +626,7 @@ class ReviewPanel(QWidget):
             if name in self.viewer.layers and self._get_state(name) is not None:
                 self.set_tiles(name, ranked)
                 return
+        self.update_buttons()
         self._say("")
 
     def _to_slide(self, slide: Any, aside: Optional[Tuple[str, List[Tuple[float, BBox]]]]) -> None:
@@ -663,7 +669,12 @@ class ReviewPanel(QWidget):
         # Next / Previous: the image's regions, or (all accepted) the words that none is left
         nav = None if self.tiles or self._prediction_state() is not None else \
             NEEDS["slide"] if self.slide_name is not None else predict
-        if state is None or labels is None:
+        # a whole slide on screen: the image whose prediction the Corrections chooser names lies hidden under it, and
+        # Draw, Accept drawn / region / whole image would act on it unseen (walk: Draw and Accept whole image stayed on)
+        on_slide = self.slide_name is not None or slide_on_screen(self.viewer) is not None
+        if on_slide:
+            accept = drawn = image = draw = NEEDS["slide_edit"]
+        elif state is None or labels is None:
             accept = drawn = image = draw = predict
         else:
             draw = image = None
@@ -907,7 +918,10 @@ class ReviewPanel(QWidget):
         return record
 
     def accept_whole_image(self) -> Optional[RegionRecord]:
-        """Accept the whole image of the corrections layer as reviewed."""
+        """Accept the whole image of the corrections layer as reviewed (not while a whole slide is on screen)."""
+        if self.slide_name is not None or slide_on_screen(self.viewer) is not None:
+            self._say(NEEDS["slide_edit"], error=True)
+            return None
         _, _, state = self._target()
         if state is None:
             self._say("Predict an image first.", error=True)
@@ -916,7 +930,11 @@ class ReviewPanel(QWidget):
         return self.accept((0, 0, h, w), what="whole image")
 
     def start_drawing(self) -> Any:
-        """Add (or select) a Shapes layer for the reviewed image, in rectangle-drawing mode."""
+        """Add (or select) a Shapes layer for the reviewed image, in rectangle-drawing mode; None while a whole slide
+        is on screen (the slide's windows are drawn in the Whole slide panel)."""
+        if self.slide_name is not None or slide_on_screen(self.viewer) is not None:
+            self._say(NEEDS["slide_edit"], error=True)
+            return None
         image_name, _, _ = self._target()
         name = names_for(image_name or "image")["drawn"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
