@@ -16,8 +16,10 @@ import csv
 import json
 import logging
 import math
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -33,6 +35,57 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------- outputs
+# Outputs are checked before any work: an existing file is never replaced without --force (as train and
+# import-official), and a folder that cannot take a new file is said at once, not after minutes of work.
+def writable_folder(folder: Path, what: str) -> None:
+    """``folder`` (made if missing) can take a new file; else :class:`UserError` naming it and ``what``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".cdma-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from exc
+
+
+def new_output_file(path: str, force: bool, option: str) -> Path:
+    """An output file given as ``option``: not a folder, not an existing file unless ``force``, in a writable
+    folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{option} {out}: is a folder; give a file name")
+    if out.exists() and not force:
+        raise UserError(f"{option} {out}: exists; pass --force to overwrite it")
+    writable_folder(out.parent, f"{option} {out}")
+    return out
+
+
+def _os_error_line(exc: BaseException) -> str:
+    """One line for an OS error; a temporary file of an atomic write is named by its folder."""
+    name = getattr(exc, "filename", None)
+    if not isinstance(exc, OSError) or not name:
+        return str(exc) or type(exc).__name__
+    p = Path(str(name))
+    where = p.parent if p.name.startswith(".") or p.name.endswith((".tmp", ".partial")) else p
+    return f"{where}: {exc.strerror or exc}"
+
+
+def _log_levels(verbose: bool) -> None:
+    """Our progress lines at INFO on stderr; other libraries' (ome-zarr, Dask) only from WARNING, and none of
+    tifffile's (it logs, as errors, each way it tried to read a damaged file that is then refused in one line
+    naming it), unless -v."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
+    if not verbose:
+        for name in OUR_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+
+
+OUR_LOGGERS = ("cdma", "src_model", "napari_cdma")
 
 
 def _int_in(lo: int, hi: int):
@@ -148,7 +201,8 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     if not main_rank:
-        logging.getLogger().setLevel(logging.WARNING)
+        for name in ("", *OUR_LOGGERS):
+            logging.getLogger(name).setLevel(logging.WARNING)
     data = Path(args.data)
     rows = _split_rows(data)
     train_ids = ids_of(rows, split="train")
@@ -197,9 +251,10 @@ def cmd_train(args) -> int:
     if main_rank:
         write_split_record(out / "split.json", {"data": str(data), "labelled": labelled,
                                                 "unlabelled": unlabelled, "seed": args.seed})
-    log.info("training %s: %d labelled, %d unlabelled images, %s steps -> %s",
+    world = from_env().world_size
+    log.info("training %s: %d labelled, %d unlabelled images, %s steps -> %s%s",
              f"fine-tune (recipe {args.recipe})" if fine_tune else args.preset, len(labelled), len(unlabelled),
-             steps or "the recipe's", out)
+             steps or "the recipe's", out, f" ({world} processes, DDP)" if world > 1 else "")
     resume = out / "last.pt" if args.resume else None
     prov = {"data": str(data), "labelled_ids": labelled, "init": args.init}
     if fine_tune:
@@ -244,8 +299,22 @@ def cmd_predict(args) -> int:
     stems = _output_stems(args.images, out)
     # every input is checked from its header before any work (ImageReadError names the file)
     headers = [image_header(path, page=args.page, series=args.series) for path in args.images]
-    model = load_model(args.model)
     from .stream import check_memory, estimate_predict_bytes, output_names, predict_to_files, width_factor
+
+    if out.is_dir() and not args.force:
+        existing = [out / name for stem in stems
+                    for name in (*output_names(stem, args.branches).values(), f"{stem}_summary.json")
+                    if (out / name).exists()]
+        if existing:
+            more = f" and {len(existing) - 1} more output file(s)" if len(existing) > 1 else ""
+            raise UserError(f"--out {out}: {existing[0].name}{more} already there; pass --force to overwrite, or "
+                            f"choose another --out")
+    for path, head in zip(args.images, headers, strict=True):
+        shape = tuple(head["shape"])
+        if len(shape) == 2 or (len(shape) == 3 and min(shape[0], shape[-1]) <= 2):
+            log.warning("%s: a greyscale image; the model was trained on H&E colour images, so its glands "
+                        "will be poor (it is predicted as grey RGB)", path)
+    model = load_model(args.model)
 
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     n_branches = 3 if args.branch == "mean" else 1
@@ -255,7 +324,7 @@ def cmd_predict(args) -> int:
                                        model_bytes=model_bytes, width_factor=width_factor(model.config),
                                        review_size=args.review_size)
         check_memory(str(path), parts)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, f"--out {out}")  # made here, after every check, and said now if it cannot take files
     model_name = str(getattr(model, "checkpoint_path", args.model))
     for path, stem in zip(args.images, stems, strict=True):
         image = read_image(path, page=args.page, series=args.series)
@@ -317,6 +386,7 @@ def cmd_evaluate(args) -> int:
         raise UserError("--ids: no image ids given")
     _check_evaluation_files(data, args.split, ids)
     model = load_model(args.model)
+    out = new_output_file(args.out, args.force, "--out") if args.out else None  # before the work, not after
     post = None
     if args.postprocess == "default":
         if args.min_object_size > 0 or args.split_glands > 0 or args.fill_lumens or args.max_hole is not None:
@@ -337,9 +407,10 @@ def cmd_evaluate(args) -> int:
     for subset, agg in report["summary"].items():
         n = sum(1 for r in report["per_image"] if subset == ALL or r["subset"] == subset)
         print(f"{subset:<7} {n:>3}   " + "  ".join(f"{agg[k]:>16.4f}" for k in keys))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
+    if out is not None:
+        from .fileio import atomic_write_json
+
+        atomic_write_json(out, report)
     return 0
 
 
@@ -475,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="page of a multi-page TIFF to predict (0-based; such files are refused without it)")
     pr.add_argument("--series", type=_int_in(0, MAX_INDEX), default=None,
                     help="series of a multi-series TIFF to predict (0-based; such files are refused without it)")
+    pr.add_argument("--force", action="store_true", help="overwrite the output files of these images in --out")
     pr.add_argument("--progress", choices=("text", "json"), default="text")
     pr.set_defaults(func=cmd_predict)
 
@@ -498,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'default': the plugin's post-processing (src_model.postprocess.DEFAULT_INSTANCES) instead "
                         "of the flags above; 'none' (default): the flags above, raw masks without them")
     e.add_argument("--out", help="write the full report (per image + summary) as JSON")
+    e.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     e.add_argument("--progress", choices=("text", "json"), default="text")
     e.set_defaults(func=cmd_evaluate)
 
@@ -527,7 +600,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.preset_given = "--preset" in argv
     args.recipe_given = "--recipe" in argv
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    _log_levels(args.verbose)
     try:
         return args.func(args)
     except (UserError, CheckpointError, ImageReadError, FileExistsError, ValueError) as exc:
@@ -535,12 +608,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"cdma {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (OSError, MemoryError) as exc:  # a full disk, a folder that cannot be written, ...: one line too
-        print(f"cdma {args.command}: error: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"cdma {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"cdma {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m src_model.cli: run the imported module's main, so that the sub-command
+    # modules' ``from .cli import UserError`` is the class this main catches (not a second copy in __main__)
+    from src_model.cli import main as _main
+
+    raise SystemExit(_main())

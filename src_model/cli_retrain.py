@@ -108,6 +108,16 @@ def cmd_retrain(args, progress_printer, user_error) -> int:
     if importlib.util.find_spec("napari_cdma") is None:
         raise user_error("cdma retrain needs the napari-cdma plugin package (its project store and retraining "
                          "worker); install napari-cdma")
+    # the store is checked before anything is written into it (a run folder in any other folder was left behind)
+    if not (store / "zarr.json").is_file():
+        raise user_error(f"{store}: not a napari-cdma project store (no zarr.json); give the folder the dock's "
+                         f"Project store panel made")
+    from napari_cdma.project.store_io import StoreError, read_index
+
+    try:
+        read_index(store)
+    except StoreError as exc:
+        raise user_error(str(exc)) from exc
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     out_dir = Path(args.out) if args.out else store.resolve() / "runs" / f"{stamp}-cli-{os.getpid()}"
     if (out_dir / "final.pt").exists():

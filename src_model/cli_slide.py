@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 MAX_LEVEL = 64
@@ -60,7 +61,7 @@ def cmd_predict_slide(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .cli import UserError, _progress_printer
+    from .cli import UserError, _progress_printer, new_output_file, writable_folder
     from .export import GlandExtractor, write_geojson, write_instances, write_labels_ome_zarr, write_labels_tiff
     from .progress import drain
     from .slide_store import open_store
@@ -73,10 +74,15 @@ def cmd_export(args) -> int:
     store = open_store(args.store, mode="r+" if args.in_store else "r")  # StoreError names the path
     if args.ome_zarr and Path(args.ome_zarr).exists():
         raise UserError(f"--ome-zarr {args.ome_zarr}: exists; choose another path or remove it")
+    if args.ome_zarr:
+        writable_folder(Path(args.ome_zarr).parent, f"--ome-zarr {args.ome_zarr}")
+    for option, path in (("--geojson", args.geojson), ("--tiff", args.tiff)):
+        if path:  # before the work: never an existing file replaced without --force
+            new_output_file(path, args.force, option)
     done = store.done()
     if not done.all():
         print(f"cdma export: warning: {int((~done).sum())} of {done.size} chunks are not predicted yet; "
-              f"they export as background", flush=True)
+              f"they export as background", file=sys.stderr, flush=True)
     split = {} if args.split_glands is None else {"split_h": args.split_glands}
     extractor = GlandExtractor(store, min_area=args.min_area, **split)
     report = {"event": "done", "store": str(store.path)}
@@ -162,6 +168,7 @@ def add_parsers(sub, *, int_in, float_in, branch, device, tile_range, max_overla
     ex.add_argument("--geojson", help="GeoJSON file to write (a FeatureCollection)")
     ex.add_argument("--ome-zarr", help="OME-Zarr directory for the instance labels (must not exist)")
     ex.add_argument("--tiff", help="pyramidal TIFF file for the instance labels")
+    ex.add_argument("--force", action="store_true", help="overwrite the --geojson and --tiff files if they exist")
     ex.add_argument("--in-store", action="store_true",
                     help="number the glands inside the store instead (STORE/labels/instances, uint32, with a "
                          "pyramid and a per-gland table: what the napari dock shows as '<slide> glands (numbered)'); "
