@@ -840,6 +840,19 @@ class ReviewPanel(QWidget):
                     + " hidden (they overlap it). Choose one in Predict to see it again.")
             self._say(f"{self.last_message} {note}".strip() if append else note)
 
+    def clear_tile_selection(self) -> None:
+        """Select no review region (its yellow box drawn cyan again, Accept region off) when the view leaves it for
+        an accepted region (pathologist walk: Accept region stored the review region left off screen); Next then
+        goes back to the region that was selected."""
+        row = self.tile_list.currentRow()
+        if row < 0:
+            return
+        self._next_row = row
+        self.tile_list.setCurrentRow(-1)
+        self.tile_list.clearSelection()
+        self._highlight(-1)
+        self.update_buttons()
+
     def current_bbox(self) -> Optional[BBox]:
         """The selected tile's (y0, x0, y1, x1), or None."""
         row = self.tile_list.currentRow()
@@ -1088,6 +1101,8 @@ class ReviewPanel(QWidget):
             self._say(f"The image of {state}region {record.region_id} ({self._image_label(record)}) is not open: "
                       "open it, or reopen the project store, to see the region.")
             return None
+        if move:
+            self.clear_tile_selection()  # the view leaves the review region: Accept region must not store it unseen
         hidden = self.focus(layer.name) if move else []  # its image, not another one over it
         layer.visible = True
         if move:  # first, so that the frame's label is placed for the new zoom (label_offset)

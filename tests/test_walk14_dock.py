@@ -1,0 +1,82 @@
+"""Findings of a pathologist walk of the dock under Xvfb (walk 14): a row click in "Accepted regions" left the review
+region selected off screen and Accept region stored it; the "Uncertainty and glands" panel described a GlaS image
+hidden under a whole slide; the two region lists gave coordinates in opposite orders; a reopened store whose regions
+were all accepted said the image had no uncertain region.
+
+A real napari viewer (pytest-xvfb), the real dock, GlaS images, real project stores on disk (predictions saved in them,
+no model).
+"""
+from __future__ import annotations
+
+import numpy as np
+from _dock import open_dock
+from qtpy.QtWidgets import QApplication
+
+from napari_cdma._layers import names_for
+from napari_cdma.project.store import ProjectStore
+
+FIRST = "testA_1"
+
+
+def _turn(qtbot, n=5):
+    for _ in range(n):
+        QApplication.processEvents()
+        qtbot.wait(10)
+
+
+def _image(glas_dir, name=FIRST):
+    from src_model.io import read_image
+
+    return read_image(glas_dir / "images" / f"{name}.png")
+
+
+def _click_region(review, row):
+    item = review.region_list.item(row)
+    review.region_list.setCurrentItem(item)
+    review.region_list.itemClicked.emit(item)
+
+
+def _yellow_boxes(viewer, name):
+    layer = viewer.layers[names_for(name)["tiles"]]
+    return [i for i, c in enumerate(np.asarray(layer.edge_color)) if np.allclose(c[:3], (1, 1, 0))]
+
+
+# ------------------------------------------- 1. showing an accepted region drops the review region's selection
+def test_showing_an_accepted_region_clears_the_review_region_selection(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    from test_dock_review_focus import RANKED, _store
+
+    _store(tmp_path / "project", {FIRST: _image(glas_dir)}, glas_dir)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(_image(glas_dir), name=FIRST, rgb=True)
+    dock = open_dock(viewer, tmp_path / "project")
+    review = dock.review_panel
+    _turn(qtbot)
+    assert review.image_name == FIRST and len(review.tiles) == len(RANKED), review.last_message
+    review.next_button.click()
+    _turn(qtbot)
+    first = review.accept()  # the first review region accepted: an accepted region to click
+    assert first is not None, review.last_message
+    review.next_button.click()  # review region 1 (of the two left) selected, drawn yellow
+    _turn(qtbot)
+    selected = review.tile_list.currentRow()
+    assert selected >= 0 and review.accept_button.isEnabled()
+    assert _yellow_boxes(viewer, FIRST) == [selected]
+
+    _click_region(review, 0)  # the accepted region's row: the view goes there
+    _turn(qtbot)
+    assert review.last_message.startswith(f"Showing region {first.region_id}"), review.last_message
+    # before: the review region stayed selected (yellow, off screen) and Accept region stored it
+    assert review.tile_list.currentRow() == -1 and review.current_bbox() is None
+    assert _yellow_boxes(viewer, FIRST) == []
+    assert not review.accept_button.isEnabled()
+    assert "Select a review region" in review.accept_button.toolTip(), review.accept_button.toolTip()
+    assert review.accept() is None
+    assert [r.region_id for r in ProjectStore.open(tmp_path / "project").regions()] == [first.region_id]
+    # Withdraw still acts on the accepted region clicked
+    assert review.withdraw_button.isEnabled()
+
+    # Next goes back to the review region that was selected
+    review.next_button.click()
+    _turn(qtbot)
+    assert review.tile_list.currentRow() == selected and review.accept_button.isEnabled()
+    assert _yellow_boxes(viewer, FIRST) == [selected]
