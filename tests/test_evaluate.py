@@ -151,7 +151,7 @@ def test_cli_evaluate_postprocess_flags(glas_dir, tmp_path, capsys):
     assert post["max_hole"] is None  # holes under --min-object-size, the old rule
     d = DEFAULT_INSTANCES  # the default spelled out with the flags scores the same
     assert main(["evaluate", "--data", str(glas_dir), "--ids", "train_2", "--min-object-size", str(d.min_size),
-                 "--max-hole", str(d.max_hole), "--split-glands", str(d.split_h), "--out", str(flags)]) == 0
+                 "--max-hole", str(d.max_hole), "--split-glands", str(d.split_h), "--out", str(flags), "--force"]) == 0
     spelled = json.loads(flags.read_text())
     assert spelled["postprocess"] == dataclasses.asdict(d) and spelled["per_image"] == report["per_image"]
     assert main(["evaluate", "--data", str(glas_dir), "--ids", "train_2", "--postprocess", "default",
