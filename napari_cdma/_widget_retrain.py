@@ -2,7 +2,9 @@
 live loss / ETA / cancel, and the promote-if-better result (on enough held-out regions, and only if
 the new model still agrees with the current one on uncorrected tissue) with "keep anyway"; a small
 table shows each image's held-out Dice before -> after and the agreement, one image under the other
-(its name, then a row per score), so that it reads whole in the dock's narrow default width.
+(its name, then a row per score), so that it reads whole in the dock's narrow default width; a line under it
+names the images trained on that it has no row for (nothing of them held out or compared: e.g. an image accepted
+whole). The progress bar shows only while a retraining runs (its row kept when hidden, so nothing below moves).
 
 Retrain stays enabled with no store open or nothing accepted: a click says what is needed, where the
 pathologist looks (the dock scrolls to this panel); its tooltip says it too, worked out when shown."""
@@ -85,6 +87,16 @@ def no_holdout_note(fraction: float) -> str:
             "until then.")
 
 
+def unscored_note(names: Sequence[str], table_shown: bool) -> str:
+    """The line under the per-image table naming the images trained on that it has no row for (none of their
+    regions held out, none of their uncorrected tissue compared: e.g. an image accepted whole), so that an image
+    missing from it does not read as one left out of the training (walk)."""
+    one = len(names) == 1
+    return (f"{'Not in the table' if table_shown else 'No per-image score for'}"
+            f"{':' if table_shown else ''} {', '.join(short_name(n) for n in names)} (trained on; no region of "
+            f"{'it' if one else 'them'} held out, no uncorrected tissue of {'it' if one else 'them'} compared).")
+
+
 def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, Tuple[str, str], Tuple[str, str], Tuple[str, str]]]:
     """What the per-image table shows of each image: its name (no file extension), then ``(label, value)`` of how
     many of its regions are held out, of its held-out Dice, current -> new model, and of its agreement with the
@@ -147,6 +159,8 @@ class RetrainPanel(QWidget):
         self.train_kwargs: Dict[str, Any] = {}  # extra RetrainJob.start arguments (tests, scripts)
         self._pending_progress: Optional[Progress] = None
         self._last_ui = 0.0
+        #: the images the running job trains on (their names as the worker gives them), read when it starts
+        self._trained_on: Optional[List[str]] = None
 
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 100_000)
@@ -163,9 +177,16 @@ class RetrainPanel(QWidget):
         TipWhenShown(self.retrain_button, self.retrain_tip)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        # shown only while a retraining runs (started to registered): idle, a bar at "0%" said nothing (walk; the
+        # Predict panel hides its bar too); its row is kept, so that the ETA beside it and the loss curve, result and
+        # table below it do not move when a run starts and ends
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        policy = self.progress.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.progress.setSizePolicy(policy)
+        self.progress.setVisible(False)
         self.eta_label = QLabel(_fmt_eta(None))
         # fixed width: a changing ETA text must not re-layout the dock (a re-layout repaints the canvas)
         self.eta_label.setFixedWidth(self.eta_label.fontMetrics().horizontalAdvance("ETA 00:00:00") + 8)
@@ -197,6 +218,10 @@ class RetrainPanel(QWidget):
         self.image_table.viewport().installEventFilter(self)
         self.image_caption.setVisible(False)
         self.image_table.setVisible(False)
+        # under the table: the images trained on that have no row (nothing of them held out or compared), by name
+        self.image_note = QLabel("")
+        self.image_note.setWordWrap(True)
+        self.image_note.setVisible(False)
 
         # short rows, not one: one row was wider than the dock beside a default-sized canvas
         steps = QHBoxLayout()
@@ -218,6 +243,7 @@ class RetrainPanel(QWidget):
         layout.addWidget(self.result_label)
         layout.addWidget(self.image_caption)
         layout.addWidget(self.image_table)
+        layout.addWidget(self.image_note)
         layout.addWidget(self.keep_button)
 
         self.timer = QTimer(self)
@@ -257,6 +283,7 @@ class RetrainPanel(QWidget):
                 self._before_start(store)
             from .project.retrain_job import RetrainJob
 
+            trained_on = self._image_names(store, store.training_regions())
             chosen = int(steps or self.steps_spin.value())
             options = {"semi_supervised": self.semi_check.isChecked(), **self.train_kwargs}
             self.job = RetrainJob.start(store.root, chosen or None, **options)
@@ -265,16 +292,19 @@ class RetrainPanel(QWidget):
             self._say(f"Could not start retraining: {exc}", error=True)
             return False
         self.state = "running"
+        self._trained_on = trained_on
         self._pending_progress = None
         self._last_ui = 0.0
         self.last_done = None
         self.last_record = None
         self.loss_plot.clear()
         self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
         self.eta_label.setText(_fmt_eta(None))
         self.keep_button.setVisible(False)
         self.image_table.setVisible(False)
         self.image_caption.setVisible(False)
+        self.image_note.setVisible(False)
         self.retrain_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._say(f"Retraining from {store.current_model_version} in the background...")
@@ -361,12 +391,14 @@ class RetrainPanel(QWidget):
             self.state = "cancelled"
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
+            self.progress.setVisible(False)  # idle: the result line says how it ended
             self._say("Retraining cancelled; the current model is unchanged.")
         elif isinstance(ev, Failed):
             self._end_job()
             self.state = "error"
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
+            self.progress.setVisible(False)
             self._say(f"Retraining failed: {ev.message}", error=True)
 
     def _on_done(self, ev: Done) -> None:
@@ -397,6 +429,8 @@ class RetrainPanel(QWidget):
         from .project.retrain_job import held_out_text
 
         self.retrain_button.setEnabled(True)
+        self.progress.setVisible(False)  # registered (or not): the result line says how it ended
+        trained_on, self._trained_on = self._trained_on, None
         if record is None:
             self.state = "error"
             self._say(f"Could not register the new model: {error}", error=True)
@@ -419,16 +453,26 @@ class RetrainPanel(QWidget):
         verdict = f"{'promoted' if record.promoted else 'not promoted'}: {reason}"
         # no Dice printed over too little gland: the words say why (the worker's Done.message)
         self._say(f"{record.version}: {held_out}{agreement}; {verdict}.")
-        self._show_images(ev.per_image)
+        self._show_images(ev.per_image, trained_on)
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)
         if store.current_model_version != before:
             self.model_changed.emit(store.current_model_version)
 
-    def _show_images(self, rows: Sequence[ImageScore]) -> None:
+    @staticmethod
+    def _image_names(store: ProjectStore, regions: Sequence[Any]) -> List[str]:
+        """The names of the images of ``regions`` (in order of first acceptance), as the worker names them in its
+        per-image rows."""
+        from .project.retrain_worker import _image_name
+
+        records = store.regions()
+        return list(dict.fromkeys(_image_name(records, r.image_hash) for r in regions))
+
+    def _show_images(self, rows: Sequence[ImageScore], trained_on: Optional[Sequence[str]] = None) -> None:
         """Fill the per-image table: each image's name (bold, across both columns, no file extension: the row is the
         name's alone), then its held-out regions and scores under it. When no image has a held-out region, the
-        caption says why every Dice reads n/a."""
+        caption says why every Dice reads n/a; the line under it names the images trained on (``trained_on``, the
+        job's; default: the store's now) that have no row."""
         table = self.image_table
         table.clearSpans()
         table.clearContents()
@@ -471,6 +515,17 @@ class RetrainPanel(QWidget):
             caption += "\n" + no_holdout_note(fraction)
         self.image_caption.setText(caption)
         self.image_caption.setVisible(bool(images))
+        if trained_on is None:
+            try:
+                store = self._get_store()
+                trained_on = self._image_names(store, store.training_regions())
+            except Exception:  # the store closed meanwhile: no line
+                trained_on = []
+        listed = {r.image for r in rows}
+        missing = [name for name in trained_on if name not in listed]
+        self.image_note.setText(unscored_note(missing, bool(images)) if missing else "")
+        self.image_note.setToolTip(", ".join(missing))
+        self.image_note.setVisible(bool(missing))
 
     def _fit_names(self) -> None:
         """Each image's name row in one line of the table's width: whole if it fits (it has the row to itself),
