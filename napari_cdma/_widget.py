@@ -77,7 +77,14 @@ from ._shapes_keepalive import keep_removed_shapes_visuals
 from ._widget_display import LIVE_GLANDS_PIXELS, DisplayPanel
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult
 from ._widget_retrain import RetrainPanel
-from ._widget_review import SLIDE_META_KEYS, ReviewPanel, focus_owner, scene_camera, show_review_outlines
+from ._widget_review import (
+    SLIDE_META_KEYS,
+    ReviewPanel,
+    focus_owner,
+    scene_camera,
+    show_review_outlines,
+    slide_on_screen,
+)
 from ._widget_slide import SlidePanel
 from ._widget_store import (
     Restore,
@@ -116,6 +123,18 @@ KEEP_TIP = ("Keep in the project store the edits of each prediction layer that a
 #: The dock's width when it opens (px): beside napari's layer list in its default window (about 1089 px
 #: wide) the canvas keeps about 500 px.
 DOCK_WIDTH = 280
+
+
+def _is_slide_layer(layer: Any) -> bool:
+    """Whether ``layer`` is a whole slide's (the reader's or the Whole slide panel's: its metadata names the slide)."""
+    meta = getattr(unwrap_layer(layer), "metadata", None) or {}
+    return any(meta.get(k) for k in SLIDE_META_KEYS)
+
+
+def slide_display_note(slide_name: str) -> str:
+    """What the Uncertainty and glands panel says while the whole slide ``slide_name`` hides the image chosen."""
+    return (f"The whole slide '{slide_name}' is on screen: its uncertainty and glands are in the Whole slide panel "
+            "(hide or close it to see the image's here).")
 
 
 def default_project_path() -> Path:
@@ -350,6 +369,9 @@ class CdmaWidget(QWidget):
         #: review-overlay layers (names) the user removed while their image stayed open: following the image again
         #: does not bring them back (a new Predict of the image does)
         self._dismissed: set = set()
+        #: the Uncertainty and glands panel gave way for a whole slide on screen (:meth:`_display_follows_screen`):
+        #: the image chosen in Predict is described again once no slide is
+        self._display_gave_way = False
         #: prediction layer (its unique id: the dock's viewer hands out a new proxy of a layer at each look-up) ->
         #: what the dock has seen of its edits (:meth:`_track`: they are counted as they are made)
         self._histories: Dict[Any, EditHistory] = {}
@@ -1609,6 +1631,9 @@ class CdmaWidget(QWidget):
         layer = getattr(event, "value", None)
         if len(self.viewer.layers) == 1 and not is_derived(layer):
             QTimer.singleShot(0, self._fit_view)
+        if layer is not None:  # a slide shown or hidden: the Uncertainty and glands panel follows the screen
+            layer.events.visible.connect(self._screen_changed)
+        self._screen_changed()
         if (getattr(layer, "metadata", None) or {}).get(ROLE_KEY) == "corrections":
             # painted or redrawn since added: a store switch then checks it for edits (:meth:`_leave_store`)
             key = layer.unique_id
@@ -1639,6 +1664,7 @@ class CdmaWidget(QWidget):
 
     def _layer_removed(self, layer: Any) -> None:
         self._forget_closed_images()
+        self._screen_changed()
         if layer is not None:  # the edits it can undo go with it
             self._histories.pop(getattr(layer, "unique_id", None), None)
             self._touched_corrections.discard(getattr(layer, "unique_id", None))
@@ -1866,12 +1892,47 @@ class CdmaWidget(QWidget):
         if name is not None and not self._removing:
             self._show_chosen(name)
 
+    def _screen_changed(self, _event: Any = None) -> None:
+        QTimer.singleShot(0, self._display_follows_screen)
+
+    def _display_follows_screen(self) -> None:
+        """While a whole slide is on screen (:func:`slide_on_screen`) the Uncertainty and glands panel describes no
+        image hidden under it (walk: its legend, gland table and readout stayed those of the GlaS image, and a gland
+        row drew that image's box over the slide): the image's are set aside; the slide's own (the Whole slide
+        panel's numbered glands) stay. The slide hidden or closed, the image chosen in Predict is described again."""
+        try:
+            slide = slide_on_screen(self.viewer)
+        except RuntimeError:  # the viewer is being closed
+            return
+        panel = self.display_panel
+        if slide is not None:
+            self._display_gave_way = True
+            if not _is_slide_layer(panel.labels_layer):
+                if panel.image_name is not None:  # (nothing described: its one line stays, the dock's rows stay put)
+                    panel.set_aside(slide_display_note(slide.name))
+                self._show_slide_glands(slide.name)  # the slide's own, when the Whole slide panel numbered them
+            return
+        if not self._display_gave_way:
+            return
+        self._display_gave_way = False
+        if panel.image_name is None:
+            panel.set_aside()  # the note about the slide goes
+        chosen = self.predict_panel.image_layer
+        if chosen is not None and chosen in self.viewer.layers and not self._removing:
+            self._show_chosen(chosen.name)
+
     def _show_chosen(self, name: str) -> None:
         """The legend, gland table and layer selection follow the image chosen in Predict, when it has a prediction
         (walk: after choosing testA_1 and pressing Next, the table still listed testA_2's glands and testA_2's hidden
         prediction stayed the selected layer, so the brush painted there). The selection moves to the image's
         prediction layer only from a layer of another image or a hidden one: the user's own layers stay selected."""
         names, layers = names_for(name), self.viewer.layers
+        slide = slide_on_screen(self.viewer)
+        if slide is not None:  # the image lies hidden under a whole slide: described once the slide is not
+            self._display_gave_way = True
+            if self.display_panel.image_name is not None and not _is_slide_layer(self.display_panel.labels_layer):
+                self.display_panel.set_aside(slide_display_note(slide.name))
+            return
         if name not in self.states or names["prediction"] not in layers or names["uncertainty"] not in layers:
             if (name in layers and not is_derived(layers[name]) and not self.predict_panel.running
                     and self.display_panel.image_name != name):

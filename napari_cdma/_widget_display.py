@@ -507,10 +507,12 @@ class DisplayPanel(QWidget):
         self._drop_glands()
         self._show_content()
 
-    def set_aside(self) -> None:
+    def set_aside(self, note: Optional[str] = None) -> None:
         """Describe no prediction for now: the image chosen has none (walk: with testA_2 chosen and not predicted,
-        the table and legend still showed testA_1's glands). The rows shown are remembered (:meth:`table_of`), so
-        choosing that image again shows them; the legend and table give way to the panel's one-line note."""
+        the table and legend still showed testA_1's glands), or lies hidden under a whole slide (``note`` says so
+        instead of :data:`NO_PREDICTION_TEXT`). The rows shown are remembered (:meth:`table_of`), so choosing that
+        image again shows them; the legend and table give way to the panel's one-line note."""
+        self.empty_label.setText(note or NO_PREDICTION_TEXT)
         if self.image_name is None:
             return
         self._remember()
@@ -534,6 +536,7 @@ class DisplayPanel(QWidget):
         """Show the legend of ``uncertainty_layer`` and the gland table of one prediction."""
         self.clear_selected_gland()  # the previous image's outline (its name follows the image)
         self.image_name = image_name
+        self.empty_label.setText(NO_PREDICTION_TEXT)
         self.uncertainty_layer = uncertainty_layer
         self.labels_layer = labels_layer
         self._watch(labels_layer)

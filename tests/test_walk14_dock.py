@@ -9,7 +9,7 @@ no model).
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock
+from _dock import PLUGIN, open_dock, wait_settled
 from qtpy.QtWidgets import QApplication
 
 from napari_cdma._layers import names_for
@@ -80,3 +80,61 @@ def test_showing_an_accepted_region_clears_the_review_region_selection(make_napa
     _turn(qtbot)
     assert review.tile_list.currentRow() == selected and review.accept_button.isEnabled()
     assert _yellow_boxes(viewer, FIRST) == [selected]
+
+
+# ------------------------------------ 2. the Uncertainty and glands panel gives way for a whole slide on screen
+def _describes(dock, name):
+    """Whether the Uncertainty and glands panel describes the image ``name``: its legend and gland rows shown."""
+    panel = dock.display_panel
+    return (panel.image_name == name and panel.content.isVisibleTo(dock) and panel.table.model().rowCount() > 0
+            and panel.uncertainty_layer is not None)
+
+
+def test_the_glands_panel_gives_way_for_a_slide_on_screen(make_napari_viewer, qtbot, tmp_path, glas_dir, slide_path):
+    from test_dock_review_focus import _store
+
+    from napari_cdma._widget_display import readout_text, selected_gland_name
+
+    image = _image(glas_dir)
+    _store(tmp_path / "project", {FIRST: image}, glas_dir)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name=FIRST, rgb=True)
+    dock = open_dock(viewer, tmp_path / "project")
+    panel = dock.display_panel
+    _turn(qtbot)
+    assert _describes(dock, FIRST)
+    gland = panel.glands[0]["id"]
+
+    (slide,) = viewer.open(str(slide_path), plugin=PLUGIN)  # over the image: the slide is what the canvas shows
+    _turn(qtbot)
+    wait_settled(dock)
+    _turn(qtbot)
+    # before: the legend, the gland rows and the readout stayed those of the hidden image
+    assert panel.image_name is None and panel.uncertainty_layer is None and panel.table.model().rowCount() == 0
+    assert not panel.content.isVisibleTo(dock) and panel.empty_label.isVisibleTo(dock)
+    assert slide.name in panel.empty_label.text(), panel.empty_label.text()
+    viewer.cursor.position = (200, 300)  # inside the image under the slide: its uncertainty is not read out
+    _turn(qtbot)
+    assert panel.readout.text() == readout_text([]), panel.readout.text()
+    # a gland row of the hidden image draws no box over the slide
+    assert not panel.go_to_gland(gland)
+    assert selected_gland_name(FIRST) not in viewer.layers
+
+    # the slide hidden: the image's legend and table come back
+    slide.visible = False
+    _turn(qtbot)
+    assert _describes(dock, FIRST)
+    viewer.cursor.position = (210, 310)  # moved: the readout follows the cursor
+    _turn(qtbot)
+    assert "uncertainty" in panel.readout.text(), panel.readout.text()
+    # shown again, then closed
+    slide.visible = True
+    _turn(qtbot)
+    assert panel.image_name is None and panel.table.model().rowCount() == 0
+    viewer.layers.remove(slide)
+    _turn(qtbot)
+    wait_settled(dock)
+    _turn(qtbot)
+    assert _describes(dock, FIRST)
+    assert panel.go_to_gland(gland) and selected_gland_name(FIRST) in viewer.layers
+
