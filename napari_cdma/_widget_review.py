@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
@@ -83,6 +83,13 @@ SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown regi
 SHOWN_TEXT_SIZE, SHOWN_TEXT_GAP = 10, 3
 #: What every withdrawn row of the accepted-region list starts with (:func:`withdrawn_mark`).
 WITHDRAWN_MARK = "[withdrawn"
+
+
+def box_text(bbox: Sequence[int]) -> str:
+    """A pixel box (y0, x0, y1, x1) as the panel's lists and status line give it, the same way everywhere:
+    ``163 x 128 px at x 230, y 394`` (width x height, then the top-left corner's x and y)."""
+    y0, x0, y1, x1 = (int(v) for v in bbox)
+    return f"{x1 - x0} x {y1 - y0} px at x {x0}, y {y0}"
 
 
 def short_time(iso: Optional[str], now: Optional[Any] = None) -> str:
@@ -435,7 +442,7 @@ class ReviewPanel(QWidget):
         self.tile_list.setMaximumHeight(110)
         readable_list(self.tile_list)
         self._next_row = 0  # where Next goes when no region is selected (after an Accept)
-        self.tile_list.setToolTip("Regions ranked by uncertainty over tissue (score - (y, x), size)")
+        self.tile_list.setToolTip("Regions ranked by uncertainty over tissue (score, width x height px at x, y)")
         self.prev_button = QPushButton("Previous")
         self.next_button = QPushButton("Next")
         self.accept_button = QPushButton("Accept region")
@@ -646,8 +653,8 @@ class ReviewPanel(QWidget):
     def _fill_tiles(self, tiles: List[Tuple[float, BBox]]) -> None:
         self.tiles = list(tiles)
         self.tile_list.clear()
-        for k, (score, (y0, x0, y1, x1)) in enumerate(self.tiles, start=1):  # the rank and what is uncertain there
-            self.tile_list.addItem(f"{k}. uncertainty {score:.2f}, {x1 - x0} x {y1 - y0} px at x {x0}, y {y0}")
+        for k, (score, bbox) in enumerate(self.tiles, start=1):  # the rank and what is uncertain there
+            self.tile_list.addItem(f"{k}. uncertainty {score:.2f}, {box_text(bbox)}")
         self.update_buttons()
 
     # ------------------------------------------------------------------ buttons
@@ -918,13 +925,11 @@ class ReviewPanel(QWidget):
             return None
         # what the layer holds there now is in the store: overwriting it later loses nothing
         state.note_reviewed(labels.name, bbox, inside, np.asarray(labels.data))
-        y0, x0, y1, x1 = bbox
         note = ("; the store keeps its bounding box: inside it only the polygon's pixels take your edits, "
                 "the rest keeps the model's prediction") if inside is not None else ""
         if split:
             note += f"; {split} separated piece(s) of glands got labels of their own"
-        self._say(f"Accepted {what} {record.region_id} of '{image_name}' at ({y0}, {x0}), "
-                  f"{y1 - y0} x {x1 - x0} px{note}.")
+        self._say(f"Accepted {what} {record.region_id} of '{image_name}', {box_text(bbox)}{note}.")
         self.drop_reviewed(image_name, bbox)
         self.refresh_regions()
         self.regions_changed.emit()
@@ -1013,8 +1018,7 @@ class ReviewPanel(QWidget):
         """A row of the accepted-region list: what tells regions apart first (withdrawn, held out, id, image);
         the rows wrap, nothing is cut."""
         mark = (withdrawn_mark(r) if r.withdrawn else "") + ("[held out] " if r.holdout else "")
-        y0, x0, y1, x1 = r.bbox
-        return (f"{mark}{r.region_id}  {self._image_label(r)}  ({y0}, {x0}) {y1 - y0} x {x1 - x0}  "
+        return (f"{mark}{r.region_id}  {self._image_label(r)}  {box_text(r.bbox)}  "
                 f"corrects {r.model_version}")
 
     def _fill_regions(self) -> None:

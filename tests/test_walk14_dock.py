@@ -138,3 +138,28 @@ def test_the_glands_panel_gives_way_for_a_slide_on_screen(make_napari_viewer, qt
     assert _describes(dock, FIRST)
     assert panel.go_to_gland(gland) and selected_gland_name(FIRST) in viewer.layers
 
+
+# ------------------------------------------- 3. both region lists and the status line: width x height px at x, y
+def test_accepted_regions_and_the_status_line_give_boxes_as_look_here_next(make_napari_viewer, qtbot, tmp_path,
+                                                                           glas_dir):
+    from test_dock_review_focus import _store
+
+    _store(tmp_path / "project", {FIRST: _image(glas_dir)}, glas_dir)
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(glas_dir), name=FIRST, rgb=True)
+    dock = open_dock(viewer, tmp_path / "project")
+    review = dock.review_panel
+    _turn(qtbot)
+    assert review.tile_list.count() > 0
+    y0, x0, y1, x1 = review.tiles[0][1]
+    assert review.tile_list.item(0).text().endswith(f"{x1 - x0} x {y1 - y0} px at x {x0}, y {y0}")
+
+    record = review.accept((10, 20, 50, 100))  # 40 px high, 80 px wide, its corner at x 20, y 10
+    assert record is not None, review.last_message
+    # before: "... at (10, 20), 40 x 80 px." and the row "(10, 20) 40 x 80": (y, x) then height x width
+    assert "80 x 40 px at x 20, y 10" in review.last_message, review.last_message
+    assert "(10, 20)" not in review.last_message and "40 x 80" not in review.last_message
+    (row,) = [review.region_list.item(i).text() for i in range(review.region_list.count())]
+    assert f"{record.region_id}  " in row and "80 x 40 px at x 20, y 10" in row, row
+    assert "(10, 20)" not in row and "40 x 80" not in row, row
+
