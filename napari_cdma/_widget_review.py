@@ -583,8 +583,12 @@ class ReviewPanel(QWidget):
         self._next_row = 0
         self._fill_tiles([(float(s), tuple(int(v) for v in b)) for s, b in useful])
         # the list is now this image's: an earlier "Predict ... to see its review regions" no longer holds
-        self._say(f"{len(self.tiles)} review region(s) of '{image_name}', most uncertain first: Next shows each."
-                  if self.tiles else f"'{image_name}' has no uncertain region to review.")
+        if self.tiles:
+            self._say(f"{len(self.tiles)} review region(s) of '{image_name}', most uncertain first: Next shows each.")
+        elif getattr(self._get_state(image_name), "ranked", None):  # it had some: all accepted (a reopened store)
+            self._say(NO_REGIONS_LEFT.replace("on this image", f"on '{image_name}'"))
+        else:
+            self._say(f"'{image_name}' has no uncertain region to review.")
 
     def clear_tiles(self, image_name: Optional[str] = None) -> None:
         """Empty "Look here next": the list belongs to the image on screen, and ``image_name`` (None:

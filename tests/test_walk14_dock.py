@@ -163,3 +163,28 @@ def test_accepted_regions_and_the_status_line_give_boxes_as_look_here_next(make_
     assert f"{record.region_id}  " in row and "80 x 40 px at x 20, y 10" in row, row
     assert "(10, 20)" not in row and "40 x 80" not in row, row
 
+
+# ------------------------------- 4. a reopened store whose suggested regions were all accepted says so at once
+def test_a_reopened_image_with_every_region_accepted_says_so(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    from test_dock_review_focus import _store
+
+    from napari_cdma._widget_review import NO_REGIONS_LEFT
+
+    _store(tmp_path / "project", {FIRST: _image(glas_dir)}, glas_dir)
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(glas_dir), name=FIRST, rgb=True)
+    dock = open_dock(viewer, tmp_path / "project")
+    _turn(qtbot)
+    assert dock.review_panel.accept_whole_image() is not None, dock.review_panel.last_message
+
+    again = make_napari_viewer()
+    again.add_image(_image(glas_dir), name=FIRST, rgb=True)
+    review = open_dock(again, tmp_path / "project").review_panel
+    _turn(qtbot)
+    assert review.image_name == FIRST and not review.tiles
+    first = review.last_message
+    # before: "'testA_1' has no uncertain region to review.", as if the model were certain everywhere
+    assert "no uncertain region" not in first, first
+    assert "every suggested region was accepted" in first and f"'{FIRST}'" in first, first
+    review.next_button.click()
+    assert review.last_message == NO_REGIONS_LEFT
