@@ -49,6 +49,21 @@ def _table(done: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _unscored(store: Path, done: Dict[str, Any]) -> list:
+    """The images trained on (named as the worker names them) that have no per-image row in ``done``."""
+    try:
+        from napari_cdma.project.retrain_worker import _image_name
+        from napari_cdma.project.store import ProjectStore
+
+        project = ProjectStore.open(store, create=False)
+        records = project.regions()
+        trained = dict.fromkeys(_image_name(records, r.image_hash) for r in project.training_regions())
+    except Exception:  # the table stands without the line
+        return []
+    listed = {r.get("image") for r in done.get("per_image") or []}
+    return [name for name in trained if name not in listed]
+
+
 def run_worker(job: Dict[str, Any], out_dir: Path, on_event: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
     """Run the retraining worker on ``job`` and pass it each event (a dict); returns the ``done`` event.
 
@@ -148,6 +163,10 @@ def cmd_retrain(args, progress_printer, user_error) -> int:
         print(f"cdma retrain: error: {exc}", file=sys.stderr)
         return exc.code
     print(_table(done), file=sys.stderr)
+    missing = _unscored(store, done)
+    if missing:  # as the dock's line under its table: an image trained on without a row is not one left out
+        print(f"not in the table: {', '.join(missing)} (trained on; no region of "
+              f"{'it' if len(missing) == 1 else 'them'} held out, no uncorrected tissue compared)", file=sys.stderr)
     print(f"{done.get('version')}: {'promoted' if done.get('promoted') else 'not promoted'}: {done.get('decision')}",
           file=sys.stderr)
     keys = ("checkpoint", "version", "promoted", "decision", "parent_model", "steps_done", "recipe", "n_holdout",

@@ -137,3 +137,36 @@ def test_log_levels_keep_other_libraries_quiet_and_ours_informative():
     assert logging.getLogger("tifffile").getEffectiveLevel() > logging.ERROR
     assert logging.getLogger("src_model.slide_predict").getEffectiveLevel() == logging.INFO
     assert logging.getLogger("cdma").getEffectiveLevel() == logging.INFO
+
+
+def test_retrain_names_the_images_trained_on_that_its_table_has_no_row_for(tmp_path, glas_dir):
+    """As the dock's line under its table: an image accepted whole (nothing of it held out, no uncorrected tissue of
+    it to compare) is named, so that it does not read as left out of the training."""
+    import torch
+
+    from napari_cdma.project.store import ProjectStore
+    from src_model import build_model
+    from src_model.checkpoint import save_checkpoint
+    from src_model.io import read_image, read_mask
+
+    root = tmp_path / "store"
+    store = ProjectStore.open(root)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "init.pt", build_model("lite"), provenance={"torch": str(torch.__version__)})
+    store.add_model(ckpt, parent=None, note="random lite", promoted=True)
+    boxes = {"testA_2": [None],  # whole (accepted first: the store holds out every fifth region)
+             "testA_1": [(40, 50, 136, 150), (200, 300, 264, 428), (100, 400, 228, 500), (300, 120, 380, 200)]}
+    for name, regions in boxes.items():
+        image, mask = read_image(glas_dir / "images" / f"{name}.png"), read_mask(glas_dir / "masks" / f"{name}.png")
+        for box in regions:
+            y0, x0, y1, x1 = box or (0, 0, *image.shape[:2])
+            gt = mask[y0:y1, x0:x1]
+            store.accept_region(image, (y0, x0, y1, x1), gt, np.zeros_like(gt),
+                                model_version=store.current_model_version, source_path=f"{name}.png")
+    proc = cdma("retrain", root, "--steps", 1, "--promote", "no", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = {r["image"] for r in done["per_image"]}
+    assert "testA_1.png" in rows and "testA_2.png" not in rows, rows
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("not in the table")]
+    assert len(notes) == 1 and "testA_2.png" in notes[0] and "testA_1.png" not in notes[0], proc.stderr[-1500:]
