@@ -157,6 +157,14 @@ NEEDS = {
 }
 
 
+def hidden_note(image: str, shown: str) -> str:
+    """What Draw and the accept buttons need while the corrections layer is of ``image``, hidden, and another image,
+    ``shown``, is on screen (walk: Accept whole image stored a hidden image's unreviewed prediction, and a rectangle
+    drawn over the image on screen was stored as a region of the hidden one)."""
+    return (f"The corrections layer is of '{image}', which is hidden; '{shown}' is on screen. Choose '{image}' in "
+            f"Predict to review it, or predict '{shown}' to correct it.")
+
+
 #: Layer metadata keys of a whole slide's layers (the reader's and the Whole slide panel's).
 SLIDE_META_KEYS = (SLIDE_KEY, STORE_KEY)
 
@@ -675,7 +683,7 @@ class ReviewPanel(QWidget):
     def needs(self) -> dict:
         """Button key (:data:`TIPS`) -> what it needs before it can act (a :data:`NEEDS` text), or None when it
         can act now."""
-        _, labels, state = self._target()
+        target, labels, state = self._target()
         predict = NEEDS["predict"] if self._has_image() else NEEDS["open"]
         # Next / Previous: the image's regions, or (all accepted) the words that none is left
         nav = None if self.tiles or self._prediction_state() is not None else \
@@ -683,8 +691,11 @@ class ReviewPanel(QWidget):
         # a whole slide on screen: the image whose prediction the Corrections chooser names lies hidden under it, and
         # Draw, Accept drawn / region / whole image would act on it unseen (walk: Draw and Accept whole image stayed on)
         on_slide = self.slide_name is not None or slide_on_screen(self.viewer) is not None
+        shown = None if on_slide else self.shown_over(target)
         if on_slide:
             accept = drawn = image = draw = NEEDS["slide_edit"]
+        elif shown is not None:
+            accept = drawn = image = draw = hidden_note(str(target), shown)
         elif state is None or labels is None:
             accept = drawn = image = draw = predict
         else:
@@ -789,7 +800,15 @@ class ReviewPanel(QWidget):
         if not 0 <= row < len(self.tiles):
             return
         self.tile_list.setCurrentRow(row)
-        self.focus_note(self.image_name, self.focus(self.image_name))  # seen on its image, not under another one
+        # the view leaves an accepted region shown from its list: its row gives way, so Withdraw cannot act on it
+        # while Accept region acts on this one (walk), and the status says where the view is now
+        if self.region_list.currentRow() >= 0:
+            self.region_list.setCurrentRow(-1)
+            self.region_list.clearSelection()
+        box = box_text(self.tiles[row][1])
+        self._say(f"Review region {row + 1} of {len(self.tiles)} of '{self.image_name}': {box}.")
+        # seen on its image, not under another one
+        self.focus_note(self.image_name, self.focus(self.image_name), append=True)
         center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
         camera = scene_camera(self.viewer)
         camera.center = center
@@ -874,6 +893,18 @@ class ReviewPanel(QWidget):
         self.last_message = message
         show_message(self.status, message, error)
 
+    def shown_over(self, image: Optional[str]) -> Optional[str]:
+        """The image on screen instead of ``image`` (the one whose corrections Draw and Accept would store), when
+        ``image`` is hidden and another image the dock can predict is shown; None otherwise (an image the user hid
+        to see its labels alone, with no other image shown, is still the one reviewed)."""
+        from ._widget_predict import predictable
+
+        layers = self.viewer.layers
+        if not image or image not in layers or layers[image].visible:
+            return None
+        return next((ly.name for ly in reversed(list(layers))
+                     if ly.name != image and ly.visible and predictable(ly)), None)
+
     def _target(self) -> Tuple[Optional[str], Any, Optional["ImageState"]]:
         """(image name, corrections Labels layer, the dock's state of that image)."""
         labels = self.labels_choice.value
@@ -895,6 +926,10 @@ class ReviewPanel(QWidget):
         """
         bbox = bbox or self.current_bbox()
         image_name, labels, state = self._target()
+        shown = self.shown_over(image_name)
+        if shown is not None:  # never a region of an image nobody sees
+            self._say(hidden_note(str(image_name), shown), error=True)
+            return None
         if state is None:
             self._say("Predict an image and select a review region (or draw one) first.", error=True)
             return None
@@ -958,6 +993,10 @@ class ReviewPanel(QWidget):
             self._say(NEEDS["slide_edit"], error=True)
             return None
         image_name, _, _ = self._target()
+        shown = self.shown_over(image_name)
+        if shown is not None:  # the rectangle would be drawn over the image on screen and stored as the hidden one's
+            self._say(hidden_note(str(image_name), shown), error=True)
+            return None
         name = names_for(image_name or "image")["drawn"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
             name=name, edge_color="yellow", face_color="transparent", edge_width=3)
