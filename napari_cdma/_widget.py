@@ -659,6 +659,7 @@ class CdmaWidget(QWidget):
             self.viewer.layers.remove(layer)
             self._dismissed.discard(layer.name)  # removed by the dock, not by the user: may be made again
             self._touched_corrections.discard(layer.unique_id)
+        self.review_panel.forget_shown()  # the frame of a region shown is of a region of ``previous``
         return self._detach_predictions(previous, edited, kept)
 
     def _keep_before_leaving(self) -> Tuple[List[str], Dict[str, int]]:

@@ -1201,6 +1201,17 @@ class ReviewPanel(QWidget):
         self.shown_region = region_id
         return layer
 
+    def forget_shown(self) -> None:
+        """Another project store is being opened: the black frame of the region shown (and its row's selection) is
+        the previous store's; the frame layers are closed (walk: r0001's frame stayed on the image, the new store
+        having no such region) and no region counts as shown."""
+        for layer in [ly for ly in self.viewer.layers if (ly.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE]:
+            self.viewer.layers.remove(layer)
+        self.shown_region = None
+        if self.region_list.currentRow() >= 0:
+            self.region_list.setCurrentRow(-1)
+            self.region_list.clearSelection()
+
     def _place_label(self, _event: Any = None) -> None:
         """The view zoomed: the shown frame's label moves to stay just above the frame (:func:`label_offset`)."""
         layers = self.viewer.layers

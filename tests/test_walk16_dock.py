@@ -1,0 +1,81 @@
+"""Findings of the re-walk of the dock (walk 15, leftovers): after a store switch the black frame of the previous
+store's accepted region stayed on the image; an image's "drawn regions" layer stayed on screen when another image was
+chosen in Predict (its image hidden); Previous / Next for an image with no prediction.
+
+A real napari viewer (pytest-xvfb), the real dock, GlaS images, a real project store on disk (a prediction saved in
+it, no model).
+"""
+from __future__ import annotations
+
+from _dock import open_dock, wait_settled
+from qtpy.QtWidgets import QApplication
+
+from napari_cdma._widget_review import SHOWN_SUFFIX
+
+FIRST, SECOND = "testA_1", "testA_2"
+
+
+def _turn(qtbot, n=6):
+    for _ in range(n):
+        QApplication.processEvents()
+        qtbot.wait(10)
+
+
+def _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    """testA_1 predicted (in the store), testA_2 open beside it without a prediction."""
+    from test_dock_review_focus import _store
+
+    from src_model.io import read_image
+
+    images = {n: read_image(glas_dir / "images" / f"{n}.png") for n in (FIRST, SECOND)}
+    _store(tmp_path / "project", {FIRST: images[FIRST]}, glas_dir)
+    viewer = make_napari_viewer(show=True)
+    for name, image in images.items():
+        viewer.add_image(image, name=name, rgb=True)
+    dock = open_dock(viewer, tmp_path / "project")
+    _turn(qtbot)
+    return viewer, dock
+
+
+# ------------------------------------------- 1. the frame of the store left's region goes at a store switch
+def test_the_frame_of_a_region_of_the_store_left_goes(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    from test_walk14_dock import _click_region
+
+    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    review = dock.review_panel
+    dock.predict_panel.image_choice.value = viewer.layers[FIRST]
+    _turn(qtbot)
+    review.next_button.click()
+    _turn(qtbot)
+    record = review.accept()
+    assert record is not None, review.last_message
+    _click_region(review, 0)
+    _turn(qtbot)
+    frame = f"{FIRST} {SHOWN_SUFFIX}"
+    assert frame in viewer.layers and len(viewer.layers[frame].data) == 1 and viewer.layers[frame].visible
+    assert review.shown_region == record.region_id
+
+    assert dock.open_store(tmp_path / "other") is not None  # a new, empty store: it has no region r0001
+    wait_settled(dock)
+    _turn(qtbot)
+    assert review.records == {}
+    # before: the black frame labelled r0001 stayed on testA_1
+    shown = [ly for ly in viewer.layers if ly.name.endswith(SHOWN_SUFFIX) and len(ly.data) and ly.visible]
+    assert shown == []
+    assert review.shown_region is None and review.selected_record() is None
+
+
+# ------------------------------------------- 2. Previous / Next for an image with no prediction
+def test_previous_and_next_are_off_for_an_image_not_predicted(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    review = dock.review_panel
+    dock.predict_panel.image_choice.value = viewer.layers[FIRST]
+    _turn(qtbot)
+    assert review.next_button.isEnabled() and review.prev_button.isEnabled()
+    dock.predict_panel.image_choice.value = viewer.layers[SECOND]  # not predicted
+    _turn(qtbot)
+    assert review.tiles == []
+    for button in (review.prev_button, review.next_button):
+        assert not button.isEnabled()
+        assert "Predict" in button.toolTip().splitlines()[0], button.toolTip()
+
