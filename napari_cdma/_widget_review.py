@@ -313,6 +313,8 @@ def canvas_hw(viewer: Any) -> Tuple[int, int]:
 #: its prediction, uncertainty, review boxes, accepted boxes and the frame of a region shown; its accepted corrections
 #: too when it has no prediction layer (which would show them pasted in). Hidden maps (disagreement, ...) stay hidden.
 FOCUS_ROLES = ("prediction", "uncertainty", "tiles", "accepted", SHOWN_ROLE)
+#: how the name of an image's Shapes layer of drawn regions ends (:meth:`ReviewPanel.start_drawing`)
+DRAWN_SUFFIX = names_for("")["drawn"]
 
 
 def focus_owner(layer: Any) -> Optional[str]:
@@ -327,6 +329,10 @@ def focus_owner(layer: Any) -> Optional[str]:
     if is_derived(layer):
         image = meta.get(IMAGE_KEY)
         return str(image) if image else None
+    if isinstance(layer, Shapes) and layer.name.endswith(DRAWN_SUFFIX) and len(layer.name) > len(DRAWN_SUFFIX):
+        # "<image> drawn regions" (Draw, ReviewPanel.start_drawing): hidden and shown with its image (walk: testA_1's
+        # rectangles stayed on screen over testA_2)
+        return layer.name[:-len(DRAWN_SUFFIX)]
     return layer.name if predictable(layer) else None
 
 
@@ -820,8 +826,9 @@ class ReviewPanel(QWidget):
         it are hidden with their layers (prediction, maps, boxes), remembered, and shown again as they were when they
         are reviewed or chosen in Predict again. The image itself is shown: the layers of it :meth:`focus` hid, or,
         if it was hidden otherwise (a reopened store's other images come back hidden), its prediction layers as a
-        Predict shows them (:data:`FOCUS_ROLES`); its layers the user hid while it was on screen stay hidden. The
-        user's own layers, slides and detached copies are left as they are.
+        Predict shows them (:data:`FOCUS_ROLES`); its layers the user hid while it was on screen stay hidden. Its
+        "drawn regions" layer (Draw) is hidden and shown with it, and chosen in Drawn when it is shown. The user's own
+        layers, slides and detached copies are left as they are.
 
         Returns:
             The names of the images hidden now (none when no other image was shown over or under it).
@@ -860,6 +867,11 @@ class ReviewPanel(QWidget):
                 role = (ly.metadata or {}).get(ROLE_KEY)
                 if role in FOCUS_ROLES or (role == "corrections" and not with_prediction):
                     ly.visible = True
+        drawn = layers[names_for(image_name)["drawn"]] if names_for(image_name)["drawn"] in layers else None
+        chosen = getattr(self.shapes_choice.value, "unique_id", None)
+        if isinstance(drawn, Shapes) and chosen != drawn.unique_id:  # its drawn regions are what Accept drawn takes
+            self.shapes_choice.reset_choices()
+            self.shapes_choice.value = drawn
         return hidden
 
     def focus_note(self, image_name: Optional[str], hidden: List[str], append: bool = False) -> None:

@@ -7,9 +7,11 @@ it, no model).
 """
 from __future__ import annotations
 
+import numpy as np
 from _dock import open_dock, wait_settled
 from qtpy.QtWidgets import QApplication
 
+from napari_cdma._layers import names_for
 from napari_cdma._widget_review import SHOWN_SUFFIX
 
 FIRST, SECOND = "testA_1", "testA_2"
@@ -79,3 +81,29 @@ def test_previous_and_next_are_off_for_an_image_not_predicted(make_napari_viewer
         assert not button.isEnabled()
         assert "Predict" in button.toolTip().splitlines()[0], button.toolTip()
 
+
+# ------------------------------------------- 3. an image's drawn regions are hidden with it
+def test_the_drawn_regions_of_an_image_are_hidden_with_it(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    review, predict = dock.review_panel, dock.predict_panel
+    predict.image_choice.value = viewer.layers[FIRST]
+    _turn(qtbot)
+    drawn = review.start_drawing()
+    assert drawn is not None and drawn.name == names_for(FIRST)["drawn"]
+    drawn.add_rectangles([np.array([[300, 50], [300, 200], [420, 200], [420, 50]], dtype=float)])
+    drawn.mode = "pan_zoom"
+    notes = viewer.add_shapes([np.array([[10, 10], [10, 50], [50, 50], [50, 10]])], name="my notes")
+    _turn(qtbot)
+    assert drawn.visible
+
+    predict.image_choice.value = viewer.layers[SECOND]  # testA_1 hidden under it
+    _turn(qtbot)
+    assert viewer.layers[SECOND].visible and not viewer.layers[FIRST].visible
+    # before: testA_1's rectangles stayed on screen over testA_2
+    assert not drawn.visible
+    assert notes.visible  # the user's own layers are left as they are
+
+    predict.image_choice.value = viewer.layers[FIRST]  # back with its image
+    _turn(qtbot)
+    assert viewer.layers[FIRST].visible and drawn.visible
+    assert review.shapes_choice.value.unique_id == drawn.unique_id  # Accept drawn takes its shapes
