@@ -81,6 +81,7 @@ from ._widget_review import (
     SLIDE_META_KEYS,
     ReviewPanel,
     focus_owner,
+    of_a_slide,
     scene_camera,
     show_review_outlines,
     slide_on_screen,
@@ -123,12 +124,6 @@ KEEP_TIP = ("Keep in the project store the edits of each prediction layer that a
 #: The dock's width when it opens (px): beside napari's layer list in its default window (about 1089 px
 #: wide) the canvas keeps about 500 px.
 DOCK_WIDTH = 280
-
-
-def _is_slide_layer(layer: Any) -> bool:
-    """Whether ``layer`` is a whole slide's (the reader's or the Whole slide panel's: its metadata names the slide)."""
-    meta = getattr(unwrap_layer(layer), "metadata", None) or {}
-    return any(meta.get(k) for k in SLIDE_META_KEYS)
 
 
 def slide_display_note(slide_name: str) -> str:
@@ -1907,10 +1902,7 @@ class CdmaWidget(QWidget):
             return
         panel = self.display_panel
         if slide is not None:
-            self._display_gave_way = True
-            if not _is_slide_layer(panel.labels_layer):
-                if panel.image_name is not None:  # (nothing described: its one line stays, the dock's rows stay put)
-                    panel.set_aside(slide_display_note(slide.name))
+            if self._give_way_to(slide):
                 self._show_slide_glands(slide.name)  # the slide's own, when the Whole slide panel numbered them
             return
         if not self._display_gave_way:
@@ -1922,6 +1914,18 @@ class CdmaWidget(QWidget):
         if chosen is not None and chosen in self.viewer.layers and not self._removing:
             self._show_chosen(chosen.name)
 
+    def _give_way_to(self, slide: Any) -> bool:
+        """The Uncertainty and glands panel sets aside the image it describes for the whole slide on screen (its one
+        line names the slide; with nothing described, the line and the dock's rows stay put). Returns whether the
+        panel was not already showing the slide's own glands."""
+        self._display_gave_way = True
+        panel = self.display_panel
+        if of_a_slide(panel.labels_layer):
+            return False
+        if panel.image_name is not None:
+            panel.set_aside(slide_display_note(slide.name))
+        return True
+
     def _show_chosen(self, name: str) -> None:
         """The legend, gland table and layer selection follow the image chosen in Predict, when it has a prediction
         (walk: after choosing testA_1 and pressing Next, the table still listed testA_2's glands and testA_2's hidden
@@ -1930,9 +1934,7 @@ class CdmaWidget(QWidget):
         names, layers = names_for(name), self.viewer.layers
         slide = slide_on_screen(self.viewer)
         if slide is not None:  # the image lies hidden under a whole slide: described once the slide is not
-            self._display_gave_way = True
-            if self.display_panel.image_name is not None and not _is_slide_layer(self.display_panel.labels_layer):
-                self.display_panel.set_aside(slide_display_note(slide.name))
+            self._give_way_to(slide)
             return
         if name not in self.states or names["prediction"] not in layers or names["uncertainty"] not in layers:
             if (name in layers and not is_derived(layers[name]) and not self.predict_panel.running

@@ -52,6 +52,7 @@ from ._layers import (
     show_review_tiles,
     side_suffix,
     source_path,
+    unwrap_layer,
 )
 from ._messages import show_message
 from ._slide_view import SLIDE_KEY, STORE_KEY
@@ -198,6 +199,13 @@ def no_regions_note(viewer: Any, name: Optional[str]) -> str:
         return (f"'{name}' is a multiscale image (a slide pyramid): review regions of a slide opened "
                 "with this plugin are listed in the Whole slide panel.")
     return f"Predict '{name}' to see its review regions."
+
+
+def of_a_slide(layer: Any) -> bool:
+    """Whether ``layer`` belongs to a whole slide (the reader's slide, its prediction store's layers, the Whole slide
+    panel's own: its metadata names the slide or the store)."""
+    meta = getattr(unwrap_layer(layer), "metadata", None) or {}
+    return any(meta.get(k) for k in SLIDE_META_KEYS)
 
 
 def is_slide(layer: Any) -> bool:

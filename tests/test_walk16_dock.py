@@ -8,35 +8,11 @@ it, no model).
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock, wait_settled
-from qtpy.QtWidgets import QApplication
+from _dock import wait_settled
+from test_walk15_dock import FIRST, SECOND, _open_two, _turn
 
 from napari_cdma._layers import names_for
 from napari_cdma._widget_review import SHOWN_SUFFIX
-
-FIRST, SECOND = "testA_1", "testA_2"
-
-
-def _turn(qtbot, n=6):
-    for _ in range(n):
-        QApplication.processEvents()
-        qtbot.wait(10)
-
-
-def _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    """testA_1 predicted (in the store), testA_2 open beside it without a prediction."""
-    from test_dock_review_focus import _store
-
-    from src_model.io import read_image
-
-    images = {n: read_image(glas_dir / "images" / f"{n}.png") for n in (FIRST, SECOND)}
-    _store(tmp_path / "project", {FIRST: images[FIRST]}, glas_dir)
-    viewer = make_napari_viewer(show=True)
-    for name, image in images.items():
-        viewer.add_image(image, name=name, rgb=True)
-    dock = open_dock(viewer, tmp_path / "project")
-    _turn(qtbot)
-    return viewer, dock
 
 
 # ------------------------------------------- 1. the frame of the store left's region goes at a store switch
