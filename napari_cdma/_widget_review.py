@@ -702,14 +702,9 @@ class ReviewPanel(QWidget):
         # Next / Previous: the image's regions, or (all accepted) the words that none is left
         nav = None if self.tiles or self._prediction_state() is not None else \
             NEEDS["slide"] if self.slide_name is not None else predict
-        # a whole slide on screen: the image whose prediction the Corrections chooser names lies hidden under it, and
-        # Draw, Accept drawn / region / whole image would act on it unseen (walk: Draw and Accept whole image stayed on)
-        on_slide = self.slide_name is not None or slide_on_screen(self.viewer) is not None
-        shown = None if on_slide else self.shown_over(target)
-        if on_slide:
-            accept = drawn = image = draw = NEEDS["slide_edit"]
-        elif shown is not None:
-            accept = drawn = image = draw = hidden_note(str(target), shown)
+        blocked = self.edit_blocked(target)
+        if blocked is not None:
+            accept = drawn = image = draw = blocked
         elif state is None or labels is None:
             accept = drawn = image = draw = predict
         else:
@@ -913,6 +908,16 @@ class ReviewPanel(QWidget):
         self.last_message = message
         show_message(self.status, message, error)
 
+    def edit_blocked(self, image: Optional[str]) -> Optional[str]:
+        """Why Draw, Accept drawn / region / whole image must not act on ``image`` (the corrections layer's) now, or
+        None: a whole slide is on screen and the image lies hidden under it (walk: Draw and Accept whole image stayed
+        on), or another image is shown over it (walk: a hidden image's prediction was stored unseen). The buttons
+        (:meth:`needs`) and the calls from a script refuse for the same reason."""
+        if self.slide_name is not None or slide_on_screen(self.viewer) is not None:
+            return NEEDS["slide_edit"]
+        shown = self.shown_over(image)
+        return None if shown is None else hidden_note(str(image), shown)
+
     def shown_over(self, image: Optional[str]) -> Optional[str]:
         """The image on screen instead of ``image`` (the one whose corrections Draw and Accept would store), when
         ``image`` is hidden and another image the dock can predict is shown; None otherwise (an image the user hid
@@ -946,9 +951,9 @@ class ReviewPanel(QWidget):
         """
         bbox = bbox or self.current_bbox()
         image_name, labels, state = self._target()
-        shown = self.shown_over(image_name)
-        if shown is not None:  # never a region of an image nobody sees
-            self._say(hidden_note(str(image_name), shown), error=True)
+        blocked = self.edit_blocked(image_name)
+        if blocked is not None:  # never a region of an image nobody sees
+            self._say(blocked, error=True)
             return None
         if state is None:
             self._say("Predict an image and select a review region (or draw one) first.", error=True)
@@ -996,10 +1001,11 @@ class ReviewPanel(QWidget):
 
     def accept_whole_image(self) -> Optional[RegionRecord]:
         """Accept the whole image of the corrections layer as reviewed (not while a whole slide is on screen)."""
-        if self.slide_name is not None or slide_on_screen(self.viewer) is not None:
-            self._say(NEEDS["slide_edit"], error=True)
+        image_name, _, state = self._target()
+        blocked = self.edit_blocked(image_name)
+        if blocked is not None:
+            self._say(blocked, error=True)
             return None
-        _, _, state = self._target()
         if state is None:
             self._say("Predict an image first.", error=True)
             return None
@@ -1009,13 +1015,10 @@ class ReviewPanel(QWidget):
     def start_drawing(self) -> Any:
         """Add (or select) a Shapes layer for the reviewed image, in rectangle-drawing mode; None while a whole slide
         is on screen (the slide's windows are drawn in the Whole slide panel)."""
-        if self.slide_name is not None or slide_on_screen(self.viewer) is not None:
-            self._say(NEEDS["slide_edit"], error=True)
-            return None
         image_name, _, _ = self._target()
-        shown = self.shown_over(image_name)
-        if shown is not None:  # the rectangle would be drawn over the image on screen and stored as the hidden one's
-            self._say(hidden_note(str(image_name), shown), error=True)
+        blocked = self.edit_blocked(image_name)
+        if blocked is not None:  # a rectangle drawn over what is on screen would be stored as the hidden image's
+            self._say(blocked, error=True)
             return None
         name = names_for(image_name or "image")["drawn"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
