@@ -61,7 +61,9 @@ def test_a_predicted_slide_opened_again_shows_its_layers_and_review_regions(make
     assert panel.last_message.startswith("Predicted 0 new chunk(s)"), panel.last_message
     assert (predicted_slide / REVIEW_FILE).stat().st_mtime_ns == kept
     assert panel.tile_list.count() == len(ranked)
-    assert seconds < 15, seconds  # was ranking every chunk again (7-20 s on a 3072 x 3072 slide)
+    # the kept review file's unchanged mtime above is the check that nothing was ranked again (7-20 s on a
+    # 3072 x 3072 slide when it was); the time is printed, not bounded: speed targets live in benchmarks
+    print(f"Predict view on the complete store: {seconds:.1f} s")
 
 
 def test_an_edit_window_opens_and_is_accepted_on_a_slide_opened_again(make_napari_viewer, qtbot, tmp_path,
