@@ -234,6 +234,78 @@ def uncertainty_colormap() -> Any:
     return fading_colormap(UNCERTAINTY_CMAP, power=UNCERTAINTY_POWER, gain=1.0, start=UNCERTAINTY_FADE_START)
 
 
+# Accepted regions are reviewed: the uncertainty layer no longer tints them, so that what is left to look at
+# stands out (walk 17: reviewed tissue looked as uncertain as the rest). The map itself is not changed: the
+# layer shows a copy (made at the first accept, then changed box by box) whose reviewed pixels hold
+# REVIEWED_VALUE, and keeps the model's map beside it in its metadata (:func:`uncertainty_values`).
+#: layer.metadata key of an uncertainty layer whose reviewed regions are untinted: ``values`` (the model's
+#: map), ``shown`` (the array the layer shows) and ``boxes`` (region id -> (y0, x0, y1, x1))
+REVIEWED_KEY = "napari_cdma_reviewed"
+#: what a reviewed pixel of the shown copy holds: no uncertainty, below any tint start
+REVIEWED_VALUE = 0.0
+
+
+def _reviewed(layer: Any) -> Optional[Dict[str, Any]]:
+    """The layer's reviewed-region record, if the layer still shows its copy (a prediction written into the layer
+    since replaced it: its data is the model's map again)."""
+    kept = (getattr(layer, "metadata", None) or {}).get(REVIEWED_KEY)
+    return kept if kept is not None and layer.data is kept["shown"] else None
+
+
+def uncertainty_values(layer: Any) -> Any:
+    """The model's uncertainty map behind an uncertainty layer: its data, or, where the layer shows its reviewed
+    regions untinted (:func:`show_reviewed`), the map kept beside the copy it shows. What the gland table, the
+    store and the cursor readout read."""
+    kept = _reviewed(layer)
+    return layer.data if kept is None else kept["values"]
+
+
+def reviewed_at(layer: Any, row: int, col: int) -> Optional[str]:
+    """The accepted region (its id) whose box holds pixel ``(row, col)`` of an uncertainty layer shown untinted
+    there, or None."""
+    kept = _reviewed(layer)
+    if kept is None:
+        return None
+    return next((rid for rid, (y0, x0, y1, x1) in sorted(kept["boxes"].items(), reverse=True)
+                 if y0 <= row < y1 and x0 <= col < x1), None)
+
+
+def show_reviewed(layer: Any, boxes: Dict[str, BBox]) -> bool:
+    """Show an image's uncertainty layer without its tint inside ``boxes`` (region id -> box: its accepted
+    regions), and with it again inside boxes no longer given (withdrawn). Only the boxes that changed are
+    written; the copy is made once, at the first box, and dropped with the last. A multiscale layer (a large
+    image's pyramid) is left as it is. Returns whether the layer changed."""
+    if getattr(layer, "multiscale", False) or np.ndim(layer.data) != 2:
+        return False
+    kept = _reviewed(layer)
+    if kept is None:
+        layer.metadata.pop(REVIEWED_KEY, None)  # a stale record (the layer's data was replaced) holds two maps
+    boxes = {str(rid): tuple(int(v) for v in box) for rid, box in boxes.items()}
+    old = kept["boxes"] if kept is not None else {}
+    if old == boxes:
+        return False
+    if not boxes:  # the last withdrawn: the layer shows the map itself again
+        layer.metadata.pop(REVIEWED_KEY, None)
+        layer.data = kept["values"]
+        return True
+    if kept is None:
+        values = layer.data
+        kept = {"values": values, "shown": np.array(values, copy=True), "boxes": {}}
+    values, shown = kept["values"], kept["shown"]
+    h, w = shown.shape
+    for y0, x0, y1, x1 in set(old.values()) - set(boxes.values()):  # withdrawn: the map again
+        shown[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = values[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    for y0, x0, y1, x1 in boxes.values():  # after: a box still accepted over a withdrawn one stays untinted
+        shown[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = REVIEWED_VALUE
+    kept["boxes"] = boxes
+    layer.metadata[REVIEWED_KEY] = kept
+    if layer.data is shown:
+        layer.refresh()
+    else:
+        layer.data = shown
+    return True
+
+
 def robust_range(values: np.ndarray, image: Optional[np.ndarray] = None) -> Tuple[float, float]:
     """Contrast limits of a heat map: ``src_model.contrast.display_range`` over the tissue of ``image``
     (all pixels when no image of the map's shape is given). Imports no torch."""

@@ -67,7 +67,9 @@ from ._layers import (
     raise_overlays,
     show_accepted,
     show_prediction,
+    show_reviewed,
     source_path,
+    uncertainty_values,
     unsaved_edits,
     unwrap_layer,
 )
@@ -690,10 +692,13 @@ class CdmaWidget(QWidget):
             for layer_name in [names_for(name)["prediction"], *state.others]:
                 if layer_name in layers and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
                     renamed.append(untag_prediction(layers[layer_name], previous.root, layers, state.image_hash))
-            # its maps too (uncertainty, disagreement, ...): shown on, they looked like the new store's (re-walk)
+            # its maps too (uncertainty, disagreement, ...): shown on, they looked like the new store's (re-walk);
+            # the uncertainty as the model made it, tinted in the previous store's regions too (the dock no longer
+            # follows that store's accepts and withdrawals for it)
             for role, layer_name in names_for(name).items():
                 if role not in ("prediction", "tiles", "accepted", "corrections", "drawn") and layer_name in layers \
                         and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
+                    show_reviewed(layers[layer_name], {})
                     untag_prediction(layers[layer_name], previous.root, layers, state.image_hash, role)
             self.display_panel.forget(name)
             tiles = names_for(name)["tiles"]
@@ -966,7 +971,7 @@ class CdmaWidget(QWidget):
                 continue
             umap = self.viewer.layers[names["uncertainty"]] if names["uncertainty"] in self.viewer.layers else None
             try:
-                unc = np.asarray(umap.data) if umap is not None and not umap.multiscale \
+                unc = np.asarray(uncertainty_values(umap)) if umap is not None and not umap.multiscale \
                     and np.shape(umap.data) == data.shape else store.load_prediction(state.image_hash)[1]
                 store.save_prediction(state.image_hash, state.original_labels, unc,
                                       model_version=record.model_version, model_sha256=record.model_sha256,
@@ -1160,6 +1165,7 @@ class CdmaWidget(QWidget):
         glands = self._glands_of(labels, umap, [])
         self.last_image = name
         self.display_panel.show_result(name, umap, labels, record_range, glands)
+        self._untint_reviewed(name)
         self.review_panel.image_name = None
         self.review_panel.set_tiles(name, ranked)
 
@@ -1245,6 +1251,24 @@ class CdmaWidget(QWidget):
             if name in self.viewer.layers and (boxes or names_for(name)["accepted"] in self.viewer.layers):
                 show_accepted(self.viewer, name, boxes)
             self._refresh_corrections(name, by_image.get(digest, []))
+            self._untint_reviewed(name, by_image.get(digest, []))
+
+    def _untint_reviewed(self, image_name: str, regions: Optional[List[RegionRecord]] = None) -> None:
+        """Show an image's uncertainty layer without its tint inside the store's live regions of the image
+        (``regions``, default: read from the store), and with it again where a region was withdrawn: reviewed tissue
+        must not look as uncertain as what is left to review (walk 17). The model's map stays as it was
+        (:func:`~._layers.show_reviewed`); a large image's pyramid and a whole slide are left tinted."""
+        layer_name = names_for(image_name)["uncertainty"]
+        if layer_name not in self.viewer.layers or image_name not in self.viewer.layers:
+            return
+        if regions is None:
+            digest = next((d for d, n in self.image_names.items() if n == image_name), None)
+            regions = [r for r in self._store.regions() if r.image_hash == digest] \
+                if self._store is not None and digest else []
+        layer = self.viewer.layers[layer_name]
+        if np.shape(uncertainty_values(layer)) != tuple(np.shape(self.viewer.layers[image_name].data)[:2]):
+            return  # not this image's map (another image under the name)
+        show_reviewed(layer, {r.region_id: r.bbox for r in regions})
 
     def _hide_corrections(self, image_name: str) -> None:
         """Hide an image's "accepted corrections" layer (added on reopen) once its prediction layer shows
@@ -1296,7 +1320,7 @@ class CdmaWidget(QWidget):
         from src_model.gland_table import gland_table  # not via src_model.uncertainty: that imports torch
 
         try:
-            return gland_table(np.asarray(labels.data), np.asarray(umap.data))
+            return gland_table(np.asarray(labels.data), np.asarray(uncertainty_values(umap)))
         except ValueError:
             return default
 
@@ -1531,7 +1555,7 @@ class CdmaWidget(QWidget):
                              f"{edits} edited pixel(s) not accepted yet, kept as they are.")
         else:
             self._save_latest_prediction(result, instances, result.live.uncertainty if result.live is not None
-                                         else np.asarray(layers["uncertainty"].data), pasted=not trial,
+                                         else np.asarray(uncertainty_values(layers["uncertainty"])), pasted=not trial,
                                          defer=result.live is not None)
             was_restored = self.restored_predictions.pop(name, None) is not None
             others = {k: v for k, v in state.others.items() if k in self.viewer.layers} if state is not None else {}
@@ -1549,6 +1573,7 @@ class CdmaWidget(QWidget):
             # created here, empty or not, so that later accepts never add a layer
             accepted = self._accepted_boxes(result.image_hash)
             later.append(lambda: show_accepted(self.viewer, name, accepted))
+            later.append(lambda: self._untint_reviewed(name))  # a new map replaced the untinted copy
         self.last_image = name
         self._update_keep_button()
         # the gland table (hundreds of rows for a large image) in a turn of its own too

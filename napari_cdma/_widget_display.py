@@ -27,8 +27,10 @@ from ._layers import (
     ROLE_KEY,
     camera_for_tile,
     prediction_layers,
+    reviewed_at,
     style_prediction,
     uncertainty_tint_start,
+    uncertainty_values,
     upsert_layer,
 )
 from ._layers import unwrap_layer as _unwrap
@@ -61,7 +63,8 @@ NO_PREDICTION_TEXT = "Predict an image to see its uncertainty legend and gland t
 #: needed 274 px of the 225 px the 280 px dock gives it and the gland number was cut (walk); the second line,
 #: "uncertainty 0.902, gland 99999", needs about 206 px in napari's style.
 READOUT_TITLE = "Under cursor:"
-READOUT_TIP = "The uncertainty (0 to 1) and the gland's number under the mouse pointer"
+READOUT_TIP = ("The uncertainty (0 to 1) and the gland's number under the mouse pointer; over an accepted region "
+               "(reviewed: not tinted), which one")
 #: The gland table follows the edits not accepted of the prediction layer it describes: made again this long after
 #: the last stroke, fill, erase, undo or redo (one table per pause, never one per stroke).
 GLANDS_REFRESH_MS = 500
@@ -72,9 +75,12 @@ STALE_GLANDS_TEXT = ("The gland table predates your edits of the prediction laye
                      "each stroke): Accept or Predict updates it.")
 
 
-def readout_text(parts: Sequence[str]) -> str:
-    """The readout's two lines: :data:`READOUT_TITLE`, then ``parts`` ("uncertainty 0.090", "gland 7") or "-"."""
-    return READOUT_TITLE + "\n" + (", ".join(parts) if parts else "-")
+def readout_text(parts: Sequence[str], region: Optional[str] = None) -> str:
+    """The readout's two lines: :data:`READOUT_TITLE` (and "reviewed r0003" over an accepted region ``region``,
+    which the uncertainty layer leaves untinted), then ``parts`` ("uncertainty 0.090", "gland 7") or "-". The
+    region goes on the first line: the second, "uncertainty 0.902, gland 99999", already fills the dock's width."""
+    title = READOUT_TITLE + (f" reviewed {region}" if region else "")
+    return title + "\n" + (", ".join(parts) if parts else "-")
 
 
 def readout_label() -> QLabel:
@@ -128,6 +134,16 @@ def value_under(viewer: Any, layer: Any, position: Sequence[float]) -> Any:
     if isinstance(value, tuple):  # a multiscale layer (a large image's or a slide's): (level, value)
         value = value[-1]
     return value
+
+
+def reviewed_under(layer: Any, position: Sequence[float]) -> Optional[Tuple[float, str]]:
+    """Over an accepted region that an uncertainty layer shows untinted (:func:`~._layers.show_reviewed`): the
+    model's uncertainty there (not the untinted value the layer shows) and the region's id; else None."""
+    if layer is None or getattr(layer, "multiscale", False):
+        return None
+    row, col = (int(v) for v in np.round(np.asarray(layer.world_to_data(position), dtype=float)[-2:]))
+    region = reviewed_at(layer, row, col)
+    return None if region is None else (float(uncertainty_values(layer)[row, col]), region)
 
 
 class GlandTableModel(QAbstractTableModel):
@@ -468,7 +484,7 @@ class DisplayPanel(QWidget):
                 show_message(self.status, self.last_message)
             return False
         try:
-            glands = gland_table(np.asarray(labels.data), np.asarray(umap.data))
+            glands = gland_table(np.asarray(labels.data), np.asarray(uncertainty_values(umap)))
         except ValueError:  # the layers no longer match (another image under the same name)
             return False
         selected = self.selected_gland
@@ -542,6 +558,8 @@ class DisplayPanel(QWidget):
         self._watch(labels_layer)
         self.legend_box.show_range(image_name, uncertainty_layer.colormap, uncertainty_layer.opacity,
                                    display_range)
+        self.legend.setToolTip(self.legend.toolTip() + "; not tinted inside accepted regions (red boxes: reviewed), "
+                               "where the readout still gives the model's uncertainty")
         self.set_glands(glands)  # and shows the legend and table (_show_content)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
@@ -620,18 +638,21 @@ class DisplayPanel(QWidget):
     # ------------------------------------------------------------------ cursor
     def value_text(self, position: Sequence[float]) -> str:
         """What lies under a world position: the uncertainty value and the gland id (:func:`readout_text`)."""
-        parts = []
+        parts, region = [], None
         for what, layer in (("uncertainty", self.uncertainty_layer), ("gland", self.labels_layer)):
             value = value_under(self.viewer, layer, position)
             if value is None:
                 continue
             if what == "uncertainty":
-                if np.issubdtype(np.dtype(getattr(layer, "dtype", np.float32)), np.integer):
+                reviewed = reviewed_under(layer, position)
+                if reviewed is not None:  # the layer shows no tint there: the model's value, and why
+                    value, region = reviewed
+                elif np.issubdtype(np.dtype(getattr(layer, "dtype", np.float32)), np.integer):
                     value = float(value) / 255.0  # a slide store's map (the Whole slide panel's layer) keeps 255 x
                 parts.append(f"uncertainty {float(value):.3f}")  # as the legend's ends
             elif int(value) > 0:
                 parts.append(f"gland {int(value)}")
-        return readout_text(parts)
+        return readout_text(parts, region)
 
     def _on_cursor(self, event: Any = None) -> None:
         if self.uncertainty_layer is None:
