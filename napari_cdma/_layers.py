@@ -11,11 +11,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from ._slide_view import outline_rect, pixel_edges
+
 BBox = Tuple[int, int, int, int]
 RankedTile = Tuple[float, BBox]
 
 
-TILE_COLOR, TILE_WIDTH = "cyan", 3  # review regions; the selected one is drawn by the review panel
+#: Review regions' outlines: colour, and width in screen pixels at every zoom (:func:`show_frames`); the selected
+#: one is drawn by the review panel.
+TILE_COLOR, TILE_WIDTH = "cyan", 3
 ROLE_KEY = "napari_cdma_role"  # layer.metadata key naming a derived layer's role ("prediction", ...)
 IMAGE_KEY = "napari_cdma_image"  # layer.metadata key naming the image layer a derived layer belongs to
 HASH_KEY = "napari_cdma_image_hash"  # on image layers the dock restored from a store: the store's image hash
@@ -562,10 +566,97 @@ def narrow_combo(combo: Any, chars: int = 12) -> None:
 
 
 #: Style of the Shapes layers of an image's accepted regions (red edges: apart from the green / blue gland
-#: outlines and the cyan review boxes) and of its review regions (cyan edges, no fill).
-ACCEPTED_STYLE = dict(shape_type="rectangle", edge_color="red", face_color="transparent", edge_width=3, opacity=0.9)
+#: outlines and the cyan review boxes) and of its review regions (cyan edges, no fill). Their edge widths are screen
+#: pixels (:func:`show_frames` draws them so at every zoom): in image pixels, the outlines were thick bars over the
+#: tissue at the zoom Next sets (walk 17).
+ACCEPTED_WIDTH = 3
+ACCEPTED_STYLE = dict(shape_type="rectangle", edge_color="red", face_color="transparent", edge_width=ACCEPTED_WIDTH,
+                      opacity=0.9)
 TILES_STYLE = dict(shape_type="rectangle", edge_color=TILE_COLOR, face_color="transparent", edge_width=TILE_WIDTH,
                    opacity=0.9)
+#: layer.metadata key of an image's frame layers (review regions, accepted regions, the region shown): what they
+#: frame, so that they can be drawn again at another zoom (:func:`frames_of`, :func:`redraw_frames`).
+FRAMES_KEY = "napari_cdma_frames"
+#: A frame layer is drawn again once the zoom took its widths out of this share of their screen pixels (not at each
+#: step of a zoom: a Shapes layer's new data re-slices every layer, tens of ms), as the Whole slide panel's outlines.
+FRAME_SLACK = (2 / 3, 1.5)
+#: Steps per image pixel of a frame's width (:func:`frame_rects`).
+FRAME_STEPS = 1024
+
+
+def scene_camera(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def frames_of(boxes: Sequence[BBox], px: Sequence[float], outside: Sequence[bool],
+              image_hw: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """What a frame layer frames (its :data:`FRAMES_KEY` metadata): the pixel boxes (y0, x0, y1, x1), each frame's
+    width in screen pixels, whether it runs just outside the box's pixels (else just inside them), and the image's
+    (H, W) when the whole stroke must stay on the image (a black frame on the black canvas was lost)."""
+    return {"edges": [list(pixel_edges(b, 1.0)) for b in boxes], "px": [float(p) for p in px],
+            "outside": [bool(o) for o in outside], "image_hw": None if image_hw is None else list(image_hw),
+            "zoom": None}
+
+
+def frame_rects(frames: Dict[str, Any], zoom: float) -> Tuple[List[np.ndarray], List[float]]:
+    """The rectangles (corners, y x) and edge widths (image pixels) of :func:`frames_of`'s frames at ``zoom``
+    (screen pixels per image pixel): each :func:`~napari_cdma._slide_view.outline_rect` of its box's pixels."""
+    rects, widths = [], []
+    hw = frames.get("image_hw")
+    for edges, px, outside in zip(frames["edges"], frames["px"], frames["outside"], strict=True):
+        # a whole number of 1/1024 image pixels: the corners are then exact in the float32 napari keeps them in, so
+        # that the frames of touching boxes, each inside its own, meet without overlapping (no rounding across)
+        width = max(1.0, round(float(px) / max(float(zoom), 1e-9) * FRAME_STEPS)) / FRAME_STEPS
+        y0, x0, y1, x1 = outline_rect(edges, width, outside)
+        if hw is not None:  # the whole stroke on the image
+            lo = -0.5 + width / 2.0
+            y0, x0 = max(y0, lo), max(x0, lo)
+            y1, x1 = min(y1, hw[0] - 0.5 - width / 2.0), min(x1, hw[1] - 0.5 - width / 2.0)
+        rects.append(np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float))
+        widths.append(width)
+    return rects, widths
+
+
+def show_frames(viewer: Any, image_name: str, role: str, frames: Dict[str, Any], style: Dict[str, Any]) -> Any:
+    """Add or update the image's Shapes layer of ``role`` ("tiles", "accepted") with ``frames`` (:func:`frames_of`)
+    drawn at the camera's zoom, their widths in screen pixels; :func:`redraw_frames` keeps them so as it zooms."""
+    zoom = float(scene_camera(viewer).zoom)
+    rects, widths = frame_rects(frames, zoom)
+    layer = upsert_layer(viewer, names_for(image_name)[role], rects, "shapes", metadata=_role(role, image_name),
+                         **{**style, "edge_width": widths or style.get("edge_width")})
+    if rects:
+        layer.metadata[FRAMES_KEY] = {**frames, "zoom": zoom}
+    else:  # nothing framed: a layer whose shapes someone else draws (a slide's) is left to them
+        layer.metadata.pop(FRAMES_KEY, None)
+    return layer
+
+
+def draw_frames(layer: Any, zoom: float) -> bool:
+    """Draw a frame layer's frames (its :data:`FRAMES_KEY`) again at ``zoom``, with their colours; False (nothing
+    done) when its shapes are no longer those frames (emptied, or drawn by other code)."""
+    frames = (getattr(layer, "metadata", None) or {}).get(FRAMES_KEY)
+    if not frames or len(layer.data) != len(frames["edges"]):
+        return False
+    rects, widths = frame_rects(frames, zoom)
+    layer.data = rects  # as many shapes as before: napari keeps their colours
+    layer.edge_width = widths
+    frames["zoom"] = float(zoom)
+    return True
+
+
+def redraw_frames(viewer: Any) -> List[Any]:
+    """Draw again the frame layers whose widths the camera's zoom took out of :data:`FRAME_SLACK` of their screen
+    pixels; returns them."""
+    zoom = float(scene_camera(viewer).zoom)
+    out = []
+    for layer in list(viewer.layers):
+        frames = (getattr(layer, "metadata", None) or {}).get(FRAMES_KEY)
+        drawn = frames.get("zoom") if frames else None
+        if drawn and not FRAME_SLACK[0] <= zoom / drawn <= FRAME_SLACK[1] and draw_frames(layer, zoom):
+            out.append(layer)
+    return out
 
 
 def overlay_layer(image_name: str, role: str, visible: bool = True) -> Any:
@@ -580,9 +671,11 @@ def overlay_layer(image_name: str, role: str, visible: bool = True) -> Any:
 
 
 def show_accepted(viewer: Any, image_name: str, boxes: Sequence[BBox]) -> Any:
-    """Add or update the Shapes layer outlining the image's accepted regions (:data:`ACCEPTED_STYLE`)."""
-    return upsert_layer(viewer, names_for(image_name)["accepted"], tile_rectangles([(0.0, b) for b in boxes]),
-                        "shapes", metadata=_role("accepted", image_name), **ACCEPTED_STYLE)
+    """Add or update the Shapes layer outlining the image's accepted regions (:data:`ACCEPTED_STYLE`): each red
+    frame :data:`ACCEPTED_WIDTH` screen pixels wide just outside its box's pixels, none of which it covers."""
+    boxes = list(boxes)
+    return show_frames(viewer, image_name, "accepted", frames_of(boxes, [ACCEPTED_WIDTH] * len(boxes),
+                                                                 [True] * len(boxes)), ACCEPTED_STYLE)
 
 
 def not_yet_accepted(ranked: Sequence[RankedTile], accepted: Sequence[BBox], max_overlap: float = 0.5

@@ -36,20 +36,26 @@ from src_model.tiling import boxes_overlap  # torch-free
 
 from ._layers import (
     COMBO_CHARS,
+    FRAMES_KEY,
     HASH_KEY,
     IMAGE_KEY,
     ROLE_KEY,
     TILE_COLOR,
     TILE_WIDTH,
+    TILES_STYLE,
     camera_for_tile,
+    frame_rects,
+    frames_of,
     is_derived,
     names_for,
     narrow_combo,
     not_yet_accepted,
     polygon_mask,
+    redraw_frames,
     region_arrays,
+    scene_camera,
     shape_bbox,
-    show_review_tiles,
+    show_frames,
     side_suffix,
     source_path,
     unwrap_layer,
@@ -64,13 +70,15 @@ if TYPE_CHECKING:  # the dock's per-image state; imported for the type only (no 
 BBox = Tuple[int, int, int, int]
 CONTEXT_MARGIN = 1.6  # "Next" shows the region and ~30 % of its size around it: a gland is judged in context
 # The selected review box is drawn thicker and in another colour than the others: with ten cyan
-# squares on screen the pathologist must see at once which one "Next" went to.
-CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 7
+# squares on screen the pathologist must see at once which one "Next" went to. Widths are screen pixels at every
+# zoom (:func:`~napari_cdma._layers.show_frames`): in image pixels the frames were bars of 31 and 13 screen pixels
+# at the zoom Next sets (walk 17).
+CURRENT_TILE_COLOR, CURRENT_TILE_WIDTH = "yellow", 5
 # The engine's review boxes never overlap, but they may touch: an outline drawn on a box's edge, half its
-# stroke outside the box, then lies on (or crosses) its neighbour's. Each outline is drawn inside its own
-# box's pixels instead, inset by half the widest stroke, so no two outlines overlap. The selected box is the
-# exception: its stroke runs just outside its pixels, so the region Next shows is seen whole, rim included.
-OUTLINE_INSET = CURRENT_TILE_WIDTH / 2.0
+# stroke outside the box, then lies on (or crosses) its neighbour's. The selected box's stroke runs just outside its
+# pixels, so the region Next shows is seen whole, rim included, and no other frame lies on it: the others run just
+# inside their own boxes' pixels (TILE_WIDTH screen pixels, a fraction of an image pixel at Next's zoom), so no two
+# frames overlap and none covers another region's tissue.
 NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region was accepted. Draw a "
                    "rectangle or polygon (Draw) to accept more, or predict again with another model.")
 
@@ -79,7 +87,7 @@ NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region
 #: its role, name suffix, and colour, black: apart from the gland outlines (green, azure, orange, white), the red
 #: accepted boxes, cyan / yellow review boxes, magenta gland box and green uncertainty tint (it was orange, like
 #: a gland outline: walk). Its label is drawn above the frame, outside it, not over the glands inside.
-SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown region", "black", 4
+SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown region", "black", 4  # screen pixels
 #: The label's size (screen points) and the gap between the frame and the label's baseline (screen pixels).
 SHOWN_TEXT_SIZE, SHOWN_TEXT_GAP = 10, 3
 #: What every withdrawn row of the accepted-region list starts with (:func:`withdrawn_mark`).
@@ -251,51 +259,32 @@ def readable_list(widget: Any) -> None:
     widget.setUniformItemSizes(False)
 
 
-def outline_box(bbox: BBox, inset: float = OUTLINE_INSET) -> Tuple[float, float, float, float]:
-    """Where to draw the outline of the pixel box (y0, x0, y1, x1): its pixels span [y0 - 0.5, y1 - 0.5]
-    (napari pixel centres are integers); the line runs ``inset`` inside that edge (at most to the middle)."""
-    y0, x0, y1, x1 = (float(v) for v in bbox)
-    dy, dx = min(inset, (y1 - y0) / 2.0), min(inset, (x1 - x0) / 2.0)
-    return (y0 - 0.5 + dy, x0 - 0.5 + dx, y1 - 0.5 - dy, x1 - 0.5 - dx)
-
-
-def selected_box(bbox: BBox, width: float = CURRENT_TILE_WIDTH) -> Tuple[float, float, float, float]:
-    """Where to draw the selected box's outline: its whole stroke (``width``) just outside the box's pixels,
-    so the region the pathologist is sent to is seen whole, its rim included."""
-    y0, x0, y1, x1 = (float(v) for v in bbox)
-    d = 0.5 + width / 2.0
-    return (y0 - d, x0 - d, y1 - 1.0 + d, x1 - 1.0 + d)
-
-
-def review_outline_boxes(tiles: List[Tuple[float, BBox]], row: int = -1) -> List[Tuple[float, ...]]:
-    """The drawn boxes of the review outlines: the selected one (``row``) outside its pixels
-    (:func:`selected_box`), the others inside theirs (:func:`outline_box`: touching boxes' outlines neither
-    overlap nor cross)."""
-    return [selected_box(b) if i == row else outline_box(b) for i, (_, b) in enumerate(tiles)]
+def review_frames(tiles: List[Tuple[float, BBox]], row: int = -1) -> Dict[str, Any]:
+    """The review regions' frames (:func:`~napari_cdma._layers.frames_of`): the selected one (``row``)
+    :data:`CURRENT_TILE_WIDTH` screen pixels just outside its pixels, the others :data:`TILE_WIDTH` just inside
+    theirs (touching boxes' outlines neither overlap nor cross)."""
+    return frames_of([b for _, b in tiles], [CURRENT_TILE_WIDTH if i == row else TILE_WIDTH for i in range(len(tiles))],
+                     [i == row for i in range(len(tiles))])
 
 
 def show_review_outlines(viewer: Any, image_name: str, tiles: List[Tuple[float, BBox]], row: int = -1) -> Any:
-    """:func:`~napari_cdma._layers.show_review_tiles` at :func:`review_outline_boxes`."""
-    return show_review_tiles(viewer, image_name,
-                             [(s, b) for (s, _), b in zip(tiles, review_outline_boxes(tiles, row), strict=True)])
+    """Add or update the image's Shapes layer of review regions, framed as :func:`review_frames` says."""
+    return show_frames(viewer, image_name, "tiles", review_frames(tiles, row), TILES_STYLE)
 
 
-def scene_camera(viewer: Any) -> Any:
-    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-def label_offset(viewer: Any, rect: Any, image_hw: Optional[Tuple[int, int]] = None) -> List[float]:
+def label_offset(viewer: Any, rect: Any, image_hw: Optional[Tuple[int, int]] = None,
+                 width: Optional[float] = None) -> List[float]:
     """The shift (data pixels, y then x) of a frame's label, anchored at the upper-left corner of the frame ``rect``
-    (its corners, y x): just above the frame at the viewer's zoom, outside it, not over the glands it frames; just
-    below it when the image (``image_hw``) has no room above (a region at the image's top: a label off the image,
-    on the canvas, was unreadable); inside its top edge when the image has room for neither."""
+    (its corners, y x; its stroke ``width`` data pixels, default :data:`SHOWN_WIDTH` screen pixels): just above the
+    frame at the viewer's zoom, outside it, not over the glands it frames; just below it when the image
+    (``image_hw``) has no room above (a region at the image's top: a label off the image, on the canvas, was
+    unreadable); inside its top edge when the image has room for neither."""
     zoom = float(getattr(scene_camera(viewer), "zoom", 1.0) or 1.0)
     rect = np.asarray(rect, float)
     top, bottom = float(rect[:, 0].min()), float(rect[:, 0].max())
     # napari draws an upper-left label with its baseline on the anchor (the text rises from it, over the stroke)
-    stroke, gap, text = SHOWN_WIDTH / 2.0, SHOWN_TEXT_GAP / zoom, SHOWN_TEXT_SIZE * 1.5 / zoom
+    width = SHOWN_WIDTH / zoom if width is None else float(width)
+    stroke, gap, text = width / 2.0, SHOWN_TEXT_GAP / zoom, SHOWN_TEXT_SIZE * 1.5 / zoom
     if image_hw is None or top - stroke - gap - text >= -0.5:
         return [-(stroke + gap), 0.0]
     if bottom + stroke + gap + text <= image_hw[0] - 0.5:
@@ -483,6 +472,7 @@ class ReviewPanel(QWidget):
         self.region_list.setToolTip("Click a region to see it on its image (a black box)")
         #: the store's regions as last read (withdrawn ones included), region id -> record
         self.records: dict = {}
+        self._moving = False  # go_to moves the view: the frames are drawn for its zoom after it (_on_zoom)
         self.shown_region: Optional[str] = None  # the region framed on its image (show_region)
         #: image name -> unique ids of its layers :meth:`focus` hid while another image was reviewed (shown again
         #: when it is reviewed or chosen again)
@@ -556,7 +546,8 @@ class ReviewPanel(QWidget):
         self.show_withdrawn.toggled.connect(lambda _on: self._fill_regions())
         self.region_list.currentItemChanged.connect(lambda *_: self.update_buttons())
         self.region_list.itemClicked.connect(lambda item: self.show_region(item.data(Qt.ItemDataRole.UserRole)))
-        scene_camera(self.viewer).events.zoom.connect(self._place_label)  # the label stays just above the frame
+        # the frames keep their screen widths, and the label stays just above the shown frame
+        scene_camera(self.viewer).events.zoom.connect(self._on_zoom)
         self.region_list.itemActivated.connect(lambda item: self.show_region(item.data(Qt.ItemDataRole.UserRole)))
         self.tile_list.currentRowChanged.connect(lambda _row: self.update_buttons())
         self.labels_choice.changed.connect(lambda *_: self.update_buttons())
@@ -755,15 +746,28 @@ class ReviewPanel(QWidget):
 
     def _highlight(self, row: int) -> None:
         """Draw the selected review box thick and yellow just outside its pixels, the others thin and cyan
-        inside theirs (per-shape edges)."""
+        inside theirs (per-shape edges; :func:`review_frames`)."""
         layer = self._tiles_layer()
         if layer is None or len(layer.data) != len(self.tiles) or not len(layer.data):
             return
-        drawn = [(*np.min(d, axis=0)[-2:], *np.max(d, axis=0)[-2:]) for d in layer.data]
-        if not np.allclose(drawn, review_outline_boxes(self.tiles, row)):  # drawn elsewhere (another selection)
+        drawn = (layer.metadata or {}).get(FRAMES_KEY) or {}
+        wanted = review_frames(self.tiles, row)
+        if any(drawn.get(k) != wanted[k] for k in ("edges", "px", "outside")):  # drawn for another selection
             layer = show_review_outlines(self.viewer, self.image_name, self.tiles, row)
         layer.edge_color = [CURRENT_TILE_COLOR if i == row else TILE_COLOR for i in range(len(self.tiles))]
-        layer.edge_width = [CURRENT_TILE_WIDTH if i == row else TILE_WIDTH for i in range(len(self.tiles))]
+        # the selected frame over the others: a touching neighbour's cyan frame, inside that neighbour's pixels, lies
+        # where the yellow one runs (just outside the selected box) and hid most of its edge there
+        order = [int(i == row) for i in range(len(self.tiles))]
+        if list(layer.z_index) != order:
+            layer.z_index = order
+
+    def _on_zoom(self, _event: Any = None) -> None:
+        """The view zoomed: the frames drawn again once their widths left their screen pixels' slack
+        (:func:`~napari_cdma._layers.redraw_frames`; not while :meth:`go_to` moves the view: it draws them once,
+        after), then the shown frame's label placed (:meth:`_place_label`)."""
+        if not self._moving:
+            redraw_frames(self.viewer)
+        self._place_label()
 
     def drop_reviewed(self, image_name: Optional[str], bbox: BBox) -> int:
         """Take the review regions that ``bbox`` covers off "Look here next" and off the canvas.
@@ -808,6 +812,16 @@ class ReviewPanel(QWidget):
         """Select region ``row`` and centre the camera on it, zoomed to show it with some context."""
         if not 0 <= row < len(self.tiles):
             return
+        # the view first: selected next, the review frames are drawn once, for the new zoom (_highlight), not also
+        # for the old selection as the view zooms (each redraw of a Shapes layer re-slices every layer)
+        center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
+        camera = scene_camera(self.viewer)
+        self._moving = True
+        try:
+            camera.center = center
+            camera.zoom = zoom
+        finally:
+            self._moving = False
         self.tile_list.setCurrentRow(row)
         # the view leaves an accepted region shown from its list: its row gives way, so Withdraw cannot act on it
         # while Accept region acts on this one (walk), and the status says where the view is now
@@ -818,10 +832,7 @@ class ReviewPanel(QWidget):
         self._say(f"Review region {row + 1} of {len(self.tiles)} of '{self.image_name}': {box}.")
         # seen on its image, not under another one
         self.focus_note(self.image_name, self.focus(self.image_name), append=True)
-        center, zoom = camera_for_tile(self.tiles[row][1], canvas_hw(self.viewer), margin=CONTEXT_MARGIN)
-        camera = scene_camera(self.viewer)
-        camera.center = center
-        camera.zoom = zoom
+        redraw_frames(self.viewer)  # the other frames (accepted regions, a region shown) for the new zoom
 
     def focus(self, image_name: Optional[str]) -> List[str]:
         """Make the image ``image_name`` what the canvas shows: the open images all lie at the origin, and a region
@@ -993,7 +1004,11 @@ class ReviewPanel(QWidget):
                 "the rest keeps the model's prediction") if inside is not None else ""
         if split:
             note += f"; {split} separated piece(s) of glands got labels of their own"
-        self._say(f"Accepted {what} {record.region_id} of '{image_name}', {box_text(bbox)}{note}.")
+        # the same box of the same image again is a new version of its region (the store adds no region)
+        where = f"{record.region_id} of '{image_name}'"
+        head = f"Accepted {what} {where}" if record.version <= 1 else \
+            f"{what[:1].upper() + what[1:]} {where} was accepted before: stored again as its version {record.version}"
+        self._say(f"{head}, {box_text(bbox)}{note}.")
         self.drop_reviewed(image_name, bbox)
         self.refresh_regions()
         self.regions_changed.emit()
@@ -1010,7 +1025,25 @@ class ReviewPanel(QWidget):
             self._say("Predict an image first.", error=True)
             return None
         h, w = state.original_labels.shape
+        done = self._accepted_whole(state, (0, 0, h, w))
+        if done is not None:  # pressed again: the store would only add an identical version of the same region
+            self._say(f"'{image_name}' was already accepted whole as {done.region_id}, and its corrections have not "
+                      "changed since: nothing new was stored.")
+            return None
         return self.accept((0, 0, h, w), what="whole image")
+
+    def _accepted_whole(self, state: "ImageState", bbox: BBox) -> Optional[RegionRecord]:
+        """The live region of the store that holds the whole image ``bbox`` as the corrections layer holds it now
+        (accepted whole, no edit since), else None."""
+        _, labels, _ = self._target()
+        record = next((r for r in self.records.values() if not r.withdrawn and tuple(r.bbox) == tuple(bbox)
+                       and state.image_hash and r.image_hash == state.image_hash), None)
+        if record is None or labels is None:
+            return None
+        # what the layer held when the whole image was last accepted (or the store's corrections pasted into it)
+        crop = next((c for b, inside, c in reversed(state.reviewed.get(labels.name, []))
+                     if tuple(b) == tuple(bbox) and inside is None), None)
+        return record if crop is not None and np.array_equal(crop, np.asarray(labels.data)) else None
 
     def start_drawing(self) -> Any:
         """Add (or select) a Shapes layer for the reviewed image, in rectangle-drawing mode; None while a whole slide
@@ -1194,30 +1227,31 @@ class ReviewPanel(QWidget):
         """Add or update the Shapes layer framing the region shown (one rectangle just outside its pixels,
         labelled with its id); the frames of other images are emptied. The active layer stays active."""
         active = self.viewer.layers.selection.active
-        y0, x0, y1, x1 = selected_box(bbox, SHOWN_WIDTH)
         hw = image_hw(self.viewer.layers[image_name]) if image_name in self.viewer.layers else None
-        if hw is not None:  # its whole stroke on the image: at the image's edge, a black line on the canvas was lost
-            lo = -0.5 + SHOWN_WIDTH / 2.0
-            y0, x0 = max(y0, lo), max(x0, lo)
-            y1, x1 = min(y1, hw[0] - 0.5 - SHOWN_WIDTH / 2.0), min(x1, hw[1] - 0.5 - SHOWN_WIDTH / 2.0)
-        rect = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+        # SHOWN_WIDTH screen pixels just outside its pixels; its whole stroke on the image (hw): at the image's
+        # edge, a black line on the canvas was lost
+        frames = frames_of([bbox], [SHOWN_WIDTH], [True], hw)
+        zoom = float(scene_camera(self.viewer).zoom)
+        (rect,), (width,) = frame_rects(frames, zoom)
         name = f"{image_name} {SHOWN_SUFFIX}"
         for other in list(self.viewer.layers):
             if (other.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and other.name != name and len(other.data):
+                other.metadata.pop(FRAMES_KEY, None)
                 other.data = []
         text = {"string": "{label}", "color": SHOWN_COLOR, "anchor": "upper_left", "size": SHOWN_TEXT_SIZE,
-                "translation": label_offset(self.viewer, rect, hw)}
+                "translation": label_offset(self.viewer, rect, hw, width)}
         if name in self.viewer.layers and isinstance(self.viewer.layers[name], Shapes):
             layer = self.viewer.layers[name]
             layer.data = []
-            layer.add_rectangles([rect], edge_color=SHOWN_COLOR, face_color="transparent", edge_width=SHOWN_WIDTH)
+            layer.add_rectangles([rect], edge_color=SHOWN_COLOR, face_color="transparent", edge_width=width)
             layer.features = {"label": [label]}
             layer.text = text
         else:
             layer = self.viewer.add_shapes([rect], shape_type="rectangle", name=name, edge_color=SHOWN_COLOR,
-                                           face_color="transparent", edge_width=SHOWN_WIDTH, opacity=1.0,
+                                           face_color="transparent", edge_width=width, opacity=1.0,
                                            features={"label": [label]}, text=text,
                                            metadata={ROLE_KEY: SHOWN_ROLE, IMAGE_KEY: image_name})
+        layer.metadata[FRAMES_KEY] = {**frames, "zoom": zoom}  # kept SHOWN_WIDTH screen pixels as the view zooms
         layer.visible = True
         if active is not None and active in self.viewer.layers:  # the brush stays on the layer it was on
             self.viewer.layers.selection.active = active
@@ -1241,7 +1275,8 @@ class ReviewPanel(QWidget):
         for layer in layers:
             if (layer.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and len(layer.data) and layer.visible:
                 image = (layer.metadata or {}).get(IMAGE_KEY)
-                offset = label_offset(self.viewer, layer.data[0], image_hw(layers[image]) if image in layers else None)
+                offset = label_offset(self.viewer, layer.data[0], image_hw(layers[image]) if image in layers else None,
+                                      float(np.atleast_1d(layer.edge_width)[0]))
                 if not np.allclose(np.asarray(layer.text.translation, float)[-2:], offset):
                     layer.text.translation = offset
 

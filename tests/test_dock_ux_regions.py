@@ -134,7 +134,8 @@ def test_withdrawn_regions_are_listed_on_request_shown_on_their_image_and_restor
     top, bottom = rect.min(axis=0), rect.max(axis=0)
     # around the region's pixels; at the image's edge (this one is at its top) its stroke is on the image, not on
     # the black canvas, where the black frame was lost
-    edge = -0.5 + SHOWN_WIDTH / 2
+    edge = -0.5 + float(frame.edge_width[0]) / 2  # SHOWN_WIDTH screen pixels (walk 17), image pixels before
+    assert np.isclose(float(frame.edge_width[0]) * scene_camera(viewer).zoom, SHOWN_WIDTH, rtol=0.01)
     assert top[0] == edge and top[1] <= x0 - 0.5 and bottom[0] >= y1 - 0.5 and bottom[1] >= x1 - 0.5
     assert bottom[0] - top[0] < (y1 - y0) + 20  # around the region, not the whole image
     assert list(frame.features["label"]) == [f"{ids[1]} withdrawn"] and frame.visible

@@ -8,7 +8,8 @@ import itertools
 import numpy as np
 from _dock import open_dock
 
-from napari_cdma._layers import names_for, show_review_tiles
+from napari_cdma._layers import TILE_WIDTH, names_for, show_review_tiles
+from napari_cdma._widget_review import CURRENT_TILE_WIDTH, scene_camera
 from src_model.uncertainty import review_regions
 
 
@@ -55,7 +56,7 @@ def test_review_outlines_do_not_overlap(make_napari_viewer, monkeypatch, tmp_pat
 
     review = widget.review_panel
     review.set_tiles("he", tiles)
-    for row in (0, 3, -1):  # the selected box is drawn 7 px wide, the others 3 px
+    for row in (0, 3, -1):  # the selected box is drawn 5 screen px wide, the others 3 (at every zoom)
         review.go_to(row) if row >= 0 else review._highlight(-1)
         layer = viewer.layers[names_for("he")["tiles"]]
         assert len(layer.data) == len(tiles)
@@ -65,12 +66,14 @@ def test_review_outlines_do_not_overlap(make_napari_viewer, monkeypatch, tmp_pat
         for i, ((y0, x0, y1, x1), (a, b, c, d)) in enumerate(zip((t[1] for t in tiles), extents, strict=True)):
             if i == row:  # the selected outline lies wholly outside its box's pixels: the region is seen whole
                 w = float(np.asarray(layer.edge_width)[i])
-                assert w > 3 and a + w <= y0 - 0.5 + 1e-6 and b + w <= x0 - 0.5 + 1e-6
+                assert w * scene_camera(viewer).zoom > TILE_WIDTH
+                assert a + w <= y0 - 0.5 + 1e-6 and b + w <= x0 - 0.5 + 1e-6
                 assert c - w >= y1 - 0.5 - 1e-6 and d - w >= x1 - 0.5 - 1e-6
             else:  # the others inside their own box's pixels (which span [y0 - 0.5, y1 - 0.5])
                 assert a >= y0 - 0.5 - 1e-6 and b >= x0 - 0.5 - 1e-6 and c <= y1 - 0.5 + 1e-6 \
                     and d <= x1 - 0.5 + 1e-6
-    assert sorted(np.asarray(layer.edge_width).tolist()) == [3] * len(tiles)
+    assert np.allclose(np.asarray(layer.edge_width) * scene_camera(viewer).zoom, TILE_WIDTH, rtol=0.01)
+    assert CURRENT_TILE_WIDTH > TILE_WIDTH
 
     # an accepted box leaves the list: the outlines redrawn stay apart
     dropped = review.drop_reviewed("he", tiles[0][1])

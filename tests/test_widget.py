@@ -422,7 +422,9 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     from napari_cdma._widget_review import CURRENT_TILE_WIDTH, TILE_WIDTH
 
     tiles_layer = viewer.layers[names["tiles"]]
-    assert list(tiles_layer.edge_width[:2]) == [CURRENT_TILE_WIDTH, TILE_WIDTH]
+    # screen pixels at the zoom Next set (walk 17: image pixels were thick bars on screen)
+    on_screen = np.asarray(tiles_layer.edge_width[:2]) * scene_camera(viewer).zoom
+    assert np.allclose(on_screen, [CURRENT_TILE_WIDTH, TILE_WIDTH], rtol=0.01)
     assert np.allclose(tiles_layer.edge_color[0], (1, 1, 0, 1)) and not np.allclose(tiles_layer.edge_color[1],
                                                                                   (1, 1, 0, 1))
     camera = scene_camera(viewer)

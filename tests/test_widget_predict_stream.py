@@ -430,7 +430,7 @@ def test_review_region_layers_are_added_while_predicting_and_filled_at_the_hand_
     hidden) while it is predicted; the hand-over shows them and the dock's upsert fills the same layers."""
     from napari.components import ViewerModel
 
-    from napari_cdma._layers import ROLE_KEY, show_accepted, show_review_tiles
+    from napari_cdma._layers import ROLE_KEY, scene_camera, show_accepted, show_review_tiles
     from napari_cdma._predict_stream import LiveLayers
 
     viewer = ViewerModel()
@@ -450,7 +450,10 @@ def test_review_region_layers_are_added_while_predicting_and_filled_at_the_hand_
     assert show_review_tiles(viewer, "x", boxes) is tiles and len(tiles.data) == 2
     assert show_accepted(viewer, "x", [(5, 5, 15, 15)]) is accepted and len(accepted.data) == 1
     np.testing.assert_array_equal(tiles.data[1].min(axis=0), [30, 40])
-    assert tiles.edge_width[0] == accepted.edge_width[0] == 3 and tuple(accepted.edge_color[0][:3]) == (1, 0, 0)
+    # the accepted frame is 3 screen pixels wide at the camera's zoom (walk 17), the raw review tiles 3 px
+    zoom = scene_camera(viewer).zoom
+    assert tiles.edge_width[0] == 3 and np.isclose(accepted.edge_width[0] * zoom, 3, rtol=0.01)
+    assert tuple(accepted.edge_color[0][:3]) == (1, 0, 0)
     assert len([ly for ly in viewer.layers if ly.name == names["tiles"]]) == 1
 
 
