@@ -239,34 +239,104 @@ def uncertainty_colormap() -> Any:
 
 
 # Accepted regions are reviewed: the uncertainty layer no longer tints them, so that what is left to look at
-# stands out (walk 17: reviewed tissue looked as uncertain as the rest). The map itself is not changed: the
-# layer shows a copy (made at the first accept, then changed box by box) whose reviewed pixels hold
-# REVIEWED_VALUE, and keeps the model's map beside it in its metadata (:func:`uncertainty_values`).
-#: layer.metadata key of an uncertainty layer whose reviewed regions are untinted: ``values`` (the model's
-#: map), ``shown`` (the array the layer shows) and ``boxes`` (region id -> (y0, x0, y1, x1))
+# stands out (walk 17: reviewed tissue looked as uncertain as the rest). The map itself is not changed, nor copied:
+# the layer's data (each level of a large image's pyramid) is read through :class:`UntintedLevel`, which clears the
+# boxes in what napari indexes for the canvas only, and the map stays beside it in the layer's metadata.
+#: layer.metadata key of an uncertainty layer whose reviewed regions are untinted: ``values`` (the model's map: the
+#: layer's data, or its levels, before), ``shown`` (the :class:`UntintedLevel` of each) and ``boxes`` (region id ->
+#: (y0, x0, y1, x1))
 REVIEWED_KEY = "napari_cdma_reviewed"
-#: what a reviewed pixel of the shown copy holds: no uncertainty, below any tint start
+#: what a reviewed pixel reads as on the canvas: no uncertainty, below any tint start
 REVIEWED_VALUE = 0.0
 
 
+class UntintedLevel:
+    """The data of an uncertainty layer (or a level of its pyramid) shown untinted in reviewed boxes.
+
+    An indexed read (napari indexes the part of the data the canvas shows: the whole of a small image, the view of a
+    pyramid's level) is the map's pixels there, REVIEWED_VALUE inside ``boxes``; only what was read is copied. The
+    data as a whole (``np.asarray(layer.data)``, as the gland table, the store's saves and the plugin's other readers
+    take it) is the model's map, unchanged.
+
+    Args:
+        level: the map (H, W), or the full-resolution map taken every ``step`` pixels.
+        step: see ``level``.
+        boxes: full-resolution (y0, x0, y1, x1) boxes, a list shared by a pyramid's levels.
+    """
+
+    def __init__(self, level: Any, step: int, boxes: List[BBox]) -> None:
+        self.level, self.step, self.boxes = level, int(step), boxes
+        self.shape, self.dtype, self.ndim, self.size = tuple(level.shape), level.dtype, level.ndim, level.size
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        out = np.array(self.level[key], copy=True)
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):  # napari passes slices; ``[...]`` reads the whole level
+            key = tuple(slice(None) for _ in self.shape)
+        key = key + (slice(None),) * (2 - len(key))
+        rows = np.atleast_1d(np.arange(self.shape[0])[key[0]]) * self.step  # full-resolution rows read
+        cols = np.atleast_1d(np.arange(self.shape[1])[key[1]]) * self.step
+        inside = np.zeros((rows.size, cols.size), bool)
+        for y0, x0, y1, x1 in self.boxes:
+            inside |= ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
+        if inside.any():
+            out[inside.reshape(out.shape)] = REVIEWED_VALUE
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.level, dtype=dtype)
+
+
+def _level_steps(levels: Sequence[Any]) -> Optional[List[int]]:
+    """How many full-resolution pixels apart each level's pixels are, for levels that are strided views of the
+    first (a large image's pyramid, :func:`~._predict_stream.pyramid`); None for other pyramids."""
+    base = levels[0]
+    if not isinstance(base, np.ndarray) or base.ndim != 2:
+        return None
+    steps = []
+    for level in levels:
+        if not isinstance(level, np.ndarray) or not np.shares_memory(level, base) \
+                or level.strides[0] % base.strides[0] or level.strides[1] % base.strides[1] \
+                or level.strides[0] // base.strides[0] != level.strides[1] // base.strides[1]:
+            return None
+        steps.append(level.strides[0] // base.strides[0])
+    return steps
+
+
 def _reviewed(layer: Any) -> Optional[Dict[str, Any]]:
-    """The layer's reviewed-region record, if the layer still shows its copy (a prediction written into the layer
-    since replaced it: its data is the model's map again)."""
+    """The layer's reviewed-region record, if the layer still shows it (a prediction written into the layer since
+    replaced its data: the model's map again)."""
+    layer = unwrap_layer(layer)  # a plugin's proxy of the layer wraps what it returns in new proxies
     kept = (getattr(layer, "metadata", None) or {}).get(REVIEWED_KEY)
-    return kept if kept is not None and layer.data is kept["shown"] else None
+    if kept is None:
+        return None
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        return kept if len(data) and data[0] is kept["shown"][0] else None
+    return kept if data is kept["shown"][0] else None
 
 
 def uncertainty_values(layer: Any) -> Any:
-    """The model's uncertainty map behind an uncertainty layer: its data, or, where the layer shows its reviewed
-    regions untinted (:func:`show_reviewed`), the map kept beside the copy it shows. What the gland table, the
-    store and the cursor readout read."""
+    """The model's uncertainty map behind an uncertainty layer (of a multiscale layer: its levels), as an array
+    even where the layer shows reviewed regions untinted (:func:`show_reviewed`)."""
     kept = _reviewed(layer)
-    return layer.data if kept is None else kept["values"]
+    if kept is None:
+        return unwrap_layer(layer).data
+    return kept["values"] if getattr(layer, "multiscale", False) else kept["values"][0]
+
+
+def uncertainty_at(layer: Any, row: int, col: int) -> float:
+    """The model's uncertainty at full-resolution pixel ``(row, col)`` of an uncertainty layer."""
+    values = uncertainty_values(layer)
+    return float((values[0] if getattr(layer, "multiscale", False) else values)[row, col])
 
 
 def reviewed_at(layer: Any, row: int, col: int) -> Optional[str]:
-    """The accepted region (its id) whose box holds pixel ``(row, col)`` of an uncertainty layer shown untinted
-    there, or None."""
+    """The accepted region (its id) whose box holds full-resolution pixel ``(row, col)`` of an uncertainty layer
+    shown untinted there, or None."""
     kept = _reviewed(layer)
     if kept is None:
         return None
@@ -276,37 +346,36 @@ def reviewed_at(layer: Any, row: int, col: int) -> Optional[str]:
 
 def show_reviewed(layer: Any, boxes: Dict[str, BBox]) -> bool:
     """Show an image's uncertainty layer without its tint inside ``boxes`` (region id -> box: its accepted
-    regions), and with it again inside boxes no longer given (withdrawn). Only the boxes that changed are
-    written; the copy is made once, at the first box, and dropped with the last. A multiscale layer (a large
-    image's pyramid) is left as it is. Returns whether the layer changed."""
-    if getattr(layer, "multiscale", False) or np.ndim(layer.data) != 2:
-        return False
+    regions), and with it again inside boxes no longer given (withdrawn): its data (each level of a large image's
+    pyramid of strided views) is read through :class:`UntintedLevel`; nothing is copied. Another pyramid is left
+    as it is. Returns whether the layer changed."""
+    layer = unwrap_layer(layer)
+    multiscale = bool(getattr(layer, "multiscale", False))
     kept = _reviewed(layer)
     if kept is None:
-        layer.metadata.pop(REVIEWED_KEY, None)  # a stale record (the layer's data was replaced) holds two maps
+        layer.metadata.pop(REVIEWED_KEY, None)  # a stale record (the layer's data was replaced) holds the old map
     boxes = {str(rid): tuple(int(v) for v in box) for rid, box in boxes.items()}
     old = kept["boxes"] if kept is not None else {}
     if old == boxes:
         return False
     if not boxes:  # the last withdrawn: the layer shows the map itself again
         layer.metadata.pop(REVIEWED_KEY, None)
-        layer.data = kept["values"]
+        layer.data = kept["values"] if multiscale else kept["values"][0]
         return True
-    if kept is None:
-        values = layer.data
-        kept = {"values": values, "shown": np.array(values, copy=True), "boxes": {}}
-    values, shown = kept["values"], kept["shown"]
-    h, w = shown.shape
-    for y0, x0, y1, x1 in set(old.values()) - set(boxes.values()):  # withdrawn: the map again
-        shown[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = values[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
-    for y0, x0, y1, x1 in boxes.values():  # after: a box still accepted over a withdrawn one stays untinted
-        shown[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = REVIEWED_VALUE
-    kept["boxes"] = boxes
-    layer.metadata[REVIEWED_KEY] = kept
-    if layer.data is shown:
+    if kept is not None:
+        kept["boxes"] = boxes
+        kept["shown"][0].boxes[:] = list(boxes.values())  # shared by every level
         layer.refresh()
-    else:
-        layer.data = shown
+        return True
+    values = list(layer.data) if multiscale else [layer.data]
+    steps = _level_steps(values) if multiscale else [1]
+    if steps is None or np.ndim(values[0]) != 2:
+        return False
+    shared: List[BBox] = list(boxes.values())
+    kept = {"values": values, "shown": [UntintedLevel(v, k, shared) for v, k in zip(values, steps, strict=True)],
+            "boxes": boxes}
+    layer.metadata[REVIEWED_KEY] = kept
+    layer.data = kept["shown"] if multiscale else kept["shown"][0]
     return True
 
 

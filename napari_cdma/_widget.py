@@ -1257,7 +1257,7 @@ class CdmaWidget(QWidget):
         """Show an image's uncertainty layer without its tint inside the store's live regions of the image
         (``regions``, default: read from the store), and with it again where a region was withdrawn: reviewed tissue
         must not look as uncertain as what is left to review (walk 17). The model's map stays as it was
-        (:func:`~._layers.show_reviewed`); a large image's pyramid and a whole slide are left tinted."""
+        (:func:`~._layers.show_reviewed`); a whole slide (the Whole slide panel's) is left tinted."""
         layer_name = names_for(image_name)["uncertainty"]
         if layer_name not in self.viewer.layers or image_name not in self.viewer.layers:
             return
@@ -1266,7 +1266,8 @@ class CdmaWidget(QWidget):
             regions = [r for r in self._store.regions() if r.image_hash == digest] \
                 if self._store is not None and digest else []
         layer = self.viewer.layers[layer_name]
-        if np.shape(uncertainty_values(layer)) != tuple(np.shape(self.viewer.layers[image_name].data)[:2]):
+        shape = tuple(layer.level_shapes[0]) if layer.multiscale else np.shape(layer.data)
+        if tuple(shape) != tuple(np.shape(self.viewer.layers[image_name].data)[:2]):
             return  # not this image's map (another image under the name)
         show_reviewed(layer, {r.region_id: r.bbox for r in regions})
 

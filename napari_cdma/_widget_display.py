@@ -29,6 +29,7 @@ from ._layers import (
     prediction_layers,
     reviewed_at,
     style_prediction,
+    uncertainty_at,
     uncertainty_tint_start,
     uncertainty_values,
     upsert_layer,
@@ -139,11 +140,11 @@ def value_under(viewer: Any, layer: Any, position: Sequence[float]) -> Any:
 def reviewed_under(layer: Any, position: Sequence[float]) -> Optional[Tuple[float, str]]:
     """Over an accepted region that an uncertainty layer shows untinted (:func:`~._layers.show_reviewed`): the
     model's uncertainty there (not the untinted value the layer shows) and the region's id; else None."""
-    if layer is None or getattr(layer, "multiscale", False):
+    if layer is None:
         return None
     row, col = (int(v) for v in np.round(np.asarray(layer.world_to_data(position), dtype=float)[-2:]))
     region = reviewed_at(layer, row, col)
-    return None if region is None else (float(uncertainty_values(layer)[row, col]), region)
+    return None if region is None else (uncertainty_at(layer, row, col), region)
 
 
 class GlandTableModel(QAbstractTableModel):
