@@ -1252,6 +1252,9 @@ class CdmaWidget(QWidget):
                 show_accepted(self.viewer, name, boxes)
             self._refresh_corrections(name, by_image.get(digest, []))
             self._untint_reviewed(name, by_image.get(digest, []))
+            state = self.states.get(name)
+            if state is not None and state.ranked and name == self.review_panel.image_name:
+                self.review_panel.bring_back(name, not_yet_accepted(state.ranked, boxes))
 
     def _untint_reviewed(self, image_name: str, regions: Optional[List[RegionRecord]] = None) -> None:
         """Show an image's uncertainty layer without its tint inside the store's live regions of the image

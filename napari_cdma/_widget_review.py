@@ -792,6 +792,29 @@ class ReviewPanel(QWidget):
         self._next_row = min(first_gone if row < 0 else row, max(0, len(kept) - 1))
         return dropped
 
+    def bring_back(self, image_name: Optional[str], ranked: List[Tuple[float, BBox]]) -> int:
+        """List again the review regions of ``image_name`` that an accepted region covered until it was withdrawn
+        (walk 17: the withdrawn tissue was tinted again but its region stayed off "Look here next"). ``ranked``: the
+        image's ranked regions not covered by a live accepted region. The selected region stays selected.
+
+        Returns:
+            How many regions came back (0 when ``image_name`` is not the image listed).
+        """
+        if not image_name or image_name != self.image_name or self.slide_name is not None:
+            return 0
+        useful = [(float(s), tuple(int(v) for v in b)) for s, b in ranked if s > 0]
+        back = [t for t in useful if t not in self.tiles]
+        if not back:
+            return 0
+        selected = self.current_bbox()
+        self._fill_tiles(useful)
+        show_review_outlines(self.viewer, image_name, useful)
+        row = next((i for i, (_, b) in enumerate(useful) if b == selected), -1)
+        if row >= 0:
+            self.tile_list.setCurrentRow(row)
+        self._highlight(row)
+        return len(back)
+
     def step(self, delta: int) -> None:
         """Select the next (+1) or previous (-1) tile and move the camera to it."""
         if not self.tiles and self.slide_name is not None:
