@@ -185,6 +185,8 @@ class PredictPanel(QWidget):
         #: for the status line about the image chosen (:meth:`chosen_line`)
         self.predicted: Dict[str, Tuple[Any, str, float]] = {}
         self._chosen_said = ""  # the status line :meth:`_on_chosen` last wrote
+        self._done_said = ""  # the line a prediction's end wrote (:meth:`predicted_line`), before any note
+        self._succeeded = False  # the run ending now handed a prediction over (its bar ends full)
         #: image name -> "<model>, <time>" of a prediction the dock restored from the project store (None: unknown)
         self.described_for: Optional[Callable[[str], Optional[str]]] = None
         self._unc_dirty = False
@@ -293,8 +295,9 @@ class PredictPanel(QWidget):
         if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
             self._update_predict()
             said = self.status.text()
-            if not self.image_choice.choices and (said.startswith("Predicted") or (said and said == self._chosen_said)):
-                self.status.setText("")  # not "Predicted '<image>'" under "No image to predict" (re-walk)
+            if not self.image_choice.choices and said and (
+                    said == self._chosen_said or (self._done_said and said.startswith(self._done_said))):
+                self.status.setText("")  # not "<image>: predicted ..." under "No image to predict" (re-walk)
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         # a newly opened image becomes the one to predict; not a hidden one (a reopened store's
         # other images come back hidden: Predict must not switch away from the image on screen)
@@ -312,13 +315,23 @@ class PredictPanel(QWidget):
             return f"{name}: not predicted yet."
         made = self.predicted.get(name)
         if made is not None and made[0] == getattr(layer, "unique_id", None):
-            return f"{name}: predicted with {made[1]} at {time.strftime('%H:%M', time.localtime(made[2]))}."
+            return self.predicted_line(name)
         restored = self.described_for(name) if self.described_for is not None else None
         if restored:
             return f"{name}: predicted with {restored} (from the project store)."
         if (getattr(layer, "metadata", None) or {}).get(HASH_KEY):
             return f"{name}: predicted (from the project store)."
         return f"{name}: predicted (layer '{prediction}')."
+
+    def predicted_line(self, name: str) -> str:
+        """What the status line says of the image ``name`` predicted here (:attr:`predicted`): "testA_1: predicted
+        with bundled at 00:45." The same words when its prediction ends and when it is chosen again (walk: the end of
+        a run said "Predicted 'testA_2' with bundled.", the image chosen again "testA_2: predicted with bundled at
+        00:45."); notes go after it. "<name>: predicted." when none was made here."""
+        made = self.predicted.get(name)
+        if made is None:
+            return f"{name}: predicted."
+        return f"{name}: predicted with {made[1]} at {time.strftime('%H:%M', time.localtime(made[2]))}."
 
     def say_chosen(self, note: str = "") -> None:
         """The status line about the image chosen (:meth:`chosen_line`), then ``note``: said when a project store has
@@ -484,7 +497,7 @@ class PredictPanel(QWidget):
         version = str(choice[1]) if choice[0] == "version" else None
         self._queue.clear()
         self._pending = None
-        self._cancelled = False
+        self._cancelled = self._succeeded = False
         self._live = LiveLayers(self.viewer, name, image.shape[:2]) if streams(image.shape, self.stream_pixels) \
             else None
         # a large image's worker starts once its live layers are added (LiveLayers.started)
@@ -677,7 +690,8 @@ class PredictPanel(QWidget):
             self.viewer.layers[name].metadata[HASH_KEY] = extra["image_hash"]
         shown = _unwrap(layer) if layer is not None else self.viewer.layers[name]
         self.predicted[name] = (getattr(shown, "unique_id", None), label, time.time())
-        self.last_message = f"Predicted '{name}' with {label}."
+        self._done_said = self.last_message = self.predicted_line(name)
+        self._succeeded = True
         self.status.setText(self.last_message)
         # the layers are handed over (live): filled while a large image was predicted, or made from a small image's
         # whole prediction one per event-loop turn
@@ -713,6 +727,7 @@ class PredictPanel(QWidget):
         self.running_name = None
         self._cancelled = False
         self._cancel_note = None
+        succeeded, self._succeeded = self._succeeded, False
         if self._dropped is not None:  # after the worker stopped: napari's removal runs the garbage collector
             dropped, self._dropped = self._dropped, None
             QTimer.singleShot(0, lambda: dropped.remove())  # a lambda: PyQt keeps bound methods only weakly
@@ -725,8 +740,7 @@ class PredictPanel(QWidget):
         try:
             if self.progress.maximum() == 0:
                 self.progress.setRange(0, 1)
-            self.progress.setValue(self.progress.maximum() if self.last_message.startswith("Predicted")
-                                   else 0)
+            self.progress.setValue(self.progress.maximum() if succeeded else 0)
         finally:
             self.progress.setUpdatesEnabled(True)
         self.progress.setVisible(False)  # idle: the status line says how the run ended

@@ -96,7 +96,7 @@ def test_with_only_a_slide_open_the_image_parts_are_hidden_until_an_image_is_pre
     assert dock.predict("he"), predict.last_message
     assert not predict.progress.isHidden()  # while it runs
     qtbot.waitUntil(lambda: not predict.running and dock.settled(), timeout=120_000)
-    assert predict.last_message.startswith("Predicted"), predict.last_message
+    assert predict.last_message.startswith(predict.predicted_line("he")), predict.last_message
     assert predict.progress.isHidden() and predict.progress.value() == predict.progress.maximum()
     _settle(qtbot, viewer)
     assert not display.content.isHidden() and display.empty_label.isHidden()

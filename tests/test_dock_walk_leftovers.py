@@ -117,11 +117,11 @@ def test_the_predict_status_is_about_the_image_chosen(make_napari_viewer, qtbot,
     label = panel.model_combo.currentText()
     predict_and_wait(qtbot, dock, "testA_1", timeout=120_000)
     _turn(qtbot)
-    assert panel.status.text().startswith("Predicted 'testA_1'"), panel.status.text()
+    assert panel.status.text().startswith("testA_1: predicted with "), panel.status.text()
 
     panel.image_choice.value = viewer.layers["testA_2"]
     _turn(qtbot)
-    # before: still "Predicted 'testA_1' with ..."
+    # before: still "testA_1: predicted with ..."
     assert panel.status.text() == "testA_2: not predicted yet.", panel.status.text()
     panel.image_choice.value = viewer.layers["testA_1"]
     _turn(qtbot)

@@ -51,7 +51,8 @@ def test_overlay_tints_the_most_uncertain_tissue_and_leaves_the_rest_readable(ma
     viewer.open_sample(PLUGIN, SAMPLE_KEY)
     assert widget.predict(SAMPLE_NAME), widget.predict_panel.last_message
     qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=180_000)
-    assert widget.predict_panel.last_message.startswith("Predicted"), widget.predict_panel.last_message
+    said = widget.predict_panel.last_message
+    assert said.startswith(widget.predict_panel.predicted_line(SAMPLE_NAME)), said
 
     names = names_for(SAMPLE_NAME)
     unc = viewer.layers[names["uncertainty"]]

@@ -22,7 +22,7 @@ def test_a_predicted_image_closed_with_its_layers_is_freed(make_napari_viewer, q
     qtbot.wait(100)  # the dock's slots on the removals
     gc.collect()
     assert SAMPLE_NAME not in widget.states
-    assert widget.predict_panel.status.text() == ""  # no "Predicted '<image>'" once nothing is open (re-walk)
+    assert widget.predict_panel.status.text() == ""  # no "<image>: predicted ..." once nothing is open (re-walk)
     assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone())]
 
 

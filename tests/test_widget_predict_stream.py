@@ -66,7 +66,7 @@ def test_streamed_prediction_fills_preallocated_layers_and_matches_the_engine(do
     assert not live_labels.data[-1].any() and panel.progress.value() < panel.progress.maximum()
     qtbot.waitUntil(lambda: progress.append((panel.progress.value(), panel.progress.maximum(), panel.running))
                     or not panel.running, timeout=120_000)
-    assert panel.last_message.startswith("Predicted"), panel.last_message
+    assert panel.last_message.startswith(panel.predicted_line(NAME)), panel.last_message
     running = [(v, m) for v, m, r in progress if r and m > 0]
     assert running and all(v < m for v, m in running)  # never 100 % while work remained
     assert panel.progress.value() == panel.progress.maximum() > 0  # and 100 % at the end
@@ -155,7 +155,7 @@ def test_canvas_redraws_after_a_cancelled_prediction(dock, qtbot):
     # and a new prediction of the image still runs to its end
     assert widget.predict(NAME), panel.last_message
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
-    assert panel.last_message.startswith("Predicted"), panel.last_message
+    assert panel.last_message.startswith(panel.predicted_line(NAME)), panel.last_message
     assert viewer.screenshot(canvas_only=True, flash=False)[..., :3].std() > 10
 
 
