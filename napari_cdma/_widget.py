@@ -688,6 +688,7 @@ class CdmaWidget(QWidget):
         it ("" when nothing was renamed)."""
         layers = self.viewer.layers
         renamed: List[str] = []
+        moved: List[str] = []  # drawn regions not accepted
         for name, state in list(self.states.items()):
             for layer_name in [names_for(name)["prediction"], *state.others]:
                 if layer_name in layers and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
@@ -700,6 +701,11 @@ class CdmaWidget(QWidget):
                         and (layers[layer_name].metadata or {}).get(IMAGE_KEY) == name:
                     show_reviewed(layers[layer_name], {})
                     untag_prediction(layers[layer_name], previous.root, layers, state.image_hash, role)
+            # its rectangles not accepted were drawn over the store left's corrections: accepted in the new store
+            # they stored its uncorrected prediction (walk 17)
+            drawn = names_for(name)["drawn"]
+            if drawn in layers and len(layers[drawn].data):
+                moved.append(untag_prediction(layers[drawn], previous.root, layers, state.image_hash, "drawn"))
             self.display_panel.forget(name)
             tiles = names_for(name)["tiles"]
             if tiles in layers:
@@ -709,10 +715,15 @@ class CdmaWidget(QWidget):
             self.restored_predictions.pop(name, None)
             self.predict_panel.predicted.pop(name, None)  # its prediction is the previous store's, detached
         self._update_keep_button()
-        if not renamed:
+        if not renamed and not moved:
             return ""
         message = (f"Prediction layer(s) of {previous.root} renamed " + ", ".join(f"'{n}'" for n in renamed)
-                   + ": your own labels now, not used by the new store's Accept, Keep unaccepted edits or review list.")
+                   + ": your own labels now, not used by the new store's Accept, Keep unaccepted edits or review list."
+                   if renamed else "")
+        if moved:
+            message += (" Rectangles drawn and not accepted hidden, as " + ", ".join(f"'{n}'" for n in moved)
+                        + ": Accept drawn no longer takes them.")
+        message = message.strip()
         if kept:
             message += (" The edits not accepted of " + ", ".join(f"'{n}'" for n in kept)
                         + f" were kept in {previous.root}: reopening it shows them.")
@@ -1591,7 +1602,7 @@ class CdmaWidget(QWidget):
             notes.append(f"The layer shows {n_pasted} accepted correction(s) from the project inside their "
                          "boxes (red).")
         if notes:
-            self.predict_panel.last_message = " ".join([f"Predicted '{name}'."] + notes)
+            self.predict_panel.last_message = " ".join([self.predict_panel.predicted_line(name)] + notes)
             self.predict_panel.status.setText(self.predict_panel.last_message)
         # the image's own prediction layer is the one to paint (ready for brush / fill / eraser); a version
         # being tried, or a prediction written aside, must not take the brush

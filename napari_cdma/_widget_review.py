@@ -62,6 +62,7 @@ from ._layers import (
 )
 from ._messages import show_message
 from ._slide_view import SLIDE_KEY, STORE_KEY
+from ._widget_store import is_detached
 from .project.store import SLIDE_SOURCE, ProjectStore, RegionRecord
 
 if TYPE_CHECKING:  # the dock's per-image state; imported for the type only (no cycle at run time)
@@ -568,13 +569,17 @@ class ReviewPanel(QWidget):
 
     def _labels_layers(self, _widget: Any = None) -> List[Tuple[str, Any]]:
         """Labels layers whose corrections Accept can store: not a whole slide's (its glands, its edit window:
-        the Whole slide panel accepts those); each listed as :func:`corrections_label` names it."""
+        the Whole slide panel accepts those), nor a copy detached from the store left at a switch (walk 17: it stayed
+        chosen, with that store's corrections); each listed as :func:`corrections_label` names it."""
         return [(corrections_label(ly), ly) for ly in self.viewer.layers
-                if isinstance(ly, Labels) and not getattr(ly, "multiscale", False)
+                if isinstance(ly, Labels) and not getattr(ly, "multiscale", False) and not is_detached(ly)
                 and not any((ly.metadata or {}).get(k) for k in SLIDE_META_KEYS)]
 
     def _drawn_layers(self, _widget: Any = None) -> List[Any]:
-        return [ly for ly in self.viewer.layers if isinstance(ly, Shapes) and not is_derived(ly)]
+        """Shapes layers Accept drawn can take: the user's, not the plugin's, nor drawn regions detached from the
+        store left at a switch (drawn over that store's corrections)."""
+        return [ly for ly in self.viewer.layers if isinstance(ly, Shapes) and not is_derived(ly)
+                and not is_detached(ly)]
 
     # ------------------------------------------------------------------ tiles
     def set_tiles(self, image_name: str, ranked: List[Tuple[float, BBox]]) -> None:

@@ -135,6 +135,12 @@ def untag_store_overlay(layer: Any, old_root: Any) -> None:
 DETACHED_KEY = "napari_cdma_detached"
 
 
+def is_detached(layer: Any) -> bool:
+    """Whether ``layer`` is a copy detached from a store at a switch (:func:`untag_prediction`): the Review panel's
+    choosers do not offer it (its Accept would store the store left's corrections in the store now open)."""
+    return bool((getattr(layer, "metadata", None) or {}).get(DETACHED_KEY))
+
+
 def untag_prediction(layer: Any, old_root: Any, layers: Any, image_hash: Optional[str] = None,
                      role: str = "prediction") -> str:
     """Turn a prediction layer of the previous store (its labels, with that store's accepted corrections pasted in and
