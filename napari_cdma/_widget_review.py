@@ -708,7 +708,7 @@ class ReviewPanel(QWidget):
             accept = None if self.current_bbox() is not None else \
                 NEEDS["none_left"] if not self.tiles else NEEDS["select_tile"]
             shapes = self.shapes_choice.value
-            drawn = None if shapes is not None and len(shapes.data) else NEEDS["draw"]
+            drawn = NEEDS["draw"] if shapes is None or not len(shapes.data) else self.drawn_elsewhere(shapes, target)
         record = self.selected_record()
         if record is None:
             withdraw, restore = NEEDS["select_region"], NEEDS["select_withdrawn"]
@@ -957,6 +957,17 @@ class ReviewPanel(QWidget):
         shown = self.shown_over(image)
         return None if shown is None else hidden_note(str(image), shown)
 
+    @staticmethod
+    def drawn_elsewhere(shapes: Any, image: Optional[str]) -> Optional[str]:
+        """Why Accept drawn must not take ``shapes`` as regions of ``image`` (the corrections layer's), or None: they
+        are another image's drawn regions (walk 18: testA_1's rectangle, its layer hidden with testA_1, was stored as
+        a region of testA_2 on screen). A Shapes layer of the user's own belongs to no image and is taken."""
+        owner = focus_owner(shapes)
+        if owner is None or not image or owner == image:
+            return None
+        return (f"The shapes in '{shapes.name}' were drawn on '{owner}', not on '{image}': choose '{owner}' in "
+                f"Predict to accept them, or Draw on '{image}'.")
+
     def shown_over(self, image: Optional[str]) -> Optional[str]:
         """The image on screen instead of ``image`` (the one whose corrections Draw and Accept would store), when
         ``image`` is hidden and another image the dock can predict is shown; None otherwise (an image the user hid
@@ -1098,9 +1109,13 @@ class ReviewPanel(QWidget):
         shows them from now on).
         """
         layer = layer or self.shapes_choice.value
-        _, labels, state = self._target()
+        image_name, labels, state = self._target()
         if layer is None or not len(layer.data):
             self._say("Draw a rectangle or polygon first (Draw), then accept it.", error=True)
+            return []
+        elsewhere = self.drawn_elsewhere(layer, image_name)
+        if elsewhere is not None:
+            self._say(elsewhere, error=True)
             return []
         if state is None or labels is None:
             self._say("Predict the image first: the drawn region is stored with its prediction.", error=True)

@@ -1,0 +1,44 @@
+"""Finding of the pathologist's walk 18 (dock under Xvfb, through npe2): a rectangle drawn on testA_1 and not accepted,
+its layer hidden with testA_1 when testA_2 was chosen in Predict, was still the Drawn chooser's, and Accept drawn stored
+it as a region of testA_2 (tissue nobody had looked at). Accept drawn is off, saying why, and refuses from a script.
+
+A real napari viewer (pytest-xvfb), the real dock, GlaS images, a real project store on disk and a real (small)
+checkpoint for testA_2's prediction.
+"""
+from __future__ import annotations
+
+from _dock import predict_and_wait
+from test_walk15_dock import FIRST, SECOND, _open_two, _turn
+
+from napari_cdma.project.store import ProjectStore
+
+
+def test_a_rectangle_drawn_on_another_image_is_not_accepted_here(make_napari_viewer, qtbot, tmp_path, glas_dir,
+                                                                   lite_checkpoint):
+    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    review, predict = dock.review_panel, dock.predict_panel
+    predict.set_model_file(str(lite_checkpoint))
+    predict_and_wait(qtbot, dock, SECOND, timeout=120_000)
+    predict.image_choice.value = viewer.layers[FIRST]
+    _turn(qtbot)
+    drawn = review.start_drawing()
+    assert drawn is not None, review.last_message
+    drawn.add_rectangles([[50, 50], [200, 250]])
+    _turn(qtbot)
+    assert review.accept_drawn_button.isEnabled()  # on the image drawn on: it can be accepted
+
+    predict.image_choice.value = viewer.layers[SECOND]  # testA_1 and its rectangle hidden, testA_2 on screen
+    _turn(qtbot)
+    assert not drawn.visible and viewer.layers[SECOND].visible
+    # before: Accept drawn on, and it stored "drawn rectangle r0001 of 'testA_2'"
+    assert not review.accept_drawn_button.isEnabled()
+    assert f"drawn on '{FIRST}'" in review.accept_drawn_button.toolTip()
+    assert review.accept_drawn(drawn) == []
+    assert f"drawn on '{FIRST}', not on '{SECOND}'" in review.last_message
+    assert ProjectStore.open(tmp_path / "project").regions() == []
+    assert len(drawn.data) == 1  # the rectangle is kept for testA_1
+
+    predict.image_choice.value = viewer.layers[FIRST]  # back on testA_1: accepted as its region
+    _turn(qtbot)
+    records = review.accept_drawn(drawn)
+    assert len(records) == 1 and records[0].image_name == FIRST, review.last_message
