@@ -39,6 +39,16 @@ def _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir):
     return viewer, dock
 
 
+def _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    """:func:`_open_two`, testA_1 chosen in Predict and its first review region shown by Next."""
+    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    dock.predict_panel.image_choice.value = viewer.layers[FIRST]
+    _turn(qtbot)
+    dock.review_panel.next_button.click()
+    _turn(qtbot)
+    return viewer, dock, dock.review_panel
+
+
 def test_nothing_is_drawn_or_accepted_on_a_hidden_image(make_napari_viewer, qtbot, tmp_path, glas_dir):
     viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
     review, predict = dock.review_panel, dock.predict_panel
@@ -69,12 +79,7 @@ def test_nothing_is_drawn_or_accepted_on_a_hidden_image(make_napari_viewer, qtbo
 def test_next_after_an_accepted_region_row_leaves_that_row(make_napari_viewer, qtbot, tmp_path, glas_dir):
     from test_walk14_dock import _click_region
 
-    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
-    review = dock.review_panel
-    dock.predict_panel.image_choice.value = viewer.layers[FIRST]
-    _turn(qtbot)
-    review.next_button.click()
-    _turn(qtbot)
+    viewer, dock, review = _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir)
     first = review.accept()
     assert first is not None, review.last_message
     _click_region(review, 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from _dock import wait_settled
-from test_walk15_dock import FIRST, SECOND, _open_two, _turn
+from test_walk15_dock import FIRST, SECOND, _at_next, _open_two, _turn
 
 from napari_cdma._layers import names_for
 from napari_cdma._widget_review import SHOWN_SUFFIX
@@ -19,12 +19,7 @@ from napari_cdma._widget_review import SHOWN_SUFFIX
 def test_the_frame_of_a_region_of_the_store_left_goes(make_napari_viewer, qtbot, tmp_path, glas_dir):
     from test_walk14_dock import _click_region
 
-    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
-    review = dock.review_panel
-    dock.predict_panel.image_choice.value = viewer.layers[FIRST]
-    _turn(qtbot)
-    review.next_button.click()
-    _turn(qtbot)
+    viewer, dock, review = _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir)
     record = review.accept()
     assert record is not None, review.last_message
     _click_region(review, 0)

@@ -9,7 +9,7 @@ it, no model).
 from __future__ import annotations
 
 import numpy as np
-from test_walk15_dock import FIRST, _open_two, _turn
+from test_walk15_dock import FIRST, _at_next, _open_two, _turn
 
 from napari_cdma._layers import ACCEPTED_WIDTH, FRAME_SLACK, TILE_WIDTH, names_for
 from napari_cdma._widget_review import CURRENT_TILE_WIDTH, SHOWN_SUFFIX, SHOWN_WIDTH, scene_camera
@@ -60,12 +60,7 @@ def _check_review_frames(review, layer, zoom):
 
 
 def test_review_frames_keep_their_screen_width_outside_the_region(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
-    review = dock.review_panel
-    dock.predict_panel.image_choice.value = viewer.layers[FIRST]
-    _turn(qtbot)
-    review.next_button.click()
-    _turn(qtbot)
+    viewer, dock, review = _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir)
     camera = scene_camera(viewer)
     layer = viewer.layers[names_for(FIRST)["tiles"]]
     assert review.current_bbox() is not None and camera.zoom > 2  # Next zoomed in on it
