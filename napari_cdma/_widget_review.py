@@ -856,6 +856,7 @@ class ReviewPanel(QWidget):
         if self.region_list.currentRow() >= 0:
             self.region_list.setCurrentRow(-1)
             self.region_list.clearSelection()
+        self.close_shown()  # and its black frame with it (walk 18: it stayed drawn through later work)
         box = box_text(self.tiles[row][1])
         self._say(f"Review region {row + 1} of {len(self.tiles)} of '{self.image_name}': {box}.")
         # seen on its image, not under another one
@@ -1301,6 +1302,15 @@ class ReviewPanel(QWidget):
         self.shown_region = region_id
         return layer
 
+    def close_shown(self) -> None:
+        """Empty the black frame of the region shown (its layer stays, empty, for the next one: a layer removal costs
+        a garbage collection on the GUI thread); no region counts as shown."""
+        for layer in self.viewer.layers:
+            if (layer.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and len(layer.data):
+                layer.metadata.pop(FRAMES_KEY, None)
+                layer.data = []
+        self.shown_region = None
+
     def forget_shown(self) -> None:
         """Another project store is being opened: the black frame of the region shown (and its row's selection) is
         the previous store's; the frame layers are closed (walk: r0001's frame stayed on the image, the new store
@@ -1351,7 +1361,10 @@ class ReviewPanel(QWidget):
             " (Show withdrawn lists it: Restore brings it back)"
         self._say(f"Withdrew region {region_id}: not used for training or validation; the store keeps it{kept}.")
         self.refresh_regions()
-        self._reframe(region_id)
+        if self.show_withdrawn.isChecked():
+            self._reframe(region_id)  # its row stays, greyed: the frame says "withdrawn"
+        elif self.shown_region == region_id:
+            self.close_shown()  # its row left the list: no frame of a region no longer listed (walk 18)
         self.regions_changed.emit()
         return True
 

@@ -42,3 +42,43 @@ def test_a_rectangle_drawn_on_another_image_is_not_accepted_here(make_napari_vie
     _turn(qtbot)
     records = review.accept_drawn(drawn)
     assert len(records) == 1 and records[0].image_name == FIRST, review.last_message
+
+
+def _shown_frames(viewer):
+    from napari_cdma._layers import ROLE_KEY
+    from napari_cdma._widget_review import SHOWN_ROLE
+
+    return sum(len(ly.data) for ly in viewer.layers if (ly.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE)
+
+
+def test_the_black_frame_goes_when_its_region_leaves_the_list_or_the_view_moves_on(make_napari_viewer, qtbot,
+                                                                                    tmp_path, glas_dir):
+    """Walk 18: a withdrawn region's black frame ("r0001 withdrawn") stayed drawn through Accept whole image, Accept
+    drawn and a gland row's click, while its row (Show withdrawn off) was no longer listed."""
+    from test_walk14_dock import _click_region
+    from test_walk15_dock import _at_next
+
+    viewer, dock, review = _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    record = review.accept()
+    assert record is not None, review.last_message
+    _click_region(review, 0)
+    _turn(qtbot)
+    assert review.shown_region == record.region_id and _shown_frames(viewer) == 1
+    assert not review.show_withdrawn.isChecked()
+    assert review.withdraw(record.region_id), review.last_message
+    _turn(qtbot)
+    assert _shown_frames(viewer) == 0 and review.shown_region is None  # before: "r0001 withdrawn" framed
+
+    review.show_withdrawn.setChecked(True)  # listed greyed: its frame says so
+    _turn(qtbot)
+    assert review.restore(record.region_id), review.last_message
+    _click_region(review, 0)
+    _turn(qtbot)
+    assert _shown_frames(viewer) == 1
+    assert review.withdraw(record.region_id), review.last_message
+    _turn(qtbot)
+    frame = next(ly for ly in viewer.layers if len(getattr(ly, "data", [])) and ly.name.endswith("shown region"))
+    assert list(frame.features["label"]) == [f"{record.region_id} withdrawn"]
+    review.next_button.click()  # the view moves on to a review region: the frame goes with the row
+    _turn(qtbot)
+    assert _shown_frames(viewer) == 0 and review.current_bbox() is not None
