@@ -454,7 +454,12 @@ class ReviewPanel(QWidget):
         self.tile_list.setMaximumHeight(110)
         readable_list(self.tile_list)
         self._next_row = 0  # where Next goes when no region is selected (after an Accept)
-        self.tile_list.setToolTip("Regions ranked by uncertainty over tissue (score, width x height px at x, y)")
+        # "uncertainty 0.69" beside a legend on which 0.69 is deep green, over a box that looked barely tinted (walk 18:
+        # the score is a power mean, above the box's plain mean uncertainty of 0.20)
+        self.tile_list.setToolTip(
+            "Regions ranked by score (width x height px at x, y): the uncertainty over the box's tissue averaged with "
+            "most weight on its most uncertain pixels (a power mean), so a box with a small, "
+            "very uncertain part ranks high. It is above the box's plain mean, not a value read on the legend.")
         self.prev_button = QPushButton("Previous")
         self.next_button = QPushButton("Next")
         self.accept_button = QPushButton("Accept region")
@@ -676,7 +681,7 @@ class ReviewPanel(QWidget):
         self.tiles = list(tiles)
         self.tile_list.clear()
         for k, (score, bbox) in enumerate(self.tiles, start=1):  # the rank and what is uncertain there
-            self.tile_list.addItem(f"{k}. uncertainty {score:.2f}, {box_text(bbox)}")
+            self.tile_list.addItem(f"{k}. score {score:.2f}, {box_text(bbox)}")
         self.update_buttons()
 
     # ------------------------------------------------------------------ buttons
