@@ -36,6 +36,7 @@ from src_model.tiling import boxes_overlap  # torch-free
 
 from ._layers import (
     COMBO_CHARS,
+    FRAME_SLACK,
     FRAMES_KEY,
     HASH_KEY,
     IMAGE_KEY,
@@ -332,6 +333,26 @@ def focus_owner(layer: Any) -> Optional[str]:
         # rectangles stayed on screen over testA_2)
         return layer.name[:-len(DRAWN_SUFFIX)]
     return layer.name if predictable(layer) else None
+
+
+#: Width of the shapes drawn with Draw, screen pixels at every zoom (walk 18: 3 image pixels were 13 screen pixels at
+#: Next's zoom, wider than the selected region's frame, over the tissue at the rectangle's edge).
+DRAWN_WIDTH = 3.0
+
+
+def fit_drawn(viewer: Any) -> None:
+    """Keep the shapes of each image's drawn-regions layer (Draw) :data:`DRAWN_WIDTH` screen pixels wide: their width
+    set again once the zoom took it out of :data:`~._layers.FRAME_SLACK` (a user's own Shapes layer is left as it
+    is)."""
+    zoom = float(scene_camera(viewer).zoom)
+    width = DRAWN_WIDTH / zoom
+    for layer in viewer.layers:
+        if not isinstance(layer, Shapes) or is_derived(layer) or focus_owner(layer) is None:
+            continue
+        if not FRAME_SLACK[0] <= float(layer.current_edge_width) / width <= FRAME_SLACK[1]:
+            layer.current_edge_width = width
+            if len(layer.data):
+                layer.edge_width = [width] * len(layer.data)
 
 
 def world_box(layer: Any) -> Optional[Tuple[float, float, float, float]]:
@@ -777,6 +798,7 @@ class ReviewPanel(QWidget):
         after), then the shown frame's label placed (:meth:`_place_label`)."""
         if not self._moving:
             redraw_frames(self.viewer)
+            fit_drawn(self.viewer)
         self._place_label()
 
     def drop_reviewed(self, image_name: Optional[str], bbox: BBox) -> int:
@@ -867,6 +889,7 @@ class ReviewPanel(QWidget):
         # seen on its image, not under another one
         self.focus_note(self.image_name, self.focus(self.image_name), append=True)
         redraw_frames(self.viewer)  # the other frames (accepted regions, a region shown) for the new zoom
+        fit_drawn(self.viewer)
 
     def focus(self, image_name: Optional[str]) -> List[str]:
         """Make the image ``image_name`` what the canvas shows: the open images all lie at the origin, and a region
@@ -1100,7 +1123,8 @@ class ReviewPanel(QWidget):
             return None
         name = names_for(image_name or "image")["drawn"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
-            name=name, edge_color="yellow", face_color="transparent", edge_width=3)
+            name=name, edge_color="yellow", face_color="transparent")
+        fit_drawn(self.viewer)
         self.shapes_choice.reset_choices()
         self.shapes_choice.value = layer
         self.viewer.layers.selection.active = layer

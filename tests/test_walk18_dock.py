@@ -82,3 +82,31 @@ def test_the_black_frame_goes_when_its_region_leaves_the_list_or_the_view_moves_
     review.next_button.click()  # the view moves on to a review region: the frame goes with the row
     _turn(qtbot)
     assert _shown_frames(viewer) == 0 and review.current_bbox() is not None
+
+
+def test_drawn_rectangles_keep_a_thin_screen_width_at_every_zoom(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    """Walk 18: a rectangle drawn after Next was 3 image px wide, 13 screen px at Next's zoom: wider than the selected
+    region's frame, over the tissue at its edge."""
+    from test_walk15_dock import _at_next
+
+    from napari_cdma._layers import FRAME_SLACK, scene_camera
+    from napari_cdma._widget_review import DRAWN_WIDTH
+
+    viewer, dock, review = _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    camera = scene_camera(viewer)
+    assert camera.zoom > 2
+    drawn = review.start_drawing()
+    drawn.add_rectangles([[50, 50], [200, 250]])  # drawn as napari draws it: at the layer's current width
+    _turn(qtbot)
+
+    def on_screen():
+        return [float(w) * camera.zoom / DRAWN_WIDTH for w in drawn.edge_width]
+
+    assert all(FRAME_SLACK[0] <= w <= FRAME_SLACK[1] for w in on_screen()), on_screen()  # before: 3 image px
+    for _ in range(4):  # zoomed in step by step, then out
+        camera.zoom = camera.zoom * 1.5
+        _turn(qtbot, 2)
+    assert all(FRAME_SLACK[0] <= w <= FRAME_SLACK[1] for w in on_screen()), on_screen()
+    camera.zoom = camera.zoom / 20
+    _turn(qtbot, 2)
+    assert all(FRAME_SLACK[0] <= w <= FRAME_SLACK[1] for w in on_screen()), on_screen()
