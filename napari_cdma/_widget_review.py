@@ -817,11 +817,15 @@ class ReviewPanel(QWidget):
         if not dropped:
             return 0
         row = self.tile_list.currentRow()
-        first_gone = next(i for i, t in enumerate(self.tiles) if t not in kept)
+        # Next goes on from where the review was: the region after the selected one, or (none selected: a drawn
+        # region or the whole image accepted) where Next was going; walk 19: the position of the region taken off,
+        # so after a drawn region's accept the first Next skipped to the least uncertain region
+        anchor = row if row >= 0 else self._next_row
+        after = sum(t in kept for t in self.tiles[:anchor])
         self._fill_tiles(kept)
         show_review_outlines(self.viewer, image_name, kept)
         self._highlight(-1)
-        self._next_row = min(first_gone if row < 0 else row, max(0, len(kept) - 1))
+        self._next_row = min(after, max(0, len(kept) - 1))
         return dropped
 
     def bring_back(self, image_name: Optional[str], ranked: List[Tuple[float, BBox]]) -> int:

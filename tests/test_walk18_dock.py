@@ -110,3 +110,25 @@ def test_drawn_rectangles_keep_a_thin_screen_width_at_every_zoom(make_napari_vie
     camera.zoom = camera.zoom / 20
     _turn(qtbot, 2)
     assert all(FRAME_SLACK[0] <= w <= FRAME_SLACK[1] for w in on_screen()), on_screen()
+
+
+def test_next_after_a_drawn_region_is_accepted_starts_at_the_most_uncertain(make_napari_viewer, qtbot, tmp_path,
+                                                                           glas_dir):
+    """Walk 19: with no region selected yet, a drawn rectangle over the 9th of 10 regions accepted, the first Next went
+    to the region in the 9th place (now the least uncertain), skipping the eight most uncertain."""
+    viewer, dock = _open_two(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    review = dock.review_panel
+    dock.predict_panel.image_choice.value = viewer.layers[FIRST]
+    _turn(qtbot)
+    listed = list(review.tiles)
+    assert len(listed) > 2 and review.current_bbox() is None
+    y0, x0, y1, x1 = listed[-1][1]  # over the region in the last place
+    drawn = review.start_drawing()
+    drawn.add_rectangles([[y0, x0], [y1 - 1, x1 - 1]])
+    _turn(qtbot)
+    assert len(review.accept_drawn(drawn)) == 1, review.last_message
+    _turn(qtbot)
+    assert listed[-1] not in review.tiles
+    review.next_button.click()
+    _turn(qtbot)
+    assert review.current_bbox() == listed[0][1], review.last_message  # before: the last region
