@@ -1311,10 +1311,7 @@ class ReviewPanel(QWidget):
         zoom = float(scene_camera(self.viewer).zoom)
         (rect,), (width,) = frame_rects(frames, zoom)
         name = f"{image_name} {SHOWN_SUFFIX}"
-        for other in list(self.viewer.layers):
-            if (other.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and other.name != name and len(other.data):
-                other.metadata.pop(FRAMES_KEY, None)
-                other.data = []
+        self.close_shown(keep=name)
         text = {"string": "{label}", "color": SHOWN_COLOR, "anchor": "upper_left", "size": SHOWN_TEXT_SIZE,
                 "translation": label_offset(self.viewer, rect, hw, width)}
         if name in self.viewer.layers and isinstance(self.viewer.layers[name], Shapes):
@@ -1335,11 +1332,11 @@ class ReviewPanel(QWidget):
         self.shown_region = region_id
         return layer
 
-    def close_shown(self) -> None:
-        """Empty the black frame of the region shown (its layer stays, empty, for the next one: a layer removal costs
-        a garbage collection on the GUI thread); no region counts as shown."""
+    def close_shown(self, keep: Optional[str] = None) -> None:
+        """Empty the black frames of the region shown (their layers stay, empty, for the next one: a layer removal
+        costs a garbage collection on the GUI thread), but the layer named ``keep``; no region counts as shown."""
         for layer in self.viewer.layers:
-            if (layer.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and len(layer.data):
+            if (layer.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and layer.name != keep and len(layer.data):
                 layer.metadata.pop(FRAMES_KEY, None)
                 layer.data = []
         self.shown_region = None
