@@ -338,6 +338,13 @@ def focus_owner(layer: Any) -> Optional[str]:
 #: Width of the shapes drawn with Draw, screen pixels at every zoom (walk 18: 3 image pixels were 13 screen pixels at
 #: Next's zoom, wider than the selected region's frame, over the tissue at the rectangle's edge).
 DRAWN_WIDTH = 3.0
+#: Colour of the shapes drawn with Draw: blue, a colour none of the dock's overlays has (walk: they were yellow, the
+#: selected review region's frame, and a drawn rectangle looked like a selected suggestion). Taken are red (accepted),
+#: cyan / yellow (review boxes), black (a region shown), magenta (the gland box), deep green (the uncertainty tint) and
+#: green, azure, orange and white (gland outlines). On the GlaS images pure blue differs from every tissue pixel
+#: (CIELAB distance above 69 for 95 % of them: darker than eosin pink, bluer than haematoxylin purple) and from azure
+#: by its darkness.
+DRAWN_COLOR = "blue"
 
 
 def fit_drawn(viewer: Any) -> None:
@@ -1127,7 +1134,7 @@ class ReviewPanel(QWidget):
             return None
         name = names_for(image_name or "image")["drawn"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
-            name=name, edge_color="yellow", face_color="transparent")
+            name=name, edge_color=DRAWN_COLOR, face_color="transparent")
         fit_drawn(self.viewer)
         self.shapes_choice.reset_choices()
         self.shapes_choice.value = layer
