@@ -1340,21 +1340,21 @@ class ReviewPanel(QWidget):
         return layer
 
     def close_shown(self, keep: Optional[str] = None) -> None:
-        """Empty the black frames of the region shown (their layers stay, empty, for the next one: a layer removal
-        costs a garbage collection on the GUI thread), but the layer named ``keep``; no region counts as shown."""
-        for layer in self.viewer.layers:
-            if (layer.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE and layer.name != keep and len(layer.data):
-                layer.metadata.pop(FRAMES_KEY, None)
-                layer.data = []
+        """Close the layers of the black frame of the region shown, but the layer named ``keep``; no region counts as
+        shown. Closed, not emptied: an empty "<image> shown region" layer stayed in the layer list, a layer framing
+        nothing (walk). Each removal costs napari a garbage collection on the GUI thread (its canvas collects after a
+        layer is removed), once per frame closed: a frame is closed on Withdraw (Show withdrawn off), Next, a store
+        switch, or when another image's region is shown; the next region shown adds the layer again."""
+        for layer in [ly for ly in self.viewer.layers if (ly.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE
+                      and ly.name != keep]:
+            self.viewer.layers.remove(layer)
         self.shown_region = None
 
     def forget_shown(self) -> None:
         """Another project store is being opened: the black frame of the region shown (and its row's selection) is
         the previous store's; the frame layers are closed (walk: r0001's frame stayed on the image, the new store
         having no such region) and no region counts as shown."""
-        for layer in [ly for ly in self.viewer.layers if (ly.metadata or {}).get(ROLE_KEY) == SHOWN_ROLE]:
-            self.viewer.layers.remove(layer)
-        self.shown_region = None
+        self.close_shown()
         if self.region_list.currentRow() >= 0:
             self.region_list.setCurrentRow(-1)
             self.region_list.clearSelection()

@@ -1,5 +1,6 @@
 """Leftovers of the walks of the dock's Review panel: a rectangle drawn with Draw was yellow, the colour of the selected
-review region's frame, so it looked like a selected suggestion.
+review region's frame, so it looked like a selected suggestion; the emptied "shown region" layer stayed in the layer
+list after its black frame was closed.
 
 A real napari viewer (pytest-xvfb), the real dock, GlaS images and a real project store on disk (test_walk15's set-up).
 """
@@ -18,7 +19,7 @@ from napari_cdma._layers import (
     names_for,
 )
 from napari_cdma._widget_display import SELECTED_COLOR
-from napari_cdma._widget_review import CURRENT_TILE_COLOR, SHOWN_COLOR
+from napari_cdma._widget_review import CURRENT_TILE_COLOR, SHOWN_COLOR, SHOWN_SUFFIX
 
 
 def _rgb(color):
@@ -39,3 +40,36 @@ def test_a_drawn_rectangle_is_not_drawn_in_any_colour_of_the_dock(make_napari_vi
                 *GLAND_COLORS, *CUSTOM_RAMPS[UNCERTAINTY_CMAP]]  # nor the uncertainty tint's greens
     for other in overlays:
         assert np.abs(edge - _rgb(other)).max() > 0.3, (edge, other)
+
+
+def _shown_layers(viewer):
+    return [ly.name for ly in viewer.layers if ly.name.endswith(SHOWN_SUFFIX)]
+
+
+def test_the_shown_region_layer_leaves_the_layer_list_when_its_frame_is_closed(make_napari_viewer, qtbot, tmp_path,
+                                                                                 glas_dir):
+    from test_walk14_dock import _click_region
+
+    viewer, dock, review = _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    record = review.accept()
+    assert record is not None, review.last_message
+    _click_region(review, 0)
+    _turn(qtbot)
+    assert len(_shown_layers(viewer)) == 1 and review.shown_region == record.region_id
+    active = viewer.layers.selection.active
+    assert not review.show_withdrawn.isChecked()
+    assert review.withdraw(record.region_id), review.last_message  # its row leaves the list, its frame goes
+    _turn(qtbot)
+    assert _shown_layers(viewer) == []  # before: an empty "testA_1 shown region" layer stayed listed
+    assert viewer.layers.selection.active is active  # the brush stays where it was
+
+    review.show_withdrawn.setChecked(True)  # listed again, greyed: a click frames it again
+    _turn(qtbot)
+    _click_region(review, 0)
+    _turn(qtbot)
+    (name,) = _shown_layers(viewer)
+    assert len(viewer.layers[name].data) == 1 and viewer.layers[name].visible
+    assert list(viewer.layers[name].features["label"]) == [f"{record.region_id} withdrawn"]
+    review.next_button.click()  # the view moves on to a review region: the frame and its layer go
+    _turn(qtbot)
+    assert _shown_layers(viewer) == [] and review.current_bbox() is not None
