@@ -94,6 +94,8 @@ SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown regi
 SHOWN_TEXT_SIZE, SHOWN_TEXT_GAP = 10, 3
 #: What every withdrawn row of the accepted-region list starts with (:func:`withdrawn_mark`).
 WITHDRAWN_MARK = "[withdrawn"
+#: A space a list row does not wrap at (:func:`tile_row`).
+NBSP = "\u00a0"
 
 
 def box_text(bbox: Sequence[int]) -> str:
@@ -101,6 +103,14 @@ def box_text(bbox: Sequence[int]) -> str:
     ``163 x 128 px at x 230, y 394`` (width x height, then the top-left corner's x and y)."""
     y0, x0, y1, x1 = (int(v) for v in bbox)
     return f"{x1 - x0} x {y1 - y0} px at x {x0}, y {y0}"
+
+
+def tile_row(rank: int, score: float, bbox: Sequence[int]) -> str:
+    """A row of "Look here next": ``1. score 0.69, 163 x 128 px at x 230, y 394``, its rank and score, its size and
+    its corner each held on one line by non-breaking spaces (walk: at the dock's width a row wrapped inside a
+    coordinate pair, "at x 230, y" above "394"); it wraps only between the three."""
+    size, corner = box_text(bbox).split(" at ")
+    return " ".join(part.replace(" ", NBSP) for part in (f"{rank}. score {score:.2f},", size, f"at {corner}"))
 
 
 def short_time(iso: Optional[str], now: Optional[Any] = None) -> str:
@@ -709,7 +719,7 @@ class ReviewPanel(QWidget):
         self.tiles = list(tiles)
         self.tile_list.clear()
         for k, (score, bbox) in enumerate(self.tiles, start=1):  # the rank and what is uncertain there
-            self.tile_list.addItem(f"{k}. score {score:.2f}, {box_text(bbox)}")
+            self.tile_list.addItem(tile_row(k, score, bbox))
         self.update_buttons()
 
     # ------------------------------------------------------------------ buttons

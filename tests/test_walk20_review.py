@@ -1,6 +1,6 @@
 """Leftovers of the walks of the dock's Review panel: a rectangle drawn with Draw was yellow, the colour of the selected
 review region's frame, so it looked like a selected suggestion; the emptied "shown region" layer stayed in the layer
-list after its black frame was closed.
+list after its black frame was closed; the "Look here next" rows wrapped in the middle of a coordinate pair.
 
 A real napari viewer (pytest-xvfb), the real dock, GlaS images and a real project store on disk (test_walk15's set-up).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from napari.utils.colormaps.standardize_color import transform_color
+from qtpy.QtGui import QFontMetricsF, QTextLayout, QTextOption
 from test_walk15_dock import FIRST, _at_next, _turn
 
 from napari_cdma._layers import (
@@ -73,3 +74,44 @@ def test_the_shown_region_layer_leaves_the_layer_list_when_its_frame_is_closed(m
     review.next_button.click()  # the view moves on to a review region: the frame and its layer go
     _turn(qtbot)
     assert _shown_layers(viewer) == [] and review.current_bbox() is not None
+
+
+def _lines(text, font, width):
+    """The lines ``text`` is cut into at ``width`` px, wrapped at word boundaries as a list row with word wrap is."""
+    layout = QTextLayout(text, font)
+    option = QTextOption()
+    option.setWrapMode(QTextOption.WrapMode.WordWrap)
+    layout.setTextOption(option)
+    layout.beginLayout()
+    lines = []
+    while True:
+        line = layout.createLine()
+        if not line.isValid():
+            break
+        line.setLineWidth(width)
+        lines.append(text[line.textStart():line.textStart() + line.textLength()])
+    layout.endLayout()
+    return [ln.replace("\u00a0", " ").strip() for ln in lines]
+
+
+def test_look_here_next_rows_do_not_break_inside_a_coordinate(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    from napari_cdma._widget_review import box_text
+
+    viewer, dock, review = _at_next(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    tip = review.tile_list.toolTip()
+    assert tip.startswith("Regions ranked by score (width x height px at x, y)") and "power mean" in tip
+    font = review.tile_list.font()
+    metrics = QFontMetricsF(font)
+    dock_width = review.tile_list.viewport().width()
+    assert review.tile_list.count() == len(review.tiles) > 0
+    for k, (score, bbox) in enumerate(review.tiles):
+        text = review.tile_list.item(k).text()
+        y0, x0, y1, x1 = bbox
+        # the same words as before: rank, "score 0.69", width x height px at x, y
+        assert text.replace("\u00a0", " ") == f"{k + 1}. score {score:.2f}, {box_text(bbox)}", text
+        pieces = [f"score {score:.2f}", f"{x1 - x0} x {y1 - y0} px", f"x {x0}, y {y0}"]
+        for width in sorted({dock_width, *range(60, 420, 3)}):
+            lines = _lines(text, font, width)
+            for piece in pieces:
+                if metrics.horizontalAdvance(piece) + 4 < width:  # it fits on a line: it is not cut
+                    assert any(piece in line for line in lines), (width, piece, lines)
