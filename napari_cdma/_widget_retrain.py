@@ -133,7 +133,8 @@ class RetrainPanel(QWidget):
         parent: parent widget.
 
     Signals:
-        model_changed(str): the store's current model changed (promotion or "keep anyway").
+        model_changed(str): the store's current model changed (promotion or "keep anyway"); a change made
+            elsewhere comes in by :meth:`model_now_current`.
         model_added(str): a retrained version was registered in the store (promoted or not).
         job_event(RetrainEvent): every event polled from the job (for tests and scripting).
     """
@@ -564,13 +565,26 @@ class RetrainPanel(QWidget):
             return f"{RETRAIN_TIP}.\nNeeds at least one accepted region that is not held out."
         return RETRAIN_TIP
 
+    def model_now_current(self, version: str) -> None:
+        """``version`` became the store's current model elsewhere (e.g. Roll back in the Versions panel): when it is
+        the retrained one, *Keep new model anyway* goes (walk 20: it stayed, and a click predicted again). Another
+        version becoming current leaves it as it is: the retrained model can still be kept."""
+        if self.last_record is not None and version == self.last_record.version:
+            self.keep_button.setVisible(False)
+
     def keep_anyway(self) -> bool:
-        """Make the last, not promoted, model current anyway (the user's choice)."""
+        """Make the last, not promoted, model current anyway (the user's choice); False, with nothing done, when it
+        already is the current model (made current elsewhere)."""
         if self.last_record is None:
             return False
         version = self.last_record.version
         try:
-            self._get_store().set_current(version)
+            store = self._get_store()
+            if store.current_model_version == version:
+                self.keep_button.setVisible(False)
+                self._say(f"{version} is already the current model.")
+                return False
+            store.set_current(version)
         except Exception as exc:
             self._say(f"Could not switch to {version}: {exc}", error=True)
             return False
