@@ -647,9 +647,10 @@ TILES_STYLE = dict(shape_type="rectangle", edge_color=TILE_COLOR, face_color="tr
 #: frame, so that they can be drawn again at another zoom (:func:`frames_of`, :func:`redraw_frames`).
 FRAMES_KEY = "napari_cdma_frames"
 #: A frame layer is drawn again once the zoom took its widths out of this share of their screen pixels (not at each
-#: step of a zoom: a Shapes layer's new data re-slices every layer, tens of ms), as the Whole slide panel's outlines.
+#: step of a zoom: a Shapes layer's new data re-slices every layer, tens of ms; on a slide's too, the Whole slide
+#: panel's outlines being frame layers as well).
 FRAME_SLACK = (2 / 3, 1.5)
-#: Steps per image pixel of a frame's width (:func:`frame_rects`).
+#: Steps per world unit (an image's pixel) of a frame's width (:func:`frame_rects`).
 FRAME_STEPS = 1024
 
 
@@ -659,30 +660,32 @@ def scene_camera(viewer: Any) -> Any:
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
-def frames_of(boxes: Sequence[BBox], px: Sequence[float], outside: Sequence[bool],
-              image_hw: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
-    """What a frame layer frames (its :data:`FRAMES_KEY` metadata): the pixel boxes (y0, x0, y1, x1), each frame's
-    width in screen pixels, whether it runs just outside the box's pixels (else just inside them), and the image's
-    (H, W) when the whole stroke must stay on the image (a black frame on the black canvas was lost)."""
-    return {"edges": [list(pixel_edges(b, 1.0)) for b in boxes], "px": [float(p) for p in px],
+def frames_of(boxes: Sequence[Sequence[float]], px: Sequence[float], outside: Sequence[bool],
+              image_hw: Optional[Tuple[int, int]] = None, downsample: float = 1.0) -> Dict[str, Any]:
+    """What a frame layer frames (its :data:`FRAMES_KEY` metadata): the boxes (y0, x0, y1, x1; world units, each
+    pixel ``downsample`` of them: an image's pixels, a slide's store pixels times its downsample) kept as the world
+    edges of their pixels, each frame's width in screen pixels, whether it runs just outside the box's pixels (else
+    just inside them), and the image's (H, W) in pixels when the whole stroke must stay on the image (a black frame
+    on the black canvas was lost)."""
+    return {"edges": [list(pixel_edges(b, downsample)) for b in boxes], "px": [float(p) for p in px],
             "outside": [bool(o) for o in outside], "image_hw": None if image_hw is None else list(image_hw),
-            "zoom": None}
+            "downsample": float(downsample), "zoom": None}
 
 
 def frame_rects(frames: Dict[str, Any], zoom: float) -> Tuple[List[np.ndarray], List[float]]:
-    """The rectangles (corners, y x) and edge widths (image pixels) of :func:`frames_of`'s frames at ``zoom``
-    (screen pixels per image pixel): each :func:`~napari_cdma._slide_view.outline_rect` of its box's pixels."""
+    """The rectangles (corners, y x) and edge widths (world units) of :func:`frames_of`'s frames at ``zoom``
+    (screen pixels per world unit): each :func:`~napari_cdma._slide_view.outline_rect` of its box's pixels."""
     rects, widths = [], []
-    hw = frames.get("image_hw")
+    hw, ds = frames.get("image_hw"), float(frames.get("downsample", 1.0))
     for edges, px, outside in zip(frames["edges"], frames["px"], frames["outside"], strict=True):
-        # a whole number of 1/1024 image pixels: the corners are then exact in the float32 napari keeps them in, so
-        # that the frames of touching boxes, each inside its own, meet without overlapping (no rounding across)
+        # a whole number of 1/1024 world units: the corners are then exact in the float32 napari keeps them in (on
+        # an image), so that the frames of touching boxes, each inside its own, meet without overlapping
         width = max(1.0, round(float(px) / max(float(zoom), 1e-9) * FRAME_STEPS)) / FRAME_STEPS
         y0, x0, y1, x1 = outline_rect(edges, width, outside)
-        if hw is not None:  # the whole stroke on the image
-            lo = -0.5 + width / 2.0
+        if hw is not None:  # the whole stroke on the image, whose pixels span world [-0.5 ds, (H - 0.5) ds]
+            lo = -0.5 * ds + width / 2.0
             y0, x0 = max(y0, lo), max(x0, lo)
-            y1, x1 = min(y1, hw[0] - 0.5 - width / 2.0), min(x1, hw[1] - 0.5 - width / 2.0)
+            y1, x1 = min(y1, (hw[0] - 0.5) * ds - width / 2.0), min(x1, (hw[1] - 0.5) * ds - width / 2.0)
         rects.append(np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float))
         widths.append(width)
     return rects, widths
@@ -712,6 +715,31 @@ def draw_frames(layer: Any, zoom: float) -> bool:
     layer.data = rects  # as many shapes as before: napari keeps their colours
     layer.edge_width = widths
     frames["zoom"] = float(zoom)
+    return True
+
+
+def set_frames(layer: Any, frames: Dict[str, Any], zoom: float) -> bool:
+    """Make a frame layer's shapes ``frames`` (:func:`frames_of`) drawn at ``zoom``, as :func:`show_frames` does on
+    a layer already made, but its data set only when it frames other boxes or was drawn at a zoom out of
+    :data:`FRAME_SLACK` (each data set re-slices every layer of the viewer: tens of ms on a slide's); new shapes
+    take the layer's current colours. Whether its data was set."""
+    zoom = float(zoom)
+    meta = layer.metadata
+    old = meta.get(FRAMES_KEY)
+    if not frames["edges"]:
+        meta.pop(FRAMES_KEY, None)
+        if not len(layer.data):  # emptying an empty Shapes layer still re-slices it
+            return False
+        layer.data = []
+        return True
+    if old and old.get("zoom") and len(layer.data) == len(frames["edges"]) \
+            and all(old.get(k) == v for k, v in frames.items() if k != "zoom") \
+            and FRAME_SLACK[0] <= zoom / old["zoom"] <= FRAME_SLACK[1]:
+        return False
+    rects, widths = frame_rects(frames, zoom)
+    layer.data = rects
+    layer.edge_width = widths
+    meta[FRAMES_KEY] = {**frames, "zoom": zoom}
     return True
 
 

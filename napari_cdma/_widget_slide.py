@@ -28,7 +28,9 @@ the dock open) is chosen and framed, as napari frames the first layer opened onl
 the view lies within it and its overlays are open). Review regions half covered or
 more by an accepted window are reviewed: they leave the list and their outlines go (back when it is withdrawn). Accepted
 windows are outlined just outside their pixels, in red like accepted image regions, and listed in the panel; the
-outlines of accepted windows and review regions keep :data:`OUTLINE_PX` screen pixels at every zoom.
+outlines of accepted windows and review regions keep :data:`OUTLINE_PX` screen pixels at every zoom: they are frame
+layers as an image's review and accepted regions are (:func:`~napari_cdma._layers.frames_of`), drawn again for a new
+zoom by the review panel's zoom handler (:func:`~napari_cdma._layers.redraw_frames`).
 "Withdraw window" withdraws the selected one from the project and undoes it in the store's labels and pyramid, in a
 worker thread too, as if it had never been accepted (overlapping live windows keep their corrections); a window
 withdrawn elsewhere (the accepted-region list of the dock) is undone in the store in a worker thread too,
@@ -81,10 +83,12 @@ from ._layers import (
     OUTLINE_WIDTH,
     ROLE_KEY,
     camera_for_tile,
+    frames_of,
     gland_colormap,
     names_for,
     narrow_combo,
     not_yet_accepted,
+    set_frames,
     show_accepted,
     show_review_tiles,
     style_prediction,
@@ -103,9 +107,7 @@ from ._slide_view import (
     export_geojson_job,
     has_edits,
     number_glands_job,
-    outline_rect,
     pending_withdrawn,
-    pixel_edges,
     predict_view_job,
     reopen_job,
     slide_of,
@@ -129,8 +131,8 @@ SHOW_STEPS = 1
 FRAME_MARGIN = 0.05
 #: How often the panel checks whether a listed accepted window was withdrawn elsewhere, ms.
 WATCH_MS = 1000
-#: Width of the panel's outlines over the slide (review regions, accepted windows), screen pixels at every zoom:
-#: a width in slide pixels would vanish at the zoom a slide is looked at.
+#: Width of the panel's outlines over the slide (review regions, accepted windows), screen pixels at every zoom
+#: (:func:`~napari_cdma._layers.redraw_frames`): a width in slide pixels would vanish at the zoom a slide is looked at.
 OUTLINE_PX = 3.0
 #: Wait between the steps that show a job's result (:meth:`SlidePanel._in_steps`), ms: a timer, not a queued call
 #: (Qt runs queued calls back to back), so that the viewer's timers and drawing run in between.
@@ -352,10 +354,6 @@ class SlidePanel(QWidget):
         self._ranked: Optional[Tuple[str, List[Tuple[float, Box]], float]] = None
         #: slide layer name -> the world boxes of its live accepted windows (those cover review regions)
         self._accepted_boxes: Dict[str, List[Box]] = {}
-        #: Shapes layer name -> (the world edges of the boxes it outlines, whether outside them): redrawn at
-        #: each zoom, so that the outlines keep :data:`OUTLINE_PX` screen pixels
-        self._outlines: Dict[str, Tuple[List[Tuple[float, ...]], bool]] = {}
-        self._outline_width = 0.0  # world units, at the zoom they were drawn at
         #: store path -> (lo, hi, level): the uncertainty layer's contrast (uncertainty units, over tissue)
         self.ranges: Dict[str, Tuple[float, float, int]] = {}
         self._numbering = None  # the worker numbering a store's glands (not one of the jobs: it blocks no button)
@@ -484,7 +482,6 @@ class SlidePanel(QWidget):
             if self._is_slide(layer):
                 self._watch_visibility(layer)
         viewer.cursor.events.position.connect(self._on_cursor)
-        scene_camera(viewer).events.zoom.connect(self._on_zoom)
         self._on_slide_changed()
         self._show_content()
 
@@ -907,16 +904,20 @@ class SlidePanel(QWidget):
         self.tile_list.clear()
         for score, (y0, x0, y1, x1) in self.tiles:
             self.tile_list.addItem(QListWidgetItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}"))
-        self._outline(name, "tiles", [pixel_edges(b, downsample) for _, b in self.tiles], outside=False)
+        self._outline(name, "tiles", [b for _, b in self.tiles], downsample, outside=False)
 
-    def _outline(self, name: str, role: str, edges: List[Tuple[float, ...]], outside: bool) -> Any:
-        """Outline boxes (the world edges of their pixels) over slide ``name`` in its Shapes layer of ``role``
-        ("tiles": review regions, "accepted": accepted windows; made, empty, if missing), inside or just
-        outside them; returns the layer. The layer's data is set once: each change of a Shapes layer's data
-        re-slices every layer of the viewer (tens of ms on the GUI thread for a slide's)."""
+    def _outline(self, name: str, role: str, boxes: List[Tuple[float, ...]], downsample: float,
+                 outside: bool) -> Any:
+        """Outline world boxes (store boxes times ``downsample``) over slide ``name`` in its Shapes layer of
+        ``role`` ("tiles": review regions, "accepted": accepted windows; made, empty, if missing), inside or just
+        outside their pixels, :data:`OUTLINE_PX` screen pixels wide: a frame layer
+        (:func:`~napari_cdma._layers.frames_of`), which the review panel's zoom handler draws again as the view
+        zooms (:func:`~napari_cdma._layers.redraw_frames`). Returns the layer. Its data is set only when the boxes
+        changed (:func:`~napari_cdma._layers.set_frames`): each change of a Shapes layer's data re-slices every
+        layer of the viewer (tens of ms on the GUI thread for a slide's)."""
         layer = self._outline_layer(name, role)
-        self._outlines[layer.name] = (edges, outside)
-        self._draw_outlines([layer.name])
+        frames = frames_of(boxes, [OUTLINE_PX] * len(boxes), [outside] * len(boxes), downsample=downsample)
+        set_frames(layer, frames, scene_camera(self.viewer).zoom)
         return layer
 
     def _outline_layer(self, name: str, role: str) -> Any:
@@ -926,38 +927,6 @@ class SlidePanel(QWidget):
         if not isinstance(layer, Shapes):
             layer = (show_review_tiles if role == "tiles" else show_accepted)(self.viewer, name, [])
         return layer
-
-    def _on_zoom(self, _event: Any = None) -> None:
-        """Redraw the outlines once the zoom took their width out of 2/3 to 3/2 :data:`OUTLINE_PX` screen pixels
-        (not at each step of a zoom: a redraw takes tens of ms)."""
-        if self._outlines and not 2 / 3 <= self._outline_width * scene_camera(self.viewer).zoom / OUTLINE_PX <= 1.5:
-            self._draw_outlines()
-
-    def _draw_outlines(self, names: Optional[List[str]] = None) -> None:
-        """Draw the panel's outlines (:attr:`_outlines`; those of the layers ``names``, default all)
-        :data:`OUTLINE_PX` screen pixels wide at the camera's zoom, inside or just outside their boxes' pixels."""
-        width = self._outline_width = OUTLINE_PX / scene_camera(self.viewer).zoom  # world units
-        for name in list(self._outlines) if names is None else names:
-            if name not in self.viewer.layers:
-                del self._outlines[name]
-                continue
-            edges, outside = self._outlines[name]
-            layer = self.viewer.layers[name]
-            rects = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
-                     for y0, x0, y1, x1 in (outline_rect(e, width, outside) for e in edges)]
-            if self._drawn(layer, rects, width):  # setting the same data (or emptying an empty layer) would still
-                continue  # re-slice every layer
-            layer.data = rects
-            if rects:
-                layer.edge_width = width
-
-    @staticmethod
-    def _drawn(layer: Any, rects: List[np.ndarray], width: float) -> bool:
-        """Whether Shapes ``layer`` already shows ``rects``, ``width`` wide (to float32, as it keeps them)."""
-        data = layer.data
-        return len(data) == len(rects) and all(a.shape == b.shape and np.allclose(a, b, rtol=1e-6, atol=1e-3)
-                                               for a, b in zip(data, rects, strict=True)) \
-            and bool(np.allclose(np.atleast_1d(layer.edge_width), width, rtol=1e-6, atol=1e-3))
 
     def go_to(self, row: int) -> None:
         """Centre the camera on review region ``row``."""
@@ -1523,7 +1492,7 @@ class SlidePanel(QWidget):
         if not boxes and names_for(run["layer"])["accepted"] not in self.viewer.layers:
             return None  # no empty layer before anything is accepted
         # just outside the window: its accepted pixels are not covered, nor its edge taken for a gland's
-        return self._outline(run["layer"], "accepted", [pixel_edges(b, ds) for b in boxes], outside=True)
+        return self._outline(run["layer"], "accepted", boxes, ds, outside=True)
 
     def _store_downsample(self, run: Dict[str, Any]) -> float:
         if run.get("downsample"):
