@@ -40,8 +40,9 @@ from typing import Any, Deque, Dict, Generator, Iterator, List, Optional, Sequen
 
 import napari.viewer
 import numpy as np
-from qtpy.QtCore import QSize, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
+    QApplication,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
@@ -448,7 +449,8 @@ class CdmaWidget(QWidget):
         # it starts (walk: they were out of sight)
         self.retrain_panel.retrain_button.clicked.connect(lambda: self.show_panel("Retrain"))
         # and its verdict when the new model is registered (re-walk: below the visible part of the dock)
-        self.retrain_panel.model_added.connect(lambda _v: self.show_widget(self.retrain_panel.result_label))
+        self.retrain_panel.model_added.connect(lambda _v: self.show_widget(self.retrain_panel.result_label,
+                                                                           self.retrain_panel.keep_button))
         self.versions_panel.rollback_button.clicked.connect(lambda: self.show_panel("Model versions"))
         self.predict_panel.finished.connect(self._on_predicted)
         self.predict_panel.idle.connect(self._on_predict_idle)
@@ -525,10 +527,18 @@ class CdmaWidget(QWidget):
         if box is not None:
             self.show_widget(box)
 
-    def show_widget(self, widget: QWidget) -> None:
-        """Scroll the dock so that ``widget`` (its top, when taller than the view) is in view, in the next
-        event-loop turn (after the layout has settled)."""
-        QTimer.singleShot(0, lambda: self._scroll.ensureWidgetVisible(widget, 0, 0))
+    def show_widget(self, widget: QWidget, until: Optional[QWidget] = None) -> None:
+        """Scroll the dock so that ``widget`` (its top, when taller than the view) is in view, and down to
+        ``until`` (a widget below it, when shown) as far as both fit, in the next event-loop turn, once the
+        layouts have taken the widgets' new sizes (walk 20: a retrain's verdict, set just before, was still one
+        line high, and the dock showed that line at its bottom edge with *Keep new model anyway* out of view)."""
+        def scroll() -> None:
+            QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+            if until is not None and until.isVisible():
+                self._scroll.ensureWidgetVisible(until, 0, 0)
+            self._scroll.ensureWidgetVisible(widget, 0, 0)
+
+        QTimer.singleShot(0, scroll)
 
     def _open_store_only(self) -> ProjectStore:
         """The open project store; a RuntimeError saying what to do when none is open (nothing is created)."""
@@ -991,7 +1001,7 @@ class CdmaWidget(QWidget):
                                       display_range=record.display_range, pasted=record.pasted, edited=data,
                                       disagreement=store.load_prediction_disagreement(state.image_hash),
                                       covered=[(r.region_id, r.version) for r in store.regions()
-                                               if r.image_hash == state.image_hash])
+                                               if r.image_hash == state.image_hash], created=record.created)
             except Exception as exc:
                 problems.append(f"'{name}': {exc}")
                 continue
@@ -2028,11 +2038,34 @@ class CdmaWidget(QWidget):
         layer if its prediction layer holds edits not accepted yet)."""
         self._sync_from_store(select_current=True)
         if self.last_image and self.last_image in self.viewer.layers:
+            if not self.predict_panel.running and self._already_predicted_by(self.last_image, version):
+                return
             if self.predict_panel.running:
                 self._refresh_after_predict = True  # re-run once the current run has stopped
                 self.predict_panel.cancel()
             else:
                 self.predict(self.last_image)
+
+    def _already_predicted_by(self, image: str, version: str) -> bool:
+        """When the image's own prediction layer (the one corrected) was made by ``version``, the model now
+        current: nothing is predicted again (walk 20: a roll back to the model behind it added a copy of it,
+        "<image> prediction (bundled)", beside it). Its side layers (another version's prediction) are hidden so
+        that the glands on screen are the current model's, and the Predict status says so; True then."""
+        state = self.states.get(image)
+        main = names_for(image)["prediction"]
+        if state is None or main not in self.viewer.layers or str(state.model_version) != str(version):
+            return False
+        for other in state.others:
+            if other in self.viewer.layers:
+                self.viewer.layers[other].visible = False
+        self.viewer.layers[main].visible = True
+        edits = state.unsaved(main, self.viewer.layers[main].data)
+        held = f", with {edits} edited pixel(s) not accepted yet" if edits else ""
+        panel = self.predict_panel
+        panel.last_message = (f"'{main}' is already {state.model_label or version}'s prediction{held}: nothing "
+                              f"predicted again. Other versions' layers of '{image}' are hidden.")
+        panel.status.setText(panel.last_message)
+        return True
 
     def _on_predict_idle(self) -> None:
         if self._refresh_after_predict and self.last_image in self.viewer.layers:

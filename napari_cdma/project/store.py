@@ -210,7 +210,7 @@ class PredictionRecord:
         model_label: how the dock named that model ("bundled", "v0002", a file name).
         model_sha256: ``"sha256:<hex>"`` of that checkpoint file when known ("" otherwise), so that
             a model file that changed since (a new bundled model) shows the prediction is stale.
-        created: ISO-8601 UTC time it was saved.
+        created: ISO-8601 UTC time the model made it (a later save of the same prediction with edits keeps it).
         image_name: the image's layer name when it was predicted.
         source_path: the file the image came from, when known.
         ranked: the review regions of the prediction, ``[(score, (y0, x0, y1, x1))]``, most uncertain first.
@@ -1373,7 +1373,7 @@ class ProjectStore:
                         ranked: Sequence[Tuple[float, Sequence[int]]] = (),
                         display_range: Sequence[float] = (0.0, 1.0), pasted: bool = True,
                         edited: Any = None, disagreement: Any = None,
-                        covered: Sequence[Tuple[str, int]] = ()) -> PredictionRecord:
+                        covered: Sequence[Tuple[str, int]] = (), created: Optional[str] = None) -> PredictionRecord:
         """Keep ``labels`` and ``uncertainty`` as the latest prediction of an image, replacing the previous one.
 
         Args:
@@ -1392,6 +1392,9 @@ class ProjectStore:
             disagreement: the branches' disagreement map (H, W), kept as float16 (shown again on reopen as
                 the hidden disagreement layer); None: not kept.
             covered: with ``edited``, the accepted regions ``(region_id, version)`` that ``edited`` holds.
+            created: when the model made the prediction (ISO-8601 UTC), kept when the same prediction is saved
+                again with edits (walk 20: a reopen said "predicted ... at" the time the edits were kept); default
+                now. The time of this save is kept as ``saved``.
 
         Returns:
             The record of the saved prediction.
@@ -1428,6 +1431,7 @@ class ProjectStore:
         digest = str(image_hash)
         sums = {k: _io.checksum(a, dt) for k, (a, dt) in arrays.items()}  # cast a band at a time
         what = f"saving the latest prediction of image {digest[:12]}"
+        now = _now()
         with _io.all_or_nothing(what) as (placed, staged):
             # the arrays are written and synced before the lock is taken: other writers (and the
             # GUI thread's reads of the index) wait only for the rename and the index
@@ -1443,7 +1447,8 @@ class ProjectStore:
                 rel = f"predictions/{digest}_p{number:04d}"
                 entry = {"image_hash": digest, "path": rel, "number": number, "shape": list(shape),
                          "model_version": str(model_version), "model_sha256": str(model_sha256 or ""),
-                         "model_label": str(model_label or model_version), "created": _now(),
+                         "model_label": str(model_label or model_version), "created": str(created or now),
+                         "saved": now,
                          "image_name": None if image_name is None else str(image_name),
                          "source_path": None if source_path is None else str(source_path),
                          "ranked": regions, "display_range": [lo, hi], "pasted": bool(pasted),
