@@ -2036,6 +2036,7 @@ class CdmaWidget(QWidget):
     def _on_model_changed(self, version: str) -> None:
         """A new current model: select it and refresh the predictions of the last image (into a new
         layer if its prediction layer holds edits not accepted yet)."""
+        self.retrain_panel.model_now_current(version)  # Keep new model anyway goes once its version is current
         self._sync_from_store(select_current=True)
         if self.last_image and self.last_image in self.viewer.layers:
             if not self.predict_panel.running and self._already_predicted_by(self.last_image, version):

@@ -100,3 +100,19 @@ def test_a_retrain_verdict_is_scrolled_into_view_with_its_keep_button(make_napar
     assert panel.result_label.height() > 2 * panel.result_label.fontMetrics().height()  # wrapped: several lines
     assert 0 <= label_top and label_bottom <= viewport.height()  # the whole verdict in view
     assert 0 <= keep_top and keep_bottom <= viewport.height(), (keep_top, keep_bottom, viewport.height())
+
+
+def test_roll_back_to_the_retrained_version_takes_keep_new_model_anyway_away(make_napari_viewer, qtbot, tmp_path,
+                                                                             lite_checkpoint):
+    store = ProjectStore.open(tmp_path / "project")
+    first = store.add_model(lite_checkpoint, parent="bundled", promoted=True)
+    second = store.add_model(lite_checkpoint, parent=first.version, promoted=False)
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer, store.root)
+    panel = dock.retrain_panel
+    panel.last_record = second  # as a retrain's end leaves it: not promoted, Keep offered
+    panel.keep_button.setVisible(True)
+    assert dock.versions_panel.roll_back(first.version)  # another version: the retrained one can still be kept
+    assert panel.keep_button.isVisible()
+    assert dock.versions_panel.roll_back(second.version)
+    assert not panel.keep_button.isVisible()
