@@ -72,6 +72,13 @@ GLANDS_REFRESH_MS = 500
 #: Largest prediction layer (pixels) whose table is made again so (GUI thread: about 0.1 s a megapixel on a busy
 #: 2-core machine; a GlaS image is 0.4 Mpx); a larger one's table says it predates the edits until the next Accept.
 LIVE_GLANDS_PIXELS = 2_000_000
+#: Whose prediction the panel describes, on one line over the legend (walk 20: after a model change with edits not
+#: accepted, the new model's glands went to '<image> prediction (v0001)' while the legend, tint and table stayed
+#: those of the layer being corrected, and nothing said which model's glands were corrected there).
+#: 223 px of text in the 280 px dock: "Model bundled: 'testA_1 prediction'" needs about 230 px in napari's style, so
+#: the image's name is cut in its middle ("'tes…A_1 prediction'"): the model and the layer's end (whether it is the
+#: image's own layer or a '(v0001)' one) stay whole.
+SOURCE_TEXT = "Model {model}: '{layer}'"
 STALE_GLANDS_TEXT = ("The gland table predates your edits of the prediction layer (too large to update after "
                      "each stroke): Accept or Predict updates it.")
 
@@ -93,6 +100,47 @@ def readout_label() -> QLabel:
     label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
     label.setToolTip(READOUT_TIP)
     return label
+
+
+def elide_middle(label: QLabel, head: str, middle: str, tail: str, width: int) -> str:
+    """``head + middle + tail`` in at most ``width`` px of ``label``'s font, ``middle`` (a layer name) cut in its middle
+    first, so that ``head`` (the model) stays whole; only when ``head`` and ``tail`` alone are too wide is the whole
+    text cut at its end."""
+    fm = label.fontMetrics()
+    whole = head + middle + tail
+    if fm.horizontalAdvance(whole) <= width:
+        return whole
+    room = width - fm.horizontalAdvance(head + tail)
+    if room >= fm.horizontalAdvance("mm\u2026"):  # a letter or two of the name each side of the cut
+        return head + fm.elidedText(middle, Qt.TextElideMode.ElideMiddle, room) + tail
+    return fm.elidedText(whole, Qt.TextElideMode.ElideRight, width)
+
+
+class SourceLabel(QLabel):
+    """One line that names the model and layer the panel describes (:data:`SOURCE_TEXT`), cut to the panel's width
+    (the layer name in its middle, never the model); its tooltip says it whole. Never widens the dock."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(False)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self._parts = ("", "", "")
+
+    def set_source(self, model: str, layer: str, image: str = "") -> None:
+        """Name ``model`` and the layer ``layer`` (of the image ``image``: only that part of its name is cut)."""
+        head, tail = SOURCE_TEXT.split("{layer}")
+        middle = image if image and layer.startswith(image) else layer
+        self._parts = (head.format(model=model), middle, layer[len(middle):] + tail)
+        self._elide()
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        text = elide_middle(self, *self._parts, max(1, self.contentsRect().width()))
+        if text != self.text():
+            self.setText(text)
 
 
 def selected_gland_name(image_name: str) -> str:
@@ -337,6 +385,8 @@ class DisplayPanel(QWidget):
         self.uncertainty_layer: Any = None
         self.labels_layer: Any = None
         self.glands: List[Dict[str, Any]] = []
+        #: the model whose prediction the panel describes, as :meth:`show_result` was told ("" if not told)
+        self.model_label = ""
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
         self._watched: Any = None  # the labels layer whose edits the table follows (_watch)
@@ -354,6 +404,8 @@ class DisplayPanel(QWidget):
         self.legend, self.legend_title = self.legend_box.legend, self.legend_box.legend_title
         self.lo_label, self.hi_label = self.legend_box.lo_label, self.legend_box.hi_label
         self.readout = readout_label()
+        self.source_label = SourceLabel()
+        self.source_label.setVisible(False)
         self.table = GlandTableView()
         self.table.setMaximumHeight(150)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
@@ -377,6 +429,7 @@ class DisplayPanel(QWidget):
         self.content = QWidget()
         content = QVBoxLayout(self.content)
         content.setContentsMargins(0, 0, 0, 0)
+        content.addWidget(self.source_label)
         content.addWidget(self.legend_box)
         content.addWidget(self.readout)
         glands_row = QHBoxLayout()
@@ -430,6 +483,7 @@ class DisplayPanel(QWidget):
     def _drop_glands(self) -> None:
         self._tables.pop(self.image_name or "", None)
         self.labels_layer = None
+        self._show_source("")
         self._watch(None)
         self.glands = []
         self.table.gland_model.set_rows(self.glands)
@@ -537,6 +591,7 @@ class DisplayPanel(QWidget):
         self.image_name = None
         self._drop_uncertainty()
         self.labels_layer = None
+        self._show_source("")
         self._watch(None)
         self.glands = []
         self.table.gland_model.set_rows(self.glands)
@@ -549,8 +604,10 @@ class DisplayPanel(QWidget):
 
     # ------------------------------------------------------------------ content
     def show_result(self, image_name: str, uncertainty_layer: Any, labels_layer: Any,
-                    display_range: Tuple[float, float], glands: Sequence[Dict[str, Any]]) -> None:
-        """Show the legend of ``uncertainty_layer`` and the gland table of one prediction."""
+                    display_range: Tuple[float, float], glands: Sequence[Dict[str, Any]],
+                    model_label: str = "") -> None:
+        """Show the legend of ``uncertainty_layer`` and the gland table of one prediction; ``model_label`` (e.g.
+        "bundled", "v0003") names the model that made it, on a line over the legend and in the CSV ("": not said)."""
         self.clear_selected_gland()  # the previous image's outline (its name follows the image)
         self.image_name = image_name
         self.empty_label.setText(NO_PREDICTION_TEXT)
@@ -560,8 +617,31 @@ class DisplayPanel(QWidget):
         self.legend_box.show_range(image_name, uncertainty_layer.colormap, uncertainty_layer.opacity,
                                    display_range)
         self.legend.setToolTip(self.legend.toolTip() + "; not tinted inside accepted regions (red boxes: reviewed), "
-                               "where the readout still gives the model's uncertainty")
+                               "where the readout still gives the model's uncertainty"
+                               + (f"; made by model '{model_label}'" if model_label else ""))
+        self._show_source(model_label)
         self.set_glands(glands)  # and shows the legend and table (_show_content)
+
+    def _show_source(self, model_label: str) -> None:
+        """Name ``model_label`` and the prediction layer described on :attr:`source_label` ("" or no layer: hidden)."""
+        self.model_label = model_label
+        labels = _unwrap(self.labels_layer)
+        line = self.source_label
+        if not model_label or labels is None:
+            line.setVisible(False)
+            line.setToolTip("")
+            return
+        layer = str(labels.name)
+        tip = (f"The legend, tint, readout and gland table below describe the prediction of model '{model_label}' "
+               f"in the layer '{layer}'")
+        if (getattr(labels, "metadata", None) or {}).get(ROLE_KEY) == "prediction":
+            tip += (", the layer you correct. A prediction by another model while it holds edits not accepted goes "
+                    f"to a layer of its own ('{layer} (v0001)', ...), which this panel does not describe.")
+        else:
+            tip += "."
+        line.set_source(model_label, layer, self.image_name or "")
+        line.setToolTip(tip)
+        line.setVisible(True)
 
     def set_glands(self, glands: Sequence[Dict[str, Any]]) -> None:
         """Fill the per-gland table (id, area, mean uncertainty; other keys such as the bbox in the

@@ -1,0 +1,68 @@
+"""Walk 20, the *Uncertainty and glands* panel: it names the model whose prediction it describes (after a model
+change with edits not accepted, the new model's glands go to a side layer while the panel still describes the
+layer being corrected). A real, shown napari viewer (Xvfb)."""
+from __future__ import annotations
+
+import numpy as np
+from _dock import open_dock
+
+from napari_cdma._layers import ROLE_KEY
+
+LONG = "GlaS testA_1 scanned 2026-11-30 ward 4 block B3 level 2 H&E"
+
+
+def _settle(qtbot):
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(5):
+        QApplication.processEvents()
+        qtbot.wait(20)
+
+
+def _predicted(viewer, name):
+    """An image ``name`` with its uncertainty and (editable) prediction layers, three glands."""
+    from src_model.gland_table import gland_table
+
+    viewer.add_image(np.zeros((300, 400, 3), np.uint8), name=name, rgb=True)
+    labels = np.zeros((300, 400), np.int32)
+    labels[20:60, 30:90] = 1
+    labels[150:260, 200:240] = 2
+    labels[100:130, 300:390] = 3
+    unc = viewer.add_image(np.linspace(0, 1, 300 * 400, dtype=np.float32).reshape(300, 400),
+                           name=f"{name} uncertainty")
+    lab = viewer.add_labels(labels, name=f"{name} prediction", metadata={ROLE_KEY: "prediction"})
+    return unc, lab, gland_table(labels, np.asarray(unc.data))
+
+
+def test_the_panel_names_the_model_of_the_prediction_it_describes(make_napari_viewer, qtbot):
+    """With ``model_label`` the panel says, on one line that fits the 280 px dock, which model's prediction (and
+    which layer) its legend, tint and table describe, the whole text in its tooltip; without it nothing is said."""
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer)
+    panel = dock.display_panel
+    unc, lab, glands = _predicted(viewer, LONG)
+    panel.show_result(LONG, unc, lab, (0.0, 1.0), glands, model_label="bundled")
+    dock.show_widget(panel.legend_box)
+    _settle(qtbot)
+    line = panel.source_label
+    assert line.isVisible()
+    shown, tip = line.text(), line.toolTip()
+    assert shown.startswith("Model bundled: '") and shown.endswith(" prediction'"), shown  # the model, never cut
+    assert "bundled" in tip and f"'{LONG} prediction'" in tip and "correct" in tip, tip
+    assert "\n" not in shown and line.fontMetrics().horizontalAdvance(shown) <= line.contentsRect().width(), \
+        (shown, line.contentsRect().width())
+    assert line.height() < 2 * line.fontMetrics().lineSpacing()  # one line
+    assert dock.width() <= 300  # the dock kept its width
+    assert "bundled" in panel.legend.toolTip()
+
+    # a short name is shown whole
+    unc2, lab2, glands2 = _predicted(viewer, "tA_2")
+    panel.show_result("tA_2", unc2, lab2, (0.0, 1.0), glands2, model_label="v0003")
+    _settle(qtbot)
+    assert panel.source_label.text() == "Model v0003: 'tA_2 prediction'", panel.source_label.text()
+
+    # without a model label nothing is said (as before)
+    panel.show_result(LONG, unc, lab, (0.0, 1.0), glands)
+    _settle(qtbot)
+    assert not panel.source_label.isVisible() and "bundled" not in panel.legend.toolTip()
+
