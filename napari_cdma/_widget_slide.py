@@ -118,7 +118,7 @@ from ._slide_view import (
     withdraw_window_job,
 )
 from ._widget_display import UncertaintyLegend, readout_label, readout_text, value_under
-from ._widget_review import canvas_hw, is_slide, readable_list, scene_camera, world_box
+from ._widget_review import box_text, canvas_hw, is_slide, readable_list, scene_camera, tile_row, world_box
 
 Box = Tuple[int, int, int, int]
 #: Chunk side of the stores the panel creates (the store's unit of work and of caching).
@@ -902,8 +902,10 @@ class SlidePanel(QWidget):
             return  # listed and outlined already (setting a Shapes layer's data re-slices every layer)
         self.tiles = list(tiles)
         self.tile_list.clear()
-        for score, (y0, x0, y1, x1) in self.tiles:
-            self.tile_list.addItem(QListWidgetItem(f"{score:.3f} - ({y0}, {x0}), {y1 - y0} x {x1 - x0}"))
+        # the image review list's rows ("1. score 0.69, 163 x 128 px at x 230, y 394"): one way of writing a box
+        # everywhere (walk 20: "0.924 - (320, 1856), 128 x 128" here, height first, the corner as (y, x))
+        for rank, (score, box) in enumerate(self.tiles, start=1):
+            self.tile_list.addItem(QListWidgetItem(tile_row(rank, score, box)))
         self._outline(name, "tiles", [b for _, b in self.tiles], downsample, outside=False)
 
     def _outline(self, name: str, role: str, boxes: List[Tuple[float, ...]], downsample: float,
@@ -996,7 +998,7 @@ class SlidePanel(QWidget):
             return
         out = result[1]
         box, instances, ds = out["box"], out["instances"], out["downsample"]
-        y0, x0, y1, x1 = box
+        y0, x0, _y1, _x1 = box
         name = f"{run['layer']} edit window"
         meta = {STORE_KEY: run["store"], ROLE_KEY: "slide edit window"}
         old = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -1021,7 +1023,7 @@ class SlidePanel(QWidget):
         self.window = {**run, "box": box, "predicted": out["predicted"], "instances": instances, "name": name}
         # what to do first, on the two lines shown; where the window is and how splits are kept in the tooltip
         self._say(f"Edit window of {out['n_glands']} gland(s): paint or erase, then Accept window. It is "
-                  f"{y1 - y0} x {x1 - x0} px at ({y0}, {x0}) (store pixels), one label per gland: paint a new label "
+                  f"{box_text(box)} (store pixels), one label per gland: paint a new label "
                   "over part of a gland to split it. The slide's labels keep gland / background: a split is kept as a "
                   "1 px gap; glands given one label are split again by shape when a window is reopened."
                   f"{self._undone_note(out['undone'])}")
@@ -1056,10 +1058,9 @@ class SlidePanel(QWidget):
         job = {"kind": "accept", "window": w, "layer": layer.unique_id, "mode": layer.mode, "editable": layer.editable}
         layer.editable = False  # no painting while it is written: the window then shows what the store holds
         self.last_record = None
-        y0, x0, y1, x1 = w["box"]
         worker.returned.connect(self._on_job_returned)
         worker.errored.connect(self._on_job_errored)
-        self._start_job(worker, job, f"Accepting the window at ({y0}, {x0}), {y1 - y0} x {x1 - x0} px...")
+        self._start_job(worker, job, f"Accepting the window, {box_text(w['box'])}...")
         return True
 
     def _on_accepted(self, result: Any, job: Dict[str, Any]) -> None:
@@ -1091,10 +1092,9 @@ class SlidePanel(QWidget):
                        lambda: self.show_accepted_windows(w) if shown() else None,
                        lambda: self._brush_on_window(job),
                        self.regions_changed.emit)
-        y0, x0, y1, x1 = w["box"]
         self._say(f"Accepted the window as region {record.region_id}{' (held out)' if record.holdout else ''}; "
                   f"the review regions under it are done. {len(out['written'])} chunk(s) of the slide's labels "
-                  f"rewritten; the window is at ({y0}, {x0}), {y1 - y0} x {x1 - x0} px (store pixels) of "
+                  f"rewritten; the window is {box_text(w['box'])} (store pixels) of "
                   f"{Path(w['slide']).name}.")
 
     def _brush_on_window(self, job: Dict[str, Any]) -> None:
@@ -1480,9 +1480,9 @@ class SlidePanel(QWidget):
             self._list_tiles()
         self.window_list.clear()
         for r, world in zip(regions, boxes, strict=True):
-            y0, x0, y1, x1 = r.bbox
-            item = QListWidgetItem(f"{'[held out] ' if r.holdout else ''}{r.region_id}  ({y0}, {x0}) "
-                                   f"{y1 - y0} x {x1 - x0}  v{r.version}")
+            # the box as the dock's accepted-region list writes it (walk 20: "(744, 779) 1585 x 1515" here)
+            item = QListWidgetItem(f"{'[held out] ' if r.holdout else ''}{r.region_id}  {box_text(r.bbox)}  "
+                                   f"v{r.version}")
             item.setData(Qt.ItemDataRole.UserRole, (r.region_id, tuple(int(round(v)) for v in world)))
             self.window_list.addItem(item)
         if boxes:

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QApplication
 from test_widget_slide import _accept, _edit
 
 from napari_cdma._layers import names_for
+from napari_cdma._widget_review import tile_row
 
 
 def _turn(qtbot, n=3):
@@ -72,7 +73,7 @@ def test_review_regions_under_an_accepted_window_leave_the_list_and_come_back_wh
     # the accepted region is reviewed: neither listed nor outlined (before: still listed and drawn)
     assert first not in panel.tiles, (first, window, panel.tiles)
     assert panel.tile_list.count() == len(panel.tiles) == len(tiles_layer.data) < len(ranked)
-    assert panel.tile_list.item(0).text().startswith(f"{panel.tiles[0][0]:.3f}") if panel.tiles else True
+    assert panel.tile_list.item(0).text() == tile_row(1, *panel.tiles[0]) if panel.tiles else True
     assert panel.window_list.count() == 1
     # withdrawn, its regions are to review again
     assert panel.withdraw_window(record.region_id) is True, panel.last_message
