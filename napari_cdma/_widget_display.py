@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -39,7 +38,7 @@ from ._messages import show_message
 from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
 
 LEGEND_W, LEGEND_H = 160, 12
-TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # the CSV's first columns; other keys (bbox, ...) follow
+TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # the table's columns (and the CSV's first: its box follows)
 #: Smallest side (data px) of what a click on a gland row shows around the gland: a sliver left by an edit (a few
 #: px wide) was zoomed to fill the canvas, with no tissue around it to judge it by (walk).
 MIN_GLAND_VIEW = 128
@@ -744,16 +743,11 @@ class DisplayPanel(QWidget):
 
     # ------------------------------------------------------------------ export
     def export_csv(self, path: Any) -> Path:
-        """Write the gland table to ``path`` (one row per gland; bbox as "y0 x0 y1 x1")."""
-        path = Path(path)
-        keys = list(TABLE_COLUMNS) + [k for k in (self.glands[0] if self.glands else {}) if k not in TABLE_COLUMNS]
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            for row in self.glands:
-                writer.writerow({k: _fmt(row.get(k, "")) if isinstance(row.get(k), (tuple, list)) else row.get(k, "")
-                                 for k in keys})
-        return path
+        """Write the gland table to ``path`` (one row per gland; its box as box_left, box_top, box_width, box_height
+        in pixels; the image and model on each row: :func:`src_model.gland_table.write_csv`)."""
+        from src_model.gland_table import write_csv  # torch-free
+
+        return write_csv(path, self.glands, image=self.image_name or "", model=self.model_label)
 
     def _export_clicked(self) -> None:
         if not self.glands:

@@ -5,7 +5,9 @@ model is loaded; :mod:`src_model.uncertainty` re-exports it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import csv
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Sequence, Union
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -43,4 +45,38 @@ def gland_table(instances: np.ndarray, uncertainty_map: np.ndarray) -> List[Dict
     return rows
 
 
-__all__ = ["gland_table"]
+#: The CSV's columns (:func:`write_csv`): a row's box as its left and top pixel and its width and height in pixels
+#: (the dock writes boxes "W x H px at x X, y Y"), not the "bbox" "y0 x0 y1 x1" that needed its convention told
+#: (walk 20); the image and the model each row is of. Other keys of a row follow the box.
+CSV_FIRST = ("id", "area", "mean_uncertainty", "box_left", "box_top", "box_width", "box_height")
+CSV_LAST = ("image", "model")
+
+
+def csv_rows(glands: Iterable[Dict[str, Any]], image: str = "", model: str = "") -> Iterable[Dict[str, Any]]:
+    """The rows of :func:`gland_table` as the CSV writes them: "bbox" (y0, x0, y1, x1; y1, x1 exclusive) as
+    box_left, box_top, box_width, box_height; ``image`` and ``model`` ("" if not known) on every row."""
+    for gland in glands:
+        row = {k: v for k, v in gland.items() if k != "bbox"}
+        box = gland.get("bbox")
+        if box is not None and len(box) == 4:
+            y0, x0, y1, x1 = (int(v) for v in box)
+            row.update(box_left=x0, box_top=y0, box_width=x1 - x0, box_height=y1 - y0)
+        row.update(image=image, model=model)
+        yield row
+
+
+def write_csv(path: Union[str, Path], glands: Sequence[Dict[str, Any]], image: str = "", model: str = "") -> Path:
+    """Write ``glands`` (:func:`gland_table`'s rows) to the CSV file ``path``: one row per gland, columns
+    :data:`CSV_FIRST`, any other keys of the rows, then :data:`CSV_LAST`. Returns the path."""
+    path = Path(path)
+    others = [k for k in (glands[0] if glands else {}) if k != "bbox" and k not in CSV_FIRST + CSV_LAST]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=[*CSV_FIRST, *others, *CSV_LAST], extrasaction="ignore")
+        writer.writeheader()
+        for row in csv_rows(glands, image, model):
+            writer.writerow({k: " ".join(str(x) for x in v) if isinstance(v, (tuple, list)) else v
+                             for k, v in row.items()})
+    return path
+
+
+__all__ = ["CSV_FIRST", "CSV_LAST", "csv_rows", "gland_table", "write_csv"]

@@ -1,7 +1,10 @@
 """Walk 20, the *Uncertainty and glands* panel: it names the model whose prediction it describes (after a model
 change with edits not accepted, the new model's glands go to a side layer while the panel still describes the
-layer being corrected). A real, shown napari viewer (Xvfb)."""
+layer being corrected), and its CSV says what its columns are and which image and model a row is of. A real, shown
+napari viewer (Xvfb)."""
 from __future__ import annotations
+
+import csv
 
 import numpy as np
 from _dock import open_dock
@@ -65,4 +68,31 @@ def test_the_panel_names_the_model_of_the_prediction_it_describes(make_napari_vi
     panel.show_result(LONG, unc, lab, (0.0, 1.0), glands)
     _settle(qtbot)
     assert not panel.source_label.isVisible() and "bundled" not in panel.legend.toolTip()
+
+
+def test_the_csv_names_its_columns_image_and_model(make_napari_viewer, tmp_path):
+    """The CSV's box is four plainly named columns (left, top, width, height in pixels, as the dock writes boxes)
+    instead of "bbox" = "y0 x0 y1 x1", and each row says its image and model."""
+    viewer = make_napari_viewer(show=False)
+    dock = open_dock(viewer)
+    panel = dock.display_panel
+    unc, lab, glands = _predicted(viewer, "testA_1")
+    panel.show_result("testA_1", unc, lab, (0.0, 1.0), glands, model_label="bundled")
+    with panel.export_csv(tmp_path / "glands.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames[:3] == ["id", "area", "mean_uncertainty"]  # the first columns as before
+    assert "bbox" not in reader.fieldnames
+    by_id = {int(r["id"]): r for r in rows}
+    assert set(by_id) == {1, 2, 3}
+    r = by_id[2]  # labels[150:260, 200:240]
+    assert (r["box_left"], r["box_top"], r["box_width"], r["box_height"]) == ("200", "150", "40", "110")
+    assert r["image"] == "testA_1" and r["model"] == "bundled"
+    assert int(r["area"]) == 110 * 40
+
+    # the model left unsaid: its column is empty, the image still named
+    panel.show_result("testA_1", unc, lab, (0.0, 1.0), glands)
+    with panel.export_csv(tmp_path / "glands2.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["image"] == "testA_1" and r["model"] == "" for r in rows)
 

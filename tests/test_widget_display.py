@@ -216,11 +216,13 @@ def test_gland_table_sorts_goes_to_a_clicked_gland_exports_and_clears(make_napar
         gy, gx = tuple(scene_camera(viewer).center)[-2:]
         assert gy0 <= gy < gy1 and gx0 <= gx < gx1, (row, gland, gy, gx)
 
-    # the CSV has every gland (in id order, the bbox as "y0 x0 y1 x1")
+    # the CSV has every gland (in id order, the box as its left, top, width and height in pixels)
     with display.export_csv(tmp_path / "glands.csv").open(newline="") as f:
         written = list(csv.DictReader(f))
     assert [int(r["id"]) for r in written] == [g["id"] for g in rows]
-    assert written[5]["bbox"] == " ".join(str(v) for v in rows[5]["bbox"])
+    y0, x0, y1, x1 = rows[5]["bbox"]
+    box = [int(written[5][k]) for k in ("box_left", "box_top", "box_width", "box_height")]
+    assert box == [x0, y0, x1 - x0, y1 - y0]
     assert int(written[5]["area"]) == rows[5]["area"]
 
     # thousands of rows, then none: the table follows
