@@ -70,19 +70,10 @@ def short_name(name: str) -> str:
     return _EXTENSION.sub("", str(name)) or str(name)
 
 
-def holdout_every(fraction: float) -> str:
-    """How often an accepted region is held out, in words ("every 5th accepted region" for 0.2)."""
-    if not fraction or fraction <= 0:
-        return "no accepted region"
-    n = int(round(1.0 / fraction))
-    if abs(1.0 / n - fraction) > 1e-6:
-        return f"{fraction:.0%} of the accepted regions"
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"every {n}{suffix} accepted region"
-
-
 def no_holdout_note(fraction: float) -> str:
     """What the table says when no image has a held-out region (its Dice rows are all n/a)."""
+    from .project.retrain_job import holdout_every  # the verdict says the store's rule in the same words
+
     return (f"No held-out region yet: {holdout_every(fraction)} is held out, so the held-out Dice reads n/a "
             "until then.")
 
@@ -427,7 +418,7 @@ class RetrainPanel(QWidget):
         threading.Thread(target=register, name="napari-cdma register model", daemon=True).start()
 
     def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str, before: str) -> None:
-        from .project.retrain_job import held_out_text
+        from .project.retrain_job import held_out_text, plural
 
         self.retrain_button.setEnabled(True)
         self.progress.setVisible(False)  # registered (or not): the result line says how it ended
@@ -444,16 +435,18 @@ class RetrainPanel(QWidget):
         reason = (record.metrics or {}).get("decision") or (
             "it is now the current model" if record.promoted else "the current model stays")
         held_out = held_out_text(ev)
-        agreement = "" if ev.agreement is None else \
-            f"; agreement on uncorrected tissue {fmt_dice(ev.agreement)} ({ev.agreement_crops} crops)"
+        # "crops" is the engine's word: a pathologist reads samples of the images (walk 20)
+        agreement = "" if ev.agreement is None else (f"; agreement on uncorrected tissue {fmt_dice(ev.agreement)} "
+                                                     f"(in {plural(ev.agreement_crops, 'sample')} of your images)")
         # the message says the held-out part and the agreement first: the reason does not say them again
         head = held_out.split(": ")[0] + ": "
         reason = reason[len(head):] if reason.startswith(head) else reason
         if agreement:
             reason = re.sub(r"agreement with the current model [0-9.]+ < ([0-9.]+)", r"agreement below \1", reason)
-        verdict = f"{'promoted' if record.promoted else 'not promoted'}: {reason}"
+        # the verdict first (walk 20: it came after the held-out and agreement numbers, at the end of a long text);
         # no Dice printed over too little gland: the words say why (the worker's Done.message)
-        self._say(f"{record.version}: {held_out}{agreement}; {verdict}.")
+        self._say(f"{record.version}: {'promoted' if record.promoted else 'not promoted'}; {held_out}{agreement}; "
+                  f"{reason}.")
         self._show_images(ev.per_image, trained_on)
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)

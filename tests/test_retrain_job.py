@@ -167,7 +167,9 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
     assert weak.metrics["promoted_by"] == "rule"
     assert "decided on 1 held-out region(s): too little to promote automatically" in weak.metrics["decision"]
     assert "Keep new model anyway" in weak.metrics["decision"]
-    assert "that needs 3 scored held-out regions" in weak.metrics["decision"]  # what it takes, said (walk)
+    # what it takes and how far it is, said (walks; walk 20: in accepted regions, from the store's own numbers)
+    assert "which needs 3 held-out regions: 1 so far; about " in weak.metrics["decision"]
+    assert "accepted region is held out)" in weak.metrics["decision"]
     enough_but_worse = finish(reopened, replace(done, old_dice=0.9, new_dice=0.8, better=False, n_holdout=3))
     assert not enough_but_worse.promoted and reopened.current_model_version == "v0008"
 

@@ -64,7 +64,7 @@ def test_done_shows_each_image_before_after_and_agreement(qtbot, tmp_path, lite_
     t = panel.image_table
     assert sum(t.columnWidth(j) for j in range(t.columnCount())) <= t.viewport().width() + 1
     assert t.item(0, 0).toolTip() == "testA_1.png" and t.item(0, 0).text() == "testA_1"  # the file's name in its tip
-    assert "agreement on uncorrected tissue 0.977 (4 crops)" in panel.last_message
+    assert "agreement on uncorrected tissue 0.977 (in 4 samples of your images)" in panel.last_message
 
     # the same scores, but the new model changed uncorrected tissue: not promoted, and the panel says why
     regressed = Done(**{**good.__dict__, "agreement": 0.62,
@@ -93,10 +93,10 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
                 agreement=0.99, min_agreement=0.95, agreement_crops=4,
                 per_image=(ImageScore("testA_1.png", n_holdout=1, agreement=0.99),))
     _handle(qtbot, panel, thin)
-    assert panel.last_message.startswith("v0002: held-out score rests on 30 px of gland in 1 region: too little to "
-                                         "compare the models")
+    assert panel.last_message.startswith("v0002: not promoted; held-out score rests on 30 px of gland in 1 region: "
+                                         "too little to compare the models")
     # the reason does not repeat what the message already said (pathologist walk)
-    assert "not promoted: too little to promote automatically" in panel.last_message
+    assert "; too little to promote automatically" in panel.last_message
     assert panel.last_message.count("held-out score rests on") == 1
     assert "n/a" not in panel.last_message and "0.000" not in panel.last_message and "Dice" not in panel.last_message
     assert _table(panel) == [["testA_1"], ["held out", "1 region"], ["held-out Dice", "too little gland"],
@@ -107,12 +107,13 @@ def test_texts_name_what_was_trained_on_and_never_score_too_little_gland(qtbot, 
     empty = Done(**{**thin.__dict__, "n_holdout": MIN_HOLDOUT_FOR_PROMOTION,
                     "message": holdout_shortfall(MIN_HOLDOUT_FOR_PROMOTION, 0)})
     _handle(qtbot, panel, empty)
-    assert panel.last_message.startswith("v0003: held-out regions hold no glands to score (3 regions)")
+    assert panel.last_message.startswith("v0003: not promoted; held-out regions hold no glands to score (3 regions)")
     assert "not promoted" in panel.last_message and not panel.last_record.promoted
 
     # nothing held out at all
     _handle(qtbot, panel, Done(**{**thin.__dict__, "n_holdout": 0, "message": "", "per_image": ()}))
-    assert panel.last_message.startswith("v0004: no held-out regions yet: the new model cannot be scored")
+    assert panel.last_message.startswith("v0004: not promoted; no held-out regions yet: the new model cannot be "
+                                         "scored")
     assert "no held-out region to decide on: too little to promote automatically" in panel.last_message
 
     # the versions list says which were not promoted, as the Predict chooser does

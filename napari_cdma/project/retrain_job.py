@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from src_model.runtime import torch_threads  # torch-free
 
 from .events import FINAL_EVENTS, Cancelled, Done, Failed, RetrainEvent, parse_event
-from .store import ModelRecord, ProjectStore
+from .store import ModelRecord, ProjectStore, _is_holdout  # the store's own held-out rule, not a copy of it
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,74 @@ def holdout_shortfall(n_regions: int, gland_px: int) -> str:
         return f"held-out regions hold no glands to score ({plural(n_regions, 'region')})"
     return (f"held-out score rests on {gland_px} px of gland in {plural(n_regions, 'region')}: too little to "
             f"compare the models (at least {MIN_HOLDOUT_GLAND_PX} px)")
+
+
+def holdout_every(fraction: float) -> str:
+    """How often an accepted region is held out, in words ("every 5th accepted region" for 0.2)."""
+    if not fraction or fraction <= 0:
+        return "no accepted region"
+    n = int(round(1.0 / fraction))
+    if abs(1.0 / n - fraction) > 1e-6:
+        return f"{fraction:.0%} of the accepted regions"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} accepted region"
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldoutOutlook:
+    """Where a store stands on held-out regions: how many it holds out now, the index of the next region it will
+    number, and its held-out share (the rule: :func:`napari_cdma.project.store._is_holdout`)."""
+
+    held: int
+    next_index: int
+    fraction: float
+
+    @classmethod
+    def of(cls, store: ProjectStore) -> "HoldoutOutlook":
+        """The store's numbers now: live held-out regions; withdrawn regions keep their numbers (never reused)."""
+        numbers = [int(r.region_id[1:]) for r in store.regions(include_withdrawn=True) if r.region_id[1:].isdigit()]
+        return cls(len(store.holdout_regions()), max(numbers, default=0), store.holdout_fraction)
+
+    def accepts_for(self, more: int) -> Optional[int]:
+        """How many more new regions must be accepted until ``more`` more of them are held out (None: the store
+        holds none out)."""
+        if more <= 0:
+            return 0
+        if self.fraction <= 0:
+            return None
+        n, found = self.next_index, 0
+        while found < more:
+            found += _is_holdout(n, self.fraction)
+            n += 1
+        return n - self.next_index
+
+
+def promotion_outlook(n_holdout: int, scored: bool, outlook: Optional[HoldoutOutlook] = None) -> str:
+    """How far automatic promotion is when a job had too little held out to decide on: what the rule needs, what
+    the job had, and, from the store's numbers (``outlook``), about how many more accepted regions would hold out
+    what is missing (walk 20: nothing said how far off it was)."""
+    every = f" ({holdout_every(outlook.fraction)} is held out)" if outlook is not None else ""
+    if n_holdout < MIN_HOLDOUT_FOR_PROMOTION:
+        needs = (f"which needs {MIN_HOLDOUT_FOR_PROMOTION} held-out regions"
+                 + ("" if scored else f" with at least {MIN_HOLDOUT_GLAND_PX} px of gland in all")
+                 + f": {n_holdout or 'none'} so far")
+        if outlook is None:
+            return needs + "; the store holds out a share of the regions you accept"
+        missing = MIN_HOLDOUT_FOR_PROMOTION - outlook.held
+        if missing <= 0:
+            return needs + f"; the store now holds out {outlook.held}: retrain to judge with them"
+    else:  # enough regions, too little gland in them
+        needs = f"which needs at least {MIN_HOLDOUT_GLAND_PX} px of gland in the held-out regions"
+        if outlook is None:
+            return needs + "; each held-out region with glands adds to it"
+        missing = 1
+    k = outlook.accepts_for(missing)
+    if k is None:
+        return needs + "; this store holds out no region"
+    if n_holdout < MIN_HOLDOUT_FOR_PROMOTION:
+        return needs + f"; about {plural(k, 'more accepted region')} would hold out {missing} more{every}"
+    return needs + (f"; each held-out region with glands adds to it: the next one is about "
+                    f"{plural(k, 'accepted region')} away{every}")
 
 
 def held_out_text(ev: Done) -> str:
@@ -244,7 +312,7 @@ class RetrainJob:
             pass
 
 
-def rule_decision(ev: Done) -> Tuple[bool, str]:
+def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None) -> Tuple[bool, str]:
     """What the promotion rule decides for a finished job, and the reason in words.
 
     A new model is promoted only when it scored better than the old one on at least
@@ -253,7 +321,8 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
     a model that changed what nobody corrected is not promoted however well it scores on the few
     held-out regions. With fewer held-out regions, or held-out regions that hold too little gland to be
     scored (``old_dice`` / ``new_dice`` None, :data:`MIN_HOLDOUT_GLAND_PX`), the decision is left to the
-    user and the reason says it rests on too little.
+    user and the reason says it rests on too little, and how far automatic promotion is (:func:`promotion_outlook`;
+    in numbers of accepted regions when ``outlook`` gives the store's).
 
     Returns:
         ``(promote, reason)``; ``reason`` completes "promoted: ..." / "not promoted: ...".
@@ -272,8 +341,7 @@ def rule_decision(ev: Done) -> Tuple[bool, str]:
     if n < MIN_HOLDOUT_FOR_PROMOTION or not scored:
         basis = (f"decided on {n} held-out region(s)" if scored
                  else held_out_text(ev).split(": ")[0] if n else "no held-out region to decide on")
-        reasons = [f"{basis}: too little to promote automatically (that needs {MIN_HOLDOUT_FOR_PROMOTION} scored "
-                   f"held-out regions; the store holds out a share of the regions you accept)"] \
+        reasons = [f"{basis}: too little to promote automatically, {promotion_outlook(n, scored, outlook)}"] \
             + ([changed] if changed else [])
         return False, "; ".join(reasons) + f"; Keep new model anyway if you trust it{unchecked}"
     if regressed:
@@ -306,7 +374,7 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
         raise TypeError(f"finish() needs the job's Done event, got {type(result_event).__name__}")
     ev = result_event
     if promote is None:
-        promoted, decision = rule_decision(ev)
+        promoted, decision = rule_decision(ev, HoldoutOutlook.of(store))
     else:
         promoted, decision = bool(promote), "the user's choice"
     metrics = {"old_dice": ev.old_dice, "new_dice": ev.new_dice, "n_holdout": ev.n_holdout,
