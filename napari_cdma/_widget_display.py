@@ -78,6 +78,9 @@ LIVE_GLANDS_PIXELS = 2_000_000
 #: the image's name is cut in its middle ("'tes…A_1 prediction'"): the model and the layer's end (whether it is the
 #: image's own layer or a '(v0001)' one) stay whole.
 SOURCE_TEXT = "Model {model}: '{layer}'"
+#: Said instead of "Wrote N gland(s) to PATH." once the table is made again with other rows (walk 20: the line stayed
+#: after a split or merge of glands changed the table, as if the file still held it).
+STALE_EXPORT_TEXT = "The gland table changed after it was written to {path}: Export CSV again to save it."
 STALE_GLANDS_TEXT = ("The gland table predates your edits of the prediction layer (too large to update after "
                      "each stroke): Accept or Predict updates it.")
 
@@ -388,6 +391,8 @@ class DisplayPanel(QWidget):
         self.model_label = ""
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
+        #: the last export, while its "Wrote ..." line is the status: (image, path, the rows written, that line)
+        self._exported: Optional[Tuple[str, str, List[Dict[str, Any]], str]] = None
         self._watched: Any = None  # the labels layer whose edits the table follows (_watch)
         #: image name -> (its prediction layer, the gland rows last shown for it): shown again when the image is
         #: chosen again (table_of)
@@ -546,6 +551,7 @@ class DisplayPanel(QWidget):
         self.glands = glands
         self._remember()
         self.table.gland_model.set_rows(self.glands)  # sorted as the user last sorted it
+        self._check_export()
         row = next((g for g in glands if g.get("id") == selected), None) if selected is not None else None
         if row is None:
             self.clear_selected_gland()
@@ -654,9 +660,27 @@ class DisplayPanel(QWidget):
         self.glands = list(glands)
         self._remember()
         self.table.gland_model.set_rows(self.glands)
+        self._check_export()
         # most uncertain gland first: the order in which to check them (a header click sorts again)
         self.table.sortByColumn(TABLE_COLUMNS.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)
         self._show_content()
+
+    def _check_export(self) -> None:
+        """The table was made again: the status's "Wrote N gland(s) to PATH." goes if it now shows another image's
+        table, and says the table changed since if its rows differ from those written (a split, merge or accept);
+        it stays if they are the same (a redraw, an undo back)."""
+        exported = self._exported
+        if exported is None:
+            return
+        image, path, rows, said = exported
+        if self.last_message != said:  # something else was said since
+            self._exported = None
+            return
+        if image == (self.image_name or "") and rows == self.glands:
+            return
+        self._exported = None
+        self.last_message = STALE_EXPORT_TEXT.format(path=path) if image == (self.image_name or "") else ""
+        show_message(self.status, self.last_message)
 
     def set_fill(self, fill: bool) -> None:
         """Draw every prediction layer filled (``fill``) or as outlines; later predictions follow."""
@@ -762,4 +786,5 @@ class DisplayPanel(QWidget):
                 show_message(self.status, f"Could not write {path}: {exc}", True)
                 return
             self.last_message = f"Wrote {len(self.glands)} gland(s) to {path}."
+            self._exported = (self.image_name or "", str(path), self.glands, self.last_message)
             show_message(self.status, self.last_message)

@@ -1,7 +1,7 @@
 """Walk 20, the *Uncertainty and glands* panel: it names the model whose prediction it describes (after a model
 change with edits not accepted, the new model's glands go to a side layer while the panel still describes the
-layer being corrected), and its CSV says what its columns are and which image and model a row is of. A real, shown
-napari viewer (Xvfb)."""
+layer being corrected), its CSV says what its columns are and which image and model a row is of, and "Wrote N
+gland(s) to ..." does not stay under a table that changed since. A real, shown napari viewer (Xvfb)."""
 from __future__ import annotations
 
 import csv
@@ -96,3 +96,45 @@ def test_the_csv_names_its_columns_image_and_model(make_napari_viewer, tmp_path)
         rows = list(csv.DictReader(f))
     assert all(r["image"] == "testA_1" and r["model"] == "" for r in rows)
 
+
+def test_wrote_is_not_left_under_a_table_that_changed(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """"Wrote N gland(s) to ..." goes when the table is made again with other rows (a split or merge of glands, an
+    accept, another image), and stays when it is made again the same."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from src_model.gland_table import gland_table
+
+    viewer = make_napari_viewer(show=False)
+    dock = open_dock(viewer)
+    panel = dock.display_panel
+    unc, lab, glands = _predicted(viewer, "testA_1")
+    panel.show_result("testA_1", unc, lab, (0.0, 1.0), glands)
+    path = tmp_path / "glands.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(path), "CSV (*.csv)")))
+    panel.export_button.click()
+    assert path.exists() and panel.status.text().startswith("Wrote 3 gland(s)"), panel.status.text()
+
+    panel.set_glands(gland_table(np.asarray(lab.data), np.asarray(unc.data)))  # the same rows again
+    assert panel.status.text().startswith("Wrote 3 gland(s)")
+
+    # a split: gland 2 painted in two (the live refresh after an edit pause)
+    data = np.asarray(lab.data).copy()
+    data[200:260, 200:240] = 4
+    lab.data = data
+    assert panel.refresh_glands() and len(panel.glands) == 4
+    assert "Wrote" not in panel.status.text(), panel.status.text()
+    assert "changed" in panel.status.text() and str(path) in panel.status.text(), panel.status.text()
+
+    # exported again, then a merge made by an accept (set_glands): stale again
+    panel.export_button.click()
+    assert panel.status.text().startswith("Wrote 4 gland(s)")
+    data[data == 4] = 2
+    lab.data = data
+    panel.set_glands(gland_table(data, np.asarray(unc.data)))
+    assert "Wrote" not in panel.status.text() and "changed" in panel.status.text()
+
+    # another image's table: nothing said of the first image's file
+    panel.export_button.click()
+    unc2, lab2, glands2 = _predicted(viewer, "testA_2")
+    panel.show_result("testA_2", unc2, lab2, (0.0, 1.0), glands2)
+    assert panel.status.text() == ""
