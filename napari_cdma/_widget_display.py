@@ -74,9 +74,8 @@ LIVE_GLANDS_PIXELS = 2_000_000
 #: Whose prediction the panel describes, on one line over the legend (walk 20: after a model change with edits not
 #: accepted, the new model's glands went to '<image> prediction (v0001)' while the legend, tint and table stayed
 #: those of the layer being corrected, and nothing said which model's glands were corrected there).
-#: 223 px of text in the 280 px dock: "Model bundled: 'testA_1 prediction'" needs about 230 px in napari's style, so
-#: the image's name is cut in its middle ("'tes…A_1 prediction'"): the model and the layer's end (whether it is the
-#: image's own layer or a '(v0001)' one) stay whole.
+#: 223 px of text in the 280 px dock: "Model bundled: 'testA_1 prediction'" needs about 230 px in napari's style, so the
+#: layer's name is cut at its end ("'testA_1 predicti…'"): the model and the image's name stay whole as far as they fit.
 SOURCE_TEXT = "Model {model}: '{layer}'"
 #: Said instead of "Wrote N gland(s) to PATH." once the table is made again with other rows (walk 20: the line stayed
 #: after a split or merge of glands changed the table, as if the file still held it).
@@ -104,23 +103,22 @@ def readout_label() -> QLabel:
     return label
 
 
-def elide_middle(label: QLabel, head: str, middle: str, tail: str, width: int) -> str:
-    """``head + middle + tail`` in at most ``width`` px of ``label``'s font, ``middle`` (a layer name) cut in its middle
-    first, so that ``head`` (the model) stays whole; only when ``head`` and ``tail`` alone are too wide is the whole
-    text cut at its end."""
+def elide_name(label: QLabel, head: str, name: str, tail: str, width: int) -> str:
+    """``head + name + tail`` in at most ``width`` px of ``label``'s font, ``name`` (a layer's) cut at its end first, so
+    that ``head`` (the model) stays whole; only when ``head`` and ``tail`` alone are too wide is the whole text cut."""
     fm = label.fontMetrics()
-    whole = head + middle + tail
+    whole = head + name + tail
     if fm.horizontalAdvance(whole) <= width:
         return whole
     room = width - fm.horizontalAdvance(head + tail)
-    if room >= fm.horizontalAdvance("mm\u2026"):  # a letter or two of the name each side of the cut
-        return head + fm.elidedText(middle, Qt.TextElideMode.ElideMiddle, room) + tail
+    if room >= fm.horizontalAdvance("mm\u2026"):  # a letter or two of the name before the cut
+        return head + fm.elidedText(name, Qt.TextElideMode.ElideRight, room) + tail
     return fm.elidedText(whole, Qt.TextElideMode.ElideRight, width)
 
 
 class SourceLabel(QLabel):
     """One line that names the model and layer the panel describes (:data:`SOURCE_TEXT`), cut to the panel's width
-    (the layer name in its middle, never the model); its tooltip says it whole. Never widens the dock."""
+    (the layer name at its end, never the model); its tooltip says it whole. Never widens the dock."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -128,11 +126,10 @@ class SourceLabel(QLabel):
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self._parts = ("", "", "")
 
-    def set_source(self, model: str, layer: str, image: str = "") -> None:
-        """Name ``model`` and the layer ``layer`` (of the image ``image``: only that part of its name is cut)."""
+    def set_source(self, model: str, layer: str) -> None:
+        """Name ``model`` and the layer ``layer``."""
         head, tail = SOURCE_TEXT.split("{layer}")
-        middle = image if image and layer.startswith(image) else layer
-        self._parts = (head.format(model=model), middle, layer[len(middle):] + tail)
+        self._parts = (head.format(model=model), layer, tail)
         self._elide()
 
     def resizeEvent(self, event: Any) -> None:
@@ -140,7 +137,7 @@ class SourceLabel(QLabel):
         self._elide()
 
     def _elide(self) -> None:
-        text = elide_middle(self, *self._parts, max(1, self.contentsRect().width()))
+        text = elide_name(self, *self._parts, max(1, self.contentsRect().width()))
         if text != self.text():
             self.setText(text)
 
@@ -644,7 +641,7 @@ class DisplayPanel(QWidget):
                     f"to a layer of its own ('{layer} (v0001)', ...), which this panel does not describe.")
         else:
             tip += "."
-        line.set_source(model_label, layer, self.image_name or "")
+        line.set_source(model_label, layer)
         line.setToolTip(tip)
         line.setVisible(True)
 

@@ -50,7 +50,7 @@ def test_the_panel_names_the_model_of_the_prediction_it_describes(make_napari_vi
     line = panel.source_label
     assert line.isVisible()
     shown, tip = line.text(), line.toolTip()
-    assert shown.startswith("Model bundled: '") and shown.endswith(" prediction'"), shown  # the model, never cut
+    assert shown.startswith("Model bundled: 'GlaS testA_1 ") and shown.endswith("\u2026'"), shown  # the model whole
     assert "bundled" in tip and f"'{LONG} prediction'" in tip and "correct" in tip, tip
     assert "\n" not in shown and line.fontMetrics().horizontalAdvance(shown) <= line.contentsRect().width(), \
         (shown, line.contentsRect().width())
