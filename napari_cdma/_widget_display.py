@@ -388,7 +388,8 @@ class DisplayPanel(QWidget):
         self.model_label = ""
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
-        #: the last export, while its "Wrote ..." line is the status: (image, path, the rows written, that line)
+        #: the last export, while its "Wrote ..." line (or STALE_EXPORT_TEXT) is the status: (image, path, the rows
+        #: written, that line)
         self._exported: Optional[Tuple[str, str, List[Dict[str, Any]], str]] = None
         self._watched: Any = None  # the labels layer whose edits the table follows (_watch)
         #: image name -> (its prediction layer, the gland rows last shown for it): shown again when the image is
@@ -664,20 +665,24 @@ class DisplayPanel(QWidget):
 
     def _check_export(self) -> None:
         """The table was made again: the status's "Wrote N gland(s) to PATH." goes if it now shows another image's
-        table, and says the table changed since if its rows differ from those written (a split, merge or accept);
-        it stays if they are the same (a redraw, an undo back)."""
+        table, says the table changed since (:data:`STALE_EXPORT_TEXT`) if its rows differ from those written (a
+        split, merge or accept), and stays, or comes back, if they are the same (a redraw, an undo back)."""
         exported = self._exported
         if exported is None:
             return
-        image, path, rows, said = exported
-        if self.last_message != said:  # something else was said since
+        image, path, rows, wrote = exported
+        stale = STALE_EXPORT_TEXT.format(path=path)
+        if self.last_message not in (wrote, stale):  # something else was said since
             self._exported = None
             return
-        if image == (self.image_name or "") and rows == self.glands:
-            return
-        self._exported = None
-        self.last_message = STALE_EXPORT_TEXT.format(path=path) if image == (self.image_name or "") else ""
-        show_message(self.status, self.last_message)
+        if image != (self.image_name or ""):
+            self._exported = None
+            text = ""
+        else:
+            text = wrote if rows == self.glands else stale
+        if text != self.last_message:
+            self.last_message = text
+            show_message(self.status, text)
 
     def set_fill(self, fill: bool) -> None:
         """Draw every prediction layer filled (``fill``) or as outlines; later predictions follow."""
