@@ -35,7 +35,7 @@ from ._layers import (
 )
 from ._layers import unwrap_layer as _unwrap
 from ._messages import show_message
-from ._widget_review import CONTEXT_MARGIN, canvas_hw, scene_camera
+from ._widget_review import CONTEXT_MARGIN, box_text, canvas_hw, scene_camera
 
 LEGEND_W, LEGEND_H = 160, 12
 TABLE_COLUMNS = ("id", "area", "mean_uncertainty")  # the table's columns (and the CSV's first: its box follows)
@@ -173,6 +173,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _tip_part(key: str, value: Any) -> str:
+    """One key of a gland row in its tooltip; its box as the dock writes boxes ("40 x 110 px at x 200, y 150"), not
+    "bbox 150 200 260 240" (y0 x0 y1 x1), which needed its convention told (walk 20)."""
+    if key == "bbox" and isinstance(value, (tuple, list)) and len(value) == 4:
+        return f"box {box_text(value)}"
+    return f"{key} {_fmt(value)}"
+
+
 def value_under(viewer: Any, layer: Any, position: Sequence[float]) -> Any:
     """The value of ``layer`` at a world position, or None when there is none there or the layer is
     absent or hidden (a hidden layer is not what the user sees under the cursor)."""
@@ -245,7 +253,7 @@ class GlandTableModel(QAbstractTableModel):
             value = gland.get(TABLE_COLUMNS[index.column()], "")
             return _fmt(value)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return "; ".join(f"{k} {_fmt(v)}" for k, v in gland.items())
+            return "; ".join(_tip_part(k, v) for k, v in gland.items())
         return None
 
     def headerData(self, section: int, orientation: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

@@ -188,7 +188,8 @@ def test_gland_table_sorts_goes_to_a_clicked_gland_exports_and_clears(make_napar
     top = max(rows, key=lambda g: g["mean_uncertainty"])
     assert table.text(0, 0) == str(top["id"]) and table.text(0, 2) == f"{top['mean_uncertainty']:.3f}"
     tip = model.data(model.index(0, 1), Qt.ItemDataRole.ToolTipRole)
-    assert f"bbox {' '.join(str(v) for v in top['bbox'])}" in tip and f"area {top['area']}" in tip
+    y0, x0, y1, x1 = top["bbox"]  # the box as the dock writes boxes (walk 20: "bbox y0 x0 y1 x1" needed its convention)
+    assert f"box {x1 - x0} x {y1 - y0} px at x {x0}, y {y0}" in tip and f"area {top['area']}" in tip
 
     # a header click sorts by area as numbers (9 < 10 < 100), a second click reverses the order
     from qtpy.QtCore import QPoint
