@@ -69,6 +69,7 @@ from ._layers import (
     show_accepted,
     show_prediction,
     show_reviewed,
+    side_suffix,
     source_path,
     uncertainty_values,
     unsaved_edits,
@@ -1019,7 +1020,7 @@ class CdmaWidget(QWidget):
         if message:
             self.predict_panel.last_message = (f"{self.predict_panel.last_message} The prediction of '{name}' "
                                                f"could not be kept in the project store: {message}").strip()
-            self.predict_panel.status.setText(self.predict_panel.last_message)
+            self.predict_panel.show_status(self.predict_panel.last_message)
 
     def _stale_note(self, store: ProjectStore, record: PredictionRecord) -> str:
         """Why a stored prediction may not be what the current model predicts now ("" if it is)."""
@@ -1568,16 +1569,22 @@ class CdmaWidget(QWidget):
             self.states[name] = replace(state, others={**state.others, target: (instances, result.model_version)},
                                         reviewed={**state.reviewed, target: pasted},
                                         unsaved_px={**state.unsaved_px, target: 0})
+            side = f"'{side_suffix(name, target).strip()}' layer"  # "'(v0001)' layer": the whole name is long
             if trial:
                 current = self._store.current_model_version if self._store is not None else BUNDLED
-                notes.append(f"Trying {result.model_label}: its own prediction is in the layer '{target}', "
-                             f"without the accepted corrections; '{main}' is unchanged and the current model "
-                             f"stays {current}.")
+                notes.append((f"Trying {result.model_label}: its own prediction is in the layer '{target}', "
+                              f"without the accepted corrections; '{main}' is unchanged and the current model "
+                              f"stays {current}.",
+                              f"Trying {result.model_label}: its glands in the {side}; current model still "
+                              f"{current}."))
             if edits and trial:  # said once (the note above names the layer)
-                notes.append(f"'{main}' holds {edits} edited pixel(s) not accepted yet, kept as they are.")
+                notes.append((f"'{main}' holds {edits} edited pixel(s) not accepted yet, kept as they are.",
+                              f"Your {edits} unaccepted edited pixel(s) are kept."))
             elif edits:
-                notes.append(f"{result.model_label}'s prediction is in the new layer '{target}': '{main}' holds "
-                             f"{edits} edited pixel(s) not accepted yet, kept as they are.")
+                notes.append((f"{result.model_label}'s prediction is in the new layer '{target}': '{main}' holds "
+                              f"{edits} edited pixel(s) not accepted yet, kept as they are.",
+                              f"{result.model_label}'s glands: new {side}; your {edits} unaccepted edited "
+                              "pixel(s) are kept."))
         else:
             self._save_latest_prediction(result, instances, result.live.uncertainty if result.live is not None
                                          else np.asarray(uncertainty_values(layers["uncertainty"])), pasted=not trial,
@@ -1592,7 +1599,8 @@ class CdmaWidget(QWidget):
                                            ranked=list(result.ranked), reviewed={**reviewed, target: pasted},
                                            unsaved_px={**unsaved, target: 0})
             if kept:
-                notes.append(f"The layer '{main}' did not hold this image's prediction: it was kept as '{kept}'.")
+                note = f"The layer '{main}' did not hold this image's prediction: it was kept as '{kept}'."
+                notes.append((note, note))
         if result.image_hash:
             self.image_names[result.image_hash] = name
             # created here, empty or not, so that later accepts never add a layer
@@ -1609,11 +1617,13 @@ class CdmaWidget(QWidget):
         self.review_panel.set_tiles(name, ranked)
         later.append(lambda: raise_overlays(self.viewer, name))
         if n_pasted:
-            notes.append(f"The layer shows {n_pasted} accepted correction(s) from the project inside their "
-                         "boxes (red).")
-        if notes:
-            self.predict_panel.last_message = " ".join([self.predict_panel.predicted_line(name)] + notes)
-            self.predict_panel.status.setText(self.predict_panel.last_message)
+            notes.append((f"The layer shows {n_pasted} accepted correction(s) from the project inside their "
+                          "boxes (red).", f"{n_pasted} accepted correction(s) shown in their red boxes."))
+        if notes:  # on screen the short notes (walk 20: ten lines in the 280 px dock), each in full in the tooltip
+            line = self.predict_panel.predicted_line(name)
+            self.predict_panel.last_message = " ".join([line] + [full for full, _ in notes])
+            self.predict_panel.show_status(" ".join([line] + [short for _, short in notes]),
+                                           self.predict_panel.last_message)
         # the image's own prediction layer is the one to paint (ready for brush / fill / eraser); a version
         # being tried, or a prediction written aside, must not take the brush
         paint = main if secondary else layers["prediction"]
@@ -2065,7 +2075,7 @@ class CdmaWidget(QWidget):
         panel = self.predict_panel
         panel.last_message = (f"'{main}' is already {state.model_label or version}'s prediction{held}: nothing "
                               f"predicted again. Other versions' layers of '{image}' are hidden.")
-        panel.status.setText(panel.last_message)
+        panel.show_status(panel.last_message)
         return True
 
     def _on_predict_idle(self) -> None:

@@ -289,6 +289,12 @@ class PredictPanel(QWidget):
     def _image_layers(self, _widget: Any = None) -> List[Any]:
         return [ly for ly in self.viewer.layers if predictable(ly)]
 
+    def show_status(self, text: str, full: Optional[str] = None) -> None:
+        """Put ``text`` in the status line, with ``full`` (default: the text itself) in its tooltip: a long message
+        is said short on screen and whole in the tooltip (walk 20: ten lines in the 280 px dock)."""
+        self.status.setText(text)
+        self.status.setToolTip(text if full is None else full)
+
     def _refresh_images(self, event: Any = None) -> None:
         self.image_choice.reset_choices()
         self.no_image_label.setVisible(not self.image_choice.choices)
@@ -297,7 +303,7 @@ class PredictPanel(QWidget):
             said = self.status.text()
             if not self.image_choice.choices and said and (
                     said == self._chosen_said or (self._done_said and said.startswith(self._done_said))):
-                self.status.setText("")  # not "<image>: predicted ..." under "No image to predict" (re-walk)
+                self.show_status("")  # not "<image>: predicted ..." under "No image to predict" (re-walk)
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         # a newly opened image becomes the one to predict; not a hidden one (a reopened store's
         # other images come back hidden: Predict must not switch away from the image on screen)
@@ -343,7 +349,7 @@ class PredictPanel(QWidget):
             return
         message = f"{self.chosen_line(layer)} {note}".strip()
         self._chosen_said = self.last_message = message
-        self.status.setText(message)
+        self.show_status(message)
 
     def _on_chosen(self, layer: Any = None) -> None:
         """The status line follows the image chosen (:meth:`chosen_line`); not while a prediction runs (the line
@@ -351,7 +357,7 @@ class PredictPanel(QWidget):
         if layer is None or self.running:
             return
         self._chosen_said = self.chosen_line(layer)
-        self.status.setText(self._chosen_said)
+        self.show_status(self._chosen_said)
 
     def _update_predict(self, running: bool = False) -> None:
         """Predict is enabled when there is an image to predict and no run; its tooltip says what it needs
@@ -462,7 +468,7 @@ class PredictPanel(QWidget):
         from napari.utils.notifications import show_error
 
         self.last_message = message
-        self.status.setText(message)
+        self.show_status(message)
         show_error(message)
         self.failed.emit(message)
 
@@ -518,7 +524,7 @@ class PredictPanel(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first tile batch reports
         self.progress.setVisible(True)
-        self.status.setText(f"Predicting '{name}' with {label}...")
+        self.show_status(f"Predicting '{name}' with {label}...")
         worker.start()
         self._timer.start()
         return True
@@ -541,7 +547,7 @@ class PredictPanel(QWidget):
                 self._end_run()
         elif self._worker is not None:
             if self._cancel_note is None:
-                self.status.setText("Cancelling...")
+                self.show_status("Cancelling...")
             self._cancelled = True
             self._pending = None  # returned, its layers still being added: not handed over either
             self._worker.quit()
@@ -555,7 +561,7 @@ class PredictPanel(QWidget):
     def say_cancelled(self, note: str) -> None:
         """Say ``note`` in the status line for the run being cancelled, and again when its worker has stopped."""
         self._cancel_note = self.last_message = note
-        self.status.setText(note)
+        self.show_status(note)
 
     def _drop_live(self) -> None:
         self._queue.clear()
@@ -679,7 +685,7 @@ class PredictPanel(QWidget):
             self._timer.stop()
             self.last_message = (f"'{name}' was closed or replaced while it was predicted: nothing is shown "
                                  "(the prediction of a closed image is not kept).")
-            self.status.setText(self.last_message)
+            self.show_status(self.last_message)
             if self._worker is None:
                 self._end_run()
             return
@@ -692,7 +698,7 @@ class PredictPanel(QWidget):
         self.predicted[name] = (getattr(shown, "unique_id", None), label, time.time())
         self._done_said = self.last_message = self.predicted_line(name)
         self._succeeded = True
-        self.status.setText(self.last_message)
+        self.show_status(self.last_message)
         # the layers are handed over (live): filled while a large image was predicted, or made from a small image's
         # whole prediction one per event-loop turn
         self.finished.emit(PredictResult(name, image, prediction, model_label=label, model_version=version,
@@ -713,7 +719,7 @@ class PredictPanel(QWidget):
 
     def _on_aborted(self) -> None:
         self.last_message = self._cancel_note or "Prediction cancelled."
-        self.status.setText(self.last_message)
+        self.show_status(self.last_message)
 
     def _on_finished(self) -> None:
         self._worker = None

@@ -32,6 +32,12 @@ def test_rolling_back_to_the_model_of_the_corrected_layer_adds_no_copy_of_it(mak
     qtbot.waitUntil(lambda: not dock.predict_panel.running and dock.settled(), timeout=60_000)
     side = f"{main} ({second.version})"
     assert side in viewer.layers and viewer.layers[side].visible
+    # said short on screen (walk 20: ten lines in the 280 px dock), whole in the tooltip
+    status, full = dock.predict_panel.status, dock.predict_panel.last_message
+    assert status.toolTip() == full and side in full and "400 edited" in full
+    text = status.text()
+    assert f"'({second.version})' layer" in text and "400 unaccepted edited" in text and main not in text
+    assert len(text) < 0.7 * len(full), (text, full)
 
     layers_before = [ly.name for ly in viewer.layers]
     state = dock.states[SAMPLE_NAME]
