@@ -1186,7 +1186,8 @@ class CdmaWidget(QWidget):
         record_range = tuple(umap.contrast_limits)
         glands = self._glands_of(labels, umap, [])
         self.last_image = name
-        self.display_panel.show_result(name, umap, labels, record_range, glands)
+        self.display_panel.show_result(name, umap, labels, record_range, glands,
+                                       model_label=state.model_label or str(state.model_version or ""))
         self._untint_reviewed(name)
         self.review_panel.image_name = None
         self.review_panel.set_tiles(name, ranked)
@@ -1613,7 +1614,8 @@ class CdmaWidget(QWidget):
         if not secondary:
             later.insert(0, lambda: self.display_panel.show_result(
                 name, layers["uncertainty"], layers["prediction"], result.display_range,
-                self._shown_glands(layers, result.glands) if n_pasted else result.glands))
+                self._shown_glands(layers, result.glands) if n_pasted else result.glands,
+                model_label=result.model_label))
         self.review_panel.set_tiles(name, ranked)
         later.append(lambda: raise_overlays(self.viewer, name))
         if n_pasted:
@@ -2012,7 +2014,9 @@ class CdmaWidget(QWidget):
         small = not getattr(umap, "multiscale", False) and int(np.prod(labels.data.shape)) <= LIVE_GLANDS_PIXELS
         if small:  # made again: it may have been painted since (a GlaS image: tens of ms)
             glands = self._glands_of(labels, umap, glands)
-        panel.show_result(name, umap, labels, tuple(umap.contrast_limits), glands or [])
+        state = self.states.get(name)
+        label = (state.model_label or str(state.model_version or "")) if state is not None else ""
+        panel.show_result(name, umap, labels, tuple(umap.contrast_limits), glands or [], model_label=label)
 
     def _overlays_later(self, name: str) -> None:
         """The review layers of a restored image the review list moved to while a layer was being removed, made

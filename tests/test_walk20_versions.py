@@ -24,6 +24,8 @@ def test_rolling_back_to_the_model_of_the_corrected_layer_adds_no_copy_of_it(mak
     main = names_for(SAMPLE_NAME)["prediction"]
     labels = viewer.layers[main]
     assert dock.states[SAMPLE_NAME].model_version == first.version
+    display = dock.display_panel
+    assert display.model_label.startswith(first.version) and not display.source_label.isHidden()
     data = np.array(labels.data)
     data[10:30, 10:30] = 7  # an edit not accepted: a new prediction must go beside it
     labels.data = data
@@ -38,6 +40,8 @@ def test_rolling_back_to_the_model_of_the_corrected_layer_adds_no_copy_of_it(mak
     text = status.text()
     assert f"'({second.version})' layer" in text and "400 unaccepted edited" in text and main not in text
     assert len(text) < 0.7 * len(full), (text, full)
+    # the legend, tint and gland table still describe the layer corrected, and say whose prediction it is
+    assert display.model_label.startswith(first.version) and first.version in display.source_label.toolTip()
 
     layers_before = [ly.name for ly in viewer.layers]
     state = dock.states[SAMPLE_NAME]
