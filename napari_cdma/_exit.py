@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,28 @@ def quit_workers(wait_ms: int = EXIT_WAIT_MS) -> bool:
         logger.warning("at exit: %s", exc)
         return False
     return True
+
+
+#: How long the exit waits for a thread of the dock's own (:func:`join_at_exit`) still running.
+THREAD_EXIT_WAIT_S = 30.0
+
+
+def join_at_exit(thread: threading.Thread, timeout: float = THREAD_EXIT_WAIT_S) -> None:
+    """Wait at interpreter exit, up to ``timeout`` seconds, for a daemon ``thread`` of the dock still running.
+
+    Python (3.11, 3.12) ends a daemon thread that wants the GIL back after finalization began with ``pthread_exit``;
+    inside torch's C++ (releasing and taking back the GIL around an operation) that unwinds through a ``noexcept``
+    frame and the process aborts: "terminate called without an active exception", exit code 134. A script that
+    opened the dock and exited while its warm-up thread was still loading the model aborted so (walk 20: a test
+    run; ``tests/test_exit_threads.py``). Registered with :mod:`atexit`, which runs while Python is whole.
+    """
+    def join() -> None:
+        if thread.is_alive():
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("at exit: thread %r still running after %.0f s", thread.name, timeout)
+
+    atexit.register(join)
 
 
 def install() -> None:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tup
 
 import numpy as np
 
+from ._exit import join_at_exit
 from ._layers import (
     IMAGE_KEY,
     ROLE_KEY,
@@ -372,6 +373,7 @@ def _start_once(threads: List[Any], target: Callable[[], None], name: str) -> An
 
         thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
+        join_at_exit(thread)  # a process exiting while it loads the model aborted (napari_cdma._exit)
         threads.append(thread)
     return threads[0]
 

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 
 from src_model.recipes import FINETUNE_SEMI_SUPERVISED  # torch-free
 
+from ._exit import join_at_exit
 from ._loss_plot import LossPlot
 from ._messages import show_message
 from ._widget_versions import TipWhenShown, fmt_dice
@@ -415,7 +416,9 @@ class RetrainPanel(QWidget):
             except RuntimeError:  # the panel was closed meanwhile
                 pass
 
-        threading.Thread(target=register, name="napari-cdma register model", daemon=True).start()
+        thread = threading.Thread(target=register, name="napari-cdma register model", daemon=True)
+        thread.start()
+        join_at_exit(thread)  # the new version registered in full before Python exits (napari_cdma._exit)
 
     def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str, before: str) -> None:
         from .project.retrain_job import held_out_text, plural
