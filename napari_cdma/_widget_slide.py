@@ -18,7 +18,9 @@ pyramid, and records it in the project store as a region of the slide
 (:mod:`napari_cdma.project.slide_regions`), with the slide's path and the box as provenance. Both read
 or write the stores and split glands in a worker thread (seconds for a large window), the viewer staying
 responsive; the layer is added or updated when the worker returns. One job (Predict view, Export, Edit,
-Accept or Withdraw window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction), a
+Accept or Withdraw window) runs at a time: the buttons are off meanwhile (Cancel stops a prediction); idle, each is on
+only when it can act (Edit window: a view shown; Accept window: an edit window open; Withdraw window: an accepted
+window selected; Export: a store), a disabled one's tooltip saying what it needs first. A
 progress bar shows under them while it runs (hidden when idle), and the status line under it says what runs
 and how the last job ended, on two lines whose height never changes (a longer message is cut with an ellipsis
 and read whole in its tooltip: :class:`StatusLine`; each message says first what is done and how much, and what to do
@@ -147,6 +149,22 @@ DONE = {"predict": "Predicted", "export": "Exported", "edit": "Edit window of", 
 #: The jobs that may write the store's gland labels (a prediction, an accepted or undone window; Export and Predict
 #: view undo withdrawn windows first): the numbered glands are checked, and numbered again if need be, after them.
 WRITES = ("predict", "export", "accept", "withdraw", "sync")
+#: The job buttons' tooltips when they can act; a disabled one's tooltip says first what it needs (as the image
+#: review's buttons do: walk 20, on a fresh slide Edit, Accept, Withdraw window and Export were on, and a click only
+#: said "Open an edit window first").
+TIPS = {"predict": "Predict the chunks of the slide under the canvas that are not predicted yet",
+        "edit": f"Editable labels over the view (at most {MAX_EDIT_SIDE} px a side)",
+        "accept": "Write the edited window into the slide's labels and the project store",
+        "withdraw": "Withdraw the selected accepted window from the project and undo it in the slide's labels",
+        "export": "Write the glands of the slide's prediction store as polygons that QuPath imports as annotations "
+                  "(File > Import objects)"}
+#: What a disabled job button needs first (its tooltip's first line).
+NEEDS = {"slide": "Open a slide first (drag it onto the viewer).",
+         "predict": "Predict the view first (Predict view).",
+         "reading": "The slide's store is being read: its review regions and accepted windows come first.",
+         "window": "Open an edit window first (Edit window).",
+         "select": "Select an accepted window in the list first.",
+         "store": "Nothing to export yet: predict the view first (Predict view) to fill the slide's store."}
 #: Opacity of the numbered glands (filled, a colour per gland, under the glands' outlines).
 NUMBERED_OPACITY = 0.55
 #: Metadata of the numbered glands' layer while its numbers are out of date (being numbered again): the opacity to
@@ -341,6 +359,7 @@ class SlidePanel(QWidget):
         self.max_edit_side = MAX_EDIT_SIDE
         self.last_message = ""
         self.last_result: Optional[Dict[str, Any]] = None
+        self._buttons: Dict[str, Any] = {}  # the job buttons by key of TIPS (made below)
         self.window: Optional[Dict[str, Any]] = None  # the open edit window
         self.last_record: Any = None  # the region of the window accepted last
         self._closed_window = False  # the open edit window was closed by undoing a withdrawn window
@@ -378,23 +397,16 @@ class SlidePanel(QWidget):
         self.level_spin = QSpinBox()
         self.level_spin.setToolTip("Slide level the model predicts (0 = full resolution)")
         self.predict_button = QPushButton("Predict view")
-        self.predict_button.setToolTip("Predict the chunks of the slide under the canvas that are not predicted yet")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.edit_button = QPushButton("Edit window")
-        self.edit_button.setToolTip(f"Editable labels over the view (at most {MAX_EDIT_SIDE} px a side)")
         self.accept_button = QPushButton("Accept window")
-        self.accept_button.setToolTip("Write the edited window into the slide's labels and the project store")
         self.withdraw_button = QPushButton("Withdraw window")
-        self.withdraw_button.setToolTip("Withdraw the selected accepted window from the project and undo it in "
-                                        "the slide's labels")
         self.window_list = QListWidget()
         self.window_list.setMaximumHeight(70)
         self.window_list.setToolTip("Accepted windows of this slide (double-click: go there)")
         readable_list(self.window_list)
         self.export_button = QPushButton("Export GeoJSON...")
-        self.export_button.setToolTip("Write the glands of the slide's prediction store as polygons that QuPath "
-                                      "imports as annotations (File > Import objects)")
         self.tile_list = QListWidget()
         self.tile_list.setMaximumHeight(100)
         readable_list(self.tile_list)
@@ -474,6 +486,10 @@ class SlidePanel(QWidget):
         self.tile_list.itemDoubleClicked.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.tile_list.itemActivated.connect(lambda item: self.go_to(self.tile_list.row(item)))
         self.slide_choice.changed.connect(lambda _v: self._on_slide_changed())
+        self._buttons = {"predict": self.predict_button, "edit": self.edit_button, "accept": self.accept_button,
+                         "withdraw": self.withdraw_button, "export": self.export_button}
+        self.window_list.currentItemChanged.connect(lambda *_a: self.update_buttons())
+        self.store_edit.textChanged.connect(lambda _t: self.update_buttons())
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         viewer.layers.events.removed.connect(lambda _e=None: self._on_layers_changed())
         #: slide key -> unique ids of its overlays hidden with it (:meth:`_follow_slide_visibility`)
@@ -484,10 +500,76 @@ class SlidePanel(QWidget):
         viewer.cursor.events.position.connect(self._on_cursor)
         self._on_slide_changed()
         self._show_content()
+        self.update_buttons()
+
+    # ---------------------------------------------------------------- what the buttons can do
+    @property
+    def window(self) -> Optional[Dict[str, Any]]:
+        """The open edit window (Accept window follows it)."""
+        return self._window
+
+    @window.setter
+    def window(self, value: Optional[Dict[str, Any]]) -> None:
+        self._window = value
+        self.update_buttons()
+
+    @property
+    def last_result(self) -> Optional[Dict[str, Any]]:
+        """The view shown last (a Predict view's, or a slide opened again with its store): Edit window works on it."""
+        return self._last_result
+
+    @last_result.setter
+    def last_result(self, value: Optional[Dict[str, Any]]) -> None:
+        self._last_result = value
+        self.update_buttons()
+
+    @property
+    def _reopening(self) -> Optional[Dict[str, Any]]:
+        return self._reopening_run
+
+    @_reopening.setter
+    def _reopening(self, value: Optional[Dict[str, Any]]) -> None:
+        self._reopening_run = value
+        self.update_buttons()
+
+    def needs(self) -> Dict[str, Optional[str]]:
+        """What each job button (a key of :data:`TIPS`) needs before it can act, None for one that can: what its
+        click checks first (one job at a time; Edit window a shown view, Accept window an open edit window,
+        Withdraw window a selected accepted window, Export a store)."""
+        if self._worker is not None and self._job is not None:
+            kind = self._job["kind"]
+            busy = f"{BUSY[kind]}; wait for it to end{' or cancel it' if kind == 'predict' else ''}."
+            return dict.fromkeys(TIPS, busy)
+        run, w = self.last_result, self.window
+        shown = run is not None and run["layer"] in self.viewer.layers
+        edit = None if shown else NEEDS["reading"] if self._reopening is not None else NEEDS["predict"]
+        store_path = self.store_edit.text().strip()
+        return {"predict": None if self.slide_layer is not None else NEEDS["slide"],
+                "edit": edit,
+                "accept": None if w is not None and w["name"] in self.viewer.layers else NEEDS["window"],
+                "withdraw": NEEDS["select"] if self.window_list.currentItem() is None else
+                None if run is not None else NEEDS["predict"],
+                "export": None if store_path and Path(store_path).exists() else NEEDS["store"]}
+
+    def update_buttons(self) -> None:
+        """Enable each job button that can act now; a disabled one's tooltip says what it needs first (Cancel: a
+        prediction runs)."""
+        if not getattr(self, "_buttons", None):  # not made yet (the panel's state is set up first)
+            return
+        try:
+            for key, need in self.needs().items():
+                button = self._buttons[key]
+                button.setEnabled(need is None)
+                button.setToolTip(TIPS[key] if need is None else f"{need}\n({TIPS[key]})")
+            job = self._job if self._worker is not None else None
+            self.cancel_button.setEnabled(job is not None and job["kind"] == "predict")
+        except RuntimeError:  # the panel's Qt objects are gone (the viewer closed)
+            return
 
     def _on_layers_changed(self) -> None:
         self.slide_choice.reset_choices()
         self._show_content()
+        self.update_buttons()  # the edit window's or the slide's layer closed
         for name in [n for n in self._accepted_boxes if n not in self.viewer.layers]:
             del self._accepted_boxes[name]  # its slide closed: another of that name has its own windows
 
@@ -1145,11 +1227,9 @@ class SlidePanel(QWidget):
         return True
 
     def _set_busy(self, busy: bool, kind: str = "") -> None:
-        """The buttons while a job runs (all but Cancel off; Cancel on for a prediction) and after."""
-        for button in (self.predict_button, self.edit_button, self.accept_button, self.withdraw_button,
-                       self.export_button):
-            button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy and kind == "predict")
+        """The buttons while a job runs (all but Cancel off; Cancel on for a prediction) and after (each on if it
+        can act: :meth:`update_buttons`)."""
+        self.update_buttons()
 
     def _start_job(self, worker: Any, job: Dict[str, Any], message: str) -> None:
         """Run a job (``job["kind"]``: a key of :data:`BUSY`) in ``worker``, its result handlers connected by

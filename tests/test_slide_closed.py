@@ -8,6 +8,7 @@ from _slides import write_pyramidal_tiff
 from test_widget_slide import PLUGIN, _predict, _slide_in_dock, _view
 
 from napari_cdma._layers import names_for
+from napari_cdma._widget_slide import NEEDS
 from src_model.slide_store import open_store
 
 
@@ -38,7 +39,9 @@ def test_a_slide_closed_while_its_view_is_predicted_shows_nothing(make_napari_vi
     assert done > 0 and f"keeps the {done} new chunk(s)" in panel.last_message, (done, panel.last_message)
     assert _choices(panel) == [] and panel.slide_layer is None
     assert panel.predict_view() is False and panel.last_message.startswith("Open a slide first")
-    assert panel.predict_button.isEnabled() and not panel.running
+    # Predict view is off and says so in its tooltip (walk 20: it was on, a click said "Open a slide first")
+    assert not panel.predict_button.isEnabled() and not panel.running
+    assert panel.predict_button.toolTip().startswith(NEEDS["slide"])
 
     # opened again: the same view comes from the store (nothing recomputed), and the chooser lists only the slide
     (again,) = viewer.open(str(slide_path), plugin=PLUGIN)

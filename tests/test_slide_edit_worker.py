@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 from test_widget_slide import PLUGIN, WIDGET, _accept, _edit, _predict, _predicted_in_dock
 
 from napari_cdma._layers import names_for
+from napari_cdma._widget_slide import NEEDS
 from napari_cdma.project.store import ProjectStore
 from src_model.slide_store import open_store
 
@@ -158,7 +159,9 @@ def test_a_result_for_a_closed_slide_or_viewer_is_dropped(make_napari_viewer, qt
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert panel.window is None and f"{slide_layer.name} edit window" not in viewer.layers
     assert "was closed or replaced" in panel.last_message
-    assert panel.edit_button.isEnabled() and panel.predict_button.isEnabled()
+    # no view shown, no slide: Edit window and Predict view are off and say why (walk 20: they were on)
+    assert not panel.edit_button.isEnabled() and panel.edit_button.toolTip().startswith(NEEDS["predict"])
+    assert not panel.predict_button.isEnabled() and panel.predict_button.toolTip().startswith(NEEDS["slide"])
 
     # 2. the slide opened again under the same name: the window opens over it; accepted while the viewer closes
     (again,) = viewer.open(str(slide_path), plugin=PLUGIN)

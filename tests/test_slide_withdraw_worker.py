@@ -20,6 +20,7 @@ from test_widget_slide import (
 
 from napari_cdma._layers import names_for
 from napari_cdma._slide_view import _keep_labels, window_instances
+from napari_cdma._widget_slide import NEEDS
 from src_model.slide_store import open_store
 
 # The longest GUI stall (10 ms timer) while a 2048 px window is undone is measured and printed by the two tests
@@ -125,7 +126,8 @@ def test_withdrawing_a_large_window_leaves_the_gui_thread_free(make_napari_viewe
     _assert_same_glands(w["instances"], window_instances(before[0]))
     assert outcomes[1][3] is None and "edit window" not in outcomes[1][2]
     assert len(stalls) == 2  # measured and printed (see the note at the top)
-    assert panel.withdraw_button.isEnabled() and panel.edit_button.isEnabled() and not panel.running
+    # none left to select: Withdraw window is off, its tooltip says so (walk 20)
+    assert not panel.withdraw_button.isEnabled() and panel.edit_button.isEnabled() and not panel.running
 
 
 def test_a_large_window_withdrawn_from_the_dock_is_undone_off_the_gui_thread(make_napari_viewer, qtbot, tmp_path,
@@ -172,7 +174,7 @@ def test_a_large_window_withdrawn_from_the_dock_is_undone_off_the_gui_thread(mak
             _assert_same_glands(np.asarray(layer.data), window_instances(before[0]))
             np.testing.assert_array_equal(panel.window["predicted"], before[0])
     assert len(stalls) == 2  # measured and printed (see the note at the top)
-    assert panel.withdraw_button.isEnabled() and panel.edit_button.isEnabled()
+    assert not panel.withdraw_button.isEnabled() and panel.edit_button.isEnabled()  # none left to select
 
 
 def test_withdraw_window_is_one_job_at_a_time_and_its_result_is_dropped_once_the_slide_is_closed(
@@ -192,7 +194,8 @@ def test_withdraw_window_is_one_job_at_a_time_and_its_result_is_dropped_once_the
         assert again() is False and "window is being withdrawn" in panel.last_message
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert panel.last_message.startswith(f"Withdrew window {first.region_id}: "), panel.last_message
-    assert panel.withdraw_button.isEnabled() and panel.progress.value() == panel.progress.maximum()
+    assert panel.edit_button.isEnabled() and panel.progress.value() == panel.progress.maximum()
+    assert panel.window_list.count() == 0 and not panel.withdraw_button.isEnabled()  # none left to select
     np.testing.assert_array_equal(np.asarray(open_store(store_path).glands[0][:]), predicted)
 
     # 2. the slide closed while a window is withdrawn: the stores are undone, nothing is shown, the panel says so
@@ -204,4 +207,5 @@ def test_withdraw_window_is_one_job_at_a_time_and_its_result_is_dropped_once_the
     assert "was closed or replaced" in panel.last_message and second.region_id in panel.last_message
     np.testing.assert_array_equal(np.asarray(open_store(store_path).glands[0][:]), predicted)
     assert dock.store.regions() == []
-    assert panel.withdraw_button.isEnabled() and panel.predict_button.isEnabled()
+    # no slide open: Predict view is off and says why (walk 20; the panel shows one line then)
+    assert not panel.running and panel.predict_button.toolTip().startswith(NEEDS["slide"])
