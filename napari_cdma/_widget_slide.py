@@ -1104,7 +1104,13 @@ class SlidePanel(QWidget):
         self.viewer.layers.selection.active = layer
         self.window = {**run, "box": box, "predicted": out["predicted"], "instances": instances, "name": name}
         # what to do first, on the two lines shown; where the window is and how splits are kept in the tooltip
-        self._say(f"Edit window of {out['n_glands']} gland(s): paint or erase, then Accept window. It is "
+        from src_model.postprocess import DEFAULT_INSTANCES  # loaded by the job already
+
+        small = int(out.get("n_small", 0))
+        specks = (f" and {small} speck(s) under {DEFAULT_INSTANCES.min_size} px, which the slide's numbering and "
+                  "export leave out") if small else ""
+        self._say(f"Edit window of {out['n_glands'] - small} gland(s){specks}: paint or erase, then Accept window. "
+                  "It is "
                   f"{box_text(box)} (store pixels), one label per gland: paint a new label "
                   "over part of a gland to split it. The slide's labels keep gland / background: a split is kept as a "
                   "1 px gap; glands given one label are split again by shape when a window is reopened."
