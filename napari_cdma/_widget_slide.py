@@ -324,6 +324,19 @@ class StatusLine(QLabel):
             self._fit()
 
 
+def _follows_buttons(attr: str, doc: str) -> property:
+    """A :class:`SlidePanel` attribute kept in ``attr`` whose every change sets the job buttons again
+    (:meth:`SlidePanel.update_buttons`)."""
+    def get(self: Any) -> Any:
+        return getattr(self, attr)
+
+    def put(self: Any, value: Any) -> None:
+        setattr(self, attr, value)
+        self.update_buttons()
+
+    return property(get, put, doc=doc)
+
+
 class SlidePanel(QWidget):
     """Predict view, review regions and edit windows of a whole slide.
 
@@ -503,34 +516,10 @@ class SlidePanel(QWidget):
         self.update_buttons()
 
     # ---------------------------------------------------------------- what the buttons can do
-    @property
-    def window(self) -> Optional[Dict[str, Any]]:
-        """The open edit window (Accept window follows it)."""
-        return self._window
-
-    @window.setter
-    def window(self, value: Optional[Dict[str, Any]]) -> None:
-        self._window = value
-        self.update_buttons()
-
-    @property
-    def last_result(self) -> Optional[Dict[str, Any]]:
-        """The view shown last (a Predict view's, or a slide opened again with its store): Edit window works on it."""
-        return self._last_result
-
-    @last_result.setter
-    def last_result(self, value: Optional[Dict[str, Any]]) -> None:
-        self._last_result = value
-        self.update_buttons()
-
-    @property
-    def _reopening(self) -> Optional[Dict[str, Any]]:
-        return self._reopening_run
-
-    @_reopening.setter
-    def _reopening(self, value: Optional[Dict[str, Any]]) -> None:
-        self._reopening_run = value
-        self.update_buttons()
+    window = _follows_buttons("_window", "The open edit window (Accept window follows it).")
+    last_result = _follows_buttons("_last_result", "The view shown last (a Predict view's, or a slide opened again "
+                                   "with its store): Edit window works on it.")
+    _reopening = _follows_buttons("_reopening_run", "The reopening of a slide's store under way, if any.")
 
     def needs(self) -> Dict[str, Optional[str]]:
         """What each job button (a key of :data:`TIPS`) needs before it can act, None for one that can: what its

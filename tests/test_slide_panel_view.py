@@ -50,8 +50,9 @@ def _screen_width(layer, zoom):
     return np.asarray(layer.edge_width, dtype=float) * zoom
 
 
-def test_outlines_keep_their_screen_width_and_an_accepted_window_is_framed_outside(make_napari_viewer, qtbot,
-                                                                                     tmp_path, slide_path):
+def outlined_slide(make_napari_viewer, qtbot, tmp_path, slide_path):
+    """A slide in the dock, a view predicted and a window accepted: (viewer, panel, the accepted region, the review
+    regions' outline layer, the accepted windows' outline layer)."""
     viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
     _view(viewer, (200.0, 260.0), 240)
     _predict(qtbot, panel)
@@ -59,6 +60,12 @@ def test_outlines_keep_their_screen_width_and_an_accepted_window_is_framed_outsi
     tiles = viewer.layers[names_for(slide_layer.name)["tiles"]]
     accepted = viewer.layers[names_for(slide_layer.name)["accepted"]]
     assert len(tiles.data) == len(panel.tiles) > 0 and len(accepted.data) == 1
+    return viewer, panel, record, tiles, accepted
+
+
+def test_outlines_keep_their_screen_width_and_an_accepted_window_is_framed_outside(make_napari_viewer, qtbot,
+                                                                                     tmp_path, slide_path):
+    viewer, panel, record, tiles, accepted = outlined_slide(make_napari_viewer, qtbot, tmp_path, slide_path)
     np.testing.assert_allclose(accepted.edge_color[0], [1.0, 0.0, 0.0, 1.0])  # red, as accepted image regions
     # from the slide's detail to a whole-slide zoom: the outlines stay a few screen pixels wide
     for zoom in (viewer.camera.zoom, viewer.camera.zoom / 10, viewer.camera.zoom / 100):

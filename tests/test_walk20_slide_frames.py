@@ -8,10 +8,9 @@ A real napari viewer (pytest-xvfb), the real dock, a real slide file and store, 
 from __future__ import annotations
 
 import numpy as np
-from test_slide_withdraw_worker import _accepted_window
-from test_widget_slide import _predict, _slide_in_dock, _view
+from test_slide_panel_view import outlined_slide
 
-from napari_cdma._layers import FRAME_SLACK, FRAMES_KEY, frame_rects, frames_of, names_for
+from napari_cdma._layers import FRAME_SLACK, FRAMES_KEY, frame_rects, frames_of
 from napari_cdma._slide_view import pixel_edges
 from napari_cdma._widget_slide import OUTLINE_PX
 
@@ -45,13 +44,7 @@ def test_slide_outlines_are_frame_layers_redrawn_by_the_shared_zoom_path(make_na
     through the dock's one zoom path, their widths OUTLINE_PX screen pixels again, the drawn zoom recorded; a zoom
     within the slack sets no data (each Shapes data set re-slices every layer), nor does showing the same windows
     again."""
-    viewer, slide_layer, dock, panel = _slide_in_dock(make_napari_viewer, tmp_path, slide_path)
-    _view(viewer, (200.0, 260.0), 240)
-    _predict(qtbot, panel)
-    record = _accepted_window(qtbot, panel)
-    tiles = viewer.layers[names_for(slide_layer.name)["tiles"]]
-    accepted = viewer.layers[names_for(slide_layer.name)["accepted"]]
-    assert len(tiles.data) == len(panel.tiles) > 0 and len(accepted.data) == 1
+    viewer, panel, record, tiles, accepted = outlined_slide(make_napari_viewer, qtbot, tmp_path, slide_path)
     for layer, outside in ((tiles, False), (accepted, True)):
         frames = layer.metadata.get(FRAMES_KEY)
         assert frames is not None, layer.name
