@@ -56,6 +56,13 @@ class ScrollAnchor(QObject):
         if not self._pending:  # a scroll of ours, made while restoring, is not the user's
             self._y = self._viewport_y()
 
+    def release(self) -> None:
+        """Anchor nothing until the next press or focus: the dock itself scrolls to show something (a retrain's
+        verdict), and keeping the button last pressed in place would scroll back (walk 21: the verdict scrolled
+        into view was scrolled out again as it grew, to keep Retrain where it had been)."""
+        self.anchor = None
+        self._y = None
+
     def eventFilter(self, obj: Any, event: Any) -> bool:
         if obj is self.content and event.type() == QEvent.Type.Resize and not self._pending:
             self._pending = True

@@ -533,7 +533,10 @@ class CdmaWidget(QWidget):
         ``until`` (a widget below it, when shown) as far as both fit, in the next event-loop turn, once the
         layouts have taken the widgets' new sizes (walk 20: a retrain's verdict, set just before, was still one
         line high, and the dock showed that line at its bottom edge with *Keep new model anyway* out of view)."""
+        self._anchor.release()  # nothing kept in place against this scroll (napari_cdma._scroll_anchor)
+
         def scroll() -> None:
+            self._anchor.release()
             QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
             if until is not None and until.isVisible():
                 self._scroll.ensureWidgetVisible(until, 0, 0)
@@ -1584,8 +1587,7 @@ class CdmaWidget(QWidget):
             elif edits:
                 notes.append((f"{result.model_label}'s prediction is in the new layer '{target}': '{main}' holds "
                               f"{edits} edited pixel(s) not accepted yet, kept as they are.",
-                              f"{result.model_label}'s glands: new {side}; your {edits} unaccepted edited "
-                              "pixel(s) are kept."))
+                              f"Its glands: new {side}; your {edits} unaccepted edited pixel(s) are kept."))
         else:
             self._save_latest_prediction(result, instances, result.live.uncertainty if result.live is not None
                                          else np.asarray(uncertainty_values(layers["uncertainty"])), pasted=not trial,
@@ -2076,10 +2078,13 @@ class CdmaWidget(QWidget):
         self.viewer.layers[main].visible = True
         edits = state.unsaved(main, self.viewer.layers[main].data)
         held = f", with {edits} edited pixel(s) not accepted yet" if edits else ""
+        label = state.model_label or version
         panel = self.predict_panel
-        panel.last_message = (f"'{main}' is already {state.model_label or version}'s prediction{held}: nothing "
-                              f"predicted again. Other versions' layers of '{image}' are hidden.")
-        panel.show_status(panel.last_message)
+        panel.last_message = (f"'{main}' is already {label}'s prediction{held}: nothing predicted again. Other "
+                              f"versions' layers of '{image}' are hidden.")
+        kept = f" (your {edits} unaccepted edited pixel(s) kept)" if edits else ""
+        panel.show_status(f"{image}: the layer you correct is {label}'s{kept}; nothing predicted again, other "
+                          "versions hidden.", panel.last_message)
         return True
 
     def _on_predict_idle(self) -> None:

@@ -45,7 +45,9 @@ def test_the_end_of_a_prediction_reads_as_the_chosen_image_line(make_napari_view
     _turn(qtbot)
     said = panel.status.text()
     # before: "Predicted 'testA_2'. The layer shows 1 accepted correction(s) ..."
-    assert said.startswith(f"{panel.predicted_line(SECOND)} The layer shows 1 accepted correction(s)"), said
+    assert said == f"{panel.predicted_line(SECOND)} 1 accepted correction(s) shown in their red boxes.", said
+    # the whole in the tooltip (walk 20: said short on screen)
+    assert panel.status.toolTip().startswith(f"{panel.predicted_line(SECOND)} The layer shows 1 accepted correction(s)")
 
 
 # ------------------------------------------- the Review choosers after a store switch

@@ -54,6 +54,9 @@ def test_rolling_back_to_the_model_of_the_corrected_layer_adds_no_copy_of_it(mak
     assert (labels.data[10:30, 10:30] == 7).all()
     message = dock.predict_panel.last_message
     assert "nothing predicted again" in message and first.version in message and "400 edited" in message
+    shown = dock.predict_panel.status.text()  # short on screen, whole in the tooltip
+    assert shown.startswith(f"{SAMPLE_NAME}: the layer you correct is {first.version}") and main not in shown, shown
+    assert dock.predict_panel.status.toolTip() == message
 
 
 def test_keeping_edits_keeps_the_time_the_image_was_predicted(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
@@ -91,6 +94,12 @@ def test_a_retrain_verdict_is_scrolled_into_view_with_its_keep_button(make_napar
     scroll = dock._scroll
     scroll.verticalScrollBar().setValue(0)  # the dock at its top, as after a Predict
     qtbot.wait(50)
+    # Retrain pressed (a press makes it the dock's scroll anchor) while on screen, as a user starts a retrain: the
+    # anchor must not scroll the verdict back out of view as it grows (walk 21)
+    dock.show_panel("Retrain")
+    qtbot.wait(100)
+    panel.retrain_button.pressed.emit()
+    assert dock._anchor.anchor is panel.retrain_button
     # the walk's verdict, set as the panel sets it at a job's end, with Keep shown, then the version registered
     panel.result_label.setText(
         "v0001: held-out score rests on 81 px of gland in 1 region: too little to compare the models (at least 1300 "
