@@ -77,6 +77,8 @@ LIVE_GLANDS_PIXELS = 2_000_000
 #: 223 px of text in the 280 px dock: "Model bundled: 'testA_1 prediction'" needs about 230 px in napari's style, so the
 #: layer's name is cut at its end ("'testA_1 predicti…'"): the model and the image's name stay whole as far as they fit.
 SOURCE_TEXT = "Model {model}: '{layer}'"
+#: The same line for the image's own prediction layer, the one corrected with the brush.
+CORRECTED_TEXT = "Predicted by {model}"
 #: Said instead of "Wrote N gland(s) to PATH." once the table is made again with other rows (walk 20: the line stayed
 #: after a split or merge of glands changed the table, as if the file still held it).
 STALE_EXPORT_TEXT = "The gland table changed after it was written to {path}: Export CSV again to save it."
@@ -126,10 +128,15 @@ class SourceLabel(QLabel):
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self._parts = ("", "", "")
 
-    def set_source(self, model: str, layer: str) -> None:
-        """Name ``model`` and the layer ``layer``."""
-        head, tail = SOURCE_TEXT.split("{layer}")
-        self._parts = (head.format(model=model), layer, tail)
+    def set_source(self, model: str, layer: Optional[str]) -> None:
+        """Name ``model`` and the layer ``layer``; None: the layer being corrected, said in words
+        (:data:`CORRECTED_TEXT`: its name, "<image> prediction", was cut before its last word in the 280 px dock and
+        could not be told from a side layer's, walk 21)."""
+        if layer is None:
+            self._parts = (CORRECTED_TEXT.format(model=model), "", "")
+        else:
+            head, tail = SOURCE_TEXT.split("{layer}")
+            self._parts = (head.format(model=model), layer, tail)
         self._elide()
 
     def resizeEvent(self, event: Any) -> None:
@@ -645,12 +652,13 @@ class DisplayPanel(QWidget):
         layer = str(labels.name)
         tip = (f"The legend, tint, readout and gland table below describe the prediction of model '{model_label}' "
                f"in the layer '{layer}'")
-        if (getattr(labels, "metadata", None) or {}).get(ROLE_KEY) == "prediction":
+        corrected = (getattr(labels, "metadata", None) or {}).get(ROLE_KEY) == "prediction"
+        if corrected:
             tip += (", the layer you correct. A prediction by another model while it holds edits not accepted goes "
                     f"to a layer of its own ('{layer} (v0001)', ...), which this panel does not describe.")
         else:
             tip += "."
-        line.set_source(model_label, layer)
+        line.set_source(model_label, None if corrected else layer)
         line.setToolTip(tip)
         line.setVisible(True)
 

@@ -50,7 +50,8 @@ def test_the_panel_names_the_model_of_the_prediction_it_describes(make_napari_vi
     line = panel.source_label
     assert line.isVisible()
     shown, tip = line.text(), line.toolTip()
-    assert shown.startswith("Model bundled: 'GlaS testA_1 ") and shown.endswith("\u2026'"), shown  # the model whole
+    # the layer corrected said in words: its long name was cut before "prediction" (walk 21)
+    assert shown == "Predicted by bundled", shown
     assert "bundled" in tip and f"'{LONG} prediction'" in tip and "correct" in tip, tip
     assert "\n" not in shown and line.fontMetrics().horizontalAdvance(shown) <= line.contentsRect().width(), \
         (shown, line.contentsRect().width())
@@ -58,11 +59,17 @@ def test_the_panel_names_the_model_of_the_prediction_it_describes(make_napari_vi
     assert dock.width() <= 300  # the dock kept its width
     assert "bundled" in panel.legend.toolTip()
 
-    # a short name is shown whole
+    # another layer (a slide's numbered glands): named, a short name whole, a long one cut at its end
     unc2, lab2, glands2 = _predicted(viewer, "tA_2")
+    lab2.metadata = {}
     panel.show_result("tA_2", unc2, lab2, (0.0, 1.0), glands2, model_label="v0003")
     _settle(qtbot)
     assert panel.source_label.text() == "Model v0003: 'tA_2 prediction'", panel.source_label.text()
+    lab2.name = f"{LONG} glands (numbered)"
+    panel.show_result("tA_2", unc2, lab2, (0.0, 1.0), glands2, model_label="bundled")
+    _settle(qtbot)
+    shown = panel.source_label.text()
+    assert shown.startswith("Model bundled: 'GlaS testA_1 ") and shown.endswith("\u2026'"), shown  # the model whole
 
     # without a model label nothing is said (as before)
     panel.show_result(LONG, unc, lab, (0.0, 1.0), glands)
