@@ -567,6 +567,11 @@ class RetrainPanel(QWidget):
         version becoming current leaves it as it is: the retrained model can still be kept."""
         if self.last_record is not None and version == self.last_record.version:
             self.keep_button.setVisible(False)
+            # the verdict said "not promoted ... Keep new model anyway if you trust it" (walk 21: it stayed so)
+            said = self.last_message
+            if said.startswith(f"{version}: ") and "made current by hand since" not in said:
+                said = said.split("; Keep new model anyway")[0].rstrip(" ;.")
+                self._say(f"{said}. {version} has been made current by hand since.")
 
     def keep_anyway(self) -> bool:
         """Make the last, not promoted, model current anyway (the user's choice); False, with nothing done, when it

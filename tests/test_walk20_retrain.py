@@ -68,8 +68,13 @@ def test_model_now_current_hides_keep_only_for_the_retrained_version(qtbot, tmp_
     store.add_model(lite_checkpoint, parent="v0001", note="another", promoted=False)  # v0003
     assert versions.set_current("v0003")
     assert panel.keep_button.isVisibleTo(panel)  # another version: v0002 can still be kept
+    assert "Keep new model anyway if you trust it" in panel.last_message
     assert versions.set_current("v0002")
     assert not panel.keep_button.isVisibleTo(panel)
+    # the verdict no longer offers the button gone, and says what happened since (walk 21: it stayed as it was)
+    said = panel.result_label.text()
+    assert said.startswith("v0002: not promoted") and said.endswith("v0002 has been made current by hand since.")
+    assert "Keep new model anyway" not in said
     assert versions.set_current("v0001")  # rolled back again: Keep does not come back by itself
     assert not panel.keep_button.isVisibleTo(panel)
 
