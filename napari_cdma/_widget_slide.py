@@ -998,7 +998,10 @@ class SlidePanel(QWidget):
         layer_name = names_for(name)[role]
         layer = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
         if not isinstance(layer, Shapes):
+            active = self.viewer.layers.selection.active
             layer = (show_review_tiles if role == "tiles" else show_accepted)(self.viewer, name, [])
+            if active is not None and active in self.viewer.layers:  # napari makes a new layer the active one: the
+                self.viewer.layers.selection.active = active  # outlines are no layer to work on (walk 20)
         return layer
 
     def go_to(self, row: int) -> None:

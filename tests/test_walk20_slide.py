@@ -67,8 +67,10 @@ def test_the_slide_panel_buttons_are_on_only_when_they_can_act(make_napari_viewe
     for button in panel._buttons.values():  # while it runs: each says why it is off
         _off(button, "A prediction is running; wait for it to end or cancel it.")
     assert panel.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: not panel.running, timeout=180_000)
+    qtbot.waitUntil(lambda: not panel.running and not panel._steps, timeout=180_000)
     assert panel.last_message.startswith("Predicted"), panel.last_message
+    # the review regions' outline layer, made now, does not take the layer controls (walk 20: it was left active)
+    assert viewer.layers.selection.active is not viewer.layers[f"{slide_layer.name} review tiles"]
     assert panel.edit_button.isEnabled() and panel.export_button.isEnabled() and not panel.cancel_button.isEnabled()
     assert panel.edit_button.toolTip() == TIPS["edit"] and panel.export_button.toolTip() == TIPS["export"]
     _off(panel.accept_button, NEEDS["window"])
