@@ -227,6 +227,12 @@ class ImageState:
     unsaved_px: Dict[str, int] = field(default_factory=dict)
     kept: Set[str] = field(default_factory=set)
 
+    @property
+    def model_name(self) -> str:
+        """How the dock names the model behind the prediction layer ("bundled", "v0002", a file): its label, else
+        its version."""
+        return self.model_label or str(self.model_version or "")
+
     def original_for(self, layer_name: str) -> Tuple[np.ndarray, Optional[str]]:
         """The model's labels and version behind a prediction layer (the main one by default)."""
         return self.others.get(layer_name, (self.original_labels, self.model_version))
@@ -536,7 +542,6 @@ class CdmaWidget(QWidget):
         self._anchor.release()  # nothing kept in place against this scroll (napari_cdma._scroll_anchor)
 
         def scroll() -> None:
-            self._anchor.release()
             QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
             if until is not None and until.isVisible():
                 self._scroll.ensureWidgetVisible(until, 0, 0)
@@ -1189,8 +1194,7 @@ class CdmaWidget(QWidget):
         record_range = tuple(umap.contrast_limits)
         glands = self._glands_of(labels, umap, [])
         self.last_image = name
-        self.display_panel.show_result(name, umap, labels, record_range, glands,
-                                       model_label=state.model_label or str(state.model_version or ""))
+        self.display_panel.show_result(name, umap, labels, record_range, glands, model_label=state.model_name)
         self._untint_reviewed(name)
         self.review_panel.image_name = None
         self.review_panel.set_tiles(name, ranked)
@@ -1564,9 +1568,7 @@ class CdmaWidget(QWidget):
         notes = []
         was_restored = False
         if secondary:
-            for other in state.others:  # the latest side prediction shown, earlier ones hidden (outlines piled up)
-                if other != target and other in self.viewer.layers:
-                    self.viewer.layers[other].visible = False
+            self._hide_side_layers(state, keep=target)  # the latest side prediction shown (outlines piled up)
             # shown again when a side layer hidden earlier is reused (the model tried again: walk)
             layers["prediction"].visible = main not in self.viewer.layers or self.viewer.layers[main].visible
             # the new layer holds the model's labels and the corrections pasted (reviewed): nothing unsaved
@@ -2017,8 +2019,8 @@ class CdmaWidget(QWidget):
         if small:  # made again: it may have been painted since (a GlaS image: tens of ms)
             glands = self._glands_of(labels, umap, glands)
         state = self.states.get(name)
-        label = (state.model_label or str(state.model_version or "")) if state is not None else ""
-        panel.show_result(name, umap, labels, tuple(umap.contrast_limits), glands or [], model_label=label)
+        panel.show_result(name, umap, labels, tuple(umap.contrast_limits), glands or [],
+                          model_label=state.model_name if state is not None else "")
 
     def _overlays_later(self, name: str) -> None:
         """The review layers of a restored image the review list moved to while a layer was being removed, made
@@ -2072,13 +2074,11 @@ class CdmaWidget(QWidget):
         main = names_for(image)["prediction"]
         if state is None or main not in self.viewer.layers or str(state.model_version) != str(version):
             return False
-        for other in state.others:
-            if other in self.viewer.layers:
-                self.viewer.layers[other].visible = False
+        self._hide_side_layers(state)
         self.viewer.layers[main].visible = True
         edits = state.unsaved(main, self.viewer.layers[main].data)
         held = f", with {edits} edited pixel(s) not accepted yet" if edits else ""
-        label = state.model_label or version
+        label = state.model_name or version
         panel = self.predict_panel
         panel.last_message = (f"'{main}' is already {label}'s prediction{held}: nothing predicted again. Other "
                               f"versions' layers of '{image}' are hidden.")
@@ -2086,6 +2086,13 @@ class CdmaWidget(QWidget):
         panel.show_status(f"{image}: the layer you correct is {label}'s{kept}; nothing predicted again, other "
                           "versions hidden.", panel.last_message)
         return True
+
+    def _hide_side_layers(self, state: ImageState, keep: str = "") -> None:
+        """Hide the image's side prediction layers (other versions', or one written aside to keep edits) but
+        ``keep``."""
+        for other in state.others:
+            if other != keep and other in self.viewer.layers:
+                self.viewer.layers[other].visible = False
 
     def _on_predict_idle(self) -> None:
         if self._refresh_after_predict and self.last_image in self.viewer.layers:

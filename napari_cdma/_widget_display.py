@@ -74,8 +74,9 @@ LIVE_GLANDS_PIXELS = 2_000_000
 #: Whose prediction the panel describes, on one line over the legend (walk 20: after a model change with edits not
 #: accepted, the new model's glands went to '<image> prediction (v0001)' while the legend, tint and table stayed
 #: those of the layer being corrected, and nothing said which model's glands were corrected there).
-#: 223 px of text in the 280 px dock: "Model bundled: 'testA_1 prediction'" needs about 230 px in napari's style, so the
-#: layer's name is cut at its end ("'testA_1 predicti…'"): the model and the image's name stay whole as far as they fit.
+#: Another layer (a slide's numbered glands) is named; 223 px of text in the 280 px dock cut a long name at its end,
+#: the model whole. The layer being corrected is said in words (:data:`CORRECTED_TEXT`): its name was cut before
+#: "prediction" (walk 21).
 SOURCE_TEXT = "Model {model}: '{layer}'"
 #: The same line for the image's own prediction layer, the one corrected with the brush.
 CORRECTED_TEXT = "Predicted by {model}"
