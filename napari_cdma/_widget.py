@@ -105,7 +105,7 @@ from ._widget_store import (
     untag_prediction,
     untag_store_overlay,
 )
-from ._widget_versions import VersionsPanel, fmt_time
+from ._widget_versions import VersionsPanel
 from .project.store import MAX_FULL_IMAGE_PIXELS, PredictionRecord, ProjectStore, RegionRecord, StoreError
 
 logger = logging.getLogger(__name__)
@@ -1113,7 +1113,7 @@ class CdmaWidget(QWidget):
             raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
             self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
-                                              f"{fmt_time(record.created)}{kept}{'; ' + stale if stale else ''}"
+                                              f"{record.created}{kept}{'; ' + stale if stale else ''}"
             shown.append(name)
             if first is None or (visible and not layers[first].visible):
                 first = name  # the panels show the restored image on screen, else the first one

@@ -52,6 +52,8 @@ from ._predict_stream import (
 )
 from ._predict_stream import review_outputs as _review_outputs  # noqa: F401 - the dock's name for it, used by tests
 from ._slide_view import SLIDE_KEY, STORE_KEY
+from ._time_text import short_when
+from ._widget_store import restored_text
 
 CHOOSE_FILE = "Choose file..."
 #: The live layers are updated every DRAIN_INTERVAL_MS, for at most DRAIN_BUDGET_S of GUI time per tick;
@@ -324,7 +326,7 @@ class PredictPanel(QWidget):
             return self.predicted_line(name)
         restored = self.described_for(name) if self.described_for is not None else None
         if restored:
-            return f"{name}: predicted with {restored} (from the project store)."
+            return f"{name}: predicted with {restored_text(restored)} (from the project store)."
         if (getattr(layer, "metadata", None) or {}).get(HASH_KEY):
             return f"{name}: predicted (from the project store)."
         return f"{name}: predicted (layer '{prediction}')."
@@ -337,7 +339,7 @@ class PredictPanel(QWidget):
         made = self.predicted.get(name)
         if made is None:
             return f"{name}: predicted."
-        return f"{name}: predicted with {made[1]} at {time.strftime('%H:%M', time.localtime(made[2]))}."
+        return f"{name}: predicted with {made[1]} at {short_when(made[2])}."
 
     def say_chosen(self, note: str = "") -> None:
         """The status line about the image chosen (:meth:`chosen_line`), then ``note``: said when a project store has

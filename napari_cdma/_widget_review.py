@@ -63,6 +63,7 @@ from ._layers import (
 )
 from ._messages import show_message
 from ._slide_view import SLIDE_KEY, STORE_KEY
+from ._time_text import full_when, short_when
 from ._widget_store import is_detached
 from .project.store import SLIDE_SOURCE, ProjectStore, RegionRecord
 
@@ -113,38 +114,17 @@ def tile_row(rank: int, score: float, bbox: Sequence[int]) -> str:
     return " ".join(part.replace(" ", NBSP) for part in (f"{rank}. score {score:.2f},", size, f"at {corner}"))
 
 
-def short_time(iso: Optional[str], now: Optional[Any] = None) -> str:
-    """A stored ISO time, short for a list row: ``18:24`` today (UTC), ``30 Nov 18:24`` this year, else
-    ``2025-11-30``; anything unreadable as it is."""
-    import datetime as _dt
-
-    try:
-        t = _dt.datetime.fromisoformat(str(iso))
-    except ValueError:
-        return str(iso)
-    if t.tzinfo is not None:
-        t = t.astimezone(_dt.timezone.utc)
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    if t.date() == now.date():
-        return t.strftime("%H:%M")
-    if t.year == now.year:
-        return f"{t.day} {t.strftime('%b %H:%M')}"
-    return t.strftime("%Y-%m-%d")
-
-
 def withdrawn_mark(record: RegionRecord, now: Optional[Any] = None) -> str:
-    """The start of a withdrawn region's row: who withdrew it and when, short (``[withdrawn 18:24 by root] ``);
-    the tooltip and the status line give the date in full."""
-    when = f" {short_time(record.withdrawn_at, now)}" if record.withdrawn_at else ""
+    """The start of a withdrawn region's row: who withdrew it and when, short (``[withdrawn 18:24 by root] ``, local
+    time); the tooltip and the status line give the date in full."""
+    when = f" {short_when(record.withdrawn_at, now)}" if record.withdrawn_at else ""
     who = f" by {record.withdrawn_by}" if record.withdrawn_by else ""
     return f"{WITHDRAWN_MARK}{when}{who}] "
 
 
 def withdrawn_note(record: RegionRecord) -> str:
-    """Who withdrew a region and when, in full (``withdrawn 2026-11-30 18:24 UTC by root``)."""
-    from ._widget_versions import fmt_time
-
-    when = f" {fmt_time(record.withdrawn_at)}" if record.withdrawn_at else ""
+    """Who withdrew a region and when, in full (``withdrawn 2026-11-30 18:24 UTC by root``, local time)."""
+    when = f" {full_when(record.withdrawn_at)}" if record.withdrawn_at else ""
     who = f" by {record.withdrawn_by}" if record.withdrawn_by else ""
     return f"withdrawn{when}{who}"
 

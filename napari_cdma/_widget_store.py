@@ -39,6 +39,7 @@ from ._layers import (
     uncertainty_layer_steps,
     upsert_layer,
 )
+from ._time_text import short_when
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
 
 logger = logging.getLogger(__name__)
@@ -227,29 +228,44 @@ def redundant_copies(viewer: Any, root: Any, image_hash: Optional[str], restored
 NAMED_PER_GROUP = 3
 
 
+def split_restored(note: str) -> Tuple[str, str, str]:
+    """A restored prediction's note ``"<model>, <ISO time>[; <remarks>]"`` as ``(model, time, remarks)``; a note of
+    another form (``"not restored (...)"``) as ``(note, "", "")``."""
+    head, _, rest = str(note).partition("; ")
+    model, comma, when = head.rpartition(", ")
+    if not comma or str(note).startswith("not restored"):
+        return str(note), "", ""
+    return model, when, rest
+
+
+def restored_text(note: str) -> str:
+    """How the dock says a restored prediction's note: ``"bundled at 18:01; kept edits, not accepted"`` (the time as
+    every live status line says it, :func:`~napari_cdma._time_text.short_when`; walk 21: "at 18:01" live, "2026-12-02
+    18:01 UTC" after a reopen)."""
+    model, when, rest = split_restored(note)
+    said = f"{model} at {short_when(when)}" if when else model
+    return said + (f"; {rest}" if rest else "")
+
+
 def restored_notes(shown: List[Tuple[str, str]]) -> str:
-    """What the summary says of the restored predictions ``shown`` (image name, note ``"<model>, <time>[; ...]"``),
+    """What the summary says of the restored predictions ``shown`` (image name, note ``"<model>, <ISO time>[; ...]"``),
     in one short sentence: images whose predictions have the same model and the same remarks (kept edits, stale, ...)
     are said together, with the latest time, and at most :data:`NAMED_PER_GROUP` of them named; a prediction alone
     keeps its note as it is. The walk's summary grew to 13 lines with a note per image."""
     groups: Dict[Tuple[str, str], List[Tuple[str, str]]] = {}
     for name, note in shown:
-        head, _, rest = str(note).partition("; ")
-        model, comma, when = head.rpartition(", ")
-        if not comma or str(note).startswith("not restored"):  # not "<model>, <time>": said as it is
-            model, when, rest = str(note), "", ""
-        key = (model, rest)
-        groups.setdefault(key, []).append((name, when))
+        model, when, rest = split_restored(note)
+        groups.setdefault((model, rest), []).append((name, when))
     said = []
     for (model, rest), members in groups.items():
         names = [f"'{name}'" for name, _ in members[:NAMED_PER_GROUP]]
         if len(members) > NAMED_PER_GROUP:
             names[-1] += f" and {len(members) - NAMED_PER_GROUP} more"
-        if len(members) == 1:
-            when = members[0][1]
-            note = f"{model}, {when}" if when else model
+        latest = max(when for _, when in members)  # ISO times in one zone (the store's UTC) sort as they read
+        if not latest:
+            note = model
         else:
-            note = f"{model}, latest {max(when for _, when in members)}" if members[0][1] else model
+            note = f"{model}{' at' if len(members) == 1 else ', latest at'} {short_when(latest)}"
         said.append(f"{', '.join(names)} ({note}{'; ' + rest if rest else ''})")
     return "; ".join(said)
 

@@ -16,19 +16,6 @@ def fmt_dice(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{float(value):.3f}"
 
 
-def fmt_time(iso: str) -> str:
-    """A stored ISO timestamp for display: ``2026-11-30 12:14 UTC`` (minutes, the zone as stored); anything
-    else as it is."""
-    import datetime as _dt
-
-    try:
-        t = _dt.datetime.fromisoformat(str(iso))
-    except ValueError:
-        return str(iso)
-    zone = "" if t.tzinfo is None else (" UTC" if t.utcoffset() == _dt.timedelta(0) else t.strftime(" %z"))
-    return t.strftime("%Y-%m-%d %H:%M") + zone
-
-
 def version_rows(models: List[ModelRecord], current: str) -> List[Tuple[str, str]]:
     """``(version, text)`` rows of the version list, the shipped model first; ``*`` marks the current one.
 

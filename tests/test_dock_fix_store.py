@@ -17,6 +17,7 @@ import pytest
 from _dock import PLUGIN, open_dock, wait_settled
 from qtpy.QtWidgets import QLabel, QMessageBox
 
+from napari_cdma._time_text import short_when
 from napari_cdma._widget import CdmaWidget
 from napari_cdma._widget_store import StoreSummary, ask_create_store, open_or_ask, restore_layers, store_exists
 from napari_cdma.project.store import INDEX_NAME, ProjectStore
@@ -102,8 +103,9 @@ def test_the_summary_counts_only_the_reopened_images_still_open(make_napari_view
 
     # what was restored of a prediction is said only while its image is open
     viewer.add_image(np.zeros((8, 8, 3), np.uint8), name="shown", rgb=True)
-    summary.set_predictions({"shown": "v0002, kept 2026-11-30", "closed meanwhile": "v0001"})
-    assert "'shown' (v0002, kept 2026-11-30)" in label.text() and "closed meanwhile" not in label.text()
+    summary.set_predictions({"shown": "v0002, 2026-11-30T10:00:00+00:00", "closed meanwhile": "v0001"})
+    said = f"'shown' (v0002 at {short_when('2026-11-30T10:00:00+00:00')})"
+    assert said in label.text() and "closed meanwhile" not in label.text(), label.text()
     viewer.layers.remove("shown")
     assert "Predictions restored" not in label.text()
     # a layer of no concern removed: the summary is not rewritten (a note appended by the dock stays)

@@ -120,9 +120,9 @@ def test_withdrawn_regions_are_listed_on_request_shown_on_their_image_and_restor
     assert f"by {getpass.getuser()}" in item.toolTip() and "Withdrawn" in item.toolTip()
     # who and when are in the row itself, short (walk: only in the tooltip), the full date in the tooltip
     record = review.records[ids[1]]
-    when = datetime.datetime.fromisoformat(record.withdrawn_at).astimezone(datetime.timezone.utc)
+    when = datetime.datetime.fromisoformat(record.withdrawn_at).astimezone()  # shown in local time, as every time
     assert item.text().startswith(f"[withdrawn {when:%H:%M} by {getpass.getuser()}] {ids[1]}"), item.text()
-    assert f"Withdrawn {when:%Y-%m-%d %H:%M} UTC by {getpass.getuser()}" in item.toolTip()
+    assert f"Withdrawn {when:%Y-%m-%d %H:%M %Z} by {getpass.getuser()}" in item.toolTip()
 
     # clicking it frames its box on the image (no red box there any more) and centres the view on it
     _click_row(qtbot, review, ids[1])
@@ -144,7 +144,7 @@ def test_withdrawn_regions_are_listed_on_request_shown_on_their_image_and_restor
     assert viewer.layers.selection.active is prediction  # the brush stays where it was
     assert f"withdrawn region {ids[1]}" in review.last_message
     # the status line says who withdrew it and when, in full
-    assert f"withdrawn {when:%Y-%m-%d %H:%M} UTC by {getpass.getuser()}" in review.last_message, review.last_message
+    assert f"withdrawn {when:%Y-%m-%d %H:%M %Z} by {getpass.getuser()}" in review.last_message, review.last_message
     # the frame and its label are not a gland outline's colour (it was orange, like the glands: walk) ...
     edge = tuple(np.round(frame.edge_color[0][:3], 3))
     assert all(np.abs(np.array(edge) - np.array(c)).max() > 0.3 for c in GLAND_COLORS), edge

@@ -14,6 +14,7 @@ from _dock import PLUGIN, open_dock, predict_and_wait, slide_in_dock, wait_settl
 from qtpy.QtWidgets import QApplication
 
 from napari_cdma._slide_view import REVIEW_MIN_SIDE, review_window
+from napari_cdma._widget_store import restored_text
 
 
 def _turn(qtbot, n=5):
@@ -149,7 +150,7 @@ def test_the_predict_status_names_the_model_of_a_prediction_restored_from_the_st
     panel._on_chosen(viewer.layers[SAMPLE_NAME])  # as the chooser's change signal does (it may be chosen already)
     _turn(qtbot)
     said = panel.status.text()
-    assert said == f"{SAMPLE_NAME}: predicted with {note} (from the project store).", (said, note)
+    assert said == f"{SAMPLE_NAME}: predicted with {restored_text(note)} (from the project store).", (said, note)
 
 
 def test_the_gland_table_gives_way_when_an_image_without_a_prediction_is_chosen(make_napari_viewer, qtbot, tmp_path,

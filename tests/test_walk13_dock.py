@@ -14,6 +14,7 @@ from _dock import PLUGIN, open_dock, wait_settled
 from qtpy.QtWidgets import QApplication
 
 from napari_cdma._layers import names_for
+from napari_cdma._widget_store import restored_text
 from napari_cdma.project.store import ProjectStore
 
 FIRST, SECOND = "testA_1", "testB_4"  # both 522 x 775: one lies exactly over the other
@@ -177,7 +178,8 @@ def test_the_predict_status_is_about_the_image_chosen_after_a_store_switch(make_
     _turn(qtbot)
     said = panel.status.text()
     note = dock.restored_predictions.get(FIRST)
-    assert note and said.startswith(f"{FIRST}: predicted with {note} (from the project store)."), (said, note)
+    expected = f"{FIRST}: predicted with {restored_text(note)} (from the project store)."
+    assert note and said.startswith(expected), (said, note)
     assert re.search(r"\d\d:\d\d", note), note
     assert panel.last_message == said
     # what the switch did to A's layers is said after it (the copies stay the user's own labels)
@@ -203,7 +205,8 @@ def test_the_predict_status_names_the_prediction_a_reopen_restored(make_napari_v
     chosen = panel.image_layer.name
     note = dock.restored_predictions.get(chosen)
     assert note, dock.restored_predictions
-    assert panel.status.text() == f"{chosen}: predicted with {note} (from the project store).", panel.status.text()
+    expected = f"{chosen}: predicted with {restored_text(note)} (from the project store)."
+    assert panel.status.text() == expected, panel.status.text()
     # and only that image is on screen
     other = SECOND if chosen == FIRST else FIRST
     assert viewer.layers[chosen].visible and not viewer.layers[other].visible

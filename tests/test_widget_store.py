@@ -3,6 +3,8 @@ Predict panel away from the image on screen, and without hashing open images on 
 when the store cannot hold them (real napari viewer under Xvfb, small random model)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from _dock import PLUGIN, open_dock, wait_settled
 
@@ -168,7 +170,10 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     assert not rjsd.visible and names_for("second")["disagreement"] in other.layers
     text = again.store_label.text()
     assert "v0001" in text and "not kept" in text and "press Predict" not in text, text
-    assert " UTC" in text and "T" not in text.split("v0001", 1)[1].split(" UTC")[0], text  # a readable time
+    # the time as the live status says it ("at 18:01"; walk 21: "2026-12-02 18:01 UTC" after a reopen, "at 18:01" live)
+    assert re.search(r"latest at \d\d:\d\d\)", text) and " UTC" not in text, text
+    line = again.predict_panel.chosen_line(other.layers[SAMPLE_NAME])
+    assert re.search(r": predicted with v0001\b.* at \d\d:\d\d \(from the project store\)", line), line
     assert again.states[SAMPLE_NAME].ranked == ranked
 
     # review and Accept on the restored prediction, without predicting again
