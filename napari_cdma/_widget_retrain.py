@@ -7,7 +7,12 @@ names the images trained on that it has no row for (nothing of them held out or 
 whole). The progress bar shows only while a retraining runs (its row kept when hidden, so nothing below moves).
 
 Retrain stays enabled with no store open or nothing accepted: a click says what is needed, where the
-pathologist looks (the dock scrolls to this panel); its tooltip says it too, worked out when shown."""
+pathologist looks (the dock scrolls to this panel); its tooltip says it too, worked out when shown.
+
+Nothing new: when the store's latest version was trained on the same accepted regions (none accepted, accepted again
+or withdrawn since) with the same steps and CDMA terms, a press of Retrain says so, naming the version and when it
+was trained, and starts nothing (a retraining took a minute or two for the same model in effect: walk); a second
+press, while that is what the panel says, trains anyway."""
 from __future__ import annotations
 
 import re
@@ -154,6 +159,9 @@ class RetrainPanel(QWidget):
         self._last_ui = 0.0
         #: the images the running job trains on (their names as the worker gives them), read when it starts
         self._trained_on: Optional[List[str]] = None
+        #: set while the panel says there is nothing new since the latest version: what it said that of (the next
+        #: press of Retrain in the same state trains anyway)
+        self._nothing_new_said: Optional[str] = None
 
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 100_000)
@@ -255,10 +263,15 @@ class RetrainPanel(QWidget):
 
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
+        self._nothing_new_said = None  # anything said since: a press checks again
         show_message(self.result_label, message, error)
 
-    def start(self, steps: Optional[int] = None) -> bool:
+    def start(self, steps: Optional[int] = None, force: bool = False) -> bool:
         """Start retraining the store's current model in the background.
+
+        With nothing new since the store's latest version (:func:`~napari_cdma.project.retrain_job.nothing_new`:
+        the same accepted regions and settings) the first call says so and starts nothing; a second one, while the
+        panel still says it and nothing changed, starts (as does ``force``).
 
         Returns:
             True if the job started; False otherwise (the reason is shown).
@@ -272,13 +285,15 @@ class RetrainPanel(QWidget):
                 self._say("Accept at least one corrected region (not held out) before retraining.",
                           error=True)
                 return False
+            chosen = int(steps or self.steps_spin.value())
+            options = {"semi_supervised": self.semi_check.isChecked(), **self.train_kwargs}
+            if not force and self._nothing_new_first(store, chosen, options):
+                return False
             if self._before_start is not None:
                 self._before_start(store)
             from .project.retrain_job import RetrainJob
 
             trained_on = self._image_names(store, store.training_regions())
-            chosen = int(steps or self.steps_spin.value())
-            options = {"semi_supervised": self.semi_check.isChecked(), **self.train_kwargs}
             self.job = RetrainJob.start(store.root, chosen or None, **options)
         except Exception as exc:
             self.job = None
@@ -302,6 +317,34 @@ class RetrainPanel(QWidget):
         self.cancel_button.setEnabled(True)
         self._say(f"Retraining from {store.current_model_version} in the background...")
         self.timer.start()
+        return True
+
+    @staticmethod
+    def _nothing_new(store: ProjectStore, steps: int, options: Dict[str, Any]) -> Tuple[Optional[Any], str]:
+        """``(NothingNew or None, key)``: the store's latest version when a job started now with ``steps`` and
+        ``options`` would train on what it was trained on; ``key`` names that state (the version and the basis)."""
+        import json
+
+        from .project.retrain_job import nothing_new, store_basis
+
+        basis = store_basis(store, recipe=options.get("recipe"), steps=steps or None,
+                            semi_supervised=bool(options.get("semi_supervised", FINETUNE_SEMI_SUPERVISED)),
+                            seed=int(options.get("seed", 0)))
+        same = nothing_new(store, basis)
+        return same, json.dumps([same.version if same else None, basis], sort_keys=True)
+
+    def _nothing_new_first(self, store: ProjectStore, steps: int, options: Dict[str, Any]) -> bool:
+        """True, having said so, when there is nothing new since the store's latest version and the panel did not
+        just say that of this very state (then the press trains anyway: False)."""
+        from ._time_text import short_when
+
+        same, key = self._nothing_new(store, steps, options)
+        if same is None or self._nothing_new_said == key:
+            return False
+        said = same.since(short_when(same.created))
+        self._say(f"{said[0].upper()}{said[1:]}: accept or withdraw a region first, or press Retrain again to "
+                  f"train anyway.")
+        self._nothing_new_said = key
         return True
 
     def cancel(self) -> None:
@@ -559,6 +602,17 @@ class RetrainPanel(QWidget):
             return f"{RETRAIN_TIP}.\nNeeds a project store: open one, or predict and accept a region first."
         if not ready:
             return f"{RETRAIN_TIP}.\nNeeds at least one accepted region that is not held out."
+        try:
+            same, _ = self._nothing_new(store, int(self.steps_spin.value()),
+                                        {"semi_supervised": self.semi_check.isChecked(), **self.train_kwargs})
+        except Exception:  # the tip stands without it
+            same = None
+        if same is not None:
+            from ._time_text import short_when
+
+            said = same.since(short_when(same.created))
+            return (f"{RETRAIN_TIP}.\n{said[0].upper()}{said[1:]}: a press says so; a second press trains "
+                    f"anyway.")
         return RETRAIN_TIP
 
     def model_now_current(self, version: str) -> None:

@@ -8,7 +8,11 @@ by the rule (``--promote auto``), always (``yes``) or never (``no``).
 
 Output: progress on stderr (or JSON lines on stdout with ``--progress json``), a per-image before/after
 table on stderr, and one JSON line ``{"event": "done", ...}`` on stdout. Exit status: 0 done,
-2 bad input (no store, nothing to train on, unknown recipe), 1 the worker failed, 130 interrupted.
+2 bad input (no store, nothing to train on, unknown recipe), 1 the worker failed, 130 interrupted,
+3 nothing new: the store's latest version was trained on the same accepted regions (none accepted, accepted again
+or withdrawn since) with the same settings, so the run would give the same model; one line on stderr says which
+version and when, one JSON line ``{"event": "nothing_new", ...}`` on stdout, and nothing is written. ``--force``
+trains anyway.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from typing import Any, Callable, Dict, Optional
 
 WORKER = "napari_cdma.project.retrain_worker"
 PROMOTE = ("auto", "yes", "no")
+#: Exit status when the store's latest version was trained on what this run would train on (``--force`` trains)
+EXIT_NOTHING_NEW = 3
 # Failures of the worker that are the input's fault (exit status 2, as the other sub-commands)
 _INPUT_ERRORS = ("ValueError", "KeyError", "StoreError", "FileNotFoundError", "CheckpointError")
 
@@ -62,6 +68,19 @@ def _unscored(store: Path, done: Dict[str, Any]) -> list:
         return []
     listed = {r.get("image") for r in done.get("per_image") or []}
     return [name for name in trained if name not in listed]
+
+
+def _nothing_new(store: Path, args) -> Any:
+    """The store's latest version (a ``retrain_job.NothingNew``) when it was trained on what this run would train on:
+    the same live accepted regions and settings; else None (also with nothing to train on: the worker says so)."""
+    from napari_cdma.project.retrain_job import nothing_new, store_basis
+    from napari_cdma.project.store import ProjectStore
+
+    project = ProjectStore.open(store, create=False)
+    if not project.training_regions():
+        return None
+    return nothing_new(project, store_basis(project, recipe=args.recipe, steps=args.steps,
+                                           semi_supervised=args.semi_supervised, seed=args.seed))
 
 
 def run_worker(job: Dict[str, Any], out_dir: Path, on_event: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
@@ -133,6 +152,19 @@ def cmd_retrain(args, progress_printer, user_error) -> int:
         read_index(store)
     except StoreError as exc:
         raise user_error(str(exc)) from exc
+    if not args.force:  # before anything is written: a refused run leaves no run folder
+        try:
+            same = _nothing_new(store, args)
+        except StoreError as exc:
+            raise user_error(str(exc)) from exc
+        if same is not None:
+            from napari_cdma._time_text import full_when
+
+            print(f"cdma retrain: {same.since(full_when(same.created))}: accept or withdraw a region first, or "
+                  f"pass --force to train anyway", file=sys.stderr)
+            print(json.dumps({"event": "nothing_new", "version": same.version, "created": same.created,
+                              "n_train": same.n_train, "n_holdout": same.n_holdout}), flush=True)
+            return EXIT_NOTHING_NEW
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     out_dir = Path(args.out) if args.out else store.resolve() / "runs" / f"{stamp}-cli-{os.getpid()}"
     if (out_dir / "final.pt").exists():
@@ -194,6 +226,10 @@ def add_parser(sub, func, *, int_in, device, max_steps: int, recipes) -> None:
     r.add_argument("--semi-supervised", action="store_true",
                    help="add CDMA's unsupervised terms (default off: supervised fine-tuning with the recipe's "
                         "distillation matched it in the simulated annotation sessions, in half the time)")
+    r.add_argument("--force", action="store_true",
+                   help="train even when the store's latest version was trained on the same accepted regions with "
+                        "the same settings (without it, such a run is refused with exit status 3: it would give "
+                        "the same model)")
     r.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     r.add_argument("--device", type=device, default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     r.add_argument("--out", help="run folder (default: STORE/runs/<time>-cli-<pid>)")

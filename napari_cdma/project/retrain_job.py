@@ -23,12 +23,13 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from src_model.recipes import FINETUNE_SEMI_SUPERVISED  # torch-free
 from src_model.runtime import torch_threads  # torch-free
 
 from .events import FINAL_EVENTS, Cancelled, Done, Failed, RetrainEvent, parse_event
-from .store import ModelRecord, ProjectStore, _is_holdout  # the store's own held-out rule, not a copy of it
+from .store import ModelRecord, ProjectStore, RegionRecord, _is_holdout  # the store's own held-out rule
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,71 @@ def held_out_text(ev: Done) -> str:
     if n and first.startswith("held-out"):
         return first  # the worker's words, with the amount of gland it found
     return f"{plural(n, 'held-out region')} could not score the new model" if n else holdout_shortfall(0, 0)
+
+
+#: The file in a run folder where the worker writes what the job trains on (:func:`training_basis`); :func:`finish`
+#: keeps it with the new version as ``metrics["trained_on"]``.
+TRAINED_ON = "trained_on.json"
+
+
+def training_basis(train: Sequence[RegionRecord], holdout: Sequence[RegionRecord], *, recipe: Optional[str] = None,
+                   steps: Optional[int] = None, semi_supervised: bool = FINETUNE_SEMI_SUPERVISED,
+                   seed: int = 0) -> Dict[str, Any]:
+    """What a retraining trains on, as a version keeps it (``metrics["trained_on"]``): the live accepted regions it
+    reads, ``"<region id>@<version>"`` (a region accepted again is another version; a withdrawn one is not live),
+    those it trains on and those it holds out, and the settings that make its model another one (recipe, the steps
+    asked for (None: auto), CDMA's terms, seed). Two jobs with equal bases give the same model in effect."""
+    return {"train": sorted(f"{r.region_id}@{r.version}" for r in train),
+            "holdout": sorted(f"{r.region_id}@{r.version}" for r in holdout),
+            "recipe": str(recipe or "default"), "steps": int(steps) if steps else None,
+            "semi_supervised": bool(semi_supervised), "seed": int(seed)}
+
+
+def store_basis(store: ProjectStore, **settings: Any) -> Dict[str, Any]:
+    """:func:`training_basis` of a retraining of ``store`` started now with ``settings``."""
+    return training_basis(store.training_regions(), store.holdout_regions(), **settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class NothingNew:
+    """The store's latest model version was trained on what a retraining would train on now (:func:`nothing_new`)."""
+
+    version: str
+    created: str  # ISO time the version was added
+    n_train: int
+    n_holdout: int
+
+    def since(self, when: str) -> str:
+        """``"nothing new since v0001 (trained at 06:40 on the same 5 regions, 2 held out, same settings)"``;
+        ``when``: :attr:`created` as the caller shows times (``06:40`` reads "at 06:40")."""
+        at = f"at {when}" if ":" in when else when
+        held = f", {self.n_holdout} held out" if self.n_holdout else ""
+        return (f"nothing new since {self.version} (trained {at} on the same {plural(self.n_train, 'region')}"
+                f"{held}, same settings)")
+
+
+def nothing_new(store: ProjectStore, basis: Dict[str, Any]) -> Optional[NothingNew]:
+    """The store's latest model version when it was trained on ``basis`` (no region accepted, accepted again or
+    withdrawn since, same settings): retraining now would give the same model in effect. None when anything
+    changed, when the store has no version, or when its latest version does not say what it was trained on (a
+    version added by hand, or trained before versions kept it)."""
+    models = store.models()
+    if not models:
+        return None
+    last = max(models, key=lambda m: int(m.version[1:]) if m.version[1:].isdigit() else -1)
+    had = (last.metrics or {}).get("trained_on")
+    if not isinstance(had, dict) or any(had.get(key) != value for key, value in basis.items()):
+        return None
+    return NothingNew(last.version, last.created, len(basis["train"]), len(basis["holdout"]))
+
+
+def read_trained_on(run_dir: PathLike) -> Optional[Dict[str, Any]]:
+    """The basis (:func:`training_basis`) the worker wrote in a run folder; None without one (or unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / TRAINED_ON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class RetrainJob:
@@ -352,7 +418,7 @@ def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None) -> Tuple[b
 
 
 def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = None,
-           note: str = "") -> ModelRecord:
+           note: str = "", trained_on: Optional[Dict[str, Any]] = None) -> ModelRecord:
     """Add a finished job's model to the store; it becomes current if better (or if ``promote``).
 
     Args:
@@ -362,6 +428,9 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
             on at least ``MIN_HOLDOUT_FOR_PROMOTION`` held-out regions (never on fewer) and agrees with
             the current model on uncorrected tissue; True / False = the user's choice.
         note: free text kept with the model version.
+        trained_on: what the job trained on (:func:`training_basis`), kept as ``metrics["trained_on"]`` so that
+            :func:`nothing_new` can tell a retraining that would change nothing; default: the one the worker wrote
+            beside the checkpoint (:data:`TRAINED_ON`), none if it wrote none.
 
     Returns:
         The new model version's record; ``metrics["decision"]`` says why it was (not) promoted.
@@ -382,6 +451,10 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
                "min_agreement": ev.min_agreement, "recipe": ev.recipe,
                "per_image": [dataclasses.asdict(r) for r in ev.per_image],
                "promoted_by": "rule" if promote is None else "user", "decision": decision}
+    if trained_on is None:
+        trained_on = read_trained_on(Path(ev.checkpoint).parent)
+    if trained_on is not None:
+        metrics["trained_on"] = trained_on
     parent = ev.parent_model or store.current_model_version
     record = store.add_model(ev.checkpoint, parent=parent, metrics=metrics, note=note or ev.message,
                              promoted=promoted)

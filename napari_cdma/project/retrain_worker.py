@@ -20,6 +20,10 @@ Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
         the rule of :func:`~napari_cdma.project.retrain_job.finish`, always, or never), as ``cdma retrain``
         does; absent: the caller registers it (the dock).
 
+Before training, the worker writes ``trained_on.json`` in ``out_dir``: the accepted regions it read and the settings
+(:func:`~napari_cdma.project.retrain_job.training_basis`), kept with the new version by
+:func:`~napari_cdma.project.retrain_job.finish`.
+
 Protocol: one JSON object per line on stdout (flushed), the events of
 :mod:`napari_cdma.project.events` in order: ``Started``, ``Progress`` (per step), ``Evaluating``,
 then ``Done``, or ``Cancelled`` (SIGTERM: the trainer stops between steps; exit 0) or ``Failed``
@@ -257,7 +261,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     from src_model.progress import drain
     from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
-    from .retrain_job import MIN_HOLDOUT_GLAND_PX, holdout_shortfall, plural
+    from .retrain_job import MIN_HOLDOUT_GLAND_PX, TRAINED_ON, holdout_shortfall, plural, training_basis
     from .store import ProjectStore, StoreError
 
     store = ProjectStore.open(job["store"], create=False)
@@ -276,6 +280,14 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     if not train_records:
         raise ValueError("no accepted regions to train on (held-out regions are kept for validation); "
                          "accept more corrected regions first")
+    steps_asked = int(job["steps"]) if job.get("steps") else None
+    semi = bool(job.get("semi_supervised", FINETUNE_SEMI_SUPERVISED))
+    seed, device = int(job.get("seed", 0)), str(job.get("device", "auto"))
+    # what this job trains on, as the store read now holds it; finish() keeps it with the new version, so that a
+    # retraining with nothing new since is told before it starts (retrain_job.nothing_new)
+    trained_on = training_basis(train_records, holdout_records, recipe=job.get("recipe"), steps=steps_asked,
+                                semi_supervised=semi, seed=seed)
+    (out_dir / TRAINED_ON).write_text(json.dumps(trained_on, indent=1), encoding="utf-8")
     # A region whose files are missing or damaged is left out with a warning (never read as zeros).
     to_train = []
     held = []
@@ -303,9 +315,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     whole_images = [(digest, image) for digest, image, whole in stored if whole]
     del stored
     labelled = training_pairs(to_train, dict(whole_images), recipe.in_context)
-    steps = int(job["steps"]) if job.get("steps") else default_steps(recipe, labelled)
-    semi = bool(job.get("semi_supervised", FINETUNE_SEMI_SUPERVISED))
-    seed, device = int(job.get("seed", 0)), str(job.get("device", "auto"))
+    steps = steps_asked or default_steps(recipe, labelled)
     config = {"recipe": recipe.name, "steps": steps, "semi_supervised": semi, "seed": seed, "device": device,
               **overrides}
     emit(Started(model_version=parent, n_labelled=len(labelled), n_unlabelled=len(unlabelled),
@@ -357,7 +367,9 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         emit(Cancelled(steps_done=result.steps_done))
         return 0
     if agree["pooled"] is not None:
-        message += f"; agreement with {parent} on uncorrected tissue {agree['pooled']:.3f} ({agree['crops']} crops)"
+        # "crops" is the engine's word: the dock says samples of the images (walk 20); this is the version's note
+        message += (f"; agreement with {parent} on uncorrected tissue {agree['pooled']:.3f} "
+                    f"(in {plural(agree['crops'], 'sample')} of the images)")
     else:
         message += ("; no stored image has uncorrected tissue (outside the accepted regions) to compare with "
                     "the current model")
@@ -368,7 +380,8 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     if register is not None:
         from .retrain_job import finish
 
-        record = finish(store, done, promote={"auto": None, "yes": True, "no": False}[register])
+        record = finish(store, done, promote={"auto": None, "yes": True, "no": False}[register],
+                        trained_on=trained_on)
         done = dataclasses.replace(done, version=record.version, promoted=record.promoted,
                                    decision=str(record.metrics.get("decision", "")))
     emit(done)
