@@ -361,7 +361,8 @@ class CdmaWidget(QWidget):
         self.states: Dict[str, ImageState] = {}
         self.image_names: Dict[str, str] = {}  # store image hash -> image layer name
         self.last_image: Optional[str] = None
-        self._refresh_after_predict = False
+        #: the image to predict again once the run in progress has stopped (a new current model came meanwhile)
+        self._refresh_after_predict: Optional[str] = None
         self._turns: List[Any] = []  # GUI work left of a large image's hand-over, one step per event-loop turn
         #: a large image's save (and the store's creation, when its first prediction makes it), left at its
         #: hand-over for :meth:`_start_deferred_save`, or a flush
@@ -461,7 +462,7 @@ class CdmaWidget(QWidget):
         self.versions_panel.rollback_button.clicked.connect(lambda: self.show_panel("Model versions"))
         self.predict_panel.finished.connect(self._on_predicted)
         self.predict_panel.idle.connect(self._on_predict_idle)
-        self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", False))
+        self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", None))
         self.predict_panel.image_choice.changed.connect(self._follow_image)
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -637,7 +638,7 @@ class CdmaWidget(QWidget):
         event-loop turns is ``previous``'s: those steps are done now, before its layers are detached. Returns what
         the Predict panel's status line says of a cancel, None when none was cancelled."""
         panel = self.predict_panel
-        self._refresh_after_predict = False  # a re-run asked for a model of the previous store
+        self._refresh_after_predict = None  # a re-run asked for a model of the previous store
         if self._turns:
             turns, self._turns = self._turns, []
             for image_name, step in turns:
@@ -1606,6 +1607,12 @@ class CdmaWidget(QWidget):
             if kept:
                 note = f"The layer '{main}' did not hold this image's prediction: it was kept as '{kept}'."
                 notes.append((note, note))
+            shown_aside = [other for other in others if self.viewer.layers[other].visible]
+            if shown_aside:  # the glands on screen are this model's alone (walk 22: a tried version's outlines
+                # stayed over the new current model's after a roll back)
+                self._hide_side_layers(self.states[name])
+                notes.append((f"Other versions' layers of '{name}' are hidden: {', '.join(shown_aside)}.",
+                              "Other versions' layers hidden."))
         if result.image_hash:
             self.image_names[result.image_hash] = name
             # created here, empty or not, so that later accepts never add a layer
@@ -2052,18 +2059,30 @@ class CdmaWidget(QWidget):
         return names_for(image_name or self.last_image or "")
 
     def _on_model_changed(self, version: str) -> None:
-        """A new current model: select it and refresh the predictions of the last image (into a new
+        """A new current model: select it and refresh the predictions of the image on screen (into a new
         layer if its prediction layer holds edits not accepted yet)."""
         self.retrain_panel.model_now_current(version)  # Keep new model anyway goes once its version is current
         self._sync_from_store(select_current=True)
-        if self.last_image and self.last_image in self.viewer.layers:
-            if not self.predict_panel.running and self._already_predicted_by(self.last_image, version):
+        image = self._image_to_refresh()
+        if image is not None:
+            if not self.predict_panel.running and self._already_predicted_by(image, version):
                 return
             if self.predict_panel.running:
-                self._refresh_after_predict = True  # re-run once the current run has stopped
+                self._refresh_after_predict = image  # re-run once the current run has stopped
                 self.predict_panel.cancel()
             else:
-                self.predict(self.last_image)
+                self.predict(image)
+
+    def _image_to_refresh(self) -> Optional[str]:
+        """The image a new current model predicts again: the one chosen in Predict, which is the one on screen
+        (walk 22: a roll back with testA_2 chosen and shown predicted the hidden testA_1, the last image predicted),
+        if it has been predicted; else the last image predicted; None if neither is open."""
+        chosen = self.predict_panel.image_layer
+        name = getattr(chosen, "name", None)
+        layers = self.viewer.layers
+        if chosen is not None and chosen in layers and name in self.states and names_for(name)["prediction"] in layers:
+            return name
+        return self.last_image if self.last_image and self.last_image in layers else None
 
     def _already_predicted_by(self, image: str, version: str) -> bool:
         """When the image's own prediction layer (the one corrected) was made by ``version``, the model now
@@ -2095,6 +2114,6 @@ class CdmaWidget(QWidget):
                 self.viewer.layers[other].visible = False
 
     def _on_predict_idle(self) -> None:
-        if self._refresh_after_predict and self.last_image in self.viewer.layers:
-            self._refresh_after_predict = False
-            self.predict(self.last_image)
+        image, self._refresh_after_predict = self._refresh_after_predict, None
+        if image and image in self.viewer.layers:
+            self.predict(image)

@@ -1,0 +1,67 @@
+"""Walk 22: a roll back predicts the image on screen again, not the last one predicted (with testA_2 chosen and
+shown, a roll back predicted the hidden testA_1); and a new current model's prediction hides the layers of versions
+tried before (a tried version's outlines stayed over the fresh prediction)."""
+from __future__ import annotations
+
+import numpy as np
+from _dock import open_dock, predict_and_wait
+
+from napari_cdma._layers import names_for
+from napari_cdma._sample import SAMPLE_NAME
+from napari_cdma.project.store import BUNDLED, ProjectStore
+
+PLUGIN = "napari-cdma"
+
+
+def _two_versions(tmp_path, checkpoint):
+    store = ProjectStore.open(tmp_path / "project")
+    first = store.add_model(checkpoint, parent=BUNDLED, promoted=True)
+    second = store.add_model(checkpoint, parent=first.version, promoted=False)
+    return store, first, second
+
+
+def test_roll_back_predicts_the_image_chosen_not_the_last_one_predicted(make_napari_viewer, qtbot, tmp_path,
+                                                                         lite_checkpoint):
+    store, first, second = _two_versions(tmp_path, lite_checkpoint)
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    sample = np.asarray(viewer.layers[SAMPLE_NAME].data)
+    viewer.add_image(np.ascontiguousarray(sample[:256, :320]), name="second", rgb=True)
+    dock = open_dock(viewer, store.root)
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    predict_and_wait(qtbot, dock, "second")  # the last image predicted
+    assert dock.last_image == "second"
+    dock.predict_panel.set_image(SAMPLE_NAME)  # chosen in Predict: shown, "second" hidden under it
+    qtbot.waitUntil(lambda: dock.settled(), timeout=30_000)
+    assert viewer.layers[SAMPLE_NAME].visible and not viewer.layers["second"].visible
+    before_second = dock.states["second"]
+
+    assert dock.versions_panel.roll_back(second.version)
+    qtbot.waitUntil(lambda: dock.states[SAMPLE_NAME].model_version == second.version, timeout=60_000)
+    qtbot.waitUntil(lambda: not dock.predict_panel.running and dock.settled(), timeout=60_000)
+    assert dock.states["second"] is before_second  # the hidden image was not predicted again
+    assert dock.states["second"].model_version == first.version
+    assert viewer.layers[SAMPLE_NAME].visible and not viewer.layers["second"].visible
+
+
+def test_a_new_current_models_prediction_hides_the_versions_tried_before(make_napari_viewer, qtbot, tmp_path,
+                                                                         lite_checkpoint):
+    store, first, second = _two_versions(tmp_path, lite_checkpoint)
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    dock = open_dock(viewer, store.root)
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    panel = dock.predict_panel
+    panel.model_combo.setCurrentIndex(panel._find(("version", second.version)))  # tried, not made current
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    main = names_for(SAMPLE_NAME)["prediction"]
+    side = f"{main} ({second.version})"
+    assert side in viewer.layers and viewer.layers[side].visible
+    assert dock.states[SAMPLE_NAME].model_version == first.version  # the layer corrected is still the current's
+
+    assert dock.versions_panel.roll_back(BUNDLED)  # a model that made neither layer: predicted into the main one
+    qtbot.waitUntil(lambda: dock.states[SAMPLE_NAME].model_version in (None, BUNDLED), timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.running and dock.settled(), timeout=60_000)
+    assert viewer.layers[main].visible and not viewer.layers[side].visible  # only the current model's glands
+    assert "Other versions' layers hidden" in panel.status.text(), panel.status.text()
+    assert side in panel.last_message
