@@ -464,6 +464,8 @@ class CdmaWidget(QWidget):
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", None))
         self.predict_panel.image_choice.changed.connect(self._follow_image)
+        # after the panel's own handler (connected first) has shown the region on its image
+        self.review_panel.region_list.itemClicked.connect(lambda _item: self._choose_shown_region_image())
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -1960,6 +1962,18 @@ class CdmaWidget(QWidget):
         review.focus_note(name, hidden, append=True)
         if name is not None and not self._removing:
             self._show_chosen(name)
+
+    def _choose_shown_region_image(self) -> None:
+        """An accepted region's row clicked shows the region on its image (:meth:`ReviewPanel.show_region`); that
+        image becomes the one chosen in Predict, so that the status line, the gland table, "Look here next" and the
+        layer painted are its own (walk 22: a row of testA_2 showed testA_2 while Predict, the gland table and the
+        active layer stayed testA_1's, hidden; Next then said no region was left "on this image")."""
+        review = self.review_panel
+        record = review.records.get(review.shown_region or "")
+        layer = review.image_layer_of(record) if record is not None else None
+        if layer is None or layer is self.predict_panel.image_layer:
+            return
+        self.predict_panel.set_image(layer.name)
 
     def _screen_changed(self, _event: Any = None) -> None:
         QTimer.singleShot(0, self._display_follows_screen)

@@ -65,3 +65,38 @@ def test_a_new_current_models_prediction_hides_the_versions_tried_before(make_na
     assert viewer.layers[main].visible and not viewer.layers[side].visible  # only the current model's glands
     assert "Other versions' layers hidden" in panel.status.text(), panel.status.text()
     assert side in panel.last_message
+
+
+def test_a_row_of_another_images_region_makes_that_image_the_one_chosen(make_napari_viewer, qtbot, tmp_path,
+                                                                       lite_checkpoint):
+    """Walk 22: clicking an accepted region's row of testA_2 showed testA_2, while Predict, the gland table and the
+    active layer stayed those of the hidden testA_1, and Next said no review region was left."""
+    from qtpy.QtCore import Qt
+
+    store = ProjectStore.open(tmp_path / "project")
+    store.add_model(lite_checkpoint, parent=BUNDLED, promoted=True)
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    sample = np.asarray(viewer.layers[SAMPLE_NAME].data)
+    viewer.add_image(np.ascontiguousarray(sample[:320, :384]), name="second", rgb=True)
+    dock = open_dock(viewer, store.root)
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    predict_and_wait(qtbot, dock, "second")
+    review = dock.review_panel
+    record = review.accept(bbox=(0, 0, 128, 128))  # a region of "second"
+    assert record, review.last_message
+    dock.predict_panel.set_image(SAMPLE_NAME)
+    qtbot.waitUntil(lambda: dock.settled() and review.image_name == SAMPLE_NAME, timeout=30_000)
+    assert not viewer.layers["second"].visible
+
+    lst = review.region_list
+    row = next(i for i in range(lst.count()) if lst.item(i).data(Qt.ItemDataRole.UserRole) == record.region_id)
+    lst.scrollToItem(lst.item(row))
+    qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(lst.item(row)).center())
+    qtbot.waitUntil(lambda: dock.settled(), timeout=30_000)
+    assert viewer.layers["second"].visible and not viewer.layers[SAMPLE_NAME].visible
+    assert dock.predict_panel.image_layer is viewer.layers["second"]
+    assert dock.predict_panel.status.text().startswith("second:"), dock.predict_panel.status.text()
+    assert dock.display_panel.image_name == "second" and review.image_name == "second"
+    assert viewer.layers.selection.active is viewer.layers[names_for("second")["prediction"]]
+    assert review.shown_region == record.region_id  # the black frame stays on the region shown
