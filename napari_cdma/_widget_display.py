@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
@@ -27,6 +28,7 @@ from ._layers import (
     camera_for_tile,
     prediction_layers,
     reviewed_at,
+    source_path,
     style_prediction,
     uncertainty_at,
     uncertainty_tint_start,
@@ -404,6 +406,9 @@ class DisplayPanel(QWidget):
         self.model_label = ""
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
         self.last_message = ""
+        #: returns the open project store (or its folder), RuntimeError or None when none is open: Export CSV...
+        #: suggests its folder (:meth:`export_folder`); None: asked of the dock this panel is in
+        self.store_for: Optional[Callable[[], Any]] = None
         #: the last export, while its "Wrote ..." line (or STALE_EXPORT_TEXT) is the status: (image, path, the rows
         #: written, that line)
         self._exported: Optional[Tuple[str, str, List[Dict[str, Any]], str]] = None
@@ -792,11 +797,41 @@ class DisplayPanel(QWidget):
 
         return write_csv(path, self.glands, image=self.image_name or "", model=self.model_label)
 
+    def _store_root(self) -> Optional[Path]:
+        """The open project store's folder, or None: :attr:`store_for` when the dock set it, else asked of the dock
+        this panel sits in (its open store only: none is created)."""
+        ask = self.store_for
+        if ask is None:
+            widget = self.parentWidget()
+            while widget is not None and not callable(getattr(widget, "_open_store_only", None)):
+                widget = widget.parentWidget()
+            ask = getattr(widget, "_open_store_only", None)
+        try:
+            store = ask() if ask is not None else None
+        except RuntimeError:  # no store is open
+            return None
+        root = getattr(store, "root", store)
+        return Path(root) if root else None
+
+    def export_folder(self) -> Path:
+        """Where Export CSV... suggests writing: the open project store's folder, else the folder of the image's
+        source file (one it may write to), else the home folder (walk 22: it suggested the process's working folder,
+        /work/main)."""
+        root = self._store_root()
+        if root is not None and root.is_dir() and os.access(root, os.W_OK):
+            return root
+        layers = self.viewer.layers
+        source = source_path(layers[self.image_name]) if self.image_name and self.image_name in layers else None
+        folder = Path(source).parent if source else None
+        if folder is not None and folder.is_dir() and os.access(folder, os.W_OK):  # not a read-only sample's
+            return folder
+        return Path.home()
+
     def _export_clicked(self) -> None:
         if not self.glands:
             show_message(self.status, "Predict an image first: there is no gland table to export.", True)
             return
-        default = f"{self.image_name or 'glands'} glands.csv"
+        default = str(self.export_folder() / f"{self.image_name or 'glands'} glands.csv")
         path, _ = QFileDialog.getSaveFileName(self, "Export the gland table", default, "CSV (*.csv)")
         if path:
             try:

@@ -6,6 +6,10 @@ table shows each image's held-out Dice before -> after and the agreement, one im
 names the images trained on that it has no row for (nothing of them held out or compared: e.g. an image accepted
 whole). The progress bar shows only while a retraining runs (its row kept when hidden, so nothing below moves).
 
+Held-out regions accepted unedited (the truth there is a model's own prediction: it scores 1.000 there by construction,
+walk 22): the verdict says how many and from whose prediction, the Dice of the edited and the unedited ones apart, and,
+with none edited, that the decision rests on confirmed regions only (the rule: retrain_job.rule_decision).
+
 Retrain stays enabled with no store open or nothing accepted: a click says what is needed, where the
 pathologist looks (the dock scrolls to this panel); its tooltip says it too, worked out when shown.
 
@@ -464,7 +468,7 @@ class RetrainPanel(QWidget):
         join_at_exit(thread)  # the new version registered in full before Python exits (napari_cdma._exit)
 
     def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str, before: str) -> None:
-        from .project.retrain_job import held_out_text, plural
+        from .project.retrain_job import HoldoutSplit, held_out_text, plural
 
         self.retrain_button.setEnabled(True)
         self.progress.setVisible(False)  # registered (or not): the result line says how it ended
@@ -480,7 +484,8 @@ class RetrainPanel(QWidget):
         # the rule's own reason, so that a decision resting on one or two regions says so
         reason = (record.metrics or {}).get("decision") or (
             "it is now the current model" if record.promoted else "the current model stays")
-        held_out = held_out_text(ev)
+        # the held-out regions accepted unedited apart from the edited ones (the rule's reason says what they mean)
+        held_out = held_out_text(ev, HoldoutSplit.from_json((record.metrics or {}).get("holdout_split")))
         # "crops" is the engine's word: a pathologist reads samples of the images (walk 20)
         agreement = "" if ev.agreement is None else (f"; agreement on uncorrected tissue {fmt_dice(ev.agreement)} "
                                                      f"(in {plural(ev.agreement_crops, 'sample')} of your images)")

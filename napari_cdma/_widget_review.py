@@ -122,11 +122,83 @@ def withdrawn_mark(record: RegionRecord, now: Optional[Any] = None) -> str:
     return f"{WITHDRAWN_MARK}{when}{who}] "
 
 
-def withdrawn_note(record: RegionRecord) -> str:
-    """Who withdrew a region and when, in full (``withdrawn 2026-11-30 18:24 UTC by root``, local time)."""
-    when = f" {full_when(record.withdrawn_at)}" if record.withdrawn_at else ""
+def withdrawn_note(record: RegionRecord, full: bool = True, now: Optional[Any] = None) -> str:
+    """Who withdrew a region and when: in full for a tooltip (``withdrawn 2026-11-30 18:24 UTC by root``), short for
+    the status line (``full=False``: ``withdrawn 18:24 by root``, as the row says it: walk 22 read the row's
+    "[withdrawn 06:31 by root]" and the status line's "withdrawn 2026-12-03 06:31 UTC by root" at once); local time."""
+    when = "" if not record.withdrawn_at else \
+        f" {full_when(record.withdrawn_at) if full else short_when(record.withdrawn_at, now)}"
     who = f" by {record.withdrawn_by}" if record.withdrawn_by else ""
     return f"withdrawn{when}{who}"
+
+
+def box_inside(inner: Sequence[int], outer: Sequence[int]) -> bool:
+    """Whether the box ``inner`` (y0, x0, y1, x1) lies wholly inside ``outer``."""
+    return (inner[0] >= outer[0] and inner[1] >= outer[1] and inner[2] <= outer[2] and inner[3] <= outer[3])
+
+
+def overlapping(record: RegionRecord, records: Sequence[RegionRecord]) -> List[RegionRecord]:
+    """The live regions of ``records`` of the same image as ``record`` (not itself) whose boxes share pixels with
+    its box."""
+    return [r for r in records if r.region_id != record.region_id and not r.withdrawn
+            and r.image_hash == record.image_hash and boxes_overlap(tuple(r.bbox), tuple(record.bbox))]
+
+
+def _accepted_text(other: RegionRecord, whole: Optional[Sequence[int]], now: Optional[Any]) -> str:
+    """``(accepted whole at 06:31)`` / ``(accepted at 06:31)``: how an overlap note names the other region."""
+    how = "accepted whole" if whole is not None and tuple(other.bbox) == tuple(whole) else "accepted"
+    return f"({how} at {short_when(other.created, now)})"
+
+
+def _held_note(a: RegionRecord, b: RegionRecord) -> str:
+    """When one of two overlapping regions is held out for validation and the other trains: say so."""
+    if a.holdout == b.holdout:
+        return ""
+    held, trains = (a, b) if a.holdout else (b, a)
+    return f" {held.region_id} is held out for validation, yet {trains.region_id} trains on the tissue they share."
+
+
+def overlap_note(record: RegionRecord, records: Sequence[RegionRecord], whole: Optional[Sequence[int]] = None,
+                 now: Optional[Any] = None) -> str:
+    """What the status line says after ``record`` was accepted (or restored) over live regions of its image
+    (walk 22: a rectangle drawn inside an image accepted whole was stored silently as a region of its own). What
+    happens is said as the store and the retraining do it: each region is a training pair of its own, its box with
+    the corrected mask it was stored with (:func:`~napari_cdma.project.retrain_worker.training_pairs`), so where two
+    boxes overlap the pixels are trained twice, once with each mask, and where those masks differ the model is taught
+    both; a reopened store pastes the regions in id order, the highest id's mask on top. ``whole``: the image's box
+    (a region with that box is "accepted whole"). "" when it overlaps none."""
+    others = overlapping(record, records)
+    if not others:
+        return ""
+    parts = []
+    for other in others:
+        if box_inside(record.bbox, other.bbox):
+            relation = "lies inside"
+        elif box_inside(other.bbox, record.bbox):
+            relation = "covers"
+        else:
+            relation = "overlaps"
+        parts.append(f"{relation} {other.region_id} {_accepted_text(other, whole, now)}")
+    ids = [record.region_id, *(o.region_id for o in others)]
+    both = "both train" if len(others) == 1 else "all train"
+    note = (f"{record.region_id} {', '.join(parts)}: {both}, each with the mask it was stored with (where the masks "
+            f"differ, training is taught both); a reopened store shows {max(ids)}'s where they overlap.")
+    return note + "".join(_held_note(record, o) for o in others)
+
+
+def still_trained_note(record: RegionRecord, records: Sequence[RegionRecord], whole: Optional[Sequence[int]] = None,
+                       now: Optional[Any] = None) -> str:
+    """What the status line says after ``record`` was withdrawn while live regions of its image overlap it (walk 22:
+    withdrawing r0001 left its edit in training through r0002, accepted whole after it): they still train (or, held
+    out, score) that tissue with the masks they were stored with. "" when none overlaps it."""
+    notes = []
+    for other in overlapping(record, records):
+        use = "is still scored on" if other.holdout else "still trains"
+        what = "that tissue" if box_inside(record.bbox, other.bbox) else "part of that tissue"
+        notes.append(f"{other.region_id} {_accepted_text(other, whole, now)} {use} {what}, with the mask it was "
+                     f"stored with (which holds {record.region_id}'s edits if they were made before it was accepted): "
+                     f"withdraw {other.region_id} too to take it out.")
+    return " ".join(notes)
 
 
 #: What the review buttons say they do (their tooltip while enabled); :data:`NEEDS` what they need first.
@@ -435,7 +507,8 @@ class ReviewPanel(QWidget):
         viewer: the napari viewer.
         get_store: returns the open ``ProjectStore`` (opening it if needed).
         get_state: returns the dock's ``ImageState`` for an image name (or None).
-        image_label: names a region's image in the accepted-region list (default: its file name).
+        image_label: names a region's image while it is not open (default: its file name); an open image is named
+            by its layer's name (:meth:`ReviewPanel.image_text`).
         parent: parent widget.
 
     Signals:
@@ -501,6 +574,7 @@ class ReviewPanel(QWidget):
         #: image name -> unique ids of its layers :meth:`focus` hid while another image was reviewed (shown again
         #: when it is reviewed or chosen again)
         self._hidden_by_focus: Dict[str, Set[Any]] = {}
+        self._names_pending = False  # the rows' image names are redone next turn (_names_changed)
         self.show_withdrawn = QCheckBox("Show withdrawn")
         self.show_withdrawn.setToolTip("List the withdrawn regions too (greyed, marked [withdrawn]): the store "
                                        "keeps them, and Restore makes one count again")
@@ -580,12 +654,14 @@ class ReviewPanel(QWidget):
             ev.connect(lambda _e=None: (self.labels_choice.reset_choices(), self.shapes_choice.reset_choices()))
             # the dock updates its images' state in the same event, after this panel: the buttons follow next turn
             ev.connect(lambda _e=None: QTimer.singleShot(0, self.update_buttons))
+            ev.connect(self._names_changed)  # a region's image opened or closed: its row names it so
         # the slide on screen: after the dock's own handlers of the same event (it may list another image)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         for ev in (viewer.layers.events.removed, viewer.layers.events.moved):
             ev.connect(lambda _e=None: QTimer.singleShot(0, self.check_screen))
         for layer in viewer.layers:
             layer.events.visible.connect(self._on_visible)
+            layer.events.name.connect(self._names_changed)
         self._watch_shapes()
         self.update_buttons()
         self.check_screen()
@@ -645,6 +721,7 @@ class ReviewPanel(QWidget):
         layer = getattr(event, "value", None)
         if layer is not None:
             layer.events.visible.connect(self._on_visible)
+            layer.events.name.connect(self._names_changed)
         QTimer.singleShot(0, self.check_screen)
 
     def _on_visible(self, _event: Any = None) -> None:
@@ -1080,6 +1157,10 @@ class ReviewPanel(QWidget):
         self._say(f"{head}, {box_text(bbox)}{note}.")
         self.drop_reviewed(image_name, bbox)
         self.refresh_regions()
+        h, w = state.original_labels.shape[:2]
+        over = overlap_note(record, list(self.records.values()), (0, 0, h, w))
+        if over:  # stored beside live regions of the image it overlaps: said, not silent (walk 22)
+            self._say(f"{self.last_message} {over}")
         self.regions_changed.emit()
         return record
 
@@ -1187,12 +1268,43 @@ class ReviewPanel(QWidget):
         self.records = {r.region_id: r for r in regions}
         self._fill_regions()
 
+    def image_text(self, r: RegionRecord) -> str:
+        """A region's image as the panel names it: the name of its layer while the image is open (what the layer
+        list, the Predict chooser, the status lines and the CSV's image column say), else the stored source's name
+        (the file it came from; the dock's ``image_label``), said not open. Walk 22: the list said
+        "glas_testA_1.png" and "testA_2.png" beside layers "GlaS testA_1 (H&E)" and "testA_2"."""
+        layer = self.image_layer_of(r)
+        return layer.name if layer is not None else f"{self._image_label(r)} (not open)"
+
     def region_text(self, r: RegionRecord) -> str:
         """A row of the accepted-region list: what tells regions apart first (withdrawn, held out, id, image);
         the rows wrap, nothing is cut."""
         mark = (withdrawn_mark(r) if r.withdrawn else "") + ("[held out] " if r.holdout else "")
-        return (f"{mark}{r.region_id}  {self._image_label(r)}  {box_text(r.bbox)}  "
+        return (f"{mark}{r.region_id}  {self.image_text(r)}  {box_text(r.bbox)}  "
                 f"corrects {r.model_version}")
+
+    def _whole_box(self, record: Optional[RegionRecord]) -> Optional[BBox]:
+        """The box of the whole image of ``record`` (0, 0, H, W) while it is open, else None."""
+        layer = self.image_layer_of(record) if record is not None else None
+        hw = image_hw(layer) if layer is not None else None
+        return (0, 0, hw[0], hw[1]) if hw is not None else None
+
+    def _names_changed(self, _event: Any = None) -> None:
+        """An image was opened, closed or renamed: the list's rows name each region's image as it is now
+        (:meth:`image_text`), once the event loop turns (a reopen adds many layers in a row)."""
+        if not self._names_pending:
+            self._names_pending = True
+            QTimer.singleShot(0, self._rename_rows)
+
+    def _rename_rows(self) -> None:
+        self._names_pending = False
+        try:
+            texts = [self.region_text(r) for r in self.records.values()]
+            rows = [self.region_list.item(i).text() for i in range(self.region_list.count())]
+        except RuntimeError:  # the panel's Qt objects are gone (the dock or the viewer closed)
+            return
+        if any(t not in texts for t in rows):
+            self._fill_regions()
 
     def _fill_regions(self) -> None:
         """The list from the regions last read (:attr:`records`): no store is read (ticking *Show withdrawn*
@@ -1276,7 +1388,7 @@ class ReviewPanel(QWidget):
         state = "withdrawn " if record.withdrawn else ""
         if layer is None:
             self._say(f"The image of {state}region {record.region_id} ({self._image_label(record)}) is not open: "
-                      "open it, or reopen the project store, to see the region.")
+                      "open it, or reopen the project store, to see the region.")  # its stored source's name
             return None
         if move:
             self.clear_tile_selection()  # the view leaves the review region: Accept region must not store it unseen
@@ -1291,7 +1403,7 @@ class ReviewPanel(QWidget):
         frame = self._shown_layer(layer.name, record.bbox, label, record.region_id)
         if not move:
             return frame
-        note = f"; {withdrawn_note(record)} (Restore brings it back)" if record.withdrawn else ""
+        note = f"; {withdrawn_note(record, full=False)} (Restore brings it back)" if record.withdrawn else ""
         others = (" " + ", ".join(f"'{n}'" for n in hidden) + " hidden (they overlap it): choose one in Predict "
                   "to see it again.") if hidden else ""
         self._say(f"Showing {state}region {record.region_id} of '{layer.name}' ({SHOWN_COLOR} box){note}.{others}")
@@ -1388,6 +1500,10 @@ class ReviewPanel(QWidget):
             " (Show withdrawn lists it: Restore brings it back)"
         self._say(f"Withdrew region {region_id}: not used for training or validation; the store keeps it{kept}.")
         self.refresh_regions()
+        record = self.records.get(region_id)
+        still = still_trained_note(record, list(self.records.values()), self._whole_box(record)) if record else ""
+        if still:  # its tissue is still in training through a live region over it (walk 22)
+            self._say(f"{self.last_message} {still}")
         if self.show_withdrawn.isChecked():
             self._reframe(region_id)  # its row stays, greyed: the frame says "withdrawn"
         elif self.shown_region == region_id:
@@ -1418,6 +1534,9 @@ class ReviewPanel(QWidget):
         use = "validation (held out)" if restored.holdout else "training"
         self._say(f"Restored region {region_id}: it counts again for {use}.")
         self.refresh_regions()
+        over = overlap_note(restored, list(self.records.values()), self._whole_box(restored))
+        if over:
+            self._say(f"{self.last_message} {over}")
         self._reframe(region_id)
         layer = self.image_layer_of(restored)
         if layer is not None:  # reviewed again: "Look here next" skips it, as after an Accept

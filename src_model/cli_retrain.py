@@ -7,7 +7,9 @@ promotion rule are the dock's. The worker registers the new model in the store (
 by the rule (``--promote auto``), always (``yes``) or never (``no``).
 
 Output: progress on stderr (or JSON lines on stdout with ``--progress json``), a per-image before/after
-table on stderr, and one JSON line ``{"event": "done", ...}`` on stdout. Exit status: 0 done,
+table on stderr (with a line of the edited and the unedited held-out regions' Dice apart when some were accepted
+unedited), and one JSON line ``{"event": "done", ...}`` on stdout (``holdout_split``: those regions and both Dice,
+:class:`napari_cdma.project.retrain_job.HoldoutSplit`). Exit status: 0 done,
 2 bad input (no store, nothing to train on, unknown recipe), 1 the worker failed, 130 interrupted,
 3 nothing new: the store's latest version was trained on the same accepted regions (none accepted, accepted again
 or withdrawn since) with the same settings, so the run would give the same model; one line on stderr says which
@@ -199,11 +201,21 @@ def cmd_retrain(args, progress_printer, user_error) -> int:
     if missing:  # as the dock's line under its table: an image trained on without a row is not one left out
         print(f"not in the table: {', '.join(missing)} (trained on; no region of "
               f"{'it' if len(missing) == 1 else 'them'} held out, no uncorrected tissue compared)", file=sys.stderr)
+    from napari_cdma.project.events import parse_event
+    from napari_cdma.project.retrain_job import held_out_text, read_holdout_split
+
+    # held-out regions accepted unedited (walk 22): the edited and the unedited ones' Dice apart; the decision says
+    # what they mean
+    split = read_holdout_split(out_dir)
+    if split is not None and split.unedited.n:
+        print(f"{held_out_text(parse_event(done), split)} ({split.unedited.n} of {done.get('n_holdout')} held-out "
+              f"accepted unedited: {', '.join(split.regions)})", file=sys.stderr)
     print(f"{done.get('version')}: {'promoted' if done.get('promoted') else 'not promoted'}: {done.get('decision')}",
           file=sys.stderr)
     keys = ("checkpoint", "version", "promoted", "decision", "parent_model", "steps_done", "recipe", "n_holdout",
             "old_dice", "new_dice", "agreement", "min_agreement", "per_image")
-    print(json.dumps({"event": "done", **{k: done.get(k) for k in keys}}), flush=True)
+    print(json.dumps({"event": "done", **{k: done.get(k) for k in keys},
+                      "holdout_split": None if split is None else split.to_json()}), flush=True)
     return 0
 
 

@@ -131,9 +131,20 @@ def promotion_outlook(n_holdout: int, scored: bool, outlook: Optional[HoldoutOut
                     f"{plural(k, 'accepted region')} away{every}")
 
 
-def held_out_text(ev: Done) -> str:
-    """The held-out part of a finished job's result, in words: the Dice before -> after, or why there is none."""
+def held_out_text(ev: Done, split: Optional["HoldoutSplit"] = None) -> str:
+    """The held-out part of a finished job's result, in words: the Dice before -> after, or why there is none. With
+    the job's ``split`` (:class:`HoldoutSplit`) holding unedited regions: the edited and the unedited regions' Dice
+    apart when both were scored, and "accepted unedited" when all of them were."""
     n = int(ev.n_holdout or 0)
+    if ev.old_dice is not None and ev.new_dice is not None and split is not None and split.unedited.n \
+            and split.matches(ev):
+        e, u = split.edited, split.unedited
+        if e.n and e.scored and u.scored:
+            return (f"held-out Dice {e.dice()} on {plural(e.n, 'edited region')}, {u.dice()} on {u.n} accepted "
+                    f"unedited")
+        if not e.n:
+            return f"held-out Dice {float(ev.old_dice):.3f} -> {float(ev.new_dice):.3f} on {plural(n, 'region')} " \
+                   f"accepted unedited"
     if ev.old_dice is not None and ev.new_dice is not None:
         return f"held-out Dice {float(ev.old_dice):.3f} -> {float(ev.new_dice):.3f} on {plural(n, 'region')}"
     first = (ev.message or "").split("; ")[0]
@@ -163,6 +174,104 @@ def training_basis(train: Sequence[RegionRecord], holdout: Sequence[RegionRecord
 def store_basis(store: ProjectStore, **settings: Any) -> Dict[str, Any]:
     """:func:`training_basis` of a retraining of ``store`` started now with ``settings``."""
     return training_basis(store.training_regions(), store.holdout_regions(), **settings)
+
+
+#: The file in a run folder where the worker writes which held-out regions were accepted unedited and the Dice of the
+#: edited and the unedited ones apart (:class:`HoldoutSplit`); :func:`finish` keeps it as ``metrics["holdout_split"]``.
+HOLDOUT_SPLIT = "holdout_split.json"
+#: How far the new model's pooled Dice on held-out regions accepted unedited may fall below the current model's before
+#: the rule keeps the current one. On such a region the truth is a model's own prediction: the Dice of the new model
+#: there is its agreement with that prediction, and 1 - :data:`src_model.agreement.MIN_AGREEMENT` (0.05) is what the
+#: rule lets the new model change of uncorrected tissue; confirmed tissue gets less: 0.02 (the walk's retraining moved
+#: it by 0.003).
+UNEDITED_TOLERANCE = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldPart:
+    """The edited or the unedited held-out regions of a job: how many, their gland pixels, and the pooled Dice of the
+    current and the new model on them (None: not scored, too little gland or the job scored nothing)."""
+
+    n: int = 0
+    gland_px: int = 0
+    old_dice: Optional[float] = None
+    new_dice: Optional[float] = None
+
+    @property
+    def scored(self) -> bool:
+        return self.old_dice is not None and self.new_dice is not None
+
+    def dice(self) -> str:
+        """``"1.000 -> 0.997"``."""
+        return f"{float(self.old_dice):.3f} -> {float(self.new_dice):.3f}" if self.scored else "n/a"
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldoutSplit:
+    """A job's held-out regions split by whether they were accepted unedited: the corrected mask's gland pixels equal
+    those of the prediction it corrected (instance ids may differ; the Dice sees only gland pixels), so that the model
+    that made that prediction scores 1.000 there by construction. ``unedited_from``: model version -> how many of the
+    unedited regions were its prediction (:attr:`RegionRecord.model_version`); ``regions``: ``"<id>@<version>"`` of
+    the unedited ones. Written by the worker (:data:`HOLDOUT_SPLIT`), kept with the version as
+    ``metrics["holdout_split"]``."""
+
+    edited: HeldPart = HeldPart()
+    unedited: HeldPart = HeldPart()
+    unedited_from: Dict[str, int] = dataclasses.field(default_factory=dict)
+    regions: Tuple[str, ...] = ()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"edited": dataclasses.asdict(self.edited), "unedited": dataclasses.asdict(self.unedited),
+                "unedited_from": dict(self.unedited_from), "regions": list(self.regions)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional["HoldoutSplit"]:
+        """The split of :meth:`to_json`; None for anything else (a version or run folder from before it was kept)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            parts = [HeldPart(**{k: v for k, v in dict(data.get(key) or {}).items()
+                                 if k in ("n", "gland_px", "old_dice", "new_dice")}) for key in ("edited", "unedited")]
+            return cls(parts[0], parts[1], {str(k): int(v) for k, v in dict(data.get("unedited_from") or {}).items()},
+                       tuple(str(r) for r in data.get("regions") or ()))
+        except (TypeError, ValueError):
+            return None
+
+    def matches(self, ev: Done) -> bool:
+        """The split is of ``ev``'s held-out regions: as many, and scored as the event was (enough gland in all of them
+        together, :data:`MIN_HOLDOUT_GLAND_PX`). A split that does not match (an event edited by hand or by a script
+        after the run) is not used."""
+        scored = ev.old_dice is not None and ev.new_dice is not None
+        return (self.edited.n + self.unedited.n == int(ev.n_holdout or 0)
+                and (self.edited.gland_px + self.unedited.gland_px >= MIN_HOLDOUT_GLAND_PX) == scored)
+
+    def note(self, current: str) -> str:
+        """The unedited held-out regions in words (empty without any): how many, from whose prediction, and what that
+        means for the score."""
+        k, n = self.unedited.n, self.unedited.n + self.edited.n
+        if not k:
+            return ""
+        froms = sorted(self.unedited_from)
+        if froms == [current]:
+            source = f"{current}'s own prediction"
+        elif len(froms) == 1:
+            source = f"{froms[0]}'s prediction"
+        else:
+            source = "the predictions of " + ", ".join(f"{v} ({self.unedited_from[v]})" for v in froms)
+        said = f"{k} of {n} held-out regions {'was' if k == 1 else 'were'} accepted unedited from {source}"
+        if current in froms and self.unedited.scored and float(self.unedited.old_dice) >= 0.9995:
+            said += f": {current} scores {float(self.unedited.old_dice):.3f} there by construction"
+        elif froms:
+            said += ": such a region favours the model that made it"
+        return said + "; only edited held-out regions show whether a model fixes errors"
+
+
+def read_holdout_split(run_dir: PathLike) -> Optional[HoldoutSplit]:
+    """The split (:class:`HoldoutSplit`) the worker wrote in a run folder; None without one (or unreadable)."""
+    try:
+        return HoldoutSplit.from_json(json.loads((Path(run_dir) / HOLDOUT_SPLIT).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,7 +487,8 @@ class RetrainJob:
             pass
 
 
-def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None) -> Tuple[bool, str]:
+def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None,
+                  split: Optional[HoldoutSplit] = None) -> Tuple[bool, str]:
     """What the promotion rule decides for a finished job, and the reason in words.
 
     A new model is promoted only when it scored better than the old one on at least
@@ -389,6 +499,14 @@ def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None) -> Tuple[b
     scored (``old_dice`` / ``new_dice`` None, :data:`MIN_HOLDOUT_GLAND_PX`), the decision is left to the
     user and the reason says it rests on too little, and how far automatic promotion is (:func:`promotion_outlook`;
     in numbers of accepted regions when ``outlook`` gives the store's).
+
+    Held-out regions accepted unedited (``split``, :class:`HoldoutSplit`, when the job scored them): the truth there
+    is a model's own prediction, so the model that made it scores 1.000 there by construction and a new model can
+    only lose. They count as a no-regression check: the new model must not fall more than
+    :data:`UNEDITED_TOLERANCE` below the current one on them; "better" is judged on the edited held-out regions
+    alone, at least ``MIN_HOLDOUT_FOR_PROMOTION`` of them with enough gland (:func:`_split_decision`). Without a split
+    (a job from before it was kept, or one that is not of ``ev``: :meth:`HoldoutSplit.matches`) or without unedited
+    regions, the rule is as above.
 
     Returns:
         ``(promote, reason)``; ``reason`` completes "promoted: ..." / "not promoted: ...".
@@ -404,6 +522,8 @@ def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None) -> Tuple[b
     unchecked = ("; not checked against the current model: no stored image has uncorrected tissue (outside the "
                  "accepted regions)"
                  if ev.agreement is None else "")
+    if split is not None and split.unedited.n and scored and split.matches(ev):
+        return _split_decision(ev, split, changed, unchecked)
     if n < MIN_HOLDOUT_FOR_PROMOTION or not scored:
         basis = (f"decided on {n} held-out region(s)" if scored
                  else held_out_text(ev).split(": ")[0] if n else "no held-out region to decide on")
@@ -417,8 +537,49 @@ def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None) -> Tuple[b
     return False, f"not better on {n} held-out regions: the current model stays"
 
 
+def _split_decision(ev: Done, split: HoldoutSplit, changed: str, unchecked: str) -> Tuple[bool, str]:
+    """:func:`rule_decision` for a scored job with held-out regions accepted unedited: "better" on the edited ones
+    (at least ``MIN_HOLDOUT_FOR_PROMOTION`` with enough gland), no fall of more than :data:`UNEDITED_TOLERANCE` on
+    the unedited ones; with too few edited ones the decision rests on confirmed regions only and is the user's."""
+    e, u = split.edited, split.unedited
+    note = split.note(ev.parent_model)
+    if not u.scored:
+        kept = (f"too little gland in the {plural(u.n, 'unedited held-out region')} to check the new model on "
+                f"({u.gland_px} px)")
+        fell = False
+    else:
+        fell = float(u.new_dice) < float(u.old_dice) - UNEDITED_TOLERANCE
+        them = "the unedited one" if u.n == 1 else "the unedited ones"
+        kept = (f"the new model fell on {them} by more than {UNEDITED_TOLERANCE:.2f} ({u.dice()})" if fell else
+                f"the new model kept {them} (Dice {u.dice()}, within {UNEDITED_TOLERANCE:.2f})")
+    if e.n < MIN_HOLDOUT_FOR_PROMOTION or not e.scored:
+        if not e.n:
+            basis = f"the decision rests on confirmed regions only: {kept}"
+        elif e.scored:
+            basis = f"decided on {plural(e.n, 'edited held-out region')} (Dice {e.dice()}); {kept}"
+        else:
+            basis = (f"the edited held-out regions hold too little gland to score ({e.gland_px} px in "
+                     f"{plural(e.n, 'region')}); {kept}")
+        needs = (f"too little to promote automatically, which needs {MIN_HOLDOUT_FOR_PROMOTION} edited held-out "
+                 f"regions with at least {MIN_HOLDOUT_GLAND_PX} px of gland: {e.n or 'none'} so far (a region "
+                 f"accepted without an edit does not count towards it)")
+        return False, "; ".join([note, basis, needs] + ([changed] if changed else [])) \
+            + f"; Keep new model anyway if you trust it{unchecked}"
+    if changed:
+        return False, f"{note}; {changed}; the current model stays"
+    if fell:
+        return False, f"{note}; {kept}: the current model stays"
+    if float(e.new_dice) > float(e.old_dice):
+        also = f" and {kept[len('the new model '):]}" if u.scored else f"; {kept}"
+        return True, (f"{note}; better on the {plural(e.n, 'edited held-out region')} (Dice {e.dice()}){also}: it is "
+                      f"now the current model{unchecked}")
+    return False, f"{note}; not better on the {plural(e.n, 'edited held-out region')} (Dice {e.dice()}): the current " \
+                  f"model stays"
+
+
 def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = None,
-           note: str = "", trained_on: Optional[Dict[str, Any]] = None) -> ModelRecord:
+           note: str = "", trained_on: Optional[Dict[str, Any]] = None,
+           split: Optional[HoldoutSplit] = None) -> ModelRecord:
     """Add a finished job's model to the store; it becomes current if better (or if ``promote``).
 
     Args:
@@ -431,6 +592,9 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
         trained_on: what the job trained on (:func:`training_basis`), kept as ``metrics["trained_on"]`` so that
             :func:`nothing_new` can tell a retraining that would change nothing; default: the one the worker wrote
             beside the checkpoint (:data:`TRAINED_ON`), none if it wrote none.
+        split: the job's held-out regions split by whether they were accepted unedited (:class:`HoldoutSplit`), for
+            the rule and kept as ``metrics["holdout_split"]``; default: the one the worker wrote beside the checkpoint
+            (:data:`HOLDOUT_SPLIT`), none if it wrote none (the rule then pools all held-out regions, as before).
 
     Returns:
         The new model version's record; ``metrics["decision"]`` says why it was (not) promoted.
@@ -442,8 +606,14 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
     if not isinstance(result_event, Done):
         raise TypeError(f"finish() needs the job's Done event, got {type(result_event).__name__}")
     ev = result_event
+    if split is None:
+        split = read_holdout_split(Path(ev.checkpoint).parent)
+    if split is not None and not split.matches(ev):
+        logger.warning("the held-out split beside %s is not of this result (%d held out, scored: %s): not used",
+                       ev.checkpoint, int(ev.n_holdout or 0), ev.old_dice is not None)
+        split = None
     if promote is None:
-        promoted, decision = rule_decision(ev, HoldoutOutlook.of(store))
+        promoted, decision = rule_decision(ev, HoldoutOutlook.of(store), split)
     else:
         promoted, decision = bool(promote), "the user's choice"
     metrics = {"old_dice": ev.old_dice, "new_dice": ev.new_dice, "n_holdout": ev.n_holdout,
@@ -455,6 +625,8 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
         trained_on = read_trained_on(Path(ev.checkpoint).parent)
     if trained_on is not None:
         metrics["trained_on"] = trained_on
+    if split is not None:
+        metrics["holdout_split"] = split.to_json()
     parent = ev.parent_model or store.current_model_version
     record = store.add_model(ev.checkpoint, parent=parent, metrics=metrics, note=note or ev.message,
                              promoted=promoted)

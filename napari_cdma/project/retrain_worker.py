@@ -22,7 +22,9 @@ Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
 
 Before training, the worker writes ``trained_on.json`` in ``out_dir``: the accepted regions it read and the settings
 (:func:`~napari_cdma.project.retrain_job.training_basis`), kept with the new version by
-:func:`~napari_cdma.project.retrain_job.finish`.
+:func:`~napari_cdma.project.retrain_job.finish`. Before ``Done`` it writes ``holdout_split.json`` there: which
+held-out regions were accepted unedited (:func:`accepted_unedited`) and the Dice of the edited and the unedited ones
+apart (:class:`~napari_cdma.project.retrain_job.HoldoutSplit`), which the promotion rule reads.
 
 Protocol: one JSON object per line on stdout (flushed), the events of
 :mod:`napari_cdma.project.events` in order: ``Started``, ``Progress`` (per step), ``Evaluating``,
@@ -196,12 +198,23 @@ def training_pairs(items: Sequence[Tuple[Any, np.ndarray, np.ndarray]], whole: D
     return pairs
 
 
+def accepted_unedited(corrected: np.ndarray, predicted: np.ndarray) -> bool:
+    """A region was accepted unedited: its corrected mask's gland pixels are the prediction's it corrected (instance
+    ids may differ: the held-out Dice sees only gland pixels, so the model that made the prediction scores 1.000 on
+    it by construction)."""
+    corrected, predicted = np.asarray(corrected), np.asarray(predicted)
+    return corrected.shape == predicted.shape and bool(np.array_equal(corrected > 0, predicted > 0))
+
+
 def _score_held(old_model, new_model, held: Sequence[Tuple[Any, np.ndarray, np.ndarray]], tile: int,
-                overlap: float, device: str, cancel: Callable[[], bool], whole: Dict[str, np.ndarray]
-                ) -> Optional[Tuple[float, float, _PerImage]]:
+                overlap: float, device: str, cancel: Callable[[], bool], whole: Dict[str, np.ndarray],
+                unedited: Optional[set] = None
+                ) -> Optional[Tuple[float, float, _PerImage, Dict[bool, Tuple[Optional[float], Optional[float]]]]]:
     """Pooled Dice of both models on all held-out regions, each with its context (:func:`in_context`; ``whole``:
     the store's whole images by hash), and per source image (not scored, None, on an image whose held-out
-    regions hold too little gland), from one prediction of each image by each model; None if cancelled."""
+    regions hold too little gland), from one prediction of each image by each model; None if cancelled. The last
+    item: the pooled Dice of both models on the regions accepted unedited (key True; ``unedited``: their region ids)
+    and on the edited ones (False), ``(None, None)`` where those hold too little gland."""
     from src_model.evaluate import predict_regions
     from src_model.metrics import pooled_dice
     from src_model.progress import drain
@@ -228,7 +241,13 @@ def _score_held(old_model, new_model, held: Sequence[Tuple[Any, np.ndarray, np.n
             per[image_hash] = (len(mine), None, None)
             continue
         per[image_hash] = (len(mine), *(dice(k, lambda rec, h=image_hash: rec.image_hash == h) for k in (0, 1)))
-    return dice(0, lambda rec: True), dice(1, lambda rec: True), per
+    unedited = unedited or set()
+    parts: Dict[bool, Tuple[Optional[float], Optional[float]]] = {}
+    for flag in (False, True):
+        mine = [h for h in held if (h[0].region_id in unedited) is flag]
+        parts[flag] = ((None, None) if _gland_px(mine) < MIN_HOLDOUT_GLAND_PX else
+                       tuple(dice(k, lambda rec, f=flag: (rec.region_id in unedited) is f) for k in (0, 1)))
+    return dice(0, lambda rec: True), dice(1, lambda rec: True), per, parts
 
 
 def _agreement(images: Sequence[Tuple[str, np.ndarray]], regions: Sequence[Any], old_model, new_model, device: str,
@@ -261,7 +280,16 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     from src_model.progress import drain
     from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
-    from .retrain_job import MIN_HOLDOUT_GLAND_PX, TRAINED_ON, holdout_shortfall, plural, training_basis
+    from .retrain_job import (
+        HOLDOUT_SPLIT,
+        MIN_HOLDOUT_GLAND_PX,
+        TRAINED_ON,
+        HeldPart,
+        HoldoutSplit,
+        holdout_shortfall,
+        plural,
+        training_basis,
+    )
     from .store import ProjectStore, StoreError
 
     store = ProjectStore.open(job["store"], create=False)
@@ -292,6 +320,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     to_train = []
     held = []
     skipped: List[str] = []
+    unedited = set()  # held-out regions accepted unedited: the truth there is a model's own prediction
     for rec in train_records + holdout_records:
         try:
             crop, corrected, predicted = store.load_region(rec.region_id)
@@ -300,6 +329,8 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
             skipped.append(rec.region_id)
             continue
         (held if rec.holdout else to_train).append((rec, crop, corrected))
+        if rec.holdout and accepted_unedited(corrected, predicted):
+            unedited.add(rec.region_id)
     train_records = [r for r in train_records if r.region_id not in skipped]
     if skipped:
         logger.warning("%d damaged region(s) left out of retraining: %s", len(skipped), ", ".join(skipped))
@@ -348,14 +379,17 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     held_per: _PerImage = {}
     gland_px = _gland_px(held)
     old = new = better = None
+    parts: Dict[bool, Tuple[Optional[float], Optional[float]]] = {False: (None, None), True: (None, None)}
     if held and gland_px >= MIN_HOLDOUT_GLAND_PX:
-        scored = _score_held(old_model, new_model, held, tile, overlap, device, cancel, dict(whole_images))
+        scored = _score_held(old_model, new_model, held, tile, overlap, device, cancel, dict(whole_images), unedited)
         if scored is None:
             emit(Cancelled(steps_done=result.steps_done))
             return 0
-        old, new, held_per = scored
+        old, new, held_per, parts = scored
         better = new > old
         message = f"held-out Dice {old:.3f} -> {new:.3f} on {plural(len(held), 'region')} ({gland_px} px of gland)"
+        if unedited:
+            message += f", {len(unedited)} of them accepted unedited"
     else:
         for rec, _, _ in held:  # each image's held-out regions, unscored
             held_per[rec.image_hash] = (held_per.get(rec.image_hash, (0, None, None))[0] + 1, None, None)
@@ -373,6 +407,16 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     else:
         message += ("; no stored image has uncorrected tissue (outside the accepted regions) to compare with "
                     "the current model")
+    # the held-out regions accepted unedited and the edited ones apart, for the rule (retrain_job.rule_decision) and
+    # the verdict; beside the checkpoint, as trained_on.json (the Done event is the protocol's, unchanged)
+    split = HoldoutSplit(
+        edited=HeldPart(sum(1 for h in held if h[0].region_id not in unedited),
+                        _gland_px([h for h in held if h[0].region_id not in unedited]), *parts[False]),
+        unedited=HeldPart(len(unedited), _gland_px([h for h in held if h[0].region_id in unedited]), *parts[True]),
+        unedited_from={v: sum(1 for h in held if h[0].region_id in unedited and h[0].model_version == v)
+                       for v in sorted({h[0].model_version for h in held if h[0].region_id in unedited})},
+        regions=tuple(sorted(f"{h[0].region_id}@{h[0].version}" for h in held if h[0].region_id in unedited)))
+    (out_dir / HOLDOUT_SPLIT).write_text(json.dumps(split.to_json(), indent=1), encoding="utf-8")
     done = Done(checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
                 n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message,
                 agreement=agree["pooled"], min_agreement=MIN_AGREEMENT, agreement_crops=agree["crops"],
@@ -381,7 +425,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         from .retrain_job import finish
 
         record = finish(store, done, promote={"auto": None, "yes": True, "no": False}[register],
-                        trained_on=trained_on)
+                        trained_on=trained_on, split=split)
         done = dataclasses.replace(done, version=record.version, promoted=record.promoted,
                                    decision=str(record.metrics.get("decision", "")))
     emit(done)
