@@ -402,6 +402,8 @@ class CdmaWidget(QWidget):
         self.predict_panel = PredictPanel(self.viewer, self._model_path_for)
         # the Predict status line of a chosen image restored from the store names its model and time
         self.predict_panel.described_for = self._restored_note
+        # walk 22: for 2 s of a reopen the restored prediction was on screen while the line said "not predicted yet"
+        self.predict_panel.restoring = self._being_restored
         self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
         self.display_panel = DisplayPanel(self.viewer)
         self.predict_panel.fill_for = self.display_panel.fill_check.isChecked
@@ -802,6 +804,10 @@ class CdmaWidget(QWidget):
         worker.returned.connect(self._on_restore_read)
         worker.errored.connect(self._on_restore_failed)
         worker.start()
+
+    def _being_restored(self, name: str) -> bool:
+        """Whether the image ``name`` is one a reopen is bringing back now (its layers not all shown yet)."""
+        return self._restoring is not None and name in self._restoring.names.values()
 
     def _on_restore_read(self, job: Restore) -> None:
         if job is self._restoring:  # else another store was opened meanwhile

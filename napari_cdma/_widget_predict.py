@@ -191,6 +191,8 @@ class PredictPanel(QWidget):
         self._succeeded = False  # the run ending now handed a prediction over (its bar ends full)
         #: image name -> "<model>, <time>" of a prediction the dock restored from the project store (None: unknown)
         self.described_for: Optional[Callable[[str], Optional[str]]] = None
+        #: whether the image of that name is being brought back from a project store now (set by the dock)
+        self.restoring: Optional[Callable[[str], bool]] = None
         self._unc_dirty = False
         self._unc_refreshed = 0.0
         self._progress_shown = 0.0
@@ -319,6 +321,8 @@ class PredictPanel(QWidget):
         layer = _unwrap(layer)
         name = layer.name
         prediction = names_for(name)["prediction"]
+        if self.restoring is not None and self.restoring(name):  # said again once the store's layers are all shown
+            return f"{name}: looking for its prediction in the project store..."
         if prediction not in self.viewer.layers:
             return f"{name}: not predicted yet."
         made = self.predicted.get(name)

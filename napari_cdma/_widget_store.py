@@ -586,9 +586,9 @@ class Restore:
             name = wanted if wanted and wanted not in viewer.layers else \
                 _free_name(viewer, Path(source).stem if source else f"stored image {digest[:8]}", digest)
             meta = {HASH_KEY: digest, **({"source_path": source} if source else {})}
+            self.names[digest] = name  # before it is added: the dock's line, said as it is inserted, asks
             viewer.add_image(image, name=name, rgb=True, metadata=meta, visible=show)
             show = False
-            self.names[digest] = name
             yield
         for digest, regions in self._by_image.items():
             name, corrections = self.names.get(digest), self._corrections.get(digest)

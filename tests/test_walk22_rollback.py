@@ -100,3 +100,34 @@ def test_a_row_of_another_images_region_makes_that_image_the_one_chosen(make_nap
     assert dock.display_panel.image_name == "second" and review.image_name == "second"
     assert viewer.layers.selection.active is viewer.layers[names_for("second")["prediction"]]
     assert review.shown_region == record.region_id  # the black frame stays on the region shown
+
+
+def test_while_a_reopen_restores_the_prediction_the_status_never_says_not_predicted(make_napari_viewer, qtbot,
+                                                                                    tmp_path, lite_checkpoint):
+    """Walk 22: for about 2 s of a reopen the restored prediction was on screen while Predict's line said "not
+    predicted yet."; it is said what is being done, then what was restored."""
+    from qtpy.QtWidgets import QApplication
+
+    path = tmp_path / "project"
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    dock = open_dock(viewer, path)
+    dock.store.add_model(lite_checkpoint, parent=BUNDLED, promoted=True)
+    assert dock.open_store(path) is not None
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    assert dock.flush_prediction_saves(60)
+    viewer.close()
+
+    other = make_napari_viewer()
+    _, again = other.window.add_plugin_dock_widget(PLUGIN, "CDMA segmentation")
+    assert again.open_store(path) is not None
+    main = names_for(SAMPLE_NAME)["prediction"]
+    seen = []
+    while not again.settled():
+        QApplication.processEvents()
+        shown = main in other.layers and other.layers[main].visible
+        seen.append((shown, again.predict_panel.status.text()))
+    assert any(shown for shown, _ in seen)  # the restore was watched while the prediction was on screen
+    wrong = [text for shown, text in seen if shown and "not predicted yet" in text]
+    assert not wrong, wrong[:3]
+    assert again.predict_panel.status.text().startswith(f"{SAMPLE_NAME}: predicted with v0001")
