@@ -863,32 +863,111 @@ def ids_like(reference: np.ndarray, shown: np.ndarray) -> np.ndarray:
     return out
 
 
+def _border_joins(labels: np.ndarray, box: BBox, local: np.ndarray, n: int) -> np.ndarray:
+    """Which outside gland each pasted gland of a box joins: ``out[k]`` is the id (in ``labels``) that pasted
+    gland ``k`` (1..n, ``local``'s indices; 0 is background) takes, 0 where it keeps a fresh one.
+
+    Only 4-neighbour pixel pairs across the box's border count (gland on both sides). Pairs are matched
+    longest shared border first: each pasted gland takes at most one outside gland's id and each outside
+    gland is taken by at most one pasted gland, so a gland split inside the box stays split; ties go to the
+    smaller index, then the smaller id. Reads the box's border rows and columns only.
+
+    Args:
+        labels: the labels the box is pasted into (H, W), its outside as it is before this paste.
+        box: ``(y0, x0, y1, x1)`` inside ``labels``.
+        local: (y1 - y0, x1 - x0) pasted gland indices 0..n.
+        n: the number of pasted glands.
+    """
+    y0, x0, y1, x1 = box
+    h, w = labels.shape[:2]
+    inside, outside = [], []
+    if y0 > 0:
+        inside.append(local[0, :])
+        outside.append(labels[y0 - 1, x0:x1])
+    if y1 < h:
+        inside.append(local[-1, :])
+        outside.append(labels[y1, x0:x1])
+    if x0 > 0:
+        inside.append(local[:, 0])
+        outside.append(labels[y0:y1, x0 - 1])
+    if x1 < w:
+        inside.append(local[:, -1])
+        outside.append(labels[y0:y1, x1])
+    out = np.zeros(n + 1, np.int64)
+    if not inside:
+        return out
+    a = np.concatenate(inside).astype(np.int64)
+    b = np.concatenate(outside).astype(np.int64)
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        return out
+    a, b = a[both], b[both]
+    base = int(b.max()) + 1
+    keys, counts = np.unique(a * base + b, return_counts=True)  # (pasted, outside) pairs, one int64 key each
+    pasted, others = keys // base, keys % base
+    taken = set()
+    for i in np.lexsort((others, pasted, -counts)):  # longest shared border first
+        k, other = int(pasted[i]), int(others[i])
+        if out[k] == 0 and other not in taken:
+            out[k] = other
+            taken.add(other)
+    return out
+
+
 def paste_corrections(labels: np.ndarray, corrections: Sequence[Tuple[BBox, np.ndarray]]) -> int:
     """Write accepted corrected masks into a new prediction's labels, inside their boxes (in place).
 
     A new model's prediction would otherwise hide what the pathologist accepted; the store keeps
-    the corrections, so the layer shows them. Each pasted gland gets an id above every id already
-    in ``labels``: a corrected gland never merges with (or takes the colour of) a predicted one.
+    the corrections, so the layer shows them. A pasted gland that touches the box's border where a
+    gland lies right across it (outside the box) takes that gland's id, so a gland crossing the box's
+    edge stays one gland (walk 22: an accepted box made one gland two labels along its edges); see
+    :func:`_border_joins` for which one. Every other pasted gland gets an id above every id already in
+    ``labels`` (it does not take the colour of a predicted gland).
 
     Args:
         labels: int label map (H, W), changed in place.
         corrections: ``((y0, x0, y1, x1), corrected (h, w))`` pairs, oldest first (a later one
-            wins where boxes overlap, as it was accepted over the earlier one).
+            wins where boxes overlap, as it was accepted over the earlier one; its glands can join
+            the earlier one's across its border).
 
     Returns:
         How many corrections were pasted (those that do not fit their box are skipped).
     """
     pasted = 0
+    top = None  # above every id in labels (read once: the pastes below only add ids up to it)
     for (y0, x0, y1, x1), mask in corrections:
         mask = np.asarray(mask)
         if mask.shape != (y1 - y0, x1 - x0) or y1 > labels.shape[0] or x1 > labels.shape[1]:
             continue
-        ids, inverse = np.unique(mask, return_inverse=True)
-        base = int(labels.max())
-        new_ids = np.where(ids == 0, 0, base + np.cumsum(ids != 0)).astype(labels.dtype)
-        labels[y0:y1, x0:x1] = new_ids[inverse.reshape(mask.shape)]
+        if top is None:
+            top = int(labels.max()) if labels.size else 0
+        local, present = _gland_indices(mask)
+        joins = _border_joins(labels, (y0, x0, y1, x1), local, len(present) - 1)
+        fresh = present & (joins == 0)
+        new_ids = np.where(fresh, top + np.cumsum(fresh), joins)  # in the mask's id order, as before
+        top += int(fresh.sum())
+        labels[y0:y1, x0:x1] = new_ids.astype(labels.dtype)[local]
         pasted += 1
     return pasted
+
+
+def _gland_indices(mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """A correction's pixels as indices (0 = background, glands in the order of their ids) and which
+    indices are glands. Small non-negative ids index as they are (no sort of the box's pixels: a 2048 px
+    box is 4 M of them); others go through :func:`numpy.unique`."""
+    if mask.dtype == bool:
+        mask = mask.view(np.uint8)
+    if mask.dtype.kind in "iu" and mask.size:
+        lo, hi = int(mask.min()), int(mask.max())
+        if lo >= 0 and hi <= 4 * mask.size:
+            present = np.bincount(mask.ravel().astype(np.intp, copy=False), minlength=hi + 1) > 0
+            present[0] = False
+            return mask, present
+    ids, inverse = np.unique(mask, return_inverse=True)
+    index = np.where(ids == 0, 0, np.cumsum(ids != 0))
+    present = np.zeros(int(index.max(initial=0)) + 1, bool)
+    present[1:] = True
+    return index[inverse.reshape(mask.shape)], present
 
 
 def raise_overlays(viewer: Any, image_name: str) -> None:

@@ -72,7 +72,8 @@ def test_edit_and_region_helpers():
 
 
 def test_paste_corrections_and_overlay_order():
-    """Accepted corrections are pasted into a new prediction inside their boxes, with ids of their own;
+    """Accepted corrections are pasted into a new prediction inside their boxes, with ids of their own
+    unless they continue a gland across the box's edge (then its id: tests/test_paste_joins_glands.py);
     the review overlays go back above a prediction layer added later."""
     from napari.components import ViewerModel
 
@@ -85,11 +86,13 @@ def test_paste_corrections_and_overlay_order():
     first[1:3, 1:3] = 1
     first[4:6, 4:6] = 5
     later = np.full((4, 4), 9, np.int32)
+    later[0, 0] = 0
     assert paste_corrections(labels, [((2, 2, 8, 8), first), ((6, 6, 10, 10), later),
                                       ((0, 0, 3, 3), np.ones((5, 5), np.int32))]) == 2  # wrong size: skipped
     assert labels[2, 2] == 0 and labels[0, 0] == 1  # the box's background is the correction's
-    assert labels[3, 3] == 3 and labels[5, 5] == 0  # new ids above the model's
-    assert labels[6, 6] == labels[9, 9] == 5 and 4 not in labels  # the later correction wins where they overlap
+    assert labels[3, 3] == 3 and labels[5, 5] == 0  # touches nothing outside its box: a new id above the model's
+    assert labels[6, 6] == 0 and labels[7, 7] == 1  # the later correction wins where they overlap
+    assert labels[9, 9] == 1 and 4 not in labels and 5 not in labels  # ... and joins gland 1 across its edge
     assert labels[15, 15] == 2  # outside the boxes the prediction stays
 
     vm = ViewerModel()

@@ -221,14 +221,15 @@ def test_hand_off_copies_the_models_labels_from_the_layer_before_pasting_correct
     assert live.model_labels is None  # nothing kept beside the layer while it streams
     layer = live.labels_layer
     model = layer.data.copy()
-    # a correction pasted into the layer at the hand-off, above every id written: not in the model's labels
-    box, mask = (10, 20, 14, 26), np.ones((4, 6), np.uint8)
+    # a correction pasted into the layer at the hand-off: not in the model's labels. Column c holds gland c % 5,
+    # so across the box's edges the pasted gland meets gland 1 most (its right column and 2 px): it takes id 1
+    box, mask = (10, 21, 14, 26), np.ones((4, 5), np.uint8)
     original, n = live.paste([(box, mask)])
     assert n == 1 and original is live.model_labels
     np.testing.assert_array_equal(original, model)
-    assert (layer.data[10:14, 20:26] == 5).all()  # ids 0..4 were written: the pasted gland is 5
+    assert (layer.data[10:14, 21:26] == 1).all()
     outside = np.ones(layer.data.shape, bool)
-    outside[10:14, 20:26] = False
+    outside[10:14, 21:26] = False
     np.testing.assert_array_equal(layer.data[outside], model[outside])
     layer.data[0, 0] = 9  # painting the adopted layer leaves the model's labels alone
     assert original[0, 0] == model[0, 0]
