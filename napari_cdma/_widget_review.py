@@ -575,6 +575,7 @@ class ReviewPanel(QWidget):
         #: when it is reviewed or chosen again)
         self._hidden_by_focus: Dict[str, Set[Any]] = {}
         self._names_pending = False  # the rows' image names are redone next turn (_names_changed)
+        self._store_slides: Dict[str, str] = {}  # slide prediction store -> the slide file it was predicted from
         self.show_withdrawn = QCheckBox("Show withdrawn")
         self.show_withdrawn.setToolTip("List the withdrawn regions too (greyed, marked [withdrawn]): the store "
                                        "keeps them, and Restore makes one count again")
@@ -1273,8 +1274,37 @@ class ReviewPanel(QWidget):
         list, the Predict chooser, the status lines and the CSV's image column say), else the stored source's name
         (the file it came from; the dock's ``image_label``), said not open. Walk 22: the list said
         "glas_testA_1.png" and "testA_2.png" beside layers "GlaS testA_1 (H&E)" and "testA_2"."""
-        layer = self.image_layer_of(r)
+        layer = self.image_layer_of(r) if r.source_kind != SLIDE_SOURCE else self.slide_layer_of(r)
         return layer.name if layer is not None else f"{self._image_label(r)} (not open)"
+
+    def slide_layer_of(self, record: RegionRecord) -> Any:
+        """The open whole slide (:func:`is_slide`) a slide window ``record`` was accepted on (the slide file in its
+        metadata is the region's source), else None."""
+        if not record.source_path:
+            return None
+        source = Path(record.source_path)
+        for layer in self.viewer.layers:
+            if is_slide(layer) and source in self._slide_files(layer):
+                return layer
+        return None
+
+    def _slide_files(self, layer: Any) -> Set[Path]:
+        """The slide files a slide layer shows: the one its metadata names, and, for a slide opened from its
+        prediction store (its metadata names the store), the slide that store was predicted from (read once)."""
+        meta = layer.metadata or {}
+        files = {Path(str(meta[SLIDE_KEY]))} if meta.get(SLIDE_KEY) else set()
+        store = str(meta.get(STORE_KEY) or "")
+        if store:
+            if store not in self._store_slides:
+                try:
+                    from src_model.slide_store import open_store  # torch-free
+
+                    self._store_slides[store] = str(open_store(store).info.slide)
+                except Exception:  # not (or no longer) a readable slide store
+                    self._store_slides[store] = ""
+            if self._store_slides[store]:
+                files.add(Path(self._store_slides[store]))
+        return files
 
     def region_text(self, r: RegionRecord) -> str:
         """A row of the accepted-region list: what tells regions apart first (withdrawn, held out, id, image);

@@ -182,3 +182,28 @@ def test_export_csv_suggests_the_store_folder_else_the_source_folder_else_home(m
     assert panel.export_folder() == files[SECOND].parent
     viewer.layers[SECOND].metadata["source_path"] = str(tmp_path / "gone" / "testA_2.png")
     assert panel.export_folder() == Path.home()
+
+
+def test_a_slide_window_is_named_by_its_open_slide_layer(make_napari_viewer, qtbot, tmp_path, predicted_slide):
+    from _dock import slide_in_dock
+    from test_widget_slide import _accept, _edit
+
+    from napari_cdma._widget_review import is_slide
+
+    viewer, dock, panel = slide_in_dock(make_napari_viewer, qtbot, predicted_slide, tmp_path / "project")
+    qtbot.waitUntil(lambda: panel.tile_list.count() > 0 and panel._reopening is None and not panel._steps,
+                    timeout=120_000)
+    panel.go_to(0)
+    _turn(qtbot)
+    assert _edit(qtbot, panel) is not None, panel.last_message
+    record = _accept(qtbot, panel)
+    assert record is not None, panel.last_message
+    review = dock.review_panel
+    review.refresh_regions()
+    (slide,) = [ly for ly in viewer.layers if is_slide(ly)]
+    # open: the slide's layer name, as the layer list says it (an image's rule; not its file, said not open)
+    assert f"{record.region_id}  {slide.name}  " in review.region_text(record), review.region_text(record)
+    assert "(not open)" not in review.region_text(record)
+    viewer.layers.remove(slide)
+    _turn(qtbot)
+    assert "(not open)" in review.region_text(record), review.region_text(record)
