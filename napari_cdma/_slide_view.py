@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Generator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -635,15 +635,20 @@ def cached_review(store: Any, n: int = N_REVIEW, max_chunks: int = MAX_REVIEW_CH
     return ranked
 
 
-def reopen_job(store_path: str, slide_path: str, digest: Optional[str] = None,
+def reopen_job(store_path: str, slide_path: str, digest: Union[None, str, Dict[int, str]] = None,
                n_review: int = N_REVIEW) -> Generator[Any, None, Tuple[str, Any]]:
-    """What a slide opened again shows of its prediction store, read in a worker thread: first (yielded, as soon as
-    read) the review regions, kept in the store (:func:`cached_review`); then (returned) the digest of the slide
-    level it predicts, for its accepted windows (computed unless given: reading the slide level can take seconds).
+    """What a slide opened again shows of its prediction store, read in a worker thread, each part yielded as soon
+    as read: first what the store's layers need (its downsample, and the uncertainty's display range, read from a
+    coarse level: :func:`store_display_range`, 0.1-0.2 s, seconds with its first imports; the GUI thread read it
+    inside napari's open of the slide before); then the review regions, kept in the store (:func:`cached_review`); then
+    (returned) the digest of the slide level it predicts, for its accepted windows (computed unless given: reading
+    the slide level can take seconds; ``digest`` may also map slide levels to the digests known, the store's level
+    being read here).
 
     Yields:
-        ``{"ranked" (store pixels), "downsample", "display_range", "level"}`` once, if the store holds predicted
-        chunks.
+        ``("store", {"downsample", "display_range", "level", "store"})`` (``store``: the store opened, for its
+        layers), then ``("regions", {"ranked" (store pixels), "downsample", "display_range", "level"})``, if the
+        store holds predicted chunks.
     Returns:
         ``("ok", {"digest", "slide", "level"})`` (``digest`` None when the slide file cannot be read), ``("none",
         reason)`` when the store holds no predicted chunk, or ``("error", message)`` when it cannot be read.
@@ -658,11 +663,18 @@ def reopen_job(store_path: str, slide_path: str, digest: Optional[str] = None,
         level = int(store.info.slide_level)
         if not store.done().any():
             return ("none", "no chunk of the slide is predicted yet")
-        ranked = cached_review(store, n_review)
         display = store_display_range(store)
     except Exception as exc:  # an unreadable store: nothing more is shown (a Predict view says why)
         return ("error", str(exc))
-    yield {"ranked": ranked, "downsample": store.info.downsample, "display_range": display, "level": level}
+    if isinstance(digest, dict):
+        digest = digest.get(level)
+    facts = {"downsample": store.info.downsample, "display_range": display, "level": level}
+    yield ("store", {**facts, "store": store})
+    try:
+        ranked = cached_review(store, n_review)
+    except Exception as exc:
+        return ("error", str(exc))
+    yield ("regions", {"ranked": ranked, **facts})
     if digest is None:
         try:
             with open_slide(slide_path) as slide:

@@ -366,6 +366,7 @@ class SlidePanel(QWidget):
         self._job: Optional[Dict[str, Any]] = None  # what the running worker does ("kind": predict, export, ...)
         self._sync_pending = False  # a window was withdrawn elsewhere while a job ran: undone when it ends
         self._steps: List[Callable[[], Any]] = []  # what a job's result still shows, one per turn (_in_steps)
+        self._stepping = False  # a timer runs the steps (_next_step)
         self._finished: Optional[bool] = None  # the running job's worker has finished (done or not)
         self.chunk = DEFAULT_CHUNK
         self.max_view_chunks = MAX_VIEW_CHUNKS
@@ -400,6 +401,9 @@ class SlidePanel(QWidget):
         self.gland_rows: Dict[str, List[Dict[str, Any]]] = {}
         self._job_run: Optional[Dict[str, Any]] = None  # the run of the writing job that runs (numbered after it)
         self._reopening: Optional[Dict[str, Any]] = None  # a slide opened again: its review regions being read
+        #: a store chosen while the panel is made is shown at once (the dock's making is one stall anyway); later
+        #: (a slide opened with the dock open, or chosen) its layers come over the next turns (:meth:`reopen`)
+        self._show_at_once = True
 
         self.slide_choice: ComboBox = create_widget(annotation=Image, label="Slide",
                                                     options={"choices": self._slide_layers})
@@ -507,11 +511,14 @@ class SlidePanel(QWidget):
         viewer.layers.events.removed.connect(lambda _e=None: self._on_layers_changed())
         #: slide key -> unique ids of its overlays hidden with it (:meth:`_follow_slide_visibility`)
         self._hidden_with_slide: Dict[str, set] = {}
+        #: unique ids of layers added hidden (:meth:`_reveal`) that replaced a hidden layer: they stay hidden
+        self._hidden_from: set = set()
         for layer in viewer.layers:
             if self._is_slide(layer):
                 self._watch_visibility(layer)
         viewer.cursor.events.position.connect(self._on_cursor)
         self._on_slide_changed()
+        self._show_at_once = False
         self._show_content()
         self.update_buttons()
 
@@ -674,35 +681,48 @@ class SlidePanel(QWidget):
         store_path = self.store_edit.text().strip()
         if store_path and Path(store_path).is_dir():
             self.reopen(layer.name, store_path)  # what a Predict view showed of it, at once
-            if self._numbered.get(layer.name) != store_path:
+            if self._numbered.get(layer.name) != store_path \
+                    or self._live_layer(f"{layer.name} {NUMBERED}", store_path) is None:  # (closed since)
                 self.number_glands(layer.name, store_path)  # a completely predicted store: its glands numbered
 
     def reopen(self, name: str, store_path: str) -> bool:
         """Show what slide layer ``name``'s prediction store holds, as a Predict view shows it, without predicting:
-        the glands' outlines and the uncertainty (with its legend and the readout) at once, then the review regions
-        (kept in the store, ranked again only if it changed: :func:`~napari_cdma._slide_view.cached_review`) and
-        the accepted windows, read in a worker thread. Nothing when the store holds no predicted chunk, a job runs,
-        or the store is shown live already; True if started."""
+        the glands' outlines and the uncertainty (with its legend and the readout), then the review regions (kept in
+        the store, ranked again only if it changed: :func:`~napari_cdma._slide_view.cached_review`) and the accepted
+        windows, read in a worker thread (:func:`~napari_cdma._slide_view.reopen_job`). Nothing when the store holds
+        no predicted chunk, a job runs, or the store is shown live already; True if started.
+
+        A slide opened (or chosen) with the panel open returns to the event loop at once: the store is opened and
+        its uncertainty's range read in the worker, and its two layers are added one per turn (:meth:`_in_steps`)
+        once they are read, so that the slide is drawn first and the viewer draws between them. Opening an 8192 px
+        slide with its store did all of it inside napari's open on the GUI thread: 1.3-1.6 s with nothing drawn
+        (the range alone 0.13 s, 2.4 s with its first imports). While the panel is made (:attr:`_show_at_once`)
+        the layers are shown at once, as before."""
         from src_model.slide_store import StoreError, open_store
 
         if self.running or name not in self.viewer.layers or self._live_layer(f"{name} glands", store_path) is not None:
             return False
+        level: Optional[int] = None
         try:
             slide_path, _ = slide_of(self.viewer.layers[name])
-            store = open_store(store_path)
-            if not store.done().any():
-                return False
-            level = int(store.info.slide_level)
+            if self._show_at_once:
+                store = open_store(store_path)
+                if not store.done().any():
+                    return False
+                level = int(store.info.slide_level)
         except (StoreError, OSError, ValueError, KeyError):
             return False
-        self.show_store(name, store_path)
+        if self._show_at_once:
+            self.show_store(name, store_path)
         from ._workers import create_worker
 
         run = {"layer": name, "slide": slide_path, "store": str(store_path), "level": level, "version": None,
                "label": None, "id": self.viewer.layers[name].unique_id, "before": self.last_result}
-        worker = create_worker(reopen_job, str(store_path), slide_path, self._digests.get((slide_path, level)))
+        known = {lv: d for (path, lv), d in self._digests.items() if path == slide_path}  # by slide level
+        worker = create_worker(reopen_job, str(store_path), slide_path,
+                               known.get(level) if level is not None else known)
         self._reopening = {"worker": worker, "run": run}
-        worker.yielded.connect(lambda shown, run=run: self._on_reopen_regions(shown, run))
+        worker.yielded.connect(lambda event, run=run: self._on_reopen_read(event, run))
         worker.returned.connect(lambda result, run=run: self._on_reopened(result, run))
         worker.errored.connect(lambda exc, run=run: self._on_reopened(("error", str(exc)), run))
         worker.start()
@@ -714,10 +734,35 @@ class SlidePanel(QWidget):
         return _alive(self) and self._reopening is not None and self._reopening["run"] is run \
             and self._same_layer(run["layer"], run["id"]) and self.last_result is run.get("out", run["before"])
 
+    def _on_reopen_read(self, event: Tuple[str, Dict[str, Any]], run: Dict[str, Any]) -> None:
+        """A part of a slide's store read by :meth:`reopen`'s worker: its layers' facts, or its review regions."""
+        kind, shown = event
+        if kind == "store":
+            self._on_reopen_store(shown, run)
+        else:
+            self._on_reopen_regions(shown, run)
+
+    def _on_reopen_store(self, shown: Dict[str, Any], run: Dict[str, Any]) -> None:
+        """The store of a slide opened again (:meth:`reopen`) is read: its layers added, one per turn."""
+        if not self._reopen_current(run):
+            return
+        run["level"] = int(shown["level"])
+        if shown["display_range"] is not None:
+            self.ranges.setdefault(run["store"], tuple(shown["display_range"]))
+        if self._live_layer(f"{run['layer']} glands", run["store"]) is not None:
+            return  # shown already (at once, or by a job since)
+
+        def still() -> bool:
+            return self._reopen_current(run) or self._same_layer(run["layer"], run["id"]) \
+                and self.last_result is run.get("out")
+
+        self._in_steps(*self.store_steps(run["layer"], run["store"], still, shown.get("store")))
+
     def _on_reopen_regions(self, shown: Dict[str, Any], run: Dict[str, Any]) -> None:
         """The review regions of a slide opened again (:meth:`reopen`): listed and outlined."""
         if not self._reopen_current(run):
             return
+        run["level"] = int(shown["level"])
         out = run["out"] = {**shown, **run, "digest": None}
         self.last_result = out
         ds = out["downsample"]
@@ -866,7 +911,7 @@ class SlidePanel(QWidget):
         tiles = [(s, tuple(int(round(v * ds)) for v in b)) for s, b in out["ranked"]]
         # one per turn of the event loop (each re-slices layers; the viewer draws in between), the slide still shown
         shown = lambda: self.last_result is out and self._same_layer(run["layer"], job["slide"])  # noqa: E731
-        self._in_steps(lambda: self.show_store(run["layer"], run["store"]) if shown() else None,
+        self._in_steps(*self.store_steps(run["layer"], run["store"], shown),
                        lambda: self.set_tiles(run["layer"], tiles, ds) if shown() else None,
                        lambda: self.show_accepted_windows(out) if shown() else None)
         self._say(predicted_message(out["summary"], len(out["chunks"]), out["n_visible"]) + undone_note,
@@ -879,46 +924,110 @@ class SlidePanel(QWidget):
         chunks written since. The uncertainty is drawn as the dock draws an image's (visible, the same
         fading colormap and opacity), over its own range over tissue (:attr:`ranges`, from the last
         Predict view, else :func:`~napari_cdma._slide_view.store_display_range`); the panel's legend says
-        where the tint starts.
+        where the tint starts. :meth:`store_steps` does the same one layer per turn of the event loop.
         """
         from src_model.slide_store import open_store
 
         store = open_store(store_path)
+        shown = {kind: self._show_store_layer(name, store_path, kind, store) for kind in ("image", "labels")}
+        rng = self.ranges.get(str(store_path))
+        if rng is not None:
+            self._show_legend(f"{name} uncertainty", shown["image"], rng)
+        return shown
+
+    def store_steps(self, name: str, store_path: str, still: Callable[[], bool],
+                    store: Any = None) -> List[Callable[[], Any]]:
+        """:meth:`show_store` as steps for :meth:`_in_steps`, each done only if ``still()`` (``store``: the store
+        opened already, by a worker): the uncertainty added hidden, then drawn (with the legend); then the glands'
+        outlines, added hidden, then drawn. Adding a multiscale layer is 0.1-0.5 s of the GUI thread (napari's layer
+        controls and visual), and its first slice as much again (the store's chunks read, the outlines traced): the
+        two layers in one turn were one stall of 0.7-1.3 s opening an 8192 px slide (bench_slide_open)."""
+        added: Dict[str, Any] = {}
+
+        def add(kind: str) -> None:
+            if still() and name in self.viewer.layers:
+                added[kind] = self._show_store_layer(name, store_path, kind, store, hidden=True)
+
+        def reveal(kind: str) -> None:
+            layer = added.pop(kind, None)
+            if layer is None or layer not in self.viewer.layers:
+                return
+            if not layer.visible:  # added hidden (a live layer refreshed is shown already: set again, sliced again)
+                self._reveal(name, layer)
+            rng = self.ranges.get(str(store_path))
+            if kind == "image" and rng is not None:
+                self._show_legend(f"{name} uncertainty", layer, rng)
+
+        return [lambda: add("image"), lambda: reveal("image"), lambda: add("labels"), lambda: reveal("labels")]
+
+    def _reveal(self, name: str, layer: Any) -> None:
+        """Draw ``layer``, added hidden over slide ``name``, unless it is to stay hidden (:attr:`_hidden_from`); while
+        the slide is hidden it comes back with it (:meth:`_follow_slide_visibility`)."""
+        if getattr(layer, "unique_id", None) in self._hidden_from:
+            self._hidden_from.discard(layer.unique_id)
+            return
+        slide = self.viewer.layers[name] if name in self.viewer.layers else None
+        if slide is not None and not slide.visible:
+            key = str((slide.metadata or {}).get(SLIDE_KEY))
+            self._hidden_with_slide.setdefault(key, set()).add(layer.unique_id)
+            return
+        layer.visible = True
+
+    def _show_store_layer(self, name: str, store_path: str, kind: str, store: Any = None,
+                          hidden: bool = False) -> Any:
+        """Show (or refresh) one of the store's layers over slide ``name`` (``kind``: "image", the uncertainty, or
+        "labels", the glands), live from its zarr arrays (:meth:`show_store`); the uncertainty's range is read from
+        the store (on this thread) unless :attr:`ranges` holds it. ``hidden``: a layer added is added hidden (not
+        sliced: :meth:`_reveal` draws it, in a later turn), unless it replaces a hidden one (it stays hidden)."""
+        from napari.layers import Labels
+
+        from src_model.slide_store import open_store
+
+        store = store if store is not None else open_store(store_path)
         ds = store.info.downsample
         rng = self.ranges.get(str(store_path))
-        if rng is None:
+        if rng is None and kind == "image":
             rng = store_display_range(store)
             if rng is not None:
                 self.ranges[str(store_path)] = rng
         meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True}
-        specs = ((f"{name} uncertainty", store.uncertainty, "image", uncertainty_style(rng), "slide uncertainty"),
-                 (f"{name} glands", store.glands, "labels", dict(opacity=0.9), "slide glands"))
-        shown = {}
-        for lname, arrays, kind, style, role in specs:
-            live = self._live_layer(lname, store_path)
-            if live is not None:
-                if kind == "image" and "contrast_limits" in style:
-                    live.contrast_limits = style["contrast_limits"]
-                    live.metadata[RANGE_KEY] = tuple(rng)
-                live.refresh()
-                shown[kind] = live
-                continue
-            old = self.viewer.layers[lname] if lname in self.viewer.layers else None
-            if old is not None:  # the reader's lazy layer (or another store's): replaced by the live one
-                style["visible"] = old.visible
-                self.viewer.layers.remove(old)
-            add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
-            layer_meta = {**meta, ROLE_KEY: role}  # an overlay of the panel's, never a slide to choose
-            if kind == "image" and rng is not None:
+        if kind == "image":
+            lname, arrays, style, role = f"{name} uncertainty", store.uncertainty, uncertainty_style(rng), \
+                "slide uncertainty"
+        else:
+            lname, arrays, style, role = f"{name} glands", store.glands, dict(opacity=0.9), "slide glands"
+        live = self._live_layer(lname, store_path)
+        if live is not None:
+            if kind == "image" and "contrast_limits" in style:
+                live.contrast_limits = style["contrast_limits"]
+                live.metadata[RANGE_KEY] = tuple(rng)
+            live.refresh()
+            return live
+        old = self.viewer.layers[lname] if lname in self.viewer.layers else None
+        if old is not None:  # the reader's lazy layer (or another store's): replaced by the live one
+            style["visible"] = old.visible
+            self.viewer.layers.remove(old)
+        stays_hidden = not style.get("visible", True)
+        if hidden:
+            style["visible"] = False
+        layer_meta = {**meta, ROLE_KEY: role}  # an overlay of the panel's, never a slide to choose
+        if kind == "image":
+            if rng is not None:
                 layer_meta[RANGE_KEY] = tuple(rng)
-            shown[kind] = add(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=layer_meta,
-                              **style)
-            if kind == "labels":  # outlined, as an image's prediction: the H&E stays readable inside the glands
-                shown[kind].colormap = gland_colormap()  # the bright green of an image's glands
-                shown[kind].contour = OUTLINE_WIDTH
-        if rng is not None:
-            self._show_legend(f"{name} uncertainty", shown["image"], rng)
-        return shown
+            layer = self.viewer.add_image(list(arrays), name=lname, multiscale=True, scale=(ds, ds),
+                                          metadata=layer_meta, **style)
+            if hidden and stays_hidden:
+                self._hidden_from.add(layer.unique_id)
+            return layer
+        # outlined, as an image's prediction (the H&E stays readable inside the glands), in the bright green of an
+        # image's glands: set before the layer is added, each setter of a layer in the viewer slices it again
+        layer = Labels(list(arrays), name=lname, multiscale=True, scale=(ds, ds), metadata=layer_meta,
+                       colormap=gland_colormap(), **style)
+        with layer._block_refresh():
+            layer.contour = OUTLINE_WIDTH
+        if hidden and stays_hidden:
+            self._hidden_from.add(layer.unique_id)
+        return self.viewer.add_layer(layer)
 
     def _show_legend(self, name: str, layer: Any, rng: Tuple[float, float, int]) -> None:
         """The legend of the slide's uncertainty layer (its range ``(lo, hi, level)``, uncertainty units)."""
@@ -1298,10 +1407,13 @@ class SlidePanel(QWidget):
         thread with a slide and an edit window shown), and the viewer draws in between. The job ends
         (:attr:`running` False, the buttons back) after the last one."""
         self._steps.extend(steps)
-        QTimer.singleShot(STEP_MS, self._next_step)
+        if not self._stepping:  # one chain of timers runs the steps: each call started its own, and two or three
+            self._stepping = True  # chains ran two or three steps a turn (a slide's layers added in one stall)
+            QTimer.singleShot(STEP_MS, self._next_step)
 
     def _next_step(self) -> None:
         if not self._steps:
+            self._stepping = False
             return
         step = self._steps.pop(0)
         if not _alive(self):
@@ -1312,7 +1424,10 @@ class SlidePanel(QWidget):
         finally:
             if self._steps:
                 QTimer.singleShot(STEP_MS, self._next_step)
-            elif self._finished is not None and self._job is not None:  # the worker has finished: the job ends
+            else:
+                self._stepping = False
+            # the worker has finished: the job ends
+            if not self._steps and self._finished is not None and self._job is not None:
                 self._job = None
                 self._end_job(self._finished)
 
@@ -1672,25 +1787,46 @@ class SlidePanel(QWidget):
             run["again"] = self._worker is None
             return
         out, rows = result[1], result[2]
-        self._show_numbered(run["layer"], run["store"])
-        self._numbered[run["layer"]] = run["store"]
-        self.gland_rows[run["layer"]] = rows
-        how = "as the store held them" if out["reused"] else f"in {out['seconds']:.0f} s"
-        self.number_status.setText(f"{out['n_glands']} glands numbered, one label each: '{run['layer']} {NUMBERED}' "
-                                   f"(numbered as Export numbers them, {how}).")
-        self.glands_numbered.emit(run["layer"])
+        shown: Dict[str, Any] = {}
+
+        def show() -> None:  # a step: the numbering is over (numbering False) only after it
+            if run is not self._numbering_run or not self._same_layer(run["layer"], run["slide"]):
+                return
+            shown["layer"] = self._show_numbered(run["layer"], run["store"], hidden=True)
+            self._numbered[run["layer"]] = run["store"]
+            self.gland_rows[run["layer"]] = rows
+            how = "as the store held them" if out["reused"] else f"in {out['seconds']:.0f} s"
+            self.number_status.setText(f"{out['n_glands']} glands numbered, one label each: '{run['layer']} "
+                                       f"{NUMBERED}' (numbered as Export numbers them, {how}).")
+            self.glands_numbered.emit(run["layer"])
+
+        def reveal() -> None:
+            layer = shown.get("layer")
+            if layer is not None and layer in self.viewer.layers and not layer.visible:
+                self._reveal(run["layer"], layer)
+
+        self._in_steps(show, reveal)
 
     def _on_number_finished(self, run: Dict[str, Any]) -> None:
+        """The numbering worker ended: once what it shows is shown (a step after those of :meth:`_on_numbered`),
+        the numbering is over, and runs again if its labels changed meanwhile."""
+        if run is not self._numbering_run or not _alive(self):
+            return
+        self._in_steps(lambda: self._number_finished(run))
+
+    def _number_finished(self, run: Dict[str, Any]) -> None:
         if run is not self._numbering_run or not _alive(self):
             return
         self._numbering = self._numbering_run = None
         if run.get("again") and self._worker is None:
             self.number_glands(run["layer"], run["store"])
 
-    def _show_numbered(self, name: str, store_path: str) -> Any:
+    def _show_numbered(self, name: str, store_path: str, hidden: bool = False) -> Any:
         """Show (or refresh) the store's numbered glands over slide ``name``: a multiscale Labels layer read from
         ``labels/instances`` (filled, a colour per gland, :data:`NUMBERED_COLORS`, under the glands' outlines); the
-        active layer stays the one that was (an open edit window keeps its brush)."""
+        active layer stays the one that was (an open edit window keeps its brush). ``hidden``: a layer added is added
+        hidden (not sliced), where it belongs (one insert, not an add and a move), for :meth:`_reveal` to draw in a
+        later turn: added shown and moved, it was one stall of 0.6-2 s opening an 8192 px slide."""
         from src_model.export import instance_levels
         from src_model.slide_store import open_store
 
@@ -1701,6 +1837,8 @@ class SlidePanel(QWidget):
             if OUT_OF_DATE_KEY in live.metadata:  # drawn again at the opacity it had
                 live.opacity = live.metadata.pop(OUT_OF_DATE_KEY)
             return live
+        from napari.layers import Labels
+
         store = open_store(store_path)
         ds = store.info.downsample
         active = self.viewer.layers.selection.active
@@ -1708,11 +1846,13 @@ class SlidePanel(QWidget):
             self.viewer.layers.remove(lname)
         meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True,
                 ROLE_KEY: "slide numbered glands"}
-        layer = self.viewer.add_labels(instance_levels(store), name=lname, multiscale=True, scale=(ds, ds),
-                                       opacity=NUMBERED_OPACITY, colormap=numbered_colormap(), metadata=meta)
+        layer = Labels(instance_levels(store), name=lname, multiscale=True, scale=(ds, ds), opacity=NUMBERED_OPACITY,
+                       colormap=numbered_colormap(), metadata=meta, visible=not hidden)
         glands = f"{name} glands"
-        if glands in self.viewer.layers:  # under the glands' outlines (and an edit window), not over them
-            self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(glands))
+        # under the glands' outlines (and an edit window), not over them
+        self.viewer.layers.insert(self.viewer.layers.index(glands) if glands in self.viewer.layers
+                                  else len(self.viewer.layers), layer)
+        if glands in self.viewer.layers:
             over = self.viewer.layers[glands]
             if not getattr(over, "contour", 1):  # the reader's layer, filled: outlined as the panel's own (its
                 over.colormap = gland_colormap()  # fill hid the numbered glands' colours under a brown veil)
