@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from qtpy.QtCore import QEvent, Qt, QTimer, Signal
@@ -152,6 +153,9 @@ class RetrainPanel(QWidget):
         super().__init__(parent)
         self._get_store = get_store
         self._before_start = before_start  # e.g. add the open images to the store as unlabelled tissue
+        #: the name the dock gives an image the worker names by its file (set by the dock: the image's layer name
+        #: while it is open; walk 22: the table said "glas_testA_1" beside the layer "GlaS testA_1 (H&E)")
+        self.image_text: Callable[[str], str] = lambda name: name
         self.job: Optional["RetrainJob"] = None
         self.state = "idle"  # idle | running | evaluating | registering | done | cancelled | error
         self.last_done: Optional[Done] = None
@@ -518,6 +522,8 @@ class RetrainPanel(QWidget):
         name's alone), then its held-out regions and scores under it. When no image has a held-out region, the
         caption says why every Dice reads n/a; the line under it names the images trained on (``trained_on``, the
         job's; default: the store's now) that have no row."""
+        names = self.image_text
+        rows = [replace(score, image=names(score.image)) for score in rows]
         table = self.image_table
         table.clearSpans()
         table.clearContents()
@@ -567,7 +573,7 @@ class RetrainPanel(QWidget):
             except Exception:  # the store closed meanwhile: no line
                 trained_on = []
         listed = {r.image for r in rows}
-        missing = [name for name in trained_on if name not in listed]
+        missing = [name for name in map(names, trained_on) if name not in listed]
         self.image_note.setText(unscored_note(missing, bool(images)) if missing else "")
         self.image_note.setToolTip(", ".join(missing))
         self.image_note.setVisible(bool(missing))

@@ -73,7 +73,7 @@ def test_the_table_names_the_images_trained_on_that_it_has_no_row_for(
     assert note.text() == ("Not in the table: testA_2 (trained on; no region of it held out, no uncorrected tissue "
                            "of it compared).")
     assert note.mapTo(panel, QPoint(0, 0)).y() > panel.image_table.mapTo(panel, QPoint(0, 0)).y()
-    assert note.toolTip() == "testA_2.png"
+    assert note.toolTip() == "testA_2"  # the image's layer name (walk 22: the file's, "testA_2.png")
 
     first = panel.last_done.per_image
     # no row at all (e.g. only whole images accepted): the table is hidden, the line names every image trained on
