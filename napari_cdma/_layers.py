@@ -843,8 +843,8 @@ def region_arrays(image: np.ndarray, corrected_labels: np.ndarray, original_labe
 
 def ids_like(reference: np.ndarray, shown: np.ndarray) -> np.ndarray:
     """``reference`` (a stored correction, int (h, w)) in the ids a layer shows it with: each of its glands takes
-    the id ``shown`` has most often over it (0 stays 0). A correction pasted with fresh ids then equals the layer
-    where nothing was edited since, and an edit (erased, painted, merged or split) still differs."""
+    the id ``shown`` has most often over it (0 stays 0). A correction pasted with new (or joined) ids then equals the
+    layer where nothing was edited since, and an edit (erased, painted, merged or split) still differs."""
     ref = np.asarray(reference).astype(np.int64, copy=False)
     shown = np.asarray(shown).astype(np.int64, copy=False)
     out = np.zeros(ref.shape, np.int32)

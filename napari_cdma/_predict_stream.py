@@ -915,13 +915,14 @@ class LiveLayers:
                 self._copy_in_thread()
         if not corrections:
             return self.model_labels, 0
-        # pasted glands get ids above every id in the layer (room_for may widen model_labels too)
+        # pasted glands that join no gland across their box's edge get ids above every id in the layer (room_for
+        # may widen model_labels too)
         self.room_for(self.largest + sum(int(np.asarray(m).max(initial=0)) for _, m in corrections))
         original = self.model_labels
         h, w = layer.data.shape
         boxes = [(slice(y0, min(y1, h)), slice(x0, min(x1, w))) for (y0, x0, y1, x1), _ in corrections]
         before = [np.array(layer.data[box]) for box in boxes]
-        n = paste_corrections(layer.data, corrections)  # in place: ids above every id in the layer
+        n = paste_corrections(layer.data, corrections)  # in place: joined or new ids (above every id in the layer)
         editable = layer.editable
         for box, old in zip(boxes, before, strict=True):  # skipped ones are unchanged: nothing to redraw
             pasted = layer.data[box].copy()

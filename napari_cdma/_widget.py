@@ -1094,7 +1094,7 @@ class CdmaWidget(QWidget):
             covered = set(record.covered) if edited is not None else None
             accepted = self._accepted_regions(digest, covered) if record.pasted else []
             on_screen = labels.copy() if edited is None else edited.astype(np.int32)
-            if covered:  # what the store has in those boxes, in the ids the layer gave it (pasted with fresh ids)
+            if covered:  # what the store has in those boxes, in the ids the layer gave it (pasted: fresh or joined ids)
                 safe = [(box, None, ids_like(corrected, on_screen[box[0]:box[2], box[1]:box[3]]))
                         for box, corrected, _ in self._accepted_regions(digest, covered, inside=True)]
             corrections = [(bbox, corrected) for bbox, corrected, _ in accepted]
@@ -1370,8 +1370,9 @@ class CdmaWidget(QWidget):
 
     @classmethod
     def _shown_glands(cls, layers: Dict[str, Any], glands: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """The gland table of a prediction layer the store's corrections were pasted into (with ids of their
-        own: the worker's table, made before, lists neither them nor what they covered), else ``glands``.
+        """The gland table of a prediction layer the store's corrections were pasted into (new ids, or a gland
+        joined across a box's edge: the worker's table, made before, lists neither them nor what they covered),
+        else ``glands``.
         Not for a large image (its maps are a pyramid; its table stays the worker's, blockwise)."""
         labels, umap = layers["prediction"], layers["uncertainty"]
         return glands if getattr(umap, "multiscale", False) else cls._glands_of(labels, umap, glands)
@@ -1471,8 +1472,8 @@ class CdmaWidget(QWidget):
         A correction accepted over this very prediction (the model's labels in its box are the ones it
         corrected) holds the layer's own ids: written as they are, a gland that crosses the box keeps
         one id, as before the store was closed. One accepted over another prediction (another model)
-        gets new ids above the labels' (:func:`~napari_cdma._layers.paste_corrections`), as a new
-        prediction shows it.
+        is pasted as a new prediction shows it (:func:`~napari_cdma._layers.paste_corrections`): a gland
+        continued across the box's edge takes that gland's id, the others new ids above the labels'.
         """
         h, w = on_screen.shape[:2]
         pasted = 0
