@@ -20,16 +20,23 @@ def _two_versions(tmp_path, checkpoint):
     return store, first, second
 
 
-def test_roll_back_predicts_the_image_chosen_not_the_last_one_predicted(make_napari_viewer, qtbot, tmp_path,
-                                                                         lite_checkpoint):
-    store, first, second = _two_versions(tmp_path, lite_checkpoint)
+def _two_images_predicted(make_napari_viewer, qtbot, store, size):
+    """The sample and a crop of it ("second", ``size``) open with the dock on ``store``, both predicted, "second"
+    last; returns (viewer, dock)."""
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "glas_testA_1")
     sample = np.asarray(viewer.layers[SAMPLE_NAME].data)
-    viewer.add_image(np.ascontiguousarray(sample[:256, :320]), name="second", rgb=True)
+    viewer.add_image(np.ascontiguousarray(sample[:size[0], :size[1]]), name="second", rgb=True)
     dock = open_dock(viewer, store.root)
     predict_and_wait(qtbot, dock, SAMPLE_NAME)
     predict_and_wait(qtbot, dock, "second")  # the last image predicted
+    return viewer, dock
+
+
+def test_roll_back_predicts_the_image_chosen_not_the_last_one_predicted(make_napari_viewer, qtbot, tmp_path,
+                                                                         lite_checkpoint):
+    store, first, second = _two_versions(tmp_path, lite_checkpoint)
+    viewer, dock = _two_images_predicted(make_napari_viewer, qtbot, store, (256, 320))
     assert dock.last_image == "second"
     dock.predict_panel.set_image(SAMPLE_NAME)  # chosen in Predict: shown, "second" hidden under it
     qtbot.waitUntil(lambda: dock.settled(), timeout=30_000)
@@ -75,13 +82,7 @@ def test_a_row_of_another_images_region_makes_that_image_the_one_chosen(make_nap
 
     store = ProjectStore.open(tmp_path / "project")
     store.add_model(lite_checkpoint, parent=BUNDLED, promoted=True)
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "glas_testA_1")
-    sample = np.asarray(viewer.layers[SAMPLE_NAME].data)
-    viewer.add_image(np.ascontiguousarray(sample[:320, :384]), name="second", rgb=True)
-    dock = open_dock(viewer, store.root)
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
-    predict_and_wait(qtbot, dock, "second")
+    viewer, dock = _two_images_predicted(make_napari_viewer, qtbot, store, (320, 384))
     review = dock.review_panel
     record = review.accept(bbox=(0, 0, 128, 128))  # a region of "second"
     assert record, review.last_message
