@@ -1792,7 +1792,7 @@ class SlidePanel(QWidget):
         def show() -> None:  # a step: the numbering is over (numbering False) only after it
             if run is not self._numbering_run or not self._same_layer(run["layer"], run["slide"]):
                 return
-            shown["layer"] = self._show_numbered(run["layer"], run["store"], hidden=True)
+            shown["layer"] = self._show_numbered(run["layer"], run["store"], hidden=True, read=out.get("layer"))
             self._numbered[run["layer"]] = run["store"]
             self.gland_rows[run["layer"]] = rows
             how = "as the store held them" if out["reused"] else f"in {out['seconds']:.0f} s"
@@ -1821,12 +1821,14 @@ class SlidePanel(QWidget):
         if run.get("again") and self._worker is None:
             self.number_glands(run["layer"], run["store"])
 
-    def _show_numbered(self, name: str, store_path: str, hidden: bool = False) -> Any:
+    def _show_numbered(self, name: str, store_path: str, hidden: bool = False,
+                       read: Optional[Dict[str, Any]] = None) -> Any:
         """Show (or refresh) the store's numbered glands over slide ``name``: a multiscale Labels layer read from
         ``labels/instances`` (filled, a colour per gland, :data:`NUMBERED_COLORS`, under the glands' outlines); the
         active layer stays the one that was (an open edit window keeps its brush). ``hidden``: a layer added is added
         hidden (not sliced), where it belongs (one insert, not an add and a move), for :meth:`_reveal` to draw in a
-        later turn: added shown and moved, it was one stall of 0.6-2 s opening an 8192 px slide."""
+        later turn: added shown and moved, it was one stall of 0.6-2 s opening an 8192 px slide. ``read``: the
+        layer's arrays, downsample and slide, read by the numbering worker (else the store is opened here)."""
         from src_model.export import instance_levels
         from src_model.slide_store import open_store
 
@@ -1839,14 +1841,16 @@ class SlidePanel(QWidget):
             return live
         from napari.layers import Labels
 
-        store = open_store(store_path)
-        ds = store.info.downsample
+        if read is None:
+            store = open_store(store_path)
+            read = {"levels": instance_levels(store), "downsample": store.info.downsample, "slide": store.info.slide}
+        ds = read["downsample"]
         active = self.viewer.layers.selection.active
         if lname in self.viewer.layers:
             self.viewer.layers.remove(lname)
-        meta = {STORE_KEY: str(store_path), SLIDE_KEY: store.info.slide, "napari_cdma_live": True,
+        meta = {STORE_KEY: str(store_path), SLIDE_KEY: read["slide"], "napari_cdma_live": True,
                 ROLE_KEY: "slide numbered glands"}
-        layer = Labels(instance_levels(store), name=lname, multiscale=True, scale=(ds, ds), opacity=NUMBERED_OPACITY,
+        layer = Labels(read["levels"], name=lname, multiscale=True, scale=(ds, ds), opacity=NUMBERED_OPACITY,
                        colormap=numbered_colormap(), metadata=meta, visible=not hidden)
         glands = f"{name} glands"
         # under the glands' outlines (and an edit window), not over them

@@ -1,9 +1,10 @@
 """A slide with a predicted store, opened while the dock is open: napari's open returns before any of the panel's
-overlays is added, the store's uncertainty range is read in a worker thread, and the overlays (uncertainty, glands'
-outlines, numbered glands) are added hidden and drawn in later turns of the event loop, one at a time; opened again
-after it was closed, the same. (Opening an 8192 px slide did all of it inside napari's open on the GUI thread: a
-1.3-1.6 s freeze; benchmarks/bench_slide_open.py.) A real napari viewer (Xvfb), a real pyramidal TIFF of GlaS test
-images, a real store (written, not predicted: fast), the numbering in its own process."""
+overlays is added, the store is opened and its uncertainty range read in worker threads (never on the GUI thread), and
+the overlays (uncertainty, glands' outlines, numbered glands) are added hidden and drawn in later turns of the event
+loop, one at a time; opened again after it was closed, the same. (Opening an 8192 px slide did all of it inside
+napari's open on the GUI thread: a 1.3-1.6 s freeze quiet, 4-6 s at load 7; benchmarks/bench_slide_open.py.) A real
+napari viewer (Xvfb), a real pyramidal TIFF of GlaS test images, a real store (written, not predicted: fast), the
+numbering in its own process."""
 from __future__ import annotations
 
 import threading
@@ -14,6 +15,7 @@ from qtpy.QtCore import QTimer
 from test_widget_slide import PLUGIN, WIDGET
 
 import napari_cdma._slide_view as slide_view
+import src_model.slide_store as slide_store
 from napari_cdma._layers import names_for
 from napari_cdma._slide_view import NUMBERED
 
@@ -57,6 +59,10 @@ def test_opening_a_predicted_slide_adds_its_overlays_over_later_turns(make_napar
     real_range = slide_view.store_display_range
     monkeypatch.setattr(slide_view, "store_display_range",
                         lambda store, *a, **k: ranges.append(threading.current_thread()) or real_range(store, *a, **k))
+    opened = []  # the threads the store was opened on (0.1 s quiet, more than 1 s at load 9 on the GUI thread)
+    real_open = slide_store.open_store
+    monkeypatch.setattr(slide_store, "open_store",
+                        lambda *a, **k: opened.append(threading.current_thread()) or real_open(*a, **k))
     viewer = make_napari_viewer()
     _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     assert dock.open_store(tmp_path / "project") is not None
@@ -76,8 +82,9 @@ def test_opening_a_predicted_slide_adds_its_overlays_over_later_turns(make_napar
         qtbot.waitUntil(lambda want=(unc, glands, numbered), shown=shown: all(ly in shown for ly in want)
                         and panel.tile_list.count() > 0 and not panel.numbering and not panel._steps,
                         timeout=120_000)
-        # the range was read in the worker, never on the GUI thread
+        # the range was read, and the store opened, in workers, never on the GUI thread
         assert ranges and all(t is not threading.main_thread() for t in ranges), (attempt, ranges)
+        assert opened and all(t is not threading.main_thread() for t in opened), (attempt, opened)
         # each overlay added hidden, and drawn in a later turn; no two of them added or drawn in the same turn
         for layer in (unc, glands, numbered):
             turn, visible = turns.inserted[layer]
@@ -97,3 +104,4 @@ def test_opening_a_predicted_slide_adds_its_overlays_over_later_turns(make_napar
         turns.timer.stop()
         viewer.layers.clear()
         ranges.clear()
+        opened.clear()
