@@ -229,9 +229,9 @@ class ImageState:
 
     @property
     def model_name(self) -> str:
-        """How the dock names the model behind the prediction layer ("bundled", "v0002", a file): its label, else
-        its version."""
-        return self.model_label or str(self.model_version or "")
+        """How the dock names the model behind the prediction layer ("bundled", "v0002", a file): its version, else
+        its label (a checkpoint file's name; labels of older stores may carry the chooser's "(current)")."""
+        return str(self.model_version) if self.model_version else self.model_label  # not "v0001 (current)"
 
     def original_for(self, layer_name: str) -> Tuple[np.ndarray, Optional[str]]:
         """The model's labels and version behind a prediction layer (the main one by default)."""
@@ -1122,7 +1122,7 @@ class CdmaWidget(QWidget):
                 self._hide_corrections(name)
             raise_overlays(self.viewer, name)  # the accepted boxes and corrections restored above it
             stale = self._stale_note(store, record)
-            self.restored_predictions[name] = f"{record.model_label or record.model_version}, " \
+            self.restored_predictions[name] = f"{record.model_version or record.model_label}, " \
                                               f"{record.created}{kept}{'; ' + stale if stale else ''}"
             shown.append(name)
             if first is None or (visible and not layers[first].visible):
@@ -1594,7 +1594,14 @@ class CdmaWidget(QWidget):
         notes = []
         was_restored = False
         if secondary:
-            self._hide_side_layers(state, keep=target)  # the latest side prediction shown (outlines piled up)
+            self._hide_side_layers(name, state, keep=target)  # the latest side prediction shown (outlines piled up)
+            # the image's line names the model of the layer corrected, not the one tried aside (walk 23: chosen
+            # again, testA_2 read "predicted with bundled", the version tried, over v0001's layer)
+            before = self.predict_panel.predicted_before.get(name)
+            if before is not None:
+                self.predict_panel.predicted[name] = before
+            else:  # restored from the store, or made before the dock knew it: said from the store or the state
+                self.predict_panel.predicted.pop(name, None)
             # shown again when a side layer hidden earlier is reused (the model tried again: walk)
             layers["prediction"].visible = main not in self.viewer.layers or self.viewer.layers[main].visible
             # the new layer holds the model's labels and the corrections pasted (reviewed): nothing unsaved
@@ -1635,7 +1642,7 @@ class CdmaWidget(QWidget):
             shown_aside = [other for other in others if self.viewer.layers[other].visible]
             if shown_aside:  # the glands on screen are this model's alone (walk 22: a tried version's outlines
                 # stayed over the new current model's after a roll back)
-                self._hide_side_layers(self.states[name])
+                self._hide_side_layers(name, self.states[name])
                 notes.append((f"Other versions' layers of '{name}' are hidden: {', '.join(shown_aside)}.",
                               "Other versions' layers hidden."))
         if result.image_hash:
@@ -2101,6 +2108,9 @@ class CdmaWidget(QWidget):
         self.retrain_panel.model_now_current(version)  # Keep new model anyway goes once its version is current
         self._sync_from_store(select_current=True)
         image = self._image_to_refresh()
+        for name, state in list(self.states.items()):  # the other images show their own layer's glands, said stale
+            if name != image and name in self.viewer.layers:
+                self._hide_side_layers(name, state)
         if image is not None:
             if not self.predict_panel.running and self._already_predicted_by(image, version):
                 return
@@ -2130,7 +2140,7 @@ class CdmaWidget(QWidget):
         main = names_for(image)["prediction"]
         if state is None or main not in self.viewer.layers or str(state.model_version) != str(version):
             return False
-        self._hide_side_layers(state)
+        self._hide_side_layers(image, state)
         self.viewer.layers[main].visible = True
         edits = state.unsaved(main, self.viewer.layers[main].data)
         held = f", with {edits} edited pixel(s) not accepted yet" if edits else ""
@@ -2143,12 +2153,15 @@ class CdmaWidget(QWidget):
                           "versions hidden.", panel.last_message)
         return True
 
-    def _hide_side_layers(self, state: ImageState, keep: str = "") -> None:
-        """Hide the image's side prediction layers (other versions', or one written aside to keep edits) but
-        ``keep``."""
+    def _hide_side_layers(self, image: str, state: ImageState, keep: str = "") -> None:
+        """Hide the image ``image``'s side prediction layers (other versions', or one written aside to keep edits) but
+        ``keep``; hidden for good: not shown again when the image, hidden under another, is chosen again (walk 23:
+        a version tried aside came back over the image after a roll back)."""
+        remembered = self.review_panel._hidden_by_focus.get(image, set())  # what focus would show again
         for other in state.others:
             if other != keep and other in self.viewer.layers:
                 self.viewer.layers[other].visible = False
+                remembered.discard(self.viewer.layers[other].unique_id)
 
     def _on_predict_idle(self) -> None:
         image, self._refresh_after_predict = self._refresh_after_predict, None

@@ -186,6 +186,12 @@ class PredictPanel(QWidget):
         #: image name -> (unique id of its image layer, model label, time.time()) of its last prediction made here,
         #: for the status line about the image chosen (:meth:`chosen_line`)
         self.predicted: Dict[str, Tuple[Any, str, float]] = {}
+        #: what :attr:`predicted` held of an image before its last prediction (the dock puts it back when that
+        #: prediction went to a side layer: the layer corrected is still the earlier model's)
+        self.predicted_before: Dict[str, Optional[Tuple[Any, str, float]]] = {}
+        #: the project's versions listed in the chooser and the store's current model (:meth:`set_model_versions`)
+        self.versions: List[str] = []
+        self.current_model = BUNDLED
         self._chosen_said = ""  # the status line :meth:`_on_chosen` last wrote
         self._done_said = ""  # the line a prediction's end wrote (:meth:`predicted_line`), before any note
         self._succeeded = False  # the run ending now handed a prediction over (its bar ends full)
@@ -327,13 +333,22 @@ class PredictPanel(QWidget):
             return f"{name}: not predicted yet."
         made = self.predicted.get(name)
         if made is not None and made[0] == getattr(layer, "unique_id", None):
-            return self.predicted_line(name)
+            return self.predicted_line(name) + self.not_current_note(made[1])
         restored = self.described_for(name) if self.described_for is not None else None
         if restored:
             return f"{name}: predicted with {restored_text(restored)} (from the project store)."
         if (getattr(layer, "metadata", None) or {}).get(HASH_KEY):
             return f"{name}: predicted (from the project store)."
         return f"{name}: predicted (layer '{prediction}')."
+
+    def not_current_note(self, model: str) -> str:
+        """`` Current model: bundled; Predict refreshes it.`` when ``model`` (a version's name) is not the store's
+        current model (walk 23: after a roll back an image chosen again read "predicted with v0001" and nothing said
+        that v0001 was no longer current); "" otherwise, and for a checkpoint file."""
+        current = self.current_model
+        if model == current or (model != BUNDLED and model not in self.versions):
+            return ""
+        return f" Current model: {current}; Predict refreshes it."
 
     def predicted_line(self, name: str) -> str:
         """What the status line says of the image ``name`` predicted here (:attr:`predicted`): "testA_1: predicted
@@ -412,6 +427,8 @@ class PredictPanel(QWidget):
             notes: text shown after a version ("current", "not promoted").
         """
         notes = notes or {}
+        self.versions = [str(v) for v in versions]
+        self.current_model = next((str(v) for v, note in notes.items() if note == "current"), BUNDLED)
         keep = self.model_combo.currentData() if current is None else None
         files = [self.model_combo.itemData(i) for i in range(self.model_combo.count())
                  if (self.model_combo.itemData(i) or ("",))[0] == "file"]
@@ -496,7 +513,10 @@ class PredictPanel(QWidget):
             self._fail(str(exc))
             return False
         choice = self.model_choice()
-        label = self.model_combo.currentText()
+        # the model's own name, not the chooser's note about it now ("v0001 (current)"): the label stays with the
+        # prediction (status, legend, store, CSV) after another model is made current (walk 23: "Predicted by v0001
+        # (current)" under "Current model: bundled")
+        label = str(choice[1]) if choice[0] == "version" else self.model_combo.currentText()
         try:
             model_path = str(self._model_path_for(choice))
         except Exception as exc:
@@ -701,6 +721,7 @@ class PredictPanel(QWidget):
             # the image's store hash, so that opening a store does not hash it again on the GUI thread
             self.viewer.layers[name].metadata[HASH_KEY] = extra["image_hash"]
         shown = _unwrap(layer) if layer is not None else self.viewer.layers[name]
+        self.predicted_before[name] = self.predicted.get(name)
         self.predicted[name] = (getattr(shown, "unique_id", None), label, time.time())
         self._done_said = self.last_message = self.predicted_line(name)
         self._succeeded = True

@@ -132,3 +132,31 @@ def test_while_a_reopen_restores_the_prediction_the_status_never_says_not_predic
     wrong = [text for shown, text in seen if shown and "not predicted yet" in text]
     assert not wrong, wrong[:3]
     assert again.predict_panel.status.text().startswith(f"{SAMPLE_NAME}: predicted with v0001")
+
+
+def test_after_a_roll_back_an_image_chosen_again_names_the_model_of_its_layer(make_napari_viewer, qtbot, tmp_path,
+                                                                              lite_checkpoint):
+    """Walk 23: v0001 current, testA_2 predicted by v0001, bundled tried on it aside, testA_1 chosen, roll back to
+    bundled, testA_2 chosen again: its line said "predicted with bundled" (the version tried), the legend "Predicted
+    by v0001 (current)" under "Current model: bundled", and the tried layer came back over it."""
+    store, first, _ = _two_versions(tmp_path, lite_checkpoint)
+    viewer, dock = _two_images_predicted(make_napari_viewer, qtbot, store, (256, 320))
+    panel = dock.predict_panel
+    panel.model_combo.setCurrentIndex(panel._find(("version", BUNDLED)))  # tried on "second", aside
+    predict_and_wait(qtbot, dock, "second")
+    side = f"{names_for('second')['prediction']} ({BUNDLED})"
+    assert side in viewer.layers and viewer.layers[side].visible
+    assert panel.status.text().startswith(f"second: predicted with {first.version} at "), panel.status.text()
+    panel.set_image(SAMPLE_NAME)
+    qtbot.waitUntil(lambda: dock.settled(), timeout=30_000)
+
+    assert dock.versions_panel.roll_back(BUNDLED)
+    qtbot.waitUntil(lambda: dock.states[SAMPLE_NAME].model_version == BUNDLED, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.running and dock.settled(), timeout=60_000)
+    panel.set_image("second")
+    qtbot.waitUntil(lambda: dock.settled() and dock.display_panel.image_name == "second", timeout=30_000)
+    assert viewer.layers[names_for("second")["prediction"]].visible and not viewer.layers[side].visible
+    line = panel.status.text()
+    assert line.startswith(f"second: predicted with {first.version} at ") and "Current model: bundled" in line, line
+    assert dock.states["second"].model_name == first.version
+    assert dock.display_panel.model_label == first.version  # not "v0001 (current)"
