@@ -1391,16 +1391,33 @@ class ReviewPanel(QWidget):
 
     def image_layer_of(self, record: RegionRecord) -> Any:
         """The open image layer showing a region's image (its store hash in the layer's metadata, or the dock's
-        state of the layer), else None."""
+        state of the layer), else None. Among several layers of the same pixels (walk 23: the default project's
+        restored "GlaS testA_1 (H&E)" and the sample opened again, "GlaS testA_1 (H&E) [1]", predicted and accepted
+        from in another store) the layer the dock's state of the image is on comes first, then a shown one, then
+        the first in the layer list; a layer detached from a previous store only when no other shows the image."""
+        layers = self._image_layers_of(record.image_hash)
+        return min(layers, key=lambda layer: self._layer_rank(layer, record.image_hash)) if layers else None
+
+    def _image_layers_of(self, image_hash: str) -> List[Any]:
+        """The open image layers (not derived) showing the image of store hash ``image_hash``, in layer-list
+        order."""
+        found = []
         for layer in self.viewer.layers:
             if not isinstance(layer, Image) or is_derived(layer):
                 continue
-            if (layer.metadata or {}).get(HASH_KEY) == record.image_hash:
-                return layer
-            state = self._get_state(layer.name)
-            if state is not None and state.image_hash == record.image_hash:
-                return layer
-        return None
+            if (layer.metadata or {}).get(HASH_KEY) == image_hash or self._state_on(layer, image_hash):
+                found.append(layer)
+        return found
+
+    def _state_on(self, layer: Any, image_hash: str) -> bool:
+        """Whether the dock's state of ``layer`` (its prediction) is of the image ``image_hash``."""
+        state = self._get_state(layer.name)
+        return state is not None and getattr(state, "image_hash", None) == image_hash
+
+    def _layer_rank(self, layer: Any, image_hash: str) -> Tuple[bool, bool, bool]:
+        """Sort key of :meth:`image_layer_of` (lower first; ``min`` keeps layer-list order among equals):
+        not detached, the dock's state on it, shown."""
+        return (is_detached(layer), not self._state_on(layer, image_hash), not bool(getattr(layer, "visible", True)))
 
     def show_region(self, region_id: Optional[str] = None, move: bool = True) -> Any:
         """Frame an accepted region (default: the selected one), live or withdrawn, in black on its image and
