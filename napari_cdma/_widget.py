@@ -2157,7 +2157,7 @@ class CdmaWidget(QWidget):
         """Hide the image ``image``'s side prediction layers (other versions', or one written aside to keep edits) but
         ``keep``; hidden for good: not shown again when the image, hidden under another, is chosen again (walk 23:
         a version tried aside came back over the image after a roll back)."""
-        remembered = self.review_panel._hidden_by_focus.get(image, set())  # what focus would show again
+        remembered = self.review_panel.hidden_by_focus.get(image, set())  # what focus would show again
         for other in state.others:
             if other != keep and other in self.viewer.layers:
                 self.viewer.layers[other].visible = False

@@ -970,6 +970,12 @@ class ReviewPanel(QWidget):
         redraw_frames(self.viewer)  # the other frames (accepted regions, a region shown) for the new zoom
         fit_drawn(self.viewer)
 
+    @property
+    def hidden_by_focus(self) -> Dict[str, Set[Any]]:
+        """Image name -> unique ids of its layers :meth:`focus` hid to show another image, shown again when it is
+        chosen again (the dock forgets a layer it hides for good)."""
+        return self._hidden_by_focus
+
     def focus(self, image_name: Optional[str]) -> List[str]:
         """Make the image ``image_name`` what the canvas shows: the open images all lie at the origin, and a region
         of the image reviewed was shown under another image's layers (walk). The other images whose extent overlaps
