@@ -269,10 +269,13 @@ class RetrainPanel(QWidget):
         """True while a retraining job is being polled."""
         return self.job is not None
 
-    def _say(self, message: str, error: bool = False) -> None:
+    def _say(self, message: str, error: bool = False, short: Optional[str] = None) -> None:
+        """Say ``message`` in the result line; with ``short``, that on screen and ``message`` whole in its tooltip
+        (``last_message`` is always the whole message)."""
         self.last_message = message
         self._nothing_new_said = None  # anything said since: a press checks again
-        show_message(self.result_label, message, error)
+        show_message(self.result_label, message if short is None else short, error)
+        self.result_label.setToolTip("" if short is None else message)
 
     def start(self, steps: Optional[int] = None, force: bool = False) -> bool:
         """Start retraining the store's current model in the background.
@@ -472,7 +475,7 @@ class RetrainPanel(QWidget):
         join_at_exit(thread)  # the new version registered in full before Python exits (napari_cdma._exit)
 
     def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str, before: str) -> None:
-        from .project.retrain_job import HoldoutSplit, held_out_text, plural
+        from .project.retrain_job import HoldoutSplit, held_out_text, plural, verdict_short
 
         self.retrain_button.setEnabled(True)
         self.progress.setVisible(False)  # registered (or not): the result line says how it ended
@@ -500,8 +503,11 @@ class RetrainPanel(QWidget):
             reason = re.sub(r"agreement with the current model [0-9.]+ < ([0-9.]+)", r"agreement below \1", reason)
         # the verdict first (walk 20: it came after the held-out and agreement numbers, at the end of a long text);
         # no Dice printed over too little gland: the words say why (the worker's Done.message)
+        # on screen a few short lines, each figure once; the whole verdict in the tooltip (walk 23: some 19 lines in
+        # the 280 px dock, the held-out Dice said twice)
         self._say(f"{record.version}: {'promoted' if record.promoted else 'not promoted'}; {held_out}{agreement}; "
-                  f"{reason}.")
+                  f"{reason}.", short=verdict_short(record.version, record.promoted,
+                                                    (record.metrics or {}).get("decision") or "", held_out))
         self._show_images(ev.per_image, trained_on)
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)
@@ -633,10 +639,14 @@ class RetrainPanel(QWidget):
         if self.last_record is not None and version == self.last_record.version:
             self.keep_button.setVisible(False)
             # the verdict said "not promoted ... Keep new model anyway if you trust it" (walk 21: it stayed so)
-            said = self.last_message
+            said, shown = self.last_message, self.result_label.text()
             if said.startswith(f"{version}: ") and "made current by hand since" not in said:
                 said = said.split("; Keep new model anyway")[0].rstrip(" ;.")
-                self._say(f"{said}. {version} has been made current by hand since.")
+                since = f"{version} has been made current by hand since."
+                short = None
+                if shown != self.last_message:  # the verdict said short on screen: its last line was what to do
+                    short = shown.rsplit("\n", 1)[0] + "\n" + since
+                self._say(f"{said}. {since}", short=short)
 
     def keep_anyway(self) -> bool:
         """Make the last, not promoted, model current anyway (the user's choice); False, with nothing done, when it

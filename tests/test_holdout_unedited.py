@@ -187,8 +187,10 @@ def test_the_dock_says_the_held_out_region_was_accepted_unedited(qtbot, tmp_path
     panel.train_kwargs = dict(FAST_TRAIN)
     assert panel.start(steps=1)
     qtbot.waitUntil(lambda: panel.state in ("done", "error", "cancelled"), timeout=300_000)
-    said = panel.result_label.text()
+    said = panel.last_message  # the whole verdict (on screen a short form, this in its tooltip: walk 23)
     assert panel.state == "done", said
+    assert panel.result_label.toolTip() == said and said.count("1.000 -> ") == 2
+    assert panel.result_label.text().count("1.000 -> ") == 1
     assert said.startswith("v0002: not promoted; held-out Dice 1.000 -> "), said
     assert " on 1 region accepted unedited; " in said, said
     assert ("1 of 1 held-out regions was accepted unedited from v0001's own prediction: v0001 scores 1.000 there by "

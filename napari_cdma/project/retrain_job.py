@@ -577,6 +577,27 @@ def _split_decision(ev: Done, split: HoldoutSplit, changed: str, unchecked: str)
                   f"model stays"
 
 
+def verdict_short(version: str, promoted: bool, decision: str, held_out: str) -> str:
+    """A finished job's verdict in a few short lines for the 280 px dock (walk 23: some 19 lines, the held-out Dice
+    said twice): the version, promoted or not and why in a few words, the held-out Dice once (``held_out``, from
+    :func:`held_out_text`), and what the user can do. ``decision``: :func:`rule_decision`'s reason, of which the words
+    pick the why; the whole verdict goes in the tooltip."""
+    if promoted:
+        why = "better on held-out regions"
+    elif "changed the prediction of uncorrected tissue" in decision:
+        why = "it changed uncorrected tissue"
+    elif "fell on the unedited" in decision:
+        why = "worse on regions accepted unedited"
+    elif "too little to promote automatically" in decision:
+        why = "too little held out to decide"
+    else:
+        why = "not better on held-out regions"
+    then = ("It is now the current model." if promoted else "Keep new model anyway if you trust it."
+            if "Keep new model anyway" in decision else "The current model stays.")
+    return f"{version}: {'promoted' if promoted else 'not promoted'}: {why}.\n{held_out[0].upper()}{held_out[1:]}." \
+           f"\n{then}"
+
+
 def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = None,
            note: str = "", trained_on: Optional[Dict[str, Any]] = None,
            split: Optional[HoldoutSplit] = None) -> ModelRecord:

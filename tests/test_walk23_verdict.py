@@ -1,0 +1,97 @@
+"""Walk 23, Retrain panel: the verdict of a job whose one held-out region was accepted unedited was some 19 lines in
+the 280 px dock and said "1.000 -> 0.997" twice. On screen now a few short lines (the version, promoted or not and why
+in a few words, the held-out Dice once, what to do); the whole verdict in the tooltip and ``last_message``. Real store
+on disk, real checkpoint, real panels under Xvfb; the Done event and the worker's split file are written here instead
+of training (as in tests/test_holdout_unedited.py's finish test)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+from napari_cdma._widget_retrain import RetrainPanel
+from napari_cdma._widget_versions import VersionsPanel
+from napari_cdma.project.events import Done, ImageScore
+from napari_cdma.project.retrain_job import HOLDOUT_SPLIT, HeldPart, HoldoutSplit, holdout_shortfall
+from napari_cdma.project.store import ProjectStore
+
+DOCK_WIDTH = 280
+
+
+def _panel(qtbot, tmp_path, lite_checkpoint):
+    store = ProjectStore.open(tmp_path / "store")
+    store.add_model(lite_checkpoint, parent=None, note="random lite", promoted=True)
+    panel = RetrainPanel(lambda: store)
+    qtbot.addWidget(panel)
+    return store, panel
+
+
+def _handle(qtbot, panel, event):
+    panel._handle(event)
+    qtbot.waitUntil(lambda: panel.state != "registering", timeout=30_000)
+    assert panel.state == "done", panel.last_message
+
+
+def _walk23(tmp_path, lite_checkpoint):
+    """The walk's job: r0002 held out, accepted unedited from v0001's prediction; Dice 1.000 -> 0.997 there."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(lite_checkpoint, run / "final.pt")
+    split = HoldoutSplit(HeldPart(), HeldPart(1, 2000, 1.0, 0.997), {"v0001": 1}, ("r0002@1",))
+    (run / HOLDOUT_SPLIT).write_text(json.dumps(split.to_json()), encoding="utf-8")
+    return Done(checkpoint=str(run / "final.pt"), parent_model="v0001", steps_done=3, n_holdout=1, old_dice=1.0,
+                new_dice=0.997, better=False, agreement=0.99, min_agreement=0.95, agreement_crops=3,
+                per_image=(ImageScore("testA_1.png", n_holdout=1, agreement=0.99),))
+
+
+def _short(panel):
+    """The verdict on screen, checked short: at most 4 lines, under 45% of the whole verdict, no figure twice, and
+    at most 6 lines tall in the dock's width; the whole verdict in its tooltip."""
+    text, full = panel.result_label.text(), panel.last_message
+    assert panel.result_label.toolTip() == full
+    assert len(text.splitlines()) <= 4, text
+    assert len(text) <= 0.45 * len(full), (text, full)
+    figures = re.findall(r"\d+\.\d+", text)
+    assert len(figures) == len(set(figures)), text
+    line = panel.result_label.fontMetrics().lineSpacing()
+    assert panel.result_label.heightForWidth(DOCK_WIDTH) <= 6 * line, text
+    return text, full
+
+
+def test_the_verdict_is_short_on_screen_and_whole_in_its_tooltip(qtbot, tmp_path, lite_checkpoint):
+    store, panel = _panel(qtbot, tmp_path, lite_checkpoint)
+    _handle(qtbot, panel, _walk23(tmp_path, lite_checkpoint))
+    full = panel.last_message
+    # the whole verdict as before (walk 22's words), the Dice in it twice
+    assert full.startswith("v0002: not promoted; held-out Dice 1.000 -> 0.997 on 1 region accepted unedited; ")
+    assert "v0001 scores 1.000 there by construction" in full and full.count("1.000 -> 0.997") == 2, full
+    assert full.endswith("Keep new model anyway if you trust it.")
+    text, _ = _short(panel)
+    assert text.splitlines()[0] == "v0002: not promoted: too little held out to decide.", text
+    assert text.count("1.000 -> 0.997") == 1 and "accepted unedited" in text, text
+    assert text.splitlines()[-1] == "Keep new model anyway if you trust it." and panel.keep_button.isVisibleTo(panel)
+
+    # made current by hand (Versions panel): the last line says so, short still, and the tooltip whole
+    versions = VersionsPanel(lambda: store)
+    qtbot.addWidget(versions)
+    versions.model_changed.connect(panel.model_now_current)  # as the dock's _on_model_changed will
+    assert versions.set_current("v0002")
+    text, full = _short(panel)
+    assert full.endswith("v0002 has been made current by hand since.") and "Keep new model anyway" not in full
+    assert text.startswith("v0002: not promoted: too little held out to decide.\nHeld-out Dice 1.000 -> 0.997")
+    assert text.endswith("\nv0002 has been made current by hand since.") and "Keep new model" not in text, text
+
+
+def test_an_unscored_verdict_is_short_too_and_other_messages_are_not_cut(qtbot, tmp_path, lite_checkpoint):
+    """Walk 20's job: one held-out region with 81 px of gland (no Dice): the worker's words once, no tooltip left
+    behind on the next message."""
+    store, panel = _panel(qtbot, tmp_path, lite_checkpoint)
+    _handle(qtbot, panel, Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=3, n_holdout=1,
+                               message=holdout_shortfall(1, 81) + "; promote it by hand if wanted", agreement=0.967,
+                               min_agreement=0.95, agreement_crops=3))
+    text, full = _short(panel)
+    assert text.startswith("v0002: not promoted: too little held out to decide.\nHeld-out score rests on 81 px"), text
+    assert text.count("81 px") == 1 and "which needs" in full, (text, full)
+    assert panel.keep_anyway()
+    assert panel.result_label.text() == panel.last_message == "Current model: v0002 (kept by hand)."
+    assert panel.result_label.toolTip() == ""
