@@ -31,8 +31,8 @@ def sample():
 
 def _held(image, dock):
     out = []
-    for y0, x0 in BOXES:
-        rec = SimpleNamespace(image_hash="testA_1", bbox=(y0, x0, y0 + 128, x0 + 128))
+    for k, (y0, x0) in enumerate(BOXES):
+        rec = SimpleNamespace(region_id=f"r{k + 1:04d}", image_hash="testA_1", bbox=(y0, x0, y0 + 128, x0 + 128))
         out.append((rec, image[y0:y0 + 128, x0:x0 + 128], dock[y0:y0 + 128, x0:x0 + 128].astype(np.uint8)))
     return out
 
@@ -40,11 +40,11 @@ def _held(image, dock):
 def test_regions_accepted_unchanged_score_one_for_the_model_that_predicted_them(sample):
     model, image, dock = sample
     held = _held(image, dock)
-    old, new, per = _score_held(model, model, held, 320, 0.2, "cpu", lambda: False, {"testA_1": image})
+    old, new, per, _ = _score_held(model, model, held, 320, 0.2, "cpu", lambda: False, {"testA_1": image})
     assert old == pytest.approx(1.0) and new == pytest.approx(1.0)
     assert per["testA_1"][0] == len(BOXES)
     # the same regions scored as crops alone, as before: the model disagrees with itself
-    alone, _, _ = _score_held(model, model, held, 320, 0.2, "cpu", lambda: False, {})
+    alone, *_ = _score_held(model, model, held, 320, 0.2, "cpu", lambda: False, {})
     assert alone < 0.95
 
 
