@@ -122,7 +122,7 @@ def test_keep_unaccepted_edits_is_enabled_only_with_edits_to_keep(make_napari_vi
         walks.append(np.shape(args[0]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("napari_cdma._widget.unsaved_edits", counted)
+    monkeypatch.setattr("napari_cdma._widget_edits.unsaved_edits", counted)
 
     # painted with the brush: enabled, the plain tooltip
     label = int(np.asarray(layer.data).max()) + 1
@@ -149,7 +149,7 @@ def test_keep_unaccepted_edits_is_enabled_only_with_edits_to_keep(make_napari_vi
     assert walks == [], "an edit counted by walking the whole layer"
     assert dock.states["he"].unsaved_px[layer.name] == _full_count(dock) > 0
     assert dock.keep_edits_button.isEnabled()
-    monkeypatch.setattr("napari_cdma._widget.unsaved_edits", real)
+    monkeypatch.setattr("napari_cdma._widget_edits.unsaved_edits", real)
     # labels written by code, then the layer redrawn: counted (in full, at that redraw)
     before = _full_count(dock)
     layer.data[200:210, 200:210] = label + 3

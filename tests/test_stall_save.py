@@ -1,5 +1,5 @@
 """A large image's prediction is written to the project store (which its first prediction creates) only once its
-hand-over is over (napari_cdma/_widget.py, SAVE_DELAY_MS): the store's writer holds the GIL for long stretches,
+hand-over is over (napari_cdma/_widget_save.py, SAVE_DELAY_MS): the store's writer holds the GIL for long stretches,
 and with the save started at the hand-over the event loop stalled 126-386 ms in the 2 s after it (6000 x 6000
 image). Streaming is forced on GlaS testA_1 as in test_widget_predict_stream.py."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from _dock import open_dock, wait_settled
 from qtpy.QtCore import QTimer
 
-from napari_cdma import _widget
+from napari_cdma import _widget_save
 from napari_cdma._layers import names_for
 
 NAME = "glas"
@@ -36,11 +36,11 @@ def _stored_labels(widget):
 
 def test_a_large_images_save_starts_after_its_hand_over(dock, qtbot, tmp_path):
     viewer, widget = dock
-    before = _widget._last_saver
+    before = _widget_save._last_saver
     seen = []  # at each event-loop turn: (hand-over steps left, save started, store created)
     timer = QTimer()
     timer.setInterval(0)
-    timer.timeout.connect(lambda: seen.append((bool(widget._turns), _widget._last_saver is not before,
+    timer.timeout.connect(lambda: seen.append((bool(widget._turns), _widget_save._last_saver is not before,
                                                (tmp_path / "store").exists())))
     timer.start()
     try:
@@ -51,7 +51,7 @@ def test_a_large_images_save_starts_after_its_hand_over(dock, qtbot, tmp_path):
     assert any(turns for turns, _, _ in seen)  # the hand-over had steps left for later turns
     # none of them ran beside the save, nor after the store's creation
     assert not any(turns and (started or created) for turns, started, created in seen)
-    assert _widget._last_saver is not before and (tmp_path / "store").exists()
+    assert _widget_save._last_saver is not before and (tmp_path / "store").exists()
     assert widget.flush_prediction_saves(60)
     layer = viewer.layers[names_for(NAME)["prediction"]]
     np.testing.assert_array_equal(_stored_labels(widget), layer.data)
@@ -64,14 +64,14 @@ def test_a_large_images_save_starts_after_its_hand_over(dock, qtbot, tmp_path):
 
 def test_a_flush_starts_a_save_still_waiting_for_its_delay(dock, qtbot, monkeypatch, tmp_path):
     viewer, widget = dock
-    monkeypatch.setattr(_widget, "SAVE_DELAY_MS", 600_000)
-    before = _widget._last_saver
+    monkeypatch.setattr(_widget_save, "SAVE_DELAY_MS", 600_000)
+    before = _widget_save._last_saver
     assert widget.predict(NAME), widget.predict_panel.last_message
     qtbot.waitUntil(lambda: not widget.predict_panel.running and not widget._turns
                     and widget._pending_save is not None, timeout=120_000)
     # waiting for the delay: no save, no store yet
-    assert _widget._last_saver is before and not (tmp_path / "store").exists() and not widget.settled()
+    assert _widget_save._last_saver is before and not (tmp_path / "store").exists() and not widget.settled()
     assert widget.flush_prediction_saves(60)  # e.g. opening another store
-    assert _widget._last_saver is not before and widget._pending_save is None
+    assert _widget_save._last_saver is not before and widget._pending_save is None
     wait_settled(widget, 5)
     np.testing.assert_array_equal(_stored_labels(widget), viewer.layers[names_for(NAME)["prediction"]].data)
