@@ -72,7 +72,17 @@ def save_checkpoint(path: PathLike, model: "MTNet", *, optimizer: Optional["torc
     }
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
-    return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+    def write(f) -> None:
+        try:
+            torch.save(payload, f)
+        except RuntimeError as exc:  # torch turns a failed write (a full disk) into a RuntimeError: the OSError again
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno, cause.strerror, str(path)) from exc
+            raise
+
+    return atomic_write_bytes(path, write)
 
 
 #: Most bytes a checkpoint may declare (the uncompressed size of its zip entries): the paper preset

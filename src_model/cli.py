@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import logging
 import math
@@ -70,7 +71,11 @@ def _os_error_line(exc: BaseException) -> str:
         return str(exc) or type(exc).__name__
     p = Path(str(name))
     where = p.parent if p.name.startswith(".") or p.name.endswith((".tmp", ".partial")) else p
-    return f"{where}: {exc.strerror or exc}"
+    advice = "; free space there or write elsewhere" if exc.errno in _DISK_FULL else ""
+    return f"{where}: {exc.strerror or exc}{advice}"
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def _log_levels(verbose: bool) -> None:
@@ -328,10 +333,15 @@ def cmd_predict(args) -> int:
     model_name = str(getattr(model, "checkpoint_path", args.model))
     for path, stem in zip(args.images, stems, strict=True):
         image = read_image(path, page=args.page, series=args.series)
-        result = drain(predict_to_files(model, image, out, stem, tile=args.tile, overlap=args.overlap,
-                                        branch=args.branch, return_branches=args.branches,
-                                        review_size=args.review_size),
-                       _progress_printer(args.progress))
+        try:
+            result = drain(predict_to_files(model, image, out, stem, tile=args.tile, overlap=args.overlap,
+                                            branch=args.branch, return_branches=args.branches,
+                                            review_size=args.review_size),
+                           _progress_printer(args.progress))
+        except OSError as exc:  # a write into --out failed (a full disk): the error names no file; name --out
+            if exc.filename:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(out)) from exc
         del image
         summary = {"image": str(path), "model": model_name,
                    "page": args.page, "series": args.series,

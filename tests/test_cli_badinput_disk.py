@@ -1,0 +1,57 @@
+"""A disk that cannot take the output (full, or a quota / file-size limit) during `cdma train` and `cdma predict`:
+one line naming the file or folder, exit status 1, no Python traceback, and nothing lost (an earlier checkpoint or
+earlier outputs stay as they were, no partial files left).
+
+The write failure is real: the child process runs under RLIMIT_FSIZE, so the kernel refuses every write past
+the limit (EFBIG), as a full disk refuses them with ENOSPC; no root or tmpfs needed.
+"""
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+
+LIMIT = 256 * 1024  # bytes any one file may grow to: split.json fits, a checkpoint or a map does not
+
+
+def _limited():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
+
+def cdma(*args, limited=False):
+    return subprocess.run([sys.executable, "-m", "src_model.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, preexec_fn=_limited if limited else None)
+
+
+def _train(glas_dir, out, steps, *extra, limited=False):
+    return cdma("train", "--data", glas_dir, "--labelled-ids", "train_1", "--supervised-only", "--preset", "lite",
+                "--patch", 64, "--batch", 1, "--steps", steps, "--device", "cpu", "--out", out, *extra,
+                limited=limited)
+
+
+def test_train_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, glas_dir):
+    out = tmp_path / "run"
+    first = _train(glas_dir, out, 2)
+    assert first.returncode == 0, first.stderr[-2000:]
+    last = (out / "last.pt").read_bytes()
+    proc = _train(glas_dir, out, 4, "--resume", limited=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("cdma train: error: "), error
+    assert error.endswith(f"{out}/final.pt: File too large; free space there or write elsewhere"), error
+    assert (out / "last.pt").read_bytes() == last  # the checkpoint to resume from is intact
+    assert sorted(p.name for p in out.iterdir()) == ["final.pt", "last.pt", "split.json"]  # no temp file left
+
+
+def test_predict_on_a_full_disk_names_the_output_folder(tmp_path, glas_dir, lite_checkpoint):
+    out = tmp_path / "preds"
+    proc = cdma("predict", glas_dir / "images" / "testA_2.png", "--model", lite_checkpoint, "--out", out,
+                "--tile", 128, limited=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error == f"cdma predict: error: {out}: File too large; free space there or write elsewhere", error
+    assert list(out.iterdir()) == []  # no partial maps left
