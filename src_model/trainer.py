@@ -249,8 +249,17 @@ class CDMATrainer:
         data = read_checkpoint(path)
         if "optimizer" not in data:
             raise CheckpointError(f"{path}: has no optimiser state; cannot resume (use it with --init instead)")
-        self.model.load_state_dict(data["state_dict"])
-        self.optimizer.load_state_dict(data["optimizer"])
+        sd = data["state_dict"]
+        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        if not isinstance(sd, dict) or {k: tuple(getattr(v, "shape", ())) for k, v in sd.items()} != shapes:
+            raise CheckpointError(f"{path}: written for a model of another structure; resume with the run's own "
+                                  f"--preset / --init, or choose another --out")
+        self.model.load_state_dict(sd)
+        try:
+            self.optimizer.load_state_dict(data["optimizer"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: its optimiser state does not fit this run ({str(exc)[:120]}); resume "
+                                  f"with the run's own settings, or choose another --out") from exc
         if "scheduler" in data.get("extra", {}):
             self.scheduler.load_state_dict(data["extra"]["scheduler"])
         self.step = int(data["step"])
