@@ -220,6 +220,9 @@ def cmd_train(args) -> int:
         raise UserError(f"{out}: exists and is not a folder; --out takes a folder")
     if (out / "final.pt").exists() and not args.resume:
         raise UserError(f"{out}/final.pt exists; choose another --out or pass --resume")
+    if (out / "last.pt").exists() and not args.resume:  # a run that did not finish: its checkpoint is kept
+        raise UserError(f"{out}/last.pt exists (a run that did not finish); pass --resume to continue it or choose "
+                        f"another --out")
     if args.resume and not (out / "last.pt").is_file():
         raise UserError(f"{out}/last.pt: no such file to resume from (--resume continues a run in --out)")
     try:

@@ -1,0 +1,40 @@
+"""`cdma train` never replaces what a run folder holds without being asked: a run killed before its end (last.pt,
+no final.pt) is not restarted over without --resume.
+
+Real subprocesses on the checked-in GlaS images; the run folder is made by a real `cdma train`.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def cdma(*args):
+    return subprocess.run([sys.executable, "-m", "src_model.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def _train(glas_dir, out, *extra):
+    return cdma("train", "--data", glas_dir, "--supervised-only", "--preset", "lite", "--patch", 64, "--batch", 1,
+                "--device", "cpu", "--out", out, *extra)
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_killed_run_is_not_restarted_over_without_resume(tmp_path, glas_dir):
+    out = tmp_path / "run"
+    proc = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 2)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (out / "final.pt").unlink()  # as a run killed after its last checkpoint: last.pt, split.json, no final.pt
+    before = _snapshot(out)
+    again = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 2)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert again.stderr.strip().splitlines() == [
+        f"cdma train: error: {out}/last.pt exists (a run that did not finish); pass --resume to continue it or "
+        f"choose another --out"]
+    assert _snapshot(out) == before
+    resumed = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 3, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (out / "final.pt").is_file()
