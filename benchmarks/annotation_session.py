@@ -242,7 +242,7 @@ def retrain(store, work: Path, semi: bool, args, seed: int) -> Dict[str, Any]:
         raise RuntimeError(f"retraining ended without a result: {[e for e in events if isinstance(e, Failed)]}")
     ev, started = done[0], next(e for e in events if isinstance(e, Started))
     store.refresh()
-    promote, reason = rule_decision(ev)
+    promote, reason = rule_decision(ev)[:2]
     from src_model.checkpoint import read_checkpoint
 
     # the reference check's decision (recipes with check_drop), from the new model's provenance

@@ -475,7 +475,7 @@ class RetrainPanel(QWidget):
         join_at_exit(thread)  # the new version registered in full before Python exits (napari_cdma._exit)
 
     def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str, before: str) -> None:
-        from .project.retrain_job import HoldoutSplit, held_out_text, plural, verdict_short
+        from .project.retrain_job import HoldoutSplit, Why, held_out_text, plural, verdict_short
 
         self.retrain_button.setEnabled(True)
         self.progress.setVisible(False)  # registered (or not): the result line says how it ended
@@ -505,9 +505,12 @@ class RetrainPanel(QWidget):
         # no Dice printed over too little gland: the words say why (the worker's Done.message)
         # on screen a few short lines, each figure once; the whole verdict in the tooltip (walk 23: some 19 lines in
         # the 280 px dock, the held-out Dice said twice)
+        # the short why from the rule's code (finish keeps it with the version), not from the reason's words
+        metrics = record.metrics or {}
+        why = Why(metrics["decision_code"]) if metrics.get("decision_code") in {w.value for w in Why} else None
         self._say(f"{record.version}: {'promoted' if record.promoted else 'not promoted'}; {held_out}{agreement}; "
-                  f"{reason}.", short=verdict_short(record.version, record.promoted,
-                                                    (record.metrics or {}).get("decision") or "", held_out))
+                  f"{reason}.", short=verdict_short(record.version, record.promoted, why, held_out,
+                                                    bool(metrics.get("keep_anyway"))))
         self._show_images(ev.per_image, trained_on)
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)

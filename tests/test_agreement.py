@@ -126,8 +126,9 @@ def test_check_refuses_a_model_that_lost_glands_where_nobody_corrected_while_dis
     done = Done(checkpoint="x.pt", old_dice=0.80, new_dice=0.90, better=True, n_holdout=10,
                 parent_model="v0001", steps_done=6, agreement=result["pooled"], min_agreement=MIN_AGREEMENT,
                 agreement_crops=result["crops"])  # better on plenty of held-out regions, yet refused
-    promote, reason = rule_decision(done)
+    promote, reason, why, keep = rule_decision(done)
     assert not promote and "uncorrected tissue" in reason
+    assert why == "changed_uncorrected" and not keep
 
 
 def _perturbed(model, scale: float, seed: int = 0):
@@ -160,7 +161,7 @@ def test_rule_promotes_an_unchanged_model_and_refuses_one_whose_weights_were_scr
         done = Done(checkpoint="x.pt", old_dice=0.80, new_dice=0.85, better=True,
                     n_holdout=MIN_HOLDOUT_FOR_PROMOTION, parent_model="v0001", steps_done=10,
                     agreement=result["pooled"], min_agreement=MIN_AGREEMENT, agreement_crops=result["crops"])
-        return result, rule_decision(done)
+        return result, rule_decision(done)[:2]
 
     same, (promote, reason) = decide(_perturbed(old, 0.0))
     assert same["pooled"] == 1.0 and same["crops"] == 2

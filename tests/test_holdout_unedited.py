@@ -25,6 +25,7 @@ from napari_cdma.project.retrain_job import (
     UNEDITED_TOLERANCE,
     HeldPart,
     HoldoutSplit,
+    Why,
     finish,
     held_out_text,
     rule_decision,
@@ -110,8 +111,8 @@ def test_the_rule_judges_better_on_edited_regions_and_no_regression_on_unedited_
     n = MIN_HOLDOUT_FOR_PROMOTION
     # the walk: one held-out region, unedited from v0001: before, "not better" pooled, as if the new model were worse
     walk = _done(1.0, 0.997, 1)
-    promote, why = rule_decision(walk, split=_split((0, None, None), (1, 1.0, 0.997)))
-    assert not promote
+    promote, why, code, keep = rule_decision(walk, split=_split((0, None, None), (1, 1.0, 0.997)))
+    assert not promote and code == Why.TOO_LITTLE and keep
     assert why.startswith("1 of 1 held-out regions was accepted unedited from v0001's own prediction: v0001 scores "
                           "1.000 there by construction; only edited held-out regions show whether a model fixes "
                           "errors; the decision rests on confirmed regions only: the new model kept the unedited one "
@@ -124,8 +125,8 @@ def test_the_rule_judges_better_on_edited_regions_and_no_regression_on_unedited_
     # enough edited regions, better on them, the unedited ones kept within the tolerance: promoted, although the
     # pooled Dice (with the unedited regions at 1.000 for the current model) is not better
     split = _split((n, 0.80, 0.85), (2, 1.0, 1.0 - UNEDITED_TOLERANCE / 2))
-    promote, why = rule_decision(_done(0.95, 0.94, n + 2), split=split)
-    assert promote, why
+    promote, why, code, keep = rule_decision(_done(0.95, 0.94, n + 2), split=split)
+    assert promote and code == Why.BETTER and not keep, why
     assert "2 of 5 held-out regions were accepted unedited from v0001's own prediction" in why
     assert f"better on the {n} edited held-out regions (Dice 0.800 -> 0.850) and kept the unedited ones " \
         "(Dice 1.000 -> 0.990, within 0.02): it is now the current model" in why
@@ -134,19 +135,20 @@ def test_the_rule_judges_better_on_edited_regions_and_no_regression_on_unedited_
 
     # better on the edited ones but fell on confirmed tissue: the current model stays
     fell = _split((n, 0.80, 0.85), (2, 1.0, 0.95))
-    promote, why = rule_decision(_done(0.9, 0.9, n + 2), split=fell)
-    assert not promote, why
+    promote, why, code, keep = rule_decision(_done(0.9, 0.9, n + 2), split=fell)
+    assert not promote and code == Why.FELL_UNEDITED and not keep, why
     assert "the new model fell on the unedited ones by more than 0.02 (1.000 -> 0.950): the current model stays" in why
     # not better on the edited ones
-    promote, why = rule_decision(_done(0.9, 0.9, n + 1), split=_split((n, 0.85, 0.80), (1, 1.0, 1.0)))
+    promote, why, code, keep = rule_decision(_done(0.9, 0.9, n + 1), split=_split((n, 0.85, 0.80), (1, 1.0, 1.0)))
+    assert code == Why.NOT_BETTER and not keep
     assert not promote and f"not better on the {n} edited held-out regions (Dice 0.850 -> 0.800)" in why
     # too few edited ones: the user's decision, and the unedited ones do not count towards the minimum
-    promote, why = rule_decision(_done(0.9, 0.95, n + 2), split=_split((1, 0.80, 0.90), (n + 1, 1.0, 1.0)))
-    assert not promote
+    promote, why, code, keep = rule_decision(_done(0.9, 0.95, n + 2), split=_split((1, 0.80, 0.90), (n + 1, 1.0, 1.0)))
+    assert not promote and code == Why.TOO_LITTLE and keep
     assert "decided on 1 edited held-out region (Dice 0.800 -> 0.900)" in why
     assert f"which needs {n} edited held-out regions" in why and "does not count towards it" in why
     # unedited from an older model: no "by construction", but said to favour it
-    promote, why = rule_decision(walk, split=_split((0, None, None), (1, 0.97, 0.96), from_="bundled"))
+    promote, why = rule_decision(walk, split=_split((0, None, None), (1, 0.97, 0.96), from_="bundled"))[:2]
     assert why.startswith("1 of 1 held-out regions was accepted unedited from bundled's prediction: such a region "
                           "favours the model that made it"), why
 

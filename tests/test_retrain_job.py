@@ -148,7 +148,8 @@ def test_retrain_reports_progress_scores_and_finish_promotes_by_rule(store_path)
                    message=holdout_shortfall(MIN_HOLDOUT_FOR_PROMOTION, 30) + "; agreement 0.990")
     assert held_out_text(thin) == ("held-out score rests on 30 px of gland in 3 regions: too little to compare "
                                    f"the models (at least {MIN_HOLDOUT_GLAND_PX} px)")
-    promote, why = rule_decision(thin)
+    promote, why, code, keep = rule_decision(thin)
+    assert code == "too_little" and keep
     assert not promote and why.startswith("held-out score rests on 30 px of gland in 3 regions: too little to "
                                           "promote automatically")
     assert "Dice" not in held_out_text(thin) and "0.000" not in why

@@ -95,3 +95,32 @@ def test_an_unscored_verdict_is_short_too_and_other_messages_are_not_cut(qtbot, 
     assert panel.keep_anyway()
     assert panel.result_label.text() == panel.last_message == "Current model: v0002 (kept by hand)."
     assert panel.result_label.toolTip() == ""
+
+
+def test_the_short_why_comes_from_the_rules_code_not_from_the_words_of_its_reason(qtbot, tmp_path, lite_checkpoint):
+    """Review: the short verdict picked its why by matching words of the rule's reason (a reworded reason would have
+    changed it silently). The rule gives a code (Why) and whether the user may keep the model anyway; the version
+    keeps both; the short verdict says the code's words whatever the reason says."""
+    from napari_cdma.project.retrain_job import WHY_SHORT, Why, rule_decision, verdict_short
+
+    store, panel = _panel(qtbot, tmp_path, lite_checkpoint)
+    ev = _walk23(tmp_path, lite_checkpoint)
+    split = HoldoutSplit.from_json(json.loads((tmp_path / "run" / HOLDOUT_SPLIT).read_text(encoding="utf-8")))
+    decision = rule_decision(ev, split=split)
+    assert (decision.promote, decision.why, decision.keep_anyway) == (False, Why.TOO_LITTLE, True)
+    _handle(qtbot, panel, ev)
+    metrics = panel.last_record.metrics
+    assert metrics["decision_code"] == "too_little" and metrics["keep_anyway"] is True
+    held = "held-out Dice 1.000 -> 0.997 on 1 region accepted unedited"
+    for why in Why:
+        for keep in (False, True):
+            lines = verdict_short("v0002", False, why, held, keep).splitlines()
+            assert lines[0] == f"v0002: not promoted: {WHY_SHORT[why]}.", lines
+            assert lines[1] == "Held-out Dice 1.000 -> 0.997 on 1 region accepted unedited."
+            assert lines[2] == ("Keep new model anyway if you trust it." if keep else "The current model stays.")
+    assert verdict_short("v0002", True, Why.NOT_BETTER, held).splitlines()[::2] == [
+        "v0002: promoted: better on held-out regions.", "It is now the current model."]
+    # the code alone picks the words (no reason given at all)
+    assert WHY_SHORT[Why.CHANGED_UNCORRECTED] == "it changed uncorrected tissue"
+    assert verdict_short("v0003", False, Why.CHANGED_UNCORRECTED, held).startswith(
+        "v0003: not promoted: it changed uncorrected tissue.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import enum
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from src_model.recipes import FINETUNE_SEMI_SUPERVISED  # torch-free
 from src_model.runtime import torch_threads  # torch-free
@@ -487,8 +488,30 @@ class RetrainJob:
             pass
 
 
+class Why(str, enum.Enum):
+    """Why the promotion rule decided as it did (:class:`Decision`), for a short verdict (:func:`verdict_short`)
+    that does not read the reason's words."""
+
+    BETTER = "better"  # better on enough held-out regions: promoted
+    CHANGED_UNCORRECTED = "changed_uncorrected"  # it changed the prediction of uncorrected tissue
+    FELL_UNEDITED = "fell_unedited"  # it fell on the held-out regions accepted unedited
+    TOO_LITTLE = "too_little"  # too little held out to decide automatically
+    NOT_BETTER = "not_better"  # not better on enough held-out regions
+
+
+class Decision(NamedTuple):
+    """:func:`rule_decision`'s answer: promote or not, the reason in words (completes "promoted: ..." /
+    "not promoted: ..."), the reason as a code, and whether the decision is left to the user ("Keep new model
+    anyway if you trust it": the job held out too little to decide)."""
+
+    promote: bool
+    reason: str
+    why: Why
+    keep_anyway: bool = False
+
+
 def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None,
-                  split: Optional[HoldoutSplit] = None) -> Tuple[bool, str]:
+                  split: Optional[HoldoutSplit] = None) -> Decision:
     """What the promotion rule decides for a finished job, and the reason in words.
 
     A new model is promoted only when it scored better than the old one on at least
@@ -509,7 +532,8 @@ def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None,
     regions, the rule is as above.
 
     Returns:
-        ``(promote, reason)``; ``reason`` completes "promoted: ..." / "not promoted: ...".
+        :class:`Decision`: ``(promote, reason, why, keep_anyway)``; ``reason`` completes "promoted: ..." /
+        "not promoted: ...", ``why`` is its code (:class:`Why`).
     """
     from src_model.agreement import MIN_AGREEMENT  # torch-free
 
@@ -529,15 +553,16 @@ def rule_decision(ev: Done, outlook: Optional[HoldoutOutlook] = None,
                  else held_out_text(ev).split(": ")[0] if n else "no held-out region to decide on")
         reasons = [f"{basis}: too little to promote automatically, {promotion_outlook(n, scored, outlook)}"] \
             + ([changed] if changed else [])
-        return False, "; ".join(reasons) + f"; Keep new model anyway if you trust it{unchecked}"
+        return Decision(False, "; ".join(reasons) + f"; Keep new model anyway if you trust it{unchecked}",
+                        Why.CHANGED_UNCORRECTED if changed else Why.TOO_LITTLE, keep_anyway=True)
     if regressed:
-        return False, f"{changed}; the current model stays"
+        return Decision(False, f"{changed}; the current model stays", Why.CHANGED_UNCORRECTED)
     if ev.better:
-        return True, f"better on {n} held-out regions: it is now the current model{unchecked}"
-    return False, f"not better on {n} held-out regions: the current model stays"
+        return Decision(True, f"better on {n} held-out regions: it is now the current model{unchecked}", Why.BETTER)
+    return Decision(False, f"not better on {n} held-out regions: the current model stays", Why.NOT_BETTER)
 
 
-def _split_decision(ev: Done, split: HoldoutSplit, changed: str, unchecked: str) -> Tuple[bool, str]:
+def _split_decision(ev: Done, split: HoldoutSplit, changed: str, unchecked: str) -> Decision:
     """:func:`rule_decision` for a scored job with held-out regions accepted unedited: "better" on the edited ones
     (at least ``MIN_HOLDOUT_FOR_PROMOTION`` with enough gland), no fall of more than :data:`UNEDITED_TOLERANCE` on
     the unedited ones; with too few edited ones the decision rests on confirmed regions only and is the user's."""
@@ -563,38 +588,38 @@ def _split_decision(ev: Done, split: HoldoutSplit, changed: str, unchecked: str)
         needs = (f"too little to promote automatically, which needs {MIN_HOLDOUT_FOR_PROMOTION} edited held-out "
                  f"regions with at least {MIN_HOLDOUT_GLAND_PX} px of gland: {e.n or 'none'} so far (a region "
                  f"accepted without an edit does not count towards it)")
-        return False, "; ".join([note, basis, needs] + ([changed] if changed else [])) \
-            + f"; Keep new model anyway if you trust it{unchecked}"
+        why = Why.CHANGED_UNCORRECTED if changed else Why.FELL_UNEDITED if fell else Why.TOO_LITTLE
+        return Decision(False, "; ".join([note, basis, needs] + ([changed] if changed else []))
+                        + f"; Keep new model anyway if you trust it{unchecked}", why, keep_anyway=True)
     if changed:
-        return False, f"{note}; {changed}; the current model stays"
+        return Decision(False, f"{note}; {changed}; the current model stays", Why.CHANGED_UNCORRECTED)
     if fell:
-        return False, f"{note}; {kept}: the current model stays"
+        return Decision(False, f"{note}; {kept}: the current model stays", Why.FELL_UNEDITED)
     if float(e.new_dice) > float(e.old_dice):
         also = f" and {kept[len('the new model '):]}" if u.scored else f"; {kept}"
-        return True, (f"{note}; better on the {plural(e.n, 'edited held-out region')} (Dice {e.dice()}){also}: it is "
-                      f"now the current model{unchecked}")
-    return False, f"{note}; not better on the {plural(e.n, 'edited held-out region')} (Dice {e.dice()}): the current " \
-                  f"model stays"
+        return Decision(True, f"{note}; better on the {plural(e.n, 'edited held-out region')} (Dice {e.dice()}){also}: "
+                              f"it is now the current model{unchecked}", Why.BETTER)
+    return Decision(False, f"{note}; not better on the {plural(e.n, 'edited held-out region')} (Dice {e.dice()}): the "
+                           f"current model stays", Why.NOT_BETTER)
 
 
-def verdict_short(version: str, promoted: bool, decision: str, held_out: str) -> str:
+#: :class:`Why` in a few words, as the short verdict says it (:func:`verdict_short`).
+WHY_SHORT = {Why.BETTER: "better on held-out regions", Why.CHANGED_UNCORRECTED: "it changed uncorrected tissue",
+             Why.FELL_UNEDITED: "worse on regions accepted unedited", Why.TOO_LITTLE: "too little held out to decide",
+             Why.NOT_BETTER: "not better on held-out regions"}
+
+
+def verdict_short(version: str, promoted: bool, why: Optional[Why], held_out: str, keep_anyway: bool = False) -> str:
     """A finished job's verdict in a few short lines for the 280 px dock (walk 23: some 19 lines, the held-out Dice
-    said twice): the version, promoted or not and why in a few words, the held-out Dice once (``held_out``, from
-    :func:`held_out_text`), and what the user can do. ``decision``: :func:`rule_decision`'s reason, of which the words
-    pick the why; the whole verdict goes in the tooltip."""
+    said twice): the version, promoted or not and why in a few words (``why``: :class:`Decision`'s code; None, as for
+    a choice of the user's, says none), the held-out Dice once (``held_out``, from :func:`held_out_text`), and what the
+    user can do (``keep_anyway``: :class:`Decision`'s). The whole verdict goes in the tooltip."""
     if promoted:
-        why = "better on held-out regions"
-    elif "changed the prediction of uncorrected tissue" in decision:
-        why = "it changed uncorrected tissue"
-    elif "fell on the unedited" in decision:
-        why = "worse on regions accepted unedited"
-    elif "too little to promote automatically" in decision:
-        why = "too little held out to decide"
-    else:
-        why = "not better on held-out regions"
+        why = Why.BETTER
+    said = f": {WHY_SHORT[why]}" if why is not None else ""
     then = ("It is now the current model." if promoted else "Keep new model anyway if you trust it."
-            if "Keep new model anyway" in decision else "The current model stays.")
-    return f"{version}: {'promoted' if promoted else 'not promoted'}: {why}.\n{held_out[0].upper()}{held_out[1:]}." \
+            if keep_anyway else "The current model stays.")
+    return f"{version}: {'promoted' if promoted else 'not promoted'}{said}.\n{held_out[0].upper()}{held_out[1:]}." \
            f"\n{then}"
 
 
@@ -618,7 +643,9 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
             (:data:`HOLDOUT_SPLIT`), none if it wrote none (the rule then pools all held-out regions, as before).
 
     Returns:
-        The new model version's record; ``metrics["decision"]`` says why it was (not) promoted.
+        The new model version's record; ``metrics["decision"]`` says why it was (not) promoted, and, when the rule
+        decided, ``metrics["decision_code"]`` is that as :class:`Why`'s value and ``metrics["keep_anyway"]`` whether
+        the rule left it to the user.
 
     Raises:
         TypeError: ``result_event`` is not a ``Done`` event.
@@ -633,15 +660,17 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
         logger.warning("the held-out split beside %s is not of this result (%d held out, scored: %s): not used",
                        ev.checkpoint, int(ev.n_holdout or 0), ev.old_dice is not None)
         split = None
+    code: Dict[str, Any] = {}
     if promote is None:
-        promoted, decision = rule_decision(ev, HoldoutOutlook.of(store), split)
+        promoted, decision, why, keep = rule_decision(ev, HoldoutOutlook.of(store), split)
+        code = {"decision_code": why.value, "keep_anyway": keep}
     else:
         promoted, decision = bool(promote), "the user's choice"
     metrics = {"old_dice": ev.old_dice, "new_dice": ev.new_dice, "n_holdout": ev.n_holdout,
                "better": ev.better, "steps_done": ev.steps_done, "agreement": ev.agreement,
                "min_agreement": ev.min_agreement, "recipe": ev.recipe,
                "per_image": [dataclasses.asdict(r) for r in ev.per_image],
-               "promoted_by": "rule" if promote is None else "user", "decision": decision}
+               "promoted_by": "rule" if promote is None else "user", "decision": decision, **code}
     if trained_on is None:
         trained_on = read_trained_on(Path(ev.checkpoint).parent)
     if trained_on is not None:
