@@ -192,6 +192,23 @@ def _labelled_ids(args, train_ids: Sequence[str]) -> List[str]:
     return choose_labelled(train_ids, args.labelled_fraction, args.seed)
 
 
+def _check_resumed_split(path: Path, labelled: Sequence[str], unlabelled: Sequence[str]) -> None:
+    """A resumed run trains on the images it was started on: its split record is not replaced by another."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); the run's record of its images is damaged") from exc
+    if not isinstance(old, dict):
+        raise UserError(f"{path}: not a run's record of its images")
+    was_l, was_u = sorted(old.get("labelled") or []), sorted(old.get("unlabelled") or [])
+    if was_l != sorted(labelled) or was_u != sorted(unlabelled):
+        raise UserError(f"{path}: the run was started on other images ({len(was_l)} labelled, {len(was_u)} "
+                        f"unlabelled; now {len(labelled)} and {len(unlabelled)}); "
+                        f"resume with its --labelled-ids / --labelled-fraction and --seed, or choose another --out")
+
+
 def cmd_train(args) -> int:
     from . import build_model, get_config
     from .checkpoint import BUNDLED_NAME, load_model
@@ -254,6 +271,8 @@ def cmd_train(args) -> int:
     cfg.patch = args.patch
     if args.batch:
         cfg.batch_labelled = cfg.batch_unlabelled = args.batch
+    if args.resume:
+        _check_resumed_split(out / "split.json", labelled, unlabelled)
     # every image is read (and checked) before anything is written to --out
     pairs, images = load_pairs(data, labelled), load_images(data, unlabelled)
     if main_rank:

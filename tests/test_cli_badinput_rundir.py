@@ -5,6 +5,7 @@ Real subprocesses on the checked-in GlaS images; the run folder is made by a rea
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -38,3 +39,19 @@ def test_a_killed_run_is_not_restarted_over_without_resume(tmp_path, glas_dir):
     resumed = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 3, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (out / "final.pt").is_file()
+
+
+def test_resume_on_other_images_keeps_the_runs_record(tmp_path, glas_dir):
+    out = tmp_path / "run"
+    proc = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 2)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = _snapshot(out)
+    other = _train(glas_dir, out, "--labelled-ids", "train_2,train_3", "--steps", 4, "--resume")
+    assert other.returncode == 2, other.stderr[-2000:]
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cdma train: error: {out}/split.json: the run was started on "
+                                                    f"other images (1 labelled, 0 unlabelled; now 2 and 0)"), lines
+    assert _snapshot(out) == before  # split.json still says what the checkpoints were trained on
+    same = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 3, "--resume")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert json.loads((out / "split.json").read_text())["labelled"] == ["train_1"]
