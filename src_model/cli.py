@@ -458,10 +458,10 @@ def cmd_import_official(args) -> int:
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --force to overwrite it")
     sd = load_torch_file(src)  # zip and size checks first, weights only: CheckpointError names the file
+    if isinstance(sd, dict) and sd.get("format") == "napari-cdma-checkpoint":  # before its state_dict is taken
+        raise UserError(f"{src}: already a napari-cdma checkpoint; use it as it is")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
-    if isinstance(sd, dict) and sd.get("format") == "napari-cdma-checkpoint":
-        raise UserError(f"{src}: already a napari-cdma checkpoint; use it as it is")
     try:
         model = model_from_official(sd)
     except OfficialCheckpointError as exc:
