@@ -113,6 +113,8 @@ def inspect_torch_zip(path: PathLike) -> int:
             declared content, or more than the machine's available memory.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (give a .pt file, e.g. RUN/final.pt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

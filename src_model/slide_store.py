@@ -298,6 +298,8 @@ def open_store(path: PathLike, mode: str = "r") -> SlideStore:
     import zarr
 
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise StoreError(f"{p}: a file, not a store (a folder made by cdma predict-slide)")
     if not p.is_dir():
         raise StoreError(f"{p}: no such store directory")
     try:

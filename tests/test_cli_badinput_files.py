@@ -22,3 +22,20 @@ def test_import_official_of_a_napari_cdma_checkpoint_says_so(tmp_path, lite_chec
     proc = cdma("import-official", lite_checkpoint, "--out", out)
     one_line(proc, f"cdma import-official: error: {lite_checkpoint}: already a napari-cdma checkpoint; use it as it is")
     assert not out.exists()
+
+
+def test_a_folder_given_as_the_model_is_named_a_folder(tmp_path, glas_dir):
+    run = tmp_path / "run"
+    run.mkdir()
+    out = tmp_path / "preds"
+    proc = cdma("predict", glas_dir / "images" / "testA_2.png", "--model", run, "--out", out)
+    one_line(proc, f"cdma predict: error: {run}: a folder, not a checkpoint file (give a .pt file, e.g. RUN/final.pt)")
+    assert not out.exists()
+
+
+def test_a_file_given_as_the_store_to_export_is_named_a_file(tmp_path, glas_dir):
+    image = glas_dir / "images" / "testA_2.png"
+    out = tmp_path / "glands.geojson"
+    proc = cdma("export", image, "--geojson", out)
+    one_line(proc, f"cdma export: error: {image}: a file, not a store (a folder made by cdma predict-slide)")
+    assert not out.exists()
