@@ -337,8 +337,9 @@ def cmd_predict(args) -> int:
             raise UserError(f"--out {out}: {existing[0].name}{more} already there; pass --force to overwrite, or "
                             f"choose another --out")
     for path, head in zip(args.images, headers, strict=True):
-        shape = tuple(head["shape"])
-        if len(shape) == 2 or (len(shape) == 3 and min(shape[0], shape[-1]) <= 2):
+        shape = tuple(head["shape"])  # channels as io._to_hwc reads them: last axis, else a channel-first axis
+        channels = 1 if len(shape) == 2 else shape[2] if shape[2] in (1, 3, 4) else shape[0]
+        if channels == 1:
             log.warning("%s: a greyscale image; the model was trained on H&E colour images, so its glands "
                         "will be poor (it is predicted as grey RGB)", path)
     model = load_model(args.model)

@@ -39,3 +39,17 @@ def test_a_file_given_as_the_store_to_export_is_named_a_file(tmp_path, glas_dir)
     proc = cdma("export", image, "--geojson", out)
     one_line(proc, f"cdma export: error: {image}: a file, not a store (a folder made by cdma predict-slide)")
     assert not out.exists()
+
+
+def test_a_tiny_colour_image_is_not_called_greyscale(tmp_path, lite_checkpoint):
+    import numpy as np
+    from PIL import Image
+
+    rgb = tmp_path / "dot.png"
+    Image.fromarray(np.array([[[200, 40, 120]]], np.uint8)).save(rgb)  # 1 x 1 RGB
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((40, 40), 128, np.uint8)).save(grey)
+    proc = cdma("predict", rgb, grey, "--model", lite_checkpoint, "--out", tmp_path / "preds", "--tile", 64)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warned = [line.split(":")[0] for line in proc.stderr.splitlines() if "greyscale" in line]
+    assert warned == [str(grey)], proc.stderr
