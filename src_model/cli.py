@@ -317,6 +317,7 @@ def _output_stems(images: Sequence[str], out: Path) -> List[str]:
 
 def cmd_predict(args) -> int:
     from .checkpoint import load_model
+    from .fileio import atomic_write_bytes
     from .io import image_header, read_image
     from .progress import drain
 
@@ -377,7 +378,8 @@ def cmd_predict(args) -> int:
                    "review_grid_by_uncertainty": [{"score": sc, "bbox": list(b)}
                                                   for sc, b in result.review_tiles[:10]],
                    "outputs": sorted(output_names(stem, args.branches).values())}
-        (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+        text = json.dumps(summary, indent=2).encode("utf-8")  # renamed into place, as the maps: never half written
+        atomic_write_bytes(out / f"{stem}_summary.json", lambda f, text=text: f.write(text))
         log.info("%s -> %s (foreground %.1f %%)", path, out / f"{stem}_mask.png", 100 * result.foreground_fraction)
     return 0
 

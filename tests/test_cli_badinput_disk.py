@@ -7,6 +7,8 @@ the limit (EFBIG), as a full disk refuses them with ENOSPC; no root or tmpfs nee
 """
 from __future__ import annotations
 
+import json
+import os
 import resource
 import signal
 import subprocess
@@ -55,3 +57,24 @@ def test_predict_on_a_full_disk_names_the_output_folder(tmp_path, glas_dir, lite
     error = proc.stderr.strip().splitlines()[-1]
     assert error == f"cdma predict: error: {out}: File too large; free space there or write elsewhere", error
     assert list(out.iterdir()) == []  # no partial maps left
+
+
+def test_predict_force_replaces_each_output_whole(tmp_path, glas_dir, lite_checkpoint):
+    """--force puts every new output file in place by a rename: the old file is never rewritten in place, where a
+    kill or a full disk half-way would leave it truncated. A hard link to each old file keeps its old bytes."""
+    image = glas_dir / "images" / "testA_2.png"
+    out = tmp_path / "preds"
+    first = cdma("predict", image, "--model", lite_checkpoint, "--out", out, "--tile", 128)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    old = {}
+    for p in sorted(out.iterdir()):
+        os.link(p, kept / p.name)
+        old[p.name] = p.read_bytes()
+    (out / "testA_2_summary.json").write_text('{"note": "my edited summary"}')  # in place: the link sees it
+    old["testA_2_summary.json"] = (kept / "testA_2_summary.json").read_bytes()
+    again = cdma("predict", image, "--model", lite_checkpoint, "--out", out, "--tile", 128, "--force")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in sorted(kept.iterdir())} == old
+    assert json.loads((out / "testA_2_summary.json").read_text())["image"] == str(image)
