@@ -442,6 +442,10 @@ def write_labels_tiff(extractor: GlandExtractor, path: PathLike) -> None:
                          photometric="minisblack", **extra)
         fsync_path(tmp)
         os.replace(tmp, p)
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(p)) from exc  # a failed write (a full disk) names no file
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(p.parent)

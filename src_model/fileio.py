@@ -59,9 +59,11 @@ def atomic_write_bytes(path: PathLike, writer: Callable[[IO[bytes]], Any]) -> Pa
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not exc.filename:  # a write that failed (a full disk) names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     fsync_dir(path.parent)
     return path

@@ -78,3 +78,22 @@ def test_predict_force_replaces_each_output_whole(tmp_path, glas_dir, lite_check
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in sorted(kept.iterdir())} == old
     assert json.loads((out / "testA_2_summary.json").read_text())["image"] == str(image)
+
+
+def _export_limited(*args):
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # any GeoJSON or TIFF of the test slide is larger
+    return subprocess.run([sys.executable, "-m", "src_model.cli", "export", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, preexec_fn=limit)
+
+
+def test_export_on_a_full_disk_names_the_file(tmp_path, predicted_slide):
+    out = tmp_path / "exports"
+    out.mkdir()
+    for option, name in (("--geojson", "glands.geojson"), ("--tiff", "glands.tif")):
+        proc = _export_limited(predicted_slide, option, out / name)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines() == [
+            f"cdma export: error: {out / name}: File too large; free space there or write elsewhere"]
+        assert list(out.iterdir()) == []  # no partial file
