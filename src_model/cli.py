@@ -209,6 +209,18 @@ def _check_resumed_split(path: Path, labelled: Sequence[str], unlabelled: Sequen
                         f"resume with its --labelled-ids / --labelled-fraction and --seed, or choose another --out")
 
 
+def _remove_partial_checkpoints(out: Path) -> None:
+    """Remove the temporary files of checkpoints a killed run was writing (``last.pt.XXXX.tmp``, as
+    :func:`src_model.fileio.atomic_write_bytes` names them): never a checkpoint, each up to the model's size."""
+    for name in ("last.pt", "final.pt"):
+        for tmp in out.glob(f"{name}.*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                continue
+            log.info("removed %s, a checkpoint a killed run had not finished writing", tmp)
+
+
 def cmd_train(args) -> int:
     from . import build_model, get_config
     from .checkpoint import BUNDLED_NAME, load_model
@@ -282,6 +294,8 @@ def cmd_train(args) -> int:
     log.info("training %s: %d labelled, %d unlabelled images, %s steps -> %s%s",
              f"fine-tune (recipe {args.recipe})" if fine_tune else args.preset, len(labelled), len(unlabelled),
              steps or "the recipe's", out, f" ({world} processes, DDP)" if world > 1 else "")
+    if main_rank:
+        _remove_partial_checkpoints(out)
     resume = out / "last.pt" if args.resume else None
     prov = {"data": str(data), "labelled_ids": labelled, "init": args.init}
     if fine_tune:

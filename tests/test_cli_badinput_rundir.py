@@ -55,3 +55,19 @@ def test_resume_on_other_images_keeps_the_runs_record(tmp_path, glas_dir):
     same = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 3, "--resume")
     assert same.returncode == 0, same.stderr[-2000:]
     assert json.loads((out / "split.json").read_text())["labelled"] == ["train_1"]
+
+
+def test_a_partial_checkpoint_of_a_killed_save_is_removed_and_the_run_resumes(tmp_path, glas_dir):
+    out = tmp_path / "run"
+    proc = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 2)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (out / "final.pt").unlink()
+    last = (out / "last.pt").read_bytes()
+    partial = out / "last.pt.k1ll3d00.tmp"  # what a SIGKILL during atomic_write_bytes leaves: half a checkpoint
+    partial.write_bytes(last[: len(last) // 2])
+    mine = out / "notes.tmp"
+    mine.write_text("not a checkpoint")
+    resumed = _train(glas_dir, out, "--labelled-ids", "train_1", "--steps", 3, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"removed {partial}" in resumed.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["final.pt", "last.pt", "notes.tmp", "split.json"]
