@@ -202,11 +202,11 @@ def cmd_retrain(args, progress_printer, user_error) -> int:
         print(f"not in the table: {', '.join(missing)} (trained on; no region of "
               f"{'it' if len(missing) == 1 else 'them'} held out, no uncorrected tissue compared)", file=sys.stderr)
     from napari_cdma.project.events import parse_event
-    from napari_cdma.project.retrain_job import held_out_text, read_holdout_split
+    from napari_cdma.project.retrain_job import HoldoutSplit, held_out_text
 
     # held-out regions accepted unedited (walk 22): the edited and the unedited ones' Dice apart; the decision says
     # what they mean
-    split = read_holdout_split(out_dir)
+    split = HoldoutSplit.from_json(done.get("holdout_split"))
     if split is not None and split.unedited.n:
         print(f"{held_out_text(parse_event(done), split)} ({split.unedited.n} of {done.get('n_holdout')} held-out "
               f"accepted unedited: {', '.join(split.regions)})", file=sys.stderr)

@@ -2,7 +2,7 @@
 held-out Dice 1.000 -> 0.997 on 1 region"): the truth there is its own prediction, so a new model can only lose.
 
 The worker tells held-out regions accepted unedited (corrected gland pixels == the prediction's) from edited ones
-and scores them apart (``holdout_split.json`` in the run folder, ``metrics["holdout_split"]`` in the store); the rule
+and scores them apart (``Done.holdout_split`` in its event, ``metrics["holdout_split"]`` in the store); the rule
 counts the unedited ones as a no-regression check and judges "better" on the edited ones; the dock's verdict and
 ``cdma retrain`` say so. Real store on disk, real retraining worker (through the dock under Xvfb and the ``cdma``
 subprocess), real checkpoint."""
@@ -20,7 +20,6 @@ from PIL import Image
 from napari_cdma._widget_retrain import RetrainPanel
 from napari_cdma.project.events import Done
 from napari_cdma.project.retrain_job import (
-    HOLDOUT_SPLIT,
     MIN_HOLDOUT_FOR_PROMOTION,
     UNEDITED_TOLERANCE,
     HeldPart,
@@ -160,7 +159,12 @@ def test_the_rule_judges_better_on_edited_regions_and_no_regression_on_unedited_
     assert rule_decision(_done(0.80, 0.85, n))[0]
 
 
-def test_finish_reads_the_split_beside_the_checkpoint_and_old_run_folders_work_as_before(tmp_path, lite_checkpoint):
+def test_finish_reads_the_split_from_the_done_event_and_an_event_without_one_works_as_before(tmp_path,
+                                                                                           lite_checkpoint):
+    """Review: the split and the training basis travelled beside the checkpoint as side files; they are the Done
+    event's now, through the protocol line (to_json / parse_event) as the dock receives it."""
+    from napari_cdma.project.events import parse_event, to_json
+
     store = ProjectStore.open(tmp_path / "store")
     store.add_model(lite_checkpoint, parent=None, note="random lite", promoted=True)
     old_run, new_run = tmp_path / "old", tmp_path / "new"
@@ -168,14 +172,21 @@ def test_finish_reads_the_split_beside_the_checkpoint_and_old_run_folders_work_a
         run.mkdir()
         shutil.copy(lite_checkpoint, run / "final.pt")
     split = _split((0, None, None), (1, 1.0, 0.997))
-    (new_run / HOLDOUT_SPLIT).write_text(json.dumps(split.to_json()), encoding="utf-8")
+    basis = {"train": ["r0001@1"], "holdout": ["r0002@1"], "recipe": "default", "steps": None,
+             "semi_supervised": False, "seed": 0}
     old = finish(store, Done(checkpoint=str(old_run / "final.pt"), parent_model="v0001", steps_done=3, n_holdout=1,
                              old_dice=1.0, new_dice=0.997, better=False, agreement=0.99, min_agreement=0.95))
-    assert "holdout_split" not in old.metrics
+    assert "holdout_split" not in old.metrics and "trained_on" not in old.metrics
     assert old.metrics["decision"].startswith("decided on 1 held-out region(s)")
-    new = finish(store, Done(checkpoint=str(new_run / "final.pt"), parent_model="v0001", steps_done=3, n_holdout=1,
-                             old_dice=1.0, new_dice=0.997, better=False, agreement=0.99, min_agreement=0.95))
+    sent = Done(checkpoint=str(new_run / "final.pt"), parent_model="v0001", steps_done=3, n_holdout=1,
+                old_dice=1.0, new_dice=0.997, better=False, agreement=0.99, min_agreement=0.95,
+                holdout_split=split.to_json(), trained_on=basis)
+    received = parse_event(json.loads(to_json(sent)))
+    assert received == sent
+    new = finish(store, received)
+    assert sorted(p.name for p in new_run.iterdir()) == ["final.pt"]  # nothing beside the checkpoint
     reopened = {m.version: m for m in ProjectStore.open(store.root).models()}
+    assert reopened[new.version].metrics["trained_on"] == basis
     assert HoldoutSplit.from_json(reopened[new.version].metrics["holdout_split"]) == split
     assert "the decision rests on confirmed regions only" in reopened[new.version].metrics["decision"]
     assert HoldoutSplit.from_json(None) is None and HoldoutSplit.from_json({"edited": "x"}) is None

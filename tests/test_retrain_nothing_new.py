@@ -18,7 +18,7 @@ from PIL import Image
 
 from napari_cdma._time_text import short_when
 from napari_cdma.project.events import Done
-from napari_cdma.project.retrain_job import TRAINED_ON, finish, nothing_new, store_basis
+from napari_cdma.project.retrain_job import finish, nothing_new, store_basis
 from napari_cdma.project.store import ProjectStore
 
 FAST_TRAIN = dict(device="cpu", patch=64, batch_labelled=2, batch_unlabelled=2)
@@ -92,10 +92,9 @@ def test_a_version_keeps_what_it_was_trained_on_and_old_versions_say_nothing(tmp
     assert nothing_new(store, basis) is None  # v0001 kept nothing (an older store's versions): no refusal
     run = tmp_path / "run"
     run.mkdir()
-    (run / TRAINED_ON).write_text(json.dumps(basis), encoding="utf-8")  # as the worker writes it
     shutil.copy(lite_checkpoint, run / "final.pt")
-    record = finish(store, Done(checkpoint=str(run / "final.pt"), parent_model="v0001", steps_done=3, n_holdout=1),
-                    promote=False)
+    record = finish(store, Done(checkpoint=str(run / "final.pt"), parent_model="v0001", steps_done=3, n_holdout=1,
+                                trained_on=basis), promote=False)  # as the worker sends it
     assert record.metrics["trained_on"] == basis
     store = ProjectStore.open(store.root)  # kept in the store
     same = nothing_new(store, store_basis(store, steps=None, semi_supervised=False))

@@ -1,18 +1,17 @@
 """Walk 23, Retrain panel: the verdict of a job whose one held-out region was accepted unedited was some 19 lines in
 the 280 px dock and said "1.000 -> 0.997" twice. On screen now a few short lines (the version, promoted or not and why
 in a few words, the held-out Dice once, what to do); the whole verdict in the tooltip and ``last_message``. Real store
-on disk, real checkpoint, real panels under Xvfb; the Done event and the worker's split file are written here instead
-of training (as in tests/test_holdout_unedited.py's finish test)."""
+on disk, real checkpoint, real panels under Xvfb; the Done event (with the worker's split) is written here instead of
+training (as in tests/test_holdout_unedited.py's finish test)."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 
 from napari_cdma._widget_retrain import RetrainPanel
 from napari_cdma._widget_versions import VersionsPanel
 from napari_cdma.project.events import Done, ImageScore
-from napari_cdma.project.retrain_job import HOLDOUT_SPLIT, HeldPart, HoldoutSplit, holdout_shortfall
+from napari_cdma.project.retrain_job import HeldPart, HoldoutSplit, holdout_shortfall
 from napari_cdma.project.store import ProjectStore
 
 DOCK_WIDTH = 280
@@ -38,10 +37,9 @@ def _walk23(tmp_path, lite_checkpoint):
     run.mkdir()
     shutil.copy(lite_checkpoint, run / "final.pt")
     split = HoldoutSplit(HeldPart(), HeldPart(1, 2000, 1.0, 0.997), {"v0001": 1}, ("r0002@1",))
-    (run / HOLDOUT_SPLIT).write_text(json.dumps(split.to_json()), encoding="utf-8")
     return Done(checkpoint=str(run / "final.pt"), parent_model="v0001", steps_done=3, n_holdout=1, old_dice=1.0,
                 new_dice=0.997, better=False, agreement=0.99, min_agreement=0.95, agreement_crops=3,
-                per_image=(ImageScore("testA_1.png", n_holdout=1, agreement=0.99),))
+                per_image=(ImageScore("testA_1.png", n_holdout=1, agreement=0.99),), holdout_split=split.to_json())
 
 
 def _short(panel):
@@ -105,7 +103,7 @@ def test_the_short_why_comes_from_the_rules_code_not_from_the_words_of_its_reaso
 
     store, panel = _panel(qtbot, tmp_path, lite_checkpoint)
     ev = _walk23(tmp_path, lite_checkpoint)
-    split = HoldoutSplit.from_json(json.loads((tmp_path / "run" / HOLDOUT_SPLIT).read_text(encoding="utf-8")))
+    split = HoldoutSplit.from_json(ev.holdout_split)
     decision = rule_decision(ev, split=split)
     assert (decision.promote, decision.why, decision.keep_anyway) == (False, Why.TOO_LITTLE, True)
     _handle(qtbot, panel, ev)

@@ -69,8 +69,11 @@ class Done:
 
     ``agreement`` is the pooled agreement with the current model on uncorrected tissue (None when no
     tissue could be compared) and ``min_agreement`` the threshold the promotion rule applies;
-    ``per_image`` the before / after of each image. ``version`` / ``promoted`` / ``decision`` are set
-    when the worker itself registered the model in the store (``cdma retrain``).
+    ``per_image`` the before / after of each image. ``holdout_split``: the held-out regions accepted unedited and the
+    Dice of the edited and the unedited ones apart (``retrain_job.HoldoutSplit.to_json``; None: not said, a worker
+    from before it was sent); ``trained_on``: what the job trained on (``retrain_job.training_basis``; None: not
+    said). ``version`` / ``promoted`` / ``decision`` are set when the worker itself registered the model in the store
+    (``cdma retrain``).
     """
 
     kind: ClassVar[str] = "done"
@@ -87,6 +90,8 @@ class Done:
     agreement_crops: int = 0
     recipe: str = ""
     per_image: Tuple[ImageScore, ...] = ()
+    holdout_split: Optional[Dict[str, Any]] = None
+    trained_on: Optional[Dict[str, Any]] = None
     version: Optional[str] = None
     promoted: Optional[bool] = None
     decision: str = ""

@@ -154,11 +154,6 @@ def held_out_text(ev: Done, split: Optional["HoldoutSplit"] = None) -> str:
     return f"{plural(n, 'held-out region')} could not score the new model" if n else holdout_shortfall(0, 0)
 
 
-#: The file in a run folder where the worker writes what the job trains on (:func:`training_basis`); :func:`finish`
-#: keeps it with the new version as ``metrics["trained_on"]``.
-TRAINED_ON = "trained_on.json"
-
-
 def training_basis(train: Sequence[RegionRecord], holdout: Sequence[RegionRecord], *, recipe: Optional[str] = None,
                    steps: Optional[int] = None, semi_supervised: bool = FINETUNE_SEMI_SUPERVISED,
                    seed: int = 0) -> Dict[str, Any]:
@@ -177,9 +172,6 @@ def store_basis(store: ProjectStore, **settings: Any) -> Dict[str, Any]:
     return training_basis(store.training_regions(), store.holdout_regions(), **settings)
 
 
-#: The file in a run folder where the worker writes which held-out regions were accepted unedited and the Dice of the
-#: edited and the unedited ones apart (:class:`HoldoutSplit`); :func:`finish` keeps it as ``metrics["holdout_split"]``.
-HOLDOUT_SPLIT = "holdout_split.json"
 #: How far the new model's pooled Dice on held-out regions accepted unedited may fall below the current model's before
 #: the rule keeps the current one. On such a region the truth is a model's own prediction: the Dice of the new model
 #: there is its agreement with that prediction, and 1 - :data:`src_model.agreement.MIN_AGREEMENT` (0.05) is what the
@@ -213,8 +205,8 @@ class HoldoutSplit:
     those of the prediction it corrected (instance ids may differ; the Dice sees only gland pixels), so that the model
     that made that prediction scores 1.000 there by construction. ``unedited_from``: model version -> how many of the
     unedited regions were its prediction (:attr:`RegionRecord.model_version`); ``regions``: ``"<id>@<version>"`` of
-    the unedited ones. Written by the worker (:data:`HOLDOUT_SPLIT`), kept with the version as
-    ``metrics["holdout_split"]``."""
+    the unedited ones. Sent by the worker in its ``Done`` event (``Done.holdout_split``, as :meth:`to_json`), kept with
+    the version as ``metrics["holdout_split"]``."""
 
     edited: HeldPart = HeldPart()
     unedited: HeldPart = HeldPart()
@@ -227,7 +219,7 @@ class HoldoutSplit:
 
     @classmethod
     def from_json(cls, data: Any) -> Optional["HoldoutSplit"]:
-        """The split of :meth:`to_json`; None for anything else (a version or run folder from before it was kept)."""
+        """The split of :meth:`to_json`; None for anything else (a version or event from before it was kept)."""
         if not isinstance(data, dict):
             return None
         try:
@@ -267,14 +259,6 @@ class HoldoutSplit:
         return said + "; only edited held-out regions show whether a model fixes errors"
 
 
-def read_holdout_split(run_dir: PathLike) -> Optional[HoldoutSplit]:
-    """The split (:class:`HoldoutSplit`) the worker wrote in a run folder; None without one (or unreadable)."""
-    try:
-        return HoldoutSplit.from_json(json.loads((Path(run_dir) / HOLDOUT_SPLIT).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
-
-
 @dataclasses.dataclass(frozen=True)
 class NothingNew:
     """The store's latest model version was trained on what a retraining would train on now (:func:`nothing_new`)."""
@@ -306,15 +290,6 @@ def nothing_new(store: ProjectStore, basis: Dict[str, Any]) -> Optional[NothingN
     if not isinstance(had, dict) or any(had.get(key) != value for key, value in basis.items()):
         return None
     return NothingNew(last.version, last.created, len(basis["train"]), len(basis["holdout"]))
-
-
-def read_trained_on(run_dir: PathLike) -> Optional[Dict[str, Any]]:
-    """The basis (:func:`training_basis`) the worker wrote in a run folder; None without one (or unreadable)."""
-    try:
-        data = json.loads((Path(run_dir) / TRAINED_ON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class RetrainJob:
@@ -636,11 +611,11 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
             the current model on uncorrected tissue; True / False = the user's choice.
         note: free text kept with the model version.
         trained_on: what the job trained on (:func:`training_basis`), kept as ``metrics["trained_on"]`` so that
-            :func:`nothing_new` can tell a retraining that would change nothing; default: the one the worker wrote
-            beside the checkpoint (:data:`TRAINED_ON`), none if it wrote none.
+            :func:`nothing_new` can tell a retraining that would change nothing; default: the event's
+            (``Done.trained_on``), none if it says none.
         split: the job's held-out regions split by whether they were accepted unedited (:class:`HoldoutSplit`), for
-            the rule and kept as ``metrics["holdout_split"]``; default: the one the worker wrote beside the checkpoint
-            (:data:`HOLDOUT_SPLIT`), none if it wrote none (the rule then pools all held-out regions, as before).
+            the rule and kept as ``metrics["holdout_split"]``; default: the event's (``Done.holdout_split``), none if
+            it says none (the rule then pools all held-out regions, as before).
 
     Returns:
         The new model version's record; ``metrics["decision"]`` says why it was (not) promoted, and, when the rule
@@ -655,9 +630,9 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
         raise TypeError(f"finish() needs the job's Done event, got {type(result_event).__name__}")
     ev = result_event
     if split is None:
-        split = read_holdout_split(Path(ev.checkpoint).parent)
+        split = HoldoutSplit.from_json(ev.holdout_split)
     if split is not None and not split.matches(ev):
-        logger.warning("the held-out split beside %s is not of this result (%d held out, scored: %s): not used",
+        logger.warning("the held-out split of %s is not of this result (%d held out, scored: %s): not used",
                        ev.checkpoint, int(ev.n_holdout or 0), ev.old_dice is not None)
         split = None
     code: Dict[str, Any] = {}
@@ -671,8 +646,8 @@ def finish(store: ProjectStore, result_event: Done, promote: Optional[bool] = No
                "min_agreement": ev.min_agreement, "recipe": ev.recipe,
                "per_image": [dataclasses.asdict(r) for r in ev.per_image],
                "promoted_by": "rule" if promote is None else "user", "decision": decision, **code}
-    if trained_on is None:
-        trained_on = read_trained_on(Path(ev.checkpoint).parent)
+    if trained_on is None and isinstance(ev.trained_on, dict):
+        trained_on = dict(ev.trained_on)
     if trained_on is not None:
         metrics["trained_on"] = trained_on
     if split is not None:

@@ -20,11 +20,11 @@ Usage: ``python -m napari_cdma.project.retrain_worker JOB.json``
         the rule of :func:`~napari_cdma.project.retrain_job.finish`, always, or never), as ``cdma retrain``
         does; absent: the caller registers it (the dock).
 
-Before training, the worker writes ``trained_on.json`` in ``out_dir``: the accepted regions it read and the settings
+``Done.trained_on`` is what the job trained on: the accepted regions it read before training and the settings
 (:func:`~napari_cdma.project.retrain_job.training_basis`), kept with the new version by
-:func:`~napari_cdma.project.retrain_job.finish`. Before ``Done`` it writes ``holdout_split.json`` there: which
-held-out regions were accepted unedited (:func:`accepted_unedited`) and the Dice of the edited and the unedited ones
-apart (:class:`~napari_cdma.project.retrain_job.HoldoutSplit`), which the promotion rule reads.
+:func:`~napari_cdma.project.retrain_job.finish`. ``Done.holdout_split`` says which held-out regions were accepted
+unedited (:func:`accepted_unedited`) and the Dice of the edited and the unedited ones apart
+(:class:`~napari_cdma.project.retrain_job.HoldoutSplit`), which the promotion rule reads.
 
 Protocol: one JSON object per line on stdout (flushed), the events of
 :mod:`napari_cdma.project.events` in order: ``Started``, ``Progress`` (per step), ``Evaluating``,
@@ -281,9 +281,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     from src_model.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
     from .retrain_job import (
-        HOLDOUT_SPLIT,
         MIN_HOLDOUT_GLAND_PX,
-        TRAINED_ON,
         HeldPart,
         HoldoutSplit,
         holdout_shortfall,
@@ -311,11 +309,10 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
     steps_asked = int(job["steps"]) if job.get("steps") else None
     semi = bool(job.get("semi_supervised", FINETUNE_SEMI_SUPERVISED))
     seed, device = int(job.get("seed", 0)), str(job.get("device", "auto"))
-    # what this job trains on, as the store read now holds it; finish() keeps it with the new version, so that a
-    # retraining with nothing new since is told before it starts (retrain_job.nothing_new)
+    # what this job trains on, as the store read now holds it; sent in Done, finish() keeps it with the new version,
+    # so that a retraining with nothing new since is told before it starts (retrain_job.nothing_new)
     trained_on = training_basis(train_records, holdout_records, recipe=job.get("recipe"), steps=steps_asked,
                                 semi_supervised=semi, seed=seed)
-    (out_dir / TRAINED_ON).write_text(json.dumps(trained_on, indent=1), encoding="utf-8")
     # A region whose files are missing or damaged is left out with a warning (never read as zeros).
     to_train = []
     held = []
@@ -408,7 +405,7 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         message += ("; no stored image has uncorrected tissue (outside the accepted regions) to compare with "
                     "the current model")
     # the held-out regions accepted unedited and the edited ones apart, for the rule (retrain_job.rule_decision) and
-    # the verdict; beside the checkpoint, as trained_on.json (the Done event is the protocol's, unchanged)
+    # the verdict; sent in Done
     split = HoldoutSplit(
         edited=HeldPart(sum(1 for h in held if h[0].region_id not in unedited),
                         _gland_px([h for h in held if h[0].region_id not in unedited]), *parts[False]),
@@ -416,16 +413,15 @@ def run(job: Dict[str, Any], emit: Callable[[RetrainEvent], None], cancel: Calla
         unedited_from={v: sum(1 for h in held if h[0].region_id in unedited and h[0].model_version == v)
                        for v in sorted({h[0].model_version for h in held if h[0].region_id in unedited})},
         regions=tuple(sorted(f"{h[0].region_id}@{h[0].version}" for h in held if h[0].region_id in unedited)))
-    (out_dir / HOLDOUT_SPLIT).write_text(json.dumps(split.to_json(), indent=1), encoding="utf-8")
     done = Done(checkpoint=str(result.checkpoint), old_dice=old, new_dice=new, better=better,
                 n_holdout=len(held), parent_model=parent, steps_done=result.steps_done, message=message,
                 agreement=agree["pooled"], min_agreement=MIN_AGREEMENT, agreement_crops=agree["crops"],
-                recipe=recipe.name, per_image=_per_image_rows(store.regions(), held_per, agree))
+                recipe=recipe.name, per_image=_per_image_rows(store.regions(), held_per, agree),
+                holdout_split=split.to_json(), trained_on=trained_on)
     if register is not None:
         from .retrain_job import finish
 
-        record = finish(store, done, promote={"auto": None, "yes": True, "no": False}[register],
-                        trained_on=trained_on, split=split)
+        record = finish(store, done, promote={"auto": None, "yes": True, "no": False}[register])
         done = dataclasses.replace(done, version=record.version, promoted=record.promoted,
                                    decision=str(record.metrics.get("decision", "")))
     emit(done)
