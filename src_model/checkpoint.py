@@ -131,6 +131,9 @@ def inspect_torch_zip(path: PathLike) -> int:
         raise CheckpointError(f"{path}: {_NOT_TORCH[:-1]}; damaged zip: {exc})") from exc
     if not any(i.filename == "data.pkl" or i.filename.endswith("/data.pkl") for i in infos):
         raise CheckpointError(f"{path}: not a readable checkpoint (a zip file without data.pkl: not a torch file)")
+    if any(i.filename.endswith("/constants.pkl") for i in infos) and any("/code/" in i.filename for i in infos):
+        raise CheckpointError(f"{path}: a TorchScript model (torch.jit.save), not a napari-cdma checkpoint; give one "
+                              f"written by cdma train, cdma import-official or the plugin")
     for i in infos:
         if i.file_size > _COMPRESSED_ENTRY_LIMIT and i.file_size > _MAX_RATIO * max(1, i.compress_size):
             raise CheckpointError(

@@ -53,3 +53,15 @@ def test_a_tiny_colour_image_is_not_called_greyscale(tmp_path, lite_checkpoint):
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = [line.split(":")[0] for line in proc.stderr.splitlines() if "greyscale" in line]
     assert warned == [str(grey)], proc.stderr
+
+
+def test_a_torchscript_model_is_named_as_such(tmp_path, glas_dir):
+    import torch
+
+    scripted = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Conv2d(3, 2, 1)).save(str(scripted))
+    out = tmp_path / "preds"
+    proc = cdma("predict", glas_dir / "images" / "testA_2.png", "--model", scripted, "--out", out)
+    one_line(proc, f"cdma predict: error: {scripted}: a TorchScript model (torch.jit.save), not a napari-cdma "
+                   f"checkpoint; give one written by cdma train, cdma import-official or the plugin")
+    assert not out.exists()
