@@ -65,3 +65,21 @@ def test_a_torchscript_model_is_named_as_such(tmp_path, glas_dir):
     one_line(proc, f"cdma predict: error: {scripted}: a TorchScript model (torch.jit.save), not a napari-cdma "
                    f"checkpoint; give one written by cdma train, cdma import-official or the plugin")
     assert not out.exists()
+
+
+def test_an_image_too_large_for_memory_names_the_command_to_use(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"  # a header declaring 100000 x 100000 RGB pixels, a few bytes of data
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    out = tmp_path / "preds"
+    proc = cdma("predict", huge, "--out", out)
+    one_line(proc, f"cdma predict: error: {huge}: image of 100000 x 100000 = 10000 megapixels is larger than the "
+                   f"in-memory limit of 400 megapixels; predict it as a slide (cdma predict-slide, or the dock's Whole "
+                   f"slide panel)")
+    assert not out.exists()
