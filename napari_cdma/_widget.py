@@ -181,7 +181,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
                                         image_label=self._region_image_label)
         # an open store only: Retrain and Roll back must not create one (the first Predict or Accept does)
         self.retrain_panel = RetrainPanel(self._open_store_only, before_start=self._add_open_images)
-        self.retrain_panel.image_text = self._retrain_image_text
+        self.retrain_panel.image_text = self.review_panel.image_text  # the table names images as the list does
         self.versions_panel = VersionsPanel(self._open_store_only)
         self.slide_panel = SlidePanel(self.viewer, lambda: self.store, self._slide_model)
 
@@ -441,21 +441,6 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         Not for a large image (its maps are a pyramid; its table stays the worker's, blockwise)."""
         labels, umap = layers["prediction"], layers["uncertainty"]
         return glands if getattr(umap, "multiscale", False) else cls._glands_of(labels, umap, glands)
-
-    def _retrain_image_text(self, name: str) -> str:
-        """The name an image the retrain worker names ``name`` (its file name, :func:`retrain_worker._image_name`) has
-        in the dock: its layer's while open, as the accepted-region list names it (walk 22: the retrain table said
-        "glas_testA_1" beside the layer "GlaS testA_1 (H&E)")."""
-        if self._store is None:
-            return name
-        from .project.retrain_worker import _image_name
-
-        records = self._store.regions()
-        firsts = {r.image_hash: r for r in reversed(records)}  # one record per image
-        for image_hash, record in firsts.items():
-            if _image_name(records, image_hash) == name:
-                return self.review_panel.image_text(record)
-        return name
 
     def _region_image_label(self, record: RegionRecord) -> str:
         """A region's image: its source file name, else the image layer's name, else its hash."""

@@ -49,7 +49,7 @@ from ._loss_plot import LossPlot
 from ._messages import show_message
 from ._widget_versions import TipWhenShown, fmt_dice
 from .project.events import Cancelled, Done, Evaluating, Failed, ImageScore, Progress, RetrainEvent, Started
-from .project.store import DEFAULT_HOLDOUT_FRACTION, ModelRecord, ProjectStore
+from .project.store import DEFAULT_HOLDOUT_FRACTION, ModelRecord, ProjectStore, RegionRecord
 
 if TYPE_CHECKING:
     from .project.retrain_job import RetrainJob  # imported when Retrain starts
@@ -153,9 +153,10 @@ class RetrainPanel(QWidget):
         super().__init__(parent)
         self._get_store = get_store
         self._before_start = before_start  # e.g. add the open images to the store as unlabelled tissue
-        #: the name the dock gives an image the worker names by its file (set by the dock: the image's layer name
-        #: while it is open; walk 22: the table said "glas_testA_1" beside the layer "GlaS testA_1 (H&E)")
-        self.image_text: Callable[[str], str] = lambda name: name
+        #: how the dock names a region's image (set by the dock: the review panel's naming, the image's layer name
+        #: while it is open; walk 22: the table said "glas_testA_1" beside the layer "GlaS testA_1 (H&E)"); the table
+        #: names an image by it through one of the image's regions (:meth:`image_name`); None: the worker's names
+        self.image_text: Optional[Callable[[RegionRecord], str]] = None
         self.job: Optional["RetrainJob"] = None
         self.state = "idle"  # idle | running | evaluating | registering | done | cancelled | error
         self.last_done: Optional[Done] = None
@@ -165,8 +166,8 @@ class RetrainPanel(QWidget):
         self.train_kwargs: Dict[str, Any] = {}  # extra RetrainJob.start arguments (tests, scripts)
         self._pending_progress: Optional[Progress] = None
         self._last_ui = 0.0
-        #: the images the running job trains on (their names as the worker gives them), read when it starts
-        self._trained_on: Optional[List[str]] = None
+        #: the images the running job trains on (hash, name as the worker gives it), read when it starts
+        self._trained_on: Optional[List[Tuple[str, str]]] = None
         #: set while the panel says there is nothing new since the latest version: what it said that of (the next
         #: press of Retrain in the same state trains anyway)
         self._nothing_new_said: Optional[str] = None
@@ -518,21 +519,47 @@ class RetrainPanel(QWidget):
             self.model_changed.emit(store.current_model_version)
 
     @staticmethod
-    def _image_names(store: ProjectStore, regions: Sequence[Any]) -> List[str]:
-        """The names of the images of ``regions`` (in order of first acceptance), as the worker names them in its
-        per-image rows."""
+    def _image_names(store: ProjectStore, regions: Sequence[Any]) -> List[Tuple[str, str]]:
+        """The images of ``regions`` (in order of first acceptance): their hashes and names as the worker names them
+        in its per-image rows."""
         from .project.retrain_worker import _image_name
 
         records = store.regions()
-        return list(dict.fromkeys(_image_name(records, r.image_hash) for r in regions))
+        return list(dict.fromkeys((r.image_hash, _image_name(records, r.image_hash)) for r in regions))
 
-    def _show_images(self, rows: Sequence[ImageScore], trained_on: Optional[Sequence[str]] = None) -> None:
+    def _namer(self) -> Callable[[str, str], str]:
+        """``(image hash, the worker's name) -> the name the dock gives that image`` (:attr:`image_text` of the
+        image's first region in the store), the worker's name without a hash, a naming or a region of that image."""
+        text = self.image_text
+        firsts: Dict[str, RegionRecord] = {}
+        if text is not None:
+            try:
+                firsts = {r.image_hash: r for r in reversed(self._get_store().regions(include_withdrawn=True))}
+            except Exception:  # no store open (closed meanwhile): the worker's names
+                firsts = {}
+
+        def name(image_hash: str, fallback: str) -> str:
+            record = firsts.get(image_hash) if image_hash else None
+            return text(record) if text is not None and record is not None else fallback
+
+        return name
+
+    def image_name(self, image_hash: str, name: str) -> str:
+        """The name the table gives the image of ``image_hash`` (the worker named it ``name``): as the dock names it
+        (:attr:`image_text`), else ``name``."""
+        return self._namer()(image_hash, name)
+
+    def _show_images(self, rows: Sequence[ImageScore],
+                     trained_on: Optional[Sequence[Tuple[str, str]]] = None) -> None:
         """Fill the per-image table: each image's name (bold, across both columns, no file extension: the row is the
         name's alone), then its held-out regions and scores under it. When no image has a held-out region, the
         caption says why every Dice reads n/a; the line under it names the images trained on (``trained_on``, the
-        job's; default: the store's now) that have no row."""
-        names = self.image_text
-        rows = [replace(score, image=names(score.image)) for score in rows]
+        job's, (hash, name); default: the store's now) that have no row."""
+        names = self._namer()
+        # an image has a row by its hash; a row without one (an older worker's) by the worker's name
+        listed_hashes = {score.image_hash for score in rows if score.image_hash}
+        listed_files = {score.image for score in rows if not score.image_hash}
+        rows = [replace(score, image=names(score.image_hash, score.image)) for score in rows]
         table = self.image_table
         table.clearSpans()
         table.clearContents()
@@ -582,7 +609,8 @@ class RetrainPanel(QWidget):
             except Exception:  # the store closed meanwhile: no line
                 trained_on = []
         listed = {r.image for r in rows}
-        missing = [name for name in map(names, trained_on) if name not in listed]
+        missing = [name for name in (names(h, n) for h, n in trained_on
+                                     if h not in listed_hashes and n not in listed_files) if name not in listed]
         self.image_note.setText(unscored_note(missing, bool(images)) if missing else "")
         self.image_note.setToolTip(", ".join(missing))
         self.image_note.setVisible(bool(missing))

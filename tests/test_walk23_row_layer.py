@@ -70,7 +70,7 @@ def test_a_row_names_the_layer_its_region_was_accepted_from_among_two_with_the_s
     from napari_cdma.project.retrain_worker import _image_name
 
     # the Retrain note names the image as the row does
-    assert dock._retrain_image_text(_image_name(dock.store.regions(), digest)) == AGAIN
+    assert dock.retrain_panel.image_name(digest, _image_name(dock.store.regions(), digest)) == AGAIN
 
     # the other project's layer shown, "[1]" hidden: the row still names the layer the dock works on
     viewer.layers[SAMPLE_NAME].visible = True

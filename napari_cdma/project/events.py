@@ -54,6 +54,8 @@ class ImageScore:
         old_dice / new_dice: pooled Dice of the current / new model on them (None without any).
         agreement: Dice of the new model's labels with the current model's on this image's uncorrected
             tissue (None when no crop of it was compared).
+        image_hash: the image's store hash (empty from a worker from before it was sent), by which the dock names the
+            image as its other panels do.
     """
 
     image: str
@@ -61,6 +63,7 @@ class ImageScore:
     old_dice: Optional[float] = None
     new_dice: Optional[float] = None
     agreement: Optional[float] = None
+    image_hash: str = ""
 
 
 @dataclass(frozen=True)

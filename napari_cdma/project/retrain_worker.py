@@ -268,7 +268,7 @@ def _per_image_rows(records, held_per: _PerImage, agree: Dict[str, Any]) -> Tupl
         n, old, new = held_per.get(image_hash, (0, None, None))
         a = agree["per_image"].get(image_hash, {}).get("agreement")
         rows.append(ImageScore(image=_image_name(records, image_hash), n_holdout=n, old_dice=old, new_dice=new,
-                               agreement=a))
+                               agreement=a, image_hash=image_hash))
     return tuple(rows)
 
 
