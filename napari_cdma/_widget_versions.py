@@ -16,24 +16,57 @@ def fmt_dice(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{float(value):.3f}"
 
 
-def version_rows(models: List[ModelRecord], current: str) -> List[Tuple[str, str]]:
-    """``(version, text)`` rows of the version list, the shipped model first; ``*`` marks the current one.
+def held_out_score(m: ModelRecord) -> Tuple[str, str]:
+    """``(short, whole)``: a version's held-out Dice as its row says it, and in words for its tooltip (empty without
+    a score). With held-out regions accepted unedited (``metrics["holdout_split"]``: the truth there is a model's own
+    prediction) the row says the edited regions' Dice and the unedited ones' (the no-regression check) apart, not
+    the pooled one; a version without a split says the pooled held-out Dice, as before."""
+    from .project.retrain_job import HoldoutSplit, plural  # torch-free
+
+    metrics = m.metrics or {}
+    pooled = metrics.get("new_dice")
+    split = HoldoutSplit.from_json(metrics.get("holdout_split"))
+    if split is None or not split.unedited.n:
+        return (f"held-out Dice {fmt_dice(pooled)}", "") if pooled is not None else ("", "")
+    e, u = split.edited, split.unedited
+    short, whole = [], []
+    # both: "edited 0.850, unedited 0.990" (with "Dice" in it, some 260 px: more than the 280 px dock's list has)
+    if e.scored:
+        short.append(f"edited {fmt_dice(e.new_dice)}" if u.scored else f"edited Dice {fmt_dice(e.new_dice)}")
+        whole.append(f"held-out Dice {fmt_dice(e.new_dice)} on the {plural(e.n, 'edited held-out region')} "
+                     f"({m.parent}: {fmt_dice(e.old_dice)})")
+    if u.scored:
+        short.append(f"unedited {fmt_dice(u.new_dice)}" if short else f"unedited Dice {fmt_dice(u.new_dice)}")
+        whole.append(f"{fmt_dice(u.new_dice)} on the {plural(u.n, 'held-out region')} accepted unedited "
+                     f"({m.parent}: {fmt_dice(u.old_dice)}), the check that it did not get worse on confirmed "
+                     f"tissue (their truth is a model's own prediction)")
+    if not whole:
+        return "", ""
+    if pooled is not None:
+        whole.append(f"pooled over all {e.n + u.n}: {fmt_dice(pooled)}")
+    said = "; ".join(whole)
+    return ", ".join(short), said[0].upper() + said[1:] + "."
+
+
+def version_rows(models: List[ModelRecord], current: str) -> List[Tuple[str, str, str]]:
+    """``(version, text, tooltip)`` rows of the version list, the shipped model first; ``*`` marks the current one.
 
     Each retrained version says whether the promotion rule (or the user, on registering) promoted it, as the
-    Predict chooser does; one that was not but is current was made so by hand."""
+    Predict chooser does; one that was not but is current was made so by hand. Its held-out Dice
+    (:func:`held_out_score`) is short in the row, in words in the tooltip (the row, then what the Dice is of)."""
     def status(m: ModelRecord) -> str:
         if m.promoted:
             return "promoted"
         return "not promoted, made current by hand" if m.version == current else "not promoted"
 
-    rows = [(BUNDLED, "shipped model", None)] + [
-        (m.version, f"from {m.parent}, {status(m)}", (m.metrics or {}).get("new_dice")) for m in models]
+    rows = [(BUNDLED, "shipped model", ("", ""))] + [
+        (m.version, f"from {m.parent}, {status(m)}", held_out_score(m)) for m in models]
     out = []
-    for version, info, dice in rows:
+    for version, info, (score, said) in rows:
         # the score right after the version: a long row wraps, its end is the least important part
         mark = "* " if version == current else "  "
-        score = f"  held-out Dice {fmt_dice(dice)}" if dice is not None else ""
-        out.append((version, f"{mark}{version}{score}  ({info})"))
+        text = f"{mark}{version}{'  ' + score if score else ''}  ({info})"
+        out.append((version, text, f"{text}\n{said}" if said else text))
     return out
 
 
@@ -102,9 +135,9 @@ class VersionsPanel(QWidget):
         except Exception as exc:
             self._say(f"Cannot read the project store: {exc}", error=True)
             return
-        for version, text in rows:
+        for version, text, tip in rows:
             item = QListWidgetItem(text)
-            item.setToolTip(text)
+            item.setToolTip(tip)
             item.setData(Qt.ItemDataRole.UserRole, version)
             self.version_list.addItem(item)
 

@@ -122,3 +122,41 @@ def test_the_short_why_comes_from_the_rules_code_not_from_the_words_of_its_reaso
     assert WHY_SHORT[Why.CHANGED_UNCORRECTED] == "it changed uncorrected tissue"
     assert verdict_short("v0003", False, Why.CHANGED_UNCORRECTED, held).startswith(
         "v0003: not promoted: it changed uncorrected tissue.")
+
+
+def test_the_versions_list_says_which_held_out_dice_it_shows(qtbot, tmp_path, lite_checkpoint):
+    """Review: the Versions list said "held-out Dice 0.997" of a version whose one held-out region was accepted
+    unedited (its truth the current model's own prediction), as if it were a score of fixing errors. With a split the
+    row says the edited regions' Dice and the unedited ones' apart, short enough for the dock; the tooltip says
+    what each is, with the parent's figures; a version without a split reads as before."""
+    from napari_cdma.project.retrain_job import finish
+
+    store, panel = _panel(qtbot, tmp_path, lite_checkpoint)
+    _handle(qtbot, panel, _walk23(tmp_path, lite_checkpoint))  # v0002: edited none, unedited 1.000 -> 0.997
+    both = HoldoutSplit(HeldPart(3, 5000, 0.80, 0.85), HeldPart(2, 2000, 1.0, 0.99), {"v0001": 2}, ("r1@1", "r2@1"))
+    finish(store, Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=3, n_holdout=5,
+                       old_dice=0.88, new_dice=0.91, better=True, agreement=0.99, min_agreement=0.95,
+                       holdout_split=both.to_json()), promote=False)  # v0003
+    finish(store, Done(checkpoint=str(lite_checkpoint), parent_model="v0001", steps_done=3, n_holdout=3,
+                       old_dice=0.80, new_dice=0.85, better=True, agreement=0.99, min_agreement=0.95),
+           promote=False)  # v0004: no split
+    versions = VersionsPanel(lambda: store)
+    qtbot.addWidget(versions)
+    versions.refresh()
+    items = [versions.version_list.item(i) for i in range(versions.version_list.count())]
+    rows = {item.text().split()[1 if item.text().startswith("*") else 0]: item for item in items}
+    assert rows["v0002"].text() == "  v0002  unedited Dice 0.997  (from v0001, not promoted)"
+    assert rows["v0003"].text() == "  v0003  edited 0.850, unedited 0.990  (from v0001, not promoted)"
+    assert rows["v0004"].text() == "  v0004  held-out Dice 0.850  (from v0001, not promoted)"
+    assert rows["v0004"].toolTip() == rows["v0004"].text()
+    tip = rows["v0003"].toolTip()
+    assert tip.startswith(rows["v0003"].text() + "\n"), tip
+    assert ("Held-out Dice 0.850 on the 3 edited held-out regions (v0001: 0.800); 0.990 on the 2 held-out regions "
+            "accepted unedited (v0001: 1.000), the check that it did not get worse on confirmed tissue") in tip, tip
+    assert tip.endswith("; pooled over all 5: 0.910."), tip
+    assert "1 held-out region accepted unedited (v0001: 1.000)" in rows["v0002"].toolTip()
+    # the version and its score fit the dock's width on one line (the rest wraps)
+    metrics = versions.version_list.fontMetrics()
+    for item in items:
+        head = item.text().split("  (")[0]
+        assert metrics.horizontalAdvance(head) <= DOCK_WIDTH - 40, head
