@@ -52,7 +52,7 @@ def _check_size(h: int, w: int, source: str) -> None:
     if h * w > MAX_PIXELS:
         raise ImageReadError(
             f"{source}: image of {h} x {w} = {h * w / 1e6:.0f} megapixels is larger than the "
-            f"in-memory limit of {MAX_PIXELS / 1e6:.0f} megapixels; predict it as a slide (cdma predict-slide, "
+            f"in-memory limit of {MAX_PIXELS / 1e6:.0f} megapixels; use the whole-slide path (cdma predict-slide, "
             f"or the dock's Whole slide panel)")
 
 

@@ -80,6 +80,6 @@ def test_an_image_too_large_for_memory_names_the_command_to_use(tmp_path):
     out = tmp_path / "preds"
     proc = cdma("predict", huge, "--out", out)
     one_line(proc, f"cdma predict: error: {huge}: image of 100000 x 100000 = 10000 megapixels is larger than the "
-                   f"in-memory limit of 400 megapixels; predict it as a slide (cdma predict-slide, or the dock's Whole "
-                   f"slide panel)")
+                   f"in-memory limit of 400 megapixels; use the whole-slide path (cdma predict-slide, or the dock's "
+                   f"Whole slide panel)")
     assert not out.exists()
