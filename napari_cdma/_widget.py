@@ -73,7 +73,7 @@ from ._shapes_keepalive import keep_removed_shapes_visuals
 from ._widget_display import LIVE_GLANDS_PIXELS, DisplayPanel
 from ._widget_edits import KEEP_TIP as KEEP_TIP  # re-exported: tests import it from here
 from ._widget_edits import EditHistory, EditTrackingMixin, ImageState
-from ._widget_predict import BUNDLED, PredictPanel, PredictResult
+from ._widget_predict import BUNDLED, PredictPanel, PredictResult, predictable
 from ._widget_restore import StoreRestoreMixin
 from ._widget_retrain import RetrainPanel
 from ._widget_review import ReviewPanel, focus_owner, of_a_slide, scene_camera, show_review_outlines, slide_on_screen
@@ -236,6 +236,10 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         self.predict_panel.idle.connect(self._on_predict_idle)
         self.predict_panel.cancel_button.clicked.connect(lambda: setattr(self, "_refresh_after_predict", None))
         self.predict_panel.image_choice.changed.connect(self._follow_image)
+        # walk 24: an image switched from the layer list (a layer of it made active) is the one chosen
+        self._own_selection, self._inserted_id = False, None
+        self.viewer.layers.events.inserted.connect(self._note_inserted)
+        self.viewer.layers.selection.events.active.connect(self._follow_active_layer)
         # after the panel's own handler (connected first) has shown the region on its image
         self.review_panel.region_list.itemClicked.connect(lambda _item: self._choose_shown_region_image())
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
@@ -745,7 +749,11 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         if isinstance(layer, str):
             layer = self.viewer.layers[layer] if layer in self.viewer.layers else None
         if layer is not None and layer in self.viewer.layers:
-            self.viewer.layers.selection.active = layer
+            self._own_selection = True
+            try:
+                self.viewer.layers.selection.active = layer
+            finally:
+                self._own_selection = False
 
     def _in_turns(self, image_name: str, steps: List[Any]) -> None:
         """Run ``steps`` one per event-loop turn (the canvas redraws between them); those of an image
@@ -813,6 +821,46 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
 
     def _screen_changed(self, _event: Any = None) -> None:
         QTimer.singleShot(0, self._display_follows_screen)
+        QTimer.singleShot(0, self._follow_shown_image)
+
+    def _note_inserted(self, event: Any) -> None:
+        """napari makes a layer just added the active one: that is not the user choosing its image."""
+        self._inserted_id = getattr(getattr(event, "value", None), "unique_id", None)
+        QTimer.singleShot(0, lambda: setattr(self, "_inserted_id", None))
+
+    def _dock_busy(self) -> bool:
+        return self._own_selection or self._removing or self._restoring is not None or bool(self._turns)
+
+    def _follow_active_layer(self, event: Any = None) -> None:
+        """A shown layer of an image (the image or a layer the dock made of it) made active in the layer list chooses
+        that image in Predict (walk 24: the dock kept describing testA_2 over testA_1). The user's own layers, hidden
+        layers and the dock's own selections change nothing."""
+        layer = getattr(event, "value", None)
+        inserted, self._inserted_id = self._inserted_id, None
+        if layer is None or self._dock_busy() or getattr(layer, "unique_id", None) == inserted:
+            return
+        if getattr(layer, "visible", False):
+            self._choose_image_of(focus_owner(layer))
+
+    def _follow_shown_image(self) -> None:
+        """The image chosen in Predict hidden (eye icons) with exactly one other image shown: that one is chosen."""
+        try:
+            layers = self.viewer.layers
+            chosen = self.predict_panel.image_layer
+        except RuntimeError:  # the viewer is being closed
+            return
+        if self._dock_busy() or chosen is None or chosen not in layers or chosen.visible:
+            return
+        shown = [ly for ly in layers if ly.visible and ly.name != chosen.name and predictable(ly)]
+        if len(shown) == 1:
+            self._choose_image_of(shown[0].name)
+
+    def _choose_image_of(self, name: Optional[str]) -> None:
+        panel = self.predict_panel
+        if not name or name not in self.viewer.layers or getattr(panel.image_layer, "name", None) == name:
+            return
+        if predictable(self.viewer.layers[name]):
+            panel.set_image(name)
 
     def _display_follows_screen(self) -> None:
         """While a whole slide is on screen (:func:`slide_on_screen`) the Uncertainty and glands panel describes no
