@@ -22,9 +22,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from src_model.gland_table import MIN_GLAND_PIXELS, glands_only
+
 from ._layers import (
     IMAGE_KEY,
     ROLE_KEY,
+    _reviewed,
     camera_for_tile,
     prediction_layers,
     reviewed_at,
@@ -402,6 +405,12 @@ class DisplayPanel(QWidget):
         self.uncertainty_layer: Any = None
         self.labels_layer: Any = None
         self.glands: List[Dict[str, Any]] = []
+        #: what counts as a gland in the table and its CSV: at least this many pixels, the engine's minimum object
+        #: size (:data:`src_model.gland_table.MIN_GLAND_PIXELS`), as in the whole-slide path; smaller labelled pieces
+        #: (left by a correction) are counted under the table, not listed (walk 24)
+        self.min_gland_pixels = MIN_GLAND_PIXELS
+        #: how many labelled pieces under :attr:`min_gland_pixels` the last table left out
+        self.small_pieces = 0
         #: the model whose prediction the panel describes, as :meth:`show_result` was told ("" if not told)
         self.model_label = ""
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
@@ -437,6 +446,9 @@ class DisplayPanel(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setToolTip("One row per predicted gland; click a header to sort, a row to go to the gland")
         self.table.verticalHeader().setVisible(False)
+        self.pieces_label = QLabel("")
+        self.pieces_label.setWordWrap(True)
+        self.pieces_label.setVisible(False)
         self.fill_check = QCheckBox("Fill glands")
         self.fill_check.setToolTip("Filled glands (faint) instead of 3 px outlines; a prediction of "
                                    "another version ('... (v0003)') is drawn fainter and thinner")
@@ -462,6 +474,7 @@ class DisplayPanel(QWidget):
         glands_row.addWidget(self.fill_check)
         content.addLayout(glands_row)
         content.addWidget(self.table)
+        content.addWidget(self.pieces_label)
         content.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -567,11 +580,11 @@ class DisplayPanel(QWidget):
             return False
         selected = self.selected_gland
         self._painted = False
-        self.glands = glands
+        self.glands = self._only_glands(glands)
         self._remember()
         self.table.gland_model.set_rows(self.glands)  # sorted as the user last sorted it
         self._check_export()
-        row = next((g for g in glands if g.get("id") == selected), None) if selected is not None else None
+        row = next((g for g in self.glands if g.get("id") == selected), None) if selected is not None else None
         if row is None:
             self.clear_selected_gland()
         elif self.image_name and self._highlight_layer() is not None:
@@ -677,13 +690,39 @@ class DisplayPanel(QWidget):
         if self.last_message == STALE_GLANDS_TEXT:  # made again (Accept, Predict): no longer stale
             self.last_message = ""
             show_message(self.status, "")
-        self.glands = list(glands)
+        self.glands = self._only_glands(glands)
         self._remember()
         self.table.gland_model.set_rows(self.glands)
         self._check_export()
         # most uncertain gland first: the order in which to check them (a header click sorts again)
         self.table.sortByColumn(TABLE_COLUMNS.index("mean_uncertainty"), Qt.SortOrder.DescendingOrder)
         self._show_content()
+
+    def _only_glands(self, rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """The rows of glands (at least :attr:`min_gland_pixels`); the smaller pieces are counted on
+        :attr:`pieces_label`, not listed (walk 24: 1 and 2 px specks left by a split were the table's first rows)."""
+        glands, pieces = glands_only(rows, self.min_gland_pixels)
+        self.small_pieces = pieces
+        self.pieces_label.setText(
+            f"{pieces} labelled piece(s) under {self.min_gland_pixels} px not listed: not glands (the model's "
+            "minimum gland size; their pixels stay labelled)." if pieces else "")
+        self.pieces_label.setVisible(bool(pieces))
+        return glands
+
+    def accepted_regions(self) -> Dict[int, str]:
+        """Gland id -> the ids of the accepted regions it lies in (in part or whole; space-separated), from the boxes
+        the uncertainty layer shows untinted (:func:`~._layers.show_reviewed`); glands in none are absent."""
+        kept = _reviewed(self.uncertainty_layer) if self.uncertainty_layer is not None else None
+        labels = _unwrap(self.labels_layer)
+        if not kept or labels is None or getattr(labels, "multiscale", False):
+            return {}
+        data = np.asarray(labels.data)
+        found: Dict[int, List[str]] = {}
+        for rid, (y0, x0, y1, x1) in sorted(kept["boxes"].items()):
+            for gid in np.unique(data[y0:y1, x0:x1]).tolist():
+                if gid > 0:
+                    found.setdefault(int(gid), []).append(str(rid))
+        return {gid: " ".join(rids) for gid, rids in found.items()}
 
     def _check_export(self) -> None:
         """The table was made again: the status's "Wrote N gland(s) to PATH." goes if it now shows another image's
@@ -795,7 +834,10 @@ class DisplayPanel(QWidget):
         in pixels; the image and model on each row: :func:`src_model.gland_table.write_csv`)."""
         from src_model.gland_table import write_csv  # torch-free
 
-        return write_csv(path, self.glands, image=self.image_name or "", model=self.model_label)
+        accepted = self.accepted_regions()
+        rows = [{**g, "accepted_region": accepted.get(int(g.get("id", 0)), "")} for g in self.glands] \
+            if accepted else self.glands
+        return write_csv(path, rows, image=self.image_name or "", model=self.model_label)
 
     def _store_root(self) -> Optional[Path]:
         """The open project store's folder, or None: :attr:`store_for` when the dock set it, else asked of the dock

@@ -460,7 +460,9 @@ def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None
 
     A background line drawn through a gland leaves two pieces with one label; the pathologist split it,
     so each piece becomes a gland (:func:`src_model.postprocess.separate_pieces`: new labels above the
-    layer's maximum, the glands around keep theirs). The change is one step of the layer's undo history.
+    layer's maximum, the glands around keep theirs). A piece under the engine's minimum gland size
+    (:data:`src_model.gland_table.MIN_GLAND_PIXELS`) gets no label of its own: it keeps its gland's. The change is
+    one step of the layer's undo history.
 
     Args:
         labels: the napari Labels layer of the corrections (2-D).
@@ -477,7 +479,20 @@ def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None
     region = np.zeros(data.shape, bool)
     region[y0:y1, x0:x1] = True if inside is None else inside
     relabelled = separate_pieces(data, region)
-    changed = np.nonzero(relabelled != data)
+    changed = relabelled != data
+    if changed.any():
+        # a piece under the engine's minimum gland size (a pixel or two a split line cut off) is no gland: it keeps
+        # its gland's label, pixels and all, and no new label is made of it (walk 24: Accept made 1 and 2 px specks
+        # into "glands" of their own, the gland table's first rows)
+        from src_model.gland_table import MIN_GLAND_PIXELS
+
+        new_ids, sizes = np.unique(relabelled[changed], return_counts=True)
+        small = new_ids[sizes < MIN_GLAND_PIXELS]
+        if small.size:
+            back = changed & np.isin(relabelled, small)
+            relabelled[back] = data[back]
+            changed &= ~back
+    changed = np.nonzero(changed)
     if not changed[0].size:
         return 0
     labels.data_setitem(changed, relabelled[changed])

@@ -177,6 +177,7 @@ def test_gland_table_sorts_goes_to_a_clicked_gland_exports_and_clears(make_napar
     viewer, widget = _dock(make_napari_viewer, monkeypatch, tmp_path, show=True)
     viewer.add_image(np.zeros((600, 800), np.uint8), name="he")
     display = widget.display_panel
+    display.min_gland_pixels = 0  # synthetic glands of 9 px and up: every row listed (not the walk 24 rule)
     table, model = display.table, display.table.gland_model
     rows = _gland_rows(300)
     display.set_glands(rows)
@@ -325,6 +326,7 @@ def test_a_clicked_sliver_is_shown_with_tissue_around_it(make_napari_viewer, mon
     unc = viewer.add_image(np.full((300, 400), 0.5, np.float32), name="he uncertainty")
     lab = viewer.add_labels(labels, name="he prediction")
     display = widget.display_panel
+    display.min_gland_pixels = 0  # a sliver smaller than a real gland, listed for this test
     display.show_result("he", unc, lab, (0.0, 1.0), gland_table(labels, np.asarray(unc.data)))
     assert display.go_to_gland(9)
     h, w = canvas_hw(viewer)
