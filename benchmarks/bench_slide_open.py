@@ -44,6 +44,8 @@ from _common import RESULTS, ROOT, ensure_display, load_average, machine_info, w
 NAME = "slide_open"
 PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
 OWN = ("napari_cdma", "src_model")
+#: The order of the labels in slide_open.md (newest first); others after them
+ORDER = ("after", "50d9bb4", "ce29108", "before e39479c")
 
 
 def discs(h: int, w: int, seed: int = 0) -> Any:
@@ -230,6 +232,10 @@ def measure(slide: Path, project: Path, load: int, stall_ms: float) -> Dict[str,
     panel = dock.slide_panel
     freezer = getattr(dock.predict_panel, "freezer", None)  # the dock's warm-up (imports, the collector's freeze)
     run_loop(lambda: freezer is not None and freezer.frozen_at is not None, 60)
+    # and the panel's import of what a slide's open imports, where the panel has it (not before commit 'warm the
+    # slide reader'): the slide is opened by someone who opened the dock a few seconds before
+    if hasattr(panel, "_warm_reader"):
+        run_loop(lambda: panel.reader_warming is not None and not panel.reader_warming.is_alive(), 60)
     run_loop(lambda: False, 2)
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
     try:
@@ -254,11 +260,17 @@ def markdown(results: Dict[str, Any]) -> str:
              "`python benchmarks/bench_slide_open.py --label L --load N` (a 10 ms QTimer on the GUI thread; the "
              "slide opened by the reader from inside the event loop, measured until the panel is idle plus 1 s; "
              "load: N busy `while True: pass` processes at the viewer's priority). Stalls are named by a 5 ms "
-             "sampling of the GUI thread's stack. `before`: the Whole slide panel before commit e39479c (a copy of the "
-             "repository with the older `_widget_slide.py` and `_slide_view.py`, first on `PYTHONPATH`); `after`: at "
-             "commit ce29108; both within 15 minutes on the same machine, whose load column counts other users too.",
+             "sampling of the GUI thread's stack. Each run waits for the dock's warm-up (and the Whole slide panel's "
+             "import of the slide reader's modules, where the code has it) before the slide is opened. Labels: "
+             "`before e39479c`: the Whole slide panel before commit e39479c (a copy of the repository with the older "
+             "`_widget_slide.py` and `_slide_view.py`, first on `PYTHONPATH`); `ce29108`: at commit ce29108 (both "
+             "2026-12-03 ~07:20); `50d9bb4`: at commit 50d9bb4 (a copy of it first on `PYTHONPATH`), and `after`: "
+             "with the reader's imports warmed in a thread and the overlays' first levels read in the workers (both "
+             "2026-12-03 ~10:20-10:40). Each pair within 15 minutes on the same 2-core machine, shared with other "
+             "users: the load column counts them too, and it varied from 2 to 8 between runs.",
              ""]
-    for key in sorted(results["runs"]):
+    first = [k for lb in ORDER for k in sorted(results["runs"]) if k.startswith(f"{lb}, ")]
+    for key in first + [k for k in sorted(results["runs"]) if k not in first]:
         run = results["runs"][key]
         lines += [f"## {key} ({run['side']} x {run['side']} px slide, chunks of {run['chunk']} px, "
                   f"{run['machine']['cores']} cores, {run['machine']['date']})", "",

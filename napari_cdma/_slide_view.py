@@ -646,8 +646,9 @@ def reopen_job(store_path: str, slide_path: str, digest: Union[None, str, Dict[i
     being read here).
 
     Yields:
-        ``("store", {"downsample", "display_range", "level", "store"})`` (``store``: the store opened, for its
-        layers), then ``("regions", {"ranked" (store pixels), "downsample", "display_range", "level"})``, if the
+        ``("store", {"downsample", "display_range", "level", "store", "held"})`` (``store``: the store opened, for
+        its layers; ``held``: the uncertainty's and glands' levels, kind ("image", "labels") -> :func:`held_levels`,
+        or None), then ``("regions", {"ranked" (store pixels), "downsample", "display_range", "level"})``, if the
         store holds predicted chunks.
     Returns:
         ``("ok", {"digest", "slide", "level"})`` (``digest`` None when the slide file cannot be read), ``("none",
@@ -669,7 +670,11 @@ def reopen_job(store_path: str, slide_path: str, digest: Union[None, str, Dict[i
     if isinstance(digest, dict):
         digest = digest.get(level)
     facts = {"downsample": store.info.downsample, "display_range": display, "level": level}
-    yield ("store", {**facts, "store": store})
+    try:  # the levels the overlays are first drawn in, read here rather than by their first slice on the GUI thread
+        held = {"image": held_levels(store.uncertainty), "labels": held_levels(store.glands)}
+    except Exception:  # unreadable now: the layers read the store as they are drawn
+        held = None
+    yield ("store", {**facts, "store": store, "held": held})
     try:
         ranked = cached_review(store, n_review)
     except Exception as exc:
@@ -894,17 +899,111 @@ def number_glands_job(store_path: str, procs: Optional[List[Any]] = None) -> Gen
         store = open_store(store_path)
         rows = instance_table(store)
         # opened here, not on the GUI thread (0.1 s quiet, 1.3 s at load 9 there): what the layer shows
-        out["layer"] = {"levels": instance_levels(store), "downsample": store.info.downsample,
+        out["layer"] = {"levels": held_levels(instance_levels(store)), "downsample": store.info.downsample,
                         "slide": store.info.slide}
     except Exception as exc:  # replaced meanwhile (a later numbering): read at the next
         return ("error", f"could not read the numbered glands' table: {exc}", None)
     return ("ok", out, rows)
 
 
-__all__ = ["FINISH_STEPS", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "NUMBERED", "RANGE_KEY", "RANGE_PIXELS",
-           "REVIEW_MIN_SIDE", "SLIDE_KEY", "STORE_KEY", "accept_window_job", "carve_splits", "chunk_uncertainty",
-           "default_store_path", "edit_box", "edit_window_job", "export_geojson_job", "has_edits", "missing_chunks",
+# --------------------------------------------------------------------------- levels read ahead
+
+#: The store levels read whole in a worker before their layer is drawn (:func:`held_levels`): those of at most this
+#: many pixels (2048 x 2048: 4 MB of uint8, 16 MB of numbered uint32), the levels napari draws a whole slide in on a
+#: canvas up to 2048 px wide. The first slice of each store overlay read its zarr chunks on the GUI thread when it
+#: was drawn: 0.1-0.3 s of each overlay's 0.2-0.4 s stall opening an 8192 px slide (bench_slide_open, cProfile).
+HOLD_PIXELS = 2048 * 2048
+
+
+class HeldLevel:
+    """One level of a live store layer (a zarr array, read where napari draws it) whose values were read whole in a
+    worker thread (:func:`held_levels`): napari's first slice of the layer is cut from them, not read from the store
+    on the GUI thread. :meth:`release` (:func:`release_held`, once the layer is drawn) drops them: from then on each
+    read goes to the store, so that the layer shows chunks written since, as the zarr array itself does."""
+
+    def __init__(self, array: Any, values: Optional[np.ndarray] = None) -> None:
+        self.array = array
+        self.values = values
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    def __getitem__(self, key: Any) -> Any:
+        values = self.values
+        return values[key] if values is not None else self.array[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self.values if self.values is not None else np.asarray(self.array)
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getattr__(self, name: str) -> Any:  # the zarr array's other attributes (chunks, ...)
+        if name in ("array", "values"):
+            raise AttributeError(name)
+        return getattr(self.array, name)
+
+    @property
+    def held(self) -> bool:
+        return self.values is not None
+
+    def release(self) -> None:
+        self.values = None
+
+
+def held_levels(levels: Sequence[Any], max_pixels: int = HOLD_PIXELS) -> List[HeldLevel]:
+    """``levels`` (a store layer's zarr arrays) as :class:`HeldLevel`, those of at most ``max_pixels`` read whole (in
+    the calling thread: a worker's)."""
+    out = []
+    for level in levels:
+        n = int(np.prod(level.shape))
+        out.append(HeldLevel(level, np.asarray(level[...]) if n <= max_pixels else None))
+    return out
+
+
+def release_held(levels: Any) -> None:
+    """Drop the values :func:`held_levels` read of a layer's levels (``layer.data``; anything else: nothing)."""
+    multiscale = isinstance(levels, (list, tuple)) or getattr(levels, "shapes", None) is not None  # MultiScaleData
+    for level in (list(levels) if multiscale else [levels]):
+        if isinstance(level, HeldLevel):
+            level.release()
+
+
+# --------------------------------------------------------------------------- the slide reader's imports
+
+#: Modules napari's open of the first slide (and the panel's first overlays of its store) imported on the GUI
+#: thread: the plugin's reader and the slide formats (tifffile, openslide, PIL), the store and export modules, dask's
+#: arrays and distributed (dask looks for a client at its first compute), napari's reader plumbing, and the
+#: scikit-image modules the first glands' labels layer imports. 321 modules inside napari's open, 2.3-2.5 s of a
+#: 2.5 s freeze, and 0.4 s more in the first glands' layer, at load 4-6 on 2 cores (bench_slide_open).
+SLIDE_WARM_MODULES = ("napari_cdma._reader", "src_model.slide", "tifffile", "tifffile.zarr", "PIL.Image", "openslide",
+                      "src_model.slide_store", "src_model.export", "napari_cdma.project.slide_regions",
+                      "dask.array", "distributed", "napari.plugins.io", "napari.components.histogram",
+                      "multiprocessing.synchronize", "scipy.sparse", "scipy.fft", "scipy.fftpack", "skimage.util",
+                      "skimage.measure", "skimage.filters", "skimage.morphology", "skimage.segmentation",
+                      "skimage.segmentation._watershed", "skimage.color.colorconv", "OpenGL.arrays.ctypesarrays",
+                      "OpenGL.arrays.ctypespointers", "OpenGL.arrays.nones", "OpenGL.arrays.strings")
+#: The name of the thread :func:`warm_slide_reader` imports them in (a key of ``_predict_stream.warm_ended``).
+SLIDE_WARM_THREAD = "napari-cdma-warm-slide"
+_warming_slide: List[Any] = []
+
+
+def warm_slide_reader() -> Any:
+    """Import :data:`SLIDE_WARM_MODULES` in a daemon thread (once per process; a module missing is skipped); the
+    thread. Its end time goes to ``napari_cdma._predict_stream.warm_ended[SLIDE_WARM_THREAD]``."""
+    from ._predict_stream import _import_all, _start_once
+
+    return _start_once(_warming_slide, lambda: _import_all(SLIDE_WARM_MODULES), SLIDE_WARM_THREAD)
+
+
+__all__ = ["FINISH_STEPS", "HOLD_PIXELS", "HeldLevel", "MAX_EDIT_SIDE", "MAX_VIEW_CHUNKS", "NUMBERED", "RANGE_KEY",
+           "RANGE_PIXELS", "REVIEW_MIN_SIDE", "SLIDE_KEY", "SLIDE_WARM_MODULES", "SLIDE_WARM_THREAD", "STORE_KEY",
+           "accept_window_job", "carve_splits", "chunk_uncertainty", "default_store_path", "edit_box",
+           "edit_window_job", "export_geojson_job", "has_edits", "held_levels", "missing_chunks",
            "number_glands_job", "outline_rect", "pixel_edges", "pending_withdrawn", "predict_view_job",
-           "reread_window", "review_over_store", "review_window", "slide_of", "store_display_range", "to_store_box",
-           "uncertainty_style", "undo_first", "undo_withdrawn", "undo_withdrawn_job", "view_chunks",
-           "visible_world_box", "window_changed", "window_instances", "withdraw_window_job", "write_window"]
+           "release_held", "reread_window", "review_over_store", "review_window", "slide_of", "store_display_range",
+           "to_store_box", "uncertainty_style", "undo_first", "undo_withdrawn", "undo_withdrawn_job", "view_chunks",
+           "visible_world_box", "warm_slide_reader", "window_changed", "window_instances", "withdraw_window_job",
+           "write_window"]

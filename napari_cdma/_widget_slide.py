@@ -111,12 +111,14 @@ from ._slide_view import (
     number_glands_job,
     pending_withdrawn,
     predict_view_job,
+    release_held,
     reopen_job,
     slide_of,
     store_display_range,
     uncertainty_style,
     undo_withdrawn_job,
     visible_world_box,
+    warm_slide_reader,
     withdraw_window_job,
 )
 from ._widget_display import UncertaintyLegend, readout_label, readout_text, value_under
@@ -139,6 +141,11 @@ OUTLINE_PX = 3.0
 #: Wait between the steps that show a job's result (:meth:`SlidePanel._in_steps`), ms: a timer, not a queued call
 #: (Qt runs queued calls back to back), so that the viewer's timers and drawing run in between.
 STEP_MS = 1
+#: When the panel starts importing what a slide's open imports (:func:`~napari_cdma._slide_view.warm_slide_reader`),
+#: ms after it is made: after the dock's own warm-up threads have started (1 s), and once they have ended (polled
+#: every :data:`WARM_POLL_MS`), so that three threads of imports never compete with the GUI thread for the GIL.
+WARM_READER_MS = 1250
+WARM_POLL_MS = 250
 #: What the status line says of the job that runs when another is asked for (one job at a time).
 BUSY = {"predict": "A prediction is running", "export": "An export is running",
         "edit": "An edit window is being read", "accept": "The edit window is being accepted",
@@ -521,6 +528,33 @@ class SlidePanel(QWidget):
         self._show_at_once = False
         self._show_content()
         self.update_buttons()
+        #: the thread importing what a slide's open imports (:meth:`_warm_reader`), None until it starts
+        self.reader_warming: Any = None
+        QTimer.singleShot(WARM_READER_MS, self._warm_reader)
+
+    def _warm_reader(self) -> None:
+        """Import what napari's open of a slide imports on the GUI thread the first time (the plugin's reader, the
+        slide formats, dask, the store: :data:`~napari_cdma._slide_view.SLIDE_WARM_MODULES`) in a thread of its own,
+        once the dock's warm-up threads have ended; when it ends, the objects those imports made are frozen out of
+        the collector's reach as the dock's warm-up's are (:mod:`napari_cdma._gc`). The first slide opened with the
+        dock open did these imports inside napari's open: 2.3-2.5 s of a 2.5 s freeze at load 4-6
+        (bench_slide_open)."""
+        from ._predict_stream import warmed
+
+        if not _alive(self):
+            return
+        if self.reader_warming is None:
+            if not warmed():
+                QTimer.singleShot(WARM_POLL_MS, self._warm_reader)
+                return
+            self.reader_warming = warm_slide_reader()
+        if self.reader_warming.is_alive():
+            QTimer.singleShot(WARM_POLL_MS, self._warm_reader)
+            return
+        from . import _gc
+
+        if _gc.enabled():
+            _gc._freeze()
 
     # ---------------------------------------------------------------- what the buttons can do
     window = _follows_buttons("_window", "The open edit window (Accept window follows it).")
@@ -756,7 +790,7 @@ class SlidePanel(QWidget):
             return self._reopen_current(run) or self._same_layer(run["layer"], run["id"]) \
                 and self.last_result is run.get("out")
 
-        self._in_steps(*self.store_steps(run["layer"], run["store"], still, shown.get("store")))
+        self._in_steps(*self.store_steps(run["layer"], run["store"], still, shown.get("store"), shown.get("held")))
 
     def _on_reopen_regions(self, shown: Dict[str, Any], run: Dict[str, Any]) -> None:
         """The review regions of a slide opened again (:meth:`reopen`): listed and outlined."""
@@ -936,17 +970,20 @@ class SlidePanel(QWidget):
         return shown
 
     def store_steps(self, name: str, store_path: str, still: Callable[[], bool],
-                    store: Any = None) -> List[Callable[[], Any]]:
+                    store: Any = None, held: Optional[Dict[str, Any]] = None) -> List[Callable[[], Any]]:
         """:meth:`show_store` as steps for :meth:`_in_steps`, each done only if ``still()`` (``store``: the store
         opened already, by a worker): the uncertainty added hidden, then drawn (with the legend); then the glands'
         outlines, added hidden, then drawn. Adding a multiscale layer is 0.1-0.5 s of the GUI thread (napari's layer
         controls and visual), and its first slice as much again (the store's chunks read, the outlines traced): the
-        two layers in one turn were one stall of 0.7-1.3 s opening an 8192 px slide (bench_slide_open)."""
+        two layers in one turn were one stall of 0.7-1.3 s opening an 8192 px slide (bench_slide_open). ``held``:
+        the layers' levels as the worker read them (kind -> :func:`~napari_cdma._slide_view.held_levels`), the first
+        slice cut from them rather than read from the store on this thread; dropped once drawn (read live then)."""
         added: Dict[str, Any] = {}
 
         def add(kind: str) -> None:
             if still() and name in self.viewer.layers:
-                added[kind] = self._show_store_layer(name, store_path, kind, store, hidden=True)
+                added[kind] = self._show_store_layer(name, store_path, kind, store, hidden=True,
+                                                     levels=(held or {}).get(kind))
 
         def reveal(kind: str) -> None:
             layer = added.pop(kind, None)
@@ -954,6 +991,7 @@ class SlidePanel(QWidget):
                 return
             if not layer.visible:  # added hidden (a live layer refreshed is shown already: set again, sliced again)
                 self._reveal(name, layer)
+            release_held(layer.data)  # drawn: read live from the store from now on
             rng = self.ranges.get(str(store_path))
             if kind == "image" and rng is not None:
                 self._show_legend(f"{name} uncertainty", layer, rng)
@@ -974,11 +1012,13 @@ class SlidePanel(QWidget):
         layer.visible = True
 
     def _show_store_layer(self, name: str, store_path: str, kind: str, store: Any = None,
-                          hidden: bool = False) -> Any:
+                          hidden: bool = False, levels: Optional[List[Any]] = None) -> Any:
         """Show (or refresh) one of the store's layers over slide ``name`` (``kind``: "image", the uncertainty, or
         "labels", the glands), live from its zarr arrays (:meth:`show_store`); the uncertainty's range is read from
         the store (on this thread) unless :attr:`ranges` holds it. ``hidden``: a layer added is added hidden (not
-        sliced: :meth:`_reveal` draws it, in a later turn), unless it replaces a hidden one (it stays hidden)."""
+        sliced: :meth:`_reveal` draws it, in a later turn), unless it replaces a hidden one (it stays hidden).
+        ``levels``: the layer's levels read ahead (:func:`~napari_cdma._slide_view.held_levels`) for a layer added,
+        else the store's arrays."""
         from napari.layers import Labels
 
         from src_model.slide_store import open_store
@@ -998,6 +1038,7 @@ class SlidePanel(QWidget):
             lname, arrays, style, role = f"{name} glands", store.glands, dict(opacity=0.9), "slide glands"
         live = self._live_layer(lname, store_path)
         if live is not None:
+            release_held(live.data)  # read live (a layer added but never drawn still held its first levels)
             if kind == "image" and "contrast_limits" in style:
                 live.contrast_limits = style["contrast_limits"]
                 live.metadata[RANGE_KEY] = tuple(rng)
@@ -1011,6 +1052,8 @@ class SlidePanel(QWidget):
         if hidden:
             style["visible"] = False
         layer_meta = {**meta, ROLE_KEY: role}  # an overlay of the panel's, never a slide to choose
+        if levels is not None and len(levels) == len(arrays):
+            arrays = levels
         if kind == "image":
             if rng is not None:
                 layer_meta[RANGE_KEY] = tuple(rng)
@@ -1804,6 +1847,8 @@ class SlidePanel(QWidget):
             layer = shown.get("layer")
             if layer is not None and layer in self.viewer.layers and not layer.visible:
                 self._reveal(run["layer"], layer)
+            if layer is not None:
+                release_held(layer.data)  # drawn: read live from the store from now on
 
         self._in_steps(show, reveal)
 
@@ -1835,6 +1880,7 @@ class SlidePanel(QWidget):
         lname = f"{name} {NUMBERED}"
         live = self._live_layer(lname, store_path)
         if live is not None:
+            release_held(live.data)
             live.refresh()
             if OUT_OF_DATE_KEY in live.metadata:  # drawn again at the opacity it had
                 live.opacity = live.metadata.pop(OUT_OF_DATE_KEY)
