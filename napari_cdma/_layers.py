@@ -67,19 +67,32 @@ def max_pixels() -> int:
 
 
 def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarray:
-    """Validate a layer as H&E model input and return it as uint8 RGB.
+    """Validate a layer as H&E model input and return it as uint8 RGB (:func:`input_from_layer`'s image)."""
+    return input_from_layer(layer, pixel_limit)[0]
+
+
+def input_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> Tuple[np.ndarray, str]:
+    """Validate a layer as H&E model input and convert it as the engine converts an image file.
+
+    The conversion is the engine's own, :func:`src_model.io.to_rgb_uint8` (uint16 / 257, float 0..1 x 255,
+    RGBA over white, grey replicated; a float image outside 0..1 is refused): the dock clipped every non-uint8
+    image to 0..255 instead, so a 16-bit H&E image was predicted as white glass, no gland and no doubt (walk 24).
 
     Args:
         layer: a napari layer.
         pixel_limit: largest accepted H*W (default: :func:`max_pixels`).
 
     Returns:
-        uint8 array of shape (H, W, 3).
+        (uint8 array of shape (H, W, 3), a short note of the conversion made for the status line, "" for a uint8
+        RGB image).
 
     Raises:
-        LayerInputError: not an image layer, not RGB(A), multiscale, or too large.
+        LayerInputError: not an image layer, not RGB(A), multiscale, too large, or values the
+            engine cannot convert (its message).
     """
     from napari.layers import Image
+
+    from src_model.io import ImageReadError, to_rgb_uint8
 
     if layer is None:
         raise LayerInputError("No image layer selected: open an H&E image first.")
@@ -98,12 +111,29 @@ def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarra
         raise LayerInputError(f"Layer '{layer.name}' is {shape[1]} x {shape[0]} pixels, more than the "
                               f"{limit:,} pixel limit for in-viewer prediction; use the `cdma predict` "
                               "command line on the slide instead.")
-    data = np.asarray(layer.data)[..., :3]
-    if data.dtype != np.uint8:
-        hi = float(np.nanmax(data)) if data.size else 0.0
-        scale = 255.0 if hi <= 1.0 else 1.0
-        data = np.clip(np.nan_to_num(data.astype(np.float32)) * scale, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(data)
+    data = np.asarray(layer.data)
+    try:
+        image = to_rgb_uint8(data, source=f"Layer '{layer.name}'")
+    except ImageReadError as exc:
+        raise LayerInputError(str(exc)) from exc
+    return image, conversion_note(data)
+
+
+def conversion_note(data: np.ndarray) -> str:
+    """What :func:`src_model.io.to_rgb_uint8` did to ``data``, said short for the Predict status line ("" for uint8
+    RGB): "Converted from 16-bit (/ 257)."."""
+    notes = []
+    if data.dtype == np.uint16:
+        notes.append("Converted from 16-bit (/ 257).")
+    elif np.issubdtype(data.dtype, np.floating):
+        notes.append("Converted from float 0..1 (x 255).")
+    elif data.dtype != np.uint8:
+        notes.append(f"Converted from {data.dtype}.")
+    if data.ndim == 3 and data.shape[-1] == 4:
+        opaque = np.iinfo(data.dtype).max if np.issubdtype(data.dtype, np.integer) else 1.0
+        if data[..., 3].min() < opaque:  # else the alpha channel is dropped: nothing to say
+            notes.append("Transparency laid over white.")
+    return " ".join(notes)
 
 
 def source_path(layer: Any) -> Optional[str]:

@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
 from ._gc import freeze_when_warm
-from ._layers import COMBO_CHARS, HASH_KEY, LayerInputError, image_from_layer, is_derived, names_for, narrow_combo
+from ._layers import COMBO_CHARS, HASH_KEY, LayerInputError, input_from_layer, is_derived, names_for, narrow_combo
 from ._layers import unwrap_layer as _unwrap
 from ._predict_stream import (
     WHOLE_IMAGE_PIXELS,
@@ -124,6 +124,63 @@ def predictable(layer: Any) -> bool:
     return not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY))
 
 
+#: An uncertainty display range narrower than this is a flat map (the engine's constant map gives (v, v + 1e-6))
+FLAT_RANGE = 1e-4
+
+
+def flat_warning(extra: Dict[str, Any]) -> str:
+    """A short warning for the status line when a prediction is flat: its uncertainty display range collapsed (no
+    doubt anywhere) and no gland found, as a 16-bit image clipped to white gave (walk 24: "0.000 ... 0.000", an empty
+    gland table, presented as a prediction); "" otherwise."""
+    lo, hi = extra.get("display_range") or (0.0, 1.0)
+    if hi - lo >= FLAT_RANGE or extra.get("glands"):
+        return ""
+    return "Warning: no gland and no doubt anywhere (flat uncertainty): no tissue seen; check the image."
+
+
+#: A status line's token longer than LONG_TOKEN is broken into pieces of at most TOKEN_CHARS; an error longer than
+#: SCREEN_CHARS is said short on screen (the whole in the tooltip)
+LONG_TOKEN, TOKEN_CHARS, SCREEN_CHARS = 40, 24, 160
+#: Zero-width space: a line-break opportunity Qt's word wrap takes, invisible on screen
+ZWSP = "\u200b"
+
+
+def breakable(text: str, width: int = TOKEN_CHARS) -> str:
+    """``text`` with a zero-width space after each '/' or ',' of a token longer than ``width``, then after '.', '_'
+    or '-' in pieces still longer, then every ``width`` characters: QLabel's word wrap cannot break a path or a list
+    of keys, which widened the 280 px dock and cut every panel on the right (walk 24, a foreign checkpoint's
+    error)."""
+    def pieces(token: str, marks: str) -> List[str]:
+        out, cur = [], ""
+        for ch in token:
+            cur += ch
+            if ch in marks:
+                out.append(cur)
+                cur = ""
+        return out + ([cur] if cur else [])
+
+    def split(token: str) -> str:
+        if len(token) <= LONG_TOKEN:
+            return token
+        parts = []
+        for piece in pieces(token, "/,"):
+            for sub in (pieces(piece, "._-") if len(piece) > width else [piece]):
+                parts += [sub[i:i + width] for i in range(0, len(sub), width)] or [sub]
+        return ZWSP.join(parts)
+
+    return "\n".join(" ".join(split(t) for t in line.split(" ")) for line in text.split("\n"))
+
+
+def short_message(message: str, limit: int = SCREEN_CHARS) -> str:
+    """An error said short for the status line: whole when short, else its first ``limit`` characters cut at a word,
+    pointing to the tooltip, which holds it whole (walk 24: a foreign checkpoint's error ran to some 560
+    characters)."""
+    if len(message) <= limit:
+        return message
+    cut = message[:limit].rsplit(" ", 1)[0].rstrip(",;:(")
+    return f"{cut} ... (the whole message in the tooltip)"
+
+
 #: Delay from the dock's creation to the start of the warm-up threads (:func:`_start_warm_up`).
 WARM_DELAY_MS = 1000
 #: How often the dock checks whether the warm-up threads have finished before it loads the glyphs.
@@ -199,6 +256,11 @@ class PredictPanel(QWidget):
         self.described_for: Optional[Callable[[str], Optional[str]]] = None
         #: whether the image of that name is being brought back from a project store now (set by the dock)
         self.restoring: Optional[Callable[[str], bool]] = None
+        #: how the running prediction's image was converted for the model (:func:`conversion_note`), "" for uint8 RGB
+        self._input_note = ""
+        #: image name -> what the status line says after "predicted with ..." of its last prediction made here: the
+        #: conversion of its input, a warning of a flat prediction (walk 24)
+        self.notes: Dict[str, str] = {}
         self._unc_dirty = False
         self._unc_refreshed = 0.0
         self._progress_shown = 0.0
@@ -301,8 +363,9 @@ class PredictPanel(QWidget):
 
     def show_status(self, text: str, full: Optional[str] = None) -> None:
         """Put ``text`` in the status line, with ``full`` (default: the text itself) in its tooltip: a long message
-        is said short on screen and whole in the tooltip (walk 20: ten lines in the 280 px dock)."""
-        self.status.setText(text)
+        is said short on screen and whole in the tooltip (walk 20: ten lines in the 280 px dock). Long unbreakable
+        tokens (paths, key lists) get break opportunities, so the line never widens the dock (walk 24)."""
+        self.status.setText(breakable(text))
         self.status.setToolTip(text if full is None else full)
 
     def _refresh_images(self, event: Any = None) -> None:
@@ -310,7 +373,7 @@ class PredictPanel(QWidget):
         self.no_image_label.setVisible(not self.image_choice.choices)
         if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
             self._update_predict()
-            said = self.status.text()
+            said = self.status.text().replace(ZWSP, "")
             if not self.image_choice.choices and said and (
                     said == self._chosen_said or (self._done_said and said.startswith(self._done_said))):
                 self.show_status("")  # not "<image>: predicted ..." under "No image to predict" (re-walk)
@@ -358,7 +421,8 @@ class PredictPanel(QWidget):
         made = self.predicted.get(name)
         if made is None:
             return f"{name}: predicted."
-        return f"{name}: predicted with {made[1]} at {short_when(made[2])}."
+        note = self.notes.get(name)
+        return f"{name}: predicted with {made[1]} at {short_when(made[2])}." + (f" {note}" if note else "")
 
     def say_chosen(self, note: str = "") -> None:
         """The status line about the image chosen (:meth:`chosen_line`), then ``note``: said when a project store has
@@ -491,7 +555,7 @@ class PredictPanel(QWidget):
         from napari.utils.notifications import show_error
 
         self.last_message = message
-        self.show_status(message)
+        self.show_status(short_message(message), message)
         show_error(message)
         self.failed.emit(message)
 
@@ -508,7 +572,7 @@ class PredictPanel(QWidget):
             layer = self.image_layer
         self._named = None  # named once, for this prediction
         try:
-            image = image_from_layer(layer, self.pixel_limit)
+            image, self._input_note = input_from_layer(layer, self.pixel_limit)
         except LayerInputError as exc:
             self._fail(str(exc))
             return False
@@ -550,7 +614,7 @@ class PredictPanel(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first tile batch reports
         self.progress.setVisible(True)
-        self.show_status(f"Predicting '{name}' with {label}...")
+        self.show_status(f"Predicting '{name}' with {label}... {self._input_note}".strip())
         worker.start()
         self._timer.start()
         return True
@@ -723,6 +787,7 @@ class PredictPanel(QWidget):
         shown = _unwrap(layer) if layer is not None else self.viewer.layers[name]
         self.predicted_before[name] = self.predicted.get(name)
         self.predicted[name] = (getattr(shown, "unique_id", None), label, time.time())
+        self.notes[name] = " ".join(filter(None, (self._input_note, flat_warning(extra))))
         self._done_said = self.last_message = self.predicted_line(name)
         self._succeeded = True
         self.show_status(self.last_message)
