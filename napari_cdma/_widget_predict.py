@@ -138,37 +138,8 @@ def flat_warning(extra: Dict[str, Any]) -> str:
     return "Warning: no gland and no doubt anywhere (flat uncertainty): no tissue seen; check the image."
 
 
-#: A status line's token longer than LONG_TOKEN is broken into pieces of at most TOKEN_CHARS; an error longer than
-#: SCREEN_CHARS is said short on screen (the whole in the tooltip)
-LONG_TOKEN, TOKEN_CHARS, SCREEN_CHARS = 40, 24, 160
-#: Zero-width space: a line-break opportunity Qt's word wrap takes, invisible on screen
-ZWSP = "\u200b"
-
-
-def breakable(text: str, width: int = TOKEN_CHARS) -> str:
-    """``text`` with a zero-width space after each '/' or ',' of a token longer than ``width``, then after '.', '_'
-    or '-' in pieces still longer, then every ``width`` characters: QLabel's word wrap cannot break a path or a list
-    of keys, which widened the 280 px dock and cut every panel on the right (walk 24, a foreign checkpoint's
-    error)."""
-    def pieces(token: str, marks: str) -> List[str]:
-        out, cur = [], ""
-        for ch in token:
-            cur += ch
-            if ch in marks:
-                out.append(cur)
-                cur = ""
-        return out + ([cur] if cur else [])
-
-    def split(token: str) -> str:
-        if len(token) <= LONG_TOKEN:
-            return token
-        parts = []
-        for piece in pieces(token, "/,"):
-            for sub in (pieces(piece, "._-") if len(piece) > width else [piece]):
-                parts += [sub[i:i + width] for i in range(0, len(sub), width)] or [sub]
-        return ZWSP.join(parts)
-
-    return "\n".join(" ".join(split(t) for t in line.split(" ")) for line in text.split("\n"))
+#: An error longer than this is said short on screen (the whole in the tooltip)
+SCREEN_CHARS = 160
 
 
 def short_message(message: str, limit: int = SCREEN_CHARS) -> str:
@@ -296,6 +267,9 @@ class PredictPanel(QWidget):
         self.no_image_label.setWordWrap(True)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # a word-wrapped label's minimum width is its longest word's: a path or a list of keys in a message widened
+        # the 280 px dock and cut every panel on the right (walk 24); a set minimum width overrides it
+        self.status.setMinimumWidth(1)
 
         # a narrow dock (napari's default window): each field under its label, with the dock's whole width (beside
         # their labels the choosers elided "v0001 (not promoted)": walk)
@@ -364,8 +338,9 @@ class PredictPanel(QWidget):
     def show_status(self, text: str, full: Optional[str] = None) -> None:
         """Put ``text`` in the status line, with ``full`` (default: the text itself) in its tooltip: a long message
         is said short on screen and whole in the tooltip (walk 20: ten lines in the 280 px dock). Long unbreakable
-        tokens (paths, key lists) get break opportunities, so the line never widens the dock (walk 24)."""
-        self.status.setText(breakable(text))
+        tokens (paths, key lists) are clipped at the dock's edge rather than widening it (walk 24: a foreign
+        checkpoint's error cut every panel on the right): the label's minimum width is set, see ``__init__``."""
+        self.status.setText(text)
         self.status.setToolTip(text if full is None else full)
 
     def _refresh_images(self, event: Any = None) -> None:
@@ -373,7 +348,7 @@ class PredictPanel(QWidget):
         self.no_image_label.setVisible(not self.image_choice.choices)
         if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
             self._update_predict()
-            said = self.status.text().replace(ZWSP, "")
+            said = self.status.text()
             if not self.image_choice.choices and said and (
                     said == self._chosen_said or (self._done_said and said.startswith(self._done_said))):
                 self.show_status("")  # not "<image>: predicted ..." under "No image to predict" (re-walk)
