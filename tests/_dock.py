@@ -46,3 +46,21 @@ def predict_and_wait(qtbot, widget, image_name, timeout=60_000):
     # and the hand-over steps a large image's prediction leaves for later event-loop turns
     qtbot.waitUntil(lambda: not widget.predict_panel.running and widget.settled(), timeout=timeout)
     assert widget.states.get(image_name) is not before, widget.predict_panel.last_message
+
+
+def store_with_predictions(root, images, glas_dir, ranked):
+    """A project store at ``root`` holding each image of ``images`` (name -> RGB array) whole, with its GlaS mask as
+    its prediction (model "bundled"), a random uncertainty map and review regions ``ranked``."""
+    import numpy as np
+
+    from napari_cdma.project.store import ProjectStore, hash_image
+    from src_model.io import read_mask
+
+    store = ProjectStore.open(root)
+    for name, image in images.items():
+        store.add_unlabelled_image(image)
+        labels = np.asarray(read_mask(glas_dir / "masks" / f"{name}.png"), dtype=np.int32)
+        uncertainty = np.random.default_rng(0).random(labels.shape).astype(np.float32)
+        store.save_prediction(hash_image(image), labels, uncertainty, model_version="bundled", image_name=name,
+                              ranked=ranked, display_range=(0.0, 1.0))
+    return store

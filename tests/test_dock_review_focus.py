@@ -8,10 +8,9 @@ A real napari viewer (pytest-xvfb), a real store on disk holding both images and
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock, wait_settled
+from _dock import open_dock, store_with_predictions, wait_settled
 
 from napari_cdma._layers import names_for
-from napari_cdma.project.store import ProjectStore, hash_image
 
 FIRST, SECOND = "testA_1", "testB_4"  # both 522 x 775: the second lies exactly over the first
 RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192)), (0.7, (256, 256, 320, 320))]
@@ -20,16 +19,7 @@ SHOWN_ROLES = ("prediction", "uncertainty", "tiles")
 
 def _store(root, images, glas_dir):
     """A store holding each image whole and a prediction of it (its mask), with review regions RANKED."""
-    from src_model.io import read_mask
-
-    store = ProjectStore.open(root)
-    for name, image in images.items():
-        store.add_unlabelled_image(image)
-        labels = np.asarray(read_mask(glas_dir / "masks" / f"{name}.png"), dtype=np.int32)
-        uncertainty = np.random.default_rng(0).random(labels.shape).astype(np.float32)
-        store.save_prediction(hash_image(image), labels, uncertainty, model_version="bundled", image_name=name,
-                              ranked=RANKED, display_range=(0.0, 1.0))
-
+    return store_with_predictions(root, images, glas_dir, RANKED)
 
 def _shown(viewer, name):
     """Whether the image ``name`` and its prediction, uncertainty and review boxes layers are all visible."""
@@ -131,7 +121,7 @@ def test_the_gland_table_follows_paint_not_accepted(make_napari_viewer, qtbot, t
     new_id = int(np.max(labels.data)) + 1
     assert new_id not in [g["id"] for g in display.glands]
 
-    labels.brush_size = 21
+    labels.brush_size = 50  # a gland of some 1960 px: the table lists glands of 1300 px and more
     labels.paint((400, 700), new_id)  # what a stroke of the brush does: napari's paint event
     painted = int(np.count_nonzero(np.asarray(labels.data) == new_id))
     assert painted > 0
@@ -172,7 +162,7 @@ def test_the_legend_table_and_selection_follow_the_image_chosen(make_napari_view
     # a stroke in the chosen image's prediction (now the selected layer) reaches its table
     labels = viewer.layers.selection.active
     new_id = int(np.max(labels.data)) + 1
-    labels.brush_size = 21
+    labels.brush_size = 50  # a gland of some 1960 px: the table lists glands of 1300 px and more
     labels.paint((300, 300), new_id)
     qtbot.waitUntil(lambda: new_id in [g["id"] for g in display.glands], timeout=30_000)
 

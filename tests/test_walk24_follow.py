@@ -13,12 +13,11 @@ each (their masks; no model).
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock, wait_settled
+from _dock import open_dock, store_with_predictions, wait_settled
 from qtpy.QtWidgets import QApplication
 
 from napari_cdma._layers import names_for
 from napari_cdma._widget_display import selected_gland_name
-from napari_cdma.project.store import ProjectStore, hash_image
 
 FIRST, SECOND = "testA_1", "testA_2"
 RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
@@ -32,16 +31,10 @@ def _turn(qtbot, n=8):
 
 def _open(make_napari_viewer, tmp_path, glas_dir):
     """Both images open (as the pathologist opened them), the store holding a prediction of each reopened."""
-    from src_model.io import read_image, read_mask
+    from src_model.io import read_image
 
     images = {n: read_image(glas_dir / "images" / f"{n}.png") for n in (FIRST, SECOND)}
-    store = ProjectStore.open(tmp_path / "project")
-    for name, image in images.items():
-        store.add_unlabelled_image(image)
-        labels = np.asarray(read_mask(glas_dir / "masks" / f"{name}.png"), dtype=np.int32)
-        uncertainty = np.random.default_rng(0).random(labels.shape).astype(np.float32)
-        store.save_prediction(hash_image(image), labels, uncertainty, model_version="bundled", image_name=name,
-                              ranked=RANKED, display_range=(0.0, 1.0))
+    store = store_with_predictions(tmp_path / "project", images, glas_dir, RANKED)
     viewer = make_napari_viewer(show=True)
     for name, image in images.items():
         viewer.add_image(image, name=name, rgb=True)
