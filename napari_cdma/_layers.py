@@ -66,12 +66,14 @@ def max_pixels() -> int:
     return int(MAX_PIXELS)
 
 
-def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarray:
-    """Validate a layer as H&E model input and return it as uint8 RGB (:func:`input_from_layer`'s image)."""
-    return input_from_layer(layer, pixel_limit)[0]
-
-
 def input_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> Tuple[np.ndarray, str]:
+    """:func:`image_from_layer`'s image, with :func:`conversion_note`'s note of what the conversion did (for the
+    Predict status line; only Predict reads it: the store's hashing needs no note)."""
+    image = image_from_layer(layer, pixel_limit)
+    return image, conversion_note(np.asarray(layer.data))
+
+
+def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarray:
     """Validate a layer as H&E model input and convert it as the engine converts an image file.
 
     The conversion is the engine's own, :func:`src_model.io.to_rgb_uint8` (uint16 / 257, float 0..1 x 255,
@@ -83,8 +85,7 @@ def input_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> Tuple[np.
         pixel_limit: largest accepted H*W (default: :func:`max_pixels`).
 
     Returns:
-        (uint8 array of shape (H, W, 3), a short note of the conversion made for the status line, "" for a uint8
-        RGB image).
+        uint8 array of shape (H, W, 3).
 
     Raises:
         LayerInputError: not an image layer, not RGB(A), multiscale, too large, or values the
@@ -111,12 +112,10 @@ def input_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> Tuple[np.
         raise LayerInputError(f"Layer '{layer.name}' is {shape[1]} x {shape[0]} pixels, more than the "
                               f"{limit:,} pixel limit for in-viewer prediction; use the `cdma predict` "
                               "command line on the slide instead.")
-    data = np.asarray(layer.data)
     try:
-        image = to_rgb_uint8(data, source=f"Layer '{layer.name}'")
+        return to_rgb_uint8(np.asarray(layer.data), source=f"Layer '{layer.name}'")
     except ImageReadError as exc:
         raise LayerInputError(str(exc)) from exc
-    return image, conversion_note(data)
 
 
 def conversion_note(data: np.ndarray) -> str:
