@@ -87,16 +87,14 @@ class StoreRestoreMixin:
             The ``ProjectStore``, or None if it could not be opened or was not created (the reason is shown; the
             store open before stays open).
         """
+        kept = self._store.root if self._store is not None else None
+        if not str(path).strip():  # Path("") is the working folder: never opened or created unasked (walk 24)
+            return self._cannot_open("Give the project store's folder (the path is empty).", kept, quiet)
         path = Path(path).expanduser()
         try:
             store = open_or_ask(path, self, create=create)
         except Exception as exc:
-            self.store_label.setText(f"Cannot open project store {path}: {exc}")
-            if not quiet:
-                from napari.utils.notifications import show_error
-
-                show_error(self.store_label.text())
-            return None
+            return self._cannot_open(f"Cannot open project store {path}: {exc}", kept, quiet)
         if store is None:  # none there and not created: nothing written, the open store stays open
             if self._store is not None:
                 self.store_edit.setText(str(self._store.root))
@@ -122,6 +120,22 @@ class StoreRestoreMixin:
             self._relist_review(previous)
         self._start_restore(store)
         return store
+
+    def _cannot_open(self, message: str, kept: Optional[Path], quiet: bool) -> None:
+        """An Open that failed: said, and with a store open the path box goes back to it and the summary stays, saying
+        that store stays open (walk 24: the bad path stayed in the box and the summary vanished, as if no store were
+        open, while its regions were still listed). Returns None, :meth:`open_store`'s "not opened"."""
+        if kept is not None:
+            message = f"{message} {kept} stays open."
+            self.store_edit.setText(str(kept))
+            self.summary.set_note(message)
+        else:
+            self.store_label.setText(message)
+        if not quiet:
+            from napari.utils.notifications import show_error
+
+            show_error(message)
+        return None
 
     def _stop_predict(self, previous: ProjectStore, store: ProjectStore) -> Optional[str]:
         """Another store is being opened: a Predict whose result has not been handed over yet is cancelled (it read
