@@ -179,6 +179,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         self.predict_panel.settled_for = self.handed_over
         self.review_panel = ReviewPanel(self.viewer, lambda: self.store, self.states.get,
                                         image_label=self._region_image_label)
+        self.review_panel.restoring = self._being_restored  # walk 24: "Predict ..." while a reopen looked for it
         # an open store only: Retrain and Roll back must not create one (the first Predict or Accept does)
         self.retrain_panel = RetrainPanel(self._open_store_only, before_start=self._add_open_images)
         self.retrain_panel.image_text = self.review_panel.image_text  # the table names images as the list does

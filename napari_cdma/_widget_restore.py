@@ -362,6 +362,7 @@ class StoreRestoreMixin:
             self._fit_view()
         note, self._switch_note = self._switch_note, ""
         self.predict_panel.say_chosen(note)
+        self.review_panel.restore_ended()
         # counted over the images still open: closing one updates the summary (StoreSummary)
         self.summary.set_restored([n for n in restored if n not in without], without)
         self.summary.set_windows(self._slide_windows(store))

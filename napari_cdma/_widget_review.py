@@ -541,6 +541,11 @@ class ReviewPanel(QWidget):
         self._get_state = get_state
         self._image_label = image_label or (lambda r: Path(r.source_path).name if r.source_path else r.image_hash[:8])
         self.image_name: Optional[str] = None
+        #: whether the image of that name is being brought back from a project store now (set by the dock), and the
+        #: image the line says it is looking for (walk 24: "Predict '...' to see its review regions" for some 10 s
+        #: of a reopen, while Predict said it was looking for the stored prediction)
+        self.restoring: Optional[Callable[[str], bool]] = None
+        self._looking: Optional[str] = None
         self.tiles: List[Tuple[float, BBox]] = []
         self.last_message = ""
         #: the whole slide on screen (:func:`slide_on_screen`), None when an image (or nothing) is: while a slide is,
@@ -707,7 +712,7 @@ class ReviewPanel(QWidget):
             self._to_slide(slide, (image_name, list(ranked)))
             return
         self.slide_name, self._aside = None, None
-        self.image_name = image_name
+        self.image_name, self._looking = image_name, None
         self.labels_choice.reset_choices()
         prediction = names_for(image_name)["prediction"]
         if prediction in self.viewer.layers:
@@ -730,7 +735,19 @@ class ReviewPanel(QWidget):
         self._next_row = 0
         self._fill_tiles([])
         self.slide_name, self._aside = None, None  # the dock follows another image: none is set aside
+        if image_name and self.restoring is not None and self.restoring(image_name):
+            self._looking = image_name
+            self._say(f"'{image_name}': looking for its review regions in the project store...")
+            return
+        self._looking = None
         self._say(no_regions_note(self.viewer, image_name))
+
+    def restore_ended(self) -> None:
+        """A reopen has shown all its layers: a line still looking for an image's review regions says what holds now
+        (the regions, when the store had a prediction of it, were listed by :meth:`set_tiles` already)."""
+        name, self._looking = self._looking, None
+        if name is not None and not self.tiles:
+            self._say(no_regions_note(self.viewer, name))
 
     # ------------------------------------------------------------------ the slide on screen
     def _on_layer_inserted(self, event: Any = None) -> None:
