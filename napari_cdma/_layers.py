@@ -66,6 +66,30 @@ def max_pixels() -> int:
     return int(MAX_PIXELS)
 
 
+#: dtypes of a 2-D (greyscale) image layer the dock takes as model input: the engine replicates grey into RGB
+#: (:func:`src_model.io.to_rgb_uint8`). A float 2-D image is not offered: most often a map (a probability, an
+#: uncertainty), not a photograph (walk 24: a grey image was silently left out of the Predict chooser).
+GREY_DTYPES = (np.uint8, np.uint16)
+
+
+def input_hw(layer: Any) -> Optional[Tuple[int, int]]:
+    """(H, W) of an image layer whose shape and type make it model input, read from its shape and dtype only (no
+    pixel): single-scale, RGB(A) (H, W, 3|4) or greyscale (H, W) uint8 / uint16 (:data:`GREY_DTYPES`); None
+    otherwise (not an image layer, multiscale, a stack, a float 2-D map)."""
+    from napari.layers import Image
+
+    if not isinstance(layer, Image) or getattr(layer, "multiscale", False):
+        return None
+    data = layer.data
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) == 3 and shape[-1] in (3, 4) and layer.rgb:
+        return int(shape[0]), int(shape[1])
+    dtype = getattr(data, "dtype", None)
+    if len(shape) == 2 and not layer.rgb and dtype is not None and np.dtype(dtype) in GREY_DTYPES:
+        return int(shape[0]), int(shape[1])
+    return None
+
+
 def input_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> Tuple[np.ndarray, str]:
     """:func:`image_from_layer`'s image, with :func:`conversion_note`'s note of what the conversion did (for the
     Predict status line; only Predict reads it: the store's hashing needs no note)."""
@@ -85,11 +109,11 @@ def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarra
         pixel_limit: largest accepted H*W (default: :func:`max_pixels`).
 
     Returns:
-        uint8 array of shape (H, W, 3).
+        uint8 array of shape (H, W, 3) (a greyscale layer's grey replicated).
 
     Raises:
-        LayerInputError: not an image layer, not RGB(A), multiscale, too large, or values the
-            engine cannot convert (its message).
+        LayerInputError: not an image layer, neither RGB(A) nor uint8 / uint16 grey (:func:`input_hw`),
+            multiscale, too large, or values the engine cannot convert (its message).
     """
     from napari.layers import Image
 
@@ -104,7 +128,11 @@ def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarra
         raise LayerInputError(f"Layer '{layer.name}' is multiscale (a pyramid); open a single-scale "
                               "region of the slide to predict in the viewer.")
     shape = tuple(layer.data.shape)
-    if len(shape) != 3 or shape[-1] not in (3, 4) or not layer.rgb:
+    if input_hw(layer) is None:
+        if len(shape) == 2:
+            raise LayerInputError(f"Layer '{layer.name}' is a 2-D {layer.data.dtype} image (a map, not a "
+                                  "photograph?); the model takes an RGB image (H, W, 3) such as an H&E slide region, "
+                                  "or a uint8 / uint16 greyscale one.")
         raise LayerInputError(f"Layer '{layer.name}' has shape {shape}; the model needs an RGB image "
                               "(H, W, 3) such as an H&E slide region.")
     limit = max_pixels() if pixel_limit is None else int(pixel_limit)
@@ -128,6 +156,8 @@ def conversion_note(data: np.ndarray) -> str:
         notes.append("Converted from float 0..1 (x 255).")
     elif data.dtype != np.uint8:
         notes.append(f"Converted from {data.dtype}.")
+    if data.ndim == 2:
+        notes.append("Greyscale: predicted as grey RGB.")
     if data.ndim == 3 and data.shape[-1] == 4:
         opaque = np.iinfo(data.dtype).max if np.issubdtype(data.dtype, np.integer) else 1.0
         if data[..., 3].min() < opaque:  # else the alpha channel is dropped: nothing to say

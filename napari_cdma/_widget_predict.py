@@ -34,7 +34,16 @@ from qtpy.QtWidgets import (
 from src_model.checkpoint import BUNDLED_NAME as BUNDLED  # torch-free; re-exported for the dock
 
 from ._gc import freeze_when_warm
-from ._layers import COMBO_CHARS, HASH_KEY, LayerInputError, input_from_layer, is_derived, names_for, narrow_combo
+from ._layers import (
+    COMBO_CHARS,
+    HASH_KEY,
+    LayerInputError,
+    input_from_layer,
+    input_hw,
+    is_derived,
+    names_for,
+    narrow_combo,
+)
 from ._layers import unwrap_layer as _unwrap
 from ._predict_stream import (
     WHOLE_IMAGE_PIXELS,
@@ -53,7 +62,7 @@ from ._predict_stream import (
 from ._predict_stream import review_outputs as _review_outputs  # noqa: F401 - the dock's name for it, used by tests
 from ._slide_view import SLIDE_KEY, STORE_KEY
 from ._time_text import short_when
-from ._widget_store import restored_text
+from ._widget_store import DETACHED_KEY, restored_text
 
 CHOOSE_FILE = "Choose file..."
 #: The live layers are updated every DRAIN_INTERVAL_MS, for at most DRAIN_BUDGET_S of GUI time per tick;
@@ -113,15 +122,16 @@ class PredictResult:
 
 
 def predictable(layer: Any) -> bool:
-    """Whether the Predict chooser lists ``layer``: an RGB, single-scale image layer that is neither the
-    plugin's own (:func:`~napari_cdma._layers.is_derived`) nor a slide's (the reader's slide, its
-    prediction store's layers, the Whole slide panel's live layers: metadata ``cdma_slide`` /
-    ``cdma_store``; a slide is predicted in the Whole slide panel). Other checks (the pixel limit) are
-    :func:`~napari_cdma._layers.image_from_layer`'s, with a message when Predict is pressed."""
-    if not isinstance(layer, Image) or is_derived(layer) or layer.multiscale or not layer.rgb:
+    """Whether the Predict chooser lists ``layer``: a single-scale image layer, RGB or uint8 / uint16 greyscale
+    (:func:`~napari_cdma._layers.input_hw`: the engine replicates grey; walk 24: a grey image was silently not
+    offered), that is neither the plugin's own (:func:`~napari_cdma._layers.is_derived`, or a copy of one detached at
+    a store switch) nor a slide's (the reader's slide, its prediction store's layers, the Whole slide panel's live
+    layers: metadata ``cdma_slide`` / ``cdma_store``; a slide is predicted in the Whole slide panel). Other checks
+    (the pixel limit) are :func:`~napari_cdma._layers.image_from_layer`'s, with a message when Predict is pressed."""
+    if not isinstance(layer, Image) or is_derived(layer) or input_hw(layer) is None:
         return False
     meta = getattr(layer, "metadata", None) or {}
-    return not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY))
+    return not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY) or meta.get(DETACHED_KEY))
 
 
 #: An uncertainty display range narrower than this is a flat map (the engine's constant map gives (v, v + 1e-6))
@@ -244,8 +254,8 @@ class PredictPanel(QWidget):
         # are marked in their metadata and left out, as are a slide's layers (the Whole slide panel's).
         self.image_choice: ComboBox = create_widget(annotation=Image, label="Image",
                                                     options={"choices": self._image_layers})
-        self.image_choice.native.setToolTip("H&E image layer to segment (RGB, single-scale; a whole slide is "
-                                            "predicted in the Whole slide panel)")
+        self.image_choice.native.setToolTip("H&E image layer to segment (RGB or 8/16-bit greyscale, single-scale; "
+                                            "a whole slide is predicted in the Whole slide panel)")
         narrow_combo(self.image_choice.native, COMBO_CHARS)
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Model for prediction: the bundled one, a project version or a file")

@@ -47,6 +47,7 @@ from ._layers import (
     camera_for_tile,
     frame_rects,
     frames_of,
+    input_hw,
     is_derived,
     names_for,
     narrow_combo,
@@ -265,11 +266,11 @@ def no_regions_note(viewer: Any, name: Optional[str]) -> str:
         whose = f" of '{owner}'" if owner else ""
         return (f"'{name}' is the plugin's {role} layer{whose}, not an image to predict: choose the H&E "
                 "image in Predict to see its review regions.")
-    if not isinstance(layer, Image) or not getattr(layer, "rgb", False):
-        return (f"'{name}' is not an RGB H&E image: choose one in Predict to see its review regions.")
-    if getattr(layer, "multiscale", False):
+    if isinstance(layer, Image) and getattr(layer, "multiscale", False):
         return (f"'{name}' is a multiscale image (a slide pyramid): review regions of a slide opened "
                 "with this plugin are listed in the Whole slide panel.")
+    if input_hw(layer) is None:
+        return (f"'{name}' is not an RGB or greyscale H&E image: choose one in Predict to see its review regions.")
     return f"Predict '{name}' to see its review regions."
 
 

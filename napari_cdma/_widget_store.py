@@ -32,6 +32,7 @@ from ._layers import (
     LayerInputError,
     gland_colormap,
     image_from_layer,
+    input_hw,
     is_derived,
     names_for,
     show_accepted,
@@ -414,14 +415,9 @@ class OpenImages(dict):
 
 
 def _model_input_hw(layer: Any) -> Optional[Tuple[int, int]]:
-    """(H, W) of a layer that could be model input (single-scale RGB(A) image), read from its shape
-    only (no pixels); None otherwise."""
-    if getattr(layer, "multiscale", False) or not getattr(layer, "rgb", False):
-        return None
-    shape = tuple(getattr(layer.data, "shape", ()))
-    if len(shape) != 3 or shape[-1] not in (3, 4):
-        return None
-    return int(shape[0]), int(shape[1])
+    """(H, W) of a layer that could be model input (single-scale RGB(A) image, or a uint8 / uint16 grey one: the
+    store keeps it as the grey RGB the model read), read from its shape only (no pixels); None otherwise."""
+    return input_hw(layer)
 
 
 def _layer_hash(layer: Any) -> Optional[str]:
@@ -433,7 +429,7 @@ def _layer_hash(layer: Any) -> Optional[str]:
 
 
 def open_image_hashes(viewer: Any) -> OpenImages:
-    """Store hash -> name of each open RGB image layer whose hash is known (the plugin's own layers left out).
+    """Store hash -> name of each open image layer (RGB or grey) whose hash is known (the plugin's own layers left out).
 
     Layers the dock restored or predicted carry their hash in their metadata (the predict worker
     computes it off the GUI thread). The others are not hashed here: hashing takes the GUI thread
