@@ -53,3 +53,29 @@ def full_when(t: When) -> str:
         return str(t)
     zone = moment.strftime("%Z") or moment.strftime("%z")
     return f"{moment.strftime('%Y-%m-%d %H:%M')} {zone}".rstrip()
+
+
+#: what :func:`time_left` says when no estimate is known (idle, or too early in a run)
+NO_TIME_LEFT = "time left --"
+
+
+def time_left(seconds: Optional[float]) -> str:
+    """An estimate of the time a job has left, said as a duration, short (it sits beside a progress bar in the 280 px
+    dock): ``~30 s left``, ``~12 min left`` (under 100 minutes), ``~1.7 h left``, ``~12 h left``;
+    :data:`NO_TIME_LEFT` when unknown. The retrain panel said ``ETA 11:46``, read as a clock time (walk 24)."""
+    if seconds is None or not seconds == seconds or seconds < 0:  # None, NaN or negative: no estimate
+        return NO_TIME_LEFT
+    s = int(round(seconds))
+    if s < 60:
+        return f"~{s} s left"
+    m = int(round(s / 60.0))
+    if m < 100:
+        return f"~{m} min left"
+    h = s / 3600.0
+    return f"~{h:.1f} h left" if h < 9.95 else f"~{int(round(h))} h left"
+
+
+#: the widest texts :func:`time_left` gives below 100 hours, in a font whose digits differ in width (a label sized
+#: for them never re-lays out the dock)
+TIME_LEFT_WIDEST = tuple(t for d in "0123456789" for t in (f"~{d * 2} s left", f"~{d * 2} min left",
+                                                           f"~{d}.{d} h left", f"~{d * 2} h left")) + (NO_TIME_LEFT,)

@@ -47,6 +47,7 @@ from src_model.recipes import FINETUNE_SEMI_SUPERVISED  # torch-free
 from ._exit import join_at_exit
 from ._loss_plot import LossPlot
 from ._messages import show_message
+from ._time_text import TIME_LEFT_WIDEST, time_left
 from ._widget_versions import TipWhenShown, fmt_dice
 from .project.events import Cancelled, Done, Evaluating, Failed, ImageScore, Progress, RetrainEvent, Started
 from .project.store import DEFAULT_HOLDOUT_FRACTION, ModelRecord, ProjectStore, RegionRecord
@@ -118,10 +119,9 @@ def image_rows(rows: Sequence[ImageScore]) -> List[Tuple[str, Tuple[str, str], T
 
 
 def _fmt_eta(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "ETA --"
-    seconds = int(round(seconds))
-    return f"ETA {seconds // 60}:{seconds % 60:02d}"
+    """The retraining's estimated time left, as a duration (:func:`~._time_text.time_left`): "ETA 11:46" read as a
+    clock time (walk 24)."""
+    return time_left(seconds)
 
 
 class RetrainPanel(QWidget):
@@ -199,7 +199,9 @@ class RetrainPanel(QWidget):
         self.progress.setVisible(False)
         self.eta_label = QLabel(_fmt_eta(None))
         # fixed width: a changing ETA text must not re-layout the dock (a re-layout repaints the canvas)
-        self.eta_label.setFixedWidth(self.eta_label.fontMetrics().horizontalAdvance("ETA 00:00:00") + 8)
+        metrics = self.eta_label.fontMetrics()
+        self.eta_label.setFixedWidth(max(metrics.horizontalAdvance(t) for t in TIME_LEFT_WIDEST) + 8)
+        self.eta_label.setToolTip("Estimated time left in this retraining")
         self.loss_plot = LossPlot()
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)

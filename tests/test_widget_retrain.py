@@ -167,14 +167,14 @@ def test_progress_keeps_every_loss_but_repaints_at_most_once_per_refresh_interva
     clock[0] += _widget_retrain.UI_REFRESH_S
     panel.job.queue = [Progress(step=31, total=100, eta_s=30.0, metrics={"loss": 0.03})]
     panel.poll()
-    assert shown == [3, 31] and panel.progress.value() == 31 and panel.eta_label.text() == "ETA 0:30"
+    assert shown == [3, 31] and panel.progress.value() == 31 and panel.eta_label.text() == "~30 s left"
 
     # a step that arrives between refreshes is still shown when the job ends
     clock[0] += 0.1
     panel.job.queue = [Progress(step=32, total=100, metrics={"loss": 0.02}), Cancelled()]
     panel.poll()
     assert shown[-1] == 32 and panel.progress.value() == 0 and panel.state == "cancelled"
-    assert panel.eta_label.text() == _widget_retrain._fmt_eta(None)  # no stale "ETA 0:30" after Cancel
+    assert panel.eta_label.text() == _widget_retrain._fmt_eta(None)  # no stale "~30 s left" after Cancel
     assert len(panel.loss_plot.values) == 32
 
 
