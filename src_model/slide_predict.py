@@ -510,25 +510,47 @@ def predict_slide(slide_path: PathLike, store_path: PathLike, *, model_path: Opt
     start = time.monotonic()
     settings = run_settings(model_path, tile=tile, overlap=overlap, branch=branch, min_tissue=min_tissue,
                             batch_size=batch_size)
-    store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
-    done = store.done()
-    wanted = store.all_chunks() if chunks is None else [tuple(c) for c in chunks]
-    todo = [(cy, cx) for cy, cx in wanted if not done[cy, cx]]
-    if max_chunks is not None:
-        todo = todo[:max_chunks]
-    logger.info("%s: %d x %d pixels, %d chunks, %d done, %d to predict", store.path, store.info.height,
-                store.info.width, len(store.all_chunks()), int(done.sum()), len(todo))
-    clock = EtaClock(len(todo))
-    tasks = strips_of(todo, strip_rows) if mode == "strip" else [[c] for c in todo]
-    if todo and (workers or scheduler):
-        runs = _run_dask(store, tasks, workers, scheduler, device, mode)
-    elif todo:
-        runs = _run_local(store, tasks, device, mode)
-    else:
-        runs = iter(())
-    for i, _ in enumerate(runs, start=1):
-        yield Progress(stage="predict-slide", step=i, total=len(todo), eta_s=clock.eta(i))
+    made = not os.path.lexists(store_path)  # a store this run makes is removed again if it fails before any chunk
+    try:
+        store = prepare_store(slide_path, store_path, level=level, chunk=chunk, settings=settings)
+        done = store.done()
+        wanted = store.all_chunks() if chunks is None else [tuple(c) for c in chunks]
+        todo = [(cy, cx) for cy, cx in wanted if not done[cy, cx]]
+        if max_chunks is not None:
+            todo = todo[:max_chunks]
+        logger.info("%s: %d x %d pixels, %d chunks, %d done, %d to predict", store.path, store.info.height,
+                    store.info.width, len(store.all_chunks()), int(done.sum()), len(todo))
+        clock = EtaClock(len(todo))
+        tasks = strips_of(todo, strip_rows) if mode == "strip" else [[c] for c in todo]
+        if todo and (workers or scheduler):
+            runs = _run_dask(store, tasks, workers, scheduler, device, mode)
+        elif todo:
+            runs = _run_local(store, tasks, device, mode)
+        else:
+            runs = iter(())
+        for i, _ in enumerate(runs, start=1):
+            yield Progress(stage="predict-slide", step=i, total=len(todo), eta_s=clock.eta(i))
+    except Exception:
+        if made and scheduler is None:  # an outside scheduler's workers may still be writing into it
+            _remove_empty_store(Path(store_path))
+        raise
     return summarize(store, computed=len(todo), seconds=time.monotonic() - start)
+
+
+def _remove_empty_store(path: Path) -> None:
+    """Remove a store this run made when no chunk was predicted into it (a slide whose data fails to read at the
+    first chunk, a full disk while it was made): a skeleton that would only stand in the way of the next --out."""
+    import shutil
+
+    try:
+        if open_store(path).done().any():
+            return  # predicted chunks: kept, so that a run after the cause is fixed resumes them
+    except StoreError:
+        pass  # half made
+    except OSError:
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    logger.info("%s: removed the store this run made; nothing was predicted into it", path)
 
 
 def _run_local(store: SlideStore, tasks: List[List[Tuple[int, int]]], device: str, mode: str):

@@ -1,0 +1,111 @@
+"""The leftovers of the headless bad-input audit of `cdma`: each is one clear line (exit 2 for bad input, no
+traceback) and loses nothing; files are put in place whole (temp file + rename), never half-written.
+
+Real `cdma` subprocesses on real files; a full disk is RLIMIT_FSIZE in the child (as tests/test_cli_badinput_disk.py).
+"""
+from __future__ import annotations
+
+import resource
+import signal
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+
+def cdma(*args, limit=None):
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "src_model.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, preexec_fn=limited if limit else None)
+
+
+def _error(proc, code=2):
+    """The last stderr line, after checking the exit status and that there is no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def _tree(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ 1. predict-slide on a TIFF whose header lies
+
+def _lying_tiff(path, rows):
+    """An uncompressed 600 x 600 RGB TIFF in one strip whose header then says it has ``rows`` rows."""
+    import tifffile
+
+    img = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    tifffile.imwrite(path, img, photometric="rgb", rowsperstrip=600)
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["ImageLength"]
+        offset, fmt = tag.valueoffset, "<H" if tag.dtype == 3 else "<I"
+    data = bytearray(path.read_bytes())
+    struct.pack_into(fmt, data, offset, rows)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _garbled_tiff(path):
+    """A tiled zlib TIFF (256 px tiles) whose first tile's compressed bytes are zeroed: its header is true."""
+    import tifffile
+
+    img = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    tifffile.imwrite(path, img, tile=(256, 256), photometric="rgb", compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[offset:offset + count] = b"\0" * count
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _predict_slide(slide, out, model, *extra):
+    return cdma("predict-slide", slide, "--out", out, "--model", model, "--chunk", 256, "--tile", 128, *extra)
+
+
+def test_predict_slide_on_a_tiff_whose_header_lies_creates_no_store(tmp_path, lite_checkpoint):
+    slide = _lying_tiff(tmp_path / "lies.tif", 1200)  # 1200 rows said, one strip of 600 rows held
+    out = tmp_path / "lies.zarr"
+    error = _error(_predict_slide(slide, out, lite_checkpoint))
+    assert error.startswith(f"cdma predict-slide: error: {slide}: truncated"), error
+    assert not out.exists()
+
+
+def test_predict_slide_on_damaged_tile_data_removes_the_store_it_made(tmp_path, lite_checkpoint):
+    slide = _garbled_tiff(tmp_path / "garbled.tif")
+    out = tmp_path / "garbled.zarr"
+    error = _error(_predict_slide(slide, out, lite_checkpoint))
+    assert error.startswith(f"cdma predict-slide: error: {slide}: cannot read level 0 region"), error
+    assert not out.exists()  # nothing was predicted: the store skeleton it made is gone
+
+
+def test_predict_slide_never_removes_a_store_that_was_there(tmp_path, lite_checkpoint):
+    """A store an earlier run made (one chunk predicted) is resumed; the run then fails on the damaged tile: the store
+    stays, byte for byte."""
+    import tifffile
+
+    slide = tmp_path / "garbled.tif"
+    img = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    tifffile.imwrite(slide, img, tile=(256, 256), photometric="rgb", compression="zlib")
+    out = tmp_path / "garbled.zarr"
+    first = _predict_slide(slide, out, lite_checkpoint, "--max-chunks", 1, "--mode", "chunk")
+    assert first.returncode == 0, first.stderr[-2000:]
+    with tifffile.TiffFile(slide) as tif:  # now damage the last tile, which the first run did not read
+        offset, count = tif.pages[0].dataoffsets[-1], tif.pages[0].databytecounts[-1]
+    data = bytearray(slide.read_bytes())
+    data[offset:offset + count] = b"\0" * count
+    slide.write_bytes(bytes(data))
+    before = _tree(out)
+    error = _error(_predict_slide(slide, out, lite_checkpoint, "--mode", "chunk"))
+    assert "cannot read level 0 region" in error, error
+    assert set(_tree(out)) >= set(before)  # every file of the store is still there
+
+    from src_model.slide_store import open_store
+
+    assert open_store(out).done()[0, 0]  # with the chunk the first run predicted
