@@ -267,6 +267,22 @@ def gland_colormap() -> Any:
     return CyclicLabelColormap(colors=colors, name="glands")
 
 
+#: Outline colour of a prediction written beside the image's own prediction layer (a "(version)" layer: a version
+#: tried, or a new prediction written aside to keep unaccepted edits): yellow, none of :data:`GLAND_COLORS`, bright on
+#: H&E, so that, both shown, the tried model's glands are told from the current model's at a glance (walk 24: they had
+#: the same four colours, only thinner). Yellow is also the selected review region's frame, a straight rectangle.
+TRIED_GLAND_COLOR = (1.0, 1.0, 0.0)
+TRIED_CMAP_NAME = "tried glands"
+
+
+def tried_gland_colormap() -> Any:
+    """Label colormap of a "(version)" prediction layer: every gland :data:`TRIED_GLAND_COLOR` (0 transparent)."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    colors = np.array([(0.0, 0.0, 0.0, 0.0), (*TRIED_GLAND_COLOR, 1.0)], dtype=np.float32)
+    return CyclicLabelColormap(colors=colors, name=TRIED_CMAP_NAME)
+
+
 def _role(role: str, image_name: Optional[str] = None) -> Dict[str, str]:
     return {ROLE_KEY: role, **({IMAGE_KEY: image_name} if image_name is not None else {})}
 
@@ -461,13 +477,19 @@ SECONDARY_OPACITY = 0.6
 
 
 def style_prediction(layer: Any, fill: bool = False, secondary: bool = False) -> None:
-    """Draw a prediction Labels layer as outlines or filled glands (fainter for a version layer).
+    """Draw a prediction Labels layer as outlines or filled glands (fainter for a version layer, and in its own colour,
+    :func:`tried_gland_colormap`).
 
     Args:
         layer: the Labels layer.
         fill: filled glands at ``FILL_OPACITY`` instead of outlines.
         secondary: a prediction written beside the image's own prediction layer ("(version)").
     """
+    colormap = getattr(getattr(layer, "colormap", None), "name", None)
+    if secondary and colormap != TRIED_CMAP_NAME:
+        layer.colormap = tried_gland_colormap()
+    elif not secondary and colormap == TRIED_CMAP_NAME:  # the image's own prediction layer: the four gland colours
+        layer.colormap = gland_colormap()
     if fill:
         contour, opacity = 0, FILL_OPACITY * (SECONDARY_OPACITY if secondary else 1.0)
     else:
@@ -580,8 +602,10 @@ def show_prediction(viewer: Any, image_name: str, prediction: Any, *, instances:
                                  **props)
     labels = np.array(prediction.labels if instances is None else instances, dtype=np.int32, copy=True)
     layer = upsert_layer(viewer, target, labels, "labels", metadata=_role("prediction", image_name))
-    layer.colormap = gland_colormap()  # bright, one colour per gland
-    style_prediction(layer, fill=fill, secondary=target != names["prediction"])
+    secondary = target != names["prediction"]
+    # bright, one colour per gland; a "(version)" layer's in its own colour (style_prediction)
+    layer.colormap = tried_gland_colormap() if secondary else gland_colormap()
+    style_prediction(layer, fill=fill, secondary=secondary)
     out["prediction"] = layer
     return out
 
