@@ -92,8 +92,11 @@ def run_worker(job: Dict[str, Any], out_dir: Path, on_event: Callable[[Dict[str,
         RetrainError: the worker reported an error or ended without a result.
         KeyboardInterrupt: after asking the worker to stop (it saves nothing to the store).
     """
+    from .fileio import atomic_write_bytes
+
     job_path = out_dir / "JOB.json"
-    job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
+    text = json.dumps(job, indent=1)  # put in place whole: a full disk leaves no half-written job
+    atomic_write_bytes(job_path, lambda f: f.write(text.encode("utf-8")))
     log_path = out_dir / "worker.log"
     with open(log_path, "ab") as err:
         proc = subprocess.Popen([sys.executable, "-m", WORKER, str(job_path)], stdin=subprocess.DEVNULL,

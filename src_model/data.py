@@ -114,9 +114,13 @@ def load_images(data_dir: Path, ids: Sequence[str]) -> List[np.ndarray]:
 
 
 def write_split_record(path: Path, record: Dict) -> None:
-    """Record which ids were labelled / unlabelled / held out (JSON)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=2, sort_keys=True))
+    """Record which ids were labelled / unlabelled / held out (JSON), put in place whole
+    (:func:`src_model.fileio.atomic_write_bytes`): a full disk or a kill leaves the earlier record, never a
+    truncated one. The folder is created if needed."""
+    from .fileio import atomic_write_bytes
+
+    text = json.dumps(record, indent=2, sort_keys=True)
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # ---------------------------------------------------------------- patches and augmentation

@@ -109,3 +109,45 @@ def test_predict_slide_never_removes_a_store_that_was_there(tmp_path, lite_check
     from src_model.slide_store import open_store
 
     assert open_store(out).done()[0, 0]  # with the chunk the first run predicted
+
+
+# ------------------------------------------------------------------ 2. split.json and JOB.json written whole
+
+def test_split_record_on_a_full_disk_keeps_the_earlier_one(tmp_path, glas_dir):
+    out = tmp_path / "run"
+    args = ("train", "--data", glas_dir, "--labelled-ids", "train_1", "--supervised-only", "--preset", "lite",
+            "--patch", 64, "--batch", 1, "--device", "cpu", "--out", out)
+    first = cdma(*args, "--steps", 2)
+    assert first.returncode == 0, first.stderr[-2000:]
+    split = (out / "split.json").read_bytes()
+    assert len(split) > 32
+    proc = cdma(*args, "--steps", 4, "--resume", limit=32)  # split.json is rewritten first: it does not fit
+    error = _error(proc, 1)
+    assert error == f"cdma train: error: {out}/split.json: File too large; free space there or write elsewhere", error
+    assert (out / "split.json").read_bytes() == split  # was truncated to 0 bytes by an in-place rewrite
+    assert sorted(p.name for p in out.iterdir()) == ["final.pt", "last.pt", "split.json"]  # no temp file left
+
+
+def _project(path, glas_dir, lite_checkpoint):
+    """A project store: a random lite model as v0001 and one accepted region of testA_1."""
+    from PIL import Image
+
+    from napari_cdma.project.store import ProjectStore
+
+    store = ProjectStore.open(path)
+    store.add_model(lite_checkpoint, parent=None, note="random lite", promoted=True)
+    image = np.asarray(Image.open(glas_dir / "images" / "testA_1.png").convert("RGB"))
+    mask = (np.asarray(Image.open(glas_dir / "masks" / "testA_1.png")) > 0).astype(np.uint8)
+    y0, x0, y1, x1 = 128, 224, 224, 320
+    store.accept_region(image, (y0, x0, y1, x1), mask[y0:y1, x0:x1], np.zeros((y1 - y0, x1 - x0), np.uint8),
+                        model_version="v0001", source_path=glas_dir / "images" / "testA_1.png", image_name="testA_1")
+    return store
+
+
+def test_retrain_job_file_on_a_full_disk_is_not_left_half_written(tmp_path, glas_dir, lite_checkpoint):
+    store = _project(tmp_path / "store", glas_dir, lite_checkpoint)
+    out = tmp_path / "retrain-run"
+    proc = cdma("retrain", store.root, "--steps", 1, "--promote", "no", "--device", "cpu", "--out", out, limit=64)
+    error = _error(proc, 1)
+    assert error == f"cdma retrain: error: {out}/JOB.json: File too large; free space there or write elsewhere", error
+    assert list(out.iterdir()) == []  # no half-written JOB.json (the worker never started)
