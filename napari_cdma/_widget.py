@@ -333,6 +333,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         self._update_keep_button()
         store = self._store
         if store is None:
+            self.retrain_panel.refresh_tip()
             return
         try:
             store.refresh()  # the retraining process or another napari may have written to it
@@ -347,6 +348,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
                                               current=current if select_current else None, notes=notes)
         self.review_panel.refresh_regions()
         self.versions_panel.refresh()
+        self.retrain_panel.refresh_tip()  # what Retrain needs now (walk 24: "Needs a project store" with one open)
         regions = store.regions()
         by_image = regions_by_image(regions)
         held = sum(r.holdout for r in regions)

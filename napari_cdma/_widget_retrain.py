@@ -329,6 +329,7 @@ class RetrainPanel(QWidget):
         self.image_note.setVisible(False)
         self.retrain_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self.refresh_tip()
         self._say(f"Retraining from {store.current_model_version} in the background...")
         self.timer.start()
         return True
@@ -410,6 +411,7 @@ class RetrainPanel(QWidget):
         self.eta_label.setText(_fmt_eta(None))  # no job, no time left (a cancelled run's ETA is stale)
         self.retrain_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.refresh_tip()
 
     def _show_progress(self, ev: Progress) -> None:
         if ev.total:
@@ -640,6 +642,14 @@ class RetrainPanel(QWidget):
         if obj is self.image_table.viewport() and event.type() == QEvent.Type.Resize:
             self._fit_names()
         return False
+
+    def refresh_tip(self) -> None:
+        """Set Retrain's tooltip to what it needs or does now (:meth:`retrain_tip`). Called when the store or its
+        regions change and when a run starts or ends: the tip was recomputed only on a hover event, so the one set when
+        the dock was made, with no store, still said "Needs a project store" with one open (walk 24)."""
+        tip = self.retrain_tip()
+        if self.retrain_button.toolTip() != tip:
+            self.retrain_button.setToolTip(tip)
 
     def retrain_tip(self) -> str:
         """Retrain's tooltip: what it does, and what it needs first when it cannot start now."""

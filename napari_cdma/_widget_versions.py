@@ -121,6 +121,7 @@ class VersionsPanel(QWidget):
         layout.addWidget(self.rollback_button)
         layout.addWidget(self.status)
         self.rollback_button.clicked.connect(lambda: self.roll_back())
+        self.version_list.currentRowChanged.connect(lambda _row: self._refresh_tip())
 
     def _say(self, message: str, error: bool = False) -> None:
         self.last_message = message
@@ -140,6 +141,14 @@ class VersionsPanel(QWidget):
             item.setToolTip(tip)
             item.setData(Qt.ItemDataRole.UserRole, version)
             self.version_list.addItem(item)
+        self._refresh_tip()
+
+    def _refresh_tip(self) -> None:
+        """Set Roll back's tooltip to what it needs now (:meth:`rollback_tip`), not only on a hover: the one set with
+        no store open said "Needs a project store" after one was opened (walk 24, as Retrain's)."""
+        tip = self.rollback_tip()
+        if self.rollback_button.toolTip() != tip:
+            self.rollback_button.setToolTip(tip)
 
     def set_current(self, version: str) -> bool:
         """Make ``version`` the store's current model and announce it; True when it is current (already
