@@ -151,3 +151,18 @@ def test_retrain_job_file_on_a_full_disk_is_not_left_half_written(tmp_path, glas
     error = _error(proc, 1)
     assert error == f"cdma retrain: error: {out}/JOB.json: File too large; free space there or write elsewhere", error
     assert list(out.iterdir()) == []  # no half-written JOB.json (the worker never started)
+
+
+# ------------------------------------------------------------------ 3. retrain on a damaged model file
+
+def test_retrain_on_a_damaged_model_file_says_what_to_do(tmp_path, glas_dir, lite_checkpoint):
+    store = _project(tmp_path / "store", glas_dir, lite_checkpoint)
+    model = store.root / "models" / "v0001.pt"
+    with model.open("r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 16)
+    proc = cdma("retrain", store.root, "--steps", 1, "--promote", "no", "--device", "cpu", "--out", tmp_path / "r")
+    error = _error(proc, 2)
+    assert error == (f"cdma retrain: error: model v0001: {model} does not match its recorded checksum (damaged "
+                     f"file); restore it from a backup, or make another version current (the dock's Model versions "
+                     f"panel: Roll back to selected)"), error

@@ -1654,7 +1654,9 @@ class ProjectStore:
         except OSError as exc:
             raise StoreError(f"model {version}: {path} is unreadable ({_io.one_line(exc)})") from exc
         if not ok:
-            raise StoreError(f"model {version}: {path} does not match its recorded checksum (damaged file)")
+            raise StoreError(f"model {version}: {path} does not match its recorded checksum (damaged file); restore "
+                             f"it from a backup, or make another version current (the dock's Model versions panel: "
+                             f"Roll back to selected)")
         self._verified_models.add(key)
 
     def current_model_path(self) -> Path:
