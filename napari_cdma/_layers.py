@@ -462,7 +462,16 @@ def robust_range(values: np.ndarray, image: Optional[np.ndarray] = None) -> Tupl
 
     tissue = None
     if image is not None and tuple(np.shape(image)[:2]) == tuple(np.shape(values)):
-        tissue = tissue_mask(np.asarray(image)[..., :3])
+        image = np.asarray(image)
+        if image.ndim != 3 or image.dtype != np.uint8:  # a grey or 16-bit layer's pixels: as the model read them
+            from src_model.io import ImageReadError, to_rgb_uint8
+
+            try:
+                image = to_rgb_uint8(image)
+            except ImageReadError:
+                image = None
+        if image is not None and image.ndim == 3 and image.shape[2] >= 3:
+            tissue = tissue_mask(image[..., :3])
     lo, hi = display_range(values, tissue)
     return float(lo), float(hi)
 

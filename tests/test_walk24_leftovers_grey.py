@@ -101,3 +101,20 @@ def test_shown_alone_hides_a_grey_image_over_the_image_under_review(make_napari_
     hidden = widget.review_panel.focus("testA_2")
     assert hidden == ["grey"], hidden
     assert not viewer.layers["grey"].visible and viewer.layers["testA_2"].visible
+
+
+def test_a_grey_layers_maps_are_drawn_over_its_tissue(make_napari_viewer, lite_checkpoint):
+    """show_prediction (a result made outside the Predict panel) reads the image layer for the disagreement map's
+    range over tissue: a 2-D grey layer raised (tissue_mask of its (H, 3) columns); now its tissue is the grey RGB's."""
+    from napari_cdma._layers import robust_range, show_prediction
+    from src_model.checkpoint import load_model
+    from src_model.inference import predict
+
+    viewer = make_napari_viewer()
+    grey = _grey()[:256, :256]
+    viewer.add_image(grey, name="grey")
+    prediction = predict(load_model(lite_checkpoint), to_rgb_uint8(grey))
+    layers = show_prediction(viewer, "grey", prediction)
+    disagreement = np.asarray(prediction.disagreement, dtype=np.float32)
+    assert tuple(layers["disagreement"].contrast_limits) == robust_range(disagreement, to_rgb_uint8(grey))
+    assert names_for("grey")["prediction"] in viewer.layers
