@@ -380,6 +380,11 @@ def image_header(path: PathLike, page: Optional[int] = None, series: Optional[in
                     raise ImageReadError(f"{p}: cannot decode {p.suffix} file (corrupt or truncated?): {exc}") from exc
             shape = (h, w) if bands == 1 else (h, w, bands)
             pillow_bytes = 4 * h * w  # Pillow's own buffer: at most 4 bytes a pixel for these modes
+    dtype = np.dtype(dtype)  # the dtype rule of to_rgb_uint8, first: a mask or a complex array is not a grey image
+    if dtype == np.bool_:
+        raise ImageReadError(f"{p}: boolean array is a mask, not an image (shape {tuple(shape)}, dtype {dtype})")
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise ImageReadError(f"{p}: unsupported image dtype (shape {tuple(shape)}, dtype {dtype})")
     # the layout rule of _to_hwc, applied to a zero-strided stand-in of the shape (no pixels)
     hwc = _to_hwc(np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape, (0,) * len(shape)), str(p))
     if hwc.size == 0:

@@ -166,3 +166,25 @@ def test_retrain_on_a_damaged_model_file_says_what_to_do(tmp_path, glas_dir, lit
     assert error == (f"cdma retrain: error: model v0001: {model} does not match its recorded checksum (damaged "
                      f"file); restore it from a backup, or make another version current (the dock's Model versions "
                      f"panel: Roll back to selected)"), error
+
+
+# ------------------------------------------------------------------ 4. bool and complex images
+
+def test_bool_and_complex_images_get_their_dtype_error_and_no_greyscale_warning(tmp_path, lite_checkpoint):
+    import tifffile
+
+    files = {"mask.npy": np.zeros((40, 40), bool), "waves.npy": np.zeros((40, 40), np.complex64)}
+    for name, arr in files.items():
+        np.save(tmp_path / name, arr)
+    tifffile.imwrite(tmp_path / "mask.tif", np.zeros((40, 40), bool))
+    tifffile.imwrite(tmp_path / "waves.tif", np.zeros((40, 40), np.complex64))
+    expected = {"mask.npy": "boolean array is a mask, not an image (shape (40, 40), dtype bool)",
+                "mask.tif": "boolean array is a mask, not an image (shape (40, 40), dtype bool)",
+                "waves.npy": "unsupported image dtype (shape (40, 40), dtype complex64)",
+                "waves.tif": "unsupported image dtype (shape (40, 40), dtype complex64)"}
+    for name, message in expected.items():
+        out = tmp_path / f"preds-{name}"
+        proc = cdma("predict", tmp_path / name, "--model", lite_checkpoint, "--out", out)
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert proc.stderr.strip().splitlines() == [f"cdma predict: error: {tmp_path / name}: {message}"], proc.stderr
+        assert not out.exists()
