@@ -209,6 +209,27 @@ def _check_resumed_split(path: Path, labelled: Sequence[str], unlabelled: Sequen
                         f"resume with its --labelled-ids / --labelled-fraction and --seed, or choose another --out")
 
 
+def _check_resumed_kind(path: Path, fine_tune: bool, init_given: bool) -> None:
+    """A run is resumed as the kind of run it is: a from-scratch run's last.pt is not continued as a fine-tuning
+    (``--init`` with the recipe) nor a fine-tuning run's as a from-scratch one. Their models have the same structure
+    and their optimisers (AdamW) the same state, so :meth:`~src_model.trainer.CDMATrainer.resume` took either; the
+    kind is in the checkpoint's provenance (a fine-tuning run records its ``recipe``)."""
+    from .checkpoint import BUNDLED_NAME, read_checkpoint
+
+    prov = read_checkpoint(path).get("provenance")
+    if not isinstance(prov, dict) or prov.get("trainer") != "CDMATrainer" or "init" not in prov:
+        return  # not a cdma train checkpoint: CDMATrainer.resume says what it is
+    tuned = "recipe" in prov
+    if fine_tune and not tuned and prov["init"] is None:
+        raise UserError(f"{path}: a from-scratch training run, not a fine-tuning run; continue it with cdma train "
+                        f"--resume without --init, or fine-tune from it with --init {path} and another --out")
+    if tuned and not fine_tune:
+        init = "--init" if prov["init"] in (None, BUNDLED_NAME) else f"--init {prov['init']}"
+        said = "" if init_given else ", not a from-scratch training run"
+        raise UserError(f"{path}: a fine-tuning run ({init}){said}; continue it with cdma train --resume {init}"
+                        f"{' --schedule auto' if init_given else ''}, or choose another --out")
+
+
 def _remove_partial_checkpoints(out: Path) -> None:
     """Remove the temporary files of checkpoints a killed run was writing (``last.pt.XXXX.tmp``, as
     :func:`src_model.fileio.atomic_write_bytes` names them): never a checkpoint, each up to the model's size."""
@@ -284,6 +305,7 @@ def cmd_train(args) -> int:
     if args.batch:
         cfg.batch_labelled = cfg.batch_unlabelled = args.batch
     if args.resume:
+        _check_resumed_kind(out / "last.pt", fine_tune, args.init is not None)
         _check_resumed_split(out / "split.json", labelled, unlabelled)
     # every image is read (and checked) before anything is written to --out
     pairs, images = load_pairs(data, labelled), load_images(data, unlabelled)

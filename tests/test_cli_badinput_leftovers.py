@@ -5,6 +5,7 @@ Real `cdma` subprocesses on real files; a full disk is RLIMIT_FSIZE in the child
 """
 from __future__ import annotations
 
+import json
 import resource
 import signal
 import struct
@@ -188,3 +189,37 @@ def test_bool_and_complex_images_get_their_dtype_error_and_no_greyscale_warning(
         assert proc.returncode == 2, (name, proc.stderr)
         assert proc.stderr.strip().splitlines() == [f"cdma predict: error: {tmp_path / name}: {message}"], proc.stderr
         assert not out.exists()
+
+
+# ------------------------------------------------------------------ 5. resume of a run of the other kind
+
+def _train(glas_dir, out, *extra):
+    return cdma("train", "--data", glas_dir, "--labelled-ids", "train_1", "--supervised-only", "--patch", 64,
+                "--batch", 1, "--device", "cpu", "--out", out, *extra)
+
+
+def test_fine_tune_resume_of_a_from_scratch_run_is_refused(tmp_path, glas_dir, lite_checkpoint):
+    run = tmp_path / "scratch"
+    first = _train(glas_dir, run, "--preset", "lite", "--steps", 2)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _tree(run)
+    error = _error(_train(glas_dir, run, "--init", lite_checkpoint, "--steps", 4, "--resume"))
+    assert error == (f"cdma train: error: {run}/last.pt: a from-scratch training run, not a fine-tuning run; "
+                     f"continue it with cdma train --resume without --init, or fine-tune from it with "
+                     f"--init {run}/last.pt and another --out"), error
+    assert _tree(run) == before
+
+
+def test_train_resume_of_a_fine_tuning_run_is_refused(tmp_path, glas_dir, lite_checkpoint):
+    run = tmp_path / "tuned"
+    first = _train(glas_dir, run, "--init", lite_checkpoint, "--steps", 2)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _tree(run)
+    error = _error(_train(glas_dir, run, "--preset", "lite", "--steps", 4, "--resume"))
+    assert error == (f"cdma train: error: {run}/last.pt: a fine-tuning run (--init {lite_checkpoint}), not a "
+                     f"from-scratch training run; continue it with cdma train --resume --init {lite_checkpoint}, "
+                     f"or choose another --out"), error
+    assert _tree(run) == before
+    ok = _train(glas_dir, run, "--init", lite_checkpoint, "--steps", 3, "--resume")  # its own kind resumes
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout.strip().splitlines()[-1])["steps"] == 3
