@@ -100,7 +100,7 @@ def input_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> Tuple[np.
 def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarray:
     """Validate a layer as H&E model input and convert it as the engine converts an image file.
 
-    The conversion is the engine's own, :func:`src_model.io.to_rgb_uint8` (uint16 / 257, float 0..1 x 255,
+    The conversion is the engine's own, :func:`src_model.io.to_rgb_uint8` (uint16 by its bit depth, float 0..1 x 255,
     RGBA over white, grey replicated; a float image outside 0..1 is refused): the dock clipped every non-uint8
     image to 0..255 instead, so a 16-bit H&E image was predicted as white glass, no gland and no doubt (walk 24).
 
@@ -148,10 +148,14 @@ def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarra
 
 def conversion_note(data: np.ndarray) -> str:
     """What :func:`src_model.io.to_rgb_uint8` did to ``data``, said short for the Predict status line ("" for uint8
-    RGB): "Converted from 16-bit (/ 257)."."""
+    RGB): uint16 by its effective bit depth (:func:`src_model.io.uint16_note`), "Converted from 16-bit (/ 257)." or
+    "Converted from 12-bit in 16-bit storage (max 4080; \u00d7 255/4095)." (walk 25: a 12-bit camera's image was
+    divided by 257, predicted nearly black, and the note said only "16-bit")."""
     notes = []
     if data.dtype == np.uint16:
-        notes.append("Converted from 16-bit (/ 257).")
+        from src_model.io import uint16_colour_max, uint16_note
+
+        notes.append(uint16_note(uint16_colour_max(data)))
     elif np.issubdtype(data.dtype, np.floating):
         notes.append("Converted from float 0..1 (x 255).")
     elif data.dtype != np.uint8:

@@ -74,18 +74,57 @@ def _to_hwc(arr: np.ndarray, source: str) -> np.ndarray:
 _CONVERT_ROWS = 512  # rows converted at a time (bounds the temporaries of large images)
 
 
+def uint16_bits(max_value: int) -> int:
+    """Effective bit depth of uint16 image data whose largest colour value is ``max_value``: the smallest ``k`` in
+    8..16 with ``max_value <= 2**k - 1``. 10-, 12- and 14-bit cameras store their values in uint16 with the top bits
+    zero; H&E brightfield has a near-white background, so an image's maximum is near its camera's full scale."""
+    return max(8, min(16, int(max_value).bit_length()))
+
+
+def uint16_colour_max(arr: np.ndarray) -> int:
+    """Largest colour value of uint16 image data: an (H, W, 4) image's alpha channel is left out (it keeps the
+    full 16-bit scale, 65535 opaque)."""
+    arr = np.asarray(arr)
+    colour = arr[..., :3] if arr.ndim == 3 and arr.shape[2] == 4 else arr
+    return int(colour.max()) if colour.size else 0
+
+
+def uint16_note(max_value: int) -> str:
+    """How :func:`to_rgb_uint8` converts uint16 data of largest colour value ``max_value``, in one sentence:
+    "Converted from 16-bit (/ 257).", "Converted from 12-bit in 16-bit storage (max 4080; x 255/4095)." or
+    "8-bit values in 16-bit storage (max 250; used as they are)."."""
+    k = uint16_bits(max_value)
+    if k == 16:
+        return "Converted from 16-bit (/ 257)."
+    if k == 8:
+        return f"8-bit values in 16-bit storage (max {int(max_value)}; used as they are)."
+    return f"Converted from {k}-bit in 16-bit storage (max {int(max_value)}; \u00d7 255/{2 ** k - 1})."
+
+
+def _scale_uint16(arr: np.ndarray, full: int) -> np.ndarray:
+    """round(x * 255 / full) of uint16 data as uint8, in integers, by row bands (``full`` = 2**k - 1 is odd, so
+    x * 255 / full never ends in exactly .5; for full = 65535 this is round(x / 257))."""
+    out = np.empty(arr.shape, dtype=np.uint8)
+    for r0 in range(0, arr.shape[0], _CONVERT_ROWS):
+        band = arr[r0:r0 + _CONVERT_ROWS].astype(np.uint32)
+        band *= 255
+        band += full // 2
+        band //= full
+        out[r0:r0 + _CONVERT_ROWS] = band
+    return out
+
+
 def _to_uint8_values(arr: np.ndarray, source: str) -> np.ndarray:
-    """Map the values of any supported dtype to uint8 (shape unchanged)."""
+    """Map the values of any supported dtype to uint8 (shape unchanged; ``arr`` is (H, W, C))."""
     if arr.dtype == np.uint8:
         return arr
-    if arr.dtype == np.uint16:  # 0..65535 -> 0..255: round(x / 257), in integers, by row bands
-        out = np.empty(arr.shape, dtype=np.uint8)
-        for r0 in range(0, arr.shape[0], _CONVERT_ROWS):
-            band = arr[r0:r0 + _CONVERT_ROWS].astype(np.uint32)
-            band += 128
-            band //= 257  # (x + 128) // 257 == round(x / 257): x / 257 never ends in exactly .5
-            out[r0:r0 + _CONVERT_ROWS] = band
-        return out
+    if arr.dtype == np.uint16:  # by the effective bit depth of the colour channels (uint16_bits)
+        peak = uint16_colour_max(arr)
+        full = 2 ** uint16_bits(peak) - 1
+        logger.info("%s: %s", source, uint16_note(peak))  # the CLI's stderr line (cdma predict, train)
+        if arr.ndim == 3 and arr.shape[2] == 4 and full != 65535:  # alpha keeps the 16-bit scale
+            return np.concatenate([_scale_uint16(arr[..., :3], full), _scale_uint16(arr[..., 3:], 65535)], axis=2)
+        return _scale_uint16(arr, full)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageReadError(f"{source}: float image contains NaN or infinity ({_describe(arr)})")
@@ -110,8 +149,10 @@ def to_rgb_uint8(array: np.ndarray, source: str = "array") -> np.ndarray:
 
     The rule:
 
-    * dtype: ``uint8`` passes through; ``uint16`` is scaled by 1/257 (the full 16-bit range
-      0..65535 maps onto 0..255), rounded; floats must lie in [0, 1] and become
+    * dtype: ``uint8`` passes through; ``uint16`` is scaled by ``255 / (2**k - 1)``, rounded, where ``k`` is its
+      effective bit depth (:func:`uint16_bits`: the smallest k in 8..16 holding the largest colour value), so a
+      true 16-bit image is divided by 257, a 12-bit camera's 0..4095 maps onto 0..255 and 8-bit values stored in
+      uint16 are kept (an RGBA image's alpha keeps the 16-bit scale); floats must lie in [0, 1] and become
       ``round(x * 255)`` (values outside [0, 1], NaN or inf are an error, because their scale is
       unknown); other integer dtypes are accepted only when every value is in 0..255; ``bool`` is
       an error (a mask, not an image).
@@ -474,4 +515,4 @@ def read_mask(path: PathLike) -> np.ndarray:
 
 __all__ = ["ImageReadError", "MAX_PIXELS", "IMAGE_SUFFIXES", "MASK_SUFFIXES", "read_image", "read_mask",
            "image_header", "image_shape",
-           "to_rgb_uint8", "to_model_input"]
+           "to_rgb_uint8", "to_model_input", "uint16_bits", "uint16_colour_max", "uint16_note"]
