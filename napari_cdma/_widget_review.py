@@ -595,6 +595,9 @@ class ReviewPanel(QWidget):
         #: image name -> unique ids of its layers :meth:`focus` hid while another image was reviewed (shown again
         #: when it is reviewed or chosen again)
         self._hidden_by_focus: Dict[str, Set[Any]] = {}
+        #: image name -> unique ids of all its layers when :meth:`focus` hid it: a layer of it not among them was made
+        #: since (walk 25: a store switch replaces its prediction and maps) and is shown as a Predict shows it
+        self._known_by_focus: Dict[str, Set[Any]] = {}
         self._names_pending = False  # the rows' image names are redone next turn (_names_changed)
         self._store_slides: Dict[str, str] = {}  # slide prediction store -> the slide file it was predicted from
         self.show_withdrawn = QCheckBox("Show withdrawn")
@@ -1041,22 +1044,39 @@ class ReviewPanel(QWidget):
             if not shown:
                 continue
             self._hidden_by_focus.setdefault(other, set()).update(ly.unique_id for ly in shown)
+            self._known_by_focus.setdefault(other, set()).update(ly.unique_id for ly in group)
             for ly in shown:
                 ly.visible = False
             hidden.append(other)
         own = groups.get(image_name, [])
         remembered = self._hidden_by_focus.pop(image_name, set())
+        known = self._known_by_focus.pop(image_name, None)
         for ly in own:
             if ly.unique_id in remembered:
                 ly.visible = True
+        names = names_for(image_name)
+        with_prediction = names["prediction"] in layers
+
+        def as_predicted(ly: Any) -> bool:  # what a Predict shows of the image
+            role = (ly.metadata or {}).get(ROLE_KEY)
+            return role in FOCUS_ROLES or (role == "corrections" and not with_prediction)
+
         if not target.visible:
             target.visible = True
-            with_prediction = names_for(image_name)["prediction"] in layers
+            for ly in own:
+                if as_predicted(ly):
+                    ly.visible = True
+        elif known is not None and remembered:
+            # hidden here, and layers of it made since (walk 25: a store switch and back replaced its prediction and
+            # maps; its image layer, remembered, was shown again, and its new prediction stayed hidden while the
+            # dock described it and accepted it): those are shown as a Predict shows them (its own main layers, not
+            # another version's side layers)
             for ly in own:
                 role = (ly.metadata or {}).get(ROLE_KEY)
-                if role in FOCUS_ROLES or (role == "corrections" and not with_prediction):
+                if (ly.unique_id not in known and as_predicted(ly)
+                        and (role == SHOWN_ROLE or ly.name == names.get(str(role)))):
                     ly.visible = True
-        drawn = layers[names_for(image_name)["drawn"]] if names_for(image_name)["drawn"] in layers else None
+        drawn = layers[names["drawn"]] if names["drawn"] in layers else None
         chosen = getattr(self.shapes_choice.value, "unique_id", None)
         if isinstance(drawn, Shapes) and chosen != drawn.unique_id:  # its drawn regions are what Accept drawn takes
             self.shapes_choice.reset_choices()
