@@ -533,7 +533,8 @@ class RetrainPanel(QWidget):
 
     def _namer(self) -> Callable[[str, str], str]:
         """``(image hash, the worker's name) -> the name the dock gives that image`` (:attr:`image_text` of the
-        image's first region in the store), the worker's name without a hash, a naming or a region of that image."""
+        image's first region in the store; an image without a region by its open layer), the worker's name without
+        a hash, a naming, or an open layer or a region of that image."""
         text = self.image_text
         firsts: Dict[str, RegionRecord] = {}
         if text is not None:
@@ -543,8 +544,17 @@ class RetrainPanel(QWidget):
                 firsts = {}
 
         def name(image_hash: str, fallback: str) -> str:
-            record = firsts.get(image_hash) if image_hash else None
-            return text(record) if text is not None and record is not None else fallback
+            if text is None or not image_hash:
+                return fallback
+            record = firsts.get(image_hash)
+            if record is None:  # an image with no region (unlabelled tissue, agreement only): named as the dock
+                # names a region of it, its layer while open (walk 25: "image 85b854a489" for the open "testB_5")
+                record = RegionRecord(region_id="", version=0, image_hash=image_hash, source_path=None,
+                                      bbox=(0, 0, 0, 0), model_version="", user="", created="", holdout=False,
+                                      withdrawn=False, n_versions=0)
+                named = text(record)
+                return fallback if named.endswith("(not open)") else named
+            return text(record)
 
         return name
 

@@ -1,0 +1,46 @@
+"""Pathologist walk 25, the smaller findings: the Retrain table named an open, predicted image with no region by its
+hash ("image 85b854a489" for testB_5); a refused checkpoint stayed chosen as the model, so the next Predict failed
+again; the store's error joined two sentences without a full stop ("... choose an empty or new folder /tmp/x stays
+open.").
+
+Real napari viewer and dock (Xvfb), real project stores, GlaS images from tests/data, the bundled model.
+"""
+from __future__ import annotations
+
+import numpy as np
+from _dock import open_dock, predict_and_wait
+from PIL import Image
+
+from napari_cdma.project.events import ImageScore
+from napari_cdma.project.store import ProjectStore
+
+
+def _glas(glas_dir, name):
+    return np.asarray(Image.open(glas_dir / "images" / f"{name}.png").convert("RGB"))
+
+
+def test_the_retrain_table_names_an_open_image_without_a_region_by_its_layer(make_napari_viewer, qtbot, tmp_path,
+                                                                               glas_dir):
+    store = ProjectStore.open(tmp_path / "store")
+    image = _glas(glas_dir, "testA_1")
+    mask = (np.asarray(Image.open(glas_dir / "masks" / "testA_1.png")) > 0).astype(np.uint8)
+    store.accept_region(image, (0, 0, 128, 128), mask[:128, :128], np.zeros((128, 128), np.uint8),
+                        model_version=store.current_model_version, source_path=glas_dir / "images" / "testA_1.png",
+                        image_name="testA_1")
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer, store.root)
+    viewer.add_image(_glas(glas_dir, "testB_4"), rgb=True, name="testB_4")
+    predict_and_wait(qtbot, dock, "testB_4")
+    digest = dock.states["testB_4"].image_hash
+    assert digest and digest not in {r.image_hash for r in store.regions(include_withdrawn=True)}
+    panel = dock.retrain_panel
+    # the worker's rows: the region's image by its file, the unlabelled one (agreement only) by its hash
+    rows = (ImageScore("testA_1.png", n_holdout=0, agreement=0.85, image_hash=store.regions()[0].image_hash),
+            ImageScore(f"image {digest[:10]}", n_holdout=0, agreement=0.99, image_hash=digest))
+    panel._show_images(rows, trained_on=panel._image_names(store, store.regions()))
+    table = panel.image_table
+    names = [table.item(r, 0).toolTip() for r in range(0, table.rowCount(), 4)]
+    assert names == ["testA_1", "testB_4"], names  # walk 25: "image 85b854a489"
+    viewer.layers.remove("testB_4")  # closed: the worker's name, not "... (not open)" of a hash
+    panel._show_images(rows, trained_on=panel._image_names(store, store.regions()))
+    assert table.item(4, 0).toolTip() == f"image {digest[:10]}"
