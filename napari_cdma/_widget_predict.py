@@ -200,6 +200,10 @@ class PredictPanel(QWidget):
         #: (image name, image, model label, version, layer) of the running prediction, until its worker returns
         self._run_for: Optional[Tuple[str, np.ndarray, str, Optional[str], Any]] = None
         self._last_model_index = 0
+        #: the chooser's entry before a model file was chosen: chosen again if that file is refused (walk 25)
+        self._model_before: Optional[Tuple[str, Any]] = None
+        #: the chooser's entry the running prediction uses
+        self._run_model: Optional[Tuple[str, Any]] = None
         self.pixel_limit: Optional[int] = None  # None = the engine's MAX_PIXELS
         self.last_message = ""
         #: called in the worker with the image's store hash: the store's accepted corrections of it
@@ -508,8 +512,12 @@ class PredictPanel(QWidget):
         return -1
 
     def set_model_file(self, path: str) -> None:
-        """Add a checkpoint file to the model combo and select it."""
+        """Add a checkpoint file to the model combo and select it (the entry chosen before it is kept: if the file
+        is refused when a prediction loads it, that entry is chosen again, :meth:`_refuse_model_file`)."""
         data = ("file", str(path))
+        before = self.model_combo.itemData(self._last_model_index)
+        if before and before[0] != "choose" and tuple(before) != data:
+            self._model_before = tuple(before)
         idx = self._find(data)
         if idx < 0:
             idx = self.model_combo.count() - 1  # before "Choose file..."
@@ -529,6 +537,27 @@ class PredictPanel(QWidget):
                 self.model_combo.setCurrentIndex(self._last_model_index)
         else:
             self._last_model_index = index
+
+    def _refuse_model_file(self, path: str, error: str) -> str:
+        """A model file a prediction could not load: its entry leaves the chooser, the model chosen before it is
+        chosen again (else the store's current model), and the message says so before the error (walk 25: the
+        refused file stayed chosen, so the next Predict failed again)."""
+        idx = self._find(("file", path))
+        if idx >= 0 and self.model_combo.currentIndex() == idx:  # still chosen (not changed while it ran)
+            before = self._model_before
+            self.model_combo.blockSignals(True)
+            self.model_combo.removeItem(idx)
+            back = self._find(before) if before else -1
+            if back < 0:
+                back = max(0, self._find(("version", self.current_model)))
+            self.model_combo.setCurrentIndex(back)
+            self._last_model_index = back
+            self.model_combo.blockSignals(False)
+        elif idx >= 0:
+            self.model_combo.removeItem(idx)
+            self._last_model_index = self.model_combo.currentIndex()
+        chosen = self.model_combo.currentText()
+        return f"{Path(path).name} was not loaded; the model is still {chosen}. {error}"
 
     def model_choice(self) -> Tuple[str, Any]:
         """The selected model entry as ``(kind, value)``; kind "version" or "file"."""
@@ -562,6 +591,7 @@ class PredictPanel(QWidget):
             self._fail(str(exc))
             return False
         choice = self.model_choice()
+        self._run_model = tuple(choice)
         # the model's own name, not the chooser's note about it now ("v0001 (current)"): the label stays with the
         # prediction (status, legend, store, CSV) after another model is made current (walk 23: "Predicted by v0001
         # (current)" under "Current model: bundled")
@@ -712,7 +742,11 @@ class PredictPanel(QWidget):
             return
         if result[0] == "error":
             self._drop_live()
-            self._fail(result[1])
+            run_model, self._run_model = self._run_model, None
+            if run_model is not None and run_model[0] == "file":
+                self._fail(self._refuse_model_file(str(run_model[1]), result[1]))
+            else:
+                self._fail(result[1])
             return
         self._pending = (result, name, image, label, version, layer)  # handed over once the layers are filled
         if self._live is None and self._image_kept(name, layer):

@@ -44,3 +44,43 @@ def test_the_retrain_table_names_an_open_image_without_a_region_by_its_layer(mak
     viewer.layers.remove("testB_4")  # closed: the worker's name, not "... (not open)" of a hash
     panel._show_images(rows, trained_on=panel._image_names(store, store.regions()))
     assert table.item(4, 0).toolTip() == f"image {digest[:10]}"
+
+
+def test_a_refused_model_file_is_not_left_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    """Walk 25: after "Cannot use this model" the refused file stayed chosen and the next Predict failed again. Now
+    the chooser goes back to the model chosen before (here another file), and the status says both."""
+    import shutil
+
+    import torch
+
+    from src_model.checkpoint import bundled_model_path
+
+    viewer = make_napari_viewer(show=True)
+    widget = open_dock(viewer)
+    viewer.add_image(_glas(glas_dir, "testA_2"), rgb=True, name="testA_2")
+    panel = widget.predict_panel
+    good = tmp_path / "good.pt"
+    shutil.copy(bundled_model_path(), good)
+    bad = tmp_path / "random_state.pt"
+    torch.save({"conv.weight": torch.randn(8, 3, 3, 3), "fc.bias": torch.zeros(2)}, bad)
+    panel.set_model_file(str(good))
+    panel.set_model_file(str(bad))
+    assert panel.model_choice() == ("file", str(bad))
+    assert widget.predict("testA_2")
+    qtbot.waitUntil(lambda: not panel.running and "random_state.pt" in panel.status.text(), timeout=60_000)
+    text = panel.status.text()
+    assert "random_state.pt was not loaded" in text and "still good.pt" in text, text
+    assert "Cannot use this model" in panel.status.toolTip()
+    assert panel.model_choice() == ("file", str(good))  # walk 25: the refused file stayed chosen
+    assert panel.model_combo.currentText() == "good.pt"
+    assert panel._find(("file", str(bad))) < 0  # not offered again; "Choose file..." can pick it again
+    predict_and_wait(qtbot, widget, "testA_2")  # the next Predict works
+    assert widget.states["testA_2"] is not None
+
+    # chosen after the default model: back to it
+    panel.set_model_versions([], current="bundled")
+    panel.set_model_file(str(bad))
+    assert widget.predict("testA_2")
+    qtbot.waitUntil(lambda: not panel.running and "random_state.pt" in panel.status.text(), timeout=60_000)
+    assert panel.model_choice() == ("version", "bundled"), panel.status.text()
+    assert "still bundled" in panel.status.text()
