@@ -209,13 +209,23 @@ def _check_resumed_split(path: Path, labelled: Sequence[str], unlabelled: Sequen
                         f"resume with its --labelled-ids / --labelled-fraction and --seed, or choose another --out")
 
 
-def _check_resumed_kind(path: Path, fine_tune: bool, init_given: bool) -> None:
+def _init_file(init: str) -> Path:
+    """The model file an ``--init`` value names (``bundled``: the packaged model), resolved."""
+    from .checkpoint import BUNDLED_NAME, bundled_model_path
+
+    return bundled_model_path() if init == BUNDLED_NAME else Path(init).expanduser().resolve()
+
+
+def _check_resumed_kind(path: Path, fine_tune: bool, init: Optional[str]) -> None:
     """A run is resumed as the kind of run it is: a from-scratch run's last.pt is not continued as a fine-tuning
     (``--init`` with the recipe) nor a fine-tuning run's as a from-scratch one. Their models have the same structure
     and their optimisers (AdamW) the same state, so :meth:`~src_model.trainer.CDMATrainer.resume` took either; the
-    kind is in the checkpoint's provenance (a fine-tuning run records its ``recipe``)."""
+    kind is in the checkpoint's provenance (a fine-tuning run records its ``recipe``). A run started from a model
+    (``--init``) is resumed only with that model's ``--init``: the provenance records the ``--init`` value as given
+    (no checksum of the file), so the two are compared as resolved paths."""
     from .checkpoint import BUNDLED_NAME, read_checkpoint
 
+    init_given = init is not None
     prov = read_checkpoint(path).get("provenance")
     if not isinstance(prov, dict) or prov.get("trainer") != "CDMATrainer" or "init" not in prov:
         return  # not a cdma train checkpoint: CDMATrainer.resume says what it is
@@ -224,10 +234,14 @@ def _check_resumed_kind(path: Path, fine_tune: bool, init_given: bool) -> None:
         raise UserError(f"{path}: a from-scratch training run, not a fine-tuning run; continue it with cdma train "
                         f"--resume without --init, or fine-tune from it with --init {path} and another --out")
     if tuned and not fine_tune:
-        init = "--init" if prov["init"] in (None, BUNDLED_NAME) else f"--init {prov['init']}"
+        own = "--init" if prov["init"] in (None, BUNDLED_NAME) else f"--init {prov['init']}"
         said = "" if init_given else ", not a from-scratch training run"
-        raise UserError(f"{path}: a fine-tuning run ({init}){said}; continue it with cdma train --resume {init}"
+        raise UserError(f"{path}: a fine-tuning run ({own}){said}; continue it with cdma train --resume {own}"
                         f"{' --schedule auto' if init_given else ''}, or choose another --out")
+    was = prov["init"]
+    if init_given and isinstance(was, str) and _init_file(was) != _init_file(init):
+        raise UserError(f"{path}: the run was started from --init {was}, not --init {init}; continue it with "
+                        f"cdma train --resume --init {was}, or start a run from --init {init} with another --out")
 
 
 def _remove_partial_checkpoints(out: Path) -> None:
@@ -305,7 +319,7 @@ def cmd_train(args) -> int:
     if args.batch:
         cfg.batch_labelled = cfg.batch_unlabelled = args.batch
     if args.resume:
-        _check_resumed_kind(out / "last.pt", fine_tune, args.init is not None)
+        _check_resumed_kind(out / "last.pt", fine_tune, args.init)
         _check_resumed_split(out / "split.json", labelled, unlabelled)
     # every image is read (and checked) before anything is written to --out
     pairs, images = load_pairs(data, labelled), load_images(data, unlabelled)

@@ -223,3 +223,32 @@ def test_train_resume_of_a_fine_tuning_run_is_refused(tmp_path, glas_dir, lite_c
     ok = _train(glas_dir, run, "--init", lite_checkpoint, "--steps", 3, "--resume")  # its own kind resumes
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(ok.stdout.strip().splitlines()[-1])["steps"] == 3
+
+
+def test_fine_tuning_resume_with_another_init_is_refused(tmp_path, glas_dir, lite_checkpoint):
+    """Review 18 finding 1: a fine-tuning run continued from another model's --init, and its provenance then named
+    that model. It resumes only with its own --init (compared as resolved paths: the run records the value given)."""
+    import torch
+
+    import src_model
+    from src_model.checkpoint import read_checkpoint, save_checkpoint
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, src_model.build_model("lite"), provenance={"torch": str(torch.__version__)})
+    run = tmp_path / "tuned"
+    first = _train(glas_dir, run, "--init", lite_checkpoint, "--steps", 2)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _tree(run)
+    proc = _train(glas_dir, run, "--init", other, "--steps", 4, "--resume")
+    error = _error(proc)
+    assert error == (f"cdma train: error: {run}/last.pt: the run was started from --init {lite_checkpoint}, not "
+                     f"--init {other}; continue it with cdma train --resume --init {lite_checkpoint}, or start a "
+                     f"run from --init {other} with another --out"), error
+    assert [line for line in proc.stderr.splitlines() if "error" in line] == [error]
+    assert _tree(run) == before  # nothing written
+    same = lite_checkpoint.parent / ".." / lite_checkpoint.parent.name / lite_checkpoint.name  # its own, spelt apart
+    ok = _train(glas_dir, run, "--init", same, "--steps", 3, "--resume")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout.strip().splitlines()[-1])["steps"] == 3
+    assert read_checkpoint(run / "final.pt")["provenance"]["init"] == str(same)
