@@ -125,6 +125,9 @@ class StoreRestoreMixin:
         """An Open that failed: said, and with a store open the path box goes back to it and the summary stays, saying
         that store stays open (walk 24: the bad path stayed in the box and the summary vanished, as if no store were
         open, while its regions were still listed). Returns None, :meth:`open_store`'s "not opened"."""
+        message = message.rstrip()  # a sentence of its own: the engine's errors end without a full stop (walk 25:
+        if not message.endswith((".", "!", "?")):  # "... choose an empty or new folder /tmp/x stays open.")
+            message += "."
         if kept is not None:
             message = f"{message} {kept} stays open."
             self.store_edit.setText(str(kept))

@@ -84,3 +84,21 @@ def test_a_refused_model_file_is_not_left_chosen(make_napari_viewer, qtbot, tmp_
     qtbot.waitUntil(lambda: not panel.running and "random_state.pt" in panel.status.text(), timeout=60_000)
     assert panel.model_choice() == ("version", "bundled"), panel.status.text()
     assert "still bundled" in panel.status.text()
+
+
+def test_a_failed_open_says_the_error_and_the_open_store_as_two_sentences(make_napari_viewer, tmp_path):
+    """Walk 25: "... not empty; choose an empty or new folder /tmp/walk25/store1 stays open." Now a full stop ends
+    the error before the open store is named, with a store open and without."""
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer, tmp_path / "store1")
+    store = dock.store
+    folder = tmp_path / "notastore"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a store")
+    assert dock.open_store(folder, quiet=True) is None
+    said = dock.store_label.text()
+    assert f"choose an empty or new folder. {store.root} stays open." in said, said
+    dock._store = None
+    assert dock.open_store(folder, quiet=True) is None
+    said = dock.store_label.text()
+    assert said.endswith("choose an empty or new folder."), said
