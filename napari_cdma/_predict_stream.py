@@ -45,6 +45,7 @@ from ._layers import (
     overlay_layer,
     side_suffix,
     style_prediction,
+    tried_gland_colormap,
     uncertainty_colormap,
 )
 
@@ -528,9 +529,16 @@ class LiveLayers:
     """
 
     def __init__(self, viewer: Any, image_name: str, shape: Tuple[int, int],
-                 whole: Optional[Dict[str, Any]] = None) -> None:
+                 whole: Optional[Dict[str, Any]] = None, tried: bool = False) -> None:
         self.viewer = viewer
         self.image_name = image_name
+        #: the labels layer is drawn as a side prediction (a "(version)" layer: the tried colour, fainter) from the
+        #: start: ``tried`` (a model that is not the store's current one) on an image that has a prediction layer
+        #: already, which the dock then writes beside it (its ``_target_layer``). A guess made at the start: the
+        #: dock decides at the hand-over (it also writes aside a prediction that would overwrite unaccepted edits,
+        #: and writes a model's prediction over the layer that model made), and :meth:`adopt` restyles the layer
+        #: when the guess was wrong (review 18: the live layer had the current model's four colours until then)
+        self.side = bool(tried) and names_for(image_name)["prediction"] in viewer.layers
         #: None for a large image's prediction (filled as it runs); for a small image's finished prediction,
         #: what its layers show (:meth:`for_result`): they are added from it one per event-loop turn as well
         self.whole = whole
@@ -606,9 +614,10 @@ class LiveLayers:
         # Filled, not outlined: napari computes outlines over the whole layer whenever it slices it
         # (3.9 s of the 6 s it took to show an empty 6000 x 6000 layer with outlines on a busy 2-core
         # machine); "Fill glands" off draws them later, at that cost.
-        labels = Labels(self.labels, name=names["prediction"] + LIVE_SUFFIX, colormap=gland_colormap(),
+        labels = Labels(self.labels, name=names["prediction"] + LIVE_SUFFIX,
+                        colormap=tried_gland_colormap() if self.side else gland_colormap(),
                         visible=False, metadata=_meta(self.image_name))
-        style_prediction(labels, fill=fill)
+        style_prediction(labels, fill=fill, secondary=self.side)
         labels.editable = False
         yield
         with quiet_insert(self.viewer):
@@ -831,8 +840,8 @@ class LiveLayers:
                 overlay.visible = True
         if self.whole is not None:  # a small image: the dock's "Fill glands" (outlining it is cheap)
             style_prediction(self.labels_layer, fill=bool(self.whole.get("fill", False)), secondary=secondary)
-        elif secondary:
-            style_prediction(self.labels_layer, fill=True, secondary=True)
+        elif secondary or self.side:  # drawn as the dock decided, whatever the live layer guessed (:attr:`side`)
+            style_prediction(self.labels_layer, fill=True, secondary=secondary)
         self.labels_layer.editable = True
         return {**self.extras, "prediction": self.labels_layer, "uncertainty": self.unc_layer}
 

@@ -609,8 +609,8 @@ class PredictPanel(QWidget):
         self._queue.clear()
         self._pending = None
         self._cancelled = self._succeeded = False
-        self._live = LiveLayers(self.viewer, name, image.shape[:2]) if streams(image.shape, self.stream_pixels) \
-            else None
+        self._live = LiveLayers(self.viewer, name, image.shape[:2], tried=version != self.current_model) \
+            if streams(image.shape, self.stream_pixels) else None
         # a large image's worker starts once its live layers are added (LiveLayers.started)
         worker = create_worker(predict_job, model_path, image, self._live.uncertainty if self._live else None,
                                branches=self.branches_check.isChecked(), corrections_for=self.corrections_for,
