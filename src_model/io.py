@@ -330,6 +330,46 @@ def _tiff_choice(tif, p: Path, page: Optional[int], series: Optional[int]):
     return chosen
 
 
+def tiff_page_problem(page, size: int) -> Optional[str]:
+    """What is missing from one TIFF page's image data, or None: its tile or strip data ends past the end of the
+    file (of ``size`` bytes), or holds less than its header's image size needs (fewer strips or tiles than the size
+    makes, fewer uncompressed bytes). The text follows a location, as in "<file>: truncated: level 0 <text>".
+
+    tifffile finds such a header only when the missing part is read, and then logs it and reads zeros; both
+    :func:`read_image` / :func:`image_header` and the whole-slide reader (:func:`src_model.slide.open_slide`) refuse
+    the file by this check."""
+    ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
+    if ends and max(ends) > size:
+        return f"image data ends at byte {max(ends)} but the file has {size} bytes"
+    key = getattr(page, "keyframe", None) or page  # a TiffFrame's structure is its key page's; its data its own
+    kind = "tile" if key.is_tiled else "strip"
+    said = f"its header's {key.imagelength} x {key.imagewidth} size needs"
+    need = int(np.prod(key.chunked))
+    have = len(page.dataoffsets)  # a sparse file's empty tiles count: their byte count is 0
+    if have < need:
+        return f"holds {have} {kind}(s) of image data where {said} {need}"
+    bits = int(key.bitspersample)
+    if key.compression == 1 and bits % 8 == 0 and key.dtype is not None and key.dtype.itemsize * 8 == bits \
+            and all(page.databytecounts):
+        need = int(np.prod(key.shape)) * key.dtype.itemsize  # uncompressed: every byte is there
+        have = int(sum(page.databytecounts))
+        if have < need:
+            return f"holds {have} bytes of uncompressed image data where {said} {need}"
+    return None
+
+
+def _check_tiff_pages(p: Path, chosen, page: Optional[int], series: Optional[int]) -> None:
+    """Refuse the chosen TIFF image when a page of it lacks image data (:func:`tiff_page_problem`)."""
+    where = "the TIFF file" if series is None else f"series {series}"
+    if page is not None:
+        where = f"page {page} of {where}"
+    size = os.path.getsize(p)
+    for one in getattr(chosen, "pages", None) or [chosen]:
+        problem = None if one is None else tiff_page_problem(one, size)
+        if problem:
+            raise ImageReadError(f"{p}: truncated: {where} {problem}")
+
+
 def _read_tiff(p: Path, page: Optional[int] = None, series: Optional[int] = None,
                header_only: bool = False):
     import tifffile
@@ -340,6 +380,7 @@ def _read_tiff(p: Path, page: Optional[int] = None, series: Optional[int] = None
             shape = tuple(int(d) for d in chosen.shape)
             if len(shape) >= 2:
                 _check_size(*_tiff_hw(shape), str(p))
+            _check_tiff_pages(p, chosen, page, series)
             if header_only:
                 return shape, np.dtype(chosen.dtype)
             return chosen.asarray()

@@ -45,6 +45,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .io import tiff_page_problem
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -316,35 +318,15 @@ def _tiff_mpp(tif, page) -> Optional[float]:
 
 def _check_tiff_data(p: Path, series, size: int) -> None:
     """Refuse a TIFF whose tile or strip data of any level ends past the end of the file, or holds less than its
-    header's image size needs (fewer strips or tiles than the size makes, fewer uncompressed bytes), before any
-    store is made for it: such a header is found otherwise only when the missing part is read."""
+    header's image size needs, before any store is made for it (the check :func:`src_model.io.read_image` makes
+    too: :func:`src_model.io.tiff_page_problem`)."""
     for k, level in enumerate(series.levels):
         for page in level.pages:
             if page is None:
                 raise SlideError(f"{p}: level {k} has an unreadable page (corrupt?)")
-            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
-            if ends and max(ends) > size:
-                raise SlideError(f"{p}: truncated: level {k} image data ends at byte {max(ends)} but the file has "
-                                 f"{size} bytes")
-            _check_tiff_page_size(p, k, page)
-
-
-def _check_tiff_page_size(p: Path, k: int, page) -> None:
-    key = getattr(page, "keyframe", None) or page  # a TiffFrame's structure is its key page's; its data its own
-    kind = "tile" if key.is_tiled else "strip"
-    said = f"its header's {key.imagelength} x {key.imagewidth} size needs"
-    need = int(np.prod(key.chunked))
-    have = len(page.dataoffsets)  # a sparse file's empty tiles count: their byte count is 0
-    if have < need:
-        raise SlideError(f"{p}: truncated: level {k} holds {have} {kind}(s) of image data where {said} {need}")
-    bits = int(key.bitspersample)
-    if key.compression == 1 and bits % 8 == 0 and key.dtype is not None and key.dtype.itemsize * 8 == bits \
-            and all(page.databytecounts):
-        need = int(np.prod(key.shape)) * key.dtype.itemsize  # uncompressed: every byte is there
-        have = int(sum(page.databytecounts))
-        if have < need:
-            raise SlideError(f"{p}: truncated: level {k} holds {have} bytes of uncompressed image data where "
-                             f"{said} {need}")
+            problem = tiff_page_problem(page, size)
+            if problem:
+                raise SlideError(f"{p}: truncated: level {k} {problem}")
 
 
 def _open_tiff(p: Path) -> Slide:
