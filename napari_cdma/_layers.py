@@ -72,10 +72,34 @@ def max_pixels() -> int:
 GREY_DTYPES = (np.uint8, np.uint16)
 
 
+#: A 2-D grey layer whose values are a mask's or a label image's is not model input (review 18: the GlaS mask of
+#: testA_2, opened after its image, became the image Predict ran on, 0 glands, stored in the project). A grey H&E
+#: photograph spans most of its range (the GlaS images made grey: about 20..255, 210-230 levels); a mask or label image
+#: holds few values (0/1, 0/255) or small ones (0..N for N glands). So a grey layer is taken for a mask when a sample
+#: of its pixels (:data:`MASK_SAMPLE` per side) holds at most :data:`MASK_LEVELS` distinct values, or none above
+#: :data:`MASK_MAX` (a photograph that dark is black to the model anyway). Not caught: a label image of more than
+#: MASK_MAX objects (offered as before); a blank grey image (one value) is taken for a mask and not offered.
+MASK_MAX, MASK_LEVELS, MASK_SAMPLE = 64, 16, 256
+
+
+def mask_values(layer: Any) -> Optional[Tuple[int, int]]:
+    """(largest value, distinct values) of a 2-D grey image layer that looks like a mask or label image
+    (:data:`MASK_MAX`, :data:`MASK_LEVELS`), read from a strided sample of at most :data:`MASK_SAMPLE` squared pixels;
+    None for any other layer, and for grey data not held in memory (a dask or zarr array: no read of its chunks)."""
+    data = getattr(layer, "data", None)
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.dtype not in GREY_DTYPES or not data.size:
+        return None
+    step_y, step_x = (max(1, -(-n // MASK_SAMPLE)) for n in data.shape)
+    sample = data[::step_y, ::step_x]
+    top, levels = int(sample.max()), len(np.unique(sample))
+    return (top, levels) if top <= MASK_MAX or levels <= MASK_LEVELS else None
+
+
 def input_hw(layer: Any) -> Optional[Tuple[int, int]]:
-    """(H, W) of an image layer whose shape and type make it model input, read from its shape and dtype only (no
-    pixel): single-scale, RGB(A) (H, W, 3|4) or greyscale (H, W) uint8 / uint16 (:data:`GREY_DTYPES`); None
-    otherwise (not an image layer, multiscale, a stack, a float 2-D map)."""
+    """(H, W) of an image layer whose shape and type make it model input, read from its shape and dtype (and, for a
+    grey one, a small sample of its pixels): single-scale, RGB(A) (H, W, 3|4) or greyscale (H, W) uint8 / uint16
+    (:data:`GREY_DTYPES`) that is not a mask or label image (:func:`mask_values`); None otherwise (not an image
+    layer, multiscale, a stack, a float 2-D map, a mask)."""
     from napari.layers import Image
 
     if not isinstance(layer, Image) or getattr(layer, "multiscale", False):
@@ -85,9 +109,27 @@ def input_hw(layer: Any) -> Optional[Tuple[int, int]]:
     if len(shape) == 3 and shape[-1] in (3, 4) and layer.rgb:
         return int(shape[0]), int(shape[1])
     dtype = getattr(data, "dtype", None)
-    if len(shape) == 2 and not layer.rgb and dtype is not None and np.dtype(dtype) in GREY_DTYPES:
+    if len(shape) == 2 and not layer.rgb and dtype is not None and np.dtype(dtype) in GREY_DTYPES \
+            and mask_values(layer) is None:
         return int(shape[0]), int(shape[1])
     return None
+
+
+def not_input_note(layer: Any) -> str:
+    """Why the image layer ``layer`` is not model input (:func:`input_hw` is None), in user terms."""
+    shape, dtype = tuple(layer.data.shape), np.dtype(layer.data.dtype)
+    if len(shape) == 2 and dtype in GREY_DTYPES and (values := mask_values(layer)) is not None:
+        top, levels = values
+        return (f"Layer '{layer.name}' looks like a mask or label image ({levels} value(s), at most {top}), not a "
+                "photograph; choose the H&E image it belongs to.")
+    if len(shape) == 2:
+        return (f"Layer '{layer.name}' is a 2-D {dtype} image (a map, not a photograph?); the model takes an RGB "
+                "image (H, W, 3) such as an H&E slide region, or a uint8 / uint16 greyscale one.")
+    if len(shape) == 3 and shape[-1] == 1:  # napari shows it as a stack of one plane, not as a 2-D image
+        return (f"Layer '{layer.name}' has shape {shape}, a one-channel stack; the model takes an RGB image "
+                "(H, W, 3) or a 2-D uint8 / uint16 greyscale one (H, W): open its single plane as a 2-D image.")
+    return (f"Layer '{layer.name}' has shape {shape}; the model needs an RGB image (H, W, 3) such as an H&E slide "
+            "region, or a 2-D uint8 / uint16 greyscale one (H, W).")
 
 
 def input_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> Tuple[np.ndarray, str]:
@@ -129,12 +171,7 @@ def image_from_layer(layer: Any, pixel_limit: Optional[int] = None) -> np.ndarra
                               "region of the slide to predict in the viewer.")
     shape = tuple(layer.data.shape)
     if input_hw(layer) is None:
-        if len(shape) == 2:
-            raise LayerInputError(f"Layer '{layer.name}' is a 2-D {layer.data.dtype} image (a map, not a "
-                                  "photograph?); the model takes an RGB image (H, W, 3) such as an H&E slide region, "
-                                  "or a uint8 / uint16 greyscale one.")
-        raise LayerInputError(f"Layer '{layer.name}' has shape {shape}; the model needs an RGB image "
-                              "(H, W, 3) such as an H&E slide region.")
+        raise LayerInputError(not_input_note(layer))
     limit = max_pixels() if pixel_limit is None else int(pixel_limit)
     if shape[0] * shape[1] > limit:
         raise LayerInputError(f"Layer '{layer.name}' is {shape[1]} x {shape[0]} pixels, more than the "
