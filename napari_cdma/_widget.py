@@ -76,7 +76,15 @@ from ._widget_edits import EditHistory, EditTrackingMixin, ImageState
 from ._widget_predict import BUNDLED, PredictPanel, PredictResult, predictable
 from ._widget_restore import StoreRestoreMixin
 from ._widget_retrain import RetrainPanel
-from ._widget_review import ReviewPanel, focus_owner, of_a_slide, scene_camera, show_review_outlines, slide_on_screen
+from ._widget_review import (
+    ReviewPanel,
+    covered_by,
+    focus_owner,
+    of_a_slide,
+    scene_camera,
+    show_review_outlines,
+    slide_on_screen,
+)
 from ._widget_save import PredictionSaveMixin
 from ._widget_slide import SlidePanel
 from ._widget_store import Restore, StoreSummary, regions_by_image
@@ -246,6 +254,8 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        for layer in self.viewer.layers:  # opened before the dock: their eye icons are followed too (walk 25)
+            layer.events.visible.connect(self._screen_changed)
         self.retrain_panel.model_changed.connect(self._on_model_changed)
         self.retrain_panel.model_added.connect(lambda _v: self._sync_from_store())
         self.versions_panel.model_changed.connect(self._on_model_changed)
@@ -822,7 +832,9 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
             return
         self.predict_panel.set_image(layer.name)
 
-    def _screen_changed(self, _event: Any = None) -> None:
+    def _screen_changed(self, event: Any = None) -> None:
+        if getattr(event, "type", None) == "visible":
+            self._follow_covering(getattr(event, "source", None))
         QTimer.singleShot(0, self._display_follows_screen)
         QTimer.singleShot(0, self._follow_shown_image)
 
@@ -850,17 +862,38 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
             self._choose_image_of(focus_owner(layer))
 
     def _follow_shown_image(self) -> None:
-        """The image chosen in Predict hidden (eye icons) with exactly one other image shown: that one is chosen."""
+        """The image chosen in Predict hidden (eye icons) with exactly one other image shown: that one is chosen. And
+        another image shown over it (above it in the layer list, overlapping it: :func:`covered_by`): the topmost one
+        is chosen (walk 25: testB_5's eye turned on over testB_1, the dock kept describing testB_1, hidden under it,
+        and Accept whole image stored testB_1)."""
         try:
             layers = self.viewer.layers
             chosen = self.predict_panel.image_layer
         except RuntimeError:  # the viewer is being closed
             return
-        if self._dock_busy() or chosen is None or chosen not in layers or chosen.visible:
+        if self._dock_busy() or chosen is None or chosen not in layers:
+            return
+        if chosen.visible:
+            self._choose_image_of(covered_by(self.viewer, chosen))
             return
         shown = [ly for ly in layers if ly.visible and ly.name != chosen.name and predictable(ly)]
         if len(shown) == 1:
             self._choose_image_of(shown[0].name)
+
+    def _follow_covering(self, layer: Any) -> None:
+        """An image shown (its eye icon) over the image chosen in Predict, above it in the layer list and overlapping
+        it (:func:`covered_by`), is chosen at once, as selecting it in the layer list does (walk 25: testB_5's image
+        turned on over testB_1; the dock kept describing testB_1, hidden under it, and Accept whole image stored
+        it). At once, so that a choice made right after it in Predict is the one that counts."""
+        try:
+            layers = self.viewer.layers
+            chosen = self.predict_panel.image_layer
+        except RuntimeError:  # the viewer is being closed
+            return
+        if (layer is None or self._dock_busy() or not getattr(layer, "visible", False) or not predictable(layer)
+                or chosen is None or chosen is layer or chosen not in layers or not chosen.visible):
+            return
+        self._choose_image_of(covered_by(self.viewer, chosen))
 
     def _choose_image_of(self, name: Optional[str]) -> None:
         panel = self.predict_panel

@@ -456,6 +456,49 @@ def overlaps(a: Any, b: Any) -> bool:
     return boxes_overlap(box_a, box_b)
 
 
+def data_box_world(layer: Any, bbox: Sequence[int]) -> Optional[Tuple[float, float, float, float]]:
+    """The world box ``(y0, x0, y1, x1)`` the pixels ``bbox`` (end exclusive) of ``layer`` cover (None if unknown)."""
+    y0, x0, y1, x1 = (float(v) for v in bbox)
+    try:
+        a = np.asarray(layer.data_to_world((y0 - 0.5, x0 - 0.5)), dtype=float)[-2:]
+        b = np.asarray(layer.data_to_world((y1 - 0.5, x1 - 0.5)), dtype=float)[-2:]
+    except Exception:  # a layer that cannot map its pixels
+        return None
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def covered_by(viewer: Any, layer: Any, bbox: Optional[Sequence[int]] = None,
+               skip: Optional[str] = None) -> Optional[str]:
+    """The name of the topmost image lying over ``layer`` on screen, or None: a shown image the dock can predict
+    (the user's H&E images, not the dock's maps nor a slide), not transparent, above ``layer`` in the layer list, whose
+    extent overlaps ``layer``'s (or, with ``bbox``, those pixels of ``layer``); not the image named ``skip`` (a
+    corrections layer's own image). Walk 25: testB_5's image, shown above
+    testB_1, hid it, and Accept whole image stored testB_1 unseen."""
+    from ._widget_predict import predictable  # imported when used, as in focus_owner
+
+    layers = list(viewer.layers)
+    if layer not in layers:
+        return None
+    area = data_box_world(layer, bbox) if bbox is not None else world_box(layer)
+    for other in reversed(layers[layers.index(layer) + 1:]):
+        if other is layer or other.name in (getattr(layer, "name", None), skip) or not other.visible:
+            continue
+        if float(getattr(other, "opacity", 1.0)) <= 0 or not predictable(other):
+            continue
+        box = world_box(other)
+        if area is None or box is None or boxes_overlap(area, box):
+            return other.name
+    return None
+
+
+def covered_note(name: str, cover: str) -> str:
+    """What Draw and the accept buttons need while ``name`` (the image, or its corrections layer) lies under the
+    image ``cover`` (:func:`covered_by`)."""
+    return (f"'{name}' is not on screen (covered by '{cover}'): choose it in Predict or hide '{cover}' before "
+            "accepting or drawing.")
+
+
 def separate_glands(labels: Any, bbox: BBox, inside: Optional[np.ndarray] = None) -> int:
     """Give each disconnected piece of a gland in a region its own label, in the Labels layer itself.
 
@@ -846,6 +889,9 @@ class ReviewPanel(QWidget):
                 NEEDS["none_left"] if not self.tiles else NEEDS["select_tile"]
             shapes = self.shapes_choice.value
             drawn = NEEDS["draw"] if shapes is None or not len(shapes.data) else self.drawn_elsewhere(shapes, target)
+            unseen = self.mask_unseen()
+            if unseen is not None:
+                accept, drawn, image = accept or unseen, drawn or unseen, unseen
         record = self.selected_record()
         if record is None:
             withdraw, restore = NEEDS["select_region"], NEEDS["select_withdrawn"]
@@ -1114,15 +1160,36 @@ class ReviewPanel(QWidget):
         self.last_message = message
         show_message(self.status, message, error)
 
-    def edit_blocked(self, image: Optional[str]) -> Optional[str]:
+    def edit_blocked(self, image: Optional[str], bbox: Optional[Sequence[int]] = None) -> Optional[str]:
         """Why Draw, Accept drawn / region / whole image must not act on ``image`` (the corrections layer's) now, or
-        None: a whole slide is on screen and the image lies hidden under it (walk: Draw and Accept whole image stayed
-        on), or another image is shown over it (walk: a hidden image's prediction was stored unseen). The buttons
-        (:meth:`needs`) and the calls from a script refuse for the same reason."""
+        None: nothing is accepted unseen. A whole slide is on screen and the image lies hidden under it (walk: Draw
+        and Accept whole image stayed on), or another image is shown instead of it (walk: a hidden image's prediction
+        was stored unseen), or over it (walk 25: testB_5's image, shown above testB_1, covered it, and Accept whole
+        image stored testB_1): the image, or its corrections layer, lies under another shown image that overlaps it
+        (with ``bbox``: those pixels of the image). The buttons (:meth:`needs`) and the calls from a script refuse
+        for the same reason (:meth:`mask_unseen` adds the corrections layer hidden, for the accept buttons)."""
         if self.slide_name is not None or slide_on_screen(self.viewer) is not None:
             return NEEDS["slide_edit"]
         shown = self.shown_over(image)
-        return None if shown is None else hidden_note(str(image), shown)
+        if shown is not None:
+            return hidden_note(str(image), shown)
+        layers = self.viewer.layers
+        if not image or image not in layers or not layers[image].visible:
+            return None  # hidden with no other image shown: its labels seen alone (shown_over)
+        cover = covered_by(self.viewer, layers[image], bbox)
+        labels = self.labels_choice.value
+        if cover is None and labels is not None and labels in layers and labels.visible:
+            cover = covered_by(self.viewer, labels, bbox, skip=image)
+        return None if cover is None else covered_note(str(image), cover)
+
+    def mask_unseen(self) -> Optional[str]:
+        """Why the accept buttons must not store the corrections layer now, or None: it is hidden (walk 25: the dock
+        accepted a mask nobody could see)."""
+        labels = self.labels_choice.value
+        if labels is None or labels not in self.viewer.layers or labels.visible:
+            return None
+        return (f"'{labels.name}', the corrections Accept stores, is hidden: show it (its eye icon) to see what you "
+                "accept.")
 
     @staticmethod
     def drawn_elsewhere(shapes: Any, image: Optional[str]) -> Optional[str]:
@@ -1168,7 +1235,7 @@ class ReviewPanel(QWidget):
         """
         bbox = bbox or self.current_bbox()
         image_name, labels, state = self._target()
-        blocked = self.edit_blocked(image_name)
+        blocked = self.edit_blocked(image_name, bbox) or self.mask_unseen()
         if blocked is not None:  # never a region of an image nobody sees
             self._say(blocked, error=True)
             return None
@@ -1227,7 +1294,7 @@ class ReviewPanel(QWidget):
     def accept_whole_image(self) -> Optional[RegionRecord]:
         """Accept the whole image of the corrections layer as reviewed (not while a whole slide is on screen)."""
         image_name, _, state = self._target()
-        blocked = self.edit_blocked(image_name)
+        blocked = self.edit_blocked(image_name) or self.mask_unseen()
         if blocked is not None:
             self._say(blocked, error=True)
             return None

@@ -148,12 +148,15 @@ def test_switching_back_to_a_store_shows_only_the_image_chosen(make_napari_viewe
     _switch(dock, tmp_path / "B")
     for layer in _layers_of(viewer, FIRST) + _layers_of(viewer, SECOND):
         layer.visible = True
+    # walk 25: an image ticked on over the one chosen is followed (chosen): the one chosen now is the one on top
+    chosen = dock.predict_panel.image_layer.name
+    other = FIRST if chosen == SECOND else SECOND
     _switch(dock, tmp_path / "A")
     _turn(qtbot)
-    assert dock.predict_panel.image_layer.name == SECOND
+    assert dock.predict_panel.image_layer.name == chosen
     assert names_for(FIRST)["prediction"] in viewer.layers and names_for(SECOND)["prediction"] in viewer.layers
-    assert viewer.layers[SECOND].visible and viewer.layers[names_for(SECOND)["prediction"]].visible
-    assert not any(v for _, v in _visible(viewer, FIRST)), _visible(viewer, FIRST)
+    assert viewer.layers[chosen].visible and viewer.layers[names_for(chosen)["prediction"]].visible
+    assert not any(v for _, v in _visible(viewer, other)), _visible(viewer, other)
 
 
 # ------------------------------------------------------------ 3. the Predict status line after a store is opened
