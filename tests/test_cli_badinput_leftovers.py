@@ -252,3 +252,28 @@ def test_fine_tuning_resume_with_another_init_is_refused(tmp_path, glas_dir, lit
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(ok.stdout.strip().splitlines()[-1])["steps"] == 3
     assert read_checkpoint(run / "final.pt")["provenance"]["init"] == str(same)
+
+
+def test_predict_slide_on_an_uncompressed_tiff_short_of_its_headers_bytes_creates_no_store(tmp_path, lite_checkpoint):
+    """Review 18 finding 3: the check of an uncompressed TIFF's byte count (as many strips as its header's size needs,
+    too few bytes in them): one strip of 600 rows, a header saying 1200 rows and RowsPerStrip 2**32 - 1 (one strip
+    for the whole image, so the strip count matches and only the bytes are short)."""
+    import tifffile
+
+    slide = tmp_path / "short.tif"
+    img = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    tifffile.imwrite(slide, img, photometric="rgb", rowsperstrip=600)
+    data = bytearray(slide.read_bytes())
+    with tifffile.TiffFile(slide) as tif:
+        for name, value in (("ImageLength", 1200), ("RowsPerStrip", 0xFFFFFFFF)):
+            tag = tif.pages[0].tags[name]
+            struct.pack_into("<H" if tag.dtype == 3 else "<I", data, tag.valueoffset,
+                             min(value, 0xFFFF) if tag.dtype == 3 else value)
+    slide.write_bytes(bytes(data))
+    with tifffile.TiffFile(slide) as tif:  # the file is as meant: one strip, the header's 1200 rows
+        assert len(tif.pages[0].dataoffsets) == 1 and tif.pages[0].imagelength == 1200
+    out = tmp_path / "short.zarr"
+    error = _error(_predict_slide(slide, out, lite_checkpoint))
+    assert error == (f"cdma predict-slide: error: {slide}: truncated: level 0 holds {600 * 600 * 3} bytes of "
+                     f"uncompressed image data where its header's 1200 x 600 size needs {1200 * 600 * 3}"), error
+    assert not out.exists()
