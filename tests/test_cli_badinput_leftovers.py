@@ -88,7 +88,7 @@ def test_predict_slide_on_damaged_tile_data_removes_the_store_it_made(tmp_path, 
 
 def test_predict_slide_never_removes_a_store_that_was_there(tmp_path, lite_checkpoint):
     """A store an earlier run made (one chunk predicted) is resumed; the run then fails on the damaged tile: the store
-    stays, byte for byte."""
+    stays, its description and the chunk predicted first byte for byte."""
     import tifffile
 
     slide = tmp_path / "garbled.tif"
@@ -105,7 +105,14 @@ def test_predict_slide_never_removes_a_store_that_was_there(tmp_path, lite_check
     before = _tree(out)
     error = _error(_predict_slide(slide, out, lite_checkpoint, "--mode", "chunk"))
     assert "cannot read level 0 region" in error, error
-    assert set(_tree(out)) >= set(before)  # every file of the store is still there
+    after = _tree(out)
+    assert set(after) >= set(before)  # every file of the store is still there
+    # review 18 finding 4: the files the failed run must not touch, compared byte for byte (the done map, the
+    # pyramid's lower levels and the other chunks are the run's to write): the store's description (zarr.json) and
+    # the first chunk's labels, uncertainty and image (level 0: one 256 x 256 chunk a file)
+    kept = ["zarr.json", "labels/glands/0/c/0/0", "uncertainty/0/c/0/0", "0/c/0/0/0"]
+    assert set(kept) <= set(before), sorted(before)
+    assert [name for name in kept if after[name] != before[name]] == []
 
     from src_model.slide_store import open_store
 
