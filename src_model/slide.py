@@ -45,7 +45,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .io import tiff_page_problem
+from .io import _scale_uint16, tiff_page_problem, uint16_bits, uint16_colour_max, uint16_note
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,11 @@ class _Level:
     """
 
     def __init__(self, path: Path, index: int, shape_hw: Tuple[int, int],
-                 read: Callable[[int, int, int, int], np.ndarray], chunks: Tuple[int, int]) -> None:
+                 read: Callable[[int, int, int, int], np.ndarray], chunks: Tuple[int, int],
+                 raw_dtype: Any = None) -> None:
         self.path = path
+        self.raw_dtype = None if raw_dtype is None else np.dtype(raw_dtype)  # the stored dtype, when known unread
+        self.full = None  # uint16 data: its full scale 2**k - 1 for the whole slide (_uint16_full), else None
         self.index = index
         self.shape = (int(shape_hw[0]), int(shape_hw[1]), 3)
         self.dtype = np.dtype(np.uint8)
@@ -119,19 +122,26 @@ class _Level:
         except Exception as exc:  # codecs, zarr and tifffile raise many types for damaged data
             raise SlideError(f"{self.path}: cannot read level {self.index} region y {y0}:{y1}, x {x0}:{x1} "
                              f"(corrupt or truncated?): {_one_line(exc)}") from exc
-        return _to_rgb(raw, self.path)[:, :, cs]
+        return _to_rgb(raw, self.path, self.full)[:, :, cs]
 
 
-def _to_rgb(raw: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb(raw: np.ndarray, path: Path, full: Optional[int] = None) -> np.ndarray:
     """A region (h, w), (h, w, 1 | 3 | 4) in any integer or float dtype -> RGB uint8 (h, w, 3).
 
     RGBA: fully transparent pixels (OpenSlide's outside-the-scan areas) become white glass, other
-    pixels keep their RGB. Integer types wider than 8 bits are scaled by their maximum value.
+    pixels keep their RGB. uint16 is scaled by ``full``, the slide's full scale (:func:`_uint16_full`, the rule of
+    :func:`src_model.io.to_rgb_uint8`), when given; other integer types wider than 8 bits by their maximum value.
     """
     arr = np.asarray(raw)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if arr.dtype != np.uint8:
+    if arr.dtype == np.uint16 and full:
+        alpha = arr[:, :, 3] if arr.shape[2] == 4 else None
+        colour = np.minimum(arr[:, :, :3] if alpha is not None else arr, full)  # above the sampled scale: full
+        arr = _scale_uint16(colour, full)
+        if alpha is not None:  # transparency is decided on the stored alpha (0 = outside the scan)
+            arr = np.concatenate([arr, np.where(alpha == 0, 0, 255).astype(np.uint8)[:, :, None]], axis=2)
+    elif arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.integer):
             arr = (arr.astype(np.float64) * (255.0 / np.iinfo(arr.dtype).max)).round().astype(np.uint8)
         elif arr.dtype == np.bool_:
@@ -214,11 +224,58 @@ def _make_slide(path: Path, fmt: str, raw: Sequence[_Level], mpp: Optional[float
         raise SlideError(f"{path}: empty image (level 0 is {h0} x {w0})")
     if downsamples is None:
         downsamples = [0.5 * (h0 / lv.shape[0] + w0 / lv.shape[1]) for lv in raw]
+    if any(lv.raw_dtype == np.uint16 for lv in raw):
+        full = _uint16_full(path, raw)
+        for lv in raw:
+            lv.full = full
     token = hashlib.sha1(f"{path.resolve()}:{os.stat(path).st_mtime_ns}".encode()).hexdigest()[:16]
     arrays = [da.from_array(lv, chunks=lv.chunks, asarray=False, lock=False, fancy=False,
                             name=f"cdma-slide-{token}-{lv.index}") for lv in raw]
     return Slide(path=path, format=fmt, levels=arrays, downsamples=[float(d) for d in downsamples], mpp=mpp,
                  _raw=list(raw), _close=close)
+
+
+_SAMPLE_STRIDE = 16  # a level too large to read whole is sampled every 16th row and column ...
+_SAMPLE_CHUNKS = 16  # ... in at most 16 x 16 of its chunks, spread evenly over it
+_SAMPLE_PIXELS = 4_000_000  # a level up to this size is read whole (by chunk rows)
+_NOTED: set = set()  # (path, mtime) of the uint16 slides whose conversion was logged in this process
+
+
+def _uint16_full(path: Path, raw: Sequence[_Level]) -> int:
+    """The full scale (2**k - 1, :func:`src_model.io.uint16_bits`) of a uint16 slide, decided once for the slide from
+    the largest colour value of its smallest level (the near-white background survives downsampling), read whole
+    when it has at most 4 Mpx, else sampled every 16th row and column in at most 16 x 16 chunks spread over it. The
+    same file gives the same scale in every process (Dask workers open the slide themselves)."""
+    lv = min(raw, key=lambda r: r.shape[0] * r.shape[1])
+    h, w = lv.shape[:2]
+    ch, cw = max(1, lv.chunks[0]), max(1, lv.chunks[1])
+    ny, nx = -(-h // ch), -(-w // cw)
+    if h * w <= _SAMPLE_PIXELS:
+        boxes = [(y0, 0, min(h, y0 + ch), w) for y0 in range(0, h, ch)]
+        step = 1
+    else:
+        ys = sorted({int(v) for v in np.linspace(0, ny - 1, min(ny, _SAMPLE_CHUNKS))})
+        xs = sorted({int(v) for v in np.linspace(0, nx - 1, min(nx, _SAMPLE_CHUNKS))})
+        boxes = [(cy * ch, cx * cw, min(h, cy * ch + ch), min(w, cx * cw + cw)) for cy in ys for cx in xs]
+        step = _SAMPLE_STRIDE
+    peak = 0
+    for y0, x0, y1, x1 in boxes:
+        try:
+            part = np.asarray(lv._read(y0, x0, y1, x1))
+        except Exception as exc:  # codecs, zarr and tifffile raise many types for damaged data
+            raise SlideError(f"{path}: cannot read level {lv.index} region y {y0}:{y1}, x {x0}:{x1} "
+                             f"(corrupt or truncated?): {_one_line(exc)}") from exc
+        if part.dtype != np.uint16:
+            return 65535
+        peak = max(peak, uint16_colour_max(part[::step, ::step]))
+    try:
+        key = (str(path.resolve()), os.stat(path).st_mtime_ns)
+    except OSError:
+        key = (str(path), 0)
+    if key not in _NOTED:
+        _NOTED.add(key)
+        logger.info("%s: %s", path, uint16_note(peak))
+    return 2 ** uint16_bits(peak) - 1
 
 
 def open_slide(path: PathLike) -> Slide:
@@ -295,7 +352,7 @@ def _zarr_level(p: Path, k: int, arr, index: tuple, order: List[int]) -> _Level:
     def read(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
         return np.asarray(sub[y0:y1, x0:x1].compute(scheduler="synchronous"))
 
-    return _Level(p, k, sub.shape[:2], read, chunks)
+    return _Level(p, k, sub.shape[:2], read, chunks, raw_dtype=sub.dtype)
 
 
 # --------------------------------------------------------------------------- TIFF
@@ -376,7 +433,7 @@ def _tiff_level(p: Path, k: int, arr, planar: bool) -> _Level:
             return np.moveaxis(arr[:, y0:y1, x0:x1], 0, 2)
         return arr[y0:y1, x0:x1]
 
-    return _Level(p, k, hw, read, chunks)
+    return _Level(p, k, hw, read, chunks, raw_dtype=arr.dtype)
 
 
 # --------------------------------------------------------------------------- OpenSlide
