@@ -219,7 +219,7 @@ NEEDS = {
     "predict": "Predict an image first (Predict, above).",
     "none_left": "No review region left on this image: draw one (Draw) or accept the whole image.",
     "select_tile": "Select a review region first (Next, or click one in the list).",
-    "draw": "Draw a rectangle or polygon first (Draw).",
+    "draw": "Draw a rectangle or polygon first (Draw), or choose a Shapes layer of your own in Drawn.",
     "select_region": "Select an accepted region in the list first (accept one when the list is empty).",
     "is_withdrawn": "The selected region is withdrawn already: Restore makes it count again.",
     "select_withdrawn": "Select a withdrawn region first (tick Show withdrawn to list them).",
@@ -618,11 +618,16 @@ class ReviewPanel(QWidget):
         self.prev_button = QPushButton("Previous")
         self.next_button = QPushButton("Next")
         self.accept_button = QPushButton("Accept region")
-        # Regions the pathologist chooses: any Shapes layer of their own (rectangles, polygons).
+        # Regions the pathologist chooses: the chosen image's drawn regions (Draw), chosen by the dock, or a Shapes
+        # layer of their own, only once they pick it in Drawn, for the image chosen then (walk 25: "my notes B5",
+        # the only Shapes layer, was chosen by itself and its rectangles stored on testB_5, then on testA_1)
         self.shapes_choice: ComboBox = create_widget(annotation=Shapes, label="Drawn",
-                                                     options={"choices": self._drawn_layers})
-        self.shapes_choice.native.setToolTip("Shapes layer with the regions you drew (selected shapes, "
-                                             "or all of them, are accepted)")
+                                                     options={"choices": self._drawn_layers, "nullable": True})
+        self.shapes_choice.native.setToolTip("The regions drawn with Draw on the chosen image, or a Shapes layer of "
+                                             "your own once you choose it here (its selected shapes, or all of "
+                                             "them, are accepted)")
+        #: (unique id of a Shapes layer of the user's chosen in Drawn, the image chosen then)
+        self._user_drawn: Optional[Tuple[Any, Optional[str]]] = None
         narrow_combo(self.shapes_choice.native, COMBO_CHARS)
         self.draw_button = QPushButton("Draw")
         self.accept_drawn_button = QPushButton("Accept drawn")
@@ -889,6 +894,8 @@ class ReviewPanel(QWidget):
                 NEEDS["none_left"] if not self.tiles else NEEDS["select_tile"]
             shapes = self.shapes_choice.value
             drawn = NEEDS["draw"] if shapes is None or not len(shapes.data) else self.drawn_elsewhere(shapes, target)
+            if drawn is None and self.user_drawn_elsewhere(shapes, target):
+                drawn = NEEDS["draw"]
             unseen = self.mask_unseen()
             if unseen is not None:
                 accept, drawn, image = accept or unseen, drawn or unseen, unseen
@@ -913,8 +920,14 @@ class ReviewPanel(QWidget):
             return
 
     def _watch_shapes(self) -> None:
-        """Accept drawn follows the shapes of the chosen Drawn layer (enabled once it holds one)."""
+        """Accept drawn follows the shapes of the chosen Drawn layer (enabled once it holds one). A layer of the
+        user's chosen is remembered with the image chosen then: it is taken for that image only."""
         layer = self.shapes_choice.value
+        if layer is not None and focus_owner(layer) is None:
+            if self._user_drawn is None or self._user_drawn[0] != layer.unique_id:
+                self._user_drawn = (layer.unique_id, self._target()[0])
+        else:
+            self._user_drawn = None
         old = self._watched_shapes
         if old is not layer:
             if old is not None:
@@ -1127,7 +1140,16 @@ class ReviewPanel(QWidget):
         if isinstance(drawn, Shapes) and chosen != drawn.unique_id:  # its drawn regions are what Accept drawn takes
             self.shapes_choice.reset_choices()
             self.shapes_choice.value = drawn
+        elif self.user_drawn_elsewhere(self.shapes_choice.value, image_name):  # picked for another image (walk 25)
+            self.shapes_choice.value = None
         return hidden
+
+    def user_drawn_elsewhere(self, shapes: Any, image: Optional[str]) -> bool:
+        """Whether ``shapes`` is a layer of the user's chosen in Drawn while another image than ``image`` was chosen
+        (it is taken only for the image chosen when it was picked)."""
+        pick = self._user_drawn
+        return (shapes is not None and pick is not None and focus_owner(shapes) is None
+                and pick[0] == getattr(shapes, "unique_id", None) and pick[1] != image)
 
     def focus_note(self, image_name: Optional[str], hidden: List[str], append: bool = False) -> None:
         """Say which images :meth:`focus` hid to show ``image_name`` and how to see them again (nothing if none);
@@ -1350,9 +1372,13 @@ class ReviewPanel(QWidget):
         layer = layer or self.shapes_choice.value
         image_name, labels, state = self._target()
         if layer is None or not len(layer.data):
-            self._say("Draw a rectangle or polygon first (Draw), then accept it.", error=True)
+            self._say("Draw a rectangle or polygon first (Draw), or choose a Shapes layer of your own in Drawn, then "
+                      "accept it.", error=True)
             return []
         elsewhere = self.drawn_elsewhere(layer, image_name)
+        if elsewhere is None and self.user_drawn_elsewhere(layer, image_name):
+            elsewhere = (f"Your layer '{layer.name}' was chosen in Drawn for '{self._user_drawn[1]}': choose it in "
+                         f"Drawn again to accept its shapes as regions of '{image_name}'.")
         if elsewhere is not None:
             self._say(elsewhere, error=True)
             return []
@@ -1382,6 +1408,8 @@ class ReviewPanel(QWidget):
         layer.mode = "pan_zoom"  # the next click moves the view; it does not draw another region
         if records and labels in self.viewer.layers:  # the brush goes back to the glands (pathologist walk)
             self.viewer.layers.selection.active = labels
+        if records and focus_owner(layer) is None:  # a layer of the user's, not Draw's: said (walk 25)
+            self._say(f"{self.last_message.rstrip('.')} (from your layer '{layer.name}').")
         return records
 
     def refresh_regions(self) -> None:

@@ -1,0 +1,91 @@
+"""Pathologist walk 25, finding 3: Accept drawn took the user's own Shapes layer, from any image: "my notes B5",
+the only Shapes layer, was chosen in Drawn by itself, and Accept drawn stored its rectangles as regions of testB_5,
+then again of testA_1 after the walker chose testA_1. Now Drawn chooses nothing by itself but the dock's own drawn
+regions of the chosen image (Draw); a layer of the user's is taken only once picked in Drawn, for the image chosen then
+(choosing another image leaves Drawn empty again), and the status line says so ("from your layer 'my notes'").
+
+A real napari viewer (pytest-xvfb), the real dock, a real store on disk holding both GlaS images and a prediction of
+each (their masks; no model).
+"""
+from __future__ import annotations
+
+import numpy as np
+from _dock import open_dock, store_with_predictions, wait_settled
+from qtpy.QtWidgets import QApplication
+
+from napari_cdma.project.store import ProjectStore
+
+FIRST, SECOND = "testA_1", "testA_2"
+RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
+
+
+def _turn(qtbot, n=8):
+    for _ in range(n):
+        QApplication.processEvents()
+        qtbot.wait(10)
+
+
+def _open(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    from src_model.io import read_image
+
+    images = {n: read_image(glas_dir / "images" / f"{n}.png") for n in (FIRST, SECOND)}
+    store = store_with_predictions(tmp_path / "project", images, glas_dir, RANKED)
+    viewer = make_napari_viewer(show=True)
+    for name, image in images.items():
+        viewer.add_image(image, name=name, rgb=True)
+    dock = open_dock(viewer, store.root)
+    _turn(qtbot)
+    wait_settled(dock)
+    return viewer, dock, store
+
+
+def _choose(qtbot, dock, viewer, name):
+    dock.predict_panel.image_choice.value = viewer.layers[name]
+    _turn(qtbot)
+    wait_settled(dock)
+    assert dock.predict_panel.image_layer.name == name
+
+
+def _regions(store):
+    return ProjectStore.open(store.root).regions()
+
+
+def test_a_shapes_layer_of_the_users_is_taken_only_once_picked_for_the_image(make_napari_viewer, qtbot, tmp_path,
+                                                                              glas_dir):
+    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    review = dock.review_panel
+    _choose(qtbot, dock, viewer, SECOND)
+    notes = viewer.add_shapes([np.array([[10, 10], [10, 50], [50, 50], [50, 10]])], name="my notes")
+    _turn(qtbot)
+
+    # offered, not chosen by itself: Accept drawn says what it needs and stores nothing
+    assert notes in review.shapes_choice.choices
+    assert review.shapes_choice.value is None
+    assert not review.accept_drawn_button.isEnabled()
+    assert "Drawn" in review.accept_drawn_button.toolTip(), review.accept_drawn_button.toolTip()
+    assert review.accept_drawn() == [] and _regions(store) == []
+
+    # picked: its rectangle is a region of the image chosen, and the status says whose layer it came from
+    review.shapes_choice.value = notes
+    _turn(qtbot)
+    assert review.accept_drawn_button.isEnabled()
+    records = review.accept_drawn()
+    assert len(records) == 1 and records[0].image_name == SECOND, review.last_message
+    assert "from your layer 'my notes'" in review.last_message, review.last_message
+
+    # another image chosen: the pick does not carry over to it
+    notes.add_rectangles(np.array([[100, 100], [100, 160], [160, 160], [160, 100]], float))
+    _choose(qtbot, dock, viewer, FIRST)
+    assert review.shapes_choice.value is None
+    assert not review.accept_drawn_button.isEnabled()
+    assert review.accept_drawn() == [] and len(_regions(store)) == 1
+
+    # picked again for it: taken
+    review.shapes_choice.value = notes
+    _turn(qtbot)
+    records = review.accept_drawn()
+    assert len(records) == 1 and records[0].image_name == FIRST, review.last_message
+
+    # the dock's own drawn regions of the chosen image are chosen by Draw, as before
+    drawn = review.start_drawing()
+    assert drawn is not None and review.shapes_choice.value.unique_id == drawn.unique_id
