@@ -1352,7 +1352,8 @@ class ReviewPanel(QWidget):
         if blocked is not None:  # a rectangle drawn over what is on screen would be stored as the hidden image's
             self._say(blocked, error=True)
             return None
-        name = names_for(image_name or "image")["drawn"]
+        image_name = image_name or "image"
+        name = names_for(image_name)["drawn"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else self.viewer.add_shapes(
             name=name, edge_color=DRAWN_COLOR, face_color="transparent")
         fit_drawn(self.viewer)
@@ -1360,6 +1361,9 @@ class ReviewPanel(QWidget):
         self.shapes_choice.value = layer
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"
+        # said, not the last Accept's line left (walk 25)
+        self._say(f"Draw a rectangle over '{image_name}' (press and drag; the layer controls also draw polygons), "
+                  "then press Accept drawn.")
         return layer
 
     def accept_drawn(self, layer: Any = None) -> List[RegionRecord]:
