@@ -1370,8 +1370,8 @@ class ReviewPanel(QWidget):
         """Accept the selected shapes (or all shapes) of a drawn Shapes layer, one region each.
 
         A shape's region is its bounding box on the image; for a polygon only the pixels inside
-        it take the edits. Accepted shapes are removed from the layer (the accepted-region layer
-        shows them from now on).
+        it take the edits. Accepted shapes are removed from Draw's own layer (the accepted-region layer
+        shows them from now on); a Shapes layer of the user's keeps them: it holds the user's notes (walk 25).
         """
         layer = layer or self.shapes_choice.value
         image_name, labels, state = self._target()
@@ -1406,14 +1406,15 @@ class ReviewPanel(QWidget):
                 break
             records.append(record)
             done.append(i)
-        if done:
+        own = focus_owner(layer) is not None  # Draw's layer of the image, not one of the user's
+        if done and own:
             layer.selected_data = set(done)
             layer.remove_selected()
         layer.mode = "pan_zoom"  # the next click moves the view; it does not draw another region
         if records and labels in self.viewer.layers:  # the brush goes back to the glands (pathologist walk)
             self.viewer.layers.selection.active = labels
-        if records and focus_owner(layer) is None:  # a layer of the user's, not Draw's: said (walk 25)
-            self._say(f"{self.last_message.rstrip('.')} (from your layer '{layer.name}').")
+        if records and not own:  # a layer of the user's, not Draw's: said, and its shapes stay (walk 25)
+            self._say(f"{self.last_message.rstrip('.')} (from your layer '{layer.name}', whose shapes stay).")
         return records
 
     def refresh_regions(self) -> None:

@@ -72,6 +72,8 @@ def test_a_shapes_layer_of_the_users_is_taken_only_once_picked_for_the_image(mak
     records = review.accept_drawn()
     assert len(records) == 1 and records[0].image_name == SECOND, review.last_message
     assert "from your layer 'my notes'" in review.last_message, review.last_message
+    # the user's layer keeps its shapes: they are the user's notes (Draw's own layer gives them up)
+    assert len(notes.data) == 1
 
     # another image chosen: the pick does not carry over to it
     notes.add_rectangles(np.array([[100, 100], [100, 160], [160, 160], [160, 100]], float))
@@ -80,11 +82,13 @@ def test_a_shapes_layer_of_the_users_is_taken_only_once_picked_for_the_image(mak
     assert not review.accept_drawn_button.isEnabled()
     assert review.accept_drawn() == [] and len(_regions(store)) == 1
 
-    # picked again for it: taken
+    # picked again for it, its new rectangle selected: that one is taken, and both stay in the layer
     review.shapes_choice.value = notes
     _turn(qtbot)
+    notes.selected_data = {1}
     records = review.accept_drawn()
     assert len(records) == 1 and records[0].image_name == FIRST, review.last_message
+    assert tuple(records[0].bbox) != tuple(_regions(store)[0].bbox) and len(notes.data) == 2
 
     # the dock's own drawn regions of the chosen image are chosen by Draw, as before
     drawn = review.start_drawing()
