@@ -51,6 +51,7 @@ from ._layers import (
     is_derived,
     names_for,
     narrow_combo,
+    not_input_note,
     not_yet_accepted,
     polygon_mask,
     redraw_frames,
@@ -270,6 +271,8 @@ def no_regions_note(viewer: Any, name: Optional[str]) -> str:
         return (f"'{name}' is a multiscale image (a slide pyramid): review regions of a slide opened "
                 "with this plugin are listed in the Whole slide panel.")
     if input_hw(layer) is None:
+        if isinstance(layer, Image):  # why, as Predict says it (a map, a mask, a one-channel stack: review 18)
+            return f"{not_input_note(layer)} Choose an H&E image in Predict to see its review regions."
         return (f"'{name}' is not an RGB or greyscale H&E image: choose one in Predict to see its review regions.")
     return f"Predict '{name}' to see its review regions."
 
