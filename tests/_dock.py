@@ -64,3 +64,35 @@ def store_with_predictions(root, images, glas_dir, ranked):
         store.save_prediction(hash_image(image), labels, uncertainty, model_version="bundled", image_name=name,
                               ranked=ranked, display_range=(0.0, 1.0))
     return store
+
+
+def turn(qtbot, n=8):
+    """Let the event loop run ``n`` short turns (the dock's deferred steps and napari's redraws)."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(n):
+        QApplication.processEvents()
+        qtbot.wait(10)
+
+
+def two_images_in_store(make_napari_viewer, tmp_path, glas_dir, names, ranked):
+    """The GlaS images ``names`` (full size) open in a shown viewer, in that order (the last on top), and a dock on a
+    store holding each with its mask as its prediction (:func:`store_with_predictions`).
+
+    Returns (viewer, dock, store)."""
+    from src_model.io import read_image
+
+    images = {n: read_image(glas_dir / "images" / f"{n}.png") for n in names}
+    store = store_with_predictions(tmp_path / "project", images, glas_dir, ranked)
+    viewer = make_napari_viewer(show=True)
+    for name, image in images.items():
+        viewer.add_image(image, name=name, rgb=True)
+    return viewer, open_dock(viewer, store.root), store
+
+
+def choose_image(qtbot, dock, viewer, name):
+    """Choose ``name`` in Predict's chooser, as the user does, and wait until the dock has followed."""
+    dock.predict_panel.image_choice.value = viewer.layers[name]
+    turn(qtbot)
+    wait_settled(dock)
+    assert dock.predict_panel.image_layer.name == name

@@ -11,8 +11,9 @@ each (their masks; no model).
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock, store_with_predictions, wait_settled
-from qtpy.QtWidgets import QApplication
+from _dock import choose_image as _choose
+from _dock import turn as _turn
+from _dock import two_images_in_store, wait_settled
 
 from napari_cdma._layers import names_for
 from napari_cdma.project.store import ProjectStore
@@ -21,29 +22,8 @@ FIRST, SECOND = "testA_1", "testA_2"  # SECOND lies above FIRST in the layer lis
 RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
 
 
-def _turn(qtbot, n=8):
-    for _ in range(n):
-        QApplication.processEvents()
-        qtbot.wait(10)
-
-
 def _open(make_napari_viewer, tmp_path, glas_dir):
-    from src_model.io import read_image
-
-    images = {n: read_image(glas_dir / "images" / f"{n}.png") for n in (FIRST, SECOND)}
-    store = store_with_predictions(tmp_path / "project", images, glas_dir, RANKED)
-    viewer = make_napari_viewer(show=True)
-    for name, image in images.items():
-        viewer.add_image(image, name=name, rgb=True)
-    dock = open_dock(viewer, store.root)
-    return viewer, dock, store
-
-
-def _choose(qtbot, dock, viewer, name):
-    dock.predict_panel.image_choice.value = viewer.layers[name]
-    _turn(qtbot)
-    wait_settled(dock)
-    assert dock.predict_panel.image_layer.name == name
+    return two_images_in_store(make_napari_viewer, tmp_path, glas_dir, (FIRST, SECOND), RANKED)
 
 
 def _regions(store):
