@@ -595,6 +595,8 @@ class ReviewPanel(QWidget):
         self._looking: Optional[str] = None
         self.tiles: List[Tuple[float, BBox]] = []
         self.last_message = ""
+        #: what the latest Accept said of edits left outside the region it stored ("" when none: walk 25)
+        self._outside = ""
         #: the whole slide on screen (:func:`slide_on_screen`), None when an image (or nothing) is: while a slide is,
         #: the panel lists no image's review regions and says the slide's are in the Whole slide panel
         self.slide_name: Optional[str] = None
@@ -1258,6 +1260,7 @@ class ReviewPanel(QWidget):
         Returns:
             The store's ``RegionRecord``, or None if nothing could be stored (the reason is shown).
         """
+        self._outside = ""
         bbox = bbox or self.current_bbox()
         image_name, labels, state = self._target()
         blocked = self.edit_blocked(image_name, bbox) or self.mask_unseen()
@@ -1313,8 +1316,24 @@ class ReviewPanel(QWidget):
         over = overlap_note(record, list(self.records.values()), (0, 0, h, w))
         if over:  # stored beside live regions of the image it overlaps: said, not silent (walk 22)
             self._say(f"{self.last_message} {over}")
+        self._outside = self._outside_note(state, labels)
+        if self._outside:  # edits left outside what was accepted: said now, not first at the next Predict (walk 25)
+            self._say(f"{self.last_message} {self._outside}")
         self.regions_changed.emit()
         return record
+
+    @staticmethod
+    def _outside_note(state: "ImageState", labels: Any) -> str:
+        """What the status line of an Accept adds when the corrections layer still holds edits not accepted (outside
+        the box or polygon just stored), counted as the dock counts them (:meth:`ImageState.unsaved`, kept up to date
+        edit by edit in ``unsaved_px``), or ""."""
+        count = state.unsaved_px.get(labels.name)
+        if count is None:
+            count = state.unsaved(labels.name, np.asarray(labels.data))
+        if count <= 0:
+            return ""
+        return (f"{count} edited pixel(s) outside this region are not accepted yet (Accept whole image, or Draw "
+                "around them).")
 
     def accept_whole_image(self) -> Optional[RegionRecord]:
         """Accept the whole image of the corrections layer as reviewed (not while a whole slide is on screen)."""
@@ -1417,7 +1436,12 @@ class ReviewPanel(QWidget):
         if records and labels in self.viewer.layers:  # the brush goes back to the glands (pathologist walk)
             self.viewer.layers.selection.active = labels
         if records and not own:  # a layer of the user's, not Draw's: said, and its shapes stay (walk 25)
-            self._say(f"{self.last_message.rstrip('.')} (from your layer '{layer.name}', whose shapes stay).")
+            message, outside = self.last_message, self._outside
+            if not (outside and message.endswith(outside)):  # the last shape's Accept said no such note
+                outside = ""
+            message = message[:len(message) - len(outside)].rstrip()  # the note of edits left outside stays last
+            self._say(f"{message.rstrip('.')} (from your layer '{layer.name}', whose shapes stay)."
+                      + (f" {outside}" if outside else ""))
         return records
 
     def refresh_regions(self) -> None:
