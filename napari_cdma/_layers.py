@@ -128,6 +128,15 @@ def not_input_note(layer: Any) -> str:
     if len(shape) == 3 and shape[-1] == 1:  # napari shows it as a stack of one plane, not as a 2-D image
         return (f"Layer '{layer.name}' has shape {shape}, a one-channel stack; the model takes an RGB image "
                 "(H, W, 3) or a 2-D uint8 / uint16 greyscale one (H, W): open its single plane as a 2-D image.")
+    if len(shape) == 3 and shape[-1] in (3, 4) and not getattr(layer, "rgb", False):
+        # an (H, W, 3|4) image that napari shows as H planes of shape (W, 3|4): napari 0.9 takes it as RGB only when
+        # both sides exceed 30 px (napari.layers.image._image_utils.guess_rgb; walk 25: a 5 x 5 RGB PNG)
+        kind = "RGB" if shape[-1] == 3 else "RGBA"
+        guess = (" (napari opens an image as RGB by itself only when both sides are over 30 px)"
+                 if min(shape[:2]) <= 30 else "")
+        return (f"Layer '{layer.name}' was opened as a stack of {shape[0]} planes of {shape[2]} x {shape[1]} px, "
+                f"not as an {kind} image{guess}. If it is a {shape[1]} x {shape[0]} px {kind} image, open it again "
+                "with rgb=True (napari console: viewer.open(path, rgb=True) or viewer.add_image(data, rgb=True)).")
     return (f"Layer '{layer.name}' has shape {shape}; the model needs an RGB image (H, W, 3) such as an H&E slide "
             "region, or a 2-D uint8 / uint16 greyscale one (H, W).")
 
