@@ -43,6 +43,7 @@ from ._layers import (
     is_derived,
     names_for,
     narrow_combo,
+    not_input_note,
 )
 from ._layers import unwrap_layer as _unwrap
 from ._predict_stream import (
@@ -119,6 +120,19 @@ class PredictResult:
     image_hash: str = ""
     corrections: Optional[List[Any]] = None
     live: Optional[LiveLayers] = None
+
+
+def unpredictable_note(viewer: Any) -> str:
+    """Why the topmost shown image layer of the user's is not offered in Predict (:func:`predictable` false: a map, a
+    mask, a small RGB image napari opened as a stack; :func:`~napari_cdma._layers.not_input_note`), or "" when there
+    is none (walk 25: a 5 x 5 px RGB PNG opened as a stack left the dock saying only "No image to predict")."""
+    for layer in reversed(list(viewer.layers)):
+        meta = getattr(layer, "metadata", None) or {}
+        if (isinstance(layer, Image) and layer.visible and not is_derived(layer) and not predictable(layer)
+                and not getattr(layer, "multiscale", False)
+                and not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY) or meta.get(DETACHED_KEY))):
+            return not_input_note(layer)
+    return ""
 
 
 def predictable(layer: Any) -> bool:
@@ -360,6 +374,9 @@ class PredictPanel(QWidget):
     def _refresh_images(self, event: Any = None) -> None:
         self.image_choice.reset_choices()
         self.no_image_label.setVisible(not self.image_choice.choices)
+        if not self.image_choice.choices:  # and why an image open is not offered, if one is (walk 25)
+            why = unpredictable_note(self.viewer)
+            self.no_image_label.setText(f"{NO_IMAGE_TEXT} {why}" if why else NO_IMAGE_TEXT)
         if not self.running:  # nothing to predict: the button is off (it only said so in red: walk)
             self._update_predict()
             said = self.status.text()
