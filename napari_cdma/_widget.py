@@ -182,6 +182,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         # walk 22: for 2 s of a reopen the restored prediction was on screen while the line said "not predicted yet"
         self.predict_panel.restoring = self._being_restored
         self.predict_panel.corrections_for = self._accepted_corrections  # read in the predict worker
+        self.predict_panel.goes_aside = self._goes_aside
         self.display_panel = DisplayPanel(self.viewer)
         self.predict_panel.fill_for = self.display_panel.fill_check.isChecked
         self.predict_panel.settled_for = self.handed_over
@@ -567,6 +568,16 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
                 return state.model_version != result.model_version
             return state.model_label != result.model_label
         return True
+
+    def _goes_aside(self, image_name: str) -> bool:
+        """Whether a new prediction of ``image_name`` by the current model will go beside its prediction layer, as
+        :meth:`_target_layer` decides at the hand-over: the layer holds edits the store does not have (review 18: its
+        live layer was drawn in the current model's colours until then)."""
+        state = self.states.get(image_name)
+        main = names_for(image_name)["prediction"]
+        if state is None or main not in self.viewer.layers:
+            return False
+        return self._unsaved_count(state, self.viewer.layers[main]) > 0
 
     def _target_layer(self, result: PredictResult, state: Optional[ImageState], trial: bool
                       ) -> Tuple[str, int, str]:

@@ -222,6 +222,10 @@ class PredictPanel(QWidget):
         self.last_message = ""
         #: called in the worker with the image's store hash: the store's accepted corrections of it
         self.corrections_for: Optional[Callable[[str], List[Any]]] = None
+        #: whether a new prediction of an image goes beside its prediction layer even from the current model (the
+        #: layer holds edits not accepted: the dock's, :meth:`CdmaWidget._goes_aside`); its live layer is drawn as a
+        #: "(version)" layer from the start
+        self.goes_aside: Optional[Callable[[str], bool]] = None
         #: images larger than this (pixels) stream into live layers; smaller ones are shown whole at the end
         self.stream_pixels = WHOLE_IMAGE_PIXELS
         self._named: Any = None  # a layer the chooser does not list, named by set_image for the next predict
@@ -626,7 +630,8 @@ class PredictPanel(QWidget):
         self._queue.clear()
         self._pending = None
         self._cancelled = self._succeeded = False
-        self._live = LiveLayers(self.viewer, name, image.shape[:2], tried=version != self.current_model) \
+        aside = version != self.current_model or (self.goes_aside is not None and self.goes_aside(name))
+        self._live = LiveLayers(self.viewer, name, image.shape[:2], tried=aside) \
             if streams(image.shape, self.stream_pixels) else None
         # a large image's worker starts once its live layers are added (LiveLayers.started)
         worker = create_worker(predict_job, model_path, image, self._live.uncertainty if self._live else None,

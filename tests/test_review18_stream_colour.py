@@ -48,6 +48,26 @@ def test_a_tried_versions_live_layer_has_the_tried_colour_while_it_predicts(make
     assert viewer.layers[names_for(SAMPLE_NAME)["prediction"]].colormap.name == "glands"
 
 
+def test_a_prediction_going_aside_to_keep_edits_streams_in_the_tried_colour(make_napari_viewer, qtbot, tmp_path):
+    """The current model again on an image whose prediction layer holds edits not accepted: the new prediction goes
+    beside it (the edits are kept), and its live layer is drawn as such from the start, not in the four colours."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    dock = open_dock(viewer, tmp_path / "project")
+    dock.predict_panel.stream_pixels = 0  # every image streams, as a large one does
+    live_name = names_for(SAMPLE_NAME)["prediction"] + LIVE_SUFFIX
+    seen = []
+    viewer.layers.events.inserted.connect(
+        lambda event: seen.append(event.value.colormap.name) if event.value.name == live_name else None)
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    own = viewer.layers[names_for(SAMPLE_NAME)["prediction"]]
+    own.paint((100, 100), 99, refresh=True)  # a brush stroke: a new gland, not accepted
+    qtbot.waitUntil(lambda: dock._goes_aside(SAMPLE_NAME), timeout=10_000)
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    assert seen == ["glands", TRIED_CMAP_NAME], seen
+    assert (own.data[100, 100] == 99) and own.colormap.name == "glands"  # the edits kept, in the image's own layer
+
+
 def test_the_live_layers_guess_is_undone_when_the_dock_writes_the_images_own_layer():
     """The tried colour is a guess made when the prediction starts (a model other than the current one, on an image
     with a prediction layer); the dock decides at the hand-over (e.g. the layer was that model's own prediction): a
