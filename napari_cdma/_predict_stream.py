@@ -94,6 +94,10 @@ class Stage:
     eta_s: Optional[float] = None
 
 
+#: how a prediction's error starts when the model file could not be loaded (the Predict panel then takes the file
+#: off its chooser; any other error leaves the model chosen)
+MODEL_REFUSED = "Cannot use this model"
+
 def black_padding(image: np.ndarray, level: int = PADDING_LEVEL) -> np.ndarray:
     """Pixels of black frame padding: every channel below ``level``; bool (H, W)."""
     img = np.asarray(image)
@@ -250,7 +254,7 @@ def _predict_job(model_path: str, image: np.ndarray, uncertainty_out: Optional[n
     try:
         model = load_model(model_path)
     except (CheckpointError, FileNotFoundError) as exc:
-        return ("error", f"Cannot use this model: {exc}")
+        return ("error", f"{MODEL_REFUSED}: {exc}")
     h, w = image.shape[:2]
     stream = uncertainty_out is not None
     if batch_size is None:

@@ -47,6 +47,7 @@ from ._layers import (
 )
 from ._layers import unwrap_layer as _unwrap
 from ._predict_stream import (
+    MODEL_REFUSED,
     WHOLE_IMAGE_PIXELS,
     Block,
     LiveLayers,
@@ -127,12 +128,16 @@ def unpredictable_note(viewer: Any) -> str:
     mask, a small RGB image napari opened as a stack; :func:`~napari_cdma._layers.not_input_note`), or "" when there
     is none (walk 25: a 5 x 5 px RGB PNG opened as a stack left the dock saying only "No image to predict")."""
     for layer in reversed(list(viewer.layers)):
-        meta = getattr(layer, "metadata", None) or {}
-        if (isinstance(layer, Image) and layer.visible and not is_derived(layer) and not predictable(layer)
-                and not getattr(layer, "multiscale", False)
-                and not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY) or meta.get(DETACHED_KEY))):
+        if (isinstance(layer, Image) and layer.visible and not is_derived(layer) and not _of_slide_or_copy(layer)
+                and not getattr(layer, "multiscale", False) and input_hw(layer) is None):
             return not_input_note(layer)
     return ""
+
+
+def _of_slide_or_copy(layer: Any) -> bool:
+    """A slide's layer (metadata ``cdma_slide`` / ``cdma_store``) or a copy detached at a store switch."""
+    meta = getattr(layer, "metadata", None) or {}
+    return bool(meta.get(SLIDE_KEY) or meta.get(STORE_KEY) or meta.get(DETACHED_KEY))
 
 
 def predictable(layer: Any) -> bool:
@@ -142,10 +147,8 @@ def predictable(layer: Any) -> bool:
     a store switch) nor a slide's (the reader's slide, its prediction store's layers, the Whole slide panel's live
     layers: metadata ``cdma_slide`` / ``cdma_store``; a slide is predicted in the Whole slide panel). Other checks
     (the pixel limit) are :func:`~napari_cdma._layers.image_from_layer`'s, with a message when Predict is pressed."""
-    if not isinstance(layer, Image) or is_derived(layer) or input_hw(layer) is None:
-        return False
-    meta = getattr(layer, "metadata", None) or {}
-    return not (meta.get(SLIDE_KEY) or meta.get(STORE_KEY) or meta.get(DETACHED_KEY))
+    return isinstance(layer, Image) and not is_derived(layer) and input_hw(layer) is not None \
+        and not _of_slide_or_copy(layer)
 
 
 #: An uncertainty display range narrower than this is a flat map (the engine's constant map gives (v, v + 1e-6))
@@ -765,7 +768,7 @@ class PredictPanel(QWidget):
         if result[0] == "error":
             self._drop_live()
             run_model, self._run_model = self._run_model, None
-            if run_model is not None and run_model[0] == "file":
+            if run_model is not None and run_model[0] == "file" and str(result[1]).startswith(MODEL_REFUSED):
                 self._fail(self._refuse_model_file(str(run_model[1]), result[1]))
             else:
                 self._fail(result[1])
