@@ -115,14 +115,17 @@ class _Level:
         y1, x1 = max(y0, y1), max(x0, x1)
         if y1 == y0 or x1 == x0:
             return np.zeros((y1 - y0, x1 - x0, 3), np.uint8)[:, :, cs]
+        return _to_rgb(self.read_raw(y0, x0, y1, x1), self.path, self.full)[:, :, cs]
+
+    def read_raw(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """The stored values of a region, unconverted; damaged data is a :class:`SlideError` naming the region."""
         try:
-            raw = self._read(y0, x0, y1, x1)
+            return np.asarray(self._read(y0, x0, y1, x1))
         except SlideError:
             raise
         except Exception as exc:  # codecs, zarr and tifffile raise many types for damaged data
             raise SlideError(f"{self.path}: cannot read level {self.index} region y {y0}:{y1}, x {x0}:{x1} "
                              f"(corrupt or truncated?): {_one_line(exc)}") from exc
-        return _to_rgb(raw, self.path, self.full)[:, :, cs]
 
 
 def _to_rgb(raw: np.ndarray, path: Path, full: Optional[int] = None) -> np.ndarray:
@@ -260,11 +263,7 @@ def _uint16_full(path: Path, raw: Sequence[_Level]) -> int:
         step = _SAMPLE_STRIDE
     peak = 0
     for y0, x0, y1, x1 in boxes:
-        try:
-            part = np.asarray(lv._read(y0, x0, y1, x1))
-        except Exception as exc:  # codecs, zarr and tifffile raise many types for damaged data
-            raise SlideError(f"{path}: cannot read level {lv.index} region y {y0}:{y1}, x {x0}:{x1} "
-                             f"(corrupt or truncated?): {_one_line(exc)}") from exc
+        part = lv.read_raw(y0, x0, y1, x1)
         if part.dtype != np.uint16:
             return 65535
         peak = max(peak, uint16_colour_max(part[::step, ::step]))
