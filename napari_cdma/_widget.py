@@ -192,6 +192,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         # an open store only: Retrain and Roll back must not create one (the first Predict or Accept does)
         self.retrain_panel = RetrainPanel(self._open_store_only, before_start=self._add_open_images)
         self.retrain_panel.image_text = self.review_panel.image_text  # the table names images as the list does
+        self.retrain_panel.open_name = self.review_panel.open_image_name
         self.versions_panel = VersionsPanel(self._open_store_only)
         self.slide_panel = SlidePanel(self.viewer, lambda: self.store, self._slide_model)
 

@@ -157,6 +157,10 @@ class RetrainPanel(QWidget):
         #: while it is open; walk 22: the table said "glas_testA_1" beside the layer "GlaS testA_1 (H&E)"); the table
         #: names an image by it through one of the image's regions (:meth:`image_name`); None: the worker's names
         self.image_text: Optional[Callable[[RegionRecord], str]] = None
+        #: the name of the open image layer showing the image of a store hash, None when none is open (set by the
+        #: dock: the review panel's :meth:`~._widget_review.ReviewPanel.open_image_name`); names an image that has
+        #: no region (walk 25: "image 85b854a489" for the open "testB_5")
+        self.open_name: Optional[Callable[[str], Optional[str]]] = None
         self.job: Optional["RetrainJob"] = None
         self.state = "idle"  # idle | running | evaluating | registering | done | cancelled | error
         self.last_done: Optional[Done] = None
@@ -547,13 +551,8 @@ class RetrainPanel(QWidget):
             if text is None or not image_hash:
                 return fallback
             record = firsts.get(image_hash)
-            if record is None:  # an image with no region (unlabelled tissue, agreement only): named as the dock
-                # names a region of it, its layer while open (walk 25: "image 85b854a489" for the open "testB_5")
-                record = RegionRecord(region_id="", version=0, image_hash=image_hash, source_path=None,
-                                      bbox=(0, 0, 0, 0), model_version="", user="", created="", holdout=False,
-                                      withdrawn=False, n_versions=0)
-                named = text(record)
-                return fallback if named.endswith("(not open)") else named
+            if record is None:  # an image with no region (unlabelled tissue, agreement only): its open layer's name
+                return (self.open_name(image_hash) if self.open_name is not None else None) or fallback
             return text(record)
 
         return name

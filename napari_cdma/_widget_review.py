@@ -1581,8 +1581,17 @@ class ReviewPanel(QWidget):
         restored "GlaS testA_1 (H&E)" and the sample opened again, "GlaS testA_1 (H&E) [1]", predicted and accepted
         from in another store) the layer the dock's state of the image is on comes first, then a shown one, then
         the first in the layer list; a layer detached from a previous store only when no other shows the image."""
-        layers = self._image_layers_of(record.image_hash)
-        return min(layers, key=lambda layer: self._layer_rank(layer, record.image_hash)) if layers else None
+        return self._layer_of_hash(record.image_hash)
+
+    def open_image_name(self, image_hash: str) -> Optional[str]:
+        """The name of the open image layer showing the image of store hash ``image_hash`` (as :meth:`image_layer_of`
+        chooses it), None when none is open."""
+        layer = self._layer_of_hash(image_hash)
+        return None if layer is None else layer.name
+
+    def _layer_of_hash(self, image_hash: str) -> Any:
+        layers = self._image_layers_of(image_hash)
+        return min(layers, key=lambda layer: self._layer_rank(layer, image_hash)) if layers else None
 
     def _image_layers_of(self, image_hash: str) -> List[Any]:
         """The open image layers (not derived) showing the image of store hash ``image_hash``, in layer-list
