@@ -96,3 +96,49 @@ def choose_image(qtbot, dock, viewer, name):
     turn(qtbot)
     wait_settled(dock)
     assert dock.predict_panel.image_layer.name == name
+
+
+def sample_in_dock(make_napari_viewer, store_path=None):
+    """A viewer with the GlaS sample (testA_1) open and the dock on the project store at ``store_path`` if given;
+    returns (viewer, dock)."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "glas_testA_1")
+    return viewer, open_dock(viewer, store_path)
+
+
+def try_version(qtbot, dock, image_name, version):
+    """Choose model ``version`` in Predict's list (tried, not made current) and predict ``image_name`` with it."""
+    panel = dock.predict_panel
+    panel.model_combo.setCurrentIndex(panel._find(("version", version)))
+    predict_and_wait(qtbot, dock, image_name)
+
+
+def sample_with_a_version_tried(make_napari_viewer, qtbot, store_path, version):
+    """The GlaS sample predicted by the current model of the store at ``store_path``, then by ``version`` tried beside
+    it (:func:`try_version`); returns (viewer, dock)."""
+    from napari_cdma._sample import SAMPLE_NAME
+
+    viewer, dock = sample_in_dock(make_napari_viewer, store_path)
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    try_version(qtbot, dock, SAMPLE_NAME, version)
+    return viewer, dock
+
+
+def sample_predicted_then_reopened(make_napari_viewer, qtbot, store_path, checkpoint):
+    """The GlaS sample predicted by ``checkpoint`` made the current model of a new store at ``store_path``, its saves
+    flushed and its viewer closed; then the store opened again by a dock in a new viewer. Returns (viewer, dock) at
+    once, while the dock is still restoring (not settled), for the caller to watch the restore."""
+    from napari_cdma._sample import SAMPLE_NAME
+    from napari_cdma.project.store import BUNDLED
+
+    viewer, dock = sample_in_dock(make_napari_viewer, store_path)
+    dock.store.add_model(checkpoint, parent=BUNDLED, promoted=True)
+    assert dock.open_store(store_path) is not None
+    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    assert dock.flush_prediction_saves(60)
+    viewer.close()
+
+    other = make_napari_viewer()
+    _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert again.open_store(store_path) is not None
+    return other, again

@@ -7,23 +7,19 @@ the bundled model and a random lite model as a version.
 """
 from __future__ import annotations
 
-from _dock import open_dock, predict_and_wait
+from _dock import predict_and_wait, sample_in_dock, try_version
 
 from napari_cdma._layers import TRIED_CMAP_NAME, names_for
 from napari_cdma._predict_stream import LIVE_SUFFIX
 from napari_cdma._sample import SAMPLE_NAME
 from napari_cdma.project.store import ProjectStore
 
-PLUGIN = "napari-cdma"
-
 
 def test_a_tried_versions_live_layer_has_the_tried_colour_while_it_predicts(make_napari_viewer, qtbot, tmp_path,
                                                                             lite_checkpoint):
     store = ProjectStore.open(tmp_path / "project")
     other = store.add_model(lite_checkpoint, parent="bundled", promoted=False)  # current: bundled
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "glas_testA_1")
-    dock = open_dock(viewer, store.root)
+    viewer, dock = sample_in_dock(make_napari_viewer, store.root)
     dock.predict_panel.stream_pixels = 0  # every image streams, as a large one does
     live_name = names_for(SAMPLE_NAME)["prediction"] + LIVE_SUFFIX
     seen = []  # the live labels layer's colormap and opacity as it is added (styled before it is added)
@@ -37,9 +33,7 @@ def test_a_tried_versions_live_layer_has_the_tried_colour_while_it_predicts(make
     predict_and_wait(qtbot, dock, SAMPLE_NAME)  # the current model: the image's own layer, four colours
     assert len(seen) == 1 and seen[0][0] == "glands", seen
     own_opacity = seen[0][1]
-    panel = dock.predict_panel
-    panel.model_combo.setCurrentIndex(panel._find(("version", other.version)))  # tried, not made current
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    try_version(qtbot, dock, SAMPLE_NAME, other.version)
     assert len(seen) == 2, seen
     assert seen[1][0] == TRIED_CMAP_NAME, seen  # was "glands" until the hand-over
     assert seen[1][1] < own_opacity, seen  # fainter, as a "(version)" layer
@@ -51,9 +45,7 @@ def test_a_tried_versions_live_layer_has_the_tried_colour_while_it_predicts(make
 def test_a_prediction_going_aside_to_keep_edits_streams_in_the_tried_colour(make_napari_viewer, qtbot, tmp_path):
     """The current model again on an image whose prediction layer holds edits not accepted: the new prediction goes
     beside it (the edits are kept), and its live layer is drawn as such from the start, not in the four colours."""
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "glas_testA_1")
-    dock = open_dock(viewer, tmp_path / "project")
+    viewer, dock = sample_in_dock(make_napari_viewer, tmp_path / "project")
     dock.predict_panel.stream_pixels = 0  # every image streams, as a large one does
     live_name = names_for(SAMPLE_NAME)["prediction"] + LIVE_SUFFIX
     seen = []

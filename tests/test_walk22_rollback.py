@@ -4,7 +4,7 @@ tried before (a tried version's outlines stayed over the fresh prediction)."""
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock, predict_and_wait
+from _dock import open_dock, predict_and_wait, sample_predicted_then_reopened, sample_with_a_version_tried, try_version
 
 from napari_cdma._layers import names_for
 from napari_cdma._sample import SAMPLE_NAME
@@ -54,13 +54,8 @@ def test_roll_back_predicts_the_image_chosen_not_the_last_one_predicted(make_nap
 def test_a_new_current_models_prediction_hides_the_versions_tried_before(make_napari_viewer, qtbot, tmp_path,
                                                                          lite_checkpoint):
     store, first, second = _two_versions(tmp_path, lite_checkpoint)
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "glas_testA_1")
-    dock = open_dock(viewer, store.root)
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    viewer, dock = sample_with_a_version_tried(make_napari_viewer, qtbot, store.root, second.version)
     panel = dock.predict_panel
-    panel.model_combo.setCurrentIndex(panel._find(("version", second.version)))  # tried, not made current
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
     main = names_for(SAMPLE_NAME)["prediction"]
     side = f"{main} ({second.version})"
     assert side in viewer.layers and viewer.layers[side].visible
@@ -109,19 +104,7 @@ def test_while_a_reopen_restores_the_prediction_the_status_never_says_not_predic
     predicted yet."; it is said what is being done, then what was restored."""
     from qtpy.QtWidgets import QApplication
 
-    path = tmp_path / "project"
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "glas_testA_1")
-    dock = open_dock(viewer, path)
-    dock.store.add_model(lite_checkpoint, parent=BUNDLED, promoted=True)
-    assert dock.open_store(path) is not None
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
-    assert dock.flush_prediction_saves(60)
-    viewer.close()
-
-    other = make_napari_viewer()
-    _, again = other.window.add_plugin_dock_widget(PLUGIN, "CDMA segmentation")
-    assert again.open_store(path) is not None
+    other, again = sample_predicted_then_reopened(make_napari_viewer, qtbot, tmp_path / "project", lite_checkpoint)
     main = names_for(SAMPLE_NAME)["prediction"]
     seen = []
     while not again.settled():
@@ -142,8 +125,7 @@ def test_after_a_roll_back_an_image_chosen_again_names_the_model_of_its_layer(ma
     store, first, _ = _two_versions(tmp_path, lite_checkpoint)
     viewer, dock = _two_images_predicted(make_napari_viewer, qtbot, store, (256, 320))
     panel = dock.predict_panel
-    panel.model_combo.setCurrentIndex(panel._find(("version", BUNDLED)))  # tried on "second", aside
-    predict_and_wait(qtbot, dock, "second")
+    try_version(qtbot, dock, "second", BUNDLED)  # tried on "second", aside
     side = f"{names_for('second')['prediction']} ({BUNDLED})"
     assert side in viewer.layers and viewer.layers[side].visible
     assert panel.status.text().startswith(f"second: predicted with {first.version} at "), panel.status.text()

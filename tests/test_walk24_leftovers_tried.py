@@ -7,13 +7,11 @@ The real dock in a napari viewer (Xvfb), the GlaS sample, the bundled model and 
 from __future__ import annotations
 
 import numpy as np
-from _dock import open_dock, predict_and_wait
+from _dock import sample_with_a_version_tried
 
 from napari_cdma._layers import names_for
 from napari_cdma._sample import SAMPLE_NAME
 from napari_cdma.project.store import ProjectStore
-
-PLUGIN = "napari-cdma"
 
 
 def _colours(layer, ids) -> set:
@@ -25,13 +23,7 @@ def _colours(layer, ids) -> set:
 def test_a_tried_versions_glands_are_outlined_in_another_colour(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     store = ProjectStore.open(tmp_path / "project")
     other = store.add_model(lite_checkpoint, parent="bundled", promoted=False)  # current: bundled
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "glas_testA_1")
-    dock = open_dock(viewer, store.root)
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
-    panel = dock.predict_panel
-    panel.model_combo.setCurrentIndex(panel._find(("version", other.version)))  # tried, not made current
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
+    viewer, dock = sample_with_a_version_tried(make_napari_viewer, qtbot, store.root, other.version)
     main_name = names_for(SAMPLE_NAME)["prediction"]
     main, side = viewer.layers[main_name], viewer.layers[f"{main_name} ({other.version})"]
     assert main.visible and side.visible  # both shown

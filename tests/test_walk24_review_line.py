@@ -4,31 +4,14 @@ looking for the review regions too, then lists them. Real dock, real napari view
 sample predicted with a small real checkpoint."""
 from __future__ import annotations
 
-from _dock import open_dock, predict_and_wait
-
-from napari_cdma._sample import SAMPLE_NAME
-from napari_cdma.project.store import BUNDLED
-
-PLUGIN = "napari-cdma"
+from _dock import sample_predicted_then_reopened
 
 
 def test_while_a_reopen_restores_the_review_line_never_says_predict(make_napari_viewer, qtbot, tmp_path,
                                                                     lite_checkpoint):
     from qtpy.QtWidgets import QApplication
 
-    path = tmp_path / "project"
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "glas_testA_1")
-    dock = open_dock(viewer, path)
-    dock.store.add_model(lite_checkpoint, parent=BUNDLED, promoted=True)
-    assert dock.open_store(path) is not None
-    predict_and_wait(qtbot, dock, SAMPLE_NAME)
-    assert dock.flush_prediction_saves(60)
-    viewer.close()
-
-    other = make_napari_viewer()
-    _, again = other.window.add_plugin_dock_widget(PLUGIN, "CDMA segmentation")
-    assert again.open_store(path) is not None
+    _, again = sample_predicted_then_reopened(make_napari_viewer, qtbot, tmp_path / "project", lite_checkpoint)
     review = again.review_panel
     seen = []
     while not again.settled():
