@@ -142,3 +142,30 @@ def sample_predicted_then_reopened(make_napari_viewer, qtbot, store_path, checkp
     _, again = other.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     assert again.open_store(store_path) is not None
     return other, again
+
+
+def offered(dock) -> list:
+    """The names of the layers Predict's image chooser offers, its choices read afresh."""
+    choice = dock.predict_panel.image_choice
+    choice.reset_choices()
+    return [layer.name for layer in choice.choices]
+
+
+def predicted_with_a_copy(make_napari_viewer, qtbot, rgb, copy, copy_name, name="testA_2"):
+    """A dock in a new viewer predicts the uint8 RGB image ``rgb`` (layer ``name``), then ``copy`` (the same image in
+    another storage, layer ``copy_name``); returns (dock, labels of ``rgb``, labels of ``copy``) once the gland table
+    lists the copy's glands, so Predict's status line is the copy's."""
+    import numpy as np
+
+    from napari_cdma._layers import names_for
+
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer)
+    viewer.add_image(rgb, rgb=True, name=name)
+    predict_and_wait(qtbot, dock, name)
+    labels = np.asarray(viewer.layers[names_for(name)["prediction"]].data).copy()
+    viewer.add_image(copy, rgb=True, name=copy_name)
+    predict_and_wait(qtbot, dock, copy_name)
+    labels_copy = np.asarray(viewer.layers[names_for(copy_name)["prediction"]].data).copy()
+    qtbot.waitUntil(lambda: bool(dock.display_panel.glands), timeout=10_000)
+    return dock, labels, labels_copy

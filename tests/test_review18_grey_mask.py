@@ -11,22 +11,12 @@ The real dock in a napari viewer (Xvfb), GlaS files from tests/data and the bund
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from _dock import open_dock, predict_and_wait
-from PIL import Image as PILImage
+from _dock import offered, open_dock, predict_and_wait
+from _glas import GLAS, glas_image
 
 from napari_cdma._layers import LayerInputError, image_from_layer, names_for
-
-GLAS = Path(__file__).parent / "data" / "glas"
-
-
-def _offered(widget) -> list:
-    panel = widget.predict_panel
-    panel.image_choice.reset_choices()
-    return [ly.name for ly in panel.image_choice.choices]
 
 
 def test_a_glas_mask_opened_after_its_image_is_not_predicted_nor_hidden(make_napari_viewer, qtbot):
@@ -38,7 +28,7 @@ def test_a_glas_mask_opened_after_its_image_is_not_predicted_nor_hidden(make_nap
     (mask,) = viewer.open(str(GLAS / "masks" / "testA_2.png"), name="testA_2 mask")
     assert mask.data.ndim == 2 and mask.data.dtype == np.uint8 and not mask.rgb  # napari's own reading
     assert panel.image_choice.value.name == "testA_2"  # before: 'testA_2 mask'
-    assert "testA_2 mask" not in _offered(widget)
+    assert "testA_2 mask" not in offered(widget)
     with pytest.raises(LayerInputError, match="mask or label image"):
         image_from_layer(mask)
     predict_and_wait(qtbot, widget, "testA_2")
@@ -49,7 +39,7 @@ def test_a_glas_mask_opened_after_its_image_is_not_predicted_nor_hidden(make_nap
     assert "testA_2 mask" not in hidden and mask.visible, hidden
     # a binary mask saved 0 / 255 is a mask too
     binary = viewer.add_image((np.asarray(mask.data) > 0).astype(np.uint8) * 255, name="binary mask")
-    assert "binary mask" not in _offered(widget)
+    assert "binary mask" not in offered(widget)
     assert binary.visible and panel.image_choice.value.name == "testA_2"
 
 
@@ -57,10 +47,10 @@ def test_a_grey_photograph_is_still_offered_and_predicted(make_napari_viewer, qt
     viewer = make_napari_viewer()
     widget = open_dock(viewer)
     viewer.open(str(GLAS / "images" / "testA_2.png"))
-    grey = np.asarray(PILImage.open(GLAS / "images" / "testA_1.png").convert("L"))
+    grey = glas_image("testA_1", mode="L")
     viewer.add_image(grey, name="grey photo")
     viewer.add_image(grey.astype(np.uint16) * 257, name="grey photo 16")
-    assert {"testA_2", "grey photo", "grey photo 16"} <= set(_offered(widget))
+    assert {"testA_2", "grey photo", "grey photo 16"} <= set(offered(widget))
     assert widget.predict_panel.set_image("grey photo")
     predict_and_wait(qtbot, widget, "grey photo")
     assert np.asarray(viewer.layers[names_for("grey photo")["prediction"]].data).max() > 0
@@ -69,7 +59,7 @@ def test_a_grey_photograph_is_still_offered_and_predicted(make_napari_viewer, qt
 def test_a_one_channel_stack_is_told_it_is_not_2d_grey(make_napari_viewer):
     viewer = make_napari_viewer()
     open_dock(viewer)
-    grey = np.asarray(PILImage.open(GLAS / "images" / "testA_2.png").convert("L"))
+    grey = glas_image("testA_2", mode="L")
     layer = viewer.add_image(grey[..., None], name="grey hw1")
     with pytest.raises(LayerInputError) as err:
         image_from_layer(layer)

@@ -8,29 +8,21 @@ The real dock in a napari viewer (Xvfb), GlaS images from tests/data and the bun
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from _dock import open_dock, predict_and_wait
-from PIL import Image as PILImage
+from _dock import open_dock, predict_and_wait, predicted_with_a_copy
+from _glas import glas_image
 from qtpy.QtWidgets import QApplication
 
-from napari_cdma._layers import LayerInputError, image_from_layer, names_for
+from napari_cdma._layers import LayerInputError, image_from_layer
 from src_model.io import to_rgb_uint8
-
-GLAS = Path(__file__).parent / "data" / "glas" / "images"
-
-
-def _glas(name: str = "testA_2") -> np.ndarray:
-    return np.asarray(PILImage.open(GLAS / f"{name}.png").convert("RGB"))
 
 
 def test_the_dock_converts_a_layer_as_the_engine_does(make_napari_viewer):
     """One conversion, the engine's: uint16 / 257, float 0..1 x 255; float 0..255 is refused with the engine's words
     (its scale is unknown), not clipped."""
     viewer = make_napari_viewer()
-    rgb = _glas()
+    rgb = glas_image()
     cases = {"u16": rgb.astype(np.uint16) * 257, "f01": rgb.astype(np.float32) / 255.0}
     for name, data in cases.items():
         layer = viewer.add_image(data, rgb=True, name=name)
@@ -43,19 +35,12 @@ def test_the_dock_converts_a_layer_as_the_engine_does(make_napari_viewer):
 
 
 def test_a_16bit_image_is_predicted_as_its_8bit_self_and_the_status_says_converted(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    widget = open_dock(viewer)
-    rgb = _glas()
-    viewer.add_image(rgb, rgb=True, name="testA_2")
-    predict_and_wait(qtbot, widget, "testA_2")
-    labels8 = np.asarray(viewer.layers[names_for("testA_2")["prediction"]].data).copy()
-    viewer.add_image(rgb.astype(np.uint16) * 257, rgb=True, name="testA_2 16-bit")
-    predict_and_wait(qtbot, widget, "testA_2 16-bit")
-    labels16 = np.asarray(viewer.layers[names_for("testA_2 16-bit")["prediction"]].data)
+    rgb = glas_image()
+    widget, labels8, labels16 = predicted_with_a_copy(make_napari_viewer, qtbot, rgb, rgb.astype(np.uint16) * 257,
+                                                      "testA_2 16-bit")
     assert labels8.max() > 0
     # walk 24: all white after clipping, no gland; now the same input as the 8-bit image, the same glands
     assert np.array_equal(labels16 > 0, labels8 > 0)
-    qtbot.waitUntil(lambda: bool(widget.display_panel.glands), timeout=10_000)
     status = widget.predict_panel.status
     assert "16-bit" in status.text() and "257" in status.text(), status.text()
     assert "Warning" not in status.text()
@@ -67,7 +52,7 @@ def test_a_flat_prediction_is_warned_in_the_status(make_napari_viewer, qtbot):
     (clipped to 0..255, nearly all white)."""
     viewer = make_napari_viewer()
     widget = open_dock(viewer)
-    clipped = np.clip(_glas().astype(np.uint16) * 257, 0, 255).astype(np.uint8)
+    clipped = np.clip(glas_image().astype(np.uint16) * 257, 0, 255).astype(np.uint8)
     viewer.add_image(clipped, rgb=True, name="white")
     predict_and_wait(qtbot, widget, "white")
     assert widget.states["white"] is not None
@@ -84,7 +69,7 @@ def test_a_foreign_checkpoint_error_does_not_widen_the_dock(make_napari_viewer, 
 
     viewer = make_napari_viewer(show=True)
     widget = open_dock(viewer)
-    viewer.add_image(_glas(), rgb=True, name="testA_2")
+    viewer.add_image(glas_image(), rgb=True, name="testA_2")
     for _ in range(20):
         QApplication.processEvents()
     scroll = widget._scroll

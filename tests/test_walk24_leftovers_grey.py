@@ -9,45 +9,27 @@ The real dock in a napari viewer (Xvfb), a GlaS image from tests/data made grey 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from _dock import open_dock, predict_and_wait
-from PIL import Image as PILImage
+from _dock import offered, open_dock, predict_and_wait
+from _glas import glas_image
 
 from napari_cdma._layers import HASH_KEY, names_for
 from napari_cdma.project.store import hash_image
 from src_model.io import to_rgb_uint8
 
-GLAS = Path(__file__).parent / "data" / "glas" / "images"
-
-
-def _rgb(name: str = "testA_2") -> np.ndarray:
-    return np.asarray(PILImage.open(GLAS / f"{name}.png").convert("RGB"))
-
-
-def _grey(name: str = "testA_2") -> np.ndarray:
-    return np.asarray(PILImage.open(GLAS / f"{name}.png").convert("L"))
-
-
-def _offered(widget) -> list:
-    panel = widget.predict_panel
-    panel.image_choice.reset_choices()
-    return [ly.name for ly in panel.image_choice.choices]
-
 
 def test_the_chooser_offers_grey_images_but_not_maps_nor_the_docks_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = open_dock(viewer)
-    grey = _grey()
+    grey = glas_image(mode="L")
     viewer.add_image(grey, name="grey8")
     viewer.add_image(grey.astype(np.uint16) * 257, name="grey16")
     viewer.add_image(grey.astype(np.float32) / 255.0, name="a float map")
-    assert {"grey8", "grey16"} <= set(_offered(widget))
-    assert "a float map" not in _offered(widget)
+    assert {"grey8", "grey16"} <= set(offered(widget))
+    assert "a float map" not in offered(widget)
     predict_and_wait(qtbot, widget, "grey8")
-    offered = _offered(widget)
-    assert set(offered) == {"grey8", "grey16"}, offered  # no prediction, uncertainty, ... of grey8
+    names = offered(widget)
+    assert set(names) == {"grey8", "grey16"}, names  # no prediction, uncertainty, ... of grey8
     assert names_for("grey8")["uncertainty"] in viewer.layers
 
 
@@ -55,7 +37,7 @@ def test_a_grey_image_is_predicted_accepted_and_comes_back_from_the_store(make_n
     project = tmp_path / "project"
     viewer = make_napari_viewer()
     widget = open_dock(viewer, project)
-    grey = _grey()
+    grey = glas_image(mode="L")
     viewer.add_image(grey, name="grey")
     predict_and_wait(qtbot, widget, "grey")
     status = widget.predict_panel.status.text()
@@ -96,8 +78,8 @@ def test_shown_alone_hides_a_grey_image_over_the_image_under_review(make_napari_
     """Walk 24: "shown alone" hid the other RGB images over the one under review but left a grey one on top."""
     viewer = make_napari_viewer()
     widget = open_dock(viewer)
-    viewer.add_image(_rgb(), rgb=True, name="testA_2")
-    viewer.add_image(_grey(), name="grey")
+    viewer.add_image(glas_image(), rgb=True, name="testA_2")
+    viewer.add_image(glas_image(mode="L"), name="grey")
     hidden = widget.review_panel.focus("testA_2")
     assert hidden == ["grey"], hidden
     assert not viewer.layers["grey"].visible and viewer.layers["testA_2"].visible
@@ -111,7 +93,7 @@ def test_a_grey_layers_maps_are_drawn_over_its_tissue(make_napari_viewer, lite_c
     from src_model.inference import predict
 
     viewer = make_napari_viewer()
-    grey = _grey()[:256, :256]
+    grey = glas_image(mode="L")[:256, :256]
     viewer.add_image(grey, name="grey")
     prediction = predict(load_model(lite_checkpoint), to_rgb_uint8(grey))
     layers = show_prediction(viewer, "grey", prediction)

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import tifffile
-from _dock import open_dock, predict_and_wait
-from PIL import Image as PILImage
+from _dock import predicted_with_a_copy
+from _glas import glas_image
 
-from napari_cdma._layers import conversion_note, names_for, robust_range
+from napari_cdma._layers import conversion_note, robust_range
 from src_model.io import read_image, to_rgb_uint8
-
-GLAS = Path(__file__).parent / "data" / "glas" / "images"
-
-
-def _glas(name: str = "testA_2") -> np.ndarray:
-    return np.asarray(PILImage.open(GLAS / f"{name}.png").convert("RGB"))
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,7 +27,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_12bit_image_in_uint16_reads_as_its_8bit_self(tmp_path):
     """x 16 (0..4080): x 255/4095, within one grey level of the 8-bit image; true 16-bit (x 257) still / 257,
     exactly; 8-bit values stored in uint16 kept as they are; 10- and 14-bit likewise by their depth."""
-    rgb = _glas()
+    rgb = glas_image()
     assert rgb.max() == 255  # the test's premise: a full-range 8-bit image
     files = {}
     for name, data in {"12bit": rgb.astype(np.uint16) * 16, "16bit": rgb.astype(np.uint16) * 257,
@@ -52,7 +45,7 @@ def test_a_12bit_image_in_uint16_reads_as_its_8bit_self(tmp_path):
 
 def test_the_alpha_channel_keeps_the_16bit_scale():
     """An RGBA uint16 image of 12-bit colour with an opaque 16-bit alpha: colour by 12 bits, alpha opaque."""
-    rgb = _glas()[:64, :64]
+    rgb = glas_image()[:64, :64]
     rgba = np.concatenate([rgb.astype(np.uint16) * 16, np.full((64, 64, 1), 65535, np.uint16)], axis=2)
     assert np.abs(to_rgb_uint8(rgba).astype(int) - rgb).max() <= 1
 
@@ -61,7 +54,7 @@ def test_a_12bit_image_predicts_the_8bit_images_glands(tmp_path):
     import src_model
     from src_model.inference import predict
 
-    rgb = _glas()
+    rgb = glas_image()
     path = tmp_path / "testA_2_12bit.tif"
     tifffile.imwrite(path, rgb.astype(np.uint16) * 16, photometric="rgb")
     model = src_model.load_checkpoint()
@@ -78,7 +71,7 @@ def test_a_12bit_image_predicts_the_8bit_images_glands(tmp_path):
 
 def test_cdma_predict_says_the_bit_depth(tmp_path, lite_checkpoint):
     """The CLI's stderr names the conversion of each uint16 input."""
-    rgb = _glas()[:96, :128]
+    rgb = glas_image()[:96, :128]
     tifffile.imwrite(tmp_path / "cam12.tif", rgb.astype(np.uint16) * 16, photometric="rgb")
     tifffile.imwrite(tmp_path / "full16.tif", rgb.astype(np.uint16) * 257, photometric="rgb")
     proc = subprocess.run([sys.executable, "-m", "src_model.cli", "predict", str(tmp_path / "cam12.tif"),
@@ -91,7 +84,7 @@ def test_cdma_predict_says_the_bit_depth(tmp_path, lite_checkpoint):
 
 
 def test_the_dock_note_and_range_follow_the_bit_depth():
-    rgb = _glas()
+    rgb = glas_image()
     assert conversion_note(rgb.astype(np.uint16) * 16) == \
         "Converted from 12-bit in 16-bit storage (max 4080; \u00d7 255/4095)."
     assert conversion_note(rgb.astype(np.uint16) * 257) == "Converted from 16-bit (/ 257)."
@@ -103,18 +96,11 @@ def test_the_dock_note_and_range_follow_the_bit_depth():
 
 
 def test_the_dock_predicts_a_12bit_layer_as_its_8bit_self_and_says_12bit(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    widget = open_dock(viewer)
-    rgb = _glas()
-    viewer.add_image(rgb, rgb=True, name="testA_2")
-    predict_and_wait(qtbot, widget, "testA_2")
-    labels8 = np.asarray(viewer.layers[names_for("testA_2")["prediction"]].data).copy()
-    viewer.add_image(rgb.astype(np.uint16) * 16, rgb=True, name="testA_2 12-bit")
-    predict_and_wait(qtbot, widget, "testA_2 12-bit")
-    labels12 = np.asarray(viewer.layers[names_for("testA_2 12-bit")["prediction"]].data)
+    rgb = glas_image()
+    widget, labels8, labels12 = predicted_with_a_copy(make_napari_viewer, qtbot, rgb, rgb.astype(np.uint16) * 16,
+                                                      "testA_2 12-bit")
     assert labels8.max() > 0
     assert _dice(labels12 > 0, labels8 > 0) > 0.98
-    qtbot.waitUntil(lambda: bool(widget.display_panel.glands), timeout=10_000)
     text = widget.predict_panel.status.text()
     assert "12-bit in 16-bit storage" in text and "255/4095" in text, text
     assert "/ 257" not in text, text
