@@ -6,17 +6,18 @@ each (their masks; no model).
 """
 from __future__ import annotations
 
-from test_walk25_drawn import FIRST, _choose, _open, _turn
+from test_walk25_drawn import FIRST, _open_on, _turn
 
 
 def test_draw_says_what_to_do(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    _, dock, _ = _open_on(make_napari_viewer, qtbot, tmp_path, glas_dir, FIRST)
     review = dock.review_panel
-    _choose(qtbot, dock, viewer, FIRST)
     review.next_button.click()
     _turn(qtbot)
     assert review.accept() is not None
     assert review.last_message.startswith("Accepted region")
+    # no edit outside the region: no note of edits not accepted (walk 25, test_walk25_outside_edits.py)
+    assert "outside this region" not in review.last_message, review.last_message
 
     review.draw_button.click()
     _turn(qtbot)

@@ -27,15 +27,21 @@ def _open(make_napari_viewer, qtbot, tmp_path, glas_dir):
     return viewer, dock, store
 
 
+def _open_on(make_napari_viewer, qtbot, tmp_path, glas_dir, name):
+    """:func:`_open`, then ``name`` chosen in Predict as the user does; returns (viewer, dock, store)."""
+    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    _choose(qtbot, dock, viewer, name)
+    return viewer, dock, store
+
+
 def _regions(store):
     return ProjectStore.open(store.root).regions()
 
 
 def test_a_shapes_layer_of_the_users_is_taken_only_once_picked_for_the_image(make_napari_viewer, qtbot, tmp_path,
                                                                               glas_dir):
-    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    viewer, dock, store = _open_on(make_napari_viewer, qtbot, tmp_path, glas_dir, SECOND)
     review = dock.review_panel
-    _choose(qtbot, dock, viewer, SECOND)
     notes = viewer.add_shapes([np.array([[10, 10], [10, 50], [50, 50], [50, 10]])], name="my notes")
     _turn(qtbot)
 

@@ -1,7 +1,8 @@
 """Pathologist walk 25: the walker split gland 7 by painting outside the review region Next had moved to and pressed
 Accept region; the region was stored and nothing was said about the edit left outside it (only a later Predict line
 said "30 unaccepted edited pixel(s) are kept"). Accept region and Accept drawn now say how many edited pixels lie
-outside what was accepted and are not accepted yet, counted as the dock counts them (ImageState.unsaved).
+outside what was accepted and are not accepted yet, counted as the dock counts them (ImageState.unsaved). With no
+edit nothing is said (test_walk25_draw_hint.py::test_draw_says_what_to_do accepts a region with none).
 
 A real napari viewer (pytest-xvfb), the real dock, a real store on disk holding both GlaS images and a prediction of
 each (their masks; no model).
@@ -9,7 +10,7 @@ each (their masks; no model).
 from __future__ import annotations
 
 import numpy as np
-from test_walk25_drawn import FIRST, _choose, _open, _turn
+from test_walk25_drawn import FIRST, _open_on, _turn
 
 from napari_cdma._layers import names_for
 
@@ -27,9 +28,8 @@ def _paint_outside(viewer, dock):
 
 
 def test_accept_region_says_edits_outside_it_are_not_accepted(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    viewer, dock, _ = _open_on(make_napari_viewer, qtbot, tmp_path, glas_dir, FIRST)
     review = dock.review_panel
-    _choose(qtbot, dock, viewer, FIRST)
     review.next_button.click()
     _turn(qtbot)
     layer, edited = _paint_outside(viewer, dock)
@@ -49,9 +49,8 @@ def test_accept_region_says_edits_outside_it_are_not_accepted(make_napari_viewer
 
 
 def test_accept_drawn_says_edits_outside_it_are_not_accepted(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    viewer, dock, _ = _open_on(make_napari_viewer, qtbot, tmp_path, glas_dir, FIRST)
     review = dock.review_panel
-    _choose(qtbot, dock, viewer, FIRST)
     layer, edited = _paint_outside(viewer, dock)
     _turn(qtbot)
 
@@ -71,20 +70,9 @@ def test_accept_drawn_says_edits_outside_it_are_not_accepted(make_napari_viewer,
     assert "outside this region" not in review.last_message, review.last_message
 
 
-def test_no_note_without_edits(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
-    review = dock.review_panel
-    _choose(qtbot, dock, viewer, FIRST)
-    review.next_button.click()
-    _turn(qtbot)
-    assert review.accept() is not None
-    assert "outside this region" not in review.last_message, review.last_message
-
-
 def test_accept_drawn_from_a_layer_of_the_users_keeps_the_note_last(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, store = _open(make_napari_viewer, qtbot, tmp_path, glas_dir)
+    viewer, dock, _ = _open_on(make_napari_viewer, qtbot, tmp_path, glas_dir, FIRST)
     review = dock.review_panel
-    _choose(qtbot, dock, viewer, FIRST)
     layer, edited = _paint_outside(viewer, dock)
     notes = viewer.add_shapes([np.array([[10, 10], [10, 50], [50, 50], [50, 10]])], name="my notes")
     _turn(qtbot)
