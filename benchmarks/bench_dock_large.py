@@ -256,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ticker.start()
         wait_until(lambda: False, 0.2)
         t_open = time.perf_counter()
-        _, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA")
         panel = widget.predict_panel
         stream = sys.modules["napari_cdma._predict_stream"]
         # the warm-up threads start WARM_DELAY_MS after the dock opens: wait until they have started and ended

@@ -326,7 +326,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     busy: List[Any] = []
     try:
         viewer.open_sample("napari-cdma", "glas_testA_1")
-        _, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA")
         base = base_checkpoint(tmp)
         run["base_model"] = str(base)
         store = widget.open_store(tmp / "project")

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional
 from _common import RESULTS, ROOT, ensure_display, load_average, machine_info, write_results
 
 NAME = "slide_open"
-PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
+PLUGIN, WIDGET = "napari-cdma", "CDMA"
 OWN = ("napari_cdma", "src_model")
 #: The order of the labels in slide_open.md (newest first); others after them
 ORDER = ("after", "50d9bb4", "ce29108", "before e39479c")

@@ -10,7 +10,7 @@ imported.
   (what the ``cdma --help`` console script runs, in a form that works for any checkout), wall time;
 - ``import_plugin``: ``python -c "import napari_cdma"``, wall time;
 - ``dock``: in a real napari viewer, the time from ``viewer.window.add_plugin_dock_widget("napari-cdma",
-  "CDMA segmentation")`` to the dock's first paint (its being shown), with the viewer already up;
+  "CDMA")`` to the dock's first paint (its being shown), with the viewer already up;
   whether torch was imported before the call, right after the dock is shown, and 1 s later;
 - for scale: ``python -c pass`` and ``python -c "import torch"``.
 
@@ -93,7 +93,7 @@ class FirstPaint(QObject):
         return False
 
 t0 = time.perf_counter()
-dock, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
+dock, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA")
 t_returned = time.perf_counter()
 watch = FirstPaint()
 for w in (dock, widget if hasattr(widget, "installEventFilter") else getattr(widget, "native", None)):
@@ -121,7 +121,7 @@ os._exit(0)  # skip the viewer's teardown: only start-up is measured
 PREDICT_CLICK = DOCK.split("t0 = time.perf_counter()")[0] + """
 import numpy as np
 from qtpy.QtCore import QTimer
-dock, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA segmentation")
+dock, widget = viewer.window.add_plugin_dock_widget("napari-cdma", "CDMA")
 layer = viewer.add_image(np.random.default_rng(0).integers(0, 255, (522, 775, 3), dtype=np.uint8),
                          name="he", rgb=True)
 pump(1.0)
@@ -289,7 +289,7 @@ def to_markdown(runs: Dict[str, Dict[str, Any]]) -> str:
             cells += [f"{s['median_s']:.2f} / {s['max_s']:.2f} ({s['load_avg_start'][0]:.2f})", torch_cell]
         lines.append(f"| {PROBES[name]['what']} | " + " | ".join(cells) + " |")
     lines += ["", "Dock: the viewer is created and settled first (not timed); timed is "
-              "`add_plugin_dock_widget(\"napari-cdma\", \"CDMA segmentation\")` until the dock's first paint event "
+              "`add_plugin_dock_widget(\"napari-cdma\", \"CDMA\")` until the dock's first paint event "
               "(it is shown); this includes importing the widget module and everything it imports "
               "(`plugin_modules_before_dock` in the JSON lists what napari had imported of the plugin before).", "",
               "Commands:", ""] + [f"    {runs[lb]['command']}" for lb in labels]

@@ -15,7 +15,7 @@ from typing import List, Optional
 logger = logging.getLogger("napari_cdma")
 
 PLUGIN = "napari-cdma"
-WIDGET = "CDMA segmentation"
+WIDGET = "CDMA"
 SAMPLE_KEY = "glas_testA_1"
 
 

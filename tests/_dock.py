@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 PLUGIN = "napari-cdma"
-WIDGET = "CDMA segmentation"
+WIDGET = "CDMA"
 
 
 def open_dock(viewer, store_path=None):

@@ -11,7 +11,7 @@ import pytest
 from napari_cdma._layers import unwrap_layer
 from napari_cdma._slide_view import NUMBERED
 
-PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
+PLUGIN, WIDGET = "napari-cdma", "CDMA"
 
 
 @pytest.fixture

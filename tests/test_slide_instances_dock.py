@@ -14,7 +14,7 @@ from napari_cdma._widget_slide import NUMBERED_OPACITY
 from src_model.export import GlandExtractor, instances_current
 from src_model.slide_store import open_store
 
-PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
+PLUGIN, WIDGET = "napari-cdma", "CDMA"
 CHUNK = 256  # the chunk of conftest.predicted_slide
 
 

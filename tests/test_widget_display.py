@@ -16,7 +16,7 @@ from napari_cdma._sample import SAMPLE_NAME
 from napari_cdma._widget_display import legend_rgb
 from napari_cdma._widget_review import no_regions_note
 
-PLUGIN, WIDGET, SAMPLE_KEY = "napari-cdma", "CDMA segmentation", "glas_testA_1"
+PLUGIN, WIDGET, SAMPLE_KEY = "napari-cdma", "CDMA", "glas_testA_1"
 CHANGED = 16  # a canvas pixel whose colour moved by more than this (of 255, any channel) is tinted
 CLEAR = 48  # ... and clearly tinted above this
 

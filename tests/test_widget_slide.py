@@ -26,7 +26,7 @@ from napari_cdma.project.store import ProjectStore
 from src_model.slide import open_slide
 from src_model.slide_store import open_store
 
-PLUGIN, WIDGET = "napari-cdma", "CDMA segmentation"
+PLUGIN, WIDGET = "napari-cdma", "CDMA"
 CHUNK = 128
 
 
