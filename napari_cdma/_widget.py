@@ -84,6 +84,7 @@ from ._widget_review import (
     scene_camera,
     show_review_outlines,
     slide_on_screen,
+    top_image,
 )
 from ._widget_save import PredictionSaveMixin
 from ._widget_slide import SlidePanel
@@ -251,6 +252,12 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         self._own_selection, self._inserted_id = False, None
         self.viewer.layers.events.inserted.connect(self._note_inserted)
         self.viewer.layers.selection.events.active.connect(self._follow_active_layer)
+        # walk 26: a layer dragged in the layer list is followed as an eye icon is (_follow_reorder); one drag (maybe
+        # of several layers) is one "moving" per layer, then one "reordered"
+        self._top_before: Optional[Tuple[str, Optional[str]]] = None
+        self._reordering = False
+        self.viewer.layers.events.moving.connect(self._note_top)
+        self.viewer.layers.events.reordered.connect(self._follow_reorder)
         # after the panel's own handler (connected first) has shown the region on its image
         self.review_panel.region_list.itemClicked.connect(lambda _item: self._choose_shown_region_image())
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
@@ -875,9 +882,10 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
 
     def _follow_shown_image(self) -> None:
         """The image chosen in Predict hidden (eye icons) with exactly one other image shown: that one is chosen. An
-        image shown over it is followed only when the user turns its eye on (:meth:`_follow_covering`), not on any
-        change of the screen: a prediction's layers coming in while another image lay over the chosen one switched
-        the dock to that image mid-way through the prediction (tests/test_dock_walk_leftovers.py)."""
+        image shown over it is followed only when the user turns its eye on (:meth:`_follow_covering`) or drags it
+        above (:meth:`_follow_reorder`), not on any change of the screen: a prediction's layers coming in while
+        another image lay over the chosen one switched the dock to that image mid-way through the prediction
+        (tests/test_dock_walk_leftovers.py)."""
         try:
             layers = self.viewer.layers
             chosen = self.predict_panel.image_layer
@@ -903,6 +911,40 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
                 or chosen is None or chosen is layer or chosen not in layers or not chosen.visible):
             return
         self._choose_image_of(covered_by(self.viewer, chosen))
+
+    def _top_now(self) -> Optional[Tuple[str, Optional[str]]]:
+        """(image chosen in Predict, the image on top over it: :func:`top_image`), or None while the dock is busy or
+        predicting (a prediction's own layer moves switch nothing: 4ef81b5) or the image chosen is not shown."""
+        try:
+            layers = self.viewer.layers
+            chosen = self.predict_panel.image_layer
+        except RuntimeError:  # the viewer is being closed
+            return None
+        if (self._dock_busy() or self.predict_panel.running or chosen is None or chosen not in layers
+                or not chosen.visible):
+            return None
+        return chosen.name, top_image(self.viewer, chosen, self.review_panel.hidden_by_focus)
+
+    def _note_top(self, _event: Any = None) -> None:
+        """Before a reorder of the layer list (its first layer moved): which image was on top."""
+        if not self._reordering:
+            self._reordering, self._top_before = True, self._top_now()
+
+    def _follow_reorder(self, _event: Any = None) -> None:
+        """A reorder of the layer list that put another image on top over the image chosen in Predict
+        (:func:`top_image`: a shown image dragged above it, or it dragged under one; or the image the dock hid to show
+        it, or its prediction, dragged back on top) chooses that image, as its eye icon turned on does
+        (:meth:`_follow_covering`). A reorder that leaves the same image on top (the user's own layers moved, an image
+        moved under it, the dock's overlays raised) switches nothing (walk 26: testA_2 dragged above testA_1; the dock
+        kept describing testA_1)."""
+        noted, before = self._reordering, self._top_before
+        self._reordering, self._top_before = False, None
+        after = self._top_now()
+        if not noted or before is None or after is None or before[0] != after[0]:
+            return
+        chosen, top = after
+        if top is not None and top not in (chosen, before[1]):
+            self._choose_image_of(top)
 
     def _choose_image_of(self, name: Optional[str]) -> None:
         panel = self.predict_panel

@@ -495,6 +495,32 @@ def covered_by(viewer: Any, layer: Any, bbox: Optional[Sequence[int]] = None,
     return None
 
 
+def top_image(viewer: Any, layer: Any, hidden: Optional[Dict[str, Set[Any]]] = None) -> Optional[str]:
+    """The image on top over the image layer ``layer`` (it, or another): of the images the dock can predict whose
+    extent overlaps ``layer``'s (``layer``'s own included), the one whose image layer or prediction layer lies highest
+    in the layer list, counting a layer shown, or hidden by :meth:`ReviewPanel.focus` to show another image
+    (``hidden``: its :attr:`~ReviewPanel.hidden_by_focus`), not one the user hid. A reorder of the layer list that
+    changes it is followed as an eye icon turned on is (walk 26: testA_2 dragged above testA_1 covered it; the dock kept
+    describing testA_1)."""
+    from ._widget_predict import predictable  # imported when used, as in focus_owner
+
+    layers = viewer.layers
+    if layer not in layers:
+        return None
+    hidden = hidden or {}
+    top = None
+    for other in layers:  # bottom to top: the last one counted is the top
+        owner = focus_owner(other)
+        if owner is None or owner not in layers or other.name not in (owner, names_for(owner)["prediction"]):
+            continue
+        if not (other.visible or other.unique_id in hidden.get(owner, ())) or float(other.opacity) <= 0:
+            continue
+        image = layers[owner]
+        if image is layer or (predictable(image) and overlaps(layer, image)):
+            top = owner
+    return top
+
+
 def covered_note(name: str, cover: str) -> str:
     """What Draw and the accept buttons need while ``name`` (the image, or its corrections layer) lies under the
     image ``cover`` (:func:`covered_by`)."""
