@@ -64,15 +64,22 @@ def test_nothing_is_accepted_from_a_covered_image_or_a_hidden_mask(make_napari_v
     _choose(qtbot, dock, viewer, FIRST)
     review = dock.review_panel
 
-    # SECOND shown under FIRST (not followed: it covers nothing), then dragged above it in the layer list: FIRST is
-    # covered, and the dock still describes it (a reorder is not followed)
+    # SECOND shown under FIRST, transparent (not followed: it covers nothing), dragged above it (still transparent:
+    # not followed), then made opaque: FIRST is covered, and the dock still describes it (an opacity change is not
+    # followed; a reorder is: tests/test_walk26_reorder_covering.py)
     layers = viewer.layers
     layers.move(layers.index(layers[FIRST]), len(layers))
+    layers[SECOND].opacity = 0.0
     layers[SECOND].visible = True
     _turn(qtbot)
     wait_settled(dock)
     assert dock.predict_panel.image_layer.name == FIRST
     layers.move(layers.index(layers[SECOND]), len(layers))
+    _turn(qtbot)
+    assert dock.predict_panel.image_layer.name == FIRST
+    layers[SECOND].opacity = 1.0
+    tiles = layers[names_for(FIRST)["tiles"]]
+    assert layers.move(layers.index(tiles), 0)  # a reorder leaving SECOND on top: not followed either
     _turn(qtbot)
     assert dock.predict_panel.image_layer.name == FIRST
     assert not review.accept_image_button.isEnabled() and "covered by" in review.accept_image_button.toolTip()
@@ -98,7 +105,10 @@ def test_nothing_is_accepted_from_a_covered_image_or_a_hidden_mask(make_napari_v
     _turn(qtbot)
     wait_settled(dock)
     assert dock.predict_panel.image_layer.name == FIRST
-    layers.move(layers.index(patch), len(layers))  # dragged over it
+    patch.opacity = 0.0
+    layers.move(layers.index(patch), len(layers))  # dragged over it, transparent, then made opaque
+    _turn(qtbot)
+    patch.opacity = 1.0
     _turn(qtbot)
     assert review.accept(bbox=(384, 384, 448, 448)) is None and "covered by 'patch'" in review.last_message
     assert review.accept(bbox=(0, 0, 64, 64)) is not None, review.last_message
