@@ -80,6 +80,106 @@ def _holds(data: Any, atom: Any, before: bool) -> bool:
         return False
 
 
+
+def _stroke_box(atoms: Sequence[Any], shape: Tuple[int, ...]) -> Optional[Tuple[int, Tuple[int, int, int, int], Any]]:
+    """``(label, (y0, x0, y1, x1), mask)`` of napari's edit ``atoms`` (a paint event's undo item) when they all wrote
+    one label above 0 into a 2-D layer of ``shape``: the box around the pixels they changed and those pixels (a bool
+    mask of the box); None otherwise (an erase, several labels, another kind of edit)."""
+    if len(shape) != 2:
+        return None
+    parts, labels = [], set()
+    try:
+        for atom in atoms:
+            if hasattr(atom, "slice_key"):  # a mask-based edit: brush, fill, polygon
+                if len(atom.slice_key) != 2:
+                    return None
+                (y0, y1, sy), (x0, x1, sx) = (k.indices(n) for k, n in zip(atom.slice_key, shape, strict=True))
+                if sy != 1 or sx != 1 or y1 <= y0 or x1 <= x0:
+                    return None
+                mask = np.ones((y1 - y0, x1 - x0), bool) if atom.mask is None else np.asarray(atom.mask, bool)
+                ys, xs = np.nonzero(mask)
+                new = atom.new_value
+            else:  # (indices, values before, values after): Labels.data_setitem
+                indices, _, new = atom
+                ys, xs = (np.asarray(i, np.intp).ravel() for i in indices)
+                y0 = x0 = 0
+            if np.ndim(new) != 0:
+                return None
+            labels.add(int(new))
+            parts.append((ys + y0, xs + x0))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if len(labels) != 1 or not parts:
+        return None
+    label = labels.pop()
+    ys, xs = (np.concatenate(p) for p in zip(*parts, strict=True))
+    if label <= 0 or not ys.size:
+        return None
+    y0, x0, y1, x1 = int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    mask[ys - y0, xs - x0] = True
+    return label, (y0, x0, y1, x1), mask
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its 8 neighbours of each pixel added (one pixel of dilation)."""
+    rows = mask.copy()
+    rows[1:] |= mask[:-1]
+    rows[:-1] |= mask[1:]
+    out = rows.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
+
+
+def distinct_new_gland(layer: Any, atoms: List[Any]) -> Optional[int]:
+    """After a stroke (napari's paint event: its undo item ``atoms``) that painted a new gland, a label no other pixel
+    of the Labels ``layer`` holds, beside a gland of the same colour (the prediction layer cycles through four): the
+    stroke's pixels take the next unused label whose colour differs from those of every gland they touch (walk 25: a
+    gland painted beside its neighbour looked like one gland with it). No other gland is renumbered. The relabelling
+    is added to the stroke's undo item (one undo takes the whole new gland off) and becomes the selected label (the
+    next strokes go on painting that gland). Returns the new label, or None when nothing was changed."""
+    data = getattr(layer, "data", None)
+    if not isinstance(data, np.ndarray) or data.ndim != 2:
+        return None
+    found = _stroke_box(atoms, data.shape)
+    if found is None:
+        return None
+    label, (y0, x0, y1, x1), mask = found
+    h, w = data.shape
+    ey0, ex0, ey1, ex1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
+    region = data[ey0:ey1, ex0:ex1]
+    stroke = np.zeros(region.shape, bool)
+    stroke[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] = mask
+    stroke &= region == label  # the stroke's pixels that hold its label now
+    if not stroke.any() or int(np.count_nonzero(data == label)) != int(np.count_nonzero(stroke)):
+        return None  # the label was in use before the stroke: an edit of a gland, not a new one
+    touched = set(np.unique(region[_grown(stroke) & ~stroke]).tolist()) - {0, label}
+    if not touched:
+        return None
+
+    def colour(value: int) -> Tuple[float, ...]:
+        return tuple(np.round(np.asarray(layer.colormap.map(value), float).ravel()[:4], 3))
+
+    taken = {colour(v) for v in touched}
+    if colour(label) not in taken:
+        return None
+    top = max(int(data.max()), label)
+    new = next((v for v in range(top + 1, top + 1 + len(layer.colormap.colors)) if colour(v) not in taken), None)
+    if new is None:  # every colour is a neighbour's
+        return None
+    ys, xs = np.nonzero(stroke)
+    undo = getattr(layer, "_undo_history", None)  # napari's: the stroke's item is its newest
+    merge = bool(undo) and undo[-1] is atoms
+    with layer.events.paint.blocker():  # one paint event, the stroke's, carries the relabelling too
+        layer.data_setitem((ys + ey0, xs + ex0), new)
+    if merge and len(undo) >= 2 and undo[-2] is atoms:
+        atoms.extend(undo.pop())
+    layer.selected_label = new
+    logger.info("a new gland painted beside a gland of its colour: label %d -> %d", label, new)
+    return new
+
+
 @dataclass
 class ImageState:
     """What the dock remembers about a predicted image.
@@ -447,12 +547,15 @@ class EditTrackingMixin:
         self._update_keep_button()
 
     def _on_prediction_painted(self, event: Any) -> None:
-        """A stroke, fill or erase done in a prediction layer: counted over the pixels it changed."""
+        """A stroke, fill or erase done in a prediction layer: counted over the pixels it changed. A new gland painted
+        beside a gland of its colour first takes a label of another colour (:func:`distinct_new_gland`)."""
         layer = event.source
+        state = self._prediction_state(layer)
+        if state is not None and isinstance(event.value, list):
+            distinct_new_gland(layer, event.value)  # changes the stroke's undo item before it is followed below
         history = self._histories.get(layer.unique_id)
         if history is not None:
             history.painted(event.value)
-        state = self._prediction_state(layer)
         if state is not None:
             state.kept.discard(layer.name)  # edited since it was kept
             counted = layer.name in state.unsaved_px
