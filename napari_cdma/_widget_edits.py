@@ -152,9 +152,7 @@ def distinct_new_gland(layer: Any, atoms: List[Any]) -> Optional[int]:
     stroke = np.zeros(region.shape, bool)
     stroke[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] = mask
     stroke &= region == label  # the stroke's pixels that hold its label now
-    if not stroke.any() or int(np.count_nonzero(data == label)) != int(np.count_nonzero(stroke)):
-        return None  # the label was in use before the stroke: an edit of a gland, not a new one
-    touched = set(np.unique(region[_grown(stroke) & ~stroke]).tolist()) - {0, label}
+    touched = set(np.unique(region[_grown(stroke) & ~stroke]).tolist()) - {0, label} if stroke.any() else set()
     if not touched:
         return None
 
@@ -164,6 +162,9 @@ def distinct_new_gland(layer: Any, atoms: List[Any]) -> Optional[int]:
     taken = {colour(v) for v in touched}
     if colour(label) not in taken:
         return None
+    # read the whole layer only now (a stroke beside a gland of its colour): whether any other pixel holds the label
+    if int(np.count_nonzero(data == label)) != int(np.count_nonzero(stroke)):
+        return None  # the label was in use before the stroke: an edit of a gland, not a new one
     top = max(int(data.max()), label)
     new = next((v for v in range(top + 1, top + 1 + len(layer.colormap.colors)) if colour(v) not in taken), None)
     if new is None:  # every colour is a neighbour's

@@ -36,8 +36,8 @@ def _beside_a_same_coloured_gland(data, colour_of, new_id):
     raise AssertionError("no gland of the new label's colour with room beside it")
 
 
-def test_a_new_gland_painted_beside_a_gland_of_its_colour_gets_another_colour(make_napari_viewer, qtbot, tmp_path,
-                                                                             glas_dir):
+def _reopened(make_napari_viewer, tmp_path, glas_dir):
+    """(viewer, dock, prediction layer) of testA_1 with its mask as the store's prediction, reopened."""
     from src_model.io import read_image
 
     image = read_image(glas_dir / "images" / f"{NAME}.png")
@@ -45,7 +45,12 @@ def test_a_new_gland_painted_beside_a_gland_of_its_colour_gets_another_colour(ma
     viewer = make_napari_viewer(show=True)
     viewer.add_image(image, name=NAME, rgb=True)
     dock = open_dock(viewer, store.root)
-    layer = viewer.layers[names_for(NAME)["prediction"]]
+    return viewer, dock, viewer.layers[names_for(NAME)["prediction"]]
+
+
+def test_a_new_gland_painted_beside_a_gland_of_its_colour_gets_another_colour(make_napari_viewer, qtbot, tmp_path,
+                                                                             glas_dir):
+    viewer, dock, layer = _reopened(make_napari_viewer, tmp_path, glas_dir)
     before = np.array(layer.data, copy=True)
     new_id = int(before.max()) + 1  # napari's "new label" (M)
     gland, point = _beside_a_same_coloured_gland(before, lambda v: _colour(layer, v), new_id)
@@ -86,3 +91,19 @@ def test_a_new_gland_painted_beside_a_gland_of_its_colour_gets_another_colour(ma
     assert len(np.unique(corrected[new_part])) == 1 and len(np.unique(corrected[old_part])) == 1
     assert corrected[new_part][0] != corrected[old_part][0] and 0 not in (corrected[new_part][0],
                                                                           corrected[old_part][0])
+
+
+def test_a_stroke_of_a_gland_already_there_keeps_its_label(make_napari_viewer, qtbot, tmp_path, glas_dir):
+    """Painting with the label of a gland already in the layer is an edit of that gland: it is not renumbered, even
+    beside a gland of its colour."""
+    viewer, dock, layer = _reopened(make_napari_viewer, tmp_path, glas_dir)
+    before = np.array(layer.data, copy=True)
+    ids = sorted(set(np.unique(before).tolist()) - {0})
+    existing = ids[-1]
+    gland, point = _beside_a_same_coloured_gland(before, lambda v: _colour(layer, v), existing)
+    assert gland != existing or len(ids) == 1
+    layer.brush_size = BRUSH
+    layer.paint(point, existing)
+    turn(qtbot)
+    changed = np.asarray(layer.data) != before
+    assert changed.any() and set(np.unique(np.asarray(layer.data)[changed]).tolist()) == {existing}
