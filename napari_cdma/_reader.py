@@ -2,8 +2,15 @@
 
 Claims OME-Zarr image directories, TIFF files whose first series is a pyramid (reduced-resolution
 levels) and the vendor formats OpenSlide reads (.svs, .ndpi, .mrxs, ...; when openslide-python is
-installed). Plain single-level PNG and TIFF images are left to napari's own reader (the reader
-function is None for them), so nothing napari already opens changes.
+installed).
+
+Any other ``.tif`` / ``.tiff`` file is read too (:func:`read_plain_tiff`), since napari's "Choose
+reader" dialog may offer this plugin first for it: a plain single-level TIFF opens as the layer
+napari's own reader gives (the first series' pixels as one NumPy image, named by the file's stem,
+RGB when its samples are RGB(A)), so the dock's Predict offers it; a file that is not a readable
+TIFF (another file renamed, a truncated one) raises one line naming it ("fake.tif is not a TIFF
+image (...): nothing opened"), which napari shows, in place of its bare "refused the file".
+Other files (PNG, ...) are left to napari's reader (the reader function is None for them).
 
 Layers: the slide as an RGB multiscale image (the lazy levels of :func:`src_model.slide.open_slide`;
 pixels are read only where napari draws). A ``cdma predict-slide`` store
@@ -17,6 +24,7 @@ for a store).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -29,9 +37,41 @@ def get_reader(path: Union[str, List[str]]) -> Optional[Callable[[Any], List[Lay
         if len(path) != 1:
             return None
         path = path[0]
-    from src_model.slide import is_pyramid
+    from src_model.slide import TIFF_SUFFIXES, is_pyramid
 
-    return read_slide if is_pyramid(path) else None
+    if is_pyramid(path):
+        return read_slide
+    p = Path(path)
+    return read_plain_tiff if p.suffix.lower() in TIFF_SUFFIXES and p.is_file() else None
+
+
+def read_plain_tiff(path: Union[str, List[str]]) -> List[LayerData]:
+    """The image of a single-level TIFF as napari's own reader gives it, or a ValueError naming the file."""
+    import tifffile
+
+    from src_model.io import tiff_page_problem
+
+    p = Path(path[0] if isinstance(path, (list, tuple)) else path)
+    problem, opened = None, False
+    try:
+        with tifffile.TiffFile(p) as tif:
+            opened = True
+            series = tif.series[0] if tif.series else None
+            if series is not None:
+                size = p.stat().st_size
+                problem = next(filter(None, (tiff_page_problem(pg, size) for pg in series.pages if pg)), None)
+            if series is not None and problem is None:
+                data, axes = series.asarray(), series.axes
+    except Exception as exc:  # tifffile raises many types for files that are not TIFF or are damaged
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        what = "a readable TIFF image" if opened else "a TIFF image"
+        raise ValueError(f"{p.name} is not {what} ({reason}): nothing opened") from exc
+    if series is None or problem:
+        why = f"truncated: {problem}" if problem else "it holds no image"
+        raise ValueError(f"{p.name} is not a readable TIFF image ({why}): nothing opened")
+    name = os.path.splitext(p.name)[0]  # as napari names a layer it reads
+    rgb = data.ndim == 3 and axes.endswith("S") and data.shape[-1] in (3, 4)
+    return [(data, {"name": name, "rgb": rgb}, "image")]
 
 
 def _is_store(path: Path) -> bool:
@@ -84,4 +124,4 @@ def _store_layers(p: Path, name: str) -> Tuple[List[LayerData], Tuple[float, flo
     ], (ds, ds)
 
 
-__all__ = ["get_reader", "read_slide"]
+__all__ = ["get_reader", "read_plain_tiff", "read_slide"]
