@@ -119,15 +119,16 @@ def test_corrupt_and_truncated_slides_are_one_line_errors(tmp_path, tiff_slide, 
     _one_line_error(plain, "unsupported slide type")
 
 
-def test_reader_claims_pyramids_only(glas_dir, tmp_path, tiff_slide, zarr_slide, mosaic):
+def test_reader_claims_pyramids_and_single_level_tiffs_only(glas_dir, tmp_path, tiff_slide, zarr_slide, mosaic):
     import tifffile
 
-    from napari_cdma._reader import get_reader
+    from napari_cdma._reader import get_reader, read_plain_tiff
 
     flat = tmp_path / "flat.tif"
     tifffile.imwrite(flat, mosaic[:100, :100])
     assert get_reader(str(glas_dir / "images" / "testA_1.png")) is None
-    assert get_reader(str(flat)) is None and not is_pyramid(flat)
+    # a single-level TIFF is no slide: it opens as an ordinary image layer (walk 26), not as a multiscale one
+    assert not is_pyramid(flat) and get_reader(str(flat)) is read_plain_tiff
     assert get_reader(str(tmp_path)) is None  # a folder that is no OME-Zarr image
     assert get_reader(str(tiff_slide)) is not None and get_reader(str(zarr_slide)) is not None
 
