@@ -19,6 +19,7 @@ copies named after it. Reopening that store closes each of its copies that holds
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -271,6 +272,29 @@ def restored_notes(shown: List[Tuple[str, str]]) -> str:
     return "; ".join(said)
 
 
+#: the dock's sentence of what the store holds (``CdmaWidget._sync_from_store``), read back by
+#: :func:`compact_store_text`
+STORE_SENTENCE = re.compile(r"(?P<regions>\d+) accepted region\(s\) \((?P<held>\d+) held out\) from "
+                            r"(?P<images>\d+) image\(s\), (?P<versions>\d+) trained version\(s\); "
+                            r"current model: (?P<current>.+)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def compact_store_text(text: str) -> str:
+    """The dock's sentence of what the store holds in two short lines: ``"2 accepted regions, 2 images"`` and
+    ``"Model v0001 (1 trained)"`` (the current model, and how many versions were trained); the held-out count is in
+    the tooltip (:meth:`StoreSummary.details`). A text of another form is kept as it is."""
+    found = STORE_SENTENCE.fullmatch(text.strip())
+    if found is None:
+        return text
+    n = {key: int(found[key]) for key in ("regions", "images", "versions")}
+    return (f"{_count(n['regions'], 'accepted region')}, {_count(n['images'], 'image')}\n"
+            f"Model {found['current']} ({n['versions']} trained)")
+
+
 class StoreSummary:
     """The project-store summary under the path field, following the viewer's layers.
 
@@ -279,9 +303,10 @@ class StoreSummary:
     windows (:meth:`set_windows`) and one more note (:meth:`set_note`, or :meth:`set_declined` for an Open the user
     declined). The restored images and predictions are counted over those still open: when their layers are removed
     the summary is written again (walk: "Reopened 2 stored image(s)" stayed after both were closed). Layers are
-    followed by identity, so a renamed image still counts. It states what is, in a few lines, not what switches did:
-    restored predictions of the same model and remarks are said together (:func:`restored_notes`; walk: a note per
-    image, each with the copies the last switch closed, made 13 lines).
+    followed by identity, so a renamed image still counts. It states what is, not what switches did: the label in
+    three short lines at the dock's width (:meth:`text`; walk 25: 13 lines after a reopen), the details in its tooltip
+    (:meth:`details`), where restored predictions of the same model and remarks are said together
+    (:func:`restored_notes`; walk: a note per image, each with the copies the last switch closed, made 13 lines).
 
     The note says what happened once: it goes when the store is read again; a declined Open's also after a later
     Predict with a store open (:meth:`drop_declined`; walk: "No project store created at ..." stayed after a
@@ -295,6 +320,7 @@ class StoreSummary:
 
     def __init__(self, viewer: Any, label: Any) -> None:
         self.viewer, self.label = viewer, label
+        self._base_tip = label.toolTip()  # what the dock says of the label itself, after the details
         self.store_text = ""
         self.note = ""
         self._declined: Optional[Tuple[Path, Optional[Path]]] = None  # (path, the store open then): set_declined
@@ -363,11 +389,15 @@ class StoreSummary:
         open_ = [has for layer, has in self._restored if layer in layers]
         return len(open_), sum(1 for has in open_ if not has)
 
-    def text(self) -> str:
-        """The summary as it should read now."""
-        parts = [self.store_text] if self.store_text else []
+    def _restored_shown(self) -> List[Tuple[str, str]]:
         layers = self.viewer.layers
-        shown = [(layer.name, note) for layer, note in self._predictions if layer in layers]
+        return [(layer.name, note) for layer, note in self._predictions if layer in layers]
+
+    def details(self) -> str:
+        """Everything the summary knows, in full sentences (the label's tooltip): what the store holds, each restored
+        prediction's model, time and remarks, the reopened images, slide windows and the one-off note."""
+        parts = [self.store_text] if self.store_text else []
+        shown = self._restored_shown()
         if shown:
             parts.append("Predictions restored from the store: " + restored_notes(shown)
                          + ". New edits are not kept until accepted or kept.")
@@ -382,16 +412,40 @@ class StoreSummary:
             parts.append(note)
         if self.windows:
             parts.append(f"{self.windows} slide window(s): open the slide to see them (Whole-slide panel).")
-        if self.note:
-            parts.append(self.note)
-        if self._declined is not None:
-            parts.append(declined_note(*self._declined))
+        parts.extend(self._notes())
         return "\n".join(parts)
+
+    def _notes(self) -> List[str]:
+        """The one-off note and the declined Open: said in full in the label (they are news)."""
+        said = [self.note] if self.note else []
+        if self._declined is not None:
+            said.append(declined_note(*self._declined))
+        return said
+
+    def text(self) -> str:
+        """The summary as the label shows it: a few short lines at the dock's width (walk 25: 13 lines after a
+        reopen), what the store holds (:func:`compact_store_text`), the images a reopen brought back, the slide
+        windows and the one-off note; the rest is in :meth:`details` (the tooltip)."""
+        parts = [compact_store_text(self.store_text)] if self.store_text else []
+        restored, without = self.restored_count()
+        shown = len(self._restored_shown())
+        if restored:
+            parts.append(f"Reopened {restored}; {without} need{'s' if without == 1 else ''} Predict" if without
+                         else f"Reopened {_count(restored, 'image')}")
+        elif shown:
+            parts.append(f"{_count(shown, 'prediction')} restored")
+        if self.windows:
+            parts.append(f"{_count(self.windows, 'slide window')} stored")
+        return "\n".join(parts + self._notes())
 
     def show(self) -> None:
         text = self.text()
         if self.label.text() != text:
             self.label.setText(text)
+        details = self.details()
+        tip = "\n\n".join(t for t in (details, self._base_tip) if t)
+        if self.label.toolTip() != tip:
+            self.label.setToolTip(tip)
 
     def _on_removed(self, event: Any = None) -> None:
         """A layer was closed: restored images and predictions no longer open are dropped (the summary keeps no

@@ -90,24 +90,28 @@ def test_the_summary_counts_only_the_reopened_images_still_open(make_napari_view
     summary = StoreSummary(viewer, label)
     summary.set_store_text("2 accepted region(s) (0 held out) from 2 image(s)")
     summary.set_restored([images[0]], [images[1]])
-    assert "Reopened 2 stored image(s)" in label.text() and "1 of them had no stored prediction" in label.text()
+    assert "Reopened 2; 1 needs Predict" in label.text(), label.text()  # in short; in full in the tooltip
+    assert "Reopened 2 stored image(s)" in label.toolTip() and "1 of them had no stored prediction" in label.toolTip()
 
     viewer.layers[images[0]].name = "renamed by the user"  # followed by identity, not by name
-    assert "Reopened 2 stored image(s)" in summary.text()
+    assert "Reopened 2 stored image(s)" in summary.details()
     viewer.layers.remove("renamed by the user")
-    assert "Reopened 1 stored image(s)" in label.text(), label.text()
-    assert "1 of them had no stored prediction" in label.text()
+    assert "Reopened 1; 1 needs Predict" in label.text(), label.text()
+    assert "Reopened 1 stored image(s)" in label.toolTip(), label.toolTip()
+    assert "1 of them had no stored prediction" in label.toolTip()
     viewer.layers.remove(images[1])
-    assert "Reopened" not in label.text() and "press Predict" not in label.text(), label.text()
-    assert label.text() == "2 accepted region(s) (0 held out) from 2 image(s)"
+    said = label.text() + label.toolTip()
+    assert "Reopened" not in said and "press Predict" not in said and "needs Predict" not in said, said
+    assert label.text() == "2 accepted region(s) (0 held out) from 2 image(s)"  # a text of another form, as it is
 
     # what was restored of a prediction is said only while its image is open
     viewer.add_image(np.zeros((8, 8, 3), np.uint8), name="shown", rgb=True)
     summary.set_predictions({"shown": "v0002, 2026-11-30T10:00:00+00:00", "closed meanwhile": "v0001"})
     said = f"'shown' (v0002 at {short_when('2026-11-30T10:00:00+00:00')})"
-    assert said in label.text() and "closed meanwhile" not in label.text(), label.text()
+    assert said in label.toolTip() and "closed meanwhile" not in label.toolTip(), label.toolTip()
+    assert "1 prediction restored" in label.text(), label.text()
     viewer.layers.remove("shown")
-    assert "Predictions restored" not in label.text()
+    assert "Predictions restored" not in label.toolTip() and "restored" not in label.text()
     # a layer of no concern removed: the summary is not rewritten (a note appended by the dock stays)
     viewer.add_image(np.zeros((8, 8), np.uint8), name="other")
     label.setText(label.text() + "\nKept 400 edited pixel(s)")
@@ -123,7 +127,7 @@ def test_open_on_a_mistyped_path_asks_and_declined_keeps_the_open_store(make_nap
     widget = open_dock(viewer, tmp_path / "project")
     before = [ly.name for ly in viewer.layers]
     summary = widget.store_label.text()
-    assert summary.startswith("2 accepted region(s)") and len(before) >= 2
+    assert summary.startswith("2 accepted regions, 2 images") and len(before) >= 2
 
     typo = tmp_path / "walker7" / "projcet_typo"
     no = Answers(monkeypatch, yes=False)
@@ -137,7 +141,7 @@ def test_open_on_a_mistyped_path_asks_and_declined_keeps_the_open_store(make_nap
     assert widget.store_edit.text() == str(tmp_path / "project")  # ... and named
     assert [ly.name for ly in viewer.layers] == before
     text = widget.store_label.text()
-    assert text.startswith("2 accepted region(s)") and f"No project store created at {typo}" in text, text
+    assert text.startswith("2 accepted regions,") and f"No project store created at {typo}" in text, text
 
     # said yes: created, and the dock switches to it
     Answers(monkeypatch, yes=True)
@@ -147,7 +151,7 @@ def test_open_on_a_mistyped_path_asks_and_declined_keeps_the_open_store(make_nap
     open_button.click()
     wait_settled(widget)
     assert (typo / INDEX_NAME).is_file() and widget.store.root == typo.resolve()
-    assert widget.store_label.text().startswith("0 accepted region(s)"), widget.store_label.text()
+    assert widget.store_label.text().startswith("0 accepted regions, 0 images"), widget.store_label.text()
 
 
 @needs_dock
@@ -165,7 +169,7 @@ def test_the_empty_dock_asks_on_open_but_the_first_accept_still_creates_the_stor
     assert f"No project store created at {path}. No store is open." in widget.store_label.text()
     # code that needs a store (the first Predict or Accept) creates it without asking
     assert widget.store.root == path.resolve() and len(no.asked) == 1
-    assert widget.store_label.text().startswith("0 accepted region(s)"), widget.store_label.text()
+    assert widget.store_label.text().startswith("0 accepted regions, 0 images"), widget.store_label.text()
 
 
 @needs_dock
@@ -174,13 +178,16 @@ def test_the_summary_stops_counting_reopened_images_once_closed(make_napari_view
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "glas_testA_1")  # an image of another project, open before: not counted
     widget = open_dock(viewer, tmp_path / "project")
-    text = widget.store_label.text()
-    assert "Reopened 2 stored image(s)" in text and "2 of them had no stored prediction" in text, text
+    text, tip = widget.store_label.text(), widget.store_label.toolTip()
+    assert "Reopened 2; 2 need Predict" in text, text
+    assert "Reopened 2 stored image(s)" in tip and "2 of them had no stored prediction" in tip, tip
     names = ["testA_2", "testB_4"]
     assert all(n in viewer.layers for n in names), [ly.name for ly in viewer.layers]
     viewer.layers.remove(names[0])
-    qtbot.waitUntil(lambda: "Reopened 1 stored image(s)" in widget.store_label.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "Reopened 1 stored image(s)" in widget.store_label.toolTip(), timeout=5000)
+    assert "Reopened 1; 1 needs Predict" in widget.store_label.text(), widget.store_label.text()
     viewer.layers.remove(names[1])
     qtbot.waitUntil(lambda: "Reopened" not in widget.store_label.text(), timeout=5000)
     text = widget.store_label.text()
-    assert text.startswith("2 accepted region(s)") and "press Predict" not in text, text
+    said = text + widget.store_label.toolTip()
+    assert text.startswith("2 accepted regions,") and "press Predict" not in said and "Reopened" not in said, said

@@ -62,7 +62,7 @@ def test_switching_back_to_a_store_with_a_large_images_prediction_restores_it(ma
     assert not restored.multiscale
     assert np.array_equal(np.asarray(restored.data).astype(np.float16), shown.astype(np.float16))
     assert SAMPLE_NAME in dock.restored_predictions
-    assert f"'{SAMPLE_NAME}'" in dock.store_label.text(), dock.store_label.text()
+    assert f"'{SAMPLE_NAME}'" in dock.store_label.toolTip(), dock.store_label.toolTip()  # the summary's details
     assert dock.review_panel.image_name == SAMPLE_NAME
     # the multiscale copy holds A's uncertainty at full resolution (its level 0): closed as a redundant copy; B's
     # copies stay
@@ -94,7 +94,7 @@ def test_a_comparison_that_fails_keeps_the_copy_and_the_restore_goes_on(make_nap
     state = dock.states.get(SAMPLE_NAME)
     assert state is not None and state.image_hash == digest
     assert SAMPLE_NAME in dock.restored_predictions
-    assert f"'{SAMPLE_NAME}'" in dock.store_label.text(), dock.store_label.text()
+    assert f"'{SAMPLE_NAME}'" in dock.store_label.toolTip(), dock.store_label.toolTip()  # the summary's details
     assert dock.review_panel.image_name == SAMPLE_NAME
 
 
@@ -153,18 +153,20 @@ def test_the_store_summary_stays_short_over_many_switches(make_napari_viewer, qt
     viewer = make_napari_viewer()
     dock = open_dock(viewer, a_root)
     assert all(name in viewer.layers for name in images), [ly.name for ly in viewer.layers]
-    texts = [dock.store_label.text()]
+    texts, details = [dock.store_label.text()], [dock.summary.details()]  # the label, and its tooltip's details
     for root in (b_root, a_root, b_root, a_root):
         _switch(dock, root)
         texts.append(dock.store_label.text())
-    text = texts[-1]
+        details.append(dock.summary.details())
+    text, detail = texts[-1], details[-1]
     # A's facts, now: its accepted regions, its model, the predictions restored of its images
-    assert text.startswith("3 accepted region(s) (0 held out) from 3 image(s)"), text
-    assert "current model: bundled" in text and all(f"'{name}'" in text for name in images), text
-    assert texts[1].startswith("0 accepted region(s)") and all(f"'{name}'" in texts[1] for name in images), texts[1]
+    assert text.startswith("3 accepted regions, 3 images\nModel bundled"), text
+    assert detail.startswith("3 accepted region(s) (0 held out) from 3 image(s)"), detail
+    assert "current model: bundled" in detail and all(f"'{name}'" in detail for name in images), detail
+    assert texts[1].startswith("0 accepted regions,") and all(f"'{name}'" in details[1] for name in images), details[1]
     # a few lines, the same at each return to A: no history of the switches, no note repeated per image
-    assert len(text.splitlines()) <= 3 and "hidden cop" not in text and "switch" not in text, text
-    assert text == texts[2], (texts[2], text)
+    assert len(text.splitlines()) <= 3 and "hidden cop" not in detail and "switch" not in detail, detail
+    assert text == texts[2] and detail == details[2], (details[2], detail)
     # (before: 529 characters after each return, 11 lines at a 360 px wide label, against 262 and 6 now; the first
-    # open adds "Reopened 3 stored image(s) ...")
-    assert all(len(t) <= 360 for t in texts), [len(t) for t in texts]
+    # open adds "Reopened 3 stored image(s) ..."; walk 25: the label says it in 3 short lines, the rest in its tooltip)
+    assert all(len(t) <= 360 for t in details), [len(t) for t in details]

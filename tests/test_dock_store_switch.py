@@ -75,7 +75,7 @@ def test_switching_store_removes_the_previous_stores_overlays_and_keeps_edits(ma
     assert SAMPLE_NAME in viewer.layers and names["prediction"] in viewer.layers, [ly.name for ly in viewer.layers]
     assert names["accepted"] in viewer.layers and names["corrections"] in viewer.layers
     assert len(viewer.layers[names["accepted"]].data) == 1
-    assert dock.store_label.text().startswith("1 accepted region(s)"), dock.store_label.text()
+    assert dock.store_label.text().startswith("1 accepted region, 1 image"), dock.store_label.text()
     review = dock.review_panel
     assert review.image_name == SAMPLE_NAME and len(review.tiles) == 4, review.last_message  # one box accepted
 
@@ -114,7 +114,8 @@ def test_switching_store_removes_the_previous_stores_overlays_and_keeps_edits(ma
     assert from_a.name in said and f"kept in {a_root}" in said, said
     # the store line describes B: no region, and nothing restored from A said as restored
     text = dock.store_label.text()
-    assert text.startswith("0 accepted region(s)") and "Reopened" not in text and "restored" not in text, text
+    said = text + dock.store_label.toolTip()  # the label and its details
+    assert text.startswith("0 accepted regions, 0 images") and "Reopened" not in said and "restored" not in said, said
     # the review list is B's: none, as B has no prediction of the image (Predict makes one); the status says which
     # store it is now; A's review tiles are gone with A's prediction
     assert review.image_name is None and review.tiles == [], review.last_message
@@ -138,7 +139,7 @@ def test_switching_store_removes_the_previous_stores_overlays_and_keeps_edits(ma
     assert from_a not in viewer.layers
     assert not [ly.name for ly in viewer.layers if ", from project A" in ly.name]
     assert review.image_name == SAMPLE_NAME and len(review.tiles) == len(RANKED) - 1, review.last_message
-    assert dock.store_label.text().startswith("1 accepted region(s)"), dock.store_label.text()
+    assert dock.store_label.text().startswith("1 accepted region, 1 image"), dock.store_label.text()
 
 
 def test_an_edited_corrections_layer_of_the_previous_store_stays_as_the_users(make_napari_viewer, qtbot, tmp_path,

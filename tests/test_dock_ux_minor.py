@@ -58,7 +58,7 @@ def test_the_declined_open_note_goes_once_a_later_predict_keeps_its_prediction_i
     # a while ago
     assert dock.store.latest_prediction(dock.states["he"].image_hash) is not None
     text = dock.store_label.text()
-    assert DECLINED not in text and text.startswith("0 accepted region(s)"), text
+    assert DECLINED not in text and text.startswith("0 accepted regions,"), text
     assert not typo.exists()
 
 

@@ -174,7 +174,8 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
         assert review.accept(bbox=bbox) is not None, review.last_message
     assert len(store.regions()) == 6 and len(store.holdout_regions()) == 1
     assert review.region_list.count() == 6
-    assert "6 accepted region(s) (1 held out)" in widget.store_label.text()  # the summary follows accepts
+    assert widget.store_label.text().startswith("6 accepted regions,")  # the summary follows accepts
+    assert "6 accepted region(s) (1 held out)" in widget.store_label.toolTip()  # its details
     assert review.withdraw(store.regions()[-1].region_id)
     assert len(store.regions()) == 5 and review.region_list.count() == 5
 
@@ -200,7 +201,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, lite_checkpoint):
     assert retrain.last_message.startswith(f"{trained.version}: ")
     assert retrain.keep_button.isVisibleTo(retrain)
     assert any(m.version == trained.version for m in store.models())
-    assert f"{len(store.models())} trained version(s)" in widget.store_label.text()  # and retrains
+    assert f"{len(store.models())} trained version(s)" in widget.store_label.toolTip()  # and retrains
     assert widget.versions_panel.roll_back(first.version)
     assert store.current_model_version == first.version
     qtbot.waitUntil(lambda: not widget.predict_panel.running, timeout=60_000)
@@ -478,12 +479,12 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     (poly,) = review.accept_drawn(drawn)
     assert poly.bbox[:2] == (300, 300) and "polygon" in review.last_message
     assert review.accept_whole_image() is not None
-    assert "3 accepted region(s)" in widget.store_label.text()
+    assert "3 accepted regions," in widget.store_label.text()
     # its image named as its layer is while it is open (walk 22: the list said the file's name, glas_testA_1.png)
     assert all(f"  {SAMPLE_NAME}  " in review.region_list.item(i).text() for i in range(3))
     assert len(_accepted_rects(viewer, SAMPLE_NAME)) == 3
     assert review.withdraw(poly.region_id)
-    assert "2 accepted region(s)" in widget.store_label.text() and len(_accepted_rects(viewer, SAMPLE_NAME)) == 2
+    assert "2 accepted regions," in widget.store_label.text() and len(_accepted_rects(viewer, SAMPLE_NAME)) == 2
 
     # Reopen in a viewer without the image: the image, under the name it had, its accepted boxes and
     # corrections come back.
@@ -494,7 +495,7 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert np.array_equal(image_layer.data, widget.states[SAMPLE_NAME].image)
     assert len(_accepted_rects(other, SAMPLE_NAME)) == 2
     assert (other.layers[names["corrections"]].data[10:30, 10:30] == 7).all()
-    assert "2 accepted region(s)" in again.store_label.text() and "Predict" in again.store_label.text()
+    assert "2 accepted regions," in again.store_label.text() and "Predict" in again.store_label.text()
     assert again.review_panel.region_list.count() == 2
     again.deleteLater()
 

@@ -168,7 +168,7 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     np.testing.assert_allclose(rjsd.data, jsd_before[0], atol=1e-3)
     np.testing.assert_allclose(rjsd.contrast_limits, jsd_before[1], rtol=0.02)
     assert not rjsd.visible and names_for("second")["disagreement"] in other.layers
-    text = again.store_label.text()
+    text = again.store_label.toolTip()  # the summary's details (walk 25: the label says them in short)
     assert "v0001" in text and "not kept" in text and "press Predict" not in text, text
     # the time as the live status says it ("at 18:01"; walk 21: "2026-12-02 18:01 UTC" after a reopen, "at 18:01" live)
     assert re.search(r"latest at \d\d:\d\d\)", text) and " UTC" not in text, text
@@ -201,7 +201,7 @@ def test_reopen_brings_back_latest_predictions_ready_for_review_and_accept(make_
     third = make_napari_viewer()
     last = open_dock(third, path)
     assert names["prediction"] in third.layers
-    assert "stale: the current model is v0002" in last.store_label.text(), last.store_label.text()
+    assert "stale: the current model is v0002" in last.store_label.toolTip(), last.store_label.toolTip()
 
 
 def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make_napari_viewer, qtbot, tmp_path,
@@ -240,7 +240,7 @@ def test_unaccepted_edits_kept_on_request_come_back_and_are_not_overwritten(make
     np.testing.assert_array_equal(other.layers[name].data, edited)
     assert not again.keep_edits_button.isEnabled()  # the reopened edits are the store's already
     assert names_for(SAMPLE_NAME)["disagreement"] in other.layers  # keeping the edits kept the disagreement
-    assert "kept edits" in again.store_label.text()
+    assert "kept edits" in again.store_label.toolTip()
     assert again.states[SAMPLE_NAME].unsaved(name, np.asarray(other.layers[name].data)) == 400
     _wait_predicted(qtbot, again, SAMPLE_NAME)
     np.testing.assert_array_equal(other.layers[name].data, edited)  # the new prediction went to another layer
@@ -308,21 +308,21 @@ def test_first_prediction_of_a_new_project_is_kept_and_comes_back_on_reopen(make
 
     kept = ProjectStore.open(path, create=False)  # Predict created the store (StoreError if not)
     assert kept.latest_prediction(widget.states[SAMPLE_NAME].image_hash) is not None
-    assert widget.store_label.text().startswith("0 accepted region(s) (0 held out) from 0 image(s)"), \
+    assert widget.store_label.text().startswith("0 accepted regions, 0 images\nModel bundled (0 trained)"), \
         widget.store_label.text()
-    assert "current model: bundled" in widget.store_label.text()
+    assert "(0 held out) from 0 image(s)" in widget.store_label.toolTip()
     assert widget.predict_panel.model_choice() == ("version", "bundled")
 
     names = names_for(SAMPLE_NAME)
     labels = _accept_a_correction(viewer, widget)
-    assert widget.store_label.text().startswith("1 accepted region(s)"), widget.store_label.text()
+    assert widget.store_label.text().startswith("1 accepted region, 1 image"), widget.store_label.text()
     shown = np.array(labels.data)
     unc = np.array(viewer.layers[names["uncertainty"]].data)
     viewer.close()
 
     other = make_napari_viewer()
     again = open_dock(other)  # opens the folder of the environment
-    text = again.store_label.text()
+    text = again.store_label.toolTip()  # the summary's details
     assert "press Predict" not in text and "latest predictions" in text, text
     assert names["prediction"] in other.layers and names["uncertainty"] in other.layers, \
         [ly.name for ly in other.layers]

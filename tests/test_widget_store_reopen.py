@@ -49,8 +49,9 @@ def test_a_small_slides_windows_do_not_come_back_as_a_hidden_image(make_napari_v
     viewer, dock, before = _open_slide_and_dock(make_napari_viewer, qtbot, slide_path, project_path)
     assert [ly.name for ly in viewer.layers] == before  # nothing added: the slide panel shows the slide
     text = dock.store_label.text()
-    assert "Reopened" not in text and "press Predict" not in text, text
-    assert "1 slide window(s): open the slide" in text, text
+    said = text + dock.store_label.toolTip()  # the label and its details
+    assert "Reopened" not in said and "press Predict" not in said and "needs Predict" not in said, said
+    assert "1 slide window stored" in text and "1 slide window(s): open the slide" in said, said
     chosen = dock.predict_panel.image_layer
     assert chosen is None or chosen.visible  # never a hidden restored copy
 
@@ -58,8 +59,8 @@ def test_a_small_slides_windows_do_not_come_back_as_a_hidden_image(make_napari_v
     project.withdraw(record.region_id)
     viewer2, dock2, before2 = _open_slide_and_dock(make_napari_viewer, qtbot, slide_path, project_path)
     assert [ly.name for ly in viewer2.layers] == before2
-    text = dock2.store_label.text()
-    assert "Reopened" not in text and "slide window" not in text, text
+    said = dock2.store_label.text() + dock2.store_label.toolTip()
+    assert "Reopened" not in said and "slide window" not in said, said
 
 
 def test_an_image_accepted_as_an_image_still_comes_back(make_napari_viewer, tmp_path):
@@ -76,7 +77,7 @@ def test_an_image_accepted_as_an_image_still_comes_back(make_napari_viewer, tmp_
     viewer = make_napari_viewer()
     dock = _dock(viewer, project_path)
     assert "other" in viewer.layers and np.array_equal(viewer.layers["other"].data, image)
-    assert "Reopened 1 stored image(s)" in dock.store_label.text()
+    assert "Reopened 1" in dock.store_label.text() and "Reopened 1 stored image(s)" in dock.store_label.toolTip()
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
