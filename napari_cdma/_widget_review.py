@@ -495,6 +495,34 @@ def covered_by(viewer: Any, layer: Any, bbox: Optional[Sequence[int]] = None,
     return None
 
 
+def hiding_labels(viewer: Any, labels: Any, image: Optional[str], bbox: Optional[Sequence[int]] = None) -> Any:
+    """The topmost layer that hides the corrections layer ``labels`` on screen, or None: a shown, not transparent
+    image above it in the layer list whose extent overlaps it (with ``bbox``: those pixels of it), the image ``image``
+    it corrects included, and any image of the user's (a slide, a grey or float image the dock does not predict); not
+    the dock's own maps (the uncertainty tint lies over the glands by design) nor a copy detached at a store switch.
+    Walk 26: testA_1 dragged above its own prediction covered it, and Accept whole image stored a stroke nobody saw."""
+    layers = list(viewer.layers)
+    if labels not in layers:
+        return None
+    area = data_box_world(labels, bbox) if bbox is not None else world_box(labels)
+    for other in reversed(layers[layers.index(labels) + 1:]):
+        if not isinstance(other, Image) or not other.visible or float(getattr(other, "opacity", 1.0)) <= 0:
+            continue
+        if other.name != image and (is_derived(other) or is_detached(other)):
+            continue
+        box = world_box(other)
+        if area is None or box is None or boxes_overlap(area, box):
+            return other
+    return None
+
+
+def under_note(labels: str, cover: str) -> str:
+    """What Draw and the accept buttons need while the corrections layer ``labels`` lies under the image ``cover``
+    (:func:`hiding_labels`)."""
+    return (f"'{labels}', the corrections Accept stores, lies under '{cover}': move '{labels}' above '{cover}' in the "
+            f"layer list (or hide '{cover}') to see what you accept or draw.")
+
+
 def top_image(viewer: Any, layer: Any, hidden: Optional[Dict[str, Set[Any]]] = None) -> Optional[str]:
     """The image on top over the image layer ``layer`` (it, or another): of the images the dock can predict whose
     extent overlaps ``layer``'s (``layer``'s own included), the one whose image layer or prediction layer lies highest
@@ -1219,8 +1247,10 @@ class ReviewPanel(QWidget):
         and Accept whole image stayed on), or another image is shown instead of it (walk: a hidden image's prediction
         was stored unseen), or over it (walk 25: testB_5's image, shown above testB_1, covered it, and Accept whole
         image stored testB_1): the image, or its corrections layer, lies under another shown image that overlaps it
-        (with ``bbox``: those pixels of the image). The buttons (:meth:`needs`) and the calls from a script refuse
-        for the same reason (:meth:`mask_unseen` adds the corrections layer hidden, for the accept buttons)."""
+        (with ``bbox``: those pixels of the image), or the corrections layer lies under its own image or an image of
+        the user's (walk 26: testA_1 dragged above its prediction; :func:`hiding_labels`). The buttons
+        (:meth:`needs`) and the calls from a script refuse for the same reason (:meth:`mask_unseen` adds the
+        corrections layer hidden, for the accept buttons)."""
         if self.slide_name is not None or slide_on_screen(self.viewer) is not None:
             return NEEDS["slide_edit"]
         shown = self.shown_over(image)
@@ -1230,10 +1260,13 @@ class ReviewPanel(QWidget):
         if not image or image not in layers or not layers[image].visible:
             return None  # hidden with no other image shown: its labels seen alone (shown_over)
         cover = covered_by(self.viewer, layers[image], bbox)
+        if cover is not None:
+            return covered_note(str(image), cover)
         labels = self.labels_choice.value
-        if cover is None and labels is not None and labels in layers and labels.visible:
-            cover = covered_by(self.viewer, labels, bbox, skip=image)
-        return None if cover is None else covered_note(str(image), cover)
+        if labels is None or labels not in layers or not labels.visible:
+            return None
+        over = hiding_labels(self.viewer, labels, image, bbox)  # its own image above it, or an image of the user's
+        return None if over is None else under_note(labels.name, over.name)
 
     def mask_unseen(self) -> Optional[str]:
         """Why the accept buttons must not store the corrections layer now, or None: it is hidden (walk 25: the dock

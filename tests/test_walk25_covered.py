@@ -69,6 +69,8 @@ def test_nothing_is_accepted_from_a_covered_image_or_a_hidden_mask(make_napari_v
     # followed; a reorder is: tests/test_walk26_reorder_covering.py)
     layers = viewer.layers
     layers.move(layers.index(layers[FIRST]), len(layers))
+    # its prediction above it: an image above its own corrections layer hides them (tests/test_walk26_review_unseen.py)
+    layers.move(layers.index(layers[names_for(FIRST)["prediction"]]), len(layers))
     layers[SECOND].opacity = 0.0
     layers[SECOND].visible = True
     _turn(qtbot)
