@@ -11,7 +11,10 @@ plus a second. During each phase:
 * a 10 ms QTimer on the GUI thread measures the event loop's lateness (max and p99 of each tick's lateness);
 * a watchdog thread samples the GUI thread's stack (``sys._current_frames``) every 5 ms, and the stalls longer than
   ``--stall-ms`` are named by the frames most of their samples were in;
-* garbage collections on the GUI thread are timed (``gc.callbacks``).
+* garbage collections on the GUI thread are timed (``gc.callbacks``);
+* the GUI thread's CPU time (``time.thread_time``) and the process's (``time.process_time``, every thread: the
+  workers and zarr's I/O thread) are summed: the work done, much less sensitive to the machine's load than the
+  lateness (the GUI thread's time waiting on zarr's I/O thread or the GIL is not in its CPU time).
 
 ``--load N`` starts N busy-looping Python processes (``while True: pass``, at this process's priority) for the
 measured phases, and stops them after. ``--label`` names the code measured ("before", "after"): a run replaces the
@@ -210,15 +213,17 @@ def phase(viewer: Any, panel: Any, slide: Path, stall_ms: float) -> Dict[str, An
     opened: List[Any] = []
     run_loop(lambda: True, 0)
     probe.start()
-    t0 = time.perf_counter()
+    t0, cpu0, proc0 = time.perf_counter(), time.thread_time(), time.process_time()
     QTimer.singleShot(50, lambda: opened.append(viewer.open(str(slide), plugin=PLUGIN)))
     ok = run_loop(lambda: bool(opened) and idle(panel) and f"{opened[0][0].name} uncertainty" in viewer.layers
                   and panel.tile_list.count() > 0, 180)
     done_s = time.perf_counter() - t0
     end = time.perf_counter() + 1.0
     run_loop(lambda: time.perf_counter() > end, 5)
+    gui_cpu, proc_cpu = time.thread_time() - cpu0, time.process_time() - proc0
     out = probe.stop(stall_ms)
-    out.update(settled=ok, settled_s=round(done_s, 2), load_1=round(os.getloadavg()[0], 2))
+    out.update(settled=ok, settled_s=round(done_s, 2), load_1=round(os.getloadavg()[0], 2),
+               gui_cpu_s=round(gui_cpu, 2), cpu_s=round(proc_cpu, 2))
     return out
 
 
@@ -227,7 +232,10 @@ def measure(slide: Path, project: Path, load: int, stall_ms: float) -> Dict[str,
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    try:
+        _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    except KeyError:  # a copy of the code before a0904d9 (the widget was named so then)
+        _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "CDMA segmentation")
     assert dock.open_store(project) is not None
     panel = dock.slide_panel
     freezer = getattr(dock.predict_panel, "freezer", None)  # the dock's warm-up (imports, the collector's freeze)
@@ -267,18 +275,25 @@ def markdown(results: Dict[str, Any]) -> str:
              "2026-12-03 ~07:20); `50d9bb4`: at commit 50d9bb4 (a copy of it first on `PYTHONPATH`), and `after`: "
              "with the reader's imports warmed in a thread and the overlays' first levels read in the workers (both "
              "2026-12-03 ~10:20-10:40). Each pair within 15 minutes on the same 2-core machine, shared with other "
-             "users: the load column counts them too, and it varied from 2 to 8 between runs.",
+             "users: the load column counts them too, and it varied from 2 to 8 between runs. `02fada4` and "
+             "`50d9bb4 rerun` (2026-12-03 ~14:25), then `50d9bb4 rerun 2` and `1bd8fac` (~18:05, the working tree "
+             "then) are such pairs, run again for the second open: its lateness was higher on the newer code in the "
+             "two earlier single pairs, lower in the last. The CPU columns (from the last pair on: the GUI thread's, "
+             "and the process's, all its threads but not the numbering's process) are the work done, about the same "
+             "on both codes; the lateness also counts the waits for the 2 shared cores.",
              ""]
     first = [k for lb in ORDER for k in sorted(results["runs"]) if k.startswith(f"{lb}, ")]
     for key in first + [k for k in sorted(results["runs"]) if k not in first]:
         run = results["runs"][key]
         lines += [f"## {key} ({run['side']} x {run['side']} px slide, chunks of {run['chunk']} px, "
                   f"{run['machine']['cores']} cores, {run['machine']['date']})", "",
-                  "| phase | max ms | p99 ms | gc max ms | settled s | load (1 min) |", "|---|---|---|---|---|---|"]
+                  "| phase | max ms | p99 ms | gc max ms | settled s | GUI-thread CPU s | process CPU s "
+                  "| load (1 min) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name in ("open", "open again"):
             p = run[name]
             lines.append(f"| {name} | {p['max_ms']} | {p['p99_ms']} | {p['gc_max_ms']} | {p['settled_s']} | "
-                         f"{p['load_1']} |")
+                         f"{p.get('gui_cpu_s', '-')} | {p.get('cpu_s', '-')} | {p['load_1']} |")
         lines.append("")
         for name in ("open", "open again"):
             for s in run[name]["stalls"][:3]:
