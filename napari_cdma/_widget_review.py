@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image, Labels, Shapes
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -717,6 +717,12 @@ class ReviewPanel(QWidget):
                          "accept_image": self.accept_image_button, "withdraw": self.withdraw_button,
                          "restore": self.restore_button}
         self._watched_shapes: Any = None  # the Drawn layer whose shapes enable Accept drawn
+        #: why what Accept and Draw act on is not on screen (:meth:`needs`), and the reason the status line said last
+        self._unseen: Optional[str] = None
+        self._said_unseen: Optional[str] = None
+        self._unseen_pending = False
+        for button in self._buttons.values():  # a click on a disabled one says what it needs (eventFilter)
+            button.installEventFilter(self)
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -943,8 +949,11 @@ class ReviewPanel(QWidget):
         nav = None if self.tiles or self._prediction_state() is not None else \
             NEEDS["slide"] if self.slide_name is not None else predict
         blocked = self.edit_blocked(target)
+        self._unseen = None  # why what Accept and Draw act on is not on screen (said on the status line: walk 26)
         if blocked is not None:
             accept = drawn = image = draw = blocked
+            if state is not None and labels is not None and blocked != NEEDS["slide_edit"]:
+                self._unseen = blocked
         elif state is None or labels is None:
             accept = drawn = image = draw = predict
         else:
@@ -958,6 +967,7 @@ class ReviewPanel(QWidget):
             unseen = self.mask_unseen()
             if unseen is not None:
                 accept, drawn, image = accept or unseen, drawn or unseen, unseen
+                self._unseen = unseen
         record = self.selected_record()
         if record is None:
             withdraw, restore = NEEDS["select_region"], NEEDS["select_withdrawn"]
@@ -968,7 +978,9 @@ class ReviewPanel(QWidget):
                 "accept_image": image, "withdraw": withdraw, "restore": restore}
 
     def update_buttons(self) -> None:
-        """Enable each button that can act now; a disabled one's tooltip says what it needs first."""
+        """Enable each button that can act now; a disabled one's tooltip says what it needs first. When Accept and
+        Draw turn off because what they act on is not on screen (hidden or covered), the status line says why too,
+        once the event loop has settled (walk 26: the reason was only in the tooltip, which few users hover)."""
         try:
             needs = self.needs()
             for key, button in self._buttons.items():
@@ -977,6 +989,35 @@ class ReviewPanel(QWidget):
                 button.setToolTip(TIPS[key] if need is None else f"{need}\n({TIPS[key]})")
         except RuntimeError:  # the panel's Qt objects are gone (the dock or the viewer closed)
             return
+        if self._unseen != self._said_unseen and not self._unseen_pending:
+            self._unseen_pending = True
+            QTimer.singleShot(0, self._say_unseen)
+
+    def _say_unseen(self) -> None:
+        """Say on the status line why Accept and Draw are off (:attr:`_unseen`), if that still holds now and was not
+        said yet; once it no longer holds, a line still saying it says that they act again."""
+        self._unseen_pending = False
+        try:
+            self.needs()
+        except RuntimeError:  # the panel's Qt objects are gone
+            return
+        reason, said = self._unseen, self._said_unseen
+        if reason == said:
+            return
+        self._said_unseen = reason
+        if reason is not None:
+            self._say(reason)
+        elif said is not None and self.last_message == said:
+            self._say("What Accept stores is on screen again: Accept and Draw act on it.")
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        """A click on a disabled button says on the status line what it needs (walk 26: nothing happened)."""
+        if event.type() == QEvent.Type.MouseButtonRelease and isinstance(obj, QPushButton) and not obj.isEnabled():
+            key = next((k for k, b in self._buttons.items() if b is obj), None)
+            need = self.needs().get(key) if key is not None else None
+            if need:
+                self._say(need)
+        return super().eventFilter(obj, event)
 
     def _watch_shapes(self) -> None:
         """Accept drawn follows the shapes of the chosen Drawn layer (enabled once it holds one). A layer of the
