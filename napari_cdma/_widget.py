@@ -32,6 +32,7 @@ unaccepted edits" (then they come back on reopen, still not accepted); the summa
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -55,6 +56,7 @@ from qtpy.QtWidgets import (
 
 from ._exit import install as _install_exit_hook
 from ._layers import (
+    IMAGE_KEY,
     Reviewed,
     is_derived,
     names_for,
@@ -73,7 +75,7 @@ from ._shapes_keepalive import keep_removed_shapes_visuals
 from ._widget_display import LIVE_GLANDS_PIXELS, DisplayPanel
 from ._widget_edits import KEEP_TIP as KEEP_TIP  # re-exported: tests import it from here
 from ._widget_edits import EditHistory, EditTrackingMixin, ImageState
-from ._widget_predict import BUNDLED, PredictPanel, PredictResult, predictable
+from ._widget_predict import BUNDLED, PredictPanel, PredictResult, closed_prediction_note, predictable
 from ._widget_restore import StoreRestoreMixin
 from ._widget_retrain import RetrainPanel
 from ._widget_review import (
@@ -92,6 +94,7 @@ from ._widget_store import Restore, StoreSummary, regions_by_image
 from ._widget_versions import VersionsPanel
 from .project.store import ProjectStore, RegionRecord
 
+logger = logging.getLogger(__name__)
 _install_exit_hook()  # running workers quit before Python's teardown when a script exits (napari_cdma._exit)
 
 PROJECT_ENV = "NAPARI_CDMA_PROJECT"
@@ -162,6 +165,9 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         #: accepted-corrections layers (unique ids) painted or given new data since they were added: only those may
         #: hold the user's edits when another store is opened (:meth:`_leave_store` reads the store for them only)
         self._touched_corrections: set = set()
+        #: an image's own prediction layer being removed (:meth:`_note_closing_prediction`): (its layer's unique id,
+        #: the image, its edited pixels not accepted, whether the store kept them already)
+        self._closing: Optional[Tuple[Any, str, int, bool]] = None
         self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
         self.store_edit = QLineEdit(str(store_path or default_project_path()))
@@ -260,8 +266,10 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         self.viewer.layers.events.reordered.connect(self._follow_reorder)
         # after the panel's own handler (connected first) has shown the region on its image
         self.review_panel.region_list.itemClicked.connect(lambda _item: self._choose_shown_region_image())
+        self.viewer.layers.events.removing.connect(self._note_closing_prediction)  # before its edits are kept
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.layers.events.removed.connect(self._say_prediction_closed)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         for layer in self.viewer.layers:  # opened before the dock: their eye icons are followed too (walk 25)
             layer.events.visible.connect(self._screen_changed)
@@ -1017,6 +1025,57 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         state = self.states.get(name)
         panel.show_result(name, umap, labels, tuple(umap.contrast_limits), glands or [],
                           model_label=state.model_name if state is not None else "")
+
+    def _note_closing_prediction(self, event: Any = None) -> None:
+        """An image's own prediction layer is about to be removed while the image stays open: its edits not accepted
+        are counted now, before :meth:`_on_layer_removing` keeps them in the store (for
+        :meth:`_say_prediction_closed`)."""
+        self._closing = None
+        try:
+            layer = self.viewer.layers[int(event.index)]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return
+        image = (getattr(layer, "metadata", None) or {}).get(IMAGE_KEY)
+        state = self.states.get(image) if image is not None else None
+        if state is None or image not in self.viewer.layers or layer.name != names_for(image)["prediction"]:
+            return
+        try:
+            edits = self._unsaved_count(state, layer)
+        except Exception:  # a removal must not fail
+            logger.exception("could not count the edits of '%s' as it closed", layer.name)
+            edits = -1
+        self._closing = (layer.unique_id, image, edits, layer.name in state.kept)
+
+    def _say_prediction_closed(self, event: Any = None) -> None:
+        """The image's own prediction layer was removed (walk 26: Predict still said "predicted with bundled at
+        17:56"): the Predict status says so, what became of its edits not accepted (kept in the store, or gone with
+        the layer) and how to get it back (:func:`closed_prediction_note`). An image closed drops what was said of
+        its prediction layer."""
+        layer = getattr(event, "value", None)
+        closing, self._closing = self._closing, None
+        if layer is not None and not is_derived(layer) and layer.name not in self.viewer.layers:
+            self.predict_panel.say_closed(layer.name, None)
+        if closing is None or closing[0] != getattr(layer, "unique_id", None):
+            return
+        _, image, edits, _ = closing
+        state = self.states.get(image)
+        if state is None or image not in self.viewer.layers:
+            return
+        kept = edits > 0 and names_for(image)["prediction"] in state.kept
+        self.predict_panel.say_closed(image, closed_prediction_note(image, edits, kept, self._stored_latest(state)))
+
+    def _stored_latest(self, state: ImageState) -> bool:
+        """Whether the open store holds the prediction behind an image's prediction layer as its latest (Open brings
+        it back then), as :meth:`keep_edits` checks it."""
+        if self._store is None or not state.image_hash:
+            return False
+        self.flush_prediction_saves(5.0)
+        try:
+            record = self._store.latest_prediction(state.image_hash)
+        except Exception:
+            return False
+        return (record is not None and tuple(record.shape) == tuple(np.shape(state.original_labels))
+                and (record.model_version or None) == state.model_version)
 
     def _overlays_later(self, name: str) -> None:
         """The review layers of a restored image the review list moved to while a layer was being removed, made

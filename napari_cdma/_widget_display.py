@@ -88,6 +88,13 @@ CORRECTED_TEXT = "Predicted by {model}"
 #: Said instead of "Wrote N gland(s) to PATH." once the table is made again with other rows (walk 20: the line stayed
 #: after a split or merge of glands changed the table, as if the file still held it).
 STALE_EXPORT_TEXT = "The gland table changed after it was written to {path}: Export CSV again to save it."
+#: Said instead of the legend and table once the prediction layer they described was closed (walk 26: "Predicted by
+#: bundled", the legend and an empty gland table stayed).
+CLOSED_PREDICTION_TEXT = ("'{layer}' was closed: no prediction of '{image}' to describe. Predict it again (or Open "
+                          "the project store) to see its legend and gland table.")
+#: Said in place of the legend once the uncertainty layer was closed while its prediction layer stays.
+CLOSED_UNCERTAINTY_TEXT = ("'{layer}' was closed: no uncertainty legend (the readout gives the gland alone). The "
+                           "table's mean uncertainty is still the model's; Predict again to show the map.")
 STALE_GLANDS_TEXT = ("The gland table predates your edits of the prediction layer (too large to update after "
                      "each stroke): Accept or Predict updates it.")
 
@@ -422,6 +429,9 @@ class DisplayPanel(QWidget):
         #: written, that line)
         self._exported: Optional[Tuple[str, str, List[Dict[str, Any]], str]] = None
         self._watched: Any = None  # the labels layer whose edits the table follows (_watch)
+        #: the model's uncertainty map behind an uncertainty layer that was closed while its prediction layer stays:
+        #: the table's mean uncertainty is still made from it (:meth:`refresh_glands`)
+        self._closed_values: Any = None
         #: image name -> (its prediction layer, the gland rows last shown for it): shown again when the image is
         #: chosen again (table_of)
         self._tables: Dict[str, Tuple[Any, List[Dict[str, Any]]]] = {}
@@ -449,6 +459,10 @@ class DisplayPanel(QWidget):
         self.pieces_label = QLabel("")
         self.pieces_label.setWordWrap(True)
         self.pieces_label.setVisible(False)
+        #: says why the legend is gone: its uncertainty layer was closed (CLOSED_UNCERTAINTY_TEXT)
+        self.closed_label = QLabel("")
+        self.closed_label.setWordWrap(True)
+        self.closed_label.setVisible(False)
         self.fill_check = QCheckBox("Fill glands")
         self.fill_check.setToolTip("Filled glands (faint) instead of 3 px outlines; a prediction of "
                                    "another version ('... (v0003)') is drawn fainter and thinner")
@@ -466,6 +480,7 @@ class DisplayPanel(QWidget):
         content.setContentsMargins(0, 0, 0, 0)
         content.addWidget(self.source_label)
         content.addWidget(self.legend_box)
+        content.addWidget(self.closed_label)
         content.addWidget(self.readout)
         glands_row = QHBoxLayout()
         glands_label = QLabel("Glands (one label each):")
@@ -502,18 +517,38 @@ class DisplayPanel(QWidget):
         self.empty_label.setVisible(not showing)
 
     def _on_layer_removed(self, event: Any = None) -> None:
+        """The prediction layer described closed: nothing is described any more, the legend, readout and table give
+        way to a line that says so (:data:`CLOSED_PREDICTION_TEXT`; walk 26: the legend and an empty table stayed).
+        Its uncertainty layer closed: the legend gives way to a line that says so (:data:`CLOSED_UNCERTAINTY_TEXT`);
+        the table still describes the prediction layer's glands, their mean uncertainty from the model's map."""
         layer = _unwrap(getattr(event, "value", None))
         if layer is None or not any(layer is _unwrap(ly) for ly in (self.uncertainty_layer, self.labels_layer)):
             return
-        if layer is _unwrap(self.uncertainty_layer):
-            self._drop_uncertainty()
-        if layer is _unwrap(self.labels_layer):  # the table described its glands: emptied, not left behind
+        if layer is _unwrap(self.labels_layer):  # the table described its glands: nothing left to describe
+            image = self.image_name or ""
             self.selected_gland = None
             self._drop_glands()
+            self._drop_uncertainty()
+            self.image_name = None
+            self.empty_label.setText(CLOSED_PREDICTION_TEXT.format(layer=layer.name, image=image))
+            if self.last_message:  # "Wrote N gland(s) to ..." or that the table predates the edits: of no table now
+                self.last_message = ""
+                show_message(self.status, "")
+        else:
+            umap = self.uncertainty_layer
+            values = None if getattr(umap, "multiscale", False) else uncertainty_values(umap)
+            self._drop_uncertainty()
+            self._closed_values = values
+            self.legend_box.setVisible(False)
+            self.closed_label.setText(CLOSED_UNCERTAINTY_TEXT.format(layer=layer.name))
+            self.closed_label.setVisible(True)
         self._show_content()
 
     def _drop_uncertainty(self) -> None:
         self.uncertainty_layer = None
+        self._closed_values = None
+        self.legend_box.setVisible(True)
+        self.closed_label.setVisible(False)
         self.readout.setText(readout_text([]))
 
     def _drop_glands(self) -> None:
@@ -523,6 +558,9 @@ class DisplayPanel(QWidget):
         self._watch(None)
         self.glands = []
         self.table.gland_model.set_rows(self.glands)
+        self.small_pieces = 0
+        self.pieces_label.setText("")
+        self.pieces_label.setVisible(False)
 
     def _watch(self, layer: Any) -> None:
         """Follow the edits of ``layer`` (None: of none): napari's paint event (a stroke, fill or erase done) and its
@@ -564,18 +602,20 @@ class DisplayPanel(QWidget):
 
         labels, umap = self.labels_layer, self.uncertainty_layer
         layers = self.viewer.layers
-        if labels is None or umap is None or labels not in layers or umap not in layers \
-                or _unwrap(labels) is not self._watched:
+        closed = self._closed_values  # the uncertainty layer was closed: its values are still the model's
+        if labels is None or labels not in layers or _unwrap(labels) is not self._watched \
+                or (closed is None and (umap is None or umap not in layers)):
             return False
         shape = tuple(getattr(labels.data, "shape", ()))
-        if getattr(labels, "multiscale", False) or getattr(umap, "multiscale", False) \
+        if getattr(labels, "multiscale", False) or (closed is None and getattr(umap, "multiscale", False)) \
                 or int(np.prod(shape)) > LIVE_GLANDS_PIXELS:
             if self._painted:
                 self.last_message = STALE_GLANDS_TEXT
                 show_message(self.status, self.last_message)
             return False
         try:
-            glands = gland_table(np.asarray(labels.data), np.asarray(uncertainty_values(umap)))
+            values = closed if closed is not None else uncertainty_values(umap)
+            glands = gland_table(np.asarray(labels.data), np.asarray(values))
         except ValueError:  # the layers no longer match (another image under the same name)
             return False
         selected = self.selected_gland
@@ -648,6 +688,7 @@ class DisplayPanel(QWidget):
         self.clear_selected_gland()  # the previous image's outline (its name follows the image)
         self.image_name = image_name
         self.empty_label.setText(NO_PREDICTION_TEXT)
+        self._drop_uncertainty()  # a legend closed before (CLOSED_UNCERTAINTY_TEXT) is shown again
         self.uncertainty_layer = uncertainty_layer
         self.labels_layer = labels_layer
         self._watch(labels_layer)
@@ -822,7 +863,7 @@ class DisplayPanel(QWidget):
         return readout_text(parts, region)
 
     def _on_cursor(self, event: Any = None) -> None:
-        if self.uncertainty_layer is None:
+        if self.uncertainty_layer is None and self.labels_layer is None:
             return
         text = self.value_text(self.viewer.cursor.position)
         if text != self.readout.text():

@@ -165,6 +165,25 @@ def flat_warning(extra: Dict[str, Any]) -> str:
     return "Warning: no gland and no doubt anywhere (flat uncertainty): no tissue seen; check the image."
 
 
+def closed_prediction_note(name: str, edits: int, kept: bool, stored: bool) -> str:
+    """What the Predict status line says of image ``name`` once its prediction layer was closed (walk 26: it kept
+    saying "predicted with bundled at 17:56"): what became of the layer's ``edits`` (pixels not accepted; -1 unknown),
+    kept in the project store (``kept``) or gone with the layer, and how to see its glands again: the store's Open
+    brings back its latest prediction (``stored``), kept edits included; Predict makes a new one, which becomes the
+    store's latest (kept edits are then no longer there)."""
+    line = f"'{name}': its prediction layer was closed"
+    if edits > 0 and kept:
+        return (f"{line}; its {edits} edited pixel(s) not accepted are kept in the project store. Press Open (Project "
+                "store) to bring it back with them; Predict again would replace them with a new prediction.")
+    if edits > 0:
+        line += f", and with it {edits} edited pixel(s) not accepted (no store kept them)"
+    elif edits < 0:
+        line += " (its edits not accepted, if any, went with it)"
+    if stored:
+        return f"{line}. Press Open (Project store) to bring back its latest prediction, or Predict again."
+    return f"{line}. Predict again to see its glands."
+
+
 #: An error longer than this is said short on screen (the whole in the tooltip)
 SCREEN_CHARS = 160
 
@@ -267,6 +286,10 @@ class PredictPanel(QWidget):
         #: image name -> what the status line says after "predicted with ..." of its last prediction made here: the
         #: conversion of its input, a warning of a flat prediction (walk 24)
         self.notes: Dict[str, str] = {}
+        #: image name -> what the status line says of it while its prediction layer is closed (the user deleted it:
+        #: walk 26, the line kept saying "predicted with bundled at 17:56"); set by the dock (:meth:`say_closed`),
+        #: dropped when the image is predicted again or closed
+        self.closed_notes: Dict[str, str] = {}
         self._unc_dirty = False
         self._unc_refreshed = 0.0
         self._progress_shown = 0.0
@@ -406,7 +429,7 @@ class PredictPanel(QWidget):
         if self.restoring is not None and self.restoring(name):  # said again once the store's layers are all shown
             return f"{name}: looking for its prediction in the project store..."
         if prediction not in self.viewer.layers:
-            return f"{name}: not predicted yet."
+            return self.closed_notes.get(name) or f"{name}: not predicted yet."
         made = self.predicted.get(name)
         if made is not None and made[0] == getattr(layer, "unique_id", None):
             return self.predicted_line(name) + self.not_current_note(made[1])
@@ -436,6 +459,19 @@ class PredictPanel(QWidget):
             return f"{name}: predicted."
         note = self.notes.get(name)
         return f"{name}: predicted with {made[1]} at {short_when(made[2])}." + (f" {note}" if note else "")
+
+    def say_closed(self, name: str, note: Optional[str]) -> None:
+        """Image ``name``'s prediction layer was closed: ``note`` is what the status line says of it (now, if it is
+        the image chosen and no prediction runs; and whenever it is chosen again, :meth:`chosen_line`), until it is
+        predicted again. None: nothing to say any more (the image itself was closed)."""
+        if note is None:
+            self.closed_notes.pop(name, None)
+            return
+        self.closed_notes[name] = note
+        layer = self.image_layer
+        if layer is not None and not self.running and getattr(_unwrap(layer), "name", None) == name:
+            self._chosen_said = self.last_message = note
+            self.show_status(note)
 
     def say_chosen(self, note: str = "") -> None:
         """The status line about the image chosen (:meth:`chosen_line`), then ``note``: said when a project store has
@@ -829,6 +865,7 @@ class PredictPanel(QWidget):
             # the image's store hash, so that opening a store does not hash it again on the GUI thread
             self.viewer.layers[name].metadata[HASH_KEY] = extra["image_hash"]
         shown = _unwrap(layer) if layer is not None else self.viewer.layers[name]
+        self.closed_notes.pop(name, None)  # its prediction layer is made again
         self.predicted_before[name] = self.predicted.get(name)
         self.predicted[name] = (getattr(shown, "unique_id", None), label, time.time())
         self.notes[name] = " ".join(filter(None, (self._input_note, flat_warning(extra))))
