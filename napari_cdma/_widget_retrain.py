@@ -82,6 +82,16 @@ def short_name(name: str) -> str:
     return _EXTENSION.sub("", str(name)) or str(name)
 
 
+def image_caption(version: str = "", parent: str = "") -> str:
+    """What the per-image table says above itself: :data:`IMAGE_CAPTION`, or with the versions it compares named
+    (``version``, retrained from ``parent``), so that it still reads as that retraining's after another model has
+    become current (walk 26)."""
+    if not (version and parent):
+        return IMAGE_CAPTION
+    return (f"{version}'s retraining, per image: held-out Dice, {parent} \u2192 {version}; agreement with {parent} "
+            "on uncorrected tissue (1 = unchanged).")
+
+
 def no_holdout_note(fraction: float) -> str:
     """What the table says when no image has a held-out region (its Dice rows are all n/a)."""
     from .project.retrain_job import holdout_every  # the verdict says the store's rule in the same words
@@ -175,6 +185,11 @@ class RetrainPanel(QWidget):
         #: set while the panel says there is nothing new since the latest version: what it said that of (the next
         #: press of Retrain in the same state trains anyway)
         self._nothing_new_said: Optional[str] = None
+        #: the last job's verdict as said, (whole, on screen), and the version the result line presents as the
+        #: current model: a change of the current model made elsewhere rewrites the line (walk 26: after Keep anyway
+        #: and a roll back to bundled it still said "Current model: v0001 (kept by hand).")
+        self._verdict: Optional[Tuple[str, str]] = None
+        self._says_current: Optional[str] = None
 
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 100_000)
@@ -323,6 +338,7 @@ class RetrainPanel(QWidget):
         self._last_ui = 0.0
         self.last_done = None
         self.last_record = None
+        self._verdict = self._says_current = None
         self.loss_plot.clear()
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
@@ -484,7 +500,15 @@ class RetrainPanel(QWidget):
         join_at_exit(thread)  # the new version registered in full before Python exits (napari_cdma._exit)
 
     def _show_done(self, ev: Done, record: Optional[ModelRecord], error: str, before: str) -> None:
-        from .project.retrain_job import HoldoutSplit, Why, held_out_text, plural, verdict_short
+        from .project.retrain_job import (
+            KEEP_DESPITE_LOWER,
+            HeldOutTrend,
+            HoldoutSplit,
+            Why,
+            held_out_text,
+            plural,
+            verdict_short,
+        )
 
         self.retrain_button.setEnabled(True)
         self.progress.setVisible(False)  # registered (or not): the result line says how it ended
@@ -501,7 +525,8 @@ class RetrainPanel(QWidget):
         reason = (record.metrics or {}).get("decision") or (
             "it is now the current model" if record.promoted else "the current model stays")
         # the held-out regions accepted unedited apart from the edited ones (the rule's reason says what they mean)
-        held_out = held_out_text(ev, HoldoutSplit.from_json((record.metrics or {}).get("holdout_split")))
+        split = HoldoutSplit.from_json((record.metrics or {}).get("holdout_split"))
+        held_out = held_out_text(ev, split)
         # "crops" is the engine's word: a pathologist reads samples of the images (walk 20)
         agreement = "" if ev.agreement is None else (f"; agreement on uncorrected tissue {fmt_dice(ev.agreement)} "
                                                      f"(in {plural(ev.agreement_crops, 'sample')} of your images)")
@@ -517,10 +542,21 @@ class RetrainPanel(QWidget):
         # the short why from the rule's code (finish keeps it with the version), not from the reason's words
         metrics = record.metrics or {}
         why = Why(metrics["decision_code"]) if metrics.get("decision_code") in {w.value for w in Why} else None
-        self._say(f"{record.version}: {'promoted' if record.promoted else 'not promoted'}; {held_out}{agreement}; "
-                  f"{reason}.", short=verdict_short(record.version, record.promoted, why, held_out,
-                                                    bool(metrics.get("keep_anyway"))))
-        self._show_images(ev.per_image, trained_on)
+        keep = bool(metrics.get("keep_anyway"))
+        # which way the held-out score went, said when the decision is left to the user (walk 26: a fall of 0.045
+        # read only as "too little held out to decide", under an invitation to keep the model)
+        trend = HeldOutTrend.of(ev, split) if keep and not record.promoted else None
+        went = ""
+        if trend is not None and (trend.fell or trend.rose):
+            went = f" ({record.version} scored {'lower' if trend.fell else 'higher'} on {trend.regions()})"
+        if trend is not None and trend.fell:
+            reason = reason.replace("Keep new model anyway if you trust it", KEEP_DESPITE_LOWER)
+        verdict = "promoted" if record.promoted else "not promoted"
+        self._say(f"{record.version}: {verdict}; {held_out}{went}{agreement}; {reason}.",
+                  short=verdict_short(record.version, record.promoted, why, held_out, keep, trend))
+        self._verdict = (self.last_message, self.result_label.text())
+        self._says_current = store.current_model_version
+        self._show_images(ev.per_image, trained_on, (record.version, ev.parent_model or record.parent or ""))
         self.keep_button.setVisible(not record.promoted)
         self.model_added.emit(record.version)
         if store.current_model_version != before:
@@ -562,12 +598,13 @@ class RetrainPanel(QWidget):
         (:attr:`image_text`), else ``name``."""
         return self._namer()(image_hash, name)
 
-    def _show_images(self, rows: Sequence[ImageScore],
-                     trained_on: Optional[Sequence[Tuple[str, str]]] = None) -> None:
+    def _show_images(self, rows: Sequence[ImageScore], trained_on: Optional[Sequence[Tuple[str, str]]] = None,
+                     versions: Tuple[str, str] = ("", "")) -> None:
         """Fill the per-image table: each image's name (bold, across both columns, no file extension: the row is the
         name's alone), then its held-out regions and scores under it. When no image has a held-out region, the
         caption says why every Dice reads n/a; the line under it names the images trained on (``trained_on``, the
-        job's, (hash, name); default: the store's now) that have no row."""
+        job's, (hash, name); default: the store's now) that have no row. ``versions``: (the new model, the model it was
+        retrained from), named in the caption (:func:`image_caption`)."""
         names = self._namer()
         # an image has a row by its hash; a row without one (an older worker's) by the worker's name
         listed_hashes = {score.image_hash for score in rows if score.image_hash}
@@ -606,7 +643,8 @@ class RetrainPanel(QWidget):
         shown = sum(table.rowHeight(r) for r in range(min(table.rowCount(), 3 * per)))
         table.setFixedHeight(shown + 2 * table.frameWidth())
         table.setVisible(bool(images))
-        caption = IMAGE_CAPTION
+        caption = image_caption(*versions)
+        table.setToolTip(caption)
         if images and not any(r.n_holdout for r in rows):
             try:
                 fraction = self._get_store().holdout_fraction
@@ -685,20 +723,59 @@ class RetrainPanel(QWidget):
         return RETRAIN_TIP
 
     def model_now_current(self, version: str) -> None:
-        """``version`` became the store's current model elsewhere (e.g. Roll back in the Versions panel): when it is
-        the retrained one, *Keep new model anyway* goes (walk 20: it stayed, and a click predicted again). Another
-        version becoming current leaves it as it is: the retrained model can still be kept."""
-        if self.last_record is not None and version == self.last_record.version:
+        """``version`` became the store's current model (Roll back in the Versions panel, Keep new model anyway, a
+        promotion): the result line follows it, so that the dock gives one answer to "which model is current" (walk
+        26: after Keep anyway and a roll back to bundled it still said "Current model: v0001 (kept by hand).").
+
+        - the retrained version: *Keep new model anyway* goes (walk 20: it stayed, and a click predicted again); a
+          verdict that offered it says instead that the version "has been made current by hand since" (walk 21); a
+          promoted one's verdict is true again and is said again;
+        - another version: the line says it is current, and that the retrained version's result is below (its
+          verdict whole in the tooltip; Keep stays as it was: the retrained model can still be kept).
+
+        A version the line already presents as current changes nothing (Keep's own "kept by hand" stays)."""
+        record = self.last_record
+        if record is not None and version == record.version:
             self.keep_button.setVisible(False)
-            # the verdict said "not promoted ... Keep new model anyway if you trust it" (walk 21: it stayed so)
-            said, shown = self.last_message, self.result_label.text()
-            if said.startswith(f"{version}: ") and "made current by hand since" not in said:
-                said = said.split("; Keep new model anyway")[0].rstrip(" ;.")
-                since = f"{version} has been made current by hand since."
-                short = None
-                if shown != self.last_message:  # the verdict said short on screen: its last line was what to do
-                    short = shown.rsplit("\n", 1)[0] + "\n" + since
-                self._say(f"{said}. {since}", short=short)
+        if record is None or self._verdict is None or self.running or self.state == "registering":
+            return  # no verdict of this panel's to correct (a running job's line is about that job)
+        if version == self._says_current:
+            return
+        self._says_current = version
+        full, short = self._verdict
+        if version == record.version:
+            if record.promoted:
+                self._say(full, short=short if short != full else None)
+                return
+            # the verdict said "not promoted ... Keep new model anyway ..." (walk 21: it stayed so)
+            said = re.split(r"; Keep new model anyway", full)[0].rstrip(" ;.")
+            since = f"{version} has been made current by hand since."
+            self._say(f"{said}. {since}", short=short.rsplit("\n", 1)[0] + "\n" + since if short != full else None)
+            return
+        now = (f"Rolled back to {version}, now the current model" if self._rolled_back(version, record) else
+               f"Current model: {version}")
+        kept = "; Keep new model anyway makes it current" if self.keep_button.isVisibleTo(self) else ""
+        short = (f"{now} (chosen in Model versions).\nBelow: {record.version}'s retraining result; "
+                 f"{record.version} is not current{kept}.")
+        self._say(f"{short} {record.version}'s verdict: {full}".replace("\n", " "), short=short)
+
+    def _rolled_back(self, version: str, record: ModelRecord) -> bool:
+        """True when ``version`` is the shipped model or one the retrained ``record`` descends from."""
+        from .project.store import BUNDLED
+
+        if version == BUNDLED:
+            return True
+        try:
+            parents = {m.version: m.parent for m in self._get_store().models()}
+        except Exception:  # the store closed meanwhile: say "Current"
+            return False
+        seen, parent = set(), record.parent
+        while parent and parent not in seen:
+            if parent == version:
+                return True
+            seen.add(parent)
+            parent = parents.get(parent)
+        return False
 
     def keep_anyway(self) -> bool:
         """Make the last, not promoted, model current anyway (the user's choice); False, with nothing done, when it
@@ -718,5 +795,6 @@ class RetrainPanel(QWidget):
             return False
         self.keep_button.setVisible(False)
         self._say(f"Current model: {version} (kept by hand).")
+        self._says_current = version
         self.model_changed.emit(version)
         return True

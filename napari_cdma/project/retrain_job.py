@@ -584,16 +584,78 @@ WHY_SHORT = {Why.BETTER: "better on held-out regions", Why.CHANGED_UNCORRECTED: 
              Why.NOT_BETTER: "not better on held-out regions"}
 
 
-def verdict_short(version: str, promoted: bool, why: Optional[Why], held_out: str, keep_anyway: bool = False) -> str:
+class HeldOutTrend(NamedTuple):
+    """Which way a job's held-out Dice went, current -> new model, on the held-out regions "better" is judged on: all
+    of them, or the edited ones when some were accepted unedited (``edited``; ``unedited``: those regions' Dice in
+    words, ``"1.000 -> 0.995 on 1 region accepted unedited"``, empty if not scored). Walk 26: a verdict "too little
+    held out to decide" did not say that the new model had scored lower on the little there was."""
+
+    old: float
+    new: float
+    n: int
+    edited: bool = False
+    unedited: str = ""
+
+    @property
+    def fell(self) -> bool:
+        """Lower as the verdict prints it (three decimals): 0.9391 -> 0.9389 reads 0.939 -> 0.939, not "lower"."""
+        return round(self.new, 3) < round(self.old, 3)
+
+    @property
+    def rose(self) -> bool:
+        return round(self.new, 3) > round(self.old, 3)
+
+    def regions(self) -> str:
+        """``"your held-out region"``, ``"your 2 edited held-out regions"``."""
+        kind = "edited held-out region" if self.edited else "held-out region"
+        return f"your {kind}" if self.n == 1 else f"your {self.n} {kind}s"
+
+    def dice(self) -> str:
+        return f"Dice {self.old:.3f} -> {self.new:.3f}"
+
+    @classmethod
+    def of(cls, ev: Done, split: Optional[HoldoutSplit] = None) -> Optional["HeldOutTrend"]:
+        """The trend of ``ev`` (with its ``split``, :class:`HoldoutSplit`); None when it scored nothing, or only
+        regions accepted unedited (there the current model scores 1.000 by construction: no trend to read)."""
+        if ev.old_dice is None or ev.new_dice is None:
+            return None
+        if split is not None and split.unedited.n and split.matches(ev):
+            e, u = split.edited, split.unedited
+            if not (e.n and e.scored):
+                return None
+            unedited = f"{u.dice()} on {plural(u.n, 'region')} accepted unedited" if u.scored else ""
+            return cls(float(e.old_dice), float(e.new_dice), e.n, True, unedited)
+        return cls(float(ev.old_dice), float(ev.new_dice), int(ev.n_holdout or 0))
+
+
+#: What *Keep new model anyway* is offered with when the new model scored lower on the held-out regions.
+KEEP_DESPITE_LOWER = "Keep new model anyway only if its glands look better to you despite the lower score"
+
+
+def verdict_short(version: str, promoted: bool, why: Optional[Why], held_out: str, keep_anyway: bool = False,
+                  trend: Optional[HeldOutTrend] = None) -> str:
     """A finished job's verdict in a few short lines for the 280 px dock (walk 23: some 19 lines, the held-out Dice
     said twice): the version, promoted or not and why in a few words (``why``: :class:`Decision`'s code; None, as for
     a choice of the user's, says none), the held-out Dice once (``held_out``, from :func:`held_out_text`), and what the
-    user can do (``keep_anyway``: :class:`Decision`'s). The whole verdict goes in the tooltip."""
+    user can do (``keep_anyway``: :class:`Decision`'s). The whole verdict goes in the tooltip.
+
+    With the held-out ``trend`` (:class:`HeldOutTrend`) of a job left to the user for too little held out, the first
+    line says which way the score went, with its Dice (walk 26: "not promoted: too little held out to decide" over a
+    fall of 0.045): lower, and too little to decide anyway; or higher, but thin evidence. After a fall, *Keep new model
+    anyway* is offered with the lower score in mind."""
     if promoted:
         why = Why.BETTER
+    fell = bool(trend is not None and not promoted and keep_anyway and trend.fell)
+    then = ("It is now the current model." if promoted else f"{KEEP_DESPITE_LOWER}." if fell else
+            "Keep new model anyway if you trust it." if keep_anyway else "The current model stays.")
+    if trend is not None and not promoted and keep_anyway and why is Why.TOO_LITTLE and (trend.fell or trend.rose):
+        first = (f"{version} scored lower on {trend.regions()}: {trend.dice()}; too little held out to decide anyway."
+                 if trend.fell else
+                 f"{version} scored higher on {trend.regions()}: {trend.dice()}, but that is thin evidence: too "
+                 f"little held out to decide.")
+        second = f"Not promoted; {trend.unedited}." if trend.unedited else "Not promoted: the current model stays."
+        return f"{first}\n{second}\n{then}"
     said = f": {WHY_SHORT[why]}" if why is not None else ""
-    then = ("It is now the current model." if promoted else "Keep new model anyway if you trust it."
-            if keep_anyway else "The current model stays.")
     return f"{version}: {'promoted' if promoted else 'not promoted'}{said}.\n{held_out[0].upper()}{held_out[1:]}." \
            f"\n{then}"
 
