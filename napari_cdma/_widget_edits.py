@@ -166,7 +166,8 @@ def distinct_new_gland(layer: Any, atoms: List[Any]) -> Optional[int]:
     if int(np.count_nonzero(data == label)) != int(np.count_nonzero(stroke)):
         return None  # the label was in use before the stroke: an edit of a gland, not a new one
     top = max(int(data.max()), label)
-    new = next((v for v in range(top + 1, top + 1 + len(layer.colormap.colors)) if colour(v) not in taken), None)
+    tries = len(getattr(layer.colormap, "colors", ()))  # as many labels as the colormap has colours
+    new = next((v for v in range(top + 1, top + 1 + tries) if colour(v) not in taken), None)
     if new is None:  # every colour is a neighbour's
         return None
     ys, xs = np.nonzero(stroke)
@@ -553,7 +554,10 @@ class EditTrackingMixin:
         layer = event.source
         state = self._prediction_state(layer)
         if state is not None and isinstance(event.value, list):
-            distinct_new_gland(layer, event.value)  # changes the stroke's undo item before it is followed below
+            try:
+                distinct_new_gland(layer, event.value)  # changes the stroke's undo item before it is followed below
+            except Exception:  # a colour is not worth a failed stroke
+                logger.exception("could not give the new gland of '%s' a colour of its own", layer.name)
         history = self._histories.get(layer.unique_id)
         if history is not None:
             history.painted(event.value)

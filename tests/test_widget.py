@@ -495,7 +495,8 @@ def test_corrections_display_and_reopen(make_napari_viewer, qtbot, tmp_path, lit
     assert np.array_equal(image_layer.data, widget.states[SAMPLE_NAME].image)
     assert len(_accepted_rects(other, SAMPLE_NAME)) == 2
     assert (other.layers[names["corrections"]].data[10:30, 10:30] == 7).all()
-    assert "2 accepted regions," in again.store_label.text() and "Predict" in again.store_label.text()
+    assert "2 accepted regions," in again.store_label.text() and "Reopened 1 image" in again.store_label.text()
+    assert "Predictions restored" in again.store_label.toolTip(), again.store_label.toolTip()
     assert again.review_panel.region_list.count() == 2
     again.deleteLater()
 
