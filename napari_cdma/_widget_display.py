@@ -95,8 +95,25 @@ CLOSED_PREDICTION_TEXT = ("'{layer}' was closed: no prediction of '{image}' to d
 #: Said in place of the legend once the uncertainty layer was closed while its prediction layer stays.
 CLOSED_UNCERTAINTY_TEXT = ("'{layer}' was closed: no uncertainty legend (the readout gives the gland alone). The "
                            "table's mean uncertainty is still the model's; Predict again to show the map.")
+#: The most glands in pieces named on the note under the table (the tooltip of each one's row says it too).
+SPLIT_NAMED = 4
 STALE_GLANDS_TEXT = ("The gland table predates your edits of the prediction layer (too large to update after "
                      "each stroke): Accept or Predict updates it.")
+
+
+def split_text(split: Dict[int, int]) -> str:
+    """The note under the table on the glands whose label is in disconnected pieces (gland id -> pieces): "Gland 9 is
+    in 6 pieces" (walk 26), its stray pieces left to erase or to give labels of their own."""
+    if len(split) == 1:
+        (gid, n), = split.items()
+        head = f"Gland {gid} is in {n} pieces"
+    else:
+        named = sorted(split.items(), key=lambda item: (-item[1], item[0]))[:SPLIT_NAMED]
+        more = len(split) - len(named)
+        head = "Glands in pieces: " + ", ".join(f"{gid} ({n})" for gid, n in named) + (f" and {more} more" if more
+                                                                                       else "")
+    return (f"{head} (one number, not joined): erase the stray pieces, or fill them with a new label to make them "
+            "glands of their own.")
 
 
 def readout_text(parts: Sequence[str], region: Optional[str] = None) -> str:
@@ -235,6 +252,8 @@ class GlandTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.glands: List[Dict[str, Any]] = []
+        #: gland id -> the disconnected pieces its label is in, for the glands in more than one (walk 26)
+        self.pieces: Dict[int, int] = {}
         self.values = np.zeros((0, len(TABLE_COLUMNS)), dtype=np.float64)
         self.order = np.zeros(0, dtype=np.int64)
         self._sort: Optional[Tuple[int, Any]] = None
@@ -273,7 +292,9 @@ class GlandTableModel(QAbstractTableModel):
             value = gland.get(TABLE_COLUMNS[index.column()], "")
             return _fmt(value)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return "; ".join(_tip_part(k, v) for k, v in gland.items())
+            tip = "; ".join(_tip_part(k, v) for k, v in gland.items())
+            n = self.pieces.get(gland.get("id"), 1)
+            return tip + (f"; in {n} pieces, not joined (one number)" if n > 1 else "")
         return None
 
     def headerData(self, section: int, orientation: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -418,6 +439,12 @@ class DisplayPanel(QWidget):
         self.min_gland_pixels = MIN_GLAND_PIXELS
         #: how many labelled pieces under :attr:`min_gland_pixels` the last table left out
         self.small_pieces = 0
+        #: gland id -> the disconnected pieces of the glands listed whose label is in more than one (walk 26: an erase
+        #: through gland 9 left 6 fragments, one row); said on :attr:`pieces_label` and in the row's tooltip
+        self.split_glands: Dict[int, int] = {}
+        #: (id, area, bbox) of each gland listed -> its pieces, as last counted: only a gland whose row changed (a
+        #: stroke changes its area) is counted again (:meth:`_count_split`)
+        self._pieces_cache: Dict[Tuple[int, int, Tuple[int, ...]], int] = {}
         #: the model whose prediction the panel describes, as :meth:`show_result` was told ("" if not told)
         self.model_label = ""
         self.selected_gland: Optional[int] = None  # the gland last clicked in the table (outlined)
@@ -559,6 +586,7 @@ class DisplayPanel(QWidget):
         self.glands = []
         self.table.gland_model.set_rows(self.glands)
         self.small_pieces = 0
+        self.split_glands = self.table.gland_model.pieces = {}
         self.pieces_label.setText("")
         self.pieces_label.setVisible(False)
 
@@ -744,11 +772,46 @@ class DisplayPanel(QWidget):
         :attr:`pieces_label`, not listed (walk 24: 1 and 2 px specks left by a split were the table's first rows)."""
         glands, pieces = glands_only(rows, self.min_gland_pixels)
         self.small_pieces = pieces
-        self.pieces_label.setText(
-            f"{pieces} labelled piece(s) under {self.min_gland_pixels} px not listed: not glands (the model's "
-            "minimum gland size; their pixels stay labelled)." if pieces else "")
-        self.pieces_label.setVisible(bool(pieces))
+        self.split_glands = split = self._count_split(glands)
+        self.table.gland_model.pieces = split
+        said = [split_text(split)] if split else []
+        if pieces:
+            said.append(f"{pieces} labelled piece(s) under {self.min_gland_pixels} px not listed: not glands (the "
+                        "model's minimum gland size; their pixels stay labelled).")
+        self.pieces_label.setText(" ".join(said))
+        self.pieces_label.setVisible(bool(said))
         return glands
+
+    def _count_split(self, glands: Sequence[Dict[str, Any]]) -> Dict[int, int]:
+        """Gland id -> the disconnected pieces (8-connected) of each gland of ``glands`` whose label in the prediction
+        layer described is in more than one. Counted on each gland's box alone, and only for a gland whose row (id,
+        area, box) differs from the last count (:attr:`_pieces_cache`): after a stroke, only the glands it touched.
+        None for a multiscale layer or one over :data:`LIVE_GLANDS_PIXELS` (its table is not made again either)."""
+        from scipy import ndimage as ndi
+
+        labels = _unwrap(self.labels_layer)
+        shape = tuple(getattr(getattr(labels, "data", None), "shape", ()))
+        if labels is None or getattr(labels, "multiscale", False) or len(shape) != 2 \
+                or shape[0] * shape[1] > LIVE_GLANDS_PIXELS:
+            self._pieces_cache = {}
+            return {}
+        data = np.asarray(labels.data)
+        old, cache, split = self._pieces_cache, {}, {}
+        eight = np.ones((3, 3), dtype=bool)
+        for row in glands:
+            try:
+                key = (int(row["id"]), int(row["area"]), tuple(int(v) for v in row["bbox"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            n = old.get(key)
+            if n is None:
+                y0, x0, y1, x1 = key[2]
+                n = int(ndi.label(data[y0:y1, x0:x1] == key[0], structure=eight)[1])
+            cache[key] = n
+            if n > 1:
+                split[key[0]] = n
+        self._pieces_cache = cache
+        return split
 
     def accepted_regions(self) -> Dict[int, str]:
         """Gland id -> the ids of the accepted regions it lies in (in part or whole; space-separated), from the boxes
