@@ -1387,6 +1387,7 @@ class ReviewPanel(QWidget):
         _, corrected, predicted = region_arrays(state.image, labels.data, original, bbox)
         if inside is not None:
             corrected = np.where(inside, corrected, predicted)
+        unedited = not split and np.array_equal(corrected, predicted)
         layer = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
         try:
             store = self._get_store()
@@ -1409,7 +1410,11 @@ class ReviewPanel(QWidget):
         where = f"{record.region_id} of '{image_name}'"
         head = f"Accepted {what} {where}" if record.version <= 1 else \
             f"{what[:1].upper() + what[1:]} {where} was accepted before: stored again as its version {record.version}"
-        self._say(f"{head}, {box_text(bbox)}{note}.")
+        # held out for validation: said, not only in its list row (walk 26)
+        held = ": held out to judge the next retrain, not trained on" if record.holdout else ""
+        # nothing edited: legitimate (the model was right), said so that one who forgot to edit sees it (walk 26)
+        plain = " (no edits: the model's glands were stored as correct)" if unedited else ""
+        self._say(f"{head}, {box_text(bbox)}{note}{plain}{held}.")
         self.drop_reviewed(image_name, bbox)
         self.refresh_regions()
         h, w = state.original_labels.shape[:2]
