@@ -302,11 +302,16 @@ def fading_colormap(base: str = "inferno", power: float = 1.0, gain: float = 1.5
     return Colormap(colors, controls=t, name=f"{base}_fading{suffix}", display_name=f"{base} (fading)")
 
 
-# Bright green, azure, orange and white: they stand out on pink / purple H&E and, as thin bright lines,
+# Bright green, azure, orange and rose: they stand out on pink / purple H&E and, as thin bright lines,
 # differ from the uncertainty's deep green fill, the cyan review boxes, the yellow selected box and the red
 # accepted frames; neighbouring glands cycle through them. Four far-apart hues: an earlier set of two greens
 # and two close blues gave a split gland's two halves (labels k and a new one) look-alike outlines.
-GLAND_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.55, 1.0), (1.0, 0.6, 0.0), (1.0, 1.0, 1.0))
+# The fourth was white (walk 26): its outlines vanished on pale mucin and glass, and a filled white gland was
+# invisible there. Rose (1, 0, 0.5), a saturated pink far from pastel eosin, is at CIELAB distance 87 from the
+# mean of testA_1's pale pixels (white: 10) and 64 from its stroma, and 63 or more from every other colour of the
+# dock (red accepted frames 63, magenta gland box 67, yellow, cyan, blue, black; the nearest gland colour,
+# orange, 93); chosen on screenshots of testA_1 against maroon, crimson, brown, purple and violet.
+GLAND_COLORS = ((0.0, 1.0, 0.0), (0.0, 0.55, 1.0), (1.0, 0.6, 0.0), (1.0, 0.0, 0.5))
 
 
 def gland_colormap() -> Any:
