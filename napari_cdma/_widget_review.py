@@ -797,6 +797,7 @@ class ReviewPanel(QWidget):
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         for ev in (viewer.layers.events.removed, viewer.layers.events.moved):
             ev.connect(lambda _e=None: QTimer.singleShot(0, self.check_screen))
+        viewer.layers.events.removed.connect(self._on_removed)
         for layer in viewer.layers:
             layer.events.visible.connect(self._on_visible)
             layer.events.name.connect(self._names_changed)
@@ -1049,6 +1050,11 @@ class ReviewPanel(QWidget):
         """Draw the selected review box thick and yellow just outside its pixels, the others thin and cyan
         inside theirs (per-shape edges; :func:`review_frames`)."""
         layer = self._tiles_layer()
+        if layer is None and self.tiles and self.slide_name is None and self.image_name in self.viewer.layers:
+            # the user deleted the layer: drawn again, or Next named a region and framed nothing (walk 26); the brush
+            # stays on the glands, not on the new Shapes layer napari makes active
+            layer = show_review_outlines(self.viewer, self.image_name, self.tiles, row)
+            self._brush_to_corrections(force=True)
         if layer is None or len(layer.data) != len(self.tiles) or not len(layer.data):
             return
         drawn = (layer.metadata or {}).get(FRAMES_KEY) or {}
@@ -1061,6 +1067,25 @@ class ReviewPanel(QWidget):
         order = [int(i == row) for i in range(len(self.tiles))]
         if list(layer.z_index) != order:
             layer.z_index = order
+
+    def _on_removed(self, event: Any = None) -> None:
+        """A layer of the dock's was deleted: napari makes another layer active, maybe a hidden one (walk 26: the
+        deleted review tiles left the brush on the hidden accepted corrections); the brush goes back to the glands."""
+        if is_derived(getattr(event, "value", None)):
+            QTimer.singleShot(0, self._brush_to_corrections)
+
+    def _brush_to_corrections(self, force: bool = False) -> None:
+        """Make the corrections layer (shown) the active layer when the active one is hidden or none (``force``:
+        whatever it is)."""
+        try:
+            layers = self.viewer.layers
+            labels, active = self.labels_choice.value, layers.selection.active
+        except RuntimeError:  # the viewer is being closed
+            return
+        if labels is None or labels not in layers or not labels.visible or active is labels:
+            return
+        if force or active is None or not active.visible:
+            layers.selection.active = labels
 
     def _on_zoom(self, _event: Any = None) -> None:
         """The view zoomed: the frames drawn again once their widths left their screen pixels' slack
@@ -1151,6 +1176,8 @@ class ReviewPanel(QWidget):
             camera.zoom = zoom
         finally:
             self._moving = False
+        if self._tiles_layer() is None:  # deleted by the user: framed again even when the row stays selected
+            self._highlight(row)
         self.tile_list.setCurrentRow(row)
         # the view leaves an accepted region shown from its list: its row gives way, so Withdraw cannot act on it
         # while Accept region acts on this one (walk), and the status says where the view is now
