@@ -642,6 +642,7 @@ class ReviewPanel(QWidget):
         self._get_state = get_state
         self._image_label = image_label or (lambda r: Path(r.source_path).name if r.source_path else r.image_hash[:8])
         self.image_name: Optional[str] = None
+        self._focused: Optional[str] = None  # the image :meth:`focus` showed last (its drawn regions are offered)
         #: whether the image of that name is being brought back from a project store now (set by the dock), and the
         #: image the line says it is looking for (walk 24: "Predict '...' to see its review regions" for some 10 s
         #: of a reopen, while Predict said it was looking for the stored prediction)
@@ -815,9 +816,11 @@ class ReviewPanel(QWidget):
 
     def _drawn_layers(self, _widget: Any = None) -> List[Any]:
         """Shapes layers Accept drawn can take: the user's, not the plugin's, nor drawn regions detached from the
-        store left at a switch (drawn over that store's corrections)."""
+        store left at a switch (drawn over that store's corrections); of the images' own drawn regions (Draw), only
+        those of the image reviewed (walk 26: testA_1's were offered while testB_1 was reviewed)."""
+        images = {None, self._target()[0], self.image_name, self._focused}  # during a switch: the image shown next
         return [ly for ly in self.viewer.layers if isinstance(ly, Shapes) and not is_derived(ly)
-                and not is_detached(ly)]
+                and not is_detached(ly) and focus_owner(ly) in images]
 
     # ------------------------------------------------------------------ tiles
     def set_tiles(self, image_name: str, ranked: List[Tuple[float, BBox]]) -> None:
@@ -835,6 +838,7 @@ class ReviewPanel(QWidget):
         prediction = names_for(image_name)["prediction"]
         if prediction in self.viewer.layers:
             self.labels_choice.value = self.viewer.layers[prediction]
+        self.shapes_choice.reset_choices()  # the drawn regions of this image, not those of the one reviewed before
         useful = [t for t in ranked if t[0] > 0] or list(ranked)
         self._next_row = 0
         self._fill_tiles([(float(s), tuple(int(v) for v in b)) for s, b in useful])
@@ -1215,6 +1219,7 @@ class ReviewPanel(QWidget):
         if not image_name or image_name not in layers:
             return []
         target = layers[image_name]
+        self._focused = image_name
         groups: Dict[str, List[Any]] = {}
         for layer in layers:
             owner = focus_owner(layer)
@@ -1269,6 +1274,8 @@ class ReviewPanel(QWidget):
             self.shapes_choice.value = drawn
         elif self.user_drawn_elsewhere(self.shapes_choice.value, image_name):  # picked for another image (walk 25)
             self.shapes_choice.value = None
+        else:
+            self.shapes_choice.reset_choices()  # another image's drawn regions are not offered (walk 26)
         return hidden
 
     def user_drawn_elsewhere(self, shapes: Any, image: Optional[str]) -> bool:
