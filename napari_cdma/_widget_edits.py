@@ -121,6 +121,19 @@ def _stroke_box(atoms: Sequence[Any], shape: Tuple[int, ...]) -> Optional[Tuple[
     return label, (y0, x0, y1, x1), mask
 
 
+def _replaced_labels(atoms: Sequence[Any]) -> Set[int]:
+    """The labels above 0 that napari's edit ``atoms`` (a paint event's undo item) wrote over: the values before the
+    edit (a mask-based atom's ``old_values``, a data_setitem atom's second item); empty when they cannot be read."""
+    out: Set[int] = set()
+    try:
+        for atom in atoms:
+            old = atom.old_values if hasattr(atom, "slice_key") else atom[1]
+            out.update(int(v) for v in np.unique(np.asarray(old)) if v > 0)
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return set()
+    return out
+
+
 def _grown(mask: np.ndarray) -> np.ndarray:
     """``mask`` with its 8 neighbours of each pixel added (one pixel of dilation)."""
     rows = mask.copy()
@@ -134,9 +147,11 @@ def _grown(mask: np.ndarray) -> np.ndarray:
 
 def distinct_new_gland(layer: Any, atoms: List[Any]) -> Optional[int]:
     """After a stroke (napari's paint event: its undo item ``atoms``) that painted a new gland, a label no other pixel
-    of the Labels ``layer`` holds, beside a gland of the same colour (the prediction layer cycles through four): the
-    stroke's pixels take the next unused label whose colour differs from those of every gland they touch (walk 25: a
-    gland painted beside its neighbour looked like one gland with it). No other gland is renumbered. The relabelling
+    of the Labels ``layer`` holds, beside a gland of the same colour (the prediction layer cycles through four), or
+    over part of a gland of that colour whose other part is left (a split: an eraser line, then a fill of one half):
+    the stroke's pixels take the next unused label whose colour differs from those of every gland they touch and of
+    the gland they split (walk 25: a gland painted beside its neighbour looked like one gland with it; walk 26: the
+    halves of a split gland). No other gland is renumbered. The relabelling
     is added to the stroke's undo item (one undo takes the whole new gland off) and becomes the selected label (the
     next strokes go on painting that gland). Returns the new label, or None when nothing was changed."""
     data = getattr(layer, "data", None)
@@ -152,19 +167,30 @@ def distinct_new_gland(layer: Any, atoms: List[Any]) -> Optional[int]:
     stroke = np.zeros(region.shape, bool)
     stroke[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] = mask
     stroke &= region == label  # the stroke's pixels that hold its label now
-    touched = set(np.unique(region[_grown(stroke) & ~stroke]).tolist()) - {0, label} if stroke.any() else set()
-    if not touched:
+    if not stroke.any():
+        return None
+    touched = set(np.unique(region[_grown(stroke) & ~stroke]).tolist()) - {0, label}
+    # a fill (or stroke) over part of a gland, the rest of it left: the gland split in two (walk 26: an eraser line
+    # across gland 6, then its upper half filled with the next label, 10, drawn azure like 6 beyond the line)
+    replaced = _replaced_labels(atoms) - touched - {0, label}
+    if not touched and not replaced:
         return None
 
     def colour(value: int) -> Tuple[float, ...]:
         return tuple(np.round(np.asarray(layer.colormap.map(value), float).ravel()[:4], 3))
 
     taken = {colour(v) for v in touched}
-    if colour(label) not in taken:
+    replaced = {v for v in replaced if colour(v) == colour(label)}  # only a part left of the label's colour matters
+    if colour(label) not in taken and not replaced:
         return None
     # read the whole layer only now (a stroke beside a gland of its colour): whether any other pixel holds the label
     if int(np.count_nonzero(data == label)) != int(np.count_nonzero(stroke)):
         return None  # the label was in use before the stroke: an edit of a gland, not a new one
+    if replaced:  # the glands written over in part, whose other part is still in the layer
+        left = set(np.unique(data[np.isin(data, list(replaced))]).tolist())
+        taken |= {colour(v) for v in left}
+        if colour(label) not in taken:
+            return None
     top = max(int(data.max()), label)
     tries = len(getattr(layer.colormap, "colors", ()))  # as many labels as the colormap has colours
     new = next((v for v in range(top + 1, top + 1 + tries) if colour(v) not in taken), None)
