@@ -90,7 +90,7 @@ from ._widget_review import (
 )
 from ._widget_save import PredictionSaveMixin
 from ._widget_slide import SlidePanel
-from ._widget_store import Restore, StoreSummary, regions_by_image
+from ._widget_store import Restore, StoreSummary, last_store, regions_by_image, remember_store
 from ._widget_versions import VersionsPanel
 from .project.store import ProjectStore, RegionRecord
 
@@ -110,8 +110,9 @@ def slide_display_note(slide_name: str) -> str:
 
 
 def default_project_path() -> Path:
-    """Project store used when none is chosen: ``$NAPARI_CDMA_PROJECT`` or ~/napari-cdma-project."""
-    return Path(os.environ.get(PROJECT_ENV) or Path.home() / "napari-cdma-project")
+    """Project store used when none is chosen: ``$NAPARI_CDMA_PROJECT``, else the store opened last in a dock
+    (:func:`~napari_cdma._widget_store.last_store`, walk 26), else ~/napari-cdma-project."""
+    return Path(os.environ.get(PROJECT_ENV) or last_store() or Path.home() / "napari-cdma-project")
 
 
 class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWidget):
@@ -289,6 +290,14 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         else:  # said, not left blank (pathologist walk)
             self.store_label.setText("No project store there yet: the first Predict or Accept creates it "
                                      "(or choose another folder and press Open; it asks before creating one).")
+
+    def open_store(self, path: os.PathLike, *args: Any, **kwargs: Any) -> Optional[ProjectStore]:
+        """:meth:`StoreRestoreMixin.open_store`; a store opened is remembered for the next dock's path field
+        (:func:`~napari_cdma._widget_store.remember_store`), unless ``$NAPARI_CDMA_PROJECT`` names the store to use."""
+        store = super().open_store(path, *args, **kwargs)
+        if store is not None and not os.environ.get(PROJECT_ENV):
+            remember_store(store.root)
+        return store
 
     def showEvent(self, event: Any) -> None:
         """The first time the dock shows, the view is fitted again: docking it narrows the canvas, which

@@ -18,8 +18,11 @@ copies named after it. Reopening that store closes each of its copies that holds
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -111,6 +114,64 @@ def open_or_ask(path: Any, parent: Any = None, create: Optional[bool] = None,
         if not create:
             return None
     return ProjectStore.open(path)
+
+
+# ------------------------------------------------------------------------------------ the store opened last
+#: Folder of the dock's settings file (:data:`LAST_STORE_FILE`); default: the user's config folder ("napari-cdma").
+CONFIG_ENV = "NAPARI_CDMA_CONFIG_DIR"
+#: The settings file that names the project store opened last: ``{"store": "/abs/path"}``.
+LAST_STORE_FILE = "last_store.json"
+
+
+def config_dir() -> Path:
+    """Where the dock keeps its settings: ``$NAPARI_CDMA_CONFIG_DIR``, else the user's config folder for
+    "napari-cdma" (platformdirs: ~/.config/napari-cdma on Linux)."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    try:
+        from platformdirs import user_config_dir
+    except ImportError:  # napari brings platformdirs; without it, the XDG default
+        return Path.home() / ".config" / "napari-cdma"
+    return Path(user_config_dir("napari-cdma", appauthor=False))
+
+
+def last_store() -> Optional[Path]:
+    """The project store opened last in a dock (walk 26: a fresh dock showed ~/napari-cdma-project, so the
+    pathologist had to remember and retype the store used the day before), or None: never written, unreadable or
+    not a path (silently: the dock falls back to its default). Whether the folder still exists is not checked."""
+    try:
+        text = (config_dir() / LAST_STORE_FILE).read_text(encoding="utf-8")
+        value = json.loads(text).get("store")
+    except (OSError, ValueError, AttributeError):  # missing, unreadable, not JSON, not an object
+        return None
+    return Path(value) if isinstance(value, str) and value.strip() else None
+
+
+def remember_store(path: Any) -> None:
+    """Write ``path`` (made absolute) as the store opened last, atomically (a temporary file renamed over the old
+    one, so a crash leaves the old file or the new one, never half of one); nothing when it is written already. A
+    failure is logged, never raised: a store opened is not worth an error about a settings file."""
+    root = str(Path(path).expanduser().absolute())
+    if last_store() == Path(root):
+        return
+    folder = config_dir()
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".last_store.",
+                                         suffix=".tmp", delete=False) as f:
+            tmp = Path(f.name)
+            json.dump({"store": root}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / LAST_STORE_FILE)
+        tmp = None
+    except OSError:
+        logger.warning("could not remember the project store %s in %s", root, folder, exc_info=True)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 #: roles of the layers that show what the open store holds: an image's accepted boxes and accepted corrections.
