@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="checkpoint to predict with (default: the bundled model)")
     p.add_argument("--project", type=Path, metavar="DIR",
                    help="project store folder (default: $NAPARI_CDMA_PROJECT or ~/napari-cdma-project, "
-                        "opened only if it exists)")
+                        "opened only if it exists; never the store a dock opened last)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S",
                    help="give up waiting for Predict after S seconds (default: 300)")
     return p
@@ -45,7 +46,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from qtpy.QtCore import QTimer
 
     from ._sample import SAMPLE_NAME
+    from ._widget import PROJECT_ENV
 
+    # the demo's own store (--project, $NAPARI_CDMA_PROJECT or ~/napari-cdma-project), never the store a
+    # pathologist opened last (walk 26: a new dock starts on that one): the sample's prediction stays out of a
+    # lab's project, and the environment variable keeps the demo's store from being remembered as the last one
+    os.environ[PROJECT_ENV] = str(args.project or os.environ.get(PROJECT_ENV) or Path.home() / "napari-cdma-project")
     viewer = napari.Viewer(title="napari-cdma")
     viewer.window.resize(1500, 900)
     viewer.open_sample(PLUGIN, SAMPLE_KEY)

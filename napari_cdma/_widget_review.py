@@ -89,7 +89,7 @@ NO_REGIONS_LEFT = ("No review regions left on this image: every suggested region
 
 
 #: The Shapes layer that frames the accepted region clicked in the accepted-region list (live or withdrawn):
-#: its role, name suffix, and colour, black: apart from the gland outlines (green, azure, orange, white), the red
+#: its role, name suffix, and colour, black: apart from the gland outlines (green, azure, orange, rose), the red
 #: accepted boxes, cyan / yellow review boxes, magenta gland box and green uncertainty tint (it was orange, like
 #: a gland outline: walk). Its label is drawn above the frame, outside it, not over the glands inside.
 SHOWN_ROLE, SHOWN_SUFFIX, SHOWN_COLOR, SHOWN_WIDTH = "shown region", "shown region", "black", 4  # screen pixels
@@ -407,7 +407,7 @@ DRAWN_WIDTH = 3.0
 #: Colour of the shapes drawn with Draw: blue, a colour none of the dock's overlays has (walk: they were yellow, the
 #: selected review region's frame, and a drawn rectangle looked like a selected suggestion). Taken are red (accepted),
 #: cyan / yellow (review boxes), black (a region shown), magenta (the gland box), deep green (the uncertainty tint) and
-#: green, azure, orange and white (gland outlines). On the GlaS images pure blue differs from every tissue pixel
+#: green, azure, orange and rose (gland outlines). On the GlaS images pure blue differs from every tissue pixel
 #: (CIELAB distance above 69 for 95 % of them: darker than eosin pink, bluer than haematoxylin purple) and from azure
 #: by its darkness.
 DRAWN_COLOR = "blue"
