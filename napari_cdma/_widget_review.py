@@ -1341,7 +1341,32 @@ class ReviewPanel(QWidget):
         if labels is None or labels not in layers or not labels.visible:
             return None
         over = hiding_labels(self.viewer, labels, image, bbox)  # its own image above it, or an image of the user's
-        return None if over is None else under_note(labels.name, over.name)
+        if over is not None:
+            return under_note(labels.name, over.name)
+        return self._outside_stored(labels, image, bbox)
+
+    def _outside_stored(self, labels: Any, image: Optional[str], bbox: Optional[Sequence[int]]) -> Optional[str]:
+        """Why an "accepted corrections" layer must not be stored over ``bbox`` (None: the whole image), or None.
+        That layer holds the store's corrections inside their boxes and background everywhere else (walk 26b: with
+        the prediction layer deleted it became the layer Accept stores, and a region where the model had two glands
+        was stored empty); a box inside the accepted boxes (a stored correction edited again) is fine."""
+        if (labels.metadata or {}).get(ROLE_KEY) != "corrections":
+            return None
+        state = self._get_state(image) if image else None
+        h, w = labels.data.shape[:2]
+        y0, x0, y1, x1 = (0, 0, h, w) if bbox is None else (int(v) for v in bbox)
+        covered = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), bool)
+        image_hash = getattr(state, "image_hash", None)
+        for r in self.records.values():
+            if r.withdrawn or not image_hash or r.image_hash != image_hash:
+                continue
+            ry0, rx0, ry1, rx1 = (int(v) for v in r.bbox)
+            covered[max(ry0 - y0, 0):max(ry1 - y0, 0), max(rx0 - x0, 0):max(rx1 - x0, 0)] = True
+        if covered.all():
+            return None
+        return (f"'{labels.name}' holds only the corrections already stored (inside their boxes): this box reaches "
+                f"outside them, where it holds no glands. Predict '{image}' again (or Open the project store) and "
+                "correct its prediction layer.")
 
     def mask_unseen(self) -> Optional[str]:
         """Why the accept buttons must not store the corrections layer now, or None: it is hidden (walk 25: the dock
