@@ -62,6 +62,8 @@ def read_plain_tiff(path: Union[str, List[str]]) -> List[LayerData]:
                 problem = next(filter(None, (tiff_page_problem(pg, size) for pg in series.pages if pg)), None)
             if series is not None and problem is None:
                 data, axes = series.asarray(), series.axes
+    except MemoryError:
+        raise  # too large to read whole: not a damaged file
     except Exception as exc:  # tifffile raises many types for files that are not TIFF or are damaged
         reason = " ".join(str(exc).split()) or type(exc).__name__
         what = "a readable TIFF image" if opened else "a TIFF image"
@@ -70,7 +72,7 @@ def read_plain_tiff(path: Union[str, List[str]]) -> List[LayerData]:
         why = f"truncated: {problem}" if problem else "it holds no image"
         raise ValueError(f"{p.name} is not a readable TIFF image ({why}): nothing opened")
     name = os.path.splitext(p.name)[0]  # as napari names a layer it reads
-    rgb = data.ndim == 3 and axes.endswith("S") and data.shape[-1] in (3, 4)
+    rgb = axes.endswith("S") and data.shape[-1] in (3, 4)  # a stack of RGB pages too, as napari guesses it
     return [(data, {"name": name, "rgb": rgb}, "image")]
 
 

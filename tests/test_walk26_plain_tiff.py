@@ -78,6 +78,13 @@ def test_a_plain_rgb_tiff_opens_with_the_plugin_as_napari_opens_it(make_napari_v
     np.testing.assert_array_equal(np.asarray(g.data), field[..., 1])
     assert predictable(g)
 
+    # a stack of two RGB pages (review of the session: it opened as a 4-D grey image 3 px wide)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([field[:64, :64], field[64:128, :64]]), photometric="rgb")
+    (st,) = viewer.open(str(stack), plugin=PLUGIN)
+    (st_builtin,) = viewer.open(str(stack), plugin="napari")
+    assert st.rgb and st.data.shape == (2, 64, 64, 3) and st_builtin.rgb == st.rgb
+
 
 def test_the_reader_dialog_default_opens_a_plain_tiff(make_napari_viewer, tmp_path, field):
     """File > Open: napari asks which reader, with the plugin pre-selected; OK opens the image."""
