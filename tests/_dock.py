@@ -169,3 +169,30 @@ def predicted_with_a_copy(make_napari_viewer, qtbot, rgb, copy, copy_name, name=
     labels_copy = np.asarray(viewer.layers[names_for(copy_name)["prediction"]].data).copy()
     qtbot.waitUntil(lambda: bool(dock.display_panel.glands), timeout=10_000)
     return dock, labels, labels_copy
+
+
+#: two GlaS images (the second above the first in the layer list) and review regions for each, as the walk 26 review
+#: tests use them
+FIRST, SECOND = "testA_1", "testA_2"
+TWO_RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
+
+
+def settle(qtbot, dock):
+    """A few turns of the event loop, then wait until the dock has settled."""
+    turn(qtbot)
+    wait_settled(dock)
+
+
+def to_top(layers, name):
+    """Move layer ``name`` to the top of the layer list, as a drag in the layer list does."""
+    layers.move(layers.index(layers[name]), len(layers))
+
+
+def two_images_first_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir, names=(FIRST, SECOND), ranked=None):
+    """:func:`two_images_in_store` with ``names`` (default FIRST, SECOND and :data:`TWO_RANKED`), settled, the first
+    image chosen in Predict. Returns (viewer, dock, store)."""
+    viewer, dock, store = two_images_in_store(make_napari_viewer, tmp_path, glas_dir, names,
+                                              TWO_RANKED if ranked is None else ranked)
+    settle(qtbot, dock)
+    choose_image(qtbot, dock, viewer, names[0])
+    return viewer, dock, store

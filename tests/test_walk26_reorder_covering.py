@@ -12,7 +12,7 @@ the first predicted with the bundled model.
 from __future__ import annotations
 
 import numpy as np
-from _dock import choose_image, open_dock, predict_and_wait, turn, wait_settled
+from _dock import choose_image, open_dock, predict_and_wait, settle, to_top
 
 from napari_cdma._layers import names_for
 from src_model.io import read_image
@@ -26,15 +26,6 @@ def _described(dock):
     return dock.predict_panel.image_layer.name, dock.display_panel.image_name, dock.review_panel.image_name
 
 
-def _settle(qtbot, dock):
-    turn(qtbot)
-    wait_settled(dock)
-
-
-def _to_top(layers, name):
-    layers.move(layers.index(layers[name]), len(layers))
-
-
 def test_a_reorder_of_the_layer_list_is_followed_as_an_eye_icon_is(make_napari_viewer, qtbot, tmp_path, glas_dir):
     viewer = make_napari_viewer(show=True)
     layers = viewer.layers
@@ -44,55 +35,55 @@ def test_a_reorder_of_the_layer_list_is_followed_as_an_eye_icon_is(make_napari_v
     dock = open_dock(viewer, tmp_path / "project")
     choose_image(qtbot, dock, viewer, FIRST)
     predict_and_wait(qtbot, dock, FIRST, timeout=180_000)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     prediction = layers[names_for(FIRST)["prediction"]]
     assert _described(dock) == (FIRST, FIRST, FIRST), dock.predict_panel.status.text()
     assert layers.index(layers[SECOND]) < layers.index(layers[FIRST])
 
     layers[SECOND].visible = True  # its eye icon: under FIRST, it covers nothing (not followed)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert _described(dock) == (FIRST, FIRST, FIRST)
 
     # an image the user keeps hidden (opened hidden) dragged above FIRST: it covers nothing
     viewer.add_image(read_image(glas_dir / "images" / f"{THIRD}.png")[:256, :256], name=THIRD, rgb=True, visible=False)
     layers.move(layers.index(layers[THIRD]), 0)
-    _settle(qtbot, dock)
-    _to_top(layers, THIRD)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
+    to_top(layers, THIRD)
+    settle(qtbot, dock)
     assert _described(dock) == (FIRST, FIRST, FIRST) and not layers[THIRD].visible
 
     # reorders that leave FIRST on top: the user's own layer, SECOND moved but still under FIRST, a map of FIRST
     for name, dest in ((notes.name, len(layers)), (notes.name, 0), (SECOND, 0), (names_for(FIRST)["uncertainty"], 0)):
         assert layers.move(layers.index(layers[name]), dest), name
-        _settle(qtbot, dock)
+        settle(qtbot, dock)
         assert _described(dock) == (FIRST, FIRST, FIRST), name
         assert layers[SECOND].visible and layers[FIRST].visible and prediction.visible, name
     assert layers.index(layers[SECOND]) < layers.index(layers[FIRST])
 
     # SECOND dragged above FIRST: it covers FIRST and is followed, as its eye icon turned on over FIRST is
-    _to_top(layers, SECOND)
-    _settle(qtbot, dock)
+    to_top(layers, SECOND)
+    settle(qtbot, dock)
     assert _described(dock) == (SECOND, None, None), dock.review_panel.last_message
     assert layers[SECOND].visible and not layers[FIRST].visible and not prediction.visible
     assert f"'{SECOND}'" in dock.review_panel.last_message, dock.review_panel.last_message
 
     # the user's layer moved again: SECOND stays
-    _to_top(layers, notes.name)
-    _settle(qtbot, dock)
+    to_top(layers, notes.name)
+    settle(qtbot, dock)
     assert dock.predict_panel.image_layer.name == SECOND
 
     # dragged back under FIRST (which the dock hid to show SECOND): FIRST is on top again and reviewed again
     layers.move(layers.index(layers[SECOND]), 0)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert _described(dock) == (FIRST, FIRST, FIRST), dock.review_panel.last_message
     assert layers[FIRST].visible and prediction.visible and not layers[SECOND].visible
     assert dock.review_panel.accept_whole_image() is not None, dock.review_panel.last_message  # FIRST is on screen
 
     # SECOND (hidden by the dock to show FIRST) dragged above again, then FIRST's prediction dragged above it
-    _to_top(layers, SECOND)
-    _settle(qtbot, dock)
+    to_top(layers, SECOND)
+    settle(qtbot, dock)
     assert dock.predict_panel.image_layer.name == SECOND and not prediction.visible
-    _to_top(layers, prediction.name)
-    _settle(qtbot, dock)
+    to_top(layers, prediction.name)
+    settle(qtbot, dock)
     assert _described(dock) == (FIRST, FIRST, FIRST), dock.review_panel.last_message
     assert layers[FIRST].visible and prediction.visible and not layers[SECOND].visible

@@ -8,17 +8,15 @@ each (their masks; no model).
 from __future__ import annotations
 
 import numpy as np
-from _dock import choose_image, turn, two_images_in_store, wait_settled
+from _dock import (
+    FIRST,
+    SECOND,
+    choose_image,
+    settle,
+    two_images_first_chosen,
+)
 
 from napari_cdma._layers import names_for
-
-FIRST, SECOND = "testA_1", "testA_2"
-RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
-
-
-def _settle(qtbot, dock):
-    turn(qtbot)
-    wait_settled(dock)
 
 
 def _offered(review):
@@ -26,25 +24,23 @@ def _offered(review):
 
 
 def test_drawn_offers_the_drawn_regions_of_the_image_reviewed(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, _ = two_images_in_store(make_napari_viewer, tmp_path, glas_dir, (FIRST, SECOND), RANKED)
-    _settle(qtbot, dock)
-    choose_image(qtbot, dock, viewer, FIRST)
+    viewer, dock, _ = two_images_first_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir)
     review = dock.review_panel
     drawn = review.start_drawing()
     assert drawn is not None and drawn.name == names_for(FIRST)["drawn"], review.last_message
     drawn.add_rectangles(np.array([[300, 300], [360, 360]]))
     notes = viewer.add_shapes(name="my notes")
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert set(_offered(review)) == {drawn.name, notes.name}
 
     choose_image(qtbot, dock, viewer, SECOND)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert review.image_name == SECOND
     assert _offered(review) == [notes.name], _offered(review)
     assert getattr(review.shapes_choice.value, "unique_id", None) != drawn.unique_id
 
     choose_image(qtbot, dock, viewer, FIRST)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert review.shapes_choice.value.unique_id == drawn.unique_id, _offered(review)  # (drawn: the dock's proxy)
     records = review.accept_drawn()
     assert len(records) == 1 and records[0].image_name == FIRST, review.last_message

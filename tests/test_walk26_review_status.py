@@ -8,33 +8,27 @@ each (their masks; no model).
 """
 from __future__ import annotations
 
-from _dock import choose_image, turn, two_images_in_store, wait_settled
+from _dock import (
+    FIRST,
+    settle,
+    two_images_first_chosen,
+)
 from qtpy.QtCore import Qt
 
 from napari_cdma._layers import names_for
 
-FIRST, SECOND = "testA_1", "testA_2"
-RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
-
-
-def _settle(qtbot, dock):
-    turn(qtbot)
-    wait_settled(dock)
-
 
 def test_the_status_line_says_why_accept_is_off(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, _ = two_images_in_store(make_napari_viewer, tmp_path, glas_dir, (FIRST, SECOND), RANKED)
-    _settle(qtbot, dock)
-    choose_image(qtbot, dock, viewer, FIRST)
+    viewer, dock, _ = two_images_first_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir)
     review = dock.review_panel
     prediction = viewer.layers[names_for(FIRST)["prediction"]]
     review.next_button.click()
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert review.status.text().startswith("Review region 1 of 2"), review.status.text()
     assert review.accept_button.isEnabled()
 
     prediction.visible = False  # its eye icon
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert not review.accept_button.isEnabled()
     hidden = f"'{prediction.name}', the corrections Accept stores, is hidden"
     assert hidden in review.status.text(), review.status.text()
@@ -44,13 +38,13 @@ def test_the_status_line_says_why_accept_is_off(make_napari_viewer, qtbot, tmp_p
     assert hidden in review.status.text(), review.status.text()
 
     prediction.visible = True
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert review.accept_button.isEnabled()
     assert hidden not in review.status.text() and "on screen again" in review.status.text(), review.status.text()
 
     # its own image dragged above it: the line says what to do
     layers = viewer.layers
     layers.move(layers.index(layers[FIRST]), len(layers))
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert not review.accept_button.isEnabled()
     assert f"move '{prediction.name}' above '{FIRST}' in the layer list" in review.status.text(), review.status.text()

@@ -8,28 +8,22 @@ each (their masks; no model).
 """
 from __future__ import annotations
 
-from _dock import choose_image, turn, two_images_in_store, wait_settled
+from _dock import (
+    FIRST,
+    settle,
+    two_images_first_chosen,
+)
 
 from napari_cdma._layers import names_for
 
-FIRST, SECOND = "testA_1", "testA_2"
-RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
-
-
-def _settle(qtbot, dock):
-    turn(qtbot)
-    wait_settled(dock)
-
 
 def test_next_frames_the_region_after_the_tiles_layer_was_deleted(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, _ = two_images_in_store(make_napari_viewer, tmp_path, glas_dir, (FIRST, SECOND), RANKED)
-    _settle(qtbot, dock)
-    choose_image(qtbot, dock, viewer, FIRST)
+    viewer, dock, _ = two_images_first_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir)
     review, layers = dock.review_panel, viewer.layers
     names = names_for(FIRST)
     prediction = layers[names["prediction"]]
     review.next_button.click()
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert len(layers[names["tiles"]].data) == 2
 
     # a hidden layer just under the tiles: napari makes it active when the tiles layer is deleted
@@ -37,11 +31,11 @@ def test_next_frames_the_region_after_the_tiles_layer_was_deleted(make_napari_vi
     layers.move(layers.index(hidden), layers.index(layers[names["tiles"]]))
     layers.selection.active = layers[names["tiles"]]
     layers.remove(names["tiles"])
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert layers.selection.active is prediction, getattr(layers.selection.active, "name", None)
 
     review.next_button.click()
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert review.status.text().startswith("Review region 2 of 2"), review.status.text()
     assert names["tiles"] in layers, [ly.name for ly in layers]
     tiles = layers[names["tiles"]]
@@ -51,7 +45,7 @@ def test_next_frames_the_region_after_the_tiles_layer_was_deleted(make_napari_vi
 
     # deleted again while region 2 stays selected: going to it again frames it
     layers.remove(names["tiles"])
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     review.go_to(1)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert names["tiles"] in layers and len(layers[names["tiles"]].data) == 2

@@ -10,43 +10,36 @@ each (their masks; no model).
 from __future__ import annotations
 
 import numpy as np
-from _dock import choose_image, turn, two_images_in_store, wait_settled
+from _dock import (
+    FIRST,
+    SECOND,
+    choose_image,
+    settle,
+    to_top,
+    two_images_first_chosen,
+)
 
 from napari_cdma._layers import names_for
 from napari_cdma.project.store import ProjectStore
 
-FIRST, SECOND = "testA_1", "testA_2"  # SECOND lies above FIRST in the layer list
-RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
-
-
-def _settle(qtbot, dock):
-    turn(qtbot)
-    wait_settled(dock)
-
-
-def _to_top(layers, name):
-    layers.move(layers.index(layers[name]), len(layers))
-
 
 def test_an_image_above_its_own_prediction_is_not_accepted_unseen(make_napari_viewer, qtbot, tmp_path, glas_dir):
-    viewer, dock, store = two_images_in_store(make_napari_viewer, tmp_path, glas_dir, (FIRST, SECOND), RANKED)
-    _settle(qtbot, dock)
-    choose_image(qtbot, dock, viewer, FIRST)
+    viewer, dock, store = two_images_first_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir)
     choose_image(qtbot, dock, viewer, SECOND)  # FIRST hidden with its layers
     review, layers = dock.review_panel, viewer.layers
     prediction = layers[names_for(FIRST)["prediction"]]
     assert not layers[FIRST].visible
 
     # the walk: FIRST dragged to the top, its eye turned on: it is chosen, and lies above its own prediction
-    _to_top(layers, FIRST)
-    _settle(qtbot, dock)
+    to_top(layers, FIRST)
+    settle(qtbot, dock)
     layers[FIRST].visible = True
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert dock.predict_panel.image_layer.name == FIRST, dock.predict_panel.status.text()
     assert review.labels_choice.value is prediction and prediction.visible
     assert layers.index(layers[FIRST]) > layers.index(prediction)
     review.step(+1)
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     prediction.paint((40, 40), 3)  # a stroke nobody sees
 
     for button in (review.accept_button, review.accept_image_button, review.draw_button):
@@ -60,17 +53,17 @@ def test_an_image_above_its_own_prediction_is_not_accepted_unseen(make_napari_vi
     assert ProjectStore.open(store.root).regions() == []
 
     # an opaque image of the user's own (not one the dock predicts: float grey) over the prediction: refused too
-    _to_top(layers, prediction.name)
-    _settle(qtbot, dock)
+    to_top(layers, prediction.name)
+    settle(qtbot, dock)
     assert review.accept_image_button.isEnabled(), review.accept_image_button.toolTip()
     heat = viewer.add_image(np.zeros((100, 100), np.float32), name="heat map", translate=(0, 0))
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
     assert dock.predict_panel.image_layer.name == FIRST
     assert not review.accept_button.isEnabled()
     assert review.accept(bbox=(0, 0, 64, 64)) is None and "'heat map'" in review.last_message, review.last_message
     assert review.accept(bbox=(256, 256, 320, 320)) is not None, review.last_message  # a box it does not cover
     heat.visible = False
-    _settle(qtbot, dock)
+    settle(qtbot, dock)
 
     # the prediction above the image again: what is accepted is on screen
     assert review.accept_image_button.isEnabled(), review.accept_image_button.toolTip()

@@ -8,33 +8,30 @@ A real napari viewer (pytest-xvfb), the real dock, a real store on disk (the Gla
 """
 from __future__ import annotations
 
-from _dock import choose_image, open_dock, turn, two_images_in_store, wait_settled
+from _dock import (
+    choose_image,
+    open_dock,
+    settle,
+    two_images_first_chosen,
+)
 
 from napari_cdma._layers import names_for
 from napari_cdma.project.store import ProjectStore
 
 NAME = "testA_1"
-RANKED = [(0.9, (0, 0, 64, 64)), (0.8, (128, 128, 192, 192))]
 STORED, OUTSIDE = (0, 0, 64, 64), (128, 128, 192, 192)
-
-
-def _settle(qtbot, dock):
-    turn(qtbot)
-    wait_settled(dock)
 
 
 def test_the_accepted_corrections_layer_is_not_stored_outside_its_boxes(make_napari_viewer, qtbot, tmp_path,
                                                                       glas_dir):
-    viewer, dock, store = two_images_in_store(make_napari_viewer, tmp_path, glas_dir, (NAME,), RANKED)
-    _settle(qtbot, dock)
-    choose_image(qtbot, dock, viewer, NAME)
+    viewer, dock, store = two_images_first_chosen(make_napari_viewer, qtbot, tmp_path, glas_dir, (NAME,))
     assert dock.review_panel.accept(bbox=STORED) is not None, dock.review_panel.last_message
 
     # a new session on the same store: the image, its prediction and its accepted corrections come back
     again = make_napari_viewer(show=True)
     again.add_image(viewer.layers[NAME].data, name=NAME, rgb=True)
     dock2 = open_dock(again, store.root)
-    _settle(qtbot, dock2)
+    settle(qtbot, dock2)
     choose_image(qtbot, dock2, again, NAME)
     names, review, layers = names_for(NAME), dock2.review_panel, again.layers
     assert names["corrections"] in layers, [ly.name for ly in layers]
@@ -43,11 +40,11 @@ def test_the_accepted_corrections_layer_is_not_stored_outside_its_boxes(make_nap
 
     # the walk: the prediction layer deleted; the accepted corrections shown, as the review line said
     layers.remove(names["prediction"])
-    _settle(qtbot, dock2)
+    settle(qtbot, dock2)
     corrections = layers[names["corrections"]]
     corrections.visible = True
     review.labels_choice.value = corrections
-    _settle(qtbot, dock2)
+    settle(qtbot, dock2)
     assert int((corrections.data[128:192, 128:192] > 0).sum()) == 0  # background where the glands were
 
     before = len(ProjectStore.open(store.root).regions())
