@@ -185,9 +185,26 @@ class PredictionSaveMixin:
         if problems:
             said.append("Not kept: " + "; ".join(problems) + ".")
         self.store_label.setText(self.store_label.text() + "\n" + " ".join(said))
+        self._kept_said = dict(kept)
         return kept
 
+    def _kept_replaced(self, name: str) -> None:
+        """A new latest prediction of ``name`` was saved: the edits kept of it before are replaced, so the summary no
+        longer says they are kept (walk 26b: "Kept 1610 edited pixel(s)" stayed after Predict again)."""
+        kept = getattr(self, "_kept_said", {})
+        if name not in kept:
+            return
+        n = kept.pop(name)
+        self.summary.rewrite()
+        lines = [f"Kept {m} edited pixel(s) of '{k}' in the store (not accepted: not used for training)."
+                 for k, m in kept.items()]
+        lines.append(f"'{name}' was predicted again: the {n} edited pixel(s) kept of it are replaced by the new "
+                     "prediction.")
+        self.store_label.setText(self.store_label.text() + "\n" + " ".join(lines))
+
     def _on_prediction_saved(self, name: str, message: str) -> None:
+        if not message:
+            self._kept_replaced(name)
         if message:
             self.predict_panel.last_message = (f"{self.predict_panel.last_message} The prediction of '{name}' "
                                                f"could not be kept in the project store: {message}").strip()
