@@ -506,14 +506,20 @@ def hiding_labels(viewer: Any, labels: Any, image: Optional[str], bbox: Optional
         return None
     area = data_box_world(labels, bbox) if bbox is not None else world_box(labels)
     for other in reversed(layers[layers.index(labels) + 1:]):
-        if not isinstance(other, Image) or not other.visible or float(getattr(other, "opacity", 1.0)) <= 0:
-            continue
+        if not isinstance(other, Image) or not other.visible or float(getattr(other, "opacity", 1.0)) < SEE_THROUGH:
+            continue  # hidden, or see-through: the glands show under it
+        if str(getattr(other, "blending", "")) == "additive":
+            continue  # added onto what lies under it: the glands show through
         if other.name != image and (is_derived(other) or is_detached(other)):
             continue
         box = world_box(other)
         if area is None or box is None or boxes_overlap(area, box):
             return other
     return None
+
+
+#: an image above the corrections layer at less than this opacity leaves the glands to be seen (:func:`hiding_labels`)
+SEE_THROUGH = 0.5
 
 
 def under_note(labels: str, cover: str) -> str:

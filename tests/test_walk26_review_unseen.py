@@ -61,6 +61,13 @@ def test_an_image_above_its_own_prediction_is_not_accepted_unseen(make_napari_vi
     assert dock.predict_panel.image_layer.name == FIRST
     assert not review.accept_button.isEnabled()
     assert review.accept(bbox=(0, 0, 64, 64)) is None and "'heat map'" in review.last_message, review.last_message
+    # an overlay the glands show through (see-through, or added onto them) hides nothing (review of the session)
+    heat.opacity = 0.3
+    assert review.edit_blocked(FIRST, (0, 0, 64, 64)) is None, review.edit_blocked(FIRST, (0, 0, 64, 64))
+    heat.opacity, heat.blending = 1.0, "additive"
+    assert review.edit_blocked(FIRST, (0, 0, 64, 64)) is None, review.edit_blocked(FIRST, (0, 0, 64, 64))
+    heat.blending = "translucent"
+    assert review.edit_blocked(FIRST, (0, 0, 64, 64)) is not None
     assert review.accept(bbox=(256, 256, 320, 320)) is not None, review.last_message  # a box it does not cover
     heat.visible = False
     settle(qtbot, dock)
