@@ -106,7 +106,9 @@ def test_with_only_a_slide_open_the_image_parts_are_hidden_until_an_image_is_pre
     names = names_for("he")
     viewer.layers.remove(names["prediction"])
     assert display.table.rowCount() == 0 and not display.glands  # no rows of a closed prediction
-    assert not display.content.isHidden()  # its uncertainty layer is still open: its legend stays
+    # walk 26: the legend goes too (it described a prediction no longer open), and the panel says the layer was closed
+    assert display.content.isHidden() and not display.empty_label.isHidden()
+    assert "was closed" in display.empty_label.text(), display.empty_label.text()
     viewer.layers.remove(names["uncertainty"])
     assert display.content.isHidden() and not display.empty_label.isHidden()
 
