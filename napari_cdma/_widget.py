@@ -291,10 +291,12 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
             self.store_label.setText("No project store there yet: the first Predict or Accept creates it "
                                      "(or choose another folder and press Open; it asks before creating one).")
 
-    def open_store(self, path: os.PathLike, *args: Any, **kwargs: Any) -> Optional[ProjectStore]:
-        """:meth:`StoreRestoreMixin.open_store`; a store opened is remembered for the next dock's path field
+    def open_store(self, path: os.PathLike, quiet: bool = False, select_current: bool = True,
+                   create: Optional[bool] = True) -> Optional[ProjectStore]:
+        """:meth:`StoreRestoreMixin.open_store` (the same arguments, spelt out: callers and tests read them from the
+        signature); a store opened is remembered for the next dock's path field
         (:func:`~napari_cdma._widget_store.remember_store`), unless ``$NAPARI_CDMA_PROJECT`` names the store to use."""
-        store = super().open_store(path, *args, **kwargs)
+        store = super().open_store(path, quiet=quiet, select_current=select_current, create=create)
         if store is not None and not os.environ.get(PROJECT_ENV):
             remember_store(store.root)
         return store
