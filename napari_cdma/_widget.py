@@ -168,7 +168,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         self._touched_corrections: set = set()
         #: an image's own prediction layer being removed (:meth:`_note_closing_prediction`): (its layer's unique id,
         #: the image, its edited pixels not accepted, whether the store kept them already)
-        self._closing: Optional[Tuple[Any, str, int, bool]] = None
+        self._closing: Optional[Tuple[Any, str, int]] = None
         self.destroyed.connect(lambda *_: setattr(self, "_restoring", None))  # the viewer closed: stop restoring
 
         self.store_edit = QLineEdit(str(store_path or default_project_path()))
@@ -1055,7 +1055,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
         except Exception:  # a removal must not fail
             logger.exception("could not count the edits of '%s' as it closed", layer.name)
             edits = -1
-        self._closing = (layer.unique_id, image, edits, layer.name in state.kept)
+        self._closing = (layer.unique_id, image, edits)
 
     def _say_prediction_closed(self, event: Any = None) -> None:
         """The image's own prediction layer was removed (walk 26: Predict still said "predicted with bundled at
@@ -1068,7 +1068,7 @@ class CdmaWidget(StoreRestoreMixin, PredictionSaveMixin, EditTrackingMixin, QWid
             self.predict_panel.say_closed(layer.name, None)
         if closing is None or closing[0] != getattr(layer, "unique_id", None):
             return
-        _, image, edits, _ = closing
+        _, image, edits = closing
         state = self.states.get(image)
         if state is None or image not in self.viewer.layers:
             return

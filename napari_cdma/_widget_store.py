@@ -45,6 +45,7 @@ from ._layers import (
     upsert_layer,
 )
 from ._time_text import short_when
+from .project.retrain_job import plural
 from .project.store import ProjectStore, RegionRecord, StoreError, hash_image
 
 logger = logging.getLogger(__name__)
@@ -340,10 +341,6 @@ STORE_SENTENCE = re.compile(r"(?P<regions>\d+) accepted region\(s\) \((?P<held>\
                             r"current model: (?P<current>.+)")
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def compact_store_text(text: str) -> str:
     """The dock's sentence of what the store holds in two short lines: ``"2 accepted regions, 2 images"`` and
     ``"Model v0001 (1 trained)"`` (the current model, and how many versions were trained); the held-out count is in
@@ -352,7 +349,7 @@ def compact_store_text(text: str) -> str:
     if found is None:
         return text
     n = {key: int(found[key]) for key in ("regions", "images", "versions")}
-    return (f"{_count(n['regions'], 'accepted region')}, {_count(n['images'], 'image')}\n"
+    return (f"{plural(n['regions'], 'accepted region')}, {plural(n['images'], 'image')}\n"
             f"Model {found['current']} ({n['versions']} trained)")
 
 
@@ -492,11 +489,11 @@ class StoreSummary:
         shown = len(self._restored_shown())
         if restored:
             parts.append(f"Reopened {restored}; {without} need{'s' if without == 1 else ''} Predict" if without
-                         else f"Reopened {_count(restored, 'image')}")
+                         else f"Reopened {plural(restored, 'image')}")
         elif shown:
-            parts.append(f"{_count(shown, 'prediction')} restored")
+            parts.append(f"{plural(shown, 'prediction')} restored")
         if self.windows:
-            parts.append(f"{_count(self.windows, 'slide window')} stored")
+            parts.append(f"{plural(self.windows, 'slide window')} stored")
         return "\n".join(parts + self._notes())
 
     def show(self) -> None:
